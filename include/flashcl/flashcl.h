@@ -1,0 +1,76 @@
+/* flashcl C API: exact attention (standard, FlashAttention-1, FlashAttention-2) on the caller's
+ * OpenCL queue and buffers, for C and other languages. Every function returns an fcl_status; on
+ * failure fcl_last_error() gives this thread's message, which names the offending parameter.
+ * Nothing is enqueued when an argument is invalid. */
+#ifndef FLASHCL_FLASHCL_H
+#define FLASHCL_FLASHCL_H
+
+#include <CL/cl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FCL_API __attribute__((visibility("default")))
+
+typedef enum {
+  FCL_SUCCESS = 0,
+  FCL_INVALID_ARGUMENT = -2001,
+  FCL_INVALID_HANDLE = -2002,
+  FCL_UNSUPPORTED_DTYPE = -2003,
+  FCL_OUT_OF_RESOURCES = -2004,
+  FCL_BUILD_FAILURE = -2005,
+  FCL_DEVICE_NOT_FOUND = -2006,
+  FCL_OPENCL_ERROR = -2007,
+  FCL_INTERNAL_ERROR = -2099
+} fcl_status;
+
+typedef enum { FCL_ALGO_AUTO = 0, FCL_ALGO_STANDARD = 1, FCL_ALGO_FA1 = 2, FCL_ALGO_FA2 = 3 } fcl_algorithm;
+typedef enum { FCL_DTYPE_F32 = 0 } fcl_dtype;
+
+/* Element (b, s, h, i) is at offset + b*batch_stride + s*seq_stride + h*head_stride + i (elements).
+ * All three strides 0: dense (B, S, H, d). */
+typedef struct {
+  cl_mem buffer;
+  int64_t offset, batch_stride, seq_stride, head_stride;
+} fcl_tensor;
+
+typedef struct {
+  int batch, heads, seqlen_q, seqlen_k, head_dim; /* head_dim 1..256 */
+  float scale;                                     /* 0: 1/sqrt(head_dim) */
+  int causal;                                      /* bottom-right aligned when seqlen_q != seqlen_k */
+  fcl_dtype dtype;
+  fcl_algorithm algorithm;
+  fcl_tensor q, k, v, o;                           /* Q, O: (B, Nq, H, d); K, V: (B, Nk, H, d) */
+  cl_mem lse;                                      /* optional (B, H, Nq) fp32 log-sum-exp */
+  cl_mem workspace;                                /* optional, >= fcl_workspace_bytes() */
+  int block_rows, block_cols;                      /* tile override; 0: planner's choice */
+} fcl_forward_args;
+
+/* Zeroes *args and sets the defaults (auto algorithm, fp32, default scale). */
+FCL_API void fcl_forward_args_init(fcl_forward_args* args);
+
+/* Enqueues attention on `queue` after the wait list. `event` (optional) receives the last kernel's
+ * event, which the caller releases. */
+FCL_API fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_uint num_wait,
+                               const cl_event* wait_list, cl_event* event);
+
+/* Scratch bytes the call needs (0 for fa2), and all device bytes it touches. */
+FCL_API fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
+FCL_API fcl_status fcl_device_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
+
+/* Program cache: disk cache on/off and directory (NULL or "": default), drop in-memory programs. */
+FCL_API fcl_status fcl_set_disk_cache(int enabled, const char* dir);
+FCL_API void fcl_clear_memory_cache(void);
+
+/* This thread's message for the last failed call ("" after a success). */
+FCL_API const char* fcl_last_error(void);
+FCL_API const char* fcl_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHCL_FLASHCL_H */

@@ -1,0 +1,167 @@
+// flashcl C++ API: exact attention O = softmax(scale·QKᵀ [+ causal mask])·V on any OpenCL device,
+// computed by the baseline (standard) or the FlashAttention algorithms (fa1, fa2). The low-level
+// call works on the caller's own context, queue and buffers and enqueues asynchronously; the
+// Session layer picks a device and takes host arrays. Every error is a flashcl::Error carrying a
+// Status and a message that names the offending parameter.
+#pragma once
+
+#include <CL/cl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#define FLASHCL_API __attribute__((visibility("default")))
+
+namespace flashcl {
+
+// Status codes shared with the C API (fcl_status); negative OpenCL codes pass through unchanged.
+enum class Status : int {
+  Success = 0,
+  InvalidArgument = -2001,    // a parameter is out of range or inconsistent
+  InvalidHandle = -2002,      // a null or mismatched OpenCL handle
+  UnsupportedDType = -2003,   // dtype not supported by this build or path
+  OutOfResources = -2004,     // the problem does not fit the device (local memory, buffers)
+  BuildFailure = -2005,       // a kernel failed to compile (message has device, options, log)
+  DeviceNotFound = -2006,     // no platform/device matches the selection
+  OpenCLError = -2007,        // an OpenCL call failed (message has the call and code)
+  InternalError = -2099,
+};
+
+class FLASHCL_API Error : public std::runtime_error {
+ public:
+  Error(Status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  Status status() const noexcept { return status_; }
+
+ private:
+  Status status_;
+};
+
+enum class Algorithm { Auto, Standard, FA1, FA2 };
+enum class DType { F32 };
+
+FLASHCL_API const char* to_string(Algorithm algorithm);
+FLASHCL_API std::optional<Algorithm> parse_algorithm(const std::string& name);
+FLASHCL_API const char* version();
+
+// A tensor in a cl_mem, addressed in elements: element (b, s, h, i) is at
+// offset + b·batch_stride + s·seq_stride + h·head_stride + i. Zero strides mean dense (B, S, H, d).
+struct Tensor {
+  cl_mem buffer = nullptr;
+  std::int64_t offset = 0;
+  std::int64_t batch_stride = 0;
+  std::int64_t seq_stride = 0;
+  std::int64_t head_stride = 0;
+};
+
+// Forces tile sizes for experiments (FLASHCL_TILE="BRxBC" does the same); 0 leaves the planner's.
+struct TileOverride {
+  int block_rows = 0;  // Br: query rows per block
+  int block_cols = 0;  // Bc: keys per block
+};
+
+// One attention call. Shapes: Q (B, Nq, H, d); K, V (B, Nk, H, d); O like Q; LSE (B, H, Nq) fp32.
+struct ForwardArgs {
+  int batch = 0;
+  int heads = 0;
+  int seqlen_q = 0;
+  int seqlen_k = 0;
+  int head_dim = 0;                 // 1 … 256
+  std::optional<float> scale;      // default 1/√d
+  bool causal = false;             // bottom-right aligned when seqlen_q ≠ seqlen_k
+  DType dtype = DType::F32;
+  Algorithm algorithm = Algorithm::Auto;
+  Tensor q, k, v, o;
+  cl_mem lse = nullptr;            // optional, dense (B, H, Nq) fp32
+  cl_mem workspace = nullptr;      // optional scratch of at least workspace_bytes(); else allocated
+  TileOverride tile;
+};
+
+// The algorithm `auto` resolves to for this device and shape.
+FLASHCL_API Algorithm resolve_algorithm(cl_device_id device, const ForwardArgs& args);
+
+// Device scratch bytes the call needs beyond Q, K, V, O, LSE (standard: B·H·Nq·Nk floats; fa1:
+// O(B·H·Nq·d); fa2: 0).
+FLASHCL_API std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args);
+
+// All device bytes the call touches: inputs, outputs and workspace.
+FLASHCL_API std::size_t device_bytes(cl_device_id device, const ForwardArgs& args);
+
+// Kernels one call enqueued (retained; released by the destructor).
+class FLASHCL_API Launch {
+ public:
+  Launch() = default;
+  Launch(const Launch&) = delete;
+  Launch& operator=(const Launch&) = delete;
+  Launch(Launch&& other) noexcept;
+  Launch& operator=(Launch&& other) noexcept;
+  ~Launch();
+
+  void add(cl_event event) { events_.push_back(event); }
+  const std::vector<cl_event>& events() const { return events_; }
+  cl_event last() const { return events_.empty() ? nullptr : events_.back(); }
+  void wait() const;
+  // Device time from the first kernel's start to the last one's end (queue needs profiling).
+  double device_ms() const;
+
+ private:
+  std::vector<cl_event> events_;
+};
+
+// Validates everything, then enqueues the kernels on `queue` (asynchronously).
+FLASHCL_API Launch forward(cl_command_queue queue, const ForwardArgs& args,
+                           const std::vector<cl_event>& wait_list = {});
+
+// Program cache control. Programs are cached per (context, device, options) in memory and as
+// binaries on disk ($FLASHCL_CACHE_DIR, else $XDG_CACHE_HOME/flashcl, else ~/.cache/flashcl).
+struct CacheStats {
+  std::size_t memory_hits = 0, disk_hits = 0, builds = 0, disk_writes = 0, disk_rejects = 0;
+};
+FLASHCL_API void set_disk_cache_enabled(bool enabled);  // FLASHCL_DISK_CACHE=0 also disables it
+FLASHCL_API void set_disk_cache_dir(const std::string& dir);  // empty: back to the default
+FLASHCL_API std::string disk_cache_dir();
+FLASHCL_API void clear_memory_cache();  // releases every cached program (and their contexts)
+FLASHCL_API CacheStats cache_stats();
+
+// ---- Convenience layer: device choice and host arrays -----------------------------------------
+
+struct DeviceInfo {
+  int platform_index = 0, device_index = 0;
+  std::string platform, name, vendor, driver, version;
+  bool is_gpu = false, is_cpu = false;
+  int compute_units = 0;
+  std::size_t local_mem_bytes = 0, global_mem_bytes = 0;
+};
+FLASHCL_API std::vector<DeviceInfo> list_devices();
+
+// Owns a context and a profiling-enabled in-order queue on one device. Platform and device are
+// chosen by index or name substring; empty means $FLASHCL_PLATFORM / $FLASHCL_DEVICE, else the
+// first GPU, else the first device.
+class FLASHCL_API Session {
+ public:
+  explicit Session(const std::string& platform = "", const std::string& device = "");
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session();
+
+  cl_context context() const { return context_; }
+  cl_command_queue queue() const { return queue_; }
+  cl_device_id device() const { return device_; }
+  const DeviceInfo& info() const { return info_; }
+
+  // Runs attention on dense (B, S, H, d) host arrays; returns O and, when asked, fills lse.
+  std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
+                             const std::vector<float>& k, const std::vector<float>& v,
+                             std::vector<float>* lse = nullptr);
+
+ private:
+  cl_context context_ = nullptr;
+  cl_command_queue queue_ = nullptr;
+  cl_device_id device_ = nullptr;
+  DeviceInfo info_;
+};
+
+}  // namespace flashcl

@@ -1,0 +1,110 @@
+/* fa1.cl: FlashAttention-1 forward, Algorithm 1 of the paper. One work-group per (head, batch),
+ * as FA1 parallelises. Outer loop over K/V blocks (both held in __local memory); inner loop over
+ * the Q blocks that can see them. The running O (normalised), row max m and row sum l live in
+ * global memory (scratch) and are read, rescaled and written back on every inner step:
+ *   m_new = max(m, m~), l_new = 2^(m - m_new) l + 2^(m~ - m_new) l~,
+ *   O <- (l 2^(m - m_new) O + 2^(m~ - m_new) P~V) / l_new,  with P~ = 2^(S - m~), l~ = rowsum P~.
+ * A final pass copies O to the caller's layout and writes LSE. Scores are in base 2 (Q is
+ * pre-scaled by scale*log2 e), which changes no result. */
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
+                 __global STORAGE_T* o, __global float* lse, __global float* scratch, const AttnArgs args) {
+  __local float k_tile[BC * ROW_STRIDE];
+  __local float v_tile[BC * ROW_STRIDE];
+  __local float q_tile[BR * ROW_STRIDE];
+  __local float p_tile[BR * BC];
+  __local float red[BR * TPR];
+
+  const AttnArgs* a = &args;
+  const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
+  const int h = get_group_id(1), b = get_group_id(2);
+  const long bh = (long)b * a->heads + h;
+  const long q_base = TENSOR_BASE(a, q, b, h), k_base = TENSOR_BASE(a, k, b, h);
+  const long v_base = TENSOR_BASE(a, v, b, h), o_base = TENSOR_BASE(a, o, b, h);
+  /* scratch: O (B*H, Nq, D_PAD), then (m, l) (B*H, Nq, 2) */
+  const long n_rows = (long)a->batch * a->heads * a->seqlen_q;
+  __global float* my_o = scratch + bh * a->seqlen_q * D_PAD;
+  __global float* my_ml = scratch + n_rows * D_PAD + bh * a->seqlen_q * 2;
+
+  /* O = 0, l = 0, m = -inf in global memory */
+  for (long i = lid; i < (long)a->seqlen_q * D_PAD; i += WG_SIZE) my_o[i] = 0.0f;
+  for (int i = lid; i < a->seqlen_q; i += WG_SIZE) {
+    my_ml[2 * i] = NEG_INF;
+    my_ml[2 * i + 1] = 0.0f;
+  }
+  barrier(CLK_GLOBAL_MEM_FENCE);
+
+  const int n_kblocks = (a->seqlen_k + BC - 1) / BC, n_qblocks = (a->seqlen_q + BR - 1) / BR;
+  for (int kb = 0; kb < n_kblocks; ++kb) {
+    const int k0 = kb * BC;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    load_tile(k_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    load_tile(v_tile, v, v_base, a->v_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    /* causal: the first Q block with a row that sees key k0 (row + shift >= k0) */
+    const int qb_first = CAUSAL ? max(0, k0 - a->causal_shift) / BR : 0;
+    for (int qb = qb_first; qb < n_qblocks; ++qb) {
+      const int q0 = qb * BR;
+      barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* q_tile/p_tile free; O, m, l visible */
+      load_tile(q_tile, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid, WG_SIZE);
+      /* every lane reads m, l here; lane 0 writes them back only after the barriers below */
+      float m_old[TM], l_old[TM];
+#pragma unroll
+      for (int r = 0; r < TM; ++r) {
+        const int row = min(q0 + row0 + r, a->seqlen_q - 1);
+        m_old[r] = my_ml[2 * row];
+        l_old[r] = my_ml[2 * row + 1];
+      }
+      barrier(CLK_LOCAL_MEM_FENCE);
+
+      float s[TM][COLS_S], mt[TM];
+      team_scores(s, q_tile, k_tile, row0, lane);
+      if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
+        team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
+      team_row_max(mt, s, red, row0, lane);
+      team_store_p(p_tile, s, mt, row0, lane);
+      barrier(CLK_LOCAL_MEM_FENCE);
+
+      float pv[TM][COLS_O], lt[TM];
+#pragma unroll
+      for (int r = 0; r < TM; ++r) {
+        lt[r] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < COLS_O; ++c) pv[r][c] = 0.0f;
+      }
+      team_pv(pv, lt, p_tile, v_tile, row0, lane);
+
+#pragma unroll
+      for (int r = 0; r < TM; ++r) {
+        const int row = q0 + row0 + r;
+        if (row >= a->seqlen_q) continue;
+        const float m_new = fmax(m_old[r], mt[r]);
+        const float w_old = m_old[r] == NEG_INF ? 0.0f : exp2(m_old[r] - m_new) * l_old[r];
+        const float w_new = mt[r] == NEG_INF ? 0.0f : exp2(mt[r] - m_new);
+        const float l_new = w_old + w_new * lt[r];
+        const float inv = l_new > 0.0f ? 1.0f / l_new : 0.0f;
+#pragma unroll
+        for (int c = 0; c < COLS_O; ++c) {
+          __global float* oc = my_o + (long)row * D_PAD + lane + c * TPR;
+          *oc = (w_old * *oc + w_new * pv[r][c]) * inv;
+        }
+        if (lane == 0) {
+          my_ml[2 * row] = m_new;
+          my_ml[2 * row + 1] = l_new;
+        }
+      }
+    }
+  }
+  barrier(CLK_GLOBAL_MEM_FENCE);
+
+  /* epilogue: O to the caller's layout, LSE = m + log l (natural log) */
+  for (long i = lid; i < (long)a->seqlen_q * D_PAD; i += WG_SIZE) {
+    const int row = (int)(i / D_PAD), col = (int)(i - (long)row * D_PAD);
+    if (col < HEAD_DIM) STORE_ELEM(o, o_base + (long)row * a->o_seq_stride + col, my_o[i]);
+  }
+  if (a->write_lse)
+    for (int row = lid; row < a->seqlen_q; row += WG_SIZE) {
+      const float l_row = my_ml[2 * row + 1];
+      lse[bh * a->seqlen_q + row] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
+    }
+}

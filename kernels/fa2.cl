@@ -1,0 +1,76 @@
+/* fa2.cl: FlashAttention-2 forward. One work-group per (Q block, head, batch). Prologue: the
+ * scaled Q block is staged in __local memory. Main loop over the key blocks it can see: K block
+ * to __local, scores in registers, running max/sum in private memory, P to __local, V block to
+ * __local, unnormalised O += P*V with the old part rescaled by 2^(m_old - m_new). Blocks wholly
+ * above the causal diagonal are never visited; the mask runs only on blocks that cross it or the
+ * end of the keys. Epilogue: O divided by the row sum once, written once with LSE = m + log l. */
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
+                 __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
+  __local float q_tile[BR * ROW_STRIDE];
+  __local float kv_tile[BC * ROW_STRIDE];
+  __local float p_tile[BR * BC];
+  __local float red[BR * TPR];
+
+  const AttnArgs* a = &args;
+  const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
+  const int q0 = get_group_id(0) * BR, h = get_group_id(1), b = get_group_id(2);
+  const int q_end = min(q0 + BR, a->seqlen_q);
+  const long q_base = TENSOR_BASE(a, q, b, h), k_base = TENSOR_BASE(a, k, b, h);
+  const long v_base = TENSOR_BASE(a, v, b, h), o_base = TENSOR_BASE(a, o, b, h);
+
+  /* prologue */
+  load_tile(q_tile, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid, WG_SIZE);
+  float m[TM], l[TM], acc[TM][COLS_O];
+#pragma unroll
+  for (int r = 0; r < TM; ++r) {
+    m[r] = NEG_INF;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < COLS_O; ++c) acc[r][c] = 0.0f;
+  }
+
+  /* main loop */
+  const int n_blocks = visible_key_blocks(q0, q_end, BC, a->seqlen_k, a->causal_shift);
+  for (int kb = 0; kb < n_blocks; ++kb) {
+    const int k0 = kb * BC;
+    barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
+    load_tile(kv_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float s[TM][COLS_S], mx[TM];
+    team_scores(s, q_tile, kv_tile, row0, lane);
+    if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
+      team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
+    team_row_max(mx, s, red, row0, lane); /* contains a barrier: all scores are computed */
+
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+      const float m_new = fmax(m[r], mx[r]);
+      const float alpha = m_new == NEG_INF ? 1.0f : exp2(m[r] - m_new);
+      l[r] *= alpha;
+#pragma unroll
+      for (int c = 0; c < COLS_O; ++c) acc[r][c] *= alpha;
+      m[r] = m_new;
+    }
+    team_store_p(p_tile, s, m, row0, lane);
+    load_tile(kv_tile, v, v_base, a->v_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    team_pv(acc, l, p_tile, kv_tile, row0, lane);
+  }
+
+  /* epilogue */
+#pragma unroll
+  for (int r = 0; r < TM; ++r) {
+    const int row = q0 + row0 + r;
+    if (row >= a->seqlen_q) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    float out[COLS_O];
+#pragma unroll
+    for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
+    const float lse_value = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2_F : NEG_INF;
+    store_row(o, o_base + (long)row * a->o_seq_stride, lse, ((long)b * a->heads + h) * a->seqlen_q + row,
+              a->write_lse, out, lse_value, lane);
+  }
+}

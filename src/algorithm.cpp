@@ -1,0 +1,29 @@
+// algorithm.cpp: names of the algorithms and the library version.
+#include <algorithm>
+#include <cctype>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl {
+
+const char* to_string(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::Auto: return "auto";
+    case Algorithm::Standard: return "standard";
+    case Algorithm::FA1: return "fa1";
+    case Algorithm::FA2: return "fa2";
+  }
+  return "unknown";
+}
+
+std::optional<Algorithm> parse_algorithm(const std::string& name) {
+  std::string lower = name;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (Algorithm a : {Algorithm::Auto, Algorithm::Standard, Algorithm::FA1, Algorithm::FA2})
+    if (lower == to_string(a)) return a;
+  return std::nullopt;
+}
+
+const char* version() { return FLASHCL_VERSION_STRING; }
+
+}  // namespace flashcl

@@ -1,0 +1,150 @@
+// attention.cpp: the forward entry point and what the per-algorithm launchers share: algorithm
+// choice, workspace sizing, tile plans, program options, kernel creation and enqueue, and the
+// Launch record of enqueued kernels.
+#include <algorithm>
+
+#include "errors.hpp"
+#include "launchers.hpp"
+#include "program_cache.hpp"
+
+namespace flashcl {
+namespace detail {
+
+std::size_t workspace_bytes_for(cl_device_id device, const ForwardArgs& a) {
+  const std::size_t rows = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
+  switch (a.algorithm) {
+    case Algorithm::Standard:
+      return rows * static_cast<std::size_t>(a.seqlen_k) * sizeof(float);  // S, then P in place
+    case Algorithm::FA1: {
+      const TilePlan plan = plan_for(device_facts(device), a);
+      return rows * (static_cast<std::size_t>(plan.padded_head_dim) + 2) * sizeof(float);  // O, m, l
+    }
+    default:
+      return 0;
+  }
+}
+
+TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
+  PlanRequest request;
+  request.algorithm = a.algorithm;
+  request.head_dim = a.head_dim;
+  request.dtype = a.dtype;
+  request.causal = a.causal;
+  request.tile = a.tile;
+  if (request.tile.block_rows == 0 && request.tile.block_cols == 0 && a.algorithm != Algorithm::Standard)
+    request.tile = tile_override_from_env();
+  return plan_tiles(facts, request);
+}
+
+std::string common_options(const ForwardArgs& a) {
+  return concat("-cl-std=CL1.2 -DDTYPE=0 -DHEAD_DIM=", a.head_dim, " -DCAUSAL=", a.causal ? 1 : 0);
+}
+
+std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
+  return concat(common_options(a), " -DTPR=", plan.team_size, " -DD_PAD=", plan.padded_head_dim, " -DBR=",
+                plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
+}
+
+cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
+                       const char* name) {
+  cl::Program program = cached_program(p.context, p.device, files, options);
+  cl_int err = CL_SUCCESS;
+  cl_kernel kernel = clCreateKernel(program(), name, &err);
+  check_cl(err, "clCreateKernel");
+  return cl::Kernel(kernel);
+}
+
+void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t global[3], const std::size_t local[3],
+             const std::vector<cl_event>& wait, Launch& launch) {
+  cl_event event = nullptr;
+  check_cl(clEnqueueNDRangeKernel(queue, kernel(), 3, nullptr, global, local, static_cast<cl_uint>(wait.size()),
+                                  wait.empty() ? nullptr : wait.data(), &event),
+           "clEnqueueNDRangeKernel");
+  launch.add(event);
+}
+
+}  // namespace detail
+
+Algorithm resolve_algorithm(cl_device_id device, const ForwardArgs& args) {
+  (void)device;
+  // fa2 is exact, allocates nothing and is the fastest path on every device measured so far.
+  return args.algorithm == Algorithm::Auto ? Algorithm::FA2 : args.algorithm;
+}
+
+std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args) {
+  return detail::workspace_bytes_for(device, detail::normalize_shape(device, args));
+}
+
+std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args);
+  const std::size_t q = static_cast<std::size_t>(a.batch) * a.seqlen_q * a.heads * a.head_dim;
+  const std::size_t kv = static_cast<std::size_t>(a.batch) * a.seqlen_k * a.heads * a.head_dim;
+  const std::size_t lse = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
+  return (2 * q + 2 * kv + lse) * sizeof(float) + detail::workspace_bytes_for(device, a);
+}
+
+Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {
+  const detail::Problem p = detail::validate(queue, args);
+  for (cl_event e : wait_list)
+    if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
+
+  Launch launch;
+  cl_mem workspace = p.args.workspace;
+  cl_mem owned = nullptr;
+  const std::size_t need = detail::workspace_bytes_for(p.device, p.args);
+  if (need > 0 && workspace == nullptr) {
+    cl_int err = CL_SUCCESS;
+    owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
+    detail::check_cl(err, "clCreateBuffer(workspace)");
+    workspace = owned;
+  }
+  try {
+    switch (p.args.algorithm) {
+      case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
+      case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
+      default: detail::launch_fa2(queue, p, wait_list, launch); break;
+    }
+  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
+    if (owned != nullptr) clReleaseMemObject(owned);
+    detail::fail(Status::OpenCLError, e.what(), " failed: ", detail::cl_error_name(e.err()), " (", e.err(), ")");
+  } catch (...) {
+    if (owned != nullptr) clReleaseMemObject(owned);
+    throw;
+  }
+  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
+  if (owned != nullptr) clReleaseMemObject(owned);
+  return launch;
+}
+
+Launch::Launch(Launch&& other) noexcept : events_(std::move(other.events_)) { other.events_.clear(); }
+
+Launch& Launch::operator=(Launch&& other) noexcept {
+  if (this != &other) {
+    for (cl_event e : events_) clReleaseEvent(e);
+    events_ = std::move(other.events_);
+    other.events_.clear();
+  }
+  return *this;
+}
+
+Launch::~Launch() {
+  for (cl_event e : events_) clReleaseEvent(e);
+}
+
+void Launch::wait() const {
+  if (!events_.empty())
+    detail::check_cl(clWaitForEvents(static_cast<cl_uint>(events_.size()), events_.data()), "clWaitForEvents");
+}
+
+double Launch::device_ms() const {
+  if (events_.empty()) return 0.0;
+  wait();
+  cl_ulong start = 0, end = 0;
+  detail::check_cl(clGetEventProfilingInfo(events_.front(), CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr),
+                   "clGetEventProfilingInfo (is the queue created with CL_QUEUE_PROFILING_ENABLE?)");
+  detail::check_cl(clGetEventProfilingInfo(events_.back(), CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr),
+                   "clGetEventProfilingInfo");
+  return static_cast<double>(end - start) * 1e-6;
+}
+
+}  // namespace flashcl

@@ -1,0 +1,122 @@
+// c_api.cpp: the C API. Converts fcl_forward_args to flashcl::ForwardArgs and is the single
+// point where exceptions become status codes and the thread-local last-error message.
+#include "flashcl/flashcl.h"
+
+#include <new>
+#include <string>
+
+#include "errors.hpp"
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <typename Body>
+fcl_status guarded(Body&& body) {
+  try {
+    body();
+    g_last_error.clear();
+    return FCL_SUCCESS;
+  } catch (const flashcl::Error& e) {
+    g_last_error = e.what();
+    return static_cast<fcl_status>(e.status());
+  } catch (const std::bad_alloc&) {
+    g_last_error = "out of host memory";
+    return FCL_OUT_OF_RESOURCES;
+  } catch (const std::exception& e) {
+    g_last_error = std::string("internal error: ") + e.what();
+    return FCL_INTERNAL_ERROR;
+  } catch (...) {
+    g_last_error = "internal error";
+    return FCL_INTERNAL_ERROR;
+  }
+}
+
+flashcl::Tensor to_tensor(const fcl_tensor& t) {
+  return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
+}
+
+flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
+  using flashcl::detail::fail;
+  if (in == nullptr) fail(flashcl::Status::InvalidArgument, "args: null pointer");
+  flashcl::ForwardArgs a;
+  a.batch = in->batch;
+  a.heads = in->heads;
+  a.seqlen_q = in->seqlen_q;
+  a.seqlen_k = in->seqlen_k;
+  a.head_dim = in->head_dim;
+  if (in->scale != 0.0f) a.scale = in->scale;
+  a.causal = in->causal != 0;
+  if (in->dtype != FCL_DTYPE_F32) fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(in->dtype));
+  switch (in->algorithm) {
+    case FCL_ALGO_AUTO: a.algorithm = flashcl::Algorithm::Auto; break;
+    case FCL_ALGO_STANDARD: a.algorithm = flashcl::Algorithm::Standard; break;
+    case FCL_ALGO_FA1: a.algorithm = flashcl::Algorithm::FA1; break;
+    case FCL_ALGO_FA2: a.algorithm = flashcl::Algorithm::FA2; break;
+    default: fail(flashcl::Status::InvalidArgument, "algorithm: unknown value ", static_cast<int>(in->algorithm));
+  }
+  a.q = to_tensor(in->q);
+  a.k = to_tensor(in->k);
+  a.v = to_tensor(in->v);
+  a.o = to_tensor(in->o);
+  a.lse = in->lse;
+  a.workspace = in->workspace;
+  a.tile = {in->block_rows, in->block_cols};
+  return a;
+}
+
+}  // namespace
+
+extern "C" {
+
+void fcl_forward_args_init(fcl_forward_args* args) {
+  if (args == nullptr) return;
+  *args = fcl_forward_args{};
+  args->algorithm = FCL_ALGO_AUTO;
+  args->dtype = FCL_DTYPE_F32;
+}
+
+fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_uint num_wait,
+                       const cl_event* wait_list, cl_event* event) {
+  if (event != nullptr) *event = nullptr;
+  return guarded([&] {
+    using flashcl::detail::fail;
+    if ((num_wait > 0) != (wait_list != nullptr))
+      fail(flashcl::Status::InvalidArgument, "wait_list: num_wait and wait_list disagree");
+    std::vector<cl_event> wait(wait_list, wait_list + num_wait);
+    flashcl::Launch launch = flashcl::forward(queue, to_args(args), wait);
+    if (event != nullptr && launch.last() != nullptr) {
+      clRetainEvent(launch.last());
+      *event = launch.last();
+    }
+  });
+}
+
+fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes) {
+  return guarded([&] {
+    if (bytes == nullptr) flashcl::detail::fail(flashcl::Status::InvalidArgument, "bytes: null pointer");
+    *bytes = flashcl::workspace_bytes(device, to_args(args));
+  });
+}
+
+fcl_status fcl_device_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes) {
+  return guarded([&] {
+    if (bytes == nullptr) flashcl::detail::fail(flashcl::Status::InvalidArgument, "bytes: null pointer");
+    *bytes = flashcl::device_bytes(device, to_args(args));
+  });
+}
+
+fcl_status fcl_set_disk_cache(int enabled, const char* dir) {
+  return guarded([&] {
+    flashcl::set_disk_cache_enabled(enabled != 0);
+    flashcl::set_disk_cache_dir(dir != nullptr ? dir : "");
+  });
+}
+
+void fcl_clear_memory_cache(void) { flashcl::clear_memory_cache(); }
+
+const char* fcl_last_error(void) { return g_last_error.c_str(); }
+
+const char* fcl_version(void) { return flashcl::version(); }
+
+}  // extern "C"

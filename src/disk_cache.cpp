@@ -1,0 +1,136 @@
+// disk_cache.cpp: file format "FLASHCL-BIN 1\n", key length (u64), key, binary length (u64),
+// binary, XXH64(key + binary) (u64). Location: set_disk_cache_dir(), else $FLASHCL_CACHE_DIR,
+// else $XDG_CACHE_HOME/flashcl, else ~/.cache/flashcl. Off with set_disk_cache_enabled(false) or
+// FLASHCL_DISK_CACHE=0.
+#include "disk_cache.hpp"
+
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+namespace fs = std::filesystem;
+const char kMagic[] = "FLASHCL-BIN 1\n";
+
+std::atomic<bool> g_enabled{true};
+std::mutex g_dir_mutex;
+std::string g_dir;
+
+std::uint64_t checksum(const std::string& key, const std::vector<unsigned char>& binary) {
+  XXH64_state_t* state = XXH64_createState();
+  XXH64_reset(state, 0);
+  XXH64_update(state, key.data(), key.size());
+  XXH64_update(state, binary.data(), binary.size());
+  const std::uint64_t sum = XXH64_digest(state);
+  XXH64_freeState(state);
+  return sum;
+}
+
+void write_u64(std::ostream& out, std::uint64_t v) { out.write(reinterpret_cast<const char*>(&v), sizeof v); }
+bool read_u64(std::istream& in, std::uint64_t& v) {
+  return static_cast<bool>(in.read(reinterpret_cast<char*>(&v), sizeof v));
+}
+
+}  // namespace
+
+bool disk_cache_enabled() {
+  const char* env = std::getenv("FLASHCL_DISK_CACHE");
+  if (env != nullptr && std::string(env) == "0") return false;
+  return g_enabled.load();
+}
+
+std::string disk_cache_directory() {
+  {
+    std::lock_guard<std::mutex> lock(g_dir_mutex);
+    if (!g_dir.empty()) return g_dir;
+  }
+  if (const char* dir = std::getenv("FLASHCL_CACHE_DIR"); dir != nullptr && *dir) return dir;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) return std::string(xdg) + "/flashcl";
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home) return std::string(home) + "/.cache/flashcl";
+  return "";
+}
+
+std::string disk_cache_path(const std::string& key) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%016llx.bin", static_cast<unsigned long long>(XXH64(key.data(), key.size(), 0)));
+  return disk_cache_directory() + "/" + name;
+}
+
+std::optional<std::vector<unsigned char>> disk_cache_load(const std::string& key) {
+  if (!disk_cache_enabled() || disk_cache_directory().empty()) return std::nullopt;
+  std::ifstream in(disk_cache_path(key), std::ios::binary);
+  if (!in) return std::nullopt;
+  char magic[sizeof kMagic - 1];
+  std::uint64_t key_size = 0, bin_size = 0, sum = 0;
+  if (!in.read(magic, sizeof magic) || std::string(magic, sizeof magic) != kMagic) return std::nullopt;
+  if (!read_u64(in, key_size) || key_size != key.size()) return std::nullopt;
+  std::string stored_key(key_size, '\0');
+  if (!in.read(stored_key.data(), static_cast<std::streamsize>(key_size)) || stored_key != key) return std::nullopt;
+  if (!read_u64(in, bin_size) || bin_size == 0 || bin_size > (std::uint64_t{1} << 32)) return std::nullopt;
+  std::vector<unsigned char> binary(bin_size);
+  if (!in.read(reinterpret_cast<char*>(binary.data()), static_cast<std::streamsize>(bin_size))) return std::nullopt;
+  if (!read_u64(in, sum) || sum != checksum(key, binary)) return std::nullopt;
+  return binary;
+}
+
+bool disk_cache_store(const std::string& key, const std::vector<unsigned char>& binary) {
+  if (!disk_cache_enabled() || binary.empty()) return false;
+  const std::string dir = disk_cache_directory();
+  if (dir.empty()) return false;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string path = disk_cache_path(key);
+  std::ostringstream tmp_name;
+  tmp_name << path << ".tmp." << ::getpid() << "." << std::hash<std::thread::id>{}(std::this_thread::get_id());
+  const std::string tmp = tmp_name.str();
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return false;
+    out.write(kMagic, sizeof kMagic - 1);
+    write_u64(out, key.size());
+    out.write(key.data(), static_cast<std::streamsize>(key.size()));
+    write_u64(out, binary.size());
+    out.write(reinterpret_cast<const char*>(binary.data()), static_cast<std::streamsize>(binary.size()));
+    write_u64(out, checksum(key, binary));
+    if (!out.flush()) {
+      fs::remove(tmp, ec);
+      return false;
+    }
+  }
+  fs::rename(tmp, path, ec);  // atomic on POSIX: readers see the old file or the whole new one
+  if (ec) fs::remove(tmp, ec);
+  return !ec;
+}
+
+void disk_cache_remove(const std::string& key) {
+  std::error_code ec;
+  fs::remove(disk_cache_path(key), ec);
+}
+
+}  // namespace flashcl::detail
+
+namespace flashcl {
+
+void set_disk_cache_enabled(bool enabled) { detail::g_enabled = enabled; }
+
+void set_disk_cache_dir(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(detail::g_dir_mutex);
+  detail::g_dir = dir;
+}
+
+std::string disk_cache_dir() { return detail::disk_cache_directory(); }
+
+}  // namespace flashcl

@@ -1,0 +1,33 @@
+// kernel_source.hpp: the OpenCL C text of each program: the embedded copies of kernels/*.cl
+// (generated at build time), or the files of $FLASHCL_KERNEL_DIR / set_kernel_dir() when
+// working on kernels without rebuilding.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace flashcl::detail {
+
+struct EmbeddedFile {
+  const char* name;
+  const char* data;
+  std::size_t size;
+};
+
+// Defined in the generated embedded_kernels.cpp.
+const std::vector<EmbeddedFile>& embedded_kernel_files();
+
+struct ProgramSource {
+  std::string text;
+  std::uint64_t hash = 0;  // XXH64 of text: part of every cache key
+};
+
+// Concatenates the named files (in order) into one program source.
+ProgramSource program_source(const std::vector<std::string>& files);
+
+// Overrides $FLASHCL_KERNEL_DIR; empty restores the embedded kernels (or the variable).
+void set_kernel_dir(const std::string& dir);
+
+}  // namespace flashcl::detail

@@ -1,0 +1,50 @@
+// launchers.hpp: one enqueue function per algorithm, plus what they share: the workspace each
+// needs, the -D options that specialise a program, and the enqueue helper that records events.
+#pragma once
+
+#include <CL/cl.h>
+
+#include <string>
+#include <vector>
+
+#include "cl_bindings.hpp"
+#include "errors.hpp"
+#include "problem.hpp"
+#include "tile_planner.hpp"
+
+namespace flashcl::detail {
+
+// Scratch bytes for a normalised call (algorithm already concrete).
+std::size_t workspace_bytes_for(cl_device_id device, const ForwardArgs& args);
+
+// The plan for a normalised call (planner + FLASHCL_TILE / args.tile override).
+TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& args);
+
+// -D options shared by every program: dtype, head dim, causal.
+std::string common_options(const ForwardArgs& args);
+
+// -D options of an fa1/fa2 program: common_options() plus the tile plan.
+std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
+
+// Creates `name` from the cached program for `files` + `options`.
+cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
+                       const char* name);
+
+// Sets kernel arguments 0, 1, ... to `values` (cl_mem handles and the AttnArgs block by value).
+template <typename... T>
+void set_args(const cl::Kernel& kernel, const T&... values) {
+  cl_uint index = 0;
+  (check_cl(clSetKernelArg(kernel(), index++, sizeof(T), &values), "clSetKernelArg"), ...);
+}
+
+// Enqueues an NDRange kernel after `wait` and records its event in `launch`.
+void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t global[3],
+             const std::size_t local[3], const std::vector<cl_event>& wait, Launch& launch);
+
+void launch_standard(cl_command_queue queue, const Problem& p, cl_mem workspace, const std::vector<cl_event>& wait,
+                     Launch& launch);
+void launch_fa1(cl_command_queue queue, const Problem& p, cl_mem workspace, const std::vector<cl_event>& wait,
+                Launch& launch);
+void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
+
+}  // namespace flashcl::detail

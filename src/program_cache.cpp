@@ -1,0 +1,132 @@
+// program_cache.cpp: memory cache (map under a mutex; builds run outside the lock), disk cache of
+// binaries, and build errors that carry device, options and the build log.
+#include "program_cache.hpp"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "device_facts.hpp"
+#include "disk_cache.hpp"
+#include "errors.hpp"
+#include "kernel_source.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+using MemoryKey = std::tuple<cl_context, cl_device_id, std::string, std::uint64_t>;
+
+std::mutex g_mutex;
+std::map<MemoryKey, cl::Program> g_programs;
+
+struct Counters {
+  std::atomic<std::size_t> memory_hits{0}, disk_hits{0}, builds{0}, disk_writes{0}, disk_rejects{0};
+} g_counters;
+
+std::string build_log(const cl::Program& program, const cl::Device& device) {
+  std::string log;
+  try {
+    log = program.getBuildInfo<CL_PROGRAM_BUILD_LOG>(device);
+  } catch (const cl::Error&) {
+    log = "(no build log)";
+  }
+  return log;
+}
+
+// Builds `program`; on failure throws BuildFailure with device, options and log.
+void build_or_throw(const cl::Program& program, const cl::Device& device, const std::string& options) {
+  const cl_int err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
+  if (err == CL_SUCCESS) return;
+  const DeviceFacts& facts = device_facts(device());
+  fail(Status::BuildFailure, "kernel build failed (", cl_error_name(err), ") on device '", facts.name,
+       "' (driver ", facts.driver, ") with options '", options, "':\n", build_log(program, device));
+}
+
+std::vector<unsigned char> program_binary(const cl::Program& program) {
+  auto binaries = program.getInfo<CL_PROGRAM_BINARIES>();
+  return binaries.empty() ? std::vector<unsigned char>{} : binaries.front();
+}
+
+// Tries the disk cache; returns a built program or a null one.
+cl::Program load_from_disk(const cl::Context& context, const cl::Device& device, const std::string& key,
+                           const std::string& options) {
+  auto binary = disk_cache_load(key);
+  if (!binary) return cl::Program();
+  cl_int status = CL_SUCCESS, err = CL_SUCCESS;
+  const unsigned char* data = binary->data();
+  const std::size_t size = binary->size();
+  cl_program raw = clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err);
+  if (err == CL_SUCCESS && status == CL_SUCCESS) {
+    cl::Program program(raw);  // takes ownership
+    if (clBuildProgram(raw, 1, &device(), options.c_str(), nullptr, nullptr) == CL_SUCCESS) {
+      ++g_counters.disk_hits;
+      return program;
+    }
+  } else if (raw != nullptr) {
+    clReleaseProgram(raw);
+  }
+  ++g_counters.disk_rejects;
+  disk_cache_remove(key);  // corrupt or foreign: rebuild from source and overwrite
+  return cl::Program();
+}
+
+cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource& source, const std::string& options) {
+  cl::Context context(ctx, true);
+  cl::Device device(dev, true);
+  const std::string key = disk_key(dev, source.hash, options);
+  cl::Program program = load_from_disk(context, device, key, options);
+  if (program() != nullptr) return program;
+
+  program = cl::Program(context, source.text);
+  build_or_throw(program, device, options);
+  ++g_counters.builds;
+  if (disk_cache_enabled() && disk_cache_store(key, program_binary(program))) ++g_counters.disk_writes;
+  return program;
+}
+
+}  // namespace
+
+std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options) {
+  const DeviceFacts& facts = device_facts(device);
+  return concat("flashcl ", version(), "\nsource ", source_hash, "\noptions ", options, "\ndevice ", facts.name,
+                "\nvendor ", facts.vendor, "\ndriver ", facts.driver, "\nplatform ", facts.platform, "\n");
+}
+
+cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
+                           const std::string& options) {
+  const ProgramSource source = program_source(files);
+  const MemoryKey key{context, device, options, source.hash};
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_programs.find(key);
+    if (it != g_programs.end()) {
+      ++g_counters.memory_hits;
+      return it->second;
+    }
+  }
+  cl::Program program = build_program(context, device, source, options);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_programs.emplace(key, program).first->second;  // another thread's copy may win
+}
+
+}  // namespace flashcl::detail
+
+namespace flashcl {
+
+void clear_memory_cache() {
+  std::lock_guard<std::mutex> lock(detail::g_mutex);
+  detail::g_programs.clear();
+}
+
+CacheStats cache_stats() {
+  CacheStats s;
+  s.memory_hits = detail::g_counters.memory_hits;
+  s.disk_hits = detail::g_counters.disk_hits;
+  s.builds = detail::g_counters.builds;
+  s.disk_writes = detail::g_counters.disk_writes;
+  s.disk_rejects = detail::g_counters.disk_rejects;
+  return s;
+}
+
+}  // namespace flashcl

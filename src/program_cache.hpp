@@ -1,0 +1,23 @@
+// program_cache.hpp: compile on first use, cache everywhere. A program is identified by
+// (context, device, build options, source hash); it lives in memory for the life of the process
+// (thread-safe; the first stored copy wins) and as a binary on disk keyed by library version,
+// source hash, options, device name and driver version.
+#pragma once
+
+#include <CL/cl.h>
+
+#include <string>
+#include <vector>
+
+#include "cl_bindings.hpp"
+
+namespace flashcl::detail {
+
+// The built program for `files` with `options` on (context, device).
+cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
+                           const std::string& options);
+
+// The key a program binary is stored under on disk (exposed for tests).
+std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options);
+
+}  // namespace flashcl::detail

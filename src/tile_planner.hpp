@@ -1,0 +1,43 @@
+// tile_planner.hpp: the pure function from device facts and problem to tile sizes and
+// work-group shape. No OpenCL calls, so tests can plan for simulated devices.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "device_facts.hpp"
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::detail {
+
+struct PlanRequest {
+  Algorithm algorithm = Algorithm::FA2;  // Standard, FA1 or FA2 (Auto is resolved before)
+  int head_dim = 64;
+  DType dtype = DType::F32;
+  bool causal = false;
+  TileOverride tile;  // forced sizes (0 = planner's choice)
+};
+
+struct TilePlan {
+  int block_rows = 0;      // Br (fa1/fa2) or GEMM tile edge (standard)
+  int block_cols = 0;      // Bc (fa1/fa2) or GEMM tile edge (standard)
+  int rows_per_team = 0;   // TM: query rows each team owns
+  int team_size = 0;       // TPR: work-items sharing those rows
+  int padded_head_dim = 0; // D_PAD
+  int softmax_wg = 0;      // standard: work-items per softmax row
+  std::size_t work_group_size = 0;
+  std::size_t local_bytes = 0;  // __local memory the kernel declares
+  std::string reason;           // why these sizes
+};
+
+// Plans tiles; throws Error(OutOfResources) when nothing fits the device and
+// Error(InvalidArgument) for an override the kernels cannot run.
+TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& request);
+
+// __local bytes an fa1/fa2 kernel with these sizes declares.
+std::size_t flash_local_bytes(Algorithm algorithm, int block_rows, int block_cols, int team_size, int padded_head_dim);
+
+// FLASHCL_TILE="BRxBC" parsed into an override (empty when unset); bad text is InvalidArgument.
+TileOverride tile_override_from_env();
+
+}  // namespace flashcl::detail
