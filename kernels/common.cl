@@ -50,19 +50,40 @@ inline void load_tile(__local float* dst, __global const STORAGE_T* src, long ba
   }
 }
 
+/* Loads rows [row0, row0 + nrows) transposed: dst[c * (nrows + 1) + r] (D_PAD x (nrows + 1)).
+ * Key tiles are kept this way so the work-items of a team read consecutive addresses: no bank
+ * conflicts on GPUs, contiguous vector loads where PoCL vectorises across work-items. */
+inline void load_tile_transposed(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride,
+                                 int row0, int nrows, int valid, int lid, int nthreads) {
+  for (int idx = lid; idx < nrows * D_PAD; idx += nthreads) {
+    const int r = idx / D_PAD, c = idx - r * D_PAD;
+    float x = 0.0f;
+    if (row0 + r < valid && c < HEAD_DIM) x = LOAD_ELEM(src, base + (long)(row0 + r) * seq_stride + c);
+    dst[c * (nrows + 1) + r] = x;
+  }
+}
+
 /* True when key `key` is hidden from query `row` (past the end, or above the causal diagonal). */
 inline bool key_masked(int row, int key, int seqlen_k, int causal_shift) {
-  return key >= seqlen_k || (CAUSAL && key > row + causal_shift);
+#if CAUSAL
+  if (key > row + causal_shift) return true;
+#endif
+  return key >= seqlen_k;
 }
 
 /* Number of key blocks of width bc that query rows [q0, q_end) can see at all. */
 inline int visible_key_blocks(int q0, int q_end, int bc, int seqlen_k, int causal_shift) {
   int keys = seqlen_k;
-  if (CAUSAL) keys = min(keys, q_end - 1 + causal_shift + 1);
+#if CAUSAL
+  keys = min(keys, q_end + causal_shift); /* the last row, q_end - 1, sees keys <= q_end - 1 + shift */
+#endif
   return keys <= 0 ? 0 : (keys + bc - 1) / bc;
 }
 
 /* True when some key of block [k0, k0 + bc) is hidden from some row of [q0, q0 + br). */
 inline bool block_needs_mask(int q0, int k0, int bc, int seqlen_k, int causal_shift) {
-  return k0 + bc > seqlen_k || (CAUSAL && k0 + bc - 1 > q0 + causal_shift);
+#if CAUSAL
+  if (k0 + bc - 1 > q0 + causal_shift) return true;
+#endif
+  return k0 + bc > seqlen_k;
 }

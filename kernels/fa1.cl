@@ -10,7 +10,7 @@
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                  __global STORAGE_T* o, __global float* lse, __global float* scratch, const AttnArgs args) {
-  __local float k_tile[BC * ROW_STRIDE];
+  __local float k_tile[D_PAD * KT_STRIDE]; /* transposed */
   __local float v_tile[BC * ROW_STRIDE];
   __local float q_tile[BR * ROW_STRIDE];
   __local float p_tile[BR * BC];
@@ -39,10 +39,14 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = 0; kb < n_kblocks; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE);
-    load_tile(k_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    load_tile_transposed(k_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, lid, WG_SIZE);
     load_tile(v_tile, v, v_base, a->v_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
     /* causal: the first Q block with a row that sees key k0 (row + shift >= k0) */
-    const int qb_first = CAUSAL ? max(0, k0 - a->causal_shift) / BR : 0;
+#if CAUSAL
+    const int qb_first = max(0, k0 - a->causal_shift) / BR;
+#else
+    const int qb_first = 0;
+#endif
     for (int qb = qb_first; qb < n_qblocks; ++qb) {
       const int q0 = qb * BR;
       barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* q_tile/p_tile free; O, m, l visible */

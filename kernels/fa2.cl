@@ -9,7 +9,7 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                  __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
   __local float q_tile[BR * ROW_STRIDE];
-  __local float kv_tile[BC * ROW_STRIDE];
+  __local float kv_tile[KV_TILE_FLOATS]; /* K block transposed, then V block */
   __local float p_tile[BR * BC];
   __local float red[BR * TPR];
 
@@ -36,7 +36,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = 0; kb < n_blocks; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
-    load_tile(kv_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    load_tile_transposed(kv_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, lid, WG_SIZE);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[TM][COLS_S], mx[TM];

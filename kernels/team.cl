@@ -15,13 +15,16 @@
 #define COLS_S (BC / TPR)            /* scores per row per work-item */
 #define COLS_O (D_PAD / TPR)         /* output columns per row per work-item */
 #define WG_SIZE ((BR / TM) * TPR)    /* work-items per work-group */
+#define KT_STRIDE (BC + 1)           /* row pitch of a transposed key tile (D_PAD x KT_STRIDE) */
+/* floats of a tile that holds either a transposed K block or a row-major V block */
+#define KV_TILE_FLOATS (D_PAD * BC + (D_PAD > BC ? D_PAD : BC))
 
 #if BR % TM != 0 || BC % TPR != 0
 #error "tile sizes must satisfy BR % TM == 0 and BC % TPR == 0"
 #endif
 
-/* s[r][c] = q_tile[row0 + r] . k_tile[lane + c*TPR] (q_tile already scaled). */
-inline void team_scores(float s[TM][COLS_S], __local const float* q_tile, __local const float* k_tile,
+/* s[r][c] = q_tile[row0 + r] . key (lane + c*TPR); kt_tile is transposed, q_tile scaled. */
+inline void team_scores(float s[TM][COLS_S], __local const float* q_tile, __local const float* kt_tile,
                         int row0, int lane) {
 #pragma unroll
   for (int r = 0; r < TM; ++r)
@@ -32,7 +35,7 @@ inline void team_scores(float s[TM][COLS_S], __local const float* q_tile, __loca
 #pragma unroll
     for (int r = 0; r < TM; ++r) qv[r] = q_tile[(row0 + r) * ROW_STRIDE + kk];
 #pragma unroll
-    for (int c = 0; c < COLS_S; ++c) kv[c] = k_tile[(lane + c * TPR) * ROW_STRIDE + kk];
+    for (int c = 0; c < COLS_S; ++c) kv[c] = kt_tile[kk * KT_STRIDE + lane + c * TPR];
 #pragma unroll
     for (int r = 0; r < TM; ++r)
 #pragma unroll

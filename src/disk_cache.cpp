@@ -69,21 +69,21 @@ std::string disk_cache_path(const std::string& key) {
   return disk_cache_directory() + "/" + name;
 }
 
-std::optional<std::vector<unsigned char>> disk_cache_load(const std::string& key) {
-  if (!disk_cache_enabled() || disk_cache_directory().empty()) return std::nullopt;
+DiskLookup disk_cache_load(const std::string& key, std::vector<unsigned char>& binary) {
+  if (!disk_cache_enabled() || disk_cache_directory().empty()) return DiskLookup::Missing;
   std::ifstream in(disk_cache_path(key), std::ios::binary);
-  if (!in) return std::nullopt;
+  if (!in) return DiskLookup::Missing;
   char magic[sizeof kMagic - 1];
   std::uint64_t key_size = 0, bin_size = 0, sum = 0;
-  if (!in.read(magic, sizeof magic) || std::string(magic, sizeof magic) != kMagic) return std::nullopt;
-  if (!read_u64(in, key_size) || key_size != key.size()) return std::nullopt;
+  if (!in.read(magic, sizeof magic) || std::string(magic, sizeof magic) != kMagic) return DiskLookup::Invalid;
+  if (!read_u64(in, key_size) || key_size != key.size()) return DiskLookup::Invalid;
   std::string stored_key(key_size, '\0');
-  if (!in.read(stored_key.data(), static_cast<std::streamsize>(key_size)) || stored_key != key) return std::nullopt;
-  if (!read_u64(in, bin_size) || bin_size == 0 || bin_size > (std::uint64_t{1} << 32)) return std::nullopt;
-  std::vector<unsigned char> binary(bin_size);
-  if (!in.read(reinterpret_cast<char*>(binary.data()), static_cast<std::streamsize>(bin_size))) return std::nullopt;
-  if (!read_u64(in, sum) || sum != checksum(key, binary)) return std::nullopt;
-  return binary;
+  if (!in.read(stored_key.data(), static_cast<std::streamsize>(key_size)) || stored_key != key) return DiskLookup::Invalid;
+  if (!read_u64(in, bin_size) || bin_size == 0 || bin_size > (std::uint64_t{1} << 32)) return DiskLookup::Invalid;
+  binary.assign(bin_size, 0);
+  if (!in.read(reinterpret_cast<char*>(binary.data()), static_cast<std::streamsize>(bin_size))) return DiskLookup::Invalid;
+  if (!read_u64(in, sum) || sum != checksum(key, binary)) return DiskLookup::Invalid;
+  return DiskLookup::Found;
 }
 
 bool disk_cache_store(const std::string& key, const std::vector<unsigned char>& binary) {

@@ -12,8 +12,11 @@ namespace flashcl::detail {
 bool disk_cache_enabled();
 std::string disk_cache_directory();
 
-// The binary stored under `key`, if a valid one exists.
-std::optional<std::vector<unsigned char>> disk_cache_load(const std::string& key);
+enum class DiskLookup { Missing, Invalid, Found };
+
+// Reads the binary stored under `key` into `binary`. Invalid: a file exists but is truncated,
+// corrupt or written for another key.
+DiskLookup disk_cache_load(const std::string& key, std::vector<unsigned char>& binary);
 
 // Stores `binary` under `key`; failures are silent (the cache is an optimisation).
 bool disk_cache_store(const std::string& key, const std::vector<unsigned char>& binary);

@@ -48,26 +48,30 @@ std::vector<unsigned char> program_binary(const cl::Program& program) {
   return binaries.empty() ? std::vector<unsigned char>{} : binaries.front();
 }
 
-// Tries the disk cache; returns a built program or a null one.
+// Tries the disk cache; returns a built program or a null one. A file that is invalid or whose
+// binary the driver refuses is removed and counted as a reject; the caller rebuilds from source.
 cl::Program load_from_disk(const cl::Context& context, const cl::Device& device, const std::string& key,
                            const std::string& options) {
-  auto binary = disk_cache_load(key);
-  if (!binary) return cl::Program();
-  cl_int status = CL_SUCCESS, err = CL_SUCCESS;
-  const unsigned char* data = binary->data();
-  const std::size_t size = binary->size();
-  cl_program raw = clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err);
-  if (err == CL_SUCCESS && status == CL_SUCCESS) {
-    cl::Program program(raw);  // takes ownership
-    if (clBuildProgram(raw, 1, &device(), options.c_str(), nullptr, nullptr) == CL_SUCCESS) {
-      ++g_counters.disk_hits;
-      return program;
+  std::vector<unsigned char> binary;
+  const DiskLookup found = disk_cache_load(key, binary);
+  if (found == DiskLookup::Missing) return cl::Program();
+  if (found == DiskLookup::Found) {
+    cl_int status = CL_SUCCESS, err = CL_SUCCESS;
+    const unsigned char* data = binary.data();
+    const std::size_t size = binary.size();
+    cl_program raw = clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err);
+    if (err == CL_SUCCESS && status == CL_SUCCESS) {
+      cl::Program program(raw);  // takes ownership
+      if (clBuildProgram(raw, 1, &device(), options.c_str(), nullptr, nullptr) == CL_SUCCESS) {
+        ++g_counters.disk_hits;
+        return program;
+      }
+    } else if (raw != nullptr) {
+      clReleaseProgram(raw);
     }
-  } else if (raw != nullptr) {
-    clReleaseProgram(raw);
   }
   ++g_counters.disk_rejects;
-  disk_cache_remove(key);  // corrupt or foreign: rebuild from source and overwrite
+  disk_cache_remove(key);
   return cl::Program();
 }
 

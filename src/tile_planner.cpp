@@ -135,8 +135,13 @@ TilePlan plan_fa2(const DeviceFacts& device, const PlanRequest& r) {
 
 std::size_t flash_local_bytes(Algorithm algorithm, int br, int bc, int tpr, int d_pad) {
   const std::size_t row = static_cast<std::size_t>(d_pad) + 1;
-  const std::size_t kv_tiles = algorithm == Algorithm::FA1 ? 2 : 1;  // fa1 keeps K and V; fa2 shares one
-  const std::size_t floats = (kv_tiles * bc + br) * row + static_cast<std::size_t>(br) * bc +
+  const std::size_t k_tile = static_cast<std::size_t>(d_pad) * (bc + 1);  // transposed K block
+  const std::size_t v_tile = static_cast<std::size_t>(bc) * row;
+  // fa1 keeps K and V; fa2 loads them one after the other into one tile
+  const std::size_t kv = algorithm == Algorithm::FA1
+                             ? k_tile + v_tile
+                             : static_cast<std::size_t>(d_pad) * bc + std::max<std::size_t>(d_pad, bc);
+  const std::size_t floats = kv + static_cast<std::size_t>(br) * row + static_cast<std::size_t>(br) * bc +
                              static_cast<std::size_t>(br) * tpr;
   return floats * sizeof(float);
 }

@@ -1,0 +1,69 @@
+// support.hpp: what the tests share: one Session on the default device, device buffers with a
+// chosen layout (dense or strided, gaps filled with NaN sentinels), and one call that runs an
+// algorithm on a case and checks it against the float64 reference.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "flashcl/flashcl.hpp"
+#include "problem.hpp"
+
+namespace flashcl::test {
+
+// The process-wide session (FLASHCL_PLATFORM / FLASHCL_DEVICE choose; PoCL's CPU in CI).
+Session& session();
+
+enum class Layout {
+  BSHD,        // dense (B, S, H, d): the default
+  BHSD,        // dense (B, H, S, d) through strides
+  PaddedRows,  // (B, S, H, d) with gaps between rows and heads, plus an offset
+};
+
+struct Case {
+  bench::Shape shape;
+  Layout layout = Layout::BSHD;
+  std::uint64_t seed = 1;
+  std::string name() const;
+};
+
+// A cl_mem holding a logical (B, S, H, d) tensor in `layout`; gaps hold NaN.
+struct DeviceTensor {
+  Tensor view;
+  std::size_t elems = 0;
+  int batch = 0, seqlen = 0, heads = 0, dim = 0;
+  DeviceTensor(Layout layout, int batch, int seqlen, int heads, int dim, const std::vector<float>* values);
+  DeviceTensor(const DeviceTensor&) = delete;
+  DeviceTensor& operator=(const DeviceTensor&) = delete;
+  ~DeviceTensor();
+  std::vector<float> raw() const;              // the whole buffer
+  std::vector<float> logical() const;          // (B, S, H, d) dense
+  std::size_t gap_elements_changed() const;    // gaps that no longer hold NaN
+};
+
+struct DeviceBuffer {
+  cl_mem mem = nullptr;
+  std::size_t floats = 0;
+  explicit DeviceBuffer(std::size_t floats, float fill);
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+  std::vector<float> read() const;
+};
+
+struct CaseResult {
+  bench::ErrorStats out, lse;
+  std::size_t gaps_written = 0;
+  std::vector<float> o, lse_values;
+  bench::Reference ref;
+};
+
+// Runs `algorithm` on the case (outputs poisoned with NaN first) and compares with the reference.
+CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile = {});
+
+// Asserts the accuracy bounds every fp32 path must meet.
+void expect_accurate(const CaseResult& r, const std::string& what);
+
+}  // namespace flashcl::test

@@ -1,0 +1,224 @@
+// test_invalid.cpp: one test per invalid input. Each must throw flashcl::Error with the right
+// status and a message naming the parameter, before anything is enqueued (the output buffer keeps
+// its sentinel values).
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+constexpr int kB = 1, kH = 2, kN = 16, kD = 8;
+
+class Invalid : public testing::Test {
+ protected:
+  std::vector<float> values = bench::random_values(static_cast<std::size_t>(kB) * kN * kH * kD, 11);
+  DeviceTensor q{Layout::BSHD, kB, kN, kH, kD, &values};
+  DeviceTensor k{Layout::BSHD, kB, kN, kH, kD, &values};
+  DeviceTensor v{Layout::BSHD, kB, kN, kH, kD, &values};
+  DeviceTensor o{Layout::BSHD, kB, kN, kH, kD, nullptr};
+
+  ForwardArgs valid_args(Algorithm algorithm = Algorithm::FA2) const {
+    ForwardArgs a;
+    a.batch = kB;
+    a.heads = kH;
+    a.seqlen_q = kN;
+    a.seqlen_k = kN;
+    a.head_dim = kD;
+    a.algorithm = algorithm;
+    a.q = q.view;
+    a.k = k.view;
+    a.v = v.view;
+    a.o = o.view;
+    return a;
+  }
+
+  // Expects `args` to be rejected with `status` and a message containing `parameter`.
+  void expect_rejected(const ForwardArgs& args, Status status, const std::string& parameter,
+                       cl_command_queue queue = nullptr) {
+    try {
+      forward(queue != nullptr ? queue : session().queue(), args).wait();
+      ADD_FAILURE() << "accepted; expected an error naming '" << parameter << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_NE(std::string(e.what()).find(parameter), std::string::npos) << "message: " << e.what();
+    }
+    clFinish(session().queue());
+    const auto out = o.raw();
+    for (float x : out) ASSERT_TRUE(std::isnan(x)) << "the output was written although the call failed";
+  }
+};
+
+TEST_F(Invalid, BatchZero) { auto a = valid_args(); a.batch = 0; expect_rejected(a, Status::InvalidArgument, "batch"); }
+TEST_F(Invalid, HeadsNegative) { auto a = valid_args(); a.heads = -1; expect_rejected(a, Status::InvalidArgument, "heads"); }
+TEST_F(Invalid, SeqlenQZero) { auto a = valid_args(); a.seqlen_q = 0; expect_rejected(a, Status::InvalidArgument, "seqlen_q"); }
+TEST_F(Invalid, SeqlenKNegative) { auto a = valid_args(); a.seqlen_k = -5; expect_rejected(a, Status::InvalidArgument, "seqlen_k"); }
+TEST_F(Invalid, HeadDimZero) { auto a = valid_args(); a.head_dim = 0; expect_rejected(a, Status::InvalidArgument, "head_dim"); }
+TEST_F(Invalid, HeadDimTooLarge) { auto a = valid_args(); a.head_dim = 257; expect_rejected(a, Status::InvalidArgument, "head_dim"); }
+TEST_F(Invalid, ScaleNaN) {
+  auto a = valid_args();
+  a.scale = std::numeric_limits<float>::quiet_NaN();
+  expect_rejected(a, Status::InvalidArgument, "scale");
+}
+TEST_F(Invalid, ScaleInfinite) {
+  auto a = valid_args();
+  a.scale = std::numeric_limits<float>::infinity();
+  expect_rejected(a, Status::InvalidArgument, "scale");
+}
+TEST_F(Invalid, NullQueue) {
+  try {
+    forward(nullptr, valid_args());
+    ADD_FAILURE() << "accepted a null queue";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::InvalidHandle);
+    EXPECT_NE(std::string(e.what()).find("queue"), std::string::npos);
+  }
+}
+TEST_F(Invalid, NullQ) { auto a = valid_args(); a.q.buffer = nullptr; expect_rejected(a, Status::InvalidHandle, "q"); }
+TEST_F(Invalid, NullK) { auto a = valid_args(); a.k.buffer = nullptr; expect_rejected(a, Status::InvalidHandle, "k"); }
+TEST_F(Invalid, NullV) { auto a = valid_args(); a.v.buffer = nullptr; expect_rejected(a, Status::InvalidHandle, "v"); }
+TEST_F(Invalid, NullO) { auto a = valid_args(); a.o.buffer = nullptr; expect_rejected(a, Status::InvalidHandle, "o"); }
+
+TEST_F(Invalid, BufferFromAnotherContext) {
+  cl_device_id device = session().device();
+  cl_int err = CL_SUCCESS;
+  cl_context other = clCreateContext(nullptr, 1, &device, nullptr, nullptr, &err);
+  ASSERT_EQ(err, CL_SUCCESS);
+  cl_mem foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, q.elems * sizeof(float), nullptr, &err);
+  ASSERT_EQ(err, CL_SUCCESS);
+  auto a = valid_args();
+  a.k.buffer = foreign;
+  expect_rejected(a, Status::InvalidHandle, "k: buffer belongs to another cl_context");
+  clReleaseMemObject(foreign);
+  clReleaseContext(other);
+}
+
+TEST_F(Invalid, QueueFromAnotherContext) {
+  cl_device_id device = session().device();
+  cl_int err = CL_SUCCESS;
+  cl_context other = clCreateContext(nullptr, 1, &device, nullptr, nullptr, &err);
+  cl_command_queue queue = clCreateCommandQueue(other, device, 0, &err);
+  ASSERT_EQ(err, CL_SUCCESS);
+  expect_rejected(valid_args(), Status::InvalidHandle, "q: buffer belongs to another cl_context", queue);
+  clReleaseCommandQueue(queue);
+  clReleaseContext(other);
+}
+
+TEST_F(Invalid, StridesOverrunBuffer) {
+  auto a = valid_args();
+  a.v.head_stride = kD;
+  a.v.seq_stride = kH * kD + 1;  // one element more per row than the buffer holds
+  a.v.batch_stride = a.v.seq_stride * kN;
+  expect_rejected(a, Status::InvalidArgument, "v: shape and strides reach");
+}
+TEST_F(Invalid, OffsetOverrunsBuffer) { auto a = valid_args(); a.o.offset = 1; expect_rejected(a, Status::InvalidArgument, "o:"); }
+TEST_F(Invalid, NegativeStride) {
+  auto a = valid_args();
+  a.q.seq_stride = -1;
+  a.q.head_stride = kD;
+  a.q.batch_stride = kN * kH * kD;
+  expect_rejected(a, Status::InvalidArgument, "q: offset and strides must be >= 0");
+}
+TEST_F(Invalid, SeqlenLargerThanBuffer) { auto a = valid_args(); a.seqlen_k = kN + 1; expect_rejected(a, Status::InvalidArgument, "k:"); }
+TEST_F(Invalid, LseTooSmall) {
+  DeviceBuffer small(kB * kH * kN - 1, 0.0f);
+  auto a = valid_args();
+  a.lse = small.mem;
+  expect_rejected(a, Status::InvalidArgument, "lse");
+}
+TEST_F(Invalid, WorkspaceTooSmall) {
+  DeviceBuffer small(4, 0.0f);
+  auto a = valid_args(Algorithm::Standard);
+  a.workspace = small.mem;
+  expect_rejected(a, Status::InvalidArgument, "workspace");
+}
+TEST_F(Invalid, TileNotRunnable) {
+  auto a = valid_args();
+  a.tile = {6, 16};  // 6 rows is not a multiple of the 4-row team
+  expect_rejected(a, Status::InvalidArgument, "tile");
+}
+TEST_F(Invalid, TileTooLargeForLocalMemory) {
+  const int d = 256;
+  std::vector<float> big = bench::random_values(static_cast<std::size_t>(kN) * d, 5);
+  DeviceTensor bq{Layout::BSHD, 1, kN, 1, d, &big};
+  DeviceTensor bo{Layout::BSHD, 1, kN, 1, d, nullptr};
+  auto a = valid_args();
+  a.heads = 1;
+  a.head_dim = d;
+  a.q = a.k = a.v = bq.view;
+  a.o = bo.view;
+  a.tile = {256, 256};  // ~1 MiB of local memory: more than any device has
+  try {
+    forward(session().queue(), a).wait();
+    ADD_FAILURE() << "accepted a 256x256 tile at d=256";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::OutOfResources) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tile"), std::string::npos) << e.what();
+  }
+  for (float x : bo.raw()) ASSERT_TRUE(std::isnan(x)) << "the output was written although the call failed";
+}
+TEST_F(Invalid, TileEnvironmentMalformed) {
+  setenv("FLASHCL_TILE", "64by32", 1);
+  expect_rejected(valid_args(), Status::InvalidArgument, "FLASHCL_TILE");
+  unsetenv("FLASHCL_TILE");
+}
+TEST_F(Invalid, NullEventInWaitList) {
+  try {
+    forward(session().queue(), valid_args(), {nullptr});
+    ADD_FAILURE() << "accepted a null event";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::InvalidHandle);
+    EXPECT_NE(std::string(e.what()).find("wait_list"), std::string::npos);
+  }
+}
+TEST_F(Invalid, StandardTooLargeForDevice) {
+  // S alone would be B·H·N² floats: far past any single buffer the device allows.
+  auto a = valid_args(Algorithm::Standard);
+  a.seqlen_q = a.seqlen_k = 1 << 20;
+  a.q.buffer = a.k.buffer = a.v.buffer = a.o.buffer = q.view.buffer;
+  try {
+    forward(session().queue(), a);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    // the buffer check (q too small) or the workspace check fires; both name their parameter
+    EXPECT_NE(e.status(), Status::Success);
+  }
+  EXPECT_GT(workspace_bytes(session().device(), a), std::size_t{1} << 40);
+}
+
+// A kernel that fails to compile reports the device, the options and the build log.
+TEST(BuildFailure, ReportsDeviceOptionsAndLog) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "flashcl-broken-kernels";
+  fs::create_directories(dir);
+  for (const char* name : {"attn_args.h", "common.cl", "team.cl", "standard.cl", "fa1.cl"})
+    fs::copy_file(fs::path(FLASHCL_SOURCE_DIR) / "kernels" / name, dir / name, fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "fa2.cl") << "__kernel void fa2_forward(__global float* x) { this is not OpenCL C; }\n";
+  setenv("FLASHCL_KERNEL_DIR", dir.c_str(), 1);
+  const std::vector<float> values = bench::random_values(64, 3);
+  ForwardArgs a;
+  a.batch = a.heads = 1;
+  a.seqlen_q = a.seqlen_k = 8;
+  a.head_dim = 8;
+  a.algorithm = Algorithm::FA2;
+  try {
+    session().forward(a, values, values, values);
+    ADD_FAILURE() << "a broken kernel built";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(e.status(), Status::BuildFailure);
+    EXPECT_NE(msg.find(session().info().name), std::string::npos) << msg;
+    EXPECT_NE(msg.find("-DHEAD_DIM=8"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("error"), std::string::npos) << msg;  // the compiler's log
+  }
+  unsetenv("FLASHCL_KERNEL_DIR");
+  // The library stays usable.
+  EXPECT_EQ(session().forward(a, values, values, values).size(), values.size());
+}
+
+}  // namespace
+}  // namespace flashcl::test

@@ -1,0 +1,150 @@
+// test_planner.cpp: the tile planner as a pure function, on simulated GPUs with 16, 32, 48 and
+// 64 KiB of local memory and on a PoCL-like CPU: it never plans more local memory or work-items
+// than the device has, keeps the shapes the kernels need, follows FA1's rule, errors clearly when
+// nothing fits, and honours overrides.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "tile_planner.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+DeviceFacts gpu(std::size_t local_kib) {
+  DeviceFacts f;
+  f.name = "simulated GPU";
+  f.vendor = "NVIDIA Corporation";
+  f.kind = DeviceKind::GPU;
+  f.local_mem_bytes = local_kib * 1024;
+  f.max_work_group_size = 1024;
+  f.work_group_multiple = 32;
+  return f;
+}
+
+DeviceFacts pocl_cpu() {
+  DeviceFacts f;
+  f.name = "simulated PoCL CPU";
+  f.vendor = "AuthenticAMD";
+  f.kind = DeviceKind::CPU;
+  f.local_mem_bytes = 512 * 1024;
+  f.max_work_group_size = 4096;
+  f.work_group_multiple = 8;
+  return f;
+}
+
+PlanRequest request(Algorithm a, int d) {
+  PlanRequest r;
+  r.algorithm = a;
+  r.head_dim = d;
+  return r;
+}
+
+void expect_runnable(const DeviceFacts& dev, const TilePlan& p, int d, Algorithm a) {
+  SCOPED_TRACE(dev.name + " d=" + std::to_string(d) + " " + to_string(a));
+  EXPECT_LE(p.local_bytes, dev.local_mem_bytes);
+  EXPECT_LE(p.work_group_size, dev.max_work_group_size);
+  EXPECT_GE(p.padded_head_dim, d);
+  EXPECT_EQ(p.padded_head_dim % p.team_size, 0);
+  EXPECT_EQ(p.block_cols % p.team_size, 0);
+  EXPECT_EQ(p.block_rows % p.rows_per_team, 0);
+  EXPECT_LE(p.block_cols / p.team_size, 16);  // scores per work-item stay in registers
+  EXPECT_EQ(p.work_group_size, static_cast<std::size_t>(p.block_rows / p.rows_per_team * p.team_size));
+  EXPECT_EQ(p.local_bytes, flash_local_bytes(a, p.block_rows, p.block_cols, p.team_size, p.padded_head_dim));
+  EXPECT_FALSE(p.reason.empty());
+}
+
+TEST(Planner, NeverExceedsSimulatedDevices) {
+  for (std::size_t kib : {16, 32, 48, 64})
+    for (Algorithm a : {Algorithm::FA1, Algorithm::FA2})
+      for (int d = 1; d <= 256; ++d) {
+        const DeviceFacts dev = gpu(kib);
+        try {
+          expect_runnable(dev, plan_tiles(dev, request(a, d)), d, a);
+        } catch (const Error& e) {
+          EXPECT_EQ(e.status(), Status::OutOfResources);
+          EXPECT_NE(std::string(e.what()).find("local memory"), std::string::npos) << e.what();
+          EXPECT_LE(kib, 32u) << "48 and 64 KiB devices must run every head dim: " << e.what();
+        }
+      }
+}
+
+TEST(Planner, CpuRunsEveryHeadDim) {
+  const DeviceFacts dev = pocl_cpu();
+  for (Algorithm a : {Algorithm::FA1, Algorithm::FA2})
+    for (int d = 1; d <= 256; ++d) expect_runnable(dev, plan_tiles(dev, request(a, d)), d, a);
+}
+
+TEST(Planner, NothingFitsGivesClearError) {
+  DeviceFacts tiny = gpu(4);
+  try {
+    plan_tiles(tiny, request(Algorithm::FA2, 256));
+    FAIL() << "planned d=256 into 4 KiB";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::OutOfResources);
+    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Planner, Fa1FollowsThePapersRule) {
+  for (std::size_t kib : {32, 48, 64})
+    for (int d : {32, 64, 128}) {
+      const DeviceFacts dev = gpu(kib);
+      const TilePlan p = plan_tiles(dev, request(Algorithm::FA1, d));
+      const long m = static_cast<long>(dev.local_mem_bytes / 4);
+      const long bc_rule = (m + 4 * d - 1) / (4 * d);
+      EXPECT_LE(p.block_cols, bc_rule) << kib << " KiB, d=" << d;
+      EXPECT_LE(p.block_rows, std::max<long>(4, std::min<long>(bc_rule, d))) << kib << " KiB, d=" << d;
+      EXPECT_GE(p.block_cols, std::min<long>(bc_rule, 128) / 2) << "rounded, not collapsed";
+    }
+}
+
+TEST(Planner, Fa2PrefersLargeTilesWhenTheyFit) {
+  const TilePlan p = plan_tiles(gpu(64), request(Algorithm::FA2, 64));
+  EXPECT_GE(p.block_rows * p.block_cols, 32 * 64);
+  const TilePlan small = plan_tiles(gpu(16), request(Algorithm::FA2, 64));
+  EXPECT_LT(small.local_bytes, 16u * 1024);
+}
+
+TEST(Planner, StandardUsesSixteenSquareTiles) {
+  const TilePlan p = plan_tiles(gpu(48), request(Algorithm::Standard, 64));
+  EXPECT_EQ(p.block_rows, 16);
+  EXPECT_EQ(p.softmax_wg, 128);
+}
+
+TEST(Planner, OverrideIsHonouredOrRejected) {
+  PlanRequest r = request(Algorithm::FA2, 64);
+  r.tile = {32, 16};
+  const TilePlan p = plan_tiles(gpu(48), r);
+  EXPECT_EQ(p.block_rows, 32);
+  EXPECT_EQ(p.block_cols, 16);
+  r.tile = {30, 16};
+  EXPECT_THROW(plan_tiles(gpu(48), r), Error);
+  r.tile = {256, 256};
+  try {
+    plan_tiles(gpu(48), r);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::OutOfResources);
+    EXPECT_NE(std::string(e.what()).find("tile"), std::string::npos);
+  }
+}
+
+TEST(Planner, EnvironmentOverride) {
+  setenv("FLASHCL_TILE", "16x32", 1);
+  const TileOverride t = tile_override_from_env();
+  EXPECT_EQ(t.block_rows, 16);
+  EXPECT_EQ(t.block_cols, 32);
+  setenv("FLASHCL_TILE", "16x", 1);
+  EXPECT_THROW(tile_override_from_env(), Error);
+  unsetenv("FLASHCL_TILE");
+  EXPECT_EQ(tile_override_from_env().block_rows, 0);
+}
+
+TEST(Planner, RejectsHeadDimOutOfRange) {
+  EXPECT_THROW(plan_tiles(gpu(48), request(Algorithm::FA2, 0)), Error);
+  EXPECT_THROW(plan_tiles(gpu(48), request(Algorithm::FA2, 257)), Error);
+}
+
+}  // namespace
+}  // namespace flashcl::detail
