@@ -75,6 +75,19 @@ std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args) {
   return detail::workspace_bytes_for(device, detail::normalize_shape(device, args));
 }
 
+TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args);
+  const detail::TilePlan plan = detail::plan_for(detail::device_facts(device), a);
+  TileInfo info;
+  info.algorithm = a.algorithm;
+  info.block_rows = plan.block_rows;
+  info.block_cols = plan.block_cols;
+  info.work_group_size = plan.work_group_size;
+  info.local_bytes = plan.local_bytes;
+  info.reason = plan.reason;
+  return info;
+}
+
 std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
   const std::size_t q = static_cast<std::size_t>(a.batch) * a.seqlen_q * a.heads * a.head_dim;

@@ -5,6 +5,7 @@
 #include "disk_cache.hpp"
 
 #include <unistd.h>
+#define XXH_INLINE_ALL  // header-only: no run-time library to ship
 #include <xxhash.h>
 
 #include <atomic>

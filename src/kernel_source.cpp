@@ -1,6 +1,7 @@
 // kernel_source.cpp: assembles program text from embedded or on-disk kernel files.
 #include "kernel_source.hpp"
 
+#define XXH_INLINE_ALL  // header-only: no run-time library to ship
 #include <xxhash.h>
 
 #include <cstdlib>

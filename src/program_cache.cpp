@@ -3,6 +3,8 @@
 #include "program_cache.hpp"
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -34,10 +36,17 @@ std::string build_log(const cl::Program& program, const cl::Device& device) {
   return log;
 }
 
-// Builds `program`; on failure throws BuildFailure with device, options and log.
+// Builds `program`; on failure throws BuildFailure with device, options and log. With
+// FLASHCL_BUILD_LOG=1 the log of successful builds goes to stderr too (e.g. ptxas's register
+// report under FLASHCL_BUILD_OPTIONS=-cl-nv-verbose).
 void build_or_throw(const cl::Program& program, const cl::Device& device, const std::string& options) {
   const cl_int err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
-  if (err == CL_SUCCESS) return;
+  if (err == CL_SUCCESS) {
+    const char* show = std::getenv("FLASHCL_BUILD_LOG");
+    if (show != nullptr && std::string(show) == "1")
+      std::fprintf(stderr, "flashcl: build log for '%s':\n%s\n", options.c_str(), build_log(program, device).c_str());
+    return;
+  }
   const DeviceFacts& facts = device_facts(device());
   fail(Status::BuildFailure, "kernel build failed (", cl_error_name(err), ") on device '", facts.name,
        "' (driver ", facts.driver, ") with options '", options, "':\n", build_log(program, device));
@@ -98,7 +107,10 @@ std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::
 }
 
 cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
-                           const std::string& options) {
+                           const std::string& base_options) {
+  // FLASHCL_BUILD_OPTIONS appends compiler flags (part of every cache key) for kernel work.
+  const char* extra = std::getenv("FLASHCL_BUILD_OPTIONS");
+  const std::string options = extra != nullptr && *extra ? base_options + " " + extra : base_options;
   const ProgramSource source = program_source(files);
   const MemoryKey key{context, device, options, source.hash};
   {

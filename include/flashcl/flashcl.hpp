@@ -90,6 +90,16 @@ FLASHCL_API std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& 
 // All device bytes the call touches: inputs, outputs and workspace.
 FLASHCL_API std::size_t device_bytes(cl_device_id device, const ForwardArgs& args);
 
+// The tiles and work-group shape a call would use on `device` (after any override).
+struct TileInfo {
+  Algorithm algorithm = Algorithm::FA2;  // the concrete algorithm (auto resolved)
+  int block_rows = 0, block_cols = 0;    // Br, Bc (standard: the GEMM tile edge)
+  std::size_t work_group_size = 0;
+  std::size_t local_bytes = 0;           // __local memory per work-group
+  std::string reason;                    // why the planner chose these
+};
+FLASHCL_API TileInfo tile_info(cl_device_id device, const ForwardArgs& args);
+
 // Kernels one call enqueued (retained; released by the destructor).
 class FLASHCL_API Launch {
  public:
