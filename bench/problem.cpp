@@ -1,4 +1,5 @@
-// problem.cpp: random inputs, the float64 reference attention and error metrics.
+// problem.cpp: random inputs, the float64 reference attention (all rows, or a sample of rows for
+// long sequences) and error metrics.
 #include "problem.hpp"
 
 #include <algorithm>
@@ -28,43 +29,83 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplit
   return v;
 }
 
-Reference reference_attention(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
-                              const std::vector<float>& v) {
+namespace {
+
+// One query row of one (batch, head): writes d outputs and returns the LSE.
+double reference_row(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, int b, int h, int i, std::vector<double>& scores, double* out) {
   const int d = s.head_dim, H = s.heads;
+  const float* qi = &q[((static_cast<std::size_t>(b) * s.seqlen_q + i) * H + h) * d];
+  // bottom-right aligned causal mask: query i sees keys j <= i + Nk - Nq
+  const int visible = s.causal ? std::min(s.seqlen_k, i + s.seqlen_k - s.seqlen_q + 1) : s.seqlen_k;
+  if (visible <= 0) return -std::numeric_limits<double>::infinity();  // no visible key: O = 0
   const double scale = s.effective_scale();
+  double m = -std::numeric_limits<double>::infinity();
+  for (int j = 0; j < visible; ++j) {
+    const float* kj = &k[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
+    double dot = 0.0;
+    for (int c = 0; c < d; ++c) dot += static_cast<double>(qi[c]) * kj[c];
+    scores[j] = dot * scale;
+    m = std::max(m, scores[j]);
+  }
+  double sum = 0.0;
+  for (int j = 0; j < visible; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  for (int j = 0; j < visible; ++j) {
+    const float* vj = &v[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
+    const double p = scores[j] / sum;
+    for (int c = 0; c < d; ++c) out[c] += p * vj[c];
+  }
+  return m + std::log(sum);
+}
+
+}  // namespace
+
+Reference reference_attention_rows(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int>& rows) {
+  const int d = s.head_dim, H = s.heads;
+  const std::size_t n = rows.size();
   Reference ref;
-  ref.out.assign(s.q_elems(), 0.0);
-  ref.lse.assign(s.rows(), -std::numeric_limits<double>::infinity());
+  ref.out.assign(static_cast<std::size_t>(s.batch) * n * H * d, 0.0);
+  ref.lse.assign(static_cast<std::size_t>(s.batch) * H * n, -std::numeric_limits<double>::infinity());
   std::vector<double> scores(s.seqlen_k);
   for (int b = 0; b < s.batch; ++b)
     for (int h = 0; h < H; ++h)
-      for (int i = 0; i < s.seqlen_q; ++i) {
-        const float* qi = &q[((static_cast<std::size_t>(b) * s.seqlen_q + i) * H + h) * d];
-        // bottom-right aligned causal mask: query i sees keys j <= i + Nk - Nq
-        const int visible = s.causal ? std::min(s.seqlen_k, i + s.seqlen_k - s.seqlen_q + 1) : s.seqlen_k;
-        double* out = &ref.out[((static_cast<std::size_t>(b) * s.seqlen_q + i) * H + h) * d];
-        if (visible <= 0) continue;  // no visible key: O = 0, LSE = -inf
-        double m = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j < visible; ++j) {
-          const float* kj = &k[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
-          double dot = 0.0;
-          for (int c = 0; c < d; ++c) dot += static_cast<double>(qi[c]) * kj[c];
-          scores[j] = dot * scale;
-          m = std::max(m, scores[j]);
-        }
-        double sum = 0.0;
-        for (int j = 0; j < visible; ++j) {
-          scores[j] = std::exp(scores[j] - m);
-          sum += scores[j];
-        }
-        for (int j = 0; j < visible; ++j) {
-          const float* vj = &v[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
-          const double p = scores[j] / sum;
-          for (int c = 0; c < d; ++c) out[c] += p * vj[c];
-        }
-        ref.lse[(static_cast<std::size_t>(b) * H + h) * s.seqlen_q + i] = m + std::log(sum);
+      for (std::size_t r = 0; r < n; ++r) {
+        double* out = &ref.out[((static_cast<std::size_t>(b) * n + r) * H + h) * d];
+        ref.lse[(static_cast<std::size_t>(b) * H + h) * n + r] = reference_row(s, q, k, v, b, h, rows[r], scores, out);
       }
   return ref;
+}
+
+Reference reference_attention(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                              const std::vector<float>& v) {
+  std::vector<int> all(s.seqlen_q);
+  for (int i = 0; i < s.seqlen_q; ++i) all[i] = i;
+  return reference_attention_rows(s, q, k, v, all);
+}
+
+std::vector<int> sample_rows(const Shape& s, double max_macs) {
+  const double per_row = static_cast<double>(s.batch) * s.heads * s.seqlen_k * s.head_dim;
+  const int want = static_cast<int>(std::min<double>(s.seqlen_q, std::max(16.0, max_macs / per_row)));
+  const int n = std::max(1, std::min(want, s.seqlen_q));
+  std::vector<int> rows(n);
+  for (int r = 0; r < n; ++r)  // spread over [0, Nq - 1]: the causal diagonal's ends are included
+    rows[r] = n == 1 ? s.seqlen_q - 1 : static_cast<int>(static_cast<long long>(r) * (s.seqlen_q - 1) / (n - 1));
+  return rows;
+}
+
+std::vector<float> gather_rows(const Shape& s, const std::vector<float>& out, const std::vector<int>& rows) {
+  const std::size_t n = rows.size(), width = static_cast<std::size_t>(s.heads) * s.head_dim;
+  std::vector<float> picked(static_cast<std::size_t>(s.batch) * n * width);
+  for (int b = 0; b < s.batch; ++b)
+    for (std::size_t r = 0; r < n; ++r) {
+      const float* from = &out[(static_cast<std::size_t>(b) * s.seqlen_q + rows[r]) * width];
+      std::copy(from, from + width, &picked[(static_cast<std::size_t>(b) * n + r) * width]);
+    }
+  return picked;
 }
 
 ErrorStats compare(const std::vector<float>& got, const std::vector<double>& want) {

@@ -33,6 +33,19 @@ struct Reference {
 Reference reference_attention(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
                               const std::vector<float>& v);
 
+// The same for the query rows `rows` only (each in [0, Nq)), in every batch and head: out is
+// (B, rows.size(), H, d) dense and lse (B, H, rows.size()). A check of a long sequence costs
+// rows.size()/Nq of the full O(B·H·Nq·Nk·d) reference.
+Reference reference_attention_rows(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, const std::vector<int>& rows);
+
+// Evenly spaced query rows, first and last included, as many as a reference of at most
+// `max_macs` multiply-adds allows (at least min(Nq, 16)); all rows when the full one fits.
+std::vector<int> sample_rows(const Shape& shape, double max_macs);
+
+// `rows` of a dense (B, Nq, H, d) output, laid out like reference_attention_rows()'s out.
+std::vector<float> gather_rows(const Shape& shape, const std::vector<float>& out, const std::vector<int>& rows);
+
 struct ErrorStats {
   double max_abs = 0.0;   // max |x - ref|
   double rel_norm = 0.0;  // ||x - ref|| / ||ref||

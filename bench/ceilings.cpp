@@ -1,0 +1,266 @@
+// ceilings.cpp: measures and caches the roofline ceilings. Each measurement is sized so one
+// launch takes >= 50 ms of device time (iterations doubled until it does), then the best of 7
+// profiled launches is kept: a ceiling is what the device can do, so the best run is the
+// estimate (on a shared host, other runs lose time to neighbours; every variant's best is kept in
+// the cache file as `samples` so a reader can see the spread). The cache file's name hashes platform, device, driver and the kernels' text, so a
+// new driver or changed kernels measure again.
+#include "ceilings.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::bench {
+namespace {
+
+#include "ceilings_cl.inc"  // kCeilingsSource: ceilings.cl, embedded at configure time
+
+constexpr double kMinLaunchMs = 50.0;
+constexpr int kTimedRuns = 7;
+
+[[noreturn]] void fail_cl(const char* what, cl_int err) {
+  throw Error(Status::OpenCLError, std::string("ceilings: ") + what + " failed with OpenCL error " + std::to_string(err));
+}
+void check(cl_int err, const char* what) {
+  if (err != CL_SUCCESS) fail_cl(what, err);
+}
+
+// Owns one OpenCL handle of type T through its release function.
+template <typename T, cl_int (*Release)(T)>
+struct Handle {
+  T h = nullptr;
+  Handle() = default;
+  explicit Handle(T v) : h(v) {}
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() {
+    if (h != nullptr) Release(h);
+  }
+};
+using Program = Handle<cl_program, clReleaseProgram>;
+using Kernel = Handle<cl_kernel, clReleaseKernel>;
+using Buffer = Handle<cl_mem, clReleaseMemObject>;
+using Event = Handle<cl_event, clReleaseEvent>;
+
+std::uint64_t fnv1a(const std::string& text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+std::string device_string(cl_device_id device, cl_device_info what) {
+  char text[512] = {0};
+  clGetDeviceInfo(device, what, sizeof text - 1, text, nullptr);
+  return text;
+}
+
+std::string platform_name(cl_device_id device) {
+  cl_platform_id platform = nullptr;
+  char text[512] = {0};
+  clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, nullptr);
+  if (platform != nullptr) clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof text - 1, text, nullptr);
+  return text;
+}
+
+std::string utc_now() {
+  char text[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+cl_program build(cl_context context, cl_device_id device, const std::string& options) {
+  const char* text = kCeilingsSource;
+  cl_int err = CL_SUCCESS;
+  cl_program program = clCreateProgramWithSource(context, 1, &text, nullptr, &err);
+  check(err, "clCreateProgramWithSource");
+  const std::string all = "-cl-std=CL1.2 " + options;
+  if (clBuildProgram(program, 1, &device, all.c_str(), nullptr, nullptr) != CL_SUCCESS) {
+    std::size_t size = 0;
+    clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, 0, nullptr, &size);
+    std::string log(size, '\0');
+    clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, size, log.data(), nullptr);
+    clReleaseProgram(program);
+    throw Error(Status::BuildFailure, "ceilings: building ceilings.cl with '" + all + "' failed:\n" + log);
+  }
+  return program;
+}
+
+// Device milliseconds of one launch of `kernel` over `global` work-items.
+double launch_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, const std::size_t* local) {
+  Event event;
+  check(clEnqueueNDRangeKernel(queue, kernel, 1, nullptr, &global, local, 0, nullptr, &event.h),
+        "clEnqueueNDRangeKernel");
+  check(clWaitForEvents(1, &event.h), "clWaitForEvents");
+  cl_ulong start = 0, end = 0;
+  check(clGetEventProfilingInfo(event.h, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr), "profiling");
+  check(clGetEventProfilingInfo(event.h, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr), "profiling");
+  return static_cast<double>(end - start) * 1e-6;
+}
+
+double best_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, const std::size_t* local) {
+  double best = launch_ms(queue, kernel, global, local);  // warm-up, then the best of the timed runs
+  for (int i = 0; i < kTimedRuns; ++i) best = std::min(best, launch_ms(queue, kernel, global, local));
+  return best;
+}
+
+struct Variant {
+  const char* vec;
+  int width, chains;
+};
+
+double measure_fma(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v) {
+  Program program(build(context, device, std::string("-DVEC=") + v.vec + " -DCHAINS=" + std::to_string(v.chains)));
+  cl_int err = CL_SUCCESS;
+  Kernel kernel(clCreateKernel(program.h, "fma_peak", &err));
+  check(err, "clCreateKernel(fma_peak)");
+  cl_uint units = 1;
+  std::size_t max_wg = 1;
+  clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, nullptr);
+  clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, nullptr);
+  const std::size_t local = std::min<std::size_t>(256, max_wg);
+  const std::size_t global = local * 8 * std::max<cl_uint>(units, 1);  // several groups per compute unit
+  Buffer out(clCreateBuffer(context, CL_MEM_WRITE_ONLY, global * v.width * sizeof(float), nullptr, &err));
+  check(err, "clCreateBuffer(fma)");
+  const float a = 0.999f, b = 0.001f;  // chains converge to 1: no overflow, no denormals
+  int iters = 64;
+  check(clSetKernelArg(kernel.h, 0, sizeof out.h, &out.h), "clSetKernelArg");
+  check(clSetKernelArg(kernel.h, 1, sizeof a, &a), "clSetKernelArg");
+  check(clSetKernelArg(kernel.h, 2, sizeof b, &b), "clSetKernelArg");
+  for (;;) {
+    check(clSetKernelArg(kernel.h, 3, sizeof iters, &iters), "clSetKernelArg");
+    if (launch_ms(queue, kernel.h, global, &local) >= kMinLaunchMs || iters >= (1 << 24)) break;
+    iters *= 2;
+  }
+  const double ms = best_ms(queue, kernel.h, global, &local);
+  const double flops = 2.0 * v.width * v.chains * static_cast<double>(iters) * global;
+  return flops / (ms * 1e-3) / 1e9;
+}
+
+double measure_copy(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v,
+                    std::size_t buffer_bytes) {
+  Program program(build(context, device, std::string("-DVEC=") + v.vec));
+  cl_int err = CL_SUCCESS;
+  Kernel kernel(clCreateKernel(program.h, "copy_peak", &err));
+  check(err, "clCreateKernel(copy_peak)");
+  const std::size_t local = 64, elem = v.width * sizeof(float);
+  const std::size_t global = buffer_bytes / elem / local * local;
+  Buffer src(clCreateBuffer(context, CL_MEM_READ_ONLY, global * elem, nullptr, &err));
+  check(err, "clCreateBuffer(copy src)");
+  Buffer dst(clCreateBuffer(context, CL_MEM_WRITE_ONLY, global * elem, nullptr, &err));
+  check(err, "clCreateBuffer(copy dst)");
+  const float one = 1.0f;  // touch every page before timing
+  check(clEnqueueFillBuffer(queue, src.h, &one, sizeof one, 0, global * elem, 0, nullptr, nullptr), "fill");
+  check(clEnqueueFillBuffer(queue, dst.h, &one, sizeof one, 0, global * elem, 0, nullptr, nullptr), "fill");
+  check(clFinish(queue), "clFinish");
+  check(clSetKernelArg(kernel.h, 0, sizeof src.h, &src.h), "clSetKernelArg");
+  check(clSetKernelArg(kernel.h, 1, sizeof dst.h, &dst.h), "clSetKernelArg");
+  const double ms = best_ms(queue, kernel.h, global, &local);
+  return 2.0 * global * elem / (ms * 1e-3) / 1e9;
+}
+
+Ceilings measure(cl_context context, cl_command_queue queue, cl_device_id device, std::size_t max_bytes) {
+  // Measured on PoCL/Zen (16 ymm registers): 4 float8 chains are latency-bound (half the peak),
+  // 8-12 reach it, 16 spill. GPUs prefer scalar or float4 chains, so those are tried too.
+  static const Variant kFma[] = {{"float", 1, 16}, {"float4", 4, 8}, {"float8", 8, 8}, {"float8", 8, 12}, {"float16", 16, 4}};
+  static const Variant kCopy[] = {{"float4", 4, 0}, {"float16", 16, 0}};
+  cl_ulong max_alloc = 0;
+  clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, nullptr);
+  // 256 MiB per buffer is far past any last-level cache; smaller only when the limits say so.
+  const std::size_t buffer = std::min<std::size_t>({std::size_t(256) << 20, max_alloc, max_bytes / 2});
+  Ceilings c;
+  for (const Variant& v : kFma) {
+    const double g = measure_fma(context, queue, device, v);
+    c.samples.push_back({std::string("fma ") + v.vec + " x " + std::to_string(v.chains), g});
+    if (g > c.fma_gflops) {
+      c.fma_gflops = g;
+      c.fma_variant = std::string(v.vec) + " x " + std::to_string(v.chains) + " chains";
+    }
+  }
+  for (const Variant& v : kCopy) {
+    const double g = measure_copy(context, queue, device, v, buffer);
+    c.samples.push_back({std::string("copy ") + v.vec, g});
+    if (g > c.copy_gbs) {
+      c.copy_gbs = g;
+      c.copy_variant = std::string(v.vec) + " copy, " + std::to_string(buffer >> 20) + " MiB buffers";
+    }
+  }
+  c.measured_at = utc_now();
+  return c;
+}
+
+nlohmann::json samples_json(const Ceilings& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, value] : c.samples) j[name] = value;
+  return j;
+}
+
+nlohmann::json to_json(const Ceilings& c, const std::string& key) {
+  return {{"format", 1},           {"key", key},
+          {"fma_gflops", c.fma_gflops}, {"fma_variant", c.fma_variant},
+          {"copy_gbs", c.copy_gbs},     {"copy_variant", c.copy_variant},
+          {"measured_at", c.measured_at}, {"samples", samples_json(c)}};
+}
+
+bool load(const std::string& path, const std::string& key, Ceilings& c) {
+  std::ifstream in(path);
+  if (!in) return false;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 1 || j.value("key", "") != key) return false;
+  c.fma_gflops = j.value("fma_gflops", 0.0);
+  c.fma_variant = j.value("fma_variant", "");
+  c.copy_gbs = j.value("copy_gbs", 0.0);
+  c.copy_variant = j.value("copy_variant", "");
+  c.measured_at = j.value("measured_at", "");
+  if (j.contains("samples") && j["samples"].is_object())
+    for (const auto& [name, value] : j["samples"].items())
+      if (value.is_number()) c.samples.push_back({name, value.get<double>()});
+  return c.valid();
+}
+
+bool store(const std::string& path, const nlohmann::json& j) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!(out << j.dump(2) << '\n')) return false;
+  }
+  fs::rename(tmp, path, ec);  // atomic: a reader sees the old file or the new one
+  return !ec;
+}
+
+}  // namespace
+
+Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_id device, bool remeasure,
+                         std::size_t max_bytes, bool quiet) {
+  const std::string key = platform_name(device) + " | " + device_string(device, CL_DEVICE_NAME) + " | " +
+                          device_string(device, CL_DRIVER_VERSION) + " | " + device_string(device, CL_DEVICE_VERSION) +
+                          " | kernels " + std::to_string(fnv1a(kCeilingsSource));
+  char name[64];
+  std::snprintf(name, sizeof name, "ceilings-%016llx.json", static_cast<unsigned long long>(fnv1a(key)));
+  const std::string path = (std::filesystem::path(disk_cache_dir()) / name).string();
+  Ceilings c;
+  if (!remeasure && load(path, key, c)) {
+    c.cache_file = path;
+    c.from_cache = true;
+    return c;
+  }
+  if (!quiet) std::fprintf(stderr, "flashcl-bench: measuring this device's FMA and copy ceilings (once; cached)...\n");
+  c = measure(context, queue, device, max_bytes);
+  if (store(path, to_json(c, key))) c.cache_file = path;
+  else if (!quiet) std::fprintf(stderr, "flashcl-bench: note: could not write %s; ceilings not cached\n", path.c_str());
+  return c;
+}
+
+}  // namespace flashcl::bench

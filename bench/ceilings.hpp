@@ -1,0 +1,32 @@
+// ceilings.hpp: the device's own compute and bandwidth ceilings, measured once by the bench with
+// its kernels in ceilings.cl (best FMA throughput over float/float4/float8/float16 variants; best
+// copy bandwidth over float4/float16 variants) and cached per device and driver in a JSON file next to
+// flashcl's program cache, so every later run prints results as % of these peaks.
+#pragma once
+
+#include <CL/cl.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flashcl::bench {
+
+struct Ceilings {
+  double fma_gflops = 0.0;    // 2 flops per FMA
+  std::string fma_variant;    // which VEC x CHAINS reached it
+  double copy_gbs = 0.0;      // (read + written bytes) / s, 1e9 bytes per GB
+  std::string copy_variant;
+  std::vector<std::pair<std::string, double>> samples;  // every variant's best (GFLOP/s or GB/s)
+  std::string measured_at;    // UTC ISO 8601
+  std::string cache_file;     // where they are cached ("" when not)
+  bool from_cache = false;
+  bool valid() const { return fma_gflops > 0.0 && copy_gbs > 0.0; }
+};
+
+// Cached ceilings of `device`, measured now when there are none or `remeasure` is set. Copy
+// buffers never exceed `max_bytes` in total. Progress notes go to stderr unless `quiet`.
+Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_id device, bool remeasure,
+                         std::size_t max_bytes, bool quiet);
+
+}  // namespace flashcl::bench

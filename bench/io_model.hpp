@@ -1,0 +1,21 @@
+// io_model.hpp: global-memory bytes one forward call moves, after the FlashAttention paper's IO
+// analysis (Theorem 2), counted at the block granularity the kernels actually use, next to the
+// minimum any exact algorithm needs. Achieved GB/s and % of bandwidth peak are derived from it.
+#pragma once
+
+#include "flashcl/flashcl.hpp"
+#include "problem.hpp"
+#include "tiles.hpp"
+
+namespace flashcl::bench {
+
+struct IoModel {
+  double bytes = 0.0;      // modelled traffic of this algorithm
+  double min_bytes = 0.0;  // Q, K, V read once; O (and LSE) written once
+  const char* formula = "";
+};
+
+// `lse`: whether the call writes the (B, H, Nq) log-sum-exp. Elements are `elem_bytes` wide.
+IoModel io_model(const Shape& shape, Algorithm algorithm, const Tiles& tiles, bool lse, int elem_bytes = 4);
+
+}  // namespace flashcl::bench

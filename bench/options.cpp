@@ -1,0 +1,253 @@
+// options.cpp: the CLI11 definition of flashcl-bench's options, the list and size syntaxes, and
+// the checks that turn an unsupported request (a dtype or mode flashcl lacks) into a clear error
+// instead of a silent fallback.
+#include "options.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+
+namespace flashcl::bench {
+namespace {
+
+constexpr int kMaxListLength = 256;
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t end = text.find(sep, start);
+    parts.push_back(text.substr(start, end - start));
+    if (end == std::string::npos) return parts;
+    start = end + 1;
+  }
+}
+
+bool to_int(const std::string& text, long& value) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 9) return false;
+  value = std::strtol(text.c_str(), nullptr, 10);
+  return true;
+}
+
+// A CLI11 validator from a function that returns "" or what is wrong.
+template <typename F>
+CLI::Validator checker(F check, const std::string& description) {
+  return CLI::Validator([check](std::string& text) { return check(text); }, description);
+}
+
+std::string list_error(const std::string& text) {
+  std::string error;
+  parse_int_list(text, error);
+  return error;
+}
+
+std::vector<Algorithm> parse_algos(const std::vector<std::string>& names, std::string& error) {
+  std::vector<Algorithm> wanted;
+  for (const auto& raw : names) {
+    const std::string name = lower(raw);
+    if (name == "all") {
+      wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
+    } else if (auto a = parse_algorithm(name)) {
+      wanted.push_back(*a);
+    } else {
+      error = "unknown algorithm '" + raw + "' (choose from standard, fa1, fa2, auto, all)";
+      return {};
+    }
+  }
+  std::vector<Algorithm> ordered;  // canonical order, each once
+  for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
+    if (std::find(wanted.begin(), wanted.end(), a) != wanted.end()) ordered.push_back(a);
+  return ordered;
+}
+
+std::string dtype_error(std::string& text) {
+  const std::string t = lower(text);
+  if (t == "f32" || t == "fp32" || t == "float32" || t == "float") return "";
+  if (t == "f16" || t == "fp16" || t == "half" || t == "bf16" || t == "bfloat16" || t == "f64" || t == "fp64")
+    return "'" + text + "' is not supported: flashcl has f32 kernels only so far";
+  return "unknown dtype '" + text + "' (only f32 exists)";
+}
+
+std::string mode_error(std::string& text) {
+  const std::string t = lower(text);
+  if (t == "fwd") return "";
+  if (t == "bwd" || t == "fwdbwd" || t == "fwd_bwd")
+    return "'" + text + "' is not available: flashcl has no backward pass yet (use fwd)";
+  return "unknown mode '" + text + "' (only fwd exists)";
+}
+
+std::string tile_error(std::string& text) {
+  const auto parts = split(lower(text), 'x');
+  long br = 0, bc = 0;
+  if (parts.size() != 2 || !to_int(parts[0], br) || !to_int(parts[1], bc) || br < 1 || bc < 1 || br > 256 || bc > 256)
+    return "expected BRxBC with both in 1..256, such as 64x32, got '" + text + "'";
+  return "";
+}
+
+std::string causal_error(std::string& text) {
+  static const char* kAccepted[] = {"", "on", "off", "both", "yes", "no", "true", "false", "1", "0"};
+  for (const char* word : kAccepted)
+    if (lower(text) == word) return "";
+  return "expected on, off or both, got '" + text + "'";
+}
+
+std::vector<bool> parse_causal(const std::string& text) {
+  const std::string t = lower(text);
+  if (t == "both") return {false, true};
+  return {t == "on" || t == "yes" || t == "true" || t == "1"};
+}
+
+}  // namespace
+
+std::vector<int> parse_int_list(const std::string& text, std::string& error) {
+  std::vector<int> values;
+  error.clear();
+  for (const auto& item : split(text, ',')) {
+    const auto bounds = split(item, ':');
+    long lo = 0, hi = 0, step = 0;
+    const bool ok = (bounds.size() == 1 && to_int(bounds[0], lo) && (hi = lo, true)) ||
+                    (bounds.size() == 2 && to_int(bounds[0], lo) && to_int(bounds[1], hi)) ||
+                    (bounds.size() == 3 && to_int(bounds[0], lo) && to_int(bounds[1], hi) && to_int(bounds[2], step));
+    if (!ok) {
+      error = "'" + item + "' is not N, A:B (doubling) or A:B:STEP with positive integers";
+      return {};
+    }
+    if (lo < 1 || hi < lo || (bounds.size() == 3 && step < 1)) {
+      error = "'" + item + "' must have 1 <= A <= B (and STEP >= 1)";
+      return {};
+    }
+    for (long v = lo; v <= hi; v = bounds.size() == 3 ? v + step : v * 2) {
+      if (values.size() >= kMaxListLength) {
+        error = "more than " + std::to_string(kMaxListLength) + " values";
+        return {};
+      }
+      values.push_back(static_cast<int>(v));
+    }
+  }
+  return values;
+}
+
+std::size_t parse_bytes(const std::string& text, std::string& error) {
+  error.clear();
+  char* end = nullptr;
+  const double number = std::strtod(text.c_str(), &end);
+  std::string unit = lower(std::string(end));
+  if (unit.size() > 1 && (unit.back() == 'b')) unit.pop_back();                          // "GB", "MiB"
+  if (unit.size() == 2 && unit.back() == 'i') unit.pop_back();                           // "Gi"
+  double scale = 0.0;
+  if (unit.empty()) scale = 1.0;
+  else if (unit == "k") scale = 1024.0;
+  else if (unit == "m") scale = 1024.0 * 1024;
+  else if (unit == "g") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
+  if (end == text.c_str() || scale == 0.0 || !(number > 0) || !std::isfinite(number) || number * scale < 1) {
+    error = "expected a size such as 2G, 512M or 1048576, got '" + text + "'";
+    return 0;
+  }
+  return static_cast<std::size_t>(number * scale);
+}
+
+int parse_options(int argc, char** argv, Options& opt) {
+  CLI::App app{
+      "flashcl-bench: standard attention vs FlashAttention-1 vs FlashAttention-2 on an OpenCL device.\n"
+      "Device time from profiling events, TFLOP/s (4*B*H*Nq*Nk*d, halved when causal), modelled\n"
+      "global-memory traffic (FlashAttention paper's IO analysis), % of the device's measured FMA and\n"
+      "copy ceilings. Lists: 512,1024,4096 or 512:8192 (doubling) or 512:4096:512 (adding).\n"
+      "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL)."};
+  app.get_formatter()->column_width(34);
+  std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64,128", causal = "off";
+  std::vector<std::string> algos = {"all"};
+  std::string dtype = "f32", mode = "fwd", max_memory, tile, format;
+
+  app.add_flag("--list-devices", opt.list_devices, "List OpenCL platforms and devices, then exit");
+  app.add_option("-p,--platform", opt.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
+  app.add_option("-d,--device", opt.device, "Device: index or name substring (env FLASHCL_DEVICE)");
+  const auto list = checker(list_error, "LIST");
+  app.add_option("-b,--batch", batch, "Batch sizes (list)")->check(list)->capture_default_str();
+  app.add_option("--heads", heads, "Head counts (list)")->check(list)->capture_default_str();
+  app.add_option("-n,--seqlen", seqlen, "Query sequence lengths (list)")->check(list)->capture_default_str();
+  app.add_option("--seqlen-k", seqlen_k, "Key sequence lengths (list; default: equal to --seqlen)")->check(list);
+  app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")->check(list)->capture_default_str();
+  CLI::Option* causal_option =
+      app.add_option("--causal", causal, "Causal mask: on, off or both (default off; bare --causal: on)")
+          ->expected(0, 1)
+          ->check(checker(causal_error, "on|off|both"));
+  app.add_option("--algo", algos, "Algorithms: standard, fa1, fa2, auto, all (comma list)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--dtype", dtype, "Element type (f32 only so far)")->check(checker(dtype_error, "DTYPE"))
+      ->capture_default_str();
+  app.add_option("--mode", mode, "Pass to time (fwd only so far)")->check(checker(mode_error, "MODE"))
+      ->capture_default_str();
+  app.add_option("-r,--repeat", opt.repeat, "Timed runs per row (median, min, max)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("-w,--warmup", opt.warmup, "Untimed runs per row; the first also measures build time")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_flag("--check", opt.check, "Check each row against the float64 reference (max |error|)");
+  app.add_option("--check-macs", opt.check_macs,
+                 "Reference budget per shape in multiply-adds; beyond it, evenly spaced query rows are checked")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-memory", max_memory, "Cap on device memory the bench allocates (e.g. 2G; default: the device's)")
+      ->check(checker([](std::string& t) { std::string e; parse_bytes(t, e); return e; }, "SIZE"));
+  app.add_option("--tile", tile, "Force fa1/fa2 tiles BRxBC (as FLASHCL_TILE), e.g. 64x32")
+      ->check(checker(tile_error, "BRxBC"));
+  app.add_option("--seed", opt.seed, "First seed of the random inputs")->capture_default_str();
+  app.add_option("-f,--format", format, "Output: table, csv or json (default: table, or from -o's extension)")
+      ->check(CLI::IsMember({"table", "csv", "json"}, CLI::ignore_case));
+  app.add_option("-o,--output", opt.output, "Write the results to FILE instead of stdout");
+  app.add_flag("-q,--quiet", opt.quiet, "Results only: no header, notes or progress line");
+  app.add_flag("--remeasure-ceilings", opt.remeasure, "Measure the FMA and copy ceilings again (and re-cache them)");
+  app.add_flag("!--no-roofline", opt.roofline, "Skip the ceilings and the % of peak columns");
+  app.add_flag("!--no-disk-cache", opt.disk_cache, "Do not use flashcl's on-disk program cache (every build cold)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  std::string ignored;
+  opt.batch = parse_int_list(batch, ignored);
+  opt.heads = parse_int_list(heads, ignored);
+  opt.seqlen = parse_int_list(seqlen, ignored);
+  if (!seqlen_k.empty()) opt.seqlen_k = parse_int_list(seqlen_k, ignored);
+  opt.head_dim = parse_int_list(head_dim, ignored);
+  // A bare --causal leaves an empty value: it means on.
+  const bool bare_causal = causal_option->count() > 0 && causal.empty();
+  opt.causal = parse_causal(bare_causal ? "on" : causal);
+  std::string error;
+  opt.algos = parse_algos(algos, error);
+  if (!error.empty()) {
+    std::fprintf(stderr, "--algo: %s\nRun with --help for more information.\n", error.c_str());
+    return 2;
+  }
+  for (int d : opt.head_dim)
+    if (d > 256) {
+      std::fprintf(stderr, "--head-dim: %d is out of range 1..256\nRun with --help for more information.\n", d);
+      return 2;
+    }
+  if (!max_memory.empty()) opt.max_memory = parse_bytes(max_memory, error);
+  if (!tile.empty()) std::sscanf(lower(tile).c_str(), "%dx%d", &opt.tile.block_rows, &opt.tile.block_cols);
+  if (format.empty()) {
+    const std::string out = lower(opt.output);
+    auto ends = [&](const char* ext) { return out.size() > 4 && out.compare(out.size() - 4, 4, ext) == 0; };
+    format = ends(".csv") ? "csv" : (out.size() > 5 && out.substr(out.size() - 5) == ".json") ? "json" : "table";
+  }
+  format = lower(format);
+  opt.format = format == "csv" ? Format::Csv : format == "json" ? Format::Json : Format::Table;
+  for (int i = 0; i < argc; ++i) opt.command += (i ? " " : "") + std::string(argv[i]);
+  return -1;
+}
+
+}  // namespace flashcl::bench

@@ -1,0 +1,46 @@
+// options.hpp: flashcl-bench's command line, parsed and checked with CLI11 into plain values.
+// Every bad value is rejected with a message that names the option. Running with no arguments
+// is the default sweep (the defaults below), sized to finish in about two minutes on a 2-core CPU
+// under PoCL.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::bench {
+
+enum class Format { Table, Csv, Json };
+
+struct Options {
+  bool list_devices = false;
+  std::string platform, device;
+  std::vector<int> batch, heads, seqlen, seqlen_k, head_dim;  // seqlen_k empty: = seqlen
+  std::vector<bool> causal;
+  std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it
+  int repeat = 5, warmup = 1;
+  bool check = false;
+  double check_macs = 1e9;       // reference budget per shape; larger shapes check sampled rows
+  std::size_t max_memory = 0;    // 0: the device's global memory
+  TileOverride tile;
+  std::uint64_t seed = 1;
+  Format format = Format::Table;
+  std::string output;            // empty: stdout
+  bool quiet = false, remeasure = false, roofline = true, disk_cache = true;
+  std::string command;           // the command line, for the JSON context
+};
+
+// Parses argv into `options`. Returns -1 to go on, else the exit code (0 after --help).
+int parse_options(int argc, char** argv, Options& options);
+
+// "512,1024,4096", "512:8192" (doubling) or "512:8192:512" (adding), mixed with commas.
+// Empty result and a message on error.
+std::vector<int> parse_int_list(const std::string& text, std::string& error);
+
+// "3G", "512M", "1.5GiB", "4096" (bytes; K, M, G, T are powers of 1024). 0 on error.
+std::size_t parse_bytes(const std::string& text, std::string& error);
+
+}  // namespace flashcl::bench

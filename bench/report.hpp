@@ -1,0 +1,27 @@
+// report.hpp: the output formats. A Reporter receives the run's Context, then each Result as it
+// completes (table and CSV rows stream out, so a long sweep shows progress), then end(). The
+// table is for people; CSV and JSON carry the same fields for scripts and bench/plot.py.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+
+#include "options.hpp"
+#include "result.hpp"
+
+namespace flashcl::bench {
+
+class Reporter {
+ public:
+  virtual ~Reporter() = default;
+  virtual void begin(const Context& context) = 0;
+  virtual void row(const Result& result) = 0;
+  virtual void end() = 0;
+};
+
+// Writes to `out` (not owned). `quiet` leaves out the table's header block and notes.
+std::unique_ptr<Reporter> make_table_reporter(std::FILE* out, bool quiet);
+std::unique_ptr<Reporter> make_csv_reporter(std::FILE* out);
+std::unique_ptr<Reporter> make_json_reporter(std::FILE* out);
+
+}  // namespace flashcl::bench

@@ -1,0 +1,269 @@
+// runner.cpp: the measurement loop. Choices and why:
+//  - The first call of a row is timed on the wall clock: it includes any program build or cache
+//    load, which device time cannot see; flashcl::cache_stats() says which it was.
+//  - Timed runs use device time from profiling events (Launch::device_ms(): first kernel's start
+//    to last kernel's end), so host-side validation and enqueue costs are not counted.
+//  - Inputs are rotated over up to 8 sets while Q, K, V, O of one set are smaller than 3x the
+//    device's global-memory cache, so a run does not find its inputs hot from the previous one.
+//  - O is filled with NaN before the first call, so the check catches unwritten elements.
+//  - The standard workspace is allocated here, not per call, so its size is checked (and counted
+//    against --max-memory) before anything runs.
+#include "runner.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <optional>
+
+namespace flashcl::bench {
+namespace {
+
+constexpr int kMaxInputSets = 8;
+constexpr double kCacheMultiple = 3.0;
+
+// Owns one cl_mem.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(cl_context context, std::size_t bytes, const void* host) {
+    cl_int err = CL_SUCCESS;
+    const cl_mem_flags flags = CL_MEM_READ_WRITE | (host != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
+    mem_ = clCreateBuffer(context, flags, bytes, const_cast<void*>(host), &err);
+    if (err != CL_SUCCESS)
+      throw Error(Status::OutOfResources, "clCreateBuffer of " + std::to_string(bytes) + " bytes failed (error " +
+                                              std::to_string(err) + ")");
+  }
+  Buffer(Buffer&& other) noexcept : mem_(other.mem_) { other.mem_ = nullptr; }
+  Buffer& operator=(Buffer&& other) noexcept {
+    std::swap(mem_, other.mem_);
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
+    if (mem_ != nullptr) clReleaseMemObject(mem_);
+  }
+  cl_mem get() const { return mem_; }
+
+ private:
+  cl_mem mem_ = nullptr;
+};
+
+struct InputSet {
+  Buffer q, k, v, o, lse;
+};
+
+struct HostInputs {
+  std::vector<float> q, k, v;
+};
+
+std::string gib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+  return text;
+}
+
+std::size_t q_bytes(const Shape& s) { return s.q_elems() * sizeof(float); }
+std::size_t kv_bytes(const Shape& s) { return s.kv_elems() * sizeof(float); }
+std::size_t lse_bytes(const Shape& s) { return s.rows() * sizeof(float); }
+std::size_t set_bytes(const Shape& s) { return 2 * q_bytes(s) + 2 * kv_bytes(s) + lse_bytes(s); }
+
+ForwardArgs make_args(const Shape& s, Algorithm algorithm, const TileOverride& tile) {
+  ForwardArgs a;
+  a.batch = s.batch;
+  a.heads = s.heads;
+  a.seqlen_q = s.seqlen_q;
+  a.seqlen_k = s.seqlen_k;
+  a.head_dim = s.head_dim;
+  a.causal = s.causal;
+  a.algorithm = algorithm;
+  if (algorithm != Algorithm::Standard) a.tile = tile;
+  return a;
+}
+
+void bind(ForwardArgs& a, const InputSet& set, cl_mem workspace) {
+  a.q = {set.q.get()};
+  a.k = {set.k.get()};
+  a.v = {set.v.get()};
+  a.o = {set.o.get()};
+  a.lse = set.lse.get();
+  a.workspace = workspace;
+}
+
+// Why the row cannot run within the limits ("" when it can).
+std::string over_limits(const Result& r, const Context& c) {
+  const std::size_t largest = std::max({q_bytes(r.shape), kv_bytes(r.shape), r.workspace_bytes});
+  if (largest > c.max_alloc_bytes)
+    return "needs " + gib(r.device_bytes) + " with one " + gib(largest) + " buffer; the device's largest buffer is " +
+           gib(c.max_alloc_bytes);
+  if (r.device_bytes > c.max_memory) return "needs " + gib(r.device_bytes) + "; --max-memory is " + gib(c.max_memory);
+  return "";
+}
+
+int input_sets(const Shape& s, std::size_t workspace, const Context& c) {
+  const double one = static_cast<double>(set_bytes(s));
+  int n = static_cast<int>(std::ceil(kCacheMultiple * c.cache_bytes / one));
+  n = std::clamp(n, 1, kMaxInputSets);
+  while (n > 1 && n * one + workspace > c.max_memory) --n;
+  return n;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void fill_nan(cl_command_queue queue, const Buffer& b, std::size_t bytes) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  clEnqueueFillBuffer(queue, b.get(), &nan, sizeof nan, 0, bytes, 0, nullptr, nullptr);
+}
+
+std::vector<float> read(cl_command_queue queue, const Buffer& b, std::size_t floats) {
+  std::vector<float> host(floats);
+  const cl_int err = clEnqueueReadBuffer(queue, b.get(), CL_TRUE, 0, floats * sizeof(float), host.data(), 0, nullptr, nullptr);
+  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueReadBuffer failed (error " + std::to_string(err) + ")");
+  return host;
+}
+
+// Throughput, traffic and roofline figures from the median time.
+void derive(Result& r, const Context& c) {
+  const double seconds = r.median_ms * 1e-3, flops = r.shape.flops();
+  r.tflops = flops / seconds / 1e12;
+  r.gbs = r.io.bytes / seconds / 1e9;
+  if (!c.roofline || !c.ceilings.valid()) return;
+  const double peak = c.ceilings.fma_gflops * 1e9, bw = c.ceilings.copy_gbs * 1e9;
+  r.pct_fma = 100.0 * flops / seconds / peak;
+  r.pct_bw = 100.0 * r.gbs * 1e9 / bw;
+  const double attainable = std::min(peak, flops / r.io.bytes * bw);  // roofline at this intensity
+  r.pct_roofline = 100.0 * flops / seconds / attainable;
+}
+
+struct Check {
+  std::vector<int> rows;
+  Reference ref;
+};
+
+void check_output(Result& r, const Check& chk, cl_command_queue queue, const InputSet& set) {
+  const Shape& s = r.shape;
+  const auto out = read(queue, set.o, s.q_elems());
+  r.error = compare(gather_rows(s, out, chk.rows), chk.ref.out);
+  r.checked = true;
+  r.rows_checked = static_cast<int>(chk.rows.size());
+  r.rows_total = s.seqlen_q;
+}
+
+}  // namespace
+
+Runner::Runner(Session& session, const Options& options, const Context& context)
+    : session_(session), options_(options), context_(context) {}
+
+void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hooks) {
+  const cl_device_id device = session_.device();
+  const cl_command_queue queue = session_.queue();
+
+  // Sizes and limits of every row first: the input sets are shared by the rows that fit.
+  std::vector<Result> rows;
+  std::size_t largest_workspace = 0;
+  for (Algorithm algo : options_.algos) {
+    Result r;
+    r.shape = shape;
+    r.algo = to_string(algo);
+    try {
+      const ForwardArgs args = make_args(shape, algo, options_.tile);
+      r.resolved = to_string(resolve_algorithm(device, args));
+      r.device_bytes = device_bytes(device, args);
+      r.workspace_bytes = workspace_bytes(device, args);
+      r.tiles = tiles_for(device, make_args(shape, *parse_algorithm(r.resolved), options_.tile));
+      r.io = io_model(shape, *parse_algorithm(r.resolved), r.tiles, true);
+      r.note = over_limits(r, context_);
+      if (!r.note.empty()) r.status = RowStatus::Skipped;
+      else largest_workspace = std::max(largest_workspace, r.workspace_bytes);
+    } catch (const Error& e) {
+      r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+      r.note = e.what();
+    }
+    rows.push_back(r);
+  }
+
+  const bool any = std::any_of(rows.begin(), rows.end(), [](const Result& r) { return r.status == RowStatus::Ok; });
+  std::vector<InputSet> sets;
+  HostInputs host;
+  std::optional<Check> check;
+  if (any) {
+    const int n_sets = input_sets(shape, largest_workspace, context_);
+    for (int i = 0; i < n_sets; ++i) {
+      const std::uint64_t seed = options_.seed + 1000ull * shape_index + 10ull * i;
+      HostInputs h{random_values(shape.q_elems(), seed), random_values(shape.kv_elems(), seed + 1),
+                   random_values(shape.kv_elems(), seed + 2)};
+      InputSet set;
+      set.q = Buffer(session_.context(), q_bytes(shape), h.q.data());
+      set.k = Buffer(session_.context(), kv_bytes(shape), h.k.data());
+      set.v = Buffer(session_.context(), kv_bytes(shape), h.v.data());
+      set.o = Buffer(session_.context(), q_bytes(shape), nullptr);
+      set.lse = Buffer(session_.context(), lse_bytes(shape), nullptr);
+      sets.push_back(std::move(set));
+      if (i == 0) host = std::move(h);
+    }
+    if (options_.check) {
+      check.emplace();
+      check->rows = sample_rows(shape, options_.check_macs);
+      check->ref = reference_attention_rows(shape, host.q, host.k, host.v, check->rows);
+    }
+  }
+
+  double standard_ms = 0.0;
+  for (Result& r : rows) {
+    if (r.status == RowStatus::Ok) {
+      if (hooks.starting) hooks.starting(shape, *parse_algorithm(r.algo));
+      try {
+        Buffer workspace;
+        if (r.workspace_bytes > 0) workspace = Buffer(session_.context(), r.workspace_bytes, nullptr);
+        ForwardArgs args = make_args(shape, *parse_algorithm(r.algo), options_.tile);
+        r.input_sets = static_cast<int>(sets.size());
+
+        fill_nan(queue, sets[0].o, q_bytes(shape));
+        clFinish(queue);
+        const CacheStats before = cache_stats();
+        const auto t0 = std::chrono::steady_clock::now();
+        bind(args, sets[0], workspace.get());
+        {
+          const Launch first = forward(queue, args);
+          first.wait();
+          r.first_wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          r.first_device_ms = first.device_ms();
+        }
+        const CacheStats after = cache_stats();
+        r.builds = after.builds - before.builds;
+        r.disk_hits = after.disk_hits - before.disk_hits;
+        r.memory_hits = after.memory_hits - before.memory_hits;
+        r.build_kind = r.builds > 0 ? "cold build" : r.disk_hits > 0 ? "disk cache" : "in memory";
+        if (check) check_output(r, *check, queue, sets[0]);
+
+        int turn = 0;
+        for (int i = 1; i < options_.warmup; ++i) {
+          bind(args, sets[++turn % sets.size()], workspace.get());
+          forward(queue, args).wait();
+        }
+        for (int i = 0; i < options_.repeat; ++i) {
+          bind(args, sets[++turn % sets.size()], workspace.get());
+          r.runs_ms.push_back(forward(queue, args).device_ms());
+        }
+        r.median_ms = median(r.runs_ms);
+        r.min_ms = *std::min_element(r.runs_ms.begin(), r.runs_ms.end());
+        r.max_ms = *std::max_element(r.runs_ms.begin(), r.runs_ms.end());
+        derive(r, context_);
+        if (r.resolved == "standard") standard_ms = r.median_ms;
+        if (standard_ms > 0.0) r.speedup = standard_ms / r.median_ms;
+      } catch (const Error& e) {
+        r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+        r.note = e.what();
+        r.runs_ms.clear();
+      }
+    }
+    if (hooks.done) hooks.done(r);
+  }
+}
+
+}  // namespace flashcl::bench

@@ -1,0 +1,33 @@
+// runner.hpp: runs one shape for every requested algorithm and fills a Result per row: inputs
+// (random, rotated over several sets when they would sit in cache), limits (rows that cannot fit
+// are skipped with the bytes they need), the first call's build cost, timed runs, derived
+// throughput and roofline figures, and the optional reference check.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "options.hpp"
+#include "result.hpp"
+
+namespace flashcl::bench {
+
+struct RowHooks {
+  std::function<void(const Shape&, Algorithm)> starting;  // before a row runs (progress line)
+  std::function<void(const Result&)> done;                // after it ran or was skipped
+};
+
+class Runner {
+ public:
+  Runner(Session& session, const Options& options, const Context& context);
+
+  // Every algorithm of options.algos on `shape`; `shape_index` varies the input seeds.
+  void run_shape(const Shape& shape, int shape_index, const RowHooks& hooks);
+
+ private:
+  Session& session_;
+  const Options& options_;
+  const Context& context_;
+};
+
+}  // namespace flashcl::bench

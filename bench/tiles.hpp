@@ -1,0 +1,27 @@
+// tiles.hpp: the block sizes a forward call runs with, which the IO model needs (FA1's bytes
+// scale with the number of K/V blocks, FA2's with the number of Q blocks). They come from
+// flashcl::tile_info() when the library has it (detected at configure time), else from the
+// bench's model of the planner; each row says which.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::bench {
+
+struct Tiles {
+  int block_rows = 0;              // Br (fa1/fa2) or the GEMM tile edge (standard)
+  int block_cols = 0;              // Bc (fa1/fa2) or the GEMM tile edge (standard)
+  int padded_head_dim = 0;         // d rounded up to the team width (fa1's scratch O rows)
+  std::size_t work_group_size = 0;
+  std::size_t local_bytes = 0;     // __local memory the kernel declares (the paper's M, in bytes)
+  std::string source;              // "library", "override" or "model" (of the planner)
+};
+
+// Tiles of `args` (algorithm concrete, not Auto) on `device`, with args.tile or FLASHCL_TILE
+// applied as the library applies them.
+Tiles tiles_for(cl_device_id device, const ForwardArgs& args);
+
+}  // namespace flashcl::bench
