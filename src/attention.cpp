@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "errors.hpp"
+#include "fault_injection.hpp"
 #include "launchers.hpp"
 #include "program_cache.hpp"
 
@@ -48,18 +49,20 @@ std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
                        const char* name) {
   cl::Program program = cached_program(p.context, p.device, files, options);
-  cl_int err = CL_SUCCESS;
-  cl_kernel kernel = clCreateKernel(program(), name, &err);
-  check_cl(err, "clCreateKernel");
+  cl_int err = injected_fault("clCreateKernel");
+  cl_kernel kernel = err == CL_SUCCESS ? clCreateKernel(program(), name, &err) : nullptr;
+  check_cl_result(err, "clCreateKernel");
   return cl::Kernel(kernel);
 }
 
 void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t global[3], const std::size_t local[3],
              const std::vector<cl_event>& wait, Launch& launch) {
   cl_event event = nullptr;
-  check_cl(clEnqueueNDRangeKernel(queue, kernel(), 3, nullptr, global, local, static_cast<cl_uint>(wait.size()),
-                                  wait.empty() ? nullptr : wait.data(), &event),
-           "clEnqueueNDRangeKernel");
+  cl_int err = injected_fault("clEnqueueNDRangeKernel");
+  if (err == CL_SUCCESS)
+    err = clEnqueueNDRangeKernel(queue, kernel(), 3, nullptr, global, local, static_cast<cl_uint>(wait.size()),
+                                 wait.empty() ? nullptr : wait.data(), &event);
+  check_cl_result(err, "clEnqueueNDRangeKernel");
   launch.add(event);
 }
 
@@ -106,9 +109,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
   cl_mem owned = nullptr;
   const std::size_t need = detail::workspace_bytes_for(p.device, p.args);
   if (need > 0 && workspace == nullptr) {
-    cl_int err = CL_SUCCESS;
-    owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
-    detail::check_cl(err, "clCreateBuffer(workspace)");
+    cl_int err = detail::injected_fault("clCreateBuffer");
+    if (err == CL_SUCCESS) owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
+    detail::check_cl_result(err, "clCreateBuffer(workspace)");
     workspace = owned;
   }
   try {

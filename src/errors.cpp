@@ -1,6 +1,8 @@
 // errors.cpp: OpenCL status names and the check that turns a failed call into flashcl::Error.
 #include "errors.hpp"
 
+#include "fault_injection.hpp"
+
 namespace flashcl::detail {
 
 const char* cl_error_name(cl_int code) {
@@ -49,6 +51,11 @@ const char* cl_error_name(cl_int code) {
 }
 
 void check_cl(cl_int code, const char* call) {
+  if (code == CL_SUCCESS) code = injected_fault(call);
+  check_cl_result(code, call);
+}
+
+void check_cl_result(cl_int code, const char* call) {
   if (code == CL_SUCCESS) return;
   const bool memory = code == CL_MEM_OBJECT_ALLOCATION_FAILURE || code == CL_OUT_OF_RESOURCES ||
                       code == CL_OUT_OF_HOST_MEMORY || code == CL_INVALID_BUFFER_SIZE;

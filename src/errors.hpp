@@ -27,7 +27,13 @@ template <typename... Parts>
 // Names an OpenCL status code (CL_OUT_OF_RESOURCES, ...).
 const char* cl_error_name(cl_int code);
 
-// Throws OpenCLError (or OutOfResources for the allocation codes) naming the call.
+// Throws OpenCLError (or OutOfResources for the allocation codes) naming the call. Also the
+// fault-injection point (fault_injection.hpp) for calls that create nothing: a successful `code`
+// may be turned into the failure a test asked for.
 void check_cl(cl_int code, const char* call);
+
+// check_cl without the fault-injection hook: for calls that create an object, where the hook runs
+// before the call instead (injected_fault), so a faked failure never strands a created object.
+void check_cl_result(cl_int code, const char* call);
 
 }  // namespace flashcl::detail

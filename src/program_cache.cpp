@@ -12,6 +12,7 @@
 #include "device_facts.hpp"
 #include "disk_cache.hpp"
 #include "errors.hpp"
+#include "fault_injection.hpp"
 #include "kernel_source.hpp"
 
 namespace flashcl::detail {
@@ -40,7 +41,8 @@ std::string build_log(const cl::Program& program, const cl::Device& device) {
 // FLASHCL_BUILD_LOG=1 the log of successful builds goes to stderr too (e.g. ptxas's register
 // report under FLASHCL_BUILD_OPTIONS=-cl-nv-verbose).
 void build_or_throw(const cl::Program& program, const cl::Device& device, const std::string& options) {
-  const cl_int err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
+  cl_int err = injected_fault("clBuildProgram");
+  if (err == CL_SUCCESS) err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
   if (err == CL_SUCCESS) {
     const char* show = std::getenv("FLASHCL_BUILD_LOG");
     if (show != nullptr && std::string(show) == "1")
@@ -65,13 +67,17 @@ cl::Program load_from_disk(const cl::Context& context, const cl::Device& device,
   const DiskLookup found = disk_cache_load(key, binary);
   if (found == DiskLookup::Missing) return cl::Program();
   if (found == DiskLookup::Found) {
-    cl_int status = CL_SUCCESS, err = CL_SUCCESS;
+    cl_int status = CL_SUCCESS, err = injected_fault("clCreateProgramWithBinary");
     const unsigned char* data = binary.data();
     const std::size_t size = binary.size();
-    cl_program raw = clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err);
+    cl_program raw = err == CL_SUCCESS
+                         ? clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err)
+                         : nullptr;
     if (err == CL_SUCCESS && status == CL_SUCCESS) {
       cl::Program program(raw);  // takes ownership
-      if (clBuildProgram(raw, 1, &device(), options.c_str(), nullptr, nullptr) == CL_SUCCESS) {
+      cl_int built = injected_fault("clBuildProgram");
+      if (built == CL_SUCCESS) built = clBuildProgram(raw, 1, &device(), options.c_str(), nullptr, nullptr);
+      if (built == CL_SUCCESS) {
         ++g_counters.disk_hits;
         return program;
       }
@@ -91,6 +97,7 @@ cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource&
   cl::Program program = load_from_disk(context, device, key, options);
   if (program() != nullptr) return program;
 
+  check_cl_result(injected_fault("clCreateProgramWithSource"), "clCreateProgramWithSource");
   program = cl::Program(context, source.text);
   build_or_throw(program, device, options);
   ++g_counters.builds;

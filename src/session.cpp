@@ -7,6 +7,7 @@
 
 #include "device_facts.hpp"
 #include "errors.hpp"
+#include "fault_injection.hpp"
 
 namespace flashcl {
 namespace {
@@ -119,11 +120,11 @@ Session::Session(const std::string& platform, const std::string& device) {
   info_ = found.info;
   cl_int err = CL_SUCCESS;
   context_ = clCreateContext(nullptr, 1, &device_, nullptr, nullptr, &err);
-  check_cl(err, "clCreateContext");
+  detail::check_cl_result(err, "clCreateContext");
   queue_ = clCreateCommandQueue(context_, device_, CL_QUEUE_PROFILING_ENABLE, &err);
   if (err != CL_SUCCESS) {
     clReleaseContext(context_);
-    check_cl(err, "clCreateCommandQueue");
+    detail::check_cl_result(err, "clCreateCommandQueue");
   }
 }
 
@@ -144,10 +145,12 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   const std::size_t nlse = static_cast<std::size_t>(shape.batch) * shape.heads * shape.seqlen_q;
 
   auto make = [&](std::size_t floats, const float* host) {
-    cl_int err = CL_SUCCESS;
+    cl_int err = detail::injected_fault("clCreateBuffer");
     const cl_mem_flags flags = CL_MEM_READ_WRITE | (host != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
-    cl_mem mem = clCreateBuffer(context_, flags, floats * sizeof(float), const_cast<float*>(host), &err);
-    check_cl(err, "clCreateBuffer");
+    cl_mem mem = err == CL_SUCCESS
+                     ? clCreateBuffer(context_, flags, floats * sizeof(float), const_cast<float*>(host), &err)
+                     : nullptr;
+    detail::check_cl_result(err, "clCreateBuffer");
     return mem;
   };
   MemObject dq{make(nq, q.data())}, dk{make(nk, k.data())}, dv{make(nk, v.data())}, dout{make(nq, nullptr)};
