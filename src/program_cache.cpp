@@ -21,7 +21,10 @@ namespace {
 using MemoryKey = std::tuple<cl_context, cl_device_id, std::string, std::uint64_t>;
 
 std::mutex g_mutex;
-std::map<MemoryKey, cl::Program> g_programs;
+// Never destroyed: releasing programs from a static destructor at exit runs after the OpenCL
+// runtime may have torn itself down (oclgrind aborts with heap corruption there). The OS reclaims
+// everything at exit; clear_memory_cache() releases them while the runtime is alive.
+std::map<MemoryKey, cl::Program>& g_programs = *new std::map<MemoryKey, cl::Program>;
 
 struct Counters {
   std::atomic<std::size_t> memory_hits{0}, disk_hits{0}, builds{0}, disk_writes{0}, disk_rejects{0};
