@@ -73,10 +73,6 @@ class Progress {
 };
 
 int run(const Options& opt) {
-  if (!opt.disk_cache) set_disk_cache_enabled(false);
-  Session session(opt.platform, opt.device);
-  const Context context = make_context(session, opt);
-
   std::FILE* out = stdout;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(nullptr, &std::fclose);
   if (!opt.output.empty()) {
@@ -87,6 +83,9 @@ int run(const Options& opt) {
     }
     out = file.get();
   }
+  if (!opt.disk_cache) set_disk_cache_enabled(false);
+  Session session(opt.platform, opt.device);
+  const Context context = make_context(session, opt);
   std::unique_ptr<Reporter> reporter = opt.format == Format::Csv    ? make_csv_reporter(out)
                                        : opt.format == Format::Json ? make_json_reporter(out)
                                                                     : make_table_reporter(out, opt.quiet);

@@ -14,7 +14,10 @@ const char* status_name(RowStatus s) {
   return s == RowStatus::Ok ? "ok" : s == RowStatus::Skipped ? "skipped" : "error";
 }
 
-Json or_null(bool present, double value) { return present ? Json(value) : Json(nullptr); }
+template <typename T>
+Json or_null(bool present, T value) {
+  return present ? Json(value) : Json(nullptr);
+}
 
 Json row_fields(const Result& r) {
   const bool ok = r.status == RowStatus::Ok, roof = ok && r.pct_fma > 0.0;
@@ -59,7 +62,7 @@ Json row_fields(const Result& r) {
   j["programs_from_disk"] = r.disk_hits;
   j["max_abs_error"] = or_null(r.checked, r.error.max_abs);
   j["rel_error"] = or_null(r.checked, r.error.rel_norm);
-  j["non_finite"] = or_null(r.checked, static_cast<double>(r.error.non_finite));
+  j["non_finite"] = or_null(r.checked, r.error.non_finite);
   j["rows_checked"] = or_null(r.checked, r.rows_checked);
   j["rows_total"] = or_null(r.checked, r.rows_total);
   return j;

@@ -58,9 +58,11 @@ struct HostInputs {
   std::vector<float> q, k, v;
 };
 
+// "2.06 GiB", or "143.1 MiB" below 1 GiB.
 std::string gib(double bytes) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+  if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+  else std::snprintf(text, sizeof text, "%.1f MiB", bytes / (1024.0 * 1024));
   return text;
 }
 
