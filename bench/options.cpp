@@ -163,7 +163,7 @@ int parse_options(int argc, char** argv, Options& opt) {
       "copy ceilings. Lists: 512,1024,4096 or 512:8192 (doubling) or 512:4096:512 (adding).\n"
       "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL)."};
   app.get_formatter()->column_width(34);
-  std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64,128", causal = "off";
+  std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64", causal = "off";
   std::vector<std::string> algos = {"all"};
   std::string dtype = "f32", mode = "fwd", max_memory, tile, format;
 

@@ -21,7 +21,7 @@ struct Options {
   std::vector<int> batch, heads, seqlen, seqlen_k, head_dim;  // seqlen_k empty: = seqlen
   std::vector<bool> causal;
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it
-  int repeat = 5, warmup = 1;
+  int repeat = 3, warmup = 1;
   bool check = false;
   double check_macs = 1e9;       // reference budget per shape; larger shapes check sampled rows
   std::size_t max_memory = 0;    // 0: the device's global memory

@@ -194,24 +194,32 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
   HostInputs host;
   std::optional<Check> check;
   if (any) {
-    const int n_sets = input_sets(shape, largest_workspace, context_);
-    for (int i = 0; i < n_sets; ++i) {
-      const std::uint64_t seed = options_.seed + 1000ull * shape_index + 10ull * i;
-      HostInputs h{random_values(shape.q_elems(), seed), random_values(shape.kv_elems(), seed + 1),
-                   random_values(shape.kv_elems(), seed + 2)};
-      InputSet set;
-      set.q = Buffer(session_.context(), q_bytes(shape), h.q.data());
-      set.k = Buffer(session_.context(), kv_bytes(shape), h.k.data());
-      set.v = Buffer(session_.context(), kv_bytes(shape), h.v.data());
-      set.o = Buffer(session_.context(), q_bytes(shape), nullptr);
-      set.lse = Buffer(session_.context(), lse_bytes(shape), nullptr);
-      sets.push_back(std::move(set));
-      if (i == 0) host = std::move(h);
-    }
-    if (options_.check) {
-      check.emplace();
-      check->rows = sample_rows(shape, options_.check_macs);
-      check->ref = reference_attention_rows(shape, host.q, host.k, host.v, check->rows);
+    try {
+      const int n_sets = input_sets(shape, largest_workspace, context_);
+      for (int i = 0; i < n_sets; ++i) {
+        const std::uint64_t seed = options_.seed + 1000ull * shape_index + 10ull * i;
+        HostInputs h{random_values(shape.q_elems(), seed), random_values(shape.kv_elems(), seed + 1),
+                     random_values(shape.kv_elems(), seed + 2)};
+        InputSet set;
+        set.q = Buffer(session_.context(), q_bytes(shape), h.q.data());
+        set.k = Buffer(session_.context(), kv_bytes(shape), h.k.data());
+        set.v = Buffer(session_.context(), kv_bytes(shape), h.v.data());
+        set.o = Buffer(session_.context(), q_bytes(shape), nullptr);
+        set.lse = Buffer(session_.context(), lse_bytes(shape), nullptr);
+        sets.push_back(std::move(set));
+        if (i == 0) host = std::move(h);
+      }
+      if (options_.check) {
+        check.emplace();
+        check->rows = sample_rows(shape, options_.check_macs);
+        check->ref = reference_attention_rows(shape, host.q, host.k, host.v, check->rows);
+      }
+    } catch (const std::exception& e) {  // the device or host could not hold the inputs
+      for (Result& r : rows)
+        if (r.status == RowStatus::Ok) {
+          r.status = RowStatus::Skipped;
+          r.note = std::string("inputs: ") + e.what();
+        }
     }
   }
 
@@ -260,6 +268,10 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
         if (standard_ms > 0.0) r.speedup = standard_ms / r.median_ms;
       } catch (const Error& e) {
         r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+        r.note = e.what();
+        r.runs_ms.clear();
+      } catch (const std::exception& e) {  // host memory for the check, say: this row only
+        r.status = RowStatus::Error;
         r.note = e.what();
         r.runs_ms.clear();
       }
