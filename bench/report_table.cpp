@@ -65,7 +65,6 @@ class TableReporter : public Reporter {
         !r.checked ? "-" : r.error.non_finite ? format("%zu NaN", r.error.non_finite)
                                               : format("%.1e%s", r.error.max_abs, r.rows_checked < r.rows_total ? "*" : "")});
     sampled_ |= r.checked && r.rows_checked < r.rows_total;
-    modelled_tiles_ |= r.tiles.source == "model";
     print(cells);
   }
 
@@ -75,10 +74,9 @@ class TableReporter : public Reporter {
                  "\nTFLOP/s: 4*B*H*Nq*Nk*d (halved when causal) / median device time. %%fma, %%bw: of the ceilings "
                  "above;\n%%roof: of min(FMA peak, (FLOPs / IO bytes) x copy peak). IO MB: modelled global-memory "
                  "traffic (FlashAttention\npaper's IO analysis at the kernels' block sizes), min MB: Q, K, V read and "
-                 "O, LSE written once (1 MB = 1e6 B).\ntiles: Br x Bc, %s. mem MiB: flashcl::device_bytes(). "
+                 "O, LSE written once (1 MB = 1e6 B).\ntiles: Br x Bc from flashcl::tile_info(). mem MiB: flashcl::device_bytes(). "
                  "build ms: first call's wall time minus\nits device time (cold build, disk cache, or program already in "
-                 "memory).\n",
-                 modelled_tiles_ ? "modelled from flashcl's planner (bench/tiles.cpp)" : "from flashcl::tile_info()");
+                 "memory).\n");
     if (sampled_)
       std::fprintf(out_, "max|err| with *: checked on evenly spaced query rows only (reference budget --check-macs).\n");
   }
@@ -118,7 +116,7 @@ class TableReporter : public Reporter {
 
   std::FILE* out_;
   bool quiet_;
-  bool roofline_ = false, sampled_ = false, modelled_tiles_ = false;
+  bool roofline_ = false, sampled_ = false;
 };
 
 }  // namespace

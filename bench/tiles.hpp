@@ -1,7 +1,6 @@
-// tiles.hpp: the block sizes a forward call runs with, which the IO model needs (FA1's bytes
-// scale with the number of K/V blocks, FA2's with the number of Q blocks). They come from
-// flashcl::tile_info() when the library has it (detected at configure time), else from the
-// bench's model of the planner; each row says which.
+// tiles.hpp: the block sizes a forward call runs with, from flashcl::tile_info(), in the form the
+// IO model needs (FA1's bytes scale with the number of K/V blocks, FA2's with the number of Q
+// blocks, and FA1's scratch rows with the padded head dim).
 #pragma once
 
 #include <cstddef>
@@ -16,12 +15,11 @@ struct Tiles {
   int block_cols = 0;              // Bc (fa1/fa2) or the GEMM tile edge (standard)
   int padded_head_dim = 0;         // d rounded up to the team width (fa1's scratch O rows)
   std::size_t work_group_size = 0;
-  std::size_t local_bytes = 0;     // __local memory the kernel declares (the paper's M, in bytes)
-  std::string source;              // "library", "override" or "model" (of the planner)
+  std::size_t local_bytes = 0;     // __local memory per work-group (the paper's M, in bytes)
+  std::string source;              // where the sizes came from ("library")
 };
 
-// Tiles of `args` (algorithm concrete, not Auto) on `device`, with args.tile or FLASHCL_TILE
-// applied as the library applies them.
+// Tiles of `args` on `device`, with args.tile or FLASHCL_TILE applied as the library applies them.
 Tiles tiles_for(cl_device_id device, const ForwardArgs& args);
 
 }  // namespace flashcl::bench
