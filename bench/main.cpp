@@ -86,9 +86,13 @@ int run(const Options& opt) {
   if (!opt.disk_cache) set_disk_cache_enabled(false);
   Session session(opt.platform, opt.device);
   const Context context = make_context(session, opt);
-  std::unique_ptr<Reporter> reporter = opt.format == Format::Csv    ? make_csv_reporter(out)
-                                       : opt.format == Format::Json ? make_json_reporter(out)
-                                                                    : make_table_reporter(out, opt.quiet);
+  std::vector<std::unique_ptr<Reporter>> reporters;
+  reporters.push_back(opt.format == Format::Csv    ? make_csv_reporter(out)
+                      : opt.format == Format::Json ? make_json_reporter(out)
+                                                   : make_table_reporter(out, opt.quiet));
+  // CSV or JSON going to a file: the table still shows on stdout while the sweep runs.
+  if (file && opt.format != Format::Table && !opt.quiet) reporters.push_back(make_table_reporter(stdout, false));
+  const std::unique_ptr<Reporter> reporter = make_tee_reporter(std::move(reporters));
   const std::vector<Shape> sweep = shapes(opt);
   Progress progress(!opt.quiet && isatty(fileno(stderr)), static_cast<int>(sweep.size() * opt.algos.size()));
   Runner runner(session, opt, context);

@@ -205,7 +205,7 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("--seed", opt.seed, "First seed of the random inputs")->capture_default_str();
   app.add_option("-f,--format", format, "Output: table, csv or json (default: table, or from -o's extension)")
       ->check(CLI::IsMember({"table", "csv", "json"}, CLI::ignore_case));
-  app.add_option("-o,--output", opt.output, "Write the results to FILE instead of stdout");
+  app.add_option("-o,--output", opt.output, "Write the results to FILE (CSV/JSON there: the table still shows on stdout unless -q)");
   app.add_flag("-q,--quiet", opt.quiet, "Results only: no header, notes or progress line");
   app.add_flag("--remeasure-ceilings", opt.remeasure, "Measure the FMA and copy ceilings again (and re-cache them)");
   app.add_flag("!--no-roofline", opt.roofline, "Skip the ceilings and the % of peak columns");

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <vector>
 
 #include "options.hpp"
 #include "result.hpp"
@@ -23,5 +24,8 @@ class Reporter {
 std::unique_ptr<Reporter> make_table_reporter(std::FILE* out, bool quiet);
 std::unique_ptr<Reporter> make_csv_reporter(std::FILE* out);
 std::unique_ptr<Reporter> make_json_reporter(std::FILE* out);
+
+// Passes everything to each of `reporters` in turn (a JSON file and a live table, say).
+std::unique_ptr<Reporter> make_tee_reporter(std::vector<std::unique_ptr<Reporter>> reporters);
 
 }  // namespace flashcl::bench

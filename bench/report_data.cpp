@@ -1,5 +1,5 @@
 // report_data.cpp: CSV and JSON output from one field list (row_fields()), so both formats carry
-// exactly the same numbers. Fields that do not apply (no standard row for a speedup, no check,
+// exactly the same numbers (and the tee that sends a run to several reporters). Fields that do not apply (no standard row for a speedup, no check,
 // no ceilings) are null in JSON and empty in CSV, never a made-up zero.
 #include <nlohmann/json.hpp>
 
@@ -155,7 +155,28 @@ class JsonReporter : public Reporter {
   Json doc_;
 };
 
+class TeeReporter : public Reporter {
+ public:
+  explicit TeeReporter(std::vector<std::unique_ptr<Reporter>> all) : all_(std::move(all)) {}
+  void begin(const Context& c) override {
+    for (auto& r : all_) r->begin(c);
+  }
+  void row(const Result& result) override {
+    for (auto& r : all_) r->row(result);
+  }
+  void end() override {
+    for (auto& r : all_) r->end();
+  }
+
+ private:
+  std::vector<std::unique_ptr<Reporter>> all_;
+};
+
 }  // namespace
+
+std::unique_ptr<Reporter> make_tee_reporter(std::vector<std::unique_ptr<Reporter>> reporters) {
+  return std::make_unique<TeeReporter>(std::move(reporters));
+}
 
 std::unique_ptr<Reporter> make_csv_reporter(std::FILE* out) { return std::make_unique<CsvReporter>(out); }
 std::unique_ptr<Reporter> make_json_reporter(std::FILE* out) { return std::make_unique<JsonReporter>(out); }

@@ -6,13 +6,14 @@
 //  - Inputs are rotated over up to 8 sets while Q, K, V, O of one set are smaller than 3x the
 //    device's global-memory cache, so a run does not find its inputs hot from the previous one.
 //  - O is filled with NaN before the first call, so the check catches unwritten elements.
-//  - The standard workspace is allocated here, not per call, so its size is checked (and counted
-//    against --max-memory) before anything runs.
+//  - Workspaces (standard's N x N scores, fa1's scratch O, m, l) are allocated here, not inside
+//    each call, so their size is checked (and counted against --max-memory) before anything runs.
 #include "runner.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <optional>
 
@@ -119,7 +120,9 @@ double median(std::vector<double> v) {
 
 void fill_nan(cl_command_queue queue, const Buffer& b, std::size_t bytes) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  clEnqueueFillBuffer(queue, b.get(), &nan, sizeof nan, 0, bytes, 0, nullptr, nullptr);
+  const cl_int err = clEnqueueFillBuffer(queue, b.get(), &nan, sizeof nan, 0, bytes, 0, nullptr, nullptr);
+  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueFillBuffer failed (error " + std::to_string(err) + ")");
+  clFinish(queue);
 }
 
 std::vector<float> read(cl_command_queue queue, const Buffer& b, std::size_t floats) {
@@ -234,7 +237,6 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
         r.input_sets = static_cast<int>(sets.size());
 
         fill_nan(queue, sets[0].o, q_bytes(shape));
-        clFinish(queue);
         const CacheStats before = cache_stats();
         const auto t0 = std::chrono::steady_clock::now();
         bind(args, sets[0], workspace.get());
