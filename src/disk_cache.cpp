@@ -81,6 +81,13 @@ DiskLookup disk_cache_load(const std::string& key, std::vector<unsigned char>& b
   std::string stored_key(key_size, '\0');
   if (!in.read(stored_key.data(), static_cast<std::streamsize>(key_size)) || stored_key != key) return DiskLookup::Invalid;
   if (!read_u64(in, bin_size) || bin_size == 0 || bin_size > (std::uint64_t{1} << 32)) return DiskLookup::Invalid;
+  // The binary and its checksum must be what is left of the file: a damaged length field must not
+  // make us allocate (up to 4 GiB) before the read fails.
+  const std::streamoff here = in.tellg();
+  in.seekg(0, std::ios::end);
+  const std::streamoff end = in.tellg();
+  if (here < 0 || end < here || static_cast<std::uint64_t>(end - here) != bin_size + sizeof sum) return DiskLookup::Invalid;
+  in.seekg(here);
   binary.assign(bin_size, 0);
   if (!in.read(reinterpret_cast<char*>(binary.data()), static_cast<std::streamsize>(bin_size))) return DiskLookup::Invalid;
   if (!read_u64(in, sum) || sum != checksum(key, binary)) return DiskLookup::Invalid;
