@@ -21,7 +21,6 @@
 #define CAUSAL 0 /* 1: query i sees keys j <= i + seqlen_k - seqlen_q */
 #endif
 
-#define ROW_STRIDE (D_PAD + 1) /* __local row pitch; +1 staggers banks for column walks */
 #define NEG_INF (-INFINITY)
 #define LN2_F 0.693147180559945309f
 
@@ -37,31 +36,6 @@
 /* Element offset of (b, s, h, 0) in a tensor described by offset + strides. */
 #define TENSOR_BASE(a, t, b, h) \
   ((a)->t##_offset + (long)(b) * (a)->t##_batch_stride + (long)(h) * (a)->t##_head_stride)
-
-/* Loads rows [row0, row0 + nrows) of a (seq, d) slice into dst (nrows x ROW_STRIDE), times `mul`.
- * Rows at or past `valid` and columns past HEAD_DIM read as zero, so padded tiles are harmless. */
-inline void load_tile(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride,
-                      int row0, int nrows, int valid, float mul, int lid, int nthreads) {
-  for (int idx = lid; idx < nrows * D_PAD; idx += nthreads) {
-    const int r = idx / D_PAD, c = idx - r * D_PAD;
-    float x = 0.0f;
-    if (row0 + r < valid && c < HEAD_DIM) x = LOAD_ELEM(src, base + (long)(row0 + r) * seq_stride + c) * mul;
-    dst[r * ROW_STRIDE + c] = x;
-  }
-}
-
-/* Loads rows [row0, row0 + nrows) transposed: dst[c * (nrows + 1) + r] (D_PAD x (nrows + 1)).
- * Key tiles are kept this way so the work-items of a team read consecutive addresses: no bank
- * conflicts on GPUs, contiguous vector loads where PoCL vectorises across work-items. */
-inline void load_tile_transposed(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride,
-                                 int row0, int nrows, int valid, int lid, int nthreads) {
-  for (int idx = lid; idx < nrows * D_PAD; idx += nthreads) {
-    const int r = idx / D_PAD, c = idx - r * D_PAD;
-    float x = 0.0f;
-    if (row0 + r < valid && c < HEAD_DIM) x = LOAD_ELEM(src, base + (long)(row0 + r) * seq_stride + c);
-    dst[c * (nrows + 1) + r] = x;
-  }
-}
 
 /* True when key `key` is hidden from query `row` (past the end, or above the causal diagonal). */
 inline bool key_masked(int row, int key, int seqlen_k, int causal_shift) {

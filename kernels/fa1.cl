@@ -10,11 +10,16 @@
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                  __global STORAGE_T* o, __global float* lse, __global float* scratch, const AttnArgs args) {
-  __local float k_tile[D_PAD * KT_STRIDE]; /* transposed */
-  __local float v_tile[BC * ROW_STRIDE];
-  __local float q_tile[BR * ROW_STRIDE];
-  __local float p_tile[BR * BC];
+  __local float kt_tile[K_TILE_FLOATS] __attribute__((aligned(16)));
+  __local float v_tile[V_TILE_FLOATS] __attribute__((aligned(16)));
+  __local float qt_tile[Q_TILE_FLOATS] __attribute__((aligned(16)));
+#if TPR > 1
+  __local float pt_tile[P_TILE_FLOATS] __attribute__((aligned(16)));
   __local float red[BR * TPR];
+#else
+  __local float* pt_tile = 0; /* P stays in registers */
+  __local float* red = 0;
+#endif
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
@@ -39,8 +44,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = 0; kb < n_kblocks; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE);
-    load_tile_transposed(k_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, lid, WG_SIZE);
-    load_tile(v_tile, v, v_base, a->v_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    load_transposed(kt_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid);
+    load_rows(v_tile, v, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
     /* causal: the first Q block with a row that sees key k0 (row + shift >= k0) */
 #if CAUSAL
     const int qb_first = max(0, k0 - a->causal_shift) / BR;
@@ -49,8 +54,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #endif
     for (int qb = qb_first; qb < n_qblocks; ++qb) {
       const int q0 = qb * BR;
-      barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* q_tile/p_tile free; O, m, l visible */
-      load_tile(q_tile, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid, WG_SIZE);
+      barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* qt/pt tiles free; O, m, l visible */
+      load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid);
       /* every lane reads m, l here; lane 0 writes them back only after the barriers below */
       float m_old[TM], l_old[TM];
 #pragma unroll
@@ -62,11 +67,11 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
       barrier(CLK_LOCAL_MEM_FENCE);
 
       float s[TM][COLS_S], mt[TM];
-      team_scores(s, q_tile, k_tile, row0, lane);
+      team_scores(s, qt_tile, kt_tile, row0, lane);
       if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
         team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
       team_row_max(mt, s, red, row0, lane);
-      team_store_p(p_tile, s, mt, row0, lane);
+      team_exp(pt_tile, s, mt, row0, lane);
       barrier(CLK_LOCAL_MEM_FENCE);
 
       float pv[TM][COLS_O], lt[TM];
@@ -76,7 +81,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
         for (int c = 0; c < COLS_O; ++c) pv[r][c] = 0.0f;
       }
-      team_pv(pv, lt, p_tile, v_tile, row0, lane);
+      team_pv(pv, lt, s, pt_tile, v_tile, row0, lane);
 
 #pragma unroll
       for (int r = 0; r < TM; ++r) {
@@ -89,7 +94,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
         const float inv = l_new > 0.0f ? 1.0f / l_new : 0.0f;
 #pragma unroll
         for (int c = 0; c < COLS_O; ++c) {
-          __global float* oc = my_o + (long)row * D_PAD + lane + c * TPR;
+          __global float* oc = my_o + (long)row * D_PAD + COL_OF(c, lane);
           *oc = (w_old * *oc + w_new * pv[r][c]) * inv;
         }
         if (lane == 0) {

@@ -1,17 +1,23 @@
 /* fa2.cl: FlashAttention-2 forward. One work-group per (Q block, head, batch). Prologue: the
- * scaled Q block is staged in __local memory. Main loop over the key blocks it can see: K block
- * to __local, scores in registers, running max/sum in private memory, P to __local, V block to
- * __local, unnormalised O += P*V with the old part rescaled by 2^(m_old - m_new). Blocks wholly
- * above the causal diagonal are never visited; the mask runs only on blocks that cross it or the
- * end of the keys. Epilogue: O divided by the row sum once, written once with LSE = m + log l. */
+ * scaled Q block is staged (transposed) in __local memory. Main loop over the key blocks it can
+ * see: K block to __local, scores in registers, running max/sum in private memory, P to __local
+ * (or kept in registers when a work-item owns whole rows), V block to __local, unnormalised
+ * O += P*V with the old part rescaled by 2^(m_old - m_new). Blocks wholly above the causal
+ * diagonal are never visited; the mask runs only on blocks that cross it or the end of the keys.
+ * Epilogue: O divided by the row sum once, written once with LSE = m + log l. */
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                  __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
-  __local float q_tile[BR * ROW_STRIDE];
-  __local float kv_tile[KV_TILE_FLOATS]; /* K block transposed, then V block */
-  __local float p_tile[BR * BC];
+  __local float qt_tile[Q_TILE_FLOATS] __attribute__((aligned(16)));
+  __local float kv_tile[KV_TILE_FLOATS] __attribute__((aligned(16))); /* K^T, then V */
+#if TPR > 1
+  __local float pt_tile[P_TILE_FLOATS] __attribute__((aligned(16)));
   __local float red[BR * TPR];
+#else
+  __local float* pt_tile = 0; /* P stays in registers */
+  __local float* red = 0;
+#endif
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
@@ -21,7 +27,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const long v_base = TENSOR_BASE(a, v, b, h), o_base = TENSOR_BASE(a, o, b, h);
 
   /* prologue */
-  load_tile(q_tile, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid, WG_SIZE);
+  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid);
   float m[TM], l[TM], acc[TM][COLS_O];
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
@@ -36,15 +42,14 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = 0; kb < n_blocks; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
-    load_tile_transposed(kv_tile, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, lid, WG_SIZE);
+    load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[TM][COLS_S], mx[TM];
-    team_scores(s, q_tile, kv_tile, row0, lane);
+    team_scores(s, qt_tile, kv_tile, row0, lane);
     if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
       team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
-    team_row_max(mx, s, red, row0, lane); /* contains a barrier: all scores are computed */
-
+    team_row_max(mx, s, red, row0, lane);
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
       const float m_new = fmax(m[r], mx[r]);
@@ -54,10 +59,11 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
       for (int c = 0; c < COLS_O; ++c) acc[r][c] *= alpha;
       m[r] = m_new;
     }
-    team_store_p(p_tile, s, m, row0, lane);
-    load_tile(kv_tile, v, v_base, a->v_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid, WG_SIZE);
+    team_exp(pt_tile, s, m, row0, lane);
+    barrier(CLK_LOCAL_MEM_FENCE); /* all scores computed: kv_tile may now take V */
+    load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
-    team_pv(acc, l, p_tile, kv_tile, row0, lane);
+    team_pv(acc, l, s, pt_tile, kv_tile, row0, lane);
   }
 
   /* epilogue */

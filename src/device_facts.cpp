@@ -33,8 +33,6 @@ bool contains(const std::string& text, const char* part) { return text.find(part
 
 }  // namespace
 
-bool DeviceFacts::is_nvidia() const { return contains(vendor, "NVIDIA"); }
-
 DeviceFacts query_device_facts(cl_device_id device) {
   if (device == nullptr) fail(Status::InvalidHandle, "device: null cl_device_id");
   DeviceFacts f;

@@ -21,7 +21,7 @@ struct DeviceFacts {
   std::size_t global_mem_bytes = 0;
   std::size_t max_alloc_bytes = 0;
   int compute_units = 0;
-  bool is_nvidia() const;
+  bool is_nvidia() const { return vendor.find("NVIDIA") != std::string::npos; }
 };
 
 // Reads (and caches per device handle) the facts of `device`.

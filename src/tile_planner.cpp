@@ -1,32 +1,44 @@
 // tile_planner.cpp: tile choice for each algorithm.
-//  - Team shape: TPR work-items share TM = 4 rows; TPR grows with d (d/8 up to 16) so each
-//    work-item keeps at most 16 output columns per row in registers.
+//  - Work-group shape: teams of TPR work-items own TM query rows each. GPUs: TM = 4 rows and
+//    TPR grown with d so each work-item keeps at most 16 output columns and 16 scores per row in
+//    registers. CPUs (PoCL): TPR = TM = 1, one row per work-item, so the probabilities stay in
+//    registers and PoCL vectorises across work-items.
 //  - fa1 follows the paper: M = local memory in floats, Bc = ceil(M / 4d), Br = min(Bc, d), then
-//    rounded down to multiples the team shape needs and shrunk until the kernel's real __local
-//    footprint fits.
-//  - fa2 takes the first power-of-two (Br, Bc) from a preference list whose footprint fits.
-//  - CPU devices (PoCL) emulate __local memory in ordinary memory; tiles are planned against
-//    64 KiB there so the working set stays in the core's L2 cache.
+//    rounded down to multiples the work-group shape needs and shrunk until the kernel's real
+//    __local footprint fits.
+//  - fa2 takes the first (Br, Bc) from a preference list whose footprint fits.
+//  - CPU devices emulate __local memory in ordinary memory; tiles are planned against 64 KiB
+//    there so the working set stays in the core's L2 cache.
 #include "tile_planner.hpp"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
+#include <utility>
+#include <vector>
 
 #include "errors.hpp"
 
 namespace flashcl::detail {
 namespace {
 
-constexpr int kRowsPerTeam = 4;
 constexpr std::size_t kCpuPlanningBytes = 64 * 1024;
 
-// Work-items per team: enough that each keeps <= 8 output columns (16 from d > 128) and <= 16
-// scores per row in registers.
-int team_size_for(int head_dim, int block_cols) {
+struct Shape {
+  int tpr = 1, tm = 1;
+};
+
+// Work-items per team on GPUs: enough that each keeps <= 8 output columns (16 from d > 128) and
+// <= 16 scores per row in registers.
+int gpu_team_size(int head_dim, int block_cols) {
   int tpr = 1;
   while ((tpr < 16 && tpr * 8 < head_dim) || tpr * 16 < block_cols) tpr *= 2;
   return tpr;
+}
+
+Shape team_shape(const DeviceFacts& device, int head_dim, int block_cols, int block_rows) {
+  if (device.kind == DeviceKind::CPU) return {1, 1};
+  return {gpu_team_size(head_dim, block_cols), std::min(4, block_rows)};
 }
 
 int pad_head_dim(int head_dim, int tpr) { return (head_dim + tpr - 1) / tpr * tpr; }
@@ -36,19 +48,22 @@ std::size_t local_budget(const DeviceFacts& device) {
   return device.local_mem_bytes;
 }
 
-const char* name_of(Algorithm a) { return to_string(a); }
-
-TilePlan flash_plan(int br, int bc, int tpr, int d_pad, Algorithm algorithm, std::string reason) {
+TilePlan make_plan(Algorithm algorithm, int br, int bc, Shape shape, int head_dim) {
   TilePlan p;
   p.block_rows = br;
   p.block_cols = bc;
-  p.rows_per_team = std::min(kRowsPerTeam, br);
-  p.team_size = tpr;
-  p.padded_head_dim = d_pad;
-  p.work_group_size = static_cast<std::size_t>(br / p.rows_per_team) * tpr;
-  p.local_bytes = flash_local_bytes(algorithm, br, bc, tpr, d_pad);
-  p.reason = std::move(reason);
+  p.rows_per_team = shape.tm;
+  p.team_size = shape.tpr;
+  p.padded_head_dim = pad_head_dim(head_dim, shape.tpr);
+  p.work_group_size = static_cast<std::size_t>(br / shape.tm) * shape.tpr;
+  p.local_bytes = flash_local_bytes(algorithm, br, bc, shape.tpr, p.padded_head_dim);
   return p;
+}
+
+bool runnable(const TilePlan& p) {
+  return p.block_rows >= 1 && p.block_cols >= 1 && p.rows_per_team >= 1 && p.team_size >= 1 &&
+         p.block_rows % p.rows_per_team == 0 && p.block_cols % p.team_size == 0 && p.block_rows <= 256 &&
+         p.block_cols <= 256;
 }
 
 bool fits(const DeviceFacts& device, const TilePlan& p, std::size_t budget) {
@@ -74,19 +89,23 @@ TilePlan plan_standard(const DeviceFacts& device) {
 }
 
 TilePlan plan_override(const DeviceFacts& device, const PlanRequest& r) {
-  const int br = r.tile.block_rows, bc = r.tile.block_cols;
-  const int tpr = team_size_for(r.head_dim, bc), d_pad = pad_head_dim(r.head_dim, tpr);
-  if (br < 1 || bc < 1)
-    fail(Status::InvalidArgument, "tile: both block_rows and block_cols must be set (got ", br, "x", bc, ")");
-  const int tm = std::min(kRowsPerTeam, br);
-  if (br % tm != 0 || bc % tpr != 0 || br > 256 || bc > 256)
-    fail(Status::InvalidArgument, "tile: ", br, "x", bc, " is not runnable for head_dim ", r.head_dim,
-         " (block_rows must be a multiple of ", tm, ", block_cols a multiple of ", tpr, ", both <= 256)");
-  TilePlan p = flash_plan(br, bc, tpr, d_pad, r.algorithm, "override");
+  const TileOverride& t = r.tile;
+  if (t.block_rows < 1 || t.block_cols < 1)
+    fail(Status::InvalidArgument, "tile: both block_rows and block_cols must be set (got ", t.block_rows, "x",
+         t.block_cols, ")");
+  Shape shape = team_shape(device, r.head_dim, t.block_cols, t.block_rows);
+  if (t.team_size > 0) shape.tpr = t.team_size;
+  if (t.rows_per_team > 0) shape.tm = t.rows_per_team;
+  TilePlan p = make_plan(r.algorithm, t.block_rows, t.block_cols, shape, r.head_dim);
+  if (!runnable(p))
+    fail(Status::InvalidArgument, "tile: ", t.block_rows, "x", t.block_cols, " with teams of ", shape.tpr,
+         " work-items x ", shape.tm, " rows is not runnable (block_rows must be a multiple of the rows per team, "
+         "block_cols of the team size, both <= 256)");
   if (!fits(device, p, device.local_mem_bytes))
-    fail(Status::OutOfResources, "tile: ", br, "x", bc, " needs ", p.local_bytes, " bytes of local memory and ",
-         p.work_group_size, " work-items; the device has ", device.local_mem_bytes, " bytes and ",
-         device.max_work_group_size);
+    fail(Status::OutOfResources, "tile: ", t.block_rows, "x", t.block_cols, " needs ", p.local_bytes,
+         " bytes of local memory and ", p.work_group_size, " work-items; the device has ", device.local_mem_bytes,
+         " bytes and ", device.max_work_group_size);
+  p.reason = "override";
   return p;
 }
 
@@ -94,55 +113,69 @@ TilePlan plan_fa1(const DeviceFacts& device, const PlanRequest& r) {
   const std::size_t budget = local_budget(device);
   const long m = static_cast<long>(budget / sizeof(float));
   const long d = r.head_dim;
-  // The paper's rule, then multiples the kernel's team shape needs (and at most 128 each).
+  // The paper's rule, then multiples the work-group shape needs (and at most 128 each).
   long bc = std::min<long>((m + 4 * d - 1) / (4 * d), 128);
   long br = std::min<long>(bc, d);
-  const int tpr = team_size_for(r.head_dim, static_cast<int>(bc)), d_pad = pad_head_dim(r.head_dim, tpr);
-  bc = std::max<long>(tpr, bc / tpr * tpr);
-  br = std::max<long>(kRowsPerTeam, br / kRowsPerTeam * kRowsPerTeam);
+  const Shape shape = team_shape(device, r.head_dim, static_cast<int>(bc), 4);
+  bc = std::max<long>(shape.tpr, bc / shape.tpr * shape.tpr);
+  br = std::max<long>(shape.tm, br / shape.tm * shape.tm);
   for (;;) {
-    char why[160];
-    std::snprintf(why, sizeof why, "fa1: M=%ld floats, Bc=ceil(M/4d), Br=min(Bc,d), rounded to fit: %ldx%ld", m, br, bc);
-    TilePlan p = flash_plan(static_cast<int>(br), static_cast<int>(bc), tpr, d_pad, Algorithm::FA1, why);
-    if (fits(device, p, device.local_mem_bytes)) return p;
-    if (bc > tpr) bc -= tpr;
-    else if (br > kRowsPerTeam) br -= kRowsPerTeam;
+    TilePlan p = make_plan(Algorithm::FA1, static_cast<int>(br), static_cast<int>(bc), shape, r.head_dim);
+    if (fits(device, p, device.local_mem_bytes)) {
+      p.reason = concat("fa1: M=", m, " floats, Bc=ceil(M/4d), Br=min(Bc,d), rounded to fit: ", br, "x", bc);
+      return p;
+    }
+    if (bc > shape.tpr) bc -= shape.tpr;
+    else if (br > shape.tm) br -= shape.tm;
     else break;
   }
   fail(Status::OutOfResources, "head_dim: fa1 with d=", r.head_dim, " needs more than the device's ",
        device.local_mem_bytes, " bytes of local memory even with the smallest tiles");
 }
 
+// Measured on the H100 (bench/gpu/tune.sh, B=8 H=16 N=4096, TFLOP/s fp32, docs/perf/nvidia-h100.md):
+// d=64: 64x32 rows x keys with teams of 4 work-items 27.1, teams of 8 26.7, 64x16/4 26.1,
+// 32x64/8 20.5; d=128: 32x32 with teams of 16 21.5, 32x16/8 19.4, 32x32/8 18.2, 48x16/16 17.6.
+// Teams of 4 up to d = 64 keep 16 output columns per work-item; wider heads need 16 per team.
+Shape nvidia_fa2_shape(int head_dim, int br, int bc) {
+  if (head_dim <= 64 && br == 64 && bc == 32) return {4, 4};
+  return {gpu_team_size(head_dim, bc), std::min(4, br)};
+}
+
 TilePlan plan_fa2(const DeviceFacts& device, const PlanRequest& r) {
-  static const int kPreferred[][2] = {{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32},
-                                      {32, 16}, {16, 16}, {8, 16},  {8, 8},   {4, 16}, {4, 8}, {4, 4}};
+  static const std::vector<std::pair<int, int>> kGpu = {{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32}, {32, 16},
+                                                        {16, 16}, {8, 16},  {8, 8},   {4, 16},  {4, 8},   {4, 4}};
+  // PoCL, 2-core EPYC, d = 64, N = 1024 (GFLOP/s): 128x64 25.4, 128x128 25.0, 256x64 24.4,
+  // 64x64 19.8, 64x32 21.3 -- longer rows per work-group amortise each K/V tile better.
+  static const std::vector<std::pair<int, int>> kCpu = {{128, 64}, {64, 64}, {64, 32}, {32, 32},
+                                                        {32, 16}, {16, 16}, {8, 8},   {4, 4}};
   const std::size_t budget = local_budget(device);
-  for (const auto& choice : kPreferred) {
-    const int br = choice[0], bc = choice[1];
-    const int tpr = team_size_for(r.head_dim, bc), d_pad = pad_head_dim(r.head_dim, tpr);
-    if (bc % tpr != 0) continue;
-    TilePlan p = flash_plan(br, bc, tpr, d_pad, Algorithm::FA2, "");
-    if (fits(device, p, budget)) {
+  for (const auto& choice : device.kind == DeviceKind::CPU ? kCpu : kGpu) {
+    const int br = choice.first, bc = choice.second;
+    const Shape shape = device.is_nvidia() && device.kind == DeviceKind::GPU ? nvidia_fa2_shape(r.head_dim, br, bc)
+                                                                              : team_shape(device, r.head_dim, bc, br);
+    TilePlan p = make_plan(Algorithm::FA2, br, bc, shape, r.head_dim);
+    if (runnable(p) && fits(device, p, budget)) {
       p.reason = concat("fa2: largest preferred tile within ", budget, " bytes of local memory");
       return p;
     }
   }
-  fail(Status::OutOfResources, "head_dim: fa2 with d=", r.head_dim, " needs more than the device's ",
-       budget, " bytes of local memory even with the smallest tiles");
+  fail(Status::OutOfResources, "head_dim: fa2 with d=", r.head_dim, " needs more than the device's ", budget,
+       " bytes of local memory even with the smallest tiles");
 }
 
 }  // namespace
 
+// Mirrors the __local arrays of kernels/team.cl, fa1.cl and fa2.cl (pitches padded by 4).
 std::size_t flash_local_bytes(Algorithm algorithm, int br, int bc, int tpr, int d_pad) {
-  const std::size_t row = static_cast<std::size_t>(d_pad) + 1;
-  const std::size_t k_tile = static_cast<std::size_t>(d_pad) * (bc + 1);  // transposed K block
-  const std::size_t v_tile = static_cast<std::size_t>(bc) * row;
+  const std::size_t q_tile = static_cast<std::size_t>(d_pad) * (br + 4);  // Q^T
+  const std::size_t p_tile = static_cast<std::size_t>(bc) * (br + 4);     // P^T
+  const std::size_t k_tile = static_cast<std::size_t>(d_pad) * (bc + 4);  // K^T
+  const std::size_t v_tile = static_cast<std::size_t>(bc) * (d_pad + 4);  // V
+  const std::size_t red = static_cast<std::size_t>(br) * tpr;
   // fa1 keeps K and V; fa2 loads them one after the other into one tile
-  const std::size_t kv = algorithm == Algorithm::FA1
-                             ? k_tile + v_tile
-                             : static_cast<std::size_t>(d_pad) * bc + std::max<std::size_t>(d_pad, bc);
-  const std::size_t floats = kv + static_cast<std::size_t>(br) * row + static_cast<std::size_t>(br) * bc +
-                             static_cast<std::size_t>(br) * tpr;
+  std::size_t floats = q_tile + (algorithm == Algorithm::FA1 ? k_tile + v_tile : std::max(k_tile, v_tile));
+  if (tpr > 1) floats += p_tile + red;  // one row per work-item keeps P in registers
   return floats * sizeof(float);
 }
 
@@ -151,7 +184,7 @@ TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& r) {
     fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", r.head_dim);
   if (r.algorithm == Algorithm::Standard) return plan_standard(device);
   if (r.algorithm != Algorithm::FA1 && r.algorithm != Algorithm::FA2)
-    fail(Status::InvalidArgument, "algorithm: the planner needs a concrete algorithm, got ", name_of(r.algorithm));
+    fail(Status::InvalidArgument, "algorithm: the planner needs a concrete algorithm, got ", to_string(r.algorithm));
   if (r.tile.block_rows != 0 || r.tile.block_cols != 0) return plan_override(device, r);
   return r.algorithm == Algorithm::FA1 ? plan_fa1(device, r) : plan_fa2(device, r);
 }
@@ -161,8 +194,10 @@ TileOverride tile_override_from_env() {
   const char* text = std::getenv("FLASHCL_TILE");
   if (text == nullptr || *text == '\0') return t;
   char tail = 0;
-  if (std::sscanf(text, "%dx%d%c", &t.block_rows, &t.block_cols, &tail) != 2 || t.block_rows < 1 || t.block_cols < 1)
-    fail(Status::InvalidArgument, "FLASHCL_TILE: expected BRxBC such as 64x32, got '", text, "'");
+  const int n = std::sscanf(text, "%dx%dx%dx%d%c", &t.block_rows, &t.block_cols, &t.team_size, &t.rows_per_team, &tail);
+  if ((n != 2 && n != 4) || t.block_rows < 1 || t.block_cols < 1 || (n == 4 && (t.team_size < 1 || t.rows_per_team < 1)))
+    fail(Status::InvalidArgument, "FLASHCL_TILE: expected BRxBC or BRxBCxTPRxTM such as 64x32 or 64x32x8x4, got '",
+         text, "'");
   return t;
 }
 

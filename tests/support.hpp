@@ -29,6 +29,9 @@ struct Case {
   std::string name() const;
 };
 
+// Names a case in test output (instead of gtest's byte dump).
+inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
+
 // A cl_mem holding a logical (B, S, H, d) tensor in `layout`; gaps hold NaN.
 struct DeviceTensor {
   Tensor view;

@@ -100,6 +100,28 @@ TEST(ForwardTiles, OverriddenTilesStayExact) {
                           std::to_string(t.block_cols));
 }
 
+// The team shapes GPUs get (several work-items per row group, P through local memory, vector
+// reads), forced on whatever device runs the tests: PoCL's own plan keeps one row per work-item.
+TEST(ForwardTiles, GpuTeamShapesStayExact) {
+  struct Forced {
+    int nq, nk, d;
+    bool causal;
+    TileOverride tile;
+  };
+  const Forced cases[] = {
+      {97, 65, 40, true, {32, 32, 8, 4}},   {130, 200, 64, false, {64, 32, 8, 4}}, {65, 63, 128, true, {32, 32, 16, 4}},
+      {33, 47, 111, false, {16, 32, 16, 4}}, {70, 70, 8, true, {64, 64, 4, 4}},    {20, 9, 1, false, {8, 16, 2, 2}},
+      {45, 100, 256, true, {16, 32, 16, 4}}, {100, 10, 59, true, {32, 16, 8, 4}},  {64, 64, 32, false, {32, 64, 4, 2}}};
+  for (const auto& f : cases)
+    for (auto algorithm : {Algorithm::FA1, Algorithm::FA2}) {
+      Case c = make_case(f.nq, f.nk, f.d, f.causal, 2, 3);
+      expect_accurate(run_case(c, algorithm, f.tile),
+                      std::string(to_string(algorithm)) + " " + c.name() + " tile " + std::to_string(f.tile.block_rows) +
+                          "x" + std::to_string(f.tile.block_cols) + "x" + std::to_string(f.tile.team_size) + "x" +
+                          std::to_string(f.tile.rows_per_team));
+    }
+}
+
 // auto resolves to a concrete path and computes the same result.
 TEST(ForwardAuto, AutoIsExact) { expect_accurate(run_case(make_case(130, 70, 64, true, 1, 2), Algorithm::Auto), "auto"); }
 

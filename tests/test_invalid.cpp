@@ -138,7 +138,7 @@ TEST_F(Invalid, WorkspaceTooSmall) {
 }
 TEST_F(Invalid, TileNotRunnable) {
   auto a = valid_args();
-  a.tile = {6, 16};  // 6 rows is not a multiple of the 4-row team
+  a.tile = {8, 6, 4, 1};  // 6 keys cannot be split over teams of 4 work-items
   expect_rejected(a, Status::InvalidArgument, "tile");
 }
 TEST_F(Invalid, TileTooLargeForLocalMemory) {

@@ -57,10 +57,13 @@ struct Tensor {
   std::int64_t head_stride = 0;
 };
 
-// Forces tile sizes for experiments (FLASHCL_TILE="BRxBC" does the same); 0 leaves the planner's.
+// Forces tile sizes for experiments (FLASHCL_TILE="BRxBC" or "BRxBCxTPRxTM" does the same);
+// 0 leaves the planner's choice.
 struct TileOverride {
-  int block_rows = 0;  // Br: query rows per block
-  int block_cols = 0;  // Bc: keys per block
+  int block_rows = 0;     // Br: query rows per block
+  int block_cols = 0;     // Bc: keys per block
+  int team_size = 0;      // work-items sharing a group of rows (fa1/fa2)
+  int rows_per_team = 0;  // query rows each team owns (fa1/fa2)
 };
 
 // One attention call. Shapes: Q (B, Nq, H, d); K, V (B, Nk, H, d); O like Q; LSE (B, H, Nq) fp32.
