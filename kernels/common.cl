@@ -6,7 +6,7 @@
  * split-Q) and only the lanes of one team exchange row statistics. */
 
 #ifndef DTYPE
-#define DTYPE 0 /* storage type of Q, K, V, O: 0 = fp32 */
+#define DTYPE 0 /* storage type of Q, K, V, O: 0 = fp32, 1 = fp16, 2 = bf16; arithmetic is fp32 */
 #endif
 #ifndef HEAD_DIM
 #define HEAD_DIM 64 /* d */
@@ -29,6 +29,21 @@
 #define STORAGE_T float
 #define LOAD_ELEM(p, i) ((p)[(i)])
 #define STORE_ELEM(p, i, x) ((p)[(i)] = (x))
+#elif DTYPE == 1
+/* fp16 through vload_half/vstore_half: needs no cl_khr_fp16 (PoCL and NVIDIA report none) */
+#define STORAGE_T half
+#define LOAD_ELEM(p, i) vload_half((i), (p))
+#define STORE_ELEM(p, i, x) vstore_half_rte((x), (i), (p))
+#elif DTYPE == 2
+/* bf16 as raw bits: the top half of an fp32, rounded to nearest even on store */
+#define STORAGE_T ushort
+#define LOAD_ELEM(p, i) as_float((uint)(p)[(i)] << 16)
+#define STORE_ELEM(p, i, x) ((p)[(i)] = float_to_bf16(x))
+inline ushort float_to_bf16(float x) {
+  const uint u = as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u); /* NaN stays NaN */
+  return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 #else
 #error "unsupported DTYPE"
 #endif

@@ -24,6 +24,23 @@ std::optional<Algorithm> parse_algorithm(const std::string& name) {
   return std::nullopt;
 }
 
+const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+  }
+  return "unknown";
+}
+
+std::optional<DType> parse_dtype(const std::string& name) {
+  for (DType d : {DType::F32, DType::F16, DType::BF16})
+    if (name == to_string(d)) return d;
+  return std::nullopt;
+}
+
+std::size_t element_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+
 const char* version() { return FLASHCL_VERSION_STRING; }
 
 }  // namespace flashcl

@@ -38,7 +38,8 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
 }
 
 std::string common_options(const ForwardArgs& a) {
-  return concat("-cl-std=CL1.2 -DDTYPE=0 -DHEAD_DIM=", a.head_dim, " -DCAUSAL=", a.causal ? 1 : 0);
+  return concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim, " -DCAUSAL=",
+                a.causal ? 1 : 0);
 }
 
 std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
@@ -96,7 +97,7 @@ std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
   const std::size_t q = static_cast<std::size_t>(a.batch) * a.seqlen_q * a.heads * a.head_dim;
   const std::size_t kv = static_cast<std::size_t>(a.batch) * a.seqlen_k * a.heads * a.head_dim;
   const std::size_t lse = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
-  return (2 * q + 2 * kv + lse) * sizeof(float) + detail::workspace_bytes_for(device, a);
+  return (2 * q + 2 * kv) * element_size(a.dtype) + lse * sizeof(float) + detail::workspace_bytes_for(device, a);
 }
 
 Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {

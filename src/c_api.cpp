@@ -47,7 +47,12 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
   a.head_dim = in->head_dim;
   if (in->scale != 0.0f) a.scale = in->scale;
   a.causal = in->causal != 0;
-  if (in->dtype != FCL_DTYPE_F32) fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(in->dtype));
+  switch (in->dtype) {
+    case FCL_DTYPE_F32: a.dtype = flashcl::DType::F32; break;
+    case FCL_DTYPE_F16: a.dtype = flashcl::DType::F16; break;
+    case FCL_DTYPE_BF16: a.dtype = flashcl::DType::BF16; break;
+    default: fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(in->dtype));
+  }
   switch (in->algorithm) {
     case FCL_ALGO_AUTO: a.algorithm = flashcl::Algorithm::Auto; break;
     case FCL_ALGO_STANDARD: a.algorithm = flashcl::Algorithm::Standard; break;

@@ -144,17 +144,24 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   if (v.size() != nk) fail(Status::InvalidArgument, "v: expected ", nk, " floats (dense B,S,H,d), got ", v.size());
   const std::size_t nlse = static_cast<std::size_t>(shape.batch) * shape.heads * shape.seqlen_q;
 
-  auto make = [&](std::size_t floats, const float* host) {
-    cl_int err = detail::injected_fault("clCreateBuffer");
-    const cl_mem_flags flags = CL_MEM_READ_WRITE | (host != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
-    cl_mem mem = err == CL_SUCCESS
-                     ? clCreateBuffer(context_, flags, floats * sizeof(float), const_cast<float*>(host), &err)
-                     : nullptr;
-    detail::check_cl_result(err, "clCreateBuffer");
+  const DType dtype = shape.dtype;
+  const std::size_t elem = element_size(dtype);
+  // Creates a buffer of n elements of the storage type, filled from host floats when given.
+  auto make = [&](std::size_t n, const std::vector<float>* host, std::size_t bytes_per_elem) {
+    std::vector<std::uint16_t> bits;
+    const void* data = nullptr;
+    if (host != nullptr) {
+      if (bytes_per_elem == 2) bits = to_storage(dtype, *host);
+      data = bytes_per_elem == 2 ? static_cast<const void*>(bits.data()) : static_cast<const void*>(host->data());
+    }
+    cl_int err = CL_SUCCESS;
+    const cl_mem_flags flags = CL_MEM_READ_WRITE | (data != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
+    cl_mem mem = clCreateBuffer(context_, flags, n * bytes_per_elem, const_cast<void*>(data), &err);
+    check_cl(err, "clCreateBuffer");
     return mem;
   };
-  MemObject dq{make(nq, q.data())}, dk{make(nk, k.data())}, dv{make(nk, v.data())}, dout{make(nq, nullptr)};
-  MemObject dlse{lse != nullptr ? make(nlse, nullptr) : nullptr};
+  MemObject dq{make(nq, &q, elem)}, dk{make(nk, &k, elem)}, dv{make(nk, &v, elem)}, dout{make(nq, nullptr, elem)};
+  MemObject dlse{lse != nullptr ? make(nlse, nullptr, sizeof(float)) : nullptr};
 
   ForwardArgs args = shape;
   args.q = {dq.mem};
@@ -165,8 +172,15 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   args.workspace = nullptr;
   Launch launch = flashcl::forward(queue_, args);
   std::vector<float> out(nq);
-  check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * sizeof(float), out.data(), 0, nullptr, nullptr),
-           "clEnqueueReadBuffer(o)");
+  if (elem == 2) {
+    std::vector<std::uint16_t> bits(nq);
+    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, bits.data(), 0, nullptr, nullptr),
+             "clEnqueueReadBuffer(o)");
+    out = from_storage(dtype, bits);
+  } else {
+    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, out.data(), 0, nullptr, nullptr),
+             "clEnqueueReadBuffer(o)");
+  }
   if (lse != nullptr) {
     lse->resize(nlse);
     check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse->data(), 0, nullptr, nullptr),

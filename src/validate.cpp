@@ -62,7 +62,8 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
   if (a.seqlen_k < 1) fail(Status::InvalidArgument, "seqlen_k: must be >= 1, got ", a.seqlen_k);
   if (a.head_dim < 1 || a.head_dim > kMaxHeadDim)
     fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", a.head_dim);
-  if (a.dtype != DType::F32) fail(Status::UnsupportedDType, "dtype: only F32 is supported");
+  if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16)
+    fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
   if (a.batch > 65535 || a.heads > 65535)
     fail(Status::InvalidArgument, "batch/heads: at most 65535 each (work-group grid limit)");
   if (!a.scale) a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
@@ -89,7 +90,7 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args) {
   p.args = normalize_shape(p.device, args);
   const ForwardArgs& a = p.args;
 
-  const std::size_t elem = sizeof(float);
+  const std::size_t elem = element_size(a.dtype);
   check_buffer(a.q.buffer, p.context, extent(a.q, a, a.seqlen_q) * elem, "q");
   check_buffer(a.k.buffer, p.context, extent(a.k, a, a.seqlen_k) * elem, "k");
   check_buffer(a.v.buffer, p.context, extent(a.v, a, a.seqlen_k) * elem, "v");

@@ -25,6 +25,7 @@ enum class Layout {
 struct Case {
   bench::Shape shape;
   Layout layout = Layout::BSHD;
+  DType dtype = DType::F32;
   std::uint64_t seed = 1;
   std::string name() const;
 };
@@ -32,12 +33,14 @@ struct Case {
 // Names a case in test output (instead of gtest's byte dump).
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 
-// A cl_mem holding a logical (B, S, H, d) tensor in `layout`; gaps hold NaN.
+// A cl_mem holding a logical (B, S, H, d) tensor in `layout` and storage `dtype`; gaps hold NaN.
 struct DeviceTensor {
   Tensor view;
   std::size_t elems = 0;
   int batch = 0, seqlen = 0, heads = 0, dim = 0;
-  DeviceTensor(Layout layout, int batch, int seqlen, int heads, int dim, const std::vector<float>* values);
+  DType dtype = DType::F32;
+  DeviceTensor(Layout layout, int batch, int seqlen, int heads, int dim, const std::vector<float>* values,
+               DType dtype = DType::F32);
   DeviceTensor(const DeviceTensor&) = delete;
   DeviceTensor& operator=(const DeviceTensor&) = delete;
   ~DeviceTensor();
@@ -66,7 +69,11 @@ struct CaseResult {
 // Runs `algorithm` on the case (outputs poisoned with NaN first) and compares with the reference.
 CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile = {});
 
-// Asserts the accuracy bounds every fp32 path must meet.
-void expect_accurate(const CaseResult& r, const std::string& what);
+// Asserts the accuracy bounds every path must meet: fp32 within 1e-5; fp16/bf16 within twice the
+// error of the float64 reference rounded to the same storage, plus a small floor (flash-attn's rule).
+void expect_accurate(const CaseResult& r, const std::string& what, DType dtype = DType::F32);
+
+// Rounds values to `dtype` storage and back (identity for F32).
+std::vector<float> round_to(DType dtype, const std::vector<float>& values);
 
 }  // namespace flashcl::test

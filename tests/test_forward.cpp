@@ -122,6 +122,24 @@ TEST(ForwardTiles, GpuTeamShapesStayExact) {
     }
 }
 
+// fp16 and bf16 storage (fp32 arithmetic): every path, odd sizes, causal, strided layouts.
+class LowPrecision : public testing::TestWithParam<std::tuple<DType, Algorithm>> {};
+
+TEST_P(LowPrecision, WithinTwiceTheStorageRoundingOfTheReference) {
+  const auto [dtype, algorithm] = GetParam();
+  for (Case c : {make_case(97, 200, 40, true, 2, 3, Layout::BHSD), make_case(130, 64, 64, false, 1, 2),
+                 make_case(65, 65, 128, true, 1, 1, Layout::PaddedRows), make_case(33, 17, 256, false, 1, 1)}) {
+    c.dtype = dtype;
+    expect_accurate(run_case(c, algorithm), c.name() + " " + to_string(algorithm), dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, LowPrecision, testing::Combine(testing::Values(DType::F16, DType::BF16), kAlgorithms),
+                         [](const testing::TestParamInfo<std::tuple<DType, Algorithm>>& info) {
+                           return std::string(to_string(std::get<0>(info.param))) + "_" +
+                                  to_string(std::get<1>(info.param));
+                         });
+
 // auto resolves to a concrete path and computes the same result.
 TEST(ForwardAuto, AutoIsExact) { expect_accurate(run_case(make_case(130, 70, 64, true, 1, 2), Algorithm::Auto), "auto"); }
 

@@ -28,7 +28,7 @@ typedef enum {
 } fcl_status;
 
 typedef enum { FCL_ALGO_AUTO = 0, FCL_ALGO_STANDARD = 1, FCL_ALGO_FA1 = 2, FCL_ALGO_FA2 = 3 } fcl_algorithm;
-typedef enum { FCL_DTYPE_F32 = 0 } fcl_dtype;
+typedef enum { FCL_DTYPE_F32 = 0, FCL_DTYPE_F16 = 1, FCL_DTYPE_BF16 = 2 } fcl_dtype; /* storage; math is fp32 */
 
 /* Element (b, s, h, i) is at offset + b*batch_stride + s*seq_stride + h*head_stride + i (elements).
  * All three strides 0: dense (B, S, H, d). */

@@ -41,9 +41,17 @@ class FLASHCL_API Error : public std::runtime_error {
 };
 
 enum class Algorithm { Auto, Standard, FA1, FA2 };
-enum class DType { F32 };
+// Storage type of Q, K, V and O; arithmetic is always fp32 and LSE is fp32.
+enum class DType { F32, F16, BF16 };
 
 FLASHCL_API const char* to_string(Algorithm algorithm);
+FLASHCL_API const char* to_string(DType dtype);
+FLASHCL_API std::optional<DType> parse_dtype(const std::string& name);  // "f32", "f16", "bf16"
+FLASHCL_API std::size_t element_size(DType dtype);
+
+// Host conversions for fp16 (IEEE binary16) and bf16 storage, rounding to nearest even.
+FLASHCL_API std::vector<std::uint16_t> to_storage(DType dtype, const std::vector<float>& values);  // F16/BF16
+FLASHCL_API std::vector<float> from_storage(DType dtype, const std::vector<std::uint16_t>& bits);
 FLASHCL_API std::optional<Algorithm> parse_algorithm(const std::string& name);
 FLASHCL_API const char* version();
 
@@ -165,7 +173,8 @@ class FLASHCL_API Session {
   cl_device_id device() const { return device_; }
   const DeviceInfo& info() const { return info_; }
 
-  // Runs attention on dense (B, S, H, d) host arrays; returns O and, when asked, fills lse.
+  // Runs attention on dense (B, S, H, d) host arrays; returns O and, when asked, fills lse. With
+  // dtype F16/BF16 the inputs are rounded to that storage and O comes back from it.
   std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
                              const std::vector<float>& k, const std::vector<float>& v,
                              std::vector<float>* lse = nullptr);
