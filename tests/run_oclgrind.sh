@@ -23,5 +23,5 @@ for case in $cases; do
     failed=$((failed + 1))
   fi
 done
-echo "run_oclgrind.sh: $ran cases under oclgrind $*, $failed exited non-zero"
+echo "run_oclgrind.sh: $ran cases run, $failed exited non-zero"
 [ "$failed" -eq 0 ]

@@ -22,6 +22,12 @@ struct Tiny {
   Layout layout = Layout::BSHD;
 };
 
+// Named, so GoogleTest does not print the struct's padding bytes.
+void PrintTo(const Tiny& t, std::ostream* out) {
+  *out << to_string(t.algorithm) << (t.causal ? " causal" : "") << " Nq=" << t.nq << " Nk=" << t.nk << " d=" << t.d
+       << " tile=" << t.tile.block_rows << "x" << t.tile.block_cols << " B=" << t.batch << " H=" << t.heads;
+}
+
 std::string tiny_name(const testing::TestParamInfo<Tiny>& info) {
   const Tiny& t = info.param;
   std::string name = std::string(to_string(t.algorithm)) + (t.causal ? "_causal" : "_full") + "_Nq" +
