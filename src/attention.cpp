@@ -81,7 +81,11 @@ std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args) {
 
 TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
-  const detail::TilePlan plan = detail::plan_for(detail::device_facts(device), a);
+  const detail::DeviceFacts& facts = detail::device_facts(device);
+  // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
+  // as the device qualifies)
+  const detail::TilePlan plan =
+      detail::mma_eligible(facts, device, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;
@@ -119,7 +123,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
     switch (p.args.algorithm) {
       case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
       case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
-      default: detail::launch_fa2(queue, p, wait_list, launch); break;
+      default:
+        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch)) detail::launch_fa2(queue, p, wait_list, launch);
+        break;
     }
   } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
     if (owned != nullptr) clReleaseMemObject(owned);

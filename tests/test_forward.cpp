@@ -109,9 +109,9 @@ TEST(ForwardTiles, GpuTeamShapesStayExact) {
     TileOverride tile;
   };
   const Forced cases[] = {
-      {97, 65, 40, true, {32, 32, 8, 4}},   {130, 200, 64, false, {64, 32, 8, 4}}, {65, 63, 128, true, {32, 32, 16, 4}},
+      {97, 65, 40, true, {32, 32, 8, 4}},   {130, 200, 64, false, {64, 32, 8, 4}}, {65, 63, 128, true, {16, 16, 16, 4}},
       {33, 47, 111, false, {16, 32, 16, 4}}, {70, 70, 8, true, {64, 64, 4, 4}},    {20, 9, 1, false, {8, 16, 2, 2}},
-      {45, 100, 256, true, {16, 32, 16, 4}}, {100, 10, 59, true, {32, 16, 8, 4}},  {64, 64, 32, false, {32, 64, 4, 2}}};
+      {45, 100, 256, true, {4, 16, 16, 4}}, {100, 10, 59, true, {32, 16, 8, 4}},  {64, 64, 32, false, {32, 64, 4, 2}}};
   for (const auto& f : cases)
     for (auto algorithm : {Algorithm::FA1, Algorithm::FA2}) {
       Case c = make_case(f.nq, f.nk, f.d, f.causal, 2, 3);
