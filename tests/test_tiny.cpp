@@ -4,8 +4,8 @@
 // the ordinary suite. Coverage: each algorithm (standard, fa1, fa2), causal off and on, query and
 // key lengths that do and do not divide the tiles (5, 8, 13, 16, 17; Nq < Nk, Nq > Nk), the
 // planner's tiles and forced 8x8 / 4x8 tiles, head dims that give one and several work-items per
-// row team (d = 5: TPR 1 with padding; d = 20: TPR 4), batch/heads > 1 and a strided layout whose
-// gaps must stay untouched, and LSE on.
+// row team (d = 5 and d = 20), batch/heads > 1 and a strided layout whose gaps must stay
+// untouched, LSE on, and each storage dtype (f32, f16, bf16).
 #include <tuple>
 
 #include "support.hpp"
@@ -20,12 +20,14 @@ struct Tiny {
   TileOverride tile;  // {0, 0}: the planner's
   int batch = 1, heads = 1;
   Layout layout = Layout::BSHD;
+  DType dtype = DType::F32;
 };
 
 // Named, so GoogleTest does not print the struct's padding bytes.
 void PrintTo(const Tiny& t, std::ostream* out) {
   *out << to_string(t.algorithm) << (t.causal ? " causal" : "") << " Nq=" << t.nq << " Nk=" << t.nk << " d=" << t.d
-       << " tile=" << t.tile.block_rows << "x" << t.tile.block_cols << " B=" << t.batch << " H=" << t.heads;
+       << " tile=" << t.tile.block_rows << "x" << t.tile.block_cols << " B=" << t.batch << " H=" << t.heads << " "
+       << to_string(t.dtype);
 }
 
 std::string tiny_name(const testing::TestParamInfo<Tiny>& info) {
@@ -38,6 +40,7 @@ std::string tiny_name(const testing::TestParamInfo<Tiny>& info) {
     name += "_planned";
   if (t.batch * t.heads > 1) name += "_B" + std::to_string(t.batch) + "H" + std::to_string(t.heads);
   if (t.layout == Layout::PaddedRows) name += "_padded";
+  if (t.dtype != DType::F32) name += std::string("_") + to_string(t.dtype);
   return name;
 }
 
@@ -56,6 +59,11 @@ std::vector<Tiny> tiny_cases() {
     // Several (batch, head) work-groups and a strided layout with NaN gaps.
     for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2})
       cases.push_back({algorithm, causal, 9, 6, 7, {}, 2, 2, Layout::PaddedRows});
+    // 16-bit storage (fp32 arithmetic): the load/store paths of every kernel.
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2})
+        cases.push_back({algorithm, causal, 13, 17, 20, algorithm == Algorithm::Standard ? TileOverride{} : TileOverride{8, 8},
+                         1, 2, Layout::PaddedRows, dtype});
   }
   return cases;
 }
@@ -72,8 +80,9 @@ TEST_P(TinyKernels, MatchReference) {
   c.shape.head_dim = t.d;
   c.shape.causal = t.causal;
   c.layout = t.layout;
+  c.dtype = t.dtype;
   c.seed = static_cast<std::uint64_t>(t.nq * 31 + t.nk * 7 + t.d + (t.causal ? 1000 : 0));
-  expect_accurate(run_case(c, t.algorithm, t.tile), tiny_name(testing::TestParamInfo<Tiny>(t, 0)));
+  expect_accurate(run_case(c, t.algorithm, t.tile), tiny_name(testing::TestParamInfo<Tiny>(t, 0)), t.dtype);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, TinyKernels, testing::ValuesIn(tiny_cases()), tiny_name);
