@@ -2,11 +2,14 @@
 // launch takes >= 50 ms of device time (iterations doubled until it does), then the best of 7
 // profiled launches is kept: a ceiling is what the device can do, so the best run is the
 // estimate (on a shared host, other runs lose time to neighbours; every variant's best is kept in
-// the cache file as `samples` so a reader can see the spread). The cache file's name hashes platform, device, driver and the kernels' text, so a
+// the cache file as `samples` so a reader can see the spread). For the same reason
+// --remeasure-ceilings keeps the higher of the cached and the new values; delete the file to
+// start from scratch. The cache file's name hashes platform, device, driver and the kernels' text, so a
 // new driver or changed kernels measure again.
 #include "ceilings.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -26,6 +29,8 @@ namespace {
 
 constexpr double kMinLaunchMs = 50.0;
 constexpr int kTimedRuns = 7;
+constexpr double kProbeMs = 20.0;
+constexpr double kRefineSeconds = 3.0;
 
 [[noreturn]] void fail_cl(const char* what, cl_int err) {
   throw Error(Status::OpenCLError, std::string("ceilings: ") + what + " failed with OpenCL error " + std::to_string(err));
@@ -107,48 +112,86 @@ double launch_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, c
   return static_cast<double>(end - start) * 1e-6;
 }
 
-double best_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, const std::size_t* local) {
-  double best = launch_ms(queue, kernel, global, local);  // warm-up, then the best of the timed runs
-  for (int i = 0; i < kTimedRuns; ++i) best = std::min(best, launch_ms(queue, kernel, global, local));
+// Best of at least kTimedRuns launches and of every launch within `seconds` (after a warm-up).
+double best_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, const std::size_t* local,
+               double seconds = 0.0) {
+  double best = launch_ms(queue, kernel, global, local);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kTimedRuns || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
+                                        seconds; ++i)
+    best = std::min(best, launch_ms(queue, kernel, global, local));
   return best;
 }
 
 struct Variant {
-  const char* vec;
+  std::string vec;
   int width, chains;
 };
 
-double measure_fma(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v) {
-  Program program(build(context, device, std::string("-DVEC=") + v.vec + " -DCHAINS=" + std::to_string(v.chains)));
-  cl_int err = CL_SUCCESS;
-  Kernel kernel(clCreateKernel(program.h, "fma_peak", &err));
-  check(err, "clCreateKernel(fma_peak)");
-  cl_uint units = 1;
-  std::size_t max_wg = 1;
-  clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, nullptr);
-  clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, nullptr);
-  const std::size_t local = std::min<std::size_t>(256, max_wg);
-  const std::size_t global = local * 8 * std::max<cl_uint>(units, 1);  // several groups per compute unit
-  Buffer out(clCreateBuffer(context, CL_MEM_WRITE_ONLY, global * v.width * sizeof(float), nullptr, &err));
-  check(err, "clCreateBuffer(fma)");
-  const float a = 0.999f, b = 0.001f;  // chains converge to 1: no overflow, no denormals
-  int iters = 64;
-  check(clSetKernelArg(kernel.h, 0, sizeof out.h, &out.h), "clSetKernelArg");
-  check(clSetKernelArg(kernel.h, 1, sizeof a, &a), "clSetKernelArg");
-  check(clSetKernelArg(kernel.h, 2, sizeof b, &b), "clSetKernelArg");
-  for (;;) {
-    check(clSetKernelArg(kernel.h, 3, sizeof iters, &iters), "clSetKernelArg");
-    if (launch_ms(queue, kernel.h, global, &local) >= kMinLaunchMs || iters >= (1 << 24)) break;
-    iters *= 2;
+int width_of(const std::string& vec) {
+  const std::string digits = vec.substr(vec.find_first_of("0123456789") == std::string::npos ? vec.size()
+                                                                                              : vec.find_first_of("0123456789"));
+  return digits.empty() ? 1 : std::stoi(digits);
+}
+
+}  // namespace
+
+// One built fma_peak variant with its output buffer and launch size (several work-groups per
+// compute unit, so every unit stays busy).
+class FmaKernel {
+ public:
+  FmaKernel(cl_context context, cl_device_id device, const Variant& v) : width_(v.width), chains_(v.chains) {
+    program_.h = build(context, device, "-DVEC=" + v.vec + " -DCHAINS=" + std::to_string(v.chains));
+    cl_int err = CL_SUCCESS;
+    kernel_.h = clCreateKernel(program_.h, "fma_peak", &err);
+    check(err, "clCreateKernel(fma_peak)");
+    cl_uint units = 1;
+    std::size_t max_wg = 1;
+    clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, nullptr);
+    clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, nullptr);
+    local_ = std::min<std::size_t>(256, max_wg);
+    global_ = local_ * 8 * std::max<cl_uint>(units, 1);
+    out_.h = clCreateBuffer(context, CL_MEM_WRITE_ONLY, global_ * width_ * sizeof(float), nullptr, &err);
+    check(err, "clCreateBuffer(fma)");
+    const float a = 0.999f, b = 0.001f;  // chains converge to 1: no overflow, no denormals
+    check(clSetKernelArg(kernel_.h, 0, sizeof out_.h, &out_.h), "clSetKernelArg");
+    check(clSetKernelArg(kernel_.h, 1, sizeof a, &a), "clSetKernelArg");
+    check(clSetKernelArg(kernel_.h, 2, sizeof b, &b), "clSetKernelArg");
   }
-  const double ms = best_ms(queue, kernel.h, global, &local);
-  const double flops = 2.0 * v.width * v.chains * static_cast<double>(iters) * global;
-  return flops / (ms * 1e-3) / 1e9;
+
+  double flops(int iters) const { return 2.0 * width_ * chains_ * static_cast<double>(iters) * global_; }
+
+  double run_ms(cl_command_queue queue, int iters) {
+    check(clSetKernelArg(kernel_.h, 3, sizeof iters, &iters), "clSetKernelArg");
+    return launch_ms(queue, kernel_.h, global_, &local_);
+  }
+
+  double best_ms(cl_command_queue queue, int iters, double seconds) {
+    check(clSetKernelArg(kernel_.h, 3, sizeof iters, &iters), "clSetKernelArg");
+    return bench::best_ms(queue, kernel_.h, global_, &local_, seconds);
+  }
+
+ private:
+  Program program_;
+  Kernel kernel_;
+  Buffer out_;
+  int width_, chains_;
+  std::size_t local_ = 1, global_ = 1;
+};
+
+namespace {
+
+double measure_fma(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v,
+                   double seconds) {
+  FmaKernel fma(context, device, v);
+  int iters = 64;
+  while (fma.run_ms(queue, iters) < kMinLaunchMs && iters < (1 << 24)) iters *= 2;
+  return fma.flops(iters) / (fma.best_ms(queue, iters, seconds) * 1e-3) / 1e9;
 }
 
 double measure_copy(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v,
-                    std::size_t buffer_bytes) {
-  Program program(build(context, device, std::string("-DVEC=") + v.vec));
+                    std::size_t buffer_bytes, double seconds) {
+  Program program(build(context, device, "-DVEC=" + v.vec));
   cl_int err = CL_SUCCESS;
   Kernel kernel(clCreateKernel(program.h, "copy_peak", &err));
   check(err, "clCreateKernel(copy_peak)");
@@ -164,36 +207,47 @@ double measure_copy(cl_context context, cl_command_queue queue, cl_device_id dev
   check(clFinish(queue), "clFinish");
   check(clSetKernelArg(kernel.h, 0, sizeof src.h, &src.h), "clSetKernelArg");
   check(clSetKernelArg(kernel.h, 1, sizeof dst.h, &dst.h), "clSetKernelArg");
-  const double ms = best_ms(queue, kernel.h, global, &local);
+  const double ms = best_ms(queue, kernel.h, global, &local, seconds);
   return 2.0 * global * elem / (ms * 1e-3) / 1e9;
 }
 
 Ceilings measure(cl_context context, cl_command_queue queue, cl_device_id device, std::size_t max_bytes) {
   // Measured on PoCL/Zen (16 ymm registers): 4 float8 chains are latency-bound (half the peak),
   // 8-12 reach it, 16 spill. GPUs prefer scalar or float4 chains, so those are tried too.
-  static const Variant kFma[] = {{"float", 1, 16}, {"float4", 4, 8}, {"float8", 8, 8}, {"float8", 8, 12}, {"float16", 16, 4}};
+  static const Variant kFma[] = {
+      {"float", 1, 16}, {"float4", 4, 8}, {"float8", 8, 8}, {"float8", 8, 12}, {"float16", 16, 4}};
   static const Variant kCopy[] = {{"float4", 4, 0}, {"float16", 16, 0}};
   cl_ulong max_alloc = 0;
   clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, nullptr);
   // 256 MiB per buffer is far past any last-level cache; smaller only when the limits say so.
   const std::size_t buffer = std::min<std::size_t>({std::size_t(256) << 20, max_alloc, max_bytes / 2});
+  // Every variant briefly, then the best one for kRefineSeconds more: on a shared machine the
+  // share of the cores the bench gets changes from second to second.
   Ceilings c;
+  const Variant* best_fma = &kFma[0];
   for (const Variant& v : kFma) {
-    const double g = measure_fma(context, queue, device, v);
-    c.samples.push_back({std::string("fma ") + v.vec + " x " + std::to_string(v.chains), g});
+    const double g = measure_fma(context, queue, device, v, 0.0);
+    c.samples.push_back({"fma " + v.vec + " x " + std::to_string(v.chains), g});
     if (g > c.fma_gflops) {
       c.fma_gflops = g;
-      c.fma_variant = std::string(v.vec) + " x " + std::to_string(v.chains) + " chains";
+      best_fma = &v;
     }
   }
+  c.fma_gflops = std::max(c.fma_gflops, measure_fma(context, queue, device, *best_fma, kRefineSeconds));
+  c.fma_vec = best_fma->vec;
+  c.fma_chains = best_fma->chains;
+  c.fma_variant = best_fma->vec + " x " + std::to_string(best_fma->chains) + " chains";
+  const Variant* best_copy = &kCopy[0];
   for (const Variant& v : kCopy) {
-    const double g = measure_copy(context, queue, device, v, buffer);
-    c.samples.push_back({std::string("copy ") + v.vec, g});
+    const double g = measure_copy(context, queue, device, v, buffer, 0.0);
+    c.samples.push_back({"copy " + v.vec, g});
     if (g > c.copy_gbs) {
       c.copy_gbs = g;
-      c.copy_variant = std::string(v.vec) + " copy, " + std::to_string(buffer >> 20) + " MiB buffers";
+      best_copy = &v;
     }
   }
+  c.copy_gbs = std::max(c.copy_gbs, measure_copy(context, queue, device, *best_copy, buffer, kRefineSeconds));
+  c.copy_variant = best_copy->vec + " copy, " + std::to_string(buffer >> 20) + " MiB buffers";
   c.measured_at = utc_now();
   return c;
 }
@@ -205,8 +259,9 @@ nlohmann::json samples_json(const Ceilings& c) {
 }
 
 nlohmann::json to_json(const Ceilings& c, const std::string& key) {
-  return {{"format", 1},           {"key", key},
+  return {{"format", 2},           {"key", key},
           {"fma_gflops", c.fma_gflops}, {"fma_variant", c.fma_variant},
+          {"fma_vec", c.fma_vec},       {"fma_chains", c.fma_chains},
           {"copy_gbs", c.copy_gbs},     {"copy_variant", c.copy_variant},
           {"measured_at", c.measured_at}, {"samples", samples_json(c)}};
 }
@@ -215,16 +270,18 @@ bool load(const std::string& path, const std::string& key, Ceilings& c) {
   std::ifstream in(path);
   if (!in) return false;
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 1 || j.value("key", "") != key) return false;
+  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 2 || j.value("key", "") != key) return false;
   c.fma_gflops = j.value("fma_gflops", 0.0);
   c.fma_variant = j.value("fma_variant", "");
+  c.fma_vec = j.value("fma_vec", "");
+  c.fma_chains = j.value("fma_chains", 0);
   c.copy_gbs = j.value("copy_gbs", 0.0);
   c.copy_variant = j.value("copy_variant", "");
   c.measured_at = j.value("measured_at", "");
   if (j.contains("samples") && j["samples"].is_object())
     for (const auto& [name, value] : j["samples"].items())
       if (value.is_number()) c.samples.push_back({name, value.get<double>()});
-  return c.valid();
+  return c.valid() && !c.fma_vec.empty() && c.fma_chains > 0;
 }
 
 bool store(const std::string& path, const nlohmann::json& j) {
@@ -250,17 +307,43 @@ Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_i
   char name[64];
   std::snprintf(name, sizeof name, "ceilings-%016llx.json", static_cast<unsigned long long>(fnv1a(key)));
   const std::string path = (std::filesystem::path(disk_cache_dir()) / name).string();
-  Ceilings c;
-  if (!remeasure && load(path, key, c)) {
-    c.cache_file = path;
-    c.from_cache = true;
-    return c;
+  Ceilings cached;
+  const bool have = load(path, key, cached);
+  if (have && !remeasure) {
+    cached.cache_file = path;
+    cached.from_cache = true;
+    return cached;
   }
   if (!quiet) std::fprintf(stderr, "flashcl-bench: measuring this device's FMA and copy ceilings (once; cached)...\n");
-  c = measure(context, queue, device, max_bytes);
+  Ceilings c = measure(context, queue, device, max_bytes);
+  if (have) {  // a busy machine only makes a measurement slower: a ceiling never goes down
+    if (cached.fma_gflops > c.fma_gflops) {
+      c.fma_gflops = cached.fma_gflops;
+      c.fma_vec = cached.fma_vec;
+      c.fma_chains = cached.fma_chains;
+      c.fma_variant = cached.fma_variant;
+    }
+    if (cached.copy_gbs > c.copy_gbs) {
+      c.copy_gbs = cached.copy_gbs;
+      c.copy_variant = cached.copy_variant;
+    }
+  }
   if (store(path, to_json(c, key))) c.cache_file = path;
   else if (!quiet) std::fprintf(stderr, "flashcl-bench: note: could not write %s; ceilings not cached\n", path.c_str());
   return c;
 }
+
+FmaProbe::FmaProbe(cl_context context, cl_command_queue queue, cl_device_id device, const Ceilings& ceilings)
+    : queue_(queue) {
+  const Variant v{ceilings.fma_vec, width_of(ceilings.fma_vec), ceilings.fma_chains};
+  kernel_ = std::make_unique<FmaKernel>(context, device, v);
+  // Iterations for kProbeMs at the ceiling; the first launch also pays any work-group specialisation.
+  iters_ = std::max(1, static_cast<int>(kProbeMs * 1e-3 * ceilings.fma_gflops * 1e9 / kernel_->flops(1)));
+  kernel_->run_ms(queue_, iters_);
+}
+
+FmaProbe::~FmaProbe() = default;
+
+double FmaProbe::gflops() { return kernel_->flops(iters_) / (kernel_->run_ms(queue_, iters_) * 1e-3) / 1e9; }
 
 }  // namespace flashcl::bench

@@ -6,6 +6,7 @@
 
 #include <CL/cl.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,8 @@ namespace flashcl::bench {
 struct Ceilings {
   double fma_gflops = 0.0;    // 2 flops per FMA
   std::string fma_variant;    // which VEC x CHAINS reached it
+  std::string fma_vec;        // that variant's OpenCL type ("float8") and chain count
+  int fma_chains = 0;
   double copy_gbs = 0.0;      // (read + written bytes) / s, 1e9 bytes per GB
   std::string copy_variant;
   std::vector<std::pair<std::string, double>> samples;  // every variant's best (GFLOP/s or GB/s)
@@ -28,5 +31,22 @@ struct Ceilings {
 // buffers never exceed `max_bytes` in total. Progress notes go to stderr unless `quiet`.
 Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_id device, bool remeasure,
                          std::size_t max_bytes, bool quiet);
+
+class FmaKernel;
+
+// A ~20 ms run of the best FMA variant: the FMA throughput the bench gets right now. On a shared
+// machine it can sit far under the ceiling; rows record it so a reader can tell a slow kernel
+// from a busy machine.
+class FmaProbe {
+ public:
+  FmaProbe(cl_context context, cl_command_queue queue, cl_device_id device, const Ceilings& ceilings);
+  ~FmaProbe();
+  double gflops();
+
+ private:
+  cl_command_queue queue_;
+  std::unique_ptr<FmaKernel> kernel_;
+  int iters_ = 1;
+};
 
 }  // namespace flashcl::bench

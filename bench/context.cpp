@@ -45,6 +45,7 @@ Context make_context(const Session& session, const Options& options) {
                                  c.max_memory, options.quiet);
   c.repeat = options.repeat;
   c.warmup = options.warmup;
+  c.row_budget_s = options.row_budget_s;
   c.check = options.check;
   c.check_macs = options.check_macs;
   return c;

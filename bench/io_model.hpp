@@ -15,7 +15,8 @@ struct IoModel {
   const char* formula = "";
 };
 
-// `lse`: whether the call writes the (B, H, Nq) log-sum-exp. Elements are `elem_bytes` wide.
+// `lse`: whether the call writes the (B, H, Nq) log-sum-exp. Q, K, V, O elements are `elem_bytes`
+// wide (the storage type); scores, scratch and LSE are fp32.
 IoModel io_model(const Shape& shape, Algorithm algorithm, const Tiles& tiles, bool lse, int elem_bytes = 4);
 
 }  // namespace flashcl::bench

@@ -30,24 +30,26 @@ int print_devices() {
   return 0;
 }
 
-// Shapes in sweep order: head dim and causal outermost (one plot panel each), sequence innermost.
-std::vector<Shape> shapes(const Options& o) {
-  std::vector<Shape> all;
-  for (int d : o.head_dim)
-    for (bool causal : o.causal)
-      for (int b : o.batch)
-        for (int h : o.heads)
-          for (int n : o.seqlen)
-            for (int nk : o.seqlen_k.empty() ? std::vector<int>{n} : o.seqlen_k) {
-              Shape s;
-              s.batch = b;
-              s.heads = h;
-              s.seqlen_q = n;
-              s.seqlen_k = nk;
-              s.head_dim = d;
-              s.causal = causal;
-              all.push_back(s);
-            }
+struct Case {
+  Shape shape;
+  DType dtype;
+};
+
+// Cases in sweep order: dtype, head dim and causal outermost (one plot panel each), sequence
+// innermost.
+std::vector<Case> cases(const Options& o) {
+  std::vector<Case> all;
+  Shape s;
+  for (DType t : o.dtypes)
+    for (int d : o.head_dim)
+      for (bool causal : o.causal)
+        for (int b : o.batch)
+          for (int h : o.heads)
+            for (int n : o.seqlen)
+              for (int nk : o.seqlen_k.empty() ? std::vector<int>{n} : o.seqlen_k) {
+                s.batch = b, s.heads = h, s.seqlen_q = n, s.seqlen_k = nk, s.head_dim = d, s.causal = causal;
+                all.push_back({s, t});
+              }
   return all;
 }
 
@@ -55,11 +57,13 @@ std::vector<Shape> shapes(const Options& o) {
 class Progress {
  public:
   Progress(bool enabled, int total) : enabled_(enabled), total_(total), start_(std::chrono::steady_clock::now()) {}
-  void show(const Shape& s, Algorithm a) {
+  void show(const Result& r) {
     if (!enabled_) return;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    std::fprintf(stderr, "\r\033[K[%d/%d %.0fs] %s B=%d H=%d Nq=%d Nk=%d d=%d causal=%s ...", ++done_, total_, elapsed,
-                 to_string(a), s.batch, s.heads, s.seqlen_q, s.seqlen_k, s.head_dim, s.causal ? "on" : "off");
+    const Shape& s = r.shape;
+    std::fprintf(stderr, "\r\033[K[%d/%d %.0fs] %s B=%d H=%d Nq=%d Nk=%d d=%d causal=%s %s ...", ++done_, total_,
+                 elapsed, r.algo.c_str(), s.batch, s.heads, s.seqlen_q, s.seqlen_k, s.head_dim, s.causal ? "on" : "off",
+                 to_string(r.dtype));
     std::fflush(stderr);
   }
   void clear() {
@@ -93,17 +97,18 @@ int run(const Options& opt) {
   // CSV or JSON going to a file: the table still shows on stdout while the sweep runs.
   if (file && opt.format != Format::Table && !opt.quiet) reporters.push_back(make_table_reporter(stdout, false));
   const std::unique_ptr<Reporter> reporter = make_tee_reporter(std::move(reporters));
-  const std::vector<Shape> sweep = shapes(opt);
+  const std::vector<Case> sweep = cases(opt);
   Progress progress(!opt.quiet && isatty(fileno(stderr)), static_cast<int>(sweep.size() * opt.algos.size()));
   Runner runner(session, opt, context);
   RowHooks hooks;
-  hooks.starting = [&](const Shape& s, Algorithm a) { progress.show(s, a); };
+  hooks.starting = [&](const Result& r) { progress.show(r); };
   hooks.done = [&](const Result& r) {
     progress.clear();
     reporter->row(r);
   };
   reporter->begin(context);
-  for (std::size_t i = 0; i < sweep.size(); ++i) runner.run_shape(sweep[i], static_cast<int>(i), hooks);
+  for (std::size_t i = 0; i < sweep.size(); ++i)
+    runner.run_shape(sweep[i].shape, sweep[i].dtype, static_cast<int>(i), hooks);
   reporter->end();
   if (!opt.output.empty() && !opt.quiet) std::fprintf(stderr, "flashcl-bench: wrote %s\n", opt.output.c_str());
   return 0;

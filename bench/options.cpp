@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 
 namespace flashcl::bench {
 namespace {
@@ -43,24 +44,32 @@ CLI::Validator checker(F check, const std::string& description) {
   return CLI::Validator([check](std::string& text) { return check(text); }, description);
 }
 
-std::string list_error(const std::string& text) {
-  std::string error;
-  parse_int_list(text, error);
-  return error;
+// A validator for a list option whose values must not exceed `max`.
+CLI::Validator list_checker(long max) {
+  return checker(
+      [max](const std::string& text) {
+        std::string error;
+        for (int v : parse_int_list(text, error))
+          if (v > max) return std::to_string(v) + " is out of range 1.." + std::to_string(max);
+        return error;
+      },
+      "LIST");
 }
 
-std::vector<Algorithm> parse_algos(const std::vector<std::string>& names, std::string& error) {
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() > suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string algo_error(std::string& text) {
+  if (lower(text) == "all" || parse_algorithm(text)) return "";
+  return "unknown algorithm '" + text + "' (choose from standard, fa1, fa2, auto, all)";
+}
+
+std::vector<Algorithm> parse_algos(const std::vector<std::string>& names) {
   std::vector<Algorithm> wanted;
-  for (const auto& raw : names) {
-    const std::string name = lower(raw);
-    if (name == "all") {
-      wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
-    } else if (auto a = parse_algorithm(name)) {
-      wanted.push_back(*a);
-    } else {
-      error = "unknown algorithm '" + raw + "' (choose from standard, fa1, fa2, auto, all)";
-      return {};
-    }
+  for (const auto& name : names) {
+    if (lower(name) == "all") wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
+    else wanted.push_back(*parse_algorithm(name));
   }
   std::vector<Algorithm> ordered;  // canonical order, each once
   for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
@@ -68,12 +77,21 @@ std::vector<Algorithm> parse_algos(const std::vector<std::string>& names, std::s
   return ordered;
 }
 
-std::string dtype_error(std::string& text) {
+// flashcl's name for a storage type, from the spellings people use.
+std::optional<DType> dtype_named(const std::string& text) {
   const std::string t = lower(text);
-  if (t == "f32" || t == "fp32" || t == "float32" || t == "float") return "";
-  if (t == "f16" || t == "fp16" || t == "half" || t == "bf16" || t == "bfloat16" || t == "f64" || t == "fp64")
-    return "'" + text + "' is not supported: flashcl has f32 kernels only so far";
-  return "unknown dtype '" + text + "' (only f32 exists)";
+  if (t == "fp32" || t == "float32" || t == "float") return DType::F32;
+  if (t == "fp16" || t == "float16" || t == "half") return DType::F16;
+  if (t == "bfloat16") return DType::BF16;
+  return parse_dtype(t);
+}
+
+std::string dtype_error(std::string& text) {
+  if (dtype_named(text)) return "";
+  const std::string t = lower(text);
+  if (t == "f64" || t == "fp64" || t == "double" || t == "f8" || t == "fp8" || t == "int8")
+    return "'" + text + "' is not supported: flashcl stores f32, f16 or bf16 (and computes in f32)";
+  return "unknown dtype '" + text + "' (choose from f32, f16, bf16)";
 }
 
 std::string mode_error(std::string& text) {
@@ -165,25 +183,31 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.get_formatter()->column_width(34);
   std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64", causal = "off";
   std::vector<std::string> algos = {"all"};
-  std::string dtype = "f32", mode = "fwd", max_memory, tile, format;
+  std::vector<std::string> dtypes = {"f32"};
+  std::string mode = "fwd", max_memory, tile, format;
 
   app.add_flag("--list-devices", opt.list_devices, "List OpenCL platforms and devices, then exit");
   app.add_option("-p,--platform", opt.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
   app.add_option("-d,--device", opt.device, "Device: index or name substring (env FLASHCL_DEVICE)");
-  const auto list = checker(list_error, "LIST");
+  const auto list = list_checker(1 << 30);
   app.add_option("-b,--batch", batch, "Batch sizes (list)")->check(list)->capture_default_str();
   app.add_option("--heads", heads, "Head counts (list)")->check(list)->capture_default_str();
   app.add_option("-n,--seqlen", seqlen, "Query sequence lengths (list)")->check(list)->capture_default_str();
   app.add_option("--seqlen-k", seqlen_k, "Key sequence lengths (list; default: equal to --seqlen)")->check(list);
-  app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")->check(list)->capture_default_str();
+  app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")
+      ->check(list_checker(256))
+      ->capture_default_str();
   CLI::Option* causal_option =
       app.add_option("--causal", causal, "Causal mask: on, off or both (default off; bare --causal: on)")
           ->expected(0, 1)
           ->check(checker(causal_error, "on|off|both"));
   app.add_option("--algo", algos, "Algorithms: standard, fa1, fa2, auto, all (comma list)")
       ->delimiter(',')
+      ->check(checker(algo_error, "ALGO"))
       ->capture_default_str();
-  app.add_option("--dtype", dtype, "Element type (f32 only so far)")->check(checker(dtype_error, "DTYPE"))
+  app.add_option("--dtype", dtypes, "Storage types: f32, f16, bf16 (comma list; arithmetic is f32)")
+      ->delimiter(',')
+      ->check(checker(dtype_error, "DTYPE"))
       ->capture_default_str();
   app.add_option("--mode", mode, "Pass to time (fwd only so far)")->check(checker(mode_error, "MODE"))
       ->capture_default_str();
@@ -193,6 +217,9 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("-w,--warmup", opt.warmup, "Untimed runs per row; the first also measures build time")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+  app.add_option("--row-budget", opt.row_budget_s,
+                 "Seconds per row: slow rows get fewer timed runs (at least 1; runs_ms says how many)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--check", opt.check, "Check each row against the float64 reference (max |error|)");
   app.add_option("--check-macs", opt.check_macs,
                  "Reference budget per shape in multiply-adds; beyond it, evenly spaced query rows are checked")
@@ -207,14 +234,14 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->check(CLI::IsMember({"table", "csv", "json"}, CLI::ignore_case));
   app.add_option("-o,--output", opt.output, "Write the results to FILE (CSV/JSON there: the table still shows on stdout unless -q)");
   app.add_flag("-q,--quiet", opt.quiet, "Results only: no header, notes or progress line");
-  app.add_flag("--remeasure-ceilings", opt.remeasure, "Measure the FMA and copy ceilings again (and re-cache them)");
+  app.add_flag("--remeasure-ceilings", opt.remeasure, "Measure the FMA and copy ceilings again (the cache keeps the higher values)");
   app.add_flag("!--no-roofline", opt.roofline, "Skip the ceilings and the % of peak columns");
   app.add_flag("!--no-disk-cache", opt.disk_cache, "Do not use flashcl's on-disk program cache (every build cold)");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // --help, or a usage error (CLI11 printed which)
   }
 
   std::string ignored;
@@ -226,24 +253,14 @@ int parse_options(int argc, char** argv, Options& opt) {
   // A bare --causal leaves an empty value: it means on.
   const bool bare_causal = causal_option->count() > 0 && causal.empty();
   opt.causal = parse_causal(bare_causal ? "on" : causal);
-  std::string error;
-  opt.algos = parse_algos(algos, error);
-  if (!error.empty()) {
-    std::fprintf(stderr, "--algo: %s\nRun with --help for more information.\n", error.c_str());
-    return 2;
-  }
-  for (int d : opt.head_dim)
-    if (d > 256) {
-      std::fprintf(stderr, "--head-dim: %d is out of range 1..256\nRun with --help for more information.\n", d);
-      return 2;
-    }
-  if (!max_memory.empty()) opt.max_memory = parse_bytes(max_memory, error);
+  opt.algos = parse_algos(algos);
+  for (const auto& name : dtypes)
+    if (std::find(opt.dtypes.begin(), opt.dtypes.end(), *dtype_named(name)) == opt.dtypes.end())
+      opt.dtypes.push_back(*dtype_named(name));
+  if (!max_memory.empty()) opt.max_memory = parse_bytes(max_memory, ignored);
   if (!tile.empty()) std::sscanf(lower(tile).c_str(), "%dx%d", &opt.tile.block_rows, &opt.tile.block_cols);
-  if (format.empty()) {
-    const std::string out = lower(opt.output);
-    auto ends = [&](const char* ext) { return out.size() > 4 && out.compare(out.size() - 4, 4, ext) == 0; };
-    format = ends(".csv") ? "csv" : (out.size() > 5 && out.substr(out.size() - 5) == ".json") ? "json" : "table";
-  }
+  if (format.empty())
+    format = ends_with(lower(opt.output), ".csv") ? "csv" : ends_with(lower(opt.output), ".json") ? "json" : "table";
   format = lower(format);
   opt.format = format == "csv" ? Format::Csv : format == "json" ? Format::Json : Format::Table;
   for (int i = 0; i < argc; ++i) opt.command += (i ? " " : "") + std::string(argv[i]);

@@ -20,8 +20,10 @@ struct Options {
   std::string platform, device;
   std::vector<int> batch, heads, seqlen, seqlen_k, head_dim;  // seqlen_k empty: = seqlen
   std::vector<bool> causal;
+  std::vector<DType> dtypes;
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it
   int repeat = 3, warmup = 1;
+  double row_budget_s = 0.0;     // > 0: fewer timed runs for rows whose first call says they would overrun
   bool check = false;
   double check_macs = 1e9;       // reference budget per shape; larger shapes check sampled rows
   std::size_t max_memory = 0;    // 0: the device's global memory

@@ -32,7 +32,7 @@ Json row_fields(const Result& r) {
   j["seqlen_k"] = r.shape.seqlen_k;
   j["head_dim"] = r.shape.head_dim;
   j["causal"] = r.shape.causal;
-  j["dtype"] = "f32";
+  j["dtype"] = to_string(r.dtype);
   j["block_rows"] = r.tiles.block_rows;
   j["block_cols"] = r.tiles.block_cols;
   j["local_bytes"] = r.tiles.local_bytes;
@@ -65,6 +65,9 @@ Json row_fields(const Result& r) {
   j["non_finite"] = or_null(r.checked, r.error.non_finite);
   j["rows_checked"] = or_null(r.checked, r.rows_checked);
   j["rows_total"] = or_null(r.checked, r.rows_total);
+  // Fields added later go last, so CSV column positions stay put for scripts.
+  j["runs"] = r.runs_ms.size();
+  j["probe_gflops"] = or_null(ok && r.probe_gflops > 0.0, r.probe_gflops);
   return j;
 }
 
@@ -93,7 +96,7 @@ Json context_fields(const Context& c) {
   else
     j["ceilings"] = nullptr;
   j["timing"] = {{"clock", "device time, OpenCL profiling events"}, {"statistic", "median"},
-                 {"repeat", c.repeat}, {"warmup", c.warmup}};
+                 {"repeat", c.repeat}, {"warmup", c.warmup}, {"row_budget_s", c.row_budget_s}};
   j["check"] = {{"enabled", c.check}, {"max_macs_per_shape", c.check_macs}};
   j["max_memory_bytes"] = c.max_memory;
   j["flops_convention"] = "4*B*H*Nq*Nk*d, halved when causal";

@@ -1,5 +1,6 @@
 // report_table.cpp: the human-readable output: a header block (tool, device, ceilings, how time
 // was taken), one aligned row per result as it completes, and notes that define the columns.
+#include <algorithm>
 #include <cstdarg>
 #include <string>
 #include <vector>
@@ -16,9 +17,9 @@ struct Column {
 
 const Column kColumns[] = {
     {"algo", -9},      {"B", 3},          {"H", 4},       {"Nq", 6},       {"Nk", 6},         {"d", 4},
-    {"causal", 7},     {"tiles", 7},      {"median ms", 11}, {"min ms", 10}, {"max ms", 10},    {"TFLOP/s", 9},
+    {"causal", 7},     {"dtype", 5},      {"tiles", 7},      {"median ms", 11}, {"min ms", 10}, {"max ms", 10},    {"TFLOP/s", 9},
     {"%fma", 6},       {"GB/s", 7},       {"%bw", 6},     {"%roof", 6},    {"IO MB", 10},     {"min MB", 8},
-    {"mem MiB", 9},    {"vs std", 7},     {"build ms", 15}, {"max|err|", 10}};
+    {"mem MiB", 9},    {"vs std", 7},     {"build ms", 15}, {"max|err|", 10}, {"%avail", 7}};
 
 std::string format(const char* fmt, ...) {
   char text[256];
@@ -37,6 +38,8 @@ class TableReporter : public Reporter {
 
   void begin(const Context& c) override {
     roofline_ = c.roofline && c.ceilings.valid();
+    repeat_ = c.repeat;
+    fma_peak_ = c.ceilings.fma_gflops;
     if (!quiet_) header(c);
     std::vector<std::string> cells;
     for (const Column& col : kColumns) cells.push_back(col.header);
@@ -48,7 +51,7 @@ class TableReporter : public Reporter {
     std::vector<std::string> cells = {
         r.algo == "auto" ? "auto:" + r.resolved : r.algo,
         format("%d", s.batch), format("%d", s.heads), format("%d", s.seqlen_q), format("%d", s.seqlen_k),
-        format("%d", s.head_dim), s.causal ? "on" : "off",
+        format("%d", s.head_dim), s.causal ? "on" : "off", to_string(r.dtype),
         r.tiles.block_rows > 0 ? format("%dx%d", r.tiles.block_rows, r.tiles.block_cols) : "-"};
     if (r.status != RowStatus::Ok) {
       print(cells, (r.status == RowStatus::Skipped ? "skipped: " : "error: ") + r.note);
@@ -56,15 +59,19 @@ class TableReporter : public Reporter {
     }
     const auto pct = [&](double v) { return roofline_ ? format("%.1f", v) : std::string("-"); };
     cells.insert(cells.end(), {
-        format("%.3f", r.median_ms), format("%.3f", r.min_ms), format("%.3f", r.max_ms),
+        format("%.3f%s", r.median_ms, static_cast<int>(r.runs_ms.size()) < repeat_ ? "~" : ""),
+        format("%.3f", r.min_ms), format("%.3f", r.max_ms),
         format("%.4f", r.tflops), pct(r.pct_fma), format("%.1f", r.gbs), pct(r.pct_bw), pct(r.pct_roofline),
         format("%.1f", r.io.bytes / 1e6), format("%.1f", r.io.min_bytes / 1e6), mib(r.device_bytes),
         r.speedup > 0.0 ? format("%.2fx", r.speedup) : "-",
         format("%.0f %s", r.first_wall_ms - r.first_device_ms,
                r.build_kind == "cold build" ? "cold" : r.build_kind == "disk cache" ? "disk" : "mem"),
         !r.checked ? "-" : r.error.non_finite ? format("%zu NaN", r.error.non_finite)
-                                              : format("%.1e%s", r.error.max_abs, r.rows_checked < r.rows_total ? "*" : "")});
+                                              : format("%.1e%s", r.error.max_abs, r.rows_checked < r.rows_total ? "*" : ""),
+        r.probe_gflops > 0.0 ? format("%.0f", 100.0 * r.probe_gflops / fma_peak_) : "-"});
     sampled_ |= r.checked && r.rows_checked < r.rows_total;
+    shortened_ |= static_cast<int>(r.runs_ms.size()) < repeat_;
+    best_probe_ = std::max(best_probe_, r.probe_gflops);
     print(cells);
   }
 
@@ -76,7 +83,13 @@ class TableReporter : public Reporter {
                  "traffic (FlashAttention\npaper's IO analysis at the kernels' block sizes), min MB: Q, K, V read and "
                  "O, LSE written once (1 MB = 1e6 B).\ntiles: Br x Bc from flashcl::tile_info(). mem MiB: flashcl::device_bytes(). "
                  "build ms: first call's wall time minus\nits device time (cold build, disk cache, or program already in "
-                 "memory).\n");
+                 "memory). %%avail: a 20 ms FMA probe around the timed runs,\nas %% of the FMA ceiling: under 100, "
+                 "the row shared the device with other work.\n");
+    if (best_probe_ > 1.1 * fma_peak_ && fma_peak_ > 0.0)
+      std::fprintf(out_, "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
+                   "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n", best_probe_);
+    if (shortened_)
+      std::fprintf(out_, "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget.\n");
     if (sampled_)
       std::fprintf(out_, "max|err| with *: checked on evenly spaced query rows only (reference budget --check-macs).\n");
   }
@@ -98,8 +111,10 @@ class TableReporter : public Reporter {
                    c.ceilings.from_cache ? "cached, measured" : "measured", c.ceilings.measured_at.c_str());
     else
       std::fprintf(out_, "ceilings : not measured (--no-roofline)\n");
-    std::fprintf(out_, "timing   : device time (OpenCL profiling), median/min/max of %d runs after %d warm-up; "
-                 "fp32, fwd%s\n\n", c.repeat, c.warmup, c.check ? "; checked against float64" : "");
+    std::fprintf(out_, "timing   : device time (OpenCL profiling), median/min/max of %d runs after %d warm-up%s; "
+                 "fwd%s\n\n", c.repeat, c.warmup,
+                 c.row_budget_s > 0 ? format(" (fewer past %g s per row)", c.row_budget_s).c_str() : "",
+                 c.check ? "; checked against float64" : "");
   }
 
   void print(const std::vector<std::string>& cells, const std::string& tail = "") {
@@ -116,7 +131,9 @@ class TableReporter : public Reporter {
 
   std::FILE* out_;
   bool quiet_;
-  bool roofline_ = false, sampled_ = false;
+  bool roofline_ = false, sampled_ = false, shortened_ = false;
+  int repeat_ = 0;
+  double fma_peak_ = 0.0, best_probe_ = 0.0;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@ enum class RowStatus { Ok, Skipped, Error };
 
 struct Result {
   Shape shape;
+  DType dtype = DType::F32;  // storage of Q, K, V, O (arithmetic is fp32)
   std::string algo;      // as asked for ("auto" stays "auto")
   std::string resolved;  // the algorithm that ran
   RowStatus status = RowStatus::Ok;
@@ -42,6 +43,7 @@ struct Result {
   double tflops = 0.0, gbs = 0.0;                 // FA convention FLOPs; modelled bytes
   double pct_fma = 0.0, pct_bw = 0.0, pct_roofline = 0.0;  // 0 when no ceilings
   double speedup = 0.0;                           // standard's median / this median; 0: no standard row
+  double probe_gflops = 0.0;                      // FMA probe around the timed runs; 0: not run
 
   bool checked = false;
   ErrorStats error;
@@ -56,6 +58,7 @@ struct Context {
   Ceilings ceilings;
   bool roofline = false;
   int repeat = 0, warmup = 0;
+  double row_budget_s = 0.0;
   bool check = false;
   double check_macs = 0.0;
 };

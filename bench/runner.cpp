@@ -5,6 +5,8 @@
 //    to last kernel's end), so host-side validation and enqueue costs are not counted.
 //  - Inputs are rotated over up to 8 sets while Q, K, V, O of one set are smaller than 3x the
 //    device's global-memory cache, so a run does not find its inputs hot from the previous one.
+//  - With ceilings, a 20 ms FMA probe runs before and after the timed runs: on a shared machine
+//    it shows what share of the device the row actually had.
 //  - O is filled with NaN before the first call, so the check catches unwritten elements.
 //  - Workspaces (standard's N x N scores, fa1's scratch O, m, l) are allocated here, not inside
 //    each call, so their size is checked (and counted against --max-memory) before anything runs.
@@ -67,13 +69,14 @@ std::string gib(double bytes) {
   return text;
 }
 
-std::size_t q_bytes(const Shape& s) { return s.q_elems() * sizeof(float); }
-std::size_t kv_bytes(const Shape& s) { return s.kv_elems() * sizeof(float); }
+std::size_t q_bytes(const Shape& s, DType t) { return s.q_elems() * element_size(t); }
+std::size_t kv_bytes(const Shape& s, DType t) { return s.kv_elems() * element_size(t); }
 std::size_t lse_bytes(const Shape& s) { return s.rows() * sizeof(float); }
-std::size_t set_bytes(const Shape& s) { return 2 * q_bytes(s) + 2 * kv_bytes(s) + lse_bytes(s); }
+std::size_t set_bytes(const Shape& s, DType t) { return 2 * q_bytes(s, t) + 2 * kv_bytes(s, t) + lse_bytes(s); }
 
-ForwardArgs make_args(const Shape& s, Algorithm algorithm, const TileOverride& tile) {
+ForwardArgs make_args(const Shape& s, DType dtype, Algorithm algorithm, const TileOverride& tile) {
   ForwardArgs a;
+  a.dtype = dtype;
   a.batch = s.batch;
   a.heads = s.heads;
   a.seqlen_q = s.seqlen_q;
@@ -96,7 +99,7 @@ void bind(ForwardArgs& a, const InputSet& set, cl_mem workspace) {
 
 // Why the row cannot run within the limits ("" when it can).
 std::string over_limits(const Result& r, const Context& c) {
-  const std::size_t largest = std::max({q_bytes(r.shape), kv_bytes(r.shape), r.workspace_bytes});
+  const std::size_t largest = std::max({q_bytes(r.shape, r.dtype), kv_bytes(r.shape, r.dtype), r.workspace_bytes});
   if (largest > c.max_alloc_bytes)
     return "needs " + gib(r.device_bytes) + " with one " + gib(largest) + " buffer; the device's largest buffer is " +
            gib(c.max_alloc_bytes);
@@ -104,8 +107,8 @@ std::string over_limits(const Result& r, const Context& c) {
   return "";
 }
 
-int input_sets(const Shape& s, std::size_t workspace, const Context& c) {
-  const double one = static_cast<double>(set_bytes(s));
+int input_sets(const Shape& s, DType t, std::size_t workspace, const Context& c) {
+  const double one = static_cast<double>(set_bytes(s, t));
   int n = static_cast<int>(std::ceil(kCacheMultiple * c.cache_bytes / one));
   n = std::clamp(n, 1, kMaxInputSets);
   while (n > 1 && n * one + workspace > c.max_memory) --n;
@@ -118,18 +121,34 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-void fill_nan(cl_command_queue queue, const Buffer& b, std::size_t bytes) {
+// `values` on the device in storage type `t`; `rounded` gets them as the device sees them.
+Buffer upload(cl_context context, DType t, const std::vector<float>& values, std::vector<float>& rounded) {
+  if (t == DType::F32) {
+    rounded = values;
+    return Buffer(context, values.size() * sizeof(float), values.data());
+  }
+  const std::vector<std::uint16_t> bits = to_storage(t, values);
+  rounded = from_storage(t, bits);
+  return Buffer(context, bits.size() * sizeof(std::uint16_t), bits.data());
+}
+
+void fill_nan(cl_command_queue queue, const Buffer& b, DType t, std::size_t bytes) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  const cl_int err = clEnqueueFillBuffer(queue, b.get(), &nan, sizeof nan, 0, bytes, 0, nullptr, nullptr);
+  const std::uint16_t nan16 = t == DType::F32 ? 0 : to_storage(t, {nan})[0];
+  const void* pattern = t == DType::F32 ? static_cast<const void*>(&nan) : &nan16;
+  const cl_int err = clEnqueueFillBuffer(queue, b.get(), pattern, element_size(t), 0, bytes, 0, nullptr, nullptr);
   if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueFillBuffer failed (error " + std::to_string(err) + ")");
   clFinish(queue);
 }
 
-std::vector<float> read(cl_command_queue queue, const Buffer& b, std::size_t floats) {
-  std::vector<float> host(floats);
-  const cl_int err = clEnqueueReadBuffer(queue, b.get(), CL_TRUE, 0, floats * sizeof(float), host.data(), 0, nullptr, nullptr);
+// `n` elements of storage type `t`, as floats.
+std::vector<float> read(cl_command_queue queue, const Buffer& b, DType t, std::size_t n) {
+  std::vector<float> values(t == DType::F32 ? n : 0);
+  std::vector<std::uint16_t> bits(t == DType::F32 ? 0 : n);
+  void* host = t == DType::F32 ? static_cast<void*>(values.data()) : bits.data();
+  const cl_int err = clEnqueueReadBuffer(queue, b.get(), CL_TRUE, 0, n * element_size(t), host, 0, nullptr, nullptr);
   if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueReadBuffer failed (error " + std::to_string(err) + ")");
-  return host;
+  return t == DType::F32 ? values : from_storage(t, bits);
 }
 
 // Throughput, traffic and roofline figures from the median time.
@@ -152,7 +171,7 @@ struct Check {
 
 void check_output(Result& r, const Check& chk, cl_command_queue queue, const InputSet& set) {
   const Shape& s = r.shape;
-  const auto out = read(queue, set.o, s.q_elems());
+  const auto out = read(queue, set.o, r.dtype, s.q_elems());
   r.error = compare(gather_rows(s, out, chk.rows), chk.ref.out);
   r.checked = true;
   r.rows_checked = static_cast<int>(chk.rows.size());
@@ -162,9 +181,12 @@ void check_output(Result& r, const Check& chk, cl_command_queue queue, const Inp
 }  // namespace
 
 Runner::Runner(Session& session, const Options& options, const Context& context)
-    : session_(session), options_(options), context_(context) {}
+    : session_(session), options_(options), context_(context) {
+  if (context.roofline && context.ceilings.valid())
+    probe_ = std::make_unique<FmaProbe>(session.context(), session.queue(), session.device(), context.ceilings);
+}
 
-void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hooks) {
+void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const RowHooks& hooks) {
   const cl_device_id device = session_.device();
   const cl_command_queue queue = session_.queue();
 
@@ -174,14 +196,15 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
   for (Algorithm algo : options_.algos) {
     Result r;
     r.shape = shape;
+    r.dtype = dtype;
     r.algo = to_string(algo);
     try {
-      const ForwardArgs args = make_args(shape, algo, options_.tile);
+      const ForwardArgs args = make_args(shape, dtype, algo, options_.tile);
       r.resolved = to_string(resolve_algorithm(device, args));
       r.device_bytes = device_bytes(device, args);
       r.workspace_bytes = workspace_bytes(device, args);
-      r.tiles = tiles_for(device, make_args(shape, *parse_algorithm(r.resolved), options_.tile));
-      r.io = io_model(shape, *parse_algorithm(r.resolved), r.tiles, true);
+      r.tiles = tiles_for(device, make_args(shape, dtype, *parse_algorithm(r.resolved), options_.tile));
+      r.io = io_model(shape, *parse_algorithm(r.resolved), r.tiles, true, static_cast<int>(element_size(dtype)));
       r.note = over_limits(r, context_);
       if (!r.note.empty()) r.status = RowStatus::Skipped;
       else largest_workspace = std::max(largest_workspace, r.workspace_bytes);
@@ -198,16 +221,16 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
   std::optional<Check> check;
   if (any) {
     try {
-      const int n_sets = input_sets(shape, largest_workspace, context_);
+      const int n_sets = input_sets(shape, dtype, largest_workspace, context_);
+      const cl_context ctx = session_.context();
       for (int i = 0; i < n_sets; ++i) {
         const std::uint64_t seed = options_.seed + 1000ull * shape_index + 10ull * i;
-        HostInputs h{random_values(shape.q_elems(), seed), random_values(shape.kv_elems(), seed + 1),
-                     random_values(shape.kv_elems(), seed + 2)};
+        HostInputs h;  // the inputs as the device sees them (rounded to the storage type)
         InputSet set;
-        set.q = Buffer(session_.context(), q_bytes(shape), h.q.data());
-        set.k = Buffer(session_.context(), kv_bytes(shape), h.k.data());
-        set.v = Buffer(session_.context(), kv_bytes(shape), h.v.data());
-        set.o = Buffer(session_.context(), q_bytes(shape), nullptr);
+        set.q = upload(ctx, dtype, random_values(shape.q_elems(), seed), h.q);
+        set.k = upload(ctx, dtype, random_values(shape.kv_elems(), seed + 1), h.k);
+        set.v = upload(ctx, dtype, random_values(shape.kv_elems(), seed + 2), h.v);
+        set.o = Buffer(session_.context(), q_bytes(shape, dtype), nullptr);
         set.lse = Buffer(session_.context(), lse_bytes(shape), nullptr);
         sets.push_back(std::move(set));
         if (i == 0) host = std::move(h);
@@ -229,14 +252,14 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
   double standard_ms = 0.0;
   for (Result& r : rows) {
     if (r.status == RowStatus::Ok) {
-      if (hooks.starting) hooks.starting(shape, *parse_algorithm(r.algo));
+      if (hooks.starting) hooks.starting(r);
       try {
         Buffer workspace;
         if (r.workspace_bytes > 0) workspace = Buffer(session_.context(), r.workspace_bytes, nullptr);
-        ForwardArgs args = make_args(shape, *parse_algorithm(r.algo), options_.tile);
+        ForwardArgs args = make_args(shape, dtype, *parse_algorithm(r.algo), options_.tile);
         r.input_sets = static_cast<int>(sets.size());
 
-        fill_nan(queue, sets[0].o, q_bytes(shape));
+        fill_nan(queue, sets[0].o, dtype, q_bytes(shape, dtype));
         const CacheStats before = cache_stats();
         const auto t0 = std::chrono::steady_clock::now();
         bind(args, sets[0], workspace.get());
@@ -253,15 +276,23 @@ void Runner::run_shape(const Shape& shape, int shape_index, const RowHooks& hook
         r.build_kind = r.builds > 0 ? "cold build" : r.disk_hits > 0 ? "disk cache" : "in memory";
         if (check) check_output(r, *check, queue, sets[0]);
 
+        // Timed runs, fewer when --row-budget says the first call's pace would overrun it.
+        int runs = options_.repeat;
+        if (options_.row_budget_s > 0.0 && r.first_device_ms > 0.0) {
+          const double fit = options_.row_budget_s * 1e3 / r.first_device_ms - (options_.warmup - 1);
+          runs = std::clamp(static_cast<int>(fit), 1, options_.repeat);
+        }
+        const double probe_before = probe_ ? probe_->gflops() : 0.0;
         int turn = 0;
         for (int i = 1; i < options_.warmup; ++i) {
           bind(args, sets[++turn % sets.size()], workspace.get());
           forward(queue, args).wait();
         }
-        for (int i = 0; i < options_.repeat; ++i) {
+        for (int i = 0; i < runs; ++i) {
           bind(args, sets[++turn % sets.size()], workspace.get());
           r.runs_ms.push_back(forward(queue, args).device_ms());
         }
+        if (probe_) r.probe_gflops = 0.5 * (probe_before + probe_->gflops());
         r.median_ms = median(r.runs_ms);
         r.min_ms = *std::min_element(r.runs_ms.begin(), r.runs_ms.end());
         r.max_ms = *std::max_element(r.runs_ms.begin(), r.runs_ms.end());

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "options.hpp"
@@ -13,7 +14,7 @@
 namespace flashcl::bench {
 
 struct RowHooks {
-  std::function<void(const Shape&, Algorithm)> starting;  // before a row runs (progress line)
+  std::function<void(const Result&)> starting;  // before a row runs (progress line)
   std::function<void(const Result&)> done;                // after it ran or was skipped
 };
 
@@ -21,13 +22,14 @@ class Runner {
  public:
   Runner(Session& session, const Options& options, const Context& context);
 
-  // Every algorithm of options.algos on `shape`; `shape_index` varies the input seeds.
-  void run_shape(const Shape& shape, int shape_index, const RowHooks& hooks);
+  // Every algorithm of options.algos on `shape` stored as `dtype`; `shape_index` varies the seeds.
+  void run_shape(const Shape& shape, DType dtype, int shape_index, const RowHooks& hooks);
 
  private:
   Session& session_;
   const Options& options_;
   const Context& context_;
+  std::unique_ptr<FmaProbe> probe_;  // with ceilings: what share of the device each row had
 };
 
 }  // namespace flashcl::bench
