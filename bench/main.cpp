@@ -85,17 +85,18 @@ int run(const Options& opt) {
       std::fprintf(stderr, "flashcl-bench: -o: cannot write '%s'\n", opt.output.c_str());
       return 2;
     }
-    out = file.get();
+    if (opt.format == Format::Json) file.reset();  // the JSON reporter rewrites the file itself
+    else out = file.get();
   }
   if (!opt.disk_cache) set_disk_cache_enabled(false);
   Session session(opt.platform, opt.device);
   const Context context = make_context(session, opt);
   std::vector<std::unique_ptr<Reporter>> reporters;
   reporters.push_back(opt.format == Format::Csv    ? make_csv_reporter(out)
-                      : opt.format == Format::Json ? make_json_reporter(out)
+                      : opt.format == Format::Json ? make_json_reporter(out, opt.output)
                                                    : make_table_reporter(out, opt.quiet));
   // CSV or JSON going to a file: the table still shows on stdout while the sweep runs.
-  if (file && opt.format != Format::Table && !opt.quiet) reporters.push_back(make_table_reporter(stdout, false));
+  if (!opt.output.empty() && opt.format != Format::Table && !opt.quiet) reporters.push_back(make_table_reporter(stdout, false));
   const std::unique_ptr<Reporter> reporter = make_tee_reporter(std::move(reporters));
   const std::vector<Case> sweep = cases(opt);
   Progress progress(!opt.quiet && isatty(fileno(stderr)), static_cast<int>(sweep.size() * opt.algos.size()));

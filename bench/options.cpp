@@ -220,7 +220,8 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("--row-budget", opt.row_budget_s,
                  "Seconds per row: slow rows get fewer timed runs (at least 1; runs_ms says how many)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--check", opt.check, "Check each row against the float64 reference (max |error|)");
+  app.add_flag("--check,!--no-check", opt.check,
+               "Check each row against the float64 reference (max |error|; default on, --no-check skips it)");
   app.add_option("--check-macs", opt.check_macs,
                  "Reference budget per shape in multiply-adds; beyond it, evenly spaced query rows are checked")
       ->check(CLI::PositiveNumber)

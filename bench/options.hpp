@@ -24,7 +24,7 @@ struct Options {
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it
   int repeat = 3, warmup = 1;
   double row_budget_s = 0.0;     // > 0: fewer timed runs for rows whose first call says they would overrun
-  bool check = false;
+  bool check = true;             // sampled beyond check_macs, so cheap enough to be the default
   double check_macs = 1e9;       // reference budget per shape; larger shapes check sampled rows
   std::size_t max_memory = 0;    // 0: the device's global memory
   TileOverride tile;

@@ -5,6 +5,7 @@ panel per head dim and causal setting, skipped rows marked), runtime and device 
 sequence length, and where the results sit under the device's measured roofline.
 
     python3 bench/plot.py results.json -o DIR [--name PREFIX] [--only speed,summary]
+    python3 bench/plot.py results.json --markdown     # summary tables for a results page
 
 Writes PREFIX-speed.png, PREFIX-runtime.png, PREFIX-memory.png, PREFIX-roofline.png and
 PREFIX-summary.png (all four in one figure, sized for a README). Needs python3-matplotlib and
@@ -31,8 +32,11 @@ FIGURES = ("speed", "runtime", "memory", "roofline", "summary")
 
 
 def load(path):
-    with open(path) as f:
-        doc = json.load(f)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        sys.exit(f"plot.py: cannot read {path}: {e}")
     if "results" not in doc or "context" not in doc:
         sys.exit(f"plot.py: {path} is not flashcl-bench JSON (no 'context'/'results')")
     return doc["context"], doc["results"]
@@ -44,11 +48,15 @@ def algos_of(rows):
     return [a for a in order if a in present]
 
 
+def dtype_of(r):
+    return r.get("dtype", "f32")
+
+
 def groups_of(rows):
-    """(head_dim, causal) panels in sweep order."""
+    """(head_dim, causal, dtype) panels in sweep order."""
     seen = []
     for r in rows:
-        key = (r["head_dim"], r["causal"])
+        key = (r["head_dim"], r["causal"], dtype_of(r))
         if key not in seen:
             seen.append(key)
     return seen
@@ -65,7 +73,12 @@ def title_of(context):
 
 def shape_note(rows):
     r = rows[0]
-    return f"B={r['batch']}, H={r['heads']}, fp32, forward"
+    dtypes = sorted({dtype_of(x) for x in rows})
+    return f"B={r['batch']}, H={r['heads']}, {'/'.join(dtypes)} storage, forward"
+
+
+def group_label(d, causal, dtype, with_dtype):
+    return f"d={d}{', causal' if causal else ''}{', ' + dtype if with_dtype else ''}"
 
 
 def throughput_unit(rows):
@@ -73,9 +86,10 @@ def throughput_unit(rows):
     return ("TFLOP/s", 1.0) if best >= 1.0 else ("GFLOP/s", 1e3)
 
 
-def speed_panel(ax, rows, algos, head_dim, causal, unit, scale):
+def speed_panel(ax, rows, algos, group, unit, scale):
     """Grouped bars as in the FlashAttention papers, value on each bar, 'skip' where a row could not run."""
-    sel = [r for r in rows if r["head_dim"] == head_dim and r["causal"] == causal]
+    head_dim, causal, dtype = group
+    sel = [r for r in rows if (r["head_dim"], r["causal"], dtype_of(r)) == group]
     seqs = sorted({r["seqlen_q"] for r in sel})
     x = np.arange(len(seqs))
     width = 0.8 / max(len(algos), 1)
@@ -99,14 +113,14 @@ def speed_panel(ax, rows, algos, head_dim, causal, unit, scale):
     ax.set_xlabel("sequence length")
     ax.set_ylabel(f"speed ({unit})")
     ax.set_ylim(0, top * 1.25)
-    ax.set_title(f"head dim {head_dim}, {'causal' if causal else 'no causal mask'}", fontsize=9)
+    ax.set_title(f"head dim {head_dim}, {'causal' if causal else 'no causal mask'}, {dtype}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
 
 
-def series(rows, algo, head_dim, causal, field, ok_only=True):
+def series(rows, algo, group, field):
     pts = sorted((r["seqlen_q"], r[field]) for r in rows
-                 if r["algo"] == algo and r["head_dim"] == head_dim and r["causal"] == causal
-                 and (r["status"] == "ok" or not ok_only) and r.get(field) is not None)
+                 if r["algo"] == algo and (r["head_dim"], r["causal"], dtype_of(r)) == group
+                 and r["status"] == "ok" and r.get(field) is not None)
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -125,12 +139,13 @@ def line_style(index):
 
 
 def runtime_panel(ax, rows, algos, groups):
-    for gi, (d, causal) in enumerate(groups):
+    many = len({g[2] for g in groups}) > 1
+    for gi, g in enumerate(groups):
         for algo in algos:
-            xs, ys = series(rows, algo, d, causal, "median_ms")
+            xs, ys = series(rows, algo, g, "median_ms")
             if xs:
                 ax.plot(xs, ys, line_style(gi), marker="o", ms=3, color=COLORS.get(algo),
-                        label=f"{LABELS.get(algo, algo)}, d={d}{', causal' if causal else ''}")
+                        label=f"{LABELS.get(algo, algo)}, {group_label(*g, many)}")
     seq_axis(ax, rows)
     ax.set_yscale("log")
     ax.set_ylabel("median device time (ms)")
@@ -140,15 +155,17 @@ def runtime_panel(ax, rows, algos, groups):
 
 def memory_panel(ax, rows, algos, groups):
     """Device memory a call needs; hollow markers: rows skipped for lack of it."""
-    for gi, (d, causal) in enumerate(groups):
+    many = len({g[2] for g in groups}) > 1
+    for gi, g in enumerate(groups):
         for algo in algos:
-            sel = sorted((r for r in rows if r["algo"] == algo and r["head_dim"] == d and r["causal"] == causal
+            sel = sorted((r for r in rows if r["algo"] == algo and (r["head_dim"], r["causal"], dtype_of(r)) == g
                           and r.get("device_bytes")), key=lambda r: r["seqlen_q"])
             if not sel:
                 continue
             xs = [r["seqlen_q"] for r in sel]
             ys = [r["device_bytes"] / 2**20 for r in sel]
-            ax.plot(xs, ys, line_style(gi), color=COLORS.get(algo), label=f"{LABELS.get(algo, algo)}, d={d}")
+            ax.plot(xs, ys, line_style(gi), color=COLORS.get(algo),
+                    label=f"{LABELS.get(algo, algo)}, {group_label(*g, many)}")
             for r, y in zip(sel, ys):
                 ax.plot(r["seqlen_q"], y, "o", ms=4, color=COLORS.get(algo),
                         fillstyle="full" if r["status"] == "ok" else "none")
@@ -188,17 +205,62 @@ def roofline_panel(ax, rows, algos, context):
 
 def peak_panel(ax, rows, algos, groups):
     """% of the measured FMA peak against sequence length."""
-    for gi, (d, causal) in enumerate(groups):
+    many = len({g[2] for g in groups}) > 1
+    for gi, g in enumerate(groups):
         for algo in algos:
-            xs, ys = series(rows, algo, d, causal, "pct_fma_peak")
+            xs, ys = series(rows, algo, g, "pct_fma_peak")
             if xs:
                 ax.plot(xs, ys, line_style(gi), marker="o", ms=3, color=COLORS.get(algo),
-                        label=f"{LABELS.get(algo, algo)}, d={d}")
+                        label=f"{LABELS.get(algo, algo)}, {group_label(*g, many)}")
     seq_axis(ax, rows)
     ax.set_ylabel("% of measured FMA peak")
     ax.set_ylim(bottom=0)
     ax.set_title("% of compute roofline", fontsize=9)
     ax.grid(alpha=0.3)
+
+
+def markdown(context, rows):
+    """One table per (dtype, head dim, causal): per sequence length and algorithm, the median time,
+    throughput, % of the FMA ceiling and the device share the FMA probe saw."""
+    algos = algos_of(rows)
+    unit, scale = throughput_unit(rows)
+    ceil = context.get("ceilings") or {}
+    out = []
+    if ceil:
+        out.append(f"Ceilings: FMA {ceil['fma_gflops']:.1f} GFLOP/s ({ceil['fma_variant']}), "
+                   f"copy {ceil['copy_gbs']:.1f} GB/s ({ceil['copy_variant']}).\n")
+    keys = []
+    for r in rows:
+        key = (r.get("dtype", "f32"), r["head_dim"], r["causal"])
+        if key not in keys:
+            keys.append(key)
+    for dtype, d, causal in keys:
+        sel = [r for r in rows if (r.get("dtype", "f32"), r["head_dim"], r["causal"]) == (dtype, d, causal)]
+        out.append(f"**{dtype}, d = {d}, {'causal' if causal else 'no mask'}** ({shape_note(sel)}): "
+                   f"median ms / {unit} / % of FMA peak / % of device available (probe)\n")
+        out.append("| N | " + " | ".join(LABELS.get(a, a) for a in algos) + " | fa2 vs standard |")
+        out.append("|---:|" + "---|" * len(algos) + "---:|")
+        for n in sorted({r["seqlen_q"] for r in sel}):
+            cells, by_algo = [], {}
+            for a in algos:
+                match = [r for r in sel if r["algo"] == a and r["seqlen_q"] == n]
+                r = match[0] if match else None
+                by_algo[a] = r
+                if r is None:
+                    cells.append("")
+                elif r["status"] != "ok":
+                    cells.append(f"{r['status']}: {r['note']}")
+                else:
+                    pct = f"{r['pct_fma_peak']:.1f}%" if r.get("pct_fma_peak") is not None else "-"
+                    avail = f"{100 * r['probe_gflops'] / ceil['fma_gflops']:.0f}%" if r.get("probe_gflops") and ceil else "-"
+                    runs = "" if r.get("runs", 0) >= context["timing"]["repeat"] else f" (n={r.get('runs')})"
+                    cells.append(f"{r['median_ms']:.1f}{runs} / {r['tflops'] * scale:.4g} / {pct} / {avail}")
+            std, fa2 = by_algo.get("standard"), by_algo.get("fa2")
+            ratio = f"{std['median_ms'] / fa2['median_ms']:.1f}x" if (
+                std and fa2 and std["status"] == "ok" and fa2["status"] == "ok") else "-"
+            out.append(f"| {n} | " + " | ".join(cells) + f" | {ratio} |")
+        out.append("")
+    print("\n".join(out))
 
 
 def save(fig, path):
@@ -213,6 +275,7 @@ def main():
     ap.add_argument("-o", "--outdir", default=".", help="directory for the PNGs (default: .)")
     ap.add_argument("--name", default=None, help="file name prefix (default: the JSON file's name)")
     ap.add_argument("--only", default=",".join(FIGURES), help="comma list of: " + ", ".join(FIGURES))
+    ap.add_argument("--markdown", action="store_true", help="print summary tables (Markdown) instead of plotting")
     args = ap.parse_args()
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     bad = [w for w in wanted if w not in FIGURES]
@@ -222,6 +285,9 @@ def main():
     context, rows = load(args.json)
     if not rows:
         sys.exit("plot.py: the JSON has no results")
+    if args.markdown:
+        markdown(context, rows)
+        return
     os.makedirs(args.outdir, exist_ok=True)
     prefix = os.path.join(args.outdir, args.name or os.path.splitext(os.path.basename(args.json))[0])
     algos, groups = algos_of(rows), groups_of(rows)
@@ -230,8 +296,8 @@ def main():
 
     if "speed" in wanted:
         fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
-        for ax, (d, causal) in zip(axes[0], groups):
-            speed_panel(ax, rows, algos, d, causal, unit, scale)
+        for ax, g in zip(axes[0], groups):
+            speed_panel(ax, rows, algos, g, unit, scale)
         axes[0][0].legend(fontsize=7, loc="upper left")
         fig.suptitle(f"Attention forward speed: {title}\n{shape_note(rows)}", fontsize=9)
         fig.tight_layout()
@@ -256,9 +322,9 @@ def main():
         fig = plt.figure(figsize=(14, 7.5))
         grid = fig.add_gridspec(2, max(len(groups), 4) * 1)
         top_span = max(len(groups), 4) // len(groups)
-        for i, (d, causal) in enumerate(groups):
+        for i, g in enumerate(groups):
             ax = fig.add_subplot(grid[0, i * top_span:(i + 1) * top_span])
-            speed_panel(ax, rows, algos, d, causal, unit, scale)
+            speed_panel(ax, rows, algos, g, unit, scale)
             if i == 0:
                 ax.legend(fontsize=7, loc="upper left")
         bottom = [fig.add_subplot(grid[1, i]) for i in range(4)]

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "options.hpp"
@@ -23,7 +24,8 @@ class Reporter {
 // Writes to `out` (not owned). `quiet` leaves out the table's header block and notes.
 std::unique_ptr<Reporter> make_table_reporter(std::FILE* out, bool quiet);
 std::unique_ptr<Reporter> make_csv_reporter(std::FILE* out);
-std::unique_ptr<Reporter> make_json_reporter(std::FILE* out);
+// JSON goes to `out` at the end, or, when `path` is set, to that file after every row.
+std::unique_ptr<Reporter> make_json_reporter(std::FILE* out, const std::string& path = "");
 
 // Passes everything to each of `reporters` in turn (a JSON file and a live table, say).
 std::unique_ptr<Reporter> make_tee_reporter(std::vector<std::unique_ptr<Reporter>> reporters);

@@ -3,6 +3,9 @@
 // no ceilings) are null in JSON and empty in CSV, never a made-up zero.
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <string>
+
 #include "report.hpp"
 
 namespace flashcl::bench {
@@ -68,6 +71,7 @@ Json row_fields(const Result& r) {
   // Fields added later go last, so CSV column positions stay put for scripts.
   j["runs"] = r.runs_ms.size();
   j["probe_gflops"] = or_null(ok && r.probe_gflops > 0.0, r.probe_gflops);
+  j["kernel_ms"] = r.kernel_ms;
   return j;
 }
 
@@ -146,15 +150,35 @@ class CsvReporter : public Reporter {
   bool header_done_ = false;
 };
 
+// Holds the document in memory. Written to a file, it is rewritten after every row (temp file +
+// rename), so an interrupted sweep still leaves valid JSON with the rows it finished.
 class JsonReporter : public Reporter {
  public:
-  explicit JsonReporter(std::FILE* out) : out_(out) {}
-  void begin(const Context& c) override { doc_["context"] = context_fields(c); doc_["results"] = Json::array(); }
-  void row(const Result& r) override { doc_["results"].push_back(row_fields(r)); }
-  void end() override { std::fprintf(out_, "%s\n", doc_.dump(2).c_str()); }
+  JsonReporter(std::FILE* out, std::string path) : out_(out), path_(std::move(path)) {}
+  void begin(const Context& c) override {
+    doc_["context"] = context_fields(c);
+    doc_["results"] = Json::array();
+  }
+  void row(const Result& r) override {
+    doc_["results"].push_back(row_fields(r));
+    if (!path_.empty()) save();
+  }
+  void end() override {
+    if (path_.empty()) std::fprintf(out_, "%s\n", doc_.dump(2).c_str());
+    else save();
+  }
 
  private:
+  void save() {
+    const std::string tmp = path_ + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f == nullptr) return;  // main() checked the path is writable; keep the last good copy
+    const bool ok = std::fprintf(f, "%s\n", doc_.dump(2).c_str()) > 0;
+    if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path_.c_str());
+  }
+
   std::FILE* out_;
+  std::string path_;
   Json doc_;
 };
 
@@ -182,6 +206,8 @@ std::unique_ptr<Reporter> make_tee_reporter(std::vector<std::unique_ptr<Reporter
 }
 
 std::unique_ptr<Reporter> make_csv_reporter(std::FILE* out) { return std::make_unique<CsvReporter>(out); }
-std::unique_ptr<Reporter> make_json_reporter(std::FILE* out) { return std::make_unique<JsonReporter>(out); }
+std::unique_ptr<Reporter> make_json_reporter(std::FILE* out, const std::string& path) {
+  return std::make_unique<JsonReporter>(out, path);
+}
 
 }  // namespace flashcl::bench

@@ -82,8 +82,9 @@ class TableReporter : public Reporter {
                  "above;\n%%roof: of min(FMA peak, (FLOPs / IO bytes) x copy peak). IO MB: modelled global-memory "
                  "traffic (FlashAttention\npaper's IO analysis at the kernels' block sizes), min MB: Q, K, V read and "
                  "O, LSE written once (1 MB = 1e6 B).\ntiles: Br x Bc from flashcl::tile_info(). mem MiB: flashcl::device_bytes(). "
-                 "build ms: first call's wall time minus\nits device time (cold build, disk cache, or program already in "
-                 "memory). %%avail: a 20 ms FMA probe around the timed runs,\nas %% of the FMA ceiling: under 100, "
+                 "build ms: first call's wall time minus\nits device time (cold: flashcl compiled the program, though "
+                 "PoCL's own cache can make that quick; disk: loaded\nfrom flashcl's cache; mem: built earlier in "
+                 "this run). %%avail: a 20 ms FMA probe around the timed runs,\nas %% of the FMA ceiling: under 100, "
                  "the row shared the device with other work.\n");
     if (best_probe_ > 1.1 * fma_peak_ && fma_peak_ > 0.0)
       std::fprintf(out_, "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "

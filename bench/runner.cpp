@@ -151,6 +151,18 @@ std::vector<float> read(cl_command_queue queue, const Buffer& b, DType t, std::s
   return t == DType::F32 ? values : from_storage(t, bits);
 }
 
+// Device time of each kernel of a finished launch.
+std::vector<double> kernel_ms(const Launch& launch) {
+  std::vector<double> ms;
+  for (cl_event e : launch.events()) {
+    cl_ulong start = 0, end = 0;
+    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
+    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
+    ms.push_back(static_cast<double>(end - start) * 1e-6);
+  }
+  return ms;
+}
+
 // Throughput, traffic and roofline figures from the median time.
 void derive(Result& r, const Context& c) {
   const double seconds = r.median_ms * 1e-3, flops = r.shape.flops();
@@ -288,12 +300,20 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
           bind(args, sets[++turn % sets.size()], workspace.get());
           forward(queue, args).wait();
         }
+        std::vector<std::vector<double>> per_kernel;
         for (int i = 0; i < runs; ++i) {
           bind(args, sets[++turn % sets.size()], workspace.get());
-          r.runs_ms.push_back(forward(queue, args).device_ms());
+          const Launch launch = forward(queue, args);
+          r.runs_ms.push_back(launch.device_ms());
+          per_kernel.push_back(kernel_ms(launch));
         }
         if (probe_) r.probe_gflops = 0.5 * (probe_before + probe_->gflops());
         r.median_ms = median(r.runs_ms);
+        // The kernels of the run closest to the median (standard: scores, softmax, P*V).
+        const auto closest = std::min_element(r.runs_ms.begin(), r.runs_ms.end(), [&](double a, double b) {
+          return std::fabs(a - r.median_ms) < std::fabs(b - r.median_ms);
+        });
+        r.kernel_ms = per_kernel[closest - r.runs_ms.begin()];
         r.min_ms = *std::min_element(r.runs_ms.begin(), r.runs_ms.end());
         r.max_ms = *std::max_element(r.runs_ms.begin(), r.runs_ms.end());
         derive(r, context_);
