@@ -72,6 +72,7 @@ Json row_fields(const Result& r) {
   j["runs"] = r.runs_ms.size();
   j["probe_gflops"] = or_null(ok && r.probe_gflops > 0.0, r.probe_gflops);
   j["kernel_ms"] = r.kernel_ms;
+  j["first_call_timed"] = r.first_call_timed;
   return j;
 }
 

@@ -90,7 +90,8 @@ class TableReporter : public Reporter {
       std::fprintf(out_, "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
                    "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n", best_probe_);
     if (shortened_)
-      std::fprintf(out_, "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget.\n");
+      std::fprintf(out_, "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget (JSON: runs, "
+                   "first_call_timed).\n");
     if (sampled_)
       std::fprintf(out_, "max|err| with *: checked on evenly spaced query rows only (reference budget --check-macs).\n");
   }

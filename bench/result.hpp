@@ -28,6 +28,7 @@ struct Result {
   std::vector<double> runs_ms;
   double median_ms = 0.0, min_ms = 0.0, max_ms = 0.0;
   std::vector<double> kernel_ms;  // each kernel of the run closest to the median
+  bool first_call_timed = false;  // --row-budget: the first call (nothing built) was the one run
 
   // The first call of this row: wall time (build or cache load + enqueue + run) and how its
   // programs were obtained (flashcl::cache_stats() before and after).

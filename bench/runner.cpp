@@ -275,11 +275,13 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
         const CacheStats before = cache_stats();
         const auto t0 = std::chrono::steady_clock::now();
         bind(args, sets[0], workspace.get());
+        std::vector<double> first_kernels;
         {
           const Launch first = forward(queue, args);
           first.wait();
           r.first_wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
           r.first_device_ms = first.device_ms();
+          first_kernels = kernel_ms(first);
         }
         const CacheStats after = cache_stats();
         r.builds = after.builds - before.builds;
@@ -288,15 +290,22 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
         r.build_kind = r.builds > 0 ? "cold build" : r.disk_hits > 0 ? "disk cache" : "in memory";
         if (check) check_output(r, *check, queue, sets[0]);
 
-        // Timed runs, fewer when --row-budget says the first call's pace would overrun it.
+        // Timed runs, fewer when --row-budget says the first call's pace would overrun it. A first
+        // call that alone overran the budget and built nothing is the row's one measurement.
         int runs = options_.repeat;
         if (options_.row_budget_s > 0.0 && r.first_device_ms > 0.0) {
           const double fit = options_.row_budget_s * 1e3 / r.first_device_ms - (options_.warmup - 1);
           runs = std::clamp(static_cast<int>(fit), 1, options_.repeat);
+          if (r.first_device_ms > options_.row_budget_s * 1e3 && r.builds == 0 && r.disk_hits == 0) {
+            runs = 0;
+            r.runs_ms.push_back(r.first_device_ms);
+            r.kernel_ms = first_kernels;
+            r.first_call_timed = true;
+          }
         }
         const double probe_before = probe_ ? probe_->gflops() : 0.0;
         int turn = 0;
-        for (int i = 1; i < options_.warmup; ++i) {
+        for (int i = 1; i < options_.warmup && runs > 0; ++i) {
           bind(args, sets[++turn % sets.size()], workspace.get());
           forward(queue, args).wait();
         }
@@ -313,7 +322,7 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
         const auto closest = std::min_element(r.runs_ms.begin(), r.runs_ms.end(), [&](double a, double b) {
           return std::fabs(a - r.median_ms) < std::fabs(b - r.median_ms);
         });
-        r.kernel_ms = per_kernel[closest - r.runs_ms.begin()];
+        if (!per_kernel.empty()) r.kernel_ms = per_kernel[closest - r.runs_ms.begin()];
         r.min_ms = *std::min_element(r.runs_ms.begin(), r.runs_ms.end());
         r.max_ms = *std::max_element(r.runs_ms.begin(), r.runs_ms.end());
         derive(r, context_);
