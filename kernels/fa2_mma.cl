@@ -18,6 +18,9 @@
 #ifndef BC
 #define BC 64 /* keys per block (multiple of 16) */
 #endif
+#ifndef VEC_LOAD
+#define VEC_LOAD 0 /* 1: K/V rows load 16 bytes at a time (d, offsets, strides multiples of 8) */
+#endif
 #define BR (16 * WARPS)
 #define WG_SIZE (32 * WARPS)
 #define D16 ((HEAD_DIM + 15) / 16 * 16) /* head dim padded to the mma k of 16 */
@@ -125,6 +128,28 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   for (int blk = 0; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
     barrier(CLK_LOCAL_MEM_FENCE);
+#if VEC_LOAD
+    /* 8 columns (16 bytes) per load: the host checked that d, the offsets and the sequence
+     * strides are multiples of 8 elements. K goes row-major (threads side by side along d); V is
+     * read key by key across threads so the transposed 16-bit stores land on distinct banks. */
+    for (int idx = lid; idx < BC * (D16 / 8); idx += WG_SIZE) {
+      const int r = idx / (D16 / 8), c = (idx - r * (D16 / 8)) * 8, key = k0 + r;
+      uint4 x = (uint4)(0u);
+      if (key < a->seqlen_k && c < HEAD_DIM) x = *(__global const uint4*)(kb_ + k_base + (long)key * a->k_seq_stride + c);
+      *(__local uint4*)(k_tile + r * (K_PITCH / 2) + c / 2) = x;
+    }
+    for (int idx = lid; idx < BC * (D16 / 8); idx += WG_SIZE) {
+      const int c = (idx / BC) * 8, r = idx % BC, key = k0 + r;
+      uint4 x = (uint4)(0u);
+      if (key < a->seqlen_k && c < HEAD_DIM) x = *(__global const uint4*)(vb + v_base + (long)key * a->v_seq_stride + c);
+      const uint w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        vt_tile[(c + 2 * i) * VT_PITCH + r] = (ushort)w[i];
+        vt_tile[(c + 2 * i + 1) * VT_PITCH + r] = (ushort)(w[i] >> 16);
+      }
+    }
+#else
     for (int idx = lid; idx < BC * (D16 / 2); idx += WG_SIZE) { /* pairs of columns */
       const int r = idx / (D16 / 2), c = (idx - r * (D16 / 2)) * 2;
       const int key = k0 + r;
@@ -133,6 +158,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       vt_tile[c * VT_PITCH + r] = (ushort)bits_at(vb, v_base, a->v_seq_stride, key, c, a->seqlen_k);
       vt_tile[(c + 1) * VT_PITCH + r] = (ushort)bits_at(vb, v_base, a->v_seq_stride, key, c + 1, a->seqlen_k);
     }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* S = Q K^T: b0 = K[key 8j+g][16ks+2t..], b1 = K[key 8j+g][16ks+2t+8..] */

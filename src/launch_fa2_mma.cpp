@@ -4,6 +4,7 @@
 // and compute an exact 16x8x16 product on that device first (once per device; any failure falls
 // back to the portable kernels). FLASHCL_MMA=0 turns the path off, for comparisons.
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -16,7 +17,30 @@ namespace flashcl::detail {
 namespace {
 
 constexpr cl_device_info kComputeCapabilityMajorNV = 0x4000;  // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV
-constexpr int kWarps = 4, kBlockCols = 64;
+// Work-group shape: FLASHCL_MMA_TILE="WARPSxBC" overrides it for experiments.
+struct MmaShape {
+  int warps = 8, block_cols = 64;  // H100: 8x64 141.7 TFLOP/s fp16 (d=128, N=4096), 4x64 134.6, 4x128 140.7
+};
+
+MmaShape mma_shape() {
+  MmaShape s;
+  if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
+    char tail = 0;
+    if (std::sscanf(env, "%dx%d%c", &s.warps, &s.block_cols, &tail) != 2 || s.warps < 1 || s.warps > 16 ||
+        s.block_cols < 16 || s.block_cols > 128 || s.block_cols % 16 != 0)
+      fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: expected WARPSxBC such as 4x64 (BC a multiple of 16), got '",
+           env, "'");
+  }
+  return s;
+}
+
+// 16-byte loads need every row of K and V to start on a multiple of 8 elements.
+bool rows_are_16_byte_aligned(const ForwardArgs& a) {
+  auto aligned = [](const Tensor& t) {
+    return t.offset % 8 == 0 && t.seq_stride % 8 == 0 && t.batch_stride % 8 == 0 && t.head_stride % 8 == 0;
+  };
+  return a.head_dim % 8 == 0 && aligned(a.k) && aligned(a.v);
+}
 const std::vector<std::string> kFiles = {"attn_args.h", "common.cl", "fa2_mma.cl"};
 
 int compute_capability_major(cl_device_id device) {
@@ -74,16 +98,18 @@ bool mma_eligible(const DeviceFacts& facts, cl_device_id device, const ForwardAr
 }
 
 TilePlan mma_plan(const ForwardArgs& a) {
+  const MmaShape shape = mma_shape();
   TilePlan p;
-  p.block_rows = 16 * kWarps;
-  p.block_cols = kBlockCols;
+  p.block_rows = 16 * shape.warps;
+  p.block_cols = shape.block_cols;
   p.rows_per_team = 16;
   p.team_size = 32;
   p.padded_head_dim = (a.head_dim + 15) / 16 * 16;
-  p.work_group_size = 32 * kWarps;
-  p.local_bytes = static_cast<std::size_t>(kBlockCols) * (p.padded_head_dim + 8) * 2 +
-                  static_cast<std::size_t>(p.padded_head_dim) * (kBlockCols + 8) * 2;
-  p.reason = "fa2 on tensor cores: 4 warps x 16 rows, 64 keys per block, mma.sync.m16n8k16";
+  p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
+  p.local_bytes = static_cast<std::size_t>(p.block_cols) * (p.padded_head_dim + 8) * 2 +
+                  static_cast<std::size_t>(p.padded_head_dim) * (p.block_cols + 8) * 2;
+  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x 16 rows, ", p.block_cols,
+                    " keys per block, mma.sync.m16n8k16");
   return p;
 }
 
@@ -91,8 +117,9 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vec
   if (!mma_eligible(*p.facts, p.device, p.args) || !probe_passes(p.context, p.device)) return false;
   const ForwardArgs& a = p.args;
   const TilePlan plan = mma_plan(a);
-  cl::Kernel kernel = make_kernel(p, kFiles, concat(common_options(a), " -DWARPS=", kWarps, " -DBC=", kBlockCols),
-                                  "fa2_mma_forward");
+  const std::string options = concat(common_options(a), " -DWARPS=", plan.block_rows / 16, " -DBC=", plan.block_cols,
+                                     " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
+  cl::Kernel kernel = make_kernel(p, kFiles, options, "fa2_mma_forward");
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
   const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
   const std::size_t local[3] = {plan.work_group_size, 1, 1};
