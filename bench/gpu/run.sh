@@ -32,9 +32,12 @@ fi
 seqlens="1024 2048 4096 8192"; [ "$mode" = quick ] && seqlens="4096"
 for n in $seqlens; do
   b=$((32768 / n))
+  # fp32: every path; fp16/bf16: fa2 (the tensor-core kernel on NVIDIA) next to standard
   ./build-gpu/bench/flashcl-bench -b $b --heads 16 -n $n --head-dim 64,128 --causal both --algo all -r 10 \
     --check -f json -o "$out/flashcl-$n.json" 2>> "$out/bench.log"
+  ./build-gpu/bench/flashcl-bench -b $b --heads 16 -n $n --head-dim 64,128 --causal both --algo standard,fa2 \
+    --dtype f16,bf16 -r 10 --check -f json -o "$out/flashcl-16bit-$n.json" 2>> "$out/bench.log"
 done
-python3 bench/gpu/sdpa.py --seqlen "$(echo $seqlens | tr ' ' ,)" --dtype f32,f16 --json "$out/sdpa.json" \
+python3 bench/gpu/sdpa.py --seqlen "$(echo $seqlens | tr ' ' ,)" --dtype f32,f16,bf16 --json "$out/sdpa.json" \
   2>> "$out/sdpa.log" || tail -5 "$out/sdpa.log"
 python3 bench/gpu/compare.py "$out/sdpa.json" "$out"/flashcl-*.json | tee "$out/compare.txt"
