@@ -1,0 +1,217 @@
+// test_stress.cpp: numerics under stress. NaN and Inf in an input reach only the rows that input
+// touches (a query row; the rows that can see a key under the causal mask; the head it lives in),
+// every other row stays exact; a very long sequence (N = 65536, fa2, B = H = 1, d = 16) runs in
+// memory linear in N while standard refuses cleanly with the bytes it would need; and the forward
+// pass is bit-identical run to run. The N = 65536 run takes about a minute on 2 CPU cores, so its
+// name carries "Long": it is left out of the default suite and registered as its own CTest test
+// with the label `stress` (docs/CHECKS.md).
+#include <sys/resource.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+struct Poison {
+  enum Where { Q, K, V } where;
+  float value;
+  int row;   // sequence position in the poisoned tensor
+  int head;  // head it is in
+};
+
+// Runs a (B=1, H=2) causal/non-causal case with one element poisoned; returns O (B, Nq, H, d).
+std::vector<float> run_poisoned(Algorithm algorithm, const bench::Shape& s, const Poison& p, std::vector<float>& q,
+                                std::vector<float>& k, std::vector<float>& v) {
+  q = bench::random_values(s.q_elems(), 501);
+  k = bench::random_values(s.kv_elems(), 502);
+  v = bench::random_values(s.kv_elems(), 503);
+  std::vector<float>& t = p.where == Poison::Q ? q : p.where == Poison::K ? k : v;
+  t[(static_cast<std::size_t>(p.row) * s.heads + p.head) * s.head_dim + 3] = p.value;
+  DeviceTensor dq(Layout::BSHD, s.batch, s.seqlen_q, s.heads, s.head_dim, &q);
+  DeviceTensor dk(Layout::BSHD, s.batch, s.seqlen_k, s.heads, s.head_dim, &k);
+  DeviceTensor dv(Layout::BSHD, s.batch, s.seqlen_k, s.heads, s.head_dim, &v);
+  DeviceTensor dout(Layout::BSHD, s.batch, s.seqlen_q, s.heads, s.head_dim, nullptr);
+  ForwardArgs a;
+  a.batch = s.batch;
+  a.heads = s.heads;
+  a.seqlen_q = s.seqlen_q;
+  a.seqlen_k = s.seqlen_k;
+  a.head_dim = s.head_dim;
+  a.causal = s.causal;
+  a.algorithm = algorithm;
+  a.q = dq.view;
+  a.k = dk.view;
+  a.v = dv.view;
+  a.o = dout.view;
+  forward(session().queue(), a).wait();
+  return dout.logical();
+}
+
+// Whether query row i of head h can be reached by the poison.
+bool touched(const bench::Shape& s, const Poison& p, int i, int h) {
+  if (h != p.head) return false;
+  if (p.where == Poison::Q) return i == p.row;
+  return !s.causal || p.row <= i + (s.seqlen_k - s.seqlen_q);  // key p.row visible to row i
+}
+
+struct NonFiniteCase {
+  Algorithm algorithm;
+  bool causal;
+  Poison poison;
+};
+
+std::string nonfinite_name(const ::testing::TestParamInfo<NonFiniteCase>& info) {
+  const auto& c = info.param;
+  const char* where = c.poison.where == Poison::Q ? "Q" : c.poison.where == Poison::K ? "K" : "V";
+  return std::string(to_string(c.algorithm)) + (c.causal ? "_causal_" : "_full_") + where +
+         (std::isnan(c.poison.value) ? "NaN" : c.poison.value > 0 ? "PosInf" : "NegInf") + "_row" +
+         std::to_string(c.poison.row);
+}
+
+class NonFiniteInputs : public ::testing::TestWithParam<NonFiniteCase> {};
+
+TEST_P(NonFiniteInputs, ReachOnlyTheRowsTheyTouch) {
+  const auto& c = GetParam();
+  bench::Shape s;
+  s.batch = 1;
+  s.heads = 2;
+  s.seqlen_q = 37;
+  s.seqlen_k = 41;
+  s.head_dim = 16;
+  s.causal = c.causal;
+  std::vector<float> q, k, v;
+  const auto o = run_poisoned(c.algorithm, s, c.poison, q, k, v);
+  const auto ref = bench::reference_attention(s, q, k, v);
+  int clean_rows = 0, touched_rows = 0;
+  for (int i = 0; i < s.seqlen_q; ++i)
+    for (int h = 0; h < s.heads; ++h) {
+      const std::size_t base = (static_cast<std::size_t>(i) * s.heads + h) * s.head_dim;
+      if (touched(s, c.poison, i, h)) {
+        ++touched_rows;
+        continue;  // may be NaN/Inf: the input it depends on is
+      }
+      ++clean_rows;
+      for (int j = 0; j < s.head_dim; ++j) {
+        const float got = o[base + j];
+        ASSERT_TRUE(std::isfinite(got)) << "row " << i << " head " << h << " never sees the poisoned element";
+        EXPECT_NEAR(got, ref.out[base + j], 1e-5 + 1e-5 * std::fabs(ref.out[base + j])) << "row " << i << " head " << h;
+      }
+    }
+  EXPECT_GT(clean_rows, 0);
+  EXPECT_GT(touched_rows, 0);
+}
+
+std::vector<NonFiniteCase> nonfinite_cases() {
+  std::vector<NonFiniteCase> cases;
+  for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2})
+    for (bool causal : {false, true}) {
+      cases.push_back({algorithm, causal, {Poison::Q, kNaN, 11, 0}});
+      cases.push_back({algorithm, causal, {Poison::Q, kInf, 30, 1}});
+      cases.push_back({algorithm, causal, {Poison::K, kNaN, 20, 1}});
+      cases.push_back({algorithm, causal, {Poison::K, -kInf, 33, 0}});
+      cases.push_back({algorithm, causal, {Poison::V, kNaN, 25, 0}});
+      cases.push_back({algorithm, causal, {Poison::V, kInf, 38, 1}});
+    }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stress, NonFiniteInputs, ::testing::ValuesIn(nonfinite_cases()), nonfinite_name);
+
+// Bit-identical run to run, for every algorithm, on a shape with partial tiles and the causal mask.
+TEST(StressDeterminism, ThreeRunsAreBitIdentical) {
+  Case c;
+  c.shape.batch = 2;
+  c.shape.heads = 3;
+  c.shape.seqlen_q = 211;
+  c.shape.seqlen_k = 173;
+  c.shape.head_dim = 48;
+  c.shape.causal = true;
+  for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2}) {
+    const auto first = run_case(c, algorithm);
+    expect_accurate(first, to_string(algorithm));
+    for (int run = 0; run < 2; ++run) {
+      const auto again = run_case(c, algorithm);
+      ASSERT_EQ(again.o.size(), first.o.size());
+      EXPECT_EQ(std::memcmp(again.o.data(), first.o.data(), first.o.size() * sizeof(float)), 0) << to_string(algorithm);
+      EXPECT_EQ(std::memcmp(again.lse_values.data(), first.lse_values.data(), first.lse_values.size() * sizeof(float)),
+                0)
+          << to_string(algorithm);
+    }
+  }
+}
+
+ForwardArgs long_shape(Algorithm algorithm) {
+  ForwardArgs a;
+  a.batch = a.heads = 1;
+  a.seqlen_q = a.seqlen_k = 65536;
+  a.head_dim = 16;
+  a.causal = true;
+  a.algorithm = algorithm;
+  return a;
+}
+
+// standard at N = 65536 needs an N x N score matrix: refused before anything is allocated, with
+// the bytes it would need; fa2 needs no workspace and fa1's grows linearly.
+TEST(StressLongSequence, StandardRefusesWithTheBytesItWouldNeed) {
+  const std::size_t n = 65536, scores = n * n * sizeof(float);  // 16 GiB
+  EXPECT_EQ(workspace_bytes(session().device(), long_shape(Algorithm::Standard)), scores);
+  EXPECT_EQ(workspace_bytes(session().device(), long_shape(Algorithm::FA2)), 0u);
+  EXPECT_LT(workspace_bytes(session().device(), long_shape(Algorithm::FA1)), n * 64 * sizeof(float));
+  const std::size_t io = (4 * n * 16 + n) * sizeof(float);  // Q, K, V, O and LSE
+  EXPECT_EQ(device_bytes(session().device(), long_shape(Algorithm::FA2)), io);
+
+  const std::vector<float> x(n * 16, 0.25f);
+  try {
+    session().forward(long_shape(Algorithm::Standard), x, x, x);
+    ADD_FAILURE() << "standard accepted N = 65536 (a 16 GiB score matrix)";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::OutOfResources) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(scores)), std::string::npos) << e.what();
+  }
+}
+
+long max_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024;
+}
+
+// fa2 at N = 65536 (B = H = 1, d = 16, causal): O checked against float64 on sampled rows (first
+// and last included), LSE on the same rows, and the process's peak memory stays far below the
+// 16 GiB an N x N matrix would take.
+TEST(StressLongSequence, Fa2LongRunsInLinearMemory) {
+  const int n = 65536, d = 16;
+  bench::Shape s;
+  s.seqlen_q = s.seqlen_k = n;
+  s.head_dim = d;
+  s.causal = true;
+  const auto q = bench::random_values(s.q_elems(), 601), k = bench::random_values(s.kv_elems(), 602),
+             v = bench::random_values(s.kv_elems(), 603);
+  const long rss_before = max_rss_mib();
+  std::vector<float> lse;
+  const auto o = session().forward(long_shape(Algorithm::FA2), q, k, v, &lse);
+  const long rss_growth = max_rss_mib() - rss_before;
+  EXPECT_LT(rss_growth, 512) << "peak memory grew by " << rss_growth << " MiB (inputs and output are 4 MiB each)";
+
+  const std::vector<int> rows = bench::sample_rows(s, 2e8);
+  const auto ref = bench::reference_attention_rows(s, q, k, v, rows);
+  const auto got = bench::gather_rows(s, o, rows);
+  const auto e = bench::compare(got, ref.out);
+  EXPECT_EQ(e.non_finite, 0u);
+  EXPECT_LE(e.rel_norm, 1e-5);
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    EXPECT_NEAR(lse[rows[r]], ref.lse[r], 1e-5 * std::max(1.0, std::fabs(ref.lse[r]))) << "row " << rows[r];
+  std::size_t non_finite = 0;
+  for (float x : o) non_finite += std::isfinite(x) ? 0 : 1;
+  EXPECT_EQ(non_finite, 0u);
+}
+
+}  // namespace
+}  // namespace flashcl::test
