@@ -2,7 +2,9 @@
 // point where exceptions become status codes and the thread-local last-error message.
 #include "flashcl/flashcl.h"
 
+#include <cstring>
 #include <new>
+#include <type_traits>
 #include <string>
 
 #include "errors.hpp"
@@ -32,6 +34,16 @@ fcl_status guarded(Body&& body) {
   }
 }
 
+// The integer a C caller stored in an enum field. Reading the field as the C++ enum type is
+// undefined behaviour when the value is outside the enum's range (UBSan: "load of value 7, which
+// is not a valid value for type 'fcl_dtype'"), and a C caller may store any int there.
+template <typename Enum>
+int raw_enum(const Enum& field) {
+  std::underlying_type_t<Enum> value;
+  std::memcpy(&value, &field, sizeof value);
+  return static_cast<int>(value);
+}
+
 flashcl::Tensor to_tensor(const fcl_tensor& t) {
   return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
 }
@@ -47,18 +59,18 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
   a.head_dim = in->head_dim;
   if (in->scale != 0.0f) a.scale = in->scale;
   a.causal = in->causal != 0;
-  switch (in->dtype) {
+  switch (raw_enum(in->dtype)) {
     case FCL_DTYPE_F32: a.dtype = flashcl::DType::F32; break;
     case FCL_DTYPE_F16: a.dtype = flashcl::DType::F16; break;
     case FCL_DTYPE_BF16: a.dtype = flashcl::DType::BF16; break;
-    default: fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(in->dtype));
+    default: fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", raw_enum(in->dtype));
   }
-  switch (in->algorithm) {
+  switch (raw_enum(in->algorithm)) {
     case FCL_ALGO_AUTO: a.algorithm = flashcl::Algorithm::Auto; break;
     case FCL_ALGO_STANDARD: a.algorithm = flashcl::Algorithm::Standard; break;
     case FCL_ALGO_FA1: a.algorithm = flashcl::Algorithm::FA1; break;
     case FCL_ALGO_FA2: a.algorithm = flashcl::Algorithm::FA2; break;
-    default: fail(flashcl::Status::InvalidArgument, "algorithm: unknown value ", static_cast<int>(in->algorithm));
+    default: fail(flashcl::Status::InvalidArgument, "algorithm: unknown value ", raw_enum(in->algorithm));
   }
   a.q = to_tensor(in->q);
   a.k = to_tensor(in->k);
