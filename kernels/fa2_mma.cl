@@ -88,6 +88,49 @@ inline uint bits_at(__global const ushort* p, long base, long seq_stride, int ro
   return (row < rows && col < HEAD_DIM) ? (uint)p[base + (long)row * seq_stride + col] : 0u;
 }
 
+#if VEC_LOAD
+/* 16-byte chunks of a K or V block each work-item moves: the host checked that d, the offsets
+ * and the strides are multiples of 8 elements. K chunks run along d (row-major in __local); V
+ * chunks run across keys so the transposed 16-bit stores fall on distinct banks. */
+#define KV_CHUNKS (BC * (D16 / 8))
+#define KV_LOADS ((KV_CHUNKS + WG_SIZE - 1) / WG_SIZE)
+
+inline void fetch_kv(uint4 kx[KV_LOADS], uint4 vx[KV_LOADS], __global const ushort* kb, __global const ushort* vb,
+                     long k_base, long v_base, const AttnArgs* a, int k0, int lid) {
+#pragma unroll
+  for (int i = 0; i < KV_LOADS; ++i) {
+    const int idx = lid + i * WG_SIZE;
+    kx[i] = vx[i] = (uint4)(0u);
+    if (idx < KV_CHUNKS) {
+      const int kr = idx / (D16 / 8), kc = (idx - kr * (D16 / 8)) * 8;
+      if (k0 + kr < a->seqlen_k && kc < HEAD_DIM)
+        kx[i] = *(__global const uint4*)(kb + k_base + (long)(k0 + kr) * a->k_seq_stride + kc);
+      const int vc = (idx / BC) * 8, vr = idx % BC;
+      if (k0 + vr < a->seqlen_k && vc < HEAD_DIM)
+        vx[i] = *(__global const uint4*)(vb + v_base + (long)(k0 + vr) * a->v_seq_stride + vc);
+    }
+  }
+}
+
+inline void store_kv(__local uint* k_tile, __local ushort* vt_tile, const uint4 kx[KV_LOADS],
+                     const uint4 vx[KV_LOADS], int lid) {
+#pragma unroll
+  for (int i = 0; i < KV_LOADS; ++i) {
+    const int idx = lid + i * WG_SIZE;
+    if (idx >= KV_CHUNKS) continue;
+    const int kr = idx / (D16 / 8), kc = (idx - kr * (D16 / 8)) * 8;
+    *(__local uint4*)(k_tile + kr * (K_PITCH / 2) + kc / 2) = kx[i];
+    const int vc = (idx / BC) * 8, vr = idx % BC;
+    const uint w[4] = {vx[i].x, vx[i].y, vx[i].z, vx[i].w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      vt_tile[(vc + 2 * j) * VT_PITCH + vr] = (ushort)w[j];
+      vt_tile[(vc + 2 * j + 1) * VT_PITCH + vr] = (ushort)(w[j] >> 16);
+    }
+  }
+}
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                      __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
@@ -125,30 +168,19 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   float m_a = NEG_INF, m_b = NEG_INF, l_a = 0.0f, l_b = 0.0f; /* rows g and g+8; l per lane */
 
   const int n_blocks = mma_key_blocks(q_end, a->seqlen_k, a->causal_shift);
+#if VEC_LOAD
+  uint4 kx[KV_LOADS], vx[KV_LOADS];
+  if (n_blocks > 0) fetch_kv(kx, vx, kb_, vb, k_base, v_base, a, 0, lid);
+#endif
   for (int blk = 0; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
     barrier(CLK_LOCAL_MEM_FENCE);
 #if VEC_LOAD
-    /* 8 columns (16 bytes) per load: the host checked that d, the offsets and the sequence
-     * strides are multiples of 8 elements. K goes row-major (threads side by side along d); V is
-     * read key by key across threads so the transposed 16-bit stores land on distinct banks. */
-    for (int idx = lid; idx < BC * (D16 / 8); idx += WG_SIZE) {
-      const int r = idx / (D16 / 8), c = (idx - r * (D16 / 8)) * 8, key = k0 + r;
-      uint4 x = (uint4)(0u);
-      if (key < a->seqlen_k && c < HEAD_DIM) x = *(__global const uint4*)(kb_ + k_base + (long)key * a->k_seq_stride + c);
-      *(__local uint4*)(k_tile + r * (K_PITCH / 2) + c / 2) = x;
-    }
-    for (int idx = lid; idx < BC * (D16 / 8); idx += WG_SIZE) {
-      const int c = (idx / BC) * 8, r = idx % BC, key = k0 + r;
-      uint4 x = (uint4)(0u);
-      if (key < a->seqlen_k && c < HEAD_DIM) x = *(__global const uint4*)(vb + v_base + (long)key * a->v_seq_stride + c);
-      const uint w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        vt_tile[(c + 2 * i) * VT_PITCH + r] = (ushort)w[i];
-        vt_tile[(c + 2 * i + 1) * VT_PITCH + r] = (ushort)(w[i] >> 16);
-      }
-    }
+    /* the block's K and V arrived in registers during the previous block's arithmetic (or just
+     * now, for the first block): store them, then start loading the next block */
+    store_kv(k_tile, vt_tile, kx, vx, lid);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (blk + 1 < n_blocks) fetch_kv(kx, vx, kb_, vb, k_base, v_base, a, k0 + BC, lid);
 #else
     for (int idx = lid; idx < BC * (D16 / 2); idx += WG_SIZE) { /* pairs of columns */
       const int r = idx / (D16 / 2), c = (idx - r * (D16 / 2)) * 2;
@@ -158,8 +190,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       vt_tile[c * VT_PITCH + r] = (ushort)bits_at(vb, v_base, a->v_seq_stride, key, c, a->seqlen_k);
       vt_tile[(c + 1) * VT_PITCH + r] = (ushort)bits_at(vb, v_base, a->v_seq_stride, key, c + 1, a->seqlen_k);
     }
-#endif
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
 
     /* S = Q K^T: b0 = K[key 8j+g][16ks+2t..], b1 = K[key 8j+g][16ks+2t+8..] */
     float s[NT_S][4];
