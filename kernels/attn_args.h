@@ -21,13 +21,23 @@ typedef struct {
   fcl_i64 k_offset, k_batch_stride, k_seq_stride, k_head_stride;
   fcl_i64 v_offset, v_batch_stride, v_seq_stride, v_head_stride;
   fcl_i64 o_offset, o_batch_stride, o_seq_stride, o_head_stride;
-  fcl_i32 batch, heads, seqlen_q, seqlen_k;
+  /* optional mask (MASK_KIND 1 bool, 2 additive bias): offset and strides, 0 on broadcast dims */
+  fcl_i64 mask_offset, mask_batch_stride, mask_head_stride, mask_row_stride;
+  fcl_i32 batch, heads, seqlen_q, seqlen_k; /* VARLEN: seqlen_q/k are the maximum lengths */
   fcl_i32 causal_shift; /* seqlen_k - seqlen_q: query i sees keys j <= i + causal_shift */
   fcl_i32 write_lse;    /* 1: write LSE (B, H, Nq) */
   fcl_f32 scale;        /* softmax scale */
   fcl_f32 scale_log2;   /* scale * log2(e): the kernels work in base 2 */
+  fcl_i32 heads_kv;     /* K/V heads (GQA/MQA): query head h reads K/V head h / kv_group */
+  fcl_i32 kv_group;     /* heads / heads_kv */
+  fcl_i32 window_left;  /* WINDOW: query i sees keys j >= i + shift - left (-1: unbounded) */
+  fcl_i32 window_right; /* WINDOW: ... and j <= i + shift + right (-1: unbounded) */
+  fcl_i32 total_q;      /* VARLEN: packed query rows (LSE is (heads, total_q)) */
+  fcl_i32 alibi_batch_stride; /* ALIBI: slopes (heads) -> 0, (batch, heads) -> heads */
+  fcl_f32 softcap;      /* SOFTCAP: c in s <- c tanh(s / c) */
+  fcl_i32 reserved;     /* keeps the size a multiple of 8 */
 } AttnArgs;
 
-#define FLASHCL_ATTN_ARGS_SIZE 160
+#define FLASHCL_ATTN_ARGS_SIZE 224
 
 #endif

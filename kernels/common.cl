@@ -1,6 +1,8 @@
 /* common.cl: pieces every flashcl kernel shares: element load/store per storage dtype, tensor
- * addressing through AttnArgs strides, cooperative tile loads into __local memory, and the
- * register-blocked "team" products used by fa1 and fa2. A work-group is split into teams of TPR
+ * addressing through AttnArgs strides (packed sequences included), the per-(sequence, head) view
+ * SeqView, masking (bounds, causal, window, boolean mask) and the score transforms (softcap,
+ * ALiBi, additive bias), each in one place, and the block ranges that let fa1/fa2 skip blocks
+ * nobody can see. team.cl holds the register-blocked "team" products used by fa1 and fa2. A work-group is split into teams of TPR
  * work-items; team t owns TM query rows, lane l of a team owns keys l, l+TPR, ... of a score block
  * and head-dim columns l, l+TPR, ... of the output, so no two teams ever share a row (FA2's
  * split-Q) and only the lanes of one team exchange row statistics. */
@@ -21,7 +23,26 @@
 #define CAUSAL 0 /* 1: query i sees keys j <= i + seqlen_k - seqlen_q */
 #endif
 
+#ifndef WINDOW
+#define WINDOW 0 /* 1: sliding window (window_left, window_right), -1 = unbounded side */
+#endif
+#ifndef ALIBI
+#define ALIBI 0 /* 1: scores -= slope * |i + shift - j| (per-head slopes) */
+#endif
+#ifndef SOFTCAP
+#define SOFTCAP 0 /* 1: scores <- c tanh(scores / c) before the softmax */
+#endif
+#ifndef MASK_KIND
+#define MASK_KIND 0 /* 0: none, 1: boolean mask (uchar, 0 hides the key), 2: additive fp32 bias */
+#endif
+#ifndef VARLEN
+#define VARLEN 0 /* 1: packed sequences delimited by cu_seqlens_q / cu_seqlens_k */
+#endif
+/* 1 when every block's scores change (not only blocks crossing a boundary) */
+#define SCORE_TRANSFORM (SOFTCAP || ALIBI || MASK_KIND != 0)
+
 #define NEG_INF (-INFINITY)
+#define LOG2E_F 1.44269504088896341f
 #define LN2_F 0.693147180559945309f
 
 /* ---- storage dtypes: adding one is a new branch here, nothing else ---- */
@@ -48,31 +69,152 @@ inline ushort float_to_bf16(float x) {
 #error "unsupported DTYPE"
 #endif
 
+#if MASK_KIND == 2
+#define MASK_T float
+#else
+#define MASK_T uchar
+#endif
+
+/* The variants' buffers, after O and LSE in every kernel's parameters; a call that does not use
+ * one passes a null buffer, which the kernel (compiled without that switch) never reads. */
+#define VARIANT_PARAMS                                                                     \
+  __global const int *cu_seqlens_q, __global const int *cu_seqlens_k,                      \
+      __global const float *alibi_slopes, __global const MASK_T *mask
+
 /* Element offset of (b, s, h, 0) in a tensor described by offset + strides. */
 #define TENSOR_BASE(a, t, b, h) \
   ((a)->t##_offset + (long)(b) * (a)->t##_batch_stride + (long)(h) * (a)->t##_head_stride)
 
-/* True when key `key` is hidden from query `row` (past the end, or above the causal diagonal). */
-inline bool key_masked(int row, int key, int seqlen_k, int causal_shift) {
-#if CAUSAL
-  if (key > row + causal_shift) return true;
+/* Element offset of row 0 of sequence b, head h: packed sequences (VARLEN) start at row `start`
+ * of one (total, H, d) tensor and ignore the batch stride. */
+#if VARLEN
+#define SEQ_BASE(a, t, b, h, start) \
+  ((a)->t##_offset + (long)(start) * (a)->t##_seq_stride + (long)(h) * (a)->t##_head_stride)
+#else
+#define SEQ_BASE(a, t, b, h, start) TENSOR_BASE(a, t, b, h)
 #endif
-  return key >= seqlen_k;
+
+/* One (sequence, head) as a kernel sees it. Scores are in the kernel's unit: base 2 in fa1/fa2
+ * (unit = log2 e, Q pre-scaled by scale * log2 e), natural in standard (unit = 1). */
+typedef struct {
+  int seqlen_q, seqlen_k; /* this sequence's lengths (VARLEN: from cu_seqlens) */
+  int shift;              /* seqlen_k - seqlen_q: bottom-right alignment of causal, window, ALiBi */
+  int q_start, k_start;   /* first packed row of the sequence (VARLEN), else 0 */
+  long lse_base;          /* LSE index of row 0; rows are consecutive */
+  long mask_base;         /* MASK_KIND: element offset of mask (b, h, 0, 0) */
+  float softcap;          /* SOFTCAP: c * unit */
+  float slope;            /* ALIBI: slope * unit */
+  float unit;
+} SeqView;
+
+inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global const int* cu_q,
+                        __global const int* cu_k, __global const float* slopes) {
+  SeqView v;
+#if VARLEN
+  v.q_start = cu_q[b];
+  v.k_start = cu_k[b];
+  v.seqlen_q = cu_q[b + 1] - v.q_start;
+  v.seqlen_k = cu_k[b + 1] - v.k_start;
+  v.lse_base = (long)h * a->total_q + v.q_start; /* LSE (H, total_q), as flash_attn_varlen_func */
+#else
+  v.q_start = v.k_start = 0;
+  v.seqlen_q = a->seqlen_q;
+  v.seqlen_k = a->seqlen_k;
+  v.lse_base = ((long)b * a->heads + h) * a->seqlen_q;
+#endif
+  v.shift = v.seqlen_k - v.seqlen_q;
+  v.mask_base = a->mask_offset + (long)b * a->mask_batch_stride + (long)h * a->mask_head_stride;
+  v.softcap = a->softcap * unit;
+#if ALIBI
+  v.slope = slopes[b * a->alibi_batch_stride + h] * unit;
+#else
+  v.slope = 0.0f;
+#endif
+  v.unit = unit;
+  return v;
 }
 
-/* Number of key blocks of width bc that query rows [q0, q_end) can see at all. */
-inline int visible_key_blocks(int q0, int q_end, int bc, int seqlen_k, int causal_shift) {
-  int keys = seqlen_k;
+/* The one place visibility is decided: true when key `key` is hidden from query `row` (past the
+ * end of the keys, above the causal diagonal, outside the window, or masked out). With a mask,
+ * rows past the end of the queries hide every key, so no mask element outside the shape is read. */
+inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
+  if (key >= v->seqlen_k) return true;
 #if CAUSAL
-  keys = min(keys, q_end + causal_shift); /* the last row, q_end - 1, sees keys <= q_end - 1 + shift */
+  if (key > row + v->shift) return true;
 #endif
-  return keys <= 0 ? 0 : (keys + bc - 1) / bc;
+#if WINDOW
+  if (a->window_left >= 0 && key < row + v->shift - a->window_left) return true;
+  if (a->window_right >= 0 && key > row + v->shift + a->window_right) return true;
+#endif
+#if MASK_KIND == 1
+  if (row >= v->seqlen_q || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0) return true;
+#endif
+  return false;
 }
 
-/* True when some key of block [k0, k0 + bc) is hidden from some row of [q0, q0 + br). */
-inline bool block_needs_mask(int q0, int k0, int bc, int seqlen_k, int causal_shift) {
-#if CAUSAL
-  if (k0 + bc - 1 > q0 + causal_shift) return true;
+/* The one place scores are transformed: s (unit * scale * q.k) becomes the score the softmax sees:
+ * softcap first, then ALiBi, then the additive bias (flash-attn's and SDPA's order), or -inf where
+ * the key is hidden. Without variants this is only the mask. */
+inline float final_score(float s, int row, int key, const SeqView* v, const AttnArgs* a,
+                         __global const MASK_T* mask) {
+  if (key_masked(row, key, v, a, mask)) return NEG_INF;
+#if SOFTCAP
+  s = v->softcap * tanh(s / v->softcap);
 #endif
-  return k0 + bc > seqlen_k;
+#if ALIBI
+  s -= v->slope * (float)abs(row + v->shift - key);
+#endif
+#if MASK_KIND == 2
+  if (row < v->seqlen_q) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
+#endif
+  return s;
+}
+
+/* Key blocks [*kb_begin, *kb_end) of width bc that rows [q0, q_end) can see at all: blocks wholly
+ * above the causal diagonal or outside the window are never visited. */
+inline void key_block_range(int q0, int q_end, int bc, const SeqView* v, const AttnArgs* a, int* kb_begin,
+                            int* kb_end) {
+  int lo = 0, hi = v->seqlen_k; /* keys [lo, hi) */
+#if CAUSAL
+  hi = min(hi, q_end + v->shift); /* the last row, q_end - 1, sees keys <= q_end - 1 + shift */
+#endif
+#if WINDOW
+  if (a->window_right >= 0) hi = min(hi, q_end + v->shift + a->window_right);
+  if (a->window_left >= 0) lo = max(lo, q0 + v->shift - a->window_left);
+#endif
+  *kb_begin = lo / bc;
+  *kb_end = hi <= lo ? *kb_begin : (hi + bc - 1) / bc;
+}
+
+/* Query blocks [*qb_begin, *qb_end) of height br with a row that sees a key of [k0, k_end) (fa1). */
+inline void query_block_range(int k0, int k_end, int br, const SeqView* v, const AttnArgs* a, int* qb_begin,
+                              int* qb_end) {
+  int lo = 0, hi = v->seqlen_q; /* rows [lo, hi) */
+#if CAUSAL
+  lo = max(lo, k0 - v->shift); /* row + shift >= k0 */
+#endif
+#if WINDOW
+  if (a->window_right >= 0) lo = max(lo, k0 - v->shift - a->window_right);
+  if (a->window_left >= 0) hi = min(hi, k_end - v->shift + a->window_left);
+#endif
+  *qb_begin = lo / br;
+  *qb_end = hi <= lo ? *qb_begin : (hi + br - 1) / br;
+}
+
+/* True when block [q0, q0 + br) x [k0, k0 + bc) needs final_score(): some key may be hidden from
+ * some row, or a transform changes every score. */
+inline bool block_needs_mask(int q0, int br, int k0, int bc, const SeqView* v, const AttnArgs* a) {
+#if SCORE_TRANSFORM || MASK_KIND
+  return true;
+#else
+  if (k0 + bc > v->seqlen_k) return true;
+#if CAUSAL
+  if (k0 + bc - 1 > q0 + v->shift) return true;
+#endif
+#if WINDOW
+  if (a->window_right >= 0 && k0 + bc - 1 > q0 + v->shift + a->window_right) return true;
+  if (a->window_left >= 0 && k0 < q0 + br - 1 + v->shift - a->window_left) return true;
+#endif
+  return false;
+#endif
 }

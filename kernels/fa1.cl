@@ -5,11 +5,13 @@
  *   m_new = max(m, m~), l_new = 2^(m - m_new) l + 2^(m~ - m_new) l~,
  *   O <- (l 2^(m - m_new) O + 2^(m~ - m_new) P~V) / l_new,  with P~ = 2^(S - m~), l~ = rowsum P~.
  * A final pass copies O to the caller's layout and writes LSE. Scores are in base 2 (Q is
- * pre-scaled by scale*log2 e), which changes no result. */
+ * pre-scaled by scale*log2 e), which changes no result. Key blocks and Q blocks no row can see
+ * (causal, window) are skipped; GQA, VARLEN and the score transforms come from common.cl. */
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
-                 __global STORAGE_T* o, __global float* lse, __global float* scratch, const AttnArgs args) {
+                 __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, __global float* scratch,
+                 const AttnArgs args) {
   __local float kt_tile[K_TILE_FLOATS] __attribute__((aligned(16)));
   __local float v_tile[V_TILE_FLOATS] __attribute__((aligned(16)));
   __local float qt_tile[Q_TILE_FLOATS] __attribute__((aligned(16)));
@@ -25,42 +27,43 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
   const int h = get_group_id(1), b = get_group_id(2);
   const long bh = (long)b * a->heads + h;
-  const long q_base = TENSOR_BASE(a, q, b, h), k_base = TENSOR_BASE(a, k, b, h);
-  const long v_base = TENSOR_BASE(a, v, b, h), o_base = TENSOR_BASE(a, o, b, h);
-  /* scratch: O (B*H, Nq, D_PAD), then (m, l) (B*H, Nq, 2) */
+  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  const int n_q = sv.seqlen_q, n_k = sv.seqlen_k, hk = h / a->kv_group; /* hk: the K/V head (GQA) */
+  const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
+  const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
+  /* scratch: O (B*H, Nq, D_PAD), then (m, l) (B*H, Nq, 2); VARLEN: Nq is the maximum length */
   const long n_rows = (long)a->batch * a->heads * a->seqlen_q;
   __global float* my_o = scratch + bh * a->seqlen_q * D_PAD;
   __global float* my_ml = scratch + n_rows * D_PAD + bh * a->seqlen_q * 2;
 
   /* O = 0, l = 0, m = -inf in global memory */
-  for (long i = lid; i < (long)a->seqlen_q * D_PAD; i += WG_SIZE) my_o[i] = 0.0f;
-  for (int i = lid; i < a->seqlen_q; i += WG_SIZE) {
+  for (long i = lid; i < (long)n_q * D_PAD; i += WG_SIZE) my_o[i] = 0.0f;
+  for (int i = lid; i < n_q; i += WG_SIZE) {
     my_ml[2 * i] = NEG_INF;
     my_ml[2 * i + 1] = 0.0f;
   }
   barrier(CLK_GLOBAL_MEM_FENCE);
 
-  const int n_kblocks = (a->seqlen_k + BC - 1) / BC, n_qblocks = (a->seqlen_q + BR - 1) / BR;
-  for (int kb = 0; kb < n_kblocks; ++kb) {
+  /* key blocks no row sees (causal, window) are never loaded */
+  int kb_begin, kb_end;
+  key_block_range(0, n_q, BC, &sv, a, &kb_begin, &kb_end);
+  for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE);
-    load_transposed(kt_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid);
-    load_rows(v_tile, v, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
-    /* causal: the first Q block with a row that sees key k0 (row + shift >= k0) */
-#if CAUSAL
-    const int qb_first = max(0, k0 - a->causal_shift) / BR;
-#else
-    const int qb_first = 0;
-#endif
-    for (int qb = qb_first; qb < n_qblocks; ++qb) {
+    load_transposed(kt_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, n_k, 1.0f, lid);
+    load_rows(v_tile, v, v_base, a->v_seq_stride, k0, n_k, lid);
+    /* only the Q blocks with a row that sees a key of this block (causal, window) */
+    int qb_begin, qb_end;
+    query_block_range(k0, min(k0 + BC, n_k), BR, &sv, a, &qb_begin, &qb_end);
+    for (int qb = qb_begin; qb < qb_end; ++qb) {
       const int q0 = qb * BR;
       barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* qt/pt tiles free; O, m, l visible */
-      load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid);
+      load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, n_q, a->scale_log2, lid);
       /* every lane reads m, l here; lane 0 writes them back only after the barriers below */
       float m_old[TM], l_old[TM];
 #pragma unroll
       for (int r = 0; r < TM; ++r) {
-        const int row = min(q0 + row0 + r, a->seqlen_q - 1);
+        const int row = min(q0 + row0 + r, n_q - 1);
         m_old[r] = my_ml[2 * row];
         l_old[r] = my_ml[2 * row + 1];
       }
@@ -68,8 +71,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 
       float s[TM][COLS_S], mt[TM];
       team_scores(s, qt_tile, kt_tile, row0, lane);
-      if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
-        team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
+      if (block_needs_mask(q0, BR, k0, BC, &sv, a)) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
       team_row_max(mt, s, red, row0, lane);
       team_exp(pt_tile, s, mt, row0, lane);
       barrier(CLK_LOCAL_MEM_FENCE);
@@ -86,7 +88,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
       for (int r = 0; r < TM; ++r) {
         const int row = q0 + row0 + r;
-        if (row >= a->seqlen_q) continue;
+        if (row >= n_q) continue;
         const float m_new = fmax(m_old[r], mt[r]);
         const float w_old = m_old[r] == NEG_INF ? 0.0f : exp2(m_old[r] - m_new) * l_old[r];
         const float w_new = mt[r] == NEG_INF ? 0.0f : exp2(mt[r] - m_new);
@@ -107,13 +109,13 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   barrier(CLK_GLOBAL_MEM_FENCE);
 
   /* epilogue: O to the caller's layout, LSE = m + log l (natural log) */
-  for (long i = lid; i < (long)a->seqlen_q * D_PAD; i += WG_SIZE) {
+  for (long i = lid; i < (long)n_q * D_PAD; i += WG_SIZE) {
     const int row = (int)(i / D_PAD), col = (int)(i - (long)row * D_PAD);
     if (col < HEAD_DIM) STORE_ELEM(o, o_base + (long)row * a->o_seq_stride + col, my_o[i]);
   }
   if (a->write_lse)
-    for (int row = lid; row < a->seqlen_q; row += WG_SIZE) {
+    for (int row = lid; row < n_q; row += WG_SIZE) {
       const float l_row = my_ml[2 * row + 1];
-      lse[bh * a->seqlen_q + row] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
+      lse[sv.lse_base + row] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
     }
 }

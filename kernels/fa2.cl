@@ -3,12 +3,14 @@
  * see: K block to __local, scores in registers, running max/sum in private memory, P to __local
  * (or kept in registers when a work-item owns whole rows), V block to __local, unnormalised
  * O += P*V with the old part rescaled by 2^(m_old - m_new). Blocks wholly above the causal
- * diagonal are never visited; the mask runs only on blocks that cross it or the end of the keys.
+ * diagonal or outside the window are never visited; the mask runs only on blocks that cross a
+ * boundary (every block when a score transform or a mask is on: -DSOFTCAP/ALIBI/MASK_KIND).
+ * GQA reads K/V head h / kv_group; VARLEN work-groups past their sequence's end leave at once.
  * Epilogue: O divided by the row sum once, written once with LSE = m + log l. */
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
-                 __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
+                 __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
   __local float qt_tile[Q_TILE_FLOATS] __attribute__((aligned(16)));
   __local float kv_tile[KV_TILE_FLOATS] __attribute__((aligned(16))); /* K^T, then V */
 #if TPR > 1
@@ -22,12 +24,16 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
   const int q0 = get_group_id(0) * BR, h = get_group_id(1), b = get_group_id(2);
-  const int q_end = min(q0 + BR, a->seqlen_q);
-  const long q_base = TENSOR_BASE(a, q, b, h), k_base = TENSOR_BASE(a, k, b, h);
-  const long v_base = TENSOR_BASE(a, v, b, h), o_base = TENSOR_BASE(a, o, b, h);
+  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+#if VARLEN
+  if (q0 >= sv.seqlen_q) return; /* the whole work-group leaves: no barrier is split */
+#endif
+  const int q_end = min(q0 + BR, sv.seqlen_q), hk = h / a->kv_group; /* hk: the K/V head (GQA) */
+  const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
+  const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, a->seqlen_q, a->scale_log2, lid);
+  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, sv.seqlen_q, a->scale_log2, lid);
   float m[TM], l[TM], acc[TM][COLS_O];
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
@@ -38,17 +44,17 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   }
 
   /* main loop */
-  const int n_blocks = visible_key_blocks(q0, q_end, BC, a->seqlen_k, a->causal_shift);
-  for (int kb = 0; kb < n_blocks; ++kb) {
+  int kb_begin, kb_end;
+  key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &kb_end);
+  for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
-    load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, a->seqlen_k, 1.0f, lid);
+    load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, sv.seqlen_k, 1.0f, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[TM][COLS_S], mx[TM];
     team_scores(s, qt_tile, kv_tile, row0, lane);
-    if (block_needs_mask(q0, k0, BC, a->seqlen_k, a->causal_shift))
-      team_mask(s, q0 + row0, k0, lane, a->seqlen_k, a->causal_shift);
+    if (block_needs_mask(q0, BR, k0, BC, &sv, a)) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
     team_row_max(mx, s, red, row0, lane);
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
@@ -61,7 +67,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     }
     team_exp(pt_tile, s, m, row0, lane);
     barrier(CLK_LOCAL_MEM_FENCE); /* all scores computed: kv_tile may now take V */
-    load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
+    load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, sv.seqlen_k, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
     team_pv(acc, l, s, pt_tile, kv_tile, row0, lane);
   }
@@ -70,13 +76,12 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
     const int row = q0 + row0 + r;
-    if (row >= a->seqlen_q) continue;
+    if (row >= sv.seqlen_q) continue;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     float out[COLS_O];
 #pragma unroll
     for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
     const float lse_value = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2_F : NEG_INF;
-    store_row(o, o_base + (long)row * a->o_seq_stride, lse, ((long)b * a->heads + h) * a->seqlen_q + row,
-              a->write_lse, out, lse_value, lane);
+    store_row(o, o_base + (long)row * a->o_seq_stride, lse, sv.lse_base + row, a->write_lse, out, lse_value, lane);
   }
 }

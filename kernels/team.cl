@@ -105,13 +105,14 @@ inline void team_scores(float s[TM][COLS_S], __local const float* qt_tile, __loc
   }
 }
 
-/* Sets hidden scores to -inf; called only on blocks where block_needs_mask() holds. */
-inline void team_mask(float s[TM][COLS_S], int q_row0, int k0, int lane, int seqlen_k, int causal_shift) {
+/* Applies final_score() (masking and any score transform); called only on blocks where
+ * block_needs_mask() holds. */
+inline void team_mask(float s[TM][COLS_S], int q_row0, int k0, int lane, const SeqView* v, const AttnArgs* a,
+                      __global const MASK_T* mask) {
 #pragma unroll
   for (int r = 0; r < TM; ++r)
 #pragma unroll
-    for (int c = 0; c < COLS_S; ++c)
-      if (key_masked(q_row0 + r, k0 + KEY_OF(c, lane), seqlen_k, causal_shift)) s[r][c] = NEG_INF;
+    for (int c = 0; c < COLS_S; ++c) s[r][c] = final_score(s[r][c], q_row0 + r, k0 + KEY_OF(c, lane), v, a, mask);
 }
 
 /* mx[r] = max over the whole block row (all lanes of the team), through red (BR x TPR). */

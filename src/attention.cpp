@@ -38,8 +38,20 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
 }
 
 std::string common_options(const ForwardArgs& a) {
-  return concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim, " -DCAUSAL=",
-                a.causal ? 1 : 0);
+  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
+                               " -DCAUSAL=", a.causal ? 1 : 0);
+  // Variant switches appear only when on, so the plain path's program (and cache key) is unchanged.
+  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
+  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
+  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);
+  if (a.cu_seqlens_q != nullptr) options += " -DVARLEN=1";
+  return options;
+}
+
+bool has_variants(const ForwardArgs& a) {
+  return (a.heads_kv != 0 && a.heads_kv != a.heads) || a.window.left >= 0 || a.window.right >= 0 ||
+         a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr;
 }
 
 std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
@@ -85,7 +97,8 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
   const detail::TilePlan plan =
-      detail::mma_eligible(facts, device, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
+      detail::has_variants(a) || !detail::mma_eligible(facts, device, a) ? detail::plan_for(facts, a)
+                                                                          : detail::mma_plan(a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;
@@ -99,15 +112,15 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
 std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
   const std::size_t q = static_cast<std::size_t>(a.batch) * a.seqlen_q * a.heads * a.head_dim;
-  const std::size_t kv = static_cast<std::size_t>(a.batch) * a.seqlen_k * a.heads * a.head_dim;
+  const std::size_t kv = static_cast<std::size_t>(a.batch) * a.seqlen_k * a.heads_kv * a.head_dim;
   const std::size_t lse = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
   return (2 * q + 2 * kv) * element_size(a.dtype) + lse * sizeof(float) + detail::workspace_bytes_for(device, a);
 }
 
 Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {
-  const detail::Problem p = detail::validate(queue, args);
   for (cl_event e : wait_list)
     if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
+  const detail::Problem p = detail::validate(queue, args, wait_list);
 
   Launch launch;
   cl_mem workspace = p.args.workspace;
@@ -124,7 +137,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
       case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
       case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
       default:
-        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch)) detail::launch_fa2(queue, p, wait_list, launch);
+        // the tensor-core kernel is plain attention only: every variant runs on the portable fa2
+        if (detail::has_variants(p.args) || !detail::try_launch_fa2_mma(queue, p, wait_list, launch))
+          detail::launch_fa2(queue, p, wait_list, launch);
         break;
     }
   } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks

@@ -79,6 +79,26 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
   a.lse = in->lse;
   a.workspace = in->workspace;
   a.tile = {in->block_rows, in->block_cols};
+  a.heads_kv = in->heads_kv;
+  a.window = {in->window_left, in->window_right};
+  a.softcap = in->softcap;
+  a.alibi_slopes = in->alibi_slopes;
+  a.alibi_per_batch = in->alibi_per_batch != 0;
+  switch (in->mask.kind) {
+    case FCL_MASK_NONE: a.mask.kind = flashcl::MaskKind::None; break;
+    case FCL_MASK_BOOL: a.mask.kind = flashcl::MaskKind::Bool; break;
+    case FCL_MASK_BIAS: a.mask.kind = flashcl::MaskKind::Bias; break;
+    default: fail(flashcl::Status::InvalidArgument, "mask.kind: unknown value ", static_cast<int>(in->mask.kind));
+  }
+  a.mask.buffer = in->mask.buffer;
+  a.mask.batch = in->mask.batch;
+  a.mask.heads = in->mask.heads;
+  a.mask.offset = in->mask.offset;
+  a.mask.batch_stride = in->mask.batch_stride;
+  a.mask.head_stride = in->mask.head_stride;
+  a.mask.row_stride = in->mask.row_stride;
+  a.cu_seqlens_q = in->cu_seqlens_q;
+  a.cu_seqlens_k = in->cu_seqlens_k;
   return a;
 }
 
@@ -91,6 +111,8 @@ void fcl_forward_args_init(fcl_forward_args* args) {
   *args = fcl_forward_args{};
   args->algorithm = FCL_ALGO_AUTO;
   args->dtype = FCL_DTYPE_F32;
+  args->window_left = args->window_right = -1;
+  args->mask.kind = FCL_MASK_NONE;
 }
 
 fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_uint num_wait,

@@ -10,7 +10,8 @@ void launch_fa1(cl_command_queue queue, const Problem& p, cl_mem workspace, cons
   const TilePlan plan = plan_for(*p.facts, a);
   cl::Kernel kernel = make_kernel(p, {"attn_args.h", "common.cl", "team.cl", "fa1.cl"}, flash_options(a, plan),
                                   "fa1_forward");
-  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, workspace, p.kernel_args);
+  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
+           a.alibi_slopes, a.mask.buffer, workspace, p.kernel_args);
   const std::size_t local[3] = {plan.work_group_size, 1, 1};
   const std::size_t global[3] = {plan.work_group_size, static_cast<std::size_t>(a.heads),
                                  static_cast<std::size_t>(a.batch)};

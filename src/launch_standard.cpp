@@ -21,9 +21,11 @@ void launch_standard(cl_command_queue queue, const Problem& p, cl_mem workspace,
   cl::Kernel softmax = make_kernel(p, files, options, "standard_softmax");
   cl::Kernel pv = make_kernel(p, files, options, "standard_pv");
 
-  set_args(scores, a.q.buffer, a.k.buffer, workspace, p.kernel_args);
-  set_args(softmax, workspace, a.lse, p.kernel_args);
-  set_args(pv, workspace, a.v.buffer, a.o.buffer, p.kernel_args);
+  set_args(scores, a.q.buffer, a.k.buffer, workspace, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
+           p.kernel_args);
+  set_args(softmax, workspace, a.lse, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, p.kernel_args);
+  set_args(pv, workspace, a.v.buffer, a.o.buffer, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
+           p.kernel_args);
 
   const std::size_t tile = plan.block_rows, bh = static_cast<std::size_t>(a.batch) * a.heads;
   const std::size_t tile_local[3] = {tile, tile, 1};

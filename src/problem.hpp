@@ -5,6 +5,7 @@
 #include <CL/cl.h>
 
 #include <cstddef>
+#include <vector>
 
 #include "attn_args.h"
 #include "device_facts.hpp"
@@ -22,9 +23,9 @@ struct Problem {
   const DeviceFacts* facts = nullptr;
 };
 
-// Checks every argument against the queue's context and device, before anything is enqueued.
-// Throws Error naming the offending parameter.
-Problem validate(cl_command_queue queue, const ForwardArgs& args);
+// Checks every argument against the queue's context and device, before any kernel is enqueued
+// (cu_seqlens are read back after `wait`). Throws Error naming the offending parameter.
+Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait = {});
 
 // Shape-only checks and defaults (no buffers), shared by validate() and the size queries.
 ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& args);

@@ -138,7 +138,8 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
     fail(Status::InvalidArgument, "shape: batch, heads, seqlen_q, seqlen_k and head_dim must be >= 1");
   const std::size_t nq = static_cast<std::size_t>(shape.batch) * shape.seqlen_q * shape.heads * shape.head_dim;
-  const std::size_t nk = static_cast<std::size_t>(shape.batch) * shape.seqlen_k * shape.heads * shape.head_dim;
+  const int heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
+  const std::size_t nk = static_cast<std::size_t>(shape.batch) * shape.seqlen_k * heads_kv * shape.head_dim;
   if (q.size() != nq) fail(Status::InvalidArgument, "q: expected ", nq, " floats (dense B,S,H,d), got ", q.size());
   if (k.size() != nk) fail(Status::InvalidArgument, "k: expected ", nk, " floats (dense B,S,H,d), got ", k.size());
   if (v.size() != nk) fail(Status::InvalidArgument, "v: expected ", nk, " floats (dense B,S,H,d), got ", v.size());

@@ -1,6 +1,10 @@
 // validate.cpp: every check on a forward call, in one place, before anything is enqueued: shapes,
 // head dim, scale, dtype, handles (null, wrong context), strides that overrun a buffer, optional
-// outputs and workspace sizes. Messages name the parameter.
+// outputs and workspace sizes, and the variants (GQA heads, window, softcap, ALiBi slopes, masks
+// that must broadcast and fit their buffer, cu_seqlens that must be non-decreasing and fit the
+// maximum lengths and the buffers). Messages name the parameter. The only command a check
+// enqueues is the blocking read of cu_seqlens (B + 1 ints each), after the caller's wait list.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -13,21 +17,25 @@ namespace {
 
 constexpr int kMaxHeadDim = 256;
 
-void resolve_strides(Tensor& t, const ForwardArgs& a, int seqlen, const char* name) {
+bool is_varlen(const ForwardArgs& a) { return a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr; }
+
+void resolve_strides(Tensor& t, const ForwardArgs& a, int seqlen, int heads, const char* name) {
   if (t.batch_stride < 0 || t.seq_stride < 0 || t.head_stride < 0 || t.offset < 0)
     fail(Status::InvalidArgument, name, ": offset and strides must be >= 0 (got offset ", t.offset, ", strides ",
          t.batch_stride, ", ", t.seq_stride, ", ", t.head_stride, ")");
+  if (is_varlen(a)) t.batch_stride = 0;  // packed (total, H, d): sequences start at their cu_seqlens row
   if (t.batch_stride == 0 && t.seq_stride == 0 && t.head_stride == 0) {  // dense (B, S, H, d)
     t.head_stride = a.head_dim;
-    t.seq_stride = static_cast<std::int64_t>(a.heads) * a.head_dim;
-    t.batch_stride = t.seq_stride * seqlen;
+    t.seq_stride = static_cast<std::int64_t>(heads) * a.head_dim;
+    t.batch_stride = is_varlen(a) ? 0 : t.seq_stride * seqlen;
   }
 }
 
-// Largest element index a tensor's strides reach, plus one.
-std::int64_t extent(const Tensor& t, const ForwardArgs& a, int seqlen) {
-  return t.offset + (a.batch - 1) * t.batch_stride + (seqlen - 1) * t.seq_stride + (a.heads - 1) * t.head_stride +
-         a.head_dim;
+// Largest element index a tensor's strides reach, plus one (0 when it has no rows).
+std::int64_t extent(const Tensor& t, const ForwardArgs& a, int batch, int rows, int heads) {
+  if (rows == 0) return 0;
+  return t.offset + (batch - 1) * t.batch_stride + static_cast<std::int64_t>(rows - 1) * t.seq_stride +
+         (heads - 1) * t.head_stride + a.head_dim;
 }
 
 cl_context context_of(cl_mem buffer, const char* name) {
@@ -52,6 +60,32 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need_bytes, con
     fail(Status::InvalidArgument, name, ": shape and strides reach byte ", need_bytes, " but the buffer holds ", have);
 }
 
+// Reads cu_seqlens (B + 1 int32) after `wait` and checks it; returns the total row count.
+int check_cu_seqlens(cl_command_queue queue, cl_context context, cl_mem buffer, int batch, int max_len,
+                     const char* name, const char* max_name, const std::vector<cl_event>& wait) {
+  const std::size_t n = static_cast<std::size_t>(batch) + 1;
+  if (buffer == nullptr) fail(Status::InvalidHandle, name, ": null cl_mem (cu_seqlens_q and cu_seqlens_k go together)");
+  if (context_of(buffer, name) != context)
+    fail(Status::InvalidHandle, name, ": buffer belongs to another cl_context than the queue");
+  if (size_of(buffer) < n * sizeof(std::int32_t))
+    fail(Status::InvalidArgument, name, ": needs batch + 1 = ", n, " int32 entries but the buffer holds ",
+         size_of(buffer), " bytes");
+  std::vector<std::int32_t> cu(n);
+  const cl_int err = clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, n * sizeof(std::int32_t), cu.data(),
+                                         static_cast<cl_uint>(wait.size()), wait.empty() ? nullptr : wait.data(), nullptr);
+  if (err != CL_SUCCESS) fail(Status::OpenCLError, name, ": clEnqueueReadBuffer failed (", err, ")");
+  if (cu[0] < 0) fail(Status::InvalidArgument, name, ": entry 0 must be >= 0, got ", cu[0]);
+  for (int b = 0; b < batch; ++b) {
+    if (cu[b + 1] < cu[b])
+      fail(Status::InvalidArgument, name, ": must be non-decreasing, but entry ", b + 1, " (", cu[b + 1],
+           ") < entry ", b, " (", cu[b], ")");
+    if (cu[b + 1] - cu[b] > max_len)
+      fail(Status::InvalidArgument, name, ": sequence ", b, " has ", cu[b + 1] - cu[b], " rows, more than ", max_name,
+           " (the maximum length) ", max_len);
+  }
+  return cu[batch];
+}
+
 }  // namespace
 
 ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
@@ -66,6 +100,44 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
   if (a.batch > 65535 || a.heads > 65535)
     fail(Status::InvalidArgument, "batch/heads: at most 65535 each (work-group grid limit)");
+  if (a.heads_kv == 0) a.heads_kv = a.heads;
+  if (a.heads_kv < 0 || a.heads % a.heads_kv != 0)
+    fail(Status::InvalidArgument, "heads_kv: heads (", a.heads, ") must be a multiple of heads_kv (", a.heads_kv,
+         ") for GQA/MQA");
+  if (a.window.left < -1) fail(Status::InvalidArgument, "window.left: must be >= -1 (-1: unbounded), got ", a.window.left);
+  if (a.window.right < -1)
+    fail(Status::InvalidArgument, "window.right: must be >= -1 (-1: unbounded), got ", a.window.right);
+  if (!std::isfinite(a.softcap) || a.softcap < 0.0f)
+    fail(Status::InvalidArgument, "softcap: must be finite and >= 0 (0: off), got ", a.softcap);
+  if ((a.cu_seqlens_q == nullptr) != (a.cu_seqlens_k == nullptr))
+    fail(Status::InvalidArgument, a.cu_seqlens_q == nullptr ? "cu_seqlens_q" : "cu_seqlens_k",
+         ": cu_seqlens_q and cu_seqlens_k must be given together");
+  if (a.alibi_slopes == nullptr) a.alibi_per_batch = false;
+  Mask& m = a.mask;
+  switch (m.kind) {
+    case MaskKind::None: m = Mask{}; break;
+    case MaskKind::Bool: case MaskKind::Bias: break;
+    default: fail(Status::InvalidArgument, "mask.kind: unknown value ", static_cast<int>(m.kind));
+  }
+  if (m.kind != MaskKind::None) {
+    if (m.batch == 0) m.batch = a.batch;
+    if (m.heads == 0) m.heads = a.heads;
+    if (m.batch != 1 && m.batch != a.batch)
+      fail(Status::InvalidArgument, "mask.batch: ", m.batch, " does not broadcast to batch ", a.batch, " (use 1 or ",
+           a.batch, ")");
+    if (m.heads != 1 && m.heads != a.heads)
+      fail(Status::InvalidArgument, "mask.heads: ", m.heads, " does not broadcast to heads ", a.heads, " (use 1 or ",
+           a.heads, ")");
+    if (m.offset < 0 || m.batch_stride < 0 || m.head_stride < 0 || m.row_stride < 0)
+      fail(Status::InvalidArgument, "mask: offset and strides must be >= 0");
+    if (m.batch_stride == 0 && m.head_stride == 0 && m.row_stride == 0) {  // dense (mask.batch, mask.heads, Nq, Nk)
+      m.row_stride = a.seqlen_k;
+      m.head_stride = m.row_stride * a.seqlen_q;
+      m.batch_stride = m.head_stride * m.heads;
+    }
+    if (m.batch == 1) m.batch_stride = 0;  // broadcast
+    if (m.heads == 1) m.head_stride = 0;
+  }
   if (!a.scale) a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
   if (!std::isfinite(*a.scale)) fail(Status::InvalidArgument, "scale: must be finite, got ", *a.scale);
   switch (a.algorithm) {
@@ -73,14 +145,14 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     default: fail(Status::InvalidArgument, "algorithm: unknown value ", static_cast<int>(a.algorithm));
   }
   if (a.algorithm == Algorithm::Auto) a.algorithm = resolve_algorithm(device, a);
-  resolve_strides(a.q, a, a.seqlen_q, "q");
-  resolve_strides(a.k, a, a.seqlen_k, "k");
-  resolve_strides(a.v, a, a.seqlen_k, "v");
-  resolve_strides(a.o, a, a.seqlen_q, "o");
+  resolve_strides(a.q, a, a.seqlen_q, a.heads, "q");
+  resolve_strides(a.k, a, a.seqlen_k, a.heads_kv, "k");
+  resolve_strides(a.v, a, a.seqlen_k, a.heads_kv, "v");
+  resolve_strides(a.o, a, a.seqlen_q, a.heads, "o");
   return a;
 }
 
-Problem validate(cl_command_queue queue, const ForwardArgs& args) {
+Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait) {
   if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
   Problem p;
   if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
@@ -90,13 +162,31 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args) {
   p.args = normalize_shape(p.device, args);
   const ForwardArgs& a = p.args;
 
+  // varlen: packed rows (one "batch" of total rows); else (B, S) rows
+  const bool varlen = is_varlen(a);
+  int total_q = a.seqlen_q, total_k = a.seqlen_k;
+  if (varlen) {
+    total_q = check_cu_seqlens(queue, p.context, a.cu_seqlens_q, a.batch, a.seqlen_q, "cu_seqlens_q", "seqlen_q", wait);
+    total_k = check_cu_seqlens(queue, p.context, a.cu_seqlens_k, a.batch, a.seqlen_k, "cu_seqlens_k", "seqlen_k", wait);
+  }
+  const int tensor_batch = varlen ? 1 : a.batch;
   const std::size_t elem = element_size(a.dtype);
-  check_buffer(a.q.buffer, p.context, extent(a.q, a, a.seqlen_q) * elem, "q");
-  check_buffer(a.k.buffer, p.context, extent(a.k, a, a.seqlen_k) * elem, "k");
-  check_buffer(a.v.buffer, p.context, extent(a.v, a, a.seqlen_k) * elem, "v");
-  check_buffer(a.o.buffer, p.context, extent(a.o, a, a.seqlen_q) * elem, "o");
+  check_buffer(a.q.buffer, p.context, extent(a.q, a, tensor_batch, total_q, a.heads) * elem, "q");
+  check_buffer(a.k.buffer, p.context, extent(a.k, a, tensor_batch, total_k, a.heads_kv) * elem, "k");
+  check_buffer(a.v.buffer, p.context, extent(a.v, a, tensor_batch, total_k, a.heads_kv) * elem, "v");
+  check_buffer(a.o.buffer, p.context, extent(a.o, a, tensor_batch, total_q, a.heads) * elem, "o");
   if (a.lse != nullptr)
-    check_buffer(a.lse, p.context, static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q * sizeof(float), "lse");
+    check_buffer(a.lse, p.context, static_cast<std::size_t>(tensor_batch) * a.heads * total_q * sizeof(float), "lse");
+  if (a.alibi_slopes != nullptr)
+    check_buffer(a.alibi_slopes, p.context,
+                 static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float), "alibi_slopes");
+  const Mask& m = a.mask;
+  if (m.kind != MaskKind::None) {
+    const std::int64_t reach = m.offset + (m.batch - 1) * m.batch_stride + (m.heads - 1) * m.head_stride +
+                               static_cast<std::int64_t>(a.seqlen_q - 1) * m.row_stride + a.seqlen_k;
+    if (m.buffer == nullptr) fail(Status::InvalidHandle, "mask: null cl_mem with mask.kind set");
+    check_buffer(m.buffer, p.context, reach * (m.kind == MaskKind::Bool ? 1 : sizeof(float)), "mask");
+  }
   const std::size_t workspace = workspace_bytes_for(p.device, a);
   if (a.workspace != nullptr) check_buffer(a.workspace, p.context, workspace, "workspace");
   else if (workspace > p.facts->max_alloc_bytes)
@@ -122,6 +212,19 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args) {
   k.write_lse = a.lse != nullptr ? 1 : 0;
   k.scale = *a.scale;
   k.scale_log2 = static_cast<float>(static_cast<double>(*a.scale) * 1.4426950408889634);
+  k.heads_kv = a.heads_kv;
+  k.kv_group = a.heads / a.heads_kv;
+  // |i - j| never exceeds Nq + Nk, so larger window sides are clamped there (no int overflow)
+  const int reach = a.seqlen_q + a.seqlen_k;
+  k.window_left = a.window.left < 0 ? -1 : std::min(a.window.left, reach);
+  k.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, reach);
+  k.total_q = total_q;
+  k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
+  k.softcap = a.softcap;
+  k.mask_offset = m.offset;
+  k.mask_batch_stride = m.batch_stride;
+  k.mask_head_stride = m.head_stride;
+  k.mask_row_stride = m.row_stride;
   return p;
 }
 

@@ -37,8 +37,19 @@ typedef struct {
   int64_t offset, batch_stride, seq_stride, head_stride;
 } fcl_tensor;
 
+/* Optional mask, as SDPA's attn_mask: (B or 1, H or 1, Nq, Nk), keys contiguous; element (b, h, i, j)
+ * at offset + b*batch_stride + h*head_stride + i*row_stride + j (all strides 0: dense). BOOL: uint8,
+ * 0 hides the key; BIAS: fp32 added to the scaled scores. batch/heads: 1 broadcasts, 0 means B/H. */
+typedef enum { FCL_MASK_NONE = 0, FCL_MASK_BOOL = 1, FCL_MASK_BIAS = 2 } fcl_mask_kind;
 typedef struct {
-  int batch, heads, seqlen_q, seqlen_k, head_dim; /* head_dim 1..256 */
+  fcl_mask_kind kind;
+  cl_mem buffer;
+  int batch, heads;
+  int64_t offset, batch_stride, head_stride, row_stride;
+} fcl_mask;
+
+typedef struct {
+  int batch, heads, seqlen_q, seqlen_k, head_dim; /* head_dim 1..256; varlen: seqlen_q/k are maxima */
   float scale;                                     /* 0: 1/sqrt(head_dim) */
   int causal;                                      /* bottom-right aligned when seqlen_q != seqlen_k */
   fcl_dtype dtype;
@@ -47,9 +58,19 @@ typedef struct {
   cl_mem lse;                                      /* optional (B, H, Nq) fp32 log-sum-exp */
   cl_mem workspace;                                /* optional, >= fcl_workspace_bytes() */
   int block_rows, block_cols;                      /* tile override; 0: planner's choice */
+  int heads_kv;                                    /* GQA/MQA: K/V heads, heads % heads_kv == 0; 0: heads */
+  int window_left, window_right;                   /* sliding window as flash-attn; -1: unbounded */
+  float softcap;                                   /* s <- c*tanh(s/c); 0: off */
+  cl_mem alibi_slopes;                             /* fp32 (H), or (B, H) when alibi_per_batch */
+  int alibi_per_batch;
+  fcl_mask mask;                                   /* optional bias or boolean mask */
+  cl_mem cu_seqlens_q, cu_seqlens_k;               /* varlen: int32 (B + 1) offsets; Q/O packed
+                                                      (total_q, H, d), K/V (total_k, H_kv, d),
+                                                      LSE (H, total_q) */
 } fcl_forward_args;
 
-/* Zeroes *args and sets the defaults (auto algorithm, fp32, default scale). */
+/* Zeroes *args and sets the defaults (auto algorithm, fp32, default scale, every variant off:
+ * window -1/-1). Call it before filling the fields: a zeroed window would be (0, 0). */
 FCL_API void fcl_forward_args_init(fcl_forward_args* args);
 
 /* Enqueues attention on `queue` after the wait list. `event` (optional) receives the last kernel's

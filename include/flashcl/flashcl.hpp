@@ -1,4 +1,4 @@
-// flashcl C++ API: exact attention O = softmax(scale·QKᵀ [+ causal mask])·V on any OpenCL device,
+// flashcl C++ API: exact attention O = softmax(scale·QKᵀ [+ bias, masks])·V on any OpenCL device,
 // computed by the baseline (standard) or the FlashAttention algorithms (fa1, fa2). The low-level
 // call works on the caller's own context, queue and buffers and enqueues asynchronously; the
 // Session layer picks a device and takes host arrays. Every error is a flashcl::Error carrying a
@@ -74,7 +74,29 @@ struct TileOverride {
   int rows_per_team = 0;  // query rows each team owns (fa1/fa2)
 };
 
-// One attention call. Shapes: Q (B, Nq, H, d); K, V (B, Nk, H, d); O like Q; LSE (B, H, Nq) fp32.
+// Optional mask, as SDPA's attn_mask: shape (B or 1, H or 1, Nq, Nk), keys contiguous; element
+// (b, h, i, j) is at offset + b·batch_stride + h·head_stride + i·row_stride + j (strides of
+// broadcast dims are ignored; all three 0 means dense). Bool: uint8, 0 hides the key (SDPA's
+// False); Bias: fp32 added to the scaled scores (-inf hides).
+enum class MaskKind { None, Bool, Bias };
+struct Mask {
+  MaskKind kind = MaskKind::None;
+  cl_mem buffer = nullptr;
+  int batch = 0;  // 1 (broadcast) or B; 0 means B
+  int heads = 0;  // 1 (broadcast) or H; 0 means H
+  std::int64_t offset = 0, batch_stride = 0, head_stride = 0, row_stride = 0;
+};
+
+// Local (sliding-window) attention as flash-attn's window_size: query i sees keys j with
+// i + Nk − Nq − left ≤ j ≤ i + Nk − Nq + right; −1 leaves a side unbounded. Combines with causal.
+struct Window {
+  int left = -1, right = -1;
+};
+
+// One attention call. Shapes: Q (B, Nq, H, d); K, V (B, Nk, H_kv, d); O like Q; LSE (B, H, Nq)
+// fp32. Variable-length batches (cu_seqlens_q/k set): Q and O are packed (total_q, H, d), K and V
+// (total_k, H_kv, d), batch strides are ignored, seqlen_q/k are the maximum lengths and LSE is
+// (H, total_q). Every variant is off by default.
 struct ForwardArgs {
   int batch = 0;
   int heads = 0;
@@ -89,6 +111,15 @@ struct ForwardArgs {
   cl_mem lse = nullptr;            // optional, dense (B, H, Nq) fp32
   cl_mem workspace = nullptr;      // optional scratch of at least workspace_bytes(); else allocated
   TileOverride tile;
+
+  int heads_kv = 0;                 // K/V heads, GQA/MQA (heads % heads_kv == 0); 0: = heads
+  Window window;                    // sliding window; {-1, -1}: off
+  float softcap = 0.0f;             // scores s <- c·tanh(s/c) before the softmax; 0: off
+  cl_mem alibi_slopes = nullptr;    // ALiBi: fp32 slopes (H), or (B, H) with alibi_per_batch;
+  bool alibi_per_batch = false;     //   bias −slope·|i + Nk − Nq − j| (flash-attn's convention)
+  Mask mask;                        // additive bias or boolean mask, broadcast over B and H
+  cl_mem cu_seqlens_q = nullptr;    // varlen: int32 (B + 1) cumulative offsets of the packed
+  cl_mem cu_seqlens_k = nullptr;    //   sequences, non-decreasing (both or neither)
 };
 
 // The algorithm `auto` resolves to for this device and shape.
