@@ -6,15 +6,26 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <utility>
 
 namespace flashcl::bench {
 
 double Shape::effective_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(head_dim)); }
-std::size_t Shape::q_elems() const { return static_cast<std::size_t>(batch) * seqlen_q * heads * head_dim; }
-std::size_t Shape::kv_elems() const { return static_cast<std::size_t>(batch) * seqlen_k * heads * head_dim; }
-std::size_t Shape::rows() const { return static_cast<std::size_t>(batch) * heads * seqlen_q; }
+std::size_t Shape::q_row(int b, int i) const {
+  return varlen() ? static_cast<std::size_t>(cu_seqlens_q[b]) + i : static_cast<std::size_t>(b) * seqlen_q + i;
+}
+std::size_t Shape::k_row(int b, int j) const {
+  return varlen() ? static_cast<std::size_t>(cu_seqlens_k[b]) + j : static_cast<std::size_t>(b) * seqlen_k + j;
+}
+std::size_t Shape::total_q() const { return varlen() ? cu_seqlens_q[batch] : static_cast<std::size_t>(batch) * seqlen_q; }
+std::size_t Shape::total_k() const { return varlen() ? cu_seqlens_k[batch] : static_cast<std::size_t>(batch) * seqlen_k; }
+std::size_t Shape::q_elems() const { return total_q() * heads * head_dim; }
+std::size_t Shape::kv_elems() const { return total_k() * kv_heads() * head_dim; }
+std::size_t Shape::rows() const { return total_q() * heads; }
 double Shape::flops() const {
-  const double f = 4.0 * batch * heads * static_cast<double>(seqlen_q) * seqlen_k * head_dim;
+  double pairs = 0.0;  // query-key products over the batch (varlen: each sequence's own)
+  for (int b = 0; b < batch; ++b) pairs += static_cast<double>(len_q(b)) * len_k(b);
+  const double f = 4.0 * heads * pairs * head_dim;
   return causal ? f / 2 : f;
 }
 
@@ -31,30 +42,52 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplit
 
 namespace {
 
-// One query row of one (batch, head): writes d outputs and returns the LSE.
+// One query row of one (batch, head): writes d outputs and returns the LSE. Scores follow the
+// kernels' order: scale·q·k, softcap, ALiBi, bias; hidden keys (causal, window, bool mask) drop out.
 double reference_row(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
                      const std::vector<float>& v, int b, int h, int i, std::vector<double>& scores, double* out) {
-  const int d = s.head_dim, H = s.heads;
-  const float* qi = &q[((static_cast<std::size_t>(b) * s.seqlen_q + i) * H + h) * d];
-  // bottom-right aligned causal mask: query i sees keys j <= i + Nk - Nq
-  const int visible = s.causal ? std::min(s.seqlen_k, i + s.seqlen_k - s.seqlen_q + 1) : s.seqlen_k;
-  if (visible <= 0) return -std::numeric_limits<double>::infinity();  // no visible key: O = 0
+  const int d = s.head_dim, H = s.heads, Hk = s.kv_heads(), hk = h / (H / Hk);
+  const int lq = s.len_q(b), lk = s.len_k(b), shift = lk - lq;  // bottom-right alignment per sequence
+  const double inf = std::numeric_limits<double>::infinity();
+  const float* qi = &q[(s.q_row(b, i) * H + h) * d];
   const double scale = s.effective_scale();
-  double m = -std::numeric_limits<double>::infinity();
-  for (int j = 0; j < visible; ++j) {
-    const float* kj = &k[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
+  const double slope = s.alibi_slopes.empty() ? 0.0
+                       : s.alibi_slopes.size() == static_cast<std::size_t>(H) ? s.alibi_slopes[h]
+                                                                            : s.alibi_slopes[b * H + h];
+  const float* mask_row = nullptr;
+  if (s.mask != MaskMode::None) {
+    const std::size_t mb = s.mask_batch == 1 ? 0 : b, mh = s.mask_heads == 1 ? 0 : h;
+    mask_row = &s.mask_values[((mb * s.mask_heads + mh) * s.seqlen_q + i) * s.seqlen_k];
+  }
+  double m = -inf;
+  for (int j = 0; j < lk; ++j) {
+    const long rel = static_cast<long>(j) - i - shift;  // key position relative to the diagonal
+    bool hidden = (s.causal && rel > 0) || (s.window_left >= 0 && rel < -s.window_left) ||
+                  (s.window_right >= 0 && rel > s.window_right) ||
+                  (s.mask == MaskMode::Bool && mask_row[j] == 0.0f);
+    if (hidden) {
+      scores[j] = -inf;
+      continue;
+    }
+    const float* kj = &k[(s.k_row(b, j) * Hk + hk) * d];
     double dot = 0.0;
     for (int c = 0; c < d; ++c) dot += static_cast<double>(qi[c]) * kj[c];
-    scores[j] = dot * scale;
-    m = std::max(m, scores[j]);
+    double x = dot * scale;
+    if (s.softcap > 0.0) x = s.softcap * std::tanh(x / s.softcap);
+    x -= slope * std::fabs(static_cast<double>(rel));
+    if (s.mask == MaskMode::Bias) x += mask_row[j];
+    scores[j] = x;
+    m = std::max(m, x);
   }
+  if (m == -inf) return -inf;  // no visible key: O = 0
   double sum = 0.0;
-  for (int j = 0; j < visible; ++j) {
-    scores[j] = std::exp(scores[j] - m);
+  for (int j = 0; j < lk; ++j) {
+    scores[j] = scores[j] == -inf ? 0.0 : std::exp(scores[j] - m);
     sum += scores[j];
   }
-  for (int j = 0; j < visible; ++j) {
-    const float* vj = &v[((static_cast<std::size_t>(b) * s.seqlen_k + j) * H + h) * d];
+  for (int j = 0; j < lk; ++j) {
+    if (scores[j] == 0.0) continue;
+    const float* vj = &v[(s.k_row(b, j) * Hk + hk) * d];
     const double p = scores[j] / sum;
     for (int c = 0; c < d; ++c) out[c] += p * vj[c];
   }
@@ -68,9 +101,23 @@ Reference reference_attention_rows(const Shape& s, const std::vector<float>& q, 
   const int d = s.head_dim, H = s.heads;
   const std::size_t n = rows.size();
   Reference ref;
+  std::vector<double> scores(s.seqlen_k);
+  if (s.varlen()) {  // packed (sequence, row) order, only the rows each sequence has
+    std::vector<std::pair<int, int>> picked;
+    for (int b = 0; b < s.batch; ++b)
+      for (int r : rows)
+        if (r < s.len_q(b)) picked.emplace_back(b, r);
+    const std::size_t total = picked.size();
+    ref.out.assign(total * H * d, 0.0);
+    ref.lse.assign(total * H, -std::numeric_limits<double>::infinity());
+    for (std::size_t t = 0; t < total; ++t)
+      for (int h = 0; h < H; ++h)
+        ref.lse[h * total + t] =
+            reference_row(s, q, k, v, picked[t].first, h, picked[t].second, scores, &ref.out[(t * H + h) * d]);
+    return ref;
+  }
   ref.out.assign(static_cast<std::size_t>(s.batch) * n * H * d, 0.0);
   ref.lse.assign(static_cast<std::size_t>(s.batch) * H * n, -std::numeric_limits<double>::infinity());
-  std::vector<double> scores(s.seqlen_k);
   for (int b = 0; b < s.batch; ++b)
     for (int h = 0; h < H; ++h)
       for (std::size_t r = 0; r < n; ++r) {
@@ -98,13 +145,14 @@ std::vector<int> sample_rows(const Shape& s, double max_macs) {
 }
 
 std::vector<float> gather_rows(const Shape& s, const std::vector<float>& out, const std::vector<int>& rows) {
-  const std::size_t n = rows.size(), width = static_cast<std::size_t>(s.heads) * s.head_dim;
-  std::vector<float> picked(static_cast<std::size_t>(s.batch) * n * width);
+  const std::size_t width = static_cast<std::size_t>(s.heads) * s.head_dim;
+  std::vector<float> picked;
   for (int b = 0; b < s.batch; ++b)
-    for (std::size_t r = 0; r < n; ++r) {
-      const float* from = &out[(static_cast<std::size_t>(b) * s.seqlen_q + rows[r]) * width];
-      std::copy(from, from + width, &picked[(static_cast<std::size_t>(b) * n + r) * width]);
-    }
+    for (int r : rows)
+      if (r < s.len_q(b)) {  // always true without varlen
+        const float* from = &out[s.q_row(b, r) * width];
+        picked.insert(picked.end(), from, from + width);
+      }
   return picked;
 }
 

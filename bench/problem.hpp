@@ -8,15 +8,38 @@
 
 namespace flashcl::bench {
 
+// The optional mask of a shape (as SDPA's attn_mask).
+enum class MaskMode { None, Bool, Bias };
+
 struct Shape {
   int batch = 1, heads = 1, seqlen_q = 128, seqlen_k = 128, head_dim = 64;
   bool causal = false;
   double scale = 0.0;  // 0: 1/sqrt(d)
 
+  // Variants; every default is off, so a shape without them is plain attention.
+  int heads_kv = 0;                          // K/V heads (GQA/MQA); 0: = heads
+  int window_left = -1, window_right = -1;   // sliding window (flash-attn's window_size); -1: unbounded
+  double softcap = 0.0;                      // s <- c·tanh(s/c) before the softmax; 0: off
+  std::vector<float> alibi_slopes;           // empty: off; H slopes, or B·H
+  MaskMode mask = MaskMode::None;
+  int mask_batch = 1, mask_heads = 1;        // the mask's dims: 1 (broadcast) or B, 1 or H
+  std::vector<float> mask_values;            // dense (mask_batch, mask_heads, Nq, Nk): Bool 0/1, Bias added
+  std::vector<int> cu_seqlens_q, cu_seqlens_k;  // empty: off; B + 1 offsets; seqlen_q/k are the maxima
+
+  int kv_heads() const { return heads_kv > 0 ? heads_kv : heads; }
+  bool varlen() const { return !cu_seqlens_q.empty(); }
+  int len_q(int b) const { return varlen() ? cu_seqlens_q[b + 1] - cu_seqlens_q[b] : seqlen_q; }
+  int len_k(int b) const { return varlen() ? cu_seqlens_k[b + 1] - cu_seqlens_k[b] : seqlen_k; }
+  // Row of query i / key j of sequence b in the (rows, heads, d) view of Q / K: packed when varlen.
+  std::size_t q_row(int b, int i) const;
+  std::size_t k_row(int b, int j) const;
+  std::size_t total_q() const;  // B·Nq, or cu_seqlens_q[B]
+  std::size_t total_k() const;
+
   double effective_scale() const;
-  std::size_t q_elems() const;   // B·Nq·H·d
-  std::size_t kv_elems() const;  // B·Nk·H·d
-  std::size_t rows() const;      // B·H·Nq
+  std::size_t q_elems() const;   // B·Nq·H·d (varlen: total_q·H·d)
+  std::size_t kv_elems() const;  // B·Nk·H_kv·d (varlen: total_k·H_kv·d)
+  std::size_t rows() const;      // B·H·Nq (varlen: H·total_q): the LSE's size
   // FlashAttention convention: 4·B·H·Nq·Nk·d, halved when causal.
   double flops() const;
 };
@@ -25,16 +48,18 @@ struct Shape {
 std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplitude = 1.0f);
 
 struct Reference {
-  std::vector<double> out;  // (B, Nq, H, d) dense
-  std::vector<double> lse;  // (B, H, Nq); -inf for rows that see no key
+  std::vector<double> out;  // (B, Nq, H, d) dense; varlen: (total_q, H, d)
+  std::vector<double> lse;  // (B, H, Nq); varlen: (H, total_q); -inf for rows that see no key
 };
 
-// Exact attention in float64 on dense (B, S, H, d) inputs.
+// Exact attention in float64 on dense (B, S, H, d) inputs (varlen: packed (total, H, d)), with
+// every variant of the shape: GQA, window, causal, softcap, ALiBi, mask, varlen.
 Reference reference_attention(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
                               const std::vector<float>& v);
 
 // The same for the query rows `rows` only (each in [0, Nq)), in every batch and head: out is
-// (B, rows.size(), H, d) dense and lse (B, H, rows.size()). A check of a long sequence costs
+// (B, rows.size(), H, d) dense and lse (B, H, rows.size()). Varlen: the rows each sequence has,
+// packed in (sequence, row) order: out (n, H, d), lse (H, n). A check of a long sequence costs
 // rows.size()/Nq of the full O(B·H·Nq·Nk·d) reference.
 Reference reference_attention_rows(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
                                    const std::vector<float>& v, const std::vector<int>& rows);

@@ -56,6 +56,16 @@ std::string Case::name() const {
   o << "B" << shape.batch << "_H" << shape.heads << "_Nq" << shape.seqlen_q << "_Nk" << shape.seqlen_k << "_d"
     << shape.head_dim << (shape.causal ? "_causal" : "") << (shape.scale != 0.0 ? "_scaled" : "")
     << (layout == Layout::BHSD ? "_bhsd" : layout == Layout::PaddedRows ? "_padded" : "");
+  if (shape.heads_kv > 0 && shape.heads_kv != shape.heads) o << "_hkv" << shape.heads_kv;
+  auto side = [](int w) { return w < 0 ? std::string("inf") : std::to_string(w); };
+  if (shape.window_left >= 0 || shape.window_right >= 0)
+    o << "_win" << side(shape.window_left) << "x" << side(shape.window_right);
+  if (shape.softcap > 0.0) o << "_softcap" << static_cast<int>(shape.softcap);
+  if (!shape.alibi_slopes.empty()) o << (shape.alibi_slopes.size() > static_cast<std::size_t>(shape.heads) ? "_alibiBH" : "_alibi");
+  if (shape.mask != bench::MaskMode::None)
+    o << (shape.mask == bench::MaskMode::Bool ? "_bool" : "_bias") << shape.mask_batch << "x" << shape.mask_heads;
+  if (shape.varlen()) o << "_varlen";
+  if (dtype != DType::F32) o << "_" << to_string(dtype);
   return o.str();
 }
 
@@ -138,16 +148,59 @@ std::vector<float> DeviceBuffer::read() const {
   return host;
 }
 
+DeviceBytes::DeviceBytes(const void* data, std::size_t bytes) {
+  cl_int err = CL_SUCCESS;
+  mem = clCreateBuffer(session().context(), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, const_cast<void*>(data),
+                       &err);
+  check(err, "clCreateBuffer");
+}
+
+DeviceBytes::~DeviceBytes() { clReleaseMemObject(mem); }
+
+void VariantBuffers::apply(const bench::Shape& s, ForwardArgs& args) {
+  auto hold = [&](const void* data, std::size_t bytes) {
+    held.push_back(std::make_unique<DeviceBytes>(data, bytes));
+    return held.back()->mem;
+  };
+  args.heads_kv = s.heads_kv;
+  args.window = {s.window_left, s.window_right};
+  args.softcap = static_cast<float>(s.softcap);
+  if (!s.alibi_slopes.empty()) {
+    args.alibi_slopes = hold(s.alibi_slopes.data(), s.alibi_slopes.size() * sizeof(float));
+    args.alibi_per_batch = s.alibi_slopes.size() > static_cast<std::size_t>(s.heads);
+  }
+  if (s.mask != bench::MaskMode::None) {
+    args.mask.kind = s.mask == bench::MaskMode::Bool ? MaskKind::Bool : MaskKind::Bias;
+    args.mask.batch = s.mask_batch;
+    args.mask.heads = s.mask_heads;
+    if (s.mask == bench::MaskMode::Bool) {
+      std::vector<std::uint8_t> bytes(s.mask_values.size());
+      for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = s.mask_values[i] != 0.0f ? 1 : 0;
+      args.mask.buffer = hold(bytes.data(), bytes.size());
+    } else {
+      args.mask.buffer = hold(s.mask_values.data(), s.mask_values.size() * sizeof(float));
+    }
+  }
+  if (s.varlen()) {
+    args.cu_seqlens_q = hold(s.cu_seqlens_q.data(), s.cu_seqlens_q.size() * sizeof(int));
+    args.cu_seqlens_k = hold(s.cu_seqlens_k.data(), s.cu_seqlens_k.size() * sizeof(int));
+  }
+}
+
 CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile) {
   const auto& s = c.shape;
   // inputs already in storage precision, so the reference sees exactly what the kernels read
-  const auto q = round_to(c.dtype, bench::random_values(s.q_elems(), c.seed * 3 + 0));
-  const auto k = round_to(c.dtype, bench::random_values(s.kv_elems(), c.seed * 3 + 1));
+  const auto q = round_to(c.dtype, bench::random_values(s.q_elems(), c.seed * 3 + 0, c.amplitude));
+  const auto k = round_to(c.dtype, bench::random_values(s.kv_elems(), c.seed * 3 + 1, c.amplitude));
   const auto v = round_to(c.dtype, bench::random_values(s.kv_elems(), c.seed * 3 + 2));
-  DeviceTensor dq(c.layout, s.batch, s.seqlen_q, s.heads, s.head_dim, &q, c.dtype);
-  DeviceTensor dk(c.layout, s.batch, s.seqlen_k, s.heads, s.head_dim, &k, c.dtype);
-  DeviceTensor dv(c.layout, s.batch, s.seqlen_k, s.heads, s.head_dim, &v, c.dtype);
-  DeviceTensor dout(c.layout, s.batch, s.seqlen_q, s.heads, s.head_dim, nullptr, c.dtype);  // all NaN
+  // varlen: Q/O are one packed (total_q, H, d) tensor, K/V (total_k, H_kv, d)
+  const int tb = s.varlen() ? 1 : s.batch;
+  const int rows_q = s.varlen() ? static_cast<int>(s.total_q()) : s.seqlen_q;
+  const int rows_k = s.varlen() ? static_cast<int>(s.total_k()) : s.seqlen_k;
+  DeviceTensor dq(c.layout, tb, rows_q, s.heads, s.head_dim, &q, c.dtype);
+  DeviceTensor dk(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, &k, c.dtype);
+  DeviceTensor dv(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, &v, c.dtype);
+  DeviceTensor dout(c.layout, tb, rows_q, s.heads, s.head_dim, nullptr, c.dtype);  // all NaN
   DeviceBuffer dlse(s.rows(), kNaN);
 
   ForwardArgs args;
@@ -166,6 +219,8 @@ CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile) {
   args.o = dout.view;
   args.lse = dlse.mem;
   args.tile = tile;
+  VariantBuffers variants;
+  variants.apply(s, args);
   forward(session().queue(), args).wait();
 
   CaseResult r;

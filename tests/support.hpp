@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct Case {
   Layout layout = Layout::BSHD;
   DType dtype = DType::F32;
   std::uint64_t seed = 1;
+  float amplitude = 1.0f;  // Q and K are uniform in [-amplitude, amplitude) (large-magnitude tests)
   std::string name() const;
 };
 
@@ -57,6 +59,22 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer();
   std::vector<float> read() const;
+};
+
+// A cl_mem holding raw bytes (cu_seqlens, ALiBi slopes, masks).
+struct DeviceBytes {
+  cl_mem mem = nullptr;
+  DeviceBytes(const void* data, std::size_t bytes);
+  DeviceBytes(const DeviceBytes&) = delete;
+  DeviceBytes& operator=(const DeviceBytes&) = delete;
+  ~DeviceBytes();
+};
+
+// The variant arguments of a shape (GQA, window, softcap, ALiBi, mask, varlen) put into `args`,
+// with the device buffers they need kept alive by the returned object.
+struct VariantBuffers {
+  std::vector<std::unique_ptr<DeviceBytes>> held;
+  void apply(const bench::Shape& shape, ForwardArgs& args);
 };
 
 struct CaseResult {

@@ -190,6 +190,117 @@ TEST_F(Invalid, StandardTooLargeForDevice) {
   EXPECT_GT(workspace_bytes(session().device(), a), std::size_t{1} << 40);
 }
 
+// ---- variants: one test per parameter ----------------------------------------------------------
+TEST_F(Invalid, HeadsKvDoesNotDivideHeads) { auto a = valid_args(); a.heads_kv = 3; expect_rejected(a, Status::InvalidArgument, "heads_kv"); }
+TEST_F(Invalid, HeadsKvNegative) { auto a = valid_args(); a.heads_kv = -1; expect_rejected(a, Status::InvalidArgument, "heads_kv"); }
+TEST_F(Invalid, WindowLeftBelowMinusOne) { auto a = valid_args(); a.window = {-2, 0}; expect_rejected(a, Status::InvalidArgument, "window.left"); }
+TEST_F(Invalid, WindowRightBelowMinusOne) { auto a = valid_args(); a.window = {4, -3}; expect_rejected(a, Status::InvalidArgument, "window.right"); }
+TEST_F(Invalid, SoftcapNegative) { auto a = valid_args(); a.softcap = -1.0f; expect_rejected(a, Status::InvalidArgument, "softcap"); }
+TEST_F(Invalid, SoftcapNaN) {
+  auto a = valid_args();
+  a.softcap = std::numeric_limits<float>::quiet_NaN();
+  expect_rejected(a, Status::InvalidArgument, "softcap");
+}
+TEST_F(Invalid, AlibiSlopesTooSmall) {
+  DeviceBuffer slopes(kH - 1, 0.5f);
+  auto a = valid_args();
+  a.alibi_slopes = slopes.mem;
+  expect_rejected(a, Status::InvalidArgument, "alibi_slopes");
+}
+TEST_F(Invalid, AlibiPerBatchTooSmall) {
+  DeviceBuffer slopes(kH, 0.5f);  // (H) slopes, but (B, H) announced with B = 2
+  auto a = valid_args();
+  a.batch = 2;
+  a.seqlen_q = a.seqlen_k = kN / 2;
+  a.alibi_slopes = slopes.mem;
+  a.alibi_per_batch = true;
+  a.q.batch_stride = a.k.batch_stride = a.v.batch_stride = a.o.batch_stride = kN / 2 * kH * kD;
+  a.q.seq_stride = a.k.seq_stride = a.v.seq_stride = a.o.seq_stride = kH * kD;
+  a.q.head_stride = a.k.head_stride = a.v.head_stride = a.o.head_stride = kD;
+  expect_rejected(a, Status::InvalidArgument, "alibi_slopes");
+}
+TEST_F(Invalid, MaskBatchDoesNotBroadcast) {
+  DeviceBuffer m(4 * kH * kN * kN, 0.0f);
+  auto a = valid_args();
+  a.mask = {MaskKind::Bias, m.mem, 2, 0};  // 2 against batch 1
+  expect_rejected(a, Status::InvalidArgument, "mask.batch");
+}
+TEST_F(Invalid, MaskHeadsDoesNotBroadcast) {
+  DeviceBuffer m(4 * kH * kN * kN, 0.0f);
+  auto a = valid_args();
+  a.mask = {MaskKind::Bool, m.mem, 1, 3};  // 3 against heads 2
+  expect_rejected(a, Status::InvalidArgument, "mask.heads");
+}
+TEST_F(Invalid, MaskOverrunsBuffer) {
+  DeviceBuffer m(kH * kN * kN - 1, 0.0f);  // one float short of (1, H, N, N)
+  auto a = valid_args();
+  a.mask = {MaskKind::Bias, m.mem, 1, kH};
+  expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
+}
+TEST_F(Invalid, MaskRowStrideOverrunsBuffer) {
+  const std::vector<std::uint8_t> bytes(kN * kN, 1);
+  DeviceBytes m(bytes.data(), bytes.size());
+  auto a = valid_args();
+  a.mask = {MaskKind::Bool, m.mem, 1, 1, 0, 0, 0, kN + 1};  // rows further apart than the buffer allows
+  expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
+}
+TEST_F(Invalid, MaskKindWithoutBuffer) {
+  auto a = valid_args();
+  a.mask.kind = MaskKind::Bool;
+  expect_rejected(a, Status::InvalidHandle, "mask");
+}
+TEST_F(Invalid, CuSeqlensDecreasing) {
+  const int cu_q[] = {0, 10, 5}, cu_k[] = {0, 8, 16};
+  DeviceBytes dq(cu_q, sizeof cu_q), dk(cu_k, sizeof cu_k);
+  auto a = valid_args();
+  a.batch = 2;
+  a.cu_seqlens_q = dq.mem;
+  a.cu_seqlens_k = dk.mem;
+  expect_rejected(a, Status::InvalidArgument, "cu_seqlens_q: must be non-decreasing");
+}
+TEST_F(Invalid, CuSeqlensLongerThanMaximum) {
+  const int cu_q[] = {0, 8, 16}, cu_k[] = {0, 12, 16};
+  DeviceBytes dq(cu_q, sizeof cu_q), dk(cu_k, sizeof cu_k);
+  auto a = valid_args();
+  a.batch = 2;
+  a.seqlen_k = 10;  // sequence 0 has 12 keys
+  a.cu_seqlens_q = dq.mem;
+  a.cu_seqlens_k = dk.mem;
+  expect_rejected(a, Status::InvalidArgument, "cu_seqlens_k: sequence 0 has 12 rows");
+}
+TEST_F(Invalid, CuSeqlensOverrunTensors) {
+  const int cu_q[] = {0, 10, 20}, cu_k[] = {0, 8, 16};  // 20 packed query rows; Q and O hold 16
+  DeviceBytes dq(cu_q, sizeof cu_q), dk(cu_k, sizeof cu_k);
+  auto a = valid_args();
+  a.batch = 2;
+  a.cu_seqlens_q = dq.mem;
+  a.cu_seqlens_k = dk.mem;
+  expect_rejected(a, Status::InvalidArgument, "q: shape and strides reach");
+}
+TEST_F(Invalid, CuSeqlensBufferTooSmall) {
+  const int cu[] = {0, 16};
+  DeviceBytes dq(cu, sizeof cu), dk(cu, sizeof cu);
+  auto a = valid_args();
+  a.batch = 2;  // needs 3 entries
+  a.seqlen_q = a.seqlen_k = 8;
+  a.cu_seqlens_q = dq.mem;
+  a.cu_seqlens_k = dk.mem;
+  expect_rejected(a, Status::InvalidArgument, "cu_seqlens_q: needs batch + 1");
+}
+TEST_F(Invalid, CuSeqlensWithoutItsPartner) {
+  const int cu[] = {0, 16};
+  DeviceBytes dq(cu, sizeof cu);
+  auto a = valid_args();
+  a.cu_seqlens_q = dq.mem;
+  expect_rejected(a, Status::InvalidArgument, "cu_seqlens_k");
+}
+TEST_F(Invalid, DTypeLargerThanBuffers) {
+  DeviceTensor half_q{Layout::BSHD, kB, kN, kH, kD, &values, DType::F16};
+  auto a = valid_args();
+  a.q = half_q.view;  // fp16-sized buffer, fp32 announced
+  expect_rejected(a, Status::InvalidArgument, "q: shape and strides reach");
+}
+
 // A kernel that fails to compile reports the device, the options and the build log.
 TEST(BuildFailure, ReportsDeviceOptionsAndLog) {
   namespace fs = std::filesystem;

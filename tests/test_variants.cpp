@@ -1,0 +1,329 @@
+// test_variants.cpp: the attention variants against the float64 reference, on every path, with
+// outputs poisoned with NaN first: GQA/MQA, sliding windows (with and without causal), softcap,
+// ALiBi (H and B×H slopes), boolean masks and additive biases broadcast over batch and heads,
+// variable-length batches (empty sequences included), and their combinations in fp32, fp16 and
+// bf16. Rows that see no key (causal, window, mask, varlen) must give O = 0 and LSE = -inf; scores
+// around ±1e4 must stay finite and as accurate as fp32 allows; blocks wholly outside a window must
+// never be read. Shapes are small so the whole file stays within about a minute on two cores.
+#include <cmath>
+#include <limits>
+#include <tuple>
+
+#include "flashcl/flashcl.h"
+#include "support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+const float kInf = std::numeric_limits<float>::infinity();
+
+Case make(int nq, int nk, int d, bool causal, int b, int h, std::uint64_t seed) {
+  Case c;
+  c.shape.batch = b;
+  c.shape.heads = h;
+  c.shape.seqlen_q = nq;
+  c.shape.seqlen_k = nk;
+  c.shape.head_dim = d;
+  c.shape.causal = causal;
+  c.seed = seed;
+  return c;
+}
+
+Case gqa(Case c, int heads_kv) {
+  c.shape.heads_kv = heads_kv;
+  return c;
+}
+
+Case window(Case c, int left, int right) {
+  c.shape.window_left = left;
+  c.shape.window_right = right;
+  return c;
+}
+
+Case softcap(Case c, double cap) {
+  c.shape.softcap = cap;
+  return c;
+}
+
+// flash-attn's geometric slopes 2^(-8(h+1)/H), times 1 + b/4 when per batch.
+Case alibi(Case c, bool per_batch) {
+  const int H = c.shape.heads, B = per_batch ? c.shape.batch : 1;
+  c.shape.alibi_slopes.clear();
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h)
+      c.shape.alibi_slopes.push_back(static_cast<float>(std::exp2(-8.0 * (h + 1) / H) * (1.0 + b / 4.0)));
+  return c;
+}
+
+// A boolean mask (about a quarter of the keys hidden) or a bias in [-2, 2) with a few -inf, of
+// dims (mask_batch, mask_heads, Nq, Nk). Row 1 of the first slice is hidden entirely, so the
+// "no visible key" rule is exercised through the mask too.
+Case mask(Case c, bench::MaskMode mode, int mask_batch, int mask_heads) {
+  auto& s = c.shape;
+  s.mask = mode;
+  s.mask_batch = mask_batch;
+  s.mask_heads = mask_heads;
+  const std::size_t n = static_cast<std::size_t>(mask_batch) * mask_heads * s.seqlen_q * s.seqlen_k;
+  const auto r = bench::random_values(n, c.seed + 99);
+  s.mask_values.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (mode == bench::MaskMode::Bool) s.mask_values[i] = r[i] < -0.5f ? 0.0f : 1.0f;
+    else s.mask_values[i] = r[i] < -0.95f ? -kInf : 2.0f * r[i];
+  }
+  if (s.seqlen_q > 1)
+    for (int j = 0; j < s.seqlen_k; ++j) s.mask_values[s.seqlen_k + j] = mode == bench::MaskMode::Bool ? 0.0f : -kInf;
+  return c;
+}
+
+// Packed sequences of the given lengths; seqlen_q/k become the maxima.
+Case varlen(Case c, const std::vector<int>& len_q, const std::vector<int>& len_k) {
+  auto& s = c.shape;
+  s.batch = static_cast<int>(len_q.size());
+  s.cu_seqlens_q = {0};
+  s.cu_seqlens_k = {0};
+  s.seqlen_q = s.seqlen_k = 1;
+  for (std::size_t b = 0; b < len_q.size(); ++b) {
+    s.cu_seqlens_q.push_back(s.cu_seqlens_q.back() + len_q[b]);
+    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + len_k[b]);
+    s.seqlen_q = std::max(s.seqlen_q, len_q[b]);
+    s.seqlen_k = std::max(s.seqlen_k, len_k[b]);
+  }
+  return c;
+}
+
+Case dtype(Case c, DType t) {
+  c.dtype = t;
+  return c;
+}
+
+Case layout(Case c, Layout l) {
+  c.layout = l;
+  return c;
+}
+
+std::vector<Case> variant_cases() {
+  using bench::MaskMode;
+  // lengths with an empty query sequence, an empty key sequence and one that does not fill a block
+  const std::vector<int> vq = {37, 0, 70, 5, 1}, vk = {50, 9, 70, 0, 66};
+  // Each distinct set of -D switches is a program PoCL compiles (seconds each), so the cases share
+  // head dim 32 and, outside the combinations, causal only where it is the point.
+  return {
+      // GQA / MQA
+      gqa(make(70, 97, 32, true, 2, 6, 1), 2),
+      layout(gqa(make(65, 40, 32, false, 1, 4, 2), 1), Layout::PaddedRows),
+      // windows: causal + left, symmetric, one-sided each way, the diagonal only, with Nq != Nk
+      window(make(97, 97, 32, true, 1, 2, 3), 16, -1),
+      window(make(70, 130, 32, false, 2, 1, 4), 8, 8),
+      window(make(130, 70, 32, false, 1, 2, 5), -1, 3),
+      window(make(64, 100, 32, false, 1, 1, 6), 20, -1),
+      window(make(40, 40, 32, true, 1, 1, 7), 0, 0),
+      // softcap (Q/K amplitude 3 so the cap bites) and ALiBi, H and B x H slopes
+      softcap(make(70, 97, 32, false, 1, 2, 8), 5.0),
+      alibi(make(97, 70, 32, false, 2, 3, 9), false),
+      alibi(make(65, 65, 32, false, 2, 2, 10), true),
+      // masks: bool and bias, full and broadcast dims
+      mask(make(50, 70, 32, false, 2, 3, 11), MaskMode::Bool, 2, 3),
+      mask(make(70, 50, 32, false, 2, 3, 12), MaskMode::Bool, 1, 1),
+      mask(make(50, 70, 32, false, 2, 3, 13), MaskMode::Bias, 1, 3),
+      mask(make(64, 64, 32, false, 2, 2, 14), MaskMode::Bias, 2, 1),
+      // varlen (empty sequences on both sides), strided
+      varlen(make(1, 1, 32, false, 1, 2, 15), vq, vk),
+      layout(varlen(make(1, 1, 32, false, 1, 2, 17), {65, 3}, {20, 130}), Layout::BHSD),
+      // combinations
+      window(gqa(varlen(make(1, 1, 32, true, 1, 4, 18), vq, vk), 2), 12, -1),
+      dtype(softcap(alibi(make(70, 97, 32, true, 2, 2, 19), false), 8.0), DType::BF16),
+      dtype(window(varlen(make(1, 1, 32, false, 1, 2, 20), vq, vk), 6, 6), DType::F16),
+      gqa(mask(make(50, 70, 32, false, 2, 4, 21), MaskMode::Bias, 1, 4), 2),
+      gqa(mask(make(70, 70, 32, false, 2, 3, 22), MaskMode::Bool, 2, 1), 1),
+      layout(softcap(alibi(window(gqa(mask(varlen(make(1, 1, 32, true, 1, 4, 23), vq, vk), MaskMode::Bias, 1, 1), 2),
+                                  10, -1),
+                           true),
+                     4.0),
+             Layout::PaddedRows),
+  };
+}
+
+using Param = std::tuple<Case, Algorithm>;
+
+class Variants : public testing::TestWithParam<Param> {};
+
+TEST_P(Variants, MatchesFloat64Reference) {
+  Case c = std::get<0>(GetParam());
+  const Algorithm algorithm = std::get<1>(GetParam());
+  if (c.shape.softcap > 0.0) c.amplitude = 3.0f;
+  const auto r = run_case(c, algorithm);
+  expect_accurate(r, c.name() + " " + to_string(algorithm), c.dtype);
+  std::printf("[ accuracy ] %s %s: O max |err| %.3g rel %.3g, LSE rel %.3g\n", to_string(algorithm), c.name().c_str(),
+              r.out.max_abs, r.out.rel_norm, r.lse.rel_norm);
+  // every row with no visible key: exactly O = 0 and LSE = -inf
+  const int d = c.shape.head_dim, H = c.shape.heads;
+  const std::size_t rows = c.shape.total_q();
+  for (std::size_t t = 0; t < rows; ++t)
+    for (int h = 0; h < H; ++h) {
+      const std::size_t lse_index = c.shape.varlen() ? h * rows + t
+                                                     : (t / c.shape.seqlen_q * H + h) * c.shape.seqlen_q +
+                                                           t % c.shape.seqlen_q;
+      if (!std::isinf(r.ref.lse[lse_index])) continue;
+      EXPECT_EQ(r.lse_values[lse_index], -kInf) << "row " << t << " head " << h;
+      for (int i = 0; i < d; ++i) ASSERT_EQ(r.o[(t * H + h) * d + i], 0.0f) << "row " << t << " head " << h;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Variants,
+                         testing::Combine(testing::ValuesIn(variant_cases()),
+                                          testing::Values(Algorithm::Standard, Algorithm::FA1, Algorithm::FA2)),
+                         [](const testing::TestParamInfo<Param>& info) {
+                           return std::string(to_string(std::get<1>(info.param))) + "_" +
+                                  std::get<0>(info.param).name();
+                         });
+
+// The GPU team shapes (several work-items per row, P through local memory) with the variants on.
+TEST(VariantTiles, GpuTeamShapes) {
+  const std::vector<int> vq = {37, 0, 70}, vk = {50, 9, 70};
+  for (Case c : {window(gqa(varlen(make(1, 1, 40, true, 1, 4, 30), vq, vk), 2), 9, -1),
+                 softcap(alibi(mask(make(45, 70, 64, false, 2, 2, 31), bench::MaskMode::Bias, 1, 2), true), 6.0)})
+    for (auto algorithm : {Algorithm::FA1, Algorithm::FA2}) {
+      c.amplitude = 2.0f;
+      expect_accurate(run_case(c, algorithm, {32, 32, 8, 4}), std::string(to_string(algorithm)) + " " + c.name());
+    }
+}
+
+// Scores around ±1e4 (|Q|, |K| up to 40, scale 1, d = 64) stay finite, and the error stays within
+// what fp32 allows: twice that of a plain fp32 computation of the same attention, plus a floor.
+TEST(VariantMagnitudes, ScoresAroundTenThousand) {
+  for (Case c : {make(65, 97, 64, false, 1, 2, 40), make(97, 65, 64, true, 1, 2, 41),
+                 alibi(window(gqa(make(70, 70, 64, true, 1, 2, 42), 1), 20, -1), false)}) {
+    c.amplitude = 40.0f;
+    c.shape.scale = 1.0;
+    const auto& s = c.shape;
+    const auto q = bench::random_values(s.q_elems(), c.seed * 3 + 0, c.amplitude);
+    const auto k = bench::random_values(s.kv_elems(), c.seed * 3 + 1, c.amplitude);
+    const auto v = bench::random_values(s.kv_elems(), c.seed * 3 + 2);
+    // plain fp32 attention (scores, max, exp, sum in float) as the yardstick
+    std::vector<double> fp32_out(s.q_elems());
+    double max_score = 0.0;
+    const int H = s.heads, d = s.head_dim, hk_group = H / s.kv_heads();
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < s.seqlen_q; ++i) {
+        std::vector<float> sc(s.seqlen_k, -kInf);
+        float m = -kInf;
+        for (int j = 0; j < s.seqlen_k; ++j) {
+          const int rel = j - i - (s.seqlen_k - s.seqlen_q);
+          if ((s.causal && rel > 0) || (s.window_left >= 0 && rel < -s.window_left)) continue;
+          float dot = 0.0f;
+          for (int x = 0; x < d; ++x) dot += q[(i * H + h) * d + x] * k[(j * s.kv_heads() + h / hk_group) * d + x];
+          max_score = std::max(max_score, static_cast<double>(std::fabs(dot)));
+          sc[j] = dot - (s.alibi_slopes.empty() ? 0.0f : s.alibi_slopes[h] * std::fabs(static_cast<float>(rel)));
+          m = std::max(m, sc[j]);
+        }
+        float sum = 0.0f;
+        for (float& x : sc) sum += (x = std::exp(x - m));
+        for (int x = 0; x < d; ++x) {
+          float o = 0.0f;
+          for (int j = 0; j < s.seqlen_k; ++j) o += sc[j] / sum * v[(j * s.kv_heads() + h / hk_group) * d + x];
+          fp32_out[(i * H + h) * d + x] = o;
+        }
+      }
+    EXPECT_GT(max_score, 5e3) << "the inputs should give scores around 1e4";
+    for (auto algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2}) {
+      const auto r = run_case(c, algorithm);
+      std::vector<float> plain(fp32_out.begin(), fp32_out.end());
+      const auto yardstick = bench::compare(plain, r.ref.out);
+      EXPECT_EQ(r.out.non_finite, 0u) << to_string(algorithm);
+      EXPECT_EQ(r.lse.non_finite, 0u) << to_string(algorithm);
+      EXPECT_LE(r.out.max_abs, 2 * yardstick.max_abs + 1e-4) << to_string(algorithm) << " " << c.name();
+      EXPECT_LE(r.lse.rel_norm, 1e-6) << to_string(algorithm);
+      std::printf("[ accuracy ] %s %s, max |score| %.3g: O max |err| %.3g (plain fp32: %.3g), LSE rel %.3g\n",
+                  to_string(algorithm), c.name().c_str(), max_score, r.out.max_abs, yardstick.max_abs,
+                  r.lse.rel_norm);
+    }
+  }
+}
+
+// Blocks wholly outside the window are skipped, not masked: with 16x16 tiles, one Q block of 16
+// rows and a window of 8 keys to the left of the bottom-right diagonal, keys 0..95 lie in blocks
+// no row sees. They hold NaN: reading them would turn O into NaN (0 * NaN).
+TEST(VariantWindow, BlocksOutsideTheWindowAreNeverRead) {
+  const int nq = 16, nk = 128, d = 16;
+  auto q = bench::random_values(static_cast<std::size_t>(nq) * d, 50);
+  auto k = bench::random_values(static_cast<std::size_t>(nk) * d, 51);
+  auto v = bench::random_values(static_cast<std::size_t>(nk) * d, 52);
+  bench::Shape s;
+  s.seqlen_q = nq;
+  s.seqlen_k = nk;
+  s.head_dim = d;
+  s.causal = true;
+  s.window_left = 8;
+  const auto ref = bench::reference_attention(s, q, k, v);
+  for (int j = 0; j < 96 * d; ++j) k[j] = v[j] = std::numeric_limits<float>::quiet_NaN();
+  for (auto algorithm : {Algorithm::FA1, Algorithm::FA2}) {
+    DeviceTensor dq(Layout::BSHD, 1, nq, 1, d, &q), dk(Layout::BSHD, 1, nk, 1, d, &k), dv(Layout::BSHD, 1, nk, 1, d, &v);
+    DeviceTensor dout(Layout::BSHD, 1, nq, 1, d, nullptr);
+    ForwardArgs a;
+    a.batch = a.heads = 1;
+    a.seqlen_q = nq;
+    a.seqlen_k = nk;
+    a.head_dim = d;
+    a.causal = true;
+    a.window = {8, -1};
+    a.algorithm = algorithm;
+    a.tile = {16, 16};
+    a.q = dq.view;
+    a.k = dk.view;
+    a.v = dv.view;
+    a.o = dout.view;
+    forward(session().queue(), a).wait();
+    const auto err = bench::compare(dout.logical(), ref.out);
+    EXPECT_EQ(err.non_finite, 0u) << to_string(algorithm) << ": a block outside the window was read";
+    EXPECT_LE(err.rel_norm, 1e-5) << to_string(algorithm);
+  }
+}
+
+// The C API carries every variant field, and fcl_forward_args_init leaves them all off.
+TEST(VariantCApi, InitDefaultsAreOff) {
+  fcl_forward_args a;
+  fcl_forward_args_init(&a);
+  EXPECT_EQ(a.heads_kv, 0);
+  EXPECT_EQ(a.window_left, -1);
+  EXPECT_EQ(a.window_right, -1);
+  EXPECT_EQ(a.softcap, 0.0f);
+  EXPECT_EQ(a.alibi_slopes, nullptr);
+  EXPECT_EQ(a.mask.kind, FCL_MASK_NONE);
+  EXPECT_EQ(a.cu_seqlens_q, nullptr);
+  EXPECT_EQ(a.cu_seqlens_k, nullptr);
+}
+
+TEST(VariantCApi, GqaWindowAlibiThroughC) {
+  Case c = alibi(window(gqa(make(40, 60, 32, true, 1, 4, 60), 2), 10, -1), false);
+  const auto& s = c.shape;
+  const auto q = bench::random_values(s.q_elems(), 1), k = bench::random_values(s.kv_elems(), 2),
+             v = bench::random_values(s.kv_elems(), 3);
+  DeviceTensor dq(Layout::BSHD, 1, s.seqlen_q, 4, 32, &q), dk(Layout::BSHD, 1, s.seqlen_k, 2, 32, &k),
+      dv(Layout::BSHD, 1, s.seqlen_k, 2, 32, &v), dout(Layout::BSHD, 1, s.seqlen_q, 4, 32, nullptr);
+  DeviceBytes slopes(s.alibi_slopes.data(), s.alibi_slopes.size() * sizeof(float));
+  fcl_forward_args a;
+  fcl_forward_args_init(&a);
+  a.batch = 1;
+  a.heads = 4;
+  a.heads_kv = 2;
+  a.seqlen_q = s.seqlen_q;
+  a.seqlen_k = s.seqlen_k;
+  a.head_dim = 32;
+  a.causal = 1;
+  a.window_left = 10;
+  a.alibi_slopes = slopes.mem;
+  a.q.buffer = dq.view.buffer;
+  a.k.buffer = dk.view.buffer;
+  a.v.buffer = dv.view.buffer;
+  a.o.buffer = dout.view.buffer;
+  cl_event done = nullptr;
+  ASSERT_EQ(fcl_forward(session().queue(), &a, 0, nullptr, &done), FCL_SUCCESS) << fcl_last_error();
+  clWaitForEvents(1, &done);
+  clReleaseEvent(done);
+  const auto err = bench::compare(dout.logical(), bench::reference_attention(s, q, k, v).out);
+  EXPECT_EQ(err.non_finite, 0u);
+  EXPECT_LE(err.rel_norm, 1e-5);
+}
+
+}  // namespace
+}  // namespace flashcl::test
