@@ -204,7 +204,8 @@ def roofline_panel(ax, rows, algos, context):
 
 
 def peak_panel(ax, rows, algos, groups):
-    """% of the measured FMA peak against sequence length."""
+    """% of the measured FMA peak against sequence length; hollow markers: % of the FMA probe taken
+    around the row, i.e. of what the row actually had on a shared machine."""
     many = len({g[2] for g in groups}) > 1
     for gi, g in enumerate(groups):
         for algo in algos:
@@ -212,16 +213,23 @@ def peak_panel(ax, rows, algos, groups):
             if xs:
                 ax.plot(xs, ys, line_style(gi), marker="o", ms=3, color=COLORS.get(algo),
                         label=f"{LABELS.get(algo, algo)}, {group_label(*g, many)}")
+            probed = sorted((r["seqlen_q"], 100 * r["tflops"] * 1e3 / r["probe_gflops"]) for r in rows
+                            if r["algo"] == algo and (r["head_dim"], r["causal"], dtype_of(r)) == g
+                            and r["status"] == "ok" and r.get("probe_gflops"))
+            if probed:
+                ax.plot([p[0] for p in probed], [p[1] for p in probed], "o", ms=4, fillstyle="none",
+                        color=COLORS.get(algo))
     seq_axis(ax, rows)
     ax.set_ylabel("% of measured FMA peak")
     ax.set_ylim(bottom=0)
-    ax.set_title("% of compute roofline", fontsize=9)
+    ax.set_title("% of FMA ceiling (hollow: of the FMA probe)", fontsize=9)
     ax.grid(alpha=0.3)
 
 
 def markdown(context, rows):
-    """One table per (dtype, head dim, causal): per sequence length and algorithm, the median time,
-    throughput, % of the FMA ceiling and the device share the FMA probe saw."""
+    """One table per (dtype, head dim, causal): per sequence length, each algorithm's throughput and
+    median time, fa2's speedup over standard, fa2's share of the FMA ceiling and of the FMA probe
+    (what the row actually had on a shared machine), and that share itself."""
     algos = algos_of(rows)
     unit, scale = throughput_unit(rows)
     ceil = context.get("ceilings") or {}
@@ -229,36 +237,34 @@ def markdown(context, rows):
     if ceil:
         out.append(f"Ceilings: FMA {ceil['fma_gflops']:.1f} GFLOP/s ({ceil['fma_variant']}), "
                    f"copy {ceil['copy_gbs']:.1f} GB/s ({ceil['copy_variant']}).\n")
-    keys = []
-    for r in rows:
-        key = (r.get("dtype", "f32"), r["head_dim"], r["causal"])
-        if key not in keys:
-            keys.append(key)
-    for dtype, d, causal in keys:
-        sel = [r for r in rows if (r.get("dtype", "f32"), r["head_dim"], r["causal"]) == (dtype, d, causal)]
-        out.append(f"**{dtype}, d = {d}, {'causal' if causal else 'no mask'}** ({shape_note(sel)}): "
-                   f"median ms / {unit} / % of FMA peak / % of device available (probe)\n")
-        out.append("| N | " + " | ".join(LABELS.get(a, a) for a in algos) + " | fa2 vs standard |")
-        out.append("|---:|" + "---|" * len(algos) + "---:|")
+    for g in groups_of(rows):
+        d, causal, dtype = g
+        sel = [r for r in rows if (r["head_dim"], r["causal"], dtype_of(r)) == g]
+        out.append(f"**{dtype}, d = {d}, {'causal' if causal else 'no mask'}** ({shape_note(sel)}); "
+                   f"cells: {unit} (median ms); n=: timed runs when fewer than --repeat\n")
+        out.append("| N | " + " | ".join(LABELS.get(a, a) for a in algos)
+                   + " | fa2 vs standard | fa2 % of FMA ceiling | fa2 % of FMA probe | device share (probe) |")
+        out.append("|---:|" + "---:|" * (len(algos) + 4))
         for n in sorted({r["seqlen_q"] for r in sel}):
-            cells, by_algo = [], {}
+            by = {a: next((r for r in sel if r["algo"] == a and r["seqlen_q"] == n), None) for a in algos}
+            cells = []
             for a in algos:
-                match = [r for r in sel if r["algo"] == a and r["seqlen_q"] == n]
-                r = match[0] if match else None
-                by_algo[a] = r
+                r = by[a]
                 if r is None:
                     cells.append("")
                 elif r["status"] != "ok":
                     cells.append(f"{r['status']}: {r['note']}")
                 else:
-                    pct = f"{r['pct_fma_peak']:.1f}%" if r.get("pct_fma_peak") is not None else "-"
-                    avail = f"{100 * r['probe_gflops'] / ceil['fma_gflops']:.0f}%" if r.get("probe_gflops") and ceil else "-"
-                    runs = "" if r.get("runs", 0) >= context["timing"]["repeat"] else f" (n={r.get('runs')})"
-                    cells.append(f"{r['median_ms']:.1f}{runs} / {r['tflops'] * scale:.4g} / {pct} / {avail}")
-            std, fa2 = by_algo.get("standard"), by_algo.get("fa2")
-            ratio = f"{std['median_ms'] / fa2['median_ms']:.1f}x" if (
-                std and fa2 and std["status"] == "ok" and fa2["status"] == "ok") else "-"
-            out.append(f"| {n} | " + " | ".join(cells) + f" | {ratio} |")
+                    runs = "" if r.get("runs", 0) >= context["timing"]["repeat"] else f", n={r.get('runs')}"
+                    cells.append(f"{r['tflops'] * scale:.3g} ({r['median_ms']:.1f}{runs})")
+            std, fa2 = by.get("standard"), by.get("fa2")
+            ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
+            ratio = f"{std['median_ms'] / fa2['median_ms']:.1f}x" if ok(std) and ok(fa2) else "-"
+            peak = f"{fa2['pct_fma_peak']:.1f}%" if ok(fa2) and fa2.get("pct_fma_peak") is not None else "-"
+            probe = fa2.get("probe_gflops") if ok(fa2) else None
+            of_probe = f"{100 * fa2['tflops'] * 1e3 / probe:.1f}%" if probe else "-"
+            share = f"{100 * probe / ceil['fma_gflops']:.0f}%" if probe and ceil else "-"
+            out.append(f"| {n} | " + " | ".join(cells) + f" | {ratio} | {peak} | {of_probe} | {share} |")
         out.append("")
     print("\n".join(out))
 

@@ -73,6 +73,7 @@ Json row_fields(const Result& r) {
   j["probe_gflops"] = or_null(ok && r.probe_gflops > 0.0, r.probe_gflops);
   j["kernel_ms"] = r.kernel_ms;
   j["first_call_timed"] = r.first_call_timed;
+  j["pct_fma_probe"] = or_null(ok && r.probe_gflops > 0.0, 100.0 * r.tflops * 1e3 / r.probe_gflops);
   return j;
 }
 
