@@ -3,6 +3,7 @@
 // memory, since the bench's own buffers are all the device has to hold.
 #include "context.hpp"
 
+#include <cstdio>
 #include <ctime>
 
 #ifndef FLASHCL_BENCH_GIT_COMMIT
@@ -46,6 +47,13 @@ Context make_context(const Session& session, const Options& options) {
   c.repeat = options.repeat;
   c.warmup = options.warmup;
   c.row_budget_s = options.row_budget_s;
+  if (options.window_left >= 0 || options.window_right >= 0)
+    c.variants = "window (" + std::to_string(options.window_left) + "," + std::to_string(options.window_right) + ")";
+  if (options.softcap > 0.0) {
+    char text[48];
+    std::snprintf(text, sizeof text, "%ssoftcap %g", c.variants.empty() ? "" : ", ", options.softcap);
+    c.variants += text;
+  }
   c.check = options.check;
   c.check_macs = options.check_macs;
   return c;

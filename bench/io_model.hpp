@@ -19,4 +19,9 @@ struct IoModel {
 // wide (the storage type); scores, scratch and LSE are fp32.
 IoModel io_model(const Shape& shape, Algorithm algorithm, const Tiles& tiles, bool lse, int elem_bytes = 4);
 
+// FLOPs of a forward call: the FlashAttention convention (Shape::flops(): 4·B·H·Nq·Nk·d, halved
+// when causal), except with a sliding window, where 4·B·H·d times the visible (query, key) pairs
+// (the convention's N² would credit work no kernel does).
+double flops_of(const Shape& shape);
+
 }  // namespace flashcl::bench

@@ -45,11 +45,14 @@ std::vector<Case> cases(const Options& o) {
       for (bool causal : o.causal)
         for (int b : o.batch)
           for (int h : o.heads)
-            for (int n : o.seqlen)
-              for (int nk : o.seqlen_k.empty() ? std::vector<int>{n} : o.seqlen_k) {
-                s.batch = b, s.heads = h, s.seqlen_q = n, s.seqlen_k = nk, s.head_dim = d, s.causal = causal;
-                all.push_back({s, t});
-              }
+            for (int hk : o.heads_kv.empty() ? std::vector<int>{0} : o.heads_kv)
+              for (int n : o.seqlen)
+                for (int nk : o.seqlen_k.empty() ? std::vector<int>{n} : o.seqlen_k) {
+                  s.batch = b, s.heads = h, s.heads_kv = hk, s.seqlen_q = n, s.seqlen_k = nk, s.head_dim = d;
+                  s.causal = causal, s.window_left = o.window_left, s.window_right = o.window_right;
+                  s.softcap = o.softcap;
+                  all.push_back({s, t});
+                }
   return all;
 }
 

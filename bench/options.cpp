@@ -102,6 +102,17 @@ std::string mode_error(std::string& text) {
   return "unknown mode '" + text + "' (only fwd exists)";
 }
 
+std::string window_error(std::string& text) {
+  const auto parts = split(text, ',');
+  const auto side = [](const std::string& t) {
+    long v = 0;
+    return t == "-1" || to_int(t, v);
+  };
+  if (parts.size() != 2 || !side(parts[0]) || !side(parts[1]))
+    return "expected LEFT,RIGHT with each -1 (unbounded) or a key count, such as 256,0; got '" + text + "'";
+  return "";
+}
+
 std::string tile_error(std::string& text) {
   const auto parts = split(lower(text), 'x');
   long br = 0, bc = 0;
@@ -182,6 +193,7 @@ int parse_options(int argc, char** argv, Options& opt) {
       "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL)."};
   app.get_formatter()->column_width(34);
   std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64", causal = "off";
+  std::string heads_kv, window;
   std::vector<std::string> algos = {"all"};
   std::vector<std::string> dtypes = {"f32"};
   std::string mode = "fwd", max_memory, tile, format;
@@ -194,6 +206,11 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("--heads", heads, "Head counts (list)")->check(list)->capture_default_str();
   app.add_option("-n,--seqlen", seqlen, "Query sequence lengths (list)")->check(list)->capture_default_str();
   app.add_option("--seqlen-k", seqlen_k, "Key sequence lengths (list; default: equal to --seqlen)")->check(list);
+  app.add_option("--heads-kv", heads_kv, "K/V heads for GQA/MQA, dividing --heads (list; default: = heads)")
+      ->check(list);
+  app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
+      ->check(checker(window_error, "LEFT,RIGHT"));
+  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
   app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")
       ->check(list_checker(256))
       ->capture_default_str();
@@ -250,6 +267,8 @@ int parse_options(int argc, char** argv, Options& opt) {
   opt.heads = parse_int_list(heads, ignored);
   opt.seqlen = parse_int_list(seqlen, ignored);
   if (!seqlen_k.empty()) opt.seqlen_k = parse_int_list(seqlen_k, ignored);
+  if (!heads_kv.empty()) opt.heads_kv = parse_int_list(heads_kv, ignored);
+  if (!window.empty()) std::sscanf(window.c_str(), "%d,%d", &opt.window_left, &opt.window_right);
   opt.head_dim = parse_int_list(head_dim, ignored);
   // A bare --causal leaves an empty value: it means on.
   const bool bare_causal = causal_option->count() > 0 && causal.empty();

@@ -19,6 +19,9 @@ struct Options {
   bool list_devices = false;
   std::string platform, device;
   std::vector<int> batch, heads, seqlen, seqlen_k, head_dim;  // seqlen_k empty: = seqlen
+  std::vector<int> heads_kv;       // GQA/MQA K/V heads; empty: = heads
+  int window_left = -1, window_right = -1;  // sliding window; -1: unbounded side
+  double softcap = 0.0;
   std::vector<bool> causal;
   std::vector<DType> dtypes;
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it

@@ -44,7 +44,7 @@ Json row_fields(const Result& r) {
   j["min_ms"] = or_null(ok, r.min_ms);
   j["max_ms"] = or_null(ok, r.max_ms);
   j["runs_ms"] = r.runs_ms;
-  j["flops"] = r.shape.flops();
+  j["flops"] = flops_of(r.shape);
   j["tflops"] = or_null(ok, r.tflops);
   j["gbs"] = or_null(ok, r.gbs);
   j["io_bytes"] = r.io.bytes;
@@ -73,6 +73,10 @@ Json row_fields(const Result& r) {
   j["probe_gflops"] = or_null(ok && r.probe_gflops > 0.0, r.probe_gflops);
   j["kernel_ms"] = r.kernel_ms;
   j["first_call_timed"] = r.first_call_timed;
+  j["heads_kv"] = r.shape.kv_heads();
+  j["window_left"] = r.shape.window_left;
+  j["window_right"] = r.shape.window_right;
+  j["softcap"] = r.shape.softcap;
   j["pct_fma_probe"] = or_null(ok && r.probe_gflops > 0.0, 100.0 * r.tflops * 1e3 / r.probe_gflops);
   return j;
 }
@@ -105,6 +109,7 @@ Json context_fields(const Context& c) {
                  {"repeat", c.repeat}, {"warmup", c.warmup}, {"row_budget_s", c.row_budget_s}};
   j["check"] = {{"enabled", c.check}, {"max_macs_per_shape", c.check_macs}};
   j["max_memory_bytes"] = c.max_memory;
+  j["variants"] = c.variants;
   j["flops_convention"] = "4*B*H*Nq*Nk*d, halved when causal";
   return j;
 }

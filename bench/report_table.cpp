@@ -16,7 +16,7 @@ struct Column {
 };
 
 const Column kColumns[] = {
-    {"algo", -9},      {"B", 3},          {"H", 4},       {"Nq", 6},       {"Nk", 6},         {"d", 4},
+    {"algo", -9},      {"B", 3},          {"H", 4},       {"Hkv", 4},      {"Nq", 6},       {"Nk", 6},         {"d", 4},
     {"causal", 7},     {"dtype", 5},      {"tiles", 7},      {"median ms", 11}, {"min ms", 10}, {"max ms", 10},    {"TFLOP/s", 9},
     {"%fma", 6},       {"GB/s", 7},       {"%bw", 6},     {"%roof", 6},    {"IO MB", 10},     {"min MB", 8},
     {"mem MiB", 9},    {"vs std", 7},     {"build ms", 15}, {"max|err|", 10}, {"%avail", 7}};
@@ -50,7 +50,8 @@ class TableReporter : public Reporter {
     const Shape& s = r.shape;
     std::vector<std::string> cells = {
         r.algo == "auto" ? "auto:" + r.resolved : r.algo,
-        format("%d", s.batch), format("%d", s.heads), format("%d", s.seqlen_q), format("%d", s.seqlen_k),
+        format("%d", s.batch), format("%d", s.heads), format("%d", s.kv_heads()), format("%d", s.seqlen_q),
+        format("%d", s.seqlen_k),
         format("%d", s.head_dim), s.causal ? "on" : "off", to_string(r.dtype),
         r.tiles.block_rows > 0 ? format("%dx%d", r.tiles.block_rows, r.tiles.block_cols) : "-"};
     if (r.status != RowStatus::Ok) {
@@ -77,15 +78,20 @@ class TableReporter : public Reporter {
 
   void end() override {
     if (quiet_) return;
-    std::fprintf(out_,
-                 "\nTFLOP/s: 4*B*H*Nq*Nk*d (halved when causal) / median device time. %%fma, %%bw: of the ceilings "
-                 "above;\n%%roof: of min(FMA peak, (FLOPs / IO bytes) x copy peak). IO MB: modelled global-memory "
-                 "traffic (FlashAttention\npaper's IO analysis at the kernels' block sizes), min MB: Q, K, V read and "
-                 "O, LSE written once (1 MB = 1e6 B).\ntiles: Br x Bc from flashcl::tile_info(). mem MiB: flashcl::device_bytes(). "
-                 "build ms: first call's wall time minus\nits device time (cold: flashcl compiled the program, though "
-                 "PoCL's own cache can make that quick; disk: loaded\nfrom flashcl's cache; mem: built earlier in "
-                 "this run). %%avail: a 20 ms FMA probe around the timed runs,\nas %% of the FMA ceiling: under 100, "
-                 "the row shared the device with other work.\n");
+    static const char* const kNotes[] = {
+        "TFLOP/s: 4*B*H*Nq*Nk*d (halved when causal; with a window, 4*B*H*d per visible query-key pair)",
+        "  over the median device time. %fma, %bw: of the ceilings above. %roof: of min(FMA peak,",
+        "  FLOPs / IO bytes x copy peak), the roofline at the row's arithmetic intensity.",
+        "IO MB: modelled global-memory traffic (the FlashAttention paper's IO analysis at the kernels'",
+        "  block sizes); min MB: Q, K, V read and O, LSE written once (1 MB = 1e6 B).",
+        "tiles: Br x Bc from flashcl::tile_info(). mem MiB: flashcl::device_bytes().",
+        "build ms: first call's wall time minus its device time (cold: flashcl compiled the program,",
+        "  though PoCL's own cache can make that quick; disk: flashcl's cache; mem: built earlier in this run).",
+        "%avail: a 20 ms FMA probe around the timed runs, as % of the FMA ceiling: under 100, the row",
+        "  shared the device with other work.",
+    };
+    std::fprintf(out_, "\n");
+    for (const char* line : kNotes) std::fprintf(out_, "%s\n", line);
     if (best_probe_ > 1.1 * fma_peak_ && fma_peak_ > 0.0)
       std::fprintf(out_, "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
                    "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n", best_probe_);
@@ -114,9 +120,11 @@ class TableReporter : public Reporter {
     else
       std::fprintf(out_, "ceilings : not measured (--no-roofline)\n");
     std::fprintf(out_, "timing   : device time (OpenCL profiling), median/min/max of %d runs after %d warm-up%s; "
-                 "fwd%s\n\n", c.repeat, c.warmup,
+                 "fwd%s\n", c.repeat, c.warmup,
                  c.row_budget_s > 0 ? format(" (fewer past %g s per row)", c.row_budget_s).c_str() : "",
                  c.check ? "; checked against float64" : "");
+    if (!c.variants.empty()) std::fprintf(out_, "variants : %s\n", c.variants.c_str());
+    std::fprintf(out_, "\n");
   }
 
   void print(const std::vector<std::string>& cells, const std::string& tail = "") {

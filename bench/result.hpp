@@ -61,6 +61,7 @@ struct Context {
   bool roofline = false;
   int repeat = 0, warmup = 0;
   double row_budget_s = 0.0;
+  std::string variants;  // "window (128,0), softcap 30"; empty: plain attention
   bool check = false;
   double check_macs = 0.0;
 };

@@ -83,6 +83,9 @@ ForwardArgs make_args(const Shape& s, DType dtype, Algorithm algorithm, const Ti
   a.seqlen_k = s.seqlen_k;
   a.head_dim = s.head_dim;
   a.causal = s.causal;
+  a.heads_kv = s.heads_kv;
+  a.window = {s.window_left, s.window_right};
+  a.softcap = static_cast<float>(s.softcap);
   a.algorithm = algorithm;
   if (algorithm != Algorithm::Standard) a.tile = tile;
   return a;
@@ -165,7 +168,7 @@ std::vector<double> kernel_ms(const Launch& launch) {
 
 // Throughput, traffic and roofline figures from the median time.
 void derive(Result& r, const Context& c) {
-  const double seconds = r.median_ms * 1e-3, flops = r.shape.flops();
+  const double seconds = r.median_ms * 1e-3, flops = flops_of(r.shape);
   r.tflops = flops / seconds / 1e12;
   r.gbs = r.io.bytes / seconds / 1e9;
   if (!c.roofline || !c.ceilings.valid()) return;
