@@ -6,6 +6,7 @@
 // enqueues is the blocking read of cu_seqlens (B + 1 ints each), after the caller's wait list.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "errors.hpp"
@@ -31,11 +32,16 @@ void resolve_strides(Tensor& t, const ForwardArgs& a, int seqlen, int heads, con
   }
 }
 
-// Largest element index a tensor's strides reach, plus one (0 when it has no rows).
+// Largest element index a tensor's strides reach, plus one (0 when it has no rows). Computed in
+// 128 bits and capped at 2^60: huge strides or offsets must fail the buffer-size check rather than
+// overflow (UB; found by fuzz_c_api) and wrap around to an extent that fits a small buffer.
 std::int64_t extent(const Tensor& t, const ForwardArgs& a, int batch, int rows, int heads) {
   if (rows == 0) return 0;
-  return t.offset + (batch - 1) * t.batch_stride + static_cast<std::int64_t>(rows - 1) * t.seq_stride +
-         (heads - 1) * t.head_stride + a.head_dim;
+  using Wide = __int128;
+  const Wide e = Wide{t.offset} + Wide{batch - 1} * t.batch_stride + Wide{rows - 1} * t.seq_stride +
+                 Wide{heads - 1} * t.head_stride + a.head_dim;
+  const Wide cap = Wide{1} << 60;
+  return static_cast<std::int64_t>(e > cap ? cap : e);
 }
 
 cl_context context_of(cl_mem buffer, const char* name) {
@@ -175,8 +181,10 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   check_buffer(a.k.buffer, p.context, extent(a.k, a, tensor_batch, total_k, a.heads_kv) * elem, "k");
   check_buffer(a.v.buffer, p.context, extent(a.v, a, tensor_batch, total_k, a.heads_kv) * elem, "v");
   check_buffer(a.o.buffer, p.context, extent(a.o, a, tensor_batch, total_q, a.heads) * elem, "o");
-  if (a.lse != nullptr)
-    check_buffer(a.lse, p.context, static_cast<std::size_t>(tensor_batch) * a.heads * total_q * sizeof(float), "lse");
+  if (a.lse != nullptr) {  // in 128 bits: B·H·Nq·4 can pass 2^64 and must not wrap to a small size
+    const unsigned __int128 bytes = static_cast<unsigned __int128>(tensor_batch) * a.heads * total_q * sizeof(float);
+    check_buffer(a.lse, p.context, bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes), "lse");
+  }
   if (a.alibi_slopes != nullptr)
     check_buffer(a.alibi_slopes, p.context,
                  static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float), "alibi_slopes");
