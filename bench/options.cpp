@@ -113,11 +113,13 @@ std::string window_error(std::string& text) {
   return "";
 }
 
+// "BRxBC" or "BRxBCxTPRxTM", as FLASHCL_TILE; the library checks the combination.
 std::string tile_error(std::string& text) {
   const auto parts = split(lower(text), 'x');
-  long br = 0, bc = 0;
-  if (parts.size() != 2 || !to_int(parts[0], br) || !to_int(parts[1], bc) || br < 1 || bc < 1 || br > 256 || bc > 256)
-    return "expected BRxBC with both in 1..256, such as 64x32, got '" + text + "'";
+  long v = 0;
+  bool ok = parts.size() == 2 || parts.size() == 4;
+  for (const auto& p : parts) ok = ok && to_int(p, v) && v >= 1 && v <= 256;
+  if (!ok) return "expected BRxBC or BRxBCxTPRxTM with each in 1..256, such as 64x32, got '" + text + "'";
   return "";
 }
 
@@ -206,11 +208,6 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("--heads", heads, "Head counts (list)")->check(list)->capture_default_str();
   app.add_option("-n,--seqlen", seqlen, "Query sequence lengths (list)")->check(list)->capture_default_str();
   app.add_option("--seqlen-k", seqlen_k, "Key sequence lengths (list; default: equal to --seqlen)")->check(list);
-  app.add_option("--heads-kv", heads_kv, "K/V heads for GQA/MQA, dividing --heads (list; default: = heads)")
-      ->check(list);
-  app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
-      ->check(checker(window_error, "LEFT,RIGHT"));
-  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
   app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")
       ->check(list_checker(256))
       ->capture_default_str();
@@ -218,6 +215,11 @@ int parse_options(int argc, char** argv, Options& opt) {
       app.add_option("--causal", causal, "Causal mask: on, off or both (default off; bare --causal: on)")
           ->expected(0, 1)
           ->check(checker(causal_error, "on|off|both"));
+  app.add_option("--heads-kv", heads_kv, "K/V heads for GQA/MQA, dividing --heads (list; default: = heads)")
+      ->check(list);
+  app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
+      ->check(checker(window_error, "LEFT,RIGHT"));
+  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
   app.add_option("--algo", algos, "Algorithms: standard, fa1, fa2, auto, all (comma list)")
       ->delimiter(',')
       ->check(checker(algo_error, "ALGO"))
@@ -245,8 +247,8 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->capture_default_str();
   app.add_option("--max-memory", max_memory, "Cap on device memory the bench allocates (e.g. 2G; default: the device's)")
       ->check(checker([](std::string& t) { std::string e; parse_bytes(t, e); return e; }, "SIZE"));
-  app.add_option("--tile", tile, "Force fa1/fa2 tiles BRxBC (as FLASHCL_TILE), e.g. 64x32")
-      ->check(checker(tile_error, "BRxBC"));
+  app.add_option("--tile", tile, "Force fa1/fa2 tiles BRxBC[xTPRxTM] (as FLASHCL_TILE), e.g. 64x32")
+      ->check(checker(tile_error, "TILE"));
   app.add_option("--seed", opt.seed, "First seed of the random inputs")->capture_default_str();
   app.add_option("-f,--format", format, "Output: table, csv or json (default: table, or from -o's extension)")
       ->check(CLI::IsMember({"table", "csv", "json"}, CLI::ignore_case));
@@ -278,7 +280,9 @@ int parse_options(int argc, char** argv, Options& opt) {
     if (std::find(opt.dtypes.begin(), opt.dtypes.end(), *dtype_named(name)) == opt.dtypes.end())
       opt.dtypes.push_back(*dtype_named(name));
   if (!max_memory.empty()) opt.max_memory = parse_bytes(max_memory, ignored);
-  if (!tile.empty()) std::sscanf(lower(tile).c_str(), "%dx%d", &opt.tile.block_rows, &opt.tile.block_cols);
+  if (!tile.empty())
+    std::sscanf(lower(tile).c_str(), "%dx%dx%dx%d", &opt.tile.block_rows, &opt.tile.block_cols, &opt.tile.team_size,
+                &opt.tile.rows_per_team);
   if (format.empty())
     format = ends_with(lower(opt.output), ".csv") ? "csv" : ends_with(lower(opt.output), ".json") ? "json" : "table";
   format = lower(format);
