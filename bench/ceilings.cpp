@@ -1,11 +1,11 @@
-// ceilings.cpp: measures and caches the roofline ceilings. Each measurement is sized so one
-// launch takes >= 50 ms of device time (iterations doubled until it does), then the best of 7
-// profiled launches is kept: a ceiling is what the device can do, so the best run is the
-// estimate (on a shared host, other runs lose time to neighbours; every variant's best is kept in
-// the cache file as `samples` so a reader can see the spread). For the same reason
-// --remeasure-ceilings keeps the higher of the cached and the new values; delete the file to
-// start from scratch. The cache file's name hashes platform, device, driver and the kernels' text, so a
-// new driver or changed kernels measure again.
+// ceilings.cpp: measures and caches the roofline ceilings, and runs the FMA probe. Each
+// measurement is sized so one launch takes >= 50 ms of device time (iterations doubled until it
+// does); the best of 7 profiled launches is kept, and the best variant gets 3 s more: a ceiling is
+// what the device can do, so the best run is the estimate (on a shared host, other runs lose time
+// to neighbours; every variant's best is kept in the cache file as `samples` to show the spread).
+// For the same reason --remeasure-ceilings keeps the higher of the cached and the new values;
+// delete the file to start from scratch. The file's name hashes platform, device, driver and the
+// kernels' text, so a new driver or changed kernels measure again.
 #include "ceilings.hpp"
 
 #include <algorithm>
@@ -33,7 +33,8 @@ constexpr double kProbeMs = 20.0;
 constexpr double kRefineSeconds = 3.0;
 
 [[noreturn]] void fail_cl(const char* what, cl_int err) {
-  throw Error(Status::OpenCLError, std::string("ceilings: ") + what + " failed with OpenCL error " + std::to_string(err));
+  throw Error(Status::OpenCLError,
+              std::string("ceilings: ") + what + " failed with OpenCL error " + std::to_string(err));
 }
 void check(cl_int err, const char* what) {
   if (err != CL_SUCCESS) fail_cl(what, err);
@@ -117,8 +118,8 @@ double best_ms(cl_command_queue queue, cl_kernel kernel, std::size_t global, con
                double seconds = 0.0) {
   double best = launch_ms(queue, kernel, global, local);
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kTimedRuns || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() <
-                                        seconds; ++i)
+  for (int i = 0;
+       i < kTimedRuns || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds; ++i)
     best = std::min(best, launch_ms(queue, kernel, global, local));
   return best;
 }
@@ -128,10 +129,10 @@ struct Variant {
   int width, chains;
 };
 
+// Lanes of an OpenCL vector type name: "float8" -> 8, "float" -> 1.
 int width_of(const std::string& vec) {
-  const std::string digits = vec.substr(vec.find_first_of("0123456789") == std::string::npos ? vec.size()
-                                                                                              : vec.find_first_of("0123456789"));
-  return digits.empty() ? 1 : std::stoi(digits);
+  const std::size_t digits = vec.find_first_of("0123456789");
+  return digits == std::string::npos ? 1 : std::stoi(vec.substr(digits));
 }
 
 }  // namespace
@@ -181,8 +182,7 @@ class FmaKernel {
 
 namespace {
 
-double measure_fma(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v,
-                   double seconds) {
+double measure_fma(cl_context context, cl_command_queue queue, cl_device_id device, const Variant& v, double seconds) {
   FmaKernel fma(context, device, v);
   int iters = 64;
   while (fma.run_ms(queue, iters) < kMinLaunchMs && iters < (1 << 24)) iters *= 2;
@@ -259,11 +259,16 @@ nlohmann::json samples_json(const Ceilings& c) {
 }
 
 nlohmann::json to_json(const Ceilings& c, const std::string& key) {
-  return {{"format", 2},           {"key", key},
-          {"fma_gflops", c.fma_gflops}, {"fma_variant", c.fma_variant},
-          {"fma_vec", c.fma_vec},       {"fma_chains", c.fma_chains},
-          {"copy_gbs", c.copy_gbs},     {"copy_variant", c.copy_variant},
-          {"measured_at", c.measured_at}, {"samples", samples_json(c)}};
+  return {{"format", 2},
+          {"key", key},
+          {"fma_gflops", c.fma_gflops},
+          {"fma_variant", c.fma_variant},
+          {"fma_vec", c.fma_vec},
+          {"fma_chains", c.fma_chains},
+          {"copy_gbs", c.copy_gbs},
+          {"copy_variant", c.copy_variant},
+          {"measured_at", c.measured_at},
+          {"samples", samples_json(c)}};
 }
 
 bool load(const std::string& path, const std::string& key, Ceilings& c) {
@@ -329,8 +334,10 @@ Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_i
       c.copy_variant = cached.copy_variant;
     }
   }
-  if (store(path, to_json(c, key))) c.cache_file = path;
-  else if (!quiet) std::fprintf(stderr, "flashcl-bench: note: could not write %s; ceilings not cached\n", path.c_str());
+  if (store(path, to_json(c, key)))
+    c.cache_file = path;
+  else if (!quiet)
+    std::fprintf(stderr, "flashcl-bench: note: could not write %s; ceilings not cached\n", path.c_str());
   return c;
 }
 

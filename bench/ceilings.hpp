@@ -14,15 +14,15 @@
 namespace flashcl::bench {
 
 struct Ceilings {
-  double fma_gflops = 0.0;    // 2 flops per FMA
-  std::string fma_variant;    // which VEC x CHAINS reached it
-  std::string fma_vec;        // that variant's OpenCL type ("float8") and chain count
+  double fma_gflops = 0.0;  // 2 flops per FMA
+  std::string fma_variant;  // which VEC x CHAINS reached it
+  std::string fma_vec;      // that variant's OpenCL type ("float8") and chain count
   int fma_chains = 0;
-  double copy_gbs = 0.0;      // (read + written bytes) / s, 1e9 bytes per GB
+  double copy_gbs = 0.0;  // (read + written bytes) / s, 1e9 bytes per GB
   std::string copy_variant;
   std::vector<std::pair<std::string, double>> samples;  // every variant's best (GFLOP/s or GB/s)
-  std::string measured_at;    // UTC ISO 8601
-  std::string cache_file;     // where they are cached ("" when not)
+  std::string measured_at;                              // UTC ISO 8601
+  std::string cache_file;                               // where they are cached ("" when not)
   bool from_cache = false;
   bool valid() const { return fma_gflops > 0.0 && copy_gbs > 0.0; }
 };

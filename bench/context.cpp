@@ -42,8 +42,8 @@ Context make_context(const Session& session, const Options& options) {
   c.command = options.command;
   c.roofline = options.roofline;
   if (options.roofline)
-    c.ceilings = device_ceilings(session.context(), session.queue(), session.device(), options.remeasure,
-                                 c.max_memory, options.quiet);
+    c.ceilings = device_ceilings(session.context(), session.queue(), session.device(), options.remeasure, c.max_memory,
+                                 options.quiet);
   c.repeat = options.repeat;
   c.warmup = options.warmup;
   c.row_budget_s = options.row_budget_s;

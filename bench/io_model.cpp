@@ -50,21 +50,21 @@ Elems fa1_elems(const Shape& s, const Tiles& t, bool lse) {
   const long n = s.seqlen_q, m = s.seqlen_k, d = s.head_dim, dp = std::max(t.padded_head_dim, s.head_dim);
   const long br = std::max(t.block_rows, 1), bc = std::max(t.block_cols, 1);
   Elems e;
-  e.fp32 = 2.0 * n * dp + 2.0 * n;                        // O = 0, m = -inf, l = 0 in scratch
+  e.fp32 = 2.0 * n * dp + 2.0 * n;  // O = 0, m = -inf, l = 0 in scratch
   long k_lo = 0, k_hi = 0;
   key_range(s, 0, n, k_lo, k_hi);
   for (long k0 = k_lo / bc * bc; k0 < k_hi; k0 += bc) {
     const long k_end = std::min(k0 + bc, m);
-    e.storage += 2.0 * (k_end - k0) * d;                  // K, V block
+    e.storage += 2.0 * (k_end - k0) * d;  // K, V block
     long r_lo = 0, r_hi = 0;
     row_range(s, k0, k_end, r_lo, r_hi);
     if (r_hi <= r_lo) continue;
     const long rows = std::min(n, (r_hi + br - 1) / br * br) - r_lo / br * br;  // whole Q blocks
-    e.storage += static_cast<double>(rows) * d;            // Q blocks
-    e.fp32 += rows * (2.0 * dp + 4.0);                     // O read and written; m, l read and written
+    e.storage += static_cast<double>(rows) * d;                                 // Q blocks
+    e.fp32 += rows * (2.0 * dp + 4.0);  // O read and written; m, l read and written
   }
-  e.fp32 += n * dp + 2.0 * n + (lse ? n : 0);              // epilogue: scratch O, m, l read; LSE written
-  e.storage += static_cast<double>(n) * d;                 // O written
+  e.fp32 += n * dp + 2.0 * n + (lse ? n : 0);  // epilogue: scratch O, m, l read; LSE written
+  e.storage += static_cast<double>(n) * d;     // O written
   return e;
 }
 
@@ -77,9 +77,9 @@ Elems fa2_elems(const Shape& s, const Tiles& t, bool lse) {
     long lo = 0, hi = 0;
     key_range(s, q0, q_end, lo, hi);
     const long keys = hi <= lo ? 0 : std::min(m, (hi + bc - 1) / bc * bc) - lo / bc * bc;  // whole K/V blocks
-    e.storage += 2.0 * (q_end - q0) * d;                   // Q block read, O block written
-    e.storage += 2.0 * keys * d;                           // K and V blocks
-    e.fp32 += lse ? q_end - q0 : 0;                        // LSE
+    e.storage += 2.0 * (q_end - q0) * d;  // Q block read, O block written
+    e.storage += 2.0 * keys * d;          // K and V blocks
+    e.fp32 += lse ? q_end - q0 : 0;       // LSE
   }
   return e;
 }

@@ -23,10 +23,12 @@ int print_devices() {
   const auto devices = flashcl::list_devices();
   if (devices.empty()) std::printf("no OpenCL devices found (is an ICD installed?)\n");
   for (const auto& d : devices)
-    std::printf("-p %d -d %d  %s | %s | %s | driver %s | %d CUs | local %zu KiB | global %.1f GiB\n",
-                d.platform_index, d.device_index, d.platform.c_str(), d.name.c_str(),
-                d.is_gpu ? "GPU" : d.is_cpu ? "CPU" : "other", d.driver.c_str(), d.compute_units,
-                d.local_mem_bytes / 1024, d.global_mem_bytes / 1073741824.0);
+    std::printf("-p %d -d %d  %s | %s | %s | driver %s | %d CUs | local %zu KiB | global %.1f GiB\n", d.platform_index,
+                d.device_index, d.platform.c_str(), d.name.c_str(),
+                d.is_gpu   ? "GPU"
+                : d.is_cpu ? "CPU"
+                           : "other",
+                d.driver.c_str(), d.compute_units, d.local_mem_bytes / 1024, d.global_mem_bytes / 1073741824.0);
   return 0;
 }
 
@@ -88,8 +90,10 @@ int run(const Options& opt) {
       std::fprintf(stderr, "flashcl-bench: -o: cannot write '%s'\n", opt.output.c_str());
       return 2;
     }
-    if (opt.format == Format::Json) file.reset();  // the JSON reporter rewrites the file itself
-    else out = file.get();
+    if (opt.format == Format::Json)
+      file.reset();  // the JSON reporter rewrites the file itself
+    else
+      out = file.get();
   }
   if (!opt.disk_cache) set_disk_cache_enabled(false);
   Session session(opt.platform, opt.device);
@@ -99,7 +103,8 @@ int run(const Options& opt) {
                       : opt.format == Format::Json ? make_json_reporter(out, opt.output)
                                                    : make_table_reporter(out, opt.quiet));
   // CSV or JSON going to a file: the table still shows on stdout while the sweep runs.
-  if (!opt.output.empty() && opt.format != Format::Table && !opt.quiet) reporters.push_back(make_table_reporter(stdout, false));
+  if (!opt.output.empty() && opt.format != Format::Table && !opt.quiet)
+    reporters.push_back(make_table_reporter(stdout, false));
   const std::unique_ptr<Reporter> reporter = make_tee_reporter(std::move(reporters));
   const std::vector<Case> sweep = cases(opt);
   Progress progress(!opt.quiet && isatty(fileno(stderr)), static_cast<int>(sweep.size() * opt.algos.size()));

@@ -4,7 +4,6 @@
 #include "options.hpp"
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -68,8 +67,10 @@ std::string algo_error(std::string& text) {
 std::vector<Algorithm> parse_algos(const std::vector<std::string>& names) {
   std::vector<Algorithm> wanted;
   for (const auto& name : names) {
-    if (lower(name) == "all") wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
-    else wanted.push_back(*parse_algorithm(name));
+    if (lower(name) == "all")
+      wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
+    else
+      wanted.push_back(*parse_algorithm(name));
   }
   std::vector<Algorithm> ordered;  // canonical order, each once
   for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
@@ -171,14 +172,19 @@ std::size_t parse_bytes(const std::string& text, std::string& error) {
   char* end = nullptr;
   const double number = std::strtod(text.c_str(), &end);
   std::string unit = lower(std::string(end));
-  if (unit.size() > 1 && (unit.back() == 'b')) unit.pop_back();                          // "GB", "MiB"
-  if (unit.size() == 2 && unit.back() == 'i') unit.pop_back();                           // "Gi"
+  if (unit.size() > 1 && (unit.back() == 'b')) unit.pop_back();  // "GB", "MiB"
+  if (unit.size() == 2 && unit.back() == 'i') unit.pop_back();   // "Gi"
   double scale = 0.0;
-  if (unit.empty()) scale = 1.0;
-  else if (unit == "k") scale = 1024.0;
-  else if (unit == "m") scale = 1024.0 * 1024;
-  else if (unit == "g") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
+  if (unit.empty())
+    scale = 1.0;
+  else if (unit == "k")
+    scale = 1024.0;
+  else if (unit == "m")
+    scale = 1024.0 * 1024;
+  else if (unit == "g")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t")
+    scale = 1024.0 * 1024 * 1024 * 1024;
   if (end == text.c_str() || scale == 0.0 || !(number > 0) || !std::isfinite(number) || number * scale < 1) {
     error = "expected a size such as 2G, 512M or 1048576, got '" + text + "'";
     return 0;
@@ -219,7 +225,8 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->check(list);
   app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
       ->check(checker(window_error, "LEFT,RIGHT"));
-  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
+  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--algo", algos, "Algorithms: standard, fa1, fa2, auto, all (comma list)")
       ->delimiter(',')
       ->check(checker(algo_error, "ALGO"))
@@ -228,7 +235,8 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->delimiter(',')
       ->check(checker(dtype_error, "DTYPE"))
       ->capture_default_str();
-  app.add_option("--mode", mode, "Pass to time (fwd only so far)")->check(checker(mode_error, "MODE"))
+  app.add_option("--mode", mode, "Pass to time (fwd only so far)")
+      ->check(checker(mode_error, "MODE"))
       ->capture_default_str();
   app.add_option("-r,--repeat", opt.repeat, "Timed runs per row (median, min, max)")
       ->check(CLI::Range(1, 100000))
@@ -245,16 +253,25 @@ int parse_options(int argc, char** argv, Options& opt) {
                  "Reference budget per shape in multiply-adds; beyond it, evenly spaced query rows are checked")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--max-memory", max_memory, "Cap on device memory the bench allocates (e.g. 2G; default: the device's)")
-      ->check(checker([](std::string& t) { std::string e; parse_bytes(t, e); return e; }, "SIZE"));
+  app.add_option("--max-memory", max_memory,
+                 "Cap on device memory the bench allocates (e.g. 2G; default: the device's)")
+      ->check(checker(
+          [](std::string& t) {
+            std::string e;
+            parse_bytes(t, e);
+            return e;
+          },
+          "SIZE"));
   app.add_option("--tile", tile, "Force fa1/fa2 tiles BRxBC[xTPRxTM] (as FLASHCL_TILE), e.g. 64x32")
       ->check(checker(tile_error, "TILE"));
   app.add_option("--seed", opt.seed, "First seed of the random inputs")->capture_default_str();
   app.add_option("-f,--format", format, "Output: table, csv or json (default: table, or from -o's extension)")
       ->check(CLI::IsMember({"table", "csv", "json"}, CLI::ignore_case));
-  app.add_option("-o,--output", opt.output, "Write the results to FILE (CSV/JSON there: the table still shows on stdout unless -q)");
+  app.add_option("-o,--output", opt.output,
+                 "Write the results to FILE (CSV/JSON there: the table still shows on stdout unless -q)");
   app.add_flag("-q,--quiet", opt.quiet, "Results only: no header, notes or progress line");
-  app.add_flag("--remeasure-ceilings", opt.remeasure, "Measure the FMA and copy ceilings again (the cache keeps the higher values)");
+  app.add_flag("--remeasure-ceilings", opt.remeasure,
+               "Measure the FMA and copy ceilings again (the cache keeps the higher values)");
   app.add_flag("!--no-roofline", opt.roofline, "Skip the ceilings and the % of peak columns");
   app.add_flag("!--no-disk-cache", opt.disk_cache, "Do not use flashcl's on-disk program cache (every build cold)");
 

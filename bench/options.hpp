@@ -19,23 +19,23 @@ struct Options {
   bool list_devices = false;
   std::string platform, device;
   std::vector<int> batch, heads, seqlen, seqlen_k, head_dim;  // seqlen_k empty: = seqlen
-  std::vector<int> heads_kv;       // GQA/MQA K/V heads; empty: = heads
-  int window_left = -1, window_right = -1;  // sliding window; -1: unbounded side
+  std::vector<int> heads_kv;                                  // GQA/MQA K/V heads; empty: = heads
+  int window_left = -1, window_right = -1;                    // sliding window; -1: unbounded side
   double softcap = 0.0;
   std::vector<bool> causal;
   std::vector<DType> dtypes;
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it
   int repeat = 3, warmup = 1;
-  double row_budget_s = 0.0;     // > 0: fewer timed runs for rows whose first call says they would overrun
-  bool check = true;             // sampled beyond check_macs, so cheap enough to be the default
-  double check_macs = 1e9;       // reference budget per shape; larger shapes check sampled rows
-  std::size_t max_memory = 0;    // 0: the device's global memory
+  double row_budget_s = 0.0;   // > 0: fewer timed runs for rows whose first call says they would overrun
+  bool check = true;           // sampled beyond check_macs, so cheap enough to be the default
+  double check_macs = 1e9;     // reference budget per shape; larger shapes check sampled rows
+  std::size_t max_memory = 0;  // 0: the device's global memory
   TileOverride tile;
   std::uint64_t seed = 1;
   Format format = Format::Table;
-  std::string output;            // empty: stdout
+  std::string output;  // empty: stdout
   bool quiet = false, remeasure = false, roofline = true, disk_cache = true;
-  std::string command;           // the command line, for the JSON context
+  std::string command;  // the command line, for the JSON context
 };
 
 // Parses argv into `options`. Returns -1 to go on, else the exit code (0 after --help).

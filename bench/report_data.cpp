@@ -1,9 +1,8 @@
 // report_data.cpp: CSV and JSON output from one field list (row_fields()), so both formats carry
-// exactly the same numbers (and the tee that sends a run to several reporters). Fields that do not apply (no standard row for a speedup, no check,
-// no ceilings) are null in JSON and empty in CSV, never a made-up zero.
-#include <nlohmann/json.hpp>
-
+// exactly the same numbers (and the tee that sends a run to several reporters). Fields that do not apply (no standard
+// row for a speedup, no check, no ceilings) are null in JSON and empty in CSV, never a made-up zero.
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "report.hpp"
@@ -89,24 +88,35 @@ Json context_fields(const Context& c) {
   j["git_commit"] = c.git_commit;
   j["date"] = c.date;
   j["command"] = c.command;
-  j["device"] = {{"platform", d.platform},          {"name", d.name},
-                 {"vendor", d.vendor},              {"driver", d.driver},
-                 {"version", c.device_version},     {"type", d.is_gpu ? "GPU" : d.is_cpu ? "CPU" : "other"},
-                 {"platform_index", d.platform_index}, {"device_index", d.device_index},
-                 {"compute_units", d.compute_units}, {"local_mem_bytes", d.local_mem_bytes},
-                 {"global_mem_bytes", d.global_mem_bytes}, {"max_alloc_bytes", c.max_alloc_bytes},
+  j["device"] = {{"platform", d.platform},
+                 {"name", d.name},
+                 {"vendor", d.vendor},
+                 {"driver", d.driver},
+                 {"version", c.device_version},
+                 {"type", d.is_gpu   ? "GPU"
+                          : d.is_cpu ? "CPU"
+                                     : "other"},
+                 {"platform_index", d.platform_index},
+                 {"device_index", d.device_index},
+                 {"compute_units", d.compute_units},
+                 {"local_mem_bytes", d.local_mem_bytes},
+                 {"global_mem_bytes", d.global_mem_bytes},
+                 {"max_alloc_bytes", c.max_alloc_bytes},
                  {"global_mem_cache_bytes", c.cache_bytes}};
   if (c.roofline && c.ceilings.valid())
-    j["ceilings"] = {{"fma_gflops", c.ceilings.fma_gflops}, {"fma_variant", c.ceilings.fma_variant},
-                     {"copy_gbs", c.ceilings.copy_gbs},     {"copy_variant", c.ceilings.copy_variant},
+    j["ceilings"] = {{"fma_gflops", c.ceilings.fma_gflops},   {"fma_variant", c.ceilings.fma_variant},
+                     {"copy_gbs", c.ceilings.copy_gbs},       {"copy_variant", c.ceilings.copy_variant},
                      {"measured_at", c.ceilings.measured_at}, {"from_cache", c.ceilings.from_cache},
                      {"cache_file", c.ceilings.cache_file}};
   if (c.roofline && c.ceilings.valid())
     for (const auto& [name, value] : c.ceilings.samples) j["ceilings"]["samples"][name] = value;
   else
     j["ceilings"] = nullptr;
-  j["timing"] = {{"clock", "device time, OpenCL profiling events"}, {"statistic", "median"},
-                 {"repeat", c.repeat}, {"warmup", c.warmup}, {"row_budget_s", c.row_budget_s}};
+  j["timing"] = {{"clock", "device time, OpenCL profiling events"},
+                 {"statistic", "median"},
+                 {"repeat", c.repeat},
+                 {"warmup", c.warmup},
+                 {"row_budget_s", c.row_budget_s}};
   j["check"] = {{"enabled", c.check}, {"max_macs_per_shape", c.check_macs}};
   j["max_memory_bytes"] = c.max_memory;
   j["variants"] = c.variants;
@@ -171,8 +181,10 @@ class JsonReporter : public Reporter {
     if (!path_.empty()) save();
   }
   void end() override {
-    if (path_.empty()) std::fprintf(out_, "%s\n", doc_.dump(2).c_str());
-    else save();
+    if (path_.empty())
+      std::fprintf(out_, "%s\n", doc_.dump(2).c_str());
+    else
+      save();
   }
 
  private:

@@ -15,11 +15,11 @@ struct Column {
   int width;  // negative: left-aligned
 };
 
-const Column kColumns[] = {
-    {"algo", -9},      {"B", 3},          {"H", 4},       {"Hkv", 4},      {"Nq", 6},       {"Nk", 6},         {"d", 4},
-    {"causal", 7},     {"dtype", 5},      {"tiles", 7},      {"median ms", 11}, {"min ms", 10}, {"max ms", 10},    {"TFLOP/s", 9},
-    {"%fma", 6},       {"GB/s", 7},       {"%bw", 6},     {"%roof", 6},    {"IO MB", 10},     {"min MB", 8},
-    {"mem MiB", 9},    {"vs std", 7},     {"build ms", 15}, {"max|err|", 10}, {"%avail", 7}};
+const Column kColumns[] = {{"algo", -9},      {"B", 3},       {"H", 4},         {"Hkv", 4},       {"Nq", 6},
+                           {"Nk", 6},         {"d", 4},       {"causal", 7},    {"dtype", 5},     {"tiles", 7},
+                           {"median ms", 11}, {"min ms", 10}, {"max ms", 10},   {"TFLOP/s", 9},   {"%fma", 6},
+                           {"GB/s", 7},       {"%bw", 6},     {"%roof", 6},     {"IO MB", 10},    {"min MB", 8},
+                           {"mem MiB", 9},    {"vs std", 7},  {"build ms", 15}, {"max|err|", 10}, {"%avail", 7}};
 
 std::string format(const char* fmt, ...) {
   char text[256];
@@ -50,28 +50,46 @@ class TableReporter : public Reporter {
     const Shape& s = r.shape;
     std::vector<std::string> cells = {
         r.algo == "auto" ? "auto:" + r.resolved : r.algo,
-        format("%d", s.batch), format("%d", s.heads), format("%d", s.kv_heads()), format("%d", s.seqlen_q),
+        format("%d", s.batch),
+        format("%d", s.heads),
+        format("%d", s.kv_heads()),
+        format("%d", s.seqlen_q),
         format("%d", s.seqlen_k),
-        format("%d", s.head_dim), s.causal ? "on" : "off", to_string(r.dtype),
+        format("%d", s.head_dim),
+        s.causal ? "on" : "off",
+        to_string(r.dtype),
         r.tiles.block_rows > 0 ? format("%dx%d", r.tiles.block_rows, r.tiles.block_cols) : "-"};
     if (r.status != RowStatus::Ok) {
       print(cells, (r.status == RowStatus::Skipped ? "skipped: " : "error: ") + r.note);
       return;
     }
+    const bool shortened = static_cast<int>(r.runs_ms.size()) < repeat_;
+    const bool sampled = r.checked && r.rows_checked < r.rows_total;
     const auto pct = [&](double v) { return roofline_ ? format("%.1f", v) : std::string("-"); };
-    cells.insert(cells.end(), {
-        format("%.3f%s", r.median_ms, static_cast<int>(r.runs_ms.size()) < repeat_ ? "~" : ""),
-        format("%.3f", r.min_ms), format("%.3f", r.max_ms),
-        format("%.4f", r.tflops), pct(r.pct_fma), format("%.1f", r.gbs), pct(r.pct_bw), pct(r.pct_roofline),
-        format("%.1f", r.io.bytes / 1e6), format("%.1f", r.io.min_bytes / 1e6), mib(r.device_bytes),
-        r.speedup > 0.0 ? format("%.2fx", r.speedup) : "-",
-        format("%.0f %s", r.first_wall_ms - r.first_device_ms,
-               r.build_kind == "cold build" ? "cold" : r.build_kind == "disk cache" ? "disk" : "mem"),
-        !r.checked ? "-" : r.error.non_finite ? format("%zu NaN", r.error.non_finite)
-                                              : format("%.1e%s", r.error.max_abs, r.rows_checked < r.rows_total ? "*" : ""),
-        r.probe_gflops > 0.0 ? format("%.0f", 100.0 * r.probe_gflops / fma_peak_) : "-"});
-    sampled_ |= r.checked && r.rows_checked < r.rows_total;
-    shortened_ |= static_cast<int>(r.runs_ms.size()) < repeat_;
+    const char* build = r.builds > 0 ? "cold" : r.disk_hits > 0 ? "disk" : "mem";
+    std::string error = "-";
+    if (r.checked && r.error.non_finite > 0)
+      error = format("%zu NaN", r.error.non_finite);
+    else if (r.checked)
+      error = format("%.1e%s", r.error.max_abs, sampled ? "*" : "");
+
+    cells.push_back(format("%.3f%s", r.median_ms, shortened ? "~" : ""));
+    cells.push_back(format("%.3f", r.min_ms));
+    cells.push_back(format("%.3f", r.max_ms));
+    cells.push_back(format("%.4f", r.tflops));
+    cells.push_back(pct(r.pct_fma));
+    cells.push_back(format("%.1f", r.gbs));
+    cells.push_back(pct(r.pct_bw));
+    cells.push_back(pct(r.pct_roofline));
+    cells.push_back(format("%.1f", r.io.bytes / 1e6));
+    cells.push_back(format("%.1f", r.io.min_bytes / 1e6));
+    cells.push_back(mib(r.device_bytes));
+    cells.push_back(r.speedup > 0.0 ? format("%.2fx", r.speedup) : "-");
+    cells.push_back(format("%.0f %s", r.first_wall_ms - r.first_device_ms, build));
+    cells.push_back(error);
+    cells.push_back(r.probe_gflops > 0.0 ? format("%.0f", 100.0 * r.probe_gflops / fma_peak_) : "-");
+    sampled_ |= sampled;
+    shortened_ |= shortened;
     best_probe_ = std::max(best_probe_, r.probe_gflops);
     print(cells);
   }
@@ -93,13 +111,17 @@ class TableReporter : public Reporter {
     std::fprintf(out_, "\n");
     for (const char* line : kNotes) std::fprintf(out_, "%s\n", line);
     if (best_probe_ > 1.1 * fma_peak_ && fma_peak_ > 0.0)
-      std::fprintf(out_, "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
-                   "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n", best_probe_);
+      std::fprintf(out_,
+                   "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
+                   "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n",
+                   best_probe_);
     if (shortened_)
-      std::fprintf(out_, "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget (JSON: runs, "
+      std::fprintf(out_,
+                   "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget (JSON: runs, "
                    "first_call_timed).\n");
     if (sampled_)
-      std::fprintf(out_, "max|err| with *: checked on evenly spaced query rows only (reference budget --check-macs).\n");
+      std::fprintf(out_,
+                   "max|err| with *: checked on evenly spaced query rows only (reference budget --check-macs).\n");
   }
 
  private:
@@ -109,18 +131,24 @@ class TableReporter : public Reporter {
                  c.date.c_str());
     std::fprintf(out_, "device   : %s | %s | driver %s | %s\n", d.name.c_str(), d.platform.c_str(), d.driver.c_str(),
                  c.device_version.c_str());
-    std::fprintf(out_, "           %s, %d compute units, local %zu KiB, global %.1f GiB, largest buffer %.1f GiB, "
-                 "cache %zu MiB\n", d.is_gpu ? "GPU" : d.is_cpu ? "CPU" : "other", d.compute_units,
-                 d.local_mem_bytes / 1024, d.global_mem_bytes / 1073741824.0, c.max_alloc_bytes / 1073741824.0,
-                 c.cache_bytes >> 20);
+    std::fprintf(out_,
+                 "           %s, %d compute units, local %zu KiB, global %.1f GiB, largest buffer %.1f GiB, "
+                 "cache %zu MiB\n",
+                 d.is_gpu   ? "GPU"
+                 : d.is_cpu ? "CPU"
+                            : "other",
+                 d.compute_units, d.local_mem_bytes / 1024, d.global_mem_bytes / 1073741824.0,
+                 c.max_alloc_bytes / 1073741824.0, c.cache_bytes >> 20);
     if (roofline_)
       std::fprintf(out_, "ceilings : FMA %.1f GFLOP/s (%s), copy %.1f GB/s (%s); %s %s\n", c.ceilings.fma_gflops,
                    c.ceilings.fma_variant.c_str(), c.ceilings.copy_gbs, c.ceilings.copy_variant.c_str(),
                    c.ceilings.from_cache ? "cached, measured" : "measured", c.ceilings.measured_at.c_str());
     else
       std::fprintf(out_, "ceilings : not measured (--no-roofline)\n");
-    std::fprintf(out_, "timing   : device time (OpenCL profiling), median/min/max of %d runs after %d warm-up%s; "
-                 "fwd%s\n", c.repeat, c.warmup,
+    std::fprintf(out_,
+                 "timing   : device time (OpenCL profiling), median/min/max of %d runs after %d warm-up%s; "
+                 "fwd%s\n",
+                 c.repeat, c.warmup,
                  c.row_budget_s > 0 ? format(" (fewer past %g s per row)", c.row_budget_s).c_str() : "",
                  c.check ? "; checked against float64" : "");
     if (!c.variants.empty()) std::fprintf(out_, "variants : %s\n", c.variants.c_str());

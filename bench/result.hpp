@@ -19,10 +19,10 @@ enum class RowStatus { Ok, Skipped, Error };
 struct Result {
   Shape shape;
   DType dtype = DType::F32;  // storage of Q, K, V, O (arithmetic is fp32)
-  std::string algo;      // as asked for ("auto" stays "auto")
-  std::string resolved;  // the algorithm that ran
+  std::string algo;          // as asked for ("auto" stays "auto")
+  std::string resolved;      // the algorithm that ran
   RowStatus status = RowStatus::Ok;
-  std::string note;      // why a row was skipped or failed
+  std::string note;  // why a row was skipped or failed
 
   // Device time of the timed runs (profiling events).
   std::vector<double> runs_ms;
@@ -38,14 +38,14 @@ struct Result {
 
   Tiles tiles;
   IoModel io;
-  std::size_t device_bytes = 0;     // flashcl::device_bytes(): Q, K, V, O, LSE and workspace
+  std::size_t device_bytes = 0;  // flashcl::device_bytes(): Q, K, V, O, LSE and workspace
   std::size_t workspace_bytes = 0;
   int input_sets = 1;
 
-  double tflops = 0.0, gbs = 0.0;                 // FA convention FLOPs; modelled bytes
+  double tflops = 0.0, gbs = 0.0;                          // FA convention FLOPs; modelled bytes
   double pct_fma = 0.0, pct_bw = 0.0, pct_roofline = 0.0;  // 0 when no ceilings
-  double speedup = 0.0;                           // standard's median / this median; 0: no standard row
-  double probe_gflops = 0.0;                      // FMA probe around the timed runs; 0: not run
+  double speedup = 0.0;                                    // standard's median / this median; 0: no standard row
+  double probe_gflops = 0.0;                               // FMA probe around the timed runs; 0: not run
 
   bool checked = false;
   ErrorStats error;

@@ -34,8 +34,8 @@ class Buffer {
     const cl_mem_flags flags = CL_MEM_READ_WRITE | (host != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
     mem_ = clCreateBuffer(context, flags, bytes, const_cast<void*>(host), &err);
     if (err != CL_SUCCESS)
-      throw Error(Status::OutOfResources, "clCreateBuffer of " + std::to_string(bytes) + " bytes failed (error " +
-                                              std::to_string(err) + ")");
+      throw Error(Status::OutOfResources,
+                  "clCreateBuffer of " + std::to_string(bytes) + " bytes failed (error " + std::to_string(err) + ")");
   }
   Buffer(Buffer&& other) noexcept : mem_(other.mem_) { other.mem_ = nullptr; }
   Buffer& operator=(Buffer&& other) noexcept {
@@ -64,8 +64,10 @@ struct HostInputs {
 // "2.06 GiB", or "143.1 MiB" below 1 GiB.
 std::string gib(double bytes) {
   char text[32];
-  if (bytes >= 1024.0 * 1024 * 1024) std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
-  else std::snprintf(text, sizeof text, "%.1f MiB", bytes / (1024.0 * 1024));
+  if (bytes >= 1024.0 * 1024 * 1024)
+    std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
+  else
+    std::snprintf(text, sizeof text, "%.1f MiB", bytes / (1024.0 * 1024));
   return text;
 }
 
@@ -140,7 +142,8 @@ void fill_nan(cl_command_queue queue, const Buffer& b, DType t, std::size_t byte
   const std::uint16_t nan16 = t == DType::F32 ? 0 : to_storage(t, {nan})[0];
   const void* pattern = t == DType::F32 ? static_cast<const void*>(&nan) : &nan16;
   const cl_int err = clEnqueueFillBuffer(queue, b.get(), pattern, element_size(t), 0, bytes, 0, nullptr, nullptr);
-  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueFillBuffer failed (error " + std::to_string(err) + ")");
+  if (err != CL_SUCCESS)
+    throw Error(Status::OpenCLError, "clEnqueueFillBuffer failed (error " + std::to_string(err) + ")");
   clFinish(queue);
 }
 
@@ -150,7 +153,8 @@ std::vector<float> read(cl_command_queue queue, const Buffer& b, DType t, std::s
   std::vector<std::uint16_t> bits(t == DType::F32 ? 0 : n);
   void* host = t == DType::F32 ? static_cast<void*>(values.data()) : bits.data();
   const cl_int err = clEnqueueReadBuffer(queue, b.get(), CL_TRUE, 0, n * element_size(t), host, 0, nullptr, nullptr);
-  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, "clEnqueueReadBuffer failed (error " + std::to_string(err) + ")");
+  if (err != CL_SUCCESS)
+    throw Error(Status::OpenCLError, "clEnqueueReadBuffer failed (error " + std::to_string(err) + ")");
   return t == DType::F32 ? values : from_storage(t, bits);
 }
 
@@ -221,8 +225,10 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
       r.tiles = tiles_for(device, make_args(shape, dtype, *parse_algorithm(r.resolved), options_.tile));
       r.io = io_model(shape, *parse_algorithm(r.resolved), r.tiles, true, static_cast<int>(element_size(dtype)));
       r.note = over_limits(r, context_);
-      if (!r.note.empty()) r.status = RowStatus::Skipped;
-      else largest_workspace = std::max(largest_workspace, r.workspace_bytes);
+      if (!r.note.empty())
+        r.status = RowStatus::Skipped;
+      else
+        largest_workspace = std::max(largest_workspace, r.workspace_bytes);
     } catch (const Error& e) {
       r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
       r.note = e.what();

@@ -15,7 +15,7 @@ namespace flashcl::bench {
 
 struct RowHooks {
   std::function<void(const Result&)> starting;  // before a row runs (progress line)
-  std::function<void(const Result&)> done;                // after it ran or was skipped
+  std::function<void(const Result&)> done;      // after it ran or was skipped
 };
 
 class Runner {
