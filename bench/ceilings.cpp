@@ -302,16 +302,24 @@ bool store(const std::string& path, const nlohmann::json& j) {
   return !ec;
 }
 
+// The cache key (platform, device, driver, kernels) and the file it names.
+std::string cache_key(cl_device_id device) {
+  return platform_name(device) + " | " + device_string(device, CL_DEVICE_NAME) + " | " +
+         device_string(device, CL_DRIVER_VERSION) + " | " + device_string(device, CL_DEVICE_VERSION) + " | kernels " +
+         std::to_string(fnv1a(kCeilingsSource));
+}
+
+std::string cache_path(const std::string& key) {
+  char name[64];
+  std::snprintf(name, sizeof name, "ceilings-%016llx.json", static_cast<unsigned long long>(fnv1a(key)));
+  return (std::filesystem::path(disk_cache_dir()) / name).string();
+}
+
 }  // namespace
 
 Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_id device, bool remeasure,
                          std::size_t max_bytes, bool quiet) {
-  const std::string key = platform_name(device) + " | " + device_string(device, CL_DEVICE_NAME) + " | " +
-                          device_string(device, CL_DRIVER_VERSION) + " | " + device_string(device, CL_DEVICE_VERSION) +
-                          " | kernels " + std::to_string(fnv1a(kCeilingsSource));
-  char name[64];
-  std::snprintf(name, sizeof name, "ceilings-%016llx.json", static_cast<unsigned long long>(fnv1a(key)));
-  const std::string path = (std::filesystem::path(disk_cache_dir()) / name).string();
+  const std::string key = cache_key(device), path = cache_path(key);
   Ceilings cached;
   const bool have = load(path, key, cached);
   if (have && !remeasure) {
@@ -339,6 +347,15 @@ Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_i
   else if (!quiet)
     std::fprintf(stderr, "flashcl-bench: note: could not write %s; ceilings not cached\n", path.c_str());
   return c;
+}
+
+bool raise_fma_ceiling(cl_device_id device, double gflops) {
+  const std::string key = cache_key(device), path = cache_path(key);
+  Ceilings cached;
+  if (!load(path, key, cached) || gflops <= cached.fma_gflops) return false;
+  cached.fma_gflops = gflops;  // the probe runs the cached best variant, so variant and chains stay
+  cached.measured_at = utc_now();
+  return store(path, to_json(cached, key));
 }
 
 FmaProbe::FmaProbe(cl_context context, cl_command_queue queue, cl_device_id device, const Ceilings& ceilings)

@@ -32,6 +32,10 @@ struct Ceilings {
 Ceilings device_ceilings(cl_context context, cl_command_queue queue, cl_device_id device, bool remeasure,
                          std::size_t max_bytes, bool quiet);
 
+// Raises the cached FMA ceiling of `device` to `gflops` (a probe that beat it: the ceiling was
+// measured while the machine was busy). True when the cache changed.
+bool raise_fma_ceiling(cl_device_id device, double gflops);
+
 class FmaKernel;
 
 // A ~20 ms run of the best FMA variant: the FMA throughput the bench gets right now. On a shared

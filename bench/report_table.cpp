@@ -90,7 +90,6 @@ class TableReporter : public Reporter {
     cells.push_back(r.probe_gflops > 0.0 ? format("%.0f", 100.0 * r.probe_gflops / fma_peak_) : "-");
     sampled_ |= sampled;
     shortened_ |= shortened;
-    best_probe_ = std::max(best_probe_, r.probe_gflops);
     print(cells);
   }
 
@@ -110,11 +109,6 @@ class TableReporter : public Reporter {
     };
     std::fprintf(out_, "\n");
     for (const char* line : kNotes) std::fprintf(out_, "%s\n", line);
-    if (best_probe_ > 1.1 * fma_peak_ && fma_peak_ > 0.0)
-      std::fprintf(out_,
-                   "note: the FMA probe reached %.1f GFLOP/s, above the cached ceiling: it was measured on a busy "
-                   "machine;\nrun with --remeasure-ceilings (the cache keeps the higher value).\n",
-                   best_probe_);
     if (shortened_)
       std::fprintf(out_,
                    "median ms with ~: fewer timed runs than --repeat, to stay within --row-budget (JSON: runs, "
@@ -171,7 +165,7 @@ class TableReporter : public Reporter {
   bool quiet_;
   bool roofline_ = false, sampled_ = false, shortened_ = false;
   int repeat_ = 0;
-  double fma_peak_ = 0.0, best_probe_ = 0.0;
+  double fma_peak_ = 0.0;
 };
 
 }  // namespace

@@ -325,7 +325,11 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
           r.runs_ms.push_back(launch.device_ms());
           per_kernel.push_back(kernel_ms(launch));
         }
-        if (probe_) r.probe_gflops = 0.5 * (probe_before + probe_->gflops());
+        if (probe_) {
+          const double probe_after = probe_->gflops();
+          r.probe_gflops = 0.5 * (probe_before + probe_after);
+          best_probe_ = std::max({best_probe_, probe_before, probe_after});
+        }
         r.median_ms = median(r.runs_ms);
         // The kernels of the run closest to the median (standard: scores, softmax, P*V).
         const auto closest = std::min_element(r.runs_ms.begin(), r.runs_ms.end(), [&](double a, double b) {

@@ -25,11 +25,15 @@ class Runner {
   // Every algorithm of options.algos on `shape` stored as `dtype`; `shape_index` varies the seeds.
   void run_shape(const Shape& shape, DType dtype, int shape_index, const RowHooks& hooks);
 
+  // The highest FMA probe of the run (0 without ceilings).
+  double best_probe_gflops() const { return best_probe_; }
+
  private:
   Session& session_;
   const Options& options_;
   const Context& context_;
   std::unique_ptr<FmaProbe> probe_;  // with ceilings: what share of the device each row had
+  double best_probe_ = 0.0;
 };
 
 }  // namespace flashcl::bench
