@@ -35,6 +35,9 @@
 #ifndef MASK_KIND
 #define MASK_KIND 0 /* 0: none, 1: boolean mask (uchar, 0 hides the key), 2: additive fp32 bias */
 #endif
+#ifndef GQA
+#define GQA 0 /* 1: query heads share K/V heads (heads_kv < heads): K/V head = h / kv_group */
+#endif
 #ifndef VARLEN
 #define VARLEN 0 /* 1: packed sequences delimited by cu_seqlens_q / cu_seqlens_k */
 #endif
@@ -85,6 +88,14 @@ inline ushort float_to_bf16(float x) {
 #define TENSOR_BASE(a, t, b, h) \
   ((a)->t##_offset + (long)(b) * (a)->t##_batch_stride + (long)(h) * (a)->t##_head_stride)
 
+/* The K/V head of query head h. A switch, not a division by kv_group = 1: on NVIDIA's compiler
+ * the run-time division cost the plain fa2 kernel 30 registers and 4% at d = 128. */
+#if GQA
+#define KV_HEAD(a, h) ((h) / (a)->kv_group)
+#else
+#define KV_HEAD(a, h) (h)
+#endif
+
 /* Element offset of row 0 of sequence b, head h: packed sequences (VARLEN) start at row `start`
  * of one (total, H, d) tensor and ignore the batch stride. */
 #if VARLEN
@@ -94,18 +105,37 @@ inline ushort float_to_bf16(float x) {
 #define SEQ_BASE(a, t, b, h, start) TENSOR_BASE(a, t, b, h)
 #endif
 
+/* Index of LSE row `row` of (b, h): (B, H, Nq), or (H, total_q) with VARLEN as flash_attn_varlen_func.
+ * Computed where it is stored, so nothing extra stays live through the main loop. */
+#if VARLEN
+#define LSE_INDEX(a, sv, b, h, row) ((long)(h) * (a)->total_q + (sv)->q_start + (row))
+#else
+#define LSE_INDEX(a, sv, b, h, row) (((long)(b) * (a)->heads + (h)) * (a)->seqlen_q + (row))
+#endif
+
 /* One (sequence, head) as a kernel sees it. Scores are in the kernel's unit: base 2 in fa1/fa2
  * (unit = log2 e, Q pre-scaled by scale * log2 e), natural in standard (unit = 1). */
 typedef struct {
   int seqlen_q, seqlen_k; /* this sequence's lengths (VARLEN: from cu_seqlens) */
   int shift;              /* seqlen_k - seqlen_q: bottom-right alignment of causal, window, ALiBi */
   int q_start, k_start;   /* first packed row of the sequence (VARLEN), else 0 */
-  long lse_base;          /* LSE index of row 0; rows are consecutive */
   long mask_base;         /* MASK_KIND: element offset of mask (b, h, 0, 0) */
   float softcap;          /* SOFTCAP: c * unit */
   float slope;            /* ALIBI: slope * unit */
   float unit;
 } SeqView;
+
+/* This sequence's lengths and diagonal shift: the SeqView's copies with VARLEN, else straight from
+ * the argument block, so the plain path keeps nothing extra in registers through its main loop. */
+#if VARLEN
+#define SV_NQ(v, a) ((v)->seqlen_q)
+#define SV_NK(v, a) ((v)->seqlen_k)
+#define SV_SHIFT(v, a) ((v)->shift)
+#else
+#define SV_NQ(v, a) ((a)->seqlen_q)
+#define SV_NK(v, a) ((a)->seqlen_k)
+#define SV_SHIFT(v, a) ((a)->causal_shift)
+#endif
 
 inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global const int* cu_q,
                         __global const int* cu_k, __global const float* slopes) {
@@ -115,12 +145,10 @@ inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global co
   v.k_start = cu_k[b];
   v.seqlen_q = cu_q[b + 1] - v.q_start;
   v.seqlen_k = cu_k[b + 1] - v.k_start;
-  v.lse_base = (long)h * a->total_q + v.q_start; /* LSE (H, total_q), as flash_attn_varlen_func */
 #else
   v.q_start = v.k_start = 0;
   v.seqlen_q = a->seqlen_q;
   v.seqlen_k = a->seqlen_k;
-  v.lse_base = ((long)b * a->heads + h) * a->seqlen_q;
 #endif
   v.shift = v.seqlen_k - v.seqlen_q;
   v.mask_base = a->mask_offset + (long)b * a->mask_batch_stride + (long)h * a->mask_head_stride;
@@ -138,16 +166,16 @@ inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global co
  * end of the keys, above the causal diagonal, outside the window, or masked out). With a mask,
  * rows past the end of the queries hide every key, so no mask element outside the shape is read. */
 inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
-  if (key >= v->seqlen_k) return true;
+  if (key >= SV_NK(v, a)) return true;
 #if CAUSAL
-  if (key > row + v->shift) return true;
+  if (key > row + SV_SHIFT(v, a)) return true;
 #endif
 #if WINDOW
-  if (a->window_left >= 0 && key < row + v->shift - a->window_left) return true;
-  if (a->window_right >= 0 && key > row + v->shift + a->window_right) return true;
+  if (a->window_left >= 0 && key < row + SV_SHIFT(v, a) - a->window_left) return true;
+  if (a->window_right >= 0 && key > row + SV_SHIFT(v, a) + a->window_right) return true;
 #endif
 #if MASK_KIND == 1
-  if (row >= v->seqlen_q || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0) return true;
+  if (row >= SV_NQ(v, a) || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0) return true;
 #endif
   return false;
 }
@@ -162,10 +190,10 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
   s = v->softcap * tanh(s / v->softcap);
 #endif
 #if ALIBI
-  s -= v->slope * (float)abs(row + v->shift - key);
+  s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);
 #endif
 #if MASK_KIND == 2
-  if (row < v->seqlen_q) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
+  if (row < SV_NQ(v, a)) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
 #endif
   return s;
 }
@@ -174,13 +202,13 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
  * above the causal diagonal or outside the window are never visited. */
 inline void key_block_range(int q0, int q_end, int bc, const SeqView* v, const AttnArgs* a, int* kb_begin,
                             int* kb_end) {
-  int lo = 0, hi = v->seqlen_k; /* keys [lo, hi) */
+  int lo = 0, hi = SV_NK(v, a); /* keys [lo, hi) */
 #if CAUSAL
-  hi = min(hi, q_end + v->shift); /* the last row, q_end - 1, sees keys <= q_end - 1 + shift */
+  hi = min(hi, q_end + SV_SHIFT(v, a)); /* the last row, q_end - 1, sees keys <= q_end - 1 + shift */
 #endif
 #if WINDOW
-  if (a->window_right >= 0) hi = min(hi, q_end + v->shift + a->window_right);
-  if (a->window_left >= 0) lo = max(lo, q0 + v->shift - a->window_left);
+  if (a->window_right >= 0) hi = min(hi, q_end + SV_SHIFT(v, a) + a->window_right);
+  if (a->window_left >= 0) lo = max(lo, q0 + SV_SHIFT(v, a) - a->window_left);
 #endif
   *kb_begin = lo / bc;
   *kb_end = hi <= lo ? *kb_begin : (hi + bc - 1) / bc;
@@ -189,13 +217,13 @@ inline void key_block_range(int q0, int q_end, int bc, const SeqView* v, const A
 /* Query blocks [*qb_begin, *qb_end) of height br with a row that sees a key of [k0, k_end) (fa1). */
 inline void query_block_range(int k0, int k_end, int br, const SeqView* v, const AttnArgs* a, int* qb_begin,
                               int* qb_end) {
-  int lo = 0, hi = v->seqlen_q; /* rows [lo, hi) */
+  int lo = 0, hi = SV_NQ(v, a); /* rows [lo, hi) */
 #if CAUSAL
-  lo = max(lo, k0 - v->shift); /* row + shift >= k0 */
+  lo = max(lo, k0 - SV_SHIFT(v, a)); /* row + shift >= k0 */
 #endif
 #if WINDOW
-  if (a->window_right >= 0) lo = max(lo, k0 - v->shift - a->window_right);
-  if (a->window_left >= 0) hi = min(hi, k_end - v->shift + a->window_left);
+  if (a->window_right >= 0) lo = max(lo, k0 - SV_SHIFT(v, a) - a->window_right);
+  if (a->window_left >= 0) hi = min(hi, k_end - SV_SHIFT(v, a) + a->window_left);
 #endif
   *qb_begin = lo / br;
   *qb_end = hi <= lo ? *qb_begin : (hi + br - 1) / br;
@@ -207,13 +235,13 @@ inline bool block_needs_mask(int q0, int br, int k0, int bc, const SeqView* v, c
 #if SCORE_TRANSFORM || MASK_KIND
   return true;
 #else
-  if (k0 + bc > v->seqlen_k) return true;
+  if (k0 + bc > SV_NK(v, a)) return true;
 #if CAUSAL
-  if (k0 + bc - 1 > q0 + v->shift) return true;
+  if (k0 + bc - 1 > q0 + SV_SHIFT(v, a)) return true;
 #endif
 #if WINDOW
-  if (a->window_right >= 0 && k0 + bc - 1 > q0 + v->shift + a->window_right) return true;
-  if (a->window_left >= 0 && k0 < q0 + br - 1 + v->shift - a->window_left) return true;
+  if (a->window_right >= 0 && k0 + bc - 1 > q0 + SV_SHIFT(v, a) + a->window_right) return true;
+  if (a->window_left >= 0 && k0 < q0 + br - 1 + SV_SHIFT(v, a) - a->window_left) return true;
 #endif
   return false;
 #endif

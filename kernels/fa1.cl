@@ -28,7 +28,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const int h = get_group_id(1), b = get_group_id(2);
   const long bh = (long)b * a->heads + h;
   const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
-  const int n_q = sv.seqlen_q, n_k = sv.seqlen_k, hk = h / a->kv_group; /* hk: the K/V head (GQA) */
+  const int n_q = SV_NQ(&sv, a), n_k = SV_NK(&sv, a), hk = KV_HEAD(a, h); /* hk: the K/V head (GQA) */
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
   /* scratch: O (B*H, Nq, D_PAD), then (m, l) (B*H, Nq, 2); VARLEN: Nq is the maximum length */
@@ -116,6 +116,6 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   if (a->write_lse)
     for (int row = lid; row < n_q; row += WG_SIZE) {
       const float l_row = my_ml[2 * row + 1];
-      lse[sv.lse_base + row] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
+      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
     }
 }

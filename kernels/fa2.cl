@@ -26,14 +26,14 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const int q0 = get_group_id(0) * BR, h = get_group_id(1), b = get_group_id(2);
   const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
 #if VARLEN
-  if (q0 >= sv.seqlen_q) return; /* the whole work-group leaves: no barrier is split */
+  if (q0 >= SV_NQ(&sv, a)) return; /* the whole work-group leaves: no barrier is split */
 #endif
-  const int q_end = min(q0 + BR, sv.seqlen_q), hk = h / a->kv_group; /* hk: the K/V head (GQA) */
+  const int q_end = min(q0 + BR, SV_NQ(&sv, a)), hk = KV_HEAD(a, h); /* hk: the K/V head (GQA) */
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, sv.seqlen_q, a->scale_log2, lid);
+  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), a->scale_log2, lid);
   float m[TM], l[TM], acc[TM][COLS_O];
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
@@ -49,7 +49,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
-    load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, sv.seqlen_k, 1.0f, lid);
+    load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[TM][COLS_S], mx[TM];
@@ -67,7 +67,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     }
     team_exp(pt_tile, s, m, row0, lane);
     barrier(CLK_LOCAL_MEM_FENCE); /* all scores computed: kv_tile may now take V */
-    load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, sv.seqlen_k, lid);
+    load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), lid);
     barrier(CLK_LOCAL_MEM_FENCE);
     team_pv(acc, l, s, pt_tile, kv_tile, row0, lane);
   }
@@ -76,12 +76,13 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
     const int row = q0 + row0 + r;
-    if (row >= sv.seqlen_q) continue;
+    if (row >= SV_NQ(&sv, a)) continue;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     float out[COLS_O];
 #pragma unroll
     for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
     const float lse_value = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2_F : NEG_INF;
-    store_row(o, o_base + (long)row * a->o_seq_stride, lse, sv.lse_base + row, a->write_lse, out, lse_value, lane);
+    store_row(o, o_base + (long)row * a->o_seq_stride, lse, LSE_INDEX(a, &sv, b, h, row), a->write_lse, out,
+              lse_value, lane);
   }
 }

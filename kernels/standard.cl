@@ -20,16 +20,16 @@ void standard_scores(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const AttnArgs* a = &args;
   const int lx = get_local_id(0), ly = get_local_id(1);
   const int j0 = get_group_id(0) * TILE, i0 = get_group_id(1) * TILE;
-  const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = h / a->kv_group;
+  const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = KV_HEAD(a, h);
   const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
 
   float acc = 0.0f;
   for (int d0 = 0; d0 < HEAD_DIM; d0 += TILE) {
     const int col = d0 + lx;
-    q_tile[ly][lx] = (i0 + ly < sv.seqlen_q && col < HEAD_DIM)
+    q_tile[ly][lx] = (i0 + ly < SV_NQ(&sv, a) && col < HEAD_DIM)
                          ? LOAD_ELEM(q, q_base + (long)(i0 + ly) * a->q_seq_stride + col) : 0.0f;
-    k_tile[ly][lx] = (j0 + ly < sv.seqlen_k && col < HEAD_DIM)
+    k_tile[ly][lx] = (j0 + ly < SV_NK(&sv, a) && col < HEAD_DIM)
                          ? LOAD_ELEM(k, k_base + (long)(j0 + ly) * a->k_seq_stride + col) : 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
@@ -58,7 +58,7 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), i = get_group_id(1), bh = get_group_id(2);
   const SeqView sv = seq_view(a, bh / a->heads, bh % a->heads, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
-  if (i >= sv.seqlen_q) return; /* VARLEN: past this sequence's end (the whole work-group) */
+  if (i >= SV_NQ(&sv, a)) return; /* VARLEN: past this sequence's end (the whole work-group) */
   __global float* row = s + ((long)bh * a->seqlen_q + i) * a->seqlen_k;
 
   float m = NEG_INF;
@@ -76,7 +76,8 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   sum = red[0];
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
   for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) row[j] = exp(row[j] - m_use) * inv;
-  if (a->write_lse && lid == 0) lse[sv.lse_base + i] = sum > 0.0f ? m + log(sum) : NEG_INF;
+  if (a->write_lse && lid == 0)
+    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum > 0.0f ? m + log(sum) : NEG_INF;
 }
 
 /* O_i = sum_j P[i][j] V_j, written through O's strides. */
@@ -88,7 +89,7 @@ void standard_pv(__global const float* p, __global const STORAGE_T* v, __global 
   const AttnArgs* a = &args;
   const int lx = get_local_id(0), ly = get_local_id(1);
   const int c0 = get_group_id(0) * TILE, i0 = get_group_id(1) * TILE;
-  const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = h / a->kv_group;
+  const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = KV_HEAD(a, h);
   const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
   __global const float* p_rows = p + (long)bh * a->seqlen_q * a->seqlen_k;
@@ -97,7 +98,7 @@ void standard_pv(__global const float* p, __global const STORAGE_T* v, __global 
   for (int j0 = 0; j0 < a->seqlen_k; j0 += TILE) {
     p_tile[ly][lx] = (i0 + ly < a->seqlen_q && j0 + lx < a->seqlen_k)
                          ? p_rows[(long)(i0 + ly) * a->seqlen_k + j0 + lx] : 0.0f;
-    v_tile[ly][lx] = (j0 + ly < sv.seqlen_k && c0 + lx < HEAD_DIM)
+    v_tile[ly][lx] = (j0 + ly < SV_NK(&sv, a) && c0 + lx < HEAD_DIM)
                          ? LOAD_ELEM(v, v_base + (long)(j0 + ly) * a->v_seq_stride + c0 + lx) : 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
@@ -105,5 +106,5 @@ void standard_pv(__global const float* p, __global const STORAGE_T* v, __global 
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   const int i = i0 + ly, c = c0 + lx;
-  if (i < sv.seqlen_q && c < HEAD_DIM) STORE_ELEM(o, o_base + (long)i * a->o_seq_stride + c, acc);
+  if (i < SV_NQ(&sv, a) && c < HEAD_DIM) STORE_ELEM(o, o_base + (long)i * a->o_seq_stride + c, acc);
 }

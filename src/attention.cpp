@@ -41,6 +41,7 @@ std::string common_options(const ForwardArgs& a) {
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
                                " -DCAUSAL=", a.causal ? 1 : 0);
   // Variant switches appear only when on, so the plain path's program (and cache key) is unchanged.
+  if (a.heads_kv != 0 && a.heads_kv != a.heads) options += " -DGQA=1";
   if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
