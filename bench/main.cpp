@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
+#include <random>
 
 #include "context.hpp"
 #include "options.hpp"
@@ -37,6 +39,32 @@ struct Case {
   DType dtype;
 };
 
+// The variants whose data are small enough to hold per case: ALiBi slopes (flash-attn's geometric
+// ones), the mask's kind and dims (the runner draws its values), varlen lengths drawn from
+// [N/2, N] per sequence (seeded, so a sweep is reproducible).
+void add_variants(Shape& s, const Options& o, std::size_t index) {
+  s.alibi_slopes.clear();
+  if (o.alibi)
+    for (int h = 0; h < s.heads; ++h) s.alibi_slopes.push_back(static_cast<float>(std::exp2(-8.0 * (h + 1) / s.heads)));
+  s.mask = o.mask;
+  s.mask_batch = s.batch;
+  s.mask_heads = s.heads;
+  s.mask_values.clear();
+  s.cu_seqlens_q.clear();
+  s.cu_seqlens_k.clear();
+  if (o.varlen) {
+    std::mt19937_64 rng(o.seed * 7919 + index);
+    auto draw = [&](int n) { return std::uniform_int_distribution<int>(std::max(1, n / 2), n)(rng); };
+    s.cu_seqlens_q = {0};
+    s.cu_seqlens_k = {0};
+    for (int b = 0; b < s.batch; ++b) {
+      const int lq = draw(s.seqlen_q), lk = s.seqlen_k == s.seqlen_q ? lq : draw(s.seqlen_k);
+      s.cu_seqlens_q.push_back(s.cu_seqlens_q.back() + lq);
+      s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + lk);
+    }
+  }
+}
+
 // Cases in sweep order: dtype, head dim and causal outermost (one plot panel each), sequence
 // innermost.
 std::vector<Case> cases(const Options& o) {
@@ -53,6 +81,7 @@ std::vector<Case> cases(const Options& o) {
                   s.batch = b, s.heads = h, s.heads_kv = hk, s.seqlen_q = n, s.seqlen_k = nk, s.head_dim = d;
                   s.causal = causal, s.window_left = o.window_left, s.window_right = o.window_right;
                   s.softcap = o.softcap;
+                  add_variants(s, o, all.size());
                   all.push_back({s, t});
                 }
   return all;

@@ -227,6 +227,13 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->check(checker(window_error, "LEFT,RIGHT"));
   app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--alibi", opt.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H), bias -slope*|i + Nk - Nq - j|");
+  std::string mask = "none";
+  app.add_option("--mask", mask, "Attention mask: none, bool (uint8, 1 key in 8 hidden) or bias (fp32), (B, H, Nq, Nk)")
+      ->check(CLI::IsMember({"none", "bool", "bias"}))
+      ->capture_default_str();
+  app.add_flag("--varlen", opt.varlen,
+               "Variable-length batch: B packed sequences, lengths drawn from [N/2, N] (N: the maximum)");
   app.add_option("--algo", algos, "Algorithms: standard, fa1, fa2, auto, all (comma list)")
       ->delimiter(',')
       ->check(checker(algo_error, "ALGO"))
@@ -288,6 +295,7 @@ int parse_options(int argc, char** argv, Options& opt) {
   if (!seqlen_k.empty()) opt.seqlen_k = parse_int_list(seqlen_k, ignored);
   if (!heads_kv.empty()) opt.heads_kv = parse_int_list(heads_kv, ignored);
   if (!window.empty()) std::sscanf(window.c_str(), "%d,%d", &opt.window_left, &opt.window_right);
+  opt.mask = mask == "bool" ? MaskMode::Bool : mask == "bias" ? MaskMode::Bias : MaskMode::None;
   opt.head_dim = parse_int_list(head_dim, ignored);
   // A bare --causal leaves an empty value: it means on.
   const bool bare_causal = causal_option->count() > 0 && causal.empty();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "flashcl/flashcl.hpp"
+#include "problem.hpp"
 
 namespace flashcl::bench {
 
@@ -22,6 +23,9 @@ struct Options {
   std::vector<int> heads_kv;                                  // GQA/MQA K/V heads; empty: = heads
   int window_left = -1, window_right = -1;                    // sliding window; -1: unbounded side
   double softcap = 0.0;
+  bool alibi = false;                                         // ALiBi, flash-attn's slopes 2^(-8(h+1)/H)
+  MaskMode mask = MaskMode::None;                             // dense (B, H, Nq, Nk) bool or bias mask
+  bool varlen = false;                                        // packed sequences of random lengths
   std::vector<bool> causal;
   std::vector<DType> dtypes;
   std::vector<Algorithm> algos;  // standard first, so later rows can show a speedup over it

@@ -93,6 +93,41 @@ ForwardArgs make_args(const Shape& s, DType dtype, Algorithm algorithm, const Ti
   return a;
 }
 
+// The variants' device buffers of one shape (shared by its input sets): cu_seqlens, ALiBi slopes,
+// the mask. `shape` gets the mask's values, drawn here so cases() holds no B·H·Nq·Nk arrays.
+struct VariantInputs {
+  Buffer cu_q, cu_k, slopes, mask;
+  VariantInputs(cl_context ctx, Shape& shape, std::uint64_t seed) {
+    if (shape.varlen()) {
+      cu_q = Buffer(ctx, shape.cu_seqlens_q.size() * sizeof(int), shape.cu_seqlens_q.data());
+      cu_k = Buffer(ctx, shape.cu_seqlens_k.size() * sizeof(int), shape.cu_seqlens_k.data());
+    }
+    if (!shape.alibi_slopes.empty())
+      slopes = Buffer(ctx, shape.alibi_slopes.size() * sizeof(float), shape.alibi_slopes.data());
+    if (shape.mask == MaskMode::None) return;
+    const std::size_t n =
+        static_cast<std::size_t>(shape.mask_batch) * shape.mask_heads * shape.seqlen_q * shape.seqlen_k;
+    shape.mask_values = random_values(n, seed);
+    if (shape.mask == MaskMode::Bool) {
+      std::vector<std::uint8_t> bytes(n);
+      for (std::size_t i = 0; i < n; ++i) bytes[i] = shape.mask_values[i] < -0.75f ? 0 : 1;  // 1 key in 8 hidden
+      for (std::size_t i = 0; i < n; ++i) shape.mask_values[i] = bytes[i];
+      mask = Buffer(ctx, n, bytes.data());
+    } else {
+      for (float& x : shape.mask_values) x *= 2.0f;  // bias in [-2, 2)
+      mask = Buffer(ctx, n * sizeof(float), shape.mask_values.data());
+    }
+  }
+  void bind(ForwardArgs& a, const Shape& shape) const {
+    a.cu_seqlens_q = cu_q.get();
+    a.cu_seqlens_k = cu_k.get();
+    a.alibi_slopes = slopes.get();
+    if (shape.mask != MaskMode::None)
+      a.mask = {shape.mask == MaskMode::Bool ? MaskKind::Bool : MaskKind::Bias, mask.get(), shape.mask_batch,
+                shape.mask_heads};
+  }
+};
+
 void bind(ForwardArgs& a, const InputSet& set, cl_mem workspace) {
   a.q = {set.q.get()};
   a.k = {set.k.get()};
@@ -240,8 +275,11 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
   std::vector<InputSet> sets;
   HostInputs host;
   std::optional<Check> check;
+  Shape full = shape;  // with the mask's values once drawn
+  std::optional<VariantInputs> variants;
   if (any) {
     try {
+      variants.emplace(session_.context(), full, options_.seed + 1000ull * shape_index + 7);
       const int n_sets = input_sets(shape, dtype, largest_workspace, context_);
       const cl_context ctx = session_.context();
       for (int i = 0; i < n_sets; ++i) {
@@ -259,7 +297,7 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
       if (options_.check) {
         check.emplace();
         check->rows = sample_rows(shape, options_.check_macs);
-        check->ref = reference_attention_rows(shape, host.q, host.k, host.v, check->rows);
+        check->ref = reference_attention_rows(full, host.q, host.k, host.v, check->rows);
       }
     } catch (const std::exception& e) {  // the device or host could not hold the inputs
       for (Result& r : rows)
@@ -278,6 +316,7 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
         Buffer workspace;
         if (r.workspace_bytes > 0) workspace = Buffer(session_.context(), r.workspace_bytes, nullptr);
         ForwardArgs args = make_args(shape, dtype, *parse_algorithm(r.algo), options_.tile);
+        variants->bind(args, full);
         r.input_sets = static_cast<int>(sets.size());
 
         fill_nan(queue, sets[0].o, dtype, q_bytes(shape, dtype));
