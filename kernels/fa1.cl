@@ -59,15 +59,16 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
       const int q0 = qb * BR;
       barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* qt/pt tiles free; O, m, l visible */
       load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, n_q, a->scale_log2, lid);
-      /* every lane reads m, l here; lane 0 writes them back only after the barriers below */
+      /* every lane reads its rows' m, l here (rows past the end read nothing); lane 0 writes them
+       * back only after the next barrier, whose global fence orders those reads before the writes */
       float m_old[TM], l_old[TM];
 #pragma unroll
       for (int r = 0; r < TM; ++r) {
-        const int row = min(q0 + row0 + r, n_q - 1);
-        m_old[r] = my_ml[2 * row];
-        l_old[r] = my_ml[2 * row + 1];
+        const int row = q0 + row0 + r;
+        m_old[r] = row < n_q ? my_ml[2 * row] : NEG_INF;
+        l_old[r] = row < n_q ? my_ml[2 * row + 1] : 0.0f;
       }
-      barrier(CLK_LOCAL_MEM_FENCE);
+      barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
 
       float s[TM][COLS_S], mt[TM];
       team_scores(s, qt_tile, kt_tile, row0, lane);
