@@ -1,7 +1,7 @@
 // flashcl-bench: measures standard attention, FlashAttention-1 and FlashAttention-2 on one
 // OpenCL device over a sweep of shapes, the way a kernel engineer reads them: device time,
 // TFLOP/s, modelled global-memory traffic, % of the device's own FMA and copy ceilings, device
-// memory, speedup over standard, build cost and (with --check) error against float64. This file
+// memory, speedup over standard, build cost and the error against float64. This file
 // only wires the pieces: options -> context -> sweep of shapes -> runner -> reporter.
 #include <unistd.h>
 
