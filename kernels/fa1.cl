@@ -72,7 +72,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 
       float s[TM][COLS_S], mt[TM];
       team_scores(s, qt_tile, kt_tile, row0, lane);
-      if (block_needs_mask(q0, BR, k0, BC, &sv, a)) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
+      const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
+      if (masked) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
       team_row_max(mt, s, red, row0, lane);
       team_exp(pt_tile, s, mt, row0, lane);
       barrier(CLK_LOCAL_MEM_FENCE);
@@ -84,7 +85,10 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
         for (int c = 0; c < COLS_O; ++c) pv[r][c] = 0.0f;
       }
-      team_pv(pv, lt, s, pt_tile, v_tile, row0, lane);
+      if (masked) /* two specialised copies: the unmasked one pays nothing */
+        team_pv(pv, lt, s, pt_tile, v_tile, row0, lane, true);
+      else
+        team_pv(pv, lt, s, pt_tile, v_tile, row0, lane, false);
 
 #pragma unroll
       for (int r = 0; r < TM; ++r) {

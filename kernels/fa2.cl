@@ -54,7 +54,8 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 
     float s[TM][COLS_S], mx[TM];
     team_scores(s, qt_tile, kv_tile, row0, lane);
-    if (block_needs_mask(q0, BR, k0, BC, &sv, a)) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
+    const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
+    if (masked) team_mask(s, q0 + row0, k0, lane, &sv, a, mask);
     team_row_max(mx, s, red, row0, lane);
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
@@ -69,7 +70,10 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     barrier(CLK_LOCAL_MEM_FENCE); /* all scores computed: kv_tile may now take V */
     load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), lid);
     barrier(CLK_LOCAL_MEM_FENCE);
-    team_pv(acc, l, s, pt_tile, kv_tile, row0, lane);
+    if (masked) /* two specialised copies: the unmasked one pays nothing */
+      team_pv(acc, l, s, pt_tile, kv_tile, row0, lane, true);
+    else
+      team_pv(acc, l, s, pt_tile, kv_tile, row0, lane, false);
   }
 
   /* epilogue */

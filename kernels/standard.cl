@@ -102,7 +102,8 @@ void standard_pv(__global const float* p, __global const STORAGE_T* v, __global 
                          ? LOAD_ELEM(v, v_base + (long)(j0 + ly) * a->v_seq_stride + c0 + lx) : 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-    for (int t = 0; t < TILE; ++t) acc += p_tile[ly][t] * v_tile[t][lx];
+    for (int t = 0; t < TILE; ++t) /* hidden keys (P = 0) add nothing even where V is NaN or Inf */
+      acc += p_tile[ly][t] == 0.0f ? 0.0f : p_tile[ly][t] * v_tile[t][lx];
     barrier(CLK_LOCAL_MEM_FENCE);
   }
   const int i = i0 + ly, c = c0 + lx;

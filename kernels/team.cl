@@ -164,9 +164,11 @@ inline void team_exp(__local float* pt_tile, float s[TM][COLS_S], const float mx
 }
 
 /* acc[r][c] += sum_key P(row0 + r, key) * V(key, COL_OF(c, lane)); rowsum[r] += sum_key P.
- * P comes from pt_tile, or straight from this work-item's registers when it owns every key. */
+ * P comes from pt_tile, or straight from this work-item's registers when it owns every key.
+ * `masked` (a constant at each call site, so each copy is specialised): hidden keys (P = 0) add
+ * nothing even where V holds NaN or Inf, which 0 * V would spread to rows that never see it. */
 inline void team_pv(float acc[TM][COLS_O], float rowsum[TM], float s[TM][COLS_S], __local const float* pt_tile,
-                    __local const float* v_tile, int row0, int lane) {
+                    __local const float* v_tile, int row0, int lane, const bool masked) {
   /* KSTEP keys per step: the accumulators are read and written once per KSTEP products, which
    * matters where they live in memory (PoCL keeps a work-item's arrays there) */
 #define KSTEP (BC % 4 == 0 ? 4 : 1)
@@ -193,7 +195,7 @@ inline void team_pv(float acc[TM][COLS_O], float rowsum[TM], float s[TM][COLS_S]
       for (int c = 0; c < COLS_O; ++c) {
         float x = acc[r][c];
 #pragma unroll
-        for (int j = 0; j < KSTEP; ++j) x += pv[j][r] * vv[j][c];
+        for (int j = 0; j < KSTEP; ++j) x += masked && pv[j][r] == 0.0f ? 0.0f : pv[j][r] * vv[j][c];
         acc[r][c] = x;
       }
   }
