@@ -93,6 +93,10 @@ TilePlan plan_override(const DeviceFacts& device, const PlanRequest& r) {
   if (t.block_rows < 1 || t.block_cols < 1)
     fail(Status::InvalidArgument, "tile: both block_rows and block_cols must be set (got ", t.block_rows, "x",
          t.block_cols, ")");
+  // before the team shape is derived from them (its doubling loop would overflow on huge values)
+  if (t.block_rows > 256 || t.block_cols > 256 || t.team_size > 256 || t.rows_per_team > 256)
+    fail(Status::InvalidArgument, "tile: ", t.block_rows, "x", t.block_cols, " with teams of ", t.team_size, " x ",
+         t.rows_per_team, " is out of range (each at most 256)");
   Shape shape = team_shape(device, r.head_dim, t.block_cols, t.block_rows);
   if (t.team_size > 0) shape.tpr = t.team_size;
   if (t.rows_per_team > 0) shape.tm = t.rows_per_team;

@@ -120,6 +120,8 @@ TEST(Planner, OverrideIsHonouredOrRejected) {
   EXPECT_EQ(p.block_cols, 16);
   r.tile = {30, 16};
   EXPECT_THROW(plan_tiles(gpu(48), r), Error);
+  r.tile = {1 << 30, 1 << 30};  // rejected before any team shape is derived (no overflow)
+  EXPECT_THROW(plan_tiles(gpu(48), r), Error);
   r.tile = {256, 256};
   try {
     plan_tiles(gpu(48), r);
