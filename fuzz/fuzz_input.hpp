@@ -39,10 +39,3 @@ class FuzzInput {
   std::size_t size_, pos_ = 0;
 };
 
-// KNOWN BUG, found by fuzz_planner and reported (src/tile_planner.cpp is not ours to change): a
-// forced tile with block_cols above 2^27 makes gpu_team_size() double its team size until the int
-// overflows (UBSan: "signed integer overflow: 134217728 * 16"), and INT_MAX can spin forever,
-// because plan_override() computes the team shape before it checks block_cols <= 256. Until that
-// is fixed the harnesses keep forced tiles within +-65536 so the runs can look for other bugs;
-// remove this clamp with the fix.
-inline int clamp_known_overflow(int v) { return v > 65536 ? 65536 : v < -65536 ? -65536 : v; }
