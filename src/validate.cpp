@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 
 #include "errors.hpp"
@@ -32,16 +33,29 @@ void resolve_strides(Tensor& t, const ForwardArgs& a, int seqlen, int heads, con
   }
 }
 
-// Largest element index a tensor's strides reach, plus one (0 when it has no rows). Computed in
-// 128 bits and capped at 2^60: huge strides or offsets must fail the buffer-size check rather than
-// overflow (UB; found by fuzz_c_api) and wrap around to an extent that fits a small buffer.
-std::int64_t extent(const Tensor& t, const ForwardArgs& a, int batch, int rows, int heads) {
-  if (rows == 0) return 0;
+// Reaches are computed in 128 bits and capped at 2^60: huge strides, offsets or shapes must fail
+// the buffer-size check rather than overflow int64 (UB; found by fuzz_c_api) and wrap around to a
+// reach that fits a small buffer, i.e. an out-of-bounds kernel.
+struct Axis {
+  int count;
+  std::int64_t stride;
+};
+
+// Largest element index reached by offset + Σ (0 … count - 1)·stride + (0 … last - 1), plus one
+// (0 when an axis is empty).
+std::int64_t extent(std::int64_t offset, std::initializer_list<Axis> axes, std::int64_t last) {
   using Wide = __int128;
-  const Wide e = Wide{t.offset} + Wide{batch - 1} * t.batch_stride + Wide{rows - 1} * t.seq_stride +
-                 Wide{heads - 1} * t.head_stride + a.head_dim;
+  Wide e = Wide{offset} + last;
+  for (const Axis& axis : axes) {
+    if (axis.count == 0) return 0;
+    e += Wide{axis.count - 1} * axis.stride;
+  }
   const Wide cap = Wide{1} << 60;
   return static_cast<std::int64_t>(e > cap ? cap : e);
+}
+
+std::int64_t extent(const Tensor& t, const ForwardArgs& a, int batch, int rows, int heads) {
+  return extent(t.offset, {{batch, t.batch_stride}, {rows, t.seq_stride}, {heads, t.head_stride}}, a.head_dim);
 }
 
 cl_context context_of(cl_mem buffer, const char* name) {
@@ -137,9 +151,10 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     if (m.offset < 0 || m.batch_stride < 0 || m.head_stride < 0 || m.row_stride < 0)
       fail(Status::InvalidArgument, "mask: offset and strides must be >= 0");
     if (m.batch_stride == 0 && m.head_stride == 0 && m.row_stride == 0) {  // dense (mask.batch, mask.heads, Nq, Nk)
+      // each stride is the extent of one slice below it, capped like any reach: H·Nq·Nk can pass 2^63
       m.row_stride = a.seqlen_k;
-      m.head_stride = m.row_stride * a.seqlen_q;
-      m.batch_stride = m.head_stride * m.heads;
+      m.head_stride = extent(0, {{a.seqlen_q, m.row_stride}}, a.seqlen_k);
+      m.batch_stride = extent(0, {{m.heads, m.head_stride}}, m.head_stride);
     }
     if (m.batch == 1) m.batch_stride = 0;  // broadcast
     if (m.heads == 1) m.head_stride = 0;
@@ -190,8 +205,8 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
                  static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float), "alibi_slopes");
   const Mask& m = a.mask;
   if (m.kind != MaskKind::None) {
-    const std::int64_t reach = m.offset + (m.batch - 1) * m.batch_stride + (m.heads - 1) * m.head_stride +
-                               static_cast<std::int64_t>(a.seqlen_q - 1) * m.row_stride + a.seqlen_k;
+    const std::int64_t reach =
+        extent(m.offset, {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride}}, a.seqlen_k);
     if (m.buffer == nullptr) fail(Status::InvalidHandle, "mask: null cl_mem with mask.kind set");
     check_buffer(m.buffer, p.context, reach * (m.kind == MaskKind::Bool ? 1 : sizeof(float)), "mask");
   }
@@ -222,10 +237,11 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   k.scale_log2 = static_cast<float>(static_cast<double>(*a.scale) * 1.4426950408889634);
   k.heads_kv = a.heads_kv;
   k.kv_group = a.heads / a.heads_kv;
-  // |i - j| never exceeds Nq + Nk, so larger window sides are clamped there (no int overflow)
-  const int reach = a.seqlen_q + a.seqlen_k;
-  k.window_left = a.window.left < 0 ? -1 : std::min(a.window.left, reach);
-  k.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, reach);
+  // |i - j| never exceeds Nq + Nk, so larger window sides are clamped there (no int overflow);
+  // the sum itself in 64 bits, as two lengths near 2^30 pass INT_MAX
+  const std::int64_t reach = std::int64_t{a.seqlen_q} + a.seqlen_k;
+  k.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, reach));
+  k.window_right = a.window.right < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.right, reach));
   k.total_q = total_q;
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
   k.softcap = a.softcap;

@@ -244,6 +244,31 @@ TEST_F(Invalid, MaskRowStrideOverrunsBuffer) {
   a.mask = {MaskKind::Bool, m.mem, 1, 1, 0, 0, 0, kN + 1};  // rows further apart than the buffer allows
   expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
 }
+// 2^62 + 15 * 2^62 + 16 wraps to 16 elements in int64, which the buffer holds; the kernel would
+// then read head 1 at element 2^62.
+TEST_F(Invalid, MaskStridesWrapAround) {
+  DeviceBuffer m(kN * kN, 0.0f);
+  auto a = valid_args();
+  a.mask = {MaskKind::Bias, m.mem, 1, kH, 0, 0, std::int64_t{1} << 62, std::int64_t{1} << 62};
+  expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
+}
+// The dense strides of a (2, 4, Nq, Nk) mask with Nq * Nk = 2^61 + 8: the batch stride 4 * (2^61 + 8)
+// wraps to -2^63 + 32 in int64, and the mask's reach to 64 elements, which the buffer holds. The
+// tensors alias one row (zero sequence strides), so only the mask can refuse the call.
+TEST_F(Invalid, MaskDenseStridesWrapAround) {
+  DeviceBuffer m(kN * kN, 0.0f);
+  auto a = valid_args();
+  a.batch = 2;
+  a.heads = 4;
+  a.seqlen_q = 1073807362;
+  a.seqlen_k = 2147352580;
+  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
+    t->batch_stride = t->seq_stride = 0;
+    t->head_stride = 1;
+  }
+  a.mask = {MaskKind::Bias, m.mem};
+  expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
+}
 TEST_F(Invalid, MaskKindWithoutBuffer) {
   auto a = valid_args();
   a.mask.kind = MaskKind::Bool;
