@@ -1,4 +1,4 @@
-// support.cpp: buffers with layouts, the poisoned run and the accuracy check.
+// support.cpp: cases, buffers with layouts, the poisoned run and the accuracy check.
 #include "support.hpp"
 
 #include <cmath>
@@ -67,6 +67,20 @@ std::string Case::name() const {
   if (shape.varlen()) o << "_varlen";
   if (dtype != DType::F32) o << "_" << to_string(dtype);
   return o.str();
+}
+
+Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout, double scale) {
+  Case c;
+  c.shape.batch = b;
+  c.shape.heads = h;
+  c.shape.seqlen_q = nq;
+  c.shape.seqlen_k = nk;
+  c.shape.head_dim = d;
+  c.shape.causal = causal;
+  c.shape.scale = scale;
+  c.layout = layout;
+  c.seed = static_cast<std::uint64_t>(nq * 131 + nk * 7 + d * 3 + causal);
+  return c;
 }
 
 DeviceTensor::DeviceTensor(Layout layout, int B, int S, int H, int d, const std::vector<float>* values, DType type)

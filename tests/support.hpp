@@ -1,6 +1,6 @@
-// support.hpp: what the tests share: one Session on the default device, device buffers with a
-// chosen layout (dense or strided, gaps filled with NaN sentinels), and one call that runs an
-// algorithm on a case and checks it against the float64 reference.
+// support.hpp: what the tests share: one Session on the default device, cases made from a shape,
+// device buffers with a chosen layout (dense or strided, gaps filled with NaN sentinels), and one
+// call that runs an algorithm on a case and checks it against the float64 reference.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -34,6 +34,10 @@ struct Case {
 
 // Names a case in test output (instead of gtest's byte dump).
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
+
+// A (B = b, H = h, Nq, Nk, d) case; the seed follows from the shape, so different shapes draw
+// different inputs.
+Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout = Layout::BSHD, double scale = 0.0);
 
 // A cl_mem holding a logical (B, S, H, d) tensor in `layout` and storage `dtype`; gaps hold NaN.
 struct DeviceTensor {

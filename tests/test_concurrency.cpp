@@ -176,20 +176,20 @@ TEST(Concurrency, EightThreadsShareContextAndProgramCache) {
   }
 }
 
+// The six fa2 programs (d = 8 … 40, causal where d is a multiple of 16) the disk-cache test fills
+// its cache with and then expects to find there.
+void run_six_programs(const std::string& who) {
+  for (int d : {8, 12, 16, 24, 32, 40})
+    expect_accurate(run_case(make_case(17, 29, d, d % 16 == 0, 1, 1), Algorithm::FA2), who + " d=" + std::to_string(d));
+}
+
 // Run in a child process by ConcurrencyDiskCache below; skipped when run on its own.
 TEST(ConcurrencyChild, FillDiskCache) {
   if (std::getenv("FLASHCL_TEST_FILL_CACHE") == nullptr) GTEST_SKIP() << "run by ConcurrencyDiskCache";
   std::vector<std::thread> threads;
   for (int t = 0; t < 3; ++t)
     threads.emplace_back([] {
-      for (int d : {8, 12, 16, 24, 32, 40}) {
-        Case c;
-        c.shape.seqlen_q = 17;
-        c.shape.seqlen_k = 29;
-        c.shape.head_dim = d;
-        c.shape.causal = d % 16 == 0;
-        expect_accurate(run_case(c, Algorithm::FA2), "child d=" + std::to_string(d));
-      }
+      run_six_programs("child");
     });
   for (auto& th : threads) th.join();
 }
@@ -218,14 +218,7 @@ TEST(ConcurrencyDiskCache, TwoProcessesFillOneCache) {
   set_disk_cache_enabled(true);
   clear_memory_cache();
   const CacheStats before = cache_stats();
-  for (int d : {8, 12, 16, 24, 32, 40}) {
-    Case c;
-    c.shape.seqlen_q = 17;
-    c.shape.seqlen_k = 29;
-    c.shape.head_dim = d;
-    c.shape.causal = d % 16 == 0;
-    expect_accurate(run_case(c, Algorithm::FA2), "parent d=" + std::to_string(d));
-  }
+  run_six_programs("parent");
   const CacheStats after = cache_stats();
   EXPECT_EQ(after.disk_hits, before.disk_hits + 6);
   EXPECT_EQ(after.builds, before.builds);

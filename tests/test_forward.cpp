@@ -16,20 +16,6 @@ const std::pair<int, int> kSeqPairs[] = {{1, 1},    {7, 7},     {63, 63},  {64, 
                                          {128, 128}, {200, 200}, {257, 257}, {1000, 1000}, {1025, 1025}, {7, 200},
                                          {200, 7},   {1, 1025},  {1025, 97}, {65, 257}, {257, 63},   {128, 1000}};
 
-Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout = Layout::BSHD, double scale = 0.0) {
-  Case c;
-  c.shape.batch = b;
-  c.shape.heads = h;
-  c.shape.seqlen_q = nq;
-  c.shape.seqlen_k = nk;
-  c.shape.head_dim = d;
-  c.shape.causal = causal;
-  c.shape.scale = scale;
-  c.layout = layout;
-  c.seed = static_cast<std::uint64_t>(nq * 131 + nk * 7 + d * 3 + causal);
-  return c;
-}
-
 // Each head dim meets two (Nq, Nk) pairs, causal on and off, cycling batch/heads and layouts; long
 // sequences get a single (batch, head) to keep the float64 reference cheap.
 std::vector<Case> default_cases() {

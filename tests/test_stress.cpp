@@ -126,13 +126,7 @@ INSTANTIATE_TEST_SUITE_P(Stress, NonFiniteInputs, ::testing::ValuesIn(nonfinite_
 
 // Bit-identical run to run, for every algorithm, on a shape with partial tiles and the causal mask.
 TEST(StressDeterminism, ThreeRunsAreBitIdentical) {
-  Case c;
-  c.shape.batch = 2;
-  c.shape.heads = 3;
-  c.shape.seqlen_q = 211;
-  c.shape.seqlen_k = 173;
-  c.shape.head_dim = 48;
-  c.shape.causal = true;
+  const Case c = make_case(211, 173, 48, true, 2, 3);
   for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2}) {
     const auto first = run_case(c, algorithm);
     expect_accurate(first, to_string(algorithm));

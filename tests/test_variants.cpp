@@ -17,14 +17,9 @@ namespace {
 
 const float kInf = std::numeric_limits<float>::infinity();
 
+// make_case with a seed given per case, so each variant case keeps the inputs it always had.
 Case make(int nq, int nk, int d, bool causal, int b, int h, std::uint64_t seed) {
-  Case c;
-  c.shape.batch = b;
-  c.shape.heads = h;
-  c.shape.seqlen_q = nq;
-  c.shape.seqlen_k = nk;
-  c.shape.head_dim = d;
-  c.shape.causal = causal;
+  Case c = make_case(nq, nk, d, causal, b, h);
   c.seed = seed;
   return c;
 }
