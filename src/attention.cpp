@@ -50,11 +50,6 @@ std::string common_options(const ForwardArgs& a) {
   return options;
 }
 
-bool has_variants(const ForwardArgs& a) {
-  return (a.heads_kv != 0 && a.heads_kv != a.heads) || a.window.left >= 0 || a.window.right >= 0 ||
-         a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr;
-}
-
 std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
   return concat(common_options(a), " -DTPR=", plan.team_size, " -DD_PAD=", plan.padded_head_dim, " -DBR=",
                 plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
@@ -98,8 +93,7 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
   const detail::TilePlan plan =
-      detail::has_variants(a) || !detail::mma_eligible(facts, device, a) ? detail::plan_for(facts, a)
-                                                                          : detail::mma_plan(a);
+      detail::mma_eligible(facts, device, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;
@@ -138,8 +132,8 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
       case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
       case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
       default:
-        // the tensor-core kernel is plain attention only: every variant runs on the portable fa2
-        if (detail::has_variants(p.args) || !detail::try_launch_fa2_mma(queue, p, wait_list, launch))
+        // the tensor-core kernel takes plain attention and GQA: other variants run on the portable fa2
+        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch))
           detail::launch_fa2(queue, p, wait_list, launch);
         break;
     }

@@ -1,13 +1,20 @@
-// launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl). It is chosen at run
-// time from device facts, never by a host #ifdef: an NVIDIA GPU of compute capability >= 8.0
-// (cl_nv_device_attribute_query), fp16/bf16 storage, d <= 128, and a probe kernel that must build
-// and compute an exact 16x8x16 product on that device first (once per device; any failure falls
-// back to the portable kernels). FLASHCL_MMA=0 turns the path off, for comparisons.
+// launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl with mma_f16.cl for
+// fp16/bf16 or mma_tf32.cl for fp32 as 3xTF32). It is chosen at run time from device facts, never
+// by a host #ifdef: an NVIDIA GPU of compute capability >= 8.0 (cl_nv_device_attribute_query),
+// d <= 128, plain attention or GQA, no forced tile, and a probe that must pass on that device
+// first: the kernel itself runs on a small problem (two key blocks, a partial one, 16-byte async
+// copies) and its output must match a float64 reference (once per device and operand kind; any
+// failure falls back to the portable kernels). FLASHCL_MMA=0 turns the path off, for comparisons.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <utility>
+
+#include <CL/cl_half.h>
 
 #include "errors.hpp"
 #include "launchers.hpp"
@@ -17,31 +24,68 @@ namespace flashcl::detail {
 namespace {
 
 constexpr cl_device_info kComputeCapabilityMajorNV = 0x4000;  // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV
-// Work-group shape: FLASHCL_MMA_TILE="WARPSxBC" overrides it for experiments.
+
+bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
+
+std::vector<std::string> kernel_files(const ForwardArgs& a) {
+  return {"attn_args.h", "common.cl", "mma_ptx.cl", is_tf32(a) ? "mma_tf32.cl" : "mma_f16.cl", "fa2_mma.cl"};
+}
+
+// Work-group shape: warps, 16-row m-tiles per warp, keys per block. FLASHCL_MMA_TILE=
+// "WARPSxBC[xMT]" overrides it for experiments. Defaults measured on the H100
+// (docs/perf/nvidia-h100.md).
 struct MmaShape {
-  int warps = 8, block_cols = 64;  // H100: 8x64 141.7 TFLOP/s fp16 (d=128, N=4096), 4x64 134.6, 4x128 140.7
+  int warps = 4, block_cols = 64, m_tiles = 2;
 };
 
-MmaShape mma_shape() {
+MmaShape mma_shape(const ForwardArgs& a) {
   MmaShape s;
+  // H100, N = 4096, TFLOP/s: fp16 d=64 4x64x2 247.5 (4x64x1 213.4, 8x64x2 215.9); d=128 4x32x2 252.1
+  // (4x64x2 216.5, 8x32x2 231.2). fp32 d=64 4x32x2 50.7 (4x64x2 49.0); d=128 4x32x1 43.7 (two
+  // m-tiles spill: 128 accumulators + 128 Q registers).
+  if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
+  if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
   if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
     char tail = 0;
-    if (std::sscanf(env, "%dx%d%c", &s.warps, &s.block_cols, &tail) != 2 || s.warps < 1 || s.warps > 16 ||
-        s.block_cols < 16 || s.block_cols > 128 || s.block_cols % 16 != 0)
-      fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: expected WARPSxBC such as 4x64 (BC a multiple of 16), got '",
-           env, "'");
+    s.m_tiles = 1;
+    const int n = std::sscanf(env, "%dx%dx%d%c", &s.warps, &s.block_cols, &s.m_tiles, &tail);
+    if ((n != 2 && n != 3) || s.warps < 1 || s.warps > 16 || s.block_cols < 16 || s.block_cols > 128 ||
+        s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4)
+      fail(Status::InvalidArgument,
+           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT] such as 4x64x2 (BC a multiple of 16, MT 1-4), got '", env, "'");
   }
   return s;
 }
 
-// 16-byte loads need every row of K and V to start on a multiple of 8 elements.
-bool rows_are_16_byte_aligned(const ForwardArgs& a) {
-  auto aligned = [](const Tensor& t) {
-    return t.offset % 8 == 0 && t.seq_stride % 8 == 0 && t.batch_stride % 8 == 0 && t.head_stride % 8 == 0;
-  };
-  return a.head_dim % 8 == 0 && aligned(a.k) && aligned(a.v);
+// The kernel's padded head dim and __local row pitches (elements), as mma_f16.cl / mma_tf32.cl define them.
+struct TileGeometry {
+  int padded_head_dim, k_pitch, v_pitch, elem_bytes;
+};
+
+TileGeometry geometry(const ForwardArgs& a) {
+  if (is_tf32(a)) {
+    const int d = (a.head_dim + 7) / 8 * 8;
+    return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32, 4};
+  }
+  const int d = (a.head_dim + 15) / 16 * 16;
+  return {d, d + 8, d + 8, 2};
 }
-const std::vector<std::string> kFiles = {"attn_args.h", "common.cl", "fa2_mma.cl"};
+
+// 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
+bool rows_are_16_byte_aligned(const ForwardArgs& a) {
+  const int chunk = is_tf32(a) ? 4 : 8;
+  auto aligned = [chunk](const Tensor& t) {
+    return t.offset % chunk == 0 && t.seq_stride % chunk == 0 && t.batch_stride % chunk == 0 &&
+           t.head_stride % chunk == 0;
+  };
+  return a.head_dim % chunk == 0 && aligned(a.k) && aligned(a.v);
+}
+
+std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
+  const std::size_t warps = plan.work_group_size / 32;
+  return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
+                plan.block_cols, " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
+}
 
 int compute_capability_major(cl_device_id device) {
   cl_uint major = 0;
@@ -49,40 +93,125 @@ int compute_capability_major(cl_device_id device) {
   return static_cast<int>(major);
 }
 
-// Builds and runs mma_probe on its own queue; true when D matches the exact product.
-bool run_probe(cl_context context, cl_device_id device) {
+void enqueue_mma(cl_command_queue queue, const Problem& p, const TilePlan& plan, const std::vector<cl_event>& wait,
+                 Launch& launch) {
+  const ForwardArgs& a = p.args;
+  cl::Kernel kernel = make_kernel(p, kernel_files(a), mma_options(a, plan), "fa2_mma_forward");
+  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
+  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
+  const std::size_t local[3] = {plan.work_group_size, 1, 1};
+  const std::size_t global[3] = {q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads),
+                                 static_cast<std::size_t>(a.batch)};
+  enqueue(queue, kernel, global, local, wait, launch);
+}
+
+// Values exact in 16 bits: multiples of 1/64 in [-1, 1).
+float probe_value(std::size_t i, int salt) { return static_cast<float>((i * 37 + salt * 11) % 128) / 64.0f - 1.0f; }
+
+// Runs the kernel for `dtype` on one head (Nq = 37, Nk = 150, d = 32) and
+// compares O with a float64 reference: fp16/bf16 within 1e-2 (a wrong fragment layout is off by
+// ~0.1), fp32 within 2e-5 (dropping 3xTF32's small terms is off by ~1e-3).
+bool run_probe(cl_context context, cl_device_id device, DType dtype) {
   try {
-    ForwardArgs shape;
-    shape.head_dim = 16;
-    shape.dtype = DType::F16;
-    cl::Program program = cached_program(context, device, kFiles, common_options(shape));
-    cl_int err = CL_SUCCESS;
-    cl::Kernel kernel(clCreateKernel(program(), "mma_probe", &err));
-    if (err != CL_SUCCESS) return false;
-    cl::Buffer out(cl::Context(context, true), CL_MEM_WRITE_ONLY, 16 * 8 * sizeof(float));
-    cl::CommandQueue queue(cl::Context(context, true), cl::Device(device, true));
-    kernel.setArg(0, out);
-    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(32), cl::NDRange(32));
-    std::vector<float> d(16 * 8);
-    queue.enqueueReadBuffer(out, CL_TRUE, 0, d.size() * sizeof(float), d.data());
-    for (int i = 0; i < 16; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float want = 0.0f;
-        for (int kk = 0; kk < 16; ++kk) want += float((i + 2 * kk) % 7 - 3) * float((3 * kk + j) % 5 - 2);
-        if (d[i * 8 + j] != want) return false;
+    const int nq = 37, nk = 150, d = 32;
+    cl::Context ctx(context, true);
+    cl::CommandQueue queue(ctx, cl::Device(device, true));
+    const std::size_t elem = dtype == DType::F32 ? 4 : 2;
+    std::vector<float> q(nq * d), k(nk * d), v(nk * d);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1);
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2), v[i] = probe_value(i, 3);
+    if (dtype == DType::F32)  // low bits that TF32 alone drops
+      for (auto* t : {&q, &k, &v})
+        for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
+    auto upload = [&](const std::vector<float>& x) {
+      std::vector<unsigned char> bytes(x.size() * elem);
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (dtype == DType::F32) {
+          std::memcpy(&bytes[i * 4], &x[i], 4);
+        } else {
+          std::uint32_t u;
+          std::memcpy(&u, &x[i], 4);
+          const std::uint16_t h = dtype == DType::F16 ? cl_half_from_float(x[i], CL_HALF_RTE)
+                                                      : static_cast<std::uint16_t>(u >> 16);  // exact: short mantissas
+          std::memcpy(&bytes[i * 2], &h, 2);
+        }
       }
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes.size(), bytes.data());
+    };
+    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * elem);
+    ForwardArgs args;
+    args.batch = args.heads = 1;
+    args.seqlen_q = nq;
+    args.seqlen_k = nk;
+    args.head_dim = d;
+    args.dtype = dtype;
+    args.algorithm = Algorithm::FA2;
+    args.q.buffer = qb();
+    args.k.buffer = kb();
+    args.v.buffer = vb();
+    args.o.buffer = ob();
+    // Built and run outside the program cache, its counters and the fault hooks: the probe is the
+    // library's own business, not part of the caller's call.
+    const Problem p = validate(queue(), args);
+    const TilePlan plan = mma_plan(p.args);
+    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args), mma_options(p.args, plan)),
+                      "fa2_mma_forward");
+    kernel.setArg(0, qb);
+    kernel.setArg(1, kb);
+    kernel.setArg(2, vb);
+    kernel.setArg(3, ob);
+    kernel.setArg(4, sizeof(cl_mem), nullptr);
+    kernel.setArg(5, p.kernel_args);
+    const std::size_t groups = (static_cast<std::size_t>(nq) + plan.block_rows - 1) / plan.block_rows;
+    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(groups * plan.work_group_size, 1, 1),
+                               cl::NDRange(plan.work_group_size, 1, 1));
+    std::vector<unsigned char> out(nq * d * elem);
+    queue.enqueueReadBuffer(ob, CL_TRUE, 0, out.size(), out.data());
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d)), bound = dtype == DType::F32 ? 2e-5 : 1e-2;
+    for (int i = 0; i < nq; ++i) {
+      std::vector<double> w(nk);
+      double mx = -INFINITY, sum = 0.0;
+      for (int j = 0; j < nk; ++j) {
+        double dot = 0.0;
+        for (int c = 0; c < d; ++c) dot += double(q[i * d + c]) * double(k[j * d + c]);
+        w[j] = dot * scale;
+        mx = std::max(mx, w[j]);
+      }
+      for (int j = 0; j < nk; ++j) sum += (w[j] = std::exp(w[j] - mx));
+      for (int c = 0; c < d; ++c) {
+        double want = 0.0;
+        for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
+        want /= sum;
+        float got;
+        const std::size_t at = static_cast<std::size_t>(i) * d + c;
+        if (dtype == DType::F32) {
+          std::memcpy(&got, &out[at * 4], 4);
+        } else {
+          std::uint16_t h;
+          std::memcpy(&h, &out[at * 2], 2);
+          if (dtype == DType::F16) {
+            got = cl_half_to_float(h);
+          } else {
+            const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+            std::memcpy(&got, &u, 4);
+          }
+        }
+        if (!(std::fabs(got - want) <= bound)) return false;
+      }
+    }
     return true;
   } catch (const std::exception&) {
     return false;  // no inline PTX, no mma.sync, or anything else: the portable path it is
   }
 }
 
-bool probe_passes(cl_context context, cl_device_id device) {
+bool probe_passes(cl_context context, cl_device_id device, DType dtype) {
   static std::mutex mutex;
-  static std::map<cl_device_id, bool> results;
+  static std::map<std::pair<cl_device_id, bool>, bool> results;  // (device, fp32) -> passed
+  const bool fp32 = dtype == DType::F32;
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = results.find(device);
-  if (it == results.end()) it = results.emplace(device, run_probe(context, device)).first;
+  auto it = results.find({device, fp32});
+  if (it == results.end()) it = results.emplace(std::make_pair(device, fp32), run_probe(context, device, dtype)).first;
   return it->second;
 }
 
@@ -91,41 +220,41 @@ bool probe_passes(cl_context context, cl_device_id device) {
 bool mma_eligible(const DeviceFacts& facts, cl_device_id device, const ForwardArgs& a) {
   const char* env = std::getenv("FLASHCL_MMA");
   if (env != nullptr && std::string(env) == "0") return false;
-  if (a.algorithm != Algorithm::FA2 || (a.dtype != DType::F16 && a.dtype != DType::BF16)) return false;
-  if (a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
+  if (const char* tile = std::getenv("FLASHCL_TILE"); tile != nullptr && *tile) return false;  // forced portable tiles
+  if (a.algorithm != Algorithm::FA2 || a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
+  // plain attention and GQA only: every other variant runs on the portable fa2
+  if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
+      a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
+    return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU) return false;
   return compute_capability_major(device) >= 8;
 }
 
 TilePlan mma_plan(const ForwardArgs& a) {
-  const MmaShape shape = mma_shape();
+  const MmaShape shape = mma_shape(a);
+  const TileGeometry geo = geometry(a);
   TilePlan p;
-  p.block_rows = 16 * shape.warps;
+  p.block_rows = 16 * shape.m_tiles * shape.warps;
   p.block_cols = shape.block_cols;
-  p.rows_per_team = 16;
+  p.rows_per_team = 16 * shape.m_tiles;
   p.team_size = 32;
-  p.padded_head_dim = (a.head_dim + 15) / 16 * 16;
+  p.padded_head_dim = geo.padded_head_dim;
   p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
-  p.local_bytes = static_cast<std::size_t>(p.block_cols) * (p.padded_head_dim + 8) * 2 +
-                  static_cast<std::size_t>(p.padded_head_dim) * (p.block_cols + 8) * 2;
-  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x 16 rows, ", p.block_cols,
-                    " keys per block, mma.sync.m16n8k16");
+  p.local_bytes = static_cast<std::size_t>(p.block_cols) * (geo.k_pitch + geo.v_pitch) * geo.elem_bytes;
+  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
+                    " keys per block, ",
+                    is_tf32(a) ? "mma.sync.m16n8k8 3xTF32" : "mma.sync.m16n8k16");
   return p;
 }
 
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
-  if (!mma_eligible(*p.facts, p.device, p.args) || !probe_passes(p.context, p.device)) return false;
-  const ForwardArgs& a = p.args;
-  const TilePlan plan = mma_plan(a);
-  const std::string options = concat(common_options(a), " -DWARPS=", plan.block_rows / 16, " -DBC=", plan.block_cols,
-                                     " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
-  cl::Kernel kernel = make_kernel(p, kFiles, options, "fa2_mma_forward");
-  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
-  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
-  const std::size_t local[3] = {plan.work_group_size, 1, 1};
-  const std::size_t global[3] = {q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads),
-                                 static_cast<std::size_t>(a.batch)};
-  enqueue(queue, kernel, global, local, wait, launch);
+  if (!mma_eligible(*p.facts, p.device, p.args)) return false;
+  const TilePlan plan = mma_plan(p.args);  // a malformed FLASHCL_MMA_TILE fails here, not silently in the probe
+  if (plan.local_bytes > p.facts->local_mem_bytes)
+    fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ", plan.local_bytes,
+         " bytes of local memory; the device has ", p.facts->local_mem_bytes);
+  if (!probe_passes(p.context, p.device, p.args.dtype)) return false;
+  enqueue_mma(queue, p, plan, wait, launch);
   return true;
 }
 

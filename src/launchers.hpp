@@ -24,10 +24,6 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& args);
 // (WINDOW, ALIBI, SOFTCAP, MASK_KIND, VARLEN).
 std::string common_options(const ForwardArgs& args);
 
-// True when a call uses GQA, a window, softcap, ALiBi, a mask or varlen (paths that support only
-// plain attention, such as the tensor-core fa2, must step aside).
-bool has_variants(const ForwardArgs& args);
-
 // -D options of an fa1/fa2 program: common_options() plus the tile plan.
 std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
 

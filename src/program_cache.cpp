@@ -110,6 +110,13 @@ cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource&
 
 }  // namespace
 
+cl::Program build_uncached(cl_context context, cl_device_id device, const std::vector<std::string>& files,
+                           const std::string& options) {
+  cl::Program program(cl::Context(context, true), program_source(files).text);
+  program.build({cl::Device(device, true)}, options.c_str());
+  return program;
+}
+
 std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options) {
   const DeviceFacts& facts = device_facts(device);
   return concat("flashcl ", version(), "\nsource ", source_hash, "\noptions ", options, "\ndevice ", facts.name,

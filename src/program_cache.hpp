@@ -17,6 +17,12 @@ namespace flashcl::detail {
 cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
                            const std::string& options);
 
+// Builds `files` with `options` outside the caches, their counters and the fault hooks: for probes
+// that decide whether a path exists on a device (their builds are not the caller's). Throws
+// cl::Error when the build fails.
+cl::Program build_uncached(cl_context context, cl_device_id device, const std::vector<std::string>& files,
+                           const std::string& options);
+
 // The key a program binary is stored under on disk (exposed for tests).
 std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options);
 

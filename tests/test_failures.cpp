@@ -338,7 +338,8 @@ TEST(FailuresBuild, BrokenKernelSourceLeaksNothing) {
   fs::create_directories(dir);
   for (const auto& entry : fs::directory_iterator(fs::path(FLASHCL_SOURCE_DIR) / "kernels"))
     fs::copy_file(entry.path(), dir / entry.path().filename(), fs::copy_options::overwrite_existing);
-  std::ofstream(dir / "fa2.cl", std::ios::app) << "\nthis line is not OpenCL C;\n";
+  for (const char* file : {"fa2.cl", "fa2_mma.cl"})  // the portable kernel and the tensor-core one
+    std::ofstream(dir / file, std::ios::app) << "\nthis line is not OpenCL C;\n";
   set_disk_cache_enabled(false);
   Rig rig;
   clear_memory_cache();

@@ -50,6 +50,12 @@ std::vector<float> run_poisoned(Algorithm algorithm, const bench::Shape& s, cons
   a.k = dk.view;
   a.v = dv.view;
   a.o = dout.view;
+  // The tensor cores multiply a whole block of P by a whole block of V, so a hidden key's NaN/Inf
+  // in V meets P = 0 and reaches rows that share its block (FlashAttention-2 behaves the same;
+  // README, "Precisions and tensor cores"). Containment of V is a property of the portable paths.
+  if (p.where == Poison::V && s.causal &&
+      tile_info(session().device(), a).reason.find("tensor cores") != std::string::npos)
+    return {};
   forward(session().queue(), a).wait();
   return dout.logical();
 }
@@ -88,6 +94,7 @@ TEST_P(NonFiniteInputs, ReachOnlyTheRowsTheyTouch) {
   s.causal = c.causal;
   std::vector<float> q, k, v;
   const auto o = run_poisoned(c.algorithm, s, c.poison, q, k, v);
+  if (o.empty()) GTEST_SKIP() << "causal V poison on the tensor-core path: hidden keys share P V blocks";
   const auto ref = bench::reference_attention(s, q, k, v);
   int clean_rows = 0, touched_rows = 0;
   for (int i = 0; i < s.seqlen_q; ++i)

@@ -1,0 +1,67 @@
+/* mma_ptx.cl: the inline-PTX instructions of the NVIDIA tensor-core path (fa2_mma.cl), each behind
+ * a small function so the kernel reads as OpenCL C. Compiled only for NVIDIA devices of compute
+ * capability >= 8.0 after the host's probe ran the whole path on a small problem and got it right.
+ *
+ * __local addresses are passed to PTX as 32-bit offsets in the shared window: the integer value of
+ * a __local pointer on NVIDIA's OpenCL compiler (the probe confirms it on each device). Every asm
+ * that touches __local memory is volatile so the compiler keeps it between the barriers it was
+ * written between. */
+
+/* Geometry shared by the kernel and the operand files (mma_f16.cl, mma_tf32.cl), which define
+ * DPAD, the head dim padded to their mma's k. */
+#ifndef WARPS
+#define WARPS 4 /* warps per work-group: BR = 16 * MT * WARPS query rows */
+#endif
+#ifndef MT
+#define MT 1 /* 16-row m-tiles per warp: 2 reuses every K/V fragment read for two tiles */
+#endif
+#ifndef BC
+#define BC 64 /* keys per block (multiple of 16) */
+#endif
+#ifndef VEC_LOAD
+#define VEC_LOAD 0 /* 1: K/V blocks arrive by 16-byte cp.async (d, offsets, strides multiples of 16 bytes) */
+#endif
+#define BR (16 * MT * WARPS)
+#define WG_SIZE (32 * WARPS)
+#define NT_S (BC / 8)   /* 8-key tiles of S per warp */
+#define NT_O (DPAD / 8) /* 8-column tiles of O per warp */
+
+/* x from the lane whose id differs in `mask` (butterfly within the warp). */
+inline float shfl_xor(float x, int mask) {
+  float r;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(mask));
+  return r;
+}
+
+/* 2^x on the special-function unit (relative error ~2^-22; 2^-inf = 0). */
+inline float ex2_approx(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+inline uint local_addr(__local const void* p) { return (uint)(ulong)p; }
+
+/* 16 bytes global -> __local without passing through registers; `bytes` = 0 writes 16 zero bytes
+ * (rows past the sequence end, columns past the head dim) and reads nothing. */
+inline void copy16_async(__local void* dst, __global const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(local_addr(dst)), "l"((ulong)src), "r"(bytes)
+               : "memory");
+}
+inline void async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* Wait until at most the newest group of this work-item's copies is still in flight. */
+inline void async_wait_prior(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+inline void async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/* Four 8x8 16-bit matrices from __local: lanes 8i..8i+7 give the row addresses of matrix i; lane
+ * 4g+t receives row g, columns 2t and 2t+1 of each (.trans: column g, rows 2t and 2t+1). */
+inline void ldsm_x4(uint r[4], __local const ushort* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(local_addr(p)));
+}
+inline void ldsm_x4_trans(uint r[4], __local const ushort* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(local_addr(p)));
+}
