@@ -78,22 +78,31 @@ inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float
     mx[1] = fmax(mx[1], fmax(s[j][2], s[j][3]));
   }
   float mu[2], alpha[2];
+  bool moved = false;
 #pragma unroll
   for (int r = 0; r < 2; ++r) { /* row max over the row's four lanes */
     mx[r] = fmax(mx[r], shfl_xor(mx[r], 1));
     mx[r] = fmax(mx[r], shfl_xor(mx[r], 2));
+    /* The reference max moves only when the row max passes it by more than RESCALE_SLACK (log2
+     * units): P stays below 2^RESCALE_SLACK, exact either way since O and l share the reference,
+     * and once the max settles whole blocks skip the rescale of O. A row with nothing visible yet
+     * keeps m = -inf and P = 0. */
     const float mn = fmax(m[r], mx[r]);
-    alpha[r] = mn == NEG_INF ? 1.0f : ex2_approx(m[r] - mn);
-    m[r] = mn;
-    mu[r] = mn == NEG_INF ? 0.0f : mn; /* a row with nothing visible yet keeps P = 0 */
+    const bool up = mn > m[r] + RESCALE_SLACK;
+    alpha[r] = up ? ex2_approx(m[r] - mn) : 1.0f;
+    if (up) m[r] = mn;
+    mu[r] = m[r] == NEG_INF ? 0.0f : m[r];
     l[r] *= alpha[r];
+    moved |= up;
   }
+  if (!LAZY_RESCALE || warp_any(moved)) {
 #pragma unroll
-  for (int n = 0; n < NT_O; ++n) {
-    acc[n][0] *= alpha[0];
-    acc[n][1] *= alpha[0];
-    acc[n][2] *= alpha[1];
-    acc[n][3] *= alpha[1];
+    for (int n = 0; n < NT_O; ++n) {
+      acc[n][0] *= alpha[0];
+      acc[n][1] *= alpha[0];
+      acc[n][2] *= alpha[1];
+      acc[n][3] *= alpha[1];
+    }
   }
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
@@ -107,8 +116,8 @@ inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                      __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
-  __local ELEM_T k_tile[BC * K_PITCH] __attribute__((aligned(16)));
-  __local ELEM_T v_tile[BC * V_PITCH] __attribute__((aligned(16)));
+  __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(16)));
+  __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(16)));
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
@@ -137,17 +146,44 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   }
 
   const int n_blocks = mma_key_blocks(q_end, a->seqlen_k, a->causal_shift);
-  if (n_blocks > 0) load_block(k_tile, K_PITCH, kg, k_base, a->k_seq_stride, 0, a->seqlen_k, lid);
+#if STAGES == 2
+  /* two K/V buffers: block j+1 is copied into one while block j is computed from the other, one
+   * barrier per block */
+  if (n_blocks > 0) {
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, 0, a->seqlen_k, lid);
+    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, 0, a->seqlen_k, lid);
+  }
+  for (int blk = 0; blk < n_blocks; ++blk) {
+    const int k0 = blk * BC, cur = blk & 1;
+#if VEC_LOAD
+    async_wait_all(); /* this work-item's part of K(blk) and V(blk) */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* block blk visible to all; every warp is done with blk - 1 */
+    if (blk + 1 < n_blocks) {
+      load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
+      load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
+    }
+    float s[MT][NT_S][4];
+    qk_block(s, qa, k_tile[cur], lane);
+    const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
+#pragma unroll
+    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], row0 + 16 * i, k0, t, masked, a);
+    pv_block(acc, s, v_tile[cur], lane);
+  }
+#else
+  /* one K and one V buffer, FlashAttention-2's pipeline: V(j) lands during Q K(j)^T and the
+   * softmax, K(j+1) during P V(j) */
+  if (n_blocks > 0) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, 0, a->seqlen_k, lid);
   for (int blk = 0; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
-    load_block(v_tile, V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
+    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
 #if VEC_LOAD
     async_wait_prior(); /* this work-item's part of K(blk) has landed; V(blk) may still fly */
 #endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[MT][NT_S][4];
-    qk_block(s, qa, k_tile, lane);
+    qk_block(s, qa, k_tile[0], lane);
     const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
 #pragma unroll
     for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], row0 + 16 * i, k0, t, masked, a);
@@ -156,10 +192,11 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     async_wait_all(); /* V(blk) */
 #endif
     barrier(CLK_LOCAL_MEM_FENCE); /* V(blk) visible to all; every warp is done with K(blk) */
-    if (blk + 1 < n_blocks) load_block(k_tile, K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
-    pv_block(acc, s, v_tile, lane);
+    if (blk + 1 < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
+    pv_block(acc, s, v_tile[0], lane);
     barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with V(blk) before V(blk + 1) lands */
   }
+#endif
 
   /* epilogue: full row sums over the row's four lanes, O divided once, O and LSE written once */
   __global ELEM_T* og = (__global ELEM_T*)o;

@@ -21,6 +21,15 @@
 #ifndef VEC_LOAD
 #define VEC_LOAD 0 /* 1: K/V blocks arrive by 16-byte cp.async (d, offsets, strides multiples of 16 bytes) */
 #endif
+#ifndef STAGES
+#define STAGES 1 /* K/V buffers: 1 (FlashAttention-2's pipeline, three barriers a block) or 2 (one) */
+#endif
+#ifndef LAZY_RESCALE
+#define LAZY_RESCALE 1 /* 1: skip the rescale of O in blocks where no row's reference max moved */
+#endif
+#ifndef RESCALE_SLACK
+#define RESCALE_SLACK 8.0f /* log2 units the row max may rise before O is rescaled */
+#endif
 #define BR (16 * MT * WARPS)
 #define WG_SIZE (32 * WARPS)
 #define NT_S (BC / 8)   /* 8-key tiles of S per warp */
@@ -31,6 +40,15 @@ inline float shfl_xor(float x, int mask) {
   float r;
   asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(x), "r"(mask));
   return r;
+}
+
+/* Whether `p` holds in any lane of the warp (all lanes take part). */
+inline bool warp_any(bool p) {
+  uint r;
+  asm volatile("{ .reg .pred p, q; setp.ne.u32 p, %1, 0; vote.sync.any.pred q, p, 0xffffffff; selp.u32 %0, 1, 0, q; }"
+               : "=r"(r)
+               : "r"((uint)p));
+  return r != 0;
 }
 
 /* 2^x on the special-function unit (relative error ~2^-22; 2^-inf = 0). */

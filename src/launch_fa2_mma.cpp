@@ -36,23 +36,35 @@ std::vector<std::string> kernel_files(const ForwardArgs& a) {
 // (docs/perf/nvidia-h100.md).
 struct MmaShape {
   int warps = 4, block_cols = 64, m_tiles = 2;
+  int stages = 1;            // K/V buffers: 1 (FlashAttention-2's pipeline) or 2 (double-buffered)
+  bool lazy_rescale = true;  // rescale O only in blocks where a row's reference max moved
 };
 
+// H100, B=8 H=16 N=4096, TFLOP/s non-causal / causal, all measured in one run (docs/perf):
+// fp16 d=64  4x64x2: 2 buffers lazy 261.3/197.8, 2 eager 261.1/143.4, 1 eager 248.4/212.5, 1 lazy 238.4/180.4
+// fp16 d=128 4x32x2: 2 lazy 278.5/237.2, 2 eager 275.6/222.4, 1 eager 246.6/234.0, 1 lazy 258.3/224.4
+// fp32 d=64  4x32x2x1 69.0/61.7 (2 buffers 66.7/61.3); d=128 4x32x1x1 61.7/59.2 (two m-tiles spill:
+// 128 accumulators + 128 Q registers; 4x16x1x2 57.3/43.4).
 MmaShape mma_shape(const ForwardArgs& a) {
   MmaShape s;
-  // H100, N = 4096, TFLOP/s: fp16 d=64 4x64x2 247.5 (4x64x1 213.4, 8x64x2 215.9); d=128 4x32x2 252.1
-  // (4x64x2 216.5, 8x32x2 231.2). fp32 d=64 4x32x2 50.7 (4x64x2 49.0); d=128 4x32x1 43.7 (two
-  // m-tiles spill: 128 accumulators + 128 Q registers).
   if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
   if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
+  if (!is_tf32(a)) s.stages = a.head_dim <= 64 && a.causal ? 1 : 2;
+  if (!is_tf32(a) && a.head_dim <= 64 && a.causal) s.lazy_rescale = false;
   if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
     char tail = 0;
+    int lazy = 1;
     s.m_tiles = 1;
-    const int n = std::sscanf(env, "%dx%dx%d%c", &s.warps, &s.block_cols, &s.m_tiles, &tail);
-    if ((n != 2 && n != 3) || s.warps < 1 || s.warps > 16 || s.block_cols < 16 || s.block_cols > 128 ||
-        s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4)
+    s.stages = 1;
+    const int n = std::sscanf(env, "%dx%dx%dx%dx%d%c", &s.warps, &s.block_cols, &s.m_tiles, &s.stages, &lazy, &tail);
+    if (n < 2 || n > 5 || s.warps < 1 || s.warps > 16 || s.block_cols < 16 || s.block_cols > 128 ||
+        s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4 || s.stages < 1 || s.stages > 2 || lazy < 0 ||
+        lazy > 1)
       fail(Status::InvalidArgument,
-           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT] such as 4x64x2 (BC a multiple of 16, MT 1-4), got '", env, "'");
+           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (BC a multiple of 16, MT "
+           "1-4, STAGES 1-2, LAZY 0-1), got '",
+           env, "'");
+    s.lazy_rescale = lazy == 1;
   }
   return s;
 }
@@ -84,7 +96,8 @@ bool rows_are_16_byte_aligned(const ForwardArgs& a) {
 std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
   const std::size_t warps = plan.work_group_size / 32;
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
-                plan.block_cols, " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
+                plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
+                " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
 }
 
 int compute_capability_major(cl_device_id device) {
@@ -226,8 +239,11 @@ bool mma_eligible(const DeviceFacts& facts, cl_device_id device, const ForwardAr
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
-  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU) return false;
-  return compute_capability_major(device) >= 8;
+  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || compute_capability_major(device) < 8) return false;
+  // a default shape that does not fit this device's local memory leaves the call to the portable
+  // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
+  const char* forced = std::getenv("FLASHCL_MMA_TILE");
+  return (forced != nullptr && *forced) || mma_plan(a).local_bytes <= facts.local_mem_bytes;
 }
 
 TilePlan mma_plan(const ForwardArgs& a) {
@@ -240,9 +256,12 @@ TilePlan mma_plan(const ForwardArgs& a) {
   p.team_size = 32;
   p.padded_head_dim = geo.padded_head_dim;
   p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
-  p.local_bytes = static_cast<std::size_t>(p.block_cols) * (geo.k_pitch + geo.v_pitch) * geo.elem_bytes;
+  p.stages = shape.stages;
+  p.lazy_rescale = shape.lazy_rescale;
+  p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
+                  geo.elem_bytes;
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
-                    " keys per block, ",
+                    " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
                     is_tf32(a) ? "mma.sync.m16n8k8 3xTF32" : "mma.sync.m16n8k16");
   return p;
 }

@@ -25,6 +25,8 @@ struct TilePlan {
   int team_size = 0;       // TPR: work-items sharing those rows
   int padded_head_dim = 0; // D_PAD
   int softmax_wg = 0;      // standard: work-items per softmax row
+  int stages = 1;            // K/V buffers (the tensor-core fa2)
+  bool lazy_rescale = true;  // tensor-core fa2: rescale O only when a row's reference max moved
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;  // __local memory the kernel declares
   std::string reason;           // why these sizes
