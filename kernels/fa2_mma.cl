@@ -60,20 +60,35 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
 #endif
 }
 
-/* Online softmax of one 16-row m-tile (rows row_a and row_a + 8 in this lane) over the block's
- * scores: S becomes P = 2^(S - m) in place, the running max m and per-lane sum l advance, and O
- * is rescaled by 2^(m_old - m_new). */
-inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float l[2], int row_a, int k0, int t,
-                         bool masked, const AttnArgs* a) {
+/* scale * log2(e) applied to every score of the warp, before any mask */
+inline void scale_scores(float s[MT][NT_S][4], const AttnArgs* a) {
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[i][j][e] *= a->scale_log2;
+}
+
+/* -inf for the scores of one 16-row m-tile (rows row_a and row_a + 8 in this lane) that are past
+ * the keys or above the causal diagonal: called only on the blocks that cross one, as a pass of
+ * its own so the softmax after it exists once in the program. */
+inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const AttnArgs* a) {
+#pragma unroll
+  for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      if (mma_hidden(row_a + (e >> 1) * 8, k0 + 8 * j + 2 * t + (e & 1), a->seqlen_k, a->causal_shift))
+        s[j][e] = NEG_INF;
+}
+
+/* Online softmax of one 16-row m-tile over the block's scores (already scaled to log2 units and
+ * masked): S becomes P = 2^(S - m) in place,
+ * the running max m and per-lane sum l advance, and O is rescaled by 2^(m_old - m_new). */
+inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float l[2], const AttnArgs* a) {
   float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      s[j][e] *= a->scale_log2;
-      if (masked && mma_hidden(row_a + (e >> 1) * 8, k0 + 8 * j + 2 * t + (e & 1), a->seqlen_k, a->causal_shift))
-        s[j][e] = NEG_INF;
-    }
     mx[0] = fmax(mx[0], fmax(s[j][0], s[j][1]));
     mx[1] = fmax(mx[1], fmax(s[j][2], s[j][3]));
   }
@@ -166,8 +181,12 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[cur], lane);
     const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
+    scale_scores(s, a);
+    if (masked)
 #pragma unroll
-    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], row0 + 16 * i, k0, t, masked, a);
+      for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
+#pragma unroll
+    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
     pv_block(acc, s, v_tile[cur], lane);
   }
 #else
@@ -185,8 +204,12 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[0], lane);
     const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
+    scale_scores(s, a);
+    if (masked)
 #pragma unroll
-    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], row0 + 16 * i, k0, t, masked, a);
+      for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
+#pragma unroll
+    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */
