@@ -2,6 +2,8 @@
 // choice, workspace sizing, tile plans, program options, kernel creation and enqueue, and the
 // Launch record of enqueued kernels.
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 
 #include "errors.hpp"
 #include "fault_injection.hpp"
@@ -11,14 +13,26 @@
 namespace flashcl {
 namespace detail {
 
+// The product of non-negative factors in 128 bits, saturated at SIZE_MAX: a huge shape (tensors
+// may alias rows through zero strides, so nothing else bounds it) must fail the size checks, not
+// wrap to a small workspace.
+std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors) {
+  unsigned __int128 product = 1;
+  for (std::uint64_t f : factors) {
+    product *= f;
+    if (product > SIZE_MAX) return SIZE_MAX;
+  }
+  return static_cast<std::size_t>(product);
+}
+
 std::size_t workspace_bytes_for(cl_device_id device, const ForwardArgs& a) {
-  const std::size_t rows = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
+  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
   switch (a.algorithm) {
-    case Algorithm::Standard:
-      return rows * static_cast<std::size_t>(a.seqlen_k) * sizeof(float);  // S, then P in place
-    case Algorithm::FA1: {
+    case Algorithm::Standard:  // S, then P in place
+      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k), sizeof(float)});
+    case Algorithm::FA1: {  // O, m, l
       const TilePlan plan = plan_for(device_facts(device), a);
-      return rows * (static_cast<std::size_t>(plan.padded_head_dim) + 2) * sizeof(float);  // O, m, l
+      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.padded_head_dim) + 2, sizeof(float)});
     }
     default:
       return 0;

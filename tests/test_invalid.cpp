@@ -269,6 +269,19 @@ TEST_F(Invalid, MaskDenseStridesWrapAround) {
   a.mask = {MaskKind::Bias, m.mem};
   expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
 }
+// standard's workspace B*H*Nq*Nk*4 = 4 * 2^30 * 2^30 * 4 = 2^64 bytes wrapped to 0 in 64 bits; the
+// tensors alias one row (zero sequence strides), so only the workspace size can refuse the call.
+TEST_F(Invalid, StandardWorkspaceWrapsAround) {
+  auto a = valid_args(Algorithm::Standard);
+  a.batch = 4;
+  a.heads = 1;
+  a.seqlen_q = a.seqlen_k = 1 << 30;
+  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
+    t->batch_stride = t->seq_stride = 0;
+    t->head_stride = 1;
+  }
+  expect_rejected(a, Status::OutOfResources, "workspace");
+}
 TEST_F(Invalid, MaskKindWithoutBuffer) {
   auto a = valid_args();
   a.mask.kind = MaskKind::Bool;
