@@ -3,7 +3,8 @@
 # checks every path on the GPU against the float64 reference (the CTest suite, odd sizes
 # included), runs flashcl-bench and PyTorch's SDPA on the same shapes, prints one comparison table
 # and leaves the JSON and logs in the directory given (default /tmp/flashcl-gpu).
-# Usage: bench/gpu/run.sh OUT_DIR [quick]   (quick: fewer shapes, no test suite)
+# Usage: bench/gpu/run.sh OUT_DIR [quick]   (quick: one sequence length, no test suite; the odd-shape
+# check of every path runs in both)
 set -uo pipefail
 out=${1:-/tmp/flashcl-gpu}
 mode=${2:-full}
@@ -22,6 +23,23 @@ FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
   ./build-gpu/bench/flashcl-bench -n 1024 --head-dim 64,128 --causal both --algo all -r 1 --no-roofline -q \
   > /dev/null 2> "$out/ptxas.log"
 grep -E "Used|spill" "$out/ptxas.log" | sort | uniq -c | head -40
+
+# Every path on odd shapes (partial blocks, Nq != Nk, GQA, d not a power of two) against float64,
+# in both modes: a row that is not "ok" or is off by more than its dtype allows fails the run.
+./build-gpu/bench/flashcl-bench -b 2 --heads 4 --heads-kv 4,2 -n 77,300 --seqlen-k 129 --head-dim 40,72,128 \
+  --causal both --algo all --dtype f32,f16,bf16 -r 1 --no-roofline -q -f csv -o "$out/odd-shapes.csv" \
+  > /dev/null 2>> "$out/bench.log"
+python3 - "$out/odd-shapes.csv" <<'PY' || exit 1
+import csv, sys
+bound = {"f32": 1e-5, "f16": 2e-3, "bf16": 1.5e-2}  # a few roundings of each storage type
+rows = list(csv.DictReader(open(sys.argv[1])))
+bad = [r for r in rows if r["status"] != "ok" or float(r["max_abs_error"]) > bound[r["dtype"]]]
+for r in bad:
+    print("odd shape FAILED:", r["algo"], r["dtype"], r["seqlen_q"], r["seqlen_k"], r["head_dim"], r["heads_kv"],
+          r["causal"], r["status"], r["note"][:80], r["max_abs_error"])
+print(f"odd shapes on the GPU: {len(rows) - len(bad)} of {len(rows)} rows match float64")
+sys.exit(1 if bad or not rows else 0)
+PY
 
 if [ "$mode" != quick ]; then
   ctest --test-dir build-gpu -LE full -j 8 --output-on-failure > "$out/ctest.log" 2>&1
