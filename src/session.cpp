@@ -1,6 +1,7 @@
 // session.cpp: the convenience layer: lists devices, picks one by index or name substring
 // (FLASHCL_PLATFORM / FLASHCL_DEVICE), owns a context and a profiling queue, and runs attention on
-// host arrays.
+// host arrays, the variants' data included.
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <memory>
@@ -135,42 +136,75 @@ Session::~Session() {
 
 std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
                                     const std::vector<float>& v, std::vector<float>* lse) {
+  return forward(shape, q, k, v, HostVariants{}, lse);
+}
+
+std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
+                                    const std::vector<float>& v, const HostVariants& variants,
+                                    std::vector<float>* lse) {
   if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
     fail(Status::InvalidArgument, "shape: batch, heads, seqlen_q, seqlen_k and head_dim must be >= 1");
-  const std::size_t nq = static_cast<std::size_t>(shape.batch) * shape.seqlen_q * shape.heads * shape.head_dim;
+  const bool varlen = !variants.cu_seqlens_q.empty() || !variants.cu_seqlens_k.empty();
+  const std::size_t offsets = static_cast<std::size_t>(shape.batch) + 1;
+  if (varlen && (variants.cu_seqlens_q.size() != offsets || variants.cu_seqlens_k.size() != offsets))
+    fail(Status::InvalidArgument, "cu_seqlens_q, cu_seqlens_k: expected batch + 1 = ", offsets, " offsets each, got ",
+         variants.cu_seqlens_q.size(), " and ", variants.cu_seqlens_k.size());
+  // rows of Q/O and of K/V: B·S dense, the packed totals with varlen (the device checks the offsets)
+  const std::size_t rows_q = varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_q.back(), 0))
+                                    : static_cast<std::size_t>(shape.batch) * shape.seqlen_q;
+  const std::size_t rows_k = varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_k.back(), 0))
+                                    : static_cast<std::size_t>(shape.batch) * shape.seqlen_k;
   const int heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
-  const std::size_t nk = static_cast<std::size_t>(shape.batch) * shape.seqlen_k * heads_kv * shape.head_dim;
-  if (q.size() != nq) fail(Status::InvalidArgument, "q: expected ", nq, " floats (dense B,S,H,d), got ", q.size());
-  if (k.size() != nk) fail(Status::InvalidArgument, "k: expected ", nk, " floats (dense B,S,H,d), got ", k.size());
-  if (v.size() != nk) fail(Status::InvalidArgument, "v: expected ", nk, " floats (dense B,S,H,d), got ", v.size());
-  const std::size_t nlse = static_cast<std::size_t>(shape.batch) * shape.heads * shape.seqlen_q;
+  const std::size_t nq = rows_q * shape.heads * shape.head_dim, nk = rows_k * heads_kv * shape.head_dim;
+  const char* layout = varlen ? " floats (packed rows,H,d)" : " floats (dense B,S,H,d)";
+  if (q.size() != nq) fail(Status::InvalidArgument, "q: expected ", nq, layout, ", got ", q.size());
+  if (k.size() != nk) fail(Status::InvalidArgument, "k: expected ", nk, layout, ", got ", k.size());
+  if (v.size() != nk) fail(Status::InvalidArgument, "v: expected ", nk, layout, ", got ", v.size());
+  const std::size_t nlse = rows_q * shape.heads;
+  const bool bool_mask = shape.mask.kind == MaskKind::Bool, bias_mask = shape.mask.kind == MaskKind::Bias;
+  if (bool_mask != !variants.mask.empty() || bias_mask != !variants.bias.empty())
+    fail(Status::InvalidArgument, "mask: shape.mask.kind and the host array must agree (Bool: variants.mask, ",
+         "Bias: variants.bias, None: neither)");
 
   const DType dtype = shape.dtype;
   const std::size_t elem = element_size(dtype);
-  // Creates a buffer of n elements of the storage type, filled from host floats when given.
-  auto make = [&](std::size_t n, const std::vector<float>* host, std::size_t bytes_per_elem) {
-    std::vector<std::uint16_t> bits;
-    const void* data = nullptr;
-    if (host != nullptr) {
-      if (bytes_per_elem == 2) bits = to_storage(dtype, *host);
-      data = bytes_per_elem == 2 ? static_cast<const void*>(bits.data()) : static_cast<const void*>(host->data());
-    }
+  auto buffer = [&](std::size_t bytes, const void* data) {
     cl_int err = CL_SUCCESS;
     const cl_mem_flags flags = CL_MEM_READ_WRITE | (data != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
-    cl_mem mem = clCreateBuffer(context_, flags, n * bytes_per_elem, const_cast<void*>(data), &err);
+    cl_mem mem = clCreateBuffer(context_, flags, bytes, const_cast<void*>(data), &err);
     check_cl(err, "clCreateBuffer");
     return mem;
   };
-  MemObject dq{make(nq, &q, elem)}, dk{make(nk, &k, elem)}, dv{make(nk, &v, elem)}, dout{make(nq, nullptr, elem)};
-  MemObject dlse{lse != nullptr ? make(nlse, nullptr, sizeof(float)) : nullptr};
+  // A buffer of n elements of the storage type, filled from host floats when given.
+  auto tensor = [&](std::size_t n, const std::vector<float>* host) {
+    if (host == nullptr || elem == 4) return buffer(n * elem, host != nullptr ? host->data() : nullptr);
+    const std::vector<std::uint16_t> bits = to_storage(dtype, *host);
+    return buffer(n * elem, bits.data());
+  };
+  // Host data of a variant, or no buffer (a zero-size buffer is not allowed).
+  auto optional = [&](std::size_t bytes, const void* data) { return bytes == 0 ? nullptr : buffer(bytes, data); };
+  MemObject dq{tensor(nq, &q)}, dk{tensor(nk, &k)}, dv{tensor(nk, &v)}, dout{tensor(nq, nullptr)};
+  MemObject dlse{lse != nullptr ? buffer(nlse * sizeof(float), nullptr) : nullptr};
+  MemObject dalibi{optional(variants.alibi_slopes.size() * sizeof(float), variants.alibi_slopes.data())};
+  MemObject dmask{bool_mask ? optional(variants.mask.size(), variants.mask.data())
+                            : optional(variants.bias.size() * sizeof(float), variants.bias.data())};
+  MemObject dcu_q{optional(variants.cu_seqlens_q.size() * sizeof(int), variants.cu_seqlens_q.data())};
+  MemObject dcu_k{optional(variants.cu_seqlens_k.size() * sizeof(int), variants.cu_seqlens_k.data())};
 
   ForwardArgs args = shape;
-  args.q = {dq.mem};
-  args.k = {dk.mem};
-  args.v = {dv.mem};
-  args.o = {dout.mem};
+  auto view = [&](cl_mem mem, int heads) {  // packed rows with varlen (batch stride ignored), else dense
+    return varlen ? Tensor{mem, 0, 0, std::int64_t{heads} * shape.head_dim, shape.head_dim} : Tensor{mem};
+  };
+  args.q = view(dq.mem, shape.heads);
+  args.k = view(dk.mem, heads_kv);
+  args.v = view(dv.mem, heads_kv);
+  args.o = view(dout.mem, shape.heads);
   args.lse = dlse.mem;
   args.workspace = nullptr;
+  args.alibi_slopes = dalibi.mem;
+  args.mask.buffer = dmask.mem;
+  args.cu_seqlens_q = dcu_q.mem;
+  args.cu_seqlens_k = dcu_k.mem;
   Launch launch = flashcl::forward(queue_, args);
   std::vector<float> out(nq);
   if (elem == 2) {

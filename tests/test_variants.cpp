@@ -4,7 +4,8 @@
 // variable-length batches (empty sequences included), and their combinations in fp32, fp16 and
 // bf16. Rows that see no key (causal, window, mask, varlen) must give O = 0 and LSE = -inf; scores
 // around ±1e4 must stay finite and as accurate as fp32 allows; blocks wholly outside a window must
-// never be read. Shapes are small so the whole file stays within about a minute on two cores.
+// never be read; Session::forward takes every variant's data as host arrays. Shapes are small so the
+// whole file stays within about a minute on two cores.
 #include <cmath>
 #include <limits>
 #include <tuple>
@@ -318,6 +319,84 @@ TEST(VariantCApi, GqaWindowAlibiThroughC) {
   const auto err = bench::compare(dout.logical(), bench::reference_attention(s, q, k, v).out);
   EXPECT_EQ(err.non_finite, 0u);
   EXPECT_LE(err.rel_norm, 1e-5);
+}
+
+// Session::forward with the variants' data as host arrays: varlen (packed rows), GQA, ALiBi and a
+// boolean mask together, causal, against the float64 reference.
+TEST(VariantSession, HostArraysForEveryVariant) {
+  bench::Shape s;
+  s.batch = 2;
+  s.heads = 4;
+  s.heads_kv = 2;
+  s.seqlen_q = 37;
+  s.seqlen_k = 50;
+  s.head_dim = 24;
+  s.causal = true;
+  s.cu_seqlens_q = {0, 37, 60};
+  s.cu_seqlens_k = {0, 50, 99};
+  s.alibi_slopes = {0.5f, 0.25f, 0.125f, 0.0625f};
+  s.mask = bench::MaskMode::Bool;
+  const auto r = bench::random_values(static_cast<std::size_t>(s.seqlen_q) * s.seqlen_k, 41);
+  s.mask_values.resize(r.size());
+  for (std::size_t i = 0; i < r.size(); ++i) s.mask_values[i] = r[i] < -0.6f ? 0.0f : 1.0f;
+  const auto q = bench::random_values(s.q_elems(), 42), k = bench::random_values(s.kv_elems(), 43),
+             v = bench::random_values(s.kv_elems(), 44);
+  const auto ref = bench::reference_attention(s, q, k, v);
+
+  ForwardArgs a;
+  a.batch = s.batch;
+  a.heads = s.heads;
+  a.heads_kv = s.heads_kv;
+  a.seqlen_q = s.seqlen_q;
+  a.seqlen_k = s.seqlen_k;
+  a.head_dim = s.head_dim;
+  a.causal = true;
+  a.mask.kind = MaskKind::Bool;
+  a.mask.batch = a.mask.heads = 1;
+  HostVariants hv;
+  hv.alibi_slopes = s.alibi_slopes;
+  hv.mask.assign(s.mask_values.begin(), s.mask_values.end());
+  hv.cu_seqlens_q = s.cu_seqlens_q;
+  hv.cu_seqlens_k = s.cu_seqlens_k;
+  std::vector<float> lse;
+  const auto o = session().forward(a, q, k, v, hv, &lse);
+  ASSERT_EQ(o.size(), ref.out.size());
+  ASSERT_EQ(lse.size(), ref.lse.size());
+  const auto err = bench::compare(o, ref.out);
+  EXPECT_EQ(err.non_finite, 0u);
+  EXPECT_LE(err.max_abs, 1e-5);
+  for (std::size_t i = 0; i < lse.size(); ++i)
+    if (std::isinf(ref.lse[i])) EXPECT_EQ(lse[i], -kInf) << "row " << i;
+    else EXPECT_NEAR(lse[i], ref.lse[i], 1e-5 * std::max(1.0, std::fabs(ref.lse[i]))) << "row " << i;
+}
+
+// The host arrays must match the switches in the shape, before anything runs.
+TEST(VariantSession, HostArraysMustMatchTheShape) {
+  const auto x = bench::random_values(2 * 8 * 8, 45);
+  ForwardArgs a;
+  a.batch = 2;
+  a.heads = 1;
+  a.seqlen_q = a.seqlen_k = 8;
+  a.head_dim = 8;
+  HostVariants hv;
+  hv.mask.assign(64, 1);  // a mask without mask.kind
+  try {
+    session().forward(a, x, x, x, hv);
+    ADD_FAILURE() << "a mask array without mask.kind was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("mask"), std::string::npos) << e.what();
+  }
+  hv = {};
+  hv.cu_seqlens_q = {0, 8};  // batch 2 needs 3 offsets
+  hv.cu_seqlens_k = {0, 8};
+  try {
+    session().forward(a, x, x, x, hv);
+    ADD_FAILURE() << "cu_seqlens of the wrong length were accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("cu_seqlens_q"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -189,6 +189,15 @@ struct DeviceInfo {
 };
 FLASHCL_API std::vector<DeviceInfo> list_devices();
 
+// The variants' data as host arrays, for Session::forward; their switches and shapes stay in the
+// ForwardArgs it takes (alibi_per_batch; mask.kind, batch, heads and strides, 0 = dense).
+struct HostVariants {
+  std::vector<float> alibi_slopes;              // ALiBi: H slopes, or B·H with alibi_per_batch
+  std::vector<std::uint8_t> mask;               // mask.kind == Bool: 0 hides a key
+  std::vector<float> bias;                      // mask.kind == Bias: added to the scores
+  std::vector<int> cu_seqlens_q, cu_seqlens_k;  // varlen: B + 1 offsets each; Q, K, V, O packed
+};
+
 // Owns a context and a profiling-enabled in-order queue on one device. Platform and device are
 // chosen by index or name substring; empty means $FLASHCL_PLATFORM / $FLASHCL_DEVICE, else the
 // first GPU, else the first device.
@@ -205,10 +214,15 @@ class FLASHCL_API Session {
   const DeviceInfo& info() const { return info_; }
 
   // Runs attention on dense (B, S, H, d) host arrays; returns O and, when asked, fills lse. With
-  // dtype F16/BF16 the inputs are rounded to that storage and O comes back from it.
+  // dtype F16/BF16 the inputs are rounded to that storage and O comes back from it. Every variant
+  // works: the shape-level ones from `shape`, the data of ALiBi, masks and varlen from `variants`
+  // (varlen: Q and O are packed (total_q, H, d), K and V (total_k, H_kv, d), LSE (H, total_q)).
   std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
                              const std::vector<float>& k, const std::vector<float>& v,
                              std::vector<float>* lse = nullptr);
+  std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
+                             const std::vector<float>& k, const std::vector<float>& v,
+                             const HostVariants& variants, std::vector<float>* lse = nullptr);
 
  private:
   cl_context context_ = nullptr;
