@@ -120,10 +120,17 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
 
 std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
-  const std::size_t q = static_cast<std::size_t>(a.batch) * a.seqlen_q * a.heads * a.head_dim;
-  const std::size_t kv = static_cast<std::size_t>(a.batch) * a.seqlen_k * a.heads_kv * a.head_dim;
-  const std::size_t lse = static_cast<std::size_t>(a.batch) * a.heads * a.seqlen_q;
-  return (2 * q + 2 * kv) * element_size(a.dtype) + lse * sizeof(float) + detail::workspace_bytes_for(device, a);
+  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
+  const std::size_t elem = element_size(a.dtype);
+  // every term saturated and the sum too: a huge shape must not wrap to a size that fits
+  std::size_t total = 0;
+  for (std::size_t bytes :
+       {detail::saturating_bytes({2, n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), elem}),     // Q, O
+        detail::saturating_bytes({2, n(a.batch), n(a.seqlen_k), n(a.heads_kv), n(a.head_dim), elem}),  // K, V
+        detail::saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), sizeof(float)}),              // LSE
+        detail::workspace_bytes_for(device, a)})
+    total = bytes > SIZE_MAX - total ? SIZE_MAX : total + bytes;
+  return total;
 }
 
 Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {

@@ -178,6 +178,19 @@ TEST(StressLongSequence, StandardRefusesWithTheBytesItWouldNeed) {
   }
 }
 
+// Sizes past 2^64 bytes saturate instead of wrapping: standard at B = H = d = 1, N = 2^31 - 1
+// needs a (2^31 - 1)^2 * 4-byte workspace (just under 2^64) plus 2^35 bytes of tensors, a sum that
+// wrapped to about 26 GB, small enough for a caller's memory check to pass.
+TEST(StressLongSequence, SizesSaturateInsteadOfWrapping) {
+  ForwardArgs a;
+  a.batch = a.heads = a.head_dim = 1;
+  a.seqlen_q = a.seqlen_k = 2147483647;
+  a.algorithm = Algorithm::Standard;
+  EXPECT_EQ(device_bytes(session().device(), a), SIZE_MAX);
+  a.batch = 4;  // the workspace alone passes 2^64
+  EXPECT_EQ(workspace_bytes(session().device(), a), SIZE_MAX);
+}
+
 long max_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
