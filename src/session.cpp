@@ -175,8 +175,10 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
     check_cl(err, "clCreateBuffer");
     return mem;
   };
-  // A buffer of n elements of the storage type, filled from host floats when given.
+  // A buffer of n elements of the storage type, filled from host floats when given; at least one
+  // element, since OpenCL has no empty buffers (varlen batches may hold no rows at all).
   auto tensor = [&](std::size_t n, const std::vector<float>* host) {
+    if (n == 0) return buffer(elem, nullptr);
     if (host == nullptr || elem == 4) return buffer(n * elem, host != nullptr ? host->data() : nullptr);
     const std::vector<std::uint16_t> bits = to_storage(dtype, *host);
     return buffer(n * elem, bits.data());
@@ -184,7 +186,7 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   // Host data of a variant, or no buffer (a zero-size buffer is not allowed).
   auto optional = [&](std::size_t bytes, const void* data) { return bytes == 0 ? nullptr : buffer(bytes, data); };
   MemObject dq{tensor(nq, &q)}, dk{tensor(nk, &k)}, dv{tensor(nk, &v)}, dout{tensor(nq, nullptr)};
-  MemObject dlse{lse != nullptr ? buffer(nlse * sizeof(float), nullptr) : nullptr};
+  MemObject dlse{lse != nullptr ? buffer(std::max<std::size_t>(nlse, 1) * sizeof(float), nullptr) : nullptr};
   MemObject dalibi{optional(variants.alibi_slopes.size() * sizeof(float), variants.alibi_slopes.data())};
   MemObject dmask{bool_mask ? optional(variants.mask.size(), variants.mask.data())
                             : optional(variants.bias.size() * sizeof(float), variants.bias.data())};
@@ -207,7 +209,9 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   args.cu_seqlens_k = dcu_k.mem;
   Launch launch = flashcl::forward(queue_, args);
   std::vector<float> out(nq);
-  if (elem == 2) {
+  if (nq == 0) {  // nothing to read back
+    check_cl(clFinish(queue_), "clFinish");
+  } else if (elem == 2) {
     std::vector<std::uint16_t> bits(nq);
     check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, bits.data(), 0, nullptr, nullptr),
              "clEnqueueReadBuffer(o)");
@@ -218,7 +222,8 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   }
   if (lse != nullptr) {
     lse->resize(nlse);
-    check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse->data(), 0, nullptr, nullptr),
+    if (nlse > 0)
+      check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse->data(), 0, nullptr, nullptr),
              "clEnqueueReadBuffer(lse)");
   }
   return out;

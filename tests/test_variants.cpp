@@ -370,6 +370,30 @@ TEST(VariantSession, HostArraysForEveryVariant) {
     else EXPECT_NEAR(lse[i], ref.lse[i], 1e-5 * std::max(1.0, std::fabs(ref.lse[i]))) << "row " << i;
 }
 
+// Packed batches with no keys at all give O = 0 and LSE = -inf; with no queries, empty results.
+TEST(VariantSession, EmptyPackedTotals) {
+  ForwardArgs a;
+  a.batch = 2;
+  a.heads = 2;
+  a.seqlen_q = a.seqlen_k = 8;
+  a.head_dim = 8;
+  HostVariants hv;
+  hv.cu_seqlens_q = {0, 3, 8};
+  hv.cu_seqlens_k = {0, 0, 0};
+  const auto q = bench::random_values(8 * 2 * 8, 46);
+  std::vector<float> lse;
+  const auto o = session().forward(a, q, {}, {}, hv, &lse);
+  ASSERT_EQ(o.size(), q.size());
+  for (float x : o) EXPECT_EQ(x, 0.0f);
+  ASSERT_EQ(lse.size(), 16u);
+  for (float x : lse) EXPECT_EQ(x, -kInf);
+  hv.cu_seqlens_q = {0, 0, 0};
+  hv.cu_seqlens_k = {0, 4, 8};
+  const auto kv = bench::random_values(8 * 2 * 8, 47);
+  EXPECT_TRUE(session().forward(a, {}, kv, kv, hv, &lse).empty());
+  EXPECT_TRUE(lse.empty());
+}
+
 // The host arrays must match the switches in the shape, before anything runs.
 TEST(VariantSession, HostArraysMustMatchTheShape) {
   const auto x = bench::random_values(2 * 8 * 8, 45);
