@@ -2,9 +2,9 @@
 // fp16/bf16 or mma_tf32.cl for fp32 as 3xTF32). It is chosen at run time from device facts, never
 // by a host #ifdef: an NVIDIA GPU of compute capability >= 8.0 (cl_nv_device_attribute_query),
 // d <= 128, plain attention or GQA, no forced tile, and a probe that must pass on that device
-// first: the kernel itself runs on a small problem (two key blocks, a partial one, 16-byte async
-// copies) and its output must match a float64 reference (once per device and operand kind; any
-// failure falls back to the portable kernels). FLASHCL_MMA=0 turns the path off, for comparisons.
+// first: the kernel itself runs on a small problem (two key blocks, a partial one, the same kind of
+// loads as the call) and its output must match a float64 reference (once per device, dtype and
+// load kind; a failure falls back to the portable kernels). FLASHCL_MMA=0 turns the path off.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include <CL/cl_half.h>
@@ -52,11 +53,18 @@ MmaShape mma_shape(const ForwardArgs& a) {
   if (!is_tf32(a)) s.stages = a.head_dim <= 64 && a.causal ? 1 : 2;
   if (!is_tf32(a) && a.head_dim <= 64 && a.causal) s.lazy_rescale = false;
   if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
-    char tail = 0;
     int lazy = 1;
     s.m_tiles = 1;
     s.stages = 1;
-    const int n = std::sscanf(env, "%dx%dx%dx%dx%d%c", &s.warps, &s.block_cols, &s.m_tiles, &s.stages, &lazy, &tail);
+    // fields one at a time, so "4x64junk" fails as surely as "4x64x2x2x1junk"
+    int fields = 0, used = 0;
+    for (int* field : {&s.warps, &s.block_cols, &s.m_tiles, &s.stages, &lazy}) {
+      int len = 0;
+      if (std::sscanf(env + used, fields == 0 ? "%d%n" : "x%d%n", field, &len) != 1) break;
+      used += len;
+      ++fields;
+    }
+    const int n = env[used] == '\0' ? fields : -1;
     if (n < 2 || n > 5 || s.warps < 1 || s.warps > 16 || s.block_cols < 16 || s.block_cols > 128 ||
         s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4 || s.stages < 1 || s.stages > 2 || lazy < 0 ||
         lazy > 1)
@@ -121,12 +129,16 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, const TilePlan& plan,
 // Values exact in 16 bits: multiples of 1/64 in [-1, 1).
 float probe_value(std::size_t i, int salt) { return static_cast<float>((i * 37 + salt * 11) % 128) / 64.0f - 1.0f; }
 
-// Runs the kernel for `dtype` on one head (Nq = 37, Nk = 150, d = 32) and
-// compares O with a float64 reference: fp16/bf16 within 1e-2 (a wrong fragment layout is off by
-// ~0.1), fp32 within 2e-5 (dropping 3xTF32's small terms is off by ~1e-3).
-bool run_probe(cl_context context, cl_device_id device, DType dtype) {
+enum class ProbeResult { Pass, Fail, Transient };
+
+// Runs the kernel for `dtype` on one head (Nq = 37, Nk = 150; d = 32 for the 16-byte async copies,
+// d = 30 for the element-wise loads) and compares O with a float64 reference: fp16/bf16 within
+// 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping 3xTF32's small terms
+// is off by ~1e-3). A build failure or a wrong result is an answer for the device; running out
+// of resources is not (Transient: the path is skipped for this call only).
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool vec_load) {
   try {
-    const int nq = 37, nk = 150, d = 32;
+    const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
     cl::Context ctx(context, true);
     cl::CommandQueue queue(ctx, cl::Device(device, true));
     const std::size_t elem = dtype == DType::F32 ? 4 : 2;
@@ -209,23 +221,30 @@ bool run_probe(cl_context context, cl_device_id device, DType dtype) {
             std::memcpy(&got, &u, 4);
           }
         }
-        if (!(std::fabs(got - want) <= bound)) return false;
+        if (!(std::fabs(got - want) <= bound)) return ProbeResult::Fail;
       }
     }
-    return true;
+    return ProbeResult::Pass;
+  } catch (const cl::Error& e) {
+    const cl_int err = e.err();
+    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
+      return ProbeResult::Transient;
+    return ProbeResult::Fail;  // no inline PTX, no mma.sync, a failed build: the portable path it is
   } catch (const std::exception&) {
-    return false;  // no inline PTX, no mma.sync, or anything else: the portable path it is
+    return ProbeResult::Fail;
   }
 }
 
-bool probe_passes(cl_context context, cl_device_id device, DType dtype) {
+// Once per (device, dtype, load kind); transient failures are asked again next time.
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, bool vec_load) {
   static std::mutex mutex;
-  static std::map<std::pair<cl_device_id, bool>, bool> results;  // (device, fp32) -> passed
-  const bool fp32 = dtype == DType::F32;
+  static std::map<std::tuple<cl_device_id, DType, bool>, bool> results;
+  const auto key = std::make_tuple(device, dtype, vec_load);
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = results.find({device, fp32});
-  if (it == results.end()) it = results.emplace(std::make_pair(device, fp32), run_probe(context, device, dtype)).first;
-  return it->second;
+  if (auto it = results.find(key); it != results.end()) return it->second;
+  const ProbeResult r = run_probe(context, device, dtype, vec_load);
+  if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
+  return r == ProbeResult::Pass;
 }
 
 }  // namespace
@@ -272,7 +291,7 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vec
   if (plan.local_bytes > p.facts->local_mem_bytes)
     fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ", plan.local_bytes,
          " bytes of local memory; the device has ", p.facts->local_mem_bytes);
-  if (!probe_passes(p.context, p.device, p.args.dtype)) return false;
+  if (!probe_passes(p.context, p.device, p.args.dtype, rows_are_16_byte_aligned(p.args))) return false;
   enqueue_mma(queue, p, plan, wait, launch);
   return true;
 }
