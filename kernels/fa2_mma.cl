@@ -12,31 +12,9 @@
  * O += P V(j) runs (cp.async, no registers, no stall until the data is needed). The softmax is
  * online per block (running max m and sum l per row, O rescaled by 2^(m_old - m_new)); P goes
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
- * once, with LSE, at the end. Masks: bounds and the causal diagonal, applied only on the blocks
- * that cross them; GQA maps query heads to K/V heads. Other variants run on fa2.cl. */
-
-/* Key blocks rows [q0, q_end) can see; whether block k0 needs the mask at all. */
-inline int mma_key_blocks(int q_end, int seqlen_k, int causal_shift) {
-  int keys = seqlen_k;
-#if CAUSAL
-  keys = min(keys, q_end + causal_shift);
-#endif
-  return keys <= 0 ? 0 : (keys + BC - 1) / BC;
-}
-
-inline bool mma_block_masked(int q0, int k0, int seqlen_k, int causal_shift) {
-#if CAUSAL
-  if (k0 + BC - 1 > q0 + causal_shift) return true;
-#endif
-  return k0 + BC > seqlen_k;
-}
-
-inline bool mma_hidden(int row, int key, int seqlen_k, int causal_shift) {
-#if CAUSAL
-  if (key > row + causal_shift) return true;
-#endif
-  return key >= seqlen_k;
-}
+ * once, with LSE, at the end. Masks: bounds and the causal diagonal, through common.cl's
+ * key_block_range, block_needs_mask and key_masked (the same rules as every path), applied only on
+ * the blocks that cross them; GQA maps query heads to K/V heads. Other variants run on fa2.cl. */
 
 #define CHUNKS_PER_ROW (DPAD / CHUNK)
 
@@ -73,13 +51,21 @@ inline void scale_scores(float s[MT][NT_S][4], const AttnArgs* a) {
 /* -inf for the scores of one 16-row m-tile (rows row_a and row_a + 8 in this lane) that are past
  * the keys or above the causal diagonal: called only on the blocks that cross one, as a pass of
  * its own so the softmax after it exists once in the program. */
-inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const AttnArgs* a) {
+inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a) {
+  const int seqlen_k = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e)
-      if (mma_hidden(row_a + (e >> 1) * 8, k0 + 8 * j + 2 * t + (e & 1), a->seqlen_k, a->causal_shift))
-        s[j][e] = NEG_INF;
+    for (int e = 0; e < 4; ++e) {
+      const int row = row_a + (e >> 1) * 8, key = k0 + 8 * j + 2 * t + (e & 1);
+      /* key_masked's bounds and causal rules as one select per score: its early returns turn this
+       * unrolled pass into branches and reloads of the argument block */
+      bool hidden = key >= seqlen_k;
+#if CAUSAL
+      hidden = hidden || key > row + shift;
+#endif
+      if (hidden) s[j][e] = NEG_INF;
+    }
 }
 
 /* Online softmax of one 16-row m-tile over the block's scores (already scaled to log2 units and
@@ -132,11 +118,11 @@ inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float
  * the block crosses the causal diagonal or the end of the keys (the mask as a pass of its own
  * keeps one copy of the softmax in the program: +5-12 % on the H100), then the online softmax. */
 inline void scores_to_probs(float s[MT][NT_S][4], float acc[MT][NT_O][4], float m[MT][2], float l[MT][2], int q0,
-                            int k0, int row0, int t, const AttnArgs* a) {
+                            int k0, int row0, int t, const SeqView* sv, const AttnArgs* a) {
   scale_scores(s, a);
-  if (mma_block_masked(q0, k0, a->seqlen_k, a->causal_shift))
+  if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll
-    for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, a);
+    for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, sv, a);
 #pragma unroll
   for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
 }
@@ -173,16 +159,18 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     l[i][0] = l[i][1] = 0.0f;
   }
 
-  const int n_blocks = mma_key_blocks(q_end, a->seqlen_k, a->causal_shift);
+  const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* plain attention: lengths and shift */
+  int kb_begin, n_blocks;
+  key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &n_blocks);
 #if STAGES == 2
   /* two K/V buffers: block j+1 is copied into one while block j is computed from the other, one
    * barrier per block */
-  if (n_blocks > 0) {
-    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, 0, a->seqlen_k, lid);
-    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, 0, a->seqlen_k, lid);
+  if (kb_begin < n_blocks) {
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
   }
-  for (int blk = 0; blk < n_blocks; ++blk) {
-    const int k0 = blk * BC, cur = blk & 1;
+  for (int blk = kb_begin; blk < n_blocks; ++blk) {
+    const int k0 = blk * BC, cur = (blk - kb_begin) & 1;
 #if VEC_LOAD
     async_wait_all(); /* this work-item's part of K(blk) and V(blk) */
 #endif
@@ -193,14 +181,14 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     }
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[cur], lane);
-    scores_to_probs(s, acc, m, l, q0, k0, row0, t, a);
+    scores_to_probs(s, acc, m, l, q0, k0, row0, t, &sv, a);
     pv_block(acc, s, v_tile[cur], lane);
   }
 #else
   /* one K and one V buffer, FlashAttention-2's pipeline: V(j) lands during Q K(j)^T and the
    * softmax, K(j+1) during P V(j) */
-  if (n_blocks > 0) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, 0, a->seqlen_k, lid);
-  for (int blk = 0; blk < n_blocks; ++blk) {
+  if (kb_begin < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+  for (int blk = kb_begin; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
     load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
 #if VEC_LOAD
@@ -210,7 +198,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
     float s[MT][NT_S][4];
     qk_block(s, qa, k_tile[0], lane);
-    scores_to_probs(s, acc, m, l, q0, k0, row0, t, a);
+    scores_to_probs(s, acc, m, l, q0, k0, row0, t, &sv, a);
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */
