@@ -9,13 +9,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
 #include <utility>
-
-#include <CL/cl_half.h>
 
 #include "errors.hpp"
 #include "launchers.hpp"
@@ -149,19 +146,10 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
       for (auto* t : {&q, &k, &v})
         for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
     auto upload = [&](const std::vector<float>& x) {
-      std::vector<unsigned char> bytes(x.size() * elem);
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        if (dtype == DType::F32) {
-          std::memcpy(&bytes[i * 4], &x[i], 4);
-        } else {
-          std::uint32_t u;
-          std::memcpy(&u, &x[i], 4);
-          const std::uint16_t h = dtype == DType::F16 ? cl_half_from_float(x[i], CL_HALF_RTE)
-                                                      : static_cast<std::uint16_t>(u >> 16);  // exact: short mantissas
-          std::memcpy(&bytes[i * 2], &h, 2);
-        }
-      }
-      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes.size(), bytes.data());
+      if (dtype == DType::F32)
+        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
+      std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
     };
     cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * elem);
     ForwardArgs args;
@@ -190,8 +178,14 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     const std::size_t groups = (static_cast<std::size_t>(nq) + plan.block_rows - 1) / plan.block_rows;
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(groups * plan.work_group_size, 1, 1),
                                cl::NDRange(plan.work_group_size, 1, 1));
-    std::vector<unsigned char> out(nq * d * elem);
-    queue.enqueueReadBuffer(ob, CL_TRUE, 0, out.size(), out.data());
+    std::vector<float> out(nq * d);
+    if (dtype == DType::F32) {
+      queue.enqueueReadBuffer(ob, CL_TRUE, 0, out.size() * 4, out.data());
+    } else {
+      std::vector<std::uint16_t> bits(out.size());
+      queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
+      out = from_storage(dtype, bits);
+    }
     const double scale = 1.0 / std::sqrt(static_cast<double>(d)), bound = dtype == DType::F32 ? 2e-5 : 1e-2;
     for (int i = 0; i < nq; ++i) {
       std::vector<double> w(nk);
@@ -207,20 +201,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
         double want = 0.0;
         for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
         want /= sum;
-        float got;
-        const std::size_t at = static_cast<std::size_t>(i) * d + c;
-        if (dtype == DType::F32) {
-          std::memcpy(&got, &out[at * 4], 4);
-        } else {
-          std::uint16_t h;
-          std::memcpy(&h, &out[at * 2], 2);
-          if (dtype == DType::F16) {
-            got = cl_half_to_float(h);
-          } else {
-            const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-            std::memcpy(&got, &u, 4);
-          }
-        }
+        const float got = out[static_cast<std::size_t>(i) * d + c];
         if (!(std::fabs(got - want) <= bound)) return ProbeResult::Fail;
       }
     }
