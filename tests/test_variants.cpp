@@ -322,26 +322,13 @@ TEST(VariantCApi, GqaWindowAlibiThroughC) {
 }
 
 // Session::forward with the variants' data as host arrays: varlen (packed rows), GQA, ALiBi and a
-// boolean mask together, causal, against the float64 reference.
+// boolean mask (one row hidden entirely) together, causal, against the float64 reference.
 TEST(VariantSession, HostArraysForEveryVariant) {
-  bench::Shape s;
-  s.batch = 2;
-  s.heads = 4;
-  s.heads_kv = 2;
-  s.seqlen_q = 37;
-  s.seqlen_k = 50;
-  s.head_dim = 24;
-  s.causal = true;
-  s.cu_seqlens_q = {0, 37, 60};
-  s.cu_seqlens_k = {0, 50, 99};
-  s.alibi_slopes = {0.5f, 0.25f, 0.125f, 0.0625f};
-  s.mask = bench::MaskMode::Bool;
-  const auto r = bench::random_values(static_cast<std::size_t>(s.seqlen_q) * s.seqlen_k, 41);
-  s.mask_values.resize(r.size());
-  for (std::size_t i = 0; i < r.size(); ++i) s.mask_values[i] = r[i] < -0.6f ? 0.0f : 1.0f;
+  const Case c = mask(alibi(gqa(varlen(make(1, 1, 24, true, 1, 4, 41), {37, 23}, {50, 49}), 2), false),
+                      bench::MaskMode::Bool, 1, 1);
+  const bench::Shape& s = c.shape;
   const auto q = bench::random_values(s.q_elems(), 42), k = bench::random_values(s.kv_elems(), 43),
              v = bench::random_values(s.kv_elems(), 44);
-  const auto ref = bench::reference_attention(s, q, k, v);
 
   ForwardArgs a;
   a.batch = s.batch;
@@ -350,24 +337,24 @@ TEST(VariantSession, HostArraysForEveryVariant) {
   a.seqlen_q = s.seqlen_q;
   a.seqlen_k = s.seqlen_k;
   a.head_dim = s.head_dim;
-  a.causal = true;
+  a.causal = s.causal;
   a.mask.kind = MaskKind::Bool;
-  a.mask.batch = a.mask.heads = 1;
+  a.mask.batch = s.mask_batch;
+  a.mask.heads = s.mask_heads;
   HostVariants hv;
   hv.alibi_slopes = s.alibi_slopes;
-  hv.mask.assign(s.mask_values.begin(), s.mask_values.end());
+  hv.mask.assign(s.mask_values.begin(), s.mask_values.end());  // 0 or 1
   hv.cu_seqlens_q = s.cu_seqlens_q;
   hv.cu_seqlens_k = s.cu_seqlens_k;
-  std::vector<float> lse;
-  const auto o = session().forward(a, q, k, v, hv, &lse);
-  ASSERT_EQ(o.size(), ref.out.size());
-  ASSERT_EQ(lse.size(), ref.lse.size());
-  const auto err = bench::compare(o, ref.out);
-  EXPECT_EQ(err.non_finite, 0u);
-  EXPECT_LE(err.max_abs, 1e-5);
-  for (std::size_t i = 0; i < lse.size(); ++i)
-    if (std::isinf(ref.lse[i])) EXPECT_EQ(lse[i], -kInf) << "row " << i;
-    else EXPECT_NEAR(lse[i], ref.lse[i], 1e-5 * std::max(1.0, std::fabs(ref.lse[i]))) << "row " << i;
+  CaseResult r;
+  r.ref = bench::reference_attention(s, q, k, v);
+  r.o = session().forward(a, q, k, v, hv, &r.lse_values);
+  ASSERT_EQ(r.o.size(), r.ref.out.size());
+  ASSERT_EQ(r.lse_values.size(), r.ref.lse.size());
+  r.out = bench::compare(r.o, r.ref.out);
+  r.lse = bench::compare(r.lse_values, r.ref.lse);
+  expect_accurate(r, "Session::forward with every variant");
+  EXPECT_LE(r.out.max_abs, 1e-5);
 }
 
 // Packed batches with no keys at all give O = 0 and LSE = -inf; with no queries, empty results.
