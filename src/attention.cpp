@@ -107,7 +107,7 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
   const detail::TilePlan plan =
-      detail::mma_eligible(facts, device, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
+      detail::mma_eligible(facts, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;

@@ -21,8 +21,6 @@
 namespace flashcl::detail {
 namespace {
 
-constexpr cl_device_info kComputeCapabilityMajorNV = 0x4000;  // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV
-
 bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 
 std::vector<std::string> kernel_files(const ForwardArgs& a) {
@@ -103,12 +101,6 @@ std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
                 " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
-}
-
-int compute_capability_major(cl_device_id device) {
-  cl_uint major = 0;
-  if (clGetDeviceInfo(device, kComputeCapabilityMajorNV, sizeof major, &major, nullptr) != CL_SUCCESS) return 0;
-  return static_cast<int>(major);
 }
 
 void enqueue_mma(cl_command_queue queue, const Problem& p, const TilePlan& plan, const std::vector<cl_event>& wait,
@@ -230,7 +222,7 @@ bool probe_passes(cl_context context, cl_device_id device, DType dtype, bool vec
 
 }  // namespace
 
-bool mma_eligible(const DeviceFacts& facts, cl_device_id device, const ForwardArgs& a) {
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a) {
   const char* env = std::getenv("FLASHCL_MMA");
   if (env != nullptr && std::string(env) == "0") return false;
   if (const char* tile = std::getenv("FLASHCL_TILE"); tile != nullptr && *tile) return false;  // forced portable tiles
@@ -239,7 +231,7 @@ bool mma_eligible(const DeviceFacts& facts, cl_device_id device, const ForwardAr
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
-  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || compute_capability_major(device) < 8) return false;
+  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
   const char* forced = std::getenv("FLASHCL_MMA_TILE");
@@ -267,7 +259,7 @@ TilePlan mma_plan(const ForwardArgs& a) {
 }
 
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
-  if (!mma_eligible(*p.facts, p.device, p.args)) return false;
+  if (!mma_eligible(*p.facts, p.args)) return false;
   const TilePlan plan = mma_plan(p.args);  // a malformed FLASHCL_MMA_TILE fails here, not silently in the probe
   if (plan.local_bytes > p.facts->local_mem_bytes)
     fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ", plan.local_bytes,
