@@ -14,6 +14,7 @@
 #include "errors.hpp"
 #include "fault_injection.hpp"
 #include "kernel_source.hpp"
+#include "ptx_retarget.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -93,16 +94,51 @@ cl::Program load_from_disk(const cl::Context& context, const cl::Device& device,
   return cl::Program();
 }
 
-cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource& source, const std::string& options) {
+// Builds `program` for `device`: through build_or_throw (fault hooks, log in the error) or, for
+// the library's own probes, plainly (cl::Error on failure).
+void build_step(const cl::Program& program, const cl::Device& device, const std::string& options, bool hooks) {
+  if (hooks)
+    build_or_throw(program, device, options);
+  else
+    program.build({device}, options.c_str());
+}
+
+// Source -> program by `route`, no caches. ArchPtx: the base build's PTX, retargeted, built again
+// as a program binary.
+cl::Program compile(const cl::Context& context, const cl::Device& device, const std::string& text,
+                    const std::string& options, BuildRoute route, bool hooks) {
+  cl::Program base(context, text);
+  if (route == BuildRoute::Source) {
+    build_step(base, device, options, hooks);
+    return base;
+  }
+  build_step(base, device, options + " -DARCH_PTX_RETARGET", hooks);
+  const std::vector<unsigned char> binary = program_binary(base);
+  const std::string ptx = retarget_ptx(std::string(binary.begin(), binary.end()));
+  const unsigned char* data = reinterpret_cast<const unsigned char*>(ptx.data());
+  const std::size_t size = ptx.size();
+  cl_int status = CL_SUCCESS, err = CL_SUCCESS;
+  cl_program raw = clCreateProgramWithBinary(context(), 1, &device(), &size, &data, &status, &err);
+  if (err == CL_SUCCESS && status != CL_SUCCESS) err = status;
+  if (err != CL_SUCCESS && raw != nullptr) clReleaseProgram(raw);
+  check_cl_result(err, "clCreateProgramWithBinary (retargeted PTX)");
+  cl::Program program(raw);  // takes ownership
+  build_step(program, device, options, hooks);
+  return program;
+}
+
+std::string route_tag(BuildRoute route) { return route == BuildRoute::ArchPtx ? " [retargeted PTX]" : ""; }
+
+cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource& source, const std::string& options,
+                          BuildRoute route) {
   cl::Context context(ctx, true);
   cl::Device device(dev, true);
-  const std::string key = disk_key(dev, source.hash, options);
+  const std::string key = disk_key(dev, source.hash, options + route_tag(route));
   cl::Program program = load_from_disk(context, device, key, options);
   if (program() != nullptr) return program;
 
   check_cl_result(injected_fault("clCreateProgramWithSource"), "clCreateProgramWithSource");
-  program = cl::Program(context, source.text);
-  build_or_throw(program, device, options);
+  program = compile(context, device, source.text, options, route, true);
   ++g_counters.builds;
   if (disk_cache_enabled() && disk_cache_store(key, program_binary(program))) ++g_counters.disk_writes;
   return program;
@@ -111,10 +147,9 @@ cl::Program build_program(cl_context ctx, cl_device_id dev, const ProgramSource&
 }  // namespace
 
 cl::Program build_uncached(cl_context context, cl_device_id device, const std::vector<std::string>& files,
-                           const std::string& options) {
-  cl::Program program(cl::Context(context, true), program_source(files).text);
-  program.build({cl::Device(device, true)}, options.c_str());
-  return program;
+                           const std::string& options, BuildRoute route) {
+  return compile(cl::Context(context, true), cl::Device(device, true), program_source(files).text, options, route,
+                 false);
 }
 
 std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options) {
@@ -124,12 +159,12 @@ std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::
 }
 
 cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
-                           const std::string& base_options) {
+                           const std::string& base_options, BuildRoute route) {
   // FLASHCL_BUILD_OPTIONS appends compiler flags (part of every cache key) for kernel work.
   const char* extra = std::getenv("FLASHCL_BUILD_OPTIONS");
   const std::string options = extra != nullptr && *extra ? base_options + " " + extra : base_options;
   const ProgramSource source = program_source(files);
-  const MemoryKey key{context, device, options, source.hash};
+  const MemoryKey key{context, device, options + route_tag(route), source.hash};
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = g_programs.find(key);
@@ -138,7 +173,7 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
       return it->second;
     }
   }
-  cl::Program program = build_program(context, device, source, options);
+  cl::Program program = build_program(context, device, source, options, route);
   std::lock_guard<std::mutex> lock(g_mutex);
   return g_programs.emplace(key, program).first->second;  // another thread's copy may win
 }

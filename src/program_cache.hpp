@@ -13,15 +13,20 @@
 
 namespace flashcl::detail {
 
+// How source becomes a program. ArchPtx: built with -DARCH_PTX_RETARGET, its PTX retargeted to the
+// arch-specific target (ptx_retarget.hpp) and built again from that PTX, for kernels that use
+// instructions the compiler's base target lacks (NVIDIA only). Disk and memory keep the result.
+enum class BuildRoute { Source, ArchPtx };
+
 // The built program for `files` with `options` on (context, device).
 cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
-                           const std::string& options);
+                           const std::string& options, BuildRoute route = BuildRoute::Source);
 
 // Builds `files` with `options` outside the caches, their counters and the fault hooks: for probes
 // that decide whether a path exists on a device (their builds are not the caller's). Throws
 // cl::Error when the build fails.
 cl::Program build_uncached(cl_context context, cl_device_id device, const std::vector<std::string>& files,
-                           const std::string& options);
+                           const std::string& options, BuildRoute route = BuildRoute::Source);
 
 // The key a program binary is stored under on disk (exposed for tests).
 std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options);
