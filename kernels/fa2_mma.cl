@@ -1,6 +1,7 @@
 /* fa2_mma.cl: FlashAttention-2 forward on NVIDIA tensor cores (compute capability >= 8.0). The
- * operand side comes from mma_f16.cl (fp16/bf16, mma.m16n8k16) or mma_tf32.cl (fp32 as 3xTF32,
- * mma.m16n8k8), both with fp32 accumulation; this file is the schedule they share. Built only
+ * operand side comes from mma_f16.cl (fp16/bf16, mma.m16n8k16), mma_wgmma.cl (fp16/bf16, Hopper's
+ * wgmma) or mma_tf32.cl (fp32 as 3xTF32, mma.m16n8k8), all with fp32 accumulation; this file is
+ * the schedule they share. Built only
  * after the host's probe ran this kernel on a small problem and got it right.
  *
  * One work-group of WARPS warps per (Q block, head, batch); warp w owns MT m-tiles of 16 query
@@ -18,6 +19,14 @@
 
 #define CHUNKS_PER_ROW (DPAD / CHUNK)
 
+#ifndef TILE_CORE_MATRICES
+/* Row-major tiles (mma.sync reads them itself) unless the operand file lays them out for the
+ * tensor cores' own reads (mma_wgmma.cl). */
+#define TILE_CORE_MATRICES 0
+inline int tile_offset(int r, int c, int pitch) { return r * pitch + c; }
+inline void tile_writes_visible(void) {}
+#endif
+
 /* Keys k0 .. k0+BC-1 of a K or V slice into a row-major __local tile; rows past the sequence and
  * columns past the head dim become 0 (so no garbage meets a zero weight). With VEC_LOAD the
  * copies are asynchronous and form one commit group. */
@@ -25,21 +34,31 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
                        int seqlen_k, int lid) {
 #if VEC_LOAD
   for (int idx = lid; idx < BC * CHUNKS_PER_ROW; idx += WG_SIZE) {
+#if TILE_CORE_MATRICES /* 8 consecutive work-items: one chunk column of 8 rows, one core matrix */
+    const int r = idx / (8 * CHUNKS_PER_ROW) * 8 + (idx & 7), c = (idx >> 3) % CHUNKS_PER_ROW * CHUNK;
+#else /* consecutive work-items: consecutive chunks of a row */
     const int r = idx / CHUNKS_PER_ROW, c = (idx - r * CHUNKS_PER_ROW) * CHUNK;
+#endif
     const bool ok = k0 + r < seqlen_k && c < HEAD_DIM;
-    copy16_async(tile + r * pitch + c, src + base + (ok ? (long)(k0 + r) * stride + c : 0), ok ? 16 : 0);
+    copy16_async(tile + tile_offset(r, c, pitch), src + base + (ok ? (long)(k0 + r) * stride + c : 0), ok ? 16 : 0);
   }
   async_commit();
 #else
   for (int idx = lid; idx < BC * DPAD; idx += WG_SIZE) {
     const int r = idx / DPAD, c = idx - r * DPAD;
-    tile[r * pitch + c] = k0 + r < seqlen_k && c < HEAD_DIM ? src[base + (long)(k0 + r) * stride + c] : (ELEM_T)0;
+    tile[tile_offset(r, c, pitch)] = k0 + r < seqlen_k && c < HEAD_DIM ? src[base + (long)(k0 + r) * stride + c] : (ELEM_T)0;
   }
 #endif
 }
 
-/* scale * log2(e) applied to every score of the warp, before any mask */
+#ifndef FOLD_SCALE
+#define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0): scale * log2(e) folded into the exponent */
+#endif
+
+/* scale * log2(e) applied to every score of the warp, before any mask (unless FOLD_SCALE, where
+ * the softmax takes raw scores: max(c s) = c max(s) for c > 0, and 2^(c s - m) is one FFMA) */
 inline void scale_scores(float s[MT][NT_S][4], const AttnArgs* a) {
+  if (FOLD_SCALE) return;
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -68,22 +87,24 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
     }
 }
 
-/* Online softmax of one 16-row m-tile over the block's scores (already scaled to log2 units and
- * masked): S becomes P = 2^(S - m) in place,
- * the running max m and per-lane sum l advance, and O is rescaled by 2^(m_old - m_new). */
-inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float l[2], const AttnArgs* a) {
+/* Online softmax of one 16-row m-tile over the block's scores (masked; scaled to log2 units, or
+ * raw with FOLD_SCALE and scaled by c here): S becomes P = 2^(S - m) in place, the running max m
+ * and per-lane sum l advance, and alpha = 2^(m_old - m_new) is what O must be multiplied by
+ * (rescale_o). Returns whether a row's reference max moved. */
+inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2], float c) {
   float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
     mx[0] = fmax(mx[0], fmax(s[j][0], s[j][1]));
     mx[1] = fmax(mx[1], fmax(s[j][2], s[j][3]));
   }
-  float mu[2], alpha[2];
+  float mu[2];
   bool moved = false;
 #pragma unroll
   for (int r = 0; r < 2; ++r) { /* row max over the row's four lanes */
     mx[r] = fmax(mx[r], shfl_xor(mx[r], 1));
     mx[r] = fmax(mx[r], shfl_xor(mx[r], 2));
+    if (FOLD_SCALE) mx[r] *= c; /* log2 units, as m */
     /* The reference max moves only when the row max passes it by more than RESCALE_SLACK (log2
      * units): P stays below 2^RESCALE_SLACK, exact either way since O and l share the reference,
      * and once the max settles whole blocks skip the rescale of O. A row with nothing visible yet
@@ -96,42 +117,52 @@ inline void softmax_tile(float s[NT_S][4], float acc[NT_O][4], float m[2], float
     l[r] *= alpha[r];
     moved |= up;
   }
-  if (!LAZY_RESCALE || warp_any(moved)) {
-#pragma unroll
-    for (int n = 0; n < NT_O; ++n) {
-      acc[n][0] *= alpha[0];
-      acc[n][1] *= alpha[0];
-      acc[n][2] *= alpha[1];
-      acc[n][3] *= alpha[1];
-    }
-  }
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[j][e] = ex2_approx(s[j][e] - mu[e >> 1]);
+    for (int e = 0; e < 4; ++e) s[j][e] = ex2_approx(FOLD_SCALE ? fma(s[j][e], c, -mu[e >> 1]) : s[j][e] - mu[e >> 1]);
     l[0] += s[j][0] + s[j][1];
     l[1] += s[j][2] + s[j][3];
   }
+  return moved;
 }
 
 /* The block's scores of every m-tile of the warp become probabilities: scaled, masked only where
  * the block crosses the causal diagonal or the end of the keys (the mask as a pass of its own
- * keeps one copy of the softmax in the program: +5-12 % on the H100), then the online softmax. */
-inline void scores_to_probs(float s[MT][NT_S][4], float acc[MT][NT_O][4], float m[MT][2], float l[MT][2], int q0,
-                            int k0, int row0, int t, const SeqView* sv, const AttnArgs* a) {
+ * keeps one copy of the softmax in the program: +5-12 % on the H100), then the online softmax.
+ * Returns whether O must be rescaled by alpha (in any lane of the warp: the rescale is a
+ * warp-uniform branch). */
+inline bool scores_to_probs(float s[MT][NT_S][4], float m[MT][2], float l[MT][2], float alpha[MT][2], int q0, int k0,
+                            int row0, int t, const SeqView* sv, const AttnArgs* a) {
   scale_scores(s, a);
   if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll
     for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, sv, a);
+  bool moved = false;
 #pragma unroll
-  for (int i = 0; i < MT; ++i) softmax_tile(s[i], acc[i], m[i], l[i], a);
+  for (int i = 0; i < MT; ++i) moved |= softmax_tile(s[i], m[i], l[i], alpha[i], a->scale_log2);
+  return !LAZY_RESCALE || warp_any(moved);
+}
+
+/* O *= alpha row by row, when scores_to_probs said so. */
+inline void rescale_o(float acc[MT][NT_O][4], const float alpha[MT][2], bool rescale) {
+  if (!rescale) return;
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      acc[i][n][0] *= alpha[i][0];
+      acc[i][n][1] *= alpha[i][0];
+      acc[i][n][2] *= alpha[i][1];
+      acc[i][n][3] *= alpha[i][1];
+    }
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                      __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
-  __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(16)));
-  __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(16)));
+  __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(128)));
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
@@ -162,7 +193,61 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* plain attention: lengths and shift */
   int kb_begin, n_blocks;
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &n_blocks);
-#if STAGES == 2
+#if defined(ASYNC_MMA) && STAGES == 2
+  /* wgmma (asynchronous), FlashAttention-3's intra-warpgroup overlap: S(j+1) = Q K(j+1)^T and
+   * O += P(j) V(j) go to the tensor cores together, and the softmax of block j+1 runs while P V
+   * does; O is rescaled once P(j) V(j) has landed. Two K and two V buffers, K one block ahead of
+   * V: block j's loop copies K(j+2) and V(j+1), one barrier per block. */
+  uint pa[NT_S / 2][4]; /* P of the block whose P V is next */
+  float s[MT][NT_S][4], alpha[MT][2];
+  if (kb_begin < n_blocks) {
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    if (kb_begin + 1 < n_blocks)
+      load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
+#if VEC_LOAD
+    async_wait_all();
+#endif
+    tile_writes_visible();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    qk_issue(s, qa, k_tile[0]);
+    WG_WAIT(0);
+    PIN_TILES(s, NT_S);
+    scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a); /* O is 0: no rescale */
+    pack_p(pa, s);
+  }
+  /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
+  for (int blk = kb_begin; blk + 1 < n_blocks; ++blk) {
+    const int cur = (blk - kb_begin) & 1;
+#if VEC_LOAD
+    async_wait_all(); /* this work-item's part of K(blk + 1) and V(blk) */
+#endif
+    tile_writes_visible();
+    barrier(CLK_LOCAL_MEM_FENCE); /* K(blk + 1), V(blk) visible; every warpgroup is done with K(blk), V(blk - 1) */
+    if (blk + 2 < n_blocks)
+      load_block(k_tile[cur], K_PITCH, kg, k_base, a->k_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
+    load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
+    qk_issue(s, qa, k_tile[cur ^ 1]);
+    pv_issue(acc, pa, v_tile[cur]);
+    WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
+    PIN_TILES(s, NT_S);
+    const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a);
+    WG_WAIT(0);
+    PIN_TILES(acc, NT_O);
+    rescale_o(acc, alpha, rescale);
+    pack_p(pa, s);
+  }
+  if (kb_begin < n_blocks) { /* the last block: P V only */
+#if VEC_LOAD
+    async_wait_all();
+#endif
+    tile_writes_visible();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    pv_issue(acc, pa, v_tile[(n_blocks - 1 - kb_begin) & 1]);
+    WG_WAIT(0);
+    PIN_TILES(acc, NT_O);
+  }
+#elif STAGES == 2
   /* two K/V buffers: block j+1 is copied into one while block j is computed from the other, one
    * barrier per block */
   if (kb_begin < n_blocks) {
@@ -174,14 +259,15 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #if VEC_LOAD
     async_wait_all(); /* this work-item's part of K(blk) and V(blk) */
 #endif
+    tile_writes_visible();
     barrier(CLK_LOCAL_MEM_FENCE); /* block blk visible to all; every warp is done with blk - 1 */
     if (blk + 1 < n_blocks) {
       load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
       load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
     }
-    float s[MT][NT_S][4];
+    float s[MT][NT_S][4], alpha[MT][2];
     qk_block(s, qa, k_tile[cur], lane);
-    scores_to_probs(s, acc, m, l, q0, k0, row0, t, &sv, a);
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a));
     pv_block(acc, s, v_tile[cur], lane);
   }
 #else
@@ -194,15 +280,17 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #if VEC_LOAD
     async_wait_prior(); /* this work-item's part of K(blk) has landed; V(blk) may still fly */
 #endif
+    tile_writes_visible();
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    float s[MT][NT_S][4];
+    float s[MT][NT_S][4], alpha[MT][2];
     qk_block(s, qa, k_tile[0], lane);
-    scores_to_probs(s, acc, m, l, q0, k0, row0, t, &sv, a);
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a));
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */
 #endif
+    tile_writes_visible();
     barrier(CLK_LOCAL_MEM_FENCE); /* V(blk) visible to all; every warp is done with K(blk) */
     if (blk + 1 < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
     pv_block(acc, s, v_tile[0], lane);

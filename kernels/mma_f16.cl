@@ -1,26 +1,14 @@
 /* mma_f16.cl: the fp16/bf16 operand side of the tensor-core fa2 (fa2_mma.cl): mma.sync.m16n8k16
  * with fp32 accumulation, B fragments read by ldmatrix (K as stored, V transposed on the fly by
- * ldmatrix.trans, so neither tile is rearranged in __local memory).
+ * ldmatrix.trans, so neither tile is rearranged in __local memory). Element type, Q fragments and
+ * conversions come from mma_half_io.cl.
  *
  * Fragment layout (PTX ISA, m16n8k16): lane 4g+t holds A rows g, g+8 and columns 2t, 2t+1, 2t+8,
  * 2t+9; B column g and rows 2t, 2t+1, 2t+8, 2t+9; C rows g, g+8 and columns 2t, 2t+1. The C
  * layout of S matches the A layout of P, so P never leaves registers. */
 
-#if DTYPE == 1
-#define MMA_TYPE "f16"
-#elif DTYPE == 2
-#define MMA_TYPE "bf16"
-#else
-#error "mma_f16.cl needs fp16 or bf16 storage"
-#endif
-
-#define ELEM_T ushort                      /* raw 16-bit elements in __local memory */
-#define CHUNK 8                            /* elements per 16-byte copy */
-#define DPAD ((HEAD_DIM + 15) / 16 * 16)   /* head dim padded to the mma k of 16 */
-#define QFRAGS (DPAD / 16)                 /* A fragments of the warp's Q rows */
 #define K_PITCH (DPAD + 8)                 /* elements per K/V row: 16-byte rows on distinct banks */
 #define V_PITCH (DPAD + 8)
-typedef uint qfrag_t;
 
 /* D += A B for one m16n8k16 tile. */
 #define MMA16(d, a, b0, b1)                                                                            \
@@ -28,37 +16,6 @@ typedef uint qfrag_t;
                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                                 \
                : "+f"((d)[0]), "+f"((d)[1]), "+f"((d)[2]), "+f"((d)[3])                               \
                : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1))
-
-/* Two fp32 values rounded to one register of two 16-bit values, `lo` in the low half. */
-inline uint pack2(float lo, float hi) {
-  uint r;
-  asm("cvt.rn." MMA_TYPE "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-/* Elements (row, col) and (row, col + 1) of a (seq, d) slice as one register, 0 outside it. */
-inline uint q_pair(__global const ushort* q, long base, long stride, int row, int col, int rows) {
-  if (row >= rows) return 0u;
-  const long at = base + (long)row * stride + col;
-  const uint lo = col < HEAD_DIM ? q[at] : 0u, hi = col + 1 < HEAD_DIM ? q[at + 1] : 0u;
-  return lo | hi << 16;
-}
-
-/* The warp's query rows (m-tile i: rows row0 + 16i + g and + 8) as A fragments, loaded once for
- * the whole key loop. */
-inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const ushort* q, long base, long stride, int row0, int rows,
-                   int t) {
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int ks = 0; ks < QFRAGS; ++ks) {
-      const int c = ks * 16 + 2 * t, ra = row0 + 16 * i, rb = ra + 8;
-      qa[i][ks][0] = q_pair(q, base, stride, ra, c, rows);
-      qa[i][ks][1] = q_pair(q, base, stride, rb, c, rows);
-      qa[i][ks][2] = q_pair(q, base, stride, ra, c + 8, rows);
-      qa[i][ks][3] = q_pair(q, base, stride, rb, c + 8, rows);
-    }
-}
 
 /* S = Q K^T for the warp's rows and the block's BC keys. One ldmatrix.x4 gives the B fragments of
  * two 8-key tiles (lanes 0-7 address keys 0-7 at dims +0, lanes 8-15 keys 0-7 at dims +8, lanes
@@ -111,11 +68,4 @@ inline void pv_block(float acc[MT][NT_O][4], const float s[MT][NT_S][4], __local
       }
     }
   }
-}
-
-/* O elements (row, col) and (row, col + 1), rounded once. */
-inline void store_o2(__global ushort* o, long at, float x0, float x1, bool ok0, bool ok1) {
-  const uint p = pack2(x0, x1);
-  if (ok0) o[at] = (ushort)p;
-  if (ok1) o[at + 1] = (ushort)(p >> 16);
 }

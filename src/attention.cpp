@@ -70,8 +70,8 @@ std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
 }
 
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
-                       const char* name) {
-  cl::Program program = cached_program(p.context, p.device, files, options);
+                       const char* name, BuildRoute route) {
+  cl::Program program = cached_program(p.context, p.device, files, options, route);
   cl_int err = injected_fault("clCreateKernel");
   cl_kernel kernel = err == CL_SUCCESS ? clCreateKernel(program(), name, &err) : nullptr;
   check_cl_result(err, "clCreateKernel");
@@ -107,7 +107,7 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
   const detail::TilePlan plan =
-      detail::mma_eligible(facts, a) ? detail::mma_plan(a) : detail::plan_for(facts, a);
+      detail::mma_eligible(facts, a) ? detail::mma_plan(facts, a) : detail::plan_for(facts, a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;

@@ -58,9 +58,13 @@ DeviceFacts query_device_facts(cl_device_id device) {
   else if (f.is_nvidia()) f.work_group_multiple = 32;
   else if (contains(f.vendor, "AMD") || contains(f.vendor, "Advanced Micro")) f.work_group_multiple = 64;
   else f.work_group_multiple = 16;
-  cl_uint major = 0;  // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV; other vendors reject the query
-  if (f.is_nvidia() && clGetDeviceInfo(device, 0x4000, sizeof major, &major, nullptr) == CL_SUCCESS)
+  // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV / _MINOR_NV; other vendors reject the query
+  cl_uint major = 0, minor = 0;
+  if (f.is_nvidia() && clGetDeviceInfo(device, 0x4000, sizeof major, &major, nullptr) == CL_SUCCESS &&
+      clGetDeviceInfo(device, 0x4001, sizeof minor, &minor, nullptr) == CL_SUCCESS) {
     f.nv_compute_major = static_cast<int>(major);
+    f.nv_compute_minor = static_cast<int>(minor);
+  }
   return f;
 }
 

@@ -22,6 +22,7 @@ struct DeviceFacts {
   std::size_t max_alloc_bytes = 0;
   int compute_units = 0;
   int nv_compute_major = 0;  // NVIDIA's compute capability (cl_nv_device_attribute_query), else 0
+  int nv_compute_minor = 0;
   bool is_nvidia() const { return vendor.find("NVIDIA") != std::string::npos; }
 };
 

@@ -1,10 +1,13 @@
-// launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl with mma_f16.cl for
-// fp16/bf16 or mma_tf32.cl for fp32 as 3xTF32). It is chosen at run time from device facts, never
-// by a host #ifdef: an NVIDIA GPU of compute capability >= 8.0 (cl_nv_device_attribute_query),
-// d <= 128, plain attention or GQA, no forced tile, and a probe that must pass on that device
-// first: the kernel itself runs on a small problem (two key blocks, a partial one, the same kind of
-// loads as the call) and its output must match a float64 reference (once per device, dtype and
-// load kind; a failure falls back to the portable kernels). FLASHCL_MMA=0 turns the path off.
+// launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl with an operand file:
+// mma_wgmma.cl for fp16/bf16 on compute capability 9.0 (Hopper's wgmma, built through retargeted
+// PTX), mma_f16.cl for fp16/bf16 elsewhere (mma.sync), mma_tf32.cl for fp32 as 3xTF32). It is
+// chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
+// capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
+// tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
+// (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
+// float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
+// falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
+// tensor cores off, FLASHCL_WGMMA=0 only wgmma.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -23,9 +26,25 @@ namespace {
 
 bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 
-std::vector<std::string> kernel_files(const ForwardArgs& a) {
-  return {"attn_args.h", "common.cl", "mma_ptx.cl", is_tf32(a) ? "mma_tf32.cl" : "mma_f16.cl", "fa2_mma.cl"};
+// Which tensor-core instruction the kernel is built around.
+enum class MmaKind { MmaSync, Wgmma };
+
+// wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64, unless
+// FLASHCL_WGMMA=0. Above d = 64 two K/V buffers of more than 32 keys do not fit the 48 KiB of
+// OpenCL local memory, and mma.sync measured faster (docs/perf/nvidia-h100.md, v5).
+bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a) {
+  const char* env = std::getenv("FLASHCL_WGMMA");
+  if (env != nullptr && std::string(env) == "0") return false;
+  return !is_tf32(a) && a.head_dim <= 64 && facts.nv_compute_major == 9 && facts.nv_compute_minor == 0;
 }
+
+std::vector<std::string> kernel_files(const ForwardArgs& a, MmaKind kind) {
+  if (is_tf32(a)) return {"attn_args.h", "common.cl", "mma_ptx.cl", "mma_tf32.cl", "fa2_mma.cl"};
+  const char* operands = kind == MmaKind::Wgmma ? "mma_wgmma.cl" : "mma_f16.cl";
+  return {"attn_args.h", "common.cl", "mma_ptx.cl", "mma_half_io.cl", operands, "fa2_mma.cl"};
+}
+
+BuildRoute build_route(MmaKind kind) { return kind == MmaKind::Wgmma ? BuildRoute::ArchPtx : BuildRoute::Source; }
 
 // Work-group shape: warps, 16-row m-tiles per warp, keys per block. FLASHCL_MMA_TILE=
 // "WARPSxBC[xMT]" overrides it for experiments. Defaults measured on the H100
@@ -41,12 +60,23 @@ struct MmaShape {
 // fp16 d=128 4x32x2: 2 lazy 278.5/237.2, 2 eager 275.6/222.4, 1 eager 246.6/234.0, 1 lazy 258.3/224.4
 // fp32 d=64  4x32x2x1 69.0/61.7 (2 buffers 66.7/61.3); d=128 4x32x1x1 61.7/59.2 (two m-tiles spill:
 // 128 accumulators + 128 Q registers; 4x16x1x2 57.3/43.4).
-MmaShape mma_shape(const ForwardArgs& a) {
+// wgmma, fp16 d=64 (two K/V buffers: the pipelined schedule): 16x64 eager 288.3/243.8, lazy
+// 283.5/241.7, 16x32 239.4/219.0, 8x64 255.1/232.8 (mma.sync in the same run: 267.2/241.9); one
+// buffer 8x64 252.3/222.2 in an earlier run. At d=128 (BC 32 only) 12x32 260.8/249.7 against
+// mma.sync's 297.4/265.7.
+MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
   MmaShape s;
-  if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
-  if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
-  if (!is_tf32(a)) s.stages = a.head_dim <= 64 && a.causal ? 1 : 2;
-  if (!is_tf32(a) && a.head_dim <= 64 && a.causal) s.lazy_rescale = false;
+  if (kind == MmaKind::Wgmma) {
+    s.warps = 16;
+    s.m_tiles = 1;
+    s.stages = 2;
+    s.lazy_rescale = false;
+  } else {
+    if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
+    if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
+    if (!is_tf32(a)) s.stages = a.head_dim <= 64 && a.causal ? 1 : 2;
+    if (!is_tf32(a) && a.head_dim <= 64 && a.causal) s.lazy_rescale = false;
+  }
   if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
     int lazy = 1;
     s.m_tiles = 1;
@@ -68,6 +98,11 @@ MmaShape mma_shape(const ForwardArgs& a) {
            "1-4, STAGES 1-2, LAZY 0-1), got '",
            env, "'");
     s.lazy_rescale = lazy == 1;
+    if (kind == MmaKind::Wgmma && (s.warps % 4 != 0 || s.m_tiles != 1))
+      fail(Status::InvalidArgument,
+           "FLASHCL_MMA_TILE: wgmma runs whole warpgroups with one m-tile per warp (WARPS a multiple of 4, MT 1; "
+           "FLASHCL_WGMMA=0 selects mma.sync), got '",
+           env, "'");
   }
   return s;
 }
@@ -77,13 +112,13 @@ struct TileGeometry {
   int padded_head_dim, k_pitch, v_pitch, elem_bytes;
 };
 
-TileGeometry geometry(const ForwardArgs& a) {
+TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
   if (is_tf32(a)) {
     const int d = (a.head_dim + 7) / 8 * 8;
     return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32, 4};
   }
   const int d = (a.head_dim + 15) / 16 * 16;
-  return {d, d + 8, d + 8, 2};
+  return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 2} : TileGeometry{d, d + 8, d + 8, 2};
 }
 
 // 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
@@ -96,17 +131,42 @@ bool rows_are_16_byte_aligned(const ForwardArgs& a) {
   return a.head_dim % chunk == 0 && aligned(a.k) && aligned(a.v);
 }
 
+// The launch plan of `kind` for `a` (its __local bytes included).
+TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
+  const MmaShape shape = mma_shape(a, kind);
+  const TileGeometry geo = geometry(a, kind);
+  TilePlan p;
+  p.block_rows = 16 * shape.m_tiles * shape.warps;
+  p.block_cols = shape.block_cols;
+  p.rows_per_team = 16 * shape.m_tiles;
+  p.team_size = 32;
+  p.padded_head_dim = geo.padded_head_dim;
+  p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
+  p.stages = shape.stages;
+  p.lazy_rescale = shape.lazy_rescale;
+  p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
+                  geo.elem_bytes;
+  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
+                    " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
+                    is_tf32(a)                ? "mma.sync.m16n8k8 3xTF32"
+                    : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
+                                             : "mma.sync.m16n8k16");
+  return p;
+}
+
 std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
   const std::size_t warps = plan.work_group_size / 32;
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
-                " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0);
+                " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0,
+                " -DFOLD_SCALE=", a.scale.value_or(0.0f) > 0.0f ? 1 : 0);  // max(c s) = c max(s) needs c > 0
 }
 
-void enqueue_mma(cl_command_queue queue, const Problem& p, const TilePlan& plan, const std::vector<cl_event>& wait,
-                 Launch& launch) {
+void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const TilePlan& plan,
+                 const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
-  cl::Kernel kernel = make_kernel(p, kernel_files(a), mma_options(a, plan), "fa2_mma_forward");
+  cl::Kernel kernel =
+      make_kernel(p, kernel_files(a, kind), mma_options(a, plan), "fa2_mma_forward", build_route(kind));
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
   const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
   const std::size_t local[3] = {plan.work_group_size, 1, 1};
@@ -120,12 +180,21 @@ float probe_value(std::size_t i, int salt) { return static_cast<float>((i * 37 +
 
 enum class ProbeResult { Pass, Fail, Transient };
 
+// Why a probe failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
+ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
+  const char* show = std::getenv("FLASHCL_BUILD_LOG");
+  if (show != nullptr && std::string(show) == "1")
+    std::fprintf(stderr, "flashcl: tensor-core probe (%s, %s) failed, falling back: %s\n",
+                 kind == MmaKind::Wgmma ? "wgmma" : "mma.sync", to_string(dtype), why.c_str());
+  return ProbeResult::Fail;
+}
+
 // Runs the kernel for `dtype` on one head (Nq = 37, Nk = 150; d = 32 for the 16-byte async copies,
 // d = 30 for the element-wise loads) and compares O with a float64 reference: fp16/bf16 within
 // 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping 3xTF32's small terms
 // is off by ~1e-3). A build failure or a wrong result is an answer for the device; running out
 // of resources is not (Transient: the path is skipped for this call only).
-ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool vec_load) {
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool vec_load, MmaKind kind) {
   try {
     const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
     cl::Context ctx(context, true);
@@ -158,8 +227,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     // Built and run outside the program cache, its counters and the fault hooks: the probe is the
     // library's own business, not part of the caller's call.
     const Problem p = validate(queue(), args);
-    const TilePlan plan = mma_plan(p.args);
-    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args), mma_options(p.args, plan)),
+    const TilePlan plan = plan_for_kind(p.args, kind);
+    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args, kind), mma_options(p.args, plan),
+                                     build_route(kind)),
                       "fa2_mma_forward");
     kernel.setArg(0, qb);
     kernel.setArg(1, kb);
@@ -194,28 +264,33 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
         for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
         want /= sum;
         const float got = out[static_cast<std::size_t>(i) * d + c];
-        if (!(std::fabs(got - want) <= bound)) return ProbeResult::Fail;
+        if (!(std::fabs(got - want) <= bound))
+          return probe_failed(kind, dtype, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
       }
     }
     return ProbeResult::Pass;
+  } catch (const cl::BuildError& e) {
+    const cl::BuildLogType log = e.getBuildLog();
+    return probe_failed(kind, dtype, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
   } catch (const cl::Error& e) {
     const cl_int err = e.err();
     if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
       return ProbeResult::Transient;
-    return ProbeResult::Fail;  // no inline PTX, no mma.sync, a failed build: the portable path it is
-  } catch (const std::exception&) {
-    return ProbeResult::Fail;
+    // no inline PTX, no mma.sync, a failed build: the portable path it is
+    return probe_failed(kind, dtype, concat(e.what(), ": ", cl_error_name(err)));
+  } catch (const std::exception& e) {
+    return probe_failed(kind, dtype, e.what());
   }
 }
 
-// Once per (device, dtype, load kind); transient failures are asked again next time.
-bool probe_passes(cl_context context, cl_device_id device, DType dtype, bool vec_load) {
+// Once per (device, dtype, load kind, operand file); transient failures are asked again next time.
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, bool vec_load, MmaKind kind) {
   static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, bool>, bool> results;
-  const auto key = std::make_tuple(device, dtype, vec_load);
+  static std::map<std::tuple<cl_device_id, DType, bool, MmaKind>, bool> results;
+  const auto key = std::make_tuple(device, dtype, vec_load, kind);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = results.find(key); it != results.end()) return it->second;
-  const ProbeResult r = run_probe(context, device, dtype, vec_load);
+  const ProbeResult r = run_probe(context, device, dtype, vec_load, kind);
   if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
   return r == ProbeResult::Pass;
 }
@@ -235,37 +310,31 @@ bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a) {
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
   const char* forced = std::getenv("FLASHCL_MMA_TILE");
-  return (forced != nullptr && *forced) || mma_plan(a).local_bytes <= facts.local_mem_bytes;
+  return (forced != nullptr && *forced) || mma_plan(facts, a).local_bytes <= facts.local_mem_bytes;
 }
 
-TilePlan mma_plan(const ForwardArgs& a) {
-  const MmaShape shape = mma_shape(a);
-  const TileGeometry geo = geometry(a);
-  TilePlan p;
-  p.block_rows = 16 * shape.m_tiles * shape.warps;
-  p.block_cols = shape.block_cols;
-  p.rows_per_team = 16 * shape.m_tiles;
-  p.team_size = 32;
-  p.padded_head_dim = geo.padded_head_dim;
-  p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
-  p.stages = shape.stages;
-  p.lazy_rescale = shape.lazy_rescale;
-  p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
-                  geo.elem_bytes;
-  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
-                    " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
-                    is_tf32(a) ? "mma.sync.m16n8k8 3xTF32" : "mma.sync.m16n8k16");
-  return p;
+// The plan of the instruction the device qualifies for (before any probe: a device whose wgmma
+// probe fails runs the mma.sync plan).
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a) {
+  return plan_for_kind(a, wgmma_wanted(facts, a) ? MmaKind::Wgmma : MmaKind::MmaSync);
 }
 
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
-  if (!mma_eligible(*p.facts, p.args)) return false;
-  const TilePlan plan = mma_plan(p.args);  // a malformed FLASHCL_MMA_TILE fails here, not silently in the probe
-  if (plan.local_bytes > p.facts->local_mem_bytes)
+  const DeviceFacts& facts = *p.facts;
+  const ForwardArgs& a = p.args;
+  if (!mma_eligible(facts, a)) return false;
+  const bool vec_load = rows_are_16_byte_aligned(a);
+  MmaKind kind = wgmma_wanted(facts, a) ? MmaKind::Wgmma : MmaKind::MmaSync;
+  TilePlan plan = plan_for_kind(a, kind);  // a malformed FLASHCL_MMA_TILE fails here, not silently in the probe
+  if (kind == MmaKind::Wgmma && !probe_passes(p.context, p.device, a.dtype, vec_load, kind)) {
+    kind = MmaKind::MmaSync;
+    plan = plan_for_kind(a, kind);
+  }
+  if (plan.local_bytes > facts.local_mem_bytes)
     fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ", plan.local_bytes,
-         " bytes of local memory; the device has ", p.facts->local_mem_bytes);
-  if (!probe_passes(p.context, p.device, p.args.dtype, rows_are_16_byte_aligned(p.args))) return false;
-  enqueue_mma(queue, p, plan, wait, launch);
+         " bytes of local memory; the device has ", facts.local_mem_bytes);
+  if (!probe_passes(p.context, p.device, a.dtype, vec_load, kind)) return false;
+  enqueue_mma(queue, p, kind, plan, wait, launch);
   return true;
 }
 

@@ -10,6 +10,7 @@
 #include "cl_bindings.hpp"
 #include "errors.hpp"
 #include "problem.hpp"
+#include "program_cache.hpp"
 #include "tile_planner.hpp"
 
 namespace flashcl::detail {
@@ -27,9 +28,9 @@ std::string common_options(const ForwardArgs& args);
 // -D options of an fa1/fa2 program: common_options() plus the tile plan.
 std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
 
-// Creates `name` from the cached program for `files` + `options`.
+// Creates `name` from the cached program for `files` + `options`, built by `route`.
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
-                       const char* name);
+                       const char* name, BuildRoute route = BuildRoute::Source);
 
 // Sets kernel arguments 0, 1, ... to `values` (cl_mem handles and the AttnArgs block by value).
 template <typename... T>
@@ -52,7 +53,7 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_e
 // arguments, its fixed plan, and a launch that returns false (enqueuing nothing) when the device
 // cannot take it, so the caller falls back to launch_fa2.
 bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& args);
-TilePlan mma_plan(const ForwardArgs& args);
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& args);
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
 
 }  // namespace flashcl::detail
