@@ -23,12 +23,10 @@ std::string retarget_ptx(const std::string& ptx) {
   while (end != std::string::npos && end < out.size() && std::isdigit(static_cast<unsigned char>(out[end]))) ++end;
   if (t == std::string::npos || end == t + target.size())
     fail(Status::BuildFailure, "PTX retarget: the compiler's output has no '.target sm_NN' line");
-  if (end < out.size() && out[end] == 'a')
-    fail(Status::BuildFailure, "PTX retarget: the module already targets ", out.substr(t + 8, end + 1 - t - 8));
   if (markers == 0)
     fail(Status::BuildFailure, "PTX retarget: no arch-only instructions (marker '", kArchOnlyMarker,
          "') in the compiler's output");
-  out.insert(end, "a");
+  if (end == out.size() || out[end] != 'a') out.insert(end, "a");  // a compiler that targets sm_NNa already: kept
   return out;
 }
 

@@ -13,8 +13,9 @@ namespace flashcl::detail {
 // The marker kernels put before arch-specific PTX (must match ARCH_ONLY in the kernels).
 inline constexpr const char* kArchOnlyMarker = "//sm_90a ";
 
-// `ptx` with every kArchOnlyMarker removed and ".target sm_NN" made ".target sm_NNa". Fails
-// (Status::BuildFailure) when the text has no base ".target sm_NN" line or no marker at all.
+// `ptx` with every kArchOnlyMarker removed and ".target sm_NN" made ".target sm_NNa" (left as it
+// is when it already names sm_NNa). Fails (Status::BuildFailure) when the text has no
+// ".target sm_NN" line or no marker at all.
 std::string retarget_ptx(const std::string& ptx);
 
 }  // namespace flashcl::detail

@@ -37,10 +37,14 @@ TEST(PtxRetarget, RemovesMarkersAndMovesTheTargetToItsArchVariant) {
   EXPECT_EQ(out.size(), kHeader.size() + body.size() + 1 - 2 * std::string(kArchOnlyMarker).size());
 }
 
+TEST(PtxRetarget, KeepsATargetThatIsArchSpecificAlready) {
+  const std::string out = retarget_ptx(".version 9.0\n.target sm_90a\n\t//sm_90a wgmma.fence.sync.aligned;\n");
+  EXPECT_EQ(out, ".version 9.0\n.target sm_90a\n\twgmma.fence.sync.aligned;\n");
+}
+
 TEST(PtxRetarget, RefusesTextItCannotRetarget) {
   const std::string marked = "\t//sm_90a wgmma.fence.sync.aligned;\n";
   EXPECT_EQ(status_of(".version 9.0\n" + marked), Status::BuildFailure);                       // no target
-  EXPECT_EQ(status_of(".version 9.0\n.target sm_90a\n" + marked), Status::BuildFailure);       // already arch
   EXPECT_EQ(status_of(kHeader + "\tret;\n"), Status::BuildFailure);                             // nothing marked
   EXPECT_EQ(status_of(".version 9.0\n.target compute_90\n" + marked), Status::BuildFailure);  // not sm_NN
   EXPECT_EQ(status_of(std::string("\x7f" "ELF\x02\x01", 6)), Status::BuildFailure);             // a CPU binary
