@@ -1,16 +1,19 @@
 /* fa2_mma.cl: FlashAttention-2 forward on NVIDIA tensor cores (compute capability >= 8.0). The
  * operand side comes from mma_f16.cl (fp16/bf16, mma.m16n8k16), mma_wgmma.cl (fp16/bf16, Hopper's
  * wgmma) or mma_tf32.cl (fp32 as 3xTF32, mma.m16n8k8), all with fp32 accumulation; this file is
- * the schedule they share. Built only
- * after the host's probe ran this kernel on a small problem and got it right.
+ * the schedule they share. Built only after the host's probe ran this kernel on a small problem
+ * and got it right.
  *
  * One work-group of WARPS warps per (Q block, head, batch); warp w owns MT m-tiles of 16 query
  * rows (FA2's split-Q: no two warps share a row, no reduction across warps); with MT = 2 every
  * K/V fragment read from __local memory feeds two tiles. Lane 4g+t holds rows g and g+8, columns
  * 2t and 2t+1 of every 16x8 accumulator tile. Q stays in registers as A
- * fragments. K and V blocks sit row-major in __local memory, one buffer each, pipelined as in
- * FlashAttention-2: V(j) is copied while S = Q K(j)^T and the softmax run, K(j+1) while
- * O += P V(j) runs (cp.async, no registers, no stall until the data is needed). The softmax is
+ * fragments. K and V blocks sit in __local memory (row-major for mma.sync, in the tensor cores'
+ * core-matrix layout for wgmma), arriving by cp.async (no registers, no stall until the data is
+ * needed) in one of three schedules: one buffer each as in FlashAttention-2 (V(j) copied while
+ * S = Q K(j)^T and the softmax run, K(j+1) while O += P V(j) runs), two buffers each (block j+1
+ * copied while block j is computed), or, for wgmma's asynchronous products, two buffers with
+ * FlashAttention-3's overlap of the softmax and the products (below). The softmax is
  * online per block (running max m and sum l per row, O rescaled by 2^(m_old - m_new)); P goes
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
  * once, with LSE, at the end. Masks: bounds and the causal diagonal, through common.cl's
@@ -27,7 +30,7 @@ inline int tile_offset(int r, int c, int pitch) { return r * pitch + c; }
 inline void tile_writes_visible(void) {}
 #endif
 
-/* Keys k0 .. k0+BC-1 of a K or V slice into a row-major __local tile; rows past the sequence and
+/* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
  * columns past the head dim become 0 (so no garbage meets a zero weight). With VEC_LOAD the
  * copies are asynchronous and form one commit group. */
 inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* src, long base, long stride, int k0,

@@ -7,8 +7,8 @@
  * that touches __local memory is volatile so the compiler keeps it between the barriers it was
  * written between. */
 
-/* Geometry shared by the kernel and the operand files (mma_f16.cl, mma_tf32.cl), which define
- * DPAD, the head dim padded to their mma's k. */
+/* Geometry shared by the kernel and the operand files (mma_f16.cl / mma_wgmma.cl through
+ * mma_half_io.cl, mma_tf32.cl), which define DPAD, the head dim padded to their mma's k. */
 #ifndef WARPS
 #define WARPS 4 /* warps per work-group: BR = 16 * MT * WARPS query rows */
 #endif

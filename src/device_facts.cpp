@@ -60,10 +60,12 @@ DeviceFacts query_device_facts(cl_device_id device) {
   else f.work_group_multiple = 16;
   // CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV / _MINOR_NV; other vendors reject the query
   cl_uint major = 0, minor = 0;
-  if (f.is_nvidia() && clGetDeviceInfo(device, 0x4000, sizeof major, &major, nullptr) == CL_SUCCESS &&
-      clGetDeviceInfo(device, 0x4001, sizeof minor, &minor, nullptr) == CL_SUCCESS) {
+  if (f.is_nvidia() && clGetDeviceInfo(device, 0x4000, sizeof major, &major, nullptr) == CL_SUCCESS) {
     f.nv_compute_major = static_cast<int>(major);
-    f.nv_compute_minor = static_cast<int>(minor);
+    if (clGetDeviceInfo(device, 0x4001, sizeof minor, &minor, nullptr) == CL_SUCCESS)
+      f.nv_compute_minor = static_cast<int>(minor);
+    else
+      f.nv_compute_minor = -1;  // unknown: no arch-specific (sm_NNa) path
   }
   return f;
 }

@@ -1,6 +1,6 @@
 // launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl with an operand file:
-// mma_wgmma.cl for fp16/bf16 on compute capability 9.0 (Hopper's wgmma, built through retargeted
-// PTX), mma_f16.cl for fp16/bf16 elsewhere (mma.sync), mma_tf32.cl for fp32 as 3xTF32). It is
+// mma_wgmma.cl for fp16/bf16 with d <= 64 on compute capability 9.0 (Hopper's wgmma, built through
+// retargeted PTX), mma_f16.cl for other fp16/bf16 (mma.sync), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
 // tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
@@ -9,6 +9,7 @@
 // falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
 // tensor cores off, FLASHCL_WGMMA=0 only wgmma.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -94,8 +95,8 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
         s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4 || s.stages < 1 || s.stages > 2 || lazy < 0 ||
         lazy > 1)
       fail(Status::InvalidArgument,
-           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (BC a multiple of 16, MT "
-           "1-4, STAGES 1-2, LAZY 0-1), got '",
+           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (mma.sync) or 16x64x1x2x0 "
+           "(wgmma) (BC a multiple of 16, MT 1-4, STAGES 1-2, LAZY 0-1), got '",
            env, "'");
     s.lazy_rescale = lazy == 1;
     if (kind == MmaKind::Wgmma && (s.warps % 4 != 0 || s.m_tiles != 1))
@@ -107,7 +108,8 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
   return s;
 }
 
-// The kernel's padded head dim and __local row pitches (elements), as mma_f16.cl / mma_tf32.cl define them.
+// The kernel's padded head dim and __local row pitches (elements), as mma_half_io.cl with
+// mma_f16.cl / mma_wgmma.cl, or mma_tf32.cl define them.
 struct TileGeometry {
   int padded_head_dim, k_pitch, v_pitch, elem_bytes;
 };
@@ -159,7 +161,8 @@ std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
                 " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0,
-                " -DFOLD_SCALE=", a.scale.value_or(0.0f) > 0.0f ? 1 : 0);  // max(c s) = c max(s) needs c > 0
+                // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
+                " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0);
 }
 
 void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const TilePlan& plan,
@@ -278,6 +281,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
       return ProbeResult::Transient;
     // no inline PTX, no mma.sync, a failed build: the portable path it is
     return probe_failed(kind, dtype, concat(e.what(), ": ", cl_error_name(err)));
+  } catch (const Error& e) {  // the library's own checks (the retarget, check_cl_result)
+    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
+    return probe_failed(kind, dtype, e.what());
   } catch (const std::exception& e) {
     return probe_failed(kind, dtype, e.what());
   }
@@ -324,16 +330,25 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vec
   const ForwardArgs& a = p.args;
   if (!mma_eligible(facts, a)) return false;
   const bool vec_load = rows_are_16_byte_aligned(a);
-  MmaKind kind = wgmma_wanted(facts, a) ? MmaKind::Wgmma : MmaKind::MmaSync;
-  TilePlan plan = plan_for_kind(a, kind);  // a malformed FLASHCL_MMA_TILE fails here, not silently in the probe
-  if (kind == MmaKind::Wgmma && !probe_passes(p.context, p.device, a.dtype, vec_load, kind)) {
-    kind = MmaKind::MmaSync;
+  const char* forced = std::getenv("FLASHCL_MMA_TILE");
+  // `kind` can run this call: its plan fits (a forced one that does not is an error, checked
+  // before any probe so a malformed FLASHCL_MMA_TILE fails here) and its probe passed
+  auto runs = [&](MmaKind kind, TilePlan& plan) {
     plan = plan_for_kind(a, kind);
+    if (plan.local_bytes > facts.local_mem_bytes) {
+      if (forced != nullptr && *forced)
+        fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ",
+             plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
+      return false;
+    }
+    return probe_passes(p.context, p.device, a.dtype, vec_load, kind);
+  };
+  TilePlan plan;
+  MmaKind kind = MmaKind::Wgmma;
+  if (!wgmma_wanted(facts, a) || !runs(kind, plan)) {  // wgmma where it exists, else mma.sync
+    kind = MmaKind::MmaSync;
+    if (!runs(kind, plan)) return false;
   }
-  if (plan.local_bytes > facts.local_mem_bytes)
-    fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ", plan.local_bytes,
-         " bytes of local memory; the device has ", facts.local_mem_bytes);
-  if (!probe_passes(p.context, p.device, a.dtype, vec_load, kind)) return false;
   enqueue_mma(queue, p, kind, plan, wait, launch);
   return true;
 }
