@@ -43,13 +43,15 @@ std::string build_log(const cl::Program& program, const cl::Device& device) {
 
 // Builds `program`; on failure throws BuildFailure with device, options and log. With
 // FLASHCL_BUILD_LOG=1 the log of successful builds goes to stderr too (e.g. ptxas's register
-// report under FLASHCL_BUILD_OPTIONS=-cl-nv-verbose).
-void build_or_throw(const cl::Program& program, const cl::Device& device, const std::string& options) {
+// report under FLASHCL_BUILD_OPTIONS=-cl-nv-verbose), unless `quiet` (the first step of the
+// ArchPtx route, whose report is of a program with its arch-only instructions commented out).
+void build_or_throw(const cl::Program& program, const cl::Device& device, const std::string& options,
+                    bool quiet = false) {
   cl_int err = injected_fault("clBuildProgram");
   if (err == CL_SUCCESS) err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
   if (err == CL_SUCCESS) {
     const char* show = std::getenv("FLASHCL_BUILD_LOG");
-    if (show != nullptr && std::string(show) == "1")
+    if (!quiet && show != nullptr && std::string(show) == "1")
       std::fprintf(stderr, "flashcl: build log for '%s':\n%s\n", options.c_str(), build_log(program, device).c_str());
     return;
   }
@@ -96,9 +98,10 @@ cl::Program load_from_disk(const cl::Context& context, const cl::Device& device,
 
 // Builds `program` for `device`: through build_or_throw (fault hooks, log in the error) or, for
 // the library's own probes, plainly (cl::Error on failure).
-void build_step(const cl::Program& program, const cl::Device& device, const std::string& options, bool hooks) {
+void build_step(const cl::Program& program, const cl::Device& device, const std::string& options, bool hooks,
+                bool quiet = false) {
   if (hooks)
-    build_or_throw(program, device, options);
+    build_or_throw(program, device, options, quiet);
   else
     program.build({device}, options.c_str());
 }
@@ -112,7 +115,7 @@ cl::Program compile(const cl::Context& context, const cl::Device& device, const 
     build_step(base, device, options, hooks);
     return base;
   }
-  build_step(base, device, options + " -DARCH_PTX_RETARGET", hooks);
+  build_step(base, device, options + " -DARCH_PTX_RETARGET", hooks, true);
   const std::vector<unsigned char> binary = program_binary(base);
   const std::string ptx = retarget_ptx(std::string(binary.begin(), binary.end()));
   const unsigned char* data = reinterpret_cast<const unsigned char*>(ptx.data());

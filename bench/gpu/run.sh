@@ -20,7 +20,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $prefix > "$out/cmak
 
 # Register and spill report of each kernel (ptxas through -cl-nv-verbose).
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
-  ./build-gpu/bench/flashcl-bench -n 1024 --head-dim 64,128 --causal both --algo all -r 1 --no-roofline -q \
+  ./build-gpu/bench/flashcl-bench -n 1024 --head-dim 64,128 --causal both --algo all --dtype f32,f16 -r 1 --no-roofline -q \
   > /dev/null 2> "$out/ptxas.log"
 grep -E "Used|spill" "$out/ptxas.log" | sort | uniq -c | head -40
 
