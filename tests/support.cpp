@@ -201,6 +201,18 @@ void VariantBuffers::apply(const bench::Shape& s, ForwardArgs& args) {
   }
 }
 
+ForwardArgs shape_args(const bench::Shape& s) {
+  ForwardArgs args;
+  args.batch = s.batch;
+  args.heads = s.heads;
+  args.seqlen_q = s.seqlen_q;
+  args.seqlen_k = s.seqlen_k;
+  args.head_dim = s.head_dim;
+  if (s.scale != 0.0) args.scale = static_cast<float>(s.scale);
+  args.causal = s.causal;
+  return args;
+}
+
 CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile) {
   const auto& s = c.shape;
   // inputs already in storage precision, so the reference sees exactly what the kernels read
@@ -217,14 +229,7 @@ CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile) {
   DeviceTensor dout(c.layout, tb, rows_q, s.heads, s.head_dim, nullptr, c.dtype);  // all NaN
   DeviceBuffer dlse(s.rows(), kNaN);
 
-  ForwardArgs args;
-  args.batch = s.batch;
-  args.heads = s.heads;
-  args.seqlen_q = s.seqlen_q;
-  args.seqlen_k = s.seqlen_k;
-  args.head_dim = s.head_dim;
-  if (s.scale != 0.0) args.scale = static_cast<float>(s.scale);
-  args.causal = s.causal;
+  ForwardArgs args = shape_args(s);
   args.dtype = c.dtype;
   args.algorithm = algorithm;
   args.q = dq.view;

@@ -89,6 +89,10 @@ struct CaseResult {
 };
 
 // Runs `algorithm` on the case (outputs poisoned with NaN first) and compares with the reference.
+// The problem dimensions of `s` as call arguments: batch, heads, sequence lengths, head dim, causal
+// and a scale when the shape sets one (buffers, dtype, algorithm and variants are the caller's).
+ForwardArgs shape_args(const bench::Shape& s);
+
 CaseResult run_case(const Case& c, Algorithm algorithm, TileOverride tile = {});
 
 // Asserts the accuracy bounds every path must meet: fp32 within 1e-5; fp16/bf16 within twice the

@@ -73,13 +73,7 @@ Outcome run_on(cl_command_queue queue, const Call& c) {
   DeviceTensor dv(Layout::BSHD, s.batch, s.seqlen_k, s.heads, s.head_dim, &v, c.dtype);
   DeviceTensor dout(Layout::BSHD, s.batch, s.seqlen_q, s.heads, s.head_dim, nullptr, c.dtype);
   DeviceBuffer dlse(s.rows(), std::numeric_limits<float>::quiet_NaN());
-  ForwardArgs a;
-  a.batch = s.batch;
-  a.heads = s.heads;
-  a.seqlen_q = s.seqlen_q;
-  a.seqlen_k = s.seqlen_k;
-  a.head_dim = s.head_dim;
-  a.causal = s.causal;
+  ForwardArgs a = shape_args(s);
   a.algorithm = c.algorithm;
   a.dtype = c.dtype;
   a.q = dq.view;

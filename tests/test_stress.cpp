@@ -38,13 +38,7 @@ std::vector<float> run_poisoned(Algorithm algorithm, const bench::Shape& s, cons
   DeviceTensor dk(Layout::BSHD, s.batch, s.seqlen_k, s.heads, s.head_dim, &k);
   DeviceTensor dv(Layout::BSHD, s.batch, s.seqlen_k, s.heads, s.head_dim, &v);
   DeviceTensor dout(Layout::BSHD, s.batch, s.seqlen_q, s.heads, s.head_dim, nullptr);
-  ForwardArgs a;
-  a.batch = s.batch;
-  a.heads = s.heads;
-  a.seqlen_q = s.seqlen_q;
-  a.seqlen_k = s.seqlen_k;
-  a.head_dim = s.head_dim;
-  a.causal = s.causal;
+  ForwardArgs a = shape_args(s);
   a.algorithm = algorithm;
   a.q = dq.view;
   a.k = dk.view;

@@ -330,14 +330,8 @@ TEST(VariantSession, HostArraysForEveryVariant) {
   const auto q = bench::random_values(s.q_elems(), 42), k = bench::random_values(s.kv_elems(), 43),
              v = bench::random_values(s.kv_elems(), 44);
 
-  ForwardArgs a;
-  a.batch = s.batch;
-  a.heads = s.heads;
+  ForwardArgs a = shape_args(s);
   a.heads_kv = s.heads_kv;
-  a.seqlen_q = s.seqlen_q;
-  a.seqlen_k = s.seqlen_k;
-  a.head_dim = s.head_dim;
-  a.causal = s.causal;
   a.mask.kind = MaskKind::Bool;
   a.mask.batch = s.mask_batch;
   a.mask.heads = s.mask_heads;
