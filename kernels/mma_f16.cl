@@ -51,12 +51,7 @@ inline void pv_block(float acc[MT][NT_O][4], const float s[MT][NT_S][4], __local
   for (int kk = 0; kk < NT_S / 2; ++kk) {
     uint pa[MT][4];
 #pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      pa[i][0] = pack2(s[i][2 * kk][0], s[i][2 * kk][1]);
-      pa[i][1] = pack2(s[i][2 * kk][2], s[i][2 * kk][3]);
-      pa[i][2] = pack2(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
-      pa[i][3] = pack2(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
-    }
+    for (int i = 0; i < MT; ++i) p_fragment(pa[i], s[i], kk);
 #pragma unroll
     for (int n2 = 0; n2 < NT_O / 2; ++n2) {
       uint b[4];

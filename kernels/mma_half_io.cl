@@ -1,7 +1,7 @@
 /* mma_half_io.cl: what the two fp16/bf16 operand files of the tensor-core fa2 share (mma_f16.cl
  * for mma.sync, mma_wgmma.cl for Hopper's wgmma): the element type, the head dim padded to the
- * k of 16, Q loaded once as A fragments of m16n8k16's layout (wgmma's A layout too), and the
- * conversions of fp32 results back to 16 bits.
+ * k of 16, Q loaded once and P packed from the S accumulators as A fragments of m16n8k16's
+ * layout (wgmma's A layout too), and the conversions of fp32 results back to 16 bits.
  *
  * A fragment layout (PTX ISA, m16n8k16; per warp for wgmma's m64nNk16): lane 4g+t holds rows g,
  * g+8 and columns 2t, 2t+1, 2t+8, 2t+9. */
@@ -25,6 +25,15 @@ inline uint pack2(float lo, float hi) {
   uint r;
   asm("cvt.rn." MMA_TYPE "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
+}
+
+/* P's A fragment for keys 16kk .. 16kk+15 of one 16-row m-tile: S tiles 2kk and 2kk+1 (the C
+ * layout of S is the A layout of P) rounded to 16 bits, so P never leaves registers. */
+inline void p_fragment(uint pa[4], const float s[NT_S][4], int kk) {
+  pa[0] = pack2(s[2 * kk][0], s[2 * kk][1]);
+  pa[1] = pack2(s[2 * kk][2], s[2 * kk][3]);
+  pa[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
 /* Elements (row, col) and (row, col + 1) of a (seq, d) slice as one register, 0 outside it. */

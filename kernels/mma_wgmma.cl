@@ -21,7 +21,7 @@
  * Accumulator layout (m64nNk16, fp32): warp w of the warpgroup holds rows 16w..16w+15; lane 4g+t
  * holds rows g, g+8 and columns 2t, 2t+1 of each 8-column tile, registers 4j..4j+3 for tile j:
  * the s[j][e] / acc[n][e] arrays of fa2_mma.cl as they are. The A fragment of 16 columns is
- * mma.m16n8k16's, so Q loads and P packs as in mma_f16.cl. */
+ * mma.m16n8k16's, so Q's and P's fragments come from mma_half_io.cl as for mma_f16.cl. */
 
 #if MT != 1 || WARPS % 4 != 0
 #error "mma_wgmma.cl: one 16-row m-tile per warp, whole warpgroups (WARPS a multiple of 4)"
@@ -117,15 +117,10 @@ inline void qk_issue(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
   wg_commit();
 }
 
-/* P as the A fragments of P V: per 16 keys, S tiles 2kk and 2kk+1 rounded to 16 bits. */
+/* P as the A fragments of P V, one per 16 keys. */
 inline void pack_p(uint pa[NT_S / 2][4], const float s[MT][NT_S][4]) {
 #pragma unroll
-  for (int kk = 0; kk < NT_S / 2; ++kk) {
-    pa[kk][0] = pack2(s[0][2 * kk][0], s[0][2 * kk][1]);
-    pa[kk][1] = pack2(s[0][2 * kk][2], s[0][2 * kk][3]);
-    pa[kk][2] = pack2(s[0][2 * kk + 1][0], s[0][2 * kk + 1][1]);
-    pa[kk][3] = pack2(s[0][2 * kk + 1][2], s[0][2 * kk + 1][3]);
-  }
+  for (int kk = 0; kk < NT_S / 2; ++kk) p_fragment(pa[kk], s[0], kk);
 }
 
 /* Issues O += P V (one commit group): per 16 keys, one wgmma row over the head dim (8 dims = one
