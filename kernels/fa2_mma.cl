@@ -32,11 +32,18 @@ inline void tile_writes_visible(void) {}
 
 /* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
  * columns past the head dim become 0 (so no garbage meets a zero weight). With VEC_LOAD the
- * copies are asynchronous and form one commit group. */
+ * copies are asynchronous and form one commit group. The trip count is a constant (the compiler
+ * does not know lid < WG_SIZE), so the loop unrolls and each work-item's chunk positions, which do
+ * not depend on k0, leave the key loop: the copy of a block is then a few instructions a chunk. */
+#define LOAD_CHUNKS (BC * CHUNKS_PER_ROW)
+#define LOAD_STEPS ((LOAD_CHUNKS + WG_SIZE - 1) / WG_SIZE)
 inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* src, long base, long stride, int k0,
                        int seqlen_k, int lid) {
 #if VEC_LOAD
-  for (int idx = lid; idx < BC * CHUNKS_PER_ROW; idx += WG_SIZE) {
+#pragma unroll
+  for (int step = 0; step < LOAD_STEPS; ++step) {
+    const int idx = lid + step * WG_SIZE;
+    if (LOAD_CHUNKS % WG_SIZE != 0 && idx >= LOAD_CHUNKS) break;
 #if TILE_CORE_MATRICES /* 8 consecutive work-items: one chunk column of 8 rows, one core matrix */
     const int r = idx / (8 * CHUNKS_PER_ROW) * 8 + (idx & 7), c = (idx >> 3) % CHUNKS_PER_ROW * CHUNK;
 #else /* consecutive work-items: consecutive chunks of a row */
@@ -201,6 +208,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
    * O += P(j) V(j) go to the tensor cores together, and the softmax of block j+1 runs while P V
    * does; O is rescaled once P(j) V(j) has landed. Two K and two V buffers, K one block ahead of
    * V: block j's loop copies K(j+2) and V(j+1), one barrier per block. */
+  __local float order_slot[WG_SIZE]; /* WG_WAIT_AFTER's stores */
   uint pa[NT_S / 2][4]; /* P of the block whose P V is next */
   float s[MT][NT_S][4], alpha[MT][2];
   if (kb_begin < n_blocks) {
@@ -235,7 +243,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
     PIN_TILES(s, NT_S);
     const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a);
-    WG_WAIT(0);
+    WG_WAIT_AFTER(0, order_slot + lid, l[0][0] + l[0][1]); /* P(blk) V(blk), after the softmax */
     PIN_TILES(acc, NT_O);
     rescale_o(acc, alpha, rescale);
     pack_p(pa, s);

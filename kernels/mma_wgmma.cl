@@ -99,6 +99,15 @@ inline ulong wg_desc(__local const ushort* p, uint lead, uint stride) {
 
 /* Waits until at most the newest `n` committed wgmma groups of this warpgroup are pending. */
 #define WG_WAIT(n) asm volatile(ARCH_ONLY "wgmma.wait_group.sync.aligned " #n ";" ::: "memory")
+/* WG_WAIT(n), but not before `after` is computed. A wait has no operands, and ptxas schedules it as
+ * early as it can: the wait for P V moved above the softmax meant to overlap it (seen in the SASS).
+ * A __local store of a value the softmax produced cannot pass the wait (which orders shared
+ * memory), so the wait stays behind it. `slot`: this work-item's own word. */
+#define WG_WAIT_AFTER(n, slot, after)                                                                  \
+  do {                                                                                                 \
+    asm volatile("st.shared.f32 [%0], %1;" ::"r"(local_addr(slot)), "f"(after) : "memory");           \
+    WG_WAIT(n);                                                                                        \
+  } while (0)
 /* each accumulator register through an empty asm after a wait, so no read of it moves above it */
 #define PIN_TILES(x, nt)                                                                               \
   do {                                                                                                 \
