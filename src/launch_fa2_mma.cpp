@@ -30,13 +30,16 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 // Which tensor-core instruction the kernel is built around.
 enum class MmaKind { MmaSync, Wgmma };
 
-// wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64, unless
-// FLASHCL_WGMMA=0. Above d = 64 two K/V buffers of more than 32 keys do not fit the 48 KiB of
-// OpenCL local memory, and mma.sync measured faster (docs/perf/nvidia-h100.md, v5).
+// wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64.
+// FLASHCL_WGMMA=0 turns it off, =1 takes it at every head dim (for measurements: above d = 64
+// two K/V buffers of more than 32 keys do not fit the 48 KiB of OpenCL local memory, and
+// mma.sync measured faster; docs/perf/nvidia-h100.md, v5).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a) {
   const char* env = std::getenv("FLASHCL_WGMMA");
-  if (env != nullptr && std::string(env) == "0") return false;
-  return !is_tf32(a) && a.head_dim <= 64 && facts.nv_compute_major == 9 && facts.nv_compute_minor == 0;
+  const std::string choice = env != nullptr ? env : "";
+  if (choice == "0") return false;
+  return !is_tf32(a) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
+         facts.nv_compute_minor == 0;
 }
 
 std::vector<std::string> kernel_files(const ForwardArgs& a, MmaKind kind) {
@@ -64,14 +67,16 @@ struct MmaShape {
 // wgmma, fp16 d=64 (two K/V buffers: the pipelined schedule): 16x64 eager 288.3/243.8, lazy
 // 283.5/241.7, 16x32 239.4/219.0, 8x64 255.1/232.8 (mma.sync in the same run: 267.2/241.9); one
 // buffer 8x64 252.3/222.2 in an earlier run. At d=128 (BC 32 only) 12x32 260.8/249.7 against
-// mma.sync's 297.4/265.7.
+// mma.sync's 297.4/265.7. Once the wait for P V stayed behind the softmax (7c40388): 16x64 lazy
+// 316.3/257.3 and 316.0/256.9, eager 300.9/256.3 and 304.2/257.4; at d=128 mma.sync 4x32x2x2
+// 313.3/276.6 against wgmma 12x32 264.5/255.2 (8x32 216.2/194.3, 16x32 206.0/180.4) and mma.sync
+// 4x64x2x1 231.2/197.3, 8x32x1x2 224.1/209.6, 8x64x1x1 237.4/218.0, 4x32x2x1 259.2/231.5.
 MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
   MmaShape s;
   if (kind == MmaKind::Wgmma) {
     s.warps = 16;
     s.m_tiles = 1;
     s.stages = 2;
-    s.lazy_rescale = false;
   } else {
     if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
     if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
@@ -95,7 +100,7 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
         s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4 || s.stages < 1 || s.stages > 2 || lazy < 0 ||
         lazy > 1)
       fail(Status::InvalidArgument,
-           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (mma.sync) or 16x64x1x2x0 "
+           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (mma.sync) or 16x64x1x2x1 "
            "(wgmma) (BC a multiple of 16, MT 1-4, STAGES 1-2, LAZY 0-1), got '",
            env, "'");
     s.lazy_rescale = lazy == 1;
@@ -148,6 +153,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
   p.lazy_rescale = shape.lazy_rescale;
   p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
                   geo.elem_bytes;
+  if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
                     is_tf32(a)                ? "mma.sync.m16n8k8 3xTF32"
