@@ -32,18 +32,26 @@ inline void tile_writes_visible(void) {}
 
 /* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
  * columns past the head dim become 0 (so no garbage meets a zero weight). With VEC_LOAD the
- * copies are asynchronous and form one commit group. The trip count is a constant (the compiler
- * does not know lid < WG_SIZE), so the loop unrolls and each work-item's chunk positions, which do
- * not depend on k0, leave the key loop: the copy of a block is then a few instructions a chunk. */
+ * copies are asynchronous and form one commit group. With UNROLL_COPIES the trip count is a
+ * constant (the compiler does not know lid < WG_SIZE), so the loop unrolls and each work-item's
+ * chunk positions, which do not depend on k0, leave the key loop: the copy of a block is then a
+ * few instructions a chunk, at the price of registers that hold the positions. */
+#ifndef UNROLL_COPIES
+#define UNROLL_COPIES 1 /* 0: the plain loop (mma_tf32.cl: at 255 registers the held positions cost more) */
+#endif
 #define LOAD_CHUNKS (BC * CHUNKS_PER_ROW)
 #define LOAD_STEPS ((LOAD_CHUNKS + WG_SIZE - 1) / WG_SIZE)
 inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* src, long base, long stride, int k0,
                        int seqlen_k, int lid) {
 #if VEC_LOAD
+#if UNROLL_COPIES
 #pragma unroll
   for (int step = 0; step < LOAD_STEPS; ++step) {
     const int idx = lid + step * WG_SIZE;
     if (LOAD_CHUNKS % WG_SIZE != 0 && idx >= LOAD_CHUNKS) break;
+#else
+  for (int idx = lid; idx < LOAD_CHUNKS; idx += WG_SIZE) {
+#endif
 #if TILE_CORE_MATRICES /* 8 consecutive work-items: one chunk column of 8 rows, one core matrix */
     const int r = idx / (8 * CHUNKS_PER_ROW) * 8 + (idx & 7), c = (idx >> 3) % CHUNKS_PER_ROW * CHUNK;
 #else /* consecutive work-items: consecutive chunks of a row */

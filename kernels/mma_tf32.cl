@@ -22,6 +22,9 @@
  * 2t cover the 32 banks once; V rows at 4 (mod 32) do the same for rows 2t, columns g. */
 #define K_PITCH (DPAD + (40 - DPAD % 32) % 32)
 #define V_PITCH (DPAD + (36 - DPAD % 32) % 32)
+/* K/V copies as a plain loop (fa2_mma.cl): unrolled, the positions it keeps in registers cost this
+ * kernel 10-25 % (fp32, H100, N = 4096: d = 64 66.1 vs 71.7, d = 128 48.8 vs 62.9 TFLOP/s) */
+#define UNROLL_COPIES 0
 typedef float qfrag_t;
 
 /* D += A B for one m16n8k8 TF32 tile. */
