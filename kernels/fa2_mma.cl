@@ -198,7 +198,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const int row0 = q0 + warp * 16 * MT + g; /* this lane's rows: row0 + 16i and row0 + 16i + 8 */
 
   qfrag_t qa[MT][QFRAGS][4];
+#if !(defined(ASYNC_MMA) && STAGES == 2) /* the wgmma schedule loads Q once its first copies are on their way */
   load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t);
+#endif
   float acc[MT][NT_O][4], m[MT][2], l[MT][2]; /* l: this lane's part of each row sum */
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
@@ -219,13 +221,19 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __local float order_slot[WG_SIZE]; /* WG_WAIT_AFTER's stores */
   uint pa[NT_S / 2][4]; /* P of the block whose P V is next */
   float s[MT][NT_S][4], alpha[MT][2];
-  if (kb_begin < n_blocks) {
+  if (kb_begin < n_blocks) { /* K(0), V(0), K(1): three commit groups */
     load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     if (kb_begin + 1 < n_blocks)
       load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
-#if VEC_LOAD
-    async_wait_all();
+  }
+  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t); /* meets the copies in flight */
+  if (kb_begin < n_blocks) {
+#if VEC_LOAD /* S(0) needs K(0) only; V(0) and K(1) may land during it */
+    if (kb_begin + 1 < n_blocks)
+      ASYNC_WAIT_GROUPS(2);
+    else
+      ASYNC_WAIT_GROUPS(1);
 #endif
     tile_writes_visible();
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -67,9 +67,10 @@ inline void copy16_async(__local void* dst, __global const void* src, int bytes)
                : "memory");
 }
 inline void async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
-/* Wait until at most the newest group of this work-item's copies is still in flight. */
-inline void async_wait_prior(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-inline void async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+/* Wait until at most the newest `n` groups of this work-item's copies are still in flight. */
+#define ASYNC_WAIT_GROUPS(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")
+inline void async_wait_prior(void) { ASYNC_WAIT_GROUPS(1); }
+inline void async_wait_all(void) { ASYNC_WAIT_GROUPS(0); }
 
 /* Four 8x8 16-bit matrices from __local: lanes 8i..8i+7 give the row addresses of matrix i; lane
  * 4g+t receives row g, columns 2t and 2t+1 of each (.trans: column g, rows 2t and 2t+1). */
