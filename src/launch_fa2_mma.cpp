@@ -77,6 +77,10 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
     s.warps = 16;
     s.m_tiles = 1;
     s.stages = 2;
+    if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: two K/V buffers of 32 keys fit, 12 warps measured best
+      s.warps = 12;
+      s.block_cols = 32;
+    }
   } else {
     if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
     if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
