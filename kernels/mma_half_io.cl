@@ -36,12 +36,21 @@ inline void p_fragment(uint pa[4], const float s[NT_S][4], int kk) {
   pa[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
-/* Elements (row, col) and (row, col + 1) of a (seq, d) slice as one register, 0 outside it. */
+#ifndef PAIR_IO
+#define PAIR_IO 0 /* 1 (the host checks): even head dim and even Q/O row starts, pairs move as 4-byte words */
+#endif
+
+/* Elements (row, col) and (row, col + 1) of a (seq, d) slice as one register, 0 outside it (col
+ * is even). */
 inline uint q_pair(__global const ushort* q, long base, long stride, int row, int col, int rows) {
   if (row >= rows) return 0u;
   const long at = base + (long)row * stride + col;
+#if PAIR_IO /* an even head dim: a pair is wholly inside or wholly past it */
+  return col < HEAD_DIM ? *(__global const uint*)(q + at) : 0u;
+#else
   const uint lo = col < HEAD_DIM ? q[at] : 0u, hi = col + 1 < HEAD_DIM ? q[at + 1] : 0u;
   return lo | hi << 16;
+#endif
 }
 
 /* The warp's query rows (m-tile i: rows row0 + 16i + g and + 8) as A fragments, loaded once for
@@ -63,6 +72,11 @@ inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const ushort* q, long bas
 /* O elements (row, col) and (row, col + 1), rounded once. */
 inline void store_o2(__global ushort* o, long at, float x0, float x1, bool ok0, bool ok1) {
   const uint p = pack2(x0, x1);
+#if PAIR_IO /* ok1 == ok0 for an even head dim */
+  (void)ok1;
+  if (ok0) *(__global uint*)(o + at) = p;
+#else
   if (ok0) o[at] = (ushort)p;
   if (ok1) o[at + 1] = (ushort)(p >> 16);
+#endif
 }

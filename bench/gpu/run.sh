@@ -24,9 +24,9 @@ FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
   > /dev/null 2> "$out/ptxas.log"
 grep -E "Used|spill" "$out/ptxas.log" | sort | uniq -c | head -40
 
-# Every path on odd shapes (partial blocks, Nq != Nk, GQA, d not a power of two) against float64,
+# Every path on odd shapes (partial blocks, Nq != Nk, GQA, d not a power of two, d odd) against float64,
 # in both modes: a row that is not "ok" or is off by more than its dtype allows fails the run.
-./build-gpu/bench/flashcl-bench -b 2 --heads 4 --heads-kv 4,2 -n 77,300 --seqlen-k 129 --head-dim 40,72,128 \
+./build-gpu/bench/flashcl-bench -b 2 --heads 4 --heads-kv 4,2 -n 77,300 --seqlen-k 129 --head-dim 33,40,72,128 \
   --causal both --algo all --dtype f32,f16,bf16 -r 1 --no-roofline -q -f csv -o "$out/odd-shapes.csv" \
   > /dev/null 2>> "$out/bench.log"
 python3 - "$out/odd-shapes.csv" <<'PY' || exit 1
