@@ -132,24 +132,24 @@ TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
   return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 2} : TileGeometry{d, d + 8, d + 8, 2};
 }
 
+// Whether the head dim and every row start of `t` (offset, batch, sequence and head strides) are
+// multiples of `elems` elements.
+bool rows_aligned(const ForwardArgs& a, const Tensor& t, int elems) {
+  return a.head_dim % elems == 0 && t.offset % elems == 0 && t.seq_stride % elems == 0 &&
+         t.batch_stride % elems == 0 && t.head_stride % elems == 0;
+}
+
 // 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
 bool rows_are_16_byte_aligned(const ForwardArgs& a) {
   const int chunk = is_tf32(a) ? 4 : 8;
-  auto aligned = [chunk](const Tensor& t) {
-    return t.offset % chunk == 0 && t.seq_stride % chunk == 0 && t.batch_stride % chunk == 0 &&
-           t.head_stride % chunk == 0;
-  };
-  return a.head_dim % chunk == 0 && aligned(a.k) && aligned(a.v);
+  return rows_aligned(a, a.k, chunk) && rows_aligned(a, a.v, chunk);
 }
 
 // Q and O move as pairs of 16-bit elements (4-byte loads and stores) when the head dim and every
 // row start of Q and O are even: half the instructions of element-wise access, +3-8 % on the H100
 // (docs/perf/nvidia-h100.md, v7).
 bool rows_are_pair_aligned(const ForwardArgs& a) {
-  auto even = [](const Tensor& t) {
-    return t.offset % 2 == 0 && t.seq_stride % 2 == 0 && t.batch_stride % 2 == 0 && t.head_stride % 2 == 0;
-  };
-  return !is_tf32(a) && a.head_dim % 2 == 0 && even(a.q) && even(a.o);
+  return !is_tf32(a) && rows_aligned(a, a.q, 2) && rows_aligned(a, a.o, 2);
 }
 
 // The launch plan of `kind` for `a` (its __local bytes included).
