@@ -13,7 +13,9 @@
  * needed) in one of three schedules: one buffer each as in FlashAttention-2 (V(j) copied while
  * S = Q K(j)^T and the softmax run, K(j+1) while O += P V(j) runs), two buffers each (block j+1
  * copied while block j is computed), or, for wgmma's asynchronous products, two buffers with
- * FlashAttention-3's overlap of the softmax and the products (below). The softmax is
+ * FlashAttention-3's overlap of the softmax and the products (below). The two-buffer schedules
+ * synchronise through mbarriers (copies announce themselves as they land, warps announce the
+ * buffers they are done with) instead of a work-group barrier per block. The softmax is
  * online per block (running max m and sum l per row, O rescaled by 2^(m_old - m_new)); P goes
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
  * once, with LSE, at the end. Masks: bounds and the causal diagonal, through common.cl's
@@ -213,90 +215,106 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* plain attention: lengths and shift */
   int kb_begin, n_blocks;
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &n_blocks);
-#if defined(ASYNC_MMA) && STAGES == 2
+#if STAGES == 2
+  /* Two K and two V buffers and no work-group barrier in the key loop: warps meet only through
+   * mbarriers, so one that is ahead never waits for the rest to reach a common point. Copies go
+   * in batches; each work-item announces its share of a batch on full[batch % 2] as it lands
+   * (cp.async.mbarrier.arrive), and a step waits only for the batch it reads. Each warp announces
+   * on done[step % 2] that it finished a step, and a batch is issued once every warp is done with
+   * the buffers it overwrites. Warps can therefore drift up to a step apart: the barrier per block
+   * this replaces held them in lockstep and cost 5-8 % at d = 64 (wgmma) and 4-5 % at d = 128
+   * (mma.sync) on the H100 (docs/perf/nvidia-h100.md, v8). */
+  __local ulong full[2], done[2];
+  if (lid == 0) {
+    mbar_init(&full[0], WG_SIZE);
+    mbar_init(&full[1], WG_SIZE);
+    mbar_init(&done[0], WARPS);
+    mbar_init(&done[1], WARPS);
+  }
+  barrier(CLK_LOCAL_MEM_FENCE); /* the barriers initialised before anyone uses them */
+#if defined(ASYNC_MMA)
   /* wgmma (asynchronous), FlashAttention-3's intra-warpgroup overlap: S(j+1) = Q K(j+1)^T and
    * O += P(j) V(j) go to the tensor cores together, and the softmax of block j+1 runs while P V
-   * does; O is rescaled once P(j) V(j) has landed. Two K and two V buffers, K one block ahead of
-   * V: block j's loop copies K(j+2) and V(j+1), one barrier per block. */
+   * does; O is rescaled once P(j) V(j) has landed. Batch c = {K(c), V(c - 1)}: what step c - 1
+   * of the loop reads (the prologue, step -1, reads K(0)). Batch c overwrites K(c - 2) and
+   * V(c - 3), last read in step c - 3, so step c - 2 issues it once every warp is past step
+   * c - 3, right after its own products are on their way. */
   __local float order_slot[WG_SIZE]; /* WG_WAIT_AFTER's stores */
   uint pa[NT_S / 2][4]; /* P of the block whose P V is next */
   float s[MT][NT_S][4], alpha[MT][2];
-  if (kb_begin < n_blocks) { /* K(0), V(0), K(1): three commit groups */
+  if (kb_begin < n_blocks) { /* batches 0 and 1 */
     load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    announce_copies(&full[0]);
     load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     if (kb_begin + 1 < n_blocks)
       load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
+    announce_copies(&full[1]);
   }
   load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t); /* meets the copies in flight */
   if (kb_begin < n_blocks) {
-#if VEC_LOAD /* S(0) needs K(0) only; V(0) and K(1) may land during it */
-    if (kb_begin + 1 < n_blocks)
-      ASYNC_WAIT_GROUPS(2);
-    else
-      ASYNC_WAIT_GROUPS(1);
-#endif
-    tile_writes_visible();
-    barrier(CLK_LOCAL_MEM_FENCE);
+    mbar_wait(&full[0], 0);
+    tile_writes_visible(); /* the copies (generic proxy) before the tensor cores' reads (async proxy) */
     qk_issue(s, qa, k_tile[0]);
     WG_WAIT(0);
     PIN_TILES(s, NT_S);
+    mbar_arrive_warp(&done[0], lane); /* step -1 */
     scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a); /* O is 0: no rescale */
     pack_p(pa, s);
   }
   /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
   for (int blk = kb_begin; blk + 1 < n_blocks; ++blk) {
-    const int cur = (blk - kb_begin) & 1;
-#if VEC_LOAD
-    async_wait_all(); /* this work-item's part of K(blk + 1) and V(blk) */
-#endif
+    const int step = blk - kb_begin, cur = step & 1, batch = step + 1;
+    mbar_wait(&full[batch & 1], (batch >> 1) & 1); /* K(blk + 1), V(blk) */
     tile_writes_visible();
-    barrier(CLK_LOCAL_MEM_FENCE); /* K(blk + 1), V(blk) visible; every warpgroup is done with K(blk), V(blk - 1) */
+    qk_issue(s, qa, k_tile[cur ^ 1]);
+    pv_issue(acc, pa, v_tile[cur]);
+    mbar_wait(&done[step & 1], (step >> 1) & 1); /* every warp past step - 1 */
     if (blk + 2 < n_blocks)
       load_block(k_tile[cur], K_PITCH, kg, k_base, a->k_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
     load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
-    qk_issue(s, qa, k_tile[cur ^ 1]);
-    pv_issue(acc, pa, v_tile[cur]);
+    announce_copies(&full[(batch + 1) & 1]);
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
     PIN_TILES(s, NT_S);
     const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a);
     WG_WAIT_AFTER(0, order_slot + lid, l[0][0] + l[0][1]); /* P(blk) V(blk), after the softmax */
     PIN_TILES(acc, NT_O);
+    mbar_arrive_warp(&done[(step + 1) & 1], lane);
     rescale_o(acc, alpha, rescale);
     pack_p(pa, s);
   }
   if (kb_begin < n_blocks) { /* the last block: P V only */
-#if VEC_LOAD
-    async_wait_all();
-#endif
+    const int batch = n_blocks - kb_begin;
+    mbar_wait(&full[batch & 1], (batch >> 1) & 1);
     tile_writes_visible();
-    barrier(CLK_LOCAL_MEM_FENCE);
-    pv_issue(acc, pa, v_tile[(n_blocks - 1 - kb_begin) & 1]);
+    pv_issue(acc, pa, v_tile[(batch - 1) & 1]);
     WG_WAIT(0);
     PIN_TILES(acc, NT_O);
   }
-#elif STAGES == 2
-  /* two K/V buffers: block j+1 is copied into one while block j is computed from the other, one
-   * barrier per block */
+#else
+  /* block j+1 is copied into one buffer pair while block j is computed from the other; step j
+   * reads batch j = block j, and issues batch j + 1 (over block j - 1) once every warp is done
+   * with step j - 1 */
   if (kb_begin < n_blocks) {
     load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    announce_copies(&full[0]);
   }
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
-    const int k0 = blk * BC, cur = (blk - kb_begin) & 1;
-#if VEC_LOAD
-    async_wait_all(); /* this work-item's part of K(blk) and V(blk) */
-#endif
-    tile_writes_visible();
-    barrier(CLK_LOCAL_MEM_FENCE); /* block blk visible to all; every warp is done with blk - 1 */
+    const int k0 = blk * BC, step = blk - kb_begin, cur = step & 1;
+    mbar_wait(&full[cur], (step >> 1) & 1);
+    float s[MT][NT_S][4], alpha[MT][2];
     if (blk + 1 < n_blocks) {
+      if (step > 0) mbar_wait(&done[cur ^ 1], ((step - 1) >> 1) & 1);
       load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
       load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
+      announce_copies(&full[cur ^ 1]);
     }
-    float s[MT][NT_S][4], alpha[MT][2];
     qk_block(s, qa, k_tile[cur], lane);
     rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a));
     pv_block(acc, s, v_tile[cur], lane);
+    mbar_arrive_warp(&done[cur], lane);
   }
+#endif
 #else
   /* one K and one V buffer, FlashAttention-2's pipeline: V(j) lands during Q K(j)^T and the
    * softmax, K(j+1) during P V(j) */

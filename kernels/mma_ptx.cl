@@ -22,7 +22,7 @@
 #define VEC_LOAD 0 /* 1: K/V blocks arrive by 16-byte cp.async (d, offsets, strides multiples of 16 bytes) */
 #endif
 #ifndef STAGES
-#define STAGES 1 /* K/V buffers: 1 (FlashAttention-2's pipeline, three barriers a block) or 2 (one) */
+#define STAGES 1 /* K/V buffers: 1 (FlashAttention-2's pipeline, three barriers a block) or 2 (mbarriers) */
 #endif
 #ifndef LAZY_RESCALE
 #define LAZY_RESCALE 1 /* 1: skip the rescale of O in blocks where no row's reference max moved */
@@ -71,6 +71,46 @@ inline void async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memo
 #define ASYNC_WAIT_GROUPS(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")
 inline void async_wait_prior(void) { ASYNC_WAIT_GROUPS(1); }
 inline void async_wait_all(void) { ASYNC_WAIT_GROUPS(0); }
+
+/* mbarriers in __local memory (sm_80+): fa2_mma.cl's split synchronisation of the two-buffer
+ * schedules. A barrier completes a phase when its count of arrivals is in; a waiter names the
+ * parity of the phase it waits for. */
+#ifndef MBAR_TRY_WAIT
+#define MBAR_TRY_WAIT 0 /* 1 (sm_90, the host knows): waiters suspend in try_wait instead of spinning on test_wait */
+#endif
+inline void mbar_init(__local ulong* bar, uint count) {
+  asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(local_addr(bar)), "r"(count) : "memory");
+}
+/* One arrival of this work-item, after (release) its earlier writes. */
+inline void mbar_arrive(__local ulong* bar) {
+  ulong state;
+  asm volatile("mbarrier.arrive.shared.b64 %0, [%1];" : "=l"(state) : "r"(local_addr(bar)) : "memory");
+}
+/* One arrival for the whole warp once every lane is past this point (the warp's earlier __local
+ * reads ordered before it through the warp barrier, then lane 0 arrives). */
+inline void mbar_arrive_warp(__local ulong* bar, int lane) {
+  asm volatile("bar.warp.sync -1;" ::: "memory");
+  if (lane == 0) mbar_arrive(bar);
+}
+/* Until the phase of parity `parity` has completed (acquire: the writes its arrivals released are visible). */
+inline void mbar_wait(__local ulong* bar, uint parity) {
+#if MBAR_TRY_WAIT
+  asm volatile("{ .reg .pred done; MBAR_WAIT: mbarrier.try_wait.parity.shared.b64 done, [%0], %1; @!done bra MBAR_WAIT; }"
+               ::"r"(local_addr(bar)), "r"(parity) : "memory");
+#else
+  asm volatile("{ .reg .pred done; MBAR_WAIT: mbarrier.test_wait.parity.shared.b64 done, [%0], %1; @!done bra MBAR_WAIT; }"
+               ::"r"(local_addr(bar)), "r"(parity) : "memory");
+#endif
+}
+/* This work-item's arrival for a batch of copies (load_block's): once every cp.async it issued has
+ * landed (counted in the init count: .noinc), or at once after element-wise stores. */
+inline void announce_copies(__local ulong* bar) {
+#if VEC_LOAD
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(local_addr(bar)) : "memory");
+#else
+  mbar_arrive(bar);
+#endif
+}
 
 /* Four 8x8 16-bit matrices from __local: lanes 8i..8i+7 give the row addresses of matrix i; lane
  * 4g+t receives row g, columns 2t and 2t+1 of each (.trans: column g, rows 2t and 2t+1). */

@@ -45,7 +45,8 @@ inline int tile_offset(int r, int c, int pitch) {
 }
 
 /* Writes of the generic proxy (cp.async, st.shared) made visible to the tensor cores' reads
- * (the async proxy): after this work-item's copies landed, before the barrier that publishes them. */
+ * (the async proxy): by each writer before the work-group barrier that publishes its copies, or
+ * by each reader after the mbarrier wait that says they landed. */
 inline void tile_writes_visible(void) { asm volatile(ARCH_ONLY "fence.proxy.async.shared::cta;" ::: "memory"); }
 
 inline void wg_fence(void) { asm volatile(ARCH_ONLY "wgmma.fence.sync.aligned;" ::: "memory"); }

@@ -71,12 +71,17 @@ struct MmaShape {
 // 316.3/257.3 and 316.0/256.9, eager 300.9/256.3 and 304.2/257.4; at d=128 mma.sync 4x32x2x2
 // 313.3/276.6 against wgmma 12x32 264.5/255.2 (8x32 216.2/194.3, 16x32 206.0/180.4) and mma.sync
 // 4x64x2x1 231.2/197.3, 8x32x1x2 224.1/209.6, 8x64x1x1 237.4/218.0, 4x32x2x1 259.2/231.5.
+// With mbarriers instead of a barrier per block (two-buffer schedules, v8): wgmma 16x64 lazy
+// 342.8/307.2, eager 351.7/303.0 (12x64 225.8/233.0, 8x64 251.8/231.3); d=128 mma.sync 4x32x2x2
+// lazy 333.4/304.6, eager 312.3/278.7 (4x16x2x2 301.0/267.6, 8x32x1x2 258.1/241.5, 2x32x2x2
+// 253.6/228.0); fp32 d=64 4x32x2x1 71.8/66.2 against two buffers 68.6/65.2.
 MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
   MmaShape s;
   if (kind == MmaKind::Wgmma) {
     s.warps = 16;
     s.m_tiles = 1;
     s.stages = 2;
+    s.lazy_rescale = a.causal;
     if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: two K/V buffers of 32 keys fit, 12 warps measured best
       s.warps = 12;
       s.block_cols = 32;
@@ -167,6 +172,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
   p.lazy_rescale = shape.lazy_rescale;
   p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
                   geo.elem_bytes;
+  if (shape.stages == 2) p.local_bytes += 4 * 8;  // the schedule's four mbarriers
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
@@ -176,20 +182,22 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
   return p;
 }
 
-std::string mma_options(const ForwardArgs& a, const TilePlan& plan) {
+std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind) {
   const std::size_t warps = plan.work_group_size / 32;
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
                 " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
                 // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
-                " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0);
+                " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
+                // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning
+                kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "");
 }
 
 void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const TilePlan& plan,
                  const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
   cl::Kernel kernel =
-      make_kernel(p, kernel_files(a, kind), mma_options(a, plan), "fa2_mma_forward", build_route(kind));
+      make_kernel(p, kernel_files(a, kind), mma_options(a, plan, kind), "fa2_mma_forward", build_route(kind));
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
   const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
   const std::size_t local[3] = {plan.work_group_size, 1, 1};
@@ -251,7 +259,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     // library's own business, not part of the caller's call.
     const Problem p = validate(queue(), args);
     const TilePlan plan = plan_for_kind(p.args, kind);
-    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args, kind), mma_options(p.args, plan),
+    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args, kind), mma_options(p.args, plan, kind),
                                      build_route(kind)),
                       "fa2_mma_forward");
     kernel.setArg(0, qb);
