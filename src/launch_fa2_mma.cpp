@@ -32,8 +32,9 @@ enum class MmaKind { MmaSync, Wgmma };
 
 // wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64.
 // FLASHCL_WGMMA=0 turns it off, =1 takes it at every head dim (for measurements: above d = 64
-// two K/V buffers of more than 32 keys do not fit the 48 KiB of OpenCL local memory, and
-// mma.sync measured faster; docs/perf/nvidia-h100.md, v5).
+// two K/V buffers of more than 32 keys do not fit the 48 KiB of OpenCL local memory, one K and
+// one V buffer of 64 keys lose the overlap of softmax and products, and mma.sync measured faster;
+// docs/perf/nvidia-h100.md, v5 and v8).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a) {
   const char* env = std::getenv("FLASHCL_WGMMA");
   const std::string choice = env != nullptr ? env : "";
@@ -74,7 +75,8 @@ struct MmaShape {
 // With mbarriers instead of a barrier per block (two-buffer schedules, v8): wgmma 16x64 lazy
 // 342.8/307.2, eager 351.7/303.0 (12x64 225.8/233.0, 8x64 251.8/231.3); d=128 mma.sync 4x32x2x2
 // lazy 333.4/304.6, eager 312.3/278.7 (4x16x2x2 301.0/267.6, 8x32x1x2 258.1/241.5, 2x32x2x2
-// 253.6/228.0); fp32 d=64 4x32x2x1 71.8/66.2 against two buffers 68.6/65.2.
+// 253.6/228.0); fp32 d=64 4x32x2x1 71.8/66.2 against two buffers 68.6/65.2. wgmma at d=128
+// (FLASHCL_WGMMA=1): 12x64x1x1 314.4/264.4, 8x64x1x1 237.2/219.3, 12x32x1x2 219.4/227.5.
 MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
   MmaShape s;
   if (kind == MmaKind::Wgmma) {
@@ -82,9 +84,10 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
     s.m_tiles = 1;
     s.stages = 2;
     s.lazy_rescale = a.causal;
-    if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: two K/V buffers of 32 keys fit, 12 warps measured best
+    if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: one K and one V buffer of 64 keys, 12 warps measured best
       s.warps = 12;
-      s.block_cols = 32;
+      s.stages = 1;
+      s.lazy_rescale = true;
     }
   } else {
     if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
