@@ -8,6 +8,7 @@
 #include "errors.hpp"
 #include "fault_injection.hpp"
 #include "launchers.hpp"
+#include "mma_plan.hpp"
 #include "program_cache.hpp"
 
 namespace flashcl {

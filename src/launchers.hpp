@@ -49,11 +49,9 @@ void launch_fa1(cl_command_queue queue, const Problem& p, cl_mem workspace, cons
                 Launch& launch);
 void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
 
-// The NVIDIA tensor-core path of fa2 (launch_fa2_mma.cpp): eligibility from device facts and
-// arguments, its fixed plan, and a launch that returns false (enqueuing nothing) when the device
-// cannot take it, so the caller falls back to launch_fa2.
-bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& args);
-TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& args);
+// The NVIDIA tensor-core path of fa2 (launch_fa2_mma.cpp; its eligibility and plan in
+// mma_plan.hpp): a launch that returns false (enqueuing nothing) when the device cannot take it,
+// so the caller falls back to launch_fa2.
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
 
 }  // namespace flashcl::detail

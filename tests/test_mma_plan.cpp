@@ -1,0 +1,219 @@
+// test_mma_plan.cpp: the NVIDIA tensor-core plan (src/mma_plan.cpp) as pure functions, on
+// simulated NVIDIA GPUs of compute capability 8.0 and 9.0 with OpenCL's 48 KiB of local memory:
+// which calls qualify, that every head dim, dtype and mask mode gets a plan that fits, the default
+// shapes the H100 measurements chose, the exact __local bytes of each buffer scheme (what ptxas
+// reports for the kernels), the FLASHCL_MMA / FLASHCL_WGMMA / FLASHCL_TILE / FLASHCL_MMA_TILE
+// overrides, and the alignment rules behind the 16-byte copies and 4-byte Q/O pairs. The kernels
+// themselves only run on NVIDIA hardware (bench/gpu/run.sh).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "errors.hpp"
+#include "mma_plan.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+DeviceFacts nvidia(int major, int minor) {
+  DeviceFacts f;
+  f.name = "simulated NVIDIA GPU";
+  f.vendor = "NVIDIA Corporation";
+  f.kind = DeviceKind::GPU;
+  f.local_mem_bytes = 48 * 1024;
+  f.max_work_group_size = 1024;
+  f.work_group_multiple = 32;
+  f.nv_compute_major = major;
+  f.nv_compute_minor = minor;
+  return f;
+}
+
+// Dense (B, N, H, d) tensors with every stride set, as validate() leaves them.
+ForwardArgs call(DType dtype, int d, bool causal = false) {
+  ForwardArgs a;
+  a.batch = 2;
+  a.heads = 4;
+  a.seqlen_q = a.seqlen_k = 256;
+  a.head_dim = d;
+  a.dtype = dtype;
+  a.causal = causal;
+  a.algorithm = Algorithm::FA2;
+  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
+    t->head_stride = d;
+    t->seq_stride = static_cast<std::int64_t>(a.heads) * d;
+    t->batch_stride = t->seq_stride * a.seqlen_q;
+  }
+  return a;
+}
+
+// Sets an environment variable for one scope, restoring "unset" after.
+struct ScopedEnv {
+  const char* name;
+  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name); }
+};
+
+TEST(MmaPlan, EveryHeadDimFitsOpenClLocalMemory) {
+  for (int major : {8, 9})
+    for (DType dtype : {DType::F32, DType::F16, DType::BF16})
+      for (bool causal : {false, true})
+        for (int d = 1; d <= 128; ++d) {
+          const DeviceFacts dev = nvidia(major, 0);
+          const ForwardArgs a = call(dtype, d, causal);
+          SCOPED_TRACE("cc " + std::to_string(major) + " " + to_string(dtype) + " d=" + std::to_string(d) +
+                       (causal ? " causal" : ""));
+          ASSERT_TRUE(mma_eligible(dev, a));
+          const TilePlan p = mma_plan(dev, a);
+          EXPECT_LT(p.local_bytes, dev.local_mem_bytes);  // strictly: the driver adds its own bytes
+          EXPECT_LE(p.work_group_size, dev.max_work_group_size);
+          EXPECT_EQ(p.work_group_size % 32, 0u);
+          EXPECT_EQ(p.block_rows % 16, 0);
+          EXPECT_EQ(p.block_cols % 16, 0);
+          EXPECT_GE(p.padded_head_dim, d);
+          EXPECT_TRUE(p.stages == 1 || p.stages == 2);
+          EXPECT_FALSE(p.reason.empty());
+        }
+}
+
+TEST(MmaPlan, DefaultShapesAreTheMeasuredOnes) {
+  // Hopper, fp16, d = 64: wgmma, 16 warps of 16 rows, 64-key blocks, two buffers; O rescaled
+  // lazily only when causal
+  TilePlan p = mma_plan(nvidia(9, 0), call(DType::F16, 64));
+  EXPECT_EQ(p.block_rows, 256);
+  EXPECT_EQ(p.block_cols, 64);
+  EXPECT_EQ(p.work_group_size, 512u);
+  EXPECT_EQ(p.stages, 2);
+  EXPECT_FALSE(p.lazy_rescale);
+  EXPECT_TRUE(mma_plan(nvidia(9, 0), call(DType::F16, 64, true)).lazy_rescale);
+  EXPECT_NE(p.reason.find("wgmma"), std::string::npos) << p.reason;
+  // d = 128: mma.sync, 4 warps of two 16-row tiles, 32-key blocks, two buffers
+  p = mma_plan(nvidia(9, 0), call(DType::BF16, 128));
+  EXPECT_EQ(p.block_rows, 128);
+  EXPECT_EQ(p.block_cols, 32);
+  EXPECT_EQ(p.work_group_size, 128u);
+  EXPECT_EQ(p.stages, 2);
+  EXPECT_NE(p.reason.find("mma.sync.m16n8k16"), std::string::npos) << p.reason;
+  // fp32: 3xTF32 on mma.sync, one buffer
+  p = mma_plan(nvidia(9, 0), call(DType::F32, 64));
+  EXPECT_EQ(p.stages, 1);
+  EXPECT_NE(p.reason.find("3xTF32"), std::string::npos) << p.reason;
+  // Ampere: no wgmma; causal fp16 at d = 64 takes one buffer with eager rescaling
+  p = mma_plan(nvidia(8, 0), call(DType::F16, 64, true));
+  EXPECT_EQ(p.block_rows, 128);
+  EXPECT_EQ(p.stages, 1);
+  EXPECT_FALSE(p.lazy_rescale);
+  EXPECT_FALSE(wgmma_wanted(nvidia(8, 0), call(DType::F16, 64)));
+  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), call(DType::F32, 64)));
+  EXPECT_TRUE(wgmma_wanted(nvidia(9, 0), call(DType::F16, 64)));
+  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), call(DType::F16, 128)));
+}
+
+TEST(MmaPlan, LocalBytesCountEveryBuffer) {
+  // wgmma d = 64: two 64-key K and V tiles of 64 columns (no padding), four 8-byte mbarriers,
+  // one 4-byte word per work-item for WG_WAIT_AFTER
+  EXPECT_EQ(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma).local_bytes, 2u * 64 * (64 + 64) * 2 + 32 + 4 * 512);
+  // mma.sync d = 128: two 32-key tiles with rows padded by 8 elements, four mbarriers
+  EXPECT_EQ(plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync).local_bytes, 2u * 32 * (136 + 136) * 2 + 32);
+  // 3xTF32 d = 64: one 32-key buffer, K rows padded to 72 and V rows to 68 floats, no mbarriers
+  EXPECT_EQ(plan_for_kind(call(DType::F32, 64), MmaKind::MmaSync).local_bytes, 1u * 32 * (72 + 68) * 4);
+}
+
+TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
+  const DeviceFacts hopper = nvidia(9, 0);
+  const ForwardArgs plain = call(DType::F16, 64);
+  EXPECT_TRUE(mma_eligible(hopper, plain));
+  ForwardArgs gqa = plain;
+  gqa.heads_kv = 2;
+  EXPECT_TRUE(mma_eligible(hopper, gqa));
+
+  EXPECT_FALSE(mma_eligible(nvidia(7, 5), plain));  // no cp.async / ldmatrix / bf16 mma
+  DeviceFacts other = hopper;
+  other.vendor = "Advanced Micro Devices, Inc.";
+  EXPECT_FALSE(mma_eligible(other, plain));
+  DeviceFacts cpu = hopper;
+  cpu.kind = DeviceKind::CPU;
+  EXPECT_FALSE(mma_eligible(cpu, plain));
+
+  auto expect_not = [&](const char* what, auto change) {
+    ForwardArgs a = plain;
+    change(a);
+    EXPECT_FALSE(mma_eligible(hopper, a)) << what;
+  };
+  expect_not("d > 128", [](ForwardArgs& a) { a.head_dim = 129; });
+  expect_not("fa1", [](ForwardArgs& a) { a.algorithm = Algorithm::FA1; });
+  expect_not("forced tile", [](ForwardArgs& a) { a.tile.block_rows = 64; });
+  expect_not("window", [](ForwardArgs& a) { a.window.left = 16; });
+  expect_not("softcap", [](ForwardArgs& a) { a.softcap = 30.0f; });
+  expect_not("mask", [](ForwardArgs& a) { a.mask.kind = MaskKind::Bias; });
+  int dummy = 0;  // any non-null handle: the plan only looks at whether it is set
+  expect_not("alibi", [&](ForwardArgs& a) { a.alibi_slopes = reinterpret_cast<cl_mem>(&dummy); });
+  expect_not("varlen", [&](ForwardArgs& a) { a.cu_seqlens_q = reinterpret_cast<cl_mem>(&dummy); });
+}
+
+TEST(MmaPlan, EnvironmentOverrides) {
+  const DeviceFacts hopper = nvidia(9, 0);
+  {
+    ScopedEnv off("FLASHCL_MMA", "0");
+    EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64)));
+  }
+  {
+    ScopedEnv portable("FLASHCL_TILE", "64x32");
+    EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64)));
+  }
+  {
+    ScopedEnv no_wgmma("FLASHCL_WGMMA", "0");
+    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 64)));
+    EXPECT_EQ(mma_plan(hopper, call(DType::F16, 64)).block_rows, 128);  // mma.sync's shape
+  }
+  {
+    ScopedEnv wgmma_everywhere("FLASHCL_WGMMA", "1");
+    ASSERT_TRUE(wgmma_wanted(hopper, call(DType::F16, 128)));
+    const TilePlan p = mma_plan(hopper, call(DType::F16, 128));
+    EXPECT_EQ(p.block_rows, 192);  // 12 warps, one K and one V buffer of 64 keys
+    EXPECT_EQ(p.block_cols, 64);
+    EXPECT_EQ(p.stages, 1);
+    EXPECT_LT(p.local_bytes, hopper.local_mem_bytes);
+  }
+  {
+    ScopedEnv tile("FLASHCL_MMA_TILE", "8x32x1x2x0");
+    const TilePlan p = plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync);
+    EXPECT_EQ(p.work_group_size, 256u);
+    EXPECT_EQ(p.block_rows, 128);
+    EXPECT_EQ(p.block_cols, 32);
+    EXPECT_EQ(p.stages, 2);
+    EXPECT_FALSE(p.lazy_rescale);
+  }
+  for (const char* bad : {"4x64junk", "4x63", "0x64", "4x64x2x3", "4", "17x64", "4x64x2x2x1x1"}) {
+    ScopedEnv tile("FLASHCL_MMA_TILE", bad);
+    try {
+      plan_for_kind(call(DType::F16, 64), MmaKind::MmaSync);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_MMA_TILE"), std::string::npos) << e.what();
+    }
+  }
+  ScopedEnv half_warpgroup("FLASHCL_MMA_TILE", "6x64x1x2");  // wgmma needs whole warpgroups
+  EXPECT_THROW(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma), Error);
+}
+
+TEST(MmaPlan, AlignmentRules) {
+  EXPECT_TRUE(rows_are_16_byte_aligned(call(DType::F16, 64)));
+  EXPECT_TRUE(rows_are_16_byte_aligned(call(DType::F32, 68)));   // 4-float chunks
+  EXPECT_FALSE(rows_are_16_byte_aligned(call(DType::F16, 60)));  // 120-byte rows
+  ForwardArgs shifted = call(DType::F16, 64);
+  shifted.v.offset = 4;  // 8-byte start
+  EXPECT_FALSE(rows_are_16_byte_aligned(shifted));
+  EXPECT_TRUE(rows_are_pair_aligned(shifted));  // V plays no part in the Q/O pairs
+
+  EXPECT_TRUE(rows_are_pair_aligned(call(DType::BF16, 40)));
+  EXPECT_FALSE(rows_are_pair_aligned(call(DType::F16, 33)));
+  EXPECT_FALSE(rows_are_pair_aligned(call(DType::F32, 64)));  // fp32 has no pairs
+  ForwardArgs odd_stride = call(DType::F16, 64);
+  odd_stride.o.seq_stride += 1;
+  EXPECT_FALSE(rows_are_pair_aligned(odd_stride));
+}
+
+}  // namespace
+}  // namespace flashcl::detail
