@@ -12,22 +12,13 @@
 
 #include "errors.hpp"
 #include "mma_plan.hpp"
+#include "simulated_devices.hpp"
 
 namespace flashcl::detail {
 namespace {
 
-DeviceFacts nvidia(int major, int minor) {
-  DeviceFacts f;
-  f.name = "simulated NVIDIA GPU";
-  f.vendor = "NVIDIA Corporation";
-  f.kind = DeviceKind::GPU;
-  f.local_mem_bytes = 48 * 1024;
-  f.max_work_group_size = 1024;
-  f.work_group_multiple = 32;
-  f.nv_compute_major = major;
-  f.nv_compute_minor = minor;
-  return f;
-}
+// OpenCL's 48 KiB of local memory, as NVIDIA's driver reports it
+DeviceFacts nvidia(int major, int minor) { return simulated_nvidia_gpu(48, major, minor); }
 
 // Dense (B, N, H, d) tensors with every stride set, as validate() leaves them.
 ForwardArgs call(DType dtype, int d, bool causal = false) {

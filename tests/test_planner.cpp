@@ -6,21 +6,13 @@
 
 #include <cstdlib>
 
+#include "simulated_devices.hpp"
 #include "tile_planner.hpp"
 
 namespace flashcl::detail {
 namespace {
 
-DeviceFacts gpu(std::size_t local_kib) {
-  DeviceFacts f;
-  f.name = "simulated GPU";
-  f.vendor = "NVIDIA Corporation";
-  f.kind = DeviceKind::GPU;
-  f.local_mem_bytes = local_kib * 1024;
-  f.max_work_group_size = 1024;
-  f.work_group_multiple = 32;
-  return f;
-}
+DeviceFacts gpu(std::size_t local_kib) { return simulated_nvidia_gpu(local_kib); }
 
 DeviceFacts pocl_cpu() {
   DeviceFacts f;
