@@ -78,6 +78,11 @@ inline void async_wait_all(void) { ASYNC_WAIT_GROUPS(0); }
 #ifndef MBAR_TRY_WAIT
 #define MBAR_TRY_WAIT 0 /* 1 (sm_90, the host knows): waiters suspend in try_wait instead of spinning on test_wait */
 #endif
+#if MBAR_TRY_WAIT
+#define MBAR_WAIT_OP "mbarrier.try_wait"
+#else
+#define MBAR_WAIT_OP "mbarrier.test_wait"
+#endif
 inline void mbar_init(__local ulong* bar, uint count) {
   asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(local_addr(bar)), "r"(count) : "memory");
 }
@@ -94,13 +99,8 @@ inline void mbar_arrive_warp(__local ulong* bar, int lane) {
 }
 /* Until the phase of parity `parity` has completed (acquire: the writes its arrivals released are visible). */
 inline void mbar_wait(__local ulong* bar, uint parity) {
-#if MBAR_TRY_WAIT
-  asm volatile("{ .reg .pred done; MBAR_WAIT: mbarrier.try_wait.parity.shared.b64 done, [%0], %1; @!done bra MBAR_WAIT; }"
+  asm volatile("{ .reg .pred done; MBAR_WAIT: " MBAR_WAIT_OP ".parity.shared.b64 done, [%0], %1; @!done bra MBAR_WAIT; }"
                ::"r"(local_addr(bar)), "r"(parity) : "memory");
-#else
-  asm volatile("{ .reg .pred done; MBAR_WAIT: mbarrier.test_wait.parity.shared.b64 done, [%0], %1; @!done bra MBAR_WAIT; }"
-               ::"r"(local_addr(bar)), "r"(parity) : "memory");
-#endif
 }
 /* This work-item's arrival for a batch of copies (load_block's): once every cp.async it issued has
  * landed (counted in the init count: .noinc), or at once after element-wise stores. */

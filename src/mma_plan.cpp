@@ -13,9 +13,9 @@
 namespace flashcl::detail {
 namespace {
 
-// Work-group shape: warps, 16-row m-tiles per warp, keys per block. FLASHCL_MMA_TILE=
-// "WARPSxBC[xMT]" overrides it for experiments. Defaults measured on the H100
-// (docs/perf/nvidia-h100.md).
+// Work-group shape: warps, 16-row m-tiles per warp, keys per block, K/V buffers, rescaling.
+// FLASHCL_MMA_TILE="WARPSxBC[xMT[xSTAGES[xLAZY]]]" overrides it for experiments. Defaults measured
+// on the H100 (docs/perf/nvidia-h100.md).
 struct MmaShape {
   int warps = 4, block_cols = 64, m_tiles = 2;
   int stages = 1;            // K/V buffers: 1 (FlashAttention-2's pipeline) or 2 (double-buffered)
