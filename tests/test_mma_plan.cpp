@@ -78,13 +78,18 @@ TEST(MmaPlan, DefaultShapesAreTheMeasuredOnes) {
   EXPECT_FALSE(p.lazy_rescale);
   EXPECT_TRUE(mma_plan(nvidia(9, 0), call(DType::F16, 64, true)).lazy_rescale);
   EXPECT_NE(p.reason.find("wgmma"), std::string::npos) << p.reason;
-  // d = 128: mma.sync, 4 warps of two 16-row tiles, 32-key blocks, two buffers
+  // d = 128: mma.sync, warps of two 16-row tiles, 32-key blocks, two buffers; 8 warps (256 rows)
+  // when not causal, 4 when causal
   p = mma_plan(nvidia(9, 0), call(DType::BF16, 128));
-  EXPECT_EQ(p.block_rows, 128);
+  EXPECT_EQ(p.block_rows, 256);
   EXPECT_EQ(p.block_cols, 32);
-  EXPECT_EQ(p.work_group_size, 128u);
+  EXPECT_EQ(p.work_group_size, 256u);
   EXPECT_EQ(p.stages, 2);
   EXPECT_NE(p.reason.find("mma.sync.m16n8k16"), std::string::npos) << p.reason;
+  p = mma_plan(nvidia(9, 0), call(DType::F16, 128, true));
+  EXPECT_EQ(p.block_rows, 128);
+  EXPECT_EQ(p.work_group_size, 128u);
+  EXPECT_EQ(p.stages, 2);
   // fp32: 3xTF32 on mma.sync, one buffer
   p = mma_plan(nvidia(9, 0), call(DType::F32, 64));
   EXPECT_EQ(p.stages, 1);
