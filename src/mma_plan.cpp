@@ -54,14 +54,18 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
       s.stages = 1;
       s.lazy_rescale = true;
     }
-  } else {
-    if (a.head_dim > 64 || is_tf32(a)) s.block_cols = 32;
+  } else if (is_tf32(a)) {  // 3xTF32: one buffer
+    s.block_cols = 32;
+    if (a.head_dim > 64) s.m_tiles = 1;
+  } else if (a.head_dim > 64) {
+    s.block_cols = 32;
+    s.stages = 2;
     // 256 rows a work-group halve the K/V traffic per product: +3 % at d = 128 non-causal, but -8 %
     // causal, where the diagonal's wasted work and the uneven rows grow with the tile (v9c)
-    if (!is_tf32(a) && a.head_dim > 64 && !a.causal) s.warps = 8;
-    if (a.head_dim > 64 && is_tf32(a)) s.m_tiles = 1;
-    if (!is_tf32(a)) s.stages = a.head_dim <= 64 && a.causal ? 1 : 2;
-    if (!is_tf32(a) && a.head_dim <= 64 && a.causal) s.lazy_rescale = false;
+    if (!a.causal) s.warps = 8;
+  } else {  // causal: one buffer, eager rescaling
+    s.stages = a.causal ? 1 : 2;
+    s.lazy_rescale = !a.causal;
   }
   if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
     int lazy = 1;
