@@ -3,8 +3,9 @@
 # checks every path on the GPU against the float64 reference (the CTest suite, odd sizes
 # included), runs flashcl-bench and PyTorch's SDPA on the same shapes, prints one comparison table
 # and leaves the JSON and logs in the directory given (default /tmp/flashcl-gpu).
-# Usage: bench/gpu/run.sh OUT_DIR [quick]   (quick: one sequence length, no test suite; the odd-shape
-# check of every path runs in both)
+# Usage: [ROUNDS=R] bench/gpu/run.sh OUT_DIR [quick]   (quick: one sequence length, no test suite; the
+# odd-shape check of every path runs in both. R rounds, default 3: after the first, fa2 and PyTorch
+# run again in turn and the table shows medians over the rounds)
 set -uo pipefail
 out=${1:-/tmp/flashcl-gpu}
 mode=${2:-full}
@@ -58,4 +59,14 @@ for n in $seqlens; do
 done
 python3 bench/gpu/sdpa.py --seqlen "$(echo $seqlens | tr ' ' ,)" --dtype f32,f16,bf16 --json "$out/sdpa.json" \
   2>> "$out/sdpa.log" || tail -5 "$out/sdpa.log"
-python3 bench/gpu/compare.py "$out/sdpa.json" "$out"/flashcl-*.json | tee "$out/compare.txt"
+# Further rounds of fa2 and PyTorch in turn: FlashAttention-2's own figures move by up to 9 % from
+# run to run on the H100, so one round's ratio can swing either way; compare.py takes medians.
+for round in $(seq 2 "${ROUNDS:-3}"); do
+  for n in $seqlens; do
+    ./build-gpu/bench/flashcl-bench -b $((32768 / n)) --heads 16 -n $n --head-dim 64,128 --causal both --algo fa2 \
+      --dtype f32,f16,bf16 -r 10 --no-check -f json -o "$out/fa2-round$round-$n.json" 2>> "$out/bench.log"
+  done
+  python3 bench/gpu/sdpa.py --seqlen "$(echo $seqlens | tr ' ' ,)" --dtype f32,f16,bf16 \
+    --json "$out/sdpa-round$round.json" 2>> "$out/sdpa.log" || tail -5 "$out/sdpa.log"
+done
+python3 bench/gpu/compare.py "$out"/sdpa*.json "$out"/flashcl-*.json "$out"/fa2-round*.json | tee "$out/compare.txt"
