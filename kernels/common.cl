@@ -198,6 +198,35 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
   return s;
 }
 
+/* The (Q block, head, batch) of an fa2 work-group, on a grid of (Q blocks, heads, batches).
+ * Work-groups start in the order of their linear id (dimension 0 fastest). Causal calls take each
+ * (batch, head)'s Q blocks last first, as the last sees the most keys, and interleave the blocks
+ * of the last a->order_tail pairs, longest first across them: the grid then ends on short
+ * work-groups everywhere instead of on the long blocks of its last few heads while the other
+ * compute units idle. The host sizes the tail (causal_order_tail); K and V of the pairs in flight
+ * stay few, so they keep meeting in the cache. Other calls' blocks are equally long: plain order. */
+inline void block_coordinates(const AttnArgs* a, int* q_block, int* h, int* b) {
+#if CAUSAL
+  const int blocks = get_num_groups(0), heads = get_num_groups(1);
+  int pair = get_group_id(1) + heads * get_group_id(2), rank = get_group_id(0);
+  const int bulk = heads * get_num_groups(2) - a->order_tail;
+  if (pair >= bulk) { /* the tail's work-groups, renumbered rank-major across its pairs */
+    const int at = (pair - bulk) * blocks + rank;
+    rank = at / a->order_tail;
+    pair = bulk + at - rank * a->order_tail;
+  }
+  *q_block = blocks - 1 - rank;
+  *h = pair % heads;
+  *b = pair / heads;
+#else /* the ids themselves, which the compiler can re-read instead of holding in registers (the
+       * same arithmetic cost the 3xTF32 kernel, at 255 registers, 4 % on the H100) */
+  (void)a;
+  *q_block = get_group_id(0);
+  *h = get_group_id(1);
+  *b = get_group_id(2);
+#endif
+}
+
 /* Key blocks [*kb_begin, *kb_end) of width bc that rows [q0, q_end) can see at all: blocks wholly
  * above the causal diagonal or outside the window are never visited. */
 inline void key_block_range(int q0, int q_end, int bc, const SeqView* v, const AttnArgs* a, int* kb_begin,

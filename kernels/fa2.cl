@@ -23,7 +23,9 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
-  const int q0 = get_group_id(0) * BR, h = get_group_id(1), b = get_group_id(2);
+  int q_block, h, b;
+  block_coordinates(a, &q_block, &h, &b);
+  const int q0 = q_block * BR;
   const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
 #if VARLEN
   if (q0 >= SV_NQ(&sv, a)) return; /* the whole work-group leaves: no barrier is split */

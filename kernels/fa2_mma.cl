@@ -186,12 +186,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
   const AttnArgs* a = &args;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
-#if CAUSAL /* the longest rows first, so the last work-groups to start are short ones */
-  const int q0 = (get_num_groups(0) - 1 - get_group_id(0)) * BR;
-#else
-  const int q0 = get_group_id(0) * BR;
-#endif
-  const int h = get_group_id(1), b = get_group_id(2);
+  int q_block, h, b;
+  block_coordinates(a, &q_block, &h, &b);
+  const int q0 = q_block * BR;
   const int q_end = min(q0 + BR, a->seqlen_q);
   const long q_base = TENSOR_BASE(a, q, b, h), o_base = TENSOR_BASE(a, o, b, h);
   const long k_base = TENSOR_BASE(a, k, b, KV_HEAD(a, h)), v_base = TENSOR_BASE(a, v, b, KV_HEAD(a, h));

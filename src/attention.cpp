@@ -70,6 +70,17 @@ std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
                 plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
 }
 
+Fa2Grid fa2_grid(const Problem& p, const TilePlan& plan) {
+  const ForwardArgs& a = p.args;
+  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
+  const std::size_t pairs = static_cast<std::size_t>(a.heads) * static_cast<std::size_t>(a.batch);
+  Fa2Grid grid{{q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)},
+               {plan.work_group_size, 1, 1},
+               p.kernel_args};
+  grid.args.order_tail = a.causal ? causal_order_tail(p.facts->compute_units, plan.work_group_size, q_blocks, pairs) : 0;
+  return grid;
+}
+
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
                        const char* name, BuildRoute route) {
   cl::Program program = cached_program(p.context, p.device, files, options, route);

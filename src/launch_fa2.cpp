@@ -9,13 +9,10 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_e
   const TilePlan plan = plan_for(*p.facts, a);
   cl::Kernel kernel = make_kernel(p, {"attn_args.h", "common.cl", "team.cl", "fa2.cl"}, flash_options(a, plan),
                                   "fa2_forward");
+  const Fa2Grid grid = fa2_grid(p, plan);
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
-           a.alibi_slopes, a.mask.buffer, p.kernel_args);
-  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
-  const std::size_t local[3] = {plan.work_group_size, 1, 1};
-  const std::size_t global[3] = {q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads),
-                                 static_cast<std::size_t>(a.batch)};
-  enqueue(queue, kernel, global, local, wait, launch);
+           a.alibi_slopes, a.mask.buffer, grid.args);
+  enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 
 }  // namespace flashcl::detail

@@ -50,12 +50,9 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const T
   const ForwardArgs& a = p.args;
   cl::Kernel kernel =
       make_kernel(p, kernel_files(a, kind), mma_options(a, plan, kind), "fa2_mma_forward", build_route(kind));
-  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, p.kernel_args);
-  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
-  const std::size_t local[3] = {plan.work_group_size, 1, 1};
-  const std::size_t global[3] = {q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads),
-                                 static_cast<std::size_t>(a.batch)};
-  enqueue(queue, kernel, global, local, wait, launch);
+  const Fa2Grid grid = fa2_grid(p, plan);
+  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
+  enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 
 // Values exact in 16 bits: multiples of 1/64 in [-1, 1).

@@ -28,6 +28,14 @@ std::string common_options(const ForwardArgs& args);
 // -D options of an fa1/fa2 program: common_options() plus the tile plan.
 std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
 
+// The grid of both fa2 kernels, one work-group per (Q block, head, batch), and the argument block
+// with its causal dispatch order (order_tail; common.cl's block_coordinates).
+struct Fa2Grid {
+  std::size_t global[3], local[3];
+  AttnArgs args;
+};
+Fa2Grid fa2_grid(const Problem& p, const TilePlan& plan);
+
 // Creates `name` from the cached program for `files` + `options`, built by `route`.
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
                        const char* name, BuildRoute route = BuildRoute::Source);

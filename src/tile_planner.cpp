@@ -193,6 +193,17 @@ TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& r) {
   return r.algorithm == Algorithm::FA1 ? plan_fa1(device, r) : plan_fa2(device, r);
 }
 
+// A greedy-schedule model of the H100's causal grids (264 resident work-groups; B = 8, H = 16,
+// 32 Q blocks a head) puts the plain order's tail at 7 % of the call and this order's at 1-2 %;
+// with one batch of 16 heads, 60 % against 0-3 %.
+int causal_order_tail(int compute_units, std::size_t work_group_size, std::size_t q_blocks, std::size_t pairs,
+                      std::size_t items_per_unit) {
+  if (q_blocks < 2 || pairs == 0 || work_group_size == 0) return 0;
+  const std::size_t resident = static_cast<std::size_t>(std::max(compute_units, 1)) *
+                               std::max<std::size_t>(items_per_unit / work_group_size, 1);
+  return static_cast<int>(std::min((2 * resident + q_blocks - 1) / q_blocks, pairs));
+}
+
 TileOverride tile_override_from_env() {
   TileOverride t;
   const char* text = std::getenv("FLASHCL_TILE");

@@ -39,6 +39,13 @@ TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& request);
 // __local bytes an fa1/fa2 kernel with these sizes declares.
 std::size_t flash_local_bytes(Algorithm algorithm, int block_rows, int block_cols, int team_size, int padded_head_dim);
 
+// (batch, head) pairs whose Q blocks end a causal fa2 grid interleaved, longest first (common.cl's
+// block_coordinates): enough for about two waves of work-groups, taking `items_per_unit` resident
+// work-items per compute unit, so no compute unit is left running one long block while the
+// others idle. At most `pairs`; 0 when a pair has a single Q block (nothing to reorder).
+int causal_order_tail(int compute_units, std::size_t work_group_size, std::size_t q_blocks, std::size_t pairs,
+                      std::size_t items_per_unit = 256);
+
 // FLASHCL_TILE="BRxBC" parsed into an override (empty when unset); bad text is InvalidArgument.
 TileOverride tile_override_from_env();
 

@@ -135,6 +135,16 @@ TEST(Planner, EnvironmentOverride) {
   EXPECT_EQ(tile_override_from_env().block_rows, 0);
 }
 
+// The causal tail spans about two waves of resident work-groups (256 work-items a compute unit).
+TEST(Planner, CausalOrderTailSpansTwoWaves) {
+  EXPECT_EQ(causal_order_tail(132, 128, 32, 128), 17);   // H100, mma.sync d = 128: 264 resident, 528 / 32
+  EXPECT_EQ(causal_order_tail(132, 512, 32, 128), 9);    // 16-warp wgmma: one a compute unit
+  EXPECT_EQ(causal_order_tail(132, 128, 64, 64), 9);     // N = 8192
+  EXPECT_EQ(causal_order_tail(132, 128, 8, 16), 16);     // no more than the pairs there are
+  EXPECT_EQ(causal_order_tail(132, 128, 1, 128), 0);     // one block a pair: nothing to reorder
+  EXPECT_EQ(causal_order_tail(0, 64, 4, 10), 2);         // an unknown count counts as one unit: 8 / 4
+}
+
 TEST(Planner, RejectsHeadDimOutOfRange) {
   EXPECT_THROW(plan_tiles(gpu(48), request(Algorithm::FA2, 0)), Error);
   EXPECT_THROW(plan_tiles(gpu(48), request(Algorithm::FA2, 257)), Error);
