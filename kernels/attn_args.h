@@ -35,7 +35,8 @@ typedef struct {
   fcl_i32 total_q;      /* VARLEN: packed query rows (LSE is (heads, total_q)) */
   fcl_i32 alibi_batch_stride; /* ALIBI: slopes (heads) -> 0, (batch, heads) -> heads */
   fcl_f32 softcap;      /* SOFTCAP: c in s <- c tanh(s / c) */
-  fcl_i32 order_tail;   /* fa2, causal: (batch, head) pairs whose Q blocks end the grid interleaved (block_coordinates) */
+  fcl_i32 order_tail;   /* fa2, causal: (batch, head) pairs whose Q blocks end the grid interleaved
+                         (common.cl's block_coordinates) */
 } AttnArgs;
 
 #define FLASHCL_ATTN_ARGS_SIZE 224

@@ -77,7 +77,7 @@ Fa2Grid fa2_grid(const Problem& p, const TilePlan& plan) {
   Fa2Grid grid{{q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)},
                {plan.work_group_size, 1, 1},
                p.kernel_args};
-  grid.args.order_tail = a.causal ? causal_order_tail(p.facts->compute_units, plan.work_group_size, q_blocks, pairs) : 0;
+  if (a.causal) grid.args.order_tail = causal_order_tail(p.facts->compute_units, plan.work_group_size, q_blocks, pairs);
   return grid;
 }
 
