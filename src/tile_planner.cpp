@@ -9,6 +9,8 @@
 //  - fa2 takes the first (Br, Bc) from a preference list whose footprint fits.
 //  - CPU devices emulate __local memory in ordinary memory; tiles are planned against 64 KiB
 //    there so the working set stays in the core's L2 cache.
+//  - Causal fa2 grids end with their last few (batch, head) pairs interleaved, longest Q block
+//    first (causal_order_tail sizes that tail to about two waves of work-groups).
 #include "tile_planner.hpp"
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// tile_planner.hpp: the pure function from device facts and problem to tile sizes and
-// work-group shape. No OpenCL calls, so tests can plan for simulated devices.
+// tile_planner.hpp: the pure functions from device facts and problem to tile sizes, work-group
+// shape and the causal dispatch tail. No OpenCL calls, so tests can plan for simulated devices.
 #pragma once
 
 #include <cstddef>

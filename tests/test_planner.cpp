@@ -1,7 +1,7 @@
 // test_planner.cpp: the tile planner as a pure function, on simulated GPUs with 16, 32, 48 and
 // 64 KiB of local memory and on a PoCL-like CPU: it never plans more local memory or work-items
 // than the device has, keeps the shapes the kernels need, follows FA1's rule, errors clearly when
-// nothing fits, and honours overrides.
+// nothing fits, and honours overrides; and the size of fa2's causal dispatch tail.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
