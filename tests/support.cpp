@@ -7,13 +7,13 @@
 #include <sstream>
 
 namespace flashcl::test {
-namespace {
-
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
 void check(cl_int err, const char* what) {
   if (err != CL_SUCCESS) throw Error(Status::OpenCLError, std::string(what) + " failed: " + std::to_string(err));
 }
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 // Strides and total size of a layout.
 Tensor layout_view(Layout layout, int B, int S, int H, int d, std::size_t& elems) {

@@ -17,6 +17,9 @@ namespace flashcl::test {
 // The process-wide session (FLASHCL_PLATFORM / FLASHCL_DEVICE choose; PoCL's CPU in CI).
 Session& session();
 
+// Throws Error(OpenCLError) naming `what` when a raw OpenCL call the tests make fails.
+void check(cl_int err, const char* what);
+
 enum class Layout {
   BSHD,        // dense (B, S, H, d): the default
   BHSD,        // dense (B, H, S, d) through strides

@@ -5,7 +5,6 @@
 // pairs of the tail, and other grids keep the plain order.
 #include <fstream>
 #include <sstream>
-#include <stdexcept>
 #include <tuple>
 
 #include "attn_args.h"
@@ -13,10 +12,6 @@
 
 namespace flashcl::test {
 namespace {
-
-void cl_ok(cl_int err, const char* what) {
-  if (err != CL_SUCCESS) throw std::runtime_error(std::string(what) + " failed: " + std::to_string(err));
-}
 
 std::string read_kernel_file(const char* name) {
   std::ifstream in(std::string(FLASHCL_SOURCE_DIR) + "/kernels/" + name);
@@ -47,29 +42,29 @@ std::vector<int> record(const Grid& grid, bool causal) {
   const char* text = source.c_str();
   cl_int err = CL_SUCCESS;
   cl_program program = clCreateProgramWithSource(session().context(), 1, &text, nullptr, &err);
-  cl_ok(err, "clCreateProgramWithSource");
+  check(err, "clCreateProgramWithSource");
   cl_device_id device = session().device();
   const std::string options = causal ? "-DCAUSAL=1" : "-DCAUSAL=0";
-  cl_ok(clBuildProgram(program, 1, &device, options.c_str(), nullptr, nullptr), "clBuildProgram");
+  check(clBuildProgram(program, 1, &device, options.c_str(), nullptr, nullptr), "clBuildProgram");
   cl_kernel kernel = clCreateKernel(program, "record", &err);
-  cl_ok(err, "clCreateKernel");
+  check(err, "clCreateKernel");
   const std::size_t groups = static_cast<std::size_t>(grid.blocks) * grid.heads * grid.batch;
   std::vector<int> out(3 * groups, -1);
   cl_mem buffer = clCreateBuffer(session().context(), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, out.size() * sizeof(int),
                                  out.data(), &err);
-  cl_ok(err, "clCreateBuffer");
+  check(err, "clCreateBuffer");
   AttnArgs args{};
   args.heads = grid.heads;
   args.batch = grid.batch;
   args.order_tail = grid.tail;
-  cl_ok(clSetKernelArg(kernel, 0, sizeof buffer, &buffer), "clSetKernelArg");
-  cl_ok(clSetKernelArg(kernel, 1, sizeof args, &args), "clSetKernelArg");
+  check(clSetKernelArg(kernel, 0, sizeof buffer, &buffer), "clSetKernelArg");
+  check(clSetKernelArg(kernel, 1, sizeof args, &args), "clSetKernelArg");
   const std::size_t global[3] = {static_cast<std::size_t>(grid.blocks), static_cast<std::size_t>(grid.heads),
                                  static_cast<std::size_t>(grid.batch)};
   const std::size_t local[3] = {1, 1, 1};
-  cl_ok(clEnqueueNDRangeKernel(session().queue(), kernel, 3, nullptr, global, local, 0, nullptr, nullptr),
+  check(clEnqueueNDRangeKernel(session().queue(), kernel, 3, nullptr, global, local, 0, nullptr, nullptr),
         "clEnqueueNDRangeKernel");
-  cl_ok(clEnqueueReadBuffer(session().queue(), buffer, CL_TRUE, 0, out.size() * sizeof(int), out.data(), 0, nullptr,
+  check(clEnqueueReadBuffer(session().queue(), buffer, CL_TRUE, 0, out.size() * sizeof(int), out.data(), 0, nullptr,
                             nullptr),
         "clEnqueueReadBuffer");
   clReleaseMemObject(buffer);
