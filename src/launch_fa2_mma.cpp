@@ -116,10 +116,10 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     kernel.setArg(2, vb);
     kernel.setArg(3, ob);
     kernel.setArg(4, sizeof(cl_mem), nullptr);
-    kernel.setArg(5, p.kernel_args);
-    const std::size_t groups = (static_cast<std::size_t>(nq) + plan.block_rows - 1) / plan.block_rows;
-    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(groups * plan.work_group_size, 1, 1),
-                               cl::NDRange(plan.work_group_size, 1, 1));
+    const Fa2Grid grid = fa2_grid(p, plan);
+    kernel.setArg(5, grid.args);
+    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
+                               cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
     std::vector<float> out(nq * d);
     if (dtype == DType::F32) {
       queue.enqueueReadBuffer(ob, CL_TRUE, 0, out.size() * 4, out.data());
