@@ -18,7 +18,8 @@
  * buffers they are done with) instead of a work-group barrier per block. The softmax is
  * online per block (running max m and sum l per row, O rescaled by 2^(m_old - m_new)); P goes
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
- * once, with LSE, at the end. Masks: bounds and the causal diagonal, through common.cl's
+ * once, with LSE, at the end (through the free K/V stage as 16-byte row chunks where the
+ * schedule and O's strides allow: O_STAGED). Masks: bounds and the causal diagonal, through common.cl's
  * key_block_range, block_needs_mask and key_masked (the same rules as every path), applied only on
  * the blocks that cross them; GQA maps query heads to K/V heads. Other variants run on fa2.cl. */
 
@@ -177,6 +178,55 @@ inline void rescale_o(float acc[MT][NT_O][4], const float alpha[MT][2], bool res
       acc[i][n][3] *= alpha[i][1];
     }
 }
+
+/* O_STAGED: O leaves through __local memory as 16-byte row chunks (whole sectors, a quarter of the
+ * store instructions of pairs; +1-2 % at d = 128 on the H100, docs/perf/nvidia-h100.md v11). Only
+ * the mma.sync two-buffer schedule has a stage its last step did not read; the host sets
+ * O_VEC_STORE when every O row starts on 16 bytes and the head dim is a multiple of 8. Each warp
+ * owns a slice of O_SLICE_ROWS rows of that stage: the first half of the warps in its K tile, the
+ * other half in its V tile. */
+#if defined(O_VEC_STORE) && O_VEC_STORE && (DTYPE == 1 || DTYPE == 2) && STAGES == 2 && !defined(ASYNC_MMA) && \
+    WARPS % 2 == 0 && 2 * BC / WARPS >= 8
+#define O_STAGED 1
+#define O_SLICE_ROWS (2 * BC / WARPS >= 16 ? 16 : 8)
+#define O_CHUNKS (DPAD / CHUNK) /* 16-byte chunks of a row */
+#if K_PITCH != V_PITCH
+#error "O_STAGED lays out its slices with the K/V pitch"
+#endif
+/* Rows row_base .. row_base + 16 MT - 1 of O (this warp's; lane 4g+t holds rows g and g + 8 of
+ * each m-tile, columns 8n + 2t and + 1), scaled by inv, in passes of O_SLICE_ROWS rows: the lanes
+ * write their pairs into the slice (rows one bank group apart: no conflicts), then read it back
+ * as row chunks that go out whole. */
+inline void store_o_staged(__global ushort* o, long o_base, long stride, int row_base, int seqlen_q,
+                           const float acc[MT][NT_O][4], const float inv[MT][2], __local ushort* slice, int lane,
+                           int g, int t) {
+#pragma unroll
+  for (int pass = 0; pass < 16 * MT / O_SLICE_ROWS; ++pass) {
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if ((16 * i + 8 * r) / O_SLICE_ROWS != pass) continue; /* decided at compile time */
+        __local ushort* dst = slice + (16 * i + 8 * r - pass * O_SLICE_ROWS + g) * K_PITCH + 2 * t;
+#pragma unroll
+        for (int n = 0; n < NT_O; ++n)
+          *(__local uint*)(dst + 8 * n) = pack2(acc[i][n][2 * r] * inv[i][r], acc[i][n][2 * r + 1] * inv[i][r]);
+      }
+    asm volatile("bar.warp.sync -1;" ::: "memory"); /* the slice written before any lane reads it */
+#pragma unroll
+    for (int j = 0; j < (O_SLICE_ROWS * O_CHUNKS + 31) / 32; ++j) {
+      const int idx = lane + 32 * j, sr = idx / O_CHUNKS, c = (idx - sr * O_CHUNKS) * CHUNK;
+      const int row = row_base + pass * O_SLICE_ROWS + sr;
+      if ((O_SLICE_ROWS * O_CHUNKS) % 32 != 0 && idx >= O_SLICE_ROWS * O_CHUNKS) break;
+      if (row < seqlen_q && c < HEAD_DIM)
+        *(__global uint4*)(o + o_base + (long)row * stride + c) = *(__local const uint4*)(slice + sr * K_PITCH + c);
+    }
+    asm volatile("bar.warp.sync -1;" ::: "memory"); /* read before the next pass overwrites it */
+  }
+}
+#else
+#define O_STAGED 0
+#endif
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
@@ -342,6 +392,27 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
   /* epilogue: full row sums over the row's four lanes, O divided once, O and LSE written once */
   __global ELEM_T* og = (__global ELEM_T*)o;
+#if O_STAGED
+  /* the stage the last step did not read is free once every warp is past the step before it */
+  const int steps = n_blocks - kb_begin;
+  if (steps >= 2) mbar_wait(&done[(steps - 2) & 1], ((steps - 2) >> 1) & 1);
+  __local ELEM_T* slice = (warp < WARPS / 2 ? k_tile[steps & 1] : v_tile[steps & 1]) +
+                          (warp % (WARPS / 2)) * O_SLICE_ROWS * K_PITCH;
+  float inv[MT][2];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) { /* the sums and LSE as below (the measured order: sums after the wait) */
+      const int row = row0 + 16 * i + 8 * r;
+      float sum = l[i][r];
+      sum += shfl_xor(sum, 1);
+      sum += shfl_xor(sum, 2);
+      inv[i][r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+      if (a->write_lse && t == 0 && row < a->seqlen_q)
+        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum > 0.0f ? (m[i][r] + log2(sum)) * LN2_F : NEG_INF;
+    }
+  store_o_staged(og, o_base, a->o_seq_stride, q0 + warp * 16 * MT, a->seqlen_q, acc, inv, slice, lane, g, t);
+#else
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -361,4 +432,5 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       if (a->write_lse && t == 0 && in)
         lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum > 0.0f ? (m[i][r] + log2(sum)) * LN2_F : NEG_INF;
     }
+#endif
 }

@@ -39,6 +39,7 @@ std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
                 " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
+                " -DO_VEC_STORE=", o_rows_are_16_byte_aligned(a) ? 1 : 0,
                 // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
                 " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
                 // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning

@@ -149,6 +149,11 @@ bool rows_are_pair_aligned(const ForwardArgs& a) {
   return !is_tf32(a) && rows_aligned(a, a.q, 2) && rows_aligned(a, a.o, 2);
 }
 
+// O leaves as 16-byte row chunks (staged through __local memory by the mma.sync two-buffer
+// schedule) when the head dim and every row start of O are multiples of 8 elements: whole sectors
+// and a quarter of the pair stores, +1-2 % at d = 128 on the H100 (docs/perf/nvidia-h100.md, v11).
+bool o_rows_are_16_byte_aligned(const ForwardArgs& a) { return !is_tf32(a) && rows_aligned(a, a.o, 8); }
+
 TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
   const MmaShape shape = mma_shape(a, kind);
   const TileGeometry geo = geometry(a, kind);

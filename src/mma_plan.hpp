@@ -26,9 +26,11 @@ bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a);
 // an InvalidArgument error.
 TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind);
 
-// Whether K and V rows allow 16-byte cp.async copies, and Q and O rows 4-byte pair accesses.
+// Whether K and V rows allow 16-byte cp.async copies, Q and O rows 4-byte pair accesses, and
+// O rows (fp16/bf16) 16-byte stores.
 bool rows_are_16_byte_aligned(const ForwardArgs& a);
 bool rows_are_pair_aligned(const ForwardArgs& a);
+bool o_rows_are_16_byte_aligned(const ForwardArgs& a);
 
 // Whether the tensor-core path may take the call (before its probe), and the plan of the
 // instruction the device qualifies for.

@@ -209,6 +209,19 @@ TEST(MmaPlan, AlignmentRules) {
   ForwardArgs odd_stride = call(DType::F16, 64);
   odd_stride.o.seq_stride += 1;
   EXPECT_FALSE(rows_are_pair_aligned(odd_stride));
+
+  EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::F16, 128)));
+  EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::BF16, 72)));
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F16, 36)));   // 72-byte rows
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F32, 128)));  // the 3xTF32 epilogue stores pairs
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(odd_stride));
+  ForwardArgs o_shifted = call(DType::F16, 128);
+  o_shifted.o.offset = 4;  // 8-byte start: pairs yes, 16-byte chunks no
+  EXPECT_TRUE(rows_are_pair_aligned(o_shifted));
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(o_shifted));
+  ForwardArgs q_shifted = call(DType::F16, 128);
+  q_shifted.q.offset = 4;  // Q plays no part in O's stores
+  EXPECT_TRUE(o_rows_are_16_byte_aligned(q_shifted));
 }
 
 }  // namespace
