@@ -213,7 +213,7 @@ TEST(MmaPlan, AlignmentRules) {
   EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::F16, 128)));
   EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::BF16, 72)));
   EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F16, 36)));   // 72-byte rows
-  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F32, 128)));  // the 3xTF32 epilogue stores pairs
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F32, 128)));  // fp32 (3xTF32) keeps its own stores
   EXPECT_FALSE(o_rows_are_16_byte_aligned(odd_stride));
   ForwardArgs o_shifted = call(DType::F16, 128);
   o_shifted.o.offset = 4;  // 8-byte start: pairs yes, 16-byte chunks no
