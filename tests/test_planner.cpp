@@ -46,6 +46,30 @@ void expect_runnable(const DeviceFacts& dev, const TilePlan& p, int d, Algorithm
   EXPECT_FALSE(p.reason.empty());
 }
 
+// A forced tile is rejected exactly when its footprint exceeds the device's local memory, on
+// devices from 48 KiB (NVIDIA) to 4 MiB (PoCL reports 1 MiB or less, following the host CPU).
+TEST(Planner, OverrideRejectedByLocalMemory) {
+  for (std::size_t kib : {48, 256, 1024, 4096}) {
+    DeviceFacts dev = pocl_cpu();
+    dev.local_mem_bytes = kib * 1024;
+    PlanRequest r = request(Algorithm::FA2, 256);
+    r.tile = {256, 256, 1, 1};
+    const std::size_t needs = flash_local_bytes(Algorithm::FA2, 256, 256, 1, 256);
+    SCOPED_TRACE(std::to_string(kib) + " KiB");
+    if (needs > dev.local_mem_bytes) {
+      try {
+        plan_tiles(dev, r);
+        ADD_FAILURE() << "accepted a tile of " << needs << " bytes";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), Status::OutOfResources);
+        EXPECT_NE(std::string(e.what()).find("local memory"), std::string::npos) << e.what();
+      }
+    } else {
+      EXPECT_EQ(plan_tiles(dev, r).local_bytes, needs);
+    }
+  }
+}
+
 TEST(Planner, NeverExceedsSimulatedDevices) {
   for (std::size_t kib : {16, 32, 48, 64})
     for (Algorithm a : {Algorithm::FA1, Algorithm::FA2})
