@@ -1,0 +1,53 @@
+#!/bin/bash
+# A/B of the forward on the NVIDIA GPU machine, in one run: builds a base tree (another commit's
+# source, e.g. `git archive BASE | tar -x -C .ab/base`, carried with the call) and this tree, then
+# runs flashcl-bench on run.sh's quick shapes (B = 8, H = 16, N = 4096, d = 64/128, causal both;
+# fp32 every path, fp16/bf16 standard and fa2) alternating base and new for ROUNDS rounds, and
+# prints each row's median TFLOP/s and the ratio new/base. A kernel change may not make a row slower.
+# Usage: [ROUNDS=R] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
+set -uo pipefail
+base=$(realpath "$1")
+out=${2:-/tmp/flashcl-ab}
+mkdir -p "$out"
+cd "$(dirname "$0")/../.."
+
+echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
+export FLASHCL_PLATFORM=NVIDIA
+prefix=""
+[ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
+for tree in "$base" "$PWD"; do
+  cmake -S "$tree" -B "$tree/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
+    > "$out/cmake.log" 2>&1 && cmake --build "$tree/build-gpu" --target flashcl-bench > "$out/build.log" 2>&1 \
+    || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
+done
+
+bench() {  # tree name round
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
+    --head-dim 64,128 --causal both --algo all -r 10 --check -f json -o "$out/$2-f32-$3.json" 2>> "$out/bench.log"
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
+    --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 --check -f json \
+    -o "$out/$2-16bit-$3.json" 2>> "$out/bench.log"
+}
+for round in $(seq 1 "${ROUNDS:-3}"); do
+  bench "$base" base "$round"
+  bench "$PWD" new "$round"
+done
+
+python3 - "$out" <<'PY'
+import glob, json, statistics, sys
+runs = {}  # (tree, key) -> TFLOP/s per round
+for path in glob.glob(sys.argv[1] + "/*-*-*.json"):
+    tree = path.rsplit("/", 1)[1].split("-")[0]
+    for r in json.load(open(path))["results"]:
+        key = (r["dtype"], r["head_dim"], r["causal"], r["algo"])
+        runs.setdefault((tree, key), []).append(r["tflops"] if r.get("status") == "ok" else 0.0)
+keys = sorted({k for _, k in runs})
+print(f"{'dtype':5} {'d':>4} {'causal':6} {'algo':8} | {'base':>7} {'new':>7} | {'new/base':>8}")
+worst = None
+for k in keys:
+    b, n = (statistics.median(runs.get((t, k), [0.0])) for t in ("base", "new"))
+    ratio = n / b if b else 0.0
+    worst = ratio if worst is None else min(worst, ratio)
+    print(f"{k[0]:5} {k[1]:4} {str(k[2]):6} {k[3]:8} | {b:7.1f} {n:7.1f} | {ratio:8.3f}")
+print(f"slowest row new/base: {worst:.3f} (medians over rounds, base and new alternating)")
+PY
