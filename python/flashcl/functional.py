@@ -1,0 +1,354 @@
+"""flashcl's functional API: ``attention`` on numpy arrays (host memory, run through a cached
+``Session`` on the default or a chosen device) and on pyopencl ``Array``s (run on the caller's own
+context and queue without copies: the binding receives the buffers' and the queue's ``int_ptr``,
+offsets and strides in elements). It turns array shapes into the C++ API's ``ForwardArgs`` and
+leaves every range and consistency check it can to the library, whose named messages arrive as
+``flashcl.Error``; what only Python sees (number of dimensions, array dtype, byte strides that are
+not whole elements) is raised here as the same exception with the same kind of message.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _flashcl as _ext
+from ._flashcl import Algorithm, DType, Error, MaskKind, Status
+
+__all__ = ["attention", "attention_backward", "devices", "session", "Error", "Status"]
+
+_DTYPES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16}
+_ALGORITHMS = {"auto": Algorithm.Auto, "standard": Algorithm.Standard, "fa1": Algorithm.FA1, "fa2": Algorithm.FA2}
+
+
+def _fail(status: Status, message: str) -> None:
+    error = Error(message)
+    error.status = status
+    raise error
+
+
+def devices() -> list:
+    """Every OpenCL device, in the order the C++ library numbers them (platform, device)."""
+    return _ext.list_devices()
+
+
+_sessions: dict = {}
+_sessions_lock = threading.Lock()
+
+
+def session(platform: str = "", device: str = "") -> "_ext.Session":
+    """The cached Session for a platform/device selector (an index or a name substring; empty
+    means $FLASHCL_PLATFORM / $FLASHCL_DEVICE, else the first GPU, else the first device). Host
+    arrays run through it; one context per selection keeps compiled programs cached."""
+    key = (platform, device)
+    with _sessions_lock:
+        if key not in _sessions:
+            _sessions[key] = _ext.Session(platform, device)
+        return _sessions[key]
+
+
+def _algorithm(name: Union[str, Algorithm]) -> Algorithm:
+    if isinstance(name, Algorithm):
+        return name
+    if name not in _ALGORITHMS:
+        _fail(Status.InvalidArgument, f"algorithm: unknown '{name}' (expected one of {', '.join(_ALGORITHMS)})")
+    return _ALGORITHMS[name]
+
+
+def _storage(dtype: Any, name: str, override: Optional[str]) -> DType:
+    """The library's storage type for an array dtype; `override` ('f32', 'f16', 'bf16') picks it
+    when the array holds bit patterns (uint16 for bf16) or should be rounded on the way in."""
+    if override is not None:
+        if override not in _DTYPES:
+            _fail(Status.UnsupportedDType, f"dtype: unknown '{override}' (expected f32, f16 or bf16)")
+        return _DTYPES[override]
+    dt = np.dtype(dtype)
+    if dt == np.float32:
+        return DType.F32
+    if dt == np.float16:
+        return DType.F16
+    _fail(Status.UnsupportedDType, f"{name}: dtype {dt} is not supported (float32 or float16; bf16 through dtype='bf16')")
+
+
+def _shape_args(q, k, v, *, varlen: bool, causal, window, softcap, scale, algorithm, max_seqlen_q, max_seqlen_k,
+                batch_from_cu: int) -> _ext.ForwardArgs:
+    """ForwardArgs from the arrays' shapes: (B, S, H, d), or packed (total, H, d) with varlen."""
+    dims = 3 if varlen else 4
+    layout = "(total, H, d) with cu_seqlens" if varlen else "(B, S, H, d)"
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if len(a.shape) != dims:
+            _fail(Status.InvalidArgument, f"{name}: expected {dims} dimensions {layout}, got shape {tuple(a.shape)}")
+    if tuple(k.shape) != tuple(v.shape):
+        _fail(Status.InvalidArgument, f"v: shape {tuple(v.shape)} differs from k's {tuple(k.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        _fail(Status.InvalidArgument, f"k: head dim {k.shape[-1]} differs from q's {q.shape[-1]}")
+    if not varlen and q.shape[0] != k.shape[0]:
+        _fail(Status.InvalidArgument, f"k: batch {k.shape[0]} differs from q's {q.shape[0]}")
+    a = _ext.ForwardArgs()
+    a.heads, a.heads_kv, a.head_dim = int(q.shape[-2]), int(k.shape[-2]), int(q.shape[-1])
+    if varlen:
+        a.batch, a.seqlen_q, a.seqlen_k = batch_from_cu, int(max_seqlen_q), int(max_seqlen_k)
+    else:
+        a.batch, a.seqlen_q, a.seqlen_k = int(q.shape[0]), int(q.shape[1]), int(k.shape[1])
+    a.causal = bool(causal)
+    w = _ext.Window()
+    w.left, w.right = (int(window[0]), int(window[1])) if window is not None else (-1, -1)
+    a.window = w
+    a.softcap = float(softcap or 0.0)
+    a.scale = None if scale is None else float(scale)
+    a.algorithm = _algorithm(algorithm)
+    return a
+
+
+def _mask_shape(mask, args: _ext.ForwardArgs) -> Tuple[int, int]:
+    """(batch, heads) of a mask of shape (Nq, Nk) or (B or 1, H or 1, Nq, Nk)."""
+    shape = tuple(mask.shape)
+    if len(shape) == 2:
+        shape = (1, 1) + shape
+    if len(shape) != 4 or shape[2:] != (args.seqlen_q, args.seqlen_k):
+        _fail(Status.InvalidArgument,
+              f"mask: expected shape (B or 1, H or 1, {args.seqlen_q}, {args.seqlen_k}) or ({args.seqlen_q}, "
+              f"{args.seqlen_k}), got {tuple(mask.shape)}")
+    return int(shape[0]), int(shape[1])
+
+
+def _mask_kind(dtype, name: str = "mask") -> MaskKind:
+    dt = np.dtype(dtype)
+    if dt == np.bool_ or dt == np.uint8:
+        return MaskKind.Bool
+    if dt.kind == "f":
+        return MaskKind.Bias
+    _fail(Status.InvalidArgument, f"{name}: dtype {dt} is neither boolean (bool/uint8: 0 hides a key) nor a float bias")
+
+
+def _max_seqlen(cu: np.ndarray, given: Optional[int]) -> int:
+    if given is not None:
+        return int(given)
+    return int(np.diff(cu).max()) if len(cu) > 1 else 0
+
+
+def _is_pyopencl(a) -> bool:
+    return type(a).__module__.startswith("pyopencl")
+
+
+def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
+              alibi_slopes=None, mask=None, scale: Optional[float] = None, cu_seqlens_q=None, cu_seqlens_k=None,
+              max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
+              algorithm: Union[str, Algorithm] = "auto", return_lse: bool = False, dtype: Optional[str] = None,
+              out=None, queue=None, wait_for=None, platform: str = "", device: str = ""):
+    """Exact attention ``O = softmax(scale·QKᵀ [+ bias, masks])·V``.
+
+    Shapes as flash-attn: q (B, Nq, H, d), k and v (B, Nk, H_kv, d) with H % H_kv == 0 (GQA/MQA);
+    with ``cu_seqlens_q``/``cu_seqlens_k`` (int32, B + 1 offsets) q is packed (total_q, H, d) and
+    k, v (total_k, H_kv, d), ``max_seqlen_*`` default to the longest sequence. Other layouts pass
+    through strides (the head dim must be contiguous).
+
+    - ``causal``: bottom-right aligned when Nq ≠ Nk (query i sees keys j ≤ i + Nk − Nq).
+    - ``window``: (left, right) sliding window as flash-attn's window_size; -1 is unbounded.
+    - ``softcap``: scores s ← c·tanh(s/c) before the softmax (0 = off).
+    - ``alibi_slopes``: float32 (H,) or (B, H); bias −slope·|i + Nk − Nq − j|.
+    - ``mask``: boolean (False/0 hides a key) or float additive bias, shape (Nq, Nk) or
+      (B or 1, H or 1, Nq, Nk) as SDPA's attn_mask.
+    - ``scale``: default 1/√d. ``algorithm``: "auto", "standard", "fa1" or "fa2".
+    - ``dtype``: storage "f32", "f16" or "bf16"; default from the arrays (float32, float16).
+
+    numpy arrays run on the Session chosen by ``platform``/``device`` (default: as the C++ library
+    chooses) and return numpy arrays of q's dtype. pyopencl Arrays run on ``queue`` (default q's)
+    after ``wait_for`` and the arrays' own events; the result is a new Array (or ``out``) whose
+    event is the kernel's. Returns O, or (O, LSE) with ``return_lse``: LSE is float32 (B, H, Nq),
+    or (H, total_q) with varlen; rows that see no key have O = 0 and LSE = -inf.
+    """
+    varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
+    if varlen and (cu_seqlens_q is None or cu_seqlens_k is None):
+        _fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
+    options = dict(causal=causal, window=window, softcap=softcap, scale=scale, algorithm=algorithm)
+    if _is_pyopencl(q):
+        return _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                 max_seqlen_k, return_lse, dtype, out, queue, wait_for)
+    if not isinstance(q, np.ndarray):
+        _fail(Status.InvalidArgument, f"q: expected a numpy array or a pyopencl Array, got {type(q).__name__}")
+    return _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                           max_seqlen_k, return_lse, _storage(q.dtype, "q", dtype), session(platform, device))
+
+
+def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                    return_lse, storage: DType, sess) -> Any:
+    """numpy arrays through Session::forward (dense float32 copies in, float32 out)."""
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    for name, a in (("k", k), ("v", v)):
+        if a.dtype != q.dtype:
+            _fail(Status.UnsupportedDType, f"{name}: dtype {a.dtype} differs from q's {q.dtype}")
+    varlen = cu_seqlens_q is not None
+    cu_q = cu_k = None
+    batch = 0
+    if varlen:
+        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int32)
+        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=np.int32)
+        batch = len(cu_q) - 1
+        max_seqlen_q, max_seqlen_k = _max_seqlen(cu_q, max_seqlen_q), _max_seqlen(cu_k, max_seqlen_k)
+    args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+                       batch_from_cu=batch, **options)
+    args.dtype = storage
+    variants = {}
+    if alibi_slopes is not None:
+        slopes = np.ascontiguousarray(alibi_slopes, dtype=np.float32)
+        args.alibi_per_batch = slopes.ndim == 2
+        variants["alibi_slopes"] = slopes.reshape(-1)
+    if mask is not None:
+        mask = np.asarray(mask)
+        m = _ext.Mask()
+        m.kind = _mask_kind(mask.dtype)
+        m.batch, m.heads = _mask_shape(mask, args)
+        args.mask = m
+        if m.kind == MaskKind.Bool:
+            variants["mask"] = np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1)
+        else:
+            variants["bias"] = np.ascontiguousarray(mask, dtype=np.float32).reshape(-1)
+    dense = lambda a: np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    o, lse = sess.forward(args, dense(q), dense(k), dense(v), cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                          return_lse=return_lse, **variants)
+    o = o.reshape(q.shape)
+    if q.dtype != np.float32 and q.dtype.kind == "f":
+        o = o.astype(q.dtype)
+    if not return_lse:
+        return o
+    rows = (args.heads, q.shape[0]) if varlen else (args.batch, args.heads, args.seqlen_q)
+    return o, lse.reshape(rows)
+
+
+def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                      return_lse, dtype, out, queue, wait_for) -> Any:
+    """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
+    import pyopencl as cl
+    import pyopencl.array as cla
+
+    queue = queue if queue is not None else q.queue
+    if queue is None:
+        _fail(Status.InvalidHandle, "queue: q has no queue and none was given")
+    storage = _storage(q.dtype, "q", dtype)
+    for name, a in (("k", k), ("v", v)):
+        if not _is_pyopencl(a):
+            _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array like q, got {type(a).__name__}")
+        if a.dtype != q.dtype:
+            _fail(Status.UnsupportedDType, f"{name}: dtype {a.dtype} differs from q's {q.dtype}")
+    small = []  # variant data given as numpy: copied to the device (small arrays: offsets, slopes)
+
+    def on_device(a, dtype_):
+        if _is_pyopencl(a):
+            return a
+        d = cla.to_device(queue, np.ascontiguousarray(a, dtype=dtype_))
+        small.append(d)
+        return d
+
+    varlen = cu_seqlens_q is not None
+    batch = 0
+    if varlen:
+        cu_q, cu_k = on_device(cu_seqlens_q, np.int32), on_device(cu_seqlens_k, np.int32)
+        for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+            if cu.dtype != np.int32 or cu.ndim != 1:
+                _fail(Status.InvalidArgument, f"{name}: expected a 1-d int32 array of B + 1 offsets")
+        batch = cu_q.shape[0] - 1
+        if max_seqlen_q is None:
+            max_seqlen_q = _max_seqlen(cu_q.get(queue=queue), None)
+        if max_seqlen_k is None:
+            max_seqlen_k = _max_seqlen(cu_k.get(queue=queue), None)
+    args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
+                       batch_from_cu=batch, **options)
+    args.dtype = storage
+    if out is None:
+        out = cla.empty(queue, q.shape, q.dtype)
+    elif not _is_pyopencl(out) or tuple(out.shape) != tuple(q.shape) or out.dtype != q.dtype:
+        _fail(Status.InvalidArgument, f"out: expected a pyopencl Array of q's shape {tuple(q.shape)} and dtype {q.dtype}")
+    args.q, args.k, args.v, args.o = (_tensor(a, n, varlen) for a, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out")))
+    lse = None
+    if return_lse:
+        rows = (args.heads, q.shape[0]) if varlen else (args.batch, args.heads, args.seqlen_q)
+        lse = cla.empty(queue, rows, np.float32)
+        args.lse = _buffer(lse, "lse")
+    if varlen:
+        args.cu_seqlens_q, args.cu_seqlens_k = _buffer(cu_q, "cu_seqlens_q"), _buffer(cu_k, "cu_seqlens_k")
+    inputs = [q, k, v]
+    if alibi_slopes is not None:
+        slopes = on_device(alibi_slopes, np.float32)
+        if slopes.dtype != np.float32:
+            _fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {slopes.dtype}")
+        args.alibi_per_batch = slopes.ndim == 2
+        args.alibi_slopes = _buffer(slopes, "alibi_slopes")
+        inputs.append(slopes)
+    if mask is not None:
+        if not _is_pyopencl(mask):
+            mask = np.asarray(mask)
+            mask = on_device(mask, np.uint8 if _mask_kind(mask.dtype) == MaskKind.Bool else np.float32)
+        args.mask = _device_mask(mask, args)
+        inputs.append(mask)
+    wait = [e.int_ptr for e in (wait_for or [])]
+    for a in inputs + small:
+        wait += [e.int_ptr for e in a.events]
+    launch = _ext.forward(queue.int_ptr, args, wait)
+    if launch.events:
+        done = cl.Event.from_int_ptr(launch.events[-1], retain=True)
+        out.add_event(done)
+        if lse is not None:
+            lse.add_event(done)
+    return (out, lse) if return_lse else out
+
+
+def _element_strides(a, name: str) -> Tuple[int, ...]:
+    item = a.dtype.itemsize
+    if any(s % item for s in a.strides) or a.offset % item:
+        _fail(Status.InvalidArgument, f"{name}: strides {a.strides} and offset {a.offset} (bytes) must be whole elements")
+    if a.shape[-1] > 1 and a.strides[-1] != item:
+        _fail(Status.InvalidArgument, f"{name}: the last dimension must be contiguous (stride 1), got stride "
+                                      f"{a.strides[-1] // item}")
+    return tuple(s // item for s in a.strides)
+
+
+def _buffer(a, name: str) -> int:
+    if a.base_data is None:
+        _fail(Status.InvalidArgument, f"{name}: the array has no buffer (empty arrays are not supported)")
+    if a.offset:
+        _fail(Status.InvalidArgument, f"{name}: must start at its buffer's beginning (offset {a.offset} bytes)")
+    return a.base_data.int_ptr
+
+
+def _tensor(a, name: str, varlen: bool) -> _ext.Tensor:
+    """A Tensor view of a (B, S, H, d) or packed (total, H, d) pyopencl Array, in elements."""
+    if a.base_data is None:
+        _fail(Status.InvalidArgument, f"{name}: the array has no buffer (empty arrays are not supported)")
+    strides = _element_strides(a, name)
+    t = _ext.Tensor()
+    t.buffer = a.base_data.int_ptr
+    t.offset = a.offset // a.dtype.itemsize
+    if varlen:
+        t.seq_stride, t.head_stride = strides[0], strides[1]
+    else:
+        t.batch_stride, t.seq_stride, t.head_stride = strides[0], strides[1], strides[2]
+    return t
+
+
+def _device_mask(mask, args: _ext.ForwardArgs) -> _ext.Mask:
+    m = _ext.Mask()
+    m.kind = _mask_kind(mask.dtype)
+    if m.kind == MaskKind.Bias and mask.dtype != np.float32:
+        _fail(Status.UnsupportedDType, f"mask: an additive bias must be float32 on the device, got {mask.dtype}")
+    m.batch, m.heads = _mask_shape(mask, args)
+    strides = _element_strides(mask, "mask")
+    if mask.ndim == 2:
+        strides = (0, 0) + strides
+    m.buffer = mask.base_data.int_ptr
+    m.offset = mask.offset // mask.dtype.itemsize
+    # Broadcast dimensions have no stride; the row stride keeps a mask that is a view of a wider one.
+    m.batch_stride = strides[0] if m.batch > 1 else 0
+    m.head_stride = strides[1] if m.heads > 1 else 0
+    m.row_stride = strides[2]
+    if m.batch_stride == 0 and m.head_stride == 0 and m.row_stride == args.seqlen_k:
+        m.row_stride = 0  # dense: the library's default
+    return m
+
+
+def attention_backward(*args, **kwargs):
+    """Gradients dQ, dK, dV of ``attention`` (not available yet: it needs flashcl::backward)."""
+    raise NotImplementedError("flashcl: the backward is not available yet in this build (flashcl::backward has not "
+                              "landed in the C++ library)")

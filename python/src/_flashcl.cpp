@@ -1,0 +1,258 @@
+// _flashcl.cpp: the nanobind module under the flashcl Python package. It only binds the C++ API of
+// include/flashcl/flashcl.hpp: the enums, the argument structs (OpenCL handles as integers, so
+// pyopencl's int_ptr values pass straight through), flashcl::forward on the caller's queue,
+// Session for host arrays, device listing and cache control. flashcl::Error becomes one Python
+// exception class, flashcl._flashcl.Error (a RuntimeError), carrying `status` and the library's
+// message. Shapes, dtypes and array types are the Python layer's job (python/flashcl/functional.py).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "flashcl/flashcl.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using namespace flashcl;
+
+namespace {
+
+// Host arrays arrive as C-contiguous CPU ndarrays of the element type the C++ API stores.
+template <typename T>
+using HostArray = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
+
+template <typename T>
+std::vector<T> to_vector(const HostArray<T>& a) {
+  return std::vector<T>(a.data(), a.data() + a.size());
+}
+
+template <typename T>
+std::vector<T> to_vector(const std::optional<HostArray<T>>& a) {
+  return a ? to_vector(*a) : std::vector<T>{};
+}
+
+// Hands a vector to numpy without a copy: the capsule owns it.
+nb::ndarray<nb::numpy, float> to_numpy(std::vector<float>&& values) {
+  auto* owned = new std::vector<float>(std::move(values));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+  return nb::ndarray<nb::numpy, float>(owned->data(), {owned->size()}, owner);
+}
+
+template <typename Handle>
+std::uintptr_t as_int(Handle h) {
+  return reinterpret_cast<std::uintptr_t>(h);
+}
+
+template <typename Handle>
+Handle as_handle(std::uintptr_t p) {
+  return reinterpret_cast<Handle>(p);
+}
+
+// A cl_mem field read and written as an integer.
+#define FLASHCL_MEM_FIELD(Class, field) \
+  #field, [](const Class& s) { return as_int(s.field); }, [](Class& s, std::uintptr_t p) { s.field = as_handle<cl_mem>(p); }
+
+}  // namespace
+
+NB_MODULE(_flashcl, m) {
+  m.doc() = "flashcl's C++ API, bound as is (the flashcl package builds its functions on it).";
+
+  nb::enum_<Status>(m, "Status")
+      .value("Success", Status::Success)
+      .value("InvalidArgument", Status::InvalidArgument)
+      .value("InvalidHandle", Status::InvalidHandle)
+      .value("UnsupportedDType", Status::UnsupportedDType)
+      .value("OutOfResources", Status::OutOfResources)
+      .value("BuildFailure", Status::BuildFailure)
+      .value("DeviceNotFound", Status::DeviceNotFound)
+      .value("OpenCLError", Status::OpenCLError)
+      .value("InternalError", Status::InternalError);
+  nb::enum_<Algorithm>(m, "Algorithm")
+      .value("Auto", Algorithm::Auto)
+      .value("Standard", Algorithm::Standard)
+      .value("FA1", Algorithm::FA1)
+      .value("FA2", Algorithm::FA2);
+  nb::enum_<DType>(m, "DType").value("F32", DType::F32).value("F16", DType::F16).value("BF16", DType::BF16);
+  nb::enum_<MaskKind>(m, "MaskKind").value("Off", MaskKind::None).value("Bool", MaskKind::Bool).value("Bias", MaskKind::Bias);
+
+  // One exception class for every library error; `status` says which kind it is.
+  static nb::handle error_type = PyErr_NewExceptionWithDoc(
+      "flashcl._flashcl.Error", "An error raised by flashcl: `status` (a Status) and the library's message.",
+      PyExc_RuntimeError, nullptr);
+  m.attr("Error") = error_type;
+  nb::register_exception_translator(
+      [](const std::exception_ptr& p, void*) {
+        try {
+          std::rethrow_exception(p);
+        } catch (const Error& e) {
+          nb::object instance = error_type(e.what());
+          instance.attr("status") = nb::cast(e.status());
+          PyErr_SetObject(error_type.ptr(), instance.ptr());
+        }
+      });
+
+  m.def("version", &version);
+  m.def("parse_algorithm", &parse_algorithm, "name"_a);
+  m.def("parse_dtype", &parse_dtype, "name"_a);
+
+  nb::class_<Tensor>(m, "Tensor")
+      .def(nb::init<>())
+      .def_prop_rw(FLASHCL_MEM_FIELD(Tensor, buffer))
+      .def_rw("offset", &Tensor::offset)
+      .def_rw("batch_stride", &Tensor::batch_stride)
+      .def_rw("seq_stride", &Tensor::seq_stride)
+      .def_rw("head_stride", &Tensor::head_stride);
+
+  nb::class_<TileOverride>(m, "TileOverride")
+      .def(nb::init<>())
+      .def_rw("block_rows", &TileOverride::block_rows)
+      .def_rw("block_cols", &TileOverride::block_cols)
+      .def_rw("team_size", &TileOverride::team_size)
+      .def_rw("rows_per_team", &TileOverride::rows_per_team);
+
+  nb::class_<Mask>(m, "Mask")
+      .def(nb::init<>())
+      .def_rw("kind", &Mask::kind)
+      .def_prop_rw(FLASHCL_MEM_FIELD(Mask, buffer))
+      .def_rw("batch", &Mask::batch)
+      .def_rw("heads", &Mask::heads)
+      .def_rw("offset", &Mask::offset)
+      .def_rw("batch_stride", &Mask::batch_stride)
+      .def_rw("head_stride", &Mask::head_stride)
+      .def_rw("row_stride", &Mask::row_stride);
+
+  nb::class_<Window>(m, "Window").def(nb::init<>()).def_rw("left", &Window::left).def_rw("right", &Window::right);
+
+  nb::class_<ForwardArgs>(m, "ForwardArgs")
+      .def(nb::init<>())
+      .def_rw("batch", &ForwardArgs::batch)
+      .def_rw("heads", &ForwardArgs::heads)
+      .def_rw("seqlen_q", &ForwardArgs::seqlen_q)
+      .def_rw("seqlen_k", &ForwardArgs::seqlen_k)
+      .def_rw("head_dim", &ForwardArgs::head_dim)
+      .def_rw("scale", &ForwardArgs::scale)
+      .def_rw("causal", &ForwardArgs::causal)
+      .def_rw("dtype", &ForwardArgs::dtype)
+      .def_rw("algorithm", &ForwardArgs::algorithm)
+      .def_rw("q", &ForwardArgs::q)
+      .def_rw("k", &ForwardArgs::k)
+      .def_rw("v", &ForwardArgs::v)
+      .def_rw("o", &ForwardArgs::o)
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, lse))
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, workspace))
+      .def_rw("tile", &ForwardArgs::tile)
+      .def_rw("heads_kv", &ForwardArgs::heads_kv)
+      .def_rw("window", &ForwardArgs::window)
+      .def_rw("softcap", &ForwardArgs::softcap)
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, alibi_slopes))
+      .def_rw("alibi_per_batch", &ForwardArgs::alibi_per_batch)
+      .def_rw("mask", &ForwardArgs::mask)
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_q))
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_k));
+
+  nb::class_<TileInfo>(m, "TileInfo")
+      .def_ro("algorithm", &TileInfo::algorithm)
+      .def_ro("block_rows", &TileInfo::block_rows)
+      .def_ro("block_cols", &TileInfo::block_cols)
+      .def_ro("work_group_size", &TileInfo::work_group_size)
+      .def_ro("local_bytes", &TileInfo::local_bytes)
+      .def_ro("reason", &TileInfo::reason);
+
+  // Retained events of one call's kernels, as integers (pyopencl: Event.from_int_ptr(p, retain=True)).
+  nb::class_<Launch>(m, "Launch")
+      .def_prop_ro("events",
+                   [](const Launch& l) {
+                     std::vector<std::uintptr_t> out;
+                     for (cl_event e : l.events()) out.push_back(as_int(e));
+                     return out;
+                   })
+      .def("wait", &Launch::wait, nb::call_guard<nb::gil_scoped_release>())
+      .def("device_ms", &Launch::device_ms);
+
+  m.def(
+      "forward",
+      [](std::uintptr_t queue, const ForwardArgs& args, const std::vector<std::uintptr_t>& wait_list) {
+        std::vector<cl_event> events;
+        for (auto e : wait_list) events.push_back(as_handle<cl_event>(e));
+        nb::gil_scoped_release released;
+        return forward(as_handle<cl_command_queue>(queue), args, events);
+      },
+      "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
+  m.def("resolve_algorithm",
+        [](std::uintptr_t device, const ForwardArgs& a) { return resolve_algorithm(as_handle<cl_device_id>(device), a); });
+  m.def("workspace_bytes",
+        [](std::uintptr_t device, const ForwardArgs& a) { return workspace_bytes(as_handle<cl_device_id>(device), a); });
+  m.def("device_bytes",
+        [](std::uintptr_t device, const ForwardArgs& a) { return device_bytes(as_handle<cl_device_id>(device), a); });
+  m.def("tile_info", [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); });
+
+  nb::class_<CacheStats>(m, "CacheStats")
+      .def_ro("memory_hits", &CacheStats::memory_hits)
+      .def_ro("disk_hits", &CacheStats::disk_hits)
+      .def_ro("builds", &CacheStats::builds)
+      .def_ro("disk_writes", &CacheStats::disk_writes)
+      .def_ro("disk_rejects", &CacheStats::disk_rejects);
+  m.def("set_disk_cache_enabled", &set_disk_cache_enabled, "enabled"_a);
+  m.def("set_disk_cache_dir", &set_disk_cache_dir, "dir"_a);
+  m.def("disk_cache_dir", &disk_cache_dir);
+  m.def("clear_memory_cache", &clear_memory_cache);
+  m.def("cache_stats", &cache_stats);
+
+  nb::class_<DeviceInfo>(m, "DeviceInfo")
+      .def_ro("platform_index", &DeviceInfo::platform_index)
+      .def_ro("device_index", &DeviceInfo::device_index)
+      .def_ro("platform", &DeviceInfo::platform)
+      .def_ro("name", &DeviceInfo::name)
+      .def_ro("vendor", &DeviceInfo::vendor)
+      .def_ro("driver", &DeviceInfo::driver)
+      .def_ro("version", &DeviceInfo::version)
+      .def_ro("is_gpu", &DeviceInfo::is_gpu)
+      .def_ro("is_cpu", &DeviceInfo::is_cpu)
+      .def_ro("compute_units", &DeviceInfo::compute_units)
+      .def_ro("local_mem_bytes", &DeviceInfo::local_mem_bytes)
+      .def_ro("global_mem_bytes", &DeviceInfo::global_mem_bytes)
+      .def("__repr__", [](const DeviceInfo& d) {
+        return "DeviceInfo(" + std::to_string(d.platform_index) + ":" + std::to_string(d.device_index) + " '" + d.name +
+               "' on '" + d.platform + "')";
+      });
+  m.def("list_devices", &list_devices);
+
+  nb::class_<Session>(m, "Session")
+      .def(nb::init<const std::string&, const std::string&>(), "platform"_a = "", "device"_a = "")
+      .def_prop_ro("context", [](const Session& s) { return as_int(s.context()); })
+      .def_prop_ro("queue", [](const Session& s) { return as_int(s.queue()); })
+      .def_prop_ro("device", [](const Session& s) { return as_int(s.device()); })
+      .def_prop_ro("info", &Session::info)
+      // Session::forward with its HostVariants spelt out as optional arrays; returns (o, lse or
+      // None), both flat float32 (the caller reshapes).
+      .def(
+          "forward",
+          [](Session& s, const ForwardArgs& shape, const HostArray<float>& q, const HostArray<float>& k,
+             const HostArray<float>& v, const std::optional<HostArray<float>>& alibi_slopes,
+             const std::optional<HostArray<std::uint8_t>>& mask, const std::optional<HostArray<float>>& bias,
+             const std::optional<HostArray<std::int32_t>>& cu_seqlens_q,
+             const std::optional<HostArray<std::int32_t>>& cu_seqlens_k, bool return_lse) {
+            HostVariants variants;
+            variants.alibi_slopes = to_vector(alibi_slopes);
+            variants.mask = to_vector(mask);
+            variants.bias = to_vector(bias);
+            variants.cu_seqlens_q = to_vector<std::int32_t>(cu_seqlens_q);
+            variants.cu_seqlens_k = to_vector<std::int32_t>(cu_seqlens_k);
+            std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), lse, o;
+            {
+              nb::gil_scoped_release released;
+              o = s.forward(shape, hq, hk, hv, variants, return_lse ? &lse : nullptr);
+            }
+            nb::object out = nb::cast(to_numpy(std::move(o)));
+            return nb::make_tuple(out, return_lse ? nb::cast(to_numpy(std::move(lse))) : nb::none());
+          },
+          "shape"_a, "q"_a, "k"_a, "v"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(), "mask"_a = nb::none(),
+          "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(),
+          "return_lse"_a = false);
+}
