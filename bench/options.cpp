@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 
@@ -124,6 +125,14 @@ std::string tile_error(std::string& text) {
   return "";
 }
 
+std::string softcap_error(std::string& text) {
+  char* end = nullptr;
+  const double c = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(c) || c < 0)
+    return "expected a finite number >= 0 (0: off), got '" + text + "'";
+  return "";
+}
+
 std::string causal_error(std::string& text) {
   static const char* kAccepted[] = {"", "on", "off", "both", "yes", "no", "true", "false", "1", "0"};
   for (const char* word : kAccepted)
@@ -225,8 +234,9 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->check(list);
   app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
       ->check(checker(window_error, "LEFT,RIGHT"));
+  // Not CLI::NonNegativeNumber: its message spells out the range's upper end, DBL_MAX, in 300 digits.
   app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(checker(softcap_error, "C"));
   app.add_flag("--alibi", opt.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H), bias -slope*|i + Nk - Nq - j|");
   std::string mask = "none";
   app.add_option("--mask", mask, "Attention mask: none, bool (uint8, 1 key in 8 hidden) or bias (fp32), (B, H, Nq, Nk)")
@@ -294,6 +304,14 @@ int parse_options(int argc, char** argv, Options& opt) {
   opt.seqlen = parse_int_list(seqlen, ignored);
   if (!seqlen_k.empty()) opt.seqlen_k = parse_int_list(seqlen_k, ignored);
   if (!heads_kv.empty()) opt.heads_kv = parse_int_list(heads_kv, ignored);
+  // Checked here, across the two lists, so it is a usage error (exit 2) like every other bad
+  // option rather than an error row from the library.
+  for (int h : opt.heads)
+    for (int hk : opt.heads_kv)
+      if (h % hk != 0) {
+        std::fprintf(stderr, "--heads-kv: %d does not divide --heads %d (GQA: heads %% heads_kv == 0)\n", hk, h);
+        return 2;
+      }
   if (!window.empty()) std::sscanf(window.c_str(), "%d,%d", &opt.window_left, &opt.window_right);
   opt.mask = mask == "bool" ? MaskMode::Bool : mask == "bias" ? MaskMode::Bias : MaskMode::None;
   opt.head_dim = parse_int_list(head_dim, ignored);

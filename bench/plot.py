@@ -34,9 +34,17 @@ FIGURES = ("speed", "runtime", "memory", "roofline", "summary")
 def load(path):
     try:
         with open(path) as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+            text = f.read()
+    except OSError as e:
         sys.exit(f"plot.py: cannot read {path}: {e}")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        # The bench's other outputs (CSV, the table) are the usual mistake: say which file is wanted.
+        if path.lower().endswith(".csv") or text.lstrip().startswith(("algo", "#")) or "," in text.split("\n", 1)[0]:
+            sys.exit(f"plot.py: {path} looks like CSV or table output; plot.py reads flashcl-bench's JSON: "
+                     f"run flashcl-bench with --format json or -o FILE.json")
+        sys.exit(f"plot.py: {path} is not flashcl-bench JSON ({e}); run flashcl-bench with -o FILE.json")
     if "results" not in doc or "context" not in doc:
         sys.exit(f"plot.py: {path} is not flashcl-bench JSON (no 'context'/'results')")
     return doc["context"], doc["results"]
