@@ -1,0 +1,181 @@
+"""flashcl for PyTorch: ``flash_attn_func`` and ``flash_attn_varlen_func`` with flash-attn 2's
+signatures (switch by changing the import), built as in flash-attn's flash_attn_interface.py:
+``torch.library`` custom ops (``flashcl::fwd``, and ``flashcl::bwd`` once the C++ library has a
+backward) with fake implementations so ``torch.compile`` treats them as opaque ops, one
+``torch.autograd.Function`` that saves (q, k, v, out, lse) for the backward, and the public
+functions. CPU tensors go through host arrays (``functional._host_attention``: a Session on the
+default device, PoCL's CPU device here); CUDA tensors take the same route through host copies, with
+a one-time warning (running them on NVIDIA's OpenCL device without copies is not built yet).
+``attention`` is the general entry point (masks, biases) the Hugging Face integration uses.
+"""
+
+import math
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import functional as _functional
+from ._flashcl import DType, Status
+
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "attention"]
+
+_STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
+_warned_copies = False
+
+
+def _numpy(t: Optional[Tensor], dtype: torch.dtype = torch.float32):
+    """A host numpy view of t in `dtype` (no copy when t already is a dense CPU tensor of it)."""
+    if t is None:
+        return None
+    return t.detach().to(device="cpu", dtype=dtype).contiguous().numpy()
+
+
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+    global _warned_copies
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in _STORAGE:
+            _functional._fail(Status.UnsupportedDType,
+                              f"{name}: dtype {t.dtype} is not supported (float32, float16 or bfloat16)")
+        if t.dtype != q.dtype:
+            _functional._fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
+        if t.device != q.device:
+            _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
+    if q.device.type != "cpu" and not _warned_copies:
+        _warned_copies = True
+        warnings.warn(f"flashcl: {q.device.type} tensors are copied to the host and back for each call "
+                      "(no zero-copy path to an OpenCL device for them yet)", RuntimeWarning, stacklevel=3)
+
+
+# ---- Custom ops: what torch.compile sees --------------------------------------------------------
+
+@torch.library.custom_op("flashcl::fwd", mutates_args=())
+def _fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+         max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool, window_left: int,
+         window_right: int, softcap: float, alibi_slopes: Optional[Tensor], mask: Optional[Tensor]
+         ) -> Tuple[Tensor, Tensor]:
+    """(out, lse): out like q, lse float32 (B, H, Nq), or (H, total_q) with cu_seqlens."""
+    _check_inputs(q, k, v)
+    varlen = cu_seqlens_q is not None
+    options = dict(causal=causal, window=(window_left, window_right), softcap=softcap, scale=softmax_scale,
+                   algorithm="auto")
+    host_mask = None
+    if mask is not None:
+        host_mask = _numpy(mask, torch.bool if mask.dtype == torch.bool else torch.float32)
+    o, lse = _functional._host_attention(
+        _numpy(q), _numpy(k), _numpy(v), options, _numpy(alibi_slopes), host_mask,
+        _numpy(cu_seqlens_q, torch.int32), _numpy(cu_seqlens_k, torch.int32),
+        max_seqlen_q if varlen else None, max_seqlen_k if varlen else None, True, _STORAGE[q.dtype],
+        _functional.session())
+    out = torch.from_numpy(o).to(device=q.device, dtype=q.dtype)
+    return out, torch.from_numpy(lse).to(q.device)
+
+
+@_fwd.register_fake
+def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal, window_left,
+              window_right, softcap, alibi_slopes, mask):
+    if cu_seqlens_q is not None:
+        lse_shape = (q.shape[1], q.shape[0])
+    else:
+        lse_shape = (q.shape[0], q.shape[2], q.shape[1])
+    return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+# ---- Autograd ----------------------------------------------------------------------------------
+
+class _Attention(torch.autograd.Function):
+    """Forward through flashcl::fwd; saves (q, k, v, out, lse) for the backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+                window, softcap, alibi_slopes, mask, deterministic):
+        out, lse = torch.ops.flashcl.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                         softmax_scale, causal, window[0], window[1], softcap, alibi_slopes, mask)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask)
+        ctx.options = (max_seqlen_q, max_seqlen_k, softmax_scale, causal, tuple(window), softcap, deterministic)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        raise NotImplementedError("flashcl.torch: the backward is not available yet (flashcl::backward has not "
+                                  "landed in the C++ library); use the forward under torch.no_grad()")
+
+
+def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
+           window_size, softcap, alibi_slopes, mask, deterministic, return_lse):
+    if dropout_p:
+        raise NotImplementedError(f"flashcl: dropout_p = {dropout_p} is not supported (flashcl's attention has no "
+                                  "dropout); pass dropout_p=0.0")
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(q.shape[-1])
+    window = (-1, -1) if window_size is None else (int(window_size[0]), int(window_size[1]))
+    out, lse = _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
+                                float(softmax_scale), bool(causal), window, float(softcap or 0.0), alibi_slopes,
+                                mask, bool(deterministic))
+    return (out, lse) if return_lse else out
+
+
+def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, softmax_scale: Optional[float] = None,
+                    causal: bool = False, window_size: Sequence[int] = (-1, -1), softcap: float = 0.0,
+                    alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
+                    return_attn_probs: bool = False):
+    """flash-attn 2's ``flash_attn_func`` on flashcl.
+
+    q: (B, Nq, H, d); k, v: (B, Nk, H_kv, d), H % H_kv == 0 (GQA/MQA); float32, float16 or bfloat16
+    (arithmetic in fp32). softmax_scale defaults to 1/√d. causal is aligned to the bottom-right
+    when Nq ≠ Nk (query i sees keys j ≤ i + Nk − Nq). window_size (left, right), -1 unbounded:
+    query i sees keys in [i + Nk − Nq − left, i + Nk − Nq + right]. softcap > 0: scores
+    s ← softcap·tanh(s/softcap). alibi_slopes: float32 (H,) or (B, H), bias −slope·|i + Nk − Nq − j|.
+    dropout_p must be 0 (no dropout in flashcl). deterministic applies to the backward.
+    Returns out (B, Nq, H, d); with return_attn_probs (out, softmax_lse (B, H, Nq) float32, None).
+    """
+    out = _apply(q, k, v, None, None, q.shape[1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap,
+                 alibi_slopes, None, deterministic, return_attn_probs)
+    return (out[0], out[1], None) if return_attn_probs else out
+
+
+def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+                           max_seqlen_q: int, max_seqlen_k: int, dropout_p: float = 0.0,
+                           softmax_scale: Optional[float] = None, causal: bool = False,
+                           window_size: Sequence[int] = (-1, -1), softcap: float = 0.0,
+                           alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
+                           return_attn_probs: bool = False, block_table: Optional[Tensor] = None):
+    """flash-attn 2's ``flash_attn_varlen_func`` on flashcl.
+
+    q: (total_q, H, d), k, v: (total_k, H_kv, d), the batch's sequences packed one after another;
+    cu_seqlens_q/k: int32 (B + 1) cumulative offsets; max_seqlen_q/k: the longest sequences.
+    Causal, window and ALiBi are aligned to the bottom-right of each sequence. Other arguments as
+    ``flash_attn_func``. Returns out (total_q, H, d); with return_attn_probs (out, softmax_lse
+    (H, total_q) float32, None). A paged KV cache (block_table) is not supported.
+    """
+    if block_table is not None:
+        raise NotImplementedError("flashcl: block_table (paged KV cache) is not supported")
+    out = _apply(q, k, v, cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32), max_seqlen_q, max_seqlen_k,
+                 dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, None, deterministic,
+                 return_attn_probs)
+    return (out[0], out[1], None) if return_attn_probs else out
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: Sequence[int] = (-1, -1),
+              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+              scale: Optional[float] = None, cu_seqlens_q: Optional[Tensor] = None,
+              cu_seqlens_k: Optional[Tensor] = None, max_seqlen_q: Optional[int] = None,
+              max_seqlen_k: Optional[int] = None, deterministic: bool = False, return_lse: bool = False):
+    """``flashcl.attention``'s arguments on torch tensors, differentiable: everything
+    ``flash_attn_func``/``flash_attn_varlen_func`` take plus ``mask``, a boolean mask (False hides a
+    key) or an additive float bias of shape (Nq, Nk) or (B or 1, H or 1, Nq, Nk) as SDPA's."""
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32)
+        if max_seqlen_q is None:
+            max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
+        if max_seqlen_k is None:
+            max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
+    else:
+        max_seqlen_q, max_seqlen_k = q.shape[1], k.shape[1]
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(torch.float32)
+    return _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 0.0, scale, causal, window, softcap,
+                  alibi_slopes, mask, deterministic, return_lse)
