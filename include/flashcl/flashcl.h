@@ -9,11 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flashcl/export.h"  /* FCL_API */
+#include "flashcl/version.h" /* FLASHCL_VERSION_MAJOR, _MINOR, _PATCH */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define FCL_API __attribute__((visibility("default")))
 
 typedef enum {
   FCL_SUCCESS = 0,

@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#define FLASHCL_API __attribute__((visibility("default")))
+#include "flashcl/export.h"   // FLASHCL_API
+#include "flashcl/version.h"  // FLASHCL_VERSION_MAJOR, _MINOR, _PATCH
 
 namespace flashcl {
 

@@ -1,0 +1,116 @@
+"""flashcl.attention on numpy arrays (host memory, through a Session): every forward variant,
+the three algorithms, fp16/bf16 storage and varlen against the float64 reference; errors raised as
+flashcl.Error with the library's (or the Python layer's) named message and status.
+"""
+
+import numpy as np
+import pytest
+
+import flashcl
+from conftest import FP16_ATOL, FP32_ATOL, assert_close, randn, reference, reference_varlen, round_bf16, variant_cases
+
+CASES = variant_cases()
+
+
+def api_options(options):
+    out = dict(options)
+    if "alibi" in out:
+        out["alibi_slopes"] = out.pop("alibi")
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_variant(rng, name):
+    b, nq, nk, h, hkv, d, options = CASES[name]
+    q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
+    o, lse = flashcl.attention(q, k, v, return_lse=True, **api_options(options))
+    ref_o, ref_lse = reference(q, k, v, **options)
+    assert o.dtype == np.float32 and o.shape == q.shape
+    assert_close(o, ref_o, FP32_ATOL)
+    assert_close(lse, ref_lse, FP32_ATOL, "LSE")
+
+
+@pytest.mark.parametrize("algorithm", ["standard", "fa1", "fa2"])
+@pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "bool_mask"])
+def test_algorithms(rng, algorithm, name):
+    b, nq, nk, h, hkv, d, options = CASES[name]
+    q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
+    o = flashcl.attention(q, k, v, algorithm=algorithm, **api_options(options))
+    assert_close(o, reference(q, k, v, **options)[0], FP32_ATOL)
+
+
+def test_fp16(rng):
+    q, k, v = (randn(rng, 2, 37, 2, 64, dtype=np.float16) for _ in range(3))
+    o = flashcl.attention(q, k, v, causal=True)
+    assert o.dtype == np.float16
+    assert_close(o, reference(q, k, v, causal=True)[0], FP16_ATOL)
+
+
+def test_bf16_storage(rng):
+    q, k, v = (randn(rng, 1, 29, 2, 32) for _ in range(3))
+    o = flashcl.attention(q, k, v, dtype="bf16")
+    ref = reference(round_bf16(q), round_bf16(k), round_bf16(v))[0]
+    assert_close(o, ref, 8e-3)  # bf16 output rounding (2^-9 relative) around values of magnitude ~1
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen(rng, causal):
+    # Sequences of different lengths, one without queries and one without keys (its rows: O = 0, LSE = -inf).
+    cu_q = np.array([0, 13, 13, 40, 45], dtype=np.int32)
+    cu_k = np.array([0, 20, 31, 58, 58], dtype=np.int32)
+    h, hkv, d = 4, 2, 24
+    q, k, v = randn(rng, 45, h, d), randn(rng, 58, hkv, d), randn(rng, 58, hkv, d)
+    o, lse = flashcl.attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=causal, return_lse=True)
+    ref_o, ref_lse = reference_varlen(q, k, v, cu_q, cu_k, causal=causal)
+    assert lse.shape == (h, 45)
+    assert_close(o, ref_o, FP32_ATOL)
+    assert_close(lse, ref_lse, FP32_ATOL, "LSE")
+
+
+def test_strided_input_layout(rng):
+    # (B, H, S, d) arrays seen as (B, S, H, d): the host path takes any numpy layout.
+    q, k, v = (randn(rng, 2, 3, 21, 16).transpose(0, 2, 1, 3) for _ in range(3))
+    assert_close(flashcl.attention(q, k, v), reference(q, k, v)[0], FP32_ATOL)
+
+
+def test_devices_and_version():
+    devices = flashcl.devices()
+    assert devices and all(d.name for d in devices)
+    assert flashcl.__version__.count(".") == 2
+
+
+def expect_error(status, text, fn, *args, **kwargs):
+    with pytest.raises(flashcl.Error) as info:
+        fn(*args, **kwargs)
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.status == status, info.value
+    assert text in str(info.value), str(info.value)
+
+
+def test_errors(rng):
+    q, k, v = randn(rng, 1, 8, 3, 16), randn(rng, 1, 8, 3, 16), randn(rng, 1, 8, 3, 16)
+    S = flashcl.Status
+    expect_error(S.InvalidArgument, "q: expected 4 dimensions", flashcl.attention, q[0], k, v)
+    expect_error(S.UnsupportedDType, "q: dtype float64", flashcl.attention, q.astype(np.float64), k, v)
+    expect_error(S.UnsupportedDType, "k: dtype float16 differs", flashcl.attention, q, k.astype(np.float16), v)
+    expect_error(S.InvalidArgument, "k: head dim 8 differs", flashcl.attention, q, k[..., :8], v[..., :8])
+    expect_error(S.InvalidArgument, "v: shape", flashcl.attention, q, k, v[:, :4])
+    # The library's own checks, with its messages.
+    expect_error(S.InvalidArgument, "heads_kv: heads (3) must be a multiple of heads_kv (2)", flashcl.attention, q,
+                 k[:, :, :2], v[:, :, :2])
+    big = randn(rng, 1, 4, 1, 300)
+    expect_error(S.InvalidArgument, "head_dim: must be in 1..", flashcl.attention, big, big, big)
+    expect_error(S.InvalidArgument, "window.left: must be >= -1", flashcl.attention, q, k, v, window=(-5, 0))
+    expect_error(S.InvalidArgument, "softcap: must be finite and >= 0", flashcl.attention, q, k, v, softcap=-1.0)
+    expect_error(S.InvalidArgument, "mask.batch: 2 does not broadcast", flashcl.attention, q, k, v,
+                 mask=np.ones((2, 1, 8, 8), dtype=bool))
+    expect_error(S.InvalidArgument, "mask: expected shape", flashcl.attention, q, k, v, mask=np.ones((8, 9), bool))
+    expect_error(S.InvalidArgument, "mask: dtype int64", flashcl.attention, q, k, v, mask=np.ones((8, 8), np.int64))
+    expect_error(S.InvalidArgument, "algorithm: unknown 'fa3'", flashcl.attention, q, k, v, algorithm="fa3")
+    expect_error(S.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both", flashcl.attention, q[0], k[0], v[0],
+                 cu_seqlens_q=np.array([0, 8], np.int32))
+    expect_error(S.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: expected batch + 1", flashcl.attention, q[0], k[0],
+                 v[0], cu_seqlens_q=np.array([0, 8], np.int32), cu_seqlens_k=np.array([0, 4, 8], np.int32))
+    expect_error(S.DeviceNotFound, "nothing matches", flashcl.attention, q, k, v, platform="no-such-platform")
+    # Still usable after every error.
+    assert_close(flashcl.attention(q, k, v), reference(q, k, v)[0], FP32_ATOL)
