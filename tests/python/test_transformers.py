@@ -1,0 +1,86 @@
+"""flashcl as a Hugging Face attention implementation ("flashcl"), on tiny models built from
+configs in code (random weights, no downloads): a Llama-style decoder with GQA, a Mistral-style
+decoder with a sliding window shorter than the sequence, and a BERT encoder (is_causal False), each
+against attn_implementation="eager" in fp32: outputs at every real token with and without padding
+(left padding for the decoders, right for the encoder), greedy generate() with the KV cache, and
+switching an existing model with set_attn_implementation.
+"""
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+import flashcl.transformers  # noqa: E402,F401  (registers "flashcl")
+
+ATOL = 1e-4  # the bar: logits within 1e-4 of eager in fp32
+
+SMALL = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=64)
+
+
+def pair(cfg, model_class=transformers.AutoModelForCausalLM):
+    """The same random model twice: eager and flashcl (each with its own copy of the config)."""
+    torch.manual_seed(0)
+    eager = model_class.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
+    ours = model_class.from_config(copy.deepcopy(cfg), attn_implementation="flashcl").eval()
+    ours.load_state_dict(eager.state_dict())
+    assert ours.config._attn_implementation == "flashcl"
+    return eager, ours
+
+
+def batch(seq=20, pad=5, left=True):
+    ids = torch.randint(0, SMALL["vocab_size"], (2, seq), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, seq, dtype=torch.long)
+    if left:
+        mask[0, :pad] = 0
+    else:
+        mask[0, seq - pad:] = 0
+    return ids, mask
+
+
+def compare(eager, ours, ids, mask, field="logits"):
+    with torch.no_grad():
+        a = getattr(eager(ids, attention_mask=mask), field)
+        b = getattr(ours(ids, attention_mask=mask), field)
+    keep = mask.bool()
+    err = (a[keep] - b[keep]).abs().max().item()
+    assert err <= ATOL, f"{field}: max difference {err:.3g} from eager"
+
+
+@pytest.mark.parametrize("kind", ["llama_gqa", "mistral_sliding_window"])
+def test_decoder_logits(kind):
+    if kind == "llama_gqa":
+        cfg = transformers.LlamaConfig(num_key_value_heads=2, **SMALL)
+    else:
+        cfg = transformers.MistralConfig(num_key_value_heads=2, sliding_window=6, **SMALL)
+    eager, ours = pair(cfg)
+    ids, mask = batch()
+    compare(eager, ours, ids, torch.ones_like(mask))  # no padding: plain causal calls
+    compare(eager, ours, ids, mask)  # left padding: varlen calls
+
+
+def test_generate_greedy_with_kv_cache():
+    eager, ours = pair(transformers.LlamaConfig(num_key_value_heads=1, **SMALL))
+    ids, mask = batch(seq=12, pad=4)
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        assert torch.equal(eager.generate(ids, **kwargs), ours.generate(ids, **kwargs))
+
+
+def test_encoder_right_padding():
+    cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                  num_attention_heads=4, max_position_embeddings=64)
+    eager, ours = pair(cfg, transformers.AutoModel)
+    ids, mask = batch(left=False)
+    compare(eager, ours, ids, mask, "last_hidden_state")
+
+
+def test_set_attn_implementation():
+    eager, _ = pair(transformers.LlamaConfig(num_key_value_heads=2, **SMALL))
+    switched = copy.deepcopy(eager)
+    switched.set_attn_implementation("flashcl")
+    assert switched.config._attn_implementation == "flashcl"
+    ids, mask = batch()
+    compare(eager, switched, ids, mask)
