@@ -159,3 +159,13 @@ const char* fcl_last_error(void) { return g_last_error.c_str(); }
 const char* fcl_version(void) { return flashcl::version(); }
 
 }  // extern "C"
+
+namespace flashcl::detail {
+
+// The conversion point above (guarded), for C entry points defined in other files
+// (c_api_decode.cpp): every status and fcl_last_error() message comes from this one place.
+fcl_status c_api_call(void (*body)(void*), void* data) {
+  return guarded([&] { body(data); });
+}
+
+}  // namespace flashcl::detail

@@ -83,6 +83,43 @@ FCL_API fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* a
 FCL_API fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
 FCL_API fcl_status fcl_device_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
 
+/* Inference with a KV cache (decode): the fields and their semantics are flashcl::KvCacheArgs's
+ * (flashcl.hpp; docs/DECODE.md). struct_size comes first, as in every args struct from here on:
+ * fcl_kvcache_args_init sets it to the sizeof the caller compiled, and each call checks it, so a
+ * later library can append fields and still accept older callers. Call the init first. */
+typedef struct {
+  size_t struct_size;
+  int batch, heads, heads_kv, seqlen_q, head_dim; /* heads_kv 0: heads */
+  float scale;                                    /* 0: 1/sqrt(head_dim) */
+  int causal;                                     /* bottom-right aligned */
+  fcl_dtype dtype;
+  fcl_tensor q, o;                                /* (B, Nq, H, d) */
+  cl_mem lse;                                     /* optional (B, H, Nq) fp32 */
+  fcl_tensor k_cache, v_cache;                    /* contiguous (cache_batch, cache_seqlen, H_kv, d) or
+                                                     paged (num_pages, page_size, H_kv, d) */
+  int cache_seqlen, cache_batch;                  /* contiguous; cache_batch 0: batch */
+  cl_mem cache_batch_idx;                         /* contiguous, optional int32 (B) */
+  cl_mem block_table;                             /* paged: int32 (B, max_pages) */
+  int num_pages, page_size, max_pages;
+  int64_t block_table_stride;                     /* 0: max_pages */
+  cl_mem cache_seqlens;                           /* int32 (B), required */
+  fcl_tensor k_new, v_new;                        /* optional (B, seqlen_new, H_kv, d), appended in place */
+  int seqlen_new;                                 /* 0: seqlen_q */
+  cl_mem rotary_cos, rotary_sin;                  /* optional fp32 (rotary_seqlen, rotary_dim / 2) */
+  int rotary_dim, rotary_seqlen, rotary_interleaved; /* rotary_dim 0: head_dim */
+  int window_left, window_right;                  /* -1: unbounded */
+  float softcap;                                  /* 0: off */
+  cl_mem alibi_slopes;                            /* fp32 (H), or (B, H) when alibi_per_batch */
+  int alibi_per_batch;
+  cl_mem workspace;                               /* optional, >= fcl_kvcache_workspace_bytes() */
+  int num_splits;                                 /* 0: planner; 1..1024 forced */
+} fcl_kvcache_args;
+
+FCL_API void fcl_kvcache_args_init(fcl_kvcache_args* args);
+FCL_API fcl_status fcl_forward_kvcache(cl_command_queue queue, const fcl_kvcache_args* args, cl_uint num_wait,
+                                       const cl_event* wait_list, cl_event* event);
+FCL_API fcl_status fcl_kvcache_workspace_bytes(cl_device_id device, const fcl_kvcache_args* args, size_t* bytes);
+
 /* Program cache: disk cache on/off and directory (NULL or "": default), drop in-memory programs. */
 FCL_API fcl_status fcl_set_disk_cache(int enabled, const char* dir);
 FCL_API void fcl_clear_memory_cache(void);

@@ -179,6 +179,65 @@ FLASHCL_API std::string disk_cache_dir();
 FLASHCL_API void clear_memory_cache();  // releases every cached program (and their contexts)
 FLASHCL_API CacheStats cache_stats();
 
+// ---- Inference with a KV cache (decode; docs/DECODE.md) ---------------------------------------
+
+// One decode step, as flash-attn's flash_attn_with_kvcache: Nq query rows per sequence attend to
+// the keys cached for it (plus k_new/v_new, appended in place first), with split-KV work-groups
+// that serve all query heads of a K/V head at once and a merge by LSE. Shapes: q, o (B, Nq, H, d);
+// the cache contiguous (cache_batch, cache_seqlen, H_kv, d), or paged (num_pages, page_size,
+// H_kv, d) where Tensor::batch_stride is the page stride, with block_table int32 (B, max_pages):
+// key p of sequence b is row p % page_size of page block_table[b][p / page_size]. Zero strides
+// mean dense. cache_seqlens (int32, B) holds each sequence's cached keys; it is never read back:
+// the grid is sized from the capacity (cache_seqlen, or max_pages·page_size) and the kernels
+// clamp device values instead: cache_seqlens[b] to [0, capacity − seqlen_new]; a cache_batch_idx
+// outside [0, cache_batch) makes the sequence empty (nothing appended, O = 0, LSE = −inf); a
+// block-table entry outside [0, num_pages) hides that page's keys and drops appends to it.
+struct KvCacheArgs {
+  int batch = 0;
+  int heads = 0;
+  int heads_kv = 0;                  // 0: heads (heads % heads_kv == 0: GQA/MQA)
+  int seqlen_q = 0;                  // Nq ≥ 1 (decode: 1; chunked prefill: more, with causal)
+  int head_dim = 0;                  // 1 … 256
+  std::optional<float> scale;        // default 1/√d
+  bool causal = false;               // bottom-right: query i sees keys j ≤ i + L − Nq (L: keys after the append)
+  DType dtype = DType::F32;          // of q, o, caches, k_new, v_new
+  Tensor q, o;
+  cl_mem lse = nullptr;              // optional (B, H, Nq) fp32
+
+  Tensor k_cache, v_cache;           // written in place when k_new is given
+  int cache_seqlen = 0;              // contiguous: S_cache, the capacity of a cache row
+  int cache_batch = 0;               // contiguous: cache rows; 0: batch
+  cl_mem cache_batch_idx = nullptr;  // contiguous, optional: int32 (B), the cache row of each sequence
+  cl_mem block_table = nullptr;      // set: paged cache
+  int num_pages = 0, page_size = 0, max_pages = 0;
+  std::int64_t block_table_stride = 0;  // int32 entries between sequences' rows; 0: max_pages
+  cl_mem cache_seqlens = nullptr;    // int32 (B), required
+
+  Tensor k_new, v_new;               // optional (B, seqlen_new, H_kv, d), both or neither
+  int seqlen_new = 0;                // 0 with k_new given: seqlen_q
+
+  cl_mem rotary_cos = nullptr;       // optional fp32 (rotary_seqlen, rotary_dim / 2) each, both or
+  cl_mem rotary_sin = nullptr;       //   neither: applied to q and k_new (flash-attn's positions:
+  int rotary_dim = 0;                //   k_new row t at L₀ + t, q row i at L₀ + i when causal or
+  int rotary_seqlen = 0;             //   windowed, else at L₀; L₀ = cache_seqlens[b]); dim 0: d
+  bool rotary_interleaved = false;   // pairs (2j, 2j+1); false: (j, j + rotary_dim/2) (GPT-NeoX)
+
+  Window window;                     // as ForwardArgs
+  float softcap = 0.0f;
+  cl_mem alibi_slopes = nullptr;     // fp32 (H), or (B, H) with alibi_per_batch
+  bool alibi_per_batch = false;
+  cl_mem workspace = nullptr;        // optional, at least kvcache_workspace_bytes(); else allocated
+  int num_splits = 0;                // forced key splits (1 … 1024); 0: the planner's choice
+};
+
+// Scratch the call needs: the partial O and LSE of every split (fp32).
+FLASHCL_API std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args);
+
+// Validates every host-side argument (naming the offending one), then enqueues the append (when
+// k_new is given), the split kernel and the merge on `queue`, asynchronously.
+FLASHCL_API Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args,
+                                   const std::vector<cl_event>& wait_list = {});
+
 // ---- Convenience layer: device choice and host arrays -----------------------------------------
 
 struct DeviceInfo {

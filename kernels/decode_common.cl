@@ -1,0 +1,87 @@
+/* decode_common.cl: what the KV-cache kernels (decode_append.cl, decode_split.cl) share: the
+ * switches of a decode program, the guards that turn hostile device values into in-bounds ones,
+ * the cache addressing (contiguous or paged) and the rotary embedding. The guards, in one place:
+ * cache_seqlens[b] is clamped to [0, capacity - seqlen_new], so the append and every key read
+ * stay inside the sequence's capacity; a cache_batch_idx outside [0, cache_batch) makes the
+ * sequence empty (no append, no key); a block-table entry outside [0, num_pages) hides the keys
+ * of that page (never read) and drops the appended rows that would land there. */
+
+#ifndef PAGED
+#define PAGED 0 /* 1: paged cache through block_table; 0: contiguous (cache row, position) */
+#endif
+#ifndef ROTARY
+#define ROTARY 0 /* 0: off, 1: interleaved pairs (2j, 2j+1), 2: half-split pairs (j, j + rotary_dim/2) */
+#endif
+#ifndef BATCH_IDX
+#define BATCH_IDX 0 /* 1: cache_batch_idx picks each sequence's cache row (contiguous caches) */
+#endif
+#ifndef VEC
+#define VEC 1 /* elements per cache load: 4 when d, strides and offsets are multiples of 4 */
+#endif
+
+/* VEC consecutive storage elements at p + i, as floats. */
+#if VEC == 4
+#if DTYPE == 0
+#define LOAD_VEC(p, i) vload4(0, (p) + (i))
+#elif DTYPE == 1
+#define LOAD_VEC(p, i) vload_half4(0, (p) + (i))
+#else
+#define LOAD_VEC(p, i) as_float4(convert_uint4(vload4(0, (p) + (i))) << 16)
+#endif
+#endif
+
+/* The cache row of sequence b, or -1 when cache_batch_idx points outside the cache. */
+inline int cache_row(const DecodeArgs* d, __global const int* batch_idx, int b) {
+#if BATCH_IDX
+  const int row = batch_idx[b];
+  return row >= 0 && row < d->cache_batch ? row : -1;
+#else
+  (void)d;
+  (void)batch_idx;
+  return b;
+#endif
+}
+
+/* Keys cached for sequence b before the append, clamped so that the append fits the capacity. */
+inline int cached_len(const DecodeArgs* d, __global const int* cache_seqlens, int b) {
+  return clamp(cache_seqlens[b], 0, d->capacity - d->seqlen_new);
+}
+
+/* Block-table entry `page` of sequence b (page < max_pages), or -1 when outside the pool. */
+inline int page_entry(const DecodeArgs* d, __global const int* block_table, int b, int page) {
+  const int e = block_table[(long)b * d->block_table_stride + page];
+  return e >= 0 && e < d->num_pages ? e : -1;
+}
+
+/* Element offsets of key `pos`, K/V head hk, in the caches: `slot` is the cache row (contiguous)
+ * or the pool page holding pos (paged; pos taken modulo the page size). */
+inline void kv_bases(const DecodeArgs* d, int slot, int pos, int hk, long* k_base, long* v_base) {
+#if PAGED
+  pos %= d->page_size;
+#endif
+  *k_base = d->k_offset + (long)slot * d->k_batch_stride + (long)pos * d->k_seq_stride + (long)hk * d->k_head_stride;
+  *v_base = d->v_offset + (long)slot * d->v_batch_stride + (long)pos * d->v_seq_stride + (long)hk * d->v_head_stride;
+}
+
+#if ROTARY
+/* Element c of the row at p + base rotated to position pos: pairs (x1, x2) become
+ * (x1 cos - x2 sin, x1 sin + x2 cos) with the tables' row pos (clamped to the table) and column
+ * j, the pair's index; elements past rotary_dim pass through. */
+inline float rotated(__global const STORAGE_T* p, long base, int c, int pos, const DecodeArgs* d,
+                     __global const float* rot_cos, __global const float* rot_sin) {
+  const float x = LOAD_ELEM(p, base + c);
+  if (c >= d->rotary_dim) return x;
+  const int half_dim = d->rotary_dim / 2; /* (half is a type name in OpenCL C) */
+#if ROTARY == 1
+  const int j = c / 2, partner = c ^ 1;
+  const bool second = (c & 1) != 0;
+#else
+  const bool second = c >= half_dim;
+  const int j = second ? c - half_dim : c, partner = second ? c - half_dim : c + half_dim;
+#endif
+  const float y = LOAD_ELEM(p, base + partner);
+  const long t = (long)min(pos, d->rotary_seqlen - 1) * half_dim + j;
+  const float cs = rot_cos[t], sn = rot_sin[t];
+  return second ? y * sn + x * cs : x * cs - y * sn;
+}
+#endif

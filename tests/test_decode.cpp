@@ -1,0 +1,707 @@
+// test_decode.cpp: the KV-cache path (forward_kvcache) against the float64 reference on fresh
+// random inputs, outputs poisoned with NaN and written through padded strides: contiguous and
+// paged caches (page sizes 1, 3, 7, 16, pages shuffled in a pool with unused pages), GQA and
+// MQA, Nq = 1 and chunked prefill (causal, bottom-right), appends of k_new/v_new (the cache
+// afterwards equals the model: new rows rotated, every other element unchanged), rotary in both
+// styles, window, softcap, ALiBi, cache_batch_idx, empty sequences, and forced split counts. Hostile
+// device values (cache_seqlens, block-table entries, cache_batch_idx out of range) must give the
+// documented clamped result without touching anything outside the tensors. Invalid host
+// arguments are rejected with an error naming them, through C++ and C. The decode planner is a
+// pure function, tested here on simulated devices.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "flashcl/flashcl.h"
+#include "../src/plan_decode.hpp"  // internal (hidden in the library): src/plan_decode.cpp is compiled in
+#include "support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+struct DecodeCase {
+  int batch = 2, heads = 4, heads_kv = 2, seqlen_q = 1, head_dim = 32;
+  int capacity = 45;            // keys a sequence can hold (paged: rounded up to whole pages)
+  std::vector<int> seqlens;     // cache_seqlens as the device sees them (hostile ones included)
+  int page_size = 0;            // 0: contiguous
+  int spare_pages = 3;          // pool pages no sequence uses
+  bool shuffle = true;          // paged: pages in random pool order
+  std::vector<std::pair<int, int>> bad_pages;  // (sequence, page index) given an out-of-pool entry
+  int seqlen_new = 0;           // rows of k_new/v_new (0: no append)
+  int rotary = 0;               // 0 off, 1 interleaved, 2 half-split
+  int rotary_dim = 0;           // 0: head_dim
+  bool causal = false;
+  int window_left = -1, window_right = -1;
+  float softcap = 0.0f;
+  bool alibi = false;
+  std::vector<int> batch_idx;   // contiguous: cache row per sequence (empty: off); cache has batch + 2 rows
+  int num_splits = 0;
+  DType dtype = DType::F32;
+  Layout cache_layout = Layout::BSHD;
+  std::uint64_t seed = 1;
+};
+
+std::unique_ptr<DeviceBytes> ints(const std::vector<int>& values) {
+  return std::make_unique<DeviceBytes>(values.data(), std::max<std::size_t>(values.size(), 1) * sizeof(int));
+}
+std::unique_ptr<DeviceBytes> floats(const std::vector<float>& values) {
+  return std::make_unique<DeviceBytes>(values.data(), values.size() * sizeof(float));
+}
+
+// x rotated as the kernels do (pairs, position row of the tables).
+void rotate_row(float* x, int d_rot, bool interleaved, const std::vector<float>& cos_t, const std::vector<float>& sin_t,
+                int pos) {
+  const int half = d_rot / 2;
+  for (int j = 0; j < half; ++j) {
+    const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+    const float cs = cos_t[static_cast<std::size_t>(pos) * half + j], sn = sin_t[static_cast<std::size_t>(pos) * half + j];
+    const float x1 = x[a], x2 = x[b];
+    x[a] = x1 * cs - x2 * sn;
+    x[b] = x1 * sn + x2 * cs;
+  }
+}
+
+struct DecodeResult {
+  CaseResult result;            // O and LSE against the reference (expect_accurate's input)
+  std::size_t cache_bad = 0;    // cache elements that differ from the model after the call
+  std::size_t gaps_changed = 0; // elements outside any tensor's layout that were written
+};
+
+DecodeResult run_decode(const DecodeCase& c) {
+  const int B = c.batch, H = c.heads, Hk = c.heads_kv, Nq = c.seqlen_q, d = c.head_dim, Nn = c.seqlen_new;
+  const bool paged = c.page_size > 0;
+  const int ps = c.page_size, max_pages = paged ? (c.capacity + ps - 1) / ps : 0;
+  const int capacity = paged ? max_pages * ps : c.capacity;
+  const int num_pages = paged ? B * max_pages + c.spare_pages : 0;
+  const int cache_rows = paged ? num_pages : (c.batch_idx.empty() ? B : B + 2);
+  const int cache_seq = paged ? ps : capacity;
+  const std::size_t row_elems = static_cast<std::size_t>(Hk) * d;
+  std::mt19937 rng(static_cast<unsigned>(c.seed));
+
+  // cache contents (every slot random, unused ones included), q, k_new, v_new in storage precision
+  const std::size_t cache_elems = static_cast<std::size_t>(cache_rows) * cache_seq * row_elems;
+  const auto k_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 1));
+  const auto v_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 2));
+  const auto q = round_to(c.dtype, bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 7 + 3));
+  const std::size_t new_elems = static_cast<std::size_t>(B) * std::max(Nn, 1) * row_elems;
+  const auto k_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 7 + 4));
+  const auto v_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 7 + 5));
+
+  // block table: each sequence's pages, shuffled over the pool; the bad ones point outside it
+  std::vector<int> pool(num_pages);
+  std::iota(pool.begin(), pool.end(), 0);
+  if (c.shuffle) std::shuffle(pool.begin(), pool.end(), rng);
+  std::vector<int> table(static_cast<std::size_t>(B) * max_pages);
+  for (std::size_t i = 0; i < table.size(); ++i) table[i] = pool[i];
+  const int bad_values[] = {-1, num_pages, std::numeric_limits<int>::max(), std::numeric_limits<int>::min()};
+  for (std::size_t i = 0; i < c.bad_pages.size(); ++i)
+    table[static_cast<std::size_t>(c.bad_pages[i].first) * max_pages + c.bad_pages[i].second] = bad_values[i % 4];
+
+  // the documented clamping, as the model of what the kernels see
+  std::vector<int> row_of(B), len(B), keys(B);
+  for (int b = 0; b < B; ++b) {
+    row_of[b] = c.batch_idx.empty() ? b : c.batch_idx[b];
+    const bool valid_row = paged || (row_of[b] >= 0 && row_of[b] < cache_rows);
+    len[b] = valid_row ? std::clamp(c.seqlens[b], 0, capacity - Nn) : 0;
+    keys[b] = valid_row ? len[b] + Nn : -1;  // -1: no keys at all
+  }
+  // (slot, row) of key p of sequence b, or slot -1 when its page is outside the pool
+  auto locate = [&](int b, int p, int& slot, int& row) {
+    if (paged) {
+      const int e = table[static_cast<std::size_t>(b) * max_pages + p / ps];
+      slot = e >= 0 && e < num_pages ? e : -1;
+      row = p % ps;
+    } else {
+      slot = row_of[b];
+      row = p;
+    }
+  };
+
+  // rotary tables (S_rot = capacity): angles p * 10000^(-2j / d_rot)
+  const int d_rot = c.rotary ? (c.rotary_dim ? c.rotary_dim : d) : 0;
+  std::vector<float> cos_t, sin_t;
+  for (int p = 0; p < capacity && c.rotary; ++p)
+    for (int j = 0; j < d_rot / 2; ++j) {
+      const double angle = p * std::pow(10000.0, -2.0 * j / d_rot);
+      cos_t.push_back(static_cast<float>(std::cos(angle)));
+      sin_t.push_back(static_cast<float>(std::sin(angle)));
+    }
+
+  // the expected cache after the append
+  auto expected_k = k_cache, expected_v = v_cache;
+  std::vector<char> appended(cache_elems / d, 0);
+  for (int b = 0; b < B; ++b) {
+    if (keys[b] < 0) continue;
+    for (int t = 0; t < Nn; ++t) {
+      int slot, row;
+      locate(b, len[b] + t, slot, row);
+      if (slot < 0) continue;
+      for (int h = 0; h < Hk; ++h) {
+        const std::size_t src = (static_cast<std::size_t>(b) * Nn + t) * row_elems + static_cast<std::size_t>(h) * d;
+        const std::size_t dst = ((static_cast<std::size_t>(slot) * cache_seq + row) * Hk + h) * d;
+        std::vector<float> kr(k_new.begin() + src, k_new.begin() + src + d);
+        if (c.rotary) rotate_row(kr.data(), d_rot, c.rotary == 1, cos_t, sin_t, len[b] + t);
+        const auto kr_stored = round_to(c.dtype, kr);
+        std::copy(kr_stored.begin(), kr_stored.end(), expected_k.begin() + dst);
+        std::copy(v_new.begin() + src, v_new.begin() + src + d, expected_v.begin() + dst);
+        appended[dst / d] = 1;
+      }
+    }
+  }
+
+  // device buffers: q and the caches in their layouts, o poisoned and padded
+  DeviceTensor dq(Layout::PaddedRows, B, Nq, H, d, &q, c.dtype);
+  DeviceTensor dout(Layout::PaddedRows, B, Nq, H, d, nullptr, c.dtype);
+  DeviceTensor dk(c.cache_layout, cache_rows, cache_seq, Hk, d, &k_cache, c.dtype);
+  DeviceTensor dv(c.cache_layout, cache_rows, cache_seq, Hk, d, &v_cache, c.dtype);
+  DeviceTensor dkn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &k_new, c.dtype);
+  DeviceTensor dvn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &v_new, c.dtype);
+  DeviceBuffer dlse(static_cast<std::size_t>(B) * H * Nq, kNaN);
+  std::vector<std::unique_ptr<DeviceBytes>> held;
+  auto hold = [&](std::unique_ptr<DeviceBytes> p) {
+    held.push_back(std::move(p));
+    return held.back()->mem;
+  };
+
+  KvCacheArgs a;
+  a.batch = B;
+  a.heads = H;
+  a.heads_kv = Hk;
+  a.seqlen_q = Nq;
+  a.head_dim = d;
+  a.causal = c.causal;
+  a.dtype = c.dtype;
+  a.q = dq.view;
+  a.o = dout.view;
+  a.lse = dlse.mem;
+  a.k_cache = dk.view;
+  a.v_cache = dv.view;
+  a.cache_seqlens = hold(ints(c.seqlens));
+  if (paged) {
+    a.block_table = hold(ints(table));
+    a.num_pages = num_pages;
+    a.page_size = ps;
+    a.max_pages = max_pages;
+  } else {
+    a.cache_seqlen = capacity;
+    a.cache_batch = cache_rows;
+    if (!c.batch_idx.empty()) a.cache_batch_idx = hold(ints(c.batch_idx));
+  }
+  if (Nn > 0) {
+    a.k_new = dkn.view;
+    a.v_new = dvn.view;
+    a.seqlen_new = Nn;
+  }
+  if (c.rotary) {
+    a.rotary_cos = hold(floats(cos_t));
+    a.rotary_sin = hold(floats(sin_t));
+    a.rotary_dim = d_rot;
+    a.rotary_seqlen = capacity;
+    a.rotary_interleaved = c.rotary == 1;
+  }
+  a.window = {c.window_left, c.window_right};
+  a.softcap = c.softcap;
+  std::vector<float> slopes;
+  for (int h = 0; h < H && c.alibi; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+  if (c.alibi) a.alibi_slopes = hold(floats(slopes));
+  a.num_splits = c.num_splits;
+  forward_kvcache(session().queue(), a).wait();
+
+  DecodeResult r;
+  // the cache: appended rows as the model says, everything else bit for bit unchanged
+  const auto k_after = dk.logical(), v_after = dv.logical();
+  const double tol = c.dtype == DType::F32 ? 1e-6 : c.dtype == DType::F16 ? 2e-3 : 1.6e-2;
+  for (std::size_t i = 0; i < cache_elems; ++i) {
+    if (appended[i / d]) {
+      if (!(std::fabs(k_after[i] - expected_k[i]) <= tol * (1 + std::fabs(expected_k[i])))) ++r.cache_bad;
+      if (v_after[i] != expected_v[i]) ++r.cache_bad;
+    } else if (k_after[i] != k_cache[i] || v_after[i] != v_cache[i]) {
+      ++r.cache_bad;
+    }
+  }
+  r.gaps_changed = dout.gap_elements_changed() + dk.gap_elements_changed() + dv.gap_elements_changed() +
+                   dq.gap_elements_changed() + dkn.gap_elements_changed() + dvn.gap_elements_changed();
+
+  // the reference: each sequence's visible keys packed (varlen), read from the cache the device
+  // left (what it attended to), q rotated as flash-attn positions it; keys of bad pages masked
+  bench::Shape s;
+  s.batch = B;
+  s.heads = H;
+  s.heads_kv = Hk;
+  s.head_dim = d;
+  s.seqlen_q = Nq;
+  s.causal = c.causal;
+  s.window_left = c.window_left;
+  s.window_right = c.window_right;
+  s.softcap = c.softcap;
+  s.alibi_slopes = slopes;
+  s.cu_seqlens_q.push_back(0);
+  s.cu_seqlens_k.push_back(0);
+  int max_keys = 0;
+  for (int b = 0; b < B; ++b) {
+    s.cu_seqlens_q.push_back((b + 1) * Nq);
+    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + std::max(keys[b], 0));
+    max_keys = std::max(max_keys, keys[b]);
+  }
+  s.seqlen_k = std::max(max_keys, 1);
+  std::vector<float> ref_k, ref_v;
+  std::vector<float> visible(static_cast<std::size_t>(B) * Nq * s.seqlen_k, 1.0f);
+  bool any_hidden = false;
+  for (int b = 0; b < B; ++b)
+    for (int p = 0; p < keys[b]; ++p) {
+      int slot, row;
+      locate(b, p, slot, row);
+      const std::size_t at = (static_cast<std::size_t>(std::max(slot, 0)) * cache_seq + row) * row_elems;
+      ref_k.insert(ref_k.end(), k_after.begin() + at, k_after.begin() + at + row_elems);
+      ref_v.insert(ref_v.end(), v_after.begin() + at, v_after.begin() + at + row_elems);
+      if (slot < 0) {
+        any_hidden = true;
+        for (int i = 0; i < Nq; ++i) visible[(static_cast<std::size_t>(b) * Nq + i) * s.seqlen_k + p] = 0.0f;
+      }
+    }
+  if (any_hidden) {
+    s.mask = bench::MaskMode::Bool;
+    s.mask_batch = B;
+    s.mask_heads = 1;
+    s.mask_values = visible;
+  }
+  auto q_ref = q;
+  if (c.rotary)
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < Nq; ++i)
+        for (int h = 0; h < H; ++h) {
+          const int pos = std::min(len[b] + (c.causal || c.window_left >= 0 || c.window_right >= 0 ? i : 0), capacity - 1);
+          rotate_row(&q_ref[((static_cast<std::size_t>(b) * Nq + i) * H + h) * d], d_rot, c.rotary == 1, cos_t, sin_t, pos);
+        }
+  const bench::Reference ref = bench::reference_attention(s, q_ref, ref_k, ref_v);
+
+  CaseResult& cr = r.result;
+  cr.ref.out = ref.out;  // (total_q, H, d) = (B, Nq, H, d)
+  cr.ref.lse.resize(ref.lse.size());
+  for (int b = 0; b < B; ++b)  // (H, total_q) -> (B, H, Nq)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < Nq; ++i)
+        cr.ref.lse[(static_cast<std::size_t>(b) * H + h) * Nq + i] = ref.lse[static_cast<std::size_t>(h) * B * Nq + b * Nq + i];
+  cr.o = dout.logical();
+  cr.lse_values = dlse.read();
+  cr.out = bench::compare(cr.o, cr.ref.out);
+  cr.lse = bench::compare(cr.lse_values, cr.ref.lse);
+  cr.gaps_written = dout.gap_elements_changed();
+  return r;
+}
+
+void expect_decode(const DecodeCase& c, const std::string& what) {
+  SCOPED_TRACE(what);
+  const DecodeResult r = run_decode(c);
+  expect_accurate(r.result, what, c.dtype);
+  EXPECT_EQ(r.cache_bad, 0u) << what << ": cache elements differ from the model after the call";
+  EXPECT_EQ(r.gaps_changed, 0u) << what << ": wrote outside a tensor's layout";
+}
+
+DecodeCase base(std::vector<int> seqlens = {37, 12}) {
+  DecodeCase c;
+  c.seqlens = std::move(seqlens);
+  c.seed = 100 + c.seqlens[0];
+  return c;
+}
+
+TEST(Decode, ContiguousGqaSingleQuery) { expect_decode(base(), "contiguous GQA 4/2 Nq=1"); }
+
+TEST(Decode, PagedPageSizes) {
+  for (int ps : {1, 3, 7, 16}) {
+    DecodeCase c = base({45, 20});
+    c.page_size = ps;
+    c.seed = 200 + ps;
+    expect_decode(c, "paged page_size " + std::to_string(ps));
+  }
+}
+
+TEST(Decode, PagedInOrderEqualsContiguous) {
+  DecodeCase c = base({40, 33});
+  c.page_size = 16;
+  c.shuffle = false;
+  c.spare_pages = 0;
+  const DecodeResult paged = run_decode(c);
+  c.page_size = 0;
+  c.capacity = 48;  // the paged capacity, so both caches hold the same values
+  const DecodeResult contiguous = run_decode(c);
+  ASSERT_EQ(paged.result.o.size(), contiguous.result.o.size());
+  for (std::size_t i = 0; i < paged.result.o.size(); ++i) EXPECT_EQ(paged.result.o[i], contiguous.result.o[i]) << i;
+  expect_accurate(paged.result, "paged in order", DType::F32);
+}
+
+TEST(Decode, GqaRatiosAndMqa) {
+  for (int hk : {1, 4}) {  // 8/1 (MQA) and 8/4; 4/2 and 8/8 elsewhere
+    DecodeCase c = base({30, 44});
+    c.heads = 8;
+    c.heads_kv = hk;
+    c.seed = 300 + hk;
+    expect_decode(c, "heads 8 / heads_kv " + std::to_string(hk));
+  }
+}
+
+TEST(Decode, ChunkedPrefillCausalWithAppend) {
+  DecodeCase c = base({20, 0});
+  c.seqlen_q = c.seqlen_new = 9;  // the second sequence starts empty
+  c.causal = true;
+  c.page_size = 7;               // appends cross page boundaries
+  expect_decode(c, "chunked prefill, paged append");
+  c.page_size = 0;
+  c.heads = c.heads_kv = 3;      // plain MHA, contiguous append
+  c.head_dim = 20;
+  expect_decode(c, "chunked prefill, contiguous append, d 20");
+}
+
+TEST(Decode, AppendWithRotaryBothStyles) {
+  for (int style : {1, 2}) {
+    DecodeCase c = base({30, 9});
+    c.seqlen_new = c.seqlen_q = 2;
+    c.causal = true;
+    c.rotary = style;
+    c.rotary_dim = style == 1 ? 32 : 16;  // full and partial rotation
+    c.page_size = style == 1 ? 0 : 5;
+    c.seed = 400 + style;
+    expect_decode(c, style == 1 ? "rotary interleaved" : "rotary half-split, partial");
+  }
+  DecodeCase c = base({18, 3});
+  c.seqlen_new = c.seqlen_q = 3;
+  c.rotary = 2;  // not causal: every query rotated at position cache_seqlens (flash-attn)
+  expect_decode(c, "rotary, non-causal queries at L0");
+}
+
+TEST(Decode, WindowSoftcapAlibi) {
+  DecodeCase c = base({44, 29});
+  c.seqlen_q = 3;
+  c.causal = true;
+  c.window_left = 10;
+  c.window_right = 0;
+  c.softcap = 5.0f;
+  c.alibi = true;
+  c.page_size = 4;
+  expect_decode(c, "window + softcap + alibi, paged");
+}
+
+TEST(Decode, CacheBatchIdxAndEmptySequences) {
+  DecodeCase c = base({0, 25, 0});
+  c.batch = 3;
+  c.batch_idx = {4, 0, 2};  // cache has 5 rows
+  c.seqlen_new = 1;
+  expect_decode(c, "cache_batch_idx with append into empty sequences");
+  c.seqlen_new = 0;  // no key at all in sequences 0 and 2: O = 0, LSE = -inf
+  expect_decode(c, "cache_batch_idx, empty sequences");
+}
+
+TEST(Decode, SplitCountsAgree) {
+  DecodeCase c = base({45, 2});
+  c.page_size = 3;
+  c.seqlen_q = 2;
+  c.causal = true;
+  std::vector<float> first;
+  for (int splits : {1, 2, 5, 64}) {  // 64 leaves most splits empty
+    c.num_splits = splits;
+    const DecodeResult r = run_decode(c);
+    expect_accurate(r.result, "num_splits " + std::to_string(splits), DType::F32);
+    if (first.empty()) first = r.result.o;
+    for (std::size_t i = 0; i < first.size(); ++i) ASSERT_NEAR(r.result.o[i], first[i], 2e-6) << splits << " splits, " << i;
+  }
+}
+
+TEST(Decode, HalfPrecisionCaches) {
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    DecodeCase c = base({41, 17});
+    c.dtype = dtype;
+    c.page_size = 16;
+    c.seqlen_new = c.seqlen_q = 1;
+    c.rotary = 2;
+    c.causal = true;
+    expect_decode(c, std::string("paged append ") + to_string(dtype));
+  }
+  DecodeCase c = base({41, 17});
+  c.dtype = DType::F16;
+  c.cache_layout = Layout::PaddedRows;  // offsets and strides not multiples of 4: scalar loads
+  expect_decode(c, "f16 padded cache");
+}
+
+// Hostile device values: clamped as documented, nothing outside the tensors touched.
+TEST(Decode, HostileDeviceValuesStayInBounds) {
+  DecodeCase c = base({-5, 1000000, 30});
+  c.batch = 3;
+  c.page_size = 4;
+  c.seqlen_new = c.seqlen_q = 2;
+  c.causal = true;
+  c.cache_layout = Layout::PaddedRows;
+  c.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};  // entries -1, num_pages, INT_MAX, INT_MIN
+  expect_decode(c, "hostile cache_seqlens and block table");
+  DecodeCase k = base({std::numeric_limits<int>::min(), 20, std::numeric_limits<int>::max()});
+  k.batch = 3;
+  k.batch_idx = {-1, 1, 5};  // 5 rows: -1 and 5 are outside
+  k.seqlen_new = k.seqlen_q = 1;
+  k.cache_layout = Layout::PaddedRows;
+  expect_decode(k, "hostile cache_batch_idx");
+}
+
+// ---- invalid host arguments ----------------------------------------------------------------
+
+class DecodeInvalid : public testing::Test {
+ protected:
+  static constexpr int kB = 2, kH = 4, kHk = 2, kD = 8, kS = 16;
+  std::vector<float> values = bench::random_values(static_cast<std::size_t>(kB) * kS * kH * kD, 5);
+  DeviceTensor q{Layout::BSHD, kB, 1, kH, kD, &values};
+  DeviceTensor o{Layout::BSHD, kB, 1, kH, kD, nullptr};
+  DeviceTensor k{Layout::BSHD, kB, kS, kHk, kD, &values};
+  DeviceTensor v{Layout::BSHD, kB, kS, kHk, kD, &values};
+  std::vector<int> lens = {3, 16};
+  DeviceBytes seqlens{lens.data(), lens.size() * sizeof(int)};
+  std::vector<int> table_values = {0, 1, 2, 3};
+  DeviceBytes table{table_values.data(), table_values.size() * sizeof(int)};
+
+  KvCacheArgs valid() const {
+    KvCacheArgs a;
+    a.batch = kB;
+    a.heads = kH;
+    a.heads_kv = kHk;
+    a.seqlen_q = 1;
+    a.head_dim = kD;
+    a.q = q.view;
+    a.o = o.view;
+    a.k_cache = k.view;
+    a.v_cache = v.view;
+    a.cache_seqlen = kS;
+    a.cache_seqlens = seqlens.mem;
+    return a;
+  }
+  KvCacheArgs valid_paged() const {  // the same buffers as a pool of 4 pages of 8
+    KvCacheArgs a = valid();
+    a.cache_seqlen = 0;
+    a.k_cache = a.v_cache = {};
+    a.k_cache.buffer = k.view.buffer;
+    a.v_cache.buffer = v.view.buffer;
+    a.block_table = table.mem;
+    a.num_pages = 4;
+    a.page_size = 8;
+    a.max_pages = 2;
+    return a;
+  }
+
+  void expect_rejected(const KvCacheArgs& args, Status status, const std::string& parameter) {
+    const auto before = o.raw();
+    try {
+      forward_kvcache(session().queue(), args).wait();
+      ADD_FAILURE() << "accepted; expected an error naming '" << parameter << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_NE(std::string(e.what()).find(parameter), std::string::npos) << "message: " << e.what();
+    }
+    clFinish(session().queue());
+    const auto after = o.raw();
+    for (std::size_t i = 0; i < after.size(); ++i) ASSERT_TRUE(std::isnan(after[i])) << "o written before the error";
+  }
+};
+
+TEST_F(DecodeInvalid, ValidArgumentsRun) {
+  forward_kvcache(session().queue(), valid()).wait();
+  forward_kvcache(session().queue(), valid_paged()).wait();
+}
+
+TEST_F(DecodeInvalid, ShapesAndSettings) {
+  auto with = [&](auto change, KvCacheArgs a) { change(a); return a; };
+  expect_rejected(with([](KvCacheArgs& a) { a.batch = 0; }, valid()), Status::InvalidArgument, "batch");
+  expect_rejected(with([](KvCacheArgs& a) { a.heads_kv = 3; }, valid()), Status::InvalidArgument, "heads_kv");
+  expect_rejected(with([](KvCacheArgs& a) { a.seqlen_q = 0; }, valid()), Status::InvalidArgument, "seqlen_q");
+  expect_rejected(with([](KvCacheArgs& a) { a.head_dim = 300; }, valid()), Status::InvalidArgument, "head_dim");
+  expect_rejected(with([](KvCacheArgs& a) { a.scale = INFINITY; }, valid()), Status::InvalidArgument, "scale");
+  expect_rejected(with([](KvCacheArgs& a) { a.cache_seqlen = 0; }, valid()), Status::InvalidArgument, "cache_seqlen");
+  expect_rejected(with([](KvCacheArgs& a) { a.cache_batch = 1; }, valid()), Status::InvalidArgument, "cache_batch");
+  expect_rejected(with([](KvCacheArgs& a) { a.window.left = -2; }, valid()), Status::InvalidArgument, "window.left");
+  expect_rejected(with([](KvCacheArgs& a) { a.softcap = -1.0f; }, valid()), Status::InvalidArgument, "softcap");
+  expect_rejected(with([](KvCacheArgs& a) { a.num_splits = 5000; }, valid()), Status::InvalidArgument, "num_splits");
+  expect_rejected(with([](KvCacheArgs& a) { a.seqlen_new = 1; }, valid()), Status::InvalidArgument, "seqlen_new");
+  expect_rejected(with([&](KvCacheArgs& a) { a.k_new = q.view; }, valid()), Status::InvalidArgument, "v_new");
+  expect_rejected(with([&](KvCacheArgs& a) { a.k_new = a.v_new = k.view; a.seqlen_new = kS + 1; }, valid()),
+                  Status::InvalidArgument, "seqlen_new");
+  expect_rejected(with([&](KvCacheArgs& a) { a.rotary_cos = seqlens.mem; }, valid()), Status::InvalidArgument,
+                  "rotary_sin");
+  expect_rejected(with([&](KvCacheArgs& a) { a.rotary_cos = a.rotary_sin = seqlens.mem; a.rotary_seqlen = kS; a.rotary_dim = 3; }, valid()),
+                  Status::InvalidArgument, "rotary_dim");
+  expect_rejected(with([&](KvCacheArgs& a) { a.rotary_cos = a.rotary_sin = seqlens.mem; a.rotary_seqlen = kS - 1; }, valid()),
+                  Status::InvalidArgument, "rotary_seqlen");
+  expect_rejected(with([&](KvCacheArgs& a) { a.rotary_cos = a.rotary_sin = seqlens.mem; a.rotary_seqlen = kS; }, valid()),
+                  Status::InvalidArgument, "rotary_cos");  // 16 rows x 4 floats do not fit 8 bytes
+}
+
+TEST_F(DecodeInvalid, BuffersAndPagedLayout) {
+  auto with = [&](auto change, KvCacheArgs a) { change(a); return a; };
+  expect_rejected(with([](KvCacheArgs& a) { a.cache_seqlens = nullptr; }, valid()), Status::InvalidHandle, "cache_seqlens");
+  expect_rejected(with([](KvCacheArgs& a) { a.q.buffer = nullptr; }, valid()), Status::InvalidHandle, "q");
+  expect_rejected(with([](KvCacheArgs& a) { a.cache_seqlen = kS + 1; }, valid()), Status::InvalidArgument, "k_cache");
+  expect_rejected(with([](KvCacheArgs& a) { a.o.seq_stride = -1; }, valid()), Status::InvalidArgument, "o");
+  expect_rejected(with([&](KvCacheArgs& a) { a.lse = seqlens.mem; }, valid()), Status::InvalidArgument, "lse");
+  expect_rejected(with([&](KvCacheArgs& a) { a.workspace = seqlens.mem; }, valid()), Status::InvalidArgument, "workspace");
+  expect_rejected(with([](KvCacheArgs& a) { a.page_size = 0; }, valid_paged()), Status::InvalidArgument, "page_size");
+  expect_rejected(with([](KvCacheArgs& a) { a.num_pages = 0; }, valid_paged()), Status::InvalidArgument, "num_pages");
+  expect_rejected(with([](KvCacheArgs& a) { a.num_pages = 5; }, valid_paged()), Status::InvalidArgument, "k_cache");
+  expect_rejected(with([](KvCacheArgs& a) { a.max_pages = 3; }, valid_paged()), Status::InvalidArgument, "block_table");
+  expect_rejected(with([](KvCacheArgs& a) { a.block_table_stride = 1; }, valid_paged()), Status::InvalidArgument,
+                  "block_table_stride");
+  expect_rejected(with([&](KvCacheArgs& a) { a.cache_batch_idx = seqlens.mem; }, valid_paged()), Status::InvalidArgument,
+                  "cache_batch_idx");
+  expect_rejected(with([](KvCacheArgs& a) { a.block_table = nullptr; }, valid_paged()), Status::InvalidArgument,
+                  "block_table");
+}
+
+TEST_F(DecodeInvalid, CApiChecksStructSizeAndReportsErrors) {
+  fcl_kvcache_args a;
+  fcl_kvcache_args_init(&a);
+  EXPECT_EQ(a.struct_size, sizeof a);
+  a.batch = kB;
+  a.heads = kH;
+  a.heads_kv = kHk;
+  a.seqlen_q = 1;
+  a.head_dim = kD;
+  a.q.buffer = q.view.buffer;
+  a.o.buffer = o.view.buffer;
+  a.k_cache.buffer = k.view.buffer;
+  a.v_cache.buffer = v.view.buffer;
+  a.cache_seqlen = kS;
+  a.cache_seqlens = seqlens.mem;
+  size_t bytes = 0;
+  EXPECT_EQ(fcl_kvcache_workspace_bytes(session().device(), &a, &bytes), FCL_SUCCESS) << fcl_last_error();
+  EXPECT_GT(bytes, 0u);
+  cl_event event = nullptr;
+  ASSERT_EQ(fcl_forward_kvcache(session().queue(), &a, 0, nullptr, &event), FCL_SUCCESS) << fcl_last_error();
+  ASSERT_NE(event, nullptr);
+  EXPECT_EQ(clWaitForEvents(1, &event), CL_SUCCESS);
+  clReleaseEvent(event);
+
+  fcl_kvcache_args old = a;
+  old.struct_size = sizeof a - 8;
+  EXPECT_EQ(fcl_forward_kvcache(session().queue(), &old, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
+  a.page_size = 4;  // without a block table
+  EXPECT_EQ(fcl_forward_kvcache(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("block_table"), std::string::npos) << fcl_last_error();
+  a.page_size = 0;
+  a.dtype = static_cast<fcl_dtype>(7);
+  EXPECT_EQ(fcl_forward_kvcache(session().queue(), &a, 0, nullptr, nullptr), FCL_UNSUPPORTED_DTYPE);
+  EXPECT_EQ(fcl_forward_kvcache(session().queue(), nullptr, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+}
+
+// ---- the planner on simulated devices -------------------------------------------------------
+
+using detail::DecodePlan;
+using detail::DecodeRequest;
+using detail::DeviceFacts;
+
+DeviceFacts nvidia_gpu(std::size_t local_kib, int compute_units = 132) {
+  DeviceFacts f;
+  f.name = "simulated GPU";
+  f.vendor = "NVIDIA Corporation";
+  f.kind = detail::DeviceKind::GPU;
+  f.local_mem_bytes = local_kib * 1024;
+  f.max_work_group_size = 1024;
+  f.work_group_multiple = 32;
+  f.compute_units = compute_units;
+  return f;
+}
+DeviceFacts h200() { return nvidia_gpu(48); }
+DeviceFacts pocl() {
+  DeviceFacts f;
+  f.kind = detail::DeviceKind::CPU;
+  f.local_mem_bytes = 512 * 1024;
+  f.max_work_group_size = 4096;
+  f.work_group_multiple = 8;
+  f.compute_units = 2;
+  return f;
+}
+
+DecodeRequest decode_request(int batch, int keys, int page_size = 0) {
+  DecodeRequest r;
+  r.batch = batch;
+  r.heads = 32;
+  r.heads_kv = 8;
+  r.seqlen_q = 1;
+  r.head_dim = 128;
+  r.max_keys = keys;
+  r.page_size = page_size;
+  r.vec = 4;
+  return r;
+}
+
+void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodePlan& p) {
+  EXPECT_LE(p.local_bytes, f.local_mem_bytes);
+  EXPECT_EQ(p.local_bytes, detail::decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots));
+  EXPECT_LE(p.work_group_size, f.max_work_group_size);
+  EXPECT_GE(p.work_group_size, static_cast<std::size_t>(p.block_rows));  // one work-item per row's softmax
+  EXPECT_EQ(p.block_rows * p.row_blocks >= r.heads / r.heads_kv * r.seqlen_q, true);
+  EXPECT_GE(p.num_splits, 1);
+  EXPECT_LE(p.num_splits, detail::kMaxDecodeSplits);
+  if (r.page_size > 0) EXPECT_EQ(p.page_slots, std::min(p.block_cols, (p.block_cols - 1) / r.page_size + 2));
+  EXPECT_FALSE(p.reason.empty());
+}
+
+TEST(DecodePlanner, FillsTheH200) {
+  const DeviceFacts f = h200();
+  for (int batch : {1, 8})
+    for (int keys : {4096, 32768, 131072}) {
+      const DecodeRequest r = decode_request(batch, keys);
+      const DecodePlan p = detail::plan_decode(f, r);
+      SCOPED_TRACE(p.reason);
+      expect_runnable(f, r, p);
+      EXPECT_EQ(p.block_rows, 4);  // the four query heads of a K/V head share each tile
+      const long groups = static_cast<long>(batch) * 8 * p.row_blocks * p.num_splits;
+      EXPECT_GE(groups, 2L * f.compute_units) << "work-groups for 132 compute units";
+    }
+  // a short cache is not cut into slivers: at least two tiles per split
+  const DecodePlan p = detail::plan_decode(f, decode_request(1, 256));
+  EXPECT_LE(p.num_splits, std::max(1, (256 + p.block_cols - 1) / p.block_cols / 2));
+}
+
+TEST(DecodePlanner, BigBatchesNeedNoSplitOnACpu) {
+  const DeviceFacts f = pocl();
+  const DecodeRequest r = decode_request(8, 8192);
+  const DecodePlan p = detail::plan_decode(f, r);
+  expect_runnable(f, r, p);
+  EXPECT_EQ(p.num_splits, 1);
+  EXPECT_GT(detail::plan_decode(f, decode_request(1, 8192)).num_splits, 0);
+}
+
+TEST(DecodePlanner, PagedTilesAndForcedSplits) {
+  for (int ps : {1, 3, 16, 256}) {
+    const DecodeRequest r = decode_request(2, 1000, ps);
+    const DecodePlan p = detail::plan_decode(h200(), r);
+    expect_runnable(h200(), r, p);
+  }
+  DecodeRequest r = decode_request(2, 1000);
+  r.num_splits = 7;
+  EXPECT_EQ(detail::plan_decode(h200(), r).num_splits, 7);
+  r.num_splits = detail::kMaxDecodeSplits + 1;
+  EXPECT_THROW(detail::plan_decode(h200(), r), Error);
+}
+
+TEST(DecodePlanner, ShrinksTilesToLocalMemoryOrFails) {
+  for (std::size_t kib : {24, 32, 48}) {
+    const DeviceFacts f = nvidia_gpu(kib);
+    DecodeRequest r = decode_request(1, 4096);
+    r.head_dim = 256;
+    r.seqlen_q = 8;  // 32 rows
+    const DecodePlan p = detail::plan_decode(f, r);
+    SCOPED_TRACE(p.reason);
+    expect_runnable(f, r, p);
+  }
+  DecodeRequest r = decode_request(1, 4096);
+  r.head_dim = 256;
+  try {
+    detail::plan_decode(nvidia_gpu(8), r);
+    ADD_FAILURE() << "planned a tile for 8 KiB of local memory";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::OutOfResources);
+  }
+}
+
+}  // namespace
+}  // namespace flashcl::test
