@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""PyTorch SDPA decode timings (one query per sequence over a K/V cache, GQA) for side-by-side
+ratios with `flashcl-bench --decode` in the same device call. Each backend (flash, efficient,
+cudnn) is timed with CUDA events: warm-up, then the median of --repeat runs on random inputs.
+Reports the K/V bytes read per second, the figure of merit of a memory-bound decode step."""
+import argparse
+import json
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sdpa import BACKENDS, DTYPES, time_ms
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--heads-kv", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--cache", default="4096,32768")
+    ap.add_argument("--dtype", default="f16")
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    rows = []
+    for n in map(int, args.cache.split(",")):
+        gen = torch.Generator(device="cuda").manual_seed(n)
+        shape_kv = (args.batch, args.heads_kv, n, args.head_dim)
+        q = torch.rand(args.batch, args.heads, 1, args.head_dim, device="cuda", generator=gen).to(DTYPES[args.dtype])
+        k, v = (torch.rand(shape_kv, device="cuda", generator=gen).to(DTYPES[args.dtype]) * 2 - 1 for _ in range(2))
+        kv_bytes = 2 * k.numel() * k.element_size()
+        for name, backend in BACKENDS.items():
+            row = dict(backend=name, dtype=args.dtype, batch=args.batch, heads=args.heads, heads_kv=args.heads_kv,
+                       cache=n, head_dim=args.head_dim)
+            try:
+                with sdpa_kernel(backend):
+                    fn = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+                    ms = time_ms(fn, 5, args.repeat)
+                row.update(median_ms=ms, kv_tb_per_s=kv_bytes / ms / 1e9)
+            except RuntimeError as e:
+                row.update(median_ms=None, kv_tb_per_s=None, note=str(e).splitlines()[0][:120])
+            rows.append(row)
+            print(row)
+    with open(args.json, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
