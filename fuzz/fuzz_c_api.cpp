@@ -1,8 +1,10 @@
 // fuzz_c_api.cpp: libFuzzer target over the C API on the default OpenCL device (PoCL in CI).
-// Each input becomes one fcl_forward_args: shapes, head dim, scale bits, causal, raw dtype and
-// algorithm values (also out of range), tensors on null / foreign-context / small or large
-// buffers with random offsets and strides, optional LSE and workspace, tile overrides, and
-// consistent or inconsistent wait lists. It calls fcl_workspace_bytes, fcl_device_bytes and
+// Each input becomes one fcl_forward_args with every field set: struct_size (sometimes wrong),
+// shapes, head dim, scale bits, causal, raw dtype, algorithm and mask.kind values (also out of
+// range), tensors on null / foreign-context / small or large buffers with random offsets and
+// strides, optional LSE and workspace, tile overrides, GQA heads, window, softcap bits, ALiBi,
+// the mask's buffer, broadcast and strides, varlen offsets, and consistent or inconsistent wait
+// lists. It calls fcl_workspace_bytes, fcl_device_bytes and
 // fcl_forward and requires: no crash, hang or sanitizer report; a known status for every call; a
 // non-empty message for every rejection and an empty one after a success; an accepted call runs
 // to completion. Accepted calls whose work would be large (a long standard workspace, or more
@@ -124,6 +126,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     a.block_rows = in.int_small(300);
     a.block_cols = in.int_small(300);
   }
+  a.heads_kv = in.int_small(4);
+  a.window_left = in.flag() ? -1 : in.int_small(80);
+  a.window_right = in.flag() ? -1 : in.int_small(80);
+  const std::uint8_t softcap_kind = in.byte() % 4;
+  a.softcap = softcap_kind == 0 ? in.raw<float>() : softcap_kind == 1 ? 30.0f : 0.0f;  // raw: NaN, inf, < 0
+  a.alibi_slopes = pick_buffer(in, true);
+  a.alibi_per_batch = in.int_small(2);
+  set_raw(a.mask.kind, in.int_small(3));  // 3 and any int: out of range
+  a.mask.buffer = pick_buffer(in, true);
+  a.mask.batch = in.int_small(3);
+  a.mask.heads = in.int_small(4);
+  if (!in.flag()) {  // else dense
+    a.mask.offset = in.int64_small(4096);
+    a.mask.batch_stride = in.int64_small(65536);
+    a.mask.head_stride = in.int64_small(16384);
+    a.mask.row_stride = in.int64_small(128);
+  }
+  if (in.byte() % 4 == 0) {  // varlen: the small buffers' contents are the offsets
+    a.cu_seqlens_q = pick_buffer(in, true);
+    a.cu_seqlens_k = pick_buffer(in, true);
+  }
+  if (in.byte() % 32 == 0) a.struct_size = in.raw<std::uint16_t>();  // not from fcl_forward_args_init
   const fcl_forward_args* args = in.byte() % 64 == 0 ? nullptr : &a;
   cl_device_id device = in.byte() % 64 == 0 ? nullptr : w.session.device();
 

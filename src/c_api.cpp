@@ -48,9 +48,22 @@ flashcl::Tensor to_tensor(const fcl_tensor& t) {
   return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
 }
 
-flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
+// The first fcl_forward_args layout with struct_size (flashcl 0.1). A later library keeps this
+// constant and accepts every size from it up to its own sizeof.
+constexpr std::size_t kForwardArgsFirstSize = sizeof(fcl_forward_args);
+
+flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
   using flashcl::detail::fail;
-  if (in == nullptr) fail(flashcl::Status::InvalidArgument, "args: null pointer");
+  if (caller == nullptr) fail(flashcl::Status::InvalidArgument, "args: null pointer");
+  if (caller->struct_size < kForwardArgsFirstSize || caller->struct_size > sizeof(fcl_forward_args))
+    fail(flashcl::Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
+         kForwardArgsFirstSize, "..", sizeof(fcl_forward_args),
+         " bytes (call fcl_forward_args_init before filling the fields)");
+  // The caller's bytes over this library's defaults: fields its header lacked keep their defaults.
+  fcl_forward_args copy;
+  fcl_forward_args_init(&copy);
+  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  const fcl_forward_args* in = &copy;
   flashcl::ForwardArgs a;
   a.batch = in->batch;
   a.heads = in->heads;
@@ -84,11 +97,11 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* in) {
   a.softcap = in->softcap;
   a.alibi_slopes = in->alibi_slopes;
   a.alibi_per_batch = in->alibi_per_batch != 0;
-  switch (in->mask.kind) {
+  switch (raw_enum(in->mask.kind)) {
     case FCL_MASK_NONE: a.mask.kind = flashcl::MaskKind::None; break;
     case FCL_MASK_BOOL: a.mask.kind = flashcl::MaskKind::Bool; break;
     case FCL_MASK_BIAS: a.mask.kind = flashcl::MaskKind::Bias; break;
-    default: fail(flashcl::Status::InvalidArgument, "mask.kind: unknown value ", static_cast<int>(in->mask.kind));
+    default: fail(flashcl::Status::InvalidArgument, "mask.kind: unknown value ", raw_enum(in->mask.kind));
   }
   a.mask.buffer = in->mask.buffer;
   a.mask.batch = in->mask.batch;
@@ -109,6 +122,7 @@ extern "C" {
 void fcl_forward_args_init(fcl_forward_args* args) {
   if (args == nullptr) return;
   *args = fcl_forward_args{};
+  args->struct_size = sizeof(fcl_forward_args);
   args->algorithm = FCL_ALGO_AUTO;
   args->dtype = FCL_DTYPE_F32;
   args->window_left = args->window_right = -1;
@@ -117,8 +131,10 @@ void fcl_forward_args_init(fcl_forward_args* args) {
 
 fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_uint num_wait,
                        const cl_event* wait_list, cl_event* event) {
-  if (event != nullptr) *event = nullptr;
-  return guarded([&] {
+  // *event is written last, after the wait list was read: a caller may pass one cl_event as both
+  // (fcl_forward(q, &a, 1, &ev, &ev): wait for the previous call, get this one's event).
+  cl_event result = nullptr;
+  const fcl_status status = guarded([&] {
     using flashcl::detail::fail;
     if ((num_wait > 0) != (wait_list != nullptr))
       fail(flashcl::Status::InvalidArgument, "wait_list: num_wait and wait_list disagree");
@@ -126,9 +142,11 @@ fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_
     flashcl::Launch launch = flashcl::forward(queue, to_args(args), wait);
     if (event != nullptr && launch.last() != nullptr) {
       clRetainEvent(launch.last());
-      *event = launch.last();
+      result = launch.last();
     }
   });
+  if (event != nullptr) *event = result;
+  return status;
 }
 
 fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes) {

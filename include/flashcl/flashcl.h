@@ -49,7 +49,12 @@ typedef struct {
   int64_t offset, batch_stride, head_stride, row_stride;
 } fcl_mask;
 
+/* struct_size first: fcl_forward_args_init sets it to the sizeof the caller compiled against and
+ * every call checks it, so a later library that appends fields still reads an older caller's struct
+ * (the new fields taking their defaults). Embedded structs (fcl_tensor, fcl_mask) carry no size of
+ * their own: they only ever grow as part of this one. */
 typedef struct {
+  size_t struct_size;                              /* set by fcl_forward_args_init */
   int batch, heads, seqlen_q, seqlen_k, head_dim; /* head_dim 1..256; varlen: seqlen_q/k are maxima */
   float scale;                                     /* 0: 1/sqrt(head_dim) */
   int causal;                                      /* bottom-right aligned when seqlen_q != seqlen_k */
@@ -70,8 +75,9 @@ typedef struct {
                                                       LSE (H, total_q) */
 } fcl_forward_args;
 
-/* Zeroes *args and sets the defaults (auto algorithm, fp32, default scale, every variant off:
- * window -1/-1). Call it before filling the fields: a zeroed window would be (0, 0). */
+/* Zeroes *args and sets struct_size and the defaults (auto algorithm, fp32, default scale, every
+ * variant off: window -1/-1). Call it before filling the fields: a zeroed window would be (0, 0),
+ * and a struct without struct_size is rejected. */
 FCL_API void fcl_forward_args_init(fcl_forward_args* args);
 
 /* Enqueues attention on `queue` after the wait list. `event` (optional) receives the last kernel's
