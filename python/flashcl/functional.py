@@ -173,25 +173,23 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
                            max_seqlen_k, return_lse, _storage(q.dtype, "q", dtype), session(platform, device))
 
 
-def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                    return_lse, storage: DType, sess) -> Any:
-    """numpy arrays through Session::forward (dense float32 copies in, float32 out)."""
-    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+               storage: DType):
+    """ForwardArgs and the Session's variant arrays for host arrays (the forward's and the backward's)."""
     for name, a in (("k", k), ("v", v)):
         if a.dtype != q.dtype:
             _fail(Status.UnsupportedDType, f"{name}: dtype {a.dtype} differs from q's {q.dtype}")
     varlen = cu_seqlens_q is not None
-    cu_q = cu_k = None
+    variants = {}
     batch = 0
     if varlen:
-        cu_q = np.ascontiguousarray(cu_seqlens_q, dtype=np.int32)
-        cu_k = np.ascontiguousarray(cu_seqlens_k, dtype=np.int32)
+        cu_q = variants["cu_seqlens_q"] = np.ascontiguousarray(cu_seqlens_q, dtype=np.int32)
+        cu_k = variants["cu_seqlens_k"] = np.ascontiguousarray(cu_seqlens_k, dtype=np.int32)
         batch = len(cu_q) - 1
         max_seqlen_q, max_seqlen_k = _max_seqlen(cu_q, max_seqlen_q), _max_seqlen(cu_k, max_seqlen_k)
     args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
                        batch_from_cu=batch, **options)
     args.dtype = storage
-    variants = {}
     if alibi_slopes is not None:
         slopes = np.ascontiguousarray(alibi_slopes, dtype=np.float32)
         args.alibi_per_batch = slopes.ndim == 2
@@ -206,16 +204,29 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
             variants["mask"] = np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1)
         else:
             variants["bias"] = np.ascontiguousarray(mask, dtype=np.float32).reshape(-1)
-    dense = lambda a: np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-    o, lse = sess.forward(args, dense(q), dense(k), dense(v), cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
-                          return_lse=return_lse, **variants)
+    return args, variants
+
+
+def _dense(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+
+
+def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
+    """(H, total_q) for packed (varlen) q, else (B, H, Nq)."""
+    return (args.heads, q.shape[0]) if len(q.shape) == 3 else (args.batch, args.heads, args.seqlen_q)
+
+
+def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                    return_lse, storage: DType, sess) -> Any:
+    """numpy arrays through Session::forward (dense float32 copies in, float32 out)."""
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                max_seqlen_k, storage)
+    o, lse = sess.forward(args, _dense(q), _dense(k), _dense(v), return_lse=return_lse, **variants)
     o = o.reshape(q.shape)
     if q.dtype != np.float32 and q.dtype.kind == "f":
         o = o.astype(q.dtype)
-    if not return_lse:
-        return o
-    rows = (args.heads, q.shape[0]) if varlen else (args.batch, args.heads, args.seqlen_q)
-    return o, lse.reshape(rows)
+    return (o, lse.reshape(_lse_shape(args, q))) if return_lse else o
 
 
 def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -264,8 +275,7 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
     args.q, args.k, args.v, args.o = (_tensor(a, n, varlen) for a, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out")))
     lse = None
     if return_lse:
-        rows = (args.heads, q.shape[0]) if varlen else (args.batch, args.heads, args.seqlen_q)
-        lse = cla.empty(queue, rows, np.float32)
+        lse = cla.empty(queue, _lse_shape(args, q), np.float32)
         args.lse = _buffer(lse, "lse")
     if varlen:
         args.cu_seqlens_q, args.cu_seqlens_k = _buffer(cu_q, "cu_seqlens_q"), _buffer(cu_k, "cu_seqlens_k")
