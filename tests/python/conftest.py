@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 
 
-def reference(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, alibi=None, mask=None, scale=None):
-    """O (B, Nq, H, d) and LSE (B, H, Nq) in float64 for dense q (B, Nq, H, d), k, v (B, Nk, H_kv, d)."""
+def _forward_parts(q, k, v, causal=False, window=(-1, -1), softcap=0.0, alibi=None, mask=None, scale=None):
+    """The float64 forward of dense q (B, Nq, H, d), k, v (B, Nk, H_kv, d), keeping what the backward needs."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     batch, nq, heads, d = q.shape
     nk, heads_kv = k.shape[1], k.shape[2]
     k, v = np.repeat(k, heads // heads_kv, axis=2), np.repeat(v, heads // heads_kv, axis=2)
     scale = 1.0 / np.sqrt(d) if scale is None else scale
     s = np.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    tanh = None
     if softcap:
-        s = softcap * np.tanh(s / softcap)
+        tanh = np.tanh(s / softcap)
+        s = softcap * tanh
     i = np.arange(nq)[:, None] + nk - nq  # the key position a query is aligned with (bottom-right)
     j = np.arange(nk)[None, :]
     if alibi is not None:
@@ -47,7 +49,37 @@ def reference(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, alibi=None
     with np.errstate(divide="ignore"):
         lse = (np.log(total) + m)[..., 0]
     p = np.where(total > 0, np.exp(s - m) / np.where(total > 0, total, 1.0), 0.0)
-    return np.einsum("bhqk,bkhd->bqhd", p, v), lse
+    o = np.einsum("bhqk,bkhd->bqhd", p, v)
+    return dict(q=q, k=k, v=v, p=p, o=o, lse=lse, tanh=tanh, scale=scale, heads_kv=heads_kv)
+
+
+def reference(q, k, v, **options):
+    """O (B, Nq, H, d) and LSE (B, H, Nq) in float64; options: causal, window, softcap, alibi, mask, scale."""
+    f = _forward_parts(q, k, v, **options)
+    return f["o"], f["lse"]
+
+
+def reference_backward(q, k, v, d_o, **options):
+    """dQ, dK, dV and the gradient of an additive bias (the scores' gradient, summed over the bias's
+    broadcast dimensions; None without a float mask), in float64, by the chain rule through the
+    softmax, the softcap's tanh and GQA's repeated heads."""
+    f = _forward_parts(q, k, v, **options)
+    d_o = np.asarray(d_o, dtype=np.float64)
+    p, o = f["p"], f["o"]
+    d_v = np.einsum("bhqk,bqhd->bkhd", p, d_o)
+    d_p = np.einsum("bqhd,bkhd->bhqk", d_o, f["v"])
+    d_s = p * (d_p - (d_o * o).sum(-1).transpose(0, 2, 1)[..., None])
+    d_bias = None
+    mask = options.get("mask")
+    if mask is not None and np.asarray(mask).dtype != np.bool_:
+        shape = np.asarray(mask).shape
+        d_bias = d_s.sum(axis=tuple(a for a in range(2) if shape[a] == 1), keepdims=True)
+    d_raw = d_s * (1 - f["tanh"] ** 2) if f["tanh"] is not None else d_s
+    d_q = np.einsum("bhqk,bkhd->bqhd", d_raw, f["k"]) * f["scale"]
+    d_k = np.einsum("bhqk,bqhd->bkhd", d_raw, f["q"]) * f["scale"]
+    group = q.shape[2] // f["heads_kv"]
+    fold = lambda g: g.reshape(*g.shape[:2], f["heads_kv"], group, g.shape[-1]).sum(3)
+    return d_q, fold(d_k), fold(d_v), d_bias
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, **options):
