@@ -81,14 +81,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string text;
   for (int i = 0, n = in.byte() % 16; i < n; ++i) text.push_back(static_cast<char>(in.byte()));
   if (text.find('\0') == std::string::npos) {
-    setenv("FLASHCL_TILE", text.c_str(), 1);
     try {
-      const flashcl::TileOverride t = flashcl::detail::tile_override_from_env();
+      const flashcl::TileOverride t = flashcl::detail::parse_tile_override(text);
       if (!text.empty() && (t.block_rows < 1 || t.block_cols < 1)) fail("FLASHCL_TILE accepted a bad tile", d, r, p);
     } catch (const flashcl::Error& e) {
       if (std::string(e.what()).find("FLASHCL_TILE") == std::string::npos) fail("FLASHCL_TILE error", d, r, p);
     }
-    unsetenv("FLASHCL_TILE");
   }
   return 0;
 }

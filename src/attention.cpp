@@ -9,6 +9,7 @@
 #include "fault_injection.hpp"
 #include "launchers.hpp"
 #include "mma_plan.hpp"
+#include "overrides.hpp"
 #include "program_cache.hpp"
 
 namespace flashcl {
@@ -48,7 +49,7 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
   request.causal = a.causal;
   request.tile = a.tile;
   if (request.tile.block_rows == 0 && request.tile.block_cols == 0 && a.algorithm != Algorithm::Standard)
-    request.tile = tile_override_from_env();
+    request.tile = parse_tile_override(process_overrides().tile);
   return plan_tiles(facts, request);
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "flashcl/flashcl.hpp"
+#include "overrides.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -48,8 +49,7 @@ bool read_u64(std::istream& in, std::uint64_t& v) {
 }  // namespace
 
 bool disk_cache_enabled() {
-  const char* env = std::getenv("FLASHCL_DISK_CACHE");
-  if (env != nullptr && std::string(env) == "0") return false;
+  if (process_overrides().disk_cache_off) return false;
   return g_enabled.load();
 }
 
@@ -58,10 +58,7 @@ std::string disk_cache_directory() {
     std::lock_guard<std::mutex> lock(g_dir_mutex);
     if (!g_dir.empty()) return g_dir;
   }
-  if (const char* dir = std::getenv("FLASHCL_CACHE_DIR"); dir != nullptr && *dir) return dir;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg) return std::string(xdg) + "/flashcl";
-  if (const char* home = std::getenv("HOME"); home != nullptr && *home) return std::string(home) + "/.cache/flashcl";
-  return "";
+  return process_overrides().cache_dir;
 }
 
 std::string disk_cache_path(const std::string& key) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "errors.hpp"
+#include "overrides.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -61,14 +62,14 @@ void add_rules(std::vector<Rule> rules) {
 }
 
 void read_environment() {
-  const char* spec = std::getenv("FLASHCL_FAULT_INJECT");
-  if (spec == nullptr || *spec == '\0') return;
+  const std::string& spec = process_overrides().fault_inject;
+  if (spec.empty()) return;
   try {
     add_rules(parse(spec));
   } catch (const Error& e) {
-    // A rule that silently does nothing would let a failure test pass without testing anything.
-    std::fprintf(stderr, "flashcl: %s\n", e.what());
-    std::abort();
+    // Never fatal: a stray variable must not take down a host process. Said on stderr (a test that
+    // relied on the rule fails anyway, since nothing fires) and otherwise ignored.
+    std::fprintf(stderr, "flashcl: %s (ignored)\n", e.what());
   }
 }
 

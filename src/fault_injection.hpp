@@ -1,7 +1,8 @@
 // fault_injection.hpp: a test-only hook that makes the Nth call of a named OpenCL entry point fail,
 // so the tests can prove that a failure anywhere in a forward call gives a clear error, leaks
 // nothing and leaves the library usable. Disarmed (one relaxed atomic load per call) unless
-// FLASHCL_FAULT_INJECT is set or a test arms it through flashcl::testing.
+// FLASHCL_FAULT_INJECT is set or a test arms it through flashcl::testing. Never fatal: a malformed
+// FLASHCL_FAULT_INJECT is reported on stderr and ignored (inject_faults() throws instead).
 //
 //   FLASHCL_FAULT_INJECT="clEnqueueNDRangeKernel:2"            2nd enqueue fails (CL_OUT_OF_RESOURCES)
 //   FLASHCL_FAULT_INJECT="clBuildProgram:1:-11,clCreateBuffer:1"  several rules; optional code

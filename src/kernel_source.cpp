@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "errors.hpp"
+#include "overrides.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -20,8 +21,7 @@ std::string g_dir_override;
 std::string kernel_dir() {
   std::lock_guard<std::mutex> lock(g_dir_mutex);
   if (!g_dir_override.empty()) return g_dir_override;
-  const char* env = std::getenv("FLASHCL_KERNEL_DIR");
-  return env != nullptr ? env : "";
+  return process_overrides().kernel_dir;
 }
 
 std::string read_file(const std::string& dir, const std::string& name) {

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "flashcl/export.h"
+
 namespace flashcl::detail {
 
 struct EmbeddedFile {
@@ -27,7 +29,9 @@ struct ProgramSource {
 // Concatenates the named files (in order) into one program source.
 ProgramSource program_source(const std::vector<std::string>& files);
 
-// Overrides $FLASHCL_KERNEL_DIR; empty restores the embedded kernels (or the variable).
-void set_kernel_dir(const std::string& dir);
+// Overrides $FLASHCL_KERNEL_DIR; empty restores the embedded kernels (or the variable). Exported
+// for the tests, which link the shared library and must not change the environment (it is read
+// once per process: overrides.hpp).
+FLASHCL_API void set_kernel_dir(const std::string& dir);
 
 }  // namespace flashcl::detail

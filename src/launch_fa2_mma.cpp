@@ -21,6 +21,7 @@
 #include "errors.hpp"
 #include "launchers.hpp"
 #include "mma_plan.hpp"
+#include "overrides.hpp"
 #include "program_cache.hpp"
 
 namespace flashcl::detail {
@@ -63,8 +64,7 @@ enum class ProbeResult { Pass, Fail, Transient };
 
 // Why a probe failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
 ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
-  const char* show = std::getenv("FLASHCL_BUILD_LOG");
-  if (show != nullptr && std::string(show) == "1")
+  if (process_overrides().build_log)
     std::fprintf(stderr, "flashcl: tensor-core probe (%s, %s) failed, falling back: %s\n",
                  kind == MmaKind::Wgmma ? "wgmma" : "mma.sync", to_string(dtype), why.c_str());
   return ProbeResult::Fail;
@@ -186,13 +186,13 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vec
   const ForwardArgs& a = p.args;
   if (!mma_eligible(facts, a)) return false;
   const bool vec_load = rows_are_16_byte_aligned(a);
-  const char* forced = std::getenv("FLASHCL_MMA_TILE");
+  const bool forced = !process_overrides().mma_tile.empty();
   // `kind` can run this call: its plan fits (a forced one that does not is an error, checked
   // before any probe so a malformed FLASHCL_MMA_TILE fails here) and its probe passed
   auto runs = [&](MmaKind kind, TilePlan& plan) {
     plan = plan_for_kind(a, kind);
     if (plan.local_bytes > facts.local_mem_bytes) {
-      if (forced != nullptr && *forced)
+      if (forced)
         fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ",
              plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
       return false;

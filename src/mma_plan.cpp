@@ -42,7 +42,7 @@ struct MmaShape {
 // d=128 mma.sync with 256 rows (v9c, two repeats): 8x32x2x2 lazy 347.3, 348.9 / 282.7, 281.8, eager
 // 321.4 / 278.0, 6x32x2x2 255.9 / 221.2, against 4x32x2x2 339.5, 337.6 / 307.4, 306.5; at N=8192
 // 357.2 / 301.5 against 345.9 / 322.0.
-MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
+MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   MmaShape s;
   if (kind == MmaKind::Wgmma) {
     s.warps = 16;
@@ -67,7 +67,8 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind) {
     s.stages = a.causal ? 1 : 2;
     s.lazy_rescale = !a.causal;
   }
-  if (const char* env = std::getenv("FLASHCL_MMA_TILE"); env != nullptr && *env) {
+  if (!o.mma_tile.empty()) {
+    const char* env = o.mma_tile.c_str();
     int lazy = 1;
     s.m_tiles = 1;
     s.stages = 1;
@@ -128,9 +129,8 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 // two K/V buffers of more than 32 keys do not fit the 48 KiB of OpenCL local memory, one K and
 // one V buffer of 64 keys lose the overlap of softmax and products, and mma.sync measured faster;
 // docs/perf/nvidia-h100.md, v5 and v8).
-bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a) {
-  const char* env = std::getenv("FLASHCL_WGMMA");
-  const std::string choice = env != nullptr ? env : "";
+bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  const std::string& choice = o.wgmma;
   if (choice == "0") return false;
   return !is_tf32(a) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0;
@@ -154,8 +154,8 @@ bool rows_are_pair_aligned(const ForwardArgs& a) {
 // and a quarter of the pair stores, +1-2 % at d = 128 on the H100 (docs/perf/nvidia-h100.md, v11).
 bool o_rows_are_16_byte_aligned(const ForwardArgs& a) { return !is_tf32(a) && rows_aligned(a, a.o, 8); }
 
-TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
-  const MmaShape shape = mma_shape(a, kind);
+TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
+  const MmaShape shape = mma_shape(a, kind, o);
   const TileGeometry geo = geometry(a, kind);
   TilePlan p;
   p.block_rows = 16 * shape.m_tiles * shape.warps;
@@ -178,10 +178,9 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind) {
   return p;
 }
 
-bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a) {
-  const char* env = std::getenv("FLASHCL_MMA");
-  if (env != nullptr && std::string(env) == "0") return false;
-  if (const char* tile = std::getenv("FLASHCL_TILE"); tile != nullptr && *tile) return false;  // forced portable tiles
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  if (o.mma_off) return false;
+  if (!o.tile.empty()) return false;  // forced portable tiles
   if (a.algorithm != Algorithm::FA2 || a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
   // plain attention and GQA only: every other variant runs on the portable fa2
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
@@ -190,13 +189,12 @@ bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a) {
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
-  const char* forced = std::getenv("FLASHCL_MMA_TILE");
-  return (forced != nullptr && *forced) || mma_plan(facts, a).local_bytes <= facts.local_mem_bytes;
+  return !o.mma_tile.empty() || mma_plan(facts, a, o).local_bytes <= facts.local_mem_bytes;
 }
 
 // Before any probe: a device whose wgmma probe fails runs the mma.sync plan.
-TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a) {
-  return plan_for_kind(a, wgmma_wanted(facts, a) ? MmaKind::Wgmma : MmaKind::MmaSync);
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  return plan_for_kind(a, wgmma_wanted(facts, a, o) ? MmaKind::Wgmma : MmaKind::MmaSync, o);
 }
 
 }  // namespace flashcl::detail

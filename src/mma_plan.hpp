@@ -3,11 +3,12 @@
 // mma.sync), the work-group shape and K/V buffering measured best on the H100, the __local bytes
 // that takes, and which copy and Q/O access forms the tensor strides allow. Pure functions of
 // device facts, arguments and the FLASHCL_MMA / FLASHCL_WGMMA / FLASHCL_TILE / FLASHCL_MMA_TILE
-// overrides, so tests can plan for simulated devices.
+// overrides (overrides.hpp; the process's by default), so tests can plan for simulated devices.
 #pragma once
 
 #include "device_facts.hpp"
 #include "flashcl/flashcl.hpp"
+#include "overrides.hpp"
 #include "tile_planner.hpp"
 
 namespace flashcl::detail {
@@ -20,11 +21,11 @@ bool is_tf32(const ForwardArgs& a);
 
 // Whether a call on this device should try wgmma first (Hopper, fp16/bf16, d <= 64 unless
 // FLASHCL_WGMMA=1; never with FLASHCL_WGMMA=0).
-bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a);
+bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 
 // The launch plan of `kind` for `a` (its __local bytes included). A malformed FLASHCL_MMA_TILE is
 // an InvalidArgument error.
-TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind);
+TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o = process_overrides());
 
 // Whether K and V rows allow 16-byte cp.async copies, Q and O rows 4-byte pair accesses, and
 // O rows (fp16/bf16) 16-byte stores.
@@ -34,7 +35,7 @@ bool o_rows_are_16_byte_aligned(const ForwardArgs& a);
 
 // Whether the tensor-core path may take the call (before its probe), and the plan of the
 // instruction the device qualifies for.
-bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a);
-TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a);
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 
 }  // namespace flashcl::detail

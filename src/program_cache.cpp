@@ -14,6 +14,7 @@
 #include "errors.hpp"
 #include "fault_injection.hpp"
 #include "kernel_source.hpp"
+#include "overrides.hpp"
 #include "ptx_retarget.hpp"
 
 namespace flashcl::detail {
@@ -50,8 +51,7 @@ void build_or_throw(const cl::Program& program, const cl::Device& device, const 
   cl_int err = injected_fault("clBuildProgram");
   if (err == CL_SUCCESS) err = clBuildProgram(program(), 1, &device(), options.c_str(), nullptr, nullptr);
   if (err == CL_SUCCESS) {
-    const char* show = std::getenv("FLASHCL_BUILD_LOG");
-    if (!quiet && show != nullptr && std::string(show) == "1")
+    if (!quiet && process_overrides().build_log)
       std::fprintf(stderr, "flashcl: build log for '%s':\n%s\n", options.c_str(), build_log(program, device).c_str());
     return;
   }
@@ -164,8 +164,8 @@ std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::
 cl::Program cached_program(cl_context context, cl_device_id device, const std::vector<std::string>& files,
                            const std::string& base_options, BuildRoute route) {
   // FLASHCL_BUILD_OPTIONS appends compiler flags (part of every cache key) for kernel work.
-  const char* extra = std::getenv("FLASHCL_BUILD_OPTIONS");
-  const std::string options = extra != nullptr && *extra ? base_options + " " + extra : base_options;
+  const std::string& extra = process_overrides().build_options;
+  const std::string options = extra.empty() ? base_options : base_options + " " + extra;
   const ProgramSource source = program_source(files);
   const MemoryKey key{context, device, options + route_tag(route), source.hash};
   {

@@ -9,6 +9,7 @@
 #include "device_facts.hpp"
 #include "errors.hpp"
 #include "fault_injection.hpp"
+#include "overrides.hpp"
 
 namespace flashcl {
 namespace {
@@ -45,10 +46,10 @@ bool matches(const std::string& selector, int index, const std::string& name) {
   return lower(name).find(lower(selector)) != std::string::npos;
 }
 
-std::string env_or(const std::string& value, const char* variable) {
+// The caller's choice, else FLASHCL_PLATFORM / FLASHCL_DEVICE's (overrides.hpp).
+std::string env_or(const std::string& value, const std::string& from_environment) {
   if (!value.empty()) return value;
-  const char* env = std::getenv(variable);
-  return env != nullptr ? env : "";
+  return from_environment;
 }
 
 struct Found {
@@ -116,7 +117,8 @@ std::vector<DeviceInfo> list_devices() {
 }
 
 Session::Session(const std::string& platform, const std::string& device) {
-  const Found found = select_device(env_or(platform, "FLASHCL_PLATFORM"), env_or(device, "FLASHCL_DEVICE"));
+  const Found found = select_device(env_or(platform, detail::process_overrides().platform),
+                                     env_or(device, detail::process_overrides().device));
   device_ = found.device;
   info_ = found.info;
   cl_int err = CL_SUCCESS;

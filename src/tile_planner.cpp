@@ -206,13 +206,19 @@ int causal_order_tail(int compute_units, std::size_t work_group_size, std::size_
   return static_cast<int>(std::min((2 * resident + q_blocks - 1) / q_blocks, pairs));
 }
 
-TileOverride tile_override_from_env() {
+TileOverride parse_tile_override(const std::string& text) {
   TileOverride t;
-  const char* text = std::getenv("FLASHCL_TILE");
-  if (text == nullptr || *text == '\0') return t;
-  char tail = 0;
-  const int n = std::sscanf(text, "%dx%dx%dx%d%c", &t.block_rows, &t.block_cols, &t.team_size, &t.rows_per_team, &tail);
-  if ((n != 2 && n != 4) || t.block_rows < 1 || t.block_cols < 1 || (n == 4 && (t.team_size < 1 || t.rows_per_team < 1)))
+  if (text.empty()) return t;
+  // Fields one at a time and the whole text consumed: one sscanf stopped quietly at "64x32junk".
+  int n = 0;
+  std::size_t used = 0;
+  for (int* field : {&t.block_rows, &t.block_cols, &t.team_size, &t.rows_per_team}) {
+    int len = 0;
+    if (std::sscanf(text.c_str() + used, n == 0 ? "%d%n" : "x%d%n", field, &len) != 1) break;
+    used += static_cast<std::size_t>(len);
+    ++n;
+  }
+  if (used != text.size() || (n != 2 && n != 4) || t.block_rows < 1 || t.block_cols < 1 || (n == 4 && (t.team_size < 1 || t.rows_per_team < 1)))
     fail(Status::InvalidArgument, "FLASHCL_TILE: expected BRxBC or BRxBCxTPRxTM such as 64x32 or 64x32x8x4, got '",
          text, "'");
   return t;

@@ -46,7 +46,8 @@ std::size_t flash_local_bytes(Algorithm algorithm, int block_rows, int block_col
 int causal_order_tail(int compute_units, std::size_t work_group_size, std::size_t q_blocks, std::size_t pairs,
                       std::size_t items_per_unit = 256);
 
-// FLASHCL_TILE="BRxBC" parsed into an override (empty when unset); bad text is InvalidArgument.
-TileOverride tile_override_from_env();
+// FLASHCL_TILE's text (Overrides::tile), "BRxBC" or "BRxBCxTPRxTM", parsed into an override (empty
+// text: none); bad text is InvalidArgument naming FLASHCL_TILE.
+TileOverride parse_tile_override(const std::string& text);
 
 }  // namespace flashcl::detail

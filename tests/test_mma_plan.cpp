@@ -12,6 +12,7 @@
 
 #include "errors.hpp"
 #include "mma_plan.hpp"
+#include "overrides.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -38,12 +39,11 @@ ForwardArgs call(DType dtype, int d, bool causal = false) {
   return a;
 }
 
-// Sets an environment variable for one scope, restoring "unset" after.
-struct ScopedEnv {
-  const char* name;
-  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
-  ~ScopedEnv() { unsetenv(name); }
-};
+// The overrides of a process whose environment holds only `name`=`value`: the planners take them
+// as an argument, so no test changes the process environment.
+Overrides env(const char* name, const char* value) {
+  return read_overrides([&](const char* n) { return std::string(n) == name ? value : nullptr; });
+}
 
 TEST(MmaPlan, EveryHeadDimFitsOpenClLocalMemory) {
   for (int major : {8, 9})
@@ -149,31 +149,28 @@ TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
 
 TEST(MmaPlan, EnvironmentOverrides) {
   const DeviceFacts hopper = nvidia(9, 0);
+  const Overrides none;
+  EXPECT_TRUE(mma_eligible(hopper, call(DType::F16, 64), none));
+  EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64), env("FLASHCL_MMA", "0")));
+  EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64), env("FLASHCL_TILE", "64x32")));  // portable tiles
   {
-    ScopedEnv off("FLASHCL_MMA", "0");
-    EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64)));
+    const Overrides no_wgmma = env("FLASHCL_WGMMA", "0");
+    EXPECT_TRUE(wgmma_wanted(hopper, call(DType::F16, 64), none));
+    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 64), no_wgmma));
+    EXPECT_EQ(mma_plan(hopper, call(DType::F16, 64), no_wgmma).block_rows, 128);  // mma.sync's shape
   }
   {
-    ScopedEnv portable("FLASHCL_TILE", "64x32");
-    EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64)));
-  }
-  {
-    ScopedEnv no_wgmma("FLASHCL_WGMMA", "0");
-    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 64)));
-    EXPECT_EQ(mma_plan(hopper, call(DType::F16, 64)).block_rows, 128);  // mma.sync's shape
-  }
-  {
-    ScopedEnv wgmma_everywhere("FLASHCL_WGMMA", "1");
-    ASSERT_TRUE(wgmma_wanted(hopper, call(DType::F16, 128)));
-    const TilePlan p = mma_plan(hopper, call(DType::F16, 128));
+    const Overrides wgmma_everywhere = env("FLASHCL_WGMMA", "1");
+    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 128), none));
+    ASSERT_TRUE(wgmma_wanted(hopper, call(DType::F16, 128), wgmma_everywhere));
+    const TilePlan p = mma_plan(hopper, call(DType::F16, 128), wgmma_everywhere);
     EXPECT_EQ(p.block_rows, 192);  // 12 warps, one K and one V buffer of 64 keys
     EXPECT_EQ(p.block_cols, 64);
     EXPECT_EQ(p.stages, 1);
     EXPECT_LT(p.local_bytes, hopper.local_mem_bytes);
   }
   {
-    ScopedEnv tile("FLASHCL_MMA_TILE", "8x32x1x2x0");
-    const TilePlan p = plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync);
+    const TilePlan p = plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync, env("FLASHCL_MMA_TILE", "8x32x1x2x0"));
     EXPECT_EQ(p.work_group_size, 256u);
     EXPECT_EQ(p.block_rows, 128);
     EXPECT_EQ(p.block_cols, 32);
@@ -181,17 +178,16 @@ TEST(MmaPlan, EnvironmentOverrides) {
     EXPECT_FALSE(p.lazy_rescale);
   }
   for (const char* bad : {"4x64junk", "4x63", "0x64", "4x64x2x3", "4", "17x64", "4x64x2x2x1x1"}) {
-    ScopedEnv tile("FLASHCL_MMA_TILE", bad);
     try {
-      plan_for_kind(call(DType::F16, 64), MmaKind::MmaSync);
+      plan_for_kind(call(DType::F16, 64), MmaKind::MmaSync, env("FLASHCL_MMA_TILE", bad));
       ADD_FAILURE() << bad << " was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
       EXPECT_NE(std::string(e.what()).find("FLASHCL_MMA_TILE"), std::string::npos) << e.what();
     }
   }
-  ScopedEnv half_warpgroup("FLASHCL_MMA_TILE", "6x64x1x2");  // wgmma needs whole warpgroups
-  EXPECT_THROW(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma), Error);
+  // wgmma needs whole warpgroups
+  EXPECT_THROW(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma, env("FLASHCL_MMA_TILE", "6x64x1x2")), Error);
 }
 
 TEST(MmaPlan, AlignmentRules) {

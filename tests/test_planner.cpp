@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
+#include <string>
 
+#include "overrides.hpp"
 #include "simulated_devices.hpp"
 #include "tile_planner.hpp"
 
@@ -149,14 +152,65 @@ TEST(Planner, OverrideIsHonouredOrRejected) {
 }
 
 TEST(Planner, EnvironmentOverride) {
-  setenv("FLASHCL_TILE", "16x32", 1);
-  const TileOverride t = tile_override_from_env();
+  const TileOverride t = parse_tile_override("16x32");
   EXPECT_EQ(t.block_rows, 16);
   EXPECT_EQ(t.block_cols, 32);
-  setenv("FLASHCL_TILE", "16x", 1);
-  EXPECT_THROW(tile_override_from_env(), Error);
-  unsetenv("FLASHCL_TILE");
-  EXPECT_EQ(tile_override_from_env().block_rows, 0);
+  const TileOverride teams = parse_tile_override("64x32x8x4");
+  EXPECT_EQ(teams.team_size, 8);
+  EXPECT_EQ(teams.rows_per_team, 4);
+  EXPECT_EQ(parse_tile_override("").block_rows, 0);
+  for (const char* bad : {"16x", "64by32", "64x32x8", "0x32", "64x32junk"}) {
+    try {
+      parse_tile_override(bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_TILE"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Every variable is read by read_overrides (overrides.cpp, the one getenv of src/), from whatever
+// lookup it is given.
+TEST(Overrides, ReadFromTheEnvironment) {
+  const std::map<std::string, std::string> vars = {
+      {"FLASHCL_TILE", "64x32"},        {"FLASHCL_MMA_TILE", "4x64"},     {"FLASHCL_MMA", "0"},
+      {"FLASHCL_WGMMA", "1"},           {"FLASHCL_BUILD_OPTIONS", "-w"},  {"FLASHCL_BUILD_LOG", "1"},
+      {"FLASHCL_KERNEL_DIR", "/k"},     {"FLASHCL_DISK_CACHE", "0"},      {"FLASHCL_CACHE_DIR", "/c"},
+      {"FLASHCL_PLATFORM", "pocl"},     {"FLASHCL_DEVICE", "1"},          {"FLASHCL_FAULT_INJECT", "clFinish:1"},
+      {"XDG_CACHE_HOME", "/x"},         {"HOME", "/h"}};
+  const auto lookup = [&](const std::map<std::string, std::string>& m) {
+    return [&m](const char* name) -> const char* {
+      const auto it = m.find(name);
+      return it == m.end() ? nullptr : it->second.c_str();
+    };
+  };
+  const Overrides o = read_overrides(lookup(vars));
+  EXPECT_EQ(o.tile, "64x32");
+  EXPECT_EQ(o.mma_tile, "4x64");
+  EXPECT_TRUE(o.mma_off);
+  EXPECT_EQ(o.wgmma, "1");
+  EXPECT_EQ(o.build_options, "-w");
+  EXPECT_TRUE(o.build_log);
+  EXPECT_EQ(o.kernel_dir, "/k");
+  EXPECT_TRUE(o.disk_cache_off);
+  EXPECT_EQ(o.cache_dir, "/c");
+  EXPECT_EQ(o.platform, "pocl");
+  EXPECT_EQ(o.device, "1");
+  EXPECT_EQ(o.fault_inject, "clFinish:1");
+  // The cache directory's fallbacks, in order.
+  std::map<std::string, std::string> fallback = {{"XDG_CACHE_HOME", "/x"}, {"HOME", "/h"}};
+  EXPECT_EQ(read_overrides(lookup(fallback)).cache_dir, "/x/flashcl");
+  fallback.erase("XDG_CACHE_HOME");
+  EXPECT_EQ(read_overrides(lookup(fallback)).cache_dir, "/h/.cache/flashcl");
+  // Unset, empty or other values: the defaults.
+  const Overrides none = read_overrides(lookup({}));
+  EXPECT_FALSE(none.mma_off || none.build_log || none.disk_cache_off);
+  EXPECT_EQ(none.cache_dir, "");
+  const std::map<std::string, std::string> other = {
+      {"FLASHCL_MMA", "1"}, {"FLASHCL_DISK_CACHE", ""}, {"FLASHCL_BUILD_LOG", "yes"}};
+  const Overrides o2 = read_overrides(lookup(other));
+  EXPECT_FALSE(o2.mma_off || o2.build_log || o2.disk_cache_off);
 }
 
 // The causal tail spans about two waves of resident work-groups (256 work-items a compute unit).

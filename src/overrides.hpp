@@ -1,0 +1,37 @@
+// overrides.hpp: every environment variable flashcl reads, in one value. overrides.cpp is the
+// only file of src/ that calls getenv: it reads them all once per process (process_overrides()),
+// and the planners, the program and disk caches, the kernel source and the session are given this
+// value instead of reading the environment themselves, so each is a function of its inputs and a
+// test drives it with an explicit Overrides. Values stay text where their parser lives with their
+// user (FLASHCL_TILE: tile_planner; FLASHCL_MMA_TILE: mma_plan; FLASHCL_FAULT_INJECT:
+// fault_injection), so a malformed value is reported by the call that uses it, naming the variable.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace flashcl::detail {
+
+struct Overrides {
+  std::string tile;            // FLASHCL_TILE: portable fa1/fa2 tiles, "BRxBC[xTPRxTM]"
+  std::string mma_tile;        // FLASHCL_MMA_TILE: tensor-core shape, "WARPSxBC[xMT[xSTAGES[xLAZY]]]"
+  bool mma_off = false;        // FLASHCL_MMA=0: never the tensor-core fa2
+  std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
+  std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
+  bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr
+  std::string kernel_dir;      // FLASHCL_KERNEL_DIR: kernel files read from here instead of the embedded ones
+  bool disk_cache_off = false;  // FLASHCL_DISK_CACHE=0
+  std::string cache_dir;       // FLASHCL_CACHE_DIR, else $XDG_CACHE_HOME/flashcl, else $HOME/.cache/flashcl
+  std::string platform;        // FLASHCL_PLATFORM: Session's default platform (index or name substring)
+  std::string device;          // FLASHCL_DEVICE: Session's default device
+  std::string fault_inject;    // FLASHCL_FAULT_INJECT: test-only fault rules (fault_injection.hpp)
+};
+
+// The overrides a variable lookup gives (lookup returns null for an unset variable); tests pass a
+// map instead of changing the process environment.
+Overrides read_overrides(const std::function<const char*(const char*)>& lookup);
+
+// read_overrides(getenv), read on first use and kept for the life of the process.
+const Overrides& process_overrides();
+
+}  // namespace flashcl::detail
