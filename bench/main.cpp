@@ -12,6 +12,7 @@
 #include <random>
 
 #include "context.hpp"
+#include "decode_bench.hpp"
 #include "options.hpp"
 #include "report.hpp"
 #include "runner.hpp"
@@ -162,6 +163,14 @@ int run(const Options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (wants_decode_mode(argc, argv)) {  // its own options: decode_bench.cpp
+    try {
+      return run_decode_bench(argc, argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "flashcl-bench --decode: %s\n", e.what());
+      return 1;
+    }
+  }
   Options options;
   if (const int rc = parse_options(argc, argv, options); rc >= 0) return rc;
   try {

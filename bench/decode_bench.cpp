@@ -1,0 +1,284 @@
+// decode_bench.cpp: flashcl-bench --decode. For each (cache length, batch) it builds a K/V cache
+// in device memory (contiguous, or paged with pages shuffled over the pool), fills it with random
+// values (a 1 Mi-element random block repeated, so large caches fill in seconds), and times
+// forward_kvcache: the median device time from the first kernel's start to the merge's end over
+// --repeat runs. The figure of merit is the K/V bytes the call must read (B·H_kv·(L + new)·d·2
+// elements) per second, shown against the copy ceiling flashcl-bench measures for the device
+// (ceilings.hpp; cached). --check compares O with the float64 reference on the cache the device
+// holds after the runs (for small shapes: the reference costs B·H·Nq·L·d multiply-adds).
+#include "decode_bench.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ceilings.hpp"
+#include "flashcl/flashcl.hpp"
+#include "options.hpp"
+#include "problem.hpp"
+
+namespace flashcl::bench {
+namespace {
+
+struct DecodeOptions {
+  std::string platform, device;
+  std::vector<int> cache = {4096}, batch = {8};
+  int heads = 32, heads_kv = 8, head_dim = 128, seqlen_q = 1, new_tokens = 0, page_size = 0, splits = 0;
+  bool causal = false;
+  DType dtype = DType::F16;
+  int repeat = 20, warmup = 3;
+  bool check = false, roofline = true, remeasure = false, csv = false;
+  std::uint64_t seed = 1;
+};
+
+class Buffer {
+ public:
+  Buffer(cl_context context, std::size_t bytes) {
+    cl_int err = CL_SUCCESS;
+    mem_ = clCreateBuffer(context, CL_MEM_READ_WRITE, std::max<std::size_t>(bytes, 4), nullptr, &err);
+    if (err != CL_SUCCESS) throw Error(Status::OutOfResources, "clCreateBuffer of " + std::to_string(bytes) + " bytes failed");
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { clReleaseMemObject(mem_); }
+  cl_mem get() const { return mem_; }
+
+ private:
+  cl_mem mem_ = nullptr;
+};
+
+void check(cl_int err, const char* what) {
+  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, std::string(what) + " failed: " + std::to_string(err));
+}
+
+// `elems` storage elements of random values in [-1, 1): a random block repeated.
+void fill_random(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype, std::uint64_t seed) {
+  const std::size_t block = std::min<std::size_t>(elems, std::size_t{1} << 20), elem = element_size(dtype);
+  const std::vector<float> values = random_values(block, seed);
+  std::vector<std::uint16_t> bits;
+  if (dtype != DType::F32) bits = to_storage(dtype, values);
+  const void* data = dtype == DType::F32 ? static_cast<const void*>(values.data()) : bits.data();
+  for (std::size_t at = 0; at < elems; at += block) {
+    const std::size_t n = std::min(block, elems - at);
+    check(clEnqueueWriteBuffer(queue, buffer, CL_TRUE, at * elem, n * elem, data, 0, nullptr, nullptr),
+          "clEnqueueWriteBuffer");
+  }
+}
+
+std::vector<float> read_floats(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype) {
+  if (dtype == DType::F32) {
+    std::vector<float> out(elems);
+    check(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems * 4, out.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
+    return out;
+  }
+  std::vector<std::uint16_t> bits(elems);
+  check(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems * 2, bits.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
+  return from_storage(dtype, bits);
+}
+
+struct Row {
+  double median_ms = 0, min_ms = 0, gbs = 0, mbytes = 0, max_err = -1;
+  int splits = 0;
+};
+
+Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) {
+  const cl_context ctx = session.context();
+  const cl_command_queue queue = session.queue();
+  const int B = batch, H = o.heads, Hk = o.heads_kv, d = o.head_dim, Nq = o.seqlen_q, T = o.new_tokens;
+  const int capacity = cache_len + T;
+  const bool paged = o.page_size > 0;
+  const int max_pages = paged ? (capacity + o.page_size - 1) / o.page_size : 0;
+  const std::size_t elem = element_size(o.dtype), row = static_cast<std::size_t>(Hk) * d;
+  const std::size_t slots = paged ? static_cast<std::size_t>(B) * max_pages : B;
+  const std::size_t slot_rows = paged ? o.page_size : capacity;
+  const std::size_t cache_elems = slots * slot_rows * row;
+
+  Buffer k_cache(ctx, cache_elems * elem), v_cache(ctx, cache_elems * elem);
+  fill_random(queue, k_cache.get(), cache_elems, o.dtype, o.seed * 5 + 1);
+  fill_random(queue, v_cache.get(), cache_elems, o.dtype, o.seed * 5 + 2);
+  const std::size_t q_elems = static_cast<std::size_t>(B) * Nq * H * d, new_elems = static_cast<std::size_t>(B) * T * row;
+  Buffer q(ctx, q_elems * elem), out(ctx, q_elems * elem), k_new(ctx, new_elems * elem), v_new(ctx, new_elems * elem);
+  fill_random(queue, q.get(), q_elems, o.dtype, o.seed * 5 + 3);
+  if (T > 0) {
+    fill_random(queue, k_new.get(), new_elems, o.dtype, o.seed * 5 + 4);
+    fill_random(queue, v_new.get(), new_elems, o.dtype, o.seed * 5 + 5);
+  }
+  std::vector<int> lens(B, cache_len), table(static_cast<std::size_t>(B) * max_pages);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937_64(o.seed));  // pages in any order, as a pool ages
+  Buffer seqlens(ctx, lens.size() * 4), block_table(ctx, table.size() * 4);
+  check(clEnqueueWriteBuffer(queue, seqlens.get(), CL_TRUE, 0, lens.size() * 4, lens.data(), 0, nullptr, nullptr),
+        "clEnqueueWriteBuffer");
+  if (paged)
+    check(clEnqueueWriteBuffer(queue, block_table.get(), CL_TRUE, 0, table.size() * 4, table.data(), 0, nullptr, nullptr),
+          "clEnqueueWriteBuffer");
+
+  KvCacheArgs a;
+  a.batch = B;
+  a.heads = H;
+  a.heads_kv = Hk;
+  a.seqlen_q = Nq;
+  a.head_dim = d;
+  a.causal = o.causal;
+  a.dtype = o.dtype;
+  a.q.buffer = q.get();
+  a.o.buffer = out.get();
+  a.k_cache.buffer = k_cache.get();
+  a.v_cache.buffer = v_cache.get();
+  a.cache_seqlens = seqlens.get();
+  if (paged) {
+    a.block_table = block_table.get();
+    a.num_pages = static_cast<int>(slots);
+    a.page_size = o.page_size;
+    a.max_pages = max_pages;
+  } else {
+    a.cache_seqlen = capacity;
+  }
+  if (T > 0) {
+    a.k_new.buffer = k_new.get();
+    a.v_new.buffer = v_new.get();
+    a.seqlen_new = T;
+  }
+  a.num_splits = o.splits;
+  const std::size_t workspace = kvcache_workspace_bytes(session.device(), a);
+  Buffer work(ctx, workspace);  // allocated once, as a serving loop would
+  a.workspace = work.get();
+
+  Row r;
+  r.splits = static_cast<int>(workspace / (static_cast<std::size_t>(B) * H * Nq * (d + 1) * sizeof(float)));
+  for (int i = 0; i < o.warmup; ++i) forward_kvcache(queue, a).wait();
+  std::vector<double> ms;
+  for (int i = 0; i < o.repeat; ++i) ms.push_back(forward_kvcache(queue, a).device_ms());
+  std::sort(ms.begin(), ms.end());
+  r.median_ms = ms[ms.size() / 2];
+  r.min_ms = ms.front();
+  const double bytes = 2.0 * B * Hk * static_cast<double>(capacity) * d * elem;
+  r.mbytes = bytes / 1e6;
+  r.gbs = bytes / (r.median_ms * 1e6);
+
+  if (o.check) {  // the reference on the cache as the device left it (appended rows included)
+    const auto kc = read_floats(queue, k_cache.get(), cache_elems, o.dtype);
+    const auto vc = read_floats(queue, v_cache.get(), cache_elems, o.dtype);
+    const auto qh = read_floats(queue, q.get(), q_elems, o.dtype);
+    const auto oh = read_floats(queue, out.get(), q_elems, o.dtype);
+    Shape s;
+    s.batch = B, s.heads = H, s.heads_kv = Hk, s.head_dim = d, s.seqlen_q = Nq, s.seqlen_k = capacity;
+    s.causal = o.causal;
+    s.cu_seqlens_q = {0};
+    s.cu_seqlens_k = {0};
+    std::vector<float> k, v;
+    for (int b = 0; b < B; ++b) {
+      s.cu_seqlens_q.push_back((b + 1) * Nq);
+      s.cu_seqlens_k.push_back((b + 1) * capacity);
+      for (int p = 0; p < capacity; ++p) {
+        const std::size_t slot = paged ? table[static_cast<std::size_t>(b) * max_pages + p / o.page_size] : b;
+        const std::size_t at = (slot * slot_rows + (paged ? p % o.page_size : p)) * row;
+        k.insert(k.end(), kc.begin() + at, kc.begin() + at + row);
+        v.insert(v.end(), vc.begin() + at, vc.begin() + at + row);
+      }
+    }
+    const Reference ref = reference_attention(s, qh, k, v);
+    r.max_err = compare(oh, ref.out).max_abs;
+  }
+  return r;
+}
+
+}  // namespace
+
+bool wants_decode_mode(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--decode" || arg == "--mode=decode" || (arg == "--mode" && i + 1 < argc && std::strcmp(argv[i + 1], "decode") == 0))
+      return true;
+  }
+  return false;
+}
+
+int run_decode_bench(int argc, char** argv) {
+  DecodeOptions o;
+  CLI::App app{"flashcl-bench --decode: forward_kvcache on a KV cache; K/V bytes read per second"};
+  std::string cache_list = "4096", batch_list = "8", dtype = "f16";
+  bool decode_flag = false;
+  std::string mode;
+  app.add_flag("--decode", decode_flag, "Decode mode (this one)");
+  app.add_option("--mode", mode, "decode (the same as --decode)")->check(CLI::IsMember({"decode"}));
+  app.add_option("-p,--platform", o.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
+  app.add_option("-d,--device", o.device, "Device: index or name substring (env FLASHCL_DEVICE)");
+  app.add_option("--cache", cache_list, "Cached keys per sequence L (list: 4096,32768 or 4096:131072)")->capture_default_str();
+  app.add_option("-b,--batch", batch_list, "Batch sizes (list)")->capture_default_str();
+  app.add_option("--heads", o.heads, "Query heads")->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--heads-kv", o.heads_kv, "K/V heads (divides --heads)")->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--head-dim", o.head_dim, "Head dimension")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--seqlen-q", o.seqlen_q, "Query rows per sequence (1: decode)")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--new-tokens", o.new_tokens, "Rows of k_new/v_new appended per call (0: none)")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--page-size", o.page_size, "Paged cache with this page size (0: contiguous)")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--splits", o.splits, "Force the split count (0: the planner's)")->check(CLI::Range(0, 1024));
+  app.add_flag("--causal", o.causal, "Causal (bottom-right), for --seqlen-q > 1");
+  app.add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}))->capture_default_str();
+  app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_flag("--check", o.check, "Compare O with the float64 reference (small shapes)");
+  app.add_flag("!--no-roofline", o.roofline, "Skip the copy ceiling");
+  app.add_flag("--remeasure", o.remeasure, "Measure the copy ceiling again");
+  app.add_flag("--csv", o.csv, "Comma-separated output");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::string error;
+  o.cache = parse_int_list(cache_list, error);
+  if (error.empty()) o.batch = parse_int_list(batch_list, error);
+  if (!error.empty()) {
+    std::fprintf(stderr, "flashcl-bench --decode: --cache/--batch: %s\n", error.c_str());
+    return 2;
+  }
+  if (o.heads % o.heads_kv != 0) {
+    std::fprintf(stderr, "flashcl-bench --decode: --heads-kv %d does not divide --heads %d\n", o.heads_kv, o.heads);
+    return 2;
+  }
+  o.dtype = *parse_dtype(dtype);
+
+  Session session(o.platform, o.device);
+  double copy_gbs = 0.0;
+  if (o.roofline) {
+    const Ceilings c = device_ceilings(session.context(), session.queue(), session.device(), o.remeasure,
+                                       session.info().global_mem_bytes / 4, false);
+    copy_gbs = c.copy_gbs;
+  }
+  const char* layout = o.page_size > 0 ? "paged" : "contiguous";
+  if (o.csv) {
+    std::printf("device,cache,batch,heads,heads_kv,head_dim,dtype,seqlen_q,new_tokens,layout,page_size,splits,median_ms,"
+                "min_ms,kv_mb,gbs,copy_gbs,max_err\n");
+  } else {
+    std::printf("flashcl-bench --decode on %s; copy ceiling %.1f GB/s (read + write per second)\n",
+                session.info().name.c_str(), copy_gbs);
+    std::printf("%8s %5s %7s %4s %5s %4s %4s %-10s %5s %6s %10s %10s %9s %8s %7s %9s\n", "cache", "batch", "H/Hkv", "d",
+                "dtype", "Nq", "new", "layout", "page", "splits", "median ms", "min ms", "K/V MB", "GB/s", "% copy",
+                "max|err|");
+  }
+  for (int L : o.cache)
+    for (int B : o.batch) {
+      const Row r = run_one(session, o, L, B);
+      char err[32] = "-";
+      if (r.max_err >= 0) std::snprintf(err, sizeof err, "%.2e", r.max_err);
+      if (o.csv)
+        std::printf("\"%s\",%d,%d,%d,%d,%d,%s,%d,%d,%s,%d,%d,%.5f,%.5f,%.2f,%.1f,%.1f,%s\n", session.info().name.c_str(), L,
+                    B, o.heads, o.heads_kv, o.head_dim, to_string(o.dtype), o.seqlen_q, o.new_tokens, layout, o.page_size,
+                    r.splits, r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs, err);
+      else
+        std::printf("%8d %5d %3d/%-3d %4d %5s %4d %4d %-10s %5d %6d %10.4f %10.4f %9.1f %8.1f %6.0f%% %9s\n", L, B, o.heads,
+                    o.heads_kv, o.head_dim, to_string(o.dtype), o.seqlen_q, o.new_tokens, layout, o.page_size, r.splits,
+                    r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs > 0 ? 100.0 * r.gbs / copy_gbs : 0.0, err);
+      std::fflush(stdout);
+    }
+  return 0;
+}
+
+}  // namespace flashcl::bench
