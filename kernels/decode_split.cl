@@ -4,12 +4,14 @@
  * is read from global memory once for all the query heads sharing it. The keys that the block's
  * rows can see (causal, bottom-right; window) are cut into num_splits equal runs of BC-key tiles;
  * the work-group walks its run and writes a normalised partial O (fp32) and its LSE into the
- * workspace for decode_merge.cl (an empty run writes LSE = -inf only).
+ * workspace for decode_merge.cl (an empty run writes O = 0, LSE = -inf).
  * Prologue: the block's query rows, rotated (ROTARY) and scaled by scale*log2(e), into __local.
  * Main loop per tile: (paged) the tile's block-table entries, one read per page; K and V rows
  * into __local (VEC-wide loads); scores with common.cl's final_score (causal, window, softcap,
  * ALiBi; VARLEN=1 so its lengths are this sequence's: SeqView.seqlen_k = keys after the append);
- * per-row running max and sum (base 2); O += P V with the old part rescaled.
+ * online softmax in base 2, each work-item keeping its own copy of its row's max and sum (no
+ * reduction, no serial pass: it reads the row's scores and takes the exponentials itself);
+ * O += P V with the old part rescaled.
  * Epilogue: O / l and LSE = (m + log2 l) ln 2 per row. */
 
 #ifndef BR
@@ -84,7 +86,7 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
   __local float k_tile[BC * K_STRIDE];
   __local float v_tile[BC * HEAD_DIM];
   __local float p_tile[BR * BC];
-  __local float m_row[BR], l_row[BR], alpha_row[BR], slope_row[BR];
+  __local float slope_row[BR];
 #if PAGED
   __local int tile_pages[PAGE_SLOTS];
 #endif
@@ -126,8 +128,6 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     q_tile[idx] = x * d->scale_log2;
   }
   if (lid < BR) {
-    m_row[lid] = NEG_INF;
-    l_row[lid] = 0.0f;
 #if ALIBI
     const int rg = min(r0 + lid, d->rows - 1);
     slope_row[lid] = alibi_slopes[b * d->alibi_batch_stride + hk * group + rg % group] * LOG2E_F;
@@ -136,11 +136,16 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     slope_row[lid] = 0.0f;
 #endif
   }
-  float acc[ACC_N][VEC];
+  /* per owned (row, column) slot: O, and the row's running max and sum (each work-item of a row
+   * keeps its own copy: no reduction, no barrier, no serial pass over the row) */
+  float acc[ACC_N][VEC], m[ACC_N], l[ACC_N];
 #pragma unroll
-  for (int t = 0; t < ACC_N; ++t)
+  for (int t = 0; t < ACC_N; ++t) {
+    m[t] = NEG_INF;
+    l[t] = 0.0f;
 #pragma unroll
     for (int e = 0; e < VEC; ++e) acc[t][e] = 0.0f;
+  }
 
   /* this split's run of tiles among those rows r0 .. r_end - 1 can see */
   int kb_begin, kb_end;
@@ -198,60 +203,46 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* running max and sum per row; P = 2^(s - m) in place */
-    if (lid < BR) {
-      float mx = NEG_INF;
-      for (int c = 0; c < BC; ++c) mx = fmax(mx, p_tile[lid * BC + c]);
-      const float m_old = m_row[lid], m_new = fmax(m_old, mx);
-      const float alpha = m_new == NEG_INF ? 1.0f : exp2(m_old - m_new);
-      float sum = 0.0f;
-      for (int c = 0; c < BC; ++c) {
-        const float s = p_tile[lid * BC + c];
-        const float p = s == NEG_INF ? 0.0f : exp2(s - m_new);
-        p_tile[lid * BC + c] = p;
-        sum += p;
-      }
-      m_row[lid] = m_new;
-      l_row[lid] = l_row[lid] * alpha + sum;
-      alpha_row[lid] = alpha;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-
-    /* O = alpha O + P V */
+    /* O = alpha O + P V with P = 2^(s - m): each work-item takes its row's max over the tile
+     * (broadcast reads) and the exponentials itself */
 #pragma unroll
     for (int t = 0; t < ACC_N; ++t) {
       const int idx = lid + t * WG_SIZE;
       if (idx < BR * DV) {
         const int r = idx / DV, col = idx % DV * VEC;
-        const float alpha = alpha_row[r];
+        __local const float* s_row = p_tile + r * BC;
+        float mx = m[t];
+        for (int c = 0; c < BC; ++c) mx = fmax(mx, s_row[c]);
+        if (mx != NEG_INF) { /* else nothing visible yet: acc and l stay 0 */
+          const float alpha = exp2(m[t] - mx); /* 0 when m was -inf */
+          l[t] *= alpha;
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) acc[t][e] *= alpha;
-        for (int c = 0; c < BC; ++c) {
-          const float p = p_tile[r * BC + c];
+          for (int e = 0; e < VEC; ++e) acc[t][e] *= alpha;
+          m[t] = mx;
+          for (int c = 0; c < BC; ++c) {
+            const float p = exp2(s_row[c] - mx); /* 0 for hidden keys (-inf) */
+            l[t] += p;
 #pragma unroll
-          for (int e = 0; e < VEC; ++e) acc[t][e] = fma(p, v_tile[c * HEAD_DIM + col + e], acc[t][e]);
+            for (int e = 0; e < VEC; ++e) acc[t][e] = fma(p, v_tile[c * HEAD_DIM + col + e], acc[t][e]);
+          }
         }
       }
     }
   }
-  barrier(CLK_LOCAL_MEM_FENCE); /* m_row and l_row final (also when the run is empty) */
 
-  /* epilogue: partial rows (b, h, i) of split `split` */
+
+  /* epilogue: partial rows (b, h, i) of split `split`; the work-item holding a row's first
+   * columns writes its LSE */
 #pragma unroll
   for (int t = 0; t < ACC_N; ++t) {
     const int idx = lid + t * WG_SIZE, r = idx / DV, rg = r0 + r;
     if (idx < BR * DV && rg < r_end) {
       const int col = idx % DV * VEC, i = rg / group, h = hk * group + rg % group;
       const long row = ((long)b * d->heads + h) * d->seqlen_q + i;
-      const float l = l_row[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
+      const float inv = l[t] > 0.0f ? 1.0f / l[t] : 0.0f;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) part_o[(row * d->num_splits + split) * HEAD_DIM + col + e] = acc[t][e] * inv;
+      if (col == 0) part_lse[row * d->num_splits + split] = l[t] > 0.0f ? (m[t] + log2(l[t])) * LN2_F : NEG_INF;
     }
-  }
-  if (lid < BR && r0 + lid < r_end) {
-    const int rg = r0 + lid, i = rg / group, h = hk * group + rg % group;
-    const long row = ((long)b * d->heads + h) * d->seqlen_q + i;
-    const float l = l_row[lid];
-    part_lse[row * d->num_splits + split] = l > 0.0f ? (m_row[lid] + log2(l)) * LN2_F : NEG_INF;
   }
 }

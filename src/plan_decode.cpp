@@ -29,7 +29,7 @@ std::size_t decode_local_bytes(int br, int bc, int d, int page_slots) {
                              + static_cast<std::size_t>(bc) * (d + 1)    // k_tile
                              + static_cast<std::size_t>(bc) * d          // v_tile
                              + static_cast<std::size_t>(br) * bc         // p_tile
-                             + 4 * static_cast<std::size_t>(br);         // m, l, alpha, slope
+                             + static_cast<std::size_t>(br);             // slope_row
   return floats * sizeof(float) + static_cast<std::size_t>(page_slots) * sizeof(std::int32_t);
 }
 
