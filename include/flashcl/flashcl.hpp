@@ -5,6 +5,12 @@
 // Status and a message that names the offending parameter.
 #pragma once
 
+// Said plainly, instead of an error deep in <optional>: CMake's flashcl::flashcl sets C++17 for its
+// consumers; with pkg-config or by hand, compile with -std=c++17 or later.
+#if (defined(_MSVC_LANG) ? _MSVC_LANG : __cplusplus) < 201703L
+#error "flashcl.hpp needs C++17 or later (-std=c++17)"
+#endif
+
 #include <CL/cl.h>
 
 #include <cstddef>
