@@ -32,13 +32,15 @@ typedef struct {
   fcl_i32 kv_group;     /* heads / heads_kv */
   fcl_i32 window_left;  /* WINDOW: query i sees keys j >= i + shift - left (-1: unbounded) */
   fcl_i32 window_right; /* WINDOW: ... and j <= i + shift + right (-1: unbounded) */
-  fcl_i32 total_q;      /* VARLEN: packed query rows (LSE is (heads, total_q)) */
+  fcl_i32 total_q;      /* VARLEN: packed query rows (LSE is (heads, total_q)); 0: cu_seqlens_q[B] */
   fcl_i32 alibi_batch_stride; /* ALIBI: slopes (heads) -> 0, (batch, heads) -> heads */
   fcl_f32 softcap;      /* SOFTCAP: c in s <- c tanh(s / c) */
   fcl_i32 order_tail;   /* fa2, causal: (batch, head) pairs whose Q blocks end the grid interleaved
                          (common.cl's block_coordinates) */
+  fcl_i32 rows_q;       /* VARLEN: packed rows Q, O (and LSE) hold; cu_seqlens_q is clamped to them */
+  fcl_i32 rows_k;       /* VARLEN: packed rows K and V hold; cu_seqlens_k is clamped to them */
 } AttnArgs;
 
-#define FLASHCL_ATTN_ARGS_SIZE 224
+#define FLASHCL_ATTN_ARGS_SIZE 232
 
 #endif

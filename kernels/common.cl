@@ -105,10 +105,10 @@ inline ushort float_to_bf16(float x) {
 #define SEQ_BASE(a, t, b, h, start) TENSOR_BASE(a, t, b, h)
 #endif
 
-/* Index of LSE row `row` of (b, h): (B, H, Nq), or (H, total_q) with VARLEN as flash_attn_varlen_func.
+/* Index of LSE row `row` of (b, h): (B, H, Nq), or (H, q_total) with VARLEN as flash_attn_varlen_func.
  * Computed where it is stored, so nothing extra stays live through the main loop. */
 #if VARLEN
-#define LSE_INDEX(a, sv, b, h, row) ((long)(h) * (a)->total_q + (sv)->q_start + (row))
+#define LSE_INDEX(a, sv, b, h, row) ((long)(h) * (sv)->q_total + (sv)->q_start + (row))
 #else
 #define LSE_INDEX(a, sv, b, h, row) (((long)(b) * (a)->heads + (h)) * (a)->seqlen_q + (row))
 #endif
@@ -119,6 +119,7 @@ typedef struct {
   int seqlen_q, seqlen_k; /* this sequence's lengths (VARLEN: from cu_seqlens) */
   int shift;              /* seqlen_k - seqlen_q: bottom-right alignment of causal, window, ALiBi */
   int q_start, k_start;   /* first packed row of the sequence (VARLEN), else 0 */
+  int q_total;            /* VARLEN: packed query rows (LSE is (H, q_total)), else 0 */
   long mask_base;         /* MASK_KIND: element offset of mask (b, h, 0, 0) */
   float softcap;          /* SOFTCAP: c * unit */
   float slope;            /* ALIBI: slope * unit */
@@ -141,12 +142,16 @@ inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global co
                         __global const int* cu_k, __global const float* slopes) {
   SeqView v;
 #if VARLEN
-  v.q_start = cu_q[b];
-  v.k_start = cu_k[b];
-  v.seqlen_q = cu_q[b + 1] - v.q_start;
-  v.seqlen_k = cu_k[b + 1] - v.k_start;
+  /* cu_seqlens are never read back by the host, so they are trusted nowhere: a start is clamped
+   * to [0, rows], an end to [start, rows] (rows: what the buffers hold) and a length to the
+   * maximum the grid and scratch are sized for; bad offsets make a sequence empty or short. */
+  v.q_total = a->total_q > 0 ? a->total_q : clamp(cu_q[a->batch], 0, a->rows_q); /* LSE is (H, q_total) */
+  v.q_start = clamp(cu_q[b], 0, v.q_total);
+  v.k_start = clamp(cu_k[b], 0, a->rows_k);
+  v.seqlen_q = min(clamp(cu_q[b + 1], v.q_start, v.q_total) - v.q_start, a->seqlen_q);
+  v.seqlen_k = min(clamp(cu_k[b + 1], v.k_start, a->rows_k) - v.k_start, a->seqlen_k);
 #else
-  v.q_start = v.k_start = 0;
+  v.q_start = v.k_start = v.q_total = 0;
   v.seqlen_q = a->seqlen_q;
   v.seqlen_k = a->seqlen_k;
 #endif

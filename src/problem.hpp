@@ -24,7 +24,7 @@ struct Problem {
 };
 
 // Checks every argument against the queue's context and device, before any kernel is enqueued
-// (cu_seqlens are read back after `wait`). Throws Error naming the offending parameter.
+// (nothing is read back unless args.check_device_data). Throws Error naming the offending parameter.
 Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait = {});
 
 // Shape-only checks and defaults (no buffers), shared by validate() and the size queries.

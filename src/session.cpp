@@ -209,6 +209,10 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   args.mask.buffer = dmask.mem;
   args.cu_seqlens_q = dcu_q.mem;
   args.cu_seqlens_k = dcu_k.mem;
+  if (varlen) {  // this call blocks anyway: offsets that do not fit are errors, not clamped rows
+    args.total_q = static_cast<int>(rows_q);
+    args.check_device_data = true;
+  }
   Launch launch = flashcl::forward(queue_, args);
   std::vector<float> out(nq);
   if (nq == 0) {  // nothing to read back

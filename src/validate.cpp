@@ -2,8 +2,9 @@
 // head dim, scale, dtype, handles (null, wrong context), strides that overrun a buffer, optional
 // outputs and workspace sizes, and the variants (GQA heads, window, softcap, ALiBi slopes, masks
 // that must broadcast and fit their buffer, cu_seqlens that must be non-decreasing and fit the
-// maximum lengths and the buffers). Messages name the parameter. The only command a check
-// enqueues is the blocking read of cu_seqlens (B + 1 ints each), after the caller's wait list.
+// maximum lengths and the buffers). Messages name the parameter. Nothing is read from the device:
+// cu_seqlens are clamped by the kernels to the rows the buffers hold (rows_q, rows_k), unless the
+// caller asks for check_device_data, the one blocking read (after every host-side check).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -80,9 +81,8 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need_bytes, con
     fail(Status::InvalidArgument, name, ": shape and strides reach byte ", need_bytes, " but the buffer holds ", have);
 }
 
-// Reads cu_seqlens (B + 1 int32) after `wait` and checks it; returns the total row count.
-int check_cu_seqlens(cl_command_queue queue, cl_context context, cl_mem buffer, int batch, int max_len,
-                     const char* name, const char* max_name, const std::vector<cl_event>& wait) {
+// Checks that a cu_seqlens buffer is usable (handle, context, B + 1 entries) without reading it.
+void check_cu_buffer(cl_mem buffer, cl_context context, int batch, const char* name) {
   const std::size_t n = static_cast<std::size_t>(batch) + 1;
   if (buffer == nullptr) fail(Status::InvalidHandle, name, ": null cl_mem (cu_seqlens_q and cu_seqlens_k go together)");
   if (context_of(buffer, name) != context)
@@ -90,6 +90,13 @@ int check_cu_seqlens(cl_command_queue queue, cl_context context, cl_mem buffer, 
   if (size_of(buffer) < n * sizeof(std::int32_t))
     fail(Status::InvalidArgument, name, ": needs batch + 1 = ", n, " int32 entries but the buffer holds ",
          size_of(buffer), " bytes");
+}
+
+// check_device_data only: reads cu_seqlens (B + 1 int32) after `wait` and rejects what the
+// kernels would otherwise clamp; returns the total row count.
+int read_cu_seqlens(cl_command_queue queue, cl_mem buffer, int batch, int max_len, const char* name,
+                    const char* max_name, const std::vector<cl_event>& wait) {
+  const std::size_t n = static_cast<std::size_t>(batch) + 1;
   std::vector<std::int32_t> cu(n);
   const cl_int err = clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, n * sizeof(std::int32_t), cu.data(),
                                          static_cast<cl_uint>(wait.size()), wait.empty() ? nullptr : wait.data(), nullptr);
@@ -104,6 +111,16 @@ int check_cu_seqlens(cl_command_queue queue, cl_context context, cl_mem buffer, 
            " (the maximum length) ", max_len);
   }
   return cu[batch];
+}
+
+// Packed rows (0, 1, ...) of `t` whose every element lies inside a buffer of `bytes`, capped at
+// INT_MAX (a zero sequence stride repeats one row: all rows or none).
+int rows_held(const Tensor& t, int heads, int head_dim, std::size_t elem, std::size_t bytes) {
+  const std::int64_t elems = static_cast<std::int64_t>(bytes / elem);
+  const std::int64_t one = extent(t.offset, {{1, t.seq_stride}, {heads, t.head_stride}}, head_dim);  // row 0's reach
+  if (one > elems) return 0;
+  if (t.seq_stride == 0) return std::numeric_limits<int>::max();
+  return static_cast<int>(std::min<std::int64_t>((elems - one) / t.seq_stride + 1, std::numeric_limits<int>::max()));
 }
 
 }  // namespace
@@ -183,23 +200,29 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   p.args = normalize_shape(p.device, args);
   const ForwardArgs& a = p.args;
 
-  // varlen: packed rows (one "batch" of total rows); else (B, S) rows
+  // varlen: packed rows (one "batch" of total_q / total_k rows); else (B, S) rows. The totals are
+  // the caller's total_q (when given) or, with check_device_data, cu_seqlens[B]; otherwise only
+  // the handles are checked here and the kernels keep to the rows the buffers hold (rows_q/k).
   const bool varlen = is_varlen(a);
-  int total_q = a.seqlen_q, total_k = a.seqlen_k;
-  if (varlen) {
-    total_q = check_cu_seqlens(queue, p.context, a.cu_seqlens_q, a.batch, a.seqlen_q, "cu_seqlens_q", "seqlen_q", wait);
-    total_k = check_cu_seqlens(queue, p.context, a.cu_seqlens_k, a.batch, a.seqlen_k, "cu_seqlens_k", "seqlen_k", wait);
-  }
-  const int tensor_batch = varlen ? 1 : a.batch;
   const std::size_t elem = element_size(a.dtype);
+  const int tensor_batch = varlen ? 1 : a.batch;
+  if (a.total_q < 0) fail(Status::InvalidArgument, "total_q: must be >= 0, got ", a.total_q);
+  int total_q = varlen ? a.total_q : a.seqlen_q, total_k = a.seqlen_k;
+  if (varlen) {
+    check_cu_buffer(a.cu_seqlens_q, p.context, a.batch, "cu_seqlens_q");
+    check_cu_buffer(a.cu_seqlens_k, p.context, a.batch, "cu_seqlens_k");
+    total_k = 0;  // nothing required of K and V until cu_seqlens_k is known
+  }
   check_buffer(a.q.buffer, p.context, extent(a.q, a, tensor_batch, total_q, a.heads) * elem, "q");
   check_buffer(a.k.buffer, p.context, extent(a.k, a, tensor_batch, total_k, a.heads_kv) * elem, "k");
   check_buffer(a.v.buffer, p.context, extent(a.v, a, tensor_batch, total_k, a.heads_kv) * elem, "v");
   check_buffer(a.o.buffer, p.context, extent(a.o, a, tensor_batch, total_q, a.heads) * elem, "o");
-  if (a.lse != nullptr) {  // in 128 bits: B·H·Nq·4 can pass 2^64 and must not wrap to a small size
-    const unsigned __int128 bytes = static_cast<unsigned __int128>(tensor_batch) * a.heads * total_q * sizeof(float);
+  auto check_lse = [&](int rows) {  // in 128 bits: B·H·Nq·4 can pass 2^64 and must not wrap to a small size
+    const unsigned __int128 bytes = static_cast<unsigned __int128>(tensor_batch) * a.heads * rows * sizeof(float);
     check_buffer(a.lse, p.context, bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes), "lse");
-  }
+  };
+  if (a.lse != nullptr) check_lse(total_q);
+  else if (varlen) total_q = 0;  // no LSE: no layout to fix
   if (a.alibi_slopes != nullptr)
     check_buffer(a.alibi_slopes, p.context,
                  static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float), "alibi_slopes");
@@ -215,6 +238,33 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   else if (workspace > p.facts->max_alloc_bytes)
     fail(Status::OutOfResources, "algorithm: ", to_string(a.algorithm), " needs a ", workspace,
          "-byte workspace but the device's largest buffer is ", p.facts->max_alloc_bytes, " bytes");
+
+  // Packed rows the kernels may touch. check_device_data: the device's offsets, checked last so
+  // that every host-side error comes before the only wait (the read-back).
+  int rows_q = total_q, rows_k = total_k;
+  if (varlen) {
+    rows_q = std::min(rows_held(a.q, a.heads, a.head_dim, elem, size_of(a.q.buffer)),
+                      rows_held(a.o, a.heads, a.head_dim, elem, size_of(a.o.buffer)));
+    if (a.lse != nullptr)  // LSE (H, rows): without total_q the kernels take rows = cu_seqlens_q[B], clamped here
+      rows_q = std::min<std::int64_t>(rows_q, size_of(a.lse) / (sizeof(float) * a.heads));
+    if (total_q > 0) rows_q = total_q;  // the buffers hold it (checked above)
+    rows_k = std::min(rows_held(a.k, a.heads_kv, a.head_dim, elem, size_of(a.k.buffer)),
+                      rows_held(a.v, a.heads_kv, a.head_dim, elem, size_of(a.v.buffer)));
+    if (a.check_device_data) {
+      const int cu_q = read_cu_seqlens(queue, a.cu_seqlens_q, a.batch, a.seqlen_q, "cu_seqlens_q", "seqlen_q", wait);
+      const int cu_k = read_cu_seqlens(queue, a.cu_seqlens_k, a.batch, a.seqlen_k, "cu_seqlens_k", "seqlen_k", wait);
+      if (a.total_q > 0 && cu_q > a.total_q)
+        fail(Status::InvalidArgument, "cu_seqlens_q: entry ", a.batch, " (", cu_q, ") is past total_q ", a.total_q);
+      if (a.total_q == 0 && a.lse != nullptr) total_q = cu_q;
+      rows_q = cu_q;
+      rows_k = cu_k;
+      check_buffer(a.q.buffer, p.context, extent(a.q, a, 1, cu_q, a.heads) * elem, "q");
+      check_buffer(a.k.buffer, p.context, extent(a.k, a, 1, cu_k, a.heads_kv) * elem, "k");
+      check_buffer(a.v.buffer, p.context, extent(a.v, a, 1, cu_k, a.heads_kv) * elem, "v");
+      check_buffer(a.o.buffer, p.context, extent(a.o, a, 1, cu_q, a.heads) * elem, "o");
+      if (a.lse != nullptr) check_lse(total_q);
+    }
+  }
 
   AttnArgs& k = p.kernel_args;
   auto set = [](const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
@@ -243,6 +293,8 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   k.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, reach));
   k.window_right = a.window.right < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.right, reach));
   k.total_q = total_q;
+  k.rows_q = rows_q;
+  k.rows_k = rows_k;
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
   k.softcap = a.softcap;
   k.mask_offset = m.offset;

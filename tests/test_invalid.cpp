@@ -306,6 +306,7 @@ TEST_F(Invalid, CuSeqlensDecreasing) {
   a.batch = 2;
   a.cu_seqlens_q = dq.mem;
   a.cu_seqlens_k = dk.mem;
+  a.check_device_data = true;  // the opt-in read-back; without it the kernels clamp (test_hostile.cpp)
   expect_rejected(a, Status::InvalidArgument, "cu_seqlens_q: must be non-decreasing");
 }
 TEST_F(Invalid, CuSeqlensLongerThanMaximum) {
@@ -316,6 +317,7 @@ TEST_F(Invalid, CuSeqlensLongerThanMaximum) {
   a.seqlen_k = 10;  // sequence 0 has 12 keys
   a.cu_seqlens_q = dq.mem;
   a.cu_seqlens_k = dk.mem;
+  a.check_device_data = true;  // the opt-in read-back; without it the kernels clamp (test_hostile.cpp)
   expect_rejected(a, Status::InvalidArgument, "cu_seqlens_k: sequence 0 has 12 rows");
 }
 TEST_F(Invalid, CuSeqlensOverrunTensors) {
@@ -325,6 +327,7 @@ TEST_F(Invalid, CuSeqlensOverrunTensors) {
   a.batch = 2;
   a.cu_seqlens_q = dq.mem;
   a.cu_seqlens_k = dk.mem;
+  a.check_device_data = true;  // the opt-in read-back; without it the kernels clamp (test_hostile.cpp)
   expect_rejected(a, Status::InvalidArgument, "q: shape and strides reach");
 }
 TEST_F(Invalid, CuSeqlensBufferTooSmall) {

@@ -126,7 +126,15 @@ struct ForwardArgs {
   bool alibi_per_batch = false;     //   bias −slope·|i + Nk − Nq − j| (flash-attn's convention)
   Mask mask;                        // additive bias or boolean mask, broadcast over B and H
   cl_mem cu_seqlens_q = nullptr;    // varlen: int32 (B + 1) cumulative offsets of the packed
-  cl_mem cu_seqlens_k = nullptr;    //   sequences, non-decreasing (both or neither)
+  cl_mem cu_seqlens_k = nullptr;    //   sequences, non-decreasing (both or neither). Never read
+                                    //   back: the grid comes from seqlen_q/k. Kernels clamp bad
+                                    //   offsets (below 0 → 0, past the rows the buffers hold →
+                                    //   there; decreasing → empty; longer than seqlen_q/k →
+                                    //   truncated), so nothing outside the buffers is touched.
+  int total_q = 0;                  // varlen: packed query rows (flash-attn's q.shape[0]); LSE is
+                                    //   (H, total_q); 0: cu_seqlens_q[B], read by the kernels
+  bool check_device_data = false;   // varlen: read cu_seqlens back (blocking, after wait_list) and
+                                    //   reject what kernels would clamp; total_q 0 → cu_seqlens_q[B]
 };
 
 // The algorithm `auto` resolves to for this device and shape.
