@@ -229,10 +229,10 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
     return (o, lse.reshape(_lse_shape(args, q))) if return_lse else o
 
 
-def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                      return_lse, dtype, out, queue, wait_for) -> Any:
-    """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
-    import pyopencl as cl
+def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                 dtype, queue):
+    """ForwardArgs for pyopencl Arrays (Q, K, V and the variants' buffers; O and LSE are the
+    caller's), the queue, and the arrays whose pending events the call must wait for."""
     import pyopencl.array as cla
 
     queue = queue if queue is not None else q.queue
@@ -244,13 +244,12 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
             _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array like q, got {type(a).__name__}")
         if a.dtype != q.dtype:
             _fail(Status.UnsupportedDType, f"{name}: dtype {a.dtype} differs from q's {q.dtype}")
-    small = []  # variant data given as numpy: copied to the device (small arrays: offsets, slopes)
+    inputs = [q, k, v]
 
     def on_device(a, dtype_):
-        if _is_pyopencl(a):
-            return a
-        d = cla.to_device(queue, np.ascontiguousarray(a, dtype=dtype_))
-        small.append(d)
+        # Variant data given as numpy (offsets, slopes, masks) is copied to the device.
+        d = a if _is_pyopencl(a) else cla.to_device(queue, np.ascontiguousarray(a, dtype=dtype_))
+        inputs.append(d)
         return d
 
     varlen = cu_seqlens_q is not None
@@ -268,40 +267,70 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
     args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
                        batch_from_cu=batch, **options)
     args.dtype = storage
-    if out is None:
-        out = cla.empty(queue, q.shape, q.dtype)
-    elif not _is_pyopencl(out) or tuple(out.shape) != tuple(q.shape) or out.dtype != q.dtype:
-        _fail(Status.InvalidArgument, f"out: expected a pyopencl Array of q's shape {tuple(q.shape)} and dtype {q.dtype}")
-    args.q, args.k, args.v, args.o = (_tensor(a, n, varlen) for a, n in ((q, "q"), (k, "k"), (v, "v"), (out, "out")))
-    lse = None
-    if return_lse:
-        lse = cla.empty(queue, _lse_shape(args, q), np.float32)
-        args.lse = _buffer(lse, "lse")
+    args.q, args.k, args.v = (_tensor(a, n, varlen) for a, n in ((q, "q"), (k, "k"), (v, "v")))
     if varlen:
         args.cu_seqlens_q, args.cu_seqlens_k = _buffer(cu_q, "cu_seqlens_q"), _buffer(cu_k, "cu_seqlens_k")
-    inputs = [q, k, v]
+        args.total_q = int(q.shape[0])  # LSE is (H, total_q)
     if alibi_slopes is not None:
         slopes = on_device(alibi_slopes, np.float32)
         if slopes.dtype != np.float32:
             _fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {slopes.dtype}")
         args.alibi_per_batch = slopes.ndim == 2
         args.alibi_slopes = _buffer(slopes, "alibi_slopes")
-        inputs.append(slopes)
     if mask is not None:
         if not _is_pyopencl(mask):
             mask = np.asarray(mask)
             mask = on_device(mask, np.uint8 if _mask_kind(mask.dtype) == MaskKind.Bool else np.float32)
+        else:
+            inputs.append(mask)
         args.mask = _device_mask(mask, args)
-        inputs.append(mask)
+    return args, queue, inputs
+
+
+def _wait_list(inputs, wait_for) -> list:
     wait = [e.int_ptr for e in (wait_for or [])]
-    for a in inputs + small:
+    for a in inputs:
         wait += [e.int_ptr for e in a.events]
-    launch = _ext.forward(queue.int_ptr, args, wait)
+    return wait
+
+
+def _mark_done(launch, outputs) -> None:
+    """Gives each output array the call's last event, as pyopencl's own kernels do."""
+    import pyopencl as cl
+
     if launch.events:
         done = cl.Event.from_int_ptr(launch.events[-1], retain=True)
-        out.add_event(done)
-        if lse is not None:
-            lse.add_event(done)
+        for a in outputs:
+            if a is not None:
+                a.add_event(done)
+
+
+def _output(a, like, name: str, queue):
+    import pyopencl.array as cla
+
+    if a is None:
+        return cla.empty(queue, like.shape, like.dtype)
+    if not _is_pyopencl(a) or tuple(a.shape) != tuple(like.shape) or a.dtype != like.dtype:
+        _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array of shape {tuple(like.shape)} and dtype "
+                                      f"{like.dtype}")
+    return a
+
+
+def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                      return_lse, dtype, out, queue, wait_for) -> Any:
+    """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
+    import pyopencl.array as cla
+
+    args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                       max_seqlen_k, dtype, queue)
+    out = _output(out, q, "out", queue)
+    args.o = _tensor(out, "out", cu_seqlens_q is not None)
+    lse = None
+    if return_lse:
+        lse = cla.empty(queue, _lse_shape(args, q), np.float32)
+        args.lse = _buffer(lse, "lse")
+    launch = _ext.forward(queue.int_ptr, args, _wait_list(inputs, wait_for))
+    _mark_done(launch, [out, lse])
     return (out, lse) if return_lse else out
 
 

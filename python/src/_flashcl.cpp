@@ -154,7 +154,9 @@ NB_MODULE(_flashcl, m) {
       .def_rw("alibi_per_batch", &ForwardArgs::alibi_per_batch)
       .def_rw("mask", &ForwardArgs::mask)
       .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_q))
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_k));
+      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_k))
+      .def_rw("total_q", &ForwardArgs::total_q)
+      .def_rw("check_device_data", &ForwardArgs::check_device_data);
 
   nb::class_<TileInfo>(m, "TileInfo")
       .def_ro("algorithm", &TileInfo::algorithm)
