@@ -16,11 +16,19 @@
 #define BATCH_IDX 0 /* 1: cache_batch_idx picks each sequence's cache row (contiguous caches) */
 #endif
 #ifndef VEC
-#define VEC 1 /* elements per cache load: 4 when d, strides and offsets are multiples of 4 */
+#define VEC 1 /* elements per cache load (1, 4, 8): 16 bytes where d, strides and offsets allow */
 #endif
 
 /* VEC consecutive storage elements at p + i, as floats. */
-#if VEC == 4
+#if VEC == 8
+#if DTYPE == 0
+#define LOAD_VEC(p, i) vload8(0, (p) + (i))
+#elif DTYPE == 1
+#define LOAD_VEC(p, i) vload_half8(0, (p) + (i))
+#else
+#define LOAD_VEC(p, i) as_float8(convert_uint8(vload8(0, (p) + (i))) << 16)
+#endif
+#elif VEC == 4
 #if DTYPE == 0
 #define LOAD_VEC(p, i) vload4(0, (p) + (i))
 #elif DTYPE == 1

@@ -7,7 +7,7 @@
  * workspace for decode_merge.cl (an empty run writes O = 0, LSE = -inf).
  * Prologue: the block's query rows, rotated (ROTARY) and scaled by scale*log2(e), into __local.
  * Main loop per tile: (paged) the tile's block-table entries, one read per page; K and V rows
- * into __local (VEC-wide loads); scores with common.cl's final_score (causal, window, softcap,
+ * into __local (VEC-wide loads: 16 bytes for fp32 and 16-bit caches when aligned); scores with common.cl's final_score (causal, window, softcap,
  * ALiBi; VARLEN=1 so its lengths are this sequence's: SeqView.seqlen_k = keys after the append);
  * online softmax in base 2, each work-item keeping its own copy of its row's max and sum (no
  * reduction, no serial pass: it reads the row's scores and takes the exponentials itself);
@@ -56,10 +56,12 @@ inline void load_kv_slot(float* kx, float* vx, int idx, int k0, int k_stop, int 
 #endif
   long kb, vb;
   kv_bases(d, slot, pos, hk, &kb, &vb);
-#if VEC == 4
-  const float4 k4 = LOAD_VEC(k_cache, kb + col), v4 = LOAD_VEC(v_cache, vb + col);
-  kx[0] = k4.x; kx[1] = k4.y; kx[2] = k4.z; kx[3] = k4.w;
-  vx[0] = v4.x; vx[1] = v4.y; vx[2] = v4.z; vx[3] = v4.w;
+#if VEC == 8
+  vstore8(LOAD_VEC(k_cache, kb + col), 0, kx);
+  vstore8(LOAD_VEC(v_cache, vb + col), 0, vx);
+#elif VEC == 4
+  vstore4(LOAD_VEC(k_cache, kb + col), 0, kx);
+  vstore4(LOAD_VEC(v_cache, vb + col), 0, vx);
 #else
   kx[0] = LOAD_ELEM(k_cache, kb + col);
   vx[0] = LOAD_ELEM(v_cache, vb + col);

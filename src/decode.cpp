@@ -172,12 +172,19 @@ KvCacheArgs normalize(const KvCacheArgs& in) {
   return a;
 }
 
-// 4-wide cache loads need d and every cache offset and stride to be multiples of 4 elements.
+// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32) when d and every cache offset
+// and stride are multiples of it, else 4, else 1 (vloadn needs only element alignment, but the
+// rows of a wide load must not straddle a head or a position).
 int vector_width(const KvCacheArgs& a) {
-  if (a.head_dim % 4 != 0) return 1;
-  for (const Tensor* t : {&a.k_cache, &a.v_cache})
-    if (t->offset % 4 != 0 || t->batch_stride % 4 != 0 || t->seq_stride % 4 != 0 || t->head_stride % 4 != 0) return 1;
-  return 4;
+  const auto fits = [&](int w) {
+    if (a.head_dim % w != 0) return false;
+    for (const Tensor* t : {&a.k_cache, &a.v_cache})
+      if (t->offset % w != 0 || t->batch_stride % w != 0 || t->seq_stride % w != 0 || t->head_stride % w != 0)
+        return false;
+    return true;
+  };
+  if (a.dtype != DType::F32 && fits(8)) return 8;
+  return fits(4) ? 4 : 1;
 }
 
 DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a) {

@@ -16,7 +16,7 @@ struct DecodeRequest {
   int batch = 1, heads = 1, heads_kv = 1, seqlen_q = 1, head_dim = 64;
   int max_keys = 1;        // the most keys a sequence can hold (S_cache or max_pages·page_size)
   int page_size = 0;       // paged caches: keys per page; 0: contiguous
-  int vec = 1;             // elements per cache load (4 or 1)
+  int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
 };
 

@@ -26,7 +26,8 @@ const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct DecodeCase {
   int batch = 2, heads = 4, heads_kv = 2, seqlen_q = 1, head_dim = 32;
-  int capacity = 45;            // keys a sequence can hold (paged: rounded up to whole pages)
+  int capacity = 200;           // keys a sequence can hold (paged: rounded up to whole pages);
+                                // over three tiles of 64 keys (PoCL's), so splits and tile edges matter
   std::vector<int> seqlens;     // cache_seqlens as the device sees them (hostile ones included)
   int page_size = 0;            // 0: contiguous
   int spare_pages = 3;          // pool pages no sequence uses
@@ -303,7 +304,7 @@ void expect_decode(const DecodeCase& c, const std::string& what) {
   EXPECT_EQ(r.gaps_changed, 0u) << what << ": wrote outside a tensor's layout";
 }
 
-DecodeCase base(std::vector<int> seqlens = {37, 12}) {
+DecodeCase base(std::vector<int> seqlens = {170, 75}) {
   DecodeCase c;
   c.seqlens = std::move(seqlens);
   c.seed = 100 + c.seqlens[0];
@@ -314,7 +315,7 @@ TEST(Decode, ContiguousGqaSingleQuery) { expect_decode(base(), "contiguous GQA 4
 
 TEST(Decode, PagedPageSizes) {
   for (int ps : {1, 3, 7, 16}) {
-    DecodeCase c = base({45, 20});
+    DecodeCase c = base({190, 100});
     c.page_size = ps;
     c.seed = 200 + ps;
     expect_decode(c, "paged page_size " + std::to_string(ps));
@@ -322,13 +323,13 @@ TEST(Decode, PagedPageSizes) {
 }
 
 TEST(Decode, PagedInOrderEqualsContiguous) {
-  DecodeCase c = base({40, 33});
+  DecodeCase c = base({150, 133});
   c.page_size = 16;
   c.shuffle = false;
   c.spare_pages = 0;
   const DecodeResult paged = run_decode(c);
   c.page_size = 0;
-  c.capacity = 48;  // the paged capacity, so both caches hold the same values
+  c.capacity = 208;  // the paged capacity, so both caches hold the same values
   const DecodeResult contiguous = run_decode(c);
   ASSERT_EQ(paged.result.o.size(), contiguous.result.o.size());
   for (std::size_t i = 0; i < paged.result.o.size(); ++i) EXPECT_EQ(paged.result.o[i], contiguous.result.o[i]) << i;
@@ -337,7 +338,7 @@ TEST(Decode, PagedInOrderEqualsContiguous) {
 
 TEST(Decode, GqaRatiosAndMqa) {
   for (int hk : {1, 4}) {  // 8/1 (MQA) and 8/4; 4/2 and 8/8 elsewhere
-    DecodeCase c = base({30, 44});
+    DecodeCase c = base({130, 199});
     c.heads = 8;
     c.heads_kv = hk;
     c.seed = 300 + hk;
@@ -346,7 +347,7 @@ TEST(Decode, GqaRatiosAndMqa) {
 }
 
 TEST(Decode, ChunkedPrefillCausalWithAppend) {
-  DecodeCase c = base({20, 0});
+  DecodeCase c = base({120, 0});
   c.seqlen_q = c.seqlen_new = 9;  // the second sequence starts empty
   c.causal = true;
   c.page_size = 7;               // appends cross page boundaries
@@ -359,7 +360,7 @@ TEST(Decode, ChunkedPrefillCausalWithAppend) {
 
 TEST(Decode, AppendWithRotaryBothStyles) {
   for (int style : {1, 2}) {
-    DecodeCase c = base({30, 9});
+    DecodeCase c = base({130, 9});
     c.seqlen_new = c.seqlen_q = 2;
     c.causal = true;
     c.rotary = style;
@@ -375,7 +376,7 @@ TEST(Decode, AppendWithRotaryBothStyles) {
 }
 
 TEST(Decode, WindowSoftcapAlibi) {
-  DecodeCase c = base({44, 29});
+  DecodeCase c = base({180, 129});
   c.seqlen_q = 3;
   c.causal = true;
   c.window_left = 10;
@@ -387,7 +388,7 @@ TEST(Decode, WindowSoftcapAlibi) {
 }
 
 TEST(Decode, CacheBatchIdxAndEmptySequences) {
-  DecodeCase c = base({0, 25, 0});
+  DecodeCase c = base({0, 125, 0});
   c.batch = 3;
   c.batch_idx = {4, 0, 2};  // cache has 5 rows
   c.seqlen_new = 1;
@@ -397,7 +398,7 @@ TEST(Decode, CacheBatchIdxAndEmptySequences) {
 }
 
 TEST(Decode, SplitCountsAgree) {
-  DecodeCase c = base({45, 2});
+  DecodeCase c = base({200, 2});
   c.page_size = 3;
   c.seqlen_q = 2;
   c.causal = true;
@@ -413,7 +414,7 @@ TEST(Decode, SplitCountsAgree) {
 
 TEST(Decode, HalfPrecisionCaches) {
   for (DType dtype : {DType::F16, DType::BF16}) {
-    DecodeCase c = base({41, 17});
+    DecodeCase c = base({141, 67});
     c.dtype = dtype;
     c.page_size = 16;
     c.seqlen_new = c.seqlen_q = 1;
@@ -425,6 +426,10 @@ TEST(Decode, HalfPrecisionCaches) {
   c.dtype = DType::F16;
   c.cache_layout = Layout::PaddedRows;  // offsets and strides not multiples of 4: scalar loads
   expect_decode(c, "f16 padded cache");
+  c.dtype = DType::BF16;
+  c.cache_layout = Layout::BSHD;
+  c.head_dim = 20;  // 4-wide loads (8-wide need d % 8 == 0)
+  expect_decode(c, "bf16 d 20");
 }
 
 // Hostile device values: clamped as documented, nothing outside the tensors touched.
@@ -628,7 +633,7 @@ DecodeRequest decode_request(int batch, int keys, int page_size = 0) {
   r.head_dim = 128;
   r.max_keys = keys;
   r.page_size = page_size;
-  r.vec = 4;
+  r.vec = 8;  // fp16, d = 128: 16-byte loads
   return r;
 }
 
