@@ -40,12 +40,8 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplit
   return v;
 }
 
-namespace {
-
-// One query row of one (batch, head): writes d outputs and returns the LSE. Scores follow the
-// kernels' order: scale·q·k, softcap, ALiBi, bias; hidden keys (causal, window, bool mask) drop out.
-double reference_row(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
-                     const std::vector<float>& v, int b, int h, int i, std::vector<double>& scores, double* out) {
+void reference_scores(const Shape& s, const std::vector<float>& q, const std::vector<float>& k, int b, int h, int i,
+                      std::vector<double>& scores, std::vector<double>* slopes) {
   const int d = s.head_dim, H = s.heads, Hk = s.kv_heads(), hk = h / (H / Hk);
   const int lq = s.len_q(b), lk = s.len_k(b), shift = lk - lq;  // bottom-right alignment per sequence
   const double inf = std::numeric_limits<double>::infinity();
@@ -59,26 +55,43 @@ double reference_row(const Shape& s, const std::vector<float>& q, const std::vec
     const std::size_t mb = s.mask_batch == 1 ? 0 : b, mh = s.mask_heads == 1 ? 0 : h;
     mask_row = &s.mask_values[((mb * s.mask_heads + mh) * s.seqlen_q + i) * s.seqlen_k];
   }
-  double m = -inf;
+  scores.assign(lk, -inf);
+  if (slopes != nullptr) slopes->assign(lk, 0.0);
   for (int j = 0; j < lk; ++j) {
     const long rel = static_cast<long>(j) - i - shift;  // key position relative to the diagonal
     bool hidden = (s.causal && rel > 0) || (s.window_left >= 0 && rel < -s.window_left) ||
                   (s.window_right >= 0 && rel > s.window_right) ||
                   (s.mask == MaskMode::Bool && mask_row[j] == 0.0f);
-    if (hidden) {
-      scores[j] = -inf;
-      continue;
-    }
+    if (hidden) continue;
     const float* kj = &k[(s.k_row(b, j) * Hk + hk) * d];
     double dot = 0.0;
     for (int c = 0; c < d; ++c) dot += static_cast<double>(qi[c]) * kj[c];
     double x = dot * scale;
-    if (s.softcap > 0.0) x = s.softcap * std::tanh(x / s.softcap);
+    double dx = 1.0;
+    if (s.softcap > 0.0) {
+      const double t = std::tanh(x / s.softcap);
+      x = s.softcap * t;
+      dx = 1.0 - t * t;
+    }
     x -= slope * std::fabs(static_cast<double>(rel));
     if (s.mask == MaskMode::Bias) x += mask_row[j];
     scores[j] = x;
-    m = std::max(m, x);
+    if (slopes != nullptr) (*slopes)[j] = dx;
   }
+}
+
+namespace {
+
+// One query row of one (batch, head): writes d outputs and returns the LSE. Scores follow the
+// kernels' order: scale·q·k, softcap, ALiBi, bias; hidden keys (causal, window, bool mask) drop out.
+double reference_row(const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, int b, int h, int i, std::vector<double>& scores, double* out) {
+  const int d = s.head_dim, H = s.heads, Hk = s.kv_heads(), hk = h / (H / Hk);
+  const int lk = s.len_k(b);
+  const double inf = std::numeric_limits<double>::infinity();
+  reference_scores(s, q, k, b, h, i, scores, nullptr);
+  double m = -inf;
+  for (int j = 0; j < lk; ++j) m = std::max(m, scores[j]);
   if (m == -inf) return -inf;  // no visible key: O = 0
   double sum = 0.0;
   for (int j = 0; j < lk; ++j) {

@@ -64,6 +64,13 @@ Reference reference_attention(const Shape& shape, const std::vector<float>& q, c
 Reference reference_attention_rows(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
                                    const std::vector<float>& v, const std::vector<int>& rows);
 
+// The scores query i of (b, h) gives every key of its sequence, as the softmax sees them (scale·q·k,
+// softcap, ALiBi, bias; -inf where hidden: causal, window, boolean mask); with `slopes`, also
+// d score / d(scale·q·k) per key (softcap's 1 − tanh², else 1; 0 where hidden). Varlen: i and the
+// keys are positions in sequence b.
+void reference_scores(const Shape& shape, const std::vector<float>& q, const std::vector<float>& k, int b, int h,
+                      int i, std::vector<double>& scores, std::vector<double>* slopes);
+
 // Evenly spaced query rows, first and last included, as many as a reference of at most
 // `max_macs` multiply-adds allows (at least min(Nq, 16)); all rows when the full one fits.
 std::vector<int> sample_rows(const Shape& shape, double max_macs);
