@@ -187,3 +187,10 @@ fcl_status c_api_call(void (*body)(void*), void* data) {
 }
 
 }  // namespace flashcl::detail
+
+namespace flashcl::detail {
+
+// The fcl_forward_args conversion above, for the backward's C entry points (c_api_backward.cpp).
+ForwardArgs c_forward_args(const fcl_forward_args* args) { return to_args(args); }
+
+}  // namespace flashcl::detail

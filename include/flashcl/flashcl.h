@@ -126,6 +126,30 @@ FCL_API fcl_status fcl_forward_kvcache(cl_command_queue queue, const fcl_kvcache
                                        const cl_event* wait_list, cl_event* event);
 FCL_API fcl_status fcl_kvcache_workspace_bytes(cl_device_id device, const fcl_kvcache_args* args, size_t* bytes);
 
+/* The backward of one forward call (flashcl::BackwardArgs in flashcl.hpp; README "Backward"):
+ * dQ, dK, dV (and optionally the bias gradient) from Q, K, V, O, dO and the forward's LSE.
+ * `forward` is the forward call as made (forward.lse required; forward.workspace unused); the
+ * gradients have the forward's dtype and their own strides (0: dense); outputs may not share memory
+ * with inputs. d_bias (kind FCL_MASK_BIAS, fp32): the gradient of forward.mask's bias, in the bias's
+ * broadcast shape (batch/heads 0: the bias's). deterministic: bit-identical dQ on every run (fa2
+ * otherwise accumulates dQ with fp32 atomics; fa1 and standard are always deterministic).
+ * struct_size first: fcl_backward_args_init sets it and fcl_backward checks it. */
+typedef struct {
+  size_t struct_size;
+  fcl_forward_args forward;
+  fcl_tensor d_o;            /* input, like O */
+  fcl_tensor d_q, d_k, d_v;  /* outputs, like Q, K, V */
+  fcl_mask d_bias;           /* optional: FCL_MASK_BIAS, or FCL_MASK_NONE */
+  int deterministic;
+  cl_mem workspace;          /* optional, >= fcl_backward_workspace_bytes() */
+} fcl_backward_args;
+
+/* Zeroes *args, sets struct_size and the forward part's defaults (fcl_forward_args_init). */
+FCL_API void fcl_backward_args_init(fcl_backward_args* args);
+FCL_API fcl_status fcl_backward(cl_command_queue queue, const fcl_backward_args* args, cl_uint num_wait,
+                                const cl_event* wait_list, cl_event* event);
+FCL_API fcl_status fcl_backward_workspace_bytes(cl_device_id device, const fcl_backward_args* args, size_t* bytes);
+
 /* Program cache: disk cache on/off and directory (NULL or "": default), drop in-memory programs. */
 FCL_API fcl_status fcl_set_disk_cache(int enabled, const char* dir);
 FCL_API void fcl_clear_memory_cache(void);

@@ -182,6 +182,35 @@ class FLASHCL_API Launch {
 FLASHCL_API Launch forward(cl_command_queue queue, const ForwardArgs& args,
                            const std::vector<cl_event>& wait_list = {});
 
+// The backward of one forward call: dQ, dK, dV (and optionally the bias gradient) from Q, K, V, O,
+// dO and the forward's LSE, recomputing P block by block (fa1, fa2) or materialising it (standard).
+// `forward` is the forward call as it was made (every variant, forward.lse required: its LSE
+// output; forward.workspace and forward.tile are not used here); forward.algorithm picks the path
+// (auto: fa2). The gradients have their own offsets and strides (zero: dense) and the forward's
+// dtype; dQ like Q, dK and dV like K and V (GQA: summed over each K/V head's query heads). No
+// output may share a cl_mem (or the memory under a sub-buffer) with an input.
+struct BackwardArgs {
+  ForwardArgs forward;
+  Tensor d_o;             // input: the gradient of O, shaped like O
+  Tensor d_q, d_k, d_v;   // outputs
+  // Optional gradient of forward.mask's additive bias (kind Bias; batch/heads 0: the bias's), fp32,
+  // shaped like the bias and summed over the dimensions it broadcasts over, as PyTorch's SDPA.
+  Mask d_bias;
+  // fa2: dQ without atomics, bit-identical on every run (a second kernel per Q block). The default
+  // accumulates dQ with fp32 atomic adds, whose order (and so the last bits) may vary between runs.
+  // fa1 and standard are always deterministic.
+  bool deterministic = false;
+  cl_mem workspace = nullptr;  // optional scratch of at least backward_workspace_bytes(); else allocated
+};
+
+// Device scratch bytes the backward needs (fa1/fa2: O(B·H·Nq·d); standard: 2·B·H·Nq·Nk floats more;
+// a broadcast d_bias: B·H·Nq·Nk floats more). Varlen: exact when forward.total_q is set.
+FLASHCL_API std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& args);
+
+// Validates everything (nothing is enqueued on an error), then enqueues the backward on `queue`.
+FLASHCL_API Launch backward(cl_command_queue queue, const BackwardArgs& args,
+                            const std::vector<cl_event>& wait_list = {});
+
 // Program cache control. Programs are cached per (context, device, options) in memory and as
 // binaries on disk ($FLASHCL_CACHE_DIR, else $XDG_CACHE_HOME/flashcl, else ~/.cache/flashcl).
 struct CacheStats {
@@ -297,6 +326,17 @@ class FLASHCL_API Session {
   std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
                              const std::vector<float>& k, const std::vector<float>& v,
                              const HostVariants& variants, std::vector<float>* lse = nullptr);
+
+  // The backward on host arrays (same layouts and rounding as forward): q, k, v, o, d_o and the
+  // forward's lse in, dQ, dK, dV out (and d_bias, when shape.d_bias.kind is Bias). The shape and
+  // switches come from `shape` (its tensors and buffers are ignored), the variants' data from
+  // `variants`, as for forward.
+  struct Gradients {
+    std::vector<float> d_q, d_k, d_v, d_bias;
+  };
+  Gradients backward(const BackwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, const std::vector<float>& o, const std::vector<float>& d_o,
+                     const std::vector<float>& lse, const HostVariants& variants = {});
 
  private:
   cl_context context_ = nullptr;

@@ -1,0 +1,87 @@
+// c_api_backward.cpp: the backward's C entry points. Converts fcl_backward_args to
+// flashcl::BackwardArgs (the forward part through c_api.cpp's own conversion) after checking
+// struct_size, the ABI guard: fcl_backward_args_init records the size the caller compiled against,
+// and a struct of another size (a caller built against another layout, or one that skipped the
+// init) is rejected instead of read past its end. Status codes and messages come from the C API's
+// one conversion point (c_api_guard.hpp).
+#include <cstring>
+#include <vector>
+
+#include "c_api_convert.hpp"
+#include "c_api_guard.hpp"
+#include "errors.hpp"
+
+namespace {
+
+using flashcl::Status;
+using flashcl::detail::fail;
+
+flashcl::Tensor to_tensor(const fcl_tensor& t) {
+  return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
+}
+
+flashcl::BackwardArgs to_backward_args(const fcl_backward_args* in) {
+  if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
+  if (in->struct_size != sizeof(fcl_backward_args))
+    fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, " is not this library's ",
+         sizeof(fcl_backward_args), " (call fcl_backward_args_init first)");
+  flashcl::BackwardArgs a;
+  a.forward = flashcl::detail::c_forward_args(&in->forward);
+  a.d_o = to_tensor(in->d_o);
+  a.d_q = to_tensor(in->d_q);
+  a.d_k = to_tensor(in->d_k);
+  a.d_v = to_tensor(in->d_v);
+  int kind = 0;  // read as an int: a C caller may store any value in the enum field
+  std::memcpy(&kind, &in->d_bias.kind, sizeof kind);
+  switch (kind) {
+    case FCL_MASK_NONE: a.d_bias.kind = flashcl::MaskKind::None; break;
+    case FCL_MASK_BIAS: a.d_bias.kind = flashcl::MaskKind::Bias; break;
+    default: fail(Status::InvalidArgument, "d_bias.kind: must be FCL_MASK_BIAS or FCL_MASK_NONE, got ", kind);
+  }
+  a.d_bias.buffer = in->d_bias.buffer;
+  a.d_bias.batch = in->d_bias.batch;
+  a.d_bias.heads = in->d_bias.heads;
+  a.d_bias.offset = in->d_bias.offset;
+  a.d_bias.batch_stride = in->d_bias.batch_stride;
+  a.d_bias.head_stride = in->d_bias.head_stride;
+  a.d_bias.row_stride = in->d_bias.row_stride;
+  a.deterministic = in->deterministic != 0;
+  a.workspace = in->workspace;
+  return a;
+}
+
+}  // namespace
+
+extern "C" {
+
+void fcl_backward_args_init(fcl_backward_args* args) {
+  if (args == nullptr) return;
+  std::memset(args, 0, sizeof *args);
+  args->struct_size = sizeof *args;
+  fcl_forward_args_init(&args->forward);
+  args->d_bias.kind = FCL_MASK_NONE;
+}
+
+fcl_status fcl_backward(cl_command_queue queue, const fcl_backward_args* args, cl_uint num_wait,
+                        const cl_event* wait_list, cl_event* event) {
+  if (event != nullptr) *event = nullptr;
+  return flashcl::detail::c_api_guarded([&] {
+    if ((num_wait > 0) != (wait_list != nullptr))
+      fail(Status::InvalidArgument, "wait_list: num_wait and wait_list disagree");
+    const std::vector<cl_event> wait(wait_list, wait_list + num_wait);
+    flashcl::Launch launch = flashcl::backward(queue, to_backward_args(args), wait);
+    if (event != nullptr && launch.last() != nullptr) {
+      clRetainEvent(launch.last());
+      *event = launch.last();
+    }
+  });
+}
+
+fcl_status fcl_backward_workspace_bytes(cl_device_id device, const fcl_backward_args* args, size_t* bytes) {
+  return flashcl::detail::c_api_guarded([&] {
+    if (bytes == nullptr) fail(Status::InvalidArgument, "bytes: null pointer");
+    *bytes = flashcl::backward_workspace_bytes(device, to_backward_args(args));
+  });
+}
+
+}  // extern "C"

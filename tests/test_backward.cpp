@@ -1,0 +1,501 @@
+// test_backward.cpp: the backward pass (issue 20). Every path (standard, fa1, fa2 with atomic dQ,
+// fa2 deterministic) on plain and variant cases against the float64 reference gradients, on
+// fresh random inputs with every output poisoned with NaN first, so an unwritten element fails;
+// the reference itself against central finite differences of the float64 forward; deterministic
+// paths bit-identical over runs; rows that see no key give exactly zero gradients; bad arguments
+// rejected with the parameter named and the outputs untouched; the C API and Session::backward.
+// Shapes are small and odd (d = 40, Nq != Nk, lengths not a multiple of any tile) so the file runs
+// in well under a minute on PoCL with two cores.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "backward_reference.hpp"
+#include "flashcl/flashcl.h"
+#include "support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// The four ways to run the backward.
+struct Path {
+  Algorithm algorithm;
+  bool deterministic;
+  const char* name;
+};
+const Path kPaths[] = {{Algorithm::Standard, false, "standard"},
+                       {Algorithm::FA1, false, "fa1"},
+                       {Algorithm::FA2, false, "fa2"},
+                       {Algorithm::FA2, true, "fa2_deterministic"}};
+
+// ---- cases ----------------------------------------------------------------------------------
+
+Case base(int nq, int nk, int d, bool causal, int b, int h, std::uint64_t seed) {
+  Case c = make_case(nq, nk, d, causal, b, h);
+  c.seed = seed;
+  return c;
+}
+
+// A bias in [-1.5, 1.5) of dims (mask_batch, mask_heads, Nq, Nk).
+void add_bias(bench::Shape& s, int mask_batch, int mask_heads, std::uint64_t seed) {
+  s.mask = bench::MaskMode::Bias;
+  s.mask_batch = mask_batch;
+  s.mask_heads = mask_heads;
+  s.mask_values =
+      bench::random_values(static_cast<std::size_t>(mask_batch) * mask_heads * s.seqlen_q * s.seqlen_k, seed, 1.5f);
+}
+
+// A boolean mask hiding about a third of the keys, and every key of row `empty_row` of the first
+// slice (a row that sees nothing: zero gradients).
+void add_bool_mask(bench::Shape& s, int mask_batch, int mask_heads, int empty_row, std::uint64_t seed) {
+  s.mask = bench::MaskMode::Bool;
+  s.mask_batch = mask_batch;
+  s.mask_heads = mask_heads;
+  const auto r =
+      bench::random_values(static_cast<std::size_t>(mask_batch) * mask_heads * s.seqlen_q * s.seqlen_k, seed);
+  s.mask_values.resize(r.size());
+  for (std::size_t i = 0; i < r.size(); ++i) s.mask_values[i] = r[i] < -0.33f ? 0.0f : 1.0f;
+  for (int j = 0; j < s.seqlen_k; ++j) s.mask_values[static_cast<std::size_t>(empty_row) * s.seqlen_k + j] = 0.0f;
+}
+
+void add_alibi(bench::Shape& s) {
+  s.alibi_slopes.clear();
+  for (int h = 0; h < s.heads; ++h) s.alibi_slopes.push_back(static_cast<float>(std::exp2(-4.0 * (h + 1) / s.heads)));
+}
+
+struct NamedCase {
+  const char* name;
+  Case c;
+  bool d_bias = false;
+};
+
+// Plain, causal with Nq < Nk (bottom-right), a padded strided layout, GQA with window + softcap +
+// ALiBi + a bias broadcast over batch (its gradient summed over batch), a full-shape bias with its
+// gradient, and varlen (an empty sequence) with a boolean mask, a fully hidden row and MQA.
+std::vector<NamedCase> variant_cases() {
+  std::vector<NamedCase> cases;
+  cases.push_back({"plain", base(37, 45, 40, false, 2, 2, 11)});
+  cases.push_back({"causal", base(29, 45, 40, true, 1, 2, 12)});
+  Case padded = base(33, 21, 24, false, 2, 1, 13);
+  padded.layout = Layout::PaddedRows;
+  cases.push_back({"padded", padded});
+  Case combo = base(35, 41, 40, true, 2, 4, 14);
+  combo.shape.heads_kv = 2;
+  combo.shape.window_left = 9;
+  combo.shape.window_right = 3;
+  combo.shape.softcap = 2.5;
+  add_alibi(combo.shape);
+  add_bias(combo.shape, 1, 4, 141);
+  cases.push_back({"gqa_window_softcap_alibi_bias", combo, true});
+  Case full_bias = base(19, 26, 16, false, 2, 2, 15);
+  add_bias(full_bias.shape, 2, 2, 151);
+  cases.push_back({"full_bias", full_bias, true});
+  Case varlen = base(23, 30, 40, false, 3, 2, 16);
+  varlen.shape.heads_kv = 1;
+  varlen.shape.cu_seqlens_q = {0, 23, 23, 40};  // sequence 1 is empty
+  varlen.shape.cu_seqlens_k = {0, 30, 37, 50};
+  add_bool_mask(varlen.shape, 1, 1, 2, 161);
+  cases.push_back({"varlen_bool_mqa", varlen});
+  return cases;
+}
+
+// ---- running ------------------------------------------------------------------------------
+
+struct BackwardRun {
+  std::vector<float> d_q, d_k, d_v, d_bias;      // logical (dense) layouts
+  std::vector<float> raw_d_q, raw_d_k, raw_d_v;  // whole buffers, for bitwise comparisons
+  std::size_t gaps_written = 0;
+  bench::ReferenceGradients ref;
+};
+
+// Runs the fa2 forward (for O and LSE), then the backward by `path`, outputs poisoned with NaN.
+BackwardRun run_backward(const Case& c, const Path& path, bool want_d_bias, bool with_reference = true) {
+  const auto& s = c.shape;
+  const auto q = round_to(c.dtype, bench::random_values(s.q_elems(), c.seed * 5 + 0));
+  const auto k = round_to(c.dtype, bench::random_values(s.kv_elems(), c.seed * 5 + 1));
+  const auto v = round_to(c.dtype, bench::random_values(s.kv_elems(), c.seed * 5 + 2));
+  const auto d_o = round_to(c.dtype, bench::random_values(s.q_elems(), c.seed * 5 + 3));
+  const int tb = s.varlen() ? 1 : s.batch;
+  const int rows_q = s.varlen() ? static_cast<int>(s.total_q()) : s.seqlen_q;
+  const int rows_k = s.varlen() ? static_cast<int>(s.total_k()) : s.seqlen_k;
+  DeviceTensor dq_in(c.layout, tb, rows_q, s.heads, s.head_dim, &q, c.dtype);
+  DeviceTensor dk_in(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, &k, c.dtype);
+  DeviceTensor dv_in(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, &v, c.dtype);
+  DeviceTensor dout(c.layout, tb, rows_q, s.heads, s.head_dim, nullptr, c.dtype);
+  DeviceTensor ddo(c.layout, tb, rows_q, s.heads, s.head_dim, &d_o, c.dtype);
+  DeviceTensor grad_q(c.layout, tb, rows_q, s.heads, s.head_dim, nullptr, c.dtype);  // NaN
+  DeviceTensor grad_k(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, nullptr, c.dtype);
+  DeviceTensor grad_v(c.layout, tb, rows_k, s.kv_heads(), s.head_dim, nullptr, c.dtype);
+  DeviceBuffer lse(std::max<std::size_t>(s.rows(), 1), kNaN);
+  const std::size_t bias_elems = s.mask == bench::MaskMode::Bias ? s.mask_values.size() : 1;
+  DeviceBuffer grad_bias(bias_elems, kNaN);
+
+  BackwardArgs args;
+  ForwardArgs& f = args.forward;
+  f = shape_args(s);
+  f.dtype = c.dtype;
+  f.algorithm = Algorithm::FA2;
+  f.q = dq_in.view;
+  f.k = dk_in.view;
+  f.v = dv_in.view;
+  f.o = dout.view;
+  f.lse = lse.mem;
+  if (s.varlen()) f.total_q = rows_q;
+  VariantBuffers variants;
+  variants.apply(s, f);
+  forward(session().queue(), f).wait();
+
+  f.algorithm = path.algorithm;
+  args.deterministic = path.deterministic;
+  args.d_o = ddo.view;
+  args.d_q = grad_q.view;
+  args.d_k = grad_k.view;
+  args.d_v = grad_v.view;
+  if (want_d_bias) {
+    args.d_bias.kind = MaskKind::Bias;
+    args.d_bias.buffer = grad_bias.mem;
+  }
+  backward(session().queue(), args).wait();
+
+  BackwardRun r;
+  r.d_q = grad_q.logical();
+  r.d_k = grad_k.logical();
+  r.d_v = grad_v.logical();
+  r.raw_d_q = grad_q.raw();
+  r.raw_d_k = grad_k.raw();
+  r.raw_d_v = grad_v.raw();
+  if (want_d_bias) r.d_bias = grad_bias.read();
+  r.gaps_written = grad_q.gap_elements_changed() + grad_k.gap_elements_changed() + grad_v.gap_elements_changed();
+  if (with_reference) r.ref = bench::reference_backward(s, q, k, v, d_o);
+  return r;
+}
+
+// fp32: within a small multiple of fp32 rounding (sums of tens of terms). 16-bit storage: twice the
+// error of the reference gradient rounded to that storage, plus a floor (the kernels compute D from
+// the 16-bit O the forward stored, which the float64 reference does not).
+void expect_gradient(const std::vector<float>& got, const std::vector<double>& want, DType dtype,
+                     const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const bench::ErrorStats e = bench::compare(got, want);
+  EXPECT_EQ(e.non_finite, 0u) << what << ": NaN/Inf (unwritten or broken elements)";
+  double scale = 0.0;
+  for (double x : want) scale = std::max(scale, std::fabs(x));
+  double abs_bound = 2e-6 + 2e-5 * scale, rel_bound = 2e-5;
+  if (dtype != DType::F32) {
+    std::vector<float> ref_f(want.begin(), want.end());
+    const auto ref_err = bench::compare(round_to(dtype, ref_f), want);
+    const double floor = dtype == DType::F16 ? 2e-3 : 1.6e-2;
+    abs_bound = 2 * ref_err.max_abs + floor * scale;
+    rel_bound = 2 * ref_err.rel_norm + floor;
+  }
+  EXPECT_LE(e.rel_norm, rel_bound) << what << " (max |err| " << e.max_abs << ", max |ref| " << scale << ")";
+  EXPECT_LE(e.max_abs, abs_bound) << what << " (rel " << e.rel_norm << ")";
+}
+
+void expect_run_accurate(const BackwardRun& r, DType dtype, const std::string& what) {
+  expect_gradient(r.d_q, r.ref.d_q, dtype, what + " dQ");
+  expect_gradient(r.d_k, r.ref.d_k, dtype, what + " dK");
+  expect_gradient(r.d_v, r.ref.d_v, dtype, what + " dV");
+  if (!r.d_bias.empty()) expect_gradient(r.d_bias, r.ref.d_bias, DType::F32, what + " dBias");
+  EXPECT_EQ(r.gaps_written, 0u) << what << ": wrote outside the gradients' layouts";
+}
+
+// ---- every path on every case ----------------------------------------------------------------
+
+class BackwardPaths : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(BackwardPaths, MatchesFloat64Reference) {
+  const Path& path = kPaths[std::get<0>(GetParam())];
+  const NamedCase nc = variant_cases()[std::get<1>(GetParam())];
+  const BackwardRun r = run_backward(nc.c, path, nc.d_bias);
+  expect_run_accurate(r, DType::F32, std::string(path.name) + " " + nc.name);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backward, BackwardPaths, ::testing::Combine(::testing::Range(0, 4), ::testing::Range(0, 6)),
+                         [](const ::testing::TestParamInfo<std::tuple<int, int>>& info) {
+                           return std::string(kPaths[std::get<0>(info.param)].name) + "_" +
+                                  variant_cases()[std::get<1>(info.param)].name;
+                         });
+
+// fp16 and bf16 storage on the fa2 paths (the others share bwd_common.cl's loads and stores).
+TEST(BackwardDTypes, HalfAndBFloat16) {
+  for (DType dtype : {DType::F16, DType::BF16})
+    for (int p : {2, 3}) {
+      Case c = base(27, 34, 40, true, 1, 2, 21);
+      c.dtype = dtype;
+      c.shape.softcap = 3.0;
+      const BackwardRun r = run_backward(c, kPaths[p], false);
+      expect_run_accurate(r, dtype, std::string(kPaths[p].name) + " " + to_string(dtype));
+    }
+}
+
+// ---- determinism and fully hidden rows -------------------------------------------------------
+
+TEST(BackwardDeterminism, DeterministicPathsAreBitIdentical) {
+  Case c = base(45, 52, 40, false, 1, 4, 31);
+  c.shape.heads_kv = 2;
+  for (int p : {1, 3}) {  // fa1 and fa2 deterministic
+    const BackwardRun first = run_backward(c, kPaths[p], false, false);
+    for (int run = 0; run < 2; ++run) {
+      const BackwardRun again = run_backward(c, kPaths[p], false, false);
+      EXPECT_EQ(0, std::memcmp(first.raw_d_q.data(), again.raw_d_q.data(), first.raw_d_q.size() * sizeof(float)))
+          << kPaths[p].name << ": dQ differs between runs";
+      EXPECT_EQ(0, std::memcmp(first.raw_d_k.data(), again.raw_d_k.data(), first.raw_d_k.size() * sizeof(float)))
+          << kPaths[p].name << ": dK differs between runs";
+      EXPECT_EQ(0, std::memcmp(first.raw_d_v.data(), again.raw_d_v.data(), first.raw_d_v.size() * sizeof(float)))
+          << kPaths[p].name << ": dV differs between runs";
+    }
+  }
+}
+
+// A row whose keys are all hidden (boolean mask) has O = 0 and LSE = -inf: its dQ is exactly 0,
+// and it adds nothing (no NaN) to dK and dV.
+TEST(BackwardMasking, FullyMaskedRowsGiveZeroGradients) {
+  Case c = base(21, 18, 8, false, 1, 1, 41);
+  add_bool_mask(c.shape, 1, 1, 5, 411);
+  for (const Path& path : kPaths) {
+    const BackwardRun r = run_backward(c, path, false);
+    for (int col = 0; col < 8; ++col) EXPECT_EQ(r.d_q[5 * 8 + col], 0.0f) << path.name << ": dQ of the hidden row";
+    expect_run_accurate(r, DType::F32, std::string(path.name) + " fully masked row");
+  }
+}
+
+// ---- the reference against finite differences ------------------------------------------------
+
+// Central differences of the float64 forward's loss Σ O ∘ dO in every input element, against
+// reference_backward. The step is applied in float (the inputs' type) and the actual step taken is
+// what divides; truncation error is O(step²).
+void check_finite_differences(bench::Shape s, std::uint64_t seed) {
+  auto q = bench::random_values(s.q_elems(), seed);
+  auto k = bench::random_values(s.kv_elems(), seed + 1);
+  auto v = bench::random_values(s.kv_elems(), seed + 2);
+  const auto d_o = bench::random_values(s.q_elems(), seed + 3);
+  const bench::ReferenceGradients g = bench::reference_backward(s, q, k, v, d_o);
+  auto check = [&](std::vector<float>& x, const std::vector<double>& grad, const char* name) {
+    ASSERT_EQ(x.size(), grad.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      const float keep = x[i];
+      x[i] = keep + 1e-3f;
+      const float up = x[i];
+      const double loss_up = bench::reference_loss(s, q, k, v, d_o);
+      x[i] = keep - 1e-3f;
+      const float down = x[i];
+      const double loss_down = bench::reference_loss(s, q, k, v, d_o);
+      x[i] = keep;
+      const double fd = (loss_up - loss_down) / (static_cast<double>(up) - down);
+      EXPECT_NEAR(fd, grad[i], 2e-4 + 1e-3 * std::fabs(grad[i])) << name << "[" << i << "]";
+    }
+  };
+  check(q, g.d_q, "dQ");
+  check(k, g.d_k, "dK");
+  check(v, g.d_v, "dV");
+  if (s.mask == bench::MaskMode::Bias) check(s.mask_values, g.d_bias, "dBias");
+}
+
+TEST(BackwardReference, MatchesFiniteDifferences) {
+  bench::Shape s;  // GQA, causal with Nq < Nk, softcap, ALiBi, bias broadcast over heads
+  s.batch = 2;
+  s.heads = 2;
+  s.heads_kv = 1;
+  s.seqlen_q = 3;
+  s.seqlen_k = 5;
+  s.head_dim = 3;
+  s.causal = true;
+  s.softcap = 1.5;
+  add_alibi(s);
+  add_bias(s, 2, 1, 51);
+  check_finite_differences(s, 52);
+
+  bench::Shape w;  // varlen with a window and a boolean mask
+  w.batch = 2;
+  w.heads = 1;
+  w.seqlen_q = 4;
+  w.seqlen_k = 4;
+  w.head_dim = 2;
+  w.window_left = 1;
+  w.window_right = 1;
+  w.cu_seqlens_q = {0, 3, 7};
+  w.cu_seqlens_k = {0, 4, 6};
+  add_bool_mask(w, 1, 1, 0, 53);
+  check_finite_differences(w, 54);
+}
+
+// ---- invalid arguments -----------------------------------------------------------------------
+
+class BackwardInvalid : public ::testing::Test {
+ protected:
+  static constexpr int B = 1, H = 2, N = 9, D = 8;
+  std::vector<float> values = bench::random_values(static_cast<std::size_t>(B) * N * H * D, 61);
+  DeviceTensor q{Layout::BSHD, B, N, H, D, &values}, k{Layout::BSHD, B, N, H, D, &values},
+      v{Layout::BSHD, B, N, H, D, &values}, o{Layout::BSHD, B, N, H, D, &values},
+      d_o{Layout::BSHD, B, N, H, D, &values};
+  DeviceTensor d_q{Layout::BSHD, B, N, H, D, nullptr}, d_k{Layout::BSHD, B, N, H, D, nullptr},
+      d_v{Layout::BSHD, B, N, H, D, nullptr};
+  DeviceBuffer lse{static_cast<std::size_t>(B) * H * N, 0.0f};
+  DeviceBuffer small{4, kNaN};
+
+  BackwardArgs valid() const {
+    BackwardArgs a;
+    a.forward.batch = B;
+    a.forward.heads = H;
+    a.forward.seqlen_q = a.forward.seqlen_k = N;
+    a.forward.head_dim = D;
+    a.forward.q = q.view;
+    a.forward.k = k.view;
+    a.forward.v = v.view;
+    a.forward.o = o.view;
+    a.forward.lse = lse.mem;
+    a.d_o = d_o.view;
+    a.d_q = d_q.view;
+    a.d_k = d_k.view;
+    a.d_v = d_v.view;
+    return a;
+  }
+
+  // The call fails with `status`, its message starts with `name`, and no output was touched.
+  void expect_rejected(const BackwardArgs& a, Status status, const std::string& name) {
+    try {
+      backward(session().queue(), a).wait();
+      ADD_FAILURE() << "accepted; expected an error naming " << name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind(name, 0), 0u) << "message should start with '" << name << "': " << e.what();
+    }
+    clFinish(session().queue());
+    for (const DeviceTensor* t : {&d_q, &d_k, &d_v})
+      for (float x : t->raw()) ASSERT_TRUE(std::isnan(x)) << name << ": an output was written by a rejected call";
+  }
+};
+
+TEST_F(BackwardInvalid, NamesTheParameter) {
+  BackwardArgs a = valid();
+  a.forward.lse = nullptr;
+  expect_rejected(a, Status::InvalidArgument, "lse");
+  a = valid();
+  a.d_o.buffer = nullptr;
+  expect_rejected(a, Status::InvalidHandle, "d_o");
+  a = valid();
+  a.d_q.buffer = small.mem;  // too small for (B, N, H, D)
+  expect_rejected(a, Status::InvalidArgument, "d_q");
+  a = valid();
+  a.d_k.seq_stride = -1;
+  expect_rejected(a, Status::InvalidArgument, "d_k");
+  a = valid();
+  a.d_v.head_stride = 1000;  // overruns the buffer
+  expect_rejected(a, Status::InvalidArgument, "d_v");
+  a = valid();
+  a.d_q = a.forward.q;  // an output aliasing an input
+  expect_rejected(a, Status::InvalidArgument, "d_q");
+  a = valid();
+  a.d_v = a.d_o;
+  expect_rejected(a, Status::InvalidArgument, "d_v");
+  a = valid();
+  a.d_bias.kind = MaskKind::Bias;  // no bias in the forward
+  a.d_bias.buffer = small.mem;
+  expect_rejected(a, Status::InvalidArgument, "d_bias");
+  a = valid();
+  a.workspace = small.mem;
+  expect_rejected(a, Status::InvalidArgument, "workspace");
+  a = valid();
+  a.forward.heads_kv = 3;
+  expect_rejected(a, Status::InvalidArgument, "heads_kv");
+}
+
+TEST_F(BackwardInvalid, CApiChecksStructSize) {
+  fcl_backward_args a;
+  fcl_backward_args_init(&a);
+  EXPECT_EQ(a.struct_size, sizeof(fcl_backward_args));
+  a.struct_size = sizeof(fcl_backward_args) - 8;
+  EXPECT_EQ(fcl_backward(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
+  EXPECT_EQ(fcl_backward(session().queue(), nullptr, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+}
+
+// ---- the C API and the Session layer ---------------------------------------------------------
+
+auto c_tensor = [](const Tensor& t) {
+  return fcl_tensor{t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
+};
+
+TEST(BackwardApi, CApiMatchesReference) {
+  const int B = 1, H = 2, Nq = 13, Nk = 17, D = 12;
+  bench::Shape s;
+  s.batch = B;
+  s.heads = H;
+  s.seqlen_q = Nq;
+  s.seqlen_k = Nk;
+  s.head_dim = D;
+  s.causal = true;
+  const auto q = bench::random_values(s.q_elems(), 71), k = bench::random_values(s.kv_elems(), 72);
+  const auto v = bench::random_values(s.kv_elems(), 73), d_o = bench::random_values(s.q_elems(), 74);
+  DeviceTensor tq(Layout::BSHD, B, Nq, H, D, &q), tk(Layout::BSHD, B, Nk, H, D, &k), tv(Layout::BSHD, B, Nk, H, D, &v);
+  DeviceTensor to(Layout::BSHD, B, Nq, H, D, nullptr), tdo(Layout::BSHD, B, Nq, H, D, &d_o);
+  DeviceTensor gq(Layout::BSHD, B, Nq, H, D, nullptr), gk(Layout::BSHD, B, Nk, H, D, nullptr),
+      gv(Layout::BSHD, B, Nk, H, D, nullptr);
+  DeviceBuffer lse(static_cast<std::size_t>(B) * H * Nq, kNaN);
+
+  fcl_backward_args a;
+  fcl_backward_args_init(&a);
+  a.forward.batch = B;
+  a.forward.heads = H;
+  a.forward.seqlen_q = Nq;
+  a.forward.seqlen_k = Nk;
+  a.forward.head_dim = D;
+  a.forward.causal = 1;
+  a.forward.q = c_tensor(tq.view);
+  a.forward.k = c_tensor(tk.view);
+  a.forward.v = c_tensor(tv.view);
+  a.forward.o = c_tensor(to.view);
+  a.forward.lse = lse.mem;
+  ASSERT_EQ(fcl_forward(session().queue(), &a.forward, 0, nullptr, nullptr), FCL_SUCCESS) << fcl_last_error();
+  a.d_o = c_tensor(tdo.view);
+  a.d_q = c_tensor(gq.view);
+  a.d_k = c_tensor(gk.view);
+  a.d_v = c_tensor(gv.view);
+  std::size_t bytes = 0;
+  ASSERT_EQ(fcl_backward_workspace_bytes(session().device(), &a, &bytes), FCL_SUCCESS) << fcl_last_error();
+  EXPECT_GE(bytes, static_cast<std::size_t>(B) * H * Nq * (D + 1) * sizeof(float));  // D and the dQ accumulator
+  cl_event event = nullptr;
+  ASSERT_EQ(fcl_backward(session().queue(), &a, 0, nullptr, &event), FCL_SUCCESS) << fcl_last_error();
+  ASSERT_NE(event, nullptr);
+  clWaitForEvents(1, &event);
+  clReleaseEvent(event);
+  const auto ref = bench::reference_backward(s, q, k, v, d_o);
+  expect_gradient(gq.logical(), ref.d_q, DType::F32, "C API dQ");
+  expect_gradient(gk.logical(), ref.d_k, DType::F32, "C API dK");
+  expect_gradient(gv.logical(), ref.d_v, DType::F32, "C API dV");
+}
+
+TEST(BackwardApi, SessionBackwardWithBiasGradient) {
+  bench::Shape s;
+  s.batch = 2;
+  s.heads = 2;
+  s.seqlen_q = 11;
+  s.seqlen_k = 14;
+  s.head_dim = 16;
+  add_bias(s, 1, 2, 81);
+  const auto q = bench::random_values(s.q_elems(), 82), k = bench::random_values(s.kv_elems(), 83);
+  const auto v = bench::random_values(s.kv_elems(), 84), d_o = bench::random_values(s.q_elems(), 85);
+  BackwardArgs shape;
+  shape.forward = shape_args(s);
+  shape.forward.mask.kind = MaskKind::Bias;
+  shape.forward.mask.batch = 1;
+  shape.forward.mask.heads = 2;
+  shape.d_bias.kind = MaskKind::Bias;
+  HostVariants variants;
+  variants.bias = s.mask_values;
+  std::vector<float> lse;
+  const std::vector<float> o = session().forward(shape.forward, q, k, v, variants, &lse);
+  const Session::Gradients g = session().backward(shape, q, k, v, o, d_o, lse, variants);
+  const auto ref = bench::reference_backward(s, q, k, v, d_o);
+  expect_gradient(g.d_q, ref.d_q, DType::F32, "Session dQ");
+  expect_gradient(g.d_k, ref.d_k, DType::F32, "Session dK");
+  expect_gradient(g.d_v, ref.d_v, DType::F32, "Session dV");
+  expect_gradient(g.d_bias, ref.d_bias, DType::F32, "Session dBias");
+}
+
+}  // namespace
+}  // namespace flashcl::test
