@@ -93,3 +93,65 @@ inline float rotated(__global const STORAGE_T* p, long base, int c, int pos, con
   return second ? y * sn + x * cs : x * cs - y * sn;
 }
 #endif
+
+/* Sequence b as the attention kernels see it (common.cl's SeqView, in base-2 units): keys after
+ * the append, none when the cache row is out of range (slot_row < 0); `len` is cached_len(). */
+inline SeqView decode_view(const DecodeArgs* d, const AttnArgs* attn, int len, int slot_row) {
+  SeqView sv;
+  sv.seqlen_q = d->seqlen_q;
+  sv.seqlen_k = slot_row < 0 ? 0 : len + d->seqlen_new;
+  sv.shift = sv.seqlen_k - sv.seqlen_q;
+  sv.q_start = sv.k_start = 0;
+  sv.mask_base = 0;
+  sv.softcap = attn->softcap * LOG2E_F;
+  sv.slope = 0.0f;
+  sv.unit = LOG2E_F;
+  return sv;
+}
+
+/* The tiles [*t_begin, *t_end) of width bc that split `split` walks: the tiles rows r0 ... r_end - 1
+ * (row r = query r / group) can see at all, cut into num_splits equal runs. */
+inline void split_run(const DecodeArgs* d, const AttnArgs* attn, const SeqView* sv, int r0, int r_end, int bc,
+                      int split, int* t_begin, int* t_end) {
+  int kb_begin, kb_end;
+  key_block_range(r0 / d->group, (r_end - 1) / d->group + 1, bc, sv, attn, &kb_begin, &kb_end);
+  const int per_split = (kb_end - kb_begin + d->num_splits - 1) / d->num_splits;
+  *t_begin = kb_begin + split * per_split;
+  *t_end = min(kb_end, *t_begin + per_split);
+}
+
+/* Element c of query row rg (query rg / group of head hk * group + rg % group) of sequence b,
+ * rotated (ROTARY) and scaled by scale * log2(e); 0 for rows past the end. */
+inline float query_value(const DecodeArgs* d, __global const STORAGE_T* q, int b, int hk, int rg, int r_end, int c,
+                         int len, __global const float* rot_cos, __global const float* rot_sin) {
+  if (rg >= r_end) return 0.0f;
+  const int i = rg / d->group, h = hk * d->group + rg % d->group;
+  const long base = d->q_offset + (long)b * d->q_batch_stride + (long)i * d->q_seq_stride + (long)h * d->q_head_stride;
+#if ROTARY
+  return rotated(q, base, c, len + (d->rotary_q_rows ? i : 0), d, rot_cos, rot_sin) * d->scale_log2;
+#else
+  (void)len;
+  (void)rot_cos;
+  (void)rot_sin;
+  return LOAD_ELEM(q, base + c) * d->scale_log2;
+#endif
+}
+
+/* ALiBi slope of row rg in base 2 (0 without ALIBI). */
+inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, int b, int hk, int rg) {
+#if ALIBI
+  return alibi_slopes[b * d->alibi_batch_stride + hk * d->group + min(rg, d->rows - 1) % d->group] * LOG2E_F;
+#else
+  (void)d;
+  (void)alibi_slopes;
+  (void)b;
+  (void)hk;
+  (void)rg;
+  return 0.0f;
+#endif
+}
+
+/* Element offset of partial (row (b, h, i), split) in decode_split's workspace layout: LSE
+ * (B, H, Nq, splits) first, then O (B, H, Nq, splits, d). */
+#define PART_ROW(d, b, hk, rg) ((((long)(b) * (d)->heads + (hk) * (d)->group + (rg) % (d)->group) * (d)->seqlen_q + (rg) / (d)->group))
+#define PART_O_BASE(d) ((long)(d)->batch * (d)->heads * (d)->seqlen_q * (d)->num_splits)

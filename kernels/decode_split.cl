@@ -104,40 +104,12 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
   /* this sequence: keys after the append, or none when its cache row is out of range */
   const int slot_row = cache_row(d, batch_idx, b);
   const int len = slot_row < 0 ? 0 : cached_len(d, cache_seqlens, b);
-  SeqView sv;
-  sv.seqlen_q = d->seqlen_q;
-  sv.seqlen_k = slot_row < 0 ? 0 : len + d->seqlen_new;
-  sv.shift = sv.seqlen_k - sv.seqlen_q;
-  sv.q_start = sv.k_start = 0;
-  sv.mask_base = 0;
-  sv.softcap = attn.softcap * LOG2E_F;
-  sv.slope = 0.0f;
-  sv.unit = LOG2E_F;
+  const SeqView sv = decode_view(d, &attn, len, slot_row);
 
   /* prologue: query rows r0 .. r_end - 1 (rows past the end stay 0 and are never written) */
-  for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE) {
-    const int r = idx / HEAD_DIM, c = idx % HEAD_DIM, rg = r0 + r;
-    float x = 0.0f;
-    if (rg < r_end) {
-      const int i = rg / group, h = hk * group + rg % group;
-      const long base = d->q_offset + (long)b * d->q_batch_stride + (long)i * d->q_seq_stride + (long)h * d->q_head_stride;
-#if ROTARY
-      x = rotated(q, base, c, len + (d->rotary_q_rows ? i : 0), d, rot_cos, rot_sin);
-#else
-      x = LOAD_ELEM(q, base + c);
-#endif
-    }
-    q_tile[idx] = x * d->scale_log2;
-  }
-  if (lid < BR) {
-#if ALIBI
-    const int rg = min(r0 + lid, d->rows - 1);
-    slope_row[lid] = alibi_slopes[b * d->alibi_batch_stride + hk * group + rg % group] * LOG2E_F;
-#else
-    (void)alibi_slopes;
-    slope_row[lid] = 0.0f;
-#endif
-  }
+  for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE)
+    q_tile[idx] = query_value(d, q, b, hk, r0 + idx / HEAD_DIM, r_end, idx % HEAD_DIM, len, rot_cos, rot_sin);
+  if (lid < BR) slope_row[lid] = row_slope(d, alibi_slopes, b, hk, r0 + lid);
   /* per owned (row, column) slot: O, and the row's running max and sum (each work-item of a row
    * keeps its own copy: no reduction, no barrier, no serial pass over the row) */
   float acc[ACC_N][VEC], m[ACC_N], l[ACC_N];
@@ -149,11 +121,8 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     for (int e = 0; e < VEC; ++e) acc[t][e] = 0.0f;
   }
 
-  /* this split's run of tiles among those rows r0 .. r_end - 1 can see */
-  int kb_begin, kb_end;
-  key_block_range((r0) / group, (r_end - 1) / group + 1, BC, &sv, &attn, &kb_begin, &kb_end);
-  const int per_split = (kb_end - kb_begin + d->num_splits - 1) / d->num_splits;
-  const int t_begin = kb_begin + split * per_split, t_end = min(kb_end, t_begin + per_split);
+  int t_begin, t_end; /* this split's run of tiles */
+  split_run(d, &attn, &sv, r0, r_end, BC, split, &t_begin, &t_end);
 
   /* main loop */
   for (int kt = t_begin; kt < t_end; ++kt) {

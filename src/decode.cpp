@@ -4,7 +4,8 @@
 // the optional append, rotary tables and variants, and that each strided view fits its buffer.
 // Device-side values (cache_seqlens, block table entries, cache_batch_idx) are never read back;
 // the kernels clamp them (decode_common.cl). Then the planner (plan_decode.hpp) picks the tile
-// and split count and three kernels are enqueued: append (with k_new), split, merge.
+// and split count and three kernels are enqueued: append (with k_new), split-KV attention
+// (decode_stream for few rows per K/V head, else decode_split), merge.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -327,13 +328,16 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
                                " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vector_width(a),
                                " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
                                plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
+  if (plan.stream) options += concat(" -DKPT=", plan.keys_per_thread);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
   if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
   if (windowed) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
-  const std::vector<std::string> files = {"attn_args.h",     "decode_args.h",    "common.cl",      "decode_common.cl",
-                                          "decode_append.cl", "decode_split.cl", "decode_merge.cl"};
+  const char* attention = plan.stream ? "decode_stream" : "decode_split";
+  const std::vector<std::string> files = {"attn_args.h",      "decode_args.h", "common.cl",
+                                          "decode_common.cl", "decode_append.cl", std::string(attention) + ".cl",
+                                          "decode_merge.cl"};
 
   Launch launch;
   cl_mem workspace = a.workspace, owned = nullptr;
@@ -356,7 +360,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       enqueue(queue, append, global, local, wait, launch);
       wait = {launch.last()};
     }
-    cl::Kernel split = make_kernel(p, files, options, "decode_split");
+    cl::Kernel split = make_kernel(p, files, options, attention);
     set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
     const std::size_t split_global[3] = {

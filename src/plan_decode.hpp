@@ -1,7 +1,7 @@
 // plan_decode.hpp: the pure planner of the KV-cache (decode) path: from device facts and the
 // host-known problem (batch, heads, query rows, head dim, cache capacity) to the split kernel's
-// tile (query rows BR, keys BC, work-group size), its local memory, and the number of key splits
-// that fills the device (Flash-Decoding). No OpenCL calls, so tests plan for simulated devices.
+// kernel (streaming or staged) and its tile (query rows BR, keys BC, work-group size), its local
+// memory, and the number of key splits that fills the device (Flash-Decoding). No OpenCL calls, so tests plan for simulated devices.
 #pragma once
 
 #include <cstddef>
@@ -27,6 +27,8 @@ struct DecodePlan {
   int num_splits = 0;      // key splits per (sequence, K/V head, row block)
   int page_slots = 0;      // paged: most pages one tile spans
   int merge_wg = 0;        // work-items of the merge kernel
+  bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
+  int keys_per_thread = 0; // stream: keys each work-item loads per tile (BC = key groups × this)
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;
   std::string reason;
@@ -38,6 +40,10 @@ DecodePlan plan_decode(const DeviceFacts& device, const DecodeRequest& request);
 
 // __local bytes decode_split.cl declares for these sizes.
 std::size_t decode_local_bytes(int block_rows, int block_cols, int head_dim, int page_slots);
+
+// __local bytes decode_stream.cl declares (key_groups × chunks work-items, chunks = d / VEC).
+std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
+                                      int page_slots);
 
 constexpr int kMaxDecodeSplits = 1024;
 

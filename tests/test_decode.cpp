@@ -1,6 +1,7 @@
 // test_decode.cpp: the KV-cache path (forward_kvcache) against the float64 reference on fresh
 // random inputs, outputs poisoned with NaN and written through padded strides: contiguous and
-// paged caches (page sizes 1, 3, 7, 16, pages shuffled in a pool with unused pages), GQA and
+// paged caches (page sizes 1, 3, 4, 5, 7, 16, pages shuffled in a pool with unused pages), both
+// attention kernels (streaming for few rows per K/V head, staged for many), GQA and
 // MQA, Nq = 1 and chunked prefill (causal, bottom-right), appends of k_new/v_new (the cache
 // afterwards equals the model: new rows rotated, every other element unchanged), rotary in both
 // styles, window, softcap, ALiBi, cache_batch_idx, empty sequences, and forced split counts. Hostile
@@ -313,8 +314,10 @@ DecodeCase base(std::vector<int> seqlens = {170, 75}) {
 
 TEST(Decode, ContiguousGqaSingleQuery) { expect_decode(base(), "contiguous GQA 4/2 Nq=1"); }
 
+// Page sizes 3 (SplitCountsAgree), 4 (WindowSoftcapAlibi), 5 (rotary), 16 (HalfPrecisionCaches)
+// are covered elsewhere; each size is its own program to build.
 TEST(Decode, PagedPageSizes) {
-  for (int ps : {1, 3, 7, 16}) {
+  for (int ps : {1, 7}) {
     DecodeCase c = base({190, 100});
     c.page_size = ps;
     c.seed = 200 + ps;
@@ -355,7 +358,8 @@ TEST(Decode, ChunkedPrefillCausalWithAppend) {
   c.page_size = 0;
   c.heads = c.heads_kv = 3;      // plain MHA, contiguous append
   c.head_dim = 20;
-  expect_decode(c, "chunked prefill, contiguous append, d 20");
+  c.rotary = 2;
+  expect_decode(c, "chunked prefill, contiguous append with rotary, d 20");
 }
 
 TEST(Decode, AppendWithRotaryBothStyles) {
@@ -384,7 +388,9 @@ TEST(Decode, WindowSoftcapAlibi) {
   c.softcap = 5.0f;
   c.alibi = true;
   c.page_size = 4;
-  expect_decode(c, "window + softcap + alibi, paged");
+  expect_decode(c, "window + softcap + alibi, paged (streaming kernel)");
+  c.heads = 8;  // 12 rows per K/V head: the staged kernel
+  expect_decode(c, "window + softcap + alibi, paged (staged kernel)");
 }
 
 TEST(Decode, CacheBatchIdxAndEmptySequences) {
@@ -400,15 +406,19 @@ TEST(Decode, CacheBatchIdxAndEmptySequences) {
 TEST(Decode, SplitCountsAgree) {
   DecodeCase c = base({200, 2});
   c.page_size = 3;
-  c.seqlen_q = 2;
   c.causal = true;
-  std::vector<float> first;
-  for (int splits : {1, 2, 5, 64}) {  // 64 leaves most splits empty
-    c.num_splits = splits;
-    const DecodeResult r = run_decode(c);
-    expect_accurate(r.result, "num_splits " + std::to_string(splits), DType::F32);
-    if (first.empty()) first = r.result.o;
-    for (std::size_t i = 0; i < first.size(); ++i) ASSERT_NEAR(r.result.o[i], first[i], 2e-6) << splits << " splits, " << i;
+  for (int rows : {4, 12}) {  // streaming kernel, staged kernel
+    c.seqlen_q = rows == 4 ? 2 : 3;
+    c.heads = rows == 4 ? 4 : 8;
+    std::vector<float> first;
+    for (int splits : {1, 2, 5, 64}) {  // 64 leaves most splits empty
+      c.num_splits = splits;
+      const DecodeResult r = run_decode(c);
+      expect_accurate(r.result, "num_splits " + std::to_string(splits), DType::F32);
+      if (first.empty()) first = r.result.o;
+      for (std::size_t i = 0; i < first.size(); ++i)
+        ASSERT_NEAR(r.result.o[i], first[i], 2e-6) << rows << " rows, " << splits << " splits, " << i;
+    }
   }
 }
 
@@ -422,12 +432,8 @@ TEST(Decode, HalfPrecisionCaches) {
     c.causal = true;
     expect_decode(c, std::string("paged append ") + to_string(dtype));
   }
-  DecodeCase c = base({41, 17});
-  c.dtype = DType::F16;
-  c.cache_layout = Layout::PaddedRows;  // offsets and strides not multiples of 4: scalar loads
-  expect_decode(c, "f16 padded cache");
+  DecodeCase c = base({41, 17});  // (scalar loads from padded caches: the hostile cases)
   c.dtype = DType::BF16;
-  c.cache_layout = Layout::BSHD;
   c.head_dim = 20;  // 4-wide loads (8-wide need d % 8 == 0)
   expect_decode(c, "bf16 d 20");
 }
@@ -442,6 +448,8 @@ TEST(Decode, HostileDeviceValuesStayInBounds) {
   c.cache_layout = Layout::PaddedRows;
   c.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};  // entries -1, num_pages, INT_MAX, INT_MIN
   expect_decode(c, "hostile cache_seqlens and block table");
+  c.seqlen_q = c.seqlen_new = 5;  // 10 rows per K/V head: the staged kernel
+  expect_decode(c, "hostile cache_seqlens and block table, staged kernel");
   DecodeCase k = base({std::numeric_limits<int>::min(), 20, std::numeric_limits<int>::max()});
   k.batch = 3;
   k.batch_idx = {-1, 1, 5};  // 5 rows: -1 and 5 are outside
@@ -639,7 +647,17 @@ DecodeRequest decode_request(int batch, int keys, int page_size = 0) {
 
 void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodePlan& p) {
   EXPECT_LE(p.local_bytes, f.local_mem_bytes);
-  EXPECT_EQ(p.local_bytes, detail::decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots));
+  const int chunks = r.head_dim / r.vec;
+  if (p.stream) {  // decode_stream.cl's shape: chunks x key groups work-items, BC = key groups x KPT
+    const int key_groups = static_cast<int>(p.work_group_size) / chunks;
+    EXPECT_EQ(p.work_group_size, static_cast<std::size_t>(key_groups * chunks));
+    EXPECT_EQ(p.block_cols, key_groups * p.keys_per_thread);
+    EXPECT_LE(p.block_rows * r.vec, 64) << "registers";
+    EXPECT_EQ(p.local_bytes, detail::decode_stream_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups,
+                                                               chunks, p.page_slots));
+  } else {
+    EXPECT_EQ(p.local_bytes, detail::decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots));
+  }
   EXPECT_LE(p.work_group_size, f.max_work_group_size);
   EXPECT_GE(p.work_group_size, static_cast<std::size_t>(p.block_rows));  // one work-item per row's softmax
   EXPECT_EQ(p.block_rows * p.row_blocks >= r.heads / r.heads_kv * r.seqlen_q, true);
@@ -658,12 +676,28 @@ TEST(DecodePlanner, FillsTheH200) {
       SCOPED_TRACE(p.reason);
       expect_runnable(f, r, p);
       EXPECT_EQ(p.block_rows, 4);  // the four query heads of a K/V head share each tile
+      EXPECT_TRUE(p.stream);
+      EXPECT_EQ(p.work_group_size, 128u);  // 16 chunks of 8 halves x 8 key groups
       const long groups = static_cast<long>(batch) * 8 * p.row_blocks * p.num_splits;
       EXPECT_GE(groups, 2L * f.compute_units) << "work-groups for 132 compute units";
     }
   // a short cache is not cut into slivers: at least two tiles per split
   const DecodePlan p = detail::plan_decode(f, decode_request(1, 256));
   EXPECT_LE(p.num_splits, std::max(1, (256 + p.block_cols - 1) / p.block_cols / 2));
+}
+
+TEST(DecodePlanner, ManyRowsTakeTheStagedKernel) {
+  DecodeRequest r = decode_request(8, 4096);
+  r.seqlen_q = 16;  // chunked prefill: 64 rows per K/V head
+  const DecodePlan p = detail::plan_decode(h200(), r);
+  SCOPED_TRACE(p.reason);
+  expect_runnable(h200(), r, p);
+  EXPECT_FALSE(p.stream);
+  EXPECT_EQ(p.block_rows, 16);
+  EXPECT_EQ(p.row_blocks, 4);
+  r.seqlen_q = 1;
+  r.heads_kv = 1;  // MQA decode: 32 rows
+  EXPECT_FALSE(detail::plan_decode(h200(), r).stream);
 }
 
 TEST(DecodePlanner, BigBatchesNeedNoSplitOnACpu) {
