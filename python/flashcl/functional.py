@@ -387,7 +387,90 @@ def _device_mask(mask, args: _ext.ForwardArgs) -> _ext.Mask:
     return m
 
 
-def attention_backward(*args, **kwargs):
-    """Gradients dQ, dK, dV of ``attention`` (not available yet: it needs flashcl::backward)."""
-    raise NotImplementedError("flashcl: the backward is not available yet in this build (flashcl::backward has not "
-                              "landed in the C++ library)")
+def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: Sequence[int] = (-1, -1),
+                       softcap: float = 0.0, alibi_slopes=None, mask=None, scale: Optional[float] = None,
+                       cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q: Optional[int] = None,
+                       max_seqlen_k: Optional[int] = None, algorithm: Union[str, Algorithm] = "auto",
+                       deterministic: bool = False, return_dbias: bool = False, dtype: Optional[str] = None,
+                       d_q=None, d_k=None, d_v=None, queue=None, wait_for=None, platform: str = "",
+                       device: str = ""):
+    """Gradients of ``attention``: (dQ, dK, dV), and the additive bias's gradient with
+    ``return_dbias`` (``mask`` must then be a float bias; the gradient has its shape, summed over
+    the dimensions it broadcasts over). ``d_o`` is the gradient of O; ``out`` and ``lse`` are the
+    forward's O and LSE (``return_lse=True``); every other argument must be the forward's. dQ is
+    shaped like q, dK and dV like k and v (GQA: summed over each K/V head's query heads).
+    ``deterministic``: bit-identical results on every run (fa2 otherwise accumulates dQ with
+    atomics, whose order may change the last bits). numpy arrays run on a Session and pyopencl
+    Arrays on the queue as for ``attention`` (``d_q``, ``d_k``, ``d_v``: optional output Arrays).
+    """
+    varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
+    if varlen and (cu_seqlens_q is None or cu_seqlens_k is None):
+        _fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
+    for name, a in (("d_o", d_o), ("out", out)):
+        if tuple(a.shape) != tuple(q.shape):
+            _fail(Status.InvalidArgument, f"{name}: shape {tuple(a.shape)} differs from q's {tuple(q.shape)}")
+    options = dict(causal=causal, window=window, softcap=softcap, scale=scale, algorithm=algorithm)
+    variants = (alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    if return_dbias and (mask is None or _mask_kind(mask.dtype) != MaskKind.Bias):
+        _fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
+    if _is_pyopencl(q):
+        return _device_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias, dtype,
+                                (d_q, d_k, d_v), queue, wait_for)
+    if not isinstance(q, np.ndarray):
+        _fail(Status.InvalidArgument, f"q: expected a numpy array or a pyopencl Array, got {type(q).__name__}")
+    return _host_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias,
+                          _storage(q.dtype, "q", dtype), session(platform, device))
+
+
+def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                   max_seqlen_k, deterministic, return_dbias, storage: DType, sess) -> Any:
+    """numpy arrays through Session::backward (dense float32 copies in, float32 gradients out)."""
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                max_seqlen_k, storage)
+    b = _ext.BackwardArgs()
+    b.forward = args
+    b.deterministic = bool(deterministic)
+    if return_dbias:
+        d_bias = _ext.Mask()
+        d_bias.kind = MaskKind.Bias
+        d_bias.batch, d_bias.heads = args.mask.batch, args.mask.heads
+        b.d_bias = d_bias
+    d_q, d_k, d_v, d_bias = sess.backward(b, _dense(q), _dense(k), _dense(v), _dense(out), _dense(d_o), _dense(lse),
+                                          **variants)
+    cast = (lambda a: a.astype(q.dtype)) if q.dtype != np.float32 and q.dtype.kind == "f" else (lambda a: a)
+    grads = (cast(d_q.reshape(q.shape)), cast(d_k.reshape(k.shape)), cast(d_v.reshape(v.shape)))
+    return grads + (d_bias.reshape(np.shape(mask)),) if return_dbias else grads
+
+
+def _device_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                     max_seqlen_k, deterministic, return_dbias, dtype, outputs, queue, wait_for) -> Any:
+    """pyopencl Arrays through flashcl::backward on the caller's queue."""
+    import pyopencl.array as cla
+
+    args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                       max_seqlen_k, dtype, queue)
+    varlen = cu_seqlens_q is not None
+    for name, a in (("out", out), ("d_o", d_o), ("lse", lse)):
+        if not _is_pyopencl(a):
+            _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array like q, got {type(a).__name__}")
+    if lse.dtype != np.float32 or tuple(lse.shape) != _lse_shape(args, q):
+        _fail(Status.InvalidArgument, f"lse: expected float32 of shape {_lse_shape(args, q)} (the forward's), got "
+                                      f"{lse.dtype} {tuple(lse.shape)}")
+    args.o = _tensor(out, "out", varlen)
+    args.lse = _buffer(lse, "lse")
+    inputs += [out, d_o, lse]
+    b = _ext.BackwardArgs()
+    b.forward = args
+    b.deterministic = bool(deterministic)
+    b.d_o = _tensor(d_o, "d_o", varlen)
+    grads = [_output(a, like, name, queue) for a, like, name in zip(outputs, (q, k, v), ("d_q", "d_k", "d_v"))]
+    b.d_q, b.d_k, b.d_v = (_tensor(a, n, varlen) for a, n in zip(grads, ("d_q", "d_k", "d_v")))
+    if return_dbias:
+        d_bias = cla.empty(queue, mask.shape, np.float32)
+        m = _device_mask(d_bias, args)
+        b.d_bias = m
+        grads.append(d_bias)
+    launch = _ext.backward(queue.int_ptr, b, _wait_list(inputs, wait_for))
+    _mark_done(launch, grads)
+    return tuple(grads)

@@ -1,13 +1,12 @@
 """flashcl for PyTorch: ``flash_attn_func`` and ``flash_attn_varlen_func`` with flash-attn 2's
 signatures (switch by changing the import), built as in flash-attn's flash_attn_interface.py:
-``torch.library`` custom ops (``flashcl::fwd``, and ``flashcl::bwd`` once the C++ library has a
-backward) with fake implementations so ``torch.compile`` treats them as opaque ops, one
-``torch.autograd.Function`` that saves (q, k, v, out, lse) for the backward, and the public
-functions. CPU tensors go through host arrays (``functional._host_attention``: a Session on the
-default device, PoCL's CPU device here); CUDA tensors take the same route through host copies, with
-a one-time warning (running them on NVIDIA's OpenCL device without copies is not built yet).
-``attention`` is the general entry point (masks, biases) the Hugging Face integration uses.
-"""
+``torch.library`` custom ops (``flashcl::fwd``, ``flashcl::bwd``) with fake implementations so
+``torch.compile`` treats them as opaque ops, one ``torch.autograd.Function`` that saves (q, k, v,
+out, lse) and calls the backward op, and the public functions. CPU tensors go through host arrays
+(``functional._host_attention``/``_host_backward``: a Session on the default device, PoCL's CPU
+device here); CUDA tensors take the same route through host copies, with a one-time warning
+(running them on NVIDIA's OpenCL device without copies is not built yet). ``attention`` is the
+general entry point (masks, biases with their gradient) the Hugging Face integration uses."""
 
 import math
 import warnings
@@ -82,6 +81,36 @@ def _fwd_fake(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, s
     return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(lse_shape, dtype=torch.float32)
 
 
+@torch.library.custom_op("flashcl::bwd", mutates_args=())
+def _bwd(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, cu_seqlens_q: Optional[Tensor],
+         cu_seqlens_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float, causal: bool,
+         window_left: int, window_right: int, softcap: float, alibi_slopes: Optional[Tensor], mask: Optional[Tensor],
+         deterministic: bool, want_dbias: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dq, dk, dv, dbias): like q, k, v, and like mask with want_dbias (else an empty tensor)."""
+    _check_inputs(q, k, v)
+    varlen = cu_seqlens_q is not None
+    options = dict(causal=causal, window=(window_left, window_right), softcap=softcap, scale=softmax_scale,
+                   algorithm="auto")
+    host_mask = None
+    if mask is not None:
+        host_mask = _numpy(mask, torch.bool if mask.dtype == torch.bool else torch.float32)
+    grads = _functional._host_backward(
+        _numpy(d_o), _numpy(q), _numpy(k), _numpy(v), _numpy(out), _numpy(lse), options, _numpy(alibi_slopes),
+        host_mask, _numpy(cu_seqlens_q, torch.int32), _numpy(cu_seqlens_k, torch.int32),
+        max_seqlen_q if varlen else None, max_seqlen_k if varlen else None, deterministic, want_dbias,
+        _STORAGE[q.dtype], _functional.session())
+    d_q, d_k, d_v = (torch.from_numpy(g).to(device=q.device, dtype=q.dtype) for g in grads[:3])
+    d_bias = torch.from_numpy(grads[3]).to(mask.device) if want_dbias else q.new_empty(0, dtype=torch.float32)
+    return d_q, d_k, d_v, d_bias
+
+
+@_bwd.register_fake
+def _bwd_fake(d_o, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
+              window_left, window_right, softcap, alibi_slopes, mask, deterministic, want_dbias):
+    d_bias = torch.empty_like(mask, dtype=torch.float32) if want_dbias else q.new_empty(0, dtype=torch.float32)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), d_bias
+
+
 # ---- Autograd ----------------------------------------------------------------------------------
 
 class _Attention(torch.autograd.Function):
@@ -98,9 +127,16 @@ class _Attention(torch.autograd.Function):
         return out, lse
 
     @staticmethod
-    def backward(ctx, dout, dlse):
-        raise NotImplementedError("flashcl.torch: the backward is not available yet (flashcl::backward has not "
-                                  "landed in the C++ library); use the forward under torch.no_grad()")
+    def backward(ctx, d_out, d_lse):
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask = ctx.saved_tensors
+        max_seqlen_q, max_seqlen_k, softmax_scale, causal, window, softcap, deterministic = ctx.options
+        # The bias gets a gradient when it asks for one (a boolean mask and ALiBi slopes never do).
+        want_dbias = mask is not None and mask.dtype != torch.bool and ctx.needs_input_grad[12]
+        d_q, d_k, d_v, d_bias = torch.ops.flashcl.bwd(
+            d_out.contiguous(), q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+            softmax_scale, causal, window[0], window[1], softcap, alibi_slopes, mask, deterministic, want_dbias)
+        return (d_q, d_k, d_v, None, None, None, None, None, None, None, None, None,
+                d_bias if want_dbias else None, None)
 
 
 def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,

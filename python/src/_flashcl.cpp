@@ -1,9 +1,10 @@
 // _flashcl.cpp: the nanobind module under the flashcl Python package. It only binds the C++ API of
 // include/flashcl/flashcl.hpp: the enums, the argument structs (OpenCL handles as integers, so
-// pyopencl's int_ptr values pass straight through), flashcl::forward on the caller's queue,
-// Session for host arrays, device listing and cache control. flashcl::Error becomes one Python
-// exception class, flashcl._flashcl.Error (a RuntimeError), carrying `status` and the library's
-// message. Shapes, dtypes and array types are the Python layer's job (python/flashcl/functional.py).
+// pyopencl's int_ptr values pass straight through), flashcl::forward and flashcl::backward on the
+// caller's queue, Session (forward and backward on host arrays), device listing and cache control.
+// flashcl::Error becomes one Python exception class, flashcl._flashcl.Error (a RuntimeError),
+// carrying `status` and the library's message. Shapes, dtypes and array types are the Python
+// layer's job (python/flashcl/functional.py).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -35,6 +36,21 @@ std::vector<T> to_vector(const HostArray<T>& a) {
 template <typename T>
 std::vector<T> to_vector(const std::optional<HostArray<T>>& a) {
   return a ? to_vector(*a) : std::vector<T>{};
+}
+
+using OptionalF32 = std::optional<HostArray<float>>;
+using OptionalU8 = std::optional<HostArray<std::uint8_t>>;
+using OptionalI32 = std::optional<HostArray<std::int32_t>>;
+
+HostVariants host_variants(const OptionalF32& alibi_slopes, const OptionalU8& mask, const OptionalF32& bias,
+                           const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k) {
+  HostVariants variants;
+  variants.alibi_slopes = to_vector(alibi_slopes);
+  variants.mask = to_vector(mask);
+  variants.bias = to_vector(bias);
+  variants.cu_seqlens_q = to_vector<std::int32_t>(cu_seqlens_q);
+  variants.cu_seqlens_k = to_vector<std::int32_t>(cu_seqlens_k);
+  return variants;
 }
 
 // Hands a vector to numpy without a copy: the capsule owns it.
@@ -194,6 +210,29 @@ NB_MODULE(_flashcl, m) {
         [](std::uintptr_t device, const ForwardArgs& a) { return device_bytes(as_handle<cl_device_id>(device), a); });
   m.def("tile_info", [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); });
 
+  nb::class_<BackwardArgs>(m, "BackwardArgs")
+      .def(nb::init<>())
+      .def_rw("forward", &BackwardArgs::forward)
+      .def_rw("d_o", &BackwardArgs::d_o)
+      .def_rw("d_q", &BackwardArgs::d_q)
+      .def_rw("d_k", &BackwardArgs::d_k)
+      .def_rw("d_v", &BackwardArgs::d_v)
+      .def_rw("d_bias", &BackwardArgs::d_bias)
+      .def_rw("deterministic", &BackwardArgs::deterministic)
+      .def_prop_rw(FLASHCL_MEM_FIELD(BackwardArgs, workspace));
+  m.def(
+      "backward",
+      [](std::uintptr_t queue, const BackwardArgs& args, const std::vector<std::uintptr_t>& wait_list) {
+        std::vector<cl_event> events;
+        for (auto e : wait_list) events.push_back(as_handle<cl_event>(e));
+        nb::gil_scoped_release released;
+        return backward(as_handle<cl_command_queue>(queue), args, events);
+      },
+      "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
+  m.def("backward_workspace_bytes", [](std::uintptr_t device, const BackwardArgs& a) {
+    return backward_workspace_bytes(as_handle<cl_device_id>(device), a);
+  });
+
   nb::class_<CacheStats>(m, "CacheStats")
       .def_ro("memory_hits", &CacheStats::memory_hits)
       .def_ro("disk_hits", &CacheStats::disk_hits)
@@ -236,16 +275,9 @@ NB_MODULE(_flashcl, m) {
       .def(
           "forward",
           [](Session& s, const ForwardArgs& shape, const HostArray<float>& q, const HostArray<float>& k,
-             const HostArray<float>& v, const std::optional<HostArray<float>>& alibi_slopes,
-             const std::optional<HostArray<std::uint8_t>>& mask, const std::optional<HostArray<float>>& bias,
-             const std::optional<HostArray<std::int32_t>>& cu_seqlens_q,
-             const std::optional<HostArray<std::int32_t>>& cu_seqlens_k, bool return_lse) {
-            HostVariants variants;
-            variants.alibi_slopes = to_vector(alibi_slopes);
-            variants.mask = to_vector(mask);
-            variants.bias = to_vector(bias);
-            variants.cu_seqlens_q = to_vector<std::int32_t>(cu_seqlens_q);
-            variants.cu_seqlens_k = to_vector<std::int32_t>(cu_seqlens_k);
+             const HostArray<float>& v, const OptionalF32& alibi_slopes, const OptionalU8& mask, const OptionalF32& bias,
+             const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k, bool return_lse) {
+            const HostVariants variants = host_variants(alibi_slopes, mask, bias, cu_seqlens_q, cu_seqlens_k);
             std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), lse, o;
             {
               nb::gil_scoped_release released;
@@ -256,5 +288,27 @@ NB_MODULE(_flashcl, m) {
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(), "mask"_a = nb::none(),
           "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(),
-          "return_lse"_a = false);
+          "return_lse"_a = false)
+      // Session::backward: returns (d_q, d_k, d_v, d_bias or None), flat float32.
+      .def(
+          "backward",
+          [](Session& s, const BackwardArgs& shape, const HostArray<float>& q, const HostArray<float>& k,
+             const HostArray<float>& v, const HostArray<float>& o, const HostArray<float>& d_o,
+             const HostArray<float>& lse, const OptionalF32& alibi_slopes, const OptionalU8& mask,
+             const OptionalF32& bias, const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k) {
+            const HostVariants variants = host_variants(alibi_slopes, mask, bias, cu_seqlens_q, cu_seqlens_k);
+            const std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), ho = to_vector(o),
+                                     hdo = to_vector(d_o), hlse = to_vector(lse);
+            Session::Gradients g;
+            {
+              nb::gil_scoped_release released;
+              g = s.backward(shape, hq, hk, hv, ho, hdo, hlse, variants);
+            }
+            const bool has_bias = !g.d_bias.empty();
+            return nb::make_tuple(nb::cast(to_numpy(std::move(g.d_q))), nb::cast(to_numpy(std::move(g.d_k))),
+                                  nb::cast(to_numpy(std::move(g.d_v))),
+                                  has_bias ? nb::cast(to_numpy(std::move(g.d_bias))) : nb::none());
+          },
+          "shape"_a, "q"_a, "k"_a, "v"_a, "o"_a, "d_o"_a, "lse"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(),
+          "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none());
 }

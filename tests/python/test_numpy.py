@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import flashcl
-from conftest import FP16_ATOL, FP32_ATOL, assert_close, randn, reference, reference_varlen, round_bf16, variant_cases
+from conftest import (FP16_ATOL, FP32_ATOL, assert_close, randn, reference, reference_backward, reference_varlen,
+                      round_bf16, variant_cases)
 
 CASES = variant_cases()
 
@@ -114,3 +115,62 @@ def test_errors(rng):
     expect_error(S.DeviceNotFound, "nothing matches", flashcl.attention, q, k, v, platform="no-such-platform")
     # Still usable after every error.
     assert_close(flashcl.attention(q, k, v), reference(q, k, v)[0], FP32_ATOL)
+
+
+# Each case compiles its own kernels on PoCL (seconds each): the variants in few calls.
+BACKWARD_CASES = dict(CASES, softcap_bool_mask_gqa=(2, 21, 26, 4, 2, 24, dict(
+    softcap=2.5, mask=np.random.default_rng(2).random((1, 4, 21, 26)) > 0.25)))
+
+
+@pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "causal_nq_gt_nk_empty_rows", "window_mqa",
+                                  "alibi_per_batch_causal", "bias", "softcap_bool_mask_gqa"])
+def test_backward_variant(rng, name):
+    b, nq, nk, h, hkv, d, options = BACKWARD_CASES[name]
+    q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
+    d_o = randn(rng, b, nq, h, d)
+    api = api_options(options)
+    bias = name == "bias"
+    o, lse = flashcl.attention(q, k, v, return_lse=True, **api)
+    grads = flashcl.attention_backward(d_o, q, k, v, o, lse, return_dbias=bias, **api)
+    expected = reference_backward(q, k, v, d_o, **options)
+    for got, want, label in zip(grads, expected, ("dQ", "dK", "dV", "dBias")):
+        assert_close(got, want, 5 * FP32_ATOL, label)
+    assert len(grads) == (4 if bias else 3)
+
+
+@pytest.mark.parametrize("algorithm", ["standard", "fa1", "fa2"])
+def test_backward_algorithms_and_determinism(rng, algorithm):
+    b, nq, nk, h, hkv, d, options = CASES["causal_gqa_nq_lt_nk"]
+    q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
+    d_o = randn(rng, b, nq, h, d)
+    o, lse = flashcl.attention(q, k, v, return_lse=True, algorithm=algorithm, **options)
+    runs = [flashcl.attention_backward(d_o, q, k, v, o, lse, algorithm=algorithm, deterministic=True, **options)
+            for _ in range(2)]
+    for got, want, label in zip(runs[0], reference_backward(q, k, v, d_o, **options), ("dQ", "dK", "dV")):
+        assert_close(got, want, 5 * FP32_ATOL, label)
+    assert all(np.array_equal(a, b) for a, b in zip(*runs)), "deterministic backward differs between runs"
+
+
+def test_backward_varlen(rng):
+    cu_q = np.array([0, 9, 9, 31], dtype=np.int32)
+    cu_k = np.array([0, 14, 20, 41], dtype=np.int32)
+    q, k, v = randn(rng, 31, 4, 16), randn(rng, 41, 2, 16), randn(rng, 41, 2, 16)
+    d_o = randn(rng, 31, 4, 16)
+    o, lse = flashcl.attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, return_lse=True)
+    grads = flashcl.attention_backward(d_o, q, k, v, o, lse, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True)
+    expected = [np.zeros(a.shape) for a in (q, k, v)]
+    for i in range(len(cu_q) - 1):
+        qs, ks = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
+        if cu_q[i + 1] > cu_q[i] and cu_k[i + 1] > cu_k[i]:
+            g = reference_backward(q[None, qs], k[None, ks], v[None, ks], d_o[None, qs], causal=True)
+            expected[0][qs], expected[1][ks], expected[2][ks] = g[0][0], g[1][0], g[2][0]
+    for got, want, label in zip(grads, expected, ("dQ", "dK", "dV")):
+        assert_close(got, want, 5 * FP32_ATOL, label)
+
+
+def test_backward_errors(rng):
+    q = randn(rng, 1, 8, 2, 16)
+    o, lse = flashcl.attention(q, q, q, return_lse=True)
+    expect_error(flashcl.Status.InvalidArgument, "d_o: shape", flashcl.attention_backward, q[:, :4], q, q, q, o, lse)
+    expect_error(flashcl.Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias",
+                 flashcl.attention_backward, q, q, q, q, o, lse, return_dbias=True)

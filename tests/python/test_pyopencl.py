@@ -1,14 +1,16 @@
 """flashcl.attention on pyopencl Arrays: the caller's context and queue, buffers passed by int_ptr
 with element strides and offsets (no copies), checked against the float64 reference for every
-forward variant; views ((B, H, S, d) transposed, offset slices) and the errors only the device
-path has (non-contiguous head dim, a buffer of another context).
+forward variant and the backward (with a bias gradient); views ((B, H, S, d) transposed, offset
+slices) and the errors only the device path has (non-contiguous head dim, a buffer of another
+context).
 """
 
 import numpy as np
 import pytest
 
 import flashcl
-from conftest import FP16_ATOL, FP32_ATOL, assert_close, randn, reference, reference_varlen, variant_cases
+from conftest import (FP16_ATOL, FP32_ATOL, assert_close, randn, reference, reference_backward, reference_varlen,
+                      variant_cases)
 
 cl = pytest.importorskip("pyopencl")
 cla = pytest.importorskip("pyopencl.array")
@@ -114,3 +116,19 @@ def test_errors(rng, queue):
     with pytest.raises(flashcl.Error, match="out: expected a pyopencl Array of shape"):
         flashcl.attention(q, q, q, out=cla.empty(queue, (1, 8, 2, 8), np.float32))
     assert_close(flashcl.attention(q, q, q).get(), reference(q.get(), q.get(), q.get())[0], FP32_ATOL)
+
+
+@pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "bias"])
+def test_backward(rng, queue, name):
+    b, nq, nk, h, hkv, d, options = CASES[name]
+    q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
+    d_o = randn(rng, b, nq, h, d)
+    dev = [to_dev(queue, a) for a in (q, k, v, d_o)]
+    api = dict(options)
+    if "mask" in api:
+        api["mask"] = to_dev(queue, api["mask"])
+    o, lse = flashcl.attention(*dev[:3], return_lse=True, **api)
+    grads = flashcl.attention_backward(dev[3], *dev[:3], o, lse, return_dbias="mask" in api, **api)
+    assert all(isinstance(g, cla.Array) for g in grads)
+    for got, want, label in zip(grads, reference_backward(q, k, v, d_o, **options), ("dQ", "dK", "dV", "dBias")):
+        assert_close(got.get(), want, 5 * FP32_ATOL, label)

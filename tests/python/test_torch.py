@@ -1,17 +1,21 @@
 """flashcl.torch: flash_attn_func and flash_attn_varlen_func against the float64 reference (fp32,
 fp16, bf16, GQA, causal, window, softcap, ALiBi, varlen with LSE), the general ``attention`` with a
-mask, the custom op under torch.compile (opaque, no graph break) and torch.library.opcheck, and the
-clear errors for what flashcl does not do (dropout, paged KV) or does not do yet (the backward).
+mask, their gradients through the autograd Function against the float64 reference backward (and
+gradcheck on a tiny shape), the custom ops under torch.compile (opaque, no graph break) and
+torch.library.opcheck, and the clear errors for what flashcl does not do (dropout, paged KV).
 """
 
 import numpy as np
 import pytest
 
-from conftest import FP16_ATOL, FP32_ATOL, assert_close, reference, reference_varlen, round_bf16
+from conftest import (FP16_ATOL, FP32_ATOL, assert_close, reference, reference_backward, reference_varlen,
+                      variant_cases)
 
 torch = pytest.importorskip("torch")
 import flashcl  # noqa: E402
 from flashcl.torch import attention, flash_attn_func, flash_attn_varlen_func  # noqa: E402
+
+CASES = variant_cases()  # the shapes of the numpy tests: the same kernels, compiled once
 
 
 @pytest.fixture
@@ -27,52 +31,57 @@ def np64(t):
     return t.detach().to(torch.float64).numpy()
 
 
-@pytest.mark.parametrize("options", [
-    dict(), dict(causal=True), dict(window_size=(6, 2)), dict(causal=True, window_size=(9, 0)),
-    dict(softcap=4.0, softmax_scale=0.7), dict(alibi=True, causal=True),
-], ids=["plain", "causal", "window", "causal_window", "softcap", "alibi"])
-def test_flash_attn_func(gen, options):
-    q, k, v = randn(gen, 2, 27, 4, 32), randn(gen, 2, 35, 2, 32), randn(gen, 2, 35, 2, 32)
-    options = dict(options)
-    ref_options = dict(causal=options.get("causal", False), window=options.get("window_size", (-1, -1)),
-                       softcap=options.get("softcap", 0.0), scale=options.get("softmax_scale"))
-    if options.pop("alibi", False):
-        options["alibi_slopes"] = torch.rand(4, generator=gen) * 0.5
-        ref_options["alibi"] = options["alibi_slopes"].numpy()
-    out, lse, probs = flash_attn_func(q, k, v, return_attn_probs=True, **options)
-    assert probs is None and out.dtype == torch.float32 and out.shape == q.shape
-    ref_o, ref_lse = reference(np64(q), np64(k), np64(v), **ref_options)
+def call(name, gen, requires_grad=False):
+    """Runs case `name` of conftest's variant table through flash_attn_func (attention when it has
+    a mask), on fresh inputs; returns (inputs, output, reference options)."""
+    b, nq, nk, h, hkv, d, options = CASES[name]
+    inputs = [randn(gen, b, n, heads, d).requires_grad_(requires_grad) for n, heads in ((nq, h), (nk, hkv), (nk, hkv))]
+    kwargs = dict(causal=options.get("causal", False), softcap=options.get("softcap", 0.0))
+    if "alibi" in options:
+        kwargs["alibi_slopes"] = torch.from_numpy(options["alibi"])
+    if "mask" in options:
+        out = attention(*inputs, mask=torch.from_numpy(options["mask"]), window=options.get("window", (-1, -1)),
+                        scale=options.get("scale"), **kwargs)
+    else:
+        out = flash_attn_func(*inputs, window_size=options.get("window", (-1, -1)),
+                              softmax_scale=options.get("scale"), **kwargs)
+    return inputs, out, options
+
+
+@pytest.mark.parametrize("name", ["plain", "causal_gqa_nq_lt_nk", "window_mqa", "causal_window", "softcap_scale",
+                                  "alibi_per_batch_causal", "bias"])
+def test_forward(gen, name):
+    (q, k, v), out, options = call(name, gen)
+    assert out.dtype == torch.float32 and out.shape == q.shape
+    assert_close(out.numpy(), reference(np64(q), np64(k), np64(v), **options)[0], FP32_ATOL)
+
+
+def test_return_attn_probs(gen):
+    q, k, v = randn(gen, 2, 33, 4, 24), randn(gen, 2, 50, 2, 24), randn(gen, 2, 50, 2, 24)
+    out, lse, probs = flash_attn_func(q, k, v, causal=True, return_attn_probs=True)
+    ref_o, ref_lse = reference(np64(q), np64(k), np64(v), causal=True)
+    assert probs is None
     assert_close(out.numpy(), ref_o, FP32_ATOL)
     assert_close(lse.numpy(), ref_lse, FP32_ATOL, "LSE")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precisions(gen, dtype):
-    q, k, v = (randn(gen, 1, 33, 2, 64, dtype=dtype) for _ in range(3))
-    out = flash_attn_func(q, k, v, causal=True)
+@pytest.mark.parametrize("dtype, causal, d", [(torch.float16, True, 64), (torch.bfloat16, False, 32)])
+def test_half_precisions(gen, dtype, causal, d):
+    q, k, v = (randn(gen, 1, 33, 2, d, dtype=dtype) for _ in range(3))
+    out = flash_attn_func(q, k, v, causal=causal)
     assert out.dtype == dtype
-    ref = reference(np64(q), np64(k), np64(v), causal=True)[0]  # the inputs are already rounded
+    ref = reference(np64(q), np64(k), np64(v), causal=causal)[0]  # the inputs are already rounded
     assert_close(out.float().numpy(), ref, FP16_ATOL if dtype == torch.float16 else 8e-3)
 
 
 def test_varlen(gen):
     cu_q = torch.tensor([0, 9, 9, 31], dtype=torch.int32)
     cu_k = torch.tensor([0, 14, 20, 41], dtype=torch.int32)
-    q, k, v = randn(gen, 31, 4, 16), randn(gen, 41, 1, 16), randn(gen, 41, 1, 16)
+    q, k, v = randn(gen, 31, 4, 16), randn(gen, 41, 2, 16), randn(gen, 41, 2, 16)
     out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, 22, 21, causal=True, return_attn_probs=True)
     ref_o, ref_lse = reference_varlen(np64(q), np64(k), np64(v), cu_q.numpy(), cu_k.numpy(), causal=True)
     assert_close(out.numpy(), ref_o, FP32_ATOL)
     assert_close(lse.numpy(), ref_lse, FP32_ATOL, "LSE")
-
-
-def test_attention_with_mask(gen):
-    q, k, v = randn(gen, 2, 12, 2, 16), randn(gen, 2, 15, 2, 16), randn(gen, 2, 15, 2, 16)
-    keep = torch.rand(2, 1, 12, 15, generator=gen) > 0.3
-    bias = torch.randn(1, 2, 12, 15, generator=gen)
-    assert_close(attention(q, k, v, mask=keep).numpy(), reference(np64(q), np64(k), np64(v), mask=keep.numpy())[0],
-                 FP32_ATOL)
-    assert_close(attention(q, k, v, mask=bias).numpy(), reference(np64(q), np64(k), np64(v), mask=np64(bias))[0],
-                 FP32_ATOL)
 
 
 def test_torch_compile_sees_an_opaque_op(gen):
@@ -83,7 +92,7 @@ def test_torch_compile_sees_an_opaque_op(gen):
 
 
 def test_opcheck(gen):
-    q, k, v = randn(gen, 1, 9, 2, 8), randn(gen, 1, 11, 1, 8), randn(gen, 1, 11, 1, 8)
+    q, k, v = randn(gen, 1, 9, 4, 24), randn(gen, 1, 11, 2, 24), randn(gen, 1, 11, 2, 24)
     args = (q, k, v, None, None, 9, 11, 0.35, True, -1, -1, 0.0, None, None)
     torch.library.opcheck(torch.ops.flashcl.fwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
@@ -103,8 +112,67 @@ def test_errors(gen):
         flash_attn_func(q, randn(gen, 1, 8, 3, 16), randn(gen, 1, 8, 3, 16))
 
 
-def test_backward_not_available_yet(gen):
-    q = randn(gen, 1, 8, 2, 16).requires_grad_()
-    out = flash_attn_func(q, q, q)
-    with pytest.raises(NotImplementedError, match="backward is not available yet"):
-        out.sum().backward()
+@pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "window_mqa", "alibi_per_batch_causal"])
+def test_backward(gen, name):
+    inputs, out, options = call(name, gen, requires_grad=True)
+    d_o = randn(gen, *out.shape)
+    out.backward(d_o)
+    expected = reference_backward(*(np64(t) for t in inputs), np64(d_o), **options)
+    for t, want, label in zip(inputs, expected, ("dQ", "dK", "dV")):
+        assert_close(t.grad.numpy(), want, 5 * FP32_ATOL, label)
+
+
+def test_varlen_backward(gen):
+    cu_q = torch.tensor([0, 9, 9, 31], dtype=torch.int32)
+    cu_k = torch.tensor([0, 14, 20, 41], dtype=torch.int32)
+    q, k, v = (randn(gen, n, h, 16).requires_grad_() for n, h in ((31, 4), (41, 2), (41, 2)))
+    d_o = randn(gen, 31, 4, 16)
+    flash_attn_varlen_func(q, k, v, cu_q, cu_k, 22, 21, causal=True).backward(d_o)
+    expected = [np.zeros(t.shape) for t in (q, k, v)]
+    for b in range(3):
+        qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        if cu_q[b + 1] > cu_q[b] and cu_k[b + 1] > cu_k[b]:
+            g = reference_backward(np64(q[None, qs]), np64(k[None, ks]), np64(v[None, ks]), np64(d_o[None, qs]),
+                                   causal=True)
+            expected[0][qs], expected[1][ks], expected[2][ks] = g[0][0], g[1][0], g[2][0]
+    for t, want, label in zip((q, k, v), expected, ("dQ", "dK", "dV")):
+        assert_close(t.grad.numpy(), want, 5 * FP32_ATOL, label)
+
+
+def test_bias_gradient(gen):
+    q, k, v = (randn(gen, 2, n, 3, 16).requires_grad_() for n in (25, 31, 31))
+    bias = randn(gen, 1, 3, 25, 31).requires_grad_()  # broadcast over the batch: its gradient is summed
+    d_o = randn(gen, 2, 25, 3, 16)
+    attention(q, k, v, mask=bias).backward(d_o)
+    expected = reference_backward(np64(q), np64(k), np64(v), np64(d_o), mask=np64(bias))
+    for t, want, label in zip((q, k, v, bias), expected, ("dQ", "dK", "dV", "dBias")):
+        assert_close(t.grad.numpy(), want, 5 * FP32_ATOL, label)
+
+
+def test_gradcheck_tiny():
+    # Finite differences of the fp32 computation (through a float64 wrapper), so fp32 tolerances.
+    gen = torch.Generator().manual_seed(3)
+    inputs = [torch.randn(1, 3, 2, 16, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    fn = lambda q, k, v: flash_attn_func(q.float(), k.float(), v.float(), causal=True).double()
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-2, atol=2e-3, rtol=1e-2)
+
+
+def test_torch_compile_backward(gen):
+    q, k, v = (randn(gen, 1, 17, 2, 16).requires_grad_() for _ in range(3))
+    compiled = torch.compile(lambda a, b, c: flash_attn_func(a, b, c, causal=True), backend="aot_eager",
+                             fullgraph=True)
+    compiled(q, k, v).sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    flash_attn_func(q, k, v, causal=True).sum().backward()
+    assert all(torch.equal(a, t.grad) for a, t in zip(grads, (q, k, v)))
+
+
+def test_opcheck_backward(gen):
+    q, k, v = randn(gen, 1, 9, 4, 24), randn(gen, 1, 11, 2, 24), randn(gen, 1, 11, 2, 24)
+    out, lse = torch.ops.flashcl.fwd(q, k, v, None, None, 9, 11, 0.35, True, -1, -1, 0.0, None, None)
+    args = (randn(gen, 1, 9, 4, 24), q, k, v, out, lse, None, None, 9, 11, 0.35, True, -1, -1, 0.0, None, None, True,
+            False)
+    torch.library.opcheck(torch.ops.flashcl.bwd.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
