@@ -34,6 +34,7 @@ struct DecodeCase {
   int spare_pages = 3;          // pool pages no sequence uses
   bool shuffle = true;          // paged: pages in random pool order
   std::vector<std::pair<int, int>> bad_pages;  // (sequence, page index) given an out-of-pool entry
+  bool share_first_page = false;  // paged, no append: sequence 1 reads sequence 0's first page
   int seqlen_new = 0;           // rows of k_new/v_new (0: no append)
   int rotary = 0;               // 0 off, 1 interleaved, 2 half-split
   int rotary_dim = 0;           // 0: head_dim
@@ -101,6 +102,7 @@ DecodeResult run_decode(const DecodeCase& c) {
   std::vector<int> table(static_cast<std::size_t>(B) * max_pages);
   for (std::size_t i = 0; i < table.size(); ++i) table[i] = pool[i];
   const int bad_values[] = {-1, num_pages, std::numeric_limits<int>::max(), std::numeric_limits<int>::min()};
+  if (c.share_first_page) table[max_pages] = table[0];
   for (std::size_t i = 0; i < c.bad_pages.size(); ++i)
     table[static_cast<std::size_t>(c.bad_pages[i].first) * max_pages + c.bad_pages[i].second] = bad_values[i % 4];
 
@@ -323,6 +325,10 @@ TEST(Decode, PagedPageSizes) {
     c.seed = 200 + ps;
     expect_decode(c, "paged page_size " + std::to_string(ps));
   }
+  DecodeCase c = base({190, 100});
+  c.page_size = 7;
+  c.share_first_page = true;  // a shared prefix: two block-table rows name the same page
+  expect_decode(c, "paged, shared first page");
 }
 
 TEST(Decode, PagedInOrderEqualsContiguous) {
@@ -341,7 +347,7 @@ TEST(Decode, PagedInOrderEqualsContiguous) {
 
 TEST(Decode, GqaRatiosAndMqa) {
   for (int hk : {1, 4}) {  // 8/1 (MQA) and 8/4; 4/2 and 8/8 elsewhere
-    DecodeCase c = base({130, 199});
+    DecodeCase c = base({200, 1});  // a full cache and a single key
     c.heads = 8;
     c.heads_kv = hk;
     c.seed = 300 + hk;
@@ -355,6 +361,9 @@ TEST(Decode, ChunkedPrefillCausalWithAppend) {
   c.causal = true;
   c.page_size = 7;               // appends cross page boundaries
   expect_decode(c, "chunked prefill, paged append");
+  c.seqlens = {60, 0};
+  c.seqlen_q = c.seqlen_new = 100;  // 200 rows per K/V head: 13 row blocks
+  expect_decode(c, "chunked prefill of 100 queries, paged append");
   c.page_size = 0;
   c.heads = c.heads_kv = 3;      // plain MHA, contiguous append
   c.head_dim = 20;
