@@ -202,13 +202,22 @@ NB_MODULE(_flashcl, m) {
         return forward(as_handle<cl_command_queue>(queue), args, events);
       },
       "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
-  m.def("resolve_algorithm",
-        [](std::uintptr_t device, const ForwardArgs& a) { return resolve_algorithm(as_handle<cl_device_id>(device), a); });
-  m.def("workspace_bytes",
-        [](std::uintptr_t device, const ForwardArgs& a) { return workspace_bytes(as_handle<cl_device_id>(device), a); });
-  m.def("device_bytes",
-        [](std::uintptr_t device, const ForwardArgs& a) { return device_bytes(as_handle<cl_device_id>(device), a); });
-  m.def("tile_info", [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); });
+  // Planning queries on a device (cl_device_id as an integer) for a call's arguments.
+  m.def(
+      "resolve_algorithm",
+      [](std::uintptr_t device, const ForwardArgs& a) { return resolve_algorithm(as_handle<cl_device_id>(device), a); },
+      "device"_a, "args"_a);
+  m.def(
+      "workspace_bytes",
+      [](std::uintptr_t device, const ForwardArgs& a) { return workspace_bytes(as_handle<cl_device_id>(device), a); },
+      "device"_a, "args"_a);
+  m.def(
+      "device_bytes",
+      [](std::uintptr_t device, const ForwardArgs& a) { return device_bytes(as_handle<cl_device_id>(device), a); },
+      "device"_a, "args"_a);
+  m.def(
+      "tile_info", [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); },
+      "device"_a, "args"_a);
 
   nb::class_<BackwardArgs>(m, "BackwardArgs")
       .def(nb::init<>())
@@ -229,9 +238,12 @@ NB_MODULE(_flashcl, m) {
         return backward(as_handle<cl_command_queue>(queue), args, events);
       },
       "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
-  m.def("backward_workspace_bytes", [](std::uintptr_t device, const BackwardArgs& a) {
-    return backward_workspace_bytes(as_handle<cl_device_id>(device), a);
-  });
+  m.def(
+      "backward_workspace_bytes",
+      [](std::uintptr_t device, const BackwardArgs& a) {
+        return backward_workspace_bytes(as_handle<cl_device_id>(device), a);
+      },
+      "device"_a, "args"_a);
 
   nb::class_<CacheStats>(m, "CacheStats")
       .def_ro("memory_hits", &CacheStats::memory_hits)

@@ -174,3 +174,18 @@ def test_backward_errors(rng):
     expect_error(flashcl.Status.InvalidArgument, "d_o: shape", flashcl.attention_backward, q[:, :4], q, q, q, o, lse)
     expect_error(flashcl.Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias",
                  flashcl.attention_backward, q, q, q, q, o, lse, return_dbias=True)
+
+
+def test_planning_queries():
+    # The binding's device queries, on the default Session's device (an integer cl_device_id).
+    from flashcl import _flashcl
+
+    args = _flashcl.ForwardArgs()
+    args.batch, args.heads, args.seqlen_q, args.seqlen_k, args.head_dim = 1, 2, 64, 48, 32
+    device = flashcl.session().device
+    args.algorithm = flashcl.Algorithm.Standard
+    assert _flashcl.workspace_bytes(device, args) >= 1 * 2 * 64 * 48 * 4  # S: B·H·Nq·Nk floats
+    args.algorithm = flashcl.Algorithm.FA2
+    assert _flashcl.workspace_bytes(device, args) == 0
+    info = _flashcl.tile_info(device, args)
+    assert info.algorithm == flashcl.Algorithm.FA2 and info.block_rows > 0 and info.reason
