@@ -250,11 +250,13 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   check_buffer(a.cache_seqlens, ctx, static_cast<std::size_t>(a.batch) * sizeof(std::int32_t), "cache_seqlens");
   if (a.cache_batch_idx != nullptr)
     check_buffer(a.cache_batch_idx, ctx, static_cast<std::size_t>(a.batch) * sizeof(std::int32_t), "cache_batch_idx");
-  if (paged(a))
-    check_buffer(a.block_table, ctx,
-                 product_bytes({std::uint64_t(a.batch - 1) * std::uint64_t(a.block_table_stride) + std::uint64_t(a.max_pages),
-                                sizeof(std::int32_t)}),
-                 "block_table");
+  if (paged(a)) {  // (B - 1) rows of block_table_stride entries, then max_pages: in 128 bits, as a
+                   // stride near 2^63 must fail the size check rather than wrap to a small need
+    const unsigned __int128 entries =
+        static_cast<unsigned __int128>(a.batch - 1) * static_cast<std::uint64_t>(a.block_table_stride) + a.max_pages;
+    const unsigned __int128 bytes = entries * sizeof(std::int32_t);
+    check_buffer(a.block_table, ctx, bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes), "block_table");
+  }
   if (appends(a)) {
     check_buffer(a.k_new.buffer, ctx, reach_bytes(a.k_new, a.batch, a.seqlen_new, a.heads_kv, d, elem), "k_new");
     check_buffer(a.v_new.buffer, ctx, reach_bytes(a.v_new, a.batch, a.seqlen_new, a.heads_kv, d, elem), "v_new");

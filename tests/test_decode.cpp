@@ -570,6 +570,8 @@ TEST_F(DecodeInvalid, BuffersAndPagedLayout) {
   expect_rejected(with([](KvCacheArgs& a) { a.max_pages = 3; }, valid_paged()), Status::InvalidArgument, "block_table");
   expect_rejected(with([](KvCacheArgs& a) { a.block_table_stride = 1; }, valid_paged()), Status::InvalidArgument,
                   "block_table_stride");
+  expect_rejected(with([](KvCacheArgs& a) { a.block_table_stride = std::int64_t{1} << 62; }, valid_paged()),
+                  Status::InvalidArgument, "block_table");  // (B - 1) * stride would wrap 64 bits
   expect_rejected(with([&](KvCacheArgs& a) { a.cache_batch_idx = seqlens.mem; }, valid_paged()), Status::InvalidArgument,
                   "cache_batch_idx");
   expect_rejected(with([](KvCacheArgs& a) { a.block_table = nullptr; }, valid_paged()), Status::InvalidArgument,
