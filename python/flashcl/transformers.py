@@ -40,6 +40,8 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
     if dropout:
         raise NotImplementedError(f"flashcl: attention dropout ({dropout}) is not supported; set the model's "
                                   "attention_dropout to 0")
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError("flashcl: attention sinks (s_aux) are not supported")
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, H, d)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     batch, seq_q, seq_k = q.shape[0], q.shape[1], k.shape[1]
