@@ -41,12 +41,35 @@
 #ifndef VARLEN
 #define VARLEN 0 /* 1: packed sequences delimited by cu_seqlens_q / cu_seqlens_k */
 #endif
+#ifndef HALF_UNITS
+#define HALF_UNITS 0 /* 1: scores in half natural units (SCORE_UNIT below); the host's choice */
+#endif
 /* 1 when every block's scores change (not only blocks crossing a boundary) */
 #define SCORE_TRANSFORM (SOFTCAP || ALIBI || MASK_KIND != 0)
 
 #define NEG_INF (-INFINITY)
 #define LOG2E_F 1.44269504088896341f
 #define LN2_F 0.693147180559945309f
+
+/* The unit fa1/fa2 keep scores in. Base 2 (log2 e: Q pre-scaled by scale * log2 e, P = 2^(s - m))
+ * saves a multiply per score, but a scale, softcap or bias past FLT_MAX / log2 e ~ 2.4e38 overflows
+ * there. HALF_UNITS (set by the host for softcap, ALiBi, an additive bias, and scales that large)
+ * keeps halves of natural-log scores instead: the sum of two halved finite floats is finite, s - m
+ * can only underflow to -inf (P = 0, the float64 answer), and the exponent's factor 2 log2 e is
+ * applied after the max is subtracted. standard works in natural units (1), or halves likewise. */
+#if HALF_UNITS
+#define SCORE_UNIT 0.5f
+#define NATURAL_UNIT 0.5f
+#define EXP2_OF(x) exp2((x) * (2.0f * LOG2E_F))
+#define LSE_OF(m, l) (2.0f * (m) + log(l))
+#define Q_SCALE(a) ((a)->scale * 0.5f)
+#else
+#define SCORE_UNIT LOG2E_F
+#define NATURAL_UNIT 1.0f
+#define EXP2_OF(x) exp2(x)
+#define LSE_OF(m, l) (((m) + log2(l)) * LN2_F)
+#define Q_SCALE(a) ((a)->scale_log2)
+#endif
 
 /* ---- storage dtypes: adding one is a new branch here, nothing else ---- */
 #if DTYPE == 0
@@ -191,8 +214,8 @@ inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __
 inline float final_score(float s, int row, int key, const SeqView* v, const AttnArgs* a,
                          __global const MASK_T* mask) {
   if (key_masked(row, key, v, a, mask)) return NEG_INF;
-#if SOFTCAP
-  s = v->softcap * tanh(s / v->softcap);
+#if SOFTCAP /* where |s / c| < 2^-12, c tanh(s / c) is s to fp32 precision: no underflow of s / c */
+  s = fabs(s) < v->softcap * 0x1p-12f ? s : v->softcap * tanh(s / v->softcap);
 #endif
 #if ALIBI
   s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);

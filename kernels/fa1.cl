@@ -27,7 +27,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const int lid = get_local_id(0), lane = lid % TPR, row0 = (lid / TPR) * TM;
   const int h = get_group_id(1), b = get_group_id(2);
   const long bh = (long)b * a->heads + h;
-  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  const SeqView sv = seq_view(a, b, h, SCORE_UNIT, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const int n_q = SV_NQ(&sv, a), n_k = SV_NK(&sv, a), hk = KV_HEAD(a, h); /* hk: the K/V head (GQA) */
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
@@ -58,7 +58,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     for (int qb = qb_begin; qb < qb_end; ++qb) {
       const int q0 = qb * BR;
       barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* qt/pt tiles free; O, m, l visible */
-      load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, n_q, a->scale_log2, lid);
+      load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, n_q, Q_SCALE(a), lid);
       /* every lane reads its rows' m, l here (rows past the end read nothing); lane 0 writes them
        * back only after the next barrier, whose global fence orders those reads before the writes */
       float m_old[TM], l_old[TM];
@@ -95,8 +95,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
         const int row = q0 + row0 + r;
         if (row >= n_q) continue;
         const float m_new = fmax(m_old[r], mt[r]);
-        const float w_old = m_old[r] == NEG_INF ? 0.0f : exp2(m_old[r] - m_new) * l_old[r];
-        const float w_new = mt[r] == NEG_INF ? 0.0f : exp2(mt[r] - m_new);
+        const float w_old = m_old[r] == NEG_INF ? 0.0f : EXP2_OF(m_old[r] - m_new) * l_old[r];
+        const float w_new = mt[r] == NEG_INF ? 0.0f : EXP2_OF(mt[r] - m_new);
         const float l_new = w_old + w_new * lt[r];
         const float inv = l_new > 0.0f ? 1.0f / l_new : 0.0f;
 #pragma unroll
@@ -121,6 +121,6 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   if (a->write_lse)
     for (int row = lid; row < n_q; row += WG_SIZE) {
       const float l_row = my_ml[2 * row + 1];
-      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row > 0.0f ? (my_ml[2 * row] + log2(l_row)) * LN2_F : NEG_INF;
+      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row > 0.0f ? LSE_OF(my_ml[2 * row], l_row) : NEG_INF;
     }
 }

@@ -26,7 +26,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   int q_block, h, b;
   block_coordinates(a, &q_block, &h, &b);
   const int q0 = q_block * BR;
-  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  const SeqView sv = seq_view(a, b, h, SCORE_UNIT, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
 #if VARLEN
   if (q0 >= SV_NQ(&sv, a)) return; /* the whole work-group leaves: no barrier is split */
 #endif
@@ -35,7 +35,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), a->scale_log2, lid);
+  load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a), lid);
   float m[TM], l[TM], acc[TM][COLS_O];
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
@@ -62,7 +62,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
       const float m_new = fmax(m[r], mx[r]);
-      const float alpha = m_new == NEG_INF ? 1.0f : exp2(m[r] - m_new);
+      const float alpha = m_new == NEG_INF ? 1.0f : EXP2_OF(m[r] - m_new);
       l[r] *= alpha;
 #pragma unroll
       for (int c = 0; c < COLS_O; ++c) acc[r][c] *= alpha;
@@ -87,7 +87,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     float out[COLS_O];
 #pragma unroll
     for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
-    const float lse_value = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2_F : NEG_INF;
+    const float lse_value = l[r] > 0.0f ? LSE_OF(m[r], l[r]) : NEG_INF;
     store_row(o, o_base + (long)row * a->o_seq_stride, lse, LSE_INDEX(a, &sv, b, h, row), a->write_lse, out,
               lse_value, lane);
   }

@@ -21,7 +21,7 @@ void standard_scores(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const int lx = get_local_id(0), ly = get_local_id(1);
   const int j0 = get_group_id(0) * TILE, i0 = get_group_id(1) * TILE;
   const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = KV_HEAD(a, h);
-  const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  const SeqView sv = seq_view(a, b, h, NATURAL_UNIT, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
 
   float acc = 0.0f;
@@ -39,7 +39,7 @@ void standard_scores(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const int i = i0 + ly, j = j0 + lx;
   if (i < a->seqlen_q && j < a->seqlen_k)
     s[((long)bh * a->seqlen_q + i) * a->seqlen_k + j] =
-        final_score(acc * a->scale, i, j, &sv, a, mask);
+        final_score(acc * (a->scale * NATURAL_UNIT), i, j, &sv, a, mask);
 }
 
 /* Tree reduction over SOFTMAX_WG values in red; op is max or sum. */
@@ -70,14 +70,14 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   barrier(CLK_LOCAL_MEM_FENCE); /* everyone has read red[0] */
 
   float sum = 0.0f;
-  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) sum += exp(row[j] - m_use);
+  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) sum += exp((row[j] - m_use) * (1.0f / NATURAL_UNIT));
   red[lid] = sum;
   REDUCE(red, lid, ADD);
   sum = red[0];
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) row[j] = exp(row[j] - m_use) * inv;
+  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) row[j] = exp((row[j] - m_use) * (1.0f / NATURAL_UNIT)) * inv;
   if (a->write_lse && lid == 0)
-    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum > 0.0f ? m + log(sum) : NEG_INF;
+    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum > 0.0f ? m * (1.0f / NATURAL_UNIT) + log(sum) : NEG_INF;
 }
 
 /* O_i = sum_j P[i][j] V_j, written through O's strides. */

@@ -146,14 +146,14 @@ inline void team_exp(__local float* pt_tile, float s[TM][COLS_S], const float mx
     /* four at a time: devices with vector exp2 (PoCL's CPU) take it whole */
 #pragma unroll
     for (int c = 0; c + 4 <= COLS_S; c += 4) {
-      const float4 e = exp2((float4)(s[r][c], s[r][c + 1], s[r][c + 2], s[r][c + 3]) - m);
+      const float4 e = EXP2_OF((float4)(s[r][c], s[r][c + 1], s[r][c + 2], s[r][c + 3]) - m);
       s[r][c] = e.x;
       s[r][c + 1] = e.y;
       s[r][c + 2] = e.z;
       s[r][c + 3] = e.w;
     }
 #pragma unroll
-    for (int c = COLS_S / 4 * 4; c < COLS_S; ++c) s[r][c] = exp2(s[r][c] - m);
+    for (int c = COLS_S / 4 * 4; c < COLS_S; ++c) s[r][c] = EXP2_OF(s[r][c] - m);
   }
 #if TPR > 1
 #pragma unroll

@@ -2,6 +2,8 @@
 // choice, workspace sizing, tile plans, program options, kernel creation and enqueue, and the
 // Launch record of enqueued kernels.
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 
@@ -63,6 +65,11 @@ std::string common_options(const ForwardArgs& a) {
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);
   if (a.cu_seqlens_q != nullptr) options += " -DVARLEN=1";
+  // Scores in halved natural units (common.cl) where base 2 could overflow fp32: a bias, softcap or
+  // ALiBi slope of any finite size, or a scale past FLT_MAX / log2 e.
+  if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind == MaskKind::Bias ||
+      std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634)
+    options += " -DHALF_UNITS=1";
   return options;
 }
 

@@ -4,6 +4,8 @@
 // docs/perf/nvidia-h100.md).
 #include "mma_plan.hpp"
 
+#include <cfloat>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -186,6 +188,8 @@ bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
+  // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
+  if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma

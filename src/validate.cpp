@@ -296,7 +296,9 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   k.rows_q = rows_q;
   k.rows_k = rows_k;
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
-  k.softcap = a.softcap;
+  // a softcap below 2^-120 is raised to it: c tanh(s / c) is then within 2^-120 of the exact value,
+  // invisible after the softmax, and c times the kernels' unit stays a normal float (no flush to 0)
+  k.softcap = a.softcap > 0.0f ? std::max(a.softcap, 0x1p-120f) : 0.0f;
   k.mask_offset = m.offset;
   k.mask_batch_stride = m.batch_stride;
   k.mask_head_stride = m.head_stride;

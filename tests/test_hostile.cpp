@@ -228,5 +228,162 @@ TEST(HostileVarlen, ClampedOffsetsMatchTheirValidEquivalent) {
   }
 }
 
+// ---- Defect 1: finite inputs at the edges of validation, against float64 ------------------------
+
+// One extreme case: a shape (with its variants) and its inputs.
+struct Extreme {
+  std::string name;
+  bench::Shape shape;
+  std::vector<float> q, k, v;
+};
+
+bench::Shape small_shape() {
+  bench::Shape s;
+  s.batch = 1;
+  s.heads = 2;
+  s.seqlen_q = 6;
+  s.seqlen_k = 37;
+  s.head_dim = 16;
+  return s;
+}
+
+std::vector<float> scaled(std::vector<float> x, float by) {
+  for (float& e : x) e *= by;
+  return x;
+}
+
+Extreme extreme(const std::string& name, bench::Shape s, float qk_amplitude = 1.0f) {
+  Extreme e{name, s, {}, {}, {}};
+  e.q = scaled(bench::random_values(s.q_elems(), 81), qk_amplitude);
+  e.k = scaled(bench::random_values(s.kv_elems(), 82), qk_amplitude);
+  e.v = bench::random_values(s.kv_elems(), 83);
+  return e;
+}
+
+// The scale or softcap the kernels receive (fp32), so the reference sees the same value.
+double as_float(double x) { return static_cast<float>(x); }
+
+std::vector<Extreme> extreme_cases() {
+  std::vector<Extreme> cases;
+  {  // HF's masks: rows whose every key has -FLT_MAX, and +-FLT_MAX and near-FLT_MAX biases mixed
+    bench::Shape s = small_shape();
+    s.mask = bench::MaskMode::Bias;
+    s.mask_values.assign(static_cast<std::size_t>(s.seqlen_q) * s.seqlen_k, 0.0f);
+    for (int j = 0; j < s.seqlen_k; ++j) {
+      float* row = &s.mask_values[j];
+      row[0 * s.seqlen_k] = -FLT_MAX;                          // every key hidden the HF way: uniform
+      row[1 * s.seqlen_k] = j % 2 ? 0.0f : -FLT_MAX;           // half the keys
+      row[2 * s.seqlen_k] = FLT_MAX;                           // every key: uniform again
+      row[3 * s.seqlen_k] = j == 3 ? FLT_MAX : -FLT_MAX;       // one key
+      row[4 * s.seqlen_k] = j % 3 ? -3.0e38f : -3.3e38f;       // near the edge, 3e37 apart: two thirds
+    }
+    cases.push_back(extreme("bias_flt_max", s));
+  }
+  {
+    bench::Shape s = small_shape();
+    s.scale = as_float(3e38);
+    Extreme e = extreme("scale_3e38_q0", s);
+    std::fill(e.q.begin(), e.q.end(), 0.0f);
+    cases.push_back(e);
+    cases.push_back(extreme("scale_3e38", s, 1e-19f));  // scale * q.k of order 1
+    s.scale = as_float(-3e38);
+    cases.push_back(extreme("scale_-3e38", s, 1e-19f));
+    s.scale = as_float(2e38);  // below FLT_MAX / log2 e: still the base-2 path
+    cases.push_back(extreme("scale_2e38", s, 1e-19f));
+    s.scale = as_float(1e-45);  // a denormal
+    cases.push_back(extreme("scale_denormal", s));
+  }
+  for (double cap : {3e38, double(FLT_MAX), 1e-45, 1e-30}) {
+    bench::Shape s = small_shape();
+    s.softcap = as_float(cap);
+    cases.push_back(extreme("softcap_" + std::to_string(cap), s));
+  }
+  {
+    bench::Shape s = small_shape();
+    s.scale = as_float(3e38);
+    s.softcap = as_float(3e38);
+    cases.push_back(extreme("scale_and_softcap_3e38", s, 1e-19f));
+    cases.push_back(extreme("denormal_qk", small_shape(), 1e-40f));
+  }
+  {  // ALiBi and a -FLT_MAX bias together (HF's padded rows with ALiBi models)
+    bench::Shape s = small_shape();
+    s.alibi_slopes = {0.5f, 0.25f};
+    s.mask = bench::MaskMode::Bias;
+    s.mask_values.assign(static_cast<std::size_t>(s.seqlen_q) * s.seqlen_k, 0.0f);
+    for (int j = 30; j < s.seqlen_k; ++j)
+      for (int i = 0; i < s.seqlen_q; ++i) s.mask_values[i * s.seqlen_k + j] = -FLT_MAX;
+    for (int j = 0; j < s.seqlen_k; ++j) s.mask_values[5 * s.seqlen_k + j] = -FLT_MAX;
+    s.softcap = 20.0;
+    cases.push_back(extreme("alibi_softcap_bias", s));
+  }
+  return cases;
+}
+
+void expect_float64(const Extreme& e, Algorithm algorithm) {
+  const bench::Shape& s = e.shape;
+  ForwardArgs a = shape_args(s);
+  a.algorithm = algorithm;
+  a.softcap = static_cast<float>(s.softcap);
+  HostVariants host;
+  host.alibi_slopes = s.alibi_slopes;
+  if (s.mask == bench::MaskMode::Bias) {
+    a.mask.kind = MaskKind::Bias;
+    a.mask.batch = a.mask.heads = 1;
+    host.bias = s.mask_values;
+  }
+  std::vector<float> lse;
+  const std::vector<float> out = session().forward(a, e.q, e.k, e.v, host, &lse);
+  const bench::Reference ref = bench::reference_attention(s, e.q, e.k, e.v);
+  const std::string what = e.name + " " + to_string(algorithm);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    ASSERT_NEAR(out[i], ref.out[i], 2e-5 * std::max(1.0, std::fabs(ref.out[i]))) << what << ": O[" << i << "]";
+  for (std::size_t i = 0; i < lse.size(); ++i) {
+    const double want = static_cast<float>(ref.lse[i]);  // the float64 LSE as fp32 holds it
+    if (std::isinf(want)) {
+      ASSERT_EQ(lse[i], want) << what << ": LSE[" << i << "]";
+    } else {
+      ASSERT_NEAR(lse[i], want, 1e-5 * std::max(1.0, std::fabs(want))) << what << ": LSE[" << i << "]";
+    }
+  }
+}
+
+TEST(HostileValues, ExtremeFiniteInputsMatchFloat64) {
+  for (const Extreme& e : extreme_cases())
+    for (Algorithm algorithm : kPortable) expect_float64(e, algorithm);
+}
+
+// K and V broadcast through a sequence stride of 0 over 2^22 keys: every key is the same, so the
+// answer is V's one row and LSE = scale q.k + ln Nk.
+TEST(HostileValues, BroadcastKeysHugeNk) {
+  const int nq = 3, nk = 1 << 22, d = 4;
+  const std::vector<float> q = bench::random_values(nq * d, 91), kv = bench::random_values(2 * d, 92);
+  DeviceBytes dq(q.data(), q.size() * 4), dk(kv.data(), d * 4), dv(kv.data() + d, d * 4);
+  for (Algorithm algorithm : kPortable) {
+    DeviceBuffer o(nq * d, NAN), lse(nq, NAN);
+    ForwardArgs a;
+    a.batch = a.heads = 1;
+    a.seqlen_q = nq;
+    a.seqlen_k = nk;
+    a.head_dim = d;
+    a.algorithm = algorithm;
+    a.q.buffer = dq.mem;
+    a.k = {dk.mem, 0, 0, 0, d};  // seq stride 0: one key row for all Nk
+    a.v = {dv.mem, 0, 0, 0, d};
+    a.k.head_stride = a.v.head_stride = d;
+    a.o.buffer = o.mem;
+    a.lse = lse.mem;
+    forward(queue(), a).wait();
+    const auto got = o.read(), got_lse = lse.read();
+    for (int i = 0; i < nq; ++i) {
+      double dot = 0.0;
+      for (int c = 0; c < d; ++c) dot += double(q[i * d + c]) * kv[c];
+      EXPECT_NEAR(got_lse[i], dot * 0.5 + std::log(double(nk)), 1e-5 * 16) << to_string(algorithm) << " row " << i;
+      // O sums 2^22 equal terms in fp32 accumulators (as every fp32 attention): it drifts by up to
+      // ~Nk * 2^-24 relative, 3e-2 here; LSE's sum of ones is exact (powers of two)
+      for (int c = 0; c < d; ++c) EXPECT_NEAR(got[i * d + c], kv[d + c], 3e-2) << to_string(algorithm);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace flashcl::test
