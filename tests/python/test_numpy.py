@@ -32,9 +32,9 @@ def test_variant(rng, name):
 
 
 @pytest.mark.parametrize("algorithm", ["standard", "fa1", "fa2"])
-@pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "bool_mask"])
-def test_algorithms(rng, algorithm, name):
-    b, nq, nk, h, hkv, d, options = CASES[name]
+def test_algorithms(rng, algorithm):
+    # Causal and GQA are in the backward's algorithm test below; each case here compiles new kernels.
+    b, nq, nk, h, hkv, d, options = CASES["bool_mask"]
     q, k, v = randn(rng, b, nq, h, d), randn(rng, b, nk, hkv, d), randn(rng, b, nk, hkv, d)
     o = flashcl.attention(q, k, v, algorithm=algorithm, **api_options(options))
     assert_close(o, reference(q, k, v, **options)[0], FP32_ATOL)
