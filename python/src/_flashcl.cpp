@@ -70,9 +70,15 @@ Handle as_handle(std::uintptr_t p) {
   return reinterpret_cast<Handle>(p);
 }
 
-// A cl_mem field read and written as an integer.
-#define FLASHCL_MEM_FIELD(Class, field) \
-  #field, [](const Class& s) { return as_int(s.field); }, [](Class& s, std::uintptr_t p) { s.field = as_handle<cl_mem>(p); }
+// A cl_mem member read and written as an integer: the getter and the setter for def_prop_rw.
+template <typename Class>
+auto mem_get(cl_mem Class::*member) {
+  return [member](const Class& s) { return as_int(s.*member); };
+}
+template <typename Class>
+auto mem_set(cl_mem Class::*member) {
+  return [member](Class& s, std::uintptr_t p) { s.*member = as_handle<cl_mem>(p); };
+}
 
 }  // namespace
 
@@ -95,23 +101,25 @@ NB_MODULE(_flashcl, m) {
       .value("FA1", Algorithm::FA1)
       .value("FA2", Algorithm::FA2);
   nb::enum_<DType>(m, "DType").value("F32", DType::F32).value("F16", DType::F16).value("BF16", DType::BF16);
-  nb::enum_<MaskKind>(m, "MaskKind").value("Off", MaskKind::None).value("Bool", MaskKind::Bool).value("Bias", MaskKind::Bias);
+  nb::enum_<MaskKind>(m, "MaskKind")
+      .value("Off", MaskKind::None)
+      .value("Bool", MaskKind::Bool)
+      .value("Bias", MaskKind::Bias);
 
   // One exception class for every library error; `status` says which kind it is.
   static nb::handle error_type = PyErr_NewExceptionWithDoc(
       "flashcl._flashcl.Error", "An error raised by flashcl: `status` (a Status) and the library's message.",
       PyExc_RuntimeError, nullptr);
   m.attr("Error") = error_type;
-  nb::register_exception_translator(
-      [](const std::exception_ptr& p, void*) {
-        try {
-          std::rethrow_exception(p);
-        } catch (const Error& e) {
-          nb::object instance = error_type(e.what());
-          instance.attr("status") = nb::cast(e.status());
-          PyErr_SetObject(error_type.ptr(), instance.ptr());
-        }
-      });
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      nb::object instance = error_type(e.what());
+      instance.attr("status") = nb::cast(e.status());
+      PyErr_SetObject(error_type.ptr(), instance.ptr());
+    }
+  });
 
   m.def("version", &version);
   m.def("parse_algorithm", &parse_algorithm, "name"_a);
@@ -119,7 +127,7 @@ NB_MODULE(_flashcl, m) {
 
   nb::class_<Tensor>(m, "Tensor")
       .def(nb::init<>())
-      .def_prop_rw(FLASHCL_MEM_FIELD(Tensor, buffer))
+      .def_prop_rw("buffer", mem_get(&Tensor::buffer), mem_set(&Tensor::buffer))
       .def_rw("offset", &Tensor::offset)
       .def_rw("batch_stride", &Tensor::batch_stride)
       .def_rw("seq_stride", &Tensor::seq_stride)
@@ -135,7 +143,7 @@ NB_MODULE(_flashcl, m) {
   nb::class_<Mask>(m, "Mask")
       .def(nb::init<>())
       .def_rw("kind", &Mask::kind)
-      .def_prop_rw(FLASHCL_MEM_FIELD(Mask, buffer))
+      .def_prop_rw("buffer", mem_get(&Mask::buffer), mem_set(&Mask::buffer))
       .def_rw("batch", &Mask::batch)
       .def_rw("heads", &Mask::heads)
       .def_rw("offset", &Mask::offset)
@@ -160,17 +168,17 @@ NB_MODULE(_flashcl, m) {
       .def_rw("k", &ForwardArgs::k)
       .def_rw("v", &ForwardArgs::v)
       .def_rw("o", &ForwardArgs::o)
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, lse))
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, workspace))
+      .def_prop_rw("lse", mem_get(&ForwardArgs::lse), mem_set(&ForwardArgs::lse))
+      .def_prop_rw("workspace", mem_get(&ForwardArgs::workspace), mem_set(&ForwardArgs::workspace))
       .def_rw("tile", &ForwardArgs::tile)
       .def_rw("heads_kv", &ForwardArgs::heads_kv)
       .def_rw("window", &ForwardArgs::window)
       .def_rw("softcap", &ForwardArgs::softcap)
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, alibi_slopes))
+      .def_prop_rw("alibi_slopes", mem_get(&ForwardArgs::alibi_slopes), mem_set(&ForwardArgs::alibi_slopes))
       .def_rw("alibi_per_batch", &ForwardArgs::alibi_per_batch)
       .def_rw("mask", &ForwardArgs::mask)
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_q))
-      .def_prop_rw(FLASHCL_MEM_FIELD(ForwardArgs, cu_seqlens_k))
+      .def_prop_rw("cu_seqlens_q", mem_get(&ForwardArgs::cu_seqlens_q), mem_set(&ForwardArgs::cu_seqlens_q))
+      .def_prop_rw("cu_seqlens_k", mem_get(&ForwardArgs::cu_seqlens_k), mem_set(&ForwardArgs::cu_seqlens_k))
       .def_rw("total_q", &ForwardArgs::total_q)
       .def_rw("check_device_data", &ForwardArgs::check_device_data);
 
@@ -216,7 +224,8 @@ NB_MODULE(_flashcl, m) {
       [](std::uintptr_t device, const ForwardArgs& a) { return device_bytes(as_handle<cl_device_id>(device), a); },
       "device"_a, "args"_a);
   m.def(
-      "tile_info", [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); },
+      "tile_info",
+      [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); },
       "device"_a, "args"_a);
 
   nb::class_<BackwardArgs>(m, "BackwardArgs")
@@ -228,7 +237,7 @@ NB_MODULE(_flashcl, m) {
       .def_rw("d_v", &BackwardArgs::d_v)
       .def_rw("d_bias", &BackwardArgs::d_bias)
       .def_rw("deterministic", &BackwardArgs::deterministic)
-      .def_prop_rw(FLASHCL_MEM_FIELD(BackwardArgs, workspace));
+      .def_prop_rw("workspace", mem_get(&BackwardArgs::workspace), mem_set(&BackwardArgs::workspace));
   m.def(
       "backward",
       [](std::uintptr_t queue, const BackwardArgs& args, const std::vector<std::uintptr_t>& wait_list) {
@@ -287,8 +296,9 @@ NB_MODULE(_flashcl, m) {
       .def(
           "forward",
           [](Session& s, const ForwardArgs& shape, const HostArray<float>& q, const HostArray<float>& k,
-             const HostArray<float>& v, const OptionalF32& alibi_slopes, const OptionalU8& mask, const OptionalF32& bias,
-             const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k, bool return_lse) {
+             const HostArray<float>& v, const OptionalF32& alibi_slopes, const OptionalU8& mask,
+             const OptionalF32& bias, const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k,
+             bool return_lse) {
             const HostVariants variants = host_variants(alibi_slopes, mask, bias, cu_seqlens_q, cu_seqlens_k);
             std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), lse, o;
             {
@@ -299,8 +309,7 @@ NB_MODULE(_flashcl, m) {
             return nb::make_tuple(out, return_lse ? nb::cast(to_numpy(std::move(lse))) : nb::none());
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(), "mask"_a = nb::none(),
-          "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(),
-          "return_lse"_a = false)
+          "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(), "return_lse"_a = false)
       // Session::backward: returns (d_q, d_k, d_v, d_bias or None), flat float32.
       .def(
           "backward",
