@@ -39,8 +39,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   /* O = 0, l = 0, m = -inf in global memory */
   for (long i = lid; i < (long)n_q * D_PAD; i += WG_SIZE) my_o[i] = 0.0f;
   for (int i = lid; i < n_q; i += WG_SIZE) {
-    my_ml[2 * i] = NEG_INF;
-    my_ml[2 * i + 1] = 0.0f;
+    my_ml[2 * (long)i] = NEG_INF; /* 2 i passes 2^31 once Nq does 2^30 */
+    my_ml[2 * (long)i + 1] = 0.0f;
   }
   barrier(CLK_GLOBAL_MEM_FENCE);
 
@@ -65,8 +65,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
       for (int r = 0; r < TM; ++r) {
         const int row = q0 + row0 + r;
-        m_old[r] = row < n_q ? my_ml[2 * row] : NEG_INF;
-        l_old[r] = row < n_q ? my_ml[2 * row + 1] : 0.0f;
+        m_old[r] = row < n_q ? my_ml[2 * (long)row] : NEG_INF;
+        l_old[r] = row < n_q ? my_ml[2 * (long)row + 1] : 0.0f;
       }
       barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
 
@@ -105,8 +105,8 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
           *oc = (w_old * *oc + w_new * pv[r][c]) * inv;
         }
         if (lane == 0) {
-          my_ml[2 * row] = m_new;
-          my_ml[2 * row + 1] = l_new;
+          my_ml[2 * (long)row] = m_new;
+          my_ml[2 * (long)row + 1] = l_new;
         }
       }
     }
@@ -120,7 +120,7 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   }
   if (a->write_lse)
     for (int row = lid; row < n_q; row += WG_SIZE) {
-      const float l_row = my_ml[2 * row + 1];
-      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row > 0.0f ? LSE_OF(my_ml[2 * row], l_row) : NEG_INF;
+      const float l_row = my_ml[2 * (long)row + 1];
+      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row > 0.0f ? LSE_OF(my_ml[2 * (long)row], l_row) : NEG_INF;
     }
 }

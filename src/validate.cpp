@@ -19,6 +19,8 @@ namespace flashcl::detail {
 namespace {
 
 constexpr int kMaxHeadDim = 256;
+// Nq + Nk bounds every row/key expression of every kernel (with a block of margin, < 2^24).
+constexpr std::int64_t kMaxLengthSum = (std::int64_t{1} << 31) - (std::int64_t{1} << 24);
 
 bool is_varlen(const ForwardArgs& a) { return a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr; }
 
@@ -137,6 +139,13 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
   if (a.batch > 65535 || a.heads > 65535)
     fail(Status::InvalidArgument, "batch/heads: at most 65535 each (work-group grid limit)");
+  // The kernels' 32-bit index arithmetic (the audit in docs/CHECKS.md): a (batch, head) pair and
+  // row/key bounds (at most Nq + Nk plus a block) must fit an int.
+  if (std::int64_t{a.batch} * a.heads > std::numeric_limits<int>::max())
+    fail(Status::InvalidArgument, "batch*heads: at most 2^31 - 1 (batch ", a.batch, ", heads ", a.heads, ")");
+  if (std::int64_t{a.seqlen_q} + a.seqlen_k > kMaxLengthSum)
+    fail(Status::InvalidArgument, "seqlen_q + seqlen_k: at most 2^31 - 2^24 (got ", a.seqlen_q, " + ", a.seqlen_k,
+         "): the kernels index rows and keys in 32 bits");
   if (a.heads_kv == 0) a.heads_kv = a.heads;
   if (a.heads_kv < 0 || a.heads % a.heads_kv != 0)
     fail(Status::InvalidArgument, "heads_kv: heads (", a.heads, ") must be a multiple of heads_kv (", a.heads_kv,
@@ -287,11 +296,12 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   k.scale_log2 = static_cast<float>(static_cast<double>(*a.scale) * 1.4426950408889634);
   k.heads_kv = a.heads_kv;
   k.kv_group = a.heads / a.heads_kv;
-  // |i - j| never exceeds Nq + Nk, so larger window sides are clamped there (no int overflow);
-  // the sum itself in 64 bits, as two lengths near 2^30 pass INT_MAX
-  const std::int64_t reach = std::int64_t{a.seqlen_q} + a.seqlen_k;
-  k.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, reach));
-  k.window_right = a.window.right < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.right, reach));
+  // A side no row can reach past is unbounded: right >= Nq - 1 and left >= Nk - 1 see every key of
+  // every sequence. Clamped to Nq and Nk, the kernels' bounds i + (Nk - Nq) + right and
+  // i + (Nk - Nq) - left stay within Nq + Nk in magnitude, inside int32 (kMaxLengthSum); the old
+  // clamp to Nq + Nk let q_end + shift + right reach Nq + 2 Nk and wrap past 2^31.
+  k.window_left = a.window.left < 0 ? -1 : std::min(a.window.left, a.seqlen_k);
+  k.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, a.seqlen_q);
   k.total_q = total_q;
   k.rows_q = rows_q;
   k.rows_k = rows_k;

@@ -6,6 +6,9 @@
 // not keep released contexts alive. Buffers that must stay untouched sit between poisoned guard
 // regions of one parent buffer (sub-buffers), so any stray write shows.
 #include <CL/cl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +16,9 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <future>
 
 #include "support.hpp"
@@ -383,6 +389,61 @@ TEST(HostileValues, BroadcastKeysHugeNk) {
       for (int c = 0; c < d; ++c) EXPECT_NEAR(got[i * d + c], kv[d + c], 3e-2) << to_string(algorithm);
     }
   }
+}
+
+// ---- Defect 4: 32-bit index arithmetic at the largest accepted shapes ---------------------------
+
+// The reproducer's shape, Nq = 1 and Nk = 2^30 through a K/V sequence stride of 0, with a window
+// that leaves only the last key visible (cheap on any device): the kernels' right bound
+// q_end + (Nk - Nq) + right, with right clamped to Nq + Nk, reached 2^31 + 1 and wrapped, hiding
+// every key (O = 0, LSE = -inf). The answer is V's row and LSE = q.k.
+TEST(HostileIndex, WindowBoundPast2To31) {
+  const float q = 0.5f, k = 1.0f, v = 1.0f;
+  DeviceBytes dq(&q, 4), dk(&k, 4), dv(&v, 4);
+  for (Algorithm algorithm : {Algorithm::FA1, Algorithm::FA2}) {
+    DeviceBuffer o(1, NAN), lse(1, NAN);
+    ForwardArgs a;
+    a.batch = a.heads = 1;
+    a.seqlen_q = 1;
+    a.seqlen_k = 1 << 30;
+    a.head_dim = 1;
+    a.algorithm = algorithm;
+    a.window = {0, INT_MAX};
+    a.q.buffer = dq.mem;
+    a.k = {dk.mem, 0, 0, 0, 1};  // seq stride 0 (head stride 1 keeps the tensor from reading dense)
+    a.v = {dv.mem, 0, 0, 0, 1};
+    a.o.buffer = o.mem;
+    a.lse = lse.mem;
+    forward(queue(), a).wait();
+    EXPECT_EQ(o.read()[0], 1.0f) << to_string(algorithm);
+    EXPECT_NEAR(lse.read()[0], 0.5f, 1e-6) << to_string(algorithm);
+  }
+}
+
+// Shapes whose bounds would not fit the kernels' int32 arithmetic are named errors, not wraps.
+TEST(HostileIndex, LimitsOfTheIndexArithmeticAreNamed) {
+  const float x = 1.0f;
+  DeviceBytes d(&x, 4);
+  ForwardArgs a;
+  a.batch = a.heads = 1;
+  a.seqlen_q = a.seqlen_k = 1;
+  a.head_dim = 1;
+  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) *t = {d.mem, 0, 0, 0, 1};
+  auto expect_named = [&](const ForwardArgs& args, const std::string& name) {
+    try {
+      forward(queue(), args).wait();
+      ADD_FAILURE() << "accepted; expected an error naming " << name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  };
+  ForwardArgs big = a;
+  big.seqlen_q = big.seqlen_k = 1 << 30;  // Nq + Nk = 2^31
+  expect_named(big, "seqlen_q + seqlen_k");
+  big = a;
+  big.batch = big.heads = 50000;  // 2.5e9 (batch, head) pairs
+  expect_named(big, "batch*heads");
 }
 
 }  // namespace

@@ -270,10 +270,9 @@ TEST_F(Invalid, MaskStridesWrapAround) {
 TEST_F(Invalid, MaskDenseStridesWrapAround) {
   DeviceBuffer m(kN * kN, 0.0f);
   auto a = valid_args();
-  a.batch = 2;
+  a.batch = 4;  // B*H*Nq*Nk passes 2^63 within the length limit (Nq + Nk <= 2^31 - 2^24)
   a.heads = 4;
-  a.seqlen_q = 1073807362;
-  a.seqlen_k = 2147352580;
+  a.seqlen_q = a.seqlen_k = 1065353216;
   for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
     t->batch_stride = t->seq_stride = 0;
     t->head_stride = 1;
@@ -281,13 +280,14 @@ TEST_F(Invalid, MaskDenseStridesWrapAround) {
   a.mask = {MaskKind::Bias, m.mem};
   expect_rejected(a, Status::InvalidArgument, "mask: shape and strides reach");
 }
-// standard's workspace B*H*Nq*Nk*4 = 4 * 2^30 * 2^30 * 4 = 2^64 bytes wrapped to 0 in 64 bits; the
-// tensors alias one row (zero sequence strides), so only the workspace size can refuse the call.
+// standard's workspace B*H*Nq*Nk*4 = 8 * 4 * (2^30 - 2^23)^2 > 2^64 bytes wrapped around in 64
+// bits; the tensors alias one row (zero sequence strides), so only the workspace size can refuse
+// the call.
 TEST_F(Invalid, StandardWorkspaceWrapsAround) {
   auto a = valid_args(Algorithm::Standard);
-  a.batch = 4;
-  a.heads = 1;
-  a.seqlen_q = a.seqlen_k = 1 << 30;
+  a.batch = 8;
+  a.heads = 4;
+  a.seqlen_q = a.seqlen_k = (1 << 30) - (1 << 23);
   for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
     t->batch_stride = t->seq_stride = 0;
     t->head_stride = 1;
