@@ -87,7 +87,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     float out[COLS_O];
 #pragma unroll
     for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
-    const float lse_value = l[r] > 0.0f ? LSE_OF(m[r], l[r]) : NEG_INF;
+    const float lse_value = l[r] == 0.0f ? NEG_INF : LSE_OF(m[r], l[r]); /* a NaN sum (NaN scores) stays NaN */
     store_row(o, o_base + (long)row * a->o_seq_stride, lse, LSE_INDEX(a, &sv, b, h, row), a->write_lse, out,
               lse_value, lane);
   }

@@ -410,7 +410,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 2);
       inv[i][r] = sum > 0.0f ? 1.0f / sum : 0.0f;
       if (a->write_lse && t == 0 && row < a->seqlen_q)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum > 0.0f ? (m[i][r] + log2(sum)) * LN2_F : NEG_INF;
+        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum == 0.0f ? NEG_INF : (m[i][r] + log2(sum)) * LN2_F;
     }
   store_o_staged(og, o_base, a->o_seq_stride, q0 + warp * 16 * MT, a->seqlen_q, acc, inv, slice, lane, g, t);
 #else
@@ -431,7 +431,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
                  in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
       }
       if (a->write_lse && t == 0 && in)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum > 0.0f ? (m[i][r] + log2(sum)) * LN2_F : NEG_INF;
+        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum == 0.0f ? NEG_INF : (m[i][r] + log2(sum)) * LN2_F;
     }
 #endif
 }

@@ -77,7 +77,7 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
   for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) row[j] = exp((row[j] - m_use) * (1.0f / NATURAL_UNIT)) * inv;
   if (a->write_lse && lid == 0)
-    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum > 0.0f ? m * (1.0f / NATURAL_UNIT) + log(sum) : NEG_INF;
+    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum == 0.0f ? NEG_INF : m * (1.0f / NATURAL_UNIT) + log(sum);
 }
 
 /* O_i = sum_j P[i][j] V_j, written through O's strides. */

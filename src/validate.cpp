@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "errors.hpp"
 #include "launchers.hpp"
@@ -83,6 +85,57 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need_bytes, con
     fail(Status::InvalidArgument, name, ": shape and strides reach byte ", need_bytes, " but the buffer holds ", have);
 }
 
+// A cl_mem must be a buffer (not an image or pipe) whose flags allow what the kernels do with it.
+void check_use(cl_mem buffer, const char* name, bool read, bool write) {
+  cl_mem_object_type type = 0;
+  cl_mem_flags flags = 0;
+  if (clGetMemObjectInfo(buffer, CL_MEM_TYPE, sizeof type, &type, nullptr) != CL_SUCCESS ||
+      clGetMemObjectInfo(buffer, CL_MEM_FLAGS, sizeof flags, &flags, nullptr) != CL_SUCCESS)
+    fail(Status::InvalidHandle, name, ": not a valid cl_mem");
+  if (type != CL_MEM_OBJECT_BUFFER) fail(Status::InvalidHandle, name, ": an image or pipe, not a buffer");
+  if (write && (flags & CL_MEM_READ_ONLY) != 0)
+    fail(Status::InvalidArgument, name, ": a CL_MEM_READ_ONLY buffer, but the kernels write it");
+  if (read && (flags & CL_MEM_WRITE_ONLY) != 0)
+    fail(Status::InvalidArgument, name, ": a CL_MEM_WRITE_ONLY buffer, but the kernels read it");
+}
+
+// Bytes [lo, hi) one argument covers, in the allocation it lives in: a sub-buffer's range is moved
+// into its parent's (CL_MEM_ASSOCIATED_MEMOBJECT, CL_MEM_OFFSET; sub-buffers do not nest), so any
+// two views of one allocation compare.
+struct Span {
+  cl_mem root;
+  std::uint64_t lo, hi;
+  const char* name;
+  bool output;
+};
+
+Span span_of(cl_mem buffer, std::uint64_t lo, std::uint64_t hi, const char* name, bool output) {
+  cl_mem parent = nullptr;
+  std::size_t origin = 0;
+  clGetMemObjectInfo(buffer, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, nullptr);
+  if (parent != nullptr) clGetMemObjectInfo(buffer, CL_MEM_OFFSET, sizeof origin, &origin, nullptr);
+  hi = std::min<std::uint64_t>(hi, size_of(buffer));  // a reach is capped by the checked size anyway
+  return {parent != nullptr ? parent : buffer, lo + origin, std::max(lo, hi) + origin, name, output};
+}
+
+// An output sharing bytes with an input or another output: the kernels would read what they have
+// already overwritten (or race on it), so such calls are refused. Ranges are whole extents, so
+// outputs interleaved with inputs in one allocation are refused too.
+void check_aliasing(const std::vector<Span>& spans) {
+  for (std::size_t i = 0; i < spans.size(); ++i)
+    for (std::size_t j = i + 1; j < spans.size(); ++j) {
+      const Span &x = spans[i], &y = spans[j];
+      if (!(x.output || y.output) || x.root != y.root || x.lo >= x.hi || y.lo >= y.hi) continue;
+      if (x.lo < y.hi && y.lo < x.hi) {
+        const Span& out = x.output ? x : y;
+        const Span& other = x.output ? y : x;
+        fail(Status::InvalidArgument, out.name, ": overlaps ", other.name, " (bytes ", std::max(x.lo, y.lo), "..",
+             std::min(x.hi, y.hi), " of one allocation); an output may not share memory with an input or ",
+             "another output");
+      }
+    }
+}
+
 // Checks that a cu_seqlens buffer is usable (handle, context, B + 1 entries) without reading it.
 void check_cu_buffer(cl_mem buffer, cl_context context, int batch, const char* name) {
   const std::size_t n = static_cast<std::size_t>(batch) + 1;
@@ -147,6 +200,12 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     fail(Status::InvalidArgument, "seqlen_q + seqlen_k: at most 2^31 - 2^24 (got ", a.seqlen_q, " + ", a.seqlen_k,
          "): the kernels index rows and keys in 32 bits");
   if (a.heads_kv == 0) a.heads_kv = a.heads;
+  const std::pair<int, const char*> tile_fields[] = {{a.tile.block_rows, "tile.block_rows"},
+                                                     {a.tile.block_cols, "tile.block_cols"},
+                                                     {a.tile.team_size, "tile.team_size"},
+                                                     {a.tile.rows_per_team, "tile.rows_per_team"}};
+  for (const auto& [value, name] : tile_fields)
+    if (value < 0) fail(Status::InvalidArgument, name, ": must be >= 0 (0: the planner's choice), got ", value);
   if (a.heads_kv < 0 || a.heads % a.heads_kv != 0)
     fail(Status::InvalidArgument, "heads_kv: heads (", a.heads, ") must be a multiple of heads_kv (", a.heads_kv,
          ") for GQA/MQA");
@@ -259,6 +318,52 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     if (total_q > 0) rows_q = total_q;  // the buffers hold it (checked above)
     rows_k = std::min(rows_held(a.k, a.heads_kv, a.head_dim, elem, size_of(a.k.buffer)),
                       rows_held(a.v, a.heads_kv, a.head_dim, elem, size_of(a.v.buffer)));
+  }
+
+  // What each buffer is used for, and no output sharing bytes with another argument.
+  const int rows_batch = varlen ? 1 : a.batch;
+  auto tensor_span = [&](const Tensor& t, int rows, int heads, const char* name, bool output) {
+    const std::uint64_t lo = static_cast<std::uint64_t>(t.offset) * elem;
+    return span_of(t.buffer, lo, static_cast<std::uint64_t>(extent(t, a, rows_batch, rows, heads)) * elem, name, output);
+  };
+  std::vector<Span> spans = {tensor_span(a.q, rows_q, a.heads, "q", false),
+                             tensor_span(a.k, rows_k, a.heads_kv, "k", false),
+                             tensor_span(a.v, rows_k, a.heads_kv, "v", false),
+                             tensor_span(a.o, rows_q, a.heads, "o", true)};
+  check_use(a.q.buffer, "q", true, false);
+  check_use(a.k.buffer, "k", true, false);
+  check_use(a.v.buffer, "v", true, false);
+  check_use(a.o.buffer, "o", false, true);
+  if (a.lse != nullptr) {
+    check_use(a.lse, "lse", false, true);
+    spans.push_back(span_of(a.lse, 0, std::uint64_t{sizeof(float)} * rows_batch * a.heads * rows_q, "lse", true));
+  }
+  if (a.workspace != nullptr) {  // written, then read back by the next pass
+    check_use(a.workspace, "workspace", true, true);
+    spans.push_back(span_of(a.workspace, 0, workspace, "workspace", true));
+  }
+  if (m.kind != MaskKind::None) {
+    const std::uint64_t bytes = m.kind == MaskKind::Bool ? 1 : sizeof(float);
+    const std::int64_t reach =
+        extent(m.offset, {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride}}, a.seqlen_k);
+    check_use(m.buffer, "mask", true, false);
+    spans.push_back(span_of(m.buffer, m.offset * bytes, reach * bytes, "mask", false));
+  }
+  if (a.alibi_slopes != nullptr) {
+    check_use(a.alibi_slopes, "alibi_slopes", true, false);
+    spans.push_back(span_of(a.alibi_slopes, 0, std::uint64_t{sizeof(float)} * (a.alibi_per_batch ? a.batch : 1) * a.heads,
+                            "alibi_slopes", false));
+  }
+  if (varlen) {
+    const std::uint64_t bytes = sizeof(std::int32_t) * (std::uint64_t{1} + a.batch);
+    check_use(a.cu_seqlens_q, "cu_seqlens_q", true, false);
+    check_use(a.cu_seqlens_k, "cu_seqlens_k", true, false);
+    spans.push_back(span_of(a.cu_seqlens_q, 0, bytes, "cu_seqlens_q", false));
+    spans.push_back(span_of(a.cu_seqlens_k, 0, bytes, "cu_seqlens_k", false));
+  }
+  check_aliasing(spans);
+
+  if (varlen) {
     if (a.check_device_data) {
       const int cu_q = read_cu_seqlens(queue, a.cu_seqlens_q, a.batch, a.seqlen_q, "cu_seqlens_q", "seqlen_q", wait);
       const int cu_k = read_cu_seqlens(queue, a.cu_seqlens_k, a.batch, a.seqlen_k, "cu_seqlens_k", "seqlen_k", wait);

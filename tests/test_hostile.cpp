@@ -446,5 +446,160 @@ TEST(HostileIndex, LimitsOfTheIndexArithmeticAreNamed) {
   expect_named(big, "batch*heads");
 }
 
+// ---- Defect 2 and the smaller ones: aliasing, memory-object kind and flags, NaN rows, tiles ------
+
+// A small dense problem whose buffers the tests replace one at a time.
+struct Small {
+  static constexpr int kN = 16, kH = 2, kD = 8, kElems = kN * kH * kD;
+  std::vector<float> values = bench::random_values(kElems, 61);
+  DeviceBuffer q{kElems, 0.5f}, k{kElems, 0.25f}, v{kElems, 1.0f}, o{kElems, NAN}, lse{kN * kH, NAN};
+  Small() {
+    check(clEnqueueWriteBuffer(queue(), q.mem, CL_TRUE, 0, kElems * 4, values.data(), 0, nullptr, nullptr), "write");
+  }
+  ForwardArgs args(Algorithm algorithm = Algorithm::FA2) const {
+    ForwardArgs a;
+    a.batch = 1;
+    a.heads = kH;
+    a.seqlen_q = a.seqlen_k = kN;
+    a.head_dim = kD;
+    a.algorithm = algorithm;
+    a.q.buffer = q.mem;
+    a.k.buffer = k.mem;
+    a.v.buffer = v.mem;
+    a.o.buffer = o.mem;
+    a.lse = lse.mem;
+    return a;
+  }
+};
+
+void expect_refused(const ForwardArgs& a, Status status, const std::string& name, const std::string& also = "") {
+  try {
+    forward(queue(), a).wait();
+    ADD_FAILURE() << "accepted; expected an error naming " << name;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), status) << e.what();
+    EXPECT_EQ(std::string(e.what()).rfind(name, 0), 0u) << e.what();
+    if (!also.empty()) EXPECT_NE(std::string(e.what()).find(also), std::string::npos) << e.what();
+  }
+}
+
+cl_mem sub_buffer(cl_mem parent, std::size_t origin, std::size_t bytes, cl_mem_flags flags = CL_MEM_READ_WRITE) {
+  cl_buffer_region region{origin, bytes};
+  cl_int err = CL_SUCCESS;
+  cl_mem mem = clCreateSubBuffer(parent, flags, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+  check(err, "clCreateSubBuffer");
+  return mem;
+}
+
+// The reproducer: O written into K's or V's buffer computed garbage (fa2 and standard).
+TEST(HostileAliasing, OutputSharingAnInputIsRefused) {
+  Small s;
+  for (Algorithm algorithm : kPortable) {
+    ForwardArgs a = s.args(algorithm);
+    a.o.buffer = s.k.mem;
+    expect_refused(a, Status::InvalidArgument, "o: overlaps k");
+    a.o.buffer = s.v.mem;
+    expect_refused(a, Status::InvalidArgument, "o: overlaps v");
+    a = s.args(algorithm);
+    a.lse = s.q.mem;
+    expect_refused(a, Status::InvalidArgument, "lse: overlaps q");
+  }
+  ForwardArgs a = s.args(Algorithm::Standard);  // an output sharing with another output
+  DeviceBuffer big(Small::kN * Small::kN * Small::kH, 0.0f);
+  a.o.buffer = big.mem;
+  a.workspace = big.mem;
+  expect_refused(a, Status::InvalidArgument, "o: overlaps workspace");
+}
+
+// Views of one allocation: sub-buffers that overlap are refused, disjoint ones work; inputs may
+// share memory with each other (Q, K, V from one packed buffer).
+TEST(HostileAliasing, SubBuffersOfOneParent) {
+  Small s;
+  const std::size_t bytes = Small::kElems * 4, align = 4096;  // origins on the base-address alignment
+  DeviceBuffer parent(3 * align / 4 + Small::kElems, NAN);
+  cl_mem q_view = sub_buffer(parent.mem, 0, bytes);
+  cl_mem o_overlap = sub_buffer(parent.mem, 0, bytes);
+  cl_mem o_apart = sub_buffer(parent.mem, 2 * align, bytes);
+  check(clEnqueueCopyBuffer(queue(), s.q.mem, q_view, 0, 0, bytes, 0, nullptr, nullptr), "copy");
+  ForwardArgs a = s.args();
+  a.q.buffer = q_view;
+  a.o.buffer = o_overlap;
+  expect_refused(a, Status::InvalidArgument, "o: overlaps q");
+  a.o.buffer = o_apart;
+  a.k.buffer = a.v.buffer = s.q.mem;  // inputs aliasing inputs: fine
+  forward(queue(), a).wait();
+  ForwardArgs b = s.args();
+  b.k.buffer = b.v.buffer = s.q.mem;
+  forward(queue(), b).wait();
+  std::vector<float> apart(Small::kElems);
+  check(clEnqueueReadBuffer(queue(), o_apart, CL_TRUE, 0, bytes, apart.data(), 0, nullptr, nullptr), "read");
+  EXPECT_TRUE(same_bits(apart, s.o.read()));
+  for (cl_mem m : {q_view, o_overlap, o_apart}) clReleaseMemObject(m);
+}
+
+// An image is not a tensor; read-only outputs and write-only inputs are refused up front.
+TEST(HostileAliasing, MemoryObjectKindAndFlags) {
+  Small s;
+  const cl_image_format format{CL_R, CL_FLOAT};
+  cl_image_desc desc{};
+  desc.image_type = CL_MEM_OBJECT_IMAGE2D;
+  desc.image_width = desc.image_height = 64;
+  cl_int err = CL_SUCCESS;
+  cl_mem image = clCreateImage(context(), CL_MEM_READ_WRITE, &format, &desc, nullptr, &err);
+  if (err == CL_SUCCESS) {  // (a device without images has nothing to refuse)
+    ForwardArgs a = s.args();
+    a.q.buffer = image;
+    expect_refused(a, Status::InvalidHandle, "q: an image");
+    clReleaseMemObject(image);
+  }
+  cl_mem read_only = make_buffer(Small::kElems * 4, nullptr, CL_MEM_READ_ONLY);
+  cl_mem write_only = make_buffer(Small::kElems * 4, nullptr, CL_MEM_WRITE_ONLY);
+  ForwardArgs a = s.args();
+  a.o.buffer = read_only;
+  expect_refused(a, Status::InvalidArgument, "o: a CL_MEM_READ_ONLY");
+  a = s.args();
+  a.k.buffer = write_only;
+  expect_refused(a, Status::InvalidArgument, "k: a CL_MEM_WRITE_ONLY");
+  a = s.args();
+  a.o.buffer = write_only;  // an output the kernels only write: fine
+  EXPECT_NO_THROW(forward(queue(), a).wait());
+  a.q.buffer = read_only;   // an input they only read: fine
+  check(clEnqueueCopyBuffer(queue(), s.q.mem, read_only, 0, 0, Small::kElems * 4, 0, nullptr, nullptr), "copy");
+  EXPECT_NO_THROW(forward(queue(), a).wait());
+  clReleaseMemObject(read_only);
+  clReleaseMemObject(write_only);
+}
+
+// A NaN in a Q row makes that row's O and LSE NaN; LSE = -inf means "no visible key" and must not
+// be reported for it. The other rows stay finite.
+TEST(HostileValues, NanQueryRowGivesNanLse) {
+  Small s;
+  const float nan = NAN;
+  check(clEnqueueWriteBuffer(queue(), s.q.mem, CL_TRUE, 3 * Small::kH * Small::kD * 4, 4, &nan, 0, nullptr, nullptr),
+        "write");  // row 3, head 0
+  for (Algorithm algorithm : kPortable) {
+    forward(queue(), s.args(algorithm)).wait();
+    const auto lse = s.lse.read();
+    for (int h = 0; h < Small::kH; ++h)
+      for (int i = 0; i < Small::kN; ++i) {
+        const float x = lse[h * Small::kN + i];
+        if (h == 0 && i == 3)
+          EXPECT_TRUE(std::isnan(x)) << to_string(algorithm) << ": LSE " << x;
+        else
+          EXPECT_TRUE(std::isfinite(x)) << to_string(algorithm) << ": LSE " << x << " at " << h << ", " << i;
+      }
+  }
+}
+
+TEST(HostileArgs, NegativeTileFieldsAreNamed) {
+  Small s;
+  ForwardArgs a = s.args();
+  a.tile.team_size = INT_MIN;
+  expect_refused(a, Status::InvalidArgument, "tile.team_size");
+  a = s.args();
+  a.tile.rows_per_team = -1;
+  expect_refused(a, Status::InvalidArgument, "tile.rows_per_team");
+}
+
 }  // namespace
 }  // namespace flashcl::test
