@@ -116,8 +116,12 @@ bool disk_cache_store(const std::string& key, const std::vector<unsigned char>& 
     }
   }
   fs::rename(tmp, path, ec);  // atomic on POSIX: readers see the old file or the whole new one
-  if (ec) fs::remove(tmp, ec);
-  return !ec;
+  if (ec) {  // (e.g. a directory at the path); remove's own error code must not hide the failure
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    return false;
+  }
+  return true;
 }
 
 void disk_cache_remove(const std::string& key) {

@@ -601,5 +601,72 @@ TEST(HostileArgs, NegativeTileFieldsAreNamed) {
   expect_refused(a, Status::InvalidArgument, "tile.rows_per_team");
 }
 
+// ---- Defects 5 and 7: what sits at a cache path, and what the statistics count ---------------
+
+namespace fs = std::filesystem;
+
+class HostileCache : public testing::Test {
+ protected:
+  fs::path dir;
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("flashcl-hostile-cache-" + std::to_string(::getpid()) + "-" +
+                                       testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir);
+    set_disk_cache_dir(dir.string());
+    set_disk_cache_enabled(true);
+    clear_memory_cache();
+  }
+  void TearDown() override {
+    set_disk_cache_dir("");
+    fs::remove_all(dir);
+  }
+  // A small fa2 call with head dim 24 (one program), checked against float64.
+  static void run() {
+    Case c;
+    c.shape.seqlen_q = 21;
+    c.shape.seqlen_k = 30;
+    c.shape.head_dim = 24;
+    expect_accurate(run_case(c, Algorithm::FA2), "hostile cache run");
+  }
+  // The one program file the call stores, after a first run; the memory cache is then dropped.
+  fs::path program_file() {
+    run();
+    std::vector<fs::path> bins;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".bin") bins.push_back(e.path());
+    EXPECT_EQ(bins.size(), 1u);
+    clear_memory_cache();
+    return bins.empty() ? dir / "missing.bin" : bins[0];
+  }
+  // Runs the call with `path` replaced by something that is not a cache file: it must neither
+  // hang nor count as a disk hit, reject or write, and must rebuild and give the right answer.
+  // `unblock` (FIFO) opens the FIFO's other end after a timeout, so the old blocking open() ends.
+  void expect_absent(const fs::path& path, bool store_fails, const std::function<void()>& unblock = {}) {
+    const CacheStats s0 = cache_stats();
+    auto call = std::async(std::launch::async, [] { run(); });
+    const bool returned = call.wait_for(30s) == std::future_status::ready;
+    if (!returned && unblock) unblock();
+    call.get();
+    EXPECT_TRUE(returned) << "forward() blocked on " << path;
+    const CacheStats s1 = cache_stats();
+    EXPECT_EQ(s1.builds, s0.builds + 1);
+    EXPECT_EQ(s1.disk_hits, s0.disk_hits);
+    EXPECT_EQ(s1.disk_rejects, s0.disk_rejects) << "treated as a damaged file, not as absent";
+    EXPECT_EQ(s1.disk_writes, s0.disk_writes + (store_fails ? 0 : 1)) << "disk_writes must count stores that succeeded";
+  }
+};
+
+// A store whose rename fails (a non-empty directory where the file goes) is not a disk write:
+// fs::remove(tmp, ec) used to clear the rename's error code, so it was counted as one.
+TEST_F(HostileCache, FailedStoreIsNotCounted) {
+  const fs::path path = program_file();
+  fs::remove(path);
+  fs::create_directories(path / "inside");
+  const CacheStats s0 = cache_stats();
+  run();
+  EXPECT_EQ(cache_stats().builds, s0.builds + 1);
+  EXPECT_EQ(cache_stats().disk_writes, s0.disk_writes);
+}
+
 }  // namespace
 }  // namespace flashcl::test
