@@ -4,11 +4,14 @@
 // FLASHCL_DISK_CACHE=0.
 #include "disk_cache.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL  // header-only: no run-time library to ship
 #include <xxhash.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -46,6 +49,36 @@ bool read_u64(std::istream& in, std::uint64_t& v) {
   return static_cast<bool>(in.read(reinterpret_cast<char*>(&v), sizeof v));
 }
 
+enum class FileRead { Absent, TooLarge, Read };
+
+// Reads the file at `path` whole, if it is a regular file of at most `max_bytes`. Opened with
+// O_NONBLOCK, since open() on a FIFO blocks until a writer comes (a FIFO at a cache path hung
+// forward() for good), and checked with fstat on the open descriptor: a FIFO, directory, socket
+// or device (also through a symlink) is not a cache file and counts as absent.
+FileRead read_regular_file(const std::string& path, std::uint64_t max_bytes, std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return FileRead::Absent;
+  struct stat st {};
+  FileRead result = FileRead::Read;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    result = FileRead::Absent;
+  } else if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+    result = FileRead::TooLarge;
+  } else {
+    bytes.resize(static_cast<std::size_t>(st.st_size));
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    bytes.resize(done);  // a file cut short while read: the format checks reject it
+  }
+  ::close(fd);
+  return result;
+}
+
 }  // namespace
 
 bool disk_cache_enabled() {
@@ -69,8 +102,15 @@ std::string disk_cache_path(const std::string& key) {
 
 DiskLookup disk_cache_load(const std::string& key, std::vector<unsigned char>& binary) {
   if (!disk_cache_enabled() || disk_cache_directory().empty()) return DiskLookup::Missing;
-  std::ifstream in(disk_cache_path(key), std::ios::binary);
-  if (!in) return DiskLookup::Missing;
+  // the largest valid file: magic, key, a 4 GiB binary and three u64s
+  const std::uint64_t max_bytes = sizeof kMagic + key.size() + (std::uint64_t{1} << 32) + 3 * sizeof(std::uint64_t);
+  std::string bytes;
+  switch (read_regular_file(disk_cache_path(key), max_bytes, bytes)) {
+    case FileRead::Absent: return DiskLookup::Missing;
+    case FileRead::TooLarge: return DiskLookup::Invalid;
+    case FileRead::Read: break;
+  }
+  std::istringstream in(std::move(bytes));
   char magic[sizeof kMagic - 1];
   std::uint64_t key_size = 0, bin_size = 0, sum = 0;
   if (!in.read(magic, sizeof magic) || std::string(magic, sizeof magic) != kMagic) return DiskLookup::Invalid;

@@ -668,5 +668,45 @@ TEST_F(HostileCache, FailedStoreIsNotCounted) {
   EXPECT_EQ(cache_stats().disk_writes, s0.disk_writes);
 }
 
+TEST_F(HostileCache, FifoAtCachePathDoesNotHang) {
+  const fs::path path = program_file();
+  fs::remove(path);
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  expect_absent(path, false, [&] {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK);  // the blocked reader's writer
+    if (fd >= 0) ::close(fd);
+  });
+  EXPECT_TRUE(fs::is_regular_file(path));  // the store replaced the FIFO with a program file
+}
+
+// A directory at the path: absent for the load (it used to count as a damaged file), and the
+// store's rename fails, which disk_writes must not count.
+TEST_F(HostileCache, DirectoryAtCachePathIsAbsent) {
+  const fs::path path = program_file();
+  fs::remove(path);
+  fs::create_directories(path / "inside");  // not empty: rename() onto it fails everywhere
+  expect_absent(path, true);
+  EXPECT_TRUE(fs::is_directory(path / "inside"));
+  for (const auto& e : fs::directory_iterator(dir))  // and no temporary file left behind
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+}
+
+TEST_F(HostileCache, SymlinkToADeviceIsAbsent) {
+  const fs::path path = program_file();
+  fs::remove(path);
+  fs::create_symlink("/dev/zero", path);
+  expect_absent(path, false);
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));  // the link itself was replaced
+}
+
+// A cache directory that cannot be created (its parent is a regular file; the tests run as root,
+// so permissions would not stop a write): every store fails and none is counted.
+TEST_F(HostileCache, UnwritableDirectoryCountsNoWrite) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "plain-file") << "not a directory";
+  set_disk_cache_dir((dir / "plain-file" / "cache").string());
+  expect_absent(dir / "plain-file" / "cache", true);
+}
+
 }  // namespace
 }  // namespace flashcl::test
