@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -27,6 +28,51 @@ std::mutex g_mutex;
 // runtime may have torn itself down (oclgrind aborts with heap corruption there). The OS reclaims
 // everything at exit; clear_memory_cache() releases them while the runtime is alive.
 std::map<MemoryKey, cl::Program>& g_programs = *new std::map<MemoryKey, cl::Program>;
+
+// Context lifetimes. A cl_program retains its context, so a cached program keeps a context the
+// caller has released alive (and a context destructor callback would never fire while the cache
+// holds it). So on every insert, and when a Session closes, the cache compares each context's
+// CL_CONTEXT_REFERENCE_COUNT with the references its own programs hold (what one program object
+// adds to the count, measured once per context) and drops the programs of contexts nobody else
+// holds. Chosen over a size bound, which would still keep up to its bound of dead contexts, and
+// over weak entries, which OpenCL cannot express. A miscounting driver errs safely: a live
+// context's programs dropped cost a rebuild; a dead one's kept is the old behaviour.
+std::map<cl_context, cl_uint>& g_refs_per_program = *new std::map<cl_context, cl_uint>;
+
+cl_uint reference_count(cl_context context) {
+  cl_uint count = 0;
+  if (clGetContextInfo(context, CL_CONTEXT_REFERENCE_COUNT, sizeof count, &count, nullptr) != CL_SUCCESS) return 0;
+  return count;
+}
+
+// References one program object holds on `context` (1 on the drivers seen), measured with a
+// program that is created and released, never built. Called with g_mutex held.
+cl_uint refs_per_program(cl_context context) {
+  auto it = g_refs_per_program.find(context);
+  if (it != g_refs_per_program.end()) return it->second;
+  const char* text = "__kernel void flashcl_refcount_probe(void) {}";
+  const cl_uint before = reference_count(context);
+  cl_int err = CL_SUCCESS;
+  cl_program probe = clCreateProgramWithSource(context, 1, &text, nullptr, &err);
+  cl_uint refs = 0;  // unknown: the context's programs are never dropped
+  if (err == CL_SUCCESS) {
+    refs = reference_count(context) - before;
+    clReleaseProgram(probe);
+  }
+  return g_refs_per_program[context] = refs;
+}
+
+// Drops the programs of every context that only the cache keeps alive. Called with g_mutex held.
+void drop_released_contexts_locked() {
+  std::map<cl_context, cl_uint> held;  // the cache's own references, per context
+  for (const auto& entry : g_programs) held[std::get<0>(entry.first)] += refs_per_program(std::get<0>(entry.first));
+  for (const auto& [context, refs] : held) {
+    if (refs == 0 || reference_count(context) > refs) continue;
+    g_refs_per_program.erase(context);  // before the release: the handle may be reused
+    for (auto it = g_programs.begin(); it != g_programs.end();)
+      it = std::get<0>(it->first) == context ? g_programs.erase(it) : std::next(it);
+  }
+}
 
 struct Counters {
   std::atomic<std::size_t> memory_hits{0}, disk_hits{0}, builds{0}, disk_writes{0}, disk_rejects{0};
@@ -178,7 +224,13 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
   }
   cl::Program program = build_program(context, device, source, options, route);
   std::lock_guard<std::mutex> lock(g_mutex);
+  drop_released_contexts_locked();  // `context` is the caller's, alive: never dropped here
   return g_programs.emplace(key, program).first->second;  // another thread's copy may win
+}
+
+void drop_released_contexts() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  drop_released_contexts_locked();
 }
 
 }  // namespace flashcl::detail
@@ -188,6 +240,7 @@ namespace flashcl {
 void clear_memory_cache() {
   std::lock_guard<std::mutex> lock(detail::g_mutex);
   detail::g_programs.clear();
+  detail::g_refs_per_program.clear();
 }
 
 CacheStats cache_stats() {
@@ -197,6 +250,8 @@ CacheStats cache_stats() {
   s.builds = detail::g_counters.builds;
   s.disk_writes = detail::g_counters.disk_writes;
   s.disk_rejects = detail::g_counters.disk_rejects;
+  std::lock_guard<std::mutex> lock(detail::g_mutex);
+  s.memory_entries = detail::g_programs.size();
   return s;
 }
 

@@ -28,6 +28,10 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
 cl::Program build_uncached(cl_context context, cl_device_id device, const std::vector<std::string>& files,
                            const std::string& options, BuildRoute route = BuildRoute::Source);
 
+// Releases the cached programs of contexts that nothing but the cache keeps alive (also done on
+// every insert); Session's destructor calls it after releasing its context.
+void drop_released_contexts();
+
 // The key a program binary is stored under on disk (exposed for tests).
 std::string disk_key(cl_device_id device, std::uint64_t source_hash, const std::string& options);
 

@@ -10,6 +10,7 @@
 #include "errors.hpp"
 #include "fault_injection.hpp"
 #include "overrides.hpp"
+#include "program_cache.hpp"
 
 namespace flashcl {
 namespace {
@@ -134,6 +135,7 @@ Session::Session(const std::string& platform, const std::string& device) {
 Session::~Session() {
   if (queue_ != nullptr) clReleaseCommandQueue(queue_);
   if (context_ != nullptr) clReleaseContext(context_);
+  detail::drop_released_contexts();  // the cache's programs would keep the context alive
 }
 
 std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,

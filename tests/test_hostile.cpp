@@ -708,5 +708,72 @@ TEST_F(HostileCache, UnwritableDirectoryCountsNoWrite) {
   expect_absent(dir / "plain-file" / "cache", true);
 }
 
+// ---- Defect 6: cached programs must not keep released contexts alive -------------------------
+
+long resident_kib() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// 200 create-use-release cycles of a context on the session's device: the memory cache keeps no
+// entries for released contexts, and the process does not grow by a context per cycle (~0.9 MiB
+// each on PoCL before the fix: 74 -> 247 MiB over 200).
+TEST(HostileContexts, ContextChurnKeepsCacheAndMemoryFlat) {
+  cl_device_id device = session().device();
+  const std::vector<float> x = bench::random_values(2 * 8 * 16, 51);
+  auto cycle = [&] {
+    cl_int err = CL_SUCCESS;
+    cl_context ctx = clCreateContext(nullptr, 1, &device, nullptr, nullptr, &err);
+    check(err, "clCreateContext");
+    cl_command_queue q = clCreateCommandQueue(ctx, device, 0, &err);
+    check(err, "clCreateCommandQueue");
+    auto buffer = [&](const void* data) {
+      cl_mem m = clCreateBuffer(ctx, CL_MEM_READ_WRITE | (data ? CL_MEM_COPY_HOST_PTR : 0), x.size() * 4,
+                                const_cast<float*>(static_cast<const float*>(data)), &err);
+      check(err, "clCreateBuffer");
+      return m;
+    };
+    cl_mem dq = buffer(x.data()), dout = buffer(nullptr);
+    ForwardArgs a;
+    a.batch = 1;
+    a.heads = 2;
+    a.seqlen_q = a.seqlen_k = 8;
+    a.head_dim = 16;
+    a.algorithm = Algorithm::FA2;
+    a.q.buffer = a.k.buffer = a.v.buffer = dq;
+    a.o.buffer = dout;
+    forward(q, a).wait();
+    clReleaseMemObject(dq);
+    clReleaseMemObject(dout);
+    clReleaseCommandQueue(q);
+    clReleaseContext(ctx);
+  };
+  for (int i = 0; i < 20; ++i) cycle();  // warm: allocator pools, PoCL's own caches
+  const std::size_t entries = cache_stats().memory_entries;
+  const long rss = resident_kib();
+  for (int i = 0; i < 180; ++i) cycle();
+  EXPECT_LE(cache_stats().memory_entries, entries) << "programs of released contexts stay cached";
+  EXPECT_LT(resident_kib() - rss, 40 * 1024) << "resident memory grew by a context per cycle";
+}
+
+// A Session's context is released with the Session, cached programs notwithstanding.
+TEST(HostileContexts, SessionsDoNotAccumulateCacheEntries) {
+  const std::vector<float> x = bench::random_values(2 * 8 * 16, 52);
+  ForwardArgs a;
+  a.batch = 1;
+  a.heads = 2;
+  a.seqlen_q = a.seqlen_k = 8;
+  a.head_dim = 16;
+  a.algorithm = Algorithm::FA2;
+  const std::size_t before = cache_stats().memory_entries;
+  for (int i = 0; i < 10; ++i) {
+    Session s(std::to_string(session().info().platform_index), std::to_string(session().info().device_index));
+    s.forward(a, x, x, x);
+  }
+  EXPECT_LE(cache_stats().memory_entries, before);
+}
+
 }  // namespace
 }  // namespace flashcl::test

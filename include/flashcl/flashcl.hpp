@@ -215,6 +215,7 @@ FLASHCL_API Launch backward(cl_command_queue queue, const BackwardArgs& args,
 // binaries on disk ($FLASHCL_CACHE_DIR, else $XDG_CACHE_HOME/flashcl, else ~/.cache/flashcl).
 struct CacheStats {
   std::size_t memory_hits = 0, disk_hits = 0, builds = 0, disk_writes = 0, disk_rejects = 0;
+  std::size_t memory_entries = 0;  // programs in the memory cache now (those of released contexts go)
 };
 FLASHCL_API void set_disk_cache_enabled(bool enabled);  // FLASHCL_DISK_CACHE=0 also disables it
 FLASHCL_API void set_disk_cache_dir(const std::string& dir);  // empty: back to the default
