@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ceilings.hpp"
+#include "device_buffers.hpp"
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
 #include "problem.hpp"
@@ -36,51 +37,6 @@ struct DecodeOptions {
   bool check = false, roofline = true, remeasure = false, csv = false;
   std::uint64_t seed = 1;
 };
-
-class Buffer {
- public:
-  Buffer(cl_context context, std::size_t bytes) {
-    cl_int err = CL_SUCCESS;
-    mem_ = clCreateBuffer(context, CL_MEM_READ_WRITE, std::max<std::size_t>(bytes, 4), nullptr, &err);
-    if (err != CL_SUCCESS) throw Error(Status::OutOfResources, "clCreateBuffer of " + std::to_string(bytes) + " bytes failed");
-  }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() { clReleaseMemObject(mem_); }
-  cl_mem get() const { return mem_; }
-
- private:
-  cl_mem mem_ = nullptr;
-};
-
-void check(cl_int err, const char* what) {
-  if (err != CL_SUCCESS) throw Error(Status::OpenCLError, std::string(what) + " failed: " + std::to_string(err));
-}
-
-// `elems` storage elements of random values in [-1, 1): a random block repeated.
-void fill_random(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype, std::uint64_t seed) {
-  const std::size_t block = std::min<std::size_t>(elems, std::size_t{1} << 20), elem = element_size(dtype);
-  const std::vector<float> values = random_values(block, seed);
-  std::vector<std::uint16_t> bits;
-  if (dtype != DType::F32) bits = to_storage(dtype, values);
-  const void* data = dtype == DType::F32 ? static_cast<const void*>(values.data()) : bits.data();
-  for (std::size_t at = 0; at < elems; at += block) {
-    const std::size_t n = std::min(block, elems - at);
-    check(clEnqueueWriteBuffer(queue, buffer, CL_TRUE, at * elem, n * elem, data, 0, nullptr, nullptr),
-          "clEnqueueWriteBuffer");
-  }
-}
-
-std::vector<float> read_floats(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype) {
-  if (dtype == DType::F32) {
-    std::vector<float> out(elems);
-    check(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems * 4, out.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
-    return out;
-  }
-  std::vector<std::uint16_t> bits(elems);
-  check(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems * 2, bits.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
-  return from_storage(dtype, bits);
-}
 
 struct Row {
   double median_ms = 0, min_ms = 0, gbs = 0, mbytes = 0, max_err = -1;
@@ -113,10 +69,10 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), std::mt19937_64(o.seed));  // pages in any order, as a pool ages
   Buffer seqlens(ctx, lens.size() * 4), block_table(ctx, table.size() * 4);
-  check(clEnqueueWriteBuffer(queue, seqlens.get(), CL_TRUE, 0, lens.size() * 4, lens.data(), 0, nullptr, nullptr),
+  check_cl(clEnqueueWriteBuffer(queue, seqlens.get(), CL_TRUE, 0, lens.size() * 4, lens.data(), 0, nullptr, nullptr),
         "clEnqueueWriteBuffer");
   if (paged)
-    check(clEnqueueWriteBuffer(queue, block_table.get(), CL_TRUE, 0, table.size() * 4, table.data(), 0, nullptr, nullptr),
+    check_cl(clEnqueueWriteBuffer(queue, block_table.get(), CL_TRUE, 0, table.size() * 4, table.data(), 0, nullptr, nullptr),
           "clEnqueueWriteBuffer");
 
   KvCacheArgs a;

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "context.hpp"
+#include "backward_bench.hpp"
 #include "decode_bench.hpp"
 #include "options.hpp"
 #include "report.hpp"
@@ -168,6 +169,14 @@ int main(int argc, char** argv) {
       return run_decode_bench(argc, argv);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "flashcl-bench --decode: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (wants_backward_mode(argc, argv)) {  // its own options: backward_bench.cpp
+    try {
+      return run_backward_bench(argc, argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "flashcl-bench --backward: %s\n", e.what());
       return 1;
     }
   }

@@ -100,7 +100,7 @@ std::string mode_error(std::string& text) {
   const std::string t = lower(text);
   if (t == "fwd") return "";
   if (t == "bwd" || t == "fwdbwd" || t == "fwd_bwd")
-    return "'" + text + "' is not available: flashcl has no backward pass yet (use fwd)";
+    return "'" + text + "': the backward has its own mode, flashcl-bench --backward (see --backward --help)";
   return "unknown mode '" + text + "' (only fwd exists)";
 }
 

@@ -1,0 +1,186 @@
+// backward_bench.cpp: flashcl-bench --backward. For each (N, d, causal, dtype, algorithm) it fills
+// Q, K, V and dO with random values, runs the forward once for O and LSE, then times the backward
+// (and forward + backward) with device events: the median over --repeat runs from the first
+// kernel's start to the last one's end. FLOPs as FlashAttention-2 counts them: the backward is
+// 2.5x the forward's 4·B·H·Nq·Nk·d, halved when causal; forward + backward 3.5x. Correctness is
+// the test suite's job (tests/test_backward.cpp against float64); this mode only times.
+#include "backward_bench.hpp"
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "device_buffers.hpp"
+#include "flashcl/flashcl.hpp"
+#include "options.hpp"
+
+namespace flashcl::bench {
+namespace {
+
+struct BackwardOptions {
+  std::string platform, device;
+  std::vector<int> seqlen = {1024}, head_dim = {64};
+  std::vector<DType> dtypes = {DType::F32};
+  std::vector<Algorithm> algorithms = {Algorithm::FA2};
+  std::vector<bool> causal = {false};
+  int batch = 1, heads = 8, heads_kv = 0;
+  bool deterministic = false;
+  int repeat = 10, warmup = 2;
+};
+
+std::vector<std::string> comma_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  return items;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Row {
+  double bwd_ms = 0, fwd_bwd_ms = 0;
+};
+
+Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causal, DType dtype, Algorithm algo) {
+  const cl_context ctx = session.context();
+  const cl_command_queue queue = session.queue();
+  const int hk = o.heads_kv > 0 ? o.heads_kv : o.heads;
+  const std::size_t elem = element_size(dtype);
+  const std::size_t q_elems = static_cast<std::size_t>(o.batch) * n * o.heads * d;
+  const std::size_t kv_elems = static_cast<std::size_t>(o.batch) * n * hk * d;
+  Buffer q(ctx, q_elems * elem), k(ctx, kv_elems * elem), v(ctx, kv_elems * elem), out(ctx, q_elems * elem),
+      d_o(ctx, q_elems * elem), d_q(ctx, q_elems * elem), d_k(ctx, kv_elems * elem), d_v(ctx, kv_elems * elem),
+      lse(ctx, static_cast<std::size_t>(o.batch) * o.heads * n * sizeof(float));
+  fill_random(queue, q.get(), q_elems, dtype, 11);
+  fill_random(queue, k.get(), kv_elems, dtype, 12);
+  fill_random(queue, v.get(), kv_elems, dtype, 13);
+  fill_random(queue, d_o.get(), q_elems, dtype, 14);
+
+  BackwardArgs b;
+  ForwardArgs& f = b.forward;
+  f.batch = o.batch;
+  f.heads = o.heads;
+  f.heads_kv = hk;
+  f.seqlen_q = f.seqlen_k = n;
+  f.head_dim = d;
+  f.causal = causal;
+  f.dtype = dtype;
+  f.algorithm = algo;
+  f.q.buffer = q.get();
+  f.k.buffer = k.get();
+  f.v.buffer = v.get();
+  f.o.buffer = out.get();
+  f.lse = lse.get();
+  b.d_o.buffer = d_o.get();
+  b.d_q.buffer = d_q.get();
+  b.d_k.buffer = d_k.get();
+  b.d_v.buffer = d_v.get();
+  b.deterministic = o.deterministic;
+  // workspaces allocated once, as a training loop would
+  Buffer fwd_work(ctx, workspace_bytes(session.device(), f)), bwd_work(ctx, backward_workspace_bytes(session.device(), b));
+  f.workspace = fwd_work.get();
+  b.workspace = bwd_work.get();
+  ForwardArgs plain_forward = f;  // the forward of the timed pair
+
+  forward(queue, plain_forward).wait();
+  for (int i = 0; i < o.warmup; ++i) backward(queue, b).wait();
+  std::vector<double> bwd, both;
+  for (int i = 0; i < o.repeat; ++i) bwd.push_back(backward(queue, b).device_ms());
+  for (int i = 0; i < o.repeat; ++i) {
+    const Launch fl = forward(queue, plain_forward);
+    const Launch bl = backward(queue, b);
+    both.push_back(fl.device_ms() + bl.device_ms());
+  }
+  return {median(bwd), median(both)};
+}
+
+}  // namespace
+
+bool wants_backward_mode(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--backward" || arg == "--mode=bwd" || (arg == "--mode" && i + 1 < argc && std::strcmp(argv[i + 1], "bwd") == 0))
+      return true;
+  }
+  return false;
+}
+
+int run_backward_bench(int argc, char** argv) {
+  BackwardOptions o;
+  CLI::App app{"flashcl-bench --backward: flashcl::backward after a forward; TFLOP/s of the backward and of both"};
+  std::string seqlens = "1024", dims = "64", dtypes = "f32", algos = "fa2", causal = "no", mode;
+  bool backward_flag = false;
+  app.add_flag("--backward", backward_flag, "Backward mode (this one)");
+  app.add_option("--mode", mode, "bwd (the same as --backward)")->check(CLI::IsMember({"bwd"}));
+  app.add_option("-p,--platform", o.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
+  app.add_option("-d,--device", o.device, "Device: index or name substring (env FLASHCL_DEVICE)");
+  app.add_option("-n,--seqlen", seqlens, "Sequence lengths Nq = Nk (list)")->capture_default_str();
+  app.add_option("--head-dim", dims, "Head dimensions (list)")->capture_default_str();
+  app.add_option("-b,--batch", o.batch, "Batch")->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--heads", o.heads, "Query heads")->check(CLI::Range(1, 65535))->capture_default_str();
+  app.add_option("--heads-kv", o.heads_kv, "K/V heads (divides --heads; 0: --heads)")->check(CLI::Range(0, 65535));
+  app.add_option("--dtype", dtypes, "f32, f16, bf16 (list)")->capture_default_str();
+  app.add_option("--algo", algos, "standard, fa1, fa2 (list)")->capture_default_str();
+  app.add_option("--causal", causal, "no, yes or both")->check(CLI::IsMember({"no", "yes", "both"}))->capture_default_str();
+  app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
+  app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::string error;
+  o.seqlen = parse_int_list(seqlens, error);
+  if (error.empty()) o.head_dim = parse_int_list(dims, error);
+  o.dtypes.clear();
+  o.algorithms.clear();
+  for (const std::string& name : comma_list(dtypes))
+    if (const auto t = parse_dtype(name)) o.dtypes.push_back(*t);
+    else error = "unknown dtype '" + name + "'";
+  for (const std::string& name : comma_list(algos))
+    if (const auto a = parse_algorithm(name)) o.algorithms.push_back(*a);
+    else error = "unknown algorithm '" + name + "'";
+  if (!error.empty()) {
+    std::fprintf(stderr, "flashcl-bench --backward: %s\n", error.c_str());
+    return 2;
+  }
+  if (o.heads_kv > 0 && o.heads % o.heads_kv != 0) {
+    std::fprintf(stderr, "flashcl-bench --backward: --heads-kv %d does not divide --heads %d\n", o.heads_kv, o.heads);
+    return 2;
+  }
+  o.causal = causal == "both" ? std::vector<bool>{false, true} : std::vector<bool>{causal == "yes"};
+
+  Session session(o.platform, o.device);
+  std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s)\n", session.info().name.c_str(), o.batch,
+              o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads, o.deterministic ? ", deterministic" : "");
+  std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
+              "fwd+bwd ms", "TFLOP/s");
+  for (DType dtype : o.dtypes)
+    for (int d : o.head_dim)
+      for (int n : o.seqlen)
+        for (bool c : o.causal)
+          for (Algorithm algo : o.algorithms) {
+            const double fwd_flops = 4.0 * o.batch * o.heads * static_cast<double>(n) * n * d / (c ? 2 : 1);
+            try {
+              const Row r = run_one(session, o, n, d, c, dtype, algo);
+              std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f\n", n, d, c ? "yes" : "no",
+                          to_string(dtype), to_string(algo), r.bwd_ms, 2.5 * fwd_flops / r.bwd_ms / 1e9, r.fwd_bwd_ms,
+                          3.5 * fwd_flops / r.fwd_bwd_ms / 1e9);
+            } catch (const Error& e) {
+              std::printf("%6d %4d %6s %5s %-8s | error: %s\n", n, d, c ? "yes" : "no", to_string(dtype),
+                          to_string(algo), e.what());
+            }
+            std::fflush(stdout);
+          }
+  return 0;
+}
+
+}  // namespace flashcl::bench
