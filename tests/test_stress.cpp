@@ -177,12 +177,14 @@ TEST(StressLongSequence, StandardRefusesWithTheBytesItWouldNeed) {
 // wrapped to about 26 GB, small enough for a caller's memory check to pass.
 TEST(StressLongSequence, SizesSaturateInsteadOfWrapping) {
   ForwardArgs a;
-  a.batch = a.heads = a.head_dim = 1;
-  a.seqlen_q = a.seqlen_k = 2147483647;
+  a.heads = a.head_dim = 1;
+  // the longest sequences validation accepts (seqlen_q + seqlen_k <= 2^31 - 2^24: the kernels'
+  // 32-bit row and key indices); S = B·Nq·Nk floats then passes 2^64 bytes from B = 8 on
+  a.seqlen_q = a.seqlen_k = (1 << 30) - (1 << 23);
+  a.batch = 8;
   a.algorithm = Algorithm::Standard;
-  EXPECT_EQ(device_bytes(session().device(), a), SIZE_MAX);
-  a.batch = 4;  // the workspace alone passes 2^64
   EXPECT_EQ(workspace_bytes(session().device(), a), SIZE_MAX);
+  EXPECT_EQ(device_bytes(session().device(), a), SIZE_MAX);
 }
 
 long max_rss_mib() {
