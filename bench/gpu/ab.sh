@@ -9,6 +9,7 @@ set -uo pipefail
 base=$(realpath "$1")
 out=${2:-/tmp/flashcl-ab}
 mkdir -p "$out"
+work=$(mktemp -d)
 cd "$(dirname "$0")/../.."
 
 echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
@@ -23,10 +24,13 @@ done
 
 bench() {  # tree name round
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
-    --head-dim 64,128 --causal both --algo all -r 10 --check -f json -o "$out/$2-f32-$3.json" 2>> "$out/bench.log"
+    --head-dim 64,128 --causal both --algo all -r 10 --check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
     --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 --check -f json \
-    -o "$out/$2-16bit-$3.json" 2>> "$out/bench.log"
+    -o "$work/$2-16bit-$3.json" 2>> "$out/bench.log"
+  # one file per tree and round: a device call brings back at most 8 files
+  python3 -c 'import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:3]); a["results"] += b["results"]; json.dump(a, open(sys.argv[3], "w"))' \
+    "$work/$2-f32-$3.json" "$work/$2-16bit-$3.json" "$out/$2-$3.json"
 }
 for round in $(seq 1 "${ROUNDS:-3}"); do
   bench "$base" base "$round"
@@ -36,7 +40,7 @@ done
 python3 - "$out" <<'PY'
 import glob, json, statistics, sys
 runs = {}  # (tree, key) -> TFLOP/s per round
-for path in glob.glob(sys.argv[1] + "/*-*-*.json"):
+for path in glob.glob(sys.argv[1] + "/*-*.json"):
     tree = path.rsplit("/", 1)[1].split("-")[0]
     for r in json.load(open(path))["results"]:
         key = (r["dtype"], r["head_dim"], r["causal"], r["algo"])
