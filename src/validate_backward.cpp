@@ -6,6 +6,7 @@
 // must match an additive bias, outputs must not alias inputs (whole buffers, or the overlapping
 // parts of one parent's sub-buffers), and the backward's workspace.
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -30,6 +31,12 @@ Problem validate_renamed(cl_command_queue queue, const ForwardArgs& view,
         message = to + message.substr(from.size());
         break;
       }
+    // the aliasing check names a second parameter: "<name>: overlaps <other> (..."
+    for (const auto& [from, to] : names) {
+      const std::string phrase = ": overlaps " + from + " (";
+      const std::size_t at = message.find(phrase);
+      if (at != std::string::npos) message.replace(at, phrase.size(), ": overlaps " + to + " (");
+    }
     throw Error(e.status(), message);
   }
 }
@@ -158,12 +165,20 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
     for (const auto& [in_name, input] : inputs)
       if (input != in.workspace && overlap(in.workspace, input))
         fail(Status::InvalidArgument, "workspace: shares memory with ", in_name);
-  const Tensor* grads[] = {&bp.args.d_q, &bp.args.d_k, &bp.args.d_v};
-  const char* grad_names[] = {"d_q", "d_k", "d_v"};
-  for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < i; ++j)
-      if (grads[i]->buffer == grads[j]->buffer && grads[i]->offset == grads[j]->offset)
-        fail(Status::InvalidArgument, grad_names[i], ": the same memory as ", grad_names[j]);
+  // Nor with each other (whole buffers, as the forward's rule for its outputs: a packed dQKV buffer
+  // is refused), and every output must be writable. (The view above checked dK, dV and d_bias as
+  // the forward's inputs, so a CL_MEM_WRITE_ONLY dK, dV or d_bias is refused there too.)
+  for (std::size_t i = 0; i < std::size(outputs); ++i) {
+    const auto& [name, out] = outputs[i];
+    for (std::size_t j = 0; j < i; ++j)
+      if (overlap(out, outputs[j].second))
+        fail(Status::InvalidArgument, name, ": shares memory with ", outputs[j].first,
+             " (each gradient needs its own memory)");
+    cl_mem_flags flags = 0;
+    if (out != nullptr && clGetMemObjectInfo(out, CL_MEM_FLAGS, sizeof flags, &flags, nullptr) == CL_SUCCESS &&
+        (flags & CL_MEM_READ_ONLY) != 0)
+      fail(Status::InvalidArgument, name, ": a CL_MEM_READ_ONLY buffer, but the backward writes it");
+  }
 
   // The kernels' argument blocks: the forward's, with the packed rows the gradients hold too.
   AttnArgs& k = bp.forward.kernel_args;

@@ -280,6 +280,12 @@ TEST_F(BackwardInvalid, NamesTheParameter) {
   a.d_v = a.d_o;
   expect_rejected(a, Status::InvalidArgument, "d_v");
   a = valid();
+  a.d_k = a.d_q;  // two gradients in one memory
+  expect_rejected(a, Status::InvalidArgument, "d_q: overlaps d_k");
+  a = valid();
+  a.d_v = a.d_k;
+  expect_rejected(a, Status::InvalidArgument, "d_v: shares memory with d_k");
+  a = valid();
   a.d_bias.kind = MaskKind::Bias;  // no bias in the forward
   a.d_bias.buffer = small.mem;
   expect_rejected(a, Status::InvalidArgument, "d_bias");
