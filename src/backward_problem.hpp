@@ -13,13 +13,11 @@
 #include "bwd_args.h"
 #include "plan_backward.hpp"
 #include "problem.hpp"
+#include "saturating.hpp"
 
 namespace flashcl::detail {
 
 static_assert(sizeof(BwdArgs) == FLASHCL_BWD_ARGS_SIZE, "BwdArgs layout must match the kernels'");
-
-// The product of non-negative factors, saturated at SIZE_MAX (attention.cpp).
-std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors);
 
 // Where each region of the fp32 workspace starts (in floats) and its total size in bytes.
 struct BackwardWorkspace {

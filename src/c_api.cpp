@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <string>
 
+#include "c_api_guard.hpp"
 #include "errors.hpp"
 
 namespace {
@@ -131,22 +132,9 @@ void fcl_forward_args_init(fcl_forward_args* args) {
 
 fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* args, cl_uint num_wait,
                        const cl_event* wait_list, cl_event* event) {
-  // *event is written last, after the wait list was read: a caller may pass one cl_event as both
-  // (fcl_forward(q, &a, 1, &ev, &ev): wait for the previous call, get this one's event).
-  cl_event result = nullptr;
-  const fcl_status status = guarded([&] {
-    using flashcl::detail::fail;
-    if ((num_wait > 0) != (wait_list != nullptr))
-      fail(flashcl::Status::InvalidArgument, "wait_list: num_wait and wait_list disagree");
-    std::vector<cl_event> wait(wait_list, wait_list + num_wait);
-    flashcl::Launch launch = flashcl::forward(queue, to_args(args), wait);
-    if (event != nullptr && launch.last() != nullptr) {
-      clRetainEvent(launch.last());
-      result = launch.last();
-    }
+  return flashcl::detail::c_api_enqueue(num_wait, wait_list, event, [&](const std::vector<cl_event>& wait) {
+    return flashcl::forward(queue, to_args(args), wait);
   });
-  if (event != nullptr) *event = result;
-  return status;
 }
 
 fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes) {

@@ -64,16 +64,8 @@ void fcl_backward_args_init(fcl_backward_args* args) {
 
 fcl_status fcl_backward(cl_command_queue queue, const fcl_backward_args* args, cl_uint num_wait,
                         const cl_event* wait_list, cl_event* event) {
-  if (event != nullptr) *event = nullptr;
-  return flashcl::detail::c_api_guarded([&] {
-    if ((num_wait > 0) != (wait_list != nullptr))
-      fail(Status::InvalidArgument, "wait_list: num_wait and wait_list disagree");
-    const std::vector<cl_event> wait(wait_list, wait_list + num_wait);
-    flashcl::Launch launch = flashcl::backward(queue, to_backward_args(args), wait);
-    if (event != nullptr && launch.last() != nullptr) {
-      clRetainEvent(launch.last());
-      *event = launch.last();
-    }
+  return flashcl::detail::c_api_enqueue(num_wait, wait_list, event, [&](const std::vector<cl_event>& wait) {
+    return flashcl::backward(queue, to_backward_args(args), wait);
   });
 }
 

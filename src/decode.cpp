@@ -50,14 +50,6 @@ std::size_t reach_bytes(const Tensor& t, std::int64_t n0, std::int64_t n1, std::
   return bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes);
 }
 
-std::size_t product_bytes(std::initializer_list<std::uint64_t> factors) {
-  unsigned __int128 p = 1;
-  for (std::uint64_t f : factors) {
-    p *= f;
-    if (p > SIZE_MAX) return SIZE_MAX;
-  }
-  return static_cast<std::size_t>(p);
-}
 
 void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const char* name) {
   if (buffer == nullptr) fail(Status::InvalidHandle, name, ": null cl_mem");
@@ -204,7 +196,7 @@ DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a) {
 
 std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
   const auto n = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
-  return product_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
+  return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
 }
 
 void set_view(const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
@@ -244,7 +236,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
   check_buffer(a.k_cache.buffer, ctx, reach_bytes(a.k_cache, slots, rows, a.heads_kv, d, elem), "k_cache");
   check_buffer(a.v_cache.buffer, ctx, reach_bytes(a.v_cache, slots, rows, a.heads_kv, d, elem), "v_cache");
-  if (a.lse != nullptr) check_buffer(a.lse, ctx, product_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads),
+  if (a.lse != nullptr) check_buffer(a.lse, ctx, saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads),
                                                                 std::uint64_t(a.seqlen_q), sizeof(float)}), "lse");
   if (a.cache_seqlens == nullptr) fail(Status::InvalidHandle, "cache_seqlens: null cl_mem (int32 (B) is required)");
   check_buffer(a.cache_seqlens, ctx, static_cast<std::size_t>(a.batch) * sizeof(std::int32_t), "cache_seqlens");
@@ -262,7 +254,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     check_buffer(a.v_new.buffer, ctx, reach_bytes(a.v_new, a.batch, a.seqlen_new, a.heads_kv, d, elem), "v_new");
   }
   if (rotary(a)) {
-    const std::size_t table = product_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
+    const std::size_t table = saturating_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
     check_buffer(a.rotary_cos, ctx, table, "rotary_cos");
     check_buffer(a.rotary_sin, ctx, table, "rotary_sin");
   }

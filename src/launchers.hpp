@@ -10,6 +10,7 @@
 #include "cl_bindings.hpp"
 #include "errors.hpp"
 #include "problem.hpp"
+#include "saturating.hpp"
 #include "program_cache.hpp"
 #include "tile_planner.hpp"
 
