@@ -187,7 +187,7 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
     k.rows_k = std::min(k.rows_k, gp.kernel_args.rows_k);
   }
   bp.dbias_broadcast = want_dbias && (d_bias.batch != a.batch || d_bias.heads != a.heads);
-  const std::uint64_t lse_rows = varlen ? static_cast<std::uint64_t>(a.heads) * k.total_q
+  const std::uint64_t lse_rows = varlen ? static_cast<std::uint64_t>(a.heads) * (k.total_q > 0 ? k.total_q : k.rows_q)
                                         : static_cast<std::uint64_t>(a.batch) * a.heads * a.seqlen_q;
   bp.workspace = backward_workspace_layout(a, lse_rows, in.deterministic, bp.dbias_broadcast);
   if (in.workspace != nullptr) {
