@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch SDPA forward timings on the same shapes flashcl-bench runs, for side-by-side ratios.
 
-Times each available backend (flash, efficient, cudnn) with CUDA events: warm-up, then the median
+Times each available backend (flash, efficient, cudnn; math with --backends, PyTorch's plain
+unfused attention, the baseline flashcl's `standard` is held against) with CUDA events: warm-up, then the median
 of --repeat runs, on random inputs (never zeros). Writes one JSON list of rows."""
 import argparse
 import json
@@ -10,7 +11,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-            "cudnn": SDPBackend.CUDNN_ATTENTION}
+            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--head-dim", default="64,128")
     ap.add_argument("--dtype", default="f32,f16")
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--backends", default="flash,efficient,cudnn", help="of " + ",".join(BACKENDS))
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     rows = []
@@ -50,7 +52,8 @@ def main():
                     q, k, v = (torch.rand(b, args.heads, n, d, device="cuda", dtype=DTYPES[dtype], generator=gen) * 2 - 1
                                for _ in range(3))
                     flops = 4.0 * b * args.heads * n * n * d / (2 if causal else 1)
-                    for name, backend in BACKENDS.items():
+                    for name in args.backends.split(","):
+                        backend = BACKENDS[name]
                         row = dict(backend=name, dtype=dtype, batch=b, heads=args.heads, seqlen=n, head_dim=d,
                                    causal=causal)
                         try:
