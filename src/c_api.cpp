@@ -2,11 +2,13 @@
 // point where exceptions become status codes and the thread-local last-error message.
 #include "flashcl/flashcl.h"
 
+#include <cstddef>
 #include <cstring>
 #include <new>
 #include <type_traits>
 #include <string>
 
+#include "c_api_convert.hpp"
 #include "c_api_guard.hpp"
 #include "errors.hpp"
 
@@ -49,12 +51,11 @@ flashcl::Tensor to_tensor(const fcl_tensor& t) {
   return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
 }
 
-// The first fcl_forward_args layout with struct_size (flashcl 0.1). A later library keeps this
-// constant and accepts every size from it up to its own sizeof.
-constexpr std::size_t kForwardArgsFirstSize = sizeof(fcl_forward_args);
-
+// Every struct_size from 0.1's layout (kForwardArgsFirstSize) up to this library's sizeof is
+// accepted; the fields past a caller's size keep their defaults.
 flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
   using flashcl::detail::fail;
+  using flashcl::detail::kForwardArgsFirstSize;
   if (caller == nullptr) fail(flashcl::Status::InvalidArgument, "args: null pointer");
   if (caller->struct_size < kForwardArgsFirstSize || caller->struct_size > sizeof(fcl_forward_args))
     fail(flashcl::Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
@@ -113,6 +114,8 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
   a.mask.row_stride = in->mask.row_stride;
   a.cu_seqlens_q = in->cu_seqlens_q;
   a.cu_seqlens_k = in->cu_seqlens_k;
+  a.total_q = in->total_q;
+  a.check_device_data = in->check_device_data != 0;
   return a;
 }
 
@@ -159,6 +162,28 @@ fcl_status fcl_set_disk_cache(int enabled, const char* dir) {
 }
 
 void fcl_clear_memory_cache(void) { flashcl::clear_memory_cache(); }
+
+fcl_status fcl_get_cache_stats(fcl_cache_stats* stats) {
+  return guarded([&] {
+    using flashcl::detail::fail;
+    if (stats == nullptr) fail(flashcl::Status::InvalidArgument, "stats: null pointer");
+    const std::size_t size = stats->struct_size;
+    if (size < sizeof(fcl_cache_stats))
+      fail(flashcl::Status::InvalidArgument, "stats.struct_size: ", size, ", but the smallest fcl_cache_stats has ",
+           sizeof(fcl_cache_stats), " bytes (set it to sizeof(fcl_cache_stats))");
+    const flashcl::CacheStats s = flashcl::cache_stats();
+    fcl_cache_stats out{};
+    out.struct_size = size;
+    out.memory_hits = s.memory_hits;
+    out.disk_hits = s.disk_hits;
+    out.builds = s.builds;
+    out.disk_writes = s.disk_writes;
+    out.disk_rejects = s.disk_rejects;
+    out.memory_entries = s.memory_entries;
+    // Only this library's fields: a newer caller's larger struct keeps its later fields as it set them.
+    std::memcpy(static_cast<void*>(stats), &out, sizeof out);
+  });
+}
 
 const char* fcl_last_error(void) { return g_last_error.c_str(); }
 

@@ -3,10 +3,17 @@
 // forward call description (fcl_backward_args).
 #pragma once
 
+#include <cstddef>
+
 #include "flashcl/flashcl.h"
 #include "flashcl/flashcl.hpp"
 
 namespace flashcl::detail {
+
+// The first fcl_forward_args layout with struct_size (flashcl 0.1) ended where total_q begins;
+// fcl_backward_args of 0.1 embeds that smaller struct.
+constexpr std::size_t kForwardArgsFirstSize = offsetof(fcl_forward_args, total_q);
+static_assert(kForwardArgsFirstSize % alignof(fcl_forward_args) == 0, "0.1's layout ends on a pointer");
 
 // Converts and range-checks the enum fields; throws Error naming a bad field. Null: InvalidArgument.
 ForwardArgs c_forward_args(const fcl_forward_args* args);

@@ -301,9 +301,12 @@ TEST_F(BackwardInvalid, CApiChecksStructSize) {
   fcl_backward_args a;
   fcl_backward_args_init(&a);
   EXPECT_EQ(a.struct_size, sizeof(fcl_backward_args));
-  a.struct_size = sizeof(fcl_backward_args) - 8;
-  EXPECT_EQ(fcl_backward(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
+  // (sizeof - 8 is 0.1's layout, read through its own mirror: test_c_api.cpp's BackwardOldLayout)
+  for (size_t size : {size_t{0}, sizeof(fcl_backward_args) - 4, sizeof(fcl_backward_args) + 8}) {
+    a.struct_size = size;
+    EXPECT_EQ(fcl_backward(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT) << size;
+    EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
+  }
   EXPECT_EQ(fcl_backward(session().queue(), nullptr, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
 }
 

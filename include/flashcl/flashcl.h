@@ -73,6 +73,13 @@ typedef struct {
   cl_mem cu_seqlens_q, cu_seqlens_k;               /* varlen: int32 (B + 1) offsets; Q/O packed
                                                       (total_q, H, d), K/V (total_k, H_kv, d),
                                                       LSE (H, total_q) */
+  /* Appended in 0.2 (a caller compiled against 0.1 passes the smaller struct_size and gets the
+   * defaults, 0): ForwardArgs::total_q and ::check_device_data. */
+  int total_q;                                     /* varlen: packed query rows (LSE is (H, total_q));
+                                                      0: the kernels take cu_seqlens_q[B] */
+  int check_device_data;                           /* varlen: read cu_seqlens back (blocking, after the
+                                                      wait list) and reject offsets the kernels would
+                                                      clamp; 0: never read back */
 } fcl_forward_args;
 
 /* Zeroes *args and sets struct_size and the defaults (auto algorithm, fp32, default scale, every
@@ -153,6 +160,19 @@ FCL_API fcl_status fcl_backward_workspace_bytes(cl_device_id device, const fcl_b
 /* Program cache: disk cache on/off and directory (NULL or "": default), drop in-memory programs. */
 FCL_API fcl_status fcl_set_disk_cache(int enabled, const char* dir);
 FCL_API void fcl_clear_memory_cache(void);
+
+/* Program cache counters since the process started (flashcl::CacheStats). The caller sets
+ * struct_size to sizeof(fcl_cache_stats) as it compiled it; fcl_get_cache_stats fills the fields it
+ * knows that fit (a later library appends fields and still fills an older caller's struct; a
+ * struct_size below this first layout is rejected). */
+typedef struct {
+  size_t struct_size;
+  size_t memory_hits, disk_hits, builds; /* builds: programs compiled from source */
+  size_t disk_writes;                    /* stores that succeeded */
+  size_t disk_rejects;                   /* damaged, truncated or foreign files found and removed */
+  size_t memory_entries;                 /* programs held in memory now (released contexts' go) */
+} fcl_cache_stats;
+FCL_API fcl_status fcl_get_cache_stats(fcl_cache_stats* stats);
 
 /* This thread's message for the last failed call ("" after a success). */
 FCL_API const char* fcl_last_error(void);
