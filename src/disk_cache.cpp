@@ -1,11 +1,14 @@
 // disk_cache.cpp: file format "FLASHCL-BIN 1\n", key length (u64), key, binary length (u64),
 // binary, XXH64(key + binary) (u64). Location: set_disk_cache_dir(), else $FLASHCL_CACHE_DIR,
 // else $XDG_CACHE_HOME/flashcl, else ~/.cache/flashcl. Off with set_disk_cache_enabled(false) or
-// FLASHCL_DISK_CACHE=0.
+// FLASHCL_DISK_CACHE=0. Reads and writes never block on, or go through, a special file or symlink
+// at a cache path: loads take regular files only, stores create a new temporary file (O_EXCL),
+// fsync it and rename it into place.
 #include "disk_cache.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL  // header-only: no run-time library to ship
 #include <xxhash.h>
@@ -16,7 +19,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -44,7 +46,7 @@ std::uint64_t checksum(const std::string& key, const std::vector<unsigned char>&
   return sum;
 }
 
-void write_u64(std::ostream& out, std::uint64_t v) { out.write(reinterpret_cast<const char*>(&v), sizeof v); }
+void append_u64(std::string& out, std::uint64_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
 bool read_u64(std::istream& in, std::uint64_t& v) {
   return static_cast<bool>(in.read(reinterpret_cast<char*>(&v), sizeof v));
 }
@@ -77,6 +79,41 @@ FileRead read_regular_file(const std::string& path, std::uint64_t max_bytes, std
   }
   ::close(fd);
   return result;
+}
+
+// The temporary name a store writes first: unique per process and thread at any moment.
+std::string temp_path(const std::string& path) {
+#if defined(__linux__)
+  const long thread = static_cast<long>(::syscall(SYS_gettid));
+#else
+  const std::size_t thread = std::hash<std::thread::id>{}(std::this_thread::get_id());
+#endif
+  std::ostringstream name;
+  name << path << ".tmp." << ::getpid() << "." << thread;
+  return name.str();
+}
+
+// Creates `tmp` as a new regular file for writing. O_EXCL never opens what is already there (a FIFO
+// there blocked the old std::ofstream's open for good, a symlink was followed and its target
+// truncated); O_NOFOLLOW and O_NONBLOCK guard the rest. A leftover at the name (a crashed writer
+// with this pid and thread id, or something planted) is unlinked once, which removes a FIFO or a
+// link itself, never a link's target, and the create is retried; a directory stays and fails it.
+int create_temp(const std::string& tmp) {
+  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+  int fd = ::open(tmp.c_str(), flags, 0666);
+  if (fd < 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0) fd = ::open(tmp.c_str(), flags, 0666);
+  return fd;
+}
+
+bool write_all(int fd, const std::string& bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
 }
 
 }  // namespace
@@ -138,22 +175,20 @@ bool disk_cache_store(const std::string& key, const std::vector<unsigned char>& 
   std::error_code ec;
   fs::create_directories(dir, ec);
   const std::string path = disk_cache_path(key);
-  std::ostringstream tmp_name;
-  tmp_name << path << ".tmp." << ::getpid() << "." << std::hash<std::thread::id>{}(std::this_thread::get_id());
-  const std::string tmp = tmp_name.str();
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return false;
-    out.write(kMagic, sizeof kMagic - 1);
-    write_u64(out, key.size());
-    out.write(key.data(), static_cast<std::streamsize>(key.size()));
-    write_u64(out, binary.size());
-    out.write(reinterpret_cast<const char*>(binary.data()), static_cast<std::streamsize>(binary.size()));
-    write_u64(out, checksum(key, binary));
-    if (!out.flush()) {
-      fs::remove(tmp, ec);
-      return false;
-    }
+  std::string bytes(kMagic, sizeof kMagic - 1);
+  append_u64(bytes, key.size());
+  bytes += key;
+  append_u64(bytes, binary.size());
+  bytes.append(reinterpret_cast<const char*>(binary.data()), binary.size());
+  append_u64(bytes, checksum(key, binary));
+  const std::string tmp = temp_path(path);
+  const int fd = create_temp(tmp);
+  if (fd < 0) return false;
+  // fsync before the rename: after a crash the name holds the old file or the whole new one
+  const bool written = write_all(fd, bytes) && ::fsync(fd) == 0;
+  if (::close(fd) != 0 || !written) {
+    ::unlink(tmp.c_str());
+    return false;
   }
   fs::rename(tmp, path, ec);  // atomic on POSIX: readers see the old file or the whole new one
   if (ec) {  // (e.g. a directory at the path); remove's own error code must not hide the failure

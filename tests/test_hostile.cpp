@@ -711,6 +711,52 @@ TEST_F(HostileCache, SymlinkToADeviceIsAbsent) {
   EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));  // the link itself was replaced
 }
 
+// The store's temporary file, <file>.tmp.<pid>.<tid>: a FIFO planted there blocked the old
+// std::ofstream's open (no reader ever comes), and a symlink there was followed, truncating its
+// target. The store runs on its own thread, which plants the thing at its own temporary name
+// first; the store must neither block nor write through it, and still land a valid cache file.
+TEST_F(HostileCache, SpecialFileAtTempPathIsNotOpened) {
+  const fs::path path = program_file();
+  const fs::path victim = dir / "victim";
+  for (const bool fifo : {true, false}) {
+    SCOPED_TRACE(fifo ? "FIFO" : "symlink");
+    fs::remove(path);
+    clear_memory_cache();
+    std::ofstream(victim) << "keep";
+    const std::string tmp = path.string() + ".tmp." + std::to_string(::getpid()) + ".";
+    const CacheStats s0 = cache_stats();
+    std::promise<std::string> planted;
+    auto call = std::async(std::launch::async, [&] {
+      const std::string mine = tmp + std::to_string(static_cast<long>(::gettid()));
+      if (fifo) ::mkfifo(mine.c_str(), 0600);
+      else fs::create_symlink(victim, mine);
+      planted.set_value(mine);
+      run();
+    });
+    const std::string mine = planted.get_future().get();
+    const bool returned = call.wait_for(30s) == std::future_status::ready;
+    if (!returned) {  // the old blocking open: become its reader and drain, so the test ends
+      const int fd = ::open(mine.c_str(), O_RDONLY | O_NONBLOCK);
+      char sink[4096];
+      while (call.wait_for(10ms) != std::future_status::ready)
+        if (fd >= 0) while (::read(fd, sink, sizeof sink) > 0) {}
+      if (fd >= 0) ::close(fd);
+    }
+    call.get();
+    EXPECT_TRUE(returned) << "the store blocked on a FIFO at " << mine;
+    std::string kept;
+    std::getline(std::ifstream(victim), kept);
+    EXPECT_EQ(kept, "keep") << "the store wrote through a symlink at " << mine;
+    EXPECT_EQ(cache_stats().disk_writes, s0.disk_writes + 1) << "the store should take the name over and succeed";
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path)));
+    EXPECT_FALSE(fs::exists(fs::symlink_status(mine))) << "left behind: " << mine;
+    clear_memory_cache();  // and what it stored loads
+    const CacheStats s1 = cache_stats();
+    run();
+    EXPECT_EQ(cache_stats().disk_hits, s1.disk_hits + 1);
+  }
+}
+
 // A cache directory that cannot be created (its parent is a regular file; the tests run as root,
 // so permissions would not stop a write): every store fails and none is counted.
 TEST_F(HostileCache, UnwritableDirectoryCountsNoWrite) {
