@@ -10,6 +10,9 @@
 #ifndef DTYPE
 #define DTYPE 0 /* storage type of Q, K, V, O: 0 = fp32, 1 = fp16, 2 = bf16; arithmetic is fp32 */
 #endif
+#ifndef OUT_DTYPE
+#define OUT_DTYPE DTYPE /* O's storage; differs only after fp8 inputs (DTYPE 3 = e4m3, 4 = e5m2) */
+#endif
 #ifndef HEAD_DIM
 #define HEAD_DIM 64 /* d */
 #endif
@@ -86,13 +89,45 @@
 #define STORAGE_T ushort
 #define LOAD_ELEM(p, i) as_float((uint)(p)[(i)] << 16)
 #define STORE_ELEM(p, i, x) ((p)[(i)] = float_to_bf16(x))
+#elif DTYPE == 3 || DTYPE == 4
+/* fp8 inputs (3 = e4m3, 4 = e5m2) as raw bytes, decoded exactly by fp8_codec.cl (a program that
+ * loads through LOAD_ELEM lists it first); O is stored as OUT_DTYPE, below */
+#define STORAGE_T uchar
+#define FP8 1
+#if DTYPE == 3
+#define LOAD_ELEM(p, i) e4m3_to_float((p)[(i)])
+#else
+#define LOAD_ELEM(p, i) e5m2_to_float((p)[(i)])
+#endif
+#else
+#error "unsupported DTYPE"
+#endif
+#ifndef FP8
+#define FP8 0
+#endif
+#if DTYPE == 2 || OUT_DTYPE == 2
 inline ushort float_to_bf16(float x) {
   const uint u = as_uint(x);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u); /* NaN stays NaN */
   return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
+#endif
+
+/* O's storage: Q's, except after fp8 inputs (OUT_DTYPE 0 = fp32, 1 = fp16, 2 = bf16) */
+#if !FP8
+#define OUT_STORAGE_T STORAGE_T
+#define STORE_OUT(p, i, x) STORE_ELEM(p, i, x)
+#elif OUT_DTYPE == 0
+#define OUT_STORAGE_T float
+#define STORE_OUT(p, i, x) ((p)[(i)] = (x))
+#elif OUT_DTYPE == 1
+#define OUT_STORAGE_T half
+#define STORE_OUT(p, i, x) vstore_half_rte((x), (i), (p))
+#elif OUT_DTYPE == 2
+#define OUT_STORAGE_T ushort
+#define STORE_OUT(p, i, x) ((p)[(i)] = float_to_bf16(x))
 #else
-#error "unsupported DTYPE"
+#error "fp8 inputs need OUT_DTYPE 0, 1 or 2"
 #endif
 
 #if MASK_KIND == 2

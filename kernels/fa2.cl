@@ -6,11 +6,18 @@
  * diagonal or outside the window are never visited; the mask runs only on blocks that cross a
  * boundary (every block when a score transform or a mask is on: -DSOFTCAP/ALIBI/MASK_KIND).
  * GQA reads K/V head h / kv_group; VARLEN work-groups past their sequence's end leave at once.
- * Epilogue: O divided by the row sum once, written once with LSE = m + log l. */
+ * Epilogue: O divided by the row sum once, written once with LSE = m + log l. FP8 (e4m3/e5m2
+ * inputs): the tiles are staged dequantised (fp8_tiles.cl) and O is stored as OUT_DTYPE. */
+
+#if FP8 /* the descales (docs/FP8.md), after the argument block */
+#define FP8_PARAMS , __global const float *q_descale, __global const float *k_descale, __global const float *v_descale
+#else
+#define FP8_PARAMS
+#endif
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
-                 __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
+                 __global OUT_STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args FP8_PARAMS) {
   __local float qt_tile[Q_TILE_FLOATS] __attribute__((aligned(16)));
   __local float kv_tile[KV_TILE_FLOATS] __attribute__((aligned(16))); /* K^T, then V */
 #if TPR > 1
@@ -35,7 +42,14 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
+#if FP8
+  const long q_first = first_descale(a, b, QUANT_BLOCK ? h : hk, a->heads, a->seqlen_q);
+  const long kv_first = first_descale(a, b, hk, a->heads_kv, a->seqlen_k);
+  load_transposed_fp8(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a), q_descale,
+                      q_first, lid);
+#else
   load_transposed(qt_tile, QT_STRIDE, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a), lid);
+#endif
   float m[TM], l[TM], acc[TM][COLS_O];
 #pragma unroll
   for (int r = 0; r < TM; ++r) {
@@ -51,7 +65,12 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC;
     barrier(CLK_LOCAL_MEM_FENCE); /* previous block's readers of kv_tile are done */
+#if FP8
+    load_transposed_fp8(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, k_descale,
+                        kv_first, lid);
+#else
     load_transposed(kv_tile, KT_STRIDE, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, lid);
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float s[TM][COLS_S], mx[TM];
@@ -70,7 +89,11 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     }
     team_exp(pt_tile, s, m, row0, lane);
     barrier(CLK_LOCAL_MEM_FENCE); /* all scores computed: kv_tile may now take V */
+#if FP8
+    load_rows_fp8(kv_tile, v, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), v_descale, kv_first, lid);
+#else
     load_rows(kv_tile, v, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), lid);
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
     if (masked) /* two specialised copies: the unmasked one pays nothing */
       team_pv(acc, l, s, pt_tile, kv_tile, row0, lane, true);

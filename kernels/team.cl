@@ -203,12 +203,12 @@ inline void team_pv(float acc[TM][COLS_O], float rowsum[TM], float s[TM][COLS_S]
 }
 
 /* Writes this lane's columns of one output row and, from lane 0, its LSE. */
-inline void store_row(__global STORAGE_T* o, long o_row, __global float* lse, long lse_index, int write_lse,
+inline void store_row(__global OUT_STORAGE_T* o, long o_row, __global float* lse, long lse_index, int write_lse,
                       const float out[COLS_O], float lse_value, int lane) {
 #pragma unroll
   for (int c = 0; c < COLS_O; ++c) {
     const int col = COL_OF(c, lane);
-    if (col < HEAD_DIM) STORE_ELEM(o, o_row + col, out[c]);
+    if (col < HEAD_DIM) STORE_OUT(o, o_row + col, out[c]);
   }
   if (write_lse && lane == 0) lse[lse_index] = lse_value;
 }

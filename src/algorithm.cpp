@@ -29,17 +29,21 @@ const char* to_string(DType dtype) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::E4M3: return "e4m3";
+    case DType::E5M2: return "e5m2";
   }
   return "unknown";
 }
 
 std::optional<DType> parse_dtype(const std::string& name) {
-  for (DType d : {DType::F32, DType::F16, DType::BF16})
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::E4M3, DType::E5M2})
     if (name == to_string(d)) return d;
   return std::nullopt;
 }
 
-std::size_t element_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+std::size_t element_size(DType dtype) { return dtype == DType::F32 ? 4 : is_fp8(dtype) ? 1 : 2; }
+
+bool is_fp8(DType dtype) { return dtype == DType::E4M3 || dtype == DType::E5M2; }
 
 const char* version() { return FLASHCL_VERSION_STRING; }
 

@@ -65,6 +65,11 @@ std::string common_options(const ForwardArgs& a) {
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);
   if (a.cu_seqlens_q != nullptr) options += " -DVARLEN=1";
+  if (is_fp8(a.dtype)) {  // fp8 inputs (docs/FP8.md): O's storage, the descales' block, V's layout
+    options += concat(" -DOUT_DTYPE=", static_cast<int>(a.out_dtype.value_or(DType::BF16)));
+    if (a.fp8.quant_block > 0) options += concat(" -DQUANT_BLOCK=", a.fp8.quant_block);
+    if (a.fp8.v_transposed) options += " -DV_TRANSPOSED=1";
+  }
   // Scores in halved natural units (common.cl) where base 2 could overflow fp32: a bias, softcap or
   // ALiBi slope of any finite size, or a scale past FLT_MAX / log2 e.
   if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind == MaskKind::Bias ||
@@ -141,11 +146,12 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
 std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
   const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
-  const std::size_t elem = element_size(a.dtype);
+  const std::size_t elem = element_size(a.dtype), o_elem = element_size(a.out_dtype.value_or(a.dtype));
   // every term saturated and the sum too: a huge shape must not wrap to a size that fits
   std::size_t total = 0;
   for (std::size_t bytes :
-       {detail::saturating_bytes({2, n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), elem}),     // Q, O
+       {detail::saturating_bytes({n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), elem}),        // Q
+        detail::saturating_bytes({n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), o_elem}),      // O
         detail::saturating_bytes({2, n(a.batch), n(a.seqlen_k), n(a.heads_kv), n(a.head_dim), elem}),  // K, V
         detail::saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), sizeof(float)}),              // LSE
         detail::workspace_bytes_for(device, a)})

@@ -84,6 +84,9 @@ KvCacheArgs normalize(const KvCacheArgs& in) {
     fail(Status::InvalidArgument, "seqlen_q: ", a.seqlen_q, " query rows times the GQA group are too many");
   if (a.head_dim < 1 || a.head_dim > kMaxHeadDim)
     fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", a.head_dim);
+  if (is_fp8(a.dtype))
+    fail(Status::UnsupportedDType, "dtype: forward_kvcache takes f32, f16 or bf16; an fp8 KV cache (",
+         to_string(a.dtype), ") is not written yet (docs/FP8.md)");
   if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16)
     fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
   if (!a.scale) a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));

@@ -171,6 +171,9 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
          "Bias: variants.bias, None: neither)");
 
   const DType dtype = shape.dtype;
+  if (is_fp8(dtype))
+    fail(Status::UnsupportedDType, "dtype: Session::forward takes host arrays as f32, f16 or bf16; fp8 (",
+         to_string(dtype), ") runs on device buffers: quantize_fp8, then forward (docs/FP8.md)");
   const std::size_t elem = element_size(dtype);
   auto buffer = [&](std::size_t bytes, const void* data) {
     cl_int err = CL_SUCCESS;

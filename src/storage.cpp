@@ -27,7 +27,8 @@ float bf16_to_float(std::uint16_t b) {
 }  // namespace
 
 std::vector<std::uint16_t> to_storage(DType dtype, const std::vector<float>& values) {
-  if (dtype == DType::F32) detail::fail(Status::InvalidArgument, "dtype: to_storage() converts to F16 or BF16");
+  if (dtype != DType::F16 && dtype != DType::BF16)
+    detail::fail(Status::InvalidArgument, "dtype: to_storage() converts to F16 or BF16 (fp8: to_fp8())");
   std::vector<std::uint16_t> out(values.size());
   for (std::size_t i = 0; i < values.size(); ++i)
     out[i] = dtype == DType::F16 ? cl_half_from_float(values[i], CL_HALF_RTE) : bf16_from_float(values[i]);
@@ -35,7 +36,8 @@ std::vector<std::uint16_t> to_storage(DType dtype, const std::vector<float>& val
 }
 
 std::vector<float> from_storage(DType dtype, const std::vector<std::uint16_t>& bits) {
-  if (dtype == DType::F32) detail::fail(Status::InvalidArgument, "dtype: from_storage() converts from F16 or BF16");
+  if (dtype != DType::F16 && dtype != DType::BF16)
+    detail::fail(Status::InvalidArgument, "dtype: from_storage() converts from F16 or BF16 (fp8: from_fp8())");
   std::vector<float> out(bits.size());
   for (std::size_t i = 0; i < bits.size(); ++i)
     out[i] = dtype == DType::F16 ? cl_half_to_float(bits[i]) : bf16_to_float(bits[i]);

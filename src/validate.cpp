@@ -16,6 +16,7 @@
 #include "errors.hpp"
 #include "launchers.hpp"
 #include "problem.hpp"
+#include "validate_fp8.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -188,7 +189,7 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
   if (a.seqlen_k < 1) fail(Status::InvalidArgument, "seqlen_k: must be >= 1, got ", a.seqlen_k);
   if (a.head_dim < 1 || a.head_dim > kMaxHeadDim)
     fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", a.head_dim);
-  if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16)
+  if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16 && !is_fp8(a.dtype))
     fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
   if (a.batch > 65535 || a.heads > 65535)
     fail(Status::InvalidArgument, "batch/heads: at most 65535 each (work-group grid limit)");
@@ -250,6 +251,7 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
     case Algorithm::Auto: case Algorithm::Standard: case Algorithm::FA1: case Algorithm::FA2: break;
     default: fail(Status::InvalidArgument, "algorithm: unknown value ", static_cast<int>(a.algorithm));
   }
+  normalize_fp8(a);  // out_dtype resolved; fp8: path, quant_block, V's layout
   if (a.algorithm == Algorithm::Auto) a.algorithm = resolve_algorithm(device, a);
   resolve_strides(a.q, a, a.seqlen_q, a.heads, "q");
   resolve_strides(a.k, a, a.seqlen_k, a.heads_kv, "k");
@@ -272,8 +274,14 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   // the caller's total_q (when given) or, with check_device_data, cu_seqlens[B]; otherwise only
   // the handles are checked here and the kernels keep to the rows the buffers hold (rows_q/k).
   const bool varlen = is_varlen(a);
-  const std::size_t elem = element_size(a.dtype);
+  const std::size_t elem = element_size(a.dtype), o_elem = element_size(*a.out_dtype);  // fp8: O differs
   const int tensor_batch = varlen ? 1 : a.batch;
+  // V's reach: (B, S, H_kv, d), or transposed (B, H_kv, d, S) for fp8 (Fp8Scales::v_transposed)
+  auto v_extent = [&](int batch, int rows) {
+    return a.fp8.v_transposed
+               ? extent(a.v.offset, {{batch, a.v.batch_stride}, {a.heads_kv, a.v.head_stride}, {a.head_dim, a.v.seq_stride}}, rows)
+               : extent(a.v, a, batch, rows, a.heads_kv);
+  };
   if (a.total_q < 0) fail(Status::InvalidArgument, "total_q: must be >= 0, got ", a.total_q);
   int total_q = varlen ? a.total_q : a.seqlen_q, total_k = a.seqlen_k;
   if (varlen) {
@@ -283,8 +291,8 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   }
   check_buffer(a.q.buffer, p.context, extent(a.q, a, tensor_batch, total_q, a.heads) * elem, "q");
   check_buffer(a.k.buffer, p.context, extent(a.k, a, tensor_batch, total_k, a.heads_kv) * elem, "k");
-  check_buffer(a.v.buffer, p.context, extent(a.v, a, tensor_batch, total_k, a.heads_kv) * elem, "v");
-  check_buffer(a.o.buffer, p.context, extent(a.o, a, tensor_batch, total_q, a.heads) * elem, "o");
+  check_buffer(a.v.buffer, p.context, v_extent(tensor_batch, total_k) * elem, "v");
+  check_buffer(a.o.buffer, p.context, extent(a.o, a, tensor_batch, total_q, a.heads) * o_elem, "o");
   auto check_lse = [&](int rows) {  // in 128 bits: B·H·Nq·4 can pass 2^64 and must not wrap to a small size
     const unsigned __int128 bytes = static_cast<unsigned __int128>(tensor_batch) * a.heads * rows * sizeof(float);
     check_buffer(a.lse, p.context, bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes), "lse");
@@ -312,7 +320,7 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   int rows_q = total_q, rows_k = total_k;
   if (varlen) {
     rows_q = std::min(rows_held(a.q, a.heads, a.head_dim, elem, size_of(a.q.buffer)),
-                      rows_held(a.o, a.heads, a.head_dim, elem, size_of(a.o.buffer)));
+                      rows_held(a.o, a.heads, a.head_dim, o_elem, size_of(a.o.buffer)));
     if (a.lse != nullptr)  // LSE (H, rows): without total_q the kernels take rows = cu_seqlens_q[B], clamped here
       rows_q = std::min<std::int64_t>(rows_q, size_of(a.lse) / (sizeof(float) * a.heads));
     if (total_q > 0) rows_q = total_q;  // the buffers hold it (checked above)
@@ -322,14 +330,32 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
 
   // What each buffer is used for, and no output sharing bytes with another argument.
   const int rows_batch = varlen ? 1 : a.batch;
-  auto tensor_span = [&](const Tensor& t, int rows, int heads, const char* name, bool output) {
-    const std::uint64_t lo = static_cast<std::uint64_t>(t.offset) * elem;
-    return span_of(t.buffer, lo, static_cast<std::uint64_t>(extent(t, a, rows_batch, rows, heads)) * elem, name, output);
+  auto tensor_span = [&](const Tensor& t, int rows, int heads, const char* name, bool output, std::size_t size = 0) {
+    const std::size_t e = size != 0 ? size : elem;
+    const std::uint64_t lo = static_cast<std::uint64_t>(t.offset) * e;
+    return span_of(t.buffer, lo, static_cast<std::uint64_t>(extent(t, a, rows_batch, rows, heads)) * e, name, output);
   };
   std::vector<Span> spans = {tensor_span(a.q, rows_q, a.heads, "q", false),
                              tensor_span(a.k, rows_k, a.heads_kv, "k", false),
-                             tensor_span(a.v, rows_k, a.heads_kv, "v", false),
-                             tensor_span(a.o, rows_q, a.heads, "o", true)};
+                             a.fp8.v_transposed ? span_of(a.v.buffer, static_cast<std::uint64_t>(a.v.offset) * elem,
+                                                          static_cast<std::uint64_t>(v_extent(rows_batch, rows_k)) * elem,
+                                                          "v", false)
+                                                : tensor_span(a.v, rows_k, a.heads_kv, "v", false),
+                             tensor_span(a.o, rows_q, a.heads, "o", true, o_elem)};
+  if (is_fp8(a.dtype)) {  // the descales: fp32 inputs (validate_fp8.hpp has their sizes)
+    const DescaleCounts counts = descale_counts(a);
+    const std::pair<cl_mem, std::size_t> descales[] = {
+        {a.fp8.q_descale, counts.q}, {a.fp8.k_descale, counts.k}, {a.fp8.v_descale, counts.v}};
+    const char* names[] = {"fp8.q_descale", "fp8.k_descale", "fp8.v_descale"};
+    for (int i = 0; i < 3; ++i) {
+      if (descales[i].first == nullptr)
+        fail(Status::InvalidArgument, names[i], ": required with dtype ", to_string(a.dtype), " (fp32 ",
+             a.fp8.quant_block > 0 ? "per block of rows" : "(B, H_kv)", " descales; docs/FP8.md)");
+      check_buffer(descales[i].first, p.context, descales[i].second * sizeof(float), names[i]);
+      check_use(descales[i].first, names[i], true, false);
+      spans.push_back(span_of(descales[i].first, 0, descales[i].second * sizeof(float), names[i], false));
+    }
+  }
   check_use(a.q.buffer, "q", true, false);
   check_use(a.k.buffer, "k", true, false);
   check_use(a.v.buffer, "v", true, false);
@@ -375,10 +401,12 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
       check_buffer(a.q.buffer, p.context, extent(a.q, a, 1, cu_q, a.heads) * elem, "q");
       check_buffer(a.k.buffer, p.context, extent(a.k, a, 1, cu_k, a.heads_kv) * elem, "k");
       check_buffer(a.v.buffer, p.context, extent(a.v, a, 1, cu_k, a.heads_kv) * elem, "v");
-      check_buffer(a.o.buffer, p.context, extent(a.o, a, 1, cu_q, a.heads) * elem, "o");
+      check_buffer(a.o.buffer, p.context, extent(a.o, a, 1, cu_q, a.heads) * o_elem, "o");
       if (a.lse != nullptr) check_lse(total_q);
     }
   }
+
+  if (is_fp8(a.dtype) && a.check_device_data) check_descale_values(queue, a, wait);
 
   AttnArgs& k = p.kernel_args;
   auto set = [](const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {

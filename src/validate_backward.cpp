@@ -97,6 +97,9 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   if (in.forward.lse == nullptr)
     fail(Status::InvalidArgument, "lse: the backward needs the forward's LSE output (forward.lse, fp32 (B, H, Nq), ",
          "varlen (H, total_q))");
+  if (is_fp8(in.forward.dtype))
+    fail(Status::UnsupportedDType, "dtype: the backward takes f32, f16 or bf16, not ", to_string(in.forward.dtype),
+         " (fp8 attention is forward-only, docs/FP8.md)");
   BackwardProblem bp;
   bp.args = in;
   ForwardArgs forward = in.forward;

@@ -48,17 +48,24 @@ class FLASHCL_API Error : public std::runtime_error {
 };
 
 enum class Algorithm { Auto, Standard, FA1, FA2 };
-// Storage type of Q, K, V and O; arithmetic is always fp32 and LSE is fp32.
-enum class DType { F32, F16, BF16 };
+// Storage type of Q, K, V and O; arithmetic is always fp32 and LSE is fp32. E4M3 and E5M2 are the
+// 1-byte fp8 formats of FlashAttention-3 (OCP FP8: e4m3 bias 7, max 448, no infinities; e5m2 bias
+// 15, max 57344): inputs only, with descales (Fp8Scales) and O stored as ForwardArgs::out_dtype.
+enum class DType { F32, F16, BF16, E4M3, E5M2 };
 
 FLASHCL_API const char* to_string(Algorithm algorithm);
 FLASHCL_API const char* to_string(DType dtype);
-FLASHCL_API std::optional<DType> parse_dtype(const std::string& name);  // "f32", "f16", "bf16"
+FLASHCL_API std::optional<DType> parse_dtype(const std::string& name);  // "f32", "f16", "bf16", "e4m3", "e5m2"
 FLASHCL_API std::size_t element_size(DType dtype);
+FLASHCL_API bool is_fp8(DType dtype);  // E4M3 or E5M2
 
 // Host conversions for fp16 (IEEE binary16) and bf16 storage, rounding to nearest even.
 FLASHCL_API std::vector<std::uint16_t> to_storage(DType dtype, const std::vector<float>& values);  // F16/BF16
 FLASHCL_API std::vector<float> from_storage(DType dtype, const std::vector<std::uint16_t>& bits);
+// Host fp8 codec (E4M3/E5M2), bit-identical to the kernels': round to nearest even, saturating to
+// ±max (448 or 57344; infinities too), NaN kept NaN; decoding is exact.
+FLASHCL_API std::vector<std::uint8_t> to_fp8(DType dtype, const std::vector<float>& values);
+FLASHCL_API std::vector<float> from_fp8(DType dtype, const std::vector<std::uint8_t>& bits);
 FLASHCL_API std::optional<Algorithm> parse_algorithm(const std::string& name);
 FLASHCL_API const char* version();
 
@@ -100,6 +107,23 @@ struct Window {
   int left = -1, right = -1;
 };
 
+// Descales of an fp8 call (docs/FP8.md), FlashAttention-3's convention: the dequantised inputs are
+// Q = q_descale·Q₈ and so on, all fp32 cl_mem, required when ForwardArgs::dtype is E4M3/E5M2.
+// quant_block 0 (per tensor or per head): each is (B, H_kv), element b·H_kv + h_kv (a query head h
+// takes entry h / (H / H_kv)). quant_block = n > 0 (block quantisation: one scale per n rows): q is
+// (B, H, ⌈Nq/n⌉), element (b·H + h)·⌈Nq/n⌉ + i/n for query row i; k and v (B, H_kv, ⌈Nk/n⌉) likewise
+// (varlen: Nq, Nk are seqlen_q/k, the maxima, and i, j are rows within each sequence). Descales are
+// device data, never read back unless check_device_data (then ≤ 0 or non-finite is a named error);
+// unchecked, they scale the products as given and cannot make a kernel touch other memory.
+// v_transposed: V is stored (B, H_kv, d, Nk), element (b, j, h, i) at offset + b·batch_stride +
+// h·head_stride + i·seq_stride + j (seq_stride is the pitch of one d-row, ≥ Nk; all strides 0: dense),
+// the K-major operand layout FP8 tensor cores take for P·V (quantize_fp8 writes it); not with varlen.
+struct Fp8Scales {
+  cl_mem q_descale = nullptr, k_descale = nullptr, v_descale = nullptr;
+  int quant_block = 0;
+  bool v_transposed = false;
+};
+
 // One attention call. Shapes: Q (B, Nq, H, d); K, V (B, Nk, H_kv, d); O like Q; LSE (B, H, Nq)
 // fp32. Variable-length batches (cu_seqlens_q/k set): Q and O are packed (total_q, H, d), K and V
 // (total_k, H_kv, d), batch strides are ignored, seqlen_q/k are the maximum lengths and LSE is
@@ -135,6 +159,10 @@ struct ForwardArgs {
                                     //   (H, total_q); 0: cu_seqlens_q[B], read by the kernels
   bool check_device_data = false;   // varlen: read cu_seqlens back (blocking, after wait_list) and
                                     //   reject what kernels would clamp; total_q 0 → cu_seqlens_q[B]
+                                    //   fp8: also read the descales back and reject ≤ 0 or non-finite
+  std::optional<DType> out_dtype;   // fp8 dtype: O's storage (F32, F16 or BF16; unset: BF16, as FA3); other
+                                    //   dtypes: leave unset (O is stored as dtype)
+  Fp8Scales fp8;                    // fp8 dtype: the descales (required), block size, V layout
 };
 
 // The algorithm `auto` resolves to for this device and shape.
@@ -181,6 +209,43 @@ class FLASHCL_API Launch {
 // Validates everything, then enqueues the kernels on `queue` (asynchronously).
 FLASHCL_API Launch forward(cl_command_queue queue, const ForwardArgs& args,
                            const std::vector<cl_event>& wait_list = {});
+
+// ---- FP8 quantisation (docs/FP8.md) -------------------------------------------------------------
+
+// Which rows share one scale: the whole tensor, each (batch, head group), or each block of rows of
+// a (batch, head). The descales are written in the layout ForwardArgs::fp8 takes: Tensor and Head
+// fill (B, H / head_group) entries (Tensor: all equal), Block (B, H, ⌈S/block⌉).
+enum class QuantGranularity { Tensor, Head, Block };
+
+// fp32/fp16/bf16 (B, S, H, d) → fp8 with amax scaling: descale = amax/max (448 for E4M3, 57344
+// for E5M2; 1 where amax is 0), element = fp8(x / descale), rounded to nearest even and saturated.
+// hadamard: x is first multiplied along d by M = H_d·diag(signs)/√d (H_d Sylvester's Hadamard
+// matrix, signs ±1 drawn from hadamard_seed; d a power of two), in the same pass; use one seed for
+// Q and K (QMᵀ(KM)ᵀ = QKᵀ) and never on V. transposed: out is written (B, H, d, S) as
+// Fp8Scales::v_transposed describes (out.seq_stride = d-row pitch); for V of a tensor-core kernel.
+struct QuantizeArgs {
+  int batch = 0, seqlen = 0, heads = 0, head_dim = 0;
+  DType in_dtype = DType::F32;   // F32, F16 or BF16
+  DType out_dtype = DType::E4M3; // E4M3 or E5M2
+  Tensor in, out;                // element strides; zero: dense (out transposed: (B, H, d, S))
+  cl_mem descale = nullptr;      // output, fp32, in the layout above
+  QuantGranularity granularity = QuantGranularity::Tensor;
+  int head_group = 1;            // Tensor/Head: heads per scale (Q under GQA: H / H_kv), divides H
+  int block = 0;                 // Block: rows per scale (= Fp8Scales::quant_block)
+  bool hadamard = false;
+  std::uint64_t hadamard_seed = 0;
+  bool transposed = false;
+};
+
+// Entries `descale` needs for `args` (floats).
+FLASHCL_API std::size_t quantize_descale_count(const QuantizeArgs& args);
+
+// The signs of the Hadamard transform for (head_dim, seed): entry i is +1 or -1 (host reference).
+FLASHCL_API std::vector<float> hadamard_signs(int head_dim, std::uint64_t seed);
+
+// Validates (named errors), then enqueues the quantisation (three small kernels) after wait_list.
+FLASHCL_API Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args,
+                                const std::vector<cl_event>& wait_list = {});
 
 // The backward of one forward call: dQ, dK, dV (and optionally the bias gradient) from Q, K, V, O,
 // dO and the forward's LSE, recomputing P block by block (fa1, fa2) or materialising it (standard).
