@@ -114,7 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint8_t scale_kind = in.byte() % 4;
   a.scale = scale_kind == 0 ? in.raw<float>() : scale_kind == 1 ? 0.37f : 0.0f;
   a.causal = in.int_small(2);
-  set_raw(a.dtype, in.int_small(4));
+  set_raw(a.dtype, in.int_small(6));  // 3, 4: fp8; 5: out of range
   set_raw(a.algorithm, in.int_small(5));
   pick_tensor(in, a.q);
   pick_tensor(in, a.k);
@@ -146,6 +146,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.byte() % 4 == 0) {  // varlen: the small buffers' contents are the offsets
     a.cu_seqlens_q = pick_buffer(in, true);
     a.cu_seqlens_k = pick_buffer(in, true);
+  }
+  if (in.byte() % 4 == 0) {  // fp8's fields (any dtype: others must refuse them); descales hold any bytes
+    const int out = in.int_small(6);
+    set_raw(a.out_dtype, out == 6 ? -1 : out);  // -1 (default) .. 5 (out of range), or any int
+    a.q_descale = pick_buffer(in, true);
+    a.k_descale = pick_buffer(in, true);
+    a.v_descale = pick_buffer(in, true);
+    a.quant_block = in.flag() ? -1 : in.int_small(40);
+    a.v_transposed = in.int_small(2);
   }
   if (in.byte() % 32 == 0) a.struct_size = in.raw<std::uint16_t>();  // not from fcl_forward_args_init
   const fcl_forward_args* args = in.byte() % 64 == 0 ? nullptr : &a;

@@ -78,8 +78,20 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
     case FCL_DTYPE_F32: a.dtype = flashcl::DType::F32; break;
     case FCL_DTYPE_F16: a.dtype = flashcl::DType::F16; break;
     case FCL_DTYPE_BF16: a.dtype = flashcl::DType::BF16; break;
+    case FCL_DTYPE_E4M3: a.dtype = flashcl::DType::E4M3; break;
+    case FCL_DTYPE_E5M2: a.dtype = flashcl::DType::E5M2; break;
     default: fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", raw_enum(in->dtype));
   }
+  switch (raw_enum(in->out_dtype)) {  // fp8's output storage; validation judges the combination
+    case FCL_DTYPE_DEFAULT: break;
+    case FCL_DTYPE_F32: a.out_dtype = flashcl::DType::F32; break;
+    case FCL_DTYPE_F16: a.out_dtype = flashcl::DType::F16; break;
+    case FCL_DTYPE_BF16: a.out_dtype = flashcl::DType::BF16; break;
+    case FCL_DTYPE_E4M3: a.out_dtype = flashcl::DType::E4M3; break;
+    case FCL_DTYPE_E5M2: a.out_dtype = flashcl::DType::E5M2; break;
+    default: fail(flashcl::Status::UnsupportedDType, "out_dtype: unknown value ", raw_enum(in->out_dtype));
+  }
+  a.fp8 = {in->q_descale, in->k_descale, in->v_descale, in->quant_block, in->v_transposed != 0};
   switch (raw_enum(in->algorithm)) {
     case FCL_ALGO_AUTO: a.algorithm = flashcl::Algorithm::Auto; break;
     case FCL_ALGO_STANDARD: a.algorithm = flashcl::Algorithm::Standard; break;
@@ -129,6 +141,7 @@ void fcl_forward_args_init(fcl_forward_args* args) {
   args->struct_size = sizeof(fcl_forward_args);
   args->algorithm = FCL_ALGO_AUTO;
   args->dtype = FCL_DTYPE_F32;
+  args->out_dtype = FCL_DTYPE_DEFAULT;
   args->window_left = args->window_right = -1;
   args->mask.kind = FCL_MASK_NONE;
 }

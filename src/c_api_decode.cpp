@@ -24,6 +24,8 @@ flashcl::DType to_dtype(const fcl_dtype& field) {
     case FCL_DTYPE_F32: return flashcl::DType::F32;
     case FCL_DTYPE_F16: return flashcl::DType::F16;
     case FCL_DTYPE_BF16: return flashcl::DType::BF16;
+    case FCL_DTYPE_E4M3: return flashcl::DType::E4M3;  // refused by name in forward_kvcache
+    case FCL_DTYPE_E5M2: return flashcl::DType::E5M2;
   }
   fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(value));
 }

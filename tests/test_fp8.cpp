@@ -8,12 +8,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
 
+#include "flashcl/flashcl.h"
 #include "fp8_experiment.hpp"
 #include "support.hpp"
 
@@ -628,6 +630,106 @@ TEST(Fp8Invalid, QuantizeNamedErrors) {
   expect_error(with([](QuantizeArgs& a) { a.seqlen = 9; }), Status::InvalidArgument, "in");
   expect_error(with([](QuantizeArgs& a) { a.descale = nullptr; }), Status::InvalidHandle, "descale");
   expect_error(with([](QuantizeArgs& a) { a.out = a.in; }), Status::InvalidArgument, "out");
+}
+
+}  // namespace
+}  // namespace flashcl::test
+
+namespace flashcl::test {
+namespace {
+
+// ---- the C API: quantise and attend through fcl_*, the same bytes as the C++ calls ----
+
+TEST(Fp8CApi, QuantizeAndForwardMatchCpp) {
+  const int B = 1, S = 40, H = 2, d = 64;
+  const std::vector<float> x = bench::outlier_values(std::size_t(B) * S * H * d, 5);
+  DeviceBytes in(x.data(), x.size() * 4);
+  std::vector<std::uint8_t> poison(x.size(), 0x7f);
+  DeviceBytes q8(poison.data(), poison.size()), q8_cpp(poison.data(), poison.size());
+  DeviceBuffer qd(2, kNaN), qd_cpp(2, kNaN);
+  fcl_quantize_args qa;
+  fcl_quantize_args_init(&qa);
+  qa.batch = B;
+  qa.seqlen = S;
+  qa.heads = H;
+  qa.head_dim = d;
+  qa.in.buffer = in.mem;
+  qa.out.buffer = q8.mem;
+  qa.descale = qd.mem;
+  qa.granularity = 1;
+  qa.hadamard = 1;
+  qa.hadamard_seed = 3;
+  std::size_t count = 0;
+  ASSERT_EQ(fcl_quantize_descale_count(&qa, &count), FCL_SUCCESS);
+  EXPECT_EQ(count, 2u);
+  cl_event done = nullptr;
+  ASSERT_EQ(fcl_quantize_fp8(session().queue(), &qa, 0, nullptr, &done), FCL_SUCCESS) << fcl_last_error();
+  ASSERT_NE(done, nullptr);
+  clWaitForEvents(1, &done);
+  clReleaseEvent(done);
+  QuantizeArgs cpp;
+  cpp.batch = B;
+  cpp.seqlen = S;
+  cpp.heads = H;
+  cpp.head_dim = d;
+  cpp.in = {in.mem};
+  cpp.out = {q8_cpp.mem};
+  cpp.descale = qd_cpp.mem;
+  cpp.granularity = QuantGranularity::Head;
+  cpp.hadamard = true;
+  cpp.hadamard_seed = 3;
+  quantize_fp8(session().queue(), cpp).wait();
+  EXPECT_EQ(read_back<std::uint8_t>(q8.mem, x.size()), read_back<std::uint8_t>(q8_cpp.mem, x.size()));
+  EXPECT_EQ(qd.read(), qd_cpp.read());
+
+  // attention of Q against itself (K = V = Q), through both APIs
+  DeviceBuffer o_c(x.size(), kNaN), o_cpp(x.size(), kNaN);
+  fcl_forward_args a;
+  fcl_forward_args_init(&a);
+  EXPECT_EQ(a.out_dtype, FCL_DTYPE_DEFAULT);
+  a.batch = B;
+  a.heads = H;
+  a.seqlen_q = a.seqlen_k = S;
+  a.head_dim = d;
+  a.causal = 1;
+  a.dtype = FCL_DTYPE_E4M3;
+  a.out_dtype = FCL_DTYPE_F32;
+  a.q.buffer = a.k.buffer = a.v.buffer = q8.mem;
+  a.o.buffer = o_c.mem;
+  a.q_descale = a.k_descale = a.v_descale = qd.mem;
+  ASSERT_EQ(fcl_forward(session().queue(), &a, 0, nullptr, nullptr), FCL_SUCCESS) << fcl_last_error();
+  ForwardArgs f;
+  f.batch = B;
+  f.heads = H;
+  f.seqlen_q = f.seqlen_k = S;
+  f.head_dim = d;
+  f.causal = true;
+  f.dtype = DType::E4M3;
+  f.out_dtype = DType::F32;
+  f.q = f.k = f.v = {q8.mem};
+  f.o = {o_cpp.mem};
+  f.fp8 = {qd.mem, qd.mem, qd.mem};
+  forward(session().queue(), f).wait();
+  const std::vector<float> got = o_c.read(), want = o_cpp.read();
+  EXPECT_EQ(got, want);
+  for (float v : got) ASSERT_TRUE(std::isfinite(v));
+
+  // named errors through the C API
+  a.q_descale = nullptr;
+  EXPECT_EQ(fcl_forward(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("fp8.q_descale"), std::string::npos) << fcl_last_error();
+  a.q_descale = qd.mem;
+  int bad = 9;
+  std::memcpy(&a.out_dtype, &bad, sizeof bad);
+  EXPECT_EQ(fcl_forward(session().queue(), &a, 0, nullptr, nullptr), FCL_UNSUPPORTED_DTYPE);
+  EXPECT_NE(std::string(fcl_last_error()).find("out_dtype"), std::string::npos) << fcl_last_error();
+  qa.granularity = 7;
+  EXPECT_EQ(fcl_quantize_fp8(session().queue(), &qa, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("granularity"), std::string::npos) << fcl_last_error();
+  qa.granularity = 1;
+  qa.struct_size = 8;
+  EXPECT_EQ(fcl_quantize_fp8(session().queue(), &qa, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
 }
 
 }  // namespace

@@ -29,7 +29,15 @@ typedef enum {
 } fcl_status;
 
 typedef enum { FCL_ALGO_AUTO = 0, FCL_ALGO_STANDARD = 1, FCL_ALGO_FA1 = 2, FCL_ALGO_FA2 = 3 } fcl_algorithm;
-typedef enum { FCL_DTYPE_F32 = 0, FCL_DTYPE_F16 = 1, FCL_DTYPE_BF16 = 2 } fcl_dtype; /* storage; math is fp32 */
+/* storage; math is fp32. E4M3/E5M2: fp8 inputs (docs/FP8.md); DEFAULT: out_dtype's "as dtype" */
+typedef enum {
+  FCL_DTYPE_DEFAULT = -1,
+  FCL_DTYPE_F32 = 0,
+  FCL_DTYPE_F16 = 1,
+  FCL_DTYPE_BF16 = 2,
+  FCL_DTYPE_E4M3 = 3,
+  FCL_DTYPE_E5M2 = 4
+} fcl_dtype;
 
 /* Element (b, s, h, i) is at offset + b*batch_stride + s*seq_stride + h*head_stride + i (elements).
  * All three strides 0: dense (B, S, H, d). */
@@ -79,7 +87,15 @@ typedef struct {
                                                       0: the kernels take cu_seqlens_q[B] */
   int check_device_data;                           /* varlen: read cu_seqlens back (blocking, after the
                                                       wait list) and reject offsets the kernels would
-                                                      clamp; 0: never read back */
+                                                      clamp; 0: never read back. fp8: also the descales */
+  /* Appended in 0.2 too: fp8 inputs (ForwardArgs::out_dtype and ::fp8; layouts in flashcl.hpp's
+   * Fp8Scales and docs/FP8.md). */
+  fcl_dtype out_dtype;                             /* O's storage after fp8 inputs (F32/F16/BF16);
+                                                      FCL_DTYPE_DEFAULT (init): bf16 for fp8, dtype
+                                                      otherwise (other dtypes must leave it) */
+  cl_mem q_descale, k_descale, v_descale;          /* fp8: fp32 (B, H_kv), or per block of rows */
+  int quant_block;                                 /* fp8: rows per descale; 0: per (B, H_kv) */
+  int v_transposed;                                /* fp8: V stored (B, H_kv, d, Nk) */
 } fcl_forward_args;
 
 /* Zeroes *args and sets struct_size and the defaults (auto algorithm, fp32, default scale, every
@@ -95,6 +111,30 @@ FCL_API fcl_status fcl_forward(cl_command_queue queue, const fcl_forward_args* a
 /* Scratch bytes the call needs (0 for fa2), and all device bytes it touches. */
 FCL_API fcl_status fcl_workspace_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
 FCL_API fcl_status fcl_device_bytes(cl_device_id device, const fcl_forward_args* args, size_t* bytes);
+
+/* FP8 quantisation (flashcl::QuantizeArgs, flashcl.hpp; docs/FP8.md): fp32/fp16/bf16 (B, S, H, d)
+ * to e4m3/e5m2 with amax scaling per tensor, head group or block of rows (granularity 0, 1, 2),
+ * optionally after the random-sign Hadamard transform along d (hadamard, hadamard_seed), writing
+ * the fp8 tensor (transposed: (B, H, d, S)) and the descales in the layout fcl_forward_args takes.
+ * fcl_quantize_args_init sets struct_size and the defaults (e4m3, per tensor, head_group 1). */
+typedef struct {
+  size_t struct_size;
+  int batch, seqlen, heads, head_dim;
+  fcl_dtype in_dtype, out_dtype;                  /* F32/F16/BF16 -> E4M3/E5M2 */
+  fcl_tensor in, out;                             /* element strides; 0: dense */
+  cl_mem descale;                                 /* written: fp32, fcl_quantize_descale_count floats */
+  int granularity;                                /* 0 tensor, 1 head group, 2 block of rows */
+  int head_group;                                 /* heads per scale (Q under GQA: H / H_kv) */
+  int block;                                      /* granularity 2: rows per scale */
+  int hadamard;
+  uint64_t hadamard_seed;
+  int transposed;
+} fcl_quantize_args;
+
+FCL_API void fcl_quantize_args_init(fcl_quantize_args* args);
+FCL_API fcl_status fcl_quantize_descale_count(const fcl_quantize_args* args, size_t* count);
+FCL_API fcl_status fcl_quantize_fp8(cl_command_queue queue, const fcl_quantize_args* args, cl_uint num_wait,
+                                    const cl_event* wait_list, cl_event* event);
 
 /* Inference with a KV cache (decode): the fields and their semantics are flashcl::KvCacheArgs's
  * (flashcl.hpp; docs/DECODE.md). struct_size comes first, as in every args struct from here on:
