@@ -13,19 +13,13 @@ void check(cl_int err, const char* what) {
   if (err != CL_SUCCESS) throw Error(Status::OpenCLError, std::string(what) + " failed: " + std::to_string(err));
 }
 
-// An owned cl_mem.
-struct Mem {
-  cl_mem mem = nullptr;
-  Mem(cl_context context, std::size_t bytes, const void* data = nullptr) {
-    cl_int err = CL_SUCCESS;
-    mem = clCreateBuffer(context, CL_MEM_READ_WRITE | (data != nullptr ? CL_MEM_COPY_HOST_PTR : 0), bytes,
-                         const_cast<void*>(data), &err);
-    check(err, "clCreateBuffer");
-  }
-  Mem(const Mem&) = delete;
-  Mem& operator=(const Mem&) = delete;
-  ~Mem() { clReleaseMemObject(mem); }
-};
+cl_mem create(cl_context context, std::size_t bytes, const void* data = nullptr) {
+  cl_int err = CL_SUCCESS;
+  cl_mem mem = clCreateBuffer(context, CL_MEM_READ_WRITE | (data != nullptr ? CL_MEM_COPY_HOST_PTR : 0), bytes,
+                              const_cast<void*>(data), &err);
+  check(err, "clCreateBuffer");
+  return mem;
+}
 
 bool profiling(cl_command_queue queue) {
   cl_command_queue_properties props = 0;
@@ -48,80 +42,101 @@ std::vector<float> outlier_values(std::size_t n, std::uint64_t seed) {
   return x;
 }
 
-Fp8Run run_fp8(cl_command_queue queue, const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
-               const std::vector<float>& v, const Fp8Quant& quant, DType out_dtype, Algorithm algorithm) {
+Fp8Problem::Fp8Problem(cl_command_queue queue, const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+                       const std::vector<float>& v, const Fp8Quant& quant, DType out_dtype, Algorithm algorithm)
+    : queue_(queue), out_dtype_(out_dtype), o_elems_(q.size()) {
   cl_context context = nullptr;
   check(clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, nullptr), "clGetCommandQueueInfo");
-  const int hkv = s.kv_heads();
-  Mem q32(context, q.size() * 4, q.data()), k32(context, k.size() * 4, k.data()), v32(context, v.size() * 4, v.data());
-  Mem q8(context, q.size()), k8(context, k.size()), v8(context, v.size());
+  auto mem = [&](std::size_t bytes, const void* data = nullptr) {
+    mems_.push_back(create(context, bytes, data));
+    return mems_.back();
+  };
+  try {
+    const int hkv = s.kv_heads();
+    const bool block = quant.granularity == QuantGranularity::Block;
+    QuantizeArgs qa;
+    qa.batch = s.batch;
+    qa.head_dim = s.head_dim;
+    qa.out_dtype = quant.dtype;
+    qa.granularity = quant.granularity;
+    qa.block = block ? quant.block : 0;
+    qa.hadamard_seed = 0x5eed;
+    // Q's descales as the attention takes them: (B, H_kv) (a group of H / H_kv heads shares one), or per block
+    QuantizeArgs qq = qa, kq = qa, vq = qa;
+    qq.seqlen = s.seqlen_q;
+    qq.heads = s.heads;
+    qq.head_group = block ? 1 : s.heads / hkv;
+    qq.hadamard = quant.hadamard;
+    kq.seqlen = vq.seqlen = s.seqlen_k;
+    kq.heads = vq.heads = hkv;
+    kq.hadamard = quant.hadamard;
+    vq.transposed = quant.v_transposed;
+    const std::vector<const std::vector<float>*> inputs = {&q, &k, &v};
+    QuantizeArgs* calls[] = {&qq, &kq, &vq};
+    std::vector<Launch> launches;
+    std::vector<cl_event> done;
+    for (int i = 0; i < 3; ++i) {
+      calls[i]->in = {mem(inputs[i]->size() * 4, inputs[i]->data())};
+      calls[i]->out = {mem(inputs[i]->size())};
+      calls[i]->descale = mem(quantize_descale_count(*calls[i]) * 4);
+      launches.push_back(quantize_fp8(queue, *calls[i]));
+      done.push_back(launches.back().last());
+    }
+    check(clWaitForEvents(3, done.data()), "clWaitForEvents");
+    if (profiling(queue))
+      for (const Launch& l : launches) quantize_ms_ += l.device_ms();
 
-  QuantizeArgs qa;
-  qa.batch = s.batch;
-  qa.head_dim = s.head_dim;
-  qa.out_dtype = quant.dtype;
-  qa.granularity = quant.granularity;
-  qa.block = quant.granularity == QuantGranularity::Block ? quant.block : 0;
-  qa.hadamard_seed = 0x5eed;
-  const bool block = quant.granularity == QuantGranularity::Block;
-  // Q's descales: (B, H_kv) as the attention takes them (a group of H / H_kv heads shares one), or per block
-  QuantizeArgs qq = qa, kq = qa, vq = qa;
-  qq.seqlen = s.seqlen_q;
-  qq.heads = s.heads;
-  qq.head_group = block ? 1 : s.heads / hkv;
-  qq.hadamard = quant.hadamard;
-  kq.seqlen = vq.seqlen = s.seqlen_k;
-  kq.heads = vq.heads = hkv;
-  kq.hadamard = quant.hadamard;
-  vq.transposed = quant.v_transposed;
-  Mem qd(context, quantize_descale_count(qq) * 4), kd(context, quantize_descale_count(kq) * 4),
-      vd(context, quantize_descale_count(vq) * 4);
-  qq.in = {q32.mem};
-  qq.out = {q8.mem};
-  qq.descale = qd.mem;
-  kq.in = {k32.mem};
-  kq.out = {k8.mem};
-  kq.descale = kd.mem;
-  vq.in = {v32.mem};
-  vq.out = {v8.mem};
-  vq.descale = vd.mem;
-  Launch lq = quantize_fp8(queue, qq), lk = quantize_fp8(queue, kq), lv = quantize_fp8(queue, vq);
+    ForwardArgs& a = args_;
+    a.batch = s.batch;
+    a.heads = s.heads;
+    a.heads_kv = hkv;
+    a.seqlen_q = s.seqlen_q;
+    a.seqlen_k = s.seqlen_k;
+    a.head_dim = s.head_dim;
+    a.causal = s.causal;
+    if (s.scale != 0.0) a.scale = static_cast<float>(s.scale);
+    a.dtype = quant.dtype;
+    a.out_dtype = out_dtype;
+    a.algorithm = algorithm;
+    a.q = qq.out;
+    a.k = kq.out;
+    a.v = vq.out;
+    a.o = {mem(o_elems_ * element_size(out_dtype))};
+    a.fp8 = {qq.descale, kq.descale, vq.descale, block ? quant.block : 0, quant.v_transposed};
+  } catch (...) {
+    for (cl_mem m : mems_) clReleaseMemObject(m);
+    throw;
+  }
+}
 
-  const std::size_t o_elems = q.size();
-  Mem o(context, o_elems * element_size(out_dtype));
-  ForwardArgs a;
-  a.batch = s.batch;
-  a.heads = s.heads;
-  a.heads_kv = hkv;
-  a.seqlen_q = s.seqlen_q;
-  a.seqlen_k = s.seqlen_k;
-  a.head_dim = s.head_dim;
-  a.causal = s.causal;
-  if (s.scale != 0.0) a.scale = static_cast<float>(s.scale);
-  a.dtype = quant.dtype;
-  a.out_dtype = out_dtype;
-  a.algorithm = algorithm;
-  a.q = {q8.mem};
-  a.k = {k8.mem};
-  a.v = {v8.mem};
-  a.o = {o.mem};
-  a.fp8 = {qd.mem, kd.mem, vd.mem, block ? quant.block : 0, quant.v_transposed};
-  Launch lo = forward(queue, a, {lq.last(), lk.last(), lv.last()});
-  lo.wait();
+Fp8Problem::~Fp8Problem() {
+  for (cl_mem m : mems_) clReleaseMemObject(m);
+}
 
+Launch Fp8Problem::forward() const { return flashcl::forward(queue_, args_); }
+
+std::vector<float> Fp8Problem::o() const {
+  std::vector<float> out(o_elems_);
+  if (out_dtype_ == DType::F32) {
+    check(clEnqueueReadBuffer(queue_, args_.o.buffer, CL_TRUE, 0, o_elems_ * 4, out.data(), 0, nullptr, nullptr),
+          "clEnqueueReadBuffer");
+    return out;
+  }
+  std::vector<std::uint16_t> bits(o_elems_);
+  check(clEnqueueReadBuffer(queue_, args_.o.buffer, CL_TRUE, 0, o_elems_ * 2, bits.data(), 0, nullptr, nullptr),
+        "clEnqueueReadBuffer");
+  return from_storage(out_dtype_, bits);
+}
+
+Fp8Run run_fp8(cl_command_queue queue, const Shape& s, const std::vector<float>& q, const std::vector<float>& k,
+               const std::vector<float>& v, const Fp8Quant& quant, DType out_dtype, Algorithm algorithm) {
+  const Fp8Problem problem(queue, s, q, k, v, quant, out_dtype, algorithm);
+  const Launch launch = problem.forward();
+  launch.wait();
   Fp8Run run;
-  if (profiling(queue)) {
-    run.quantize_ms = lq.device_ms() + lk.device_ms() + lv.device_ms();
-    run.attention_ms = lo.device_ms();
-  }
-  run.o.resize(o_elems);
-  if (out_dtype == DType::F32) {
-    check(clEnqueueReadBuffer(queue, o.mem, CL_TRUE, 0, o_elems * 4, run.o.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
-  } else {
-    std::vector<std::uint16_t> bits(o_elems);
-    check(clEnqueueReadBuffer(queue, o.mem, CL_TRUE, 0, o_elems * 2, bits.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
-    run.o = from_storage(out_dtype, bits);
-  }
+  run.quantize_ms = problem.quantize_ms();
+  if (profiling(queue)) run.attention_ms = launch.device_ms();
+  run.o = problem.o();
   return run;
 }
 

@@ -27,6 +27,30 @@ struct Fp8Quant {
   bool v_transposed = false;
 };
 
+// One quantised problem held on the device: the fp32 inputs uploaded, Q, K, V quantised (once, in
+// the constructor) and the forward call ready to enqueue as often as a timing loop wants.
+class Fp8Problem {
+ public:
+  Fp8Problem(cl_command_queue queue, const Shape& shape, const std::vector<float>& q, const std::vector<float>& k,
+             const std::vector<float>& v, const Fp8Quant& quant, DType out_dtype = DType::BF16,
+             Algorithm algorithm = Algorithm::Auto);
+  Fp8Problem(const Fp8Problem&) = delete;
+  Fp8Problem& operator=(const Fp8Problem&) = delete;
+  ~Fp8Problem();
+  double quantize_ms() const { return quantize_ms_; }  // 0: queue without profiling
+  const ForwardArgs& args() const { return args_; }
+  Launch forward() const;         // enqueues one attention call
+  std::vector<float> o() const;   // O read back as floats, dense (B, Nq, H, d)
+
+ private:
+  cl_command_queue queue_;
+  std::vector<cl_mem> mems_;      // owned: inputs, fp8 tensors, descales, O
+  ForwardArgs args_;
+  DType out_dtype_;
+  std::size_t o_elems_ = 0;
+  double quantize_ms_ = 0.0;
+};
+
 struct Fp8Run {
   std::vector<float> o;            // dense (B, Nq, H, d), read back from out_dtype
   double quantize_ms = 0.0;        // device time of the three quantisations (0: queue without profiling)

@@ -14,6 +14,7 @@
 #include "context.hpp"
 #include "backward_bench.hpp"
 #include "decode_bench.hpp"
+#include "fp8_bench.hpp"
 #include "options.hpp"
 #include "report.hpp"
 #include "runner.hpp"
@@ -177,6 +178,14 @@ int main(int argc, char** argv) {
       return run_backward_bench(argc, argv);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "flashcl-bench --backward: %s\n", e.what());
+      return 1;
+    }
+  }
+  if (wants_fp8_mode(argc, argv)) {  // its own options: fp8_bench.cpp
+    try {
+      return run_fp8_bench(argc, argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "flashcl-bench --dtype e4m3: %s\n", e.what());
       return 1;
     }
   }

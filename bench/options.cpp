@@ -91,9 +91,10 @@ std::optional<DType> dtype_named(const std::string& text) {
 std::string dtype_error(std::string& text) {
   if (dtype_named(text)) return "";
   const std::string t = lower(text);
-  if (t == "f64" || t == "fp64" || t == "double" || t == "f8" || t == "fp8" || t == "int8")
-    return "'" + text + "' is not supported: flashcl stores f32, f16 or bf16 (and computes in f32)";
-  return "unknown dtype '" + text + "' (choose from f32, f16, bf16)";
+  if (t == "f8" || t == "fp8") return "'" + text + "': name the format, --dtype e4m3 or e5m2 (the FP8 mode, alone)";
+  if (t == "f64" || t == "fp64" || t == "double" || t == "int8")
+    return "'" + text + "' is not supported: flashcl stores f32, f16, bf16, or fp8 inputs (and computes in f32)";
+  return "unknown dtype '" + text + "' (choose from f32, f16, bf16; e4m3, e5m2 alone: the FP8 mode)";
 }
 
 std::string mode_error(std::string& text) {
