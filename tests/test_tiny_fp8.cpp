@@ -1,0 +1,71 @@
+// test_tiny_fp8.cpp: tiny fp8 cases for the kernel checks (docs/CHECKS.md): the portable fa2 on
+// e4m3/e5m2 inputs (per-head and block descales, transposed V, tiles that do not divide the
+// lengths, a strided O whose NaN gaps must stay untouched) and the three quantisation kernels
+// (block scales, Hadamard, transposed output). On PoCL they are ordinary tests; with
+// FLASHCL_OCLGRIND_TESTS=ON CTest also runs each under oclgrind (oclgrind_*_fp8: races, bounds,
+// uninitialised reads, 48 KiB of local memory).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "fp8_support.hpp"
+#include "problem.hpp"
+
+namespace flashcl::test {
+namespace {
+
+TEST(Fp8Tiny, Fa2BlockScalesTransposedV) {
+  run_fp8_case({fp8_shape(1, 2, 13, 17, 8, true), DType::E4M3, DType::F16, 4, true, Layout::PaddedRows, Algorithm::FA2,
+                "tiny e4m3 block4 transposed"});
+}
+
+TEST(Fp8Tiny, Fa2PerHeadE5M2Gqa) {
+  bench::Shape s = fp8_shape(2, 2, 5, 16, 20);
+  s.heads_kv = 1;
+  run_fp8_case({s, DType::E5M2, DType::F32, 0, false, Layout::BSHD, Algorithm::FA2, "tiny e5m2 mqa"});
+}
+
+TEST(Fp8Tiny, QuantizeBlockHadamardTransposed) {
+  const int B = 1, S = 9, H = 2, d = 8;
+  const std::vector<float> x = bench::random_values(std::size_t(B) * S * H * d, 3, 4.0f);
+  DeviceTensor in(Layout::PaddedRows, B, S, H, d, &x);
+  std::vector<std::uint8_t> poison(x.size(), 0x7f);  // NaN codes: an unwritten element stays NaN
+  DeviceBytes out(poison.data(), poison.size());
+  QuantizeArgs a;
+  a.batch = B;
+  a.seqlen = S;
+  a.heads = H;
+  a.head_dim = d;
+  a.granularity = QuantGranularity::Block;
+  a.block = 4;
+  a.hadamard = true;
+  a.transposed = true;
+  DeviceBuffer descale(quantize_descale_count(a), std::numeric_limits<float>::quiet_NaN());
+  a.in = in.view;
+  a.out = {out.mem};
+  a.descale = descale.mem;
+  quantize_fp8(session().queue(), a).wait();
+  std::vector<std::uint8_t> bytes(x.size());
+  check(clEnqueueReadBuffer(session().queue(), out.mem, CL_TRUE, 0, bytes.size(), bytes.data(), 0, nullptr, nullptr),
+        "clEnqueueReadBuffer");
+  // decoded and descaled, each (transformed) row keeps its norm: M is orthogonal
+  const std::vector<float> scales = descale.read(), values = from_fp8(DType::E4M3, bytes);
+  ASSERT_EQ(scales.size(), 2u * 3u);
+  for (float s : scales) EXPECT_TRUE(std::isfinite(s) && s > 0.0f) << s;
+  for (int h = 0; h < H; ++h)
+    for (int s = 0; s < S; ++s) {
+      double in_norm = 0.0, out_norm = 0.0;
+      for (int i = 0; i < d; ++i) {
+        const double y = double(values[(std::size_t(h) * d + i) * S + s]) * scales[h * 3 + s / 4];
+        ASSERT_FALSE(std::isnan(y)) << "unwritten element (h " << h << ", s " << s << ", i " << i << ")";
+        in_norm += double(x[(std::size_t(s) * H + h) * d + i]) * x[(std::size_t(s) * H + h) * d + i];
+        out_norm += y * y;
+      }
+      EXPECT_NEAR(std::sqrt(out_norm), std::sqrt(in_norm), 0.07 * std::sqrt(in_norm)) << "row " << s << ", head " << h;
+    }
+  EXPECT_EQ(in.gap_elements_changed(), 0u);
+}
+
+}  // namespace
+}  // namespace flashcl::test
