@@ -6,8 +6,8 @@ attention implementation. The C++ API itself is ``flashcl._flashcl``; its errors
 """
 
 from ._flashcl import Algorithm, DType, Error, Status, version
-from .functional import attention, attention_backward, devices, session
+from .functional import attention, attention_backward, devices, quantize_fp8, session
 
 __version__ = version()
-__all__ = ["attention", "attention_backward", "devices", "session", "Error", "Status", "Algorithm", "DType",
-           "__version__"]
+__all__ = ["attention", "attention_backward", "devices", "quantize_fp8", "session", "Error", "Status", "Algorithm",
+           "DType", "__version__"]

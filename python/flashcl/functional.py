@@ -15,11 +15,14 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _flashcl as _ext
-from ._flashcl import Algorithm, DType, Error, MaskKind, Status
+from ._flashcl import Algorithm, DType, Error, MaskKind, QuantGranularity, Status
 
 __all__ = ["attention", "attention_backward", "devices", "session", "Error", "Status"]
 
-_DTYPES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16}
+_DTYPES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "e4m3": DType.E4M3, "e5m2": DType.E5M2}
+# fp8 calls' O storage: the library's dtype and the pyopencl Array dtype that holds it (bf16 as bits)
+_OUT_DTYPES = {"f32": (DType.F32, np.float32), "f16": (DType.F16, np.float16), "bf16": (DType.BF16, np.uint16)}
+_GRANULARITIES = {"tensor": QuantGranularity.Tensor, "head": QuantGranularity.Head, "block": QuantGranularity.Block}
 _ALGORITHMS = {"auto": Algorithm.Auto, "standard": Algorithm.Standard, "fa1": Algorithm.FA1, "fa2": Algorithm.FA2}
 
 
@@ -62,7 +65,7 @@ def _storage(dtype: Any, name: str, override: Optional[str]) -> DType:
     when the array holds bit patterns (uint16 for bf16) or should be rounded on the way in."""
     if override is not None:
         if override not in _DTYPES:
-            _fail(Status.UnsupportedDType, f"dtype: unknown '{override}' (expected f32, f16 or bf16)")
+            _fail(Status.UnsupportedDType, f"dtype: unknown '{override}' (expected f32, f16, bf16, e4m3 or e5m2)")
         return _DTYPES[override]
     dt = np.dtype(dtype)
     if dt == np.float32:
@@ -137,7 +140,8 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
               alibi_slopes=None, mask=None, scale: Optional[float] = None, cu_seqlens_q=None, cu_seqlens_k=None,
               max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
               algorithm: Union[str, Algorithm] = "auto", return_lse: bool = False, dtype: Optional[str] = None,
-              out=None, queue=None, wait_for=None, platform: str = "", device: str = ""):
+              out=None, queue=None, wait_for=None, platform: str = "", device: str = "", descales=None,
+              quant_block: int = 0, out_dtype: Optional[str] = None):
     """Exact attention ``O = softmax(scale·QKᵀ [+ bias, masks])·V``.
 
     Shapes as flash-attn: q (B, Nq, H, d), k and v (B, Nk, H_kv, d) with H % H_kv == 0 (GQA/MQA);
@@ -153,6 +157,10 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
       (B or 1, H or 1, Nq, Nk) as SDPA's attn_mask.
     - ``scale``: default 1/√d. ``algorithm``: "auto", "standard", "fa1" or "fa2".
     - ``dtype``: storage "f32", "f16" or "bf16"; default from the arrays (float32, float16).
+      "e4m3"/"e5m2" (pyopencl uint8 Arrays, e.g. from ``quantize_fp8``): fp8 inputs with
+      ``descales`` = (q_descale, k_descale, v_descale), float32 Arrays of (B, H_kv) entries, or with
+      ``quant_block`` = n one per n rows (docs/FP8.md); O is stored as ``out_dtype`` ("bf16"
+      (default, returned as uint16 bits), "f16" or "f32").
 
     numpy arrays run on the Session chosen by ``platform``/``device`` (default: as the C++ library
     chooses) and return numpy arrays of q's dtype. pyopencl Arrays run on ``queue`` (default q's)
@@ -164,9 +172,14 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     if varlen and (cu_seqlens_q is None or cu_seqlens_k is None):
         _fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
     options = dict(causal=causal, window=window, softcap=softcap, scale=scale, algorithm=algorithm)
+    fp8 = None
+    if dtype in ("e4m3", "e5m2") or descales is not None:
+        if not _is_pyopencl(q):
+            _fail(Status.UnsupportedDType, f"dtype: fp8 inputs ({dtype}) take pyopencl Arrays (quantize_fp8 makes them)")
+        fp8 = (descales, quant_block, out_dtype if out_dtype is not None else "bf16")
     if _is_pyopencl(q):
         return _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                                 max_seqlen_k, return_lse, dtype, out, queue, wait_for)
+                                 max_seqlen_k, return_lse, dtype, out, queue, wait_for, fp8)
     if not isinstance(q, np.ndarray):
         _fail(Status.InvalidArgument, f"q: expected a numpy array or a pyopencl Array, got {type(q).__name__}")
     return _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
@@ -317,13 +330,31 @@ def _output(a, like, name: str, queue):
 
 
 def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                      return_lse, dtype, out, queue, wait_for) -> Any:
+                      return_lse, dtype, out, queue, wait_for, fp8=None) -> Any:
     """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
     import pyopencl.array as cla
 
     args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                        max_seqlen_k, dtype, queue)
-    out = _output(out, q, "out", queue)
+    like = q
+    if fp8 is not None:  # fp8 inputs: the descales and O's own storage
+        descales, quant_block, out_name = fp8
+        if out_name not in _OUT_DTYPES:
+            _fail(Status.UnsupportedDType, f"out_dtype: unknown '{out_name}' (expected bf16, f16 or f32)")
+        args.out_dtype, out_np = _OUT_DTYPES[out_name]
+        scales = _ext.Fp8Scales()
+        scales.quant_block = quant_block
+        if descales is not None:
+            if len(descales) != 3:
+                _fail(Status.InvalidArgument, "descales: expected (q_descale, k_descale, v_descale)")
+            for name, d in zip(("q_descale", "k_descale", "v_descale"), descales):
+                if not _is_pyopencl(d) or d.dtype != np.float32:
+                    _fail(Status.InvalidArgument, f"fp8.{name}: expected a float32 pyopencl Array")
+                setattr(scales, name, _buffer(d, "fp8." + name))
+                inputs.append(d)
+        args.fp8 = scales
+        like = cla.empty(queue, q.shape, out_np)  # O's shape and dtype
+    out = _output(out, like, "out", queue)
     args.o = _tensor(out, "out", cu_seqlens_q is not None)
     lse = None
     if return_lse:
@@ -474,3 +505,46 @@ def _device_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seq
     launch = _ext.backward(queue.int_ptr, b, _wait_list(inputs, wait_for))
     _mark_done(launch, grads)
     return tuple(grads)
+
+
+def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_group: int = 1, block: int = 0,
+                 hadamard: bool = False, seed: int = 0, transposed: bool = False, in_dtype: Optional[str] = None,
+                 queue=None, wait_for=None):
+    """fp8 quantisation of a pyopencl Array x (B, S, H, d), as ``flashcl::quantize_fp8``: returns
+    (x8, descale), a uint8 Array ((B, H, d, S) when ``transposed``) and the float32 descales in the
+    layout ``attention(..., dtype="e4m3", descales=...)`` takes. ``granularity``: "tensor", "head"
+    (heads per scale: ``head_group``; Q under GQA: H / H_kv) or "block" (``block`` rows per scale,
+    the attention's ``quant_block``). ``hadamard``: the random-sign Hadamard transform along d from
+    ``seed`` first (the same seed for Q and K, never V). ``in_dtype``: "bf16" for uint16 bits."""
+    import pyopencl.array as cla
+
+    if not _is_pyopencl(x) or x.ndim != 4:
+        _fail(Status.InvalidArgument, "x: expected a (B, S, H, d) pyopencl Array")
+    if dtype not in ("e4m3", "e5m2"):
+        _fail(Status.UnsupportedDType, f"dtype: expected e4m3 or e5m2, got '{dtype}'")
+    if granularity not in _GRANULARITIES:
+        _fail(Status.InvalidArgument, f"granularity: expected tensor, head or block, got '{granularity}'")
+    queue = queue if queue is not None else x.queue
+    if queue is None:
+        _fail(Status.InvalidHandle, "queue: x has no queue and none was given")
+    a = _ext.QuantizeArgs()
+    a.batch, a.seqlen, a.heads, a.head_dim = (int(n) for n in x.shape)
+    a.in_dtype = _storage(x.dtype, "x", in_dtype)
+    a.out_dtype = _DTYPES[dtype]
+    a.granularity = _GRANULARITIES[granularity]
+    a.head_group, a.block, a.hadamard, a.hadamard_seed, a.transposed = head_group, block, hadamard, seed, transposed
+    t = _ext.Tensor()
+    t.buffer = x.base_data.int_ptr if x.base_data is not None else 0
+    strides = _element_strides(x, "x")
+    t.offset, t.batch_stride, t.seq_stride, t.head_stride = x.offset // x.dtype.itemsize, *strides[:3]
+    a.in_ = t
+    b, s, h, d = x.shape
+    x8 = cla.empty(queue, (b, h, d, s) if transposed else (b, s, h, d), np.uint8)
+    descale = cla.empty(queue, (max(int(_ext.quantize_descale_count(a)), 1),), np.float32)
+    o = _ext.Tensor()
+    o.buffer = x8.base_data.int_ptr
+    a.out = o
+    a.descale = descale.base_data.int_ptr
+    launch = _ext.quantize_fp8(queue.int_ptr, a, _wait_list([x], wait_for))
+    _mark_done(launch, [x8, descale])
+    return x8, descale

@@ -100,7 +100,16 @@ NB_MODULE(_flashcl, m) {
       .value("Standard", Algorithm::Standard)
       .value("FA1", Algorithm::FA1)
       .value("FA2", Algorithm::FA2);
-  nb::enum_<DType>(m, "DType").value("F32", DType::F32).value("F16", DType::F16).value("BF16", DType::BF16);
+  nb::enum_<DType>(m, "DType")
+      .value("F32", DType::F32)
+      .value("F16", DType::F16)
+      .value("BF16", DType::BF16)
+      .value("E4M3", DType::E4M3)
+      .value("E5M2", DType::E5M2);
+  nb::enum_<QuantGranularity>(m, "QuantGranularity")
+      .value("Tensor", QuantGranularity::Tensor)
+      .value("Head", QuantGranularity::Head)
+      .value("Block", QuantGranularity::Block);
   nb::enum_<MaskKind>(m, "MaskKind")
       .value("Off", MaskKind::None)
       .value("Bool", MaskKind::Bool)
@@ -153,6 +162,14 @@ NB_MODULE(_flashcl, m) {
 
   nb::class_<Window>(m, "Window").def(nb::init<>()).def_rw("left", &Window::left).def_rw("right", &Window::right);
 
+  nb::class_<Fp8Scales>(m, "Fp8Scales")
+      .def(nb::init<>())
+      .def_prop_rw("q_descale", mem_get(&Fp8Scales::q_descale), mem_set(&Fp8Scales::q_descale))
+      .def_prop_rw("k_descale", mem_get(&Fp8Scales::k_descale), mem_set(&Fp8Scales::k_descale))
+      .def_prop_rw("v_descale", mem_get(&Fp8Scales::v_descale), mem_set(&Fp8Scales::v_descale))
+      .def_rw("quant_block", &Fp8Scales::quant_block)
+      .def_rw("v_transposed", &Fp8Scales::v_transposed);
+
   nb::class_<ForwardArgs>(m, "ForwardArgs")
       .def(nb::init<>())
       .def_rw("batch", &ForwardArgs::batch)
@@ -180,7 +197,29 @@ NB_MODULE(_flashcl, m) {
       .def_prop_rw("cu_seqlens_q", mem_get(&ForwardArgs::cu_seqlens_q), mem_set(&ForwardArgs::cu_seqlens_q))
       .def_prop_rw("cu_seqlens_k", mem_get(&ForwardArgs::cu_seqlens_k), mem_set(&ForwardArgs::cu_seqlens_k))
       .def_rw("total_q", &ForwardArgs::total_q)
-      .def_rw("check_device_data", &ForwardArgs::check_device_data);
+      .def_rw("check_device_data", &ForwardArgs::check_device_data)
+      .def_rw("out_dtype", &ForwardArgs::out_dtype)
+      .def_rw("fp8", &ForwardArgs::fp8);
+
+  nb::class_<QuantizeArgs>(m, "QuantizeArgs")
+      .def(nb::init<>())
+      .def_rw("batch", &QuantizeArgs::batch)
+      .def_rw("seqlen", &QuantizeArgs::seqlen)
+      .def_rw("heads", &QuantizeArgs::heads)
+      .def_rw("head_dim", &QuantizeArgs::head_dim)
+      .def_rw("in_dtype", &QuantizeArgs::in_dtype)
+      .def_rw("out_dtype", &QuantizeArgs::out_dtype)
+      .def_rw("in_", &QuantizeArgs::in)
+      .def_rw("out", &QuantizeArgs::out)
+      .def_prop_rw("descale", mem_get(&QuantizeArgs::descale), mem_set(&QuantizeArgs::descale))
+      .def_rw("granularity", &QuantizeArgs::granularity)
+      .def_rw("head_group", &QuantizeArgs::head_group)
+      .def_rw("block", &QuantizeArgs::block)
+      .def_rw("hadamard", &QuantizeArgs::hadamard)
+      .def_rw("hadamard_seed", &QuantizeArgs::hadamard_seed)
+      .def_rw("transposed", &QuantizeArgs::transposed);
+  m.def("quantize_descale_count", &quantize_descale_count, "args"_a);
+  m.def("hadamard_signs", &hadamard_signs, "head_dim"_a, "seed"_a);
 
   nb::class_<TileInfo>(m, "TileInfo")
       .def_ro("algorithm", &TileInfo::algorithm)
@@ -208,6 +247,15 @@ NB_MODULE(_flashcl, m) {
         for (auto e : wait_list) events.push_back(as_handle<cl_event>(e));
         nb::gil_scoped_release released;
         return forward(as_handle<cl_command_queue>(queue), args, events);
+      },
+      "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
+  m.def(
+      "quantize_fp8",
+      [](std::uintptr_t queue, const QuantizeArgs& args, const std::vector<std::uintptr_t>& wait_list) {
+        std::vector<cl_event> events;
+        for (auto e : wait_list) events.push_back(as_handle<cl_event>(e));
+        nb::gil_scoped_release released;
+        return quantize_fp8(as_handle<cl_command_queue>(queue), args, events);
       },
       "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
   // Planning queries on a device (cl_device_id as an integer) for a call's arguments.

@@ -1,0 +1,75 @@
+"""FP8 from Python (issue 23): flashcl.quantize_fp8 on pyopencl Arrays, then flashcl.attention with
+dtype="e4m3" and the descales, checked against the float64 reference on the dequantised inputs
+(decoded here from the e4m3 definition, independently of the library); O poisoned with NaN first.
+Also the named errors: missing descales, fp8 from numpy arrays.
+"""
+
+import numpy as np
+import pytest
+
+import flashcl
+from conftest import FP32_ATOL, assert_close, randn, reference
+
+cl = pytest.importorskip("pyopencl")
+cla = pytest.importorskip("pyopencl.array")
+
+
+@pytest.fixture(scope="module")
+def queue():
+    info = flashcl.session().info
+    device = cl.get_platforms()[info.platform_index].get_devices()[info.device_index]
+    return cl.CommandQueue(cl.Context([device]))
+
+
+def e4m3_decode(bytes_):
+    """e4m3 from its definition: sign, 4 exponent bits (bias 7), 3 mantissa bits; S.1111.111 NaN."""
+    b = bytes_.astype(np.int64)
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    e, m = (b >> 3) & 0xF, b & 7
+    mag = np.where(e == 0, m * 2.0 ** -9, (8 + m) * np.exp2(e - 10.0))
+    return np.where((b & 0x7F) == 0x7F, np.nan, sign * mag)
+
+
+@pytest.mark.parametrize("granularity, block, hadamard, causal", [("tensor", 0, False, False),
+                                                                  ("head", 0, False, True),
+                                                                  ("block", 16, True, True)])
+def test_quantize_and_attend(rng, queue, granularity, block, hadamard, causal):
+    b, n, h, hkv, d = 2, 37, 4, 2, 32
+    q, k, v = randn(rng, b, n, h, d), randn(rng, b, n, hkv, d), randn(rng, b, n, hkv, d)
+    group = 1 if granularity == "block" else h // hkv  # Q's descales must be (B, H_kv) unless per block
+    q8, qd = flashcl.quantize_fp8(cla.to_device(queue, q), granularity=granularity, head_group=group, block=block,
+                                  hadamard=hadamard, seed=9)
+    k8, kd = flashcl.quantize_fp8(cla.to_device(queue, k), granularity=granularity, block=block, hadamard=hadamard,
+                                  seed=9)
+    v8, vd = flashcl.quantize_fp8(cla.to_device(queue, v), granularity=granularity, block=block)
+    assert q8.dtype == np.uint8 and q8.shape == q.shape
+    out = cla.to_device(queue, np.full(q.shape, np.nan, dtype=np.float32))
+    o = flashcl.attention(q8, k8, v8, dtype="e4m3", descales=(qd, kd, vd), quant_block=block, out_dtype="f32",
+                          causal=causal, out=out)
+
+    def dequantised(x8, descale, heads, rows_group):
+        x = e4m3_decode(x8.get())
+        s = descale.get().astype(np.float64)
+        if block:  # (B, heads, blocks): row i of head hh takes block i // block
+            idx = np.arange(n) // block
+            return x * s.reshape(b, heads, -1)[:, :, idx].transpose(0, 2, 1)[..., None]
+        return x * np.repeat(s.reshape(b, -1), rows_group, axis=1)[:, None, :, None]
+
+    ref, _ = reference(dequantised(q8, qd, h, group), dequantised(k8, kd, hkv, 1), dequantised(v8, vd, hkv, 1),
+                       causal=causal)
+    assert_close(o.get(), ref, FP32_ATOL)
+    # the quantised attention stays close to the unquantised one (Hadamard keeps Q Kᵀ)
+    assert np.sqrt(np.mean((o.get() - reference(q, k, v, causal=causal)[0]) ** 2)) < 0.05
+
+
+def test_fp8_errors(rng, queue):
+    x = cla.to_device(queue, randn(rng, 1, 8, 2, 16))
+    x8, xd = flashcl.quantize_fp8(x)
+    with pytest.raises(flashcl.Error, match="fp8.q_descale") as info:
+        flashcl.attention(x8, x8, x8, dtype="e4m3", descales=None, quant_block=0)
+    assert info.value.status == flashcl.Status.InvalidArgument
+    with pytest.raises(flashcl.Error, match="pyopencl"):
+        flashcl.attention(np.zeros((1, 8, 2, 16), np.uint8), np.zeros((1, 8, 2, 16), np.uint8),
+                          np.zeros((1, 8, 2, 16), np.uint8), dtype="e4m3")
+    with pytest.raises(flashcl.Error, match="hadamard"):
+        flashcl.quantize_fp8(cla.to_device(queue, randn(rng, 1, 4, 1, 12)), hadamard=True)
