@@ -12,6 +12,7 @@
 #include "launchers.hpp"
 #include "mma_plan.hpp"
 #include "overrides.hpp"
+#include "plan_fa2_cpu.hpp"
 #include "program_cache.hpp"
 
 namespace flashcl {
@@ -131,8 +132,10 @@ TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   const detail::DeviceFacts& facts = detail::device_facts(device);
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
-  const detail::TilePlan plan =
-      detail::mma_eligible(facts, a) ? detail::mma_plan(facts, a) : detail::plan_for(facts, a);
+  const detail::TilePlan plan = detail::mma_eligible(facts, a) ? detail::mma_plan(facts, a)
+                                : detail::fa2_cpu_takes(facts, a, detail::process_overrides())
+                                    ? detail::plan_fa2_cpu(facts, a.head_dim).tiles
+                                    : detail::plan_for(facts, a);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;
@@ -180,7 +183,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
       case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
       default:
         // the tensor-core kernel takes plain attention and GQA: other variants run on the portable fa2
-        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch))
+        // and on CPUs the CPU-shaped fa2 (plan_fa2_cpu.hpp) takes what it can
+        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch) &&
+            !detail::try_launch_fa2_cpu(queue, p, wait_list, launch))
           detail::launch_fa2(queue, p, wait_list, launch);
         break;
     }

@@ -53,6 +53,9 @@ DeviceFacts query_device_facts(cl_device_id device) {
   f.global_mem_bytes = info<cl_ulong>(device, CL_DEVICE_GLOBAL_MEM_SIZE, "clGetDeviceInfo(GLOBAL_MEM_SIZE)");
   f.max_alloc_bytes = info<cl_ulong>(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "clGetDeviceInfo(MAX_MEM_ALLOC_SIZE)");
   f.compute_units = static_cast<int>(info<cl_uint>(device, CL_DEVICE_MAX_COMPUTE_UNITS, "clGetDeviceInfo(MAX_COMPUTE_UNITS)"));
+  f.float_vector_width = static_cast<int>(
+      info<cl_uint>(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, "clGetDeviceInfo(PREFERRED_VECTOR_WIDTH_FLOAT)"));
+  f.cache_bytes = info<cl_ulong>(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, "clGetDeviceInfo(GLOBAL_MEM_CACHE_SIZE)");
   // OpenCL 1.2 reports the preferred multiple only per kernel; the vendor tells it well enough.
   if (f.kind == DeviceKind::CPU) f.work_group_multiple = 8;
   else if (f.is_nvidia()) f.work_group_multiple = 32;

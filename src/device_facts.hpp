@@ -21,6 +21,8 @@ struct DeviceFacts {
   std::size_t global_mem_bytes = 0;
   std::size_t max_alloc_bytes = 0;
   int compute_units = 0;
+  int float_vector_width = 1;      // CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT (16 on AVX-512 under PoCL)
+  std::size_t cache_bytes = 0;     // CL_DEVICE_GLOBAL_MEM_CACHE_SIZE (a CPU's last-level cache)
   int nv_compute_major = 0;  // NVIDIA's compute capability (cl_nv_device_attribute_query), else 0
   int nv_compute_minor = 0;
   bool is_nvidia() const { return vendor.find("NVIDIA") != std::string::npos; }

@@ -63,4 +63,9 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_e
 // so the caller falls back to launch_fa2.
 bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
 
+// The CPU-shaped fa2 (launch_fa2_cpu.cpp, plan in plan_fa2_cpu.hpp): returns false (enqueuing
+// nothing) unless plan_fa2_cpu's device choice and FLASHCL_FA2_CPU give it the call and no tile is
+// forced, so the caller falls back to launch_fa2.
+bool try_launch_fa2_cpu(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch);
+
 }  // namespace flashcl::detail
