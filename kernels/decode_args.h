@@ -34,7 +34,8 @@ typedef struct {
   fcl_i32 rotary_seqlen; /* ROTARY: rows of the cos/sin tables (S_rot, rotary_dim / 2) */
   fcl_i32 rotary_q_rows; /* ROTARY: 1 rotates query i at position len + i, 0 all at len (flash-attn) */
   fcl_i32 alibi_batch_stride; /* ALIBI: slopes (H) -> 0, (B, H) -> H */
-  fcl_f32 scale_log2;   /* softmax scale * log2(e): the split kernel works in base 2 */
+  fcl_f32 q_scale;      /* softmax scale in common.cl's SCORE_UNIT: scale * log2(e) in base 2, scale / 2
+                         * with HALF_UNITS (no fp32 overflow for scales past FLT_MAX / log2 e) */
   fcl_i32 reserved;     /* keeps the size a multiple of 8 */
 } DecodeArgs;
 

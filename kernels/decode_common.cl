@@ -94,8 +94,9 @@ inline float rotated(__global const STORAGE_T* p, long base, int c, int pos, con
 }
 #endif
 
-/* Sequence b as the attention kernels see it (common.cl's SeqView, in base-2 units): keys after
- * the append, none when the cache row is out of range (slot_row < 0); `len` is cached_len(). */
+/* Sequence b as the attention kernels see it (common.cl's SeqView, in its SCORE_UNIT: base 2, or
+ * halved natural units with HALF_UNITS, as fa2): keys after the append, none when the cache row is
+ * out of range (slot_row < 0); `len` is cached_len(). */
 inline SeqView decode_view(const DecodeArgs* d, const AttnArgs* attn, int len, int slot_row) {
   SeqView sv;
   sv.seqlen_q = d->seqlen_q;
@@ -103,9 +104,9 @@ inline SeqView decode_view(const DecodeArgs* d, const AttnArgs* attn, int len, i
   sv.shift = sv.seqlen_k - sv.seqlen_q;
   sv.q_start = sv.k_start = 0;
   sv.mask_base = 0;
-  sv.softcap = attn->softcap * LOG2E_F;
+  sv.softcap = attn->softcap * SCORE_UNIT;
   sv.slope = 0.0f;
-  sv.unit = LOG2E_F;
+  sv.unit = SCORE_UNIT;
   return sv;
 }
 
@@ -121,26 +122,26 @@ inline void split_run(const DecodeArgs* d, const AttnArgs* attn, const SeqView* 
 }
 
 /* Element c of query row rg (query rg / group of head hk * group + rg % group) of sequence b,
- * rotated (ROTARY) and scaled by scale * log2(e); 0 for rows past the end. */
+ * rotated (ROTARY) and scaled by the scale in SCORE_UNIT (q_scale); 0 for rows past the end. */
 inline float query_value(const DecodeArgs* d, __global const STORAGE_T* q, int b, int hk, int rg, int r_end, int c,
                          int len, __global const float* rot_cos, __global const float* rot_sin) {
   if (rg >= r_end) return 0.0f;
   const int i = rg / d->group, h = hk * d->group + rg % d->group;
   const long base = d->q_offset + (long)b * d->q_batch_stride + (long)i * d->q_seq_stride + (long)h * d->q_head_stride;
 #if ROTARY
-  return rotated(q, base, c, len + (d->rotary_q_rows ? i : 0), d, rot_cos, rot_sin) * d->scale_log2;
+  return rotated(q, base, c, len + (d->rotary_q_rows ? i : 0), d, rot_cos, rot_sin) * d->q_scale;
 #else
   (void)len;
   (void)rot_cos;
   (void)rot_sin;
-  return LOAD_ELEM(q, base + c) * d->scale_log2;
+  return LOAD_ELEM(q, base + c) * d->q_scale;
 #endif
 }
 
-/* ALiBi slope of row rg in base 2 (0 without ALIBI). */
+/* ALiBi slope of row rg in SCORE_UNIT (0 without ALIBI). */
 inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, int b, int hk, int rg) {
 #if ALIBI
-  return alibi_slopes[b * d->alibi_batch_stride + hk * d->group + min(rg, d->rows - 1) % d->group] * LOG2E_F;
+  return alibi_slopes[b * d->alibi_batch_stride + hk * d->group + min(rg, d->rows - 1) % d->group] * SCORE_UNIT;
 #else
   (void)d;
   (void)alibi_slopes;

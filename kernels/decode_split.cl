@@ -5,14 +5,14 @@
  * rows can see (causal, bottom-right; window) are cut into num_splits equal runs of BC-key tiles;
  * the work-group walks its run and writes a normalised partial O (fp32) and its LSE into the
  * workspace for decode_merge.cl (an empty run writes O = 0, LSE = -inf).
- * Prologue: the block's query rows, rotated (ROTARY) and scaled by scale*log2(e), into __local.
+ * Prologue: the block's query rows, rotated (ROTARY) and scaled (q_scale), into __local.
  * Main loop per tile: (paged) the tile's block-table entries, one read per page; K and V rows
  * into __local (VEC-wide loads: 16 bytes for fp32 and 16-bit caches when aligned); scores with common.cl's final_score (causal, window, softcap,
  * ALiBi; VARLEN=1 so its lengths are this sequence's: SeqView.seqlen_k = keys after the append);
- * online softmax in base 2, each work-item keeping its own copy of its row's max and sum (no
+ * online softmax in common.cl's SCORE_UNIT (base 2, or halves of natural units), each work-item keeping its own copy of its row's max and sum (no
  * reduction, no serial pass: it reads the row's scores and takes the exponentials itself);
  * O += P V with the old part rescaled.
- * Epilogue: O / l and LSE = (m + log2 l) ln 2 per row. */
+ * Epilogue: O / l and LSE (common.cl's LSE_OF) per row. */
 
 #ifndef BR
 #define BR 4 /* query rows per work-group */
@@ -154,7 +154,7 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 #endif
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* scores, base 2 */
+    /* scores, in SCORE_UNIT */
     for (int idx = lid; idx < BR * BC; idx += WG_SIZE) {
       const int r = idx / BC, c = idx % BC, rg = r0 + r, key = k0 + c;
       float s = NEG_INF;
@@ -174,7 +174,7 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
-    /* O = alpha O + P V with P = 2^(s - m): each work-item takes its row's max over the tile
+    /* O = alpha O + P V with P = EXP2_OF(s - m): each work-item takes its row's max over the tile
      * (broadcast reads) and the exponentials itself */
 #pragma unroll
     for (int t = 0; t < ACC_N; ++t) {
@@ -185,13 +185,13 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
         float mx = m[t];
         for (int c = 0; c < BC; ++c) mx = fmax(mx, s_row[c]);
         if (mx != NEG_INF) { /* else nothing visible yet: acc and l stay 0 */
-          const float alpha = exp2(m[t] - mx); /* 0 when m was -inf */
+          const float alpha = EXP2_OF(m[t] - mx); /* 0 when m was -inf */
           l[t] *= alpha;
 #pragma unroll
           for (int e = 0; e < VEC; ++e) acc[t][e] *= alpha;
           m[t] = mx;
           for (int c = 0; c < BC; ++c) {
-            const float p = exp2(s_row[c] - mx); /* 0 for hidden keys (-inf) */
+            const float p = EXP2_OF(s_row[c] - mx); /* 0 for hidden keys (-inf) */
             l[t] += p;
 #pragma unroll
             for (int e = 0; e < VEC; ++e) acc[t][e] = fma(p, v_tile[c * HEAD_DIM + col + e], acc[t][e]);
@@ -213,7 +213,7 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
       const float inv = l[t] > 0.0f ? 1.0f / l[t] : 0.0f;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) part_o[(row * d->num_splits + split) * HEAD_DIM + col + e] = acc[t][e] * inv;
-      if (col == 0) part_lse[row * d->num_splits + split] = l[t] > 0.0f ? (m[t] + log2(l[t])) * LN2_F : NEG_INF;
+      if (col == 0) part_lse[row * d->num_splits + split] = l[t] > 0.0f ? LSE_OF(m[t], l[t]) : NEG_INF;
     }
   }
 }

@@ -138,14 +138,14 @@ void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cach
         mx = fmax(mx, s[j]);
       }
       if (mx == NEG_INF) continue; /* nothing visible to this stream yet */
-      const float alpha = exp2(m[r] - mx); /* 0 when m was -inf */
+      const float alpha = EXP2_OF(m[r] - mx); /* 0 when m was -inf */
       m[r] = mx;
       l[r] *= alpha;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) acc[r][e] *= alpha;
 #pragma unroll
       for (int j = 0; j < KPT; ++j) {
-        const float p = exp2(s[j] - mx); /* 0 for hidden keys */
+        const float p = EXP2_OF(s[j] - mx); /* 0 for hidden keys */
         l[r] += p;
 #pragma unroll
         for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p, vx[j][e], acc[r][e]);
@@ -178,12 +178,12 @@ void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cach
     float sum = 0.0f, o = 0.0f;
     if (mx != NEG_INF)
       for (int g = 0; g < S_KG; ++g) {
-        const float w = exp2(st_m[g * BR + r] - mx); /* 0 for streams that saw nothing */
+        const float w = EXP2_OF(st_m[g * BR + r] - mx); /* 0 for streams that saw nothing */
         sum += w * st_l[g * BR + r];
         o += w * st_o[(g * BR + r) * HEAD_DIM + c];
       }
     const long row = PART_ROW(d, b, hk, rg);
     part_o[(row * d->num_splits + split) * HEAD_DIM + c] = sum > 0.0f ? o / sum : 0.0f;
-    if (c == 0) work[row * d->num_splits + split] = sum > 0.0f ? (mx + log2(sum)) * LN2_F : NEG_INF;
+    if (c == 0) work[row * d->num_splits + split] = sum > 0.0f ? LSE_OF(mx, sum) : NEG_INF;
   }
 }

@@ -56,6 +56,10 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
   return plan_tiles(facts, request);
 }
 
+bool needs_half_units(float scale, float softcap, bool alibi, bool bias) {
+  return softcap > 0.0f || alibi || bias || std::fabs(scale) > FLT_MAX / 1.4426950408889634;
+}
+
 std::string common_options(const ForwardArgs& a) {
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
                                " -DCAUSAL=", a.causal ? 1 : 0);
@@ -71,10 +75,7 @@ std::string common_options(const ForwardArgs& a) {
     if (a.fp8.quant_block > 0) options += concat(" -DQUANT_BLOCK=", a.fp8.quant_block);
     if (a.fp8.v_transposed) options += " -DV_TRANSPOSED=1";
   }
-  // Scores in halved natural units (common.cl) where base 2 could overflow fp32: a bias, softcap or
-  // ALiBi slope of any finite size, or a scale past FLT_MAX / log2 e.
-  if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind == MaskKind::Bias ||
-      std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634)
+  if (needs_half_units(a.scale.value_or(1.0f), a.softcap, a.alibi_slopes != nullptr, a.mask.kind == MaskKind::Bias))
     options += " -DHALF_UNITS=1";
   return options;
 }

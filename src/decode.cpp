@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "buffer_checks.hpp"  // check_use, span_of, check_aliasing
 #include "decode_args.h"
 #include "errors.hpp"
 #include "fault_injection.hpp"
@@ -211,6 +212,71 @@ void set_view(const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fc
 
 std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
+// Every buffer is a buffer whose flags allow its use, and no output (o, lse, the workspace, and
+// the caches when k_new is appended into them) shares bytes with another argument: the forward's
+// rule (buffer_checks.hpp). The two caches are not compared with each other by extent, as a pool
+// may interleave them ((page, K or V, row, head, d)); one view given as both is refused when the
+// append writes it. Sizes and handles were checked before.
+void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) {
+  const std::size_t elem = element_size(a.dtype);
+  const bool append = appends(a);
+  const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
+  const auto tensor = [&](const Tensor& t, std::int64_t n0, std::int64_t n1, std::int64_t n2, const char* name,
+                          bool output) {
+    check_use(t.buffer, name, true, output);
+    return span_of(t.buffer, static_cast<std::uint64_t>(t.offset) * elem, reach_bytes(t, n0, n1, n2, a.head_dim, elem),
+                   name, output);
+  };
+  const auto input = [&](cl_mem m, std::uint64_t bytes, const char* name) {
+    check_use(m, name, true, false);
+    return span_of(m, 0, bytes, name, false);
+  };
+  const Span k_cache = tensor(a.k_cache, slots, rows, a.heads_kv, "k_cache", append);
+  const Span v_cache = tensor(a.v_cache, slots, rows, a.heads_kv, "v_cache", append);
+  check_use(a.o.buffer, "o", false, true);
+  std::vector<Span> spans = {tensor(a.q, a.batch, a.seqlen_q, a.heads, "q", false),
+                             span_of(a.o.buffer, static_cast<std::uint64_t>(a.o.offset) * elem,
+                                     reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, a.head_dim, elem), "o", true),
+                             input(a.cache_seqlens, std::uint64_t{sizeof(std::int32_t)} * a.batch, "cache_seqlens")};
+  if (a.lse != nullptr) {
+    check_use(a.lse, "lse", false, true);
+    spans.push_back(span_of(
+        a.lse, 0,
+        saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads), std::uint64_t(a.seqlen_q), sizeof(float)}),
+        "lse", true));
+  }
+  if (a.cache_batch_idx != nullptr)
+    spans.push_back(input(a.cache_batch_idx, std::uint64_t{sizeof(std::int32_t)} * a.batch, "cache_batch_idx"));
+  if (paged(a))
+    spans.push_back(
+        input(a.block_table,
+              saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.block_table_stride), sizeof(std::int32_t)}),
+              "block_table"));
+  if (append) {
+    spans.push_back(tensor(a.k_new, a.batch, a.seqlen_new, a.heads_kv, "k_new", false));
+    spans.push_back(tensor(a.v_new, a.batch, a.seqlen_new, a.heads_kv, "v_new", false));
+  }
+  if (rotary(a)) {
+    const std::uint64_t table =
+        saturating_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
+    spans.push_back(input(a.rotary_cos, table, "rotary_cos"));
+    spans.push_back(input(a.rotary_sin, table, "rotary_sin"));
+  }
+  if (a.alibi_slopes != nullptr)
+    spans.push_back(input(a.alibi_slopes, std::uint64_t{sizeof(float)} * (a.alibi_per_batch ? a.batch : 1) * a.heads,
+                          "alibi_slopes"));
+  if (a.workspace != nullptr) {  // written by the split kernel, read by the merge
+    check_use(a.workspace, "workspace", true, true);
+    spans.push_back(span_of(a.workspace, 0, workspace_bytes, "workspace", true));
+  }
+  spans.push_back(k_cache);
+  check_aliasing(spans);
+  spans.back() = v_cache;
+  check_aliasing(spans);
+  if (append && k_cache.root == v_cache.root && k_cache.lo == v_cache.lo)
+    fail(Status::InvalidArgument, "v_cache: the same memory as k_cache, which k_new is appended into");
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -273,6 +339,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   else if (need > p.facts->max_alloc_bytes)
     fail(Status::OutOfResources, "workspace: the call needs ", need, " bytes, the device's largest buffer is ",
          p.facts->max_alloc_bytes);
+  check_uses_and_aliasing(a, need);
 
   DecodeArgs k{};
   set_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
@@ -302,14 +369,20 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   const bool windowed = a.window.left >= 0 || a.window.right >= 0;
   k.rotary_q_rows = a.causal || windowed ? 1 : 0;
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
-  k.scale_log2 = static_cast<float>(static_cast<double>(*a.scale) * 1.4426950408889634);
+  // Scores in base 2, or in halved natural units where base 2 could overflow fp32 (common.cl),
+  // decided as for the forward; the scale is converted to that unit in double, then rounded once.
+  const bool half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
+  k.q_scale = static_cast<float>(static_cast<double>(*a.scale) * (half_units ? 0.5 : 1.4426950408889634));
 
-  // common.cl's helpers read the window and softcap from an AttnArgs; window sides beyond every
-  // distance (capacity + Nq) are clamped there so no int sum overflows
+  // common.cl's helpers read the window and softcap from an AttnArgs. Key j is hidden from query i
+  // when j > i + shift + right or j < i + shift - left (shift = L - Nq, L <= capacity keys); since
+  // j - i - shift <= Nq - 1 and i + shift - j <= capacity - 1, a right side past Nq or a left side
+  // past the capacity hides nothing, and is clamped there. Every bound the kernels form then fits
+  // an int: q_end + shift + right <= capacity + Nq. (Clamped to capacity + Nq instead, that sum
+  // reached 2^31 at a capacity of 2^30 - 1 and wrapped, hiding every key.)
   AttnArgs attn{};
-  const std::int64_t span = capacity_of(a) + a.seqlen_q;
-  attn.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, span));
-  attn.window_right = a.window.right < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.right, span));
+  attn.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, capacity_of(a)));
+  attn.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, a.seqlen_q);
   attn.softcap = a.softcap;
   attn.batch = a.batch;
   attn.heads = a.heads;
@@ -317,8 +390,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   attn.seqlen_k = k.capacity;
   attn.heads_kv = a.heads_kv;
   attn.kv_group = k.group;
-  attn.scale = *a.scale;
-  attn.scale_log2 = k.scale_log2;
+  attn.scale = *a.scale;  // (the decode kernels take the scale from k.q_scale)
 
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
                                " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
@@ -331,6 +403,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   if (windowed) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (half_units) options += " -DHALF_UNITS=1";
   const char* attention = plan.stream ? "decode_stream" : "decode_split";
   const std::vector<std::string> files = {"attn_args.h",      "decode_args.h", "common.cl",
                                           "decode_common.cl", "decode_append.cl", std::string(attention) + ".cl",

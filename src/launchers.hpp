@@ -26,6 +26,11 @@ TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& args);
 // (WINDOW, ALIBI, SOFTCAP, MASK_KIND, VARLEN).
 std::string common_options(const ForwardArgs& args);
 
+// Whether a program keeps scores in common.cl's halved natural units (HALF_UNITS) instead of base 2,
+// where base 2 could overflow fp32: a softcap, ALiBi slopes or an additive bias (of any finite
+// size), or a scale past FLT_MAX / log2 e. The forward's and the decode's programs both ask here.
+bool needs_half_units(float scale, float softcap, bool alibi, bool bias);
+
 // -D options of an fa1/fa2 program: common_options() plus the tile plan.
 std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
 

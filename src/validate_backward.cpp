@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "backward_problem.hpp"
+#include "buffer_checks.hpp"  // check_use
 #include "errors.hpp"
 #include "launchers.hpp"
 
@@ -204,6 +205,7 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
     if (size < bp.workspace.bytes)
       fail(Status::InvalidArgument, "workspace: the backward needs ", bp.workspace.bytes, " bytes, the buffer holds ",
            size);
+    check_use(in.workspace, "workspace", true, true);  // (an image or read-only workspace was accepted)
   } else if (bp.workspace.bytes > p.facts->max_alloc_bytes) {
     fail(Status::OutOfResources, "algorithm: the ", to_string(a.algorithm), " backward needs a ", bp.workspace.bytes,
          "-byte workspace but the device's largest buffer is ", p.facts->max_alloc_bytes, " bytes");

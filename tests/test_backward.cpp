@@ -297,6 +297,31 @@ TEST_F(BackwardInvalid, NamesTheParameter) {
   expect_rejected(a, Status::InvalidArgument, "heads_kv");
 }
 
+// The red-team pass (issue 19): the backward's workspace was checked for context and size only, so
+// a read-only buffer (or an image) was accepted and then written by the kernels.
+TEST_F(BackwardInvalid, WorkspaceKindAndFlags) {
+  BackwardArgs a = valid();
+  std::size_t bytes = backward_workspace_bytes(session().device(), a);
+  std::vector<float> zeros(bytes / sizeof(float) + 1, 0.0f);
+  cl_int err = CL_SUCCESS;
+  cl_mem read_only = clCreateBuffer(session().context(), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                    zeros.size() * sizeof(float), zeros.data(), &err);
+  check(err, "clCreateBuffer");
+  a.workspace = read_only;
+  expect_rejected(a, Status::InvalidArgument, "workspace: a CL_MEM_READ_ONLY");
+  const cl_image_format format{CL_R, CL_FLOAT};
+  cl_image_desc desc{};
+  desc.image_type = CL_MEM_OBJECT_IMAGE2D;
+  desc.image_width = desc.image_height = 64;
+  cl_mem image = clCreateImage(session().context(), CL_MEM_READ_WRITE, &format, &desc, nullptr, &err);
+  if (err == CL_SUCCESS && 64 * 64 * sizeof(float) >= bytes) {  // (a device without images: nothing to refuse)
+    a.workspace = image;
+    expect_rejected(a, Status::InvalidHandle, "workspace: an image");
+  }
+  if (err == CL_SUCCESS) clReleaseMemObject(image);
+  clReleaseMemObject(read_only);
+}
+
 TEST_F(BackwardInvalid, CApiChecksStructSize) {
   fcl_backward_args a;
   fcl_backward_args_init(&a);

@@ -10,7 +10,9 @@
 // arguments are rejected with an error naming them, through C++ and C. The decode planner is a
 // pure function, tested here on simulated devices.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -42,6 +44,9 @@ struct DecodeCase {
   int window_left = -1, window_right = -1;
   float softcap = 0.0f;
   bool alibi = false;
+  std::vector<float> slopes;    // alibi: these H slopes (empty: 0.5 / (h + 1))
+  float scale = 0.0f;           // 0: 1/sqrt(d)
+  float qk_amplitude = 1.0f;    // q, the cached and the new keys scaled by it (extreme-value cases)
   std::vector<int> batch_idx;   // contiguous: cache row per sequence (empty: off); cache has batch + 2 rows
   int num_splits = 0;
   DType dtype = DType::F32;
@@ -88,11 +93,15 @@ DecodeResult run_decode(const DecodeCase& c) {
 
   // cache contents (every slot random, unused ones included), q, k_new, v_new in storage precision
   const std::size_t cache_elems = static_cast<std::size_t>(cache_rows) * cache_seq * row_elems;
-  const auto k_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 1));
+  const auto amplified = [&](std::vector<float> x) {
+    for (float& e : x) e *= c.qk_amplitude;
+    return round_to(c.dtype, x);
+  };
+  const auto k_cache = amplified(bench::random_values(cache_elems, c.seed * 7 + 1));
   const auto v_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 2));
-  const auto q = round_to(c.dtype, bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 7 + 3));
+  const auto q = amplified(bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 7 + 3));
   const std::size_t new_elems = static_cast<std::size_t>(B) * std::max(Nn, 1) * row_elems;
-  const auto k_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 7 + 4));
+  const auto k_new = amplified(bench::random_values(new_elems, c.seed * 7 + 4));
   const auto v_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 7 + 5));
 
   // block table: each sequence's pages, shuffled over the pool; the bad ones point outside it
@@ -180,6 +189,7 @@ DecodeResult run_decode(const DecodeCase& c) {
   a.head_dim = d;
   a.causal = c.causal;
   a.dtype = c.dtype;
+  if (c.scale != 0.0f) a.scale = c.scale;
   a.q = dq.view;
   a.o = dout.view;
   a.lse = dlse.mem;
@@ -210,8 +220,8 @@ DecodeResult run_decode(const DecodeCase& c) {
   }
   a.window = {c.window_left, c.window_right};
   a.softcap = c.softcap;
-  std::vector<float> slopes;
-  for (int h = 0; h < H && c.alibi; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+  std::vector<float> slopes = c.slopes;
+  for (int h = 0; h < H && c.alibi && c.slopes.empty(); ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
   if (c.alibi) a.alibi_slopes = hold(floats(slopes));
   a.num_splits = c.num_splits;
   forward_kvcache(session().queue(), a).wait();
@@ -240,6 +250,7 @@ DecodeResult run_decode(const DecodeCase& c) {
   s.head_dim = d;
   s.seqlen_q = Nq;
   s.causal = c.causal;
+  s.scale = c.scale;  // (0: the default, as the call)
   s.window_left = c.window_left;
   s.window_right = c.window_right;
   s.softcap = c.softcap;
@@ -467,6 +478,91 @@ TEST(Decode, HostileDeviceValuesStayInBounds) {
   expect_decode(k, "hostile cache_batch_idx");
 }
 
+// Finite values at the edges of what validation accepts, against float64 (issue 19's defect 1, on
+// the decode path): the kernels multiplied the scale, softcap and ALiBi slopes by log2 e in fp32,
+// so a scale or softcap past FLT_MAX / log2 e ~ 2.4e38 became inf (O and LSE NaN), and a slope of
+// that size gave inf * 0 = NaN at the key on the diagonal. Both kernels (streaming: 4 rows per K/V
+// head; staged: 12), contiguous and paged, with an append.
+TEST(Decode, ExtremeFiniteValuesMatchFloat64) {
+  std::vector<std::pair<std::string, DecodeCase>> cases;
+  const auto add = [&](const std::string& name, DecodeCase c) {
+    const std::vector<float> slopes = c.slopes;  // 8: one per head of the staged case
+    if (c.alibi) c.slopes.resize(c.heads);
+    cases.emplace_back(name + " (streaming)", c);
+    c.heads = 8;
+    c.seqlen_q = c.seqlen_new = 3;  // 12 rows per K/V head
+    c.causal = true;
+    c.page_size = 5;
+    c.slopes = slopes;
+    cases.emplace_back(name + " (staged, paged, causal)", c);
+  };
+  DecodeCase c = base({90, 41});
+  c.seqlen_q = c.seqlen_new = 2;
+  c.qk_amplitude = 1e-19f;  // scale * q.k of order 1 at scale 3e38
+  for (float scale : {3e38f, -3e38f, FLT_MAX, 2e38f}) {
+    DecodeCase e = c;
+    e.scale = scale;
+    add("scale " + std::to_string(scale), e);
+  }
+  DecodeCase zero_q = c;  // scale 3e38 with q = k = 0: uniform attention, LSE = ln(keys)
+  zero_q.scale = 3e38f;
+  zero_q.qk_amplitude = 0.0f;
+  add("scale 3e38, q = 0", zero_q);
+  for (float cap : {3e38f, FLT_MAX, 1e-45f, 1e-30f}) {
+    DecodeCase e = base({90, 41});
+    e.seqlen_q = e.seqlen_new = 2;
+    e.softcap = cap;
+    add("softcap " + std::to_string(cap), e);
+  }
+  DecodeCase both = c;
+  both.scale = both.softcap = 3e38f;
+  add("scale and softcap 3e38", both);
+  for (float slope : {3e38f, FLT_MAX, 1e30f}) {
+    DecodeCase e = base({90, 41});
+    e.seqlen_q = e.seqlen_new = 2;
+    e.alibi = true;
+    e.slopes = {slope, slope / 2, 0.5f, 1e-45f, slope / 3, slope, 0.25f, slope};
+    add("alibi slopes " + std::to_string(slope), e);
+  }
+  for (const auto& [name, e] : cases) expect_decode(e, name);
+}
+
+// The red-team pass (issue 19): the window's right side was clamped to capacity + Nq, so at the
+// largest capacity validation accepts (2^30 - 1 keys) the kernels' key bound q_end + shift + right
+// reached 2^31 and wrapped: every key hidden, O = 0 and LSE = -inf. Keys broadcast through a
+// sequence stride of 0 (one row serves all 2^30), and a window that leaves each query the last one
+// or two keys (cheap on any device): O = V's row, LSE = scale q.k + ln(keys seen).
+TEST(Decode, WindowBoundAtTheLargestCapacity) {
+  const int d = 4, nq = 2, capacity = std::numeric_limits<int>::max() / 2;
+  const std::vector<float> q = bench::random_values(nq * d, 61), kv = bench::random_values(2 * d, 62);
+  DeviceBytes dq(q.data(), q.size() * sizeof(float)), dk(kv.data(), d * sizeof(float)),
+      dv(kv.data() + d, d * sizeof(float));
+  const std::vector<int> lens = {capacity};
+  DeviceBytes seqlens(lens.data(), sizeof(int));
+  DeviceBuffer o(nq * d, kNaN), lse(nq, kNaN);
+  KvCacheArgs a;
+  a.batch = a.heads = 1;
+  a.seqlen_q = nq;
+  a.head_dim = d;
+  a.q.buffer = dq.mem;
+  a.o.buffer = o.mem;
+  a.lse = lse.mem;
+  a.k_cache = {dk.mem, 0, 0, 0, d};  // batch and sequence strides 0: one row for every key
+  a.v_cache = {dv.mem, 0, 0, 0, d};
+  a.cache_seqlen = capacity;
+  a.cache_seqlens = seqlens.mem;
+  a.window = {0, std::numeric_limits<int>::max()};
+  forward_kvcache(session().queue(), a).wait();
+  const auto got = o.read(), got_lse = lse.read();
+  for (int i = 0; i < nq; ++i) {
+    double dot = 0.0;
+    for (int c = 0; c < d; ++c) dot += double(q[i * d + c]) * kv[c];
+    const double want = dot / std::sqrt(double(d)) + std::log(double(nq - i));  // row i sees nq - i keys
+    EXPECT_NEAR(got_lse[i], want, 1e-5 * std::max(1.0, std::fabs(want))) << "row " << i;
+    for (int c = 0; c < d; ++c) EXPECT_NEAR(got[i * d + c], kv[d + c], 1e-6) << "row " << i;
+  }
+}
+
 // ---- invalid host arguments ----------------------------------------------------------------
 
 class DecodeInvalid : public testing::Test {
@@ -576,6 +672,98 @@ TEST_F(DecodeInvalid, BuffersAndPagedLayout) {
                   "cache_batch_idx");
   expect_rejected(with([](KvCacheArgs& a) { a.block_table = nullptr; }, valid_paged()), Status::InvalidArgument,
                   "block_table");
+}
+
+// The red-team pass (issue 19): forward_kvcache checked each buffer's handle, context and size but
+// not what the forward checks besides, so an output aliasing an input, an image, or a read-only
+// output was accepted. Now: outputs (o, lse, workspace, and the caches when k_new is appended into
+// them) may not share bytes with another argument, and each buffer's kind and flags must allow its use.
+TEST_F(DecodeInvalid, OutputsMayNotAliasInputs) {
+  auto with = [&](auto change, KvCacheArgs a) { change(a); return a; };
+  const auto append = [&](KvCacheArgs& a) {
+    a.k_new = a.v_new = q.view;  // (B, 1, H_kv, d) fits q's (B, 1, H, d): inputs may share memory
+    a.seqlen_new = 1;
+  };
+  // (one split: the workspace, B * H * splits * (d + 1) floats, fits the buffers it is aimed at)
+  expect_rejected(with([&](KvCacheArgs& a) { a.lse = k.view.buffer; }, valid()), Status::InvalidArgument,
+                  "lse: overlaps k_cache");
+  expect_rejected(with([&](KvCacheArgs& a) { a.workspace = v.view.buffer; a.num_splits = 1; }, valid()),
+                  Status::InvalidArgument, "workspace: overlaps v_cache");
+  expect_rejected(with([&](KvCacheArgs& a) { a.workspace = k.view.buffer; a.num_splits = 1; }, valid_paged()),
+                  Status::InvalidArgument, "workspace: overlaps k_cache");
+  // the caches are outputs when k_new is appended: q, k_new or the int arrays inside them are refused
+  expect_rejected(with([&](KvCacheArgs& a) { append(a); a.q = a.k_new = a.v_new = k.view; }, valid()),
+                  Status::InvalidArgument, "k_cache");
+  expect_rejected(with([&](KvCacheArgs& a) { append(a); a.v_cache = k.view; }, valid()), Status::InvalidArgument,
+                  "v_cache");
+  // without an append the caches are inputs like q: sharing among inputs is fine
+  KvCacheArgs shared = valid();
+  shared.v_cache = k.view;
+  forward_kvcache(session().queue(), shared).wait();
+  for (float x : o.logical()) ASSERT_TRUE(std::isfinite(x));
+}
+
+// O written into the memory of an input computed garbage (or overwrote the cache); each pairing
+// is refused, and the same call with O in its own buffer runs.
+TEST_F(DecodeInvalid, OutputIntoAnInputIsRefused) {
+  KvCacheArgs a = valid();
+  for (const Tensor* input : {&q.view, &k.view, &v.view}) {
+    a.o = *input;
+    a.o.seq_stride = a.o.batch_stride = a.o.head_stride = 0;  // dense (B, 1, H, d): inside each buffer
+    expect_rejected(a, Status::InvalidArgument, "o: overlaps");
+  }
+  std::vector<int> ints(64, 0);
+  DeviceBytes big(ints.data(), ints.size() * sizeof(int));  // cache_seqlens inside o's memory
+  a = valid();
+  a.o = {};
+  a.o.buffer = big.mem;
+  a.cache_seqlens = big.mem;
+  expect_rejected(a, Status::InvalidArgument, "overlaps cache_seqlens");
+}
+
+// Memory-object kind and flags: an image, a read-only output, a write-only input; a read-only cache
+// is fine for reading and refused when k_new is appended into it.
+TEST_F(DecodeInvalid, MemoryObjectKindAndFlags) {
+  cl_int err = CL_SUCCESS;
+  const std::size_t bytes = values.size() * sizeof(float);
+  cl_mem read_only = clCreateBuffer(session().context(), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
+                                    values.data(), &err);
+  check(err, "clCreateBuffer");
+  cl_mem write_only = clCreateBuffer(session().context(), CL_MEM_WRITE_ONLY, bytes, nullptr, &err);
+  check(err, "clCreateBuffer");
+  const cl_image_format format{CL_R, CL_FLOAT};
+  cl_image_desc desc{};
+  desc.image_type = CL_MEM_OBJECT_IMAGE2D;
+  desc.image_width = desc.image_height = 64;
+  cl_mem image = clCreateImage(session().context(), CL_MEM_READ_WRITE, &format, &desc, nullptr, &err);
+  if (err != CL_SUCCESS) image = nullptr;  // a device without images: that case is skipped
+  auto with = [&](auto change, KvCacheArgs a) { change(a); return a; };
+  expect_rejected(with([&](KvCacheArgs& a) { a.q.buffer = write_only; }, valid()), Status::InvalidArgument, "q");
+  expect_rejected(with([&](KvCacheArgs& a) { a.lse = read_only; }, valid()), Status::InvalidArgument, "lse");
+  expect_rejected(with([&](KvCacheArgs& a) { a.workspace = read_only; a.num_splits = 1; }, valid()),
+                  Status::InvalidArgument, "workspace: a CL_MEM_READ_ONLY");
+  expect_rejected(with([&](KvCacheArgs& a) { a.cache_seqlens = write_only; }, valid()), Status::InvalidArgument,
+                  "cache_seqlens");
+  const auto append_into_read_only = [&](KvCacheArgs& a) {
+    a.k_cache.buffer = read_only;
+    a.k_new = a.v_new = q.view;
+    a.seqlen_new = 1;
+  };
+  expect_rejected(with(append_into_read_only, valid()), Status::InvalidArgument, "k_cache");
+  if (image != nullptr)
+    expect_rejected(with([&](KvCacheArgs& a) { a.alibi_slopes = image; }, valid()), Status::InvalidHandle,
+                    "alibi_slopes");
+  KvCacheArgs reading = valid();
+  reading.k_cache.buffer = read_only;  // (read only: fine without an append)
+  forward_kvcache(session().queue(), reading).wait();
+  DeviceTensor o2{Layout::BSHD, kB, 1, kH, kD, nullptr};
+  KvCacheArgs plain = valid();
+  plain.o = o2.view;
+  forward_kvcache(session().queue(), plain).wait();
+  const auto got = o.logical(), want = o2.logical();  // the read-only cache holds the same values
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+  for (cl_mem m : {read_only, write_only, image})
+    if (m != nullptr) clReleaseMemObject(m);
 }
 
 TEST_F(DecodeInvalid, CApiChecksStructSizeAndReportsErrors) {
