@@ -138,10 +138,11 @@ inline float query_value(const DecodeArgs* d, __global const STORAGE_T* q, int b
 #endif
 }
 
-/* ALiBi slope of row rg in SCORE_UNIT (0 without ALIBI). */
+/* ALiBi slope of row rg in SCORE_UNIT (0 without ALIBI). 64-bit: the decode's B and H are each
+ * up to 65535, so b * H may pass 2^31 (the forward's validation keeps B * H below it). */
 inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, int b, int hk, int rg) {
 #if ALIBI
-  return alibi_slopes[b * d->alibi_batch_stride + hk * d->group + min(rg, d->rows - 1) % d->group] * SCORE_UNIT;
+  return alibi_slopes[(long)b * d->alibi_batch_stride + hk * d->group + min(rg, d->rows - 1) % d->group] * SCORE_UNIT;
 #else
   (void)d;
   (void)alibi_slopes;
