@@ -2,8 +2,8 @@
 // (batch, head group) or per block of rows, optionally after the random-sign Hadamard transform
 // (FlashAttention-3's incoherent processing), writing the fp8 tensor and the descales in the layout
 // ForwardArgs::fp8 takes. Validates first (named errors), then enqueues kernels/quantize_fp8.cl's
-// three kernels after a fill of the amax scratch, which is allocated per call and released once
-// enqueued (OpenCL frees it when the kernels are done).
+// three kernels on a zeroed amax scratch, which is allocated per call and released once enqueued
+// (OpenCL frees it when the kernels are done).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -177,9 +177,14 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
   cl::Kernel amax_kernel = kernel("quant_amax"), descale_kernel = kernel("quant_descales"),
              encode_kernel = kernel("quant_encode");
 
+  // The amax scratch starts as zeros copied from the host, not a clEnqueueFillBuffer: oclgrind
+  // 21.10 leaves filled memory marked uninitialised, so every atomic max on it was reported.
   const std::size_t slots = slots_of(a);
+  std::vector<cl_uint> zeros(slots, 0);
   cl_int err = detail::injected_fault("clCreateBuffer");
-  cl_mem amax = err == CL_SUCCESS ? clCreateBuffer(context, CL_MEM_READ_WRITE, slots * sizeof(cl_uint), nullptr, &err) : nullptr;
+  cl_mem amax = err == CL_SUCCESS ? clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                                                   slots * sizeof(cl_uint), zeros.data(), &err)
+                                  : nullptr;
   detail::check_cl_result(err, "clCreateBuffer(amax)");
   Launch launch;
   try {
@@ -197,20 +202,18 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
     set(encode_kernel, 2, sizeof(cl_mem), &amax);
     set(encode_kernel, 3, sizeof k, &k);
 
-    const cl_uint zero = 0;
-    cl_event filled = nullptr;
-    detail::check_cl(clEnqueueFillBuffer(queue, amax, &zero, sizeof zero, 0, slots * sizeof zero,
-                                         static_cast<cl_uint>(wait.size()), wait.empty() ? nullptr : wait.data(), &filled),
-                     "clEnqueueFillBuffer");
-    launch.add(filled);
     const std::size_t local = 64;
     const auto rounded = [local](std::size_t n) { return (n + local - 1) / local * local; };
     const std::size_t rows = static_cast<std::size_t>(a.batch) * a.seqlen * a.heads;
     auto run = [&](const cl::Kernel& kern, std::size_t items) {
       const std::size_t global = rounded(items);
       cl_event done = nullptr;
+      // the first kernel after the caller's wait list, each next one after the previous
       const cl_event after = launch.last();
-      detail::check_cl(clEnqueueNDRangeKernel(queue, kern(), 1, nullptr, &global, &local, 1, &after, &done),
+      const std::vector<cl_event> before = after != nullptr ? std::vector<cl_event>{after} : wait;
+      detail::check_cl(clEnqueueNDRangeKernel(queue, kern(), 1, nullptr, &global, &local,
+                                              static_cast<cl_uint>(before.size()), before.empty() ? nullptr : before.data(),
+                                              &done),
                        "clEnqueueNDRangeKernel");
       launch.add(done);
     };
