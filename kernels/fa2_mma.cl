@@ -25,6 +25,15 @@
  * run on fa2.cl. */
 
 #define CHUNKS_PER_ROW (DPAD / CHUNK)
+#ifndef O_ELEM_T /* O's raw elements where they differ from Q's (mma_e4m3.cl) */
+#define O_ELEM_T ELEM_T
+#endif
+#ifndef FP8_DESCALES
+#define FP8_DESCALES 0
+#endif
+#ifndef O_COLUMN_QUADS
+#define O_COLUMN_QUADS 0 /* 1: the operand file's store_o_quads writes O (its tiles hold interleaved columns) */
+#endif
 
 #ifndef TILE_CORE_MATRICES
 /* Row-major tiles (mma.sync reads them itself) unless the operand file lays them out for the
@@ -77,16 +86,17 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
 #define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0): scale * log2(e) folded into the exponent */
 #endif
 
-/* scale * log2(e) applied to every score of the warp, before any mask (unless FOLD_SCALE, where
- * the softmax takes raw scores: max(c s) = c max(s) for c > 0, and 2^(c s - m) is one FFMA) */
-inline void scale_scores(float s[MT][NT_S][4], const AttnArgs* a) {
+/* c = scale * log2(e) (times the FP8 descales) applied to every score of the warp, before any
+ * mask (unless FOLD_SCALE, where the softmax takes raw scores: max(c s) = c max(s) for c > 0, and
+ * 2^(c s - m) is one FFMA) */
+inline void scale_scores(float s[MT][NT_S][4], float c) {
   if (FOLD_SCALE) return;
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
     for (int j = 0; j < NT_S; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[i][j][e] *= a->scale_log2;
+      for (int e = 0; e < 4; ++e) s[i][j][e] *= c;
 }
 
 /* -inf for the scores of one 16-row m-tile (rows row_a and row_a + 8 in this lane) that are past
@@ -155,14 +165,14 @@ inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2
  * Returns whether O must be rescaled by alpha (in any lane of the warp: the rescale is a
  * warp-uniform branch). */
 inline bool scores_to_probs(float s[MT][NT_S][4], float m[MT][2], float l[MT][2], float alpha[MT][2], int q0, int k0,
-                            int row0, int t, const SeqView* sv, const AttnArgs* a) {
-  scale_scores(s, a);
+                            int row0, int t, const SeqView* sv, const AttnArgs* a, float c) {
+  scale_scores(s, c);
   if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll
     for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, sv, a);
   bool moved = false;
 #pragma unroll
-  for (int i = 0; i < MT; ++i) moved |= softmax_tile(s[i], m[i], l[i], alpha[i], a->scale_log2);
+  for (int i = 0; i < MT; ++i) moved |= softmax_tile(s[i], m[i], l[i], alpha[i], c);
   return !LAZY_RESCALE || warp_any(moved);
 }
 
@@ -231,14 +241,29 @@ inline void store_o_staged(__global ushort* o, long o_base, long stride, int row
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
-                     __global STORAGE_T* o, __global float* lse, const AttnArgs args) {
+                     __global OUT_STORAGE_T* o, __global float* lse, const AttnArgs args
+#if FP8_DESCALES
+                     , __global const float* q_descale, __global const float* k_descale,
+                     __global const float* v_descale
+#endif
+) {
   __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(128)));
 
-  const AttnArgs* a = &args;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   int q_block, h, b;
-  block_coordinates(a, &q_block, &h, &b);
+  block_coordinates(&args, &q_block, &h, &b);
+  const AttnArgs* a = &args;
+#if FP8_DESCALES
+  /* FP8: S = q_descale k_descale (Q K^T of the stored values), so the two descales of this
+   * (batch, K/V head) join the softmax's scale c; v_descale joins O's final division */
+  const int descale_at = b * a->heads_kv + KV_HEAD(a, h);
+  const float c = a->scale_log2 * (q_descale[descale_at] * k_descale[descale_at]);
+  const float o_descale = v_descale[descale_at];
+#else
+  const float c = a->scale_log2; /* scores to log2 units */
+  const float o_descale = 1.0f;
+#endif
   const int q0 = q_block * BR;
   const int q_end = min(q0 + BR, a->seqlen_q);
   const long q_base = TENSOR_BASE(a, q, b, h), o_base = TENSOR_BASE(a, o, b, h);
@@ -306,7 +331,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     WG_WAIT(0);
     PIN_TILES(s, NT_S);
     mbar_arrive_warp(&done[0], lane); /* step -1 */
-    scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a); /* O is 0: no rescale */
+    scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a, c); /* O is 0: no rescale */
     pack_p(pa, s);
   }
   /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
@@ -323,7 +348,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     announce_copies(&full[(batch + 1) & 1]);
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
     PIN_TILES(s, NT_S);
-    const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a);
+    const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a, c);
     WG_WAIT_AFTER(0, order_slot + lid, l[0][0] + l[0][1]); /* P(blk) V(blk), after the softmax */
     PIN_TILES(acc, NT_O);
     mbar_arrive_warp(&done[(step + 1) & 1], lane);
@@ -358,7 +383,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       announce_copies(&full[cur ^ 1]);
     }
     qk_block(s, qa, k_tile[cur], lane);
-    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a));
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c));
     pv_block(acc, s, v_tile[cur], lane);
     mbar_arrive_warp(&done[cur], lane);
   }
@@ -378,7 +403,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
     float s[MT][NT_S][4], alpha[MT][2];
     qk_block(s, qa, k_tile[0], lane);
-    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a));
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c));
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */
@@ -392,7 +417,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #endif
 
   /* epilogue: full row sums over the row's four lanes, O divided once, O and LSE written once */
-  __global ELEM_T* og = (__global ELEM_T*)o;
+  __global O_ELEM_T* og = (__global O_ELEM_T*)o;
 #if O_STAGED
   /* the stage the last step did not read is free once every warp is past the step before it */
   const int steps = n_blocks - kb_begin;
@@ -422,14 +447,18 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       float sum = l[i][r];
       sum += shfl_xor(sum, 1);
       sum += shfl_xor(sum, 2);
-      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      const float inv = sum > 0.0f ? o_descale / sum : 0.0f;
       const bool in = row < a->seqlen_q;
+#if O_COLUMN_QUADS
+      store_o_quads(og, o_base + (long)row * a->o_seq_stride, acc[i], r, inv, in, t);
+#else
 #pragma unroll
       for (int n = 0; n < NT_O; ++n) {
         const int col = 8 * n + 2 * t;
         store_o2(og, o_base + (long)row * a->o_seq_stride + col, acc[i][n][2 * r] * inv, acc[i][n][2 * r + 1] * inv,
                  in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
       }
+#endif
       if (a->write_lse && t == 0 && in)
         lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum == 0.0f ? NEG_INF : (m[i][r] + log2(sum)) * LN2_F;
     }

@@ -1,6 +1,7 @@
 // launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/fa2_mma.cl with an operand file:
 // mma_wgmma.cl for fp16/bf16 with d <= 64 on compute capability 9.0 (Hopper's wgmma, built through
-// retargeted PTX), mma_f16.cl for other fp16/bf16 (mma.sync), mma_tf32.cl for fp32 as 3xTF32). It is
+// retargeted PTX), mma_f16.cl for other fp16/bf16 (mma.sync), mma_e4m3.cl for FP8 (mma.sync
+// m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
 // tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
@@ -28,6 +29,7 @@ namespace flashcl::detail {
 namespace {
 
 std::vector<std::string> kernel_files(const ForwardArgs& a, MmaKind kind) {
+  if (is_fp8(a.dtype)) return {"attn_args.h", "common.cl", "mma_ptx.cl", "mma_e4m3.cl", "fa2_mma.cl"};
   if (is_tf32(a)) return {"attn_args.h", "common.cl", "mma_ptx.cl", "mma_tf32.cl", "fa2_mma.cl"};
   const char* operands = kind == MmaKind::Wgmma ? "mma_wgmma.cl" : "mma_f16.cl";
   return {"attn_args.h", "common.cl", "mma_ptx.cl", "mma_half_io.cl", operands, "fa2_mma.cl"};
@@ -40,6 +42,7 @@ std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind
   return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
                 plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
                 " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
+                " -DQUAD_IO=", rows_are_quad_aligned(a) ? 1 : 0,
                 " -DO_VEC_STORE=", o_rows_are_16_byte_aligned(a) ? 1 : 0,
                 // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
                 " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
@@ -53,12 +56,19 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const T
   cl::Kernel kernel =
       make_kernel(p, kernel_files(a, kind), mma_options(a, plan, kind), "fa2_mma_forward", build_route(kind));
   const Fa2Grid grid = fa2_grid(p, plan);
-  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
+  if (is_fp8(a.dtype))
+    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
+             a.fp8.k_descale, a.fp8.v_descale);
+  else
+    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
   enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 
-// Values exact in 16 bits: multiples of 1/64 in [-1, 1).
-float probe_value(std::size_t i, int salt) { return static_cast<float>((i * 37 + salt * 11) % 128) / 64.0f - 1.0f; }
+// Values exact in 16 bits (multiples of 1/64 in [-1, 1)) or, for FP8, in e4m3 (multiples of 1/8).
+float probe_value(std::size_t i, int salt, bool fp8) {
+  const int steps = fp8 ? 8 : 64;
+  return static_cast<float>((i * 37 + salt * 11) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
+}
 
 enum class ProbeResult { Pass, Fail, Transient };
 
@@ -70,30 +80,40 @@ ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
   return ProbeResult::Fail;
 }
 
-// Runs the kernel for `dtype` on one head (Nq = 37, Nk = 150; d = 32 for the 16-byte async copies,
-// d = 30 for the element-wise loads) and compares O with a float64 reference: fp16/bf16 within
-// 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping 3xTF32's small terms
-// is off by ~1e-3). A build failure or a wrong result is an answer for the device; running out
-// of resources is not (Transient: the path is skipped for this call only).
-ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool vec_load, MmaKind kind) {
+// Runs the kernel for `dtype` (O stored as `out`) on one head (Nq = 37, Nk = 150; d = 32 for the
+// 16-byte async copies, d = 30 for the element-wise loads) and compares O with a float64 reference:
+// fp16/bf16 within 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping
+// 3xTF32's small terms is off by ~1e-3), FP8 within 3e-2 (P rounded to e4m3; descales 0.5, 4
+// and 2, so a descale applied wrongly is off by far more). A build failure or a wrong result is an
+// answer for the device; running out of resources is not (Transient: the path is skipped for this
+// call only).
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
   try {
+    const bool fp8 = is_fp8(dtype);
     const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
     cl::Context ctx(context, true);
     cl::CommandQueue queue(ctx, cl::Device(device, true));
-    const std::size_t elem = dtype == DType::F32 ? 4 : 2;
     std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1);
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2), v[i] = probe_value(i, 3);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, fp8);
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, fp8), v[i] = probe_value(i, 3, fp8);
     if (dtype == DType::F32)  // low bits that TF32 alone drops
       for (auto* t : {&q, &k, &v})
         for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
     auto upload = [&](const std::vector<float>& x) {
+      if (fp8) {
+        std::vector<std::uint8_t> bits = to_fp8(dtype, x);  // exact: multiples of 1/8 in [-1, 1)
+        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size(), bits.data());
+      }
       if (dtype == DType::F32)
         return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
       std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
       return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
     };
-    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * elem);
+    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * element_size(out));
+    const float descales[3] = {0.5f, 4.0f, 2.0f};  // q, k, v (FP8)
+    std::vector<cl::Buffer> descale_buffers;
+    for (float x : descales)
+      descale_buffers.emplace_back(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float), &x);
     ForwardArgs args;
     args.batch = args.heads = 1;
     args.seqlen_q = nq;
@@ -105,6 +125,12 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     args.k.buffer = kb();
     args.v.buffer = vb();
     args.o.buffer = ob();
+    if (fp8) {
+      args.out_dtype = out;
+      args.fp8.q_descale = descale_buffers[0]();
+      args.fp8.k_descale = descale_buffers[1]();
+      args.fp8.v_descale = descale_buffers[2]();
+    }
     // Built and run outside the program cache, its counters and the fault hooks: the probe is the
     // library's own business, not part of the caller's call.
     const Problem p = validate(queue(), args);
@@ -119,17 +145,25 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     kernel.setArg(4, sizeof(cl_mem), nullptr);
     const Fa2Grid grid = fa2_grid(p, plan);
     kernel.setArg(5, grid.args);
+    if (fp8)
+      for (cl_uint i = 0; i < 3; ++i) kernel.setArg(6 + i, descale_buffers[i]);
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
                                cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
-    std::vector<float> out(nq * d);
-    if (dtype == DType::F32) {
-      queue.enqueueReadBuffer(ob, CL_TRUE, 0, out.size() * 4, out.data());
+    std::vector<float> result(nq * d);
+    if (out == DType::F32) {
+      queue.enqueueReadBuffer(ob, CL_TRUE, 0, result.size() * 4, result.data());
     } else {
-      std::vector<std::uint16_t> bits(out.size());
+      std::vector<std::uint16_t> bits(result.size());
       queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
-      out = from_storage(dtype, bits);
+      result = from_storage(out, bits);
     }
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d)), bound = dtype == DType::F32 ? 2e-5 : 1e-2;
+    if (fp8) {  // the dequantised inputs are the reference's
+      for (float& x : q) x *= descales[0];
+      for (float& x : k) x *= descales[1];
+      for (float& x : v) x *= descales[2];
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const double bound = dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2;
     for (int i = 0; i < nq; ++i) {
       std::vector<double> w(nk);
       double mx = -INFINITY, sum = 0.0;
@@ -144,7 +178,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
         double want = 0.0;
         for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
         want /= sum;
-        const float got = out[static_cast<std::size_t>(i) * d + c];
+        const float got = result[static_cast<std::size_t>(i) * d + c];
         if (!(std::fabs(got - want) <= bound))
           return probe_failed(kind, dtype, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
       }
@@ -167,14 +201,15 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
   }
 }
 
-// Once per (device, dtype, load kind, operand file); transient failures are asked again next time.
-bool probe_passes(cl_context context, cl_device_id device, DType dtype, bool vec_load, MmaKind kind) {
+// Once per (device, dtype, O's dtype, load kind, operand file); transient failures are asked again
+// next time.
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
   static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, bool, MmaKind>, bool> results;
-  const auto key = std::make_tuple(device, dtype, vec_load, kind);
+  static std::map<std::tuple<cl_device_id, DType, DType, bool, MmaKind>, bool> results;
+  const auto key = std::make_tuple(device, dtype, out, vec_load, kind);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = results.find(key); it != results.end()) return it->second;
-  const ProbeResult r = run_probe(context, device, dtype, vec_load, kind);
+  const ProbeResult r = run_probe(context, device, dtype, out, vec_load, kind);
   if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
   return r == ProbeResult::Pass;
 }
@@ -197,7 +232,8 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vec
              plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
       return false;
     }
-    return probe_passes(p.context, p.device, a.dtype, vec_load, kind);
+    const DType out = is_fp8(a.dtype) ? a.out_dtype.value_or(DType::BF16) : a.dtype;
+    return probe_passes(p.context, p.device, a.dtype, out, vec_load, kind);
   };
   TilePlan plan;
   MmaKind kind = MmaKind::Wgmma;

@@ -46,7 +46,9 @@ struct MmaShape {
 // 357.2 / 301.5 against 345.9 / 322.0.
 MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   MmaShape s;
-  if (kind == MmaKind::Wgmma) {
+  if (is_fp8(a.dtype)) {  // e4m3 mma.sync: two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)
+    s.stages = 2;
+  } else if (kind == MmaKind::Wgmma) {
     s.warps = 16;
     s.m_tiles = 1;
     s.stages = 2;
@@ -107,6 +109,10 @@ struct TileGeometry {
 };
 
 TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
+  if (is_fp8(a.dtype)) {  // mma_e4m3.cl: bytes, the head dim padded to the k of 32
+    const int d = (a.head_dim + 31) / 32 * 32;
+    return {d, d + 16, d + 16, 1};
+  }
   if (is_tf32(a)) {
     const int d = (a.head_dim + 7) / 8 * 8;
     return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32, 4};
@@ -134,13 +140,13 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   const std::string& choice = o.wgmma;
   if (choice == "0") return false;
-  return !is_tf32(a) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
+  return !is_tf32(a) && !is_fp8(a.dtype) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0;
 }
 
 // 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
 bool rows_are_16_byte_aligned(const ForwardArgs& a) {
-  const int chunk = is_tf32(a) ? 4 : 8;
+  const int chunk = is_tf32(a) ? 4 : is_fp8(a.dtype) ? 16 : 8;
   return rows_aligned(a, a.k, chunk) && rows_aligned(a, a.v, chunk);
 }
 
@@ -148,13 +154,21 @@ bool rows_are_16_byte_aligned(const ForwardArgs& a) {
 // row start of Q and O are even: half the instructions of element-wise access, +3-8 % on the H100
 // (docs/perf/nvidia-h100.md, v7).
 bool rows_are_pair_aligned(const ForwardArgs& a) {
-  return !is_tf32(a) && rows_aligned(a, a.q, 2) && rows_aligned(a, a.o, 2);
+  return !is_tf32(a) && !is_fp8(a.dtype) && rows_aligned(a, a.q, 2) && rows_aligned(a, a.o, 2);
+}
+
+// FP8 (mma_e4m3.cl's QUAD_IO): Q moves as runs of four bytes (4-byte loads), O as runs of four
+// 16-bit elements (8-byte stores), when the head dim and every row start of Q and O are multiples of 4.
+bool rows_are_quad_aligned(const ForwardArgs& a) {
+  return is_fp8(a.dtype) && rows_aligned(a, a.q, 4) && rows_aligned(a, a.o, 4);
 }
 
 // O leaves as 16-byte row chunks (staged through __local memory by the mma.sync two-buffer
 // schedule) when the head dim and every row start of O are multiples of 8 elements: whole sectors
 // and a quarter of the pair stores, +1-2 % at d = 128 on the H100 (docs/perf/nvidia-h100.md, v11).
-bool o_rows_are_16_byte_aligned(const ForwardArgs& a) { return !is_tf32(a) && rows_aligned(a, a.o, 8); }
+bool o_rows_are_16_byte_aligned(const ForwardArgs& a) {
+  return !is_tf32(a) && !is_fp8(a.dtype) && rows_aligned(a, a.o, 8);
+}
 
 TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   const MmaShape shape = mma_shape(a, kind, o);
@@ -174,7 +188,8 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
-                    is_tf32(a)                ? "mma.sync.m16n8k8 3xTF32"
+                    is_fp8(a.dtype)           ? "mma.sync.m16n8k32 e4m3"
+                    : is_tf32(a)              ? "mma.sync.m16n8k8 3xTF32"
                     : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
                                              : "mma.sync.m16n8k16");
   return p;
@@ -188,9 +203,16 @@ bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
+  // FP8: e4m3 with per-tensor or per-head descales, V as stored, O in 16 bits; block quantisation,
+  // a transposed V, e5m2 and fp32 O run on the portable fa2
+  if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 || a.fp8.v_transposed ||
+                          a.out_dtype.value_or(DType::BF16) == DType::F32))
+    return false;
   // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
+  // e4m3 mma.sync exists from compute capability 8.9 (Ada, Hopper)
+  if (is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89) return false;
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
   return !o.mma_tile.empty() || mma_plan(facts, a, o).local_bytes <= facts.local_mem_bytes;

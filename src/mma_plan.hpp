@@ -31,6 +31,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o = 
 // O rows (fp16/bf16) 16-byte stores.
 bool rows_are_16_byte_aligned(const ForwardArgs& a);
 bool rows_are_pair_aligned(const ForwardArgs& a);
+bool rows_are_quad_aligned(const ForwardArgs& a);
 bool o_rows_are_16_byte_aligned(const ForwardArgs& a);
 
 // Whether the tensor-core path may take the call (before its probe), and the plan of the
