@@ -4,7 +4,9 @@
 # runs flashcl-bench on run.sh's quick shapes (B = 8, H = 16, N = 4096, d = 64/128, causal both;
 # fp32 every path, fp16/bf16 standard and fa2) alternating base and new for ROUNDS rounds, and
 # prints each row's median TFLOP/s and the ratio new/base. A kernel change may not make a row slower.
-# Usage: [ROUNDS=R] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
+# CHECK=0 leaves out --check (the float64 reference of every row, minutes of host time on a device
+# call's budget) where the GPU test suite checks the same kernels in the call.
+# Usage: [ROUNDS=R] [CHECK=0] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath "$1")
 out=${2:-/tmp/flashcl-ab}
@@ -22,11 +24,13 @@ for tree in "$base" "$PWD"; do
     || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
 done
 
+check=--check
+[ "${CHECK:-1}" = 0 ] && check=""
 bench() {  # tree name round
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
-    --head-dim 64,128 --causal both --algo all -r 10 --check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
+    --head-dim 64,128 --causal both --algo all -r 10 $check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
-    --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 --check -f json \
+    --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 $check -f json \
     -o "$work/$2-16bit-$3.json" 2>> "$out/bench.log"
   # one file per tree and round: a device call brings back at most 8 files
   python3 -c 'import json, sys; a, b = (json.load(open(p)) for p in sys.argv[1:3]); a["results"] += b["results"]; json.dump(a, open(sys.argv[3], "w"))' \
