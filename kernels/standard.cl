@@ -1,45 +1,62 @@
 /* standard.cl: the baseline the FlashAttention papers measure against. Three kernels, each a
  * full pass over global memory: S = scale*QK^T (masked entries -inf) into an NxN buffer, a
  * row softmax that overwrites S with P and writes LSE, and O = P*V. The two products are
- * classic TILExTILE local-memory tiled GEMMs. Every variant (GQA, VARLEN, window, softcap, ALiBi,
- * masks) goes through final_score() of common.cl; VARLEN sizes S by the maximum lengths. */
+ * register-blocked tiled GEMMs (gemm.cl): each work-item owns GEMM_RM rows x one GEMM_RN-wide
+ * vector of columns, panels of GEMM_KP along the contraction staged in __local. Every variant
+ * (GQA, VARLEN, window, softcap, ALiBi, masks) goes through final_score() of common.cl; VARLEN
+ * sizes S by the maximum lengths. */
 
-#ifndef TILE
-#define TILE 16 /* GEMM tile edge; work-groups are TILE x TILE */
-#endif
 #ifndef SOFTMAX_WG
 #define SOFTMAX_WG 128 /* work-items per softmax row (a power of two) */
 #endif
+#ifndef SOFTMAX_VW
+#define SOFTMAX_VW 1 /* elements each softmax work-item takes per step: 1, 4, 8 or 16 */
+#endif
 
-/* S[bh][i][j] = scale * Q_i . K_j, or -inf where the key is hidden. */
-__kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
+/* S[bh][i][j] = scale * Q_i . K_j, or -inf where the key is hidden. A = Q, B = K^T. */
+__kernel __attribute__((reqd_work_group_size(GEMM_WG_X, GEMM_WG_Y, 1)))
 void standard_scores(__global const STORAGE_T* q, __global const STORAGE_T* k, __global float* s,
                      VARIANT_PARAMS, const AttnArgs args) {
-  __local float q_tile[TILE][TILE + 1];
-  __local float k_tile[TILE][TILE + 1];
+  __local float a_tiles[2 * GEMM_A_TILE];
+  __local GEMM_VEC b_tiles[2 * GEMM_B_TILE];
   const AttnArgs* a = &args;
-  const int lx = get_local_id(0), ly = get_local_id(1);
-  const int j0 = get_group_id(0) * TILE, i0 = get_group_id(1) * TILE;
+  const int lx = get_local_id(0), ly = get_local_id(1), lid = ly * GEMM_WG_X + lx;
+  const int j0 = get_group_id(0) * GEMM_BN, i0 = get_group_id(1) * GEMM_BM;
   const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = KV_HEAD(a, h);
   const SeqView sv = seq_view(a, b, h, NATURAL_UNIT, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), k_base = SEQ_BASE(a, k, b, hk, sv.k_start);
+  const int nq = SV_NQ(&sv, a), nk = SV_NK(&sv, a);
 
-  float acc = 0.0f;
-  for (int d0 = 0; d0 < HEAD_DIM; d0 += TILE) {
-    const int col = d0 + lx;
-    q_tile[ly][lx] = (i0 + ly < SV_NQ(&sv, a) && col < HEAD_DIM)
-                         ? LOAD_ELEM(q, q_base + (long)(i0 + ly) * a->q_seq_stride + col) : 0.0f;
-    k_tile[ly][lx] = (j0 + ly < SV_NK(&sv, a) && col < HEAD_DIM)
-                         ? LOAD_ELEM(k, k_base + (long)(j0 + ly) * a->k_seq_stride + col) : 0.0f;
+  GEMM_VEC acc[GEMM_RM];
+  gemm_zero(acc);
+  for (int d0 = 0; d0 < HEAD_DIM; d0 += GEMM_KP) {
+    GEMM_BUFFERS(d0 / GEMM_KP);
+    /* both operands transposed into [t][row]: each work-item reads four consecutive columns */
+    GEMM_STAGE_A(a_tile, GEMM_A_PITCH, GEMM_BM, q, q_base + (long)i0 * a->q_seq_stride, a->q_seq_stride, nq - i0, d0,
+                 HEAD_DIM, lid, LOAD4, LOAD_ELEM);
+    GEMM_STAGE_T(((__local float*)b_tile), GEMM_B_PITCH, GEMM_BN, k, k_base + (long)j0 * a->k_seq_stride, a->k_seq_stride, nk - j0, d0,
+                 HEAD_DIM, lid, LOAD4, LOAD_ELEM);
     barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-    for (int t = 0; t < TILE; ++t) acc += q_tile[ly][t] * k_tile[lx][t];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    gemm_panel(a_tile, b_tile, acc);
   }
-  const int i = i0 + ly, j = j0 + lx;
-  if (i < a->seqlen_q && j < a->seqlen_k)
-    s[((long)bh * a->seqlen_q + i) * a->seqlen_k + j] =
-        final_score(acc * (a->scale * NATURAL_UNIT), i, j, &sv, a, mask);
+
+  const int row0 = i0 + ly * GEMM_RM, col0 = j0 + lx * GEMM_RN;
+  const float scale = a->scale * NATURAL_UNIT;
+  /* whole vectors where no key of this block is hidden and no transform applies */
+  const bool plain = col0 + GEMM_RN <= a->seqlen_k && !block_needs_mask(row0, GEMM_RM, col0, GEMM_RN, &sv, a);
+  for (int r = 0; r < GEMM_RM; ++r) {
+    const int i = row0 + r;
+    if (i >= a->seqlen_q) break;
+    __global float* s_row = s + ((long)bh * a->seqlen_q + i) * a->seqlen_k;
+    if (plain) {
+      GEMM_VSTORE(acc[r] * scale, s_row + col0);
+    } else {
+      float out[GEMM_RN];
+      GEMM_VSTORE(acc[r], out);
+      for (int c = 0; c < GEMM_RN && col0 + c < a->seqlen_k; ++c)
+        s_row[col0 + c] = final_score(out[c] * scale, i, col0 + c, &sv, a, mask);
+    }
+  }
 }
 
 /* Tree reduction over SOFTMAX_WG values in red; op is max or sum. */
@@ -51,7 +68,30 @@ void standard_scores(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   barrier(CLK_LOCAL_MEM_FENCE)
 #define ADD(x, y) ((x) + (y))
 
-/* One work-group per row: P = exp(S - max) / sum, in place; LSE = max + log(sum). */
+/* Horizontal max and sum of a vector (fmax skips NaN as the scalar loop does; sums keep it). */
+inline float hmax4(float4 x) { return fmax(fmax(x.s0, x.s1), fmax(x.s2, x.s3)); }
+inline float hmax8(float8 x) { return hmax4(fmax(x.lo, x.hi)); }
+inline float hmax16(float16 x) { return hmax8(fmax(x.lo, x.hi)); }
+inline float hsum4(float4 x) { return (x.s0 + x.s1) + (x.s2 + x.s3); }
+inline float hsum8(float8 x) { return hsum4(x.lo + x.hi); }
+inline float hsum16(float16 x) { return hsum8(x.lo + x.hi); }
+
+#if SOFTMAX_VW == 1
+#define SM_VEC float
+#define SM_LOAD(p) (*(p))
+#define SM_STORE(x, p) (*(p) = (x))
+#define SM_HMAX(x) (x)
+#define SM_HSUM(x) (x)
+#else
+#define SM_VEC CAT(float, SOFTMAX_VW)
+#define SM_LOAD(p) CAT(vload, SOFTMAX_VW)(0, p)
+#define SM_STORE(x, p) CAT(vstore, SOFTMAX_VW)(x, 0, p)
+#define SM_HMAX(x) CAT(hmax, SOFTMAX_VW)(x)
+#define SM_HSUM(x) CAT(hsum, SOFTMAX_VW)(x)
+#endif
+
+/* One work-group per row: P = exp(S - max) / sum, in place; LSE = max + log(sum). Each work-item
+ * takes SOFTMAX_VW elements at a time (vector loads and exp on CPUs), the tail one by one. */
 __kernel __attribute__((reqd_work_group_size(SOFTMAX_WG, 1, 1)))
 void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
   __local float red[SOFTMAX_WG];
@@ -60,52 +100,69 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   const SeqView sv = seq_view(a, bh / a->heads, bh % a->heads, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   if (i >= SV_NQ(&sv, a)) return; /* VARLEN: past this sequence's end (the whole work-group) */
   __global float* row = s + ((long)bh * a->seqlen_q + i) * a->seqlen_k;
+  const int n = a->seqlen_k, vec_end = n / SOFTMAX_VW * SOFTMAX_VW, step = SOFTMAX_WG * SOFTMAX_VW;
 
-  float m = NEG_INF;
-  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) m = fmax(m, row[j]);
+  SM_VEC vm = NEG_INF;
+  for (int j = lid * SOFTMAX_VW; j < vec_end; j += step) vm = fmax(vm, SM_LOAD(row + j));
+  float m = SM_HMAX(vm);
+  for (int j = vec_end + lid; j < n; j += SOFTMAX_WG) m = fmax(m, row[j]);
   red[lid] = m;
   REDUCE(red, lid, fmax);
   m = red[0];
   const float m_use = m == NEG_INF ? 0.0f : m;
   barrier(CLK_LOCAL_MEM_FENCE); /* everyone has read red[0] */
 
-  float sum = 0.0f;
-  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) sum += exp((row[j] - m_use) * (1.0f / NATURAL_UNIT));
+  SM_VEC vsum = 0.0f;
+  for (int j = lid * SOFTMAX_VW; j < vec_end; j += step) vsum += exp((SM_LOAD(row + j) - m_use) * (1.0f / NATURAL_UNIT));
+  float sum = SM_HSUM(vsum);
+  for (int j = vec_end + lid; j < n; j += SOFTMAX_WG) sum += exp((row[j] - m_use) * (1.0f / NATURAL_UNIT));
   red[lid] = sum;
   REDUCE(red, lid, ADD);
   sum = red[0];
   const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-  for (int j = lid; j < a->seqlen_k; j += SOFTMAX_WG) row[j] = exp((row[j] - m_use) * (1.0f / NATURAL_UNIT)) * inv;
+  for (int j = lid * SOFTMAX_VW; j < vec_end; j += step)
+    SM_STORE(exp((SM_LOAD(row + j) - m_use) * (1.0f / NATURAL_UNIT)) * inv, row + j);
+  for (int j = vec_end + lid; j < n; j += SOFTMAX_WG) row[j] = exp((row[j] - m_use) * (1.0f / NATURAL_UNIT)) * inv;
   if (a->write_lse && lid == 0)
     lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum == 0.0f ? NEG_INF : m * (1.0f / NATURAL_UNIT) + log(sum);
 }
 
-/* O_i = sum_j P[i][j] V_j, written through O's strides. */
-__kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
+/* O_i = sum_j P[i][j] V_j, written through O's strides. A = P, B = V; only the key panels some row
+ * of the block can see are visited (the others hold P = 0). */
+__kernel __attribute__((reqd_work_group_size(GEMM_WG_X, GEMM_WG_Y, 1)))
 void standard_pv(__global const float* p, __global const STORAGE_T* v, __global STORAGE_T* o, VARIANT_PARAMS,
                  const AttnArgs args) {
-  __local float p_tile[TILE][TILE + 1];
-  __local float v_tile[TILE][TILE + 1];
+  __local float a_tiles[2 * GEMM_A_TILE];
+  __local GEMM_VEC b_tiles[2 * GEMM_B_TILE];
   const AttnArgs* a = &args;
-  const int lx = get_local_id(0), ly = get_local_id(1);
-  const int c0 = get_group_id(0) * TILE, i0 = get_group_id(1) * TILE;
+  const int lx = get_local_id(0), ly = get_local_id(1), lid = ly * GEMM_WG_X + lx;
+  const int c0 = get_group_id(0) * GEMM_BN, i0 = get_group_id(1) * GEMM_BM;
   const int bh = get_group_id(2), b = bh / a->heads, h = bh % a->heads, hk = KV_HEAD(a, h);
   const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
   __global const float* p_rows = p + (long)bh * a->seqlen_q * a->seqlen_k;
+  const int nk = SV_NK(&sv, a);
+  int kb_begin, kb_end;
+  key_block_range(i0, min(i0 + GEMM_BM, SV_NQ(&sv, a)), GEMM_KP, &sv, a, &kb_begin, &kb_end);
 
-  float acc = 0.0f;
-  for (int j0 = 0; j0 < a->seqlen_k; j0 += TILE) {
-    p_tile[ly][lx] = (i0 + ly < a->seqlen_q && j0 + lx < a->seqlen_k)
-                         ? p_rows[(long)(i0 + ly) * a->seqlen_k + j0 + lx] : 0.0f;
-    v_tile[ly][lx] = (j0 + ly < SV_NK(&sv, a) && c0 + lx < HEAD_DIM)
-                         ? LOAD_ELEM(v, v_base + (long)(j0 + ly) * a->v_seq_stride + c0 + lx) : 0.0f;
+  GEMM_VEC acc[GEMM_RM];
+  gemm_zero(acc);
+  for (int j0 = kb_begin * GEMM_KP; j0 < kb_end * GEMM_KP; j0 += GEMM_KP) {
+    GEMM_BUFFERS(j0 / GEMM_KP);
+    GEMM_STAGE_A(a_tile, GEMM_A_PITCH, GEMM_BM, p_rows, (long)i0 * a->seqlen_k, a->seqlen_k, a->seqlen_q - i0, j0,
+                 a->seqlen_k, lid, F32_LOAD4, F32_LOAD1);
+    GEMM_STAGE(((__local float*)b_tile), GEMM_B_PITCH, GEMM_BN, v, v_base + c0, a->v_seq_stride, j0, nk, HEAD_DIM - c0, lid, LOAD4,
+               LOAD_ELEM);
     barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-    for (int t = 0; t < TILE; ++t) /* hidden keys (P = 0) add nothing even where V is NaN or Inf */
-      acc += p_tile[ly][t] == 0.0f ? 0.0f : p_tile[ly][t] * v_tile[t][lx];
-    barrier(CLK_LOCAL_MEM_FENCE);
+    gemm_panel_guarded(a_tile, b_tile, acc);
   }
-  const int i = i0 + ly, c = c0 + lx;
-  if (i < SV_NQ(&sv, a) && c < HEAD_DIM) STORE_ELEM(o, o_base + (long)i * a->o_seq_stride + c, acc);
+
+  const int row0 = i0 + ly * GEMM_RM, col0 = c0 + lx * GEMM_RN;
+  for (int r = 0; r < GEMM_RM; ++r) {
+    const int i = row0 + r;
+    if (i >= SV_NQ(&sv, a)) break;
+    float out[GEMM_RN];
+    GEMM_VSTORE(acc[r], out);
+    for (int c = 0; c < GEMM_RN && col0 + c < HEAD_DIM; ++c) STORE_ELEM(o, o_base + (long)i * a->o_seq_stride + col0 + c, out[c]);
+  }
 }

@@ -73,21 +73,83 @@ bool fits(const DeviceFacts& device, const TilePlan& p, std::size_t budget) {
          p.work_group_size <= device.max_work_group_size;
 }
 
-TilePlan plan_standard(const DeviceFacts& device) {
-  TilePlan p;
-  int tile = 16;
-  while (tile > 1 && static_cast<std::size_t>(tile * tile) > device.max_work_group_size) tile /= 2;
-  int softmax = 128;
-  while (softmax > 1 && static_cast<std::size_t>(softmax) > device.max_work_group_size) softmax /= 2;
-  p.block_rows = p.block_cols = tile;
-  p.softmax_wg = softmax;
-  p.work_group_size = static_cast<std::size_t>(tile) * tile;
-  p.local_bytes = 2 * static_cast<std::size_t>(tile) * (tile + 1) * sizeof(float);
-  p.reason = "standard: 16x16 GEMM tiles, 128 work-items per softmax row";
-  if (p.local_bytes > device.local_mem_bytes)
-    fail(Status::OutOfResources, "device: standard attention needs ", p.local_bytes, " bytes of local memory, the device has ",
-         device.local_mem_bytes);
-  return p;
+// The standard path's products (kernels/gemm.cl), one row per try: work-group wg_x x wg_y, each
+// work-item rm rows x one rn-wide vector of columns, contraction panels of kp; then the softmax's
+// work-items per row and vector width. The first row whose work-group and __local footprint fit
+// the device is taken.
+struct StandardShape {
+  int wg_x, wg_y, rm, rn, kp, a_t, softmax_wg, softmax_vw;
+  const char* why;
+};
+
+// GPUs: 64x64 blocks of 4x4 per work-item (16 accumulators, float4 __local reads), 16.5 KiB of
+// __local (two buffers), 256 work-items; smaller work-groups for devices that cap them. Not yet
+// measured against the 16x16 kernels on a GPU (docs/perf/pocl-cpu.md, standard).
+const std::vector<StandardShape> kStandardGpu = {
+    {16, 16, 4, 4, 16, 1, 128, 1, "GPU: 64x64 blocks, 4x4 outputs per work-item"},
+    {16, 8, 4, 4, 16, 1, 128, 1, "GPU: 32x64 blocks, 4x4 outputs per work-item (work-groups <= 128)"},
+    {8, 8, 4, 4, 16, 1, 64, 1, "GPU: 32x32 blocks, 4x4 outputs per work-item (work-groups <= 64)"},
+    {1, 1, 1, 4, 16, 1, 1, 1, "one work-item per work-group"}};
+
+// CPUs (PoCL): explicit float16 vectors, as PoCL does not vectorise these loops across work-items.
+const std::vector<StandardShape> kStandardCpu = {
+    {4, 8, 8, 16, 32, 0, 1, 16, "CPU: 64x64 blocks, 8 rows x float16 per work-item, one work-item per softmax row"},
+    {1, 1, 1, 4, 16, 0, 1, 1, "one work-item per work-group"}};
+
+// Mirrors kernels/gemm.cl: two buffers each of the A panel (kp x (rows + GEMM_PAD 4) transposed,
+// rows x (kp + 4) as rows) and the B panel (kp x columns).
+std::size_t standard_local_bytes(const StandardShape& s) {
+  const std::size_t rows = static_cast<std::size_t>(s.wg_y) * s.rm, kp = s.kp;
+  const std::size_t a_panel = s.a_t ? kp * (rows + 4) : rows * (kp + 4);
+  return 2 * (a_panel + kp * s.wg_x * s.rn) * sizeof(float);
+}
+
+// A forced standard tile: block_rows x block_cols of the output, team_size columns (one vector,
+// default 4) x rows_per_team rows (default 4) per work-item, in the GPU form (transposed A panels
+// of 16) whatever the device, so the tests can run the GPU shapes on PoCL.
+StandardShape standard_override(const TileOverride& t) {
+  const int rn = t.team_size > 0 ? t.team_size : 4, rm = t.rows_per_team > 0 ? t.rows_per_team : 4;
+  if (t.block_rows < 1 || t.block_cols < 1 || t.block_rows > 256 || t.block_cols > 256 || rm > 256 ||
+      (rn != 1 && rn != 2 && rn != 4 && rn != 8 && rn != 16) || t.block_rows % rm != 0 || t.block_cols % rn != 0 ||
+      t.block_cols % 4 != 0)
+    fail(Status::InvalidArgument, "tile: standard takes block_rows x block_cols up to 256 each, block_cols a multiple "
+         "of 4 and of team_size (columns per work-item: 1, 2, 4, 8 or 16), block_rows of rows_per_team; got ",
+         t.block_rows, "x", t.block_cols, "x", t.team_size, "x", t.rows_per_team);
+  return {t.block_cols / rn, t.block_rows / rm, rm, rn, 16, 1, 128, 1, "override"};
+}
+
+TilePlan plan_standard(const DeviceFacts& device, const TileOverride& tile) {
+  const std::vector<StandardShape>& table = device.kind == DeviceKind::CPU ? kStandardCpu : kStandardGpu;
+  const bool forced = tile.block_rows != 0 || tile.block_cols != 0;
+  for (const StandardShape& s : forced ? std::vector<StandardShape>{standard_override(tile)} : table) {
+    const std::size_t wg = static_cast<std::size_t>(s.wg_x) * s.wg_y;
+    if (wg > device.max_work_group_size || static_cast<std::size_t>(s.softmax_wg) > device.max_work_group_size ||
+        standard_local_bytes(s) > device.local_mem_bytes)
+      continue;
+    TilePlan p;
+    p.block_rows = s.wg_y * s.rm;
+    p.block_cols = s.wg_x * s.rn;
+    p.gemm_wg_x = s.wg_x;
+    p.gemm_wg_y = s.wg_y;
+    p.gemm_rm = s.rm;
+    p.gemm_rn = s.rn;
+    p.gemm_kp = s.kp;
+    p.gemm_a_t = s.a_t;
+    p.softmax_wg = s.softmax_wg;
+    p.softmax_vw = s.softmax_vw;
+    p.work_group_size = wg;
+    p.local_bytes = standard_local_bytes(s);
+    p.reason = concat("standard: ", s.why, "; panels of ", s.kp, ", softmax ", s.softmax_wg, " work-items x ",
+                      s.softmax_vw, " per row");
+    return p;
+  }
+  if (forced)
+    fail(Status::OutOfResources, "tile: standard ", tile.block_rows, "x", tile.block_cols, " needs ",
+         standard_local_bytes(standard_override(tile)), " bytes of local memory and ",
+         tile.block_rows / standard_override(tile).rm * (tile.block_cols / standard_override(tile).rn),
+         " work-items; the device has ", device.local_mem_bytes, " bytes and ", device.max_work_group_size);
+  fail(Status::OutOfResources, "device: standard attention needs ", standard_local_bytes(kStandardGpu.back()),
+       " bytes of local memory, the device has ", device.local_mem_bytes);
 }
 
 TilePlan plan_override(const DeviceFacts& device, const PlanRequest& r) {
@@ -188,7 +250,7 @@ std::size_t flash_local_bytes(Algorithm algorithm, int br, int bc, int tpr, int 
 TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& r) {
   if (r.head_dim < 1 || r.head_dim > 256)
     fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", r.head_dim);
-  if (r.algorithm == Algorithm::Standard) return plan_standard(device);
+  if (r.algorithm == Algorithm::Standard) return plan_standard(device, r.tile);
   if (r.algorithm != Algorithm::FA1 && r.algorithm != Algorithm::FA2)
     fail(Status::InvalidArgument, "algorithm: the planner needs a concrete algorithm, got ", to_string(r.algorithm));
   if (r.tile.block_rows != 0 || r.tile.block_cols != 0) return plan_override(device, r);

@@ -25,6 +25,11 @@ struct TilePlan {
   int team_size = 0;       // TPR: work-items sharing those rows
   int padded_head_dim = 0; // D_PAD
   int softmax_wg = 0;      // standard: work-items per softmax row
+  int softmax_vw = 1;      // standard: elements each softmax work-item takes per step (vector width)
+  // standard: the register-blocked GEMM of kernels/gemm.cl, a gemm_wg_x x gemm_wg_y work-group whose
+  // work-items own gemm_rm rows x gemm_rn columns each (block_rows x block_cols of the output) and
+  // stage gemm_kp-long contraction panels, A transposed (gemm_a_t = 1) or as rows
+  int gemm_wg_x = 0, gemm_wg_y = 0, gemm_rm = 0, gemm_rn = 0, gemm_kp = 0, gemm_a_t = 1;
   int stages = 1;            // K/V buffers (the tensor-core fa2)
   bool lazy_rescale = true;  // tensor-core fa2: rescale O only when a row's reference max moved
   std::size_t work_group_size = 0;

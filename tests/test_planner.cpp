@@ -125,10 +125,62 @@ TEST(Planner, Fa2PrefersLargeTilesWhenTheyFit) {
   EXPECT_LT(small.local_bytes, 16u * 1024);
 }
 
-TEST(Planner, StandardUsesSixteenSquareTiles) {
-  const TilePlan p = plan_tiles(gpu(48), request(Algorithm::Standard, 64));
-  EXPECT_EQ(p.block_rows, 16);
-  EXPECT_EQ(p.softmax_wg, 128);
+// standard: 64x64 output blocks of 4x4 per work-item (256 work-items, A panels transposed) on GPUs,
+// smaller work-groups where the device caps them; float16 columns, A panels as rows and one
+// work-item per vectorised softmax row on CPUs; every plan fits the device.
+TEST(Planner, StandardBlocksPerDeviceClass) {
+  const TilePlan g = plan_tiles(gpu(48), request(Algorithm::Standard, 64));
+  EXPECT_EQ(g.block_rows, 64);
+  EXPECT_EQ(g.block_cols, 64);
+  EXPECT_EQ(g.gemm_wg_x * g.gemm_wg_y, 256);
+  EXPECT_EQ(g.gemm_rm, 4);
+  EXPECT_EQ(g.gemm_rn, 4);
+  EXPECT_EQ(g.gemm_a_t, 1);
+  EXPECT_EQ(g.softmax_wg, 128);
+  EXPECT_LE(g.local_bytes, 48u * 1024);
+  EXPECT_NE(g.reason.find("GPU"), std::string::npos);
+
+  DeviceFacts small = gpu(16);
+  small.max_work_group_size = 64;
+  const TilePlan s = plan_tiles(small, request(Algorithm::Standard, 64));
+  EXPECT_LE(static_cast<std::size_t>(s.gemm_wg_x * s.gemm_wg_y), small.max_work_group_size);
+  EXPECT_LE(static_cast<std::size_t>(s.softmax_wg), small.max_work_group_size);
+  EXPECT_LE(s.local_bytes, small.local_mem_bytes);
+  EXPECT_EQ(s.block_rows, s.gemm_wg_y * s.gemm_rm);
+  EXPECT_EQ(s.block_cols, s.gemm_wg_x * s.gemm_rn);
+
+  const TilePlan c = plan_tiles(pocl_cpu(), request(Algorithm::Standard, 64));
+  EXPECT_EQ(c.gemm_rn, 16);
+  EXPECT_EQ(c.gemm_a_t, 0);
+  EXPECT_EQ(c.softmax_wg, 1);
+  EXPECT_EQ(c.softmax_vw, 16);
+  EXPECT_NE(c.reason.find("CPU"), std::string::npos);
+}
+
+// A forced standard tile is the GPU form with those blocks, or a named error.
+TEST(Planner, StandardOverrideIsHonouredOrRejected) {
+  PlanRequest r = request(Algorithm::Standard, 40);
+  r.tile = {32, 16, 8, 2};
+  const TilePlan p = plan_tiles(pocl_cpu(), r);
+  EXPECT_EQ(p.block_rows, 32);
+  EXPECT_EQ(p.block_cols, 16);
+  EXPECT_EQ(p.gemm_rn, 8);
+  EXPECT_EQ(p.gemm_rm, 2);
+  EXPECT_EQ(p.gemm_wg_x * p.gemm_wg_y, 2 * 16);
+  EXPECT_EQ(p.gemm_a_t, 1);
+  for (TileOverride bad : {TileOverride{30, 16, 4, 4}, TileOverride{32, 12, 8, 4}, TileOverride{32, 16, 3, 4},
+                           TileOverride{512, 16, 4, 4}, TileOverride{32, 6, 2, 4}}) {
+    r.tile = bad;
+    try {
+      plan_tiles(pocl_cpu(), r);
+      ADD_FAILURE() << "accepted " << bad.block_rows << "x" << bad.block_cols << "x" << bad.team_size;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("tile"), std::string::npos) << e.what();
+    }
+  }
+  r.tile = {256, 256, 1, 1};  // 65536 work-items
+  EXPECT_THROW(plan_tiles(gpu(48), r), Error);
 }
 
 TEST(Planner, OverrideIsHonouredOrRejected) {

@@ -79,8 +79,10 @@ struct Tensor {
   std::int64_t head_stride = 0;
 };
 
-// Forces tile sizes for experiments (FLASHCL_TILE="BRxBC" or "BRxBCxTPRxTM" does the same);
-// 0 leaves the planner's choice.
+// Forces tile sizes for experiments (FLASHCL_TILE="BRxBC" or "BRxBCxTPRxTM" does the same for
+// fa1/fa2); 0 leaves the planner's choice. standard (this field only): its GEMM's output block,
+// block_rows x block_cols, with team_size columns (1, 2, 4, 8, 16; default 4) x rows_per_team rows
+// (default 4) per work-item, run in the GPU form on any device.
 struct TileOverride {
   int block_rows = 0;     // Br: query rows per block
   int block_cols = 0;     // Bc: keys per block
@@ -178,7 +180,7 @@ FLASHCL_API std::size_t device_bytes(cl_device_id device, const ForwardArgs& arg
 // The tiles and work-group shape a call would use on `device` (after any override).
 struct TileInfo {
   Algorithm algorithm = Algorithm::FA2;  // the concrete algorithm (auto resolved)
-  int block_rows = 0, block_cols = 0;    // Br, Bc (standard: the GEMM tile edge)
+  int block_rows = 0, block_cols = 0;    // Br, Bc (standard: the GEMM's output block)
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;           // __local memory per work-group
   std::string reason;                    // why the planner chose these
