@@ -3,7 +3,8 @@
 // registers those runs under the label `oclgrind`). The same cases run on the default device in
 // the ordinary suite. Coverage: each algorithm (standard, fa1, fa2), causal off and on, query and
 // key lengths that do and do not divide the tiles (5, 8, 13, 16, 17; Nq < Nk, Nq > Nk), the
-// planner's tiles and forced 8x8 / 4x8 tiles, head dims that give one and several work-items per
+// planner's tiles and forced 8x8 / 4x8 tiles (standard: its GPU form, 8x8 blocks of 2 rows x 4
+// columns per work-item), head dims that give one and several work-items per
 // row team (d = 5 and d = 20), batch/heads > 1 and a strided layout whose gaps must stay
 // untouched, LSE on, and each storage dtype (f32, f16, bf16).
 #include <tuple>
@@ -52,6 +53,8 @@ std::vector<Tiny> tiny_cases() {
     for (const auto& [nq, nk] : lengths) {
       const int d = nq == 13 || nq == 8 ? 20 : 5;
       cases.push_back({Algorithm::Standard, causal, nq, nk, d, {}});
+      // standard's GPU form (A panels transposed, double-buffered panels) whatever the device
+      cases.push_back({Algorithm::Standard, causal, nq, nk, d, TileOverride{8, 8, 4, 2}});
       for (Algorithm algorithm : {Algorithm::FA1, Algorithm::FA2})
         for (TileOverride tile : {TileOverride{}, TileOverride{8, 8}, TileOverride{4, 8}})
           cases.push_back({algorithm, causal, nq, nk, d, tile});
