@@ -6,7 +6,8 @@
 # prints each row's median TFLOP/s and the ratio new/base. A kernel change may not make a row slower.
 # CHECK=0 leaves out --check (the float64 reference of every row, minutes of host time on a device
 # call's budget) where the GPU test suite checks the same kernels in the call.
-# Usage: [ROUNDS=R] [CHECK=0] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
+# F32_ALGOS narrows the fp32 rows (default all: standard, fa1, fa2).
+# Usage: [ROUNDS=R] [CHECK=0] [F32_ALGOS=LIST] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath "$1")
 out=${2:-/tmp/flashcl-ab}
@@ -28,7 +29,7 @@ check=--check
 [ "${CHECK:-1}" = 0 ] && check=""
 bench() {  # tree name round
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
-    --head-dim 64,128 --causal both --algo all -r 10 $check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
+    --head-dim 64,128 --causal both --algo "${F32_ALGOS:-all}" -r 10 $check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
   FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
     --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 $check -f json \
     -o "$work/$2-16bit-$3.json" 2>> "$out/bench.log"
