@@ -2,13 +2,13 @@
  * owns BR query rows: PoCL then runs it as straight-line code on one core, with no work-item loops
  * around barriers and no spills of private state into its context arrays. Vectors come from the
  * code, not from PoCL's vectoriser: keys are taken VW at a time as one floatVW (K staged transposed
- * as fp32, d x BC), the output columns VW at a time (V staged row-major as fp32), and products are
- * register-blocked: RM rows x KG key vectors of scores, RM rows x CG column vectors of the
- * accumulator, each vector load feeding RM FMAs and each broadcast of q or p feeding KG or CG. The
- * staged tiles (fp16/bf16 converted once per block) are sized for the L1/L2 caches; the running
- * output stays in the O tile between key blocks. Everything else is fa2.cl's algorithm and
- * common.cl's pieces: the same block skipping (per row group here), masks, score transforms,
- * HALF_UNITS, GQA, varlen, LSE and dispatch order. */
+ * as fp32, d x BC), the output columns VW at a time (fp32 V read in place, else staged as fp32),
+ * and products are register-blocked: RM rows x KG key vectors of scores, RM rows x CG column
+ * vectors of the accumulator, each vector load feeding RM FMAs and each broadcast of q or p
+ * feeding KG or CG. The staged tiles (fp16/bf16 converted once per block) are sized for the
+ * L1/L2 caches; the running output stays in the O tile between key blocks. Everything else is
+ * fa2.cl's algorithm and common.cl's pieces: the same block skipping (per row group here),
+ * masks, score transforms, HALF_UNITS, GQA, varlen, LSE and dispatch order. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -31,6 +31,16 @@
 
 #if BR % RM != 0 || BC % (KG * VW) != 0 || D_PAD % VW != 0 || DV % CG != 0
 #error "fa2_cpu tiles must satisfy BR % RM == 0, BC % (KG * VW) == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
+#endif
+
+/* fp32 V whose rows are whole vectors is read in place (no staging copy); else staged as fp32 */
+#define V_IN_PLACE (DTYPE == 0 && HEAD_DIM == D_PAD)
+#if V_IN_PLACE
+#define V_PTR __global const float*
+#define V_PITCH v_pitch
+#else
+#define V_PTR __local const float*
+#define V_PITCH D_PAD
 #endif
 
 #define CAT_(a, b) a##b
@@ -72,11 +82,14 @@ inline float vec_sum(VEC_T x) {
 
 /* Rows [row0, row0 + n) of a (seq, d) slice into dst: row-major with pitch D_PAD, or transposed
  * (dst[c * n + r]) for K. Times mul; rows at or past `valid` and columns past HEAD_DIM read 0. */
-inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0,
-                       int n, int valid, float mul, bool transposed) {
+inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0, int n,
+                       int valid, float mul, bool transposed) {
   for (int r = 0; r < n; ++r) {
     const bool inside = row0 + r < valid;
     const long at = base + (long)(row0 + r) * seq_stride;
+    /* scalar on purpose: vectorised, the transposed stores become scatters, which took 30% of
+     * the kernel's time on Zen 4 (perf, d = 64, N = 2048) */
+#pragma clang loop vectorize(disable)
     for (int c = 0; c < D_PAD; ++c) {
       const float x = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) * mul : 0.0f;
       if (transposed)
@@ -140,7 +153,7 @@ inline float row_softmax(float p[BC], float* m, float* l, int row, int k0, bool 
 /* O(r0 + r) <- alpha[r] O(r0 + r) + sum_j p[r][j] V(j) over keys [0, n), CG column vectors at a
  * time, each V vector load feeding RM FMAs. `masked` (a constant at each call site): hidden keys
  * (p = 0) add nothing even where V holds NaN or Inf, which 0 * V would spread. */
-inline void block_pv(__local float* acc_t, float p[RM][BC], const float alpha[RM], __local const float* vs, int r0,
+inline void block_pv(__local float* acc_t, float p[RM][BC], const float alpha[RM], V_PTR vs, long v_pitch, int r0,
                      int n, const bool masked) {
   for (int cg0 = 0; cg0 < DV; cg0 += CG) {
     VEC_T acc[RM][CG];
@@ -151,7 +164,7 @@ inline void block_pv(__local float* acc_t, float p[RM][BC], const float alpha[RM
     for (int j = 0; j < n; ++j) {
       VEC_T vv[CG];
 #pragma unroll
-      for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * D_PAD + (cg0 + g) * VW);
+      for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * V_PITCH + (cg0 + g) * VW);
 #pragma unroll
       for (int r = 0; r < RM; ++r) {
         const float pj = p[r][j];
@@ -174,7 +187,9 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __local float qs[BR * D_PAD];    /* scaled Q block, row-major */
   __local float acc_t[BR * D_PAD]; /* unnormalised O block */
   __local float kt[D_PAD * BC];    /* K block transposed */
-  __local float vs[BC * D_PAD];    /* V block */
+#if !V_IN_PLACE
+  __local float vs[BC * D_PAD]; /* V block */
+#endif
   float m[BR], l[BR], p[RM][BC], alpha[RM];
 
   const AttnArgs* a = &args;
@@ -203,7 +218,11 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC, n = min(BC, SV_NK(&sv, a) - k0);
     stage_rows(kt, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, true);
+#if V_IN_PLACE
+    V_PTR vs = v + v_base + (long)k0 * a->v_seq_stride;
+#else
     stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, false);
+#endif
     for (int r0 = 0; r0 < BR && q0 + r0 < q_end; r0 += RM) {
       int rb_begin, rb_end; /* whole register blocks above the diagonal or outside the window skip it */
       key_block_range(q0 + r0, min(q0 + r0 + RM, q_end), BC, &sv, a, &rb_begin, &rb_end);
@@ -214,9 +233,9 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       for (int r = 0; r < RM; ++r)
         alpha[r] = row_softmax(p[r], &m[r0 + r], &l[r0 + r], q0 + r0 + r, k0, masked, &sv, a, mask);
       if (masked) /* two specialised copies: the unmasked one pays nothing */
-        block_pv(acc_t, p, alpha, vs, r0, n, true);
+        block_pv(acc_t, p, alpha, vs, a->v_seq_stride, r0, n, true);
       else
-        block_pv(acc_t, p, alpha, vs, r0, n, false);
+        block_pv(acc_t, p, alpha, vs, a->v_seq_stride, r0, n, false);
     }
   }
 

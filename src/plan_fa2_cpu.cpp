@@ -6,7 +6,7 @@
 //  - Head dim padded to whole vectors; past 5 vectors, to a multiple of 3 or 4 so CG divides it.
 //  - Tiles (BR rows per work-item, BC keys per staged block) from a per-class table, then halved
 //    until the four tiles fit the budget: the device's local memory, and on CPUs a core's share of
-//    L2 (kCpuTileBytes), since PoCL keeps __local in ordinary memory.
+//    L2 (kCpuTileBytes: half of 1 MiB), since PoCL keeps __local in ordinary memory.
 #include "plan_fa2_cpu.hpp"
 
 #include <algorithm>
@@ -16,16 +16,18 @@
 namespace flashcl::detail {
 namespace {
 
-constexpr std::size_t kCpuTileBytes = 256 * 1024;
+constexpr std::size_t kCpuTileBytes = 512 * 1024;
 
 struct TileRow {
   int max_head_dim, block_rows, block_cols;
 };
 
-// PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048 (docs/perf/pocl-cpu.md): rows
-// per work-item amortise staging K^T and V (a scalar transpose and conversion per block); 64
-// keys keep four 16-key score vectors per row in registers.
-const TileRow kCpuTiles[] = {{64, 64, 64}, {128, 64, 64}, {256, 32, 64}};
+// PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048, GFLOP/s from the CPU time spent
+// in the kernel (perf samples, x 2 cores; docs/perf/pocl-cpu.md): d = 64 with 64 rows per
+// work-item ~90 (before V was read in place), 128 rows 96, 256 rows 113; d = 128 with 128 rows 101,
+// 256 rows 122. Rows per work-item amortise the transposed staging of K (a quarter of the
+// kernel's time at 64 rows); 64 keys keep four 16-key score vectors per row in registers.
+const TileRow kCpuTiles[] = {{64, 256, 64}, {128, 256, 64}, {256, 128, 64}};
 // Other devices (the oclgrind checks): the same rows; the budget halves them to fit.
 const TileRow* tile_row(int head_dim) {
   for (const TileRow& row : kCpuTiles)
@@ -68,8 +70,10 @@ Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim) {
   if (device.kind == DeviceKind::CPU) budget = std::min(budget, kCpuTileBytes);
   // BC stays a multiple of the key vectors a register block takes (min(4, BC / VW) of VW keys)
   while (fa2_cpu_local_bytes(br, bc, d_pad) > budget) {
-    if (bc > vw) bc /= 2;
-    else if (br > rm) br /= 2;
+    if (bc > vw)
+      bc /= 2;
+    else if (br > rm)
+      br /= 2;
     else
       fail(Status::OutOfResources, "head_dim: the CPU-shaped fa2 with d=", head_dim, " needs ",
            fa2_cpu_local_bytes(br, bc, d_pad), " bytes of local memory, the device has ", budget);

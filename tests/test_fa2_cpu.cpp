@@ -51,8 +51,8 @@ INSTANTIATE_TEST_SUITE_P(Lengths, Fa2CpuShapes,
                          testing::Combine(testing::Values(1, 5, 63, 65, 130), testing::Values(3, 64, 129),
                                           testing::Values(64), testing::Bool()));
 INSTANTIATE_TEST_SUITE_P(HeadDims, Fa2CpuShapes,
-                         testing::Combine(testing::Values(67), testing::Values(70), testing::Values(1, 17, 40, 80, 96, 112, 200, 256),
-                                          testing::Bool()));
+                         testing::Combine(testing::Values(67), testing::Values(70),
+                                          testing::Values(1, 17, 40, 80, 96, 112, 200, 256), testing::Bool()));
 
 TEST(Fa2Cpu, HiddenKeysHoldingNaNNeverReachO) {
   const int nq = 16, nk = 256, d = 32, left = 8;

@@ -85,7 +85,7 @@ void expect_compilable(const DeviceFacts& dev, int d) {
   EXPECT_EQ(t.work_group_size, 1u);
   EXPECT_EQ(t.local_bytes, fa2_cpu_local_bytes(t.block_rows, t.block_cols, t.padded_head_dim));
   EXPECT_LE(t.local_bytes, dev.local_mem_bytes);
-  if (dev.kind == DeviceKind::CPU) EXPECT_LE(t.local_bytes, 256u * 1024);  // a core's share of L2
+  if (dev.kind == DeviceKind::CPU) EXPECT_LE(t.local_bytes, 512u * 1024);  // half a core's L2
   EXPECT_NE(t.reason.find("CPU form"), std::string::npos);
 }
 
