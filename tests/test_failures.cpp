@@ -340,7 +340,7 @@ TEST(FailuresBuild, BrokenKernelSourceLeaksNothing) {
   fs::create_directories(dir);
   for (const auto& entry : fs::directory_iterator(fs::path(FLASHCL_SOURCE_DIR) / "kernels"))
     fs::copy_file(entry.path(), dir / entry.path().filename(), fs::copy_options::overwrite_existing);
-  for (const char* file : {"fa2.cl", "fa2_mma.cl"})  // the portable kernel and the tensor-core one
+  for (const char* file : {"fa2.cl", "fa2_mma.cl", "fa2_cpu.cl"})  // every form of fa2 a device may build
     std::ofstream(dir / file, std::ios::app) << "\nthis line is not OpenCL C;\n";
   set_disk_cache_enabled(false);
   Rig rig;
