@@ -1,34 +1,10 @@
-// support.cpp: cases, buffers with layouts, the poisoned run and the accuracy check; in sanitizer
-// builds, LeakSanitizer's check once the tests are done.
+// support.cpp: cases, buffers with layouts, the poisoned run and the accuracy check.
 #include "support.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <sstream>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define FLASHCL_TEST_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FLASHCL_TEST_LSAN 1
-#endif
-#endif
-#ifdef FLASHCL_TEST_LSAN
-#include <sanitizer/lsan_interface.h>
-
-namespace {
-// LeakSanitizer checks when the last test is done, while PoCL's worker threads still sleep, and
-// not at exit: there its tracer thread now and then crashed (signal 11) as those threads wound
-// down, failing a test that had passed (twice in a row for one test in CI). Memory the library or
-// the tests still reach from globals (the shared session, caches) is not a leak either way.
-class LeakCheckAfterTheTests : public ::testing::Environment {
- public:
-  void TearDown() override { __lsan_do_leak_check(); }
-};
-::testing::Environment* const leak_check = ::testing::AddGlobalTestEnvironment(new LeakCheckAfterTheTests);
-}  // namespace
-#endif
 
 namespace flashcl::test {
 void check(cl_int err, const char* what) {
