@@ -12,12 +12,7 @@ mode=${2:-full}
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
-echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-export FLASHCL_PLATFORM=NVIDIA FLASHCL_CACHE_DIR=/tmp/flashcl-cache
-prefix=""
-[ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"  # headers/libs carried from Debian
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release $prefix > "$out/cmake.log" 2>&1 \
-  && cmake --build build-gpu > "$out/build.log" 2>&1 || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
+. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
 
 # Register and spill report of each kernel (ptxas through -cl-nv-verbose).
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
