@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 
@@ -107,7 +108,17 @@ void run_fp8_case(const Fp8Case& c) {
   r.lse_values = lse.read();
   r.lse = bench::compare(r.lse_values, r.ref.lse);
   r.gaps_written = o.gap_elements_changed();
-  expect_accurate(r, c.name, c.out);
+  if (c.rounded_p_bound == 0.0) {
+    expect_accurate(r, c.name, c.out);
+    return;
+  }
+  std::printf("[ fp8 rounded P ] %s: O rel %.3g, max |err| %.3g; LSE rel %.3g\n", c.name.c_str(), r.out.rel_norm,
+              r.out.max_abs, r.lse.rel_norm);
+  EXPECT_EQ(r.out.non_finite, 0u) << c.name << ": NaN/Inf in O (unwritten or broken elements)";
+  EXPECT_EQ(r.gaps_written, 0u) << c.name << ": wrote outside O's layout";
+  EXPECT_LE(r.out.rel_norm, c.rounded_p_bound) << c.name;
+  EXPECT_EQ(r.lse.non_finite, 0u) << c.name;
+  EXPECT_LE(r.lse.rel_norm, 1e-5) << c.name;  // LSE comes from fp32 sums on every path
 }
 
 bench::Shape fp8_shape(int b, int h, int nq, int nk, int d, bool causal) {
