@@ -9,7 +9,7 @@ function(flashcl_embed_kernels)
   endforeach()
   add_custom_command(
     OUTPUT ${ARG_OUTPUT}
-    COMMAND ${CMAKE_COMMAND} -DOUTPUT=${ARG_OUTPUT} "-DFILES=${abs_files}"
+    COMMAND ${CMAKE_COMMAND} -DOUTPUT=${ARG_OUTPUT} "-DFILES=${abs_files}" -DKERNEL_ROOT=${CMAKE_CURRENT_SOURCE_DIR}/kernels
             -P ${CMAKE_CURRENT_SOURCE_DIR}/cmake/embed_kernels_script.cmake
     DEPENDS ${abs_files} ${CMAKE_CURRENT_SOURCE_DIR}/cmake/embed_kernels_script.cmake
     COMMENT "Embedding OpenCL kernels"

@@ -1,4 +1,4 @@
-// fuzz_planner.cpp: libFuzzer target over the tile planner (src/tile_planner.cpp), a pure
+// fuzz_planner.cpp: libFuzzer target over the tile planner (src/plan/tile_planner.cpp), a pure
 // function, on random simulated devices (kind, local memory, work-group limits, vendor) and
 // requests (algorithm, head dim, dtype, causal, forced tiles), plus the FLASHCL_TILE parser.
 // Requires: no crash or sanitizer report; every refusal is a flashcl::Error with a message;
@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "errors.hpp"
+#include "base/errors.hpp"
 #include "fuzz_input.hpp"
-#include "tile_planner.hpp"
+#include "plan/tile_planner.hpp"
 
 using flashcl::Algorithm;
 using flashcl::detail::DeviceFacts;

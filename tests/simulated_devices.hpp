@@ -4,7 +4,7 @@
 
 #include <cstddef>
 
-#include "device_facts.hpp"
+#include "plan/device_facts.hpp"
 
 namespace flashcl::detail {
 

@@ -19,7 +19,7 @@
 #include <random>
 
 #include "flashcl/flashcl.h"
-#include "../src/plan_decode.hpp"  // internal (hidden in the library): src/plan_decode.cpp is compiled in
+#include "plan/plan_decode.hpp"  // internal (hidden in the library): src/plan/plan_decode.cpp is compiled in
 #include "support.hpp"
 
 namespace flashcl::test {

@@ -38,7 +38,7 @@ struct Grid {
 
 // (q_block, h, b) per linear id for `grid`, from a program built with CAUSAL = `causal`.
 std::vector<int> record(const Grid& grid, bool causal) {
-  const std::string source = read_kernel_file("attn_args.h") + read_kernel_file("common.cl") + kRecorder;
+  const std::string source = read_kernel_file("shared/attn_args.h") + read_kernel_file("shared/common.cl") + kRecorder;
   const char* text = source.c_str();
   cl_int err = CL_SUCCESS;
   cl_program program = clCreateProgramWithSource(session().context(), 1, &text, nullptr, &err);

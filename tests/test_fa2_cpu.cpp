@@ -1,4 +1,4 @@
-// test_fa2_cpu.cpp: the CPU-shaped fa2 (kernels/fa2_cpu.cl) on the test device, against the
+// test_fa2_cpu.cpp: the CPU-shaped fa2 (kernels/cpu/fa2_cpu.cl) on the test device, against the
 // float64 reference with outputs poisoned with NaN (run_case). On a CPU device the planner gives
 // it every plain fa2 call, so the Forward, Variants and LowPrecision suites run it too (and run the
 // team kernel again under FLASHCL_FA2_CPU=0, tests/CMakeLists.txt); here: that it is the form

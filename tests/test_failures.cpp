@@ -1,6 +1,6 @@
 // test_failures.cpp: what happens when things go wrong underneath a forward call. Every OpenCL
 // call the library makes on the way to the kernels is made to fail in turn (through the test-only
-// hook in src/fault_injection.hpp): allocation failures (the device out of memory), kernel build
+// hook in src/base/fault_injection.hpp): allocation failures (the device out of memory), kernel build
 // failures, failed kernel creation, argument setting and enqueues, including the second and third
 // kernel of the standard path (a failure mid-run). Each must give a flashcl::Error with a clear
 // status and a message naming the call, leave the output untouched, leak no OpenCL object (the
@@ -21,8 +21,8 @@
 #include <fstream>
 #include <limits>
 
-#include "../src/fault_injection.hpp"
-#include "../src/kernel_source.hpp"
+#include "base/fault_injection.hpp"
+#include "program/kernel_source.hpp"
 #include "child_process.hpp"
 #include "flashcl/flashcl.h"
 #include "support.hpp"
@@ -340,7 +340,7 @@ TEST(FailuresBuild, BrokenKernelSourceLeaksNothing) {
   fs::create_directories(dir);
   for (const auto& entry : fs::directory_iterator(fs::path(FLASHCL_SOURCE_DIR) / "kernels"))
     fs::copy_file(entry.path(), dir / entry.path().filename(), fs::copy_options::overwrite_existing);
-  for (const char* file : {"fa2.cl", "fa2_mma.cl", "fa2_cpu.cl"})  // every form of fa2 a device may build
+  for (const char* file : {"forward/fa2.cl", "nvidia/fa2_mma.cl", "cpu/fa2_cpu.cl"})  // every form of fa2 a device may build
     std::ofstream(dir / file, std::ios::app) << "\nthis line is not OpenCL C;\n";
   set_disk_cache_enabled(false);
   Rig rig;

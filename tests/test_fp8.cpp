@@ -1,4 +1,4 @@
-// test_fp8.cpp: FP8 (e4m3/e5m2) attention, issue 23. The codec (kernels/fp8_codec.cl run on the
+// test_fp8.cpp: FP8 (e4m3/e5m2) attention, issue 23. The codec (kernels/shared/fp8_codec.cl run on the
 // device, and the host twin) against a reference built from the formats' definitions, on all 256
 // codes and on every rounding tie; quantize_fp8 against a host quantisation; the fp8 forward of every
 // variant against the float64 reference on the dequantised inputs (so the kernel's own error is
@@ -62,12 +62,12 @@ std::uint8_t ref_encode(DType t, float x) {
 
 bool same_value(float got, double want) { return std::isnan(want) ? std::isnan(got) : got == want; }
 
-// ---- the device codec through a tiny program over kernels/fp8_codec.cl ----
+// ---- the device codec through a tiny program over kernels/shared/fp8_codec.cl ----
 
 struct Codec {
   cl_program program = nullptr;
   Codec() {
-    std::ifstream file(FLASHCL_SOURCE_DIR "/kernels/fp8_codec.cl");
+    std::ifstream file(FLASHCL_SOURCE_DIR "/kernels/shared/fp8_codec.cl");
     std::stringstream text;
     text << file.rdbuf()
          << "__kernel void decode_all(__global float* e4, __global float* e5) {\n"

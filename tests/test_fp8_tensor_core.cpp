@@ -1,5 +1,5 @@
 // test_fp8_tensor_core.cpp: FP8 calls of the shapes the NVIDIA tensor-core kernel takes
-// (kernels/mma_e4m3.cl: e4m3, per-head descales, V as stored, O in fp16 or bf16, plain, causal or
+// (kernels/nvidia/mma_e4m3.cl: e4m3, per-head descales, V as stored, O in fp16 or bf16, plain, causal or
 // GQA), checked by fp8_support's run_fp8_case against float64 on the dequantised inputs, so the
 // kernel's own error is measured apart from the quantisation's. Head dims and strides cover its
 // load variants: 16-byte copies and 4-byte Q loads (d = 64, 128), a head dim padded to the mma's

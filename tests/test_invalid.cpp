@@ -7,7 +7,7 @@
 #include <fstream>
 #include <limits>
 
-#include "../src/kernel_source.hpp"
+#include "program/kernel_source.hpp"
 #include "support.hpp"
 
 namespace flashcl::test {
@@ -177,7 +177,7 @@ TEST_F(Invalid, TileTooLargeForDevice) {
   for (float x : bo.raw()) ASSERT_TRUE(std::isnan(x)) << "the output was written although the call failed";
 }
 // A malformed FLASHCL_TILE: Planner.EnvironmentOverride (test_planner.cpp) parses it; the variable
-// is read once per process (src/overrides.hpp), so no test here changes the environment.
+// is read once per process (src/plan/overrides.hpp), so no test here changes the environment.
 TEST_F(Invalid, NullEventInWaitList) {
   try {
     forward(session().queue(), valid_args(), {nullptr});
@@ -359,9 +359,9 @@ TEST(BuildFailure, ReportsDeviceOptionsAndLog) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / "flashcl-broken-kernels";
   fs::create_directories(dir);
-  for (const char* name : {"attn_args.h", "common.cl", "team.cl", "standard.cl", "fa1.cl"})
+  for (const char* name : {"shared/attn_args.h", "shared/common.cl", "forward/team.cl", "forward/standard.cl", "forward/fa1.cl"})
     fs::copy_file(fs::path(FLASHCL_SOURCE_DIR) / "kernels" / name, dir / name, fs::copy_options::overwrite_existing);
-  for (const char* name : {"fa2.cl", "fa2_cpu.cl"})  // the GPU and the CPU form of fa2: whichever the device builds
+  for (const char* name : {"forward/fa2.cl", "cpu/fa2_cpu.cl"})  // the GPU and the CPU form of fa2: whichever the device builds
     std::ofstream(dir / name) << "__kernel void fa2_forward(__global float* x) { this is not OpenCL C; }\n";
   detail::set_kernel_dir(dir.string());  // as FLASHCL_KERNEL_DIR would
   const std::vector<float> values = bench::random_values(64, 3);

@@ -1,4 +1,4 @@
-// test_mma_plan.cpp: the NVIDIA tensor-core plan (src/mma_plan.cpp) as pure functions, on
+// test_mma_plan.cpp: the NVIDIA tensor-core plan (src/plan/mma_plan.cpp) as pure functions, on
 // simulated NVIDIA GPUs of compute capability 8.0 and 9.0 with OpenCL's 48 KiB of local memory:
 // which calls qualify, that every head dim, dtype and mask mode gets a plan that fits, the default
 // shapes the H100 measurements chose, the exact __local bytes of each buffer scheme (what ptxas
@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "errors.hpp"
-#include "mma_plan.hpp"
-#include "overrides.hpp"
+#include "base/errors.hpp"
+#include "plan/mma_plan.hpp"
+#include "plan/overrides.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {

@@ -5,7 +5,7 @@
 // largest block that does; a device too small for a one-row block is an OutOfResources error.
 #include <gtest/gtest.h>
 
-#include "plan_backward.hpp"
+#include "plan/plan_backward.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {

@@ -1,4 +1,4 @@
-// test_plan_fa2_cpu.cpp: the CPU-shaped fa2's planner (src/plan_fa2_cpu.cpp) as a pure function:
+// test_plan_fa2_cpu.cpp: the CPU-shaped fa2's planner (src/plan/plan_fa2_cpu.cpp) as a pure function:
 // which calls it takes (CPU devices, FLASHCL_FA2_CPU, forced tiles, dtypes), and for every head
 // dim on AVX-512-, AVX2- and GPU-like devices (the oclgrind checks force it there) a shape
 // fa2_cpu.cl compiles (its #error conditions), registers that fit, and tiles within local memory.
@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "plan_fa2_cpu.hpp"
+#include "plan/plan_fa2_cpu.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {

@@ -8,9 +8,9 @@
 #include <map>
 #include <string>
 
-#include "overrides.hpp"
+#include "plan/overrides.hpp"
 #include "simulated_devices.hpp"
-#include "tile_planner.hpp"
+#include "plan/tile_planner.hpp"
 
 namespace flashcl::detail {
 namespace {

@@ -1,12 +1,12 @@
-// test_ptx_retarget.cpp: the PTX retarget behind the wgmma kernel (src/ptx_retarget.cpp), on text
+// test_ptx_retarget.cpp: the PTX retarget behind the wgmma kernel (src/program/ptx_retarget.cpp), on text
 // shaped like NVIDIA's OpenCL output: markers go, the base target gains its 'a', nothing else
 // changes, and text it cannot retarget is a BuildFailure that says why.
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "errors.hpp"
-#include "ptx_retarget.hpp"
+#include "base/errors.hpp"
+#include "program/ptx_retarget.hpp"
 
 namespace flashcl::detail {
 namespace {

@@ -1,4 +1,4 @@
-// test_standard_gemm.cpp: the standard path's register-blocked GEMMs (kernels/gemm.cl) and its
+// test_standard_gemm.cpp: the standard path's register-blocked GEMMs (kernels/forward/gemm.cl) and its
 // vectorised softmax on shapes that divide none of their blocks, vectors or panels: lengths 1, 5,
 // 17, 63, 65 and head dims 1, 5, 40, 256, equal and unequal lengths, causal on and off, against
 // float64 with NaN-poisoned outputs. Both the form the planner picks for the test device (on PoCL:

@@ -2,7 +2,7 @@
 """sass.py: the machine code of the kernels flashcl built on an NVIDIA device, read on any machine.
 
 On NVIDIA's OpenCL driver a program's binary is its PTX, and flashcl's disk cache keeps it
-($FLASHCL_CACHE_DIR; file format in src/disk_cache.cpp). For every cached program in CACHE_DIR
+($FLASHCL_CACHE_DIR; file format in src/program/disk_cache.cpp). For every cached program in CACHE_DIR
 this writes NAME.ptx and NAME.options to OUT_DIR and, where CUDA's ptxas and nvdisasm are on PATH
 (nvdisasm also comes as PyPI's nvidia-cuda-nvdisasm), NAME.sass, then prints one line per kernel:
 registers, spills and the instruction counts the notes (docs/perf/nvidia-h100.md, v6) reasoned

@@ -1,0 +1,105 @@
+// c_api_decode.cpp: the C API of the KV-cache path: fcl_kvcache_args (checked by struct_size)
+// converted to flashcl::KvCacheArgs; statuses and messages come from c_api.cpp's one conversion
+// point (c_api_guard.hpp).
+#include <cstring>
+#include <type_traits>
+
+#include "api/c_api_guard.hpp"
+#include "base/errors.hpp"
+#include "flashcl/flashcl.h"
+
+namespace {
+
+using flashcl::Status;
+using flashcl::detail::fail;
+
+flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
+
+// The dtype a C caller stored, read as an int: any value may be there, and loading an
+// out-of-range value as the enum type is undefined behaviour.
+flashcl::DType to_dtype(const fcl_dtype& field) {
+  std::underlying_type_t<fcl_dtype> value;
+  std::memcpy(&value, &field, sizeof value);
+  switch (static_cast<int>(value)) {
+    case FCL_DTYPE_F32: return flashcl::DType::F32;
+    case FCL_DTYPE_F16: return flashcl::DType::F16;
+    case FCL_DTYPE_BF16: return flashcl::DType::BF16;
+    case FCL_DTYPE_E4M3: return flashcl::DType::E4M3;  // refused by name in forward_kvcache
+    case FCL_DTYPE_E5M2: return flashcl::DType::E5M2;
+  }
+  fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(value));
+}
+
+flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
+  if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
+  // Only one layout exists so far; a later one appends fields and accepts this size too.
+  if (in->struct_size != sizeof(fcl_kvcache_args))
+    fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, ", but this library's fcl_kvcache_args has ",
+         sizeof(fcl_kvcache_args), " bytes (call fcl_kvcache_args_init before filling the fields)");
+  flashcl::KvCacheArgs a;
+  a.batch = in->batch;
+  a.heads = in->heads;
+  a.heads_kv = in->heads_kv;
+  a.seqlen_q = in->seqlen_q;
+  a.head_dim = in->head_dim;
+  if (in->scale != 0.0f) a.scale = in->scale;
+  a.causal = in->causal != 0;
+  a.dtype = to_dtype(in->dtype);
+  a.q = to_tensor(in->q);
+  a.o = to_tensor(in->o);
+  a.lse = in->lse;
+  a.k_cache = to_tensor(in->k_cache);
+  a.v_cache = to_tensor(in->v_cache);
+  a.cache_seqlen = in->cache_seqlen;
+  a.cache_batch = in->cache_batch;
+  a.cache_batch_idx = in->cache_batch_idx;
+  a.block_table = in->block_table;
+  a.num_pages = in->num_pages;
+  a.page_size = in->page_size;
+  a.max_pages = in->max_pages;
+  a.block_table_stride = in->block_table_stride;
+  a.cache_seqlens = in->cache_seqlens;
+  a.k_new = to_tensor(in->k_new);
+  a.v_new = to_tensor(in->v_new);
+  a.seqlen_new = in->seqlen_new;
+  a.rotary_cos = in->rotary_cos;
+  a.rotary_sin = in->rotary_sin;
+  a.rotary_dim = in->rotary_dim;
+  a.rotary_seqlen = in->rotary_seqlen;
+  a.rotary_interleaved = in->rotary_interleaved != 0;
+  a.window = {in->window_left, in->window_right};
+  a.softcap = in->softcap;
+  a.alibi_slopes = in->alibi_slopes;
+  a.alibi_per_batch = in->alibi_per_batch != 0;
+  a.workspace = in->workspace;
+  a.num_splits = in->num_splits;
+  return a;
+}
+
+}  // namespace
+
+extern "C" {
+
+void fcl_kvcache_args_init(fcl_kvcache_args* args) {
+  if (args == nullptr) return;
+  *args = fcl_kvcache_args{};
+  args->struct_size = sizeof(fcl_kvcache_args);
+  args->dtype = FCL_DTYPE_F32;
+  args->window_left = args->window_right = -1;
+}
+
+fcl_status fcl_forward_kvcache(cl_command_queue queue, const fcl_kvcache_args* args, cl_uint num_wait,
+                               const cl_event* wait_list, cl_event* event) {
+  return flashcl::detail::c_api_enqueue(num_wait, wait_list, event, [&](const std::vector<cl_event>& wait) {
+    return flashcl::forward_kvcache(queue, to_args(args), wait);
+  });
+}
+
+fcl_status fcl_kvcache_workspace_bytes(cl_device_id device, const fcl_kvcache_args* args, size_t* bytes) {
+  return flashcl::detail::c_api_guarded([&] {
+    if (bytes == nullptr) fail(Status::InvalidArgument, "bytes: null pointer");
+    *bytes = flashcl::kvcache_workspace_bytes(device, to_args(args));
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,87 @@
+// c_api_quantize.cpp: the C API of fp8 quantisation: fcl_quantize_args (checked by struct_size)
+// converted to flashcl::QuantizeArgs, enums read as integers; statuses and messages come from the C
+// API's one conversion point (c_api_guard.hpp).
+#include <cstring>
+#include <type_traits>
+
+#include "api/c_api_guard.hpp"
+#include "base/errors.hpp"
+
+namespace {
+
+using flashcl::DType;
+using flashcl::Status;
+using flashcl::detail::fail;
+
+DType to_dtype(const fcl_dtype& field, const char* name) {
+  std::underlying_type_t<fcl_dtype> value;
+  std::memcpy(&value, &field, sizeof value);  // any int may be there: never load it as the enum
+  switch (static_cast<int>(value)) {
+    case FCL_DTYPE_F32: return DType::F32;
+    case FCL_DTYPE_F16: return DType::F16;
+    case FCL_DTYPE_BF16: return DType::BF16;
+    case FCL_DTYPE_E4M3: return DType::E4M3;
+    case FCL_DTYPE_E5M2: return DType::E5M2;
+  }
+  fail(Status::UnsupportedDType, name, ": unknown value ", static_cast<int>(value));
+}
+
+flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
+
+flashcl::QuantizeArgs to_args(const fcl_quantize_args* in) {
+  if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
+  if (in->struct_size != sizeof(fcl_quantize_args))  // one layout so far; a later one appends fields
+    fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, ", but this library's fcl_quantize_args has ",
+         sizeof(fcl_quantize_args), " bytes (call fcl_quantize_args_init before filling the fields)");
+  flashcl::QuantizeArgs a;
+  a.batch = in->batch;
+  a.seqlen = in->seqlen;
+  a.heads = in->heads;
+  a.head_dim = in->head_dim;
+  a.in_dtype = to_dtype(in->in_dtype, "in_dtype");
+  a.out_dtype = to_dtype(in->out_dtype, "out_dtype");
+  a.in = to_tensor(in->in);
+  a.out = to_tensor(in->out);
+  a.descale = in->descale;
+  switch (in->granularity) {
+    case 0: a.granularity = flashcl::QuantGranularity::Tensor; break;
+    case 1: a.granularity = flashcl::QuantGranularity::Head; break;
+    case 2: a.granularity = flashcl::QuantGranularity::Block; break;
+    default: fail(Status::InvalidArgument, "granularity: must be 0 (tensor), 1 (head group) or 2 (block), got ", in->granularity);
+  }
+  a.head_group = in->head_group;
+  a.block = in->block;
+  a.hadamard = in->hadamard != 0;
+  a.hadamard_seed = in->hadamard_seed;
+  a.transposed = in->transposed != 0;
+  return a;
+}
+
+}  // namespace
+
+extern "C" {
+
+void fcl_quantize_args_init(fcl_quantize_args* args) {
+  if (args == nullptr) return;
+  *args = fcl_quantize_args{};
+  args->struct_size = sizeof(fcl_quantize_args);
+  args->in_dtype = FCL_DTYPE_F32;
+  args->out_dtype = FCL_DTYPE_E4M3;
+  args->head_group = 1;
+}
+
+fcl_status fcl_quantize_descale_count(const fcl_quantize_args* args, size_t* count) {
+  return flashcl::detail::c_api_guarded([&] {
+    if (count == nullptr) fail(Status::InvalidArgument, "count: null pointer");
+    *count = flashcl::quantize_descale_count(to_args(args));
+  });
+}
+
+fcl_status fcl_quantize_fp8(cl_command_queue queue, const fcl_quantize_args* args, cl_uint num_wait,
+                            const cl_event* wait_list, cl_event* event) {
+  return flashcl::detail::c_api_enqueue(num_wait, wait_list, event, [&](const std::vector<cl_event>& wait) {
+    return flashcl::quantize_fp8(queue, to_args(args), wait);
+  });
+}
+
+}  // extern "C"

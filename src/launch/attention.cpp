@@ -1,0 +1,236 @@
+// attention.cpp: the forward entry point and what the per-algorithm launchers share: algorithm
+// choice, workspace sizing, tile plans, program options, kernel creation and enqueue, and the
+// Launch record of enqueued kernels.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+
+#include "base/errors.hpp"
+#include "base/fault_injection.hpp"
+#include "launch/launchers.hpp"
+#include "plan/mma_plan.hpp"
+#include "plan/overrides.hpp"
+#include "plan/plan_fa2_cpu.hpp"
+#include "program/program_cache.hpp"
+
+namespace flashcl {
+namespace detail {
+
+// The product of non-negative factors in 128 bits, saturated at SIZE_MAX: a huge shape (tensors
+// may alias rows through zero strides, so nothing else bounds it) must fail the size checks, not
+// wrap to a small workspace.
+std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors) {
+  unsigned __int128 product = 1;
+  for (std::uint64_t f : factors) {
+    product *= f;
+    if (product > SIZE_MAX) return SIZE_MAX;
+  }
+  return static_cast<std::size_t>(product);
+}
+
+std::size_t workspace_bytes_for(cl_device_id device, const ForwardArgs& a) {
+  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
+  switch (a.algorithm) {
+    case Algorithm::Standard:  // S, then P in place
+      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k), sizeof(float)});
+    case Algorithm::FA1: {  // O, m, l
+      const TilePlan plan = plan_for(device_facts(device), a);
+      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.padded_head_dim) + 2, sizeof(float)});
+    }
+    default:
+      return 0;
+  }
+}
+
+TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
+  PlanRequest request;
+  request.algorithm = a.algorithm;
+  request.head_dim = a.head_dim;
+  request.dtype = a.dtype;
+  request.causal = a.causal;
+  request.tile = a.tile;
+  if (request.tile.block_rows == 0 && request.tile.block_cols == 0 && a.algorithm != Algorithm::Standard)
+    request.tile = parse_tile_override(process_overrides().tile);
+  return plan_tiles(facts, request);
+}
+
+bool needs_half_units(float scale, float softcap, bool alibi, bool bias) {
+  return softcap > 0.0f || alibi || bias || std::fabs(scale) > FLT_MAX / 1.4426950408889634;
+}
+
+std::string common_options(const ForwardArgs& a) {
+  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
+                               " -DCAUSAL=", a.causal ? 1 : 0);
+  // Variant switches appear only when on, so the plain path's program (and cache key) is unchanged.
+  if (a.heads_kv != 0 && a.heads_kv != a.heads) options += " -DGQA=1";
+  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
+  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
+  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);
+  if (a.cu_seqlens_q != nullptr) options += " -DVARLEN=1";
+  if (is_fp8(a.dtype)) {  // fp8 inputs (docs/FP8.md): O's storage, the descales' block, V's layout
+    options += concat(" -DOUT_DTYPE=", static_cast<int>(a.out_dtype.value_or(DType::BF16)));
+    if (a.fp8.quant_block > 0) options += concat(" -DQUANT_BLOCK=", a.fp8.quant_block);
+    if (a.fp8.v_transposed) options += " -DV_TRANSPOSED=1";
+  }
+  if (needs_half_units(a.scale.value_or(1.0f), a.softcap, a.alibi_slopes != nullptr, a.mask.kind == MaskKind::Bias))
+    options += " -DHALF_UNITS=1";
+  return options;
+}
+
+std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
+  return concat(common_options(a), " -DTPR=", plan.team_size, " -DD_PAD=", plan.padded_head_dim, " -DBR=",
+                plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
+}
+
+Fa2Grid fa2_grid(const Problem& p, const TilePlan& plan) {
+  const ForwardArgs& a = p.args;
+  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
+  const std::size_t pairs = static_cast<std::size_t>(a.heads) * static_cast<std::size_t>(a.batch);
+  Fa2Grid grid{{q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)},
+               {plan.work_group_size, 1, 1},
+               p.kernel_args};
+  if (a.causal) grid.args.order_tail = causal_order_tail(p.facts->compute_units, plan.work_group_size, q_blocks, pairs);
+  return grid;
+}
+
+cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
+                       const char* name, BuildRoute route) {
+  cl::Program program = cached_program(p.context, p.device, files, options, route);
+  cl_int err = injected_fault("clCreateKernel");
+  cl_kernel kernel = err == CL_SUCCESS ? clCreateKernel(program(), name, &err) : nullptr;
+  check_cl_result(err, "clCreateKernel");
+  return cl::Kernel(kernel);
+}
+
+void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t global[3], const std::size_t local[3],
+             const std::vector<cl_event>& wait, Launch& launch) {
+  cl_event event = nullptr;
+  cl_int err = injected_fault("clEnqueueNDRangeKernel");
+  if (err == CL_SUCCESS)
+    err = clEnqueueNDRangeKernel(queue, kernel(), 3, nullptr, global, local, static_cast<cl_uint>(wait.size()),
+                                 wait.empty() ? nullptr : wait.data(), &event);
+  check_cl_result(err, "clEnqueueNDRangeKernel");
+  launch.add(event);
+}
+
+}  // namespace detail
+
+Algorithm resolve_algorithm(cl_device_id device, const ForwardArgs& args) {
+  (void)device;
+  // fa2 is exact, allocates nothing and is the fastest path on every device measured so far.
+  return args.algorithm == Algorithm::Auto ? Algorithm::FA2 : args.algorithm;
+}
+
+std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args) {
+  return detail::workspace_bytes_for(device, detail::normalize_shape(device, args));
+}
+
+TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args);
+  const detail::DeviceFacts& facts = detail::device_facts(device);
+  // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
+  // as the device qualifies)
+  const detail::TilePlan plan = detail::mma_eligible(facts, a) ? detail::mma_plan(facts, a)
+                                : detail::fa2_cpu_takes(facts, a, detail::process_overrides())
+                                    ? detail::plan_fa2_cpu(facts, a.head_dim).tiles
+                                    : detail::plan_for(facts, a);
+  TileInfo info;
+  info.algorithm = a.algorithm;
+  info.block_rows = plan.block_rows;
+  info.block_cols = plan.block_cols;
+  info.work_group_size = plan.work_group_size;
+  info.local_bytes = plan.local_bytes;
+  info.reason = plan.reason;
+  return info;
+}
+
+std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args);
+  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
+  const std::size_t elem = element_size(a.dtype), o_elem = element_size(a.out_dtype.value_or(a.dtype));
+  // every term saturated and the sum too: a huge shape must not wrap to a size that fits
+  std::size_t total = 0;
+  for (std::size_t bytes :
+       {detail::saturating_bytes({n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), elem}),        // Q
+        detail::saturating_bytes({n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), o_elem}),      // O
+        detail::saturating_bytes({2, n(a.batch), n(a.seqlen_k), n(a.heads_kv), n(a.head_dim), elem}),  // K, V
+        detail::saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), sizeof(float)}),              // LSE
+        detail::workspace_bytes_for(device, a)})
+    total = bytes > SIZE_MAX - total ? SIZE_MAX : total + bytes;
+  return total;
+}
+
+Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {
+  for (cl_event e : wait_list)
+    if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
+  const detail::Problem p = detail::validate(queue, args, wait_list);
+
+  Launch launch;
+  cl_mem workspace = p.args.workspace;
+  cl_mem owned = nullptr;
+  const std::size_t need = detail::workspace_bytes_for(p.device, p.args);
+  if (need > 0 && workspace == nullptr) {
+    cl_int err = detail::injected_fault("clCreateBuffer");
+    if (err == CL_SUCCESS) owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
+    detail::check_cl_result(err, "clCreateBuffer(workspace)");
+    workspace = owned;
+  }
+  try {
+    switch (p.args.algorithm) {
+      case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
+      case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
+      default:
+        // the tensor-core kernel takes plain attention and GQA: other variants run on the portable fa2
+        // and on CPUs the CPU-shaped fa2 (plan_fa2_cpu.hpp) takes what it can
+        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch) &&
+            !detail::try_launch_fa2_cpu(queue, p, wait_list, launch))
+          detail::launch_fa2(queue, p, wait_list, launch);
+        break;
+    }
+  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
+    if (owned != nullptr) clReleaseMemObject(owned);
+    detail::fail(Status::OpenCLError, e.what(), " failed: ", detail::cl_error_name(e.err()), " (", e.err(), ")");
+  } catch (...) {
+    if (owned != nullptr) clReleaseMemObject(owned);
+    throw;
+  }
+  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
+  if (owned != nullptr) clReleaseMemObject(owned);
+  return launch;
+}
+
+Launch::Launch(Launch&& other) noexcept : events_(std::move(other.events_)) { other.events_.clear(); }
+
+Launch& Launch::operator=(Launch&& other) noexcept {
+  if (this != &other) {
+    for (cl_event e : events_) clReleaseEvent(e);
+    events_ = std::move(other.events_);
+    other.events_.clear();
+  }
+  return *this;
+}
+
+Launch::~Launch() {
+  for (cl_event e : events_) clReleaseEvent(e);
+}
+
+void Launch::wait() const {
+  if (!events_.empty())
+    detail::check_cl(clWaitForEvents(static_cast<cl_uint>(events_.size()), events_.data()), "clWaitForEvents");
+}
+
+double Launch::device_ms() const {
+  if (events_.empty()) return 0.0;
+  wait();
+  cl_ulong start = 0, end = 0;
+  detail::check_cl(clGetEventProfilingInfo(events_.front(), CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr),
+                   "clGetEventProfilingInfo (is the queue created with CL_QUEUE_PROFILING_ENABLE?)");
+  detail::check_cl(clGetEventProfilingInfo(events_.back(), CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr),
+                   "clGetEventProfilingInfo");
+  return static_cast<double>(end - start) * 1e-6;
+}
+
+}  // namespace flashcl

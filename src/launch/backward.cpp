@@ -1,0 +1,154 @@
+// backward.cpp: the backward entry points (backward, backward_workspace_bytes) and the launchers
+// of its three paths, in the order the kernels run:
+//  - every path: [bias-gradient target cleared], preprocess (D = rowsum(dO ∘ O); the fp32 dQ
+//    accumulator cleared where one is used);
+//  - fa2: bwd_dkdv per (K/V block, K/V head, batch), then either bwd_convert_dq (atomic dQ) or
+//    bwd_dq per (Q block, head, batch) (deterministic);
+//  - fa1: bwd_fa1 per (K/V head, batch), then bwd_convert_dq;
+//  - standard: bwd_std_scores (P and dS materialised), bwd_std_dkdv, bwd_std_dq;
+//  - every path with a broadcast bias gradient: bwd_dbias_reduce.
+// Each kernel waits on the one before it (its event), so out-of-order queues work too.
+#include <algorithm>
+
+#include "validate/backward_problem.hpp"
+#include "base/errors.hpp"
+#include "base/fault_injection.hpp"
+#include "launch/launchers.hpp"
+
+namespace flashcl {
+namespace detail {
+namespace {
+
+// One program holds every backward kernel of a call (all paths: fa2's dQ mode is a kernel
+// argument), so switching path or determinism costs no compile. The tiles are fa1/fa2's.
+std::string backward_options(const BackwardProblem& bp) {
+  std::string options = common_options(bp.forward.args);
+  if (bp.args.d_bias.kind != MaskKind::None) options += " -DDBIAS=1";
+  return options +
+         concat(" -DBR=", bp.plan.block_rows, " -DBC=", bp.plan.block_cols, " -DBWD_WG=", bp.plan.work_group_size);
+}
+
+// Enqueues `kernel` on the (x, y, z) grid with the runtime's choice of work-group (local null),
+// after `wait` for the first kernel of the call and after the previous kernel otherwise.
+void enqueue_grid(cl_command_queue queue, const cl::Kernel& kernel, std::size_t x, std::size_t y, std::size_t z,
+                  const std::vector<cl_event>& wait, Launch& launch) {
+  const std::size_t global[3] = {x, y, z};
+  enqueue(queue, kernel, global, nullptr, launch.events().empty() ? wait : std::vector<cl_event>{launch.last()},
+          launch);
+}
+
+}  // namespace
+
+void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
+                     const std::vector<cl_event>& wait, Launch& launch) {
+  const Problem& p = bp.forward;
+  const ForwardArgs& a = p.args;
+  const BackwardArgs& g = bp.args;
+  const AttnArgs& ka = p.kernel_args;
+  BwdArgs kb = bp.kernel_args;
+  const bool dbias = g.d_bias.kind != MaskKind::None;
+  const std::size_t B = a.batch, H = a.heads, Hkv = a.heads_kv, Nq = a.seqlen_q, Nk = a.seqlen_k, d = a.head_dim;
+  kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : a.algorithm == Algorithm::FA2 && !g.deterministic ? 1 : 0;
+  const int dq_mode = kb.dq_mode;
+  const std::string options = backward_options(bp);
+  const std::vector<std::string> files = {"shared/attn_args.h",   "shared/bwd_args.h",   "shared/common.cl",
+                                          "backward/bwd_common.cl", "backward/bwd_flash.cl", "backward/bwd_standard.cl"};
+  const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
+  const cl_mem q = a.q.buffer, k = a.k.buffer, v = a.v.buffer, o = a.o.buffer, lse = a.lse;
+  const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
+
+  if (dbias) {
+    cl::Kernel clear = make_kernel(p, files, options, "bwd_dbias_clear");
+    set_args(clear, ds_target, ka, kb);
+    enqueue_grid(queue, clear, Nk, Nq, B * H, wait, launch);
+  }
+  cl::Kernel pre = make_kernel(p, files, options, "bwd_preprocess");
+  set_args(pre, o, g.d_o.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
+  enqueue_grid(queue, pre, Nq, H, B, wait, launch);
+
+  if (a.algorithm == Algorithm::Standard) {
+    cl::Kernel scores = make_kernel(p, files, options, "bwd_std_scores");
+    set_args(scores, q, k, v, g.d_o.buffer, lse, workspace, ds_target, cu_q, cu_k, slopes, mask, ka, kb);
+    enqueue_grid(queue, scores, Nk, Nq, B * H, wait, launch);
+    cl::Kernel dkdv = make_kernel(p, files, options, "bwd_std_dkdv");
+    set_args(dkdv, q, g.d_o.buffer, workspace, g.d_k.buffer, g.d_v.buffer, cu_q, cu_k, slopes, mask, ka, kb);
+    enqueue_grid(queue, dkdv, d, Nk, B * Hkv, wait, launch);
+    cl::Kernel dq = make_kernel(p, files, options, "bwd_std_dq");
+    set_args(dq, k, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb);
+    enqueue_grid(queue, dq, d, Nq, B * H, wait, launch);
+  } else {
+    const std::size_t wg = bp.plan.work_group_size;
+    const std::size_t local[3] = {wg, 1, 1};
+    const bool fa1 = a.algorithm == Algorithm::FA1;
+    cl::Kernel main = make_kernel(p, files, options, fa1 ? "bwd_fa1" : "bwd_dkdv");
+    set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
+             mask, ka, kb);
+    const std::size_t kv_blocks = fa1 ? 1 : (Nk + bp.plan.block_cols - 1) / bp.plan.block_cols;
+    const std::size_t main_global[3] = {kv_blocks * wg, Hkv, B};
+    enqueue(queue, main, main_global, local, {launch.last()}, launch);
+    if (dq_mode == 0) {
+      cl::Kernel dq = make_kernel(p, files, options, "bwd_dq");
+      set_args(dq, q, k, v, g.d_o.buffer, lse, g.d_q.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
+      const std::size_t q_blocks = (Nq + bp.plan.block_rows - 1) / bp.plan.block_rows;
+      const std::size_t dq_global[3] = {q_blocks * wg, H, B};
+      enqueue(queue, dq, dq_global, local, {launch.last()}, launch);
+    } else {
+      cl::Kernel convert = make_kernel(p, files, options, "bwd_convert_dq");
+      set_args(convert, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb);
+      enqueue_grid(queue, convert, Nq, H, B, wait, launch);
+    }
+  }
+
+  if (bp.dbias_broadcast) {
+    cl::Kernel reduce = make_kernel(p, files, options, "bwd_dbias_reduce");
+    set_args(reduce, workspace, g.d_bias.buffer, ka, kb);
+    enqueue_grid(queue, reduce, Nk, Nq, static_cast<std::size_t>(g.d_bias.batch) * g.d_bias.heads, wait, launch);
+  }
+}
+
+}  // namespace detail
+
+std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args.forward);
+  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
+  const bool varlen = a.cu_seqlens_q != nullptr;
+  const std::uint64_t lse_rows = varlen ? n(a.heads) * (a.total_q > 0 ? n(a.total_q) : n(a.batch) * n(a.seqlen_q))
+                                        : n(a.batch) * n(a.heads) * n(a.seqlen_q);
+  const bool dbias = args.d_bias.kind != MaskKind::None && a.mask.kind == MaskKind::Bias;
+  const int db_batch = args.d_bias.batch != 0 ? args.d_bias.batch : a.mask.batch;
+  const int db_heads = args.d_bias.heads != 0 ? args.d_bias.heads : a.mask.heads;
+  const bool broadcast = dbias && (db_batch != a.batch || db_heads != a.heads);
+  return detail::backward_workspace_layout(a, lse_rows, args.deterministic, broadcast).bytes;
+}
+
+Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vector<cl_event>& wait_list) {
+  for (cl_event e : wait_list)
+    if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
+  const detail::BackwardProblem bp = detail::validate_backward(queue, args, wait_list);
+
+  Launch launch;
+  cl_mem workspace = args.workspace;
+  cl_mem owned = nullptr;
+  if (workspace == nullptr) {  // never empty: D always has a row per LSE row (at least one float)
+    cl_int err = detail::injected_fault("clCreateBuffer");
+    if (err == CL_SUCCESS)
+      owned = clCreateBuffer(bp.forward.context, CL_MEM_READ_WRITE, std::max<std::size_t>(bp.workspace.bytes, 4),
+                             nullptr, &err);
+    detail::check_cl_result(err, "clCreateBuffer(workspace)");
+    workspace = owned;
+  }
+  try {
+    detail::launch_backward(queue, bp, workspace, wait_list, launch);
+  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
+    if (owned != nullptr) clReleaseMemObject(owned);
+    detail::fail(Status::OpenCLError, e.what(), " failed: ", detail::cl_error_name(e.err()), " (", e.err(), ")");
+  } catch (...) {
+    if (owned != nullptr) clReleaseMemObject(owned);
+    throw;
+  }
+  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
+  if (owned != nullptr) clReleaseMemObject(owned);
+  return launch;
+}
+
+}  // namespace flashcl

@@ -1,0 +1,460 @@
+// decode.cpp: the KV-cache entry point, forward_kvcache (flashcl.hpp). Every host-side argument is
+// checked here before anything is enqueued (messages name the parameter): shapes, the cache's
+// layout (contiguous with its capacity and cache rows, or paged with its pool and block table),
+// the optional append, rotary tables and variants, and that each strided view fits its buffer.
+// Device-side values (cache_seqlens, block table entries, cache_batch_idx) are never read back;
+// the kernels clamp them (decode_common.cl). Then the planner (plan_decode.hpp) picks the tile
+// and split count and three kernels are enqueued: append (with k_new), split-KV attention
+// (decode_stream for few rows per K/V head, else decode_split), merge.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+
+#include "validate/buffer_checks.hpp"  // check_use, span_of, check_aliasing
+#include "decode_args.h"
+#include "base/errors.hpp"
+#include "base/fault_injection.hpp"
+#include "launch/launchers.hpp"
+#include "plan/plan_decode.hpp"
+
+namespace flashcl {
+namespace detail {
+namespace {
+
+static_assert(sizeof(DecodeArgs) == FLASHCL_DECODE_ARGS_SIZE, "DecodeArgs layout must match the kernels'");
+
+constexpr int kMaxHeadDim = 256;
+constexpr int kGridLimit = 65535;  // work-groups along dimensions 1 and 2 (NVIDIA's limit)
+
+// Zero strides mean dense (batch, seqlen, heads, d); negative ones are rejected.
+void resolve_dense(Tensor& t, int seqlen, int heads, int d, const char* name) {
+  if (t.offset < 0 || t.batch_stride < 0 || t.seq_stride < 0 || t.head_stride < 0)
+    fail(Status::InvalidArgument, name, ": offset and strides must be >= 0 (got offset ", t.offset, ", strides ",
+         t.batch_stride, ", ", t.seq_stride, ", ", t.head_stride, ")");
+  if (t.batch_stride == 0 && t.seq_stride == 0 && t.head_stride == 0) {
+    t.head_stride = d;
+    t.seq_stride = static_cast<std::int64_t>(heads) * d;
+    t.batch_stride = t.seq_stride * seqlen;
+  }
+}
+
+// Bytes a (n0, n1, n2, d) view of `t` reaches, in 128 bits and saturated: huge strides must fail
+// the buffer check, never wrap to a reach that fits.
+std::size_t reach_bytes(const Tensor& t, std::int64_t n0, std::int64_t n1, std::int64_t n2, int d, std::size_t elem) {
+  using Wide = unsigned __int128;
+  if (n0 == 0 || n1 == 0 || n2 == 0) return 0;
+  const Wide last = Wide(t.offset) + Wide(n0 - 1) * Wide(t.batch_stride) + Wide(n1 - 1) * Wide(t.seq_stride) +
+                    Wide(n2 - 1) * Wide(t.head_stride) + Wide(d);
+  const Wide bytes = last * elem;
+  return bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes);
+}
+
+
+void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const char* name) {
+  if (buffer == nullptr) fail(Status::InvalidHandle, name, ": null cl_mem");
+  cl_context owner = nullptr;
+  if (clGetMemObjectInfo(buffer, CL_MEM_CONTEXT, sizeof owner, &owner, nullptr) != CL_SUCCESS)
+    fail(Status::InvalidHandle, name, ": not a valid cl_mem");
+  if (owner != context) fail(Status::InvalidHandle, name, ": buffer belongs to another cl_context than the queue");
+  std::size_t have = 0;
+  clGetMemObjectInfo(buffer, CL_MEM_SIZE, sizeof have, &have, nullptr);
+  if (need > have) fail(Status::InvalidArgument, name, ": shape and strides reach byte ", need, " but the buffer holds ", have);
+}
+
+bool paged(const KvCacheArgs& a) { return a.block_table != nullptr; }
+bool appends(const KvCacheArgs& a) { return a.k_new.buffer != nullptr; }
+bool rotary(const KvCacheArgs& a) { return a.rotary_cos != nullptr; }
+
+// The keys one sequence can hold.
+std::int64_t capacity_of(const KvCacheArgs& a) {
+  return paged(a) ? static_cast<std::int64_t>(a.max_pages) * a.page_size : a.cache_seqlen;
+}
+
+// Shape-level checks and defaults (no buffers): shared by the call and the workspace query.
+KvCacheArgs normalize(const KvCacheArgs& in) {
+  KvCacheArgs a = in;
+  if (a.batch < 1 || a.batch > kGridLimit) fail(Status::InvalidArgument, "batch: must be in 1..", kGridLimit, ", got ", a.batch);
+  if (a.heads < 1 || a.heads > kGridLimit) fail(Status::InvalidArgument, "heads: must be in 1..", kGridLimit, ", got ", a.heads);
+  if (a.heads_kv == 0) a.heads_kv = a.heads;
+  if (a.heads_kv < 0 || a.heads % a.heads_kv != 0)
+    fail(Status::InvalidArgument, "heads_kv: heads (", a.heads, ") must be a multiple of heads_kv (", a.heads_kv, ")");
+  if (a.seqlen_q < 1) fail(Status::InvalidArgument, "seqlen_q: must be >= 1, got ", a.seqlen_q);
+  if (static_cast<std::int64_t>(a.seqlen_q) * (a.heads / a.heads_kv) > std::numeric_limits<int>::max() / 2)
+    fail(Status::InvalidArgument, "seqlen_q: ", a.seqlen_q, " query rows times the GQA group are too many");
+  if (a.head_dim < 1 || a.head_dim > kMaxHeadDim)
+    fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", a.head_dim);
+  if (is_fp8(a.dtype))
+    fail(Status::UnsupportedDType, "dtype: forward_kvcache takes f32, f16 or bf16; an fp8 KV cache (",
+         to_string(a.dtype), ") is not written yet (docs/FP8.md)");
+  if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16)
+    fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
+  if (!a.scale) a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
+  if (!std::isfinite(*a.scale)) fail(Status::InvalidArgument, "scale: must be finite, got ", *a.scale);
+
+  if (paged(a)) {
+    if (a.page_size < 1) fail(Status::InvalidArgument, "page_size: must be >= 1, got ", a.page_size);
+    if (a.num_pages < 1) fail(Status::InvalidArgument, "num_pages: must be >= 1, got ", a.num_pages);
+    if (a.max_pages < 1) fail(Status::InvalidArgument, "max_pages: must be >= 1, got ", a.max_pages);
+    if (a.cache_batch_idx != nullptr)
+      fail(Status::InvalidArgument, "cache_batch_idx: not supported with a paged cache (the block table maps sequences)");
+    if (a.block_table_stride == 0) a.block_table_stride = a.max_pages;
+    if (a.block_table_stride < a.max_pages)
+      fail(Status::InvalidArgument, "block_table_stride: must be >= max_pages (", a.max_pages, "), got ",
+           a.block_table_stride);
+    if (capacity_of(a) > std::numeric_limits<int>::max() / 2)
+      fail(Status::InvalidArgument, "max_pages: max_pages * page_size = ", capacity_of(a), " keys is too many");
+  } else {
+    if (a.page_size != 0 || a.num_pages != 0 || a.max_pages != 0)
+      fail(Status::InvalidArgument, "block_table: null, but page_size/num_pages/max_pages are set");
+    if (a.cache_seqlen < 1 || a.cache_seqlen > std::numeric_limits<int>::max() / 2)
+      fail(Status::InvalidArgument, "cache_seqlen: must be in 1..", std::numeric_limits<int>::max() / 2, ", got ",
+           a.cache_seqlen);
+    if (a.cache_batch == 0) a.cache_batch = a.batch;
+    if (a.cache_batch < 1) fail(Status::InvalidArgument, "cache_batch: must be >= 1, got ", a.cache_batch);
+    if (a.cache_batch_idx == nullptr && a.cache_batch < a.batch)
+      fail(Status::InvalidArgument, "cache_batch: ", a.cache_batch, " cache rows for batch ", a.batch,
+           " (pass cache_batch_idx to pick rows)");
+  }
+  const std::int64_t capacity = capacity_of(a);
+
+  if ((a.k_new.buffer == nullptr) != (a.v_new.buffer == nullptr))
+    fail(Status::InvalidArgument, a.k_new.buffer == nullptr ? "k_new" : "v_new", ": k_new and v_new go together");
+  if (appends(a)) {
+    if (a.seqlen_new == 0) a.seqlen_new = a.seqlen_q;
+    if (a.seqlen_new < 1 || a.seqlen_new > capacity)
+      fail(Status::InvalidArgument, "seqlen_new: must be in 1..", capacity, " (the cache's capacity), got ", a.seqlen_new);
+  } else if (a.seqlen_new != 0) {
+    fail(Status::InvalidArgument, "seqlen_new: ", a.seqlen_new, " but k_new/v_new are null");
+  }
+
+  if ((a.rotary_cos == nullptr) != (a.rotary_sin == nullptr))
+    fail(Status::InvalidArgument, a.rotary_cos == nullptr ? "rotary_cos" : "rotary_sin",
+         ": rotary_cos and rotary_sin go together");
+  if (rotary(a)) {
+    if (a.rotary_dim == 0) a.rotary_dim = a.head_dim;
+    if (a.rotary_dim < 2 || a.rotary_dim > a.head_dim || a.rotary_dim % 2 != 0)
+      fail(Status::InvalidArgument, "rotary_dim: must be even and in 2..head_dim (", a.head_dim, "), got ", a.rotary_dim);
+    if (a.rotary_seqlen < capacity)
+      fail(Status::InvalidArgument, "rotary_seqlen: the tables need a row per cache position (", capacity,
+           "), got ", a.rotary_seqlen);
+  } else if (a.rotary_dim != 0 || a.rotary_seqlen != 0 || a.rotary_interleaved) {
+    fail(Status::InvalidArgument, "rotary_cos: null, but rotary_dim/rotary_seqlen/rotary_interleaved are set");
+  }
+
+  if (a.window.left < -1) fail(Status::InvalidArgument, "window.left: must be >= -1 (-1: unbounded), got ", a.window.left);
+  if (a.window.right < -1)
+    fail(Status::InvalidArgument, "window.right: must be >= -1 (-1: unbounded), got ", a.window.right);
+  if (!std::isfinite(a.softcap) || a.softcap < 0.0f)
+    fail(Status::InvalidArgument, "softcap: must be finite and >= 0 (0: off), got ", a.softcap);
+  if (a.alibi_slopes == nullptr) a.alibi_per_batch = false;
+  if (a.num_splits < 0 || a.num_splits > kMaxDecodeSplits)
+    fail(Status::InvalidArgument, "num_splits: must be 0 (planner) or 1..", kMaxDecodeSplits, ", got ", a.num_splits);
+
+  const int d = a.head_dim;
+  resolve_dense(a.q, a.seqlen_q, a.heads, d, "q");
+  resolve_dense(a.o, a.seqlen_q, a.heads, d, "o");
+  if (paged(a)) {
+    resolve_dense(a.k_cache, a.page_size, a.heads_kv, d, "k_cache");
+    resolve_dense(a.v_cache, a.page_size, a.heads_kv, d, "v_cache");
+  } else {
+    resolve_dense(a.k_cache, a.cache_seqlen, a.heads_kv, d, "k_cache");
+    resolve_dense(a.v_cache, a.cache_seqlen, a.heads_kv, d, "v_cache");
+  }
+  if (appends(a)) {
+    resolve_dense(a.k_new, a.seqlen_new, a.heads_kv, d, "k_new");
+    resolve_dense(a.v_new, a.seqlen_new, a.heads_kv, d, "v_new");
+  }
+  return a;
+}
+
+// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32) when d and every cache offset
+// and stride are multiples of it, else 4, else 1 (vloadn needs only element alignment, but the
+// rows of a wide load must not straddle a head or a position).
+int vector_width(const KvCacheArgs& a) {
+  const auto fits = [&](int w) {
+    if (a.head_dim % w != 0) return false;
+    for (const Tensor* t : {&a.k_cache, &a.v_cache})
+      if (t->offset % w != 0 || t->batch_stride % w != 0 || t->seq_stride % w != 0 || t->head_stride % w != 0)
+        return false;
+    return true;
+  };
+  if (a.dtype != DType::F32 && fits(8)) return 8;
+  return fits(4) ? 4 : 1;
+}
+
+DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a) {
+  DecodeRequest r;
+  r.batch = a.batch;
+  r.heads = a.heads;
+  r.heads_kv = a.heads_kv;
+  r.seqlen_q = a.seqlen_q;
+  r.head_dim = a.head_dim;
+  r.max_keys = static_cast<int>(capacity_of(a));
+  r.page_size = paged(a) ? a.page_size : 0;
+  r.vec = vector_width(a);
+  r.num_splits = a.num_splits;
+  return plan_decode(facts, r);
+}
+
+std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
+  const auto n = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
+  return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
+}
+
+void set_view(const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
+  offset = t.offset;
+  batch = t.batch_stride;
+  seq = t.seq_stride;
+  head = t.head_stride;
+}
+
+std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
+
+// Every buffer is a buffer whose flags allow its use, and no output (o, lse, the workspace, and
+// the caches when k_new is appended into them) shares bytes with another argument: the forward's
+// rule (buffer_checks.hpp). The two caches are not compared with each other by extent, as a pool
+// may interleave them ((page, K or V, row, head, d)); one view given as both is refused when the
+// append writes it. Sizes and handles were checked before.
+void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) {
+  const std::size_t elem = element_size(a.dtype);
+  const bool append = appends(a);
+  const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
+  const auto tensor = [&](const Tensor& t, std::int64_t n0, std::int64_t n1, std::int64_t n2, const char* name,
+                          bool output) {
+    check_use(t.buffer, name, true, output);
+    return span_of(t.buffer, static_cast<std::uint64_t>(t.offset) * elem, reach_bytes(t, n0, n1, n2, a.head_dim, elem),
+                   name, output);
+  };
+  const auto input = [&](cl_mem m, std::uint64_t bytes, const char* name) {
+    check_use(m, name, true, false);
+    return span_of(m, 0, bytes, name, false);
+  };
+  const Span k_cache = tensor(a.k_cache, slots, rows, a.heads_kv, "k_cache", append);
+  const Span v_cache = tensor(a.v_cache, slots, rows, a.heads_kv, "v_cache", append);
+  check_use(a.o.buffer, "o", false, true);
+  std::vector<Span> spans = {tensor(a.q, a.batch, a.seqlen_q, a.heads, "q", false),
+                             span_of(a.o.buffer, static_cast<std::uint64_t>(a.o.offset) * elem,
+                                     reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, a.head_dim, elem), "o", true),
+                             input(a.cache_seqlens, std::uint64_t{sizeof(std::int32_t)} * a.batch, "cache_seqlens")};
+  if (a.lse != nullptr) {
+    check_use(a.lse, "lse", false, true);
+    spans.push_back(span_of(
+        a.lse, 0,
+        saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads), std::uint64_t(a.seqlen_q), sizeof(float)}),
+        "lse", true));
+  }
+  if (a.cache_batch_idx != nullptr)
+    spans.push_back(input(a.cache_batch_idx, std::uint64_t{sizeof(std::int32_t)} * a.batch, "cache_batch_idx"));
+  if (paged(a))
+    spans.push_back(
+        input(a.block_table,
+              saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.block_table_stride), sizeof(std::int32_t)}),
+              "block_table"));
+  if (append) {
+    spans.push_back(tensor(a.k_new, a.batch, a.seqlen_new, a.heads_kv, "k_new", false));
+    spans.push_back(tensor(a.v_new, a.batch, a.seqlen_new, a.heads_kv, "v_new", false));
+  }
+  if (rotary(a)) {
+    const std::uint64_t table =
+        saturating_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
+    spans.push_back(input(a.rotary_cos, table, "rotary_cos"));
+    spans.push_back(input(a.rotary_sin, table, "rotary_sin"));
+  }
+  if (a.alibi_slopes != nullptr)
+    spans.push_back(input(a.alibi_slopes, std::uint64_t{sizeof(float)} * (a.alibi_per_batch ? a.batch : 1) * a.heads,
+                          "alibi_slopes"));
+  if (a.workspace != nullptr) {  // written by the split kernel, read by the merge
+    check_use(a.workspace, "workspace", true, true);
+    spans.push_back(span_of(a.workspace, 0, workspace_bytes, "workspace", true));
+  }
+  spans.push_back(k_cache);
+  check_aliasing(spans);
+  spans.back() = v_cache;
+  check_aliasing(spans);
+  if (append && k_cache.root == v_cache.root && k_cache.lo == v_cache.lo)
+    fail(Status::InvalidArgument, "v_cache: the same memory as k_cache, which k_new is appended into");
+}
+
+}  // namespace
+}  // namespace detail
+
+std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {
+  const KvCacheArgs a = detail::normalize(args);
+  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a));
+}
+
+Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const std::vector<cl_event>& wait_list) {
+  using namespace detail;
+  for (cl_event e : wait_list)
+    if (e == nullptr) fail(Status::InvalidHandle, "wait_list: null cl_event");
+  if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
+  Problem p;  // context and device, for make_kernel
+  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
+      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof p.device, &p.device, nullptr) != CL_SUCCESS)
+    fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
+  p.facts = &device_facts(p.device);
+  const KvCacheArgs a = normalize(args);
+  const cl_context ctx = p.context;
+  const std::size_t elem = element_size(a.dtype);
+  const int d = a.head_dim;
+
+  check_buffer(a.q.buffer, ctx, reach_bytes(a.q, a.batch, a.seqlen_q, a.heads, d, elem), "q");
+  check_buffer(a.o.buffer, ctx, reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, d, elem), "o");
+  const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
+  check_buffer(a.k_cache.buffer, ctx, reach_bytes(a.k_cache, slots, rows, a.heads_kv, d, elem), "k_cache");
+  check_buffer(a.v_cache.buffer, ctx, reach_bytes(a.v_cache, slots, rows, a.heads_kv, d, elem), "v_cache");
+  if (a.lse != nullptr) check_buffer(a.lse, ctx, saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads),
+                                                                std::uint64_t(a.seqlen_q), sizeof(float)}), "lse");
+  if (a.cache_seqlens == nullptr) fail(Status::InvalidHandle, "cache_seqlens: null cl_mem (int32 (B) is required)");
+  check_buffer(a.cache_seqlens, ctx, static_cast<std::size_t>(a.batch) * sizeof(std::int32_t), "cache_seqlens");
+  if (a.cache_batch_idx != nullptr)
+    check_buffer(a.cache_batch_idx, ctx, static_cast<std::size_t>(a.batch) * sizeof(std::int32_t), "cache_batch_idx");
+  if (paged(a)) {  // (B - 1) rows of block_table_stride entries, then max_pages: in 128 bits, as a
+                   // stride near 2^63 must fail the size check rather than wrap to a small need
+    const unsigned __int128 entries =
+        static_cast<unsigned __int128>(a.batch - 1) * static_cast<std::uint64_t>(a.block_table_stride) + a.max_pages;
+    const unsigned __int128 bytes = entries * sizeof(std::int32_t);
+    check_buffer(a.block_table, ctx, bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes), "block_table");
+  }
+  if (appends(a)) {
+    check_buffer(a.k_new.buffer, ctx, reach_bytes(a.k_new, a.batch, a.seqlen_new, a.heads_kv, d, elem), "k_new");
+    check_buffer(a.v_new.buffer, ctx, reach_bytes(a.v_new, a.batch, a.seqlen_new, a.heads_kv, d, elem), "v_new");
+  }
+  if (rotary(a)) {
+    const std::size_t table = saturating_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
+    check_buffer(a.rotary_cos, ctx, table, "rotary_cos");
+    check_buffer(a.rotary_sin, ctx, table, "rotary_sin");
+  }
+  if (a.alibi_slopes != nullptr)
+    check_buffer(a.alibi_slopes, ctx, static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float),
+                 "alibi_slopes");
+
+  const DecodePlan plan = plan_kvcache(*p.facts, a);
+  if (static_cast<std::int64_t>(plan.row_blocks) * plan.num_splits > std::numeric_limits<int>::max() / 2)
+    fail(Status::InvalidArgument, "seqlen_q: ", plan.row_blocks, " row blocks x ", plan.num_splits, " splits is too large a grid");
+  const std::size_t need = workspace_for(a, plan);
+  if (a.workspace != nullptr) check_buffer(a.workspace, ctx, need, "workspace");
+  else if (need > p.facts->max_alloc_bytes)
+    fail(Status::OutOfResources, "workspace: the call needs ", need, " bytes, the device's largest buffer is ",
+         p.facts->max_alloc_bytes);
+  check_uses_and_aliasing(a, need);
+
+  DecodeArgs k{};
+  set_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
+  set_view(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
+  set_view(a.k_cache, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
+  set_view(a.v_cache, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
+  set_view(a.k_new, k.kn_offset, k.kn_batch_stride, k.kn_seq_stride, k.kn_head_stride);
+  set_view(a.v_new, k.vn_offset, k.vn_batch_stride, k.vn_seq_stride, k.vn_head_stride);
+  k.block_table_stride = a.block_table_stride;
+  k.batch = a.batch;
+  k.heads = a.heads;
+  k.heads_kv = a.heads_kv;
+  k.group = a.heads / a.heads_kv;
+  k.seqlen_q = a.seqlen_q;
+  k.seqlen_new = a.seqlen_new;
+  k.capacity = static_cast<int>(capacity_of(a));
+  k.cache_batch = a.cache_batch;
+  k.page_size = a.page_size;
+  k.num_pages = a.num_pages;
+  k.max_pages = a.max_pages;
+  k.num_splits = plan.num_splits;
+  k.rows = k.group * a.seqlen_q;
+  k.write_lse = a.lse != nullptr ? 1 : 0;
+  k.rotary_dim = a.rotary_dim;
+  k.rotary_seqlen = a.rotary_seqlen;
+  // flash-attn: with causal or a window the queries are the last Nq positions; otherwise all sit at L₀
+  const bool windowed = a.window.left >= 0 || a.window.right >= 0;
+  k.rotary_q_rows = a.causal || windowed ? 1 : 0;
+  k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
+  // Scores in base 2, or in halved natural units where base 2 could overflow fp32 (common.cl),
+  // decided as for the forward; the scale is converted to that unit in double, then rounded once.
+  const bool half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
+  k.q_scale = static_cast<float>(static_cast<double>(*a.scale) * (half_units ? 0.5 : 1.4426950408889634));
+
+  // common.cl's helpers read the window and softcap from an AttnArgs. Key j is hidden from query i
+  // when j > i + shift + right or j < i + shift - left (shift = L - Nq, L <= capacity keys); since
+  // j - i - shift <= Nq - 1 and i + shift - j <= capacity - 1, a right side past Nq or a left side
+  // past the capacity hides nothing, and is clamped there. Every bound the kernels form then fits
+  // an int: q_end + shift + right <= capacity + Nq. (Clamped to capacity + Nq instead, that sum
+  // reached 2^31 at a capacity of 2^30 - 1 and wrapped, hiding every key.)
+  AttnArgs attn{};
+  attn.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, capacity_of(a)));
+  attn.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, a.seqlen_q);
+  attn.softcap = a.softcap;
+  attn.batch = a.batch;
+  attn.heads = a.heads;
+  attn.seqlen_q = a.seqlen_q;
+  attn.seqlen_k = k.capacity;
+  attn.heads_kv = a.heads_kv;
+  attn.kv_group = k.group;
+  attn.scale = *a.scale;  // (the decode kernels take the scale from k.q_scale)
+
+  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
+                               " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
+                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vector_width(a),
+                               " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
+                               plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
+  if (plan.stream) options += concat(" -DKPT=", plan.keys_per_thread);
+  if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
+  if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
+  if (windowed) options += " -DWINDOW=1";
+  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
+  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (half_units) options += " -DHALF_UNITS=1";
+  const char* attention = plan.stream ? "decode_stream" : "decode_split";
+  const std::vector<std::string> files = {"shared/attn_args.h",      "shared/decode_args.h", "shared/common.cl",
+                                          "decode/decode_common.cl", "decode/decode_append.cl", "decode/" + std::string(attention) + ".cl",
+                                          "decode/decode_merge.cl"};
+
+  Launch launch;
+  cl_mem workspace = a.workspace, owned = nullptr;
+  if (workspace == nullptr) {
+    cl_int err = injected_fault("clCreateBuffer");
+    if (err == CL_SUCCESS) owned = clCreateBuffer(ctx, CL_MEM_READ_WRITE, std::max<std::size_t>(need, 4), nullptr, &err);
+    check_cl_result(err, "clCreateBuffer(workspace)");
+    workspace = owned;
+  }
+  try {
+    std::vector<cl_event> wait = wait_list;
+    if (appends(a)) {
+      cl::Kernel append = make_kernel(p, files, options, "decode_append");
+      set_args(append, a.k_cache.buffer, a.v_cache.buffer, a.k_new.buffer, a.v_new.buffer, a.cache_seqlens,
+               a.block_table, a.cache_batch_idx, a.rotary_cos, a.rotary_sin, k);
+      const std::size_t wg = std::min<std::size_t>(64, p.facts->max_work_group_size);
+      const std::size_t global[3] = {round_up(static_cast<std::size_t>(a.seqlen_new) * d, wg),
+                                     static_cast<std::size_t>(a.heads_kv), static_cast<std::size_t>(a.batch)};
+      const std::size_t local[3] = {wg, 1, 1};
+      enqueue(queue, append, global, local, wait, launch);
+      wait = {launch.last()};
+    }
+    cl::Kernel split = make_kernel(p, files, options, attention);
+    set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
+             a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
+    const std::size_t split_global[3] = {
+        static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
+        static_cast<std::size_t>(a.heads_kv), static_cast<std::size_t>(a.batch)};
+    const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
+    enqueue(queue, split, split_global, split_local, wait, launch);
+
+    cl::Kernel merge = make_kernel(p, files, options, "decode_merge");
+    set_args(merge, workspace, a.o.buffer, a.lse, k);
+    const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * plan.merge_wg,
+                                         static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};
+    const std::size_t merge_local[3] = {static_cast<std::size_t>(plan.merge_wg), 1, 1};
+    enqueue(queue, merge, merge_global, merge_local, {launch.last()}, launch);
+  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
+    if (owned != nullptr) clReleaseMemObject(owned);
+    fail(Status::OpenCLError, e.what(), " failed: ", cl_error_name(e.err()), " (", e.err(), ")");
+  } catch (...) {
+    if (owned != nullptr) clReleaseMemObject(owned);
+    throw;
+  }
+  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
+  if (owned != nullptr) clReleaseMemObject(owned);
+  return launch;
+}
+
+}  // namespace flashcl

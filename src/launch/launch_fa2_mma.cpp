@@ -1,0 +1,248 @@
+// launch_fa2_mma.cpp: the NVIDIA tensor-core path of fa2 (kernels/nvidia/fa2_mma.cl with an operand file:
+// mma_wgmma.cl for fp16/bf16 with d <= 64 on compute capability 9.0 (Hopper's wgmma, built through
+// retargeted PTX), mma_f16.cl for other fp16/bf16 (mma.sync), mma_e4m3.cl for FP8 (mma.sync
+// m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
+// chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
+// capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
+// tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
+// (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
+// float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
+// falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
+// tensor cores off, FLASHCL_WGMMA=0 only wgmma. The shape of each call comes from mma_plan.cpp.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <utility>
+
+#include "base/errors.hpp"
+#include "launch/launchers.hpp"
+#include "plan/mma_plan.hpp"
+#include "plan/overrides.hpp"
+#include "program/program_cache.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+std::vector<std::string> kernel_files(const ForwardArgs& a, MmaKind kind) {
+  if (is_fp8(a.dtype)) return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_e4m3.cl", "nvidia/fa2_mma.cl"};
+  if (is_tf32(a)) return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_tf32.cl", "nvidia/fa2_mma.cl"};
+  const char* operands = kind == MmaKind::Wgmma ? "nvidia/mma_wgmma.cl" : "nvidia/mma_f16.cl";
+  return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_half_io.cl", operands, "nvidia/fa2_mma.cl"};
+}
+
+BuildRoute build_route(MmaKind kind) { return kind == MmaKind::Wgmma ? BuildRoute::ArchPtx : BuildRoute::Source; }
+
+std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind) {
+  const std::size_t warps = plan.work_group_size / 32;
+  return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
+                plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
+                " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
+                " -DQUAD_IO=", rows_are_quad_aligned(a) ? 1 : 0,
+                " -DO_VEC_STORE=", o_rows_are_16_byte_aligned(a) ? 1 : 0,
+                // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
+                " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
+                // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning
+                kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "");
+}
+
+void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const TilePlan& plan,
+                 const std::vector<cl_event>& wait, Launch& launch) {
+  const ForwardArgs& a = p.args;
+  cl::Kernel kernel =
+      make_kernel(p, kernel_files(a, kind), mma_options(a, plan, kind), "fa2_mma_forward", build_route(kind));
+  const Fa2Grid grid = fa2_grid(p, plan);
+  if (is_fp8(a.dtype))
+    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
+             a.fp8.k_descale, a.fp8.v_descale);
+  else
+    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
+  enqueue(queue, kernel, grid.global, grid.local, wait, launch);
+}
+
+// Values exact in 16 bits (multiples of 1/64 in [-1, 1)) or, for FP8, in e4m3 (multiples of 1/8).
+float probe_value(std::size_t i, int salt, bool fp8) {
+  const int steps = fp8 ? 8 : 64;
+  return static_cast<float>((i * 37 + salt * 11) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
+}
+
+enum class ProbeResult { Pass, Fail, Transient };
+
+// Why a probe failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
+ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
+  if (process_overrides().build_log)
+    std::fprintf(stderr, "flashcl: tensor-core probe (%s, %s) failed, falling back: %s\n",
+                 kind == MmaKind::Wgmma ? "wgmma" : "mma.sync", to_string(dtype), why.c_str());
+  return ProbeResult::Fail;
+}
+
+// Runs the kernel for `dtype` (O stored as `out`) on one head (Nq = 37, Nk = 150; d = 32 for the
+// 16-byte async copies, d = 30 for the element-wise loads) and compares O with a float64 reference:
+// fp16/bf16 within 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping
+// 3xTF32's small terms is off by ~1e-3), FP8 within 3e-2 (P rounded to e4m3; descales 0.5, 4
+// and 2, so a descale applied wrongly is off by far more). A build failure or a wrong result is an
+// answer for the device; running out of resources is not (Transient: the path is skipped for this
+// call only).
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
+  try {
+    const bool fp8 = is_fp8(dtype);
+    const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
+    cl::Context ctx(context, true);
+    cl::CommandQueue queue(ctx, cl::Device(device, true));
+    std::vector<float> q(nq * d), k(nk * d), v(nk * d);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, fp8);
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, fp8), v[i] = probe_value(i, 3, fp8);
+    if (dtype == DType::F32)  // low bits that TF32 alone drops
+      for (auto* t : {&q, &k, &v})
+        for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
+    auto upload = [&](const std::vector<float>& x) {
+      if (fp8) {
+        std::vector<std::uint8_t> bits = to_fp8(dtype, x);  // exact: multiples of 1/8 in [-1, 1)
+        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size(), bits.data());
+      }
+      if (dtype == DType::F32)
+        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
+      std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
+    };
+    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * element_size(out));
+    const float descales[3] = {0.5f, 4.0f, 2.0f};  // q, k, v (FP8)
+    std::vector<cl::Buffer> descale_buffers;
+    for (float x : descales)
+      descale_buffers.emplace_back(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float), &x);
+    ForwardArgs args;
+    args.batch = args.heads = 1;
+    args.seqlen_q = nq;
+    args.seqlen_k = nk;
+    args.head_dim = d;
+    args.dtype = dtype;
+    args.algorithm = Algorithm::FA2;
+    args.q.buffer = qb();
+    args.k.buffer = kb();
+    args.v.buffer = vb();
+    args.o.buffer = ob();
+    if (fp8) {
+      args.out_dtype = out;
+      args.fp8.q_descale = descale_buffers[0]();
+      args.fp8.k_descale = descale_buffers[1]();
+      args.fp8.v_descale = descale_buffers[2]();
+    }
+    // Built and run outside the program cache, its counters and the fault hooks: the probe is the
+    // library's own business, not part of the caller's call.
+    const Problem p = validate(queue(), args);
+    const TilePlan plan = plan_for_kind(p.args, kind);
+    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args, kind), mma_options(p.args, plan, kind),
+                                     build_route(kind)),
+                      "fa2_mma_forward");
+    kernel.setArg(0, qb);
+    kernel.setArg(1, kb);
+    kernel.setArg(2, vb);
+    kernel.setArg(3, ob);
+    kernel.setArg(4, sizeof(cl_mem), nullptr);
+    const Fa2Grid grid = fa2_grid(p, plan);
+    kernel.setArg(5, grid.args);
+    if (fp8)
+      for (cl_uint i = 0; i < 3; ++i) kernel.setArg(6 + i, descale_buffers[i]);
+    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
+                               cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
+    std::vector<float> result(nq * d);
+    if (out == DType::F32) {
+      queue.enqueueReadBuffer(ob, CL_TRUE, 0, result.size() * 4, result.data());
+    } else {
+      std::vector<std::uint16_t> bits(result.size());
+      queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
+      result = from_storage(out, bits);
+    }
+    if (fp8) {  // the dequantised inputs are the reference's
+      for (float& x : q) x *= descales[0];
+      for (float& x : k) x *= descales[1];
+      for (float& x : v) x *= descales[2];
+    }
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const double bound = dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2;
+    for (int i = 0; i < nq; ++i) {
+      std::vector<double> w(nk);
+      double mx = -INFINITY, sum = 0.0;
+      for (int j = 0; j < nk; ++j) {
+        double dot = 0.0;
+        for (int c = 0; c < d; ++c) dot += double(q[i * d + c]) * double(k[j * d + c]);
+        w[j] = dot * scale;
+        mx = std::max(mx, w[j]);
+      }
+      for (int j = 0; j < nk; ++j) sum += (w[j] = std::exp(w[j] - mx));
+      for (int c = 0; c < d; ++c) {
+        double want = 0.0;
+        for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
+        want /= sum;
+        const float got = result[static_cast<std::size_t>(i) * d + c];
+        if (!(std::fabs(got - want) <= bound))
+          return probe_failed(kind, dtype, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
+      }
+    }
+    return ProbeResult::Pass;
+  } catch (const cl::BuildError& e) {
+    const cl::BuildLogType log = e.getBuildLog();
+    return probe_failed(kind, dtype, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
+  } catch (const cl::Error& e) {
+    const cl_int err = e.err();
+    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
+      return ProbeResult::Transient;
+    // no inline PTX, no mma.sync, a failed build: the portable path it is
+    return probe_failed(kind, dtype, concat(e.what(), ": ", cl_error_name(err)));
+  } catch (const Error& e) {  // the library's own checks (the retarget, check_cl_result)
+    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
+    return probe_failed(kind, dtype, e.what());
+  } catch (const std::exception& e) {
+    return probe_failed(kind, dtype, e.what());
+  }
+}
+
+// Once per (device, dtype, O's dtype, load kind, operand file); transient failures are asked again
+// next time.
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
+  static std::mutex mutex;
+  static std::map<std::tuple<cl_device_id, DType, DType, bool, MmaKind>, bool> results;
+  const auto key = std::make_tuple(device, dtype, out, vec_load, kind);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = results.find(key); it != results.end()) return it->second;
+  const ProbeResult r = run_probe(context, device, dtype, out, vec_load, kind);
+  if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
+  return r == ProbeResult::Pass;
+}
+
+}  // namespace
+
+bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
+  const DeviceFacts& facts = *p.facts;
+  const ForwardArgs& a = p.args;
+  if (!mma_eligible(facts, a)) return false;
+  const bool vec_load = rows_are_16_byte_aligned(a);
+  const bool forced = !process_overrides().mma_tile.empty();
+  // `kind` can run this call: its plan fits (a forced one that does not is an error, checked
+  // before any probe so a malformed FLASHCL_MMA_TILE fails here) and its probe passed
+  auto runs = [&](MmaKind kind, TilePlan& plan) {
+    plan = plan_for_kind(a, kind);
+    if (plan.local_bytes > facts.local_mem_bytes) {
+      if (forced)
+        fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ",
+             plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
+      return false;
+    }
+    const DType out = is_fp8(a.dtype) ? a.out_dtype.value_or(DType::BF16) : a.dtype;
+    return probe_passes(p.context, p.device, a.dtype, out, vec_load, kind);
+  };
+  TilePlan plan;
+  MmaKind kind = MmaKind::Wgmma;
+  if (!wgmma_wanted(facts, a) || !runs(kind, plan)) {  // wgmma where it exists, else mma.sync
+    kind = MmaKind::MmaSync;
+    if (!runs(kind, plan)) return false;
+  }
+  enqueue_mma(queue, p, kind, plan, wait, launch);
+  return true;
+}
+
+}  // namespace flashcl::detail

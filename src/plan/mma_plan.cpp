@@ -1,0 +1,226 @@
+// mma_plan.cpp: the shape of the NVIDIA tensor-core fa2 for a call (mma_plan.hpp): eligibility,
+// instruction, work-group shape, K/V buffers and __local bytes, from device facts, arguments and
+// the overrides. The default shapes come from measured runs on the H100 (table below,
+// docs/perf/nvidia-h100.md).
+#include "plan/mma_plan.hpp"
+
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "base/errors.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+// Work-group shape: warps, 16-row m-tiles per warp, keys per block, K/V buffers, rescaling.
+// FLASHCL_MMA_TILE="WARPSxBC[xMT[xSTAGES[xLAZY]]]" overrides it for experiments. Defaults measured
+// on the H100 (docs/perf/nvidia-h100.md).
+struct MmaShape {
+  int warps = 4, block_cols = 64, m_tiles = 2;
+  int stages = 1;            // K/V buffers: 1 (FlashAttention-2's pipeline) or 2 (double-buffered)
+  bool lazy_rescale = true;  // rescale O only in blocks where a row's reference max moved
+};
+
+// H100, B=8 H=16 N=4096, TFLOP/s non-causal / causal, all measured in one run (docs/perf):
+// fp16 d=64  4x64x2: 2 buffers lazy 261.3/197.8, 2 eager 261.1/143.4, 1 eager 248.4/212.5, 1 lazy 238.4/180.4
+// fp16 d=128 4x32x2: 2 lazy 278.5/237.2, 2 eager 275.6/222.4, 1 eager 246.6/234.0, 1 lazy 258.3/224.4
+// fp32 d=64  4x32x2x1 69.0/61.7 (2 buffers 66.7/61.3); d=128 4x32x1x1 61.7/59.2 (two m-tiles spill:
+// 128 accumulators + 128 Q registers; 4x16x1x2 57.3/43.4).
+// wgmma, fp16 d=64 (two K/V buffers: the pipelined schedule): 16x64 eager 288.3/243.8, lazy
+// 283.5/241.7, 16x32 239.4/219.0, 8x64 255.1/232.8 (mma.sync in the same run: 267.2/241.9); one
+// buffer 8x64 252.3/222.2 in an earlier run. At d=128 (BC 32 only) 12x32 260.8/249.7 against
+// mma.sync's 297.4/265.7. Once the wait for P V stayed behind the softmax (7c40388): 16x64 lazy
+// 316.3/257.3 and 316.0/256.9, eager 300.9/256.3 and 304.2/257.4; at d=128 mma.sync 4x32x2x2
+// 313.3/276.6 against wgmma 12x32 264.5/255.2 (8x32 216.2/194.3, 16x32 206.0/180.4) and mma.sync
+// 4x64x2x1 231.2/197.3, 8x32x1x2 224.1/209.6, 8x64x1x1 237.4/218.0, 4x32x2x1 259.2/231.5.
+// With mbarriers instead of a barrier per block (two-buffer schedules, v8): wgmma 16x64 lazy
+// 342.8/307.2, eager 351.7/303.0 (12x64 225.8/233.0, 8x64 251.8/231.3); d=128 mma.sync 4x32x2x2
+// lazy 333.4/304.6, eager 312.3/278.7 (4x16x2x2 301.0/267.6, 8x32x1x2 258.1/241.5, 2x32x2x2
+// 253.6/228.0); fp32 d=64 4x32x2x1 71.8/66.2 against two buffers 68.6/65.2. wgmma at d=128
+// (FLASHCL_WGMMA=1): 12x64x1x1 314.4/264.4, 8x64x1x1 237.2/219.3, 12x32x1x2 219.4/227.5.
+// d=128 mma.sync with 256 rows (v9c, two repeats): 8x32x2x2 lazy 347.3, 348.9 / 282.7, 281.8, eager
+// 321.4 / 278.0, 6x32x2x2 255.9 / 221.2, against 4x32x2x2 339.5, 337.6 / 307.4, 306.5; at N=8192
+// 357.2 / 301.5 against 345.9 / 322.0.
+MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
+  MmaShape s;
+  if (is_fp8(a.dtype)) {  // e4m3 mma.sync: two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)
+    s.stages = 2;
+  } else if (kind == MmaKind::Wgmma) {
+    s.warps = 16;
+    s.m_tiles = 1;
+    s.stages = 2;
+    s.lazy_rescale = a.causal;
+    if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: one K and one V buffer of 64 keys, 12 warps measured best
+      s.warps = 12;
+      s.stages = 1;
+      s.lazy_rescale = true;
+    }
+  } else if (is_tf32(a)) {  // 3xTF32: one buffer
+    s.block_cols = 32;
+    if (a.head_dim > 64) s.m_tiles = 1;
+  } else if (a.head_dim > 64) {
+    s.block_cols = 32;
+    s.stages = 2;
+    // 256 rows a work-group halve the K/V traffic per product: +3 % at d = 128 non-causal, but -8 %
+    // causal, where the diagonal's wasted work and the uneven rows grow with the tile (v9c)
+    if (!a.causal) s.warps = 8;
+  } else {  // causal: one buffer, eager rescaling
+    s.stages = a.causal ? 1 : 2;
+    s.lazy_rescale = !a.causal;
+  }
+  if (!o.mma_tile.empty()) {
+    const char* env = o.mma_tile.c_str();
+    int lazy = 1;
+    s.m_tiles = 1;
+    s.stages = 1;
+    // fields one at a time, so "4x64junk" fails as surely as "4x64x2x2x1junk"
+    int fields = 0, used = 0;
+    for (int* field : {&s.warps, &s.block_cols, &s.m_tiles, &s.stages, &lazy}) {
+      int len = 0;
+      if (std::sscanf(env + used, fields == 0 ? "%d%n" : "x%d%n", field, &len) != 1) break;
+      used += len;
+      ++fields;
+    }
+    const int n = env[used] == '\0' ? fields : -1;
+    if (n < 2 || n > 5 || s.warps < 1 || s.warps > 16 || s.block_cols < 16 || s.block_cols > 128 ||
+        s.block_cols % 16 != 0 || s.m_tiles < 1 || s.m_tiles > 4 || s.stages < 1 || s.stages > 2 || lazy < 0 ||
+        lazy > 1)
+      fail(Status::InvalidArgument,
+           "FLASHCL_MMA_TILE: expected WARPSxBC[xMT[xSTAGES[xLAZY]]] such as 4x64x2x2x1 (mma.sync) or 16x64x1x2x1 "
+           "(wgmma) (BC a multiple of 16, MT 1-4, STAGES 1-2, LAZY 0-1), got '",
+           env, "'");
+    s.lazy_rescale = lazy == 1;
+    if (kind == MmaKind::Wgmma && (s.warps % 4 != 0 || s.m_tiles != 1))
+      fail(Status::InvalidArgument,
+           "FLASHCL_MMA_TILE: wgmma runs whole warpgroups with one m-tile per warp (WARPS a multiple of 4, MT 1; "
+           "FLASHCL_WGMMA=0 selects mma.sync), got '",
+           env, "'");
+  }
+  return s;
+}
+
+// The kernel's padded head dim and __local row pitches (elements), as mma_half_io.cl with
+// mma_f16.cl / mma_wgmma.cl, or mma_tf32.cl define them.
+struct TileGeometry {
+  int padded_head_dim, k_pitch, v_pitch, elem_bytes;
+};
+
+TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
+  if (is_fp8(a.dtype)) {  // mma_e4m3.cl: bytes, the head dim padded to the k of 32
+    const int d = (a.head_dim + 31) / 32 * 32;
+    return {d, d + 16, d + 16, 1};
+  }
+  if (is_tf32(a)) {
+    const int d = (a.head_dim + 7) / 8 * 8;
+    return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32, 4};
+  }
+  const int d = (a.head_dim + 15) / 16 * 16;
+  return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 2} : TileGeometry{d, d + 8, d + 8, 2};
+}
+
+// Whether the head dim and every row start of `t` (offset, batch, sequence and head strides) are
+// multiples of `elems` elements.
+bool rows_aligned(const ForwardArgs& a, const Tensor& t, int elems) {
+  return a.head_dim % elems == 0 && t.offset % elems == 0 && t.seq_stride % elems == 0 &&
+         t.batch_stride % elems == 0 && t.head_stride % elems == 0;
+}
+
+}  // namespace
+
+bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
+
+// wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64.
+// FLASHCL_WGMMA=0 turns it off, =1 takes it at every head dim (for measurements: above d = 64
+// two K/V buffers of more than 32 keys do not fit the 48 KiB of OpenCL local memory, one K and
+// one V buffer of 64 keys lose the overlap of softmax and products, and mma.sync measured faster;
+// docs/perf/nvidia-h100.md, v5 and v8).
+bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  const std::string& choice = o.wgmma;
+  if (choice == "0") return false;
+  return !is_tf32(a) && !is_fp8(a.dtype) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
+         facts.nv_compute_minor == 0;
+}
+
+// 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
+bool rows_are_16_byte_aligned(const ForwardArgs& a) {
+  const int chunk = is_tf32(a) ? 4 : is_fp8(a.dtype) ? 16 : 8;
+  return rows_aligned(a, a.k, chunk) && rows_aligned(a, a.v, chunk);
+}
+
+// Q and O move as pairs of 16-bit elements (4-byte loads and stores) when the head dim and every
+// row start of Q and O are even: half the instructions of element-wise access, +3-8 % on the H100
+// (docs/perf/nvidia-h100.md, v7).
+bool rows_are_pair_aligned(const ForwardArgs& a) {
+  return !is_tf32(a) && !is_fp8(a.dtype) && rows_aligned(a, a.q, 2) && rows_aligned(a, a.o, 2);
+}
+
+// FP8 (mma_e4m3.cl's QUAD_IO): Q moves as runs of four bytes (4-byte loads), O as runs of four
+// 16-bit elements (8-byte stores), when the head dim and every row start of Q and O are multiples of 4.
+bool rows_are_quad_aligned(const ForwardArgs& a) {
+  return is_fp8(a.dtype) && rows_aligned(a, a.q, 4) && rows_aligned(a, a.o, 4);
+}
+
+// O leaves as 16-byte row chunks (staged through __local memory by the mma.sync two-buffer
+// schedule) when the head dim and every row start of O are multiples of 8 elements: whole sectors
+// and a quarter of the pair stores, +1-2 % at d = 128 on the H100 (docs/perf/nvidia-h100.md, v11).
+bool o_rows_are_16_byte_aligned(const ForwardArgs& a) {
+  return !is_tf32(a) && !is_fp8(a.dtype) && rows_aligned(a, a.o, 8);
+}
+
+TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
+  const MmaShape shape = mma_shape(a, kind, o);
+  const TileGeometry geo = geometry(a, kind);
+  TilePlan p;
+  p.block_rows = 16 * shape.m_tiles * shape.warps;
+  p.block_cols = shape.block_cols;
+  p.rows_per_team = 16 * shape.m_tiles;
+  p.team_size = 32;
+  p.padded_head_dim = geo.padded_head_dim;
+  p.work_group_size = 32 * static_cast<std::size_t>(shape.warps);
+  p.stages = shape.stages;
+  p.lazy_rescale = shape.lazy_rescale;
+  p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
+                  geo.elem_bytes;
+  if (shape.stages == 2) p.local_bytes += 4 * 8;  // the schedule's four mbarriers
+  if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
+  p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
+                    " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
+                    is_fp8(a.dtype)           ? "mma.sync.m16n8k32 e4m3"
+                    : is_tf32(a)              ? "mma.sync.m16n8k8 3xTF32"
+                    : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
+                                             : "mma.sync.m16n8k16");
+  return p;
+}
+
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  if (o.mma_off) return false;
+  if (!o.tile.empty()) return false;  // forced portable tiles
+  if (a.algorithm != Algorithm::FA2 || a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
+  // plain attention and GQA only: every other variant runs on the portable fa2
+  if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
+      a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
+    return false;
+  // FP8: e4m3 with per-tensor or per-head descales, V as stored, O in 16 bits; block quantisation,
+  // a transposed V, e5m2 and fp32 O run on the portable fa2
+  if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 || a.fp8.v_transposed ||
+                          a.out_dtype.value_or(DType::BF16) == DType::F32))
+    return false;
+  // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
+  if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
+  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
+  // e4m3 mma.sync exists from compute capability 8.9 (Ada, Hopper)
+  if (is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89) return false;
+  // a default shape that does not fit this device's local memory leaves the call to the portable
+  // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
+  return !o.mma_tile.empty() || mma_plan(facts, a, o).local_bytes <= facts.local_mem_bytes;
+}
+
+// Before any probe: a device whose wgmma probe fails runs the mma.sync plan.
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+  return plan_for_kind(a, wgmma_wanted(facts, a, o) ? MmaKind::Wgmma : MmaKind::MmaSync, o);
+}
+
+}  // namespace flashcl::detail

@@ -1,0 +1,42 @@
+// mma_plan.hpp: how the NVIDIA tensor-core fa2 (launch_fa2_mma.cpp, kernels/nvidia/fa2_mma.cl) is
+// shaped for a call: whether the device and arguments qualify, which instruction (wgmma or
+// mma.sync), the work-group shape and K/V buffering measured best on the H100, the __local bytes
+// that takes, and which copy and Q/O access forms the tensor strides allow. Pure functions of
+// device facts, arguments and the FLASHCL_MMA / FLASHCL_WGMMA / FLASHCL_TILE / FLASHCL_MMA_TILE
+// overrides (overrides.hpp; the process's by default), so tests can plan for simulated devices.
+#pragma once
+
+#include "plan/device_facts.hpp"
+#include "flashcl/flashcl.hpp"
+#include "plan/overrides.hpp"
+#include "plan/tile_planner.hpp"
+
+namespace flashcl::detail {
+
+// Which tensor-core instruction the kernel is built around.
+enum class MmaKind { MmaSync, Wgmma };
+
+// fp32 storage: the 3xTF32 operand file (mma_tf32.cl).
+bool is_tf32(const ForwardArgs& a);
+
+// Whether a call on this device should try wgmma first (Hopper, fp16/bf16, d <= 64 unless
+// FLASHCL_WGMMA=1; never with FLASHCL_WGMMA=0).
+bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
+
+// The launch plan of `kind` for `a` (its __local bytes included). A malformed FLASHCL_MMA_TILE is
+// an InvalidArgument error.
+TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o = process_overrides());
+
+// Whether K and V rows allow 16-byte cp.async copies, Q and O rows 4-byte pair accesses, and
+// O rows (fp16/bf16) 16-byte stores.
+bool rows_are_16_byte_aligned(const ForwardArgs& a);
+bool rows_are_pair_aligned(const ForwardArgs& a);
+bool rows_are_quad_aligned(const ForwardArgs& a);
+bool o_rows_are_16_byte_aligned(const ForwardArgs& a);
+
+// Whether the tensor-core path may take the call (before its probe), and the plan of the
+// instruction the device qualifies for.
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
+TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
+
+}  // namespace flashcl::detail

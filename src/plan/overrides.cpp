@@ -1,0 +1,41 @@
+// overrides.cpp: the one place flashcl reads its environment (see overrides.hpp).
+#include "plan/overrides.hpp"
+
+#include <cstdlib>
+
+namespace flashcl::detail {
+
+Overrides read_overrides(const std::function<const char*(const char*)>& lookup) {
+  const auto text = [&](const char* name) -> std::string {
+    const char* value = lookup(name);
+    return value != nullptr ? value : "";
+  };
+  Overrides o;
+  o.tile = text("FLASHCL_TILE");
+  o.mma_tile = text("FLASHCL_MMA_TILE");
+  o.mma_off = text("FLASHCL_MMA") == "0";
+  o.fa2_cpu = text("FLASHCL_FA2_CPU");
+  o.wgmma = text("FLASHCL_WGMMA");
+  o.build_options = text("FLASHCL_BUILD_OPTIONS");
+  o.build_log = text("FLASHCL_BUILD_LOG") == "1";
+  o.kernel_dir = text("FLASHCL_KERNEL_DIR");
+  o.disk_cache_off = text("FLASHCL_DISK_CACHE") == "0";
+  if (const std::string dir = text("FLASHCL_CACHE_DIR"); !dir.empty())
+    o.cache_dir = dir;
+  else if (const std::string xdg = text("XDG_CACHE_HOME"); !xdg.empty())
+    o.cache_dir = xdg + "/flashcl";
+  else if (const std::string home = text("HOME"); !home.empty())
+    o.cache_dir = home + "/.cache/flashcl";
+  o.platform = text("FLASHCL_PLATFORM");
+  o.device = text("FLASHCL_DEVICE");
+  o.fault_inject = text("FLASHCL_FAULT_INJECT");
+  return o;
+}
+
+const Overrides& process_overrides() {
+  // A function-local static: read once, thread-safe, and no getenv races with later calls.
+  static const Overrides overrides = read_overrides([](const char* name) { return std::getenv(name); });
+  return overrides;
+}
+
+}  // namespace flashcl::detail

@@ -1,0 +1,121 @@
+// plan_decode.cpp: the decode planner (plan_decode.hpp). Up to 8 query rows per K/V head (decode)
+// go to the streaming kernel (decode_stream.cl: K and V chunks in registers, a few KiB of __local
+// for partial dots). More rows (chunked prefill) go to the staged kernel (decode_split.cl), which
+// stages a BC-key K tile (rows padded by one float), a V tile, BR scaled query rows and the BR×BC
+// scores in __local memory: the planner takes the widest key tile that fits, since each tile
+// costs its barriers whatever its width. Then the split count that gives every compute unit a few
+// work-groups.
+#include "plan/plan_decode.hpp"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "base/errors.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+std::size_t pow2_at_least(std::size_t x) {
+  std::size_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+int page_slots_for(int block_cols, int page_size) {
+  return page_size > 0 ? std::min(block_cols, (block_cols - 1) / page_size + 2) : 0;
+}
+
+}  // namespace
+
+std::size_t decode_local_bytes(int br, int bc, int d, int page_slots) {
+  const std::size_t floats = static_cast<std::size_t>(br) * d            // q_tile
+                             + static_cast<std::size_t>(bc) * (d + 1)    // k_tile
+                             + static_cast<std::size_t>(bc) * d          // v_tile
+                             + static_cast<std::size_t>(br) * bc         // p_tile
+                             + static_cast<std::size_t>(br);             // slope_row
+  return floats * sizeof(float) + static_cast<std::size_t>(page_slots) * sizeof(std::int32_t);
+}
+
+std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int chunks, int page_slots) {
+  const std::size_t partial_dots = static_cast<std::size_t>(br) * bc * (chunks + 1);
+  const std::size_t streams = static_cast<std::size_t>(key_groups) * br * (d + 2);  // O, m, l per key group
+  const std::size_t floats = std::max(partial_dots, streams) + static_cast<std::size_t>(br) * bc + br;
+  return floats * sizeof(float) + static_cast<std::size_t>(page_slots) * sizeof(std::int32_t);
+}
+
+DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
+  if (r.num_splits < 0 || r.num_splits > kMaxDecodeSplits)
+    fail(Status::InvalidArgument, "num_splits: must be 0 (planner) or 1..", kMaxDecodeSplits, ", got ", r.num_splits);
+  const bool gpu = f.kind == DeviceKind::GPU;
+  const int group = r.heads / std::max(1, r.heads_kv);
+  const std::int64_t rows = static_cast<std::int64_t>(group) * r.seqlen_q;
+  // 48 KiB is what an OpenCL work-group gets on NVIDIA; smaller tiles there let more work-groups
+  // (and so more loads) be resident per compute unit. PoCL's local memory is plain host memory.
+  const std::size_t budget = std::min<std::size_t>(f.local_mem_bytes, gpu ? 48 * 1024 : 256 * 1024);
+
+  DecodePlan p;
+  const int wg_cap = gpu ? 128 : 64;
+  const int vec = std::max(1, r.vec), chunks = r.head_dim / vec;
+  // Few rows per K/V head (decode): the streaming kernel, K and V in registers. Its work-group is
+  // one work-item per VEC-wide column chunk times as many key groups as fit the cap.
+  if (rows <= 8 && rows * vec <= 64 && chunks <= wg_cap &&
+      static_cast<std::size_t>(chunks) <= f.max_work_group_size) {
+    const int key_groups = std::min<int>(wg_cap, static_cast<int>(f.max_work_group_size)) / chunks;
+    p.stream = true;
+    p.keys_per_thread = 4;  // two 16-byte loads each in flight per work-item and key
+    p.block_rows = static_cast<int>(rows);
+    p.block_cols = key_groups * p.keys_per_thread;
+    p.work_group_size = static_cast<std::size_t>(key_groups) * chunks;
+    p.page_slots = page_slots_for(p.block_cols, r.page_size);
+    p.local_bytes = decode_stream_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.page_slots);
+    if (p.local_bytes > budget) p = DecodePlan{};  // (never for d <= 256: a few KiB) staged instead
+  }
+  const std::int64_t br_max = std::min<std::int64_t>({rows, 16, static_cast<std::int64_t>(std::max<std::size_t>(f.max_work_group_size, 1))});
+  for (int br = static_cast<int>(br_max); br >= 1 && p.block_cols == 0 && !p.stream; br /= 2)
+    for (int bc = 64; bc >= 8; bc -= 8)
+      if (decode_local_bytes(br, bc, r.head_dim, page_slots_for(bc, r.page_size)) <= budget) {
+        p.block_rows = br;
+        p.block_cols = bc;
+        break;
+      }
+  if (p.block_cols == 0)
+    fail(Status::OutOfResources, "head_dim: ", r.head_dim, " needs ",
+         decode_local_bytes(1, 8, r.head_dim, page_slots_for(8, r.page_size)),
+         " bytes of local memory for the smallest decode tile, the device has ", f.local_mem_bytes);
+  p.row_blocks = static_cast<int>((rows + p.block_rows - 1) / p.block_rows);
+  if (!p.stream) {
+    p.page_slots = page_slots_for(p.block_cols, r.page_size);
+    p.local_bytes = decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots);
+    // Enough work-items for one score or one VEC-wide output column each, within 32 … 128 (GPU:
+    // more resident work-groups per compute unit) or 64 (CPU: PoCL runs a work-group as one loop).
+    std::size_t wg = pow2_at_least(std::max<std::size_t>(static_cast<std::size_t>(p.block_rows) *
+                                                             std::max<std::size_t>(p.block_cols, chunks), 32));
+    wg = std::min<std::size_t>(wg, wg_cap);
+    const std::size_t multiple = std::max<std::size_t>(f.work_group_multiple, 1);
+    wg = std::max(wg, multiple) / multiple * multiple;
+    p.work_group_size = std::max<std::size_t>(1, std::min(wg, f.max_work_group_size));
+  }
+  p.merge_wg = static_cast<int>(std::min<std::size_t>(r.head_dim >= 64 ? 64 : 32, f.max_work_group_size));
+
+  // Split count: about four work-groups per compute unit on a GPU (two on a CPU) over all
+  // (sequence, K/V head, row block) triples, with at least two tiles per split on the longest
+  // sequence so the merge stays small next to the cache read.
+  const std::int64_t triples = static_cast<std::int64_t>(r.batch) * r.heads_kv * p.row_blocks;
+  const std::int64_t tiles = (static_cast<std::int64_t>(std::max(r.max_keys, 1)) + p.block_cols - 1) / p.block_cols;
+  if (r.num_splits > 0) {
+    p.num_splits = r.num_splits;
+    p.reason = "num_splits forced";
+  } else {
+    const std::int64_t target = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * (gpu ? 4 : 2);
+    std::int64_t splits = (target + triples - 1) / triples;
+    splits = std::min<std::int64_t>(splits, std::max<std::int64_t>(1, tiles / 2));
+    p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
+    p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
+                      " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
+  }
+  p.reason += concat(p.stream ? "; streaming" : "; staged", " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
+                     " local), ", p.work_group_size, " work-items");
+  return p;
+}
+
+}  // namespace flashcl::detail

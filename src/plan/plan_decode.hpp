@@ -1,0 +1,50 @@
+// plan_decode.hpp: the pure planner of the KV-cache (decode) path: from device facts and the
+// host-known problem (batch, heads, query rows, head dim, cache capacity) to the split kernel's
+// kernel (streaming or staged) and its tile (query rows BR, keys BC, work-group size), its local
+// memory, and the number of key splits that fills the device (Flash-Decoding). No OpenCL calls, so tests plan for simulated devices.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "plan/device_facts.hpp"
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl::detail {
+
+struct DecodeRequest {
+  int batch = 1, heads = 1, heads_kv = 1, seqlen_q = 1, head_dim = 64;
+  int max_keys = 1;        // the most keys a sequence can hold (S_cache or max_pages·page_size)
+  int page_size = 0;       // paged caches: keys per page; 0: contiguous
+  int vec = 1;             // elements per cache load (1, 4 or 8)
+  int num_splits = 0;      // forced split count; 0: the planner's
+};
+
+struct DecodePlan {
+  int block_rows = 0;      // BR: query rows (of one K/V head's group) per work-group
+  int block_cols = 0;      // BC: keys per tile
+  int row_blocks = 0;      // ⌈group·Nq / BR⌉
+  int num_splits = 0;      // key splits per (sequence, K/V head, row block)
+  int page_slots = 0;      // paged: most pages one tile spans
+  int merge_wg = 0;        // work-items of the merge kernel
+  bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
+  int keys_per_thread = 0; // stream: keys each work-item loads per tile (BC = key groups × this)
+  std::size_t work_group_size = 0;
+  std::size_t local_bytes = 0;
+  std::string reason;
+};
+
+// Plans the split kernel; throws Error(OutOfResources) when no tile fits the device's local
+// memory and Error(InvalidArgument) for a forced split count out of 1 … kMaxDecodeSplits.
+DecodePlan plan_decode(const DeviceFacts& device, const DecodeRequest& request);
+
+// __local bytes decode_split.cl declares for these sizes.
+std::size_t decode_local_bytes(int block_rows, int block_cols, int head_dim, int page_slots);
+
+// __local bytes decode_stream.cl declares (key_groups × chunks work-items, chunks = d / VEC).
+std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
+                                      int page_slots);
+
+constexpr int kMaxDecodeSplits = 1024;
+
+}  // namespace flashcl::detail

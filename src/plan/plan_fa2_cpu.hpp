@@ -1,0 +1,36 @@
+// plan_fa2_cpu.hpp: whether the CPU-shaped fa2 (kernels/cpu/fa2_cpu.cl) takes a call, and its shape.
+// Pure functions of device facts, head dim and the FLASHCL_FA2_CPU override, so tests plan for
+// simulated CPUs and GPUs. The tiles come from a table per device class (tile_table in the .cpp,
+// each row with its measured reason); the register blocks from the device's vector width.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "plan/device_facts.hpp"
+#include "plan/overrides.hpp"
+#include "plan/tile_planner.hpp"
+
+namespace flashcl::detail {
+
+struct Fa2CpuPlan {
+  TilePlan tiles;          // block_rows (BR, rows per work-item), block_cols (BC), padded_head_dim,
+                           // rows_per_team (RM: rows per register block), work_group_size 1, reason
+  int vector_width = 0;    // VW: floats per vector
+  int column_vectors = 0;  // CG: output column vectors per register block
+};
+
+// True when the CPU form runs this (normalised) call: fa2 with fp32, fp16 or bf16 storage and no
+// forced tile (ForwardArgs::tile or FLASHCL_TILE, which are the team kernel's, as on the
+// tensor-core path); on CPU devices unless FLASHCL_FA2_CPU is "0", on every device when it is "1"
+// (the oclgrind checks).
+bool fa2_cpu_takes(const DeviceFacts& device, const ForwardArgs& args, const Overrides& overrides);
+
+// The shape for head dim d (1..256); throws Error(OutOfResources) when nothing fits the device's
+// local memory.
+Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim);
+
+// __local bytes fa2_cpu.cl declares: the Q and O tiles (BR x D_PAD) and the K and V tiles (BC x D_PAD).
+std::size_t fa2_cpu_local_bytes(int block_rows, int block_cols, int padded_head_dim);
+
+}  // namespace flashcl::detail

@@ -1,0 +1,55 @@
+// backward_problem.hpp: one validated backward call (the forward's validated Problem plus the
+// gradients, the kernels' second argument block, the tile plan and the workspace layout), the
+// validation that builds it and the launchers that enqueue it.
+#pragma once
+
+#include <CL/cl.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#include "attn_args.h"
+#include "bwd_args.h"
+#include "plan/plan_backward.hpp"
+#include "validate/problem.hpp"
+#include "base/saturating.hpp"
+
+namespace flashcl::detail {
+
+static_assert(sizeof(BwdArgs) == FLASHCL_BWD_ARGS_SIZE, "BwdArgs layout must match the kernels'");
+
+// Where each region of the fp32 workspace starts (in floats) and its total size in bytes.
+struct BackwardWorkspace {
+  std::int64_t d = 0;      // D = rowsum(dO ∘ O), one float per LSE row
+  std::int64_t dq = 0;     // fp32 dQ accumulator, HEAD_DIM floats per LSE row (fa2 atomic, fa1)
+  std::int64_t p = 0;      // standard: P, (B·H, Nq, Nk)
+  std::int64_t ds = 0;     // standard: dS, (B·H, Nq, Nk)
+  std::int64_t dbias = 0;  // broadcast d_bias: per-(batch, head) dS, dense (B, H, Nq, Nk)
+  std::size_t bytes = 0;
+};
+
+// The layout for a normalised forward call; `lse_rows` is B·H·Nq, or H·total_q with varlen.
+BackwardWorkspace backward_workspace_layout(const ForwardArgs& forward, std::uint64_t lse_rows, bool deterministic,
+                                            bool dbias_broadcast);
+
+struct BackwardProblem {
+  Problem forward;               // the forward call, validated: args resolved, AttnArgs for the kernels
+  BackwardArgs args;             // gradients' strides resolved; d_bias resolved (kind None when off)
+  BwdArgs kernel_args{};         // the kernels' second argument block (workspace offsets included)
+  bool dbias_broadcast = false;  // d_bias broadcasts over batch or heads: dS goes to the workspace first
+  BackwardPlan plan;             // fa1/fa2 tiles
+  BackwardWorkspace workspace;
+};
+
+// Checks every argument of a backward call before anything is enqueued: the forward's own
+// validation (validate()), then the gradients (shapes, strides, buffers, dtype), the LSE, d_bias,
+// aliasing of outputs with inputs and the workspace. Throws Error naming the parameter.
+BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& args,
+                                  const std::vector<cl_event>& wait = {});
+
+// The per-path launchers (backward.cpp): enqueue after `wait`, record events in `launch`.
+void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
+                     const std::vector<cl_event>& wait, Launch& launch);
+
+}  // namespace flashcl::detail
