@@ -24,13 +24,13 @@ cmake -S . -B "$build" -G Ninja $release > "$out/cmake.log" 2>&1 \
 bench="$build/bench/flashcl-bench"
 export POCL_MAX_PTHREAD_COUNT=$threads OMP_NUM_THREADS=$threads
 seqlens=1024,2048,4096; [ "$mode" = quick ] && seqlens=1024
-shape=(-b 1 --heads 8 -n "$seqlens" --head-dim 64,128 --causal both --algo fa2 -r 3 --check-macs 2e8 -q)
+shape=(-b 1 --heads 8 -n "$seqlens" --head-dim 64,128 --causal both --algo fa2 --check-macs 2e8 -q)
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $($python -c 'import torch; print("torch", torch.__version__)'); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); PoCL $(dpkg-query -W -f='${Version}' pocl-opencl-icd 2>/dev/null)"
 "$bench" "${shape[@]}" -r 1 --dtype f32,f16,bf16 -f json -o "$out/warmup.json" > /dev/null 2>> "$out/bench.log"  # builds
 for r in $(seq 1 "$rounds"); do
-  "$bench" "${shape[@]}" --dtype f32,f16,bf16 -f json -o "$out/fa2-r$r.json" > /dev/null 2>> "$out/bench.log"
-  FLASHCL_FA2_CPU=0 "$bench" "${shape[@]}" --dtype f32 -f json -o "$out/team-r$r.json" > /dev/null 2>> "$out/bench.log"
+  "$bench" "${shape[@]}" -r 3 --dtype f32,f16,bf16 -f json -o "$out/fa2-r$r.json" > /dev/null 2>> "$out/bench.log"
+  FLASHCL_FA2_CPU=0 "$bench" "${shape[@]}" -r 3 --dtype f32 -f json -o "$out/team-r$r.json" > /dev/null 2>> "$out/bench.log"
   $python bench/cpu/sdpa_cpu.py --threads "$threads" --seqlen "$seqlens" --head-dim 64,128 --backward \
     --json "$out/sdpa-r$r.json" 2>> "$out/bench.log"
 done
