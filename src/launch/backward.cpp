@@ -51,8 +51,7 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
   kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : a.algorithm == Algorithm::FA2 && !g.deterministic ? 1 : 0;
   const int dq_mode = kb.dq_mode;
   const std::string options = backward_options(bp);
-  const std::vector<std::string> files = {"shared/attn_args.h",   "shared/bwd_args.h",   "shared/common.cl",
-                                          "backward/bwd_common.cl", "backward/bwd_flash.cl", "backward/bwd_standard.cl"};
+  const std::vector<std::string>& files = programs::backward;
   const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
   const cl_mem q = a.q.buffer, k = a.k.buffer, v = a.v.buffer, o = a.o.buffer, lse = a.lse;
   const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;

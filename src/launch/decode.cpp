@@ -405,9 +405,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";
   const char* attention = plan.stream ? "decode_stream" : "decode_split";
-  const std::vector<std::string> files = {"shared/attn_args.h",      "shared/decode_args.h", "shared/common.cl",
-                                          "decode/decode_common.cl", "decode/decode_append.cl", "decode/" + std::string(attention) + ".cl",
-                                          "decode/decode_merge.cl"};
+  const std::vector<std::string>& files = plan.stream ? programs::decode_stream : programs::decode_split;
 
   Launch launch;
   cl_mem workspace = a.workspace, owned = nullptr;

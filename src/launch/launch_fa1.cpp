@@ -8,8 +8,7 @@ void launch_fa1(cl_command_queue queue, const Problem& p, cl_mem workspace, cons
                 Launch& launch) {
   const ForwardArgs& a = p.args;
   const TilePlan plan = plan_for(*p.facts, a);
-  cl::Kernel kernel = make_kernel(p, {"shared/attn_args.h", "shared/common.cl", "forward/team.cl", "forward/fa1.cl"}, flash_options(a, plan),
-                                  "fa1_forward");
+  cl::Kernel kernel = make_kernel(p, programs::fa1, flash_options(a, plan), "fa1_forward");
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
            a.alibi_slopes, a.mask.buffer, workspace, p.kernel_args);
   const std::size_t local[3] = {plan.work_group_size, 1, 1};

@@ -11,10 +11,7 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_e
   // fp8 inputs (docs/FP8.md): the codec and the dequantising tile loads join the program, the
   // descales the arguments; other dtypes build the same program as before
   const bool fp8 = is_fp8(a.dtype);
-  const std::vector<std::string> files =
-      fp8 ? std::vector<std::string>{"shared/attn_args.h", "shared/fp8_codec.cl", "shared/common.cl", "forward/team.cl", "forward/fp8_tiles.cl", "forward/fa2.cl"}
-          : std::vector<std::string>{"shared/attn_args.h", "shared/common.cl", "forward/team.cl", "forward/fa2.cl"};
-  cl::Kernel kernel = make_kernel(p, files, flash_options(a, plan), "fa2_forward");
+  cl::Kernel kernel = make_kernel(p, fp8 ? programs::fa2_fp8 : programs::fa2, flash_options(a, plan), "fa2_forward");
   const Fa2Grid grid = fa2_grid(p, plan);
   if (fp8)
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,

@@ -14,7 +14,7 @@ bool try_launch_fa2_cpu(cl_command_queue queue, const Problem& p, const std::vec
   const std::string options =
       concat(common_options(a), " -DD_PAD=", t.padded_head_dim, " -DBR=", t.block_rows, " -DBC=", t.block_cols,
              " -DRM=", t.rows_per_team, " -DCG=", plan.column_vectors, " -DVW=", plan.vector_width);
-  cl::Kernel kernel = make_kernel(p, {"shared/attn_args.h", "shared/common.cl", "cpu/fa2_cpu.cl"}, options, "fa2_cpu_forward");
+  cl::Kernel kernel = make_kernel(p, programs::fa2_cpu, options, "fa2_cpu_forward");
   const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + t.block_rows - 1) / t.block_rows;
   const std::size_t pairs = static_cast<std::size_t>(a.heads) * static_cast<std::size_t>(a.batch);
   const std::size_t global[3] = {q_blocks, static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};

@@ -28,11 +28,11 @@
 namespace flashcl::detail {
 namespace {
 
-std::vector<std::string> kernel_files(const ForwardArgs& a, MmaKind kind) {
-  if (is_fp8(a.dtype)) return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_e4m3.cl", "nvidia/fa2_mma.cl"};
-  if (is_tf32(a)) return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_tf32.cl", "nvidia/fa2_mma.cl"};
-  const char* operands = kind == MmaKind::Wgmma ? "nvidia/mma_wgmma.cl" : "nvidia/mma_f16.cl";
-  return {"shared/attn_args.h", "shared/common.cl", "nvidia/mma_ptx.cl", "nvidia/mma_half_io.cl", operands, "nvidia/fa2_mma.cl"};
+// The program of this call: fa2_mma.cl over the operand file of its dtype and kind (kernels/programs.txt).
+const std::vector<std::string>& kernel_files(const ForwardArgs& a, MmaKind kind) {
+  if (is_fp8(a.dtype)) return programs::fa2_mma_e4m3;
+  if (is_tf32(a)) return programs::fa2_mma_tf32;
+  return kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma : programs::fa2_mma_f16;
 }
 
 BuildRoute build_route(MmaKind kind) { return kind == MmaKind::Wgmma ? BuildRoute::ArchPtx : BuildRoute::Source; }

@@ -18,7 +18,7 @@ void launch_standard(cl_command_queue queue, const Problem& p, cl_mem workspace,
       concat(common_options(a), " -DGEMM_WG_X=", plan.gemm_wg_x, " -DGEMM_WG_Y=", plan.gemm_wg_y,
              " -DGEMM_RM=", plan.gemm_rm, " -DGEMM_RN=", plan.gemm_rn, " -DGEMM_KP=", plan.gemm_kp,
              " -DGEMM_A_T=", plan.gemm_a_t, " -DSOFTMAX_WG=", plan.softmax_wg, " -DSOFTMAX_VW=", plan.softmax_vw);
-  const std::vector<std::string> files = {"shared/attn_args.h", "shared/common.cl", "forward/gemm.cl", "forward/standard.cl"};
+  const std::vector<std::string>& files = programs::standard;
   cl::Kernel scores = make_kernel(p, files, options, "standard_scores");
   cl::Kernel softmax = make_kernel(p, files, options, "standard_softmax");
   cl::Kernel pv = make_kernel(p, files, options, "standard_pv");

@@ -12,6 +12,7 @@
 #include "validate/problem.hpp"
 #include "base/saturating.hpp"
 #include "program/program_cache.hpp"
+#include "program/programs.hpp"
 #include "plan/tile_planner.hpp"
 
 namespace flashcl::detail {

@@ -13,6 +13,7 @@
 #include "base/errors.hpp"
 #include "base/fault_injection.hpp"
 #include "program/program_cache.hpp"
+#include "program/programs.hpp"
 #include "quant_args.h"
 
 namespace flashcl {
@@ -167,7 +168,7 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
       concat("-cl-std=CL1.2 -DIN_DTYPE=", static_cast<int>(a.in_dtype), " -DDTYPE=", static_cast<int>(a.out_dtype),
              " -DHEAD_DIM=", a.head_dim, " -DGRANULARITY=", static_cast<int>(a.granularity), " -DHADAMARD=", a.hadamard ? 1 : 0,
              " -DTRANSPOSED=", a.transposed ? 1 : 0);
-  cl::Program program = detail::cached_program(context, device, {"shared/quant_args.h", "shared/fp8_codec.cl", "forward/quantize_fp8.cl"}, options);
+  cl::Program program = detail::cached_program(context, device, detail::programs::quantize_fp8, options);
   auto kernel = [&](const char* name) {
     cl_int err = detail::injected_fault("clCreateKernel");
     cl_kernel kern = err == CL_SUCCESS ? clCreateKernel(program(), name, &err) : nullptr;
