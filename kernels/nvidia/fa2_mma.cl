@@ -24,6 +24,59 @@
  * applied only on the blocks that cross them; GQA maps query heads to K/V heads. Other variants
  * run on fa2.cl. */
 
+/* ---- The contract with the operand file ----
+ * A program is attn_args.h, common.cl, mma_ptx.cl (the PTX helpers and the geometry: WARPS, MT,
+ * BC, BR, WG_SIZE, NT_S = BC / 8, NT_O = DPAD / 8, STAGES, VEC_LOAD, LAZY_RESCALE, RESCALE_SLACK),
+ * then one operand file (mma_f16.cl and mma_wgmma.cl over mma_half_io.cl, mma_tf32.cl,
+ * mma_e4m3.cl), then this file (kernels/programs.txt lists each). A new operand type is one new
+ * file that defines:
+ *   ELEM_T            raw element of Q, K, V in global and __local memory (ushort, float, uchar)
+ *   CHUNK             ELEM_Ts per 16-byte copy (16 / sizeof(ELEM_T))
+ *   DPAD              the head dim padded to its mma's k (a multiple of 8 and of CHUNK)
+ *   QFRAGS            A fragments per 16-row m-tile of Q (DPAD / k)
+ *   K_PITCH, V_PITCH  ELEM_Ts per row of a __local K / V tile (BC rows)
+ *   qfrag_t           one register of a Q A fragment (a typedef)
+ *   load_q(qfrag_t qa[MT][QFRAGS][4], __global const ELEM_T* q, long base, long stride, int row0,
+ *          int rows, int t): the warp's query rows as A fragments, 0 past `rows` and HEAD_DIM
+ *   qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __local const ELEM_T* k_tile,
+ *            int lane): S = Q K^T of the block, raw (unscaled), in m16n8's C layout
+ *   pv_block(float acc[MT][NT_O][4], const float s[MT][NT_S][4], __local const ELEM_T* v_tile,
+ *            int lane): O += P V with P = s in the same C layout
+ *   store_o2(__global O_ELEM_T* o, long at, float x0, float x1, bool ok0, bool ok1): O elements at
+ *            and at + 1, each where its flag is set (unless O_COLUMN_QUADS)
+ * and may define, each with a default below:
+ *   O_ELEM_T          O's raw element where it is not ELEM_T (mma_e4m3.cl: 16-bit O)
+ *   O_COLUMN_QUADS    1: its C tiles hold interleaved columns; it defines store_o_quads(
+ *                     __global O_ELEM_T* o, long row_at, const float acc[NT_O][4], int r, float inv,
+ *                     bool in, int t) and store_o2 is not used
+ *   FP8_DESCALES      1: the kernel takes q/k/v descale buffers (FP8 inputs)
+ *   TILE_CORE_MATRICES 1: it lays tiles out itself: tile_offset(r, c, pitch), tile_writes_visible()
+ *   UNROLL_COPIES     0: load_block's copy loop stays a loop (register pressure)
+ *   ASYNC_MMA         1: its products are asynchronous (wgmma): it defines qk_issue, pv_issue,
+ *                     pack_p, WG_WAIT(n), WG_WAIT_AFTER(n, slot, after), PIN_TILES(x, nt), and
+ *                     STAGES 2 takes the overlapped schedule
+ *   pack2(lo, hi)     two fp32 to one register of 16-bit values (needed by O_STAGED: fp16/bf16)
+ * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
+ * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
+#if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
+#error "fa2_mma.cl: the operand file must define ELEM_T, CHUNK, DPAD and QFRAGS (see the contract above)"
+#endif
+#if !defined(K_PITCH) || !defined(V_PITCH)
+#error "fa2_mma.cl: the operand file must define K_PITCH and V_PITCH (see the contract above)"
+#endif
+#if !defined(BR) || !defined(WG_SIZE) || !defined(NT_S) || !defined(NT_O)
+#error "fa2_mma.cl: mma_ptx.cl must come before the operand file and this file"
+#endif
+#if defined(ASYNC_MMA) && (!defined(WG_WAIT) || !defined(WG_WAIT_AFTER) || !defined(PIN_TILES))
+#error "fa2_mma.cl: an ASYNC_MMA operand file must define WG_WAIT, WG_WAIT_AFTER and PIN_TILES"
+#endif
+#if DPAD % 8 != 0 || DPAD % CHUNK != 0
+#error "fa2_mma.cl: DPAD must be a multiple of 8 (NT_O's 8-column tiles) and of CHUNK (whole 16-byte copies)"
+#endif
+#if HALF_UNITS
+#error "fa2_mma.cl keeps scores in base 2: HALF_UNITS is for the portable kernels"
+#endif
+
 #define CHUNKS_PER_ROW (DPAD / CHUNK)
 #ifndef O_ELEM_T /* O's raw elements where they differ from Q's (mma_e4m3.cl) */
 #define O_ELEM_T ELEM_T
