@@ -458,6 +458,31 @@ TEST(Decode, HalfPrecisionCaches) {
   expect_decode(c, "bf16 d 20");
 }
 
+// The shapes decode_lanes.cl is built for (FLASHCL_DECODE=lanes runs this whole suite on it; on
+// NVIDIA it is the planner's choice): d = 128 in 16-byte chunks (16 lanes per key), the four and
+// eight query heads of a K/V head (4 and 2 keys per work-item), paged with page sizes 16 and 256
+// (a work-item's keys in one page) and 6 (its keys crossing pages), bf16 and fp16, a split count
+// that leaves tiles partial, an append and causal masking.
+TEST(Decode, HeadDim128GqaGroups) {
+  for (DType dtype : {DType::F16, DType::BF16})
+    for (int group : {4, 8})
+      for (int ps : {0, 16, 256, 6}) {
+        if (dtype == DType::BF16 ? ps != 16 || group != 4 : group == 8 && ps != 256 && ps != 6)
+          continue;  // bf16 differs in the load only, and 8 rows in the keys per work-item: fewer builds
+        DecodeCase c = base({300, 77});
+        c.dtype = dtype;
+        c.head_dim = 128;
+        c.heads = 2 * group;
+        c.heads_kv = 2;
+        c.capacity = 512;
+        c.page_size = ps;
+        c.seqlen_new = 1;
+        c.causal = true;
+        c.num_splits = ps == 6 ? 3 : 0;
+        expect_decode(c, std::string(to_string(dtype)) + " group " + std::to_string(group) + " page " + std::to_string(ps));
+      }
+}
+
 // Hostile device values: clamped as documented, nothing outside the tensors touched.
 TEST(Decode, HostileDeviceValuesStayInBounds) {
   DecodeCase c = base({-5, 1000000, 30});
@@ -854,6 +879,15 @@ void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodeP
     EXPECT_LE(p.block_rows * r.vec, 64) << "registers";
     EXPECT_EQ(p.local_bytes, detail::decode_stream_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups,
                                                                chunks, p.page_slots));
+  } else if (p.lanes) {  // decode_lanes.cl's shape: a power of two <= 32 lanes per key
+    const int key_groups = static_cast<int>(p.work_group_size) / chunks;
+    EXPECT_EQ(chunks & (chunks - 1), 0);
+    EXPECT_LE(chunks, 32);
+    EXPECT_EQ(p.work_group_size, static_cast<std::size_t>(key_groups * chunks));
+    EXPECT_EQ(p.block_cols, key_groups * p.keys_per_thread);
+    EXPECT_LE(p.block_rows * r.vec, 64) << "registers";
+    EXPECT_EQ(p.local_bytes, detail::decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups,
+                                                              chunks, p.lane_shuffle));
   } else {
     EXPECT_EQ(p.local_bytes, detail::decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots));
   }
@@ -862,7 +896,7 @@ void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodeP
   EXPECT_EQ(p.block_rows * p.row_blocks >= r.heads / r.heads_kv * r.seqlen_q, true);
   EXPECT_GE(p.num_splits, 1);
   EXPECT_LE(p.num_splits, detail::kMaxDecodeSplits);
-  if (r.page_size > 0) EXPECT_EQ(p.page_slots, std::min(p.block_cols, (p.block_cols - 1) / r.page_size + 2));
+  if (r.page_size > 0 && !p.lanes) EXPECT_EQ(p.page_slots, std::min(p.block_cols, (p.block_cols - 1) / r.page_size + 2));
   EXPECT_FALSE(p.reason.empty());
 }
 
@@ -875,14 +909,73 @@ TEST(DecodePlanner, FillsTheH200) {
       SCOPED_TRACE(p.reason);
       expect_runnable(f, r, p);
       EXPECT_EQ(p.block_rows, 4);  // the four query heads of a K/V head share each tile
-      EXPECT_TRUE(p.stream);
+      EXPECT_TRUE(p.lanes);        // NVIDIA: the shuffle kernel
+      EXPECT_TRUE(p.lane_shuffle);
       EXPECT_EQ(p.work_group_size, 128u);  // 16 chunks of 8 halves x 8 key groups
+      EXPECT_EQ(p.block_cols, 32);         // 4 keys per work-item
       const long groups = static_cast<long>(batch) * 8 * p.row_blocks * p.num_splits;
-      EXPECT_GE(groups, 2L * f.compute_units) << "work-groups for 132 compute units";
+      EXPECT_GE(keys / p.num_splits, 256) << "no split under 256 keys";
+      if (keys >= 32768) EXPECT_GE(groups, 7L * f.compute_units) << "several waves of work-groups for 132 SMs";
     }
   // a short cache is not cut into slivers: at least two tiles per split
   const DecodePlan p = detail::plan_decode(f, decode_request(1, 256));
   EXPECT_LE(p.num_splits, std::max(1, (256 + p.block_cols - 1) / p.block_cols / 2));
+}
+
+// SplitRule for decode_lanes: 16 work-groups per compute unit, no split under 256 keys.
+TEST(DecodePlanner, LanesSplitCounts) {
+  const DeviceFacts f = h200();
+  EXPECT_EQ(detail::plan_decode(f, decode_request(8, 4096)).num_splits, 16);     // 4096 / 256
+  EXPECT_EQ(detail::plan_decode(f, decode_request(8, 32768)).num_splits, 33);    // 132 * 16 / 64
+  EXPECT_EQ(detail::plan_decode(f, decode_request(8, 131072)).num_splits, 33);
+  EXPECT_EQ(detail::plan_decode(f, decode_request(1, 32768)).num_splits, 128);   // 32768 / 256
+  EXPECT_EQ(detail::plan_decode(f, decode_request(1, 131072)).num_splits, 256);  // 132 * 16 / 8, capped
+  EXPECT_EQ(detail::plan_decode(f, decode_request(1, 100)).num_splits, 1);
+}
+
+// Which decode kernel: lanes needs NVIDIA (or FLASHCL_DECODE=lanes) and a key's chunks a power of
+// two up to 32; eight rows halve its keys per work-item; the override forces each form where the
+// call allows it.
+TEST(DecodePlanner, KernelFormsAndOverride) {
+  DecodeRequest r = decode_request(2, 4096);
+  DeviceFacts other_gpu = h200();
+  other_gpu.vendor = "Advanced Micro Devices, Inc.";
+  EXPECT_TRUE(detail::plan_decode(other_gpu, r).stream);
+  EXPECT_FALSE(detail::plan_decode(other_gpu, r).lanes);
+  EXPECT_FALSE(detail::plan_decode(pocl(), r).lanes);
+  r.heads = 64;  // 8 rows per K/V head
+  DecodePlan p = detail::plan_decode(h200(), r);
+  EXPECT_TRUE(p.lanes);
+  EXPECT_EQ(p.keys_per_thread, 2);
+  expect_runnable(h200(), r, p);
+  r.heads = 32;
+  r.head_dim = 72;  // 9 chunks: not a butterfly
+  EXPECT_TRUE(detail::plan_decode(h200(), r).stream);
+  r.head_dim = 128;
+  r.vec = 1;  // 128 lanes per key: more than a warp
+  EXPECT_FALSE(detail::plan_decode(h200(), r).lanes);
+  r.vec = 4;  // fp32: 32 lanes per key, 4 key groups
+  p = detail::plan_decode(h200(), r);
+  EXPECT_TRUE(p.lanes);
+  EXPECT_EQ(p.block_cols, 16);
+  expect_runnable(h200(), r, p);
+
+  r.vec = 8;
+  r.form = "lanes";  // forced on a CPU: the __local butterfly
+  p = detail::plan_decode(pocl(), r);
+  EXPECT_TRUE(p.lanes);
+  EXPECT_FALSE(p.lane_shuffle);
+  expect_runnable(pocl(), r, p);
+  r.form = "stream";
+  EXPECT_TRUE(detail::plan_decode(h200(), r).stream);
+  r.form = "staged";
+  p = detail::plan_decode(h200(), r);
+  EXPECT_FALSE(p.stream || p.lanes);
+  expect_runnable(h200(), r, p);
+  r.form = "lanes";
+  r.seqlen_q = 16;  // 64 rows: lanes cannot take it, the staged kernel does
+  p = detail::plan_decode(h200(), r);
+  EXPECT_FALSE(p.stream || p.lanes);
 }
 
 TEST(DecodePlanner, ManyRowsTakeTheStagedKernel) {

@@ -14,7 +14,7 @@ from sdpa import BACKENDS, DTYPES, time_ms
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", default="8", help="batch sizes (list: 8,1)")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--heads-kv", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
@@ -24,14 +24,15 @@ def main():
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     rows = []
-    for n in map(int, args.cache.split(",")):
+    shapes = [(b, n) for b in map(int, args.batch.split(",")) for n in map(int, args.cache.split(","))]
+    for batch, n in shapes:
         gen = torch.Generator(device="cuda").manual_seed(n)
-        shape_kv = (args.batch, args.heads_kv, n, args.head_dim)
-        q = torch.rand(args.batch, args.heads, 1, args.head_dim, device="cuda", generator=gen).to(DTYPES[args.dtype])
+        shape_kv = (batch, args.heads_kv, n, args.head_dim)
+        q = torch.rand(batch, args.heads, 1, args.head_dim, device="cuda", generator=gen).to(DTYPES[args.dtype])
         k, v = (torch.rand(shape_kv, device="cuda", generator=gen).to(DTYPES[args.dtype]) * 2 - 1 for _ in range(2))
         kv_bytes = 2 * k.numel() * k.element_size()
         for name, backend in BACKENDS.items():
-            row = dict(backend=name, dtype=args.dtype, batch=args.batch, heads=args.heads, heads_kv=args.heads_kv,
+            row = dict(backend=name, dtype=args.dtype, batch=batch, heads=args.heads, heads_kv=args.heads_kv,
                        cache=n, head_dim=args.head_dim)
             try:
                 with sdpa_kernel(backend):
@@ -42,6 +43,8 @@ def main():
                 row.update(median_ms=None, kv_tb_per_s=None, note=str(e).splitlines()[0][:120])
             rows.append(row)
             print(row)
+        del q, k, v
+        torch.cuda.empty_cache()
     with open(args.json, "w") as f:
         json.dump(rows, f, indent=1)
 

@@ -18,6 +18,7 @@
 #include "base/fault_injection.hpp"
 #include "launch/launchers.hpp"
 #include "plan/plan_decode.hpp"
+#include "plan/overrides.hpp"
 
 namespace flashcl {
 namespace detail {
@@ -195,6 +196,7 @@ DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a) {
   r.page_size = paged(a) ? a.page_size : 0;
   r.vec = vector_width(a);
   r.num_splits = a.num_splits;
+  r.form = process_overrides().decode;
   return plan_decode(facts, r);
 }
 
@@ -397,15 +399,18 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
                                " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vector_width(a),
                                " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
                                plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
-  if (plan.stream) options += concat(" -DKPT=", plan.keys_per_thread);
+  if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
+  if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
   if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
   if (windowed) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";
-  const char* attention = plan.stream ? "decode_stream" : "decode_split";
-  const std::vector<std::string>& files = plan.stream ? programs::decode_stream : programs::decode_split;
+  const char* attention = plan.lanes ? "decode_lanes" : plan.stream ? "decode_stream" : "decode_split";
+  const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes
+                                             : plan.stream ? programs::decode_stream
+                                                           : programs::decode_split;
 
   Launch launch;
   cl_mem workspace = a.workspace, owned = nullptr;

@@ -1,10 +1,12 @@
 // plan_decode.cpp: the decode planner (plan_decode.hpp). Up to 8 query rows per K/V head (decode)
-// go to the streaming kernel (decode_stream.cl: K and V chunks in registers, a few KiB of __local
-// for partial dots). More rows (chunked prefill) go to the staged kernel (decode_split.cl), which
+// go to a register-streaming kernel: on NVIDIA GPUs, when a key's head dimension is a power-of-two
+// number of chunks up to a warp, decode_lanes.cl (no barrier per tile: partial dots summed by warp
+// shuffles); elsewhere decode_stream.cl (K and V chunks in registers, partial dots through a few
+// KiB of __local). More rows (chunked prefill) go to the staged kernel (decode_split.cl), which
 // stages a BC-key K tile (rows padded by one float), a V tile, BR scaled query rows and the BR×BC
 // scores in __local memory: the planner takes the widest key tile that fits, since each tile
-// costs its barriers whatever its width. Then the split count that gives every compute unit a few
-// work-groups.
+// costs its barriers whatever its width. Then the split count that gives every compute unit
+// several work-groups (SplitRule: the numbers and why).
 #include "plan/plan_decode.hpp"
 
 #include <algorithm>
@@ -21,9 +23,28 @@ std::size_t pow2_at_least(std::size_t x) {
   return p;
 }
 
+bool power_of_two(int x) { return x > 0 && (x & (x - 1)) == 0; }
+
 int page_slots_for(int block_cols, int page_size) {
   return page_size > 0 ? std::min(block_cols, (block_cols - 1) / page_size + 2) : 0;
 }
+
+// How many key splits: work-groups wanted per compute unit over the whole grid, and the fewest
+// keys (or tiles) one split may hold. decode_lanes: 128 work-items of roughly 130 registers, so
+// 3-4 work-groups are resident per H200 SM; 16 per compute unit is 4-5 waves, so the last,
+// partial wave is a small share of the run (at 2 waves an unlucky residency leaves a third of the
+// run to a few SMs). A split writes BR·(d + 1) floats that the merge reads back; 256 keys (128 KiB
+// of fp16 K/V at d = 128) keep that under 2 % of the split's read. These are estimates for the
+// H200 to confirm (bench/gpu/decode.sh sweeps the count). The older kernels keep their rule:
+// 4 work-groups per compute unit on a GPU, 2 on a CPU, at least two tiles per split.
+struct SplitRule {
+  int per_compute_unit;
+  int min_keys;   // fewest keys per split (0: min_tiles counts instead)
+  int min_tiles;
+};
+constexpr SplitRule kLanesSplits{16, 256, 0};
+constexpr SplitRule kGpuSplits{4, 0, 2};
+constexpr SplitRule kCpuSplits{2, 0, 2};
 
 }  // namespace
 
@@ -43,6 +64,13 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
   return floats * sizeof(float) + static_cast<std::size_t>(page_slots) * sizeof(std::int32_t);
 }
 
+
+std::size_t decode_lanes_local_bytes(int br, int bc, int d, int key_groups, int chunks, bool shuffle) {
+  const std::size_t streams = static_cast<std::size_t>(key_groups) * br * (d + 2);  // O, m, l per key group
+  const std::size_t partial_dots = shuffle ? 0 : static_cast<std::size_t>(br) * bc * (chunks + 1);
+  return std::max(streams, partial_dots) * sizeof(float);
+}
+
 DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   if (r.num_splits < 0 || r.num_splits > kMaxDecodeSplits)
     fail(Status::InvalidArgument, "num_splits: must be 0 (planner) or 1..", kMaxDecodeSplits, ", got ", r.num_splits);
@@ -56,9 +84,29 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   DecodePlan p;
   const int wg_cap = gpu ? 128 : 64;
   const int vec = std::max(1, r.vec), chunks = r.head_dim / vec;
-  // Few rows per K/V head (decode): the streaming kernel, K and V in registers. Its work-group is
-  // one work-item per VEC-wide column chunk times as many key groups as fit the cap.
-  if (rows <= 8 && rows * vec <= 64 && chunks <= wg_cap &&
+  // Few rows per K/V head (decode), their query chunks within 64 registers: K and V stream through
+  // registers. decode_lanes where a key's chunks are a power of two up to a warp (the butterfly's
+  // lanes) on NVIDIA (shuffles by inline PTX); its PTX-free form (__local, two barriers per tile)
+  // is for tests on other devices (FLASHCL_DECODE=lanes).
+  const bool few_rows = rows <= 8 && rows * vec <= 64;
+  const std::size_t lanes_wg = std::min<std::size_t>(128, f.max_work_group_size);
+  if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
+      (r.form == "lanes" || (r.form.empty() && gpu && f.is_nvidia()))) {
+    const int key_groups = static_cast<int>(lanes_wg) / chunks;
+    p.lanes = true;
+    p.lane_shuffle = f.is_nvidia();
+    // 2·KPT independent 16-byte loads in flight per work-item; 2 when 8 rows' query chunks and
+    // accumulators take the registers
+    p.keys_per_thread = rows <= 4 ? 4 : 2;
+    p.block_rows = static_cast<int>(rows);
+    p.block_cols = key_groups * p.keys_per_thread;
+    p.work_group_size = static_cast<std::size_t>(key_groups) * chunks;
+    p.local_bytes = decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.lane_shuffle);
+    if (p.local_bytes > budget) p = DecodePlan{};  // (d = 256 at 8 rows: 33 KiB, fits) another kernel instead
+  }
+  // Otherwise the streaming kernel: one work-item per VEC-wide column chunk times as many key
+  // groups as fit the cap.
+  if (!p.lanes && r.form != "staged" && few_rows && chunks <= wg_cap &&
       static_cast<std::size_t>(chunks) <= f.max_work_group_size) {
     const int key_groups = std::min<int>(wg_cap, static_cast<int>(f.max_work_group_size)) / chunks;
     p.stream = true;
@@ -71,7 +119,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (p.local_bytes > budget) p = DecodePlan{};  // (never for d <= 256: a few KiB) staged instead
   }
   const std::int64_t br_max = std::min<std::int64_t>({rows, 16, static_cast<std::int64_t>(std::max<std::size_t>(f.max_work_group_size, 1))});
-  for (int br = static_cast<int>(br_max); br >= 1 && p.block_cols == 0 && !p.stream; br /= 2)
+  for (int br = static_cast<int>(br_max); br >= 1 && p.block_cols == 0; br /= 2)
     for (int bc = 64; bc >= 8; bc -= 8)
       if (decode_local_bytes(br, bc, r.head_dim, page_slots_for(bc, r.page_size)) <= budget) {
         p.block_rows = br;
@@ -83,7 +131,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          decode_local_bytes(1, 8, r.head_dim, page_slots_for(8, r.page_size)),
          " bytes of local memory for the smallest decode tile, the device has ", f.local_mem_bytes);
   p.row_blocks = static_cast<int>((rows + p.block_rows - 1) / p.block_rows);
-  if (!p.stream) {
+  if (!p.stream && !p.lanes) {
     p.page_slots = page_slots_for(p.block_cols, r.page_size);
     p.local_bytes = decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots);
     // Enough work-items for one score or one VEC-wide output column each, within 32 … 128 (GPU:
@@ -97,23 +145,25 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   }
   p.merge_wg = static_cast<int>(std::min<std::size_t>(r.head_dim >= 64 ? 64 : 32, f.max_work_group_size));
 
-  // Split count: about four work-groups per compute unit on a GPU (two on a CPU) over all
-  // (sequence, K/V head, row block) triples, with at least two tiles per split on the longest
-  // sequence so the merge stays small next to the cache read.
+  // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
+  // for the compute units, and no split shorter than the rule's fewest keys or tiles.
+  const SplitRule rule = p.lanes ? kLanesSplits : gpu ? kGpuSplits : kCpuSplits;
   const std::int64_t triples = static_cast<std::int64_t>(r.batch) * r.heads_kv * p.row_blocks;
-  const std::int64_t tiles = (static_cast<std::int64_t>(std::max(r.max_keys, 1)) + p.block_cols - 1) / p.block_cols;
+  const std::int64_t keys = std::max(r.max_keys, 1);
+  const std::int64_t tiles = (keys + p.block_cols - 1) / p.block_cols;
   if (r.num_splits > 0) {
     p.num_splits = r.num_splits;
     p.reason = "num_splits forced";
   } else {
-    const std::int64_t target = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * (gpu ? 4 : 2);
+    const std::int64_t target = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * rule.per_compute_unit;
     std::int64_t splits = (target + triples - 1) / triples;
-    splits = std::min<std::int64_t>(splits, std::max<std::int64_t>(1, tiles / 2));
+    splits = std::min<std::int64_t>(splits, rule.min_keys > 0 ? keys / rule.min_keys : tiles / rule.min_tiles);
     p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
   }
-  p.reason += concat(p.stream ? "; streaming" : "; staged", " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
+  const char* form = p.lanes ? (p.lane_shuffle ? "; lanes (shuffles)" : "; lanes (__local)") : p.stream ? "; streaming" : "; staged";
+  p.reason += concat(form, " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
                      " local), ", p.work_group_size, " work-items");
   return p;
 }

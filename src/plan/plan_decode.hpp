@@ -18,6 +18,8 @@ struct DecodeRequest {
   int page_size = 0;       // paged caches: keys per page; 0: contiguous
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
+  std::string form;        // FLASHCL_DECODE: "lanes", "stream" or "staged" forces that kernel where the
+                           // call allows it; empty (or anything else): the planner's choice
 };
 
 struct DecodePlan {
@@ -28,7 +30,9 @@ struct DecodePlan {
   int page_slots = 0;      // paged: most pages one tile spans
   int merge_wg = 0;        // work-items of the merge kernel
   bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
-  int keys_per_thread = 0; // stream: keys each work-item loads per tile (BC = key groups × this)
+  bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
+  bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
+  int keys_per_thread = 0; // stream, lanes: keys each work-item loads per tile (BC = key groups × this)
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;
   std::string reason;
@@ -44,6 +48,10 @@ std::size_t decode_local_bytes(int block_rows, int block_cols, int head_dim, int
 // __local bytes decode_stream.cl declares (key_groups × chunks work-items, chunks = d / VEC).
 std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
                                       int page_slots);
+
+// __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
+std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
+                                     bool shuffle);
 
 constexpr int kMaxDecodeSplits = 1024;
 

@@ -1,0 +1,65 @@
+#!/bin/bash
+# The decode path (forward_kvcache, docs/DECODE.md) on the NVIDIA GPU machine in one call: builds
+# build-gpu (setup.sh), runs the decode tests there against float64 (gtest filter), then times
+# flashcl-bench --decode on issue 22's shapes (fp16, 1 query, H 32 over H_kv 8, d 128; B 8 and 1;
+# 4k, 32k and 128k keys; contiguous and paged with pages of 16 and 256), a sweep of forced split
+# counts at 32k keys, and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
+# one table of K/V TB/s and ratios (decode_table.py). With BASE=DIR (another commit's tree, e.g.
+# `git archive HEAD~1 | tar -x -C .ab/base`), that tree's flashcl-bench runs the same shapes too,
+# alternating with this one, and the table gains new/base. At most 8 files land in OUT_DIR:
+# cmake.log, build.log, tests.log, flashcl.csv, sweep.csv, base.csv, sdpa.json, table.txt.
+# Usage: [BASE=DIR] [REPEAT=N] bench/gpu/decode.sh OUT_DIR
+set -uo pipefail
+out=${1:-/tmp/flashcl-decode}
+mkdir -p "$out"
+out=$(realpath "$out")
+cd "$(dirname "$0")/../.."
+
+. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+
+# Correctness on this device first: every decode case against float64 (NaN-poisoned outputs).
+./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tests.log" 2>&1
+echo "decode tests on the GPU: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | head -3 | tr '\n' ' ')"
+grep -E '^\[  FAILED  \]' "$out/tests.log" | head -10
+
+# Registers and spills of the decode kernels (ptxas through -cl-nv-verbose), on stdout only.
+FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ./build-gpu/bench/flashcl-bench --decode \
+  --cache 4096 -b 8 -r 1 -w 0 --no-roofline 2>&1 >/dev/null | grep -E "Function properties|Used|spill" | head -12
+
+base_bench=""
+if [ -n "${BASE:-}" ]; then
+  base=$(realpath "$BASE")
+  prefix=""
+  [ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
+  logs=$(mktemp -d)
+  cmake -S "$base" -B "$base/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
+    > "$logs/cmake.log" 2>&1 && cmake --build "$base/build-gpu" --target flashcl-bench > "$logs/build.log" 2>&1 \
+    && base_bench="$base/build-gpu/bench/flashcl-bench" || { echo "BASE build failed:"; tail -20 "$logs"/*.log; }
+fi
+
+shapes() {  # BENCH: every shape of the table as CSV rows on stdout (no header: decode_table.py knows it)
+  for page in 0 16 256; do
+    "$1" --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
+      --page-size $page -r "${REPEAT:-30}" -w 5 --csv 2>> "$out/tests.log" | tail -n +2
+  done
+}
+: > "$out/flashcl.csv"
+[ -n "$base_bench" ] && : > "$out/base.csv"
+for round in 1 2; do  # new and base alternate, so drift hits both; the table takes the better round
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-new shapes ./build-gpu/bench/flashcl-bench >> "$out/flashcl.csv"
+  [ -n "$base_bench" ] && FLASHCL_CACHE_DIR=/tmp/flashcl-cache-base shapes "$base_bench" >> "$out/base.csv"
+done
+
+# Forced split counts at 32k keys (the planner's SplitRule is an estimate this sweep checks).
+: > "$out/sweep.csv"
+for b in 8 1; do
+  for s in 8 16 33 66 132 264; do
+    ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b $b --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
+      --splits $s -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 >> "$out/sweep.csv"
+  done
+done
+
+python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --json "$out/sdpa.json" \
+  > /dev/null 2>> "$out/tests.log" || echo "sdpa_decode.py failed: see tests.log"
+
+python3 bench/gpu/decode_table.py "$out" | tee "$out/table.txt"

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""decode_table.py: the table bench/gpu/decode.sh prints, from the files it left in OUT_DIR.
+
+flashcl.csv (and base.csv with BASE) hold `flashcl-bench --decode --csv` rows without headers,
+two rounds per shape: the better (higher K/V GB/s) round counts. sdpa.json holds PyTorch's rows
+(sdpa_decode.py). For each (batch, cache length, layout) it prints flashcl's K/V TB/s, its share
+of flashcl-bench's copy ceiling, PyTorch FlashAttention-2's and cuDNN's TB/s on the same shape
+(contiguous: PyTorch has no paged SDPA), flashcl / FA2, flashcl / cuDNN, paged / contiguous, and
+new / base; then the split-count sweep (sweep.csv). Bars (issue 22): / FA2 >= 1.0 everywhere at
+B = 8; paged / contiguous >= 0.95; at B = 1 and >= 32k keys, >= 70 % of the copy ceiling.
+
+Usage: decode_table.py OUT_DIR"""
+import csv
+import json
+import os
+import sys
+
+COLUMNS = ["device", "cache", "batch", "heads", "heads_kv", "head_dim", "dtype", "seqlen_q", "new_tokens", "layout",
+           "page_size", "splits", "median_ms", "min_ms", "kv_mb", "gbs", "copy_gbs", "max_err"]
+
+
+def read_bench(path):
+    """(batch, cache, page) -> best row over the rounds."""
+    best = {}
+    if not os.path.exists(path):
+        return best
+    with open(path) as f:
+        for row in csv.reader(f):
+            if len(row) != len(COLUMNS) or row[0] == "device":
+                continue
+            r = dict(zip(COLUMNS, row))
+            key = (int(r["batch"]), int(r["cache"]), int(r["page_size"]))
+            if key not in best or float(r["gbs"]) > float(best[key]["gbs"]):
+                best[key] = r
+    return best
+
+
+def main():
+    out = sys.argv[1]
+    new, base = read_bench(f"{out}/flashcl.csv"), read_bench(f"{out}/base.csv")
+    torch = {}
+    if os.path.exists(f"{out}/sdpa.json"):
+        for r in json.load(open(f"{out}/sdpa.json")):
+            if r.get("kv_tb_per_s"):
+                torch[(r["backend"], r["batch"], r["cache"])] = r["kv_tb_per_s"]
+    if not new:
+        print("no flashcl rows: see tests.log")
+        return
+    copy = max(float(r["copy_gbs"]) for r in new.values()) / 1e3
+    print(f"K/V TB/s (fp16, Nq 1, H 32/8, d 128); flashcl-bench's copy ceiling {copy:.2f} TB/s")
+    head = f"{'B':>2} {'cache':>6} {'page':>4} {'splits':>6} | {'flashcl':>7} {'%copy':>5} | {'FA2':>5} {'cuDNN':>5} | " \
+           f"{'/FA2':>5} {'/cuDNN':>6} {'/contig':>7} | {'base':>5} {'/base':>5}"
+    print(head)
+    print("-" * len(head))
+    for key in sorted(new, key=lambda k: (-k[0], k[1], k[2])):
+        b, n, page = key
+        r = new[key]
+        tbs = float(r["gbs"]) / 1e3
+        fa2, cudnn = torch.get(("flash", b, n)), torch.get(("cudnn", b, n))
+        contig = new.get((b, n, 0))
+        old = base.get(key)
+        fmt = lambda x, w, p=2: f"{x:{w}.{p}f}" if x else " " * (w - 1) + "-"
+        print(f"{b:2d} {n:6d} {page:4d} {int(r['splits']):6d} | {tbs:7.3f} {100 * tbs / copy if copy else 0:4.0f}% | "
+              f"{fmt(fa2, 5)} {fmt(cudnn, 5)} | {fmt(fa2 and tbs / fa2, 5)} {fmt(cudnn and tbs / cudnn, 6)} "
+              f"{fmt(contig and tbs / (float(contig['gbs']) / 1e3), 7)} | "
+              f"{fmt(old and float(old['gbs']) / 1e3, 5)} {fmt(old and tbs * 1e3 / float(old['gbs']), 5)}")
+    if os.path.exists(f"{out}/sweep.csv"):
+        print("\nforced split counts, contiguous, 32k keys (TB/s):")
+        rows = [dict(zip(COLUMNS, row)) for row in csv.reader(open(f"{out}/sweep.csv")) if len(row) == len(COLUMNS)]
+        for b in sorted({int(r["batch"]) for r in rows}, reverse=True):
+            line = "  ".join(f"{r['splits']}: {float(r['gbs']) / 1e3:.3f}" for r in rows if int(r["batch"]) == b)
+            print(f"  B {b}: {line}")
+
+
+if __name__ == "__main__":
+    main()

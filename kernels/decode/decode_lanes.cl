@@ -1,0 +1,272 @@
+/* decode_lanes.cl: the split-KV kernel for decode (group * Nq <= 8 rows per K/V head) shaped for
+ * NVIDIA GPUs: no barrier and no __local in the main loop. A key's head dimension lies on L_DV
+ * adjacent work-items (one VEC-wide, 16-byte chunk each; L_DV a power of two <= 32, so the lanes
+ * of one key sit in one warp), and each work-item walks KPT consecutive keys of every tile,
+ * loading their K and V chunks first (2 * KPT independent 16-byte loads in flight), then forming
+ * partial dots with its query chunks for every row of the GQA group (so each K/V byte is read once
+ * per work-group) and summing them over the key's lanes by a butterfly: warp shuffles
+ * (shfl.sync.bfly, inline PTX) with LANE_SHUFFLE, else partial dots through __local with two
+ * barriers per tile (the portable form, for tests on other devices). Every lane then holds the
+ * full scores of its keys and runs its own online softmax over them; the key groups' streams are
+ * merged by the LSE rule once, at the end, through __local. A paged tile's block-table entry is
+ * read once per lane and tile, one tile ahead, so its latency hides behind the current tile's
+ * loads. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
+
+#ifndef KPT
+#define KPT 4 /* consecutive keys per work-item per tile */
+#endif
+#ifndef LANE_SHUFFLE
+#define LANE_SHUFFLE 0
+#endif
+#define L_DV (HEAD_DIM / VEC)     /* lanes per key (the host makes this a power of two <= 32) */
+#define L_KG (WG_SIZE / L_DV)     /* key groups: BC = L_KG * KPT */
+#define L_PD (L_DV + 1)           /* portable reduction: one (row, key)'s partial dots, padded */
+#define L_STREAMS (L_KG * BR * (HEAD_DIM + 2))
+#if LANE_SHUFFLE
+#define L_SCRATCH L_STREAMS
+#else
+#define L_SCRATCH (BR * BC * L_PD > L_STREAMS ? BR * BC * L_PD : L_STREAMS)
+#endif
+
+#if LANE_SHUFFLE
+/* x plus its value on the lane `mask` away (all 32 lanes take part: the loop trip counts are the
+ * same for the whole work-group). */
+inline float lane_xor_add(float x, int mask) {
+  float y;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(y) : "f"(x), "r"(mask));
+  return x + y;
+}
+#endif
+
+/* VEC elements of a cache row at p + i into x, as floats, by one 16-byte (fp16 at VEC 4: 8-byte)
+ * load: the host picks VEC only where offsets and strides are multiples of it (decode.cpp's
+ * vector_width), so the address is aligned, and the vector type tells the compiler so (vload_half8
+ * promises only 2-byte alignment, which NVIDIA's compiler may split into 2-byte loads). fp16
+ * converts by PTX's cvt on NVIDIA (no cl_khr_fp16 there), by vload_half elsewhere; bf16 is the
+ * high half of a float. */
+inline void lane_load(__global const STORAGE_T* p, long i, float* x) {
+#if VEC == 1
+  x[0] = LOAD_ELEM(p, i);
+#elif DTYPE == 0 && VEC == 4
+  vstore4(*(__global const float4*)(p + i), 0, x);
+#elif DTYPE == 0 && VEC == 8
+  vstore8(*(__global const float8*)(p + i), 0, x);
+#elif DTYPE == 2
+#if VEC == 8
+  const uint4 u4 = *(__global const uint4*)(p + i);
+  const uint u[4] = {u4.x, u4.y, u4.z, u4.w};
+#else
+  const uint2 u2 = *(__global const uint2*)(p + i);
+  const uint u[2] = {u2.x, u2.y};
+#endif
+#pragma unroll
+  for (int w = 0; w < VEC / 2; ++w) {
+    x[2 * w] = as_float(u[w] << 16);
+    x[2 * w + 1] = as_float(u[w] & 0xffff0000u);
+  }
+#elif LANE_SHUFFLE /* fp16 on NVIDIA */
+#if VEC == 8
+  const uint4 u4 = *(__global const uint4*)(p + i);
+  const uint u[4] = {u4.x, u4.y, u4.z, u4.w};
+#else
+  const uint2 u2 = *(__global const uint2*)(p + i);
+  const uint u[2] = {u2.x, u2.y};
+#endif
+#pragma unroll
+  for (int w = 0; w < VEC / 2; ++w) {
+    float lo, hi;
+    asm volatile("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }"
+                 : "=f"(lo), "=f"(hi) : "r"(u[w]));
+    x[2 * w] = lo;
+    x[2 * w + 1] = hi;
+  }
+#elif VEC == 8
+  vstore8(LOAD_VEC(p, i), 0, x);
+#else
+  vstore4(LOAD_VEC(p, i), 0, x);
+#endif
+}
+
+/* Block-table entry of sequence b's page holding key pos, or -1 (past the keys, or out of the pool). */
+inline int lane_page(const DecodeArgs* d, __global const int* block_table, int b, int pos, int seqlen_k) {
+  return pos < seqlen_k ? page_entry(d, block_table, b, pos / d->page_size) : -1;
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+                  __global float* work, __global const int* cache_seqlens, __global const int* block_table,
+                  __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
+                  __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
+  __local float scratch[L_SCRATCH]; /* the streams' state at the end (and the portable reduction) */
+  const DecodeArgs* d = &dargs;
+  const int lid = get_local_id(0), v = lid % L_DV, kg = lid / L_DV, col = v * VEC;
+  const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * BR;
+  const int hk = get_group_id(1), b = get_group_id(2);
+  const int r_end = min(r0 + BR, d->rows);
+
+  const int slot_row = cache_row(d, batch_idx, b);
+  const int len = slot_row < 0 ? 0 : cached_len(d, cache_seqlens, b);
+  const SeqView sv = decode_view(d, &attn, len, slot_row);
+  const int nk = sv.seqlen_k;
+
+  /* prologue: this work-item's query chunk of every row, in registers */
+  float qv[BR][VEC], acc[BR][VEC], m[BR], l[BR], slope[BR];
+#pragma unroll
+  for (int r = 0; r < BR; ++r) {
+    m[r] = NEG_INF;
+    l[r] = 0.0f;
+    slope[r] = row_slope(d, alibi_slopes, b, hk, r0 + r);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) {
+      qv[r][e] = query_value(d, q, b, hk, r0 + r, r_end, col + e, len, rot_cos, rot_sin);
+      acc[r][e] = 0.0f;
+    }
+  }
+
+  int t_begin, t_end;
+  split_run(d, &attn, &sv, r0, r_end, BC, split, &t_begin, &t_end);
+
+  /* element offsets of this lane's chunk of head hk: plus (position) * seq stride, and for a
+   * paged cache plus (page entry) * page stride */
+  const long k_head = d->k_offset + (long)hk * d->k_head_stride + col;
+  const long v_head = d->v_offset + (long)hk * d->v_head_stride + col;
+#if PAGED
+  int next_entry = lane_page(d, block_table, b, t_begin * BC + kg * KPT, nk);
+#else
+  (void)block_table;
+  const long k_row = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
+  const long v_row = v_head + (long)max(slot_row, 0) * d->v_batch_stride;
+#endif
+
+  /* main loop: no barrier with LANE_SHUFFLE */
+  for (int kt = t_begin; kt < t_end; ++kt) {
+    const int kfirst = kt * BC + kg * KPT; /* this lane's first key of the tile */
+    float kx[KPT][VEC], vx[KPT][VEC];
+    bool seen[KPT];
+#if PAGED
+    int entry = next_entry, off = kfirst % d->page_size;
+    next_entry = lane_page(d, block_table, b, kfirst + BC, nk); /* the next tile's, in flight now */
+#endif
+#pragma unroll
+    for (int j = 0; j < KPT; ++j) {
+      const int pos = kfirst + j;
+#if PAGED
+      if (j > 0 && ++off == d->page_size) { /* crossed into the next page (page sizes < KPT or unaligned) */
+        off = 0;
+        entry = lane_page(d, block_table, b, pos, nk);
+      }
+      seen[j] = pos < nk && entry >= 0;
+      const long kb = k_head + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+      const long vb = v_head + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+#else
+      seen[j] = pos < nk;
+      const long kb = k_row + (long)pos * d->k_seq_stride, vb = v_row + (long)pos * d->v_seq_stride;
+#endif
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) kx[j][e] = vx[j][e] = 0.0f;
+      if (seen[j]) {
+        lane_load(k_cache, kb, kx[j]);
+        lane_load(v_cache, vb, vx[j]);
+      }
+    }
+
+    /* partial dots over this lane's chunk, then summed over the key's lanes */
+    float s[KPT][BR];
+#pragma unroll
+    for (int j = 0; j < KPT; ++j)
+#pragma unroll
+      for (int r = 0; r < BR; ++r) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) dot = fma(qv[r][e], kx[j][e], dot);
+        s[j][r] = dot;
+      }
+#if LANE_SHUFFLE
+#pragma unroll
+    for (int mask = L_DV / 2; mask > 0; mask /= 2)
+#pragma unroll
+      for (int j = 0; j < KPT; ++j)
+#pragma unroll
+        for (int r = 0; r < BR; ++r) s[j][r] = lane_xor_add(s[j][r], mask);
+#else
+    barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile's readers are done */
+#pragma unroll
+    for (int j = 0; j < KPT; ++j)
+#pragma unroll
+      for (int r = 0; r < BR; ++r) scratch[(r * BC + kg * KPT + j) * L_PD + v] = s[j][r];
+    barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+    for (int j = 0; j < KPT; ++j)
+#pragma unroll
+      for (int r = 0; r < BR; ++r) {
+        float dot = 0.0f;
+        for (int w = 0; w < L_DV; ++w) dot += scratch[(r * BC + kg * KPT + j) * L_PD + w];
+        s[j][r] = dot;
+      }
+#endif
+
+    /* this stream's online softmax over its KPT keys; hidden keys and rows past the end -inf */
+#pragma unroll
+    for (int r = 0; r < BR; ++r) {
+      float mx = m[r];
+#pragma unroll
+      for (int j = 0; j < KPT; ++j) {
+        float sc = NEG_INF;
+        if (seen[j] && r0 + r < r_end) {
+          SeqView rv = sv;
+          rv.slope = slope[r];
+          sc = final_score(s[j][r], (r0 + r) / d->group, kfirst + j, &rv, &attn, 0);
+        }
+        s[j][r] = sc;
+        mx = fmax(mx, sc);
+      }
+      if (mx == NEG_INF) continue; /* nothing visible to this stream yet */
+      const float alpha = EXP2_OF(m[r] - mx); /* 0 when m was -inf */
+      m[r] = mx;
+      l[r] *= alpha;
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) acc[r][e] *= alpha;
+#pragma unroll
+      for (int j = 0; j < KPT; ++j) {
+        const float p = EXP2_OF(s[j][r] - mx); /* 0 for hidden keys */
+        l[r] += p;
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p, vx[j][e], acc[r][e]);
+      }
+    }
+  }
+
+  /* epilogue: the L_KG streams merged by the LSE rule; scratch holds each stream's unnormalised
+   * O (L_KG, BR, d) and then its m and l (L_KG, BR) */
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __local float* st_o = scratch;
+  __local float* st_m = scratch + L_KG * BR * HEAD_DIM;
+  __local float* st_l = st_m + L_KG * BR;
+#pragma unroll
+  for (int r = 0; r < BR; ++r) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) st_o[(kg * BR + r) * HEAD_DIM + col + e] = acc[r][e];
+    if (v == 0) {
+      st_m[kg * BR + r] = m[r];
+      st_l[kg * BR + r] = l[r];
+    }
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  __global float* part_o = work + PART_O_BASE(d);
+  for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE) {
+    const int r = idx / HEAD_DIM, c = idx % HEAD_DIM, rg = r0 + r;
+    if (rg >= r_end) continue;
+    float mx = NEG_INF;
+    for (int g = 0; g < L_KG; ++g) mx = fmax(mx, st_m[g * BR + r]);
+    float sum = 0.0f, o = 0.0f;
+    if (mx != NEG_INF)
+      for (int g = 0; g < L_KG; ++g) {
+        const float w = EXP2_OF(st_m[g * BR + r] - mx); /* 0 for streams that saw nothing */
+        sum += w * st_l[g * BR + r];
+        o += w * st_o[(g * BR + r) * HEAD_DIM + c];
+      }
+    const long row = PART_ROW(d, b, hk, rg);
+    part_o[(row * d->num_splits + split) * HEAD_DIM + c] = sum > 0.0f ? o / sum : 0.0f;
+    if (c == 0) work[row * d->num_splits + split] = sum > 0.0f ? LSE_OF(mx, sum) : NEG_INF;
+  }
+}
