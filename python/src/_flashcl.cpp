@@ -4,7 +4,8 @@
 // caller's queue, Session (forward and backward on host arrays), device listing and cache control.
 // flashcl::Error becomes one Python exception class, flashcl._flashcl.Error (a RuntimeError),
 // carrying `status` and the library's message. Shapes, dtypes and array types are the Python
-// layer's job (python/flashcl/functional.py).
+// layer's job (python/flashcl/functional.py). The cuda_* functions bind cuda_interop.hpp (CUDA
+// memory shared with NVIDIA's OpenCL driver) for python/flashcl/cuda.py.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cuda_interop.hpp"
 #include "flashcl/flashcl.hpp"
 
 namespace nb = nanobind;
@@ -380,4 +382,43 @@ NB_MODULE(_flashcl, m) {
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, "o"_a, "d_o"_a, "lse"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(),
           "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none());
+
+  // CUDA tensors (cuda_interop.hpp): the bridge to the OpenCL device of a CUDA device, the
+  // registry of exportable allocations, the ordered calls, and the allocator's exported symbols.
+  namespace cu = flashcl_py::cuda;
+  nb::class_<cu::BridgeInfo>(m, "CudaBridge")
+      .def_ro("ordinal", &cu::BridgeInfo::ordinal)
+      .def_ro("device_name", &cu::BridgeInfo::device_name)
+      .def_ro("device", &cu::BridgeInfo::device)
+      .def_ro("context", &cu::BridgeInfo::context)
+      .def_ro("queue", &cu::BridgeInfo::queue)
+      .def_ro("granularity", &cu::BridgeInfo::granularity)
+      .def_ro("base_align", &cu::BridgeInfo::base_align)
+      .def_ro("acquire_release", &cu::BridgeInfo::acquire_release)
+      .def_ro("note", &cu::BridgeInfo::note);
+  m.def("cuda_open", &cu::open_bridge, "ordinal"_a, nb::rv_policy::reference,
+        nb::call_guard<nb::gil_scoped_release>());
+  m.def(
+      "cuda_locate",
+      [](std::uintptr_t address, std::size_t bytes) -> std::optional<std::tuple<std::uintptr_t, std::size_t>> {
+        const cu::Located at = cu::locate(address, bytes);
+        if (at.mem == 0) return std::nullopt;
+        return std::make_tuple(at.mem, at.offset);
+      },
+      "address"_a, "bytes"_a);
+  m.def("cuda_usage", []() {
+    const cu::Usage u = cu::usage();
+    return nb::make_tuple(u.allocations, u.bytes);
+  });
+  nb::class_<cu::SubBuffer>(m, "CudaSubBuffer")
+      .def(nb::init<std::uintptr_t, std::size_t, std::size_t>(), "parent"_a, "offset"_a, "bytes"_a)
+      .def_prop_ro("handle", &cu::SubBuffer::handle);
+  m.def("cuda_forward", &cu::run_forward, "ordinal"_a, "stream"_a, "args"_a, nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_backward", &cu::run_backward, "ordinal"_a, "stream"_a, "args"_a,
+        nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_fill", &cu::fill, "address"_a, "bytes"_a, "value"_a, "stream"_a,
+        nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_last_alloc_error", &cu::last_alloc_error);
+  m.attr("cuda_alloc_symbol") = "flashcl_cuda_alloc";
+  m.attr("cuda_free_symbol") = "flashcl_cuda_free";
 }

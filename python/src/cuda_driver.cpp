@@ -1,0 +1,108 @@
+// cuda_driver.cpp: loads libcuda.so.1 once (dlopen; never unloaded, as the process's CUDA state
+// lives in it), resolves the entry points of cuda_driver.hpp, preferring each one's `_v2` symbol
+// where the driver exports one, and calls cuInit. A failure is remembered, so every later call
+// reports the same named error without trying again.
+#include "cuda_driver.hpp"
+
+#include <dlfcn.h>
+
+#include <mutex>
+#include <string>
+
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl_py::cuda {
+namespace {
+
+// The `_v2` symbol when the driver has one, else the plain one (nullptr when neither exists).
+void* symbol(void* library, const char* name) {
+  const std::string versioned = std::string(name) + "_v2";
+  if (void* p = dlsym(library, versioned.c_str())) return p;
+  return dlsym(library, name);
+}
+
+template <typename Fn>
+bool resolve(void* library, const char* name, Fn& out, std::string& missing) {
+  out = reinterpret_cast<Fn>(symbol(library, name));
+  if (out == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
+  return out != nullptr;
+}
+
+struct Loaded {
+  Driver driver{};
+  std::string error;  // empty when loaded
+};
+
+Loaded load() {
+  Loaded l;
+  void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) {
+    const char* why = dlerror();
+    l.error = std::string("CUDA driver: libcuda.so.1 could not be loaded (") + (why ? why : "unknown") +
+              "); CUDA tensors need NVIDIA's driver";
+    return l;
+  }
+  Driver& d = l.driver;
+  std::string missing;
+  resolve(library, "cuInit", d.cuInit, missing);
+  resolve(library, "cuDeviceGet", d.cuDeviceGet, missing);
+  resolve(library, "cuDeviceGetUuid", d.cuDeviceGetUuid, missing);
+  resolve(library, "cuCtxGetCurrent", d.cuCtxGetCurrent, missing);
+  resolve(library, "cuCtxSetCurrent", d.cuCtxSetCurrent, missing);
+  resolve(library, "cuDevicePrimaryCtxRetain", d.cuDevicePrimaryCtxRetain, missing);
+  resolve(library, "cuMemGetAllocationGranularity", d.cuMemGetAllocationGranularity, missing);
+  resolve(library, "cuMemCreate", d.cuMemCreate, missing);
+  resolve(library, "cuMemExportToShareableHandle", d.cuMemExportToShareableHandle, missing);
+  resolve(library, "cuMemAddressReserve", d.cuMemAddressReserve, missing);
+  resolve(library, "cuMemMap", d.cuMemMap, missing);
+  resolve(library, "cuMemSetAccess", d.cuMemSetAccess, missing);
+  resolve(library, "cuMemUnmap", d.cuMemUnmap, missing);
+  resolve(library, "cuMemAddressFree", d.cuMemAddressFree, missing);
+  resolve(library, "cuMemRelease", d.cuMemRelease, missing);
+  resolve(library, "cuStreamSynchronize", d.cuStreamSynchronize, missing);
+  resolve(library, "cuGetErrorName", d.cuGetErrorName, missing);
+  if (!missing.empty()) {
+    l.error = "CUDA driver: libcuda.so.1 lacks " + missing + " (a driver with the virtual memory API is needed)";
+    return l;
+  }
+  const CUresult r = d.cuInit(0);
+  if (r != 0) {
+    const char* name = nullptr;
+    d.cuGetErrorName(r, &name);
+    l.error = "CUDA driver: cuInit failed with " + std::string(name ? name : "an unknown error") + " (" +
+              std::to_string(r) + "): no usable CUDA device";
+  }
+  return l;
+}
+
+}  // namespace
+
+const Driver& driver() {
+  static const Loaded loaded = load();  // thread-safe once
+  if (!loaded.error.empty()) throw flashcl::Error(flashcl::Status::DeviceNotFound, loaded.error);
+  return loaded.driver;
+}
+
+void check(CUresult result, const char* what) {
+  if (result == 0) return;
+  const char* name = nullptr;
+  driver().cuGetErrorName(result, &name);
+  const std::string message =
+      std::string(what) + " failed with " + (name ? name : "an unknown CUDA error") + " (" + std::to_string(result) + ")";
+  constexpr CUresult kOutOfMemory = 2;
+  throw flashcl::Error(result == kOutOfMemory ? flashcl::Status::OutOfResources : flashcl::Status::InternalError,
+                       message);
+}
+
+void ensure_context(CUdevice device) {
+  const Driver& d = driver();
+  CUcontext current = nullptr;
+  check(d.cuCtxGetCurrent(&current), "cuCtxGetCurrent");
+  if (current != nullptr) return;
+  // Retained for the life of the process: the primary context is PyTorch's too, and releasing it
+  // here could tear down the context PyTorch's tensors live in.
+  check(d.cuDevicePrimaryCtxRetain(&current, device), "cuDevicePrimaryCtxRetain");
+  check(d.cuCtxSetCurrent(current), "cuCtxSetCurrent");
+}
+
+}  // namespace flashcl_py::cuda

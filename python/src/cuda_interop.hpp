@@ -1,0 +1,94 @@
+// cuda_interop.hpp: PyTorch's CUDA memory seen by NVIDIA's OpenCL driver without copies. For a
+// CUDA device it opens a "bridge": the OpenCL device of the same GPU (matched by
+// cl_khr_device_uuid against the CUDA device's UUID), a context and an in-order queue on it. Memory
+// made through it (cuMemCreate with a POSIX-fd handle, exported, imported into that context with
+// clCreateBufferWithProperties, mapped for CUDA) is registered by its CUDA address range, so a CUDA
+// pointer inside it resolves to (cl_mem, byte offset). The exported C functions
+// flashcl_cuda_alloc/flashcl_cuda_free make that allocator usable by PyTorch
+// (torch.cuda.memory.CUDAPluggableAllocator under a torch.cuda.MemPool). run_forward/run_backward
+// order a call between a CUDA stream and the OpenCL queue (docs in the .cpp).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "cuda_driver.hpp"
+#include "flashcl/flashcl.hpp"
+
+namespace flashcl_py::cuda {
+
+// What a bridge is, for Python: the OpenCL objects as integers and what the import path uses.
+struct BridgeInfo {
+  int ordinal = 0;                   // the CUDA device
+  std::string device_name;           // the OpenCL device's name
+  std::uintptr_t device = 0;         // cl_device_id
+  std::uintptr_t context = 0;        // cl_context
+  std::uintptr_t queue = 0;          // cl_command_queue (in order)
+  std::size_t granularity = 0;       // bytes every exported allocation is rounded up to
+  std::size_t base_align = 0;        // bytes a sub-buffer's origin must be a multiple of
+  bool acquire_release = false;      // clEnqueueAcquire/ReleaseExternalMemObjectsKHR around each call
+  std::string note;                  // why acquire/release is off, when it is
+};
+
+// Opens the bridge of CUDA device `ordinal` once (later calls return the same one). Throws
+// DeviceNotFound without libcuda, without an OpenCL device of that UUID, or when that device lacks
+// cl_khr_external_memory_opaque_fd; OpenCLError/InternalError when the first import fails.
+const BridgeInfo& open_bridge(int ordinal);
+
+// Exportable device memory of at least `bytes` on CUDA device `ordinal`, registered; returns its
+// CUDA address. Throws as open_bridge, or OutOfResources.
+CUdeviceptr allocate(int ordinal, std::size_t bytes);
+// Frees what allocate returned (unknown addresses are ignored and reported false).
+bool release(CUdeviceptr address) noexcept;
+
+// The registered allocation that holds the whole of [address, address + bytes).
+struct Located {
+  std::uintptr_t mem = 0;  // cl_mem; 0 when no allocation holds the range
+  std::size_t offset = 0;  // bytes from the allocation's start
+  int ordinal = -1;
+};
+Located locate(std::uintptr_t address, std::size_t bytes);
+
+// A sub-buffer of a registered allocation (for arguments the library takes as a whole cl_mem:
+// LSE, workspaces, cu_seqlens, ALiBi slopes), released with the object. `offset` must be a multiple
+// of the bridge's base_align (InvalidArgument otherwise).
+class SubBuffer {
+ public:
+  SubBuffer(std::uintptr_t parent, std::size_t offset, std::size_t bytes);
+  ~SubBuffer();
+  SubBuffer(const SubBuffer&) = delete;
+  SubBuffer& operator=(const SubBuffer&) = delete;
+  std::uintptr_t handle() const { return reinterpret_cast<std::uintptr_t>(mem_); }
+
+ private:
+  cl_mem mem_ = nullptr;
+};
+
+// Registered allocations now: their number and bytes.
+struct Usage {
+  std::size_t allocations = 0;
+  std::size_t bytes = 0;
+};
+Usage usage();
+
+// One flashcl call on the bridge's queue, ordered after the work already on `stream` and finished
+// before returning (see the .cpp).
+void run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
+void run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
+
+// Writes `value` into [address, address + bytes) through OpenCL (clEnqueueFillBuffer on the
+// imported buffer) after `stream`'s work: shows that both sides see one memory.
+void fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream);
+
+// The message of the last failure inside flashcl_cuda_alloc (which can only return nullptr).
+std::string last_alloc_error();
+
+}  // namespace flashcl_py::cuda
+
+// PyTorch's pluggable-allocator signatures (cudaStream_t as void*); exported from the module.
+extern "C" __attribute__((visibility("default"))) void* flashcl_cuda_alloc(ssize_t size, int device, void* stream);
+extern "C" __attribute__((visibility("default"))) void flashcl_cuda_free(void* ptr, ssize_t size, int device,
+                                                                          void* stream);
