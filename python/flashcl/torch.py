@@ -4,8 +4,10 @@ signatures (switch by changing the import), built as in flash-attn's flash_attn_
 ``torch.compile`` treats them as opaque ops, one ``torch.autograd.Function`` that saves (q, k, v,
 out, lse) and calls the backward op, and the public functions. CPU tensors go through host arrays
 (``functional._host_attention``/``_host_backward``: a Session on the default device, PoCL's CPU
-device here); CUDA tensors take the same route through host copies, with a one-time warning
-(running them on NVIDIA's OpenCL device without copies is not built yet). ``attention`` is the
+device here). CUDA tensors run on NVIDIA's OpenCL device of the same GPU without leaving it
+(``flashcl.cuda``: tensors of its memory pool without copies, others copied device to device into
+it); where that path is missing (no NVIDIA driver, no OpenCL device with the CUDA device's UUID)
+they go through host copies, with a one-time warning that carries the reason. ``attention`` is the
 general entry point (masks, biases with their gradient) the Hugging Face integration uses."""
 
 import math
@@ -15,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import cuda as _cuda
 from . import functional as _functional
 from ._flashcl import DType, Status
 
@@ -32,7 +35,6 @@ def _numpy(t: Optional[Tensor], dtype: torch.dtype = torch.float32):
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
-    global _warned_copies
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dtype not in _STORAGE:
             _functional._fail(Status.UnsupportedDType,
@@ -41,10 +43,26 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
             _functional._fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
         if t.device != q.device:
             _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
-    if q.device.type != "cpu" and not _warned_copies:
+
+
+def _on_cuda(q: Tensor) -> bool:
+    """Whether q's call runs on the CUDA bridge; False for CPU tensors, and for other devices (or
+    CUDA without a bridge) after a one-time warning that they are copied through the host."""
+    global _warned_copies
+    if q.device.type == "cpu":
+        return False
+    reason = f"no OpenCL path for {q.device.type} tensors"
+    if q.device.type == "cuda":
+        try:
+            _cuda.bridge(q.device)
+            return True
+        except _functional.Error as e:
+            reason = str(e)
+    if not _warned_copies:
         _warned_copies = True
-        warnings.warn(f"flashcl: {q.device.type} tensors are copied to the host and back for each call "
-                      "(no zero-copy path to an OpenCL device for them yet)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"flashcl: {q.device.type} tensors are copied to the host and back for each call ({reason})",
+                      RuntimeWarning, stacklevel=4)
+    return False
 
 
 # ---- Custom ops: what torch.compile sees --------------------------------------------------------
@@ -59,6 +77,9 @@ def _fwd(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Optional[Tensor], cu_seq
     varlen = cu_seqlens_q is not None
     options = dict(causal=causal, window=(window_left, window_right), softcap=softcap, scale=softmax_scale,
                    algorithm="auto")
+    if _on_cuda(q):
+        return _cuda.forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                             max_seqlen_k)
     host_mask = None
     if mask is not None:
         host_mask = _numpy(mask, torch.bool if mask.dtype == torch.bool else torch.float32)
@@ -91,6 +112,10 @@ def _bwd(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
     varlen = cu_seqlens_q is not None
     options = dict(causal=causal, window=(window_left, window_right), softcap=softcap, scale=softmax_scale,
                    algorithm="auto")
+    if _on_cuda(q):
+        d_q, d_k, d_v, d_bias = _cuda.backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q,
+                                               cu_seqlens_k, max_seqlen_q, max_seqlen_k, deterministic, want_dbias)
+        return d_q, d_k, d_v, d_bias if want_dbias else q.new_empty(0, dtype=torch.float32)
     host_mask = None
     if mask is not None:
         host_mask = _numpy(mask, torch.bool if mask.dtype == torch.bool else torch.float32)

@@ -1,0 +1,164 @@
+"""flashcl.torch on CUDA tensors (NVIDIA's OpenCL device of the same GPU, flashcl.cuda's bridge):
+the bridge opens; the pool's memory is one memory for both drivers (an OpenCL fill seen by
+PyTorch) and its tensors pass without staging copies while others are staged device to device;
+flash_attn_func and flash_attn_varlen_func in fp16/bf16 against the float64 reference, forward and
+gradients, for pool tensors, plain tensors and strided views; and a tiny Llama trained through
+attn_implementation="flashcl" against "sdpa" in fp16 and bf16. Collected only where torch.cuda
+is available (conftest.py); bench/gpu/python.sh runs it on the GPU machine."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_close, reference, reference_backward, reference_varlen  # noqa: E402
+
+import flashcl  # noqa: E402
+import flashcl.cuda  # noqa: E402
+import flashcl.transformers  # noqa: E402,F401  (registers "flashcl")
+from flashcl import _flashcl as ext  # noqa: E402
+from flashcl.torch import flash_attn_func, flash_attn_varlen_func  # noqa: E402
+
+# Storage rounding of O (and of the reference's rounded inputs): 2^-11 relative for fp16, 2^-8 for
+# bf16, around values of magnitude ~1; gradients accumulate over the keys, so four times that.
+ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+GRAD_ATOL = {torch.float16: 8e-3, torch.bfloat16: 6.4e-2}
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def np64(t):
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def inputs(shapes, dtype, in_pool, seed=0, requires_grad=False):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def make():
+        return [torch.randn(s, generator=g, device="cuda", dtype=torch.float32).to(dtype).requires_grad_(requires_grad)
+                for s in shapes]
+
+    if in_pool:
+        with flashcl.cuda.use_pool():
+            return make()
+    return make()
+
+
+def test_bridge_opens():
+    b = flashcl.cuda.bridge()
+    print(f"bridge: {b.device_name}, granularity {b.granularity}, sub-buffer alignment {b.base_align}, "
+          f"acquire/release {b.acquire_release} {b.note}")
+    assert b.granularity > 0 and b.base_align > 0 and b.device_name
+
+
+def test_pool_memory_is_shared():
+    with flashcl.cuda.use_pool():
+        t = torch.zeros(4096, dtype=torch.uint8, device="cuda")
+    assert ext.cuda_locate(t.data_ptr(), t.numel()) is not None
+    torch.cuda.current_stream().synchronize()
+    ext.cuda_fill(t.data_ptr() + 512, 1000, 0x5A, torch.cuda.current_stream().cuda_stream)  # through OpenCL
+    host = t.cpu()
+    assert (host[512:1512] == 0x5A).all() and (host[:512] == 0).all() and (host[1512:] == 0).all()
+    plain = torch.zeros(16, device="cuda")
+    assert ext.cuda_locate(plain.data_ptr(), 64) is None
+
+
+@pytest.mark.parametrize("in_pool", [True, False])
+def test_staging_counts(in_pool):
+    q, k, v = inputs([(2, 64, 4, 64)] * 3, torch.float16, in_pool)
+    flash_attn_func(q, k, v)  # compiles, so the counted call below is a plain one
+    flashcl.cuda.reset_stats()
+    out = flash_attn_func(q, k, v, causal=True)
+    s = flashcl.cuda.stats()
+    assert s["calls"] == 1 and out.is_cuda
+    assert s["staged_tensors"] == (0 if in_pool else 3), s
+    assert ext.cuda_locate(out.data_ptr(), out.numel() * 2) is not None  # outputs live in the pool
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("in_pool", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+def test_forward_and_gradients(dtype, in_pool, causal):
+    b, nq, nk, h, hkv, d = 2, 77, 130, 4, 2, 64  # partial blocks, Nq != Nk, GQA
+    q, k, v, d_o = inputs([(b, nq, h, d), (b, nk, hkv, d), (b, nk, hkv, d), (b, nq, h, d)], dtype, in_pool,
+                          seed=1, requires_grad=True)
+    out = flash_attn_func(q, k, v, causal=causal)
+    assert out.dtype == dtype and out.device == q.device
+    ref_o, _ = reference(np64(q), np64(k), np64(v), causal=causal)
+    assert_close(np64(out), ref_o, ATOL[dtype])
+    out.backward(d_o.detach())
+    ref = reference_backward(np64(q), np64(k), np64(v), np64(d_o), causal=causal)
+    for name, t, r in zip(("dQ", "dK", "dV"), (q, k, v), ref[:3]):
+        assert t.grad.dtype == dtype
+        assert_close(np64(t.grad), r, GRAD_ATOL[dtype], name)
+
+
+def test_strided_views_and_lse():
+    # (B, H, S, d) tensors transposed to (B, S, H, d): strided, not copied to a dense layout.
+    q, k, v = inputs([(2, 4, 50, 32)] * 3, torch.float16, in_pool=False, seed=2)
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    out, lse, _ = flash_attn_func(qt, kt, vt, causal=True, return_attn_probs=True)
+    ref_o, ref_lse = reference(np64(qt), np64(kt), np64(vt), causal=True)
+    assert_close(np64(out), ref_o, ATOL[torch.float16])
+    assert_close(np64(lse), ref_lse, 1e-3, "LSE")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_varlen_forward_and_gradients(dtype):
+    lengths_q, lengths_k = [5, 40, 17], [9, 40, 33]
+    cu_q = torch.tensor(np.concatenate([[0], np.cumsum(lengths_q)]), dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor(np.concatenate([[0], np.cumsum(lengths_k)]), dtype=torch.int32, device="cuda")
+    q, k, v, d_o = inputs([(sum(lengths_q), 4, 48), (sum(lengths_k), 2, 48), (sum(lengths_k), 2, 48),
+                           (sum(lengths_q), 4, 48)], dtype, in_pool=True, seed=3, requires_grad=True)
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lengths_q), max(lengths_k), causal=True,
+                                         return_attn_probs=True)
+    cq, ck = cu_q.cpu().numpy(), cu_k.cpu().numpy()
+    ref_o, ref_lse = reference_varlen(np64(q), np64(k), np64(v), cq, ck, causal=True)
+    assert_close(np64(out), ref_o, ATOL[dtype])
+    assert_close(np64(lse), ref_lse, 1e-2, "LSE")
+    out.backward(d_o.detach())
+    for b in range(3):  # each sequence's gradients against its own float64 backward
+        qs, ks = slice(cq[b], cq[b + 1]), slice(ck[b], ck[b + 1])
+        ref = reference_backward(np64(q)[None, qs], np64(k)[None, ks], np64(v)[None, ks], np64(d_o)[None, qs],
+                                 causal=True)
+        for name, g, r, rows in zip(("dQ", "dK", "dV"), (q.grad, k.grad, v.grad), ref[:3], (qs, ks, ks)):
+            assert_close(np64(g)[rows], r[0], GRAD_ATOL[dtype], f"{name} of sequence {b}")
+
+
+def test_mismatched_devices_and_dtypes_are_named():
+    q = torch.randn(1, 8, 2, 16, device="cuda", dtype=torch.float16)
+    with pytest.raises(flashcl.Error) as e:
+        flash_attn_func(q, q.cpu(), q.cpu())
+    assert e.value.status == flashcl.Status.InvalidArgument
+    with pytest.raises(flashcl.Error) as e:
+        flash_attn_func(q.double(), q.double(), q.double())
+    assert e.value.status == flashcl.Status.UnsupportedDType
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_llama_trains_like_sdpa(dtype):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    base = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa")
+    ids = torch.randint(0, config.vocab_size, (4, 128), generator=torch.Generator().manual_seed(1)).cuda()
+    losses = {}
+    for name in ("sdpa", "flashcl"):
+        model = transformers.AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=name)
+        model.load_state_dict(base.state_dict())
+        model = model.to("cuda", dtype).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-4)  # eps above fp16's smallest normal
+        losses[name] = []
+        for _ in range(10):
+            optimizer.zero_grad()
+            loss = model(ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            losses[name].append(loss.item())
+    print(f"{dtype}: sdpa {['%.4f' % x for x in losses['sdpa']]}\n        flashcl {['%.4f' % x for x in losses['flashcl']]}")
+    assert losses["sdpa"][-1] < losses["sdpa"][0] - 0.3  # it trains
+    # Same weights and batch: attention's rounding differs, so the losses drift apart by a few
+    # storage roundings of ~6 per step at most.
+    worst = max(abs(a - b) for a, b in zip(losses["sdpa"], losses["flashcl"]))
+    assert worst <= (0.03 if dtype == torch.float16 else 0.1), f"losses differ from sdpa by {worst:.3g}"
