@@ -1,0 +1,40 @@
+#!/bin/bash
+# The Python package on the NVIDIA GPU machine, in one run: registers NVIDIA's OpenCL driver and
+# builds the C++ tree in build-gpu (setup.sh), builds the nanobind module with plain CMake into
+# build-gpu-python (no network: nanobind from the machine's Python; C++ tests and bench off there),
+# runs the CUDA-tensor tests (tests/python/test_cuda_tensors.py and test_cuda_unavailable.py:
+# float64 reference, zero-copy pool, tiny Llama against sdpa), and measures the bar: flash_attn_func
+# on CUDA fp16 (B = 8, H = 16, N = 4096, d = 128) forward and forward+backward, pool and plain
+# tensors, next to flashcl-bench's device time for the same shape.
+# Usage: bench/gpu/python.sh OUT_DIR   (default /tmp/flashcl-python; PYTHON= picks the interpreter)
+# pytest: the machine's, else .deps/pylib (pure-Python copies of pytest and its dependencies,
+# carried like .deps/usr). OUT_DIR gets cmake.log, build.log, python-build.log, pytest.log,
+# cpp-fwd.csv, cpp-bwd.txt, python-bench.txt.
+set -uo pipefail
+out=${1:-/tmp/flashcl-python}
+mkdir -p "$out"
+cd "$(dirname "$0")/../.."
+
+. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu (flashcl-bench)
+
+py=$(command -v "${PYTHON:-python3}")
+"$py" -c "import nanobind, numpy, torch; assert torch.cuda.is_available()" \
+  || { echo "python.sh: $py lacks nanobind, numpy or a CUDA-enabled torch"; exit 1; }
+cmake -S . -B build-gpu-python -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_PYTHON=ON -DFLASHCL_BUILD_TESTS=OFF \
+  -DFLASHCL_BUILD_BENCH=OFF -DPython_EXECUTABLE="$py" $prefix > "$out/python-build.log" 2>&1 \
+  && cmake --build build-gpu-python >> "$out/python-build.log" 2>&1 || { tail -30 "$out/python-build.log"; exit 1; }
+export PYTHONPATH=$PWD/build-gpu-python/python
+"$py" -c "import pytest" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.deps/pylib
+
+echo "== tests (tests/python/test_cuda_*.py)"
+"$py" -m pytest -q -rs -s -p no:cacheprovider tests/python/test_cuda_tensors.py tests/python/test_cuda_unavailable.py \
+  > "$out/pytest.log" 2>&1
+grep -E "^bridge:|passed|failed|error|sdpa \[|flashcl \[" "$out/pytest.log" | tail -20
+grep -E "^(FAILED|ERROR)" "$out/pytest.log" | head -20
+
+echo "== the bar: B = 8, H = 16, N = 4096, d = 128, fp16"
+./build-gpu/bench/flashcl-bench -b 8 --heads 16 -n 4096 --head-dim 128 --causal both --algo fa2 --dtype f16 -r 10 \
+  --no-check --no-roofline -q -f csv -o "$out/cpp-fwd.csv" > /dev/null 2>> "$out/python-build.log"
+./build-gpu/bench/flashcl-bench --backward -b 8 --heads 16 -n 4096 --head-dim 128 --causal both --algo fa2 \
+  --dtype f16 -r 10 > "$out/cpp-bwd.txt" 2>&1
+"$py" bench/gpu/python_bench.py "$out/cpp-fwd.csv" "$out/cpp-bwd.txt" 2>&1 | tee "$out/python-bench.txt"
