@@ -2,8 +2,9 @@
 // of its three paths, in the order the kernels run:
 //  - every path: [bias-gradient target cleared], preprocess (D = rowsum(dO ∘ O); the fp32 dQ
 //    accumulator cleared where one is used);
-//  - fa2: bwd_dkdv per (K/V block, K/V head, batch), then either bwd_convert_dq (atomic dQ) or
-//    bwd_dq per (Q block, head, batch) (deterministic);
+//  - fa2: bwd_dkdv per (K/V block, K/V head, batch) (or, atomic dQ on NVIDIA tensor cores,
+//    bwd_mma_dkdv: launch_bwd_mma.cpp), then either bwd_convert_dq (atomic dQ) or bwd_dq per
+//    (Q block, head, batch) (deterministic);
 //  - fa1: bwd_fa1 per (K/V head, batch), then bwd_convert_dq;
 //  - standard: bwd_std_scores (P and dS materialised), bwd_std_dkdv, bwd_std_dq;
 //  - every path with a broadcast bias gradient: bwd_dbias_reduce.
@@ -79,12 +80,15 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
     const std::size_t wg = bp.plan.work_group_size;
     const std::size_t local[3] = {wg, 1, 1};
     const bool fa1 = a.algorithm == Algorithm::FA1;
-    cl::Kernel main = make_kernel(p, files, options, fa1 ? "bwd_fa1" : "bwd_dkdv");
-    set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
-             mask, ka, kb);
-    const std::size_t kv_blocks = fa1 ? 1 : (Nk + bp.plan.block_cols - 1) / bp.plan.block_cols;
-    const std::size_t main_global[3] = {kv_blocks * wg, Hkv, B};
-    enqueue(queue, main, main_global, local, {launch.last()}, launch);
+    // fa2 with atomic dQ on NVIDIA tensor cores where the call and the device qualify
+    if (dq_mode != 1 || !try_launch_bwd_mma(queue, bp, workspace, kb, launch)) {
+      cl::Kernel main = make_kernel(p, files, options, fa1 ? "bwd_fa1" : "bwd_dkdv");
+      set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
+               mask, ka, kb);
+      const std::size_t kv_blocks = fa1 ? 1 : (Nk + bp.plan.block_cols - 1) / bp.plan.block_cols;
+      const std::size_t main_global[3] = {kv_blocks * wg, Hkv, B};
+      enqueue(queue, main, main_global, local, {launch.last()}, launch);
+    }
     if (dq_mode == 0) {
       cl::Kernel dq = make_kernel(p, files, options, "bwd_dq");
       set_args(dq, q, k, v, g.d_o.buffer, lse, g.d_q.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);

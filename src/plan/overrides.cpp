@@ -17,6 +17,8 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.fa2_cpu = text("FLASHCL_FA2_CPU");
   o.decode = text("FLASHCL_DECODE");
   o.wgmma = text("FLASHCL_WGMMA");
+  o.bwd_mma = text("FLASHCL_BWD_MMA");
+  o.bwd_mma_tile = text("FLASHCL_BWD_MMA_TILE");
   o.build_options = text("FLASHCL_BUILD_OPTIONS");
   o.build_log = text("FLASHCL_BUILD_LOG") == "1";
   o.kernel_dir = text("FLASHCL_KERNEL_DIR");

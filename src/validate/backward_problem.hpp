@@ -52,4 +52,10 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& ar
 void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
                      const std::vector<cl_event>& wait, Launch& launch);
 
+// fa2's dK/dV (and atomic dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
+// `launch`'s last event with `kernel_args` (dq_mode 1) when the call and device qualify and the
+// device's probe passed; false (nothing enqueued) otherwise, so the caller runs bwd_dkdv.
+bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
+                        Launch& launch);
+
 }  // namespace flashcl::detail

@@ -1,0 +1,296 @@
+/* bwd_mma.cl: the FlashAttention-2 backward (Algorithm 2) on NVIDIA tensor cores for fp16/bf16
+ * storage (compute capability >= 8.0), plain, causal and GQA. It reuses the forward's pieces:
+ * mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
+ * stores) and mma_f16.cl (MMA16: mma.sync.m16n8k16 with fp32 accumulation, K_PITCH). The
+ * preprocess (D = rowsum(dO * O), the fp32 dQ accumulator cleared) and the conversion of that
+ * accumulator to dQ are bwd_common.cl's kernels, run before and after this one.
+ *
+ * One work-group of WARPS warps per (K/V block of BKV = 16 WARPS keys, K/V head, batch); warp w
+ * owns keys k0 + 16w .. + 15 and keeps their dK, dV rows in fp32 registers (C fragments: lane
+ * 4g+t holds keys g and g+8, columns 8n+2t and +1). V_w stays in registers as A fragments; K_j sits
+ * in __local memory (its warp slices are the A operand of S^T, the whole block is dQ's B
+ * operand). For every query head of the K/V head's group and every Q block of BQ rows that sees
+ * the block: Q_i and dO_i arrive in __local memory by cp.async, LSE_i and D_i beside them, then each
+ * warp computes, transposed so its keys are the m dimension,
+ *   S^T = K_w Q_i^T, dP^T = V_w dO_i^T               (B operands by ldmatrix from Q_i, dO_i)
+ *   P^T = 2^(c S^T - LSE_i log2 e), dS^T = P^T (dP^T - D_i)
+ *   dV_w += P^T dO_i, dK_w += dS^T Q_i               (A from the C fragments, as the forward's P;
+ *                                                     B by ldmatrix.trans)
+ * and writes dS^T (16 bits) to __local memory; after a barrier each warp takes one 16-row m-tile
+ * and a slice of the columns of dQ_i += dS K_j (A by ldmatrix.trans from dS^T, B by
+ * ldmatrix.trans from K_j) and adds it, times the scale, into the fp32 accumulator with
+ * red.global.add.f32. Rows past the queries and rows that see no key (LSE -inf) get P = 0 through
+ * an LSE of +inf in __local memory; keys past the end and above the causal diagonal get P = 0 on
+ * the blocks that cross them. dK (times the scale) and dV are written once at the end. */
+
+#define BKV (16 * WARPS)               /* keys per work-group */
+#ifndef BQ
+#define BQ 64                          /* query rows per Q block */
+#endif
+#define NQT (BQ / 8)                   /* 8-query tiles of S^T per warp */
+#define MQ (BQ / 16)                   /* 16-row m-tiles of dQ per Q block */
+#define DQ_SPLIT (WARPS / MQ)          /* warps sharing an m-tile of dQ, each a slice of its columns */
+#define NT_DQ (DPAD / 8 / DQ_SPLIT)    /* 8-column tiles of dQ per warp */
+#define DS_PITCH (BQ + 8)              /* dS^T row pitch: 16-byte rows on distinct banks */
+#define ROW_CHUNKS (DPAD / CHUNK)      /* 16-byte chunks of a padded row */
+
+#if BQ % 16 != 0 || WARPS % MQ != 0 || NT_DQ % 2 != 0 || NT_O % 2 != 0
+#error "bwd_mma.cl: BQ a multiple of 16, WARPS a multiple of BQ / 16, an even number of dQ column tiles per warp"
+#endif
+
+/* Every helper below is inlined: as plain C99 `inline` definitions, a call the compiler chose not
+ * to inline (clang at -O0, or with these larger bodies) would name a function never emitted. */
+#define BWD_INLINE inline __attribute__((always_inline))
+
+#if GQA
+#define GROUP_HEADS(a) ((a)->kv_group)
+#else
+#define GROUP_HEADS(a) 1
+#endif
+
+/* x into the fp32 cell at p, without a return value (the L2 does the add). */
+BWD_INLINE void red_add_f32(__global float* p, float x) {
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"((ulong)p), "f"(x) : "memory");
+}
+
+/* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
+ * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
+ * caller commits and waits); otherwise plain element copies. */
+BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const ushort* src, long base, long stride, int r0,
+                      int valid, int lid) {
+#if VEC_LOAD
+  for (int idx = lid; idx < rows * ROW_CHUNKS; idx += WG_SIZE) {
+    const int r = idx / ROW_CHUNKS, c = (idx - r * ROW_CHUNKS) * CHUNK;
+    const bool ok = r0 + r < valid && c < HEAD_DIM;
+    copy16_async(tile + r * K_PITCH + c, src + base + (ok ? (long)(r0 + r) * stride + c : 0), ok ? 16 : 0);
+  }
+#else
+  for (int idx = lid; idx < rows * DPAD; idx += WG_SIZE) {
+    const int r = idx / DPAD, c = idx - r * DPAD;
+    tile[r * K_PITCH + c] = r0 + r < valid && c < HEAD_DIM ? src[base + (long)(r0 + r) * stride + c] : (ushort)0;
+  }
+#endif
+}
+
+/* S^T = K_w Q_i^T and dP^T = V_w dO_i^T for the warp's 16 keys and the block's BQ queries. K_w's
+ * A fragment comes by one ldmatrix.x4 per k-step (lanes 0-7 address keys 0-7 at dims +0, 8-15
+ * keys 8-15 at +0, 16-23 keys 0-7 at +8, 24-31 keys 8-15 at +8); one ldmatrix.x4 of Q_i (or dO_i)
+ * gives the B fragments of two 8-query tiles (qk_block's addressing in mma_f16.cl). */
+BWD_INLINE void scores_t(float s[NQT][4], float dp[NQT][4], const uint vw[QFRAGS][4], __local const ushort* k_tile,
+                     __local const ushort* q_tile, __local const ushort* do_tile, int warp, int lane) {
+  __local const ushort* ka_row = k_tile + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8;
+  const int b_off = ((lane >> 4) * 8 + (lane & 7)) * K_PITCH + ((lane >> 3) & 1) * 8;
+#pragma unroll
+  for (int j = 0; j < NQT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < QFRAGS; ++ks) {
+    uint ka[4];
+    ldsm_x4(ka, ka_row + ks * 16);
+#pragma unroll
+    for (int n2 = 0; n2 < NQT / 2; ++n2) {
+      uint b[4];
+      ldsm_x4(b, q_tile + b_off + n2 * 16 * K_PITCH + ks * 16);
+      MMA16(s[2 * n2], ka, b[0], b[1]);
+      MMA16(s[2 * n2 + 1], ka, b[2], b[3]);
+      ldsm_x4(b, do_tile + b_off + n2 * 16 * K_PITCH + ks * 16);
+      MMA16(dp[2 * n2], vw[ks], b[0], b[1]);
+      MMA16(dp[2 * n2 + 1], vw[ks], b[2], b[3]);
+    }
+  }
+}
+
+/* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
+ * LSE (log2 units, +inf for rows with nothing to see or past the end) and D from __local memory;
+ * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. */
+BWD_INLINE void probs_t(float s[NQT][4], float dp[NQT][4], __local const float* lse2, __local const float* dd, int key_a,
+                    int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
+  const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
+  const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
+#pragma unroll
+  for (int j = 0; j < NQT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = 8 * j + 2 * t + (e & 1), key = key_a + (e >> 1) * 8;
+      float x = fma(s[j][e], c, -lse2[col]);
+      if (masked) {
+        bool hidden = key >= nk;
+#if CAUSAL
+        hidden = hidden || key > q0 + col + shift;
+#endif
+        if (hidden) x = NEG_INF;
+      }
+      const float p = ex2_approx(x);
+      s[j][e] = p;
+      dp[j][e] = p * (dp[j][e] - dd[col]);
+    }
+  (void)shift;
+}
+
+/* dV_w += P^T dO_i and dK_w += dS^T Q_i: A fragments from the C fragments of P^T and dS^T
+ * (p_fragment), B fragments of two 8-column tiles per ldmatrix.x4.trans (pv_block's addressing). */
+BWD_INLINE void accumulate_kv(float dv[NT_O][4], float dk[NT_O][4], const float s[NQT][4], const float dp[NQT][4],
+                          __local const ushort* q_tile, __local const ushort* do_tile, int lane) {
+  const int b_off = (((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8;
+#pragma unroll
+  for (int kk = 0; kk < NQT / 2; ++kk) {
+    uint pa[4], da[4];
+    p_fragment(pa, s, kk);
+    p_fragment(da, dp, kk);
+#pragma unroll
+    for (int n2 = 0; n2 < NT_O / 2; ++n2) {
+      uint b[4];
+      ldsm_x4_trans(b, do_tile + b_off + kk * 16 * K_PITCH + n2 * 16);
+      MMA16(dv[2 * n2], pa, b[0], b[1]);
+      MMA16(dv[2 * n2 + 1], pa, b[2], b[3]);
+      ldsm_x4_trans(b, q_tile + b_off + kk * 16 * K_PITCH + n2 * 16);
+      MMA16(dk[2 * n2], da, b[0], b[1]);
+      MMA16(dk[2 * n2 + 1], da, b[2], b[3]);
+    }
+  }
+}
+
+/* The warp's dS^T (keys 16w + g and + 8, queries 8j + 2t and + 1) into the __local dS^T tile as
+ * 16-bit pairs. */
+BWD_INLINE void stage_ds(__local ushort* ds_tile, const float dp[NQT][4], int warp, int g, int t) {
+  __local ushort* row = ds_tile + (warp * 16 + g) * DS_PITCH + 2 * t;
+#pragma unroll
+  for (int j = 0; j < NQT; ++j) {
+    *(__local uint*)(row + 8 * j) = pack2(dp[j][0], dp[j][1]);
+    *(__local uint*)(row + 8 * DS_PITCH + 8 * j) = pack2(dp[j][2], dp[j][3]);
+  }
+}
+
+/* This warp's part of dQ_i += dS K_j (m-tile warp % MQ, column slice warp / MQ), added times
+ * `scale` into the fp32 accumulator rows of (b, h). dS's A fragment by ldmatrix.x4.trans from dS^T
+ * (lanes 0-7 address keys 0-7 at queries +0, 8-15 keys 0-7 at +8, 16-23 keys 8-15 at +0, 24-31
+ * keys 8-15 at +8), K_j's B fragments by ldmatrix.x4.trans as dO's above. */
+BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const ushort* ds_tile, __local const ushort* k_tile,
+                   int q0, int b, int h, int warp, int lane, int g, int t, float scale, const SeqView* sv,
+                   const AttnArgs* a) {
+  const int mt = warp % MQ, col0 = (warp / MQ) * NT_DQ * 8;
+  __local const ushort* a_row = ds_tile + ((lane >> 4) * 8 + (lane & 7)) * DS_PITCH + ((lane >> 3) & 1) * 8 + mt * 16;
+  __local const ushort* b_row = k_tile + (((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8 + col0;
+  float acc[NT_DQ][4];
+#pragma unroll
+  for (int n = 0; n < NT_DQ; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+  for (int kk = 0; kk < BKV / 16; ++kk) {
+    uint da[4];
+    ldsm_x4_trans(da, a_row + kk * 16 * DS_PITCH);
+#pragma unroll
+    for (int n2 = 0; n2 < NT_DQ / 2; ++n2) {
+      uint bk[4];
+      ldsm_x4_trans(bk, b_row + kk * 16 * K_PITCH + n2 * 16);
+      MMA16(acc[2 * n2], da, bk[0], bk[1]);
+      MMA16(acc[2 * n2 + 1], da, bk[2], bk[3]);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = q0 + mt * 16 + g + 8 * r;
+    if (row >= SV_NQ(sv, a)) continue;
+    __global float* cell = ws + gb->ws_dq_offset + LSE_INDEX(a, sv, b, h, row) * HEAD_DIM + col0 + 2 * t;
+#pragma unroll
+    for (int n = 0; n < NT_DQ; ++n) {
+      const int col = col0 + 8 * n + 2 * t;
+      if (col < HEAD_DIM) red_add_f32(cell + 8 * n, acc[n][2 * r] * scale);
+      if (col + 1 < HEAD_DIM) red_add_f32(cell + 8 * n + 1, acc[n][2 * r + 1] * scale);
+    }
+  }
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
+                  __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
+                  __global STORAGE_T* dv, __global float* ws, const AttnArgs args, const BwdArgs bargs) {
+  __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
+  __local ushort q_tile[BQ * K_PITCH] __attribute__((aligned(128)));
+  __local ushort do_tile[BQ * K_PITCH] __attribute__((aligned(128)));
+  __local ushort ds_tile[BKV * DS_PITCH] __attribute__((aligned(128)));
+  __local float lse2_tile[BQ], d_tile[BQ];
+
+  const AttnArgs* a = &args;
+  const BwdArgs* gb = &bargs;
+  const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
+  const int kb = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
+  const int k0 = kb * BKV, nk = a->seqlen_k, nq = a->seqlen_q;
+  const int key_a = k0 + warp * 16 + g; /* this lane's keys: key_a and key_a + 8 */
+  const float c = a->scale_log2, scale = a->scale;
+  __global const ushort* qg = (__global const ushort*)q;
+  __global const ushort* dog = (__global const ushort*)dout;
+
+  load_rows(k_tile, BKV, (__global const ushort*)k, TENSOR_BASE(a, k, b, hk), a->k_seq_stride, k0, nk, lid);
+#if VEC_LOAD
+  async_commit();
+#endif
+  uint vw[1][QFRAGS][4]; /* V_w as A fragments (load_q's layout, one m-tile) */
+  load_q(vw, (__global const ushort*)v, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, k0 + warp * 16 + g, nk, t);
+
+  float dk_acc[NT_O][4], dv_acc[NT_O][4];
+#pragma unroll
+  for (int n = 0; n < NT_O; ++n)
+    dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] =
+        dv_acc[n][3] = 0.0f;
+
+  const int h0 = hk * GROUP_HEADS(a);
+  for (int h = h0; h < h0 + GROUP_HEADS(a); ++h) {
+    const SeqView sv = seq_view(a, b, h, 1.0f, 0, 0, 0); /* plain attention: lengths and shift */
+    const long q_base = TENSOR_BASE(a, q, b, h), do_base = TENSOR_BASE(gb, dout, b, h);
+    int qb_begin, qb_end;
+    query_block_range(k0, min(k0 + BKV, nk), BQ, &sv, a, &qb_begin, &qb_end);
+    for (int qb = qb_begin; qb < qb_end; ++qb) {
+      const int q0 = qb * BQ;
+      barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with the previous block's tiles */
+      load_rows(q_tile, BQ, qg, q_base, a->q_seq_stride, q0, nq, lid);
+      load_rows(do_tile, BQ, dog, do_base, gb->dout_seq_stride, q0, nq, lid);
+#if VEC_LOAD
+      async_commit();
+#endif
+      for (int r = lid; r < BQ; r += WG_SIZE) {
+        const int row = q0 + r;
+        float l2 = INFINITY, dd = 0.0f;
+        if (row < nq) {
+          const long index = LSE_INDEX(a, &sv, b, h, row);
+          const float x = lse[index];
+          l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
+          dd = ws[gb->ws_d_offset + index];
+        }
+        lse2_tile[r] = l2;
+        d_tile[r] = dd;
+      }
+#if VEC_LOAD
+      async_wait_all();
+#endif
+      barrier(CLK_LOCAL_MEM_FENCE); /* Q_i, dO_i, LSE_i, D_i (and K_j) visible to every warp */
+
+      float s[NQT][4], dp[NQT][4];
+      scores_t(s, dp, vw[0], k_tile, q_tile, do_tile, warp, lane);
+      probs_t(s, dp, lse2_tile, d_tile, key_a, q0, k0, t, c, &sv, a);
+      accumulate_kv(dv_acc, dk_acc, s, dp, q_tile, do_tile, lane);
+      stage_ds(ds_tile, dp, warp, g, t);
+      barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
+      add_dq(ws, gb, ds_tile, k_tile, q0, b, h, warp, lane, g, t, scale, &sv, a);
+    }
+  }
+#if VEC_LOAD
+  async_wait_all(); /* K_j's copies when no Q block was visited */
+#endif
+
+  /* epilogue: dK (times the scale) and dV rows of this warp's keys, written once */
+  __global ushort* dkg = (__global ushort*)dk;
+  __global ushort* dvg = (__global ushort*)dv;
+  const long dk_base = TENSOR_BASE(gb, dk, b, hk), dv_base = TENSOR_BASE(gb, dv, b, hk);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_a + 8 * r;
+    const bool in = key < nk;
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      const int col = 8 * n + 2 * t;
+      const bool ok0 = in && col < HEAD_DIM, ok1 = in && col + 1 < HEAD_DIM;
+      store_o2(dkg, dk_base + (long)key * gb->dk_seq_stride + col, dk_acc[n][2 * r] * scale,
+               dk_acc[n][2 * r + 1] * scale, ok0, ok1);
+      store_o2(dvg, dv_base + (long)key * gb->dv_seq_stride + col, dv_acc[n][2 * r], dv_acc[n][2 * r + 1], ok0, ok1);
+    }
+  }
+}

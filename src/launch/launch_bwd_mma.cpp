@@ -1,0 +1,254 @@
+// launch_bwd_mma.cpp: the NVIDIA tensor-core fa2 backward (kernels/nvidia/bwd_mma.cl over the
+// forward's mma_ptx.cl, mma_half_io.cl and mma_f16.cl), the dK/dV (and atomic dQ) step of an fa2
+// backward call between bwd_common.cl's preprocess and dQ conversion. Chosen at run time from
+// device facts (bwd_mma_plan.hpp: an NVIDIA GPU of compute capability >= 8.0, fp16/bf16, d = 64
+// or 128, plain, causal or GQA, atomic dQ) and a probe that must pass on the device first: the
+// kernel runs on a small causal problem (two key blocks, one partial, Nq != Nk) and its dK, dV and
+// dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,
+// shape). A failed probe leaves the call to the portable bwd_dkdv, unless FLASHCL_BWD_MMA=1 asks
+// for the tensor cores, where it is an error (the GPU tests run so, so a silent fallback cannot
+// pass them). FLASHCL_BUILD_LOG=1 prints why a probe failed.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "base/errors.hpp"
+#include "launch/launchers.hpp"
+#include "plan/bwd_mma_plan.hpp"
+#include "plan/overrides.hpp"
+#include "program/program_cache.hpp"
+#include "validate/backward_problem.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+
+// The call's arguments with the forward part normalised (what eligibility and options read).
+BackwardArgs resolved(const BackwardProblem& bp) {
+  BackwardArgs r = bp.args;
+  r.forward = bp.forward.args;
+  return r;
+}
+
+std::string options_for(const BackwardProblem& bp, const BwdMmaPlan& plan) {
+  return common_options(bp.forward.args) + bwd_mma_options(resolved(bp), plan);
+}
+
+// One work-group per (K/V block of 16 * warps keys, K/V head, batch).
+void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
+  const ForwardArgs& a = bp.forward.args;
+  const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps), keys = 16 * static_cast<std::size_t>(plan.warps);
+  const std::size_t blocks = (static_cast<std::size_t>(a.seqlen_k) + keys - 1) / keys;
+  global[0] = blocks * wg;
+  global[1] = static_cast<std::size_t>(a.heads_kv != 0 ? a.heads_kv : a.heads);
+  global[2] = static_cast<std::size_t>(a.batch);
+  local[0] = wg;
+  local[1] = local[2] = 1;
+}
+
+// Exact in 16 bits: multiples of 1/64 in [-1, 1).
+float probe_value(std::size_t i, int salt) {
+  return static_cast<float>((i * 37 + salt * 13) % 128) / 64.0f - 1.0f;
+}
+
+enum class ProbeResult { Pass, Fail, Transient };
+
+ProbeResult probe_failed(DType dtype, const std::string& why) {
+  if (process_overrides().build_log)
+    std::fprintf(stderr, "flashcl: tensor-core backward probe (%s) failed, falling back: %s\n", to_string(dtype),
+                 why.c_str());
+  return ProbeResult::Fail;
+}
+
+// float64 gradients of one causal head (bottom-right aligned, scale 1/sqrt(d)) on the probe's
+// inputs: dK, dV (nk x d), dQ (nq x d), and the LSE and D the kernel is given.
+struct ProbeReference {
+  std::vector<double> dq, dk, dv, lse, d;
+};
+ProbeReference probe_reference(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                               const std::vector<float>& d_o, int nq, int nk, int d) {
+  ProbeReference r;
+  r.dq.assign(static_cast<std::size_t>(nq) * d, 0.0);
+  r.dk.assign(static_cast<std::size_t>(nk) * d, 0.0);
+  r.dv.assign(static_cast<std::size_t>(nk) * d, 0.0);
+  r.lse.assign(nq, -INFINITY);
+  r.d.assign(nq, 0.0);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const int shift = nk - nq;
+  for (int i = 0; i < nq; ++i) {
+    const int seen = std::min(nk, std::max(0, i + shift + 1));  // keys 0 .. i + shift
+    if (seen == 0) continue;
+    std::vector<double> p(seen), dp(seen);
+    double mx = -INFINITY, sum = 0.0;
+    for (int j = 0; j < seen; ++j) {
+      double dot = 0.0, dpv = 0.0;
+      for (int c = 0; c < d; ++c) {
+        dot += double(q[i * d + c]) * k[j * d + c];
+        dpv += double(d_o[i * d + c]) * v[j * d + c];
+      }
+      p[j] = dot * scale;
+      dp[j] = dpv;
+      mx = std::max(mx, p[j]);
+    }
+    for (int j = 0; j < seen; ++j) sum += std::exp(p[j] - mx);
+    r.lse[i] = mx + std::log(sum);
+    double dd = 0.0;
+    for (int j = 0; j < seen; ++j) dd += (p[j] = std::exp(p[j] - r.lse[i])) * dp[j];
+    r.d[i] = dd;
+    for (int j = 0; j < seen; ++j) {
+      const double ds = p[j] * (dp[j] - dd);
+      for (int c = 0; c < d; ++c) {
+        r.dv[j * d + c] += p[j] * d_o[i * d + c];
+        r.dk[j * d + c] += scale * ds * q[i * d + c];
+        r.dq[i * d + c] += scale * ds * k[j * d + c];
+      }
+    }
+  }
+  return r;
+}
+
+// Largest error of `got` against `want` relative to the largest |want| (plus 1e-3 absolute).
+double probe_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double peak = 0.0, err = 0.0;
+  for (double x : want) peak = std::max(peak, std::fabs(x));
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const double e = std::fabs(double(got[i]) - want[i]);
+    err = std::isfinite(got[i]) ? std::max(err, e) : INFINITY;
+  }
+  return err / (peak + 1e-3);
+}
+
+// Runs bwd_mma_dkdv alone for `dtype` at head dim `d` and the call's shape and copy form on one
+// causal head (Nq = 77, Nk = 100) with LSE and D from float64, and compares dK, dV and the dQ
+// accumulator with float64: within 1e-2 (fp16) or 3e-2 (bf16) of the largest gradient, where a
+// wrong fragment layout is off by tens of percent. A build failure or a wrong answer is an answer
+// for the device; running out of resources is not (Transient).
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load,
+                      const BwdMmaPlan& plan) {
+  try {
+    const int nq = 77, nk = 100;
+    cl::Context ctx(context, true);
+    cl::CommandQueue queue(ctx, cl::Device(device, true));
+    std::vector<float> q(nq * d), k(nk * d), v(nk * d), d_o(nq * d);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1), d_o[i] = probe_value(i, 4) * 0.5f;
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2), v[i] = probe_value(i, 3);
+    const ProbeReference ref = probe_reference(q, k, v, d_o, nq, nk, d);
+    // one element of padding in front of every tensor when the call copies element-wise, so the
+    // probe's rows are not 16-byte aligned either
+    const int pad = vec_load ? 0 : 1;
+    auto upload = [&](const std::vector<float>& x) {
+      std::vector<std::uint16_t> bits = to_storage(dtype, x);
+      bits.insert(bits.begin(), pad, 0);
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
+    };
+    auto output = [&](std::size_t elems) { return cl::Buffer(ctx, CL_MEM_READ_WRITE, (elems + pad) * 2); };
+    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), dob = upload(d_o), ob = output(q.size());
+    cl::Buffer dqb = output(q.size()), dkb = output(k.size()), dvb = output(v.size());
+    std::vector<float> lse(ref.lse.begin(), ref.lse.end());
+    cl::Buffer lseb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, lse.size() * 4, lse.data());
+    BackwardArgs args;
+    ForwardArgs& f = args.forward;
+    f.batch = f.heads = 1;
+    f.seqlen_q = nq;
+    f.seqlen_k = nk;
+    f.head_dim = d;
+    f.causal = true;
+    f.dtype = dtype;
+    f.algorithm = Algorithm::FA2;
+    f.q = {qb(), pad, 0, 0, 0};
+    f.k = {kb(), pad, 0, 0, 0};
+    f.v = {vb(), pad, 0, 0, 0};
+    f.o = {ob(), pad, 0, 0, 0};
+    f.lse = lseb();
+    args.d_o = {dob(), pad, 0, 0, 0};
+    args.d_q = {dqb(), pad, 0, 0, 0};
+    args.d_k = {dkb(), pad, 0, 0, 0};
+    args.d_v = {dvb(), pad, 0, 0, 0};
+    const BackwardProblem bp = validate_backward(queue(), args);
+    // the workspace: D from float64, the dQ accumulator cleared
+    std::vector<float> ws(bp.workspace.bytes / 4 + 1, 0.0f);
+    for (int i = 0; i < nq; ++i) ws[bp.workspace.d + i] = static_cast<float>(ref.d[i]);
+    cl::Buffer wsb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, ws.size() * 4, ws.data());
+    // Built and run outside the program cache and the fault hooks: the probe is the library's own
+    // business, not part of the caller's call.
+    cl::Kernel kernel(build_uncached(context, device, programs::bwd_mma_f16, options_for(bp, plan)), "bwd_mma_dkdv");
+    cl_mem mems[8] = {qb(), kb(), vb(), dob(), lseb(), dkb(), dvb(), wsb()};
+    for (cl_uint i = 0; i < 8; ++i) kernel.setArg(i, sizeof(cl_mem), &mems[i]);
+    kernel.setArg(8, bp.forward.kernel_args);
+    kernel.setArg(9, bp.kernel_args);
+    std::size_t global[3], local[3];
+    grid_for(bp, plan, global, local);
+    queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(global[0], global[1], global[2]),
+                               cl::NDRange(local[0], local[1], local[2]));
+    auto read16 = [&](const cl::Buffer& b, std::size_t elems) {
+      std::vector<std::uint16_t> bits(elems + pad);
+      queue.enqueueReadBuffer(b, CL_TRUE, 0, bits.size() * 2, bits.data());
+      bits.erase(bits.begin(), bits.begin() + pad);
+      return from_storage(dtype, bits);
+    };
+    const std::vector<float> dk = read16(dkb, k.size()), dv = read16(dvb, v.size());
+    std::vector<float> dq(q.size());
+    queue.enqueueReadBuffer(wsb, CL_TRUE, bp.workspace.dq * 4, dq.size() * 4, dq.data());
+    const double bound = dtype == DType::F16 ? 1e-2 : 3e-2;
+    const double e_dk = probe_error(dk, ref.dk), e_dv = probe_error(dv, ref.dv), e_dq = probe_error(dq, ref.dq);
+    if (!(e_dk <= bound && e_dv <= bound && e_dq <= bound))
+      return probe_failed(dtype, concat("d = ", d, ": errors relative to the largest gradient dK ", e_dk, ", dV ", e_dv,
+                                        ", dQ ", e_dq, " (bound ", bound, ")"));
+    return ProbeResult::Pass;
+  } catch (const cl::BuildError& e) {
+    const cl::BuildLogType log = e.getBuildLog();
+    return probe_failed(dtype, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
+  } catch (const cl::Error& e) {
+    const cl_int err = e.err();
+    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
+      return ProbeResult::Transient;
+    return probe_failed(dtype, concat(e.what(), ": ", cl_error_name(err)));
+  } catch (const Error& e) {
+    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
+    return probe_failed(dtype, e.what());
+  } catch (const std::exception& e) {
+    return probe_failed(dtype, e.what());
+  }
+}
+
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, const BwdMmaPlan& plan) {
+  static std::mutex mutex;
+  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int>, bool> results;
+  const auto key = std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (auto it = results.find(key); it != results.end()) return it->second;
+  const ProbeResult r = run_probe(context, device, dtype, d, vec_load, plan);
+  if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
+  return r == ProbeResult::Pass;
+}
+
+}  // namespace
+
+bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
+                        Launch& launch) {
+  const BackwardArgs args = resolved(bp);
+  if (!bwd_mma_eligible(*bp.forward.facts, args)) return false;
+  const BwdMmaPlan plan = bwd_mma_plan(args.forward);
+  const std::string options = options_for(bp, plan);
+  const bool vec_load = options.find("-DVEC_LOAD=1") != std::string::npos;
+  if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load, plan)) {
+    if (process_overrides().bwd_mma == "1")
+      fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
+           to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
+           "; FLASHCL_BUILD_LOG=1 shows why)");
+    return false;
+  }
+  const ForwardArgs& a = args.forward;
+  cl::Kernel kernel = make_kernel(bp.forward, programs::bwd_mma_f16, options, "bwd_mma_dkdv");
+  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_k.buffer, args.d_v.buffer,
+           workspace, bp.forward.kernel_args, kernel_args);
+  std::size_t global[3], local[3];
+  grid_for(bp, plan, global, local);
+  enqueue(queue, kernel, global, local, {launch.last()}, launch);
+  return true;
+}
+
+}  // namespace flashcl::detail

@@ -1,0 +1,91 @@
+// bwd_mma_plan.cpp: eligibility, shape and build switches of the NVIDIA tensor-core backward
+// (bwd_mma_plan.hpp). The shapes are those that fit OpenCL's 48 KiB of static __local memory with
+// dK, dV and V of 16 keys a warp in registers (d = 128: 64 + 64 accumulators and 32 V registers per
+// lane, so 32 query rows a block); not yet measured against each other on the GPU.
+#include "plan/bwd_mma_plan.hpp"
+
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+
+#include "base/errors.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+// Whether the head dim and every row start of `t` are multiples of `elems` elements.
+bool rows_aligned(int head_dim, const Tensor& t, int elems) {
+  return head_dim % elems == 0 && t.offset % elems == 0 && t.seq_stride % elems == 0 && t.batch_stride % elems == 0 &&
+         t.head_stride % elems == 0;
+}
+
+// The kernel's compile-time rules (bwd_mma.cl's #error): BQ a multiple of 16, the warps a multiple
+// of BQ / 16 (each dQ m-tile shared by whole warps), an even number of 8-column dQ tiles per warp.
+bool shape_compiles(int warps, int query_rows, int head_dim) {
+  if (warps < 1 || warps > 16 || query_rows < 16 || query_rows % 16 != 0) return false;
+  const int m_tiles = query_rows / 16;
+  if (warps % m_tiles != 0) return false;
+  const int padded = (head_dim + 15) / 16 * 16;
+  const int split = warps / m_tiles;
+  return (padded / 8) % split == 0 && (padded / 8 / split) % 2 == 0;
+}
+
+}  // namespace
+
+std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim) {
+  const std::size_t keys = 16 * static_cast<std::size_t>(warps), rows = query_rows;
+  const std::size_t pitch = (head_dim + 15) / 16 * 16 + 8;
+  return 2 * (keys * pitch + 2 * rows * pitch + keys * (rows + 8)) + 2 * sizeof(float) * rows;
+}
+
+BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
+  BwdMmaPlan p;
+  // d = 128: V_w (32), dK_w and dV_w (64 + 64) registers a lane leave room for S^T and dP^T of 32
+  // query rows only; d = 64 takes 64 rows (the same K_j feeds twice the work per barrier)
+  p.warps = 4;
+  p.query_rows = a.head_dim > 64 ? 32 : 64;
+  if (!o.bwd_mma_tile.empty()) {
+    int warps = 0, rows = 0, used = 0;
+    const char* env = o.bwd_mma_tile.c_str();
+    if (std::sscanf(env, "%dx%d%n", &warps, &rows, &used) != 2 || env[used] != '\0' ||
+        !shape_compiles(warps, rows, a.head_dim))
+      fail(Status::InvalidArgument,
+           "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ such as 4x64 (BQ a multiple of 16, WARPS 1-16 and a multiple of "
+           "BQ / 16, an even number of 8-column dQ tiles per warp), got '",
+           env, "'");
+    p.warps = warps;
+    p.query_rows = rows;
+  }
+  p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim);
+  p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
+                    " query rows per block, mma.sync.m16n8k16");
+  return p;
+}
+
+bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
+  const ForwardArgs& a = args.forward;
+  if (o.bwd_mma == "0") return false;
+  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
+  if (a.algorithm != Algorithm::FA2 || args.deterministic) return false;  // deterministic: bwd_dkdv + bwd_dq
+  if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
+  if (a.head_dim != 64 && a.head_dim != 128) return false;
+  // plain attention, causal and GQA only: every other variant runs on the portable kernels
+  if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
+      a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr || args.d_bias.kind != MaskKind::None)
+    return false;
+  // scores in base 2: scale * log2 e must stay finite
+  if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
+  return bwd_mma_plan(a, o).local_bytes <= facts.local_mem_bytes;
+}
+
+std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
+  const ForwardArgs& a = args.forward;
+  const int d = a.head_dim;
+  // 16-byte cp.async of Q, dO and K rows; 4-byte pairs of V (its A fragments) and of dK, dV
+  const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8);
+  const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2);
+  return concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DVEC_LOAD=", vec ? 1 : 0,
+                " -DPAIR_IO=", pairs ? 1 : 0);
+}
+
+}  // namespace flashcl::detail

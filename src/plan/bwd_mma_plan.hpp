@@ -1,0 +1,44 @@
+// bwd_mma_plan.hpp: whether the NVIDIA tensor-core backward (kernels/nvidia/bwd_mma.cl, launched by
+// launch/launch_bwd_mma.cpp) may take a backward call, and its shape: warps per work-group (16 keys
+// each) and query rows per Q block, with the __local bytes that takes. Pure functions of device
+// facts, the call and the FLASHCL_BWD_MMA / FLASHCL_BWD_MMA_TILE overrides, so tests plan for
+// simulated devices.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "flashcl/flashcl.hpp"
+#include "plan/device_facts.hpp"
+#include "plan/overrides.hpp"
+
+namespace flashcl::detail {
+
+struct BwdMmaPlan {
+  int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys
+  int query_rows = 64;        // BQ: query rows per Q block
+  std::size_t local_bytes = 0;
+  std::string reason;
+};
+
+// __local bytes of bwd_mma.cl with this shape: K_j (16 * warps rows), Q_i and dO_i (query_rows
+// rows), all 16-bit at a pitch of the padded head dim + 8, dS^T (16 * warps x query_rows + 8) and
+// LSE_i, D_i (fp32).
+std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim);
+
+// The shape for `a` (the forward part of a backward call): measured defaults, or
+// FLASHCL_BWD_MMA_TILE ("WARPSxBQ"; a malformed or impossible one is an InvalidArgument error).
+BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
+
+// Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
+// capability >= 8.0, fa2 with atomic dQ (not deterministic), fp16/bf16, d = 64 or 128, plain,
+// causal or GQA/MQA (no window, softcap, ALiBi, mask, varlen or bias gradient), a plan that fits the
+// device's local memory, and FLASHCL_BWD_MMA not "0". `args.forward` is normalised (concrete
+// algorithm, resolved scale).
+bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
+
+// The -D options of bwd_mma.cl beyond common_options(): shape, and the copy and pair access forms
+// the tensors' strides allow.
+std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan);
+
+}  // namespace flashcl::detail
