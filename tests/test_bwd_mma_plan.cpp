@@ -1,0 +1,133 @@
+// test_bwd_mma_plan.cpp: the choice of the NVIDIA tensor-core backward (bwd_mma_plan.cpp) on
+// simulated devices, as a pure function of device facts, the call and explicit overrides: taken on
+// NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls with atomic dQ at d = 64 and
+// 128, plain, causal or GQA; left to the portable kernels on older or other devices, CPUs, fp32,
+// other head dims, the deterministic mode, every other variant and FLASHCL_BWD_MMA=0. The default
+// shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE sets the shape and rejects malformed or
+// uncompilable ones by name.
+#include <gtest/gtest.h>
+
+#include "plan/bwd_mma_plan.hpp"
+#include "simulated_devices.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+BackwardArgs call(DType dtype, int d, bool causal = false, int heads_kv = 8) {
+  BackwardArgs b;
+  ForwardArgs& a = b.forward;
+  a.batch = 2;
+  a.heads = 8;
+  a.heads_kv = heads_kv;
+  a.seqlen_q = a.seqlen_k = 1000;
+  a.head_dim = d;
+  a.causal = causal;
+  a.dtype = dtype;
+  a.algorithm = Algorithm::FA2;
+  a.scale = 0.125f;
+  return b;
+}
+
+Overrides with(const char* bwd_mma, const char* tile = "") {
+  Overrides o;
+  o.bwd_mma = bwd_mma;
+  o.bwd_mma_tile = tile;
+  return o;
+}
+
+TEST(BwdMmaPlan, TakenOnAmpereAndLaterForHalfTypesAtD64And128) {
+  for (auto [major, minor] : {std::pair{8, 0}, {8, 6}, {8, 9}, {9, 0}, {10, 0}})
+    for (DType dtype : {DType::F16, DType::BF16})
+      for (int d : {64, 128})
+        for (bool causal : {false, true})
+          for (int heads_kv : {8, 2, 1}) {
+            SCOPED_TRACE(std::to_string(major) + "." + std::to_string(minor) + " d=" + std::to_string(d));
+            EXPECT_TRUE(bwd_mma_eligible(simulated_nvidia_gpu(48, major, minor),
+                                         call(dtype, d, causal, heads_kv), with("")));
+            EXPECT_TRUE(bwd_mma_eligible(simulated_nvidia_gpu(48, major, minor), call(dtype, d), with("1")));
+          }
+}
+
+TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
+  const DeviceFacts ampere = simulated_nvidia_gpu(48, 8, 0);
+  EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48, 7, 5), call(DType::F16, 64), with("")));
+  EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48), call(DType::F16, 64), with("")));  // no compute capability
+  DeviceFacts amd = ampere;
+  amd.vendor = "Advanced Micro Devices, Inc.";
+  EXPECT_FALSE(bwd_mma_eligible(amd, call(DType::F16, 64), with("")));
+  DeviceFacts cpu = ampere;
+  cpu.kind = DeviceKind::CPU;
+  EXPECT_FALSE(bwd_mma_eligible(cpu, call(DType::F16, 64), with("")));
+  EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F32, 64), with("")));
+  for (int d : {32, 40, 80, 96, 127, 256}) EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, d), with(""))) << d;
+  EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, 64), with("0")));
+  EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(16, 8, 0), call(DType::F16, 128), with("")));  // 16 KiB
+
+  BackwardArgs det = call(DType::F16, 64);
+  det.deterministic = true;
+  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("")));
+  BackwardArgs fa1 = call(DType::F16, 64);
+  fa1.forward.algorithm = Algorithm::FA1;
+  EXPECT_FALSE(bwd_mma_eligible(ampere, fa1, with("")));
+  BackwardArgs window = call(DType::F16, 64), softcap = window, mask = window, bias_grad = window, huge = window;
+  window.forward.window.left = 16;
+  softcap.forward.softcap = 30.0f;
+  mask.forward.mask.kind = MaskKind::Bool;
+  bias_grad.forward.mask.kind = MaskKind::Bias;
+  bias_grad.d_bias.kind = MaskKind::Bias;
+  huge.forward.scale = 3e38f;
+  for (const BackwardArgs* b : {&window, &softcap, &mask, &bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
+}
+
+TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {
+  for (int d : {64, 128}) {
+    const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
+    EXPECT_EQ(p.local_bytes, bwd_mma_local_bytes(p.warps, p.query_rows, d));
+    EXPECT_LE(p.local_bytes, 48u * 1024) << d;
+    EXPECT_EQ(p.warps, 4);
+    EXPECT_EQ(p.query_rows, d == 64 ? 64 : 32);
+  }
+  // K (64 x 72), Q and dO (64 x 72), dS^T (64 x 72) in 16 bits; LSE and D: 64 floats each
+  EXPECT_EQ(bwd_mma_local_bytes(4, 64, 64), 2u * (64 * 72 * 4) + 512);
+}
+
+TEST(BwdMmaPlan, TileOverride) {
+  const ForwardArgs a = call(DType::F16, 64).forward;
+  const BwdMmaPlan p = bwd_mma_plan(a, with("", "8x32"));
+  EXPECT_EQ(p.warps, 8);
+  EXPECT_EQ(p.query_rows, 32);
+  // a forced shape too large for the device leaves the call to the portable kernels
+  EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48, 8, 0), call(DType::F16, 128), with("", "8x64")));
+  for (const char* bad : {"4", "4x", "4x64x2", "x64", "4x20", "3x64", "0x16", "32x16", "4x64junk"}) {
+    try {
+      bwd_mma_plan(a, with("", bad));
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_MMA_TILE"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
+  const Overrides o = read_overrides([](const char* name) -> const char* {
+    if (std::string(name) == "FLASHCL_BWD_MMA") return "0";
+    if (std::string(name) == "FLASHCL_BWD_MMA_TILE") return "8x32";
+    return nullptr;
+  });
+  EXPECT_EQ(o.bwd_mma, "0");
+  EXPECT_EQ(o.bwd_mma_tile, "8x32");
+}
+
+TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {
+  BackwardArgs b = call(DType::BF16, 128);
+  const BwdMmaPlan p = bwd_mma_plan(b.forward, with(""));
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=1 -DPAIR_IO=1");
+  b.d_o.offset = 1;  // dO rows off 16 bytes: element-wise copies
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=0 -DPAIR_IO=1");
+  b.d_k.seq_stride = 8 * 128 + 1;  // odd dK rows: element stores
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=0 -DPAIR_IO=0");
+}
+
+}  // namespace
+}  // namespace flashcl::detail
