@@ -9,7 +9,14 @@
 
 namespace flashcl::detail {
 
-// The product of non-negative factors in 128 bits, saturated at SIZE_MAX (defined in attention.cpp).
-std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors);
+// The product of non-negative factors in 128 bits, saturated at SIZE_MAX.
+inline std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors) {
+  unsigned __int128 product = 1;
+  for (std::uint64_t f : factors) {
+    product *= f;
+    if (product > SIZE_MAX) return SIZE_MAX;
+  }
+  return static_cast<std::size_t>(product);
+}
 
 }  // namespace flashcl::detail

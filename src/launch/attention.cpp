@@ -1,6 +1,7 @@
-// attention.cpp: the forward entry point and what the per-algorithm launchers share: algorithm
-// choice, workspace sizing, tile plans, program options, kernel creation and enqueue, and the
-// Launch record of enqueued kernels.
+// attention.cpp: the forward entry point, which takes a call through its stages in order (validate,
+// plan once, check or allocate the workspace, launch the plan's path), the size queries that read
+// the same plan, and what the launchers share: program options, kernel creation and enqueue, and
+// the Launch record of enqueued kernels.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -10,51 +11,21 @@
 #include "base/errors.hpp"
 #include "base/fault_injection.hpp"
 #include "launch/launchers.hpp"
-#include "plan/mma_plan.hpp"
+#include "plan/call_plan.hpp"
 #include "plan/overrides.hpp"
-#include "plan/plan_fa2_cpu.hpp"
 #include "program/program_cache.hpp"
 
 namespace flashcl {
 namespace detail {
 
-// The product of non-negative factors in 128 bits, saturated at SIZE_MAX: a huge shape (tensors
-// may alias rows through zero strides, so nothing else bounds it) must fail the size checks, not
-// wrap to a small workspace.
-std::size_t saturating_bytes(std::initializer_list<std::uint64_t> factors) {
-  unsigned __int128 product = 1;
-  for (std::uint64_t f : factors) {
-    product *= f;
-    if (product > SIZE_MAX) return SIZE_MAX;
-  }
-  return static_cast<std::size_t>(product);
+namespace {
+
+// The plan of a call described by (device, args) alone, for the size queries.
+CallPlan plan_for_query(cl_device_id device, const ForwardArgs& normalized) {
+  return plan_call(device_facts(device), normalized, process_overrides());
 }
 
-std::size_t workspace_bytes_for(cl_device_id device, const ForwardArgs& a) {
-  const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
-  switch (a.algorithm) {
-    case Algorithm::Standard:  // S, then P in place
-      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k), sizeof(float)});
-    case Algorithm::FA1: {  // O, m, l
-      const TilePlan plan = plan_for(device_facts(device), a);
-      return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.padded_head_dim) + 2, sizeof(float)});
-    }
-    default:
-      return 0;
-  }
-}
-
-TilePlan plan_for(const DeviceFacts& facts, const ForwardArgs& a) {
-  PlanRequest request;
-  request.algorithm = a.algorithm;
-  request.head_dim = a.head_dim;
-  request.dtype = a.dtype;
-  request.causal = a.causal;
-  request.tile = a.tile;
-  if (request.tile.block_rows == 0 && request.tile.block_cols == 0 && a.algorithm != Algorithm::Standard)
-    request.tile = parse_tile_override(process_overrides().tile);
-  return plan_tiles(facts, request);
-}
+}  // namespace
 
 bool needs_half_units(float scale, float softcap, bool alibi, bool bias) {
   return softcap > 0.0f || alibi || bias || std::fabs(scale) > FLT_MAX / 1.4426950408889634;
@@ -85,15 +56,11 @@ std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
                 plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
 }
 
-Fa2Grid fa2_grid(const Problem& p, const TilePlan& plan) {
-  const ForwardArgs& a = p.args;
-  const std::size_t q_blocks = (static_cast<std::size_t>(a.seqlen_q) + plan.block_rows - 1) / plan.block_rows;
-  const std::size_t pairs = static_cast<std::size_t>(a.heads) * static_cast<std::size_t>(a.batch);
-  Fa2Grid grid{{q_blocks * plan.work_group_size, static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)},
-               {plan.work_group_size, 1, 1},
-               p.kernel_args};
-  if (a.causal) grid.args.order_tail = causal_order_tail(p.facts->compute_units, plan.work_group_size, q_blocks, pairs);
-  return grid;
+Fa2Grid with_args(const Problem& p, const Grid& grid) {
+  Fa2Grid out{{grid.global[0], grid.global[1], grid.global[2]}, {grid.local[0], grid.local[1], grid.local[2]},
+              p.kernel_args};
+  out.args.order_tail = grid.order_tail;
+  return out;
 }
 
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
@@ -125,18 +92,15 @@ Algorithm resolve_algorithm(cl_device_id device, const ForwardArgs& args) {
 }
 
 std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args) {
-  return detail::workspace_bytes_for(device, detail::normalize_shape(device, args));
+  return detail::plan_for_query(device, detail::normalize_shape(device, args)).workspace_bytes;
 }
 
 TileInfo tile_info(cl_device_id device, const ForwardArgs& args) {
   const ForwardArgs a = detail::normalize_shape(device, args);
-  const detail::DeviceFacts& facts = detail::device_facts(device);
   // (the tensor-core path still needs its probe at the first call; this reports its plan as soon
   // as the device qualifies)
-  const detail::TilePlan plan = detail::mma_eligible(facts, a) ? detail::mma_plan(facts, a)
-                                : detail::fa2_cpu_takes(facts, a, detail::process_overrides())
-                                    ? detail::plan_fa2_cpu(facts, a.head_dim).tiles
-                                    : detail::plan_for(facts, a);
+  const detail::CallPlan call = detail::plan_for_query(device, a);
+  const detail::TilePlan& plan = detail::reported_tiles(call);
   TileInfo info;
   info.algorithm = a.algorithm;
   info.block_rows = plan.block_rows;
@@ -158,7 +122,7 @@ std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
         detail::saturating_bytes({n(a.batch), n(a.seqlen_q), n(a.heads), n(a.head_dim), o_elem}),      // O
         detail::saturating_bytes({2, n(a.batch), n(a.seqlen_k), n(a.heads_kv), n(a.head_dim), elem}),  // K, V
         detail::saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), sizeof(float)}),              // LSE
-        detail::workspace_bytes_for(device, a)})
+        detail::plan_for_query(device, a).workspace_bytes})
     total = bytes > SIZE_MAX - total ? SIZE_MAX : total + bytes;
   return total;
 }
@@ -166,12 +130,15 @@ std::size_t device_bytes(cl_device_id device, const ForwardArgs& args) {
 Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait_list) {
   for (cl_event e : wait_list)
     if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
+  // validate -> plan (once) -> the workspace the plan needs -> program and launch of its path
   const detail::Problem p = detail::validate(queue, args, wait_list);
+  const detail::CallPlan call = detail::plan_call(*p.facts, p.args, detail::process_overrides());
+  detail::check_workspace(p, call.workspace_bytes);
 
   Launch launch;
   cl_mem workspace = p.args.workspace;
   cl_mem owned = nullptr;
-  const std::size_t need = detail::workspace_bytes_for(p.device, p.args);
+  const std::size_t need = call.workspace_bytes;
   if (need > 0 && workspace == nullptr) {
     cl_int err = detail::injected_fault("clCreateBuffer");
     if (err == CL_SUCCESS) owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
@@ -179,16 +146,15 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
     workspace = owned;
   }
   try {
-    switch (p.args.algorithm) {
-      case Algorithm::Standard: detail::launch_standard(queue, p, workspace, wait_list, launch); break;
-      case Algorithm::FA1: detail::launch_fa1(queue, p, workspace, wait_list, launch); break;
-      default:
-        // the tensor-core kernel takes plain attention and GQA: other variants run on the portable fa2
-        // and on CPUs the CPU-shaped fa2 (plan_fa2_cpu.hpp) takes what it can
-        if (!detail::try_launch_fa2_mma(queue, p, wait_list, launch) &&
-            !detail::try_launch_fa2_cpu(queue, p, wait_list, launch))
-          detail::launch_fa2(queue, p, wait_list, launch);
-        break;
+    // the tensor-core kernel takes plain attention and GQA when its probe passes; otherwise the
+    // plan's path runs (on CPUs the CPU-shaped fa2 takes what it can, plan_fa2_cpu.hpp)
+    if (call.tensor_cores.empty() || !detail::try_launch_fa2_mma(queue, p, call, wait_list, launch)) {
+      switch (call.path) {
+        case detail::ForwardPath::Standard: detail::launch_standard(queue, p, call, workspace, wait_list, launch); break;
+        case detail::ForwardPath::FA1: detail::launch_fa1(queue, p, call, workspace, wait_list, launch); break;
+        case detail::ForwardPath::FA2Cpu: detail::launch_fa2_cpu(queue, p, call, wait_list, launch); break;
+        case detail::ForwardPath::FA2: detail::launch_fa2(queue, p, call, wait_list, launch); break;
+      }
     }
   } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
     if (owned != nullptr) clReleaseMemObject(owned);

@@ -5,14 +5,15 @@
 
 namespace flashcl::detail {
 
-void launch_fa2(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
+void launch_fa2(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,
+                Launch& launch) {
   const ForwardArgs& a = p.args;
-  const TilePlan plan = plan_for(*p.facts, a);
+  const TilePlan& plan = call.tiles;
   // fp8 inputs (docs/FP8.md): the codec and the dequantising tile loads join the program, the
   // descales the arguments; other dtypes build the same program as before
   const bool fp8 = is_fp8(a.dtype);
   cl::Kernel kernel = make_kernel(p, fp8 ? programs::fa2_fp8 : programs::fa2, flash_options(a, plan), "fa2_forward");
-  const Fa2Grid grid = fa2_grid(p, plan);
+  const Fa2Grid grid = with_args(p, call.grids[0]);
   if (fp8)
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
              a.alibi_slopes, a.mask.buffer, grid.args, a.fp8.q_descale, a.fp8.k_descale, a.fp8.v_descale);

@@ -8,7 +8,8 @@
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
 // float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
 // falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
-// tensor cores off, FLASHCL_WGMMA=0 only wgmma. The shape of each call comes from mma_plan.cpp.
+// tensor cores off, FLASHCL_WGMMA=0 only wgmma. The candidate shapes of each call, in order, are
+// its call plan's (call_plan.cpp, from mma_plan.cpp); this file probes and enqueues them.
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -50,12 +51,13 @@ std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind
                 kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "");
 }
 
-void enqueue_mma(cl_command_queue queue, const Problem& p, MmaKind kind, const TilePlan& plan,
+void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& candidate,
                  const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
-  cl::Kernel kernel =
-      make_kernel(p, kernel_files(a, kind), mma_options(a, plan, kind), "fa2_mma_forward", build_route(kind));
-  const Fa2Grid grid = fa2_grid(p, plan);
+  const MmaKind kind = candidate.kind;
+  cl::Kernel kernel = make_kernel(p, kernel_files(a, kind), mma_options(a, candidate.tiles, kind), "fa2_mma_forward",
+                                  build_route(kind));
+  const Fa2Grid grid = with_args(p, candidate.grid);
   if (is_fp8(a.dtype))
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
              a.fp8.k_descale, a.fp8.v_descale);
@@ -143,7 +145,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
     kernel.setArg(2, vb);
     kernel.setArg(3, ob);
     kernel.setArg(4, sizeof(cl_mem), nullptr);
-    const Fa2Grid grid = fa2_grid(p, plan);
+    const Fa2Grid grid = with_args(p, fa2_grid(*p.facts, p.args, plan));
     kernel.setArg(5, grid.args);
     if (fp8)
       for (cl_uint i = 0; i < 3; ++i) kernel.setArg(6 + i, descale_buffers[i]);
@@ -216,33 +218,28 @@ bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType ou
 
 }  // namespace
 
-bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const std::vector<cl_event>& wait, Launch& launch) {
+bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,
+                        Launch& launch) {
   const DeviceFacts& facts = *p.facts;
   const ForwardArgs& a = p.args;
-  if (!mma_eligible(facts, a)) return false;
   const bool vec_load = rows_are_16_byte_aligned(a);
-  const bool forced = !process_overrides().mma_tile.empty();
-  // `kind` can run this call: its plan fits (a forced one that does not is an error, checked
-  // before any probe so a malformed FLASHCL_MMA_TILE fails here) and its probe passed
-  auto runs = [&](MmaKind kind, TilePlan& plan) {
-    plan = plan_for_kind(a, kind);
+  const DType out = is_fp8(a.dtype) ? a.out_dtype.value_or(DType::BF16) : a.dtype;
+  // the first candidate (wgmma where it exists, else mma.sync) that fits and whose probe passed;
+  // a forced shape that does not fit is an error, raised before its probe
+  for (const MmaCandidate& candidate : call.tensor_cores) {
+    const TilePlan& plan = candidate.tiles;
     if (plan.local_bytes > facts.local_mem_bytes) {
-      if (forced)
+      if (call.mma_tile_forced)
         fail(Status::InvalidArgument, "FLASHCL_MMA_TILE: ", plan.block_cols, " keys per block need ",
              plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
-      return false;
+      continue;
     }
-    const DType out = is_fp8(a.dtype) ? a.out_dtype.value_or(DType::BF16) : a.dtype;
-    return probe_passes(p.context, p.device, a.dtype, out, vec_load, kind);
-  };
-  TilePlan plan;
-  MmaKind kind = MmaKind::Wgmma;
-  if (!wgmma_wanted(facts, a) || !runs(kind, plan)) {  // wgmma where it exists, else mma.sync
-    kind = MmaKind::MmaSync;
-    if (!runs(kind, plan)) return false;
+    if (probe_passes(p.context, p.device, a.dtype, out, vec_load, candidate.kind)) {
+      enqueue_mma(queue, p, candidate, wait, launch);
+      return true;
+    }
   }
-  enqueue_mma(queue, p, kind, plan, wait, launch);
-  return true;
+  return false;
 }
 
 }  // namespace flashcl::detail

@@ -4,16 +4,11 @@
 #include "launch/launchers.hpp"
 
 namespace flashcl::detail {
-namespace {
 
-std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
-
-}  // namespace
-
-void launch_standard(cl_command_queue queue, const Problem& p, cl_mem workspace, const std::vector<cl_event>& wait,
-                     Launch& launch) {
+void launch_standard(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
+                     const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
-  const TilePlan plan = plan_for(*p.facts, a);
+  const TilePlan& plan = call.tiles;
   const std::string options =
       concat(common_options(a), " -DGEMM_WG_X=", plan.gemm_wg_x, " -DGEMM_WG_Y=", plan.gemm_wg_y,
              " -DGEMM_RM=", plan.gemm_rm, " -DGEMM_RN=", plan.gemm_rn, " -DGEMM_KP=", plan.gemm_kp,
@@ -29,20 +24,10 @@ void launch_standard(cl_command_queue queue, const Problem& p, cl_mem workspace,
   set_args(pv, workspace, a.v.buffer, a.o.buffer, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
            p.kernel_args);
 
-  // one work-group per block_rows x block_cols block of S (scores) or O (P*V)
-  const std::size_t bm = plan.block_rows, bn = plan.block_cols, bh = static_cast<std::size_t>(a.batch) * a.heads;
-  const std::size_t wg_x = plan.gemm_wg_x, wg_y = plan.gemm_wg_y;
-  const std::size_t gemm_local[3] = {wg_x, wg_y, 1};
-  const std::size_t scores_global[3] = {round_up(a.seqlen_k, bn) / bn * wg_x, round_up(a.seqlen_q, bm) / bm * wg_y, bh};
-  enqueue(queue, scores, scores_global, gemm_local, wait, launch);
-
-  const std::size_t softmax_local[3] = {static_cast<std::size_t>(plan.softmax_wg), 1, 1};
-  const std::size_t softmax_global[3] = {static_cast<std::size_t>(plan.softmax_wg),
-                                         static_cast<std::size_t>(a.seqlen_q), bh};
-  enqueue(queue, softmax, softmax_global, softmax_local, {launch.last()}, launch);
-
-  const std::size_t pv_global[3] = {round_up(a.head_dim, bn) / bn * wg_x, round_up(a.seqlen_q, bm) / bm * wg_y, bh};
-  enqueue(queue, pv, pv_global, gemm_local, {launch.last()}, launch);
+  // the plan's grids: one work-group per block of S (scores) or O (P*V), one per row (softmax)
+  enqueue(queue, scores, call.grids[0].global, call.grids[0].local, wait, launch);
+  enqueue(queue, softmax, call.grids[1].global, call.grids[1].local, {launch.last()}, launch);
+  enqueue(queue, pv, call.grids[2].global, call.grids[2].local, {launch.last()}, launch);
 }
 
 }  // namespace flashcl::detail

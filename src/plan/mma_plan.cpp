@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/errors.hpp"
+#include "plan/plan_counts.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -171,6 +172,7 @@ bool o_rows_are_16_byte_aligned(const ForwardArgs& a) {
 }
 
 TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
+  count_plan(kind == MmaKind::Wgmma ? plan_counts().wgmma : plan_counts().mma_sync);
   const MmaShape shape = mma_shape(a, kind, o);
   const TileGeometry geo = geometry(a, kind);
   TilePlan p;
@@ -195,7 +197,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   return p;
 }
 
-bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
+bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   if (o.mma_off) return false;
   if (!o.tile.empty()) return false;  // forced portable tiles
   if (a.algorithm != Algorithm::FA2 || a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
@@ -212,10 +214,14 @@ bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   // e4m3 mma.sync exists from compute capability 8.9 (Ada, Hopper)
-  if (is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89) return false;
+  return !(is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89);
+}
+
+bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   // a default shape that does not fit this device's local memory leaves the call to the portable
   // kernel; a forced one (FLASHCL_MMA_TILE) that does not fit is an error in try_launch_fa2_mma
-  return !o.mma_tile.empty() || mma_plan(facts, a, o).local_bytes <= facts.local_mem_bytes;
+  return mma_may_take(facts, a, o) &&
+         (!o.mma_tile.empty() || mma_plan(facts, a, o).local_bytes <= facts.local_mem_bytes);
 }
 
 // Before any probe: a device whose wgmma probe fails runs the mma.sync plan.

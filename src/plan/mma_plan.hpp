@@ -34,8 +34,12 @@ bool rows_are_pair_aligned(const ForwardArgs& a);
 bool rows_are_quad_aligned(const ForwardArgs& a);
 bool o_rows_are_16_byte_aligned(const ForwardArgs& a);
 
-// Whether the tensor-core path may take the call (before its probe), and the plan of the
-// instruction the device qualifies for.
+// Whether the device, the arguments and the overrides let the tensor-core path take the call,
+// before its shape is planned (call_plan.cpp then checks that the shape fits).
+bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o);
+
+// Whether the tensor-core path may take the call (before its probe: mma_may_take and a shape that
+// fits), and the plan of the instruction the device qualifies for.
 bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 TilePlan mma_plan(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/errors.hpp"
+#include "plan/plan_counts.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -248,6 +249,7 @@ std::size_t flash_local_bytes(Algorithm algorithm, int br, int bc, int tpr, int 
 }
 
 TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& r) {
+  count_plan(plan_counts().tiles);
   if (r.head_dim < 1 || r.head_dim > 256)
     fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", r.head_dim);
   if (r.algorithm == Algorithm::Standard) return plan_standard(device, r.tile);

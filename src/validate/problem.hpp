@@ -8,8 +8,9 @@
 #include <vector>
 
 #include "attn_args.h"
-#include "plan/device_facts.hpp"
 #include "flashcl/flashcl.hpp"
+#include "plan/device_facts.hpp"
+#include "validate/buffer_checks.hpp"
 
 namespace flashcl::detail {
 
@@ -21,11 +22,17 @@ struct Problem {
   cl_context context = nullptr;
   cl_device_id device = nullptr;
   const DeviceFacts* facts = nullptr;
+  std::vector<Span> spans;  // the bytes each buffer argument covers, for check_workspace's overlap check
 };
 
 // Checks every argument against the queue's context and device, before any kernel is enqueued
-// (nothing is read back unless args.check_device_data). Throws Error naming the offending parameter.
+// (nothing is read back unless args.check_device_data), but the workspace's size: that comes from
+// the call's plan (check_workspace). Throws Error naming the offending parameter.
 Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait = {});
+
+// The caller's workspace against the `bytes` the call's plan needs (handle, context, size, flags,
+// no overlap with another argument); without one, that the device can allocate `bytes`.
+void check_workspace(const Problem& p, std::size_t bytes);
 
 // Shape-only checks and defaults (no buffers), shared by validate() and the size queries.
 ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& args);

@@ -4,7 +4,9 @@
 // that must broadcast and fit their buffer, cu_seqlens that must be non-decreasing and fit the
 // maximum lengths and the buffers). Messages name the parameter. Nothing is read from the device:
 // cu_seqlens are clamped by the kernels to the rows the buffers hold (rows_q, rows_k), unless the
-// caller asks for check_device_data, the one blocking read (after every host-side check).
+// caller asks for check_device_data, the one blocking read (after every host-side check). The one
+// argument judged later is the caller's workspace (check_workspace): its size comes from the call's
+// plan, which is made from the validated arguments.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -15,7 +17,6 @@
 
 #include "validate/buffer_checks.hpp"  // check_use, span_of, check_aliasing
 #include "base/errors.hpp"
-#include "launch/launchers.hpp"
 #include "validate/problem.hpp"
 #include "validate/validate_fp8.hpp"
 
@@ -259,12 +260,6 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     if (m.buffer == nullptr) fail(Status::InvalidHandle, "mask: null cl_mem with mask.kind set");
     check_buffer(m.buffer, p.context, reach * (m.kind == MaskKind::Bool ? 1 : sizeof(float)), "mask");
   }
-  const std::size_t workspace = workspace_bytes_for(p.device, a);
-  if (a.workspace != nullptr) check_buffer(a.workspace, p.context, workspace, "workspace");
-  else if (workspace > p.facts->max_alloc_bytes)
-    fail(Status::OutOfResources, "algorithm: ", to_string(a.algorithm), " needs a ", workspace,
-         "-byte workspace but the device's largest buffer is ", p.facts->max_alloc_bytes, " bytes");
-
   // Packed rows the kernels may touch. check_device_data: the device's offsets, checked last so
   // that every host-side error comes before the only wait (the read-back).
   int rows_q = total_q, rows_k = total_k;
@@ -314,10 +309,6 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     check_use(a.lse, "lse", false, true);
     spans.push_back(span_of(a.lse, 0, std::uint64_t{sizeof(float)} * rows_batch * a.heads * rows_q, "lse", true));
   }
-  if (a.workspace != nullptr) {  // written, then read back by the next pass
-    check_use(a.workspace, "workspace", true, true);
-    spans.push_back(span_of(a.workspace, 0, workspace, "workspace", true));
-  }
   if (m.kind != MaskKind::None) {
     const std::uint64_t bytes = m.kind == MaskKind::Bool ? 1 : sizeof(float);
     const std::int64_t reach =
@@ -338,6 +329,7 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     spans.push_back(span_of(a.cu_seqlens_k, 0, bytes, "cu_seqlens_k", false));
   }
   check_aliasing(spans);
+  p.spans = std::move(spans);  // the workspace is checked against them (check_workspace)
 
   if (varlen) {
     if (a.check_device_data) {
@@ -397,6 +389,21 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   k.mask_head_stride = m.head_stride;
   k.mask_row_stride = m.row_stride;
   return p;
+}
+
+void check_workspace(const Problem& p, std::size_t bytes) {
+  const ForwardArgs& a = p.args;
+  if (a.workspace == nullptr) {
+    if (bytes > p.facts->max_alloc_bytes)
+      fail(Status::OutOfResources, "algorithm: ", to_string(a.algorithm), " needs a ", bytes,
+           "-byte workspace but the device's largest buffer is ", p.facts->max_alloc_bytes, " bytes");
+    return;
+  }
+  check_buffer(a.workspace, p.context, bytes, "workspace");
+  check_use(a.workspace, "workspace", true, true);  // written, then read back by the next pass
+  std::vector<Span> spans = p.spans;
+  spans.push_back(span_of(a.workspace, 0, bytes, "workspace", true));
+  check_aliasing(spans);
 }
 
 }  // namespace flashcl::detail

@@ -1,0 +1,61 @@
+// call_plan.hpp: the one plan of a forward call, made once from the validated arguments, the
+// device's facts and the overrides, before any program is built or kernel enqueued: which path
+// runs (the tensor-core candidates first, in order, then the portable or CPU-shaped kernel they
+// fall back to), its tiles and work-group shape, the grid of each kernel, and the workspace bytes.
+// The size queries (workspace_bytes, device_bytes, tile_info) read the same value. A pure
+// function, so tests plan for simulated devices; plan_counts.hpp counts it.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "flashcl/flashcl.hpp"
+#include "plan/device_facts.hpp"
+#include "plan/mma_plan.hpp"
+#include "plan/overrides.hpp"
+#include "plan/tile_planner.hpp"
+
+namespace flashcl::detail {
+
+// The kernels that run when no tensor-core candidate does.
+enum class ForwardPath { Standard, FA1, FA2, FA2Cpu };
+
+// One kernel's NDRange, and the causal dispatch tail its AttnArgs carry (common.cl's
+// block_coordinates; 0 when not causal or nothing to reorder).
+struct Grid {
+  std::size_t global[3] = {1, 1, 1};
+  std::size_t local[3] = {1, 1, 1};
+  int order_tail = 0;
+};
+
+// A tensor-core shape the launcher may run once its probe passes on the device.
+struct MmaCandidate {
+  MmaKind kind = MmaKind::MmaSync;
+  TilePlan tiles;
+  Grid grid;
+};
+
+struct CallPlan {
+  // Tried first, in this order (wgmma, then mma.sync), each after its one-time probe
+  // (launch_fa2_mma.cpp); empty when the call or device does not qualify (mma_plan.hpp).
+  std::vector<MmaCandidate> tensor_cores;
+  bool mma_tile_forced = false;  // FLASHCL_MMA_TILE: a candidate that does not fit is an error, not a fallback
+  ForwardPath path = ForwardPath::FA2;
+  TilePlan tiles;                           // path's tiles and work-group shape
+  int vector_width = 0, column_vectors = 0;  // FA2Cpu: VW and CG (plan_fa2_cpu.hpp)
+  std::vector<Grid> grids;                  // path's kernels: standard's scores, softmax, P.V; else one
+  std::size_t workspace_bytes = 0;          // scratch the path needs (standard: S; fa1: O, m, l)
+};
+
+// The plan of a normalised call (normalize_shape: algorithm concrete, strides resolved). Throws
+// Error(InvalidArgument) for a forced tile the kernels cannot run, Error(OutOfResources) when
+// nothing fits the device.
+CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& args, const Overrides& overrides);
+
+// The tiles tile_info() reports: the first tensor-core candidate's, else the path's.
+const TilePlan& reported_tiles(const CallPlan& plan);
+
+// fa2's grid (the team, tensor-core and probe kernels): one work-group per (Q block, head, batch).
+Grid fa2_grid(const DeviceFacts& facts, const ForwardArgs& args, const TilePlan& tiles);
+
+}  // namespace flashcl::detail
