@@ -1,14 +1,15 @@
-// c_api.cpp: the C API. Converts fcl_forward_args to flashcl::ForwardArgs and is the single
+// c_api.cpp: the C API. Converts fcl_forward_args to flashcl::ForwardArgs (each field type through
+// c_api_fields.hpp, shared with the backward's and the KV-cache path's structs) and is the single
 // point where exceptions become status codes and the thread-local last-error message.
 #include "flashcl/flashcl.h"
 
 #include <cstddef>
 #include <cstring>
 #include <new>
-#include <type_traits>
 #include <string>
 
 #include "api/c_api_convert.hpp"
+#include "api/c_api_fields.hpp"
 #include "api/c_api_guard.hpp"
 #include "base/errors.hpp"
 
@@ -37,25 +38,10 @@ fcl_status guarded(Body&& body) {
   }
 }
 
-// The integer a C caller stored in an enum field. Reading the field as the C++ enum type is
-// undefined behaviour when the value is outside the enum's range (UBSan: "load of value 7, which
-// is not a valid value for type 'fcl_dtype'"), and a C caller may store any int there.
-template <typename Enum>
-int raw_enum(const Enum& field) {
-  std::underlying_type_t<Enum> value;
-  std::memcpy(&value, &field, sizeof value);
-  return static_cast<int>(value);
-}
-
-flashcl::Tensor to_tensor(const fcl_tensor& t) {
-  return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
-}
-
 // Every struct_size from 0.1's layout (kForwardArgsFirstSize) up to this library's sizeof is
 // accepted; the fields past a caller's size keep their defaults.
 flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
-  using flashcl::detail::fail;
-  using flashcl::detail::kForwardArgsFirstSize;
+  using namespace flashcl::detail;  // fail, kForwardArgsFirstSize, the field conversions
   if (caller == nullptr) fail(flashcl::Status::InvalidArgument, "args: null pointer");
   if (caller->struct_size < kForwardArgsFirstSize || caller->struct_size > sizeof(fcl_forward_args))
     fail(flashcl::Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
@@ -74,31 +60,10 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
   a.head_dim = in->head_dim;
   if (in->scale != 0.0f) a.scale = in->scale;
   a.causal = in->causal != 0;
-  switch (raw_enum(in->dtype)) {
-    case FCL_DTYPE_F32: a.dtype = flashcl::DType::F32; break;
-    case FCL_DTYPE_F16: a.dtype = flashcl::DType::F16; break;
-    case FCL_DTYPE_BF16: a.dtype = flashcl::DType::BF16; break;
-    case FCL_DTYPE_E4M3: a.dtype = flashcl::DType::E4M3; break;
-    case FCL_DTYPE_E5M2: a.dtype = flashcl::DType::E5M2; break;
-    default: fail(flashcl::Status::UnsupportedDType, "dtype: unknown value ", raw_enum(in->dtype));
-  }
-  switch (raw_enum(in->out_dtype)) {  // fp8's output storage; validation judges the combination
-    case FCL_DTYPE_DEFAULT: break;
-    case FCL_DTYPE_F32: a.out_dtype = flashcl::DType::F32; break;
-    case FCL_DTYPE_F16: a.out_dtype = flashcl::DType::F16; break;
-    case FCL_DTYPE_BF16: a.out_dtype = flashcl::DType::BF16; break;
-    case FCL_DTYPE_E4M3: a.out_dtype = flashcl::DType::E4M3; break;
-    case FCL_DTYPE_E5M2: a.out_dtype = flashcl::DType::E5M2; break;
-    default: fail(flashcl::Status::UnsupportedDType, "out_dtype: unknown value ", raw_enum(in->out_dtype));
-  }
+  a.dtype = to_dtype(in->dtype, "dtype");
+  a.out_dtype = to_dtype_or_default(in->out_dtype, "out_dtype");  // fp8's output storage; validation judges it
   a.fp8 = {in->q_descale, in->k_descale, in->v_descale, in->quant_block, in->v_transposed != 0};
-  switch (raw_enum(in->algorithm)) {
-    case FCL_ALGO_AUTO: a.algorithm = flashcl::Algorithm::Auto; break;
-    case FCL_ALGO_STANDARD: a.algorithm = flashcl::Algorithm::Standard; break;
-    case FCL_ALGO_FA1: a.algorithm = flashcl::Algorithm::FA1; break;
-    case FCL_ALGO_FA2: a.algorithm = flashcl::Algorithm::FA2; break;
-    default: fail(flashcl::Status::InvalidArgument, "algorithm: unknown value ", raw_enum(in->algorithm));
-  }
+  a.algorithm = to_algorithm(in->algorithm);
   a.q = to_tensor(in->q);
   a.k = to_tensor(in->k);
   a.v = to_tensor(in->v);
@@ -111,19 +76,7 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
   a.softcap = in->softcap;
   a.alibi_slopes = in->alibi_slopes;
   a.alibi_per_batch = in->alibi_per_batch != 0;
-  switch (raw_enum(in->mask.kind)) {
-    case FCL_MASK_NONE: a.mask.kind = flashcl::MaskKind::None; break;
-    case FCL_MASK_BOOL: a.mask.kind = flashcl::MaskKind::Bool; break;
-    case FCL_MASK_BIAS: a.mask.kind = flashcl::MaskKind::Bias; break;
-    default: fail(flashcl::Status::InvalidArgument, "mask.kind: unknown value ", raw_enum(in->mask.kind));
-  }
-  a.mask.buffer = in->mask.buffer;
-  a.mask.batch = in->mask.batch;
-  a.mask.heads = in->mask.heads;
-  a.mask.offset = in->mask.offset;
-  a.mask.batch_stride = in->mask.batch_stride;
-  a.mask.head_stride = in->mask.head_stride;
-  a.mask.row_stride = in->mask.row_stride;
+  a.mask = to_mask(in->mask, "mask.kind");
   a.cu_seqlens_q = in->cu_seqlens_q;
   a.cu_seqlens_k = in->cu_seqlens_k;
   a.total_q = in->total_q;

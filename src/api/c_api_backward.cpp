@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/c_api_convert.hpp"
+#include "api/c_api_fields.hpp"
 #include "api/c_api_guard.hpp"
 #include "base/errors.hpp"
 
@@ -15,10 +16,9 @@ namespace {
 
 using flashcl::Status;
 using flashcl::detail::fail;
-
-flashcl::Tensor to_tensor(const fcl_tensor& t) {
-  return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
-}
+using flashcl::detail::raw_enum;
+using flashcl::detail::to_mask;
+using flashcl::detail::to_tensor;
 
 // fcl_backward_args as flashcl 0.1 laid it out: the same fields around 0.1's smaller embedded
 // fcl_forward_args (it ended before total_q). fcl_forward_args grows at its end, which moves every
@@ -69,20 +69,11 @@ flashcl::BackwardArgs to_backward_args(const fcl_backward_args* caller) {
   a.d_q = to_tensor(in->d_q);
   a.d_k = to_tensor(in->d_k);
   a.d_v = to_tensor(in->d_v);
-  int kind = 0;  // read as an int: a C caller may store any value in the enum field
-  std::memcpy(&kind, &in->d_bias.kind, sizeof kind);
-  switch (kind) {
-    case FCL_MASK_NONE: a.d_bias.kind = flashcl::MaskKind::None; break;
-    case FCL_MASK_BIAS: a.d_bias.kind = flashcl::MaskKind::Bias; break;
-    default: fail(Status::InvalidArgument, "d_bias.kind: must be FCL_MASK_BIAS or FCL_MASK_NONE, got ", kind);
-  }
-  a.d_bias.buffer = in->d_bias.buffer;
-  a.d_bias.batch = in->d_bias.batch;
-  a.d_bias.heads = in->d_bias.heads;
-  a.d_bias.offset = in->d_bias.offset;
-  a.d_bias.batch_stride = in->d_bias.batch_stride;
-  a.d_bias.head_stride = in->d_bias.head_stride;
-  a.d_bias.row_stride = in->d_bias.row_stride;
+  // the forward's fcl_mask conversion, after the kinds a gradient can have (a bias or none)
+  const int kind = raw_enum(in->d_bias.kind);
+  if (kind != FCL_MASK_NONE && kind != FCL_MASK_BIAS)
+    fail(Status::InvalidArgument, "d_bias.kind: must be FCL_MASK_BIAS or FCL_MASK_NONE, got ", kind);
+  a.d_bias = to_mask(in->d_bias, "d_bias.kind");
   a.deterministic = in->deterministic != 0;
   a.workspace = in->workspace;
   return a;

@@ -1,9 +1,7 @@
 // c_api_decode.cpp: the C API of the KV-cache path: fcl_kvcache_args (checked by struct_size)
 // converted to flashcl::KvCacheArgs; statuses and messages come from c_api.cpp's one conversion
 // point (c_api_guard.hpp).
-#include <cstring>
-#include <type_traits>
-
+#include "api/c_api_fields.hpp"
 #include "api/c_api_guard.hpp"
 #include "base/errors.hpp"
 #include "flashcl/flashcl.h"
@@ -12,23 +10,8 @@ namespace {
 
 using flashcl::Status;
 using flashcl::detail::fail;
-
-flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
-
-// The dtype a C caller stored, read as an int: any value may be there, and loading an
-// out-of-range value as the enum type is undefined behaviour.
-flashcl::DType to_dtype(const fcl_dtype& field) {
-  std::underlying_type_t<fcl_dtype> value;
-  std::memcpy(&value, &field, sizeof value);
-  switch (static_cast<int>(value)) {
-    case FCL_DTYPE_F32: return flashcl::DType::F32;
-    case FCL_DTYPE_F16: return flashcl::DType::F16;
-    case FCL_DTYPE_BF16: return flashcl::DType::BF16;
-    case FCL_DTYPE_E4M3: return flashcl::DType::E4M3;  // refused by name in forward_kvcache
-    case FCL_DTYPE_E5M2: return flashcl::DType::E5M2;
-  }
-  fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(value));
-}
+using flashcl::detail::to_dtype;  // fp8 values are refused by name in forward_kvcache
+using flashcl::detail::to_tensor;
 
 flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
   if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
@@ -44,7 +27,7 @@ flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
   a.head_dim = in->head_dim;
   if (in->scale != 0.0f) a.scale = in->scale;
   a.causal = in->causal != 0;
-  a.dtype = to_dtype(in->dtype);
+  a.dtype = to_dtype(in->dtype, "dtype");
   a.q = to_tensor(in->q);
   a.o = to_tensor(in->o);
   a.lse = in->lse;
