@@ -1,14 +1,15 @@
-// tile_planner.cpp: tile choice for each algorithm.
+// tile_planner.cpp: tile choice for each algorithm. What is measured per device is data: one
+// table per device class (kNvidiaGpu, kOtherGpu, kCpu below: fa2's preferred tiles, standard's
+// GEMM forms, the planning budget and the work-group shape rule, each row with its reason);
+// what follows from the kernels is rules:
 //  - Work-group shape: teams of TPR work-items own TM query rows each. GPUs: TM = 4 rows and
 //    TPR grown with d so each work-item keeps at most 16 output columns and 16 scores per row in
-//    registers. CPUs (PoCL): TPR = TM = 1, one row per work-item, so the probabilities stay in
-//    registers and PoCL vectorises across work-items.
+//    registers (a table row may fix TPR for small heads). CPUs (PoCL): TPR = TM = 1, one row per
+//    work-item, so the probabilities stay in registers and PoCL vectorises across work-items.
 //  - fa1 follows the paper: M = local memory in floats, Bc = ceil(M / 4d), Br = min(Bc, d), then
 //    rounded down to multiples the work-group shape needs and shrunk until the kernel's real
 //    __local footprint fits.
-//  - fa2 takes the first (Br, Bc) from a preference list whose footprint fits.
-//  - CPU devices emulate __local memory in ordinary memory; tiles are planned against 64 KiB
-//    there so the working set stays in the core's L2 cache.
+//  - fa2 takes the first row of its class's list whose footprint fits; standard likewise.
 //  - Causal fa2 grids end with their last few (batch, head) pairs interleaved, longest Q block
 //    first (causal_order_tail sizes that tail to about two waves of work-groups).
 #include "plan/tile_planner.hpp"
@@ -25,11 +26,78 @@
 namespace flashcl::detail {
 namespace {
 
-constexpr std::size_t kCpuPlanningBytes = 64 * 1024;
-
 struct Shape {
   int tpr = 1, tm = 1;
 };
+
+// A preferred fa2 tile: Br query rows x Bc keys. `small_head_team` > 0 fixes the team size (and
+// 4 rows per team) for head dims up to `small_head_dim`; otherwise the class's shape rule.
+struct Fa2Row {
+  int block_rows, block_cols;
+  int small_head_team = 0, small_head_dim = 0;
+};
+
+// The standard path's products (kernels/forward/gemm.cl), one row per try: work-group wg_x x wg_y, each
+// work-item rm rows x one rn-wide vector of columns, contraction panels of kp; then the softmax's
+// work-items per row and vector width. The first row whose work-group and __local footprint fit
+// the device is taken.
+struct StandardShape {
+  int wg_x, wg_y, rm, rn, kp, a_t, softmax_wg, softmax_vw;
+  const char* why;
+};
+
+// What a device class plans with.
+struct ClassTiles {
+  std::size_t planning_bytes;      // __local budget for fa1/fa2 tiles (0: the device's local memory)
+  bool one_row_per_item;           // TPR = TM = 1 (else GPU teams)
+  std::vector<Fa2Row> fa2;         // preference order
+  std::vector<StandardShape> standard;
+};
+
+// GPUs' standard forms: 64x64 blocks of 4x4 per work-item (16 accumulators, float4 __local reads),
+// 16.5 KiB of __local (two buffers), 256 work-items; smaller work-groups for devices that cap them.
+// Not yet measured against the 16x16 kernels on a GPU (docs/perf/pocl-cpu.md, standard).
+const std::vector<StandardShape> kStandardGpu = {
+    {16, 16, 4, 4, 16, 1, 128, 1, "GPU: 64x64 blocks, 4x4 outputs per work-item"},
+    {16, 8, 4, 4, 16, 1, 128, 1, "GPU: 32x64 blocks, 4x4 outputs per work-item (work-groups <= 128)"},
+    {8, 8, 4, 4, 16, 1, 64, 1, "GPU: 32x32 blocks, 4x4 outputs per work-item (work-groups <= 64)"},
+    {1, 1, 1, 4, 16, 1, 1, 1, "one work-item per work-group"}};
+
+// GPUs' fa2 tiles, largest first, down to what any device fits.
+const std::vector<Fa2Row> kGpuFa2 = {{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32}, {32, 16},
+                                     {16, 16}, {8, 16},  {8, 8},   {4, 16},  {4, 8},   {4, 4}};
+
+// NVIDIA GPUs. fa2 measured on the H100 (bench/gpu/tune.sh, B=8 H=16 N=4096, TFLOP/s fp32,
+// docs/perf/nvidia-h100.md): d=64: 64x32 rows x keys with teams of 4 work-items 27.1, teams of 8
+// 26.7, 64x16/4 26.1, 32x64/8 20.5; d=128: 32x32 with teams of 16 21.5, 32x16/8 19.4, 32x32/8
+// 18.2, 48x16/16 17.6. Teams of 4 up to d = 64 keep 16 output columns per work-item; wider heads
+// need 16 per team (the shape rule). 64x64 comes first but does not fit 48 KiB with teams.
+const ClassTiles kNvidiaGpu = {0,
+                               false,
+                               {{64, 64}, {64, 32, 4, 64}, {32, 64}, {32, 32}, {16, 32}, {32, 16},
+                                {16, 16}, {8, 16}, {8, 8}, {4, 16}, {4, 8}, {4, 4}},
+                               kStandardGpu};
+
+// Other GPUs and accelerators: the GPU list and shape rule, not yet measured on one.
+const ClassTiles kOtherGpu = {0, false, kGpuFa2, kStandardGpu};
+
+// CPUs (PoCL). __local memory is ordinary memory there: fa1/fa2 tiles are planned against 64 KiB
+// so the working set stays in a core's L2 cache. fa2 on PoCL, 2-core EPYC, d = 64, N = 1024
+// (GFLOP/s): 128x64 25.4, 128x128 25.0, 256x64 24.4, 64x64 19.8, 64x32 21.3 -- longer rows per
+// work-group amortise each K/V tile better. Standard: explicit float16 vectors, as PoCL does not
+// vectorise these loops across work-items.
+const ClassTiles kCpu = {
+    64 * 1024,
+    true,
+    {{128, 64}, {64, 64}, {64, 32}, {32, 32}, {32, 16}, {16, 16}, {8, 8}, {4, 4}},
+    {{4, 8, 8, 16, 32, 0, 1, 16, "CPU: 64x64 blocks, 8 rows x float16 per work-item, one work-item per softmax row"},
+     {1, 1, 1, 4, 16, 0, 1, 1, "one work-item per work-group"}}};
+
+const ClassTiles& class_tiles(const DeviceFacts& device) {
+  if (device.kind == DeviceKind::CPU) return kCpu;
+  if (device.is_nvidia() && device.kind == DeviceKind::GPU) return kNvidiaGpu;
+  return kOtherGpu;
+}
 
 // Work-items per team on GPUs: enough that each keeps <= 8 output columns (16 from d > 128) and
 // <= 16 scores per row in registers.
@@ -40,15 +108,15 @@ int gpu_team_size(int head_dim, int block_cols) {
 }
 
 Shape team_shape(const DeviceFacts& device, int head_dim, int block_cols, int block_rows) {
-  if (device.kind == DeviceKind::CPU) return {1, 1};
+  if (class_tiles(device).one_row_per_item) return {1, 1};
   return {gpu_team_size(head_dim, block_cols), std::min(4, block_rows)};
 }
 
 int pad_head_dim(int head_dim, int tpr) { return (head_dim + tpr - 1) / tpr * tpr; }
 
 std::size_t local_budget(const DeviceFacts& device) {
-  if (device.kind == DeviceKind::CPU) return std::min(device.local_mem_bytes, kCpuPlanningBytes);
-  return device.local_mem_bytes;
+  const std::size_t planning = class_tiles(device).planning_bytes;
+  return planning != 0 ? std::min(device.local_mem_bytes, planning) : device.local_mem_bytes;
 }
 
 TilePlan make_plan(Algorithm algorithm, int br, int bc, Shape shape, int head_dim) {
@@ -74,29 +142,6 @@ bool fits(const DeviceFacts& device, const TilePlan& p, std::size_t budget) {
          p.work_group_size <= device.max_work_group_size;
 }
 
-// The standard path's products (kernels/forward/gemm.cl), one row per try: work-group wg_x x wg_y, each
-// work-item rm rows x one rn-wide vector of columns, contraction panels of kp; then the softmax's
-// work-items per row and vector width. The first row whose work-group and __local footprint fit
-// the device is taken.
-struct StandardShape {
-  int wg_x, wg_y, rm, rn, kp, a_t, softmax_wg, softmax_vw;
-  const char* why;
-};
-
-// GPUs: 64x64 blocks of 4x4 per work-item (16 accumulators, float4 __local reads), 16.5 KiB of
-// __local (two buffers), 256 work-items; smaller work-groups for devices that cap them. Not yet
-// measured against the 16x16 kernels on a GPU (docs/perf/pocl-cpu.md, standard).
-const std::vector<StandardShape> kStandardGpu = {
-    {16, 16, 4, 4, 16, 1, 128, 1, "GPU: 64x64 blocks, 4x4 outputs per work-item"},
-    {16, 8, 4, 4, 16, 1, 128, 1, "GPU: 32x64 blocks, 4x4 outputs per work-item (work-groups <= 128)"},
-    {8, 8, 4, 4, 16, 1, 64, 1, "GPU: 32x32 blocks, 4x4 outputs per work-item (work-groups <= 64)"},
-    {1, 1, 1, 4, 16, 1, 1, 1, "one work-item per work-group"}};
-
-// CPUs (PoCL): explicit float16 vectors, as PoCL does not vectorise these loops across work-items.
-const std::vector<StandardShape> kStandardCpu = {
-    {4, 8, 8, 16, 32, 0, 1, 16, "CPU: 64x64 blocks, 8 rows x float16 per work-item, one work-item per softmax row"},
-    {1, 1, 1, 4, 16, 0, 1, 1, "one work-item per work-group"}};
-
 // Mirrors kernels/forward/gemm.cl: two buffers each of the A panel (kp x (rows + GEMM_PAD 4) transposed,
 // rows x (kp + 4) as rows) and the B panel (kp x columns).
 std::size_t standard_local_bytes(const StandardShape& s) {
@@ -120,7 +165,7 @@ StandardShape standard_override(const TileOverride& t) {
 }
 
 TilePlan plan_standard(const DeviceFacts& device, const TileOverride& tile) {
-  const std::vector<StandardShape>& table = device.kind == DeviceKind::CPU ? kStandardCpu : kStandardGpu;
+  const std::vector<StandardShape>& table = class_tiles(device).standard;
   const bool forced = tile.block_rows != 0 || tile.block_cols != 0;
   for (const StandardShape& s : forced ? std::vector<StandardShape>{standard_override(tile)} : table) {
     const std::size_t wg = static_cast<std::size_t>(s.wg_x) * s.wg_y;
@@ -202,27 +247,13 @@ TilePlan plan_fa1(const DeviceFacts& device, const PlanRequest& r) {
        device.local_mem_bytes, " bytes of local memory even with the smallest tiles");
 }
 
-// Measured on the H100 (bench/gpu/tune.sh, B=8 H=16 N=4096, TFLOP/s fp32, docs/perf/nvidia-h100.md):
-// d=64: 64x32 rows x keys with teams of 4 work-items 27.1, teams of 8 26.7, 64x16/4 26.1,
-// 32x64/8 20.5; d=128: 32x32 with teams of 16 21.5, 32x16/8 19.4, 32x32/8 18.2, 48x16/16 17.6.
-// Teams of 4 up to d = 64 keep 16 output columns per work-item; wider heads need 16 per team.
-Shape nvidia_fa2_shape(int head_dim, int br, int bc) {
-  if (head_dim <= 64 && br == 64 && bc == 32) return {4, 4};
-  return {gpu_team_size(head_dim, bc), std::min(4, br)};
-}
-
 TilePlan plan_fa2(const DeviceFacts& device, const PlanRequest& r) {
-  static const std::vector<std::pair<int, int>> kGpu = {{64, 64}, {64, 32}, {32, 64}, {32, 32}, {16, 32}, {32, 16},
-                                                        {16, 16}, {8, 16},  {8, 8},   {4, 16},  {4, 8},   {4, 4}};
-  // PoCL, 2-core EPYC, d = 64, N = 1024 (GFLOP/s): 128x64 25.4, 128x128 25.0, 256x64 24.4,
-  // 64x64 19.8, 64x32 21.3 -- longer rows per work-group amortise each K/V tile better.
-  static const std::vector<std::pair<int, int>> kCpu = {{128, 64}, {64, 64}, {64, 32}, {32, 32},
-                                                        {32, 16}, {16, 16}, {8, 8},   {4, 4}};
   const std::size_t budget = local_budget(device);
-  for (const auto& choice : device.kind == DeviceKind::CPU ? kCpu : kGpu) {
-    const int br = choice.first, bc = choice.second;
-    const Shape shape = device.is_nvidia() && device.kind == DeviceKind::GPU ? nvidia_fa2_shape(r.head_dim, br, bc)
-                                                                              : team_shape(device, r.head_dim, bc, br);
+  for (const Fa2Row& row : class_tiles(device).fa2) {
+    const int br = row.block_rows, bc = row.block_cols;
+    const Shape shape = row.small_head_team > 0 && r.head_dim <= row.small_head_dim
+                            ? Shape{row.small_head_team, std::min(4, br)}
+                            : team_shape(device, r.head_dim, bc, br);
     TilePlan p = make_plan(Algorithm::FA2, br, bc, shape, r.head_dim);
     if (runnable(p) && fits(device, p, budget)) {
       p.reason = concat("fa2: largest preferred tile within ", budget, " bytes of local memory");
