@@ -89,6 +89,8 @@ TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {
   }
   // K (64 x 72), Q and dO (64 x 72), dS^T (64 x 72) in 16 bits; LSE and D: 64 floats each
   EXPECT_EQ(bwd_mma_local_bytes(4, 64, 64), 2u * (64 * 72 * 4) + 512);
+  // two stages: Q, dO, LSE and D twice
+  EXPECT_EQ(bwd_mma_local_bytes(4, 32, 64, 2), 2u * (64 * 72 + 4 * 32 * 72 + 64 * 40) + 512);
 }
 
 TEST(BwdMmaPlan, TileOverride) {
@@ -98,7 +100,11 @@ TEST(BwdMmaPlan, TileOverride) {
   EXPECT_EQ(p.query_rows, 32);
   // a forced shape too large for the device leaves the call to the portable kernels
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48, 8, 0), call(DType::F16, 128), with("", "8x64")));
-  for (const char* bad : {"4", "4x", "4x64x2", "x64", "4x20", "3x64", "0x16", "32x16", "4x64junk"}) {
+  const BwdMmaPlan two = bwd_mma_plan(a, with("", "4x32x2"));
+  EXPECT_EQ(two.stages, 2);
+  EXPECT_EQ(two.local_bytes, bwd_mma_local_bytes(4, 32, 64, 2));
+  EXPECT_LE(two.local_bytes, 48u * 1024);
+  for (const char* bad : {"4", "4x", "4x64x3", "4x64x", "4x64x2x1", "x64", "4x20", "3x64", "0x16", "32x16", "4x64junk"}) {
     try {
       bwd_mma_plan(a, with("", bad));
       ADD_FAILURE() << bad << " accepted";
@@ -122,11 +128,11 @@ TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
 TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {
   BackwardArgs b = call(DType::BF16, 128);
   const BwdMmaPlan p = bwd_mma_plan(b.forward, with(""));
-  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=1 -DPAIR_IO=1");
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1");
   b.d_o.offset = 1;  // dO rows off 16 bytes: element-wise copies
-  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=0 -DPAIR_IO=1");
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=0 -DPAIR_IO=1");
   b.d_k.seq_stride = 8 * 128 + 1;  // odd dK rows: element stores
-  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DVEC_LOAD=0 -DPAIR_IO=0");
+  EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=0 -DPAIR_IO=0");
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 # dumps ptxas's register and spill report of bwd_mma_dkdv, runs the tensor-core backward tests and
 # the existing backward tests on the GPU, then times flashcl-bench --backward (B 8, H 16, N 4096,
 # d 64/128, causal both, fp16/bf16) next to PyTorch's SDPA forward+backward (sdpa_train.py) on the
-# same shapes, plus a sweep of the kernel's shapes (FLASHCL_BWD_MMA_TILE) in fp16. Every run with
+# same shapes, plus a sweep of the kernel's shapes (FLASHCL_BWD_MMA_TILE) in fp16; the tensor-core
+# tests run twice, the second time with two Q/dO buffers and 16-row Q blocks (4x16x2). Every run with
 # FLASHCL_BWD_MMA=1, so a probe that fails is an error rather than a silent fallback. Files in
 # OUT_DIR (7): cmake.log, build.log (setup.sh), ptxas.log, tests.log, bench.txt, sdpa_train.json,
 # sdpa.log; the summary goes to stdout.
@@ -27,15 +28,19 @@ grep -i "probe\|error" "$out/ptxas.log" | head -5
 echo "== tests on the GPU (tensor-core backward, then every backward path)"
 timeout 240 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMma*:Backward*' > "$out/tests.log" 2>&1
 echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|tests? .*skipped' "$out/tests.log" | tr '\n' ' ')"
+# the other schedule (two Q/dO buffers) and 16-row Q blocks, on the same cases
+echo "== FLASHCL_BWD_MMA_TILE=4x16x2" >> "$out/tests.log"
+FLASHCL_BWD_MMA_TILE=4x16x2 timeout 120 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMma*' >> "$out/tests.log" 2>&1
+echo "4x16x2: exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -1)"
 grep -E "^\[  FAILED  \]|Failure|error" "$out/tests.log" | head -20
 
 echo "== flashcl-bench --backward (fa2: the tensor cores) and PyTorch SDPA, B 8 H 16 N 4096"
 timeout 150 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 \
   -r 10 -w 2 > "$out/bench.txt" 2>&1
 cat "$out/bench.txt"
-echo "== shapes (FLASHCL_BWD_MMA_TILE=WARPSxBQ), fp16" | tee -a "$out/bench.txt"
+echo "== shapes (FLASHCL_BWD_MMA_TILE=WARPSxBQ[xSTAGES]), fp16" | tee -a "$out/bench.txt"
 for d in 64 128; do
-  tiles="4x64 8x32 4x32 2x32"; [ $d = 128 ] && tiles="4x32 4x16 2x32 2x16"
+  tiles="4x64 4x32 4x32x2 8x32 8x32x2 2x32"; [ $d = 128 ] && tiles="4x32 4x16 4x16x2 2x32 2x32x2"
   for tile in $tiles; do
     echo "tile $tile" >> "$out/bench.txt"
     FLASHCL_BWD_MMA_TILE=$tile timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim $d --causal both \

@@ -199,21 +199,52 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
   }
 }
 
+/* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in log2 units (+inf for rows
+ * past the end or with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h
+ * into one stage of the tiles. The LSE and D stores are plain: visible after the next barrier. */
+BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
+                                 __local float* d_tile, __global const ushort* qg, __global const ushort* dog,
+                                 __global const float* lse, __global const float* ws, int q0, int b, int h,
+                                 const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
+  const int nq = SV_NQ(sv, a);
+  load_rows(q_tile, BQ, qg, TENSOR_BASE(a, q, b, h), a->q_seq_stride, q0, nq, lid);
+  load_rows(do_tile, BQ, dog, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, q0, nq, lid);
+#if VEC_LOAD
+  async_commit();
+#endif
+  for (int r = lid; r < BQ; r += WG_SIZE) {
+    const int row = q0 + r;
+    float l2 = INFINITY, dd = 0.0f;
+    if (row < nq) {
+      const long index = LSE_INDEX(a, sv, b, h, row);
+      const float x = lse[index];
+      l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
+      dd = ws[gb->ws_d_offset + index];
+    }
+    lse2_tile[r] = l2;
+    d_tile[r] = dd;
+  }
+}
+
+#ifndef QSTAGES
+#define QSTAGES 1 /* Q/dO/LSE/D buffers: 1, or 2 (block i + 1 copied while block i is computed) */
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                   __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
                   __global STORAGE_T* dv, __global float* ws, const AttnArgs args, const BwdArgs bargs) {
   __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
-  __local ushort q_tile[BQ * K_PITCH] __attribute__((aligned(128)));
-  __local ushort do_tile[BQ * K_PITCH] __attribute__((aligned(128)));
+  __local ushort q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
+  __local ushort do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
   __local ushort ds_tile[BKV * DS_PITCH] __attribute__((aligned(128)));
-  __local float lse2_tile[BQ], d_tile[BQ];
+  __local float lse2_tile[QSTAGES][BQ], d_tile[QSTAGES][BQ];
 
   const AttnArgs* a = &args;
   const BwdArgs* gb = &bargs;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   const int kb = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
-  const int k0 = kb * BKV, nk = a->seqlen_k, nq = a->seqlen_q;
+  const int k0 = kb * BKV, nk = a->seqlen_k;
   const int key_a = k0 + warp * 16 + g; /* this lane's keys: key_a and key_a + 8 */
   const float c = a->scale_log2, scale = a->scale;
   __global const ushort* qg = (__global const ushort*)q;
@@ -232,45 +263,47 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] =
         dv_acc[n][3] = 0.0f;
 
+  /* Steps over (query head of the group, Q block that sees the block), heads outer: plain
+   * attention gives every head of the group the same lengths, so the same Q blocks. */
   const int h0 = hk * GROUP_HEADS(a);
-  for (int h = h0; h < h0 + GROUP_HEADS(a); ++h) {
-    const SeqView sv = seq_view(a, b, h, 1.0f, 0, 0, 0); /* plain attention: lengths and shift */
-    const long q_base = TENSOR_BASE(a, q, b, h), do_base = TENSOR_BASE(gb, dout, b, h);
-    int qb_begin, qb_end;
-    query_block_range(k0, min(k0 + BKV, nk), BQ, &sv, a, &qb_begin, &qb_end);
-    for (int qb = qb_begin; qb < qb_end; ++qb) {
-      const int q0 = qb * BQ;
-      barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with the previous block's tiles */
-      load_rows(q_tile, BQ, qg, q_base, a->q_seq_stride, q0, nq, lid);
-      load_rows(do_tile, BQ, dog, do_base, gb->dout_seq_stride, q0, nq, lid);
-#if VEC_LOAD
-      async_commit();
+  const SeqView sv = seq_view(a, b, h0, 1.0f, 0, 0, 0); /* plain attention: lengths and shift */
+  int qb_begin, qb_end;
+  query_block_range(k0, min(k0 + BKV, nk), BQ, &sv, a, &qb_begin, &qb_end);
+  const int blocks = qb_end - qb_begin, steps = GROUP_HEADS(a) * blocks;
+#if QSTAGES == 2
+  if (steps > 0)
+    load_query_block(q_tile[0], do_tile[0], lse2_tile[0], d_tile[0], qg, dog, lse, ws, qb_begin * BQ, b, h0, &sv, a,
+                     gb, lid);
 #endif
-      for (int r = lid; r < BQ; r += WG_SIZE) {
-        const int row = q0 + r;
-        float l2 = INFINITY, dd = 0.0f;
-        if (row < nq) {
-          const long index = LSE_INDEX(a, &sv, b, h, row);
-          const float x = lse[index];
-          l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
-          dd = ws[gb->ws_d_offset + index];
-        }
-        lse2_tile[r] = l2;
-        d_tile[r] = dd;
-      }
-#if VEC_LOAD
-      async_wait_all();
+  for (int step = 0; step < steps; ++step) {
+    const int h = h0 + step / blocks, q0 = (qb_begin + step % blocks) * BQ;
+#if QSTAGES == 2
+    const int cur = step & 1;
+#else
+    const int cur = 0;
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with the previous step's tiles */
+    load_query_block(q_tile[0], do_tile[0], lse2_tile[0], d_tile[0], qg, dog, lse, ws, q0, b, h, &sv, a, gb, lid);
 #endif
-      barrier(CLK_LOCAL_MEM_FENCE); /* Q_i, dO_i, LSE_i, D_i (and K_j) visible to every warp */
-
-      float s[NQT][4], dp[NQT][4];
-      scores_t(s, dp, vw[0], k_tile, q_tile, do_tile, warp, lane);
-      probs_t(s, dp, lse2_tile, d_tile, key_a, q0, k0, t, c, &sv, a);
-      accumulate_kv(dv_acc, dk_acc, s, dp, q_tile, do_tile, lane);
-      stage_ds(ds_tile, dp, warp, g, t);
-      barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
-      add_dq(ws, gb, ds_tile, k_tile, q0, b, h, warp, lane, g, t, scale, &sv, a);
+#if VEC_LOAD
+    async_wait_all(); /* this work-item's copies of step `step` (and K_j) have landed */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* Q_i, dO_i, LSE_i, D_i (and K_j) visible to every warp; with two
+                                   * stages, every warp is also done with the other stage (step - 1) */
+#if QSTAGES == 2
+    if (step + 1 < steps) {
+      const int hn = h0 + (step + 1) / blocks, qn = (qb_begin + (step + 1) % blocks) * BQ;
+      load_query_block(q_tile[cur ^ 1], do_tile[cur ^ 1], lse2_tile[cur ^ 1], d_tile[cur ^ 1], qg, dog, lse, ws, qn, b,
+                       hn, &sv, a, gb, lid);
     }
+#endif
+
+    float s[NQT][4], dp[NQT][4];
+    scores_t(s, dp, vw[0], k_tile, q_tile[cur], do_tile[cur], warp, lane);
+    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
+    accumulate_kv(dv_acc, dk_acc, s, dp, q_tile[cur], do_tile[cur], lane);
+    stage_ds(ds_tile, dp, warp, g, t);
+    barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
+    add_dq(ws, gb, ds_tile, k_tile, q0, b, h, warp, lane, g, t, scale, &sv, a);
   }
 #if VEC_LOAD
   async_wait_all(); /* K_j's copies when no Q block was visited */

@@ -216,8 +216,8 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, const BwdMmaPlan& plan) {
   static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int>, bool> results;
-  const auto key = std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows);
+  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int, int>, bool> results;
+  const auto key = std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = results.find(key); it != results.end()) return it->second;
   const ProbeResult r = run_probe(context, device, dtype, d, vec_load, plan);

@@ -32,10 +32,10 @@ bool shape_compiles(int warps, int query_rows, int head_dim) {
 
 }  // namespace
 
-std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim) {
-  const std::size_t keys = 16 * static_cast<std::size_t>(warps), rows = query_rows;
+std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages) {
+  const std::size_t keys = 16 * static_cast<std::size_t>(warps), rows = query_rows, n = stages;
   const std::size_t pitch = (head_dim + 15) / 16 * 16 + 8;
-  return 2 * (keys * pitch + 2 * rows * pitch + keys * (rows + 8)) + 2 * sizeof(float) * rows;
+  return 2 * (keys * pitch + 2 * n * rows * pitch + keys * (rows + 8)) + 2 * sizeof(float) * n * rows;
 }
 
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
@@ -45,20 +45,26 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   p.warps = 4;
   p.query_rows = a.head_dim > 64 ? 32 : 64;
   if (!o.bwd_mma_tile.empty()) {
-    int warps = 0, rows = 0, used = 0;
+    int warps = 0, rows = 0, stages = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_tile.c_str();
-    if (std::sscanf(env, "%dx%d%n", &warps, &rows, &used) != 2 || env[used] != '\0' ||
-        !shape_compiles(warps, rows, a.head_dim))
+    bool ok = std::sscanf(env, "%dx%d%n", &warps, &rows, &used) == 2;
+    if (ok && env[used] == 'x') {
+      ok = std::sscanf(env + used, "x%d%n", &stages, &more) == 1;
+      used += more;
+    }
+    if (!ok || env[used] != '\0' || (stages != 1 && stages != 2) || !shape_compiles(warps, rows, a.head_dim))
       fail(Status::InvalidArgument,
-           "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ such as 4x64 (BQ a multiple of 16, WARPS 1-16 and a multiple of "
-           "BQ / 16, an even number of 8-column dQ tiles per warp), got '",
+           "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ[xSTAGES] such as 4x64 or 4x32x2 (BQ a multiple of 16, WARPS 1-16 "
+           "and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 or 2), got '",
            env, "'");
     p.warps = warps;
     p.query_rows = rows;
+    p.stages = stages;
   }
-  p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim);
+  p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim, p.stages);
   p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
-                    " query rows per block, mma.sync.m16n8k16");
+                    " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
+                    ", mma.sync.m16n8k16");
   return p;
 }
 
@@ -84,8 +90,8 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   // 16-byte cp.async of Q, dO and K rows; 4-byte pairs of V (its A fragments) and of dK, dV
   const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8);
   const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2);
-  return concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DVEC_LOAD=", vec ? 1 : 0,
-                " -DPAIR_IO=", pairs ? 1 : 0);
+  return concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,
+                " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
 }
 
 }  // namespace flashcl::detail

@@ -17,17 +17,19 @@ namespace flashcl::detail {
 struct BwdMmaPlan {
   int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys
   int query_rows = 64;        // BQ: query rows per Q block
+  int stages = 1;             // Q/dO buffers: 1, or 2 (the next Q block copied during this one)
   std::size_t local_bytes = 0;
   std::string reason;
 };
 
 // __local bytes of bwd_mma.cl with this shape: K_j (16 * warps rows), Q_i and dO_i (query_rows
-// rows), all 16-bit at a pitch of the padded head dim + 8, dS^T (16 * warps x query_rows + 8) and
-// LSE_i, D_i (fp32).
-std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim);
+// rows, `stages` times), all 16-bit at a pitch of the padded head dim + 8, dS^T (16 * warps x
+// query_rows + 8) and LSE_i, D_i (fp32, `stages` times).
+std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages = 1);
 
 // The shape for `a` (the forward part of a backward call): measured defaults, or
-// FLASHCL_BWD_MMA_TILE ("WARPSxBQ"; a malformed or impossible one is an InvalidArgument error).
+// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]"; a malformed or impossible one is an InvalidArgument
+// error).
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
 
 // Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
