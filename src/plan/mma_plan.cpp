@@ -45,33 +45,46 @@ struct MmaShape {
 // d=128 mma.sync with 256 rows (v9c, two repeats): 8x32x2x2 lazy 347.3, 348.9 / 282.7, 281.8, eager
 // 321.4 / 278.0, 6x32x2x2 255.9 / 221.2, against 4x32x2x2 339.5, 337.6 / 307.4, 306.5; at N=8192
 // 357.2 / 301.5 against 345.9 / 322.0.
-MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
-  MmaShape s;
-  if (is_fp8(a.dtype)) {  // e4m3 mma.sync: two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)
-    s.stages = 2;
-  } else if (kind == MmaKind::Wgmma) {
-    s.warps = 16;
-    s.m_tiles = 1;
-    s.stages = 2;
-    s.lazy_rescale = a.causal;
-    if (a.head_dim > 64) {  // FLASHCL_WGMMA=1: one K and one V buffer of 64 keys, 12 warps measured best
-      s.warps = 12;
-      s.stages = 1;
-      s.lazy_rescale = true;
-    }
-  } else if (is_tf32(a)) {  // 3xTF32: one buffer
-    s.block_cols = 32;
-    if (a.head_dim > 64) s.m_tiles = 1;
-  } else if (a.head_dim > 64) {
-    s.block_cols = 32;
-    s.stages = 2;
+// The default shapes, NVIDIA's table (each reason in H100 TFLOP/s from the runs above, non-causal /
+// causal where two): the first row whose operands, head
+// dim and causality match the call. Operands: the e4m3 file for FP8, else wgmma when that is the
+// instruction tried, else 3xTF32 for fp32, else mma.sync's fp16/bf16.
+enum class Operands { E4M3, Wgmma, Tf32, F16 };
+enum class Causal { Any, Yes, No };
+struct MmaRow {
+  Operands operands;
+  int max_head_dim;
+  Causal causal;
+  MmaShape shape;  // warps, keys per block, m-tiles, K/V buffers, lazy rescaling
+  const char* why;
+};
+const MmaRow kMmaShapes[] = {
+    {Operands::E4M3, 256, Causal::Any, {4, 64, 2, 2, true}, "two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)"},
+    {Operands::Wgmma, 64, Causal::No, {16, 64, 1, 2, false}, "mbarrier schedule: eager 351.7 against lazy 342.8"},
+    {Operands::Wgmma, 64, Causal::Yes, {16, 64, 1, 2, true}, "mbarrier schedule: lazy 307.2 against eager 303.0"},
+    {Operands::Wgmma, 256, Causal::Any, {12, 64, 1, 1, true}, "FLASHCL_WGMMA=1 above d = 64: one K and one V buffer, 12 warps 314.4/264.4"},
+    {Operands::Tf32, 64, Causal::Any, {4, 32, 2, 1, true}, "3xTF32: one buffer 71.8/66.2 against two 68.6/65.2"},
+    {Operands::Tf32, 256, Causal::Any, {4, 32, 1, 1, true}, "3xTF32 at d = 128: two m-tiles spill (128 accumulators + 128 Q registers)"},
+    {Operands::F16, 64, Causal::No, {4, 64, 2, 2, true}, "two buffers, lazy 261.3 against one eager 248.4"},
+    {Operands::F16, 64, Causal::Yes, {4, 64, 2, 1, false}, "causal: one buffer, eager 212.5 against two lazy 197.8"},
     // 256 rows a work-group halve the K/V traffic per product: +3 % at d = 128 non-causal, but -8 %
     // causal, where the diagonal's wasted work and the uneven rows grow with the tile (v9c)
-    if (!a.causal) s.warps = 8;
-  } else {  // causal: one buffer, eager rescaling
-    s.stages = a.causal ? 1 : 2;
-    s.lazy_rescale = !a.causal;
-  }
+    {Operands::F16, 256, Causal::No, {8, 32, 2, 2, true}, "256 rows: 347.3/348.9 against 128 rows 339.5/337.6"},
+    {Operands::F16, 256, Causal::Yes, {4, 32, 2, 2, true}, "causal: 128 rows 307.4/306.5 against 256 rows 282.7/281.8"},
+};
+
+MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
+  const Operands operands = is_fp8(a.dtype)            ? Operands::E4M3
+                            : kind == MmaKind::Wgmma ? Operands::Wgmma
+                            : is_tf32(a)             ? Operands::Tf32
+                                                     : Operands::F16;
+  MmaShape s;
+  for (const MmaRow& row : kMmaShapes)
+    if (row.operands == operands && a.head_dim <= row.max_head_dim &&
+        (row.causal == Causal::Any || (row.causal == Causal::Yes) == a.causal)) {
+      s = row.shape;
+      break;
+    }
   if (!o.mma_tile.empty()) {
     const char* env = o.mma_tile.c_str();
     int lazy = 1;
