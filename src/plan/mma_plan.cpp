@@ -46,9 +46,9 @@ struct MmaShape {
 // 321.4 / 278.0, 6x32x2x2 255.9 / 221.2, against 4x32x2x2 339.5, 337.6 / 307.4, 306.5; at N=8192
 // 357.2 / 301.5 against 345.9 / 322.0.
 // The default shapes, NVIDIA's table (each reason in H100 TFLOP/s from the runs above, non-causal /
-// causal where two): the first row whose operands, head
-// dim and causality match the call. Operands: the e4m3 file for FP8, else wgmma when that is the
-// instruction tried, else 3xTF32 for fp32, else mma.sync's fp16/bf16.
+// causal where two): the first row whose operands, head dim and causality match the call.
+// Operands: the e4m3 file for FP8, else wgmma when that is the instruction tried, else 3xTF32 for
+// fp32, else mma.sync's fp16/bf16.
 enum class Operands { E4M3, Wgmma, Tf32, F16 };
 enum class Causal { Any, Yes, No };
 struct MmaRow {
