@@ -22,7 +22,9 @@ echo "== ptxas: bwd_mma_dkdv (registers, spills) at each head dim and mask"
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
   timeout 120 $bench --backward -b 1 --heads 2 -n 1024 --head-dim 64,128 --causal both --dtype f16 -r 1 -w 0 \
   > /dev/null 2> "$out/ptxas.log"
-grep -A4 "entry function 'bwd_mma_dkdv'" "$out/ptxas.log" | grep -E "entry function|Used|spill" | head -24
+# each bwd_mma program's options (-DHEAD_DIM, -DCAUSAL, -DBQ ...), then its ptxas lines
+awk '/build log for/ { mine = /-DBQ=/; if (mine) print substr($0, 1, 160) }
+     mine && /Used|spill/ { print }' "$out/ptxas.log" | head -24
 grep -i "probe\|error" "$out/ptxas.log" | head -5
 
 echo "== tests on the GPU (tensor-core backward, then every backward path)"
