@@ -9,9 +9,11 @@
  * owns keys k0 + 16w .. + 15 and keeps their dK, dV rows in fp32 registers (C fragments: lane
  * 4g+t holds keys g and g+8, columns 8n+2t and +1). V_w stays in registers as A fragments; K_j sits
  * in __local memory (its warp slices are the A operand of S^T, the whole block is dQ's B
- * operand). For every query head of the K/V head's group and every Q block of BQ rows that sees
- * the block: Q_i and dO_i arrive in __local memory by cp.async, LSE_i and D_i beside them, then each
- * warp computes, transposed so its keys are the m dimension,
+ * operand). One loop steps through every (query head of the K/V head's group, Q block of BQ rows
+ * that sees the block), so dK and dV of a K/V head are summed over its query heads on chip: Q_i and
+ * dO_i arrive in __local memory by cp.async, LSE_i and D_i beside them (with QSTAGES 2 into the
+ * second buffer while the step before is computed), then each warp computes, transposed so its keys
+ * are the m dimension,
  *   S^T = K_w Q_i^T, dP^T = V_w dO_i^T               (B operands by ldmatrix from Q_i, dO_i)
  *   P^T = 2^(c S^T - LSE_i log2 e), dS^T = P^T (dP^T - D_i)
  *   dV_w += P^T dO_i, dK_w += dS^T Q_i               (A from the C fragments, as the forward's P;
