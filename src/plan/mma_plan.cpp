@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/errors.hpp"
+#include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
 
 namespace flashcl::detail {
@@ -213,7 +214,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
 bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   if (o.mma_off) return false;
   if (!o.tile.empty()) return false;  // forced portable tiles
-  if (a.algorithm != Algorithm::FA2 || a.head_dim > 128 || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
+  if (a.algorithm != Algorithm::FA2 || a.head_dim > kMaxMmaHeadDim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
   // plain attention and GQA only: every other variant runs on the portable fa2
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "base/errors.hpp"
+#include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
 
 namespace flashcl::detail {
@@ -57,7 +58,8 @@ std::size_t fa2_cpu_local_bytes(int block_rows, int block_cols, int padded_head_
 
 Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim) {
   count_plan(plan_counts().fa2_cpu);
-  if (head_dim < 1 || head_dim > 256) fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", head_dim);
+  if (head_dim < 1 || head_dim > kMaxHeadDim)
+    fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", head_dim);
   Fa2CpuPlan plan;
   const int vw = vector_width(device);
   int dv = (head_dim + vw - 1) / vw, cg = dv;

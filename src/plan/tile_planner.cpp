@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "base/errors.hpp"
+#include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
 
 namespace flashcl::detail {
@@ -281,8 +282,8 @@ std::size_t flash_local_bytes(Algorithm algorithm, int br, int bc, int tpr, int 
 
 TilePlan plan_tiles(const DeviceFacts& device, const PlanRequest& r) {
   count_plan(plan_counts().tiles);
-  if (r.head_dim < 1 || r.head_dim > 256)
-    fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", r.head_dim);
+  if (r.head_dim < 1 || r.head_dim > kMaxHeadDim)
+    fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", r.head_dim);
   if (r.algorithm == Algorithm::Standard) return plan_standard(device, r.tile);
   if (r.algorithm != Algorithm::FA1 && r.algorithm != Algorithm::FA2)
     fail(Status::InvalidArgument, "algorithm: the planner needs a concrete algorithm, got ", to_string(r.algorithm));

@@ -17,13 +17,13 @@
 
 #include "validate/buffer_checks.hpp"  // check_use, span_of, check_aliasing
 #include "base/errors.hpp"
+#include "plan/head_dims.hpp"  // kMaxHeadDim
 #include "validate/problem.hpp"
 #include "validate/validate_fp8.hpp"
 
 namespace flashcl::detail {
 namespace {
 
-constexpr int kMaxHeadDim = 256;
 // Nq + Nk bounds every row/key expression of every kernel (with a block of margin, < 2^24).
 constexpr std::int64_t kMaxLengthSum = (std::int64_t{1} << 31) - (std::int64_t{1} << 24);
 
