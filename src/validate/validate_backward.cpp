@@ -13,7 +13,6 @@
 #include "validate/backward_problem.hpp"
 #include "validate/buffer_checks.hpp"  // check_use
 #include "base/errors.hpp"
-#include "launch/launchers.hpp"
 
 namespace flashcl::detail {
 namespace {
