@@ -137,7 +137,7 @@ inline float row_softmax(float p[BC], float* m, float* l, int row, int k0, bool 
   VEC_T mv = (VEC_T)(NEG_INF);
   for (int j = 0; j < BC; j += VW) mv = fmax(mv, VLOAD(p + j));
   const float m_new = fmax(*m, vec_max(mv));
-  const float alpha = m_new == NEG_INF ? 1.0f : EXP2_OF(*m - m_new);
+  const float alpha = softmax_rescale(*m, m_new);
   const float base = m_new == NEG_INF ? 0.0f : m_new;
   VEC_T sum = (VEC_T)(0.0f);
   for (int j = 0; j < BC; j += VW) {
@@ -245,6 +245,6 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     const long at = o_base + (long)row * a->o_seq_stride;
     for (int c = 0; c < HEAD_DIM; ++c) STORE_ELEM(o, at + c, acc_t[r * D_PAD + c] * inv);
-    if (a->write_lse) lse[LSE_INDEX(a, &sv, b, h, row)] = l[r] == 0.0f ? NEG_INF : LSE_OF(m[r], l[r]);
+    if (a->write_lse) lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(m[r], l[r]);
   }
 }

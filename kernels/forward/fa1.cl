@@ -121,6 +121,6 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
   if (a->write_lse)
     for (int row = lid; row < n_q; row += WG_SIZE) {
       const float l_row = my_ml[2 * (long)row + 1];
-      lse[LSE_INDEX(a, &sv, b, h, row)] = l_row == 0.0f ? NEG_INF : LSE_OF(my_ml[2 * (long)row], l_row);
+      lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(my_ml[2 * (long)row], l_row);
     }
 }

@@ -81,7 +81,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
       const float m_new = fmax(m[r], mx[r]);
-      const float alpha = m_new == NEG_INF ? 1.0f : EXP2_OF(m[r] - m_new);
+      const float alpha = softmax_rescale(m[r], m_new);
       l[r] *= alpha;
 #pragma unroll
       for (int c = 0; c < COLS_O; ++c) acc[r][c] *= alpha;
@@ -110,7 +110,7 @@ void fa2_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
     float out[COLS_O];
 #pragma unroll
     for (int c = 0; c < COLS_O; ++c) out[c] = acc[r][c] * inv;
-    const float lse_value = l[r] == 0.0f ? NEG_INF : LSE_OF(m[r], l[r]); /* a NaN sum (NaN scores) stays NaN */
+    const float lse_value = row_lse(m[r], l[r]);
     store_row(o, o_base + (long)row * a->o_seq_stride, lse, LSE_INDEX(a, &sv, b, h, row), a->write_lse, out,
               lse_value, lane);
   }

@@ -124,7 +124,7 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
     SM_STORE(exp((SM_LOAD(row + j) - m_use) * (1.0f / NATURAL_UNIT)) * inv, row + j);
   for (int j = vec_end + lid; j < n; j += SOFTMAX_WG) row[j] = exp((row[j] - m_use) * (1.0f / NATURAL_UNIT)) * inv;
   if (a->write_lse && lid == 0)
-    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = sum == 0.0f ? NEG_INF : m * (1.0f / NATURAL_UNIT) + log(sum);
+    lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = natural_row_lse(m, sum);
 }
 
 /* O_i = sum_j P[i][j] V_j, written through O's strides. A = P, B = V; only the key panels some row

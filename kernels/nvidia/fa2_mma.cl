@@ -20,7 +20,7 @@
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
  * once, with LSE, at the end (through the free K/V stage as 16-byte row chunks where the
  * schedule and O's strides allow: O_STAGED). Masks: bounds and the causal diagonal, through
- * common.cl's key_block_range, block_needs_mask and key_masked (the same rules as every path),
+ * common.cl's key_block_range, block_needs_mask and KEY_OUT_OF_BAND (the same rules as every path),
  * applied only on the blocks that cross them; GQA maps query heads to K/V heads. Other variants
  * run on fa2.cl. */
 
@@ -162,13 +162,8 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = row_a + (e >> 1) * 8, key = k0 + 8 * j + 2 * t + (e & 1);
-      /* key_masked's bounds and causal rules as one select per score: its early returns turn this
-       * unrolled pass into branches and reloads of the argument block */
-      bool hidden = key >= seqlen_k;
-#if CAUSAL
-      hidden = hidden || key > row + shift;
-#endif
-      if (hidden) s[j][e] = NEG_INF;
+      /* common.cl's rules, one select per score (the lengths and shift read once, above) */
+      if (KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) s[j][e] = NEG_INF;
     }
 }
 
@@ -488,7 +483,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 2);
       inv[i][r] = sum > 0.0f ? 1.0f / sum : 0.0f;
       if (a->write_lse && t == 0 && row < a->seqlen_q)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum == 0.0f ? NEG_INF : (m[i][r] + log2(sum)) * LN2_F;
+        lse[((long)b * a->heads + h) * a->seqlen_q + row] = row_lse(m[i][r], sum);
     }
   store_o_staged(og, o_base, a->o_seq_stride, q0 + warp * 16 * MT, a->seqlen_q, acc, inv, slice, lane, g, t);
 #else
@@ -513,7 +508,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       }
 #endif
       if (a->write_lse && t == 0 && in)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = sum == 0.0f ? NEG_INF : (m[i][r] + log2(sum)) * LN2_F;
+        lse[((long)b * a->heads + h) * a->seqlen_q + row] = row_lse(m[i][r], sum);
     }
 #endif
 }

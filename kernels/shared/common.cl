@@ -1,8 +1,8 @@
 /* common.cl: pieces every flashcl kernel shares: element load/store per storage dtype, tensor
  * addressing through AttnArgs strides (packed sequences included), the per-(sequence, head) view
  * SeqView, masking (bounds, causal, window, boolean mask) and the score transforms (softcap,
- * ALiBi, additive bias), each in one place, and the block ranges that let fa1/fa2 skip blocks
- * nobody can see. team.cl holds the register-blocked "team" products used by fa1 and fa2. A work-group is split into teams of TPR
+ * ALiBi, additive bias), the online softmax's rescale and the LSE of a row, each in one place,
+ * and the block ranges that let fa1/fa2 skip blocks nobody can see. team.cl holds the register-blocked "team" products used by fa1 and fa2. A work-group is split into teams of TPR
  * work-items; team t owns TM query rows, lane l of a team owns keys l, l+TPR, ... of a score block
  * and head-dim columns l, l+TPR, ... of the output, so no two teams ever share a row (FA2's
  * split-Q) and only the lanes of one team exchange row statistics. */
@@ -225,18 +225,31 @@ inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global co
   return v;
 }
 
-/* The one place visibility is decided: true when key `key` is hidden from query `row` (past the
- * end of the keys, above the causal diagonal, outside the window, or masked out). With a mask,
- * rows past the end of the queries hide every key, so no mask element outside the shape is read. */
-inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
-  if (key >= SV_NK(v, a)) return true;
+/* The visibility rules, decided here for every path: KEY_OUT_OF_BAND is true when key `key` is
+ * past the keys (n_k), above the causal diagonal or outside the window of query `row` (shift =
+ * n_k - n_q). A macro of one expression, without early returns or a call: an unrolled tile
+ * evaluates it as one select per score (fa2_mma.cl's mask_tile, where early returns became
+ * branches and reloads of the argument block, and where even an inline function changed how the
+ * wgmma kernel was put together). */
 #if CAUSAL
-  if (key > row + SV_SHIFT(v, a)) return true;
+#define ABOVE_DIAGONAL(row, key, shift) ((key) > (row) + (shift))
+#else
+#define ABOVE_DIAGONAL(row, key, shift) false
 #endif
 #if WINDOW
-  if (a->window_left >= 0 && key < row + SV_SHIFT(v, a) - a->window_left) return true;
-  if (a->window_right >= 0 && key > row + SV_SHIFT(v, a) + a->window_right) return true;
+#define OUTSIDE_WINDOW(row, key, shift, a)                                  \
+  (((a)->window_left >= 0 && (key) < (row) + (shift) - (a)->window_left) || \
+   ((a)->window_right >= 0 && (key) > (row) + (shift) + (a)->window_right))
+#else
+#define OUTSIDE_WINDOW(row, key, shift, a) false
 #endif
+#define KEY_OUT_OF_BAND(row, key, n_k, shift, a) \
+  ((key) >= (n_k) || ABOVE_DIAGONAL(row, key, shift) || OUTSIDE_WINDOW(row, key, shift, a))
+
+/* True when key `key` is hidden from query `row`: out of band, or masked out. With a mask,
+ * rows past the end of the queries hide every key, so no mask element outside the shape is read. */
+inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
+  if (KEY_OUT_OF_BAND(row, key, SV_NK(v, a), SV_SHIFT(v, a), a)) return true;
 #if MASK_KIND == 1
   if (row >= SV_NQ(v, a) || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0) return true;
 #endif
@@ -260,6 +273,22 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
 #endif
   return s;
 }
+
+/* ---- the online softmax and its finalisation. fa2 and fa2_cpu take softmax_rescale; fa1 merges
+ * two weighted partials (a partial with max -inf drops out, even with a NaN sum) and fa2_mma.cl
+ * rescales lazily with ex2.approx: their steps stay their own, their LSE is row_lse ---- */
+
+/* What a row's running sum and output, accumulated against max m_old, are multiplied by when its
+ * max becomes m_new >= m_old (fa2's step); 1 while the row has seen nothing (both -inf), so
+ * -inf - -inf never makes a NaN. */
+inline float softmax_rescale(float m_old, float m_new) { return m_new == NEG_INF ? 1.0f : EXP2_OF(m_old - m_new); }
+
+/* Finalisation: a row's LSE (natural log) from its running max m and sum l, -inf where the row saw
+ * nothing (l = 0); a NaN sum (NaN scores) stays NaN. row_lse: m in SCORE_UNIT and l the sum of
+ * EXP2_OF(s - m) (the flash kernels); natural_row_lse: m in NATURAL_UNIT and l the sum of
+ * exp((s - m) / NATURAL_UNIT) (standard). With HALF_UNITS the two are the same number. */
+inline float row_lse(float m, float l) { return l == 0.0f ? NEG_INF : LSE_OF(m, l); }
+inline float natural_row_lse(float m, float l) { return l == 0.0f ? NEG_INF : m * (1.0f / NATURAL_UNIT) + log(l); }
 
 /* The (Q block, head, batch) of an fa2 work-group, on a grid of (Q blocks, heads, batches).
  * Work-groups start in the order of their linear id (dimension 0 fastest). Causal calls take each
