@@ -338,8 +338,8 @@ TEST(FailuresEnvironment, HookFromEnvironment) {
 TEST(FailuresBuild, BrokenKernelSourceLeaksNothing) {
   const fs::path dir = fs::temp_directory_path() / ("flashcl-broken-" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  for (const auto& entry : fs::directory_iterator(fs::path(FLASHCL_SOURCE_DIR) / "kernels"))
-    fs::copy_file(entry.path(), dir / entry.path().filename(), fs::copy_options::overwrite_existing);
+  // kernels/ with its folders (shared/, forward/, nvidia/, cpu/, ...)
+  fs::copy(fs::path(FLASHCL_SOURCE_DIR) / "kernels", dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
   for (const char* file : {"forward/fa2.cl", "nvidia/fa2_mma.cl", "cpu/fa2_cpu.cl"})  // every form of fa2 a device may build
     std::ofstream(dir / file, std::ios::app) << "\nthis line is not OpenCL C;\n";
   set_disk_cache_enabled(false);
