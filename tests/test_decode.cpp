@@ -853,6 +853,7 @@ DeviceFacts pocl() {
   f.max_work_group_size = 4096;
   f.work_group_multiple = 8;
   f.compute_units = 2;
+  f.float_vector_width = 16;  // AVX-512
   return f;
 }
 
@@ -888,11 +889,16 @@ void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodeP
     EXPECT_LE(p.block_rows * r.vec, 64) << "registers";
     EXPECT_EQ(p.local_bytes, detail::decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups,
                                                               chunks, p.lane_shuffle));
+  } else if (p.cpu) {
+    EXPECT_EQ(p.local_bytes, 0u);
   } else {
     EXPECT_EQ(p.local_bytes, detail::decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots));
   }
   EXPECT_LE(p.work_group_size, f.max_work_group_size);
-  EXPECT_GE(p.work_group_size, static_cast<std::size_t>(p.block_rows));  // one work-item per row's softmax
+  if (p.cpu)  // decode_cpu.cl: one work-item, one score vector of VW keys per row
+    EXPECT_TRUE(p.work_group_size == 1 && p.block_cols == p.vector_width && r.head_dim % p.vector_width == 0);
+  else
+    EXPECT_GE(p.work_group_size, static_cast<std::size_t>(p.block_rows));  // one work-item per row's softmax
   EXPECT_EQ(p.block_rows * p.row_blocks >= r.heads / r.heads_kv * r.seqlen_q, true);
   EXPECT_GE(p.num_splits, 1);
   EXPECT_LE(p.num_splits, detail::kMaxDecodeSplits);
@@ -978,6 +984,42 @@ TEST(DecodePlanner, KernelFormsAndOverride) {
   EXPECT_FALSE(p.stream || p.lanes);
 }
 
+// CPU devices: decode_cpu (one work-item, VW-wide vectors, VW halved until it divides d), 8
+// work-groups per core and no split under 512 keys; the streaming kernel where no width divides d.
+TEST(DecodePlanner, CpuForm) {
+  const DeviceFacts f = pocl();
+  DecodeRequest r = decode_request(1, 8192);
+  DecodePlan p = detail::plan_decode(f, r);
+  SCOPED_TRACE(p.reason);
+  expect_runnable(f, r, p);
+  EXPECT_TRUE(p.cpu);
+  EXPECT_EQ(p.vector_width, 16);
+  EXPECT_EQ(p.heads_per_item, 8);  // all 8 K/V heads: 8 x 8.25 KiB of state
+  EXPECT_EQ(p.num_splits, 16);     // 16 work-items for 2 cores, 512 keys each
+  EXPECT_EQ(detail::plan_decode(f, decode_request(8, 8192)).num_splits, 2);
+  EXPECT_EQ(detail::plan_decode(f, decode_request(1, 600)).num_splits, 1);
+  r.heads = 64;  // 8 rows per K/V head at d = 256: 2·8·256 + 8·16·17 floats, 24.5 KiB a head: 2 heads
+  r.head_dim = 256;
+  EXPECT_EQ(detail::plan_decode(f, r).heads_per_item, 2);
+  r.heads = 32;
+  r.head_dim = 72;
+  EXPECT_EQ(detail::plan_decode(f, r).vector_width, 8);
+  r.head_dim = 20;
+  EXPECT_EQ(detail::plan_decode(f, r).vector_width, 4);
+  r.head_dim = 30;  // no width of 4 or more divides it
+  EXPECT_TRUE(detail::plan_decode(f, r).stream);
+  r.head_dim = 128;
+  r.seqlen_q = 4;  // 16 rows per K/V head: the staged kernel
+  EXPECT_FALSE(detail::plan_decode(f, r).cpu);
+  r.seqlen_q = 1;
+  r.form = "stream";
+  EXPECT_TRUE(detail::plan_decode(f, r).stream);
+  r.form = "cpu";  // forced on a GPU
+  p = detail::plan_decode(h200(), r);
+  EXPECT_TRUE(p.cpu);
+  expect_runnable(h200(), r, p);
+}
+
 TEST(DecodePlanner, ManyRowsTakeTheStagedKernel) {
   DecodeRequest r = decode_request(8, 4096);
   r.seqlen_q = 16;  // chunked prefill: 64 rows per K/V head
@@ -994,7 +1036,7 @@ TEST(DecodePlanner, ManyRowsTakeTheStagedKernel) {
 
 TEST(DecodePlanner, BigBatchesNeedNoSplitOnACpu) {
   const DeviceFacts f = pocl();
-  const DecodeRequest r = decode_request(8, 8192);
+  const DecodeRequest r = decode_request(64, 8192);
   const DecodePlan p = detail::plan_decode(f, r);
   expect_runnable(f, r, p);
   EXPECT_EQ(p.num_splits, 1);

@@ -9,14 +9,19 @@
  * barriers per tile (the portable form, for tests on other devices). Every lane then holds the
  * full scores of its keys and runs its own online softmax over them; the key groups' streams are
  * merged by the LSE rule once, at the end, through __local. A paged tile's block-table entry is
- * read once per lane and tile, one tile ahead, so its latency hides behind the current tile's
- * loads. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
+ * read once per lane and tile (again only where a lane's keys cross a page), one tile ahead, so
+ * its latency hides behind the current tile's loads. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
 
 #ifndef KPT
 #define KPT 4 /* consecutive keys per work-item per tile */
 #endif
 #ifndef LANE_SHUFFLE
 #define LANE_SHUFFLE 0
+#endif
+#if VEC == 8
+#define CAT_VEC_FLOAT float8
+#else
+#define CAT_VEC_FLOAT float4
 #endif
 #define L_DV (HEAD_DIM / VEC)     /* lanes per key (the host makes this a power of two <= 32) */
 #define L_KG (WG_SIZE / L_DV)     /* key groups: BC = L_KG * KPT */
@@ -38,58 +43,55 @@ inline float lane_xor_add(float x, int mask) {
 }
 #endif
 
-/* VEC elements of a cache row at p + i into x, as floats, by one 16-byte (fp16 at VEC 4: 8-byte)
- * load: the host picks VEC only where offsets and strides are multiples of it (decode.cpp's
+/* A lane's VEC cache elements as loaded (lane_raw: 16-bit elements stay packed, 4 registers for
+ * 8, until lane_widen makes floats of them at their use), by one 16-byte load (fp16/bf16 at VEC 4:
+ * 8 bytes): the host picks VEC only where offsets and strides are multiples of it (decode.cpp's
  * vector_width), so the address is aligned, and the vector type tells the compiler so (vload_half8
- * promises only 2-byte alignment, which NVIDIA's compiler may split into 2-byte loads). fp16
- * converts by PTX's cvt on NVIDIA (no cl_khr_fp16 there), by vload_half elsewhere; bf16 is the
- * high half of a float. */
-inline void lane_load(__global const STORAGE_T* p, long i, float* x) {
+ * promises 2-byte alignment only, which a compiler may split into 2-byte loads). fp16 widens by
+ * PTX's cvt on NVIDIA (no cl_khr_fp16 there), by vload_half elsewhere; bf16 is a float's high half. */
 #if VEC == 1
-  x[0] = LOAD_ELEM(p, i);
-#elif DTYPE == 0 && VEC == 4
-  vstore4(*(__global const float4*)(p + i), 0, x);
-#elif DTYPE == 0 && VEC == 8
-  vstore8(*(__global const float8*)(p + i), 0, x);
-#elif DTYPE == 2
-#if VEC == 8
-  const uint4 u4 = *(__global const uint4*)(p + i);
-  const uint u[4] = {u4.x, u4.y, u4.z, u4.w};
-#else
-  const uint2 u2 = *(__global const uint2*)(p + i);
-  const uint u[2] = {u2.x, u2.y};
-#endif
-#pragma unroll
-  for (int w = 0; w < VEC / 2; ++w) {
-    x[2 * w] = as_float(u[w] << 16);
-    x[2 * w + 1] = as_float(u[w] & 0xffff0000u);
-  }
-#elif LANE_SHUFFLE /* fp16 on NVIDIA */
-#if VEC == 8
-  const uint4 u4 = *(__global const uint4*)(p + i);
-  const uint u[4] = {u4.x, u4.y, u4.z, u4.w};
-#else
-  const uint2 u2 = *(__global const uint2*)(p + i);
-  const uint u[2] = {u2.x, u2.y};
-#endif
-#pragma unroll
-  for (int w = 0; w < VEC / 2; ++w) {
-    float lo, hi;
-    asm volatile("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }"
-                 : "=f"(lo), "=f"(hi) : "r"(u[w]));
-    x[2 * w] = lo;
-    x[2 * w + 1] = hi;
-  }
+typedef float lane_raw;
+#define LANE_LOAD(p, i) LOAD_ELEM(p, i)
+#elif DTYPE == 0
+typedef CAT_VEC_FLOAT lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
 #elif VEC == 8
-  vstore8(LOAD_VEC(p, i), 0, x);
+typedef uint4 lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
 #else
-  vstore4(LOAD_VEC(p, i), 0, x);
+typedef uint2 lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
 #endif
-}
 
-/* Block-table entry of sequence b's page holding key pos, or -1 (past the keys, or out of the pool). */
-inline int lane_page(const DecodeArgs* d, __global const int* block_table, int b, int pos, int seqlen_k) {
-  return pos < seqlen_k ? page_entry(d, block_table, b, pos / d->page_size) : -1;
+inline void lane_widen(lane_raw x, float* y) {
+#if VEC == 1
+  y[0] = x;
+#elif DTYPE == 0 && VEC == 8
+  vstore8(x, 0, y);
+#elif DTYPE == 0
+  vstore4(x, 0, y);
+#else
+#if VEC == 8
+  const uint u[4] = {x.s0, x.s1, x.s2, x.s3};
+#else
+  const uint u[2] = {x.s0, x.s1};
+#endif
+#pragma unroll
+  for (int w = 0; w < VEC / 2; ++w) {
+#if DTYPE == 2
+    y[2 * w] = as_float(u[w] << 16);
+    y[2 * w + 1] = as_float(u[w] & 0xffff0000u);
+#elif LANE_SHUFFLE /* fp16 on NVIDIA */
+    float lo, hi;
+    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }" : "=f"(lo), "=f"(hi) : "r"(u[w]));
+    y[2 * w] = lo;
+    y[2 * w + 1] = hi;
+#else
+    y[2 * w] = vload_half(2 * w, (const __private half*)u);
+    y[2 * w + 1] = vload_half(2 * w + 1, (const __private half*)u);
+#endif
+  }
+#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
@@ -131,7 +133,10 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
   const long k_head = d->k_offset + (long)hk * d->k_head_stride + col;
   const long v_head = d->v_offset + (long)hk * d->v_head_stride + col;
 #if PAGED
-  int next_entry = lane_page(d, block_table, b, t_begin * BC + kg * KPT, nk);
+  /* page and offset of this lane's first key of the tile, advanced per tile without a division
+   * where pages hold a tile or more; the entry is read one tile ahead */
+  int pg = (t_begin * BC + kg * KPT) / d->page_size, pg_off = t_begin * BC + kg * KPT - pg * d->page_size;
+  int next_entry = t_begin * BC + kg * KPT < nk ? page_entry(d, block_table, b, pg) : -1;
 #else
   (void)block_table;
   const long k_row = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
@@ -141,11 +146,21 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
   /* main loop: no barrier with LANE_SHUFFLE */
   for (int kt = t_begin; kt < t_end; ++kt) {
     const int kfirst = kt * BC + kg * KPT; /* this lane's first key of the tile */
-    float kx[KPT][VEC], vx[KPT][VEC];
+    lane_raw kr[KPT], vr[KPT]; /* as loaded: widened at their use */
     bool seen[KPT];
 #if PAGED
-    int entry = next_entry, off = kfirst % d->page_size;
-    next_entry = lane_page(d, block_table, b, kfirst + BC, nk); /* the next tile's, in flight now */
+    int entry = next_entry, page = pg, off = pg_off;
+    pg_off += BC;
+    if (pg_off >= d->page_size) {
+      if (d->page_size >= BC) {
+        pg_off -= d->page_size;
+        ++pg;
+      } else {
+        pg += pg_off / d->page_size;
+        pg_off %= d->page_size;
+      }
+    }
+    next_entry = kfirst + BC < nk ? page_entry(d, block_table, b, pg) : -1; /* the next tile's, in flight now */
 #endif
 #pragma unroll
     for (int j = 0; j < KPT; ++j) {
@@ -153,7 +168,8 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 #if PAGED
       if (j > 0 && ++off == d->page_size) { /* crossed into the next page (page sizes < KPT or unaligned) */
         off = 0;
-        entry = lane_page(d, block_table, b, pos, nk);
+        ++page;
+        entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
       }
       seen[j] = pos < nk && entry >= 0;
       const long kb = k_head + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
@@ -162,25 +178,27 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
       seen[j] = pos < nk;
       const long kb = k_row + (long)pos * d->k_seq_stride, vb = v_row + (long)pos * d->v_seq_stride;
 #endif
-#pragma unroll
-      for (int e = 0; e < VEC; ++e) kx[j][e] = vx[j][e] = 0.0f;
+      kr[j] = vr[j] = (lane_raw)(0);
       if (seen[j]) {
-        lane_load(k_cache, kb, kx[j]);
-        lane_load(v_cache, vb, vx[j]);
+        kr[j] = LANE_LOAD(k_cache, kb);
+        vr[j] = LANE_LOAD(v_cache, vb);
       }
     }
 
     /* partial dots over this lane's chunk, then summed over the key's lanes */
     float s[KPT][BR];
 #pragma unroll
-    for (int j = 0; j < KPT; ++j)
+    for (int j = 0; j < KPT; ++j) {
+      float kx[VEC];
+      lane_widen(kr[j], kx);
 #pragma unroll
       for (int r = 0; r < BR; ++r) {
         float dot = 0.0f;
 #pragma unroll
-        for (int e = 0; e < VEC; ++e) dot = fma(qv[r][e], kx[j][e], dot);
+        for (int e = 0; e < VEC; ++e) dot = fma(qv[r][e], kx[e], dot);
         s[j][r] = dot;
       }
+    }
 #if LANE_SHUFFLE
 #pragma unroll
     for (int mask = L_DV / 2; mask > 0; mask /= 2)
@@ -206,6 +224,7 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 #endif
 
     /* this stream's online softmax over its KPT keys; hidden keys and rows past the end -inf */
+    float p[KPT][BR];
 #pragma unroll
     for (int r = 0; r < BR; ++r) {
       float mx = m[r];
@@ -220,19 +239,27 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
         s[j][r] = sc;
         mx = fmax(mx, sc);
       }
-      if (mx == NEG_INF) continue; /* nothing visible to this stream yet */
-      const float alpha = EXP2_OF(m[r] - mx); /* 0 when m was -inf */
-      m[r] = mx;
+      const bool none = mx == NEG_INF; /* nothing visible to this stream yet: P = 0, state kept */
+      const float alpha = none ? 1.0f : EXP2_OF(m[r] - mx); /* 0 when m was -inf */
+      m[r] = none ? m[r] : mx;
       l[r] *= alpha;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) acc[r][e] *= alpha;
 #pragma unroll
       for (int j = 0; j < KPT; ++j) {
-        const float p = EXP2_OF(s[j][r] - mx); /* 0 for hidden keys */
-        l[r] += p;
-#pragma unroll
-        for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p, vx[j][e], acc[r][e]);
+        p[j][r] = none ? 0.0f : EXP2_OF(s[j][r] - mx); /* 0 for hidden keys */
+        l[r] += p[j][r];
       }
+    }
+    /* P times V, each key's V chunk widened once for all rows */
+#pragma unroll
+    for (int j = 0; j < KPT; ++j) {
+      float vx[VEC];
+      lane_widen(vr[j], vx);
+#pragma unroll
+      for (int r = 0; r < BR; ++r)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p[j][r], vx[e], acc[r][e]);
     }
   }
 

@@ -401,16 +401,18 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
                                plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
+  if (plan.cpu) options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
   if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
   if (windowed) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";
-  const char* attention = plan.lanes ? "decode_lanes" : plan.stream ? "decode_stream" : "decode_split";
+  const char* attention = plan.lanes ? "decode_lanes" : plan.cpu ? "decode_cpu" : plan.stream ? "decode_stream" : "decode_split";
   const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes
-                                             : plan.stream ? programs::decode_stream
-                                                           : programs::decode_split;
+                                          : plan.cpu    ? programs::decode_cpu
+                                          : plan.stream ? programs::decode_stream
+                                                        : programs::decode_split;
 
   Launch launch;
   cl_mem workspace = a.workspace, owned = nullptr;
@@ -438,7 +440,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
     const std::size_t split_global[3] = {
         static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
-        static_cast<std::size_t>(a.heads_kv), static_cast<std::size_t>(a.batch)};
+        static_cast<std::size_t>(a.heads_kv / plan.heads_per_item), static_cast<std::size_t>(a.batch)};
     const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
     enqueue(queue, split, split_global, split_local, wait, launch);
 

@@ -1,8 +1,9 @@
 // plan_decode.cpp: the decode planner (plan_decode.hpp). Up to 8 query rows per K/V head (decode)
 // go to a register-streaming kernel: on NVIDIA GPUs, when a key's head dimension is a power-of-two
 // number of chunks up to a warp, decode_lanes.cl (no barrier per tile: partial dots summed by warp
-// shuffles); elsewhere decode_stream.cl (K and V chunks in registers, partial dots through a few
-// KiB of __local). More rows (chunked prefill) go to the staged kernel (decode_split.cl), which
+// shuffles); on CPUs decode_cpu.cl (one work-item per work-group walking the keys with VW-wide
+// vectors, as PoCL compiles well); elsewhere decode_stream.cl (K and V chunks in registers,
+// partial dots through a few KiB of __local). More rows (chunked prefill) go to the staged kernel (decode_split.cl), which
 // stages a BC-key K tile (rows padded by one float), a V tile, BR scaled query rows and the BR×BC
 // scores in __local memory: the planner takes the widest key tile that fits, since each tile
 // costs its barriers whatever its width. Then the split count that gives every compute unit
@@ -45,6 +46,18 @@ struct SplitRule {
 constexpr SplitRule kLanesSplits{16, 256, 0};
 constexpr SplitRule kGpuSplits{4, 0, 2};
 constexpr SplitRule kCpuSplits{2, 0, 2};
+// decode_cpu: one work-item per work-group, so 8 per core balance the cores (PoCL hands out
+// work-groups dynamically); 512 keys per split keep the per-split prologue (query rows, rotary)
+// and the partial write small next to the 256 KiB of fp16 K/V such a split reads at d = 128.
+constexpr SplitRule kCpuDecodeSplits{8, 512, 0};
+
+// decode_cpu's vector width: the device's preferred float width (16 on AVX-512), halved until it
+// divides the head dimension; 0 (no such kernel) below 4.
+int cpu_vector_width(const DeviceFacts& f, int head_dim) {
+  for (int w = f.float_vector_width >= 16 ? 16 : f.float_vector_width >= 8 ? 8 : 4; w >= 4; w /= 2)
+    if (head_dim % w == 0) return w;
+  return 0;
+}
 
 }  // namespace
 
@@ -104,9 +117,28 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.local_bytes = decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.lane_shuffle);
     if (p.local_bytes > budget) p = DecodePlan{};  // (d = 256 at 8 rows: 33 KiB, fits) another kernel instead
   }
+  // CPU devices: decode_cpu, one work-item per work-group.
+  const int cpu_vw = cpu_vector_width(f, r.head_dim);
+  if (!p.lanes && few_rows && cpu_vw > 0 && (r.form == "cpu" || (r.form.empty() && f.kind == DeviceKind::CPU))) {
+    p.cpu = true;
+    p.vector_width = cpu_vw;
+    p.block_rows = static_cast<int>(rows);
+    p.block_cols = cpu_vw;  // one score vector per row
+    p.work_group_size = 1;
+    // As many K/V heads per work-item as divide H_kv with their state (query rows, accumulators,
+    // the block's products and P: 2·BR·d + BR·VW·VW + BR·VW floats a head) within 96 KiB of the
+    // work-item's stack and L2: whole cache rows are then read in order (decode_cpu.cl's header).
+    const std::size_t per_head = (2 * static_cast<std::size_t>(rows) * r.head_dim +
+                                  static_cast<std::size_t>(rows) * cpu_vw * (cpu_vw + 1)) * sizeof(float);
+    for (int hb = std::max(1, r.heads_kv); hb >= 1; --hb)
+      if (r.heads_kv % hb == 0 && (hb == 1 || hb * per_head <= 96 * 1024)) {
+        p.heads_per_item = hb;
+        break;
+      }
+  }
   // Otherwise the streaming kernel: one work-item per VEC-wide column chunk times as many key
   // groups as fit the cap.
-  if (!p.lanes && r.form != "staged" && few_rows && chunks <= wg_cap &&
+  if (!p.lanes && !p.cpu && r.form != "staged" && few_rows && chunks <= wg_cap &&
       static_cast<std::size_t>(chunks) <= f.max_work_group_size) {
     const int key_groups = std::min<int>(wg_cap, static_cast<int>(f.max_work_group_size)) / chunks;
     p.stream = true;
@@ -131,7 +163,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          decode_local_bytes(1, 8, r.head_dim, page_slots_for(8, r.page_size)),
          " bytes of local memory for the smallest decode tile, the device has ", f.local_mem_bytes);
   p.row_blocks = static_cast<int>((rows + p.block_rows - 1) / p.block_rows);
-  if (!p.stream && !p.lanes) {
+  if (!p.stream && !p.lanes && !p.cpu) {
     p.page_slots = page_slots_for(p.block_cols, r.page_size);
     p.local_bytes = decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots);
     // Enough work-items for one score or one VEC-wide output column each, within 32 … 128 (GPU:
@@ -147,8 +179,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
 
   // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
   // for the compute units, and no split shorter than the rule's fewest keys or tiles.
-  const SplitRule rule = p.lanes ? kLanesSplits : gpu ? kGpuSplits : kCpuSplits;
-  const std::int64_t triples = static_cast<std::int64_t>(r.batch) * r.heads_kv * p.row_blocks;
+  const SplitRule rule = p.lanes ? kLanesSplits : p.cpu ? kCpuDecodeSplits : gpu ? kGpuSplits : kCpuSplits;
+  const std::int64_t triples = static_cast<std::int64_t>(r.batch) * (r.heads_kv / p.heads_per_item) * p.row_blocks;
   const std::int64_t keys = std::max(r.max_keys, 1);
   const std::int64_t tiles = (keys + p.block_cols - 1) / p.block_cols;
   if (r.num_splits > 0) {
@@ -162,9 +194,13 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
   }
-  const char* form = p.lanes ? (p.lane_shuffle ? "; lanes (shuffles)" : "; lanes (__local)") : p.stream ? "; streaming" : "; staged";
+  const char* form = p.lanes ? (p.lane_shuffle ? "; lanes (shuffles)" : "; lanes (__local)")
+                     : p.cpu  ? "; cpu"
+                     : p.stream ? "; streaming"
+                                : "; staged";
   p.reason += concat(form, " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
                      " local), ", p.work_group_size, " work-items");
+  if (p.cpu) p.reason += concat(", ", p.heads_per_item, " K/V heads each");
   return p;
 }
 
