@@ -47,8 +47,10 @@ def main():
         print("no flashcl rows: see tests.log")
         return
     copy = max(float(r["copy_gbs"]) for r in new.values()) / 1e3
-    print(f"K/V TB/s (fp16, Nq 1, H 32/8, d 128); flashcl-bench's copy ceiling {copy:.2f} TB/s")
-    head = f"{'B':>2} {'cache':>6} {'page':>4} {'splits':>6} | {'flashcl':>7} {'%copy':>5} | {'FA2':>5} {'cuDNN':>5} | " \
+    torch_copy = torch.get(("copy", 0, 0))
+    print(f"K/V TB/s (fp16, Nq 1, H 32/8, d 128); copy ceiling: flashcl-bench {copy:.2f} TB/s, PyTorch "
+          + (f"{torch_copy:.2f} TB/s (%copy columns: flashcl-bench's / PyTorch's)" if torch_copy else "-"))
+    head = f"{'B':>2} {'cache':>6} {'page':>4} {'splits':>6} | {'flashcl':>7} {'%copy':>11} | {'FA2':>5} {'cuDNN':>5} | " \
            f"{'/FA2':>5} {'/cuDNN':>6} {'/contig':>7} | {'base':>5} {'/base':>5}"
     print(head)
     print("-" * len(head))
@@ -60,7 +62,8 @@ def main():
         contig = new.get((b, n, 0))
         old = base.get(key)
         fmt = lambda x, w, p=2: f"{x:{w}.{p}f}" if x else " " * (w - 1) + "-"
-        print(f"{b:2d} {n:6d} {page:4d} {int(r['splits']):6d} | {tbs:7.3f} {100 * tbs / copy if copy else 0:4.0f}% | "
+        pct = f"{100 * tbs / copy if copy else 0:4.0f}%/" + (f"{100 * tbs / torch_copy:4.0f}%" if torch_copy else "    -")
+        print(f"{b:2d} {n:6d} {page:4d} {int(r['splits']):6d} | {tbs:7.3f} {pct:>11} | "
               f"{fmt(fa2, 5)} {fmt(cudnn, 5)} | {fmt(fa2 and tbs / fa2, 5)} {fmt(cudnn and tbs / cudnn, 6)} "
               f"{fmt(contig and tbs / (float(contig['gbs']) / 1e3), 7)} | "
               f"{fmt(old and float(old['gbs']) / 1e3, 5)} {fmt(old and tbs * 1e3 / float(old['gbs']), 5)}")

@@ -2,7 +2,8 @@
 """PyTorch SDPA decode timings (one query per sequence over a K/V cache, GQA) for side-by-side
 ratios with `flashcl-bench --decode` in the same device call. Each backend (flash, efficient,
 cudnn) is timed with CUDA events: warm-up, then the median of --repeat runs on random inputs.
-Reports the K/V bytes read per second, the figure of merit of a memory-bound decode step."""
+Reports the K/V bytes read per second, the figure of merit of a memory-bound decode step, and a
+device copy's read + write bytes per second (backend "copy")."""
 import argparse
 import json
 
@@ -45,6 +46,14 @@ def main():
             print(row)
         del q, k, v
         torch.cuda.empty_cache()
+    # The device copy ceiling PyTorch sees (read + write bytes per second of a 2 GiB copy), the
+    # other reference the decode bars use next to flashcl-bench's own copy ceiling.
+    src = torch.rand(1 << 29, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), 5, args.repeat)
+    rows.append(dict(backend="copy", dtype="f32", batch=0, cache=0, median_ms=ms,
+                     kv_tb_per_s=2 * src.numel() * 4 / ms / 1e9))
+    print(rows[-1])
     with open(args.json, "w") as f:
         json.dump(rows, f, indent=1)
 
