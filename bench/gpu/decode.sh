@@ -4,9 +4,11 @@
 # flashcl-bench --decode on issue 22's shapes (fp16, 1 query, H 32 over H_kv 8, d 128; B 8 and 1;
 # 4k, 32k and 128k keys; contiguous and paged with pages of 16 and 256), a sweep of forced split
 # counts at 32k keys, and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
-# one table of K/V TB/s and ratios (decode_table.py). With BASE=DIR (another commit's tree, e.g.
-# `git archive HEAD~1 | tar -x -C .ab/base`), that tree's flashcl-bench runs the same shapes too,
-# alternating with this one, and the table gains new/base. At most 8 files land in OUT_DIR:
+# one table of K/V TB/s and ratios (decode_table.py). The table's base column: with BASE=DIR
+# (another commit's tree, e.g. `git archive HEAD~1 | tar -x -C .ab/base`), that tree's
+# flashcl-bench on the same shapes; without it, this build with FLASHCL_DECODE=stream (the kernel
+# NVIDIA ran before decode_lanes, with its split rule); either alternates with the new runs.
+# At most 8 files land in OUT_DIR:
 # cmake.log, build.log, tests.log, flashcl.csv, sweep.csv, base.csv, sdpa.json, table.txt.
 # Usage: [BASE=DIR] [REPEAT=N] bench/gpu/decode.sh OUT_DIR
 set -uo pipefail
@@ -26,8 +28,9 @@ grep -E '^\[  FAILED  \]' "$out/tests.log" | head -10
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ./build-gpu/bench/flashcl-bench --decode \
   --cache 4096 -b 8 -r 1 -w 0 --no-roofline 2>&1 >/dev/null | grep -E "Function properties|Used|spill" | head -12
 
-base_bench=""
+base_bench=./build-gpu/bench/flashcl-bench base_label="FLASHCL_DECODE=stream" base_env="FLASHCL_DECODE=stream"
 if [ -n "${BASE:-}" ]; then
+  base_bench="" base_label="BASE=$BASE" base_env=""
   base=$(realpath "$BASE")
   prefix=""
   [ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
@@ -37,17 +40,19 @@ if [ -n "${BASE:-}" ]; then
     && base_bench="$base/build-gpu/bench/flashcl-bench" || { echo "BASE build failed:"; tail -20 "$logs"/*.log; }
 fi
 
-shapes() {  # BENCH: every shape of the table as CSV rows on stdout (no header: decode_table.py knows it)
+shapes() {  # BENCH [VAR=VALUE ...]: every shape of the table as CSV rows on stdout (no header)
+  local bench=$1
+  shift
   for page in 0 16 256; do
-    "$1" --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
+    env "$@" "$bench" --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
       --page-size $page -r "${REPEAT:-30}" -w 5 --csv 2>> "$out/tests.log" | tail -n +2
   done
 }
 : > "$out/flashcl.csv"
 [ -n "$base_bench" ] && : > "$out/base.csv"
 for round in 1 2; do  # new and base alternate, so drift hits both; the table takes the better round
-  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-new shapes ./build-gpu/bench/flashcl-bench >> "$out/flashcl.csv"
-  [ -n "$base_bench" ] && FLASHCL_CACHE_DIR=/tmp/flashcl-cache-base shapes "$base_bench" >> "$out/base.csv"
+  shapes ./build-gpu/bench/flashcl-bench FLASHCL_CACHE_DIR=/tmp/flashcl-cache-new >> "$out/flashcl.csv"
+  [ -n "$base_bench" ] && shapes "$base_bench" FLASHCL_CACHE_DIR=/tmp/flashcl-cache-base $base_env >> "$out/base.csv"
 done
 
 # Forced split counts at 32k keys (the planner's SplitRule is an estimate this sweep checks).
@@ -62,4 +67,4 @@ done
 python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --json "$out/sdpa.json" \
   > /dev/null 2>> "$out/tests.log" || echo "sdpa_decode.py failed: see tests.log"
 
-python3 bench/gpu/decode_table.py "$out" | tee "$out/table.txt"
+python3 bench/gpu/decode_table.py "$out" "$base_label" | tee "$out/table.txt"

@@ -6,10 +6,11 @@ two rounds per shape: the better (higher K/V GB/s) round counts. sdpa.json holds
 (sdpa_decode.py). For each (batch, cache length, layout) it prints flashcl's K/V TB/s, its share
 of flashcl-bench's copy ceiling, PyTorch FlashAttention-2's and cuDNN's TB/s on the same shape
 (contiguous: PyTorch has no paged SDPA), flashcl / FA2, flashcl / cuDNN, paged / contiguous, and
-new / base; then the split-count sweep (sweep.csv). Bars (issue 22): / FA2 >= 1.0 everywhere at
+new / base (base: the label given, by default another tree's flashcl-bench); then the split-count
+sweep (sweep.csv). Bars (issue 22): / FA2 >= 1.0 everywhere at
 B = 8; paged / contiguous >= 0.95; at B = 1 and >= 32k keys, >= 70 % of the copy ceiling.
 
-Usage: decode_table.py OUT_DIR"""
+Usage: decode_table.py OUT_DIR [BASE_LABEL]"""
 import csv
 import json
 import os
@@ -46,6 +47,8 @@ def main():
     if not new:
         print("no flashcl rows: see tests.log")
         return
+    if base:
+        print(f"base: {sys.argv[2] if len(sys.argv) > 2 else 'base.csv'}")
     copy = max(float(r["copy_gbs"]) for r in new.values()) / 1e3
     torch_copy = torch.get(("copy", 0, 0))
     print(f"K/V TB/s (fp16, Nq 1, H 32/8, d 128); copy ceiling: flashcl-bench {copy:.2f} TB/s, PyTorch "
