@@ -1,7 +1,7 @@
 // bwd_mma_plan.cpp: eligibility, shape and build switches of the NVIDIA tensor-core backward
 // (bwd_mma_plan.hpp). The shapes are those that fit OpenCL's 48 KiB of static __local memory with
 // dK, dV and V of 16 keys a warp in registers (d = 128: 64 + 64 accumulators and 32 V registers per
-// lane, so 32 query rows a block); not yet measured against each other on the GPU.
+// lane, so 32 query rows a block); the defaults are the fastest of the H200 sweep of bench/gpu/bwd.sh.
 #include "plan/bwd_mma_plan.hpp"
 
 #include <cfloat>
@@ -40,10 +40,14 @@ std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int sta
 
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
-  // d = 128: V_w (32), dK_w and dV_w (64 + 64) registers a lane leave room for S^T and dP^T of 32
-  // query rows only; d = 64 takes 64 rows (the same K_j feeds twice the work per barrier)
-  p.warps = 4;
-  p.query_rows = a.head_dim > 64 ? 32 : 64;
+  // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
+  // docs/perf/nvidia-h200.md): d = 64 takes 8 warps x 32 rows (122.3 / 101.9, against 113.5 / 97.0
+  // for 4 x 64, 97.1 / 84.9 for 4 x 32); not profiled, but 128 keys a work-group read each Q_i,
+  // dO_i once for twice the keys, and 32-row blocks keep S^T and dP^T at 32 registers. d = 128 keeps 4 x 32
+  // (104.0 / 96.6; 4 x 16 94.8 / 87.7, 2 x 32 67.0 / 59.8): V_w (32), dK_w and dV_w (64 + 64)
+  // registers a lane leave room for 32 query rows only, and 8 warps do not fit 48 KiB with them.
+  p.warps = a.head_dim > 64 ? 4 : 8;
+  p.query_rows = 32;
   if (!o.bwd_mma_tile.empty()) {
     int warps = 0, rows = 0, stages = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_tile.c_str();
