@@ -156,8 +156,7 @@ bool same_file(int a, int b) {
 }
 
 // Exportable memory of `size` bytes (a multiple of the granularity), imported into the bridge's
-// context and mapped for CUDA. `probe_fd` (first import only) reports whether the driver kept
-// the imported fd open after the buffer's release.
+// context and mapped for CUDA.
 std::pair<CUdeviceptr, Allocation> create(Bridge& b, std::size_t size) {
   const Driver& d = driver();
   ensure_context(b.info.ordinal);
