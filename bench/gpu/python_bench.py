@@ -28,7 +28,9 @@ def cpp_times(fwd_csv, bwd_txt):
 
 
 def timed(fn, repeat):
-    """Median milliseconds of fn between CUDA events on the current stream (after two untimed runs)."""
+    """Milliseconds per call of fn between CUDA events on the current stream (after two untimed
+    runs): the median of single calls, and the mean over `repeat` calls back to back (as a
+    training loop makes them)."""
     for _ in range(2):
         fn()
     torch.cuda.synchronize()
@@ -40,7 +42,13 @@ def timed(fn, repeat):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        fn()
+    end.record()
+    end.synchronize()
+    return statistics.median(times), start.elapsed_time(end) / repeat
 
 
 def main():
@@ -58,8 +66,9 @@ def main():
     b = flashcl.cuda.bridge()
     print(f"flash_attn_func on CUDA fp16 {shape} through {b.device_name}; acquire/release {b.acquire_release} "
           f"{b.note}")
-    print(f"{'tensors':8s} {'causal':6s} | {'fwd ms':>8s} {'C++ ms':>8s} {'ratio':>6s} | {'fwd+bwd ms':>10s} "
-          f"{'C++ ms':>8s} {'ratio':>6s} | staged per fwd+bwd")
+    print("ms per call: a single call / calls back to back (CUDA events), flashcl-bench's kernel time, their ratios")
+    print(f"{'tensors':8s} {'causal':6s} | {'fwd ms':>15s} {'C++ ms':>7s} {'ratio':>13s} | {'fwd+bwd ms':>15s} "
+          f"{'C++ ms':>7s} {'ratio':>13s} | staged per fwd+bwd")
     for in_pool in (True, False):
         for causal in (False, True):
             def make():
@@ -86,10 +95,12 @@ def main():
             forward_backward()
             staged = flashcl.cuda.stats()["staged_tensors"]
             cpp_fwd, cpp_both = cpp[causal]
-            ratio = lambda ours, theirs: f"{ours / theirs:6.3f}" if theirs else "     -"
-            print(f"{'pool' if in_pool else 'plain':8s} {'yes' if causal else 'no':6s} | {fwd_ms:8.3f} "
-                  f"{cpp_fwd or float('nan'):8.3f} {ratio(fwd_ms, cpp_fwd)} | {both_ms:10.3f} "
-                  f"{cpp_both or float('nan'):8.3f} {ratio(both_ms, cpp_both)} | {staged}", flush=True)
+            def cells(ours, theirs):
+                ratios = " / ".join(f"{t / theirs:5.3f}" for t in ours) if theirs else "-"
+                return f"{ours[0]:7.3f} / {ours[1]:5.3f} {theirs or float('nan'):7.3f} {ratios:>13s}"
+
+            print(f"{'pool' if in_pool else 'plain':8s} {'yes' if causal else 'no':6s} | {cells(fwd_ms, cpp_fwd)} | "
+                  f"{cells(both_ms, cpp_both)} | {staged}", flush=True)
             del q, k, v, d_o
     print("bar: ratio <= 1.15 (forward and forward+backward, fp16, pool tensors: no copies; plain tensors add the "
           "device-to-device staging of their inputs)")

@@ -21,7 +21,7 @@ memory import) that makes ``torch.py`` fall back to host copies with a one-time 
 from __future__ import annotations
 
 import threading
-from typing import Dict, Optional
+from typing import Dict, Tuple
 
 import torch
 
@@ -160,12 +160,23 @@ class _Call:
                                                         "registry (was the pool's allocator replaced?)")
         return t, at[0], at[1]
 
+    def _sub_buffer(self, t: torch.Tensor, name: str) -> Tuple[torch.Tensor, int]:
+        """t (staged when it must be) and a sub-buffer of its allocation that starts at its first
+        element and ends with its last: the library's aliasing checks then compare exactly the
+        bytes each tensor covers (the backward's compare whole buffers, and a strided or packed
+        tensor's extent as the forward computes it can reach past its storage)."""
+        t, mem, offset = self._locate(t, name, self.bridge.base_align)
+        span = (sum((n - 1) * s for n, s in zip(t.shape, t.stride())) + 1) * t.element_size()
+        sub = _ext.CudaSubBuffer(mem, offset, span)
+        self.keep.append(sub)
+        return t, sub.handle
+
     def tensor(self, t: torch.Tensor, name: str, varlen: bool) -> "_ext.Tensor":
         """A (B, S, H, d) or packed (total, H, d) tensor as the library's Tensor (elements)."""
-        t, mem, offset = self._locate(t, name, t.element_size())
+        t, handle = self._sub_buffer(t, name)
         strides = t.stride()
         view = _ext.Tensor()
-        view.buffer, view.offset = mem, offset // t.element_size()
+        view.buffer = handle
         if varlen:
             view.seq_stride, view.head_stride = strides[0], strides[1]
         else:
@@ -173,12 +184,8 @@ class _Call:
         return view
 
     def whole(self, t: torch.Tensor, name: str) -> int:
-        """A cl_mem that starts at t's first element (a sub-buffer of its allocation) for
-        arguments the library takes without an offset."""
-        t, mem, offset = self._locate(t.contiguous(), name, self.bridge.base_align)
-        sub = _ext.CudaSubBuffer(mem, offset, t.numel() * t.element_size())
-        self.keep.append(sub)
-        return sub.handle
+        """A cl_mem holding exactly dense t, for arguments the library takes without an offset."""
+        return self._sub_buffer(t.contiguous(), name)[1]
 
     def mask(self, mask: torch.Tensor, args) -> "_ext.Mask":
         m = _ext.Mask()
@@ -189,9 +196,7 @@ class _Call:
         else:
             m.kind, mask = MaskKind.Bias, mask.to(torch.float32)
         m.batch, m.heads = _functional._mask_shape(mask, args)
-        mask, mem, offset = self._locate(mask if mask.dim() == 4 else mask.reshape(1, 1, *mask.shape), "mask",
-                                         mask.element_size())
-        m.buffer, m.offset = mem, offset // mask.element_size()
+        mask, m.buffer = self._sub_buffer(mask if mask.dim() == 4 else mask.reshape(1, 1, *mask.shape), "mask")
         strides = mask.stride()
         m.batch_stride = strides[0] if m.batch > 1 else 0
         m.head_stride = strides[1] if m.heads > 1 else 0
@@ -230,8 +235,9 @@ def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, ma
     with torch.cuda.device(q.device):
         a = call.args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
         varlen = cu_seqlens_q is not None
-        out = call.empty(q.shape, q.dtype)
-        lse = call.empty(_functional._lse_shape(a, q), torch.float32)
+        with torch.cuda.use_mem_pool(call.pool, device=call.ordinal):
+            out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+            lse = torch.empty(_functional._lse_shape(a, q), dtype=torch.float32, device=q.device)
         a.o = call.tensor(out, "out", varlen)
         a.lse = call.whole(lse, "lse")
         need = _ext.workspace_bytes(call.bridge.device, a)
@@ -255,16 +261,15 @@ def backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, 
         b.forward = a
         b.deterministic = bool(deterministic)
         b.d_o = call.tensor(d_o, "d_o", varlen)
-        grads = [call.empty(t.shape, t.dtype) for t in (q, k, v)]
+        with torch.cuda.use_mem_pool(call.pool, device=call.ordinal):
+            grads = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v)]
         b.d_q, b.d_k, b.d_v = (call.tensor(g, n, varlen) for g, n in zip(grads, ("d_q", "d_k", "d_v")))
         d_bias = None
         if want_dbias:
             d_bias = call.empty(mask.shape, torch.float32)
             m = _ext.Mask()
             m.kind, m.batch, m.heads = MaskKind.Bias, a.mask.batch, a.mask.heads
-            d_bias4 = d_bias if d_bias.dim() == 4 else d_bias.view(1, 1, *d_bias.shape)
-            d_bias4, m.buffer, offset = call._locate(d_bias4, "d_bias", 4)
-            m.offset = offset // 4
+            m.buffer = call.whole(d_bias, "d_bias")
             b.d_bias = m
         need = _ext.backward_workspace_bytes(call.bridge.device, b)
         if need:

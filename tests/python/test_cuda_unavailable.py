@@ -57,6 +57,7 @@ def test_allocator_c_functions():
 
 
 def test_cpu_tensors_unaffected():
+    calls = flashcl.cuda.stats()["calls"]
     q = torch.randn(1, 9, 2, 8)
     out = flashcl.torch.flash_attn_func(q, q, q, causal=True)
-    assert out.shape == q.shape and out.device.type == "cpu" and flashcl.cuda.stats()["calls"] == 0
+    assert out.shape == q.shape and out.device.type == "cpu" and flashcl.cuda.stats()["calls"] == calls
