@@ -967,6 +967,10 @@ TEST(DecodePlanner, KernelFormsAndOverride) {
   expect_runnable(h200(), r, p);
 
   r.vec = 8;
+  EXPECT_TRUE(detail::plan_decode(h200(), r).lane_pipeline);  // the next tile's loads in flight
+  r.form = "lanes-single";
+  p = detail::plan_decode(h200(), r);
+  EXPECT_TRUE(p.lanes && p.lane_shuffle && !p.lane_pipeline);
   r.form = "lanes";  // forced on a CPU: the __local butterfly
   p = detail::plan_decode(pocl(), r);
   EXPECT_TRUE(p.lanes);

@@ -3,7 +3,7 @@
 # build-gpu (setup.sh), runs the decode tests there against float64 (gtest filter), then times
 # flashcl-bench --decode on issue 22's shapes (fp16, 1 query, H 32 over H_kv 8, d 128; B 8 and 1;
 # 4k, 32k and 128k keys; contiguous and paged with pages of 16 and 256), a sweep of forced split
-# counts at 32k keys, and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
+# counts at 32k keys, decode_lanes without its next-tile loads in flight, and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
 # one table of K/V TB/s and ratios (decode_table.py). The table's base column: with BASE=DIR
 # (another commit's tree, e.g. `git archive HEAD~1 | tar -x -C .ab/base`), that tree's
 # flashcl-bench on the same shapes; without it, this build with FLASHCL_DECODE=stream (the kernel
@@ -62,6 +62,14 @@ for b in 8 1; do
     ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b $b --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
       --splits $s -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 >> "$out/sweep.csv"
   done
+done
+
+# decode_lanes without the next tile's loads in flight (FLASHCL_DECODE=lanes-single), at 32k keys,
+# its rows marked in the device column for the table.
+for page in 0 16; do
+  FLASHCL_DECODE=lanes-single ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b 8,1 --heads 32 --heads-kv 8 \
+    --head-dim 128 --dtype f16 --page-size $page -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 \
+    | sed 's/^"/"lanes-single /' >> "$out/sweep.csv"
 done
 
 python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --json "$out/sdpa.json" \

@@ -73,9 +73,18 @@ def main():
     if os.path.exists(f"{out}/sweep.csv"):
         print("\nforced split counts, contiguous, 32k keys (TB/s):")
         rows = [dict(zip(COLUMNS, row)) for row in csv.reader(open(f"{out}/sweep.csv")) if len(row) == len(COLUMNS)]
+        single = [r for r in rows if r["device"].startswith("lanes-single")]
+        rows = [r for r in rows if not r["device"].startswith("lanes-single")]
         for b in sorted({int(r["batch"]) for r in rows}, reverse=True):
             line = "  ".join(f"{r['splits']}: {float(r['gbs']) / 1e3:.3f}" for r in rows if int(r["batch"]) == b)
             print(f"  B {b}: {line}")
+        if single:
+            print("\nlanes-single (no next-tile loads in flight) / lanes, 32k keys, the planner's splits:")
+        for r in single:
+            key = (int(r["batch"]), int(r["cache"]), int(r["page_size"]))
+            tbs = float(r["gbs"]) / 1e3
+            lanes = float(new[key]["gbs"]) / 1e3 if key in new else 0.0
+            print(f"  B {key[0]} page {key[2]:3d}: {tbs:.3f} TB/s vs {lanes:.3f}" + (f" ({tbs / lanes:.3f}x)" if lanes else ""))
 
 
 if __name__ == "__main__":

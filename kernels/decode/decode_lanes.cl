@@ -8,15 +8,19 @@
  * (shfl.sync.bfly, inline PTX) with LANE_SHUFFLE, else partial dots through __local with two
  * barriers per tile (the portable form, for tests on other devices). Every lane then holds the
  * full scores of its keys and runs its own online softmax over them; the key groups' streams are
- * merged by the LSE rule once, at the end, through __local. A paged tile's block-table entry is
- * read once per lane and tile (again only where a lane's keys cross a page), one tile ahead, so
- * its latency hides behind the current tile's loads. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
+ * merged by the LSE rule once, at the end, through __local. With LANE_PIPELINE the next tile's
+ * loads are issued before this tile's arithmetic, so each warp keeps its loads in flight while it
+ * computes (twice the K/V registers). A paged tile's block-table entry is read once per lane and
+ * tile (again only where a lane's keys cross a page), a tile before its loads need it. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
 
 #ifndef KPT
 #define KPT 4 /* consecutive keys per work-item per tile */
 #endif
 #ifndef LANE_SHUFFLE
 #define LANE_SHUFFLE 0
+#endif
+#ifndef LANE_PIPELINE
+#define LANE_PIPELINE 0 /* 1: the next tile's loads are issued before this tile's arithmetic (registers x2) */
 #endif
 #if VEC == 8
 #define CAT_VEC_FLOAT float8
@@ -94,6 +98,58 @@ inline void lane_widen(lane_raw x, float* y) {
 #endif
 }
 
+/* Issues the K and V loads of this lane's KPT keys from kfirst into kr and vr (seen: the key exists
+ * and its page is in the pool; else the registers hold 0). base_k/base_v: the lane's chunk at
+ * position 0 of its cache row (contiguous) or of page 0 (paged). Paged: *entry holds the tile's
+ * block-table entry, read a tile before (the tile's first key at page *pg, offset *pg_off); this
+ * advances them to the next tile and reads its entry, which is in flight until then. */
+inline void lane_issue(const DecodeArgs* d, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+                       __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v, int* pg,
+                       int* pg_off, int* entry_ahead, lane_raw* kr, lane_raw* vr, bool* seen) {
+#if PAGED
+  int entry = *entry_ahead, page = *pg, off = *pg_off;
+  *pg_off += BC;
+  if (*pg_off >= d->page_size) {
+    if (d->page_size >= BC) { /* one subtraction where pages hold a tile or more */
+      *pg_off -= d->page_size;
+      ++*pg;
+    } else {
+      *pg += *pg_off / d->page_size;
+      *pg_off %= d->page_size;
+    }
+  }
+  *entry_ahead = kfirst + BC < nk ? page_entry(d, block_table, b, *pg) : -1;
+#else
+  (void)block_table;
+  (void)b;
+  (void)pg;
+  (void)pg_off;
+  (void)entry_ahead;
+#endif
+#pragma unroll
+  for (int j = 0; j < KPT; ++j) {
+    const int pos = kfirst + j;
+#if PAGED
+    if (j > 0 && ++off == d->page_size) { /* crossed into the next page (page sizes < KPT or unaligned) */
+      off = 0;
+      ++page;
+      entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
+    }
+    seen[j] = pos < nk && entry >= 0;
+    const long kb = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+    const long vb = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+#else
+    seen[j] = pos < nk;
+    const long kb = base_k + (long)pos * d->k_seq_stride, vb = base_v + (long)pos * d->v_seq_stride;
+#endif
+    kr[j] = vr[j] = (lane_raw)(0);
+    if (seen[j]) {
+      kr[j] = LANE_LOAD(k_cache, kb);
+      vr[j] = LANE_LOAD(v_cache, vb);
+    }
+  }
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
                   __global float* work, __global const int* cache_seqlens, __global const int* block_table,
@@ -132,58 +188,45 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
    * paged cache plus (page entry) * page stride */
   const long k_head = d->k_offset + (long)hk * d->k_head_stride + col;
   const long v_head = d->v_offset + (long)hk * d->v_head_stride + col;
+  /* the lane's tile position: paged, page and offset of its first key and the entry read ahead */
 #if PAGED
-  /* page and offset of this lane's first key of the tile, advanced per tile without a division
-   * where pages hold a tile or more; the entry is read one tile ahead */
+  const long base_k = k_head, base_v = v_head;
   int pg = (t_begin * BC + kg * KPT) / d->page_size, pg_off = t_begin * BC + kg * KPT - pg * d->page_size;
-  int next_entry = t_begin * BC + kg * KPT < nk ? page_entry(d, block_table, b, pg) : -1;
+  int entry_ahead = t_begin * BC + kg * KPT < nk ? page_entry(d, block_table, b, pg) : -1;
 #else
-  (void)block_table;
-  const long k_row = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
-  const long v_row = v_head + (long)max(slot_row, 0) * d->v_batch_stride;
+  const long base_k = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
+  const long base_v = v_head + (long)max(slot_row, 0) * d->v_batch_stride;
+  int pg = 0, pg_off = 0, entry_ahead = 0;
+#endif
+
+  lane_raw kr[KPT], vr[KPT]; /* the tile's K and V chunks as loaded: widened at their use */
+  bool seen[KPT];
+#if LANE_PIPELINE
+  /* the first tile's loads now; each iteration issues the next tile's before computing its own */
+  if (t_begin < t_end)
+    lane_issue(d, k_cache, v_cache, block_table, b, t_begin * BC + kg * KPT, nk, base_k, base_v, &pg, &pg_off,
+               &entry_ahead, kr, vr, seen);
 #endif
 
   /* main loop: no barrier with LANE_SHUFFLE */
   for (int kt = t_begin; kt < t_end; ++kt) {
     const int kfirst = kt * BC + kg * KPT; /* this lane's first key of the tile */
-    lane_raw kr[KPT], vr[KPT]; /* as loaded: widened at their use */
-    bool seen[KPT];
-#if PAGED
-    int entry = next_entry, page = pg, off = pg_off;
-    pg_off += BC;
-    if (pg_off >= d->page_size) {
-      if (d->page_size >= BC) {
-        pg_off -= d->page_size;
-        ++pg;
-      } else {
-        pg += pg_off / d->page_size;
-        pg_off %= d->page_size;
-      }
-    }
-    next_entry = kfirst + BC < nk ? page_entry(d, block_table, b, pg) : -1; /* the next tile's, in flight now */
-#endif
+#if LANE_PIPELINE
+    lane_raw kr_next[KPT], vr_next[KPT];
+    bool seen_next[KPT];
+    if (kt + 1 < t_end)
+      lane_issue(d, k_cache, v_cache, block_table, b, kfirst + BC, nk, base_k, base_v, &pg, &pg_off, &entry_ahead,
+                 kr_next, vr_next, seen_next);
+    else
 #pragma unroll
-    for (int j = 0; j < KPT; ++j) {
-      const int pos = kfirst + j;
-#if PAGED
-      if (j > 0 && ++off == d->page_size) { /* crossed into the next page (page sizes < KPT or unaligned) */
-        off = 0;
-        ++page;
-        entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
+      for (int j = 0; j < KPT; ++j) {
+        kr_next[j] = vr_next[j] = (lane_raw)(0);
+        seen_next[j] = false;
       }
-      seen[j] = pos < nk && entry >= 0;
-      const long kb = k_head + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-      const long vb = v_head + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
 #else
-      seen[j] = pos < nk;
-      const long kb = k_row + (long)pos * d->k_seq_stride, vb = v_row + (long)pos * d->v_seq_stride;
+    lane_issue(d, k_cache, v_cache, block_table, b, kfirst, nk, base_k, base_v, &pg, &pg_off, &entry_ahead, kr, vr,
+               seen);
 #endif
-      kr[j] = vr[j] = (lane_raw)(0);
-      if (seen[j]) {
-        kr[j] = LANE_LOAD(k_cache, kb);
-        vr[j] = LANE_LOAD(v_cache, vb);
-      }
-    }
 
     /* partial dots over this lane's chunk, then summed over the key's lanes */
     float s[KPT][BR];
@@ -261,6 +304,14 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 #pragma unroll
         for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p[j][r], vx[e], acc[r][e]);
     }
+#if LANE_PIPELINE
+#pragma unroll
+    for (int j = 0; j < KPT; ++j) { /* the next tile's registers become this one's (renamed, not copied, once unrolled) */
+      kr[j] = kr_next[j];
+      vr[j] = vr_next[j];
+      seen[j] = seen_next[j];
+    }
+#endif
   }
 
   /* epilogue: the L_KG streams merged by the LSE rule; scratch holds each stream's unnormalised

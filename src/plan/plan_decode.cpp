@@ -104,10 +104,13 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const bool few_rows = rows <= 8 && rows * vec <= 64;
   const std::size_t lanes_wg = std::min<std::size_t>(128, f.max_work_group_size);
   if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
-      (r.form == "lanes" || (r.form.empty() && gpu && f.is_nvidia()))) {
+      (r.form == "lanes" || r.form == "lanes-single" || (r.form.empty() && gpu && f.is_nvidia()))) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;
     p.lanes = true;
     p.lane_shuffle = f.is_nvidia();
+    // Each warp issues the next tile's 2·KPT loads before this tile's arithmetic, so its loads are
+    // in flight while it computes; not measured against "lanes-single" on the H200 yet.
+    p.lane_pipeline = r.form != "lanes-single";
     // 2·KPT independent 16-byte loads in flight per work-item; 2 when 8 rows' query chunks and
     // accumulators take the registers
     p.keys_per_thread = rows <= 4 ? 4 : 2;
@@ -194,7 +197,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
   }
-  const char* form = p.lanes ? (p.lane_shuffle ? "; lanes (shuffles)" : "; lanes (__local)")
+  const char* form = p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")
+                                              : (p.lane_pipeline ? "; lanes (__local, pipelined)" : "; lanes (__local)"))
                      : p.cpu  ? "; cpu"
                      : p.stream ? "; streaming"
                                 : "; staged";

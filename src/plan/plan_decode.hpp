@@ -18,7 +18,8 @@ struct DecodeRequest {
   int page_size = 0;       // paged caches: keys per page; 0: contiguous
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
-  std::string form;        // FLASHCL_DECODE: "lanes", "cpu", "stream" or "staged" forces that kernel where the
+  std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
+                           // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
                            // call allows it; empty (or anything else): the planner's choice
 };
 
@@ -32,6 +33,7 @@ struct DecodePlan {
   bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
   bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
   bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
+  bool lane_pipeline = false; // lanes: the next tile's loads issued before this tile's arithmetic
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
   int heads_per_item = 1;  // cpu: K/V heads per work-item (HB, divides heads_kv); grid dimension 1 is heads_kv / HB
