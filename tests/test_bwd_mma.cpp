@@ -5,7 +5,9 @@
 // key: zero gradients), lengths that are no multiple of any block, dense, head-major and padded
 // layouts (the padded one takes the element-wise copies). The bounds are the 16-bit bounds of every
 // backward path (twice the error of the reference rounded to the storage type plus a floor), which
-// the kernel's rounding of P and dS to 16 bits before their products stays within.
+// the kernel's rounding of P and dS to 16 bits before their products stays within. The deterministic
+// form (bwd_mma_dkdv without dQ adds, then bwd_mma_dq) runs the same cases and must give the same
+// bits over ten runs.
 //
 // The tests skip where the device is not an NVIDIA GPU of compute capability >= 8.0. Where it is,
 // the planner gives these calls to the tensor cores after a probe, and a failed probe would fall
@@ -13,7 +15,9 @@
 // FLASHCL_BWD_MMA=1, which turns a failed probe into an error.
 #include <CL/cl.h>
 
+#include <cstring>
 #include <string>
+#include <tuple>
 
 #include "backward_support.hpp"
 
@@ -46,14 +50,22 @@ std::string name(const MmaCase& m) {
          (m.layout == Layout::BSHD ? "" : m.layout == Layout::BHSD ? " bhsd" : " padded");
 }
 
-void run(const MmaCase& m, std::uint64_t seed) {
+Case make(const MmaCase& m, std::uint64_t seed) {
   Case c = make_case(m.nq, m.nk, m.d, m.causal, m.b, m.h, m.layout);
   c.shape.heads_kv = m.h_kv;
   c.dtype = m.dtype;
   c.seed = seed;
-  const Path fa2{Algorithm::FA2, false, "fa2"};
-  const BackwardRun r = run_backward(c, fa2, false);
-  expect_run_accurate(r, m.dtype, name(m));
+  return c;
+}
+
+const Path kAtomic{Algorithm::FA2, false, "fa2"};
+const Path kDeterministic{Algorithm::FA2, true, "fa2 deterministic"};
+
+// Atomic dQ, then the deterministic form, on the same inputs.
+void run(const MmaCase& m, std::uint64_t seed) {
+  const Case c = make(m, seed);
+  expect_run_accurate(run_backward(c, kAtomic, false), m.dtype, name(m));
+  expect_run_accurate(run_backward(c, kDeterministic, false), m.dtype, name(m) + " deterministic");
 }
 
 class BwdMma : public ::testing::Test {
@@ -88,6 +100,26 @@ TEST_F(BwdMma, StridedLayouts) {
   run({2, 2, 2, 100, 150, 64, false, DType::F16, Layout::BHSD}, 2301);
   run({2, 2, 1, 100, 150, 64, true, DType::BF16, Layout::PaddedRows}, 2302);  // element-wise copies
   run({1, 2, 2, 70, 90, 128, false, DType::F16, Layout::PaddedRows}, 2303);
+}
+
+// Ten runs of the deterministic form give the same dQ, dK and dV bits (the atomic form may not).
+TEST_F(BwdMma, DeterministicBitIdenticalOverTenRuns) {
+  for (const MmaCase& m : {MmaCase{2, 4, 4, 300, 300, 64, true, DType::F16, Layout::BSHD},
+                           MmaCase{1, 8, 2, 257, 190, 128, false, DType::BF16, Layout::BSHD}}) {
+    const Case c = make(m, 2401);
+    const BackwardRun first = run_backward(c, kDeterministic, false, false);
+    for (int run = 1; run < 10; ++run) {
+      const BackwardRun again = run_backward(c, kDeterministic, false, false);
+      // bytes, not values: the NaN poison around the layouts compares unequal to itself
+      for (auto [a, b, what] : {std::tuple{&first.raw_d_q, &again.raw_d_q, "dQ"},
+                                std::tuple{&first.raw_d_k, &again.raw_d_k, "dK"},
+                                std::tuple{&first.raw_d_v, &again.raw_d_v, "dV"}}) {
+        ASSERT_EQ(a->size(), b->size());
+        EXPECT_EQ(0, std::memcmp(a->data(), b->data(), a->size() * sizeof(float)))
+            << name(m) << ": " << what << " differs between runs";
+      }
+    }
+  }
 }
 
 }  // namespace

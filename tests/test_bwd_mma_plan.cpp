@@ -1,10 +1,10 @@
 // test_bwd_mma_plan.cpp: the choice of the NVIDIA tensor-core backward (bwd_mma_plan.cpp) on
 // simulated devices, as a pure function of device facts, the call and explicit overrides: taken on
-// NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls with atomic dQ at d = 64 and
-// 128, plain, causal or GQA; left to the portable kernels on older or other devices, CPUs, fp32,
-// other head dims, the deterministic mode, every other variant and FLASHCL_BWD_MMA=0. The default
-// shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE sets the shape and rejects malformed or
-// uncompilable ones by name.
+// NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls (atomic dQ, or deterministic with
+// the dQ kernel) at d = 64 and 128, plain, causal or GQA; left to the portable kernels on older or
+// other devices, CPUs, fp32, other head dims, fa1, every other variant and FLASHCL_BWD_MMA=0. The
+// default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and FLASHCL_BWD_MMA_DQ_TILE set
+// the shapes and reject malformed or uncompilable ones by name.
 #include <gtest/gtest.h>
 
 #include "plan/bwd_mma_plan.hpp"
@@ -28,10 +28,11 @@ BackwardArgs call(DType dtype, int d, bool causal = false, int heads_kv = 8) {
   return b;
 }
 
-Overrides with(const char* bwd_mma, const char* tile = "") {
+Overrides with(const char* bwd_mma, const char* tile = "", const char* dq_tile = "") {
   Overrides o;
   o.bwd_mma = bwd_mma;
   o.bwd_mma_tile = tile;
+  o.bwd_mma_dq_tile = dq_tile;
   return o;
 }
 
@@ -63,9 +64,6 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, 64), with("0")));
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(16, 8, 0), call(DType::F16, 128), with("")));  // 16 KiB
 
-  BackwardArgs det = call(DType::F16, 64);
-  det.deterministic = true;
-  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("")));
   BackwardArgs fa1 = call(DType::F16, 64);
   fa1.forward.algorithm = Algorithm::FA1;
   EXPECT_FALSE(bwd_mma_eligible(ampere, fa1, with("")));
@@ -115,12 +113,70 @@ TEST(BwdMmaPlan, TileOverride) {
   }
 }
 
+// Deterministic calls take the tensor cores too: bwd_mma_dkdv without its dQ adds and bwd_mma_dq,
+// whose K/V buffers must fit the device as well; its build switches and its tile override.
+TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
+  const DeviceFacts ampere = simulated_nvidia_gpu(48, 8, 0), hopper = simulated_nvidia_gpu(48, 9, 0);
+  for (int d : {64, 128})
+    for (bool causal : {false, true})
+      for (int heads_kv : {8, 2, 1}) {
+        BackwardArgs det = call(DType::BF16, d, causal, heads_kv);
+        det.deterministic = true;
+        EXPECT_TRUE(bwd_mma_eligible(ampere, det, with(""))) << d;
+        EXPECT_TRUE(bwd_mma_eligible(hopper, det, with(""))) << d;
+        BackwardArgs fp32 = det;
+        fp32.forward.dtype = DType::F32;
+        EXPECT_FALSE(bwd_mma_eligible(ampere, fp32, with(""))) << d;
+      }
+  for (int d : {64, 128}) {
+    const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
+    EXPECT_EQ(p.dq_keys, d == 64 ? 64 : 32);
+    EXPECT_EQ(p.dq_stages, 2);
+    EXPECT_EQ(p.dq_local_bytes, bwd_mma_dq_local_bytes(p.dq_keys, d, 2));
+    EXPECT_LE(p.dq_local_bytes, 48u * 1024) << d;
+  }
+  // K_j and V_j: 64 rows of 64 + 8 16-bit elements, two buffers
+  EXPECT_EQ(bwd_mma_dq_local_bytes(64, 64, 2), 2u * 2 * 2 * 64 * 72);
+  // a dQ shape too large for the device leaves a deterministic call (only) to the portable kernels
+  BackwardArgs det = call(DType::F16, 128);
+  det.deterministic = true;
+  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("", "", "128x2")));
+  EXPECT_TRUE(bwd_mma_eligible(ampere, call(DType::F16, 128), with("", "", "128x2")));
+
+  BwdMmaPlan p = bwd_mma_plan(det.forward, with(""));
+  EXPECT_EQ(bwd_mma_options(det, p),
+            " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1 -DDQ_ATOMIC=0 -DBC=32 -DDQ_STAGES=2");
+  p = bwd_mma_plan(det.forward, with("", "", "64x1"));
+  EXPECT_EQ(p.dq_keys, 64);
+  EXPECT_EQ(p.dq_stages, 1);
+  BackwardArgs odd = det;
+  odd.d_q.offset = 1;  // dQ rows at odd elements: written element by element (the atomic form never writes dQ here)
+  EXPECT_EQ(bwd_mma_options(odd, p),
+            " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=0 -DDQ_ATOMIC=0 -DBC=64 -DDQ_STAGES=1");
+  odd.deterministic = false;
+  EXPECT_EQ(bwd_mma_options(odd, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1");
+  BackwardArgs v_off = det;
+  v_off.forward.v.offset = 4;  // V rows off 16 bytes: the dQ kernel copies K_j, V_j element-wise
+  EXPECT_NE(bwd_mma_options(v_off, p).find("-DVEC_LOAD=0"), std::string::npos);
+  for (const char* bad : {"64", "64x", "64x3", "48x0", "8x2", "272x1", "0x1", "64x2x1", "64x2junk", "x2"}) {
+    try {
+      bwd_mma_plan(det.forward, with("", "", bad));
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_MMA_DQ_TILE"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
   const Overrides o = read_overrides([](const char* name) -> const char* {
     if (std::string(name) == "FLASHCL_BWD_MMA") return "0";
     if (std::string(name) == "FLASHCL_BWD_MMA_TILE") return "8x32";
+    if (std::string(name) == "FLASHCL_BWD_MMA_DQ_TILE") return "32x1";
     return nullptr;
   });
+  EXPECT_EQ(o.bwd_mma_dq_tile, "32x1");
   EXPECT_EQ(o.bwd_mma, "0");
   EXPECT_EQ(o.bwd_mma_tile, "8x32");
 }

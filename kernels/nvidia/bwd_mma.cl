@@ -23,7 +23,13 @@
  * ldmatrix.trans from K_j) and adds it, times the scale, into the fp32 accumulator with
  * red.global.add.f32. Rows past the queries and rows that see no key (LSE -inf) get P = 0 through
  * an LSE of +inf in __local memory; keys past the end and above the causal diagonal get P = 0 on
- * the blocks that cross them. dK (times the scale) and dV are written once at the end. */
+ * the blocks that cross them. dK (times the scale) and dV are written once at the end. With
+ * DQ_ATOMIC 0 (deterministic calls) the dS^T staging and the dQ adds are left out and
+ * bwd_mma_dq.cl computes dQ. */
+
+#ifndef DQ_ATOMIC
+#define DQ_ATOMIC 1 /* 0 (deterministic calls): no dQ here, bwd_mma_dq.cl computes it without atomics */
+#endif
 
 #define BKV (16 * WARPS)               /* keys per work-group */
 #ifndef BQ
@@ -239,7 +245,9 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
   __local ushort q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
   __local ushort do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
+#if DQ_ATOMIC
   __local ushort ds_tile[BKV * DS_PITCH] __attribute__((aligned(128)));
+#endif
   __local float lse2_tile[QSTAGES][BQ], d_tile[QSTAGES][BQ];
 
   const AttnArgs* a = &args;
@@ -303,9 +311,13 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     scores_t(s, dp, vw[0], k_tile, q_tile[cur], do_tile[cur], warp, lane);
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
     accumulate_kv(dv_acc, dk_acc, s, dp, q_tile[cur], do_tile[cur], lane);
+#if DQ_ATOMIC
     stage_ds(ds_tile, dp, warp, g, t);
     barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
     add_dq(ws, gb, ds_tile, k_tile, q0, b, h, warp, lane, g, t, scale, &sv, a);
+#else
+    (void)h;
+#endif
   }
 #if VEC_LOAD
   async_wait_all(); /* K_j's copies when no Q block was visited */

@@ -2,9 +2,9 @@
 // of its three paths, in the order the kernels run:
 //  - every path: [bias-gradient target cleared], preprocess (D = rowsum(dO ∘ O); the fp32 dQ
 //    accumulator cleared where one is used);
-//  - fa2: bwd_dkdv per (K/V block, K/V head, batch) (or, atomic dQ on NVIDIA tensor cores,
-//    bwd_mma_dkdv: launch_bwd_mma.cpp), then either bwd_convert_dq (atomic dQ) or bwd_dq per
-//    (Q block, head, batch) (deterministic);
+//  - fa2: bwd_dkdv per (K/V block, K/V head, batch), then either bwd_convert_dq (atomic dQ) or
+//    bwd_dq per (Q block, head, batch) (deterministic); on NVIDIA tensor cores (launch_bwd_mma.cpp)
+//    bwd_mma_dkdv instead of bwd_dkdv, and for deterministic calls bwd_mma_dq instead of bwd_dq;
 //  - fa1: bwd_fa1 per (K/V head, batch), then bwd_convert_dq;
 //  - standard: bwd_std_scores (P and dS materialised), bwd_std_dkdv, bwd_std_dq;
 //  - every path with a broadcast bias gradient: bwd_dbias_reduce.
@@ -80,8 +80,9 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
     const std::size_t wg = bp.plan.work_group_size;
     const std::size_t local[3] = {wg, 1, 1};
     const bool fa1 = a.algorithm == Algorithm::FA1;
-    // fa2 with atomic dQ on NVIDIA tensor cores where the call and the device qualify
-    if (dq_mode != 1 || !try_launch_bwd_mma(queue, bp, workspace, kb, launch)) {
+    // fa2 on NVIDIA tensor cores where the call and the device qualify (deterministic: dQ too)
+    const bool mma = !fa1 && try_launch_bwd_mma(queue, bp, workspace, kb, launch);
+    if (!mma) {
       cl::Kernel main = make_kernel(p, files, options, fa1 ? "bwd_fa1" : "bwd_dkdv");
       set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
                mask, ka, kb);
@@ -90,11 +91,13 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
       enqueue(queue, main, main_global, local, {launch.last()}, launch);
     }
     if (dq_mode == 0) {
-      cl::Kernel dq = make_kernel(p, files, options, "bwd_dq");
-      set_args(dq, q, k, v, g.d_o.buffer, lse, g.d_q.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
-      const std::size_t q_blocks = (Nq + bp.plan.block_rows - 1) / bp.plan.block_rows;
-      const std::size_t dq_global[3] = {q_blocks * wg, H, B};
-      enqueue(queue, dq, dq_global, local, {launch.last()}, launch);
+      if (!mma) {  // (bwd_mma_dq already wrote dQ otherwise)
+        cl::Kernel dq = make_kernel(p, files, options, "bwd_dq");
+        set_args(dq, q, k, v, g.d_o.buffer, lse, g.d_q.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
+        const std::size_t q_blocks = (Nq + bp.plan.block_rows - 1) / bp.plan.block_rows;
+        const std::size_t dq_global[3] = {q_blocks * wg, H, B};
+        enqueue(queue, dq, dq_global, local, {launch.last()}, launch);
+      }
     } else {
       cl::Kernel convert = make_kernel(p, files, options, "bwd_convert_dq");
       set_args(convert, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb);

@@ -7,7 +7,9 @@
 // dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,
 // shape). A failed probe leaves the call to the portable bwd_dkdv, unless FLASHCL_BWD_MMA=1 asks
 // for the tensor cores, where it is an error (the GPU tests run so, so a silent fallback cannot
-// pass them). FLASHCL_BUILD_LOG=1 prints why a probe failed.
+// pass them). FLASHCL_BUILD_LOG=1 prints why a probe failed. Deterministic calls run the same
+// kernel without its dQ adds (DQ_ATOMIC=0) and then bwd_mma_dq (kernels/nvidia/bwd_mma_dq.cl), which
+// writes dQ itself; their probe runs both and checks dQ as written.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -44,6 +46,17 @@ void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t glo
   const std::size_t blocks = (static_cast<std::size_t>(a.seqlen_k) + keys - 1) / keys;
   global[0] = blocks * wg;
   global[1] = static_cast<std::size_t>(a.heads_kv != 0 ? a.heads_kv : a.heads);
+  global[2] = static_cast<std::size_t>(a.batch);
+  local[0] = wg;
+  local[1] = local[2] = 1;
+}
+
+// bwd_mma_dq: one work-group per (Q block of 16 * warps rows, query head, batch).
+void dq_grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
+  const ForwardArgs& a = bp.forward.args;
+  const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps), rows = 16 * static_cast<std::size_t>(plan.warps);
+  global[0] = (static_cast<std::size_t>(a.seqlen_q) + rows - 1) / rows * wg;
+  global[1] = static_cast<std::size_t>(a.heads);
   global[2] = static_cast<std::size_t>(a.batch);
   local[0] = wg;
   local[1] = local[2] = 1;
@@ -123,10 +136,11 @@ double probe_error(const std::vector<float>& got, const std::vector<double>& wan
 
 // Runs bwd_mma_dkdv alone for `dtype` at head dim `d` and the call's shape and copy form on one
 // causal head (Nq = 77, Nk = 100) with LSE and D from float64, and compares dK, dV and the dQ
-// accumulator with float64: within 1e-2 (fp16) or 3e-2 (bf16) of the largest gradient, where a
-// wrong fragment layout is off by tens of percent. A build failure or a wrong answer is an answer
+// accumulator (deterministic: then bwd_mma_dq too, and dQ as it wrote it) with float64: within
+// 1e-2 (fp16) or 3e-2 (bf16) of the largest gradient, where a wrong fragment layout is off by tens
+// of percent. A build failure or a wrong answer is an answer
 // for the device; running out of resources is not (Transient).
-ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load,
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                       const BwdMmaPlan& plan) {
   try {
     const int nq = 77, nk = 100;
@@ -167,6 +181,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     args.d_q = {dqb(), pad, 0, 0, 0};
     args.d_k = {dkb(), pad, 0, 0, 0};
     args.d_v = {dvb(), pad, 0, 0, 0};
+    args.deterministic = deterministic;
     const BackwardProblem bp = validate_backward(queue(), args);
     // the workspace: D from float64, the dQ accumulator cleared
     std::vector<float> ws(bp.workspace.bytes / 4 + 1, 0.0f);
@@ -174,7 +189,8 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     cl::Buffer wsb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, ws.size() * 4, ws.data());
     // Built and run outside the program cache and the fault hooks: the probe is the library's own
     // business, not part of the caller's call.
-    cl::Kernel kernel(build_uncached(context, device, programs::bwd_mma_f16, options_for(bp, plan)), "bwd_mma_dkdv");
+    const cl::Program program = build_uncached(context, device, programs::bwd_mma_f16, options_for(bp, plan));
+    cl::Kernel kernel(program, "bwd_mma_dkdv");
     cl_mem mems[8] = {qb(), kb(), vb(), dob(), lseb(), dkb(), dvb(), wsb()};
     for (cl_uint i = 0; i < 8; ++i) kernel.setArg(i, sizeof(cl_mem), &mems[i]);
     kernel.setArg(8, bp.forward.kernel_args);
@@ -189,9 +205,21 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
       bits.erase(bits.begin(), bits.begin() + pad);
       return from_storage(dtype, bits);
     };
-    const std::vector<float> dk = read16(dkb, k.size()), dv = read16(dvb, v.size());
     std::vector<float> dq(q.size());
-    queue.enqueueReadBuffer(wsb, CL_TRUE, bp.workspace.dq * 4, dq.size() * 4, dq.data());
+    if (deterministic) {
+      cl::Kernel dq_kernel(program, "bwd_mma_dq");
+      cl_mem dq_mems[7] = {qb(), kb(), vb(), dob(), lseb(), dqb(), wsb()};
+      for (cl_uint i = 0; i < 7; ++i) dq_kernel.setArg(i, sizeof(cl_mem), &dq_mems[i]);
+      dq_kernel.setArg(7, bp.forward.kernel_args);
+      dq_kernel.setArg(8, bp.kernel_args);
+      dq_grid_for(bp, plan, global, local);
+      queue.enqueueNDRangeKernel(dq_kernel, cl::NullRange, cl::NDRange(global[0], global[1], global[2]),
+                                 cl::NDRange(local[0], local[1], local[2]));
+      dq = read16(dqb, q.size());
+    } else {
+      queue.enqueueReadBuffer(wsb, CL_TRUE, bp.workspace.dq * 4, dq.size() * 4, dq.data());
+    }
+    const std::vector<float> dk = read16(dkb, k.size()), dv = read16(dvb, v.size());
     const double bound = dtype == DType::F16 ? 1e-2 : 3e-2;
     const double e_dk = probe_error(dk, ref.dk), e_dv = probe_error(dv, ref.dv), e_dq = probe_error(dq, ref.dq);
     if (!(e_dk <= bound && e_dv <= bound && e_dq <= bound))
@@ -214,13 +242,17 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
   }
 }
 
-bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, const BwdMmaPlan& plan) {
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
+                  const BwdMmaPlan& plan) {
   static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int, int>, bool> results;
-  const auto key = std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages);
+  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int>, bool> results;
+  // the dQ kernel's shape only where it runs
+  const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
+  const auto key =
+      std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages, dq_keys, dq_stages);
   std::lock_guard<std::mutex> lock(mutex);
   if (auto it = results.find(key); it != results.end()) return it->second;
-  const ProbeResult r = run_probe(context, device, dtype, d, vec_load, plan);
+  const ProbeResult r = run_probe(context, device, dtype, d, vec_load, deterministic, plan);
   if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
   return r == ProbeResult::Pass;
 }
@@ -234,7 +266,8 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   const BwdMmaPlan plan = bwd_mma_plan(args.forward);
   const std::string options = options_for(bp, plan);
   const bool vec_load = options.find("-DVEC_LOAD=1") != std::string::npos;
-  if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load, plan)) {
+  if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load,
+                    args.deterministic, plan)) {
     if (process_overrides().bwd_mma == "1")
       fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
            to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
@@ -248,6 +281,13 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   std::size_t global[3], local[3];
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
+  if (args.deterministic) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
+    cl::Kernel dq = make_kernel(bp.forward, programs::bwd_mma_f16, options, "bwd_mma_dq");
+    set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
+             bp.forward.kernel_args, kernel_args);
+    dq_grid_for(bp, plan, global, local);
+    enqueue(queue, dq, global, local, {launch.last()}, launch);
+  }
   return true;
 }
 

@@ -38,6 +38,11 @@ std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int sta
   return 2 * (keys * pitch + 2 * n * rows * pitch + keys * (rows + 8)) + 2 * sizeof(float) * n * rows;
 }
 
+std::size_t bwd_mma_dq_local_bytes(int keys, int head_dim, int stages) {
+  const std::size_t pitch = (head_dim + 15) / 16 * 16 + 8;
+  return 2 * 2 * static_cast<std::size_t>(stages) * static_cast<std::size_t>(keys) * pitch;
+}
+
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
   // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
@@ -66,6 +71,25 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     p.stages = stages;
   }
   p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim, p.stages);
+  // The dQ kernel (deterministic calls): not measured yet. Two K/V buffers so the next block's
+  // copies overlap this one's products, as many keys as keep both within 36 KiB: 64 at d = 64
+  // (S and dP 32 registers each), 32 at d = 128 (Q, dO as A fragments and dQ take 128 registers a
+  // lane there already).
+  p.dq_keys = a.head_dim > 64 ? 32 : 64;
+  p.dq_stages = 2;
+  if (!o.bwd_mma_dq_tile.empty()) {
+    int keys = 0, stages = 0, used = 0;
+    const char* env = o.bwd_mma_dq_tile.c_str();
+    if (std::sscanf(env, "%dx%d%n", &keys, &stages, &used) != 2 || env[used] != '\0' || keys < 16 || keys > 256 ||
+        keys % 16 != 0 || (stages != 1 && stages != 2))
+      fail(Status::InvalidArgument,
+           "FLASHCL_BWD_MMA_DQ_TILE: expected KEYSxSTAGES such as 64x2 (KEYS a multiple of 16 up to 256, STAGES 1 or "
+           "2), got '",
+           env, "'");
+    p.dq_keys = keys;
+    p.dq_stages = stages;
+  }
+  p.dq_local_bytes = bwd_mma_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
   p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
                     " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
                     ", mma.sync.m16n8k16");
@@ -76,7 +100,7 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
   const ForwardArgs& a = args.forward;
   if (o.bwd_mma == "0") return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
-  if (a.algorithm != Algorithm::FA2 || args.deterministic) return false;  // deterministic: bwd_dkdv + bwd_dq
+  if (a.algorithm != Algorithm::FA2) return false;
   if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
   if (a.head_dim != 64 && a.head_dim != 128) return false;
   // plain attention, causal and GQA only: every other variant runs on the portable kernels
@@ -85,17 +109,24 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
     return false;
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
-  return bwd_mma_plan(a, o).local_bytes <= facts.local_mem_bytes;
+  const BwdMmaPlan p = bwd_mma_plan(a, o);
+  return p.local_bytes <= facts.local_mem_bytes && (!args.deterministic || p.dq_local_bytes <= facts.local_mem_bytes);
 }
 
 std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
   const int d = a.head_dim;
   // 16-byte cp.async of Q, dO and K rows; 4-byte pairs of V (its A fragments) and of dK, dV
-  const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8);
-  const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2);
-  return concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,
-                " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
+  // (deterministic: the dQ kernel also copies V's rows and reads Q, dO and writes dQ in pairs)
+  const bool det = args.deterministic;
+  const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8) &&
+                   (!det || rows_aligned(d, a.v, 8));
+  const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2) &&
+                     (!det || (rows_aligned(d, a.q, 2) && rows_aligned(d, args.d_o, 2) && rows_aligned(d, args.d_q, 2)));
+  std::string options = concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,
+                               " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
+  if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
+  return options;
 }
 
 }  // namespace flashcl::detail

@@ -53,8 +53,9 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
                      const std::vector<cl_event>& wait, Launch& launch);
 
 // fa2's dK/dV (and atomic dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
-// `launch`'s last event with `kernel_args` (dq_mode 1) when the call and device qualify and the
-// device's probe passed; false (nothing enqueued) otherwise, so the caller runs bwd_dkdv.
+// `launch`'s last event with `kernel_args` when the call and device qualify and the device's probe
+// passed; for deterministic calls (dq_mode 0) dQ too, written in its dtype by bwd_mma_dq. False
+// (nothing enqueued) otherwise, so the caller runs bwd_dkdv (and bwd_dq).
 bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
                         Launch& launch);
 

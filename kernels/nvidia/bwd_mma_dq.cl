@@ -1,0 +1,148 @@
+/* bwd_mma_dq.cl: dQ of the deterministic tensor-core backward, without atomics. Built after
+ * bwd_mma.cl in the same program, and only with DQ_ATOMIC 0: then bwd_mma_dkdv computes dK and dV
+ * alone and this kernel gives every dQ row one owner, so each element is a sum in one fixed order
+ * and the result is the same bits on every run.
+ *
+ * One work-group of WARPS warps per (Q block of 16 WARPS rows, query head, batch); warp w owns
+ * rows q0 + 16w .. + 15 and keeps their Q and dO as A fragments (load_q) and their dQ in fp32
+ * registers. It steps through the key blocks of BC keys the Q block sees (key_block_range), in
+ * increasing order; each block's K_j and V_j arrive in __local memory (cp.async when the rows are
+ * 16-byte aligned; with DQ_STAGES 2 the next block's copies fly while this one is computed), and
+ * each warp computes, with the forward's mma_f16.cl products,
+ *   S = Q_w K_j^T, dP = dO_w V_j^T          (qk_block: B fragments by ldmatrix from K_j, V_j)
+ *   P = 2^(c S - LSE log2 e), dS = P (dP - D)
+ *   dQ_w += dS K_j                          (pv_block with K_j in V's place: A from dS's C fragments)
+ * and writes dQ (times the scale) once at the end in dQ's dtype and strides. This recomputes S and
+ * dP that bwd_mma_dkdv also computes (seven block products instead of five) in exchange for no
+ * fp32 reductions into global memory and no dS^T staging in the dK/dV kernel. Rows past the end
+ * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0. */
+
+#if !DQ_ATOMIC
+
+#ifndef DQ_STAGES
+#define DQ_STAGES 1 /* K_j/V_j buffers: 1, or 2 (block j + 1 copied while block j is computed) */
+#endif
+
+#if BC % 16 != 0 || MT != 1
+#error "bwd_mma_dq.cl: BC a multiple of 16 keys, one 16-row m-tile a warp"
+#endif
+
+/* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk, into one stage (one commit group). */
+BWD_INLINE void load_kv_block(__local ushort* k_tile, __local ushort* v_tile, __global const ushort* kg,
+                              __global const ushort* vg, int k0, int b, int hk, int nk, const AttnArgs* a, int lid) {
+  load_rows(k_tile, BC, kg, TENSOR_BASE(a, k, b, hk), a->k_seq_stride, k0, nk, lid);
+  load_rows(v_tile, BC, vg, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, k0, nk, lid);
+#if VEC_LOAD
+  async_commit();
+#endif
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
+                __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dq,
+                __global const float* ws, const AttnArgs args, const BwdArgs bargs) {
+  __local ushort k_tile[DQ_STAGES][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ushort v_tile[DQ_STAGES][BC * K_PITCH] __attribute__((aligned(128)));
+
+  const AttnArgs* a = &args;
+  const BwdArgs* gb = &bargs;
+  const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
+  /* causal: the longest rows (the last Q blocks) first, so the short ones fill the tail */
+#if CAUSAL
+  const int qb = get_num_groups(0) - 1 - get_group_id(0);
+#else
+  const int qb = get_group_id(0);
+#endif
+  const int h = get_group_id(1), b = get_group_id(2), hk = KV_HEAD(a, h);
+  const SeqView sv = seq_view(a, b, h, 1.0f, 0, 0, 0);
+  const int nq = SV_NQ(&sv, a), nk = SV_NK(&sv, a), shift = SV_SHIFT(&sv, a);
+  const int q0 = qb * BR, row_a = q0 + warp * 16 + g; /* this lane's rows: row_a and row_a + 8 */
+  const float c = a->scale_log2;
+
+  qfrag_t qa[1][QFRAGS][4], doa[1][QFRAGS][4];
+  load_q(qa, (__global const ushort*)q, TENSOR_BASE(a, q, b, h), a->q_seq_stride, row_a, nq, t);
+  load_q(doa, (__global const ushort*)dout, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, row_a, nq, t);
+  float lse2[2], dd[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_a + 8 * r;
+    lse2[r] = INFINITY;
+    dd[r] = 0.0f;
+    if (row < nq) {
+      const long index = LSE_INDEX(a, &sv, b, h, row);
+      const float x = lse[index];
+      lse2[r] = x == NEG_INF ? INFINITY : x * LOG2E_F;
+      dd[r] = ws[gb->ws_d_offset + index];
+    }
+  }
+
+  float acc[1][NT_O][4];
+#pragma unroll
+  for (int n = 0; n < NT_O; ++n) acc[0][n][0] = acc[0][n][1] = acc[0][n][2] = acc[0][n][3] = 0.0f;
+
+  __global const ushort* kg = (__global const ushort*)k;
+  __global const ushort* vg = (__global const ushort*)v;
+  int kb_begin, kb_end;
+  key_block_range(q0, min(q0 + BR, nq), BC, &sv, a, &kb_begin, &kb_end);
+#if DQ_STAGES == 2
+  if (kb_begin < kb_end) load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, a, lid);
+#endif
+  for (int kb = kb_begin; kb < kb_end; ++kb) {
+    const int k0 = kb * BC;
+#if DQ_STAGES == 2
+    const int cur = (kb - kb_begin) & 1;
+#else
+    const int cur = 0;
+    barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with the previous block */
+    load_kv_block(k_tile[0], v_tile[0], kg, vg, k0, b, hk, nk, a, lid);
+#endif
+#if VEC_LOAD
+    async_wait_all(); /* this work-item's copies of block kb have landed */
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE); /* K_j, V_j visible to every warp; with two stages, every warp is
+                                   * also done with the other stage (block kb - 1) */
+#if DQ_STAGES == 2
+    if (kb + 1 < kb_end) load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, a, lid);
+#endif
+
+    float s[1][NT_S][4], dp[1][NT_S][4];
+    qk_block(s, qa, k_tile[cur], lane);
+    qk_block(dp, doa, v_tile[cur], lane);
+    const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
+        float x = fma(s[0][j][e], c, -lse2[r]);
+        if (masked) {
+          bool hidden = key >= nk;
+#if CAUSAL
+          hidden = hidden || key > row_a + 8 * r + shift;
+#endif
+          if (hidden) x = NEG_INF;
+        }
+        dp[0][j][e] = ex2_approx(x) * (dp[0][j][e] - dd[r]); /* dS */
+      }
+    pv_block(acc, dp, k_tile[cur], lane); /* dQ_w += dS K_j */
+  }
+  (void)shift;
+
+  /* epilogue: dQ (times the scale) of this warp's rows, written once */
+  __global ushort* dqg = (__global ushort*)dq;
+  const long dq_base = TENSOR_BASE(gb, dq, b, h);
+  const float scale = a->scale;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_a + 8 * r;
+    const bool in = row < nq;
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      const int col = 8 * n + 2 * t;
+      store_o2(dqg, dq_base + (long)row * gb->dq_seq_stride + col, acc[0][n][2 * r] * scale,
+               acc[0][n][2 * r + 1] * scale, in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
+    }
+  }
+}
+
+#endif /* !DQ_ATOMIC */
