@@ -61,6 +61,17 @@ BWD_INLINE void red_add_f32(__global float* p, float x) {
   asm volatile("red.global.add.f32 [%0], %1;" ::"l"((ulong)p), "f"(x) : "memory");
 }
 
+#ifndef RED_V2
+#define RED_V2 0 /* 1 (an experiment, FLASHCL_BUILD_OPTIONS=-DRED_V2=1; sm_90, PTX ISA 8.1): dQ pairs by one red.v2 */
+#endif
+#if RED_V2
+/* x0, x1 into the two fp32 cells at p (8-byte aligned) with one reduction: half the red
+ * instructions of two red_add_f32 calls, for the same bytes. */
+BWD_INLINE void red_add_v2_f32(__global float* p, float x0, float x1) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"((ulong)p), "f"(x0), "f"(x1) : "memory");
+}
+#endif
+
 /* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
  * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
  * caller commits and waits); otherwise plain element copies. */
@@ -201,6 +212,12 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
 #pragma unroll
     for (int n = 0; n < NT_DQ; ++n) {
       const int col = col0 + 8 * n + 2 * t;
+#if RED_V2 /* the pair is 8-byte aligned when the accumulator starts at an even float (HEAD_DIM is even here) */
+      if ((gb->ws_dq_offset & 1) == 0 && col + 1 < HEAD_DIM) {
+        red_add_v2_f32(cell + 8 * n, acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+        continue;
+      }
+#endif
       if (col < HEAD_DIM) red_add_f32(cell + 8 * n, acc[n][2 * r] * scale);
       if (col + 1 < HEAD_DIM) red_add_f32(cell + 8 * n + 1, acc[n][2 * r + 1] * scale);
     }
