@@ -78,6 +78,12 @@ for d in 64 128; do
       tee -a "$out/bench.txt"
   done
 done
+# the dQ kernel takes the dK/dV kernel's warps: at d = 64, 4 warps (64-row Q blocks) instead of 8,
+# to read against the 4x64 atomic row (ptxas.log has each kernel's registers)
+echo "dq tile 64x2 with FLASHCL_BWD_MMA_TILE=4x64" >> "$out/bench.txt"
+FLASHCL_BWD_MMA_TILE=4x64 timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64 --causal both \
+  --dtype f16 --algo fa2 --deterministic -r 5 -w 1 2>&1 | grep -E "^ +[0-9]|error" | sed "s/^/dq 4x64 /" |
+  tee -a "$out/bench.txt"
 timeout 150 python3 bench/gpu/sdpa_train.py --tokens 32768 --heads 16 --seqlen 4096 --head-dim 64,128 \
   --dtype f16,bf16 --json "$out/sdpa_train.json" > "$out/sdpa.log" 2>&1 || tail -5 "$out/sdpa.log"
 
