@@ -11,7 +11,8 @@
  * merged by the LSE rule once, at the end, through __local. With LANE_PIPELINE the next tile's
  * loads are issued before this tile's arithmetic, so each warp keeps its loads in flight while it
  * computes (twice the K/V registers). A paged tile's block-table entry is read once per lane and
- * tile (again only where a lane's keys cross a page), a tile before its loads need it. Same grid, arguments and workspace output as decode_split.cl and decode_stream.cl. */
+ * tile (again only where a lane's keys cross a page), a tile before its loads need it. Same grid,
+ * arguments and workspace output as decode_split.cl and decode_stream.cl. */
 
 #ifndef KPT
 #define KPT 4 /* consecutive keys per work-item per tile */
