@@ -113,7 +113,8 @@ TEST(BwdMmaPlan, TileOverride) {
   }
 }
 
-// Deterministic calls take the tensor cores too: bwd_mma_dkdv without its dQ adds and bwd_mma_dq,
+// Deterministic calls take the tensor cores too (under FLASHCL_BWD_MMA=1 until the dQ kernel has run on a
+// GPU): bwd_mma_dkdv without its dQ adds and bwd_mma_dq,
 // whose K/V buffers must fit the device as well; its build switches and its tile override.
 TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   const DeviceFacts ampere = simulated_nvidia_gpu(48, 8, 0), hopper = simulated_nvidia_gpu(48, 9, 0);
@@ -122,11 +123,13 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
       for (int heads_kv : {8, 2, 1}) {
         BackwardArgs det = call(DType::BF16, d, causal, heads_kv);
         det.deterministic = true;
-        EXPECT_TRUE(bwd_mma_eligible(ampere, det, with(""))) << d;
-        EXPECT_TRUE(bwd_mma_eligible(hopper, det, with(""))) << d;
+        // opt-in until the dQ kernel has run on a GPU: FLASHCL_BWD_MMA=1
+        EXPECT_FALSE(bwd_mma_eligible(hopper, det, with(""))) << d;
+        EXPECT_TRUE(bwd_mma_eligible(ampere, det, with("1"))) << d;
+        EXPECT_TRUE(bwd_mma_eligible(hopper, det, with("1"))) << d;
         BackwardArgs fp32 = det;
         fp32.forward.dtype = DType::F32;
-        EXPECT_FALSE(bwd_mma_eligible(ampere, fp32, with(""))) << d;
+        EXPECT_FALSE(bwd_mma_eligible(ampere, fp32, with("1"))) << d;
       }
   for (int d : {64, 128}) {
     const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
@@ -140,7 +143,7 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   // a dQ shape too large for the device leaves a deterministic call (only) to the portable kernels
   BackwardArgs det = call(DType::F16, 128);
   det.deterministic = true;
-  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("", "", "128x2")));
+  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("1", "", "128x2")));
   EXPECT_TRUE(bwd_mma_eligible(ampere, call(DType::F16, 128), with("", "", "128x2")));
 
   BwdMmaPlan p = bwd_mma_plan(det.forward, with(""));

@@ -99,6 +99,9 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   const ForwardArgs& a = args.forward;
   if (o.bwd_mma == "0") return false;
+  // The deterministic form (bwd_mma_dq.cl) has not run on a GPU yet: until it has passed its tests
+  // on one, deterministic calls take it only when FLASHCL_BWD_MMA=1 asks for the tensor cores.
+  if (args.deterministic && o.bwd_mma != "1") return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   if (a.algorithm != Algorithm::FA2) return false;
   if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
