@@ -999,6 +999,7 @@ TEST(DecodePlanner, CpuForm) {
   EXPECT_TRUE(p.cpu);
   EXPECT_EQ(p.vector_width, 16);
   EXPECT_EQ(p.heads_per_item, 8);  // all 8 K/V heads: 8 x 8.25 KiB of state
+  EXPECT_TRUE(p.cpu_prefetch);
   EXPECT_EQ(p.num_splits, 16);     // 16 work-items for 2 cores, 512 keys each
   EXPECT_EQ(detail::plan_decode(f, decode_request(8, 8192)).num_splits, 2);
   EXPECT_EQ(detail::plan_decode(f, decode_request(1, 600)).num_splits, 1);
@@ -1018,9 +1019,10 @@ TEST(DecodePlanner, CpuForm) {
   r.seqlen_q = 1;
   r.form = "stream";
   EXPECT_TRUE(detail::plan_decode(f, r).stream);
-  r.form = "cpu";  // forced on a GPU
+  r.form = "cpu";  // forced on a GPU: no clang prefetch builtin there
   p = detail::plan_decode(h200(), r);
   EXPECT_TRUE(p.cpu);
+  EXPECT_FALSE(p.cpu_prefetch);
   expect_runnable(h200(), r, p);
 }
 

@@ -35,12 +35,19 @@
 /* Two vectors' adjacent lanes summed pairwise, a's then b's: one level of the transposing fold. */
 #define CPU_FOLD(a, b) ((CVEC)((a).even + (a).odd, (b).even + (b).odd))
 
+#ifndef CPU_PREFETCH
+#define CPU_PREFETCH 0 /* 1 (CPU devices): software prefetch of the next block's rows */
+#endif
+
+#if CPU_PREFETCH
 /* A software prefetch of one head's key row at p (each 64-byte line). OpenCL's prefetch() does
  * nothing in PoCL 3.1, so clang's builtin is used; it takes a private-space pointer, which on a
- * CPU device is the same flat address (through an integer: OpenCL C forbids the direct cast). */
+ * CPU device is the same flat address (through an integer: OpenCL C forbids the direct cast).
+ * Only on CPU devices: oclgrind, say, cannot run llvm.prefetch. */
 inline void cpu_prefetch_row(__global const STORAGE_T* p) {
   for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64) __builtin_prefetch((const void*)((ulong)p + c));
 }
+#endif
 
 inline float cpu_vmax(CVEC x) {
   float m = x.s0;
@@ -127,6 +134,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
       any_hidden |= kb[j] < 0;
     }
 
+#if CPU_PREFETCH
     /* the next block's rows requested now (the same page offsets one block on; paged: where the
      * block stays in its page), so the loads below find them on their way */
     for (int j = 0; j < KB; ++j)
@@ -139,6 +147,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
           cpu_prefetch_row(k_cache + kb[j] + (long)KB * d->k_seq_stride + h * d->k_head_stride);
           cpu_prefetch_row(v_cache + vb[j] + (long)KB * d->v_seq_stride + h * d->v_head_stride);
         }
+#endif
 
     /* products, key by key and head by head (the order of memory): one vector per (head, row, key) */
     CVEC prod[HB][BR][KB];

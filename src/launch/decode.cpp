@@ -402,7 +402,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";
-  if (plan.cpu) options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item);
+  if (plan.cpu)
+    options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
   if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
   if (windowed) options += " -DWINDOW=1";

@@ -36,6 +36,7 @@ struct DecodePlan {
   bool lane_pipeline = false; // lanes: the next tile's loads issued before this tile's arithmetic
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
+  bool cpu_prefetch = false;  // cpu: software prefetch (CPU devices only: a simulator may lack it)
   int heads_per_item = 1;  // cpu: K/V heads per work-item (HB, divides heads_kv); grid dimension 1 is heads_kv / HB
   int keys_per_thread = 0; // stream, lanes: keys each work-item loads per tile (BC = key groups × this)
   std::size_t work_group_size = 0;
