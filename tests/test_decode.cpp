@@ -967,6 +967,8 @@ TEST(DecodePlanner, KernelFormsAndOverride) {
   expect_runnable(h200(), r, p);
 
   r.vec = 8;
+  EXPECT_FALSE(detail::plan_decode(h200(), r).lane_pipeline);  // the form measured on the H200
+  r.form = "lanes";
   EXPECT_TRUE(detail::plan_decode(h200(), r).lane_pipeline);  // the next tile's loads in flight
   r.form = "lanes-single";
   p = detail::plan_decode(h200(), r);

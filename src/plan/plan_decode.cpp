@@ -108,9 +108,10 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;
     p.lanes = true;
     p.lane_shuffle = f.is_nvidia();
-    // Each warp issues the next tile's 2·KPT loads before this tile's arithmetic, so its loads are
-    // in flight while it computes; not measured against "lanes-single" on the H200 yet.
-    p.lane_pipeline = r.form != "lanes-single";
+    // Pipelined (FLASHCL_DECODE=lanes): each warp issues the next tile's 2·KPT loads before this
+    // tile's arithmetic. Not the default: it has not run on the H200 yet, while the single form
+    // passed the decode tests there and measured 1.2-1.6x the stream kernel (docs/perf/nvidia-h200.md).
+    p.lane_pipeline = r.form == "lanes";
     // 2·KPT independent 16-byte loads in flight per work-item; 2 when 8 rows' query chunks and
     // accumulators take the registers
     p.keys_per_thread = rows <= 4 ? 4 : 2;
