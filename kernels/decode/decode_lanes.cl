@@ -331,21 +331,5 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     }
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  __global float* part_o = work + PART_O_BASE(d);
-  for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE) {
-    const int r = idx / HEAD_DIM, c = idx % HEAD_DIM, rg = r0 + r;
-    if (rg >= r_end) continue;
-    float mx = NEG_INF;
-    for (int g = 0; g < L_KG; ++g) mx = fmax(mx, st_m[g * BR + r]);
-    float sum = 0.0f, o = 0.0f;
-    if (mx != NEG_INF)
-      for (int g = 0; g < L_KG; ++g) {
-        const float w = EXP2_OF(st_m[g * BR + r] - mx); /* 0 for streams that saw nothing */
-        sum += w * st_l[g * BR + r];
-        o += w * st_o[(g * BR + r) * HEAD_DIM + c];
-      }
-    const long row = PART_ROW(d, b, hk, rg);
-    part_o[(row * d->num_splits + split) * HEAD_DIM + c] = sum > 0.0f ? o / sum : 0.0f;
-    if (c == 0) work[row * d->num_splits + split] = sum > 0.0f ? LSE_OF(mx, sum) : NEG_INF;
-  }
+  merge_key_group_streams(d, scratch, L_KG, work, b, hk, r0, r_end, split, lid);
 }
