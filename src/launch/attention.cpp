@@ -10,6 +10,7 @@
 
 #include "base/errors.hpp"
 #include "base/fault_injection.hpp"
+#include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
 #include "plan/call_plan.hpp"
 #include "plan/overrides.hpp"
@@ -136,16 +137,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
   detail::check_workspace(p, call.workspace_bytes);
 
   Launch launch;
-  cl_mem workspace = p.args.workspace;
-  cl_mem owned = nullptr;
-  const std::size_t need = call.workspace_bytes;
-  if (need > 0 && workspace == nullptr) {
-    cl_int err = detail::injected_fault("clCreateBuffer");
-    if (err == CL_SUCCESS) owned = clCreateBuffer(p.context, CL_MEM_READ_WRITE, need, nullptr, &err);
-    detail::check_cl_result(err, "clCreateBuffer(workspace)");
-    workspace = owned;
-  }
-  try {
+  const detail::CallWorkspace owned_or_callers(p.context, p.args.workspace, call.workspace_bytes);
+  const cl_mem workspace = owned_or_callers.get();
+  detail::with_cl_errors([&] {
     // the tensor-core kernel takes plain attention and GQA when its probe passes; otherwise the
     // plan's path runs (on CPUs the CPU-shaped fa2 takes what it can, plan_fa2_cpu.hpp)
     if (call.tensor_cores.empty() || !detail::try_launch_fa2_mma(queue, p, call, wait_list, launch)) {
@@ -156,15 +150,7 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
         case detail::ForwardPath::FA2: detail::launch_fa2(queue, p, call, wait_list, launch); break;
       }
     }
-  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
-    if (owned != nullptr) clReleaseMemObject(owned);
-    detail::fail(Status::OpenCLError, e.what(), " failed: ", detail::cl_error_name(e.err()), " (", e.err(), ")");
-  } catch (...) {
-    if (owned != nullptr) clReleaseMemObject(owned);
-    throw;
-  }
-  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
-  if (owned != nullptr) clReleaseMemObject(owned);
+  });
   return launch;
 }
 

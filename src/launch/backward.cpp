@@ -13,7 +13,7 @@
 
 #include "validate/backward_problem.hpp"
 #include "base/errors.hpp"
-#include "base/fault_injection.hpp"
+#include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
 
 namespace flashcl {
@@ -133,27 +133,9 @@ Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vec
   const detail::BackwardProblem bp = detail::validate_backward(queue, args, wait_list);
 
   Launch launch;
-  cl_mem workspace = args.workspace;
-  cl_mem owned = nullptr;
-  if (workspace == nullptr) {  // never empty: D always has a row per LSE row (at least one float)
-    cl_int err = detail::injected_fault("clCreateBuffer");
-    if (err == CL_SUCCESS)
-      owned = clCreateBuffer(bp.forward.context, CL_MEM_READ_WRITE, std::max<std::size_t>(bp.workspace.bytes, 4),
-                             nullptr, &err);
-    detail::check_cl_result(err, "clCreateBuffer(workspace)");
-    workspace = owned;
-  }
-  try {
-    detail::launch_backward(queue, bp, workspace, wait_list, launch);
-  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
-    if (owned != nullptr) clReleaseMemObject(owned);
-    detail::fail(Status::OpenCLError, e.what(), " failed: ", detail::cl_error_name(e.err()), " (", e.err(), ")");
-  } catch (...) {
-    if (owned != nullptr) clReleaseMemObject(owned);
-    throw;
-  }
-  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
-  if (owned != nullptr) clReleaseMemObject(owned);
+  // never empty: D always has a row per LSE row (at least one float)
+  const detail::CallWorkspace workspace(bp.forward.context, args.workspace, std::max<std::size_t>(bp.workspace.bytes, 4));
+  detail::with_cl_errors([&] { detail::launch_backward(queue, bp, workspace.get(), wait_list, launch); });
   return launch;
 }
 

@@ -15,7 +15,7 @@
 #include "validate/buffer_checks.hpp"  // check_use, span_of, check_aliasing
 #include "decode_args.h"
 #include "base/errors.hpp"
-#include "base/fault_injection.hpp"
+#include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
 #include "plan/plan_decode.hpp"
 #include "plan/overrides.hpp"
@@ -417,14 +417,9 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
                                                         : programs::decode_split;
 
   Launch launch;
-  cl_mem workspace = a.workspace, owned = nullptr;
-  if (workspace == nullptr) {
-    cl_int err = injected_fault("clCreateBuffer");
-    if (err == CL_SUCCESS) owned = clCreateBuffer(ctx, CL_MEM_READ_WRITE, std::max<std::size_t>(need, 4), nullptr, &err);
-    check_cl_result(err, "clCreateBuffer(workspace)");
-    workspace = owned;
-  }
-  try {
+  const CallWorkspace owned_or_callers(ctx, a.workspace, std::max<std::size_t>(need, 4));
+  const cl_mem workspace = owned_or_callers.get();
+  with_cl_errors([&] {
     std::vector<cl_event> wait = wait_list;
     if (appends(a)) {
       cl::Kernel append = make_kernel(p, files, options, "decode_append");
@@ -452,15 +447,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
                                          static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};
     const std::size_t merge_local[3] = {static_cast<std::size_t>(plan.merge_wg), 1, 1};
     enqueue(queue, merge, merge_global, merge_local, {launch.last()}, launch);
-  } catch (const cl::Error& e) {  // from the C++ bindings: report like our own checks
-    if (owned != nullptr) clReleaseMemObject(owned);
-    fail(Status::OpenCLError, e.what(), " failed: ", cl_error_name(e.err()), " (", e.err(), ")");
-  } catch (...) {
-    if (owned != nullptr) clReleaseMemObject(owned);
-    throw;
-  }
-  // Released now, freed by OpenCL once the enqueued kernels have finished with it.
-  if (owned != nullptr) clReleaseMemObject(owned);
+  });
   return launch;
 }
 
