@@ -205,13 +205,6 @@ std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
   return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
 }
 
-void set_view(const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
-  offset = t.offset;
-  batch = t.batch_stride;
-  seq = t.seq_stride;
-  head = t.head_stride;
-}
-
 std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
 // Every buffer is a buffer whose flags allow its use, and no output (o, lse, the workspace, and
@@ -344,12 +337,12 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   check_uses_and_aliasing(a, need);
 
   DecodeArgs k{};
-  set_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
-  set_view(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
-  set_view(a.k_cache, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
-  set_view(a.v_cache, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
-  set_view(a.k_new, k.kn_offset, k.kn_batch_stride, k.kn_seq_stride, k.kn_head_stride);
-  set_view(a.v_new, k.vn_offset, k.vn_batch_stride, k.vn_seq_stride, k.vn_head_stride);
+  set_kernel_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
+  set_kernel_view(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
+  set_kernel_view(a.k_cache, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
+  set_kernel_view(a.v_cache, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
+  set_kernel_view(a.k_new, k.kn_offset, k.kn_batch_stride, k.kn_seq_stride, k.kn_head_stride);
+  set_kernel_view(a.v_new, k.vn_offset, k.vn_batch_stride, k.vn_seq_stride, k.vn_head_stride);
   k.block_table_stride = a.block_table_stride;
   k.batch = a.batch;
   k.heads = a.heads;

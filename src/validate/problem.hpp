@@ -37,4 +37,13 @@ void check_workspace(const Problem& p, std::size_t bytes);
 // Shape-only checks and defaults (no buffers), shared by validate() and the size queries.
 ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& args);
 
+// A tensor's view as the kernels' argument blocks hold it (AttnArgs, BwdArgs, DecodeArgs): its
+// offset and three strides, in elements.
+inline void set_kernel_view(const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
+  offset = t.offset;
+  batch = t.batch_stride;
+  seq = t.seq_stride;
+  head = t.head_stride;
+}
+
 }  // namespace flashcl::detail

@@ -351,16 +351,10 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   if (is_fp8(a.dtype) && a.check_device_data) check_descale_values(queue, a, wait);
 
   AttnArgs& k = p.kernel_args;
-  auto set = [](const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
-    offset = t.offset;
-    batch = t.batch_stride;
-    seq = t.seq_stride;
-    head = t.head_stride;
-  };
-  set(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
-  set(a.k, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
-  set(a.v, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
-  set(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
+  set_kernel_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
+  set_kernel_view(a.k, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
+  set_kernel_view(a.v, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
+  set_kernel_view(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
   k.batch = a.batch;
   k.heads = a.heads;
   k.seqlen_q = a.seqlen_q;

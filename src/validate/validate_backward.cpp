@@ -224,16 +224,10 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   }
 
   BwdArgs& g = bp.kernel_args;
-  auto set = [](const Tensor& t, fcl_i64& offset, fcl_i64& batch, fcl_i64& seq, fcl_i64& head) {
-    offset = t.offset;
-    batch = t.batch_stride;
-    seq = t.seq_stride;
-    head = t.head_stride;
-  };
-  set(bp.args.d_o, g.dout_offset, g.dout_batch_stride, g.dout_seq_stride, g.dout_head_stride);
-  set(bp.args.d_q, g.dq_offset, g.dq_batch_stride, g.dq_seq_stride, g.dq_head_stride);
-  set(bp.args.d_k, g.dk_offset, g.dk_batch_stride, g.dk_seq_stride, g.dk_head_stride);
-  set(bp.args.d_v, g.dv_offset, g.dv_batch_stride, g.dv_seq_stride, g.dv_head_stride);
+  set_kernel_view(bp.args.d_o, g.dout_offset, g.dout_batch_stride, g.dout_seq_stride, g.dout_head_stride);
+  set_kernel_view(bp.args.d_q, g.dq_offset, g.dq_batch_stride, g.dq_seq_stride, g.dq_head_stride);
+  set_kernel_view(bp.args.d_k, g.dk_offset, g.dk_batch_stride, g.dk_seq_stride, g.dk_head_stride);
+  set_kernel_view(bp.args.d_v, g.dv_offset, g.dv_batch_stride, g.dv_seq_stride, g.dv_head_stride);
   const Mask& db = bp.args.d_bias;
   if (want_dbias) {
     g.dbias_offset = db.offset;
