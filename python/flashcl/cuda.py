@@ -6,12 +6,19 @@ driver's exportable allocations (``cuMemCreate`` with a POSIX-fd handle), import
 (``clCreateBufferWithProperties``) and mapped for CUDA. ``mem_pool()`` is a ``torch.cuda.MemPool``
 whose segments come from there (a ``CUDAPluggableAllocator`` over the module's exported
 ``flashcl_cuda_alloc``/``flashcl_cuda_free``); a tensor allocated under ``use_pool()`` reaches the
-kernels as its OpenCL buffer and offset, with no copy at all. A CUDA tensor from anywhere else is
-first copied device to device (``Tensor.copy_`` on the current stream) into a tensor of that pool,
-which PyTorch's caching allocator keeps for the next call. Outputs (O, LSE, gradients) are always
-allocated in the pool, so nothing is copied back. Ordering: the current CUDA stream is synchronised
-before the OpenCL kernels are enqueued and the OpenCL queue finished before the tensors are
-returned (the bridge's .cpp says why that is enough).
+kernels as a sub-buffer of its OpenCL buffer (made once per range and cached), with no copy at all.
+A CUDA tensor from anywhere else is first copied device to device (``Tensor.copy_`` on the current
+stream) into a tensor of that pool, which PyTorch's caching allocator keeps for the next call.
+Outputs (O, LSE, gradients) are always allocated in the pool, so nothing is copied back.
+
+Ordering with PyTorch's current stream: on the GPU where the driver has external semaphores (the
+stream signals one the OpenCL queue waits for before the kernels, the queue signals another the
+stream waits for after them; no host wait, so a call returns while its kernels may still run, as
+any CUDA kernel launch does), else by host waits (the stream synchronised before, the queue
+finished after). ``FLASHCL_CUDA_ORDER`` (read when a device's bridge opens): ``auto`` (default:
+semaphores where their one-time probe passes), ``host`` (host waits; the semaphores are not even
+probed) or ``semaphore`` (an error where they do not work). ``set_ordering`` switches later;
+``ordering()`` and ``stats()`` say which is in use and why.
 
 ``torch.py`` calls ``forward``/``backward`` here for CUDA tensors; ``bridge()`` raises the named
 error (``DeviceNotFound``: no libcuda, no OpenCL device with the CUDA device's UUID, no external
@@ -20,6 +27,7 @@ memory import) that makes ``torch.py`` fall back to host copies with a one-time 
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Dict, Tuple
 
@@ -29,7 +37,7 @@ from . import _flashcl as _ext
 from . import functional as _functional
 from ._flashcl import DType, MaskKind, Status
 
-__all__ = ["available", "bridge", "mem_pool", "use_pool", "stats", "reset_stats"]
+__all__ = ["available", "bridge", "mem_pool", "use_pool", "ordering", "set_ordering", "stats", "reset_stats"]
 
 _STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
 
@@ -37,7 +45,17 @@ _lock = threading.Lock()
 _bridges: Dict[int, object] = {}   # ordinal -> CudaBridge, or the Error opening it raised
 _pools: Dict[int, "torch.cuda.MemPool"] = {}
 _allocator = None
-_stats = {"calls": 0, "staged_tensors": 0, "staged_bytes": 0}
+_stats = {"calls": 0, "semaphore_calls": 0, "host_wait_calls": 0, "staged_tensors": 0, "staged_bytes": 0}
+_ORDERINGS = ("auto", "semaphore", "host")
+
+
+def _requested_ordering() -> str:
+    """FLASHCL_CUDA_ORDER (auto, semaphore or host; unset: auto), checked here so that a typo is an
+    error of its own rather than a bridge that failed to open."""
+    value = os.environ.get("FLASHCL_CUDA_ORDER", "").strip().lower() or "auto"
+    if value not in _ORDERINGS:
+        _functional._fail(Status.InvalidArgument, f"FLASHCL_CUDA_ORDER: '{value}' is not one of auto, semaphore, host")
+    return value
 
 
 def _ordinal(device) -> int:
@@ -53,15 +71,17 @@ def _ordinal(device) -> int:
 def bridge(device=None):
     """The bridge of a CUDA device (default: the current one): its OpenCL device, context and queue
     (``device_name``, ``context``, ``queue``, ``granularity``, ``base_align``,
-    ``acquire_release``, ``note``). Opened once; raises flashcl.Error (DeviceNotFound) when CUDA
-    memory cannot reach an OpenCL device, every time with the same message."""
+    ``acquire_release``, ``note``). Opened once, ordering calls as ``FLASHCL_CUDA_ORDER`` says then;
+    raises flashcl.Error (DeviceNotFound) when CUDA memory cannot reach an OpenCL device, every time
+    with the same message (InvalidArgument for a FLASHCL_CUDA_ORDER it does not know)."""
     ordinal = _ordinal(device)
     with _lock:
         if ordinal not in _bridges:
+            order = _requested_ordering()
             torch.cuda.init()  # PyTorch's context first, so the bridge finds and shares it
             try:
                 with torch.cuda.device(ordinal):
-                    _bridges[ordinal] = _ext.cuda_open(ordinal)
+                    _bridges[ordinal] = _ext.cuda_open(ordinal, order)
             except _functional.Error as e:
                 _bridges[ordinal] = e
         found = _bridges[ordinal]
@@ -103,12 +123,44 @@ def use_pool(device=None):
     return torch.cuda.use_mem_pool(mem_pool(ordinal), device=ordinal)
 
 
+def ordering(device=None) -> dict:
+    """How calls on `device`'s tensors are ordered with PyTorch's stream: ``ordering`` ("semaphore":
+    on the GPU, "host": host waits), ``note`` (why not on the GPU, when not) and ``semaphores``
+    (whether GPU-side ordering works here: the probe passed and no semaphore call failed since;
+    False as well when it was never probed because FLASHCL_CUDA_ORDER=host)."""
+    bridge(device)
+    info = _ext.cuda_ordering(_ordinal(device))
+    return {"ordering": info.ordering, "note": info.note, "semaphores": info.semaphores}
+
+
+def set_ordering(name: str, device=None) -> dict:
+    """Orders later calls on `device` by "host" waits, or on the GPU ("semaphore": an error
+    (DeviceNotFound) where that does not work; "auto": there where it works, else host waits). The
+    semaphores are probed on first need. Returns ``ordering()``."""
+    if name not in _ORDERINGS:
+        _functional._fail(Status.InvalidArgument, f"ordering: '{name}' is not one of auto, semaphore, host")
+    bridge(device)
+    _ext.cuda_set_ordering(_ordinal(device), name)
+    return ordering(device)
+
+
 def stats() -> dict:
-    """Counters since the last ``reset_stats``: ``calls`` (flashcl calls on CUDA tensors),
-    ``staged_tensors``/``staged_bytes`` (tensors from outside the pool copied into it), and now:
-    ``segments``/``segment_bytes`` (the pool's exported allocations)."""
+    """Counters since the last ``reset_stats``: ``calls`` (flashcl calls on CUDA tensors), of which
+    ``semaphore_calls`` were ordered on the GPU and ``host_wait_calls`` by host waits,
+    ``staged_tensors``/``staged_bytes`` (tensors from outside the pool copied into it); and now:
+    ``segments``/``segment_bytes`` (the pool's exported allocations), ``views_created``/
+    ``views_reused`` (sub-buffers made for tensor arguments, and arguments served by one made
+    before; since the process started) and ``ordering`` (the current device's, as ``ordering()``
+    says, or None before its bridge has opened)."""
     segments, segment_bytes = _ext.cuda_usage()
-    return dict(_stats, segments=segments, segment_bytes=segment_bytes)
+    created, reused = _ext.cuda_view_counts()
+    current = None
+    if torch.cuda.is_available():
+        found = _bridges.get(torch.cuda.current_device())
+        if found is not None and not isinstance(found, Exception):
+            current = _ext.cuda_ordering(found.ordinal).ordering
+    return dict(_stats, segments=segments, segment_bytes=segment_bytes, views_created=created, views_reused=reused,
+                ordering=current)
 
 
 def reset_stats() -> None:
@@ -119,14 +171,17 @@ def reset_stats() -> None:
 # ---- One call ----------------------------------------------------------------------------------
 
 class _Call:
-    """The pool-resident views of one call's tensors, kept alive (with their sub-buffers) until
-    the call has finished."""
+    """The pool-resident views of one call's tensors: staged copies and sub-buffer references, kept
+    until the call is enqueued (the kernels themselves hold the sub-buffers, and the caching
+    allocator reuses a staged copy's memory only after them in stream order)."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.ordinal = device.index
-        self.bridge = bridge(device)
-        self.pool = mem_pool(device)
+        self.ordinal = device.index  # a CUDA tensor's device always has one
+        # The bridge and the pool of a device seen before, without bridge()'s checks and lock.
+        found = _bridges.get(self.ordinal)
+        self.bridge = found if found is not None and not isinstance(found, Exception) else bridge(device)
+        self.pool = _pools.get(self.ordinal) or mem_pool(device)
         self.keep = []
 
     def empty(self, shape, dtype) -> torch.Tensor:
@@ -141,35 +196,30 @@ class _Call:
         self.keep.append(staged)
         return staged
 
-    def _locate(self, t: torch.Tensor, name: str, align: int):
-        """(tensor, cl_mem, byte offset) of t in the pool, staging it when it is elsewhere, not
-        dense in its last dimension, or its offset is not a multiple of `align`."""
+    def _sub_buffer(self, t: torch.Tensor, name: str) -> Tuple[torch.Tensor, int]:
+        """t (staged when it is outside the pool, not dense in its last dimension, or at an offset
+        that is not a multiple of the sub-buffer alignment) and a sub-buffer of its allocation that
+        starts at its first element and ends with its last: the library's aliasing checks then
+        compare exactly the bytes each tensor covers (the backward's compare whole buffers, and a
+        strided or packed tensor's extent as the forward computes it can reach past its storage)."""
         if t.device != self.device:
             _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {self.device}")
         if t.numel() == 0:
             _functional._fail(Status.InvalidArgument, f"{name}: empty tensors are not supported")
-        if any(s < 0 for s in t.stride()) or (t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1):
+        strides = t.stride()
+        if any(s < 0 for s in strides) or (t.dim() and t.shape[-1] > 1 and strides[-1] != 1):
             t = self._stage(t.contiguous())  # staged as a dense copy; counted
-        span = (sum((n - 1) * s for n, s in zip(t.shape, t.stride())) + 1) * t.element_size()
-        at = _ext.cuda_locate(t.data_ptr(), span)
-        if at is None or at[1] % align:
+            strides = t.stride()
+        span = (sum((n - 1) * s for n, s in zip(t.shape, strides)) + 1) * t.element_size()
+        view = _ext.CudaView(t.data_ptr(), span)
+        if not view.handle:
             t = self._stage(t)
-            at = _ext.cuda_locate(t.data_ptr(), t.numel() * t.element_size())
-            if at is None:
+            view = _ext.CudaView(t.data_ptr(), t.numel() * t.element_size())
+            if not view.handle:
                 _functional._fail(Status.InternalError, f"{name}: a tensor of flashcl's CUDA pool is not in its "
                                                         "registry (was the pool's allocator replaced?)")
-        return t, at[0], at[1]
-
-    def _sub_buffer(self, t: torch.Tensor, name: str) -> Tuple[torch.Tensor, int]:
-        """t (staged when it must be) and a sub-buffer of its allocation that starts at its first
-        element and ends with its last: the library's aliasing checks then compare exactly the
-        bytes each tensor covers (the backward's compare whole buffers, and a strided or packed
-        tensor's extent as the forward computes it can reach past its storage)."""
-        t, mem, offset = self._locate(t, name, self.bridge.base_align)
-        span = (sum((n - 1) * s for n, s in zip(t.shape, t.stride())) + 1) * t.element_size()
-        sub = _ext.CudaSubBuffer(mem, offset, span)
-        self.keep.append(sub)
-        return t, sub.handle
+        self.keep.append(view)
+        return t, view.handle
 
     def tensor(self, t: torch.Tensor, name: str, varlen: bool) -> "_ext.Tensor":
         """A (B, S, H, d) or packed (total, H, d) tensor as the library's Tensor (elements)."""
@@ -229,6 +279,11 @@ class _Call:
         return torch.cuda.current_stream(self.device).cuda_stream
 
 
+def _count(on_gpu: bool) -> None:
+    _stats["calls"] += 1
+    _stats["semaphore_calls" if on_gpu else "host_wait_calls"] += 1
+
+
 def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
     """(out, lse) of flashcl's forward on CUDA tensors, both allocated in the pool."""
     call = _Call(q.device)
@@ -243,8 +298,7 @@ def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, ma
         need = _ext.workspace_bytes(call.bridge.device, a)
         if need:
             a.workspace = call.whole(call.empty((need,), torch.uint8), "workspace")
-        _ext.cuda_forward(call.ordinal, call.stream(), a)
-        _stats["calls"] += 1
+        _count(_ext.cuda_forward(call.ordinal, call.stream(), a))
     return out, lse
 
 
@@ -274,6 +328,5 @@ def backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, 
         need = _ext.backward_workspace_bytes(call.bridge.device, b)
         if need:
             b.workspace = call.whole(call.empty((need,), torch.uint8), "workspace")
-        _ext.cuda_backward(call.ordinal, call.stream(), b)
-        _stats["calls"] += 1
+        _count(_ext.cuda_backward(call.ordinal, call.stream(), b))
     return grads[0], grads[1], grads[2], d_bias

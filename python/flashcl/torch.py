@@ -57,6 +57,8 @@ def _on_cuda(q: Tensor) -> bool:
             _cuda.bridge(q.device)
             return True
         except _functional.Error as e:
+            if e.status == Status.InvalidArgument:
+                raise  # a setting to fix (FLASHCL_CUDA_ORDER), not a missing driver to work around
             reason = str(e)
     if not _warned_copies:
         _warned_copies = True

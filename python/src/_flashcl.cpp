@@ -384,7 +384,8 @@ NB_MODULE(_flashcl, m) {
           "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none());
 
   // CUDA tensors (cuda_interop.hpp): the bridge to the OpenCL device of a CUDA device, the
-  // registry of exportable allocations, the ordered calls, and the allocator's exported symbols.
+  // registry of exportable allocations and their cached sub-buffers (views), the ordering of calls
+  // (semaphores or host waits) and the calls, and the allocator's exported symbols.
   namespace cu = flashcl_py::cuda;
   nb::class_<cu::BridgeInfo>(m, "CudaBridge")
       .def_ro("ordinal", &cu::BridgeInfo::ordinal)
@@ -396,8 +397,14 @@ NB_MODULE(_flashcl, m) {
       .def_ro("base_align", &cu::BridgeInfo::base_align)
       .def_ro("acquire_release", &cu::BridgeInfo::acquire_release)
       .def_ro("note", &cu::BridgeInfo::note);
-  m.def("cuda_open", &cu::open_bridge, "ordinal"_a, nb::rv_policy::reference,
+  m.def("cuda_open", &cu::open_bridge, "ordinal"_a, "ordering"_a = "auto", nb::rv_policy::reference,
         nb::call_guard<nb::gil_scoped_release>());
+  nb::class_<cu::OrderingInfo>(m, "CudaOrdering")
+      .def_ro("ordering", &cu::OrderingInfo::ordering)
+      .def_ro("note", &cu::OrderingInfo::note)
+      .def_ro("semaphores", &cu::OrderingInfo::semaphores);
+  m.def("cuda_ordering", &cu::ordering, "ordinal"_a, nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_set_ordering", &cu::set_ordering, "ordinal"_a, "ordering"_a, nb::call_guard<nb::gil_scoped_release>());
   m.def(
       "cuda_locate",
       [](std::uintptr_t address, std::size_t bytes) -> std::optional<std::tuple<std::uintptr_t, std::size_t>> {
@@ -410,9 +417,13 @@ NB_MODULE(_flashcl, m) {
     const cu::Usage u = cu::usage();
     return nb::make_tuple(u.allocations, u.bytes);
   });
-  nb::class_<cu::SubBuffer>(m, "CudaSubBuffer")
-      .def(nb::init<std::uintptr_t, std::size_t, std::size_t>(), "parent"_a, "offset"_a, "bytes"_a)
-      .def_prop_ro("handle", &cu::SubBuffer::handle);
+  nb::class_<cu::View>(m, "CudaView")
+      .def(nb::init<std::uintptr_t, std::size_t>(), "address"_a, "bytes"_a)
+      .def_prop_ro("handle", &cu::View::handle);
+  m.def("cuda_view_counts", []() {
+    const cu::ViewCounts c = cu::view_counts();
+    return nb::make_tuple(c.created, c.reused);
+  });
   m.def("cuda_forward", &cu::run_forward, "ordinal"_a, "stream"_a, "args"_a, nb::call_guard<nb::gil_scoped_release>());
   m.def("cuda_backward", &cu::run_backward, "ordinal"_a, "stream"_a, "args"_a,
         nb::call_guard<nb::gil_scoped_release>());

@@ -1,7 +1,8 @@
 // cuda_driver.cpp: loads libcuda.so.1 once (dlopen; never unloaded, as the process's CUDA state
 // lives in it), resolves the entry points of cuda_driver.hpp, preferring each one's `_v2` symbol
 // where the driver exports one, and calls cuInit. A failure is remembered, so every later call
-// reports the same named error without trying again.
+// reports the same named error without trying again. The semaphore set (SemaphoreDriver) is
+// optional: its missing names are kept for the bridge to report, not an error here.
 #include "cuda_driver.hpp"
 
 #include <dlfcn.h>
@@ -30,6 +31,7 @@ bool resolve(void* library, const char* name, Fn& out, std::string& missing) {
 
 struct Loaded {
   Driver driver{};
+  SemaphoreDriver semaphores{};
   std::string error;  // empty when loaded
 };
 
@@ -61,6 +63,19 @@ Loaded load() {
   resolve(library, "cuMemRelease", d.cuMemRelease, missing);
   resolve(library, "cuStreamSynchronize", d.cuStreamSynchronize, missing);
   resolve(library, "cuGetErrorName", d.cuGetErrorName, missing);
+  // Optional: without them the bridge orders calls by host waits (cuda_interop.cpp).
+  SemaphoreDriver& s = l.semaphores;
+  resolve(library, "cuImportExternalSemaphore", s.cuImportExternalSemaphore, s.missing);
+  resolve(library, "cuSignalExternalSemaphoresAsync", s.cuSignalExternalSemaphoresAsync, s.missing);
+  resolve(library, "cuWaitExternalSemaphoresAsync", s.cuWaitExternalSemaphoresAsync, s.missing);
+  resolve(library, "cuDestroyExternalSemaphore", s.cuDestroyExternalSemaphore, s.missing);
+  resolve(library, "cuEventCreate", s.cuEventCreate, s.missing);
+  resolve(library, "cuEventRecord", s.cuEventRecord, s.missing);
+  resolve(library, "cuEventQuery", s.cuEventQuery, s.missing);
+  resolve(library, "cuEventDestroy", s.cuEventDestroy, s.missing);
+  resolve(library, "cuStreamWaitEvent", s.cuStreamWaitEvent, s.missing);
+  resolve(library, "cuStreamCreate", s.cuStreamCreate, s.missing);
+  resolve(library, "cuStreamDestroy", s.cuStreamDestroy, s.missing);
   if (!missing.empty()) {
     l.error = "CUDA driver: libcuda.so.1 lacks " + missing + " (a driver with the virtual memory API is needed)";
     return l;
@@ -75,13 +90,17 @@ Loaded load() {
   return l;
 }
 
+const Loaded& loaded() {
+  static const Loaded once = load();  // thread-safe once
+  if (!once.error.empty()) throw flashcl::Error(flashcl::Status::DeviceNotFound, once.error);
+  return once;
+}
+
 }  // namespace
 
-const Driver& driver() {
-  static const Loaded loaded = load();  // thread-safe once
-  if (!loaded.error.empty()) throw flashcl::Error(flashcl::Status::DeviceNotFound, loaded.error);
-  return loaded.driver;
-}
+const Driver& driver() { return loaded().driver; }
+
+const SemaphoreDriver& semaphore_driver() { return loaded().semaphores; }
 
 void check(CUresult result, const char* what) {
   if (result == 0) return;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace flashcl_py::cuda {
 
@@ -16,6 +17,8 @@ using CUdeviceptr = unsigned long long;
 using CUmemHandle = unsigned long long;  // CUmemGenericAllocationHandle
 using CUcontext = void*;
 using CUstream = void*;
+using CUevent = void*;
+using CUexternalSemaphore = void*;
 
 // CUmemLocation, CUmemAllocationProp and CUmemAccessDesc as cuda.h lays them out.
 struct MemLocation {
@@ -39,11 +42,51 @@ struct AccessDesc {
   int flags;  // CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 3
 };
 
+// CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC, _SIGNAL_PARAMS and _WAIT_PARAMS as cuda.h lays them out
+// (only the opaque-fd handle and zeroed parameters are used: binary semaphores have no value).
+struct SemaphoreHandleDesc {
+  int type;  // CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_FD = 1
+  union {
+    int fd;
+    struct {
+      void* handle;
+      const void* name;
+    } win32;
+    const void* nv_sci_sync_obj;
+  } handle;
+  unsigned int flags;
+  unsigned int reserved[16];
+};
+struct SemaphoreSignalParams {
+  unsigned long long fence_value;
+  unsigned long long nv_sci_sync;
+  unsigned long long keyed_mutex_key;
+  unsigned int reserved_params[12];
+  unsigned int flags;
+  unsigned int reserved[16];
+};
+struct SemaphoreWaitParams {
+  unsigned long long fence_value;
+  unsigned long long nv_sci_sync;
+  unsigned long long keyed_mutex_key;
+  unsigned int keyed_mutex_timeout_ms;
+  unsigned int reserved_params[11];  // the keyedMutex struct's padding, then reserved[10]
+  unsigned int flags;
+  unsigned int reserved[16];
+};
+static_assert(sizeof(SemaphoreHandleDesc) == 96, "CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC is 96 bytes");
+static_assert(sizeof(SemaphoreSignalParams) == 144, "CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS is 144 bytes");
+static_assert(sizeof(SemaphoreWaitParams) == 144, "CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS is 144 bytes");
+
 constexpr int kLocationDevice = 1;
 constexpr int kAllocationPinned = 1;
 constexpr int kHandlePosixFd = 1;
 constexpr int kAccessReadWrite = 3;
 constexpr int kGranularityRecommended = 1;
+constexpr int kSemaphoreOpaqueFd = 1;        // CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_FD
+constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
+constexpr unsigned kStreamNonBlocking = 1;   // CU_STREAM_NON_BLOCKING
+constexpr CUresult kNotReady = 600;          // CUDA_ERROR_NOT_READY
 
 // The entry points, `_v2` where the driver has one (the unversioned symbols of those take 32-bit
 // pointers or an older ABI).
@@ -67,9 +110,31 @@ struct Driver {
   CUresult (*cuGetErrorName)(CUresult, const char**);
 };
 
+// What GPU-side ordering between a stream and the OpenCL queue needs (external semaphores, and an
+// event to chain calls made on different streams). Optional: any of them missing (nullptr) leaves
+// calls ordered by host waits; `missing` names them.
+struct SemaphoreDriver {
+  CUresult (*cuImportExternalSemaphore)(CUexternalSemaphore*, const SemaphoreHandleDesc*);
+  CUresult (*cuSignalExternalSemaphoresAsync)(const CUexternalSemaphore*, const SemaphoreSignalParams*, unsigned,
+                                              CUstream);
+  CUresult (*cuWaitExternalSemaphoresAsync)(const CUexternalSemaphore*, const SemaphoreWaitParams*, unsigned, CUstream);
+  CUresult (*cuDestroyExternalSemaphore)(CUexternalSemaphore);
+  CUresult (*cuEventCreate)(CUevent*, unsigned);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventQuery)(CUevent);
+  CUresult (*cuEventDestroy)(CUevent);  // cuEventDestroy_v2
+  CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned);
+  CUresult (*cuStreamCreate)(CUstream*, unsigned);
+  CUresult (*cuStreamDestroy)(CUstream);  // cuStreamDestroy_v2
+  std::string missing;                    // empty when every entry point resolved
+};
+
 // The driver, loaded and initialised (cuInit) on first use; throws DeviceNotFound when
 // libcuda.so.1 or one of the entry points is missing, or cuInit fails (no GPU, no driver).
 const Driver& driver();
+
+// The semaphore entry points of the same library (driver() must have succeeded first).
+const SemaphoreDriver& semaphore_driver();
 
 // Throws the named flashcl::Error for a failed call; `what` names the call.
 void check(CUresult result, const char* what);

@@ -2,18 +2,32 @@
 // the exportable allocations both sides address, and the ordering of a flashcl call between a
 // CUDA stream and the OpenCL queue.
 //
-// Ordering (no semaphores): run_forward/run_backward first synchronise the caller's CUDA stream
-// (cuStreamSynchronize: every kernel PyTorch queued that writes an input, or last used an output's
-// memory, has finished), then enqueue flashcl's kernels on the bridge's in-order queue, bracketed by
-// clEnqueueAcquire/ReleaseExternalMemObjectsKHR where the driver takes them, and clFinish the queue
-// before returning, so PyTorch's next kernel on any stream sees finished outputs and memory the
-// caching allocator reuses is no longer read. The host waits twice per call (tens of
-// microseconds); the GPU idles between PyTorch's work and flashcl's for that long.
+// Ordering by semaphores (the default where the driver has them and the bridge's one-time probe
+// passed): two binary OpenCL semaphores, exported as opaque fds and imported into CUDA, "ready"
+// and "done". A call enqueues, without waiting on the host: the caller's stream signals ready
+// (after every kernel PyTorch queued before it) -> the bridge's in-order queue waits for ready ->
+// flashcl's kernels (bracketed by clEnqueueAcquire/ReleaseExternalMemObjectsKHR where the driver
+// takes them) -> the queue signals done (and is flushed, since nothing else would submit it) ->
+// the stream waits for done, so PyTorch's later kernels on that stream see finished outputs. The
+// caching allocator reuses memory in stream order, and every use flashcl makes of a tensor lies
+// between that stream's signal and wait, so a block freed after the call (a staged copy, a
+// workspace) is not rewritten before the kernels that read it have finished.
+// Binary semaphores must alternate signal and wait, which one chain gives: calls are enqueued one
+// at a time (Bridge::run) on an in-order queue, so OpenCL's wait of ready for a call precedes its
+// signal of done; and a call's signal of ready follows the previous call's wait of done on the
+// CUDA side (stream order on one stream; on another, cuStreamWaitEvent on an event recorded after
+// that wait). So each semaphore has been waited for before it is signalled again. A failed
+// semaphore call demotes the bridge to host waits for good (the pair's state is then unknown),
+// and the call in hand is finished that way.
+//
+// Ordering by host waits (the fallback, FLASHCL_CUDA_ORDER=host, or set_ordering("host")): the
+// caller's stream is synchronised (cuStreamSynchronize) before the kernels are enqueued and the
+// queue finished (clFinish) before returning: two host waits per call, the GPU idle meanwhile.
 //
 // File descriptors: each allocation's exported fd is duplicated for the import and the original
 // closed at once. Whether the OpenCL driver takes ownership of the imported fd (as Vulkan and
 // cuImportExternalMemory do) is probed on the bridge's first import; when it does not, the
-// duplicate is closed with the allocation.
+// duplicate is closed with the allocation. A semaphore's fd belongs to CUDA once imported.
 // The module, like the library, uses OpenCL 1.2 calls; 3.0 ones are looked up at run time.
 #ifndef CL_TARGET_OPENCL_VERSION
 #define CL_TARGET_OPENCL_VERSION 120
@@ -28,10 +42,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace flashcl_py::cuda {
@@ -55,10 +74,43 @@ using CreateBufferWithProperties = cl_mem(CL_API_CALL*)(cl_context, const cl_mem
 using ExternalMemObjects = cl_int(CL_API_CALL*)(cl_command_queue, cl_uint, const cl_mem*, cl_uint, const cl_event*,
                                                cl_event*);
 
+// cl_khr_semaphore and cl_khr_external_semaphore(_opaque_fd), spelt here (older headers lack
+// them) and found through clGetExtensionFunctionAddressForPlatform.
+using Semaphore = struct FlashclSemaphore*;  // cl_semaphore_khr
+using SemaphoreProperty = cl_ulong;          // cl_semaphore_properties_khr
+using CreateSemaphore = Semaphore(CL_API_CALL*)(cl_context, const SemaphoreProperty*, cl_int*);
+using EnqueueSemaphores = cl_int(CL_API_CALL*)(cl_command_queue, cl_uint, const Semaphore*, const cl_ulong*, cl_uint,
+                                               const cl_event*, cl_event*);
+using GetSemaphoreHandle = cl_int(CL_API_CALL*)(Semaphore, cl_device_id, cl_uint, std::size_t, void*, std::size_t*);
+using ReleaseSemaphore = cl_int(CL_API_CALL*)(Semaphore);
+constexpr SemaphoreProperty kSemaphoreType = 0x203D;            // CL_SEMAPHORE_TYPE_KHR
+constexpr SemaphoreProperty kSemaphoreBinary = 1;               // CL_SEMAPHORE_TYPE_BINARY_KHR
+constexpr SemaphoreProperty kSemaphoreExportTypes = 0x203F;     // CL_SEMAPHORE_EXPORT_HANDLE_TYPES_KHR
+constexpr SemaphoreProperty kSemaphoreOpaqueFd = 0x2055;        // CL_SEMAPHORE_HANDLE_OPAQUE_FD_KHR
+constexpr SemaphoreProperty kDeviceHandleList = 0x2051;         // CL_DEVICE_HANDLE_LIST_KHR
+constexpr cl_device_info kDeviceSemaphoreExportTypes = 0x204E;  // CL_DEVICE_SEMAPHORE_EXPORT_HANDLE_TYPES_KHR
+
+constexpr const char* kOrderSemaphore = "semaphore";
+constexpr const char* kOrderHost = "host";
+
 void check_cl(cl_int code, const char* what) {
   if (code != CL_SUCCESS)
     throw Error(Status::OpenCLError, std::string(what) + " failed with OpenCL error " + std::to_string(code));
 }
+
+// GPU-side ordering's objects (see the top of the file).
+struct Semaphores {
+  CreateSemaphore create = nullptr;
+  EnqueueSemaphores wait = nullptr, signal = nullptr;
+  GetSemaphoreHandle handle = nullptr;
+  ReleaseSemaphore release = nullptr;
+  Semaphore ready = nullptr, done = nullptr;                  // OpenCL's
+  CUexternalSemaphore cu_ready = nullptr, cu_done = nullptr;  // CUDA's imports of them
+  CUevent after = nullptr;  // recorded after the last semaphore-ordered call's wait of done
+  CUstream last_stream = nullptr;
+  bool chained = false;  // `after` was recorded on last_stream
+  bool probed = false;   // probe_semaphores ran (its verdict: Bridge::semaphores_ok)
+};
 
 struct Bridge {
   BridgeInfo info;
@@ -69,7 +121,32 @@ struct Bridge {
   CreateBufferWithProperties create_buffer = nullptr;
   ExternalMemObjects acquire = nullptr, release = nullptr;
   bool driver_owns_fd = true;
+  // Ordering, guarded by `run`: on_gpu is the choice in force; semaphores_ok the probe's verdict
+  // (false again after a failed semaphore call), semaphore_note why not; order_note why on_gpu is
+  // off, when it is.
+  Semaphores sem;
+  bool on_gpu = false;
+  bool semaphores_ok = false;
+  std::string semaphore_note = "not probed";
+  std::string order_note;
   std::mutex run;  // one call at a time on the queue (clFinish waits for that call only)
+};
+
+enum class Order { Auto, Semaphore, Host };
+
+// The sub-buffers made of one allocation, kept for later calls (clCreateSubBuffer per tensor
+// per call was a host cost of every call). At most kMaxViews, the oldest dropped first: a View
+// holds its own reference, and OpenCL keeps a released sub-buffer until its commands finish.
+struct Views {
+  static constexpr std::size_t kMaxViews = 256;
+  std::map<std::pair<std::size_t, std::size_t>, cl_mem> by_range;  // (offset, bytes) -> sub-buffer
+  std::deque<std::pair<std::size_t, std::size_t>> order;           // oldest first
+  Views() = default;
+  Views(const Views&) = delete;
+  Views& operator=(const Views&) = delete;
+  ~Views() {
+    for (auto& [range, mem] : by_range) clReleaseMemObject(mem);
+  }
 };
 
 struct Allocation {
@@ -78,7 +155,11 @@ struct Allocation {
   CUmemHandle handle;
   int fd;  // the imported duplicate, closed here when the driver does not own it; -1 otherwise
   int ordinal;
+  std::size_t base_align;        // the bridge's: sub-buffer origins are multiples of it
+  std::shared_ptr<Views> views;  // released before mem
 };
+
+std::atomic<std::size_t> views_created{0}, views_reused{0};
 
 std::mutex bridges_mutex;
 std::map<int, std::unique_ptr<Bridge>> bridges;
@@ -161,7 +242,7 @@ std::pair<CUdeviceptr, Allocation> create(Bridge& b, std::size_t size) {
   const Driver& d = driver();
   ensure_context(b.info.ordinal);
   const AllocationProp prop = allocation_prop(b.info.ordinal);
-  Allocation a{size, nullptr, 0, -1, b.info.ordinal};
+  Allocation a{size, nullptr, 0, -1, b.info.ordinal, b.info.base_align, std::make_shared<Views>()};
   check(d.cuMemCreate(&a.handle, size, &prop, 0), "cuMemCreate (exportable, POSIX fd)");
   CUdeviceptr address = 0;
   bool reserved = false, mapped = false;
@@ -198,8 +279,9 @@ std::pair<CUdeviceptr, Allocation> create(Bridge& b, std::size_t size) {
   return {address, a};
 }
 
-void destroy(CUdeviceptr address, const Allocation& a) {
+void destroy(CUdeviceptr address, Allocation& a) {
   const Driver& d = driver();
+  a.views.reset();  // the sub-buffers before their parent
   clReleaseMemObject(a.mem);
   if (a.fd >= 0) close(a.fd);
   d.cuMemUnmap(address, a.size);
@@ -256,7 +338,294 @@ void probe(Bridge& b) {
   d.cuMemRelease(handle);
 }
 
-std::unique_ptr<Bridge> make_bridge(int ordinal) {
+// ---- GPU-side ordering ---------------------------------------------------------------------------
+
+std::string cuda_error(CUresult r) {
+  const char* name = nullptr;
+  driver().cuGetErrorName(r, &name);
+  return std::string(name ? name : "an unknown CUDA error") + " (" + std::to_string(r) + ")";
+}
+
+template <typename Fn>
+void lookup(cl_platform_id platform, const char* name, Fn& out, std::string& missing) {
+  out = reinterpret_cast<Fn>(clGetExtensionFunctionAddressForPlatform(platform, name));
+  if (out == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
+}
+
+// A binary OpenCL semaphore exportable as an opaque fd, and CUDA's import of it; empty on success,
+// else why not (nothing is left behind then).
+std::string make_semaphore(Bridge& b, Semaphore& made, CUexternalSemaphore& imported) {
+  Semaphores& s = b.sem;
+  const SemaphoreProperty device = reinterpret_cast<SemaphoreProperty>(b.device);
+  // The device list is optional for a one-device context; a driver that refuses it gets the
+  // shorter list.
+  const SemaphoreProperty with_device[] = {
+      kSemaphoreType, kSemaphoreBinary, kDeviceHandleList, device, 0, kSemaphoreExportTypes, kSemaphoreOpaqueFd, 0, 0};
+  const SemaphoreProperty without[] = {
+      kSemaphoreType, kSemaphoreBinary, kSemaphoreExportTypes, kSemaphoreOpaqueFd, 0, 0};
+  cl_int err = CL_SUCCESS;
+  made = s.create(b.context, with_device, &err);
+  if (made == nullptr || err != CL_SUCCESS) {
+    const cl_int first = err;
+    made = s.create(b.context, without, &err);
+    if (made == nullptr || err != CL_SUCCESS) {
+      made = nullptr;
+      return "clCreateSemaphoreWithPropertiesKHR (binary, exporting an opaque fd) failed with " +
+             std::to_string(first) + " / " + std::to_string(err);
+    }
+  }
+  int fd = -1;
+  err = s.handle(made, b.device, static_cast<cl_uint>(kSemaphoreOpaqueFd), sizeof fd, &fd, nullptr);
+  if (err != CL_SUCCESS || fd < 0) {
+    s.release(made);
+    made = nullptr;
+    return "clGetSemaphoreHandleForTypeKHR (opaque fd) failed with " + std::to_string(err);
+  }
+  SemaphoreHandleDesc desc{};
+  desc.type = kSemaphoreOpaqueFd;
+  desc.handle.fd = fd;
+  const CUresult r = semaphore_driver().cuImportExternalSemaphore(&imported, &desc);
+  if (r != 0) {
+    close(fd);  // CUDA owns the fd only after a successful import
+    s.release(made);
+    made = nullptr;
+    imported = nullptr;
+    return "cuImportExternalSemaphore (opaque fd) failed with " + cuda_error(r);
+  }
+  return {};
+}
+
+void drop_semaphores(Bridge& b) {
+  Semaphores& s = b.sem;
+  const SemaphoreDriver& sd = semaphore_driver();
+  if (s.after) sd.cuEventDestroy(s.after);
+  for (CUexternalSemaphore e : {s.cu_ready, s.cu_done})
+    if (e) sd.cuDestroyExternalSemaphore(e);
+  for (Semaphore m : {s.ready, s.done})
+    if (m) s.release(m);
+  s.after = nullptr;
+  s.cu_ready = s.cu_done = nullptr;
+  s.ready = s.done = nullptr;
+}
+
+// Whether `event` completes within `limit`: empty when it did, else what happened.
+std::string wait_event(cl_event event, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    cl_int status = CL_QUEUED;
+    const cl_int err = clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+    if (err != CL_SUCCESS) return "clGetEventInfo failed with " + std::to_string(err);
+    if (status == CL_COMPLETE) return {};
+    if (status < 0) return "the command failed with " + std::to_string(status);
+    if (std::chrono::steady_clock::now() > end)
+      return "it did not finish within " + std::to_string(limit.count()) + " ms";
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+std::string wait_event(CUevent event, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    const CUresult r = semaphore_driver().cuEventQuery(event);
+    if (r == 0) return {};
+    if (r != kNotReady) return "cuEventQuery failed with " + cuda_error(r);
+    if (std::chrono::steady_clock::now() > end)
+      return "it did not finish within " + std::to_string(limit.count()) + " ms";
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+// The one-time check of GPU-side ordering: the entry points and extensions, the two semaphores
+// made and imported, and one round trip (CUDA signals ready, OpenCL waits and signals done, CUDA
+// waits) on a queue and a stream of its own, each half under a deadline, so a driver that accepts
+// the calls but never delivers leaves the bridge's queue and PyTorch's streams alone (the stuck
+// probe queue and stream are then leaked, not released, as releasing them could wait for ever).
+// Empty when it works, else why not; the semaphores are kept only on success.
+std::string probe_semaphores(Bridge& b) {
+  const SemaphoreDriver& sd = semaphore_driver();
+  if (!sd.missing.empty()) return "libcuda.so.1 lacks " + sd.missing;
+  for (const char* ext : {"cl_khr_semaphore", "cl_khr_external_semaphore", "cl_khr_external_semaphore_opaque_fd"})
+    if (!has_extension(b.device, ext)) return "the OpenCL device lacks " + std::string(ext);
+  Semaphores& s = b.sem;
+  std::string missing;
+  lookup(b.platform, "clCreateSemaphoreWithPropertiesKHR", s.create, missing);
+  lookup(b.platform, "clEnqueueWaitSemaphoresKHR", s.wait, missing);
+  lookup(b.platform, "clEnqueueSignalSemaphoresKHR", s.signal, missing);
+  lookup(b.platform, "clGetSemaphoreHandleForTypeKHR", s.handle, missing);
+  lookup(b.platform, "clReleaseSemaphoreKHR", s.release, missing);
+  if (!missing.empty()) return "the OpenCL driver lacks " + missing;
+  std::size_t bytes = 0;
+  if (clGetDeviceInfo(b.device, kDeviceSemaphoreExportTypes, 0, nullptr, &bytes) == CL_SUCCESS && bytes > 0) {
+    std::vector<cl_uint> types(bytes / sizeof(cl_uint));
+    clGetDeviceInfo(b.device, kDeviceSemaphoreExportTypes, bytes, types.data(), nullptr);
+    if (std::find(types.begin(), types.end(), static_cast<cl_uint>(kSemaphoreOpaqueFd)) == types.end())
+      return "the OpenCL device does not export semaphores as opaque fds";
+  }
+  std::string why = make_semaphore(b, s.ready, s.cu_ready);
+  if (why.empty()) why = make_semaphore(b, s.done, s.cu_done);
+  if (why.empty()) {
+    const CUresult r = sd.cuEventCreate(&s.after, kEventDisableTiming);
+    if (r != 0) {
+      s.after = nullptr;
+      why = "cuEventCreate failed with " + cuda_error(r);
+    }
+  }
+  if (!why.empty()) {
+    drop_semaphores(b);
+    return why;
+  }
+
+  cl_int err = CL_SUCCESS;
+  cl_command_queue queue = clCreateCommandQueue(b.context, b.device, 0, &err);
+  if (err != CL_SUCCESS) {
+    drop_semaphores(b);
+    return "clCreateCommandQueue (the probe's) failed with " + std::to_string(err);
+  }
+  CUstream stream = nullptr;
+  CUresult r = sd.cuStreamCreate(&stream, kStreamNonBlocking);
+  if (r != 0) {
+    clReleaseCommandQueue(queue);
+    drop_semaphores(b);
+    return "cuStreamCreate failed with " + cuda_error(r);
+  }
+  constexpr std::chrono::milliseconds kLimit{5000};
+  const SemaphoreSignalParams signal_params{};
+  const SemaphoreWaitParams wait_params{};
+  cl_event signalled = nullptr;
+  bool stuck = false;
+  // CUDA -> OpenCL -> (signal done).
+  r = sd.cuSignalExternalSemaphoresAsync(&s.cu_ready, &signal_params, 1, stream);
+  if (r != 0) {
+    why = "cuSignalExternalSemaphoresAsync failed with " + cuda_error(r);
+  } else if ((err = s.wait(queue, 1, &s.ready, nullptr, 0, nullptr, nullptr)) != CL_SUCCESS) {
+    why = "clEnqueueWaitSemaphoresKHR failed with " + std::to_string(err);
+    stuck = true;  // CUDA's signal may still be pending on the stream
+  } else if ((err = s.signal(queue, 1, &s.done, nullptr, 0, nullptr, &signalled)) != CL_SUCCESS) {
+    why = "clEnqueueSignalSemaphoresKHR failed with " + std::to_string(err);
+    stuck = true;
+  } else {
+    clFlush(queue);
+    why = wait_event(signalled, kLimit);
+    if (!why.empty()) {
+      why = "the OpenCL queue's wait for a semaphore CUDA signalled failed: " + why;
+      stuck = true;
+    }
+  }
+  // OpenCL -> CUDA: done is signalled by now; the stream's wait must pass.
+  if (why.empty()) {
+    r = sd.cuWaitExternalSemaphoresAsync(&s.cu_done, &wait_params, 1, stream);
+    if (r == 0) r = sd.cuEventRecord(s.after, stream);
+    if (r != 0) {
+      why = "cuWaitExternalSemaphoresAsync failed with " + cuda_error(r);
+    } else {
+      why = wait_event(s.after, kLimit);
+      if (!why.empty()) {
+        why = "a CUDA stream's wait for a semaphore OpenCL signalled failed: " + why;
+        stuck = true;
+      }
+    }
+  }
+  if (signalled) clReleaseEvent(signalled);
+  if (stuck) {
+    // Leaked on purpose: see above. The semaphores' state is unknown, so they are not used.
+    s = Semaphores{};
+    s.probed = true;
+    return why + " (GPU-side ordering off; the probe's queue and stream are abandoned)";
+  }
+  clReleaseCommandQueue(queue);
+  sd.cuStreamDestroy(stream);
+  if (!why.empty()) {
+    drop_semaphores(b);
+    return why;
+  }
+  s.chained = false;  // the probe's stream is gone; its wait has finished
+  return {};
+}
+
+// Runs the probe once and takes its verdict (Bridge::run held, or the bridge not yet shared).
+void adopt_semaphores(Bridge& b) {
+  if (!b.sem.probed) {
+    b.sem.probed = true;
+    ensure_context(b.info.ordinal);  // set_ordering may probe from a thread of its own
+    b.semaphore_note = probe_semaphores(b);
+    b.semaphores_ok = b.semaphore_note.empty();
+  }
+  b.on_gpu = b.semaphores_ok;
+  b.order_note = b.semaphores_ok ? "" : b.semaphore_note;
+}
+
+// A semaphore call failed: the pair's state is unknown, so this bridge orders by host waits from
+// now on, saying why.
+void demote(Bridge& b, const std::string& why) {
+  b.on_gpu = false;
+  b.semaphores_ok = false;
+  b.semaphore_note = why + " (GPU-side ordering turned off for this process)";
+  b.order_note = b.semaphore_note;
+}
+
+// The CUDA-to-OpenCL half: `stream` signals ready, the queue waits for it. False when a semaphore
+// call failed and nothing of it is pending on the queue (the caller then synchronises the stream).
+bool begin_on_gpu(Bridge& b, CUstream stream) {
+  const SemaphoreDriver& sd = semaphore_driver();
+  Semaphores& s = b.sem;
+  if (s.chained && stream != s.last_stream) {
+    const CUresult r = sd.cuStreamWaitEvent(stream, s.after, 0);
+    if (r != 0) {
+      demote(b, "cuStreamWaitEvent failed with " + cuda_error(r));
+      return false;
+    }
+  }
+  const SemaphoreSignalParams params{};
+  const CUresult r = sd.cuSignalExternalSemaphoresAsync(&s.cu_ready, &params, 1, stream);
+  if (r != 0) {
+    demote(b, "cuSignalExternalSemaphoresAsync failed with " + cuda_error(r));
+    return false;
+  }
+  const cl_int err = s.wait(b.queue, 1, &s.ready, nullptr, 0, nullptr, nullptr);
+  if (err != CL_SUCCESS) {
+    demote(b, "clEnqueueWaitSemaphoresKHR failed with " + std::to_string(err));
+    return false;
+  }
+  return true;
+}
+
+// The OpenCL-to-CUDA half, after the call's kernels: the queue signals done, `stream` waits for
+// it. False when the stream could not be made to wait (the caller then finishes the queue).
+bool end_on_gpu(Bridge& b, CUstream stream) {
+  const SemaphoreDriver& sd = semaphore_driver();
+  Semaphores& s = b.sem;
+  cl_int err = s.signal(b.queue, 1, &s.done, nullptr, 0, nullptr, nullptr);
+  if (err == CL_SUCCESS) err = clFlush(b.queue);  // nothing else would submit the signal
+  if (err != CL_SUCCESS) {
+    demote(b, "clEnqueueSignalSemaphoresKHR or clFlush failed with " + std::to_string(err));
+    return false;
+  }
+  const SemaphoreWaitParams params{};
+  CUresult r = sd.cuWaitExternalSemaphoresAsync(&s.cu_done, &params, 1, stream);
+  if (r != 0) {
+    demote(b, "cuWaitExternalSemaphoresAsync failed with " + cuda_error(r));
+    return false;
+  }
+  r = sd.cuEventRecord(s.after, stream);
+  if (r != 0) {
+    demote(b, "cuEventRecord failed with " + cuda_error(r));  // this call is ordered; the chain is not
+    return true;
+  }
+  s.last_stream = stream;
+  s.chained = true;
+  return true;
+}
+
+Order parse_order(const std::string& name) {
+  if (name.empty() || name == "auto") return Order::Auto;
+  if (name == kOrderSemaphore) return Order::Semaphore;
+  if (name == kOrderHost) return Order::Host;
+  throw Error(Status::InvalidArgument, "CUDA ordering '" + name +
+                                           "': expected auto, semaphore or host "
+                                           "(FLASHCL_CUDA_ORDER, flashcl.cuda.set_ordering)");
+}
+
+std::unique_ptr<Bridge> make_bridge(int ordinal, Order order) {
   const Driver& d = driver();
   auto b = std::make_unique<Bridge>();
   b->info.ordinal = ordinal;
@@ -297,15 +666,27 @@ std::unique_ptr<Bridge> make_bridge(int ordinal) {
     clReleaseContext(b->context);
     throw;
   }
+  if (order == Order::Host) {
+    b->order_note = "host waits requested";  // the semaphores are not even probed
+  } else {
+    adopt_semaphores(*b);
+  }
   return b;
 }
 
 // Opened bridges live for the process (allocations and PyTorch's pool refer to them).
-Bridge& bridge(int ordinal) {
+// `order` applies when this call opens it.
+Bridge& bridge(int ordinal, Order order = Order::Auto) {
   std::lock_guard<std::mutex> lock(bridges_mutex);
   auto it = bridges.find(ordinal);
-  if (it == bridges.end()) it = bridges.emplace(ordinal, make_bridge(ordinal)).first;
+  if (it == bridges.end()) it = bridges.emplace(ordinal, make_bridge(ordinal, order)).first;
   return *it->second;
+}
+
+Bridge* opened(int ordinal) {
+  std::lock_guard<std::mutex> lock(bridges_mutex);
+  auto it = bridges.find(ordinal);
+  return it == bridges.end() ? nullptr : it->second.get();
 }
 
 // The imported buffers an argument set touches (sub-buffers mapped to their parents), once each.
@@ -335,41 +716,91 @@ struct Events {
   }
 };
 
+// One call: ordered on the GPU where the bridge does (true returned), else by host waits.
 template <typename Launch>
-void run(int ordinal, std::uintptr_t stream, const std::vector<cl_mem>& mems, Launch&& launch) {
+bool run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& mems, Launch&& launch) {
   Bridge& b = bridge(ordinal);
   const Driver& d = driver();
+  const CUstream stream = reinterpret_cast<CUstream>(stream_handle);
   std::lock_guard<std::mutex> lock(b.run);
   ensure_context(ordinal);
-  check(d.cuStreamSynchronize(reinterpret_cast<CUstream>(stream)), "cuStreamSynchronize");
+  const bool on_gpu = b.on_gpu && begin_on_gpu(b, stream);
+  if (!on_gpu) check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
   const std::vector<cl_mem> external = roots(mems);
   const bool hand_off = b.info.acquire_release && !external.empty();
   Events events;
   std::vector<cl_event> wait;
   if (hand_off) {
     cl_event acquired = nullptr;
-    check_cl(b.acquire(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, &acquired),
-             "clEnqueueAcquireExternalMemObjectsKHR");
+    const cl_int err =
+        b.acquire(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, &acquired);
+    if (err != CL_SUCCESS) {
+      if (on_gpu && end_on_gpu(b, stream)) check_cl(err, "clEnqueueAcquireExternalMemObjectsKHR");
+      clFinish(b.queue);
+      check_cl(err, "clEnqueueAcquireExternalMemObjectsKHR");
+    }
     events.list.push_back(acquired);
     wait.push_back(acquired);
   }
   try {
     launch(b.queue, wait);
   } catch (...) {
-    // What was enqueued before the failure still finishes (and is handed back) before PyTorch goes on.
+    // What was enqueued before the failure still finishes (and is handed back) before PyTorch's
+    // next kernel on the stream: by the semaphores where they run, else by finishing the queue.
     if (hand_off) b.release(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, nullptr);
-    clFinish(b.queue);
+    if (!(on_gpu && end_on_gpu(b, stream))) clFinish(b.queue);
     throw;
   }
+  cl_int released = CL_SUCCESS;
   if (hand_off)
-    check_cl(b.release(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, nullptr),
-             "clEnqueueReleaseExternalMemObjectsKHR");
+    released = b.release(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, nullptr);
+  if (on_gpu && end_on_gpu(b, stream)) {
+    check_cl(released, "clEnqueueReleaseExternalMemObjectsKHR");
+    return true;
+  }
   check_cl(clFinish(b.queue), "clFinish");
+  check_cl(released, "clEnqueueReleaseExternalMemObjectsKHR");
+  return false;
 }
 
 }  // namespace
 
-const BridgeInfo& open_bridge(int ordinal) { return bridge(ordinal).info; }
+const BridgeInfo& open_bridge(int ordinal, const std::string& ordering) {
+  const Order order = parse_order(ordering);
+  Bridge& b = bridge(ordinal, order);
+  if (order == Order::Semaphore) {
+    std::lock_guard<std::mutex> lock(b.run);
+    if (!b.on_gpu)
+      throw Error(Status::DeviceNotFound, "CUDA device " + std::to_string(ordinal) +
+                                              ": semaphore ordering was requested but is unavailable: " + b.order_note);
+  }
+  return b.info;
+}
+
+OrderingInfo ordering(int ordinal) {
+  Bridge* b = opened(ordinal);
+  if (b == nullptr) return {"", "the bridge is not open", false};
+  std::lock_guard<std::mutex> lock(b->run);
+  return {b->on_gpu ? kOrderSemaphore : kOrderHost, b->order_note, b->semaphores_ok};
+}
+
+OrderingInfo set_ordering(int ordinal, const std::string& name) {
+  const Order order = parse_order(name);
+  Bridge& b = bridge(ordinal);
+  {
+    std::lock_guard<std::mutex> lock(b.run);
+    if (order == Order::Host) {
+      b.on_gpu = false;
+      b.order_note = "host waits requested";
+    } else {
+      adopt_semaphores(b);
+      if (order == Order::Semaphore && !b.on_gpu)
+        throw Error(Status::DeviceNotFound,
+                    "CUDA device " + std::to_string(ordinal) + ": semaphore ordering is unavailable: " + b.order_note);
+    }
+  }
+  return ordering(ordinal);
+}
 
 CUdeviceptr allocate(int ordinal, std::size_t bytes) {
   Bridge& b = bridge(ordinal);
@@ -391,6 +822,9 @@ bool release(CUdeviceptr address) noexcept {
     registry.erase(it);
   }
   try {
+    // Calls ordered on the GPU may still be running when PyTorch hands a segment back (its
+    // caching allocator frees in stream order, not after the OpenCL queue).
+    if (Bridge* b = opened(a.ordinal)) clFinish(b->queue);
     destroy(address, a);
   } catch (...) {
     return false;  // only driver() can throw, and it cannot fail once an allocation exists
@@ -420,50 +854,65 @@ Usage usage() {
   return u;
 }
 
-SubBuffer::SubBuffer(std::uintptr_t parent, std::size_t offset, std::size_t bytes) {
-  cl_mem p = reinterpret_cast<cl_mem>(parent);
-  cl_uint align_bits = 0;
-  cl_device_id device = nullptr;
-  cl_context context = nullptr;
-  clGetMemObjectInfo(p, CL_MEM_CONTEXT, sizeof context, &context, nullptr);
-  if (context) clGetContextInfo(context, CL_CONTEXT_DEVICES, sizeof device, &device, nullptr);
-  if (device) clGetDeviceInfo(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr);
-  const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
-  if (offset % align != 0)
-    throw Error(Status::InvalidArgument, "sub-buffer origin " + std::to_string(offset) + " is not a multiple of the "
-                                         "device's base address alignment (" + std::to_string(align) + " bytes)");
-  const cl_buffer_region region{offset, std::max<std::size_t>(bytes, 1)};
-  cl_int err = CL_SUCCESS;
-  mem_ = clCreateSubBuffer(p, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
-  check_cl(err, "clCreateSubBuffer");
+View::View(std::uintptr_t address, std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto it = registry.upper_bound(address);
+  if (it == registry.begin()) return;
+  --it;
+  const CUdeviceptr base = it->first;
+  Allocation& a = it->second;
+  const std::size_t offset = static_cast<std::size_t>(address - base);
+  if (address - base > a.size || bytes > a.size - offset || offset % a.base_align != 0) return;
+  const std::pair<std::size_t, std::size_t> range{offset, std::max<std::size_t>(bytes, 1)};
+  Views& views = *a.views;
+  auto found = views.by_range.find(range);
+  if (found != views.by_range.end()) {
+    mem_ = found->second;
+    views_reused.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    const cl_buffer_region region{range.first, range.second};
+    cl_int err = CL_SUCCESS;
+    cl_mem sub = clCreateSubBuffer(a.mem, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    check_cl(err, "clCreateSubBuffer");
+    if (views.order.size() >= Views::kMaxViews) {
+      clReleaseMemObject(views.by_range[views.order.front()]);
+      views.by_range.erase(views.order.front());
+      views.order.pop_front();
+    }
+    views.by_range.emplace(range, sub);
+    views.order.push_back(range);
+    mem_ = sub;
+    views_created.fetch_add(1, std::memory_order_relaxed);
+  }
+  clRetainMemObject(mem_);  // this View's own reference
 }
 
-SubBuffer::~SubBuffer() {
+View::~View() {
   if (mem_) clReleaseMemObject(mem_);
 }
 
-void run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args) {
-  run(ordinal, stream, forward_mems(args), [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
-    flashcl::forward(queue, args, wait);
-  });
+ViewCounts view_counts() { return {views_created.load(), views_reused.load()}; }
+
+bool run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args) {
+  return run(ordinal, stream, forward_mems(args),
+             [&](cl_command_queue queue, const std::vector<cl_event>& wait) { flashcl::forward(queue, args, wait); });
 }
 
-void run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args) {
+bool run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args) {
   std::vector<cl_mem> mems = forward_mems(args.forward);
   for (cl_mem m : {args.d_o.buffer, args.d_q.buffer, args.d_k.buffer, args.d_v.buffer, args.d_bias.buffer,
                    args.workspace})
     mems.push_back(m);
-  run(ordinal, stream, mems, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
-    flashcl::backward(queue, args, wait);
-  });
+  return run(ordinal, stream, mems,
+             [&](cl_command_queue queue, const std::vector<cl_event>& wait) { flashcl::backward(queue, args, wait); });
 }
 
-void fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream) {
+bool fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream) {
   const Located at = locate(address, bytes);
   if (at.mem == 0)
     throw Error(Status::InvalidArgument, "fill: the range is not inside memory of flashcl's CUDA pool");
   cl_mem mem = reinterpret_cast<cl_mem>(at.mem);
-  run(at.ordinal, stream, {mem}, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
+  return run(at.ordinal, stream, {mem}, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
     check_cl(clEnqueueFillBuffer(queue, mem, &value, 1, at.offset, bytes, static_cast<cl_uint>(wait.size()),
                                  wait.empty() ? nullptr : wait.data(), nullptr),
              "clEnqueueFillBuffer");

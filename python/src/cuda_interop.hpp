@@ -6,7 +6,8 @@
 // pointer inside it resolves to (cl_mem, byte offset). The exported C functions
 // flashcl_cuda_alloc/flashcl_cuda_free make that allocator usable by PyTorch
 // (torch.cuda.memory.CUDAPluggableAllocator under a torch.cuda.MemPool). run_forward/run_backward
-// order a call between a CUDA stream and the OpenCL queue (docs in the .cpp).
+// order a call between a CUDA stream and the OpenCL queue: on the GPU through external semaphores
+// where the driver has them, else by host waits (docs in the .cpp).
 #pragma once
 
 #include <sys/types.h>
@@ -36,7 +37,24 @@ struct BridgeInfo {
 // Opens the bridge of CUDA device `ordinal` once (later calls return the same one). Throws
 // DeviceNotFound without libcuda, without an OpenCL device of that UUID, or when that device lacks
 // cl_khr_external_memory_opaque_fd; OpenCLError/InternalError when the first import fails.
-const BridgeInfo& open_bridge(int ordinal);
+// `ordering` (FLASHCL_CUDA_ORDER, read by flashcl/cuda.py) applies when this call opens it:
+// "auto" (or "") probes the semaphores once and orders on the GPU when they work, "host" never
+// probes them, "semaphore" is auto that throws DeviceNotFound when they do not work (InvalidArgument
+// for any other name).
+const BridgeInfo& open_bridge(int ordinal, const std::string& ordering = "auto");
+
+// How an open bridge orders calls: `ordering` "semaphore" or "host" ("" when not open), `note` why
+// not on the GPU when it is not, `semaphores` whether GPU-side ordering works here (the probe
+// passed and no semaphore call has failed since).
+struct OrderingInfo {
+  std::string ordering;
+  std::string note;
+  bool semaphores = false;
+};
+OrderingInfo ordering(int ordinal);
+// Switches an open (or opened here) bridge between "host" and "semaphore"/"auto" for later calls;
+// "semaphore" throws DeviceNotFound where GPU-side ordering does not work.
+OrderingInfo set_ordering(int ordinal, const std::string& ordering);
 
 // Exportable device memory of at least `bytes` on CUDA device `ordinal`, registered; returns its
 // CUDA address. Throws as open_bridge, or OutOfResources.
@@ -52,20 +70,29 @@ struct Located {
 };
 Located locate(std::uintptr_t address, std::size_t bytes);
 
-// A sub-buffer of a registered allocation (for arguments the library takes as a whole cl_mem:
-// LSE, workspaces, cu_seqlens, ALiBi slopes), released with the object. `offset` must be a multiple
-// of the bridge's base_align (InvalidArgument otherwise).
-class SubBuffer {
+// The sub-buffer of registered memory covering exactly [address, address + bytes), for a tensor
+// argument (the library's aliasing checks then compare exactly the bytes each tensor covers).
+// Made once per range and cached with its allocation (see Views in the .cpp); this object holds a
+// reference until it is destroyed. handle() is 0 when no allocation holds the range or its offset
+// is not a multiple of the bridge's base_align (the caller then stages the tensor).
+class View {
  public:
-  SubBuffer(std::uintptr_t parent, std::size_t offset, std::size_t bytes);
-  ~SubBuffer();
-  SubBuffer(const SubBuffer&) = delete;
-  SubBuffer& operator=(const SubBuffer&) = delete;
+  View(std::uintptr_t address, std::size_t bytes);
+  ~View();
+  View(const View&) = delete;
+  View& operator=(const View&) = delete;
   std::uintptr_t handle() const { return reinterpret_cast<std::uintptr_t>(mem_); }
 
  private:
   cl_mem mem_ = nullptr;
 };
+
+// Sub-buffers made, and views served from the cache, since the process started.
+struct ViewCounts {
+  std::size_t created = 0;
+  std::size_t reused = 0;
+};
+ViewCounts view_counts();
 
 // Registered allocations now: their number and bytes.
 struct Usage {
@@ -74,14 +101,15 @@ struct Usage {
 };
 Usage usage();
 
-// One flashcl call on the bridge's queue, ordered after the work already on `stream` and finished
-// before returning (see the .cpp).
-void run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
-void run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
+// One flashcl call on the bridge's queue, ordered after the work already on `stream` and before
+// the work enqueued on it later (see the .cpp). True when the semaphores ordered it (the call may
+// still be running), false when host waits did (it has finished).
+bool run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
+bool run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
 
 // Writes `value` into [address, address + bytes) through OpenCL (clEnqueueFillBuffer on the
 // imported buffer) after `stream`'s work: shows that both sides see one memory.
-void fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream);
+bool fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream);
 
 // The message of the last failure inside flashcl_cuda_alloc (which can only return nullptr).
 std::string last_alloc_error();

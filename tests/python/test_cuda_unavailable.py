@@ -1,7 +1,9 @@
 """flashcl.cuda where CUDA memory cannot reach OpenCL (no NVIDIA driver, as in CI): named errors
 from every entry point, the pluggable allocator's C function returning nullptr with the reason
-instead of crashing (on a CUDA machine: giving out and taking back registered memory), and flashcl.torch still running CPU tensors. On a machine with a CUDA device
-the same calls must succeed instead (tests/python/cuda checks the rest there)."""
+instead of crashing (on a CUDA machine: giving out and taking back registered memory), the
+ordering setting (FLASHCL_CUDA_ORDER, set_ordering) checked before any driver is needed, and
+flashcl.torch still running CPU tensors. On a machine with a CUDA device the same calls must
+succeed instead (test_cuda_tensors.py checks the rest there)."""
 
 import ctypes
 
@@ -61,3 +63,37 @@ def test_cpu_tensors_unaffected():
     q = torch.randn(1, 9, 2, 8)
     out = flashcl.torch.flash_attn_func(q, q, q, causal=True)
     assert out.shape == q.shape and out.device.type == "cpu" and flashcl.cuda.stats()["calls"] == calls
+
+
+def test_ordering_setting_is_checked(monkeypatch):
+    for value, expected in (("", "auto"), ("auto", "auto"), ("HOST", "host"), (" semaphore ", "semaphore")):
+        monkeypatch.setenv("FLASHCL_CUDA_ORDER", value)
+        assert flashcl.cuda._requested_ordering() == expected
+    monkeypatch.delenv("FLASHCL_CUDA_ORDER")
+    assert flashcl.cuda._requested_ordering() == "auto"
+    monkeypatch.setenv("FLASHCL_CUDA_ORDER", "sync")
+    with pytest.raises(flashcl.Error) as e:
+        flashcl.cuda._requested_ordering()
+    assert e.value.status == flashcl.Status.InvalidArgument and "FLASHCL_CUDA_ORDER" in str(e.value)
+    with pytest.raises(flashcl.Error) as e:
+        flashcl.cuda.set_ordering("fast")
+    assert e.value.status == flashcl.Status.InvalidArgument
+    # The binding checks the name before it needs a driver or a bridge.
+    for call in (lambda: ext.cuda_open(0, "fast"), lambda: ext.cuda_set_ordering(0, "fast")):
+        with pytest.raises(flashcl.Error) as e:
+            call()
+        assert e.value.status == flashcl.Status.InvalidArgument and "auto, semaphore or host" in str(e.value)
+
+
+def test_ordering_and_views_without_a_bridge():
+    s = flashcl.cuda.stats()
+    for key in ("calls", "semaphore_calls", "host_wait_calls", "views_created", "views_reused", "ordering"):
+        assert key in s, key
+    if torch.cuda.is_available() and flashcl.cuda.available():
+        assert flashcl.cuda.ordering()["ordering"] in ("semaphore", "host")
+        return
+    assert s["ordering"] is None
+    assert ext.cuda_ordering(0).ordering == "" and "not open" in ext.cuda_ordering(0).note
+    created = ext.cuda_view_counts()[0]
+    assert ext.CudaView(4096, 16).handle == 0  # no allocation holds it: the caller stages
+    assert ext.cuda_view_counts()[0] == created
