@@ -3,9 +3,11 @@
 # builds the C++ tree in build-gpu (setup.sh), builds the nanobind module with plain CMake into
 # build-gpu-python (no network: nanobind from the machine's Python; C++ tests and bench off there),
 # runs the CUDA-tensor tests (tests/python/test_cuda_tensors.py and test_cuda_unavailable.py:
-# float64 reference, zero-copy pool, tiny Llama against sdpa), and measures the bar: flash_attn_func
-# on CUDA fp16 (B = 8, H = 16, N = 4096, d = 128) forward and forward+backward, pool and plain
-# tensors, next to flashcl-bench's device time for the same shape.
+# float64 reference, zero-copy pool, tiny Llama against sdpa, producer/consumer ordering under
+# semaphores and host waits), and measures the bar: flash_attn_func on CUDA fp16 (B = 8, H = 16,
+# N = 4096, d = 128) forward and forward+backward, pool and plain tensors, under both orderings
+# (GPU-side semaphores and host waits, switched in one process by flashcl.cuda.set_ordering), next
+# to flashcl-bench's device time for the same shape, and each ordering's fixed cost per call.
 # Usage: bench/gpu/python.sh OUT_DIR   (default /tmp/flashcl-python; PYTHON= picks the interpreter)
 # pytest: the machine's, else .deps/pylib (pure-Python copies of pytest and its dependencies,
 # carried like .deps/usr). OUT_DIR gets cmake.log, build.log, python-build.log, pytest.log,
@@ -27,9 +29,12 @@ export PYTHONPATH=$PWD/build-gpu-python/python
 "$py" -c "import pytest" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.deps/pylib
 
 echo "== tests (tests/python/test_cuda_*.py)"
-"$py" -m pytest -q -rs -s -p no:cacheprovider tests/python/test_cuda_tensors.py tests/python/test_cuda_unavailable.py \
-  > "$out/pytest.log" 2>&1
-grep -E "^bridge:|passed|failed|error|sdpa \[|flashcl \[" "$out/pytest.log" | tail -20
+# Bounded, so a hang (a semaphore wait never satisfied) still leaves the logs and the bench's turn;
+# faulthandler prints every thread's stack of a test that runs past 120 s.
+timeout -k 10 420 "$py" -m pytest -q -rs -s -p no:cacheprovider -o faulthandler_timeout=120 \
+  tests/python/test_cuda_tensors.py tests/python/test_cuda_unavailable.py > "$out/pytest.log" 2>&1
+[ $? -ge 124 ] && echo "python.sh: pytest ran past 420 s and was stopped (stacks in pytest.log)"
+grep -E "bridge:|passed|failed|error|sdpa \[|flashcl \[" "$out/pytest.log" | tail -20
 grep -E "^(FAILED|ERROR)" "$out/pytest.log" | head -20
 
 echo "== the bar: B = 8, H = 16, N = 4096, d = 128, fp16"
@@ -37,4 +42,4 @@ echo "== the bar: B = 8, H = 16, N = 4096, d = 128, fp16"
   --no-check --no-roofline -q -f csv -o "$out/cpp-fwd.csv" > /dev/null 2>> "$out/python-build.log"
 ./build-gpu/bench/flashcl-bench --backward -b 8 --heads 16 -n 4096 --head-dim 128 --causal both --algo fa2 \
   --dtype f16 -r 10 > "$out/cpp-bwd.txt" 2>&1
-"$py" bench/gpu/python_bench.py "$out/cpp-fwd.csv" "$out/cpp-bwd.txt" 2>&1 | tee "$out/python-bench.txt"
+timeout -k 10 300 "$py" bench/gpu/python_bench.py "$out/cpp-fwd.csv" "$out/cpp-bwd.txt" 2>&1 | tee "$out/python-bench.txt"

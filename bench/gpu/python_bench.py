@@ -1,14 +1,18 @@
 """Times flashcl.torch.flash_attn_func on CUDA tensors (forward, and forward+backward through
 autograd) with CUDA events on PyTorch's stream, for tensors of flashcl's CUDA pool (no copies) and
-plain PyTorch tensors (staged device to device), and prints each next to flashcl-bench's device
-time for the same shape, read from the files bench/gpu/python.sh wrote (the forward's CSV and the
-backward's table), with the ratio the bar caps at 1.15. Usage: python_bench.py FWD_CSV BWD_TXT
-[--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10]."""
+plain PyTorch tensors (staged device to device), under each ordering of the calls with the stream
+(flashcl.cuda.set_ordering: "semaphore", GPU-side through external semaphores, and "host", host
+waits), and prints each next to flashcl-bench's device time for the same shape, read from the files
+bench/gpu/python.sh wrote (the forward's CSV and the backward's table), with the ratio the bar caps
+at 1.15. Then the fixed cost of a call: a tiny forward called back to back, timed on the host (how
+long the loop takes to enqueue, and until the GPU has finished it). Usage: python_bench.py FWD_CSV
+BWD_TXT [--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10 --orderings semaphore,host]."""
 
 import argparse
 import csv
 import re
 import statistics
+import time
 
 import torch
 
@@ -51,24 +55,25 @@ def timed(fn, repeat):
     return statistics.median(times), start.elapsed_time(end) / repeat
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("fwd_csv")
-    p.add_argument("bwd_txt")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--seqlen", type=int, default=4096)
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--repeat", type=int, default=10)
-    a = p.parse_args()
-    cpp = cpp_times(a.fwd_csv, a.bwd_txt)
-    shape = (a.batch, a.seqlen, a.heads, a.head_dim)
-    b = flashcl.cuda.bridge()
-    print(f"flash_attn_func on CUDA fp16 {shape} through {b.device_name}; acquire/release {b.acquire_release} "
-          f"{b.note}")
-    print("ms per call: a single call / calls back to back (CUDA events), flashcl-bench's kernel time, their ratios")
-    print(f"{'tensors':8s} {'causal':6s} | {'fwd ms':>15s} {'C++ ms':>7s} {'ratio':>13s} | {'fwd+bwd ms':>15s} "
-          f"{'C++ ms':>7s} {'ratio':>13s} | staged per fwd+bwd")
+def fixed_cost(calls=200):
+    """Microseconds per call of a tiny forward (1 x 128 x 1 x 64, pool tensors) called back to back:
+    on the host until the loop has enqueued them all, and until the GPU has finished them."""
+    with flashcl.cuda.use_pool():
+        q, k, v = (torch.randn(1, 128, 1, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    with torch.no_grad():
+        for _ in range(5):
+            flash_attn_func(q, k, v)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            flash_attn_func(q, k, v)
+        enqueued = time.perf_counter()
+        torch.cuda.synchronize()
+        finished = time.perf_counter()
+    return (enqueued - start) / calls * 1e6, (finished - start) / calls * 1e6
+
+
+def table(a, cpp, shape, ordering):
     for in_pool in (True, False):
         for causal in (False, True):
             def make():
@@ -93,17 +98,58 @@ def main():
             both_ms = timed(forward_backward, a.repeat)
             flashcl.cuda.reset_stats()
             forward_backward()
-            staged = flashcl.cuda.stats()["staged_tensors"]
+            s = flashcl.cuda.stats()
+            counted = s["semaphore_calls" if ordering == "semaphore" else "host_wait_calls"]
+            if counted != s["calls"]:
+                print(f"warning: {s['calls'] - counted} of {s['calls']} calls were not ordered by {ordering}: "
+                      f"{flashcl.cuda.ordering()['note']}")
             cpp_fwd, cpp_both = cpp[causal]
+
             def cells(ours, theirs):
                 ratios = " / ".join(f"{t / theirs:5.3f}" for t in ours) if theirs else "-"
                 return f"{ours[0]:7.3f} / {ours[1]:5.3f} {theirs or float('nan'):7.3f} {ratios:>13s}"
 
-            print(f"{'pool' if in_pool else 'plain':8s} {'yes' if causal else 'no':6s} | {cells(fwd_ms, cpp_fwd)} | "
-                  f"{cells(both_ms, cpp_both)} | {staged}", flush=True)
+            print(f"{ordering:9s} {'pool' if in_pool else 'plain':8s} {'yes' if causal else 'no':6s} | "
+                  f"{cells(fwd_ms, cpp_fwd)} | {cells(both_ms, cpp_both)} | {s['staged_tensors']}", flush=True)
             del q, k, v, d_o
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("fwd_csv")
+    p.add_argument("bwd_txt")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--seqlen", type=int, default=4096)
+    p.add_argument("--head-dim", type=int, default=128)
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--orderings", default="semaphore,host", help="comma-separated: semaphore, host")
+    a = p.parse_args()
+    cpp = cpp_times(a.fwd_csv, a.bwd_txt)
+    shape = (a.batch, a.seqlen, a.heads, a.head_dim)
+    b = flashcl.cuda.bridge()
+    o = flashcl.cuda.ordering()
+    print(f"flash_attn_func on CUDA fp16 {shape} through {b.device_name}; acquire/release {b.acquire_release} "
+          f"{b.note}; ordering at open: {o['ordering']} (semaphores work: {o['semaphores']}) {o['note']}")
+    orderings = [x.strip() for x in a.orderings.split(",") if x.strip()]
+    costs = {}
+    print("ms per call: a single call / calls back to back (CUDA events), flashcl-bench's kernel time, their ratios")
+    print(f"{'ordering':9s} {'tensors':8s} {'causal':6s} | {'fwd ms':>15s} {'C++ ms':>7s} {'ratio':>13s} | "
+          f"{'fwd+bwd ms':>15s} {'C++ ms':>7s} {'ratio':>13s} | staged per fwd+bwd")
+    for ordering in orderings:
+        try:
+            flashcl.cuda.set_ordering(ordering)
+        except flashcl.Error as e:
+            print(f"{ordering:9s} unavailable: {e}")
+            continue
+        table(a, cpp, shape, ordering)
+        costs[ordering] = fixed_cost()
     print("bar: ratio <= 1.15 (forward and forward+backward, fp16, pool tensors: no copies; plain tensors add the "
           "device-to-device staging of their inputs)")
+    print("fixed cost per call (tiny forward, 1 x 128 x 1 x 64, pool, 200 calls back to back; host clock):")
+    for ordering, (enqueued, finished) in costs.items():
+        print(f"{ordering:9s} {enqueued:8.1f} us enqueued, {finished:8.1f} us until finished")
+    flashcl.cuda.set_ordering("auto")
 
 
 if __name__ == "__main__":
