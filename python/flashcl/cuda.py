@@ -181,7 +181,8 @@ class _Call:
         # The bridge and the pool of a device seen before, without bridge()'s checks and lock.
         found = _bridges.get(self.ordinal)
         self.bridge = found if found is not None and not isinstance(found, Exception) else bridge(device)
-        self.pool = _pools.get(self.ordinal) or mem_pool(device)
+        pool = _pools.get(self.ordinal)
+        self.pool = pool if pool is not None else mem_pool(device)
         self.keep = []
 
     def empty(self, shape, dtype) -> torch.Tensor:
