@@ -42,6 +42,7 @@ void enqueue_grid(cl_command_queue queue, const cl::Kernel& kernel, std::size_t 
 
 void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
                      const std::vector<cl_event>& wait, Launch& launch) {
+  if (bp.cpu.chunks > 0) return launch_bwd_cpu(queue, bp, workspace, wait, launch);  // fa2 on CPUs
   const Problem& p = bp.forward;
   const ForwardArgs& a = p.args;
   const BackwardArgs& g = bp.args;
@@ -124,7 +125,10 @@ std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& ar
   const int db_batch = args.d_bias.batch != 0 ? args.d_bias.batch : a.mask.batch;
   const int db_heads = args.d_bias.heads != 0 ? args.d_bias.heads : a.mask.heads;
   const bool broadcast = dbias && (db_batch != a.batch || db_heads != a.heads);
-  return detail::backward_workspace_layout(a, lse_rows, args.deterministic, broadcast).bytes;
+  const detail::DeviceFacts& facts = detail::device_facts(device);
+  detail::BwdCpuPlan cpu;
+  if (detail::bwd_cpu_takes(facts, a, detail::process_overrides())) cpu = detail::plan_bwd_cpu(facts, a);
+  return detail::backward_workspace_layout(a, lse_rows, args.deterministic, broadcast, &cpu).bytes;
 }
 
 Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vector<cl_event>& wait_list) {

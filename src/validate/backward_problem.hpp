@@ -12,6 +12,7 @@
 #include "attn_args.h"
 #include "bwd_args.h"
 #include "plan/plan_backward.hpp"
+#include "plan/plan_bwd_cpu.hpp"
 #include "validate/problem.hpp"
 #include "base/saturating.hpp"
 
@@ -22,16 +23,19 @@ static_assert(sizeof(BwdArgs) == FLASHCL_BWD_ARGS_SIZE, "BwdArgs layout must mat
 // Where each region of the fp32 workspace starts (in floats) and its total size in bytes.
 struct BackwardWorkspace {
   std::int64_t d = 0;      // D = rowsum(dO ∘ O), one float per LSE row
-  std::int64_t dq = 0;     // fp32 dQ accumulator, HEAD_DIM floats per LSE row (fa2 atomic, fa1)
+  std::int64_t dq = 0;     // fp32 dQ accumulator, HEAD_DIM floats per LSE row (fa2 atomic, fa1); the
+                           // CPU form: `dq_chunks` partials of D_PAD floats per LSE row, dq_chunk_stride apart
+  std::int64_t dq_chunk_stride = 0;
   std::int64_t p = 0;      // standard: P, (B·H, Nq, Nk)
   std::int64_t ds = 0;     // standard: dS, (B·H, Nq, Nk)
   std::int64_t dbias = 0;  // broadcast d_bias: per-(batch, head) dS, dense (B, H, Nq, Nk)
   std::size_t bytes = 0;
 };
 
-// The layout for a normalised forward call; `lse_rows` is B·H·Nq, or H·total_q with varlen.
+// The layout for a normalised forward call; `lse_rows` is B·H·Nq, or H·total_q with varlen. `cpu`:
+// the CPU-shaped backward's plan when it takes the call (its dQ partials replace the accumulator).
 BackwardWorkspace backward_workspace_layout(const ForwardArgs& forward, std::uint64_t lse_rows, bool deterministic,
-                                            bool dbias_broadcast);
+                                            bool dbias_broadcast, const BwdCpuPlan* cpu = nullptr);
 
 struct BackwardProblem {
   Problem forward;               // the forward call, validated: args resolved, AttnArgs for the kernels
@@ -39,6 +43,7 @@ struct BackwardProblem {
   BwdArgs kernel_args{};         // the kernels' second argument block (workspace offsets included)
   bool dbias_broadcast = false;  // d_bias broadcasts over batch or heads: dS goes to the workspace first
   BackwardPlan plan;             // fa1/fa2 tiles
+  BwdCpuPlan cpu;                // the CPU-shaped backward (bwd_cpu.cl) when cpu.chunks > 0
   BackwardWorkspace workspace;
 };
 
@@ -51,6 +56,10 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& ar
 // The per-path launchers (backward.cpp): enqueue after `wait`, record events in `launch`.
 void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
                      const std::vector<cl_event>& wait, Launch& launch);
+
+// The CPU-shaped fa2 backward (launch_bwd_cpu.cpp), the whole call when bp.cpu.chunks > 0.
+void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
+                    const std::vector<cl_event>& wait, Launch& launch);
 
 // fa2's dK/dV (and atomic dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
 // `launch`'s last event with `kernel_args` when the call and device qualify and the device's probe

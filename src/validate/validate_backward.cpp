@@ -13,6 +13,7 @@
 #include "validate/backward_problem.hpp"
 #include "validate/buffer_checks.hpp"  // check_use
 #include "base/errors.hpp"
+#include "plan/overrides.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -70,10 +71,11 @@ bool overlap(cl_mem a, cl_mem b) {
 }  // namespace
 
 BackwardWorkspace backward_workspace_layout(const ForwardArgs& a, std::uint64_t lse_rows, bool deterministic,
-                                            bool dbias_broadcast) {
+                                            bool dbias_broadcast, const BwdCpuPlan* cpu) {
   const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
   const std::uint64_t square = saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k)});
-  const bool dq_acc = a.algorithm == Algorithm::FA1 || (a.algorithm == Algorithm::FA2 && !deterministic);
+  const bool cpu_form = cpu != nullptr && cpu->chunks > 0;
+  const bool dq_acc = !cpu_form && (a.algorithm == Algorithm::FA1 || (a.algorithm == Algorithm::FA2 && !deterministic));
   BackwardWorkspace w;
   std::uint64_t floats = 0;
   // every region in saturating arithmetic: a huge shape must fail the size checks, not wrap
@@ -84,6 +86,11 @@ BackwardWorkspace backward_workspace_layout(const ForwardArgs& a, std::uint64_t 
   };
   w.d = take(lse_rows);
   if (dq_acc) w.dq = take(saturating_bytes({lse_rows, n(a.head_dim)}));
+  if (cpu_form) {
+    w.dq_chunk_stride = static_cast<std::int64_t>(std::min<std::uint64_t>(
+        saturating_bytes({lse_rows, n(cpu->padded_head_dim)}), INT64_MAX / 8));
+    w.dq = take(saturating_bytes({lse_rows, n(cpu->padded_head_dim), n(cpu->chunks)}));
+  }
   if (a.algorithm == Algorithm::Standard) {
     w.p = take(square);
     w.ds = take(square);
@@ -192,7 +199,9 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   bp.dbias_broadcast = want_dbias && (d_bias.batch != a.batch || d_bias.heads != a.heads);
   const std::uint64_t lse_rows = varlen ? static_cast<std::uint64_t>(a.heads) * (k.total_q > 0 ? k.total_q : k.rows_q)
                                         : static_cast<std::uint64_t>(a.batch) * a.heads * a.seqlen_q;
-  bp.workspace = backward_workspace_layout(a, lse_rows, in.deterministic, bp.dbias_broadcast);
+  // fa2 on CPUs: the CPU-shaped backward (plan_bwd_cpu.hpp), whose dQ partials the workspace holds
+  if (bwd_cpu_takes(*p.facts, a, process_overrides())) bp.cpu = plan_bwd_cpu(*p.facts, a);
+  bp.workspace = backward_workspace_layout(a, lse_rows, in.deterministic, bp.dbias_broadcast, &bp.cpu);
   if (in.workspace != nullptr) {
     cl_context context = nullptr;
     std::size_t size = 0;

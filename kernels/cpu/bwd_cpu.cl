@@ -1,0 +1,295 @@
+/* bwd_cpu.cl: the FlashAttention-2 backward shaped for CPUs (PoCL), as fa2_cpu.cl is for the
+ * forward. A work-group is one work-item, so PoCL runs it as straight-line code on one core with
+ * no work-item loops around barriers; the vectors are written out (floatVW along keys or along
+ * the head dimension) and every product is register-blocked, each vector load feeding RM FMAs.
+ *  - bwd_cpu_dkdv: one work-item per (chunk of K/V blocks, K/V head, batch). For each of its K/V
+ *    blocks (BC keys: K^T, V^T and K staged once as fp32) it walks every query head of the GQA
+ *    group and every Q block that sees the block (BR rows: Q, dO staged as fp32), and computes
+ *      S = Q K^T, dP = dO V^T (RM rows x KG key vectors), P = exp(S - LSE), dS = P (dP - D),
+ *      dQ_partial += dS K (RM rows x CG column vectors, added to fp32 rows in the workspace),
+ *      dV += P^T dO, dK += dS^T Q (RM keys x CG column vectors, accumulators in __local),
+ *    and writes dK, dV once. dQ needs no atomics and no second pass recomputing S and dP: the
+ *    chunk's own fp32 dQ partial (pitch D_PAD) is its alone, zeroed by it first. A chunk takes
+ *    blocks c, c + chunks, ... so causal chunks carry about equal work.
+ *  - bwd_cpu_dq: sums the chunks' partials in chunk order, times the scale, into dQ's dtype and
+ *    strides. Everything is a fixed order of operations: every call is deterministic.
+ * The preprocess (D = rowsum(dO o O)) and the bias-gradient passes are bwd_common.cl's. Blocks
+ * that need the visibility rules or a score transform take the scalar path through common.cl's
+ * final_score, as the portable backward does; the rest stays in vectors. */
+
+#ifndef VW
+#define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
+#endif
+#ifndef BR
+#define BR 64 /* query rows per Q block */
+#endif
+#ifndef BC
+#define BC 64 /* keys per K/V block; a multiple of KG * VW and of RM */
+#endif
+#ifndef RM
+#define RM 4 /* rows (or keys) per register block */
+#endif
+#ifndef CG
+#define CG 4 /* column vectors per register block; divides D_PAD / VW */
+#endif
+
+#define KG (BC / VW < 4 ? BC / VW : 4) /* key vectors per register block of scores */
+#define DV (D_PAD / VW)                /* column vectors of a row */
+#if GQA
+#define KV_GROUP(a) ((a)->kv_group)
+#else
+#define KV_GROUP(a) 1
+#endif
+
+#if BR % RM != 0 || BC % RM != 0 || BC % (KG * VW) != 0 || D_PAD % VW != 0 || DV % CG != 0
+#error "bwd_cpu tiles must satisfy BR % RM == 0, BC % RM == 0, BC % (KG * VW) == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
+#endif
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define VEC_T CAT(float, VW)
+#define VLOAD(p) CAT(vload, VW)(0, (p))
+#define VSTORE(x, p) CAT(vstore, VW)((x), 0, (p))
+
+/* Rows [row0, row0 + n) of a (seq, d) slice as fp32: row-major into dst (pitch D_PAD), or
+ * transposed (dst[c * n + r]). Rows at or past `valid` and columns past HEAD_DIM are 0. */
+inline void cpu_stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0,
+                           int n, int valid, bool transposed) {
+  for (int r = 0; r < n; ++r) {
+    const bool inside = row0 + r < valid;
+    const long at = base + (long)(row0 + r) * seq_stride;
+    if (transposed) {
+      /* scalar on purpose: vectorised, the transposed stores become scatters (fa2_cpu.cl) */
+#pragma clang loop vectorize(disable)
+      for (int c = 0; c < D_PAD; ++c) dst[c * n + r] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
+    } else {
+      for (int c = 0; c < D_PAD; ++c) dst[r * D_PAD + c] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
+    }
+  }
+}
+
+/* out[r][j] = a(r0 + r) . bt(:, j) for the RM rows of a register block and every key of the
+ * block (a: BR x D_PAD row-major, bt: D_PAD x BC), KG key vectors at a time. */
+inline void tile_nt(float out[RM][BC], __local const float* a, __local const float* bt, int r0) {
+  for (int j0 = 0; j0 < BC; j0 += KG * VW) {
+    VEC_T s[RM][KG];
+#pragma unroll
+    for (int r = 0; r < RM; ++r)
+#pragma unroll
+      for (int g = 0; g < KG; ++g) s[r][g] = (VEC_T)(0.0f);
+    for (int c = 0; c < HEAD_DIM; ++c) {
+      VEC_T kv[KG];
+#pragma unroll
+      for (int g = 0; g < KG; ++g) kv[g] = VLOAD(bt + c * BC + j0 + g * VW);
+#pragma unroll
+      for (int r = 0; r < RM; ++r) {
+        const VEC_T qv = (VEC_T)(a[(r0 + r) * D_PAD + c]);
+#pragma unroll
+        for (int g = 0; g < KG; ++g) s[r][g] = fma(qv, kv[g], s[r][g]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RM; ++r)
+#pragma unroll
+      for (int g = 0; g < KG; ++g) VSTORE(s[r][g], &out[r][j0 + g * VW]);
+  }
+}
+
+/* acc(c, :) += sum over rows r < n of coef[r][c] * src(r, :), for every key c of the block:
+ * dV += P^T dO and dK += dS^T Q. RM keys x CG column vectors at a time; acc is BC x D_PAD. */
+inline void tile_tn(__local float* acc, __local const float* coef, __local const float* src, int n) {
+  for (int c0 = 0; c0 < BC; c0 += RM)
+    for (int cg0 = 0; cg0 < DV; cg0 += CG) {
+      VEC_T t[RM][CG];
+#pragma unroll
+      for (int k = 0; k < RM; ++k)
+#pragma unroll
+        for (int g = 0; g < CG; ++g) t[k][g] = VLOAD(acc + (c0 + k) * D_PAD + (cg0 + g) * VW);
+      for (int r = 0; r < n; ++r) {
+        VEC_T sv[CG];
+#pragma unroll
+        for (int g = 0; g < CG; ++g) sv[g] = VLOAD(src + r * D_PAD + (cg0 + g) * VW);
+#pragma unroll
+        for (int k = 0; k < RM; ++k) {
+          const VEC_T cv = (VEC_T)(coef[r * BC + c0 + k]);
+#pragma unroll
+          for (int g = 0; g < CG; ++g) t[k][g] = fma(cv, sv[g], t[k][g]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < RM; ++k)
+#pragma unroll
+        for (int g = 0; g < CG; ++g) VSTORE(t[k][g], acc + (c0 + k) * D_PAD + (cg0 + g) * VW);
+    }
+}
+
+/* dq(r, :) += sum_c ds[r0 + r][c] * krow(c, :) for the RM rows of a register block, rows below
+ * `rows` only (the partial's rows of this sequence; dq points at row q0's). */
+inline void tile_dq(__global float* dq, __local const float* ds, __local const float* krow, int r0, int rows) {
+  for (int cg0 = 0; cg0 < DV; cg0 += CG) {
+    VEC_T t[RM][CG];
+#pragma unroll
+    for (int r = 0; r < RM; ++r)
+#pragma unroll
+      for (int g = 0; g < CG; ++g) t[r][g] = (VEC_T)(0.0f);
+    for (int c = 0; c < BC; ++c) {
+      VEC_T kv[CG];
+#pragma unroll
+      for (int g = 0; g < CG; ++g) kv[g] = VLOAD(krow + c * D_PAD + (cg0 + g) * VW);
+#pragma unroll
+      for (int r = 0; r < RM; ++r) {
+        const VEC_T dv = (VEC_T)(ds[(r0 + r) * BC + c]);
+#pragma unroll
+        for (int g = 0; g < CG; ++g) t[r][g] = fma(dv, kv[g], t[r][g]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RM; ++r) {
+      if (r0 + r >= rows) break;
+      __global float* at = dq + (long)(r0 + r) * D_PAD + cg0 * VW;
+#pragma unroll
+      for (int g = 0; g < CG; ++g) VSTORE(VLOAD(at + g * VW) + t[r][g], at + g * VW);
+    }
+  }
+}
+
+/* P and dS of the RM rows at r0 from their raw products s = q.k and dp = dO.v, into the P and dS
+ * tiles. lse2 holds LSE * log2(e), +inf for rows past the end or with no visible key, so their P
+ * is exactly 0. Unmasked blocks stay in vectors; masked ones take final_score per entry (natural
+ * units, as bwd_common.cl's bwd_probability) and, with DBIAS, write dS before the softcap slope
+ * for the bias gradient. A zero P always gives a zero dS, even where dP is not finite. */
+inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[RM][BC], float dp[RM][BC],
+                              __local const float* lse2, __local const float* dd, int q0, int r0, int k0,
+                              const bool masked, const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
+                              __global float* ds_target, long ds_base, long ds_row_stride) {
+  const float scale_log2 = a->scale * LOG2E_F;
+#pragma unroll
+  for (int r = 0; r < RM; ++r) {
+    const int i = r0 + r, row = q0 + i;
+    const float l2 = lse2[i], d = dd[i];
+    if (!masked) {
+      for (int j = 0; j < BC; j += VW) {
+        const VEC_T p = exp2(VLOAD(&s[r][j]) * scale_log2 - l2);
+        const VEC_T g = p * (VLOAD(&dp[r][j]) - d);
+        VSTORE(p, p_t + i * BC + j);
+        VSTORE(select(g, (VEC_T)(0.0f), p == (VEC_T)(0.0f)), ds_t + i * BC + j);
+      }
+    } else {
+      for (int j = 0; j < BC; ++j) {
+        const int key = k0 + j;
+        const float raw = s[r][j] * a->scale;
+        const float x = final_score(raw, row, key, sv, a, mask);
+        const float p = x == NEG_INF ? 0.0f : exp2(x * LOG2E_F - l2);
+        const float g = p == 0.0f ? 0.0f : p * (dp[r][j] - d);
+#if DBIAS
+        if (row < SV_NQ(sv, a) && key < SV_NK(sv, a)) ds_target[ds_base + (long)row * ds_row_stride + key] = g;
+#endif
+        p_t[i * BC + j] = p;
+        ds_t[i * BC + j] = g * score_slope(raw, sv);
+      }
+    }
+  }
+}
+
+/* One work-item per (chunk, K/V head, batch); see the header. dq_chunk_stride: floats between
+ * two chunks' dQ partials in the workspace (LSE rows x D_PAD). */
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void bwd_cpu_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
+                  __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
+                  __global STORAGE_T* dv, __global float* ws, __global float* ds_target, VARIANT_PARAMS,
+                  const AttnArgs args, const BwdArgs bargs, const long dq_chunk_stride) {
+  __local float qs[BR * D_PAD], dos[BR * D_PAD];                   /* Q_i, dO_i (fp32, zero-padded) */
+  __local float kt[D_PAD * BC], vt[D_PAD * BC], kr[BC * D_PAD];    /* K_j^T, V_j^T, K_j */
+  __local float dk_acc[BC * D_PAD], dv_acc[BC * D_PAD];            /* dK_j, dV_j */
+  __local float p_t[BR * BC], ds_t[BR * BC], lse2[BR], dd[BR];     /* P, dS; LSE log2(e), D */
+  float s[RM][BC], dp[RM][BC];
+
+  const AttnArgs* a = &args;
+  const BwdArgs* g = &bargs;
+  const int chunk = get_group_id(0), chunks = get_num_groups(0), hk = get_group_id(1), b = get_group_id(2);
+  const int h0 = hk * KV_GROUP(a);
+  __global float* dq_part = ws + g->ws_dq_offset + (long)chunk * dq_chunk_stride;
+
+  /* this chunk's dQ partial rows of every query head of the group start at 0 */
+  for (int h = h0; h < h0 + KV_GROUP(a); ++h) {
+    const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+    __global float* rows = dq_part + LSE_INDEX(a, &sv, b, h, 0) * D_PAD;
+    for (long i = 0; i < (long)SV_NQ(&sv, a) * D_PAD; ++i) rows[i] = 0.0f;
+  }
+
+  const SeqView sv0 = seq_view(a, b, h0, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  const int nk = SV_NK(&sv0, a);
+  const long k_base = SEQ_BASE(a, k, b, hk, sv0.k_start), v_base = SEQ_BASE(a, v, b, hk, sv0.k_start);
+  const long dk_base = SEQ_BASE(g, dk, b, hk, sv0.k_start), dv_base = SEQ_BASE(g, dv, b, hk, sv0.k_start);
+  for (int kb = chunk; kb * BC < nk; kb += chunks) {
+    const int k0 = kb * BC;
+    cpu_stage_rows(kt, k, k_base, a->k_seq_stride, k0, BC, nk, true);
+    cpu_stage_rows(vt, v, v_base, a->v_seq_stride, k0, BC, nk, true);
+    cpu_stage_rows(kr, k, k_base, a->k_seq_stride, k0, BC, nk, false);
+    for (int i = 0; i < BC * D_PAD; ++i) dk_acc[i] = dv_acc[i] = 0.0f;
+
+    for (int h = h0; h < h0 + KV_GROUP(a); ++h) {
+      const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+      const int nq = SV_NQ(&sv, a);
+      const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), do_base = SEQ_BASE(g, dout, b, h, sv.q_start);
+      const long lse_row0 = LSE_INDEX(a, &sv, b, h, 0);
+      const long ds_base = g->ds_offset + (long)b * g->ds_batch_stride + (long)h * g->ds_head_stride;
+      int qb_begin, qb_end;
+      query_block_range(k0, min(k0 + BC, nk), BR, &sv, a, &qb_begin, &qb_end);
+      for (int qb = qb_begin; qb < qb_end; ++qb) {
+        const int q0 = qb * BR, rows = min(BR, nq - q0);
+        cpu_stage_rows(qs, q, q_base, a->q_seq_stride, q0, BR, nq, false);
+        cpu_stage_rows(dos, dout, do_base, g->dout_seq_stride, q0, BR, nq, false);
+        for (int i = 0; i < BR; ++i) {
+          const float l = i < rows ? lse[lse_row0 + q0 + i] : NEG_INF;
+          lse2[i] = l == NEG_INF ? INFINITY : l * LOG2E_F;
+          dd[i] = i < rows ? ws[g->ws_d_offset + lse_row0 + q0 + i] : 0.0f;
+        }
+        const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
+        __global float* dq_rows = dq_part + (lse_row0 + q0) * D_PAD;
+        for (int r0 = 0; r0 < rows; r0 += RM) {
+          tile_nt(s, qs, kt, r0);
+          tile_nt(dp, dos, vt, r0);
+          if (masked) /* two specialised copies: the unmasked one pays nothing */
+            tile_softmax_grad(p_t, ds_t, s, dp, lse2, dd, q0, r0, k0, true, &sv, a, mask, ds_target, ds_base,
+                              g->ds_row_stride);
+          else
+            tile_softmax_grad(p_t, ds_t, s, dp, lse2, dd, q0, r0, k0, false, &sv, a, mask, ds_target, ds_base,
+                              g->ds_row_stride);
+          tile_dq(dq_rows, ds_t, kr, r0, rows);
+        }
+        /* rows past the end inside the last register block have P = dS = 0 and zero Q, dO rows */
+        const int n = (rows + RM - 1) / RM * RM;
+        tile_tn(dv_acc, p_t, dos, n);
+        tile_tn(dk_acc, ds_t, qs, n);
+      }
+    }
+
+    /* dK_j, dV_j written once, in their dtype */
+    for (int c = 0; c < BC && k0 + c < nk; ++c) {
+      const long dk_at = dk_base + (long)(k0 + c) * g->dk_seq_stride, dv_at = dv_base + (long)(k0 + c) * g->dv_seq_stride;
+      for (int col = 0; col < HEAD_DIM; ++col) {
+        STORE_ELEM(dk, dk_at + col, dk_acc[c * D_PAD + col] * a->scale);
+        STORE_ELEM(dv, dv_at + col, dv_acc[c * D_PAD + col]);
+      }
+    }
+  }
+}
+
+/* dQ = scale * sum over chunks (in chunk order) of the fp32 partials, in dQ's dtype and strides.
+ * Grid (rows of the longest sequence, heads, batch). */
+__kernel void bwd_cpu_dq(__global const float* ws, __global STORAGE_T* dq, VARIANT_PARAMS, const AttnArgs args,
+                         const BwdArgs bargs, const int chunks, const long dq_chunk_stride) {
+  const AttnArgs* a = &args;
+  const BwdArgs* g = &bargs;
+  const int row = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  const SeqView sv = seq_view(a, b, h, 1.0f, cu_seqlens_q, cu_seqlens_k, alibi_slopes);
+  if (row >= SV_NQ(&sv, a)) return;
+  const long dq_row = SEQ_BASE(g, dq, b, h, sv.q_start) + (long)row * g->dq_seq_stride;
+  __global const float* part = ws + g->ws_dq_offset + LSE_INDEX(a, &sv, b, h, row) * D_PAD;
+  for (int c = 0; c < HEAD_DIM; ++c) {
+    float x = part[c];
+    for (int i = 1; i < chunks; ++i) x += part[(long)i * dq_chunk_stride + c];
+    STORE_ELEM(dq, dq_row + c, x * a->scale);
+  }
+}

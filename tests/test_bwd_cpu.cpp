@@ -1,0 +1,69 @@
+// test_bwd_cpu.cpp: the CPU-shaped backward (kernels/cpu/bwd_cpu.cl) on shapes the variant cases of
+// test_backward.cpp are too small for: several K/V and Q blocks with partial tails, several dQ
+// partials per K/V head (MQA with B = 1: the planner splits each K/V head into chunks), d = 128,
+// a window crossing blocks, and 16-bit storage. Fresh random inputs, outputs poisoned with NaN,
+// float64 reference (run_backward), and bit-identical dQ, dK, dV over repeated runs (its dQ is a
+// fixed-order sum, so even the non-deterministic fa2 call is). On a device the CPU form does not
+// take (a GPU), these cases exercise the portable kernels instead and still must pass.
+#include <cstring>
+#include <string>
+
+#include "backward_support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+Case cpu_case(int nq, int nk, int d, bool causal, int b, int h, int h_kv, std::uint64_t seed) {
+  Case c = make_case(nq, nk, d, causal, b, h);
+  c.shape.heads_kv = h_kv;
+  c.seed = seed;
+  return c;
+}
+
+const Path& fa2() { return kBackwardPaths[2]; }
+const Path& fa2_deterministic() { return kBackwardPaths[3]; }
+
+TEST(BwdCpu, MqaChunksCausal) {  // 5 K/V blocks of 64 keys, 5 chunks for the one K/V head
+  const Case c = cpu_case(203, 270, 64, true, 1, 2, 1, 501);
+  for (const Path* p : {&fa2(), &fa2_deterministic()})
+    expect_run_accurate(run_backward(c, *p, false), DType::F32, std::string(p->name) + " mqa chunks causal");
+}
+
+TEST(BwdCpu, MultiBlockD128) {  // 3 K/V blocks, 3 Q blocks, 3 chunks per K/V head
+  const Case c = cpu_case(150, 131, 128, false, 1, 2, 2, 502);
+  expect_run_accurate(run_backward(c, fa2(), false), DType::F32, "fa2 d=128 multi-block");
+}
+
+TEST(BwdCpu, WindowAcrossBlocks) {
+  Case c = cpu_case(190, 190, 64, true, 2, 2, 2, 503);
+  c.shape.window_left = 70;
+  c.shape.window_right = 5;
+  expect_run_accurate(run_backward(c, fa2(), false), DType::F32, "fa2 window across blocks");
+}
+
+TEST(BwdCpu, HalfAndBFloat16MultiBlock) {
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    Case c = cpu_case(160, 140, 64, true, 1, 2, 1, 504);
+    c.dtype = dtype;
+    expect_run_accurate(run_backward(c, fa2(), false), dtype, std::string("fa2 ") + to_string(dtype));
+  }
+}
+
+TEST(BwdCpu, ChunkedRunsAreBitIdentical) {
+  const Case c = cpu_case(130, 200, 40, false, 1, 4, 1, 505);
+  for (const Path* p : {&fa2(), &fa2_deterministic()}) {
+    const BackwardRun first = run_backward(c, *p, false, false);
+    for (int run = 1; run < 5; ++run) {
+      const BackwardRun again = run_backward(c, *p, false, false);
+      EXPECT_EQ(0, std::memcmp(first.raw_d_q.data(), again.raw_d_q.data(), first.raw_d_q.size() * sizeof(float)))
+          << p->name << ": dQ differs between runs";
+      EXPECT_EQ(0, std::memcmp(first.raw_d_k.data(), again.raw_d_k.data(), first.raw_d_k.size() * sizeof(float)))
+          << p->name << ": dK differs between runs";
+      EXPECT_EQ(0, std::memcmp(first.raw_d_v.data(), again.raw_d_v.data(), first.raw_d_v.size() * sizeof(float)))
+          << p->name << ": dV differs between runs";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace flashcl::test
