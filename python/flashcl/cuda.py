@@ -37,7 +37,8 @@ from . import _flashcl as _ext
 from . import functional as _functional
 from ._flashcl import DType, MaskKind, Status
 
-__all__ = ["available", "bridge", "mem_pool", "use_pool", "ordering", "set_ordering", "stats", "reset_stats"]
+__all__ = ["available", "bridge", "mem_pool", "use_pool", "resident", "ordering", "set_ordering", "stats",
+           "reset_stats"]
 
 _STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
 
@@ -278,6 +279,22 @@ class _Call:
 
     def stream(self) -> int:
         return torch.cuda.current_stream(self.device).cuda_stream
+
+
+def resident(t: torch.Tensor) -> torch.Tensor:
+    """t itself when the kernels can read it where it is (a tensor of flashcl's pool, dense in its
+    last dimension, at an offset a sub-buffer can start at), else a dense copy of it in the pool,
+    made on the current stream and counted in ``stats()``. ``flashcl.torch`` stages q, k and v this
+    way before the forward, so that the backward reads the copies the autograd graph saved instead
+    of staging them a second time."""
+    strides = t.stride()
+    if t.numel() == 0:
+        return t  # the call names the error
+    if not any(s < 0 for s in strides) and not (t.dim() and t.shape[-1] > 1 and strides[-1] != 1):
+        span = (sum((n - 1) * s for n, s in zip(t.shape, strides)) + 1) * t.element_size()
+        if _ext.CudaView(t.data_ptr(), span).handle:
+            return t
+    return _Call(t.device)._stage(t)
 
 
 def _count(on_gpu: bool) -> None:

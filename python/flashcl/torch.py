@@ -67,6 +67,12 @@ def _on_cuda(q: Tensor) -> bool:
     return False
 
 
+def _compiling() -> bool:
+    """Whether torch.compile is tracing (the staging in _Attention.forward is left to the op then)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 # ---- Custom ops: what torch.compile sees --------------------------------------------------------
 
 @torch.library.custom_op("flashcl::fwd", mutates_args=())
@@ -146,6 +152,11 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
                 window, softcap, alibi_slopes, mask, deterministic):
+        if q.device.type == "cuda" and not _compiling() and _on_cuda(q):
+            # CUDA tensors from outside flashcl's pool are copied into it here rather than inside
+            # the op, so that the copies are what is saved and the backward does not stage q, k
+            # and v again (the originals are no longer held by this node: no more memory).
+            q, k, v = (_cuda.resident(t) if t.device == q.device else t for t in (q, k, v))
         out, lse = torch.ops.flashcl.fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                          softmax_scale, causal, window[0], window[1], softcap, alibi_slopes, mask)
         ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask)

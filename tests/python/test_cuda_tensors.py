@@ -176,6 +176,18 @@ def test_staging_counts(in_pool):
     assert ext.cuda_locate(out.data_ptr(), out.numel() * 2) is not None  # outputs live in the pool
 
 
+def test_backward_reads_the_forwards_copies():
+    # Plain tensors are staged once, before the forward, and the copies are what the backward
+    # reads: a forward+backward stages q, k, v and the incoming gradient, not q, k, v twice.
+    q, k, v, d_o = inputs([(2, 64, 4, 64)] * 4, torch.float16, in_pool=False, seed=4, requires_grad=True)
+    d_o = d_o.detach()
+    flash_attn_func(q, k, v).backward(d_o)
+    flashcl.cuda.reset_stats()
+    flash_attn_func(q, k, v).backward(d_o)
+    s = flashcl.cuda.stats()
+    assert s["calls"] == 2 and s["staged_tensors"] == 4, s
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("in_pool", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
