@@ -28,11 +28,12 @@ BackwardArgs call(DType dtype, int d, bool causal = false, int heads_kv = 8) {
   return b;
 }
 
-Overrides with(const char* bwd_mma, const char* tile = "", const char* dq_tile = "") {
+Overrides with(const char* bwd_mma, const char* tile = "", const char* dq_tile = "", const char* dq = "") {
   Overrides o;
   o.bwd_mma = bwd_mma;
   o.bwd_mma_tile = tile;
   o.bwd_mma_dq_tile = dq_tile;
+  o.bwd_mma_dq = dq;
   return o;
 }
 
@@ -82,8 +83,25 @@ TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {
     const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
     EXPECT_EQ(p.local_bytes, bwd_mma_local_bytes(p.warps, p.query_rows, d));
     EXPECT_LE(p.local_bytes, 48u * 1024) << d;
-    EXPECT_EQ(p.warps, d == 64 ? 8 : 4);  // the H200's fastest shapes (bwd_mma_plan.cpp)
-    EXPECT_EQ(p.query_rows, 32);
+    // the H200's fastest shapes (bwd_mma_plan.cpp): with the dQ pass (default) 4 x 64 at d = 64,
+    // with atomic dQ 8 x 32; 4 x 32 at d = 128
+    EXPECT_TRUE(p.dq_pass);
+    EXPECT_EQ(p.warps, 4);
+    EXPECT_EQ(p.query_rows, d == 64 ? 64 : 32);
+    const BwdMmaPlan atomic = bwd_mma_plan(call(DType::F16, d).forward, with("", "", "", "atomic"));
+    EXPECT_FALSE(atomic.dq_pass);
+    EXPECT_EQ(atomic.warps, d == 64 ? 8 : 4);
+    EXPECT_EQ(atomic.query_rows, 32);
+    EXPECT_LE(atomic.local_bytes, 48u * 1024) << d;
+  }
+  for (const char* bad : {"Atomic", "1", "passes"}) {
+    try {
+      bwd_mma_plan(call(DType::F16, 64).forward, with("", "", "", bad));
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_MMA_DQ"), std::string::npos) << e.what();
+    }
   }
   // K (64 x 72), Q and dO (64 x 72), dS^T (64 x 72) in 16 bits; LSE and D: 64 floats each
   EXPECT_EQ(bwd_mma_local_bytes(4, 64, 64), 2u * (64 * 72 * 4) + 512);
@@ -113,9 +131,8 @@ TEST(BwdMmaPlan, TileOverride) {
   }
 }
 
-// Deterministic calls take the tensor cores too (under FLASHCL_BWD_MMA=1 until the dQ kernel has run on a
-// GPU): bwd_mma_dkdv without its dQ adds and bwd_mma_dq,
-// whose K/V buffers must fit the device as well; its build switches and its tile override.
+// Deterministic calls (and, by default, every call) take bwd_mma_dkdv without its dQ adds and then
+// bwd_mma_dq, whose K/V buffers must fit the device as well; its build switches and its tile override.
 TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   const DeviceFacts ampere = simulated_nvidia_gpu(48, 8, 0), hopper = simulated_nvidia_gpu(48, 9, 0);
   for (int d : {64, 128})
@@ -123,8 +140,9 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
       for (int heads_kv : {8, 2, 1}) {
         BackwardArgs det = call(DType::BF16, d, causal, heads_kv);
         det.deterministic = true;
-        // opt-in until the dQ kernel has run on a GPU: FLASHCL_BWD_MMA=1
-        EXPECT_FALSE(bwd_mma_eligible(hopper, det, with(""))) << d;
+        // (opt-in until the dQ kernel's tests passed on the H200)
+        EXPECT_TRUE(bwd_mma_eligible(hopper, det, with(""))) << d;
+        EXPECT_TRUE(bwd_mma_eligible(hopper, det, with("", "", "", "atomic"))) << d;
         EXPECT_TRUE(bwd_mma_eligible(ampere, det, with("1"))) << d;
         EXPECT_TRUE(bwd_mma_eligible(hopper, det, with("1"))) << d;
         BackwardArgs fp32 = det;
@@ -140,11 +158,13 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   }
   // K_j and V_j: 64 rows of 64 + 8 16-bit elements, two buffers
   EXPECT_EQ(bwd_mma_dq_local_bytes(64, 64, 2), 2u * 2 * 2 * 64 * 72);
-  // a dQ shape too large for the device leaves a deterministic call (only) to the portable kernels
+  // a dQ shape too large for the device leaves a call that needs the dQ pass to the portable kernels
   BackwardArgs det = call(DType::F16, 128);
   det.deterministic = true;
   EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("1", "", "128x2")));
-  EXPECT_TRUE(bwd_mma_eligible(ampere, call(DType::F16, 128), with("", "", "128x2")));
+  EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, 128), with("", "", "128x2")));
+  EXPECT_TRUE(bwd_mma_eligible(ampere, call(DType::F16, 128), with("", "", "128x2", "atomic")));
+  EXPECT_FALSE(bwd_mma_eligible(ampere, det, with("", "", "128x2", "atomic")));
 
   BwdMmaPlan p = bwd_mma_plan(det.forward, with(""));
   EXPECT_EQ(bwd_mma_options(det, p),
@@ -156,7 +176,10 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   odd.d_q.offset = 1;  // dQ rows at odd elements: written element by element (the atomic form never writes dQ here)
   EXPECT_EQ(bwd_mma_options(odd, p),
             " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=0 -DDQ_ATOMIC=0 -DBC=64 -DDQ_STAGES=1");
-  odd.deterministic = false;
+  odd.deterministic = false;  // the dQ pass by default, so the same
+  EXPECT_EQ(bwd_mma_options(odd, p),
+            " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=0 -DDQ_ATOMIC=0 -DBC=64 -DDQ_STAGES=1");
+  p = bwd_mma_plan(det.forward, with("", "", "64x1", "atomic"));
   EXPECT_EQ(bwd_mma_options(odd, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1");
   BackwardArgs v_off = det;
   v_off.forward.v.offset = 4;  // V rows off 16 bytes: the dQ kernel copies K_j, V_j element-wise
@@ -177,16 +200,18 @@ TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
     if (std::string(name) == "FLASHCL_BWD_MMA") return "0";
     if (std::string(name) == "FLASHCL_BWD_MMA_TILE") return "8x32";
     if (std::string(name) == "FLASHCL_BWD_MMA_DQ_TILE") return "32x1";
+    if (std::string(name) == "FLASHCL_BWD_MMA_DQ") return "atomic";
     return nullptr;
   });
   EXPECT_EQ(o.bwd_mma_dq_tile, "32x1");
   EXPECT_EQ(o.bwd_mma, "0");
   EXPECT_EQ(o.bwd_mma_tile, "8x32");
+  EXPECT_EQ(o.bwd_mma_dq, "atomic");
 }
 
 TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {
   BackwardArgs b = call(DType::BF16, 128);
-  const BwdMmaPlan p = bwd_mma_plan(b.forward, with(""));
+  const BwdMmaPlan p = bwd_mma_plan(b.forward, with("", "", "", "atomic"));  // (dQ pass: the test above)
   EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1");
   b.d_o.offset = 1;  // dO rows off 16 bytes: element-wise copies
   EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=0 -DPAIR_IO=1");

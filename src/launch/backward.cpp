@@ -50,7 +50,10 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
   BwdArgs kb = bp.kernel_args;
   const bool dbias = g.d_bias.kind != MaskKind::None;
   const std::size_t B = a.batch, H = a.heads, Hkv = a.heads_kv, Nq = a.seqlen_q, Nk = a.seqlen_k, d = a.head_dim;
-  kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : a.algorithm == Algorithm::FA2 && !g.deterministic ? 1 : 0;
+  // dQ: FA1 in its own loop (2); fa2 atomically into the fp32 accumulator (1), unless the call is
+  // deterministic or the tensor cores write dQ in their own pass (0)
+  const bool fa2_atomic_dq = a.algorithm == Algorithm::FA2 && !g.deterministic && !bwd_mma_takes_dq(bp);
+  kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : fa2_atomic_dq ? 1 : 0;
   const int dq_mode = kb.dq_mode;
   const std::string options = backward_options(bp);
   const std::vector<std::string>& files = programs::backward;

@@ -7,9 +7,10 @@
 // dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,
 // shape). A failed probe leaves the call to the portable bwd_dkdv, unless FLASHCL_BWD_MMA=1 asks
 // for the tensor cores, where it is an error (the GPU tests run so, so a silent fallback cannot
-// pass them). FLASHCL_BUILD_LOG=1 prints why a probe failed. Deterministic calls run the same
-// kernel without its dQ adds (DQ_ATOMIC=0) and then bwd_mma_dq (kernels/nvidia/bwd_mma_dq.cl), which
-// writes dQ itself; their probe runs both and checks dQ as written.
+// pass them). FLASHCL_BUILD_LOG=1 prints why a probe failed. By default (and always for deterministic
+// calls) the kernel runs without its dQ adds (DQ_ATOMIC=0) and then bwd_mma_dq
+// (kernels/nvidia/bwd_mma_dq.cl) writes dQ itself, which measured faster than the atomic adds; the
+// probe then runs both and checks dQ as written. FLASHCL_BWD_MMA_DQ=atomic keeps the adds.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -259,6 +260,11 @@ bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, b
 
 }  // namespace
 
+bool bwd_mma_takes_dq(const BackwardProblem& bp) {
+  const BackwardArgs args = resolved(bp);
+  return bwd_mma_eligible(*bp.forward.facts, args) && bwd_mma_writes_dq(bwd_mma_plan(args.forward), args);
+}
+
 bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
                         Launch& launch) {
   const BackwardArgs args = resolved(bp);
@@ -267,7 +273,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   const std::string options = options_for(bp, plan);
   const bool vec_load = options.find("-DVEC_LOAD=1") != std::string::npos;
   if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load,
-                    args.deterministic, plan)) {
+                    bwd_mma_writes_dq(plan, args), plan)) {
     if (process_overrides().bwd_mma == "1")
       fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
            to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
@@ -281,7 +287,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   std::size_t global[3], local[3];
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
-  if (args.deterministic) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
+  if (bwd_mma_writes_dq(plan, args)) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
     cl::Kernel dq = make_kernel(bp.forward, programs::bwd_mma_f16, options, "bwd_mma_dq");
     set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
              bp.forward.kernel_args, kernel_args);

@@ -45,14 +45,19 @@ std::size_t bwd_mma_dq_local_bytes(int keys, int head_dim, int stages) {
 
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
+  if (o.bwd_mma_dq != "" && o.bwd_mma_dq != "pass" && o.bwd_mma_dq != "atomic")
+    fail(Status::InvalidArgument, "FLASHCL_BWD_MMA_DQ: expected 'pass' or 'atomic', got '", o.bwd_mma_dq, "'");
+  p.dq_pass = o.bwd_mma_dq != "atomic";
   // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
   // docs/perf/nvidia-h200.md): d = 64 takes 8 warps x 32 rows (122.3 / 101.9, against 113.5 / 97.0
   // for 4 x 64, 97.1 / 84.9 for 4 x 32); not profiled, but 128 keys a work-group read each Q_i,
   // dO_i once for twice the keys, and 32-row blocks keep S^T and dP^T at 32 registers. d = 128 keeps 4 x 32
   // (104.0 / 96.6; 4 x 16 94.8 / 87.7, 2 x 32 67.0 / 59.8): V_w (32), dK_w and dV_w (64 + 64)
   // registers a lane leave room for 32 query rows only, and 8 warps do not fit 48 KiB with them.
-  p.warps = a.head_dim > 64 ? 4 : 8;
-  p.query_rows = 32;
+  // With dQ in its own pass (the default; bwd_mma_dkdv then has no dQ product), d = 64 takes 4 x 64
+  // (dK/dV kernel and dQ pass together 174.1 / 167.7, against 139.1 / 124.6 for 8 x 32; same run).
+  p.warps = a.head_dim > 64 || p.dq_pass ? 4 : 8;
+  p.query_rows = a.head_dim <= 64 && p.dq_pass ? 64 : 32;
   if (!o.bwd_mma_tile.empty()) {
     int warps = 0, rows = 0, stages = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_tile.c_str();
@@ -71,10 +76,11 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     p.stages = stages;
   }
   p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim, p.stages);
-  // The dQ kernel (deterministic calls): not measured yet. Two K/V buffers so the next block's
-  // copies overlap this one's products, as many keys as keep both within 36 KiB: 64 at d = 64
-  // (S and dP 32 registers each), 32 at d = 128 (Q, dO as A fragments and dQ take 128 registers a
-  // lane there already).
+  // The dQ pass's kernel: two K/V buffers so the next block's copies overlap this one's products, as
+  // many keys as keep both within 36 KiB: 64 at d = 64 (S and dP 32 registers each), 32 at d = 128
+  // (Q, dO as A fragments and dQ take 128 registers a lane there already). The H200 sweep agrees
+  // within 1 % (d = 128: 64x1 182.7 / 168.5 against 181.9 / 167.4; d = 64: 128x1 139.8 / 123.3
+  // against 139.1 / 124.6 at 8 x 32).
   p.dq_keys = a.head_dim > 64 ? 32 : 64;
   p.dq_stages = 2;
   if (!o.bwd_mma_dq_tile.empty()) {
@@ -99,9 +105,6 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   const ForwardArgs& a = args.forward;
   if (o.bwd_mma == "0") return false;
-  // The deterministic form (bwd_mma_dq.cl) has not run on a GPU yet: until it has passed its tests
-  // on one, deterministic calls take it only when FLASHCL_BWD_MMA=1 asks for the tensor cores.
-  if (args.deterministic && o.bwd_mma != "1") return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   if (a.algorithm != Algorithm::FA2) return false;
   if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
@@ -113,15 +116,16 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   const BwdMmaPlan p = bwd_mma_plan(a, o);
-  return p.local_bytes <= facts.local_mem_bytes && (!args.deterministic || p.dq_local_bytes <= facts.local_mem_bytes);
+  return p.local_bytes <= facts.local_mem_bytes &&
+         (!bwd_mma_writes_dq(p, args) || p.dq_local_bytes <= facts.local_mem_bytes);
 }
 
 std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
   const int d = a.head_dim;
   // 16-byte cp.async of Q, dO and K rows; 4-byte pairs of V (its A fragments) and of dK, dV
-  // (deterministic: the dQ kernel also copies V's rows and reads Q, dO and writes dQ in pairs)
-  const bool det = args.deterministic;
+  // (the dQ pass: its kernel also copies V's rows and reads Q, dO and writes dQ in pairs)
+  const bool det = bwd_mma_writes_dq(plan, args);
   const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8) &&
                    (!det || rows_aligned(d, a.v, 8));
   const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2) &&

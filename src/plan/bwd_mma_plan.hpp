@@ -19,8 +19,13 @@ struct BwdMmaPlan {
   int query_rows = 64;        // BQ: query rows per Q block
   int stages = 1;             // Q/dO buffers: 1, or 2 (the next Q block copied during this one)
   std::size_t local_bytes = 0;
-  // deterministic calls: bwd_mma_dq.cl's dQ kernel, one work-group of `warps` warps per Q block of
-  // 16 * warps rows, stepping through blocks of dq_keys keys with dq_stages K/V buffers
+  // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;
+  // false (FLASHCL_BWD_MMA_DQ=atomic) adds dQ with red.global.add into the fp32 accumulator in
+  // bwd_mma_dkdv instead, for calls that do not ask for determinism. The pass is the default
+  // because it measured faster on the H200 (docs/perf/nvidia-h200.md: 1.2-1.7x the atomic form).
+  bool dq_pass = true;
+  // the dQ pass: one work-group of `warps` warps per Q block of 16 * warps rows, stepping through
+  // blocks of dq_keys keys with dq_stages K/V buffers
   int dq_keys = 64;
   int dq_stages = 2;
   std::size_t dq_local_bytes = 0;
@@ -36,20 +41,27 @@ std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int sta
 // times.
 std::size_t bwd_mma_dq_local_bytes(int keys, int head_dim, int stages);
 
+// Whether bwd_mma_dq writes dQ for this call (the plan's dQ pass, or a deterministic call), rather
+// than bwd_mma_dkdv's atomic adds.
+inline bool bwd_mma_writes_dq(const BwdMmaPlan& plan, const BackwardArgs& args) {
+  return plan.dq_pass || args.deterministic;
+}
+
 // The shape for `a` (the forward part of a backward call): measured defaults, or
-// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]") and FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES", the dQ
-// kernel of deterministic calls); a malformed or impossible one is an InvalidArgument error.
+// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]"), FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES", the dQ
+// pass's kernel) and FLASHCL_BWD_MMA_DQ ("pass" or "atomic"); a malformed or impossible one is an
+// InvalidArgument error.
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
 
 // Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
-// capability >= 8.0, fa2 (atomic dQ, or deterministic: then dQ by bwd_mma_dq), fp16/bf16, d = 64
+// capability >= 8.0, fa2 (dQ by bwd_mma_dq, or atomic adds), fp16/bf16, d = 64
 // or 128, plain, causal or GQA/MQA (no window, softcap, ALiBi, mask, varlen or bias gradient), a
 // plan whose kernels fit the device's local memory, and FLASHCL_BWD_MMA not "0". `args.forward`
 // is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
 // The -D options of bwd_mma.cl beyond common_options(): shape, and the copy and pair access forms
-// the tensors' strides allow; for deterministic calls DQ_ATOMIC=0 and bwd_mma_dq.cl's shape (BC,
+// the tensors' strides allow; where bwd_mma_dq writes dQ, DQ_ATOMIC=0 and bwd_mma_dq.cl's shape (BC,
 // DQ_STAGES), its tensors (V copied, Q, dO and dQ read or written in pairs) in the same checks.
 std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan);
 

@@ -23,6 +23,7 @@ struct Overrides {
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
                                // (a failed probe is an error, not a fallback), else chosen where eligible
   std::string bwd_mma_tile;    // FLASHCL_BWD_MMA_TILE: tensor-core backward shape, "WARPSxBQ"
+  std::string bwd_mma_dq;      // FLASHCL_BWD_MMA_DQ: "atomic" adds dQ atomically instead of its own pass
   std::string bwd_mma_dq_tile;  // FLASHCL_BWD_MMA_DQ_TILE: its deterministic dQ kernel's keys per block, "KEYSxSTAGES"
   std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
   bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr

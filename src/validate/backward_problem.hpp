@@ -61,10 +61,16 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
 void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
                     const std::vector<cl_event>& wait, Launch& launch);
 
-// fa2's dK/dV (and atomic dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
+// Whether the tensor cores would write dQ themselves for this call (eligible, and their dQ pass
+// planned): the caller then sets dq_mode 0 (no fp32 accumulator to clear or convert), and if the
+// probe then fails, the portable bwd_dq writes it instead.
+bool bwd_mma_takes_dq(const BackwardProblem& bp);
+
+// fa2's dK/dV (and dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
 // `launch`'s last event with `kernel_args` when the call and device qualify and the device's probe
-// passed; for deterministic calls (dq_mode 0) dQ too, written in its dtype by bwd_mma_dq. False
-// (nothing enqueued) otherwise, so the caller runs bwd_dkdv (and bwd_dq).
+// passed; dQ by the dQ pass (dq_mode 0, bwd_mma_takes_dq) written in its dtype by bwd_mma_dq, or
+// by atomic adds into the accumulator (dq_mode 1). False (nothing enqueued) otherwise, so the
+// caller runs bwd_dkdv (and bwd_dq).
 bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
                         Launch& launch);
 
