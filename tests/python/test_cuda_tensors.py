@@ -11,6 +11,7 @@ back while a call may still run. Collected only where torch.cuda is available (c
 bench/gpu/python.sh runs it on the GPU machine."""
 
 import copy
+import ctypes
 import os
 
 import numpy as np
@@ -129,8 +130,21 @@ def test_calls_alternating_between_streams(ordering):
 
 
 def test_segments_handed_back_while_calls_run(ordering):
-    # Staged copies of plain tensors are freed when the call returns, possibly before its kernels
-    # have run; handing the pool's free segments back then (empty_cache) must wait for them.
+    # A segment handed back (flashcl_cuda_free, as PyTorch's allocator calls it) while an OpenCL
+    # command on it may still wait for the stream: the release finishes the bridge's queue first.
+    library = ctypes.CDLL(ext.__file__)
+    alloc = getattr(library, ext.cuda_alloc_symbol)
+    alloc.restype, alloc.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p]
+    free = getattr(library, ext.cuda_free_symbol)
+    free.restype, free.argtypes = None, [ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int, ctypes.c_void_p]
+    device = torch.cuda.current_device()
+    address = alloc(1 << 21, device, None)
+    torch.cuda._sleep(20_000_000)  # ~10 ms: the fill below is still pending when the segment goes
+    ext.cuda_fill(address, 1 << 21, 0x5A, torch.cuda.current_stream().cuda_stream)
+    free(address, 1 << 21, device, None)
+    assert ext.cuda_locate(address, 16) is None
+    # And through PyTorch: plain tensors' staged copies are freed when the call returns, possibly
+    # before its kernels have run; empty_cache then hands back what it can.
     q, k, v = inputs([(2, 2048, 8, 64)] * 3, torch.float16, in_pool=False, seed=20)
     torch.cuda.synchronize()
     torch.cuda._sleep(20_000_000)
