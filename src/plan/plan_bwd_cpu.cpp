@@ -26,8 +26,13 @@ struct TileRow {
   int max_head_dim, block_rows, block_cols;
 };
 
-// PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048: see docs/perf/pocl-cpu.md.
-const TileRow kBwdCpuTiles[] = {{64, 64, 64}, {128, 64, 64}, {256, 32, 64}};
+// PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048, not causal; backward GFLOP/s
+// from the CPU time in the kernel's .so (perf samples x 2 cores; docs/perf/pocl-cpu.md). d = 64,
+// 64-row Q blocks: 64-key blocks 146, 128 keys 158, 256 keys 169 (128-row Q blocks with 256 keys,
+// 656 KiB of tiles: 170, no gain for the memory); keys per block amortise the Q and dO staging,
+// which each (Q block, K/V block) pair pays (a fifth of the time at 64 keys). d = 128: 128 keys
+// 142, the most that fit the budget with 64 rows. d > 128: untuned, half of d = 128's rows.
+const TileRow kBwdCpuTiles[] = {{64, 64, 256}, {128, 64, 128}, {256, 32, 64}};
 
 const TileRow& tile_row(int head_dim) {
   for (const TileRow& row : kBwdCpuTiles)
