@@ -85,7 +85,7 @@ TEST(PlanBwdCpu, ChunksKeepTheCoresBusy) {
   mqa.heads_kv = 1;  // one K/V head: 8 chunks for 2 cores
   EXPECT_EQ(plan_bwd_cpu(cpu(16), mqa).chunks, 8);
   ForwardArgs short_keys = mqa;
-  short_keys.seqlen_k = 100;  // two 64-key blocks: no more chunks than blocks
+  short_keys.seqlen_k = 300;  // two 256-key blocks (d = 64): no more chunks than blocks
   EXPECT_EQ(plan_bwd_cpu(cpu(16), short_keys).chunks, 2);
   ForwardArgs huge = mqa;
   huge.seqlen_q = 1 << 20;  // the partials stay within 256 MiB: one chunk
