@@ -3,7 +3,8 @@
 # build-gpu (setup.sh), runs the decode tests there against float64 (gtest filter), then times
 # flashcl-bench --decode on issue 22's shapes (fp16, 1 query, H 32 over H_kv 8, d 128; B 8 and 1;
 # 4k, 32k and 128k keys; contiguous and paged with pages of 16 and 256), a sweep of forced split
-# counts at 32k keys, decode_lanes without its next-tile loads in flight, and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
+# counts at each cache length, decode_lanes with its next tile's loads in flight (the opt-in
+# FLASHCL_DECODE=lanes form), and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
 # one table of K/V TB/s and ratios (decode_table.py). The table's base column: with BASE=DIR
 # (another commit's tree, e.g. `git archive HEAD~1 | tar -x -C .ab/base`), that tree's
 # flashcl-bench on the same shapes; without it, this build with FLASHCL_DECODE=stream (the kernel
@@ -55,21 +56,23 @@ for round in 1 2; do  # new and base alternate, so drift hits both; the table ta
   [ -n "$base_bench" ] && shapes "$base_bench" FLASHCL_CACHE_DIR=/tmp/flashcl-cache-base $base_env >> "$out/base.csv"
 done
 
-# Forced split counts at 32k keys (the planner's SplitRule is an estimate this sweep checks).
+# Forced split counts at each cache length (the planner's SplitRule is what this sweep checks).
 : > "$out/sweep.csv"
-for b in 8 1; do
-  for s in 8 16 33 66 132 264; do
-    ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b $b --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
-      --splits $s -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 >> "$out/sweep.csv"
+for cache in 4096 32768 131072; do
+  for b in 8 1; do
+    for s in 4 8 16 33 66 132 264; do
+      ./build-gpu/bench/flashcl-bench --decode --cache $cache -b $b --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
+        --splits $s -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 >> "$out/sweep.csv"
+    done
   done
 done
 
-# decode_lanes without the next tile's loads in flight (FLASHCL_DECODE=lanes-single), at 32k keys,
-# its rows marked in the device column for the table.
+# decode_lanes with the next tile's loads in flight (FLASHCL_DECODE=lanes, the opt-in form), at
+# 32k keys, its rows marked in the device column for the table.
 for page in 0 16; do
-  FLASHCL_DECODE=lanes-single ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b 8,1 --heads 32 --heads-kv 8 \
+  FLASHCL_DECODE=lanes ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b 8,1 --heads 32 --heads-kv 8 \
     --head-dim 128 --dtype f16 --page-size $page -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 \
-    | sed 's/^"/"lanes-single /' >> "$out/sweep.csv"
+    | sed 's/^"/"lanes-pipelined /' >> "$out/sweep.csv"
 done
 
 python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --json "$out/sdpa.json" \

@@ -71,15 +71,17 @@ def main():
               f"{fmt(contig and tbs / (float(contig['gbs']) / 1e3), 7)} | "
               f"{fmt(old and float(old['gbs']) / 1e3, 5)} {fmt(old and tbs * 1e3 / float(old['gbs']), 5)}")
     if os.path.exists(f"{out}/sweep.csv"):
-        print("\nforced split counts, contiguous, 32k keys (TB/s):")
+        print("\nforced split counts, contiguous (TB/s):")
         rows = [dict(zip(COLUMNS, row)) for row in csv.reader(open(f"{out}/sweep.csv")) if len(row) == len(COLUMNS)]
-        single = [r for r in rows if r["device"].startswith("lanes-single")]
-        rows = [r for r in rows if not r["device"].startswith("lanes-single")]
-        for b in sorted({int(r["batch"]) for r in rows}, reverse=True):
-            line = "  ".join(f"{r['splits']}: {float(r['gbs']) / 1e3:.3f}" for r in rows if int(r["batch"]) == b)
-            print(f"  B {b}: {line}")
+        single = [r for r in rows if r["device"].startswith("lanes-pipelined")]
+        rows = [r for r in rows if not r["device"].startswith("lanes-pipelined")]
+        for n in sorted({int(r["cache"]) for r in rows}):
+            for b in sorted({int(r["batch"]) for r in rows}, reverse=True):
+                line = "  ".join(f"{r['splits']}: {float(r['gbs']) / 1e3:.3f}" for r in rows
+                                 if int(r["batch"]) == b and int(r["cache"]) == n)
+                print(f"  B {b} {n:6d}: {line}")
         if single:
-            print("\nlanes-single (no next-tile loads in flight) / lanes, 32k keys, the planner's splits:")
+            print("\nlanes-pipelined (next tile's loads in flight) / lanes, 32k keys, the planner's splits:")
         for r in single:
             key = (int(r["batch"]), int(r["cache"]), int(r["page_size"]))
             tbs = float(r["gbs"]) / 1e3
