@@ -4,6 +4,7 @@
 // fa2_cpu.cl compiles (its #error conditions), registers that fit, and tiles within local memory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "plan/plan_fa2_cpu.hpp"
@@ -72,16 +73,19 @@ void expect_compilable(const DeviceFacts& dev, int d) {
   const int vw = p.vector_width, rm = t.rows_per_team, cg = p.column_vectors;
   ASSERT_TRUE(vw == 4 || vw == 8 || vw == 16);
   ASSERT_GE(t.block_cols, vw);
-  const int kg = t.block_cols / vw < 4 ? t.block_cols / vw : 4;
-  EXPECT_EQ(t.block_rows % rm, 0);
-  EXPECT_EQ(t.block_cols % (kg * vw), 0);
+  // scores are K.Q^T with rows in the lanes: row vectors of min(BR, VW) rows, up to RM of them
+  const int rw = std::min(t.block_rows, vw), sg = std::min(t.block_rows / rw, rm), kj = 4;
+  EXPECT_EQ(t.block_rows % rw, 0);
+  EXPECT_EQ(t.block_rows % (sg * rw), 0);
+  EXPECT_EQ((sg * rw) % rm, 0);
+  EXPECT_EQ(t.block_cols % kj, 0);
   EXPECT_EQ(t.padded_head_dim % vw, 0);
   EXPECT_GE(t.padded_head_dim, d);
   EXPECT_LT(t.padded_head_dim - d, d / 3 + vw);  // padding stays a fraction of the row
   EXPECT_EQ((t.padded_head_dim / vw) % cg, 0);
   const int registers = vw >= 16 ? 32 : 16;
   EXPECT_LE(rm * cg + cg + 1, registers);  // P.V: accumulators, V vectors, the broadcast p
-  EXPECT_LE(rm * kg + kg + 1, registers);  // Q.K^T: scores, K^T vectors, the broadcast q
+  EXPECT_LE(kj * sg + sg + 1, registers);  // K.Q^T: scores, Q^T vectors, the broadcast k
   EXPECT_EQ(t.work_group_size, 1u);
   EXPECT_EQ(t.local_bytes, fa2_cpu_local_bytes(t.block_rows, t.block_cols, t.padded_head_dim));
   EXPECT_LE(t.local_bytes, dev.local_mem_bytes);

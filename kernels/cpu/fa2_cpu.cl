@@ -1,14 +1,17 @@
 /* fa2_cpu.cl: FlashAttention-2 forward shaped for CPUs (PoCL). A work-group is one work-item that
  * owns BR query rows: PoCL then runs it as straight-line code on one core, with no work-item loops
  * around barriers and no spills of private state into its context arrays. Vectors come from the
- * code, not from PoCL's vectoriser: keys are taken VW at a time as one floatVW (K staged transposed
- * as fp32, d x BC), the output columns VW at a time (fp32 V read in place, else staged as fp32),
- * and products are register-blocked: RM rows x KG key vectors of scores, RM rows x CG column
- * vectors of the accumulator, each vector load feeding RM FMAs and each broadcast of q or p
- * feeding KG or CG. The staged tiles (fp16/bf16 converted once per block) are sized for the
- * L1/L2 caches; the running output stays in the O tile between key blocks. Everything else is
- * fa2.cl's algorithm and common.cl's pieces: the same block skipping (per row group here),
- * masks, score transforms, HALF_UNITS, GQA, varlen, LSE and dispatch order. */
+ * code, not from PoCL's vectoriser. Scores are computed transposed, S^T = K Q^T, with the query
+ * rows in the vector lanes: Q is staged transposed once per work-group (amortised over every key
+ * block), K is read in place (fp32) or staged as fp32 rows, and each key element is a broadcast.
+ * The softmax then works on RW rows at once: maxima, sums and rescale factors are lane-wise, with
+ * no horizontal reductions and one vector exp2 for RW rows' rescale. P.V takes the output columns
+ * VW at a time (fp32 V read in place, else staged as fp32), broadcasting p. Products are
+ * register-blocked: KJ keys x SG row vectors of scores, RM rows x CG column vectors of the
+ * accumulator. The staged tiles are sized for the L1/L2 caches; the running output stays in the
+ * O tile between key blocks. Everything else is fa2.cl's algorithm and common.cl's pieces: the
+ * same block skipping (per score block of SR rows here), masks, score transforms, HALF_UNITS, GQA,
+ * varlen, LSE and dispatch order. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -17,22 +20,37 @@
 #define BR 64 /* query rows per work-group (work-item) */
 #endif
 #ifndef BC
-#define BC 64 /* keys per staged K/V block; a multiple of KG * VW */
+#define BC 64 /* keys per K/V block; a multiple of KJ */
 #endif
 #ifndef RM
-#define RM 4 /* query rows per register block */
+#define RM 4 /* rows per P.V register block, and row vectors per score block */
 #endif
 #ifndef CG
 #define CG 4 /* output column vectors per register block; divides D_PAD / VW */
 #endif
 
-#define KG (BC / VW < 4 ? BC / VW : 4) /* key vectors per register block of scores */
-#define DV (D_PAD / VW)                /* column vectors of a row */
+#define DV (D_PAD / VW)          /* column vectors of a row */
+#if BR < VW /* rows per row vector (the score lanes); a plain number, as it names vector types */
+#define RW BR
+#else
+#define RW VW
+#endif
+#define SG (BR / RW < RM ? BR / RW : RM) /* row vectors per score block */
+#define SR (SG * RW)             /* rows per score block */
+#define KJ 4                     /* keys per score register block */
 
-#if BR % RM != 0 || BC % (KG * VW) != 0 || D_PAD % VW != 0 || DV % CG != 0
-#error "fa2_cpu tiles must satisfy BR % RM == 0, BC % (KG * VW) == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
+#if BR % RW != 0 || BR % SR != 0 || SR % RM != 0 || BC % KJ != 0 || D_PAD % VW != 0 || DV % CG != 0
+#error "fa2_cpu tiles must satisfy BR % min(BR, VW) == 0, BR % RM == 0, BC % 4 == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
 #endif
 
+/* fp32 K is read in place (any head dim: the score loop stops at HEAD_DIM); else staged as fp32 */
+#if DTYPE == 0
+#define K_PTR __global const float*
+#define K_PITCH k_pitch
+#else
+#define K_PTR __local const float*
+#define K_PITCH D_PAD
+#endif
 /* fp32 V whose rows are whole vectors is read in place (no staging copy); else staged as fp32 */
 #define V_IN_PLACE (DTYPE == 0 && HEAD_DIM == D_PAD)
 #if V_IN_PLACE
@@ -48,149 +66,138 @@
 #define VEC_T CAT(float, VW)
 #define VLOAD(p) CAT(vload, VW)(0, (p))
 #define VSTORE(x, p) CAT(vstore, VW)((x), 0, (p))
+#define RVEC_T CAT(float, RW)
+#define RVLOAD(p) CAT(vload, RW)(0, (p))
+#define RVSTORE(x, p) CAT(vstore, RW)((x), 0, (p))
 
-/* Horizontal max / sum of one vector, by halves. */
-inline float vec_max(VEC_T x) {
-#if VW == 16
-  const float8 y = fmax(x.lo, x.hi);
-#elif VW == 8
-  const float8 y = x;
-#endif
-#if VW >= 8
-  const float4 z = fmax(y.lo, y.hi);
-#else
-  const float4 z = x;
-#endif
-  const float2 w = fmax(z.lo, z.hi);
-  return fmax(w.x, w.y);
-}
-
-inline float vec_sum(VEC_T x) {
-#if VW == 16
-  const float8 y = x.lo + x.hi;
-#elif VW == 8
-  const float8 y = x;
-#endif
-#if VW >= 8
-  const float4 z = y.lo + y.hi;
-#else
-  const float4 z = x;
-#endif
-  const float2 w = z.lo + z.hi;
-  return w.x + w.y;
-}
-
-/* Rows [row0, row0 + n) of a (seq, d) slice into dst: row-major with pitch D_PAD, or transposed
- * (dst[c * n + r]) for K. Times mul; rows at or past `valid` and columns past HEAD_DIM read 0. */
+/* Rows [row0, row0 + n) of a (seq, d) slice into dst, row-major with pitch D_PAD, as fp32 (the
+ * 16-bit K and V blocks). Rows at or past `valid` and columns past HEAD_DIM read 0. */
 inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0, int n,
-                       int valid, float mul, bool transposed) {
+                       int valid) {
   for (int r = 0; r < n; ++r) {
     const bool inside = row0 + r < valid;
     const long at = base + (long)(row0 + r) * seq_stride;
-    /* scalar on purpose: vectorised, the transposed stores become scatters, which took 30% of
-     * the kernel's time on Zen 4 (perf, d = 64, N = 2048) */
-#pragma clang loop vectorize(disable)
-    for (int c = 0; c < D_PAD; ++c) {
-      const float x = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) * mul : 0.0f;
-      if (transposed)
-        dst[c * n + r] = x;
-      else
-        dst[r * D_PAD + c] = x;
-    }
+    for (int c = 0; c < D_PAD; ++c) dst[r * D_PAD + c] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
   }
 }
 
-/* p[r][j] = q(r0 + r) . k(j) for the RM rows of a register block and every key of the staged
- * block: KG key vectors at a time, each K^T vector load feeding RM FMAs. */
-inline void block_scores(float p[RM][BC], __local const float* qs, __local const float* kt, int r0) {
-  for (int j0 = 0; j0 < BC; j0 += KG * VW) {
-    VEC_T s[RM][KG];
+/* The work-group's Q rows, times mul, transposed (qt[c * BR + r]) for c < HEAD_DIM; rows at or past
+ * `valid` read 0. Once per work-group; columns outer so the stores run along a row of qt. */
+inline void stage_q_transposed(__local float* qt, __global const STORAGE_T* src, long base, long seq_stride,
+                               int row0, int valid, float mul) {
+  for (int c = 0; c < HEAD_DIM; ++c) {
+#pragma clang loop vectorize(disable) /* vectorised, the strided loads become gathers */
+    for (int r = 0; r < BR; ++r)
+      qt[c * BR + r] = row0 + r < valid ? LOAD_ELEM(src, base + (long)(row0 + r) * seq_stride + c) * mul : 0.0f;
+  }
+}
+
+/* pt[j][r] = q(r0 + r) . k(j) for the SR rows of a score block and every key of the block: KJ keys
+ * at a time, each Q^T vector load feeding KJ FMAs and each key element (a broadcast) SG. Keys at or
+ * past n (the last block) repeat key n - 1, so nothing past K's end is read; their scores are
+ * masked afterwards (block_needs_mask is true for that block). */
+inline void block_scores(float pt[BC][SR], __local const float* qt, K_PTR ks, long k_pitch, int r0, int n) {
+  for (int j0 = 0; j0 < BC; j0 += KJ) {
+    K_PTR kr[KJ];
 #pragma unroll
-    for (int r = 0; r < RM; ++r)
+    for (int jj = 0; jj < KJ; ++jj) kr[jj] = ks + (long)min(j0 + jj, n - 1) * K_PITCH;
+    RVEC_T s[KJ][SG];
 #pragma unroll
-      for (int g = 0; g < KG; ++g) s[r][g] = (VEC_T)(0.0f);
+    for (int jj = 0; jj < KJ; ++jj)
+#pragma unroll
+      for (int g = 0; g < SG; ++g) s[jj][g] = (RVEC_T)(0.0f);
     for (int c = 0; c < HEAD_DIM; ++c) {
-      VEC_T kv[KG];
+      RVEC_T qv[SG];
 #pragma unroll
-      for (int g = 0; g < KG; ++g) kv[g] = VLOAD(kt + c * BC + j0 + g * VW);
+      for (int g = 0; g < SG; ++g) qv[g] = RVLOAD(qt + c * BR + r0 + g * RW);
 #pragma unroll
-      for (int r = 0; r < RM; ++r) {
-        const VEC_T qv = (VEC_T)(qs[(r0 + r) * D_PAD + c]);
+      for (int jj = 0; jj < KJ; ++jj) {
+        const RVEC_T kb = (RVEC_T)(kr[jj][c]);
 #pragma unroll
-        for (int g = 0; g < KG; ++g) s[r][g] = fma(qv, kv[g], s[r][g]);
+        for (int g = 0; g < SG; ++g) s[jj][g] = fma(kb, qv[g], s[jj][g]);
       }
     }
 #pragma unroll
-    for (int r = 0; r < RM; ++r)
+    for (int jj = 0; jj < KJ; ++jj)
 #pragma unroll
-      for (int g = 0; g < KG; ++g) VSTORE(s[r][g], &p[r][j0 + g * VW]);
+      for (int g = 0; g < SG; ++g) RVSTORE(s[jj][g], &pt[j0 + jj][g * RW]);
   }
 }
 
-/* Online softmax of one row of a block: final_score() where the block needs it, the new running
- * max, p <- 2^(s - m) in place (a row whose max is -inf gets zeros, never NaN), the running sum.
- * Returns the factor the row's accumulator must be rescaled by. */
-inline float row_softmax(float p[BC], float* m, float* l, int row, int k0, bool masked, const SeqView* sv,
-                         const AttnArgs* a, __global const MASK_T* mask) {
+/* Online softmax of a score block, RW rows per vector: final_score() where the block needs it, the
+ * new running maxima, pt <- 2^(s - m) in place (a row whose max is -inf gets zeros, never NaN), the
+ * running sums, and alpha: the factor each row's accumulator must be rescaled by (softmax_rescale,
+ * lane-wise). m, l: the block's rows' running max and sum. */
+inline void block_softmax(float pt[BC][SR], float* m, float* l, float* alpha, int row0, int k0, bool masked,
+                          const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
   if (masked)
-    for (int j = 0; j < BC; ++j) p[j] = final_score(p[j], row, k0 + j, sv, a, mask);
-  VEC_T mv = (VEC_T)(NEG_INF);
-  for (int j = 0; j < BC; j += VW) mv = fmax(mv, VLOAD(p + j));
-  const float m_new = fmax(*m, vec_max(mv));
-  const float alpha = softmax_rescale(*m, m_new);
-  const float base = m_new == NEG_INF ? 0.0f : m_new;
-  VEC_T sum = (VEC_T)(0.0f);
-  for (int j = 0; j < BC; j += VW) {
-    const VEC_T e = EXP2_OF(VLOAD(p + j) - base);
-    VSTORE(e, p + j);
-    sum += e;
+    for (int j = 0; j < BC; ++j)
+      for (int r = 0; r < SR; ++r) pt[j][r] = final_score(pt[j][r], row0 + r, k0 + j, sv, a, mask);
+  for (int g = 0; g < SG; ++g) {
+    RVEC_T mx = (RVEC_T)(NEG_INF);
+    for (int j = 0; j < BC; ++j) mx = fmax(mx, RVLOAD(&pt[j][g * RW]));
+    const RVEC_T m_old = RVLOAD(m + g * RW), m_new = fmax(m_old, mx);
+    const CAT(int, RW) none = m_new == (RVEC_T)(NEG_INF);
+    const RVEC_T al = select(EXP2_OF(m_old - m_new), (RVEC_T)(1.0f), none);
+    const RVEC_T base = select(m_new, (RVEC_T)(0.0f), none);
+    RVEC_T sum = (RVEC_T)(0.0f);
+    for (int j = 0; j < BC; ++j) {
+      const RVEC_T e = EXP2_OF(RVLOAD(&pt[j][g * RW]) - base);
+      RVSTORE(e, &pt[j][g * RW]);
+      sum += e;
+    }
+    RVSTORE(RVLOAD(l + g * RW) * al + sum, l + g * RW);
+    RVSTORE(m_new, m + g * RW);
+    RVSTORE(al, alpha + g * RW);
   }
-  *l = *l * alpha + vec_sum(sum);
-  *m = m_new;
-  return alpha;
 }
 
-/* O(r0 + r) <- alpha[r] O(r0 + r) + sum_j p[r][j] V(j) over keys [0, n), CG column vectors at a
- * time, each V vector load feeding RM FMAs. `masked` (a constant at each call site): hidden keys
- * (p = 0) add nothing even where V holds NaN or Inf, which 0 * V would spread. */
-inline void block_pv(__local float* acc_t, float p[RM][BC], const float alpha[RM], V_PTR vs, long v_pitch, int r0,
+/* O(r0 + r) <- alpha[r] O(r0 + r) + sum_j p[j][r] V(j) for the SR rows of a score block over keys
+ * [0, n): RM rows x CG column vectors at a time, each V vector load feeding RM FMAs. `masked` (a
+ * constant at each call site): hidden keys (p = 0) add nothing even where V holds NaN or Inf,
+ * which 0 * V would spread. */
+inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[SR], V_PTR vs, long v_pitch, int r0,
                      int n, const bool masked) {
-  for (int cg0 = 0; cg0 < DV; cg0 += CG) {
-    VEC_T acc[RM][CG];
+  for (int rr = 0; rr < SR; rr += RM)
+    for (int cg0 = 0; cg0 < DV; cg0 += CG) {
+      VEC_T acc[RM][CG];
 #pragma unroll
-    for (int r = 0; r < RM; ++r)
+      for (int r = 0; r < RM; ++r)
 #pragma unroll
-      for (int g = 0; g < CG; ++g) acc[r][g] = VLOAD(acc_t + (r0 + r) * D_PAD + (cg0 + g) * VW) * alpha[r];
-    for (int j = 0; j < n; ++j) {
-      VEC_T vv[CG];
+        for (int g = 0; g < CG; ++g)
+          acc[r][g] = VLOAD(acc_t + (r0 + rr + r) * D_PAD + (cg0 + g) * VW) * alpha[rr + r];
+      for (int j = 0; j < n; ++j) {
+        VEC_T vv[CG];
 #pragma unroll
-      for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * V_PITCH + (cg0 + g) * VW);
+        for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * V_PITCH + (cg0 + g) * VW);
 #pragma unroll
-      for (int r = 0; r < RM; ++r) {
-        const float pj = p[r][j];
-        if (masked && pj == 0.0f) continue;
-        const VEC_T pv = (VEC_T)(pj);
+        for (int r = 0; r < RM; ++r) {
+          const float pj = pt[j][rr + r];
+          if (masked && pj == 0.0f) continue;
+          const VEC_T pv = (VEC_T)(pj);
 #pragma unroll
-        for (int g = 0; g < CG; ++g) acc[r][g] = fma(pv, vv[g], acc[r][g]);
+          for (int g = 0; g < CG; ++g) acc[r][g] = fma(pv, vv[g], acc[r][g]);
+        }
       }
+#pragma unroll
+      for (int r = 0; r < RM; ++r)
+#pragma unroll
+        for (int g = 0; g < CG; ++g) VSTORE(acc[r][g], acc_t + (r0 + rr + r) * D_PAD + (cg0 + g) * VW);
     }
-#pragma unroll
-    for (int r = 0; r < RM; ++r)
-#pragma unroll
-      for (int g = 0; g < CG; ++g) VSTORE(acc[r][g], acc_t + (r0 + r) * D_PAD + (cg0 + g) * VW);
-  }
 }
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                      __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
-  __local float qs[BR * D_PAD];    /* scaled Q block, row-major */
+  __local float qt[D_PAD * BR];    /* scaled Q block, transposed */
   __local float acc_t[BR * D_PAD]; /* unnormalised O block */
-  __local float kt[D_PAD * BC];    /* K block transposed */
-#if !V_IN_PLACE
-  __local float vs[BC * D_PAD]; /* V block */
+#if DTYPE != 0
+  __local float ks[BC * D_PAD]; /* K block as fp32 rows */
 #endif
-  float m[BR], l[BR], p[RM][BC], alpha[RM];
+#if !V_IN_PLACE
+  __local float vs[BC * D_PAD]; /* V block as fp32 rows */
+#endif
+  float m[BR], l[BR], pt[BC][SR], alpha[SR];
 
   const AttnArgs* a = &args;
   int q_block, h, b;
@@ -205,37 +212,39 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  stage_rows(qs, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a), false);
+  stage_q_transposed(qt, q, q_base, a->q_seq_stride, q0, SV_NQ(&sv, a), Q_SCALE(a));
   for (int i = 0; i < BR * D_PAD; ++i) acc_t[i] = 0.0f;
   for (int r = 0; r < BR; ++r) {
     m[r] = NEG_INF;
     l[r] = 0.0f;
   }
 
-  /* main loop: each key block staged once, then every row block that sees it */
+  /* main loop: each key block staged (16-bit) once, then every score block that sees it */
   int kb_begin, kb_end;
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &kb_end);
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC, n = min(BC, SV_NK(&sv, a) - k0);
-    stage_rows(kt, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, true);
+#if DTYPE == 0
+    K_PTR ks = k + k_base + (long)k0 * a->k_seq_stride;
+#else
+    stage_rows(ks, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a));
+#endif
 #if V_IN_PLACE
     V_PTR vs = v + v_base + (long)k0 * a->v_seq_stride;
 #else
-    stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, SV_NK(&sv, a), 1.0f, false);
+    stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, SV_NK(&sv, a));
 #endif
-    for (int r0 = 0; r0 < BR && q0 + r0 < q_end; r0 += RM) {
-      int rb_begin, rb_end; /* whole register blocks above the diagonal or outside the window skip it */
-      key_block_range(q0 + r0, min(q0 + r0 + RM, q_end), BC, &sv, a, &rb_begin, &rb_end);
+    for (int r0 = 0; r0 < BR && q0 + r0 < q_end; r0 += SR) {
+      int rb_begin, rb_end; /* whole score blocks above the diagonal or outside the window skip it */
+      key_block_range(q0 + r0, min(q0 + r0 + SR, q_end), BC, &sv, a, &rb_begin, &rb_end);
       if (kb < rb_begin || kb >= rb_end) continue;
-      const bool masked = block_needs_mask(q0 + r0, RM, k0, BC, &sv, a);
-      block_scores(p, qs, kt, r0);
-#pragma unroll
-      for (int r = 0; r < RM; ++r)
-        alpha[r] = row_softmax(p[r], &m[r0 + r], &l[r0 + r], q0 + r0 + r, k0, masked, &sv, a, mask);
+      const bool masked = block_needs_mask(q0 + r0, SR, k0, BC, &sv, a);
+      block_scores(pt, qt, ks, a->k_seq_stride, r0, n);
+      block_softmax(pt, m + r0, l + r0, alpha, q0 + r0, k0, masked, &sv, a, mask);
       if (masked) /* two specialised copies: the unmasked one pays nothing */
-        block_pv(acc_t, p, alpha, vs, a->v_seq_stride, r0, n, true);
+        block_pv(acc_t, pt, alpha, vs, a->v_seq_stride, r0, n, true);
       else
-        block_pv(acc_t, p, alpha, vs, a->v_seq_stride, r0, n, false);
+        block_pv(acc_t, pt, alpha, vs, a->v_seq_stride, r0, n, false);
     }
   }
 

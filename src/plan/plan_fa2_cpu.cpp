@@ -1,8 +1,8 @@
 // plan_fa2_cpu.cpp: the CPU-shaped fa2's tiles and register blocks (see plan_fa2_cpu.hpp).
 //  - Vector width VW: the device's preferred float width (16 on AVX-512, 8 on AVX2), 4 at least.
-//  - Register blocks sized to the vector registers: with 32 (VW = 16) RM = 4 rows x up to 4 key
-//    vectors of scores and 4 rows x CG <= 5 column vectors of O, about 26 live vectors in P.V;
-//    with 16 registers (narrower vectors) RM = 2.
+//  - Register blocks sized to the vector registers: with 32 (VW = 16) 4 keys x RM = 4 row vectors
+//    of scores (64 rows in the lanes) and 4 rows x CG <= 5 column vectors of O, about 26 live
+//    vectors in P.V; with 16 registers (narrower vectors) RM = 2.
 //  - Head dim padded to whole vectors; past 5 vectors, to a multiple of 3 or 4 so CG divides it.
 //  - Tiles (BR rows per work-item, BC keys per staged block) from a per-class table, then halved
 //    until the four tiles fit the budget: the device's local memory, and on CPUs a core's share of
@@ -27,8 +27,9 @@ struct TileRow {
 // PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048, GFLOP/s from the CPU time spent
 // in the kernel (perf samples, x 2 cores; docs/perf/pocl-cpu.md): d = 64 with 64 rows per
 // work-item ~90 (before V was read in place), 128 rows 96, 256 rows 113; d = 128 with 128 rows 101,
-// 256 rows 122. Rows per work-item amortise the transposed staging of K (a quarter of the
-// kernel's time at 64 rows); 64 keys keep four 16-key score vectors per row in registers.
+// 256 rows 122. Rows per work-item amortised the transposed staging of K then (a quarter of the
+// kernel's time at 64 rows); since scores are K.Q^T (Q transposed once per work-group) they
+// amortise that transpose and the K/V blocks' passes through the cache.
 const TileRow kCpuTiles[] = {{64, 256, 64}, {128, 256, 64}, {256, 128, 64}};
 // Other devices (the oclgrind checks): the same rows; the budget halves them to fit.
 const TileRow* tile_row(int head_dim) {
