@@ -2,8 +2,8 @@
 //  - VW, D_PAD, RM and CG: as the CPU-shaped forward (plan_fa2_cpu), whose register blocks are
 //    sized to the same vector registers.
 //  - Tiles (BR query rows, BC keys) from kBwdCpuTiles, then halved until the tiles fit the
-//    budget: the device's local memory, and on CPUs a core's share of L2 (kCpuTileBytes: half of
-//    1 MiB), since PoCL keeps __local in ordinary memory.
+//    budget: the device's local memory, and on CPUs most of a core's L2 (kCpuTileBytes: 3/4 of
+//    1 MiB), since PoCL keeps __local in ordinary memory and one work-item runs per core.
 //  - Chunks: each (batch, K/V head) is split into this many work-items (interleaved K/V blocks),
 //    each with its own fp32 dQ partial, so that there are at least kWorkItemsPerUnit work-items
 //    per compute unit (idle cores at the end of the grid cost more than a partial's zeroing and
@@ -18,7 +18,7 @@
 namespace flashcl::detail {
 namespace {
 
-constexpr std::size_t kCpuTileBytes = 512 * 1024;
+constexpr std::size_t kCpuTileBytes = 768 * 1024;
 constexpr int kWorkItemsPerUnit = 4;
 constexpr std::uint64_t kMaxPartialBytes = 256ull << 20;
 
@@ -30,9 +30,10 @@ struct TileRow {
 // from the CPU time in the kernel's .so (perf samples x 2 cores; docs/perf/pocl-cpu.md). d = 64,
 // 64-row Q blocks: 64-key blocks 146, 128 keys 158, 256 keys 169 (128-row Q blocks with 256 keys,
 // 656 KiB of tiles: 170, no gain for the memory); keys per block amortise the Q and dO staging,
-// which each (Q block, K/V block) pair pays (a fifth of the time at 64 keys). d = 128: 128 keys
-// 142, the most that fit the budget with 64 rows. d > 128: untuned, half of d = 128's rows.
-const TileRow kBwdCpuTiles[] = {{64, 64, 256}, {128, 64, 128}, {256, 32, 64}};
+// which each (Q block, K/V block) pair pays (a fifth of the time at 64 keys). d = 128 (same
+// method, one run each, back to back): 64 rows x 128 keys 169, 32 rows x 256 keys 174-178 (754
+// KiB of tiles, hence the 768 KiB budget: within a core's 1 MiB L2). d > 128: untuned.
+const TileRow kBwdCpuTiles[] = {{64, 64, 256}, {128, 32, 256}, {256, 32, 64}};
 
 const TileRow& tile_row(int head_dim) {
   for (const TileRow& row : kBwdCpuTiles)
