@@ -1,16 +1,29 @@
 /* decode_cpu.cl: the split-KV decode kernel shaped for CPUs (PoCL), for few query rows per K/V
- * head (group * Nq <= 8). A work-group is one work-item (PoCL runs it as straight-line code on one
- * core, with no work-item loops around barriers), and it takes HB K/V heads at once: a cache row
- * holds every head of one key next to each other, so walking the keys for HB heads reads memory
- * in order, where one head alone would touch a new 4 KiB page per key (TLB misses and no
- * hardware prefetch: a third of the time went there). Vectors come from the code: a key row of a
- * head is DV vectors of VW floats (the device's preferred width), each K vector feeding the BR
- * rows' FMAs into one product vector per (row, key); KB = VW keys form a block, whose VW product
- * vectors per row are summed across their lanes by a transposing fold (.even + .odd, log2 VW
- * levels), leaving one vector of VW scores per row, key j in lane j. The online softmax runs on
- * those vectors, then each key's V vectors feed the rows' accumulators, the key's P broadcast.
- * The block's page and offset advance per key without a division. Same arguments and workspace
- * output as the GPU kernels; grid (row blocks x splits, H_kv / HB, B) of single work-items. */
+ * head (group * Nq = BR <= 8). A work-group is one work-item (PoCL runs it as straight-line code on
+ * one core, with no work-item loops around barriers) owning one run of keys (a split) for HB K/V
+ * heads (all of them where their state fits) and all BR rows of each head's GQA group. It takes
+ * its keys in blocks of BC, each block in three phases:
+ *
+ * 1. Q·Kᵀ key by key, reading the key's K row of all HB heads: in a dense cache HB·d contiguous
+ *    elements, so K is read in address order, which the hardware prefetchers follow. A key's
+ *    products are VW-wide vectors, one per (head, row), each K vector loaded once feeding the BR
+ *    rows' FMAs; a transposing fold (.even + .odd, log2 VW levels) sums VW of them across their
+ *    lanes into one score vector whose lane h·BRP + r is (head h, row r) (BRP: BR rounded up to a
+ *    power of two; padded lanes are zero). Meanwhile the key's V row is prefetched, in address
+ *    order, for phase 3.
+ * 2. The online softmax over the block, lane by lane (each lane is one row: running max and sum
+ *    are vectors); a row's accumulators are rescaled only when its max grew (exactly: otherwise
+ *    the factor is 1).
+ * 3. P·V head by head: per group of CG column vectors the BR rows' accumulators stay in registers
+ *    over the block's keys (each V vector loaded once, P broadcast), so they are loaded and stored
+ *    once a block, not once a key.
+ *
+ * Why this shape (measured on the 2-core EPYC, docs/perf/pocl-cpu.md): rows read in address order
+ * stream at ~20 GB per CPU-second, a few keys of one head at a time at 10-11, a part of each row
+ * at 7-8; accumulators updated in memory once a key cap P·V at ~12 (the stores), where registers
+ * over a block of keys and the block's V prefetched in order reach ~16. Same arguments and
+ * workspace output as the GPU kernels; grid (row blocks x splits, H_kv / HB, B) of single
+ * work-items; splits are cut in blocks. */
 
 #ifndef VW
 #define VW 16 /* floats per vector; HEAD_DIM % VW == 0 (the host checks) */
@@ -18,8 +31,12 @@
 #ifndef HB
 #define HB 1 /* K/V heads per work-item (divides H_kv) */
 #endif
-#define KB VW                 /* keys per block: one score vector per row */
-#define DV (HEAD_DIM / VW)    /* vectors per key row */
+#define DV (HEAD_DIM / VW) /* vectors per key row */
+#define BRP (BR <= 1 ? 1 : BR <= 2 ? 2 : BR <= 4 ? 4 : 8) /* the planner keeps BR <= 8 */
+#define NSV ((HB * BRP + VW - 1) / VW)                   /* score vectors per key */
+#define NL (NSV * VW)                                     /* score lanes per key */
+/* P·V's column vectors per register block: BR·CG accumulators within 16 of the 32 registers */
+#define CG (DV % 8 == 0 && 8 * BR <= 16 ? 8 : DV % 4 == 0 && 4 * BR <= 16 ? 4 : DV % 2 == 0 && 2 * BR <= 16 ? 2 : 1)
 #define CPU_CAT_(a, b) a##b
 #define CPU_CAT(a, b) CPU_CAT_(a, b)
 #define CVEC CPU_CAT(float, VW)
@@ -36,34 +53,21 @@
 #define CPU_FOLD(a, b) ((CVEC)((a).even + (a).odd, (b).even + (b).odd))
 
 #ifndef CPU_PREFETCH
-#define CPU_PREFETCH 0 /* 1 (CPU devices): software prefetch of the next block's rows */
+#define CPU_PREFETCH 0 /* 1 (CPU devices): phase 1 prefetches the block's V rows for phase 3 */
 #endif
 
 #if CPU_PREFETCH
-/* A software prefetch of one head's key row at p (each 64-byte line). OpenCL's prefetch() does
- * nothing in PoCL 3.1, so clang's builtin is used; it takes a private-space pointer, which on a
- * CPU device is the same flat address (through an integer: OpenCL C forbids the direct cast).
- * Only on CPU devices: oclgrind, say, cannot run llvm.prefetch. */
-inline void cpu_prefetch_row(__global const STORAGE_T* p) {
-  for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64) __builtin_prefetch((const void*)((ulong)p + c));
+/* A software prefetch (into L2: prefetcht1) of the HB heads' rows at element offset e, each
+ * 64-byte line in address order. OpenCL's prefetch() does nothing in PoCL 3.1, so clang's builtin
+ * is used; it takes a private-space pointer, which on a CPU device is the same flat address
+ * (through an integer: OpenCL C forbids the direct cast). Only on CPU devices: oclgrind, say,
+ * cannot run llvm.prefetch. */
+inline void cpu_prefetch_rows(__global const STORAGE_T* p, long e, long head_stride) {
+  for (int h = 0; h < HB; ++h)
+    for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
+      __builtin_prefetch((const void*)((ulong)(p + e + h * head_stride) + c), 0, 2);
 }
 #endif
-
-inline float cpu_vmax(CVEC x) {
-  float m = x.s0;
-  float t[VW];
-  CPU_CAT(vstore, VW)(x, 0, t);
-  for (int i = 1; i < VW; ++i) m = fmax(m, t[i]);
-  return m;
-}
-
-inline float cpu_vsum(CVEC x) {
-  float t[VW];
-  CPU_CAT(vstore, VW)(x, 0, t);
-  float s = 0.0f;
-  for (int i = 0; i < VW; ++i) s += t[i];
-  return s;
-}
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
@@ -80,162 +84,191 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
   const SeqView sv = decode_view(d, &attn, len, slot_row);
   const int nk = sv.seqlen_k;
 
-  /* prologue: the rows' scaled (and rotated) queries, as vectors, for each of the HB heads */
-  CVEC qv[HB][BR][DV], acc[HB][BR][DV];
-  float m[HB][BR], l[HB][BR], slope[HB][BR];
+  /* prologue: per (head, row) the scaled (and rotated) query and the accumulator, as vectors; per
+   * score vector the running max and sum of its lanes' rows */
+  CVEC qv[HB][BR][DV], acc[HB][BR][DV], m[NSV], l[NSV];
+  float slope[NL];
+  for (int i = 0; i < NL; ++i) slope[i] = 0.0f;
   for (int h = 0; h < HB; ++h)
-    #pragma unroll
     for (int r = 0; r < BR; ++r) {
       float row[HEAD_DIM];
       for (int c = 0; c < HEAD_DIM; ++c)
         row[c] = query_value(d, q, b, hk0 + h, r0 + r, r_end, c, len, rot_cos, rot_sin);
-      #pragma unroll
       for (int v = 0; v < DV; ++v) {
         qv[h][r][v] = CPU_CAT(vload, VW)(v, row);
         acc[h][r][v] = (CVEC)(0.0f);
       }
-      m[h][r] = NEG_INF;
-      l[h][r] = 0.0f;
-      slope[h][r] = row_slope(d, alibi_slopes, b, hk0 + h, r0 + r);
+      slope[h * BRP + r] = row_slope(d, alibi_slopes, b, hk0 + h, r0 + r);
     }
+  for (int n = 0; n < NSV; ++n) {
+    m[n] = (CVEC)(NEG_INF);
+    l[n] = (CVEC)(0.0f);
+  }
 
   int t_begin, t_end;
-  split_run(d, &attn, &sv, r0, r_end, KB, split, &t_begin, &t_end);
+  split_run(d, &attn, &sv, r0, r_end, BC, split, &t_begin, &t_end);
   const long k_head = d->k_offset + (long)hk0 * d->k_head_stride, v_head = d->v_offset + (long)hk0 * d->v_head_stride;
-#if !PAGED
+  /* the rows' queries are i_lo ... i_hi: a key is plain (no row's score needs a per-lane pass) when
+   * it is in band for both (causal and window bounds are monotonic in the row) */
+  const int i_lo = r0 / d->group, i_hi = (r_end - 1) / d->group;
+#if PAGED
+  int page = t_begin * BC / d->page_size, off = t_begin * BC - page * d->page_size;
+  int entry = t_begin * BC < nk ? page_entry(d, block_table, b, page) : -1;
+#else
   (void)block_table;
   const long k_row = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
   const long v_row = v_head + (long)max(slot_row, 0) * d->v_batch_stride;
 #endif
 
   for (int kt = t_begin; kt < t_end; ++kt) {
-    const int k0 = kt * KB;
-    long kb[KB], vb[KB]; /* element offsets of the block's keys at head hk0; -1: hidden (past the end, off the pool) */
-#if PAGED
-    int page = k0 / d->page_size, off = k0 - page * d->page_size;
-    int entry = k0 < nk ? page_entry(d, block_table, b, page) : -1;
-#endif
-    bool any_hidden = false;
-    for (int j = 0; j < KB; ++j) {
+    const int k0 = kt * BC, nj = min(BC, nk - k0); /* keys past nk are hidden from every row */
+    long vb[BC];              /* the keys' V offsets at head hk0; -1: hidden (past nk, off the pool) */
+    CVEC s[BC][NSV];          /* the block's scores, lane h·BRP + r */
+
+    /* phase 1: Q·Kᵀ, key by key and head by head (address order) */
+    for (int j = 0; j < BC; ++j) {
       const int pos = k0 + j;
 #if PAGED
-      if (j > 0 && ++off == d->page_size) {
+      if ((j > 0 || kt > t_begin) && ++off == d->page_size) { /* the next page, without a division */
         off = 0;
         ++page;
         entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
       }
-      const bool seen = pos < nk && entry >= 0;
-      kb[j] = seen ? k_head + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride : -1;
+      const bool seen = j < nj && entry >= 0;
+      const long kb = k_head + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
       vb[j] = seen ? v_head + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride : -1;
 #else
-      kb[j] = pos < nk ? k_row + (long)pos * d->k_seq_stride : -1;
-      vb[j] = pos < nk ? v_row + (long)pos * d->v_seq_stride : -1;
+      const bool seen = j < nj;
+      const long kb = k_row + (long)pos * d->k_seq_stride;
+      vb[j] = seen ? v_row + (long)pos * d->v_seq_stride : -1;
 #endif
-      any_hidden |= kb[j] < 0;
-    }
-
-#if CPU_PREFETCH
-    /* the next block's rows requested now (the same page offsets one block on; paged: where the
-     * block stays in its page), so the loads below find them on their way */
-    for (int j = 0; j < KB; ++j)
-#if PAGED
-      if (kb[j] >= 0 && (k0 + j) % d->page_size + KB < d->page_size && k0 + j + KB < nk)
-#else
-      if (k0 + j + KB < nk)
-#endif
-        for (int h = 0; h < HB; ++h) {
-          cpu_prefetch_row(k_cache + kb[j] + (long)KB * d->k_seq_stride + h * d->k_head_stride);
-          cpu_prefetch_row(v_cache + vb[j] + (long)KB * d->v_seq_stride + h * d->v_head_stride);
-        }
-#endif
-
-    /* products, key by key and head by head (the order of memory): one vector per (head, row, key) */
-    CVEC prod[HB][BR][KB];
-    for (int j = 0; j < KB; ++j)
-      for (int h = 0; h < HB; ++h) {
-        CVEC pr[BR];
+      if (!seen) {
         #pragma unroll
-        for (int r = 0; r < BR; ++r) pr[r] = (CVEC)(0.0f);
-        if (kb[j] >= 0)
+        for (int n = 0; n < NSV; ++n) s[j][n] = (CVEC)(NEG_INF);
+        continue;
+      }
+#if CPU_PREFETCH
+      cpu_prefetch_rows(v_cache, vb[j], d->v_head_stride);
+#endif
+      /* the products of score vector n, folded as soon as its heads are done */
+      #pragma unroll
+      for (int n = 0; n < NSV; ++n) {
+        CVEC f[VW];
+        #pragma unroll
+        for (int i = 0; i < VW; ++i) f[i] = (CVEC)(0.0f);
+        #pragma unroll
+        for (int h = n * VW / BRP; h < HB && h * BRP < (n + 1) * VW; ++h)
           #pragma unroll
           for (int v = 0; v < DV; ++v) {
-            const CVEC kv = CPU_VLOAD(k_cache, kb[j] + h * d->k_head_stride + v * VW);
+            const CVEC kv = CPU_VLOAD(k_cache, kb + h * d->k_head_stride + v * VW);
             #pragma unroll
-            for (int r = 0; r < BR; ++r) pr[r] = fma(qv[h][r][v], kv, pr[r]);
+            for (int r = 0; r < BR; ++r) {
+              const int i = h * BRP + r - n * VW;
+              if (i >= 0 && i < VW) f[i] = fma(qv[h][r][v], kv, f[i]);
+            }
           }
         #pragma unroll
-        for (int r = 0; r < BR; ++r) prod[h][r][j] = pr[r];
-      }
-
-    /* per head and row: the fold to one score vector, masks where needed, the online softmax */
-    float p[HB][BR][KB];
-    for (int h = 0; h < HB; ++h)
-      #pragma unroll
-      for (int r = 0; r < BR; ++r) {
-        #pragma unroll
-        for (int n = KB / 2; n >= 1; n /= 2)
+        for (int w = VW / 2; w >= 1; w /= 2)
           #pragma unroll
-          for (int i = 0; i < n; ++i) prod[h][r][i] = CPU_FOLD(prod[h][r][2 * i], prod[h][r][2 * i + 1]);
-        CVEC s = prod[h][r][0];
-#if CAUSAL || WINDOW || SCORE_TRANSFORM
-        const bool plain = false;
-#else
-        const bool plain = !any_hidden;
-#endif
-        if (!plain) { /* hidden keys, masks and transforms (common.cl's final_score), key by key */
-          float t[VW];
-          CPU_CAT(vstore, VW)(s, 0, t);
-          SeqView rv = sv;
-          rv.slope = slope[h][r];
-          for (int j = 0; j < KB; ++j)
-            t[j] = kb[j] >= 0 && r0 + r < r_end ? final_score(t[j], (r0 + r) / d->group, k0 + j, &rv, &attn, 0) : NEG_INF;
-          s = CPU_CAT(vload, VW)(0, t);
-        }
-        const float mx = fmax(m[h][r], cpu_vmax(s));
-        if (mx == NEG_INF) { /* nothing visible yet: P = 0 */
-          for (int j = 0; j < KB; ++j) p[h][r][j] = 0.0f;
-          continue;
-        }
-        const float alpha = EXP2_OF(m[h][r] - mx); /* 0 when m was -inf */
-        const CVEC pv = EXP2_OF(s - (CVEC)(mx));
-        m[h][r] = mx;
-        l[h][r] = l[h][r] * alpha + cpu_vsum(pv);
-        #pragma unroll
-        for (int v = 0; v < DV; ++v) acc[h][r][v] *= alpha;
-        CPU_CAT(vstore, VW)(pv, 0, p[h][r]);
+          for (int i = 0; i < w; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        s[j][n] = f[0];
       }
+#if SCORE_TRANSFORM
+      const bool plain = false;
+#else
+      const bool plain = !KEY_OUT_OF_BAND(i_lo, pos, nk, sv.shift, &attn) && !KEY_OUT_OF_BAND(i_hi, pos, nk, sv.shift, &attn);
+#endif
+      if (!plain) { /* masks and transforms (common.cl's final_score), lane by lane; padded lanes -inf */
+        float t[NL];
+        #pragma unroll
+        for (int n = 0; n < NSV; ++n) CPU_CAT(vstore, VW)(s[j][n], n, t);
+        SeqView rv = sv;
+        for (int i = 0; i < NL; ++i) {
+          const int h = i / BRP, r = i % BRP;
+          const bool row = h < HB && r < BR && r0 + r < r_end;
+          rv.slope = slope[i];
+          t[i] = row ? final_score(t[i], (r0 + r) / d->group, pos, &rv, &attn, 0) : NEG_INF;
+        }
+        #pragma unroll
+        for (int n = 0; n < NSV; ++n) s[j][n] = CPU_CAT(vload, VW)(n, t);
+      }
+    }
 
-    /* P times V: per (head, column vector) the rows' accumulators stay in registers over the
-     * block's keys (a block's V rows, 16 keys x HB heads, stay in L1/L2 across the column loop) */
+    /* phase 2: the online softmax over the block, lane by lane (in the plain case padded lanes see
+     * score 0: harmless, never written); p: the block's probabilities by (key, lane) */
+    float p[BC][NL];
+    #pragma unroll
+    for (int n = 0; n < NSV; ++n) {
+      CVEC mx = s[0][n];
+      for (int j = 1; j < BC; ++j) mx = fmax(mx, s[j][n]);
+      const CVEC m_new = fmax(m[n], mx);
+      if (any(isgreater(m_new, m[n]))) { /* a row's max grew: rescale its sum and output (by 1 where not) */
+        const CVEC alpha = select(EXP2_OF(m[n] - m_new), (CVEC)(1.0f), m_new == m[n]);
+        float a[VW];
+        CPU_CAT(vstore, VW)(alpha, 0, a);
+        l[n] *= alpha;
+        m[n] = m_new;
+        for (int i = 0; i < VW; ++i) {
+          const int h = (n * VW + i) / BRP, r = (n * VW + i) % BRP;
+          if (h < HB && r < BR && a[i] != 1.0f)
+            for (int v = 0; v < DV; ++v) acc[h][r][v] *= a[i];
+        }
+      }
+      /* a row that has seen nothing (max -inf) has only -inf scores: P = 0 */
+      const CVEC m_use = select(m_new, (CVEC)(0.0f), m_new == (CVEC)(NEG_INF));
+      CVEC sum = (CVEC)(0.0f);
+      for (int j = 0; j < BC; ++j) {
+        const CVEC pv = EXP2_OF(s[j][n] - m_use);
+        sum += pv;
+        CPU_CAT(vstore, VW)(pv, n, p[j]);
+      }
+      l[n] += sum;
+    }
+
+    /* phase 3: P·V, per (head, group of CG column vectors) with the rows' accumulators in
+     * registers over the block's keys */
     for (int h = 0; h < HB; ++h)
       #pragma unroll
-      for (int v = 0; v < DV; ++v) {
-        CVEC ar[BR];
+      for (int c0 = 0; c0 < DV; c0 += CG) {
+        CVEC a[BR][CG];
         #pragma unroll
-        for (int r = 0; r < BR; ++r) ar[r] = acc[h][r][v];
-        for (int j = 0; j < KB; ++j)
-          if (vb[j] >= 0) {
-            const CVEC vv = CPU_VLOAD(v_cache, vb[j] + h * d->v_head_stride + v * VW);
+        for (int r = 0; r < BR; ++r)
+          #pragma unroll
+          for (int c = 0; c < CG; ++c) a[r][c] = acc[h][r][c0 + c];
+        for (int j = 0; j < nj; ++j) {
+          if (vb[j] < 0) continue;
+          CVEC pr[BR];
+          #pragma unroll
+          for (int r = 0; r < BR; ++r) pr[r] = (CVEC)(p[j][h * BRP + r]);
+          #pragma unroll
+          for (int c = 0; c < CG; ++c) {
+            const CVEC vv = CPU_VLOAD(v_cache, vb[j] + h * d->v_head_stride + (c0 + c) * VW);
             #pragma unroll
-            for (int r = 0; r < BR; ++r) ar[r] = fma((CVEC)(p[h][r][j]), vv, ar[r]);
+            for (int r = 0; r < BR; ++r) a[r][c] = fma(pr[r], vv, a[r][c]);
           }
+        }
         #pragma unroll
-        for (int r = 0; r < BR; ++r) acc[h][r][v] = ar[r];
+        for (int r = 0; r < BR; ++r)
+          #pragma unroll
+          for (int c = 0; c < CG; ++c) acc[h][r][c0 + c] = a[r][c];
       }
   }
 
   /* epilogue: this split's normalised partial O and LSE per (head, row) */
   __global float* part_o = work + PART_O_BASE(d);
+  float mr[NL], lr[NL];
+  for (int n = 0; n < NSV; ++n) {
+    CPU_CAT(vstore, VW)(m[n], n, mr);
+    CPU_CAT(vstore, VW)(l[n], n, lr);
+  }
   for (int h = 0; h < HB; ++h)
-    #pragma unroll
     for (int r = 0; r < BR; ++r) {
-      const int rg = r0 + r;
+      const int rg = r0 + r, i = h * BRP + r;
       if (rg >= r_end) continue;
       const long row = PART_ROW(d, b, hk0 + h, rg);
-      const float inv = l[h][r] > 0.0f ? 1.0f / l[h][r] : 0.0f;
-      #pragma unroll
+      const float inv = lr[i] > 0.0f ? 1.0f / lr[i] : 0.0f;
       for (int v = 0; v < DV; ++v)
         CPU_CAT(vstore, VW)(acc[h][r][v] * inv, 0, part_o + (row * d->num_splits + split) * HEAD_DIM + v * VW);
-      work[row * d->num_splits + split] = l[h][r] > 0.0f ? LSE_OF(m[h][r], l[h][r]) : NEG_INF;
+      work[row * d->num_splits + split] = lr[i] > 0.0f ? LSE_OF(mr[i], lr[i]) : NEG_INF;
     }
 }
