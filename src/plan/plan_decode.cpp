@@ -31,25 +31,28 @@ int page_slots_for(int block_cols, int page_size) {
 }
 
 // How many key splits: work-groups wanted per compute unit over the whole grid, and the fewest
-// keys (or tiles) one split may hold. decode_lanes: 128 work-items of roughly 130 registers, so
-// 3-4 work-groups are resident per H200 SM; 16 per compute unit is 4-5 waves, so the last,
-// partial wave is a small share of the run (at 2 waves an unlucky residency leaves a third of the
-// run to a few SMs). A split writes BR·(d + 1) floats that the merge reads back; 256 keys (128 KiB
-// of fp16 K/V at d = 128) keep that under 2 % of the split's read. These are estimates for the
-// H200 to confirm (bench/gpu/decode.sh sweeps the count). The older kernels keep their rule:
-// 4 work-groups per compute unit on a GPU, 2 on a CPU, at least two tiles per split.
+// keys (or tiles) one split may hold; with target_keys, also splits of about that many keys
+// however many work-groups that makes. decode_lanes, measured on the H200 (bench/gpu/decode.sh's
+// forced-split sweep, fp16, H 32/8, d 128; docs/perf/nvidia-h200.md): a split reads best at about
+// 2048 keys (B 8: 16 splits at 32k 2.80 TB/s against 2.72 at 33 and 2.48 at 8; 128k flat from 33
+// to 132), but the grid wants 2 work-groups per SM first (B 1 at 32k: 33 splits 1.75 TB/s, 16
+// 1.28, 128 1.26; B 1 at 4k: 16 splits of 256 keys 0.52, 4 0.36). A split writes BR·(d + 1)
+// floats that the merge reads back; 256 keys (128 KiB of fp16 K/V at d = 128) keep that under 2 %
+// of its read. The older kernels keep their rule: 4 work-groups per compute unit on a GPU, 2 on a
+// CPU, at least two tiles per split.
 struct SplitRule {
   int per_compute_unit;
-  int min_keys;   // fewest keys per split (0: min_tiles counts instead)
+  int min_keys;     // fewest keys per split (0: min_tiles counts instead)
   int min_tiles;
+  int target_keys;  // keys per split wanted once the compute units are filled (0: none)
 };
-constexpr SplitRule kLanesSplits{16, 256, 0};
-constexpr SplitRule kGpuSplits{4, 0, 2};
-constexpr SplitRule kCpuSplits{2, 0, 2};
+constexpr SplitRule kLanesSplits{2, 256, 0, 2048};
+constexpr SplitRule kGpuSplits{4, 0, 2, 0};
+constexpr SplitRule kCpuSplits{2, 0, 2, 0};
 // decode_cpu: one work-item per work-group, so 8 per core balance the cores (PoCL hands out
 // work-groups dynamically); 512 keys per split keep the per-split prologue (query rows, rotary)
 // and the partial write small next to the 256 KiB of fp16 K/V such a split reads at d = 128.
-constexpr SplitRule kCpuDecodeSplits{8, 512, 0};
+constexpr SplitRule kCpuDecodeSplits{8, 512, 0, 0};
 
 // decode_cpu's vector width: the device's preferred float width (16 on AVX-512), halved until it
 // divides the head dimension; 0 (no such kernel) below 4.
@@ -127,14 +130,16 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.cpu = true;
     p.vector_width = cpu_vw;
     p.block_rows = static_cast<int>(rows);
-    p.block_cols = cpu_vw;  // one score vector per row
+    p.block_cols = cpu_vw;  // keys per block (phase 3's accumulators stay in registers over them)
     p.work_group_size = 1;
-    p.cpu_prefetch = f.kind == DeviceKind::CPU;  // 6.1 -> 6.7 GB per CPU-second on PoCL (8k keys, B 8)
-    // As many K/V heads per work-item as divide H_kv with their state (query rows, accumulators,
-    // the block's products and P: 2·BR·d + BR·VW·VW + BR·VW floats a head) within 96 KiB of the
-    // work-item's stack and L2: whole cache rows are then read in order (decode_cpu.cl's header).
-    const std::size_t per_head = (2 * static_cast<std::size_t>(rows) * r.head_dim +
-                                  static_cast<std::size_t>(rows) * cpu_vw * (cpu_vw + 1)) * sizeof(float);
+    // V rows prefetched in address order for phase 3: 7.4 -> 9.5-10.9 GB per CPU-second on PoCL (8k keys, B 8)
+    p.cpu_prefetch = f.kind == DeviceKind::CPU;
+    // As many K/V heads per work-item as divide H_kv with their state (query rows and accumulators,
+    // 2·BR·d floats a head, and the block's scores and P, 2·BC·BRP) within 96 KiB of the
+    // work-item's stack and L2: whole cache rows are then read in address order, which the
+    // hardware prefetcher follows; part of each row reads at half the rate (decode_cpu.cl's header).
+    const std::size_t brp = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+    const std::size_t per_head = (2 * static_cast<std::size_t>(rows) * r.head_dim + 2 * brp * cpu_vw) * sizeof(float);
     for (int hb = std::max(1, r.heads_kv); hb >= 1; --hb)
       if (r.heads_kv % hb == 0 && (hb == 1 || hb * per_head <= 96 * 1024)) {
         p.heads_per_item = hb;
@@ -195,6 +200,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     const std::int64_t target = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * rule.per_compute_unit;
     std::int64_t splits = (target + triples - 1) / triples;
     splits = std::min<std::int64_t>(splits, rule.min_keys > 0 ? keys / rule.min_keys : tiles / rule.min_tiles);
+    if (rule.target_keys > 0) splits = std::max<std::int64_t>(splits, keys / rule.target_keys);
     p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
