@@ -167,10 +167,15 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
               if (i >= 0 && i < VW) f[i] = fma(qv[h][r][v], kv, f[i]);
             }
           }
+        /* one loop per level, each of constant length, so all unroll and f stays in registers */
         #pragma unroll
-        for (int w = VW / 2; w >= 1; w /= 2)
-          #pragma unroll
-          for (int i = 0; i < w; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        for (int i = 0; i < VW / 2; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        #pragma unroll
+        for (int i = 0; i < VW / 4; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        #pragma unroll
+        for (int i = 0; i < VW / 8; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        #pragma unroll
+        for (int i = 0; i < VW / 16; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
         s[j][n] = f[0];
       }
 #if SCORE_TRANSFORM
