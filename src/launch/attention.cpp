@@ -1,10 +1,8 @@
 // attention.cpp: the forward entry point, which takes a call through its stages in order (validate,
 // plan once, check or allocate the workspace, launch the plan's path), the size queries that read
-// the same plan, and what the launchers share: program options, kernel creation and enqueue, and
-// the Launch record of enqueued kernels.
+// the same plan, and what the launchers share: kernel creation from a planned program, enqueue,
+// and the Launch record of enqueued kernels.
 #include <algorithm>
-#include <cfloat>
-#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 
@@ -28,35 +26,6 @@ CallPlan plan_for_query(cl_device_id device, const ForwardArgs& normalized) {
 
 }  // namespace
 
-bool needs_half_units(float scale, float softcap, bool alibi, bool bias) {
-  return softcap > 0.0f || alibi || bias || std::fabs(scale) > FLT_MAX / 1.4426950408889634;
-}
-
-std::string common_options(const ForwardArgs& a) {
-  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
-                               " -DCAUSAL=", a.causal ? 1 : 0);
-  // Variant switches appear only when on, so the plain path's program (and cache key) is unchanged.
-  if (a.heads_kv != 0 && a.heads_kv != a.heads) options += " -DGQA=1";
-  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
-  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
-  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
-  if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);
-  if (a.cu_seqlens_q != nullptr) options += " -DVARLEN=1";
-  if (is_fp8(a.dtype)) {  // fp8 inputs (docs/FP8.md): O's storage, the descales' block, V's layout
-    options += concat(" -DOUT_DTYPE=", static_cast<int>(a.out_dtype.value_or(DType::BF16)));
-    if (a.fp8.quant_block > 0) options += concat(" -DQUANT_BLOCK=", a.fp8.quant_block);
-    if (a.fp8.v_transposed) options += " -DV_TRANSPOSED=1";
-  }
-  if (needs_half_units(a.scale.value_or(1.0f), a.softcap, a.alibi_slopes != nullptr, a.mask.kind == MaskKind::Bias))
-    options += " -DHALF_UNITS=1";
-  return options;
-}
-
-std::string flash_options(const ForwardArgs& a, const TilePlan& plan) {
-  return concat(common_options(a), " -DTPR=", plan.team_size, " -DD_PAD=", plan.padded_head_dim, " -DBR=",
-                plan.block_rows, " -DBC=", plan.block_cols, " -DTM=", plan.rows_per_team);
-}
-
 Fa2Grid with_args(const Problem& p, const Grid& grid) {
   Fa2Grid out{{grid.global[0], grid.global[1], grid.global[2]}, {grid.local[0], grid.local[1], grid.local[2]},
               p.kernel_args};
@@ -71,6 +40,10 @@ cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, 
   cl_kernel kernel = err == CL_SUCCESS ? clCreateKernel(program(), name, &err) : nullptr;
   check_cl_result(err, "clCreateKernel");
   return cl::Kernel(kernel);
+}
+
+cl::Kernel make_kernel(const Problem& p, const ProgramChoice& program, const char* name) {
+  return make_kernel(p, *program.files, program.options, name, program.arch_ptx ? BuildRoute::ArchPtx : BuildRoute::Source);
 }
 
 void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t global[3], const std::size_t local[3],

@@ -15,19 +15,11 @@
 #include "base/errors.hpp"
 #include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
+#include "plan/backward_programs.hpp"
 
 namespace flashcl {
 namespace detail {
 namespace {
-
-// One program holds every backward kernel of a call (all paths: fa2's dQ mode is a kernel
-// argument), so switching path or determinism costs no compile. The tiles are fa1/fa2's.
-std::string backward_options(const BackwardProblem& bp) {
-  std::string options = common_options(bp.forward.args);
-  if (bp.args.d_bias.kind != MaskKind::None) options += " -DDBIAS=1";
-  return options +
-         concat(" -DBR=", bp.plan.block_rows, " -DBC=", bp.plan.block_cols, " -DBWD_WG=", bp.plan.work_group_size);
-}
 
 // Enqueues `kernel` on the (x, y, z) grid with the runtime's choice of work-group (local null),
 // after `wait` for the first kernel of the call and after the previous kernel otherwise.
@@ -55,29 +47,28 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
   const bool fa2_atomic_dq = a.algorithm == Algorithm::FA2 && !g.deterministic && !bwd_mma_takes_dq(bp);
   kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : fa2_atomic_dq ? 1 : 0;
   const int dq_mode = kb.dq_mode;
-  const std::string options = backward_options(bp);
-  const std::vector<std::string>& files = programs::backward;
+  const ProgramChoice program = backward_program(a, dbias, bp.plan);
   const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
   const cl_mem q = a.q.buffer, k = a.k.buffer, v = a.v.buffer, o = a.o.buffer, lse = a.lse;
   const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
 
   if (dbias) {
-    cl::Kernel clear = make_kernel(p, files, options, "bwd_dbias_clear");
+    cl::Kernel clear = make_kernel(p, program, "bwd_dbias_clear");
     set_args(clear, ds_target, ka, kb);
     enqueue_grid(queue, clear, Nk, Nq, B * H, wait, launch);
   }
-  cl::Kernel pre = make_kernel(p, files, options, "bwd_preprocess");
+  cl::Kernel pre = make_kernel(p, program, "bwd_preprocess");
   set_args(pre, o, g.d_o.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
   enqueue_grid(queue, pre, Nq, H, B, wait, launch);
 
   if (a.algorithm == Algorithm::Standard) {
-    cl::Kernel scores = make_kernel(p, files, options, "bwd_std_scores");
+    cl::Kernel scores = make_kernel(p, program, "bwd_std_scores");
     set_args(scores, q, k, v, g.d_o.buffer, lse, workspace, ds_target, cu_q, cu_k, slopes, mask, ka, kb);
     enqueue_grid(queue, scores, Nk, Nq, B * H, wait, launch);
-    cl::Kernel dkdv = make_kernel(p, files, options, "bwd_std_dkdv");
+    cl::Kernel dkdv = make_kernel(p, program, "bwd_std_dkdv");
     set_args(dkdv, q, g.d_o.buffer, workspace, g.d_k.buffer, g.d_v.buffer, cu_q, cu_k, slopes, mask, ka, kb);
     enqueue_grid(queue, dkdv, d, Nk, B * Hkv, wait, launch);
-    cl::Kernel dq = make_kernel(p, files, options, "bwd_std_dq");
+    cl::Kernel dq = make_kernel(p, program, "bwd_std_dq");
     set_args(dq, k, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb);
     enqueue_grid(queue, dq, d, Nq, B * H, wait, launch);
   } else {
@@ -87,7 +78,7 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
     // fa2 on NVIDIA tensor cores where the call and the device qualify (deterministic: dQ too)
     const bool mma = !fa1 && try_launch_bwd_mma(queue, bp, workspace, kb, launch);
     if (!mma) {
-      cl::Kernel main = make_kernel(p, files, options, fa1 ? "bwd_fa1" : "bwd_dkdv");
+      cl::Kernel main = make_kernel(p, program, fa1 ? "bwd_fa1" : "bwd_dkdv");
       set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
                mask, ka, kb);
       const std::size_t kv_blocks = fa1 ? 1 : (Nk + bp.plan.block_cols - 1) / bp.plan.block_cols;
@@ -96,21 +87,21 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
     }
     if (dq_mode == 0) {
       if (!mma) {  // (bwd_mma_dq already wrote dQ otherwise)
-        cl::Kernel dq = make_kernel(p, files, options, "bwd_dq");
+        cl::Kernel dq = make_kernel(p, program, "bwd_dq");
         set_args(dq, q, k, v, g.d_o.buffer, lse, g.d_q.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
         const std::size_t q_blocks = (Nq + bp.plan.block_rows - 1) / bp.plan.block_rows;
         const std::size_t dq_global[3] = {q_blocks * wg, H, B};
         enqueue(queue, dq, dq_global, local, {launch.last()}, launch);
       }
     } else {
-      cl::Kernel convert = make_kernel(p, files, options, "bwd_convert_dq");
+      cl::Kernel convert = make_kernel(p, program, "bwd_convert_dq");
       set_args(convert, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb);
       enqueue_grid(queue, convert, Nq, H, B, wait, launch);
     }
   }
 
   if (bp.dbias_broadcast) {
-    cl::Kernel reduce = make_kernel(p, files, options, "bwd_dbias_reduce");
+    cl::Kernel reduce = make_kernel(p, program, "bwd_dbias_reduce");
     set_args(reduce, workspace, g.d_bias.buffer, ka, kb);
     enqueue_grid(queue, reduce, Nk, Nq, static_cast<std::size_t>(g.d_bias.batch) * g.d_bias.heads, wait, launch);
   }

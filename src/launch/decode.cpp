@@ -17,6 +17,7 @@
 #include "base/errors.hpp"
 #include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
+#include "plan/kvcache_plan.hpp"
 #include "plan/plan_decode.hpp"
 #include "plan/overrides.hpp"
 
@@ -64,14 +65,7 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const cha
   if (need > have) fail(Status::InvalidArgument, name, ": shape and strides reach byte ", need, " but the buffer holds ", have);
 }
 
-bool paged(const KvCacheArgs& a) { return a.block_table != nullptr; }
 bool appends(const KvCacheArgs& a) { return a.k_new.buffer != nullptr; }
-bool rotary(const KvCacheArgs& a) { return a.rotary_cos != nullptr; }
-
-// The keys one sequence can hold.
-std::int64_t capacity_of(const KvCacheArgs& a) {
-  return paged(a) ? static_cast<std::int64_t>(a.max_pages) * a.page_size : a.cache_seqlen;
-}
 
 // Shape-level checks and defaults (no buffers): shared by the call and the workspace query.
 KvCacheArgs normalize(const KvCacheArgs& in) {
@@ -170,36 +164,6 @@ KvCacheArgs normalize(const KvCacheArgs& in) {
   return a;
 }
 
-// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32) when d and every cache offset
-// and stride are multiples of it, else 4, else 1 (vloadn needs only element alignment, but the
-// rows of a wide load must not straddle a head or a position).
-int vector_width(const KvCacheArgs& a) {
-  const auto fits = [&](int w) {
-    if (a.head_dim % w != 0) return false;
-    for (const Tensor* t : {&a.k_cache, &a.v_cache})
-      if (t->offset % w != 0 || t->batch_stride % w != 0 || t->seq_stride % w != 0 || t->head_stride % w != 0)
-        return false;
-    return true;
-  };
-  if (a.dtype != DType::F32 && fits(8)) return 8;
-  return fits(4) ? 4 : 1;
-}
-
-DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a) {
-  DecodeRequest r;
-  r.batch = a.batch;
-  r.heads = a.heads;
-  r.heads_kv = a.heads_kv;
-  r.seqlen_q = a.seqlen_q;
-  r.head_dim = a.head_dim;
-  r.max_keys = static_cast<int>(capacity_of(a));
-  r.page_size = paged(a) ? a.page_size : 0;
-  r.vec = vector_width(a);
-  r.num_splits = a.num_splits;
-  r.form = process_overrides().decode;
-  return plan_decode(facts, r);
-}
-
 std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
   const auto n = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
   return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
@@ -277,7 +241,7 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
 
 std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {
   const KvCacheArgs a = detail::normalize(args);
-  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a));
+  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides()));
 }
 
 Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const std::vector<cl_event>& wait_list) {
@@ -326,7 +290,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     check_buffer(a.alibi_slopes, ctx, static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float),
                  "alibi_slopes");
 
-  const DecodePlan plan = plan_kvcache(*p.facts, a);
+  const DecodePlan plan = plan_kvcache(*p.facts, a, process_overrides());
   if (static_cast<std::int64_t>(plan.row_blocks) * plan.num_splits > std::numeric_limits<int>::max() / 2)
     fail(Status::InvalidArgument, "seqlen_q: ", plan.row_blocks, " row blocks x ", plan.num_splits, " splits is too large a grid");
   const std::size_t need = workspace_for(a, plan);
@@ -387,27 +351,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   attn.kv_group = k.group;
   attn.scale = *a.scale;  // (the decode kernels take the scale from k.q_scale)
 
-  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
-                               " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
-                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vector_width(a),
-                               " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
-                               plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
-  if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
-  if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
-  if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";
-  if (plan.cpu)
-    options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
-  if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
-  if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
-  if (windowed) options += " -DWINDOW=1";
-  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
-  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
-  if (half_units) options += " -DHALF_UNITS=1";
+  const ProgramChoice program = kvcache_program(a, plan);
   const char* attention = plan.lanes ? "decode_lanes" : plan.cpu ? "decode_cpu" : plan.stream ? "decode_stream" : "decode_split";
-  const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes
-                                          : plan.cpu    ? programs::decode_cpu
-                                          : plan.stream ? programs::decode_stream
-                                                        : programs::decode_split;
 
   Launch launch;
   const CallWorkspace owned_or_callers(ctx, a.workspace, std::max<std::size_t>(need, 4));
@@ -415,7 +360,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   with_cl_errors([&] {
     std::vector<cl_event> wait = wait_list;
     if (appends(a)) {
-      cl::Kernel append = make_kernel(p, files, options, "decode_append");
+      cl::Kernel append = make_kernel(p, program, "decode_append");
       set_args(append, a.k_cache.buffer, a.v_cache.buffer, a.k_new.buffer, a.v_new.buffer, a.cache_seqlens,
                a.block_table, a.cache_batch_idx, a.rotary_cos, a.rotary_sin, k);
       const std::size_t wg = std::min<std::size_t>(64, p.facts->max_work_group_size);
@@ -425,7 +370,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       enqueue(queue, append, global, local, wait, launch);
       wait = {launch.last()};
     }
-    cl::Kernel split = make_kernel(p, files, options, attention);
+    cl::Kernel split = make_kernel(p, program, attention);
     set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
     const std::size_t split_global[3] = {
@@ -434,7 +379,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
     enqueue(queue, split, split_global, split_local, wait, launch);
 
-    cl::Kernel merge = make_kernel(p, files, options, "decode_merge");
+    cl::Kernel merge = make_kernel(p, program, "decode_merge");
     set_args(merge, workspace, a.o.buffer, a.lse, k);
     const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * plan.merge_wg,
                                          static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};

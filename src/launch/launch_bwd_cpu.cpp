@@ -6,18 +6,11 @@
 // call compiles one program; they run as in backward.cpp's portable path, with dq_mode 0 (the
 // dK/dV kernel zeroes its own dQ partial, so the preprocess clears nothing).
 #include "launch/launchers.hpp"
+#include "plan/backward_programs.hpp"
 #include "validate/backward_problem.hpp"
 
 namespace flashcl::detail {
 namespace {
-
-std::string bwd_cpu_options(const BackwardProblem& bp) {
-  const BwdCpuPlan& c = bp.cpu;
-  std::string options = common_options(bp.forward.args);
-  if (bp.args.d_bias.kind != MaskKind::None) options += " -DDBIAS=1";
-  return options + concat(" -DD_PAD=", c.padded_head_dim, " -DBR=", c.block_rows, " -DBC=", c.block_cols,
-                          " -DRM=", c.rows_per_block, " -DCG=", c.column_vectors, " -DVW=", c.vector_width);
-}
 
 // (x, y, z) with the runtime's work-group, after `wait` for the call's first kernel, else the last.
 void enqueue_after(cl_command_queue queue, const cl::Kernel& kernel, std::size_t x, std::size_t y, std::size_t z,
@@ -40,34 +33,33 @@ void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem wo
   const bool dbias = g.d_bias.kind != MaskKind::None;
   const std::size_t B = a.batch, H = a.heads, Hkv = a.heads_kv != 0 ? a.heads_kv : a.heads, Nq = a.seqlen_q,
                     Nk = a.seqlen_k;
-  const std::string options = bwd_cpu_options(bp);
-  const std::vector<std::string>& files = programs::bwd_cpu;
+  const ProgramChoice program = bwd_cpu_program(a, dbias, bp.cpu);
   const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
   const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
   const cl_int chunks = bp.cpu.chunks;
   const cl_long chunk_stride = bp.workspace.dq_chunk_stride;
 
   if (dbias) {
-    cl::Kernel clear = make_kernel(p, files, options, "bwd_dbias_clear");
+    cl::Kernel clear = make_kernel(p, program, "bwd_dbias_clear");
     set_args(clear, ds_target, ka, kb);
     enqueue_after(queue, clear, Nk, Nq, B * H, nullptr, wait, launch);
   }
-  cl::Kernel pre = make_kernel(p, files, options, "bwd_preprocess");
+  cl::Kernel pre = make_kernel(p, program, "bwd_preprocess");
   set_args(pre, a.o.buffer, g.d_o.buffer, workspace, cu_q, cu_k, slopes, mask, ka, kb);
   enqueue_after(queue, pre, Nq, H, B, nullptr, wait, launch);
 
-  cl::Kernel dkdv = make_kernel(p, files, options, "bwd_cpu_dkdv");
+  cl::Kernel dkdv = make_kernel(p, program, "bwd_cpu_dkdv");
   set_args(dkdv, a.q.buffer, a.k.buffer, a.v.buffer, g.d_o.buffer, a.lse, g.d_k.buffer, g.d_v.buffer, workspace,
            ds_target, cu_q, cu_k, slopes, mask, ka, kb, chunk_stride);
   const std::size_t one[3] = {1, 1, 1};
   enqueue_after(queue, dkdv, static_cast<std::size_t>(chunks), Hkv, B, one, wait, launch);
 
-  cl::Kernel dq = make_kernel(p, files, options, "bwd_cpu_dq");
+  cl::Kernel dq = make_kernel(p, program, "bwd_cpu_dq");
   set_args(dq, workspace, g.d_q.buffer, cu_q, cu_k, slopes, mask, ka, kb, chunks, chunk_stride);
   enqueue_after(queue, dq, Nq, H, B, nullptr, wait, launch);
 
   if (bp.dbias_broadcast) {
-    cl::Kernel reduce = make_kernel(p, files, options, "bwd_dbias_reduce");
+    cl::Kernel reduce = make_kernel(p, program, "bwd_dbias_reduce");
     set_args(reduce, workspace, g.d_bias.buffer, ka, kb);
     enqueue_after(queue, reduce, Nk, Nq, static_cast<std::size_t>(g.d_bias.batch) * g.d_bias.heads, nullptr, wait,
                   launch);

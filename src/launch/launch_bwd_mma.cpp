@@ -20,6 +20,7 @@
 
 #include "base/errors.hpp"
 #include "launch/launchers.hpp"
+#include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
 #include "plan/overrides.hpp"
 #include "program/program_cache.hpp"
@@ -36,8 +37,8 @@ BackwardArgs resolved(const BackwardProblem& bp) {
   return r;
 }
 
-std::string options_for(const BackwardProblem& bp, const BwdMmaPlan& plan) {
-  return common_options(bp.forward.args) + bwd_mma_options(resolved(bp), plan);
+ProgramChoice program_for(const BackwardProblem& bp, const BwdMmaPlan& plan) {
+  return bwd_mma_program(resolved(bp), plan);
 }
 
 // One work-group per (K/V block of 16 * warps keys, K/V head, batch).
@@ -190,7 +191,8 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     cl::Buffer wsb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, ws.size() * 4, ws.data());
     // Built and run outside the program cache and the fault hooks: the probe is the library's own
     // business, not part of the caller's call.
-    const cl::Program program = build_uncached(context, device, programs::bwd_mma_f16, options_for(bp, plan));
+    const ProgramChoice choice = program_for(bp, plan);
+    const cl::Program program = build_uncached(context, device, *choice.files, choice.options);
     cl::Kernel kernel(program, "bwd_mma_dkdv");
     cl_mem mems[8] = {qb(), kb(), vb(), dob(), lseb(), dkb(), dvb(), wsb()};
     for (cl_uint i = 0; i < 8; ++i) kernel.setArg(i, sizeof(cl_mem), &mems[i]);
@@ -270,8 +272,8 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   const BackwardArgs args = resolved(bp);
   if (!bwd_mma_eligible(*bp.forward.facts, args)) return false;
   const BwdMmaPlan plan = bwd_mma_plan(args.forward);
-  const std::string options = options_for(bp, plan);
-  const bool vec_load = options.find("-DVEC_LOAD=1") != std::string::npos;
+  const ProgramChoice program = program_for(bp, plan);
+  const bool vec_load = program.options.find("-DVEC_LOAD=1") != std::string::npos;
   if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load,
                     bwd_mma_writes_dq(plan, args), plan)) {
     if (process_overrides().bwd_mma == "1")
@@ -281,14 +283,14 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
     return false;
   }
   const ForwardArgs& a = args.forward;
-  cl::Kernel kernel = make_kernel(bp.forward, programs::bwd_mma_f16, options, "bwd_mma_dkdv");
+  cl::Kernel kernel = make_kernel(bp.forward, program, "bwd_mma_dkdv");
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_k.buffer, args.d_v.buffer,
            workspace, bp.forward.kernel_args, kernel_args);
   std::size_t global[3], local[3];
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
   if (bwd_mma_writes_dq(plan, args)) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
-    cl::Kernel dq = make_kernel(bp.forward, programs::bwd_mma_f16, options, "bwd_mma_dq");
+    cl::Kernel dq = make_kernel(bp.forward, program, "bwd_mma_dq");
     set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
              bp.forward.kernel_args, kernel_args);
     dq_grid_for(bp, plan, global, local);

@@ -9,10 +9,10 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const CallPlan& call, 
                 Launch& launch) {
   const ForwardArgs& a = p.args;
   const TilePlan& plan = call.tiles;
-  // fp8 inputs (docs/FP8.md): the codec and the dequantising tile loads join the program, the
-  // descales the arguments; other dtypes build the same program as before
+  // fp8 inputs (docs/FP8.md): the codec and the dequantising tile loads join the program
+  // (forward_programs.cpp), the descales the arguments
   const bool fp8 = is_fp8(a.dtype);
-  cl::Kernel kernel = make_kernel(p, fp8 ? programs::fa2_fp8 : programs::fa2, flash_options(a, plan), "fa2_forward");
+  cl::Kernel kernel = make_kernel(p, forward_program(call.path, a, plan, 0, 0), "fa2_forward");
   const Fa2Grid grid = with_args(p, call.grids[0]);
   if (fp8)
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,

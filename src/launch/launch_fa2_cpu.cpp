@@ -9,10 +9,8 @@ void launch_fa2_cpu(cl_command_queue queue, const Problem& p, const CallPlan& ca
                     Launch& launch) {
   const ForwardArgs& a = p.args;
   const TilePlan& t = call.tiles;
-  const std::string options =
-      concat(common_options(a), " -DD_PAD=", t.padded_head_dim, " -DBR=", t.block_rows, " -DBC=", t.block_cols,
-             " -DRM=", t.rows_per_team, " -DCG=", call.column_vectors, " -DVW=", call.vector_width);
-  cl::Kernel kernel = make_kernel(p, programs::fa2_cpu, options, "fa2_cpu_forward");
+  cl::Kernel kernel =
+      make_kernel(p, forward_program(call.path, a, t, call.vector_width, call.column_vectors), "fa2_cpu_forward");
   const Fa2Grid grid = with_args(p, call.grids[0]);
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
            a.alibi_slopes, a.mask.buffer, grid.args);

@@ -11,7 +11,6 @@
 // tensor cores off, FLASHCL_WGMMA=0 only wgmma. The candidate shapes of each call, in order, are
 // its call plan's (call_plan.cpp, from mma_plan.cpp); this file probes and enqueues them.
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,34 +28,11 @@
 namespace flashcl::detail {
 namespace {
 
-// The program of this call: fa2_mma.cl over the operand file of its dtype and kind (kernels/programs.txt).
-const std::vector<std::string>& kernel_files(const ForwardArgs& a, MmaKind kind) {
-  if (is_fp8(a.dtype)) return programs::fa2_mma_e4m3;
-  if (is_tf32(a)) return programs::fa2_mma_tf32;
-  return kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma : programs::fa2_mma_f16;
-}
-
-BuildRoute build_route(MmaKind kind) { return kind == MmaKind::Wgmma ? BuildRoute::ArchPtx : BuildRoute::Source; }
-
-std::string mma_options(const ForwardArgs& a, const TilePlan& plan, MmaKind kind) {
-  const std::size_t warps = plan.work_group_size / 32;
-  return concat(common_options(a), " -DWARPS=", warps, " -DMT=", plan.block_rows / (16 * warps), " -DBC=",
-                plan.block_cols, " -DSTAGES=", plan.stages, " -DLAZY_RESCALE=", plan.lazy_rescale ? 1 : 0,
-                " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
-                " -DQUAD_IO=", rows_are_quad_aligned(a) ? 1 : 0,
-                " -DO_VEC_STORE=", o_rows_are_16_byte_aligned(a) ? 1 : 0,
-                // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
-                " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
-                // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning
-                kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "");
-}
-
 void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& candidate,
                  const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
   const MmaKind kind = candidate.kind;
-  cl::Kernel kernel = make_kernel(p, kernel_files(a, kind), mma_options(a, candidate.tiles, kind), "fa2_mma_forward",
-                                  build_route(kind));
+  cl::Kernel kernel = make_kernel(p, mma_program(a, candidate.tiles, kind), "fa2_mma_forward");
   const Fa2Grid grid = with_args(p, candidate.grid);
   if (is_fp8(a.dtype))
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
@@ -137,8 +113,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
     // library's own business, not part of the caller's call.
     const Problem p = validate(queue(), args);
     const TilePlan plan = plan_for_kind(p.args, kind);
-    cl::Kernel kernel(build_uncached(context, device, kernel_files(p.args, kind), mma_options(p.args, plan, kind),
-                                     build_route(kind)),
+    const ProgramChoice program = mma_program(p.args, plan, kind);
+    cl::Kernel kernel(build_uncached(context, device, *program.files, program.options,
+                                     program.arch_ptx ? BuildRoute::ArchPtx : BuildRoute::Source),
                       "fa2_mma_forward");
     kernel.setArg(0, qb);
     kernel.setArg(1, kb);

@@ -9,14 +9,10 @@ void launch_standard(cl_command_queue queue, const Problem& p, const CallPlan& c
                      const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
   const TilePlan& plan = call.tiles;
-  const std::string options =
-      concat(common_options(a), " -DGEMM_WG_X=", plan.gemm_wg_x, " -DGEMM_WG_Y=", plan.gemm_wg_y,
-             " -DGEMM_RM=", plan.gemm_rm, " -DGEMM_RN=", plan.gemm_rn, " -DGEMM_KP=", plan.gemm_kp,
-             " -DGEMM_A_T=", plan.gemm_a_t, " -DSOFTMAX_WG=", plan.softmax_wg, " -DSOFTMAX_VW=", plan.softmax_vw);
-  const std::vector<std::string>& files = programs::standard;
-  cl::Kernel scores = make_kernel(p, files, options, "standard_scores");
-  cl::Kernel softmax = make_kernel(p, files, options, "standard_softmax");
-  cl::Kernel pv = make_kernel(p, files, options, "standard_pv");
+  const ProgramChoice program = forward_program(call.path, a, plan, call.vector_width, call.column_vectors);
+  cl::Kernel scores = make_kernel(p, program, "standard_scores");
+  cl::Kernel softmax = make_kernel(p, program, "standard_softmax");
+  cl::Kernel pv = make_kernel(p, program, "standard_pv");
 
   set_args(scores, a.q.buffer, a.k.buffer, workspace, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
            p.kernel_args);

@@ -1,5 +1,5 @@
 // launchers.hpp: one enqueue function per path, each given the call's plan (plan/call_plan.hpp:
-// tiles, grids, workspace), plus what they share: the -D options that specialise a program and the
+// tiles, grids, workspace), plus what they share: kernel creation from a planned program and the
 // enqueue helper that records events.
 #pragma once
 
@@ -15,21 +15,11 @@
 #include "program/program_cache.hpp"
 #include "program/programs.hpp"
 #include "plan/call_plan.hpp"
+#include "plan/forward_programs.hpp"
+#include "plan/program_choice.hpp"
 #include "plan/tile_planner.hpp"
 
 namespace flashcl::detail {
-
-// -D options shared by every program: dtype, head dim, causal, and the variant switches that are on
-// (WINDOW, ALIBI, SOFTCAP, MASK_KIND, VARLEN).
-std::string common_options(const ForwardArgs& args);
-
-// Whether a program keeps scores in common.cl's halved natural units (HALF_UNITS) instead of base 2,
-// where base 2 could overflow fp32: a softcap, ALiBi slopes or an additive bias (of any finite
-// size), or a scale past FLT_MAX / log2 e. The forward's and the decode's programs both ask here.
-bool needs_half_units(float scale, float softcap, bool alibi, bool bias);
-
-// -D options of an fa1/fa2 program: common_options() plus the tile plan.
-std::string flash_options(const ForwardArgs& args, const TilePlan& plan);
 
 // A planned grid with the argument block that goes with it: the call's AttnArgs with the grid's
 // causal dispatch order (order_tail; common.cl's block_coordinates).
@@ -42,6 +32,8 @@ Fa2Grid with_args(const Problem& p, const Grid& grid);
 // Creates `name` from the cached program for `files` + `options`, built by `route`.
 cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, const std::string& options,
                        const char* name, BuildRoute route = BuildRoute::Source);
+// Creates `name` from the cached build of a planned program (its files, options and route).
+cl::Kernel make_kernel(const Problem& p, const ProgramChoice& program, const char* name);
 
 // Sets kernel arguments 0, 1, ... to `values` (cl_mem handles and the AttnArgs block by value).
 template <typename... T>

@@ -1,0 +1,66 @@
+// kvcache_plan.cpp: a KV-cache call's load width, decode plan and program (kvcache_plan.hpp). The
+// option string is byte for byte the one forward_kvcache composed before (tests/data/plan_options.txt).
+#include "plan/kvcache_plan.hpp"
+
+#include "base/errors.hpp"
+#include "plan/forward_programs.hpp"
+
+namespace flashcl::detail {
+
+// (vloadn needs only element alignment, but the rows of a wide load must not straddle a head or a
+// position)
+int kvcache_vector_width(const KvCacheArgs& a) {
+  const auto fits = [&](int w) {
+    if (a.head_dim % w != 0) return false;
+    for (const Tensor* t : {&a.k_cache, &a.v_cache})
+      if (t->offset % w != 0 || t->batch_stride % w != 0 || t->seq_stride % w != 0 || t->head_stride % w != 0)
+        return false;
+    return true;
+  };
+  if (a.dtype != DType::F32 && fits(8)) return 8;
+  return fits(4) ? 4 : 1;
+}
+
+DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
+  DecodeRequest r;
+  r.batch = a.batch;
+  r.heads = a.heads;
+  r.heads_kv = a.heads_kv;
+  r.seqlen_q = a.seqlen_q;
+  r.head_dim = a.head_dim;
+  r.max_keys = static_cast<int>(capacity_of(a));
+  r.page_size = paged(a) ? a.page_size : 0;
+  r.vec = kvcache_vector_width(a);
+  r.num_splits = a.num_splits;
+  r.form = o.decode;
+  return plan_decode(facts, r);
+}
+
+ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan) {
+  const int d = a.head_dim;
+  const bool windowed = a.window.left >= 0 || a.window.right >= 0;
+  const bool half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
+  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
+                               " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
+                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", kvcache_vector_width(a),
+                               " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
+                               plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
+  if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
+  if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
+  if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";
+  if (plan.cpu)
+    options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
+  if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
+  if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
+  if (windowed) options += " -DWINDOW=1";
+  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
+  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (half_units) options += " -DHALF_UNITS=1";
+  const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes
+                                          : plan.cpu    ? programs::decode_cpu
+                                          : plan.stream ? programs::decode_stream
+                                                        : programs::decode_split;
+  return choose_program(files, options);
+}
+
+}  // namespace flashcl::detail

@@ -1,0 +1,36 @@
+// kvcache_plan.hpp: the plan of a KV-cache (decode) call from its normalised arguments, the
+// device's facts and the overrides (FLASHCL_DECODE): the cache's load width, the decode planner's
+// kernel form, tile and split count (plan_decode.hpp), and the program with its -D options. Pure
+// functions, so tests plan for simulated devices; forward_kvcache (launch/decode.cpp) reads them.
+#pragma once
+
+#include <cstdint>
+
+#include "flashcl/flashcl.hpp"
+#include "plan/device_facts.hpp"
+#include "plan/overrides.hpp"
+#include "plan/plan_decode.hpp"
+#include "plan/program_choice.hpp"
+
+namespace flashcl::detail {
+
+inline bool paged(const KvCacheArgs& a) { return a.block_table != nullptr; }
+inline bool rotary(const KvCacheArgs& a) { return a.rotary_cos != nullptr; }
+
+// The keys one sequence can hold.
+inline std::int64_t capacity_of(const KvCacheArgs& a) {
+  return paged(a) ? static_cast<std::int64_t>(a.max_pages) * a.page_size : a.cache_seqlen;
+}
+
+// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32) when d and every cache offset
+// and stride are multiples of it, else 4, else 1.
+int kvcache_vector_width(const KvCacheArgs& a);
+
+// The decode planner's choice for the normalised call `a`.
+DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o);
+
+// The program of the planned form (decode_lanes, decode_cpu, decode_stream or decode_split, each
+// with the append and merge kernels) and its -D options.
+ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan);
+
+}  // namespace flashcl::detail
