@@ -3,10 +3,12 @@
  * around barriers and no spills of private state into its context arrays. Vectors come from the
  * code, not from PoCL's vectoriser. Scores are computed transposed, S^T = K Q^T, with the query
  * rows in the vector lanes: Q is staged transposed once per work-group (amortised over every key
- * block), K is read in place (fp32) or staged as fp32 rows, and each key element is a broadcast.
- * The softmax then works on RW rows at once: maxima, sums and rescale factors are lane-wise, with
- * no horizontal reductions and one vector exp2 for RW rows' rescale. P.V takes the output columns
- * VW at a time (fp32 V read in place, else staged as fp32), broadcasting p. Products are
+ * block) and each key element is a broadcast. The softmax then works on RW rows at once: maxima,
+ * sums and rescale factors are lane-wise, with no horizontal reductions and one vector exp2 for RW
+ * rows' rescale. P.V takes the output columns VW at a time, broadcasting p. K and V blocks are
+ * staged as fp32 rows of pitch D_PAD in every dtype (vector copies, under 1 % of the FMAs): read in
+ * place, rows 4 KiB apart (B, S, H, D with H x d = 1024) fall into the same few L1 sets, and the
+ * blocks every score block re-reads kept leaving L1 (staged: +8 % at d = 64). Products are
  * register-blocked: KJ keys x SG row vectors of scores, RM rows x CG column vectors of the
  * accumulator. The staged tiles are sized for the L1/L2 caches; the running output stays in the
  * O tile between key blocks. Everything else is fa2.cl's algorithm and common.cl's pieces: the
@@ -43,24 +45,6 @@
 #error "fa2_cpu tiles must satisfy BR % min(BR, VW) == 0, BR % RM == 0, BC % 4 == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
 #endif
 
-/* fp32 K is read in place (any head dim: the score loop stops at HEAD_DIM); else staged as fp32 */
-#if DTYPE == 0
-#define K_PTR __global const float*
-#define K_PITCH k_pitch
-#else
-#define K_PTR __local const float*
-#define K_PITCH D_PAD
-#endif
-/* fp32 V whose rows are whole vectors is read in place (no staging copy); else staged as fp32 */
-#define V_IN_PLACE (DTYPE == 0 && HEAD_DIM == D_PAD)
-#if V_IN_PLACE
-#define V_PTR __global const float*
-#define V_PITCH v_pitch
-#else
-#define V_PTR __local const float*
-#define V_PITCH D_PAD
-#endif
-
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define VEC_T CAT(float, VW)
@@ -81,6 +65,22 @@ inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long b
   }
 }
 
+/* Where the kernel is compiled for the host CPU (PoCL: __x86_64__, __aarch64__), the next K/V
+ * block is prefetched into L2 while this one is used: the staging copies otherwise waited on
+ * misses for most of their time (perf annotate: 75 % of the kernel body at d = 64), as rows 4 KiB
+ * apart defeat the hardware prefetchers. OpenCL's prefetch() does nothing in PoCL 3.1, and
+ * oclgrind (spir) cannot run clang's builtin, hence the gate. */
+#if defined(__x86_64__) || defined(__aarch64__)
+#define KV_PREFETCH 1
+inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_stride, int row0, int n) {
+  for (int r = 0; r < n; ++r)
+    for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
+      __builtin_prefetch((const void*)((ulong)(src + base + (long)(row0 + r) * seq_stride) + c), 0, 2);
+}
+#else
+#define KV_PREFETCH 0
+#endif
+
 /* The work-group's Q rows, times mul, transposed (qt[c * BR + r]) for c < HEAD_DIM; rows at or past
  * `valid` read 0. Once per work-group; columns outer so the stores run along a row of qt. */
 inline void stage_q_transposed(__local float* qt, __global const STORAGE_T* src, long base, long seq_stride,
@@ -93,14 +93,13 @@ inline void stage_q_transposed(__local float* qt, __global const STORAGE_T* src,
 }
 
 /* pt[j][r] = q(r0 + r) . k(j) for the SR rows of a score block and every key of the block: KJ keys
- * at a time, each Q^T vector load feeding KJ FMAs and each key element (a broadcast) SG. Keys at or
- * past n (the last block) repeat key n - 1, so nothing past K's end is read; their scores are
- * masked afterwards (block_needs_mask is true for that block). */
-inline void block_scores(float pt[BC][SR], __local const float* qt, K_PTR ks, long k_pitch, int r0, int n) {
+ * at a time, each Q^T vector load feeding KJ FMAs and each key element (a broadcast) SG. Keys past
+ * the end (the last block) are staged zeros; final_score hides them. */
+inline void block_scores(float pt[BC][SR], __local const float* qt, __local const float* ks, int r0) {
   for (int j0 = 0; j0 < BC; j0 += KJ) {
-    K_PTR kr[KJ];
+    __local const float* kr[KJ];
 #pragma unroll
-    for (int jj = 0; jj < KJ; ++jj) kr[jj] = ks + (long)min(j0 + jj, n - 1) * K_PITCH;
+    for (int jj = 0; jj < KJ; ++jj) kr[jj] = ks + (j0 + jj) * D_PAD;
     RVEC_T s[KJ][SG];
 #pragma unroll
     for (int jj = 0; jj < KJ; ++jj)
@@ -156,7 +155,7 @@ inline void block_softmax(float pt[BC][SR], float* m, float* l, float* alpha, in
  * [0, n): RM rows x CG column vectors at a time, each V vector load feeding RM FMAs. `masked` (a
  * constant at each call site): hidden keys (p = 0) add nothing even where V holds NaN or Inf,
  * which 0 * V would spread. */
-inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[SR], V_PTR vs, long v_pitch, int r0,
+inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[SR], __local const float* vs, int r0,
                      int n, const bool masked) {
   for (int rr = 0; rr < SR; rr += RM)
     for (int cg0 = 0; cg0 < DV; cg0 += CG) {
@@ -169,7 +168,7 @@ inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[S
       for (int j = 0; j < n; ++j) {
         VEC_T vv[CG];
 #pragma unroll
-        for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * V_PITCH + (cg0 + g) * VW);
+        for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * D_PAD + (cg0 + g) * VW);
 #pragma unroll
         for (int r = 0; r < RM; ++r) {
           const float pj = pt[j][rr + r];
@@ -191,12 +190,8 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
                      __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
   __local float qt[D_PAD * BR];    /* scaled Q block, transposed */
   __local float acc_t[BR * D_PAD]; /* unnormalised O block */
-#if DTYPE != 0
   __local float ks[BC * D_PAD]; /* K block as fp32 rows */
-#endif
-#if !V_IN_PLACE
   __local float vs[BC * D_PAD]; /* V block as fp32 rows */
-#endif
   float m[BR], l[BR], pt[BC][SR], alpha[SR];
 
   const AttnArgs* a = &args;
@@ -224,27 +219,26 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &kb_end);
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC, n = min(BC, SV_NK(&sv, a) - k0);
-#if DTYPE == 0
-    K_PTR ks = k + k_base + (long)k0 * a->k_seq_stride;
-#else
     stage_rows(ks, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a));
-#endif
-#if V_IN_PLACE
-    V_PTR vs = v + v_base + (long)k0 * a->v_seq_stride;
-#else
     stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, SV_NK(&sv, a));
+#if KV_PREFETCH
+    if (kb + 1 < kb_end) {
+      const int n_next = min(BC, SV_NK(&sv, a) - k0 - BC);
+      prefetch_rows(k, k_base, a->k_seq_stride, k0 + BC, n_next);
+      prefetch_rows(v, v_base, a->v_seq_stride, k0 + BC, n_next);
+    }
 #endif
     for (int r0 = 0; r0 < BR && q0 + r0 < q_end; r0 += SR) {
       int rb_begin, rb_end; /* whole score blocks above the diagonal or outside the window skip it */
       key_block_range(q0 + r0, min(q0 + r0 + SR, q_end), BC, &sv, a, &rb_begin, &rb_end);
       if (kb < rb_begin || kb >= rb_end) continue;
       const bool masked = block_needs_mask(q0 + r0, SR, k0, BC, &sv, a);
-      block_scores(pt, qt, ks, a->k_seq_stride, r0, n);
+      block_scores(pt, qt, ks, r0);
       block_softmax(pt, m + r0, l + r0, alpha, q0 + r0, k0, masked, &sv, a, mask);
       if (masked) /* two specialised copies: the unmasked one pays nothing */
-        block_pv(acc_t, pt, alpha, vs, a->v_seq_stride, r0, n, true);
+        block_pv(acc_t, pt, alpha, vs, r0, n, true);
       else
-        block_pv(acc_t, pt, alpha, vs, a->v_seq_stride, r0, n, false);
+        block_pv(acc_t, pt, alpha, vs, r0, n, false);
     }
   }
 
