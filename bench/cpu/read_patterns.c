@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   const char* window = getenv("READ_WINDOW");
   size_t w_keys = window ? strtoul(window, 0, 10) / 2 / ROW : keys; /* keys of the reused window */
   if (w_keys < 64) w_keys = 64 < keys ? 64 : keys;
-  unsigned short* kv = aligned_alloc(4096, 2 * n);                                      /* K, then V */
+  unsigned short* kv = aligned_alloc(4096, 2 * n); /* K, then V */
   memset(kv, 0, 2 * n);
   for (int i = 0; i < HEADS * 4 * D; ++i) ((float*)qv)[i] = i * 1e-3f;
 #define ROW_AT(base, key) ((base) + ((key) % w_keys) * ROW)
@@ -96,7 +96,8 @@ int main(int argc, char** argv) {
           for (int v = 0; v < D; v += 16) {
             const __m512 x = load_half16(ROW_AT(kv, k) + h * D + v);
             for (int r = 0; r < 4; ++r)
-              _mm512_store_ps(&acc[h][r][v], _mm512_fmadd_ps(_mm512_set1_ps(qv[0][r][h]), x, _mm512_load_ps(&acc[h][r][v])));
+              _mm512_store_ps(&acc[h][r][v],
+                              _mm512_fmadd_ps(_mm512_set1_ps(qv[0][r][h]), x, _mm512_load_ps(&acc[h][r][v])));
           }
           bytes += 2 * D;
         }
@@ -106,7 +107,8 @@ int main(int argc, char** argv) {
         for (int h = 0; h < HEADS; ++h)
           for (int c0 = 0; c0 < D; c0 += 64) {
             if (pf) { /* this (head, column group)'s share of the next block, in address order */
-              const char* next = (const char*)ROW_AT(kv, k + ks) + (size_t)(h * (D / 64) + c0 / 64) * (ks * ROW * 2 / 16);
+              const char* next =
+                  (const char*)ROW_AT(kv, k + ks) + (size_t)(h * (D / 64) + c0 / 64) * (ks * ROW * 2 / 16);
               for (int l = 0; l < ks * ROW * 2 / 16; l += 64) _mm_prefetch(next + l, _MM_HINT_T1);
             }
             __m512 a[4][4];
@@ -137,7 +139,7 @@ int main(int argc, char** argv) {
   }
   float out[16];
   _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-  printf("%s %s%s: %.1f GB per CPU-second (%g %g)\n", mode, argc > 2 ? argv[2] : "", pf ? " pf" : "", bytes / best / 1e9,
-         out[0], acc[1][1][1]);
+  printf("%s %s%s: %.1f GB per CPU-second (%g %g)\n", mode, argc > 2 ? argv[2] : "", pf ? " pf" : "",
+         bytes / best / 1e9, out[0], acc[1][1][1]);
   return 0;
 }
