@@ -14,9 +14,9 @@ runs=${R:-20}
 data=${OUT:-/tmp}/decode-$tag.perf
 rows=$(perf record -q -e cpu-clock -F 2000 -o "$data" -- "$bench" --decode -w 2 -r "$runs" "$@" 2>/dev/null |
        grep -E '^ +[0-9]')
-samples() { perf report -i "$data" --sort dso --stdio -F sample,dso 2>/dev/null | awk -v so="$1" '$2 == so {print $1}'; }
+samples() { perf report -i "$data" --sort dso --stdio -F sample,dso 2>/dev/null | awk -v so="$1" '$2 == so {n = $1} END {print n + 0}'; }
 kernel=$(samples decode_cpu.so)
-merge=$(samples decode_merge.so)
+merge=$(( $(samples decode_merge.so) + $(samples decode_cpu_merge.so) ))
 mb=$(echo "$rows" | awk 'NR == 1 {print $(NF - 3)}')
 wall=$(echo "$rows" | awk 'NR == 1 {print $(NF - 2)}')
 python3 - "$tag" "$runs" "$mb" "$wall" "${kernel:-0}" "${merge:-0}" <<'EOF'

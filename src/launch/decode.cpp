@@ -379,11 +379,13 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
     enqueue(queue, split, split_global, split_local, wait, launch);
 
-    cl::Kernel merge = make_kernel(p, program, "decode_merge");
+    // decode_cpu's program has its own merge, one work-item per row (decode_cpu.cl says why)
+    const std::size_t merge_wg = plan.cpu ? 1 : static_cast<std::size_t>(plan.merge_wg);
+    cl::Kernel merge = make_kernel(p, program, plan.cpu ? "decode_cpu_merge" : "decode_merge");
     set_args(merge, workspace, a.o.buffer, a.lse, k);
-    const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * plan.merge_wg,
+    const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * merge_wg,
                                          static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};
-    const std::size_t merge_local[3] = {static_cast<std::size_t>(plan.merge_wg), 1, 1};
+    const std::size_t merge_local[3] = {merge_wg, 1, 1};
     enqueue(queue, merge, merge_global, merge_local, {launch.last()}, launch);
   });
   return launch;
