@@ -10,6 +10,7 @@
 // arguments are rejected with an error naming them, through C++ and C. The decode planner is a
 // pure function, tested here on simulated devices.
 #include <algorithm>
+#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -52,6 +53,7 @@ struct DecodeCase {
   DType dtype = DType::F32;
   Layout cache_layout = Layout::BSHD;
   std::uint64_t seed = 1;
+  std::vector<std::array<int, 3>> nan_k, nan_v;  // (sequence, key, K/V head) whose cached K or V gets a NaN
 };
 
 std::unique_ptr<DeviceBytes> ints(const std::vector<int>& values) {
@@ -97,8 +99,8 @@ DecodeResult run_decode(const DecodeCase& c) {
     for (float& e : x) e *= c.qk_amplitude;
     return round_to(c.dtype, x);
   };
-  const auto k_cache = amplified(bench::random_values(cache_elems, c.seed * 7 + 1));
-  const auto v_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 2));
+  auto k_cache = amplified(bench::random_values(cache_elems, c.seed * 7 + 1));
+  auto v_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 2));
   const auto q = amplified(bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 7 + 3));
   const std::size_t new_elems = static_cast<std::size_t>(B) * std::max(Nn, 1) * row_elems;
   const auto k_new = amplified(bench::random_values(new_elems, c.seed * 7 + 4));
@@ -134,6 +136,13 @@ DecodeResult run_decode(const DecodeCase& c) {
       row = p;
     }
   };
+
+  for (const auto& [cache, poisoned] : {std::pair{&c.nan_k, &k_cache}, std::pair{&c.nan_v, &v_cache}})
+    for (const auto& [b, p, h] : *cache) {
+      int slot, row;
+      locate(b, p, slot, row);
+      (*poisoned)[((static_cast<std::size_t>(slot) * cache_seq + row) * Hk + h) * d + d / 2] = kNaN;
+    }
 
   // rotary tables (S_rot = capacity): angles p * 10000^(-2j / d_rot)
   const int d_rot = c.rotary ? (c.rotary_dim ? c.rotary_dim : d) : 0;
@@ -232,9 +241,12 @@ DecodeResult run_decode(const DecodeCase& c) {
   const double tol = c.dtype == DType::F32 ? 1e-6 : c.dtype == DType::F16 ? 2e-3 : 1.6e-2;
   for (std::size_t i = 0; i < cache_elems; ++i) {
     if (appended[i / d]) {
-      if (!(std::fabs(k_after[i] - expected_k[i]) <= tol * (1 + std::fabs(expected_k[i])))) ++r.cache_bad;
-      if (v_after[i] != expected_v[i]) ++r.cache_bad;
-    } else if (k_after[i] != k_cache[i] || v_after[i] != v_cache[i]) {
+      const bool both_nan_k = std::isnan(k_after[i]) && std::isnan(expected_k[i]);  // (nan_k poison)
+      const bool both_nan_v = std::isnan(v_after[i]) && std::isnan(expected_v[i]);
+      if (!both_nan_k && !(std::fabs(k_after[i] - expected_k[i]) <= tol * (1 + std::fabs(expected_k[i])))) ++r.cache_bad;
+      if (!both_nan_v && v_after[i] != expected_v[i]) ++r.cache_bad;
+    } else if (std::memcmp(&k_after[i], &k_cache[i], sizeof(float)) != 0 ||
+               std::memcmp(&v_after[i], &v_cache[i], sizeof(float)) != 0) {  // bit for bit (NaN poison too)
       ++r.cache_bad;
     }
   }
@@ -557,6 +569,43 @@ TEST(Decode, ExtremeFiniteValuesMatchFloat64) {
 // reached 2^31 and wrapped: every key hidden, O = 0 and LSE = -inf. Keys broadcast through a
 // sequence stride of 0 (one row serves all 2^30), and a window that leaves each query the last one
 // or two keys (cheap on any device): O = V's row, LSE = scale q.k + ln(keys seen).
+// A NaN in the cache reaches the rows that see its key as NaN (O, and LSE for a NaN in K), as in the
+// forward and the float64 reference, and no other row: a split or key stream that met it is not
+// taken for an empty one and dropped. Contiguous and paged, planner's and forced split counts.
+TEST(Decode, NaNInTheCacheReachesOnlyItsRows) {
+  for (int page : {0, 16})
+    for (int splits : {0, 1, 3}) {
+      DecodeCase c = base();
+      c.page_size = page;
+      c.num_splits = splits;
+      c.nan_k = {{0, 100, 1}};  // sequence 0 (170 keys), key 100, K/V head 1: query heads 2, 3
+      c.nan_v = {{1, 10, 0}};   // sequence 1 (75 keys), key 10, K/V head 0: query heads 0, 1
+      const std::string what = "page " + std::to_string(page) + ", splits " + std::to_string(splits);
+      SCOPED_TRACE(what);
+      const DecodeResult r = run_decode(c);
+      EXPECT_EQ(r.cache_bad, 0u);
+      const CaseResult& cr = r.result;
+      int nan_rows = 0;
+      for (std::size_t row = 0; row < cr.lse_values.size(); ++row) {  // (b, h), Nq = 1
+        bool nan_ref = std::isnan(cr.ref.lse[row]);  // a NaN in V reaches its column of O only
+        for (int j = 0; j < c.head_dim; ++j) nan_ref |= std::isnan(cr.ref.out[row * c.head_dim + j]);
+        nan_rows += nan_ref;
+        EXPECT_EQ(std::isnan(cr.lse_values[row]), std::isnan(cr.ref.lse[row])) << "LSE of row " << row;
+        if (!std::isnan(cr.ref.lse[row])) EXPECT_NEAR(cr.lse_values[row], cr.ref.lse[row], 1e-4) << "row " << row;
+        for (int j = 0; j < c.head_dim; ++j) {
+          const float got = cr.o[row * c.head_dim + j];
+          const double want = cr.ref.out[row * c.head_dim + j];
+          if (std::isnan(want)) {
+            EXPECT_TRUE(std::isnan(got)) << "row " << row << " column " << j << " sees the NaN: " << got;
+          } else {
+            EXPECT_NEAR(got, want, 1e-5 + 1e-5 * std::fabs(want)) << "row " << row << " column " << j;
+          }
+        }
+      }
+      EXPECT_EQ(nan_rows, 4) << "the reference's NaN rows: heads 2, 3 of sequence 0 and 0, 1 of sequence 1";
+    }
+}
+
 TEST(Decode, WindowBoundAtTheLargestCapacity) {
   const int d = 4, nq = 2, capacity = std::numeric_limits<int>::max() / 2;
   const std::vector<float> q = bench::random_values(nq * d, 61), kv = bench::random_values(2 * d, 62);
@@ -1002,12 +1051,12 @@ TEST(DecodePlanner, CpuForm) {
   expect_runnable(f, r, p);
   EXPECT_TRUE(p.cpu);
   EXPECT_EQ(p.vector_width, 16);
-  EXPECT_EQ(p.heads_per_item, 8);  // all 8 K/V heads (whole cache rows): 8 x 4.5 KiB of state
+  EXPECT_EQ(p.heads_per_item, 8);  // all 8 K/V heads (whole cache rows): 8 x 5 KiB of state
   EXPECT_TRUE(p.cpu_prefetch);
   EXPECT_EQ(p.num_splits, 16);     // 16 work-items for 2 cores, 512 keys each
   EXPECT_EQ(detail::plan_decode(f, decode_request(8, 8192)).num_splits, 2);
   EXPECT_EQ(detail::plan_decode(f, decode_request(1, 600)).num_splits, 1);
-  r.heads = 64;  // 8 rows per K/V head at d = 256: 2·8·256 + 2·16·8 floats, 17 KiB a head: 4 heads
+  r.heads = 64;  // 8 rows per K/V head at d = 256: 2·8·256 + 4·16·8 floats, 18 KiB a head: 4 heads
   r.head_dim = 256;
   EXPECT_EQ(detail::plan_decode(f, r).heads_per_item, 4);
   r.heads = 32;

@@ -2,7 +2,7 @@
  * head (group * Nq = BR <= 8). A work-group is one work-item (PoCL runs it as straight-line code on
  * one core, with no work-item loops around barriers) owning one run of keys (a split) for HB K/V
  * heads (all of them where their state fits) and all BR rows of each head's GQA group. It takes
- * its keys in blocks of BC, each block in three phases:
+ * its keys in blocks of KB = 2·BC (32 with AVX-512), each block in three phases:
  *
  * 1. Q·Kᵀ key by key, reading the key's K row of all HB heads: in a dense cache HB·d contiguous
  *    elements, so K is read in address order, which the hardware prefetchers follow. A key's
@@ -32,6 +32,9 @@
 #define HB 1 /* K/V heads per work-item (divides H_kv) */
 #endif
 #define DV (HEAD_DIM / VW) /* vectors per key row */
+/* keys per block: 32 read 5 % more than 16 per CPU-second (two A/B pairs; phase 3's accumulator
+ * loads and stores and phase 2's checks are per block), 64 no better */
+#define KB (2 * BC)
 #define BRP (BR <= 1 ? 1 : BR <= 2 ? 2 : BR <= 4 ? 4 : 8) /* the planner keeps BR <= 8 */
 #define NSV ((HB * BRP + VW - 1) / VW)                   /* score vectors per key */
 #define NL (NSV * VW)                                     /* score lanes per key */
@@ -106,14 +109,14 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
   }
 
   int t_begin, t_end;
-  split_run(d, &attn, &sv, r0, r_end, BC, split, &t_begin, &t_end);
+  split_run(d, &attn, &sv, r0, r_end, KB, split, &t_begin, &t_end);
   const long k_head = d->k_offset + (long)hk0 * d->k_head_stride, v_head = d->v_offset + (long)hk0 * d->v_head_stride;
   /* the rows' queries are i_lo ... i_hi: a key is plain (no row's score needs a per-lane pass) when
    * it is in band for both (causal and window bounds are monotonic in the row) */
   const int i_lo = r0 / d->group, i_hi = (r_end - 1) / d->group;
 #if PAGED
-  int page = t_begin * BC / d->page_size, off = t_begin * BC - page * d->page_size;
-  int entry = t_begin * BC < nk ? page_entry(d, block_table, b, page) : -1;
+  int page = t_begin * KB / d->page_size, off = t_begin * KB - page * d->page_size;
+  int entry = t_begin * KB < nk ? page_entry(d, block_table, b, page) : -1;
 #else
   (void)block_table;
   const long k_row = k_head + (long)max(slot_row, 0) * d->k_batch_stride;
@@ -121,12 +124,12 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
 #endif
 
   for (int kt = t_begin; kt < t_end; ++kt) {
-    const int k0 = kt * BC, nj = min(BC, nk - k0); /* keys past nk are hidden from every row */
-    long vb[BC];              /* the keys' V offsets at head hk0; -1: hidden (past nk, off the pool) */
-    CVEC s[BC][NSV];          /* the block's scores, lane h·BRP + r */
+    const int k0 = kt * KB, nj = min(KB, nk - k0); /* keys past nk are hidden from every row */
+    long vb[KB];              /* the keys' V offsets at head hk0; -1: hidden (past nk, off the pool) */
+    CVEC s[KB][NSV];          /* the block's scores, lane h·BRP + r */
 
     /* phase 1: Q·Kᵀ, key by key and head by head (address order) */
-    for (int j = 0; j < BC; ++j) {
+    for (int j = 0; j < KB; ++j) {
       const int pos = k0 + j;
 #if PAGED
       if ((j > 0 || kt > t_begin) && ++off == d->page_size) { /* the next page, without a division */
@@ -201,11 +204,11 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
 
     /* phase 2: the online softmax over the block, lane by lane (in the plain case padded lanes see
      * score 0: harmless, never written); p: the block's probabilities by (key, lane) */
-    float p[BC][NL];
+    float p[KB][NL];
     #pragma unroll
     for (int n = 0; n < NSV; ++n) {
       CVEC mx = s[0][n];
-      for (int j = 1; j < BC; ++j) mx = fmax(mx, s[j][n]);
+      for (int j = 1; j < KB; ++j) mx = fmax(mx, s[j][n]);
       const CVEC m_new = fmax(m[n], mx);
       if (any(isgreater(m_new, m[n]))) { /* a row's max grew: rescale its sum and output (by 1 where not) */
         const CVEC alpha = select(EXP2_OF(m[n] - m_new), (CVEC)(1.0f), m_new == m[n]);
@@ -222,7 +225,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
       /* a row that has seen nothing (max -inf) has only -inf scores: P = 0 */
       const CVEC m_use = select(m_new, (CVEC)(0.0f), m_new == (CVEC)(NEG_INF));
       CVEC sum = (CVEC)(0.0f);
-      for (int j = 0; j < BC; ++j) {
+      for (int j = 0; j < KB; ++j) {
         const CVEC pv = EXP2_OF(s[j][n] - m_use);
         sum += pv;
         CPU_CAT(vstore, VW)(pv, n, p[j]);
@@ -274,12 +277,13 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
       const float inv = lr[i] > 0.0f ? 1.0f / lr[i] : 0.0f;
       for (int v = 0; v < DV; ++v)
         CPU_CAT(vstore, VW)(acc[h][r][v] * inv, 0, part_o + (row * d->num_splits + split) * HEAD_DIM + v * VW);
-      work[row * d->num_splits + split] = lr[i] > 0.0f ? LSE_OF(mr[i], lr[i]) : NEG_INF;
+      work[row * d->num_splits + split] = row_lse(mr[i], lr[i]); /* NaN kept, as the forward */
     }
 }
 
 /* decode_cpu_merge: decode_merge.cl's LSE rule (O = Σ e^(L_s - L_max) O_s / Σ e^(L_s - L_max),
- * L = L_max + log Σ, splits with L_s = -inf skipped, O = 0 and L = -inf where none saw a key) with
+ * L = L_max + log Σ, splits with L_s = -inf skipped, O = 0 and L = -inf where none saw a key, NaN
+ * where one met a NaN) with
  * one work-item per (query row, head, sequence), as PoCL runs best: each split's weight is taken
  * once and its partial output added as VW-wide vectors. decode_merge, shaped for GPUs, takes the
  * weight per column (d·splits exps a row) in work-groups of 64 work-items, which PoCL runs as
@@ -295,7 +299,12 @@ void decode_cpu_merge(__global const float* work, __global STORAGE_T* o, __globa
   const long o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
 
   float mx = NEG_INF;
-  for (int s = 0; s < splits; ++s) mx = fmax(mx, row_lse[s]);
+  int nan_split = 0; /* a split that met a NaN (fmax would pass over it): the row is NaN, as in the forward */
+  for (int s = 0; s < splits; ++s) {
+    mx = fmax(mx, row_lse[s]);
+    nan_split |= isnan(row_lse[s]);
+  }
+  if (nan_split) mx = NAN;
   CVEC acc[DV];
   for (int v = 0; v < DV; ++v) acc[v] = (CVEC)(0.0f);
   float sum = 0.0f;

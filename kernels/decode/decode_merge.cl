@@ -1,7 +1,8 @@
 /* decode_merge.cl: combines the split-KV partials of decode_split.cl into O and LSE by the LSE
  * rule: L = L_max + log sum_s e^(L_s - L_max), O = sum_s e^(L_s - L_max) / sum * O_s. Splits with
  * L_s = -inf saw no key and are skipped without reading their O (which they need not write); a
- * row whose splits are all empty gets O = 0 and LSE = -inf. One work-group per (query row, head,
+ * row whose splits are all empty gets O = 0 and LSE = -inf, one with a split that met a NaN gets NaN
+ * (the forward's rows do the same). One work-group per (query row, head,
  * sequence); its work-items share the head-dim columns. */
 
 #ifndef MERGE_WG
@@ -22,7 +23,12 @@ void decode_merge(__global const float* work, __global STORAGE_T* o,
   const long o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
 
   float mx = NEG_INF;
-  for (int s = 0; s < splits; ++s) mx = fmax(mx, row_lse[s]);
+  int nan_split = 0; /* a split that met a NaN (fmax would pass over it): the row is NaN, as in the forward */
+  for (int s = 0; s < splits; ++s) {
+    mx = fmax(mx, row_lse[s]);
+    nan_split |= isnan(row_lse[s]);
+  }
+  if (nan_split) mx = NAN;
   if (mx == NEG_INF) { /* no split saw a key */
     for (int c = lid; c < HEAD_DIM; c += MERGE_WG) STORE_ELEM(o, o_base + c, 0.0f);
     if (lid == 0 && d->write_lse) lse[row] = NEG_INF;

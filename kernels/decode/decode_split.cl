@@ -12,7 +12,7 @@
  * online softmax in common.cl's SCORE_UNIT (base 2, or halves of natural units), each work-item keeping its own copy of its row's max and sum (no
  * reduction, no serial pass: it reads the row's scores and takes the exponentials itself);
  * O += P V with the old part rescaled.
- * Epilogue: O / l and LSE (common.cl's LSE_OF) per row. */
+ * Epilogue: O / l and LSE (common.cl's row_lse) per row. */
 
 #ifndef BR
 #define BR 4 /* query rows per work-group */
@@ -213,7 +213,7 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
       const float inv = l[t] > 0.0f ? 1.0f / l[t] : 0.0f;
 #pragma unroll
       for (int e = 0; e < VEC; ++e) part_o[(row * d->num_splits + split) * HEAD_DIM + col + e] = acc[t][e] * inv;
-      if (col == 0) part_lse[row * d->num_splits + split] = l[t] > 0.0f ? LSE_OF(m[t], l[t]) : NEG_INF;
+      if (col == 0) part_lse[row * d->num_splits + split] = row_lse(m[t], l[t]); /* NaN kept, as the forward */
     }
   }
 }

@@ -25,7 +25,8 @@ void merge_key_group_streams(const DecodeArgs* d, __local const float* scratch, 
         o += w * st_o[(g * BR + r) * HEAD_DIM + c];
       }
     const long row = PART_ROW(d, b, hk, rg);
-    part_o[(row * d->num_splits + split) * HEAD_DIM + c] = sum > 0.0f ? o / sum : 0.0f;
-    if (c == 0) work[row * d->num_splits + split] = sum > 0.0f ? LSE_OF(mx, sum) : NEG_INF;
+    /* as the forward's rows: 0 and -inf where the split saw no key, NaN kept where it met one */
+    part_o[(row * d->num_splits + split) * HEAD_DIM + c] = o * (sum > 0.0f ? 1.0f / sum : 0.0f);
+    if (c == 0) work[row * d->num_splits + split] = row_lse(mx, sum);
   }
 }
