@@ -4,11 +4,12 @@
 // variants (causal, window, softcap, ALiBi, masks, bias gradient, varlen, GQA, fp8's switches,
 // unaligned tensors, a scale past base 2's range), the overrides that pick a form, the backward
 // (portable, CPU-shaped and tensor-core, atomic and deterministic) and the KV-cache forms (lanes, cpu, stream,
-// staged; paged, rotary). One line per program, compared with tests/data/plan_options.txt, which
-// was recorded from the launchers' own option code before the call plans held the programs
-// (issue 18): the NVIDIA kernels' speed was measured with these strings, so an identical recording
-// means identical binaries. The whole new table is written next to the test binary
-// (plan_options.actual.txt), so an intended change is reviewed as a diff and copied over.
+// staged; paged, rotary). One line per program, as the plans hold it (CallPlan::program and each
+// tensor-core candidate's, backward_programs.hpp, KvCachePlan::program), compared with
+// tests/data/plan_options.txt, which was recorded from the launchers' own option code before the
+// plans held the programs (issue 18): the NVIDIA kernels' speed was measured with these strings,
+// so an identical recording means identical binaries. The whole new table is written next to the
+// test binary (plan_options.actual.txt), so an intended change is reviewed as a diff and copied over.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -134,9 +135,8 @@ std::vector<std::string> forward_programs(const DeviceFacts& facts, const Forwar
     const CallPlan call = plan_call(facts, a, o);
     for (const MmaCandidate& c : call.tensor_cores)
       lines.push_back(std::string(c.kind == MmaKind::Wgmma ? "wgmma" : "mma.sync") + ": " +
-                      describe(mma_program(a, c.tiles, c.kind)));
-    lines.push_back("path: " + describe(forward_program(call.path, a, call.tiles, call.vector_width,
-                                                        call.column_vectors)));
+                      describe(c.program));
+    lines.push_back("path: " + describe(call.program));
   } catch (const Error& e) {
     lines.push_back(error_text(e));
   }
@@ -220,8 +220,8 @@ std::vector<std::string> backward_programs(const DeviceFacts& facts, const Backw
                     return describe(bwd_cpu_program(a, g.d_bias.kind != MaskKind::None, plan_bwd_cpu(facts, a)));
                   }));
   lines.push_back("tensor cores: " + outcome([&]() -> std::string {
-                    if (!bwd_mma_eligible(facts, g, o)) return "not eligible";
-                    return describe(bwd_mma_program(g, bwd_mma_plan(a, o)));
+                    const BwdMmaChoice mma = plan_bwd_mma(facts, g, o);
+                    return mma.eligible ? describe(mma.program) : "not eligible";
                   }));
   return lines;
 }
@@ -320,7 +320,7 @@ void add_kvcache(std::vector<std::string>& lines) {
     if (dev.facts.nv_compute_major == 9 && dev.facts.local_mem_bytes < 100 * 1024) continue;
     const auto record = [&](const std::string& at, const KvCacheArgs& a, const Overrides& o) {
       lines.push_back(at + ": " +
-                      outcome([&] { return describe(kvcache_program(a, plan_kvcache(dev.facts, a, o))); }));
+                      outcome([&] { return describe(plan_kvcache(dev.facts, a, o).program); }));
     };
     for (int d : {64, 80, 128, 256})
       for (auto [rows, group] : shapes) {

@@ -32,9 +32,9 @@ void enqueue_grid(cl_command_queue queue, const cl::Kernel& kernel, std::size_t 
 
 }  // namespace
 
-void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
-                     const std::vector<cl_event>& wait, Launch& launch) {
-  if (bp.cpu.chunks > 0) return launch_bwd_cpu(queue, bp, workspace, wait, launch);  // fa2 on CPUs
+void launch_backward(cl_command_queue queue, const BackwardProblem& bp, const BackwardPrograms& programs,
+                     cl_mem workspace, const std::vector<cl_event>& wait, Launch& launch) {
+  if (bp.cpu.chunks > 0) return launch_bwd_cpu(queue, bp, programs.cpu, workspace, wait, launch);  // fa2 on CPUs
   const Problem& p = bp.forward;
   const ForwardArgs& a = p.args;
   const BackwardArgs& g = bp.args;
@@ -44,10 +44,10 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
   const std::size_t B = a.batch, H = a.heads, Hkv = a.heads_kv, Nq = a.seqlen_q, Nk = a.seqlen_k, d = a.head_dim;
   // dQ: FA1 in its own loop (2); fa2 atomically into the fp32 accumulator (1), unless the call is
   // deterministic or the tensor cores write dQ in their own pass (0)
-  const bool fa2_atomic_dq = a.algorithm == Algorithm::FA2 && !g.deterministic && !bwd_mma_takes_dq(bp);
+  const bool fa2_atomic_dq = a.algorithm == Algorithm::FA2 && !g.deterministic && !programs.tensor_cores.writes_dq;
   kb.dq_mode = a.algorithm == Algorithm::FA1 ? 2 : fa2_atomic_dq ? 1 : 0;
   const int dq_mode = kb.dq_mode;
-  const ProgramChoice program = backward_program(a, dbias, bp.plan);
+  const ProgramChoice& program = programs.portable;
   const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
   const cl_mem q = a.q.buffer, k = a.k.buffer, v = a.v.buffer, o = a.o.buffer, lse = a.lse;
   const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
@@ -76,7 +76,7 @@ void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem w
     const std::size_t local[3] = {wg, 1, 1};
     const bool fa1 = a.algorithm == Algorithm::FA1;
     // fa2 on NVIDIA tensor cores where the call and the device qualify (deterministic: dQ too)
-    const bool mma = !fa1 && try_launch_bwd_mma(queue, bp, workspace, kb, launch);
+    const bool mma = !fa1 && try_launch_bwd_mma(queue, bp, programs.tensor_cores, workspace, kb, launch);
     if (!mma) {
       cl::Kernel main = make_kernel(p, program, fa1 ? "bwd_fa1" : "bwd_dkdv");
       set_args(main, q, k, v, g.d_o.buffer, lse, g.d_k.buffer, g.d_v.buffer, workspace, ds_target, cu_q, cu_k, slopes,
@@ -129,11 +129,15 @@ Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vec
   for (cl_event e : wait_list)
     if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");
   const detail::BackwardProblem bp = detail::validate_backward(queue, args, wait_list);
+  BackwardArgs resolved = bp.args;  // the gradients' strides and the forward part, normalised
+  resolved.forward = bp.forward.args;
+  const detail::BackwardPrograms programs =
+      detail::plan_backward_programs(*bp.forward.facts, resolved, bp.plan, bp.cpu, detail::process_overrides());
 
   Launch launch;
   // never empty: D always has a row per LSE row (at least one float)
   const detail::CallWorkspace workspace(bp.forward.context, args.workspace, std::max<std::size_t>(bp.workspace.bytes, 4));
-  detail::with_cl_errors([&] { detail::launch_backward(queue, bp, workspace.get(), wait_list, launch); });
+  detail::with_cl_errors([&] { detail::launch_backward(queue, bp, programs, workspace.get(), wait_list, launch); });
   return launch;
 }
 

@@ -241,7 +241,7 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
 
 std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {
   const KvCacheArgs a = detail::normalize(args);
-  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides()));
+  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides()).decode);
 }
 
 Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const std::vector<cl_event>& wait_list) {
@@ -290,7 +290,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     check_buffer(a.alibi_slopes, ctx, static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float),
                  "alibi_slopes");
 
-  const DecodePlan plan = plan_kvcache(*p.facts, a, process_overrides());
+  const KvCachePlan call = plan_kvcache(*p.facts, a, process_overrides());
+  const DecodePlan& plan = call.decode;
   if (static_cast<std::int64_t>(plan.row_blocks) * plan.num_splits > std::numeric_limits<int>::max() / 2)
     fail(Status::InvalidArgument, "seqlen_q: ", plan.row_blocks, " row blocks x ", plan.num_splits, " splits is too large a grid");
   const std::size_t need = workspace_for(a, plan);
@@ -330,8 +331,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
   // Scores in base 2, or in halved natural units where base 2 could overflow fp32 (common.cl),
   // decided as for the forward; the scale is converted to that unit in double, then rounded once.
-  const bool half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
-  k.q_scale = static_cast<float>(static_cast<double>(*a.scale) * (half_units ? 0.5 : 1.4426950408889634));
+  k.q_scale = static_cast<float>(static_cast<double>(*a.scale) * (call.half_units ? 0.5 : 1.4426950408889634));
 
   // common.cl's helpers read the window and softcap from an AttnArgs. Key j is hidden from query i
   // when j > i + shift + right or j < i + shift - left (shift = L - Nq, L <= capacity keys); since
@@ -351,9 +351,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   attn.kv_group = k.group;
   attn.scale = *a.scale;  // (the decode kernels take the scale from k.q_scale)
 
-  const ProgramChoice program = kvcache_program(a, plan);
-  const char* attention = plan.lanes ? "decode_lanes" : plan.cpu ? "decode_cpu" : plan.stream ? "decode_stream" : "decode_split";
-
+  const ProgramChoice& program = call.program;
   Launch launch;
   const CallWorkspace owned_or_callers(ctx, a.workspace, std::max<std::size_t>(need, 4));
   const cl_mem workspace = owned_or_callers.get();
@@ -370,7 +368,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       enqueue(queue, append, global, local, wait, launch);
       wait = {launch.last()};
     }
-    cl::Kernel split = make_kernel(p, program, attention);
+    cl::Kernel split = make_kernel(p, program, call.attention_kernel);
     set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
     const std::size_t split_global[3] = {

@@ -6,7 +6,6 @@
 // call compiles one program; they run as in backward.cpp's portable path, with dq_mode 0 (the
 // dK/dV kernel zeroes its own dQ partial, so the preprocess clears nothing).
 #include "launch/launchers.hpp"
-#include "plan/backward_programs.hpp"
 #include "validate/backward_problem.hpp"
 
 namespace flashcl::detail {
@@ -22,7 +21,7 @@ void enqueue_after(cl_command_queue queue, const cl::Kernel& kernel, std::size_t
 
 }  // namespace
 
-void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
+void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, const ProgramChoice& program, cl_mem workspace,
                     const std::vector<cl_event>& wait, Launch& launch) {
   const Problem& p = bp.forward;
   const ForwardArgs& a = p.args;
@@ -33,7 +32,6 @@ void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem wo
   const bool dbias = g.d_bias.kind != MaskKind::None;
   const std::size_t B = a.batch, H = a.heads, Hkv = a.heads_kv != 0 ? a.heads_kv : a.heads, Nq = a.seqlen_q,
                     Nk = a.seqlen_k;
-  const ProgramChoice program = bwd_cpu_program(a, dbias, bp.cpu);
   const cl_mem ds_target = !dbias ? nullptr : bp.dbias_broadcast ? workspace : g.d_bias.buffer;
   const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
   const cl_int chunks = bp.cpu.chunks;

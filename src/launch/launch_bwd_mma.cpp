@@ -37,10 +37,6 @@ BackwardArgs resolved(const BackwardProblem& bp) {
   return r;
 }
 
-ProgramChoice program_for(const BackwardProblem& bp, const BwdMmaPlan& plan) {
-  return bwd_mma_program(resolved(bp), plan);
-}
-
 // One work-group per (K/V block of 16 * warps keys, K/V head, batch).
 void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
   const ForwardArgs& a = bp.forward.args;
@@ -191,7 +187,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     cl::Buffer wsb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, ws.size() * 4, ws.data());
     // Built and run outside the program cache and the fault hooks: the probe is the library's own
     // business, not part of the caller's call.
-    const ProgramChoice choice = program_for(bp, plan);
+    const ProgramChoice choice = bwd_mma_program(resolved(bp), plan);
     const cl::Program program = build_uncached(context, device, *choice.files, choice.options);
     cl::Kernel kernel(program, "bwd_mma_dkdv");
     cl_mem mems[8] = {qb(), kb(), vb(), dob(), lseb(), dkb(), dvb(), wsb()};
@@ -262,21 +258,16 @@ bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, b
 
 }  // namespace
 
-bool bwd_mma_takes_dq(const BackwardProblem& bp) {
+bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const BwdMmaChoice& mma, cl_mem workspace,
+                        const BwdArgs& kernel_args, Launch& launch) {
+  if (!mma.eligible) return false;
   const BackwardArgs args = resolved(bp);
-  return bwd_mma_eligible(*bp.forward.facts, args) && bwd_mma_writes_dq(bwd_mma_plan(args.forward), args);
-}
-
-bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
-                        Launch& launch) {
-  const BackwardArgs args = resolved(bp);
-  if (!bwd_mma_eligible(*bp.forward.facts, args)) return false;
-  const BwdMmaPlan plan = bwd_mma_plan(args.forward);
-  const ProgramChoice program = program_for(bp, plan);
+  const BwdMmaPlan& plan = mma.shape;
+  const ProgramChoice& program = mma.program;
   const bool vec_load = program.options.find("-DVEC_LOAD=1") != std::string::npos;
   if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load,
-                    bwd_mma_writes_dq(plan, args), plan)) {
-    if (process_overrides().bwd_mma == "1")
+                    mma.writes_dq, plan)) {
+    if (mma.required)
       fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
            to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
            "; FLASHCL_BUILD_LOG=1 shows why)");
@@ -289,7 +280,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_me
   std::size_t global[3], local[3];
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
-  if (bwd_mma_writes_dq(plan, args)) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
+  if (mma.writes_dq) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
     cl::Kernel dq = make_kernel(bp.forward, program, "bwd_mma_dq");
     set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
              bp.forward.kernel_args, kernel_args);

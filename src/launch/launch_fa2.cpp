@@ -8,11 +8,10 @@ namespace flashcl::detail {
 void launch_fa2(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,
                 Launch& launch) {
   const ForwardArgs& a = p.args;
-  const TilePlan& plan = call.tiles;
   // fp8 inputs (docs/FP8.md): the codec and the dequantising tile loads join the program
   // (forward_programs.cpp), the descales the arguments
   const bool fp8 = is_fp8(a.dtype);
-  cl::Kernel kernel = make_kernel(p, forward_program(call.path, a, plan, 0, 0), "fa2_forward");
+  cl::Kernel kernel = make_kernel(p, call.program, "fa2_forward");
   const Fa2Grid grid = with_args(p, call.grids[0]);
   if (fp8)
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,

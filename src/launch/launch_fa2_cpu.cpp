@@ -8,9 +8,7 @@ namespace flashcl::detail {
 void launch_fa2_cpu(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,
                     Launch& launch) {
   const ForwardArgs& a = p.args;
-  const TilePlan& t = call.tiles;
-  cl::Kernel kernel =
-      make_kernel(p, forward_program(call.path, a, t, call.vector_width, call.column_vectors), "fa2_cpu_forward");
+  cl::Kernel kernel = make_kernel(p, call.program, "fa2_cpu_forward");
   const Fa2Grid grid = with_args(p, call.grids[0]);
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, a.cu_seqlens_q, a.cu_seqlens_k,
            a.alibi_slopes, a.mask.buffer, grid.args);

@@ -31,8 +31,7 @@ namespace {
 void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& candidate,
                  const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
-  const MmaKind kind = candidate.kind;
-  cl::Kernel kernel = make_kernel(p, mma_program(a, candidate.tiles, kind), "fa2_mma_forward");
+  cl::Kernel kernel = make_kernel(p, candidate.program, "fa2_mma_forward");
   const Fa2Grid grid = with_args(p, candidate.grid);
   if (is_fp8(a.dtype))
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,

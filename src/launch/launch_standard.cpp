@@ -8,11 +8,9 @@ namespace flashcl::detail {
 void launch_standard(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
                      const std::vector<cl_event>& wait, Launch& launch) {
   const ForwardArgs& a = p.args;
-  const TilePlan& plan = call.tiles;
-  const ProgramChoice program = forward_program(call.path, a, plan, call.vector_width, call.column_vectors);
-  cl::Kernel scores = make_kernel(p, program, "standard_scores");
-  cl::Kernel softmax = make_kernel(p, program, "standard_softmax");
-  cl::Kernel pv = make_kernel(p, program, "standard_pv");
+  cl::Kernel scores = make_kernel(p, call.program, "standard_scores");
+  cl::Kernel softmax = make_kernel(p, call.program, "standard_softmax");
+  cl::Kernel pv = make_kernel(p, call.program, "standard_pv");
 
   set_args(scores, a.q.buffer, a.k.buffer, workspace, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
            p.kernel_args);

@@ -1,5 +1,6 @@
 // backward_programs.cpp: the backward's programs and -D options (backward_programs.hpp), byte for
-// byte the strings the launchers composed before (tests/data/plan_options.txt).
+// byte the strings the launchers composed before (tests/data/plan_options.txt), and which of them a
+// call runs.
 #include "plan/backward_programs.hpp"
 
 #include "plan/forward_programs.hpp"
@@ -23,6 +24,31 @@ ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan
 
 ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan) {
   return choose_program(programs::bwd_mma_f16, common_options(args.forward) + bwd_mma_options(args, plan));
+}
+
+BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
+  BwdMmaChoice c;
+  c.required = o.bwd_mma == "1";
+  c.eligible = bwd_mma_eligible(facts, args, o);
+  if (c.eligible) {
+    c.shape = bwd_mma_plan(args.forward, o);
+    c.writes_dq = bwd_mma_writes_dq(c.shape, args);
+    c.program = bwd_mma_program(args, c.shape);
+  }
+  return c;
+}
+
+BackwardPrograms plan_backward_programs(const DeviceFacts& facts, const BackwardArgs& args, const BackwardPlan& tiles,
+                                        const BwdCpuPlan& cpu, const Overrides& o) {
+  const bool dbias = args.d_bias.kind != MaskKind::None;
+  BackwardPrograms p;
+  p.portable = backward_program(args.forward, dbias, tiles);
+  if (cpu.chunks > 0) {
+    p.cpu = bwd_cpu_program(args.forward, dbias, cpu);
+    return p;  // (the CPU form runs the whole call)
+  }
+  p.tensor_cores = plan_bwd_mma(facts, args, o);
+  return p;
 }
 
 }  // namespace flashcl::detail

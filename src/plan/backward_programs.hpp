@@ -1,7 +1,9 @@
-// backward_programs.hpp: the backward's programs and their -D build options, as pure functions of
-// the normalised arguments and the planned tiles: the portable program that holds every kernel of
-// the standard, fa1 and fa2 backward, the CPU-shaped fa2 backward's (bwd_cpu.cl) and the NVIDIA
-// tensor-core program (bwd_mma.cl, with bwd_mma_dq.cl for its dQ pass).
+// backward_programs.hpp: the backward call's programs and their -D build options, planned once
+// per call from the normalised arguments, the device's facts, the planned tiles and the overrides:
+// the portable program that holds every kernel of the standard, fa1 and fa2 backward, the
+// CPU-shaped fa2 backward's (bwd_cpu.cl) and whether the NVIDIA tensor-core program (bwd_mma.cl,
+// with bwd_mma_dq.cl for its dQ pass) is tried, with its shape. Pure functions; the launchers
+// (backward.cpp, launch_bwd_cpu.cpp, launch_bwd_mma.cpp) only read them.
 #pragma once
 
 #include "flashcl/flashcl.hpp"
@@ -24,5 +26,26 @@ ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan
 // The tensor-core backward program for `args` (its forward part normalised) with `plan`'s shape:
 // common_options() plus bwd_mma_options().
 ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan);
+
+// The tensor-core backward of a call: tried (after its device probe) when `eligible`.
+struct BwdMmaChoice {
+  bool eligible = false;  // bwd_mma_eligible: the call, the device and FLASHCL_BWD_MMA allow it
+  bool required = false;  // FLASHCL_BWD_MMA=1: a failed probe is an error, not a fallback
+  bool writes_dq = false;  // eligible, and bwd_mma_dq writes dQ (bwd_mma_writes_dq): no fp32 accumulator
+  BwdMmaPlan shape;       // (when eligible)
+  ProgramChoice program;  // (when eligible)
+};
+BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o);
+
+struct BackwardPrograms {
+  ProgramChoice portable;      // standard, fa1, fa2 (bwd_common.cl, bwd_flash.cl, bwd_standard.cl)
+  ProgramChoice cpu;           // the CPU-shaped fa2 backward, when its plan takes the call (else empty)
+  BwdMmaChoice tensor_cores;   // fa2 on NVIDIA tensor cores, tried first when eligible
+};
+
+// The programs of a backward call: `args` with its forward part normalised, the fa1/fa2 tiles
+// `tiles` and the CPU-shaped backward's plan `cpu` (cpu.chunks 0: not taken).
+BackwardPrograms plan_backward_programs(const DeviceFacts& facts, const BackwardArgs& args, const BackwardPlan& tiles,
+                                        const BwdCpuPlan& cpu, const Overrides& o);
 
 }  // namespace flashcl::detail

@@ -1,12 +1,14 @@
 // call_plan.cpp: a forward call's one plan (call_plan.hpp). The tensor-core candidates come from
 // mma_plan.cpp, the portable tiles from tile_planner.cpp, the CPU-shaped fa2's from
 // plan_fa2_cpu.cpp; this file decides which of them a call needs, computes each once, and turns
-// the chosen tiles into grids and workspace bytes, so no launcher or size query plans again.
+// the chosen tiles into programs (forward_programs.cpp), grids and workspace bytes, so no launcher
+// or size query plans again.
 #include "plan/call_plan.hpp"
 
 #include <cstdint>
 
 #include "base/saturating.hpp"
+#include "plan/forward_programs.hpp"
 #include "plan/plan_counts.hpp"
 #include "plan/plan_fa2_cpu.hpp"
 
@@ -73,10 +75,11 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
     const TilePlan tiles = plan_for_kind(a, first, o);
     plan.mma_tile_forced = !o.mma_tile.empty();
     if (plan.mma_tile_forced || tiles.local_bytes <= facts.local_mem_bytes) {
-      plan.tensor_cores.push_back({first, tiles, fa2_grid(facts, a, tiles)});
+      plan.tensor_cores.push_back({first, tiles, fa2_grid(facts, a, tiles), mma_program(a, tiles, first)});
       if (wgmma) {
         const TilePlan sync = plan_for_kind(a, MmaKind::MmaSync, o);
-        plan.tensor_cores.push_back({MmaKind::MmaSync, sync, fa2_grid(facts, a, sync)});
+        plan.tensor_cores.push_back(
+            {MmaKind::MmaSync, sync, fa2_grid(facts, a, sync), mma_program(a, sync, MmaKind::MmaSync)});
       }
     }
   }
@@ -88,6 +91,7 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
     plan.vector_width = cpu.vector_width;
     plan.column_vectors = cpu.column_vectors;
     plan.grids = {fa2_cpu_grid(facts, a, plan.tiles)};
+    plan.program = forward_program(plan.path, a, plan.tiles, plan.vector_width, plan.column_vectors);
     return plan;
   }
   plan.tiles = plan_tiles(facts, portable_request(a, o));
@@ -110,6 +114,7 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
       plan.grids = {fa2_grid(facts, a, plan.tiles)};
       break;
   }
+  plan.program = forward_program(plan.path, a, plan.tiles, plan.vector_width, plan.column_vectors);
   return plan;
 }
 

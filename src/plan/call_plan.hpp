@@ -1,7 +1,8 @@
 // call_plan.hpp: the one plan of a forward call, made once from the validated arguments, the
 // device's facts and the overrides, before any program is built or kernel enqueued: which path
 // runs (the tensor-core candidates first, in order, then the portable or CPU-shaped kernel they
-// fall back to), its tiles and work-group shape, the grid of each kernel, and the workspace bytes.
+// fall back to), its tiles and work-group shape, the program each runs with its build options, the
+// grid of each kernel, and the workspace bytes.
 // The size queries (workspace_bytes, device_bytes, tile_info) read the same value. A pure
 // function, so tests plan for simulated devices; plan_counts.hpp counts it.
 #pragma once
@@ -13,6 +14,7 @@
 #include "plan/device_facts.hpp"
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
+#include "plan/program_choice.hpp"
 #include "plan/tile_planner.hpp"
 
 namespace flashcl::detail {
@@ -33,6 +35,7 @@ struct MmaCandidate {
   MmaKind kind = MmaKind::MmaSync;
   TilePlan tiles;
   Grid grid;
+  ProgramChoice program;  // fa2_mma.cl over its operand file, with this shape's options
 };
 
 struct CallPlan {
@@ -44,6 +47,7 @@ struct CallPlan {
   TilePlan tiles;                           // path's tiles and work-group shape
   int vector_width = 0, column_vectors = 0;  // FA2Cpu: VW and CG (plan_fa2_cpu.hpp)
   std::vector<Grid> grids;                  // path's kernels: standard's scores, softmax, P.V; else one
+  ProgramChoice program;                    // path's program and its -D options (forward_programs.hpp)
   std::size_t workspace_bytes = 0;          // scratch the path needs (standard: S; fa1: O, m, l)
 };
 

@@ -21,7 +21,9 @@ int kvcache_vector_width(const KvCacheArgs& a) {
   return fits(4) ? 4 : 1;
 }
 
-DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
+namespace {
+
+DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
   DecodeRequest r;
   r.batch = a.batch;
   r.heads = a.heads;
@@ -36,13 +38,12 @@ DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Ov
   return plan_decode(facts, r);
 }
 
-ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan) {
+ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan, int vec, bool half_units) {
   const int d = a.head_dim;
   const bool windowed = a.window.left >= 0 || a.window.right >= 0;
-  const bool half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
                                " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
-                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", kvcache_vector_width(a),
+                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vec,
                                " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
                                plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
@@ -61,6 +62,20 @@ ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan) {
                                           : plan.stream ? programs::decode_stream
                                                         : programs::decode_split;
   return choose_program(files, options);
+}
+
+}  // namespace
+
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
+  KvCachePlan p;
+  p.decode = plan_decode_form(facts, a, o);
+  p.vec = kvcache_vector_width(a);
+  // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
+  p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
+  p.program = kvcache_program(a, p.decode, p.vec, p.half_units);
+  const DecodePlan& d = p.decode;
+  p.attention_kernel = d.lanes ? "decode_lanes" : d.cpu ? "decode_cpu" : d.stream ? "decode_stream" : "decode_split";
+  return p;
 }
 
 }  // namespace flashcl::detail

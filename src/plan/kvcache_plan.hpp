@@ -1,7 +1,7 @@
 // kvcache_plan.hpp: the plan of a KV-cache (decode) call from its normalised arguments, the
 // device's facts and the overrides (FLASHCL_DECODE): the cache's load width, the decode planner's
 // kernel form, tile and split count (plan_decode.hpp), and the program with its -D options. Pure
-// functions, so tests plan for simulated devices; forward_kvcache (launch/decode.cpp) reads them.
+// functions, so tests plan for simulated devices; forward_kvcache (launch/decode.cpp) reads the plan.
 #pragma once
 
 #include <cstdint>
@@ -26,11 +26,17 @@ inline std::int64_t capacity_of(const KvCacheArgs& a) {
 // and stride are multiples of it, else 4, else 1.
 int kvcache_vector_width(const KvCacheArgs& a);
 
-// The decode planner's choice for the normalised call `a`.
-DecodePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o);
+struct KvCachePlan {
+  DecodePlan decode;                  // the kernel form, tile and split count (plan_decode.hpp)
+  int vec = 1;                        // elements per cache load (kvcache_vector_width)
+  bool half_units = false;            // scores in halved natural units (needs_half_units), else base 2
+  ProgramChoice program;              // decode_lanes, decode_cpu, decode_stream or decode_split (each
+                                      // with the append and merge kernels) and its -D options
+  const char* attention_kernel = "";  // the split-KV attention kernel of that program
+};
 
-// The program of the planned form (decode_lanes, decode_cpu, decode_stream or decode_split, each
-// with the append and merge kernels) and its -D options.
-ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan);
+// The plan of the normalised call `a`: Error(OutOfResources) when no tile fits the device,
+// Error(InvalidArgument) for a forced split count out of range.
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o);
 
 }  // namespace flashcl::detail

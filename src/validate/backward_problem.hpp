@@ -11,6 +11,7 @@
 
 #include "attn_args.h"
 #include "bwd_args.h"
+#include "plan/backward_programs.hpp"
 #include "plan/plan_backward.hpp"
 #include "plan/plan_bwd_cpu.hpp"
 #include "validate/problem.hpp"
@@ -53,25 +54,23 @@ struct BackwardProblem {
 BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& args,
                                   const std::vector<cl_event>& wait = {});
 
-// The per-path launchers (backward.cpp): enqueue after `wait`, record events in `launch`.
-void launch_backward(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
-                     const std::vector<cl_event>& wait, Launch& launch);
+// The per-path launchers (backward.cpp): enqueue the programs of the call's plan
+// (plan_backward_programs) after `wait`, record events in `launch`.
+void launch_backward(cl_command_queue queue, const BackwardProblem& bp, const BackwardPrograms& programs,
+                     cl_mem workspace, const std::vector<cl_event>& wait, Launch& launch);
 
-// The CPU-shaped fa2 backward (launch_bwd_cpu.cpp), the whole call when bp.cpu.chunks > 0.
-void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace,
+// The CPU-shaped fa2 backward (launch_bwd_cpu.cpp), the whole call when bp.cpu.chunks > 0, with
+// its planned program.
+void launch_bwd_cpu(cl_command_queue queue, const BackwardProblem& bp, const ProgramChoice& program, cl_mem workspace,
                     const std::vector<cl_event>& wait, Launch& launch);
 
-// Whether the tensor cores would write dQ themselves for this call (eligible, and their dQ pass
-// planned): the caller then sets dq_mode 0 (no fp32 accumulator to clear or convert), and if the
-// probe then fails, the portable bwd_dq writes it instead.
-bool bwd_mma_takes_dq(const BackwardProblem& bp);
-
-// fa2's dK/dV (and dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp): enqueued after
-// `launch`'s last event with `kernel_args` when the call and device qualify and the device's probe
-// passed; dQ by the dQ pass (dq_mode 0, bwd_mma_takes_dq) written in its dtype by bwd_mma_dq, or
-// by atomic adds into the accumulator (dq_mode 1). False (nothing enqueued) otherwise, so the
-// caller runs bwd_dkdv (and bwd_dq).
-bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, cl_mem workspace, const BwdArgs& kernel_args,
-                        Launch& launch);
+// fa2's dK/dV (and dQ) step on NVIDIA tensor cores (launch_bwd_mma.cpp) as `mma` plans it:
+// enqueued after `launch`'s last event with `kernel_args` when it is eligible and the device's
+// probe passed; dQ by the dQ pass (mma.writes_dq: the caller set dq_mode 0) written in its dtype by
+// bwd_mma_dq, or by atomic adds into the accumulator (dq_mode 1). False (nothing enqueued)
+// otherwise, so the caller runs bwd_dkdv (and bwd_dq; with writes_dq and a failed probe, bwd_dq
+// writes dQ instead).
+bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const BwdMmaChoice& mma, cl_mem workspace,
+                        const BwdArgs& kernel_args, Launch& launch);
 
 }  // namespace flashcl::detail
