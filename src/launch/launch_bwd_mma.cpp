@@ -13,13 +13,11 @@
 // probe then runs both and checks dQ as written. FLASHCL_BWD_MMA_DQ=atomic keeps the adds.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <map>
-#include <mutex>
 #include <tuple>
 
 #include "base/errors.hpp"
 #include "launch/launchers.hpp"
+#include "launch/probe.hpp"
 #include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
 #include "plan/overrides.hpp"
@@ -58,20 +56,6 @@ void dq_grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t 
   global[2] = static_cast<std::size_t>(a.batch);
   local[0] = wg;
   local[1] = local[2] = 1;
-}
-
-// Exact in 16 bits: multiples of 1/64 in [-1, 1).
-float probe_value(std::size_t i, int salt) {
-  return static_cast<float>((i * 37 + salt * 13) % 128) / 64.0f - 1.0f;
-}
-
-enum class ProbeResult { Pass, Fail, Transient };
-
-ProbeResult probe_failed(DType dtype, const std::string& why) {
-  if (process_overrides().build_log)
-    std::fprintf(stderr, "flashcl: tensor-core backward probe (%s) failed, falling back: %s\n", to_string(dtype),
-                 why.c_str());
-  return ProbeResult::Fail;
 }
 
 // float64 gradients of one causal head (bottom-right aligned, scale 1/sqrt(d)) on the probe's
@@ -140,13 +124,14 @@ double probe_error(const std::vector<float>& got, const std::vector<double>& wan
 // for the device; running out of resources is not (Transient).
 ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                       const BwdMmaPlan& plan) {
-  try {
+  const std::string what = concat("tensor-core backward probe (", to_string(dtype), ")");
+  return guarded_probe(what, [&] {
     const int nq = 77, nk = 100;
     cl::Context ctx(context, true);
     cl::CommandQueue queue(ctx, cl::Device(device, true));
     std::vector<float> q(nq * d), k(nk * d), v(nk * d), d_o(nq * d);
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1), d_o[i] = probe_value(i, 4) * 0.5f;
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2), v[i] = probe_value(i, 3);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 13, 64), d_o[i] = probe_value(i, 4, 13, 64) * 0.5f;
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 13, 64), v[i] = probe_value(i, 3, 13, 64);
     const ProbeReference ref = probe_reference(q, k, v, d_o, nq, nk, d);
     // one element of padding in front of every tensor when the call copies element-wise, so the
     // probe's rows are not 16-byte aligned either
@@ -222,38 +207,20 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     const double bound = dtype == DType::F16 ? 1e-2 : 3e-2;
     const double e_dk = probe_error(dk, ref.dk), e_dv = probe_error(dv, ref.dv), e_dq = probe_error(dq, ref.dq);
     if (!(e_dk <= bound && e_dv <= bound && e_dq <= bound))
-      return probe_failed(dtype, concat("d = ", d, ": errors relative to the largest gradient dK ", e_dk, ", dV ", e_dv,
+      return probe_failed(what, concat("d = ", d, ": errors relative to the largest gradient dK ", e_dk, ", dV ", e_dv,
                                         ", dQ ", e_dq, " (bound ", bound, ")"));
     return ProbeResult::Pass;
-  } catch (const cl::BuildError& e) {
-    const cl::BuildLogType log = e.getBuildLog();
-    return probe_failed(dtype, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
-  } catch (const cl::Error& e) {
-    const cl_int err = e.err();
-    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
-      return ProbeResult::Transient;
-    return probe_failed(dtype, concat(e.what(), ": ", cl_error_name(err)));
-  } catch (const Error& e) {
-    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
-    return probe_failed(dtype, e.what());
-  } catch (const std::exception& e) {
-    return probe_failed(dtype, e.what());
-  }
+  });
 }
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                   const BwdMmaPlan& plan) {
-  static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int>, bool> results;
+  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int>> memo;
   // the dQ kernel's shape only where it runs
   const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
-  const auto key =
-      std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages, dq_keys, dq_stages);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (auto it = results.find(key); it != results.end()) return it->second;
-  const ProbeResult r = run_probe(context, device, dtype, d, vec_load, deterministic, plan);
-  if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
-  return r == ProbeResult::Pass;
+  return memo.passes(
+      std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages, dq_keys, dq_stages),
+      [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, plan); });
 }
 
 }  // namespace

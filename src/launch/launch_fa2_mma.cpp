@@ -12,15 +12,12 @@
 // its call plan's (call_plan.cpp, from mma_plan.cpp); this file probes and enqueues them.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-#include <mutex>
 #include <tuple>
 #include <utility>
 
 #include "base/errors.hpp"
 #include "launch/launchers.hpp"
+#include "launch/probe.hpp"
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
 #include "program/program_cache.hpp"
@@ -41,20 +38,9 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& c
   enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 
-// Values exact in 16 bits (multiples of 1/64 in [-1, 1)) or, for FP8, in e4m3 (multiples of 1/8).
-float probe_value(std::size_t i, int salt, bool fp8) {
-  const int steps = fp8 ? 8 : 64;
-  return static_cast<float>((i * 37 + salt * 11) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
-}
-
-enum class ProbeResult { Pass, Fail, Transient };
-
-// Why a probe failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
-ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
-  if (process_overrides().build_log)
-    std::fprintf(stderr, "flashcl: tensor-core probe (%s, %s) failed, falling back: %s\n",
-                 kind == MmaKind::Wgmma ? "wgmma" : "mma.sync", to_string(dtype), why.c_str());
-  return ProbeResult::Fail;
+// The probe's name in FLASHCL_BUILD_LOG's messages.
+std::string probe_name(MmaKind kind, DType dtype) {
+  return concat("tensor-core probe (", kind == MmaKind::Wgmma ? "wgmma" : "mma.sync", ", ", to_string(dtype), ")");
 }
 
 // Runs the kernel for `dtype` (O stored as `out`) on one head (Nq = 37, Nk = 150; d = 32 for the
@@ -65,14 +51,15 @@ ProbeResult probe_failed(MmaKind kind, DType dtype, const std::string& why) {
 // answer for the device; running out of resources is not (Transient: the path is skipped for this
 // call only).
 ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
-  try {
+  const std::string what = probe_name(kind, dtype);
+  return guarded_probe(what, [&] {
     const bool fp8 = is_fp8(dtype);
     const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
     cl::Context ctx(context, true);
     cl::CommandQueue queue(ctx, cl::Device(device, true));
     std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, fp8);
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, fp8), v[i] = probe_value(i, 3, fp8);
+    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 11, fp8 ? 8 : 64);
+    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 11, fp8 ? 8 : 64), v[i] = probe_value(i, 3, 11, fp8 ? 8 : 64);
     if (dtype == DType::F32)  // low bits that TF32 alone drops
       for (auto* t : {&q, &k, &v})
         for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
@@ -158,38 +145,19 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
         want /= sum;
         const float got = result[static_cast<std::size_t>(i) * d + c];
         if (!(std::fabs(got - want) <= bound))
-          return probe_failed(kind, dtype, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
+          return probe_failed(what, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
       }
     }
     return ProbeResult::Pass;
-  } catch (const cl::BuildError& e) {
-    const cl::BuildLogType log = e.getBuildLog();
-    return probe_failed(kind, dtype, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
-  } catch (const cl::Error& e) {
-    const cl_int err = e.err();
-    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
-      return ProbeResult::Transient;
-    // no inline PTX, no mma.sync, a failed build: the portable path it is
-    return probe_failed(kind, dtype, concat(e.what(), ": ", cl_error_name(err)));
-  } catch (const Error& e) {  // the library's own checks (the retarget, check_cl_result)
-    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
-    return probe_failed(kind, dtype, e.what());
-  } catch (const std::exception& e) {
-    return probe_failed(kind, dtype, e.what());
-  }
+  });
 }
 
 // Once per (device, dtype, O's dtype, load kind, operand file); transient failures are asked again
 // next time.
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
-  static std::mutex mutex;
-  static std::map<std::tuple<cl_device_id, DType, DType, bool, MmaKind>, bool> results;
-  const auto key = std::make_tuple(device, dtype, out, vec_load, kind);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (auto it = results.find(key); it != results.end()) return it->second;
-  const ProbeResult r = run_probe(context, device, dtype, out, vec_load, kind);
-  if (r != ProbeResult::Transient) results.emplace(key, r == ProbeResult::Pass);
-  return r == ProbeResult::Pass;
+  static ProbeMemo<std::tuple<cl_device_id, DType, DType, bool, MmaKind>> memo;
+  return memo.passes(std::make_tuple(device, dtype, out, vec_load, kind),
+                     [&] { return run_probe(context, device, dtype, out, vec_load, kind); });
 }
 
 }  // namespace

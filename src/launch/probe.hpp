@@ -1,0 +1,81 @@
+// probe.hpp: what the one-time device probes of the NVIDIA tensor-core paths share
+// (launch_fa2_mma.cpp, launch_bwd_mma.cpp): inputs exact in the probe's storage type, the outcome
+// of one probe run, the conversion of whatever a run throws into that outcome (a build failure or
+// a wrong answer is an answer for the device; running out of resources is not), the message under
+// FLASHCL_BUILD_LOG=1, and the memo that runs each probe once per key. Each probe keeps its own
+// problem, reference and tolerance; this file only holds their common frame.
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "base/cl_bindings.hpp"
+#include "base/errors.hpp"
+#include "plan/overrides.hpp"
+
+namespace flashcl::detail {
+
+enum class ProbeResult { Pass, Fail, Transient };
+
+// Multiples of 1 / `steps` in [-1, 1), varied by element and `salt` (times `salt_step`): exact in
+// 16 bits for steps 64, in e4m3 for steps 8.
+inline float probe_value(std::size_t i, int salt, int salt_step, int steps) {
+  return static_cast<float>((i * 37 + salt * salt_step) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
+}
+
+// Why the probe `what` failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
+inline ProbeResult probe_failed(const std::string& what, const std::string& why) {
+  if (process_overrides().build_log)
+    std::fprintf(stderr, "flashcl: %s failed, falling back: %s\n", what.c_str(), why.c_str());
+  return ProbeResult::Fail;
+}
+
+// Runs `body` (which returns a ProbeResult) and turns what it throws into one: a failed build
+// (with its log), an OpenCL error or a library error is Fail, reported as `what`; running out of
+// resources or memory is Transient (the path is skipped for this call only, and asked again later).
+template <typename Body>
+ProbeResult guarded_probe(const std::string& what, Body&& body) {
+  try {
+    return body();
+  } catch (const cl::BuildError& e) {
+    const cl::BuildLogType log = e.getBuildLog();
+    return probe_failed(what, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
+  } catch (const cl::Error& e) {
+    const cl_int err = e.err();
+    if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
+      return ProbeResult::Transient;
+    // no inline PTX, no mma.sync, a failed build: the portable path it is
+    return probe_failed(what, concat(e.what(), ": ", cl_error_name(err)));
+  } catch (const Error& e) {  // the library's own checks (the retarget, check_cl_result)
+    if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
+    return probe_failed(what, e.what());
+  } catch (const std::exception& e) {
+    return probe_failed(what, e.what());
+  }
+}
+
+// Probe results per `Key` (the device and whatever changes the kernel built), for the life of the
+// process; a Transient result is not kept, so the next call asks again. The lock is held while a
+// probe runs, so concurrent first calls run it once.
+template <typename Key>
+class ProbeMemo {
+ public:
+  template <typename Run>
+  bool passes(const Key& key, Run&& run) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto it = results_.find(key); it != results_.end()) return it->second;
+    const ProbeResult r = run();
+    if (r != ProbeResult::Transient) results_.emplace(key, r == ProbeResult::Pass);
+    return r == ProbeResult::Pass;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, bool> results_;
+};
+
+}  // namespace flashcl::detail
