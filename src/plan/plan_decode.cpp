@@ -130,16 +130,16 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.cpu = true;
     p.vector_width = cpu_vw;
     p.block_rows = static_cast<int>(rows);
-    p.block_cols = cpu_vw;  // keys per block (phase 3's accumulators stay in registers over them)
+    p.block_cols = cpu_vw;  // the kernel's blocks are 2·BC keys (phase 3's accumulators in registers over them)
     p.work_group_size = 1;
     // V rows prefetched in address order for phase 3: 7.4 -> 9.5-10.9 GB per CPU-second on PoCL (8k keys, B 8)
     p.cpu_prefetch = f.kind == DeviceKind::CPU;
     // As many K/V heads per work-item as divide H_kv with their state (query rows and accumulators,
-    // 2·BR·d floats a head, and the block's scores and P, 2·BC·BRP) within 96 KiB of the
+    // 2·BR·d floats a head, and the block's scores and P, 2·KB·BRP with KB = 2·BC) within 96 KiB of the
     // work-item's stack and L2: whole cache rows are then read in address order, which the
     // hardware prefetcher follows; part of each row reads at half the rate (decode_cpu.cl's header).
     const std::size_t brp = rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
-    const std::size_t per_head = (2 * static_cast<std::size_t>(rows) * r.head_dim + 2 * brp * cpu_vw) * sizeof(float);
+    const std::size_t per_head = (2 * static_cast<std::size_t>(rows) * r.head_dim + 4 * brp * cpu_vw) * sizeof(float);
     for (int hb = std::max(1, r.heads_kv); hb >= 1; --hb)
       if (r.heads_kv % hb == 0 && (hb == 1 || hb * per_head <= 96 * 1024)) {
         p.heads_per_item = hb;
