@@ -3,8 +3,8 @@
 
 Compiles the programs of kernels/programs.txt from two kernel trees with clang-14 for nvptx64 (the
 OpenCL C front end NVIDIA's compiler also starts from), under -D option sets like those the host
-passes (src/launch/launch_fa2_mma.cpp's mma_options, attention.cpp's flash_options and
-common_options), and compares each kernel's PTX body. Identical bodies mean the change is a
+passes (src/plan/forward_programs.cpp's mma_program, flash_options and common_options; every
+option string the plans choose is recorded in tests/data/plan_options.txt), and compares each kernel's PTX body. Identical bodies mean the change is a
 rewording for this compiler (a shared macro or helper folded away); a difference names the
 program and option set to A/B on the GPU (bench/gpu/ab.sh), since clang's PTX is evidence about
 NVIDIA's driver compiler, not proof. OpenCL C's plain `inline` (C99) emits no body for a function
