@@ -95,7 +95,7 @@ inline void stage_q_transposed(__local float* qt, __global const STORAGE_T* src,
 /* pt[j][r] = q(r0 + r) . k(j) for the SR rows of a score block and every key of the block: KJ keys
  * at a time, each Q^T vector load feeding KJ FMAs and each key element (a broadcast) SG. Keys past
  * the end (the last block) are staged zeros; final_score hides them. */
-inline void block_scores(float pt[BC][SR], __local const float* qt, __local const float* ks, int r0) {
+inline void block_scores(RVEC_T pt[BC][SG], __local const float* qt, __local const float* ks, int r0) {
   for (int j0 = 0; j0 < BC; j0 += KJ) {
     __local const float* kr[KJ];
 #pragma unroll
@@ -119,7 +119,7 @@ inline void block_scores(float pt[BC][SR], __local const float* qt, __local cons
 #pragma unroll
     for (int jj = 0; jj < KJ; ++jj)
 #pragma unroll
-      for (int g = 0; g < SG; ++g) RVSTORE(s[jj][g], &pt[j0 + jj][g * RW]);
+      for (int g = 0; g < SG; ++g) pt[j0 + jj][g] = s[jj][g];
   }
 }
 
@@ -127,22 +127,23 @@ inline void block_scores(float pt[BC][SR], __local const float* qt, __local cons
  * new running maxima, pt <- 2^(s - m) in place (a row whose max is -inf gets zeros, never NaN), the
  * running sums, and alpha: the factor each row's accumulator must be rescaled by (softmax_rescale,
  * lane-wise). m, l: the block's rows' running max and sum. */
-inline void block_softmax(float pt[BC][SR], float* m, float* l, float* alpha, int row0, int k0, bool masked,
+inline void block_softmax(RVEC_T pt[BC][SG], float* m, float* l, float* alpha, int row0, int k0, bool masked,
                           const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
+  float* ps = (float*)pt;
   if (masked)
     for (int j = 0; j < BC; ++j)
-      for (int r = 0; r < SR; ++r) pt[j][r] = final_score(pt[j][r], row0 + r, k0 + j, sv, a, mask);
+      for (int r = 0; r < SR; ++r) ps[j * SR + r] = final_score(ps[j * SR + r], row0 + r, k0 + j, sv, a, mask);
   for (int g = 0; g < SG; ++g) {
     RVEC_T mx = (RVEC_T)(NEG_INF);
-    for (int j = 0; j < BC; ++j) mx = fmax(mx, RVLOAD(&pt[j][g * RW]));
+    for (int j = 0; j < BC; ++j) mx = fmax(mx, pt[j][g]);
     const RVEC_T m_old = RVLOAD(m + g * RW), m_new = fmax(m_old, mx);
     const CAT(int, RW) none = m_new == (RVEC_T)(NEG_INF);
     const RVEC_T al = select(EXP2_OF(m_old - m_new), (RVEC_T)(1.0f), none);
     const RVEC_T base = select(m_new, (RVEC_T)(0.0f), none);
     RVEC_T sum = (RVEC_T)(0.0f);
     for (int j = 0; j < BC; ++j) {
-      const RVEC_T e = EXP2_OF(RVLOAD(&pt[j][g * RW]) - base);
-      RVSTORE(e, &pt[j][g * RW]);
+      const RVEC_T e = EXP2_OF(pt[j][g] - base);
+      pt[j][g] = e;
       sum += e;
     }
     RVSTORE(RVLOAD(l + g * RW) * al + sum, l + g * RW);
@@ -155,7 +156,7 @@ inline void block_softmax(float pt[BC][SR], float* m, float* l, float* alpha, in
  * [0, n): RM rows x CG column vectors at a time, each V vector load feeding RM FMAs. `masked` (a
  * constant at each call site): hidden keys (p = 0) add nothing even where V holds NaN or Inf,
  * which 0 * V would spread. */
-inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[SR], __local const float* vs, int r0,
+inline void block_pv(__local float* acc_t, const float* ps, const float alpha[SR], __local const float* vs, int r0,
                      int n, const bool masked) {
   for (int rr = 0; rr < SR; rr += RM)
     for (int cg0 = 0; cg0 < DV; cg0 += CG) {
@@ -171,7 +172,7 @@ inline void block_pv(__local float* acc_t, float pt[BC][SR], const float alpha[S
         for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * D_PAD + (cg0 + g) * VW);
 #pragma unroll
         for (int r = 0; r < RM; ++r) {
-          const float pj = pt[j][rr + r];
+          const float pj = ps[j * SR + rr + r];
           if (masked && pj == 0.0f) continue;
           const VEC_T pv = (VEC_T)(pj);
 #pragma unroll
@@ -192,7 +193,8 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __local float acc_t[BR * D_PAD]; /* unnormalised O block */
   __local float ks[BC * D_PAD]; /* K block as fp32 rows */
   __local float vs[BC * D_PAD]; /* V block as fp32 rows */
-  float m[BR], l[BR], pt[BC][SR], alpha[SR];
+  float m[BR], l[BR], alpha[SR];
+  RVEC_T pt[BC][SG]; /* the score block, transposed: key j's SR rows as SG vectors */
 
   const AttnArgs* a = &args;
   int q_block, h, b;
@@ -236,9 +238,9 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       block_scores(pt, qt, ks, r0);
       block_softmax(pt, m + r0, l + r0, alpha, q0 + r0, k0, masked, &sv, a, mask);
       if (masked) /* two specialised copies: the unmasked one pays nothing */
-        block_pv(acc_t, pt, alpha, vs, r0, n, true);
+        block_pv(acc_t, (const float*)pt, alpha, vs, r0, n, true);
       else
-        block_pv(acc_t, pt, alpha, vs, r0, n, false);
+        block_pv(acc_t, (const float*)pt, alpha, vs, r0, n, false);
     }
   }
 
