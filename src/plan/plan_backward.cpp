@@ -1,13 +1,10 @@
 // plan_backward.cpp: tile choice for the fa1/fa2 backward (bwd_flash.cl). One square block size
 // B = Br = Bc for every kernel of a call (the dK/dV kernel and the deterministic dQ kernel share
-// their tiles), the largest power of two from 64 down that
-//  - fits the local-memory budget: the device's local memory on GPUs (NVIDIA: 48 KiB); on CPUs,
-//    whose __local memory is emulated in ordinary memory and may be reported as 1 MiB, at most
-//    64 KiB so the working set stays in the core's L2 cache (as the forward planner does);
-//  - keeps each work-item's private accumulators (dK and dV, or dQ) at most 32 floats on GPUs,
-//    where they must stay in registers, 64 on CPUs.
-// Work-groups are 128 work-items on GPUs and 64 on CPUs (capped by the device's maximum); the
-// kernels stride over their tiles, so any size is correct.
+// their tiles): the largest power of two from 64 down that fits its device class's local-memory
+// budget and keeps each work-item's private accumulators (dK and dV, or dQ) within the class's
+// cap. The classes are a table (kGpu, kCpu below), each row with its reason; the work-group size
+// is capped by the device's maximum, and the kernels stride over their tiles, so any size is
+// correct.
 #include "plan/plan_backward.hpp"
 
 #include <algorithm>
@@ -17,7 +14,20 @@
 namespace flashcl::detail {
 namespace {
 
-constexpr std::size_t kCpuPlanningBytes = 64 * 1024;
+// A device class's rules. Not measured against other values yet; each row says why it holds.
+struct BackwardClass {
+  std::size_t work_items;       // work-items per work-group, before the device's cap
+  std::size_t planning_bytes;   // __local budget for the tiles (0: the device's local memory)
+  int max_accumulators;         // private fp32 accumulators per work-item
+};
+
+// GPUs: the device's local memory (NVIDIA: 48 KiB); dK and dV (or dQ) must stay in registers,
+// so at most 32 floats each per work-item, over 128 work-items.
+constexpr BackwardClass kGpu{128, 0, 32};
+// CPUs: __local memory is emulated in ordinary memory and may be reported as 1 MiB; at most
+// 64 KiB so the working set stays in the core's L2 cache (as the forward planner does), 64
+// accumulators, 64 work-items (PoCL runs a work-group as one loop).
+constexpr BackwardClass kCpu{64, 64 * 1024, 64};
 
 }  // namespace
 
@@ -32,11 +42,12 @@ int backward_accumulators(int block, int head_dim, std::size_t work_group_size) 
 }
 
 BackwardPlan plan_backward(const DeviceFacts& device, int head_dim) {
-  const bool cpu = device.kind == DeviceKind::CPU;
-  std::size_t wg = cpu ? 64 : 128;
+  const BackwardClass& c = device.kind == DeviceKind::CPU ? kCpu : kGpu;
+  std::size_t wg = c.work_items;
   while (wg > 1 && wg > device.max_work_group_size) wg /= 2;
-  const std::size_t budget = cpu ? std::min(device.local_mem_bytes, kCpuPlanningBytes) : device.local_mem_bytes;
-  const int max_acc = cpu ? 64 : 32;
+  const std::size_t budget =
+      c.planning_bytes != 0 ? std::min(device.local_mem_bytes, c.planning_bytes) : device.local_mem_bytes;
+  const int max_acc = c.max_accumulators;
   for (int block = 64; block >= 1; block /= 2) {
     const std::size_t bytes = backward_local_bytes(block, block, head_dim);
     if (bytes > budget) continue;
