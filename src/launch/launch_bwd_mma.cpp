@@ -231,8 +231,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
   const BackwardArgs args = resolved(bp);
   const BwdMmaPlan& plan = mma.shape;
   const ProgramChoice& program = mma.program;
-  const bool vec_load = program.options.find("-DVEC_LOAD=1") != std::string::npos;
-  if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, vec_load,
+  if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, mma.vec_load,
                     mma.writes_dq, plan)) {
     if (mma.required)
       fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",

@@ -33,6 +33,7 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
   if (c.eligible) {
     c.shape = bwd_mma_plan(args.forward, o);
     c.writes_dq = bwd_mma_writes_dq(c.shape, args);
+    c.vec_load = bwd_mma_vec_load(args, c.shape);
     c.program = bwd_mma_program(args, c.shape);
   }
   return c;

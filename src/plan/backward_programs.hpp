@@ -32,6 +32,7 @@ struct BwdMmaChoice {
   bool eligible = false;  // bwd_mma_eligible: the call, the device and FLASHCL_BWD_MMA allow it
   bool required = false;  // FLASHCL_BWD_MMA=1: a failed probe is an error, not a fallback
   bool writes_dq = false;  // eligible, and bwd_mma_dq writes dQ (bwd_mma_writes_dq): no fp32 accumulator
+  bool vec_load = false;   // 16-byte copies (bwd_mma_vec_load), which the probe's problem copies likewise
   BwdMmaPlan shape;       // (when eligible)
   ProgramChoice program;  // (when eligible)
 };

@@ -120,14 +120,20 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
          (!bwd_mma_writes_dq(p, args) || p.dq_local_bytes <= facts.local_mem_bytes);
 }
 
+bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan) {
+  const ForwardArgs& a = args.forward;
+  const int d = a.head_dim;
+  return rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8) &&
+         (!bwd_mma_writes_dq(plan, args) || rows_aligned(d, a.v, 8));
+}
+
 std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
   const int d = a.head_dim;
   // 16-byte cp.async of Q, dO and K rows; 4-byte pairs of V (its A fragments) and of dK, dV
   // (the dQ pass: its kernel also copies V's rows and reads Q, dO and writes dQ in pairs)
   const bool det = bwd_mma_writes_dq(plan, args);
-  const bool vec = rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8) &&
-                   (!det || rows_aligned(d, a.v, 8));
+  const bool vec = bwd_mma_vec_load(args, plan);
   const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2) &&
                      (!det || (rows_aligned(d, a.q, 2) && rows_aligned(d, args.d_o, 2) && rows_aligned(d, args.d_q, 2)));
   std::string options = concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,

@@ -60,6 +60,10 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overr
 // is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
+// Whether the call's Q, K and dO rows (and V's, where bwd_mma_dq runs) allow 16-byte cp.async
+// copies (VEC_LOAD=1; the probe runs the same copy form).
+bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan);
+
 // The -D options of bwd_mma.cl beyond common_options(): shape, and the copy and pair access forms
 // the tensors' strides allow; where bwd_mma_dq writes dQ, DQ_ATOMIC=0 and bwd_mma_dq.cl's shape (BC,
 // DQ_STAGES), its tensors (V copied, Q, dO and dQ read or written in pairs) in the same checks.
