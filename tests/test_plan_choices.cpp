@@ -8,7 +8,6 @@
 // (plan_choices.actual.txt) so an intended change is reviewed as a diff and copied over.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "plan/overrides.hpp"
 #include "plan/plan_fa2_cpu.hpp"
 #include "plan/tile_planner.hpp"
+#include "recorded_table.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -140,21 +140,7 @@ std::vector<std::string> all_choices() {
   return lines;
 }
 
-TEST(PlanChoices, SameAsRecorded) {
-  const std::vector<std::string> actual = all_choices();
-  {
-    std::ofstream out("plan_choices.actual.txt");
-    for (const std::string& line : actual) out << line << "\n";
-  }
-  std::ifstream in(std::string(FLASHCL_SOURCE_DIR) + "/tests/data/plan_choices.txt");
-  ASSERT_TRUE(in) << "tests/data/plan_choices.txt is missing";
-  std::vector<std::string> recorded;
-  for (std::string line; std::getline(in, line);) recorded.push_back(line);
-  ASSERT_GT(recorded.size(), 1000u);
-  for (std::size_t i = 0; i < std::min(actual.size(), recorded.size()); ++i)
-    ASSERT_EQ(actual[i], recorded[i]) << "line " << i + 1 << " (the whole table: plan_choices.actual.txt)";
-  EXPECT_EQ(actual.size(), recorded.size());
-}
+TEST(PlanChoices, SameAsRecorded) { test::expect_same_as_recorded(all_choices(), "plan_choices"); }
 
 }  // namespace
 }  // namespace flashcl::detail

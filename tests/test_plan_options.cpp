@@ -13,7 +13,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -24,6 +23,7 @@
 #include "plan/forward_programs.hpp"
 #include "plan/kvcache_plan.hpp"
 #include "plan/plan_backward.hpp"
+#include "recorded_table.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -348,21 +348,7 @@ std::vector<std::string> all_programs() {
   return lines;
 }
 
-TEST(PlanOptions, SameAsRecorded) {
-  const std::vector<std::string> actual = all_programs();
-  {
-    std::ofstream out("plan_options.actual.txt");
-    for (const std::string& line : actual) out << line << "\n";
-  }
-  std::ifstream in(std::string(FLASHCL_SOURCE_DIR) + "/tests/data/plan_options.txt");
-  ASSERT_TRUE(in) << "tests/data/plan_options.txt is missing";
-  std::vector<std::string> recorded;
-  for (std::string line; std::getline(in, line);) recorded.push_back(line);
-  ASSERT_GT(recorded.size(), 1000u);
-  for (std::size_t i = 0; i < std::min(actual.size(), recorded.size()); ++i)
-    ASSERT_EQ(actual[i], recorded[i]) << "line " << i + 1 << " (the whole table: plan_options.actual.txt)";
-  EXPECT_EQ(actual.size(), recorded.size());
-}
+TEST(PlanOptions, SameAsRecorded) { test::expect_same_as_recorded(all_programs(), "plan_options"); }
 
 }  // namespace
 }  // namespace flashcl::detail

@@ -157,3 +157,15 @@ inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, 
  * (B, H, Nq, splits) first, then O (B, H, Nq, splits, d). */
 #define PART_ROW(d, b, hk, rg) ((((long)(b) * (d)->heads + (hk) * (d)->group + (rg) % (d)->group) * (d)->seqlen_q + (rg) / (d)->group))
 #define PART_O_BASE(d) ((long)(d)->batch * (d)->heads * (d)->seqlen_q * (d)->num_splits)
+
+/* The largest of a row's split LSEs (the merges' L_max), or NaN where a split met a NaN: fmax
+ * alone would pass over it, and the row must come out NaN as the forward's does. */
+inline float splits_max_lse(__global const float* split_lse, int splits) {
+  float mx = NEG_INF;
+  int nan_split = 0;
+  for (int s = 0; s < splits; ++s) {
+    mx = fmax(mx, split_lse[s]);
+    nan_split |= isnan(split_lse[s]);
+  }
+  return nan_split ? NAN : mx;
+}

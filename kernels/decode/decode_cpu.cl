@@ -298,13 +298,7 @@ void decode_cpu_merge(__global const float* work, __global STORAGE_T* o, __globa
   __global const float* row_o = work + PART_O_BASE(d) + row * splits * HEAD_DIM;
   const long o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
 
-  float mx = NEG_INF;
-  int nan_split = 0; /* a split that met a NaN (fmax would pass over it): the row is NaN, as in the forward */
-  for (int s = 0; s < splits; ++s) {
-    mx = fmax(mx, row_lse[s]);
-    nan_split |= isnan(row_lse[s]);
-  }
-  if (nan_split) mx = NAN;
+  const float mx = splits_max_lse(row_lse, splits);
   CVEC acc[DV];
   for (int v = 0; v < DV; ++v) acc[v] = (CVEC)(0.0f);
   float sum = 0.0f;

@@ -22,13 +22,7 @@ void decode_merge(__global const float* work, __global STORAGE_T* o,
   __global const float* row_o = part_o + row * splits * HEAD_DIM;
   const long o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
 
-  float mx = NEG_INF;
-  int nan_split = 0; /* a split that met a NaN (fmax would pass over it): the row is NaN, as in the forward */
-  for (int s = 0; s < splits; ++s) {
-    mx = fmax(mx, row_lse[s]);
-    nan_split |= isnan(row_lse[s]);
-  }
-  if (nan_split) mx = NAN;
+  const float mx = splits_max_lse(row_lse, splits);
   if (mx == NEG_INF) { /* no split saw a key */
     for (int c = lid; c < HEAD_DIM; c += MERGE_WG) STORE_ELEM(o, o_base + c, 0.0f);
     if (lid == 0 && d->write_lse) lse[row] = NEG_INF;
