@@ -1,8 +1,9 @@
 // simulated_devices.hpp: DeviceFacts of devices that need not be present, for the tests of the
-// pure planners (test_planner.cpp, test_mma_plan.cpp).
+// pure planners (test_planner.cpp, test_mma_plan.cpp, the CPU forms' planner tests, ...).
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "plan/device_facts.hpp"
 
@@ -19,6 +20,19 @@ inline DeviceFacts simulated_nvidia_gpu(std::size_t local_kib, int cc_major = 0,
   f.work_group_multiple = 32;
   f.nv_compute_major = cc_major;
   f.nv_compute_minor = cc_minor;
+  return f;
+}
+
+// A CPU as PoCL reports one: 1 MiB of local memory, 4096 work-items, `float_width` floats in the
+// preferred vector (16 with AVX-512) and `units` cores.
+inline DeviceFacts simulated_pocl_cpu(int float_width, int units = 2) {
+  DeviceFacts f;
+  f.name = "simulated PoCL CPU, float" + std::to_string(float_width);
+  f.kind = DeviceKind::CPU;
+  f.local_mem_bytes = 1024 * 1024;
+  f.max_work_group_size = 4096;
+  f.float_vector_width = float_width;
+  f.compute_units = units;
   return f;
 }
 

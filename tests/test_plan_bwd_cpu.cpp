@@ -13,16 +13,7 @@
 namespace flashcl::detail {
 namespace {
 
-DeviceFacts cpu(int float_width, int units = 2) {
-  DeviceFacts f;
-  f.name = "simulated PoCL CPU, float" + std::to_string(float_width);
-  f.kind = DeviceKind::CPU;
-  f.local_mem_bytes = 1024 * 1024;
-  f.max_work_group_size = 4096;
-  f.float_vector_width = float_width;
-  f.compute_units = units;
-  return f;
-}
+DeviceFacts cpu(int float_width, int units = 2) { return simulated_pocl_cpu(float_width, units); }
 
 Overrides with_bwd_cpu(const char* value) {
   Overrides o;

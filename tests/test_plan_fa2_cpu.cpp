@@ -13,16 +13,7 @@
 namespace flashcl::detail {
 namespace {
 
-DeviceFacts cpu(int float_width) {
-  DeviceFacts f;
-  f.name = "simulated PoCL CPU, float" + std::to_string(float_width);
-  f.kind = DeviceKind::CPU;
-  f.local_mem_bytes = 1024 * 1024;
-  f.max_work_group_size = 4096;
-  f.float_vector_width = float_width;
-  f.compute_units = 2;
-  return f;
-}
+DeviceFacts cpu(int float_width) { return simulated_pocl_cpu(float_width); }
 
 Overrides with_fa2_cpu(const char* value) {
   Overrides o;
