@@ -166,6 +166,12 @@ typedef struct {
   int alibi_per_batch;
   cl_mem workspace;                               /* optional, >= fcl_kvcache_workspace_bytes() */
   int num_splits;                                 /* 0: planner; 1..1024 forced */
+  /* Appended for the fp8 KV cache (KvCacheArgs::cache_dtype; docs/FP8.md "FP8 KV cache"); a caller
+   * compiled without these fields (struct_size up to num_splits) gets the defaults. */
+  fcl_dtype cache_dtype;                          /* FCL_DTYPE_DEFAULT (init): dtype; E4M3/E5M2: fp8 caches */
+  cl_mem k_descale, v_descale;                    /* fp8 caches: fp32 (B, H_kv); value = byte x descale */
+  int check_device_data;                          /* fp8 caches: read the descales back, reject <= 0 or
+                                                     non-finite (blocking) */
 } fcl_kvcache_args;
 
 FCL_API void fcl_kvcache_args_init(fcl_kvcache_args* args);

@@ -311,7 +311,13 @@ struct KvCacheArgs {
   int head_dim = 0;                  // 1 … 256
   std::optional<float> scale;        // default 1/√d
   bool causal = false;               // bottom-right: query i sees keys j ≤ i + L − Nq (L: keys after the append)
-  DType dtype = DType::F32;          // of q, o, caches, k_new, v_new
+  DType dtype = DType::F32;          // of q, o, k_new, v_new, and the caches unless cache_dtype says
+  std::optional<DType> cache_dtype;  // the caches' storage: unset = dtype; E4M3/E5M2: an fp8 KV cache
+                                     //   (docs/FP8.md "FP8 KV cache"; needs k_descale and v_descale)
+  cl_mem k_descale = nullptr;        // fp8 cache: fp32 (B, H_kv), entry b·H_kv + h_kv; cached value =
+  cl_mem v_descale = nullptr;        //   fp8 byte × descale; the append stores fp8(x / descale)
+  bool check_device_data = false;    // fp8 cache: read the descales back (blocking, after wait_list)
+                                     //   and reject ≤ 0 or non-finite
   Tensor q, o;
   cl_mem lse = nullptr;              // optional (B, H, Nq) fp32
 

@@ -38,6 +38,46 @@
 #endif
 #endif
 
+/* The caches' storage: DTYPE's (CACHE_T = STORAGE_T, the loads above) unless CACHE_DTYPE names an
+ * fp8 format (3 = e4m3, 4 = e5m2; the program then lists fp8_codec.cl first). An fp8 cache holds
+ * bytes x8 standing for x8 * descale, with fp32 descales (B, H_kv) per sequence and K/V head
+ * (FlashAttention-3's k_descale/v_descale): the kernels decode the bytes exactly, fold k_descale into
+ * the query (scores = q . (kd * k8)) and v_descale into the split's partial O, so the inner loops
+ * pay only the decode; the append stores fp8(x / descale) (round to nearest even, saturating).
+ * q, o, k_new and v_new keep DTYPE. Non-fp8 programs are unchanged: every fp8 line sits behind
+ * CACHE_FP8. */
+#if defined(CACHE_DTYPE) && (CACHE_DTYPE == 3 || CACHE_DTYPE == 4)
+#define CACHE_FP8 1
+#define CACHE_T uchar
+#if CACHE_DTYPE == 3
+#define CACHE_DECODE(x) e4m3_to_float(x)
+#define CACHE_ENCODE(x) float_to_e4m3(x)
+#else
+#define CACHE_DECODE(x) e5m2_to_float(x)
+#define CACHE_ENCODE(x) float_to_e5m2(x)
+#endif
+#define LOAD_CACHE_ELEM(p, i) CACHE_DECODE((p)[(i)])
+/* VEC (4 or 8) bytes at p + i (vloadn: byte alignment suffices), decoded */
+inline float4 cache_fp8x4(uchar4 x) {
+  return (float4)(CACHE_DECODE(x.s0), CACHE_DECODE(x.s1), CACHE_DECODE(x.s2), CACHE_DECODE(x.s3));
+}
+#if VEC == 8
+#define LOAD_CACHE_VEC(p, i) cache_fp8x8(vload8(0, (p) + (i)))
+inline float8 cache_fp8x8(uchar8 x) { return (float8)(cache_fp8x4(x.lo), cache_fp8x4(x.hi)); }
+#elif VEC == 4
+#define LOAD_CACHE_VEC(p, i) cache_fp8x4(vload4(0, (p) + (i)))
+#endif
+/* the kernels' extra arguments, after their last one, and sequence b's descale of head hk */
+#define CACHE_DESCALE_PARAMS , __global const float *k_descale, __global const float *v_descale
+#define CACHE_DESCALE(s, d, b, hk) ((s)[(long)(b) * (d)->heads_kv + (hk)])
+#else
+#define CACHE_FP8 0
+#define CACHE_T STORAGE_T
+#define LOAD_CACHE_ELEM(p, i) LOAD_ELEM(p, i)
+#define LOAD_CACHE_VEC(p, i) LOAD_VEC(p, i)
+#define CACHE_DESCALE_PARAMS
+#endif
+
 /* The cache row of sequence b, or -1 when cache_batch_idx points outside the cache. */
 inline int cache_row(const DecodeArgs* d, __global const int* batch_idx, int b) {
 #if BATCH_IDX

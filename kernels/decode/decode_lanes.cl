@@ -56,7 +56,13 @@ inline float lane_xor_add(float x, int mask) {
  * PTX's cvt on NVIDIA (no cl_khr_fp16 there), by vload_half elsewhere; bf16 is a float's high half. */
 #if VEC == 1
 typedef float lane_raw;
-#define LANE_LOAD(p, i) LOAD_ELEM(p, i)
+#define LANE_LOAD(p, i) LOAD_CACHE_ELEM(p, i)
+#elif CACHE_FP8 && VEC == 8 /* fp8: VEC bytes, one 8-byte (uint2) or 4-byte load, decoded at use */
+typedef uint2 lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
+#elif CACHE_FP8
+typedef uint lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
 #elif DTYPE == 0
 typedef CAT_VEC_FLOAT lane_raw;
 #define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
@@ -71,6 +77,10 @@ typedef uint2 lane_raw;
 inline void lane_widen(lane_raw x, float* y) {
 #if VEC == 1
   y[0] = x;
+#elif CACHE_FP8 && VEC == 8
+  vstore8(cache_fp8x8(as_uchar8(x)), 0, y);
+#elif CACHE_FP8
+  vstore4(cache_fp8x4(as_uchar4(x)), 0, y);
 #elif DTYPE == 0 && VEC == 8
   vstore8(x, 0, y);
 #elif DTYPE == 0
@@ -104,7 +114,7 @@ inline void lane_widen(lane_raw x, float* y) {
  * position 0 of its cache row (contiguous) or of page 0 (paged). Paged: *entry holds the tile's
  * block-table entry, read a tile before (the tile's first key at page *pg, offset *pg_off); this
  * advances them to the next tile and reads its entry, which is in flight until then. */
-inline void lane_issue(const DecodeArgs* d, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+inline void lane_issue(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                        __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v, int* pg,
                        int* pg_off, int* entry_ahead, lane_raw* kr, lane_raw* vr, bool* seen) {
 #if PAGED
@@ -152,10 +162,10 @@ inline void lane_issue(const DecodeArgs* d, __global const STORAGE_T* k_cache, _
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                   __global float* work, __global const int* cache_seqlens, __global const int* block_table,
                   __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
-                  __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
+                  __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn CACHE_DESCALE_PARAMS) {
   __local float scratch[L_SCRATCH]; /* the streams' state at the end (and the portable reduction) */
   const DecodeArgs* d = &dargs;
   const int lid = get_local_id(0), v = lid % L_DV, kg = lid / L_DV, col = v * VEC;
@@ -178,6 +188,9 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       qv[r][e] = query_value(d, q, b, hk, r0 + r, r_end, col + e, len, rot_cos, rot_sin);
+#if CACHE_FP8
+      qv[r][e] *= CACHE_DESCALE(k_descale, d, b, hk); /* q . (kd * k8): the descale once per query element */
+#endif
       acc[r][e] = 0.0f;
     }
   }
@@ -317,6 +330,13 @@ void decode_lanes(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
 
   /* epilogue: the L_KG streams merged by the LSE rule; scratch holds each stream's unnormalised
    * O (L_KG, BR, d) and then its m and l (L_KG, BR) */
+#if CACHE_FP8
+  const float vd = CACHE_DESCALE(v_descale, d, b, hk); /* P . (vd * v8): once per accumulator */
+#pragma unroll
+  for (int r = 0; r < BR; ++r)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[r][e] *= vd;
+#endif
   barrier(CLK_LOCAL_MEM_FENCE);
   __local float* st_o = scratch;
   __local float* st_m = scratch + L_KG * BR * HEAD_DIM;

@@ -40,7 +40,7 @@
 /* Tile slot idx (key idx / DV, VEC columns from (idx % DV) * VEC) of keys k0 ... as floats; zeros
  * past k_stop, past the tile and in pages outside the pool. */
 inline void load_kv_slot(float* kx, float* vx, int idx, int k0, int k_stop, int slot_row, int hk, const DecodeArgs* d,
-                         __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+                         __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                          __local const int* tile_pages, int first_page) {
   const int c = idx / DV, col = idx % DV * VEC, pos = k0 + c;
 #pragma unroll
@@ -57,14 +57,14 @@ inline void load_kv_slot(float* kx, float* vx, int idx, int k0, int k_stop, int 
   long kb, vb;
   kv_bases(d, slot, pos, hk, &kb, &vb);
 #if VEC == 8
-  vstore8(LOAD_VEC(k_cache, kb + col), 0, kx);
-  vstore8(LOAD_VEC(v_cache, vb + col), 0, vx);
+  vstore8(LOAD_CACHE_VEC(k_cache, kb + col), 0, kx);
+  vstore8(LOAD_CACHE_VEC(v_cache, vb + col), 0, vx);
 #elif VEC == 4
-  vstore4(LOAD_VEC(k_cache, kb + col), 0, kx);
-  vstore4(LOAD_VEC(v_cache, vb + col), 0, vx);
+  vstore4(LOAD_CACHE_VEC(k_cache, kb + col), 0, kx);
+  vstore4(LOAD_CACHE_VEC(v_cache, vb + col), 0, vx);
 #else
-  kx[0] = LOAD_ELEM(k_cache, kb + col);
-  vx[0] = LOAD_ELEM(v_cache, vb + col);
+  kx[0] = LOAD_CACHE_ELEM(k_cache, kb + col);
+  vx[0] = LOAD_CACHE_ELEM(v_cache, vb + col);
 #endif
 }
 
@@ -79,11 +79,11 @@ inline void store_kv_slot(__local float* k_tile, __local float* v_tile, const fl
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+void decode_split(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                   __global float* work, __global const int* cache_seqlens,
                   __global const int* block_table, __global const int* batch_idx, __global const float* rot_cos,
                   __global const float* rot_sin, __global const float* alibi_slopes, const DecodeArgs dargs,
-                  const AttnArgs attn) {
+                  const AttnArgs attn CACHE_DESCALE_PARAMS) {
   __local float q_tile[BR * HEAD_DIM];
   __local float k_tile[BC * K_STRIDE];
   __local float v_tile[BC * HEAD_DIM];
@@ -109,6 +109,10 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
   /* prologue: query rows r0 .. r_end - 1 (rows past the end stay 0 and are never written) */
   for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE)
     q_tile[idx] = query_value(d, q, b, hk, r0 + idx / HEAD_DIM, r_end, idx % HEAD_DIM, len, rot_cos, rot_sin);
+#if CACHE_FP8
+  for (int idx = lid; idx < BR * HEAD_DIM; idx += WG_SIZE) /* q . (kd * k8): the descale once per query element */
+    q_tile[idx] *= CACHE_DESCALE(k_descale, d, b, hk);
+#endif
   if (lid < BR) slope_row[lid] = row_slope(d, alibi_slopes, b, hk, r0 + lid);
   /* per owned (row, column) slot: O, and the row's running max and sum (each work-item of a row
    * keeps its own copy: no reduction, no barrier, no serial pass over the row) */
@@ -210,7 +214,11 @@ void decode_split(__global const STORAGE_T* q, __global const STORAGE_T* k_cache
     if (idx < BR * DV && rg < r_end) {
       const int col = idx % DV * VEC, i = rg / group, h = hk * group + rg % group;
       const long row = ((long)b * d->heads + h) * d->seqlen_q + i;
+#if CACHE_FP8
+      const float inv = (l[t] > 0.0f ? 1.0f / l[t] : 0.0f) * CACHE_DESCALE(v_descale, d, b, hk); /* P . (vd * v8) */
+#else
       const float inv = l[t] > 0.0f ? 1.0f / l[t] : 0.0f;
+#endif
 #pragma unroll
       for (int e = 0; e < VEC; ++e) part_o[(row * d->num_splits + split) * HEAD_DIM + col + e] = acc[t][e] * inv;
       if (col == 0) part_lse[row * d->num_splits + split] = row_lse(m[t], l[t]); /* NaN kept, as the forward */

@@ -20,10 +20,10 @@
 #define STREAM_SCRATCH (BR * BC * PD_STRIDE > S_KG * BR * (HEAD_DIM + 2) ? BR * BC * PD_STRIDE : S_KG * BR * (HEAD_DIM + 2))
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
-void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+void decode_stream(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                    __global float* work, __global const int* cache_seqlens, __global const int* block_table,
                    __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
-                   __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
+                   __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn CACHE_DESCALE_PARAMS) {
   __local float scratch[STREAM_SCRATCH]; /* partial dots per tile; the streams' state at the end */
   __local float s_tile[BR * BC];
   __local float slope_row[BR];
@@ -49,6 +49,9 @@ void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cach
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       qv[r][e] = query_value(d, q, b, hk, r0 + r, r_end, col + e, len, rot_cos, rot_sin);
+#if CACHE_FP8
+      qv[r][e] *= CACHE_DESCALE(k_descale, d, b, hk); /* q . (kd * k8): the descale once per query element */
+#endif
       acc[r][e] = 0.0f;
     }
   }
@@ -85,14 +88,14 @@ void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cach
         long kb, vb;
         kv_bases(d, slot, pos, hk, &kb, &vb);
 #if VEC == 8
-        vstore8(LOAD_VEC(k_cache, kb + col), 0, kx[j]);
-        vstore8(LOAD_VEC(v_cache, vb + col), 0, vx[j]);
+        vstore8(LOAD_CACHE_VEC(k_cache, kb + col), 0, kx[j]);
+        vstore8(LOAD_CACHE_VEC(v_cache, vb + col), 0, vx[j]);
 #elif VEC == 4
-        vstore4(LOAD_VEC(k_cache, kb + col), 0, kx[j]);
-        vstore4(LOAD_VEC(v_cache, vb + col), 0, vx[j]);
+        vstore4(LOAD_CACHE_VEC(k_cache, kb + col), 0, kx[j]);
+        vstore4(LOAD_CACHE_VEC(v_cache, vb + col), 0, vx[j]);
 #else
-        kx[j][0] = LOAD_ELEM(k_cache, kb + col);
-        vx[j][0] = LOAD_ELEM(v_cache, vb + col);
+        kx[j][0] = LOAD_CACHE_ELEM(k_cache, kb + col);
+        vx[j][0] = LOAD_CACHE_ELEM(v_cache, vb + col);
 #endif
       }
     }
@@ -155,6 +158,13 @@ void decode_stream(__global const STORAGE_T* q, __global const STORAGE_T* k_cach
 
   /* epilogue: the S_KG streams merged by the LSE rule; scratch holds each stream's unnormalised
    * O (S_KG, BR, d) and then its m and l (S_KG, BR) */
+#if CACHE_FP8
+  const float vd = CACHE_DESCALE(v_descale, d, b, hk); /* P . (vd * v8): once per accumulator */
+#pragma unroll
+  for (int r = 0; r < BR; ++r)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[r][e] *= vd;
+#endif
   barrier(CLK_LOCAL_MEM_FENCE);
   __local float* st_o = scratch;
   __local float* st_m = scratch + S_KG * BR * HEAD_DIM;

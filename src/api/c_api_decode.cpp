@@ -1,6 +1,8 @@
 // c_api_decode.cpp: the C API of the KV-cache path: fcl_kvcache_args (checked by struct_size)
 // converted to flashcl::KvCacheArgs; statuses and messages come from c_api.cpp's one conversion
 // point (c_api_guard.hpp).
+#include <cstddef>
+
 #include "api/c_api_fields.hpp"
 #include "api/c_api_guard.hpp"
 #include "base/errors.hpp"
@@ -15,8 +17,10 @@ using flashcl::detail::to_tensor;
 
 flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
   if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
-  // Only one layout exists so far; a later one appends fields and accepts this size too.
-  if (in->struct_size != sizeof(fcl_kvcache_args))
+  // Two layouts: the first (up to num_splits) and this one (the fp8 cache's fields appended); an
+  // older caller's struct is read up to its end, the rest taking the defaults.
+  const std::size_t first_layout = offsetof(fcl_kvcache_args, cache_dtype);
+  if (in->struct_size != sizeof(fcl_kvcache_args) && in->struct_size != first_layout)
     fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, ", but this library's fcl_kvcache_args has ",
          sizeof(fcl_kvcache_args), " bytes (call fcl_kvcache_args_init before filling the fields)");
   flashcl::KvCacheArgs a;
@@ -56,6 +60,12 @@ flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
   a.alibi_per_batch = in->alibi_per_batch != 0;
   a.workspace = in->workspace;
   a.num_splits = in->num_splits;
+  if (in->struct_size > first_layout) {
+    if (in->cache_dtype != FCL_DTYPE_DEFAULT) a.cache_dtype = to_dtype(in->cache_dtype, "cache_dtype");
+    a.k_descale = in->k_descale;
+    a.v_descale = in->v_descale;
+    a.check_device_data = in->check_device_data != 0;
+  }
   return a;
 }
 
@@ -69,6 +79,7 @@ void fcl_kvcache_args_init(fcl_kvcache_args* args) {
   args->struct_size = sizeof(fcl_kvcache_args);
   args->dtype = FCL_DTYPE_F32;
   args->window_left = args->window_right = -1;
+  args->cache_dtype = FCL_DTYPE_DEFAULT;
 }
 
 fcl_status fcl_forward_kvcache(cl_command_queue queue, const fcl_kvcache_args* args, cl_uint num_wait,

@@ -5,7 +5,10 @@
 // Device-side values (cache_seqlens, block table entries, cache_batch_idx) are never read back;
 // the kernels clamp them (decode_common.cl). Then the planner (plan_decode.hpp) picks the tile
 // and split count and three kernels are enqueued: append (with k_new), split-KV attention
-// (decode_stream for few rows per K/V head, else decode_split), merge.
+// (decode_stream for few rows per K/V head, else decode_split), merge. An fp8 cache (cache_dtype
+// E4M3/E5M2, docs/FP8.md "FP8 KV cache") adds its two descale buffers, checked here like the rest
+// (and read back only with check_device_data, as the fp8 forward does), to the append and the
+// attention kernel's arguments.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -81,10 +84,25 @@ KvCacheArgs normalize(const KvCacheArgs& in) {
   if (a.head_dim < 1 || a.head_dim > kMaxHeadDim)
     fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", a.head_dim);
   if (is_fp8(a.dtype))
-    fail(Status::UnsupportedDType, "dtype: forward_kvcache takes f32, f16 or bf16; an fp8 KV cache (",
-         to_string(a.dtype), ") is not written yet (docs/FP8.md)");
+    fail(Status::UnsupportedDType, "dtype: q, o, k_new and v_new take f32, f16 or bf16, got ", to_string(a.dtype),
+         "; for an fp8 KV cache set cache_dtype (docs/FP8.md)");
   if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16)
     fail(Status::UnsupportedDType, "dtype: unknown value ", static_cast<int>(a.dtype));
+  if (!a.cache_dtype) a.cache_dtype = a.dtype;
+  if (*a.cache_dtype != a.dtype && !is_fp8(*a.cache_dtype))
+    fail(Status::UnsupportedDType, "cache_dtype: the caches are stored as dtype (", to_string(a.dtype),
+         ") or fp8 (e4m3, e5m2), got ",
+         (*a.cache_dtype == DType::F32 || *a.cache_dtype == DType::F16 || *a.cache_dtype == DType::BF16)
+             ? to_string(*a.cache_dtype)
+             : "an unknown value");
+  if (is_fp8(*a.cache_dtype)) {
+    if (a.k_descale == nullptr || a.v_descale == nullptr)
+      fail(Status::InvalidArgument, a.k_descale == nullptr ? "k_descale" : "v_descale", ": an fp8 cache (",
+           to_string(*a.cache_dtype), ") needs k_descale and v_descale, fp32 (B, H_kv)");
+  } else if (a.k_descale != nullptr || a.v_descale != nullptr) {
+    fail(Status::InvalidArgument, a.k_descale != nullptr ? "k_descale" : "v_descale",
+         ": descales are for an fp8 cache (cache_dtype e4m3/e5m2), but the caches are ", to_string(*a.cache_dtype));
+  }
   if (!a.scale) a.scale = 1.0f / std::sqrt(static_cast<float>(a.head_dim));
   if (!std::isfinite(*a.scale)) fail(Status::InvalidArgument, "scale: must be finite, got ", *a.scale);
 
@@ -171,29 +189,52 @@ std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
 
 std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
+// An fp8 program's last two kernel arguments (decode_common.cl's CACHE_DESCALE_PARAMS), after the
+// `first` ones every program takes.
+void set_descale_args(const cl::Kernel& kernel, cl_uint first, const KvCacheArgs& a) {
+  check_cl(clSetKernelArg(kernel(), first, sizeof(cl_mem), &a.k_descale), "clSetKernelArg");
+  check_cl(clSetKernelArg(kernel(), first + 1, sizeof(cl_mem), &a.v_descale), "clSetKernelArg");
+}
+
+// check_device_data with an fp8 cache: both descale buffers (B, H_kv) read back after `wait`; an
+// entry that is not finite and > 0 is named (validate_fp8.cpp's rule for the forward's descales).
+void check_cache_descales(cl_command_queue queue, const KvCacheArgs& a, const std::vector<cl_event>& wait) {
+  const std::size_t n = static_cast<std::size_t>(a.batch) * a.heads_kv;
+  for (const auto& [buffer, name] : {std::pair<cl_mem, const char*>{a.k_descale, "k_descale"}, {a.v_descale, "v_descale"}}) {
+    std::vector<float> values(n);
+    const cl_int err = clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, n * sizeof(float), values.data(),
+                                           static_cast<cl_uint>(wait.size()), wait.empty() ? nullptr : wait.data(), nullptr);
+    if (err != CL_SUCCESS) fail(Status::OpenCLError, name, ": clEnqueueReadBuffer failed (", err, ")");
+    for (std::size_t e = 0; e < n; ++e)
+      if (!(std::isfinite(values[e]) && values[e] > 0.0f))
+        fail(Status::InvalidArgument, name, ": entry ", e, " (sequence ", e / a.heads_kv, ", K/V head ", e % a.heads_kv,
+             ") is ", values[e], "; a descale must be finite and > 0");
+  }
+}
+
 // Every buffer is a buffer whose flags allow its use, and no output (o, lse, the workspace, and
 // the caches when k_new is appended into them) shares bytes with another argument: the forward's
 // rule (buffer_checks.hpp). The two caches are not compared with each other by extent, as a pool
 // may interleave them ((page, K or V, row, head, d)); one view given as both is refused when the
 // append writes it. Sizes and handles were checked before.
 void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) {
-  const std::size_t elem = element_size(a.dtype);
+  const std::size_t elem = element_size(a.dtype), cache_elem = element_size(*a.cache_dtype);
   const bool append = appends(a);
   const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
   const auto tensor = [&](const Tensor& t, std::int64_t n0, std::int64_t n1, std::int64_t n2, const char* name,
-                          bool output) {
+                          bool output, std::size_t bytes_each) {
     check_use(t.buffer, name, true, output);
-    return span_of(t.buffer, static_cast<std::uint64_t>(t.offset) * elem, reach_bytes(t, n0, n1, n2, a.head_dim, elem),
-                   name, output);
+    return span_of(t.buffer, static_cast<std::uint64_t>(t.offset) * bytes_each,
+                   reach_bytes(t, n0, n1, n2, a.head_dim, bytes_each), name, output);
   };
   const auto input = [&](cl_mem m, std::uint64_t bytes, const char* name) {
     check_use(m, name, true, false);
     return span_of(m, 0, bytes, name, false);
   };
-  const Span k_cache = tensor(a.k_cache, slots, rows, a.heads_kv, "k_cache", append);
-  const Span v_cache = tensor(a.v_cache, slots, rows, a.heads_kv, "v_cache", append);
+  const Span k_cache = tensor(a.k_cache, slots, rows, a.heads_kv, "k_cache", append, cache_elem);
+  const Span v_cache = tensor(a.v_cache, slots, rows, a.heads_kv, "v_cache", append, cache_elem);
   check_use(a.o.buffer, "o", false, true);
-  std::vector<Span> spans = {tensor(a.q, a.batch, a.seqlen_q, a.heads, "q", false),
+  std::vector<Span> spans = {tensor(a.q, a.batch, a.seqlen_q, a.heads, "q", false, elem),
                              span_of(a.o.buffer, static_cast<std::uint64_t>(a.o.offset) * elem,
                                      reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, a.head_dim, elem), "o", true),
                              input(a.cache_seqlens, std::uint64_t{sizeof(std::int32_t)} * a.batch, "cache_seqlens")};
@@ -212,14 +253,19 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
               saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.block_table_stride), sizeof(std::int32_t)}),
               "block_table"));
   if (append) {
-    spans.push_back(tensor(a.k_new, a.batch, a.seqlen_new, a.heads_kv, "k_new", false));
-    spans.push_back(tensor(a.v_new, a.batch, a.seqlen_new, a.heads_kv, "v_new", false));
+    spans.push_back(tensor(a.k_new, a.batch, a.seqlen_new, a.heads_kv, "k_new", false, elem));
+    spans.push_back(tensor(a.v_new, a.batch, a.seqlen_new, a.heads_kv, "v_new", false, elem));
   }
   if (rotary(a)) {
     const std::uint64_t table =
         saturating_bytes({std::uint64_t(a.rotary_seqlen), std::uint64_t(a.rotary_dim / 2), sizeof(float)});
     spans.push_back(input(a.rotary_cos, table, "rotary_cos"));
     spans.push_back(input(a.rotary_sin, table, "rotary_sin"));
+  }
+  if (is_fp8(*a.cache_dtype)) {
+    const std::uint64_t descales = saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads_kv), sizeof(float)});
+    spans.push_back(input(a.k_descale, descales, "k_descale"));
+    spans.push_back(input(a.v_descale, descales, "v_descale"));
   }
   if (a.alibi_slopes != nullptr)
     spans.push_back(input(a.alibi_slopes, std::uint64_t{sizeof(float)} * (a.alibi_per_batch ? a.batch : 1) * a.heads,
@@ -256,14 +302,20 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   p.facts = &device_facts(p.device);
   const KvCacheArgs a = normalize(args);
   const cl_context ctx = p.context;
-  const std::size_t elem = element_size(a.dtype);
+  const std::size_t elem = element_size(a.dtype), cache_elem = element_size(*a.cache_dtype);
+  const bool fp8_cache = is_fp8(*a.cache_dtype);
   const int d = a.head_dim;
 
   check_buffer(a.q.buffer, ctx, reach_bytes(a.q, a.batch, a.seqlen_q, a.heads, d, elem), "q");
   check_buffer(a.o.buffer, ctx, reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, d, elem), "o");
   const std::int64_t slots = paged(a) ? a.num_pages : a.cache_batch, rows = paged(a) ? a.page_size : a.cache_seqlen;
-  check_buffer(a.k_cache.buffer, ctx, reach_bytes(a.k_cache, slots, rows, a.heads_kv, d, elem), "k_cache");
-  check_buffer(a.v_cache.buffer, ctx, reach_bytes(a.v_cache, slots, rows, a.heads_kv, d, elem), "v_cache");
+  check_buffer(a.k_cache.buffer, ctx, reach_bytes(a.k_cache, slots, rows, a.heads_kv, d, cache_elem), "k_cache");
+  check_buffer(a.v_cache.buffer, ctx, reach_bytes(a.v_cache, slots, rows, a.heads_kv, d, cache_elem), "v_cache");
+  const std::size_t descale_bytes = static_cast<std::size_t>(a.batch) * a.heads_kv * sizeof(float);
+  if (fp8_cache) {
+    check_buffer(a.k_descale, ctx, descale_bytes, "k_descale");
+    check_buffer(a.v_descale, ctx, descale_bytes, "v_descale");
+  }
   if (a.lse != nullptr) check_buffer(a.lse, ctx, saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.heads),
                                                                 std::uint64_t(a.seqlen_q), sizeof(float)}), "lse");
   if (a.cache_seqlens == nullptr) fail(Status::InvalidHandle, "cache_seqlens: null cl_mem (int32 (B) is required)");
@@ -300,6 +352,9 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     fail(Status::OutOfResources, "workspace: the call needs ", need, " bytes, the device's largest buffer is ",
          p.facts->max_alloc_bytes);
   check_uses_and_aliasing(a, need);
+  // fp8 cache, on request: the descales read back (blocking, after the wait list), as the fp8
+  // forward's check_device_data does; nothing has been enqueued yet
+  if (fp8_cache && a.check_device_data) check_cache_descales(queue, a, wait_list);
 
   DecodeArgs k{};
   set_kernel_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
@@ -361,6 +416,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       cl::Kernel append = make_kernel(p, program, "decode_append");
       set_args(append, a.k_cache.buffer, a.v_cache.buffer, a.k_new.buffer, a.v_new.buffer, a.cache_seqlens,
                a.block_table, a.cache_batch_idx, a.rotary_cos, a.rotary_sin, k);
+      if (fp8_cache) set_descale_args(append, 10, a);
       const std::size_t wg = std::min<std::size_t>(64, p.facts->max_work_group_size);
       const std::size_t global[3] = {round_up(static_cast<std::size_t>(a.seqlen_new) * d, wg),
                                      static_cast<std::size_t>(a.heads_kv), static_cast<std::size_t>(a.batch)};
@@ -371,6 +427,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     cl::Kernel split = make_kernel(p, program, call.attention_kernel);
     set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
+    if (fp8_cache) set_descale_args(split, 12, a);
     const std::size_t split_global[3] = {
         static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
         static_cast<std::size_t>(a.heads_kv / plan.heads_per_item), static_cast<std::size_t>(a.batch)};

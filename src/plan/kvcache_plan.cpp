@@ -9,6 +9,9 @@ namespace flashcl::detail {
 
 // (vloadn needs only element alignment, but the rows of a wide load must not straddle a head or a
 // position)
+// An fp8 cache loads 8 bytes (8 elements) where allowed, not 16: the kernels' register arrays and
+// lane counts are shaped for at most 8 elements a load (16 would halve decode_lanes' lanes per key
+// and double every work-item's query and accumulator registers).
 int kvcache_vector_width(const KvCacheArgs& a) {
   const auto fits = [&](int w) {
     if (a.head_dim % w != 0) return false;
@@ -17,7 +20,7 @@ int kvcache_vector_width(const KvCacheArgs& a) {
         return false;
     return true;
   };
-  if (a.dtype != DType::F32 && fits(8)) return 8;
+  if (kvcache_cache_dtype(a) != DType::F32 && fits(8)) return 8;
   return fits(4) ? 4 : 1;
 }
 
@@ -35,6 +38,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.vec = kvcache_vector_width(a);
   r.num_splits = a.num_splits;
   r.form = o.decode;
+  r.fp8_cache = is_fp8(kvcache_cache_dtype(a));
   return plan_decode(facts, r);
 }
 
@@ -57,6 +61,17 @@ ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan, int 
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";
+  // An fp8 cache: its storage after every other switch (so the rows of other calls are unchanged)
+  // and the program with the codec (programs.txt's *_fp8); decode_cpu has no fp8 form (the planner
+  // never picks it for one).
+  const DType cache = kvcache_cache_dtype(a);
+  if (is_fp8(cache)) {
+    if (plan.cpu) fail(Status::UnsupportedDType, "cache_dtype: decode_cpu cannot take an fp8 cache (", to_string(cache), ")");
+    options += concat(" -DCACHE_DTYPE=", static_cast<int>(cache));
+    return choose_program(plan.lanes ? programs::decode_lanes_fp8 : plan.stream ? programs::decode_stream_fp8
+                                                                                : programs::decode_split_fp8,
+                          options);
+  }
   const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes
                                           : plan.cpu    ? programs::decode_cpu
                                           : plan.stream ? programs::decode_stream

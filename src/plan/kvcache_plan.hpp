@@ -22,7 +22,10 @@ inline std::int64_t capacity_of(const KvCacheArgs& a) {
   return paged(a) ? static_cast<std::int64_t>(a.max_pages) * a.page_size : a.cache_seqlen;
 }
 
-// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32) when d and every cache offset
+// The caches' storage: cache_dtype, or dtype where it is unset (the call normalises it so).
+inline DType kvcache_cache_dtype(const KvCacheArgs& a) { return a.cache_dtype.value_or(a.dtype); }
+
+// Elements per cache load: 16 bytes (8 for fp16/bf16, 4 for fp32; 8 bytes for fp8) when d and every cache offset
 // and stride are multiples of it, else 4, else 1.
 int kvcache_vector_width(const KvCacheArgs& a);
 
