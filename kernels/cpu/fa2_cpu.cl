@@ -54,17 +54,6 @@
 #define RVLOAD(p) CAT(vload, RW)(0, (p))
 #define RVSTORE(x, p) CAT(vstore, RW)((x), 0, (p))
 
-/* Rows [row0, row0 + n) of a (seq, d) slice into dst, row-major with pitch D_PAD, as fp32 (the
- * 16-bit K and V blocks). Rows at or past `valid` and columns past HEAD_DIM read 0. */
-inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0, int n,
-                       int valid) {
-  for (int r = 0; r < n; ++r) {
-    const bool inside = row0 + r < valid;
-    const long at = base + (long)(row0 + r) * seq_stride;
-    for (int c = 0; c < D_PAD; ++c) dst[r * D_PAD + c] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
-  }
-}
-
 /* Where the kernel is compiled for the host CPU (PoCL: __x86_64__, __aarch64__), the next K/V
  * block is prefetched into L2 while this one is used: the staging copies otherwise waited on
  * misses for most of their time (perf annotate: 75 % of the kernel body at d = 64), as rows 4 KiB
@@ -80,17 +69,6 @@ inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_str
 #else
 #define KV_PREFETCH 0
 #endif
-
-/* The work-group's Q rows, times mul, transposed (qt[c * BR + r]) for c < HEAD_DIM; rows at or past
- * `valid` read 0. Once per work-group; columns outer so the stores run along a row of qt. */
-inline void stage_q_transposed(__local float* qt, __global const STORAGE_T* src, long base, long seq_stride,
-                               int row0, int valid, float mul) {
-  for (int c = 0; c < HEAD_DIM; ++c) {
-#pragma clang loop vectorize(disable) /* vectorised, the strided loads become gathers */
-    for (int r = 0; r < BR; ++r)
-      qt[c * BR + r] = row0 + r < valid ? LOAD_ELEM(src, base + (long)(row0 + r) * seq_stride + c) * mul : 0.0f;
-  }
-}
 
 /* pt[j][r] = q(r0 + r) . k(j) for the SR rows of a score block and every key of the block: KJ keys
  * at a time, each Q^T vector load feeding KJ FMAs and each key element (a broadcast) SG. Keys past
@@ -209,7 +187,7 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  stage_q_transposed(qt, q, q_base, a->q_seq_stride, q0, SV_NQ(&sv, a), Q_SCALE(a));
+  cpu_stage_rows_t(qt, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a));
   for (int i = 0; i < BR * D_PAD; ++i) acc_t[i] = 0.0f;
   for (int r = 0; r < BR; ++r) {
     m[r] = NEG_INF;
@@ -221,8 +199,11 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &kb_end);
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC, n = min(BC, SV_NK(&sv, a) - k0);
-    stage_rows(ks, k, k_base, a->k_seq_stride, k0, BC, SV_NK(&sv, a));
-    stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, SV_NK(&sv, a));
+    for (int j = 0; j < BC; ++j) {
+      const bool inside = k0 + j < SV_NK(&sv, a);
+      cpu_stage_row(ks + j * D_PAD, k, k_base + (long)(k0 + j) * a->k_seq_stride, inside, 1.0f);
+      cpu_stage_row(vs + j * D_PAD, v, v_base + (long)(k0 + j) * a->v_seq_stride, inside, 1.0f);
+    }
 #if KV_PREFETCH
     if (kb + 1 < kb_end) {
       const int n_next = min(BC, SV_NK(&sv, a) - k0 - BC);
@@ -248,8 +229,7 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   for (int r = 0; q0 + r < q_end; ++r) {
     const int row = q0 + r;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    const long at = o_base + (long)row * a->o_seq_stride;
-    for (int c = 0; c < HEAD_DIM; ++c) STORE_ELEM(o, at + c, acc_t[r * D_PAD + c] * inv);
+    cpu_store_row(o, o_base + (long)row * a->o_seq_stride, acc_t + r * D_PAD, inv);
     if (a->write_lse) lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(m[r], l[r]);
   }
 }
