@@ -4,8 +4,11 @@
 // team kernel again under FLASHCL_FA2_CPU=0, tests/CMakeLists.txt); here: that it is the form
 // chosen, query and key lengths around its tiles (64 rows, 64 keys), head dims that take each
 // padding and register-block split (1, 17, 40, 80 = 5 vectors, 96 = 2 x 3, 112 padded to 128,
-// 200, 256), and that hidden keys holding NaN (blocks outside a window, and masked keys inside a
-// visited block) never reach O.
+// 200, 256), that hidden keys holding NaN (blocks outside a window, and masked keys inside a
+// visited block) never reach O, and that 16-bit storage converts exactly: kernels/cpu/cpu_io.cl
+// converts by vectors (vcvtph2ps / vcvtps2ph on x86 hosts), and O must be bit-identical to the
+// host's round-to-nearest-even of values the kernel computes exactly.
+#include <cmath>
 #include <limits>
 #include <tuple>
 
@@ -88,6 +91,66 @@ TEST(Fa2Cpu, HiddenKeysHoldingNaNNeverReachO) {
   EXPECT_EQ(err.non_finite, 0u) << "a hidden key's NaN reached O";
   EXPECT_LE(err.rel_norm, 1e-5);
 }
+
+// O = V with one key (p = 1, l = 1), and O = (v0 + v1) / 2 with two keys and Q = 0 (p = 1 for both:
+// the fp32 sum and halving are exact), where v1 is v0's next 16-bit magnitude, so every O element is a
+// tie that only round-to-nearest-even settles. d = 40: two 16-wide vectors and a scalar tail.
+// Values: random ones, 16-bit subnormals (fp16), the largest finite value and the infinities.
+class Fa2Cpu16Bit : public testing::TestWithParam<DType> {};
+
+TEST_P(Fa2Cpu16Bit, ConvertsExactlyAndRoundsToNearestEven) {
+  const DType dtype = GetParam();
+  const int nq = 20, heads = 8, d = 40, n = heads * d;
+  const auto stored = [&](const std::vector<float>& x) { return from_storage(dtype, to_storage(dtype, x)); };
+  std::vector<float> v0 = bench::random_values(n, 70);
+  for (float& x : v0) x *= 4.0f;
+  v0 = stored(v0);
+  v0[1] = std::numeric_limits<float>::infinity();
+  v0[2] = -std::numeric_limits<float>::infinity();
+  v0[3] = dtype == DType::F16 ? 65504.0f : from_storage(dtype, {0x7f7f})[0];  // the largest finite value
+  if (dtype == DType::F16)
+    for (int i = 4; i < 12; ++i) v0[i] = std::ldexp(static_cast<float>(i - 7), -24);  // -3..4 x 2^-24: subnormals and 0
+  std::vector<std::uint16_t> up_bits = to_storage(dtype, v0);
+  for (std::uint16_t& b : up_bits) b = static_cast<std::uint16_t>(b + 1);  // the next magnitude up, either sign
+  std::vector<float> v1 = from_storage(dtype, up_bits);
+  for (int i = 1; i < 4; ++i) v1[i] = v0[i];  // infinities and the largest value: no step past them
+
+  for (int keys : {1, 2}) {
+    std::vector<float> q(static_cast<std::size_t>(nq) * n, 0.0f), v(static_cast<std::size_t>(keys) * n);
+    std::copy(v0.begin(), v0.end(), v.begin());
+    if (keys == 2) std::copy(v1.begin(), v1.end(), v.begin() + n);
+    const std::vector<float> k(v.size(), 0.5f);
+    DeviceTensor dq(Layout::BSHD, 1, nq, heads, d, &q, dtype), dk(Layout::BSHD, 1, keys, heads, d, &k, dtype),
+        dv(Layout::BSHD, 1, keys, heads, d, &v, dtype);
+    DeviceTensor dout(Layout::BSHD, 1, nq, heads, d, nullptr, dtype);
+    ForwardArgs a;
+    a.batch = 1;
+    a.heads = heads;
+    a.seqlen_q = nq;
+    a.seqlen_k = keys;
+    a.head_dim = d;
+    a.dtype = dtype;
+    a.algorithm = Algorithm::FA2;
+    a.q = dq.view;
+    a.k = dk.view;
+    a.v = dv.view;
+    a.o = dout.view;
+    forward(session().queue(), a).wait();
+    std::vector<float> mean(n);
+    for (int i = 0; i < n; ++i) mean[i] = keys == 1 ? v0[i] : (v0[i] + v1[i]) * 0.5f;
+    const std::vector<float> want = stored(mean), got = dout.logical();
+    for (int r = 0; r < nq; ++r)
+      for (int i = 0; i < n; ++i) {
+        const float g = got[static_cast<std::size_t>(r) * n + i];
+        ASSERT_TRUE(g == want[i] && std::signbit(g) == std::signbit(want[i]))
+            << to_string(dtype) << " keys " << keys << " row " << r << " element " << i << ": got " << g << ", want "
+            << want[i] << " (v0 " << v0[i] << ", v1 " << v1[i] << ")";
+      }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, Fa2Cpu16Bit, testing::Values(DType::F16, DType::BF16),
+                         [](const testing::TestParamInfo<DType>& info) { return std::string(to_string(info.param)); });
 
 }  // namespace
 }  // namespace flashcl::test

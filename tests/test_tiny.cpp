@@ -67,6 +67,10 @@ std::vector<Tiny> tiny_cases() {
       for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2})
         cases.push_back({algorithm, causal, 13, 17, 20, algorithm == Algorithm::Standard ? TileOverride{} : TileOverride{8, 8},
                          1, 2, Layout::PaddedRows, dtype});
+    // ... and fa2 with the planner's tiles: on CPU devices (and under FLASHCL_FA2_CPU=1, the oclgrind
+    // run) the CPU form's 16-wide conversions (kernels/cpu/cpu_io.cl), d = 20 taking a vector and a tail
+    for (DType dtype : {DType::F16, DType::BF16})
+      cases.push_back({Algorithm::FA2, causal, 13, 17, 20, {}, 1, 2, Layout::PaddedRows, dtype});
   }
   return cases;
 }
