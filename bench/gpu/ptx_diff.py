@@ -12,9 +12,12 @@ the optimiser did not inline, so the PTX would hold only a call to it: -fgnu89-i
 emit every body, and what is compared is the kernel entry and each function it reaches through
 calls, by name, with runs of white space as one space.
 
-Usage: bench/gpu/ptx_diff.py BASE_KERNELS [NEW_KERNELS]   (NEW defaults to this tree's kernels/)
+Usage: bench/gpu/ptx_diff.py [--recorded REGEX] BASE_KERNELS [NEW_KERNELS]   (NEW: this tree's kernels/)
   e.g. mkdir -p /tmp/base && git archive HEAD~1 kernels | tar -x -C /tmp/base
        bench/gpu/ptx_diff.py /tmp/base/kernels
+  --recorded REGEX: instead of the option grids below, every distinct (program, options) pair that
+       the recording tests/data/plan_options.txt holds for the simulated NVIDIA devices, for the
+       programs whose name matches REGEX (e.g. 'decode_' or '.'): exactly what the planner builds.
 Exit status 0 when every body matches, 1 when one differs, 2 when a program does not compile.
 """
 import itertools
@@ -24,8 +27,13 @@ import subprocess
 import sys
 import tempfile
 
-CLANG = ["clang-14", "-x", "cl", "-cl-std=CL1.2", "-target", "nvptx64-nvidia-nvcl", "-Xclang",
-         "-finclude-default-header", "-D__OPENCL_VERSION__=120", "-Dasm=__asm__", "-fgnu89-inline", "-O2", "-S"]
+# opencl-c.h included by name rather than through -finclude-default-header, whose builtin table
+# lacks vload_half/vstore_half: with the full header the fp16 programs compile too (those builtins
+# stay calls to external functions, the same in both trees).
+CLANG = ["clang-14", "-x", "cl", "-cl-std=CL1.2", "-target", "nvptx64-nvidia-nvcl", "-include",
+         "/usr/lib/llvm-14/lib/clang/14.0.6/include/opencl-c.h", "-D__OPENCL_VERSION__=120", "-Dasm=__asm__",
+         "-fgnu89-inline", "-O2", "-S"]
+RECORDING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "plan_options.txt")
 
 
 def grid(**axes):
@@ -37,8 +45,7 @@ def grid(**axes):
 # The tensor-core programs: the shapes mma_plan.cpp picks (MT, STAGES, BC, LAZY_RESCALE) at the
 # head dims it takes, with the aligned loads and stores a dense call gets.
 MMA_IO = dict(WARPS=[4], VEC_LOAD=[1], PAIR_IO=[1], O_VEC_STORE=[1], FOLD_SCALE=[1])
-# The portable programs: fp32 and bf16 (clang-14's header has no vload_half) under the variant
-# switches that change their code paths.
+# The portable programs: fp32 and bf16 under the variant switches that change their code paths.
 VARIANTS = [{}, dict(CAUSAL=1), dict(WINDOW=1), dict(CAUSAL=1, MASK_KIND=1), dict(MASK_KIND=2, HALF_UNITS=1),
             dict(VARLEN=1, GQA=1, CAUSAL=1), dict(SOFTCAP=1, ALIBI=1, HALF_UNITS=1)]
 TEAM = dict(TPR=8, D_PAD=64, BR=64, BC=64, TM=4)
@@ -60,6 +67,20 @@ PROGRAMS = {
     "backward": [dict(DTYPE=t, HEAD_DIM=64, WG_SIZE=128, **dict(TEAM, BR=32, BC=32, TM=2), **v) for t in (0, 2)
                  for v in VARIANTS],
 }
+
+
+def recorded(pattern):
+    """{program: [options, ...]} of the recording's NVIDIA rows ("<kind> nvidia... : program | -D...")."""
+    programs = {}
+    for line in open(RECORDING):
+        m = re.match(r"^\S+ (nvidia\S*) .*?: (\w+)(?: \([^)]*\))? \| (.*)$", line.rstrip("\n"))
+        if not m or not re.search(pattern, m.group(2)):
+            continue
+        options = dict(re.findall(r"-D(\w+)=(\S+)", m.group(3)))
+        sets = programs.setdefault(m.group(2), [])
+        if options not in sets:
+            sets.append(options)
+    return programs
 
 
 def manifest(kernels):
@@ -118,14 +139,18 @@ def reachable(ptx):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
+    args = sys.argv[1:]
+    programs = PROGRAMS
+    if args[:1] == ["--recorded"] and len(args) >= 2:
+        programs, args = recorded(args[1]), args[2:]
+    if len(args) not in (1, 2):
         sys.exit(__doc__)
-    base = sys.argv[1]
-    new = sys.argv[2] if len(sys.argv) == 3 else os.path.join(os.path.dirname(__file__), "..", "..", "kernels")
+    base = args[0]
+    new = args[1] if len(args) == 2 else os.path.join(os.path.dirname(__file__), "..", "..", "kernels")
     base_programs, new_programs = manifest(base), manifest(new)
     same = differ = broken = 0
     with tempfile.TemporaryDirectory() as scratch:
-        for name, option_sets in PROGRAMS.items():
+        for name, option_sets in programs.items():
             if name not in new_programs or name not in base_programs:
                 print(f"{name}: not in both manifests, skipped")
                 continue
