@@ -332,6 +332,17 @@ void add_kvcache(std::vector<std::string>& lines) {
           o.decode = form;
           record(at + " f16" + (form.empty() ? "" : " FLASHCL_DECODE=" + form), kvcache_call(DType::F16, d, rows, group, "plain"), o);
         }
+        // fp8 caches (docs/FP8.md "FP8 KV cache"): every form that takes one (a CPU streams), forced or not
+        for (const std::string form : {"", "lanes", "cpu", "staged"}) {
+          Overrides o;
+          o.decode = form;
+          KvCacheArgs a = kvcache_call(DType::F16, d, rows, group, "plain");
+          a.cache_dtype = DType::E4M3;
+          record(at + " f16 cache e4m3" + (form.empty() ? "" : " FLASHCL_DECODE=" + form), a, o);
+        }
+        KvCacheArgs e5 = kvcache_call(DType::BF16, d, rows, group, rows == 1 ? "paged" : "plain");
+        e5.cache_dtype = DType::E5M2;
+        record(at + " bf16 cache e5m2" + (rows == 1 ? " paged" : ""), e5, Overrides{});
         if (rows == 2 || rows == 3) continue;
         for (const std::string variant : {"paged", "causal", "rotary", "rotary_interleaved", "window", "alibi",
                                           "softcap", "batch_idx", "big_scale", "splits", "offset1", "offset4"})
