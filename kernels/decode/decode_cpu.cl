@@ -7,10 +7,10 @@
  * 1. Q·Kᵀ key by key, reading the key's K row of all HB heads: in a dense cache HB·d contiguous
  *    elements, so K is read in address order, which the hardware prefetchers follow. A key's
  *    products are VW-wide vectors, one per (head, row), each K vector loaded once feeding the BR
- *    rows' FMAs; a transposing fold (.even + .odd, log2 VW levels) sums VW of them across their
- *    lanes into one score vector whose lane h·BRP + r is (head h, row r) (BRP: BR rounded up to a
- *    power of two; padded lanes are zero). Meanwhile the key's V row is prefetched, in address
- *    order, for phase 3.
+ *    rows' FMAs; a transposing fold (two shuffles and an add a level, log2 VW levels) sums VW of
+ *    them across their lanes into one score vector whose lane h·BRP + r is (head h, row r) (BRP: BR
+ *    rounded up to a power of two; padded lanes are zero). Meanwhile the key's V row is prefetched,
+ *    in address order, a line at a time between the K loads, for phase 3.
  * 2. The online softmax over the block, lane by lane (each lane is one row: running max and sum
  *    are vectors); a row's accumulators are rescaled only when its max grew (exactly: otherwise
  *    the factor is 1).
@@ -44,33 +44,44 @@
 #define CPU_CAT(a, b) CPU_CAT_(a, b)
 #define CVEC CPU_CAT(float, VW)
 
-/* VW consecutive storage elements at p + i as floats (vload needs element alignment only). */
+/* VW consecutive storage elements at p + i as floats (vload needs element alignment only). fp16 on
+ * AVX-512: one 16-wide vcvtph2ps, where PoCL 3.1's vload_half16 gives two 8-wide ones and an insert
+ * (no cl_khr_fp16 here); oclgrind and other targets take vload_half. */
 #if DTYPE == 0
 #define CPU_VLOAD(p, i) CPU_CAT(vload, VW)(0, (p) + (i))
+#elif DTYPE == 1 && VW == 16 && defined(__AVX512F__)
+#define CPU_VLOAD(p, i) __builtin_ia32_vcvtph2ps512_mask(vload16(0, (__global const short*)((p) + (i))), (float16)(0.0f), (ushort)0xffff, 4)
 #elif DTYPE == 1
 #define CPU_VLOAD(p, i) CPU_CAT(vload_half, VW)(0, (p) + (i))
 #else
 #define CPU_VLOAD(p, i) CPU_CAT(as_float, VW)(CPU_CAT(convert_uint, VW)(CPU_CAT(vload, VW)(0, (p) + (i))) << 16)
 #endif
-/* Two vectors' adjacent lanes summed pairwise, a's then b's: one level of the transposing fold. */
-#define CPU_FOLD(a, b) ((CVEC)((a).even + (a).odd, (b).even + (b).odd))
+/* The transposing fold's levels: FOLDk(a, b) adds two shuffles of (a, b) so that the lanes that held
+ * a's and b's partial sums are halved. Levels 1 and 2 stay within 128-bit lanes (vshufps), 3 and 4
+ * move 128-bit chunks (vshuff32x4); after log2 VW levels on (f[2i], f[2i+1]) pairs, lane i holds
+ * the full sum of f[i] (the identity order, checked by a simulation of the index lists). */
+#define SV __builtin_shufflevector
+#if VW == 16
+#define CPU_FOLD1(a, b) (SV(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) + SV(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+#define CPU_FOLD2(a, b) (SV(a, b, 0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30) + SV(a, b, 1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31))
+#define CPU_FOLD3(a, b) (SV(a, b, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) + SV(a, b, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31))
+#define CPU_FOLD4(a, b) CPU_FOLD3(a, b)
+#elif VW == 8
+#define CPU_FOLD1(a, b) (SV(a, b, 0, 1, 8, 9, 4, 5, 12, 13) + SV(a, b, 2, 3, 10, 11, 6, 7, 14, 15))
+#define CPU_FOLD2(a, b) (SV(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + SV(a, b, 1, 3, 9, 11, 5, 7, 13, 15))
+#define CPU_FOLD3(a, b) (SV(a, b, 0, 1, 2, 3, 8, 9, 10, 11) + SV(a, b, 4, 5, 6, 7, 12, 13, 14, 15))
+#define CPU_FOLD4(a, b) (a) /* unused */
+#else
+#define CPU_FOLD1(a, b) (SV(a, b, 0, 1, 4, 5) + SV(a, b, 2, 3, 6, 7))
+#define CPU_FOLD2(a, b) (SV(a, b, 0, 2, 4, 6) + SV(a, b, 1, 3, 5, 7))
+#define CPU_FOLD3(a, b) (a) /* unused */
+#define CPU_FOLD4(a, b) (a)
+#endif
 
 #ifndef CPU_PREFETCH
 #define CPU_PREFETCH 0 /* 1 (CPU devices): phase 1 prefetches the block's V rows for phase 3 */
 #endif
 
-#if CPU_PREFETCH
-/* A software prefetch (into L2: prefetcht1) of the HB heads' rows at element offset e, each
- * 64-byte line in address order. OpenCL's prefetch() does nothing in PoCL 3.1, so clang's builtin
- * is used; it takes a private-space pointer, which on a CPU device is the same flat address
- * (through an integer: OpenCL C forbids the direct cast). Only on CPU devices: oclgrind, say,
- * cannot run llvm.prefetch. */
-inline void cpu_prefetch_rows(__global const STORAGE_T* p, long e, long head_stride) {
-  for (int h = 0; h < HB; ++h)
-    for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
-      __builtin_prefetch((const void*)((ulong)(p + e + h * head_stride) + c), 0, 2);
-}
-#endif
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
@@ -150,9 +161,6 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
         for (int n = 0; n < NSV; ++n) s[j][n] = (CVEC)(NEG_INF);
         continue;
       }
-#if CPU_PREFETCH
-      cpu_prefetch_rows(v_cache, vb[j], d->v_head_stride);
-#endif
       /* the products of score vector n, folded as soon as its heads are done */
       #pragma unroll
       for (int n = 0; n < NSV; ++n) {
@@ -163,6 +171,18 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
         for (int h = n * VW / BRP; h < HB && h * BRP < (n + 1) * VW; ++h)
           #pragma unroll
           for (int v = 0; v < DV; ++v) {
+#if CPU_PREFETCH
+            /* the key's V row of head h into L2 (prefetcht1), a 64-byte line per prefetch in address
+             * order, spread over the head's K loads: 32 prefetches at the start of each key (8 heads of
+             * 256 bytes) filled the miss buffers and stalled the K loads behind them (13-16 % of the
+             * samples on the prefetches; spread: 11.5-11.9 -> 13.2-13.3 GB per CPU-second, 8k keys,
+             * B 8, fp16). OpenCL's prefetch() does nothing in PoCL 3.1, so clang's builtin is used,
+             * through an integer (OpenCL C forbids casting the global pointer to a private one; on a
+             * CPU device both are the same flat address). Only on CPU devices: oclgrind, say, cannot
+             * run llvm.prefetch. */
+            if (v * VW * (int)sizeof(STORAGE_T) % 64 == 0)
+              __builtin_prefetch((const void*)((ulong)(v_cache + vb[j] + h * d->v_head_stride + v * VW)), 0, 2);
+#endif
             const CVEC kv = CPU_VLOAD(k_cache, kb + h * d->k_head_stride + v * VW);
             #pragma unroll
             for (int r = 0; r < BR; ++r) {
@@ -172,13 +192,13 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
           }
         /* one loop per level, each of constant length, so all unroll and f stays in registers */
         #pragma unroll
-        for (int i = 0; i < VW / 2; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        for (int i = 0; i < VW / 2; ++i) f[i] = CPU_FOLD1(f[2 * i], f[2 * i + 1]);
         #pragma unroll
-        for (int i = 0; i < VW / 4; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        for (int i = 0; i < VW / 4; ++i) f[i] = CPU_FOLD2(f[2 * i], f[2 * i + 1]);
         #pragma unroll
-        for (int i = 0; i < VW / 8; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        for (int i = 0; i < VW / 8; ++i) f[i] = CPU_FOLD3(f[2 * i], f[2 * i + 1]);
         #pragma unroll
-        for (int i = 0; i < VW / 16; ++i) f[i] = CPU_FOLD(f[2 * i], f[2 * i + 1]);
+        for (int i = 0; i < VW / 16; ++i) f[i] = CPU_FOLD4(f[2 * i], f[2 * i + 1]);
         s[j][n] = f[0];
       }
 #if SCORE_TRANSFORM
