@@ -6,6 +6,9 @@
 // elements) per second, shown against the copy ceiling flashcl-bench measures for the device
 // (ceilings.hpp; cached). --check compares O with the float64 reference on the cache the device
 // holds after the runs (for small shapes: the reference costs B·H·Nq·L·d multiply-adds).
+// --cache-dtype e4m3|e5m2 runs an fp8 KV cache (descales 0.01; its bytes count 1 an element, so
+// GB/s is the bytes the fp8 call actually reads; with the option the CSV gains a last column,
+// cache_dtype, and without it keeps the columns bench/gpu/decode_table.py reads).
 #include "decode_bench.hpp"
 
 #include <CLI/CLI.hpp>
@@ -14,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +37,7 @@ struct DecodeOptions {
   int heads = 32, heads_kv = 8, head_dim = 128, seqlen_q = 1, new_tokens = 0, page_size = 0, splits = 0;
   bool causal = false;
   DType dtype = DType::F16;
+  std::optional<DType> cache_dtype;  // --cache-dtype: e4m3/e5m2 caches (unset: dtype)
   int repeat = 20, warmup = 3;
   bool check = false, roofline = true, remeasure = false, csv = false;
   std::uint64_t seed = 1;
@@ -43,6 +48,26 @@ struct Row {
   int splits = 0;
 };
 
+// An fp8 cache's bytes: random values of magnitude up to 100 encoded (a 1 Mi-element block
+// repeated, as fill_random does), standing for value x kFp8Descale, so the dequantised cache is
+// about the other caches' U(-1, 1).
+constexpr float kFp8Descale = 0.01f;
+void fill_fp8(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype, std::uint64_t seed) {
+  const std::size_t block = std::min<std::size_t>(elems, std::size_t{1} << 20);
+  const std::vector<std::uint8_t> bytes = to_fp8(dtype, random_values(block, seed, 1.0f / kFp8Descale));
+  for (std::size_t at = 0; at < elems; at += block)
+    check_cl(clEnqueueWriteBuffer(queue, buffer, CL_TRUE, at, std::min(block, elems - at), bytes.data(), 0, nullptr, nullptr),
+             "clEnqueueWriteBuffer");
+}
+
+std::vector<float> read_fp8(cl_command_queue queue, cl_mem buffer, std::size_t elems, DType dtype) {
+  std::vector<std::uint8_t> bytes(elems);
+  check_cl(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems, bytes.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
+  std::vector<float> out = from_fp8(dtype, bytes);
+  for (float& x : out) x *= kFp8Descale;
+  return out;
+}
+
 Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) {
   const cl_context ctx = session.context();
   const cl_command_queue queue = session.queue();
@@ -50,14 +75,27 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   const int capacity = cache_len + T;
   const bool paged = o.page_size > 0;
   const int max_pages = paged ? (capacity + o.page_size - 1) / o.page_size : 0;
-  const std::size_t elem = element_size(o.dtype), row = static_cast<std::size_t>(Hk) * d;
+  const DType cache_dtype = o.cache_dtype.value_or(o.dtype);
+  const bool fp8 = is_fp8(cache_dtype);
+  const std::size_t elem = element_size(o.dtype), cache_elem = element_size(cache_dtype);
+  const std::size_t row = static_cast<std::size_t>(Hk) * d;
   const std::size_t slots = paged ? static_cast<std::size_t>(B) * max_pages : B;
   const std::size_t slot_rows = paged ? o.page_size : capacity;
   const std::size_t cache_elems = slots * slot_rows * row;
 
-  Buffer k_cache(ctx, cache_elems * elem), v_cache(ctx, cache_elems * elem);
-  fill_random(queue, k_cache.get(), cache_elems, o.dtype, o.seed * 5 + 1);
-  fill_random(queue, v_cache.get(), cache_elems, o.dtype, o.seed * 5 + 2);
+  Buffer k_cache(ctx, cache_elems * cache_elem), v_cache(ctx, cache_elems * cache_elem);
+  const std::vector<float> descales(static_cast<std::size_t>(B) * Hk, kFp8Descale);
+  Buffer descale(ctx, descales.size() * sizeof(float));
+  if (fp8) {
+    fill_fp8(queue, k_cache.get(), cache_elems, cache_dtype, o.seed * 5 + 1);
+    fill_fp8(queue, v_cache.get(), cache_elems, cache_dtype, o.seed * 5 + 2);
+    check_cl(clEnqueueWriteBuffer(queue, descale.get(), CL_TRUE, 0, descales.size() * sizeof(float), descales.data(), 0,
+                                  nullptr, nullptr),
+             "clEnqueueWriteBuffer");
+  } else {
+    fill_random(queue, k_cache.get(), cache_elems, o.dtype, o.seed * 5 + 1);
+    fill_random(queue, v_cache.get(), cache_elems, o.dtype, o.seed * 5 + 2);
+  }
   const std::size_t q_elems = static_cast<std::size_t>(B) * Nq * H * d, new_elems = static_cast<std::size_t>(B) * T * row;
   Buffer q(ctx, q_elems * elem), out(ctx, q_elems * elem), k_new(ctx, new_elems * elem), v_new(ctx, new_elems * elem);
   fill_random(queue, q.get(), q_elems, o.dtype, o.seed * 5 + 3);
@@ -83,6 +121,10 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   a.head_dim = d;
   a.causal = o.causal;
   a.dtype = o.dtype;
+  if (fp8) {
+    a.cache_dtype = cache_dtype;
+    a.k_descale = a.v_descale = descale.get();
+  }
   a.q.buffer = q.get();
   a.o.buffer = out.get();
   a.k_cache.buffer = k_cache.get();
@@ -114,13 +156,15 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   std::sort(ms.begin(), ms.end());
   r.median_ms = ms[ms.size() / 2];
   r.min_ms = ms.front();
-  const double bytes = 2.0 * B * Hk * static_cast<double>(capacity) * d * elem;
+  const double bytes = 2.0 * B * Hk * static_cast<double>(capacity) * d * cache_elem;  // 1 byte an element in fp8
   r.mbytes = bytes / 1e6;
   r.gbs = bytes / (r.median_ms * 1e6);
 
   if (o.check) {  // the reference on the cache as the device left it (appended rows included)
-    const auto kc = read_floats(queue, k_cache.get(), cache_elems, o.dtype);
-    const auto vc = read_floats(queue, v_cache.get(), cache_elems, o.dtype);
+    const auto kc = fp8 ? read_fp8(queue, k_cache.get(), cache_elems, cache_dtype)
+                        : read_floats(queue, k_cache.get(), cache_elems, o.dtype);
+    const auto vc = fp8 ? read_fp8(queue, v_cache.get(), cache_elems, cache_dtype)
+                        : read_floats(queue, v_cache.get(), cache_elems, o.dtype);
     const auto qh = read_floats(queue, q.get(), q_elems, o.dtype);
     const auto oh = read_floats(queue, out.get(), q_elems, o.dtype);
     Shape s;
@@ -159,7 +203,7 @@ bool wants_decode_mode(int argc, char** argv) {
 int run_decode_bench(int argc, char** argv) {
   DecodeOptions o;
   CLI::App app{"flashcl-bench --decode: forward_kvcache on a KV cache; K/V bytes read per second"};
-  std::string cache_list = "4096", batch_list = "8", dtype = "f16";
+  std::string cache_list = "4096", batch_list = "8", dtype = "f16", cache_dtype;
   bool decode_flag = false;
   std::string mode;
   app.add_flag("--decode", decode_flag, "Decode mode (this one)");
@@ -177,6 +221,9 @@ int run_decode_bench(int argc, char** argv) {
   app.add_option("--splits", o.splits, "Force the split count (0: the planner's)")->check(CLI::Range(0, 1024));
   app.add_flag("--causal", o.causal, "Causal (bottom-right), for --seqlen-q > 1");
   app.add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}))->capture_default_str();
+  app.add_option("--cache-dtype", cache_dtype, "The caches' storage: e4m3 or e5m2 (an fp8 KV cache, descales 0.01; "
+                 "K/V bytes counted at 1 a element); unset: --dtype")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "e4m3", "e5m2"}));
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
   app.add_flag("--check", o.check, "Compare O with the float64 reference (small shapes)");
@@ -200,6 +247,8 @@ int run_decode_bench(int argc, char** argv) {
     return 2;
   }
   o.dtype = *parse_dtype(dtype);
+  if (!cache_dtype.empty()) o.cache_dtype = *parse_dtype(cache_dtype);
+  const char* kv = to_string(o.cache_dtype.value_or(o.dtype));
 
   Session session(o.platform, o.device);
   double copy_gbs = 0.0;
@@ -211,12 +260,12 @@ int run_decode_bench(int argc, char** argv) {
   const char* layout = o.page_size > 0 ? "paged" : "contiguous";
   if (o.csv) {
     std::printf("device,cache,batch,heads,heads_kv,head_dim,dtype,seqlen_q,new_tokens,layout,page_size,splits,median_ms,"
-                "min_ms,kv_mb,gbs,copy_gbs,max_err\n");
+                "min_ms,kv_mb,gbs,copy_gbs,max_err%s\n", o.cache_dtype ? ",cache_dtype" : "");
   } else {
     std::printf("flashcl-bench --decode on %s; copy ceiling %.1f GB/s (read + write per second)\n",
                 session.info().name.c_str(), copy_gbs);
-    std::printf("%8s %5s %7s %4s %5s %4s %4s %-10s %5s %6s %10s %10s %9s %8s %7s %9s\n", "cache", "batch", "H/Hkv", "d",
-                "dtype", "Nq", "new", "layout", "page", "splits", "median ms", "min ms", "K/V MB", "GB/s", "% copy",
+    std::printf("%8s %5s %7s %4s %5s %5s %4s %4s %-10s %5s %6s %10s %10s %9s %8s %7s %9s\n", "cache", "batch", "H/Hkv", "d",
+                "dtype", "kv", "Nq", "new", "layout", "page", "splits", "median ms", "min ms", "K/V MB", "GB/s", "% copy",
                 "max|err|");
   }
   for (int L : o.cache)
@@ -225,12 +274,13 @@ int run_decode_bench(int argc, char** argv) {
       char err[32] = "-";
       if (r.max_err >= 0) std::snprintf(err, sizeof err, "%.2e", r.max_err);
       if (o.csv)
-        std::printf("\"%s\",%d,%d,%d,%d,%d,%s,%d,%d,%s,%d,%d,%.5f,%.5f,%.2f,%.1f,%.1f,%s\n", session.info().name.c_str(), L,
+        std::printf("\"%s\",%d,%d,%d,%d,%d,%s,%d,%d,%s,%d,%d,%.5f,%.5f,%.2f,%.1f,%.1f,%s%s\n", session.info().name.c_str(), L,
                     B, o.heads, o.heads_kv, o.head_dim, to_string(o.dtype), o.seqlen_q, o.new_tokens, layout, o.page_size,
-                    r.splits, r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs, err);
+                    r.splits, r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs, err,
+                    o.cache_dtype ? (std::string(",") + kv).c_str() : "");
       else
-        std::printf("%8d %5d %3d/%-3d %4d %5s %4d %4d %-10s %5d %6d %10.4f %10.4f %9.1f %8.1f %6.0f%% %9s\n", L, B, o.heads,
-                    o.heads_kv, o.head_dim, to_string(o.dtype), o.seqlen_q, o.new_tokens, layout, o.page_size, r.splits,
+        std::printf("%8d %5d %3d/%-3d %4d %5s %5s %4d %4d %-10s %5d %6d %10.4f %10.4f %9.1f %8.1f %6.0f%% %9s\n", L, B, o.heads,
+                    o.heads_kv, o.head_dim, to_string(o.dtype), kv, o.seqlen_q, o.new_tokens, layout, o.page_size, r.splits,
                     r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs > 0 ? 100.0 * r.gbs / copy_gbs : 0.0, err);
       std::fflush(stdout);
     }
