@@ -118,6 +118,9 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
     if (call.tensor_cores.empty() || !detail::try_launch_fa2_mma(queue, p, call, wait_list, launch)) {
       switch (call.path) {
         case detail::ForwardPath::Standard: detail::launch_standard(queue, p, call, workspace, wait_list, launch); break;
+        case detail::ForwardPath::StandardCpu:
+          detail::launch_standard_cpu(queue, p, call, workspace, wait_list, launch);
+          break;
         case detail::ForwardPath::FA1: detail::launch_fa1(queue, p, call, workspace, wait_list, launch); break;
         case detail::ForwardPath::FA2Cpu: detail::launch_fa2_cpu(queue, p, call, wait_list, launch); break;
         case detail::ForwardPath::FA2: detail::launch_fa2(queue, p, call, wait_list, launch); break;

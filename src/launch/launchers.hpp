@@ -49,6 +49,8 @@ void enqueue(cl_command_queue queue, const cl::Kernel& kernel, const std::size_t
 // The path's kernels, as the call plan has them (call.path, call.tiles, call.grids).
 void launch_standard(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
                      const std::vector<cl_event>& wait, Launch& launch);
+void launch_standard_cpu(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
+                         const std::vector<cl_event>& wait, Launch& launch);
 void launch_fa1(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
                 const std::vector<cl_event>& wait, Launch& launch);
 void launch_fa2(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,

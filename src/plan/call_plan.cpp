@@ -11,6 +11,7 @@
 #include "plan/forward_programs.hpp"
 #include "plan/plan_counts.hpp"
 #include "plan/plan_fa2_cpu.hpp"
+#include "plan/plan_standard_cpu.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -43,8 +44,9 @@ std::vector<Grid> standard_grids(const ForwardArgs& a, const TilePlan& t) {
   return {scores, softmax, pv};
 }
 
-// fa2_cpu.cl: one single-work-item work-group per (Q block, head, batch); each core runs one
-// work-group at a time, so the causal tail is sized for that many resident blocks
+// fa2_cpu.cl (and standard_cpu.cl's three kernels): one single-work-item work-group per (Q block,
+// head, batch); each core runs one work-group at a time, so the causal tail is sized for that many
+// resident blocks
 Grid fa2_cpu_grid(const DeviceFacts& facts, const ForwardArgs& a, const TilePlan& t) {
   const std::size_t q_blocks = blocks(a.seqlen_q, t.block_rows);
   const std::size_t pairs = static_cast<std::size_t>(a.heads) * static_cast<std::size_t>(a.batch);
@@ -91,6 +93,18 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
     plan.vector_width = cpu.vector_width;
     plan.column_vectors = cpu.column_vectors;
     plan.grids = {fa2_cpu_grid(facts, a, plan.tiles)};
+    plan.program = forward_program(plan.path, a, plan.tiles, plan.vector_width, plan.column_vectors);
+    return plan;
+  }
+  if (standard_cpu_takes(facts, a, o)) {  // standard's scores, softmax and P.V on one grid of row panels
+    const StandardCpuPlan cpu = plan_standard_cpu(facts, a.head_dim);
+    plan.path = ForwardPath::StandardCpu;
+    plan.tiles = cpu.tiles;
+    plan.vector_width = cpu.vector_width;
+    plan.column_vectors = cpu.column_vectors;
+    const Grid grid = fa2_cpu_grid(facts, a, plan.tiles);
+    plan.grids = {grid, grid, grid};
+    plan.workspace_bytes = standard_cpu_workspace_bytes(a, plan.tiles);
     plan.program = forward_program(plan.path, a, plan.tiles, plan.vector_width, plan.column_vectors);
     return plan;
   }

@@ -20,7 +20,7 @@
 namespace flashcl::detail {
 
 // The kernels that run when no tensor-core candidate does.
-enum class ForwardPath { Standard, FA1, FA2, FA2Cpu };
+enum class ForwardPath { Standard, StandardCpu, FA1, FA2, FA2Cpu };
 
 // One kernel's NDRange, and the causal dispatch tail its AttnArgs carry (common.cl's
 // block_coordinates; 0 when not causal or nothing to reorder).
@@ -45,7 +45,7 @@ struct CallPlan {
   bool mma_tile_forced = false;  // FLASHCL_MMA_TILE: a candidate that does not fit is an error, not a fallback
   ForwardPath path = ForwardPath::FA2;
   TilePlan tiles;                           // path's tiles and work-group shape
-  int vector_width = 0, column_vectors = 0;  // FA2Cpu: VW and CG (plan_fa2_cpu.hpp)
+  int vector_width = 0, column_vectors = 0;  // FA2Cpu, StandardCpu: VW and CG (plan_fa2_cpu.hpp)
   std::vector<Grid> grids;                  // path's kernels: standard's scores, softmax, P.V; else one
   ProgramChoice program;                    // path's program and its -D options (forward_programs.hpp)
   std::size_t workspace_bytes = 0;          // scratch the path needs (standard: S; fa1: O, m, l)

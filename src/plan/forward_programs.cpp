@@ -48,6 +48,11 @@ ProgramChoice forward_program(ForwardPath path, const ForwardArgs& a, const Tile
           concat(common_options(a), " -DGEMM_WG_X=", t.gemm_wg_x, " -DGEMM_WG_Y=", t.gemm_wg_y, " -DGEMM_RM=", t.gemm_rm,
                  " -DGEMM_RN=", t.gemm_rn, " -DGEMM_KP=", t.gemm_kp, " -DGEMM_A_T=", t.gemm_a_t,
                  " -DSOFTMAX_WG=", t.softmax_wg, " -DSOFTMAX_VW=", t.softmax_vw));
+    case ForwardPath::StandardCpu:
+      return choose_program(programs::standard_cpu,
+                            concat(common_options(a), " -DD_PAD=", t.padded_head_dim, " -DBR=", t.block_rows,
+                                   " -DBC=", t.block_cols, " -DRM=", t.rows_per_team, " -DCG=", column_vectors,
+                                   " -DVW=", vector_width));
     case ForwardPath::FA1: return choose_program(programs::fa1, flash_options(a, t));
     case ForwardPath::FA2Cpu:
       return choose_program(programs::fa2_cpu,

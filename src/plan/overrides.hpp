@@ -17,6 +17,7 @@ struct Overrides {
   std::string mma_tile;        // FLASHCL_MMA_TILE: tensor-core shape, "WARPSxBC[xMT[xSTAGES[xLAZY]]]"
   bool mma_off = false;        // FLASHCL_MMA=0: never the tensor-core fa2
   std::string fa2_cpu;         // FLASHCL_FA2_CPU: "0" never the CPU-shaped fa2, "1" on every device, else on CPUs
+  std::string standard_cpu;    // FLASHCL_STANDARD_CPU: "0" never the CPU-shaped standard, "1" on every device, else on CPUs
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
