@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -340,6 +342,24 @@ TEST(Decode, Fp8CacheHeadDim128) {
   c.seed = 501;
   expect_fp8_decode(c, "d 128 GQA 32/8 e4m3");
 }
+
+// FLASHCL_TEST_QUICK_EXIT=1 (the oclgrind entries' environment): the process ends right after the
+// tests, as check_main.cpp does for flashcl_check_tests, whose comment says why (oclgrind 21.10
+// frees its own thread-local state before the shared Session's destructor runs, and glibc then
+// aborts the process). flashcl_tests links gtest_main, so the switch is this listener.
+class QuickExitAfterTests : public testing::EmptyTestEventListener {
+  void OnTestProgramEnd(const testing::UnitTest& unit) override {
+    const char* quick = std::getenv("FLASHCL_TEST_QUICK_EXIT");
+    if (quick == nullptr || std::string(quick) != "1") return;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(unit.Passed() ? 0 : 1);
+  }
+};
+const bool quick_exit_registered = [] {
+  testing::UnitTest::GetInstance()->listeners().Append(new QuickExitAfterTests);
+  return true;
+}();
 
 // Small enough for oclgrind (ctest's oclgrind_decode_fp8, each kernel form): paged with a page of
 // 5, an append with rotary crossing a page, GQA 2, both formats, two splits.

@@ -63,7 +63,11 @@ inline float4 cache_fp8x4(uchar4 x) {
 }
 #if VEC == 8
 #define LOAD_CACHE_VEC(p, i) cache_fp8x8(vload8(0, (p) + (i)))
-inline float8 cache_fp8x8(uchar8 x) { return (float8)(cache_fp8x4(x.lo), cache_fp8x4(x.hi)); }
+/* (element by element: oclgrind 21.10 --uninitialized crashes on (float8)(float4, float4)) */
+inline float8 cache_fp8x8(uchar8 x) {
+  return (float8)(CACHE_DECODE(x.s0), CACHE_DECODE(x.s1), CACHE_DECODE(x.s2), CACHE_DECODE(x.s3), CACHE_DECODE(x.s4),
+                  CACHE_DECODE(x.s5), CACHE_DECODE(x.s6), CACHE_DECODE(x.s7));
+}
 #elif VEC == 4
 #define LOAD_CACHE_VEC(p, i) cache_fp8x4(vload4(0, (p) + (i)))
 #endif
