@@ -1,7 +1,8 @@
 // _flashcl.cpp: the nanobind module under the flashcl Python package. It only binds the C++ API of
 // include/flashcl/flashcl.hpp: the enums, the argument structs (OpenCL handles as integers, so
 // pyopencl's int_ptr values pass straight through), flashcl::forward and flashcl::backward on the
-// caller's queue, Session (forward and backward on host arrays), device listing and cache control.
+// caller's queue, forward_kvcache (KvCacheArgs), Session (forward and backward on host arrays),
+// device listing and cache control.
 // flashcl::Error becomes one Python exception class, flashcl._flashcl.Error (a RuntimeError),
 // carrying `status` and the library's message. Shapes, dtypes and array types are the Python
 // layer's job (python/flashcl/functional.py). The cuda_* functions bind cuda_interop.hpp (CUDA
@@ -276,6 +277,63 @@ NB_MODULE(_flashcl, m) {
   m.def(
       "tile_info",
       [](std::uintptr_t device, const ForwardArgs& a) { return tile_info(as_handle<cl_device_id>(device), a); },
+      "device"_a, "args"_a);
+
+  // The KV-cache (decode) call, flashcl::forward_kvcache (docs/DECODE.md; fp8 caches: docs/FP8.md)
+  nb::class_<KvCacheArgs>(m, "KvCacheArgs")
+      .def(nb::init<>())
+      .def_rw("batch", &KvCacheArgs::batch)
+      .def_rw("heads", &KvCacheArgs::heads)
+      .def_rw("heads_kv", &KvCacheArgs::heads_kv)
+      .def_rw("seqlen_q", &KvCacheArgs::seqlen_q)
+      .def_rw("head_dim", &KvCacheArgs::head_dim)
+      .def_rw("scale", &KvCacheArgs::scale)
+      .def_rw("causal", &KvCacheArgs::causal)
+      .def_rw("dtype", &KvCacheArgs::dtype)
+      .def_rw("cache_dtype", &KvCacheArgs::cache_dtype)
+      .def_prop_rw("k_descale", mem_get(&KvCacheArgs::k_descale), mem_set(&KvCacheArgs::k_descale))
+      .def_prop_rw("v_descale", mem_get(&KvCacheArgs::v_descale), mem_set(&KvCacheArgs::v_descale))
+      .def_rw("check_device_data", &KvCacheArgs::check_device_data)
+      .def_rw("q", &KvCacheArgs::q)
+      .def_rw("o", &KvCacheArgs::o)
+      .def_prop_rw("lse", mem_get(&KvCacheArgs::lse), mem_set(&KvCacheArgs::lse))
+      .def_rw("k_cache", &KvCacheArgs::k_cache)
+      .def_rw("v_cache", &KvCacheArgs::v_cache)
+      .def_rw("cache_seqlen", &KvCacheArgs::cache_seqlen)
+      .def_rw("cache_batch", &KvCacheArgs::cache_batch)
+      .def_prop_rw("cache_batch_idx", mem_get(&KvCacheArgs::cache_batch_idx), mem_set(&KvCacheArgs::cache_batch_idx))
+      .def_prop_rw("block_table", mem_get(&KvCacheArgs::block_table), mem_set(&KvCacheArgs::block_table))
+      .def_rw("num_pages", &KvCacheArgs::num_pages)
+      .def_rw("page_size", &KvCacheArgs::page_size)
+      .def_rw("max_pages", &KvCacheArgs::max_pages)
+      .def_rw("block_table_stride", &KvCacheArgs::block_table_stride)
+      .def_prop_rw("cache_seqlens", mem_get(&KvCacheArgs::cache_seqlens), mem_set(&KvCacheArgs::cache_seqlens))
+      .def_rw("k_new", &KvCacheArgs::k_new)
+      .def_rw("v_new", &KvCacheArgs::v_new)
+      .def_rw("seqlen_new", &KvCacheArgs::seqlen_new)
+      .def_prop_rw("rotary_cos", mem_get(&KvCacheArgs::rotary_cos), mem_set(&KvCacheArgs::rotary_cos))
+      .def_prop_rw("rotary_sin", mem_get(&KvCacheArgs::rotary_sin), mem_set(&KvCacheArgs::rotary_sin))
+      .def_rw("rotary_dim", &KvCacheArgs::rotary_dim)
+      .def_rw("rotary_seqlen", &KvCacheArgs::rotary_seqlen)
+      .def_rw("rotary_interleaved", &KvCacheArgs::rotary_interleaved)
+      .def_rw("window", &KvCacheArgs::window)
+      .def_rw("softcap", &KvCacheArgs::softcap)
+      .def_prop_rw("alibi_slopes", mem_get(&KvCacheArgs::alibi_slopes), mem_set(&KvCacheArgs::alibi_slopes))
+      .def_rw("alibi_per_batch", &KvCacheArgs::alibi_per_batch)
+      .def_prop_rw("workspace", mem_get(&KvCacheArgs::workspace), mem_set(&KvCacheArgs::workspace))
+      .def_rw("num_splits", &KvCacheArgs::num_splits);
+  m.def(
+      "forward_kvcache",
+      [](std::uintptr_t queue, const KvCacheArgs& args, const std::vector<std::uintptr_t>& wait_list) {
+        std::vector<cl_event> events;
+        for (auto e : wait_list) events.push_back(as_handle<cl_event>(e));
+        nb::gil_scoped_release released;
+        return forward_kvcache(as_handle<cl_command_queue>(queue), args, events);
+      },
+      "queue"_a, "args"_a, "wait_list"_a = std::vector<std::uintptr_t>{});
+  m.def(
+      "kvcache_workspace_bytes",
+      [](std::uintptr_t device, const KvCacheArgs& a) { return kvcache_workspace_bytes(as_handle<cl_device_id>(device), a); },
       "device"_a, "args"_a);
 
   nb::class_<BackwardArgs>(m, "BackwardArgs")

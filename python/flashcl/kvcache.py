@@ -1,0 +1,142 @@
+"""flashcl's KV-cache call for Python: ``attention_with_kvcache`` on pyopencl ``Array``s, flash-attn's
+``flash_attn_with_kvcache`` over ``flashcl::forward_kvcache`` (docs/DECODE.md) on the caller's
+queue, without copies. The caches are contiguous (B_cache, S_cache, H_kv, d) or paged (num_pages,
+page_size, H_kv, d) with an int32 block table; ``cache_dtype="e4m3"``/``"e5m2"`` makes them an fp8
+KV cache (uint8 Arrays, with float32 ``k_descale``/``v_descale`` of shape (B, H_kv): value = byte x
+descale; appended rows are stored as fp8(x / descale); docs/FP8.md "FP8 KV cache"). Shapes and
+array types are checked here; every range and consistency rule is the library's, whose named
+messages arrive as ``flashcl.Error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import _flashcl as _ext
+from ._flashcl import DType, Status
+from .functional import _DTYPES, _buffer, _fail, _is_pyopencl, _mark_done, _output, _storage, _tensor, _wait_list
+
+__all__ = ["attention_with_kvcache"]
+
+# bytes per element of each storage type (an Array holding a cache must match its cache_dtype)
+_ITEMSIZE = {DType.F32: 4, DType.F16: 2, DType.BF16: 2, DType.E4M3: 1, DType.E5M2: 1}
+
+
+def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, *, k_new=None, v_new=None, block_table=None,
+                           cache_batch_idx=None, rotary_cos=None, rotary_sin=None, rotary_interleaved: bool = False,
+                           causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
+                           scale: Optional[float] = None, num_splits: int = 0, dtype: Optional[str] = None,
+                           cache_dtype: Optional[str] = None, k_descale=None, v_descale=None,
+                           check_device_data: bool = False, return_lse: bool = False, out=None, queue=None,
+                           wait_for=None) -> Any:
+    """Attends q (B, Nq, H, d) to each sequence's cached keys after appending k_new/v_new (B,
+    Nnew, H_kv, d) in place at cache_seqlens (int32, (B,)), with optional rotary tables (float32
+    (S_rot, rotary_dim / 2) each), causal (bottom-right), window, softcap. ``dtype`` ('f32', 'f16',
+    'bf16') names q's, O's and k_new's storage where the Array holds bit patterns (uint16 for bf16);
+    ``cache_dtype`` the caches' (default: the same; 'e4m3'/'e5m2': uint8 caches with k_descale and
+    v_descale, float32 (B, H_kv) Arrays; ``check_device_data`` reads them back and rejects values
+    that are not finite and > 0). Returns O (a new Array like q, or ``out``), and its LSE (B, H, Nq)
+    with ``return_lse``. cache_seqlens is not advanced: that is the caller's, as in flash-attn."""
+    for name, a in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("cache_seqlens", cache_seqlens)):
+        if not _is_pyopencl(a):
+            _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array, got {type(a).__name__}")
+    if q.ndim != 4 or k_cache.ndim != 4 or v_cache.ndim != 4:
+        _fail(Status.InvalidArgument, f"q, k_cache, v_cache: expected 4 dimensions each, got {q.ndim}, {k_cache.ndim}, "
+                                      f"{v_cache.ndim}")
+    queue = queue or q.queue
+    args = _ext.KvCacheArgs()
+    args.dtype = _storage(q.dtype, "q", dtype)
+    if cache_dtype is not None and cache_dtype not in _DTYPES:
+        _fail(Status.UnsupportedDType, f"cache_dtype: unknown '{cache_dtype}' (expected f32, f16, bf16, e4m3 or e5m2)")
+    cache = _DTYPES[cache_dtype] if cache_dtype is not None else args.dtype
+    if cache != args.dtype:
+        args.cache_dtype = cache
+    for name, a in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if a.dtype.itemsize != _ITEMSIZE[cache]:
+            _fail(Status.InvalidArgument, f"{name}: a {cache_dtype or dtype or q.dtype} cache takes {_ITEMSIZE[cache]}-byte "
+                                          f"elements (fp8: uint8), got {a.dtype}")
+    batch, seqlen_q, heads, head_dim = q.shape
+    args.batch, args.seqlen_q, args.heads, args.head_dim = batch, seqlen_q, heads, head_dim
+    args.heads_kv = k_cache.shape[2]
+    args.causal = causal
+    args.window = _window(window)
+    args.softcap = softcap
+    if scale is not None:
+        args.scale = scale
+    args.num_splits = num_splits
+    args.check_device_data = check_device_data
+    args.q = _tensor(q, "q", False)
+    args.k_cache = _tensor(k_cache, "k_cache", False)
+    args.v_cache = _tensor(v_cache, "v_cache", False)
+    inputs = [q, k_cache, v_cache, cache_seqlens]
+    args.cache_seqlens = _int32(cache_seqlens, "cache_seqlens")
+
+    if block_table is not None:
+        table = _int32(block_table, "block_table")
+        if block_table.ndim != 2:
+            _fail(Status.InvalidArgument, f"block_table: expected (B, max_pages), got shape {tuple(block_table.shape)}")
+        args.block_table = table
+        args.num_pages, args.page_size = k_cache.shape[0], k_cache.shape[1]
+        args.max_pages = block_table.shape[1]
+        inputs.append(block_table)
+    else:
+        args.cache_batch, args.cache_seqlen = k_cache.shape[0], k_cache.shape[1]
+    if cache_batch_idx is not None:
+        args.cache_batch_idx = _int32(cache_batch_idx, "cache_batch_idx")
+        inputs.append(cache_batch_idx)
+    if (k_new is None) != (v_new is None):
+        _fail(Status.InvalidArgument, "k_new: k_new and v_new go together")
+    if k_new is not None:
+        args.k_new = _tensor(k_new, "k_new", False)
+        args.v_new = _tensor(v_new, "v_new", False)
+        args.seqlen_new = k_new.shape[1]
+        inputs += [k_new, v_new]
+    if rotary_cos is not None or rotary_sin is not None:
+        if rotary_cos is None or rotary_sin is None:
+            _fail(Status.InvalidArgument, "rotary_cos: rotary_cos and rotary_sin go together")
+        args.rotary_cos = _float32(rotary_cos, "rotary_cos")
+        args.rotary_sin = _float32(rotary_sin, "rotary_sin")
+        args.rotary_seqlen, args.rotary_dim = rotary_cos.shape[0], 2 * rotary_cos.shape[1]
+        args.rotary_interleaved = rotary_interleaved
+        inputs += [rotary_cos, rotary_sin]
+    for name, d in (("k_descale", k_descale), ("v_descale", v_descale)):
+        if d is not None:
+            setattr(args, name, _float32(d, name))
+            inputs.append(d)
+
+    out = _output(out, q, "out", queue)
+    args.o = _tensor(out, "out", False)
+    lse = None
+    if return_lse:
+        import pyopencl.array as cla
+
+        lse = cla.empty(queue, (batch, heads, seqlen_q), np.float32)
+        args.lse = _buffer(lse, "lse")
+    launch = _ext.forward_kvcache(queue.int_ptr, args, _wait_list(inputs, wait_for))
+    # the caches are written in place when k_new is appended: they carry the call's event too
+    _mark_done(launch, [out, lse] + ([k_cache, v_cache] if k_new is not None else []))
+    return (out, lse) if return_lse else out
+
+
+def _window(window: Sequence[int]) -> "_ext.Window":
+    if len(window) != 2:
+        _fail(Status.InvalidArgument, f"window: expected (left, right), got {window}")
+    w = _ext.Window()
+    w.left, w.right = int(window[0]), int(window[1])
+    return w
+
+
+def _typed(a, name: str, dtype, what: str) -> int:
+    if not _is_pyopencl(a) or a.dtype != dtype or not a.flags.c_contiguous:
+        _fail(Status.InvalidArgument, f"{name}: expected a contiguous {what} pyopencl Array")
+    return _buffer(a, name)
+
+
+def _int32(a, name: str) -> int:
+    return _typed(a, name, np.int32, "int32")
+
+
+def _float32(a, name: str) -> int:
+    return _typed(a, name, np.float32, "float32")
