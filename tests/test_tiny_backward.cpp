@@ -3,7 +3,8 @@
 // uninitialised-value checks, label `oclgrind`); the same cases run on the default device with the
 // other checks. Per path (standard, fa1, fa2 atomic, fa2 deterministic): lengths that divide no
 // tile with Nq != Nk, causal + GQA, a padded layout with NaN gaps, varlen with an empty sequence
-// and a bias broadcast over heads with its gradient, and fp16 storage.
+// and a bias broadcast over heads with its gradient, and fp16 storage (d = 6, and d = 20 in fp16 and
+// bf16: a 16-wide vector and a tail in the CPU backward's conversions).
 #include <tuple>
 
 #include "backward_support.hpp"
@@ -37,6 +38,12 @@ std::vector<TinyBackward> tiny_backward_cases() {
   Case half = make_case(7, 5, 6, true, 1, 1);
   half.dtype = DType::F16;
   cases.push_back({"causal_f16", half});
+  // d = 20: a 16-wide vector and a tail in the CPU backward's 16-bit staging and stores (cpu_io.cl)
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    Case wide = make_case(9, 11, 20, true, 1, 2, Layout::PaddedRows);
+    wide.dtype = dtype;
+    cases.push_back({dtype == DType::F16 ? "causal_padded_d20_f16" : "causal_padded_d20_bf16", wide});
+  }
   return cases;
 }
 

@@ -93,20 +93,16 @@ inline int band_first_row(int q0, int key, const SeqView* sv, const AttnArgs* a)
 }
 
 /* Rows [row0, row0 + n) of a (seq, d) slice as fp32: row-major into dst (pitch D_PAD), or
- * transposed (dst[c * n + r]). Rows at or past `valid` and columns past HEAD_DIM are 0. */
+ * transposed (dst[c * n + r]). Rows at or past `valid` and columns past HEAD_DIM are 0. Through
+ * cpu_io.cl: 16-bit rows converted 16 at a time, the transpose by 16 x 16 tiles. */
 inline void cpu_stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0,
                            int n, int valid, bool transposed) {
-  for (int r = 0; r < n; ++r) {
-    const bool inside = row0 + r < valid;
-    const long at = base + (long)(row0 + r) * seq_stride;
-    if (transposed) {
-      /* scalar on purpose: vectorised, the transposed stores become scatters (fa2_cpu.cl) */
-#pragma clang loop vectorize(disable)
-      for (int c = 0; c < D_PAD; ++c) dst[c * n + r] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
-    } else {
-      for (int c = 0; c < D_PAD; ++c) dst[r * D_PAD + c] = inside && c < HEAD_DIM ? LOAD_ELEM(src, at + c) : 0.0f;
-    }
+  if (transposed) {
+    cpu_stage_rows_t(dst, src, base, seq_stride, row0, n, valid, 1.0f);
+    return;
   }
+  for (int r = 0; r < n; ++r)
+    cpu_stage_row(dst + r * D_PAD, src, base + (long)(row0 + r) * seq_stride, row0 + r < valid, 1.0f);
 }
 
 /* out[r][j] = a(r0 + r) . bt(:, j) for the RM rows of a register block and the keys j < keys
@@ -325,10 +321,8 @@ void bwd_cpu_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     /* dK_j, dV_j written once, in their dtype */
     for (int c = 0; c < BC && k0 + c < nk; ++c) {
       const long dk_at = dk_base + (long)(k0 + c) * g->dk_seq_stride, dv_at = dv_base + (long)(k0 + c) * g->dv_seq_stride;
-      for (int col = 0; col < HEAD_DIM; ++col) {
-        STORE_ELEM(dk, dk_at + col, dk_acc[c * D_PAD + col] * a->scale);
-        STORE_ELEM(dv, dv_at + col, dv_acc[c * D_PAD + col]);
-      }
+      cpu_store_row(dk, dk_at, dk_acc + c * D_PAD, a->scale);
+      cpu_store_row(dv, dv_at, dv_acc + c * D_PAD, 1.0f);
     }
   }
 }
@@ -344,7 +338,13 @@ __kernel void bwd_cpu_dq(__global const float* ws, __global STORAGE_T* dq, VARIA
   if (row >= SV_NQ(&sv, a)) return;
   const long dq_row = SEQ_BASE(g, dq, b, h, sv.q_start) + (long)row * g->dq_seq_stride;
   __global const float* part = ws + g->ws_dq_offset + LSE_INDEX(a, &sv, b, h, row) * D_PAD;
-  for (int c = 0; c < HEAD_DIM; ++c) {
+  int c = 0;
+  for (; c + 16 <= HEAD_DIM; c += 16) { /* 16 columns at a time: the 16-bit stores are cpu_io.cl's vectors */
+    float16 x = CPU_LOAD16(__global, cpu_float16_u, part + c);
+    for (int i = 1; i < chunks; ++i) x += CPU_LOAD16(__global, cpu_float16_u, part + (long)i * dq_chunk_stride + c);
+    cpu_store16(x * a->scale, dq, dq_row + c);
+  }
+  for (; c < HEAD_DIM; ++c) {
     float x = part[c];
     for (int i = 1; i < chunks; ++i) x += part[(long)i * dq_chunk_stride + c];
     STORE_ELEM(dq, dq_row + c, x * a->scale);
