@@ -108,6 +108,12 @@ inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_str
     for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
       __builtin_prefetch((const void*)((ulong)(src + base + (long)(row0 + r) * seq_stride) + c), 0, 2);
 }
+/* The next panel block (BC keys x BR rows, contiguous) into L2 while P.V reads this one: its P
+ * loads, 256 bytes apart, otherwise waited on memory (perf annotate: 30 % of block_pv's samples on
+ * the first p load per key). */
+inline void prefetch_panel(__global const float* p) {
+  for (int i = 0; i < BC * BR; i += 16) __builtin_prefetch((const void*)((ulong)(p + i)), 0, 2);
+}
 #else
 #define KV_PREFETCH 0
 #endif
@@ -320,7 +326,10 @@ void standard_cpu_pv(__global const float* s, __global const STORAGE_T* v, __glo
     const int k0 = kb * BC, n = min(BC, nk - k0);
     stage_rows(vs, v, v_base, a->v_seq_stride, k0, BC, nk);
 #if KV_PREFETCH
-    if (kb + 1 < rb.kb_end) prefetch_rows(v, v_base, a->v_seq_stride, k0 + BC, min(BC, nk - k0 - BC));
+    if (kb + 1 < rb.kb_end) {
+      prefetch_rows(v, v_base, a->v_seq_stride, k0 + BC, min(BC, nk - k0 - BC));
+      prefetch_panel(panel + (long)(k0 + BC) * BR);
+    }
 #endif
     if (block_needs_mask(rb.q0, BR, k0, BC, &sv, a)) /* two specialised copies: the plain one pays nothing */
       block_pv(o_t, panel + (long)k0 * BR, vs, n, true);
