@@ -112,8 +112,15 @@ inline void block_softmax(RVEC_T pt[BC][SG], float* m, float* l, float* alpha, i
     for (int j = 0; j < BC; ++j)
       for (int r = 0; r < SR; ++r) ps[j * SR + r] = final_score(ps[j * SR + r], row0 + r, k0 + j, sv, a, mask);
   for (int g = 0; g < SG; ++g) {
-    RVEC_T mx = (RVEC_T)(NEG_INF);
-    for (int j = 0; j < BC; ++j) mx = fmax(mx, pt[j][g]);
+    /* KJ (4) independent chains: one chain of fmax (a compare, an unordered compare and a blend
+     * per step) was a third of the softmax's samples at d = 64 (perf annotate), latency-bound */
+    RVEC_T mxs[KJ];
+#pragma unroll
+    for (int jj = 0; jj < KJ; ++jj) mxs[jj] = (RVEC_T)(NEG_INF);
+    for (int j = 0; j < BC; j += KJ)
+#pragma unroll
+      for (int jj = 0; jj < KJ; ++jj) mxs[jj] = fmax(mxs[jj], pt[j + jj][g]);
+    const RVEC_T mx = fmax(fmax(mxs[0], mxs[1]), fmax(mxs[2], mxs[3]));
     const RVEC_T m_old = RVLOAD(m + g * RW), m_new = fmax(m_old, mx);
     const CAT(int, RW) none = m_new == (RVEC_T)(NEG_INF);
     const RVEC_T al = select(EXP2_OF(m_old - m_new), (RVEC_T)(1.0f), none);
