@@ -343,6 +343,61 @@ TEST(Decode, Fp8CacheHeadDim128) {
   expect_fp8_decode(c, "d 128 GQA 32/8 e4m3");
 }
 
+// Every byte decoded exactly: one cached key per sequence (P = 1, so O is its V row times the
+// descale, exactly in fp32, zeros of either sign equal), V rows holding all 256 codes, NaN codes giving NaN and e5m2's
+// infinities infinity. On each form (the ctest entries force them), so every cache loader
+// (VEC-wide and single-element) is covered with d = 32 (VEC 8) and a byte offset of 1 (VEC 1).
+TEST(Decode, Fp8CacheDecodesEveryCode) {
+  for (DType cache : {DType::E4M3, DType::E5M2})
+    for (int offset : {0, 1}) {
+      SCOPED_TRACE(std::string(to_string(cache)) + " offset " + std::to_string(offset));
+      const int B = 8, d = 32, S = 4;  // 8 sequences x 32 columns = 256 codes
+      std::vector<std::uint8_t> v(offset + static_cast<std::size_t>(B) * S * d), k(v.size());
+      const std::vector<std::uint8_t> finite = to_fp8(cache, bench::random_values(k.size(), 3, 2.0f));
+      for (std::size_t i = 0; i < k.size(); ++i) k[i] = finite[i];
+      for (int b = 0; b < B; ++b)
+        for (int c = 0; c < d; ++c) v[offset + static_cast<std::size_t>(b) * S * d + c] = static_cast<std::uint8_t>(b * d + c);
+      std::vector<float> vd(B);
+      for (int b = 0; b < B; ++b) vd[b] = std::ldexp(1.0f, -b);  // powers of two: the product is exact
+      const std::vector<float> kd(B, 0.01f), qv(static_cast<std::size_t>(B) * d, 0.25f);
+      const std::vector<int> lens(B, 1);
+      Mem dk(make_buffer(k.data(), k.size())), dv(make_buffer(v.data(), v.size()));
+      Mem dkd(make_buffer(kd.data(), B * 4)), dvd(make_buffer(vd.data(), B * 4)), dl(make_buffer(lens.data(), B * 4));
+      DeviceTensor q(Layout::BSHD, B, 1, 1, d, &qv, DType::F32), o(Layout::BSHD, B, 1, 1, d, nullptr, DType::F32);
+      KvCacheArgs a;
+      a.batch = B;
+      a.heads = a.heads_kv = 1;
+      a.seqlen_q = 1;
+      a.head_dim = d;
+      a.dtype = DType::F32;
+      a.cache_dtype = cache;
+      a.k_descale = dkd.m;
+      a.v_descale = dvd.m;
+      a.q = q.view;
+      a.o = o.view;
+      a.k_cache = {dk.m, offset};
+      a.v_cache = {dv.m, offset};
+      a.k_cache.batch_stride = a.v_cache.batch_stride = S * d;
+      a.k_cache.seq_stride = a.v_cache.seq_stride = a.k_cache.head_stride = a.v_cache.head_stride = d;
+      a.cache_seqlen = S;
+      a.cache_seqlens = dl.m;
+      a.num_splits = 1;
+      forward_kvcache(session().queue(), a).wait();
+      const std::vector<float> out = o.logical();
+      std::size_t bad = 0;
+      for (int b = 0; b < B; ++b)
+        for (int c = 0; c < d; ++c) {
+          const std::uint8_t code = static_cast<std::uint8_t>(b * d + c);
+          const float want = from_fp8(cache, {code})[0] * vd[b], got = out[static_cast<std::size_t>(b) * d + c];
+          // (== not memcmp: the accumulation 0 + 1·(-0) gives +0, whatever the decode gives)
+          if (!(std::isnan(want) ? std::isnan(got) : got == want)) {
+            if (++bad <= 4) ADD_FAILURE() << "code 0x" << std::hex << int(code) << std::dec << ": " << got << ", want " << want;
+          }
+        }
+      EXPECT_EQ(bad, 0u);
+    }
+}
+
 // FLASHCL_TEST_QUICK_EXIT=1 (the oclgrind entries' environment): the process ends right after the
 // tests, as check_main.cpp does for flashcl_check_tests, whose comment says why (oclgrind 21.10
 // frees its own thread-local state before the shared Session's destructor runs, and glibc then
