@@ -6,7 +6,8 @@
  * block) and each key element is a broadcast. The softmax then works on RW rows at once: maxima,
  * sums and rescale factors are lane-wise, with no horizontal reductions and one vector exp2 for RW
  * rows' rescale. P.V takes the output columns VW at a time, broadcasting p. K and V blocks are
- * staged as fp32 rows of pitch D_PAD in every dtype (vector copies, under 1 % of the FMAs): read in
+ * staged as fp32 rows of pitch D_PAD in every dtype (cpu_io.cl: 16-wide copies and conversions, so
+ * 16-bit storage converts each element once per work-group and costs no more than fp32): read in
  * place, rows 4 KiB apart (B, S, H, D with H x d = 1024) fall into the same few L1 sets, and the
  * blocks every score block re-reads kept leaving L1 (staged: +8 % at d = 64). Products are
  * register-blocked: KJ keys x SG row vectors of scores, RM rows x CG column vectors of the
