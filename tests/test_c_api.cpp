@@ -57,7 +57,8 @@ TEST(CApi, ForwardMatchesReferenceAndReturnsEvent) {
     EXPECT_LE(bench::compare(lse.read(), ref.lse).rel_norm, 1e-5);
     size_t bytes = 0;
     ASSERT_EQ(fcl_workspace_bytes(session().device(), &a, &bytes), FCL_SUCCESS);
-    if (algorithm == FCL_ALGO_STANDARD) EXPECT_EQ(bytes, s.rows() * s.seqlen_k * sizeof(float));
+    // standard materialises the scores: at least rows x keys floats (the CPU form pads its row panels)
+    if (algorithm == FCL_ALGO_STANDARD) EXPECT_GE(bytes, s.rows() * s.seqlen_k * sizeof(float));
     if (algorithm == FCL_ALGO_FA2) EXPECT_EQ(bytes, 0u);
   }
 }

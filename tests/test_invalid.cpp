@@ -359,14 +359,10 @@ TEST(BuildFailure, ReportsDeviceOptionsAndLog) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / "flashcl-broken-kernels";
   fs::create_directories(dir);
-  for (const char* name : {"shared/attn_args.h", "shared/common.cl", "forward/team.cl", "forward/standard.cl", "forward/fa1.cl"}) {
-    fs::create_directories((dir / name).parent_path());  // kernels/ has a folder per group
-    fs::copy_file(fs::path(FLASHCL_SOURCE_DIR) / "kernels" / name, dir / name, fs::copy_options::overwrite_existing);
-  }
-  for (const char* name : {"forward/fa2.cl", "cpu/fa2_cpu.cl"}) {  // the GPU and the CPU form of fa2: whichever the device builds
-    fs::create_directories((dir / name).parent_path());
+  // kernels/ whole, with its folders (a program lists pieces from several; new pieces come along)
+  fs::copy(fs::path(FLASHCL_SOURCE_DIR) / "kernels", dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  for (const char* name : {"forward/fa2.cl", "cpu/fa2_cpu.cl"})  // the GPU and the CPU form of fa2: whichever the device builds
     std::ofstream(dir / name) << "__kernel void fa2_forward(__global float* x) { this is not OpenCL C; }\n";
-  }
   detail::set_kernel_dir(dir.string());  // as FLASHCL_KERNEL_DIR would
   const std::vector<float> values = bench::random_values(64, 3);
   ForwardArgs a;
