@@ -56,6 +56,37 @@
 #else
 #define CPU_VLOAD(p, i) CPU_CAT(as_float, VW)(CPU_CAT(convert_uint, VW)(CPU_CAT(vload, VW)(0, (p) + (i))) << 16)
 #endif
+#if CACHE_FP8
+/* An fp8 cache (decode_common.cl's CACHE_DTYPE): VW bytes through the fp16 converter, as
+ * decode_common.cl's cache_fp8x8 does for 8, but VW wide (on AVX-512 one vpmovzxbw, shifts and one
+ * 16-wide vcvtph2ps) and without its e4m3 factor 256: the half holds the e4m3 value / 256 exactly
+ * (subnormals included), and the 256 is folded with the descales into the query and the partial O
+ * (CPU_FP8_SCALE), so a vector costs the shifts, the conversion and, for e4m3, the NaN select
+ * (S.1111.111, which the half would read as 1.875 / 256). e5m2 is the high byte of its half. */
+#define CPU_USHORT CPU_CAT(ushort, VW)
+#if CACHE_DTYPE == 3
+#define CPU_FP8_SCALE 256.0f
+#else
+#define CPU_FP8_SCALE 1.0f
+#endif
+#if VW == 16 && defined(__AVX512F__)
+#define CPU_HALVES(h) __builtin_ia32_vcvtph2ps512_mask(as_short16(h), (float16)(0.0f), (ushort)0xffff, 4)
+#else
+#define CPU_HALVES(h) CPU_CAT(vload_half, VW)(0, (const __private half*)&(h))
+#endif
+inline CVEC cpu_fp8_load(__global const uchar* p, long i) {
+  const CPU_USHORT u = CPU_CAT(convert_ushort, VW)(CPU_CAT(vload, VW)(0, p + i));
+#if CACHE_DTYPE == 4
+  const CPU_USHORT h = u << (ushort)8;
+  return CPU_HALVES(h);
+#else
+  const CPU_USHORT h = ((u & (ushort)0x7f) << (ushort)7) | ((u & (ushort)0x80) << (ushort)8);
+  return select(CPU_HALVES(h), (CVEC)(NAN), CPU_CAT(convert_int, VW)((u & (ushort)0x7f) == (ushort)0x7f));
+#endif
+}
+#undef CPU_VLOAD
+#define CPU_VLOAD(p, i) cpu_fp8_load((p), (i))
+#endif
 /* The transposing fold's levels: FOLDk(a, b) adds two shuffles of (a, b) so that the lanes that held
  * a's and b's partial sums are halved. Levels 1 and 2 stay within 128-bit lanes (vshufps), 3 and 4
  * move 128-bit chunks (vshuff32x4); after log2 VW levels on (f[2i], f[2i+1]) pairs, lane i holds
@@ -84,10 +115,10 @@
 
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
-void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, __global const STORAGE_T* v_cache,
+void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                 __global float* work, __global const int* cache_seqlens, __global const int* block_table,
                 __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
-                __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
+                __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn CACHE_DESCALE_PARAMS) {
   const DecodeArgs* d = &dargs;
   const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * BR;
   const int hk0 = get_group_id(1) * HB, b = get_group_id(2);
@@ -108,8 +139,15 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
       float row[HEAD_DIM];
       for (int c = 0; c < HEAD_DIM; ++c)
         row[c] = query_value(d, q, b, hk0 + h, r0 + r, r_end, c, len, rot_cos, rot_sin);
+#if CACHE_FP8
+      /* q . (kd * k8): the descale (and CPU_FP8_SCALE) once per query element */
+      const float kd = CACHE_DESCALE(k_descale, d, b, hk0 + h) * CPU_FP8_SCALE;
+#endif
       for (int v = 0; v < DV; ++v) {
         qv[h][r][v] = CPU_CAT(vload, VW)(v, row);
+#if CACHE_FP8
+        qv[h][r][v] *= kd;
+#endif
         acc[h][r][v] = (CVEC)(0.0f);
       }
       slope[h * BRP + r] = row_slope(d, alibi_slopes, b, hk0 + h, r0 + r);
@@ -190,7 +228,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
              * through an integer (OpenCL C forbids casting the global pointer to a private one; on a
              * CPU device both are the same flat address). Only on CPU devices: oclgrind, say, cannot
              * run llvm.prefetch. */
-            if (v * VW * (int)sizeof(STORAGE_T) % 64 == 0)
+            if (v * VW * (int)sizeof(CACHE_T) % 64 == 0)
               __builtin_prefetch((const void*)((ulong)(v_cache + vb[j] + h * d->v_head_stride + v * VW)), 0, 2);
 #endif
             const CVEC kv = CPU_VLOAD(k_cache, kb + h * d->k_head_stride + v * VW);
@@ -285,7 +323,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
             const long nxt = c0 + CG < DV ? vb[j] + h * d->v_head_stride + (c0 + CG) * VW : vb[j] + (h + 1) * d->v_head_stride;
             if (c0 + CG < DV || h + 1 < HB)
               #pragma unroll
-              for (int c = 0; c < CG * VW * (int)sizeof(STORAGE_T); c += 64)
+              for (int c = 0; c < CG * VW * (int)sizeof(CACHE_T); c += 64)
                 __builtin_prefetch((const void*)((ulong)(v_cache + nxt) + c), 0, 3);
           }
 #endif
@@ -315,7 +353,12 @@ void decode_cpu(__global const STORAGE_T* q, __global const STORAGE_T* k_cache, 
       const int rg = r0 + r, i = h * BRP + r;
       if (rg >= r_end) continue;
       const long row = PART_ROW(d, b, hk0 + h, rg);
+#if CACHE_FP8
+      /* P . (vd * v8): the descale (and CPU_FP8_SCALE) once per accumulator */
+      const float inv = (lr[i] > 0.0f ? 1.0f / lr[i] : 0.0f) * (CACHE_DESCALE(v_descale, d, b, hk0 + h) * CPU_FP8_SCALE);
+#else
       const float inv = lr[i] > 0.0f ? 1.0f / lr[i] : 0.0f;
+#endif
       for (int v = 0; v < DV; ++v)
         CPU_CAT(vstore, VW)(acc[h][r][v] * inv, 0, part_o + (row * d->num_splits + split) * HEAD_DIM + v * VW);
       work[row * d->num_splits + split] = row_lse(mr[i], lr[i]); /* NaN kept, as the forward */
