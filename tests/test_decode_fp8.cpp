@@ -8,7 +8,8 @@
 // encoder's bytes of fp8(x / descale) (rotated keys: within one code, as the device rotates with
 // fp32 arithmetic it may contract), and every byte it should not write is unchanged. The suite is
 // named Decode so the ctest entries that force a kernel form (decode_lanes_kernel,
-// decode_stream_kernel, decode_fp8_staged) run it on each; bad inputs are DecodeInvalid.Fp8*.
+// decode_stream_kernel, decode_fp8_staged) run it on each; the plain entries run it on the
+// planner's form, decode_cpu on PoCL; bad inputs are DecodeInvalid.Fp8*.
 #include <algorithm>
 #include <array>
 #include <cmath>

@@ -38,7 +38,6 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.vec = kvcache_vector_width(a);
   r.num_splits = a.num_splits;
   r.form = o.decode;
-  r.fp8_cache = is_fp8(kvcache_cache_dtype(a));
   return plan_decode(facts, r);
 }
 
@@ -62,14 +61,14 @@ ProgramChoice kvcache_program(const KvCacheArgs& a, const DecodePlan& plan, int 
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";
   // An fp8 cache: its storage after every other switch (so the rows of other calls are unchanged)
-  // and the program with the codec (programs.txt's *_fp8); decode_cpu has no fp8 form (the planner
-  // never picks it for one).
+  // and the program with the codec (programs.txt's *_fp8).
   const DType cache = kvcache_cache_dtype(a);
   if (is_fp8(cache)) {
-    if (plan.cpu) fail(Status::UnsupportedDType, "cache_dtype: decode_cpu cannot take an fp8 cache (", to_string(cache), ")");
     options += concat(" -DCACHE_DTYPE=", static_cast<int>(cache));
-    return choose_program(plan.lanes ? programs::decode_lanes_fp8 : plan.stream ? programs::decode_stream_fp8
-                                                                                : programs::decode_split_fp8,
+    return choose_program(plan.lanes    ? programs::decode_lanes_fp8
+                          : plan.cpu    ? programs::decode_cpu_fp8
+                          : plan.stream ? programs::decode_stream_fp8
+                                        : programs::decode_split_fp8,
                           options);
   }
   const std::vector<std::string>& files = plan.lanes    ? programs::decode_lanes

@@ -124,11 +124,10 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.local_bytes = decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.lane_shuffle);
     if (p.local_bytes > budget) p = DecodePlan{};  // (d = 256 at 8 rows: 33 KiB, fits) another kernel instead
   }
-  // CPU devices: decode_cpu, one work-item per work-group. Not for an fp8 cache: decode_cpu.cl has
-  // no fp8 loads (it is being rewritten for speed; fp8 there is left for after that), so an fp8
-  // cache on a CPU takes the streaming kernel below, the portable form other devices get.
+  // CPU devices: decode_cpu, one work-item per work-group, for an fp8 cache too (decode_cpu_fp8:
+  // VW bytes decoded through the fp16 converter; docs/DECODE.md has its speed against fp16).
   const int cpu_vw = cpu_vector_width(f, r.head_dim);
-  if (!p.lanes && !r.fp8_cache && few_rows && cpu_vw > 0 &&
+  if (!p.lanes && few_rows && cpu_vw > 0 &&
       (r.form == "cpu" || (r.form.empty() && f.kind == DeviceKind::CPU))) {
     p.cpu = true;
     p.vector_width = cpu_vw;
@@ -216,8 +215,6 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   p.reason += concat(form, " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
                      " local), ", p.work_group_size, " work-items");
   if (p.cpu) p.reason += concat(", ", p.heads_per_item, " K/V heads each");
-  if (r.fp8_cache && few_rows && (r.form == "cpu" || (r.form.empty() && f.kind == DeviceKind::CPU)))
-    p.reason += " (fp8 cache: decode_cpu takes none)";
   return p;
 }
 

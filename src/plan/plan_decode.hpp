@@ -18,7 +18,6 @@ struct DecodeRequest {
   int page_size = 0;       // paged caches: keys per page; 0: contiguous
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
-  bool fp8_cache = false;  // e4m3/e5m2 caches: every form but decode_cpu (the CPU then streams)
   std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
                            // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
                            // call allows it; empty (or anything else): the planner's choice
