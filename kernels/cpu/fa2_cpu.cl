@@ -16,59 +16,9 @@
  * same block skipping (per score block of SR rows here), masks, score transforms, HALF_UNITS, GQA,
  * varlen, LSE and dispatch order. */
 
-#ifndef VW
-#define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
-#endif
-#ifndef BR
-#define BR 64 /* query rows per work-group (work-item) */
-#endif
-#ifndef BC
-#define BC 64 /* keys per K/V block; a multiple of KJ */
-#endif
-#ifndef RM
-#define RM 4 /* rows per P.V register block, and row vectors per score block */
-#endif
-#ifndef CG
-#define CG 4 /* output column vectors per register block; divides D_PAD / VW */
-#endif
-
-#define DV (D_PAD / VW)          /* column vectors of a row */
-#if BR < VW /* rows per row vector (the score lanes); a plain number, as it names vector types */
-#define RW BR
-#else
-#define RW VW
-#endif
-#define SG (BR / RW < RM ? BR / RW : RM) /* row vectors per score block */
-#define SR (SG * RW)             /* rows per score block */
-#define KJ 4                     /* keys per score register block */
-
+/* Tile defaults, vector macros, prefetch_rows, the score tile and the P.V key loop: cpu_blocks.cl. */
 #if BR % RW != 0 || BR % SR != 0 || SR % RM != 0 || BC % KJ != 0 || D_PAD % VW != 0 || DV % CG != 0
 #error "fa2_cpu tiles must satisfy BR % min(BR, VW) == 0, BR % RM == 0, BC % 4 == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
-#endif
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define VEC_T CAT(float, VW)
-#define VLOAD(p) CAT(vload, VW)(0, (p))
-#define VSTORE(x, p) CAT(vstore, VW)((x), 0, (p))
-#define RVEC_T CAT(float, RW)
-#define RVLOAD(p) CAT(vload, RW)(0, (p))
-#define RVSTORE(x, p) CAT(vstore, RW)((x), 0, (p))
-
-/* Where the kernel is compiled for the host CPU (PoCL: __x86_64__, __aarch64__), the next K/V
- * block is prefetched into L2 while this one is used: the staging copies otherwise waited on
- * misses for most of their time (perf annotate: 75 % of the kernel body at d = 64), as rows 4 KiB
- * apart defeat the hardware prefetchers. OpenCL's prefetch() does nothing in PoCL 3.1, and
- * oclgrind (spir) cannot run clang's builtin, hence the gate. */
-#if defined(__x86_64__) || defined(__aarch64__)
-#define KV_PREFETCH 1
-inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_stride, int row0, int n) {
-  for (int r = 0; r < n; ++r)
-    for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
-      __builtin_prefetch((const void*)((ulong)(src + base + (long)(row0 + r) * seq_stride) + c), 0, 2);
-}
-#else
-#define KV_PREFETCH 0
 #endif
 
 /* pt[j][r] = q(r0 + r) . k(j) for the SR rows of a score block and every key of the block: KJ keys
@@ -76,25 +26,7 @@ inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_str
  * the end (the last block) are staged zeros; final_score hides them. */
 inline void block_scores(RVEC_T pt[BC][SG], __local const float* qt, __local const float* ks, int r0) {
   for (int j0 = 0; j0 < BC; j0 += KJ) {
-    __local const float* kr[KJ];
-#pragma unroll
-    for (int jj = 0; jj < KJ; ++jj) kr[jj] = ks + (j0 + jj) * D_PAD;
-    RVEC_T s[KJ][SG];
-#pragma unroll
-    for (int jj = 0; jj < KJ; ++jj)
-#pragma unroll
-      for (int g = 0; g < SG; ++g) s[jj][g] = (RVEC_T)(0.0f);
-    for (int c = 0; c < HEAD_DIM; ++c) {
-      RVEC_T qv[SG];
-#pragma unroll
-      for (int g = 0; g < SG; ++g) qv[g] = RVLOAD(qt + c * BR + r0 + g * RW);
-#pragma unroll
-      for (int jj = 0; jj < KJ; ++jj) {
-        const RVEC_T kb = (RVEC_T)(kr[jj][c]);
-#pragma unroll
-        for (int g = 0; g < SG; ++g) s[jj][g] = fma(kb, qv[g], s[jj][g]);
-      }
-    }
+    CPU_SCORE_TILE(s, qt, ks, j0, r0);
 #pragma unroll
     for (int jj = 0; jj < KJ; ++jj)
 #pragma unroll
@@ -152,19 +84,7 @@ inline void block_pv(__local float* acc_t, const float* ps, const float alpha[SR
 #pragma unroll
         for (int g = 0; g < CG; ++g)
           acc[r][g] = VLOAD(acc_t + (r0 + rr + r) * D_PAD + (cg0 + g) * VW) * alpha[rr + r];
-      for (int j = 0; j < n; ++j) {
-        VEC_T vv[CG];
-#pragma unroll
-        for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * D_PAD + (cg0 + g) * VW);
-#pragma unroll
-        for (int r = 0; r < RM; ++r) {
-          const float pj = ps[j * SR + rr + r];
-          if (masked && pj == 0.0f) continue;
-          const VEC_T pv = (VEC_T)(pj);
-#pragma unroll
-          for (int g = 0; g < CG; ++g) acc[r][g] = fma(pv, vv[g], acc[r][g]);
-        }
-      }
+      CPU_PV_KEYS(acc, ps, SR, rr, vs, cg0, n, masked);
 #pragma unroll
       for (int r = 0; r < RM; ++r)
 #pragma unroll

@@ -17,44 +17,10 @@
  * read): the counted FLOPs are those done. Layout of the workspace: B*H*QB panels of NKP x BR
  * floats (QB row blocks, NKP the keys rounded up to BC), then each padded row's max. */
 
-#ifndef VW
-#define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
-#endif
-#ifndef BR
-#define BR 64 /* query rows per work-item (row block) */
-#endif
-#ifndef BC
-#define BC 64 /* keys per staged K/V block; a multiple of KJ */
-#endif
-#ifndef RM
-#define RM 4 /* rows per P.V register block, and row vectors per score block */
-#endif
-#ifndef CG
-#define CG 4 /* output column vectors per P.V register block; divides D_PAD / VW */
-#endif
-
-#define DV (D_PAD / VW) /* column vectors of a row */
-#if BR < VW             /* rows per row vector (the score lanes); a plain number, as it names types */
-#define RW BR
-#else
-#define RW VW
-#endif
-#define SG (BR / RW < RM ? BR / RW : RM) /* row vectors per score register block */
-#define SR (SG * RW)                     /* rows per score register block */
-#define KJ 4                             /* keys per score register block */
-
+/* Tile defaults, vector macros, prefetch_rows, the score tile and the P.V key loop: cpu_blocks.cl. */
 #if BR % RW != 0 || BR % SR != 0 || BR % RM != 0 || BC % KJ != 0 || D_PAD % VW != 0 || DV % CG != 0
 #error "standard_cpu tiles must satisfy BR % min(BR, VW) == 0, BR % RM == 0, BC % 4 == 0, D_PAD % VW == 0 and (D_PAD / VW) % CG == 0"
 #endif
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define VEC_T CAT(float, VW)
-#define VLOAD(p) CAT(vload, VW)(0, (p))
-#define VSTORE(x, p) CAT(vstore, VW)((x), 0, (p))
-#define RVEC_T CAT(float, RW)
-#define RVLOAD(p) CAT(vload, RW)(0, (p))
-#define RVSTORE(x, p) CAT(vstore, RW)((x), 0, (p))
 
 /* Keys of a panel: rounded up to whole staged blocks, so a block's stores need no guard. */
 #define PANEL_KEYS(a) (((a)->seqlen_k + BC - 1) / BC * BC)
@@ -101,21 +67,13 @@ inline void stage_rows(__local float* dst, __global const STORAGE_T* src, long b
  * while this one is used: rows 2-4 KiB apart defeat the hardware prefetchers (fa2_cpu.cl measured
  * 75 % of its staging time waiting). OpenCL's prefetch() is a no-op in PoCL 3.1 and oclgrind
  * (spir) has no such builtin, hence the gate. */
-#if defined(__x86_64__) || defined(__aarch64__)
-#define KV_PREFETCH 1
-inline void prefetch_rows(__global const STORAGE_T* src, long base, long seq_stride, int row0, int n) {
-  for (int r = 0; r < n; ++r)
-    for (int c = 0; c < HEAD_DIM * (int)sizeof(STORAGE_T); c += 64)
-      __builtin_prefetch((const void*)((ulong)(src + base + (long)(row0 + r) * seq_stride) + c), 0, 2);
-}
+#if KV_PREFETCH /* prefetch_rows, and the gate: cpu_blocks.cl */
 /* The next panel block (BC keys x BR rows, contiguous) into L2 while P.V reads this one: its P
  * loads, 256 bytes apart, otherwise waited on memory (perf annotate: 30 % of block_pv's samples on
  * the first p load per key). */
 inline void prefetch_panel(__global const float* p) {
   for (int i = 0; i < BC * BR; i += 16) __builtin_prefetch((const void*)((ulong)(p + i)), 0, 2);
 }
-#else
-#define KV_PREFETCH 0
 #endif
 
 /* The row block's grid coordinates and extent; false when VARLEN puts it past its sequence. */
@@ -141,25 +99,7 @@ inline void block_scores(__global float* out, __local const float* qt, __local c
 #pragma unroll
   for (int g = 0; g < SG; ++g) m[g] = RVLOAD(mx + g * RW);
   for (int j0 = 0; j0 < BC; j0 += KJ) {
-    __local const float* kr[KJ];
-#pragma unroll
-    for (int jj = 0; jj < KJ; ++jj) kr[jj] = ks + (j0 + jj) * D_PAD;
-    RVEC_T s[KJ][SG];
-#pragma unroll
-    for (int jj = 0; jj < KJ; ++jj)
-#pragma unroll
-      for (int g = 0; g < SG; ++g) s[jj][g] = (RVEC_T)(0.0f);
-    for (int c = 0; c < HEAD_DIM; ++c) {
-      RVEC_T qv[SG];
-#pragma unroll
-      for (int g = 0; g < SG; ++g) qv[g] = RVLOAD(qt + c * BR + r0 + g * RW);
-#pragma unroll
-      for (int jj = 0; jj < KJ; ++jj) {
-        const RVEC_T kb = (RVEC_T)(kr[jj][c]);
-#pragma unroll
-        for (int g = 0; g < SG; ++g) s[jj][g] = fma(kb, qv[g], s[jj][g]);
-      }
-    }
+    CPU_SCORE_TILE(s, qt, ks, j0, r0);
 #pragma unroll
     for (int jj = 0; jj < KJ; ++jj)
 #pragma unroll
@@ -287,19 +227,7 @@ inline void block_pv(__local float* o_t, __global const float* p, __local const 
       for (int r = 0; r < RM; ++r)
 #pragma unroll
         for (int g = 0; g < CG; ++g) acc[r][g] = VLOAD(o_t + (rr + r) * D_PAD + (cg0 + g) * VW);
-      for (int j = 0; j < n; ++j) {
-        VEC_T vv[CG];
-#pragma unroll
-        for (int g = 0; g < CG; ++g) vv[g] = VLOAD(vs + j * D_PAD + (cg0 + g) * VW);
-#pragma unroll
-        for (int r = 0; r < RM; ++r) {
-          const float pj = p[j * BR + rr + r];
-          if (masked && pj == 0.0f) continue;
-          const VEC_T pv = (VEC_T)(pj);
-#pragma unroll
-          for (int g = 0; g < CG; ++g) acc[r][g] = fma(pv, vv[g], acc[r][g]);
-        }
-      }
+      CPU_PV_KEYS(acc, p, BR, rr, vs, cg0, n, masked);
 #pragma unroll
       for (int r = 0; r < RM; ++r)
 #pragma unroll
