@@ -6,8 +6,8 @@
 # decode section). One shape per call (the first row's K/V bytes are used).
 # Environment: BENCH (default build/bench/flashcl-bench), R timed runs (default 20; 2 warm-ups),
 # OUT directory for the perf data (default /tmp), FLASHCL_KERNEL_DIR to time another kernel tree,
-# KERNEL the attention kernel's name (default decode_cpu; decode_stream for FLASHCL_DECODE=stream
-# and for fp8 caches, --cache-dtype e4m3, which CPUs run on decode_stream).
+# KERNEL the attention kernel's name (default decode_cpu, fp8 caches included; decode_stream for
+# FLASHCL_DECODE=stream).
 set -euo pipefail
 tag=${1:?usage: decode_cputime.sh TAG [flashcl-bench --decode options]}
 shift

@@ -75,13 +75,15 @@
 #define CPU_HALVES(h) CPU_CAT(vload_half, VW)(0, (const __private half*)&(h))
 #endif
 inline CVEC cpu_fp8_load(__global const uchar* p, long i) {
-  const CPU_USHORT u = CPU_CAT(convert_ushort, VW)(CPU_CAT(vload, VW)(0, p + i));
+  const CPU_CAT(uchar, VW) x = CPU_CAT(vload, VW)(0, p + i);
 #if CACHE_DTYPE == 4
-  const CPU_USHORT h = u << (ushort)8;
+  const CPU_USHORT h = CPU_CAT(convert_ushort, VW)(x) << (ushort)8;
   return CPU_HALVES(h);
 #else
-  const CPU_USHORT h = ((u & (ushort)0x7f) << (ushort)7) | ((u & (ushort)0x80) << (ushort)8);
-  return select(CPU_HALVES(h), (CVEC)(NAN), CPU_CAT(convert_int, VW)((u & (ushort)0x7f) == (ushort)0x7f));
+  /* sign-extended and shifted by 7: the sign lands on bits 15 and 14, the magnitude under fp16's
+   * exponent and mantissa; bit 14 cleared (vpmovsxbw, vpsllw, vpand) */
+  const CPU_USHORT h = CPU_CAT(as_ushort, VW)(CPU_CAT(convert_short, VW)(CPU_CAT(as_char, VW)(x)) << (short)7) & (ushort)0xbfff;
+  return select(CPU_HALVES(h), (CVEC)(NAN), CPU_CAT(convert_int, VW)((x & (uchar)0x7f) == (uchar)0x7f));
 #endif
 }
 #undef CPU_VLOAD
