@@ -156,7 +156,10 @@ ForwardArgs long_shape(Algorithm algorithm) {
 // the bytes it would need; fa2 needs no workspace and fa1's grows linearly.
 TEST(StressLongSequence, StandardRefusesWithTheBytesItWouldNeed) {
   const std::size_t n = 65536, scores = n * n * sizeof(float);  // 16 GiB
-  EXPECT_EQ(workspace_bytes(session().device(), long_shape(Algorithm::Standard)), scores);
+  // the score matrix and at most a few percent more (the CPU form adds each padded row's max)
+  const std::size_t needed = workspace_bytes(session().device(), long_shape(Algorithm::Standard));
+  EXPECT_GE(needed, scores);
+  EXPECT_LE(needed, scores + scores / 32);
   EXPECT_EQ(workspace_bytes(session().device(), long_shape(Algorithm::FA2)), 0u);
   EXPECT_LT(workspace_bytes(session().device(), long_shape(Algorithm::FA1)), n * 64 * sizeof(float));
   const std::size_t io = (4 * n * 16 + n) * sizeof(float);  // Q, K, V, O and LSE
@@ -168,7 +171,7 @@ TEST(StressLongSequence, StandardRefusesWithTheBytesItWouldNeed) {
     ADD_FAILURE() << "standard accepted N = 65536 (a 16 GiB score matrix)";
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), Status::OutOfResources) << e.what();
-    EXPECT_NE(std::string(e.what()).find(std::to_string(scores)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(std::to_string(needed)), std::string::npos) << e.what();
   }
 }
 
