@@ -59,11 +59,8 @@ std::size_t fa2_cpu_local_bytes(int block_rows, int block_cols, int padded_head_
          sizeof(float);
 }
 
-Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim) {
-  count_plan(plan_counts().fa2_cpu);
-  if (head_dim < 1 || head_dim > kMaxHeadDim)
-    fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", head_dim);
-  Fa2CpuPlan plan;
+CpuShape fit_cpu_shape(const DeviceFacts& device, int head_dim, int block_rows, int block_cols, int min_block_cols,
+                       std::size_t budget, std::size_t (*local_bytes)(int, int, int), const char* form) {
   const int vw = vector_width(device);
   int dv = (head_dim + vw - 1) / vw, cg = dv;
   if (dv > 5) {
@@ -71,32 +68,49 @@ Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim) {
     cg = dv % 4 == 0 ? 4 : 3;
   }
   const int rm = vw >= 16 ? 4 : 2, d_pad = dv * vw;
-  const TileRow* row = tile_row(head_dim);
-  int br = row->block_rows, bc = row->block_cols;
-  std::size_t budget = device.local_mem_bytes;
-  if (device.kind == DeviceKind::CPU) budget = std::min(budget, kCpuTileBytes);
-  // BC stays a multiple of the key vectors a register block takes (min(4, BC / VW) of VW keys)
-  while (fa2_cpu_local_bytes(br, bc, d_pad) > budget) {
-    if (bc > vw)
+  int br = block_rows, bc = block_cols;
+  while (local_bytes(br, bc, d_pad) > budget) {
+    if (bc > min_block_cols)
       bc /= 2;
     else if (br > rm)
       br /= 2;
     else
-      fail(Status::OutOfResources, "head_dim: the CPU-shaped fa2 with d=", head_dim, " needs ",
-           fa2_cpu_local_bytes(br, bc, d_pad), " bytes of local memory, the device has ", budget);
+      fail(Status::OutOfResources, "head_dim: the CPU-shaped ", form, " with d=", head_dim, " needs ",
+           local_bytes(br, bc, d_pad), " bytes of local memory, the device has ", budget);
   }
-  TilePlan& t = plan.tiles;
+  CpuShape shape;
+  TilePlan& t = shape.tiles;
   t.block_rows = br;
   t.block_cols = bc;
   t.rows_per_team = rm;
   t.team_size = 1;
   t.padded_head_dim = d_pad;
   t.work_group_size = 1;
-  t.local_bytes = fa2_cpu_local_bytes(br, bc, d_pad);
-  t.reason = concat("fa2 CPU form: one work-item per ", br, " rows, ", bc, "-key blocks, float", vw, " vectors, ", rm,
-                    "x", cg, "-vector register blocks (tiles within ", budget, " bytes)");
-  plan.vector_width = vw;
-  plan.column_vectors = cg;
+  t.local_bytes = local_bytes(br, bc, d_pad);
+  shape.vector_width = vw;
+  shape.column_vectors = cg;
+  return shape;
+}
+
+Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim) {
+  count_plan(plan_counts().fa2_cpu);
+  if (head_dim < 1 || head_dim > kMaxHeadDim)
+    fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", head_dim);
+  const TileRow* row = tile_row(head_dim);
+  std::size_t budget = device.local_mem_bytes;
+  if (device.kind == DeviceKind::CPU) budget = std::min(budget, kCpuTileBytes);
+  // BC stays a multiple of the key vectors a register block takes (min(4, BC / VW) of VW keys)
+  const int vw = vector_width(device);
+  const CpuShape shape =
+      fit_cpu_shape(device, head_dim, row->block_rows, row->block_cols, vw, budget, fa2_cpu_local_bytes, "fa2");
+  Fa2CpuPlan plan;
+  plan.tiles = shape.tiles;
+  const TilePlan& t = plan.tiles;
+  plan.tiles.reason = concat("fa2 CPU form: one work-item per ", t.block_rows, " rows, ", t.block_cols,
+                             "-key blocks, float", shape.vector_width, " vectors, ", t.rows_per_team, "x",
+                             shape.column_vectors, "-vector register blocks (tiles within ", budget, " bytes)");
+  plan.vector_width = shape.vector_width;
+  plan.column_vectors = shape.column_vectors;
   return plan;
 }
 

@@ -33,4 +33,16 @@ Fa2CpuPlan plan_fa2_cpu(const DeviceFacts& device, int head_dim);
 // __local bytes fa2_cpu.cl declares: the Q and O tiles (BR x D_PAD) and the K and V tiles (BC x D_PAD).
 std::size_t fa2_cpu_local_bytes(int block_rows, int block_cols, int padded_head_dim);
 
+// The shape both CPU forms (fa2_cpu, and standard_cpu, whose products are fa2_cpu's register
+// blocks) take for head dim d: VW, D_PAD, RM and CG by the rules of plan_fa2_cpu.cpp's header, and
+// BR x BC from the caller's first tiles, halved (BC first, down to min_block_cols; then BR, down to
+// RM) until local_bytes(BR, BC, D_PAD) fits budget. Fills tiles but for its reason. Throws
+// Error(OutOfResources), naming `form` ("fa2", "standard"), when nothing fits.
+struct CpuShape {
+  TilePlan tiles;
+  int vector_width = 0, column_vectors = 0;
+};
+CpuShape fit_cpu_shape(const DeviceFacts& device, int head_dim, int block_rows, int block_cols, int min_block_cols,
+                       std::size_t budget, std::size_t (*local_bytes)(int, int, int), const char* form);
+
 }  // namespace flashcl::detail

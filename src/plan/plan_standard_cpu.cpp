@@ -13,16 +13,13 @@
 #include "base/saturating.hpp"
 #include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
+#include "plan/plan_fa2_cpu.hpp"
 
 namespace flashcl::detail {
 namespace {
 
 // PoCL 3.1, 2-core EPYC (AVX-512), fp32, B = 1, H = 8, N = 2048: docs/perf/pocl-cpu.md, standard.
 constexpr int kBlockRows = 64, kBlockCols = 64;
-
-int vector_width(const DeviceFacts& device) {
-  return device.float_vector_width >= 16 ? 16 : device.float_vector_width >= 8 ? 8 : 4;
-}
 
 }  // namespace
 
@@ -50,37 +47,16 @@ StandardCpuPlan plan_standard_cpu(const DeviceFacts& device, int head_dim) {
   count_plan(plan_counts().tiles);  // standard's tiles, in the CPU form
   if (head_dim < 1 || head_dim > kMaxHeadDim)
     fail(Status::InvalidArgument, "head_dim: must be in 1..", kMaxHeadDim, ", got ", head_dim);
+  const CpuShape shape = fit_cpu_shape(device, head_dim, kBlockRows, kBlockCols, 4, device.local_mem_bytes,
+                                       standard_cpu_local_bytes, "standard");
   StandardCpuPlan plan;
-  const int vw = vector_width(device);
-  int dv = (head_dim + vw - 1) / vw, cg = dv;
-  if (dv > 5) {  // as fa2_cpu: whole groups of 3 or 4 column vectors
-    if (dv % 4 != 0 && dv % 3 != 0) dv = (dv + 3) / 4 * 4;
-    cg = dv % 4 == 0 ? 4 : 3;
-  }
-  const int rm = vw >= 16 ? 4 : 2, d_pad = dv * vw;
-  int br = kBlockRows, bc = kBlockCols;
-  while (standard_cpu_local_bytes(br, bc, d_pad) > device.local_mem_bytes) {
-    if (bc > 4)
-      bc /= 2;
-    else if (br > rm)
-      br /= 2;
-    else
-      fail(Status::OutOfResources, "head_dim: the CPU-shaped standard with d=", head_dim, " needs ",
-           standard_cpu_local_bytes(br, bc, d_pad), " bytes of local memory, the device has ",
-           device.local_mem_bytes);
-  }
-  TilePlan& t = plan.tiles;
-  t.block_rows = br;
-  t.block_cols = bc;
-  t.rows_per_team = rm;
-  t.team_size = 1;
-  t.padded_head_dim = d_pad;
-  t.work_group_size = 1;
-  t.local_bytes = standard_cpu_local_bytes(br, bc, d_pad);
-  t.reason = concat("standard CPU form: one work-item per ", br, "-row panel, ", bc, "-key blocks, float", vw,
-                    " vectors, ", rm, "x", cg, "-vector P.V register blocks");
-  plan.vector_width = vw;
-  plan.column_vectors = cg;
+  plan.tiles = shape.tiles;
+  const TilePlan& t = plan.tiles;
+  plan.tiles.reason = concat("standard CPU form: one work-item per ", t.block_rows, "-row panel, ", t.block_cols,
+                             "-key blocks, float", shape.vector_width, " vectors, ", t.rows_per_team, "x",
+                             shape.column_vectors, "-vector P.V register blocks");
+  plan.vector_width = shape.vector_width;
+  plan.column_vectors = shape.column_vectors;
   return plan;
 }
 
