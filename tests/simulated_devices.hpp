@@ -1,10 +1,12 @@
-// simulated_devices.hpp: DeviceFacts of devices that need not be present, for the tests of the
-// pure planners (test_planner.cpp, test_mma_plan.cpp, the CPU forms' planner tests, ...).
+// simulated_devices.hpp: DeviceFacts of devices that need not be present, and a plain call to plan
+// on them, for the tests of the pure planners (test_planner.cpp, test_mma_plan.cpp, the CPU forms'
+// planner tests, ...).
 #pragma once
 
 #include <cstddef>
 #include <string>
 
+#include "flashcl/flashcl.hpp"
 #include "plan/device_facts.hpp"
 
 namespace flashcl::detail {
@@ -34,6 +36,16 @@ inline DeviceFacts simulated_pocl_cpu(int float_width, int units = 2) {
   f.float_vector_width = float_width;
   f.compute_units = units;
   return f;
+}
+
+// A call of the given algorithm and storage dtype at d = 64, all else default: what the CPU forms'
+// planner tests ask whether a form takes.
+inline ForwardArgs simulated_call(Algorithm algorithm, DType dtype = DType::F32) {
+  ForwardArgs a;
+  a.algorithm = algorithm;
+  a.dtype = dtype;
+  a.head_dim = 64;
+  return a;
 }
 
 }  // namespace flashcl::detail

@@ -22,11 +22,7 @@ Overrides with_fa2_cpu(const char* value) {
 }
 
 ForwardArgs call(Algorithm algorithm = Algorithm::FA2, DType dtype = DType::F32) {
-  ForwardArgs a;
-  a.algorithm = algorithm;
-  a.dtype = dtype;
-  a.head_dim = 64;
-  return a;
+  return simulated_call(algorithm, dtype);
 }
 
 TEST(PlanFa2Cpu, TakesPlainFa2CallsOnCpusOnly) {

@@ -24,11 +24,7 @@ Overrides with_standard_cpu(const char* value) {
 }
 
 ForwardArgs call(Algorithm algorithm = Algorithm::Standard, DType dtype = DType::F32) {
-  ForwardArgs a;
-  a.algorithm = algorithm;
-  a.dtype = dtype;
-  a.head_dim = 64;
-  return a;
+  return simulated_call(algorithm, dtype);
 }
 
 TEST(PlanStandardCpu, TakesStandardCallsOnCpusOnly) {
