@@ -3,7 +3,7 @@
 # build-gpu (setup.sh), runs the decode tests there against float64 (gtest filter), then times
 # flashcl-bench --decode on issue 22's shapes (fp16, 1 query, H 32 over H_kv 8, d 128; B 8 and 1;
 # 4k, 32k and 128k keys; contiguous and paged with pages of 16 and 256), a sweep of forced split
-# counts at each cache length, decode_lanes with its next tile's loads in flight (the opt-in
+# counts at each cache length, e4m3 caches (the FP8 KV cache, printed), decode_lanes with its next tile's loads in flight (the opt-in
 # FLASHCL_DECODE=lanes form), and PyTorch SDPA (bench/gpu/sdpa_decode.py) on the same shapes, and prints
 # one table of K/V TB/s and ratios (decode_table.py). The table's base column: with BASE=DIR
 # (another commit's tree, e.g. `git archive HEAD~1 | tar -x -C .ab/base`), that tree's
@@ -55,6 +55,11 @@ for round in 1 2; do  # new and base alternate, so drift hits both; the table ta
   shapes ./build-gpu/bench/flashcl-bench FLASHCL_CACHE_DIR=/tmp/flashcl-cache-new >> "$out/flashcl.csv"
   [ -n "$base_bench" ] && shapes "$base_bench" FLASHCL_CACHE_DIR=/tmp/flashcl-cache-base $base_env >> "$out/base.csv"
 done
+
+# The FP8 KV cache (docs/FP8.md, "FP8 KV cache"): e4m3 caches on the same contiguous shapes, the
+# bench's own table on stdout (its K/V bytes count one an element: compare times with fp16's rows).
+./build-gpu/bench/flashcl-bench --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 \
+  --dtype f16 --cache-dtype e4m3 -r "${REPEAT:-30}" -w 5 2>> "$out/tests.log"
 
 # Forced split counts at each cache length (the planner's SplitRule is what this sweep checks).
 : > "$out/sweep.csv"
