@@ -833,7 +833,10 @@ TEST(HostileContexts, SessionsDoNotAccumulateCacheEntries) {
     Session s(std::to_string(session().info().platform_index), std::to_string(session().info().device_index));
     s.forward(a, x, x, x);
   }
-  EXPECT_LE(cache_stats().memory_entries, before);
+  // Ten sessions of one program each: none accumulates. The last one's program may outlive it: the
+  // runtime can still hold its context for a moment (PoCL frees finished commands on its own
+  // thread; seen once under AddressSanitizer), and the next insert or Session close drops it.
+  EXPECT_LE(cache_stats().memory_entries, before + 1);
 }
 
 }  // namespace
