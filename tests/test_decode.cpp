@@ -21,6 +21,7 @@
 
 #include "flashcl/flashcl.h"
 #include "plan/plan_decode.hpp"  // internal (hidden in the library): src/plan/plan_decode.cpp is compiled in
+#include "rotary_reference.hpp"
 #include "support.hpp"
 
 namespace flashcl::test {
@@ -61,19 +62,6 @@ std::unique_ptr<DeviceBytes> ints(const std::vector<int>& values) {
 }
 std::unique_ptr<DeviceBytes> floats(const std::vector<float>& values) {
   return std::make_unique<DeviceBytes>(values.data(), values.size() * sizeof(float));
-}
-
-// x rotated as the kernels do (pairs, position row of the tables).
-void rotate_row(float* x, int d_rot, bool interleaved, const std::vector<float>& cos_t, const std::vector<float>& sin_t,
-                int pos) {
-  const int half = d_rot / 2;
-  for (int j = 0; j < half; ++j) {
-    const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
-    const float cs = cos_t[static_cast<std::size_t>(pos) * half + j], sn = sin_t[static_cast<std::size_t>(pos) * half + j];
-    const float x1 = x[a], x2 = x[b];
-    x[a] = x1 * cs - x2 * sn;
-    x[b] = x1 * sn + x2 * cs;
-  }
 }
 
 struct DecodeResult {
@@ -147,12 +135,7 @@ DecodeResult run_decode(const DecodeCase& c) {
   // rotary tables (S_rot = capacity): angles p * 10000^(-2j / d_rot)
   const int d_rot = c.rotary ? (c.rotary_dim ? c.rotary_dim : d) : 0;
   std::vector<float> cos_t, sin_t;
-  for (int p = 0; p < capacity && c.rotary; ++p)
-    for (int j = 0; j < d_rot / 2; ++j) {
-      const double angle = p * std::pow(10000.0, -2.0 * j / d_rot);
-      cos_t.push_back(static_cast<float>(std::cos(angle)));
-      sin_t.push_back(static_cast<float>(std::sin(angle)));
-    }
+  if (c.rotary) rotary_tables(capacity, d_rot, cos_t, sin_t);
 
   // the expected cache after the append
   auto expected_k = k_cache, expected_v = v_cache;

@@ -21,6 +21,7 @@
 #include <random>
 
 #include "flashcl/flashcl.h"
+#include "rotary_reference.hpp"
 #include "support.hpp"
 
 namespace flashcl::test {
@@ -63,18 +64,6 @@ std::vector<std::uint8_t> read_bytes(cl_mem m, std::size_t n) {
   return out;
 }
 
-void rotate_row(float* x, int d, bool interleaved, const std::vector<float>& cos_t, const std::vector<float>& sin_t,
-                int pos) {
-  const int half = d / 2;
-  for (int j = 0; j < half; ++j) {
-    const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
-    const float cs = cos_t[static_cast<std::size_t>(pos) * half + j], sn = sin_t[static_cast<std::size_t>(pos) * half + j];
-    const float x1 = x[a], x2 = x[b];
-    x[a] = x1 * cs - x2 * sn;
-    x[b] = x1 * sn + x2 * cs;
-  }
-}
-
 // Runs the case and checks O, LSE and the cache bytes (GoogleTest expectations).
 void expect_fp8_decode(const Fp8DecodeCase& c, const std::string& what) {
   SCOPED_TRACE(what);
@@ -114,12 +103,7 @@ void expect_fp8_decode(const Fp8DecodeCase& c, const std::string& what) {
   for (int b = 0; b < B; ++b) len[b] = std::clamp(c.seqlens[b], 0, capacity - Nn);
 
   std::vector<float> cos_t, sin_t;
-  for (int p = 0; p < capacity && c.rotary; ++p)
-    for (int j = 0; j < d / 2; ++j) {
-      const double angle = p * std::pow(10000.0, -2.0 * j / d);
-      cos_t.push_back(static_cast<float>(std::cos(angle)));
-      sin_t.push_back(static_cast<float>(std::sin(angle)));
-    }
+  if (c.rotary) rotary_tables(capacity, d, cos_t, sin_t);
 
   // the expected cache: appended rows encoded by the host codec, the rest unchanged
   auto expect_k = k_bytes, expect_v = v_bytes;
