@@ -11,7 +11,7 @@
 # NVIDIA ran before decode_lanes, with its split rule); either alternates with the new runs.
 # At most 8 files land in OUT_DIR:
 # cmake.log, build.log, tests.log, flashcl.csv, sweep.csv, base.csv, sdpa.json, table.txt.
-# Usage: [BASE=DIR] [REPEAT=N] bench/gpu/decode.sh OUT_DIR
+# Usage: [BASE=DIR] [REPEAT=N] [SWEEP=0] bench/gpu/decode.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode}
 mkdir -p "$out"
@@ -61,9 +61,10 @@ done
 ./build-gpu/bench/flashcl-bench --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 \
   --dtype f16 --cache-dtype e4m3 -r "${REPEAT:-30}" -w 5 2>> "$out/tests.log"
 
-# Forced split counts at each cache length (the planner's SplitRule is what this sweep checks).
+# Forced split counts at each cache length (the planner's SplitRule is what this sweep checks);
+# SWEEP=0 leaves it out (and the pipelined lanes rows) when the call's time is short.
 : > "$out/sweep.csv"
-for cache in 4096 32768 131072; do
+[ "${SWEEP:-1}" = 1 ] && for cache in 4096 32768 131072; do
   for b in 8 1; do
     for s in 4 8 16 33 66 132 264; do
       ./build-gpu/bench/flashcl-bench --decode --cache $cache -b $b --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
@@ -74,7 +75,7 @@ done
 
 # decode_lanes with the next tile's loads in flight (FLASHCL_DECODE=lanes, the opt-in form), at
 # 32k keys, its rows marked in the device column for the table.
-for page in 0 16; do
+[ "${SWEEP:-1}" = 1 ] && for page in 0 16; do
   FLASHCL_DECODE=lanes ./build-gpu/bench/flashcl-bench --decode --cache 32768 -b 8,1 --heads 32 --heads-kv 8 \
     --head-dim 128 --dtype f16 --page-size $page -r 20 -w 3 --csv --no-roofline 2>> "$out/tests.log" | tail -n +2 \
     | sed 's/^"/"lanes-pipelined /' >> "$out/sweep.csv"
