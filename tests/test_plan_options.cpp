@@ -136,6 +136,7 @@ std::vector<std::string> forward_programs(const DeviceFacts& facts, const Forwar
     for (const MmaCandidate& c : call.tensor_cores)
       lines.push_back(std::string(c.kind == MmaKind::Wgmma ? "wgmma" : "mma.sync") + ": " +
                       describe(c.program));
+    for (const StandardMmaCandidate& c : call.standard_mma) lines.push_back("standard_mma: " + describe(c.program));
     lines.push_back("path: " + describe(call.program));
   } catch (const Error& e) {
     lines.push_back(error_text(e));

@@ -117,7 +117,10 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
     // plan's path runs (on CPUs the CPU-shaped fa2 takes what it can, plan_fa2_cpu.hpp)
     if (call.tensor_cores.empty() || !detail::try_launch_fa2_mma(queue, p, call, wait_list, launch)) {
       switch (call.path) {
-        case detail::ForwardPath::Standard: detail::launch_standard(queue, p, call, workspace, wait_list, launch); break;
+        case detail::ForwardPath::Standard:
+          if (!detail::try_launch_standard_mma(queue, p, call, workspace, wait_list, launch))
+            detail::launch_standard(queue, p, call, workspace, wait_list, launch);
+          break;
         case detail::ForwardPath::StandardCpu:
           detail::launch_standard_cpu(queue, p, call, workspace, wait_list, launch);
           break;

@@ -58,6 +58,12 @@ void launch_fa2(cl_command_queue queue, const Problem& p, const CallPlan& call, 
 void launch_fa2_cpu(cl_command_queue queue, const Problem& p, const CallPlan& call, const std::vector<cl_event>& wait,
                     Launch& launch);
 
+// The standard path on NVIDIA tensor cores (launch_standard_mma.cpp): the plan's standard_mma
+// candidate once its one-time probe passed on the device; returns false (enqueuing nothing) when
+// there is none or it does not pass, so the caller runs the portable standard.
+bool try_launch_standard_mma(cl_command_queue queue, const Problem& p, const CallPlan& call, cl_mem workspace,
+                             const std::vector<cl_event>& wait, Launch& launch);
+
 // The NVIDIA tensor-core fa2 (launch_fa2_mma.cpp): runs the plan's first candidate that fits and
 // whose one-time probe passes on the device; returns false (enqueuing nothing) when none does, so
 // the caller runs the plan's path.

@@ -12,6 +12,7 @@
 #include "plan/plan_counts.hpp"
 #include "plan/plan_fa2_cpu.hpp"
 #include "plan/plan_standard_cpu.hpp"
+#include "plan/standard_mma_plan.hpp"
 
 namespace flashcl::detail {
 namespace {
@@ -114,6 +115,8 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
       plan.path = ForwardPath::Standard;
       plan.grids = standard_grids(a, plan.tiles);
       plan.workspace_bytes = saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k), sizeof(float)});
+      // on NVIDIA tensor cores the two products run as standard_mma (same S workspace, same softmax)
+      if (standard_mma_may_take(facts, a, o)) plan.standard_mma = plan_standard_mma(facts, a, plan.tiles);
       break;
     case Algorithm::FA1: {  // O, m, l; one work-group per (head, batch)
       plan.path = ForwardPath::FA1;

@@ -38,10 +38,20 @@ struct MmaCandidate {
   ProgramChoice program;  // fa2_mma.cl over its operand file, with this shape's options
 };
 
+// The standard path on NVIDIA tensor cores (standard_mma_plan.hpp), tried before the portable
+// standard once its one-time probe passed on the device (launch_standard_mma.cpp).
+struct StandardMmaCandidate {
+  TilePlan tiles;           // block_rows x block_cols per product step, work-group, __local bytes
+  int score_blocks = 1;     // key blocks of block_cols per scores work-group
+  std::vector<Grid> grids;  // scores, softmax, P.V
+  ProgramChoice program;    // standard_mma_f16 or standard_mma_tf32 with its -D options
+};
+
 struct CallPlan {
   // Tried first, in this order (wgmma, then mma.sync), each after its one-time probe
   // (launch_fa2_mma.cpp); empty when the call or device does not qualify (mma_plan.hpp).
   std::vector<MmaCandidate> tensor_cores;
+  std::vector<StandardMmaCandidate> standard_mma;  // algorithm standard: at most one, tried before `path`
   bool mma_tile_forced = false;  // FLASHCL_MMA_TILE: a candidate that does not fit is an error, not a fallback
   ForwardPath path = ForwardPath::FA2;
   TilePlan tiles;                           // path's tiles and work-group shape
