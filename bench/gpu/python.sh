@@ -4,10 +4,12 @@
 # build-gpu-python (no network: nanobind from the machine's Python; C++ tests and bench off there),
 # runs the CUDA-tensor tests (tests/python/test_cuda_tensors.py and test_cuda_unavailable.py:
 # float64 reference, zero-copy pool, tiny Llama against sdpa, producer/consumer ordering under
-# semaphores and host waits), and measures the bar: flash_attn_func on CUDA fp16 (B = 8, H = 16,
-# N = 4096, d = 128) forward and forward+backward, pool and plain tensors, under both orderings
-# (GPU-side semaphores and host waits, switched in one process by flashcl.cuda.set_ordering), next
-# to flashcl-bench's device time for the same shape, and each ordering's fixed cost per call.
+# semaphores, the flag and host waits; a producer/consumer chain; the fallback when
+# cuStreamWaitValue32 is hidden), and measures the bar: flash_attn_func on CUDA fp16 (B = 8, H = 16,
+# N = 4096, d = 128) forward and forward+backward, pool and plain tensors, under every ordering the
+# driver offers (GPU-side semaphores, the flag the stream waits for on the GPU, host waits; switched
+# in one process by flashcl.cuda.set_ordering), next to flashcl-bench's device time for the same
+# shape, and each ordering's fixed cost per call.
 # Usage: bench/gpu/python.sh OUT_DIR   (default /tmp/flashcl-python; PYTHON= picks the interpreter;
 # STEPS="tests bench" by default: STEPS=tests or STEPS=bench runs one part, e.g. in two device calls
 # when both do not fit one; TEST_LIMIT=420 and BENCH_LIMIT=300 seconds bound the parts)

@@ -1,12 +1,14 @@
 """Times flashcl.torch.flash_attn_func on CUDA tensors (forward, and forward+backward through
 autograd) with CUDA events on PyTorch's stream, for tensors of flashcl's CUDA pool (no copies) and
 plain PyTorch tensors (staged device to device), under each ordering of the calls with the stream
-(flashcl.cuda.set_ordering: "semaphore", GPU-side through external semaphores, and "host", host
-waits), and prints each next to flashcl-bench's device time for the same shape, read from the files
+(flashcl.cuda.set_ordering: "semaphore", GPU-side through external semaphores; "flag", a host wait
+before the call and the stream waiting on the GPU for a flag the OpenCL queue writes after it; and
+"host", host waits before and after; one the driver lacks is reported and skipped), and prints each
+next to flashcl-bench's device time for the same shape, read from the files
 bench/gpu/python.sh wrote (the forward's CSV and the backward's table), with the ratio the bar caps
 at 1.15. Then the fixed cost of a call: a tiny forward called back to back, timed on the host (how
 long the loop takes to enqueue, and until the GPU has finished it). Usage: python_bench.py FWD_CSV
-BWD_TXT [--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10 --orderings semaphore,host]."""
+BWD_TXT [--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10 --orderings semaphore,flag,host]."""
 
 import argparse
 import csv
@@ -99,7 +101,7 @@ def table(a, cpp, shape, ordering):
             flashcl.cuda.reset_stats()
             forward_backward()
             s = flashcl.cuda.stats()
-            counted = s["semaphore_calls" if ordering == "semaphore" else "host_wait_calls"]
+            counted = s[{"semaphore": "semaphore_calls", "flag": "flag_calls", "host": "host_wait_calls"}[ordering]]
             if counted != s["calls"]:
                 print(f"warning: {s['calls'] - counted} of {s['calls']} calls were not ordered by {ordering}: "
                       f"{flashcl.cuda.ordering()['note']}")
@@ -123,14 +125,15 @@ def main():
     p.add_argument("--seqlen", type=int, default=4096)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--orderings", default="semaphore,host", help="comma-separated: semaphore, host")
+    p.add_argument("--orderings", default="semaphore,flag,host", help="comma-separated: semaphore, flag, host")
     a = p.parse_args()
     cpp = cpp_times(a.fwd_csv, a.bwd_txt)
     shape = (a.batch, a.seqlen, a.heads, a.head_dim)
     b = flashcl.cuda.bridge()
     o = flashcl.cuda.ordering()
     print(f"flash_attn_func on CUDA fp16 {shape} through {b.device_name}; acquire/release {b.acquire_release} "
-          f"{b.note}; ordering at open: {o['ordering']} (semaphores work: {o['semaphores']}) {o['note']}")
+          f"{b.note}; ordering at open: {o['ordering']} (semaphores work: {o['semaphores']}, flag works: "
+          f"{o['flag']}) {o['note']}")
     orderings = [x.strip() for x in a.orderings.split(",") if x.strip()]
     costs = {}
     print("ms per call: a single call / calls back to back (CUDA events), flashcl-bench's kernel time, their ratios")

@@ -11,14 +11,19 @@ A CUDA tensor from anywhere else is first copied device to device (``Tensor.copy
 stream) into a tensor of that pool, which PyTorch's caching allocator keeps for the next call.
 Outputs (O, LSE, gradients) are always allocated in the pool, so nothing is copied back.
 
-Ordering with PyTorch's current stream: on the GPU where the driver has external semaphores (the
-stream signals one the OpenCL queue waits for before the kernels, the queue signals another the
-stream waits for after them; no host wait, so a call returns while its kernels may still run, as
-any CUDA kernel launch does), else by host waits (the stream synchronised before, the queue
-finished after). ``FLASHCL_CUDA_ORDER`` (read when a device's bridge opens): ``auto`` (default:
-semaphores where their one-time probe passes), ``host`` (host waits; the semaphores are not even
-probed) or ``semaphore`` (an error where they do not work). ``set_ordering`` switches later;
-``ordering()`` and ``stats()`` say which is in use and why.
+Ordering with PyTorch's current stream, the first of these that works (each probed once):
+"semaphore", on the GPU both ways where the driver makes exportable external semaphores (the stream
+signals one the OpenCL queue waits for before the kernels, the queue signals another the stream
+waits for after them; no host wait); "flag", where it does not (NVIDIA 580 refuses them) but the
+CUDA driver has ``cuStreamWaitValue32``: the stream is synchronised on the host right before the
+kernels are enqueued (OpenCL cannot wait for CUDA), and after them the queue writes the call's
+number into a flag in shared memory that the stream waits for on the GPU, so a call returns while
+its kernels may still run, as any CUDA kernel launch does, and the host prepares the next call
+meanwhile; "host", host waits (the stream synchronised before, the queue finished after), with a
+one-time warning when ``auto`` ends there. ``FLASHCL_CUDA_ORDER`` (read when a device's bridge
+opens): ``auto`` (default), ``semaphore``, ``flag`` (an error where that one does not work) or
+``host`` (nothing probed). ``set_ordering`` switches later; ``ordering()`` and ``stats()`` say
+which is in use and why.
 
 ``torch.py`` calls ``forward``/``backward`` here for CUDA tensors; ``bridge()`` raises the named
 error (``DeviceNotFound``: no libcuda, no OpenCL device with the CUDA device's UUID, no external
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Dict, Tuple
 
 import torch
@@ -46,16 +52,20 @@ _lock = threading.Lock()
 _bridges: Dict[int, object] = {}   # ordinal -> CudaBridge, or the Error opening it raised
 _pools: Dict[int, "torch.cuda.MemPool"] = {}
 _allocator = None
-_stats = {"calls": 0, "semaphore_calls": 0, "host_wait_calls": 0, "staged_tensors": 0, "staged_bytes": 0}
-_ORDERINGS = ("auto", "semaphore", "host")
+_stats = {"calls": 0, "semaphore_calls": 0, "flag_calls": 0, "host_wait_calls": 0, "staged_tensors": 0,
+          "staged_bytes": 0}
+_ORDERINGS = ("auto", "semaphore", "flag", "host")
+_COUNTERS = {"semaphore": "semaphore_calls", "flag": "flag_calls", "host": "host_wait_calls"}
+_warned_host_waits = False
 
 
 def _requested_ordering() -> str:
-    """FLASHCL_CUDA_ORDER (auto, semaphore or host; unset: auto), checked here so that a typo is an
-    error of its own rather than a bridge that failed to open."""
+    """FLASHCL_CUDA_ORDER (auto, semaphore, flag or host; unset: auto), checked here so that a typo is
+    an error of its own rather than a bridge that failed to open."""
     value = os.environ.get("FLASHCL_CUDA_ORDER", "").strip().lower() or "auto"
     if value not in _ORDERINGS:
-        _functional._fail(Status.InvalidArgument, f"FLASHCL_CUDA_ORDER: '{value}' is not one of auto, semaphore, host")
+        _functional._fail(Status.InvalidArgument,
+                          f"FLASHCL_CUDA_ORDER: '{value}' is not one of auto, semaphore, flag, host")
     return value
 
 
@@ -85,10 +95,22 @@ def bridge(device=None):
                     _bridges[ordinal] = _ext.cuda_open(ordinal, order)
             except _functional.Error as e:
                 _bridges[ordinal] = e
+            else:
+                if order == "auto":
+                    _warn_if_host_waits(ordinal)
         found = _bridges[ordinal]
     if isinstance(found, Exception):
         _functional._fail(found.status, str(found))
     return found
+
+
+def _warn_if_host_waits(ordinal: int) -> None:
+    """The one-time warning that calls wait on the host twice each (neither GPU-side ordering works)."""
+    global _warned_host_waits
+    info = _ext.cuda_ordering(ordinal)
+    if info.ordering == "host" and not _warned_host_waits:
+        _warned_host_waits = True
+        warnings.warn(f"flashcl: CUDA calls are ordered by host waits (slower; {info.note})", stacklevel=3)
 
 
 def available(device=None) -> bool:
@@ -125,21 +147,22 @@ def use_pool(device=None):
 
 
 def ordering(device=None) -> dict:
-    """How calls on `device`'s tensors are ordered with PyTorch's stream: ``ordering`` ("semaphore":
-    on the GPU, "host": host waits), ``note`` (why not on the GPU, when not) and ``semaphores``
-    (whether GPU-side ordering works here: the probe passed and no semaphore call failed since;
-    False as well when it was never probed because FLASHCL_CUDA_ORDER=host)."""
+    """How calls on `device`'s tensors are ordered with PyTorch's stream: ``ordering`` ("semaphore",
+    "flag" or "host"), ``note`` (why not the semaphores, when not), ``semaphores`` and ``flag``
+    (whether that ordering works here: its probe passed and no call of it failed since; False as
+    well when it was never probed, e.g. under FLASHCL_CUDA_ORDER=host, or the flag where the
+    semaphores work)."""
     bridge(device)
     info = _ext.cuda_ordering(_ordinal(device))
-    return {"ordering": info.ordering, "note": info.note, "semaphores": info.semaphores}
+    return {"ordering": info.ordering, "note": info.note, "semaphores": info.semaphores, "flag": info.flag}
 
 
 def set_ordering(name: str, device=None) -> dict:
-    """Orders later calls on `device` by "host" waits, or on the GPU ("semaphore": an error
-    (DeviceNotFound) where that does not work; "auto": there where it works, else host waits). The
-    semaphores are probed on first need. Returns ``ordering()``."""
+    """Orders later calls on `device` by "host" waits, "flag" or "semaphore" (each an error,
+    DeviceNotFound, where it does not work), or "auto" (the first of semaphore, flag, host that
+    works). Each GPU-side ordering is probed on first need. Returns ``ordering()``."""
     if name not in _ORDERINGS:
-        _functional._fail(Status.InvalidArgument, f"ordering: '{name}' is not one of auto, semaphore, host")
+        _functional._fail(Status.InvalidArgument, f"ordering: '{name}' is not one of auto, semaphore, flag, host")
     bridge(device)
     _ext.cuda_set_ordering(_ordinal(device), name)
     return ordering(device)
@@ -147,7 +170,8 @@ def set_ordering(name: str, device=None) -> dict:
 
 def stats() -> dict:
     """Counters since the last ``reset_stats``: ``calls`` (flashcl calls on CUDA tensors), of which
-    ``semaphore_calls`` were ordered on the GPU and ``host_wait_calls`` by host waits,
+    ``semaphore_calls`` were ordered by the semaphores, ``flag_calls`` by the flag and
+    ``host_wait_calls`` by host waits,
     ``staged_tensors``/``staged_bytes`` (tensors from outside the pool copied into it); and now:
     ``segments``/``segment_bytes`` (the pool's exported allocations), ``views_created``/
     ``views_reused`` (sub-buffers made for tensor arguments, and arguments served by one made
@@ -297,9 +321,10 @@ def resident(t: torch.Tensor) -> torch.Tensor:
     return _Call(t.device)._stage(t)
 
 
-def _count(on_gpu: bool) -> None:
+def _count(mode: str) -> None:
+    """Counts one call under the ordering the binding says ordered it."""
     _stats["calls"] += 1
-    _stats["semaphore_calls" if on_gpu else "host_wait_calls"] += 1
+    _stats[_COUNTERS[mode]] += 1
 
 
 def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):

@@ -443,7 +443,7 @@ NB_MODULE(_flashcl, m) {
 
   // CUDA tensors (cuda_interop.hpp): the bridge to the OpenCL device of a CUDA device, the
   // registry of exportable allocations and their cached sub-buffers (views), the ordering of calls
-  // (semaphores or host waits) and the calls, and the allocator's exported symbols.
+  // (semaphores, a flag or host waits) and the calls, and the allocator's exported symbols.
   namespace cu = flashcl_py::cuda;
   nb::class_<cu::BridgeInfo>(m, "CudaBridge")
       .def_ro("ordinal", &cu::BridgeInfo::ordinal)
@@ -460,7 +460,8 @@ NB_MODULE(_flashcl, m) {
   nb::class_<cu::OrderingInfo>(m, "CudaOrdering")
       .def_ro("ordering", &cu::OrderingInfo::ordering)
       .def_ro("note", &cu::OrderingInfo::note)
-      .def_ro("semaphores", &cu::OrderingInfo::semaphores);
+      .def_ro("semaphores", &cu::OrderingInfo::semaphores)
+      .def_ro("flag", &cu::OrderingInfo::flag);
   m.def("cuda_ordering", &cu::ordering, "ordinal"_a, nb::call_guard<nb::gil_scoped_release>());
   m.def("cuda_set_ordering", &cu::set_ordering, "ordinal"_a, "ordering"_a, nb::call_guard<nb::gil_scoped_release>());
   m.def(

@@ -2,12 +2,15 @@
 // lives in it), resolves the entry points of cuda_driver.hpp, preferring each one's `_v2` symbol
 // where the driver exports one, and calls cuInit. A failure is remembered, so every later call
 // reports the same named error without trying again. The semaphore set (SemaphoreDriver) is
-// optional: its missing names are kept for the bridge to report, not an error here.
+// optional: its missing names are kept for the bridge to report, not an error here; so is the flag
+// set (FlagDriver). Names listed in FLASHCL_CUDA_HIDE resolve to nothing, as on a driver without them.
 #include "cuda_driver.hpp"
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <sstream>
 #include <string>
 
 #include "flashcl/flashcl.hpp"
@@ -15,10 +18,29 @@
 namespace flashcl_py::cuda {
 namespace {
 
-// The `_v2` symbol when the driver has one, else the plain one (nullptr when neither exists).
-void* symbol(void* library, const char* name) {
-  const std::string versioned = std::string(name) + "_v2";
-  if (void* p = dlsym(library, versioned.c_str())) return p;
+// Whether FLASHCL_CUDA_HIDE lists `name` (comma-separated, spaces ignored).
+bool hidden(const char* name) {
+  const char* list = std::getenv("FLASHCL_CUDA_HIDE");
+  if (list == nullptr) return false;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');) {
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (item == name) return true;
+  }
+  return false;
+}
+
+// The `_v2` symbol when the driver has one, else the plain one (nullptr when neither exists or
+// FLASHCL_CUDA_HIDE lists the name); `versioned` says which.
+void* symbol(void* library, const char* name, bool* versioned = nullptr) {
+  if (hidden(name)) return nullptr;
+  const std::string v2 = std::string(name) + "_v2";
+  if (void* p = dlsym(library, v2.c_str())) {
+    if (versioned) *versioned = true;
+    return p;
+  }
+  if (versioned) *versioned = false;
   return dlsym(library, name);
 }
 
@@ -32,6 +54,7 @@ bool resolve(void* library, const char* name, Fn& out, std::string& missing) {
 struct Loaded {
   Driver driver{};
   SemaphoreDriver semaphores{};
+  FlagDriver flags{};
   std::string error;  // empty when loaded
 };
 
@@ -76,6 +99,23 @@ Loaded load() {
   resolve(library, "cuStreamWaitEvent", s.cuStreamWaitEvent, s.missing);
   resolve(library, "cuStreamCreate", s.cuStreamCreate, s.missing);
   resolve(library, "cuStreamDestroy", s.cuStreamDestroy, s.missing);
+  // Optional as well: the flag ordering (cuda_interop.cpp).
+  FlagDriver& f = l.flags;
+  f.cuStreamWaitValue32 = reinterpret_cast<decltype(f.cuStreamWaitValue32)>(
+      symbol(library, "cuStreamWaitValue32", &f.v2));
+  if (f.cuStreamWaitValue32 == nullptr) f.missing = "cuStreamWaitValue32";
+  resolve(library, "cuDeviceGetAttribute", f.cuDeviceGetAttribute, f.missing);
+  // The plain symbol: cuCtxSynchronize_v2 (CUDA 12.x) takes a context, a different signature.
+  f.cuCtxSynchronize = hidden("cuCtxSynchronize") ? nullptr
+                                                   : reinterpret_cast<decltype(f.cuCtxSynchronize)>(
+                                                         dlsym(library, "cuCtxSynchronize"));
+  if (f.cuCtxSynchronize == nullptr) f.missing += std::string(f.missing.empty() ? "" : ", ") + "cuCtxSynchronize";
+  resolve(library, "cuEventCreate", f.cuEventCreate, f.missing);
+  resolve(library, "cuEventRecord", f.cuEventRecord, f.missing);
+  resolve(library, "cuEventQuery", f.cuEventQuery, f.missing);
+  resolve(library, "cuEventDestroy", f.cuEventDestroy, f.missing);
+  resolve(library, "cuStreamCreate", f.cuStreamCreate, f.missing);
+  resolve(library, "cuStreamDestroy", f.cuStreamDestroy, f.missing);
   if (!missing.empty()) {
     l.error = "CUDA driver: libcuda.so.1 lacks " + missing + " (a driver with the virtual memory API is needed)";
     return l;
@@ -101,6 +141,8 @@ const Loaded& loaded() {
 const Driver& driver() { return loaded().driver; }
 
 const SemaphoreDriver& semaphore_driver() { return loaded().semaphores; }
+
+const FlagDriver& flag_driver() { return loaded().flags; }
 
 void check(CUresult result, const char* what) {
   if (result == 0) return;

@@ -3,7 +3,9 @@
 // types are the driver's ABI spelled out here (checked against cuda.h 13.0's layouts): no CUDA
 // header or library is needed to build. Errors become flashcl::Error: a missing driver is
 // DeviceNotFound, out of memory OutOfResources, anything else InternalError naming the call and
-// the driver's error name.
+// the driver's error name. FLASHCL_CUDA_HIDE (a comma-separated list of entry-point names, read once)
+// makes the loader treat those as missing, so a test can see a fallback engage on a driver that has
+// them.
 #pragma once
 
 #include <cstddef>
@@ -87,6 +89,8 @@ constexpr int kSemaphoreOpaqueFd = 1;        // CU_EXTERNAL_SEMAPHORE_HANDLE_TYP
 constexpr unsigned kEventDisableTiming = 2;  // CU_EVENT_DISABLE_TIMING
 constexpr unsigned kStreamNonBlocking = 1;   // CU_STREAM_NON_BLOCKING
 constexpr CUresult kNotReady = 600;          // CUDA_ERROR_NOT_READY
+constexpr unsigned kWaitValueGeq = 0;        // CU_STREAM_WAIT_VALUE_GEQ: (int32_t)(*addr - value) >= 0
+constexpr int kAttributeStreamMemOpsV1 = 92; // CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1
 
 // The entry points, `_v2` where the driver has one (the unversioned symbols of those take 32-bit
 // pointers or an older ABI).
@@ -129,12 +133,35 @@ struct SemaphoreDriver {
   std::string missing;                    // empty when every entry point resolved
 };
 
+// What the flag ordering needs (cuda_interop.cpp: the stream waits on the device for a value the
+// OpenCL queue writes last). cuStreamWaitValue32 is the `_v2` entry point where the driver has it
+// (CUDA 11.7 on: available on every platform); `v2` false means only the v1 symbol resolved, which
+// works only where CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1 says so (NVreg_EnableStreamMemOPs=1).
+// The stream, event and context calls serve the one-time probe and the wrap-around drain. Any
+// missing (nullptr) leaves that ordering off; `missing` names them.
+struct FlagDriver {
+  CUresult (*cuStreamWaitValue32)(CUstream, CUdeviceptr, unsigned, unsigned);
+  CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+  CUresult (*cuCtxSynchronize)();
+  CUresult (*cuEventCreate)(CUevent*, unsigned);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventQuery)(CUevent);
+  CUresult (*cuEventDestroy)(CUevent);
+  CUresult (*cuStreamCreate)(CUstream*, unsigned);
+  CUresult (*cuStreamDestroy)(CUstream);
+  bool v2 = false;
+  std::string missing;  // empty when every entry point resolved
+};
+
 // The driver, loaded and initialised (cuInit) on first use; throws DeviceNotFound when
 // libcuda.so.1 or one of the entry points is missing, or cuInit fails (no GPU, no driver).
 const Driver& driver();
 
 // The semaphore entry points of the same library (driver() must have succeeded first).
 const SemaphoreDriver& semaphore_driver();
+
+// The flag ordering's entry points of the same library (driver() must have succeeded first).
+const FlagDriver& flag_driver();
 
 // Throws the named flashcl::Error for a failed call; `what` names the call.
 void check(CUresult result, const char* what);

@@ -20,7 +20,23 @@
 // semaphore call demotes the bridge to host waits for good (the pair's state is then unknown),
 // and the call in hand is finished that way.
 //
-// Ordering by host waits (the fallback, FLASHCL_CUDA_ORDER=host, or set_ordering("host")): the
+// Ordering by a flag (where the semaphores cannot be made, as on NVIDIA 580, and the driver has
+// cuStreamWaitValue32; FLASHCL_CUDA_ORDER=flag forces it): OpenCL cannot wait for CUDA, so the
+// caller's stream is still synchronised on the host before the call, but as late as possible (after
+// the arguments are prepared, right before the first enqueue), so the host's work for call n+1
+// overlaps call n's kernels. After the kernels the in-order queue writes the call's sequence number
+// into a 4-byte flag in exportable memory both drivers address (clEnqueueFillBuffer, the number as
+// the pattern), is flushed (without it the write might never be submitted and the stream would wait
+// for ever), and the stream waits on the device for the flag to reach that number
+// (cuStreamWaitValue32, GEQ), so PyTorch's later kernels on it see finished outputs without a host
+// wait. Numbers only grow, 32-bit and compared cyclically (cuda_order.hpp), so one flag serves
+// every stream: a stream waiting for an earlier call's number passes once any later call's is
+// written. Failures never leave a wait that cannot pass: an enqueue failing before the flag write
+// enqueues no wait (the queue is finished on the host and the error raised); a failed write or
+// flush finishes the queue on the host; a failed cuStreamWaitValue32 too, and turns the flag off.
+// The flag's memory lives as long as the bridge (the process), so no wait outlives it.
+//
+// Ordering by host waits (the last fallback, FLASHCL_CUDA_ORDER=host, or set_ordering("host")): the
 // caller's stream is synchronised (cuStreamSynchronize) before the kernels are enqueued and the
 // queue finished (clFinish) before returning: two host waits per call, the GPU idle meanwhile.
 //
@@ -33,6 +49,7 @@
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
 #include "cuda_interop.hpp"
+#include "cuda_order.hpp"
 
 #include <CL/cl.h>
 #include <CL/cl_ext.h>
@@ -50,6 +67,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -90,9 +108,6 @@ constexpr SemaphoreProperty kSemaphoreOpaqueFd = 0x2055;        // CL_SEMAPHORE_
 constexpr SemaphoreProperty kDeviceHandleList = 0x2051;         // CL_DEVICE_HANDLE_LIST_KHR
 constexpr cl_device_info kDeviceSemaphoreExportTypes = 0x204E;  // CL_DEVICE_SEMAPHORE_EXPORT_HANDLE_TYPES_KHR
 
-constexpr const char* kOrderSemaphore = "semaphore";
-constexpr const char* kOrderHost = "host";
-
 void check_cl(cl_int code, const char* what) {
   if (code != CL_SUCCESS)
     throw Error(Status::OpenCLError, std::string(what) + " failed with OpenCL error " + std::to_string(code));
@@ -112,6 +127,15 @@ struct Semaphores {
   bool probed = false;   // probe_semaphores ran (its verdict: Bridge::semaphores_ok)
 };
 
+// The flag ordering's objects (see the top of the file): the 4-byte flag at the start of one
+// exportable allocation (not in the registry: no tensor can alias it), and the numbers written.
+struct FlagState {
+  CUdeviceptr address = 0;  // CUDA's address of the flag
+  cl_mem mem = nullptr;     // OpenCL's buffer of the whole allocation
+  FlagSequence seq;         // the flag holds seq.last() once the last write has run
+  bool probed = false;      // probe_flag ran (its verdict: Bridge::flag_ok)
+};
+
 struct Bridge {
   BridgeInfo info;
   cl_platform_id platform = nullptr;
@@ -121,18 +145,17 @@ struct Bridge {
   CreateBufferWithProperties create_buffer = nullptr;
   ExternalMemObjects acquire = nullptr, release = nullptr;
   bool driver_owns_fd = true;
-  // Ordering, guarded by `run`: on_gpu is the choice in force; semaphores_ok the probe's verdict
-  // (false again after a failed semaphore call), semaphore_note why not; order_note why on_gpu is
-  // off, when it is.
+  // Ordering, guarded by `run`: mode is the choice in force; semaphores_ok and flag_ok the probes'
+  // verdicts (false again after a failed call of that kind), semaphore_note and flag_note why not;
+  // order_note why the mode is not the semaphores, when it is not.
   Semaphores sem;
-  bool on_gpu = false;
-  bool semaphores_ok = false;
-  std::string semaphore_note = "not probed";
+  FlagState flag;
+  Mode mode = Mode::Host;
+  bool semaphores_ok = false, flag_ok = false;
+  std::string semaphore_note = "not probed", flag_note = "not probed";
   std::string order_note;
   std::mutex run;  // one call at a time on the queue (clFinish waits for that call only)
 };
-
-enum class Order { Auto, Semaphore, Host };
 
 // The sub-buffers made of one allocation, kept for later calls (clCreateSubBuffer per tensor
 // per call was a host cost of every call). At most kMaxViews, the oldest dropped first: a View
@@ -423,10 +446,11 @@ std::string wait_event(cl_event event, std::chrono::milliseconds limit) {
   }
 }
 
-std::string wait_event(CUevent event, std::chrono::milliseconds limit) {
+std::string wait_event(CUevent event, std::chrono::milliseconds limit, CUresult (*query)(CUevent) = nullptr) {
+  if (query == nullptr) query = semaphore_driver().cuEventQuery;
   const auto end = std::chrono::steady_clock::now() + limit;
   for (;;) {
-    const CUresult r = semaphore_driver().cuEventQuery(event);
+    const CUresult r = query(event);
     if (r == 0) return {};
     if (r != kNotReady) return "cuEventQuery failed with " + cuda_error(r);
     if (std::chrono::steady_clock::now() > end)
@@ -550,17 +574,175 @@ void adopt_semaphores(Bridge& b) {
     b.semaphore_note = probe_semaphores(b);
     b.semaphores_ok = b.semaphore_note.empty();
   }
-  b.on_gpu = b.semaphores_ok;
-  b.order_note = b.semaphores_ok ? "" : b.semaphore_note;
+}
+
+// The queue writes `value` into the flag (bracketed by acquire/release where the bridge uses them),
+// not waiting for it. OpenCL's error, CL_SUCCESS when both were enqueued.
+cl_int write_flag(Bridge& b, cl_uint value) {
+  cl_int err = CL_SUCCESS;
+  if (b.info.acquire_release) err = b.acquire(b.queue, 1, &b.flag.mem, 0, nullptr, nullptr);
+  if (err != CL_SUCCESS) return err;
+  err = clEnqueueFillBuffer(b.queue, b.flag.mem, &value, sizeof value, 0, sizeof value, 0, nullptr, nullptr);
+  if (b.info.acquire_release) {
+    const cl_int released = b.release(b.queue, 1, &b.flag.mem, 0, nullptr, nullptr);
+    if (err == CL_SUCCESS) err = released;
+  }
+  return err;
+}
+
+// The one-time check of the flag ordering: the entry points (and, for a driver with only the v1
+// cuStreamWaitValue32, the attribute that enables it), the flag's memory made, imported and zeroed,
+// and one round trip on a stream of its own: the stream waits for 1 (and must not pass before it is
+// written), the queue writes 1, the stream passes within a deadline. A stuck round trip abandons
+// the stream and the memory (releasing them could wait for ever). Empty when it works, else why not.
+std::string probe_flag(Bridge& b) {
+  const FlagDriver& fd = flag_driver();
+  const Driver& d = driver();
+  if (!fd.missing.empty()) return "libcuda.so.1 lacks " + fd.missing;
+  if (!fd.v2) {
+    CUdevice device = 0;
+    int enabled = 0;
+    CUresult r = d.cuDeviceGet(&device, b.info.ordinal);
+    if (r == 0) r = fd.cuDeviceGetAttribute(&enabled, kAttributeStreamMemOpsV1, device);
+    if (r != 0 || !enabled)
+      return "libcuda.so.1 has only the v1 cuStreamWaitValue32, which this device does not enable "
+             "(CU_DEVICE_ATTRIBUTE_CAN_USE_STREAM_MEM_OPS_V1 is 0; NVreg_EnableStreamMemOPs=1 enables it)";
+  }
+  CUdeviceptr address = 0;
+  Allocation a{};
+  try {
+    std::tie(address, a) = create(b, b.info.granularity);
+  } catch (const std::exception& e) {
+    return std::string("the flag's exportable memory could not be made: ") + e.what();
+  }
+  b.flag.mem = a.mem;
+  cl_int err = write_flag(b, 0);  // cuMemCreate's memory starts undefined
+  if (err == CL_SUCCESS) err = clFinish(b.queue);
+  if (err != CL_SUCCESS) {
+    b.flag.mem = nullptr;
+    destroy(address, a);
+    return "writing the flag (clEnqueueFillBuffer) failed with " + std::to_string(err);
+  }
+  const auto drop = [&](const std::string& why) {
+    b.flag.mem = nullptr;
+    destroy(address, a);
+    return why;
+  };
+  CUstream stream = nullptr;
+  CUevent passed = nullptr;
+  CUresult r = fd.cuStreamCreate(&stream, kStreamNonBlocking);
+  if (r != 0) return drop("cuStreamCreate failed with " + cuda_error(r));
+  r = fd.cuEventCreate(&passed, kEventDisableTiming);
+  if (r != 0) {
+    fd.cuStreamDestroy(stream);
+    return drop("cuEventCreate failed with " + cuda_error(r));
+  }
+  r = fd.cuStreamWaitValue32(stream, address, 1, kWaitValueGeq);
+  if (r != 0) {
+    fd.cuEventDestroy(passed);
+    fd.cuStreamDestroy(stream);
+    return drop("cuStreamWaitValue32 failed with " + cuda_error(r));
+  }
+  // A wait is enqueued from here on: the flag must be written, and unless the stream is seen to
+  // pass, the stream, the event and the memory are abandoned (releasing them could wait for ever).
+  std::string why;
+  r = fd.cuEventRecord(passed, stream);
+  if (r != 0) {
+    why = "cuEventRecord failed with " + cuda_error(r);
+  } else {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (fd.cuEventQuery(passed) == 0) why = "a CUDA stream's wait for the flag passed before the flag was written";
+  }
+  err = write_flag(b, 1);
+  if (err == CL_SUCCESS) err = clFlush(b.queue);
+  std::string waited = r != 0 ? "no event was recorded after the wait"
+                     : err != CL_SUCCESS ? "writing the flag failed with " + std::to_string(err)
+                                         : wait_event(passed, std::chrono::milliseconds(5000), fd.cuEventQuery);
+  if (!waited.empty()) {
+    b.flag.mem = nullptr;
+    return (why.empty() ? "a CUDA stream's wait for the flag OpenCL wrote did not pass: " + waited : why) +
+           " (flag ordering off; the probe's stream and flag memory are abandoned)";
+  }
+  fd.cuEventDestroy(passed);
+  fd.cuStreamDestroy(stream);
+  clFinish(b.queue);
+  if (!why.empty()) return drop(why);
+  b.flag.address = address;
+  b.flag.seq = FlagSequence(1);  // the flag holds 1
+  a.views.reset();  // kept for the process: the flag's memory is never released (see the top)
+  return {};
+}
+
+void adopt_flag(Bridge& b) {
+  if (!b.flag.probed) {
+    b.flag.probed = true;
+    ensure_context(b.info.ordinal);
+    b.flag_note = probe_flag(b);
+    b.flag_ok = b.flag_note.empty();
+  }
+}
+
+// Why the mode in force is not the semaphores (empty when it is).
+std::string describe(const Bridge& b, Order order) {
+  if (b.mode == Mode::Semaphore) return {};
+  if (order == Order::Host) return "host waits requested";
+  if (b.mode == Mode::Flag && order == Order::Flag) return "flag ordering requested";
+  std::string why;
+  if (b.sem.probed && order != Order::Flag) why = "semaphores: " + b.semaphore_note;
+  if (b.mode != Mode::Flag && b.flag.probed && order != Order::Semaphore)
+    why += (why.empty() ? "flag: " : "; flag: ") + b.flag_note;
+  return why;
+}
+
+// Takes `order` for later calls (Bridge::run held, or the bridge not yet shared): probes what it
+// may use (each probe runs once per bridge), then the best mode that works (choose()).
+void adopt_order(Bridge& b, Order order) {
+  if (order == Order::Auto || order == Order::Semaphore) adopt_semaphores(b);
+  if (order == Order::Flag || (order == Order::Auto && !b.semaphores_ok)) adopt_flag(b);
+  b.mode = choose(order, b.semaphores_ok, b.flag_ok);
+  b.order_note = describe(b, order);
 }
 
 // A semaphore call failed: the pair's state is unknown, so this bridge orders by host waits from
-// now on, saying why.
+// now on (set_ordering("auto") may pick the flag), saying why.
 void demote(Bridge& b, const std::string& why) {
-  b.on_gpu = false;
+  b.mode = Mode::Host;
   b.semaphores_ok = false;
-  b.semaphore_note = why + " (GPU-side ordering turned off for this process)";
+  b.semaphore_note = why + " (semaphore ordering turned off for this process)";
   b.order_note = b.semaphore_note;
+}
+
+// The same for a failed flag call.
+void demote_flag(Bridge& b, const std::string& why) {
+  b.mode = Mode::Host;
+  b.flag_ok = false;
+  b.flag_note = why + " (flag ordering turned off for this process)";
+  b.order_note = b.flag_note;
+}
+
+// After the call's kernels (and the release of its buffers): the queue writes the call's number
+// into the flag and is flushed, and `stream` waits on the device for it. False when the stream was
+// not made to wait (the caller then finishes the queue on the host): the write, the flush, the
+// drain or the wait failed.
+bool end_with_flag(Bridge& b, CUstream stream) {
+  const FlagDriver& fd = flag_driver();
+  FlagState& f = b.flag;
+  const cl_uint value = f.seq.next();
+  if (f.seq.drain()) {
+    // Every wait issued so far passes (each one's write has been flushed) before the numbers
+    // move 2^30 further: none can then fall 2^31 behind the flag (cuda_order.hpp).
+    const CUresult r = fd.cuCtxSynchronize();
+    if (r != 0) return false;
+  }
+  cl_int err = write_flag(b, value);
+  if (err == CL_SUCCESS) err = clFlush(b.queue);  // nothing else would submit the write
+  if (err != CL_SUCCESS) return false;
+  const CUresult r = fd.cuStreamWaitValue32(stream, f.address, value, kWaitValueGeq);
+  if (r != 0) {
+    demote_flag(b, "cuStreamWaitValue32 failed with " + cuda_error(r));
+    return false;
+  }
+  return true;
 }
 
 // The CUDA-to-OpenCL half: `stream` signals ready, the queue waits for it. False when a semaphore
@@ -616,15 +798,6 @@ bool end_on_gpu(Bridge& b, CUstream stream) {
   return true;
 }
 
-Order parse_order(const std::string& name) {
-  if (name.empty() || name == "auto") return Order::Auto;
-  if (name == kOrderSemaphore) return Order::Semaphore;
-  if (name == kOrderHost) return Order::Host;
-  throw Error(Status::InvalidArgument, "CUDA ordering '" + name +
-                                           "': expected auto, semaphore or host "
-                                           "(FLASHCL_CUDA_ORDER, flashcl.cuda.set_ordering)");
-}
-
 std::unique_ptr<Bridge> make_bridge(int ordinal, Order order) {
   const Driver& d = driver();
   auto b = std::make_unique<Bridge>();
@@ -666,11 +839,7 @@ std::unique_ptr<Bridge> make_bridge(int ordinal, Order order) {
     clReleaseContext(b->context);
     throw;
   }
-  if (order == Order::Host) {
-    b->order_note = "host waits requested";  // the semaphores are not even probed
-  } else {
-    adopt_semaphores(*b);
-  }
+  adopt_order(*b, order);  // under host waits nothing is probed
   return b;
 }
 
@@ -716,18 +885,32 @@ struct Events {
   }
 };
 
-// One call: ordered on the GPU where the bridge does (true returned), else by host waits.
+// One call, ordered as the bridge's mode says (returned: the mode that ordered it, host when a
+// GPU-side step failed and host waits stood in). Under the semaphores nothing waits on the host;
+// under the flag the stream is synchronised right before the first enqueue and the stream waits
+// for the flag after; under host waits the queue is finished as well.
 template <typename Launch>
-bool run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& mems, Launch&& launch) {
+Mode run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& mems, Launch&& launch) {
   Bridge& b = bridge(ordinal);
   const Driver& d = driver();
   const CUstream stream = reinterpret_cast<CUstream>(stream_handle);
   std::lock_guard<std::mutex> lock(b.run);
   ensure_context(ordinal);
-  const bool on_gpu = b.on_gpu && begin_on_gpu(b, stream);
-  if (!on_gpu) check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  Mode mode = b.mode;
+  if (mode == Mode::Semaphore && !begin_on_gpu(b, stream)) mode = Mode::Host;
   const std::vector<cl_mem> external = roots(mems);
   const bool hand_off = b.info.acquire_release && !external.empty();
+  // The host wait for the stream's work so far, as late as this layer can put it: after the
+  // arguments are prepared and the bridge's state read, right before the first enqueue.
+  if (mode != Mode::Semaphore) check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  // The end of a call whose kernels are enqueued (or failed part-way): true when the stream was
+  // made to wait on the GPU, else the queue has been finished on the host.
+  const auto finish = [&]() {
+    if (mode == Mode::Semaphore && end_on_gpu(b, stream)) return true;
+    if (mode == Mode::Flag && end_with_flag(b, stream)) return true;
+    clFinish(b.queue);
+    return false;
+  };
   Events events;
   std::vector<cl_event> wait;
   if (hand_off) {
@@ -735,8 +918,9 @@ bool run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& m
     const cl_int err =
         b.acquire(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, &acquired);
     if (err != CL_SUCCESS) {
-      if (on_gpu && end_on_gpu(b, stream)) check_cl(err, "clEnqueueAcquireExternalMemObjectsKHR");
-      clFinish(b.queue);
+      // Nothing of this call is enqueued: no flag is written and the stream waits for nothing.
+      if (mode == Mode::Flag) mode = Mode::Host;
+      finish();
       check_cl(err, "clEnqueueAcquireExternalMemObjectsKHR");
     }
     events.list.push_back(acquired);
@@ -746,21 +930,34 @@ bool run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& m
     launch(b.queue, wait);
   } catch (...) {
     // What was enqueued before the failure still finishes (and is handed back) before PyTorch's
-    // next kernel on the stream: by the semaphores where they run, else by finishing the queue.
+    // next kernel on the stream: by the semaphores where they run, else by finishing the queue
+    // (never by the flag: a failed call raises, and its error is the caller's to handle first).
     if (hand_off) b.release(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, nullptr);
-    if (!(on_gpu && end_on_gpu(b, stream))) clFinish(b.queue);
+    if (mode == Mode::Flag) mode = Mode::Host;
+    finish();
     throw;
   }
   cl_int released = CL_SUCCESS;
   if (hand_off)
     released = b.release(b.queue, static_cast<cl_uint>(external.size()), external.data(), 0, nullptr, nullptr);
-  if (on_gpu && end_on_gpu(b, stream)) {
-    check_cl(released, "clEnqueueReleaseExternalMemObjectsKHR");
-    return true;
-  }
-  check_cl(clFinish(b.queue), "clFinish");
+  const bool on_gpu = finish();
   check_cl(released, "clEnqueueReleaseExternalMemObjectsKHR");
-  return false;
+  return on_gpu ? mode : Mode::Host;
+}
+
+}  // namespace
+
+namespace {
+
+// The error for a forced mode the bridge could not take (Bridge::run held).
+void require(const Bridge& b, Order order) {
+  const bool missing = (order == Order::Semaphore && b.mode != Mode::Semaphore) ||
+                       (order == Order::Flag && b.mode != Mode::Flag);
+  if (missing)
+    throw Error(Status::DeviceNotFound, "CUDA device " + std::to_string(b.info.ordinal) + ": " +
+                                            (order == Order::Flag ? "flag" : "semaphore") +
+                                            " ordering was requested but is unavailable: " +
+                                            (order == Order::Flag ? b.flag_note : b.semaphore_note));
 }
 
 }  // namespace
@@ -768,20 +965,16 @@ bool run(int ordinal, std::uintptr_t stream_handle, const std::vector<cl_mem>& m
 const BridgeInfo& open_bridge(int ordinal, const std::string& ordering) {
   const Order order = parse_order(ordering);
   Bridge& b = bridge(ordinal, order);
-  if (order == Order::Semaphore) {
-    std::lock_guard<std::mutex> lock(b.run);
-    if (!b.on_gpu)
-      throw Error(Status::DeviceNotFound, "CUDA device " + std::to_string(ordinal) +
-                                              ": semaphore ordering was requested but is unavailable: " + b.order_note);
-  }
+  std::lock_guard<std::mutex> lock(b.run);
+  require(b, order);
   return b.info;
 }
 
 OrderingInfo ordering(int ordinal) {
   Bridge* b = opened(ordinal);
-  if (b == nullptr) return {"", "the bridge is not open", false};
+  if (b == nullptr) return {"", "the bridge is not open", false, false};
   std::lock_guard<std::mutex> lock(b->run);
-  return {b->on_gpu ? kOrderSemaphore : kOrderHost, b->order_note, b->semaphores_ok};
+  return {mode_name(b->mode), b->order_note, b->semaphores_ok, b->flag_ok};
 }
 
 OrderingInfo set_ordering(int ordinal, const std::string& name) {
@@ -789,15 +982,8 @@ OrderingInfo set_ordering(int ordinal, const std::string& name) {
   Bridge& b = bridge(ordinal);
   {
     std::lock_guard<std::mutex> lock(b.run);
-    if (order == Order::Host) {
-      b.on_gpu = false;
-      b.order_note = "host waits requested";
-    } else {
-      adopt_semaphores(b);
-      if (order == Order::Semaphore && !b.on_gpu)
-        throw Error(Status::DeviceNotFound,
-                    "CUDA device " + std::to_string(ordinal) + ": semaphore ordering is unavailable: " + b.order_note);
-    }
+    adopt_order(b, order);
+    require(b, order);
   }
   return ordering(ordinal);
 }
@@ -893,30 +1079,31 @@ View::~View() {
 
 ViewCounts view_counts() { return {views_created.load(), views_reused.load()}; }
 
-bool run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args) {
-  return run(ordinal, stream, forward_mems(args),
-             [&](cl_command_queue queue, const std::vector<cl_event>& wait) { flashcl::forward(queue, args, wait); });
+std::string run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args) {
+  return mode_name(run(ordinal, stream, forward_mems(args),
+             [&](cl_command_queue queue, const std::vector<cl_event>& wait) { flashcl::forward(queue, args, wait); }));
 }
 
-bool run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args) {
+std::string run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args) {
   std::vector<cl_mem> mems = forward_mems(args.forward);
   for (cl_mem m : {args.d_o.buffer, args.d_q.buffer, args.d_k.buffer, args.d_v.buffer, args.d_bias.buffer,
                    args.workspace})
     mems.push_back(m);
-  return run(ordinal, stream, mems,
-             [&](cl_command_queue queue, const std::vector<cl_event>& wait) { flashcl::backward(queue, args, wait); });
+  return mode_name(run(ordinal, stream, mems, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
+    flashcl::backward(queue, args, wait);
+  }));
 }
 
-bool fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream) {
+std::string fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream) {
   const Located at = locate(address, bytes);
   if (at.mem == 0)
     throw Error(Status::InvalidArgument, "fill: the range is not inside memory of flashcl's CUDA pool");
   cl_mem mem = reinterpret_cast<cl_mem>(at.mem);
-  return run(at.ordinal, stream, {mem}, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
+  return mode_name(run(at.ordinal, stream, {mem}, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
     check_cl(clEnqueueFillBuffer(queue, mem, &value, 1, at.offset, bytes, static_cast<cl_uint>(wait.size()),
                                  wait.empty() ? nullptr : wait.data(), nullptr),
              "clEnqueueFillBuffer");
-  });
+  }));
 }
 
 std::string last_alloc_error() {

@@ -7,7 +7,8 @@
 // flashcl_cuda_alloc/flashcl_cuda_free make that allocator usable by PyTorch
 // (torch.cuda.memory.CUDAPluggableAllocator under a torch.cuda.MemPool). run_forward/run_backward
 // order a call between a CUDA stream and the OpenCL queue: on the GPU through external semaphores
-// where the driver has them, else by host waits (docs in the .cpp).
+// where the driver has them, else by a flag the queue writes last and the stream waits for on the
+// GPU (a host wait before the call only), else by host waits (docs in the .cpp).
 #pragma once
 
 #include <sys/types.h>
@@ -38,22 +39,23 @@ struct BridgeInfo {
 // DeviceNotFound without libcuda, without an OpenCL device of that UUID, or when that device lacks
 // cl_khr_external_memory_opaque_fd; OpenCLError/InternalError when the first import fails.
 // `ordering` (FLASHCL_CUDA_ORDER, read by flashcl/cuda.py) applies when this call opens it:
-// "auto" (or "") probes the semaphores once and orders on the GPU when they work, "host" never
-// probes them, "semaphore" is auto that throws DeviceNotFound when they do not work (InvalidArgument
-// for any other name).
+// "auto" (or "") probes the semaphores once and uses them when they work, else probes the flag once
+// and uses it when it works, else host waits; "host" probes nothing; "semaphore" and "flag" probe
+// that one only and throw DeviceNotFound when it does not work (InvalidArgument for any other name).
 const BridgeInfo& open_bridge(int ordinal, const std::string& ordering = "auto");
 
-// How an open bridge orders calls: `ordering` "semaphore" or "host" ("" when not open), `note` why
-// not on the GPU when it is not, `semaphores` whether GPU-side ordering works here (the probe
-// passed and no semaphore call has failed since).
+// How an open bridge orders calls: `ordering` "semaphore", "flag" or "host" ("" when not open),
+// `note` why not the semaphores when not, `semaphores`/`flag` whether that ordering works here (its
+// probe passed and no call of it has failed since; false as well when it was never probed).
 struct OrderingInfo {
   std::string ordering;
   std::string note;
   bool semaphores = false;
+  bool flag = false;
 };
 OrderingInfo ordering(int ordinal);
-// Switches an open (or opened here) bridge between "host" and "semaphore"/"auto" for later calls;
-// "semaphore" throws DeviceNotFound where GPU-side ordering does not work.
+// Switches an open (or opened here) bridge to "host", "flag", "semaphore" or "auto" for later calls
+// (probing what it needs once); "flag" and "semaphore" throw DeviceNotFound where they do not work.
 OrderingInfo set_ordering(int ordinal, const std::string& ordering);
 
 // Exportable device memory of at least `bytes` on CUDA device `ordinal`, registered; returns its
@@ -102,14 +104,14 @@ struct Usage {
 Usage usage();
 
 // One flashcl call on the bridge's queue, ordered after the work already on `stream` and before
-// the work enqueued on it later (see the .cpp). True when the semaphores ordered it (the call may
-// still be running), false when host waits did (it has finished).
-bool run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
-bool run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
+// the work enqueued on it later (see the .cpp). Returns what ordered it: "semaphore" or "flag" (the
+// call may still be running; the stream waits for it on the GPU) or "host" (it has finished).
+std::string run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
+std::string run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
 
 // Writes `value` into [address, address + bytes) through OpenCL (clEnqueueFillBuffer on the
 // imported buffer) after `stream`'s work: shows that both sides see one memory.
-bool fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream);
+std::string fill(std::uintptr_t address, std::size_t bytes, std::uint8_t value, std::uintptr_t stream);
 
 // The message of the last failure inside flashcl_cuda_alloc (which can only return nullptr).
 std::string last_alloc_error();

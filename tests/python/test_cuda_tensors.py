@@ -4,10 +4,11 @@ PyTorch) and its tensors pass without staging copies while others are staged dev
 flash_attn_func and flash_attn_varlen_func in fp16/bf16 against the float64 reference, forward and
 gradients, for pool tensors, plain tensors and strided views; and a tiny Llama trained through
 attn_implementation="flashcl" against "sdpa" in fp16 and bf16. The ordering with PyTorch's stream,
-under both orderings (semaphores on the GPU, host waits): a late producer kernel writing the inputs
-right before the call and a consumer right after it, with the inputs overwritten at once, without
-any synchronize; calls alternating between two streams; the sub-buffer cache; a segment handed
-back while a call may still run. Collected only where torch.cuda is available (conftest.py);
+under every ordering the driver offers (semaphores, the flag, host waits; one the driver lacks is
+skipped with the reason): a late producer kernel writing the inputs right before the call and a
+consumer right after it, with the inputs overwritten at once, without any synchronize; a chain of
+large calls, each fed by a CUDA op and read by the next at once; calls alternating between two
+streams; the sub-buffer cache; a segment handed back while a call may still run. Collected only where torch.cuda is available (conftest.py);
 bench/gpu/python.sh runs it on the GPU machine."""
 
 import copy
@@ -58,32 +59,42 @@ def test_bridge_opens():
     assert b.granularity > 0 and b.base_align > 0 and b.device_name
 
 
-def test_semaphore_ordering_in_use():
+def test_gpu_side_ordering_in_use():
     o = flashcl.cuda.ordering()
-    if os.environ.get("FLASHCL_CUDA_ORDER", "auto").strip().lower() == "host":
-        assert o["ordering"] == "host"
+    requested = os.environ.get("FLASHCL_CUDA_ORDER", "auto").strip().lower() or "auto"
+    if requested != "auto":
+        assert o["ordering"] == requested
+        return
+    if o["ordering"] == "semaphore":
+        assert o["semaphores"] and not o["note"]
         return
     # The NVIDIA driver this suite runs on (docs: ../shared/GPU.md) lists cl_khr_external_semaphore
     # with opaque fds, but its 580.159.04 refuses to create a binary semaphore exportable as one
     # (CL_INVALID_PROPERTY, with and without a device list; docs/perf/nvidia-h200.md): that refusal
-    # is the one reason accepted here, and host waits order the calls then. Any other failure
-    # (entry points, extensions, a round trip that does not order) is a finding.
-    if not o["semaphores"] and "clCreateSemaphoreWithPropertiesKHR" in o["note"] and "failed with -64" in o["note"]:
-        assert o["ordering"] == "host", o
-        pytest.skip(f"the driver refuses exportable semaphores: {o['note']}")
-    assert o["semaphores"] and o["ordering"] == "semaphore", o["note"]
+    # is the one reason accepted for not using them. Any other failure (entry points, extensions, a
+    # round trip that does not order) is a finding. The flag must then order the calls: its driver
+    # calls (cuStreamWaitValue32) are in every CUDA 11.7+ driver.
+    assert "clCreateSemaphoreWithPropertiesKHR" in o["note"] and "failed with -64" in o["note"], o
+    assert o["ordering"] == "flag" and o["flag"], o
 
 
-@pytest.fixture(params=["semaphore", "host"])
+@pytest.fixture(params=["semaphore", "flag", "host"])
 def ordering(request):
-    """The test's calls ordered as the parameter says; the ordering before it restored after."""
-    o = flashcl.cuda.ordering()
-    before = o["ordering"]
-    if request.param == "semaphore" and not o["semaphores"]:
-        pytest.skip(f"semaphore ordering unavailable here (test_semaphore_ordering_in_use says why): {o['note']}")
-    flashcl.cuda.set_ordering(request.param)  # raises where semaphores do not work
+    """The test's calls ordered as the parameter says (skipped, with the reason, where the driver
+    does not offer it); the ordering before it restored after."""
+    before = flashcl.cuda.ordering()["ordering"]
+    try:
+        flashcl.cuda.set_ordering(request.param)  # probes it once; DeviceNotFound where it does not work
+    except flashcl.Error as e:
+        if e.status != flashcl.Status.DeviceNotFound:
+            raise
+        pytest.skip(f"{request.param} ordering unavailable here: {e}")
     yield request.param
     flashcl.cuda.set_ordering(before)
+
+
+def _counted(ordering):
+    return {"semaphore": "semaphore_calls", "flag": "flag_calls", "host": "host_wait_calls"}[ordering]
 
 
 def test_late_producer_and_early_consumer(ordering):
@@ -116,13 +127,61 @@ def test_late_producer_and_early_consumer(ordering):
     for name, g, r in zip(("dQ", "dK", "dV"), grads, ref[:3]):
         assert_close(np64(g), r, GRAD_ATOL[torch.float16], name)
     stats = flashcl.cuda.stats()
-    assert stats["calls"] == 2 and stats[f"{'semaphore' if ordering == 'semaphore' else 'host_wait'}_calls"] == 2
+    assert stats["calls"] == 2 and stats[_counted(ordering)] == 2
     assert stats["ordering"] == ordering
+
+
+def test_producer_consumer_chain(ordering):
+    # Each step: a CUDA op writes q (from the previous step's output), flashcl reads it, and a CUDA
+    # op reads O at once, then q, k and v are overwritten with NaN, all on one stream with no
+    # synchronize, on tensors large enough (B 4, N 2048, H 16, d 128: ~0.5 ms a call) that a call
+    # started before its producer finished reads NaN or the last step's q, and a consumer that ran
+    # before the call finished reads a block of O that the caching allocator handed over from the
+    # last step. Checked afterwards against float64 attention on the GPU, step by step, from what
+    # each step should have read.
+    b, n, h, d, steps = 4, 2048, 16, 128, 6
+    g = torch.Generator(device="cuda").manual_seed(40)
+    with flashcl.cuda.use_pool():
+        q, k, v = (torch.empty(b, n, h, d, device="cuda", dtype=torch.float16) for _ in range(3))
+    seed = torch.randn(b, n, h, d, generator=g, device="cuda", dtype=torch.float32).to(torch.float16)
+    kv = [torch.randn(b, n, h, d, generator=g, device="cuda", dtype=torch.float32).to(torch.float16)
+          for _ in range(2 * steps)]
+    torch.cuda.synchronize()
+    flashcl.cuda.reset_stats()
+    outs, prev = [], seed
+    torch.cuda._sleep(20_000_000)  # ~10 ms: the first producer runs late
+    with torch.no_grad():
+        for i in range(steps):
+            q.copy_(prev * 0.5 + 0.25)  # producer: depends on the previous step's consumer
+            k.copy_(kv[2 * i])
+            v.copy_(kv[2 * i + 1])
+            out = flash_attn_func(q, k, v, causal=i % 2 == 1)
+            prev = out * 2.0 - 1.0  # consumer: reads O right after the call
+            outs.append(prev)
+            for t in (q, k, v):
+                t.fill_(float("nan"))  # a call still reading its inputs would see these
+            del out  # its block goes back to the allocator: the next call's O may land on it
+    torch.cuda.synchronize()
+    stats = flashcl.cuda.stats()
+    assert stats["calls"] == steps and stats[_counted(ordering)] == steps, stats
+    prev = seed
+    for i in range(steps):
+        qi = (prev * 0.5 + 0.25).to(torch.float16)  # what step i's producer wrote
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            *(t.transpose(1, 2).double() for t in (qi, kv[2 * i], kv[2 * i + 1])), is_causal=i % 2 == 1)
+        ref = ref.transpose(1, 2) * 2.0 - 1.0
+        got = outs[i]
+        assert torch.isfinite(got).all(), f"step {i}: non-finite output (the call read inputs overwritten with NaN)"
+        err = (got.double() - ref).abs().max().item()
+        assert err <= 2 * 2 * ATOL[torch.float16], f"step {i}: max error {err:.3g} (the order between the ops broke)"
+        prev = got  # the next step's producer read this
 
 
 def test_calls_alternating_between_streams(ordering):
     # Binary semaphores pair one signal with one wait: a call on another stream must not signal
-    # before the previous call's wait has run (the bridge chains them through an event).
+    # before the previous call's wait has run (the bridge chains them through an event). The flag
+    # is one for every stream: each stream waits for its own call's number, which the queue writes
+    # in call order.
     srcs = [inputs([(1, 256, 4, 64)] * 3, torch.float16, in_pool=True, seed=10 + i) for i in range(6)]
     torch.cuda.synchronize()
     streams = [torch.cuda.Stream(), torch.cuda.Stream()]

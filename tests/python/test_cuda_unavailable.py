@@ -1,11 +1,13 @@
 """flashcl.cuda where CUDA memory cannot reach OpenCL (no NVIDIA driver, as in CI): named errors
 from every entry point, the pluggable allocator's C function returning nullptr with the reason
 instead of crashing (on a CUDA machine: giving out and taking back registered memory), the
-ordering setting (FLASHCL_CUDA_ORDER, set_ordering) checked before any driver is needed, and
-flashcl.torch still running CPU tensors. On a machine with a CUDA device the same calls must
+ordering setting (FLASHCL_CUDA_ORDER, set_ordering) checked before any driver is needed, the
+fallback from the flag ordering when the loader is told cuStreamWaitValue32 is missing
+(FLASHCL_CUDA_HIDE), and flashcl.torch still running CPU tensors. On a machine with a CUDA device the same calls must
 succeed instead (test_cuda_tensors.py checks the rest there)."""
 
 import ctypes
+import os
 
 import pytest
 
@@ -66,7 +68,8 @@ def test_cpu_tensors_unaffected():
 
 
 def test_ordering_setting_is_checked(monkeypatch):
-    for value, expected in (("", "auto"), ("auto", "auto"), ("HOST", "host"), (" semaphore ", "semaphore")):
+    for value, expected in (("", "auto"), ("auto", "auto"), ("HOST", "host"), (" semaphore ", "semaphore"),
+                            ("Flag", "flag")):
         monkeypatch.setenv("FLASHCL_CUDA_ORDER", value)
         assert flashcl.cuda._requested_ordering() == expected
     monkeypatch.delenv("FLASHCL_CUDA_ORDER")
@@ -82,18 +85,60 @@ def test_ordering_setting_is_checked(monkeypatch):
     for call in (lambda: ext.cuda_open(0, "fast"), lambda: ext.cuda_set_ordering(0, "fast")):
         with pytest.raises(flashcl.Error) as e:
             call()
-        assert e.value.status == flashcl.Status.InvalidArgument and "auto, semaphore or host" in str(e.value)
+        assert e.value.status == flashcl.Status.InvalidArgument and "auto, semaphore, flag or host" in str(e.value)
 
 
 def test_ordering_and_views_without_a_bridge():
     s = flashcl.cuda.stats()
-    for key in ("calls", "semaphore_calls", "host_wait_calls", "views_created", "views_reused", "ordering"):
+    for key in ("calls", "semaphore_calls", "flag_calls", "host_wait_calls", "views_created", "views_reused",
+                "ordering"):
         assert key in s, key
     if torch.cuda.is_available() and flashcl.cuda.available():
-        assert flashcl.cuda.ordering()["ordering"] in ("semaphore", "host")
+        assert flashcl.cuda.ordering()["ordering"] in ("semaphore", "flag", "host")
         return
     assert s["ordering"] is None
-    assert ext.cuda_ordering(0).ordering == "" and "not open" in ext.cuda_ordering(0).note
+    info = ext.cuda_ordering(0)
+    assert info.ordering == "" and "not open" in info.note and not info.semaphores and not info.flag
     created = ext.cuda_view_counts()[0]
     assert ext.CudaView(4096, 16).handle == 0  # no allocation holds it: the caller stages
     assert ext.cuda_view_counts()[0] == created
+
+
+def test_flag_fallback_when_the_entry_point_is_missing():
+    # FLASHCL_CUDA_HIDE makes the loader treat cuStreamWaitValue32 as missing (read once per
+    # process, hence a child interpreter): "auto" must then order by host waits (or by the
+    # semaphores, where they work), name the missing entry point, and warn once; "flag" must be a
+    # named error. Without a CUDA bridge (as in CI) the child checks that the setting changes
+    # nothing: the bridge fails to open for the same reason as before.
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent("""
+        import warnings
+        import torch, flashcl, flashcl.cuda
+        if not (torch.cuda.is_available() and flashcl.cuda.available()):
+            try:
+                flashcl.cuda.bridge()
+            except flashcl.Error as e:
+                assert e.status == flashcl.Status.DeviceNotFound, e
+            print("no bridge")
+            raise SystemExit(0)
+        o = flashcl.cuda.ordering()
+        assert not o["flag"], o
+        if o["ordering"] != "semaphore":
+            assert o["ordering"] == "host" and "cuStreamWaitValue32" in o["note"], o
+        try:
+            flashcl.cuda.set_ordering("flag")
+        except flashcl.Error as e:
+            assert e.status == flashcl.Status.DeviceNotFound and "cuStreamWaitValue32" in str(e), e
+        else:
+            raise AssertionError("flag ordering was taken without cuStreamWaitValue32")
+        print("fallback:", o["ordering"], o["note"])
+    """)
+    env = dict(os.environ, FLASHCL_CUDA_HIDE="cuStreamWaitValue32", FLASHCL_CUDA_ORDER="auto")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", child], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if "fallback: host" in done.stdout:
+        assert "ordered by host waits" in done.stderr, done.stderr  # the one-time warning
