@@ -8,6 +8,7 @@
 #include <string>
 
 #include "plan/plan_fa2_cpu.hpp"
+#include "plan_cpu_support.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -100,21 +101,11 @@ TEST(PlanFa2Cpu, MeasuredShapesOnAvx512) {
 }
 
 TEST(PlanFa2Cpu, RejectsHeadDimOutOfRange) {
-  EXPECT_THROW(plan_fa2_cpu(cpu(16), 0), Error);
-  EXPECT_THROW(plan_fa2_cpu(cpu(16), 257), Error);
+  expect_head_dim_out_of_range_rejected([](const DeviceFacts& f, int d) { return plan_fa2_cpu(f, d); });
 }
 
-// A device too small for the smallest tiles gets a named error, not a kernel that cannot build.
 TEST(PlanFa2Cpu, NothingFitsIsNamed) {
-  DeviceFacts tiny = cpu(16);
-  tiny.local_mem_bytes = 1024;
-  try {
-    plan_fa2_cpu(tiny, 256);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), Status::OutOfResources);
-    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos);
-  }
+  expect_nothing_fits_named([](const DeviceFacts& f, int d) { return plan_fa2_cpu(f, d); });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "plan/plan_standard_cpu.hpp"
+#include "plan_cpu_support.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -107,20 +108,11 @@ TEST(PlanStandardCpu, WorkspaceIsThePanels) {
 }
 
 TEST(PlanStandardCpu, RejectsHeadDimOutOfRange) {
-  EXPECT_THROW(plan_standard_cpu(cpu(16), 0), Error);
-  EXPECT_THROW(plan_standard_cpu(cpu(16), 257), Error);
+  expect_head_dim_out_of_range_rejected([](const DeviceFacts& f, int d) { return plan_standard_cpu(f, d); });
 }
 
 TEST(PlanStandardCpu, NothingFitsIsNamed) {
-  DeviceFacts tiny = cpu(16);
-  tiny.local_mem_bytes = 1024;
-  try {
-    plan_standard_cpu(tiny, 256);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), Status::OutOfResources);
-    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos);
-  }
+  expect_nothing_fits_named([](const DeviceFacts& f, int d) { return plan_standard_cpu(f, d); });
 }
 
 }  // namespace
