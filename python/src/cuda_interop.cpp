@@ -951,8 +951,7 @@ namespace {
 
 // The error for a forced mode the bridge could not take (Bridge::run held).
 void require(const Bridge& b, Order order) {
-  const bool missing = (order == Order::Semaphore && b.mode != Mode::Semaphore) ||
-                       (order == Order::Flag && b.mode != Mode::Flag);
+  const bool missing = (order == Order::Semaphore && !b.semaphores_ok) || (order == Order::Flag && !b.flag_ok);
   if (missing)
     throw Error(Status::DeviceNotFound, "CUDA device " + std::to_string(b.info.ordinal) + ": " +
                                             (order == Order::Flag ? "flag" : "semaphore") +
@@ -982,7 +981,14 @@ OrderingInfo set_ordering(int ordinal, const std::string& name) {
   Bridge& b = bridge(ordinal);
   {
     std::lock_guard<std::mutex> lock(b.run);
+    const Mode before = b.mode;
+    const std::string note = b.order_note;
     adopt_order(b, order);
+    if ((order == Order::Semaphore && b.mode != Mode::Semaphore) || (order == Order::Flag && b.mode != Mode::Flag)) {
+      // A refused request leaves the ordering as it was (a mode that failed is already Host).
+      b.mode = before;
+      b.order_note = note;
+    }
     require(b, order);
   }
   return ordering(ordinal);
