@@ -5,7 +5,9 @@
 // three kernels run on a small problem (Nq = 37, Nk = 150: partial blocks of rows and keys; d = 32
 // for the 16-byte copies, 30 for the element-wise ones) and O must match a float64 reference within
 // the fa2 probe's bounds (fp16/bf16 1e-2, fp32 2e-5). A failed probe leaves every call to the
-// portable standard; FLASHCL_STANDARD_MMA=0 (or FLASHCL_MMA=0) does so without asking.
+// portable standard; FLASHCL_STANDARD_MMA=0 (or FLASHCL_MMA=0) does so without asking, and
+// FLASHCL_STANDARD_MMA=1 makes a failed probe an error (bench/gpu/standard.sh runs the tests so,
+// since a silent fallback would pass them).
 #include <cmath>
 #include <tuple>
 
@@ -67,7 +69,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     request.algorithm = Algorithm::Standard;
     request.head_dim = d;
     request.dtype = dtype;
-    const std::vector<StandardMmaCandidate> candidates = plan_standard_mma(*p.facts, p.args, plan_tiles(*p.facts, request));
+    const std::vector<StandardMmaCandidate> candidates = plan_standard_mma(*p.facts, p.args, plan_tiles(*p.facts, request), process_overrides());
     if (candidates.empty()) return ProbeResult::Transient;  // no shape fits: nothing learnt about the device
     const StandardMmaCandidate& c = candidates.front();
     const cl::Program program = build_uncached(context, device, *c.program.files, c.program.options);
@@ -119,7 +121,12 @@ bool try_launch_standard_mma(cl_command_queue queue, const Problem& p, const Cal
                              const std::vector<cl_event>& wait, Launch& launch) {
   if (call.standard_mma.empty()) return false;
   const StandardMmaCandidate& c = call.standard_mma.front();
-  if (!probe_passes(p.context, p.device, p.args.dtype, rows_are_16_byte_aligned(p.args))) return false;
+  if (!probe_passes(p.context, p.device, p.args.dtype, rows_are_16_byte_aligned(p.args))) {
+    if (c.required)
+      fail(Status::InternalError, "FLASHCL_STANDARD_MMA=1: the tensor-core standard's probe failed on this device (",
+           to_string(p.args.dtype), "; FLASHCL_BUILD_LOG=1 shows why)");
+    return false;
+  }
   cl::Kernel scores = make_kernel(p, c.program, "standard_mma_scores");
   cl::Kernel softmax = make_kernel(p, c.program, "standard_softmax");
   cl::Kernel pv = make_kernel(p, c.program, "standard_mma_pv");

@@ -116,7 +116,7 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
       plan.grids = standard_grids(a, plan.tiles);
       plan.workspace_bytes = saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k), sizeof(float)});
       // on NVIDIA tensor cores the two products run as standard_mma (same S workspace, same softmax)
-      if (standard_mma_may_take(facts, a, o)) plan.standard_mma = plan_standard_mma(facts, a, plan.tiles);
+      if (standard_mma_may_take(facts, a, o)) plan.standard_mma = plan_standard_mma(facts, a, plan.tiles, o);
       break;
     case Algorithm::FA1: {  // O, m, l; one work-group per (head, batch)
       plan.path = ForwardPath::FA1;
@@ -136,7 +136,8 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
 }
 
 const TilePlan& reported_tiles(const CallPlan& plan) {
-  return plan.tensor_cores.empty() ? plan.tiles : plan.tensor_cores.front().tiles;
+  if (!plan.tensor_cores.empty()) return plan.tensor_cores.front().tiles;
+  return plan.standard_mma.empty() ? plan.tiles : plan.standard_mma.front().tiles;
 }
 
 }  // namespace flashcl::detail

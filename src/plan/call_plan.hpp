@@ -45,6 +45,7 @@ struct StandardMmaCandidate {
   int score_blocks = 1;     // key blocks of block_cols per scores work-group
   std::vector<Grid> grids;  // scores, softmax, P.V
   ProgramChoice program;    // standard_mma_f16 or standard_mma_tf32 with its -D options
+  bool required = false;    // FLASHCL_STANDARD_MMA=1: a failed probe is an error, not a fallback (tests, benches)
 };
 
 struct CallPlan {
@@ -66,7 +67,7 @@ struct CallPlan {
 // nothing fits the device.
 CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& args, const Overrides& overrides);
 
-// The tiles tile_info() reports: the first tensor-core candidate's, else the path's.
+// The tiles tile_info() reports: the first tensor-core candidate's (fa2's, else standard's), else the path's.
 const TilePlan& reported_tiles(const CallPlan& plan);
 
 // fa2's grid (the team, tensor-core and probe kernels): one work-group per (Q block, head, batch).

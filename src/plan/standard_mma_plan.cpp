@@ -40,7 +40,7 @@ bool standard_mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const
 }
 
 std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, const ForwardArgs& a,
-                                                    const TilePlan& portable) {
+                                                    const TilePlan& portable, const Overrides& o) {
   const StandardMmaShape s = shape_for(a);
   // the operand files' padded head dim and __local row pitches (mma_half_io.cl + mma_f16.cl, mma_tf32.cl)
   const bool tf32 = is_tf32(a);
@@ -65,6 +65,7 @@ std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, co
                           "; softmax ", portable.softmax_wg, " work-items x ", portable.softmax_vw, " per row");
   if (c.tiles.local_bytes > facts.local_mem_bytes) return {};
   c.score_blocks = s.score_blocks;
+  c.required = o.standard_mma == "1";
 
   const std::size_t wg = c.tiles.work_group_size, bh = static_cast<std::size_t>(a.batch) * a.heads;
   const std::size_t q_blocks = blocks(a.seqlen_q, c.tiles.block_rows);

@@ -23,6 +23,6 @@ bool standard_mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const
 // The candidate for a call standard_mma_may_take accepted, its softmax shaped as `portable` (the
 // portable standard's plan); empty when its __local memory does not fit the device.
 std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, const ForwardArgs& a,
-                                                    const TilePlan& portable);
+                                                    const TilePlan& portable, const Overrides& o);
 
 }  // namespace flashcl::detail
