@@ -9,14 +9,14 @@
 # KERNEL the attention kernel's name (default decode_cpu, fp8 caches included; decode_stream for
 # FLASHCL_DECODE=stream).
 set -euo pipefail
+source "$(dirname "$0")/cpu_time_common.sh"
 tag=${1:?usage: decode_cputime.sh TAG [flashcl-bench --decode options]}
 shift
 bench=${BENCH:-build/bench/flashcl-bench}
 runs=${R:-20}
 data=${OUT:-/tmp}/decode-$tag.perf
-rows=$(perf record -q -e cpu-clock -F 2000 -o "$data" -- "$bench" --decode -w 2 -r "$runs" "$@" 2>/dev/null |
-       grep -E '^ +[0-9]')
-samples() { perf report -i "$data" --sort dso --stdio -F sample,dso 2>/dev/null | awk -v so="$1" '$2 == so {n = $1} END {print n + 0}'; }
+rows=$(perf_record "$data" "$bench" --decode -w 2 -r "$runs" "$@" 2>/dev/null | grep -E '^ +[0-9]')
+samples() { dso_samples "$data" "^${1//./[.]}\$" | awk '{n += $1} END {print n + 0}'; }
 so=${KERNEL:-decode_cpu}.so
 kernel=$(samples "$so")
 merge=$(( $(samples decode_merge.so) + $(samples decode_cpu_merge.so) ))
