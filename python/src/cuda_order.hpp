@@ -5,7 +5,9 @@
 // without CUDA. The flag's values are 32-bit and compared cyclically, as CU_STREAM_WAIT_VALUE_GEQ
 // does ((int32_t)(*addr - value) >= 0), so they wrap without a reset; what must hold is that no wait
 // still pending lies 2^31 or more behind the flag, which a drain (every stream of the context
-// synchronised) every 2^30 values guarantees.
+// synchronised) every 2^30 values guarantees. Not 64-bit: a 4-byte fill is one store, while an
+// 8-byte one may land as two, and a half-written value could pass a wait early (0x1_FFFFFFFF ->
+// 0x2_00000000 seen as 0x2_FFFFFFFF); with the cyclic comparison 32 bits never need a reset.
 #pragma once
 
 #include <cstdint>
