@@ -38,6 +38,9 @@ struct Fp8DecodeCase {
   int num_splits = 0;
   DType dtype = DType::F32, cache = DType::E4M3;
   std::uint64_t seed = 1;
+  // (sequence, cached key, K/V head, column) set to a NaN code (0x7f, 0xff in turn: S.1111.111 in
+  // e4m3, a NaN in e5m2): the rows that see it must be NaN where the reference is, and only there
+  std::vector<std::array<int, 4>> nan_k, nan_v;
 };
 
 cl_mem make_buffer(const void* data, std::size_t bytes) {
@@ -83,8 +86,8 @@ void expect_fp8_decode(const Fp8DecodeCase& c, const std::string& what) {
   for (auto& x : vd) x = ds(rng);
   // cache bytes: random codes of magnitude up to ~150 (e5m2's too), every slot (unused ones included)
   const auto code_values = [&](std::uint64_t s) { return bench::random_values(cache_elems, s, 150.0f); };
-  const std::vector<std::uint8_t> k_bytes = to_fp8(c.cache, code_values(c.seed * 11 + 1));
-  const std::vector<std::uint8_t> v_bytes = to_fp8(c.cache, code_values(c.seed * 11 + 2));
+  std::vector<std::uint8_t> k_bytes = to_fp8(c.cache, code_values(c.seed * 11 + 1));
+  std::vector<std::uint8_t> v_bytes = to_fp8(c.cache, code_values(c.seed * 11 + 2));
   const auto q = round_to(c.dtype, bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 11 + 3));
   const std::size_t new_elems = static_cast<std::size_t>(B) * std::max(Nn, 1) * row;
   const auto k_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 11 + 4));
@@ -101,6 +104,13 @@ void expect_fp8_decode(const Fp8DecodeCase& c, const std::string& what) {
   };
   std::vector<int> len(B);
   for (int b = 0; b < B; ++b) len[b] = std::clamp(c.seqlens[b], 0, capacity - Nn);
+  std::uint8_t nan_code = 0x7f;
+  for (auto* planted : {&c.nan_k, &c.nan_v})
+    for (const auto& [b, p, h, e] : *planted) {
+      ASSERT_LT(p, len[b]) << "a NaN code goes into a cached key, not an appended one";
+      (planted == &c.nan_k ? k_bytes : v_bytes)[locate(b, p) + static_cast<std::size_t>(h) * d + e] = nan_code;
+      nan_code ^= 0x80;
+    }
 
   std::vector<float> cos_t, sin_t;
   if (c.rotary) rotary_tables(capacity, d, cos_t, sin_t);
@@ -237,6 +247,31 @@ void expect_fp8_decode(const Fp8DecodeCase& c, const std::string& what) {
   r.out = bench::compare(r.o, r.ref.out);
   r.lse = bench::compare(r.lse_values, r.ref.lse);
   r.gaps_written = dout.gap_elements_changed();
+  if (!c.nan_k.empty() || !c.nan_v.empty()) {
+    // NaN exactly where the reference has it (O elements, LSE rows); the rest as any case
+    std::size_t nan_elements = 0;
+    for (std::size_t i = 0; i < r.o.size(); ++i) {
+      EXPECT_EQ(std::isnan(r.o[i]), std::isnan(r.ref.out[i])) << what << ": O element " << i;
+      nan_elements += std::isnan(r.ref.out[i]);
+    }
+    for (std::size_t i = 0; i < r.lse_values.size(); ++i)
+      EXPECT_EQ(std::isnan(r.lse_values[i]), std::isnan(r.ref.lse[i])) << what << ": LSE row " << i;
+    EXPECT_GT(nan_elements, 0u) << what << ": the planted NaN codes reach no row";
+    const auto finite_only = [](std::vector<float>& got, std::vector<double>& want) {
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < got.size(); ++i)
+        if (!std::isnan(want[i])) {
+          got[kept] = got[i];
+          want[kept++] = want[i];
+        }
+      got.resize(kept);
+      want.resize(kept);
+    };
+    finite_only(r.o, r.ref.out);
+    finite_only(r.lse_values, r.ref.lse);
+    r.out = bench::compare(r.o, r.ref.out);
+    r.lse = bench::compare(r.lse_values, r.ref.lse);
+  }
   expect_accurate(r, what, c.dtype);
   EXPECT_EQ(dq.gap_elements_changed() + dkn.gap_elements_changed() + dvn.gap_elements_changed(), 0u) << what;
 }
@@ -418,6 +453,33 @@ TEST(Decode, Fp8CacheTiny) {
     c.seed = cache == DType::E4M3 ? 601 : 602;
     expect_fp8_decode(c, "tiny " + name_of(cache));
   }
+}
+
+// NaN codes in the cache (a K row's: every row of its head NaN, LSE too; a V row's: its column of
+// O in every row of its head), and no other row or column touched: decode_cpu finds e4m3's NaN
+// codes once per key and per block of V rather than per vector, so this checks its exact pass, on
+// one column group (d 32) and several (d 128, GQA 4: decode_cpu's CG 4 of 8 vectors); small enough
+// for oclgrind (ctest's oclgrind_decode_fp8_*).
+TEST(Decode, Fp8CacheNaNCodesReachOnlyTheirRows) {
+  std::uint64_t seed = 700;
+  for (DType cache : {DType::E4M3, DType::E5M2})
+    for (int d : {32, 128})
+      for (int page : {0, 5})
+        for (int splits : {1, 3}) {
+          Fp8DecodeCase c;
+          c.head_dim = d;
+          c.heads = d == 128 ? 8 : 4;
+          c.capacity = 40;
+          c.seqlens = {33, 20};
+          c.page_size = page;
+          c.num_splits = splits;
+          c.cache = cache;
+          c.nan_k = {{0, 17, 1, 5}};
+          c.nan_v = {{1, 3, 0, d - 3}, {1, 19, 1, 0}};
+          c.seed = ++seed;
+          expect_fp8_decode(c, "NaN codes " + name_of(cache) + " d " + std::to_string(d) + " page " + std::to_string(page) +
+                                   " splits " + std::to_string(splits));
+        }
 }
 
 // Bad inputs: named errors before anything is enqueued (the cache is not written).

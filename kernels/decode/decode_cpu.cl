@@ -61,8 +61,8 @@
  * decode_common.cl's cache_fp8x8 does for 8, but VW wide (on AVX-512 one vpmovzxbw, shifts and one
  * 16-wide vcvtph2ps) and without its e4m3 factor 256: the half holds the e4m3 value / 256 exactly
  * (subnormals included), and the 256 is folded with the descales into the query and the partial O
- * (CPU_FP8_SCALE), so a vector costs the shifts, the conversion and, for e4m3, the NaN select
- * (S.1111.111, which the half would read as 1.875 / 256). e5m2 is the high byte of its half. */
+ * (CPU_FP8_SCALE), so a vector costs the shifts and the conversion, and for e4m3 the running
+ * maximum that finds its NaN codes (below). e5m2 is the high byte of its half. */
 #define CPU_USHORT CPU_CAT(ushort, VW)
 #if CACHE_DTYPE == 3
 #define CPU_FP8_SCALE 256.0f
@@ -74,20 +74,43 @@
 #else
 #define CPU_HALVES(h) CPU_CAT(vload_half, VW)(0, (const __private half*)&(h))
 #endif
-inline CVEC cpu_fp8_load(__global const uchar* p, long i) {
-  const CPU_CAT(uchar, VW) x = CPU_CAT(vload, VW)(0, p + i);
-#if CACHE_DTYPE == 4
-  const CPU_USHORT h = CPU_CAT(convert_ushort, VW)(x) << (ushort)8;
-  return CPU_HALVES(h);
-#else
+#define CPU_UCHAR CPU_CAT(uchar, VW)
+#if CACHE_DTYPE == 3
+/* e4m3's NaN codes (S.1111.111; the half reads them as 1.875 / 256) are found not by a select per
+ * vector but by a running maximum of the loaded bytes doubled (the doubling drops the sign, so a
+ * NaN code is 0xfe, the largest value a doubled byte can take: vpaddb and vpmaxub on 16 bytes, not
+ * vpand, vpcmpeqb, a NaN broadcast and a masked move on 16 floats), tested once per key in phase 1
+ * and once per block and column group in phase 3; where it saw one, an exact pass after the
+ * products turns the affected scores (the heads whose K row holds a NaN code: all their rows) or
+ * accumulator lanes (the columns where a V row of the block holds one: all rows) into NaN, which is
+ * what the per-element decode gives (NaN absorbs every FMA after it, P = 0 included). */
+#define CPU_NAN_CHECK 1
+#define CPU_NAN_CODE(x) (((x) & (uchar)0x7f) == (uchar)0x7f)
+inline CVEC cpu_fp8_load(__global const uchar* p, long i, CPU_UCHAR* seen) {
+  const CPU_UCHAR x = CPU_CAT(vload, VW)(0, p + i);
+  *seen = max(*seen, x + x);
   /* sign-extended and shifted by 7: the sign lands on bits 15 and 14, the magnitude under fp16's
    * exponent and mantissa; bit 14 cleared (vpmovsxbw, vpsllw, vpand) */
   const CPU_USHORT h = CPU_CAT(as_ushort, VW)(CPU_CAT(convert_short, VW)(CPU_CAT(as_char, VW)(x)) << (short)7) & (ushort)0xbfff;
-  return select(CPU_HALVES(h), (CVEC)(NAN), CPU_CAT(convert_int, VW)((x & (uchar)0x7f) == (uchar)0x7f));
-#endif
+  return CPU_HALVES(h);
+}
+/* whether a running maximum of cpu_fp8_load saw a NaN code */
+#define CPU_NAN_SEEN(seen) any((seen) == (uchar)0xfe)
+#define CPU_VLOAD_SEEN(p, i, seen) cpu_fp8_load((p), (i), &(seen))
+#undef CPU_VLOAD /* (every e4m3 load goes through CPU_VLOAD_SEEN) */
+#else
+inline CVEC cpu_fp8_load(__global const uchar* p, long i) {
+  const CPU_UCHAR x = CPU_CAT(vload, VW)(0, p + i);
+  const CPU_USHORT h = CPU_CAT(convert_ushort, VW)(x) << (ushort)8;
+  return CPU_HALVES(h);
 }
 #undef CPU_VLOAD
 #define CPU_VLOAD(p, i) cpu_fp8_load((p), (i))
+#endif
+#endif
+#ifndef CPU_NAN_CHECK
+#define CPU_NAN_CHECK 0
+#define CPU_VLOAD_SEEN(p, i, seen) CPU_VLOAD(p, i)
 #endif
 /* The transposing fold's levels: FOLDk(a, b) adds two shuffles of (a, b) so that the lanes that held
  * a's and b's partial sums are halved. Levels 1 and 2 stay within 128-bit lanes (vshufps), 3 and 4
@@ -211,6 +234,9 @@ void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
         for (int n = 0; n < NSV; ++n) s[j][n] = (CVEC)(NEG_INF);
         continue;
       }
+#if CPU_NAN_CHECK
+      CPU_UCHAR k_seen = (CPU_UCHAR)(0); /* this key's bytes doubled, their running maximum */
+#endif
       /* the products of score vector n, folded as soon as its heads are done */
       #pragma unroll
       for (int n = 0; n < NSV; ++n) {
@@ -233,7 +259,7 @@ void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
             if (v * VW * (int)sizeof(CACHE_T) % 64 == 0)
               __builtin_prefetch((const void*)((ulong)(v_cache + vb[j] + h * d->v_head_stride + v * VW)), 0, 2);
 #endif
-            const CVEC kv = CPU_VLOAD(k_cache, kb + h * d->k_head_stride + v * VW);
+            const CVEC kv = CPU_VLOAD_SEEN(k_cache, kb + h * d->k_head_stride + v * VW, k_seen);
             #pragma unroll
             for (int r = 0; r < BR; ++r) {
               const int i = h * BRP + r - n * VW;
@@ -251,6 +277,22 @@ void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
         for (int i = 0; i < VW / 16; ++i) f[i] = CPU_FOLD4(f[2 * i], f[2 * i + 1]);
         s[j][n] = f[0];
       }
+#if CPU_NAN_CHECK
+      if (CPU_NAN_SEEN(k_seen)) { /* rare: the scores of each head whose K row holds a NaN code are NaN */
+        float t[NL];
+        #pragma unroll
+        for (int n = 0; n < NSV; ++n) CPU_CAT(vstore, VW)(s[j][n], n, t);
+        for (int h = 0; h < HB; ++h) {
+          bool nan_code = false;
+          for (int v = 0; v < DV; ++v)
+            nan_code |= any(CPU_NAN_CODE(CPU_CAT(vload, VW)(0, k_cache + kb + h * d->k_head_stride + v * VW)));
+          if (nan_code)
+            for (int r = 0; r < BR; ++r) t[h * BRP + r] = NAN;
+        }
+        #pragma unroll
+        for (int n = 0; n < NSV; ++n) s[j][n] = CPU_CAT(vload, VW)(n, t);
+      }
+#endif
 #if SCORE_TRANSFORM
       const bool plain = false;
 #else
@@ -313,6 +355,9 @@ void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
         for (int r = 0; r < BR; ++r)
           #pragma unroll
           for (int c = 0; c < CG; ++c) a[r][c] = acc[h][r][c0 + c];
+#if CPU_NAN_CHECK
+        CPU_UCHAR v_seen = (CPU_UCHAR)(0); /* the block's V bytes of these columns doubled, their running maximum */
+#endif
         for (int j = 0; j < nj; ++j) {
           if (vb[j] < 0) continue;
           CVEC pr[BR];
@@ -331,11 +376,23 @@ void decode_cpu(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
 #endif
           #pragma unroll
           for (int c = 0; c < CG; ++c) {
-            const CVEC vv = CPU_VLOAD(v_cache, vb[j] + h * d->v_head_stride + (c0 + c) * VW);
+            const CVEC vv = CPU_VLOAD_SEEN(v_cache, vb[j] + h * d->v_head_stride + (c0 + c) * VW, v_seen);
             #pragma unroll
             for (int r = 0; r < BR; ++r) a[r][c] = fma(pr[r], vv, a[r][c]);
           }
         }
+#if CPU_NAN_CHECK
+        if (CPU_NAN_SEEN(v_seen)) /* rare: a column where a V row of the block holds a NaN code is NaN in every row */
+          #pragma unroll
+          for (int c = 0; c < CG; ++c) { /* (unrolled over c and r: a stays in registers in the loop above) */
+            CPU_CAT(int, VW) nan_code = (CPU_CAT(int, VW))(0);
+            for (int j = 0; j < nj; ++j)
+              if (vb[j] >= 0)
+                nan_code |= CPU_CAT(convert_int, VW)(CPU_NAN_CODE(CPU_CAT(vload, VW)(0, v_cache + vb[j] + h * d->v_head_stride + (c0 + c) * VW)));
+            #pragma unroll
+            for (int r = 0; r < BR; ++r) a[r][c] = select(a[r][c], (CVEC)(NAN), nan_code);
+          }
+#endif
         #pragma unroll
         for (int r = 0; r < BR; ++r)
           #pragma unroll
