@@ -328,28 +328,6 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
 #endif
   }
 
-  /* epilogue: the L_KG streams merged by the LSE rule; scratch holds each stream's unnormalised
-   * O (L_KG, BR, d) and then its m and l (L_KG, BR) */
-#if CACHE_FP8
-  const float vd = CACHE_DESCALE(v_descale, d, b, hk); /* P . (vd * v8): once per accumulator */
-#pragma unroll
-  for (int r = 0; r < BR; ++r)
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) acc[r][e] *= vd;
-#endif
-  barrier(CLK_LOCAL_MEM_FENCE);
-  __local float* st_o = scratch;
-  __local float* st_m = scratch + L_KG * BR * HEAD_DIM;
-  __local float* st_l = st_m + L_KG * BR;
-#pragma unroll
-  for (int r = 0; r < BR; ++r) {
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) st_o[(kg * BR + r) * HEAD_DIM + col + e] = acc[r][e];
-    if (v == 0) {
-      st_m[kg * BR + r] = m[r];
-      st_l[kg * BR + r] = l[r];
-    }
-  }
-  barrier(CLK_LOCAL_MEM_FENCE);
-  merge_key_group_streams(d, scratch, L_KG, work, b, hk, r0, r_end, split, lid);
+  /* epilogue: the L_KG streams left in scratch and merged by the LSE rule (decode_streams.cl) */
+  END_KEY_GROUP_STREAMS(d, acc, m, l, scratch, L_KG, kg, col, v, work, b, hk, r0, r_end, split, lid);
 }
