@@ -14,6 +14,9 @@
 #ifndef SOFTMAX_VW
 #define SOFTMAX_VW 1 /* elements each softmax work-item takes per step: 1, 4, 8 or 16 */
 #endif
+#ifndef SOFTMAX_REGS
+#define SOFTMAX_REGS 0 /* > 0: rows of up to SOFTMAX_WG * SOFTMAX_REGS keys held in registers (SOFTMAX_VW 1) */
+#endif
 
 /* Tree reduction over SOFTMAX_WG values in red; op is max or sum. */
 #define REDUCE(red, lid, op)                                          \
@@ -57,6 +60,40 @@ void standard_softmax(__global float* s, __global float* lse, VARIANT_PARAMS, co
   if (i >= SV_NQ(&sv, a)) return; /* VARLEN: past this sequence's end (the whole work-group) */
   __global float* row = s + ((long)bh * a->seqlen_q + i) * a->seqlen_k;
   const int n = a->seqlen_k, vec_end = n / SOFTMAX_VW * SOFTMAX_VW, step = SOFTMAX_WG * SOFTMAX_VW;
+
+#if SOFTMAX_REGS > 0 && SOFTMAX_VW == 1
+  /* A row that fits stays in registers: S read once and P written once, where the loops below read
+   * S three times (on a GPU the softmax is bound by that traffic). Each work-item takes the same
+   * elements in the same order as those loops with SOFTMAX_VW = 1, so the bits are the same. */
+  if (n <= SOFTMAX_WG * SOFTMAX_REGS) {
+    float x[SOFTMAX_REGS], rm = NEG_INF;
+#pragma unroll
+    for (int r = 0; r < SOFTMAX_REGS; ++r) {
+      const int j = lid + r * SOFTMAX_WG;
+      x[r] = j < n ? row[j] : NEG_INF; /* exp(-inf) = 0 below: past the row adds nothing */
+      rm = fmax(rm, x[r]);
+    }
+    red[lid] = rm;
+    REDUCE(red, lid, fmax);
+    const float rmax = red[0], r_use = rmax == NEG_INF ? 0.0f : rmax;
+    barrier(CLK_LOCAL_MEM_FENCE); /* everyone has read red[0] */
+    float rsum = 0.0f;
+#pragma unroll
+    for (int r = 0; r < SOFTMAX_REGS; ++r) rsum += x[r] = exp((x[r] - r_use) * (1.0f / NATURAL_UNIT));
+    red[lid] = rsum;
+    REDUCE(red, lid, ADD);
+    rsum = red[0];
+    const float rinv = rsum > 0.0f ? 1.0f / rsum : 0.0f;
+#pragma unroll
+    for (int r = 0; r < SOFTMAX_REGS; ++r) {
+      const int j = lid + r * SOFTMAX_WG;
+      if (j < n) row[j] = x[r] * rinv;
+    }
+    if (a->write_lse && lid == 0)
+      lse[LSE_INDEX(a, &sv, bh / a->heads, bh % a->heads, i)] = natural_row_lse(rmax, rsum);
+    return;
+  }
+#endif
 
   SM_VEC vm = NEG_INF;
   for (int j = lid * SOFTMAX_VW; j < vec_end; j += step) vm = fmax(vm, SM_LOAD(row + j));

@@ -79,7 +79,10 @@ std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, co
       concat(common_options(a), " -DWARPS=", s.warps, " -DMT=", s.m_tiles, " -DBC=", s.block_cols,
              " -DSCORE_BLOCKS=", s.score_blocks, " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0,
              " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0, " -DSOFTMAX_WG=", portable.softmax_wg,
-             " -DSOFTMAX_VW=", portable.softmax_vw));
+             " -DSOFTMAX_VW=", portable.softmax_vw,
+             // rows of up to SOFTMAX_WG * 32 keys (4096 with NVIDIA's 128) held in registers: S read
+             // once instead of three times (standard_softmax.cl; the same bits)
+             portable.softmax_vw == 1 ? " -DSOFTMAX_REGS=32" : ""));
   return {c};
 }
 
