@@ -73,6 +73,9 @@ TEST(StandardMmaPlan, OverridesGiveThePortableForm) {
   required.standard_mma = "1";
   ASSERT_EQ(plan_call(kH100, a, required).standard_mma.size(), 1u);
   EXPECT_TRUE(plan_call(kH100, a, required).standard_mma.front().required);
+  // =1 on any device (its probe then decides: tests/emulated_mma/ on PoCL)
+  EXPECT_TRUE(standard_mma_may_take(simulated_pocl_cpu(16), a, required));
+  EXPECT_FALSE(standard_mma_may_take(simulated_pocl_cpu(16), a, Overrides{}));
   EXPECT_EQ(read_overrides([](const char* n) { return std::string(n) == "FLASHCL_STANDARD_MMA" ? "0" : nullptr; })
                 .standard_mma,
             "0");

@@ -17,7 +17,7 @@ struct Overrides {
   std::string mma_tile;        // FLASHCL_MMA_TILE: tensor-core shape, "WARPSxBC[xMT[xSTAGES[xLAZY]]]"
   bool mma_off = false;        // FLASHCL_MMA=0: never the tensor-core fa2 (nor the tensor-core standard)
   std::string standard_mma;    // FLASHCL_STANDARD_MMA: "0" never the tensor-core standard (the portable one's A/B),
-                               // "1" required where eligible (a failed probe is an error), else chosen where eligible
+                               // "1" required, on any device (a failed probe is an error), else chosen where eligible
   std::string fa2_cpu;         // FLASHCL_FA2_CPU: "0" never the CPU-shaped fa2, "1" on every device, else on CPUs
   std::string standard_cpu;    // FLASHCL_STANDARD_CPU: "0" never the CPU-shaped standard, "1" on every device, else on CPUs
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs

@@ -36,6 +36,10 @@ bool standard_mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const
     return false;
   // every variant: the scores go through common.cl's final_score as on the portable path
   if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
+  // FLASHCL_STANDARD_MMA=1 asks for it on any device: elsewhere its probe fails (an error then),
+  // unless FLASHCL_KERNEL_DIR gives the operand files an emulation (tests/emulated_mma/: how the
+  // kernels' indexing is checked on PoCL)
+  if (o.standard_mma == "1") return true;
   return facts.is_nvidia() && facts.kind == DeviceKind::GPU && facts.nv_compute_major >= 8;
 }
 

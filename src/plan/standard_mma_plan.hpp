@@ -1,7 +1,8 @@
 // standard_mma_plan.hpp: the standard path on NVIDIA tensor cores (kernels/nvidia/standard_mma.cl,
 // launched by launch_standard_mma.cpp): whether a call qualifies (algorithm standard, fp32/fp16/bf16,
-// d <= 128, an NVIDIA GPU of compute capability >= 8.0, every variant; never with FLASHCL_MMA=0 or
-// FLASHCL_STANDARD_MMA=0, nor with a caller's forced tile), the work-group shape per operand type
+// d <= 128, an NVIDIA GPU of compute capability >= 8.0 or any device with FLASHCL_STANDARD_MMA=1,
+// every variant; never with FLASHCL_MMA=0 or FLASHCL_STANDARD_MMA=0, nor with a caller's forced
+// tile), the work-group shape per operand type
 // and head dim, its grids and its program. The softmax between the products is the portable one,
 // with the portable plan's shape, so the candidate is made from the portable plan it falls back to.
 // Pure functions of device facts, arguments and overrides, so tests plan for simulated devices.

@@ -1,0 +1,22 @@
+#!/bin/bash
+# Runs tests/test_standard_mma.cpp's cases on PoCL with the tensor-core standard's kernels
+# (kernels/nvidia/standard_mma.cl, forward/standard_softmax.cl: the files the GPU builds) over the
+# emulated operand files of this folder instead of the PTX ones (see mma_operands.cl): a kernel dir
+# copy where nvidia/mma_ptx.cl, mma_half_io.cl, mma_f16.cl and mma_tf32.cl are replaced, with
+# FLASHCL_STANDARD_MMA=1 (the path on any device, its probe required) and FLASHCL_STANDARD_CPU=0
+# (PoCL's standard otherwise takes the CPU-shaped form first). Checks indexing, masks, block ranges,
+# stores and barriers against float64 without a GPU; the tensor-core instructions themselves only
+# run on the card (bench/gpu/standard.sh).
+# Usage: tests/emulated_mma/run.sh BUILD_DIR [GTEST_FILTER]   (default filter StandardMma.*)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(realpath "$1")
+dir=$(mktemp -d)
+cp -r "$here/../../kernels/." "$dir/"
+cp "$here/mma_ptx.cl" "$dir/nvidia/mma_ptx.cl"
+: > "$dir/nvidia/mma_half_io.cl"
+cp "$here/mma_operands.cl" "$dir/nvidia/mma_f16.cl"
+cp "$here/mma_operands.cl" "$dir/nvidia/mma_tf32.cl"
+cd "$build"
+FLASHCL_KERNEL_DIR="$dir" FLASHCL_STANDARD_MMA=1 FLASHCL_STANDARD_CPU=0 FLASHCL_BUILD_LOG=1 \
+  ./tests/flashcl_tests --gtest_filter="${2:-StandardMma.*}"
