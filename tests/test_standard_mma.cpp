@@ -49,7 +49,7 @@ class StandardMma : public ::testing::Test {
  protected:
   void SetUp() override {
     // FLASHCL_STANDARD_MMA=1 runs them anywhere: on PoCL with FLASHCL_KERNEL_DIR holding the
-    // emulated operand files (tests/emulated_mma/README.md), which checks the kernels' indexing
+    // emulated operand files (tests/emulated_mma/run.sh), which checks the kernels' indexing
     if (!tensor_core_device() && !env_is("FLASHCL_STANDARD_MMA", "1"))
       GTEST_SKIP() << "not an NVIDIA GPU of compute capability >= 8.0 (FLASHCL_STANDARD_MMA=1 runs them anyway)";
     if (env_is("FLASHCL_STANDARD_MMA", "0") || env_is("FLASHCL_MMA", "0"))
