@@ -104,6 +104,18 @@ TEST(StandardMmaPlan, OnlyStandardOnTensorCoreDevices) {
   EXPECT_TRUE(plan_call(simulated_nvidia_gpu(48, 7, 5), standard_call(DType::F16), none).standard_mma.empty());
 }
 
+// The softmax holds rows in registers: 32 a work-item up to 4096 keys (NVIDIA's 128 work-items a
+// row), 64 up to 8192; longer rows take its loops (the switch is then inert).
+TEST(StandardMmaPlan, SoftmaxRowsInRegisters) {
+  for (auto [nk, option] : {std::pair{512, " -DSOFTMAX_REGS=32"}, {4096, " -DSOFTMAX_REGS=32"},
+                            {4097, " -DSOFTMAX_REGS=64"}, {8192, " -DSOFTMAX_REGS=64"}, {8193, " -DSOFTMAX_REGS=32"}}) {
+    const CallPlan plan = plan_call(kH100, standard_call(DType::F16, 64, 256, nk), Overrides{});
+    ASSERT_EQ(plan.standard_mma.size(), 1u);
+    ASSERT_EQ(plan.tiles.softmax_wg, 128);
+    EXPECT_NE(plan.standard_mma.front().program.options.find(option), std::string::npos) << nk;
+  }
+}
+
 TEST(StandardMmaPlan, StepsAsideWhereItsBuffersDoNotFit) {
   // two fp32 K buffers of 32 keys at d = 128 take 34 KiB: not on a 32 KiB device, where 16-bit does fit
   const DeviceFacts small = simulated_nvidia_gpu(32, 8, 0);

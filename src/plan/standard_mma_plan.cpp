@@ -7,6 +7,7 @@
 #include "plan/standard_mma_plan.hpp"
 
 #include <algorithm>
+#include <string>
 
 #include "base/errors.hpp"
 #include "plan/forward_programs.hpp"
@@ -25,6 +26,16 @@ struct StandardMmaShape {
 StandardMmaShape shape_for(const ForwardArgs& a) {
   if (is_tf32(a)) return a.head_dim <= 64 ? StandardMmaShape{4, 2, 32, 8} : StandardMmaShape{4, 1, 32, 8};
   return a.head_dim <= 64 ? StandardMmaShape{4, 2, 64, 4} : StandardMmaShape{4, 2, 32, 8};
+}
+
+// Rows of up to SOFTMAX_WG x SOFTMAX_REGS keys are held in registers by the softmax (standard_softmax.cl:
+// S read once instead of three times, the same bits): 32 a work-item (4096 keys with NVIDIA's 128
+// work-items a row), 64 for rows up to twice that (no spills either way: bench/gpu/ptxas_regs.py);
+// longer rows take its loops.
+std::string softmax_regs_option(const ForwardArgs& a, const TilePlan& portable) {
+  if (portable.softmax_vw != 1) return "";
+  const long long per_item = 32, rows_of_32 = per_item * portable.softmax_wg;
+  return a.seqlen_k > rows_of_32 && a.seqlen_k <= 2 * rows_of_32 ? " -DSOFTMAX_REGS=64" : " -DSOFTMAX_REGS=32";
 }
 
 }  // namespace
@@ -83,10 +94,7 @@ std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, co
       concat(common_options(a), " -DWARPS=", s.warps, " -DMT=", s.m_tiles, " -DBC=", s.block_cols,
              " -DSCORE_BLOCKS=", s.score_blocks, " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0,
              " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0, " -DSOFTMAX_WG=", portable.softmax_wg,
-             " -DSOFTMAX_VW=", portable.softmax_vw,
-             // rows of up to SOFTMAX_WG * 32 keys (4096 with NVIDIA's 128) held in registers: S read
-             // once instead of three times (standard_softmax.cl; the same bits)
-             portable.softmax_vw == 1 ? " -DSOFTMAX_REGS=32" : ""));
+             " -DSOFTMAX_VW=", portable.softmax_vw, softmax_regs_option(a, portable)));
   return {c};
 }
 
