@@ -1,15 +1,16 @@
 #!/bin/bash
 # The standard path on NVIDIA tensor cores (standard_mma, issue 24's H200 bar: >= 0.8x PyTorch's
-# `math` attention) in one GPU call: builds build-gpu (setup.sh); runs the standard tests against
-# float64 there with FLASHCL_STANDARD_MMA=1 (a failed tensor-core probe is then an error, not a
-# silent fallback): StandardMma.*, and the existing standard rows of the forward sweep, the 16-bit
-# and variant suites, StandardGemm (forced tiles: the portable form); prints the registers and spills
-# of the standard_mma kernels; then times flashcl-bench --algo standard on B 8, H 16, N 4096,
-# d 64/128, causal both, f32/f16/bf16 with the default plan (standard_mma) and with
-# FLASHCL_STANDARD_MMA=0 (the portable FFMA form) alternating for ROUNDS rounds (default 2; the
-# first new round also checks every row against float64), and PyTorch's math attention
-# (bench/gpu/sdpa.py --backends math) on the same shapes, and prints one table: new, portable,
-# math (TFLOP/s, the better round), new/math, new/portable. About 3-4 minutes on the H200.
+# `math` attention) in one GPU call, the table first so a cut-off call still brings it back:
+# builds build-gpu (setup.sh); times PyTorch's math attention (bench/gpu/sdpa.py --backends math)
+# and flashcl-bench --algo standard on B 8, H 16, N 4096, d 64/128, causal both, f32/f16/bf16,
+# the default plan (standard_mma) and FLASHCL_STANDARD_MMA=0 (the portable FFMA form) alternating
+# for ROUNDS rounds (default 2; the first new round also checks every row against float64), and
+# prints one table: new, portable, math (TFLOP/s, the better round), new/math, new/portable, new's
+# error, tile and per-kernel ms; then the registers and spills of the standard_mma kernels; then
+# (TESTS=1, the default) the standard tests against float64 with FLASHCL_STANDARD_MMA=1 (a failed
+# tensor-core probe is then an error, not a silent fallback): StandardMma.* and StandardGemm.*
+# (forced tiles: the portable form), and the existing standard rows of the forward sweep, the
+# 16-bit and variant suites. About 2 minutes of benchmark after the build, tests up to 3 more.
 # Files in OUT_DIR: cmake.log, build.log, tests.log, new-R.json, portable-R.json, math.json, table.txt.
 # Usage: [ROUNDS=R] [TESTS=0] bench/gpu/standard.sh OUT_DIR
 set -uo pipefail
@@ -19,30 +20,11 @@ out=$(realpath "$out")
 cd "$(dirname "$0")/../.."
 
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+: > "$out/tests.log"
 
-if [ "${TESTS:-1}" = 1 ]; then
-  : > "$out/tests.log"
-  # this path's own cases first, then the existing standard rows (each suite under its own limit,
-  # so a slow one cannot take the benchmark's time)
-  for suite in 'StandardMma.*:StandardGemm.*' \
-               '*/Forward.*/standard_*:*/LowPrecision.*standard*:*/Variants.*/standard_*:ForwardCausal.*'; do
-    limit=100
-    [ "$suite" = 'StandardMma.*:StandardGemm.*' ] || limit=70
-    FLASHCL_STANDARD_MMA=1 FLASHCL_BUILD_LOG=1 timeout $limit ./build-gpu/tests/flashcl_tests --gtest_filter="$suite" \
-      >> "$out/tests.log" 2>&1
-    rc=$?
-    echo "tests '$suite' on the GPU (FLASHCL_STANDARD_MMA=1): rc $rc$([ $rc = 124 ] && echo ' (timed out)'):" \
-      "$(grep -E '^\[  (PASSED|FAILED)  \]|^\[  SKIPPED \]' "$out/tests.log" | tail -3 | tr '\n' ' ')"
-  done
-  grep -E '^\[  FAILED  \]|probe failed' "$out/tests.log" | sort -u | head -12
-fi
-
-# Registers and spills of the tensor-core standard's kernels (ptxas through -cl-nv-verbose).
-for dt in f16 f32; do
-  FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ./build-gpu/bench/flashcl-bench \
-    --algo standard --dtype $dt -n 256 --head-dim 64,128 -r 1 -w 1 --no-check --no-roofline 2>&1 >/dev/null \
-    | grep -E "entry function 'standard_mma|Used [0-9]+ registers|spill" | head -16
-done
+python3 bench/gpu/sdpa.py --backends math --tokens 32768 --heads 16 --seqlen 4096 --head-dim 64,128 \
+  --dtype f32,f16,bf16 --repeat 5 --json "$out/math.json" > /dev/null 2>> "$out/tests.log" \
+  || echo "sdpa.py failed: see tests.log"
 
 bench() {  # NAME ROUND [VAR=VALUE ...]
   local name=$1 round=$2 check=--no-check
@@ -56,10 +38,6 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   bench new "$round" FLASHCL_CACHE_DIR=/tmp/flashcl-cache
   bench portable "$round" FLASHCL_CACHE_DIR=/tmp/flashcl-cache FLASHCL_STANDARD_MMA=0
 done
-
-python3 bench/gpu/sdpa.py --backends math --tokens 32768 --heads 16 --seqlen 4096 --head-dim 64,128 \
-  --dtype f32,f16,bf16 --repeat 5 --json "$out/math.json" > /dev/null 2>> "$out/tests.log" \
-  || echo "sdpa.py failed: see tests.log"
 
 python3 - "$out" <<'PY' | tee "$out/table.txt"
 import glob, json, os, sys
@@ -98,3 +76,27 @@ for dtype in ("f32", "f16", "bf16"):
                   f"{'-' if err is None else f'{err:.2g}':>8} {tile:>7} {ms:>20}")
 print(f"lowest new/math: {worst:.2f} (issue 24's bar: 0.8)")
 PY
+
+# Registers and spills of the tensor-core standard's kernels (ptxas through -cl-nv-verbose).
+for dt in f16 f32; do
+  FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ./build-gpu/bench/flashcl-bench \
+    --algo standard --dtype $dt -n 256 --head-dim 64,128 -r 1 -w 1 --no-check --no-roofline 2>&1 >/dev/null \
+    | grep -E "entry function 'standard_mma|Used [0-9]+ registers|spill" | head -16
+done
+
+if [ "${TESTS:-1}" = 1 ]; then
+  # last, so a call cut short still brought the table back: this path's own cases first, then the
+  # existing standard rows, each suite under its own limit
+  for suite in 'StandardMma.*:StandardGemm.*' \
+               '*/Forward.*/standard_*:*/LowPrecision.*standard*:*/Variants.*/standard_*:ForwardCausal.*'; do
+    limit=100
+    [ "$suite" = 'StandardMma.*:StandardGemm.*' ] || limit=70
+    FLASHCL_STANDARD_MMA=1 FLASHCL_BUILD_LOG=1 timeout $limit ./build-gpu/tests/flashcl_tests --gtest_filter="$suite" \
+      >> "$out/tests.log" 2>&1
+    rc=$?
+    echo "tests '$suite' on the GPU (FLASHCL_STANDARD_MMA=1): rc $rc$([ $rc = 124 ] && echo ' (timed out)'):" \
+      "$(grep -E '^\[  (PASSED|FAILED)  \]|^\[  SKIPPED \]' "$out/tests.log" | tail -3 | tr '\n' ' ')"
+  done
+  grep -E '^\[  FAILED  \]|probe failed' "$out/tests.log" | sort -u | head -12
+fi
+
