@@ -20,9 +20,11 @@ so the per-call cost shows apart from kernel time (and apart from the main shape
 "tiny" (B 1, H 1, N 32, d 64: the fixed cost of a call) and "bytes" (the main shape with window
 (0, 0): every query sees one key, so Q, K, V and O are as large as the main shape's but the
 kernel only streams them: the cost of the main shape's data on each path). Finally the host
-path's parts on the main shape (Session.forward alone: the binding's and Session::forward's copies
-and buffers; the Python wrapper above it). The load average is printed before and after: on a
-loaded machine the figures are upper bounds. stdlib + numpy/torch/pyopencl only.
+path's parts on the bytes shape: Session.forward alone (the binding's vector copies and
+Session::forward's fresh buffers), such buffers made by pyopencl without the vector copies,
+USE_HOST_PTR buffers over the host arrays, and resident Arrays. The load average is printed
+before and after: on a loaded machine the figures are upper bounds. stdlib + numpy/torch/pyopencl
+only.
 Usage: [BUILD=build] .venv/bin/python bench/cpu/python_overhead.py [--rounds 4] [--calls 10]
        [--threads 2] [--seqlen 2048] [--head-dim 64] [--json FILE]
 """
@@ -166,20 +168,49 @@ def main():
                 step()
             print(f"round {rnd + 1}/{a.rounds} done, load {load()}", flush=True)
 
-        # The host path's parts on the bytes shape: Session.forward alone (binding + Session::forward:
-        # copies in, buffers, kernel, read back) against the whole numpy call.
+        # The host path's parts on the bytes shape, interleaved: Session.forward alone (the binding's
+        # copies of Q, K, V into vectors, Session::forward's fresh COPY_HOST_PTR buffers, kernel, O
+        # read back); the same buffers made by pyopencl without the vector copies; buffers over the
+        # host memory (USE_HOST_PTR, O included); the resident Arrays.
         parts = {}
+        mf = cl.mem_flags
+        shape = (1, a.seqlen, a.heads, a.head_dim)
         for causal in (False, True):
             rng = np.random.default_rng(7)
-            qn, kn, vn = (rng.uniform(-1, 1, (1, a.seqlen, a.heads, a.head_dim)).astype(np.float32) for _ in range(3))
+            qn, kn, vn = (rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(3))
             args = flashcl.functional._shape_args(qn, kn, vn, varlen=False, causal=causal, window=(0, 0), softcap=0.0,
                                                   scale=None, algorithm="auto", max_seqlen_q=None, max_seqlen_k=None,
                                                   batch_from_cu=0)
             args.dtype = flashcl.DType.F32
             flat = [x.reshape(-1) for x in (qn, kn, vn)]
-            sess.forward(args, *flat)
-            parts[(causal, "Session.forward (binding)")] = []
-            timed(lambda: sess.forward(args, *flat), a.bytes_calls, parts[(causal, "Session.forward (binding)")])
+            resident = [cla.to_device(queue, x) for x in (qn, kn, vn)]
+
+            def copied():
+                arrs = [cla.Array(queue, shape, np.float32,
+                                  data=cl.Buffer(ctx, mf.READ_WRITE | mf.COPY_HOST_PTR, hostbuf=x)) for x in (qn, kn, vn)]
+                o = flashcl.attention(*arrs, causal=causal, window=(0, 0))
+                cl.enqueue_copy(queue, np.empty(shape, np.float32), o.data)
+
+            def host_ptr():
+                arrs = [cla.Array(queue, shape, np.float32,
+                                  data=cl.Buffer(ctx, mf.READ_ONLY | mf.USE_HOST_PTR, hostbuf=x)) for x in (qn, kn, vn)]
+                out = np.empty(shape, np.float32)
+                o = cla.Array(queue, shape, np.float32, data=cl.Buffer(ctx, mf.WRITE_ONLY | mf.USE_HOST_PTR, hostbuf=out))
+                flashcl.attention(*arrs, causal=causal, window=(0, 0), out=o)
+                mapped, _ = cl.enqueue_map_buffer(queue, o.data, cl.map_flags.READ, 0, shape, np.float32)
+                mapped.base.release(queue)  # unmap: O is in `out`
+
+            calls = {"Session.forward (binding)": lambda: sess.forward(args, *flat),
+                     "pyopencl, COPY_HOST_PTR buffers + read O": copied,
+                     "pyopencl, USE_HOST_PTR buffers (O too)": host_ptr,
+                     "pyopencl, resident Arrays": lambda: flashcl.attention(*resident, causal=causal,
+                                                                           window=(0, 0)).finish()}
+            for name, call in calls.items():
+                call()
+                parts[(causal, name)] = []
+            for _ in range(3):
+                for name, call in calls.items():
+                    timed(call, max(a.bytes_calls // 3, 1), parts[(causal, name)])
 
     print(f"load after: {load()}")
     print()
@@ -210,13 +241,13 @@ def main():
             cells.append(f"{name} {100 * (med - dev_med) / main_med:+.1f}% ({100 * (mn - dev_min) / main_min:+.1f}%)")
         print(f"  causal {'on' if causal else 'off':>3}: " + "; ".join(cells))
     print()
-    print(f"parts of the numpy path, bytes shape (ms per call, median / min over {a.bytes_calls} calls):")
+    print("parts of the host path on the bytes shape (ms per call, median / min), and over resident Arrays:")
     for causal in (False, True):
+        res_med, res_min = stats(parts[(causal, "pyopencl, resident Arrays")])
         for name, xs in ((k[1], v) for k, v in parts.items() if k[0] == causal):
             med, mn = stats(xs)
-            whole_med, whole_min = stats(samples[("bytes", causal, "numpy attention")])
-            print(f"  causal {'on' if causal else 'off':>3}: {name} {med:.3f} / {mn:.3f}; the Python wrapper above it "
-                  f"{whole_med - med:+.3f} / {whole_min - mn:+.3f}")
+            print(f"  causal {'on' if causal else 'off':>3}: {name:<42} {med:7.3f} / {mn:7.3f}  "
+                  f"{med - res_med:+7.3f} / {mn - res_min:+7.3f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"load_after": load(), "samples": [
