@@ -12,7 +12,7 @@
  * across the key blocks; K blocks arrive in two __local buffers (the next copied while the current
  * one is multiplied); lane 4g+t stores rows g and g+8, keys 2t and 2t+1 of each 8-key tile as one
  * 8-byte store. Blocks no row of the work-group can see (causal, window) skip the product and
- * store -inf.
+ * store -inf pairs.
  * standard_mma_pv: one work-group per (BR query rows, batch*head), over the key blocks its rows can
  * see (key_block_range; the others hold P = 0): V blocks in two __local buffers, P read from the
  * workspace straight into the C layout pv_block takes (each lane's pairs, 8-byte loads), rounded to
@@ -99,16 +99,18 @@ void standard_mma_scores(__global const STORAGE_T* q, __global const STORAGE_T* 
     stage_ready();
     if (blk + 1 < blk_end) stage_rows(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, nk, lid);
     float s[MT][NT_S][4];
-    if (blk >= kb_begin && blk < kb_end) { /* warp-uniform */
+    const bool seen = blk >= kb_begin && blk < kb_end; /* by some row of the work-group (warp-uniform) */
+    if (seen) {
       qk_block(s, qa, k_tile[cur], lane);
-    } else { /* wholly hidden: final_score below makes every entry -inf */
+    } else { /* wholly hidden (causal, window): every entry -inf, as final_score would make it */
 #pragma unroll
       for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int j = 0; j < NT_S; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.0f;
     }
-    /* whole pairs, scaled only, where no key of the block is hidden from any row and no transform applies */
-    const bool plain = pairs && k0 + BC <= a->seqlen_k && !block_needs_mask(q0, BR, k0, BC, &sv, a);
+    /* whole pairs where no key of the block is hidden from any row and no transform applies (scaled
+     * only), or where every key is hidden (-inf: half of a causal S, without a final_score each) */
+    const bool plain = pairs && k0 + BC <= a->seqlen_k && (!seen || !block_needs_mask(q0, BR, k0, BC, &sv, a));
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -119,7 +121,8 @@ void standard_mma_scores(__global const STORAGE_T* q, __global const STORAGE_T* 
 #pragma unroll
         for (int j = 0; j < NT_S; ++j) {
           const int key = k0 + 8 * j + 2 * t;
-          const float x0 = s[i][j][2 * r] * scale, x1 = s[i][j][2 * r + 1] * scale;
+          /* -inf stored as such, never as a product (a negative or zero scale would flip or lose it) */
+          const float x0 = seen ? s[i][j][2 * r] * scale : NEG_INF, x1 = seen ? s[i][j][2 * r + 1] * scale : NEG_INF;
           if (plain) {
             *(__global float2*)(s_row + key) = (float2)(x0, x1);
           } else {
