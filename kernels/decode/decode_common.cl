@@ -73,7 +73,7 @@
 #define NV_FP8X2 "e5m2x2"
 #endif
 inline float4 cache_fp8x4_word(uint w) {
-  float4 f;
+  float f0, f1, f2, f3; /* scalar outputs (not vector components) for any front end */
   asm("{ .reg .b16 a, b, x0, x1, y0, y1;\n"
       " .reg .b32 x, y;\n"
       " mov.b32 {a, b}, %4;\n"
@@ -86,9 +86,9 @@ inline float4 cache_fp8x4_word(uint w) {
       " cvt.f32.f16 %2, y0;\n"
       " cvt.f32.f16 %3, y1;\n"
       "}"
-      : "=f"(f.x), "=f"(f.y), "=f"(f.z), "=f"(f.w)
+      : "=f"(f0), "=f"(f1), "=f"(f2), "=f"(f3)
       : "r"(w));
-  return f;
+  return (float4)(f0, f1, f2, f3);
 }
 #endif
 /* VEC (4 or 8) bytes at p + i (vloadn: byte alignment suffices), decoded */
