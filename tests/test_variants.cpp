@@ -7,6 +7,8 @@
 // never be read; Session::forward takes every variant's data as host arrays. Shapes are small so the
 // whole file stays within about a minute on two cores.
 #include <cmath>
+#include <cstring>
+#include <new>
 #include <limits>
 #include <tuple>
 
@@ -373,6 +375,49 @@ TEST(VariantSession, EmptyPackedTotals) {
   const auto kv = bench::random_values(8 * 2 * 8, 47);
   EXPECT_TRUE(session().forward(a, {}, kv, kv, hv, &lse).empty());
   EXPECT_TRUE(lse.empty());
+}
+
+// Session::forward on caller memory (HostView): on a CPU device (PoCL) page-aligned Q, K, V, O and
+// LSE become buffers over that memory (CL_MEM_USE_HOST_PTR), arrays one float off the alignment
+// are copied; both give the vector overload's results bit for bit.
+TEST(VariantSession, HostViewsOverCallerMemory) {
+  ForwardArgs a;
+  a.batch = 1;
+  a.heads = 2;
+  a.seqlen_q = a.seqlen_k = 64;
+  a.head_dim = 32;
+  a.causal = true;
+  const std::size_t n = 64 * 2 * 32, nlse = 64 * 2;
+  const auto q = bench::random_values(n, 51), k = bench::random_values(n, 52), v = bench::random_values(n, 53);
+  std::vector<float> lse_ref;
+  const auto o_ref = session().forward(a, q, k, v, HostVariants{}, &lse_ref);
+  struct Page {  // page-aligned room for five arrays, each at `shift` floats past a page
+    float* p = static_cast<float*>(::operator new(5 * 4096 * 8, std::align_val_t{4096}));
+    ~Page() { ::operator delete(p, std::align_val_t{4096}); }
+  };
+  for (const std::size_t shift : {std::size_t{0}, std::size_t{1}}) {
+    Page page;
+    float* at[5];
+    for (int i = 0; i < 5; ++i) at[i] = page.p + i * 4096 * 2 + shift;  // 8 KiB apart: n = 4096 floats
+    std::copy(q.begin(), q.end(), at[0]);
+    std::copy(k.begin(), k.end(), at[1]);
+    std::copy(v.begin(), v.end(), at[2]);
+    session().forward(a, HostView<const float>{at[0], n}, HostView<const float>{at[1], n},
+                      HostView<const float>{at[2], n}, HostView<float>{at[3], n}, HostVariants{},
+                      HostView<float>{at[4], nlse});
+    if (session().info().is_cpu) EXPECT_EQ(session().last_forward_host_buffers(), shift == 0 ? 5 : 0) << shift;
+    EXPECT_EQ(std::memcmp(at[3], o_ref.data(), n * sizeof(float)), 0) << "O, shift " << shift;
+    EXPECT_EQ(std::memcmp(at[4], lse_ref.data(), nlse * sizeof(float)), 0) << "LSE, shift " << shift;
+  }
+  std::vector<float> o(n - 1);
+  try {
+    session().forward(a, HostView<const float>{q.data(), n}, HostView<const float>{k.data(), n},
+                      HostView<const float>{v.data(), n}, HostView<float>{o.data(), o.size()});
+    ADD_FAILURE() << "a short O was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("o: expected"), std::string::npos) << e.what();
+  }
 }
 
 // The host arrays must match the switches in the shape, before anything runs.

@@ -375,6 +375,14 @@ struct HostVariants {
   std::vector<int> cu_seqlens_q, cu_seqlens_k;  // varlen: B + 1 offsets each; Q, K, V, O packed
 };
 
+// A host array the caller owns, as pointer and element count: Session::forward reads and writes
+// it in place (no copy is kept past the call).
+template <typename T>
+struct HostView {
+  T* data = nullptr;
+  std::size_t size = 0;
+};
+
 // Owns a context and a profiling-enabled in-order queue on one device. Platform and device are
 // chosen by index or name substring; empty means $FLASHCL_PLATFORM / $FLASHCL_DEVICE, else the
 // first GPU, else the first device.
@@ -400,6 +408,16 @@ class FLASHCL_API Session {
   std::vector<float> forward(const ForwardArgs& shape, const std::vector<float>& q,
                              const std::vector<float>& k, const std::vector<float>& v,
                              const HostVariants& variants, std::vector<float>* lse = nullptr);
+  // The same on the caller's memory: O (and LSE when lse.data is set) written into `o` (`lse`),
+  // sized as above. On host-unified devices (CPUs such as PoCL) f32 arrays aligned to
+  // CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers over that memory (CL_MEM_USE_HOST_PTR, no copy);
+  // elsewhere, and for misaligned arrays, buffers are copied in and O read back.
+  void forward(const ForwardArgs& shape, HostView<const float> q, HostView<const float> k,
+               HostView<const float> v, HostView<float> o, const HostVariants& variants = {},
+               HostView<float> lse = {});
+  // How many of the last host forward's Q, K, V, O, LSE buffers lay over the caller's memory
+  // (CL_MEM_USE_HOST_PTR); 0 when all were copies.
+  int last_forward_host_buffers() const { return last_forward_host_buffers_; }
 
   // The backward on host arrays (same layouts and rounding as forward): q, k, v, o, d_o and the
   // forward's lse in, dQ, dK, dV out (and d_bias, when shape.d_bias.kind is Bias). The shape and
@@ -417,6 +435,9 @@ class FLASHCL_API Session {
   cl_command_queue queue_ = nullptr;
   cl_device_id device_ = nullptr;
   DeviceInfo info_;
+  bool host_unified_ = false;        // CL_DEVICE_HOST_UNIFIED_MEMORY
+  std::size_t host_ptr_align_ = 0;   // CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes
+  int last_forward_host_buffers_ = 0;
 };
 
 }  // namespace flashcl

@@ -130,6 +130,15 @@ Session::Session(const std::string& platform, const std::string& device) {
     clReleaseContext(context_);
     detail::check_cl_result(err, "clCreateCommandQueue");
   }
+  // Buffers over host memory need no copy where the device shares it (CPUs) and the pointer meets
+  // the base address alignment; elsewhere an implementation would copy anyway.
+  cl_bool unified = CL_FALSE;
+  cl_uint align_bits = 0;
+  if (clGetDeviceInfo(device_, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr) == CL_SUCCESS &&
+      clGetDeviceInfo(device_, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr) == CL_SUCCESS) {
+    host_unified_ = unified == CL_TRUE;
+    host_ptr_align_ = std::max<std::size_t>(align_bits / 8, 1);
+  }
 }
 
 Session::~Session() {
@@ -143,28 +152,69 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   return forward(shape, q, k, v, HostVariants{}, lse);
 }
 
-std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
-                                    const std::vector<float>& v, const HostVariants& variants,
-                                    std::vector<float>* lse) {
+namespace {
+
+// The row counts a host forward's arrays imply, after the shape and varlen offsets are checked.
+struct HostRows {
+  bool varlen = false;
+  std::size_t rows_q = 0, rows_k = 0;
+  int heads_kv = 0;
+  std::size_t nq = 0, nk = 0, nlse = 0;
+};
+
+HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
   if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
     fail(Status::InvalidArgument, "shape: batch, heads, seqlen_q, seqlen_k and head_dim must be >= 1");
-  const bool varlen = !variants.cu_seqlens_q.empty() || !variants.cu_seqlens_k.empty();
+  HostRows r;
+  r.varlen = !variants.cu_seqlens_q.empty() || !variants.cu_seqlens_k.empty();
   const std::size_t offsets = static_cast<std::size_t>(shape.batch) + 1;
-  if (varlen && (variants.cu_seqlens_q.size() != offsets || variants.cu_seqlens_k.size() != offsets))
+  if (r.varlen && (variants.cu_seqlens_q.size() != offsets || variants.cu_seqlens_k.size() != offsets))
     fail(Status::InvalidArgument, "cu_seqlens_q, cu_seqlens_k: expected batch + 1 = ", offsets, " offsets each, got ",
          variants.cu_seqlens_q.size(), " and ", variants.cu_seqlens_k.size());
   // rows of Q/O and of K/V: B·S dense, the packed totals with varlen (the device checks the offsets)
-  const std::size_t rows_q = varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_q.back(), 0))
-                                    : static_cast<std::size_t>(shape.batch) * shape.seqlen_q;
-  const std::size_t rows_k = varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_k.back(), 0))
-                                    : static_cast<std::size_t>(shape.batch) * shape.seqlen_k;
-  const int heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
-  const std::size_t nq = rows_q * shape.heads * shape.head_dim, nk = rows_k * heads_kv * shape.head_dim;
+  r.rows_q = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_q.back(), 0))
+                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_q;
+  r.rows_k = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_k.back(), 0))
+                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_k;
+  r.heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
+  r.nq = r.rows_q * shape.heads * shape.head_dim;
+  r.nk = r.rows_k * r.heads_kv * shape.head_dim;
+  r.nlse = r.rows_q * shape.heads;
+  return r;
+}
+
+}  // namespace
+
+std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
+                                    const std::vector<float>& v, const HostVariants& variants,
+                                    std::vector<float>* lse) {
+  const HostRows r = host_rows(shape, variants);
+  std::vector<float> out(r.nq);
+  HostView<float> lse_view;
+  if (lse != nullptr) {
+    lse->resize(r.nlse);
+    static float no_rows;  // LSE asked for with no rows: a pointer that says so, never written
+    lse_view = {lse->empty() ? &no_rows : lse->data(), lse->size()};
+  }
+  forward(shape, HostView<const float>{q.data(), q.size()}, HostView<const float>{k.data(), k.size()},
+          HostView<const float>{v.data(), v.size()}, HostView<float>{out.data(), out.size()}, variants, lse_view);
+  return out;
+}
+
+void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostView<const float> k,
+                      HostView<const float> v, HostView<float> o, const HostVariants& variants, HostView<float> lse) {
+  const HostRows r = host_rows(shape, variants);
+  const bool varlen = r.varlen;
+  const int heads_kv = r.heads_kv;
+  const std::size_t nq = r.nq, nk = r.nk, nlse = r.nlse;
+  const bool want_lse = lse.data != nullptr;
   const char* layout = varlen ? " floats (packed rows,H,d)" : " floats (dense B,S,H,d)";
-  if (q.size() != nq) fail(Status::InvalidArgument, "q: expected ", nq, layout, ", got ", q.size());
-  if (k.size() != nk) fail(Status::InvalidArgument, "k: expected ", nk, layout, ", got ", k.size());
-  if (v.size() != nk) fail(Status::InvalidArgument, "v: expected ", nk, layout, ", got ", v.size());
-  const std::size_t nlse = rows_q * shape.heads;
+  if (q.size != nq) fail(Status::InvalidArgument, "q: expected ", nq, layout, ", got ", q.size);
+  if (k.size != nk) fail(Status::InvalidArgument, "k: expected ", nk, layout, ", got ", k.size);
+  if (v.size != nk) fail(Status::InvalidArgument, "v: expected ", nk, layout, ", got ", v.size);
+  if (o.size != nq) fail(Status::InvalidArgument, "o: expected ", nq, layout, ", got ", o.size);
+  if (want_lse && lse.size != nlse)
+    fail(Status::InvalidArgument, "lse: expected ", nlse, " floats (H rows of Q), got ", lse.size);
   const bool bool_mask = shape.mask.kind == MaskKind::Bool, bias_mask = shape.mask.kind == MaskKind::Bias;
   if (bool_mask != !variants.mask.empty() || bias_mask != !variants.bias.empty())
     fail(Status::InvalidArgument, "mask: shape.mask.kind and the host array must agree (Bool: variants.mask, ",
@@ -182,18 +232,40 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
     check_cl(err, "clCreateBuffer");
     return mem;
   };
+  // f32 arrays on a host-unified device at the base address alignment: a buffer over their memory.
+  const bool host_path = host_unified_ && elem == 4;
+  int host_buffers = 0;
+  auto over_host = [&](std::size_t n, const float* data, cl_mem_flags access) -> cl_mem {
+    if (!host_path || n == 0 || data == nullptr || reinterpret_cast<std::uintptr_t>(data) % host_ptr_align_ != 0)
+      return nullptr;
+    cl_int err = CL_SUCCESS;
+    cl_mem mem = clCreateBuffer(context_, access | CL_MEM_USE_HOST_PTR, n * elem, const_cast<float*>(data), &err);
+    check_cl(err, "clCreateBuffer(CL_MEM_USE_HOST_PTR)");
+    ++host_buffers;
+    return mem;
+  };
   // A buffer of n elements of the storage type, filled from host floats when given; at least one
   // element, since OpenCL has no empty buffers (varlen batches may hold no rows at all).
-  auto tensor = [&](std::size_t n, const std::vector<float>* host) {
+  auto tensor = [&](std::size_t n, const float* host) {
     if (n == 0) return buffer(elem, nullptr);
-    if (host == nullptr || elem == 4) return buffer(n * elem, host != nullptr ? host->data() : nullptr);
-    const std::vector<std::uint16_t> bits = to_storage(dtype, *host);
+    if (host == nullptr || elem == 4) return buffer(n * elem, host);
+    const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(host, host + n));
     return buffer(n * elem, bits.data());
+  };
+  auto input = [&](std::size_t n, const float* host) {
+    cl_mem mem = over_host(n, host, CL_MEM_READ_ONLY);
+    return mem != nullptr ? mem : tensor(n, host);
   };
   // Host data of a variant, or no buffer (a zero-size buffer is not allowed).
   auto optional = [&](std::size_t bytes, const void* data) { return bytes == 0 ? nullptr : buffer(bytes, data); };
-  MemObject dq{tensor(nq, &q)}, dk{tensor(nk, &k)}, dv{tensor(nk, &v)}, dout{tensor(nq, nullptr)};
-  MemObject dlse{lse != nullptr ? buffer(std::max<std::size_t>(nlse, 1) * sizeof(float), nullptr) : nullptr};
+  MemObject dq{input(nq, q.data)}, dk{input(nk, k.data)}, dv{input(nk, v.data)};
+  MemObject dout{over_host(nq, o.data, CL_MEM_READ_WRITE)};
+  const bool o_host = dout.mem != nullptr;
+  if (!o_host) dout.mem = tensor(nq, nullptr);
+  MemObject dlse{want_lse ? over_host(nlse, lse.data, CL_MEM_READ_WRITE) : nullptr};
+  const bool lse_host = dlse.mem != nullptr;
+  if (want_lse && !lse_host) dlse.mem = buffer(std::max<std::size_t>(nlse, 1) * sizeof(float), nullptr);
+  last_forward_host_buffers_ = host_buffers;
   MemObject dalibi{optional(variants.alibi_slopes.size() * sizeof(float), variants.alibi_slopes.data())};
   MemObject dmask{bool_mask ? optional(variants.mask.size(), variants.mask.data())
                             : optional(variants.bias.size() * sizeof(float), variants.bias.data())};
@@ -215,29 +287,39 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   args.cu_seqlens_q = dcu_q.mem;
   args.cu_seqlens_k = dcu_k.mem;
   if (varlen) {  // this call blocks anyway: offsets that do not fit are errors, not clamped rows
-    args.total_q = static_cast<int>(rows_q);
+    args.total_q = static_cast<int>(r.rows_q);
     args.check_device_data = true;
   }
   Launch launch = flashcl::forward(queue_, args);
-  std::vector<float> out(nq);
-  if (nq == 0) {  // nothing to read back
-    check_cl(clFinish(queue_), "clFinish");
+  // A buffer over the caller's memory shows the kernel's writes there once mapped (the OpenCL rule
+  // for CL_MEM_USE_HOST_PTR); the others are read back.
+  auto sync_host = [&](cl_mem mem, std::size_t bytes, const char* what) {
+    cl_int err = CL_SUCCESS;
+    void* mapped = clEnqueueMapBuffer(queue_, mem, CL_TRUE, CL_MAP_READ, 0, bytes, 0, nullptr, nullptr, &err);
+    check_cl(err, what);
+    check_cl(clEnqueueUnmapMemObject(queue_, mem, mapped, 0, nullptr, nullptr), "clEnqueueUnmapMemObject");
+  };
+  if (o_host) {
+    sync_host(dout.mem, nq * elem, "clEnqueueMapBuffer(o)");
+  } else if (nq == 0) {  // nothing to read back
   } else if (elem == 2) {
     std::vector<std::uint16_t> bits(nq);
     check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, bits.data(), 0, nullptr, nullptr),
              "clEnqueueReadBuffer(o)");
-    out = from_storage(dtype, bits);
+    const std::vector<float> values = from_storage(dtype, bits);
+    std::copy(values.begin(), values.end(), o.data);
   } else {
-    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, out.data(), 0, nullptr, nullptr),
+    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, o.data, 0, nullptr, nullptr),
              "clEnqueueReadBuffer(o)");
   }
-  if (lse != nullptr) {
-    lse->resize(nlse);
-    if (nlse > 0)
-      check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse->data(), 0, nullptr, nullptr),
+  if (lse_host) {
+    sync_host(dlse.mem, nlse * sizeof(float), "clEnqueueMapBuffer(lse)");
+  } else if (want_lse && nlse > 0) {
+    check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse.data, 0, nullptr, nullptr),
              "clEnqueueReadBuffer(lse)");
   }
-  return out;
+  // Done before returning: the buffers over the caller's memory are released with nothing pending.
+  check_cl(clFinish(queue_), "clFinish");
 }
 
 }  // namespace flashcl
