@@ -15,7 +15,9 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "cuda_interop.hpp"
@@ -61,6 +63,23 @@ nb::ndarray<nb::numpy, float> to_numpy(std::vector<float>&& values) {
   auto* owned = new std::vector<float>(std::move(values));
   nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
   return nb::ndarray<nb::numpy, float>(owned->data(), {owned->size()}, owner);
+}
+
+// A float32 numpy array of n elements on a page-aligned allocation that the array owns, so that
+// Session::forward can write O into it through a buffer over that memory (CL_MEM_USE_HOST_PTR
+// needs CL_DEVICE_MEM_BASE_ADDR_ALIGN, a page at most in practice).
+constexpr std::size_t kHostAlign = 4096;
+nb::ndarray<nb::numpy, float> aligned_numpy(std::size_t n, float** data) {
+  const std::size_t bytes = ((std::max<std::size_t>(n, 1) * sizeof(float) + kHostAlign - 1) / kHostAlign) * kHostAlign;
+  void* p = ::operator new(bytes, std::align_val_t{kHostAlign});
+  nb::capsule owner(p, [](void* q) noexcept { ::operator delete(q, std::align_val_t{kHostAlign}); });
+  *data = static_cast<float*>(p);
+  return nb::ndarray<nb::numpy, float>(p, {n}, owner);
+}
+
+template <typename T>
+HostView<const T> view_of(const HostArray<T>& a) {
+  return HostView<const T>{a.data(), a.size()};
 }
 
 template <typename Handle>
@@ -399,6 +418,7 @@ NB_MODULE(_flashcl, m) {
       .def_prop_ro("queue", [](const Session& s) { return as_int(s.queue()); })
       .def_prop_ro("device", [](const Session& s) { return as_int(s.device()); })
       .def_prop_ro("info", &Session::info)
+      .def_prop_ro("last_forward_host_buffers", &Session::last_forward_host_buffers)
       // Session::forward with its HostVariants spelt out as optional arrays; returns (o, lse or
       // None), both flat float32 (the caller reshapes).
       .def(
@@ -407,14 +427,22 @@ NB_MODULE(_flashcl, m) {
              const HostArray<float>& v, const OptionalF32& alibi_slopes, const OptionalU8& mask,
              const OptionalF32& bias, const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k,
              bool return_lse) {
+            // q, k, v in place and O (LSE) straight into fresh aligned arrays: on CPU devices the
+            // buffers lie over this memory, no copies (Session::forward's HostView overload).
             const HostVariants variants = host_variants(alibi_slopes, mask, bias, cu_seqlens_q, cu_seqlens_k);
-            std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), lse, o;
+            // O is q's size and LSE one float per row and head: when q's size is wrong, Session::forward
+            // says so (q is checked before o and lse), as it does for a bad shape.
+            const std::size_t nq = q.size();
+            const std::size_t nlse = shape.head_dim > 0 ? nq / static_cast<std::size_t>(shape.head_dim) : 0;
+            float *o_data = nullptr, *lse_data = nullptr;
+            nb::object out = nb::cast(aligned_numpy(nq, &o_data));
+            nb::object lse_out = return_lse ? nb::cast(aligned_numpy(nlse, &lse_data)) : nb::none();
             {
               nb::gil_scoped_release released;
-              o = s.forward(shape, hq, hk, hv, variants, return_lse ? &lse : nullptr);
+              s.forward(shape, view_of(q), view_of(k), view_of(v), HostView<float>{o_data, nq}, variants,
+                        return_lse ? HostView<float>{lse_data, nlse} : HostView<float>{});
             }
-            nb::object out = nb::cast(to_numpy(std::move(o)));
-            return nb::make_tuple(out, return_lse ? nb::cast(to_numpy(std::move(lse))) : nb::none());
+            return nb::make_tuple(out, lse_out);
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(), "mask"_a = nb::none(),
           "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(), "return_lse"_a = false)
