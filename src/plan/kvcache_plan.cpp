@@ -42,13 +42,15 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
 }
 
 // NVIDIA GPUs of compute capability 8.9 or more decode fp8 in hardware (cvt.rn.f16x2.e4m3x2 /
-// .e5m2x2, PTX ISA 7.8, sm_89): decode_common.cl's vector loads take it under -DNV_FP8_CVT=1.
-bool nv_fp8_cvt(const DeviceFacts& f) {
-  return f.is_nvidia() && f.kind == DeviceKind::GPU && f.nv_compute_major * 10 + f.nv_compute_minor >= 89;
+// .e5m2x2, PTX ISA 7.8, sm_89): decode_common.cl's vector loads take it under -DNV_FP8_CVT=1. Only
+// with FLASHCL_FP8_CVT=1 for now: the form has not yet run on a GPU (docs/FP8.md), and a wrong
+// byte order would give wrong attention silently, so the checked bit decode stays the default.
+bool nv_fp8_cvt(const DeviceFacts& f, const Overrides& o) {
+  return o.fp8_cvt && f.is_nvidia() && f.kind == DeviceKind::GPU && f.nv_compute_major * 10 + f.nv_compute_minor >= 89;
 }
 
 ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, const DecodePlan& plan, int vec,
-                              bool half_units) {
+                              bool half_units, const Overrides& o) {
   const int d = a.head_dim;
   const bool windowed = a.window.left >= 0 || a.window.right >= 0;
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
@@ -73,7 +75,7 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
   if (is_fp8(cache)) {
     options += concat(" -DCACHE_DTYPE=", static_cast<int>(cache));
     // the hardware decode for the NVIDIA forms (decode_cpu keeps its own VW-wide decode)
-    if (!plan.cpu && nv_fp8_cvt(facts)) options += " -DNV_FP8_CVT=1";
+    if (!plan.cpu && nv_fp8_cvt(facts, o)) options += " -DNV_FP8_CVT=1";
     return choose_program(plan.lanes    ? programs::decode_lanes_fp8
                           : plan.cpu    ? programs::decode_cpu_fp8
                           : plan.stream ? programs::decode_stream_fp8
@@ -95,7 +97,7 @@ KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const O
   p.vec = kvcache_vector_width(a);
   // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
-  p.program = kvcache_program(facts, a, p.decode, p.vec, p.half_units);
+  p.program = kvcache_program(facts, a, p.decode, p.vec, p.half_units, o);
   const DecodePlan& d = p.decode;
   p.attention_kernel = d.lanes ? "decode_lanes" : d.cpu ? "decode_cpu" : d.stream ? "decode_stream" : "decode_split";
   return p;
