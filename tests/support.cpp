@@ -51,6 +51,17 @@ Session& session() {
   return s;
 }
 
+bool tensor_core_device() {
+  constexpr cl_device_info kComputeCapabilityMajorNv = 0x4000;  // cl_nv_device_attribute_query
+  const cl_device_id device = session().device();
+  char vendor[256] = {};
+  if (clGetDeviceInfo(device, CL_DEVICE_VENDOR, sizeof vendor - 1, vendor, nullptr) != CL_SUCCESS) return false;
+  if (std::string(vendor).find("NVIDIA") == std::string::npos) return false;
+  cl_uint major = 0;
+  if (clGetDeviceInfo(device, kComputeCapabilityMajorNv, sizeof major, &major, nullptr) != CL_SUCCESS) return false;
+  return major >= 8;
+}
+
 std::string Case::name() const {
   std::ostringstream o;
   o << "B" << shape.batch << "_H" << shape.heads << "_Nq" << shape.seqlen_q << "_Nk" << shape.seqlen_k << "_d"

@@ -17,6 +17,10 @@ namespace flashcl::test {
 // The process-wide session (FLASHCL_PLATFORM / FLASHCL_DEVICE choose; PoCL's CPU in CI).
 Session& session();
 
+// Whether the session's device is an NVIDIA GPU of compute capability >= 8.0 (read through
+// cl_nv_device_attribute_query), where the tensor-core paths run; their tests skip elsewhere.
+bool tensor_core_device();
+
 // Throws Error(OpenCLError) naming `what` when a raw OpenCL call the tests make fails.
 void check(cl_int err, const char* what);
 

@@ -24,17 +24,7 @@
 namespace flashcl::test {
 namespace {
 
-constexpr cl_device_info kComputeCapabilityMajorNv = 0x4000;  // cl_nv_device_attribute_query
 
-bool tensor_core_device() {
-  const cl_device_id device = session().device();
-  char vendor[256] = {};
-  if (clGetDeviceInfo(device, CL_DEVICE_VENDOR, sizeof vendor - 1, vendor, nullptr) != CL_SUCCESS) return false;
-  if (std::string(vendor).find("NVIDIA") == std::string::npos) return false;
-  cl_uint major = 0;
-  if (clGetDeviceInfo(device, kComputeCapabilityMajorNv, sizeof major, &major, nullptr) != CL_SUCCESS) return false;
-  return major >= 8;
-}
 
 struct MmaCase {
   int b, h, h_kv, nq, nk, d;
