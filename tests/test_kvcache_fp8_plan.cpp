@@ -1,8 +1,7 @@
 // test_kvcache_fp8_plan.cpp: which KV-cache programs decode an fp8 cache by NVIDIA's own instruction
 // (cvt.rn.f16x2.e4m3x2 / .e5m2x2, sm_89+): plan_kvcache adds -DNV_FP8_CVT=1 to the decode_lanes,
 // decode_stream and decode_split programs of e4m3/e5m2 caches on NVIDIA GPUs of compute capability
-// 8.9 or more when FLASHCL_FP8_CVT=1 asks for it (opt-in until a GPU run has checked it), and to
-// nothing else (fp16 caches, cc 8.0, CPUs, decode_cpu, or without the switch).
+// 8.9 or more (unless FLASHCL_FP8_CVT=0), and to nothing else (fp16 caches, cc 8.0, CPUs, decode_cpu).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -51,7 +50,7 @@ bool has_cvt(const KvCachePlan& p) { return p.program.options.find("-DNV_FP8_CVT
 KvCachePlan plan(const DeviceFacts& f, const KvCacheArgs& a, const std::string& form = "", bool fp8_cvt = true) {
   Overrides o;
   o.decode = form;
-  o.fp8_cvt = fp8_cvt;  // FLASHCL_FP8_CVT=1: the hardware decode is opt-in until a GPU run checks it
+  o.fp8_cvt = fp8_cvt;  // FLASHCL_FP8_CVT=0 gives false
   return plan_kvcache(f, a, o);
 }
 
@@ -71,7 +70,7 @@ TEST(KvCacheFp8Plan, NvidiaCc90DecodesFp8ByItsInstruction) {
       EXPECT_TRUE(has_cvt(plan(f, decode_call(cache, 16))));  // chunked prefill: decode_split
       EXPECT_FALSE(has_cvt(plan(f, decode_call(cache), "cpu")));  // decode_cpu keeps its own decode
       EXPECT_FALSE(has_cvt(plan(f, decode_call(DType::F16))));
-      EXPECT_FALSE(has_cvt(plan(f, decode_call(cache), "", false)));  // without FLASHCL_FP8_CVT=1
+      EXPECT_FALSE(has_cvt(plan(f, decode_call(cache), "", false)));  // FLASHCL_FP8_CVT=0
     }
 }
 

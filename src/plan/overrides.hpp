@@ -21,7 +21,7 @@ struct Overrides {
   std::string fa2_cpu;         // FLASHCL_FA2_CPU: "0" never the CPU-shaped fa2, "1" on every device, else on CPUs
   std::string standard_cpu;    // FLASHCL_STANDARD_CPU: "0" never the CPU-shaped standard, "1" on every device, else on CPUs
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs
-  bool fp8_cvt = false;        // FLASHCL_FP8_CVT=1: fp8 KV caches decoded by NVIDIA's cvt.rn.f16x2.e4m3x2 on cc >= 8.9
+  bool fp8_cvt = true;         // FLASHCL_FP8_CVT=0: fp8 KV caches on cc >= 8.9 keep the bit decode, not cvt.rn.f16x2.e4m3x2
                                // (opt-in until a GPU run has checked it; the bit decode otherwise)
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
