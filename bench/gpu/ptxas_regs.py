@@ -29,6 +29,16 @@ PRELUDE = r"""
 #define OVL __attribute__((overloadable))
 size_t OVL get_group_id(uint d) { return d == 0 ? SREG_("%%ctaid.x") : d == 1 ? SREG_("%%ctaid.y") : SREG_("%%ctaid.z"); }
 size_t OVL get_num_groups(uint d) { return d == 0 ? SREG_("%%nctaid.x") : d == 1 ? SREG_("%%nctaid.y") : SREG_("%%nctaid.z"); }
+size_t OVL get_global_id(uint d) { return get_group_id(d) * (d == 0 ? SREG_("%%ntid.x") : d == 1 ? SREG_("%%ntid.y") : SREG_("%%ntid.z")) + (d == 0 ? SREG_("%%tid.x") : d == 1 ? SREG_("%%tid.y") : SREG_("%%tid.z")); }
+float OVL vload_half(size_t i, const __global half* p) { ushort h = ((const __global ushort*)p)[i]; float r; __asm__("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(r) : "h"(h)); return r; }
+float OVL vload_half(size_t i, const __private half* p) { ushort h = ((const __private ushort*)p)[i]; float r; __asm__("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(r) : "h"(h)); return r; }
+void OVL vstore_half_rte(float x, size_t i, __global half* p) { ushort h; __asm__("{ .reg .b16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(x)); ((__global ushort*)p)[i] = h; }
+int OVL isnan(float x) { return x != x; }
+int OVL isinf(float x) { return __builtin_fabsf(x) == __builtin_inff(); }
+float OVL rint(float x) { float r; __asm__("cvt.rni.f32.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+float OVL fabs(float x) { return __builtin_fabsf(x); }
+void OVL vstore8(float8 v, size_t i, __private float* p) { p += 8 * i; p[0] = v.s0; p[1] = v.s1; p[2] = v.s2; p[3] = v.s3; p[4] = v.s4; p[5] = v.s5; p[6] = v.s6; p[7] = v.s7; }
+void OVL vstore4(float4 v, size_t i, __private float* p) { p += 4 * i; p[0] = v.s0; p[1] = v.s1; p[2] = v.s2; p[3] = v.s3; }
 size_t OVL get_local_id(uint d) { return d == 0 ? SREG_("%%tid.x") : d == 1 ? SREG_("%%tid.y") : SREG_("%%tid.z"); }
 void OVL barrier(cl_mem_fence_flags f) { __asm__ volatile("bar.sync 0;" ::: "memory"); }
 float OVL exp2(float x) { float r; __asm__("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
@@ -41,6 +51,10 @@ float OVL fma(float x, float y, float z) { float r; __asm__("fma.rn.f32 %0, %1, 
 float OVL fmin(float x, float y) { float r; __asm__("min.f32 %0, %1, %2;" : "=f"(r) : "f"(x), "f"(y)); return r; }
 int OVL min(int x, int y) { return x < y ? x : y; }
 int OVL max(int x, int y) { return x > y ? x : y; }
+uint OVL min(uint x, uint y) { return x < y ? x : y; }
+uint OVL max(uint x, uint y) { return x > y ? x : y; }
+float OVL min(float x, float y) { return fmin(x, y); }
+float OVL max(float x, float y) { return fmax(x, y); }
 int OVL clamp(int x, int lo, int hi) { return min(max(x, lo), hi); }
 """
 
@@ -65,7 +79,9 @@ def main():
         if run.returncode != 0:
             sys.exit(run.stderr[-2000:])
         text = open(ptx).read()
-        text = re.sub(r"\.version \d+\.\d+", ".version 7.8", text)
+        # mma.sync with e4m3/e5m2 operands needs PTX ISA 8.4; everything else assembles as 7.8
+        version = "8.4" if re.search(r"mma\.sync\S*\.e[45]m[23]", text) else "7.8"
+        text = re.sub(r"\.version \d+\.\d+", f".version {version}", text)
         text = re.sub(r"\.target [^\n]*", f".target {args.arch}", text)
         open(ptx, "w").write(text)
         run = subprocess.run([args.ptxas, f"-arch={args.arch}", "-v", ptx, "-o", os.path.join(tmp, "program.cubin")],
