@@ -7,8 +7,17 @@ driver's exportable allocations (``cuMemCreate`` with a POSIX-fd handle), import
 whose segments come from there (a ``CUDAPluggableAllocator`` over the module's exported
 ``flashcl_cuda_alloc``/``flashcl_cuda_free``); a tensor allocated under ``use_pool()`` reaches the
 kernels as a sub-buffer of its OpenCL buffer (made once per range and cached), with no copy at all.
-A CUDA tensor from anywhere else is first copied device to device (``Tensor.copy_`` on the current
-stream) into a tensor of that pool, which PyTorch's caching allocator keeps for the next call.
+A plain CUDA tensor (PyTorch's own caching allocator) reaches the kernels without a copy too where
+its memory can be imported: under ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` PyTorch maps
+its segments from physical allocations made by ``cuMemCreate`` with a POSIX-fd handle, and the
+binding (``python/src/cuda_import.cpp``) imports the one that holds a tensor into OpenCL, cached per
+allocation (``imports()``; dropped once PyTorch unmaps it, or by ``release_imports()``). Anything
+else (the default cudaMalloc segments, a tensor straddling two of PyTorch's physical chunks,
+``FLASHCL_CUDA_IMPORT=0`` or ``set_imports(False)``) is first copied device to device
+(``Tensor.copy_`` on the current stream) into a tensor of that pool, with a one-time warning that
+carries the reason; PyTorch's caching allocator keeps the copy's memory for the next call. The
+allocator setting must be made before PyTorch starts CUDA (the environment variable); the package
+never changes it on its own (``enable_expandable_segments()`` does, for later segments, on request).
 Outputs (O, LSE, gradients) are always allocated in the pool, so nothing is copied back.
 
 Ordering with PyTorch's current stream, the first of these that works (each probed once):
@@ -44,7 +53,7 @@ from . import functional as _functional
 from ._flashcl import DType, MaskKind, Status
 
 __all__ = ["available", "bridge", "mem_pool", "use_pool", "resident", "ordering", "set_ordering", "stats",
-           "reset_stats"]
+           "reset_stats", "imports", "set_imports", "release_imports", "enable_expandable_segments"]
 
 _STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
 
@@ -53,10 +62,11 @@ _bridges: Dict[int, object] = {}   # ordinal -> CudaBridge, or the Error opening
 _pools: Dict[int, "torch.cuda.MemPool"] = {}
 _allocator = None
 _stats = {"calls": 0, "semaphore_calls": 0, "flag_calls": 0, "host_wait_calls": 0, "staged_tensors": 0,
-          "staged_bytes": 0}
+          "staged_bytes": 0, "imported_tensors": 0, "imported_bytes": 0}
 _ORDERINGS = ("auto", "semaphore", "flag", "host")
 _COUNTERS = {"semaphore": "semaphore_calls", "flag": "flag_calls", "host": "host_wait_calls"}
 _warned_host_waits = False
+_warned_staging = False
 
 
 def _requested_ordering() -> str:
@@ -168,11 +178,59 @@ def set_ordering(name: str, device=None) -> dict:
     return ordering(device)
 
 
+def imports() -> dict:
+    """Plain PyTorch memory imported into OpenCL without staging (see the module's docstring), since
+    the process started: ``created`` (physical allocations imported), ``reused`` (tensors served by
+    an import made before), ``refused`` (tensors that could not be imported: staged instead),
+    ``dropped`` (imports released); and now: ``live`` imports and their ``bytes``, ``enabled``."""
+    counts = dict(_ext.cuda_import_counts())
+    counts["enabled"] = _ext.cuda_imports_enabled()
+    return counts
+
+
+def set_imports(enabled: bool) -> bool:
+    """Turns importing plain tensors on or off for later calls (off: they are staged, as under
+    ``FLASHCL_CUDA_IMPORT=0``); returns the previous setting."""
+    return _ext.cuda_set_imports(bool(enabled))
+
+
+def release_imports(all: bool = False) -> int:  # noqa: A002 (the binding's name)
+    """Drops the imports of memory PyTorch has handed back to the driver (``torch.cuda.empty_cache()``
+    unmaps it; flashcl also checks this before every new import), or every import with ``all=True``
+    (after flashcl's queued work has finished), so that their device memory is freed; returns how
+    many were dropped."""
+    return _ext.cuda_release_imports(bool(all))
+
+
+def enable_expandable_segments() -> None:
+    """Asks PyTorch's caching allocator for expandable segments from now on (its private
+    ``torch.cuda.memory._set_allocator_settings``): segments made later are importable, those already
+    made stay as they are. The documented way is ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``
+    in the environment before PyTorch starts CUDA; flashcl never changes the setting by itself."""
+    setter = getattr(torch.cuda.memory, "_set_allocator_settings", None)
+    if setter is None:
+        _functional._fail(Status.DeviceNotFound, "this PyTorch has no torch.cuda.memory._set_allocator_settings: set "
+                          "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True before starting the program")
+    setter("expandable_segments:True")
+
+
+def _note_staged(t: torch.Tensor, why: str) -> None:
+    """The one-time warning that plain tensors are copied into the pool each call, with the reason
+    their memory could not be imported."""
+    global _warned_staging
+    if not _warned_staging and why:
+        _warned_staging = True
+        warnings.warn(f"flashcl: CUDA tensors outside flashcl's pool are copied into it for each call ({why})",
+                      stacklevel=4)
+
+
 def stats() -> dict:
     """Counters since the last ``reset_stats``: ``calls`` (flashcl calls on CUDA tensors), of which
     ``semaphore_calls`` were ordered by the semaphores, ``flag_calls`` by the flag and
     ``host_wait_calls`` by host waits,
-    ``staged_tensors``/``staged_bytes`` (tensors from outside the pool copied into it); and now:
+    ``staged_tensors``/``staged_bytes`` (tensors from outside the pool copied into it),
+    ``imported_tensors``/``imported_bytes`` (plain tensors read where they are, through an import of
+    PyTorch's memory: see ``imports()``); and now:
     ``segments``/``segment_bytes`` (the pool's exported allocations), ``views_created``/
     ``views_reused`` (sub-buffers made for tensor arguments, and arguments served by one made
     before; since the process started) and ``ordering`` (the current device's, as ``ordering()``
@@ -238,7 +296,11 @@ class _Call:
             strides = t.stride()
         span = (sum((n - 1) * s for n, s in zip(t.shape, strides)) + 1) * t.element_size()
         view = _ext.CudaView(t.data_ptr(), span)
+        if view.handle and view.kind == "import":
+            _stats["imported_tensors"] += 1
+            _stats["imported_bytes"] += span
         if not view.handle:
+            _note_staged(t, view.why)
             t = self._stage(t)
             view = _ext.CudaView(t.data_ptr(), t.numel() * t.element_size())
             if not view.handle:
@@ -306,8 +368,8 @@ class _Call:
 
 
 def resident(t: torch.Tensor) -> torch.Tensor:
-    """t itself when the kernels can read it where it is (a tensor of flashcl's pool, dense in its
-    last dimension, at an offset a sub-buffer can start at), else a dense copy of it in the pool,
+    """t itself when the kernels can read it where it is (a tensor of flashcl's pool or of imported
+    PyTorch memory, dense in its last dimension, at an offset a sub-buffer can start at), else a dense copy of it in the pool,
     made on the current stream and counted in ``stats()``. ``flashcl.torch`` stages q, k and v this
     way before the forward, so that the backward reads the copies the autograd graph saved instead
     of staging them a second time."""
@@ -316,8 +378,10 @@ def resident(t: torch.Tensor) -> torch.Tensor:
         return t  # the call names the error
     if not any(s < 0 for s in strides) and not (t.dim() and t.shape[-1] > 1 and strides[-1] != 1):
         span = (sum((n - 1) * s for n, s in zip(t.shape, strides)) + 1) * t.element_size()
-        if _ext.CudaView(t.data_ptr(), span).handle:
-            return t
+        view = _ext.CudaView(t.data_ptr(), span)
+        if view.handle:
+            return t  # counted as imported when the call reads it
+        _note_staged(t, view.why)
     return _Call(t.device)._stage(t)
 
 

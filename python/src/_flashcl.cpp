@@ -20,6 +20,7 @@
 #include <new>
 #include <vector>
 
+#include "cuda_import.hpp"
 #include "cuda_interop.hpp"
 #include "flashcl/flashcl.hpp"
 
@@ -58,16 +59,9 @@ HostVariants host_variants(const OptionalF32& alibi_slopes, const OptionalU8& ma
   return variants;
 }
 
-// Hands a vector to numpy without a copy: the capsule owns it.
-nb::ndarray<nb::numpy, float> to_numpy(std::vector<float>&& values) {
-  auto* owned = new std::vector<float>(std::move(values));
-  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
-  return nb::ndarray<nb::numpy, float>(owned->data(), {owned->size()}, owner);
-}
-
 // A float32 numpy array of n elements on a page-aligned allocation that the array owns, so that
-// Session::forward can write O into it through a buffer over that memory (CL_MEM_USE_HOST_PTR
-// needs CL_DEVICE_MEM_BASE_ADDR_ALIGN, a page at most in practice).
+// Session::forward (backward) can write O (the gradients) into it through a buffer over that
+// memory (CL_MEM_USE_HOST_PTR needs CL_DEVICE_MEM_BASE_ADDR_ALIGN, a page at most in practice).
 constexpr std::size_t kHostAlign = 4096;
 nb::ndarray<nb::numpy, float> aligned_numpy(std::size_t n, float** data) {
   const std::size_t bytes = ((std::max<std::size_t>(n, 1) * sizeof(float) + kHostAlign - 1) / kHostAlign) * kHostAlign;
@@ -446,7 +440,10 @@ NB_MODULE(_flashcl, m) {
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(), "mask"_a = nb::none(),
           "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none(), "return_lse"_a = false)
-      // Session::backward: returns (d_q, d_k, d_v, d_bias or None), flat float32.
+      .def_prop_ro("last_backward_host_buffers", &Session::last_backward_host_buffers)
+      // Session::backward: returns (d_q, d_k, d_v, d_bias or None), flat float32. The inputs in
+      // place and the gradients straight into fresh aligned arrays, as forward does (on CPU
+      // devices buffers over this memory: Session::backward's HostView overload).
       .def(
           "backward",
           [](Session& s, const BackwardArgs& shape, const HostArray<float>& q, const HostArray<float>& k,
@@ -454,17 +451,18 @@ NB_MODULE(_flashcl, m) {
              const HostArray<float>& lse, const OptionalF32& alibi_slopes, const OptionalU8& mask,
              const OptionalF32& bias, const OptionalI32& cu_seqlens_q, const OptionalI32& cu_seqlens_k) {
             const HostVariants variants = host_variants(alibi_slopes, mask, bias, cu_seqlens_q, cu_seqlens_k);
-            const std::vector<float> hq = to_vector(q), hk = to_vector(k), hv = to_vector(v), ho = to_vector(o),
-                                     hdo = to_vector(d_o), hlse = to_vector(lse);
-            Session::Gradients g;
+            // dQ is q's size, dK and dV k's: wrong input sizes are Session::backward's to name.
+            const std::size_t nq = q.size(), nk = k.size(), nbias = Session::d_bias_size(shape);
+            float *dq = nullptr, *dk = nullptr, *dv = nullptr, *dbias = nullptr;
+            nb::object d_q = nb::cast(aligned_numpy(nq, &dq)), d_k = nb::cast(aligned_numpy(nk, &dk)),
+                       d_v = nb::cast(aligned_numpy(nk, &dv));
+            nb::object d_bias = nbias > 0 ? nb::cast(aligned_numpy(nbias, &dbias)) : nb::none();
             {
               nb::gil_scoped_release released;
-              g = s.backward(shape, hq, hk, hv, ho, hdo, hlse, variants);
+              s.backward(shape, view_of(q), view_of(k), view_of(v), view_of(o), view_of(d_o), view_of(lse),
+                         Session::GradientViews{{dq, nq}, {dk, nk}, {dv, nk}, {dbias, nbias}}, variants);
             }
-            const bool has_bias = !g.d_bias.empty();
-            return nb::make_tuple(nb::cast(to_numpy(std::move(g.d_q))), nb::cast(to_numpy(std::move(g.d_k))),
-                                  nb::cast(to_numpy(std::move(g.d_v))),
-                                  has_bias ? nb::cast(to_numpy(std::move(g.d_bias))) : nb::none());
+            return nb::make_tuple(d_q, d_k, d_v, d_bias);
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, "o"_a, "d_o"_a, "lse"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(),
           "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none());
@@ -505,8 +503,33 @@ NB_MODULE(_flashcl, m) {
     return nb::make_tuple(u.allocations, u.bytes);
   });
   nb::class_<cu::View>(m, "CudaView")
-      .def(nb::init<std::uintptr_t, std::size_t>(), "address"_a, "bytes"_a)
-      .def_prop_ro("handle", &cu::View::handle);
+      .def(nb::init<std::uintptr_t, std::size_t, bool>(), "address"_a, "bytes"_a, "imported"_a = true)
+      .def_prop_ro("handle", &cu::View::handle)
+      .def_prop_ro("kind", &cu::View::kind)
+      .def_prop_ro("why", &cu::View::why);
+  // Plain PyTorch memory imported without staging (cuda_import.hpp).
+  m.def("cuda_import_counts", []() {
+    const cu::ImportCounts c = cu::import_counts();
+    nb::dict d;
+    d["created"] = c.created;
+    d["reused"] = c.reused;
+    d["refused"] = c.refused;
+    d["dropped"] = c.dropped;
+    d["live"] = c.live;
+    d["bytes"] = c.bytes;
+    return d;
+  });
+  m.def("cuda_release_imports", &cu::release_imports, "all"_a = false, nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_set_imports", &cu::set_imports_enabled, "enabled"_a);
+  m.def("cuda_imports_enabled", &cu::imports_enabled);
+  m.def(
+      "cuda_mapping_range",
+      [](std::uintptr_t address) -> std::optional<std::tuple<std::uintptr_t, std::size_t>> {
+        const auto r = cu::mapping_range(address);
+        if (!r) return std::nullopt;
+        return std::make_tuple(r->first, r->second);
+      },
+      "address"_a);
   m.def("cuda_view_counts", []() {
     const cu::ViewCounts c = cu::view_counts();
     return nb::make_tuple(c.created, c.reused);

@@ -2,8 +2,9 @@
 // lives in it), resolves the entry points of cuda_driver.hpp, preferring each one's `_v2` symbol
 // where the driver exports one, and calls cuInit. A failure is remembered, so every later call
 // reports the same named error without trying again. The semaphore set (SemaphoreDriver) is
-// optional: its missing names are kept for the bridge to report, not an error here; so is the flag
-// set (FlagDriver). Names listed in FLASHCL_CUDA_HIDE resolve to nothing, as on a driver without them.
+// optional: its missing names are kept for the bridge to report, not an error here; so are the flag
+// set (FlagDriver) and the import set (ImportDriver). Names listed in FLASHCL_CUDA_HIDE resolve to
+// nothing, as on a driver without them.
 #include "cuda_driver.hpp"
 
 #include <dlfcn.h>
@@ -55,6 +56,7 @@ struct Loaded {
   Driver driver{};
   SemaphoreDriver semaphores{};
   FlagDriver flags{};
+  ImportDriver imports{};
   std::string error;  // empty when loaded
 };
 
@@ -116,6 +118,11 @@ Loaded load() {
   resolve(library, "cuEventDestroy", f.cuEventDestroy, f.missing);
   resolve(library, "cuStreamCreate", f.cuStreamCreate, f.missing);
   resolve(library, "cuStreamDestroy", f.cuStreamDestroy, f.missing);
+  // Optional as well: importing PyTorch's expandable segments (cuda_import.cpp).
+  ImportDriver& m = l.imports;
+  resolve(library, "cuMemRetainAllocationHandle", m.cuMemRetainAllocationHandle, m.missing);
+  resolve(library, "cuMemGetAddressRange", m.cuMemGetAddressRange, m.missing);
+  resolve(library, "cuMemGetAllocationPropertiesFromHandle", m.cuMemGetAllocationPropertiesFromHandle, m.missing);
   if (!missing.empty()) {
     l.error = "CUDA driver: libcuda.so.1 lacks " + missing + " (a driver with the virtual memory API is needed)";
     return l;
@@ -143,6 +150,8 @@ const Driver& driver() { return loaded().driver; }
 const SemaphoreDriver& semaphore_driver() { return loaded().semaphores; }
 
 const FlagDriver& flag_driver() { return loaded().flags; }
+
+const ImportDriver& import_driver() { return loaded().imports; }
 
 void check(CUresult result, const char* what) {
   if (result == 0) return;

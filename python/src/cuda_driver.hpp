@@ -153,6 +153,15 @@ struct FlagDriver {
   std::string missing;  // empty when every entry point resolved
 };
 
+// What importing PyTorch's own allocations needs (cuda_import.cpp: memory its caching allocator maps
+// with cuMemMap under expandable_segments). Optional: any missing leaves plain tensors staged.
+struct ImportDriver {
+  CUresult (*cuMemRetainAllocationHandle)(CUmemHandle*, void*);
+  CUresult (*cuMemGetAddressRange)(CUdeviceptr*, std::size_t*, CUdeviceptr);  // cuMemGetAddressRange_v2
+  CUresult (*cuMemGetAllocationPropertiesFromHandle)(AllocationProp*, CUmemHandle);
+  std::string missing;  // empty when every entry point resolved
+};
+
 // The driver, loaded and initialised (cuInit) on first use; throws DeviceNotFound when
 // libcuda.so.1 or one of the entry points is missing, or cuInit fails (no GPU, no driver).
 const Driver& driver();
@@ -162,6 +171,9 @@ const SemaphoreDriver& semaphore_driver();
 
 // The flag ordering's entry points of the same library (driver() must have succeeded first).
 const FlagDriver& flag_driver();
+
+// The import entry points of the same library (driver() must have succeeded first).
+const ImportDriver& import_driver();
 
 // Throws the named flashcl::Error for a failed call; `what` names the call.
 void check(CUresult result, const char* what);

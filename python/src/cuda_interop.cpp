@@ -49,6 +49,7 @@
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
 #include "cuda_interop.hpp"
+#include "cuda_import.hpp"
 #include "cuda_order.hpp"
 
 #include <CL/cl.h>
@@ -87,8 +88,7 @@ using flashcl::Status;
 // OpenCL 3.0's clCreateBufferWithProperties, found in the ICD loader at run time (the library
 // itself targets OpenCL 1.2, and a 1.2 loader lacks the symbol), and the external-memory hand-off.
 using cl_mem_properties_t = cl_ulong;
-using CreateBufferWithProperties = cl_mem(CL_API_CALL*)(cl_context, const cl_mem_properties_t*, cl_mem_flags,
-                                                         std::size_t, void*, cl_int*);
+using CreateBufferWithProperties = CreateBufferFn;  // cuda_import.hpp
 using ExternalMemObjects = cl_int(CL_API_CALL*)(cl_command_queue, cl_uint, const cl_mem*, cl_uint, const cl_event*,
                                                cl_event*);
 
@@ -1024,6 +1024,17 @@ bool release(CUdeviceptr address) noexcept {
   return true;
 }
 
+bool import_target(int ordinal, ImportTarget& out) {
+  Bridge* b = opened(ordinal);
+  if (b == nullptr) return false;
+  out.context = b->context;
+  out.queue = b->queue;
+  out.create_buffer = b->create_buffer;
+  out.driver_owns_fd = b->driver_owns_fd;
+  out.base_align = b->info.base_align;
+  return true;
+}
+
 Located locate(std::uintptr_t address, std::size_t bytes) {
   std::lock_guard<std::mutex> lock(registry_mutex);
   auto it = registry.upper_bound(address);
@@ -1046,15 +1057,28 @@ Usage usage() {
   return u;
 }
 
-View::View(std::uintptr_t address, std::size_t bytes) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
+View::View(std::uintptr_t address, std::size_t bytes, bool import) {
+  std::unique_lock<std::mutex> lock(registry_mutex);
   auto it = registry.upper_bound(address);
-  if (it == registry.begin()) return;
+  const bool in_pool = it != registry.begin() && [&] {
+    const auto& [base, a] = *std::prev(it);
+    return address >= base && address - base <= a.size && bytes <= a.size - (address - base);
+  }();
+  if (!in_pool) {
+    // Not the pool's: PyTorch's own memory, imported where its allocation can be (cuda_import.cpp).
+    lock.unlock();
+    if (!import) return;
+    Imported got = import_view(address, bytes);
+    mem_ = got.mem;  // already retained for this View
+    why_ = std::move(got.why);
+    if (mem_) kind_ = "import";
+    return;
+  }
   --it;
   const CUdeviceptr base = it->first;
   Allocation& a = it->second;
   const std::size_t offset = static_cast<std::size_t>(address - base);
-  if (address - base > a.size || bytes > a.size - offset || offset % a.base_align != 0) return;
+  if (offset % a.base_align != 0) return;
   const std::pair<std::size_t, std::size_t> range{offset, std::max<std::size_t>(bytes, 1)};
   Views& views = *a.views;
   auto found = views.by_range.find(range);
@@ -1077,6 +1101,7 @@ View::View(std::uintptr_t address, std::size_t bytes) {
     views_created.fetch_add(1, std::memory_order_relaxed);
   }
   clRetainMemObject(mem_);  // this View's own reference
+  kind_ = "pool";
 }
 
 View::~View() {

@@ -72,21 +72,28 @@ struct Located {
 };
 Located locate(std::uintptr_t address, std::size_t bytes);
 
-// The sub-buffer of registered memory covering exactly [address, address + bytes), for a tensor
-// argument (the library's aliasing checks then compare exactly the bytes each tensor covers).
-// Made once per range and cached with its allocation (see Views in the .cpp); this object holds a
-// reference until it is destroyed. handle() is 0 when no allocation holds the range or its offset
-// is not a multiple of the bridge's base_align (the caller then stages the tensor).
+// The sub-buffer covering exactly [address, address + bytes), for a tensor argument (the
+// library's aliasing checks then compare exactly the bytes each tensor covers): of registered
+// memory (the pool's; made once per range and cached with its allocation, see Views in the .cpp),
+// else, when `import` is set, of PyTorch's own physical allocation imported into OpenCL
+// (cuda_import.hpp). This object holds a reference until it is destroyed. handle() is 0 when
+// neither holds the range or its offset is not a multiple of the bridge's base_align (the caller
+// then stages the tensor); kind() says which served it ("pool", "import" or ""), why() why not
+// the import when it was tried and refused.
 class View {
  public:
-  View(std::uintptr_t address, std::size_t bytes);
+  View(std::uintptr_t address, std::size_t bytes, bool import = true);
   ~View();
   View(const View&) = delete;
   View& operator=(const View&) = delete;
   std::uintptr_t handle() const { return reinterpret_cast<std::uintptr_t>(mem_); }
+  const char* kind() const { return kind_; }
+  const std::string& why() const { return why_; }
 
  private:
   cl_mem mem_ = nullptr;
+  const char* kind_ = "";
+  std::string why_;
 };
 
 // Sub-buffers made, and views served from the cache, since the process started.
