@@ -184,7 +184,8 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   BackwardArgs v_off = det;
   v_off.forward.v.offset = 4;  // V rows off 16 bytes: the dQ kernel copies K_j, V_j element-wise
   EXPECT_NE(bwd_mma_options(v_off, p).find("-DVEC_LOAD=0"), std::string::npos);
-  for (const char* bad : {"64", "64x", "64x3", "48x0", "8x2", "272x1", "0x1", "64x2x1", "64x2junk", "x2"}) {
+  for (const char* bad : {"64", "64x", "64x3", "48x0", "8x2", "272x1", "0x1", "64x2x3", "64x2x0", "64x2x", "64x2x2y",
+                          "64x2junk", "x2"}) {
     try {
       bwd_mma_plan(det.forward, with("", "", bad));
       ADD_FAILURE() << bad << " accepted";
@@ -193,6 +194,33 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
       EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_MMA_DQ_TILE"), std::string::npos) << e.what();
     }
   }
+}
+
+// The opt-in dQ pass with two 16-row m-tiles a warp (FLASHCL_BWD_MMA_DQ_TILE=KEYSxSTAGESx2): -DMT=2
+// and 32 rows a warp at d = 64 only; d = 128 keeps one m-tile; without the third field (or with 1)
+// the options are those of the two-field form, so the recorded programs stay as they are.
+TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  const BackwardArgs d64 = call(DType::F16, 64, true), d128 = call(DType::F16, 128, true);
+  BwdMmaPlan p = bwd_mma_plan(d64.forward, with("", "", "32x2x2"));
+  EXPECT_EQ(p.dq_keys, 32);
+  EXPECT_EQ(p.dq_stages, 2);
+  EXPECT_EQ(p.dq_mtiles, 2);
+  EXPECT_EQ(p.dq_local_bytes, bwd_mma_dq_local_bytes(32, 64, 2));
+  EXPECT_TRUE(bwd_mma_eligible(hopper, d64, with("", "", "32x2x2")));
+  EXPECT_EQ(bwd_mma_options(d64, p),
+            " -DWARPS=4 -DBQ=64 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1 -DDQ_ATOMIC=0 -DBC=32 -DDQ_STAGES=2 -DMT=2");
+  EXPECT_EQ(bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2x1"))),
+            bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2"))));
+  EXPECT_EQ(bwd_mma_plan(d64.forward, with("")).dq_mtiles, 1);
+  // the atomic form has no dQ pass: no MT
+  EXPECT_EQ(bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2x2", "atomic"))).find("-DMT"),
+            std::string::npos);
+  p = bwd_mma_plan(d128.forward, with("", "", "32x2x2"));
+  EXPECT_EQ(p.dq_mtiles, 1);
+  EXPECT_TRUE(bwd_mma_eligible(hopper, d128, with("", "", "32x2x2")));
+  EXPECT_EQ(bwd_mma_options(d128, p),
+            bwd_mma_options(d128, bwd_mma_plan(d128.forward, with(""))));  // d = 128's default dQ tile is 32x2
 }
 
 TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {

@@ -21,6 +21,7 @@ def main():
     ap.add_argument("--head-dim", default="64,128")
     ap.add_argument("--dtype", default="f16,bf16")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="of " + ",".join(BACKENDS))
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     rows = []
@@ -35,7 +36,8 @@ def main():
                     for t in (q, k, v):
                         t.requires_grad_(True)
                     fwd_flops = 4.0 * b * args.heads * n * n * d / (2 if causal else 1)
-                    for name, backend in BACKENDS.items():
+                    for name in args.backends.split(","):
+                        backend = BACKENDS[name]
                         row = dict(backend=name, dtype=dtype, batch=b, heads=args.heads, seqlen=n, head_dim=d,
                                    causal=causal)
                         try:

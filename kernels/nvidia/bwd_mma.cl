@@ -282,7 +282,19 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   async_commit();
 #endif
   uint vw[1][QFRAGS][4]; /* V_w as A fragments (load_q's layout, one m-tile) */
+#if MT == 1
   load_q(vw, (__global const ushort*)v, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, k0 + warp * 16 + g, nk, t);
+#else /* MT is bwd_mma_dq.cl's (two m-tiles a warp there); load_q would fill MT tiles */
+#pragma unroll
+  for (int ks = 0; ks < QFRAGS; ++ks) {
+    const long vbase = TENSOR_BASE(a, v, b, hk);
+    const int c = ks * 16 + 2 * t, ra = k0 + warp * 16 + g;
+    vw[0][ks][0] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c, nk);
+    vw[0][ks][1] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c, nk);
+    vw[0][ks][2] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c + 8, nk);
+    vw[0][ks][3] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c + 8, nk);
+  }
+#endif
 
   float dk_acc[NT_O][4], dv_acc[NT_O][4];
 #pragma unroll

@@ -3,9 +3,10 @@
  * alone and this kernel gives every dQ row one owner, so each element is a sum in one fixed order
  * and the result is the same bits on every run.
  *
- * One work-group of WARPS warps per (Q block of 16 WARPS rows, query head, batch); warp w owns
- * rows q0 + 16w .. + 15 and keeps their Q and dO as A fragments (load_q) and their dQ in fp32
- * registers. It steps through the key blocks of BC keys the Q block sees (key_block_range), in
+ * One work-group of WARPS warps per (Q block of 16 MT WARPS rows, query head, batch); warp w owns
+ * rows q0 + 16 MT w .. + 16 MT - 1 (MT 16-row m-tiles: 1, or 2 at d = 64 where the registers allow,
+ * so every K_j/V_j fragment a warp reads by ldmatrix serves two m-tiles) and keeps their Q and dO
+ * as A fragments (load_q) and their dQ in fp32 registers. It steps through the key blocks of BC keys the Q block sees (key_block_range), in
  * increasing order; each block's K_j and V_j arrive in __local memory (cp.async when the rows are
  * 16-byte aligned; with DQ_STAGES 2 the next block's copies fly while this one is computed), and
  * each warp computes, with the forward's mma_f16.cl products,
@@ -23,8 +24,8 @@
 #define DQ_STAGES 1 /* K_j/V_j buffers: 1, or 2 (block j + 1 copied while block j is computed) */
 #endif
 
-#if BC % 16 != 0 || MT != 1
-#error "bwd_mma_dq.cl: BC a multiple of 16 keys, one 16-row m-tile a warp"
+#if BC % 16 != 0 || (MT != 1 && MT != 2)
+#error "bwd_mma_dq.cl: BC a multiple of 16 keys, one or two 16-row m-tiles a warp"
 #endif
 
 /* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk, into one stage (one commit group). */
@@ -56,29 +57,35 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   const int h = get_group_id(1), b = get_group_id(2), hk = KV_HEAD(a, h);
   const SeqView sv = seq_view(a, b, h, 1.0f, 0, 0, 0);
   const int nq = SV_NQ(&sv, a), nk = SV_NK(&sv, a), shift = SV_SHIFT(&sv, a);
-  const int q0 = qb * BR, row_a = q0 + warp * 16 + g; /* this lane's rows: row_a and row_a + 8 */
+  /* this lane's rows: row_a + 16i and + 8 for m-tile i (MT 2: every K_j, V_j fragment read serves
+   * two m-tiles, half the ldmatrix traffic per product) */
+  const int q0 = qb * BR, row_a = q0 + warp * 16 * MT + g;
   const float c = a->scale_log2;
 
-  qfrag_t qa[1][QFRAGS][4], doa[1][QFRAGS][4];
+  qfrag_t qa[MT][QFRAGS][4], doa[MT][QFRAGS][4];
   load_q(qa, (__global const ushort*)q, TENSOR_BASE(a, q, b, h), a->q_seq_stride, row_a, nq, t);
   load_q(doa, (__global const ushort*)dout, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, row_a, nq, t);
-  float lse2[2], dd[2];
+  float lse2[MT][2], dd[MT][2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row_a + 8 * r;
-    lse2[r] = INFINITY;
-    dd[r] = 0.0f;
-    if (row < nq) {
-      const long index = LSE_INDEX(a, &sv, b, h, row);
-      const float x = lse[index];
-      lse2[r] = x == NEG_INF ? INFINITY : x * LOG2E_F;
-      dd[r] = ws[gb->ws_d_offset + index];
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row_a + 16 * i + 8 * r;
+      lse2[i][r] = INFINITY;
+      dd[i][r] = 0.0f;
+      if (row < nq) {
+        const long index = LSE_INDEX(a, &sv, b, h, row);
+        const float x = lse[index];
+        lse2[i][r] = x == NEG_INF ? INFINITY : x * LOG2E_F;
+        dd[i][r] = ws[gb->ws_d_offset + index];
+      }
     }
-  }
 
-  float acc[1][NT_O][4];
+  float acc[MT][NT_O][4];
 #pragma unroll
-  for (int n = 0; n < NT_O; ++n) acc[0][n][0] = acc[0][n][1] = acc[0][n][2] = acc[0][n][3] = 0.0f;
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) acc[i][n][0] = acc[i][n][1] = acc[i][n][2] = acc[i][n][3] = 0.0f;
 
   __global const ushort* kg = (__global const ushort*)k;
   __global const ushort* vg = (__global const ushort*)v;
@@ -105,25 +112,27 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
     if (kb + 1 < kb_end) load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, a, lid);
 #endif
 
-    float s[1][NT_S][4], dp[1][NT_S][4];
+    float s[MT][NT_S][4], dp[MT][NT_S][4];
     qk_block(s, qa, k_tile[cur], lane);
     qk_block(dp, doa, v_tile[cur], lane);
     const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
 #pragma unroll
-    for (int j = 0; j < NT_S; ++j)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
-        float x = fma(s[0][j][e], c, -lse2[r]);
-        if (masked) {
-          bool hidden = key >= nk;
+      for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
+          float x = fma(s[i][j][e], c, -lse2[i][r]);
+          if (masked) {
+            bool hidden = key >= nk;
 #if CAUSAL
-          hidden = hidden || key > row_a + 8 * r + shift;
+            hidden = hidden || key > row_a + 16 * i + 8 * r + shift;
 #endif
-          if (hidden) x = NEG_INF;
+            if (hidden) x = NEG_INF;
+          }
+          dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */
         }
-        dp[0][j][e] = ex2_approx(x) * (dp[0][j][e] - dd[r]); /* dS */
-      }
     pv_block(acc, dp, k_tile[cur], lane); /* dQ_w += dS K_j */
   }
   (void)shift;
@@ -133,16 +142,18 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   const long dq_base = TENSOR_BASE(gb, dq, b, h);
   const float scale = a->scale;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row_a + 8 * r;
-    const bool in = row < nq;
+  for (int i = 0; i < MT; ++i)
 #pragma unroll
-    for (int n = 0; n < NT_O; ++n) {
-      const int col = 8 * n + 2 * t;
-      store_o2(dqg, dq_base + (long)row * gb->dq_seq_stride + col, acc[0][n][2 * r] * scale,
-               acc[0][n][2 * r + 1] * scale, in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
+    for (int r = 0; r < 2; ++r) {
+      const int row = row_a + 16 * i + 8 * r;
+      const bool in = row < nq;
+#pragma unroll
+      for (int n = 0; n < NT_O; ++n) {
+        const int col = 8 * n + 2 * t;
+        store_o2(dqg, dq_base + (long)row * gb->dq_seq_stride + col, acc[i][n][2 * r] * scale,
+                 acc[i][n][2 * r + 1] * scale, in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
+      }
     }
-  }
 }
 
 #endif /* !DQ_ATOMIC */

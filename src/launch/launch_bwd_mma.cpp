@@ -47,10 +47,11 @@ void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t glo
   local[1] = local[2] = 1;
 }
 
-// bwd_mma_dq: one work-group per (Q block of 16 * warps rows, query head, batch).
+// bwd_mma_dq: one work-group per (Q block of 16 * m-tiles * warps rows, query head, batch).
 void dq_grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
   const ForwardArgs& a = bp.forward.args;
-  const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps), rows = 16 * static_cast<std::size_t>(plan.warps);
+  const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps),
+                    rows = 16 * static_cast<std::size_t>(plan.dq_mtiles) * static_cast<std::size_t>(plan.warps);
   global[0] = (static_cast<std::size_t>(a.seqlen_q) + rows - 1) / rows * wg;
   global[1] = static_cast<std::size_t>(a.heads);
   global[2] = static_cast<std::size_t>(a.batch);
@@ -215,11 +216,12 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                   const BwdMmaPlan& plan) {
-  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int>> memo;
+  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int>> memo;
   // the dQ kernel's shape only where it runs
   const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
-  return memo.passes(
-      std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages, dq_keys, dq_stages),
+  const int dq_mtiles = deterministic ? plan.dq_mtiles : 0;
+  return memo.passes(std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages, dq_keys,
+                                     dq_stages, dq_mtiles),
       [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, plan); });
 }
 

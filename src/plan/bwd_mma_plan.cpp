@@ -84,16 +84,25 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   p.dq_keys = a.head_dim > 64 ? 32 : 64;
   p.dq_stages = 2;
   if (!o.bwd_mma_dq_tile.empty()) {
-    int keys = 0, stages = 0, used = 0;
+    int keys = 0, stages = 0, mtiles = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_dq_tile.c_str();
-    if (std::sscanf(env, "%dx%d%n", &keys, &stages, &used) != 2 || env[used] != '\0' || keys < 16 || keys > 256 ||
-        keys % 16 != 0 || (stages != 1 && stages != 2))
+    bool ok = std::sscanf(env, "%dx%d%n", &keys, &stages, &used) == 2;
+    if (ok && env[used] == 'x') {
+      ok = std::sscanf(env + used, "x%d%n", &mtiles, &more) == 1;
+      used += more;
+    }
+    if (!ok || env[used] != '\0' || keys < 16 || keys > 256 || keys % 16 != 0 || (stages != 1 && stages != 2) ||
+        (mtiles != 1 && mtiles != 2))
       fail(Status::InvalidArgument,
-           "FLASHCL_BWD_MMA_DQ_TILE: expected KEYSxSTAGES such as 64x2 (KEYS a multiple of 16 up to 256, STAGES 1 or "
-           "2), got '",
+           "FLASHCL_BWD_MMA_DQ_TILE: expected KEYSxSTAGES[xMT] such as 64x2 or 32x2x2 (KEYS a multiple of 16 up to "
+           "256, STAGES 1 or 2, MT 1 or 2 m-tiles a warp), got '",
            env, "'");
     p.dq_keys = keys;
     p.dq_stages = stages;
+    // MT 2 holds Q, dO (A fragments) and dQ of 32 rows a warp: 128 registers a lane at d = 64 (244
+    // in all with 32-key blocks, no spills, clang + ptxas sm_90), twice the register file at d = 128,
+    // which keeps 1 (so one setting serves a run over both head dims)
+    p.dq_mtiles = a.head_dim <= 64 ? mtiles : 1;
   }
   p.dq_local_bytes = bwd_mma_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
   p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
@@ -139,6 +148,7 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   std::string options = concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,
                                " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
   if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
+  if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
   return options;
 }
 

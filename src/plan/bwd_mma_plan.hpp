@@ -28,6 +28,10 @@ struct BwdMmaPlan {
   // blocks of dq_keys keys with dq_stages K/V buffers
   int dq_keys = 64;
   int dq_stages = 2;
+  // 16-row m-tiles a warp of the dQ pass holds (MT): 1, or 2 (opt-in, FLASHCL_BWD_MMA_DQ_TILE's
+  // third field; taken at d <= 64 only, larger head dims keep 1): every K_j/V_j fragment read by
+  // ldmatrix then serves two m-tiles, half the __local traffic per product, 32 rows a warp
+  int dq_mtiles = 1;
   std::size_t dq_local_bytes = 0;
   std::string reason;
 };
@@ -48,7 +52,7 @@ inline bool bwd_mma_writes_dq(const BwdMmaPlan& plan, const BackwardArgs& args) 
 }
 
 // The shape for `a` (the forward part of a backward call): measured defaults, or
-// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]"), FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES", the dQ
+// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]"), FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES[xMT]", the dQ
 // pass's kernel) and FLASHCL_BWD_MMA_DQ ("pass" or "atomic"); a malformed or impossible one is an
 // InvalidArgument error.
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
