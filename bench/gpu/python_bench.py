@@ -8,10 +8,16 @@ next to flashcl-bench's device time for the same shape, read from the files
 bench/gpu/python.sh wrote (the forward's CSV and the backward's table), with the ratio the bar caps
 at 1.15. Then the fixed cost of a call: a tiny forward called back to back, timed on the host (how
 long the loop takes to enqueue, and until the GPU has finished it). Usage: python_bench.py FWD_CSV
-BWD_TXT [--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10 --orderings semaphore,flag,host]."""
+BWD_TXT [--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 10 --orderings semaphore,flag,host
+--tensors pool,plain --label NAME --summary FILE --no-fixed-cost]. "plain" tensors are staged under
+PyTorch's default allocator and imported without a copy under expandable_segments (flashcl.cuda's
+imports; bench/gpu/python_ab.sh runs this once per allocator setting); --summary appends one
+tab-separated row per cell (label, tensors, causal, ordering, fwd and fwd+bwd back-to-back ms, C++
+ms, ratios, staged and imported tensors per fwd+bwd)."""
 
 import argparse
 import csv
+import os
 import re
 import statistics
 import time
@@ -76,7 +82,10 @@ def fixed_cost(calls=200):
 
 
 def table(a, cpp, shape, ordering):
-    for in_pool in (True, False):
+    if ordering == "auto":
+        ordering = flashcl.cuda.ordering()["ordering"]
+    for kind in [x.strip() for x in a.tensors.split(",") if x.strip()]:
+        in_pool = kind == "pool"
         for causal in (False, True):
             def make():
                 return torch.randn(shape, device="cuda", dtype=torch.float16).requires_grad_()
@@ -112,7 +121,15 @@ def table(a, cpp, shape, ordering):
                 return f"{ours[0]:7.3f} / {ours[1]:5.3f} {theirs or float('nan'):7.3f} {ratios:>13s}"
 
             print(f"{ordering:9s} {'pool' if in_pool else 'plain':8s} {'yes' if causal else 'no':6s} | "
-                  f"{cells(fwd_ms, cpp_fwd)} | {cells(both_ms, cpp_both)} | {s['staged_tensors']}", flush=True)
+                  f"{cells(fwd_ms, cpp_fwd)} | {cells(both_ms, cpp_both)} | {s['staged_tensors']} "
+                  f"(imported {s['imported_tensors']})", flush=True)
+            if a.summary:
+                ratio = [f"{x / c:.3f}" if c else "-" for x, c in ((fwd_ms[1], cpp_fwd), (both_ms[1], cpp_both))]
+                with open(a.summary, "a") as f:
+                    f.write("\t".join([a.label, kind, "yes" if causal else "no", ordering, f"{fwd_ms[1]:.3f}",
+                                       f"{cpp_fwd or float('nan'):.3f}", ratio[0], f"{both_ms[1]:.3f}",
+                                       f"{cpp_both or float('nan'):.3f}", ratio[1], str(s["staged_tensors"]),
+                                       str(s["imported_tensors"])]) + "\n")
             del q, k, v, d_o
 
 
@@ -125,12 +142,18 @@ def main():
     p.add_argument("--seqlen", type=int, default=4096)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--repeat", type=int, default=10)
-    p.add_argument("--orderings", default="semaphore,flag,host", help="comma-separated: semaphore, flag, host")
+    p.add_argument("--orderings", default="semaphore,flag,host", help="comma-separated: semaphore, flag, host, auto")
+    p.add_argument("--tensors", default="pool,plain", help="comma-separated: pool, plain")
+    p.add_argument("--label", default="", help="names this run's rows in --summary (e.g. the allocator setting)")
+    p.add_argument("--summary", default="", help="a file to append one tab-separated row per cell to")
+    p.add_argument("--no-fixed-cost", action="store_true", help="skip the tiny-call fixed cost")
     a = p.parse_args()
     cpp = cpp_times(a.fwd_csv, a.bwd_txt)
     shape = (a.batch, a.seqlen, a.heads, a.head_dim)
     b = flashcl.cuda.bridge()
     o = flashcl.cuda.ordering()
+    print(f"[{a.label or 'run'}] PYTORCH_CUDA_ALLOC_CONF={os.environ.get('PYTORCH_CUDA_ALLOC_CONF', '')!r}; "
+          f"imports {flashcl.cuda.imports()}")
     print(f"flash_attn_func on CUDA fp16 {shape} through {b.device_name}; acquire/release {b.acquire_release} "
           f"{b.note}; ordering at open: {o['ordering']} (semaphores work: {o['semaphores']}, flag works: "
           f"{o['flag']}) {o['note']}")
@@ -146,13 +169,16 @@ def main():
             print(f"{ordering:9s} unavailable: {e}")
             continue
         table(a, cpp, shape, ordering)
-        costs[ordering] = fixed_cost()
+        if not a.no_fixed_cost:
+            costs[ordering] = fixed_cost()
     print("bar: ratio <= 1.15 (forward and forward+backward, fp16, pool tensors: no copies; plain tensors add the "
           "device-to-device staging of their inputs)")
     print("fixed cost per call (tiny forward, 1 x 128 x 1 x 64, pool, 200 calls back to back; host clock):")
     for ordering, (enqueued, finished) in costs.items():
         print(f"{ordering:9s} {enqueued:8.1f} us enqueued, {finished:8.1f} us until finished")
     flashcl.cuda.set_ordering("auto")
+    i = flashcl.cuda.imports()
+    print(f"imports at the end: {i}")
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ class _Call:
         self.keep.append(staged)
         return staged
 
-    def _sub_buffer(self, t: torch.Tensor, name: str) -> Tuple[torch.Tensor, int]:
+    def _sub_buffer(self, t: torch.Tensor, name: str, output: bool = False) -> Tuple[torch.Tensor, int]:
         """t (staged when it is outside the pool, not dense in its last dimension, or at an offset
         that is not a multiple of the sub-buffer alignment) and a sub-buffer of its allocation that
         starts at its first element and ends with its last: the library's aliasing checks then
@@ -299,6 +299,11 @@ class _Call:
         if view.handle and view.kind == "import":
             _stats["imported_tensors"] += 1
             _stats["imported_bytes"] += span
+        if not view.handle and output:
+            # An output is the pool's own allocation: a copy of it would take the results away.
+            _functional._fail(Status.InternalError, f"{name}: an output allocated in flashcl's CUDA pool cannot be "
+                                                    f"addressed ({view.why or 'not in its registry'}; was the "
+                                                    "pool's allocator replaced?)")
         if not view.handle:
             _note_staged(t, view.why)
             t = self._stage(t)
@@ -309,9 +314,9 @@ class _Call:
         self.keep.append(view)
         return t, view.handle
 
-    def tensor(self, t: torch.Tensor, name: str, varlen: bool) -> "_ext.Tensor":
+    def tensor(self, t: torch.Tensor, name: str, varlen: bool, output: bool = False) -> "_ext.Tensor":
         """A (B, S, H, d) or packed (total, H, d) tensor as the library's Tensor (elements)."""
-        t, handle = self._sub_buffer(t, name)
+        t, handle = self._sub_buffer(t, name, output)
         strides = t.stride()
         view = _ext.Tensor()
         view.buffer = handle
@@ -321,9 +326,9 @@ class _Call:
             view.batch_stride, view.seq_stride, view.head_stride = strides[0], strides[1], strides[2]
         return view
 
-    def whole(self, t: torch.Tensor, name: str) -> int:
+    def whole(self, t: torch.Tensor, name: str, output: bool = False) -> int:
         """A cl_mem holding exactly dense t, for arguments the library takes without an offset."""
-        return self._sub_buffer(t.contiguous(), name)[1]
+        return self._sub_buffer(t.contiguous(), name, output)[1]
 
     def mask(self, mask: torch.Tensor, args) -> "_ext.Mask":
         m = _ext.Mask()
@@ -369,8 +374,8 @@ class _Call:
 
 def resident(t: torch.Tensor) -> torch.Tensor:
     """t itself when the kernels can read it where it is (a tensor of flashcl's pool or of imported
-    PyTorch memory, dense in its last dimension, at an offset a sub-buffer can start at), else a dense copy of it in the pool,
-    made on the current stream and counted in ``stats()``. ``flashcl.torch`` stages q, k and v this
+    PyTorch memory, dense in its last dimension, at an offset a sub-buffer can start at), else a
+    dense copy of it in the pool, made on the current stream and counted in ``stats()``. ``flashcl.torch`` stages q, k and v this
     way before the forward, so that the backward reads the copies the autograd graph saved instead
     of staging them a second time."""
     strides = t.stride()
@@ -400,11 +405,11 @@ def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, ma
         with torch.cuda.use_mem_pool(call.pool, device=call.ordinal):
             out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
             lse = torch.empty(_functional._lse_shape(a, q), dtype=torch.float32, device=q.device)
-        a.o = call.tensor(out, "out", varlen)
-        a.lse = call.whole(lse, "lse")
+        a.o = call.tensor(out, "out", varlen, output=True)
+        a.lse = call.whole(lse, "lse", output=True)
         need = _ext.workspace_bytes(call.bridge.device, a)
         if need:
-            a.workspace = call.whole(call.empty((need,), torch.uint8), "workspace")
+            a.workspace = call.whole(call.empty((need,), torch.uint8), "workspace", output=True)
         _count(_ext.cuda_forward(call.ordinal, call.stream(), a))
     return out, lse
 
@@ -424,16 +429,16 @@ def backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, 
         b.d_o = call.tensor(d_o, "d_o", varlen)
         with torch.cuda.use_mem_pool(call.pool, device=call.ordinal):
             grads = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v)]
-        b.d_q, b.d_k, b.d_v = (call.tensor(g, n, varlen) for g, n in zip(grads, ("d_q", "d_k", "d_v")))
+        b.d_q, b.d_k, b.d_v = (call.tensor(g, n, varlen, output=True) for g, n in zip(grads, ("d_q", "d_k", "d_v")))
         d_bias = None
         if want_dbias:
             d_bias = call.empty(mask.shape, torch.float32)
             m = _ext.Mask()
             m.kind, m.batch, m.heads = MaskKind.Bias, a.mask.batch, a.mask.heads
-            m.buffer = call.whole(d_bias, "d_bias")
+            m.buffer = call.whole(d_bias, "d_bias", output=True)
             b.d_bias = m
         need = _ext.backward_workspace_bytes(call.bridge.device, b)
         if need:
-            b.workspace = call.whole(call.empty((need,), torch.uint8), "workspace")
+            b.workspace = call.whole(call.empty((need,), torch.uint8), "workspace", output=True)
         _count(_ext.cuda_backward(call.ordinal, call.stream(), b))
     return grads[0], grads[1], grads[2], d_bias
