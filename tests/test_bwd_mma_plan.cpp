@@ -120,7 +120,8 @@ TEST(BwdMmaPlan, TileOverride) {
   EXPECT_EQ(two.stages, 2);
   EXPECT_EQ(two.local_bytes, bwd_mma_local_bytes(4, 32, 64, 2));
   EXPECT_LE(two.local_bytes, 48u * 1024);
-  for (const char* bad : {"4", "4x", "4x64x3", "4x64x", "4x64x2x1", "x64", "4x20", "3x64", "0x16", "32x16", "4x64junk"}) {
+  for (const char* bad : {"4", "4x", "4x64x3", "4x64x", "4x64x2x3", "4x64x2x0", "4x64x2x", "4x64x2x2x1", "x64", "4x20",
+                          "3x64", "0x16", "32x16", "4x64junk"}) {
     try {
       bwd_mma_plan(a, with("", bad));
       ADD_FAILURE() << bad << " accepted";
@@ -221,6 +222,29 @@ TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
   EXPECT_TRUE(bwd_mma_eligible(hopper, d128, with("", "", "32x2x2")));
   EXPECT_EQ(bwd_mma_options(d128, p),
             bwd_mma_options(d128, bwd_mma_plan(d128.forward, with(""))));  // d = 128's default dQ tile is 32x2
+}
+
+// The opt-in dK/dV kernel with two 16-key m-tiles a warp (FLASHCL_BWD_MMA_TILE=WARPSxBQxSTAGESx2):
+// -DMK=2, K/V blocks of 32 * warps keys (so the local bytes of twice the warps' keys) with the dQ
+// pass at d = 64; d = 128 and the atomic form keep one m-tile and the options they had.
+TEST(BwdMmaPlan, DkDvTwoMTilesAtD64) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  const BackwardArgs d64 = call(DType::F16, 64, true), d128 = call(DType::F16, 128, true);
+  BwdMmaPlan p = bwd_mma_plan(d64.forward, with("", "4x32x2x2", "32x2x2"));
+  EXPECT_EQ(p.key_mtiles, 2);
+  EXPECT_EQ(p.local_bytes, bwd_mma_local_bytes(8, 32, 64, 2));
+  EXPECT_LE(p.local_bytes, 48u * 1024);
+  EXPECT_TRUE(bwd_mma_eligible(hopper, d64, with("", "4x32x2x2", "32x2x2")));
+  EXPECT_EQ(bwd_mma_options(d64, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=2 -DVEC_LOAD=1 -DPAIR_IO=1 -DDQ_ATOMIC=0 -DBC=32 "
+                                     "-DDQ_STAGES=2 -DMT=2 -DMK=2");
+  EXPECT_EQ(bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "4x32x2x1"))),
+            bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "4x32x2"))));
+  const BwdMmaPlan atomic = bwd_mma_plan(d64.forward, with("", "4x32x2x2", "", "atomic"));
+  EXPECT_EQ(atomic.key_mtiles, 1);
+  EXPECT_EQ(bwd_mma_options(d64, atomic).find("-DMK"), std::string::npos);
+  p = bwd_mma_plan(d128.forward, with("", "4x32x1x2"));
+  EXPECT_EQ(p.key_mtiles, 1);
+  EXPECT_EQ(bwd_mma_options(d128, p), bwd_mma_options(d128, bwd_mma_plan(d128.forward, with(""))));
 }
 
 TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {

@@ -31,7 +31,10 @@
 #define DQ_ATOMIC 1 /* 0 (deterministic calls): no dQ here, bwd_mma_dq.cl computes it without atomics */
 #endif
 
-#define BKV (16 * WARPS)               /* keys per work-group */
+#ifndef MK
+#define MK 1 /* 16-key m-tiles a warp: 1, or 2 (opt-in, no atomic dQ): each Q_i/dO_i fragment read serves two */
+#endif
+#define BKV (16 * MK * WARPS)          /* keys per work-group */
 #ifndef BQ
 #define BQ 64                          /* query rows per Q block */
 #endif
@@ -44,6 +47,9 @@
 
 #if BQ % 16 != 0 || WARPS % MQ != 0 || NT_DQ % 2 != 0 || NT_O % 2 != 0
 #error "bwd_mma.cl: BQ a multiple of 16, WARPS a multiple of BQ / 16, an even number of dQ column tiles per warp"
+#endif
+#if (MK != 1 && MK != 2) || (MK != 1 && DQ_ATOMIC)
+#error "bwd_mma.cl: MK 1 or 2 m-tiles of keys a warp, 2 only without atomic dQ"
 #endif
 
 /* Every helper below is inlined: as plain C99 `inline` definitions, a call the compiler chose not
@@ -95,25 +101,37 @@ BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const u
  * A fragment comes by one ldmatrix.x4 per k-step (lanes 0-7 address keys 0-7 at dims +0, 8-15
  * keys 8-15 at +0, 16-23 keys 0-7 at +8, 24-31 keys 8-15 at +8); one ldmatrix.x4 of Q_i (or dO_i)
  * gives the B fragments of two 8-query tiles (qk_block's addressing in mma_f16.cl). */
-BWD_INLINE void scores_t(float s[NQT][4], float dp[NQT][4], const uint vw[QFRAGS][4], __local const ushort* k_tile,
-                     __local const ushort* q_tile, __local const ushort* do_tile, int warp, int lane) {
-  __local const ushort* ka_row = k_tile + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8;
+BWD_INLINE void scores_t(float s[MK][NQT][4], float dp[MK][NQT][4], const uint vw[MK][QFRAGS][4],
+                         __local const ushort* k_tile, __local const ushort* q_tile, __local const ushort* do_tile,
+                         int warp, int lane) {
+  __local const ushort* ka_row =
+      k_tile + (warp * 16 * MK + ((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8;
   const int b_off = ((lane >> 4) * 8 + (lane & 7)) * K_PITCH + ((lane >> 3) & 1) * 8;
 #pragma unroll
-  for (int j = 0; j < NQT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = dp[j][0] = dp[j][1] = dp[j][2] = dp[j][3] = 0.0f;
+  for (int i = 0; i < MK; ++i)
+#pragma unroll
+    for (int j = 0; j < NQT; ++j)
+      s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = dp[i][j][0] = dp[i][j][1] = dp[i][j][2] = dp[i][j][3] = 0.0f;
 #pragma unroll
   for (int ks = 0; ks < QFRAGS; ++ks) {
-    uint ka[4];
-    ldsm_x4(ka, ka_row + ks * 16);
+    uint ka[MK][4];
+#pragma unroll
+    for (int i = 0; i < MK; ++i) ldsm_x4(ka[i], ka_row + i * 16 * K_PITCH + ks * 16);
 #pragma unroll
     for (int n2 = 0; n2 < NQT / 2; ++n2) {
       uint b[4];
       ldsm_x4(b, q_tile + b_off + n2 * 16 * K_PITCH + ks * 16);
-      MMA16(s[2 * n2], ka, b[0], b[1]);
-      MMA16(s[2 * n2 + 1], ka, b[2], b[3]);
+#pragma unroll
+      for (int i = 0; i < MK; ++i) {
+        MMA16(s[i][2 * n2], ka[i], b[0], b[1]);
+        MMA16(s[i][2 * n2 + 1], ka[i], b[2], b[3]);
+      }
       ldsm_x4(b, do_tile + b_off + n2 * 16 * K_PITCH + ks * 16);
-      MMA16(dp[2 * n2], vw[ks], b[0], b[1]);
-      MMA16(dp[2 * n2 + 1], vw[ks], b[2], b[3]);
+#pragma unroll
+      for (int i = 0; i < MK; ++i) {
+        MMA16(dp[i][2 * n2], vw[i][ks], b[0], b[1]);
+        MMA16(dp[i][2 * n2 + 1], vw[i][ks], b[2], b[3]);
+      }
     }
   }
 }
@@ -121,49 +139,61 @@ BWD_INLINE void scores_t(float s[NQT][4], float dp[NQT][4], const uint vw[QFRAGS
 /* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
  * LSE (log2 units, +inf for rows with nothing to see or past the end) and D from __local memory;
  * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. */
-BWD_INLINE void probs_t(float s[NQT][4], float dp[NQT][4], __local const float* lse2, __local const float* dd, int key_a,
-                    int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
+BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const float* lse2, __local const float* dd,
+                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
   const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
   const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
-  for (int j = 0; j < NQT; ++j)
+  for (int i = 0; i < MK; ++i)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int col = 8 * j + 2 * t + (e & 1), key = key_a + (e >> 1) * 8;
-      float x = fma(s[j][e], c, -lse2[col]);
-      if (masked) {
-        bool hidden = key >= nk;
+    for (int j = 0; j < NQT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * j + 2 * t + (e & 1), key = key_a + 16 * i + (e >> 1) * 8;
+        float x = fma(s[i][j][e], c, -lse2[col]);
+        if (masked) {
+          bool hidden = key >= nk;
 #if CAUSAL
-        hidden = hidden || key > q0 + col + shift;
+          hidden = hidden || key > q0 + col + shift;
 #endif
-        if (hidden) x = NEG_INF;
+          if (hidden) x = NEG_INF;
+        }
+        const float p = ex2_approx(x);
+        s[i][j][e] = p;
+        dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
       }
-      const float p = ex2_approx(x);
-      s[j][e] = p;
-      dp[j][e] = p * (dp[j][e] - dd[col]);
-    }
   (void)shift;
 }
 
 /* dV_w += P^T dO_i and dK_w += dS^T Q_i: A fragments from the C fragments of P^T and dS^T
  * (p_fragment), B fragments of two 8-column tiles per ldmatrix.x4.trans (pv_block's addressing). */
-BWD_INLINE void accumulate_kv(float dv[NT_O][4], float dk[NT_O][4], const float s[NQT][4], const float dp[NQT][4],
-                          __local const ushort* q_tile, __local const ushort* do_tile, int lane) {
+BWD_INLINE void accumulate_kv(float dv[MK][NT_O][4], float dk[MK][NT_O][4], const float s[MK][NQT][4],
+                              const float dp[MK][NQT][4], __local const ushort* q_tile, __local const ushort* do_tile,
+                              int lane) {
   const int b_off = (((lane >> 3) & 1) * 8 + (lane & 7)) * K_PITCH + (lane >> 4) * 8;
 #pragma unroll
   for (int kk = 0; kk < NQT / 2; ++kk) {
-    uint pa[4], da[4];
-    p_fragment(pa, s, kk);
-    p_fragment(da, dp, kk);
+    uint pa[MK][4], da[MK][4];
+#pragma unroll
+    for (int i = 0; i < MK; ++i) {
+      p_fragment(pa[i], s[i], kk);
+      p_fragment(da[i], dp[i], kk);
+    }
 #pragma unroll
     for (int n2 = 0; n2 < NT_O / 2; ++n2) {
       uint b[4];
       ldsm_x4_trans(b, do_tile + b_off + kk * 16 * K_PITCH + n2 * 16);
-      MMA16(dv[2 * n2], pa, b[0], b[1]);
-      MMA16(dv[2 * n2 + 1], pa, b[2], b[3]);
+#pragma unroll
+      for (int i = 0; i < MK; ++i) {
+        MMA16(dv[i][2 * n2], pa[i], b[0], b[1]);
+        MMA16(dv[i][2 * n2 + 1], pa[i], b[2], b[3]);
+      }
       ldsm_x4_trans(b, q_tile + b_off + kk * 16 * K_PITCH + n2 * 16);
-      MMA16(dk[2 * n2], da, b[0], b[1]);
-      MMA16(dk[2 * n2 + 1], da, b[2], b[3]);
+#pragma unroll
+      for (int i = 0; i < MK; ++i) {
+        MMA16(dk[i][2 * n2], da[i], b[0], b[1]);
+        MMA16(dk[i][2 * n2 + 1], da[i], b[2], b[3]);
+      }
     }
   }
 }
@@ -272,7 +302,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   const int kb = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
   const int k0 = kb * BKV, nk = a->seqlen_k;
-  const int key_a = k0 + warp * 16 + g; /* this lane's keys: key_a and key_a + 8 */
+  const int key_a = k0 + warp * 16 * MK + g; /* this lane's keys: key_a + 16i and + 8 for m-tile i */
   const float c = a->scale_log2, scale = a->scale;
   __global const ushort* qg = (__global const ushort*)q;
   __global const ushort* dog = (__global const ushort*)dout;
@@ -281,26 +311,30 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #if VEC_LOAD
   async_commit();
 #endif
-  uint vw[1][QFRAGS][4]; /* V_w as A fragments (load_q's layout, one m-tile) */
-#if MT == 1
-  load_q(vw, (__global const ushort*)v, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, k0 + warp * 16 + g, nk, t);
-#else /* MT is bwd_mma_dq.cl's (two m-tiles a warp there); load_q would fill MT tiles */
+  uint vw[MK][QFRAGS][4]; /* V_w as A fragments (load_q's layout, MK m-tiles) */
+#if MT == MK
+  load_q(vw, (__global const ushort*)v, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, key_a, nk, t);
+#else /* MT is bwd_mma_dq.cl's m-tiles a warp, which load_q fills */
 #pragma unroll
-  for (int ks = 0; ks < QFRAGS; ++ks) {
-    const long vbase = TENSOR_BASE(a, v, b, hk);
-    const int c = ks * 16 + 2 * t, ra = k0 + warp * 16 + g;
-    vw[0][ks][0] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c, nk);
-    vw[0][ks][1] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c, nk);
-    vw[0][ks][2] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c + 8, nk);
-    vw[0][ks][3] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c + 8, nk);
-  }
+  for (int i = 0; i < MK; ++i)
+#pragma unroll
+    for (int ks = 0; ks < QFRAGS; ++ks) {
+      const long vbase = TENSOR_BASE(a, v, b, hk);
+      const int c = ks * 16 + 2 * t, ra = key_a + 16 * i;
+      vw[i][ks][0] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c, nk);
+      vw[i][ks][1] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c, nk);
+      vw[i][ks][2] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c + 8, nk);
+      vw[i][ks][3] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c + 8, nk);
+    }
 #endif
 
-  float dk_acc[NT_O][4], dv_acc[NT_O][4];
+  float dk_acc[MK][NT_O][4], dv_acc[MK][NT_O][4];
 #pragma unroll
-  for (int n = 0; n < NT_O; ++n)
-    dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] =
-        dv_acc[n][3] = 0.0f;
+  for (int i = 0; i < MK; ++i)
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n)
+      dk_acc[i][n][0] = dk_acc[i][n][1] = dk_acc[i][n][2] = dk_acc[i][n][3] = dv_acc[i][n][0] = dv_acc[i][n][1] =
+          dv_acc[i][n][2] = dv_acc[i][n][3] = 0.0f;
 
   /* Steps over (query head of the group, Q block that sees the block), heads outer: plain
    * attention gives every head of the group the same lengths, so the same Q blocks. */
@@ -336,12 +370,12 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     }
 #endif
 
-    float s[NQT][4], dp[NQT][4];
-    scores_t(s, dp, vw[0], k_tile, q_tile[cur], do_tile[cur], warp, lane);
+    float s[MK][NQT][4], dp[MK][NQT][4];
+    scores_t(s, dp, vw, k_tile, q_tile[cur], do_tile[cur], warp, lane);
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
     accumulate_kv(dv_acc, dk_acc, s, dp, q_tile[cur], do_tile[cur], lane);
 #if DQ_ATOMIC
-    stage_ds(ds_tile, dp, warp, g, t);
+    stage_ds(ds_tile, dp[0], warp, g, t);
     barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
     add_dq(ws, gb, ds_tile, k_tile, q0, b, h, warp, lane, g, t, scale, &sv, a);
 #else
@@ -357,16 +391,19 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   __global ushort* dvg = (__global ushort*)dv;
   const long dk_base = TENSOR_BASE(gb, dk, b, hk), dv_base = TENSOR_BASE(gb, dv, b, hk);
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key_a + 8 * r;
-    const bool in = key < nk;
+  for (int i = 0; i < MK; ++i)
 #pragma unroll
-    for (int n = 0; n < NT_O; ++n) {
-      const int col = 8 * n + 2 * t;
-      const bool ok0 = in && col < HEAD_DIM, ok1 = in && col + 1 < HEAD_DIM;
-      store_o2(dkg, dk_base + (long)key * gb->dk_seq_stride + col, dk_acc[n][2 * r] * scale,
-               dk_acc[n][2 * r + 1] * scale, ok0, ok1);
-      store_o2(dvg, dv_base + (long)key * gb->dv_seq_stride + col, dv_acc[n][2 * r], dv_acc[n][2 * r + 1], ok0, ok1);
+    for (int r = 0; r < 2; ++r) {
+      const int key = key_a + 16 * i + 8 * r;
+      const bool in = key < nk;
+#pragma unroll
+      for (int n = 0; n < NT_O; ++n) {
+        const int col = 8 * n + 2 * t;
+        const bool ok0 = in && col < HEAD_DIM, ok1 = in && col + 1 < HEAD_DIM;
+        store_o2(dkg, dk_base + (long)key * gb->dk_seq_stride + col, dk_acc[i][n][2 * r] * scale,
+                 dk_acc[i][n][2 * r + 1] * scale, ok0, ok1);
+        store_o2(dvg, dv_base + (long)key * gb->dv_seq_stride + col, dv_acc[i][n][2 * r], dv_acc[i][n][2 * r + 1], ok0,
+                 ok1);
+      }
     }
-  }
 }

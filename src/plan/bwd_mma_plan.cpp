@@ -59,23 +59,34 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   p.warps = a.head_dim > 64 || p.dq_pass ? 4 : 8;
   p.query_rows = a.head_dim <= 64 && p.dq_pass ? 64 : 32;
   if (!o.bwd_mma_tile.empty()) {
-    int warps = 0, rows = 0, stages = 1, used = 0, more = 0;
+    int warps = 0, rows = 0, stages = 1, mk = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_tile.c_str();
     bool ok = std::sscanf(env, "%dx%d%n", &warps, &rows, &used) == 2;
     if (ok && env[used] == 'x') {
       ok = std::sscanf(env + used, "x%d%n", &stages, &more) == 1;
       used += more;
     }
-    if (!ok || env[used] != '\0' || (stages != 1 && stages != 2) || !shape_compiles(warps, rows, a.head_dim))
+    if (ok && env[used] == 'x') {
+      ok = std::sscanf(env + used, "x%d%n", &mk, &more) == 1;
+      used += more;
+    }
+    if (!ok || env[used] != '\0' || (stages != 1 && stages != 2) || (mk != 1 && mk != 2) ||
+        !shape_compiles(warps, rows, a.head_dim))
       fail(Status::InvalidArgument,
-           "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ[xSTAGES] such as 4x64 or 4x32x2 (BQ a multiple of 16, WARPS 1-16 "
-           "and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 or 2), got '",
+           "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ[xSTAGES[xMK]] such as 4x64, 4x32x2 or 4x32x2x2 (BQ a multiple of "
+           "16, WARPS 1-16 and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 or 2, MK "
+           "1 or 2 16-key m-tiles a warp), got '",
            env, "'");
     p.warps = warps;
     p.query_rows = rows;
     p.stages = stages;
+    // MK 2 (32 keys a warp: every Q_i/dO_i fragment read serves two m-tiles) holds dK, dV and V of
+    // 32 keys a lane's warp: 160 registers at d = 64 (255 in all at BQ 32, no spills, clang + ptxas
+    // sm_90), twice the register file at d = 128; and bwd_mma_dkdv's atomic dQ is laid out for one.
+    // So it is taken with the dQ pass at d <= 64 only, 1 elsewhere (one setting for a run over both).
+    p.key_mtiles = p.dq_pass && a.head_dim <= 64 ? mk : 1;
   }
-  p.local_bytes = bwd_mma_local_bytes(p.warps, p.query_rows, a.head_dim, p.stages);
+  p.local_bytes = bwd_mma_local_bytes(p.warps * p.key_mtiles, p.query_rows, a.head_dim, p.stages);
   // The dQ pass's kernel: two K/V buffers so the next block's copies overlap this one's products, as
   // many keys as keep both within 36 KiB: 64 at d = 64 (S and dP 32 registers each), 32 at d = 128
   // (Q, dO as A fragments and dQ take 128 registers a lane there already). The H200 sweep agrees
@@ -149,6 +160,7 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
                                " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
   if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
   if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
+  if (plan.key_mtiles != 1) options += concat(" -DMK=", plan.key_mtiles);  // only with the dQ pass (DQ_ATOMIC=0)
   return options;
 }
 

@@ -18,6 +18,10 @@ struct BwdMmaPlan {
   int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys
   int query_rows = 64;        // BQ: query rows per Q block
   int stages = 1;             // Q/dO buffers: 1, or 2 (the next Q block copied during this one)
+  // 16-key m-tiles a warp of bwd_mma_dkdv (MK): 1, or 2 (opt-in, FLASHCL_BWD_MMA_TILE's fourth
+  // field; taken with the dQ pass at d <= 64 only): the K/V block is then 32 * warps keys and every
+  // Q_i/dO_i fragment read by ldmatrix serves two m-tiles
+  int key_mtiles = 1;
   std::size_t local_bytes = 0;
   // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;
   // false (FLASHCL_BWD_MMA_DQ=atomic) adds dQ with red.global.add into the fp32 accumulator in
@@ -52,7 +56,7 @@ inline bool bwd_mma_writes_dq(const BwdMmaPlan& plan, const BackwardArgs& args) 
 }
 
 // The shape for `a` (the forward part of a backward call): measured defaults, or
-// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES]"), FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES[xMT]", the dQ
+// FLASHCL_BWD_MMA_TILE ("WARPSxBQ[xSTAGES[xMK]]"), FLASHCL_BWD_MMA_DQ_TILE ("KEYSxSTAGES[xMT]", the dQ
 // pass's kernel) and FLASHCL_BWD_MMA_DQ ("pass" or "atomic"); a malformed or impossible one is an
 // InvalidArgument error.
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
