@@ -1,14 +1,17 @@
 #!/bin/bash
-# bwd_ab.sh: one GPU call for the opt-in dQ pass with two 16-row m-tiles a warp (engineer H1,
-# issue 20; kernels/nvidia/bwd_mma_dq.cl with -DMT=2, selected by FLASHCL_BWD_MMA_DQ_TILE=32x2x2:
-# 32-key K/V blocks, two buffers, 32 query rows a warp at d = 64; d = 128 keeps its default program,
-# the same bits, so its rows measure the noise). Builds (setup.sh), runs the tensor-core backward
-# tests with the new form against float64 (FLASHCL_BWD_MMA=1: a failed probe is an error), then
-# times flashcl-bench --backward (B 8, H 16, N 4096, d 64/128, causal both, fp16/bf16, fa2; device
-# event medians of -r 10 after -w 2) default vs new, two rounds alternating, and PyTorch's
-# FlashAttention-2 (sdpa_train.py, flash backend only) on the same shapes; the table last.
-# Budget: ~150 s after the build. Files in OUT_DIR: cmake.log, build.log, tests.log, ptxas.log,
-# ab.txt, sdpa_train.json, sdpa.log.
+# bwd_ab.sh: one GPU call for engineer H1's opt-in tensor-core backward forms (issue 20), both about
+# halving the ldmatrix traffic per product at d = 64 by two 16-row m-tiles a warp:
+#   dq   FLASHCL_BWD_MMA_DQ_TILE=32x2x2: bwd_mma_dq with -DMT=2 (32 query rows a warp, 32-key K/V
+#        blocks, two buffers);
+#   both the same and FLASHCL_BWD_MMA_TILE=4x32x2x2: bwd_mma_dkdv with -DMK=2 too (32 keys a warp,
+#        128-key K/V blocks, 32-row Q blocks, two Q/dO buffers).
+# d = 128 keeps its default programs under both (the same options, so its rows measure the noise).
+# Builds (setup.sh), runs the tensor-core backward tests with each form against float64
+# (FLASHCL_BWD_MMA=1: a failed probe is an error), then times flashcl-bench --backward (B 8, H 16,
+# N 4096, d 64/128, causal both, fp16/bf16, fa2; device-event medians of -r 10 after -w 2) default,
+# dq, both, then both, dq, default, and PyTorch's FlashAttention-2 (sdpa_train.py, flash backend
+# only) on the same shapes; the table last. Budget: ~150 s after the build. Files in OUT_DIR:
+# cmake.log, build.log, tests.log, ptxas.log, ab.txt, sdpa_train.json, sdpa.log.
 # Usage: bench/gpu/bwd_ab.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-bwd-ab}
@@ -18,34 +21,41 @@ cd "$(dirname "$0")/../.."
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
 export FLASHCL_BWD_MMA=1
 bench=./build-gpu/bench/flashcl-bench
-new=32x2x2  # FLASHCL_BWD_MMA_DQ_TILE of the new form
 shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 -r 10 -w 2)
+# a form's environment
+form_env() {
+  case $1 in
+    default) echo "" ;;
+    dq) echo "FLASHCL_BWD_MMA_DQ_TILE=32x2x2" ;;
+    both) echo "FLASHCL_BWD_MMA_DQ_TILE=32x2x2 FLASHCL_BWD_MMA_TILE=4x32x2x2" ;;
+  esac
+}
 SECONDS=0
 
-echo "== tests on the GPU with FLASHCL_BWD_MMA_DQ_TILE=$new (tensor-core backward, d 64 and 128)"
-FLASHCL_BWD_MMA_DQ_TILE=$new timeout 90 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMma.*' \
-  > "$out/tests.log" 2>&1
-echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|tests? .*skipped' "$out/tests.log" | tr '\n' ' ') (${SECONDS}s)"
+: > "$out/tests.log"
+for form in both dq; do  # dq alone: its dK/dV kernel keeps MK 1 (V_w loaded apart from load_q), one test
+  filter='BwdMma.*'
+  [ $form = dq ] && filter='BwdMma.HeadDimsCausalAndTypes'
+  echo "== tests on the GPU, $form: $(form_env $form) $filter" | tee -a "$out/tests.log"
+  env $(form_env $form) timeout 60 ./build-gpu/tests/flashcl_tests --gtest_filter="$filter" >> "$out/tests.log" 2>&1
+  echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|tests? .*skipped' "$out/tests.log" | tail -2 | tr '\n' ' ') (${SECONDS}s)"
+done
 grep -E "^\[  FAILED  \]|Failure|error" "$out/tests.log" | head -10
 
-echo "== ptxas: bwd_mma_dq with MT 2 (d 64)"
-FLASHCL_BWD_MMA_DQ_TILE=$new FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
+echo "== ptxas: the MT 2 / MK 2 programs (d 64)"
+env $(form_env both) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
   timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim 64 --causal no --dtype f16 -r 1 -w 0 \
   > /dev/null 2> "$out/ptxas.log"
 awk '/build log for/ { mine = /-DMT=2/ } mine && /Compiling entry|Used|spill/ { print }' "$out/ptxas.log" | head -6
 
-echo "== A/B: default vs FLASHCL_BWD_MMA_DQ_TILE=$new, two rounds alternating"
+echo "== A/B: default, dq, both, then both, dq, default"
 : > "$out/ab.txt"
-for round in 1 2; do
-  for form in default new; do
-    echo "== $form round $round" >> "$out/ab.txt"
-    if [ $form = new ]; then
-      FLASHCL_BWD_MMA_DQ_TILE=$new timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
-    else
-      timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
-    fi
-    echo "$form round $round done (${SECONDS}s)"
-  done
+round=1
+for form in default dq both both dq default; do
+  echo "== $form round $round" >> "$out/ab.txt"
+  env $(form_env $form) timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
+  echo "$form done (${SECONDS}s)"
+  [ $form = both ] && round=2
 done
 grep -iE "error|fail" "$out/ab.txt" | head -5
 
@@ -55,8 +65,8 @@ echo "(${SECONDS}s)"
 
 python3 - "$out/ab.txt" "$out/sdpa_train.json" <<'PY'
 import json, statistics, sys
-runs = {"default": {}, "new": {}}  # (dtype, d, causal) -> [bwd TFLOP/s per round], and f+b
-fb = {"default": {}, "new": {}}
+runs = {"default": {}, "dq": {}, "both": {}}  # (dtype, d, causal) -> [bwd TFLOP/s per round]
+fb = {"default": {}, "dq": {}, "both": {}}  # the same, forward+backward
 form = None
 for line in open(sys.argv[1]):
     f = line.split()
@@ -76,14 +86,15 @@ flash = {(r["dtype"], r["head_dim"], r["causal"]): (r["bwd_tflops"], r["fwd_bwd_
          for r in rows if r.get("backend") == "flash" and "bwd_tflops" in r}
 nan = float("nan")
 med = lambda xs: statistics.median(xs) if xs else nan
-print("TFLOP/s of the backward alone (median of the rounds' medians); f+b = forward+backward")
-print(f"{'dtype':5} {'d':>4} {'causal':6} | {'default':>7} {'new':>7} {'new/def':>7} | {'flash':>7} {'new/flash':>9} | "
-      f"{'new f+b':>7} {'flash f+b':>9} {'x flash':>7} | rounds default / new")
+print("TFLOP/s of the backward alone (median of the two rounds); f+b = forward+backward; new = both")
+print(f"{'dtype':5} {'d':>4} {'causal':6} | {'default':>7} {'dq':>6} {'new':>6} {'new/def':>7} | {'flash':>6} "
+      f"{'new/flash':>9} | {'new f+b':>7} {'flash f+b':>9} {'x flash':>7} | rounds default / dq / new")
 for key in sorted(runs["default"]):
-    d0, d1 = med(runs["default"][key]), med(runs["new"].get(key, []))
+    d0, dq, d1 = med(runs["default"][key]), med(runs["dq"].get(key, [])), med(runs["both"].get(key, []))
     fl = flash.get(key, (nan, nan))
-    f1 = med(fb["new"].get(key, []))
-    print(f"{key[0]:5} {key[1]:4} {str(key[2]):6} | {d0:7.1f} {d1:7.1f} {d1 / d0:7.3f} | {fl[0]:7.1f} {d1 / fl[0]:9.2f} | "
-          f"{f1:7.1f} {fl[1]:9.1f} {f1 / fl[1]:7.2f} | {runs['default'][key]} / {runs['new'].get(key)}")
+    f1 = med(fb["both"].get(key, []))
+    print(f"{key[0]:5} {key[1]:4} {str(key[2]):6} | {d0:7.1f} {dq:6.1f} {d1:6.1f} {d1 / d0:7.3f} | {fl[0]:6.1f} "
+          f"{d1 / fl[0]:9.2f} | {f1:7.1f} {fl[1]:9.1f} {f1 / fl[1]:7.2f} | {runs['default'][key]} / "
+          f"{runs['dq'].get(key)} / {runs['both'].get(key)}")
 PY
 echo "total ${SECONDS}s after the build"
