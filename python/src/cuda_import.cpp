@@ -52,8 +52,8 @@ struct Import {
   cl_command_queue queue = nullptr;
   std::size_t base_align = 1;
   std::map<std::pair<std::size_t, std::size_t>, cl_mem> views;  // (offset, bytes) -> sub-buffer
-  std::deque<std::pair<std::size_t, std::size_t>> order;          // oldest first
-  std::uint64_t used = 0;                                         // last use (the LRU clock)
+  std::deque<std::pair<std::size_t, std::size_t>> order;        // oldest first
+  std::uint64_t used = 0;                                       // last use (the LRU clock)
 };
 
 std::mutex mutex;

@@ -32,8 +32,8 @@ struct ImportTarget {
   cl_context context = nullptr;
   cl_command_queue queue = nullptr;
   CreateBufferFn create_buffer = nullptr;
-  bool driver_owns_fd = true;    // the OpenCL driver closes an imported fd with its buffer
-  std::size_t base_align = 1;    // bytes a sub-buffer's origin must be a multiple of
+  bool driver_owns_fd = true;  // the OpenCL driver closes an imported fd with its buffer
+  std::size_t base_align = 1;  // bytes a sub-buffer's origin must be a multiple of
 };
 
 // The open bridge of CUDA device `ordinal` as an import target; false when it is not open
