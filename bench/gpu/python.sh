@@ -37,11 +37,12 @@ test_limit=${TEST_LIMIT:-420}
 bench_limit=${BENCH_LIMIT:-300}
 
 if [[ $steps == *" tests "* ]]; then
-  echo "== tests (tests/python/test_cuda_*.py)"
+  echo "== tests (tests/python/test_cuda_*.py; test_cuda_import.py: plain tensors without staging)"
   # Bounded, so a hang (a semaphore wait never satisfied) still leaves the logs and the bench's
   # turn; faulthandler prints every thread's stack of a test that runs past 120 s.
   timeout -k 10 "$test_limit" "$py" -m pytest -q -rs -s -p no:cacheprovider -o faulthandler_timeout=120 \
-    tests/python/test_cuda_tensors.py tests/python/test_cuda_unavailable.py > "$out/pytest.log" 2>&1
+    tests/python/test_cuda_tensors.py tests/python/test_cuda_unavailable.py tests/python/test_cuda_import.py \
+    > "$out/pytest.log" 2>&1
   [ $? -ge 124 ] && echo "python.sh: pytest ran past $test_limit s and was stopped (stacks in pytest.log)"
   grep -E "bridge:|passed|failed|error|sdpa \[|flashcl \[" "$out/pytest.log" | tail -20
   grep -E "^(FAILED|ERROR)" "$out/pytest.log" | head -20
