@@ -3,13 +3,18 @@
 // fresh random inputs with every output poisoned with NaN first, so an unwritten element fails;
 // the reference itself against central finite differences of the float64 forward; deterministic
 // paths bit-identical over ten runs; rows that see no key give exactly zero gradients; bad arguments
-// rejected with the parameter named and the outputs untouched; the C API and Session::backward.
+// rejected with the parameter named and the outputs untouched; the C API and Session::backward
+// (on vectors and on caller memory).
 // Shapes are small and odd (d = 40, Nq != Nk, lengths not a multiple of any tile) so the file runs
 // in well under a minute on PoCL with two cores.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <string>
+#include <utility>
 
 #include "backward_support.hpp"
 #include "flashcl/flashcl.h"
@@ -416,6 +421,101 @@ TEST(BackwardApi, SessionBackwardWithBiasGradient) {
   expect_gradient(g.d_k, ref.d_k, DType::F32, "Session dK");
   expect_gradient(g.d_v, ref.d_v, DType::F32, "Session dV");
   expect_gradient(g.d_bias, ref.d_bias, DType::F32, "Session dBias");
+}
+
+// Session::backward on caller memory (HostView). Where the device shares host memory (read from
+// it: CL_DEVICE_HOST_UNIFIED_MEMORY, CL_DEVICE_MEM_BASE_ADDR_ALIGN), the ten arrays at the base
+// address alignment become buffers over that memory; one float off it they are copied. Both
+// (outputs poisoned with NaN first) match the float64 reference, and the vector overload bit for
+// bit (deterministic fa2). An output over an input's memory and a short output are named errors
+// raised before anything runs (the other outputs keep their poison).
+TEST(BackwardApi, SessionBackwardOnCallerMemory) {
+  bench::Shape s;
+  s.batch = 2;
+  s.heads = 4;
+  s.heads_kv = 2;
+  s.seqlen_q = 37;
+  s.seqlen_k = 50;
+  s.head_dim = 24;
+  s.causal = true;
+  add_bias(s, 1, 4, 91);
+  const auto q = bench::random_values(s.q_elems(), 92), k = bench::random_values(s.kv_elems(), 93);
+  const auto v = bench::random_values(s.kv_elems(), 94), d_o = bench::random_values(s.q_elems(), 95);
+  BackwardArgs shape;
+  shape.forward = shape_args(s);
+  shape.forward.heads_kv = 2;
+  shape.forward.mask.kind = MaskKind::Bias;
+  shape.forward.mask.batch = 1;
+  shape.forward.mask.heads = 4;
+  shape.d_bias.kind = MaskKind::Bias;
+  shape.deterministic = true;
+  HostVariants variants;
+  variants.bias = s.mask_values;
+  std::vector<float> lse;
+  const std::vector<float> o = session().forward(shape.forward, q, k, v, variants, &lse);
+  const Session::Gradients want = session().backward(shape, q, k, v, o, d_o, lse, variants);
+  const auto ref = bench::reference_backward(s, q, k, v, d_o);
+  expect_gradient(want.d_q, ref.d_q, DType::F32, "dQ");
+  expect_gradient(want.d_k, ref.d_k, DType::F32, "dK");
+  expect_gradient(want.d_v, ref.d_v, DType::F32, "dV");
+  expect_gradient(want.d_bias, ref.d_bias, DType::F32, "dBias");
+
+  cl_bool unified = CL_FALSE;
+  cl_uint align_bits = 0;
+  check(clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr),
+        "clGetDeviceInfo(CL_DEVICE_HOST_UNIFIED_MEMORY)");
+  check(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
+        "clGetDeviceInfo(CL_DEVICE_MEM_BASE_ADDR_ALIGN)");
+  const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
+  // Q, K, V, O, dO, LSE, then dQ, dK, dV, dBias, each in a slot of its own (slots start at a
+  // multiple of the alignment and of a page)
+  const std::vector<const std::vector<float>*> inputs = {&q, &k, &v, &o, &d_o, &lse};
+  const std::vector<const std::vector<float>*> outputs = {&want.d_q, &want.d_k, &want.d_v, &want.d_bias};
+  const std::size_t slot_align = std::max<std::size_t>(align, 4096), slot_floats = 8 * slot_align;
+  for (const auto* x : inputs) ASSERT_LT(x->size() + 1, slot_floats);
+  for (const auto* x : outputs) ASSERT_LT(x->size() + 1, slot_floats);
+  struct Room {  // ten slots
+    std::size_t align, bytes;
+    float* p;
+    Room(std::size_t a, std::size_t b) : align(a), bytes(b), p(static_cast<float*>(::operator new(b, std::align_val_t{a}))) {}
+    ~Room() { ::operator delete(p, std::align_val_t{align}); }
+  };
+  for (const std::size_t shift : {std::size_t{0}, std::size_t{1}}) {
+    Room room(slot_align, 10 * slot_floats * sizeof(float));
+    float* at[10];
+    int over = 0;  // slots the session should wrap
+    for (int i = 0; i < 10; ++i) {
+      at[i] = room.p + i * slot_floats + shift;
+      if (unified == CL_TRUE && reinterpret_cast<std::uintptr_t>(at[i]) % align == 0) ++over;
+    }
+    for (int i = 0; i < 6; ++i) std::copy(inputs[i]->begin(), inputs[i]->end(), at[i]);
+    for (int i = 0; i < 4; ++i) std::fill(at[6 + i], at[6 + i] + outputs[i]->size(), kNaN);
+    auto in = [&](int i) { return HostView<const float>{at[i], inputs[i]->size()}; };
+    auto out = [&](int i) { return HostView<float>{at[6 + i], outputs[i]->size()}; };
+    session().backward(shape, in(0), in(1), in(2), in(3), in(4), in(5), {out(0), out(1), out(2), out(3)}, variants);
+    EXPECT_EQ(session().last_backward_host_buffers(), over) << "shift " << shift;
+    const char* names[] = {"dQ", "dK", "dV", "dBias"};
+    for (int i = 0; i < 4; ++i)
+      EXPECT_EQ(std::memcmp(at[6 + i], outputs[i]->data(), outputs[i]->size() * sizeof(float)), 0)
+          << names[i] << ", shift " << shift;
+
+    // dQ over Q's memory, then a short dK: refused by name, dV not touched
+    std::fill(at[8], at[8] + want.d_v.size(), kNaN);
+    const std::vector<std::pair<Session::GradientViews, std::string>> bad = {
+        {{HostView<float>{at[0], q.size()}, out(1), out(2), out(3)}, "d_q: its memory overlaps q's"},
+        {{out(0), HostView<float>{at[7], want.d_k.size() - 1}, out(2), out(3)}, "d_k: expected"}};
+    for (const auto& [grads, message] : bad) {
+      try {
+        session().backward(shape, in(0), in(1), in(2), in(3), in(4), in(5), grads, variants);
+        ADD_FAILURE() << "accepted: " << message;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), Status::InvalidArgument);
+        EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+      }
+      EXPECT_TRUE(std::isnan(at[8][0]) && std::isnan(at[8][want.d_v.size() - 1])) << message;
+    }
+    EXPECT_EQ(std::memcmp(at[0], q.data(), q.size() * sizeof(float)), 0) << "Q changed";
+  }
 }
 
 }  // namespace

@@ -411,7 +411,8 @@ class FLASHCL_API Session {
   // The same on the caller's memory: O (and LSE when lse.data is set) written into `o` (`lse`),
   // sized as above. On host-unified devices (CPUs such as PoCL) f32 arrays aligned to
   // CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers over that memory (CL_MEM_USE_HOST_PTR, no copy);
-  // elsewhere, and for misaligned arrays, buffers are copied in and O read back.
+  // elsewhere, and for misaligned arrays, buffers are copied in and O read back. O and LSE may not
+  // overlap any other array (a named error).
   void forward(const ForwardArgs& shape, HostView<const float> q, HostView<const float> k,
                HostView<const float> v, HostView<float> o, const HostVariants& variants = {},
                HostView<float> lse = {});
@@ -429,6 +430,21 @@ class FLASHCL_API Session {
   Gradients backward(const BackwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
                      const std::vector<float>& v, const std::vector<float>& o, const std::vector<float>& d_o,
                      const std::vector<float>& lse, const HostVariants& variants = {});
+  // The same on the caller's memory: dQ (q's size), dK, dV (k's) and d_bias (d_bias_size(shape)
+  // floats, when shape.d_bias.kind is Bias) written into `grads`. As for forward's HostView
+  // overload: on host-unified devices f32 arrays at CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers
+  // over that memory, the others are copied. An output overlapping any other array is an error.
+  struct GradientViews {
+    HostView<float> d_q, d_k, d_v, d_bias;
+  };
+  void backward(const BackwardArgs& shape, HostView<const float> q, HostView<const float> k,
+                HostView<const float> v, HostView<const float> o, HostView<const float> d_o,
+                HostView<const float> lse, const GradientViews& grads, const HostVariants& variants = {});
+  // Floats of the bias gradient (dense, the bias's broadcast shape); 0 without shape.d_bias.
+  static std::size_t d_bias_size(const BackwardArgs& shape);
+  // How many of the last host backward's Q, K, V, O, dO, LSE, dQ, dK, dV, d_bias buffers lay over
+  // the caller's memory; 0 when all were copies.
+  int last_backward_host_buffers() const { return last_backward_host_buffers_; }
 
  private:
   cl_context context_ = nullptr;
@@ -438,6 +454,7 @@ class FLASHCL_API Session {
   bool host_unified_ = false;        // CL_DEVICE_HOST_UNIFIED_MEMORY
   std::size_t host_ptr_align_ = 0;   // CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes
   int last_forward_host_buffers_ = 0;
+  int last_backward_host_buffers_ = 0;
 };
 
 }  // namespace flashcl

@@ -1,11 +1,12 @@
 // session.cpp: the convenience layer: lists devices, picks one by index or name substring
 // (FLASHCL_PLATFORM / FLASHCL_DEVICE), owns a context and a profiling queue, and runs attention on
-// host arrays, the variants' data included.
+// host arrays, the variants' data included (their buffers: host_buffers.hpp).
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <memory>
 
+#include "api/host_buffers.hpp"
 #include "plan/device_facts.hpp"
 #include "base/errors.hpp"
 #include "base/fault_injection.hpp"
@@ -98,13 +99,6 @@ Found select_device(const std::string& platform_sel, const std::string& device_s
   return candidates.front();
 }
 
-struct MemObject {
-  cl_mem mem = nullptr;
-  ~MemObject() {
-    if (mem != nullptr) clReleaseMemObject(mem);
-  }
-};
-
 }  // namespace
 
 std::vector<DeviceInfo> list_devices() {
@@ -152,43 +146,10 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
   return forward(shape, q, k, v, HostVariants{}, lse);
 }
 
-namespace {
-
-// The row counts a host forward's arrays imply, after the shape and varlen offsets are checked.
-struct HostRows {
-  bool varlen = false;
-  std::size_t rows_q = 0, rows_k = 0;
-  int heads_kv = 0;
-  std::size_t nq = 0, nk = 0, nlse = 0;
-};
-
-HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
-  if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
-    fail(Status::InvalidArgument, "shape: batch, heads, seqlen_q, seqlen_k and head_dim must be >= 1");
-  HostRows r;
-  r.varlen = !variants.cu_seqlens_q.empty() || !variants.cu_seqlens_k.empty();
-  const std::size_t offsets = static_cast<std::size_t>(shape.batch) + 1;
-  if (r.varlen && (variants.cu_seqlens_q.size() != offsets || variants.cu_seqlens_k.size() != offsets))
-    fail(Status::InvalidArgument, "cu_seqlens_q, cu_seqlens_k: expected batch + 1 = ", offsets, " offsets each, got ",
-         variants.cu_seqlens_q.size(), " and ", variants.cu_seqlens_k.size());
-  // rows of Q/O and of K/V: B·S dense, the packed totals with varlen (the device checks the offsets)
-  r.rows_q = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_q.back(), 0))
-                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_q;
-  r.rows_k = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_k.back(), 0))
-                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_k;
-  r.heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
-  r.nq = r.rows_q * shape.heads * shape.head_dim;
-  r.nk = r.rows_k * r.heads_kv * shape.head_dim;
-  r.nlse = r.rows_q * shape.heads;
-  return r;
-}
-
-}  // namespace
-
 std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<float>& q, const std::vector<float>& k,
                                     const std::vector<float>& v, const HostVariants& variants,
                                     std::vector<float>* lse) {
-  const HostRows r = host_rows(shape, variants);
+  const detail::HostRows r = detail::host_rows(shape, variants);
   std::vector<float> out(r.nq);
   HostView<float> lse_view;
   if (lse != nullptr) {
@@ -203,7 +164,7 @@ std::vector<float> Session::forward(const ForwardArgs& shape, const std::vector<
 
 void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostView<const float> k,
                       HostView<const float> v, HostView<float> o, const HostVariants& variants, HostView<float> lse) {
-  const HostRows r = host_rows(shape, variants);
+  const detail::HostRows r = detail::host_rows(shape, variants);
   const bool varlen = r.varlen;
   const int heads_kv = r.heads_kv;
   const std::size_t nq = r.nq, nk = r.nk, nlse = r.nlse;
@@ -224,102 +185,39 @@ void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostVie
   if (is_fp8(dtype))
     fail(Status::UnsupportedDType, "dtype: Session::forward takes host arrays as f32, f16 or bf16; fp8 (",
          to_string(dtype), ") runs on device buffers: quantize_fp8, then forward (docs/FP8.md)");
-  const std::size_t elem = element_size(dtype);
-  auto buffer = [&](std::size_t bytes, const void* data) {
-    cl_int err = CL_SUCCESS;
-    const cl_mem_flags flags = CL_MEM_READ_WRITE | (data != nullptr ? CL_MEM_COPY_HOST_PTR : 0);
-    cl_mem mem = clCreateBuffer(context_, flags, bytes, const_cast<void*>(data), &err);
-    check_cl(err, "clCreateBuffer");
-    return mem;
-  };
-  // f32 arrays on a host-unified device at the base address alignment: a buffer over their memory.
-  const bool host_path = host_unified_ && elem == 4;
-  int host_buffers = 0;
-  auto over_host = [&](std::size_t n, const float* data, cl_mem_flags access) -> cl_mem {
-    if (!host_path || n == 0 || data == nullptr || reinterpret_cast<std::uintptr_t>(data) % host_ptr_align_ != 0)
-      return nullptr;
-    cl_int err = CL_SUCCESS;
-    cl_mem mem = clCreateBuffer(context_, access | CL_MEM_USE_HOST_PTR, n * elem, const_cast<float*>(data), &err);
-    check_cl(err, "clCreateBuffer(CL_MEM_USE_HOST_PTR)");
-    ++host_buffers;
-    return mem;
-  };
-  // A buffer of n elements of the storage type, filled from host floats when given; at least one
-  // element, since OpenCL has no empty buffers (varlen batches may hold no rows at all).
-  auto tensor = [&](std::size_t n, const float* host) {
-    if (n == 0) return buffer(elem, nullptr);
-    if (host == nullptr || elem == 4) return buffer(n * elem, host);
-    const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(host, host + n));
-    return buffer(n * elem, bits.data());
-  };
-  auto input = [&](std::size_t n, const float* host) {
-    cl_mem mem = over_host(n, host, CL_MEM_READ_ONLY);
-    return mem != nullptr ? mem : tensor(n, host);
-  };
-  // Host data of a variant, or no buffer (a zero-size buffer is not allowed).
-  auto optional = [&](std::size_t bytes, const void* data) { return bytes == 0 ? nullptr : buffer(bytes, data); };
-  MemObject dq{input(nq, q.data)}, dk{input(nk, k.data)}, dv{input(nk, v.data)};
-  MemObject dout{over_host(nq, o.data, CL_MEM_READ_WRITE)};
-  const bool o_host = dout.mem != nullptr;
-  if (!o_host) dout.mem = tensor(nq, nullptr);
-  MemObject dlse{want_lse ? over_host(nlse, lse.data, CL_MEM_READ_WRITE) : nullptr};
-  const bool lse_host = dlse.mem != nullptr;
-  if (want_lse && !lse_host) dlse.mem = buffer(std::max<std::size_t>(nlse, 1) * sizeof(float), nullptr);
-  last_forward_host_buffers_ = host_buffers;
-  MemObject dalibi{optional(variants.alibi_slopes.size() * sizeof(float), variants.alibi_slopes.data())};
-  MemObject dmask{bool_mask ? optional(variants.mask.size(), variants.mask.data())
-                            : optional(variants.bias.size() * sizeof(float), variants.bias.data())};
-  MemObject dcu_q{optional(variants.cu_seqlens_q.size() * sizeof(int), variants.cu_seqlens_q.data())};
-  MemObject dcu_k{optional(variants.cu_seqlens_k.size() * sizeof(int), variants.cu_seqlens_k.data())};
+  // Q, K, V, O and LSE over the caller's memory where they can be (host_buffers.hpp), else copies.
+  detail::HostBuffers buffers(context_, queue_, host_unified_, host_ptr_align_);
+  const cl_mem dq = buffers.input("q", q.data, nq, dtype), dk = buffers.input("k", k.data, nk, dtype),
+               dv = buffers.input("v", v.data, nk, dtype);
+  const cl_mem dout = buffers.output("o", o.data, nq, dtype);
+  const cl_mem dlse = want_lse ? buffers.output("lse", lse.data, nlse, DType::F32) : nullptr;
+  last_forward_host_buffers_ = buffers.over_host();
+  const cl_mem dalibi = buffers.optional(variants.alibi_slopes.size() * sizeof(float), variants.alibi_slopes.data());
+  const cl_mem dmask = bool_mask ? buffers.optional(variants.mask.size(), variants.mask.data())
+                                 : buffers.optional(variants.bias.size() * sizeof(float), variants.bias.data());
+  const cl_mem dcu_q = buffers.optional(variants.cu_seqlens_q.size() * sizeof(int), variants.cu_seqlens_q.data());
+  const cl_mem dcu_k = buffers.optional(variants.cu_seqlens_k.size() * sizeof(int), variants.cu_seqlens_k.data());
 
   ForwardArgs args = shape;
   auto view = [&](cl_mem mem, int heads) {  // packed rows with varlen (batch stride ignored), else dense
     return varlen ? Tensor{mem, 0, 0, std::int64_t{heads} * shape.head_dim, shape.head_dim} : Tensor{mem};
   };
-  args.q = view(dq.mem, shape.heads);
-  args.k = view(dk.mem, heads_kv);
-  args.v = view(dv.mem, heads_kv);
-  args.o = view(dout.mem, shape.heads);
-  args.lse = dlse.mem;
+  args.q = view(dq, shape.heads);
+  args.k = view(dk, heads_kv);
+  args.v = view(dv, heads_kv);
+  args.o = view(dout, shape.heads);
+  args.lse = dlse;
   args.workspace = nullptr;
-  args.alibi_slopes = dalibi.mem;
-  args.mask.buffer = dmask.mem;
-  args.cu_seqlens_q = dcu_q.mem;
-  args.cu_seqlens_k = dcu_k.mem;
+  args.alibi_slopes = dalibi;
+  args.mask.buffer = dmask;
+  args.cu_seqlens_q = dcu_q;
+  args.cu_seqlens_k = dcu_k;
   if (varlen) {  // this call blocks anyway: offsets that do not fit are errors, not clamped rows
     args.total_q = static_cast<int>(r.rows_q);
     args.check_device_data = true;
   }
-  Launch launch = flashcl::forward(queue_, args);
-  // A buffer over the caller's memory shows the kernel's writes there once mapped (the OpenCL rule
-  // for CL_MEM_USE_HOST_PTR); the others are read back.
-  auto sync_host = [&](cl_mem mem, std::size_t bytes, const char* what) {
-    cl_int err = CL_SUCCESS;
-    void* mapped = clEnqueueMapBuffer(queue_, mem, CL_TRUE, CL_MAP_READ, 0, bytes, 0, nullptr, nullptr, &err);
-    check_cl(err, what);
-    check_cl(clEnqueueUnmapMemObject(queue_, mem, mapped, 0, nullptr, nullptr), "clEnqueueUnmapMemObject");
-  };
-  if (o_host) {
-    sync_host(dout.mem, nq * elem, "clEnqueueMapBuffer(o)");
-  } else if (nq == 0) {  // nothing to read back
-  } else if (elem == 2) {
-    std::vector<std::uint16_t> bits(nq);
-    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, bits.data(), 0, nullptr, nullptr),
-             "clEnqueueReadBuffer(o)");
-    const std::vector<float> values = from_storage(dtype, bits);
-    std::copy(values.begin(), values.end(), o.data);
-  } else {
-    check_cl(clEnqueueReadBuffer(queue_, dout.mem, CL_TRUE, 0, nq * elem, o.data, 0, nullptr, nullptr),
-             "clEnqueueReadBuffer(o)");
-  }
-  if (lse_host) {
-    sync_host(dlse.mem, nlse * sizeof(float), "clEnqueueMapBuffer(lse)");
-  } else if (want_lse && nlse > 0) {
-    check_cl(clEnqueueReadBuffer(queue_, dlse.mem, CL_TRUE, 0, nlse * sizeof(float), lse.data, 0, nullptr, nullptr),
-             "clEnqueueReadBuffer(lse)");
-  }
-  // Done before returning: the buffers over the caller's memory are released with nothing pending.
-  check_cl(clFinish(queue_), "clFinish");
+  flashcl::forward(queue_, args);
+  buffers.finish();  // O and LSE in the caller's memory, nothing pending on its buffers
 }
 
 }  // namespace flashcl

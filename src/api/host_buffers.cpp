@@ -1,0 +1,112 @@
+// host_buffers.cpp: the row counts of a host call and the buffers over (or copied from) the
+// caller's arrays (host_buffers.hpp says when each is used and why outputs may not overlap).
+#include "api/host_buffers.hpp"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "base/errors.hpp"
+
+namespace flashcl::detail {
+
+HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
+  if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
+    fail(Status::InvalidArgument, "shape: batch, heads, seqlen_q, seqlen_k and head_dim must be >= 1");
+  HostRows r;
+  r.varlen = !variants.cu_seqlens_q.empty() || !variants.cu_seqlens_k.empty();
+  const std::size_t offsets = static_cast<std::size_t>(shape.batch) + 1;
+  if (r.varlen && (variants.cu_seqlens_q.size() != offsets || variants.cu_seqlens_k.size() != offsets))
+    fail(Status::InvalidArgument, "cu_seqlens_q, cu_seqlens_k: expected batch + 1 = ", offsets, " offsets each, got ",
+         variants.cu_seqlens_q.size(), " and ", variants.cu_seqlens_k.size());
+  // the device checks the offsets themselves (check_device_data); only the totals size the arrays
+  r.rows_q = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_q.back(), 0))
+                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_q;
+  r.rows_k = r.varlen ? static_cast<std::size_t>(std::max(variants.cu_seqlens_k.back(), 0))
+                      : static_cast<std::size_t>(shape.batch) * shape.seqlen_k;
+  r.heads_kv = shape.heads_kv > 0 ? shape.heads_kv : shape.heads;  // GQA/MQA
+  r.nq = r.rows_q * shape.heads * shape.head_dim;
+  r.nk = r.rows_k * r.heads_kv * shape.head_dim;
+  r.nlse = r.rows_q * shape.heads;
+  return r;
+}
+
+HostBuffers::HostBuffers(cl_context context, cl_command_queue queue, bool host_unified, std::size_t host_align)
+    : context_(context), queue_(queue), host_unified_(host_unified), host_align_(std::max<std::size_t>(host_align, 1)) {}
+
+HostBuffers::~HostBuffers() {
+  for (cl_mem m : held_) clReleaseMemObject(m);
+}
+
+cl_mem HostBuffers::make(cl_mem_flags flags, std::size_t bytes, const void* data) {
+  cl_int err = CL_SUCCESS;
+  cl_mem m = clCreateBuffer(context_, flags, bytes, const_cast<void*>(data), &err);
+  if (m != nullptr) held_.push_back(m);  // held before the check, so an injected fault leaks nothing
+  check_cl(err, (flags & CL_MEM_USE_HOST_PTR) != 0 ? "clCreateBuffer(CL_MEM_USE_HOST_PTR)" : "clCreateBuffer");
+  return m;
+}
+
+// A buffer over the caller's f32 array where the device shares host memory and the pointer meets
+// the base address alignment; else none (an implementation would copy anyway).
+cl_mem HostBuffers::over_host(const float* data, std::size_t n, DType dtype, cl_mem_flags access) {
+  if (!host_unified_ || dtype != DType::F32 || n == 0 || data == nullptr ||
+      reinterpret_cast<std::uintptr_t>(data) % host_align_ != 0)
+    return nullptr;
+  cl_mem m = make(access | CL_MEM_USE_HOST_PTR, n * sizeof(float), data);
+  ++over_host_;
+  return m;
+}
+
+cl_mem HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access) {
+  const char* begin = reinterpret_cast<const char*>(data);
+  ranges_.push_back({name, begin, data != nullptr ? begin + n * sizeof(float) : begin});
+  if (cl_mem m = over_host(data, n, dtype, access)) return m;
+  // OpenCL has no empty buffers (a varlen batch may hold no rows at all): one element then
+  if (n == 0 || data == nullptr) return make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
+  if (dtype == DType::F32) return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data);
+  const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(data, data + n));
+  return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data());
+}
+
+cl_mem HostBuffers::output(const char* name, float* data, std::size_t n, DType dtype) {
+  const char* begin = reinterpret_cast<const char*>(data);
+  const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
+  for (const Range& r : ranges_)
+    if (begin < r.end && r.begin < end)
+      fail(Status::InvalidArgument, name, ": its memory overlaps ", r.name, "'s; an output needs memory of its own");
+  ranges_.push_back({name, begin, end});
+  cl_mem m = over_host(data, n, dtype, CL_MEM_READ_WRITE);
+  const bool host = m != nullptr;
+  if (!host) m = make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
+  outputs_.push_back({m, data, n, dtype, host});
+  return m;
+}
+
+cl_mem HostBuffers::optional(std::size_t bytes, const void* data) {
+  return bytes == 0 ? nullptr : make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, data);
+}
+
+void HostBuffers::finish() {
+  for (const Output& out : outputs_) {
+    if (out.n == 0) continue;  // nothing to bring back
+    const std::size_t bytes = out.n * element_size(out.dtype);
+    if (out.over_host) {  // the OpenCL rule for CL_MEM_USE_HOST_PTR: the writes show in place once mapped
+      cl_int err = CL_SUCCESS;
+      void* mapped = clEnqueueMapBuffer(queue_, out.mem, CL_TRUE, CL_MAP_READ, 0, bytes, 0, nullptr, nullptr, &err);
+      check_cl(err, "clEnqueueMapBuffer");
+      check_cl(clEnqueueUnmapMemObject(queue_, out.mem, mapped, 0, nullptr, nullptr), "clEnqueueUnmapMemObject");
+    } else if (out.dtype == DType::F32) {
+      check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, 0, bytes, out.data, 0, nullptr, nullptr),
+               "clEnqueueReadBuffer");
+    } else {
+      std::vector<std::uint16_t> bits(out.n);
+      check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, 0, bytes, bits.data(), 0, nullptr, nullptr),
+               "clEnqueueReadBuffer");
+      const std::vector<float> values = from_storage(out.dtype, bits);
+      std::copy(values.begin(), values.end(), out.data);
+    }
+  }
+  // the unmaps are enqueued, not done: wait for them before the buffers (and the caller's arrays) go
+  check_cl(clFinish(queue_), "clFinish");
+}
+
+}  // namespace flashcl::detail
