@@ -94,6 +94,21 @@ Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout, 
   return c;
 }
 
+Case varlen(Case c, const std::vector<int>& len_q, const std::vector<int>& len_k) {
+  auto& s = c.shape;
+  s.batch = static_cast<int>(len_q.size());
+  s.cu_seqlens_q = {0};
+  s.cu_seqlens_k = {0};
+  s.seqlen_q = s.seqlen_k = 1;
+  for (std::size_t b = 0; b < len_q.size(); ++b) {
+    s.cu_seqlens_q.push_back(s.cu_seqlens_q.back() + len_q[b]);
+    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + len_k[b]);
+    s.seqlen_q = std::max(s.seqlen_q, len_q[b]);
+    s.seqlen_k = std::max(s.seqlen_k, len_k[b]);
+  }
+  return c;
+}
+
 DeviceTensor::DeviceTensor(Layout layout, int B, int S, int H, int d, const std::vector<float>* values, DType type)
     : batch(B), seqlen(S), heads(H), dim(d), dtype(type) {
   view = layout_view(layout, B, S, H, d, elems);

@@ -46,6 +46,10 @@ inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 // different inputs.
 Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout = Layout::BSHD, double scale = 0.0);
 
+// The case made variable-length: packed sequences of the given lengths (empty ones included) give
+// the batch and cu_seqlens_q/k; seqlen_q/k become the longest lengths.
+Case varlen(Case c, const std::vector<int>& len_q, const std::vector<int>& len_k);
+
 // A cl_mem holding a logical (B, S, H, d) tensor in `layout` and storage `dtype`; gaps hold NaN.
 struct DeviceTensor {
   Tensor view;

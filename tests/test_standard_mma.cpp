@@ -130,22 +130,6 @@ Case masked(Case c, bench::MaskMode mode) {
   return c;
 }
 
-// Packed sequences of the given lengths (empty ones included); seqlen_q/k become the maxima.
-Case packed(Case c, const std::vector<int>& len_q, const std::vector<int>& len_k) {
-  auto& s = c.shape;
-  s.batch = static_cast<int>(len_q.size());
-  s.cu_seqlens_q = {0};
-  s.cu_seqlens_k = {0};
-  s.seqlen_q = s.seqlen_k = 1;
-  for (std::size_t b = 0; b < len_q.size(); ++b) {
-    s.cu_seqlens_q.push_back(s.cu_seqlens_q.back() + len_q[b]);
-    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + len_k[b]);
-    s.seqlen_q = std::max(s.seqlen_q, len_q[b]);
-    s.seqlen_k = std::max(s.seqlen_k, len_k[b]);
-  }
-  return c;
-}
-
 TEST_F(StandardMma, Variants) {
   std::uint64_t seed = 4300;
   for (DType dtype : {DType::F16, DType::BF16, DType::F32}) {
@@ -167,8 +151,8 @@ TEST_F(StandardMma, Variants) {
     check(alibi);
     check(masked(make(70, 130, 64, false, 2, 2, dtype, ++seed), bench::MaskMode::Bool));
     check(masked(make(130, 70, 64, false, 2, 2, dtype, ++seed), bench::MaskMode::Bias));
-    check(packed(make(1, 1, 64, false, 1, 2, dtype, ++seed), {37, 0, 150, 5, 1}, {50, 9, 130, 0, 66}));
-    check(packed(make(1, 1, 128, true, 1, 2, dtype, ++seed), {130, 3}, {20, 200}));
+    check(varlen(make(1, 1, 64, false, 1, 2, dtype, ++seed), {37, 0, 150, 5, 1}, {50, 9, 130, 0, 66}));
+    check(varlen(make(1, 1, 128, true, 1, 2, dtype, ++seed), {130, 3}, {20, 200}));
   }
 }
 

@@ -73,22 +73,6 @@ Case mask(Case c, bench::MaskMode mode, int mask_batch, int mask_heads) {
   return c;
 }
 
-// Packed sequences of the given lengths; seqlen_q/k become the maxima.
-Case varlen(Case c, const std::vector<int>& len_q, const std::vector<int>& len_k) {
-  auto& s = c.shape;
-  s.batch = static_cast<int>(len_q.size());
-  s.cu_seqlens_q = {0};
-  s.cu_seqlens_k = {0};
-  s.seqlen_q = s.seqlen_k = 1;
-  for (std::size_t b = 0; b < len_q.size(); ++b) {
-    s.cu_seqlens_q.push_back(s.cu_seqlens_q.back() + len_q[b]);
-    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + len_k[b]);
-    s.seqlen_q = std::max(s.seqlen_q, len_q[b]);
-    s.seqlen_k = std::max(s.seqlen_k, len_k[b]);
-  }
-  return c;
-}
-
 Case dtype(Case c, DType t) {
   c.dtype = t;
   return c;
