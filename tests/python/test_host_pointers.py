@@ -1,13 +1,17 @@
-"""numpy arrays without copies (issue 21): on a CPU device (PoCL) flashcl.attention's Session runs
-on buffers over the arrays' own memory (CL_MEM_USE_HOST_PTR) when they sit at the device's base
-address alignment, O and LSE written straight into the returned (page-aligned) arrays;
-misaligned inputs are copied. Both give the same results bit for bit, and match the float64 reference.
+"""numpy arrays and CPU torch tensors without copies (issue 21): on a CPU device (PoCL)
+flashcl.attention's and attention_backward's Session runs on buffers over the arrays' own memory
+(CL_MEM_USE_HOST_PTR) when they sit at the device's base address alignment, O and LSE (dQ, dK, dV
+and dBias) written straight into the returned (page-aligned) arrays; misaligned inputs are copied.
+Both give the same results bit for bit, and match the float64 reference; so does the autograd
+Function's CPU path, whose backward runs on the saved tensors' memory.
 """
 
 import numpy as np
+import torch
 
 import flashcl
-from conftest import FP32_ATOL, assert_close, reference
+import flashcl.torch as fcl_torch
+from conftest import FP32_ATOL, assert_close, reference, reference_backward
 
 
 def at_offset(values, shift):
@@ -34,3 +38,43 @@ def test_aligned_and_misaligned_arrays(rng):
     assert_close(results[0][0], ref_o, FP32_ATOL)
     assert_close(results[0][1], ref_lse, FP32_ATOL, "LSE")
     assert np.array_equal(results[0][0], results[1][0]) and np.array_equal(results[0][1], results[1][1])
+
+
+def test_backward_aligned_and_misaligned_arrays(rng):
+    # GQA, causal, a bias with its gradient: the ten arrays of Session::backward
+    q = rng.standard_normal((2, 48, 4, 16)).astype(np.float32)
+    k, v = (rng.standard_normal((2, 64, 2, 16)).astype(np.float32) for _ in range(2))
+    bias = rng.uniform(-1, 1, (1, 4, 48, 64)).astype(np.float32)
+    d_o = rng.standard_normal(q.shape).astype(np.float32)
+    options = dict(causal=True, mask=bias)
+    o, lse = flashcl.attention(q, k, v, return_lse=True, **options)
+    sess = flashcl.functional.session()
+    results = {}
+    for shift in (0, 1):
+        grads = flashcl.attention_backward(*(at_offset(x, shift) for x in (d_o, q, k, v, o, lse)), return_dbias=True,
+                                           deterministic=True, **options)
+        if sess.info.is_cpu:  # every array over host memory, or only the binding's (aligned) gradients
+            assert sess.last_backward_host_buffers == (10 if shift == 0 else 4), shift
+        assert all(g.ctypes.data % 4096 == 0 for g in grads)  # the binding's aligned outputs
+        results[shift] = grads
+    want = reference_backward(q, k, v, d_o, causal=True, mask=bias)
+    for got, ref, label in zip(results[0], want, ("dQ", "dK", "dV", "dBias")):
+        assert_close(got, ref, 5 * FP32_ATOL, label)
+    for a, b in zip(results[0], results[1]):
+        assert np.array_equal(a, b)
+
+
+def test_torch_backward_on_tensor_memory(rng):
+    """flash_attn_func's autograd on CPU tensors: q, k, v at the alignment (numpy memory shared by
+    torch.from_numpy), O and LSE the binding's aligned arrays, so the backward wraps them all."""
+    shape = (1, 40, 2, 32)
+    q, k, v, d_o = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
+    qt, kt, vt = (torch.from_numpy(at_offset(x, 0)).requires_grad_() for x in (q, k, v))
+    out = fcl_torch.flash_attn_func(qt, kt, vt, causal=True, deterministic=True)
+    out.backward(torch.from_numpy(d_o))
+    sess = flashcl.functional.session()
+    if sess.info.is_cpu:  # at least Q, K, V, O, LSE and the three gradients; dO is torch's own memory
+        assert sess.last_backward_host_buffers >= 8
+    want = reference_backward(q, k, v, d_o, causal=True)
+    for t, ref, label in zip((qt, kt, vt), want, ("dQ", "dK", "dV")):
+        assert_close(t.grad.numpy(), ref, 5 * FP32_ATOL, label)
