@@ -25,8 +25,14 @@ Session::forward's fresh buffers), such buffers made by pyopencl without the vec
 USE_HOST_PTR buffers over the host arrays, and resident Arrays. The load average is printed
 before and after: on a loaded machine the figures are upper bounds. stdlib + numpy/torch/pyopencl
 only.
+--backward measures forward+backward instead: flashcl-bench --backward's fwd+bwd device time (the
+sum of one forward's and one backward's kernels, medians of its runs) against, in this process,
+flash_attn_func with loss.backward on CPU torch tensors (autograd: the custom ops' CPU path),
+attention + attention_backward on numpy arrays, and the same on pyopencl Arrays; then the same
+forms on the "bytes" shape (window (0, 0): the data of the main shape, next to no compute), where
+the host forms' cost over the resident pyopencl Arrays is what host arrays cost a training step.
 Usage: [BUILD=build] .venv/bin/python bench/cpu/python_overhead.py [--rounds 4] [--calls 10]
-       [--threads 2] [--seqlen 2048] [--head-dim 64] [--json FILE]
+       [--threads 2] [--seqlen 2048] [--head-dim 64] [--json FILE] [--backward]
 """
 import argparse
 import json
@@ -90,6 +96,93 @@ def python_forms(flashcl, fcl_torch, torch, np, cl, cla, queue, n, d, heads, win
     }
 
 
+def bench_backward_round(bench, n, d, heads, repeat):
+    """One flashcl-bench --backward run, causal off and on: {causal: fwd+bwd device ms} (the median
+    of its runs; the backward mode prints a table, no JSON)."""
+    cmd = [bench, "--backward", "-b", "1", "--heads", str(heads), "-n", str(n), "--head-dim", str(d), "--causal", "both",
+           "--algo", "fa2", "--dtype", "f32", "-r", str(repeat), "-w", "1"]
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rows = {}
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) >= 11 and cells[0] == str(n) and cells[4] == "fa2":
+            rows[cells[2] == "yes"] = float(cells[9])
+    if set(rows) != {False, True}:
+        raise SystemExit(f"flashcl-bench --backward: no rows in\n{text}")
+    return rows
+
+
+def backward_forms(flashcl, fcl_torch, torch, np, cla, queue, n, d, heads, window, causal, seed):
+    """{form: zero-argument callable running one forward and its backward, blocking}."""
+    rng = np.random.default_rng(seed)
+    qn, kn, vn, don = (rng.uniform(-1, 1, (1, n, heads, d)).astype(np.float32) for _ in range(4))
+    qt, kt, vt = (torch.from_numpy(a.copy()).requires_grad_() for a in (qn, kn, vn))
+    dot = torch.from_numpy(don.copy())
+    qa, ka, va, doa = (cla.to_device(queue, a) for a in (qn, kn, vn, don))
+    queue.finish()
+    window = window or (-1, -1)
+
+    def on_torch():
+        for t in (qt, kt, vt):
+            t.grad = None
+        fcl_torch.flash_attn_func(qt, kt, vt, causal=causal, window_size=window).backward(dot)
+
+    def on_numpy():
+        o, lse = flashcl.attention(qn, kn, vn, causal=causal, window=window, return_lse=True)
+        flashcl.attention_backward(don, qn, kn, vn, o, lse, causal=causal, window=window)
+
+    def on_device():
+        o, lse = flashcl.attention(qa, ka, va, causal=causal, window=window, return_lse=True)
+        grads = flashcl.attention_backward(doa, qa, ka, va, o, lse, causal=causal, window=window)
+        grads[-1].finish()
+
+    return {"torch fwd+bwd (autograd)": on_torch, "numpy fwd+bwd": on_numpy, "pyopencl fwd+bwd": on_device}
+
+
+def backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue):
+    shapes = [("main", a.seqlen, None), ("bytes", a.seqlen, (0, 0))]
+    forms, samples, ref = {}, {}, {False: [], True: []}
+    for tag, n, window in shapes:
+        for causal in (False, True):
+            forms[(tag, causal)] = backward_forms(flashcl, fcl_torch, torch, np, cla, queue, n, a.head_dim, a.heads,
+                                                  window, causal, seed=n + causal)
+            for name, call in forms[(tag, causal)].items():
+                call()  # warm-up: builds or loads the programs
+                samples[(tag, causal, name)] = []
+    for rnd in range(a.rounds):
+        def run_bench():
+            for causal, ms in bench_backward_round(bench, a.seqlen, a.head_dim, a.heads, a.bench_repeat).items():
+                ref[causal].append(ms)
+
+        def run_python():
+            for tag, *_ in shapes:
+                for causal in (False, True):
+                    for name, call in forms[(tag, causal)].items():
+                        timed(call, a.calls if tag == "main" else a.bytes_calls, samples[(tag, causal, name)])
+
+        for step in ((run_bench, run_python) if rnd % 2 == 0 else (run_python, run_bench)):
+            step()
+        print(f"round {rnd + 1}/{a.rounds} done, load {load()}", flush=True)
+    print(f"load after: {load()}")
+    print()
+    print(f"forward+backward, B 1, H {a.heads}, N {a.seqlen}, d {a.head_dim}, fp32, fa2; ms per call (median / min)")
+    for causal in (False, True):
+        ref_med = statistics.median(ref[causal])
+        print(f"  causal {'on' if causal else 'off'}: C++ bench fwd+bwd device {ref_med:.2f} (medians of "
+              f"{len(ref[causal])} runs {min(ref[causal]):.2f}-{max(ref[causal]):.2f})")
+        res_med, res_min = stats(samples[("bytes", causal, "pyopencl fwd+bwd")])
+        for name in forms[("main", causal)]:
+            med, mn = stats(samples[("main", causal, name)])
+            bmed, bmin = stats(samples[("bytes", causal, name)])
+            print(f"    {name:<26} main {med:9.2f} / {mn:9.2f}  vs device {med / ref_med:6.3f} | bytes {bmed:7.2f} / "
+                  f"{bmin:7.2f}  over pyopencl {bmed - res_med:+6.2f} / {bmin - res_min:+6.2f} ms = "
+                  f"{100 * (bmed - res_med) / ref_med:+.2f}% of the device fwd+bwd")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"load_after": load(), "bench_fwd_bwd": {str(k): v for k, v in ref.items()}, "samples": [
+                {"shape": k[0], "causal": k[1], "form": k[2], "ms": v} for k, v in samples.items()]}, f)
+
+
 def stats(xs):
     return (statistics.median(xs), min(xs)) if xs else (float("nan"), float("nan"))
 
@@ -106,6 +199,7 @@ def main():
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--json", help="write every sample here")
+    ap.add_argument("--backward", action="store_true", help="forward+backward forms against flashcl-bench --backward")
     a = ap.parse_args()
 
     build = os.environ.get("BUILD", "build")
@@ -130,6 +224,8 @@ def main():
     queue = cl.CommandQueue(ctx)
     print(f"load before: {load()}; device: {sess.info.name}; PoCL threads {a.threads}; torch {torch.__version__}; "
           f"bench {os.path.relpath(bench, ROOT)}")
+    if a.backward:
+        return backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue)
 
     shapes = [("main", a.seqlen, a.head_dim, a.heads, None), ("tiny", 32, a.head_dim, 1, None),
               ("bytes", a.seqlen, a.head_dim, a.heads, (0, 0))]
