@@ -10,7 +10,7 @@ The OpenCL builtins clang leaves as external calls (work-item ids, barrier, exp/
 fma, integer min/max/clamp) get small PTX definitions here, and every `inline` function is forced
 inline, so ptxas sees whole kernels.
 
-Usage: bench/gpu/ptxas_regs.py [--arch sm_90] [--ptxas PATH] PROGRAM [-DKEY=VALUE ...]
+Usage: bench/gpu/ptxas_regs.py [--arch sm_90] [--ptxas PATH] [--ptx OUT.ptx] PROGRAM [-DKEY=VALUE ...]
   e.g. bench/gpu/ptxas_regs.py standard_mma_f16 -DDTYPE=1 -DHEAD_DIM=128 -DWARPS=4 -DMT=2 -DBC=32 \\
        -DSCORE_BLOCKS=8 -DVEC_LOAD=1 -DPAIR_IO=1 -DSOFTMAX_WG=128 -DSOFTMAX_VW=1 -DSOFTMAX_REGS=32
 """
@@ -63,6 +63,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--ptxas", default="/usr/local/cuda/bin/ptxas")
+    ap.add_argument("--maxrregcount", type=int, help="ptxas's register cap (what -cl-nv-maxrregcount asks of NVIDIA's)")
+    ap.add_argument("--ptx", help="also write the assembled PTX to this file (to read or count a loop's instructions)")
     ap.add_argument("program")
     args, defines = ap.parse_known_args()  # the -D options are not argparse's
     if any(not d.startswith("-D") for d in defines):
@@ -84,7 +86,10 @@ def main():
         text = re.sub(r"\.version \d+\.\d+", f".version {version}", text)
         text = re.sub(r"\.target [^\n]*", f".target {args.arch}", text)
         open(ptx, "w").write(text)
-        run = subprocess.run([args.ptxas, f"-arch={args.arch}", "-v", ptx, "-o", os.path.join(tmp, "program.cubin")],
+        if args.ptx:
+            open(args.ptx, "w").write(text)
+        cap = [f"--maxrregcount={args.maxrregcount}"] if args.maxrregcount else []
+        run = subprocess.run([args.ptxas, f"-arch={args.arch}", "-v", *cap, ptx, "-o", os.path.join(tmp, "program.cubin")],
                              capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(run.stderr[-2000:])

@@ -56,6 +56,9 @@
  *                     pack_p, WG_WAIT(n), WG_WAIT_AFTER(n, slot, after), PIN_TILES(x, nt), and
  *                     STAGES 2 takes the overlapped schedule
  *   pack2(lo, hi)     two fp32 to one register of 16-bit values (needed by O_STAGED: fp16/bf16)
+ *   Q_LOCAL           1 (with Q_PITCH): Q waits in a __local tile of BR rows of Q_PITCH ELEM_Ts, not
+ *                     in registers; load_q and qk_block take the warp's rows (`__local ELEM_T*`) in
+ *                     place of qa (mma_e4m3.cl's opt-in form)
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
  * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
 #if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
@@ -297,6 +300,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 ) {
   __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(128)));
+#if defined(Q_LOCAL) && Q_LOCAL /* the operand file reads Q's fragments from here (mma_e4m3.cl) */
+  __local ELEM_T q_tile[BR * Q_PITCH] __attribute__((aligned(16)));
+#endif
 
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   int q_block, h, b;
@@ -320,7 +326,11 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __global const ELEM_T* vg = (__global const ELEM_T*)v;
   const int row0 = q0 + warp * 16 * MT + g; /* this lane's rows: row0 + 16i and row0 + 16i + 8 */
 
+#if defined(Q_LOCAL) && Q_LOCAL
+  __local ELEM_T* qa = q_tile + warp * 16 * MT * Q_PITCH; /* the warp's rows; load_q and qk_block take it */
+#else
   qfrag_t qa[MT][QFRAGS][4];
+#endif
 #if !(defined(ASYNC_MMA) && STAGES == 2) /* the wgmma schedule loads Q once its first copies are on their way */
   load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t);
 #endif

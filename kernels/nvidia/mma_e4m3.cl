@@ -16,7 +16,12 @@
  *    lane 4g+t gets bytes 2g, 2g+1 of keys 2t and 2t+1), and one byte permute of two such
  *    registers gives the B fragment of the even head-dim columns, another that of the odd ones:
  *    O's n-tile pairs hold columns 16n2 + 4t .. 16n2 + 4t + 3 of each row in this lane, stored as
- *    one run of four. V therefore stays in __local memory as stored, too. */
+ *    one run of four. V therefore stays in __local memory as stored, too.
+ *  - Q_LOCAL (opt-in, FLASHCL_FP8_QLOCAL=1): Q's A fragments are not held in registers for the whole
+ *    kernel (MT * QFRAGS * 4 of them: 32 at d = 128, MT = 2) but copied once into a __local tile of
+ *    the warp's rows and read back per 32-byte k-step with ldmatrix (16-bit, not transposed: lane
+ *    4g+t gets bytes 4t..4t+3 of row g, which is the A layout), as FlashAttention-2 keeps Q in
+ *    shared memory. Same products in the same order: only where Q's bytes wait between blocks. */
 
 #if DTYPE != 3
 #error "the FP8 tensor-core path needs e4m3 storage"
@@ -87,6 +92,50 @@ inline uint q_quad(__global const uchar* q, long base, long stride, int row, int
 #endif
 }
 
+#if defined(Q_LOCAL) && Q_LOCAL
+#define Q_PITCH (DPAD + 16) /* bytes per __local Q row: 16-byte rows on distinct banks, as K */
+
+/* The warp's 16 MT query rows (row0 - g ..) into its __local tile `qt`, 4 bytes a lane per step,
+ * zero past `rows` and HEAD_DIM; then a warp barrier, which also orders the stores before the
+ * other lanes' ldmatrix reads (no other warp reads these rows). */
+inline void load_q(__local uchar* qt, __global const uchar* q, long base, long stride, int row0, int rows, int t) {
+  const int lane = get_local_id(0) % 32, first = row0 - lane / 4;
+#pragma unroll 4
+  for (int at = lane; at < 16 * MT * (DPAD / 4); at += 32) {
+    const int r = at / (DPAD / 4), c = 4 * (at % (DPAD / 4));
+    *(__local uint*)(qt + r * Q_PITCH + c) = q_quad(q, base, stride, first + r, c, rows);
+  }
+  asm volatile("bar.warp.sync -1;" ::: "memory");
+}
+
+/* S = Q K^T as below, Q's fragments read per k-step from the warp's __local rows: one ldmatrix.x4
+ * per m-tile (lanes 0-7 rows 0-7 at bytes +0 -> a0, 8-15 rows 8-15 at +0 -> a1, 16-23 rows 0-7 at
+ * +16 -> a2, 24-31 rows 8-15 at +16 -> a3). */
+inline void qk_block(float s[MT][NT_S][4], __local const uchar* qt, __local const uchar* k_tile, int lane) {
+  __local const uchar* row = k_tile + ((lane >> 4) * 8 + (lane & 7)) * K_PITCH + ((lane >> 3) & 1) * 16;
+  __local const uchar* qrow = qt + ((lane & 7) + ((lane >> 3) & 1) * 8) * Q_PITCH + (lane >> 4) * 16;
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < QFRAGS; ++ks) {
+    uint qa[MT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i) ldsm_x4(qa[i], (__local const ushort*)(qrow + 16 * i * Q_PITCH + ks * 32));
+#pragma unroll
+    for (int j2 = 0; j2 < NT_S / 2; ++j2) {
+      uint b[4];
+      ldsm_x4(b, (__local const ushort*)(row + j2 * 16 * K_PITCH + ks * 32));
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        MMA32(s[i][2 * j2], qa[i], b[0], b[1]);
+        MMA32(s[i][2 * j2 + 1], qa[i], b[2], b[3]);
+      }
+    }
+  }
+}
+#else
 /* The warp's query rows (m-tile i: rows row0 + 16i + g and + 8) as A fragments, loaded once. */
 inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const uchar* q, long base, long stride, int row0, int rows,
                    int t) {
@@ -124,6 +173,8 @@ inline void qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
       }
     }
 }
+
+#endif /* Q_LOCAL */
 
 /* P's A fragment for keys 32kk .. 32kk+31 of one m-tile: S tiles 4kk .. 4kk+3 in the key order
  * of the header (k 4t+e <-> keys 2t, 2t+1, 8+2t, 9+2t), rounded to e4m3. P is at most

@@ -83,7 +83,9 @@ ProgramChoice mma_program(const ForwardArgs& a, const TilePlan& plan, MmaKind ki
              // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
              " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
              // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning
-             kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : ""),
+             kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "",
+             // FLASHCL_FP8_QLOCAL=1: mma_e4m3.cl's Q in __local memory (absent otherwise: recorded rows unchanged)
+             plan.q_local ? " -DQ_LOCAL=1" : ""),
       kind == MmaKind::Wgmma);
 }
 

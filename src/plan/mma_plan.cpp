@@ -86,6 +86,10 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
       s = row.shape;
       break;
     }
+  // FLASHCL_FP8_QLOCAL=1 (Q in __local memory): one m-tile a warp and 32 keys a block, the shape
+  // whose registers (137 from clang's PTX at d = 128, no spills) let three 4-warp work-groups share
+  // an SM instead of two (docs/perf/nvidia-h100.md, "FP8 forward: Q in local memory")
+  if (operands == Operands::E4M3 && o.fp8_q_local) s = {4, 32, 1, 2, true};
   if (!o.mma_tile.empty()) {
     const char* env = o.mma_tile.c_str();
     int lazy = 1;
@@ -201,10 +205,12 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
                   geo.elem_bytes;
   if (shape.stages == 2) p.local_bytes += 4 * 8;  // the schedule's four mbarriers
+  p.q_local = is_fp8(a.dtype) && o.fp8_q_local;
+  if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
-                    is_fp8(a.dtype)           ? "mma.sync.m16n8k32 e4m3"
+                    is_fp8(a.dtype)           ? (p.q_local ? "mma.sync.m16n8k32 e4m3, Q in local memory" : "mma.sync.m16n8k32 e4m3")
                     : is_tf32(a)              ? "mma.sync.m16n8k8 3xTF32"
                     : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
                                              : "mma.sync.m16n8k16");

@@ -23,6 +23,8 @@ struct Overrides {
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs
   bool fp8_cvt = true;         // FLASHCL_FP8_CVT=0: fp8 KV caches on cc >= 8.9 keep the bit decode, not cvt.rn.f16x2.e4m3x2
                                // (opt-in until a GPU run has checked it; the bit decode otherwise)
+  bool fp8_q_local = false;    // FLASHCL_FP8_QLOCAL=1: the e4m3 tensor-core fa2 keeps Q in __local memory, not in
+                               // registers (mma_e4m3.cl's Q_LOCAL; opt-in until the card has measured it)
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible

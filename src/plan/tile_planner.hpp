@@ -32,6 +32,7 @@ struct TilePlan {
   int gemm_wg_x = 0, gemm_wg_y = 0, gemm_rm = 0, gemm_rn = 0, gemm_kp = 0, gemm_a_t = 1;
   int stages = 1;            // K/V buffers (the tensor-core fa2)
   bool lazy_rescale = true;  // tensor-core fa2: rescale O only when a row's reference max moved
+  bool q_local = false;      // tensor-core fa2, e4m3: Q's fragments read from __local memory (-DQ_LOCAL=1)
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;  // __local memory the kernel declares
   std::string reason;           // why these sizes
