@@ -99,8 +99,10 @@ inline float4 cache_fp8x4(uchar4 x) {
   return (float4)(CACHE_DECODE(x.s0), CACHE_DECODE(x.s1), CACHE_DECODE(x.s2), CACHE_DECODE(x.s3));
 #endif
 }
+#if VEC == 8 || VEC == 16 /* 16: decode_lanes' wide form only (two cache_fp8x8 per 16-byte load) */
 #if VEC == 8
 #define LOAD_CACHE_VEC(p, i) cache_fp8x8(vload8(0, (p) + (i)))
+#endif
 /* 8 bytes through the fp16 converter (exact, and on CPUs one vcvtph2ps for 8 elements: 1.40x the
  * decode_stream kernel's speed on PoCL against 8 fp8_codec.cl decodes). e5m2 is the high byte of an
  * fp16 (same bias, exponent and special values), so x << 8 is its half. e4m3's magnitude shifted

@@ -23,6 +23,15 @@
 #ifndef LANE_PIPELINE
 #define LANE_PIPELINE 0 /* 1: the next tile's loads are issued before this tile's arithmetic (registers x2) */
 #endif
+#ifndef LANE_WIDE
+#define LANE_WIDE 0 /* 1: the wide form (FLASHCL_DECODE=lanes-wide, below lane_issue_wide), opt-in until measured */
+#endif
+#ifndef LANE_PAGE_KPT
+#define LANE_PAGE_KPT 0 /* wide, paged: 1 where the host knows page_size % KPT == 0 (a lane's keys never cross a page) */
+#endif
+#ifndef LANE_PREFETCH
+#define LANE_PREFETCH 0 /* wide, NVIDIA: the K/V lines of the tile this many tiles ahead prefetched into L2 (0: none) */
+#endif
 #if VEC == 8
 #define CAT_VEC_FLOAT float8
 #else
@@ -57,6 +66,9 @@ inline float lane_xor_add(float x, int mask) {
 #if VEC == 1
 typedef float lane_raw;
 #define LANE_LOAD(p, i) LOAD_CACHE_ELEM(p, i)
+#elif CACHE_FP8 && VEC == 16 /* fp8, wide form: 16 bytes, one uint4 load (16 elements a lane) */
+typedef uint4 lane_raw;
+#define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
 #elif CACHE_FP8 && VEC == 8 /* fp8: VEC bytes, one 8-byte (uint2) or 4-byte load, decoded at use */
 typedef uint2 lane_raw;
 #define LANE_LOAD(p, i) (*(__global const lane_raw*)((p) + (i)))
@@ -77,6 +89,9 @@ typedef uint2 lane_raw;
 inline void lane_widen(lane_raw x, float* y) {
 #if VEC == 1
   y[0] = x;
+#elif CACHE_FP8 && VEC == 16
+  vstore8(cache_fp8x8(as_uchar8(x.lo)), 0, y);
+  vstore8(cache_fp8x8(as_uchar8(x.hi)), 0, y + 8);
 #elif CACHE_FP8 && VEC == 8
   vstore8(cache_fp8x8(as_uchar8(x)), 0, y);
 #elif CACHE_FP8
@@ -161,6 +176,141 @@ inline void lane_issue(const DecodeArgs* d, __global const CACHE_T* k_cache, __g
   }
 }
 
+#if LANE_WIDE
+/* The wide form (FLASHCL_DECODE=lanes-wide; issue 22's paged bar and bytes in flight). A lane's
+ * page cursor: the page and offset of its first key of the coming tile, that tile's block-table
+ * entry (read one tile before its loads need it), and BC as whole pages plus a remainder, taken
+ * once, so the cursor moves a tile with an add, an add and one compare: no division or modulo per
+ * tile whatever the page size (the single form divides per tile where pages are shorter than BC). */
+typedef struct {
+  int pg, off, entry_ahead, pages_per_tile, tile_rem;
+} LaneCursor;
+
+inline void lane_cursor_init(const DecodeArgs* d, __global const int* block_table, int b, int first, int nk,
+                             LaneCursor* c) {
+#if PAGED
+  c->pg = first / d->page_size;
+  c->off = first - c->pg * d->page_size;
+  c->pages_per_tile = BC / d->page_size;
+  c->tile_rem = BC - c->pages_per_tile * d->page_size;
+  c->entry_ahead = first < nk ? page_entry(d, block_table, b, c->pg) : -1;
+#else
+  (void)d;
+  (void)block_table;
+  (void)b;
+  (void)first;
+  (void)nk;
+  c->pg = c->off = c->pages_per_tile = c->tile_rem = c->entry_ahead = 0;
+#endif
+}
+
+/* The coming tile's entry, page and offset; the cursor then moves a tile and reads that tile's
+ * entry (next_first: its first key of it; in flight until the next call). */
+inline void lane_cursor_step(const DecodeArgs* d, __global const int* block_table, int b, int next_first, int nk,
+                             LaneCursor* c, int* entry, int* page, int* off) {
+  *entry = c->entry_ahead;
+  *page = c->pg;
+  *off = c->off;
+#if PAGED
+  c->pg += c->pages_per_tile;
+  c->off += c->tile_rem;
+  if (c->off >= d->page_size) { /* tile_rem < page_size: one subtraction at most */
+    c->off -= d->page_size;
+    ++c->pg;
+  }
+  c->entry_ahead = next_first < nk ? page_entry(d, block_table, b, c->pg) : -1;
+#else
+  (void)d;
+  (void)block_table;
+  (void)b;
+  (void)next_first;
+  (void)nk;
+#endif
+}
+
+/* lane_issue for the wide form. Contiguous, and paged with LANE_PAGE_KPT (the host knows
+ * page_size % KPT == 0; a lane's KPT keys start at a multiple of KPT, so they share one page): one
+ * 64-bit base per lane and tile and the keys at j seq strides from it, so a paged tile costs what
+ * a contiguous one does but for the entry's product, with no per-key page test, entry read or
+ * product. Other page sizes: the single form's per-key page walk. */
+inline void lane_issue_wide(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
+                            __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v,
+                            LaneCursor* c, lane_raw* kr, lane_raw* vr, bool* seen) {
+  int entry, page, off;
+  lane_cursor_step(d, block_table, b, kfirst + BC, nk, c, &entry, &page, &off);
+#if !PAGED
+  const long kb0 = base_k + (long)kfirst * d->k_seq_stride, vb0 = base_v + (long)kfirst * d->v_seq_stride;
+  const bool in_pool = true;
+#elif LANE_PAGE_KPT
+  const long kb0 = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+  const long vb0 = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+  const bool in_pool = entry >= 0;
+#endif
+#pragma unroll
+  for (int j = 0; j < KPT; ++j) {
+    const int pos = kfirst + j;
+#if !PAGED || LANE_PAGE_KPT
+    seen[j] = pos < nk && in_pool;
+    const long kb = kb0 + (long)j * d->k_seq_stride, vb = vb0 + (long)j * d->v_seq_stride;
+#else
+    if (j > 0 && ++off == d->page_size) { /* crossed into the next page */
+      off = 0;
+      ++page;
+      entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
+    }
+    seen[j] = pos < nk && entry >= 0;
+    const long kb = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+    const long vb = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+#endif
+    kr[j] = vr[j] = (lane_raw)(0);
+    if (seen[j]) {
+      kr[j] = LANE_LOAD(k_cache, kb);
+      vr[j] = LANE_LOAD(v_cache, vb);
+    }
+  }
+}
+
+#if LANE_PIPELINE
+#error "LANE_WIDE is a single-buffer form: not with LANE_PIPELINE"
+#endif
+#if LANE_PREFETCH && (!LANE_SHUFFLE || (PAGED && !LANE_PAGE_KPT))
+#error "LANE_PREFETCH: NVIDIA PTX (LANE_SHUFFLE), contiguous or LANE_PAGE_KPT pages only"
+#endif
+#if LANE_PREFETCH
+/* Bytes in flight without registers: the K and V rows of this lane's key group in the tile
+ * LANE_PREFETCH tiles ahead are requested into L2 (prefetch.global.L2), one 128-byte line per lane
+ * (a key group's KPT keys x K, V x L_LINES lines, dealt over its L_DV lanes), so when that tile's
+ * loads come they hit L2, and the DRAM requests a work-group keeps open are its loads plus these.
+ * kfirst_ahead: the lane's first key of that tile; entry/off: its page entry and offset (paged,
+ * LANE_PAGE_KPT only, so the lane's keys share the page). head_k/head_v: the row starts of head hk
+ * (without the lane's column). Keys past nk or off the pool are not requested. */
+#define L_LINES ((HEAD_DIM * (int)sizeof(CACHE_T) + 127) / 128) /* 128-byte lines per key row */
+#define L_PF_LINES (KPT * 2 * L_LINES)
+inline void l2_prefetch(__global const CACHE_T* p) {
+  asm volatile("prefetch.global.L2 [%0];" : : "l"((ulong)p));
+}
+inline void lane_prefetch(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
+                          int v, int kfirst_ahead, int nk, long head_k, long head_v, int entry, int off) {
+#pragma unroll
+  for (int t = 0; t < (L_PF_LINES + L_DV - 1) / L_DV; ++t) {
+    const int i = v + t * L_DV, j = i / (2 * L_LINES), is_v = (i / L_LINES) % 2, ln = i % L_LINES;
+#if PAGED
+    const bool want = i < L_PF_LINES && kfirst_ahead + j < nk && entry >= 0;
+    const long row = (is_v ? head_v + (long)entry * d->v_batch_stride + (long)(off + j) * d->v_seq_stride
+                           : head_k + (long)entry * d->k_batch_stride + (long)(off + j) * d->k_seq_stride);
+#else
+    (void)entry;
+    (void)off;
+    const bool want = i < L_PF_LINES && kfirst_ahead + j < nk;
+    const long row = is_v ? head_v + (long)(kfirst_ahead + j) * d->v_seq_stride
+                          : head_k + (long)(kfirst_ahead + j) * d->k_seq_stride;
+#endif
+    if (want) l2_prefetch((is_v ? v_cache : k_cache) + row + ln * (128 / (int)sizeof(CACHE_T)));
+  }
+}
+#endif
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                   __global float* work, __global const int* cache_seqlens, __global const int* block_table,
@@ -212,6 +362,14 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
   const long base_v = v_head + (long)max(slot_row, 0) * d->v_batch_stride;
   int pg = 0, pg_off = 0, entry_ahead = 0;
 #endif
+#if LANE_WIDE
+  LaneCursor cur; /* the wide form's cursor (pg, pg_off and entry_ahead above go unused and vanish) */
+  lane_cursor_init(d, block_table, b, t_begin * BC + kg * KPT, nk, &cur);
+#if LANE_PREFETCH
+  LaneCursor pf; /* LANE_PREFETCH tiles ahead of cur */
+  lane_cursor_init(d, block_table, b, (t_begin + LANE_PREFETCH) * BC + kg * KPT, nk, &pf);
+#endif
+#endif
 
   lane_raw kr[KPT], vr[KPT]; /* the tile's K and V chunks as loaded: widened at their use */
   bool seen[KPT];
@@ -237,6 +395,8 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
         kr_next[j] = vr_next[j] = (lane_raw)(0);
         seen_next[j] = false;
       }
+#elif LANE_WIDE
+    lane_issue_wide(d, k_cache, v_cache, block_table, b, kfirst, nk, base_k, base_v, &cur, kr, vr, seen);
 #else
     lane_issue(d, k_cache, v_cache, block_table, b, kfirst, nk, base_k, base_v, &pg, &pg_off, &entry_ahead, kr, vr,
                seen);
@@ -318,6 +478,15 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
 #pragma unroll
         for (int e = 0; e < VEC; ++e) acc[r][e] = fma(p[j][r], vx[e], acc[r][e]);
     }
+#if LANE_WIDE && LANE_PREFETCH
+    { /* at the tile's end, where the K/V registers are free: the tile LANE_PREFETCH ahead into L2 */
+      int pf_entry, pf_page, pf_off;
+      lane_cursor_step(d, block_table, b, kfirst + (LANE_PREFETCH + 1) * BC, nk, &pf, &pf_entry, &pf_page, &pf_off);
+      if (kt + LANE_PREFETCH < t_end) /* not past the split: another split's or nobody's keys */
+        lane_prefetch(d, k_cache, v_cache, v, kfirst + LANE_PREFETCH * BC, nk, base_k - col, base_v - col, pf_entry,
+                      pf_off);
+    }
+#endif
 #if LANE_PIPELINE
 #pragma unroll
     for (int j = 0; j < KPT; ++j) { /* the next tile's registers become this one's (renamed, not copied, once unrolled) */

@@ -26,7 +26,19 @@ int kvcache_vector_width(const KvCacheArgs& a) {
 
 namespace {
 
-DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
+// FLASHCL_DECODE=lanes-wide16 (opt-in): an fp8 cache at 16 bytes (16 elements) a load where the
+// layout allows, for decode_lanes' wide form only (plan_kvcache falls back to the usual width when
+// the planner gives the call another kernel).
+int wide_vector_width(const KvCacheArgs& a, const Overrides& o) {
+  const int usual = kvcache_vector_width(a);
+  if (o.decode != "lanes-wide16" || !is_fp8(kvcache_cache_dtype(a)) || usual != 8 || a.head_dim % 16 != 0) return usual;
+  for (const Tensor* t : {&a.k_cache, &a.v_cache})
+    if (t->offset % 16 != 0 || t->batch_stride % 16 != 0 || t->seq_stride % 16 != 0 || t->head_stride % 16 != 0)
+      return usual;
+  return 16;
+}
+
+DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int vec) {
   DecodeRequest r;
   r.batch = a.batch;
   r.heads = a.heads;
@@ -35,7 +47,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.head_dim = a.head_dim;
   r.max_keys = static_cast<int>(capacity_of(a));
   r.page_size = paged(a) ? a.page_size : 0;
-  r.vec = kvcache_vector_width(a);
+  r.vec = vec;
   r.num_splits = a.num_splits;
   r.form = o.decode;
   return plan_decode(facts, r);
@@ -61,6 +73,9 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";
+  if (plan.lane_wide) options += " -DLANE_WIDE=1";
+  if (plan.lane_page_kpt) options += " -DLANE_PAGE_KPT=1";
+  if (plan.lane_prefetch > 0) options += concat(" -DLANE_PREFETCH=", plan.lane_prefetch);
   if (plan.cpu)
     options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
@@ -93,8 +108,12 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
 
 KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
   KvCachePlan p;
-  p.decode = plan_decode_form(facts, a, o);
-  p.vec = kvcache_vector_width(a);
+  p.vec = wide_vector_width(a, o);
+  p.decode = plan_decode_form(facts, a, o, p.vec);
+  if (p.vec == 16 && !p.decode.lanes) {  // 16 elements a load only in decode_lanes' wide form
+    p.vec = kvcache_vector_width(a);
+    p.decode = plan_decode_form(facts, a, o, p.vec);
+  }
   // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
   p.program = kvcache_program(facts, a, p.decode, p.vec, p.half_units, o);

@@ -106,8 +106,9 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // is for tests on other devices (FLASHCL_DECODE=lanes).
   const bool few_rows = rows <= 8 && rows * vec <= 64;
   const std::size_t lanes_wg = std::min<std::size_t>(128, f.max_work_group_size);
+  const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16";
   if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
-      (r.form == "lanes" || r.form == "lanes-single" || (r.form.empty() && gpu && f.is_nvidia()))) {
+      (r.form == "lanes" || r.form == "lanes-single" || wide || (r.form.empty() && gpu && f.is_nvidia()))) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;
     p.lanes = true;
     p.lane_shuffle = f.is_nvidia();
@@ -118,6 +119,16 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     // 2·KPT independent 16-byte loads in flight per work-item; 2 when 8 rows' query chunks and
     // accumulators take the registers
     p.keys_per_thread = rows <= 4 ? 4 : 2;
+    if (wide) {
+      // The wide form (decode_lanes.cl's LANE_WIDE): the page cursor without divisions; a page
+      // base per lane and tile where the lane's KPT keys share a page; on NVIDIA the tile 2 ahead
+      // requested into L2 (bytes in flight that hold no registers), contiguous or such pages only.
+      // 16 elements a lane (fp8 at VEC 16): 2 keys, so BC stays 32 and the K/V registers 16.
+      p.lane_wide = true;
+      if (vec >= 16) p.keys_per_thread = 2;
+      p.lane_page_kpt = r.page_size > 0 && r.page_size % p.keys_per_thread == 0;
+      p.lane_prefetch = f.is_nvidia() && r.form != "lanes-wide-np" && (r.page_size == 0 || p.lane_page_kpt) ? 2 : 0;
+    }
     p.block_rows = static_cast<int>(rows);
     p.block_cols = key_groups * p.keys_per_thread;
     p.work_group_size = static_cast<std::size_t>(key_groups) * chunks;
@@ -207,7 +218,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
   }
-  const char* form = p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")
+  const char* form = p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
+                     : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")
                                               : (p.lane_pipeline ? "; lanes (__local, pipelined)" : "; lanes (__local)"))
                      : p.cpu  ? "; cpu"
                      : p.stream ? "; streaming"
@@ -215,6 +227,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   p.reason += concat(form, " BR ", p.block_rows, " x BC ", p.block_cols, " (", p.local_bytes, " bytes of ", budget,
                      " local), ", p.work_group_size, " work-items");
   if (p.cpu) p.reason += concat(", ", p.heads_per_item, " K/V heads each");
+  if (p.lane_wide)
+    p.reason += concat(p.lane_page_kpt ? ", a page base per lane and tile" : "", ", L2 prefetch ", p.lane_prefetch, " tiles ahead");
   return p;
 }
 

@@ -20,7 +20,10 @@ struct DecodeRequest {
   int num_splits = 0;      // forced split count; 0: the planner's
   std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
                            // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
-                           // call allows it; empty (or anything else): the planner's choice
+                           // call allows it; empty (or anything else): the planner's choice.
+                           // "lanes-wide" (decode_lanes with LANE_WIDE and, on NVIDIA, 2 tiles
+                           // prefetched into L2), "lanes-wide-np" (no prefetch), "lanes-wide16" (and
+                           // fp8 caches at VEC 16: kvcache_plan asks with vec 16): opt-in forms
 };
 
 struct DecodePlan {
@@ -34,6 +37,10 @@ struct DecodePlan {
   bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
   bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
   bool lane_pipeline = false; // lanes: the next tile's loads issued before this tile's arithmetic
+  bool lane_wide = false;     // lanes, FLASHCL_DECODE=lanes-wide*: division-free page cursor, one page base per lane
+                              // and tile (LANE_WIDE; opt-in until the card has measured it)
+  bool lane_page_kpt = false; // lanes-wide, paged: page_size % KPT == 0, so a lane's keys share a page (LANE_PAGE_KPT)
+  int lane_prefetch = 0;      // lanes-wide on NVIDIA: tiles ahead prefetched into L2 (LANE_PREFETCH; 0: none)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
   bool cpu_prefetch = false;  // cpu: software prefetch (CPU devices only: a simulator may lack it)
