@@ -139,6 +139,15 @@ def backward_forms(flashcl, fcl_torch, torch, np, cla, queue, n, d, heads, windo
     return {"torch fwd+bwd (autograd)": on_torch, "numpy fwd+bwd": on_numpy, "pyopencl fwd+bwd": on_device}
 
 
+def page_aligned(np, x):
+    """A copy of x at a page boundary (a view into a larger array)."""
+    room = np.empty(x.size + 4096 // 4, np.float32)
+    start = (-room.ctypes.data % 4096) // 4
+    out = room[start:start + x.size].reshape(x.shape)
+    out[...] = x
+    return out
+
+
 def backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue):
     shapes = [("main", a.seqlen, None), ("bytes", a.seqlen, (0, 0))]
     forms, samples, ref = {}, {}, {False: [], True: []}
@@ -163,7 +172,37 @@ def backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue):
         for step in ((run_bench, run_python) if rnd % 2 == 0 else (run_python, run_bench)):
             step()
         print(f"round {rnd + 1}/{a.rounds} done, load {load()}", flush=True)
+    # The backward alone on the bytes shape, interleaved: numpy arrays as numpy allocates them
+    # (large ones 16 bytes past a page: copied), the same at a page boundary (buffers over them
+    # where the build has that path), and the resident Arrays. O and LSE are the forward's.
+    parts = {}
+    shape = (1, a.seqlen, a.heads, a.head_dim)
+    for causal in (False, True):
+        rng = np.random.default_rng(7)
+        plain = [rng.uniform(-1, 1, shape).astype(np.float32) for _ in range(4)]  # d_o, q, k, v
+        o, lse = flashcl.attention(*plain[1:], causal=causal, window=(0, 0), return_lse=True)
+        plain += [o, lse]
+        aligned = [page_aligned(np, x) for x in plain]
+        resident = [cla.to_device(queue, x) for x in plain]
+        calls = {"numpy, as allocated": lambda: flashcl.attention_backward(*plain, causal=causal, window=(0, 0)),
+                 "numpy, page-aligned": lambda: flashcl.attention_backward(*aligned, causal=causal, window=(0, 0)),
+                 "pyopencl, resident Arrays": lambda: flashcl.attention_backward(*resident, causal=causal,
+                                                                                 window=(0, 0))[-1].finish()}
+        for name, call in calls.items():
+            call()
+            parts[(causal, name)] = []
+        for _ in range(3):
+            for name, call in calls.items():
+                timed(call, max(a.bytes_calls // 3, 1), parts[(causal, name)])
     print(f"load after: {load()}")
+    print()
+    print("attention_backward alone on the bytes shape (ms per call, median / min), and over resident Arrays:")
+    for causal in (False, True):
+        res_med, res_min = stats(parts[(causal, "pyopencl, resident Arrays")])
+        for name, xs in ((k[1], v) for k, v in parts.items() if k[0] == causal):
+            med, mn = stats(xs)
+            print(f"  causal {'on' if causal else 'off':>3}: {name:<28} {med:7.3f} / {mn:7.3f}  "
+                  f"{med - res_med:+7.3f} / {mn - res_min:+7.3f}")
     print()
     print(f"forward+backward, B 1, H {a.heads}, N {a.seqlen}, d {a.head_dim}, fp32, fa2; ms per call (median / min)")
     for causal in (False, True):
