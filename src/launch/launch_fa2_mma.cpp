@@ -18,6 +18,7 @@
 #include "base/errors.hpp"
 #include "launch/launchers.hpp"
 #include "launch/probe.hpp"
+#include "launch/probe_problem.hpp"
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
 #include "program/program_cache.hpp"
@@ -54,41 +55,14 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
   const std::string what = probe_name(kind, dtype);
   return guarded_probe(what, [&] {
     const bool fp8 = is_fp8(dtype);
-    const int nq = 37, nk = 150, d = vec_load ? 32 : 30;
-    cl::Context ctx(context, true);
-    cl::CommandQueue queue(ctx, cl::Device(device, true));
-    std::vector<float> q(nq * d), k(nk * d), v(nk * d);
-    for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 11, fp8 ? 8 : 64);
-    for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 11, fp8 ? 8 : 64), v[i] = probe_value(i, 3, 11, fp8 ? 8 : 64);
-    if (dtype == DType::F32)  // low bits that TF32 alone drops
-      for (auto* t : {&q, &k, &v})
-        for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
-    auto upload = [&](const std::vector<float>& x) {
-      if (fp8) {
-        std::vector<std::uint8_t> bits = to_fp8(dtype, x);  // exact: multiples of 1/8 in [-1, 1)
-        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size(), bits.data());
-      }
-      if (dtype == DType::F32)
-        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
-      std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
-      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
-    };
-    cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), ob(ctx, CL_MEM_READ_WRITE, nq * d * element_size(out));
+    ForwardProbe probe(context, device, dtype, out, vec_load);
+    cl::CommandQueue& queue = probe.queue;
     const float descales[3] = {0.5f, 4.0f, 2.0f};  // q, k, v (FP8)
     std::vector<cl::Buffer> descale_buffers;
     for (float x : descales)
-      descale_buffers.emplace_back(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float), &x);
-    ForwardArgs args;
-    args.batch = args.heads = 1;
-    args.seqlen_q = nq;
-    args.seqlen_k = nk;
-    args.head_dim = d;
-    args.dtype = dtype;
+      descale_buffers.emplace_back(probe.ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof(float), &x);
+    ForwardArgs& args = probe.args;
     args.algorithm = Algorithm::FA2;
-    args.q.buffer = qb();
-    args.k.buffer = kb();
-    args.v.buffer = vb();
-    args.o.buffer = ob();
     if (fp8) {
       args.out_dtype = out;
       args.fp8.q_descale = descale_buffers[0]();
@@ -103,10 +77,10 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
     cl::Kernel kernel(build_uncached(context, device, *program.files, program.options,
                                      program.arch_ptx ? BuildRoute::ArchPtx : BuildRoute::Source),
                       "fa2_mma_forward");
-    kernel.setArg(0, qb);
-    kernel.setArg(1, kb);
-    kernel.setArg(2, vb);
-    kernel.setArg(3, ob);
+    kernel.setArg(0, probe.qb);
+    kernel.setArg(1, probe.kb);
+    kernel.setArg(2, probe.vb);
+    kernel.setArg(3, probe.ob);
     kernel.setArg(4, sizeof(cl_mem), nullptr);
     const Fa2Grid grid = with_args(p, fa2_grid(*p.facts, p.args, plan));
     kernel.setArg(5, grid.args);
@@ -114,41 +88,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
       for (cl_uint i = 0; i < 3; ++i) kernel.setArg(6 + i, descale_buffers[i]);
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
                                cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
-    std::vector<float> result(nq * d);
-    if (out == DType::F32) {
-      queue.enqueueReadBuffer(ob, CL_TRUE, 0, result.size() * 4, result.data());
-    } else {
-      std::vector<std::uint16_t> bits(result.size());
-      queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
-      result = from_storage(out, bits);
-    }
-    if (fp8) {  // the dequantised inputs are the reference's
-      for (float& x : q) x *= descales[0];
-      for (float& x : k) x *= descales[1];
-      for (float& x : v) x *= descales[2];
-    }
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-    const double bound = dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2;
-    for (int i = 0; i < nq; ++i) {
-      std::vector<double> w(nk);
-      double mx = -INFINITY, sum = 0.0;
-      for (int j = 0; j < nk; ++j) {
-        double dot = 0.0;
-        for (int c = 0; c < d; ++c) dot += double(q[i * d + c]) * double(k[j * d + c]);
-        w[j] = dot * scale;
-        mx = std::max(mx, w[j]);
-      }
-      for (int j = 0; j < nk; ++j) sum += (w[j] = std::exp(w[j] - mx));
-      for (int c = 0; c < d; ++c) {
-        double want = 0.0;
-        for (int j = 0; j < nk; ++j) want += w[j] * double(v[j * d + c]);
-        want /= sum;
-        const float got = result[static_cast<std::size_t>(i) * d + c];
-        if (!(std::fabs(got - want) <= bound))
-          return probe_failed(what, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
-      }
-    }
-    return ProbeResult::Pass;
+    // the dequantised inputs are the reference's (FP8)
+    return probe.check(what, probe.read_o(), dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2,
+                       fp8 ? descales : nullptr);
   });
 }
 

@@ -1,0 +1,87 @@
+// probe_problem.cpp: the forward tensor-core probes' shared problem (probe_problem.hpp): inputs,
+// buffers, read-back of O and the float64 check.
+#include "launch/probe_problem.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace flashcl::detail {
+
+ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_, DType out_, bool vec_load)
+    : d(vec_load ? 32 : 30), dtype(dtype_), out(out_), ctx(context, true), queue(ctx, cl::Device(device, true)) {
+  const bool fp8 = is_fp8(dtype);
+  const int steps = fp8 ? 8 : 64;
+  q.resize(static_cast<std::size_t>(nq) * d);
+  k.resize(static_cast<std::size_t>(nk) * d);
+  v.resize(k.size());
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 11, steps);
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 11, steps), v[i] = probe_value(i, 3, 11, steps);
+  if (dtype == DType::F32)  // low bits that TF32 alone drops
+    for (auto* t : {&q, &k, &v})
+      for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
+  auto upload = [&](const std::vector<float>& x) {
+    if (fp8) {
+      std::vector<std::uint8_t> bits = to_fp8(dtype, x);  // exact: multiples of 1/8 in [-1, 1)
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size(), bits.data());
+    }
+    if (dtype == DType::F32)
+      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
+    std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
+    return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
+  };
+  qb = upload(q);
+  kb = upload(k);
+  vb = upload(v);
+  ob = cl::Buffer(ctx, CL_MEM_READ_WRITE, q.size() * element_size(out));
+  args.batch = args.heads = 1;
+  args.seqlen_q = nq;
+  args.seqlen_k = nk;
+  args.head_dim = d;
+  args.dtype = dtype;
+  args.q.buffer = qb();
+  args.k.buffer = kb();
+  args.v.buffer = vb();
+  args.o.buffer = ob();
+}
+
+std::vector<float> ForwardProbe::read_o() {
+  std::vector<float> result(q.size());
+  if (out == DType::F32) {
+    queue.enqueueReadBuffer(ob, CL_TRUE, 0, result.size() * 4, result.data());
+  } else {
+    std::vector<std::uint16_t> bits(result.size());
+    queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
+    result = from_storage(out, bits);
+  }
+  return result;
+}
+
+ProbeResult ForwardProbe::check(const std::string& what, const std::vector<float>& o, double bound,
+                                const float* descales) const {
+  auto value = [&](const std::vector<float>& x, std::size_t i, int which) {  // dequantised for fp8
+    return double(x[i]) * (descales != nullptr ? double(descales[which]) : 1.0);
+  };
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (int i = 0; i < nq; ++i) {
+    std::vector<double> w(nk);
+    double mx = -INFINITY, sum = 0.0;
+    for (int j = 0; j < nk; ++j) {
+      double dot = 0.0;
+      for (int c = 0; c < d; ++c) dot += value(q, i * d + c, 0) * value(k, j * d + c, 1);
+      mx = std::max(mx, w[j] = dot * scale);
+    }
+    for (int j = 0; j < nk; ++j) sum += (w[j] = std::exp(w[j] - mx));
+    for (int c = 0; c < d; ++c) {
+      double want = 0.0;
+      for (int j = 0; j < nk; ++j) want += w[j] * value(v, j * d + c, 2);
+      want /= sum;
+      const float got = o[static_cast<std::size_t>(i) * d + c];
+      if (!(std::fabs(got - want) <= bound))
+        return probe_failed(what, concat("O[", i, "][", c, "] = ", got, ", float64 says ", want));
+    }
+  }
+  return ProbeResult::Pass;
+}
+
+}  // namespace flashcl::detail
