@@ -14,6 +14,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "backward_support.hpp"
@@ -395,32 +396,43 @@ TEST(BackwardApi, CApiMatchesReference) {
   expect_gradient(gv.logical(), ref.d_v, DType::F32, "C API dV");
 }
 
-TEST(BackwardApi, SessionBackwardWithBiasGradient) {
+// A Session problem with an additive bias of shape (1, H, Nq, Nk) whose gradient is asked for: the
+// inputs drawn from `seed` on (bias, Q, K, V, dO), the vector forward's O and LSE, the float64
+// reference gradients.
+struct SessionBiasCase {
   bench::Shape s;
-  s.batch = 2;
-  s.heads = 2;
-  s.seqlen_q = 11;
-  s.seqlen_k = 14;
-  s.head_dim = 16;
-  add_bias(s, 1, 2, 81);
-  const auto q = bench::random_values(s.q_elems(), 82), k = bench::random_values(s.kv_elems(), 83);
-  const auto v = bench::random_values(s.kv_elems(), 84), d_o = bench::random_values(s.q_elems(), 85);
+  std::vector<float> q, k, v, d_o, o, lse;
   BackwardArgs shape;
-  shape.forward = shape_args(s);
-  shape.forward.mask.kind = MaskKind::Bias;
-  shape.forward.mask.batch = 1;
-  shape.forward.mask.heads = 2;
-  shape.d_bias.kind = MaskKind::Bias;
   HostVariants variants;
-  variants.bias = s.mask_values;
-  std::vector<float> lse;
-  const std::vector<float> o = session().forward(shape.forward, q, k, v, variants, &lse);
-  const Session::Gradients g = session().backward(shape, q, k, v, o, d_o, lse, variants);
-  const auto ref = bench::reference_backward(s, q, k, v, d_o);
-  expect_gradient(g.d_q, ref.d_q, DType::F32, "Session dQ");
-  expect_gradient(g.d_k, ref.d_k, DType::F32, "Session dK");
-  expect_gradient(g.d_v, ref.d_v, DType::F32, "Session dV");
-  expect_gradient(g.d_bias, ref.d_bias, DType::F32, "Session dBias");
+  bench::ReferenceGradients ref;
+
+  SessionBiasCase(const bench::Shape& shape_of, std::uint64_t seed) : s(shape_of) {
+    add_bias(s, 1, s.heads, seed);
+    q = bench::random_values(s.q_elems(), seed + 1);
+    k = bench::random_values(s.kv_elems(), seed + 2);
+    v = bench::random_values(s.kv_elems(), seed + 3);
+    d_o = bench::random_values(s.q_elems(), seed + 4);
+    shape.forward = shape_args(s);
+    shape.forward.heads_kv = s.heads_kv;
+    shape.forward.mask.kind = MaskKind::Bias;
+    shape.forward.mask.batch = 1;
+    shape.forward.mask.heads = s.heads;
+    shape.d_bias.kind = MaskKind::Bias;
+    variants.bias = s.mask_values;
+    o = session().forward(shape.forward, q, k, v, variants, &lse);
+    ref = bench::reference_backward(s, q, k, v, d_o);
+  }
+  void expect_accurate(const Session::Gradients& g, const std::string& what) const {
+    expect_gradient(g.d_q, ref.d_q, DType::F32, what + " dQ");
+    expect_gradient(g.d_k, ref.d_k, DType::F32, what + " dK");
+    expect_gradient(g.d_v, ref.d_v, DType::F32, what + " dV");
+    expect_gradient(g.d_bias, ref.d_bias, DType::F32, what + " dBias");
+  }
+};
+
+TEST(BackwardApi, SessionBackwardWithBiasGradient) {
+  const SessionBiasCase c(make_case(11, 14, 16, false, 2, 2).shape, 81);
+  c.expect_accurate(session().backward(c.shape, c.q, c.k, c.v, c.o, c.d_o, c.lse, c.variants), "Session");
 }
 
 // Session::backward on caller memory (HostView). Where the device shares host memory (read from
@@ -430,35 +442,14 @@ TEST(BackwardApi, SessionBackwardWithBiasGradient) {
 // bit (deterministic fa2). An output over an input's memory and a short output are named errors
 // raised before anything runs (the other outputs keep their poison).
 TEST(BackwardApi, SessionBackwardOnCallerMemory) {
-  bench::Shape s;
-  s.batch = 2;
-  s.heads = 4;
-  s.heads_kv = 2;
-  s.seqlen_q = 37;
-  s.seqlen_k = 50;
-  s.head_dim = 24;
-  s.causal = true;
-  add_bias(s, 1, 4, 91);
-  const auto q = bench::random_values(s.q_elems(), 92), k = bench::random_values(s.kv_elems(), 93);
-  const auto v = bench::random_values(s.kv_elems(), 94), d_o = bench::random_values(s.q_elems(), 95);
-  BackwardArgs shape;
-  shape.forward = shape_args(s);
-  shape.forward.heads_kv = 2;
-  shape.forward.mask.kind = MaskKind::Bias;
-  shape.forward.mask.batch = 1;
-  shape.forward.mask.heads = 4;
-  shape.d_bias.kind = MaskKind::Bias;
-  shape.deterministic = true;
-  HostVariants variants;
-  variants.bias = s.mask_values;
-  std::vector<float> lse;
-  const std::vector<float> o = session().forward(shape.forward, q, k, v, variants, &lse);
+  bench::Shape gqa = make_case(37, 50, 24, true, 2, 4).shape;
+  gqa.heads_kv = 2;
+  SessionBiasCase c(gqa, 91);
+  c.shape.deterministic = true;
+  const auto& [shape, variants, q, k, v, d_o, o, lse] =
+      std::tie(c.shape, c.variants, c.q, c.k, c.v, c.d_o, c.o, c.lse);
   const Session::Gradients want = session().backward(shape, q, k, v, o, d_o, lse, variants);
-  const auto ref = bench::reference_backward(s, q, k, v, d_o);
-  expect_gradient(want.d_q, ref.d_q, DType::F32, "dQ");
-  expect_gradient(want.d_k, ref.d_k, DType::F32, "dK");
-  expect_gradient(want.d_v, ref.d_v, DType::F32, "dV");
-  expect_gradient(want.d_bias, ref.d_bias, DType::F32, "dBias");
+  c.expect_accurate(want, "vectors");
 
   cl_bool unified = CL_FALSE;
   cl_uint align_bits = 0;
