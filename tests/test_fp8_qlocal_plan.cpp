@@ -4,7 +4,8 @@
 // switch is read only as "1"; with it an e4m3 call gets one m-tile a warp, 32 keys a block and
 // -DQ_LOCAL=1, its __local bytes count Q's rows (at K's pitch) and fit; without it, and for every
 // 16-bit or fp32 call, the plan and the program options are those of the default (so no recorded
-// row of tests/data/plan_options.txt changes). The kernel itself runs only on the card
+// row of tests/data/plan_options.txt changes). Also FLASHCL_FP8_D256=1, the e4m3 tensor-core fa2 at
+// head dims 129-256 (opt-in likewise). The kernel itself runs only on the card
 // (bench/gpu/fp8_ab.sh); its register counts come from bench/gpu/ptxas_regs.py.
 #include <gtest/gtest.h>
 
@@ -107,6 +108,39 @@ TEST(Fp8QLocalPlan, ForcedShapesCountQsRows) {
   const TilePlan fits = mma_plan(dev, call(DType::E4M3, 128, false), o);
   EXPECT_EQ(fits.local_bytes, 2u * 32 * 2 * 144 + 32 + 128 * 144);
   EXPECT_LT(fits.local_bytes, dev.local_mem_bytes);
+}
+
+// FLASHCL_FP8_D256=1: e4m3 calls of head dim 129-256 take the tensor cores at 4x32x1x2 (Q in
+// registers; with Q in __local memory too the shape passes 48 KiB and the call stays portable);
+// without it, or for other dtypes, d > 128 stays on the portable fa2.
+TEST(Fp8QLocalPlan, HeadDimsTo256UnderTheirSwitch) {
+  const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
+  const Overrides on = env("FLASHCL_FP8_D256", "1"), off = env("FLASHCL_OTHER", "1");
+  EXPECT_TRUE(on.fp8_d256);
+  EXPECT_FALSE(env("FLASHCL_FP8_D256", "0").fp8_d256);
+  for (int d : {129, 160, 200, 256})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
+      const ForwardArgs a = call(DType::E4M3, d, causal);
+      EXPECT_FALSE(mma_eligible(dev, a, off));
+      for (DType other : {DType::F16, DType::BF16, DType::F32}) EXPECT_FALSE(mma_eligible(dev, call(other, d, causal), on));
+      ASSERT_TRUE(mma_eligible(dev, a, on));
+      const TilePlan p = mma_plan(dev, a, on);
+      EXPECT_FALSE(p.q_local);
+      EXPECT_EQ(p.block_rows, 64);
+      EXPECT_EQ(p.block_cols, 32);
+      EXPECT_EQ(p.stages, 2);
+      const std::size_t pitch = (d + 31) / 32 * 32 + 16;
+      EXPECT_EQ(p.local_bytes, 2 * 32 * 2 * pitch + 4 * 8);
+      const std::string options = mma_program(a, p, MmaKind::MmaSync).options;
+      EXPECT_TRUE(has(options, " -DHEAD_DIM=" + std::to_string(d) + " ")) << options;
+      EXPECT_FALSE(has(options, "Q_LOCAL")) << options;
+    }
+  EXPECT_FALSE(mma_eligible(dev, call(DType::E4M3, 257, false), on));  // the kernels' limit
+  Overrides both = on;
+  both.fp8_q_local = true;
+  EXPECT_FALSE(mma_eligible(dev, call(DType::E4M3, 256, false), both));  // 52 KiB with Q's rows
+  EXPECT_TRUE(mma_eligible(dev, call(DType::E4M3, 160, false), both));   // 192-byte rows: 39.2 KiB
 }
 
 }  // namespace
