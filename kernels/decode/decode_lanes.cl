@@ -279,34 +279,48 @@ inline void lane_issue_wide(const DecodeArgs* d, __global const CACHE_T* k_cache
 #if LANE_PREFETCH
 /* Bytes in flight without registers: the K and V rows of this lane's key group in the tile
  * LANE_PREFETCH tiles ahead are requested into L2 (prefetch.global.L2), one 128-byte line per lane
- * (a key group's KPT keys x K, V x L_LINES lines, dealt over its L_DV lanes), so when that tile's
- * loads come they hit L2, and the DRAM requests a work-group keeps open are its loads plus these.
- * kfirst_ahead: the lane's first key of that tile; entry/off: its page entry and offset (paged,
- * LANE_PAGE_KPT only, so the lane's keys share the page). head_k/head_v: the row starts of head hk
- * (without the lane's column). Keys past nk or off the pool are not requested. */
+ * (a key group's KPT keys x K, V x L_LINES lines, dealt over its L_DV lanes: 16 over 16 at fp16,
+ * d 128; where the lines outnumber the lanes, d <= 32 at fp16, the first L_DV only: a hint), so
+ * when that tile's loads come they hit L2, and the DRAM requests a work-group keeps open are its
+ * loads plus these. The lane's line (key j of its run, K or V, line of the row) is fixed, so its
+ * pointer and strides are taken once (LanePrefetch); per tile one product and the prefetch. */
 #define L_LINES ((HEAD_DIM * (int)sizeof(CACHE_T) + 127) / 128) /* 128-byte lines per key row */
 #define L_PF_LINES (KPT * 2 * L_LINES)
+typedef struct {
+  __global const CACHE_T* row0; /* the lane's line in the row of position 0 (contiguous) or page 0, offset 0 */
+  long seq_stride, page_stride;
+  int j;                        /* its key within the lane group's KPT */
+  bool active;                  /* v < L_PF_LINES */
+} LanePrefetch;
+
 inline void l2_prefetch(__global const CACHE_T* p) {
   asm volatile("prefetch.global.L2 [%0];" : : "l"((ulong)p));
 }
-inline void lane_prefetch(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
-                          int v, int kfirst_ahead, int nk, long head_k, long head_v, int entry, int off) {
-#pragma unroll
-  for (int t = 0; t < (L_PF_LINES + L_DV - 1) / L_DV; ++t) {
-    const int i = v + t * L_DV, j = i / (2 * L_LINES), is_v = (i / L_LINES) % 2, ln = i % L_LINES;
+
+/* head_k/head_v: the row starts of head hk (and of the cache row, contiguous), without the lane's column */
+inline LanePrefetch lane_prefetch_init(const DecodeArgs* d, __global const CACHE_T* k_cache,
+                                       __global const CACHE_T* v_cache, int v, long head_k, long head_v) {
+  LanePrefetch f;
+  const int is_v = (v / L_LINES) % 2;
+  f.j = v / (2 * L_LINES);
+  f.active = v < L_PF_LINES;
+  f.row0 = (is_v ? v_cache + head_v : k_cache + head_k) + (v % L_LINES) * (128 / (int)sizeof(CACHE_T));
+  f.seq_stride = is_v ? d->v_seq_stride : d->k_seq_stride;
+  f.page_stride = is_v ? d->v_batch_stride : d->k_batch_stride;
+  return f;
+}
+
+/* kfirst_ahead: the lane's first key of that tile; entry/off: its page entry and offset (paged,
+ * LANE_PAGE_KPT: the lane's keys share the page). Keys past nk or off the pool are not requested. */
+inline void lane_prefetch(const LanePrefetch* f, int kfirst_ahead, int nk, int entry, int off) {
 #if PAGED
-    const bool want = i < L_PF_LINES && kfirst_ahead + j < nk && entry >= 0;
-    const long row = (is_v ? head_v + (long)entry * d->v_batch_stride + (long)(off + j) * d->v_seq_stride
-                           : head_k + (long)entry * d->k_batch_stride + (long)(off + j) * d->k_seq_stride);
+  if (f->active && kfirst_ahead + f->j < nk && entry >= 0)
+    l2_prefetch(f->row0 + (long)entry * f->page_stride + (long)(off + f->j) * f->seq_stride);
 #else
-    (void)entry;
-    (void)off;
-    const bool want = i < L_PF_LINES && kfirst_ahead + j < nk;
-    const long row = is_v ? head_v + (long)(kfirst_ahead + j) * d->v_seq_stride
-                          : head_k + (long)(kfirst_ahead + j) * d->k_seq_stride;
+  (void)entry;
+  (void)off;
+  if (f->active && kfirst_ahead + f->j < nk) l2_prefetch(f->row0 + (long)(kfirst_ahead + f->j) * f->seq_stride);
 #endif
-    if (want) l2_prefetch((is_v ? v_cache : k_cache) + row + ln * (128 / (int)sizeof(CACHE_T)));
-  }
 }
 #endif
 #endif
@@ -368,6 +382,7 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
 #if LANE_PREFETCH
   LaneCursor pf; /* LANE_PREFETCH tiles ahead of cur */
   lane_cursor_init(d, block_table, b, (t_begin + LANE_PREFETCH) * BC + kg * KPT, nk, &pf);
+  const LanePrefetch pfl = lane_prefetch_init(d, k_cache, v_cache, v, base_k - col, base_v - col);
 #endif
 #endif
 
@@ -483,8 +498,7 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
       int pf_entry, pf_page, pf_off;
       lane_cursor_step(d, block_table, b, kfirst + (LANE_PREFETCH + 1) * BC, nk, &pf, &pf_entry, &pf_page, &pf_off);
       if (kt + LANE_PREFETCH < t_end) /* not past the split: another split's or nobody's keys */
-        lane_prefetch(d, k_cache, v_cache, v, kfirst + LANE_PREFETCH * BC, nk, base_k - col, base_v - col, pf_entry,
-                      pf_off);
+        lane_prefetch(&pfl, kfirst + LANE_PREFETCH * BC, nk, pf_entry, pf_off);
     }
 #endif
 #if LANE_PIPELINE
