@@ -446,8 +446,7 @@ TEST(BackwardApi, SessionBackwardOnCallerMemory) {
   gqa.heads_kv = 2;
   SessionBiasCase c(gqa, 91);
   c.shape.deterministic = true;
-  const auto& [shape, variants, q, k, v, d_o, o, lse] =
-      std::tie(c.shape, c.variants, c.q, c.k, c.v, c.d_o, c.o, c.lse);
+  const auto& [shape, variants, q, k, v, d_o, o, lse] = std::tie(c.shape, c.variants, c.q, c.k, c.v, c.d_o, c.o, c.lse);
   const Session::Gradients want = session().backward(shape, q, k, v, o, d_o, lse, variants);
   c.expect_accurate(want, "vectors");
 
@@ -468,7 +467,8 @@ TEST(BackwardApi, SessionBackwardOnCallerMemory) {
   struct Room {  // ten slots
     std::size_t align, bytes;
     float* p;
-    Room(std::size_t a, std::size_t b) : align(a), bytes(b), p(static_cast<float*>(::operator new(b, std::align_val_t{a}))) {}
+    Room(std::size_t a, std::size_t b)
+        : align(a), bytes(b), p(static_cast<float*>(::operator new(b, std::align_val_t{a}))) {}
     ~Room() { ::operator delete(p, std::align_val_t{align}); }
   };
   for (const std::size_t shift : {std::size_t{0}, std::size_t{1}}) {

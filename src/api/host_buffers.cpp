@@ -31,7 +31,10 @@ HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
 }
 
 HostBuffers::HostBuffers(cl_context context, cl_command_queue queue, bool host_unified, std::size_t host_align)
-    : context_(context), queue_(queue), host_unified_(host_unified), host_align_(std::max<std::size_t>(host_align, 1)) {}
+    : context_(context),
+      queue_(queue),
+      host_unified_(host_unified),
+      host_align_(std::max<std::size_t>(host_align, 1)) {}
 
 HostBuffers::~HostBuffers() {
   for (cl_mem m : held_) clReleaseMemObject(m);
@@ -61,7 +64,8 @@ cl_mem HostBuffers::input(const char* name, const float* data, std::size_t n, DT
   ranges_.push_back({name, begin, data != nullptr ? begin + n * sizeof(float) : begin});
   if (cl_mem m = over_host(data, n, dtype, access)) return m;
   // OpenCL has no empty buffers (a varlen batch may hold no rows at all): one element then
-  if (n == 0 || data == nullptr) return make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
+  if (n == 0 || data == nullptr)
+    return make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
   if (dtype == DType::F32) return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data);
   const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(data, data + n));
   return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data());

@@ -35,8 +35,7 @@ class HostBuffers {
 
   // n elements of `dtype` storage read from `data`; `access` flags the buffer when it lies over the
   // caller's memory (read-only, unless the call's checks want the flag of an output).
-  cl_mem input(const char* name, const float* data, std::size_t n, DType dtype,
-               cl_mem_flags access = CL_MEM_READ_ONLY);
+  cl_mem input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access = CL_MEM_READ_ONLY);
   // n elements of `dtype` storage that finish() leaves in `data`.
   cl_mem output(const char* name, float* data, std::size_t n, DType dtype);
   // A copy of raw bytes (the variants' data); no buffer when there are none.

@@ -15,7 +15,9 @@ std::size_t Session::d_bias_size(const BackwardArgs& shape) {
   const ForwardArgs& f = shape.forward;
   if (shape.d_bias.kind == MaskKind::None) return 0;
   // dense in the bias's broadcast shape: batch/heads 0 are the bias's, and the bias's 0 the call's
-  const auto dim = [](int own, int bias, int call) { return static_cast<std::size_t>(own > 0 ? own : bias > 0 ? bias : call); };
+  const auto dim = [](int own, int bias, int call) {
+    return static_cast<std::size_t>(own > 0 ? own : bias > 0 ? bias : call);
+  };
   return dim(shape.d_bias.batch, f.mask.batch, f.batch) * dim(shape.d_bias.heads, f.mask.heads, f.heads) *
          static_cast<std::size_t>(std::max(f.seqlen_q, 0)) * static_cast<std::size_t>(std::max(f.seqlen_k, 0));
 }
@@ -48,9 +50,9 @@ void Session::backward(const BackwardArgs& shape, HostView<const float> q, HostV
     const char* name;
     std::size_t size, want;
     const char* what;
-  } arrays[] = {{"q", q.size, nq, layout},          {"k", k.size, nk, layout},
-                {"v", v.size, nk, layout},          {"o", o.size, nq, layout},
-                {"d_o", d_o.size, nq, layout},      {"lse", lse.size, nlse, " floats (H rows of Q)"},
+  } arrays[] = {{"q", q.size, nq, layout},           {"k", k.size, nk, layout},
+                {"v", v.size, nk, layout},           {"o", o.size, nq, layout},
+                {"d_o", d_o.size, nq, layout},       {"lse", lse.size, nlse, " floats (H rows of Q)"},
                 {"d_q", grads.d_q.size, nq, layout}, {"d_k", grads.d_k.size, nk, layout},
                 {"d_v", grads.d_v.size, nk, layout}};
   for (const auto& a : arrays)

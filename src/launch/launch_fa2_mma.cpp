@@ -89,8 +89,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
                                cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
     // the dequantised inputs are the reference's (FP8)
-    return probe.check(what, probe.read_o(), dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2,
-                       fp8 ? descales : nullptr);
+    return probe.check(what, probe.read_o(), dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2, fp8 ? descales : nullptr);
   });
 }
 

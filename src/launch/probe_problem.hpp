@@ -19,12 +19,12 @@ namespace flashcl::detail {
 struct ForwardProbe {
   static constexpr int nq = 37, nk = 150;
   int d;
-  DType dtype, out;              // the inputs' storage, O's
-  std::vector<float> q, k, v;    // the values uploaded (fp8: before the descales)
-  cl::Context ctx;               // the caller's context, retained
-  cl::CommandQueue queue;        // a queue of the probe's own
+  DType dtype, out;            // the inputs' storage, O's
+  std::vector<float> q, k, v;  // the values uploaded (fp8: before the descales)
+  cl::Context ctx;             // the caller's context, retained
+  cl::CommandQueue queue;      // a queue of the probe's own
   cl::Buffer qb, kb, vb, ob;
-  ForwardArgs args;              // shape, dtype and Q, K, V, O; algorithm and fp8 fields are the caller's
+  ForwardArgs args;  // shape, dtype and Q, K, V, O; algorithm and fp8 fields are the caller's
 
   ForwardProbe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load);
   // O after the caller's kernels ran on `queue` (blocking), as floats.
