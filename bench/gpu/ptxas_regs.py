@@ -55,6 +55,7 @@ uint OVL min(uint x, uint y) { return x < y ? x : y; }
 uint OVL max(uint x, uint y) { return x > y ? x : y; }
 float OVL min(float x, float y) { return fmin(x, y); }
 float OVL max(float x, float y) { return fmax(x, y); }
+uint OVL abs(int x) { return x < 0 ? -x : x; }
 int OVL clamp(int x, int lo, int hi) { return min(max(x, lo), hi); }
 """
 
