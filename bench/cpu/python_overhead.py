@@ -188,21 +188,10 @@ def backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue):
                  "numpy, page-aligned": lambda: flashcl.attention_backward(*aligned, causal=causal, window=(0, 0)),
                  "pyopencl, resident Arrays": lambda: flashcl.attention_backward(*resident, causal=causal,
                                                                                  window=(0, 0))[-1].finish()}
-        for name, call in calls.items():
-            call()
-            parts[(causal, name)] = []
-        for _ in range(3):
-            for name, call in calls.items():
-                timed(call, max(a.bytes_calls // 3, 1), parts[(causal, name)])
+        time_parts(calls, parts, causal, a.bytes_calls)
     print(f"load after: {load()}")
     print()
-    print("attention_backward alone on the bytes shape (ms per call, median / min), and over resident Arrays:")
-    for causal in (False, True):
-        res_med, res_min = stats(parts[(causal, "pyopencl, resident Arrays")])
-        for name, xs in ((k[1], v) for k, v in parts.items() if k[0] == causal):
-            med, mn = stats(xs)
-            print(f"  causal {'on' if causal else 'off':>3}: {name:<28} {med:7.3f} / {mn:7.3f}  "
-                  f"{med - res_med:+7.3f} / {mn - res_min:+7.3f}")
+    print_parts("attention_backward alone on the bytes shape", parts, 28)
     print()
     print(f"forward+backward, B 1, H {a.heads}, N {a.seqlen}, d {a.head_dim}, fp32, fa2; ms per call (median / min)")
     for causal in (False, True):
@@ -220,6 +209,28 @@ def backward_main(a, bench, flashcl, fcl_torch, torch, np, cla, queue):
         with open(a.json, "w") as f:
             json.dump({"load_after": load(), "bench_fwd_bwd": {str(k): v for k, v in ref.items()}, "samples": [
                 {"shape": k[0], "causal": k[1], "form": k[2], "ms": v} for k, v in samples.items()]}, f)
+
+
+def time_parts(calls, parts, causal, count):
+    """Each of `calls` warmed up once, then all timed in turn, three times count / 3 calls each
+    (interleaved, so drift hits every one), into parts[(causal, name)]."""
+    for name, call in calls.items():
+        call()
+        parts[(causal, name)] = []
+    for _ in range(3):
+        for name, call in calls.items():
+            timed(call, max(count // 3, 1), parts[(causal, name)])
+
+
+def print_parts(title, parts, width):
+    """Each part's median / min and its cost over the resident Arrays' ("pyopencl, resident Arrays")."""
+    print(f"{title} (ms per call, median / min), and over resident Arrays:")
+    for causal in (False, True):
+        res_med, res_min = stats(parts[(causal, "pyopencl, resident Arrays")])
+        for name, xs in ((k[1], v) for k, v in parts.items() if k[0] == causal):
+            med, mn = stats(xs)
+            print(f"  causal {'on' if causal else 'off':>3}: {name:<{width}} {med:7.3f} / {mn:7.3f}  "
+                  f"{med - res_med:+7.3f} / {mn - res_min:+7.3f}")
 
 
 def stats(xs):
@@ -340,12 +351,7 @@ def main():
                      "pyopencl, USE_HOST_PTR buffers (O too)": host_ptr,
                      "pyopencl, resident Arrays": lambda: flashcl.attention(*resident, causal=causal,
                                                                            window=(0, 0)).finish()}
-            for name, call in calls.items():
-                call()
-                parts[(causal, name)] = []
-            for _ in range(3):
-                for name, call in calls.items():
-                    timed(call, max(a.bytes_calls // 3, 1), parts[(causal, name)])
+            time_parts(calls, parts, causal, a.bytes_calls)
 
     print(f"load after: {load()}")
     print()
@@ -376,13 +382,7 @@ def main():
             cells.append(f"{name} {100 * (med - dev_med) / main_med:+.1f}% ({100 * (mn - dev_min) / main_min:+.1f}%)")
         print(f"  causal {'on' if causal else 'off':>3}: " + "; ".join(cells))
     print()
-    print("parts of the host path on the bytes shape (ms per call, median / min), and over resident Arrays:")
-    for causal in (False, True):
-        res_med, res_min = stats(parts[(causal, "pyopencl, resident Arrays")])
-        for name, xs in ((k[1], v) for k, v in parts.items() if k[0] == causal):
-            med, mn = stats(xs)
-            print(f"  causal {'on' if causal else 'off':>3}: {name:<42} {med:7.3f} / {mn:7.3f}  "
-                  f"{med - res_med:+7.3f} / {mn - res_min:+7.3f}")
+    print_parts("parts of the host path on the bytes shape", parts, 42)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"load_after": load(), "samples": [
