@@ -27,7 +27,8 @@ struct Overrides {
                                // registers (mma_e4m3.cl's Q_LOCAL; opt-in until the card has measured it)
   bool fp8_d256 = false;       // FLASHCL_FP8_D256=1: e4m3 calls of head dim 129-256 on the tensor-core fa2 (4x32x1x2;
                                // opt-in until the card has run it; the portable fa2 otherwise)
-  std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run
+  std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run;
+                               // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' opt-in wide form (docs/DECODE.md)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
                                // (a failed probe is an error, not a fallback), else chosen where eligible
