@@ -6,56 +6,14 @@
 // decode_lanes takes the call (else the usual width for the other kernels).
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstdint>
 #include <string>
 
 #include "plan/kvcache_plan.hpp"
+#include "planner_calls.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
 namespace {
-
-cl_mem some_buffer() { return reinterpret_cast<cl_mem>(std::uintptr_t{0x1000}); }
-
-void dense(Tensor& t, int seqlen, int heads, int d) {
-  t.buffer = some_buffer();
-  t.head_stride = d;
-  t.seq_stride = static_cast<std::int64_t>(heads) * d;
-  t.batch_stride = static_cast<std::int64_t>(seqlen) * heads * d;
-}
-
-// Issue 22's decode step (B 8, H 32 over 8, d 128, 4096 keys), contiguous or paged (page_size > 0).
-KvCacheArgs call(DType cache, int page_size = 0, int heads = 32, int rows = 1) {
-  KvCacheArgs a;
-  a.batch = 8;
-  a.heads_kv = 8;
-  a.heads = heads;
-  a.seqlen_q = rows;
-  a.head_dim = 128;
-  a.dtype = DType::F16;
-  a.cache_dtype = cache;
-  a.scale = 1.0f / std::sqrt(128.0f);
-  a.cache_seqlens = some_buffer();
-  dense(a.q, rows, a.heads, a.head_dim);
-  dense(a.o, rows, a.heads, a.head_dim);
-  if (page_size > 0) {
-    a.page_size = page_size;
-    a.max_pages = (4096 + page_size - 1) / page_size;
-    a.num_pages = a.batch * a.max_pages;
-    a.block_table = some_buffer();
-    a.block_table_stride = a.max_pages;
-    dense(a.k_cache, page_size, a.heads_kv, a.head_dim);
-    dense(a.v_cache, page_size, a.heads_kv, a.head_dim);
-  } else {
-    a.cache_seqlen = 4096;
-    a.cache_batch = a.batch;
-    dense(a.k_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
-    dense(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
-  }
-  if (cache == DType::E4M3 || cache == DType::E5M2) a.k_descale = a.v_descale = some_buffer();
-  return a;
-}
 
 KvCachePlan plan(const DeviceFacts& f, const KvCacheArgs& a, const std::string& form = "") {
   Overrides o;
@@ -72,7 +30,7 @@ const DeviceFacts h100 = simulated_nvidia_gpu(228, 9, 0);
 TEST(DecodeWidePlan, DefaultPlansHaveNoWideSwitch) {
   for (DType cache : {DType::F16, DType::E4M3})
     for (int page : {0, 1, 16, 256}) {
-      const KvCachePlan p = plan(h100, call(cache, page));
+      const KvCachePlan p = plan(h100, decode_step_call(cache, page));
       SCOPED_TRACE(p.program.options);
       EXPECT_STREQ(p.attention_kernel, "decode_lanes");
       EXPECT_EQ(p.program.options.find("LANE_WIDE"), std::string::npos);
@@ -84,30 +42,30 @@ TEST(DecodeWidePlan, DefaultPlansHaveNoWideSwitch) {
 
 TEST(DecodeWidePlan, PageBasePerLaneOnlyWherePagesHoldWholeKeyRuns) {
   for (int page : {16, 256, 4, 12}) {  // multiples of KPT = 4: a page base per lane and tile, prefetch
-    const KvCachePlan p = plan(h100, call(DType::F16, page), "lanes-wide");
+    const KvCachePlan p = plan(h100, decode_step_call(DType::F16, page), "lanes-wide");
     SCOPED_TRACE(p.program.options);
     EXPECT_TRUE(has(p, "-DLANE_WIDE=1") && has(p, "-DLANE_PAGE_KPT=1") && has(p, "-DLANE_PREFETCH=2"));
     EXPECT_TRUE(has(p, "-DKPT=4") && has(p, "-DLANE_SHUFFLE=1") && has(p, "-DVEC=8"));
     EXPECT_FALSE(has(p, "-DLANE_PIPELINE=1"));
   }
   for (int page : {1, 2, 7, 17}) {  // a lane's keys may cross a page: the per-key walk, no prefetch
-    const KvCachePlan p = plan(h100, call(DType::F16, page), "lanes-wide");
+    const KvCachePlan p = plan(h100, decode_step_call(DType::F16, page), "lanes-wide");
     SCOPED_TRACE(p.program.options);
     EXPECT_TRUE(has(p, "-DLANE_WIDE=1"));
     EXPECT_EQ(p.program.options.find("LANE_PAGE_KPT"), std::string::npos);
     EXPECT_EQ(p.program.options.find("LANE_PREFETCH"), std::string::npos);
   }
-  const KvCachePlan contiguous = plan(h100, call(DType::F16), "lanes-wide");
+  const KvCachePlan contiguous = plan(h100, decode_step_call(DType::F16), "lanes-wide");
   EXPECT_TRUE(has(contiguous, "-DLANE_WIDE=1") && has(contiguous, "-DLANE_PREFETCH=2"));
   EXPECT_EQ(contiguous.program.options.find("LANE_PAGE_KPT"), std::string::npos);
-  const KvCachePlan np = plan(h100, call(DType::F16, 16), "lanes-wide-np");
+  const KvCachePlan np = plan(h100, decode_step_call(DType::F16, 16), "lanes-wide-np");
   EXPECT_TRUE(has(np, "-DLANE_WIDE=1") && has(np, "-DLANE_PAGE_KPT=1"));
   EXPECT_EQ(np.program.options.find("LANE_PREFETCH"), std::string::npos);
 }
 
 TEST(DecodeWidePlan, PrefetchOnlyOnNvidia) {
   for (const DeviceFacts& f : {simulated_pocl_cpu(16), simulated_pocl_cpu(8)}) {
-    const KvCachePlan p = plan(f, call(DType::F16, 16), "lanes-wide");
+    const KvCachePlan p = plan(f, decode_step_call(DType::F16, 16), "lanes-wide");
     SCOPED_TRACE(p.program.options);
     EXPECT_STREQ(p.attention_kernel, "decode_lanes");  // the PTX-free form, for tests
     EXPECT_TRUE(has(p, "-DLANE_WIDE=1") && has(p, "-DLANE_PAGE_KPT=1"));
@@ -118,21 +76,21 @@ TEST(DecodeWidePlan, PrefetchOnlyOnNvidia) {
 
 TEST(DecodeWidePlan, Fp8AtSixteenBytesOnlyUnderLanesWide16) {
   for (DType cache : {DType::E4M3, DType::E5M2}) {
-    const KvCachePlan p = plan(h100, call(cache, 16), "lanes-wide16");
+    const KvCachePlan p = plan(h100, decode_step_call(cache, 16), "lanes-wide16");
     SCOPED_TRACE(p.program.options);
     EXPECT_EQ(p.vec, 16);
     EXPECT_TRUE(has(p, "-DVEC=16") && has(p, "-DKPT=2") && has(p, "-DBC=32") && has(p, "-DWG_SIZE=128"));
     EXPECT_TRUE(has(p, "-DLANE_PAGE_KPT=1") && has(p, "-DLANE_PREFETCH=2") && has(p, "-DNV_FP8_CVT=1"));
     EXPECT_EQ(p.decode.local_bytes, decode_lanes_local_bytes(4, 32, 128, 16, 8, true));
-    EXPECT_EQ(plan(h100, call(cache, 16), "lanes-wide").vec, 8);  // lanes-wide keeps 8 bytes
+    EXPECT_EQ(plan(h100, decode_step_call(cache, 16), "lanes-wide").vec, 8);  // lanes-wide keeps 8 bytes
   }
-  EXPECT_EQ(plan(h100, call(DType::F16), "lanes-wide16").vec, 8);  // fp16: already 16 bytes a load
+  EXPECT_EQ(plan(h100, decode_step_call(DType::F16), "lanes-wide16").vec, 8);  // fp16: already 16 bytes a load
   // 8 rows (H 64 over 8): 16 elements would take 128 query and 128 accumulator registers; VEC 8
-  const KvCachePlan rows8 = plan(h100, call(DType::E4M3, 0, 64), "lanes-wide16");
+  const KvCachePlan rows8 = plan(h100, decode_step_call(DType::E4M3, 0, 64), "lanes-wide16");
   EXPECT_EQ(rows8.vec, 8);
   EXPECT_TRUE(has(rows8, "-DVEC=8") && has(rows8, "-DLANE_WIDE=1"));
   // chunked prefill: the staged kernel, at the usual width
-  const KvCachePlan staged = plan(h100, call(DType::E4M3, 0, 32, 16), "lanes-wide16");
+  const KvCachePlan staged = plan(h100, decode_step_call(DType::E4M3, 0, 32, 16), "lanes-wide16");
   EXPECT_STREQ(staged.attention_kernel, "decode_split");
   EXPECT_EQ(staged.vec, 8);
   EXPECT_TRUE(has(staged, "-DVEC=8"));

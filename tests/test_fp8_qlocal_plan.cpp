@@ -14,48 +14,29 @@
 #include "plan/forward_programs.hpp"
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
+#include "planner_calls.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
 namespace {
 
-ForwardArgs call(DType dtype, int d, bool causal) {
-  ForwardArgs a;
-  a.batch = 2;
-  a.heads = 4;
-  a.seqlen_q = a.seqlen_k = 512;
-  a.head_dim = d;
-  a.dtype = dtype;
-  a.causal = causal;
-  a.algorithm = Algorithm::FA2;
-  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
-    t->head_stride = d;
-    t->seq_stride = static_cast<std::int64_t>(a.heads) * d;
-    t->batch_stride = t->seq_stride * a.seqlen_q;
-  }
-  return a;
-}
-
-Overrides env(const char* name, const char* value) {
-  return read_overrides([&](const char* n) { return std::string(n) == name ? value : nullptr; });
-}
-
 bool has(const std::string& options, const std::string& flag) { return options.find(flag) != std::string::npos; }
 
 TEST(Fp8QLocalPlan, SwitchIsReadOnlyAsOne) {
-  EXPECT_TRUE(env("FLASHCL_FP8_QLOCAL", "1").fp8_q_local);
-  for (const char* other : {"0", "", "yes", "2"}) EXPECT_FALSE(env("FLASHCL_FP8_QLOCAL", other).fp8_q_local) << other;
-  EXPECT_FALSE(env("FLASHCL_OTHER", "1").fp8_q_local);
+  EXPECT_TRUE(env_overrides("FLASHCL_FP8_QLOCAL", "1").fp8_q_local);
+  for (const char* other : {"0", "", "yes", "2"})
+    EXPECT_FALSE(env_overrides("FLASHCL_FP8_QLOCAL", other).fp8_q_local) << other;
+  EXPECT_FALSE(env_overrides("FLASHCL_OTHER", "1").fp8_q_local);
 }
 
 TEST(Fp8QLocalPlan, E4m3CallsTakeOneMTileAndQInLocalMemory) {
-  const Overrides on = env("FLASHCL_FP8_QLOCAL", "1");
+  const Overrides on = env_overrides("FLASHCL_FP8_QLOCAL", "1");
   for (const DeviceFacts& dev : {simulated_nvidia_gpu(48, 9, 0), simulated_nvidia_gpu(48, 8, 9)})
     for (int d : {30, 64, 72, 80, 128})
       for (bool causal : {false, true}) {
         SCOPED_TRACE("cc " + std::to_string(dev.nv_compute_major) + "." + std::to_string(dev.nv_compute_minor) +
                      " d=" + std::to_string(d) + (causal ? " causal" : ""));
-        const ForwardArgs a = call(DType::E4M3, d, causal);
+        const ForwardArgs a = dense_fa2_call(DType::E4M3, d, causal, 512);
         ASSERT_TRUE(mma_eligible(dev, a, on));
         const TilePlan p = mma_plan(dev, a, on);
         EXPECT_TRUE(p.q_local);
@@ -73,13 +54,13 @@ TEST(Fp8QLocalPlan, E4m3CallsTakeOneMTileAndQInLocalMemory) {
 }
 
 TEST(Fp8QLocalPlan, WithoutTheSwitchAndForOtherDtypesNothingChanges) {
-  const Overrides on = env("FLASHCL_FP8_QLOCAL", "1"), off = env("FLASHCL_OTHER", "1");
+  const Overrides on = env_overrides("FLASHCL_FP8_QLOCAL", "1"), off = env_overrides("FLASHCL_OTHER", "1");
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
   for (DType dtype : {DType::E4M3, DType::F16, DType::BF16, DType::F32})
     for (int d : {64, 128})
       for (bool causal : {false, true}) {
         SCOPED_TRACE(std::string(to_string(dtype)) + " d=" + std::to_string(d) + (causal ? " causal" : ""));
-        const ForwardArgs a = call(dtype, d, causal);
+        const ForwardArgs a = dense_fa2_call(dtype, d, causal, 512);
         const TilePlan base = mma_plan(dev, a, off);
         EXPECT_FALSE(base.q_local);
         const std::string base_options = mma_program(a, base, MmaKind::MmaSync).options;
@@ -98,14 +79,14 @@ TEST(Fp8QLocalPlan, ForcedShapesCountQsRows) {
   // FLASHCL_MMA_TILE still chooses the shape; Q's BR rows join its bytes, so a shape that no longer
   // fits 48 KiB (two m-tiles, two buffers of 64 keys at d = 128: 36 KiB of K/V + 18 KiB of Q) is
   // seen as such by the launch's local-memory check
-  Overrides o = env("FLASHCL_FP8_QLOCAL", "1");
+  Overrides o = env_overrides("FLASHCL_FP8_QLOCAL", "1");
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
   o.mma_tile = "4x64x2x2x1";
-  const TilePlan big = mma_plan(dev, call(DType::E4M3, 128, false), o);
+  const TilePlan big = mma_plan(dev, dense_fa2_call(DType::E4M3, 128, false, 512), o);
   EXPECT_EQ(big.local_bytes, 2u * 64 * 2 * 144 + 32 + 128 * 144);
   EXPECT_GT(big.local_bytes, dev.local_mem_bytes);
   o.mma_tile = "4x32x2x2x1";
-  const TilePlan fits = mma_plan(dev, call(DType::E4M3, 128, false), o);
+  const TilePlan fits = mma_plan(dev, dense_fa2_call(DType::E4M3, 128, false, 512), o);
   EXPECT_EQ(fits.local_bytes, 2u * 32 * 2 * 144 + 32 + 128 * 144);
   EXPECT_LT(fits.local_bytes, dev.local_mem_bytes);
 }
@@ -115,15 +96,16 @@ TEST(Fp8QLocalPlan, ForcedShapesCountQsRows) {
 // without it, or for other dtypes, d > 128 stays on the portable fa2.
 TEST(Fp8QLocalPlan, HeadDimsTo256UnderTheirSwitch) {
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
-  const Overrides on = env("FLASHCL_FP8_D256", "1"), off = env("FLASHCL_OTHER", "1");
+  const Overrides on = env_overrides("FLASHCL_FP8_D256", "1"), off = env_overrides("FLASHCL_OTHER", "1");
   EXPECT_TRUE(on.fp8_d256);
-  EXPECT_FALSE(env("FLASHCL_FP8_D256", "0").fp8_d256);
+  EXPECT_FALSE(env_overrides("FLASHCL_FP8_D256", "0").fp8_d256);
   for (int d : {129, 160, 200, 256})
     for (bool causal : {false, true}) {
       SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
-      const ForwardArgs a = call(DType::E4M3, d, causal);
+      const ForwardArgs a = dense_fa2_call(DType::E4M3, d, causal, 512);
       EXPECT_FALSE(mma_eligible(dev, a, off));
-      for (DType other : {DType::F16, DType::BF16, DType::F32}) EXPECT_FALSE(mma_eligible(dev, call(other, d, causal), on));
+      for (DType other : {DType::F16, DType::BF16, DType::F32})
+        EXPECT_FALSE(mma_eligible(dev, dense_fa2_call(other, d, causal, 512), on));
       ASSERT_TRUE(mma_eligible(dev, a, on));
       const TilePlan p = mma_plan(dev, a, on);
       EXPECT_FALSE(p.q_local);
@@ -136,11 +118,11 @@ TEST(Fp8QLocalPlan, HeadDimsTo256UnderTheirSwitch) {
       EXPECT_TRUE(has(options, " -DHEAD_DIM=" + std::to_string(d) + " ")) << options;
       EXPECT_FALSE(has(options, "Q_LOCAL")) << options;
     }
-  EXPECT_FALSE(mma_eligible(dev, call(DType::E4M3, 257, false), on));  // the kernels' limit
+  EXPECT_FALSE(mma_eligible(dev, dense_fa2_call(DType::E4M3, 257, false, 512), on));  // the kernels' limit
   Overrides both = on;
   both.fp8_q_local = true;
-  EXPECT_FALSE(mma_eligible(dev, call(DType::E4M3, 256, false), both));  // 52 KiB with Q's rows
-  EXPECT_TRUE(mma_eligible(dev, call(DType::E4M3, 160, false), both));   // 192-byte rows: 39.2 KiB
+  EXPECT_FALSE(mma_eligible(dev, dense_fa2_call(DType::E4M3, 256, false, 512), both));  // 52 KiB with Q's rows
+  EXPECT_TRUE(mma_eligible(dev, dense_fa2_call(DType::E4M3, 160, false, 512), both));   // 192-byte rows: 39.2 KiB
 }
 
 }  // namespace

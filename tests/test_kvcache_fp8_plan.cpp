@@ -4,46 +4,14 @@
 // 8.9 or more (unless FLASHCL_FP8_CVT=0), and to nothing else (fp16 caches, cc 8.0, CPUs, decode_cpu).
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstdint>
 #include <string>
 
 #include "plan/kvcache_plan.hpp"
+#include "planner_calls.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
 namespace {
-
-cl_mem some_buffer() { return reinterpret_cast<cl_mem>(std::uintptr_t{0x1000}); }
-
-void dense(Tensor& t, int seqlen, int heads, int d) {
-  t.buffer = some_buffer();
-  t.head_stride = d;
-  t.seq_stride = static_cast<std::int64_t>(heads) * d;
-  t.batch_stride = static_cast<std::int64_t>(seqlen) * heads * d;
-}
-
-// One decode step (B 8, H 32 over H_kv 8, d 128, 4096 cached keys) on a cache of `cache` storage.
-KvCacheArgs decode_call(DType cache, int rows = 1) {
-  KvCacheArgs a;
-  a.batch = 8;
-  a.heads_kv = 8;
-  a.heads = 32;
-  a.seqlen_q = rows;
-  a.head_dim = 128;
-  a.dtype = DType::F16;
-  a.cache_dtype = cache;
-  a.scale = 1.0f / std::sqrt(128.0f);
-  a.cache_seqlen = 4096;
-  a.cache_batch = a.batch;
-  a.cache_seqlens = some_buffer();
-  dense(a.q, rows, a.heads, a.head_dim);
-  dense(a.o, rows, a.heads, a.head_dim);
-  dense(a.k_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
-  dense(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
-  if (cache == DType::E4M3 || cache == DType::E5M2) a.k_descale = a.v_descale = some_buffer();
-  return a;
-}
 
 bool has_cvt(const KvCachePlan& p) { return p.program.options.find("-DNV_FP8_CVT=1") != std::string::npos; }
 
@@ -59,18 +27,19 @@ TEST(KvCacheFp8Plan, NvidiaCc90DecodesFp8ByItsInstruction) {
     for (DType cache : {DType::E4M3, DType::E5M2}) {
       SCOPED_TRACE(std::to_string(f.nv_compute_major) + "." + std::to_string(f.nv_compute_minor) + " " +
                    to_string(cache));
-      const KvCachePlan lanes = plan(f, decode_call(cache));
+      const KvCachePlan lanes = plan(f, decode_step_call(cache));
       EXPECT_STREQ(lanes.attention_kernel, "decode_lanes");
       EXPECT_STREQ(lanes.program.name, "decode_lanes_fp8");
       EXPECT_TRUE(has_cvt(lanes)) << lanes.program.options;
       // the option ends the string (after CACHE_DTYPE), so every other row stays as recorded
       const std::string& o = lanes.program.options;
       EXPECT_EQ(o.substr(o.size() - 14), "-DNV_FP8_CVT=1");
-      for (const char* form : {"stream", "staged", "lanes"}) EXPECT_TRUE(has_cvt(plan(f, decode_call(cache), form))) << form;
-      EXPECT_TRUE(has_cvt(plan(f, decode_call(cache, 16))));  // chunked prefill: decode_split
-      EXPECT_FALSE(has_cvt(plan(f, decode_call(cache), "cpu")));  // decode_cpu keeps its own decode
-      EXPECT_FALSE(has_cvt(plan(f, decode_call(DType::F16))));
-      EXPECT_FALSE(has_cvt(plan(f, decode_call(cache), "", false)));  // FLASHCL_FP8_CVT=0
+      for (const char* form : {"stream", "staged", "lanes"})
+        EXPECT_TRUE(has_cvt(plan(f, decode_step_call(cache), form))) << form;
+      EXPECT_TRUE(has_cvt(plan(f, decode_step_call(cache, 0, 32, 16))));  // chunked prefill: decode_split
+      EXPECT_FALSE(has_cvt(plan(f, decode_step_call(cache), "cpu")));     // decode_cpu keeps its own decode
+      EXPECT_FALSE(has_cvt(plan(f, decode_step_call(DType::F16))));
+      EXPECT_FALSE(has_cvt(plan(f, decode_step_call(cache), "", false)));  // FLASHCL_FP8_CVT=0
     }
 }
 
@@ -79,12 +48,12 @@ TEST(KvCacheFp8Plan, OlderNvidiaAndOtherDevicesKeepTheBitDecode) {
                                simulated_pocl_cpu(16), simulated_pocl_cpu(8)})
     for (DType cache : {DType::E4M3, DType::E5M2, DType::F16})
       for (const char* form : {"", "lanes", "stream", "staged"}) {
-        const KvCachePlan p = plan(f, decode_call(cache), form);
+        const KvCachePlan p = plan(f, decode_step_call(cache), form);
         EXPECT_FALSE(has_cvt(p)) << f.name << " " << to_string(cache) << " " << form << ": " << p.program.options;
       }
   DeviceFacts amd = simulated_nvidia_gpu(64, 9, 0);  // another vendor's GPU reporting a compute capability
   amd.vendor = "Advanced Micro Devices, Inc.";
-  EXPECT_FALSE(has_cvt(plan(amd, decode_call(DType::E4M3))));
+  EXPECT_FALSE(has_cvt(plan(amd, decode_step_call(DType::E4M3))));
 }
 
 }  // namespace

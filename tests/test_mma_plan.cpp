@@ -13,6 +13,7 @@
 #include "base/errors.hpp"
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
+#include "planner_calls.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -21,37 +22,13 @@ namespace {
 // OpenCL's 48 KiB of local memory, as NVIDIA's driver reports it
 DeviceFacts nvidia(int major, int minor) { return simulated_nvidia_gpu(48, major, minor); }
 
-// Dense (B, N, H, d) tensors with every stride set, as validate() leaves them.
-ForwardArgs call(DType dtype, int d, bool causal = false) {
-  ForwardArgs a;
-  a.batch = 2;
-  a.heads = 4;
-  a.seqlen_q = a.seqlen_k = 256;
-  a.head_dim = d;
-  a.dtype = dtype;
-  a.causal = causal;
-  a.algorithm = Algorithm::FA2;
-  for (Tensor* t : {&a.q, &a.k, &a.v, &a.o}) {
-    t->head_stride = d;
-    t->seq_stride = static_cast<std::int64_t>(a.heads) * d;
-    t->batch_stride = t->seq_stride * a.seqlen_q;
-  }
-  return a;
-}
-
-// The overrides of a process whose environment holds only `name`=`value`: the planners take them
-// as an argument, so no test changes the process environment.
-Overrides env(const char* name, const char* value) {
-  return read_overrides([&](const char* n) { return std::string(n) == name ? value : nullptr; });
-}
-
 TEST(MmaPlan, EveryHeadDimFitsOpenClLocalMemory) {
   for (int major : {8, 9})
     for (DType dtype : {DType::F32, DType::F16, DType::BF16})
       for (bool causal : {false, true})
         for (int d = 1; d <= 128; ++d) {
           const DeviceFacts dev = nvidia(major, 0);
-          const ForwardArgs a = call(dtype, d, causal);
+          const ForwardArgs a = dense_fa2_call(dtype, d, causal);
           SCOPED_TRACE("cc " + std::to_string(major) + " " + to_string(dtype) + " d=" + std::to_string(d) +
                        (causal ? " causal" : ""));
           ASSERT_TRUE(mma_eligible(dev, a));
@@ -70,54 +47,56 @@ TEST(MmaPlan, EveryHeadDimFitsOpenClLocalMemory) {
 TEST(MmaPlan, DefaultShapesAreTheMeasuredOnes) {
   // Hopper, fp16, d = 64: wgmma, 16 warps of 16 rows, 64-key blocks, two buffers; O rescaled
   // lazily only when causal
-  TilePlan p = mma_plan(nvidia(9, 0), call(DType::F16, 64));
+  TilePlan p = mma_plan(nvidia(9, 0), dense_fa2_call(DType::F16, 64));
   EXPECT_EQ(p.block_rows, 256);
   EXPECT_EQ(p.block_cols, 64);
   EXPECT_EQ(p.work_group_size, 512u);
   EXPECT_EQ(p.stages, 2);
   EXPECT_FALSE(p.lazy_rescale);
-  EXPECT_TRUE(mma_plan(nvidia(9, 0), call(DType::F16, 64, true)).lazy_rescale);
+  EXPECT_TRUE(mma_plan(nvidia(9, 0), dense_fa2_call(DType::F16, 64, true)).lazy_rescale);
   EXPECT_NE(p.reason.find("wgmma"), std::string::npos) << p.reason;
   // d = 128: mma.sync, warps of two 16-row tiles, 32-key blocks, two buffers; 8 warps (256 rows)
   // when not causal, 4 when causal
-  p = mma_plan(nvidia(9, 0), call(DType::BF16, 128));
+  p = mma_plan(nvidia(9, 0), dense_fa2_call(DType::BF16, 128));
   EXPECT_EQ(p.block_rows, 256);
   EXPECT_EQ(p.block_cols, 32);
   EXPECT_EQ(p.work_group_size, 256u);
   EXPECT_EQ(p.stages, 2);
   EXPECT_NE(p.reason.find("mma.sync.m16n8k16"), std::string::npos) << p.reason;
-  p = mma_plan(nvidia(9, 0), call(DType::F16, 128, true));
+  p = mma_plan(nvidia(9, 0), dense_fa2_call(DType::F16, 128, true));
   EXPECT_EQ(p.block_rows, 128);
   EXPECT_EQ(p.work_group_size, 128u);
   EXPECT_EQ(p.stages, 2);
   // fp32: 3xTF32 on mma.sync, one buffer
-  p = mma_plan(nvidia(9, 0), call(DType::F32, 64));
+  p = mma_plan(nvidia(9, 0), dense_fa2_call(DType::F32, 64));
   EXPECT_EQ(p.stages, 1);
   EXPECT_NE(p.reason.find("3xTF32"), std::string::npos) << p.reason;
   // Ampere: no wgmma; causal fp16 at d = 64 takes one buffer with eager rescaling
-  p = mma_plan(nvidia(8, 0), call(DType::F16, 64, true));
+  p = mma_plan(nvidia(8, 0), dense_fa2_call(DType::F16, 64, true));
   EXPECT_EQ(p.block_rows, 128);
   EXPECT_EQ(p.stages, 1);
   EXPECT_FALSE(p.lazy_rescale);
-  EXPECT_FALSE(wgmma_wanted(nvidia(8, 0), call(DType::F16, 64)));
-  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), call(DType::F32, 64)));
-  EXPECT_TRUE(wgmma_wanted(nvidia(9, 0), call(DType::F16, 64)));
-  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), call(DType::F16, 128)));
+  EXPECT_FALSE(wgmma_wanted(nvidia(8, 0), dense_fa2_call(DType::F16, 64)));
+  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), dense_fa2_call(DType::F32, 64)));
+  EXPECT_TRUE(wgmma_wanted(nvidia(9, 0), dense_fa2_call(DType::F16, 64)));
+  EXPECT_FALSE(wgmma_wanted(nvidia(9, 0), dense_fa2_call(DType::F16, 128)));
 }
 
 TEST(MmaPlan, LocalBytesCountEveryBuffer) {
   // wgmma d = 64: two 64-key K and V tiles of 64 columns (no padding), four 8-byte mbarriers,
   // one 4-byte word per work-item for WG_WAIT_AFTER
-  EXPECT_EQ(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma).local_bytes, 2u * 64 * (64 + 64) * 2 + 32 + 4 * 512);
+  EXPECT_EQ(plan_for_kind(dense_fa2_call(DType::F16, 64), MmaKind::Wgmma).local_bytes,
+            2u * 64 * (64 + 64) * 2 + 32 + 4 * 512);
   // mma.sync d = 128: two 32-key tiles with rows padded by 8 elements, four mbarriers
-  EXPECT_EQ(plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync).local_bytes, 2u * 32 * (136 + 136) * 2 + 32);
+  EXPECT_EQ(plan_for_kind(dense_fa2_call(DType::F16, 128), MmaKind::MmaSync).local_bytes,
+            2u * 32 * (136 + 136) * 2 + 32);
   // 3xTF32 d = 64: one 32-key buffer, K rows padded to 72 and V rows to 68 floats, no mbarriers
-  EXPECT_EQ(plan_for_kind(call(DType::F32, 64), MmaKind::MmaSync).local_bytes, 1u * 32 * (72 + 68) * 4);
+  EXPECT_EQ(plan_for_kind(dense_fa2_call(DType::F32, 64), MmaKind::MmaSync).local_bytes, 1u * 32 * (72 + 68) * 4);
 }
 
 TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
   const DeviceFacts hopper = nvidia(9, 0);
-  const ForwardArgs plain = call(DType::F16, 64);
+  const ForwardArgs plain = dense_fa2_call(DType::F16, 64);
   EXPECT_TRUE(mma_eligible(hopper, plain));
   ForwardArgs gqa = plain;
   gqa.heads_kv = 2;
@@ -150,27 +129,29 @@ TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
 TEST(MmaPlan, EnvironmentOverrides) {
   const DeviceFacts hopper = nvidia(9, 0);
   const Overrides none;
-  EXPECT_TRUE(mma_eligible(hopper, call(DType::F16, 64), none));
-  EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64), env("FLASHCL_MMA", "0")));
-  EXPECT_FALSE(mma_eligible(hopper, call(DType::F16, 64), env("FLASHCL_TILE", "64x32")));  // portable tiles
+  EXPECT_TRUE(mma_eligible(hopper, dense_fa2_call(DType::F16, 64), none));
+  EXPECT_FALSE(mma_eligible(hopper, dense_fa2_call(DType::F16, 64), env_overrides("FLASHCL_MMA", "0")));
+  EXPECT_FALSE(
+      mma_eligible(hopper, dense_fa2_call(DType::F16, 64), env_overrides("FLASHCL_TILE", "64x32")));  // portable tiles
   {
-    const Overrides no_wgmma = env("FLASHCL_WGMMA", "0");
-    EXPECT_TRUE(wgmma_wanted(hopper, call(DType::F16, 64), none));
-    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 64), no_wgmma));
-    EXPECT_EQ(mma_plan(hopper, call(DType::F16, 64), no_wgmma).block_rows, 128);  // mma.sync's shape
+    const Overrides no_wgmma = env_overrides("FLASHCL_WGMMA", "0");
+    EXPECT_TRUE(wgmma_wanted(hopper, dense_fa2_call(DType::F16, 64), none));
+    EXPECT_FALSE(wgmma_wanted(hopper, dense_fa2_call(DType::F16, 64), no_wgmma));
+    EXPECT_EQ(mma_plan(hopper, dense_fa2_call(DType::F16, 64), no_wgmma).block_rows, 128);  // mma.sync's shape
   }
   {
-    const Overrides wgmma_everywhere = env("FLASHCL_WGMMA", "1");
-    EXPECT_FALSE(wgmma_wanted(hopper, call(DType::F16, 128), none));
-    ASSERT_TRUE(wgmma_wanted(hopper, call(DType::F16, 128), wgmma_everywhere));
-    const TilePlan p = mma_plan(hopper, call(DType::F16, 128), wgmma_everywhere);
+    const Overrides wgmma_everywhere = env_overrides("FLASHCL_WGMMA", "1");
+    EXPECT_FALSE(wgmma_wanted(hopper, dense_fa2_call(DType::F16, 128), none));
+    ASSERT_TRUE(wgmma_wanted(hopper, dense_fa2_call(DType::F16, 128), wgmma_everywhere));
+    const TilePlan p = mma_plan(hopper, dense_fa2_call(DType::F16, 128), wgmma_everywhere);
     EXPECT_EQ(p.block_rows, 192);  // 12 warps, one K and one V buffer of 64 keys
     EXPECT_EQ(p.block_cols, 64);
     EXPECT_EQ(p.stages, 1);
     EXPECT_LT(p.local_bytes, hopper.local_mem_bytes);
   }
   {
-    const TilePlan p = plan_for_kind(call(DType::F16, 128), MmaKind::MmaSync, env("FLASHCL_MMA_TILE", "8x32x1x2x0"));
+    const TilePlan p = plan_for_kind(dense_fa2_call(DType::F16, 128), MmaKind::MmaSync,
+                                     env_overrides("FLASHCL_MMA_TILE", "8x32x1x2x0"));
     EXPECT_EQ(p.work_group_size, 256u);
     EXPECT_EQ(p.block_rows, 128);
     EXPECT_EQ(p.block_cols, 32);
@@ -179,7 +160,7 @@ TEST(MmaPlan, EnvironmentOverrides) {
   }
   for (const char* bad : {"4x64junk", "4x63", "0x64", "4x64x2x3", "4", "17x64", "4x64x2x2x1x1"}) {
     try {
-      plan_for_kind(call(DType::F16, 64), MmaKind::MmaSync, env("FLASHCL_MMA_TILE", bad));
+      plan_for_kind(dense_fa2_call(DType::F16, 64), MmaKind::MmaSync, env_overrides("FLASHCL_MMA_TILE", bad));
       ADD_FAILURE() << bad << " was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
@@ -187,35 +168,37 @@ TEST(MmaPlan, EnvironmentOverrides) {
     }
   }
   // wgmma needs whole warpgroups
-  EXPECT_THROW(plan_for_kind(call(DType::F16, 64), MmaKind::Wgmma, env("FLASHCL_MMA_TILE", "6x64x1x2")), Error);
+  EXPECT_THROW(
+      plan_for_kind(dense_fa2_call(DType::F16, 64), MmaKind::Wgmma, env_overrides("FLASHCL_MMA_TILE", "6x64x1x2")),
+      Error);
 }
 
 TEST(MmaPlan, AlignmentRules) {
-  EXPECT_TRUE(rows_are_16_byte_aligned(call(DType::F16, 64)));
-  EXPECT_TRUE(rows_are_16_byte_aligned(call(DType::F32, 68)));   // 4-float chunks
-  EXPECT_FALSE(rows_are_16_byte_aligned(call(DType::F16, 60)));  // 120-byte rows
-  ForwardArgs shifted = call(DType::F16, 64);
+  EXPECT_TRUE(rows_are_16_byte_aligned(dense_fa2_call(DType::F16, 64)));
+  EXPECT_TRUE(rows_are_16_byte_aligned(dense_fa2_call(DType::F32, 68)));   // 4-float chunks
+  EXPECT_FALSE(rows_are_16_byte_aligned(dense_fa2_call(DType::F16, 60)));  // 120-byte rows
+  ForwardArgs shifted = dense_fa2_call(DType::F16, 64);
   shifted.v.offset = 4;  // 8-byte start
   EXPECT_FALSE(rows_are_16_byte_aligned(shifted));
   EXPECT_TRUE(rows_are_pair_aligned(shifted));  // V plays no part in the Q/O pairs
 
-  EXPECT_TRUE(rows_are_pair_aligned(call(DType::BF16, 40)));
-  EXPECT_FALSE(rows_are_pair_aligned(call(DType::F16, 33)));
-  EXPECT_FALSE(rows_are_pair_aligned(call(DType::F32, 64)));  // fp32 has no pairs
-  ForwardArgs odd_stride = call(DType::F16, 64);
+  EXPECT_TRUE(rows_are_pair_aligned(dense_fa2_call(DType::BF16, 40)));
+  EXPECT_FALSE(rows_are_pair_aligned(dense_fa2_call(DType::F16, 33)));
+  EXPECT_FALSE(rows_are_pair_aligned(dense_fa2_call(DType::F32, 64)));  // fp32 has no pairs
+  ForwardArgs odd_stride = dense_fa2_call(DType::F16, 64);
   odd_stride.o.seq_stride += 1;
   EXPECT_FALSE(rows_are_pair_aligned(odd_stride));
 
-  EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::F16, 128)));
-  EXPECT_TRUE(o_rows_are_16_byte_aligned(call(DType::BF16, 72)));
-  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F16, 36)));   // 72-byte rows
-  EXPECT_FALSE(o_rows_are_16_byte_aligned(call(DType::F32, 128)));  // fp32 (3xTF32) keeps its own stores
+  EXPECT_TRUE(o_rows_are_16_byte_aligned(dense_fa2_call(DType::F16, 128)));
+  EXPECT_TRUE(o_rows_are_16_byte_aligned(dense_fa2_call(DType::BF16, 72)));
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(dense_fa2_call(DType::F16, 36)));   // 72-byte rows
+  EXPECT_FALSE(o_rows_are_16_byte_aligned(dense_fa2_call(DType::F32, 128)));  // fp32 (3xTF32) keeps its own stores
   EXPECT_FALSE(o_rows_are_16_byte_aligned(odd_stride));
-  ForwardArgs o_shifted = call(DType::F16, 128);
+  ForwardArgs o_shifted = dense_fa2_call(DType::F16, 128);
   o_shifted.o.offset = 4;  // 8-byte start: pairs yes, 16-byte chunks no
   EXPECT_TRUE(rows_are_pair_aligned(o_shifted));
   EXPECT_FALSE(o_rows_are_16_byte_aligned(o_shifted));
-  ForwardArgs q_shifted = call(DType::F16, 128);
+  ForwardArgs q_shifted = dense_fa2_call(DType::F16, 128);
   q_shifted.q.offset = 4;  // Q plays no part in O's stores
   EXPECT_TRUE(o_rows_are_16_byte_aligned(q_shifted));
 }
