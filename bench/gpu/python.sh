@@ -21,16 +21,7 @@ out=${1:-/tmp/flashcl-python}
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
-. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu (flashcl-bench)
-
-py=$(command -v "${PYTHON:-python3}")
-"$py" -c "import nanobind, numpy, torch; assert torch.cuda.is_available()" \
-  || { echo "python.sh: $py lacks nanobind, numpy or a CUDA-enabled torch"; exit 1; }
-cmake -S . -B build-gpu-python -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_PYTHON=ON -DFLASHCL_BUILD_TESTS=OFF \
-  -DFLASHCL_BUILD_BENCH=OFF -DPython_EXECUTABLE="$py" $prefix > "$out/python-build.log" 2>&1 \
-  && cmake --build build-gpu-python >> "$out/python-build.log" 2>&1 || { tail -30 "$out/python-build.log"; exit 1; }
-export PYTHONPATH=$PWD/build-gpu-python/python
-"$py" -c "import pytest" 2>/dev/null || export PYTHONPATH=$PYTHONPATH:$PWD/.deps/pylib
+. bench/gpu/python_setup.sh  # setup.sh, then the Python module in build-gpu-python; sets $py
 
 steps=" ${STEPS:-tests bench} "
 test_limit=${TEST_LIMIT:-420}
