@@ -10,30 +10,12 @@ ceiling; then the e4m3 rows per form (TB/s by the e4m3 bytes, and / default). Is
 paged / contiguous >= 0.95 for pages >= 16; >= 1.0x FA2 at B 8; >= 70 % of copy at B 1, >= 32k.
 
 Usage: decode_ab_table.py OUT_DIR"""
-import csv
 import json
 import os
 import sys
 
-COLUMNS = ["device", "cache", "batch", "heads", "heads_kv", "head_dim", "dtype", "seqlen_q", "new_tokens", "layout",
-           "page_size", "splits", "median_ms", "min_ms", "kv_mb", "gbs", "copy_gbs", "max_err"]
-
-
-def best_rows(path, with_form=False):
-    """(form, batch, cache, page) -> the row with the highest GB/s over the rounds."""
-    best = {}
-    if not os.path.exists(path):
-        return best
-    with open(path) as f:
-        for row in csv.reader(f):
-            form = row.pop(0) if with_form and row else ""
-            if len(row) < len(COLUMNS) or row[0] == "device":
-                continue
-            r = dict(zip(COLUMNS, row))
-            key = (form, int(r["batch"]), int(r["cache"]), int(r["page_size"]))
-            if key not in best or float(r["gbs"]) > float(best[key]["gbs"]):
-                best[key] = r
-    return best
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from decode_table import best_rows  # noqa: E402  (decode.sh's table reads the same CSV rows)
 
 
 def tb(r):
@@ -46,7 +28,7 @@ def ratio(a, b):
 
 def main():
     out = sys.argv[1]
-    old, new = best_rows(f"{out}/default.csv"), best_rows(f"{out}/wide.csv")
+    old, new = best_rows(f"{out}/default.csv", longer=True), best_rows(f"{out}/wide.csv", longer=True)
     fa2 = {}
     if os.path.exists(f"{out}/sdpa.json"):
         for r in json.load(open(f"{out}/sdpa.json")):
@@ -70,7 +52,7 @@ def main():
         print(f"{b:>2} {cache:>6} {page:>4} {splits:>6} | {o or 0:7.3f} {n or 0:7.3f} {ratio(n, o):>7} | "
               f"{ratio(o, oc) if page else '':>7} {ratio(n, nc) if page else '':>7} | "
               f"{f or 0:6.3f} {ratio(n, f):>7} {100 * n / copy if n and copy else 0:7.0f}%")
-    e = best_rows(f"{out}/e4m3.csv", with_form=True)
+    e = best_rows(f"{out}/e4m3.csv", with_form=True, longer=True)
     if e:
         forms = sorted({k[0] for k in e}, key=lambda x: (x != "default", x))
         print("\ne4m3 caches, contiguous: K/V TB/s by the e4m3 bytes (median ms in brackets), and / default")

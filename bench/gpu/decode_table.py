@@ -20,20 +20,29 @@ COLUMNS = ["device", "cache", "batch", "heads", "heads_kv", "head_dim", "dtype",
            "page_size", "splits", "median_ms", "min_ms", "kv_mb", "gbs", "copy_gbs", "max_err"]
 
 
-def read_bench(path):
-    """(batch, cache, page) -> best row over the rounds."""
+def best_rows(path, with_form=False, longer=False):
+    """(form, batch, cache, page) -> the row with the highest K/V GB/s over the rounds. with_form: each
+    row starts with its form's name (else the form is ""); longer: rows may carry columns after
+    COLUMNS (the cache dtype, with --cache-dtype), else only rows of COLUMNS' length count.
+    decode_ab_table.py reads its files with this too."""
     best = {}
     if not os.path.exists(path):
         return best
     with open(path) as f:
         for row in csv.reader(f):
-            if len(row) != len(COLUMNS) or row[0] == "device":
+            form = row.pop(0) if with_form and row else ""
+            if len(row) < len(COLUMNS) or (len(row) > len(COLUMNS) and not longer) or row[0] == "device":
                 continue
             r = dict(zip(COLUMNS, row))
-            key = (int(r["batch"]), int(r["cache"]), int(r["page_size"]))
+            key = (form, int(r["batch"]), int(r["cache"]), int(r["page_size"]))
             if key not in best or float(r["gbs"]) > float(best[key]["gbs"]):
                 best[key] = r
     return best
+
+
+def read_bench(path):
+    """(batch, cache, page) -> best row over the rounds."""
+    return {key[1:]: r for key, r in best_rows(path).items()}
 
 
 def main():
