@@ -17,6 +17,8 @@
 #include <tuple>
 #include <utility>
 
+#include <unistd.h>
+
 #include "backward_support.hpp"
 #include "flashcl/flashcl.h"
 
@@ -437,8 +439,11 @@ TEST(BackwardApi, SessionBackwardWithBiasGradient) {
 
 // Session::backward on caller memory (HostView). Where the device shares host memory (read from
 // it: CL_DEVICE_HOST_UNIFIED_MEMORY, CL_DEVICE_MEM_BASE_ADDR_ALIGN), the ten arrays at the base
-// address alignment become buffers over that memory; one float off it they are copied. Both
-// (outputs poisoned with NaN first) match the float64 reference, and the vector overload bit for
+// address alignment become buffers over that memory; at 4, 16 or 64 bytes past it (numpy's large
+// arrays start 16 past a page) the inputs Q, K, V, O, dO still do, at an element offset in a
+// buffer from the aligned address below (LSE, a bare cl_mem without an offset, and the outputs are
+// copied); 2 bytes past it, or in f16, every array is copied. All of them (outputs poisoned with NaN
+// first) match the float64 reference, and the copied path (2 bytes) and the vector overload bit for
 // bit (deterministic fa2). An output over an input's memory and a short output are named errors
 // raised before anything runs (the other outputs keep their poison).
 TEST(BackwardApi, SessionBackwardOnCallerMemory) {
@@ -457,44 +462,68 @@ TEST(BackwardApi, SessionBackwardOnCallerMemory) {
   check(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
         "clGetDeviceInfo(CL_DEVICE_MEM_BASE_ADDR_ALIGN)");
   const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
+  // inputs are widened only where the rounded-down start stays in the array's page
+  const long page = sysconf(_SC_PAGESIZE);
+  const bool widen = unified == CL_TRUE && page > 0 && static_cast<std::size_t>(page) % align == 0;
   // Q, K, V, O, dO, LSE, then dQ, dK, dV, dBias, each in a slot of its own (slots start at a
   // multiple of the alignment and of a page)
   const std::vector<const std::vector<float>*> inputs = {&q, &k, &v, &o, &d_o, &lse};
   const std::vector<const std::vector<float>*> outputs = {&want.d_q, &want.d_k, &want.d_v, &want.d_bias};
-  const std::size_t slot_align = std::max<std::size_t>(align, 4096), slot_floats = 8 * slot_align;
-  for (const auto* x : inputs) ASSERT_LT(x->size() + 1, slot_floats);
-  for (const auto* x : outputs) ASSERT_LT(x->size() + 1, slot_floats);
+  const std::size_t slot_align = std::max<std::size_t>(align, 4096), slot_bytes = 8 * slot_align * sizeof(float);
+  for (const auto* x : inputs) ASSERT_LT((x->size() + 1) * sizeof(float), slot_bytes);
+  for (const auto* x : outputs) ASSERT_LT((x->size() + 1) * sizeof(float), slot_bytes);
   struct Room {  // ten slots
     std::size_t align, bytes;
-    float* p;
+    char* p;
     Room(std::size_t a, std::size_t b)
-        : align(a), bytes(b), p(static_cast<float*>(::operator new(b, std::align_val_t{a}))) {}
+        : align(a), bytes(b), p(static_cast<char*>(::operator new (b, std::align_val_t{a}))) {}
     ~Room() { ::operator delete(p, std::align_val_t{align}); }
   };
-  for (const std::size_t shift : {std::size_t{0}, std::size_t{1}}) {
-    Room room(slot_align, 10 * slot_floats * sizeof(float));
-    float* at[10];
+  // the arrays are written and read through memcpy: 2 bytes off, a float's own alignment is missed
+  auto first_last_nan = [](const char* at, std::size_t n) {
+    float first = 0, last = 0;
+    std::memcpy(&first, at, sizeof first);
+    std::memcpy(&last, at + (n - 1) * sizeof(float), sizeof last);
+    return std::isnan(first) && std::isnan(last);
+  };
+  const char* names[] = {"dQ", "dK", "dV", "dBias"};
+  std::vector<std::vector<float>> copied;  // the 2-byte (all copied) run's gradients
+  for (const std::size_t shift : {std::size_t{2}, std::size_t{0}, std::size_t{4}, std::size_t{16}, std::size_t{64}}) {
+    Room room(slot_align, 10 * slot_bytes);
+    char* at[10];
+    for (int i = 0; i < 10; ++i) at[i] = room.p + i * slot_bytes + shift;
     int over = 0;  // slots the session should wrap
-    for (int i = 0; i < 10; ++i) {
-      at[i] = room.p + i * slot_floats + shift;
-      if (unified == CL_TRUE && reinterpret_cast<std::uintptr_t>(at[i]) % align == 0) ++over;
-    }
-    for (int i = 0; i < 6; ++i) std::copy(inputs[i]->begin(), inputs[i]->end(), at[i]);
-    for (int i = 0; i < 4; ++i) std::fill(at[6 + i], at[6 + i] + outputs[i]->size(), kNaN);
-    auto in = [&](int i) { return HostView<const float>{at[i], inputs[i]->size()}; };
-    auto out = [&](int i) { return HostView<float>{at[6 + i], outputs[i]->size()}; };
+    if (unified == CL_TRUE && shift % align == 0)
+      over = 10;
+    else if (widen && shift % sizeof(float) == 0)
+      over = 5;  // Q, K, V, O, dO at an offset
+    for (int i = 0; i < 6; ++i) std::memcpy(at[i], inputs[i]->data(), inputs[i]->size() * sizeof(float));
+    for (int i = 0; i < 4; ++i) std::fill_n(reinterpret_cast<unsigned char*>(at[6 + i]), outputs[i]->size() * 4, 0xff);
+    ASSERT_TRUE(first_last_nan(at[6], want.d_q.size())) << "poison";
+    auto in = [&](int i) { return HostView<const float>{reinterpret_cast<const float*>(at[i]), inputs[i]->size()}; };
+    auto out = [&](int i) { return HostView<float>{reinterpret_cast<float*>(at[6 + i]), outputs[i]->size()}; };
     session().backward(shape, in(0), in(1), in(2), in(3), in(4), in(5), {out(0), out(1), out(2), out(3)}, variants);
     EXPECT_EQ(session().last_backward_host_buffers(), over) << "shift " << shift;
-    const char* names[] = {"dQ", "dK", "dV", "dBias"};
-    for (int i = 0; i < 4; ++i)
-      EXPECT_EQ(std::memcmp(at[6 + i], outputs[i]->data(), outputs[i]->size() * sizeof(float)), 0)
-          << names[i] << ", shift " << shift;
+    Session::Gradients got;
+    std::vector<float>* got_of[] = {&got.d_q, &got.d_k, &got.d_v, &got.d_bias};
+    for (int i = 0; i < 4; ++i) {
+      got_of[i]->resize(outputs[i]->size());
+      std::memcpy(got_of[i]->data(), at[6 + i], outputs[i]->size() * sizeof(float));
+      EXPECT_EQ(std::memcmp(got_of[i]->data(), outputs[i]->data(), outputs[i]->size() * sizeof(float)), 0)
+          << names[i] << " vs the vectors, shift " << shift;
+      if (shift == 2) copied.push_back(*got_of[i]);
+      EXPECT_EQ(std::memcmp(got_of[i]->data(), copied[i].data(), outputs[i]->size() * sizeof(float)), 0)
+          << names[i] << " vs the copied path, shift " << shift;
+    }
+    c.expect_accurate(got, "shift " + std::to_string(shift));
 
     // dQ over Q's memory, then a short dK: refused by name, dV not touched
-    std::fill(at[8], at[8] + want.d_v.size(), kNaN);
+    std::fill_n(reinterpret_cast<unsigned char*>(at[8]), want.d_v.size() * 4, 0xff);
     const std::vector<std::pair<Session::GradientViews, std::string>> bad = {
-        {{HostView<float>{at[0], q.size()}, out(1), out(2), out(3)}, "d_q: its memory overlaps q's"},
-        {{out(0), HostView<float>{at[7], want.d_k.size() - 1}, out(2), out(3)}, "d_k: expected"}};
+        {{HostView<float>{reinterpret_cast<float*>(at[0]), q.size()}, out(1), out(2), out(3)},
+         "d_q: its memory overlaps q's"},
+        {{out(0), HostView<float>{reinterpret_cast<float*>(at[7]), want.d_k.size() - 1}, out(2), out(3)},
+         "d_k: expected"}};
     for (const auto& [grads, message] : bad) {
       try {
         session().backward(shape, in(0), in(1), in(2), in(3), in(4), in(5), grads, variants);
@@ -503,10 +532,30 @@ TEST(BackwardApi, SessionBackwardOnCallerMemory) {
         EXPECT_EQ(e.status(), Status::InvalidArgument);
         EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
       }
-      EXPECT_TRUE(std::isnan(at[8][0]) && std::isnan(at[8][want.d_v.size() - 1])) << message;
+      EXPECT_TRUE(first_last_nan(at[8], want.d_v.size())) << message;
     }
     EXPECT_EQ(std::memcmp(at[0], q.data(), q.size() * sizeof(float)), 0) << "Q changed";
   }
+
+  // f16 storage 4 bytes past the alignment: copied (rounded to f16), as the vector overload does
+  BackwardArgs half = shape;
+  half.forward.dtype = DType::F16;
+  const Session::Gradients want_half = session().backward(half, q, k, v, o, d_o, lse, variants);
+  Room room(slot_align, 10 * slot_bytes);
+  float* at[10];
+  for (int i = 0; i < 10; ++i) at[i] = reinterpret_cast<float*>(room.p + i * slot_bytes + 4);
+  for (int i = 0; i < 6; ++i) std::copy(inputs[i]->begin(), inputs[i]->end(), at[i]);
+  const std::vector<const std::vector<float>*> half_outputs = {&want_half.d_q, &want_half.d_k, &want_half.d_v,
+                                                               &want_half.d_bias};
+  for (int i = 0; i < 4; ++i) std::fill(at[6 + i], at[6 + i] + half_outputs[i]->size(), kNaN);
+  auto in = [&](int i) { return HostView<const float>{at[i], inputs[i]->size()}; };
+  auto out = [&](int i) { return HostView<float>{at[6 + i], half_outputs[i]->size()}; };
+  session().backward(half, in(0), in(1), in(2), in(3), in(4), in(5), {out(0), out(1), out(2), out(3)}, variants);
+  EXPECT_EQ(session().last_backward_host_buffers(), 0) << "f16";
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(std::memcmp(at[6 + i], half_outputs[i]->data(), half_outputs[i]->size() * sizeof(float)), 0)
+        << names[i] << ", f16";
+  expect_gradient(want_half.d_q, c.ref.d_q, DType::F16, "f16 dQ");
 }
 
 }  // namespace

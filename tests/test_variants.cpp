@@ -8,9 +8,12 @@
 // whole file stays within about a minute on two cores.
 #include <cmath>
 #include <cstring>
-#include <new>
 #include <limits>
+#include <new>
+#include <string>
 #include <tuple>
+
+#include <unistd.h>
 
 #include "flashcl/flashcl.h"
 #include "support.hpp"
@@ -362,8 +365,8 @@ TEST(VariantSession, EmptyPackedTotals) {
 }
 
 // Session::forward on caller memory (HostView): on a CPU device (PoCL) page-aligned Q, K, V, O and
-// LSE become buffers over that memory (CL_MEM_USE_HOST_PTR), arrays one float off the alignment
-// are copied; both give the vector overload's results bit for bit.
+// LSE become buffers over that memory (CL_MEM_USE_HOST_PTR); one float off the alignment, Q, K, V
+// still do (at an offset) and O, LSE are copied; both give the vector overload's results bit for bit.
 TEST(VariantSession, HostViewsOverCallerMemory) {
   ForwardArgs a;
   a.batch = 1;
@@ -389,7 +392,8 @@ TEST(VariantSession, HostViewsOverCallerMemory) {
     session().forward(a, HostView<const float>{at[0], n}, HostView<const float>{at[1], n},
                       HostView<const float>{at[2], n}, HostView<float>{at[3], n}, HostVariants{},
                       HostView<float>{at[4], nlse});
-    if (session().info().is_cpu) EXPECT_EQ(session().last_forward_host_buffers(), shift == 0 ? 5 : 0) << shift;
+    // one float off: Q, K, V still in place at an offset (MisalignedInputsInPlace), O and LSE copied
+    if (session().info().is_cpu) EXPECT_EQ(session().last_forward_host_buffers(), shift == 0 ? 5 : 3) << shift;
     EXPECT_EQ(std::memcmp(at[3], o_ref.data(), n * sizeof(float)), 0) << "O, shift " << shift;
     EXPECT_EQ(std::memcmp(at[4], lse_ref.data(), nlse * sizeof(float)), 0) << "LSE, shift " << shift;
   }
@@ -402,6 +406,80 @@ TEST(VariantSession, HostViewsOverCallerMemory) {
     EXPECT_EQ(e.status(), Status::InvalidArgument);
     EXPECT_NE(std::string(e.what()).find("o: expected"), std::string::npos) << e.what();
   }
+}
+
+// Session::forward's inputs that miss the base address alignment by whole floats (4, 16, 64 bytes
+// past it: numpy's large arrays start 16 past a page) are still used in place on a host-unified
+// device, at an element offset in a buffer from the aligned address below; O and LSE, written, are
+// copied then. 2 bytes past it, or in f16, everything is copied. Dense and varlen (packed rows, GQA)
+// cases, outputs poisoned with NaN: within the float64 reference's bounds and bit-identical to the
+// copied path (2 bytes).
+TEST(VariantSession, MisalignedInputsInPlace) {
+  cl_bool unified = CL_FALSE;
+  cl_uint align_bits = 0;
+  ASSERT_EQ(clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr),
+            CL_SUCCESS);
+  ASSERT_EQ(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
+            CL_SUCCESS);
+  const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
+  const long page = sysconf(_SC_PAGESIZE);
+  const bool widen = unified == CL_TRUE && page > 0 && static_cast<std::size_t>(page) % align == 0;
+  const std::size_t slot_align = std::max<std::size_t>(align, 4096);
+  const Case cases[] = {make(64, 64, 32, true, 1, 2, 61),
+                        gqa(varlen(make(1, 1, 24, true, 1, 4, 62), {37, 23}, {50, 49}), 2)};
+  for (const DType dtype : {DType::F32, DType::F16})
+    for (const Case& c : cases) {
+      const bench::Shape& s = c.shape;
+      const auto q = round_to(dtype, bench::random_values(s.q_elems(), c.seed * 3 + 0)),
+                 k = round_to(dtype, bench::random_values(s.kv_elems(), c.seed * 3 + 1)),
+                 v = round_to(dtype, bench::random_values(s.kv_elems(), c.seed * 3 + 2));
+      ForwardArgs a = shape_args(s);
+      a.heads_kv = s.heads_kv;
+      a.dtype = dtype;
+      HostVariants hv;
+      hv.cu_seqlens_q = s.cu_seqlens_q;
+      hv.cu_seqlens_k = s.cu_seqlens_k;
+      CaseResult r;
+      r.ref = bench::reference_attention(s, q, k, v);
+      const std::size_t nq = q.size(), nk = k.size(), nlse = r.ref.lse.size();
+      const std::size_t sizes[5] = {nq, nk, nk, nq, nlse};
+      const std::size_t slot_bytes = (std::max(nq, nk) * sizeof(float) / slot_align + 2) * slot_align;
+      std::vector<float> copied_o, copied_lse;  // the 2-byte run's
+      for (const std::size_t shift :
+           {std::size_t{2}, std::size_t{0}, std::size_t{4}, std::size_t{16}, std::size_t{64}}) {
+        const std::string what = c.name() + " " + to_string(dtype) + " shift " + std::to_string(shift);
+        char* room = static_cast<char*>(::operator new (5 * slot_bytes, std::align_val_t{slot_align}));
+        char* at[5];
+        for (int i = 0; i < 5; ++i) at[i] = room + i * slot_bytes + shift;
+        // memcpy in and out: 2 bytes off, a float's own alignment is missed
+        std::memcpy(at[0], q.data(), nq * sizeof(float));
+        std::memcpy(at[1], k.data(), nk * sizeof(float));
+        std::memcpy(at[2], v.data(), nk * sizeof(float));
+        std::fill_n(reinterpret_cast<unsigned char*>(at[3]), nq * sizeof(float), 0xff);  // NaN
+        std::fill_n(reinterpret_cast<unsigned char*>(at[4]), nlse * sizeof(float), 0xff);
+        auto in = [&](int i) { return HostView<const float>{reinterpret_cast<const float*>(at[i]), sizes[i]}; };
+        auto out = [&](int i) { return HostView<float>{reinterpret_cast<float*>(at[i]), sizes[i]}; };
+        session().forward(a, in(0), in(1), in(2), out(3), hv, out(4));
+        int over = 0;  // LSE is f32 whatever the storage, so in f16 it alone may lie in place
+        if (unified == CL_TRUE && shift % align == 0)
+          over = dtype == DType::F32 ? 5 : 1;
+        else if (dtype == DType::F32 && widen && shift % sizeof(float) == 0)
+          over = 3;  // Q, K, V at an offset
+        EXPECT_EQ(session().last_forward_host_buffers(), over) << what;
+        r.o.resize(nq);
+        r.lse_values.resize(nlse);
+        std::memcpy(r.o.data(), at[3], nq * sizeof(float));
+        std::memcpy(r.lse_values.data(), at[4], nlse * sizeof(float));
+        ::operator delete (room, std::align_val_t{slot_align});
+        r.out = bench::compare(r.o, r.ref.out);
+        r.lse = bench::compare(r.lse_values, r.ref.lse);
+        expect_accurate(r, what, dtype);
+        if (shift == 2) copied_o = r.o, copied_lse = r.lse_values;
+        EXPECT_EQ(std::memcmp(r.o.data(), copied_o.data(), nq * sizeof(float)), 0) << "O vs the copied path, " << what;
+        EXPECT_EQ(std::memcmp(r.lse_values.data(), copied_lse.data(), nlse * sizeof(float)), 0)
+            << "LSE vs the copied path, " << what;
+      }
+    }
 }
 
 // The host arrays must match the switches in the shape, before anything runs.

@@ -4,10 +4,27 @@
 
 #include <algorithm>
 #include <cstdint>
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
 
 #include "base/errors.hpp"
 
 namespace flashcl::detail {
+namespace {
+
+// The host's page size, 0 when unknown (then no input is widened: its rounded-down start might lie
+// in a page that is not mapped).
+std::size_t page_size() {
+#if defined(_SC_PAGESIZE)
+  const long page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? static_cast<std::size_t>(page) : 0;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
 
 HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
   if (shape.batch < 1 || shape.heads < 1 || shape.seqlen_q < 1 || shape.seqlen_k < 1 || shape.head_dim < 1)
@@ -31,10 +48,10 @@ HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
 }
 
 HostBuffers::HostBuffers(cl_context context, cl_command_queue queue, bool host_unified, std::size_t host_align)
-    : context_(context),
-      queue_(queue),
-      host_unified_(host_unified),
-      host_align_(std::max<std::size_t>(host_align, 1)) {}
+    : context_(context), queue_(queue), host_unified_(host_unified), host_align_(std::max<std::size_t>(host_align, 1)) {
+  const std::size_t page = page_size();
+  may_widen_ = page != 0 && page % host_align_ == 0;
+}
 
 HostBuffers::~HostBuffers() {
   for (cl_mem m : held_) clReleaseMemObject(m);
@@ -48,37 +65,55 @@ cl_mem HostBuffers::make(cl_mem_flags flags, std::size_t bytes, const void* data
   return m;
 }
 
-// A buffer over the caller's f32 array where the device shares host memory and the pointer meets
-// the base address alignment; else none (an implementation would copy anyway).
-cl_mem HostBuffers::over_host(const float* data, std::size_t n, DType dtype, cl_mem_flags access) {
-  if (!host_unified_ || dtype != DType::F32 || n == 0 || data == nullptr ||
-      reinterpret_cast<std::uintptr_t>(data) % host_align_ != 0)
-    return nullptr;
-  cl_mem m = make(access | CL_MEM_USE_HOST_PTR, n * sizeof(float), data);
+// A buffer over the caller's f32 memory from `lead` floats before `data` to its end, where the
+// device shares host memory and that start meets the base address alignment; else none (an
+// implementation would copy anyway). The start is an address, not a pointer into the array.
+cl_mem HostBuffers::over_host(const float* data, std::size_t lead, std::size_t n, DType dtype, cl_mem_flags access) {
+  const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(data) - lead * sizeof(float);
+  if (!host_unified_ || dtype != DType::F32 || n == 0 || data == nullptr || start % host_align_ != 0) return nullptr;
+  cl_mem m = make(access | CL_MEM_USE_HOST_PTR, (lead + n) * sizeof(float), reinterpret_cast<const void*>(start));
   ++over_host_;
   return m;
 }
 
-cl_mem HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access) {
+HostInput HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access,
+                             bool offsettable) {
   const char* begin = reinterpret_cast<const char*>(data);
-  ranges_.push_back({name, begin, data != nullptr ? begin + n * sizeof(float) : begin});
-  if (cl_mem m = over_host(data, n, dtype, access)) return m;
+  const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
+  // Floats between the pointer rounded down to the alignment and the pointer: 0 when aligned; a
+  // widened buffer only where the misalignment is whole floats (the offset counts elements) and
+  // the rounded-down start is in the array's first page.
+  const std::size_t misaligned = reinterpret_cast<std::uintptr_t>(data) % host_align_;
+  const bool widen = misaligned != 0 && misaligned % sizeof(float) == 0 && offsettable && may_widen_;
+  const std::size_t lead = widen ? misaligned / sizeof(float) : 0;
+  if (cl_mem m = over_host(data, lead, n, dtype, access)) {
+    ranges_.push_back({name, begin, end,
+                       reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(begin) - lead * sizeof(float))});
+    return {m, static_cast<std::int64_t>(lead)};
+  }
+  ranges_.push_back({name, begin, end, begin});
   // OpenCL has no empty buffers (a varlen batch may hold no rows at all): one element then
   if (n == 0 || data == nullptr)
-    return make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
-  if (dtype == DType::F32) return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data);
+    return {make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr)};
+  if (dtype == DType::F32) return {make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data)};
   const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(data, data + n));
-  return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data());
+  return {make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data())};
 }
 
 cl_mem HostBuffers::output(const char* name, float* data, std::size_t n, DType dtype) {
   const char* begin = reinterpret_cast<const char*>(data);
   const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
-  for (const Range& r : ranges_)
+  // an error only on the arrays' own bytes; the bytes a widened input's buffer adds before its
+  // array keep the output off the caller's memory (a copy), as two host regions that overlap are
+  // undefined in OpenCL once one is written
+  bool shares_a_buffer = false;
+  for (const Range& r : ranges_) {
     if (begin < r.end && r.begin < end)
       fail(Status::InvalidArgument, name, ": its memory overlaps ", r.name, "'s; an output needs memory of its own");
-  ranges_.push_back({name, begin, end});
-  cl_mem m = over_host(data, n, dtype, CL_MEM_READ_WRITE);
+    shares_a_buffer = shares_a_buffer || (begin < r.end && r.covered < end);
+  }
+  ranges_.push_back({name, begin, end, begin});
+  cl_mem m = shares_a_buffer ? nullptr : over_host(data, 0, n, dtype, CL_MEM_READ_WRITE);
   const bool host = m != nullptr;
   if (!host) m = make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
   outputs_.push_back({m, data, n, dtype, host});

@@ -2,14 +2,23 @@
 // backward) share: the row counts a shape and its varlen offsets imply, and the buffers one call
 // makes for the caller's arrays. On a host-unified device (CPUs such as PoCL) an f32 array at
 // CL_DEVICE_MEM_BASE_ADDR_ALIGN becomes a buffer over its own memory (CL_MEM_USE_HOST_PTR: nothing
-// copied in, and the kernels' writes land in place, made visible by a blocking map); anything else
-// (16-bit storage, misaligned arrays, other devices) is copied in (COPY_HOST_PTR, rounded to the
-// storage type) and read back. Since an output over the caller's memory is written while the
-// kernels read the inputs, an output that overlaps any other array is a named error, raised while
-// the buffers are made (before anything is enqueued).
+// copied in, and the kernels' writes land in place, made visible by a blocking map). An f32 input
+// that misses the alignment by a whole number of floats (numpy's large arrays start 16 bytes past a
+// page) is used in place too: the buffer starts at its pointer rounded down to the alignment, the
+// same page whenever the page size is a multiple of it (so those few bytes are mapped memory), and
+// the array sits at an element offset in it; no kernel writes an input, so the bytes before the
+// array are only ever covered, never touched. Outputs get no such widening (a write must not reach
+// past the caller's array) and neither does an input whose tensor has no offset (the backward's
+// LSE). Anything else (16-bit storage, other misalignments, other devices) is copied in
+// (COPY_HOST_PTR, rounded to the storage type) and read back. Since an output over the caller's
+// memory is written while the kernels read the inputs, an output that overlaps any other array is
+// a named error, raised while the buffers are made (before anything is enqueued); one that only
+// meets the bytes an input's buffer adds before its array is copied instead (OpenCL leaves
+// overlapping host regions undefined when one is written).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "flashcl/flashcl.hpp"
@@ -25,6 +34,12 @@ struct HostRows {
 };
 HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants);
 
+// An input's buffer and where the array starts in it, in elements (a Tensor's offset).
+struct HostInput {
+  cl_mem mem = nullptr;
+  std::int64_t offset = 0;
+};
+
 // The buffers of one call, released with it.
 class HostBuffers {
  public:
@@ -34,8 +49,11 @@ class HostBuffers {
   ~HostBuffers();
 
   // n elements of `dtype` storage read from `data`; `access` flags the buffer when it lies over the
-  // caller's memory (read-only, unless the call's checks want the flag of an output).
-  cl_mem input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access = CL_MEM_READ_ONLY);
+  // caller's memory (read-only, unless the call's checks want the flag of an output: the kernels
+  // still never write it). `offsettable`: the caller puts the returned offset in the array's view;
+  // false (a bare cl_mem, such as LSE) keeps the offset 0, so a misaligned array is copied.
+  HostInput input(const char* name, const float* data, std::size_t n, DType dtype,
+                  cl_mem_flags access = CL_MEM_READ_ONLY, bool offsettable = true);
   // n elements of `dtype` storage that finish() leaves in `data`.
   cl_mem output(const char* name, float* data, std::size_t n, DType dtype);
   // A copy of raw bytes (the variants' data); no buffer when there are none.
@@ -49,8 +67,9 @@ class HostBuffers {
  private:
   struct Range {
     const char* name;
-    const char* begin;
+    const char* begin;  // the array's own bytes
     const char* end;
+    const char* covered;  // where its buffer starts: before `begin` for a widened input
   };
   struct Output {
     cl_mem mem;
@@ -60,12 +79,14 @@ class HostBuffers {
     bool over_host;
   };
   cl_mem make(cl_mem_flags flags, std::size_t bytes, const void* data);
-  cl_mem over_host(const float* data, std::size_t n, DType dtype, cl_mem_flags access);
+  // A buffer over [data - lead floats, data + n) when the device may use it in place; else none.
+  cl_mem over_host(const float* data, std::size_t lead, std::size_t n, DType dtype, cl_mem_flags access);
 
   cl_context context_;
   cl_command_queue queue_;
   bool host_unified_;
   std::size_t host_align_;
+  bool may_widen_;  // the page size is a multiple of host_align_: a rounded-down start stays in the page
   int over_host_ = 0;
   std::vector<cl_mem> held_;
   std::vector<Range> ranges_;  // every array so far, for the overlap check of outputs

@@ -187,8 +187,8 @@ void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostVie
          to_string(dtype), ") runs on device buffers: quantize_fp8, then forward (docs/FP8.md)");
   // Q, K, V, O and LSE over the caller's memory where they can be (host_buffers.hpp), else copies.
   detail::HostBuffers buffers(context_, queue_, host_unified_, host_ptr_align_);
-  const cl_mem dq = buffers.input("q", q.data, nq, dtype), dk = buffers.input("k", k.data, nk, dtype),
-               dv = buffers.input("v", v.data, nk, dtype);
+  const detail::HostInput dq = buffers.input("q", q.data, nq, dtype), dk = buffers.input("k", k.data, nk, dtype),
+                          dv = buffers.input("v", v.data, nk, dtype);
   const cl_mem dout = buffers.output("o", o.data, nq, dtype);
   const cl_mem dlse = want_lse ? buffers.output("lse", lse.data, nlse, DType::F32) : nullptr;
   last_forward_host_buffers_ = buffers.over_host();
@@ -199,12 +199,14 @@ void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostVie
   const cl_mem dcu_k = buffers.optional(variants.cu_seqlens_k.size() * sizeof(int), variants.cu_seqlens_k.data());
 
   ForwardArgs args = shape;
-  auto view = [&](cl_mem mem, int heads) {  // packed rows with varlen (batch stride ignored), else dense
-    return varlen ? Tensor{mem, 0, 0, std::int64_t{heads} * shape.head_dim, shape.head_dim} : Tensor{mem};
+  // packed rows with varlen (batch stride ignored), else dense; `offset`: where the array starts in
+  // its buffer (an input over the caller's memory may start past the buffer's aligned start)
+  auto view = [&](cl_mem mem, int heads, std::int64_t offset = 0) {
+    return varlen ? Tensor{mem, offset, 0, std::int64_t{heads} * shape.head_dim, shape.head_dim} : Tensor{mem, offset};
   };
-  args.q = view(dq, shape.heads);
-  args.k = view(dk, heads_kv);
-  args.v = view(dv, heads_kv);
+  args.q = view(dq.mem, shape.heads, dq.offset);
+  args.k = view(dk.mem, heads_kv, dk.offset);
+  args.v = view(dv.mem, heads_kv, dv.offset);
   args.o = view(dout, shape.heads);
   args.lse = dlse;
   args.workspace = nullptr;
