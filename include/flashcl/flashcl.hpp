@@ -410,9 +410,11 @@ class FLASHCL_API Session {
                              const HostVariants& variants, std::vector<float>* lse = nullptr);
   // The same on the caller's memory: O (and LSE when lse.data is set) written into `o` (`lse`),
   // sized as above. On host-unified devices (CPUs such as PoCL) f32 arrays aligned to
-  // CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers over that memory (CL_MEM_USE_HOST_PTR, no copy);
-  // elsewhere, and for misaligned arrays, buffers are copied in and O read back. O and LSE may not
-  // overlap any other array (a named error).
+  // CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers over that memory (CL_MEM_USE_HOST_PTR, no copy),
+  // and so do Q, K, V off it by whole floats (numpy's arrays), from the aligned address below them
+  // at an element offset (never written); elsewhere, for other misalignments and for misaligned O
+  // or LSE, buffers are copied in and O read back. O and LSE may not overlap any other array (a
+  // named error).
   void forward(const ForwardArgs& shape, HostView<const float> q, HostView<const float> k,
                HostView<const float> v, HostView<float> o, const HostVariants& variants = {},
                HostView<float> lse = {});
@@ -433,7 +435,8 @@ class FLASHCL_API Session {
   // The same on the caller's memory: dQ (q's size), dK, dV (k's) and d_bias (d_bias_size(shape)
   // floats, when shape.d_bias.kind is Bias) written into `grads`. As for forward's HostView
   // overload: on host-unified devices f32 arrays at CL_DEVICE_MEM_BASE_ADDR_ALIGN become buffers
-  // over that memory, the others are copied. An output overlapping any other array is an error.
+  // over that memory, Q, K, V, O and dO off it by whole floats too (at an element offset), the
+  // others are copied. An output overlapping any other array is an error.
   struct GradientViews {
     HostView<float> d_q, d_k, d_v, d_bias;
   };

@@ -231,8 +231,8 @@ def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
 
 def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                     return_lse, storage: DType, sess) -> Any:
-    """numpy arrays through Session::forward (dense float32 in, used in place where aligned on CPU
-    devices; float32 out, written in place)."""
+    """numpy arrays through Session::forward (dense float32 in, used in place on CPU devices, numpy's
+    own alignment included; float32 out, written in place)."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
