@@ -92,6 +92,20 @@ inline uint q_quad(__global const uchar* q, long base, long stride, int row, int
 #endif
 }
 
+/* One k-step ks of S = Q K^T (qk_block, either form): per pair of 8-key tiles one ldmatrix.x4 of
+ * K's B fragments (`row`: the lane's address in the K tile) and two mma per m-tile i, whose Q A
+ * fragment is QA_I (an expression of i). A macro: the two forms hold Q's fragments in arrays of
+ * different shapes. */
+#define QK_KSTEP(QA_I)                                                      \
+  _Pragma("unroll") for (int j2 = 0; j2 < NT_S / 2; ++j2) {                 \
+    uint b[4];                                                              \
+    ldsm_x4(b, (__local const ushort*)(row + j2 * 16 * K_PITCH + ks * 32)); \
+    _Pragma("unroll") for (int i = 0; i < MT; ++i) {                        \
+      MMA32(s[i][2 * j2], QA_I, b[0], b[1]);                                \
+      MMA32(s[i][2 * j2 + 1], QA_I, b[2], b[3]);                            \
+    }                                                                       \
+  }
+
 #if defined(Q_LOCAL) && Q_LOCAL
 #define Q_PITCH (DPAD + 16) /* bytes per __local Q row: 16-byte rows on distinct banks, as K */
 
@@ -123,16 +137,7 @@ inline void qk_block(float s[MT][NT_S][4], __local const uchar* qt, __local cons
     uint qa[MT][4];
 #pragma unroll
     for (int i = 0; i < MT; ++i) ldsm_x4(qa[i], (__local const ushort*)(qrow + 16 * i * Q_PITCH + ks * 32));
-#pragma unroll
-    for (int j2 = 0; j2 < NT_S / 2; ++j2) {
-      uint b[4];
-      ldsm_x4(b, (__local const ushort*)(row + j2 * 16 * K_PITCH + ks * 32));
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        MMA32(s[i][2 * j2], qa[i], b[0], b[1]);
-        MMA32(s[i][2 * j2 + 1], qa[i], b[2], b[3]);
-      }
-    }
+    QK_KSTEP(qa[i]);
   }
 }
 #else
@@ -161,17 +166,9 @@ inline void qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
 #pragma unroll
     for (int j = 0; j < NT_S; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.0f;
 #pragma unroll
-  for (int ks = 0; ks < QFRAGS; ++ks)
-#pragma unroll
-    for (int j2 = 0; j2 < NT_S / 2; ++j2) {
-      uint b[4];
-      ldsm_x4(b, (__local const ushort*)(row + j2 * 16 * K_PITCH + ks * 32));
-#pragma unroll
-      for (int i = 0; i < MT; ++i) {
-        MMA32(s[i][2 * j2], qa[i][ks], b[0], b[1]);
-        MMA32(s[i][2 * j2 + 1], qa[i][ks], b[2], b[3]);
-      }
-    }
+  for (int ks = 0; ks < QFRAGS; ++ks) {
+    QK_KSTEP(qa[i][ks]);
+  }
 }
 
 #endif /* Q_LOCAL */
