@@ -124,6 +124,33 @@ inline void lane_widen(lane_raw x, float* y) {
 #endif
 }
 
+/* Key j (at position pos) of the per-key page walk, in the KPT loops below (lane_issue; lane_issue_wide
+ * where pages are not a multiple of KPT): where the key crosses into the next page (page sizes < KPT
+ * or unaligned), page and off move to it and its block-table entry is read into entry; then seen[j]
+ * (pos < nk and its page in the pool) and, declared here, kb and vb: its K and V offsets. Macros, this
+ * and LANE_LOAD_KEY: as inline functions clang orders the address arithmetic otherwise
+ * (bench/gpu/ptx_diff.py). */
+#define LANE_PAGE_KEY(j, pos)                                                             \
+  if ((j) > 0 && ++off == d->page_size) {                                                 \
+    off = 0;                                                                              \
+    ++page;                                                                               \
+    entry = (pos) < nk ? page_entry(d, block_table, b, page) : -1;                        \
+  }                                                                                       \
+  seen[j] = (pos) < nk && entry >= 0;                                                     \
+  const long kb = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride; \
+  const long vb = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride
+
+/* Key j's K and V registers, in the KPT loops below (kr, vr, seen, k_cache, v_cache): its loads at
+ * kb and vb where it is there (seen[j]), else 0. */
+#define LANE_LOAD_KEY(j, kb, vb)      \
+  do {                                \
+    kr[j] = vr[j] = (lane_raw)(0);    \
+    if (seen[j]) {                    \
+      kr[j] = LANE_LOAD(k_cache, kb); \
+      vr[j] = LANE_LOAD(v_cache, vb); \
+    }                                 \
+  } while (0)
+
 /* Issues the K and V loads of this lane's KPT keys from kfirst into kr and vr (seen: the key exists
  * and its page is in the pool; else the registers hold 0). base_k/base_v: the lane's chunk at
  * position 0 of its cache row (contiguous) or of page 0 (paged). Paged: *entry holds the tile's
@@ -156,23 +183,12 @@ inline void lane_issue(const DecodeArgs* d, __global const CACHE_T* k_cache, __g
   for (int j = 0; j < KPT; ++j) {
     const int pos = kfirst + j;
 #if PAGED
-    if (j > 0 && ++off == d->page_size) { /* crossed into the next page (page sizes < KPT or unaligned) */
-      off = 0;
-      ++page;
-      entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
-    }
-    seen[j] = pos < nk && entry >= 0;
-    const long kb = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-    const long vb = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+    LANE_PAGE_KEY(j, pos);
 #else
     seen[j] = pos < nk;
     const long kb = base_k + (long)pos * d->k_seq_stride, vb = base_v + (long)pos * d->v_seq_stride;
 #endif
-    kr[j] = vr[j] = (lane_raw)(0);
-    if (seen[j]) {
-      kr[j] = LANE_LOAD(k_cache, kb);
-      vr[j] = LANE_LOAD(v_cache, vb);
-    }
+    LANE_LOAD_KEY(j, kb, vb);
   }
 }
 
@@ -253,20 +269,9 @@ inline void lane_issue_wide(const DecodeArgs* d, __global const CACHE_T* k_cache
     seen[j] = pos < nk && in_pool;
     const long kb = kb0 + (long)j * d->k_seq_stride, vb = vb0 + (long)j * d->v_seq_stride;
 #else
-    if (j > 0 && ++off == d->page_size) { /* crossed into the next page */
-      off = 0;
-      ++page;
-      entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
-    }
-    seen[j] = pos < nk && entry >= 0;
-    const long kb = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-    const long vb = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+    LANE_PAGE_KEY(j, pos);
 #endif
-    kr[j] = vr[j] = (lane_raw)(0);
-    if (seen[j]) {
-      kr[j] = LANE_LOAD(k_cache, kb);
-      vr[j] = LANE_LOAD(v_cache, vb);
-    }
+    LANE_LOAD_KEY(j, kb, vb);
   }
 }
 
