@@ -482,6 +482,47 @@ TEST(VariantSession, MisalignedInputsInPlace) {
     }
 }
 
+// An aligned output whose last bytes lie just before a widened input (inside the aligned block its
+// buffer starts from) is copied, not wrapped: OpenCL leaves overlapping host regions undefined once
+// one is written. LSE (120 floats, 480 bytes: not a whole number of 128-byte blocks) at a page and
+// Q right after it: Q over host memory, LSE copied (4 host buffers on PoCL with K, V, O aligned);
+// Q one block further: both over host memory (5). Results those of the vector overload.
+TEST(VariantSession, OutputBesideAWidenedInput) {
+  ForwardArgs a;
+  a.batch = 1;
+  a.heads = 3;
+  a.seqlen_q = a.seqlen_k = 40;
+  a.head_dim = 16;
+  const std::size_t n = 40 * 3 * 16, nlse = 40 * 3;
+  const auto q = bench::random_values(n, 71), k = bench::random_values(n, 72), v = bench::random_values(n, 73);
+  std::vector<float> lse_ref;
+  const auto o_ref = session().forward(a, q, k, v, HostVariants{}, &lse_ref);
+  cl_bool unified = CL_FALSE;
+  cl_uint align_bits = 0;
+  clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr);
+  clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr);
+  for (const std::size_t gap : {std::size_t{0}, std::size_t{32}}) {  // floats between LSE's end and Q
+    struct Pages {  // LSE then Q in the first 4 pages; K, V, O 2 pages each after
+      float* p = static_cast<float*>(::operator new(10 * 4096, std::align_val_t{4096}));
+      ~Pages() { ::operator delete(p, std::align_val_t{4096}); }
+    } room;
+    float *lse = room.p, *dq = room.p + nlse + gap, *dk = room.p + 4096, *dv = room.p + 6144, *o = room.p + 8192;
+    ASSERT_LE(nlse + gap + n, 4096u);
+    std::copy(q.begin(), q.end(), dq);
+    std::copy(k.begin(), k.end(), dk);
+    std::copy(v.begin(), v.end(), dv);
+    std::fill(o, o + n, std::numeric_limits<float>::quiet_NaN());
+    std::fill(lse, lse + nlse, std::numeric_limits<float>::quiet_NaN());
+    session().forward(a, HostView<const float>{dq, n}, HostView<const float>{dk, n}, HostView<const float>{dv, n},
+                      HostView<float>{o, n}, HostVariants{}, HostView<float>{lse, nlse});
+    if (unified == CL_TRUE && align_bits == 1024)
+      EXPECT_EQ(session().last_forward_host_buffers(), gap == 0 ? 4 : 5) << "gap " << gap;
+    EXPECT_EQ(std::memcmp(o, o_ref.data(), n * sizeof(float)), 0) << "O, gap " << gap;
+    EXPECT_EQ(std::memcmp(lse, lse_ref.data(), nlse * sizeof(float)), 0) << "LSE, gap " << gap;
+    EXPECT_EQ(std::memcmp(dq, q.data(), n * sizeof(float)), 0) << "Q changed, gap " << gap;
+  }
+}
+
 // The host arrays must match the switches in the shape, before anything runs.
 TEST(VariantSession, HostArraysMustMatchTheShape) {
   const auto x = bench::random_values(2 * 8 * 8, 45);
