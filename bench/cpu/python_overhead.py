@@ -20,8 +20,8 @@ so the per-call cost shows apart from kernel time (and apart from the main shape
 "tiny" (B 1, H 1, N 32, d 64: the fixed cost of a call) and "bytes" (the main shape with window
 (0, 0): every query sees one key, so Q, K, V and O are as large as the main shape's but the
 kernel only streams them: the cost of the main shape's data on each path). Finally the host
-path's parts on the bytes shape: Session.forward alone (the binding's vector copies and
-Session::forward's fresh buffers), such buffers made by pyopencl without the vector copies,
+path's parts on the bytes shape: Session.forward alone on numpy's own arrays and on page-aligned
+copies (the same cost once misaligned inputs are used in place), copied buffers made by pyopencl,
 USE_HOST_PTR buffers over the host arrays, and resident Arrays. The load average is printed
 before and after: on a loaded machine the figures are upper bounds. stdlib + numpy/torch/pyopencl
 only.
@@ -314,10 +314,10 @@ def main():
                 step()
             print(f"round {rnd + 1}/{a.rounds} done, load {load()}", flush=True)
 
-        # The host path's parts on the bytes shape, interleaved: Session.forward alone (the binding's
-        # copies of Q, K, V into vectors, Session::forward's fresh COPY_HOST_PTR buffers, kernel, O
-        # read back); the same buffers made by pyopencl without the vector copies; buffers over the
-        # host memory (USE_HOST_PTR, O included); the resident Arrays.
+        # The host path's parts on the bytes shape, interleaved: Session.forward alone on numpy's own
+        # arrays (16 bytes past a page: copied before issue 21's widened inputs, used in place
+        # after) and on page-aligned copies; the buffers of a copying path made by pyopencl; buffers
+        # over the host memory (USE_HOST_PTR, O included); the resident Arrays.
         parts = {}
         mf = cl.mem_flags
         shape = (1, a.seqlen, a.heads, a.head_dim)
@@ -328,7 +328,8 @@ def main():
                                                   scale=None, algorithm="auto", max_seqlen_q=None, max_seqlen_k=None,
                                                   batch_from_cu=0)
             args.dtype = flashcl.DType.F32
-            flat = [x.reshape(-1) for x in (qn, kn, vn)]
+            flat = [x.reshape(-1) for x in (qn, kn, vn)]  # as numpy allocates them: 16 bytes past a page
+            flat_aligned = [page_aligned(np, x).reshape(-1) for x in (qn, kn, vn)]
             resident = [cla.to_device(queue, x) for x in (qn, kn, vn)]
 
             def copied():
@@ -347,6 +348,7 @@ def main():
                 mapped.base.release(queue)  # unmap: O is in `out`
 
             calls = {"Session.forward (binding)": lambda: sess.forward(args, *flat),
+                     "Session.forward, page-aligned Q, K, V": lambda: sess.forward(args, *flat_aligned),
                      "pyopencl, COPY_HOST_PTR buffers + read O": copied,
                      "pyopencl, USE_HOST_PTR buffers (O too)": host_ptr,
                      "pyopencl, resident Arrays": lambda: flashcl.attention(*resident, causal=causal,
