@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <new>
 #include <sstream>
+
+#include <unistd.h>
 
 namespace flashcl::test {
 void check(cl_int err, const char* what) {
@@ -61,6 +64,26 @@ bool tensor_core_device() {
   if (clGetDeviceInfo(device, kComputeCapabilityMajorNv, sizeof major, &major, nullptr) != CL_SUCCESS) return false;
   return major >= 8;
 }
+
+HostMemoryFacts host_memory_facts() {
+  HostMemoryFacts f;
+  cl_bool unified = CL_FALSE;
+  cl_uint align_bits = 0;
+  check(clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr),
+        "clGetDeviceInfo(CL_DEVICE_HOST_UNIFIED_MEMORY)");
+  check(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
+        "clGetDeviceInfo(CL_DEVICE_MEM_BASE_ADDR_ALIGN)");
+  f.unified = unified == CL_TRUE;
+  f.align = std::max<std::size_t>(align_bits / 8, 1);
+  const long page = sysconf(_SC_PAGESIZE);
+  f.widen = f.unified && page > 0 && static_cast<std::size_t>(page) % f.align == 0;
+  return f;
+}
+
+AlignedRoom::AlignedRoom(std::size_t align, std::size_t bytes)
+    : align_(align), p_(static_cast<char*>(::operator new (bytes, std::align_val_t{align}))) {}
+
+AlignedRoom::~AlignedRoom() { ::operator delete (p_, std::align_val_t{align_}); }
 
 std::string Case::name() const {
   std::ostringstream o;

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +25,38 @@ bool tensor_core_device();
 
 // Throws Error(OpenCLError) naming `what` when a raw OpenCL call the tests make fails.
 void check(cl_int err, const char* what);
+
+// What Session's host-array calls can do in place on the session's device, read from it as
+// src/api/host_buffers.cpp reads it: f32 arrays at CL_DEVICE_MEM_BASE_ADDR_ALIGN on a host-unified
+// device lie over the caller's memory; inputs off it by whole floats too, where the page size is a
+// multiple of the alignment (the buffer starts at the address rounded down, in the same page).
+struct HostMemoryFacts {
+  bool unified = false;   // CL_DEVICE_HOST_UNIFIED_MEMORY
+  std::size_t align = 1;  // CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes
+  bool widen = false;     // inputs off the alignment can be used at an offset
+  // For an array `shift` bytes past an address aligned to room_align() (allocations of the tests):
+  bool aligned(std::size_t shift) const { return unified && shift % align == 0; }
+  bool widened(std::size_t shift) const { return !aligned(shift) && widen && shift % sizeof(float) == 0; }
+  // The alignment the tests' allocations start at: a page and the device's alignment.
+  std::size_t room_align() const { return std::max<std::size_t>(align, 4096); }
+};
+HostMemoryFacts host_memory_facts();
+
+// `bytes` bytes aligned to `align`, freed with the scope: the host-array tests place arrays at
+// chosen shifts past an aligned address.
+class AlignedRoom {
+ public:
+  AlignedRoom(std::size_t align, std::size_t bytes);
+  AlignedRoom(const AlignedRoom&) = delete;
+  AlignedRoom& operator=(const AlignedRoom&) = delete;
+  ~AlignedRoom();
+  char* bytes() const { return p_; }
+  float* floats() const { return reinterpret_cast<float*>(p_); }
+
+ private:
+  std::size_t align_;
+  char* p_;
+};
 
 enum class Layout {
   BSHD,        // dense (B, S, H, d): the default

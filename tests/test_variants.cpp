@@ -9,11 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <new>
 #include <string>
 #include <tuple>
-
-#include <unistd.h>
 
 #include "flashcl/flashcl.h"
 #include "support.hpp"
@@ -378,14 +375,12 @@ TEST(VariantSession, HostViewsOverCallerMemory) {
   const auto q = bench::random_values(n, 51), k = bench::random_values(n, 52), v = bench::random_values(n, 53);
   std::vector<float> lse_ref;
   const auto o_ref = session().forward(a, q, k, v, HostVariants{}, &lse_ref);
-  struct Page {  // page-aligned room for five arrays, each at `shift` floats past a page
-    float* p = static_cast<float*>(::operator new(5 * 4096 * 8, std::align_val_t{4096}));
-    ~Page() { ::operator delete(p, std::align_val_t{4096}); }
-  };
+  const HostMemoryFacts facts = host_memory_facts();
+  const std::size_t room_align = facts.room_align(), slot = std::max<std::size_t>(room_align / sizeof(float), 2 * n);
   for (const std::size_t shift : {std::size_t{0}, std::size_t{1}}) {
-    Page page;
+    const AlignedRoom room(room_align, 5 * slot * sizeof(float));  // five arrays `slot` floats apart
     float* at[5];
-    for (int i = 0; i < 5; ++i) at[i] = page.p + i * 4096 * 2 + shift;  // 8 KiB apart: n = 4096 floats
+    for (int i = 0; i < 5; ++i) at[i] = room.floats() + i * slot + shift;
     std::copy(q.begin(), q.end(), at[0]);
     std::copy(k.begin(), k.end(), at[1]);
     std::copy(v.begin(), v.end(), at[2]);
@@ -393,7 +388,8 @@ TEST(VariantSession, HostViewsOverCallerMemory) {
                       HostView<const float>{at[2], n}, HostView<float>{at[3], n}, HostVariants{},
                       HostView<float>{at[4], nlse});
     // one float off: Q, K, V still in place at an offset (MisalignedInputsInPlace), O and LSE copied
-    if (session().info().is_cpu) EXPECT_EQ(session().last_forward_host_buffers(), shift == 0 ? 5 : 3) << shift;
+    const std::size_t bytes = shift * sizeof(float);
+    EXPECT_EQ(session().last_forward_host_buffers(), facts.aligned(bytes) ? 5 : facts.widened(bytes) ? 3 : 0) << shift;
     EXPECT_EQ(std::memcmp(at[3], o_ref.data(), n * sizeof(float)), 0) << "O, shift " << shift;
     EXPECT_EQ(std::memcmp(at[4], lse_ref.data(), nlse * sizeof(float)), 0) << "LSE, shift " << shift;
   }
@@ -415,16 +411,8 @@ TEST(VariantSession, HostViewsOverCallerMemory) {
 // cases, outputs poisoned with NaN: within the float64 reference's bounds and bit-identical to the
 // copied path (2 bytes).
 TEST(VariantSession, MisalignedInputsInPlace) {
-  cl_bool unified = CL_FALSE;
-  cl_uint align_bits = 0;
-  ASSERT_EQ(clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr),
-            CL_SUCCESS);
-  ASSERT_EQ(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
-            CL_SUCCESS);
-  const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
-  const long page = sysconf(_SC_PAGESIZE);
-  const bool widen = unified == CL_TRUE && page > 0 && static_cast<std::size_t>(page) % align == 0;
-  const std::size_t slot_align = std::max<std::size_t>(align, 4096);
+  const HostMemoryFacts facts = host_memory_facts();
+  const std::size_t slot_align = facts.room_align();
   const Case cases[] = {make(64, 64, 32, true, 1, 2, 61),
                         gqa(varlen(make(1, 1, 24, true, 1, 4, 62), {37, 23}, {50, 49}), 2)};
   for (const DType dtype : {DType::F32, DType::F16})
@@ -448,9 +436,9 @@ TEST(VariantSession, MisalignedInputsInPlace) {
       for (const std::size_t shift :
            {std::size_t{2}, std::size_t{0}, std::size_t{4}, std::size_t{16}, std::size_t{64}}) {
         const std::string what = c.name() + " " + to_string(dtype) + " shift " + std::to_string(shift);
-        char* room = static_cast<char*>(::operator new (5 * slot_bytes, std::align_val_t{slot_align}));
+        const AlignedRoom room(slot_align, 5 * slot_bytes);
         char* at[5];
-        for (int i = 0; i < 5; ++i) at[i] = room + i * slot_bytes + shift;
+        for (int i = 0; i < 5; ++i) at[i] = room.bytes() + i * slot_bytes + shift;
         // memcpy in and out: 2 bytes off, a float's own alignment is missed
         std::memcpy(at[0], q.data(), nq * sizeof(float));
         std::memcpy(at[1], k.data(), nk * sizeof(float));
@@ -461,16 +449,15 @@ TEST(VariantSession, MisalignedInputsInPlace) {
         auto out = [&](int i) { return HostView<float>{reinterpret_cast<float*>(at[i]), sizes[i]}; };
         session().forward(a, in(0), in(1), in(2), out(3), hv, out(4));
         int over = 0;  // LSE is f32 whatever the storage, so in f16 it alone may lie in place
-        if (unified == CL_TRUE && shift % align == 0)
+        if (facts.aligned(shift))
           over = dtype == DType::F32 ? 5 : 1;
-        else if (dtype == DType::F32 && widen && shift % sizeof(float) == 0)
+        else if (dtype == DType::F32 && facts.widened(shift))
           over = 3;  // Q, K, V at an offset
         EXPECT_EQ(session().last_forward_host_buffers(), over) << what;
         r.o.resize(nq);
         r.lse_values.resize(nlse);
         std::memcpy(r.o.data(), at[3], nq * sizeof(float));
         std::memcpy(r.lse_values.data(), at[4], nlse * sizeof(float));
-        ::operator delete (room, std::align_val_t{slot_align});
         r.out = bench::compare(r.o, r.ref.out);
         r.lse = bench::compare(r.lse_values, r.ref.lse);
         expect_accurate(r, what, dtype);
@@ -497,16 +484,11 @@ TEST(VariantSession, OutputBesideAWidenedInput) {
   const auto q = bench::random_values(n, 71), k = bench::random_values(n, 72), v = bench::random_values(n, 73);
   std::vector<float> lse_ref;
   const auto o_ref = session().forward(a, q, k, v, HostVariants{}, &lse_ref);
-  cl_bool unified = CL_FALSE;
-  cl_uint align_bits = 0;
-  clGetDeviceInfo(session().device(), CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, nullptr);
-  clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr);
+  const HostMemoryFacts facts = host_memory_facts();
   for (const std::size_t gap : {std::size_t{0}, std::size_t{32}}) {  // floats between LSE's end and Q
-    struct Pages {  // LSE then Q in the first 4 pages; K, V, O 2 pages each after
-      float* p = static_cast<float*>(::operator new(10 * 4096, std::align_val_t{4096}));
-      ~Pages() { ::operator delete(p, std::align_val_t{4096}); }
-    } room;
-    float *lse = room.p, *dq = room.p + nlse + gap, *dk = room.p + 4096, *dv = room.p + 6144, *o = room.p + 8192;
+    const AlignedRoom room(4096, 10 * 4096);  // LSE then Q in the first 4 pages; K, V, O 2 pages each after
+    float* p = room.floats();
+    float *lse = p, *dq = p + nlse + gap, *dk = p + 4096, *dv = p + 6144, *o = p + 8192;
     ASSERT_LE(nlse + gap + n, 4096u);
     std::copy(q.begin(), q.end(), dq);
     std::copy(k.begin(), k.end(), dk);
@@ -515,7 +497,7 @@ TEST(VariantSession, OutputBesideAWidenedInput) {
     std::fill(lse, lse + nlse, std::numeric_limits<float>::quiet_NaN());
     session().forward(a, HostView<const float>{dq, n}, HostView<const float>{dk, n}, HostView<const float>{dv, n},
                       HostView<float>{o, n}, HostVariants{}, HostView<float>{lse, nlse});
-    if (unified == CL_TRUE && align_bits == 1024)
+    if (facts.unified && facts.align == 128 && facts.widen)  // the sizes above are for 128-byte blocks
       EXPECT_EQ(session().last_forward_host_buffers(), gap == 0 ? 4 : 5) << "gap " << gap;
     EXPECT_EQ(std::memcmp(o, o_ref.data(), n * sizeof(float)), 0) << "O, gap " << gap;
     EXPECT_EQ(std::memcmp(lse, lse_ref.data(), nlse * sizeof(float)), 0) << "LSE, gap " << gap;

@@ -8,7 +8,10 @@ and match the float64 reference; so does the autograd Function's CPU path, whose
 the saved tensors' memory.
 """
 
+import os
+
 import numpy as np
+import pytest
 import torch
 
 import flashcl
@@ -25,15 +28,39 @@ def at_offset(values, shift):
     return out
 
 
+class HostFacts:
+    """What Session uses in place on its device, read from the device through pyopencl as
+    src/api/host_buffers.cpp reads it (tests/support.hpp's HostMemoryFacts): f32 arrays at
+    CL_DEVICE_MEM_BASE_ADDR_ALIGN on a host-unified device, and inputs off it by whole floats where
+    the page size is a multiple of the alignment (used at an offset; LSE, without one, is not)."""
+
+    def __init__(self, sess):
+        cl = pytest.importorskip("pyopencl")
+        device = cl.Device.from_int_ptr(sess.device)
+        self.unified = bool(device.host_unified_memory)
+        self.align = max(device.mem_base_addr_align // 8, 1)
+        self.widen = self.unified and os.sysconf("SC_PAGE_SIZE") % self.align == 0
+
+    def aligned(self, x):
+        return self.unified and x.ctypes.data % self.align == 0
+
+    def in_place(self, x, at_offset=True):
+        """Whether input array x lies over host memory (at an offset where at_offset allows it)."""
+        return self.aligned(x) or (at_offset and self.widen and x.ctypes.data % 4 == 0)
+
+
 def test_aligned_and_misaligned_arrays(rng):
     shape = (1, 96, 2, 32)
     q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
     sess = flashcl.functional.session()
+    facts = HostFacts(sess)
     results = {}
     for shift in (0, 1):
-        o, lse = flashcl.attention(*(at_offset(x, shift) for x in (q, k, v)), causal=True, return_lse=True)
-        if sess.info.is_cpu:  # Q, K, V (one float off: at an offset), the binding's aligned O and LSE
-            assert sess.last_forward_host_buffers == 5, shift
+        inputs = [at_offset(x, shift) for x in (q, k, v)]
+        o, lse = flashcl.attention(*inputs, causal=True, return_lse=True)
+        # Q, K, V (one float off: at an offset), the binding's aligned O and LSE
+        want = sum(map(facts.in_place, inputs)) + facts.aligned(o) + facts.aligned(lse)
+        assert sess.last_forward_host_buffers == want, shift
         assert o.ctypes.data % 4096 == 0 and lse.ctypes.data % 4096 == 0  # the binding's aligned outputs
         results[shift] = (o, lse)
     ref_o, ref_lse = reference(q, k, v, causal=True)
@@ -51,12 +78,14 @@ def test_backward_aligned_and_misaligned_arrays(rng):
     options = dict(causal=True, mask=bias)
     o, lse = flashcl.attention(q, k, v, return_lse=True, **options)
     sess = flashcl.functional.session()
+    facts = HostFacts(sess)
     results = {}
     for shift in (0, 1):
-        grads = flashcl.attention_backward(*(at_offset(x, shift) for x in (d_o, q, k, v, o, lse)), return_dbias=True,
-                                           deterministic=True, **options)
-        if sess.info.is_cpu:  # every array over host memory; one float off, all but LSE (no offset field)
-            assert sess.last_backward_host_buffers == (10 if shift == 0 else 9), shift
+        inputs = [at_offset(x, shift) for x in (d_o, q, k, v, o, lse)]
+        grads = flashcl.attention_backward(*inputs, return_dbias=True, deterministic=True, **options)
+        # every array over host memory; one float off, all but LSE (no offset field)
+        want = sum(map(facts.in_place, inputs[:5])) + facts.in_place(inputs[5], at_offset=False)
+        assert sess.last_backward_host_buffers == want + sum(map(facts.aligned, grads)), shift
         assert all(g.ctypes.data % 4096 == 0 for g in grads)  # the binding's aligned outputs
         results[shift] = grads
     want = reference_backward(q, k, v, d_o, causal=True, mask=bias)
@@ -73,12 +102,15 @@ def test_numpy_allocated_inputs_in_place(rng):
     for shape in ((1, 33, 3, 16), (1, 512, 4, 64)):  # 6 KiB and 512 KiB per array
         q, k, v, d_o = (rng.standard_normal(shape).astype(np.float32) for _ in range(4))
         sess = flashcl.functional.session()
+        facts = HostFacts(sess)
         o, lse = flashcl.attention(q, k, v, causal=True, return_lse=True)
-        if sess.info.is_cpu:  # Q, K, V in place (aligned or at an offset), the binding's O and LSE
-            assert sess.last_forward_host_buffers == 5, [x.ctypes.data % 128 for x in (q, k, v)]
+        # Q, K, V in place (aligned or at an offset), the binding's O and LSE
+        want = sum(map(facts.in_place, (q, k, v))) + facts.aligned(o) + facts.aligned(lse)
+        assert sess.last_forward_host_buffers == want, [x.ctypes.data % 128 for x in (q, k, v)]
         grads = flashcl.attention_backward(d_o, q, k, v, o, lse, causal=True, deterministic=True)
-        if sess.info.is_cpu:  # Q, K, V, O, dO and the binding's LSE, dQ, dK, dV
-            assert sess.last_backward_host_buffers == 9, [x.ctypes.data % 128 for x in (d_o, q, k, v)]
+        # Q, K, V, O, dO and the binding's LSE, dQ, dK, dV
+        want = sum(map(facts.in_place, (d_o, q, k, v, o))) + facts.aligned(lse) + sum(map(facts.aligned, grads))
+        assert sess.last_backward_host_buffers == want, [x.ctypes.data % 128 for x in (d_o, q, k, v)]
         o_al, lse_al = flashcl.attention(*(at_offset(x, 0) for x in (q, k, v)), causal=True, return_lse=True)
         assert np.array_equal(o, o_al) and np.array_equal(lse, lse_al)
         grads_al = flashcl.attention_backward(*(at_offset(x, 0) for x in (d_o, q, k, v, o, lse)), causal=True,
@@ -100,7 +132,9 @@ def test_torch_backward_on_tensor_memory(rng):
     out = fcl_torch.flash_attn_func(qt, kt, vt, causal=True, deterministic=True)
     out.backward(torch.from_numpy(d_o))
     sess = flashcl.functional.session()
-    if sess.info.is_cpu:  # at least Q, K, V, O, LSE and the three gradients; dO is torch's own memory
+    facts = HostFacts(sess)
+    if facts.aligned(at_offset(q, 0)):  # page-aligned arrays lie over host memory on this device
+        # at least Q, K, V, O, LSE and the three gradients; dO is torch's own memory
         assert sess.last_backward_host_buffers >= 8
     want = reference_backward(q, k, v, d_o, causal=True)
     for t, ref, label in zip((qt, kt, vt), want, ("dQ", "dK", "dV")):
