@@ -24,8 +24,6 @@
 namespace flashcl::test {
 namespace {
 
-
-
 struct MmaCase {
   int b, h, h_kv, nq, nk, d;
   bool causal;
