@@ -44,6 +44,7 @@ HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants) {
   r.nq = r.rows_q * shape.heads * shape.head_dim;
   r.nk = r.rows_k * r.heads_kv * shape.head_dim;
   r.nlse = r.rows_q * shape.heads;
+  r.head_dim = shape.head_dim;
   return r;
 }
 

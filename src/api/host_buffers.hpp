@@ -31,6 +31,14 @@ struct HostRows {
   std::size_t rows_q = 0, rows_k = 0;  // B·S dense; the packed totals (cu_seqlens[B]) with varlen
   int heads_kv = 0;
   std::size_t nq = 0, nk = 0, nlse = 0;  // floats of Q/O, of K/V, of LSE
+  int head_dim = 0;
+
+  // The Tensor of an array of `heads` heads in `mem`, starting `offset` elements in (an input over
+  // the caller's memory may start past its buffer's aligned start): packed rows with varlen (the
+  // batch stride ignored), dense (B, S, H, d) otherwise.
+  Tensor view(cl_mem mem, int heads, std::int64_t offset = 0) const {
+    return varlen ? Tensor{mem, offset, 0, std::int64_t{heads} * head_dim, head_dim} : Tensor{mem, offset};
+  }
 };
 HostRows host_rows(const ForwardArgs& shape, const HostVariants& variants);
 

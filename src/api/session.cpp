@@ -199,15 +199,10 @@ void Session::forward(const ForwardArgs& shape, HostView<const float> q, HostVie
   const cl_mem dcu_k = buffers.optional(variants.cu_seqlens_k.size() * sizeof(int), variants.cu_seqlens_k.data());
 
   ForwardArgs args = shape;
-  // packed rows with varlen (batch stride ignored), else dense; `offset`: where the array starts in
-  // its buffer (an input over the caller's memory may start past the buffer's aligned start)
-  auto view = [&](cl_mem mem, int heads, std::int64_t offset = 0) {
-    return varlen ? Tensor{mem, offset, 0, std::int64_t{heads} * shape.head_dim, shape.head_dim} : Tensor{mem, offset};
-  };
-  args.q = view(dq.mem, shape.heads, dq.offset);
-  args.k = view(dk.mem, heads_kv, dk.offset);
-  args.v = view(dv.mem, heads_kv, dv.offset);
-  args.o = view(dout, shape.heads);
+  args.q = r.view(dq.mem, shape.heads, dq.offset);
+  args.k = r.view(dk.mem, heads_kv, dk.offset);
+  args.v = r.view(dv.mem, heads_kv, dv.offset);
+  args.o = r.view(dout, shape.heads);
   args.lse = dlse;
   args.workspace = nullptr;
   args.alibi_slopes = dalibi;

@@ -78,12 +78,7 @@ void Session::backward(const BackwardArgs& shape, HostView<const float> q, HostV
   detail::HostBuffers buffers(context_, queue_, host_unified_, host_ptr_align_);
   BackwardArgs args = shape;
   ForwardArgs& a = args.forward;
-  // packed rows with varlen, else dense; an input's offset: where its array starts in its buffer
-  // (one over the caller's memory may start past the buffer's aligned start, host_buffers.hpp)
-  auto view = [&](cl_mem mem, int heads, std::int64_t offset = 0) {
-    return r.varlen ? Tensor{mem, offset, 0, std::int64_t{heads} * f.head_dim, f.head_dim} : Tensor{mem, offset};
-  };
-  auto in = [&](const detail::HostInput& x, int heads) { return view(x.mem, heads, x.offset); };
+  auto in = [&](const detail::HostInput& x, int heads) { return r.view(x.mem, heads, x.offset); };
   a.q = in(buffers.input("q", q.data, nq, dtype), f.heads);
   a.k = in(buffers.input("k", k.data, nk, dtype), r.heads_kv);
   a.v = in(buffers.input("v", v.data, nk, dtype), r.heads_kv);
@@ -93,9 +88,9 @@ void Session::backward(const BackwardArgs& shape, HostView<const float> q, HostV
   a.o = in(buffers.input("o", o.data, nq, dtype, CL_MEM_READ_WRITE), f.heads);
   args.d_o = in(buffers.input("d_o", d_o.data, nq, dtype), f.heads);
   a.lse = buffers.input("lse", lse.data, nlse, DType::F32, CL_MEM_READ_WRITE, false).mem;
-  args.d_q = view(buffers.output("d_q", grads.d_q.data, nq, dtype), f.heads);
-  args.d_k = view(buffers.output("d_k", grads.d_k.data, nk, dtype), r.heads_kv);
-  args.d_v = view(buffers.output("d_v", grads.d_v.data, nk, dtype), r.heads_kv);
+  args.d_q = r.view(buffers.output("d_q", grads.d_q.data, nq, dtype), f.heads);
+  args.d_k = r.view(buffers.output("d_k", grads.d_k.data, nk, dtype), r.heads_kv);
+  args.d_v = r.view(buffers.output("d_v", grads.d_v.data, nk, dtype), r.heads_kv);
   if (want_dbias) {  // dense, in the bias's own broadcast shape
     args.d_bias.buffer = buffers.output("d_bias", grads.d_bias.data, dbias_elems, DType::F32);
     args.d_bias.offset = args.d_bias.batch_stride = args.d_bias.head_stride = args.d_bias.row_stride = 0;
