@@ -82,8 +82,8 @@ def main():
         if run.returncode != 0:
             sys.exit(run.stderr[-2000:])
         text = open(ptx).read()
-        # mma.sync with e4m3/e5m2 operands needs PTX ISA 8.4; everything else assembles as 7.8
-        version = "8.4" if re.search(r"mma\.sync\S*\.e[45]m[23]", text) else "7.8"
+        # mma.sync with e4m3/e5m2 operands needs PTX ISA 8.4, an arch-specific target (sm_90a: wgmma) 8.0; the rest assembles as 7.8
+        version = "8.4" if re.search(r"mma\.sync\S*\.e[45]m[23]", text) else "8.0" if args.arch.endswith("a") else "7.8"
         text = re.sub(r"\.version \d+\.\d+", f".version {version}", text)
         text = re.sub(r"\.target [^\n]*", f".target {args.arch}", text)
         open(ptx, "w").write(text)
@@ -99,6 +99,8 @@ def main():
             m = re.search(r"Compiling entry function '(\w+)'", line)
             if m:
                 kernel = m.group(1)
+            elif "warning" in line:  # e.g. wgmma serialised (C7510-C7520): the card would run it so too
+                print(line.split("ptxas ")[-1].strip())
             elif kernel and ("Used" in line or "spill" in line):
                 print(f"{kernel}: {line.split('info    : ')[-1].strip()}")
                 if "Used" in line:
