@@ -395,6 +395,69 @@ TEST(BackwardApi, CApiMatchesReference) {
   expect_gradient(gv.logical(), ref.d_v, DType::F32, "C API dV");
 }
 
+// The backward only reads the forward's O and LSE, so it takes them in CL_MEM_READ_ONLY buffers (a
+// caller's saved activations, or host memory wrapped read-only) and gives the reference gradients;
+// a CL_MEM_WRITE_ONLY O or LSE is refused, as the kernels read them.
+TEST(BackwardApi, ForwardOutputsMayBeReadOnly) {
+  const int B = 2, H = 2, Nq = 19, Nk = 23, D = 16;
+  bench::Shape s;
+  s.batch = B;
+  s.heads = H;
+  s.seqlen_q = Nq;
+  s.seqlen_k = Nk;
+  s.head_dim = D;
+  const auto q = bench::random_values(s.q_elems(), 81), k = bench::random_values(s.kv_elems(), 82);
+  const auto v = bench::random_values(s.kv_elems(), 83), d_o = bench::random_values(s.q_elems(), 84);
+  DeviceTensor tq(Layout::BSHD, B, Nq, H, D, &q), tk(Layout::BSHD, B, Nk, H, D, &k), tv(Layout::BSHD, B, Nk, H, D, &v);
+  DeviceTensor to(Layout::BSHD, B, Nq, H, D, nullptr), tdo(Layout::BSHD, B, Nq, H, D, &d_o);
+  DeviceTensor gq(Layout::BSHD, B, Nq, H, D, nullptr), gk(Layout::BSHD, B, Nk, H, D, nullptr),
+      gv(Layout::BSHD, B, Nk, H, D, nullptr);
+  DeviceBuffer lse(static_cast<std::size_t>(B) * H * Nq, kNaN);
+  BackwardArgs a;
+  a.forward = shape_args(s);
+  a.forward.q = tq.view;
+  a.forward.k = tk.view;
+  a.forward.v = tv.view;
+  a.forward.o = to.view;
+  a.forward.lse = lse.mem;
+  forward(session().queue(), a.forward).wait();
+
+  // O and LSE copied into buffers the kernels may only read
+  auto buffer_of = [](std::vector<float> values, cl_mem_flags access) {
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(session().context(), access | CL_MEM_COPY_HOST_PTR, values.size() * sizeof(float),
+                              values.data(), &err);
+    check(err, "clCreateBuffer");
+    return m;
+  };
+  cl_mem o_read_only = buffer_of(to.raw(), CL_MEM_READ_ONLY), lse_read_only = buffer_of(lse.read(), CL_MEM_READ_ONLY);
+  a.forward.o.buffer = o_read_only;
+  a.forward.lse = lse_read_only;
+  a.d_o = tdo.view;
+  a.d_q = gq.view;
+  a.d_k = gk.view;
+  a.d_v = gv.view;
+  backward(session().queue(), a).wait();
+  const auto ref = bench::reference_backward(s, q, k, v, d_o);
+  expect_gradient(gq.logical(), ref.d_q, DType::F32, "read-only O/LSE dQ");
+  expect_gradient(gk.logical(), ref.d_k, DType::F32, "read-only O/LSE dK");
+  expect_gradient(gv.logical(), ref.d_v, DType::F32, "read-only O/LSE dV");
+
+  cl_mem write_only = buffer_of(to.raw(), CL_MEM_WRITE_ONLY);
+  for (const char* name : {"o", "lse"}) {
+    BackwardArgs bad = a;
+    (std::string(name) == "o" ? bad.forward.o.buffer : bad.forward.lse) = write_only;
+    try {
+      backward(session().queue(), bad).wait();
+      ADD_FAILURE() << name << ": a CL_MEM_WRITE_ONLY buffer was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind(std::string(name) + ": a CL_MEM_WRITE_ONLY", 0), 0u) << e.what();
+    }
+  }
+  for (cl_mem m : {o_read_only, lse_read_only, write_only}) clReleaseMemObject(m);
+}
+
 // A Session problem with an additive bias of shape (1, H, Nq, Nk) whose gradient is asked for: the
 // inputs drawn from `seed` on (bias, Q, K, V, dO), the vector forward's O and LSE, the float64
 // reference gradients.

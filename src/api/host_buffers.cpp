@@ -77,8 +77,7 @@ cl_mem HostBuffers::over_host(const float* data, std::size_t lead, std::size_t n
   return m;
 }
 
-HostInput HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, cl_mem_flags access,
-                             bool offsettable) {
+HostInput HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable) {
   const char* begin = reinterpret_cast<const char*>(data);
   const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
   // Floats between the pointer rounded down to the alignment and the pointer: 0 when aligned; a
@@ -87,7 +86,7 @@ HostInput HostBuffers::input(const char* name, const float* data, std::size_t n,
   const std::size_t misaligned = reinterpret_cast<std::uintptr_t>(data) % host_align_;
   const bool widen = misaligned != 0 && misaligned % sizeof(float) == 0 && offsettable && may_widen_;
   const std::size_t lead = widen ? misaligned / sizeof(float) : 0;
-  if (cl_mem m = over_host(data, lead, n, dtype, access)) {
+  if (cl_mem m = over_host(data, lead, n, dtype, CL_MEM_READ_ONLY)) {
     ranges_.push_back({name, begin, end,
                        reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(begin) - lead * sizeof(float))});
     return {m, static_cast<std::int64_t>(lead)};

@@ -56,12 +56,10 @@ class HostBuffers {
   HostBuffers& operator=(const HostBuffers&) = delete;
   ~HostBuffers();
 
-  // n elements of `dtype` storage read from `data`; `access` flags the buffer when it lies over the
-  // caller's memory (read-only, unless the call's checks want the flag of an output: the kernels
-  // still never write it). `offsettable`: the caller puts the returned offset in the array's view;
+  // n elements of `dtype` storage read from `data` (a read-only buffer when it lies over the
+  // caller's memory). `offsettable`: the caller puts the returned offset in the array's view;
   // false (a bare cl_mem, such as LSE) keeps the offset 0, so a misaligned array is copied.
-  HostInput input(const char* name, const float* data, std::size_t n, DType dtype,
-                  cl_mem_flags access = CL_MEM_READ_ONLY, bool offsettable = true);
+  HostInput input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable = true);
   // n elements of `dtype` storage that finish() leaves in `data`.
   cl_mem output(const char* name, float* data, std::size_t n, DType dtype);
   // A copy of raw bytes (the variants' data); no buffer when there are none.

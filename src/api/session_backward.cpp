@@ -82,12 +82,10 @@ void Session::backward(const BackwardArgs& shape, HostView<const float> q, HostV
   a.q = in(buffers.input("q", q.data, nq, dtype), f.heads);
   a.k = in(buffers.input("k", k.data, nk, dtype), r.heads_kv);
   a.v = in(buffers.input("v", v.data, nk, dtype), r.heads_kv);
-  // O and LSE read-write: flashcl::backward checks the forward call as given, where they are
-  // outputs (the backward kernels only read them). LSE is a bare cl_mem, no offset: used in place
-  // only when aligned.
-  a.o = in(buffers.input("o", o.data, nq, dtype, CL_MEM_READ_WRITE), f.heads);
+  // LSE is a bare cl_mem, no offset: used in place only when aligned.
+  a.o = in(buffers.input("o", o.data, nq, dtype), f.heads);
   args.d_o = in(buffers.input("d_o", d_o.data, nq, dtype), f.heads);
-  a.lse = buffers.input("lse", lse.data, nlse, DType::F32, CL_MEM_READ_WRITE, false).mem;
+  a.lse = buffers.input("lse", lse.data, nlse, DType::F32, false).mem;
   args.d_q = r.view(buffers.output("d_q", grads.d_q.data, nq, dtype), f.heads);
   args.d_k = r.view(buffers.output("d_k", grads.d_k.data, nk, dtype), r.heads_kv);
   args.d_v = r.view(buffers.output("d_v", grads.d_v.data, nk, dtype), r.heads_kv);

@@ -25,10 +25,15 @@ struct Problem {
   std::vector<Span> spans;  // the bytes each buffer argument covers, for check_workspace's overlap check
 };
 
+// What a call does with the forward's O and LSE: the forward writes them; the backward only reads
+// them, so there they may be CL_MEM_READ_ONLY and may share bytes with the other inputs.
+enum class ForwardOutputs { Written, Read };
+
 // Checks every argument against the queue's context and device, before any kernel is enqueued
 // (nothing is read back unless args.check_device_data), but the workspace's size: that comes from
 // the call's plan (check_workspace). Throws Error naming the offending parameter.
-Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait = {});
+Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait = {},
+                 ForwardOutputs outputs = ForwardOutputs::Written);
 
 // The caller's workspace against the `bytes` the call's plan needs (handle, context, size, flags,
 // no overlap with another argument); without one, that the device can allocate `bytes`.

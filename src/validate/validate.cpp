@@ -211,7 +211,9 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
   return a;
 }
 
-Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait) {
+Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait,
+                 ForwardOutputs outputs) {
+  const bool writes_outputs = outputs == ForwardOutputs::Written;
   if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
   Problem p;
   if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
@@ -286,7 +288,7 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
                                                           static_cast<std::uint64_t>(v_extent(rows_batch, rows_k)) * elem,
                                                           "v", false)
                                                 : tensor_span(a.v, rows_k, a.heads_kv, "v", false),
-                             tensor_span(a.o, rows_q, a.heads, "o", true, o_elem)};
+                             tensor_span(a.o, rows_q, a.heads, "o", writes_outputs, o_elem)};
   if (is_fp8(a.dtype)) {  // the descales: fp32 inputs (validate_fp8.hpp has their sizes)
     const DescaleCounts counts = descale_counts(a);
     const std::pair<cl_mem, std::size_t> descales[] = {
@@ -304,10 +306,11 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   check_use(a.q.buffer, "q", true, false);
   check_use(a.k.buffer, "k", true, false);
   check_use(a.v.buffer, "v", true, false);
-  check_use(a.o.buffer, "o", false, true);
+  check_use(a.o.buffer, "o", !writes_outputs, writes_outputs);
   if (a.lse != nullptr) {
-    check_use(a.lse, "lse", false, true);
-    spans.push_back(span_of(a.lse, 0, std::uint64_t{sizeof(float)} * rows_batch * a.heads * rows_q, "lse", true));
+    check_use(a.lse, "lse", !writes_outputs, writes_outputs);
+    spans.push_back(
+        span_of(a.lse, 0, std::uint64_t{sizeof(float)} * rows_batch * a.heads * rows_q, "lse", writes_outputs));
   }
   if (m.kind != MaskKind::None) {
     const std::uint64_t bytes = m.kind == MaskKind::Bool ? 1 : sizeof(float);

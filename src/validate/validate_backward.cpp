@@ -112,7 +112,7 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   ForwardArgs forward = in.forward;
   forward.workspace = nullptr;  // the forward's scratch plays no part here
   forward.tile = TileOverride{};
-  bp.forward = validate(queue, forward, wait);
+  bp.forward = validate(queue, forward, wait, ForwardOutputs::Read);  // O and LSE are read here
   const Problem& p = bp.forward;
   const ForwardArgs& a = p.args;
   const bool varlen = a.cu_seqlens_q != nullptr;
