@@ -13,8 +13,14 @@
 // the planner gives these calls to the tensor cores after a probe, and a failed probe would fall
 // back to the portable kernels and still pass: bench/gpu/bwd.sh runs this file with
 // FLASHCL_BWD_MMA=1, which turns a failed probe into an error.
+//
+// With FLASHCL_BWD_WGMMA=1 (or =dq) every case runs the dK/dV kernel and the dQ pass (or the dQ
+// pass alone) on Hopper's wgmma (programs.txt's bwd_mma_wgmma; bench/gpu/bwd_wgmma_ab.sh runs them
+// so, with FLASHCL_BWD_MMA=1): on a device other than compute capability 9.0 the switch changes
+// nothing, so the tests skip rather than pass on mma.sync.
 #include <CL/cl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -56,10 +62,24 @@ void run(const MmaCase& m, std::uint64_t seed) {
   expect_run_accurate(run_backward(c, kDeterministic, false), m.dtype, name(m) + " deterministic");
 }
 
+// Whether the session's device is of compute capability 9.0 (cl_nv_device_attribute_query), where
+// FLASHCL_BWD_WGMMA=1 takes effect.
+bool hopper_device() {
+  constexpr cl_device_info kMajor = 0x4000, kMinor = 0x4001;
+  cl_uint major = 0, minor = 0;
+  const cl_device_id device = session().device();
+  return tensor_core_device() && clGetDeviceInfo(device, kMajor, sizeof major, &major, nullptr) == CL_SUCCESS &&
+         clGetDeviceInfo(device, kMinor, sizeof minor, &minor, nullptr) == CL_SUCCESS && major == 9 && minor == 0;
+}
+
 class BwdMma : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!tensor_core_device()) GTEST_SKIP() << "not an NVIDIA GPU of compute capability >= 8.0";
+    const char* wgmma = std::getenv("FLASHCL_BWD_WGMMA");
+    if (wgmma != nullptr && (std::string(wgmma) == "1" || std::string(wgmma) == "dq") && !hopper_device())
+      GTEST_SKIP() << "FLASHCL_BWD_WGMMA=" << wgmma
+                   << " asks for the kernels on wgmma, which needs compute capability 9.0 (sm_90a)";
   }
 };
 

@@ -4,9 +4,11 @@
 // the dQ kernel) at d = 64 and 128, plain, causal or GQA; left to the portable kernels on older or
 // other devices, CPUs, fp32, other head dims, fa1, every other variant and FLASHCL_BWD_MMA=0. The
 // default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and FLASHCL_BWD_MMA_DQ_TILE set
-// the shapes and reject malformed or uncompilable ones by name.
+// the shapes and reject malformed or uncompilable ones by name. FLASHCL_BWD_WGMMA moves the dQ pass
+// (and with "1" the dK/dV kernel) onto wgmma on compute capability 9.0 only.
 #include <gtest/gtest.h>
 
+#include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
 #include "simulated_devices.hpp"
 
@@ -259,6 +261,87 @@ TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
   EXPECT_EQ(o.bwd_mma, "0");
   EXPECT_EQ(o.bwd_mma_tile, "8x32");
   EXPECT_EQ(o.bwd_mma_dq, "atomic");
+}
+
+// FLASHCL_BWD_WGMMA: "dq" the dQ pass on wgmma, "1" the dK/dV kernel too (programs.txt's
+// bwd_mma_wgmma through retargeted PTX, the same options, -DWGMMA_DKDV=1 where its dK/dV kernel
+// runs), on compute capability 9.0 only, where the dQ pass runs with whole warpgroups and one
+// m-tile a warp. Unasked, or elsewhere, nothing changes; another value is an error.
+TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
+  Overrides both = with(""), dq = with("");
+  both.bwd_wgmma = "1";
+  dq.bwd_wgmma = "dq";
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  for (DType dtype : {DType::F16, DType::BF16})
+    for (int d : {64, 128}) {
+      SCOPED_TRACE(std::string(to_string(dtype)) + " d=" + std::to_string(d));
+      const BackwardArgs b = call(dtype, d, true);
+      const BwdMmaPlan p = bwd_mma_plan(b.forward, both);
+      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, p, both));
+      EXPECT_TRUE(bwd_dkdv_wgmma(hopper, b, p, both));
+      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, p, dq));
+      EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, p, dq));
+      for (const char* off : {"", "0"}) {
+        Overrides o = with("");
+        o.bwd_wgmma = off;
+        EXPECT_FALSE(bwd_dq_wgmma(hopper, b, p, o));
+        EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, p, o));
+      }
+      for (auto [major, minor] : {std::pair{8, 0}, {8, 9}, {9, 1}, {10, 0}}) {
+        EXPECT_FALSE(bwd_dq_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
+        EXPECT_FALSE(bwd_dkdv_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
+      }
+
+      const BwdMmaChoice plain = plan_bwd_mma(hopper, b, with(""));
+      ASSERT_TRUE(plain.eligible && plain.writes_dq);
+      EXPECT_FALSE(plain.dq_wgmma || plain.dkdv_wgmma);
+      EXPECT_STREQ(plain.program.name, "bwd_mma_f16");
+      EXPECT_STREQ(plain.dq_program.name, "bwd_mma_f16");
+      EXPECT_EQ(plain.dq_program.options, plain.program.options);
+
+      const BwdMmaChoice dq_only = plan_bwd_mma(hopper, b, dq);
+      EXPECT_TRUE(dq_only.dq_wgmma && !dq_only.dkdv_wgmma);
+      EXPECT_STREQ(dq_only.program.name, "bwd_mma_f16");
+      EXPECT_EQ(dq_only.program.options, plain.program.options);
+      EXPECT_FALSE(dq_only.program.arch_ptx);
+      EXPECT_STREQ(dq_only.dq_program.name, "bwd_mma_wgmma");
+      EXPECT_TRUE(dq_only.dq_program.arch_ptx);
+      EXPECT_EQ(dq_only.dq_program.options, plain.program.options);
+
+      const BwdMmaChoice all = plan_bwd_mma(hopper, b, both);
+      EXPECT_TRUE(all.dq_wgmma && all.dkdv_wgmma);
+      EXPECT_STREQ(all.program.name, "bwd_mma_wgmma");
+      EXPECT_TRUE(all.program.arch_ptx);
+      EXPECT_EQ(all.program.options, plain.program.options + " -DWGMMA_DKDV=1");
+      EXPECT_EQ(all.dq_program.options, all.program.options);  // one program for both kernels
+      EXPECT_LE(bwd_wgmma_dkdv_local_bytes(p.query_rows, d, p.stages), 48u * 1024);
+    }
+  // atomic dQ (no pass) unless the call is deterministic; two m-tiles a warp (d = 64) or 2 warps: mma.sync
+  Overrides atomic = both;
+  atomic.bwd_mma_dq = "atomic";
+  BackwardArgs b = call(DType::F16, 64);
+  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  b.deterministic = true;
+  EXPECT_TRUE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  EXPECT_TRUE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  Overrides two_tiles = both;
+  two_tiles.bwd_mma_dq_tile = "32x2x2";
+  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_tiles), two_tiles));
+  Overrides two_warps = both;
+  two_warps.bwd_mma_tile = "2x32";
+  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_warps), two_warps));
+  Overrides two_key_tiles = both;
+  two_key_tiles.bwd_mma_tile = "4x32x2x2";
+  EXPECT_TRUE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
+  EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
+  Overrides wrong = with("");
+  wrong.bwd_wgmma = "yes";
+  EXPECT_THROW(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, wrong), wrong), Error);
+  EXPECT_EQ(read_overrides([](const char* name) -> const char* {
+              return std::string(name) == "FLASHCL_BWD_WGMMA" ? "dq" : nullptr;
+            }).bwd_wgmma,
+            "dq");
 }
 
 TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {

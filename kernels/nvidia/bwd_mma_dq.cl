@@ -16,7 +16,14 @@
  * and writes dQ (times the scale) once at the end in dQ's dtype and strides. This recomputes S and
  * dP that bwd_mma_dkdv also computes (seven block products instead of five) in exchange for no
  * fp32 reductions into global memory and no dS^T staging in the dK/dV kernel. Rows past the end
- * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0. */
+ * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0.
+ *
+ * The same source builds over Hopper's wgmma (programs.txt's bwd_mma_dq_wgmma: mma_wgmma.cl and
+ * bwd_wgmma_rows.cl in place of mma_f16.cl and bwd_mma.cl; opt-in, FLASHCL_BWD_WGMMA=1): a
+ * warpgroup of 4 warps then computes each product for its 64 rows with B read by descriptor from
+ * the core-matrix tiles (no ldmatrix), S and dP are issued together behind one wait, and the
+ * copies are made visible to the tensor cores (tile_writes_visible) before the barrier that
+ * publishes them. */
 
 #if !DQ_ATOMIC
 
@@ -26,6 +33,10 @@
 
 #if BC % 16 != 0 || (MT != 1 && MT != 2)
 #error "bwd_mma_dq.cl: BC a multiple of 16 keys, one or two 16-row m-tiles a warp"
+#endif
+
+#ifndef TILE_CORE_MATRICES /* mma.sync's row-major tiles: ldmatrix reads what the barrier published */
+BWD_INLINE void tile_writes_visible(void) {}
 #endif
 
 /* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk, into one stage (one commit group). */
@@ -106,6 +117,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
 #if VEC_LOAD
     async_wait_all(); /* this work-item's copies of block kb have landed */
 #endif
+    tile_writes_visible(); /* wgmma: the copies (generic proxy) before the tensor cores' reads (async proxy) */
     barrier(CLK_LOCAL_MEM_FENCE); /* K_j, V_j visible to every warp; with two stages, every warp is
                                    * also done with the other stage (block kb - 1) */
 #if DQ_STAGES == 2
@@ -113,8 +125,16 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
 #endif
 
     float s[MT][NT_S][4], dp[MT][NT_S][4];
+#ifdef ASYNC_MMA /* wgmma: both products in flight together, one wait */
+    qk_issue(s, qa, k_tile[cur]);
+    qk_issue(dp, doa, v_tile[cur]);
+    WG_WAIT(0);
+    PIN_TILES(s, NT_S);
+    PIN_TILES(dp, NT_S);
+#else
     qk_block(s, qa, k_tile[cur], lane);
     qk_block(dp, doa, v_tile[cur], lane);
+#endif
     const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
 #pragma unroll
     for (int i = 0; i < MT; ++i)

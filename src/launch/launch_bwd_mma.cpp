@@ -11,6 +11,9 @@
 // calls) the kernel runs without its dQ adds (DQ_ATOMIC=0) and then bwd_mma_dq
 // (kernels/nvidia/bwd_mma_dq.cl) writes dQ itself, which measured faster than the atomic adds; the
 // probe then runs both and checks dQ as written. FLASHCL_BWD_MMA_DQ=atomic keeps the adds.
+// FLASHCL_BWD_WGMMA on compute capability 9.0 takes both kernels ("1") or the dQ pass alone ("dq")
+// from programs.txt's bwd_mma_wgmma instead (Hopper's wgmma, through retargeted PTX), probed the
+// same way.
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -125,7 +128,7 @@ double probe_error(const std::vector<float>& got, const std::vector<double>& wan
 // of percent. A build failure or a wrong answer is an answer
 // for the device; running out of resources is not (Transient).
 ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
-                      const BwdMmaPlan& plan) {
+                      bool dkdv_wgmma, bool dq_wgmma, const BwdMmaPlan& plan) {
   const std::string what = concat("tensor-core backward probe (", to_string(dtype), ")");
   return guarded_probe(what, [&] {
     const int nq = 77, nk = 100;
@@ -174,8 +177,11 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     cl::Buffer wsb(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, ws.size() * 4, ws.data());
     // Built and run outside the program cache and the fault hooks: the probe is the library's own
     // business, not part of the caller's call.
-    const ProgramChoice choice = bwd_mma_program(resolved(bp), plan);
-    const cl::Program program = build_uncached(context, device, *choice.files, choice.options);
+    const BwdMmaPrograms choice = bwd_mma_kernel_programs(resolved(bp), plan, dkdv_wgmma, dq_wgmma);
+    auto build = [&](const ProgramChoice& c) {
+      return build_uncached(context, device, *c.files, c.options, c.arch_ptx ? BuildRoute::ArchPtx : BuildRoute::Source);
+    };
+    const cl::Program program = build(choice.dkdv);
     cl::Kernel kernel(program, "bwd_mma_dkdv");
     cl_mem mems[8] = {qb(), kb(), vb(), dob(), lseb(), dkb(), dvb(), wsb()};
     for (cl_uint i = 0; i < 8; ++i) kernel.setArg(i, sizeof(cl_mem), &mems[i]);
@@ -193,7 +199,10 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     };
     std::vector<float> dq(q.size());
     if (deterministic) {
-      cl::Kernel dq_kernel(program, "bwd_mma_dq");
+      const cl::Program dq_program = choice.dq.options == choice.dkdv.options && choice.dq.files == choice.dkdv.files
+                                         ? program
+                                         : build(choice.dq);
+      cl::Kernel dq_kernel(dq_program, "bwd_mma_dq");
       cl_mem dq_mems[7] = {qb(), kb(), vb(), dob(), lseb(), dqb(), wsb()};
       for (cl_uint i = 0; i < 7; ++i) dq_kernel.setArg(i, sizeof(cl_mem), &dq_mems[i]);
       dq_kernel.setArg(7, bp.forward.kernel_args);
@@ -216,14 +225,15 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
 }
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
-                  const BwdMmaPlan& plan) {
-  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int, int>> memo;
+                  bool dkdv_wgmma, bool dq_wgmma, const BwdMmaPlan& plan) {
+  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int, int, bool, bool>> memo;
   // the dQ kernel's shape only where it runs
   const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
   const int dq_mtiles = deterministic ? plan.dq_mtiles : 0;
   return memo.passes(std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages,
-                                     plan.key_mtiles, dq_keys, dq_stages, dq_mtiles),
-      [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, plan); });
+                                     plan.key_mtiles, dq_keys, dq_stages, dq_mtiles, dkdv_wgmma,
+                                     deterministic && dq_wgmma),
+      [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, dkdv_wgmma, dq_wgmma, plan); });
 }
 
 }  // namespace
@@ -235,7 +245,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
   const BwdMmaPlan& plan = mma.shape;
   const ProgramChoice& program = mma.program;
   if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, mma.vec_load,
-                    mma.writes_dq, plan)) {
+                    mma.writes_dq, mma.dkdv_wgmma, mma.dq_wgmma, plan)) {
     if (mma.required)
       fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
            to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
@@ -250,7 +260,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
   if (mma.writes_dq) {  // dQ without atomics, written in its dtype (no accumulator, no conversion)
-    cl::Kernel dq = make_kernel(bp.forward, program, "bwd_mma_dq");
+    cl::Kernel dq = make_kernel(bp.forward, mma.dq_program, "bwd_mma_dq");
     set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
              bp.forward.kernel_args, kernel_args);
     dq_grid_for(bp, plan, global, local);

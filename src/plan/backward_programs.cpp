@@ -26,6 +26,16 @@ ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan) 
   return choose_program(programs::bwd_mma_f16, common_options(args.forward) + bwd_mma_options(args, plan));
 }
 
+BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPlan& plan, bool dkdv_wgmma,
+                                       bool dq_wgmma) {
+  const std::string options = common_options(args.forward) + bwd_mma_options(args, plan);
+  BwdMmaPrograms p;
+  p.dkdv = dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options + " -DWGMMA_DKDV=1", true)
+                      : bwd_mma_program(args, plan);
+  p.dq = dq_wgmma && !dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options, true) : p.dkdv;
+  return p;
+}
+
 BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   BwdMmaChoice c;
   c.required = o.bwd_mma == "1";
@@ -34,7 +44,11 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
     c.shape = bwd_mma_plan(args.forward, o);
     c.writes_dq = bwd_mma_writes_dq(c.shape, args);
     c.vec_load = bwd_mma_vec_load(args, c.shape);
-    c.program = bwd_mma_program(args, c.shape);
+    c.dq_wgmma = bwd_dq_wgmma(facts, args, c.shape, o);
+    c.dkdv_wgmma = bwd_dkdv_wgmma(facts, args, c.shape, o);
+    const BwdMmaPrograms programs = bwd_mma_kernel_programs(args, c.shape, c.dkdv_wgmma, c.dq_wgmma);
+    c.program = programs.dkdv;
+    c.dq_program = programs.dq;
   }
   return c;
 }

@@ -27,14 +27,27 @@ ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan
 // common_options() plus bwd_mma_options().
 ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan);
 
+// The programs of bwd_mma_dkdv and bwd_mma_dq for `args` and `plan`: bwd_mma_program for both, or,
+// for the kernels on wgmma (bwd_dkdv_wgmma, bwd_dq_wgmma), programs.txt's bwd_mma_wgmma through
+// retargeted PTX with the same options (plus -DWGMMA_DKDV=1 where its dK/dV kernel is the one run);
+// one program where both run on wgmma.
+struct BwdMmaPrograms {
+  ProgramChoice dkdv, dq;
+};
+BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPlan& plan, bool dkdv_wgmma,
+                                       bool dq_wgmma);
+
 // The tensor-core backward of a call: tried (after its device probe) when `eligible`.
 struct BwdMmaChoice {
   bool eligible = false;  // bwd_mma_eligible: the call, the device and FLASHCL_BWD_MMA allow it
   bool required = false;  // FLASHCL_BWD_MMA=1: a failed probe is an error, not a fallback
   bool writes_dq = false;  // eligible, and bwd_mma_dq writes dQ (bwd_mma_writes_dq): no fp32 accumulator
   bool vec_load = false;   // 16-byte copies (bwd_mma_vec_load), which the probe's problem copies likewise
+  bool dq_wgmma = false;    // bwd_mma_dq on wgmma (bwd_dq_wgmma: FLASHCL_BWD_WGMMA 1 or dq, cc 9.0)
+  bool dkdv_wgmma = false;  // bwd_mma_dkdv on wgmma too (bwd_dkdv_wgmma: FLASHCL_BWD_WGMMA=1)
   BwdMmaPlan shape;       // (when eligible)
-  ProgramChoice program;  // (when eligible)
+  ProgramChoice program;  // bwd_mma_dkdv's (when eligible)
+  ProgramChoice dq_program;  // bwd_mma_dq's (where writes_dq): `program` unless only the dQ pass is on wgmma
 };
 BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o);
 

@@ -140,6 +140,26 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
          (!bwd_mma_writes_dq(p, args) || p.dq_local_bytes <= facts.local_mem_bytes);
 }
 
+std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages) {
+  const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(query_rows);
+  return 2 * 2 * rows * ((head_dim + 15) / 16 * 16) + 2 * sizeof(float) * rows;
+}
+
+bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
+  const std::string& v = o.bwd_wgmma;
+  if (v != "" && v != "0" && v != "1" && v != "dq")
+    fail(Status::InvalidArgument, "FLASHCL_BWD_WGMMA: expected '1' (dQ pass and dK/dV kernel), 'dq' or '0', got '", v,
+         "'");
+  // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1)
+  return (v == "1" || v == "dq") && facts.is_nvidia() && facts.nv_compute_major == 9 && facts.nv_compute_minor == 0 &&
+         bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1;
+}
+
+bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
+  return bwd_dq_wgmma(facts, args, plan, o) && o.bwd_wgmma == "1" && plan.key_mtiles == 1 && plan.query_rows <= 128 &&
+         bwd_wgmma_dkdv_local_bytes(plan.query_rows, args.forward.head_dim, plan.stages) <= facts.local_mem_bytes;
+}
+
 bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
   const int d = a.head_dim;

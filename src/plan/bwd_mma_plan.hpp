@@ -68,6 +68,26 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overr
 // is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
+// __local bytes of bwd_wgmma_dkdv.cl: Q_i and dO_i (query_rows rows of the padded head dim, no row
+// padding) with LSE_i and D_i, `stages` times (no K tile: K_w and V_w stay in registers).
+std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages);
+
+// Whether bwd_mma_dq runs on Hopper's wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over
+// mma_wgmma.cl, built through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1" or "dq"
+// (opt-in until the card has measured it; another value than those, "0" and "" is an
+// InvalidArgument error), compute capability 9.0 (sm_90a), a call the dQ pass writes, whole
+// warpgroups (warps a multiple of 4) and one m-tile a warp (dq_mtiles 1). Its tiles have no row
+// padding, so dq_local_bytes bounds its __local bytes from above.
+bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                  const Overrides& o = process_overrides());
+
+// Whether bwd_mma_dkdv runs on wgmma too (bwd_wgmma_dkdv.cl, in the same program with
+// -DWGMMA_DKDV=1): FLASHCL_BWD_WGMMA=1 where bwd_dq_wgmma holds, one m-tile of keys a warp
+// (key_mtiles 1), Q blocks of at most 128 rows (wgmma's N of S^T) and its __local bytes within the
+// device's.
+bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                    const Overrides& o = process_overrides());
+
 // Whether the call's Q, K and dO rows (and V's, where bwd_mma_dq runs) allow 16-byte cp.async
 // copies (VEC_LOAD=1; the probe runs the same copy form).
 bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan);

@@ -27,6 +27,7 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.bwd_mma_tile = text("FLASHCL_BWD_MMA_TILE");
   o.bwd_mma_dq_tile = text("FLASHCL_BWD_MMA_DQ_TILE");
   o.bwd_mma_dq = text("FLASHCL_BWD_MMA_DQ");
+  o.bwd_wgmma = text("FLASHCL_BWD_WGMMA");
   o.build_options = text("FLASHCL_BUILD_OPTIONS");
   o.build_log = text("FLASHCL_BUILD_LOG") == "1";
   o.kernel_dir = text("FLASHCL_KERNEL_DIR");
