@@ -312,7 +312,11 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
       EXPECT_TRUE(all.dq_wgmma && all.dkdv_wgmma);
       EXPECT_STREQ(all.program.name, "bwd_mma_wgmma");
       EXPECT_TRUE(all.program.arch_ptx);
-      EXPECT_EQ(all.program.options, plain.program.options + " -DWGMMA_DKDV=1");
+      // two Q/dO buffers for the wgmma dK/dV kernel (no K tile, no padding: they fit)
+      std::string two_buffers = plain.program.options;
+      two_buffers.replace(two_buffers.find(" -DQSTAGES=1"), 12, " -DQSTAGES=2");
+      EXPECT_EQ(all.program.options, two_buffers + " -DWGMMA_DKDV=1");
+      EXPECT_EQ(all.shape.stages, 2);
       EXPECT_EQ(all.dq_program.options, all.program.options);  // one program for both kernels
       EXPECT_LE(bwd_wgmma_dkdv_local_bytes(p.query_rows, d, p.stages), 48u * 1024);
     }
@@ -335,6 +339,10 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
   two_key_tiles.bwd_mma_tile = "4x32x2x2";
   EXPECT_TRUE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
   EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
+  Overrides one_buffer = both;  // a chosen tile is kept as chosen
+  one_buffer.bwd_mma_tile = "4x64x1";
+  EXPECT_EQ(bwd_wgmma_dkdv_shape(hopper, bwd_mma_plan(b.forward, one_buffer), 64, one_buffer).stages, 1);
+  EXPECT_EQ(bwd_wgmma_dkdv_shape(hopper, bwd_mma_plan(b.forward, both), 64, both).stages, 2);
   Overrides wrong = with("");
   wrong.bwd_wgmma = "yes";
   EXPECT_THROW(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, wrong), wrong), Error);

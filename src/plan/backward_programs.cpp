@@ -46,6 +46,7 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
     c.vec_load = bwd_mma_vec_load(args, c.shape);
     c.dq_wgmma = bwd_dq_wgmma(facts, args, c.shape, o);
     c.dkdv_wgmma = bwd_dkdv_wgmma(facts, args, c.shape, o);
+    if (c.dkdv_wgmma) c.shape = bwd_wgmma_dkdv_shape(facts, c.shape, args.forward.head_dim, o);
     const BwdMmaPrograms programs = bwd_mma_kernel_programs(args, c.shape, c.dkdv_wgmma, c.dq_wgmma);
     c.program = programs.dkdv;
     c.dq_program = programs.dq;

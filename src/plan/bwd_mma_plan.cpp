@@ -160,6 +160,14 @@ bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const Bw
          bwd_wgmma_dkdv_local_bytes(plan.query_rows, args.forward.head_dim, plan.stages) <= facts.local_mem_bytes;
 }
 
+BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim, const Overrides& o) {
+  BwdMmaPlan p = plan;
+  if (o.bwd_mma_tile.empty() && bwd_wgmma_dkdv_local_bytes(p.query_rows, head_dim, 2) <= facts.local_mem_bytes)
+    p.stages = 2;
+  p.local_bytes = bwd_wgmma_dkdv_local_bytes(p.query_rows, head_dim, p.stages);
+  return p;
+}
+
 bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
   const int d = a.head_dim;

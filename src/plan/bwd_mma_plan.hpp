@@ -88,6 +88,13 @@ bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdM
 bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
                     const Overrides& o = process_overrides());
 
+// The shape the wgmma dK/dV kernel runs with (where bwd_dkdv_wgmma holds): `plan`'s, with two Q/dO
+// buffers unless FLASHCL_BWD_MMA_TILE chose the shape, where they fit the device's __local memory
+// (no K tile, no row padding: 33 KiB at d = 64 with 64-row Q blocks, at d = 128 with 32), so the
+// next Q block's copies overlap this one's products. A guess until the card has measured it.
+BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim,
+                                const Overrides& o = process_overrides());
+
 // Whether the call's Q, K and dO rows (and V's, where bwd_mma_dq runs) allow 16-byte cp.async
 // copies (VEC_LOAD=1; the probe runs the same copy form).
 bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan);
