@@ -59,6 +59,13 @@
  *   Q_LOCAL           1 (with Q_PITCH): Q waits in a __local tile of BR rows of Q_PITCH ELEM_Ts, not
  *                     in registers; load_q and qk_block take the warp's rows (`__local ELEM_T*`) in
  *                     place of qa (mma_e4m3.cl's opt-in form)
+ *   V_FETCH_WORDS     (ASYNC_MMA, STAGES 2) V travels through registers in its own layout: each
+ *                     work-item holds V_FETCH_WORDS uint of the next block for a step; it defines
+ *                     fetch_v(uint w[V_FETCH_WORDS], __global const ELEM_T* v, long base, long stride,
+ *                     int k0, int seqlen_k, int lid) (global loads, 0 past the keys and HEAD_DIM) and
+ *                     store_v(__local ELEM_T* tile, const uint w[V_FETCH_WORDS], int lid) (the tile
+ *                     pv_issue reads), and a V tile is published on an mbarrier of its own
+ *                     (mma_wgmma_e4m3.cl: 8-bit wgmma reads B K-major only, so V is transposed)
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
  * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
 #if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
@@ -356,11 +363,18 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
    * this replaces held them in lockstep and cost 5-8 % at d = 64 (wgmma) and 4-5 % at d = 128
    * (mma.sync) on the H100 (docs/perf/nvidia-h100.md, v8). */
   __local ulong full[2], done[2];
+#ifdef V_FETCH_WORDS
+  __local ulong v_full[2]; /* the V tiles stored by the warps (below) */
+#endif
   if (lid == 0) {
     mbar_init(&full[0], WG_SIZE);
     mbar_init(&full[1], WG_SIZE);
     mbar_init(&done[0], WARPS);
     mbar_init(&done[1], WARPS);
+#ifdef V_FETCH_WORDS
+    mbar_init(&v_full[0], WARPS);
+    mbar_init(&v_full[1], WARPS);
+#endif
   }
   barrier(CLK_LOCAL_MEM_FENCE); /* the barriers initialised before anyone uses them */
 #if defined(ASYNC_MMA)
@@ -373,16 +387,32 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __local float order_slot[WG_SIZE]; /* WG_WAIT_AFTER's stores */
   uint pa[NT_S / 2][4]; /* P of the block whose P V is next */
   float s[MT][NT_S][4], alpha[MT][2];
+#ifdef V_FETCH_WORDS
+  /* V through registers (the operand file's layout), so batch c is K(c) alone: the step of block
+   * blk fetches V(blk + 2) into v_words at its end; the next step stores it once every warp is past
+   * the step of blk (whose P V read that tile) and publishes it on v_full, which the step of
+   * blk + 2 waits for before its P V. V(j) is on v_full[(j - kb_begin) % 2], initialised above. */
+  uint v_words[V_FETCH_WORDS];
+#endif
   if (kb_begin < n_blocks) { /* batches 0 and 1 */
     load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     announce_copies(&full[0]);
+#ifdef V_FETCH_WORDS
+    fetch_v(v_words, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+#else
     load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+#endif
     if (kb_begin + 1 < n_blocks)
       load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
     announce_copies(&full[1]);
   }
   load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t); /* meets the copies in flight */
   if (kb_begin < n_blocks) {
+#ifdef V_FETCH_WORDS
+    store_v(v_tile[0], v_words, lid); /* V(kb_begin) */
+    tile_writes_visible();
+    mbar_arrive_warp(&v_full[0], lane);
+#endif
     mbar_wait(&full[0], 0);
     tile_writes_visible(); /* the copies (generic proxy) before the tensor cores' reads (async proxy) */
     qk_issue(s, qa, k_tile[0]);
@@ -391,19 +421,32 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     mbar_arrive_warp(&done[0], lane); /* step -1 */
     scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a, c); /* O is 0: no rescale */
     pack_p(pa, s);
+#ifdef V_FETCH_WORDS
+    if (kb_begin + 1 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
+#endif
   }
   /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
   for (int blk = kb_begin; blk + 1 < n_blocks; ++blk) {
     const int step = blk - kb_begin, cur = step & 1, batch = step + 1;
     mbar_wait(&full[batch & 1], (batch >> 1) & 1); /* K(blk + 1), V(blk) */
+#ifdef V_FETCH_WORDS
+    mbar_wait(&v_full[step & 1], (step >> 1) & 1); /* V(blk), stored by every warp in step - 1 */
+#endif
     tile_writes_visible();
     qk_issue(s, qa, k_tile[cur ^ 1]);
     pv_issue(acc, pa, v_tile[cur]);
     mbar_wait(&done[step & 1], (step >> 1) & 1); /* every warp past step - 1 */
     if (blk + 2 < n_blocks)
       load_block(k_tile[cur], K_PITCH, kg, k_base, a->k_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
+#ifdef V_FETCH_WORDS
+    announce_copies(&full[(batch + 1) & 1]);
+    store_v(v_tile[cur ^ 1], v_words, lid); /* V(blk + 1), fetched a step ago */
+    tile_writes_visible();
+    mbar_arrive_warp(&v_full[(step + 1) & 1], lane);
+#else
     load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
     announce_copies(&full[(batch + 1) & 1]);
+#endif
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
     PIN_TILES(s, NT_S);
     const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a, c);
@@ -412,10 +455,18 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     mbar_arrive_warp(&done[(step + 1) & 1], lane);
     rescale_o(acc, alpha, rescale);
     pack_p(pa, s);
+#ifdef V_FETCH_WORDS
+    /* last in the step: its registers are not live through the softmax, and the load's latency
+     * ends before the next step's wait for S(blk + 2), where its store stands */
+    if (blk + 2 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
+#endif
   }
   if (kb_begin < n_blocks) { /* the last block: P V only */
     const int batch = n_blocks - kb_begin;
     mbar_wait(&full[batch & 1], (batch >> 1) & 1);
+#ifdef V_FETCH_WORDS
+    mbar_wait(&v_full[(batch - 1) & 1], ((batch - 1) >> 1) & 1);
+#endif
     tile_writes_visible();
     pv_issue(acc, pa, v_tile[(batch - 1) & 1]);
     WG_WAIT(0);

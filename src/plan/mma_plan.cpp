@@ -48,9 +48,9 @@ struct MmaShape {
 // 357.2 / 301.5 against 345.9 / 322.0.
 // The default shapes, NVIDIA's table (each reason in H100 TFLOP/s from the runs above, non-causal /
 // causal where two): the first row whose operands, head dim and causality match the call.
-// Operands: the e4m3 file for FP8, else wgmma when that is the instruction tried, else 3xTF32 for
-// fp32, else mma.sync's fp16/bf16.
-enum class Operands { E4M3, Wgmma, Tf32, F16 };
+// Operands: the e4m3 files for FP8 (wgmma's when that is the instruction tried, FLASHCL_FP8_WGMMA),
+// else wgmma when that is the instruction tried, else 3xTF32 for fp32, else mma.sync's fp16/bf16.
+enum class Operands { E4M3, E4M3Wgmma, Wgmma, Tf32, F16 };
 enum class Causal { Any, Yes, No };
 struct MmaRow {
   Operands operands;
@@ -61,6 +61,10 @@ struct MmaRow {
 };
 const MmaRow kMmaShapes[] = {
     {Operands::E4M3, 256, Causal::Any, {4, 64, 2, 2, true}, "two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)"},
+    // FLASHCL_FP8_WGMMA (not yet measured): the fp16 wgmma's 16 warps where registers allow (clang+ptxas
+    // sm_90a: 126 at d = 64; d = 128 needs ~178, so 12 warps under 168); 64 keys, two K and two V^T buffers
+    {Operands::E4M3Wgmma, 64, Causal::Any, {16, 64, 1, 2, true}, "e4m3 wgmma at d <= 64: 16 warps, as fp16's wgmma"},
+    {Operands::E4M3Wgmma, 128, Causal::Any, {12, 64, 1, 2, true}, "e4m3 wgmma at d = 128: 12 warps (168 registers each)"},
     {Operands::Wgmma, 64, Causal::No, {16, 64, 1, 2, false}, "mbarrier schedule: eager 351.7 against lazy 342.8"},
     {Operands::Wgmma, 64, Causal::Yes, {16, 64, 1, 2, true}, "mbarrier schedule: lazy 307.2 against eager 303.0"},
     {Operands::Wgmma, 256, Causal::Any, {12, 64, 1, 1, true}, "FLASHCL_WGMMA=1 above d = 64: one K and one V buffer, 12 warps 314.4/264.4"},
@@ -75,7 +79,7 @@ const MmaRow kMmaShapes[] = {
 };
 
 MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
-  const Operands operands = is_fp8(a.dtype)            ? Operands::E4M3
+  const Operands operands = is_fp8(a.dtype)            ? (kind == MmaKind::Wgmma ? Operands::E4M3Wgmma : Operands::E4M3)
                             : kind == MmaKind::Wgmma ? Operands::Wgmma
                             : is_tf32(a)             ? Operands::Tf32
                                                      : Operands::F16;
@@ -121,6 +125,12 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
            "FLASHCL_MMA_TILE: wgmma runs whole warpgroups with one m-tile per warp (WARPS a multiple of 4, MT 1; "
            "FLASHCL_WGMMA=0 selects mma.sync), got '",
            env, "'");
+    // mma_wgmma_e4m3.cl: the overlapped two-buffer schedule only (V^T written a step ahead), keys in k-steps of 32
+    if (operands == Operands::E4M3Wgmma && (s.stages != 2 || s.block_cols % 32 != 0))
+      fail(Status::InvalidArgument,
+           "FLASHCL_MMA_TILE: e4m3 on wgmma (FLASHCL_FP8_WGMMA) needs two K/V buffers and BC a multiple of 32 "
+           "(such as 12x64x1x2x1), got '",
+           env, "'");
   }
   return s;
 }
@@ -132,9 +142,9 @@ struct TileGeometry {
 };
 
 TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
-  if (is_fp8(a.dtype)) {  // mma_e4m3.cl: bytes, the head dim padded to the k of 32
+  if (is_fp8(a.dtype)) {  // mma_e4m3.cl: bytes, the head dim padded to the k of 32 (mma_wgmma_e4m3.cl: core matrices, no padding)
     const int d = (a.head_dim + 31) / 32 * 32;
-    return {d, d + 16, d + 16, 1};
+    return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 1} : TileGeometry{d, d + 16, d + 16, 1};
   }
   if (is_tf32(a)) {
     const int d = (a.head_dim + 7) / 8 * 8;
@@ -163,6 +173,10 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   const std::string& choice = o.wgmma;
   if (choice == "0") return false;
+  // e4m3 only under FLASHCL_FP8_WGMMA (mma_wgmma_e4m3.cl, opt-in until a card has measured it), d <= 128
+  if (is_fp8(a.dtype))
+    return (o.fp8_wgmma == "1" || o.fp8_wgmma == "require") && a.head_dim <= kMaxMmaHeadDim &&
+           facts.nv_compute_major == 9 && facts.nv_compute_minor == 0;
   return !is_tf32(a) && !is_fp8(a.dtype) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0;
 }
@@ -209,12 +223,15 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   p.local_bytes = static_cast<std::size_t>(shape.stages) * shape.block_cols * (geo.k_pitch + geo.v_pitch) *
                   geo.elem_bytes;
   if (shape.stages == 2) p.local_bytes += 4 * 8;  // the schedule's four mbarriers
-  p.q_local = is_fp8(a.dtype) && o.fp8_q_local;
+  const bool fp8_wgmma = is_fp8(a.dtype) && kind == MmaKind::Wgmma;
+  if (fp8_wgmma) p.local_bytes += 2 * 8;  // the two mbarriers of the V^T tiles stored by the warps
+  p.q_local = is_fp8(a.dtype) && o.fp8_q_local && !fp8_wgmma;
   if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
-                    is_fp8(a.dtype)           ? (p.q_local ? "mma.sync.m16n8k32 e4m3, Q in local memory" : "mma.sync.m16n8k32 e4m3")
+                    fp8_wgmma                 ? "wgmma.m64nNk32 e4m3, V transposed through registers"
+                    : is_fp8(a.dtype)         ? (p.q_local ? "mma.sync.m16n8k32 e4m3, Q in local memory" : "mma.sync.m16n8k32 e4m3")
                     : is_tf32(a)              ? "mma.sync.m16n8k8 3xTF32"
                     : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
                                              : "mma.sync.m16n8k16");

@@ -1,0 +1,92 @@
+// test_fp8_wgmma.cpp: the e4m3 forward on Hopper's wgmma (kernels/nvidia/mma_wgmma_e4m3.cl, opt-in
+// FLASHCL_FP8_WGMMA) checked as test_fp8_tensor_core.cpp checks the mma.sync kernel: fp8_support's
+// run_fp8_case against float64 on the dequantised inputs, O and LSE poisoned with NaN, O's relative
+// RMS error within 4e-2 (P rounded to e4m3 before P·V, as FlashAttention-3; a wrong fragment,
+// transposition or descriptor is off by O(1)). The cases cover what is new in this kernel: V
+// transposed through registers (d = 64 and 128 with 16-byte copies and word loads of V, d = 72 and
+// 30 with element-wise copies and byte loads), wgmma widths of 32, 64 + 32 and two 64s along d
+// (d = 32, 96, 128), key blocks that are partial, alone (prologue and last block only) or two
+// (the loop once), GQA, causal both, fp16 and bf16 O. Each case first asserts that the plan is
+// the wgmma one. Run with FLASHCL_FP8_WGMMA=require (bench/gpu/fp8_wgmma_ab.sh), so a failed probe
+// is an error rather than a silent fallback to mma.sync; the tests skip, saying why, without the
+// switch or on a device other than compute capability 9.0 (wgmma is sm_90a).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "fp8_support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+constexpr double kRoundedPBound = 4e-2;
+
+// Whether the session's device is an NVIDIA GPU of compute capability 9.0 (cl_nv_device_attribute_query).
+bool hopper_device() {
+  constexpr cl_device_info kMajor = 0x4000, kMinor = 0x4001;
+  cl_uint major = 0, minor = 0;
+  const cl_device_id device = session().device();
+  return tensor_core_device() && clGetDeviceInfo(device, kMajor, sizeof major, &major, nullptr) == CL_SUCCESS &&
+         clGetDeviceInfo(device, kMinor, sizeof minor, &minor, nullptr) == CL_SUCCESS && major == 9 && minor == 0;
+}
+
+class Fp8Wgmma : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* on = std::getenv("FLASHCL_FP8_WGMMA");
+    if (on == nullptr || (std::string(on) != "1" && std::string(on) != "require"))
+      GTEST_SKIP() << "FLASHCL_FP8_WGMMA is not set (=require checks the wgmma kernel; without it e4m3 runs on "
+                      "mma.sync, which Fp8TensorCore checks)";
+    if (!hopper_device()) GTEST_SKIP() << "e4m3 on wgmma needs an NVIDIA GPU of compute capability 9.0 (sm_90a)";
+  }
+
+  static void run(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {
+    bench::Shape s = fp8_shape(b, h, nq, nk, d, causal);
+    s.heads_kv = h_kv;
+    const std::string name = "B" + std::to_string(b) + " H" + std::to_string(h) + "/" + std::to_string(h_kv) + " " +
+                             std::to_string(nq) + "x" + std::to_string(nk) + " d" + std::to_string(d) +
+                             (causal ? " causal " : " ") + to_string(out);
+    // the plan the call takes (a failed probe under =require then fails the call itself)
+    ForwardArgs a = shape_args(s);
+    a.dtype = DType::E4M3;
+    a.out_dtype = out;
+    a.algorithm = Algorithm::FA2;
+    const std::string reason = tile_info(session().device(), a).reason;
+    ASSERT_NE(reason.find("wgmma.m64nNk32 e4m3"), std::string::npos) << name << ": planned " << reason;
+    Fp8Case c{s, DType::E4M3, out, 0, false, o_layout, Algorithm::FA2, name};
+    c.rounded_p_bound = kRoundedPBound;
+    run_fp8_case(c);
+  }
+};
+
+TEST_F(Fp8Wgmma, AlignedHeadDims) {
+  for (int d : {64, 128})
+    for (bool causal : {false, true})
+      run(2, 4, 4, 200, 200, d, causal, causal ? DType::BF16 : DType::F16, Layout::BSHD);
+}
+
+TEST_F(Fp8Wgmma, GqaPartialBlocksAndUnequalLengths) {
+  run(2, 8, 2, 77, 300, 64, true, DType::BF16, Layout::BHSD);    // Nq < Nk, bottom-right diagonal
+  run(1, 4, 1, 300, 129, 128, false, DType::F16, Layout::BSHD);  // a 1-key last block
+  run(1, 4, 2, 130, 130, 128, true, DType::F16, Layout::BSHD);
+  run(1, 4, 2, 300, 129, 128, true, DType::BF16, Layout::BSHD);  // rows that see no key
+}
+
+TEST_F(Fp8Wgmma, OneAndTwoKeyBlocks) {
+  run(1, 2, 2, 70, 64, 128, false, DType::F16, Layout::BSHD);  // one block: the prologue and the last block only
+  run(1, 2, 2, 1, 17, 64, true, DType::BF16, Layout::BSHD);    // one row, one partial block
+  run(2, 2, 1, 65, 65, 64, false, DType::BF16, Layout::BSHD);  // two blocks: the loop once
+  run(1, 2, 2, 128, 128, 128, true, DType::F16, Layout::BSHD);
+}
+
+TEST_F(Fp8Wgmma, HeadDimWidthsAndElementWiseLoads) {
+  run(1, 2, 2, 100, 150, 32, false, DType::F16, Layout::BSHD);       // P V as one wgmma of 32 columns
+  run(1, 2, 2, 100, 150, 96, true, DType::BF16, Layout::BSHD);       // 64 + 32 columns
+  run(1, 2, 2, 100, 150, 80, false, DType::F16, Layout::BSHD);       // padded to 96
+  run(1, 2, 2, 100, 150, 72, true, DType::BF16, Layout::BSHD);       // element-wise K copies, byte loads of V
+  run(2, 2, 1, 37, 150, 30, false, DType::F16, Layout::PaddedRows);  // byte loads of Q and V, unaligned rows
+}
+
+}  // namespace
+}  // namespace flashcl::test

@@ -1,0 +1,136 @@
+// test_fp8_wgmma_plan.cpp: the opt-in e4m3 forward on Hopper's wgmma (FLASHCL_FP8_WGMMA,
+// kernels/nvidia/mma_wgmma_e4m3.cl), as pure planner functions on simulated NVIDIA GPUs with
+// OpenCL's 48 KiB of local memory: the switch is read as "1" or "require"; with it, e4m3 calls up
+// to d = 128 on compute capability 9.0 plan wgmma first (16 warps at d <= 64, 12 above; 64 keys;
+// two K and two V^T buffers whose __local bytes fit), built as program fa2_mma_wgmma_e4m3 through
+// retargeted PTX, with the default e4m3 mma.sync plan behind it as the probe's fallback; without
+// it, on cc 8.9, past d = 128, under FLASHCL_WGMMA=0 and for every other dtype the plans and
+// program options are the default's (so no recorded row of tests/data/plan_options.txt changes).
+// The kernel itself runs only on the card (tests/test_fp8_wgmma.cpp, bench/gpu/fp8_wgmma_ab.sh).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "base/errors.hpp"
+#include "plan/call_plan.hpp"
+#include "plan/forward_programs.hpp"
+#include "plan/mma_plan.hpp"
+#include "plan/overrides.hpp"
+#include "planner_calls.hpp"
+#include "simulated_devices.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+bool has(const std::string& options, const std::string& flag) { return options.find(flag) != std::string::npos; }
+
+TEST(Fp8WgmmaPlan, SwitchValues) {
+  EXPECT_EQ(env_overrides("FLASHCL_FP8_WGMMA", "1").fp8_wgmma, "1");
+  EXPECT_EQ(env_overrides("FLASHCL_FP8_WGMMA", "require").fp8_wgmma, "require");
+  EXPECT_TRUE(env_overrides("FLASHCL_OTHER", "1").fp8_wgmma.empty());
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  const ForwardArgs a = dense_fa2_call(DType::E4M3, 128, false, 512);
+  for (const char* on : {"1", "require"}) EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", on)));
+  for (const char* off : {"0", "", "yes", "2"})
+    EXPECT_FALSE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", off))) << off;
+}
+
+TEST(Fp8WgmmaPlan, E4m3CallsOnHopperPlanWgmmaFirst) {
+  const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
+  const Overrides on = env_overrides("FLASHCL_FP8_WGMMA", "1"), off = env_overrides("FLASHCL_OTHER", "1");
+  for (int d : {30, 32, 64, 72, 80, 96, 128})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
+      const ForwardArgs a = dense_fa2_call(DType::E4M3, d, causal, 512);
+      ASSERT_TRUE(mma_eligible(dev, a, on));
+      ASSERT_TRUE(wgmma_wanted(dev, a, on));
+      const TilePlan p = mma_plan(dev, a, on);
+      const std::size_t warps = d <= 64 ? 16 : 12, dpad = (d + 31) / 32 * 32;
+      EXPECT_EQ(p.work_group_size, 32 * warps);
+      EXPECT_EQ(p.block_rows, static_cast<int>(16 * warps));  // one m-tile a warp
+      EXPECT_EQ(p.block_cols, 64);
+      EXPECT_EQ(p.stages, 2);
+      EXPECT_FALSE(p.q_local);
+      // two K and two V^T tiles of 64 x dpad bytes, six mbarriers, WG_WAIT_AFTER's words
+      EXPECT_EQ(p.local_bytes, 2 * 64 * 2 * dpad + 6 * 8 + 4 * 32 * warps);
+      EXPECT_LT(p.local_bytes, dev.local_mem_bytes);
+      EXPECT_TRUE(has(p.reason, "wgmma.m64nNk32 e4m3")) << p.reason;
+      const ProgramChoice program = mma_program(a, p, MmaKind::Wgmma);
+      EXPECT_EQ(std::string(program.name), "fa2_mma_wgmma_e4m3");
+      EXPECT_TRUE(program.arch_ptx);
+      EXPECT_TRUE(has(program.options, " -DMT=1 ") && has(program.options, " -DBC=64 ") &&
+                  has(program.options, " -DSTAGES=2 ") && has(program.options, " -DMBAR_TRY_WAIT=1"))
+          << program.options;
+      EXPECT_FALSE(has(program.options, "Q_LOCAL")) << program.options;
+      // the call plan: wgmma, then the default mma.sync plan as the fallback of a failed probe
+      const CallPlan call = plan_call(dev, a, on), base = plan_call(dev, a, off);
+      ASSERT_EQ(call.tensor_cores.size(), 2u);
+      ASSERT_EQ(base.tensor_cores.size(), 1u);
+      EXPECT_EQ(call.tensor_cores[0].kind, MmaKind::Wgmma);
+      EXPECT_EQ(call.tensor_cores[1].kind, MmaKind::MmaSync);
+      EXPECT_EQ(std::string(call.tensor_cores[1].program.name), "fa2_mma_e4m3");
+      EXPECT_EQ(call.tensor_cores[1].program.options, base.tensor_cores[0].program.options);
+      EXPECT_EQ(call.tensor_cores[1].tiles.local_bytes, base.tensor_cores[0].tiles.local_bytes);
+    }
+}
+
+TEST(Fp8WgmmaPlan, ElsewhereNothingChanges) {
+  const Overrides on = env_overrides("FLASHCL_FP8_WGMMA", "require"), off = env_overrides("FLASHCL_OTHER", "1");
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0), ada = simulated_nvidia_gpu(48, 8, 9);
+  // cc 8.9 (no wgmma), and every other dtype on cc 9.0
+  for (int d : {64, 128})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
+      const ForwardArgs e4m3 = dense_fa2_call(DType::E4M3, d, causal, 512);
+      EXPECT_FALSE(wgmma_wanted(ada, e4m3, on));
+      EXPECT_EQ(plan_call(ada, e4m3, on).tensor_cores.front().program.options,
+                plan_call(ada, e4m3, off).tensor_cores.front().program.options);
+      for (DType other : {DType::F16, DType::BF16, DType::F32}) {
+        const ForwardArgs a = dense_fa2_call(other, d, causal, 512);
+        EXPECT_EQ(wgmma_wanted(hopper, a, on), wgmma_wanted(hopper, a, off));
+        const CallPlan with = plan_call(hopper, a, on), without = plan_call(hopper, a, off);
+        ASSERT_EQ(with.tensor_cores.size(), without.tensor_cores.size());
+        for (std::size_t i = 0; i < with.tensor_cores.size(); ++i)
+          EXPECT_EQ(with.tensor_cores[i].program.options, without.tensor_cores[i].program.options);
+      }
+    }
+  // FLASHCL_WGMMA=0 turns it off too; past d = 128 (FLASHCL_FP8_D256) e4m3 stays on mma.sync
+  Overrides no_wgmma = on;
+  no_wgmma.wgmma = "0";
+  EXPECT_FALSE(wgmma_wanted(hopper, dense_fa2_call(DType::E4M3, 64), no_wgmma));
+  Overrides d256 = on;
+  d256.fp8_d256 = true;
+  const ForwardArgs wide = dense_fa2_call(DType::E4M3, 256, false, 512);
+  EXPECT_FALSE(wgmma_wanted(hopper, wide, d256));
+  ASSERT_TRUE(mma_eligible(hopper, wide, d256));
+  EXPECT_TRUE(has(mma_plan(hopper, wide, d256).reason, "mma.sync.m16n8k32 e4m3"));
+}
+
+TEST(Fp8WgmmaPlan, ForcedShapes) {
+  const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
+  Overrides o = env_overrides("FLASHCL_FP8_WGMMA", "1");
+  const ForwardArgs a = dense_fa2_call(DType::E4M3, 128, true, 512);
+  o.mma_tile = "8x64x1x2x1";
+  const TilePlan p = plan_for_kind(a, MmaKind::Wgmma, o);
+  EXPECT_EQ(p.work_group_size, 256u);
+  EXPECT_EQ(p.local_bytes, 2u * 64 * 2 * 128 + 6 * 8 + 4 * 256);
+  // one buffer (the synchronous schedule has no V^T step), 16-key blocks or two m-tiles: refused by name
+  for (const char* bad : {"12x64x1x1", "12x48x1x2", "8x64x2x2"}) {
+    o.mma_tile = bad;
+    try {
+      plan_for_kind(a, MmaKind::Wgmma, o);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_TRUE(has(e.what(), "FLASHCL_MMA_TILE")) << e.what();
+    }
+  }
+  // Q in local memory (FLASHCL_FP8_QLOCAL) stays mma.sync's: the wgmma plan ignores it, the fallback keeps it
+  Overrides both = env_overrides("FLASHCL_FP8_WGMMA", "1");
+  both.fp8_q_local = true;
+  EXPECT_FALSE(plan_for_kind(a, MmaKind::Wgmma, both).q_local);
+  EXPECT_TRUE(plan_for_kind(a, MmaKind::MmaSync, both).q_local);
+}
+
+}  // namespace
+}  // namespace flashcl::detail
