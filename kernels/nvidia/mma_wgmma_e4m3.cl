@@ -251,11 +251,20 @@ inline uint v_word(__global const uchar* v, long at, int col, bool in) {
 #endif
 }
 
+/* The lane's index read afresh (an asm that is volatile cannot leave the key loop): what fetch_v and
+ * store_v derive from it is recomputed each block (a few integer instructions) instead of held in
+ * registers across the loop, where the softmax needs them. */
+inline int lane_id(void) {
+  uint r;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(r));
+  return (int)r;
+}
+
 /* This work-item's quads of the V block at keys k0 .. k0 + BC - 1, as stored (four keys' words
  * each; the rows 1, 8 and 9 keys after the first by offsets, so few 64-bit values stay live). */
 inline void fetch_v(uint w[V_FETCH_WORDS], __global const uchar* v, long base, long stride, int k0, int seqlen_k,
                     int lid) {
-  const int lane = lid % 32, t = (lane >> 3) & 3;
+  const int lane = lane_id(), t = (lane >> 3) & 3;
 #pragma unroll
   for (int step = 0; step < V_QUAD_STEPS; ++step) {
     const int rest = lid / 32 + step * WARPS;
@@ -274,7 +283,7 @@ inline void fetch_v(uint w[V_FETCH_WORDS], __global const uchar* v, long base, l
  * stored at byte 4t of that dim's 16-byte row in core matrix (dim / 8, kg). The rotation rot =
  * (dq / 2) % 4 gives the 32 lanes of a store 32 distinct (dim % 8, t), i.e. 32 distinct banks. */
 inline void store_v(__local uchar* vt_tile, const uint w[V_FETCH_WORDS], int lid) {
-  const int lane = lid % 32, t = (lane >> 3) & 3, rot = (lane >> 1) & 3;
+  const int lane = lane_id(), t = (lane >> 3) & 3, rot = (lane >> 1) & 3;
   /* first permutes: bytes rot and rot + 1 (sel_a), rot + 2 and rot + 3 (sel_b) of two keys' words, interleaved */
   const uint sel_a = rot | (4 + rot) << 4 | ((rot + 1) & 3) << 8 | (4 + ((rot + 1) & 3)) << 12;
   const uint sel_b = ((rot + 2) & 3) | (4 + ((rot + 2) & 3)) << 4 | ((rot + 3) & 3) << 8 | (4 + ((rot + 3) & 3)) << 12;
