@@ -18,7 +18,8 @@ else (the default cudaMalloc segments, a tensor straddling two of PyTorch's phys
 carries the reason; PyTorch's caching allocator keeps the copy's memory for the next call. The
 allocator setting must be made before PyTorch starts CUDA (the environment variable); the package
 never changes it on its own (``enable_expandable_segments()`` does, for later segments, on request).
-Outputs (O, LSE, gradients) are always allocated in the pool, so nothing is copied back.
+Outputs (O, LSE, gradients) are always allocated in the pool, so nothing is copied back, except a
+KV cache appended into (``forward_kvcache``) that had to be staged: its copy goes back into it.
 
 Ordering with PyTorch's current stream, the first of these that works (each probed once):
 "semaphore", on the GPU both ways where the driver makes exportable external semaphores (the stream
@@ -34,9 +35,10 @@ opens): ``auto`` (default), ``semaphore``, ``flag`` (an error where that one doe
 ``host`` (nothing probed). ``set_ordering`` switches later; ``ordering()`` and ``stats()`` say
 which is in use and why.
 
-``torch.py`` calls ``forward``/``backward`` here for CUDA tensors; ``bridge()`` raises the named
-error (``DeviceNotFound``: no libcuda, no OpenCL device with the CUDA device's UUID, no external
-memory import) that makes ``torch.py`` fall back to host copies with a one-time warning.
+``torch.py`` calls ``forward``/``backward``/``forward_kvcache`` here for CUDA tensors; ``bridge()``
+raises the named error (``DeviceNotFound``: no libcuda, no OpenCL device with the CUDA device's
+UUID, no external memory import) that makes ``torch.py`` fall back to host copies with a one-time
+warning.
 """
 
 from __future__ import annotations
@@ -326,6 +328,17 @@ class _Call:
             view.batch_stride, view.seq_stride, view.head_stride = strides[0], strides[1], strides[2]
         return view
 
+    def cache(self, t: torch.Tensor, name: str) -> Tuple["_ext.Tensor", torch.Tensor]:
+        """A KV cache (contiguous (B_cache, S, H_kv, d) or paged (pages, page_size, H_kv, d)) as the
+        library's Tensor, and the tensor the kernels write: t itself, or its staged copy, which the
+        caller copies back into t after an append."""
+        where, handle = self._sub_buffer(t, name)
+        strides = where.stride()
+        view = _ext.Tensor()
+        view.buffer = handle
+        view.batch_stride, view.seq_stride, view.head_stride = strides[0], strides[1], strides[2]
+        return view, where
+
     def whole(self, t: torch.Tensor, name: str, output: bool = False) -> int:
         """A cl_mem holding exactly dense t, for arguments the library takes without an offset."""
         return self._sub_buffer(t.contiguous(), name, output)[1]
@@ -411,6 +424,54 @@ def forward(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, ma
         if need:
             a.workspace = call.whole(call.empty((need,), torch.uint8), "workspace", output=True)
         _count(_ext.cuda_forward(call.ordinal, call.stream(), a))
+    return out, lse
+
+
+def forward_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx,
+                    block_table, alibi_slopes):
+    """(out, lse) of flashcl's KV-cache call on CUDA tensors, both allocated in the pool; `args` is a
+    KvCacheArgs with the sizes and switches set (flashcl.torch's), the buffers are set here. k and v
+    are appended into k_cache and v_cache in place: a cache outside the pool that could not be
+    imported is staged, and the staged copy is copied back into it on the current stream (ordered
+    after the call, whose end the stream waits for)."""
+    call = _Call(q.device)
+    with torch.cuda.device(q.device):
+        args.q = call.tensor(q, "q", False)
+        args.k_cache, k_written = call.cache(k_cache, "k_cache")
+        args.v_cache, v_written = call.cache(v_cache, "v_cache")
+        # Index arrays and tables in the types the kernels read; the converted copies are kept until
+        # the call is enqueued (a freed one's memory could be handed to the next allocation).
+        keep = []
+
+        def whole(t, dtype, name):
+            if t is None:
+                return 0
+            t = t.to(q.device, dtype).contiguous()
+            keep.append(t)
+            return call.whole(t, name)
+
+        args.cache_seqlens = whole(cache_seqlens, torch.int32, "cache_seqlens")
+        args.cache_batch_idx = whole(cache_batch_idx, torch.int32, "cache_batch_idx")
+        args.block_table = whole(block_table, torch.int32, "block_table")
+        args.rotary_cos = whole(rotary_cos, torch.float32, "rotary_cos")
+        args.rotary_sin = whole(rotary_sin, torch.float32, "rotary_sin")
+        args.alibi_slopes = whole(alibi_slopes, torch.float32, "alibi_slopes")
+        if k is not None:
+            args.k_new = call.tensor(k, "k", False)
+            args.v_new = call.tensor(v, "v", False)
+        with torch.cuda.use_mem_pool(call.pool, device=call.ordinal):
+            out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+            lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
+        args.o = call.tensor(out, "out", False, output=True)
+        args.lse = call.whole(lse, "lse", output=True)
+        need = _ext.kvcache_workspace_bytes(call.bridge.device, args)
+        if need:
+            args.workspace = call.whole(call.empty((need,), torch.uint8), "workspace", output=True)
+        _count(_ext.cuda_forward_kvcache(call.ordinal, call.stream(), args))
+        if k is not None:
+            for cache, written in ((k_cache, k_written), (v_cache, v_written)):
+                if written is not cache:
+                    cache.copy_(written)
     return out, lse
 
 

@@ -8,20 +8,25 @@ device here). CUDA tensors run on NVIDIA's OpenCL device of the same GPU without
 (``flashcl.cuda``: tensors of its memory pool without copies, others copied device to device into
 it); where that path is missing (no NVIDIA driver, no OpenCL device with the CUDA device's UUID)
 they go through host copies, with a one-time warning that carries the reason. ``attention`` is the
-general entry point (masks, biases with their gradient) the Hugging Face integration uses."""
+general entry point (masks, biases with their gradient) the Hugging Face integration uses.
+``flash_attn_with_kvcache`` is flash-attn 2's decode step (the ``flashcl::fwd_kvcache`` custom op,
+mutating the caches, inference only as flash-attn's): CPU tensors through a Session's host-array
+form of ``flashcl::forward_kvcache`` (the caches copied in and back), CUDA tensors through
+``flashcl.cuda`` in place."""
 
 import math
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from . import _flashcl as _ext
 from . import cuda as _cuda
 from . import functional as _functional
 from ._flashcl import DType, Status
 
-__all__ = ["flash_attn_func", "flash_attn_varlen_func", "attention"]
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention"]
 
 _STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
 _warned_copies = False
@@ -253,3 +258,240 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: 
         mask = mask.to(torch.float32)
     return _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 0.0, scale, causal, window, softcap,
                   alibi_slopes, mask, deterministic, return_lse)
+
+
+# ---- KV cache (decode): flash_attn_with_kvcache ------------------------------------------------
+
+def _kvcache_args(q: Tensor, k_cache: Tensor, k: Optional[Tensor], rotary_cos: Optional[Tensor],
+                  block_table: Optional[Tensor], softmax_scale: float, causal: bool, window_left: int,
+                  window_right: int, softcap: float, rotary_interleaved: bool, alibi_slopes: Optional[Tensor],
+                  num_splits: int) -> "_ext.KvCacheArgs":
+    """KvCacheArgs with the call's sizes and switches; tensors dense unless flashcl.cuda sets strides."""
+    a = _ext.KvCacheArgs()
+    a.batch, a.seqlen_q, a.heads, a.head_dim = (int(n) for n in q.shape)
+    a.heads_kv = int(k_cache.shape[2])
+    a.dtype = _STORAGE[q.dtype]
+    a.scale = float(softmax_scale)
+    a.causal = bool(causal)
+    window = _ext.Window()
+    window.left, window.right = int(window_left), int(window_right)
+    a.window = window
+    a.softcap = float(softcap)
+    if block_table is not None:
+        a.num_pages, a.page_size = int(k_cache.shape[0]), int(k_cache.shape[1])
+        a.max_pages = int(block_table.shape[1])
+    else:
+        a.cache_batch, a.cache_seqlen = int(k_cache.shape[0]), int(k_cache.shape[1])
+    if k is not None:
+        a.seqlen_new = int(k.shape[1])
+    if rotary_cos is not None:
+        a.rotary_seqlen, a.rotary_dim = int(rotary_cos.shape[0]), 2 * int(rotary_cos.shape[1])
+        a.rotary_interleaved = bool(rotary_interleaved)
+    if alibi_slopes is not None:
+        a.alibi_per_batch = alibi_slopes.dim() == 2
+    a.num_splits = int(num_splits)
+    return a
+
+
+def _host_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx,
+                  block_table, alibi_slopes) -> Tuple[Tensor, Tensor]:
+    """The call on the default Session (PoCL's CPU device here): dense CPU copies where the tensors
+    are not already dense CPU tensors of the right type, O and LSE written into fresh tensors, and
+    the caches (copied in and read back whole by the binding) copied into the caller's tensors when
+    they were not passed as they are."""
+    def dense(t: Optional[Tensor], dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
+        return None if t is None else t.to(device="cpu", dtype=dtype or t.dtype).contiguous()
+
+    k_host, v_host = dense(k_cache), dense(v_cache)
+    out = torch.empty(q.shape, dtype=q.dtype)
+    lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
+    _functional.session().forward_kvcache(
+        args, dense(q), k_host, v_host, dense(cache_seqlens, torch.int32), out, lse=lse, k_new=dense(k),
+        v_new=dense(v), cache_batch_idx=dense(cache_batch_idx, torch.int32), block_table=dense(block_table, torch.int32),
+        rotary_cos=dense(rotary_cos, torch.float32), rotary_sin=dense(rotary_sin, torch.float32),
+        alibi_slopes=dense(alibi_slopes, torch.float32))
+    if k is not None:
+        for cache, written in ((k_cache, k_host), (v_cache, v_host)):
+            if written is not cache:
+                cache.copy_(written)
+    return out.to(q.device), lse.to(q.device)
+
+
+@torch.library.custom_op("flashcl::fwd_kvcache", mutates_args=("k_cache", "v_cache"))
+def _fwd_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, cache_seqlens: Tensor, k: Optional[Tensor],
+                 v: Optional[Tensor], rotary_cos: Optional[Tensor], rotary_sin: Optional[Tensor],
+                 cache_batch_idx: Optional[Tensor], block_table: Optional[Tensor], softmax_scale: float, causal: bool,
+                 window_left: int, window_right: int, softcap: float, rotary_interleaved: bool,
+                 alibi_slopes: Optional[Tensor], num_splits: int) -> Tuple[Tensor, Tensor]:
+    """(out like q, lse float32 (B, H, Nq)); k and v appended into k_cache and v_cache in place."""
+    args = _kvcache_args(q, k_cache, k, rotary_cos, block_table, softmax_scale, causal, window_left, window_right,
+                         softcap, rotary_interleaved, alibi_slopes, num_splits)
+    tensors = (q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table,
+               alibi_slopes)
+    if _on_cuda(q):
+        return _cuda.forward_kvcache(args, *tensors)
+    return _host_kvcache(args, *tensors)
+
+
+@_fwd_kvcache.register_fake
+def _fwd_kvcache_fake(q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table,
+                      softmax_scale, causal, window_left, window_right, softcap, rotary_interleaved, alibi_slopes,
+                      num_splits):
+    lse = q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
+    return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+def _is_integer(t: Tensor) -> bool:
+    return not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+
+
+def _check_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Optional[Tensor], v: Optional[Tensor],
+                   rotary_cos: Optional[Tensor], rotary_sin: Optional[Tensor], cache_batch_idx: Optional[Tensor],
+                   block_table: Optional[Tensor], alibi_slopes: Optional[Tensor]) -> None:
+    """What only the tensors show (dimensions, dtypes, devices, the caches' last stride, emptiness),
+    named as the library names its arguments; ranges and consistency are the library's to check."""
+    fail = _functional._fail
+    if not isinstance(q, Tensor) or q.dim() != 4:
+        fail(Status.InvalidArgument, f"q: expected a 4-dimensional tensor (B, Nq, H, d), got "
+                                     f"{tuple(q.shape) if isinstance(q, Tensor) else type(q).__name__}")
+    if q.dtype not in _STORAGE:
+        fail(Status.UnsupportedDType, f"q: dtype {q.dtype} is not supported (float32, float16 or bfloat16)")
+    batch, _, heads, head_dim = q.shape
+    given = {name: t for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("k", k), ("v", v),
+                                     ("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin),
+                                     ("cache_batch_idx", cache_batch_idx), ("block_table", block_table),
+                                     ("alibi_slopes", alibi_slopes)) if t is not None}
+    for name, t in given.items():
+        if not isinstance(t, Tensor):
+            fail(Status.InvalidArgument, f"{name}: expected a tensor, got {type(t).__name__}")
+        if t.device != q.device:
+            fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
+    for name, t in (("q", q), *given.items()):
+        if t.numel() == 0:
+            fail(Status.InvalidArgument, f"{name}: empty tensors are not supported (shape {tuple(t.shape)})")
+    paged = block_table is not None
+    layout = "(num_blocks, page_block_size, H_kv, d)" if paged else "(B_cache, S_cache, H_kv, d)"
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dim() != 4 or t.shape[3] != head_dim:
+            fail(Status.InvalidArgument, f"{name}: expected {layout} with d = {head_dim} (q's), got shape "
+                                         f"{tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype} (the caches are "
+                                          "stored as q's dtype)")
+        if t.stride(-1) != 1:
+            fail(Status.InvalidArgument, f"{name}: the last dimension must be contiguous (stride 1), got stride "
+                                         f"{t.stride(-1)}")
+    if v_cache.shape != k_cache.shape:
+        fail(Status.InvalidArgument, f"v_cache: shape {tuple(v_cache.shape)} differs from k_cache's "
+                                     f"{tuple(k_cache.shape)}")
+    if (k is None) != (v is None):
+        fail(Status.InvalidArgument, f"{'k' if k is None else 'v'}: k and v go together (both appended, or neither)")
+    if k is not None:
+        for name, t in (("k", k), ("v", v)):
+            if t.dim() != 4 or t.shape[0] != batch or tuple(t.shape[2:]) != tuple(k_cache.shape[2:]):
+                fail(Status.InvalidArgument, f"{name}: expected (B, seqlen_new, H_kv, d) = ({batch}, n, "
+                                             f"{k_cache.shape[2]}, {head_dim}), got shape {tuple(t.shape)}")
+            if t.dtype != q.dtype:
+                fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
+        if v.shape != k.shape:
+            fail(Status.InvalidArgument, f"v: shape {tuple(v.shape)} differs from k's {tuple(k.shape)}")
+    if (rotary_cos is None) != (rotary_sin is None):
+        fail(Status.InvalidArgument, f"{'rotary_cos' if rotary_cos is None else 'rotary_sin'}: rotary_cos and "
+                                     "rotary_sin go together")
+    if rotary_cos is not None:
+        if k is None:
+            fail(Status.InvalidArgument, "rotary_cos: the rotary embedding applies to q and the appended k; pass k "
+                                         "and v with it (as flash-attn requires)")
+        for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
+            if t.dim() != 2 or not t.is_floating_point():
+                fail(Status.InvalidArgument, f"{name}: expected a floating (seqlen_ro, rotary_dim / 2) tensor, got "
+                                             f"{t.dtype} {tuple(t.shape)}")
+        if rotary_sin.shape != rotary_cos.shape:
+            fail(Status.InvalidArgument, f"rotary_sin: shape {tuple(rotary_sin.shape)} differs from rotary_cos's "
+                                         f"{tuple(rotary_cos.shape)}")
+    if cache_batch_idx is not None and (cache_batch_idx.shape != (batch,) or not _is_integer(cache_batch_idx)):
+        fail(Status.InvalidArgument, f"cache_batch_idx: expected an int32 tensor of shape ({batch},), got "
+                                     f"{cache_batch_idx.dtype} {tuple(cache_batch_idx.shape)}")
+    if paged and (block_table.dim() != 2 or block_table.shape[0] != batch or not _is_integer(block_table)):
+        fail(Status.InvalidArgument, f"block_table: expected an int32 tensor of shape ({batch}, max_blocks), got "
+                                     f"{block_table.dtype} {tuple(block_table.shape)}")
+    if alibi_slopes is not None and (tuple(alibi_slopes.shape) not in ((heads,), (batch, heads))
+                                     or not alibi_slopes.is_floating_point()):
+        fail(Status.InvalidArgument, f"alibi_slopes: expected float32 of shape ({heads},) or ({batch}, {heads}), got "
+                                     f"{alibi_slopes.dtype} {tuple(alibi_slopes.shape)}")
+
+
+def _cache_seqlens(cache_seqlens, q: Tensor, k_cache: Tensor, k: Optional[Tensor],
+                   block_table: Optional[Tensor]) -> Tensor:
+    """cache_seqlens as an int32 (B,) tensor on q's device: an int for every sequence, or, when
+    None (nothing appended), the whole capacity, as flash-attn reads it."""
+    batch = q.shape[0]
+    if cache_seqlens is None:
+        if k is not None:
+            _functional._fail(Status.InvalidArgument, "cache_seqlens: required when k and v are appended (it says "
+                                                       "where they go)")
+        capacity = k_cache.shape[1] * (block_table.shape[1] if block_table is not None else 1)
+        return torch.full((batch,), int(capacity), dtype=torch.int32, device=q.device)
+    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
+        return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+    if not isinstance(cache_seqlens, Tensor) or cache_seqlens.shape != (batch,) or not _is_integer(cache_seqlens):
+        what = (f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}" if isinstance(cache_seqlens, Tensor)
+                else type(cache_seqlens).__name__)
+        _functional._fail(Status.InvalidArgument, f"cache_seqlens: expected an int or an int32 tensor of shape "
+                                                  f"({batch},), got {what}")
+    if cache_seqlens.device != q.device:
+        _functional._fail(Status.InvalidArgument, f"cache_seqlens: device {cache_seqlens.device} differs from q's "
+                                                  f"{q.device}")
+    return cache_seqlens.to(torch.int32)
+
+
+def flash_attn_with_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Optional[Tensor] = None,
+                            v: Optional[Tensor] = None, rotary_cos: Optional[Tensor] = None,
+                            rotary_sin: Optional[Tensor] = None,
+                            cache_seqlens: Optional[Union[int, Tensor]] = None,
+                            cache_batch_idx: Optional[Tensor] = None, cache_leftpad: Optional[Tensor] = None,
+                            block_table: Optional[Tensor] = None, softmax_scale: Optional[float] = None,
+                            causal: bool = False, window_size: Sequence[int] = (-1, -1), softcap: float = 0.0,
+                            rotary_interleaved: bool = True, alibi_slopes: Optional[Tensor] = None,
+                            num_splits: int = 0, return_softmax_lse: bool = False):
+    """flash-attn 2's ``flash_attn_with_kvcache`` on flashcl (``flashcl::forward_kvcache``,
+    docs/DECODE.md). Inference only (no gradient), as flash-attn's.
+
+    q: (B, Nq, H, d). k_cache, v_cache: (B_cache, S_cache, H_kv, d), or with ``block_table``
+    (int32 (B, max_blocks)) a paged cache (num_blocks, page_block_size, H_kv, d), any page size;
+    float32, float16 or bfloat16, the caches and k, v of q's dtype, the caches' last dimension
+    contiguous. k, v [optional]: (B, Nnew, H_kv, d), written into the caches IN PLACE at positions
+    cache_seqlens[b] ... + Nnew - 1 before the queries attend to the L = cache_seqlens[b] + Nnew
+    keys; cache_seqlens is not advanced (the caller's, as in flash-attn). cache_seqlens: an int or
+    int32 (B,) (None: the whole capacity, only without k). cache_batch_idx: int32 (B,), the cache
+    row of each sequence (contiguous caches). rotary_cos, rotary_sin [with k]: (seqlen_ro,
+    rotary_dim / 2), a row per cache position; k rotated at positions cache_seqlens + t, q at
+    cache_seqlens + i when causal or windowed, else at cache_seqlens; ``rotary_interleaved`` pairs
+    (2j, 2j+1), else (j, j + rotary_dim/2) (GPT-NeoX). causal: bottom-right (query i sees keys
+    j <= i + L - Nq); window_size, softcap, alibi_slopes (float32 (H,) or (B, H)) and softmax_scale
+    (default 1/sqrt(d)) as ``flash_attn_func``; num_splits: 0 lets the planner choose, else 1..1024
+    key splits. Returns out (B, Nq, H, d), and with return_softmax_lse (out, lse float32 (B, H,
+    Nq)); a row that sees no key has out = 0, lse = -inf. ``cache_leftpad`` is not supported (the
+    library has no left padding): anything but None raises NotImplementedError.
+
+    CPU tensors run on the default device through host copies: every argument, both caches
+    included, is copied into device buffers and the caches are read back whole after an append
+    (twice the caches' bytes per call on top of the attention's own read), so CPU decoding pays
+    for the cache size each step. CUDA tensors stay on the GPU (``flashcl.cuda``): the caches are
+    written where they are, or, when their memory cannot be imported, staged into flashcl's pool
+    and copied back device to device.
+    """
+    if cache_leftpad is not None:
+        raise NotImplementedError("flashcl: cache_leftpad is not supported (flashcl's KV-cache call has no left "
+                                  "padding; docs/DECODE.md); pass cache_leftpad=None")
+    _check_kvcache(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table, alibi_slopes)
+    if window_size is None or len(window_size) != 2:
+        _functional._fail(Status.InvalidArgument, f"window_size: expected (left, right), got {window_size}")
+    seqlens = _cache_seqlens(cache_seqlens, q, k_cache, k, block_table)
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(q.shape[-1])
+    out, lse = torch.ops.flashcl.fwd_kvcache(
+        q, k_cache, v_cache, seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table, float(softmax_scale),
+        bool(causal), int(window_size[0]), int(window_size[1]), float(softcap or 0.0), bool(rotary_interleaved),
+        alibi_slopes, int(num_splits))
+    return (out, lse) if return_softmax_lse else out

@@ -1,8 +1,9 @@
 // _flashcl.cpp: the nanobind module under the flashcl Python package. It only binds the C++ API of
 // include/flashcl/flashcl.hpp: the enums, the argument structs (OpenCL handles as integers, so
 // pyopencl's int_ptr values pass straight through), flashcl::forward and flashcl::backward on the
-// caller's queue, forward_kvcache (KvCacheArgs), Session (forward and backward on host arrays),
-// device listing and cache control.
+// caller's queue, forward_kvcache (KvCacheArgs), Session (forward and backward on host arrays, and
+// forward_kvcache on them through host_kvcache.hpp, for flashcl.torch's CPU tensors), device
+// listing and cache control.
 // flashcl::Error becomes one Python exception class, flashcl._flashcl.Error (a RuntimeError),
 // carrying `status` and the library's message. Shapes, dtypes and array types are the Python
 // layer's job (python/flashcl/functional.py). The cuda_* functions bind cuda_interop.hpp (CUDA
@@ -23,6 +24,7 @@
 #include "cuda_import.hpp"
 #include "cuda_interop.hpp"
 #include "flashcl/flashcl.hpp"
+#include "host_kvcache.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -43,6 +45,13 @@ template <typename T>
 std::vector<T> to_vector(const std::optional<HostArray<T>>& a) {
   return a ? to_vector(*a) : std::vector<T>{};
 }
+
+// Host memory of any element type (CPU torch tensors included, bf16 too, through DLPack), as bytes.
+using HostAny = nb::ndarray<nb::c_contig, nb::device::cpu>;
+using OptionalAny = std::optional<HostAny>;
+
+flashcl_py::HostBytes bytes_of(const HostAny& a) { return {a.data(), a.nbytes()}; }
+flashcl_py::HostBytes bytes_of(const OptionalAny& a) { return a ? bytes_of(*a) : flashcl_py::HostBytes{}; }
 
 using OptionalF32 = std::optional<HostArray<float>>;
 using OptionalU8 = std::optional<HostArray<std::uint8_t>>;
@@ -465,7 +474,37 @@ NB_MODULE(_flashcl, m) {
             return nb::make_tuple(d_q, d_k, d_v, d_bias);
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, "o"_a, "d_o"_a, "lse"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(),
-          "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none());
+          "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none())
+      // forward_kvcache on dense host arrays (host_kvcache.hpp): O (and LSE) written into `o`
+      // (`lse`), and the caches updated in place when k_new is given; `shape` holds the sizes and
+      // switches (its cl_mem fields are ignored). Copies every array in and the outputs back.
+      .def(
+          "forward_kvcache",
+          [](Session& s, const KvCacheArgs& shape, const HostAny& q, const HostAny& k_cache, const HostAny& v_cache,
+             const HostAny& cache_seqlens, const HostAny& o, const OptionalAny& lse, const OptionalAny& k_new,
+             const OptionalAny& v_new, const OptionalAny& cache_batch_idx, const OptionalAny& block_table,
+             const OptionalAny& rotary_cos, const OptionalAny& rotary_sin, const OptionalAny& alibi_slopes) {
+            flashcl_py::HostKvCacheArrays arrays;
+            arrays.q = bytes_of(q);
+            arrays.o = bytes_of(o);
+            arrays.lse = bytes_of(lse);
+            arrays.k_cache = bytes_of(k_cache);
+            arrays.v_cache = bytes_of(v_cache);
+            arrays.cache_seqlens = bytes_of(cache_seqlens);
+            arrays.cache_batch_idx = bytes_of(cache_batch_idx);
+            arrays.block_table = bytes_of(block_table);
+            arrays.k_new = bytes_of(k_new);
+            arrays.v_new = bytes_of(v_new);
+            arrays.rotary_cos = bytes_of(rotary_cos);
+            arrays.rotary_sin = bytes_of(rotary_sin);
+            arrays.alibi_slopes = bytes_of(alibi_slopes);
+            nb::gil_scoped_release released;
+            flashcl_py::forward_kvcache_host(s, shape, arrays);
+          },
+          "shape"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a, "o"_a, nb::kw_only(), "lse"_a = nb::none(),
+          "k_new"_a = nb::none(), "v_new"_a = nb::none(), "cache_batch_idx"_a = nb::none(),
+          "block_table"_a = nb::none(), "rotary_cos"_a = nb::none(), "rotary_sin"_a = nb::none(),
+          "alibi_slopes"_a = nb::none());
 
   // CUDA tensors (cuda_interop.hpp): the bridge to the OpenCL device of a CUDA device, the
   // registry of exportable allocations and their cached sub-buffers (views), the ordering of calls
@@ -535,6 +574,8 @@ NB_MODULE(_flashcl, m) {
     return nb::make_tuple(c.created, c.reused);
   });
   m.def("cuda_forward", &cu::run_forward, "ordinal"_a, "stream"_a, "args"_a, nb::call_guard<nb::gil_scoped_release>());
+  m.def("cuda_forward_kvcache", &cu::run_forward_kvcache, "ordinal"_a, "stream"_a, "args"_a,
+        nb::call_guard<nb::gil_scoped_release>());
   m.def("cuda_backward", &cu::run_backward, "ordinal"_a, "stream"_a, "args"_a,
         nb::call_guard<nb::gil_scoped_release>());
   m.def("cuda_fill", &cu::fill, "address"_a, "bytes"_a, "value"_a, "stream"_a,

@@ -5,10 +5,11 @@
 // clCreateBufferWithProperties, mapped for CUDA) is registered by its CUDA address range, so a CUDA
 // pointer inside it resolves to (cl_mem, byte offset). The exported C functions
 // flashcl_cuda_alloc/flashcl_cuda_free make that allocator usable by PyTorch
-// (torch.cuda.memory.CUDAPluggableAllocator under a torch.cuda.MemPool). run_forward/run_backward
-// order a call between a CUDA stream and the OpenCL queue: on the GPU through external semaphores
-// where the driver has them, else by a flag the queue writes last and the stream waits for on the
-// GPU (a host wait before the call only), else by host waits (docs in the .cpp).
+// (torch.cuda.memory.CUDAPluggableAllocator under a torch.cuda.MemPool). run_forward, run_backward
+// and run_forward_kvcache order a call between a CUDA stream and the OpenCL queue: on the GPU
+// through external semaphores where the driver has them, else by a flag the queue writes last and
+// the stream waits for on the GPU (a host wait before the call only), else by host waits (docs in
+// the .cpp).
 #pragma once
 
 #include <sys/types.h>
@@ -115,6 +116,8 @@ Usage usage();
 // call may still be running; the stream waits for it on the GPU) or "host" (it has finished).
 std::string run_forward(int ordinal, std::uintptr_t stream, const flashcl::ForwardArgs& args);
 std::string run_backward(int ordinal, std::uintptr_t stream, const flashcl::BackwardArgs& args);
+// forward_kvcache the same way (the caches written in place when k_new is appended).
+std::string run_forward_kvcache(int ordinal, std::uintptr_t stream, const flashcl::KvCacheArgs& args);
 
 // Writes `value` into [address, address + bytes) through OpenCL (clEnqueueFillBuffer on the
 // imported buffer) after `stream`'s work: shows that both sides see one memory.
