@@ -56,16 +56,15 @@ def main():
           f"{reference} ms device time")
     print(f"{'tensors':8} {'ordering':9} {'single ms':>10} {'b2b ms':>8} {'/ C++':>6} {'staged/call':>11}")
     for kind in ("pool", "plain"):
-        def make(*shape):
-            return torch.randn(*shape, device="cuda", dtype=torch.float16)
+        def make():
+            shapes = [(batch, 1, heads, d)] + [(batch, length + 1, heads_kv, d)] * 2 + [(batch, 1, heads_kv, d)] * 2
+            return [torch.randn(*s, device="cuda", dtype=torch.float16) for s in shapes]
 
         if kind == "pool":
             with flashcl.cuda.use_pool():
-                tensors = [make(batch, 1, heads, d), make(batch, length + 1, heads_kv, d),
-                           make(batch, length + 1, heads_kv, d), make(batch, 1, heads_kv, d), make(batch, 1, heads_kv, d)]
+                tensors = make()
         else:
-            tensors = [make(batch, 1, heads, d), make(batch, length + 1, heads_kv, d),
-                       make(batch, length + 1, heads_kv, d), make(batch, 1, heads_kv, d), make(batch, 1, heads_kv, d)]
+            tensors = make()
         q, k_cache, v_cache, k, v = tensors
         seqlens = torch.full((batch,), length, dtype=torch.int32, device="cuda")
 

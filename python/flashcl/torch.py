@@ -307,8 +307,8 @@ def _host_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, ro
     lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
     _functional.session().forward_kvcache(
         args, dense(q), k_host, v_host, dense(cache_seqlens, torch.int32), out, lse=lse, k_new=dense(k),
-        v_new=dense(v), cache_batch_idx=dense(cache_batch_idx, torch.int32), block_table=dense(block_table, torch.int32),
-        rotary_cos=dense(rotary_cos, torch.float32), rotary_sin=dense(rotary_sin, torch.float32),
+        v_new=dense(v), cache_batch_idx=dense(cache_batch_idx, torch.int32),
+        block_table=dense(block_table, torch.int32), rotary_cos=dense(rotary_cos, torch.float32), rotary_sin=dense(rotary_sin, torch.float32),
         alibi_slopes=dense(alibi_slopes, torch.float32))
     if k is not None:
         for cache, written in ((k_cache, k_host), (v_cache, v_host)):

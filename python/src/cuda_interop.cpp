@@ -1126,10 +1126,10 @@ std::string run_backward(int ordinal, std::uintptr_t stream, const flashcl::Back
 }
 
 std::string run_forward_kvcache(int ordinal, std::uintptr_t stream, const flashcl::KvCacheArgs& a) {
-  const std::vector<cl_mem> mems = {a.q.buffer,     a.o.buffer,      a.lse,          a.k_cache.buffer, a.v_cache.buffer,
-                                    a.cache_seqlens, a.cache_batch_idx, a.block_table, a.k_new.buffer,  a.v_new.buffer,
-                                    a.rotary_cos,   a.rotary_sin,    a.alibi_slopes, a.k_descale,      a.v_descale,
-                                    a.workspace};
+  const std::vector<cl_mem> mems = {a.q.buffer, a.o.buffer, a.lse, a.k_cache.buffer, a.v_cache.buffer,
+                                    a.cache_seqlens, a.cache_batch_idx, a.block_table, a.k_new.buffer,
+                                    a.v_new.buffer, a.rotary_cos, a.rotary_sin, a.alibi_slopes, a.k_descale,
+                                    a.v_descale, a.workspace};
   return mode_name(run(ordinal, stream, mems, [&](cl_command_queue queue, const std::vector<cl_event>& wait) {
     flashcl::forward_kvcache(queue, a, wait);
   }));

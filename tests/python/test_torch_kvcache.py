@@ -159,7 +159,8 @@ class Problem:
             values = np.stack([caches[1][s, r] for s, r in rows])
             q_b = q[b]
             if self.rotary is not None:
-                positions = l0 + (np.arange(self.nq) if (self.causal or windowed) else np.zeros(self.nq, dtype=np.int64))
+                # flash-attn's q positions: its own rows when causal or windowed, else all at l0
+                positions = l0 + (np.arange(self.nq) if (self.causal or windowed) else np.zeros(self.nq, np.int64))
                 q_b = rotate(q_b, cos, sin, positions, self.rotary[0])
             alibi = None
             if self.alibi is not None:
@@ -197,7 +198,7 @@ def test_cache_batch_idx_softcap_alibi_splits(gen, device):
     # Cache rows picked per sequence from a larger cache (the others must stay untouched).
     p = Problem(gen, device, MAIN_DTYPE[device], batch=3, heads=8, heads_kv=2, nq=1, nnew=1, d=32,
                 seqlens=[7, 0, 30], cache_rows=5, batch_idx=[4, 0, 2], causal=True, softcap=2.5,
-                alibi=np.random.default_rng(int(torch.randint(1 << 30, (1,), generator=gen))).uniform(0.05, 0.5, (3, 8)))
+                alibi=torch.rand(3, 8, generator=gen, dtype=torch.float64).numpy() * 0.45 + 0.05)
     p.check(*p.run(num_splits=3))
 
 
@@ -225,23 +226,26 @@ def test_cache_seqlens_int_none_and_scale(gen, device):
     assert_close(f64(out), reference(f64(q), f64(k_cache), f64(v_cache))[0], ATOL[dtype])
 
 
-def test_interleaved_caches_are_written_in_place(gen):
+@pytest.mark.parametrize("device", DEVICES)
+def test_interleaved_caches_are_written_in_place(gen, device):
     # K and V interleaved in one (B, S, 2, H_kv, d) tensor, as some serving engines keep them: the
-    # caches are strided views (not contiguous), written through the copy back.
-    kv = randn(gen, 2, 12, 2, 2, 16).float()
+    # caches are strided views (not contiguous), written through the copy back (CPU; CUDA when
+    # their memory is staged) or where they are (CUDA, imported memory).
+    dtype = MAIN_DTYPE[device]
+    kv = randn(gen, 2, 12, 2, 2, 16).to(dtype).to(device)
     k_cache, v_cache = kv[:, :, 0], kv[:, :, 1]
     assert not k_cache.is_contiguous()
-    q, k, v = (randn(gen, 2, 1, n, 16).float() for n in (4, 2, 2))
+    q, k, v = (randn(gen, 2, 1, n, 16).to(dtype).to(device) for n in (4, 2, 2))
     before = kv.clone()
-    out = flash_attn_with_kvcache(q, k_cache, v_cache, k=k, v=v, cache_seqlens=torch.tensor([3, 11], dtype=torch.int32),
-                                  causal=True)
+    seqlens = torch.tensor([3, 11], dtype=torch.int32, device=device)
+    out = flash_attn_with_kvcache(q, k_cache, v_cache, k=k, v=v, cache_seqlens=seqlens, causal=True)
     for b, l0 in enumerate((3, 11)):
         before[b, l0, 0], before[b, l0, 1] = k[b, 0], v[b, 0]
     assert torch.equal(kv, before)  # the appended rows, and nothing else
-    f64 = lambda t: t.double().numpy()  # noqa: E731
+    f64 = lambda t: t.to("cpu", torch.float64).numpy()  # noqa: E731
     for b, l0 in enumerate((3, 11)):
         ref = reference(f64(q[b:b + 1]), f64(k_cache[b:b + 1, :l0 + 1]), f64(v_cache[b:b + 1, :l0 + 1]), causal=True)[0]
-        assert_close(out[b:b + 1].numpy(), ref, FP32_ATOL)
+        assert_close(f64(out[b:b + 1]), ref, ATOL[dtype])
 
 
 def test_torch_compile_and_opcheck(gen):
@@ -295,8 +299,8 @@ def _error_cases():
         ("rotary_short", dict(rotary_cos=torch.zeros(5, 8), rotary_sin=torch.zeros(5, 8)), flashcl.Error,
          "rotary_seqlen: the tables need a row per cache position"),
         ("table_dtype", dict(block_table=torch.zeros(2, 2)), flashcl.Error, "block_table: expected an int32 tensor"),
-        ("table_with_batch_idx", dict(block_table=torch.zeros(2, 2, dtype=i32), cache_batch_idx=torch.zeros(2, dtype=i32)),
-         flashcl.Error, "cache_batch_idx: not supported with a paged cache"),
+        ("table_with_batch_idx", dict(block_table=torch.zeros(2, 2, dtype=i32),
+                                      cache_batch_idx=torch.zeros(2, dtype=i32)), flashcl.Error, "cache_batch_idx: not supported with a paged cache"),
         ("batch_idx_shape", dict(cache_batch_idx=torch.zeros(2, 1, dtype=i32)), flashcl.Error,
          "cache_batch_idx: expected an int32 tensor of shape \\(2,\\)"),
         ("alibi_shape", dict(alibi_slopes=torch.zeros(3)), flashcl.Error, "alibi_slopes: expected float32 of shape"),
