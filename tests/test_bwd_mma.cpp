@@ -14,8 +14,8 @@
 // back to the portable kernels and still pass: bench/gpu/bwd.sh runs this file with
 // FLASHCL_BWD_MMA=1, which turns a failed probe into an error.
 //
-// With FLASHCL_BWD_WGMMA=1 (or =dq) every case runs the dK/dV kernel and the dQ pass (or the dQ
-// pass alone) on Hopper's wgmma (programs.txt's bwd_mma_wgmma; bench/gpu/bwd_wgmma_ab.sh runs them
+// With FLASHCL_BWD_WGMMA=1 (=overlap: its dQ product overlapped; =dq) every case runs the dK/dV
+// kernel and the dQ pass (or the dQ pass alone) on Hopper's wgmma (programs.txt's bwd_mma_wgmma; bench/gpu/bwd_wgmma_ab.sh runs them
 // so, with FLASHCL_BWD_MMA=1): on a device other than compute capability 9.0 the switch changes
 // nothing, so the tests skip rather than pass on mma.sync.
 #include <CL/cl.h>
@@ -77,7 +77,8 @@ class BwdMma : public ::testing::Test {
   void SetUp() override {
     if (!tensor_core_device()) GTEST_SKIP() << "not an NVIDIA GPU of compute capability >= 8.0";
     const char* wgmma = std::getenv("FLASHCL_BWD_WGMMA");
-    if (wgmma != nullptr && (std::string(wgmma) == "1" || std::string(wgmma) == "dq") && !hopper_device())
+    const std::string form = wgmma != nullptr ? wgmma : "";
+    if ((form == "1" || form == "dq" || form == "overlap") && !hopper_device())
       GTEST_SKIP() << "FLASHCL_BWD_WGMMA=" << wgmma
                    << " asks for the kernels on wgmma, which needs compute capability 9.0 (sm_90a)";
   }

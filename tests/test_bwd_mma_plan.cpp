@@ -263,9 +263,9 @@ TEST(BwdMmaPlan, OverridesReadFromTheEnvironmentOnce) {
   EXPECT_EQ(o.bwd_mma_dq, "atomic");
 }
 
-// FLASHCL_BWD_WGMMA: "dq" the dQ pass on wgmma, "1" the dK/dV kernel too (programs.txt's
-// bwd_mma_wgmma through retargeted PTX, the same options, -DWGMMA_DKDV=1 where its dK/dV kernel
-// runs), on compute capability 9.0 only, where the dQ pass runs with whole warpgroups and one
+// FLASHCL_BWD_WGMMA: "dq" the dQ pass on wgmma, "1" the dK/dV kernel too, "overlap" as "1" with
+// the dQ pass's product overlapped (programs.txt's bwd_mma_wgmma through retargeted PTX, the same
+// options, -DWGMMA_DKDV=1 where its dK/dV kernel runs, -DDQ_OVERLAP=1), on compute capability 9.0 only, where the dQ pass runs with whole warpgroups and one
 // m-tile a warp. Unasked, or elsewhere, nothing changes; another value is an error.
 TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
   Overrides both = with(""), dq = with("");
@@ -318,6 +318,17 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
       EXPECT_EQ(all.program.options, two_buffers + " -DWGMMA_DKDV=1");
       EXPECT_EQ(all.shape.stages, 2);
       EXPECT_EQ(all.dq_program.options, all.program.options);  // one program for both kernels
+      EXPECT_FALSE(all.shape.dq_overlap);
+
+      Overrides ov = with("");
+      ov.bwd_wgmma = "overlap";
+      const BwdMmaChoice overlapped = plan_bwd_mma(hopper, b, ov);
+      EXPECT_TRUE(overlapped.dq_wgmma && overlapped.dkdv_wgmma && overlapped.shape.dq_overlap);
+      EXPECT_EQ(overlapped.program.options, all.program.options + " -DDQ_OVERLAP=1");
+      EXPECT_EQ(overlapped.dq_program.options, overlapped.program.options);
+      EXPECT_LE(bwd_wgmma_dq_overlap_local_bytes(p.dq_keys, d, p.warps), 48u * 1024);
+      EXPECT_FALSE(bwd_dq_overlap(simulated_nvidia_gpu(32, 9, 0), b, p, ov));  // three K buffers need room
+      EXPECT_FALSE(plan_bwd_mma(hopper, b, dq).shape.dq_overlap);
       EXPECT_LE(bwd_wgmma_dkdv_local_bytes(p.query_rows, d, p.stages), 48u * 1024);
     }
   // atomic dQ (no pass) unless the call is deterministic; two m-tiles a warp (d = 64) or 2 warps: mma.sync

@@ -4,14 +4,16 @@
 #   dq     FLASHCL_BWD_WGMMA=dq: bwd_mma_dq (the dQ pass) from programs.txt's bwd_mma_wgmma, S and dP
 #          issued together behind one wait, B read by descriptor from core-matrix tiles;
 #   wgmma  FLASHCL_BWD_WGMMA=1: the dK/dV kernel too (bwd_wgmma_dkdv.cl: S^T, dP^T, dV, dK on wgmma,
-#          K_w and V_w as register A fragments).
+#          K_w and V_w as register A fragments);
+#   ovl    FLASHCL_BWD_WGMMA=overlap: as wgmma, the dQ pass's dQ += dS K_j left in flight over the
+#          next block's S, dP and dS (-DDQ_OVERLAP=1: three K buffers, 172 registers at d = 64).
 # Builds (setup.sh), runs the tensor-core backward tests with each form against float64 (with
 # FLASHCL_BWD_MMA=1 a failed probe is an error; DeterministicBitIdenticalOverTenRuns included), prints
 # the driver's ptxas lines of the sm_90a (retargeted) programs, then times flashcl-bench --backward
 # (B 8, H 16, N 4096, d 64/128, causal both, fp16/bf16, fa2; device-event medians of -r 10 after
-# -w 2) default, dq, wgmma, then wgmma, dq, default, and PyTorch's FlashAttention-2 (sdpa_train.py,
+# -w 2) default, dq, wgmma, ovl, then ovl, wgmma, dq, default, and PyTorch's FlashAttention-2 (sdpa_train.py,
 # flash backend only) on the same shapes; the table last (backward and forward+backward, each form
-# against FA2). Budget: ~150 s after the build. Files in OUT_DIR: cmake.log, build.log, tests.log,
+# against FA2). Budget: ~170 s after the build. Files in OUT_DIR: cmake.log, build.log, tests.log,
 # ptxas.log, ab.txt, sdpa_train.json, sdpa.log.
 # Usage: bench/gpu/bwd_wgmma_ab.sh OUT_DIR
 set -uo pipefail
@@ -29,38 +31,41 @@ form_env() {
     default) echo "" ;;
     dq) echo "FLASHCL_BWD_WGMMA=dq" ;;
     wgmma) echo "FLASHCL_BWD_WGMMA=1" ;;
+    ovl) echo "FLASHCL_BWD_WGMMA=overlap" ;;
   esac
 }
 SECONDS=0
 
 : > "$out/tests.log"
-for form in wgmma dq; do  # dq alone: the dK/dV kernel stays mma.sync, so two tests
+for form in wgmma ovl dq; do  # ovl and dq change one kernel against wgmma / the default: two tests each
   filter='BwdMma.*'
-  [ $form = dq ] && filter='BwdMma.HeadDimsCausalAndTypes:BwdMma.DeterministicBitIdenticalOverTenRuns'
+  [ $form != wgmma ] && filter='BwdMma.HeadDimsCausalAndTypes:BwdMma.DeterministicBitIdenticalOverTenRuns'
   echo "== tests on the GPU, $form: $(form_env $form) $filter" | tee -a "$out/tests.log"
   env $(form_env $form) timeout 90 ./build-gpu/tests/flashcl_tests --gtest_filter="$filter" >> "$out/tests.log" 2>&1
   echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|SKIPPED|tests? .*skipped' "$out/tests.log" | tail -2 | tr '\n' ' ') (${SECONDS}s)"
 done
 grep -E "^\[  FAILED  \]|Failure|error|Skipped" "$out/tests.log" | head -10
 
-echo "== ptxas: the sm_90a (retargeted) programs, d 64 and 128 (warnings: wgmma serialised)"
+echo "== ptxas: the sm_90a (retargeted) programs (warnings: wgmma serialised)"
 : > "$out/ptxas.log"
-for d in 64 128; do
-  env $(form_env wgmma) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
-    timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim $d --causal no --dtype f16 -r 1 -w 0 \
+for run in "wgmma 64" "wgmma 128" "ovl 64"; do
+  set -- $run
+  echo "== $1 d $2" >> "$out/ptxas.log"
+  env $(form_env $1) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
+    timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim $2 --causal no --dtype f16 -r 1 -w 0 \
     > /dev/null 2>> "$out/ptxas.log"
 done
-awk '/Compiling entry/ { mine = /sm_90a/ } mine && /Compiling entry|Used|spill/ { print } /arning/ { print }' \
-  "$out/ptxas.log" | sed 's/^ptxas *//' | head -16
+awk '/^== / { print } /Compiling entry/ { mine = /sm_90a/ } mine && /Compiling entry|Used|spill/ { print }
+     /arning/ { print }' "$out/ptxas.log" | sed 's/^ptxas *//' | head -24
 
-echo "== A/B: default, dq, wgmma, then wgmma, dq, default"
+echo "== A/B: default, dq, wgmma, ovl, then ovl, wgmma, dq, default"
 : > "$out/ab.txt"
 round=1
-for form in default dq wgmma wgmma dq default; do
+for form in default dq wgmma ovl ovl wgmma dq default; do
   echo "== $form round $round" >> "$out/ab.txt"
   env $(form_env $form) timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
   echo "$form done (${SECONDS}s)"
-  [ $form = wgmma ] && round=2
+  [ $form = ovl ] && round=2
 done
 grep -iE "error|fail" "$out/ab.txt" | head -5
 
@@ -70,7 +75,7 @@ echo "(${SECONDS}s)"
 
 python3 - "$out/ab.txt" "$out/sdpa_train.json" <<'PY'
 import json, statistics, sys
-forms = ("default", "dq", "wgmma")
+forms = ("default", "dq", "wgmma", "ovl")
 bwd = {f: {} for f in forms}  # (dtype, d, causal) -> [backward TFLOP/s per round]
 fb = {f: {} for f in forms}   # the same, forward+backward
 form = None
@@ -94,16 +99,17 @@ nan = float("nan")
 med = lambda xs: statistics.median(xs) if xs else nan
 print("TFLOP/s, medians of the two rounds; bwd = the backward alone, f+b = forward+backward; x FA2 = / PyTorch's "
       "FlashAttention-2 (issue 20's bar: f+b x FA2 >= 1.0)")
-print(f"{'dtype':5} {'d':>4} {'causal':6} | {'bwd def':>7} {'dq':>6} {'wgmma':>6} {'wg/def':>6} {'FA2':>6} | "
-      f"{'x FA2: def':>10} {'dq':>5} {'wgmma':>5} | {'f+b def':>7} {'dq':>6} {'wgmma':>6} {'FA2':>6} | "
-      f"{'x FA2: def':>10} {'dq':>5} {'wgmma':>5}")
+print(f"{'dtype':5} {'d':>4} {'causal':6} | {'bwd def':>7} {'dq':>6} {'wgmma':>6} {'ovl':>6} {'wg/def':>6} "
+      f"{'FA2':>6} | {'x FA2: def':>10} {'dq':>5} {'wgmma':>5} {'ovl':>5} | {'f+b def':>7} {'dq':>6} {'wgmma':>6} "
+      f"{'ovl':>6} {'FA2':>6} | {'x FA2: def':>10} {'dq':>5} {'wgmma':>5} {'ovl':>5}")
 for key in sorted(bwd["default"]):
     b = [med(bwd[f].get(key, [])) for f in forms]
     s = [med(fb[f].get(key, [])) for f in forms]
     fl = flash.get(key, (nan, nan))
-    print(f"{key[0]:5} {key[1]:4} {str(key[2]):6} | {b[0]:7.1f} {b[1]:6.1f} {b[2]:6.1f} {b[2] / b[0]:6.3f} {fl[0]:6.1f} | "
-          f"{b[0] / fl[0]:10.2f} {b[1] / fl[0]:5.2f} {b[2] / fl[0]:5.2f} | {s[0]:7.1f} {s[1]:6.1f} {s[2]:6.1f} "
-          f"{fl[1]:6.1f} | {s[0] / fl[1]:10.2f} {s[1] / fl[1]:5.2f} {s[2] / fl[1]:5.2f}")
+    print(f"{key[0]:5} {key[1]:4} {str(key[2]):6} | {b[0]:7.1f} {b[1]:6.1f} {b[2]:6.1f} {b[3]:6.1f} "
+          f"{b[2] / b[0]:6.3f} {fl[0]:6.1f} | {b[0] / fl[0]:10.2f} {b[1] / fl[0]:5.2f} {b[2] / fl[0]:5.2f} "
+          f"{b[3] / fl[0]:5.2f} | {s[0]:7.1f} {s[1]:6.1f} {s[2]:6.1f} {s[3]:6.1f} {fl[1]:6.1f} | "
+          f"{s[0] / fl[1]:10.2f} {s[1] / fl[1]:5.2f} {s[2] / fl[1]:5.2f} {s[3] / fl[1]:5.2f}")
 print("rounds (bwd):", {f: {f"{k[0]} d{k[1]} {'causal' if k[2] else 'plain'}": v for k, v in bwd[f].items()}
                         for f in forms})
 PY

@@ -39,6 +39,46 @@
 BWD_INLINE void tile_writes_visible(void) {}
 #endif
 
+#ifndef DQ_OVERLAP
+#define DQ_OVERLAP 0 /* 1 (wgmma only): dQ += dS K_j left in flight over the next block's S, dP and dS */
+#endif
+#if DQ_OVERLAP && !defined(ASYNC_MMA)
+#error "bwd_mma_dq.cl: DQ_OVERLAP needs the asynchronous products of mma_wgmma.cl"
+#endif
+/* K_j is read by dQ += dS K_j one step after S, so the overlapped schedule keeps three K buffers
+ * (the block in flight, the next, the one being copied) and two V buffers */
+#define DQ_K_BUFS (DQ_OVERLAP ? 3 : DQ_STAGES)
+#define DQ_V_BUFS (DQ_OVERLAP ? 2 : DQ_STAGES)
+
+#if DQ_OVERLAP
+/* dP becomes dS in place for the block at k0: P = 2^(c S - LSE log2 e), 0 above the causal diagonal
+ * and past the keys where the block crosses them (`masked`), dS = P (dP - D): the per-element pass
+ * of the key loop below, as a function for the overlapped schedule's two calls (the default loop
+ * keeps it inline, its PTX as recorded). */
+BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], const float lse2[MT][2],
+                             const float dd[MT][2], bool masked, int row_a, int k0, int t, int nk, int shift,
+                             float c) {
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
+        float x = fma(s[i][j][e], c, -lse2[i][r]);
+        if (masked) {
+          bool hidden = key >= nk;
+#if CAUSAL
+          hidden = hidden || key > row_a + 16 * i + 8 * r + shift;
+#endif
+          if (hidden) x = NEG_INF;
+        }
+        dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */
+      }
+  (void)shift;
+}
+#endif
+
 /* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk, into one stage (one commit group). */
 BWD_INLINE void load_kv_block(__local ushort* k_tile, __local ushort* v_tile, __global const ushort* kg,
                               __global const ushort* vg, int k0, int b, int hk, int nk, const AttnArgs* a, int lid) {
@@ -53,8 +93,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                 __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dq,
                 __global const float* ws, const AttnArgs args, const BwdArgs bargs) {
-  __local ushort k_tile[DQ_STAGES][BC * K_PITCH] __attribute__((aligned(128)));
-  __local ushort v_tile[DQ_STAGES][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ushort k_tile[DQ_K_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ushort v_tile[DQ_V_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
 
   const AttnArgs* a = &args;
   const BwdArgs* gb = &bargs;
@@ -102,6 +142,66 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   __global const ushort* vg = (__global const ushort*)v;
   int kb_begin, kb_end;
   key_block_range(q0, min(q0 + BR, nq), BC, &sv, a, &kb_begin, &kb_end);
+#if DQ_OVERLAP
+  /* wgmma, FlashAttention-3's intra-warpgroup overlap: step kb issues S, dP of block kb + 1 and
+   * dQ += dS K of block kb together, waits for S and dP only, and computes dS of block kb + 1 while
+   * the dQ product runs. K(kb) is read until that product lands (three K buffers); the copy of
+   * block kb + 2 goes into the buffers of K(kb - 1) and V(kb), free once every warp is past step
+   * kb - 1 (the barrier at the top of step kb). */
+  __local float order_slot[WG_SIZE]; /* WG_WAIT_AFTER's stores */
+  uint pa[NT_S / 2][4];              /* dS of the block whose dQ product is next, as A fragments */
+  float s[MT][NT_S][4], dp[MT][NT_S][4];
+  if (kb_begin < kb_end) { /* blocks kb_begin and kb_begin + 1 copied; S, dP, dS of the first */
+    load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, a, lid);
+    if (kb_begin + 1 < kb_end) load_kv_block(k_tile[1], v_tile[1], kg, vg, (kb_begin + 1) * BC, b, hk, nk, a, lid);
+#if VEC_LOAD
+    if (kb_begin + 1 < kb_end)
+      ASYNC_WAIT_GROUPS(1); /* the first block's copies, not the second's */
+    else
+      async_wait_all();
+#endif
+    tile_writes_visible();
+    barrier(CLK_LOCAL_MEM_FENCE);
+    qk_issue(s, qa, k_tile[0]);
+    qk_issue(dp, doa, v_tile[0]);
+    WG_WAIT(0);
+    PIN_TILES(s, NT_S);
+    PIN_TILES(dp, NT_S);
+    const int k0 = kb_begin * BC;
+    scores_to_ds(s, dp, lse2, dd, block_needs_mask(q0, BR, k0, BC, &sv, a), row_a, k0, t, nk, shift, c);
+    pack_p(pa, dp);
+  }
+  /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
+  for (int kb = kb_begin; kb + 1 < kb_end; ++kb) {
+    const int step = kb - kb_begin, k0 = (kb + 1) * BC;
+#if VEC_LOAD
+    async_wait_all(); /* this work-item's copies of block kb + 1 have landed */
+#endif
+    tile_writes_visible();
+    barrier(CLK_LOCAL_MEM_FENCE); /* K, V(kb + 1) visible; every warp past step kb - 1, so its
+                                   * dQ product (K(kb - 1)) and dP (V(kb)) are done */
+    qk_issue(s, qa, k_tile[(step + 1) % 3]);
+    qk_issue(dp, doa, v_tile[(step + 1) & 1]);
+    pv_issue(acc, pa, k_tile[step % 3]); /* dQ_w += dS K(kb) */
+    if (kb + 2 < kb_end)
+      load_kv_block(k_tile[(step + 2) % 3], v_tile[step & 1], kg, vg, (kb + 2) * BC, b, hk, nk, a, lid);
+    WG_WAIT(1); /* S, dP of block kb + 1; the dQ product may still run */
+    PIN_TILES(s, NT_S);
+    PIN_TILES(dp, NT_S);
+    scores_to_ds(s, dp, lse2, dd, block_needs_mask(q0, BR, k0, BC, &sv, a), row_a, k0, t, nk, shift, c);
+    float order = 0.0f; /* depends on every dS, so the wait below stays behind all of them */
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) order += (dp[0][j][0] + dp[0][j][1]) + (dp[0][j][2] + dp[0][j][3]);
+    WG_WAIT_AFTER(0, order_slot + lid, order); /* the dQ product of block kb (its A: pa) */
+    PIN_TILES(acc, NT_O);
+    pack_p(pa, dp);
+  }
+  if (kb_begin < kb_end) { /* the last block: its dQ product only */
+    pv_issue(acc, pa, k_tile[(kb_end - 1 - kb_begin) % 3]);
+    WG_WAIT(0);
+    PIN_TILES(acc, NT_O);
+  }
+#else
 #if DQ_STAGES == 2
   if (kb_begin < kb_end) load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, a, lid);
 #endif
@@ -155,6 +255,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
         }
     pv_block(acc, dp, k_tile[cur], lane); /* dQ_w += dS K_j */
   }
+#endif /* DQ_OVERLAP */
   (void)shift;
 
   /* epilogue: dQ (times the scale) of this warp's rows, written once */

@@ -226,13 +226,13 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                   bool dkdv_wgmma, bool dq_wgmma, const BwdMmaPlan& plan) {
-  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int, int, bool, bool>> memo;
+  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int, int, bool, bool, bool>> memo;
   // the dQ kernel's shape only where it runs
   const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
   const int dq_mtiles = deterministic ? plan.dq_mtiles : 0;
   return memo.passes(std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages,
                                      plan.key_mtiles, dq_keys, dq_stages, dq_mtiles, dkdv_wgmma,
-                                     deterministic && dq_wgmma),
+                                     deterministic && dq_wgmma, deterministic && plan.dq_overlap),
       [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, dkdv_wgmma, dq_wgmma, plan); });
 }
 

@@ -33,6 +33,10 @@ BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPla
   p.dkdv = dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options + " -DWGMMA_DKDV=1", true)
                       : bwd_mma_program(args, plan);
   p.dq = dq_wgmma && !dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options, true) : p.dkdv;
+  if (dq_wgmma && plan.dq_overlap) {  // (both kernels on wgmma: one program)
+    p.dq.options += " -DDQ_OVERLAP=1";
+    if (dkdv_wgmma) p.dkdv = p.dq;
+  }
   return p;
 }
 
@@ -47,6 +51,7 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
     c.dq_wgmma = bwd_dq_wgmma(facts, args, c.shape, o);
     c.dkdv_wgmma = bwd_dkdv_wgmma(facts, args, c.shape, o);
     if (c.dkdv_wgmma) c.shape = bwd_wgmma_dkdv_shape(facts, c.shape, args.forward.head_dim, o);
+    c.shape.dq_overlap = bwd_dq_overlap(facts, args, c.shape, o);
     const BwdMmaPrograms programs = bwd_mma_kernel_programs(args, c.shape, c.dkdv_wgmma, c.dq_wgmma);
     c.program = programs.dkdv;
     c.dq_program = programs.dq;

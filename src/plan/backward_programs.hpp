@@ -29,8 +29,8 @@ ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan);
 
 // The programs of bwd_mma_dkdv and bwd_mma_dq for `args` and `plan`: bwd_mma_program for both, or,
 // for the kernels on wgmma (bwd_dkdv_wgmma, bwd_dq_wgmma), programs.txt's bwd_mma_wgmma through
-// retargeted PTX with the same options (plus -DWGMMA_DKDV=1 where its dK/dV kernel is the one run);
-// one program where both run on wgmma.
+// retargeted PTX with the same options (plus -DWGMMA_DKDV=1 where its dK/dV kernel is the one run,
+// -DDQ_OVERLAP=1 where plan.dq_overlap); one program where both run on wgmma.
 struct BwdMmaPrograms {
   ProgramChoice dkdv, dq;
 };

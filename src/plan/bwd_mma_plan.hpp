@@ -37,6 +37,9 @@ struct BwdMmaPlan {
   // ldmatrix then serves two m-tiles, half the __local traffic per product, 32 rows a warp
   int dq_mtiles = 1;
   std::size_t dq_local_bytes = 0;
+  // the dQ pass on wgmma with its product left in flight over the next block's (bwd_dq_overlap;
+  // -DDQ_OVERLAP=1: three K buffers, two V buffers); set by the planner of the call, not here
+  bool dq_overlap = false;
   std::string reason;
 };
 
@@ -81,8 +84,18 @@ std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages)
 bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
                   const Overrides& o = process_overrides());
 
+// __local bytes of bwd_mma_dq.cl's overlapped schedule on wgmma: three K and two V buffers of `keys`
+// rows (no row padding) and one float a work-item (WG_WAIT_AFTER's slots).
+std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps);
+
+// Whether the wgmma dQ pass overlaps its dQ product with the next block's S, dP and dS
+// (-DDQ_OVERLAP=1): FLASHCL_BWD_WGMMA=overlap (both kernels on wgmma, as "1") where bwd_dq_wgmma
+// holds and its buffers fit the device's __local memory.
+bool bwd_dq_overlap(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                    const Overrides& o = process_overrides());
+
 // Whether bwd_mma_dkdv runs on wgmma too (bwd_wgmma_dkdv.cl, in the same program with
-// -DWGMMA_DKDV=1): FLASHCL_BWD_WGMMA=1 where bwd_dq_wgmma holds, one m-tile of keys a warp
+// -DWGMMA_DKDV=1): FLASHCL_BWD_WGMMA=1 (or =overlap) where bwd_dq_wgmma holds, one m-tile of keys a warp
 // (key_mtiles 1), Q blocks of at most 128 rows (wgmma's N of S^T) and its __local bytes within the
 // device's.
 bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
