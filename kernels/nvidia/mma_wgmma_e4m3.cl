@@ -15,9 +15,10 @@
  *  - O += P V: B = V with k = the keys, so V must be transposed: V^T in core matrices of 8 dims x
  *    16 keys, the layout of K with the roles of keys and dims swapped (leading offset 128, stride
  *    BC * 8). V therefore travels through registers (V_FETCH_WORDS, the contract's hook in
- *    fa2_mma.cl): each work-item loads its quads (4 keys x 4 dims, 4-byte loads) of block j + 1 one
- *    step ahead, and in the next step transposes each quad with eight byte permutes and writes four
- *    4-byte words of V^T, no __local staging tile and no shuffle.
+ *    fa2_mma.cl): at the end of step j each work-item loads its quads (4 keys x 4 dims, 4-byte
+ *    loads) of block j + 2, and in step j + 1, once no warp reads that V^T buffer any more, turns
+ *    each quad into four 4-byte words of V^T with eight byte permutes: no __local staging tile, no
+ *    shuffle.
  *  - The keys inside a 16-key core row are permuted as mma_e4m3.cl permutes them for mma.sync: k
  *    positions 4t .. 4t + 3 hold keys 2t, 2t + 1, 8 + 2t, 9 + 2t, exactly the probabilities lane
  *    4g + t holds in S's accumulator layout, so P goes from the accumulators to A fragments with no
