@@ -23,7 +23,9 @@
  * warpgroup of 4 warps then computes each product for its 64 rows with B read by descriptor from
  * the core-matrix tiles (no ldmatrix), S and dP are issued together behind one wait, and the
  * copies are made visible to the tensor cores (tile_writes_visible) before the barrier that
- * publishes them. */
+ * publishes them. With DQ_OVERLAP (FLASHCL_BWD_WGMMA=overlap) the key loop is FlashAttention-3's
+ * intra-warpgroup overlap instead: dQ += dS K_j stays in flight while the next block's S, dP and dS
+ * are computed (three K buffers, two V buffers). */
 
 #if !DQ_ATOMIC
 

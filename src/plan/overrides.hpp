@@ -40,7 +40,8 @@ struct Overrides {
   std::string bwd_mma_dq_tile;  // FLASHCL_BWD_MMA_DQ_TILE: its deterministic dQ kernel's keys per block, "KEYSxSTAGES"
   std::string bwd_wgmma;       // FLASHCL_BWD_WGMMA: the tensor-core backward on Hopper's wgmma (cc 9.0; programs.txt's
                                // bwd_mma_wgmma; opt-in until the card has measured it): "1" its dQ pass and dK/dV
-                               // kernel, "dq" the dQ pass alone; else (or "0") mma.sync
+                               // kernel, "overlap" the same with the dQ pass's product overlapped, "dq" the dQ
+                               // pass alone; else (or "0") mma.sync
   std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
   bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr
   std::string kernel_dir;      // FLASHCL_KERNEL_DIR: kernel files read from here instead of the embedded ones
