@@ -68,11 +68,11 @@ ProgramChoice forward_program(ForwardPath path, const ForwardArgs& a, const Tile
 
 ProgramChoice mma_program(const ForwardArgs& a, const TilePlan& plan, MmaKind kind) {
   // fa2_mma.cl over the operand file of its dtype and kind (kernels/programs.txt)
-  const std::vector<std::string>& files = is_fp8(a.dtype) ? (kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma_e4m3
-                                                                                     : programs::fa2_mma_e4m3)
-                                          : is_tf32(a)    ? programs::fa2_mma_tf32
-                                          : kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma
-                                                                   : programs::fa2_mma_f16;
+  const std::vector<std::string>& files =
+      is_fp8(a.dtype)          ? (kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma_e4m3 : programs::fa2_mma_e4m3)
+      : is_tf32(a)             ? programs::fa2_mma_tf32
+      : kind == MmaKind::Wgmma ? programs::fa2_mma_wgmma
+                               : programs::fa2_mma_f16;
   const std::size_t warps = plan.work_group_size / 32;
   return choose_program(
       files,

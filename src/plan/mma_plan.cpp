@@ -62,9 +62,10 @@ struct MmaRow {
 const MmaRow kMmaShapes[] = {
     {Operands::E4M3, 256, Causal::Any, {4, 64, 2, 2, true}, "two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)"},
     // FLASHCL_FP8_WGMMA (not yet measured): the fp16 wgmma's 16 warps where registers allow (clang+ptxas
-    // sm_90a: 126 at d = 64; d = 128 needs ~178, so 12 warps under 168); 64 keys, two K and two V^T buffers
+    // sm_90a: 121-128 at d = 64; at d = 128 16 warps' cap of 128 spills, 12 warps fit 168); 64 keys, two K
+    // and two V^T buffers
     {Operands::E4M3Wgmma, 64, Causal::Any, {16, 64, 1, 2, true}, "e4m3 wgmma at d <= 64: 16 warps, as fp16's wgmma"},
-    {Operands::E4M3Wgmma, 128, Causal::Any, {12, 64, 1, 2, true}, "e4m3 wgmma at d = 128: 12 warps (168 registers each)"},
+    {Operands::E4M3Wgmma, 128, Causal::Any, {12, 64, 1, 2, true}, "e4m3 wgmma, d = 128: 12 warps (168 registers)"},
     {Operands::Wgmma, 64, Causal::No, {16, 64, 1, 2, false}, "mbarrier schedule: eager 351.7 against lazy 342.8"},
     {Operands::Wgmma, 64, Causal::Yes, {16, 64, 1, 2, true}, "mbarrier schedule: lazy 307.2 against eager 303.0"},
     {Operands::Wgmma, 256, Causal::Any, {12, 64, 1, 1, true}, "FLASHCL_WGMMA=1 above d = 64: one K and one V buffer, 12 warps 314.4/264.4"},
@@ -142,7 +143,8 @@ struct TileGeometry {
 };
 
 TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
-  if (is_fp8(a.dtype)) {  // mma_e4m3.cl: bytes, the head dim padded to the k of 32 (mma_wgmma_e4m3.cl: core matrices, no padding)
+  // FP8: bytes, the head dim padded to the k of 32; mma_e4m3.cl pads rows by 16, mma_wgmma_e4m3.cl's core matrices not
+  if (is_fp8(a.dtype)) {
     const int d = (a.head_dim + 31) / 32 * 32;
     return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 1} : TileGeometry{d, d + 16, d + 16, 1};
   }
