@@ -19,6 +19,7 @@
 #include <numeric>
 #include <random>
 
+#include "decode_support.hpp"
 #include "flashcl/flashcl.h"
 #include "plan/plan_decode.hpp"  // internal (hidden in the library): src/plan/plan_decode.cpp is compiled in
 #include "rotary_reference.hpp"
@@ -29,34 +30,6 @@ namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-struct DecodeCase {
-  int batch = 2, heads = 4, heads_kv = 2, seqlen_q = 1, head_dim = 32;
-  int capacity = 200;           // keys a sequence can hold (paged: rounded up to whole pages);
-                                // over three tiles of 64 keys (PoCL's), so splits and tile edges matter
-  std::vector<int> seqlens;     // cache_seqlens as the device sees them (hostile ones included)
-  int page_size = 0;            // 0: contiguous
-  int spare_pages = 3;          // pool pages no sequence uses
-  bool shuffle = true;          // paged: pages in random pool order
-  std::vector<std::pair<int, int>> bad_pages;  // (sequence, page index) given an out-of-pool entry
-  bool share_first_page = false;  // paged, no append: sequence 1 reads sequence 0's first page
-  int seqlen_new = 0;           // rows of k_new/v_new (0: no append)
-  int rotary = 0;               // 0 off, 1 interleaved, 2 half-split
-  int rotary_dim = 0;           // 0: head_dim
-  bool causal = false;
-  int window_left = -1, window_right = -1;
-  float softcap = 0.0f;
-  bool alibi = false;
-  std::vector<float> slopes;    // alibi: these H slopes (empty: 0.5 / (h + 1))
-  float scale = 0.0f;           // 0: 1/sqrt(d)
-  float qk_amplitude = 1.0f;    // q, the cached and the new keys scaled by it (extreme-value cases)
-  std::vector<int> batch_idx;   // contiguous: cache row per sequence (empty: off); cache has batch + 2 rows
-  int num_splits = 0;
-  DType dtype = DType::F32;
-  Layout cache_layout = Layout::BSHD;
-  std::uint64_t seed = 1;
-  std::vector<std::array<int, 3>> nan_k, nan_v;  // (sequence, key, K/V head) whose cached K or V gets a NaN
-};
-
 std::unique_ptr<DeviceBytes> ints(const std::vector<int>& values) {
   return std::make_unique<DeviceBytes>(values.data(), std::max<std::size_t>(values.size(), 1) * sizeof(int));
 }
@@ -64,244 +37,47 @@ std::unique_ptr<DeviceBytes> floats(const std::vector<float>& values) {
   return std::make_unique<DeviceBytes>(values.data(), values.size() * sizeof(float));
 }
 
-struct DecodeResult {
-  CaseResult result;            // O and LSE against the reference (expect_accurate's input)
-  std::size_t cache_bad = 0;    // cache elements that differ from the model after the call
-  std::size_t gaps_changed = 0; // elements outside any tensor's layout that were written
-};
-
+// The case on device buffers: q and the caches in their layouts, o poisoned and padded.
 DecodeResult run_decode(const DecodeCase& c) {
+  const DecodeProblem p = make_decode_problem(c);
   const int B = c.batch, H = c.heads, Hk = c.heads_kv, Nq = c.seqlen_q, d = c.head_dim, Nn = c.seqlen_new;
-  const bool paged = c.page_size > 0;
-  const int ps = c.page_size, max_pages = paged ? (c.capacity + ps - 1) / ps : 0;
-  const int capacity = paged ? max_pages * ps : c.capacity;
-  const int num_pages = paged ? B * max_pages + c.spare_pages : 0;
-  const int cache_rows = paged ? num_pages : (c.batch_idx.empty() ? B : B + 2);
-  const int cache_seq = paged ? ps : capacity;
-  const std::size_t row_elems = static_cast<std::size_t>(Hk) * d;
-  std::mt19937 rng(static_cast<unsigned>(c.seed));
-
-  // cache contents (every slot random, unused ones included), q, k_new, v_new in storage precision
-  const std::size_t cache_elems = static_cast<std::size_t>(cache_rows) * cache_seq * row_elems;
-  const auto amplified = [&](std::vector<float> x) {
-    for (float& e : x) e *= c.qk_amplitude;
-    return round_to(c.dtype, x);
-  };
-  auto k_cache = amplified(bench::random_values(cache_elems, c.seed * 7 + 1));
-  auto v_cache = round_to(c.dtype, bench::random_values(cache_elems, c.seed * 7 + 2));
-  const auto q = amplified(bench::random_values(static_cast<std::size_t>(B) * Nq * H * d, c.seed * 7 + 3));
-  const std::size_t new_elems = static_cast<std::size_t>(B) * std::max(Nn, 1) * row_elems;
-  const auto k_new = amplified(bench::random_values(new_elems, c.seed * 7 + 4));
-  const auto v_new = round_to(c.dtype, bench::random_values(new_elems, c.seed * 7 + 5));
-
-  // block table: each sequence's pages, shuffled over the pool; the bad ones point outside it
-  std::vector<int> pool(num_pages);
-  std::iota(pool.begin(), pool.end(), 0);
-  if (c.shuffle) std::shuffle(pool.begin(), pool.end(), rng);
-  std::vector<int> table(static_cast<std::size_t>(B) * max_pages);
-  for (std::size_t i = 0; i < table.size(); ++i) table[i] = pool[i];
-  const int bad_values[] = {-1, num_pages, std::numeric_limits<int>::max(), std::numeric_limits<int>::min()};
-  if (c.share_first_page) table[max_pages] = table[0];
-  for (std::size_t i = 0; i < c.bad_pages.size(); ++i)
-    table[static_cast<std::size_t>(c.bad_pages[i].first) * max_pages + c.bad_pages[i].second] = bad_values[i % 4];
-
-  // the documented clamping, as the model of what the kernels see
-  std::vector<int> row_of(B), len(B), keys(B);
-  for (int b = 0; b < B; ++b) {
-    row_of[b] = c.batch_idx.empty() ? b : c.batch_idx[b];
-    const bool valid_row = paged || (row_of[b] >= 0 && row_of[b] < cache_rows);
-    len[b] = valid_row ? std::clamp(c.seqlens[b], 0, capacity - Nn) : 0;
-    keys[b] = valid_row ? len[b] + Nn : -1;  // -1: no keys at all
-  }
-  // (slot, row) of key p of sequence b, or slot -1 when its page is outside the pool
-  auto locate = [&](int b, int p, int& slot, int& row) {
-    if (paged) {
-      const int e = table[static_cast<std::size_t>(b) * max_pages + p / ps];
-      slot = e >= 0 && e < num_pages ? e : -1;
-      row = p % ps;
-    } else {
-      slot = row_of[b];
-      row = p;
-    }
-  };
-
-  for (const auto& [cache, poisoned] : {std::pair{&c.nan_k, &k_cache}, std::pair{&c.nan_v, &v_cache}})
-    for (const auto& [b, p, h] : *cache) {
-      int slot, row;
-      locate(b, p, slot, row);
-      (*poisoned)[((static_cast<std::size_t>(slot) * cache_seq + row) * Hk + h) * d + d / 2] = kNaN;
-    }
-
-  // rotary tables (S_rot = capacity): angles p * 10000^(-2j / d_rot)
-  const int d_rot = c.rotary ? (c.rotary_dim ? c.rotary_dim : d) : 0;
-  std::vector<float> cos_t, sin_t;
-  if (c.rotary) rotary_tables(capacity, d_rot, cos_t, sin_t);
-
-  // the expected cache after the append
-  auto expected_k = k_cache, expected_v = v_cache;
-  std::vector<char> appended(cache_elems / d, 0);
-  for (int b = 0; b < B; ++b) {
-    if (keys[b] < 0) continue;
-    for (int t = 0; t < Nn; ++t) {
-      int slot, row;
-      locate(b, len[b] + t, slot, row);
-      if (slot < 0) continue;
-      for (int h = 0; h < Hk; ++h) {
-        const std::size_t src = (static_cast<std::size_t>(b) * Nn + t) * row_elems + static_cast<std::size_t>(h) * d;
-        const std::size_t dst = ((static_cast<std::size_t>(slot) * cache_seq + row) * Hk + h) * d;
-        std::vector<float> kr(k_new.begin() + src, k_new.begin() + src + d);
-        if (c.rotary) rotate_row(kr.data(), d_rot, c.rotary == 1, cos_t, sin_t, len[b] + t);
-        const auto kr_stored = round_to(c.dtype, kr);
-        std::copy(kr_stored.begin(), kr_stored.end(), expected_k.begin() + dst);
-        std::copy(v_new.begin() + src, v_new.begin() + src + d, expected_v.begin() + dst);
-        appended[dst / d] = 1;
-      }
-    }
-  }
-
-  // device buffers: q and the caches in their layouts, o poisoned and padded
-  DeviceTensor dq(Layout::PaddedRows, B, Nq, H, d, &q, c.dtype);
+  DeviceTensor dq(Layout::PaddedRows, B, Nq, H, d, &p.q, c.dtype);
   DeviceTensor dout(Layout::PaddedRows, B, Nq, H, d, nullptr, c.dtype);
-  DeviceTensor dk(c.cache_layout, cache_rows, cache_seq, Hk, d, &k_cache, c.dtype);
-  DeviceTensor dv(c.cache_layout, cache_rows, cache_seq, Hk, d, &v_cache, c.dtype);
-  DeviceTensor dkn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &k_new, c.dtype);
-  DeviceTensor dvn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &v_new, c.dtype);
+  DeviceTensor dk(c.cache_layout, p.cache_rows, p.cache_seq, Hk, d, &p.k_cache, c.dtype);
+  DeviceTensor dv(c.cache_layout, p.cache_rows, p.cache_seq, Hk, d, &p.v_cache, c.dtype);
+  DeviceTensor dkn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &p.k_new, c.dtype);
+  DeviceTensor dvn(Layout::BSHD, B, std::max(Nn, 1), Hk, d, &p.v_new, c.dtype);
   DeviceBuffer dlse(static_cast<std::size_t>(B) * H * Nq, kNaN);
   std::vector<std::unique_ptr<DeviceBytes>> held;
-  auto hold = [&](std::unique_ptr<DeviceBytes> p) {
-    held.push_back(std::move(p));
+  auto hold = [&](std::unique_ptr<DeviceBytes> b) {
+    held.push_back(std::move(b));
     return held.back()->mem;
   };
 
-  KvCacheArgs a;
-  a.batch = B;
-  a.heads = H;
-  a.heads_kv = Hk;
-  a.seqlen_q = Nq;
-  a.head_dim = d;
-  a.causal = c.causal;
-  a.dtype = c.dtype;
-  if (c.scale != 0.0f) a.scale = c.scale;
+  KvCacheArgs a = p.shape();
   a.q = dq.view;
   a.o = dout.view;
   a.lse = dlse.mem;
   a.k_cache = dk.view;
   a.v_cache = dv.view;
   a.cache_seqlens = hold(ints(c.seqlens));
-  if (paged) {
-    a.block_table = hold(ints(table));
-    a.num_pages = num_pages;
-    a.page_size = ps;
-    a.max_pages = max_pages;
-  } else {
-    a.cache_seqlen = capacity;
-    a.cache_batch = cache_rows;
-    if (!c.batch_idx.empty()) a.cache_batch_idx = hold(ints(c.batch_idx));
-  }
+  if (p.paged) a.block_table = hold(ints(p.table));
+  if (!p.paged && !c.batch_idx.empty()) a.cache_batch_idx = hold(ints(c.batch_idx));
   if (Nn > 0) {
     a.k_new = dkn.view;
     a.v_new = dvn.view;
-    a.seqlen_new = Nn;
   }
   if (c.rotary) {
-    a.rotary_cos = hold(floats(cos_t));
-    a.rotary_sin = hold(floats(sin_t));
-    a.rotary_dim = d_rot;
-    a.rotary_seqlen = capacity;
-    a.rotary_interleaved = c.rotary == 1;
+    a.rotary_cos = hold(floats(p.cos_t));
+    a.rotary_sin = hold(floats(p.sin_t));
   }
-  a.window = {c.window_left, c.window_right};
-  a.softcap = c.softcap;
-  std::vector<float> slopes = c.slopes;
-  for (int h = 0; h < H && c.alibi && c.slopes.empty(); ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
-  if (c.alibi) a.alibi_slopes = hold(floats(slopes));
-  a.num_splits = c.num_splits;
+  if (c.alibi) a.alibi_slopes = hold(floats(p.slopes));
   forward_kvcache(session().queue(), a).wait();
 
-  DecodeResult r;
-  // the cache: appended rows as the model says, everything else bit for bit unchanged
-  const auto k_after = dk.logical(), v_after = dv.logical();
-  const double tol = c.dtype == DType::F32 ? 1e-6 : c.dtype == DType::F16 ? 2e-3 : 1.6e-2;
-  for (std::size_t i = 0; i < cache_elems; ++i) {
-    if (appended[i / d]) {
-      const bool both_nan_k = std::isnan(k_after[i]) && std::isnan(expected_k[i]);  // (nan_k poison)
-      const bool both_nan_v = std::isnan(v_after[i]) && std::isnan(expected_v[i]);
-      if (!both_nan_k && !(std::fabs(k_after[i] - expected_k[i]) <= tol * (1 + std::fabs(expected_k[i])))) ++r.cache_bad;
-      if (!both_nan_v && v_after[i] != expected_v[i]) ++r.cache_bad;
-    } else if (std::memcmp(&k_after[i], &k_cache[i], sizeof(float)) != 0 ||
-               std::memcmp(&v_after[i], &v_cache[i], sizeof(float)) != 0) {  // bit for bit (NaN poison too)
-      ++r.cache_bad;
-    }
-  }
+  DecodeResult r = check_decode(p, dk.logical(), dv.logical(), dout.logical(), dlse.read());
   r.gaps_changed = dout.gap_elements_changed() + dk.gap_elements_changed() + dv.gap_elements_changed() +
                    dq.gap_elements_changed() + dkn.gap_elements_changed() + dvn.gap_elements_changed();
-
-  // the reference: each sequence's visible keys packed (varlen), read from the cache the device
-  // left (what it attended to), q rotated as flash-attn positions it; keys of bad pages masked
-  bench::Shape s;
-  s.batch = B;
-  s.heads = H;
-  s.heads_kv = Hk;
-  s.head_dim = d;
-  s.seqlen_q = Nq;
-  s.causal = c.causal;
-  s.scale = c.scale;  // (0: the default, as the call)
-  s.window_left = c.window_left;
-  s.window_right = c.window_right;
-  s.softcap = c.softcap;
-  s.alibi_slopes = slopes;
-  s.cu_seqlens_q.push_back(0);
-  s.cu_seqlens_k.push_back(0);
-  int max_keys = 0;
-  for (int b = 0; b < B; ++b) {
-    s.cu_seqlens_q.push_back((b + 1) * Nq);
-    s.cu_seqlens_k.push_back(s.cu_seqlens_k.back() + std::max(keys[b], 0));
-    max_keys = std::max(max_keys, keys[b]);
-  }
-  s.seqlen_k = std::max(max_keys, 1);
-  std::vector<float> ref_k, ref_v;
-  std::vector<float> visible(static_cast<std::size_t>(B) * Nq * s.seqlen_k, 1.0f);
-  bool any_hidden = false;
-  for (int b = 0; b < B; ++b)
-    for (int p = 0; p < keys[b]; ++p) {
-      int slot, row;
-      locate(b, p, slot, row);
-      const std::size_t at = (static_cast<std::size_t>(std::max(slot, 0)) * cache_seq + row) * row_elems;
-      ref_k.insert(ref_k.end(), k_after.begin() + at, k_after.begin() + at + row_elems);
-      ref_v.insert(ref_v.end(), v_after.begin() + at, v_after.begin() + at + row_elems);
-      if (slot < 0) {
-        any_hidden = true;
-        for (int i = 0; i < Nq; ++i) visible[(static_cast<std::size_t>(b) * Nq + i) * s.seqlen_k + p] = 0.0f;
-      }
-    }
-  if (any_hidden) {
-    s.mask = bench::MaskMode::Bool;
-    s.mask_batch = B;
-    s.mask_heads = 1;
-    s.mask_values = visible;
-  }
-  auto q_ref = q;
-  if (c.rotary)
-    for (int b = 0; b < B; ++b)
-      for (int i = 0; i < Nq; ++i)
-        for (int h = 0; h < H; ++h) {
-          const int pos = std::min(len[b] + (c.causal || c.window_left >= 0 || c.window_right >= 0 ? i : 0), capacity - 1);
-          rotate_row(&q_ref[((static_cast<std::size_t>(b) * Nq + i) * H + h) * d], d_rot, c.rotary == 1, cos_t, sin_t, pos);
-        }
-  const bench::Reference ref = bench::reference_attention(s, q_ref, ref_k, ref_v);
-
-  CaseResult& cr = r.result;
-  cr.ref.out = ref.out;  // (total_q, H, d) = (B, Nq, H, d)
-  cr.ref.lse.resize(ref.lse.size());
-  for (int b = 0; b < B; ++b)  // (H, total_q) -> (B, H, Nq)
-    for (int h = 0; h < H; ++h)
-      for (int i = 0; i < Nq; ++i)
-        cr.ref.lse[(static_cast<std::size_t>(b) * H + h) * Nq + i] = ref.lse[static_cast<std::size_t>(h) * B * Nq + b * Nq + i];
-  cr.o = dout.logical();
-  cr.lse_values = dlse.read();
-  cr.out = bench::compare(cr.o, cr.ref.out);
-  cr.lse = bench::compare(cr.lse_values, cr.ref.lse);
-  cr.gaps_written = dout.gap_elements_changed();
+  r.result.gaps_written = dout.gap_elements_changed();
   return r;
 }
 
@@ -311,13 +87,6 @@ void expect_decode(const DecodeCase& c, const std::string& what) {
   expect_accurate(r.result, what, c.dtype);
   EXPECT_EQ(r.cache_bad, 0u) << what << ": cache elements differ from the model after the call";
   EXPECT_EQ(r.gaps_changed, 0u) << what << ": wrote outside a tensor's layout";
-}
-
-DecodeCase base(std::vector<int> seqlens = {170, 75}) {
-  DecodeCase c;
-  c.seqlens = std::move(seqlens);
-  c.seed = 100 + c.seqlens[0];
-  return c;
 }
 
 TEST(Decode, ContiguousGqaSingleQuery) { expect_decode(base(), "contiguous GQA 4/2 Nq=1"); }

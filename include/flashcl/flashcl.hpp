@@ -383,6 +383,21 @@ struct HostView {
   std::size_t size = 0;
 };
 
+// The arrays of Session::forward_kvcache, each dense in the layout KvCacheArgs gives it (strides
+// and offsets are not taken); an optional one is absent when its data is null.
+struct KvCacheHostArrays {
+  HostView<const float> q;                 // (B, Nq, H, d)
+  HostView<float> o;                       // (B, Nq, H, d), written
+  HostView<float> lse;                     // optional (B, H, Nq), written
+  HostView<float> k_cache, v_cache;        // contiguous or paged; written in place when k_new is given
+  HostView<const int> cache_seqlens;       // (B), required
+  HostView<const float> k_new, v_new;      // optional (B, seqlen_new, H_kv, d), both or neither
+  HostView<const int> cache_batch_idx;     // optional (B), contiguous caches
+  HostView<const int> block_table;         // given: a paged cache, (B, max_pages)
+  HostView<const float> rotary_cos, rotary_sin;  // optional (rotary_seqlen, rotary_dim / 2) each
+  HostView<const float> alibi_slopes;      // optional (H), or (B, H) with alibi_per_batch
+};
+
 // Owns a context and a profiling-enabled in-order queue on one device. Platform and device are
 // chosen by index or name substring; empty means $FLASHCL_PLATFORM / $FLASHCL_DEVICE, else the
 // first GPU, else the first device.
@@ -449,6 +464,25 @@ class FLASHCL_API Session {
   // the caller's memory; 0 when all were copies.
   int last_backward_host_buffers() const { return last_backward_host_buffers_; }
 
+  // forward_kvcache (one decode step, docs/DECODE.md) on host arrays: O (and LSE when lse.data is
+  // set) written into `arrays`, and k_new/v_new appended into the caller's caches in place. The
+  // sizes and switches come from `shape` (its tensors and cl_mem fields are ignored; which of the
+  // optional arrays are given says paged, append, rotary, ALiBi, cache_batch_idx), every array
+  // dense and of exactly the size the shape implies (a named error otherwise; block_table_stride
+  // 0 or max_pages). With dtype F16/BF16, q, k_new, v_new and the caches are rounded to that
+  // storage and O comes back from it; fp8 caches (cache_dtype E4M3/E5M2) run on device buffers
+  // only. As for forward: on host-unified devices f32 arrays at CL_DEVICE_MEM_BASE_ADDR_ALIGN
+  // become buffers over the caller's memory (q, k_new, v_new off it by whole floats too, at an
+  // element offset; the caches then too when nothing is appended), so an aligned f32 cache is
+  // appended into where it lies, with no copy; other caches are copied in and, after an append,
+  // only the rows the append wrote (cache_seqlens, cache_batch_idx and block-table entries clamped
+  // as the kernels clamp them) are copied back. o, lse and the written caches may not overlap any
+  // other array (a named error).
+  void forward_kvcache(const KvCacheArgs& shape, const KvCacheHostArrays& arrays);
+  // How many of the last host forward_kvcache's q, k_new, v_new, k_cache, v_cache, o, lse buffers
+  // lay over the caller's memory; 0 when all were copies.
+  int last_kvcache_host_buffers() const { return last_kvcache_host_buffers_; }
+
  private:
   cl_context context_ = nullptr;
   cl_command_queue queue_ = nullptr;
@@ -458,6 +492,7 @@ class FLASHCL_API Session {
   std::size_t host_ptr_align_ = 0;   // CL_DEVICE_MEM_BASE_ADDR_ALIGN, in bytes
   int last_forward_host_buffers_ = 0;
   int last_backward_host_buffers_ = 0;
+  int last_kvcache_host_buffers_ = 0;
 };
 
 }  // namespace flashcl

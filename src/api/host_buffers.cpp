@@ -1,9 +1,11 @@
 // host_buffers.cpp: the row counts of a host call and the buffers over (or copied from) the
-// caller's arrays (host_buffers.hpp says when each is used and why outputs may not overlap).
+// caller's arrays (host_buffers.hpp says when each is used and why outputs may not overlap);
+// arrays read and written (in_out) go the outputs' way, copied in when not over the caller's memory.
 #include "api/host_buffers.hpp"
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #if __has_include(<unistd.h>)
 #include <unistd.h>
 #endif
@@ -92,15 +94,32 @@ HostInput HostBuffers::input(const char* name, const float* data, std::size_t n,
     return {m, static_cast<std::int64_t>(lead)};
   }
   ranges_.push_back({name, begin, end, begin});
+  return {copy_in(data, n, dtype)};
+}
+
+cl_mem HostBuffers::copy_in(const float* data, std::size_t n, DType dtype) {
   // OpenCL has no empty buffers (a varlen batch may hold no rows at all): one element then
   if (n == 0 || data == nullptr)
-    return {make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr)};
-  if (dtype == DType::F32) return {make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data)};
+    return make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
+  if (dtype == DType::F32) return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * sizeof(float), data);
   const std::vector<std::uint16_t> bits = to_storage(dtype, std::vector<float>(data, data + n));
-  return {make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data())};
+  return make(CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n * 2, bits.data());
 }
 
 cl_mem HostBuffers::output(const char* name, float* data, std::size_t n, DType dtype) {
+  return writable(name, data, n, dtype, false, {{0, n}});
+}
+
+cl_mem HostBuffers::in_out(const char* name, float* data, std::size_t n, DType dtype,
+                           std::vector<ElementRange> written) {
+  return writable(name, data, n, dtype, true, std::move(written));
+}
+
+cl_mem HostBuffers::writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
+                             std::vector<ElementRange> written) {
+  for (const ElementRange& r : written)
+    if (r.first > n || r.count > n - r.first)
+      fail(Status::InternalError, name, ": a written range [", r.first, ", +", r.count, ") past its ", n, " elements");
   const char* begin = reinterpret_cast<const char*>(data);
   const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
   // an error only on the arrays' own bytes; the bytes a widened input's buffer adds before its
@@ -109,14 +128,17 @@ cl_mem HostBuffers::output(const char* name, float* data, std::size_t n, DType d
   bool shares_a_buffer = false;
   for (const Range& r : ranges_) {
     if (begin < r.end && r.begin < end)
-      fail(Status::InvalidArgument, name, ": its memory overlaps ", r.name, "'s; an output needs memory of its own");
+      fail(Status::InvalidArgument, name, ": its memory overlaps ", r.name,
+           "'s; an array the call writes needs memory of its own");
     shares_a_buffer = shares_a_buffer || (begin < r.end && r.covered < end);
   }
   ranges_.push_back({name, begin, end, begin});
   cl_mem m = shares_a_buffer ? nullptr : over_host(data, 0, n, dtype, CL_MEM_READ_WRITE);
   const bool host = m != nullptr;
-  if (!host) m = make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
-  outputs_.push_back({m, data, n, dtype, host});
+  if (!host)
+    m = read ? copy_in(data, n, dtype)
+             : make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
+  outputs_.push_back({m, data, n, dtype, host, std::move(written)});
   return m;
 }
 
@@ -127,21 +149,29 @@ cl_mem HostBuffers::optional(std::size_t bytes, const void* data) {
 void HostBuffers::finish() {
   for (const Output& out : outputs_) {
     if (out.n == 0) continue;  // nothing to bring back
-    const std::size_t bytes = out.n * element_size(out.dtype);
+    const std::size_t elem = element_size(out.dtype);
     if (out.over_host) {  // the OpenCL rule for CL_MEM_USE_HOST_PTR: the writes show in place once mapped
       cl_int err = CL_SUCCESS;
-      void* mapped = clEnqueueMapBuffer(queue_, out.mem, CL_TRUE, CL_MAP_READ, 0, bytes, 0, nullptr, nullptr, &err);
+      void* mapped =
+          clEnqueueMapBuffer(queue_, out.mem, CL_TRUE, CL_MAP_READ, 0, out.n * elem, 0, nullptr, nullptr, &err);
       check_cl(err, "clEnqueueMapBuffer");
       check_cl(clEnqueueUnmapMemObject(queue_, out.mem, mapped, 0, nullptr, nullptr), "clEnqueueUnmapMemObject");
-    } else if (out.dtype == DType::F32) {
-      check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, 0, bytes, out.data, 0, nullptr, nullptr),
-               "clEnqueueReadBuffer");
-    } else {
-      std::vector<std::uint16_t> bits(out.n);
-      check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, 0, bytes, bits.data(), 0, nullptr, nullptr),
+      continue;
+    }
+    for (const ElementRange& r : out.written) {
+      if (r.count == 0) continue;
+      if (out.dtype == DType::F32) {
+        check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, r.first * elem, r.count * elem, out.data + r.first, 0,
+                                     nullptr, nullptr),
+                 "clEnqueueReadBuffer");
+        continue;
+      }
+      std::vector<std::uint16_t> bits(r.count);
+      check_cl(clEnqueueReadBuffer(queue_, out.mem, CL_TRUE, r.first * elem, r.count * elem, bits.data(), 0, nullptr,
+                                   nullptr),
                "clEnqueueReadBuffer");
       const std::vector<float> values = from_storage(out.dtype, bits);
-      std::copy(values.begin(), values.end(), out.data);
+      std::copy(values.begin(), values.end(), out.data + r.first);
     }
   }
   // the unmaps are enqueued, not done: wait for them before the buffers (and the caller's arrays) go

@@ -14,7 +14,10 @@
 // memory is written while the kernels read the inputs, an output that overlaps any other array is
 // a named error, raised while the buffers are made (before anything is enqueued); one that only
 // meets the bytes an input's buffer adds before its array is copied instead (OpenCL leaves
-// overlapping host regions undefined when one is written).
+// overlapping host regions undefined when one is written). An array both read and written (a KV
+// cache that an append writes into: in_out) is handled as an output that starts with the caller's
+// values: over the caller's memory on the same terms (no copy either way), else copied in, and
+// only the element ranges the call writes copied back.
 #pragma once
 
 #include <cstddef>
@@ -48,6 +51,11 @@ struct HostInput {
   std::int64_t offset = 0;
 };
 
+// Elements [first, first + count) of an array.
+struct ElementRange {
+  std::size_t first = 0, count = 0;
+};
+
 // The buffers of one call, released with it.
 class HostBuffers {
  public:
@@ -62,6 +70,10 @@ class HostBuffers {
   HostInput input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable = true);
   // n elements of `dtype` storage that finish() leaves in `data`.
   cl_mem output(const char* name, float* data, std::size_t n, DType dtype);
+  // n elements of `dtype` storage read from `data` and written back into it: where a buffer over
+  // the caller's memory cannot be made, a copy whose `written` ranges finish() brings back (the
+  // rest of the caller's array is left as it was).
+  cl_mem in_out(const char* name, float* data, std::size_t n, DType dtype, std::vector<ElementRange> written);
   // A copy of raw bytes (the variants' data); no buffer when there are none.
   cl_mem optional(std::size_t bytes, const void* data);
   // Buffers that lie over the caller's memory so far.
@@ -83,8 +95,15 @@ class HostBuffers {
     std::size_t n;
     DType dtype;
     bool over_host;
+    std::vector<ElementRange> written;  // what a copy brings back
   };
   cl_mem make(cl_mem_flags flags, std::size_t bytes, const void* data);
+  // A buffer holding a copy of n elements of `data` in `dtype` storage (one element when empty).
+  cl_mem copy_in(const float* data, std::size_t n, DType dtype);
+  // An array the kernels write: the overlap check, then a buffer over it or a copy (in when
+  // `read`), brought back by finish().
+  cl_mem writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
+                  std::vector<ElementRange> written);
   // A buffer over [data - lead floats, data + n) when the device may use it in place; else none.
   cl_mem over_host(const float* data, std::size_t lead, std::size_t n, DType dtype, cl_mem_flags access);
 

@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "launch/decode.hpp"
 #include "validate/buffer_checks.hpp"  // check_use, span_of, check_aliasing
 #include "decode_args.h"
 #include "base/errors.hpp"
@@ -283,6 +284,9 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
 }
 
 }  // namespace
+
+KvCacheArgs normalize_kvcache(const KvCacheArgs& args) { return normalize(args); }
+
 }  // namespace detail
 
 std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {

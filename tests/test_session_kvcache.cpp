@@ -1,0 +1,220 @@
+// test_session_kvcache.cpp: Session::forward_kvcache, the decode step on host arrays, against the
+// decode suite's float64 reference (decode_support.hpp) on fresh random inputs, O and LSE poisoned
+// with NaN: contiguous and paged caches with an append (afterwards the caller's caches hold the
+// appended rows and every other element bit for bit as it was), chunked prefill with rotary,
+// window, softcap, ALiBi, cache_batch_idx, hostile cache_seqlens, block-table entries and
+// cache_batch_idx (a copied cache brings back only the rows the append wrote, so that model must
+// follow the kernels' clamping), f16 and bf16 storage, and no append. Each case runs with its
+// arrays at the device's base address alignment and one float past it: where the device shares
+// host memory (read from it, never assumed) the aligned f32 caches are appended into in place,
+// which last_kvcache_host_buffers counts; misaligned ones go through copies; both match the
+// reference. Wrong sizes, overlapping arrays and fp8 caches are named errors raised before
+// anything runs.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "decode_support.hpp"
+
+namespace flashcl::test {
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// A case's arrays in host memory, each in its own slot of an aligned room, `shift` bytes past the
+// slot's start (slots start at a multiple of the device's alignment and of a page).
+class HostDecode {
+ public:
+  enum Slot { Q, KNew, VNew, KCache, VCache, O, Lse, kSlots };
+
+  HostDecode(const DecodeCase& c, std::size_t shift)
+      : p_(make_decode_problem(c)),
+        facts_(host_memory_facts()),
+        room_(facts_.room_align(), kSlots * slot_bytes(shift)) {
+    const std::size_t slot = slot_bytes(shift);
+    for (int i = 0; i < kSlots; ++i) at_[i] = reinterpret_cast<float*>(room_.bytes() + i * slot + shift);
+    const std::vector<float>* inputs[] = {&p_.q, &p_.k_new, &p_.v_new, &p_.k_cache, &p_.v_cache};
+    for (int i = Q; i <= VCache; ++i) std::memcpy(at_[i], inputs[i]->data(), inputs[i]->size() * sizeof(float));
+    std::fill(at_[O], at_[O] + p_.q.size(), kNaN);
+    std::fill(at_[Lse], at_[Lse] + lse_size(), kNaN);
+  }
+
+  const DecodeProblem& problem() const { return p_; }
+  std::size_t lse_size() const { return static_cast<std::size_t>(p_.c.batch) * p_.c.heads * p_.c.seqlen_q; }
+  std::vector<float> read(Slot s, std::size_t n) const { return std::vector<float>(at_[s], at_[s] + n); }
+
+  // The arrays as Session::forward_kvcache takes them (the optional ones as the case asks).
+  KvCacheHostArrays arrays() const {
+    const DecodeCase& c = p_.c;
+    KvCacheHostArrays x;
+    x.q = {at_[Q], p_.q.size()};
+    x.o = {at_[O], p_.q.size()};
+    x.lse = {at_[Lse], lse_size()};
+    x.k_cache = {at_[KCache], p_.cache_elems};
+    x.v_cache = {at_[VCache], p_.cache_elems};
+    x.cache_seqlens = {c.seqlens.data(), c.seqlens.size()};
+    if (c.seqlen_new > 0) {
+      x.k_new = {at_[KNew], p_.k_new.size()};
+      x.v_new = {at_[VNew], p_.v_new.size()};
+    }
+    if (p_.paged) x.block_table = {p_.table.data(), p_.table.size()};
+    if (!c.batch_idx.empty()) x.cache_batch_idx = {c.batch_idx.data(), c.batch_idx.size()};
+    if (c.rotary) {
+      x.rotary_cos = {p_.cos_t.data(), p_.cos_t.size()};
+      x.rotary_sin = {p_.sin_t.data(), p_.sin_t.size()};
+    }
+    if (c.alibi) x.alibi_slopes = {p_.slopes.data(), p_.slopes.size()};
+    return x;
+  }
+
+  // Runs the call and checks the caller's caches, O and LSE afterwards.
+  DecodeResult run() const {
+    session().forward_kvcache(p_.shape(), arrays());
+    return check_decode(p_, read(KCache, p_.cache_elems), read(VCache, p_.cache_elems), read(O, p_.q.size()),
+                        read(Lse, lse_size()));
+  }
+
+  // The buffers Session should lay over this memory (host_buffers.hpp's rules, from the device's
+  // facts): f32 arrays at the alignment; q, k_new, v_new one float off it at an offset where the
+  // device allows, and the caches too when nothing is appended (then they are only read); LSE is
+  // f32 whatever the storage.
+  int expected_host_buffers(std::size_t shift) const {
+    const bool append = p_.c.seqlen_new > 0, f32 = p_.c.dtype == DType::F32;
+    const int inputs = append ? 3 : 1, caches = 2, outputs = 1;  // q (k_new, v_new); k/v caches; o
+    if (facts_.aligned(shift)) return (f32 ? inputs + caches + outputs : 0) + 1;
+    if (facts_.widened(shift) && f32) return inputs + (append ? 0 : caches);
+    return 0;
+  }
+
+ private:
+  std::size_t slot_bytes(std::size_t shift) const {
+    const std::size_t largest = std::max({p_.q.size(), p_.k_new.size(), p_.k_cache.size(), lse_size()});
+    const std::size_t align = facts_.room_align();
+    return (largest * sizeof(float) + shift + align - 1) / align * align;
+  }
+
+  DecodeProblem p_;
+  HostMemoryFacts facts_;
+  AlignedRoom room_;
+  float* at_[kSlots] = {};
+};
+
+void expect_session_decode(const DecodeCase& c, const std::string& what) {
+  for (const std::size_t shift : {std::size_t{0}, sizeof(float)}) {
+    const std::string at = what + ", " + std::to_string(shift) + " bytes past the alignment";
+    SCOPED_TRACE(at);
+    const HostDecode host(c, shift);
+    const DecodeResult r = host.run();
+    expect_accurate(r.result, at, c.dtype);
+    EXPECT_EQ(r.cache_bad, 0u) << at << ": the caller's cache differs from the model after the call";
+    EXPECT_EQ(session().last_kvcache_host_buffers(), host.expected_host_buffers(shift)) << at;
+  }
+}
+
+TEST(SessionKvCache, ContiguousAppend) {
+  DecodeCase c = base({170, 75});
+  c.seqlen_new = 1;
+  expect_session_decode(c, "contiguous GQA 4/2, one key appended");
+}
+
+TEST(SessionKvCache, PagedAppendChunkedPrefillWithRotary) {
+  DecodeCase c = base({120, 0});
+  c.seqlen_q = c.seqlen_new = 9;  // appends cross page boundaries; the second sequence starts empty
+  c.causal = true;
+  c.page_size = 7;
+  c.rotary = 2;
+  expect_session_decode(c, "paged chunked prefill, rotary half-split");
+}
+
+TEST(SessionKvCache, WindowSoftcapAlibiAndCacheBatchIdx) {
+  DecodeCase c = base({180, 129});
+  c.seqlen_q = c.seqlen_new = 3;
+  c.causal = true;
+  c.window_left = 10;
+  c.window_right = 0;
+  c.softcap = 5.0f;
+  c.alibi = true;
+  c.page_size = 4;
+  expect_session_decode(c, "window + softcap + alibi, paged append");
+  DecodeCase b = base({0, 125, 0});
+  b.batch = 3;
+  b.batch_idx = {4, 0, 2};  // 5 cache rows
+  b.seqlen_new = 1;
+  b.rotary = 1;
+  expect_session_decode(b, "cache_batch_idx, rotary interleaved, append into empty sequences");
+}
+
+// The copy-back of a misaligned cache brings back only the rows it models as written: hostile
+// device values must be clamped there exactly as the kernels clamp them.
+TEST(SessionKvCache, HostileDeviceValues) {
+  DecodeCase c = base({-5, 1000000, 30});
+  c.batch = 3;
+  c.page_size = 4;
+  c.seqlen_new = c.seqlen_q = 2;
+  c.causal = true;
+  c.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};  // entries -1, num_pages, INT_MAX, INT_MIN
+  expect_session_decode(c, "hostile cache_seqlens and block table");
+  DecodeCase k = base({std::numeric_limits<int>::min(), 20, std::numeric_limits<int>::max()});
+  k.batch = 3;
+  k.batch_idx = {-1, 1, 5};  // 5 rows: -1 and 5 are outside
+  k.seqlen_new = k.seqlen_q = 1;
+  expect_session_decode(k, "hostile cache_batch_idx");
+}
+
+TEST(SessionKvCache, HalfPrecisionStorageAndNoAppend) {
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    DecodeCase c = base({141, 67});
+    c.dtype = dtype;
+    c.page_size = dtype == DType::F16 ? 16 : 0;
+    c.seqlen_new = 1;
+    expect_session_decode(c, std::string("append, ") + to_string(dtype));
+  }
+  expect_session_decode(base({200, 1}), "no append: the caches only read");
+}
+
+// Named errors, raised before anything runs (O keeps its poison).
+TEST(SessionKvCache, NamedErrors) {
+  DecodeCase c = base({30, 20});
+  c.seqlen_new = 1;
+  const HostDecode host(c, 0);
+  const KvCacheHostArrays good = host.arrays();
+  const auto expect_error = [&](KvCacheArgs shape, const KvCacheHostArrays& x, Status status, const std::string& says) {
+    try {
+      session().forward_kvcache(shape, x);
+      ADD_FAILURE() << "accepted: " << says;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    const std::vector<float> o = host.read(HostDecode::O, host.problem().q.size());
+    EXPECT_TRUE(std::isnan(o.front()) && std::isnan(o.back())) << says << ": O was written";
+  };
+  const KvCacheArgs shape = host.problem().shape();
+  KvCacheHostArrays x = good;
+  x.k_cache.size -= 1;
+  expect_error(shape, x, Status::InvalidArgument, "k_cache: expected");
+  x = good;
+  x.v_cache = good.k_cache;
+  expect_error(shape, x, Status::InvalidArgument, "v_cache: its memory overlaps k_cache's");
+  x = good;
+  x.o.data = const_cast<float*>(good.q.data);
+  expect_error(shape, x, Status::InvalidArgument, "o: its memory overlaps q's");
+  x = good;
+  x.v_new = {};
+  expect_error(shape, x, Status::InvalidArgument, "v_new");
+  x = good;
+  x.cache_seqlens = {};
+  expect_error(shape, x, Status::InvalidArgument, "cache_seqlens");
+  KvCacheArgs bad = shape;
+  bad.heads_kv = 3;
+  expect_error(bad, good, Status::InvalidArgument, "heads_kv");
+  bad = shape;
+  bad.cache_dtype = DType::E4M3;
+  expect_error(bad, good, Status::UnsupportedDType, "cache_dtype");
+}
+
+}  // namespace
+}  // namespace flashcl::test
