@@ -10,9 +10,9 @@ it); where that path is missing (no NVIDIA driver, no OpenCL device with the CUD
 they go through host copies, with a one-time warning that carries the reason. ``attention`` is the
 general entry point (masks, biases with their gradient) the Hugging Face integration uses.
 ``flash_attn_with_kvcache`` is flash-attn 2's decode step (the ``flashcl::fwd_kvcache`` custom op,
-mutating the caches, inference only as flash-attn's): CPU tensors through a Session's host-array
-form of ``flashcl::forward_kvcache`` (the caches copied in and back), CUDA tensors through
-``flashcl.cuda`` in place."""
+mutating the caches, inference only as flash-attn's): CPU tensors through ``Session::forward_kvcache``
+on host arrays (float32 caches appended into in place), CUDA tensors through ``flashcl.cuda`` in
+place."""
 
 import math
 import warnings
@@ -295,26 +295,28 @@ def _kvcache_args(q: Tensor, k_cache: Tensor, k: Optional[Tensor], rotary_cos: O
 
 def _host_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx,
                   block_table, alibi_slopes) -> Tuple[Tensor, Tensor]:
-    """The call on the default Session (PoCL's CPU device here): dense CPU copies where the tensors
-    are not already dense CPU tensors of the right type, O and LSE written into fresh tensors, and
-    the caches (copied in and read back whole by the binding) copied into the caller's tensors when
-    they were not passed as they are."""
-    def dense(t: Optional[Tensor], dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
-        return None if t is None else t.to(device="cpu", dtype=dtype or t.dtype).contiguous()
+    """The call on the default Session (PoCL's CPU device here) through Session.forward_kvcache, on
+    dense float32 CPU tensors (int32 for the indices): the caller's own tensors where they are such,
+    so that a float32 cache is appended into in place (no copy at all where the device shares host
+    memory and the cache meets its base address alignment; else the Session copies it in and only
+    the appended rows back); other caches (float16/bfloat16, strided views) are converted into dense
+    float32 copies, stored by the Session in q's dtype, and copied back into the caller's tensors
+    after an append. O and LSE are written into fresh float32 tensors."""
+    def host(t: Optional[Tensor], dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
+        return None if t is None else t.to(device="cpu", dtype=dtype).contiguous()
 
-    k_host, v_host = dense(k_cache), dense(v_cache)
-    out = torch.empty(q.shape, dtype=q.dtype)
+    k_host, v_host = host(k_cache), host(v_cache)
+    out = torch.empty(q.shape, dtype=torch.float32)
     lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)
     _functional.session().forward_kvcache(
-        args, dense(q), k_host, v_host, dense(cache_seqlens, torch.int32), out, lse=lse, k_new=dense(k),
-        v_new=dense(v), cache_batch_idx=dense(cache_batch_idx, torch.int32),
-        block_table=dense(block_table, torch.int32), rotary_cos=dense(rotary_cos, torch.float32), rotary_sin=dense(rotary_sin, torch.float32),
-        alibi_slopes=dense(alibi_slopes, torch.float32))
+        args, host(q), k_host, v_host, host(cache_seqlens, torch.int32), out, lse=lse, k_new=host(k), v_new=host(v),
+        cache_batch_idx=host(cache_batch_idx, torch.int32), block_table=host(block_table, torch.int32),
+        rotary_cos=host(rotary_cos), rotary_sin=host(rotary_sin), alibi_slopes=host(alibi_slopes))
     if k is not None:
         for cache, written in ((k_cache, k_host), (v_cache, v_host)):
             if written is not cache:
                 cache.copy_(written)
-    return out.to(q.device), lse.to(q.device)
+    return out.to(device=q.device, dtype=q.dtype), lse.to(q.device)
 
 
 @torch.library.custom_op("flashcl::fwd_kvcache", mutates_args=("k_cache", "v_cache"))
@@ -474,12 +476,13 @@ def flash_attn_with_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Opti
     Nq)); a row that sees no key has out = 0, lse = -inf. ``cache_leftpad`` is not supported (the
     library has no left padding): anything but None raises NotImplementedError.
 
-    CPU tensors run on the default device through host copies: every argument, both caches
-    included, is copied into device buffers and the caches are read back whole after an append
-    (twice the caches' bytes per call on top of the attention's own read), so CPU decoding pays
-    for the cache size each step. CUDA tensors stay on the GPU (``flashcl.cuda``): the caches are
-    written where they are, or, when their memory cannot be imported, staged into flashcl's pool
-    and copied back device to device.
+    CPU tensors run on the default device through the Session's host-array call: dense float32
+    caches are appended into where they are (on a device that shares host memory, such as PoCL's
+    CPU device, with no copy when the cache's address meets the device's base address alignment;
+    else copied in, with only the appended rows copied back); float16/bfloat16 caches and strided
+    views are converted to float32 copies and copied back whole after an append. CUDA tensors stay
+    on the GPU (``flashcl.cuda``): the caches are written where they are, or, when their memory
+    cannot be imported, staged into flashcl's pool and copied back device to device.
     """
     if cache_leftpad is not None:
         raise NotImplementedError("flashcl: cache_leftpad is not supported (flashcl's KV-cache call has no left "

@@ -1,9 +1,8 @@
 // _flashcl.cpp: the nanobind module under the flashcl Python package. It only binds the C++ API of
 // include/flashcl/flashcl.hpp: the enums, the argument structs (OpenCL handles as integers, so
 // pyopencl's int_ptr values pass straight through), flashcl::forward and flashcl::backward on the
-// caller's queue, forward_kvcache (KvCacheArgs), Session (forward and backward on host arrays, and
-// forward_kvcache on them through host_kvcache.hpp, for flashcl.torch's CPU tensors), device
-// listing and cache control.
+// caller's queue, forward_kvcache (KvCacheArgs), Session (forward, backward and forward_kvcache on
+// host arrays, the last for flashcl.torch's CPU tensors), device listing and cache control.
 // flashcl::Error becomes one Python exception class, flashcl._flashcl.Error (a RuntimeError),
 // carrying `status` and the library's message. Shapes, dtypes and array types are the Python
 // layer's job (python/flashcl/functional.py). The cuda_* functions bind cuda_interop.hpp (CUDA
@@ -24,7 +23,6 @@
 #include "cuda_import.hpp"
 #include "cuda_interop.hpp"
 #include "flashcl/flashcl.hpp"
-#include "host_kvcache.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -45,13 +43,6 @@ template <typename T>
 std::vector<T> to_vector(const std::optional<HostArray<T>>& a) {
   return a ? to_vector(*a) : std::vector<T>{};
 }
-
-// Host memory of any element type (CPU torch tensors included, bf16 too, through DLPack), as bytes.
-using HostAny = nb::ndarray<nb::c_contig, nb::device::cpu>;
-using OptionalAny = std::optional<HostAny>;
-
-flashcl_py::HostBytes bytes_of(const HostAny& a) { return {a.data(), a.nbytes()}; }
-flashcl_py::HostBytes bytes_of(const OptionalAny& a) { return a ? bytes_of(*a) : flashcl_py::HostBytes{}; }
 
 using OptionalF32 = std::optional<HostArray<float>>;
 using OptionalU8 = std::optional<HostArray<std::uint8_t>>;
@@ -83,6 +74,21 @@ nb::ndarray<nb::numpy, float> aligned_numpy(std::size_t n, float** data) {
 template <typename T>
 HostView<const T> view_of(const HostArray<T>& a) {
   return HostView<const T>{a.data(), a.size()};
+}
+
+// A host array the call writes (Session::forward_kvcache's caches, O and LSE).
+template <typename T>
+using HostOut = nb::ndarray<T, nb::c_contig, nb::device::cpu>;
+
+template <typename T>
+HostView<T> view_of(const HostOut<T>& a) {
+  return HostView<T>{a.data(), a.size()};
+}
+
+// An optional array as a view; absent: no data.
+template <typename Array>
+auto view_of(const std::optional<Array>& a) -> decltype(view_of(*a)) {
+  return a ? view_of(*a) : decltype(view_of(*a)){};
 }
 
 template <typename Handle>
@@ -475,36 +481,39 @@ NB_MODULE(_flashcl, m) {
           },
           "shape"_a, "q"_a, "k"_a, "v"_a, "o"_a, "d_o"_a, "lse"_a, nb::kw_only(), "alibi_slopes"_a = nb::none(),
           "mask"_a = nb::none(), "bias"_a = nb::none(), "cu_seqlens_q"_a = nb::none(), "cu_seqlens_k"_a = nb::none())
-      // forward_kvcache on dense host arrays (host_kvcache.hpp): O (and LSE) written into `o`
-      // (`lse`), and the caches updated in place when k_new is given; `shape` holds the sizes and
-      // switches (its cl_mem fields are ignored). Copies every array in and the outputs back.
+      .def_prop_ro("last_kvcache_host_buffers", &Session::last_kvcache_host_buffers)
+      // Session::forward_kvcache on dense host arrays: O (and LSE) written into `o` (`lse`), and
+      // k_new/v_new appended into the caches in place; `shape` holds the sizes and switches (its
+      // cl_mem fields are ignored). The arrays the call writes are taken as they are (noconvert:
+      // a converted copy would take the writes), float32 and C-contiguous.
       .def(
           "forward_kvcache",
-          [](Session& s, const KvCacheArgs& shape, const HostAny& q, const HostAny& k_cache, const HostAny& v_cache,
-             const HostAny& cache_seqlens, const HostAny& o, const OptionalAny& lse, const OptionalAny& k_new,
-             const OptionalAny& v_new, const OptionalAny& cache_batch_idx, const OptionalAny& block_table,
-             const OptionalAny& rotary_cos, const OptionalAny& rotary_sin, const OptionalAny& alibi_slopes) {
-            flashcl_py::HostKvCacheArrays arrays;
-            arrays.q = bytes_of(q);
-            arrays.o = bytes_of(o);
-            arrays.lse = bytes_of(lse);
-            arrays.k_cache = bytes_of(k_cache);
-            arrays.v_cache = bytes_of(v_cache);
-            arrays.cache_seqlens = bytes_of(cache_seqlens);
-            arrays.cache_batch_idx = bytes_of(cache_batch_idx);
-            arrays.block_table = bytes_of(block_table);
-            arrays.k_new = bytes_of(k_new);
-            arrays.v_new = bytes_of(v_new);
-            arrays.rotary_cos = bytes_of(rotary_cos);
-            arrays.rotary_sin = bytes_of(rotary_sin);
-            arrays.alibi_slopes = bytes_of(alibi_slopes);
+          [](Session& s, const KvCacheArgs& shape, const HostArray<float>& q, const HostOut<float>& k_cache,
+             const HostOut<float>& v_cache, const HostArray<std::int32_t>& cache_seqlens, const HostOut<float>& o,
+             const std::optional<HostOut<float>>& lse, const OptionalF32& k_new, const OptionalF32& v_new,
+             const OptionalI32& cache_batch_idx, const OptionalI32& block_table, const OptionalF32& rotary_cos,
+             const OptionalF32& rotary_sin, const OptionalF32& alibi_slopes) {
+            KvCacheHostArrays x;
+            x.q = view_of(q);
+            x.o = view_of(o);
+            x.lse = view_of(lse);
+            x.k_cache = view_of(k_cache);
+            x.v_cache = view_of(v_cache);
+            x.cache_seqlens = view_of(cache_seqlens);
+            x.k_new = view_of(k_new);
+            x.v_new = view_of(v_new);
+            x.cache_batch_idx = view_of(cache_batch_idx);
+            x.block_table = view_of(block_table);
+            x.rotary_cos = view_of(rotary_cos);
+            x.rotary_sin = view_of(rotary_sin);
+            x.alibi_slopes = view_of(alibi_slopes);
             nb::gil_scoped_release released;
-            flashcl_py::forward_kvcache_host(s, shape, arrays);
+            s.forward_kvcache(shape, x);
           },
-          "shape"_a, "q"_a, "k_cache"_a, "v_cache"_a, "cache_seqlens"_a, "o"_a, nb::kw_only(), "lse"_a = nb::none(),
-          "k_new"_a = nb::none(), "v_new"_a = nb::none(), "cache_batch_idx"_a = nb::none(),
-          "block_table"_a = nb::none(), "rotary_cos"_a = nb::none(), "rotary_sin"_a = nb::none(),
-          "alibi_slopes"_a = nb::none());
+          "shape"_a, "q"_a, "k_cache"_a.noconvert(), "v_cache"_a.noconvert(), "cache_seqlens"_a, "o"_a.noconvert(),
+          nb::kw_only(), "lse"_a.noconvert() = nb::none(), "k_new"_a = nb::none(), "v_new"_a = nb::none(),
+          "cache_batch_idx"_a = nb::none(), "block_table"_a = nb::none(), "rotary_cos"_a = nb::none(),
+          "rotary_sin"_a = nb::none(), "alibi_slopes"_a = nb::none());
 
   // CUDA tensors (cuda_interop.hpp): the bridge to the OpenCL device of a CUDA device, the
   // registry of exportable allocations and their cached sub-buffers (views), the ordering of calls

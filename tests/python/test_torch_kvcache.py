@@ -5,8 +5,9 @@ cache_batch_idx, causal bottom-right, window, softcap, ALiBi), on fresh random i
 and paged caches (page size 5, shuffled block table, appends crossing page boundaries),
 cache_seqlens of 0, 1, full and per-sequence different, GQA 4 and 1, Nq 1 and 3, LSE. The rows an
 append writes are poisoned with NaN first and must then hold the (rotated) inputs; every other
-cache element must be bit-identical to before. Also the custom op under torch.compile and
-opcheck, and the named errors. Runs on CPU tensors (PoCL's device here); where torch.cuda is
+cache element must be bit-identical to before. float32 CPU caches at the device's base address
+alignment are appended into in place (counted by the Session), others through its copies. Also
+the custom op under torch.compile and opcheck, and the named errors. Runs on CPU tensors (PoCL's device here); where torch.cuda is
 available the same checks run on CUDA tensors in fp16 too (bench/gpu/python_kvcache.sh: -k cuda).
 """
 
@@ -91,9 +92,11 @@ class Problem:
     def stored(self, t):
         return None if t is None else t.to(self.dtype).to(self.device)
 
-    def run(self, **extra):
-        """Calls flash_attn_with_kvcache; returns (out, lse, k_cache_before, v_cache_before, k_cache, v_cache)."""
-        k_cache, v_cache = self.stored(self.k_cache), self.stored(self.v_cache)
+    def run(self, place=lambda t: t, **extra):
+        """Calls flash_attn_with_kvcache on q, the caches, k and v as `place` puts them; returns (out,
+        lse, (k_cache_before, v_cache_before), (k_cache, v_cache))."""
+        stored = lambda t: None if t is None else place(self.stored(t))  # noqa: E731
+        k_cache, v_cache = stored(self.k_cache), stored(self.v_cache)
         if self.nnew:  # poison the rows the append must write
             for b, l0 in enumerate(self.seqlens):
                 for t in range(self.nnew):
@@ -101,7 +104,7 @@ class Problem:
                     k_cache[slot, row] = float("nan")
                     v_cache[slot, row] = float("nan")
         before = (k_cache.clone(), v_cache.clone())
-        kwargs = dict(k=self.stored(self.k_new), v=self.stored(self.v_new),
+        kwargs = dict(k=stored(self.k_new), v=stored(self.v_new),
                       cache_seqlens=torch.tensor(self.seqlens, dtype=torch.int32, device=self.device),
                       causal=self.causal, window_size=self.window, softcap=self.softcap, return_softmax_lse=True)
         if self.table is not None:
@@ -114,7 +117,7 @@ class Problem:
         if self.alibi is not None:
             kwargs["alibi_slopes"] = self.alibi.to(self.device)
         kwargs.update(extra)
-        out, lse = flash_attn_with_kvcache(self.stored(self.q), k_cache, v_cache, **kwargs)
+        out, lse = flash_attn_with_kvcache(stored(self.q), k_cache, v_cache, **kwargs)
         return out, lse, before, (k_cache, v_cache)
 
     def check(self, out, lse, before, after):
@@ -246,6 +249,34 @@ def test_interleaved_caches_are_written_in_place(gen, device):
     for b, l0 in enumerate((3, 11)):
         ref = reference(f64(q[b:b + 1]), f64(k_cache[b:b + 1, :l0 + 1]), f64(v_cache[b:b + 1, :l0 + 1]), causal=True)[0]
         assert_close(f64(out[b:b + 1]), ref, ATOL[dtype])
+
+
+def at_alignment(t, shift):
+    """A contiguous copy of CPU tensor t starting `shift` floats past a page boundary."""
+    room = torch.empty(t.numel() + 4096 // 4 + shift, dtype=t.dtype)
+    start = (-room.data_ptr() % 4096) // room.element_size() + shift
+    return room[start:start + t.numel()].view(t.shape).copy_(t)
+
+
+def test_cpu_float32_caches_appended_in_place(gen):
+    # float32 CPU caches at the device's base address alignment are appended into where they lie,
+    # with no copy (on a device that shares host memory: the Session's buffers over host memory
+    # count them); one float past it the Session copies them in and the appended rows back. q, k
+    # and v are placed alike (used in place at an offset where the device allows); O and LSE are
+    # torch.py's. Both placements must give the reference's caches, O and LSE.
+    from test_host_pointers import HostFacts
+    sess = flashcl.functional.session()
+    facts = HostFacts(sess)
+    for page_size, shift in ((0, 0), (0, 1), (5, 0), (5, 1)):
+        p = Problem(gen, "cpu", torch.float32, batch=3, heads=8, heads_kv=2, nq=1, nnew=1, d=32, seqlens=[0, 17, 34],
+                    page_size=page_size, causal=True)
+        out, lse, before, after = p.run(place=lambda t: at_alignment(t, shift))
+        p.check(out, lse, before, after)
+        caches = sum(facts.aligned(c.numpy()) for c in after)
+        assert caches == (2 if facts.unified and shift == 0 else 0), (page_size, shift)
+        inputs = 3 * facts.in_place(at_alignment(torch.zeros(1), shift).numpy())  # q, k, v at this shift
+        outputs = facts.aligned(out.numpy()) + facts.aligned(lse.numpy())
+        assert sess.last_kvcache_host_buffers == inputs + caches + outputs, (page_size, shift)
 
 
 def test_torch_compile_and_opcheck(gen):
