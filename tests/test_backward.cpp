@@ -346,22 +346,50 @@ auto c_tensor = [](const Tensor& t) {
   return fcl_tensor{t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride};
 };
 
+// A dense (B, N, H, d) problem on the device: inputs from `seed` on, O and the gradients unwritten
+// (NaN), LSE poisoned; expect_gradients checks dQ, dK, dV against the float64 reference.
+struct DenseProblem {
+  bench::Shape s;
+  std::vector<float> q, k, v, d_o;
+  DeviceTensor tq, tk, tv, to, tdo, gq, gk, gv;
+  DeviceBuffer lse;
+
+  static bench::Shape shape(int b, int h, int nq, int nk, int d, bool causal) {
+    bench::Shape s;
+    s.batch = b;
+    s.heads = h;
+    s.seqlen_q = nq;
+    s.seqlen_k = nk;
+    s.head_dim = d;
+    s.causal = causal;
+    return s;
+  }
+  DenseProblem(int b, int h, int nq, int nk, int d, bool causal, std::uint64_t seed)
+      : s(shape(b, h, nq, nk, d, causal)),
+        q(bench::random_values(s.q_elems(), seed)),
+        k(bench::random_values(s.kv_elems(), seed + 1)),
+        v(bench::random_values(s.kv_elems(), seed + 2)),
+        d_o(bench::random_values(s.q_elems(), seed + 3)),
+        tq(Layout::BSHD, b, nq, h, d, &q),
+        tk(Layout::BSHD, b, nk, h, d, &k),
+        tv(Layout::BSHD, b, nk, h, d, &v),
+        to(Layout::BSHD, b, nq, h, d, nullptr),
+        tdo(Layout::BSHD, b, nq, h, d, &d_o),
+        gq(Layout::BSHD, b, nq, h, d, nullptr),
+        gk(Layout::BSHD, b, nk, h, d, nullptr),
+        gv(Layout::BSHD, b, nk, h, d, nullptr),
+        lse(static_cast<std::size_t>(b) * h * nq, kNaN) {}
+  void expect_gradients(const std::string& what) const {
+    const auto ref = bench::reference_backward(s, q, k, v, d_o);
+    expect_gradient(gq.logical(), ref.d_q, DType::F32, what + " dQ");
+    expect_gradient(gk.logical(), ref.d_k, DType::F32, what + " dK");
+    expect_gradient(gv.logical(), ref.d_v, DType::F32, what + " dV");
+  }
+};
+
 TEST(BackwardApi, CApiMatchesReference) {
   const int B = 1, H = 2, Nq = 13, Nk = 17, D = 12;
-  bench::Shape s;
-  s.batch = B;
-  s.heads = H;
-  s.seqlen_q = Nq;
-  s.seqlen_k = Nk;
-  s.head_dim = D;
-  s.causal = true;
-  const auto q = bench::random_values(s.q_elems(), 71), k = bench::random_values(s.kv_elems(), 72);
-  const auto v = bench::random_values(s.kv_elems(), 73), d_o = bench::random_values(s.q_elems(), 74);
-  DeviceTensor tq(Layout::BSHD, B, Nq, H, D, &q), tk(Layout::BSHD, B, Nk, H, D, &k), tv(Layout::BSHD, B, Nk, H, D, &v);
-  DeviceTensor to(Layout::BSHD, B, Nq, H, D, nullptr), tdo(Layout::BSHD, B, Nq, H, D, &d_o);
-  DeviceTensor gq(Layout::BSHD, B, Nq, H, D, nullptr), gk(Layout::BSHD, B, Nk, H, D, nullptr),
-      gv(Layout::BSHD, B, Nk, H, D, nullptr);
-  DeviceBuffer lse(static_cast<std::size_t>(B) * H * Nq, kNaN);
+  DenseProblem p(B, H, Nq, Nk, D, true, 71);
 
   fcl_backward_args a;
   fcl_backward_args_init(&a);
@@ -371,16 +399,16 @@ TEST(BackwardApi, CApiMatchesReference) {
   a.forward.seqlen_k = Nk;
   a.forward.head_dim = D;
   a.forward.causal = 1;
-  a.forward.q = c_tensor(tq.view);
-  a.forward.k = c_tensor(tk.view);
-  a.forward.v = c_tensor(tv.view);
-  a.forward.o = c_tensor(to.view);
-  a.forward.lse = lse.mem;
+  a.forward.q = c_tensor(p.tq.view);
+  a.forward.k = c_tensor(p.tk.view);
+  a.forward.v = c_tensor(p.tv.view);
+  a.forward.o = c_tensor(p.to.view);
+  a.forward.lse = p.lse.mem;
   ASSERT_EQ(fcl_forward(session().queue(), &a.forward, 0, nullptr, nullptr), FCL_SUCCESS) << fcl_last_error();
-  a.d_o = c_tensor(tdo.view);
-  a.d_q = c_tensor(gq.view);
-  a.d_k = c_tensor(gk.view);
-  a.d_v = c_tensor(gv.view);
+  a.d_o = c_tensor(p.tdo.view);
+  a.d_q = c_tensor(p.gq.view);
+  a.d_k = c_tensor(p.gk.view);
+  a.d_v = c_tensor(p.gv.view);
   std::size_t bytes = 0;
   ASSERT_EQ(fcl_backward_workspace_bytes(session().device(), &a, &bytes), FCL_SUCCESS) << fcl_last_error();
   EXPECT_GE(bytes, static_cast<std::size_t>(B) * H * Nq * (D + 1) * sizeof(float));  // D and the dQ accumulator
@@ -389,37 +417,21 @@ TEST(BackwardApi, CApiMatchesReference) {
   ASSERT_NE(event, nullptr);
   clWaitForEvents(1, &event);
   clReleaseEvent(event);
-  const auto ref = bench::reference_backward(s, q, k, v, d_o);
-  expect_gradient(gq.logical(), ref.d_q, DType::F32, "C API dQ");
-  expect_gradient(gk.logical(), ref.d_k, DType::F32, "C API dK");
-  expect_gradient(gv.logical(), ref.d_v, DType::F32, "C API dV");
+  p.expect_gradients("C API");
 }
 
 // The backward only reads the forward's O and LSE, so it takes them in CL_MEM_READ_ONLY buffers (a
 // caller's saved activations, or host memory wrapped read-only) and gives the reference gradients;
 // a CL_MEM_WRITE_ONLY O or LSE is refused, as the kernels read them.
 TEST(BackwardApi, ForwardOutputsMayBeReadOnly) {
-  const int B = 2, H = 2, Nq = 19, Nk = 23, D = 16;
-  bench::Shape s;
-  s.batch = B;
-  s.heads = H;
-  s.seqlen_q = Nq;
-  s.seqlen_k = Nk;
-  s.head_dim = D;
-  const auto q = bench::random_values(s.q_elems(), 81), k = bench::random_values(s.kv_elems(), 82);
-  const auto v = bench::random_values(s.kv_elems(), 83), d_o = bench::random_values(s.q_elems(), 84);
-  DeviceTensor tq(Layout::BSHD, B, Nq, H, D, &q), tk(Layout::BSHD, B, Nk, H, D, &k), tv(Layout::BSHD, B, Nk, H, D, &v);
-  DeviceTensor to(Layout::BSHD, B, Nq, H, D, nullptr), tdo(Layout::BSHD, B, Nq, H, D, &d_o);
-  DeviceTensor gq(Layout::BSHD, B, Nq, H, D, nullptr), gk(Layout::BSHD, B, Nk, H, D, nullptr),
-      gv(Layout::BSHD, B, Nk, H, D, nullptr);
-  DeviceBuffer lse(static_cast<std::size_t>(B) * H * Nq, kNaN);
+  DenseProblem p(2, 2, 19, 23, 16, false, 81);
   BackwardArgs a;
-  a.forward = shape_args(s);
-  a.forward.q = tq.view;
-  a.forward.k = tk.view;
-  a.forward.v = tv.view;
-  a.forward.o = to.view;
-  a.forward.lse = lse.mem;
+  a.forward = shape_args(p.s);
+  a.forward.q = p.tq.view;
+  a.forward.k = p.tk.view;
+  a.forward.v = p.tv.view;
+  a.forward.o = p.to.view;
+  a.forward.lse = p.lse.mem;
   forward(session().queue(), a.forward).wait();
 
   // O and LSE copied into buffers the kernels may only read
@@ -430,20 +442,18 @@ TEST(BackwardApi, ForwardOutputsMayBeReadOnly) {
     check(err, "clCreateBuffer");
     return m;
   };
-  cl_mem o_read_only = buffer_of(to.raw(), CL_MEM_READ_ONLY), lse_read_only = buffer_of(lse.read(), CL_MEM_READ_ONLY);
+  cl_mem o_read_only = buffer_of(p.to.raw(), CL_MEM_READ_ONLY);
+  cl_mem lse_read_only = buffer_of(p.lse.read(), CL_MEM_READ_ONLY);
   a.forward.o.buffer = o_read_only;
   a.forward.lse = lse_read_only;
-  a.d_o = tdo.view;
-  a.d_q = gq.view;
-  a.d_k = gk.view;
-  a.d_v = gv.view;
+  a.d_o = p.tdo.view;
+  a.d_q = p.gq.view;
+  a.d_k = p.gk.view;
+  a.d_v = p.gv.view;
   backward(session().queue(), a).wait();
-  const auto ref = bench::reference_backward(s, q, k, v, d_o);
-  expect_gradient(gq.logical(), ref.d_q, DType::F32, "read-only O/LSE dQ");
-  expect_gradient(gk.logical(), ref.d_k, DType::F32, "read-only O/LSE dK");
-  expect_gradient(gv.logical(), ref.d_v, DType::F32, "read-only O/LSE dV");
+  p.expect_gradients("read-only O/LSE");
 
-  cl_mem write_only = buffer_of(to.raw(), CL_MEM_WRITE_ONLY);
+  cl_mem write_only = buffer_of(p.to.raw(), CL_MEM_WRITE_ONLY);
   for (const char* name : {"o", "lse"}) {
     BackwardArgs bad = a;
     (std::string(name) == "o" ? bad.forward.o.buffer : bad.forward.lse) = write_only;
