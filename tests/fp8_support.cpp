@@ -132,4 +132,15 @@ bench::Shape fp8_shape(int b, int h, int nq, int nk, int d, bool causal) {
   return s;
 }
 
+Fp8Case tensor_core_case(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {
+  bench::Shape s = fp8_shape(b, h, nq, nk, d, causal);
+  s.heads_kv = h_kv;
+  const std::string name = "B" + std::to_string(b) + " H" + std::to_string(h) + "/" + std::to_string(h_kv) + " " +
+                           std::to_string(nq) + "x" + std::to_string(nk) + " d" + std::to_string(d) +
+                           (causal ? " causal " : " ") + to_string(out);
+  Fp8Case c{s, DType::E4M3, out, 0, false, o_layout, Algorithm::FA2, name};
+  c.rounded_p_bound = 4e-2;
+  return c;
+}
+
 }  // namespace flashcl::test

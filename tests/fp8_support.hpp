@@ -32,4 +32,10 @@ void run_fp8_case(const Fp8Case& c);
 // A plain (B, H, Nq, Nk, d) shape, causal or not.
 bench::Shape fp8_shape(int b, int h, int nq, int nk, int d, bool causal = false);
 
+// A case of the NVIDIA tensor-core kernels (test_fp8_tensor_core.cpp on mma.sync, test_fp8_wgmma.cpp
+// on wgmma): e4m3 inputs with per-head descales, H query heads over h_kv K/V heads, O of type `out`
+// in `o_layout`, named after its shape; O held to the bound of a path that rounds P to e4m3 before
+// P·V (4e-2: half an e4m3 step relative, averaged over the keys; a wrong fragment is off by O(1)).
+Fp8Case tensor_core_case(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout);
+
 }  // namespace flashcl::test

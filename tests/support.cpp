@@ -65,6 +65,14 @@ bool tensor_core_device() {
   return major >= 8;
 }
 
+bool hopper_device() {
+  constexpr cl_device_info kMajor = 0x4000, kMinor = 0x4001;  // cl_nv_device_attribute_query
+  cl_uint major = 0, minor = 0;
+  const cl_device_id device = session().device();
+  return tensor_core_device() && clGetDeviceInfo(device, kMajor, sizeof major, &major, nullptr) == CL_SUCCESS &&
+         clGetDeviceInfo(device, kMinor, sizeof minor, &minor, nullptr) == CL_SUCCESS && major == 9 && minor == 0;
+}
+
 HostMemoryFacts host_memory_facts() {
   HostMemoryFacts f;
   cl_bool unified = CL_FALSE;

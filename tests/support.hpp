@@ -23,6 +23,10 @@ Session& session();
 // cl_nv_device_attribute_query), where the tensor-core paths run; their tests skip elsewhere.
 bool tensor_core_device();
 
+// Whether it is one of compute capability 9.0 exactly (sm_90a), where the opt-in kernels on
+// Hopper's wgmma run (FLASHCL_FP8_WGMMA, FLASHCL_BWD_WGMMA); their tests skip elsewhere.
+bool hopper_device();
+
 // Throws Error(OpenCLError) naming `what` when a raw OpenCL call the tests make fails.
 void check(cl_int err, const char* what);
 

@@ -62,16 +62,6 @@ void run(const MmaCase& m, std::uint64_t seed) {
   expect_run_accurate(run_backward(c, kDeterministic, false), m.dtype, name(m) + " deterministic");
 }
 
-// Whether the session's device is of compute capability 9.0 (cl_nv_device_attribute_query), where
-// FLASHCL_BWD_WGMMA=1 takes effect.
-bool hopper_device() {
-  constexpr cl_device_info kMajor = 0x4000, kMinor = 0x4001;
-  cl_uint major = 0, minor = 0;
-  const cl_device_id device = session().device();
-  return tensor_core_device() && clGetDeviceInfo(device, kMajor, sizeof major, &major, nullptr) == CL_SUCCESS &&
-         clGetDeviceInfo(device, kMinor, sizeof minor, &minor, nullptr) == CL_SUCCESS && major == 9 && minor == 0;
-}
-
 class BwdMma : public ::testing::Test {
  protected:
   void SetUp() override {

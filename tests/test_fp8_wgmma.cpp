@@ -20,17 +20,6 @@
 namespace flashcl::test {
 namespace {
 
-constexpr double kRoundedPBound = 4e-2;
-
-// Whether the session's device is an NVIDIA GPU of compute capability 9.0 (cl_nv_device_attribute_query).
-bool hopper_device() {
-  constexpr cl_device_info kMajor = 0x4000, kMinor = 0x4001;
-  cl_uint major = 0, minor = 0;
-  const cl_device_id device = session().device();
-  return tensor_core_device() && clGetDeviceInfo(device, kMajor, sizeof major, &major, nullptr) == CL_SUCCESS &&
-         clGetDeviceInfo(device, kMinor, sizeof minor, &minor, nullptr) == CL_SUCCESS && major == 9 && minor == 0;
-}
-
 class Fp8Wgmma : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -42,20 +31,14 @@ class Fp8Wgmma : public ::testing::Test {
   }
 
   static void run(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {
-    bench::Shape s = fp8_shape(b, h, nq, nk, d, causal);
-    s.heads_kv = h_kv;
-    const std::string name = "B" + std::to_string(b) + " H" + std::to_string(h) + "/" + std::to_string(h_kv) + " " +
-                             std::to_string(nq) + "x" + std::to_string(nk) + " d" + std::to_string(d) +
-                             (causal ? " causal " : " ") + to_string(out);
+    const Fp8Case c = tensor_core_case(b, h, h_kv, nq, nk, d, causal, out, o_layout);
     // the plan the call takes (a failed probe under =require then fails the call itself)
-    ForwardArgs a = shape_args(s);
+    ForwardArgs a = shape_args(c.shape);
     a.dtype = DType::E4M3;
     a.out_dtype = out;
     a.algorithm = Algorithm::FA2;
     const std::string reason = tile_info(session().device(), a).reason;
-    ASSERT_NE(reason.find("wgmma.m64nNk32 e4m3"), std::string::npos) << name << ": planned " << reason;
-    Fp8Case c{s, DType::E4M3, out, 0, false, o_layout, Algorithm::FA2, name};
-    c.rounded_p_bound = kRoundedPBound;
+    ASSERT_NE(reason.find("wgmma.m64nNk32 e4m3"), std::string::npos) << c.name << ": planned " << reason;
     run_fp8_case(c);
   }
 };
