@@ -39,11 +39,11 @@ def cpp_times(fwd_csv, bwd_txt):
     return {c: (fwd.get(c), both.get(c)) for c in (False, True)}
 
 
-def timed(fn, repeat):
-    """Milliseconds per call of fn between CUDA events on the current stream (after two untimed
-    runs): the median of single calls, and the mean over `repeat` calls back to back (as a
-    training loop makes them)."""
-    for _ in range(2):
+def timed(fn, repeat, warmup=2):
+    """Milliseconds per call of fn between CUDA events on the current stream (after `warmup`
+    untimed runs): the median of single calls, and the mean over `repeat` calls back to back (as a
+    training loop makes them). python_kvcache_bench.py times its decode step with it too."""
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []

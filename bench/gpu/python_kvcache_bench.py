@@ -10,38 +10,17 @@ Usage: python_kvcache_bench.py CPP_CSV [--repeat 20]."""
 
 import argparse
 import csv
-import statistics
 
 import torch
 
 import flashcl.cuda
 from flashcl.torch import flash_attn_with_kvcache
+from python_bench import timed  # CUDA events: the median of single calls, the mean back to back
 
 
 def cpp_ms(path):
     rows = [r for r in csv.DictReader(open(path)) if r.get("median_ms")]
     return float(rows[0]["median_ms"]) if rows else None
-
-
-def timed(fn, repeat):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    single = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        single.append(start.elapsed_time(end))
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeat):
-        fn()
-    end.record()
-    end.synchronize()
-    return statistics.median(single), start.elapsed_time(end) / repeat
 
 
 def main():
@@ -72,7 +51,7 @@ def main():
             return flash_attn_with_kvcache(q, k_cache, v_cache, k=k, v=v, cache_seqlens=seqlens, causal=True)
 
         flashcl.cuda.reset_stats()
-        single, b2b = timed(call, a.repeat)
+        single, b2b = timed(call, a.repeat, warmup=3)
         stats = flashcl.cuda.stats()
         staged = stats["staged_tensors"] / max(stats["calls"], 1)
         ratio = f"{b2b / reference:6.2f}" if reference else "     -"
