@@ -19,6 +19,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+. bench/gpu/bwd_ab_steps.sh  # bwd_ab_tests, bwd_ab_rounds, bwd_fa2_reference
 export FLASHCL_BWD_MMA=1
 bench=./build-gpu/bench/flashcl-bench
 shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 -r 10 -w 2)
@@ -36,9 +37,7 @@ SECONDS=0
 for form in both dq; do  # dq alone: its dK/dV kernel keeps MK 1 (V_w loaded apart from load_q), one test
   filter='BwdMma.*'
   [ $form = dq ] && filter='BwdMma.HeadDimsCausalAndTypes'
-  echo "== tests on the GPU, $form: $(form_env $form) $filter" | tee -a "$out/tests.log"
-  env $(form_env $form) timeout 60 ./build-gpu/tests/flashcl_tests --gtest_filter="$filter" >> "$out/tests.log" 2>&1
-  echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|tests? .*skipped' "$out/tests.log" | tail -2 | tr '\n' ' ') (${SECONDS}s)"
+  bwd_ab_tests $form "$filter"
 done
 grep -E "^\[  FAILED  \]|Failure|error" "$out/tests.log" | head -10
 
@@ -49,43 +48,15 @@ env $(form_env both) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FL
 awk '/build log for/ { mine = /-DMT=2/ } mine && /Compiling entry|Used|spill/ { print }' "$out/ptxas.log" | head -6
 
 echo "== A/B: default, dq, both, then both, dq, default"
-: > "$out/ab.txt"
-round=1
-for form in default dq both both dq default; do
-  echo "== $form round $round" >> "$out/ab.txt"
-  env $(form_env $form) timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
-  echo "$form done (${SECONDS}s)"
-  [ $form = both ] && round=2
-done
-grep -iE "error|fail" "$out/ab.txt" | head -5
-
-timeout 60 python3 bench/gpu/sdpa_train.py --tokens 32768 --heads 16 --seqlen 4096 --head-dim 64,128 \
-  --dtype f16,bf16 --backends flash --json "$out/sdpa_train.json" > "$out/sdpa.log" 2>&1 || tail -5 "$out/sdpa.log"
-echo "(${SECONDS}s)"
+bwd_ab_rounds default dq both both dq default
+bwd_fa2_reference
 
 python3 - "$out/ab.txt" "$out/sdpa_train.json" <<'PY'
-import json, statistics, sys
-runs = {"default": {}, "dq": {}, "both": {}}  # (dtype, d, causal) -> [bwd TFLOP/s per round]
-fb = {"default": {}, "dq": {}, "both": {}}  # the same, forward+backward
-form = None
-for line in open(sys.argv[1]):
-    f = line.split()
-    if line.startswith("== "):
-        form = f[1]
-        continue
-    if form and len(f) >= 11 and f[0].isdigit() and f[5] == "|":
-        key = (f[3], int(f[1]), f[2] == "yes")
-        runs[form].setdefault(key, []).append(float(f[7]))
-        fb[form].setdefault(key, []).append(float(f[10]))
-try:
-    rows = json.load(open(sys.argv[2]))
-except Exception as e:
-    rows = []
-    print("no sdpa_train.json:", e)
-flash = {(r["dtype"], r["head_dim"], r["causal"]): (r["bwd_tflops"], r["fwd_bwd_tflops"])
-         for r in rows if r.get("backend") == "flash" and "bwd_tflops" in r}
-nan = float("nan")
-med = lambda xs: statistics.median(xs) if xs else nan
+import sys
+sys.path.insert(0, "bench/gpu")
+from ab_rows import backward_rounds, fa2_reference, median as med, nan
+runs, fb = backward_rounds(sys.argv[1], ("default", "dq", "both"))  # (dtype, d, causal) -> [TFLOP/s per round]
+flash = fa2_reference(sys.argv[2])
 print("TFLOP/s of the backward alone (median of the two rounds); f+b = forward+backward; new = both")
 print(f"{'dtype':5} {'d':>4} {'causal':6} | {'default':>7} {'dq':>6} {'new':>6} {'new/def':>7} | {'flash':>6} "
       f"{'new/flash':>9} | {'new f+b':>7} {'flash f+b':>9} {'x flash':>7} | rounds default / dq / new")

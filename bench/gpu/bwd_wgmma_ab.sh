@@ -22,6 +22,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+. bench/gpu/bwd_ab_steps.sh  # bwd_ab_tests, bwd_ab_rounds, bwd_fa2_reference
 export FLASHCL_BWD_MMA=1
 bench=./build-gpu/bench/flashcl-bench
 shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 -r 10 -w 2)
@@ -40,9 +41,7 @@ SECONDS=0
 for form in wgmma ovl dq; do  # ovl and dq change one kernel against wgmma / the default: two tests each
   filter='BwdMma.*'
   [ $form != wgmma ] && filter='BwdMma.HeadDimsCausalAndTypes:BwdMma.DeterministicBitIdenticalOverTenRuns'
-  echo "== tests on the GPU, $form: $(form_env $form) $filter" | tee -a "$out/tests.log"
-  env $(form_env $form) timeout 90 ./build-gpu/tests/flashcl_tests --gtest_filter="$filter" >> "$out/tests.log" 2>&1
-  echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|SKIPPED|tests? .*skipped' "$out/tests.log" | tail -2 | tr '\n' ' ') (${SECONDS}s)"
+  bwd_ab_tests $form "$filter"
 done
 grep -E "^\[  FAILED  \]|Failure|error|Skipped" "$out/tests.log" | head -10
 
@@ -59,44 +58,16 @@ awk '/^== / { print } /Compiling entry/ { mine = /sm_90a/ } mine && /Compiling e
      /arning/ { print }' "$out/ptxas.log" | sed 's/^ptxas *//' | head -24
 
 echo "== A/B: default, dq, wgmma, ovl, then ovl, wgmma, dq, default"
-: > "$out/ab.txt"
-round=1
-for form in default dq wgmma ovl ovl wgmma dq default; do
-  echo "== $form round $round" >> "$out/ab.txt"
-  env $(form_env $form) timeout 60 $bench "${shape[@]}" >> "$out/ab.txt" 2>&1
-  echo "$form done (${SECONDS}s)"
-  [ $form = ovl ] && round=2
-done
-grep -iE "error|fail" "$out/ab.txt" | head -5
-
-timeout 60 python3 bench/gpu/sdpa_train.py --tokens 32768 --heads 16 --seqlen 4096 --head-dim 64,128 \
-  --dtype f16,bf16 --backends flash --json "$out/sdpa_train.json" > "$out/sdpa.log" 2>&1 || tail -5 "$out/sdpa.log"
-echo "(${SECONDS}s)"
+bwd_ab_rounds default dq wgmma ovl ovl wgmma dq default
+bwd_fa2_reference
 
 python3 - "$out/ab.txt" "$out/sdpa_train.json" <<'PY'
-import json, statistics, sys
+import sys
+sys.path.insert(0, "bench/gpu")
+from ab_rows import backward_rounds, fa2_reference, median as med, nan
 forms = ("default", "dq", "wgmma", "ovl")
-bwd = {f: {} for f in forms}  # (dtype, d, causal) -> [backward TFLOP/s per round]
-fb = {f: {} for f in forms}   # the same, forward+backward
-form = None
-for line in open(sys.argv[1]):
-    f = line.split()
-    if line.startswith("== "):
-        form = f[1]
-        continue
-    if form and len(f) >= 11 and f[0].isdigit() and f[5] == "|":
-        key = (f[3], int(f[1]), f[2] == "yes")
-        bwd[form].setdefault(key, []).append(float(f[7]))
-        fb[form].setdefault(key, []).append(float(f[10]))
-try:
-    rows = json.load(open(sys.argv[2]))
-except Exception as e:
-    rows = []
-    print("no sdpa_train.json:", e)
-flash = {(r["dtype"], r["head_dim"], r["causal"]): (r["bwd_tflops"], r["fwd_bwd_tflops"])
-         for r in rows if r.get("backend") == "flash" and "bwd_tflops" in r}
-nan = float("nan")
-med = lambda xs: statistics.median(xs) if xs else nan
+bwd, fb = backward_rounds(sys.argv[1], forms)  # (dtype, d, causal) -> [TFLOP/s per round]: backward, fwd+bwd
+flash = fa2_reference(sys.argv[2])
 print("TFLOP/s, medians of the two rounds; bwd = the backward alone, f+b = forward+backward; x FA2 = / PyTorch's "
       "FlashAttention-2 (issue 20's bar: f+b x FA2 >= 1.0)")
 print(f"{'dtype':5} {'d':>4} {'causal':6} | {'bwd def':>7} {'dq':>6} {'wgmma':>6} {'ovl':>6} {'wg/def':>6} "

@@ -70,23 +70,10 @@ grep -E "^ +[0-9]|rror" "$out/d256.txt"
 
 echo "== TFLOP/s (mean of the rounds' medians; bar: new/fp16 >= 1.5)"
 python3 - "$out" <<'PY'
-import glob, os, re, sys
-out = sys.argv[1]
-fp8, f16 = {}, {}
-for path in glob.glob(os.path.join(out, "bench-*-*.txt")):
-    form = os.path.basename(path)[6:-4].rsplit("-", 1)[0]
-    for line in open(path):
-        m = re.match(r"\s*(\d+)\s+(\d+)\s+(\w+)\s*\|\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*\|\s*(\S+)\s+(\S+)", line)
-        if not m:
-            continue
-        key = (int(m.group(2)), m.group(3))
-        fp8.setdefault((form, key), []).append(float(m.group(5)))
-        if m.group(8) not in ("-", "n/a"):
-            try:
-                f16.setdefault(key, []).append(float(m.group(8)))
-            except ValueError:
-                pass
-mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+import sys
+sys.path.insert(0, "bench/gpu")
+from ab_rows import fp8_rounds, mean
+fp8, f16 = fp8_rounds(sys.argv[1])
 print(f"{'d':>4} {'causal':>6} | {'default':>8} {'qlocal':>8} {'q/def':>6} {'q-mt2':>8} {'mt2/def':>7} | {'fp16':>7} | {'best/fp16':>9}")
 for key in sorted({k for (_, k) in fp8}):
     d0, q1, q2 = (mean(fp8.get((f, key), [])) for f in ("default", "qlocal", "qlocal-mt2"))

@@ -53,22 +53,10 @@ done
 
 echo "== TFLOP/s (mean of the rounds' medians; issue 23's bar: wgmma/fp16 >= 1.5 at d 128)"
 python3 - "$out" <<'PY'
-import glob, os, re, sys
-out = sys.argv[1]
-fp8, f16 = {}, {}
-for path in glob.glob(os.path.join(out, "bench-*-*.txt")):
-    form = os.path.basename(path)[6:-4].rsplit("-", 1)[0]
-    for line in open(path):
-        m = re.match(r"\s*(\d+)\s+(\d+)\s+(\w+)\s*\|\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*\|\s*(\S+)\s+(\S+)", line)
-        if not m:
-            continue
-        key = (int(m.group(2)), m.group(3))
-        fp8.setdefault((form, key), []).append(float(m.group(5)))
-        try:
-            f16.setdefault(key, []).append(float(m.group(8)))
-        except ValueError:  # --no-fp16 rows
-            pass
-mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+import sys
+sys.path.insert(0, "bench/gpu")
+from ab_rows import fp8_rounds, mean
+fp8, f16 = fp8_rounds(sys.argv[1])
 print(f"{'d':>4} {'causal':>6} | {'default':>8} {'wgmma':>8} {'w/def':>6} {'wgmma8':>8} {'w8/def':>6} {'12x128':>8} | "
       f"{'fp16':>7} | {'wgmma/fp16':>10} {'best/fp16':>9}")
 for key in sorted({k for (_, k) in fp8}):
