@@ -10,19 +10,15 @@
 // arguments are rejected with an error naming them, through C++ and C. The decode planner is a
 // pure function, tested here on simulated devices.
 #include <algorithm>
-#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <numeric>
-#include <random>
 
 #include "decode_support.hpp"
 #include "flashcl/flashcl.h"
 #include "plan/plan_decode.hpp"  // internal (hidden in the library): src/plan/plan_decode.cpp is compiled in
-#include "rotary_reference.hpp"
 #include "support.hpp"
 
 namespace flashcl::test {
