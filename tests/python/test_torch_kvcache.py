@@ -7,8 +7,9 @@ cache_seqlens of 0, 1, full and per-sequence different, GQA 4 and 1, Nq 1 and 3,
 append writes are poisoned with NaN first and must then hold the (rotated) inputs; every other
 cache element must be bit-identical to before. float32 CPU caches at the device's base address
 alignment are appended into in place (counted by the Session), others through its copies. Also
-the custom op under torch.compile and opcheck, and the named errors. Runs on CPU tensors (PoCL's device here); where torch.cuda is
-available the same checks run on CUDA tensors in fp16 too (bench/gpu/python_kvcache.sh: -k cuda).
+the custom op under torch.compile and opcheck, and the named errors. Runs on CPU tensors (PoCL's
+device here); where torch.cuda is available the same checks run on CUDA tensors in fp16 too
+(bench/gpu/python_kvcache.sh: -k cuda).
 """
 
 import numpy as np
