@@ -6,12 +6,14 @@
 // cache_batch_idx (a copied cache brings back only the rows the append wrote, so that model must
 // follow the kernels' clamping), f16 and bf16 storage, and no append. Each case runs with its
 // arrays at the device's base address alignment and one float past it: where the device shares
-// host memory (read from it, never assumed) the aligned f32 caches are appended into in place,
-// which last_kvcache_host_buffers counts; misaligned ones go through copies; both match the
-// reference. Wrong sizes, overlapping arrays and fp8 caches are named errors raised before
+// host memory (read from it, never assumed) f32 caches are appended into in place, aligned or a
+// whole number of floats off the alignment (then through a buffer widened down to it, unless the
+// bytes it would cover are another array's: a cache right after v_new goes through a copy), which
+// last_kvcache_host_buffers counts; the others go through copies; all match the reference. Wrong sizes, overlapping arrays and fp8 caches are named errors raised before
 // anything runs.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -30,12 +32,15 @@ class HostDecode {
  public:
   enum Slot { Q, KNew, VNew, KCache, VCache, O, Lse, kSlots };
 
-  HostDecode(const DecodeCase& c, std::size_t shift)
+  // `cache_after_new`: the K cache starts right where v_new ends (in v_new's slot and its own).
+  HostDecode(const DecodeCase& c, std::size_t shift, bool cache_after_new = false)
       : p_(make_decode_problem(c)),
         facts_(host_memory_facts()),
         room_(facts_.room_align(), kSlots * slot_bytes(shift)) {
     const std::size_t slot = slot_bytes(shift);
     for (int i = 0; i < kSlots; ++i) at_[i] = reinterpret_cast<float*>(room_.bytes() + i * slot + shift);
+    if (cache_after_new) at_[KCache] = at_[VNew] + p_.v_new.size();
+    cache_after_new_ = cache_after_new;
     const std::vector<float>* inputs[] = {&p_.q, &p_.k_new, &p_.v_new, &p_.k_cache, &p_.v_cache};
     for (int i = Q; i <= VCache; ++i) std::memcpy(at_[i], inputs[i]->data(), inputs[i]->size() * sizeof(float));
     std::fill(at_[O], at_[O] + p_.q.size(), kNaN);
@@ -78,15 +83,21 @@ class HostDecode {
   }
 
   // The buffers Session should lay over this memory (host_buffers.hpp's rules, from the device's
-  // facts): f32 arrays at the alignment; q, k_new, v_new one float off it at an offset where the
-  // device allows, and the caches too when nothing is appended (then they are only read); LSE is
-  // f32 whatever the storage.
-  int expected_host_buffers(std::size_t shift) const {
+  // facts and the arrays' addresses): f32 arrays at the alignment; q, k_new, v_new and the caches
+  // a whole number of floats off it through a widened buffer, but not a cache whose widened start
+  // would cover another array (the K cache right after v_new, when appended into); O and LSE (f32
+  // whatever the storage) only at the alignment, as they are written.
+  int expected_host_buffers() const {
     const bool append = p_.c.seqlen_new > 0, f32 = p_.c.dtype == DType::F32;
-    const int inputs = append ? 3 : 1, caches = 2, outputs = 1;  // q (k_new, v_new); k/v caches; o
-    if (facts_.aligned(shift)) return (f32 ? inputs + caches + outputs : 0) + 1;
-    if (facts_.widened(shift) && f32) return inputs + (append ? 0 : caches);
-    return 0;
+    auto aligned = [&](Slot s) { return facts_.aligned(reinterpret_cast<std::uintptr_t>(at_[s])); };
+    auto in_place = [&](Slot s, bool may_widen) {
+      return aligned(s) || (may_widen && facts_.widened(reinterpret_cast<std::uintptr_t>(at_[s])));
+    };
+    int n = in_place(Lse, false) ? 1 : 0;
+    if (!f32) return n;
+    for (Slot s : {Q, VCache, O}) n += in_place(s, s != O);
+    if (append) n += in_place(KNew, true) + in_place(VNew, true);
+    return n + in_place(KCache, !(append && cache_after_new_));
   }
 
  private:
@@ -100,17 +111,26 @@ class HostDecode {
   HostMemoryFacts facts_;
   AlignedRoom room_;
   float* at_[kSlots] = {};
+  bool cache_after_new_ = false;
 };
 
+// Each case at the alignment, a float past it, and (with an append) a float past it with the K cache
+// right after v_new, so that cache goes through a copy whose written rows come back.
 void expect_session_decode(const DecodeCase& c, const std::string& what) {
-  for (const std::size_t shift : {std::size_t{0}, sizeof(float)}) {
-    const std::string at = what + ", " + std::to_string(shift) + " bytes past the alignment";
+  struct Layout {
+    std::size_t shift;
+    bool cache_after_new;
+  };
+  for (const Layout l : {Layout{0, false}, Layout{sizeof(float), false}, Layout{sizeof(float), true}}) {
+    if (l.cache_after_new && c.seqlen_new == 0) continue;
+    const std::string at = what + ", " + std::to_string(l.shift) + " bytes past the alignment" +
+                           (l.cache_after_new ? ", K cache right after v_new" : "");
     SCOPED_TRACE(at);
-    const HostDecode host(c, shift);
+    const HostDecode host(c, l.shift, l.cache_after_new);
     const DecodeResult r = host.run();
     expect_accurate(r.result, at, c.dtype);
     EXPECT_EQ(r.cache_bad, 0u) << at << ": the caller's cache differs from the model after the call";
-    EXPECT_EQ(session().last_kvcache_host_buffers(), host.expected_host_buffers(shift)) << at;
+    EXPECT_EQ(session().last_kvcache_host_buffers(), host.expected_host_buffers()) << at;
   }
 }
 
@@ -173,6 +193,22 @@ TEST(SessionKvCache, HalfPrecisionStorageAndNoAppend) {
     expect_session_decode(c, std::string("append, ") + to_string(dtype));
   }
   expect_session_decode(base({200, 1}), "no append: the caches only read");
+}
+
+// A cache a float off the alignment whose widened buffer would cover the end of v_new (written
+// nowhere, but OpenCL leaves overlapping host regions undefined once one is written) goes through a
+// copy; the V cache, with nothing before it, is still appended into in place where the device
+// allows. v_new stays as it was.
+TEST(SessionKvCache, CacheRightAfterAnotherArrayIsCopied) {
+  DecodeCase c = base({60, 33});
+  c.seqlen_new = 2;
+  const HostDecode host(c, sizeof(float), true);
+  const std::vector<float> v_new_before = host.read(HostDecode::VNew, host.problem().v_new.size());
+  const DecodeResult r = host.run();
+  expect_accurate(r.result, "cache after v_new", c.dtype);
+  EXPECT_EQ(r.cache_bad, 0u);
+  EXPECT_EQ(host.read(HostDecode::VNew, v_new_before.size()), v_new_before);
+  EXPECT_EQ(session().last_kvcache_host_buffers(), host.expected_host_buffers());
 }
 
 // Named errors, raised before anything runs (O keeps its poison).

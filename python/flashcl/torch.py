@@ -478,8 +478,9 @@ def flash_attn_with_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Opti
 
     CPU tensors run on the default device through the Session's host-array call: dense float32
     caches are appended into where they are (on a device that shares host memory, such as PoCL's
-    CPU device, with no copy when the cache's address meets the device's base address alignment;
-    else copied in, with only the appended rows copied back); float16/bfloat16 caches and strided
+    CPU device, with no copy when the cache's address meets the device's base address alignment
+    or misses it by whole floats, as torch's 64-byte aligned tensors do; else copied in, with only
+    the appended rows copied back); float16/bfloat16 caches and strided
     views are converted to float32 copies and copied back whole after an append. CUDA tensors stay
     on the GPU (``flashcl.cuda``): the caches are written where they are, or, when their memory
     cannot be imported, staged into flashcl's pool and copied back device to device.

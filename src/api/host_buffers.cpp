@@ -79,15 +79,19 @@ cl_mem HostBuffers::over_host(const float* data, std::size_t lead, std::size_t n
   return m;
 }
 
-HostInput HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable) {
-  const char* begin = reinterpret_cast<const char*>(data);
-  const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
+std::size_t HostBuffers::widening(const float* data, bool offsettable) const {
   // Floats between the pointer rounded down to the alignment and the pointer: 0 when aligned; a
   // widened buffer only where the misalignment is whole floats (the offset counts elements) and
   // the rounded-down start is in the array's first page.
   const std::size_t misaligned = reinterpret_cast<std::uintptr_t>(data) % host_align_;
   const bool widen = misaligned != 0 && misaligned % sizeof(float) == 0 && offsettable && may_widen_;
-  const std::size_t lead = widen ? misaligned / sizeof(float) : 0;
+  return widen ? misaligned / sizeof(float) : 0;
+}
+
+HostInput HostBuffers::input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable) {
+  const char* begin = reinterpret_cast<const char*>(data);
+  const char* end = data != nullptr ? begin + n * sizeof(float) : begin;
+  const std::size_t lead = widening(data, offsettable);
   if (cl_mem m = over_host(data, lead, n, dtype, CL_MEM_READ_ONLY)) {
     ranges_.push_back({name, begin, end,
                        reinterpret_cast<const char*>(reinterpret_cast<std::uintptr_t>(begin) - lead * sizeof(float))});
@@ -107,16 +111,16 @@ cl_mem HostBuffers::copy_in(const float* data, std::size_t n, DType dtype) {
 }
 
 cl_mem HostBuffers::output(const char* name, float* data, std::size_t n, DType dtype) {
-  return writable(name, data, n, dtype, false, {{0, n}});
+  return writable(name, data, n, dtype, false, {{0, n}}).mem;
 }
 
-cl_mem HostBuffers::in_out(const char* name, float* data, std::size_t n, DType dtype,
+HostInput HostBuffers::in_out(const char* name, float* data, std::size_t n, DType dtype,
                            std::vector<ElementRange> written) {
   return writable(name, data, n, dtype, true, std::move(written));
 }
 
-cl_mem HostBuffers::writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
-                             std::vector<ElementRange> written) {
+HostInput HostBuffers::writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
+                                std::vector<ElementRange> written) {
   for (const ElementRange& r : written)
     if (r.first > n || r.count > n - r.first)
       fail(Status::InternalError, name, ": a written range [", r.first, ", +", r.count, ") past its ", n, " elements");
@@ -132,14 +136,22 @@ cl_mem HostBuffers::writable(const char* name, float* data, std::size_t n, DType
            "'s; an array the call writes needs memory of its own");
     shares_a_buffer = shares_a_buffer || (begin < r.end && r.covered < end);
   }
-  ranges_.push_back({name, begin, end, begin});
-  cl_mem m = shares_a_buffer ? nullptr : over_host(data, 0, n, dtype, CL_MEM_READ_WRITE);
+  // widened (an array read and written) only where the bytes before it are no other array's
+  std::size_t lead = read ? widening(data, true) : 0;
+  const char* covered = begin - lead * sizeof(float);
+  for (const Range& r : ranges_)
+    if (lead != 0 && covered < r.end && r.covered < begin) lead = 0, covered = begin;
+  ranges_.push_back({name, begin, end, covered});
+  cl_mem m = shares_a_buffer ? nullptr : over_host(data, lead, n, dtype, CL_MEM_READ_WRITE);
   const bool host = m != nullptr;
-  if (!host)
+  if (!host) {
+    lead = 0;
+    ranges_.back().covered = begin;
     m = read ? copy_in(data, n, dtype)
              : make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
-  outputs_.push_back({m, data, n, dtype, host, std::move(written)});
-  return m;
+  }
+  outputs_.push_back({m, data, n, dtype, host, lead, std::move(written)});
+  return {m, static_cast<std::int64_t>(lead)};
 }
 
 cl_mem HostBuffers::optional(std::size_t bytes, const void* data) {
@@ -152,8 +164,8 @@ void HostBuffers::finish() {
     const std::size_t elem = element_size(out.dtype);
     if (out.over_host) {  // the OpenCL rule for CL_MEM_USE_HOST_PTR: the writes show in place once mapped
       cl_int err = CL_SUCCESS;
-      void* mapped =
-          clEnqueueMapBuffer(queue_, out.mem, CL_TRUE, CL_MAP_READ, 0, out.n * elem, 0, nullptr, nullptr, &err);
+      void* mapped = clEnqueueMapBuffer(queue_, out.mem, CL_TRUE, CL_MAP_READ, out.lead * elem, out.n * elem, 0,
+                                        nullptr, nullptr, &err);
       check_cl(err, "clEnqueueMapBuffer");
       check_cl(clEnqueueUnmapMemObject(queue_, out.mem, mapped, 0, nullptr, nullptr), "clEnqueueUnmapMemObject");
       continue;

@@ -7,17 +7,19 @@
 // page) is used in place too: the buffer starts at its pointer rounded down to the alignment, the
 // same page whenever the page size is a multiple of it (so those few bytes are mapped memory), and
 // the array sits at an element offset in it; no kernel writes an input, so the bytes before the
-// array are only ever covered, never touched. Outputs get no such widening (a write must not reach
-// past the caller's array) and neither does an input whose tensor has no offset (the backward's
-// LSE). Anything else (16-bit storage, other misalignments, other devices) is copied in
+// array are only ever covered, never touched. An array both read and written (in_out, below) is
+// widened on the same terms when those bytes belong to no other array of the call: the kernels
+// write only within the array, and finish() maps only the array's own range. Outputs get no such
+// widening, nor does an input whose tensor has no offset (the backward's LSE). Anything else (16-bit storage, other misalignments, other devices) is copied in
 // (COPY_HOST_PTR, rounded to the storage type) and read back. Since an output over the caller's
 // memory is written while the kernels read the inputs, an output that overlaps any other array is
 // a named error, raised while the buffers are made (before anything is enqueued); one that only
 // meets the bytes an input's buffer adds before its array is copied instead (OpenCL leaves
 // overlapping host regions undefined when one is written). An array both read and written (a KV
 // cache that an append writes into: in_out) is handled as an output that starts with the caller's
-// values: over the caller's memory on the same terms (no copy either way), else copied in, and
-// only the element ranges the call writes copied back.
+// values: over the caller's memory on the same terms, widened as inputs are (no copy either way;
+// torch's CPU tensors start 64 bytes into an allocation, short of PoCL's 128), else copied in,
+// and only the element ranges the call writes copied back.
 #pragma once
 
 #include <cstddef>
@@ -70,10 +72,11 @@ class HostBuffers {
   HostInput input(const char* name, const float* data, std::size_t n, DType dtype, bool offsettable = true);
   // n elements of `dtype` storage that finish() leaves in `data`.
   cl_mem output(const char* name, float* data, std::size_t n, DType dtype);
-  // n elements of `dtype` storage read from `data` and written back into it: where a buffer over
-  // the caller's memory cannot be made, a copy whose `written` ranges finish() brings back (the
-  // rest of the caller's array is left as it was).
-  cl_mem in_out(const char* name, float* data, std::size_t n, DType dtype, std::vector<ElementRange> written);
+  // n elements of `dtype` storage read from `data` and written back into it, at the returned
+  // element offset of the buffer (a widened one starts before `data`): where a buffer over the
+  // caller's memory cannot be made, a copy whose `written` ranges finish() brings back (the rest
+  // of the caller's array is left as it was).
+  HostInput in_out(const char* name, float* data, std::size_t n, DType dtype, std::vector<ElementRange> written);
   // A copy of raw bytes (the variants' data); no buffer when there are none.
   cl_mem optional(std::size_t bytes, const void* data);
   // Buffers that lie over the caller's memory so far.
@@ -95,15 +98,19 @@ class HostBuffers {
     std::size_t n;
     DType dtype;
     bool over_host;
+    std::size_t lead;                   // elements of a widened buffer before `data`
     std::vector<ElementRange> written;  // what a copy brings back
   };
   cl_mem make(cl_mem_flags flags, std::size_t bytes, const void* data);
   // A buffer holding a copy of n elements of `data` in `dtype` storage (one element when empty).
   cl_mem copy_in(const float* data, std::size_t n, DType dtype);
-  // An array the kernels write: the overlap check, then a buffer over it or a copy (in when
-  // `read`), brought back by finish().
-  cl_mem writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
-                  std::vector<ElementRange> written);
+  // An array the kernels write: the overlap check, then a buffer over it (widened when `read`) or
+  // a copy (in when `read`), brought back by finish().
+  HostInput writable(const char* name, float* data, std::size_t n, DType dtype, bool read,
+                     std::vector<ElementRange> written);
+  // Floats between `data` and the alignment below it where a buffer may start there instead:
+  // whole floats, the same page, the caller's view able to carry an offset; else 0.
+  std::size_t widening(const float* data, bool offsettable) const;
   // A buffer over [data - lead floats, data + n) when the device may use it in place; else none.
   cl_mem over_host(const float* data, std::size_t lead, std::size_t n, DType dtype, cl_mem_flags access);
 

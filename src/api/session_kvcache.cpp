@@ -155,8 +155,10 @@ void Session::forward_kvcache(const KvCacheArgs& shape, const KvCacheHostArrays&
   const DType cache_dtype = *n.cache_dtype;
   if (append) {
     const std::vector<ElementRange> written = appended_rows(n, x);
-    a.k_cache.buffer = buffers.in_out("k_cache", x.k_cache.data, cache_elems, cache_dtype, written);
-    a.v_cache.buffer = buffers.in_out("v_cache", x.v_cache.data, cache_elems, cache_dtype, written);
+    const detail::HostInput k = buffers.in_out("k_cache", x.k_cache.data, cache_elems, cache_dtype, written);
+    const detail::HostInput v = buffers.in_out("v_cache", x.v_cache.data, cache_elems, cache_dtype, written);
+    a.k_cache = {k.mem, k.offset};
+    a.v_cache = {v.mem, v.offset};
   } else {
     const detail::HostInput k = buffers.input("k_cache", x.k_cache.data, cache_elems, cache_dtype);
     const detail::HostInput v = buffers.input("v_cache", x.v_cache.data, cache_elems, cache_dtype);
