@@ -28,8 +28,9 @@
  * A program is attn_args.h, common.cl, mma_ptx.cl (the PTX helpers and the geometry: WARPS, MT,
  * BC, BR, WG_SIZE, NT_S = BC / 8, NT_O = DPAD / 8, STAGES, VEC_LOAD, LAZY_RESCALE, RESCALE_SLACK),
  * then one operand file (mma_f16.cl and mma_wgmma.cl over mma_half_io.cl, mma_tf32.cl,
- * mma_e4m3.cl, mma_wgmma_e4m3.cl), then this file (kernels/programs.txt lists each). A new operand
- * type is one new file that defines:
+ * mma_e4m3.cl and mma_wgmma_e4m3.cl over mma_e4m3_io.cl; the wgmma ones over wgmma_ptx.cl too),
+ * then this file (kernels/programs.txt lists each). A new operand type is one new file that
+ * defines:
  *   ELEM_T            raw element of Q, K, V in global and __local memory (ushort, float, uchar)
  *   CHUNK             ELEM_Ts per 16-byte copy (16 / sizeof(ELEM_T))
  *   DPAD              the head dim padded to its mma's k (a multiple of 8 and of CHUNK)

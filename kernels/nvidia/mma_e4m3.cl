@@ -21,29 +21,13 @@
  *    kernel (MT * QFRAGS * 4 of them: 32 at d = 128, MT = 2) but copied once into a __local tile of
  *    the warp's rows and read back per 32-byte k-step with ldmatrix (16-bit, not transposed: lane
  *    4g+t gets bytes 4t..4t+3 of row g, which is the A layout), as FlashAttention-2 keeps Q in
- *    shared memory. Same products in the same order: only where Q's bytes wait between blocks. */
+ *    shared memory. Same products in the same order: only where Q's bytes wait between blocks.
+ * The e4m3 pieces this file shares with mma_wgmma_e4m3.cl (the element types and DPAD, Q's register
+ * A fragments, P's e4m3 fragments, the byte permute, O's 16-bit conversion) are mma_e4m3_io.cl's. */
 
-#if DTYPE != 3
-#error "the FP8 tensor-core path needs e4m3 storage"
-#endif
-#if OUT_DTYPE == 1
-#define OUT_MMA_TYPE "f16"
-#elif OUT_DTYPE == 2
-#define OUT_MMA_TYPE "bf16"
-#else
-#error "the FP8 tensor-core path writes O as fp16 or bf16"
-#endif
-
-#define ELEM_T uchar                       /* raw e4m3 bytes in __local memory */
-#define O_ELEM_T ushort                    /* O's raw 16-bit elements (OUT_DTYPE) */
-#define CHUNK 16                           /* elements per 16-byte copy */
-#define DPAD ((HEAD_DIM + 31) / 32 * 32)   /* head dim padded to the mma k of 32 */
-#define QFRAGS (DPAD / 32)                 /* A fragments of the warp's Q rows */
 #define K_PITCH (DPAD + 16)                /* bytes per K/V row: 16-byte rows on distinct banks */
 #define V_PITCH (DPAD + 16)
 #define O_COLUMN_QUADS 1                   /* fa2_mma.cl's epilogue: store_o_quads below */
-#define FP8_DESCALES 1                     /* fa2_mma.cl: the kernel takes q/k/v descales */
-typedef uint qfrag_t;
 #if BC % 32 != 0
 #error "the FP8 products take keys in chunks of 32"
 #endif
@@ -54,43 +38,6 @@ typedef uint qfrag_t;
                "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                                 \
                : "+f"((d)[0]), "+f"((d)[1]), "+f"((d)[2]), "+f"((d)[3])                               \
                : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1))
-
-/* Four fp32 values rounded (to nearest, saturating at ±448) to e4m3 bytes 0..3 of a register. */
-inline uint pack4_e4m3(float x0, float x1, float x2, float x3) {
-  uint r;
-  asm("{ .reg .b16 lo, hi;\n"
-      "  cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"
-      "  cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n"
-      "  mov.b32 %0, {lo, hi}; }"
-      : "=r"(r)
-      : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
-  return r;
-}
-
-/* Bytes of {b, a} picked by the four selector nibbles (prmt). */
-inline uint byte_perm(uint a, uint b, uint selector) {
-  uint r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(selector));
-  return r;
-}
-
-#ifndef QUAD_IO
-#define QUAD_IO 0 /* 1 (the host checks): Q rows start on 4 bytes and d is a multiple of 4 */
-#endif
-
-/* Bytes (row, col .. col + 3) of Q as one register, 0 outside it (col is a multiple of 4). */
-inline uint q_quad(__global const uchar* q, long base, long stride, int row, int col, int rows) {
-  if (row >= rows) return 0u;
-  const long at = base + (long)row * stride + col;
-#if QUAD_IO
-  return col < HEAD_DIM ? *(__global const uint*)(q + at) : 0u;
-#else
-  uint r = 0u;
-  for (int e = 0; e < 4; ++e)
-    if (col + e < HEAD_DIM) r |= (uint)q[at + e] << (8 * e);
-  return r;
-#endif
-}
 
 /* One k-step ks of S = Q K^T (qk_block, either form): per pair of 8-key tiles one ldmatrix.x4 of
  * K's B fragments (`row`: the lane's address in the K tile) and two mma per m-tile i, whose Q A
@@ -141,21 +88,6 @@ inline void qk_block(float s[MT][NT_S][4], __local const uchar* qt, __local cons
   }
 }
 #else
-/* The warp's query rows (m-tile i: rows row0 + 16i + g and + 8) as A fragments, loaded once. */
-inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const uchar* q, long base, long stride, int row0, int rows,
-                   int t) {
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int ks = 0; ks < QFRAGS; ++ks) {
-      const int c = ks * 32 + 4 * t, ra = row0 + 16 * i, rb = ra + 8;
-      qa[i][ks][0] = q_quad(q, base, stride, ra, c, rows);
-      qa[i][ks][1] = q_quad(q, base, stride, rb, c, rows);
-      qa[i][ks][2] = q_quad(q, base, stride, ra, c + 16, rows);
-      qa[i][ks][3] = q_quad(q, base, stride, rb, c + 16, rows);
-    }
-}
-
 /* S = Q K^T for the warp's rows and the block's BC keys. One ldmatrix.x4 gives the B fragments of
  * two 8-key tiles for 32 head-dim bytes (lanes 0-7 address keys 0-7 at bytes +0, lanes 8-15 keys
  * 0-7 at +16, lanes 16-23 keys 8-15 at +0, lanes 24-31 keys 8-15 at +16). */
@@ -172,17 +104,6 @@ inline void qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
 }
 
 #endif /* Q_LOCAL */
-
-/* P's A fragment for keys 32kk .. 32kk+31 of one m-tile: S tiles 4kk .. 4kk+3 in the key order
- * of the header (k 4t+e <-> keys 2t, 2t+1, 8+2t, 9+2t), rounded to e4m3. P is at most
- * 2^RESCALE_SLACK = 256 (lazy rescaling), inside e4m3's range. */
-inline void p_fragment(uint pa[4], const float s[NT_S][4], int kk) {
-  const int j = 4 * kk;
-  pa[0] = pack4_e4m3(s[j][0], s[j][1], s[j + 1][0], s[j + 1][1]);
-  pa[1] = pack4_e4m3(s[j][2], s[j][3], s[j + 1][2], s[j + 1][3]);
-  pa[2] = pack4_e4m3(s[j + 2][0], s[j + 2][1], s[j + 3][0], s[j + 3][1]);
-  pa[3] = pack4_e4m3(s[j + 2][2], s[j + 2][3], s[j + 3][2], s[j + 3][3]);
-}
 
 /* O += P V. One ldmatrix.x4.trans over keys 32kk .. 32kk+31 (lane l addresses key 32kk + l) and
  * head-dim bytes 16n2 .. 16n2+15 gives, per lane, bytes 2g, 2g+1 of keys (2t, 2t+1) + 8i for
@@ -208,13 +129,6 @@ inline void pv_block(float acc[MT][NT_O][4], const float s[MT][NT_S][4], __local
       }
     }
   }
-}
-
-/* Two fp32 values rounded to one register of two 16-bit values of O's type, `lo` in the low half. */
-inline uint pack2_out(float lo, float hi) {
-  uint r;
-  asm("cvt.rn." OUT_MMA_TYPE "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
 }
 
 /* Row `r` (0: g, 1: g + 8) of one m-tile's O, scaled by inv: columns 16n2 + 4t .. + 3 are tiles

@@ -3,12 +3,8 @@
  * P straight from the S accumulators) and B read by the tensor cores from __local memory through a
  * matrix descriptor (K as stored; V with the transpose flag), fp32 accumulation. Compared with
  * mma.sync (mma_f16.cl) no lane loads B fragments: the ldmatrix traffic and its issue slots go.
- *
- * NVIDIA's OpenCL compiler emits PTX for sm_90, where wgmma does not exist, so the host builds
- * this file with -DARCH_PTX_RETARGET: every sm_90a instruction is then written behind the PTX
- * comment marker ARCH_ONLY, and the host removes the markers and retargets the PTX to sm_90a
- * before the driver compiles it (src/ptx_retarget.cpp). Built plainly, the source is the same
- * program for a compiler that targets sm_90a itself.
+ * The wgmma primitives (fence, commit, wait, descriptors, ARCH_ONLY for the retargeted PTX the
+ * host builds) are wgmma_ptx.cl's.
  *
  * Tiles in __local memory use wgmma's no-swizzle layout: 8x8 "core matrices" of 16-bit elements,
  * 128 contiguous bytes each (8 rows of 16 bytes). Element (r, c) of a BC x DPAD tile sits in core
@@ -27,12 +23,6 @@
 #error "mma_wgmma.cl: one 16-row m-tile per warp, whole warpgroups (WARPS a multiple of 4)"
 #endif
 
-#ifdef ARCH_PTX_RETARGET
-#define ARCH_ONLY "//sm_90a " /* removed by the host before the PTX is compiled for sm_90a */
-#else
-#define ARCH_ONLY ""
-#endif
-
 #define K_PITCH DPAD /* no padding: the core-matrix layout spreads a warp's reads over all banks */
 #define V_PITCH DPAD
 #define CORE_ROW_BYTES (DPAD * 16) /* one row of core matrices: 8 tile rows */
@@ -44,45 +34,10 @@ inline int tile_offset(int r, int c, int pitch) {
   return ((r >> 3) * (DPAD / 8) + (c >> 3)) * 64 + (r & 7) * 8 + (c & 7);
 }
 
-/* Writes of the generic proxy (cp.async, st.shared) made visible to the tensor cores' reads
- * (the async proxy): by each writer before the work-group barrier that publishes its copies, or
- * by each reader after the mbarrier wait that says they landed. */
-inline void tile_writes_visible(void) { asm volatile(ARCH_ONLY "fence.proxy.async.shared::cta;" ::: "memory"); }
-
-inline void wg_fence(void) { asm volatile(ARCH_ONLY "wgmma.fence.sync.aligned;" ::: "memory"); }
-inline void wg_commit(void) { asm volatile(ARCH_ONLY "wgmma.commit_group.sync.aligned;" ::: "memory"); }
-/* The accumulators are written by the tensor cores until the wait for their group (WG_WAIT) */
-#define PIN4(x) asm volatile("" : "+f"((x)[0]), "+f"((x)[1]), "+f"((x)[2]), "+f"((x)[3])::"memory")
-
-/* Descriptor of a no-swizzle tile at `p` with the given leading / stride byte offsets. */
-inline ulong wg_desc(__local const ushort* p, uint lead, uint stride) {
-  return (ulong)((local_addr(p) & 0x3FFFFu) >> 4) | (ulong)(lead >> 4) << 16 | (ulong)(stride >> 4) << 32;
-}
-#define DESC_AT(desc, bytes) ((desc) + (ulong)((bytes) >> 4)) /* same tile, start moved by `bytes` */
-
 /* d[j0 .. j0 + N/8 - 1][0..3] += A (64 x 16, registers a[0..3]) * B (16 x N, descriptor); TRANS:
- * 0 for a K-major B, 1 for N-major. The accumulator lists of the three widths used: */
-#define WG_ACC8(d, j) "+f"((d)[j][0]), "+f"((d)[j][1]), "+f"((d)[j][2]), "+f"((d)[j][3])
-#define WG_ACC16(d, j) WG_ACC8(d, j), WG_ACC8(d, (j) + 1)
-#define WG_ACC32(d, j) WG_ACC16(d, j), WG_ACC16(d, (j) + 2)
-#define WG_ACC64(d, j) WG_ACC32(d, j), WG_ACC32(d, (j) + 4)
-#define WG_REGS16 "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1, "
-#define WG_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, "
-#define WG_REGS64                                                                                      \
-  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-  "%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, "
-#define WG_PRED16 "%13"
-#define WG_PRED32 "%21"
-#define WG_PRED64 "%37"
-/* scale-d is a predicate operand: set from `acc_in` (0: D = A B, the old D not read), all on one
- * line so the ARCH_ONLY marker comments out the whole statement */
-#define WGMMA(N, TRANS, d, j0, a, desc, acc_in)                                                        \
-  asm volatile(ARCH_ONLY "{ .reg .pred p; setp.ne.b32 p, " WG_PRED##N ", 0; "                         \
-                         "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." MMA_TYPE "." MMA_TYPE " "   \
-                         WG_REGS##N #TRANS "; }"                                                       \
-               : WG_ACC##N(d, j0)                                                                      \
-               : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(acc_in)            \
-               : "memory")
+ * 0 for a K-major B, 1 for N-major. */
+#define WGMMA(N, TRANS, d, j0, a, desc, acc_in) \
+  WGMMA_ASYNC(N, "k16.f32." MMA_TYPE "." MMA_TYPE, ", " #TRANS, d, j0, a, desc, acc_in)
 
 /* d[0 .. NT-1] += A * B over NT (<= 16, even) 8-column tiles, as wgmmas of 64, 32 and 16 columns;
  * the descriptor of the tiles from column 8j on is DESC_AT(desc, j * STEP). */
@@ -97,23 +52,6 @@ inline ulong wg_desc(__local const ushort* p, uint lead, uint stride) {
 /* wgmma runs asynchronously: fa2_mma.cl's pipelined schedule issues S = Q K^T of the next block
  * and O += P V of this one together and overlaps the softmax with them. */
 #define ASYNC_MMA 1
-
-/* Waits until at most the newest `n` committed wgmma groups of this warpgroup are pending. */
-#define WG_WAIT(n) asm volatile(ARCH_ONLY "wgmma.wait_group.sync.aligned " #n ";" ::: "memory")
-/* WG_WAIT(n), but not before `after` is computed. A wait has no operands, and ptxas schedules it as
- * early as it can: the wait for P V moved above the softmax meant to overlap it (seen in the SASS).
- * A __local store of a value the softmax produced cannot pass the wait (which orders shared
- * memory), so the wait stays behind it. `slot`: this work-item's own word. */
-#define WG_WAIT_AFTER(n, slot, after)                                                                  \
-  do {                                                                                                 \
-    asm volatile("st.shared.f32 [%0], %1;" ::"r"(local_addr(slot)), "f"(after) : "memory");           \
-    WG_WAIT(n);                                                                                        \
-  } while (0)
-/* each accumulator register through an empty asm after a wait, so no read of it moves above it */
-#define PIN_TILES(x, nt)                                                                               \
-  do {                                                                                                 \
-    _Pragma("unroll") for (int n_ = 0; n_ < (nt); ++n_) PIN4((x)[0][n_]);                              \
-  } while (0)
 
 /* Issues S = Q K^T for the warpgroup's 64 rows and the block's BC keys (one commit group): per 16
  * dims of the head, one wgmma row over the keys (8 keys = one row of core matrices further). */

@@ -4,7 +4,9 @@
  * then P rounded to e4m3 from the S accumulators) and B read by the tensor cores from __local
  * memory through a descriptor. The descales join the softmax's scale (q, k) and O's final division
  * (v) as in mma_e4m3.cl; O is written in 16 bits. Opt-in (FLASHCL_FP8_WGMMA=1) until a card has
- * measured it; built through retargeted PTX as mma_wgmma.cl is (ARCH_ONLY below).
+ * measured it; built through retargeted PTX as mma_wgmma.cl is (wgmma_ptx.cl's ARCH_ONLY), with
+ * wgmma_ptx.cl's primitives and mma_e4m3_io.cl's e4m3 pieces (Q's and P's A fragments, O's
+ * conversion), which mma_e4m3.cl uses too.
  *
  * For 8-bit types wgmma reads both shared-memory operands K-major only (no transpose flag): each
  * 16-byte row of a core matrix (8 rows x 16 bytes, 128 contiguous bytes) holds 16 consecutive k.
@@ -28,16 +30,6 @@
  * columns 2t, 2t + 1 of each 8-column tile, so O's columns are in order and fa2_mma.cl's store_o2
  * epilogue applies. */
 
-#if DTYPE != 3
-#error "mma_wgmma_e4m3.cl needs e4m3 storage"
-#endif
-#if OUT_DTYPE == 1
-#define OUT_MMA_TYPE "f16"
-#elif OUT_DTYPE == 2
-#define OUT_MMA_TYPE "bf16"
-#else
-#error "the FP8 tensor-core path writes O as fp16 or bf16"
-#endif
 #if MT != 1 || WARPS % 4 != 0
 #error "mma_wgmma_e4m3.cl: one 16-row m-tile per warp, whole warpgroups (WARPS a multiple of 4)"
 #endif
@@ -48,24 +40,11 @@
 #error "mma_wgmma_e4m3.cl: P V takes keys in k-steps of 32, S at most 256 keys wide"
 #endif
 
-#ifdef ARCH_PTX_RETARGET
-#define ARCH_ONLY "//sm_90a " /* removed by the host before the PTX is compiled for sm_90a */
-#else
-#define ARCH_ONLY ""
-#endif
-
-#define ELEM_T uchar                     /* raw e4m3 bytes in __local memory */
-#define O_ELEM_T ushort                  /* O's raw 16-bit elements (OUT_DTYPE) */
-#define CHUNK 16                         /* elements per 16-byte copy */
-#define DPAD ((HEAD_DIM + 31) / 32 * 32) /* head dim padded to the k of 32 */
-#define QFRAGS (DPAD / 32)               /* A fragments of the warp's Q rows */
-#define K_PITCH DPAD                     /* no padding: core matrices spread a warp's accesses over all banks */
-#define V_PITCH DPAD                     /* V^T: DPAD rows of BC bytes, the same bytes as a V tile */
-#define FP8_DESCALES 1
+#define K_PITCH DPAD /* no padding: core matrices spread a warp's accesses over all banks */
+#define V_PITCH DPAD /* V^T: DPAD rows of BC bytes, the same bytes as a V tile */
 #define TILE_CORE_MATRICES 1
 #define K_CORE_ROW_BYTES (DPAD * 8) /* 8 keys of K: one row of DPAD / 16 core matrices */
 #define VT_CORE_ROW_BYTES (BC * 8)  /* 8 dims of V^T: one row of BC / 16 core matrices */
-typedef uint qfrag_t;
 
 /* Byte offset of K's (key r, dim c) in its tile (pitch unused: the layout is fixed by DPAD). */
 inline int tile_offset(int r, int c, int pitch) {
@@ -73,42 +52,9 @@ inline int tile_offset(int r, int c, int pitch) {
   return ((r >> 3) * (DPAD / 16) + (c >> 4)) * 128 + (r & 7) * 16 + (c & 15);
 }
 
-/* Writes of the generic proxy (cp.async, st.shared) made visible to the tensor cores' reads (the
- * async proxy): by each reader after the mbarrier wait that says they landed, and for V^T also by
- * each writer before it announces its words. */
-inline void tile_writes_visible(void) { asm volatile(ARCH_ONLY "fence.proxy.async.shared::cta;" ::: "memory"); }
-
-inline void wg_fence(void) { asm volatile(ARCH_ONLY "wgmma.fence.sync.aligned;" ::: "memory"); }
-inline void wg_commit(void) { asm volatile(ARCH_ONLY "wgmma.commit_group.sync.aligned;" ::: "memory"); }
-#define PIN4(x) asm volatile("" : "+f"((x)[0]), "+f"((x)[1]), "+f"((x)[2]), "+f"((x)[3])::"memory")
-
-/* Descriptor of a no-swizzle tile at `p` with the given leading / stride byte offsets. */
-inline ulong wg_desc(__local const uchar* p, uint lead, uint stride) {
-  return (ulong)((local_addr(p) & 0x3FFFFu) >> 4) | (ulong)(lead >> 4) << 16 | (ulong)(stride >> 4) << 32;
-}
-#define DESC_AT(desc, bytes) ((desc) + (ulong)((bytes) >> 4)) /* same tile, start moved by `bytes` */
-
 /* d[j0 .. j0 + N/8 - 1][0..3] += A (64 x 32 bytes, registers a[0..3]) * B (32 x N, descriptor, K-major;
- * e4m3 takes no transpose operand). scale-d is a predicate set from `acc_in` (0: D = A B), all on
- * one line so the ARCH_ONLY marker comments out the whole statement. */
-#define WG_ACC8(d, j) "+f"((d)[j][0]), "+f"((d)[j][1]), "+f"((d)[j][2]), "+f"((d)[j][3])
-#define WG_ACC16(d, j) WG_ACC8(d, j), WG_ACC8(d, (j) + 1)
-#define WG_ACC32(d, j) WG_ACC16(d, j), WG_ACC16(d, (j) + 2)
-#define WG_ACC64(d, j) WG_ACC32(d, j), WG_ACC32(d, (j) + 4)
-#define WG_REGS16 "{%0,%1,%2,%3,%4,%5,%6,%7}, {%8,%9,%10,%11}, %12, p, 1, 1;"
-#define WG_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1;"
-#define WG_REGS64                                                                                      \
-  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
-  "%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1;"
-#define WG_PRED16 "%13"
-#define WG_PRED32 "%21"
-#define WG_PRED64 "%37"
-#define WGMMA8(N, d, j0, a, desc, acc_in)                                                              \
-  asm volatile(ARCH_ONLY "{ .reg .pred p; setp.ne.b32 p, " WG_PRED##N ", 0; "                         \
-                         "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 " WG_REGS##N " }"   \
-               : WG_ACC##N(d, j0)                                                                      \
-               : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "l"(desc), "r"(acc_in)            \
-               : "memory")
+ * e4m3 takes no transpose operand). */
+#define WGMMA8(N, d, j0, a, desc, acc_in) WGMMA_ASYNC(N, "k32.f32.e4m3.e4m3", "", d, j0, a, desc, acc_in)
 
 /* d[0 .. NT-1] += A * B over NT (<= 32, a multiple of 2) 8-column tiles, as wgmmas of 64, 32 and 16
  * columns; the descriptor of the tiles from column 8j on is DESC_AT(desc, j * STEP). */
@@ -124,71 +70,6 @@ inline ulong wg_desc(__local const uchar* p, uint lead, uint stride) {
  * and O += P V of this one together and runs the softmax while they run. */
 #define ASYNC_MMA 1
 
-/* Waits until at most the newest `n` committed wgmma groups of this warpgroup are pending. */
-#define WG_WAIT(n) asm volatile(ARCH_ONLY "wgmma.wait_group.sync.aligned " #n ";" ::: "memory")
-/* WG_WAIT(n), not before `after` is computed (mma_wgmma.cl says why: a wait has no operands and
- * ptxas hoists it; a __local store of the softmax's result cannot pass it). */
-#define WG_WAIT_AFTER(n, slot, after)                                                                  \
-  do {                                                                                                 \
-    asm volatile("st.shared.f32 [%0], %1;" ::"r"(local_addr(slot)), "f"(after) : "memory");           \
-    WG_WAIT(n);                                                                                        \
-  } while (0)
-/* each accumulator register through an empty asm after a wait, so no read of it moves above it */
-#define PIN_TILES(x, nt)                                                                               \
-  do {                                                                                                 \
-    _Pragma("unroll") for (int n_ = 0; n_ < (nt); ++n_) PIN4((x)[0][n_]);                              \
-  } while (0)
-
-/* Four fp32 values rounded (to nearest, saturating at ±448) to e4m3 bytes 0..3 of a register. */
-inline uint pack4_e4m3(float x0, float x1, float x2, float x3) {
-  uint r;
-  asm("{ .reg .b16 lo, hi;\n"
-      "  cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"
-      "  cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n"
-      "  mov.b32 %0, {lo, hi}; }"
-      : "=r"(r)
-      : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
-  return r;
-}
-
-/* Bytes of {b, a} picked by the four selector nibbles (prmt). */
-inline uint byte_perm(uint a, uint b, uint selector) {
-  uint r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(selector));
-  return r;
-}
-
-#ifndef QUAD_IO
-#define QUAD_IO 0 /* 1 (the host checks): Q and O rows start on 4 elements and d is a multiple of 4 */
-#endif
-
-/* Bytes (row, col .. col + 3) of Q as one register, 0 outside it (col is a multiple of 4). */
-inline uint q_quad(__global const uchar* q, long base, long stride, int row, int col, int rows) {
-  if (row >= rows) return 0u;
-  const long at = base + (long)row * stride + col;
-#if QUAD_IO
-  return col < HEAD_DIM ? *(__global const uint*)(q + at) : 0u;
-#else
-  uint r = 0u;
-  for (int e = 0; e < 4; ++e)
-    if (col + e < HEAD_DIM) r |= (uint)q[at + e] << (8 * e);
-  return r;
-#endif
-}
-
-/* The warp's 16 query rows (row0 and row0 + 8 in this lane) as A fragments, loaded once. */
-inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const uchar* q, long base, long stride, int row0, int rows,
-                   int t) {
-#pragma unroll
-  for (int ks = 0; ks < QFRAGS; ++ks) {
-    const int c = ks * 32 + 4 * t;
-    qa[0][ks][0] = q_quad(q, base, stride, row0, c, rows);
-    qa[0][ks][1] = q_quad(q, base, stride, row0 + 8, c, rows);
-    qa[0][ks][2] = q_quad(q, base, stride, row0, c + 16, rows);
-    qa[0][ks][3] = q_quad(q, base, stride, row0 + 8, c + 16, rows);
-  }
-}
-
 /* Issues S = Q K^T for the warpgroup's 64 rows and the block's BC keys (one commit group): per 32
  * dims (two core matrices along k: 256 bytes), one wgmma row over the keys. */
 inline void qk_issue(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __local const uchar* k_tile) {
@@ -199,16 +80,6 @@ inline void qk_issue(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
   for (int ks = 0; ks < QFRAGS; ++ks)
     WG_TILES(NT_S, s[0], qa[0][ks], DESC_AT(desc, ks * 256), K_CORE_ROW_BYTES, ks > 0 ? 1 : 0);
   wg_commit();
-}
-
-/* P's A fragment for keys 32kk .. 32kk + 31: S tiles 4kk .. 4kk + 3 in the key order of the header,
- * rounded to e4m3 (P is at most 2^RESCALE_SLACK = 256 under lazy rescaling: inside e4m3's range). */
-inline void p_fragment(uint pa[4], const float s[NT_S][4], int kk) {
-  const int j = 4 * kk;
-  pa[0] = pack4_e4m3(s[j][0], s[j][1], s[j + 1][0], s[j + 1][1]);
-  pa[1] = pack4_e4m3(s[j][2], s[j][3], s[j + 1][2], s[j + 1][3]);
-  pa[2] = pack4_e4m3(s[j + 2][0], s[j + 2][1], s[j + 3][0], s[j + 3][1]);
-  pa[3] = pack4_e4m3(s[j + 2][2], s[j + 2][3], s[j + 3][2], s[j + 3][3]);
 }
 
 /* P as the A fragments of P V, one per 32 keys: the first NT_S / 4 of fa2_mma.cl's array (sized
@@ -303,13 +174,6 @@ inline void store_v(__local uchar* vt_tile, const uint w[V_FETCH_WORDS], int lid
     *(__local uint*)(row + 16 * ((rot + 2) & 3)) = byte_perm(b01, b23, 0x5410);
     *(__local uint*)(row + 16 * ((rot + 3) & 3)) = byte_perm(b01, b23, 0x7632);
   }
-}
-
-/* Two fp32 values rounded to one register of two 16-bit values of O's type, `lo` in the low half. */
-inline uint pack2_out(float lo, float hi) {
-  uint r;
-  asm("cvt.rn." OUT_MMA_TYPE "x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
 }
 
 /* O elements (row, col) and (row, col + 1), rounded once (col is even). */

@@ -1,7 +1,7 @@
 // ptx_retarget.hpp: arch-specific PTX from NVIDIA's OpenCL compiler. That compiler emits PTX for a
 // device's base target (sm_90 on an H100), where Hopper's wgmma does not exist. A kernel built
 // with -DARCH_PTX_RETARGET writes such instructions behind a PTX comment marker (ARCH_ONLY in
-// kernels/nvidia/mma_wgmma.cl), so the base build passes; retarget_ptx() then removes the markers and
+// kernels/nvidia/wgmma_ptx.cl), so the base build passes; retarget_ptx() then removes the markers and
 // moves the module to the arch-specific target (sm_90 -> sm_90a), and the driver compiles the
 // result as a program binary (program_cache.cpp, BuildRoute::ArchPtx).
 #pragma once
