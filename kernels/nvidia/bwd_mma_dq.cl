@@ -52,31 +52,34 @@ BWD_INLINE void tile_writes_visible(void) {}
 #define DQ_K_BUFS (DQ_OVERLAP ? 3 : DQ_STAGES)
 #define DQ_V_BUFS (DQ_OVERLAP ? 2 : DQ_STAGES)
 
-#if DQ_OVERLAP
 /* dP becomes dS in place for the block at k0: P = 2^(c S - LSE log2 e), 0 above the causal diagonal
- * and past the keys where the block crosses them (`masked`), dS = P (dP - D): the per-element pass
- * of the key loop below, as a function for the overlapped schedule's two calls (the default loop
- * keeps it inline, its PTX as recorded). */
+ * and past the keys where the block crosses them (`masked`), dS = P (dP - D). A macro over the key
+ * loop's names (s, dp, lse2, dd, row_a, k0, t, nk, shift, c): the default loop expands it in place
+ * (a call of scores_to_ds there reorders the operands of clang's products, and the recorded PTX
+ * would change); the overlapped schedule's two calls go through scores_to_ds. */
+#if CAUSAL
+#define ABOVE_DIAGONAL(key, row) ((key) > (row) + shift)
+#else
+#define ABOVE_DIAGONAL(key, row) false
+#endif
+#define SCORES_TO_DS(masked)                                                                        \
+  _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
+  _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
+  _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
+    const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
+    float x = fma(s[i][j][e], c, -lse2[i][r]);                                                      \
+    if (masked) {                                                                                   \
+      const bool hidden = key >= nk || ABOVE_DIAGONAL(key, row_a + 16 * i + 8 * r);                 \
+      if (hidden) x = NEG_INF;                                                                      \
+    }                                                                                               \
+    dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */                                \
+  }
+
+#if DQ_OVERLAP
 BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], const float lse2[MT][2],
                              const float dd[MT][2], bool masked, int row_a, int k0, int t, int nk, int shift,
                              float c) {
-#pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
-        float x = fma(s[i][j][e], c, -lse2[i][r]);
-        if (masked) {
-          bool hidden = key >= nk;
-#if CAUSAL
-          hidden = hidden || key > row_a + 16 * i + 8 * r + shift;
-#endif
-          if (hidden) x = NEG_INF;
-        }
-        dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */
-      }
+  SCORES_TO_DS(masked);
   (void)shift;
 }
 #endif
@@ -238,23 +241,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
     qk_block(dp, doa, v_tile[cur], lane);
 #endif
     const bool masked = block_needs_mask(q0, BR, k0, BC, &sv, a);
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-      for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);
-          float x = fma(s[i][j][e], c, -lse2[i][r]);
-          if (masked) {
-            bool hidden = key >= nk;
-#if CAUSAL
-            hidden = hidden || key > row_a + 16 * i + 8 * r + shift;
-#endif
-            if (hidden) x = NEG_INF;
-          }
-          dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */
-        }
+    SCORES_TO_DS(masked);
     pv_block(acc, dp, k_tile[cur], lane); /* dQ_w += dS K_j */
   }
 #endif /* DQ_OVERLAP */
