@@ -27,41 +27,25 @@
  * DQ_ATOMIC 0 (deterministic calls) the dS^T staging and the dQ adds are left out and
  * bwd_mma_dq.cl computes dQ. MK 2 (opt-in, DQ_ATOMIC 0 only) gives each warp two 16-key m-tiles
  * (keys k0 + 32w .. + 31, BKV = 32 WARPS): every ldmatrix of Q_i or dO_i then feeds both tiles,
- * half the __local reads per product, for twice the dK, dV and V_w registers (d = 64 only). */
+ * half the __local reads per product, for twice the dK, dV and V_w registers (d = 64 only).
+ * Built after bwd_mma_rows.cl (load_rows) and bwd_kv_steps.cl (the block geometry, the Q block
+ * loads and probs_t, which bwd_wgmma_dkdv.cl's kernel shares). */
 
 #ifndef DQ_ATOMIC
 #define DQ_ATOMIC 1 /* 0 (deterministic calls): no dQ here, bwd_mma_dq.cl computes it without atomics */
 #endif
 
-#ifndef MK
-#define MK 1 /* 16-key m-tiles a warp: 1, or 2 (opt-in, no atomic dQ): each Q_i/dO_i fragment read serves two */
-#endif
-#define BKV (16 * MK * WARPS)          /* keys per work-group */
-#ifndef BQ
-#define BQ 64                          /* query rows per Q block */
-#endif
-#define NQT (BQ / 8)                   /* 8-query tiles of S^T per warp */
+/* MK, BKV, BQ, NQT, QSTAGES: bwd_kv_steps.cl's */
 #define MQ (BQ / 16)                   /* 16-row m-tiles of dQ per Q block */
 #define DQ_SPLIT (WARPS / MQ)          /* warps sharing an m-tile of dQ, each a slice of its columns */
 #define NT_DQ (DPAD / 8 / DQ_SPLIT)    /* 8-column tiles of dQ per warp */
 #define DS_PITCH (BQ + 8)              /* dS^T row pitch: 16-byte rows on distinct banks */
-#define ROW_CHUNKS (DPAD / CHUNK)      /* 16-byte chunks of a padded row */
 
 #if BQ % 16 != 0 || WARPS % MQ != 0 || NT_DQ % 2 != 0 || NT_O % 2 != 0
 #error "bwd_mma.cl: BQ a multiple of 16, WARPS a multiple of BQ / 16, an even number of dQ column tiles per warp"
 #endif
 #if (MK != 1 && MK != 2) || (MK != 1 && DQ_ATOMIC)
 #error "bwd_mma.cl: MK 1 or 2 m-tiles of keys a warp, 2 only without atomic dQ"
-#endif
-
-/* Every helper below is inlined: as plain C99 `inline` definitions, a call the compiler chose not
- * to inline (clang at -O0, or with these larger bodies) would name a function never emitted. */
-#define BWD_INLINE inline __attribute__((always_inline))
-
-#if GQA
-#define GROUP_HEADS(a) ((a)->kv_group)
-#else
-#define GROUP_HEADS(a) 1
 #endif
 
 /* x into the fp32 cell at p, without a return value (the L2 does the add). */
@@ -79,25 +63,6 @@ BWD_INLINE void red_add_v2_f32(__global float* p, float x0, float x1) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"((ulong)p), "f"(x0), "f"(x1) : "memory");
 }
 #endif
-
-/* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
- * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
- * caller commits and waits); otherwise plain element copies. */
-BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const ushort* src, long base, long stride, int r0,
-                      int valid, int lid) {
-#if VEC_LOAD
-  for (int idx = lid; idx < rows * ROW_CHUNKS; idx += WG_SIZE) {
-    const int r = idx / ROW_CHUNKS, c = (idx - r * ROW_CHUNKS) * CHUNK;
-    const bool ok = r0 + r < valid && c < HEAD_DIM;
-    copy16_async(tile + r * K_PITCH + c, src + base + (ok ? (long)(r0 + r) * stride + c : 0), ok ? 16 : 0);
-  }
-#else
-  for (int idx = lid; idx < rows * DPAD; idx += WG_SIZE) {
-    const int r = idx / DPAD, c = idx - r * DPAD;
-    tile[r * K_PITCH + c] = r0 + r < valid && c < HEAD_DIM ? src[base + (long)(r0 + r) * stride + c] : (ushort)0;
-  }
-#endif
-}
 
 /* S^T = K_w Q_i^T and dP^T = V_w dO_i^T for the warp's 16 keys and the block's BQ queries. K_w's
  * A fragment comes by one ldmatrix.x4 per k-step (lanes 0-7 address keys 0-7 at dims +0, 8-15
@@ -136,35 +101,6 @@ BWD_INLINE void scores_t(float s[MK][NQT][4], float dp[MK][NQT][4], const uint v
       }
     }
   }
-}
-
-/* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
- * LSE (log2 units, +inf for rows with nothing to see or past the end) and D from __local memory;
- * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. */
-BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const float* lse2, __local const float* dd,
-                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
-  const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
-  const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
-#pragma unroll
-  for (int i = 0; i < MK; ++i)
-#pragma unroll
-    for (int j = 0; j < NQT; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = 8 * j + 2 * t + (e & 1), key = key_a + 16 * i + (e >> 1) * 8;
-        float x = fma(s[i][j][e], c, -lse2[col]);
-        if (masked) {
-          bool hidden = key >= nk;
-#if CAUSAL
-          hidden = hidden || key > q0 + col + shift;
-#endif
-          if (hidden) x = NEG_INF;
-        }
-        const float p = ex2_approx(x);
-        s[i][j][e] = p;
-        dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
-      }
-  (void)shift;
 }
 
 /* dV_w += P^T dO_i and dK_w += dS^T Q_i: A fragments from the C fragments of P^T and dS^T
@@ -255,37 +191,6 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
     }
   }
 }
-
-/* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in log2 units (+inf for rows
- * past the end or with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h
- * into one stage of the tiles. The LSE and D stores are plain: visible after the next barrier. */
-BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
-                                 __local float* d_tile, __global const ushort* qg, __global const ushort* dog,
-                                 __global const float* lse, __global const float* ws, int q0, int b, int h,
-                                 const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
-  const int nq = SV_NQ(sv, a);
-  load_rows(q_tile, BQ, qg, TENSOR_BASE(a, q, b, h), a->q_seq_stride, q0, nq, lid);
-  load_rows(do_tile, BQ, dog, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, q0, nq, lid);
-#if VEC_LOAD
-  async_commit();
-#endif
-  for (int r = lid; r < BQ; r += WG_SIZE) {
-    const int row = q0 + r;
-    float l2 = INFINITY, dd = 0.0f;
-    if (row < nq) {
-      const long index = LSE_INDEX(a, sv, b, h, row);
-      const float x = lse[index];
-      l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
-      dd = ws[gb->ws_d_offset + index];
-    }
-    lse2_tile[r] = l2;
-    d_tile[r] = dd;
-  }
-}
-
-#ifndef QSTAGES
-#define QSTAGES 1 /* Q/dO/LSE/D buffers: 1, or 2 (block i + 1 copied while block i is computed) */
-#endif
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,

@@ -1,5 +1,5 @@
 /* bwd_mma_dq.cl: dQ of the deterministic tensor-core backward, without atomics. Built after
- * bwd_mma.cl in the same program, and only with DQ_ATOMIC 0: then bwd_mma_dkdv computes dK and dV
+ * bwd_mma.cl (and its bwd_mma_rows.cl) in the same program, and only with DQ_ATOMIC 0: then bwd_mma_dkdv computes dK and dV
  * alone and this kernel gives every dQ row one owner, so each element is a sum in one fixed order
  * and the result is the same bits on every run.
  *
@@ -18,8 +18,8 @@
  * fp32 reductions into global memory and no dS^T staging in the dK/dV kernel. Rows past the end
  * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0.
  *
- * The same source builds over Hopper's wgmma (programs.txt's bwd_mma_dq_wgmma: mma_wgmma.cl and
- * bwd_wgmma_rows.cl in place of mma_f16.cl and bwd_mma.cl; opt-in, FLASHCL_BWD_WGMMA=1): a
+ * The same source builds over Hopper's wgmma (programs.txt's bwd_mma_wgmma: mma_wgmma.cl and
+ * bwd_wgmma_rows.cl in place of mma_f16.cl and bwd_mma_rows.cl; opt-in, FLASHCL_BWD_WGMMA=1): a
  * warpgroup of 4 warps then computes each product for its 64 rows with B read by descriptor from
  * the core-matrix tiles (no ldmatrix), S and dP are issued together behind one wait, and the
  * copies are made visible to the tensor cores (tile_writes_visible) before the barrier that

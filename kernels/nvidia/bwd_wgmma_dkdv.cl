@@ -1,6 +1,6 @@
 /* bwd_wgmma_dkdv.cl: dK and dV of the deterministic tensor-core backward on Hopper's wgmma (opt-in,
  * FLASHCL_BWD_WGMMA=1; built only with -DWGMMA_DKDV=1 in programs.txt's bwd_mma_wgmma, after
- * mma_wgmma.cl and bwd_wgmma_rows.cl, before bwd_mma_dq.cl, which computes dQ). The kernel is
+ * mma_wgmma.cl, bwd_wgmma_rows.cl and bwd_kv_steps.cl, before bwd_mma_dq.cl, which computes dQ). The kernel is
  * bwd_mma.cl's bwd_mma_dkdv with DQ_ATOMIC 0 and MK 1 (same name, arguments and grid), its block
  * products moved from mma.sync to wgmma:
  *
@@ -8,36 +8,24 @@
  * batch); each warpgroup owns 64 of the keys (16 a warp) and keeps their dK, dV in fp32 registers
  * and K_w, V_w as A fragments (read once from global memory: no K tile in __local memory). For
  * every (query head of the group, Q block of BQ rows that sees the block), Q_i and dO_i arrive in
- * __local memory in the core-matrix layout (bwd_wgmma_rows.cl's load_rows), LSE_i and D_i beside
- * them, and each warpgroup computes, transposed so its keys are wgmma's M dimension,
+ * __local memory in the core-matrix layout, LSE_i and D_i beside them (bwd_kv_steps.cl's
+ * load_query_block over bwd_wgmma_rows.cl's load_rows), and each warpgroup computes, transposed so
+ * its keys are wgmma's M dimension,
  *   S^T = K_w Q_i^T, dP^T = V_w dO_i^T     (B = Q_i, dO_i K-major: issued together, one wait)
  *   P^T = 2^(c S^T - LSE_i log2 e), dS^T = P^T (dP^T - D_i)
  *   dV_w += P^T dO_i, dK_w += dS^T Q_i     (A from the C fragments; B = dO_i, Q_i N-major with the
  *                                           transpose flag: issued together, one wait)
  * four block products where the mma.sync kernel reads every B fragment by ldmatrix. dK (times the
- * scale) and dV are written once at the end. The per-element pass and the step loop are
- * bwd_mma.cl's (probs_t, load_query_block), repeated here for one m-tile a warp because bwd_mma.cl
- * cannot be built over mma_wgmma.cl. */
+ * scale) and dV are written once at the end. The per-element pass (probs_t) and the Q block loads
+ * are bwd_kv_steps.cl's, which bwd_mma.cl's kernel uses too; the step loop is bwd_mma.cl's, with
+ * one m-tile of keys a warp (MK 1). */
 
 #if WGMMA_DKDV
 
-#ifndef BQ
-#define BQ 64 /* query rows per Q block: wgmma's N of S^T, dP^T and its K of dV, dK */
-#endif
-#ifndef QSTAGES
-#define QSTAGES 1 /* Q/dO/LSE/D buffers: 1, or 2 (block i + 1 copied while block i is computed) */
-#endif
-#define BKV (16 * WARPS)  /* keys per work-group: 64 a warpgroup */
-#define NQT (BQ / 8)      /* 8-query tiles of S^T per warp */
-
-#if BQ % 16 != 0 || NQT > 16 || NT_O > 16 || NT_O % 2 != 0
-#error "bwd_wgmma_dkdv.cl: BQ a multiple of 16 up to 128, the padded head dim up to 128"
-#endif
-
-#if GQA
-#define GROUP_HEADS(a) ((a)->kv_group)
-#else
-#define GROUP_HEADS(a) 1
+/* BQ (query rows per Q block: wgmma's N of S^T, dP^T and its K of dV, dK), QSTAGES, BKV (keys per
+ * work-group: 64 a warpgroup), NQT: bwd_kv_steps.cl's */
+#if BQ % 16 != 0 || NQT > 16 || NT_O > 16 || NT_O % 2 != 0 || MK != 1
+#error "bwd_wgmma_dkdv.cl: BQ a multiple of 16 up to 128, the padded head dim up to 128, one m-tile of keys a warp"
 #endif
 
 #define PIN_ROWS(x, nt)                                                                                \
@@ -74,60 +62,6 @@ BWD_INLINE void kv_issue(float dv[NT_O][4], float dk[NT_O][4], const uint pa[NQT
     WG_TILES(NT_O, 1, dk, da[kk], DESC_AT(qd, kk * 2 * CORE_ROW_BYTES), 128, 1);
   }
   wg_commit();
-}
-
-/* S^T becomes P^T and dP^T becomes dS^T in place (bwd_mma.cl's probs_t, one m-tile): column j's
- * queries (8j + 2t, + 1) read their LSE (log2 units, +inf for rows with nothing to see or past the
- * end) and D from __local memory; the mask runs only on blocks that cross the keys' end or the
- * causal diagonal. */
-BWD_INLINE void probs_t(float s[NQT][4], float dp[NQT][4], __local const float* lse2, __local const float* dd,
-                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
-  const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
-  const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
-#pragma unroll
-  for (int j = 0; j < NQT; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int col = 8 * j + 2 * t + (e & 1), key = key_a + (e >> 1) * 8;
-      float x = fma(s[j][e], c, -lse2[col]);
-      if (masked) {
-        bool hidden = key >= nk;
-#if CAUSAL
-        hidden = hidden || key > q0 + col + shift;
-#endif
-        if (hidden) x = NEG_INF;
-      }
-      const float p = ex2_approx(x);
-      s[j][e] = p;
-      dp[j][e] = p * (dp[j][e] - dd[col]);
-    }
-  (void)shift;
-}
-
-/* Q_i, dO_i (one commit group with VEC_LOAD), LSE_i in log2 units (+inf for rows past the end or
- * with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h into one stage. */
-BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
-                                 __local float* d_tile, __global const ushort* qg, __global const ushort* dog,
-                                 __global const float* lse, __global const float* ws, int q0, int b, int h,
-                                 const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
-  const int nq = SV_NQ(sv, a);
-  load_rows(q_tile, BQ, qg, TENSOR_BASE(a, q, b, h), a->q_seq_stride, q0, nq, lid);
-  load_rows(do_tile, BQ, dog, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, q0, nq, lid);
-#if VEC_LOAD
-  async_commit();
-#endif
-  for (int r = lid; r < BQ; r += WG_SIZE) {
-    const int row = q0 + r;
-    float l2 = INFINITY, dd = 0.0f;
-    if (row < nq) {
-      const long index = LSE_INDEX(a, sv, b, h, row);
-      const float x = lse[index];
-      l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
-      dd = ws[gb->ws_d_offset + index];
-    }
-    lse2_tile[r] = l2;
-    d_tile[r] = dd;
-  }
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
@@ -194,17 +128,17 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
     (void)h;
 
-    float s[NQT][4], dp[NQT][4];
-    scores_t_issue(s, dp, kw[0], vw[0], q_tile[cur], do_tile[cur]);
+    float s[MK][NQT][4], dp[MK][NQT][4]; /* (MK 1) */
+    scores_t_issue(s[0], dp[0], kw[0], vw[0], q_tile[cur], do_tile[cur]);
     WG_WAIT(0);
-    PIN_ROWS(s, NQT);
-    PIN_ROWS(dp, NQT);
+    PIN_TILES(s, NQT);
+    PIN_TILES(dp, NQT);
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
     uint pa[NQT / 2][4], da[NQT / 2][4];
 #pragma unroll
     for (int kk = 0; kk < NQT / 2; ++kk) {
-      p_fragment(pa[kk], s, kk);
-      p_fragment(da[kk], dp, kk);
+      p_fragment(pa[kk], s[0], kk);
+      p_fragment(da[kk], dp[0], kk);
     }
     kv_issue(dv_acc, dk_acc, pa, da, q_tile[cur], do_tile[cur]);
     WG_WAIT(0); /* before the barrier that lets the next copies overwrite Q_i, dO_i */

@@ -1,7 +1,8 @@
-/* bwd_wgmma_rows.cl: what bwd_mma_dq.cl takes from bwd_mma.cl, for the program that builds it over
- * Hopper's wgmma (mma_wgmma.cl; programs.txt's bwd_mma_dq_wgmma, opt-in by FLASHCL_BWD_WGMMA=1)
- * instead of mma.sync. bwd_mma.cl itself cannot come along: its dK/dV kernel is written on
- * mma.sync's MMA16 and row-major tiles. Here the dQ pass's K_j and V_j tiles are laid out as
+/* bwd_wgmma_rows.cl: bwd_mma_rows.cl for the program that builds the backward's kernels over Hopper's
+ * wgmma (mma_wgmma.cl; programs.txt's bwd_mma_wgmma, opt-in by FLASHCL_BWD_WGMMA) instead of
+ * mma.sync: load_rows, which bwd_mma_dq.cl and (through bwd_kv_steps.cl) bwd_wgmma_dkdv.cl copy
+ * their tiles with, and what else bwd_mma_dq.cl takes from bwd_mma.cl (DQ_ATOMIC). Here the tiles
+ * (the dQ pass's K_j and V_j, the dK/dV kernel's Q_i and dO_i) are laid out as
  * wgmma's descriptors read them: tile_offset's 8x8 core matrices, 8 consecutive work-items copying
  * one core matrix (fa2_mma.cl's load_block does the same for the forward), so one tile serves as
  * the K-major B of S = Q K_j^T and dP = dO V_j^T and as the N-major B (transpose flag) of

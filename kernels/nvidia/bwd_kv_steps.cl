@@ -1,0 +1,80 @@
+/* bwd_kv_steps.cl: what the two dK/dV kernels of the tensor-core backward share (bwd_mma.cl's on
+ * mma.sync, bwd_wgmma_dkdv.cl's on wgmma): the block geometry (MK 16-key m-tiles a warp, BKV keys a
+ * work-group, BQ query rows a step), the steps over (query head of the group, Q block that sees the
+ * K/V block) with their loads (GROUP_HEADS, load_query_block, QSTAGES), and the per-element pass
+ * that turns S^T into P^T and dP^T into dS^T (probs_t). Built after a rows file (bwd_mma_rows.cl
+ * or bwd_wgmma_rows.cl), whose load_rows lays Q_i and dO_i out as its products read them. */
+
+#ifndef MK
+#define MK 1 /* 16-key m-tiles a warp: 1, or 2 (opt-in, no atomic dQ): each Q_i/dO_i fragment read serves two */
+#endif
+#define BKV (16 * MK * WARPS) /* keys per work-group */
+#ifndef BQ
+#define BQ 64 /* query rows per Q block */
+#endif
+#define NQT (BQ / 8) /* 8-query tiles of S^T per warp */
+#ifndef QSTAGES
+#define QSTAGES 1 /* Q/dO/LSE/D buffers: 1, or 2 (block i + 1 copied while block i is computed) */
+#endif
+
+#if GQA
+#define GROUP_HEADS(a) ((a)->kv_group)
+#else
+#define GROUP_HEADS(a) 1
+#endif
+
+/* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
+ * LSE (log2 units, +inf for rows with nothing to see or past the end) and D from __local memory;
+ * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. */
+BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const float* lse2, __local const float* dd,
+                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
+  const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
+  const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
+#pragma unroll
+  for (int i = 0; i < MK; ++i)
+#pragma unroll
+    for (int j = 0; j < NQT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = 8 * j + 2 * t + (e & 1), key = key_a + 16 * i + (e >> 1) * 8;
+        float x = fma(s[i][j][e], c, -lse2[col]);
+        if (masked) {
+          bool hidden = key >= nk;
+#if CAUSAL
+          hidden = hidden || key > q0 + col + shift;
+#endif
+          if (hidden) x = NEG_INF;
+        }
+        const float p = ex2_approx(x);
+        s[i][j][e] = p;
+        dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
+      }
+  (void)shift;
+}
+
+/* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in log2 units (+inf for rows
+ * past the end or with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h
+ * into one stage of the tiles. The LSE and D stores are plain: visible after the next barrier. */
+BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
+                                 __local float* d_tile, __global const ushort* qg, __global const ushort* dog,
+                                 __global const float* lse, __global const float* ws, int q0, int b, int h,
+                                 const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
+  const int nq = SV_NQ(sv, a);
+  load_rows(q_tile, BQ, qg, TENSOR_BASE(a, q, b, h), a->q_seq_stride, q0, nq, lid);
+  load_rows(do_tile, BQ, dog, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, q0, nq, lid);
+#if VEC_LOAD
+  async_commit();
+#endif
+  for (int r = lid; r < BQ; r += WG_SIZE) {
+    const int row = q0 + r;
+    float l2 = INFINITY, dd = 0.0f;
+    if (row < nq) {
+      const long index = LSE_INDEX(a, sv, b, h, row);
+      const float x = lse[index];
+      l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
+      dd = ws[gb->ws_d_offset + index];
+    }
+    lse2_tile[r] = l2;
+    d_tile[r] = dd;
+  }
+}
