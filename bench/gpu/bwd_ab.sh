@@ -19,10 +19,7 @@ mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
-. bench/gpu/bwd_ab_steps.sh  # bwd_ab_tests, bwd_ab_rounds, bwd_fa2_reference
-export FLASHCL_BWD_MMA=1
-bench=./build-gpu/bench/flashcl-bench
-shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 -r 10 -w 2)
+. bench/gpu/bwd_ab_steps.sh  # FLASHCL_BWD_MMA=1, $bench, shape=(...), bwd_ab_tests, bwd_ab_rounds, bwd_fa2_reference
 # a form's environment
 form_env() {
   case $1 in

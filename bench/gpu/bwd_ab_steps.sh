@@ -1,13 +1,20 @@
-# bwd_ab_steps.sh: the steps bwd_ab.sh and bwd_wgmma_ab.sh share, sourced by them after they set
-# $out, $bench, the bench arguments shape=(...) and a function form_env FORM that prints a form's
-# environment (VAR=value words, empty for the default). Each step logs into $out as those scripts
-# document; ab_rows.py reads the results back for their tables.
+# bwd_ab_steps.sh: the settings and steps bwd_ab.sh and bwd_wgmma_ab.sh share, sourced by them after
+# setup.sh. It exports FLASHCL_BWD_MMA=1 (the tensor-core backward for every call; a failed probe
+# is an error) and sets $bench and the timed shapes, shape=(...): B 8, H 16, N 4096, d 64/128,
+# causal both, fp16/bf16, fa2, device-event medians of -r 10 after -w 2. The steps use the caller's
+# $out and form_env FORM, a function that prints a form's environment (VAR=value words, empty for
+# the default); each logs into $out as those scripts document, and ab_rows.py reads the results
+# back for their tables.
 #   bwd_ab_tests FORM FILTER   the GPU tests FILTER under FORM's environment, into tests.log
 #   bwd_ab_rounds FORM...      flashcl-bench "${shape[@]}" under each form in the order given, into
 #                              ab.txt under "== FORM round R" headers: round 2 from the second half
 #                              of the list on (the lists are ABBA: default .. new, new .. default)
 #   bwd_fa2_reference          PyTorch's FlashAttention-2 on the same shapes (sdpa_train.py, flash
 #                              backend only) into sdpa_train.json, its log in sdpa.log
+
+export FLASHCL_BWD_MMA=1
+bench=./build-gpu/bench/flashcl-bench
+shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtype f16,bf16 --algo fa2 -r 10 -w 2)
 
 bwd_ab_tests() {
   echo "== tests on the GPU, $1: $(form_env "$1") $2" | tee -a "$out/tests.log"
