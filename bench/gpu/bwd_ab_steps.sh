@@ -19,7 +19,8 @@ shape=(--backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --causal both --dtyp
 bwd_ab_tests() {
   echo "== tests on the GPU, $1: $(form_env "$1") $2" | tee -a "$out/tests.log"
   env $(form_env "$1") timeout 90 ./build-gpu/tests/flashcl_tests --gtest_filter="$2" >> "$out/tests.log" 2>&1
-  echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|SKIPPED|tests? .*skipped' "$out/tests.log" | tail -2 | tr '\n' ' ') (${SECONDS}s)"
+  echo "exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]|SKIPPED|tests? .*skipped' "$out/tests.log" | tail -2 |
+    tr '\n' ' ') (${SECONDS}s)"
 }
 
 bwd_ab_rounds() {

@@ -1,7 +1,7 @@
 /* bwd_mma_dq.cl: dQ of the deterministic tensor-core backward, without atomics. Built after
- * bwd_mma.cl (and its bwd_mma_rows.cl) in the same program, and only with DQ_ATOMIC 0: then bwd_mma_dkdv computes dK and dV
- * alone and this kernel gives every dQ row one owner, so each element is a sum in one fixed order
- * and the result is the same bits on every run.
+ * bwd_mma.cl (and its bwd_mma_rows.cl) in the same program, and only with DQ_ATOMIC 0: then
+ * bwd_mma_dkdv computes dK and dV alone and this kernel gives every dQ row one owner, so each
+ * element is a sum in one fixed order and the result is the same bits on every run.
  *
  * One work-group of WARPS warps per (Q block of 16 MT WARPS rows, query head, batch); warp w owns
  * rows q0 + 16 MT w .. + 16 MT - 1 (MT 16-row m-tiles: 1, or 2 at d = 64 where the registers allow,

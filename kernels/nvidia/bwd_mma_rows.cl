@@ -12,8 +12,8 @@
 /* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
  * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
  * caller commits and waits); otherwise plain element copies. */
-BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const ushort* src, long base, long stride, int r0,
-                      int valid, int lid) {
+BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const ushort* src, long base, long stride,
+                          int r0, int valid, int lid) {
 #if VEC_LOAD
   for (int idx = lid; idx < rows * ROW_CHUNKS; idx += WG_SIZE) {
     const int r = idx / ROW_CHUNKS, c = (idx - r * ROW_CHUNKS) * CHUNK;
