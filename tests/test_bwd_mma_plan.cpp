@@ -287,6 +287,11 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
         EXPECT_FALSE(bwd_dq_wgmma(hopper, b, p, o));
         EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, p, o));
       }
+      BwdMmaPlan wide = p;  // FLASHCL_BWD_MMA_DQ_TILE's blocks past 128 keys: more tiles than WG_TILES issues
+      wide.dq_keys = 192;
+      EXPECT_FALSE(bwd_dq_wgmma(hopper, b, wide, both));
+      wide.dq_keys = 128;
+      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, wide, both));
       for (auto [major, minor] : {std::pair{8, 0}, {8, 9}, {9, 1}, {10, 0}}) {
         EXPECT_FALSE(bwd_dq_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
         EXPECT_FALSE(bwd_dkdv_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;

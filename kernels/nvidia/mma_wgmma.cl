@@ -49,6 +49,10 @@ inline int tile_offset(int r, int c, int pitch) {
     if ((NT) % 4 >= 2) WGMMA(16, TRANS, d, (NT) / 4 * 4, a, DESC_AT(desc, (NT) / 4 * 4 * (STEP)), acc_in); \
   } while (0)
 
+#if NT_S > 16 || NT_O > 16
+#error "mma_wgmma.cl: WG_TILES issues at most 16 8-column tiles: blocks of up to 128 keys, head dims up to 128"
+#endif
+
 /* wgmma runs asynchronously: fa2_mma.cl's pipelined schedule issues S = Q K^T of the next block
  * and O += P V of this one together and overlaps the softmax with them. */
 #define ASYNC_MMA 1

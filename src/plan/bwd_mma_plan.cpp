@@ -152,9 +152,10 @@ bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdM
          "FLASHCL_BWD_WGMMA: expected '1' (dQ pass and dK/dV kernel), 'overlap' (the same, the dQ product "
          "overlapped), 'dq' or '0', got '",
          v, "'");
-  // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1)
+  // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
+  // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)
   return (v == "1" || v == "dq" || v == "overlap") && facts.is_nvidia() && facts.nv_compute_major == 9 && facts.nv_compute_minor == 0 &&
-         bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1;
+         bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 && plan.dq_keys <= 128;
 }
 
 bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
