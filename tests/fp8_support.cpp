@@ -121,19 +121,9 @@ void run_fp8_case(const Fp8Case& c) {
   EXPECT_LE(r.lse.rel_norm, 1e-5) << c.name;  // LSE comes from fp32 sums on every path
 }
 
-bench::Shape fp8_shape(int b, int h, int nq, int nk, int d, bool causal) {
-  bench::Shape s;
-  s.batch = b;
-  s.heads = h;
-  s.seqlen_q = nq;
-  s.seqlen_k = nk;
-  s.head_dim = d;
-  s.causal = causal;
-  return s;
-}
 
 Fp8Case tensor_core_case(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {
-  bench::Shape s = fp8_shape(b, h, nq, nk, d, causal);
+  bench::Shape s = dense_shape(b, h, nq, nk, d, causal);
   s.heads_kv = h_kv;
   const std::string name = "B" + std::to_string(b) + " H" + std::to_string(h) + "/" + std::to_string(h_kv) + " " +
                            std::to_string(nq) + "x" + std::to_string(nk) + " d" + std::to_string(d) +

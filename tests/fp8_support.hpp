@@ -29,8 +29,6 @@ struct Fp8Case {
 // Runs the case and checks it (GoogleTest expectations).
 void run_fp8_case(const Fp8Case& c);
 
-// A plain (B, H, Nq, Nk, d) shape, causal or not.
-bench::Shape fp8_shape(int b, int h, int nq, int nk, int d, bool causal = false);
 
 // A case of the NVIDIA tensor-core kernels (test_fp8_tensor_core.cpp on mma.sync, test_fp8_wgmma.cpp
 // on wgmma): e4m3 inputs with per-head descales, H query heads over h_kv K/V heads, O of type `out`

@@ -111,14 +111,20 @@ std::string Case::name() const {
   return o.str();
 }
 
+bench::Shape dense_shape(int b, int h, int nq, int nk, int d, bool causal) {
+  bench::Shape s;
+  s.batch = b;
+  s.heads = h;
+  s.seqlen_q = nq;
+  s.seqlen_k = nk;
+  s.head_dim = d;
+  s.causal = causal;
+  return s;
+}
+
 Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout, double scale) {
   Case c;
-  c.shape.batch = b;
-  c.shape.heads = h;
-  c.shape.seqlen_q = nq;
-  c.shape.seqlen_k = nk;
-  c.shape.head_dim = d;
-  c.shape.causal = causal;
+  c.shape = dense_shape(b, h, nq, nk, d, causal);
   c.shape.scale = scale;
   c.layout = layout;
   c.seed = static_cast<std::uint64_t>(nq * 131 + nk * 7 + d * 3 + causal);

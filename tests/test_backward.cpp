@@ -354,18 +354,8 @@ struct DenseProblem {
   DeviceTensor tq, tk, tv, to, tdo, gq, gk, gv;
   DeviceBuffer lse;
 
-  static bench::Shape shape(int b, int h, int nq, int nk, int d, bool causal) {
-    bench::Shape s;
-    s.batch = b;
-    s.heads = h;
-    s.seqlen_q = nq;
-    s.seqlen_k = nk;
-    s.head_dim = d;
-    s.causal = causal;
-    return s;
-  }
   DenseProblem(int b, int h, int nq, int nk, int d, bool causal, std::uint64_t seed)
-      : s(shape(b, h, nq, nk, d, causal)),
+      : s(dense_shape(b, h, nq, nk, d, causal)),
         q(bench::random_values(s.q_elems(), seed)),
         k(bench::random_values(s.kv_elems(), seed + 1)),
         v(bench::random_values(s.kv_elems(), seed + 2)),

@@ -117,14 +117,7 @@ struct Rig {
   void expect_exact(Algorithm algorithm) {
     poison_output();
     forward(queue, args(algorithm)).wait();
-    bench::Shape s;
-    s.batch = B;
-    s.heads = H;
-    s.seqlen_q = Nq;
-    s.seqlen_k = Nk;
-    s.head_dim = D;
-    s.causal = true;
-    const auto ref = bench::reference_attention(s, hq, hk, hv);
+    const auto ref = bench::reference_attention(dense_shape(B, H, Nq, Nk, D, true), hq, hk, hv);
     const auto e = bench::compare(read(o, hq.size()), ref.out);
     EXPECT_EQ(e.non_finite, 0u) << to_string(algorithm);
     EXPECT_LE(e.rel_norm, 1e-5) << to_string(algorithm);

@@ -325,35 +325,35 @@ TEST(Fp8Quantize, HadamardKeepsScores) {  // M is orthogonal: (QM)(KM)^T = QK^T,
 // ---- the fp8 forward against float64 on the dequantised inputs (fp8_support.hpp) ----
 
 TEST(Fp8Forward, PlainPerHead) {
-  run_fp8_case({fp8_shape(2, 4, 70, 90, 64), DType::E4M3, DType::F32, 0, false, Layout::BSHD, Algorithm::FA2, "plain"});
+  run_fp8_case({dense_shape(2, 4, 70, 90, 64), DType::E4M3, DType::F32, 0, false, Layout::BSHD, Algorithm::FA2, "plain"});
 }
 TEST(Fp8Forward, AutoCausalBlockF16) {
-  run_fp8_case({fp8_shape(1, 3, 100, 100, 128, true), DType::E4M3, DType::F16, 16, false, Layout::BHSD, Algorithm::Auto,
+  run_fp8_case({dense_shape(1, 3, 100, 100, 128, true), DType::E4M3, DType::F16, 16, false, Layout::BHSD, Algorithm::Auto,
                 "auto causal block16 f16"});
 }
 TEST(Fp8Forward, GqaWindowBlockBf16Strided) {
-  bench::Shape s = fp8_shape(2, 4, 45, 60, 20);
+  bench::Shape s = dense_shape(2, 4, 45, 60, 20);
   s.heads_kv = 2;
   s.window_left = 9;
   s.window_right = 3;
   run_fp8_case({s, DType::E4M3, DType::BF16, 32, false, Layout::PaddedRows, Algorithm::FA2, "gqa window block32 bf16"});
 }
 TEST(Fp8Forward, VarlenGqaBlock) {
-  bench::Shape s = fp8_shape(3, 4, 27, 27, 32, true);
+  bench::Shape s = dense_shape(3, 4, 27, 27, 32, true);
   s.heads_kv = 1;
   s.cu_seqlens_q = {0, 13, 40, 41};
   s.cu_seqlens_k = {0, 20, 27, 54};
   run_fp8_case({s, DType::E4M3, DType::F32, 8, false, Layout::BSHD, Algorithm::FA2, "varlen mqa causal block8"});
 }
 TEST(Fp8Forward, SoftcapAlibiE5M2) {
-  bench::Shape s = fp8_shape(2, 2, 33, 47, 64, true);
+  bench::Shape s = dense_shape(2, 2, 33, 47, 64, true);
   s.softcap = 5.0;
   s.alibi_slopes = {0.5f, 0.125f};
   run_fp8_case({s, DType::E5M2, DType::F16, 0, false, Layout::BSHD, Algorithm::FA2, "softcap alibi e5m2"});
 }
 TEST(Fp8Forward, BoolAndBiasMasks) {
   for (bench::MaskMode mode : {bench::MaskMode::Bool, bench::MaskMode::Bias}) {
-    bench::Shape s = fp8_shape(2, 2, 24, 40, 64);
+    bench::Shape s = dense_shape(2, 2, 24, 40, 64);
     s.mask = mode;
     s.mask_batch = 1;
     s.mask_heads = 2;
@@ -364,14 +364,14 @@ TEST(Fp8Forward, BoolAndBiasMasks) {
   }
 }
 TEST(Fp8Forward, TransposedV) {
-  run_fp8_case({fp8_shape(2, 2, 50, 77, 64, true), DType::E4M3, DType::BF16, 32, true, Layout::BSHD, Algorithm::FA2, "v transposed"});
-  run_fp8_case({fp8_shape(1, 2, 16, 40, 128), DType::E4M3, DType::F32, 0, true, Layout::BSHD, Algorithm::FA2, "v transposed per head"});
+  run_fp8_case({dense_shape(2, 2, 50, 77, 64, true), DType::E4M3, DType::BF16, 32, true, Layout::BSHD, Algorithm::FA2, "v transposed"});
+  run_fp8_case({dense_shape(1, 2, 16, 40, 128), DType::E4M3, DType::F32, 0, true, Layout::BSHD, Algorithm::FA2, "v transposed per head"});
 }
 
 // ---- FlashAttention-3's accuracy experiment ----
 
 TEST(Fp8Accuracy, OutlierRmseAtOrBelowFlashAttention3) {
-  bench::Shape s = fp8_shape(1, 4, 1024, 1024, 128);
+  bench::Shape s = dense_shape(1, 4, 1024, 1024, 128);
   const std::vector<float> q = bench::outlier_values(s.q_elems(), 1), k = bench::outlier_values(s.kv_elems(), 2),
                            v = bench::outlier_values(s.kv_elems(), 3);
   const bench::Reference ref = bench::reference_attention(s, q, k, v);

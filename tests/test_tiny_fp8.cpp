@@ -16,12 +16,12 @@ namespace flashcl::test {
 namespace {
 
 TEST(Fp8Tiny, Fa2BlockScalesTransposedV) {
-  run_fp8_case({fp8_shape(1, 2, 13, 17, 8, true), DType::E4M3, DType::F16, 4, true, Layout::PaddedRows, Algorithm::FA2,
+  run_fp8_case({dense_shape(1, 2, 13, 17, 8, true), DType::E4M3, DType::F16, 4, true, Layout::PaddedRows, Algorithm::FA2,
                 "tiny e4m3 block4 transposed"});
 }
 
 TEST(Fp8Tiny, Fa2PerHeadE5M2Gqa) {
-  bench::Shape s = fp8_shape(2, 2, 5, 16, 20);
+  bench::Shape s = dense_shape(2, 2, 5, 16, 20);
   s.heads_kv = 1;
   run_fp8_case({s, DType::E5M2, DType::F32, 0, false, Layout::BSHD, Algorithm::FA2, "tiny e5m2 mqa"});
 }
