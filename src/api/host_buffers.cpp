@@ -138,18 +138,16 @@ HostInput HostBuffers::writable(const char* name, float* data, std::size_t n, DT
   }
   // widened (an array read and written) only where the bytes before it are no other array's
   std::size_t lead = read ? widening(data, true) : 0;
-  const char* covered = begin - lead * sizeof(float);
   for (const Range& r : ranges_)
-    if (lead != 0 && covered < r.end && r.covered < begin) lead = 0, covered = begin;
-  ranges_.push_back({name, begin, end, covered});
+    if (begin - lead * sizeof(float) < r.end && r.covered < begin) lead = 0;
   cl_mem m = shares_a_buffer ? nullptr : over_host(data, lead, n, dtype, CL_MEM_READ_WRITE);
   const bool host = m != nullptr;
   if (!host) {
     lead = 0;
-    ranges_.back().covered = begin;
     m = read ? copy_in(data, n, dtype)
              : make(CL_MEM_READ_WRITE, std::max<std::size_t>(n, 1) * element_size(dtype), nullptr);
   }
+  ranges_.push_back({name, begin, end, begin - lead * sizeof(float)});
   outputs_.push_back({m, data, n, dtype, host, lead, std::move(written)});
   return {m, static_cast<std::int64_t>(lead)};
 }

@@ -16,6 +16,7 @@
 
 #include "api/host_buffers.hpp"
 #include "base/errors.hpp"
+#include "base/saturating.hpp"
 #include "launch/decode.hpp"
 
 namespace flashcl {
@@ -26,12 +27,8 @@ using detail::fail;
 
 // n0·n1·n2·n3 elements, saturated (a wrong size then fails the check instead of wrapping to a match).
 std::size_t elements(std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3) {
-  unsigned __int128 n = 1;
-  for (const std::int64_t f : {n0, n1, n2, n3}) {
-    n *= static_cast<std::uint64_t>(std::max<std::int64_t>(f, 0));
-    if (n > SIZE_MAX) return SIZE_MAX;
-  }
-  return static_cast<std::size_t>(n);
+  const auto factor = [](std::int64_t f) { return static_cast<std::uint64_t>(std::max<std::int64_t>(f, 0)); };
+  return detail::saturating_bytes({factor(n0), factor(n1), factor(n2), factor(n3)});
 }
 
 template <typename T>
@@ -153,18 +150,14 @@ void Session::forward_kvcache(const KvCacheArgs& shape, const KvCacheHostArrays&
   // The caches: written in place after an append (only the appended rows come back from a copy),
   // plain inputs otherwise; then O and LSE.
   const DType cache_dtype = *n.cache_dtype;
-  if (append) {
-    const std::vector<ElementRange> written = appended_rows(n, x);
-    const detail::HostInput k = buffers.in_out("k_cache", x.k_cache.data, cache_elems, cache_dtype, written);
-    const detail::HostInput v = buffers.in_out("v_cache", x.v_cache.data, cache_elems, cache_dtype, written);
-    a.k_cache = {k.mem, k.offset};
-    a.v_cache = {v.mem, v.offset};
-  } else {
-    const detail::HostInput k = buffers.input("k_cache", x.k_cache.data, cache_elems, cache_dtype);
-    const detail::HostInput v = buffers.input("v_cache", x.v_cache.data, cache_elems, cache_dtype);
-    a.k_cache = {k.mem, k.offset};
-    a.v_cache = {v.mem, v.offset};
-  }
+  const std::vector<ElementRange> written = append ? appended_rows(n, x) : std::vector<ElementRange>{};
+  const auto cache = [&](const HostView<float>& v, const char* name) {
+    const detail::HostInput c = append ? buffers.in_out(name, v.data, cache_elems, cache_dtype, written)
+                                       : buffers.input(name, v.data, cache_elems, cache_dtype);
+    return Tensor{c.mem, c.offset};
+  };
+  a.k_cache = cache(x.k_cache, "k_cache");
+  a.v_cache = cache(x.v_cache, "v_cache");
   a.o.buffer = buffers.output("o", x.o.data, x.o.size, dtype);
   if (x.lse.data != nullptr) a.lse = buffers.output("lse", x.lse.data, x.lse.size, DType::F32);
   last_kvcache_host_buffers_ = buffers.over_host();
