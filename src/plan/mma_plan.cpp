@@ -174,13 +174,10 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 // docs/perf/nvidia-h100.md, v5 and v8).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   const std::string& choice = o.wgmma;
-  if (choice == "0") return false;
+  if (choice == "0" || facts.nv_compute_major != 9 || facts.nv_compute_minor != 0) return false;
   // e4m3 only under FLASHCL_FP8_WGMMA (mma_wgmma_e4m3.cl, opt-in until a card has measured it), d <= 128
-  if (is_fp8(a.dtype))
-    return (o.fp8_wgmma == "1" || o.fp8_wgmma == "require") && a.head_dim <= kMaxMmaHeadDim &&
-           facts.nv_compute_major == 9 && facts.nv_compute_minor == 0;
-  return !is_tf32(a) && !is_fp8(a.dtype) && (a.head_dim <= 64 || choice == "1") && facts.nv_compute_major == 9 &&
-         facts.nv_compute_minor == 0;
+  if (is_fp8(a.dtype)) return (o.fp8_wgmma == "1" || o.fp8_wgmma == "require") && a.head_dim <= kMaxMmaHeadDim;
+  return !is_tf32(a) && (a.head_dim <= 64 || choice == "1");
 }
 
 // 16-byte copies need the head dim and every row start of K and V on a multiple of 16 bytes.
