@@ -37,10 +37,6 @@
 #error "bwd_mma_dq.cl: BC a multiple of 16 keys, one or two 16-row m-tiles a warp"
 #endif
 
-#ifndef TILE_CORE_MATRICES /* mma.sync's row-major tiles: ldmatrix reads what the barrier published */
-BWD_INLINE void tile_writes_visible(void) {}
-#endif
-
 #ifndef DQ_OVERLAP
 #define DQ_OVERLAP 0 /* 1 (wgmma only): dQ += dS K_j left in flight over the next block's S, dP and dS */
 #endif

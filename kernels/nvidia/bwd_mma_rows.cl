@@ -9,6 +9,9 @@
 #define BWD_INLINE inline __attribute__((always_inline))
 #define ROW_CHUNKS (DPAD / CHUNK) /* 16-byte chunks of a padded row */
 
+/* bwd_wgmma_rows.cl's fence for the tensor cores' reads; ldmatrix reads what the barrier published */
+BWD_INLINE void tile_writes_visible(void) {}
+
 /* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
  * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
  * caller commits and waits); otherwise plain element copies. */
