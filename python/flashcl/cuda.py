@@ -439,15 +439,13 @@ def forward_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, 
         args.q = call.tensor(q, "q", False)
         args.k_cache, k_written = call.cache(k_cache, "k_cache")
         args.v_cache, v_written = call.cache(v_cache, "v_cache")
-        # Index arrays and tables in the types the kernels read; the converted copies are kept until
-        # the call is enqueued (a freed one's memory could be handed to the next allocation).
-        keep = []
-
+        # Index arrays and tables in the types the kernels read; the converted copies are kept with
+        # the call until it is enqueued (a freed one's memory could be handed to the next allocation).
         def whole(t, dtype, name):
             if t is None:
                 return 0
             t = t.to(q.device, dtype).contiguous()
-            keep.append(t)
+            call.keep.append(t)
             return call.whole(t, name)
 
         args.cache_seqlens = whole(cache_seqlens, torch.int32, "cache_seqlens")

@@ -29,6 +29,11 @@ ATOL = {torch.float32: FP32_ATOL, torch.float16: FP16_ATOL, torch.bfloat16: 1.6e
 ROUNDING = {torch.float32: 2e-7, torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
 
 
+def f64(t):
+    """A tensor as a float64 numpy array on the host (the reference's inputs)."""
+    return t.to("cpu", torch.float64).numpy()
+
+
 @pytest.fixture
 def gen(rng):
     return torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -128,7 +133,6 @@ class Problem:
         dtype = self.dtype
         cos = self.cos.numpy() if self.rotary is not None else None
         sin = self.sin.numpy() if self.rotary is not None else None
-        f64 = lambda t: t.to("cpu", torch.float64).numpy()  # noqa: E731
         caches = [f64(c) for c in after]
         written = np.zeros(caches[0].shape[:2], dtype=bool)
         rounded_inputs = [f64(self.stored(t)) if t is not None else None for t in (self.k_new, self.v_new)]
@@ -219,7 +223,6 @@ def test_cache_seqlens_int_none_and_scale(gen, device):
     dtype = MAIN_DTYPE[device]
     q = randn(gen, 2, 1, 4, 16).to(dtype).to(device)
     k_cache, v_cache = (randn(gen, 2, 9, 4, 16).to(dtype).to(device) for _ in range(2))
-    f64 = lambda t: t.to("cpu", torch.float64).numpy()  # noqa: E731
     ref_o, ref_lse = reference(f64(q), f64(k_cache[:, :6]), f64(v_cache[:, :6]), scale=0.3)
     out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=6, softmax_scale=0.3,
                                        return_softmax_lse=True)
@@ -246,7 +249,6 @@ def test_interleaved_caches_are_written_in_place(gen, device):
     for b, l0 in enumerate((3, 11)):
         before[b, l0, 0], before[b, l0, 1] = k[b, 0], v[b, 0]
     assert torch.equal(kv, before)  # the appended rows, and nothing else
-    f64 = lambda t: t.to("cpu", torch.float64).numpy()  # noqa: E731
     for b, l0 in enumerate((3, 11)):
         ref = reference(f64(q[b:b + 1]), f64(k_cache[b:b + 1, :l0 + 1]), f64(v_cache[b:b + 1, :l0 + 1]), causal=True)[0]
         assert_close(f64(out[b:b + 1]), ref, ATOL[dtype])
@@ -274,9 +276,10 @@ def test_cpu_float32_caches_appended_in_place(gen):
                     page_size=page_size, causal=True)
         out, lse, before, after = p.run(place=lambda t: at_alignment(t, shift))
         p.check(out, lse, before, after)
+        at_shift = facts.in_place(at_alignment(torch.zeros(1), shift).numpy())  # the device's rule at this shift
         caches = sum(facts.in_place(c.numpy()) for c in after)
-        assert caches == (2 if facts.unified and (shift == 0 or facts.widen) else 0), (page_size, shift)
-        inputs = 3 * facts.in_place(at_alignment(torch.zeros(1), shift).numpy())  # q, k, v at this shift
+        assert caches == 2 * at_shift, (page_size, shift)
+        inputs = 3 * at_shift  # q, k, v
         outputs = facts.aligned(out.numpy()) + facts.aligned(lse.numpy())
         assert sess.last_kvcache_host_buffers == inputs + caches + outputs, (page_size, shift)
 
