@@ -118,7 +118,10 @@ void run_fp8_case(const Fp8Case& c) {
   EXPECT_EQ(r.gaps_written, 0u) << c.name << ": wrote outside O's layout";
   EXPECT_LE(r.out.rel_norm, c.rounded_p_bound) << c.name;
   EXPECT_EQ(r.lse.non_finite, 0u) << c.name;
-  EXPECT_LE(r.lse.rel_norm, 1e-5) << c.name;  // LSE comes from fp32 sums on every path
+  // LSE comes from fp32 sums on every path, but Hopper's FP8 wgmma adds the products of S with fewer
+  // mantissa bits than fp32 (1.0-2.4e-5 measured on the H100 against mma.sync's <= 1e-5; docs/FP8.md)
+  const bool wgmma = tile_info(session().device(), a).reason.find("wgmma.m64nNk32 e4m3") != std::string::npos;
+  EXPECT_LE(r.lse.rel_norm, wgmma ? 1e-4 : 1e-5) << c.name;
 }
 
 

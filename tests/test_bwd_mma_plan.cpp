@@ -83,13 +83,16 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
 TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {
   for (int d : {64, 128}) {
     const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
-    EXPECT_EQ(p.local_bytes, bwd_mma_local_bytes(p.warps, p.query_rows, d));
+    EXPECT_EQ(p.local_bytes, bwd_mma_local_bytes(p.warps * p.key_mtiles, p.query_rows, d, p.stages));
     EXPECT_LE(p.local_bytes, 48u * 1024) << d;
-    // the H200's fastest shapes (bwd_mma_plan.cpp): with the dQ pass (default) 4 x 64 at d = 64,
-    // with atomic dQ 8 x 32; 4 x 32 at d = 128
+    // the fastest measured shapes (bwd_mma_plan.cpp): with the dQ pass (default) 4 warps x 32 rows,
+    // at d = 64 two m-tiles a warp (32 keys) and two Q/dO buffers (H100), at d = 128 one and one
+    // (H200); with atomic dQ 8 x 32 at d = 64
     EXPECT_TRUE(p.dq_pass);
     EXPECT_EQ(p.warps, 4);
-    EXPECT_EQ(p.query_rows, d == 64 ? 64 : 32);
+    EXPECT_EQ(p.query_rows, 32);
+    EXPECT_EQ(p.key_mtiles, d == 64 ? 2 : 1);
+    EXPECT_EQ(p.stages, d == 64 ? 2 : 1);
     const BwdMmaPlan atomic = bwd_mma_plan(call(DType::F16, d).forward, with("", "", "", "atomic"));
     EXPECT_FALSE(atomic.dq_pass);
     EXPECT_EQ(atomic.warps, d == 64 ? 8 : 4);
@@ -154,8 +157,9 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
       }
   for (int d : {64, 128}) {
     const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));
-    EXPECT_EQ(p.dq_keys, d == 64 ? 64 : 32);
+    EXPECT_EQ(p.dq_keys, 32);
     EXPECT_EQ(p.dq_stages, 2);
+    EXPECT_EQ(p.dq_mtiles, d == 64 ? 2 : 1);
     EXPECT_EQ(p.dq_local_bytes, bwd_mma_dq_local_bytes(p.dq_keys, d, 2));
     EXPECT_LE(p.dq_local_bytes, 48u * 1024) << d;
   }
@@ -199,9 +203,9 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
   }
 }
 
-// The opt-in dQ pass with two 16-row m-tiles a warp (FLASHCL_BWD_MMA_DQ_TILE=KEYSxSTAGESx2): -DMT=2
-// and 32 rows a warp at d = 64 only; d = 128 keeps one m-tile; without the third field (or with 1)
-// the options are those of the two-field form, so the recorded programs stay as they are.
+// The dQ pass with two 16-row m-tiles a warp (the default at d = 64; FLASHCL_BWD_MMA_DQ_TILE=KEYSxSTAGESx2
+// forces it there): -DMT=2 and 32 rows a warp at d = 64 only; d = 128 keeps one m-tile; a forced tile
+// without the third field (or with 1) has the options of the two-field form.
 TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
   const BackwardArgs d64 = call(DType::F16, 64, true), d128 = call(DType::F16, 128, true);
@@ -211,11 +215,12 @@ TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
   EXPECT_EQ(p.dq_mtiles, 2);
   EXPECT_EQ(p.dq_local_bytes, bwd_mma_dq_local_bytes(32, 64, 2));
   EXPECT_TRUE(bwd_mma_eligible(hopper, d64, with("", "", "32x2x2")));
-  EXPECT_EQ(bwd_mma_options(d64, p),
-            " -DWARPS=4 -DBQ=64 -DQSTAGES=1 -DVEC_LOAD=1 -DPAIR_IO=1 -DDQ_ATOMIC=0 -DBC=32 -DDQ_STAGES=2 -DMT=2");
+  EXPECT_EQ(bwd_mma_options(d64, p),  // with the default dK/dV shape (MK 2)
+            " -DWARPS=4 -DBQ=32 -DQSTAGES=2 -DVEC_LOAD=1 -DPAIR_IO=1 -DDQ_ATOMIC=0 -DBC=32 -DDQ_STAGES=2 -DMT=2 -DMK=2");
+  EXPECT_EQ(bwd_mma_options(d64, p), bwd_mma_options(d64, bwd_mma_plan(d64.forward, with(""))));
   EXPECT_EQ(bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2x1"))),
             bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2"))));
-  EXPECT_EQ(bwd_mma_plan(d64.forward, with("")).dq_mtiles, 1);
+  EXPECT_EQ(bwd_mma_plan(d64.forward, with("", "", "32x2")).dq_mtiles, 1);
   // the atomic form has no dQ pass: no MT
   EXPECT_EQ(bwd_mma_options(d64, bwd_mma_plan(d64.forward, with("", "", "32x2x2", "atomic"))).find("-DMT"),
             std::string::npos);
@@ -297,12 +302,15 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
         EXPECT_FALSE(bwd_dkdv_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
       }
 
-      const BwdMmaChoice plain = plan_bwd_mma(hopper, b, with(""));
-      ASSERT_TRUE(plain.eligible && plain.writes_dq);
-      EXPECT_FALSE(plain.dq_wgmma || plain.dkdv_wgmma);
-      EXPECT_STREQ(plain.program.name, "bwd_mma_f16");
-      EXPECT_STREQ(plain.dq_program.name, "bwd_mma_f16");
-      EXPECT_EQ(plain.dq_program.options, plain.program.options);
+      const BwdMmaChoice defaults = plan_bwd_mma(hopper, b, with(""));
+      ASSERT_TRUE(defaults.eligible && defaults.writes_dq);
+      EXPECT_FALSE(defaults.dq_wgmma || defaults.dkdv_wgmma);
+      EXPECT_STREQ(defaults.program.name, "bwd_mma_f16");
+      EXPECT_STREQ(defaults.dq_program.name, "bwd_mma_f16");
+      EXPECT_EQ(defaults.dq_program.options, defaults.program.options);
+      // the wgmma forms keep one m-tile a warp: at d = 64 the shape the default had before two
+      const BwdMmaChoice plain = plan_bwd_mma(hopper, b, d == 64 ? with("", "4x64", "64x2") : with(""));
+      EXPECT_EQ(plain.program.options.find("-DMT"), std::string::npos);
 
       const BwdMmaChoice dq_only = plan_bwd_mma(hopper, b, dq);
       EXPECT_TRUE(dq_only.dq_wgmma && !dq_only.dkdv_wgmma);

@@ -1,9 +1,10 @@
-// test_decode_wide_plan.cpp: decode_lanes' opt-in wide form (FLASHCL_DECODE=lanes-wide,
-// lanes-wide-np, lanes-wide16; docs/DECODE.md): which -D switches plan_kvcache gives it, and that
-// the default plans give none of them (their programs stay as recorded). LANE_PAGE_KPT only where
-// the page size is a multiple of the keys per work-item; LANE_PREFETCH only on NVIDIA (PTX) and
-// only contiguous or with such pages; VEC 16 only for fp8 caches under lanes-wide16 and only where
-// decode_lanes takes the call (else the usual width for the other kernels).
+// test_decode_wide_plan.cpp: decode_lanes' wide form (FLASHCL_DECODE=lanes-wide, lanes-wide-np,
+// lanes-wide16 force it; docs/DECODE.md): which -D switches plan_kvcache gives it, and that the
+// default plans take it for paged 16-bit caches on NVIDIA only (contiguous and fp8 caches keep the
+// single form). LANE_PAGE_KPT only where the page size is a multiple of the keys per work-item;
+// LANE_PREFETCH only on NVIDIA (PTX) and only contiguous or with such pages; VEC 16 only for fp8
+// caches under lanes-wide16 and only where decode_lanes takes the call (else the usual width for
+// the other kernels).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -27,17 +28,24 @@ bool has(const KvCachePlan& p, const std::string& option) {
 
 const DeviceFacts h100 = simulated_nvidia_gpu(228, 9, 0);
 
-TEST(DecodeWidePlan, DefaultPlansHaveNoWideSwitch) {
+TEST(DecodeWidePlan, DefaultPlansTakeItForPaged16BitCachesOnNvidiaOnly) {
   for (DType cache : {DType::F16, DType::E4M3})
     for (int page : {0, 1, 16, 256}) {
       const KvCachePlan p = plan(h100, decode_step_call(cache, page));
       SCOPED_TRACE(p.program.options);
       EXPECT_STREQ(p.attention_kernel, "decode_lanes");
+      EXPECT_FALSE(has(p, "-DVEC=16"));
+      if (cache == DType::F16 && page > 0) {  // as under FLASHCL_DECODE=lanes-wide
+        EXPECT_EQ(p.program.options, plan(h100, decode_step_call(cache, page), "lanes-wide").program.options);
+        continue;
+      }
       EXPECT_EQ(p.program.options.find("LANE_WIDE"), std::string::npos);
       EXPECT_EQ(p.program.options.find("LANE_PAGE_KPT"), std::string::npos);
       EXPECT_EQ(p.program.options.find("LANE_PREFETCH"), std::string::npos);
-      EXPECT_FALSE(has(p, "-DVEC=16"));
     }
+  // other devices keep their kernels (PoCL: decode_cpu)
+  for (const DeviceFacts& f : {simulated_pocl_cpu(16), simulated_pocl_cpu(8)})
+    EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16)).program.options.find("LANE_WIDE"), std::string::npos);
 }
 
 TEST(DecodeWidePlan, PageBasePerLaneOnlyWherePagesHoldWholeKeyRuns) {

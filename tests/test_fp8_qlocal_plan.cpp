@@ -29,8 +29,16 @@ TEST(Fp8QLocalPlan, SwitchIsReadOnlyAsOne) {
   EXPECT_FALSE(env_overrides("FLASHCL_OTHER", "1").fp8_q_local);
 }
 
+// Q in __local memory is the mma.sync kernel's form: on cc 9.0 e4m3 takes wgmma up to d = 128
+// unless FLASHCL_FP8_WGMMA=0
+Overrides q_local_on_mma_sync() {
+  Overrides o = env_overrides("FLASHCL_FP8_QLOCAL", "1");
+  o.fp8_wgmma = "0";
+  return o;
+}
+
 TEST(Fp8QLocalPlan, E4m3CallsTakeOneMTileAndQInLocalMemory) {
-  const Overrides on = env_overrides("FLASHCL_FP8_QLOCAL", "1");
+  const Overrides on = q_local_on_mma_sync();
   for (const DeviceFacts& dev : {simulated_nvidia_gpu(48, 9, 0), simulated_nvidia_gpu(48, 8, 9)})
     for (int d : {30, 64, 72, 80, 128})
       for (bool causal : {false, true}) {
@@ -79,7 +87,7 @@ TEST(Fp8QLocalPlan, ForcedShapesCountQsRows) {
   // FLASHCL_MMA_TILE still chooses the shape; Q's BR rows join its bytes, so a shape that no longer
   // fits 48 KiB (two m-tiles, two buffers of 64 keys at d = 128: 36 KiB of K/V + 18 KiB of Q) is
   // seen as such by the launch's local-memory check
-  Overrides o = env_overrides("FLASHCL_FP8_QLOCAL", "1");
+  Overrides o = q_local_on_mma_sync();
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
   o.mma_tile = "4x64x2x2x1";
   const TilePlan big = mma_plan(dev, dense_fa2_call(DType::E4M3, 128, false, 512), o);

@@ -30,14 +30,24 @@ TEST(Fp8WgmmaPlan, SwitchValues) {
   EXPECT_TRUE(env_overrides("FLASHCL_OTHER", "1").fp8_wgmma.empty());
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
   const ForwardArgs a = dense_fa2_call(DType::E4M3, 128, false, 512);
-  for (const char* on : {"1", "require"}) EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", on)));
-  for (const char* off : {"0", "", "yes", "2"})
-    EXPECT_FALSE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", off))) << off;
+  // the default (unset) and "1", "require" take wgmma; "0" keeps mma.sync; anything else is refused by name
+  EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_OTHER", "1")));
+  for (const char* on : {"", "1", "require"}) EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", on)));
+  EXPECT_FALSE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", "0")));
+  for (const char* bad : {"yes", "2"}) {
+    try {
+      wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", bad));
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;
+      EXPECT_TRUE(has(e.what(), "FLASHCL_FP8_WGMMA")) << e.what();
+    }
+  }
 }
 
 TEST(Fp8WgmmaPlan, E4m3CallsOnHopperPlanWgmmaFirst) {
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
-  const Overrides on = env_overrides("FLASHCL_FP8_WGMMA", "1"), off = env_overrides("FLASHCL_OTHER", "1");
+  const Overrides on = env_overrides("FLASHCL_OTHER", "1"), off = env_overrides("FLASHCL_FP8_WGMMA", "0");
   for (int d : {30, 32, 64, 72, 80, 96, 128})
     for (bool causal : {false, true}) {
       SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
@@ -75,7 +85,7 @@ TEST(Fp8WgmmaPlan, E4m3CallsOnHopperPlanWgmmaFirst) {
 }
 
 TEST(Fp8WgmmaPlan, ElsewhereNothingChanges) {
-  const Overrides on = env_overrides("FLASHCL_FP8_WGMMA", "require"), off = env_overrides("FLASHCL_OTHER", "1");
+  const Overrides on = env_overrides("FLASHCL_FP8_WGMMA", "require"), off = env_overrides("FLASHCL_FP8_WGMMA", "0");
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0), ada = simulated_nvidia_gpu(48, 8, 9);
   // cc 8.9 (no wgmma), and every other dtype on cc 9.0
   for (int d : {64, 128})

@@ -8,8 +8,8 @@
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
 // float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
 // falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
-// tensor cores off, FLASHCL_WGMMA=0 only wgmma. e4m3 takes wgmma (mma_wgmma_e4m3.cl) only under
-// FLASHCL_FP8_WGMMA=1, or =require, where a failed probe is an error instead of a fallback. The
+// tensor cores off, FLASHCL_WGMMA=0 only wgmma. e4m3 takes wgmma (mma_wgmma_e4m3.cl) up to d = 128
+// unless FLASHCL_FP8_WGMMA=0; =require makes its failed probe an error instead of a fallback. The
 // candidate shapes of each call, in order, are its call plan's (call_plan.cpp, from mma_plan.cpp);
 // this file probes and enqueues them.
 #include <algorithm>

@@ -58,6 +58,17 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   // (dK/dV kernel and dQ pass together 174.1 / 167.7, against 139.1 / 124.6 for 8 x 32; same run).
   p.warps = a.head_dim > 64 || p.dq_pass ? 4 : 8;
   p.query_rows = a.head_dim <= 64 && p.dq_pass ? 64 : 32;
+  // Two m-tiles a warp at d <= 64 (bwd_mma_dkdv's MK 2: 4 warps x 32 keys, 32-row Q blocks, two
+  // Q/dO buffers; the dQ pass's MT 2 with 32-key blocks): every ldmatrix fragment serves two
+  // m-tiles. H100 (bench/gpu/bwd_ab.sh, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal):
+  // fp16 191.7 / 180.8 against 174.9 / 166.9, bf16 192.7 / 183.8 against 175.7 / 171.8. Not under
+  // FLASHCL_BWD_WGMMA, whose kernels hold one m-tile a warp (and measured slower: 0.82-0.84x).
+  const bool two_tiles = a.head_dim <= 64 && p.dq_pass && (o.bwd_wgmma.empty() || o.bwd_wgmma == "0");
+  if (two_tiles) {
+    p.query_rows = 32;
+    p.stages = 2;
+    p.key_mtiles = 2;
+  }
   if (!o.bwd_mma_tile.empty()) {
     int warps = 0, rows = 0, stages = 1, mk = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_tile.c_str();
@@ -92,8 +103,9 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   // (Q, dO as A fragments and dQ take 128 registers a lane there already). The H200 sweep agrees
   // within 1 % (d = 128: 64x1 182.7 / 168.5 against 181.9 / 167.4; d = 64: 128x1 139.8 / 123.3
   // against 139.1 / 124.6 at 8 x 32).
-  p.dq_keys = a.head_dim > 64 ? 32 : 64;
+  p.dq_keys = a.head_dim > 64 || two_tiles ? 32 : 64;
   p.dq_stages = 2;
+  if (two_tiles) p.dq_mtiles = 2;
   if (!o.bwd_mma_dq_tile.empty()) {
     int keys = 0, stages = 0, mtiles = 1, used = 0, more = 0;
     const char* env = o.bwd_mma_dq_tile.c_str();

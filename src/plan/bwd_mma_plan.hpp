@@ -18,9 +18,9 @@ struct BwdMmaPlan {
   int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys
   int query_rows = 64;        // BQ: query rows per Q block
   int stages = 1;             // Q/dO buffers: 1, or 2 (the next Q block copied during this one)
-  // 16-key m-tiles a warp of bwd_mma_dkdv (MK): 1, or 2 (opt-in, FLASHCL_BWD_MMA_TILE's fourth
-  // field; taken with the dQ pass at d <= 64 only): the K/V block is then 32 * warps keys and every
-  // Q_i/dO_i fragment read by ldmatrix serves two m-tiles
+  // 16-key m-tiles a warp of bwd_mma_dkdv (MK): 2 by default with the dQ pass at d <= 64 (else 1;
+  // FLASHCL_BWD_MMA_TILE's fourth field forces it there): the K/V block is then 32 * warps keys and
+  // every Q_i/dO_i fragment read by ldmatrix serves two m-tiles
   int key_mtiles = 1;
   std::size_t local_bytes = 0;
   // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;
@@ -32,8 +32,8 @@ struct BwdMmaPlan {
   // blocks of dq_keys keys with dq_stages K/V buffers
   int dq_keys = 64;
   int dq_stages = 2;
-  // 16-row m-tiles a warp of the dQ pass holds (MT): 1, or 2 (opt-in, FLASHCL_BWD_MMA_DQ_TILE's
-  // third field; taken at d <= 64 only, larger head dims keep 1): every K_j/V_j fragment read by
+  // 16-row m-tiles a warp of the dQ pass holds (MT): 2 by default at d <= 64 (with MK 2), else 1
+  // (FLASHCL_BWD_MMA_DQ_TILE's third field forces it at d <= 64): every K_j/V_j fragment read by
   // ldmatrix then serves two m-tiles, half the __local traffic per product, 32 rows a warp
   int dq_mtiles = 1;
   std::size_t dq_local_bytes = 0;

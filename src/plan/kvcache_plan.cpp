@@ -49,6 +49,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.page_size = paged(a) ? a.page_size : 0;
   r.vec = vec;
   r.num_splits = a.num_splits;
+  r.fp8_cache = is_fp8(kvcache_cache_dtype(a));
   r.form = o.decode;
   return plan_decode(facts, r);
 }

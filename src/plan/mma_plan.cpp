@@ -61,11 +61,12 @@ struct MmaRow {
 };
 const MmaRow kMmaShapes[] = {
     {Operands::E4M3, 256, Causal::Any, {4, 64, 2, 2, true}, "two m-tiles a warp, two K/V buffers of 64 keys (36 KiB at d = 128)"},
-    // FLASHCL_FP8_WGMMA (not yet measured): the fp16 wgmma's 16 warps where registers allow (clang+ptxas
-    // sm_90a: 121-128 at d = 64; at d = 128 16 warps' cap of 128 spills, 12 warps fit 168); 64 keys, two K
-    // and two V^T buffers
-    {Operands::E4M3Wgmma, 64, Causal::Any, {16, 64, 1, 2, true}, "e4m3 wgmma at d <= 64: 16 warps, as fp16's wgmma"},
-    {Operands::E4M3Wgmma, 128, Causal::Any, {12, 64, 1, 2, true}, "e4m3 wgmma, d = 128: 12 warps (168 registers)"},
+    // e4m3 on wgmma (cc 9.0, d <= 128): the fp16 wgmma's 16 warps where registers allow (ptxas sm_90a:
+    // 114-127 at d = 64; at d = 128 16 warps' cap of 128 spills, 12 warps fit 168); 64 keys, two K and
+    // two V^T buffers. H100 (bench/gpu/fp8_wgmma_ab.sh, B 8, H 16, N 4096): d = 64 384.5/359.5 against
+    // 8 warps 370.5/354.0 and mma.sync 244.6/236.9; d = 128 438.0 against 8 warps 340.8, mma.sync 262.7
+    {Operands::E4M3Wgmma, 64, Causal::Any, {16, 64, 1, 2, true}, "e4m3 wgmma at d <= 64: 16 warps 384.5/359.5 against 8 370.5/354.0"},
+    {Operands::E4M3Wgmma, 128, Causal::Any, {12, 64, 1, 2, true}, "e4m3 wgmma, d = 128: 12 warps 438.0 against 8 340.8"},
     {Operands::Wgmma, 64, Causal::No, {16, 64, 1, 2, false}, "mbarrier schedule: eager 351.7 against lazy 342.8"},
     {Operands::Wgmma, 64, Causal::Yes, {16, 64, 1, 2, true}, "mbarrier schedule: lazy 307.2 against eager 303.0"},
     {Operands::Wgmma, 256, Causal::Any, {12, 64, 1, 1, true}, "FLASHCL_WGMMA=1 above d = 64: one K and one V buffer, 12 warps 314.4/264.4"},
@@ -175,8 +176,14 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   const std::string& choice = o.wgmma;
   if (choice == "0" || facts.nv_compute_major != 9 || facts.nv_compute_minor != 0) return false;
-  // e4m3 only under FLASHCL_FP8_WGMMA (mma_wgmma_e4m3.cl, opt-in until a card has measured it), d <= 128
-  if (is_fp8(a.dtype)) return (o.fp8_wgmma == "1" || o.fp8_wgmma == "require") && a.head_dim <= kMaxMmaHeadDim;
+  // e4m3 up to d = 128 (mma_wgmma_e4m3.cl): 1.57x mma.sync at d = 64, 1.67x at d = 128 on the H100
+  // (docs/perf/nvidia-h100.md, "FP8 forward on wgmma"); FLASHCL_FP8_WGMMA=0 keeps mma.sync
+  if (is_fp8(a.dtype)) {
+    const std::string& v = o.fp8_wgmma;
+    if (v != "" && v != "0" && v != "1" && v != "require")
+      fail(Status::InvalidArgument, "FLASHCL_FP8_WGMMA: expected '0', '1' or 'require', got '", v, "'");
+    return v != "0" && a.head_dim <= kMaxMmaHeadDim;
+  }
   return !is_tf32(a) && (a.head_dim <= 64 || choice == "1");
 }
 

@@ -20,7 +20,7 @@ enum class MmaKind { MmaSync, Wgmma };
 bool is_tf32(const ForwardArgs& a);
 
 // Whether a call on this device should try wgmma first (Hopper, fp16/bf16, d <= 64 unless
-// FLASHCL_WGMMA=1; e4m3 at d <= 128 only under FLASHCL_FP8_WGMMA; never with FLASHCL_WGMMA=0).
+// FLASHCL_WGMMA=1; e4m3 at d <= 128 unless FLASHCL_FP8_WGMMA=0; never with FLASHCL_WGMMA=0).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 
 // The launch plan of `kind` for `a` (its __local bytes included). A malformed FLASHCL_MMA_TILE is

@@ -27,9 +27,9 @@ struct Overrides {
                                // registers (mma_e4m3.cl's Q_LOCAL; opt-in until the card has measured it)
   bool fp8_d256 = false;       // FLASHCL_FP8_D256=1: e4m3 calls of head dim 129-256 on the tensor-core fa2 (4x32x1x2;
                                // opt-in until the card has run it; the portable fa2 otherwise)
-  std::string fp8_wgmma;       // FLASHCL_FP8_WGMMA: "1" e4m3 calls up to d = 128 on compute capability 9.0 try Hopper's
-                               // wgmma first (mma_wgmma_e4m3.cl; a failed probe falls back to mma.sync), "require"
-                               // the same with a failed probe an error (tests, A/B runs); opt-in until measured
+  std::string fp8_wgmma;       // FLASHCL_FP8_WGMMA: e4m3 calls up to d = 128 on compute capability 9.0 try Hopper's
+                               // wgmma first (mma_wgmma_e4m3.cl; a failed probe falls back to mma.sync); "require"
+                               // makes a failed probe an error (tests, A/B runs), "0" keeps mma.sync
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run;
                                // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' opt-in wide form (docs/DECODE.md)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default

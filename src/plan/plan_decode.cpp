@@ -106,7 +106,12 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // is for tests on other devices (FLASHCL_DECODE=lanes).
   const bool few_rows = rows <= 8 && rows * vec <= 64;
   const std::size_t lanes_wg = std::min<std::size_t>(128, f.max_work_group_size);
-  const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16";
+  // The wide form: forced by its names, and the default for paged 16/32-bit caches on NVIDIA, where
+  // it measured 1.03-1.17x the single form (H100, fp16, B 8 and 1, 4k-128k keys, pages of 16 and
+  // 256; docs/perf/nvidia-h100.md, "Decode"); contiguous caches keep the single form (0.86-0.94x
+  // there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x contiguous)
+  const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" ||
+                    (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && !r.fp8_cache);
   if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
       (r.form == "lanes" || r.form == "lanes-single" || wide || (r.form.empty() && gpu && f.is_nvidia()))) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;

@@ -18,12 +18,14 @@ struct DecodeRequest {
   int page_size = 0;       // paged caches: keys per page; 0: contiguous
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
+  bool fp8_cache = false;  // 8-bit cache elements (e4m3, e5m2)
   std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
                            // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
                            // call allows it; empty (or anything else): the planner's choice.
                            // "lanes-wide" (decode_lanes with LANE_WIDE and, on NVIDIA, 2 tiles
                            // prefetched into L2), "lanes-wide-np" (no prefetch), "lanes-wide16" (and
-                           // fp8 caches at VEC 16: kvcache_plan asks with vec 16): opt-in forms
+                           // fp8 caches at VEC 16: kvcache_plan asks with vec 16): forced forms
+                           // (paged caches on NVIDIA take lanes-wide by default)
 };
 
 struct DecodePlan {
