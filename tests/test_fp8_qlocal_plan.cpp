@@ -99,14 +99,15 @@ TEST(Fp8QLocalPlan, ForcedShapesCountQsRows) {
   EXPECT_LT(fits.local_bytes, dev.local_mem_bytes);
 }
 
-// FLASHCL_FP8_D256=1: e4m3 calls of head dim 129-256 take the tensor cores at 4x32x1x2 (Q in
-// registers; with Q in __local memory too the shape passes 48 KiB and the call stays portable);
-// without it, or for other dtypes, d > 128 stays on the portable fa2.
+// e4m3 calls of head dim 129-256 take the tensor cores at 4x32x1x2 by default (Q in registers; with
+// Q in __local memory too the shape passes 48 KiB and the call stays portable); under
+// FLASHCL_FP8_D256=0, or for other dtypes, d > 128 stays on the portable fa2.
 TEST(Fp8QLocalPlan, HeadDimsTo256UnderTheirSwitch) {
   const DeviceFacts dev = simulated_nvidia_gpu(48, 9, 0);
-  const Overrides on = env_overrides("FLASHCL_FP8_D256", "1"), off = env_overrides("FLASHCL_OTHER", "1");
+  const Overrides on = env_overrides("FLASHCL_OTHER", "1"), off = env_overrides("FLASHCL_FP8_D256", "0");
   EXPECT_TRUE(on.fp8_d256);
-  EXPECT_FALSE(env_overrides("FLASHCL_FP8_D256", "0").fp8_d256);
+  EXPECT_TRUE(env_overrides("FLASHCL_FP8_D256", "1").fp8_d256);
+  EXPECT_FALSE(off.fp8_d256);
   for (int d : {129, 160, 200, 256})
     for (bool causal : {false, true}) {
       SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));

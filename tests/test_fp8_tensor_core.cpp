@@ -41,8 +41,8 @@ TEST(Fp8TensorCore, PaddedAndElementWiseHeadDims) {
   run_tensor_core_case(2, 2, 1, 37, 150, 30, false, DType::F16, Layout::PaddedRows);  // byte loads of Q
 }
 
-// Head dims past 128: the tensor cores take them under FLASHCL_FP8_D256=1 (4x32x1x2: O's 32
-// n-tiles a warp, Q's 8 k-steps); elsewhere, and without the switch, the portable fa2 does.
+// Head dims past 128: the tensor cores take them (4x32x1x2: O's 32 n-tiles a warp, Q's 8 k-steps);
+// on other devices, and under FLASHCL_FP8_D256=0, the portable fa2 does.
 TEST(Fp8TensorCore, HeadDimsTo256) {
   run_tensor_core_case(1, 2, 2, 150, 150, 256, false, DType::BF16, Layout::BSHD);
   run_tensor_core_case(1, 4, 2, 130, 200, 256, true, DType::F16, Layout::BSHD);

