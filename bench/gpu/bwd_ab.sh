@@ -5,7 +5,9 @@
 #        blocks, two buffers);
 #   both the same and FLASHCL_BWD_MMA_TILE=4x32x2x2: bwd_mma_dkdv with -DMK=2 too (32 keys a warp,
 #        128-key K/V blocks, 32-row Q blocks, two Q/dO buffers).
-# d = 128 keeps its default programs under both (the same options, so its rows measure the noise).
+# Ran on the H100 on 2026-12-05: both won at d = 64 and are its default since (docs/perf/nvidia-h100.md),
+# so "default" and "both" now coincide there. At d = 128 "both" is not eligible for the tensor cores
+# (4x32 with two Q/dO buffers needs 56.5 KiB) and its rows time the portable kernel.
 # Builds (setup.sh), runs the tensor-core backward tests with each form against float64
 # (FLASHCL_BWD_MMA=1: a failed probe is an error), then times flashcl-bench --backward (B 8, H 16,
 # N 4096, d 64/128, causal both, fp16/bf16, fa2; device-event medians of -r 10 after -w 2) default,

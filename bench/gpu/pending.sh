@@ -6,7 +6,8 @@
 # files in /tmp/pending/<script>; its stdout (tests' verdicts, ptxas lines, the table last) goes to
 # OUT/<script>.log, and all files of the call to one OUT/details.tar.gz, because a device call
 # brings back only a few files. If the machine went cold between calls, the build comes back and
-# the call may need repeating.
+# the call may need repeating. All four calls ran on an H100 on 2026-12-05 11:50 UTC (results and the
+# defaults they decided: docs/perf/nvidia-h100.md); bench/gpu/defaults_ab.sh re-checks those defaults.
 # Usage (from the repository root, in a device call carrying .deps): bench/gpu/pending.sh CALL OUT
 #   CALL 1: fp8_wgmma_ab (~150 s)                  after the build (~240 s fresh)
 #   CALL 2: bwd_wgmma_ab (~170 s), fp8_ab (~120 s)
