@@ -28,14 +28,14 @@ bool has(const KvCachePlan& p, const std::string& option) {
 
 const DeviceFacts h100 = simulated_nvidia_gpu(228, 9, 0);
 
-TEST(DecodeWidePlan, DefaultPlansTakeItForPaged16BitCachesOnNvidiaOnly) {
+TEST(DecodeWidePlan, DefaultPlansTakeItForPaged16BitCachesOfWholeKeyRunsOnNvidiaOnly) {
   for (DType cache : {DType::F16, DType::E4M3})
     for (int page : {0, 1, 16, 256}) {
       const KvCachePlan p = plan(h100, decode_step_call(cache, page));
       SCOPED_TRACE(p.program.options);
       EXPECT_STREQ(p.attention_kernel, "decode_lanes");
       EXPECT_FALSE(has(p, "-DVEC=16"));
-      if (cache == DType::F16 && page > 0) {  // as under FLASHCL_DECODE=lanes-wide
+      if (cache == DType::F16 && page > 0 && page % 4 == 0) {  // pages of whole KPT runs: as under FLASHCL_DECODE=lanes-wide
         EXPECT_EQ(p.program.options, plan(h100, decode_step_call(cache, page), "lanes-wide").program.options);
         continue;
       }
@@ -43,7 +43,8 @@ TEST(DecodeWidePlan, DefaultPlansTakeItForPaged16BitCachesOnNvidiaOnly) {
       EXPECT_EQ(p.program.options.find("LANE_PAGE_KPT"), std::string::npos);
       EXPECT_EQ(p.program.options.find("LANE_PREFETCH"), std::string::npos);
     }
-  // other devices keep their kernels (PoCL: decode_cpu)
+  // fp32 caches (unmeasured) keep the single form; other devices keep their kernels (PoCL: decode_cpu)
+  EXPECT_EQ(plan(h100, decode_step_call(DType::F32, 16)).program.options.find("LANE_WIDE"), std::string::npos);
   for (const DeviceFacts& f : {simulated_pocl_cpu(16), simulated_pocl_cpu(8)})
     EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16)).program.options.find("LANE_WIDE"), std::string::npos);
 }

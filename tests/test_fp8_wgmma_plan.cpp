@@ -1,11 +1,11 @@
-// test_fp8_wgmma_plan.cpp: the opt-in e4m3 forward on Hopper's wgmma (FLASHCL_FP8_WGMMA,
-// kernels/nvidia/mma_wgmma_e4m3.cl), as pure planner functions on simulated NVIDIA GPUs with
-// OpenCL's 48 KiB of local memory: the switch is read as "1" or "require"; with it, e4m3 calls up
-// to d = 128 on compute capability 9.0 plan wgmma first (16 warps at d <= 64, 12 above; 64 keys;
-// two K and two V^T buffers whose __local bytes fit), built as program fa2_mma_wgmma_e4m3 through
-// retargeted PTX, with the default e4m3 mma.sync plan behind it as the probe's fallback; without
-// it, on cc 8.9, past d = 128, under FLASHCL_WGMMA=0 and for every other dtype the plans and
-// program options are the default's (so no recorded row of tests/data/plan_options.txt changes).
+// test_fp8_wgmma_plan.cpp: the e4m3 forward on Hopper's wgmma (kernels/nvidia/mma_wgmma_e4m3.cl,
+// the default on compute capability 9.0 up to d = 128), as pure planner functions on simulated
+// NVIDIA GPUs with OpenCL's 48 KiB of local memory: FLASHCL_FP8_WGMMA unset, "1" or "require" plan
+// wgmma first (16 warps at d <= 64, 12 above; 64 keys; two K and two V^T buffers whose __local bytes
+// fit), built as program fa2_mma_wgmma_e4m3 through retargeted PTX, with the e4m3 mma.sync plan
+// behind it as the probe's fallback; "0" keeps mma.sync, other values are refused by name on every
+// device; on cc 8.9, past d = 128, under FLASHCL_WGMMA=0 and for every other dtype the plans and
+// program options are those of FLASHCL_FP8_WGMMA=0.
 // The kernel itself runs only on the card (tests/test_fp8_wgmma.cpp, bench/gpu/fp8_wgmma_ab.sh).
 #include <gtest/gtest.h>
 
@@ -34,9 +34,11 @@ TEST(Fp8WgmmaPlan, SwitchValues) {
   EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_OTHER", "1")));
   for (const char* on : {"", "1", "require"}) EXPECT_TRUE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", on)));
   EXPECT_FALSE(wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", "0")));
+  const DeviceFacts ada = simulated_nvidia_gpu(48, 8, 9);  // no wgmma there, but a typo is still one
+  for (const DeviceFacts* dev : {&hopper, &ada})
   for (const char* bad : {"yes", "2"}) {
     try {
-      wgmma_wanted(hopper, a, env_overrides("FLASHCL_FP8_WGMMA", bad));
+      wgmma_wanted(*dev, a, env_overrides("FLASHCL_FP8_WGMMA", bad));
       ADD_FAILURE() << bad << " was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), Status::InvalidArgument) << bad;

@@ -128,7 +128,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     p.dq_mtiles = a.head_dim <= 64 ? mtiles : 1;
   }
   p.dq_local_bytes = bwd_mma_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
-  p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
+  p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x ", 16 * p.key_mtiles, " keys, ", p.query_rows,
                     " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
                     ", mma.sync.m16n8k16");
   return p;

@@ -177,15 +177,14 @@ bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
 // docs/perf/nvidia-h100.md, v5 and v8).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   const std::string& choice = o.wgmma;
+  // a bad FLASHCL_FP8_WGMMA is an error on every device, not only where wgmma exists
+  const std::string& fp8 = o.fp8_wgmma;
+  if (is_fp8(a.dtype) && fp8 != "" && fp8 != "0" && fp8 != "1" && fp8 != "require")
+    fail(Status::InvalidArgument, "FLASHCL_FP8_WGMMA: expected '0', '1' or 'require', got '", fp8, "'");
   if (choice == "0" || facts.nv_compute_major != 9 || facts.nv_compute_minor != 0) return false;
   // e4m3 up to d = 128 (mma_wgmma_e4m3.cl): 1.57x mma.sync at d = 64, 1.67x at d = 128 on the H100
   // (docs/perf/nvidia-h100.md, "FP8 forward on wgmma"); FLASHCL_FP8_WGMMA=0 keeps mma.sync
-  if (is_fp8(a.dtype)) {
-    const std::string& v = o.fp8_wgmma;
-    if (v != "" && v != "0" && v != "1" && v != "require")
-      fail(Status::InvalidArgument, "FLASHCL_FP8_WGMMA: expected '0', '1' or 'require', got '", v, "'");
-    return v != "0" && a.head_dim <= kMaxMmaHeadDim;
-  }
+  if (is_fp8(a.dtype)) return fp8 != "0" && a.head_dim <= kMaxMmaHeadDim;
   return !is_tf32(a) && (a.head_dim <= 64 || choice == "1");
 }
 

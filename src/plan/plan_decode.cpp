@@ -106,12 +106,16 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // is for tests on other devices (FLASHCL_DECODE=lanes).
   const bool few_rows = rows <= 8 && rows * vec <= 64;
   const std::size_t lanes_wg = std::min<std::size_t>(128, f.max_work_group_size);
-  // The wide form: forced by its names, and the default for paged 16/32-bit caches on NVIDIA, where
-  // it measured 1.03-1.17x the single form (H100, fp16, B 8 and 1, 4k-128k keys, pages of 16 and
-  // 256; docs/perf/nvidia-h100.md, "Decode"); contiguous caches keep the single form (0.86-0.94x
-  // there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x contiguous)
+  // The wide form: forced by its names, and the default where it was measured faster: paged 16-bit
+  // caches (8-element loads) on NVIDIA whose pages hold whole runs of a lane's keys (page_size % KPT
+  // == 0: a page base per lane), 1.03-1.17x the single form (H100, fp16, B 8 and 1, 4k-128k keys,
+  // pages of 16 and 256; docs/perf/nvidia-h100.md, "Decode"). Contiguous caches keep the single form
+  // (0.86-0.94x there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x
+  // contiguous); fp32 caches and other page sizes are unmeasured.
+  const int kpt = rows <= 4 ? 4 : 2;  // keys_per_thread below
   const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" ||
-                    (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && !r.fp8_cache);
+                    (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && r.page_size % kpt == 0 &&
+                     !r.fp8_cache && r.vec == 8);
   if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
       (r.form == "lanes" || r.form == "lanes-single" || wide || (r.form.empty() && gpu && f.is_nvidia()))) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;
@@ -123,7 +127,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.lane_pipeline = r.form == "lanes";
     // 2·KPT independent 16-byte loads in flight per work-item; 2 when 8 rows' query chunks and
     // accumulators take the registers
-    p.keys_per_thread = rows <= 4 ? 4 : 2;
+    p.keys_per_thread = kpt;
     if (wide) {
       // The wide form (decode_lanes.cl's LANE_WIDE): the page cursor without divisions; a page
       // base per lane and tile where the lane's KPT keys share a page; on NVIDIA the tile 2 ahead
