@@ -231,7 +231,7 @@ TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
             bwd_mma_options(d128, bwd_mma_plan(d128.forward, with(""))));  // d = 128's default dQ tile is 32x2
 }
 
-// The opt-in dK/dV kernel with two 16-key m-tiles a warp (FLASHCL_BWD_MMA_TILE=WARPSxBQxSTAGESx2):
+// The dK/dV kernel with two 16-key m-tiles a warp (d = 64's default; FLASHCL_BWD_MMA_TILE=WARPSxBQxSTAGESx2):
 // -DMK=2, K/V blocks of 32 * warps keys (so the local bytes of twice the warps' keys) with the dQ
 // pass at d = 64; d = 128 and the atomic form keep one m-tile and the options they had.
 TEST(BwdMmaPlan, DkDvTwoMTilesAtD64) {

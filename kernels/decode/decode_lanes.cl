@@ -24,7 +24,7 @@
 #define LANE_PIPELINE 0 /* 1: the next tile's loads are issued before this tile's arithmetic (registers x2) */
 #endif
 #ifndef LANE_WIDE
-#define LANE_WIDE 0 /* 1: the wide form (FLASHCL_DECODE=lanes-wide, below lane_issue_wide), opt-in until measured */
+#define LANE_WIDE 0 /* 1: the wide form (below lane_issue_wide): paged 16-bit caches on NVIDIA, or FLASHCL_DECODE=lanes-wide */
 #endif
 #ifndef LANE_PAGE_KPT
 #define LANE_PAGE_KPT 0 /* wide, paged: 1 where the host knows page_size % KPT == 0 (a lane's keys never cross a page) */

@@ -6,7 +6,7 @@
  * or bwd_wgmma_rows.cl), whose load_rows lays Q_i and dO_i out as its products read them. */
 
 #ifndef MK
-#define MK 1 /* 16-key m-tiles a warp: 1, or 2 (opt-in, no atomic dQ): each Q_i/dO_i fragment read serves two */
+#define MK 1 /* 16-key m-tiles a warp: 1, or 2 (d = 64's default, no atomic dQ): each Q_i/dO_i fragment read serves two */
 #endif
 #define BKV (16 * MK * WARPS) /* keys per work-group */
 #ifndef BQ

@@ -25,7 +25,7 @@
  * an LSE of +inf in __local memory; keys past the end and above the causal diagonal get P = 0 on
  * the blocks that cross them. dK (times the scale) and dV are written once at the end. With
  * DQ_ATOMIC 0 (deterministic calls) the dS^T staging and the dQ adds are left out and
- * bwd_mma_dq.cl computes dQ. MK 2 (opt-in, DQ_ATOMIC 0 only) gives each warp two 16-key m-tiles
+ * bwd_mma_dq.cl computes dQ. MK 2 (d = 64's default, DQ_ATOMIC 0 only) gives each warp two 16-key m-tiles
  * (keys k0 + 32w .. + 31, BKV = 32 WARPS): every ldmatrix of Q_i or dO_i then feeds both tiles,
  * half the __local reads per product, for twice the dK, dV and V_w registers (d = 64 only).
  * Built after bwd_mma_rows.cl (load_rows) and bwd_kv_steps.cl (the block geometry, the Q block

@@ -31,7 +31,8 @@ struct Overrides {
                                // wgmma first (mma_wgmma_e4m3.cl; a failed probe falls back to mma.sync); "require"
                                // makes a failed probe an error (tests, A/B runs), "0" keeps mma.sync
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run;
-                               // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' opt-in wide form (docs/DECODE.md)
+                               // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' wide form (docs/DECODE.md;
+                               // paged 16-bit caches on NVIDIA take it unforced)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
                                // (a failed probe is an error, not a fallback), else chosen where eligible

@@ -39,8 +39,8 @@ struct DecodePlan {
   bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
   bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
   bool lane_pipeline = false; // lanes: the next tile's loads issued before this tile's arithmetic
-  bool lane_wide = false;     // lanes, FLASHCL_DECODE=lanes-wide*: division-free page cursor, one page base per lane
-                              // and tile (LANE_WIDE; opt-in until the card has measured it)
+  bool lane_wide = false;     // lanes, wide form: division-free page cursor, one page base per lane and tile
+                              // (LANE_WIDE; paged 16-bit caches on NVIDIA, or FLASHCL_DECODE=lanes-wide*)
   bool lane_page_kpt = false; // lanes-wide, paged: page_size % KPT == 0, so a lane's keys share a page (LANE_PAGE_KPT)
   int lane_prefetch = 0;      // lanes-wide on NVIDIA: tiles ahead prefetched into L2 (LANE_PREFETCH; 0: none)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
