@@ -1,12 +1,16 @@
 // test_program_manifest.cpp: kernels/programs.txt as the library sees it. Every program of the
 // generated table (program/programs.hpp) must assemble from the embedded kernel files, and each
 // embedded file must be the file on disk, so neither a program naming a file the build did not
-// embed nor a stale embedded copy goes unnoticed until a device builds that program.
+// embed nor a stale embedded copy goes unnoticed until a device builds that program; and the hash
+// kept per file list (program_hash, the program cache's key) must be the hash of that text.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include <unistd.h>
 
 #include "program/kernel_source.hpp"
 #include "program/programs.hpp"
@@ -36,6 +40,38 @@ TEST(ProgramManifest, EveryProgramAssemblesFromTheFilesOnDisk) {
       at = found + text.size();
     }
   }
+}
+
+// The hash kept per file list (program_hash, which cached_program keys programs by) is the hash of
+// the text as assembled now, for every program; with a kernel directory it follows the files there
+// (a changed file must make a new program), and the embedded hash is back once the directory is unset.
+TEST(ProgramManifest, KeptHashesAreTheTextsAndFollowAKernelDirectory) {
+  namespace d = flashcl::detail;
+  namespace fs = std::filesystem;
+  d::set_kernel_dir("");
+  for (const auto& program : d::programs::all) {
+    SCOPED_TRACE(program.name);
+    const std::uint64_t embedded = d::program_source(*program.files).hash;
+    EXPECT_EQ(d::program_hash(*program.files), embedded);
+    EXPECT_EQ(d::program_hash(*program.files), embedded);  // the kept one
+  }
+  const auto& files = *d::programs::all.front().files;
+  const std::uint64_t embedded = d::program_hash(files);
+  const fs::path dir = fs::temp_directory_path() / ("flashcl-hash-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  for (const auto& file : files) {
+    fs::create_directories((dir / file).parent_path());
+    std::ofstream(dir / file, std::ios::binary) << disk_file(file);
+  }
+  d::set_kernel_dir(dir.string());
+  EXPECT_EQ(d::program_hash(files), embedded);  // the same text from disk
+  std::ofstream(dir / files.back(), std::ios::app) << "\n/* edited */\n";
+  const std::uint64_t edited = d::program_hash(files);
+  EXPECT_NE(edited, embedded);
+  EXPECT_EQ(edited, d::program_source(files).hash);
+  d::set_kernel_dir("");
+  EXPECT_EQ(d::program_hash(files), embedded);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
@@ -17,6 +18,9 @@ namespace {
 
 std::mutex g_dir_mutex;
 std::string g_dir_override;
+
+std::mutex g_hash_mutex;
+std::map<std::vector<std::string>, std::uint64_t> g_embedded_hashes;  // file list -> hash of its text
 
 std::string kernel_dir() {
   std::lock_guard<std::mutex> lock(g_dir_mutex);
@@ -55,6 +59,18 @@ ProgramSource program_source(const std::vector<std::string>& files) {
   }
   source.hash = XXH64(source.text.data(), source.text.size(), 0);
   return source;
+}
+
+std::uint64_t program_hash(const std::vector<std::string>& files) {
+  if (!kernel_dir().empty()) return program_source(files).hash;
+  {
+    std::lock_guard<std::mutex> lock(g_hash_mutex);
+    auto it = g_embedded_hashes.find(files);
+    if (it != g_embedded_hashes.end()) return it->second;
+  }
+  const std::uint64_t hash = program_source(files).hash;
+  std::lock_guard<std::mutex> lock(g_hash_mutex);
+  return g_embedded_hashes.emplace(files, hash).first->second;
 }
 
 }  // namespace flashcl::detail

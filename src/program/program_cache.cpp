@@ -212,8 +212,7 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
   // FLASHCL_BUILD_OPTIONS appends compiler flags (part of every cache key) for kernel work.
   const std::string& extra = process_overrides().build_options;
   const std::string options = extra.empty() ? base_options : base_options + " " + extra;
-  const ProgramSource source = program_source(files);
-  const MemoryKey key{context, device, options + route_tag(route), source.hash};
+  const MemoryKey key{context, device, options + route_tag(route), program_hash(files)};
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = g_programs.find(key);
@@ -222,6 +221,8 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
       return it->second;
     }
   }
+  // The text only on a miss: a hit (every call after the first) needs just the hash.
+  const ProgramSource source = program_source(files);
   cl::Program program = build_program(context, device, source, options, route);
   std::lock_guard<std::mutex> lock(g_mutex);
   drop_released_contexts_locked();  // `context` is the caller's, alive: never dropped here
