@@ -13,6 +13,9 @@
 #  5. one table (decode_ab_table.py): TB/s default, new, new/default, paged/contiguous for both
 #     forms, new/FA2.
 # Files in OUT_DIR: tests.log, default.csv, wide.csv, e4m3.csv, sdpa.json, table.txt (and setup's logs).
+# Ran on the H100 on 2026-12-05 (docs/perf/nvidia-h100.md); paged 16-bit caches take the wide form
+# by default since, so "default" and "lanes-wide" coincide on their paged rows; the single form is
+# FLASHCL_DECODE=lanes-single (bench/gpu/defaults_ab.sh compares the two).
 # Usage: bench/gpu/decode_ab.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-ab}
