@@ -4,7 +4,8 @@
 // takes: standard, fa1, the team fa2 (a forced tile) and the CPU-shaped fa2; the size queries
 // likewise. The tensor-core path needs an NVIDIA GPU, so its planning is counted on simulated
 // NVIDIA facts: one plan per instruction the launcher may try (wgmma, then mma.sync) and one for
-// the portable fa2 it falls back to. The call's results are checked by the forward suites; here a
+// the portable fa2 it falls back to (and FLASHCL_FP8_WGMMA=require is carried by the plan's wgmma
+// candidate). The call's results are checked by the forward suites; here a
 // call need only run to completion with finite outputs.
 #include <gtest/gtest.h>
 
@@ -16,6 +17,7 @@
 #include "plan/call_plan.hpp"
 #include "plan/plan_counts.hpp"
 #include "plan/plan_fa2_cpu.hpp"
+#include "planner_calls.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -175,6 +177,33 @@ TEST(CallPlan, TensorCorePlansEachCandidateOnce) {
   EXPECT_EQ(r.calls, 1u);
   EXPECT_EQ(r.mma_sync + r.wgmma, 0u);
   EXPECT_EQ(r.tiles, 1u);
+}
+
+// FLASHCL_FP8_WGMMA=require travels in the plan, so the launcher reads no override of its own: the
+// e4m3 wgmma candidate carries it; the mma.sync candidate behind it, the other settings, a device
+// without wgmma and the fp16 wgmma candidate never do.
+TEST(CallPlan, Fp8WgmmaRequireIsCarriedByTheWgmmaCandidate) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0), ada = simulated_nvidia_gpu(48, 8, 9);
+  const ForwardArgs e4m3 = dense_fa2_call(DType::E4M3, 128, false, 512);
+  Overrides o;
+  o.fp8_wgmma = "require";
+  CallPlan plan = plan_call(hopper, e4m3, o);
+  ASSERT_EQ(plan.tensor_cores.size(), 2u);
+  EXPECT_EQ(plan.tensor_cores[0].kind, MmaKind::Wgmma);
+  EXPECT_TRUE(plan.tensor_cores[0].required);
+  EXPECT_FALSE(plan.tensor_cores[1].required);
+  ASSERT_EQ(plan_call(ada, e4m3, o).tensor_cores.size(), 1u);
+  EXPECT_FALSE(plan_call(ada, e4m3, o).tensor_cores[0].required);
+  plan = plan_call(hopper, dense_fa2_call(DType::F16, 64), o);
+  ASSERT_EQ(plan.tensor_cores.size(), 2u);
+  EXPECT_EQ(plan.tensor_cores[0].kind, MmaKind::Wgmma);
+  for (const MmaCandidate& c : plan.tensor_cores) EXPECT_FALSE(c.required);
+  for (const char* other : {"", "1", "0"}) {
+    o.fp8_wgmma = other;
+    plan = plan_call(hopper, e4m3, o);
+    ASSERT_FALSE(plan.tensor_cores.empty()) << other;
+    for (const MmaCandidate& c : plan.tensor_cores) EXPECT_FALSE(c.required) << other;
+  }
 }
 
 // The plan's grids are the launchers' old ones: fa2 one work-group per (Q block, head, batch) and

@@ -9,9 +9,9 @@
 // float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
 // falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
 // tensor cores off, FLASHCL_WGMMA=0 only wgmma. e4m3 takes wgmma (mma_wgmma_e4m3.cl) up to d = 128
-// unless FLASHCL_FP8_WGMMA=0; =require makes its failed probe an error instead of a fallback. The
-// candidate shapes of each call, in order, are its call plan's (call_plan.cpp, from mma_plan.cpp);
-// this file probes and enqueues them.
+// unless FLASHCL_FP8_WGMMA=0; =require (the planned candidate's `required`) makes its failed probe an
+// error instead of a fallback. The candidate shapes of each call, in order, are its call plan's
+// (call_plan.cpp, from mma_plan.cpp); this file probes and enqueues them.
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -22,7 +22,6 @@
 #include "launch/probe.hpp"
 #include "launch/probe_problem.hpp"
 #include "plan/mma_plan.hpp"
-#include "plan/overrides.hpp"
 #include "program/program_cache.hpp"
 
 namespace flashcl::detail {
@@ -126,7 +125,7 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan
       return true;
     }
     // FLASHCL_FP8_WGMMA=require (tests, A/B runs): no silent fallback to mma.sync for e4m3 on wgmma
-    if (candidate.kind == MmaKind::Wgmma && is_fp8(a.dtype) && process_overrides().fp8_wgmma == "require")
+    if (candidate.required)
       fail(Status::InternalError, "FLASHCL_FP8_WGMMA=require: the e4m3 wgmma probe failed on this device (",
            to_string(out), " O, ", vec_load ? "16-byte" : "element-wise", " copies; FLASHCL_BUILD_LOG=1 shows why)");
   }

@@ -79,6 +79,8 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
     plan.mma_tile_forced = !o.mma_tile.empty();
     if (plan.mma_tile_forced || tiles.local_bytes <= facts.local_mem_bytes) {
       plan.tensor_cores.push_back({first, tiles, fa2_grid(facts, a, tiles), mma_program(a, tiles, first)});
+      // FLASHCL_FP8_WGMMA=require: a failed e4m3 wgmma probe is an error, not a fallback to mma.sync
+      plan.tensor_cores.back().required = wgmma && is_fp8(a.dtype) && o.fp8_wgmma == "require";
       if (wgmma) {
         const TilePlan sync = plan_for_kind(a, MmaKind::MmaSync, o);
         plan.tensor_cores.push_back(

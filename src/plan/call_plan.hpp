@@ -36,6 +36,9 @@ struct MmaCandidate {
   TilePlan tiles;
   Grid grid;
   ProgramChoice program;  // fa2_mma.cl over its operand file, with this shape's options
+  // FLASHCL_FP8_WGMMA=require on the e4m3 wgmma candidate (tests, A/B runs): a failed probe is an
+  // error, not a silent fallback to mma.sync
+  bool required = false;
 };
 
 // The standard path on NVIDIA tensor cores (standard_mma_plan.hpp), tried before the portable
