@@ -53,7 +53,8 @@ variant no-append --cache 32768 --causal                              # two kern
 variant non-causal --cache 32768 --new-tokens 1                       # -DCAUSAL=0
 variant plain --cache 32768                                           # decode_ab.sh's shape
 variant even --cache 32767 --new-tokens 1 --causal                    # capacity 32768 with the append
+variant again --cache 32768 --new-tokens 1 --causal                   # cpp.csv's shape last: warm-up drift
 timeout -k 10 120 "$py" bench/gpu/python_kvcache_breakdown.py \
   "append+causal (Python's shape)=$out/cpp.csv" "no append, causal=$out/cpp-no-append.csv" \
   "append, non-causal=$out/cpp-non-causal.csv" "no append, non-causal=$out/cpp-plain.csv" \
-  "append+causal, capacity 32768=$out/cpp-even.csv" 2>&1 | tee "$out/breakdown.txt"
+  "append+causal, capacity 32768=$out/cpp-even.csv" "append+causal, again (last)=$out/cpp-again.csv" 2>&1 | tee "$out/breakdown.txt"
