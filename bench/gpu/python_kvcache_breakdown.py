@@ -26,12 +26,13 @@ from flashcl.torch import flash_attn_func, flash_attn_with_kvcache
 from python_bench import timed  # CUDA events: the median of single calls, the mean back to back
 
 
-def cpp_ms(path):
+def cpp_row(path):
+    """(median ms, the planner's split count) of a flashcl-bench --decode CSV, or (None, None)."""
     try:
         rows = [r for r in csv.DictReader(open(path)) if r.get("median_ms")]
     except OSError:
-        return None
-    return float(rows[0]["median_ms"]) if rows else None
+        return None, None
+    return (float(rows[0]["median_ms"]), rows[0].get("splits")) if rows else (None, None)
 
 
 def host_split(call, binding, repeat, idle):
@@ -77,8 +78,8 @@ def main():
     cpp = {}
     for item in a.cpp:
         label, _, path = item.partition("=")
-        cpp[label] = cpp_ms(path)
-        print(f"{label:34} {cpp[label] if cpp[label] is not None else '-':>9} ms")
+        cpp[label], splits = cpp_row(path)
+        print(f"{label:34} {cpp[label] if cpp[label] is not None else '-':>9} ms  {splits or '-'} splits")
     reference = cpp[a.cpp[0].partition("=")[0]]
 
     with flashcl.cuda.use_pool():
