@@ -5,7 +5,8 @@
 // other devices, CPUs, fp32, other head dims, fa1, every other variant and FLASHCL_BWD_MMA=0. The
 // default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and FLASHCL_BWD_MMA_DQ_TILE set
 // the shapes and reject malformed or uncompilable ones by name. FLASHCL_BWD_WGMMA moves the dQ pass
-// (and with "1" the dK/dV kernel) onto wgmma on compute capability 9.0 only.
+// (and with "1" the dK/dV kernel) onto wgmma on compute capability 9.0 only; the plan says whether
+// the two kernels then share one program.
 #include <gtest/gtest.h>
 
 #include "plan/backward_programs.hpp"
@@ -374,6 +375,27 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
               return std::string(name) == "FLASHCL_BWD_WGMMA" ? "dq" : nullptr;
             }).bwd_wgmma,
             "dq");
+}
+
+// Whether bwd_mma_dkdv and bwd_mma_dq share one program is the plan's answer (BwdMmaPrograms::shared,
+// which the device probe builds from): only the dQ pass alone on wgmma needs a second program, and
+// the flag says exactly when the two programs named differ.
+TEST(BwdMmaPlan, KernelProgramsSayWhetherTheyAreOne) {
+  for (int d : {64, 128})
+    for (bool dkdv_wgmma : {false, true})
+      for (bool dq_wgmma : {false, true})
+        for (bool overlap : {false, true}) {
+          SCOPED_TRACE("d=" + std::to_string(d) + " dkdv_wgmma=" + std::to_string(dkdv_wgmma) +
+                       " dq_wgmma=" + std::to_string(dq_wgmma) + " overlap=" + std::to_string(overlap));
+          BackwardArgs b = call(DType::F16, d);
+          b.deterministic = true;  // bwd_mma_dq runs
+          BwdMmaPlan plan = bwd_mma_plan(b.forward, with(""));
+          plan.dq_overlap = overlap;
+          const BwdMmaPrograms p = bwd_mma_kernel_programs(b, plan, dkdv_wgmma, dq_wgmma);
+          EXPECT_EQ(p.shared, !dq_wgmma || dkdv_wgmma);
+          EXPECT_EQ(p.shared, p.dq.files == p.dkdv.files && p.dq.options == p.dkdv.options &&
+                                  p.dq.arch_ptx == p.dkdv.arch_ptx);
+        }
 }
 
 TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {

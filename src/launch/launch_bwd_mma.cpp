@@ -199,9 +199,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     };
     std::vector<float> dq(q.size());
     if (deterministic) {
-      const cl::Program dq_program = choice.dq.options == choice.dkdv.options && choice.dq.files == choice.dkdv.files
-                                         ? program
-                                         : build(choice.dq);
+      const cl::Program dq_program = choice.shared ? program : build(choice.dq);
       cl::Kernel dq_kernel(dq_program, "bwd_mma_dq");
       cl_mem dq_mems[7] = {qb(), kb(), vb(), dob(), lseb(), dqb(), wsb()};
       for (cl_uint i = 0; i < 7; ++i) dq_kernel.setArg(i, sizeof(cl_mem), &dq_mems[i]);

@@ -28,14 +28,16 @@ ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan) 
 
 BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPlan& plan, bool dkdv_wgmma,
                                        bool dq_wgmma) {
+  // composed once: every form below is these options over one of the two file lists
   const std::string options = common_options(args.forward) + bwd_mma_options(args, plan);
   BwdMmaPrograms p;
   p.dkdv = dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options + " -DWGMMA_DKDV=1", true)
-                      : bwd_mma_program(args, plan);
-  p.dq = dq_wgmma && !dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options, true) : p.dkdv;
-  if (dq_wgmma && plan.dq_overlap) {  // (both kernels on wgmma: one program)
+                      : choose_program(programs::bwd_mma_f16, options);
+  p.shared = !dq_wgmma || dkdv_wgmma;  // only a dQ pass alone on wgmma needs a program of its own
+  p.dq = p.shared ? p.dkdv : choose_program(programs::bwd_mma_wgmma, options, true);
+  if (dq_wgmma && plan.dq_overlap) {
     p.dq.options += " -DDQ_OVERLAP=1";
-    if (dkdv_wgmma) p.dkdv = p.dq;
+    if (p.shared) p.dkdv = p.dq;
   }
   return p;
 }

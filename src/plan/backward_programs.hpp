@@ -33,6 +33,7 @@ ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan);
 // -DDQ_OVERLAP=1 where plan.dq_overlap); one program where both run on wgmma.
 struct BwdMmaPrograms {
   ProgramChoice dkdv, dq;
+  bool shared = true;  // dkdv and dq are one program (same files and options): built once for both kernels
 };
 BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPlan& plan, bool dkdv_wgmma,
                                        bool dq_wgmma);
