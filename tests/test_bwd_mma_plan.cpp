@@ -377,6 +377,52 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
             "dq");
 }
 
+// plan_bwd_mma decides FLASHCL_BWD_WGMMA's kernels once (bwd_wgmma_kernels, on the shape before the
+// wgmma dK/dV kernel's two Q/dO buffers, which the dQ pass's decisions do not read: they hold on that
+// shape too), over every value, device and dQ form; a bad value is still refused by name.
+TEST(BwdMmaPlan, WgmmaKernelsDecidedOnceAreThePlans) {
+  int dq_on = 0, dkdv_on = 0, overlap_on = 0;
+  for (const DeviceFacts& dev : {simulated_nvidia_gpu(48, 9, 0), simulated_nvidia_gpu(32, 9, 0), simulated_nvidia_gpu(48, 8, 0)})
+    for (const char* value : {"", "0", "dq", "1", "overlap"})
+      for (const char* dq_form : {"", "atomic"})
+        for (bool deterministic : {false, true})
+          for (int d : {64, 128}) {
+            SCOPED_TRACE(std::string(value) + " " + dq_form + (deterministic ? " deterministic" : "") +
+                         " d=" + std::to_string(d) + " " + std::to_string(dev.local_mem_bytes) + " B cc " +
+                         std::to_string(dev.nv_compute_major) + "." + std::to_string(dev.nv_compute_minor));
+            Overrides o = with("", "", "", dq_form);
+            o.bwd_wgmma = value;
+            BackwardArgs b = call(DType::F16, d, true);
+            b.deterministic = deterministic;
+            const BwdMmaChoice c = plan_bwd_mma(dev, b, o);
+            if (!c.eligible) continue;
+            const BwdMmaPlan before = bwd_mma_plan(b.forward, o);
+            const BwdWgmmaKernels k = bwd_wgmma_kernels(dev, b, before, o);
+            EXPECT_EQ(c.dq_wgmma, k.dq);
+            EXPECT_EQ(c.dkdv_wgmma, k.dkdv);
+            EXPECT_EQ(c.shape.dq_overlap, k.dq_overlap);
+            const BwdWgmmaKernels after = bwd_wgmma_kernels(dev, b, bwd_wgmma_dkdv_shape(dev, before, d, o), o);
+            EXPECT_EQ(after.dq, k.dq);
+            EXPECT_EQ(after.dq_overlap, k.dq_overlap);
+            dq_on += k.dq;
+            dkdv_on += k.dkdv;
+            overlap_on += k.dq_overlap;
+          }
+  EXPECT_GT(dq_on, dkdv_on);  // "dq" takes the dQ pass alone
+  EXPECT_GT(dkdv_on, overlap_on);
+  EXPECT_GT(overlap_on, 0);
+  Overrides wrong = with("");
+  wrong.bwd_wgmma = "yes";
+  for (const DeviceFacts& dev : {simulated_nvidia_gpu(48, 9, 0), simulated_nvidia_gpu(48, 8, 0)})
+    try {
+      plan_bwd_mma(dev, call(DType::F16, 64), wrong);
+      ADD_FAILURE() << "FLASHCL_BWD_WGMMA=yes was accepted on cc " << dev.nv_compute_major;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_WGMMA"), std::string::npos) << e.what();
+    }
+}
+
 // Whether bwd_mma_dkdv and bwd_mma_dq share one program is the plan's answer (BwdMmaPrograms::shared,
 // which the device probe builds from): only the dQ pass alone on wgmma needs a second program, and
 // the flag says exactly when the two programs named differ.

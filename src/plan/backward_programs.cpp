@@ -50,10 +50,13 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
     c.shape = bwd_mma_plan(args.forward, o);
     c.writes_dq = bwd_mma_writes_dq(c.shape, args);
     c.vec_load = bwd_mma_vec_load(args, c.shape);
-    c.dq_wgmma = bwd_dq_wgmma(facts, args, c.shape, o);
-    c.dkdv_wgmma = bwd_dkdv_wgmma(facts, args, c.shape, o);
+    // decided once, on the shape before the wgmma dK/dV kernel's: that changes only its Q/dO
+    // buffers and __local bytes, which the dQ pass's decisions do not read
+    const BwdWgmmaKernels wgmma = bwd_wgmma_kernels(facts, args, c.shape, o);
+    c.dq_wgmma = wgmma.dq;
+    c.dkdv_wgmma = wgmma.dkdv;
     if (c.dkdv_wgmma) c.shape = bwd_wgmma_dkdv_shape(facts, c.shape, args.forward.head_dim, o);
-    c.shape.dq_overlap = bwd_dq_overlap(facts, args, c.shape, o);
+    c.shape.dq_overlap = wgmma.dq_overlap;
     const BwdMmaPrograms programs = bwd_mma_kernel_programs(args, c.shape, c.dkdv_wgmma, c.dq_wgmma);
     c.program = programs.dkdv;
     c.dq_program = programs.dq;

@@ -157,32 +157,42 @@ std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages)
   return 2 * 2 * rows * ((head_dim + 15) / 16 * 16) + 2 * sizeof(float) * rows;
 }
 
-bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
+std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps) {
+  return 2 * 5 * static_cast<std::size_t>(keys) * ((head_dim + 15) / 16 * 16) + sizeof(float) * 32 * warps;
+}
+
+BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                                  const Overrides& o) {
   const std::string& v = o.bwd_wgmma;
   if (v != "" && v != "0" && v != "1" && v != "dq" && v != "overlap")
     fail(Status::InvalidArgument,
          "FLASHCL_BWD_WGMMA: expected '1' (dQ pass and dK/dV kernel), 'overlap' (the same, the dQ product "
          "overlapped), 'dq' or '0', got '",
          v, "'");
+  BwdWgmmaKernels k;
   // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
   // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)
-  return (v == "1" || v == "dq" || v == "overlap") && facts.is_nvidia() && facts.nv_compute_major == 9 && facts.nv_compute_minor == 0 &&
-         bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 && plan.dq_keys <= 128;
+  k.dq = (v == "1" || v == "dq" || v == "overlap") && facts.is_nvidia() && facts.nv_compute_major == 9 &&
+         facts.nv_compute_minor == 0 && bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 &&
+         plan.dq_keys <= 128;
+  k.dkdv = k.dq && (v == "1" || v == "overlap") && plan.key_mtiles == 1 && plan.query_rows <= 128 &&
+           bwd_wgmma_dkdv_local_bytes(plan.query_rows, args.forward.head_dim, plan.stages) <= facts.local_mem_bytes;
+  k.dq_overlap = k.dq && v == "overlap" &&
+                 bwd_wgmma_dq_overlap_local_bytes(plan.dq_keys, args.forward.head_dim, plan.warps) <=
+                     facts.local_mem_bytes;
+  return k;
+}
+
+bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
+  return bwd_wgmma_kernels(facts, args, plan, o).dq;
 }
 
 bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
-  return bwd_dq_wgmma(facts, args, plan, o) && (o.bwd_wgmma == "1" || o.bwd_wgmma == "overlap") &&
-         plan.key_mtiles == 1 && plan.query_rows <= 128 &&
-         bwd_wgmma_dkdv_local_bytes(plan.query_rows, args.forward.head_dim, plan.stages) <= facts.local_mem_bytes;
-}
-
-std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps) {
-  return 2 * 5 * static_cast<std::size_t>(keys) * ((head_dim + 15) / 16 * 16) + sizeof(float) * 32 * warps;
+  return bwd_wgmma_kernels(facts, args, plan, o).dkdv;
 }
 
 bool bwd_dq_overlap(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
-  return o.bwd_wgmma == "overlap" && bwd_dq_wgmma(facts, args, plan, o) &&
-         bwd_wgmma_dq_overlap_local_bytes(plan.dq_keys, args.forward.head_dim, plan.warps) <= facts.local_mem_bytes;
+  return bwd_wgmma_kernels(facts, args, plan, o).dq_overlap;
 }
 
 BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim, const Overrides& o) {

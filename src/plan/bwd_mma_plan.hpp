@@ -75,6 +75,16 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
 // padding) with LSE_i and D_i, `stages` times (no K tile: K_w and V_w stay in registers).
 std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages);
 
+// Which kernels of the tensor-core backward run on Hopper's wgmma, decided together from one reading
+// of FLASHCL_BWD_WGMMA (plan_bwd_mma asks once; each decision below is one field, for tests).
+struct BwdWgmmaKernels {
+  bool dq = false;          // bwd_dq_wgmma
+  bool dkdv = false;        // bwd_dkdv_wgmma
+  bool dq_overlap = false;  // bwd_dq_overlap
+};
+BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                                  const Overrides& o = process_overrides());
+
 // Whether bwd_mma_dq runs on Hopper's wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over
 // mma_wgmma.cl, built through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1" or "dq"
 // (opt-in until the card has measured it; another value than those, "0" and "" is an
