@@ -22,10 +22,6 @@ ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan
                                          " -DRM=", c.rows_per_block, " -DCG=", c.column_vectors, " -DVW=", c.vector_width));
 }
 
-ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan) {
-  return choose_program(programs::bwd_mma_f16, common_options(args.forward) + bwd_mma_options(args, plan));
-}
-
 BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPlan& plan, bool dkdv_wgmma,
                                        bool dq_wgmma) {
   // composed once: every form below is these options over one of the two file lists

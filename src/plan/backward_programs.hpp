@@ -23,11 +23,8 @@ ProgramChoice backward_program(const ForwardArgs& a, bool dbias, const BackwardP
 // kernels) with the shape `cpu`.
 ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan& cpu);
 
-// The tensor-core backward program for `args` (its forward part normalised) with `plan`'s shape:
-// common_options() plus bwd_mma_options().
-ProgramChoice bwd_mma_program(const BackwardArgs& args, const BwdMmaPlan& plan);
-
-// The programs of bwd_mma_dkdv and bwd_mma_dq for `args` and `plan`: bwd_mma_program for both, or,
+// The programs of bwd_mma_dkdv and bwd_mma_dq for `args` (its forward part normalised) and `plan`:
+// programs.txt's bwd_mma_f16 with common_options() plus bwd_mma_options() for both, or,
 // for the kernels on wgmma (bwd_dkdv_wgmma, bwd_dq_wgmma), programs.txt's bwd_mma_wgmma through
 // retargeted PTX with the same options (plus -DWGMMA_DKDV=1 where its dK/dV kernel is the one run,
 // -DDQ_OVERLAP=1 where plan.dq_overlap); one program where both run on wgmma.
