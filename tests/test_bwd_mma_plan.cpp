@@ -11,6 +11,8 @@
 
 #include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
+#include "plan/plan_backward.hpp"
+#include "plan/plan_bwd_cpu.hpp"
 #include "simulated_devices.hpp"
 
 namespace flashcl::detail {
@@ -452,6 +454,26 @@ TEST(BwdMmaPlan, BuildOptionsFollowTheStrides) {
   EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=0 -DPAIR_IO=1");
   b.d_k.seq_stride = 8 * 128 + 1;  // odd dK rows: element stores
   EXPECT_EQ(bwd_mma_options(b, p), " -DWARPS=4 -DBQ=32 -DQSTAGES=1 -DVEC_LOAD=0 -DPAIR_IO=0");
+}
+
+// A typo in FLASHCL_BWD_WGMMA is refused by name wherever a backward is planned, also on devices
+// that never read the switch (CPUs return from plan_backward_programs before the tensor cores).
+TEST(BwdMmaPlan, BadWgmmaSwitchRefusedOnEveryDevice) {
+  for (const DeviceFacts& dev : {simulated_pocl_cpu(16), simulated_nvidia_gpu(48, 8, 0), simulated_nvidia_gpu(48, 9, 0)}) {
+    const BackwardArgs b = call(dev.kind == DeviceKind::CPU ? DType::F32 : DType::F16, 64);
+    Overrides o = with("");
+    const BackwardPlan tiles = plan_backward(dev, 64);
+    const BwdCpuPlan cpu = plan_bwd_cpu(dev, b.forward);
+    EXPECT_NO_THROW(plan_backward_programs(dev, b, tiles, cpu, o));
+    o.bwd_wgmma = "on";
+    try {
+      plan_backward_programs(dev, b, tiles, cpu, o);
+      ADD_FAILURE() << "FLASHCL_BWD_WGMMA=on was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_BWD_WGMMA"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace

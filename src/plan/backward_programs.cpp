@@ -62,6 +62,7 @@ BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, co
 
 BackwardPrograms plan_backward_programs(const DeviceFacts& facts, const BackwardArgs& args, const BackwardPlan& tiles,
                                         const BwdCpuPlan& cpu, const Overrides& o) {
+  check_bwd_wgmma_switch(o);  // a typo is one on every device, not only where the switch is read
   const bool dbias = args.d_bias.kind != MaskKind::None;
   BackwardPrograms p;
   p.portable = backward_program(args.forward, dbias, tiles);

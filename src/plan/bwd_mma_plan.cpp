@@ -161,14 +161,19 @@ std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps) 
   return 2 * 5 * static_cast<std::size_t>(keys) * ((head_dim + 15) / 16 * 16) + sizeof(float) * 32 * warps;
 }
 
-BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
-                                  const Overrides& o) {
+void check_bwd_wgmma_switch(const Overrides& o) {
   const std::string& v = o.bwd_wgmma;
   if (v != "" && v != "0" && v != "1" && v != "dq" && v != "overlap")
     fail(Status::InvalidArgument,
          "FLASHCL_BWD_WGMMA: expected '1' (dQ pass and dK/dV kernel), 'overlap' (the same, the dQ product "
          "overlapped), 'dq' or '0', got '",
          v, "'");
+}
+
+BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
+                                  const Overrides& o) {
+  check_bwd_wgmma_switch(o);
+  const std::string& v = o.bwd_wgmma;
   BwdWgmmaKernels k;
   // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
   // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)

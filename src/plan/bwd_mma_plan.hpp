@@ -85,6 +85,10 @@ struct BwdWgmmaKernels {
 BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
                                   const Overrides& o = process_overrides());
 
+// A value of FLASHCL_BWD_WGMMA other than "", "0", "1", "dq" and "overlap" is an InvalidArgument
+// error naming it, on every device (plan_backward_programs checks it before any device test).
+void check_bwd_wgmma_switch(const Overrides& o);
+
 // Whether bwd_mma_dq runs on Hopper's wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over
 // mma_wgmma.cl, built through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1" or "dq"
 // (opt-in until the card has measured it; another value than those, "0" and "" is an
