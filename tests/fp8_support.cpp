@@ -124,7 +124,6 @@ void run_fp8_case(const Fp8Case& c) {
   EXPECT_LE(r.lse.rel_norm, wgmma ? 1e-4 : 1e-5) << c.name;
 }
 
-
 Fp8Case tensor_core_case(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {
   bench::Shape s = dense_shape(b, h, nq, nk, d, causal);
   s.heads_kv = h_kv;

@@ -11,7 +11,6 @@
 
 namespace flashcl::test {
 
-
 struct Fp8Case {
   bench::Shape shape;
   DType dtype = DType::E4M3, out = DType::F32;
@@ -28,7 +27,6 @@ struct Fp8Case {
 
 // Runs the case and checks it (GoogleTest expectations).
 void run_fp8_case(const Fp8Case& c);
-
 
 // A case of the NVIDIA tensor-core kernels (test_fp8_tensor_core.cpp on mma.sync, test_fp8_wgmma.cpp
 // on wgmma): e4m3 inputs with per-head descales, H query heads over h_kv K/V heads, O of type `out`

@@ -285,24 +285,25 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
       SCOPED_TRACE(std::string(to_string(dtype)) + " d=" + std::to_string(d));
       const BackwardArgs b = call(dtype, d, true);
       const BwdMmaPlan p = bwd_mma_plan(b.forward, both);
-      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, p, both));
-      EXPECT_TRUE(bwd_dkdv_wgmma(hopper, b, p, both));
-      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, p, dq));
-      EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, p, dq));
+      EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, p, both).dq);
+      EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, p, both).dkdv);
+      EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, p, dq).dq);
+      EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, p, dq).dkdv);
       for (const char* off : {"", "0"}) {
         Overrides o = with("");
         o.bwd_wgmma = off;
-        EXPECT_FALSE(bwd_dq_wgmma(hopper, b, p, o));
-        EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, p, o));
+        EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, p, o).dq);
+        EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, p, o).dkdv);
       }
       BwdMmaPlan wide = p;  // FLASHCL_BWD_MMA_DQ_TILE's blocks past 128 keys: more tiles than WG_TILES issues
       wide.dq_keys = 192;
-      EXPECT_FALSE(bwd_dq_wgmma(hopper, b, wide, both));
+      EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, wide, both).dq);
       wide.dq_keys = 128;
-      EXPECT_TRUE(bwd_dq_wgmma(hopper, b, wide, both));
+      EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, wide, both).dq);
       for (auto [major, minor] : {std::pair{8, 0}, {8, 9}, {9, 1}, {10, 0}}) {
-        EXPECT_FALSE(bwd_dq_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
-        EXPECT_FALSE(bwd_dkdv_wgmma(simulated_nvidia_gpu(48, major, minor), b, p, both)) << major << "." << minor;
+        const DeviceFacts other = simulated_nvidia_gpu(48, major, minor);
+        EXPECT_FALSE(bwd_wgmma_kernels(other, b, p, both).dq) << major << "." << minor;
+        EXPECT_FALSE(bwd_wgmma_kernels(other, b, p, both).dkdv) << major << "." << minor;
       }
 
       const BwdMmaChoice defaults = plan_bwd_mma(hopper, b, with(""));
@@ -343,7 +344,8 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
       EXPECT_EQ(overlapped.program.options, all.program.options + " -DDQ_OVERLAP=1");
       EXPECT_EQ(overlapped.dq_program.options, overlapped.program.options);
       EXPECT_LE(bwd_wgmma_dq_overlap_local_bytes(p.dq_keys, d, p.warps), 48u * 1024);
-      EXPECT_FALSE(bwd_dq_overlap(simulated_nvidia_gpu(32, 9, 0), b, p, ov));  // three K buffers need room
+      // three K buffers need room
+      EXPECT_FALSE(bwd_wgmma_kernels(simulated_nvidia_gpu(32, 9, 0), b, p, ov).dq_overlap);
       EXPECT_FALSE(plan_bwd_mma(hopper, b, dq).shape.dq_overlap);
       EXPECT_LE(bwd_wgmma_dkdv_local_bytes(p.query_rows, d, p.stages), 48u * 1024);
     }
@@ -351,28 +353,28 @@ TEST(BwdMmaPlan, WgmmaOnlyWhenAskedOnHopper) {
   Overrides atomic = both;
   atomic.bwd_mma_dq = "atomic";
   BackwardArgs b = call(DType::F16, 64);
-  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
-  EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, atomic), atomic).dq);
+  EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, atomic), atomic).dkdv);
   b.deterministic = true;
-  EXPECT_TRUE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
-  EXPECT_TRUE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, atomic), atomic));
+  EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, atomic), atomic).dq);
+  EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, atomic), atomic).dkdv);
   Overrides two_tiles = both;
   two_tiles.bwd_mma_dq_tile = "32x2x2";
-  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_tiles), two_tiles));
+  EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, two_tiles), two_tiles).dq);
   Overrides two_warps = both;
   two_warps.bwd_mma_tile = "2x32";
-  EXPECT_FALSE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_warps), two_warps));
+  EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, two_warps), two_warps).dq);
   Overrides two_key_tiles = both;
   two_key_tiles.bwd_mma_tile = "4x32x2x2";
-  EXPECT_TRUE(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
-  EXPECT_FALSE(bwd_dkdv_wgmma(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles));
+  EXPECT_TRUE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles).dq);
+  EXPECT_FALSE(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, two_key_tiles), two_key_tiles).dkdv);
   Overrides one_buffer = both;  // a chosen tile is kept as chosen
   one_buffer.bwd_mma_tile = "4x64x1";
   EXPECT_EQ(bwd_wgmma_dkdv_shape(hopper, bwd_mma_plan(b.forward, one_buffer), 64, one_buffer).stages, 1);
   EXPECT_EQ(bwd_wgmma_dkdv_shape(hopper, bwd_mma_plan(b.forward, both), 64, both).stages, 2);
   Overrides wrong = with("");
   wrong.bwd_wgmma = "yes";
-  EXPECT_THROW(bwd_dq_wgmma(hopper, b, bwd_mma_plan(b.forward, wrong), wrong), Error);
+  EXPECT_THROW(bwd_wgmma_kernels(hopper, b, bwd_mma_plan(b.forward, wrong), wrong), Error);
   EXPECT_EQ(read_overrides([](const char* name) -> const char* {
               return std::string(name) == "FLASHCL_BWD_WGMMA" ? "dq" : nullptr;
             }).bwd_wgmma,

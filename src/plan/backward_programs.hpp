@@ -25,7 +25,7 @@ ProgramChoice bwd_cpu_program(const ForwardArgs& a, bool dbias, const BwdCpuPlan
 
 // The programs of bwd_mma_dkdv and bwd_mma_dq for `args` (its forward part normalised) and `plan`:
 // programs.txt's bwd_mma_f16 with common_options() plus bwd_mma_options() for both, or,
-// for the kernels on wgmma (bwd_dkdv_wgmma, bwd_dq_wgmma), programs.txt's bwd_mma_wgmma through
+// for the kernels on wgmma (BwdWgmmaKernels), programs.txt's bwd_mma_wgmma through
 // retargeted PTX with the same options (plus -DWGMMA_DKDV=1 where its dK/dV kernel is the one run,
 // -DDQ_OVERLAP=1 where plan.dq_overlap); one program where both run on wgmma.
 struct BwdMmaPrograms {
@@ -41,8 +41,8 @@ struct BwdMmaChoice {
   bool required = false;  // FLASHCL_BWD_MMA=1: a failed probe is an error, not a fallback
   bool writes_dq = false;  // eligible, and bwd_mma_dq writes dQ (bwd_mma_writes_dq): no fp32 accumulator
   bool vec_load = false;   // 16-byte copies (bwd_mma_vec_load), which the probe's problem copies likewise
-  bool dq_wgmma = false;    // bwd_mma_dq on wgmma (bwd_dq_wgmma: FLASHCL_BWD_WGMMA 1 or dq, cc 9.0)
-  bool dkdv_wgmma = false;  // bwd_mma_dkdv on wgmma too (bwd_dkdv_wgmma: FLASHCL_BWD_WGMMA=1)
+  bool dq_wgmma = false;    // bwd_mma_dq on wgmma (BwdWgmmaKernels::dq: FLASHCL_BWD_WGMMA 1, dq or overlap, cc 9.0)
+  bool dkdv_wgmma = false;  // bwd_mma_dkdv on wgmma too (BwdWgmmaKernels::dkdv: FLASHCL_BWD_WGMMA 1 or overlap)
   BwdMmaPlan shape;       // (when eligible)
   ProgramChoice program;  // bwd_mma_dkdv's (when eligible)
   ProgramChoice dq_program;  // bwd_mma_dq's (where writes_dq): `program` unless only the dQ pass is on wgmma

@@ -188,18 +188,6 @@ BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& 
   return k;
 }
 
-bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
-  return bwd_wgmma_kernels(facts, args, plan, o).dq;
-}
-
-bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
-  return bwd_wgmma_kernels(facts, args, plan, o).dkdv;
-}
-
-bool bwd_dq_overlap(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan, const Overrides& o) {
-  return bwd_wgmma_kernels(facts, args, plan, o).dq_overlap;
-}
-
 BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim, const Overrides& o) {
   BwdMmaPlan p = plan;
   if (o.bwd_mma_tile.empty() && bwd_wgmma_dkdv_local_bytes(p.query_rows, head_dim, 2) <= facts.local_mem_bytes)

@@ -37,7 +37,7 @@ struct BwdMmaPlan {
   // ldmatrix then serves two m-tiles, half the __local traffic per product, 32 rows a warp
   int dq_mtiles = 1;
   std::size_t dq_local_bytes = 0;
-  // the dQ pass on wgmma with its product left in flight over the next block's (bwd_dq_overlap;
+  // the dQ pass on wgmma with its product left in flight over the next block's (BwdWgmmaKernels::dq_overlap;
   // -DDQ_OVERLAP=1: three K buffers, two V buffers); set by the planner of the call, not here
   bool dq_overlap = false;
   std::string reason;
@@ -75,12 +75,26 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
 // padding) with LSE_i and D_i, `stages` times (no K tile: K_w and V_w stay in registers).
 std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages);
 
-// Which kernels of the tensor-core backward run on Hopper's wgmma, decided together from one reading
-// of FLASHCL_BWD_WGMMA (plan_bwd_mma asks once; each decision below is one field, for tests).
+// __local bytes of bwd_mma_dq.cl's overlapped schedule on wgmma: three K and two V buffers of `keys`
+// rows (no row padding) and one float a work-item (WG_WAIT_AFTER's slots).
+std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps);
+
+// Which kernels of the tensor-core backward run on Hopper's wgmma (opt-in: they measured 0.82-0.84x
+// the mma.sync kernels on the H100), decided together from one reading of FLASHCL_BWD_WGMMA.
 struct BwdWgmmaKernels {
-  bool dq = false;          // bwd_dq_wgmma
-  bool dkdv = false;        // bwd_dkdv_wgmma
-  bool dq_overlap = false;  // bwd_dq_overlap
+  // bwd_mma_dq on wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over mma_wgmma.cl, built
+  // through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1", "dq" or "overlap", compute
+  // capability 9.0 (sm_90a), a call the dQ pass writes, whole warpgroups (warps a multiple of 4),
+  // one m-tile a warp (dq_mtiles 1) and key blocks of at most 128 (WG_TILES). Its tiles have no row
+  // padding, so dq_local_bytes bounds its __local bytes from above.
+  bool dq = false;
+  // bwd_mma_dkdv on wgmma too (bwd_wgmma_dkdv.cl, in the same program with -DWGMMA_DKDV=1):
+  // FLASHCL_BWD_WGMMA "1" or "overlap" where `dq` holds, one m-tile of keys a warp (key_mtiles 1), Q
+  // blocks of at most 128 rows (wgmma's N of S^T) and its __local bytes within the device's.
+  bool dkdv = false;
+  // the wgmma dQ pass overlaps its dQ product with the next block's S, dP and dS (-DDQ_OVERLAP=1):
+  // FLASHCL_BWD_WGMMA=overlap where `dq` holds and its buffers fit the device's __local memory.
+  bool dq_overlap = false;
 };
 BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
                                   const Overrides& o = process_overrides());
@@ -89,33 +103,7 @@ BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& 
 // error naming it, on every device (plan_backward_programs checks it before any device test).
 void check_bwd_wgmma_switch(const Overrides& o);
 
-// Whether bwd_mma_dq runs on Hopper's wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over
-// mma_wgmma.cl, built through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1" or "dq"
-// (opt-in until the card has measured it; another value than those, "0" and "" is an
-// InvalidArgument error), compute capability 9.0 (sm_90a), a call the dQ pass writes, whole
-// warpgroups (warps a multiple of 4) and one m-tile a warp (dq_mtiles 1). Its tiles have no row
-// padding, so dq_local_bytes bounds its __local bytes from above.
-bool bwd_dq_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
-                  const Overrides& o = process_overrides());
-
-// __local bytes of bwd_mma_dq.cl's overlapped schedule on wgmma: three K and two V buffers of `keys`
-// rows (no row padding) and one float a work-item (WG_WAIT_AFTER's slots).
-std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps);
-
-// Whether the wgmma dQ pass overlaps its dQ product with the next block's S, dP and dS
-// (-DDQ_OVERLAP=1): FLASHCL_BWD_WGMMA=overlap (both kernels on wgmma, as "1") where bwd_dq_wgmma
-// holds and its buffers fit the device's __local memory.
-bool bwd_dq_overlap(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
-                    const Overrides& o = process_overrides());
-
-// Whether bwd_mma_dkdv runs on wgmma too (bwd_wgmma_dkdv.cl, in the same program with
-// -DWGMMA_DKDV=1): FLASHCL_BWD_WGMMA=1 (or =overlap) where bwd_dq_wgmma holds, one m-tile of keys a warp
-// (key_mtiles 1), Q blocks of at most 128 rows (wgmma's N of S^T) and its __local bytes within the
-// device's.
-bool bwd_dkdv_wgmma(const DeviceFacts& facts, const BackwardArgs& args, const BwdMmaPlan& plan,
-                    const Overrides& o = process_overrides());
-
-// The shape the wgmma dK/dV kernel runs with (where bwd_dkdv_wgmma holds): `plan`'s, with two Q/dO
+// The shape the wgmma dK/dV kernel runs with (where BwdWgmmaKernels::dkdv holds): `plan`'s, with two Q/dO
 // buffers unless FLASHCL_BWD_MMA_TILE chose the shape, where they fit the device's __local memory
 // (no K tile, no row padding: 33 KiB at d = 64 with 64-row Q blocks, at d = 128 with 32), so the
 // next Q block's copies overlap this one's products. A guess until the card has measured it.
