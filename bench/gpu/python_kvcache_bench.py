@@ -18,9 +18,10 @@ from flashcl.torch import flash_attn_with_kvcache
 from python_bench import timed  # CUDA events: the median of single calls, the mean back to back
 
 
-def cpp_ms(path):
+def cpp_row(path):
+    """(median ms, the planner's split count) of a flashcl-bench --decode CSV; (None, None) if it has no row."""
     rows = [r for r in csv.DictReader(open(path)) if r.get("median_ms")]
-    return float(rows[0]["median_ms"]) if rows else None
+    return (float(rows[0]["median_ms"]), rows[0].get("splits")) if rows else (None, None)
 
 
 def main():
@@ -30,7 +31,7 @@ def main():
     p.add_argument("--cache", type=int, default=32768)
     a = p.parse_args()
     batch, heads, heads_kv, d, length = 8, 32, 8, 128, a.cache
-    reference = cpp_ms(a.cpp_csv)
+    reference = cpp_row(a.cpp_csv)[0]
     print(f"flashcl-bench --decode (B {batch}, H {heads}/{heads_kv}, d {d}, {length} keys + 1 appended, fp16): "
           f"{reference} ms device time")
     print(f"{'tensors':8} {'ordering':9} {'single ms':>10} {'b2b ms':>8} {'/ C++':>6} {'staged/call':>11}")

@@ -14,7 +14,6 @@ of device time after the tensors are made. Usage: python_kvcache_breakdown.py LA
 [--repeat 20] (the first CSV is the reference for the ratios)."""
 
 import argparse
-import csv
 import statistics
 import time
 
@@ -24,15 +23,7 @@ import flashcl.cuda
 from flashcl import _flashcl as ext
 from flashcl.torch import flash_attn_func, flash_attn_with_kvcache
 from python_bench import timed  # CUDA events: the median of single calls, the mean back to back
-
-
-def cpp_row(path):
-    """(median ms, the planner's split count) of a flashcl-bench --decode CSV, or (None, None)."""
-    try:
-        rows = [r for r in csv.DictReader(open(path)) if r.get("median_ms")]
-    except OSError:
-        return None, None
-    return (float(rows[0]["median_ms"]), rows[0].get("splits")) if rows else (None, None)
+from python_kvcache_bench import cpp_row
 
 
 def host_split(call, binding, repeat, idle):
@@ -78,7 +69,10 @@ def main():
     cpp = {}
     for item in a.cpp:
         label, _, path = item.partition("=")
-        cpp[label], splits = cpp_row(path)
+        try:
+            cpp[label], splits = cpp_row(path)
+        except OSError:  # a variant the script could not run
+            cpp[label], splits = None, None
         print(f"{label:34} {cpp[label] if cpp[label] is not None else '-':>9} ms  {splits or '-'} splits")
     reference = cpp[a.cpp[0].partition("=")[0]]
 
