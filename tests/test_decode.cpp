@@ -738,6 +738,40 @@ TEST(DecodePlanner, LanesSplitCounts) {
   EXPECT_EQ(detail::plan_decode(f, decode_request(1, 100)).num_splits, 1);
 }
 
+// With the built kernel's residency (decode.cpp reads it from NVIDIA's CL_KERNEL_WORK_GROUP_SIZE):
+// whole waves of resident work-groups; the H200's figures (bench/gpu/decode_waves.sh) in brackets.
+// The workspace query's count (kResidentForSizing) is at least every residency's and the old rule's.
+TEST(DecodePlanner, LanesSplitsFillWholeWaves) {
+  const DeviceFacts f = h200();  // 132 compute units
+  const auto splits = [&](int batch, int keys, int resident) {
+    DecodeRequest r = decode_request(batch, keys);
+    r.resident_per_cu = resident;
+    const DecodePlan p = detail::plan_decode(f, r);
+    expect_runnable(f, r, p);
+    return p.num_splits;
+  };
+  EXPECT_EQ(splits(1, 32768, 3), 49);   // 392 of 396 (49: 1.88 TB/s; 33: 1.76; 66: 1.50)
+  EXPECT_EQ(splits(1, 131072, 3), 49);  // (49: 2.66; the 2048-key rule's 64: 2.18; 99: 2.39)
+  EXPECT_EQ(splits(8, 32768, 3), 12);   // 768: two waves (12: 2.88; 16: 2.81)
+  EXPECT_EQ(splits(8, 131072, 3), 61);  // ten waves (49: 3.10; 64: 3.05)
+  EXPECT_EQ(splits(1, 4096, 3), 16);    // no split under 256 keys
+  EXPECT_EQ(splits(8, 4096, 3), 6);     // one wave of 384
+  EXPECT_EQ(splits(1, 100, 3), 1);
+  EXPECT_EQ(splits(1, 32768, 2), 33);   // two a compute unit: the old rule's wave
+  for (int batch : {1, 3, 8, 64})
+    for (int keys : {100, 4096, 32768, 131072, 1 << 20}) {
+      const int sized = splits(batch, keys, detail::kResidentForSizing);
+      EXPECT_GE(sized, splits(batch, keys, 0)) << batch << " x " << keys;
+      for (int resident = 1; resident <= 8; ++resident)
+        EXPECT_GE(sized, splits(batch, keys, resident)) << batch << " x " << keys << " at " << resident;
+    }
+  // CPUs and the other kernels keep their rules whatever the residency
+  DecodeRequest r = decode_request(8, 32768);
+  r.resident_per_cu = 3;
+  const DeviceFacts cpu = pocl();
+  EXPECT_EQ(detail::plan_decode(cpu, r).num_splits, detail::plan_decode(cpu, decode_request(8, 32768)).num_splits);
+}
+
 // Which decode kernel: lanes needs NVIDIA (or FLASHCL_DECODE=lanes) and a key's chunks a power of
 // two up to 32; eight rows halve its keys per work-item; the override forces each form where the
 // call allows it.

@@ -347,8 +347,19 @@ struct KvCacheArgs {
   int num_splits = 0;                // forced key splits (1 … 1024); 0: the planner's choice
 };
 
-// Scratch the call needs: the partial O and LSE of every split (fp32).
+// Scratch the call needs: the partial O and LSE of every split (fp32). At least what any call of
+// these arguments uses: on NVIDIA the split count follows the built kernel's residency, which this
+// query cannot know, so it sizes for the most splits any residency could ask.
 FLASHCL_API std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args);
+
+// The split kernel a call of `args` on `queue` runs and how (builds its program, enqueues nothing).
+struct KvCacheInfo {
+  std::string kernel;                // decode_lanes, decode_cpu, decode_stream or decode_split
+  int num_splits = 0;                // key splits per (sequence, K/V head, row block)
+  std::size_t work_group_size = 0;
+  std::string reason;                // why the planner chose these
+};
+FLASHCL_API KvCacheInfo kvcache_info(cl_command_queue queue, const KvCacheArgs& args);
 
 // Validates every host-side argument (naming the offending one), then enqueues the append (when
 // k_new is given), the split kernel and the merge on `queue`, asynchronously.

@@ -283,6 +283,42 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
     fail(Status::InvalidArgument, "v_cache: the same memory as k_cache, which k_new is appended into");
 }
 
+// The context and device of `queue` (named errors for a null or invalid one).
+Problem queue_problem(cl_command_queue queue) {
+  if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
+  Problem p;
+  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
+      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof p.device, &p.device, nullptr) != CL_SUCCESS)
+    fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
+  p.facts = &device_facts(p.device);
+  return p;
+}
+
+// decode_lanes' work-groups one compute unit holds at once, as NVIDIA's driver tells it: its
+// CL_KERNEL_WORK_GROUP_SIZE is what the kernel's registers allow one work-group (384 work-items at
+// ~166 registers a work-item, of 65536 an SM), so that over the work-group is how many the SM runs
+// together. A kernel whose size is the device's maximum is limited by nothing the driver told: 0.
+int split_kernel_residency(const Problem& p, const KvCachePlan& call) {
+  std::size_t fits = 0;
+  with_cl_errors([&] {
+    const cl::Kernel split = make_kernel(p, call.program, call.attention_kernel);
+    check_cl(clGetKernelWorkGroupInfo(split(), p.device, CL_KERNEL_WORK_GROUP_SIZE, sizeof fits, &fits, nullptr),
+             "clGetKernelWorkGroupInfo(KERNEL_WORK_GROUP_SIZE)");
+  });
+  if (fits == 0 || fits >= p.facts->max_work_group_size) return 0;
+  return static_cast<int>(fits / call.decode.work_group_size);
+}
+
+// The call's plan: on NVIDIA, decode_lanes' split count from the built kernel's residency (whole
+// waves, plan_decode.cpp); the program is the same either way (the count is a kernel argument).
+KvCachePlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
+  const Overrides& o = process_overrides();
+  KvCachePlan call = plan_kvcache(*p.facts, a, o);
+  if (!call.decode.lanes || !call.decode.lane_shuffle || a.num_splits > 0) return call;
+  const int resident = split_kernel_residency(p, call);
+  return resident > 0 ? plan_kvcache(*p.facts, a, o, resident) : call;
+}
+
 }  // namespace
 
 KvCacheArgs normalize_kvcache(const KvCacheArgs& args) { return normalize(args); }
@@ -291,19 +327,21 @@ KvCacheArgs normalize_kvcache(const KvCacheArgs& args) { return normalize(args);
 
 std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {
   const KvCacheArgs a = detail::normalize(args);
-  return detail::workspace_for(a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides()).decode);
+  return detail::workspace_for(
+      a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides(), detail::kResidentForSizing).decode);
+}
+
+KvCacheInfo kvcache_info(cl_command_queue queue, const KvCacheArgs& args) {
+  const detail::Problem p = detail::queue_problem(queue);
+  const detail::KvCachePlan call = detail::plan_with_residency(p, detail::normalize(args));
+  return {call.attention_kernel, call.decode.num_splits, call.decode.work_group_size, call.decode.reason};
 }
 
 Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const std::vector<cl_event>& wait_list) {
   using namespace detail;
   for (cl_event e : wait_list)
     if (e == nullptr) fail(Status::InvalidHandle, "wait_list: null cl_event");
-  if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
-  Problem p;  // context and device, for make_kernel
-  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
-      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof p.device, &p.device, nullptr) != CL_SUCCESS)
-    fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
-  p.facts = &device_facts(p.device);
+  const Problem p = queue_problem(queue);  // context and device, for make_kernel
   const KvCacheArgs a = normalize(args);
   const cl_context ctx = p.context;
   const std::size_t elem = element_size(a.dtype), cache_elem = element_size(*a.cache_dtype);
@@ -346,7 +384,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     check_buffer(a.alibi_slopes, ctx, static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float),
                  "alibi_slopes");
 
-  const KvCachePlan call = plan_kvcache(*p.facts, a, process_overrides());
+  const KvCachePlan call = plan_with_residency(p, a);
   const DecodePlan& plan = call.decode;
   if (static_cast<std::int64_t>(plan.row_blocks) * plan.num_splits > std::numeric_limits<int>::max() / 2)
     fail(Status::InvalidArgument, "seqlen_q: ", plan.row_blocks, " row blocks x ", plan.num_splits, " splits is too large a grid");

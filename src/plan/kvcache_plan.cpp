@@ -38,7 +38,7 @@ int wide_vector_width(const KvCacheArgs& a, const Overrides& o) {
   return 16;
 }
 
-DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int vec) {
+DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int vec, int resident) {
   DecodeRequest r;
   r.batch = a.batch;
   r.heads = a.heads;
@@ -51,6 +51,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.num_splits = a.num_splits;
   r.fp8_cache = is_fp8(kvcache_cache_dtype(a));
   r.form = o.decode;
+  r.resident_per_cu = resident;
   return plan_decode(facts, r);
 }
 
@@ -107,13 +108,13 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
 
 }  // namespace
 
-KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o) {
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu) {
   KvCachePlan p;
   p.vec = wide_vector_width(a, o);
-  p.decode = plan_decode_form(facts, a, o, p.vec);
+  p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu);
   if (p.vec == 16 && !p.decode.lanes) {  // 16 elements a load only in decode_lanes' wide form
     p.vec = kvcache_vector_width(a);
-    p.decode = plan_decode_form(facts, a, o, p.vec);
+    p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu);
   }
   // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);

@@ -39,7 +39,9 @@ struct KvCachePlan {
 };
 
 // The plan of the normalised call `a`: Error(OutOfResources) when no tile fits the device,
-// Error(InvalidArgument) for a forced split count out of range.
-KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o);
+// Error(InvalidArgument) for a forced split count out of range. resident_per_cu: DecodeRequest's
+// (0 unknown; the split kernel's residency once built; kResidentForSizing for the workspace query):
+// it moves only the split count, never the program.
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu = 0);
 
 }  // namespace flashcl::detail

@@ -40,6 +40,12 @@ int page_slots_for(int block_cols, int page_size) {
 // floats that the merge reads back; 256 keys (128 KiB of fp16 K/V at d = 128) keep that under 2 %
 // of its read. The older kernels keep their rule: 4 work-groups per compute unit on a GPU, 2 on a
 // CPU, at least two tiles per split.
+// decode_lanes where the built kernel says how many of its work-groups a compute unit holds at once
+// (DecodeRequest::resident_per_cu; NVIDIA's register limit: 3 at d = 128) takes whole waves of
+// them instead (wave_splits): on the H200 (bench/gpu/decode_waves.sh, docs/perf/nvidia-h200.md)
+// B 1 at 32k keys read 1.88 TB/s at 49 splits (392 work-groups, one wave of 3 per SM) against 1.76
+// at 33 and 1.50 at 66 (1.3 waves), at 128k 2.66 at 49 against 2.18 at the 2048-key rule's 64;
+// B 8 at 32k 2.88 at 12 (two waves) against 2.81 at 16.
 struct SplitRule {
   int per_compute_unit;
   int min_keys;     // fewest keys per split (0: min_tiles counts instead)
@@ -61,6 +67,21 @@ int cpu_vector_width(const DeviceFacts& f, int head_dim) {
     if (head_dim % w == 0) return w;
   return 0;
 }
+
+// Whole waves: a wave is every compute unit holding `resident` work-groups. The rule's count (the
+// wave's share per triple, or splits of target_keys, whichever is more) is rounded down to the
+// whole waves it fills (at least one), and the splits of those waves taken, so no work-group runs
+// in a part-filled last wave while the others idle. Never more than keys / min_keys.
+std::int64_t wave_splits(const DeviceFacts& f, int resident, std::int64_t triples, std::int64_t keys, SplitRule rule) {
+  const std::int64_t wave = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * resident;
+  const std::int64_t wanted = std::max<std::int64_t>(wave / triples, rule.target_keys > 0 ? keys / rule.target_keys : 0);
+  const std::int64_t waves = std::max<std::int64_t>(1, wanted * triples / wave);
+  return std::min<std::int64_t>(waves * wave / triples, keys / rule.min_keys);
+}
+
+// decode_lanes' work-groups per compute unit bound the workspace query by: 2048 work-items (the
+// most an NVIDIA SM holds) over the work-group.
+int residency_bound(const DecodePlan& p) { return static_cast<int>(std::max<std::size_t>(1, 2048 / p.work_group_size)); }
 
 }  // namespace
 
@@ -223,9 +244,17 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     std::int64_t splits = (target + triples - 1) / triples;
     splits = std::min<std::int64_t>(splits, rule.min_keys > 0 ? keys / rule.min_keys : tiles / rule.min_tiles);
     if (rule.target_keys > 0) splits = std::max<std::int64_t>(splits, keys / rule.target_keys);
+    const bool waves = p.lanes && p.lane_shuffle && r.resident_per_cu != 0;  // (residency read on NVIDIA only)
+    if (waves && r.resident_per_cu > 0) splits = wave_splits(f, r.resident_per_cu, triples, keys, rule);
+    if (waves && r.resident_per_cu == kResidentForSizing)  // at least every residency's count (wave_splits' bound)
+      splits = std::max(splits, std::min<std::int64_t>(std::max<std::int64_t>(
+                                    static_cast<std::int64_t>(std::max(f.compute_units, 1)) * residency_bound(p) / triples,
+                                    keys / rule.target_keys), keys / rule.min_keys));
     p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");
+    if (waves && r.resident_per_cu > 0) p.reason += concat(" (whole waves of ", r.resident_per_cu, " work-groups a compute unit)");
+    if (waves && r.resident_per_cu < 0) p.reason += " (the most any residency asks: workspace sizing)";
   }
   const char* form = p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
                      : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")

@@ -19,6 +19,10 @@ struct DecodeRequest {
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
   bool fp8_cache = false;  // 8-bit cache elements (e4m3, e5m2)
+  int resident_per_cu = 0; // decode_lanes' work-groups one compute unit holds at once, read from the
+                           // built kernel (decode.cpp): the split count then fills whole waves of
+                           // them; 0: unknown (the 2-per-compute-unit rule); kResidentForSizing:
+                           // the most any residency could ask for (the workspace query)
   std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
                            // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
                            // call allows it; empty (or anything else): the planner's choice.
@@ -69,5 +73,10 @@ std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_di
                                      bool shuffle);
 
 constexpr int kMaxDecodeSplits = 1024;
+
+// DecodeRequest::resident_per_cu for the workspace query, which cannot build the kernel: a split
+// count at least that of every residency the call may find (so a workspace of that size always holds
+// the call's partials).
+constexpr int kResidentForSizing = -1;
 
 }  // namespace flashcl::detail
