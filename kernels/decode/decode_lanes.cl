@@ -32,6 +32,9 @@
 #ifndef LANE_PREFETCH
 #define LANE_PREFETCH 0 /* wide, NVIDIA: the K/V lines of the tile this many tiles ahead prefetched into L2 (0: none) */
 #endif
+#ifndef LANE_ASYNC
+#define LANE_ASYNC 0 /* wide, NVIDIA, 16-byte loads: K/V tiles arrive by cp.async in a ring of this many stages in __local (0: loads into registers) */
+#endif
 #if VEC == 8
 #define CAT_VEC_FLOAT float8
 #else
@@ -330,12 +333,73 @@ inline void lane_prefetch(const LanePrefetch* f, int kfirst_ahead, int nk, int e
 #endif
 #endif
 
+#if LANE_ASYNC
+#if !LANE_WIDE || !LANE_SHUFFLE || LANE_PREFETCH || (PAGED && !LANE_PAGE_KPT) || CACHE_FP8 || VEC != 8 || DTYPE == 0
+#error "LANE_ASYNC: the wide form on NVIDIA, 16-bit caches at 8 elements a load, contiguous or LANE_PAGE_KPT pages"
+#endif
+/* The async form (FLASHCL_DECODE=lanes-async*): bytes in flight without registers. Each work-item
+ * copies its own K and V chunks of a tile (the 2 * KPT 16-byte loads lane_issue_wide makes) by
+ * cp.async into its own slots of a ring of LANE_ASYNC tiles in __local, LANE_ASYNC - 1 tiles ahead
+ * of the one it computes, and reads them back after waiting for that tile's group: a work-item
+ * reads only what it copied, so no barrier. Slot (stage, j) of work-item lid is
+ * ring[(stage * 2 * KPT + j) * WG_SIZE + lid]: a warp's 16-byte reads are 512 adjacent bytes. A key
+ * that is not there (past nk or off the pool) is copied as 16 zero bytes and its seen bit is 0; the
+ * bits of the tiles in flight wait in one register (pending). */
+#define L_STAGE (2 * KPT * WG_SIZE) /* slots of one tile */
+#define L_RING_SLOTS (LANE_ASYNC * L_STAGE)
+#define L_SCRATCH_SLOTS ((L_SCRATCH * 4 + 15) / 16)
+#define L_RING (L_RING_SLOTS > L_SCRATCH_SLOTS ? L_RING_SLOTS : L_SCRATCH_SLOTS)
+
+/* 16 bytes global -> __local without registers; bytes 0: 16 zero bytes, nothing read */
+inline void lane_copy_async(__local lane_raw* dst, __global const CACHE_T* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"((uint)(ulong)dst), "l"((ulong)src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+inline void lane_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+/* all but the newest LANE_ASYNC - 1 groups of this work-item's copies complete */
+inline void lane_async_wait_oldest(void) { asm volatile("cp.async.wait_group %0;" ::"n"(LANE_ASYNC - 1) : "memory"); }
+inline void lane_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/* lane_issue_wide's addresses, copied into `slot` (this work-item's slots of one stage); returns the
+ * seen bits of its KPT keys. */
+inline uint lane_issue_async(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
+                             __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v,
+                             LaneCursor* c, __local lane_raw* slot) {
+  int entry, page, off;
+  lane_cursor_step(d, block_table, b, kfirst + BC, nk, c, &entry, &page, &off);
+#if !PAGED
+  const long kb0 = base_k + (long)kfirst * d->k_seq_stride, vb0 = base_v + (long)kfirst * d->v_seq_stride;
+  const bool in_pool = true;
+#else
+  const long kb0 = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+  const long vb0 = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+  const bool in_pool = entry >= 0;
+#endif
+  uint bits = 0;
+#pragma unroll
+  for (int j = 0; j < KPT; ++j) {
+    const bool seen = kfirst + j < nk && in_pool;
+    /* an absent key's source is the lane's own chunk of position 0: never read (0 bytes) */
+    lane_copy_async(slot + (2 * j) * WG_SIZE, k_cache + (seen ? kb0 + (long)j * d->k_seq_stride : base_k), seen);
+    lane_copy_async(slot + (2 * j + 1) * WG_SIZE, v_cache + (seen ? vb0 + (long)j * d->v_seq_stride : base_v), seen);
+    bits |= (uint)seen << j;
+  }
+  return bits;
+}
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                   __global float* work, __global const int* cache_seqlens, __global const int* block_table,
                   __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
                   __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn CACHE_DESCALE_PARAMS) {
+#if LANE_ASYNC
+  __local lane_raw ring[L_RING]; /* the cp.async ring; at the end the streams' state (after a barrier) */
+  __local float* scratch = (__local float*)ring;
+#else
   __local float scratch[L_SCRATCH]; /* the streams' state at the end (and the portable reduction) */
+#endif
   const DecodeArgs* d = &dargs;
   const int lid = get_local_id(0), v = lid % L_DV, kg = lid / L_DV, col = v * VEC;
   const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * BR;
@@ -400,6 +464,19 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
                &entry_ahead, kr, vr, seen);
 #endif
 
+#if LANE_ASYNC
+  /* the first LANE_ASYNC - 1 tiles' copies now; each iteration issues the one that many ahead */
+  __local lane_raw* my_ring = ring + lid;
+  uint pending = 0; /* seen bits of the tiles in flight, KPT a tile, the newest lowest */
+  for (int s = 0; s < LANE_ASYNC - 1; ++s) {
+    const uint bits = t_begin + s < t_end ? lane_issue_async(d, k_cache, v_cache, block_table, b, (t_begin + s) * BC + kg * KPT,
+                                                             nk, base_k, base_v, &cur, my_ring + s * L_STAGE)
+                                          : 0u;
+    lane_async_commit();
+    pending = pending << KPT | bits;
+  }
+#endif
+
   /* main loop: no barrier with LANE_SHUFFLE */
   for (int kt = t_begin; kt < t_end; ++kt) {
     const int kfirst = kt * BC + kg * KPT; /* this lane's first key of the tile */
@@ -415,6 +492,26 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
         kr_next[j] = vr_next[j] = (lane_raw)(0);
         seen_next[j] = false;
       }
+#elif LANE_ASYNC
+    {
+      const int ahead = kt + LANE_ASYNC - 1;
+      const uint bits = ahead < t_end ? lane_issue_async(d, k_cache, v_cache, block_table, b, kfirst + (LANE_ASYNC - 1) * BC,
+                                                         nk, base_k, base_v, &cur,
+                                                         my_ring + ((ahead - t_begin) % LANE_ASYNC) * L_STAGE)
+                                      : 0u;
+      lane_async_commit();
+      pending = pending << KPT | bits;
+      lane_async_wait_oldest(); /* this tile's copies (the oldest group) are in */
+      const uint mine = pending >> ((LANE_ASYNC - 1) * KPT);
+      pending &= (1u << ((LANE_ASYNC - 1) * KPT)) - 1u;
+      __local const lane_raw* slot = my_ring + ((kt - t_begin) % LANE_ASYNC) * L_STAGE;
+#pragma unroll
+      for (int j = 0; j < KPT; ++j) {
+        kr[j] = slot[(2 * j) * WG_SIZE];
+        vr[j] = slot[(2 * j + 1) * WG_SIZE];
+        seen[j] = (mine >> j) & 1u;
+      }
+    }
 #elif LANE_WIDE
     lane_issue_wide(d, k_cache, v_cache, block_table, b, kfirst, nk, base_k, base_v, &cur, kr, vr, seen);
 #else
@@ -517,5 +614,8 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
   }
 
   /* epilogue: the L_KG streams left in scratch and merged by the LSE rule (decode_streams.cl) */
+#if LANE_ASYNC
+  lane_async_wait_all(); /* (only empty groups are left) before the ring becomes the streams' scratch */
+#endif
   END_KEY_GROUP_STREAMS(d, acc, m, l, scratch, L_KG, kg, col, v, work, b, hk, r0, r_end, split, lid);
 }

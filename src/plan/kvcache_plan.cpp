@@ -78,6 +78,7 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
   if (plan.lane_wide) options += " -DLANE_WIDE=1";
   if (plan.lane_page_kpt) options += " -DLANE_PAGE_KPT=1";
   if (plan.lane_prefetch > 0) options += concat(" -DLANE_PREFETCH=", plan.lane_prefetch);
+  if (plan.lane_async > 0) options += concat(" -DLANE_ASYNC=", plan.lane_async);
   if (plan.cpu)
     options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);

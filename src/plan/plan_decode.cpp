@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 
 #include "base/errors.hpp"
 
@@ -102,10 +103,13 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 }
 
 
-std::size_t decode_lanes_local_bytes(int br, int bc, int d, int key_groups, int chunks, bool shuffle) {
+std::size_t decode_lanes_local_bytes(int br, int bc, int d, int key_groups, int chunks, bool shuffle, int async_stages) {
   const std::size_t streams = static_cast<std::size_t>(key_groups) * br * (d + 2);  // O, m, l per key group
   const std::size_t partial_dots = shuffle ? 0 : static_cast<std::size_t>(br) * bc * (chunks + 1);
-  return std::max(streams, partial_dots) * sizeof(float);
+  const std::size_t bytes = std::max(streams, partial_dots) * sizeof(float);
+  // the cp.async ring: a K and a V slot of 16 bytes per key of a tile and lane; the streams reuse it
+  const std::size_t ring = static_cast<std::size_t>(async_stages) * 2 * bc * chunks * 16;
+  return async_stages > 0 ? std::max(ring, (bytes + 15) / 16 * 16) : bytes;
 }
 
 DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
@@ -133,8 +137,21 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // pages of 16 and 256; docs/perf/nvidia-h100.md, "Decode"). Contiguous caches keep the single form
   // (0.86-0.94x there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x
   // contiguous); fp32 caches and other page sizes are unmeasured.
-  const int kpt = rows <= 4 ? 4 : 2;  // keys_per_thread below
-  const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" ||
+  int kpt = rows <= 4 ? 4 : 2;  // keys_per_thread below
+  // The async form, forced only (FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]): NVIDIA, 16-bit caches
+  // at 8 elements a load (16-byte copies), pages holding whole runs of a lane's keys.
+  int async_stages = 0;
+  if (r.form.rfind("lanes-async", 0) == 0) {
+    int k = 4, st = 2;
+    if (r.form != "lanes-async" && (std::sscanf(r.form.c_str(), "lanes-async-k%ds%d", &k, &st) != 2 ||
+                                    (k != 1 && k != 2 && k != 4) || st < 2 || st > 8))
+      fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not lanes-async or lanes-async-k<1|2|4>s<2..8>");
+    if (gpu && f.is_nvidia() && r.vec == 8 && !r.fp8_cache && (r.page_size == 0 || r.page_size % k == 0)) {
+      kpt = k;
+      async_stages = st;
+    }
+  }
+  const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" || async_stages > 0 ||
                     (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && r.page_size % kpt == 0 &&
                      !r.fp8_cache && r.vec == 8);
   if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
@@ -158,11 +175,17 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
       if (vec >= 16) p.keys_per_thread = 2;
       p.lane_page_kpt = r.page_size > 0 && r.page_size % p.keys_per_thread == 0;
       p.lane_prefetch = f.is_nvidia() && r.form != "lanes-wide-np" && (r.page_size == 0 || p.lane_page_kpt) ? 2 : 0;
+      if (async_stages > 0) {  // the ring instead of the L2 prefetch
+        p.keys_per_thread = kpt;
+        p.lane_async = async_stages;
+        p.lane_prefetch = 0;
+      }
     }
     p.block_rows = static_cast<int>(rows);
     p.block_cols = key_groups * p.keys_per_thread;
     p.work_group_size = static_cast<std::size_t>(key_groups) * chunks;
-    p.local_bytes = decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.lane_shuffle);
+    p.local_bytes = decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups, chunks, p.lane_shuffle,
+                                             p.lane_async);
     if (p.local_bytes > budget) p = DecodePlan{};  // (d = 256 at 8 rows: 33 KiB, fits) another kernel instead
   }
   // CPU devices: decode_cpu, one work-item per work-group, for an fp8 cache too (decode_cpu_fp8:
@@ -267,6 +290,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   if (p.cpu) p.reason += concat(", ", p.heads_per_item, " K/V heads each");
   if (p.lane_wide)
     p.reason += concat(p.lane_page_kpt ? ", a page base per lane and tile" : "", ", L2 prefetch ", p.lane_prefetch, " tiles ahead");
+  if (p.lane_async > 0) p.reason += concat(", K/V by cp.async in a ring of ", p.lane_async, " tiles");
   return p;
 }
 

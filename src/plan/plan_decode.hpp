@@ -28,7 +28,10 @@ struct DecodeRequest {
                            // call allows it; empty (or anything else): the planner's choice.
                            // "lanes-wide" (decode_lanes with LANE_WIDE and, on NVIDIA, 2 tiles
                            // prefetched into L2), "lanes-wide-np" (no prefetch), "lanes-wide16" (and
-                           // fp8 caches at VEC 16: kvcache_plan asks with vec 16): forced forms
+                           // fp8 caches at VEC 16: kvcache_plan asks with vec 16): forced forms;
+                           // "lanes-async" (4 keys a work-item, 2 stages) or "lanes-async-k<K>s<S>":
+                           // the wide form with K/V by cp.async into a ring of S tiles (NVIDIA,
+                           // 16-bit caches at 8 elements a load; other calls keep the default)
                            // (paged caches on NVIDIA take lanes-wide by default)
 };
 
@@ -47,6 +50,8 @@ struct DecodePlan {
                               // (LANE_WIDE; paged 16-bit caches on NVIDIA, or FLASHCL_DECODE=lanes-wide*)
   bool lane_page_kpt = false; // lanes-wide, paged: page_size % KPT == 0, so a lane's keys share a page (LANE_PAGE_KPT)
   int lane_prefetch = 0;      // lanes-wide on NVIDIA: tiles ahead prefetched into L2 (LANE_PREFETCH; 0: none)
+  int lane_async = 0;         // lanes-wide on NVIDIA: stages of the cp.async ring in __local (LANE_ASYNC; 0: loads
+                              // into registers); FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>] only
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
   bool cpu_prefetch = false;  // cpu: software prefetch (CPU devices only: a simulator may lack it)
@@ -70,7 +75,7 @@ std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_d
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
 std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
-                                     bool shuffle);
+                                     bool shuffle, int async_stages = 0);
 
 constexpr int kMaxDecodeSplits = 1024;
 
