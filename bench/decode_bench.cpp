@@ -39,7 +39,7 @@ struct DecodeOptions {
   DType dtype = DType::F16;
   std::optional<DType> cache_dtype;  // --cache-dtype: e4m3/e5m2 caches (unset: dtype)
   int repeat = 20, warmup = 3;
-  bool check = false, roofline = true, remeasure = false, csv = false;
+  bool check = false, roofline = true, remeasure = false, csv = false, explain = false;
   std::uint64_t seed = 1;
 };
 
@@ -149,7 +149,9 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   a.workspace = work.get();
 
   Row r;
-  r.splits = kvcache_info(queue, a).num_splits;  // (the workspace is sized for the most any residency asks)
+  const KvCacheInfo info = kvcache_info(queue, a);
+  r.splits = info.num_splits;  // (the workspace is sized for the most any residency asks)
+  if (o.explain) std::fprintf(stderr, "B %d, %d keys: %s, %s\n", B, capacity, info.kernel.c_str(), info.reason.c_str());
   for (int i = 0; i < o.warmup; ++i) forward_kvcache(queue, a).wait();
   std::vector<double> ms;
   for (int i = 0; i < o.repeat; ++i) ms.push_back(forward_kvcache(queue, a).device_ms());
@@ -230,6 +232,7 @@ int run_decode_bench(int argc, char** argv) {
   app.add_flag("!--no-roofline", o.roofline, "Skip the copy ceiling");
   app.add_flag("--remeasure", o.remeasure, "Measure the copy ceiling again");
   app.add_flag("--csv", o.csv, "Comma-separated output");
+  app.add_flag("--explain", o.explain, "Print each call's kernel and the planner's reason on stderr");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -685,7 +685,7 @@ void expect_runnable(const DeviceFacts& f, const DecodeRequest& r, const DecodeP
     EXPECT_EQ(p.block_cols, key_groups * p.keys_per_thread);
     EXPECT_LE(p.block_rows * r.vec, 64) << "registers";
     EXPECT_EQ(p.local_bytes, detail::decode_lanes_local_bytes(p.block_rows, p.block_cols, r.head_dim, key_groups,
-                                                              chunks, p.lane_shuffle));
+                                                              chunks, p.lane_shuffle, p.lane_async));
   } else if (p.cpu) {
     EXPECT_EQ(p.local_bytes, 0u);
   } else {

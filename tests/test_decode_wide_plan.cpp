@@ -1,14 +1,15 @@
 // test_decode_wide_plan.cpp: decode_lanes' wide form (FLASHCL_DECODE=lanes-wide, lanes-wide-np,
-// lanes-wide16 force it; docs/DECODE.md): which -D switches plan_kvcache gives it, and that the
-// default plans take it for paged 16-bit caches on NVIDIA only (contiguous and fp8 caches keep the
-// single form). LANE_PAGE_KPT only where the page size is a multiple of the keys per work-item;
+// lanes-wide16 force it; docs/DECODE.md): which -D switches plan_kvcache gives it. LANE_PAGE_KPT only where the page size is a multiple of the keys per work-item;
 // LANE_PREFETCH only on NVIDIA (PTX) and only contiguous or with such pages; VEC 16 only for fp8
 // caches under lanes-wide16 and only where decode_lanes takes the call (else the usual width for
-// the other kernels).
+// the other kernels). The async form (the wide form with LANE_ASYNC, the ring of cp.async tiles) is
+// the default for 16-bit caches on NVIDIA, contiguous or with whole KPT runs a page (fp8 caches keep
+// the single form), and its forced shapes (lanes-async-k<K>s<S>).
 #include <gtest/gtest.h>
 
 #include <string>
 
+#include "base/errors.hpp"
 #include "plan/kvcache_plan.hpp"
 #include "planner_calls.hpp"
 #include "simulated_devices.hpp"
@@ -28,25 +29,51 @@ bool has(const KvCachePlan& p, const std::string& option) {
 
 const DeviceFacts h100 = simulated_nvidia_gpu(228, 9, 0);
 
-TEST(DecodeWidePlan, DefaultPlansTakeItForPaged16BitCachesOfWholeKeyRunsOnNvidiaOnly) {
+TEST(DecodeWidePlan, DefaultPlansTakeTheAsyncFormFor16BitCachesOnNvidiaOnly) {
   for (DType cache : {DType::F16, DType::E4M3})
     for (int page : {0, 1, 16, 256}) {
       const KvCachePlan p = plan(h100, decode_step_call(cache, page));
       SCOPED_TRACE(p.program.options);
       EXPECT_STREQ(p.attention_kernel, "decode_lanes");
       EXPECT_FALSE(has(p, "-DVEC=16"));
-      if (cache == DType::F16 && page > 0 && page % 4 == 0) {  // pages of whole KPT runs: as under FLASHCL_DECODE=lanes-wide
-        EXPECT_EQ(p.program.options, plan(h100, decode_step_call(cache, page), "lanes-wide").program.options);
+      if (cache == DType::F16 && page % 4 == 0) {  // contiguous, or pages of whole KPT runs: as under lanes-async
+        EXPECT_EQ(p.program.options, plan(h100, decode_step_call(cache, page), "lanes-async").program.options);
+        EXPECT_TRUE(has(p, "-DLANE_WIDE=1") && has(p, "-DLANE_ASYNC=2") && has(p, "-DKPT=4"));
+        EXPECT_FALSE(has(p, "-DLANE_PREFETCH=2"));  // the ring replaces the L2 prefetch
+        EXPECT_EQ(has(p, "-DLANE_PAGE_KPT=1"), page > 0);
+        EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 16 * 16);  // 2 stages x K, V x 32 keys x 16 lanes x 16 bytes
         continue;
       }
       EXPECT_EQ(p.program.options.find("LANE_WIDE"), std::string::npos);
       EXPECT_EQ(p.program.options.find("LANE_PAGE_KPT"), std::string::npos);
       EXPECT_EQ(p.program.options.find("LANE_PREFETCH"), std::string::npos);
+      EXPECT_EQ(p.program.options.find("LANE_ASYNC"), std::string::npos);
     }
   // fp32 caches (unmeasured) keep the single form; other devices keep their kernels (PoCL: decode_cpu)
   EXPECT_EQ(plan(h100, decode_step_call(DType::F32, 16)).program.options.find("LANE_WIDE"), std::string::npos);
   for (const DeviceFacts& f : {simulated_pocl_cpu(16), simulated_pocl_cpu(8)})
-    EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16)).program.options.find("LANE_WIDE"), std::string::npos);
+    for (const char* form : {"", "lanes-async"})
+      EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16), form).program.options.find("LANE_"), std::string::npos);
+}
+
+// The async form's forced shapes: KPT keys a work-item and the ring's stages from the name; a name
+// out of the grammar is an error naming FLASHCL_DECODE; fp8 caches and pages that split a lane's
+// keys keep the kernels they had.
+TEST(DecodeWidePlan, AsyncFormsForcedByName) {
+  const KvCachePlan k2s4 = plan(h100, decode_step_call(DType::F16, 0), "lanes-async-k2s4");
+  EXPECT_TRUE(has(k2s4, "-DKPT=2") && has(k2s4, "-DLANE_ASYNC=4") && has(k2s4, "-DBC=16"));
+  EXPECT_EQ(k2s4.decode.local_bytes, 4u * 2 * 16 * 16 * 16);
+  EXPECT_TRUE(has(plan(h100, decode_step_call(DType::F16, 2), "lanes-async-k2s4"), "-DLANE_PAGE_KPT=1"));
+  EXPECT_FALSE(has(plan(h100, decode_step_call(DType::F16, 2), "lanes-async"), "-DLANE_ASYNC=2"));  // 2 % 4
+  EXPECT_FALSE(has(plan(h100, decode_step_call(DType::E4M3, 0), "lanes-async"), "-DLANE_ASYNC=2"));
+  for (const char* bad : {"lanes-async-k3s2", "lanes-async-k4s1", "lanes-async-k4s9", "lanes-async-x"}) {
+    try {
+      plan(h100, decode_step_call(DType::F16, 0), bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_DECODE"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(DecodeWidePlan, PageBasePerLaneOnlyWherePagesHoldWholeKeyRuns) {

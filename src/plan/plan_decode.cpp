@@ -136,20 +136,30 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // == 0: a page base per lane), 1.03-1.17x the single form (H100, fp16, B 8 and 1, 4k-128k keys,
   // pages of 16 and 256; docs/perf/nvidia-h100.md, "Decode"). Contiguous caches keep the single form
   // (0.86-0.94x there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x
-  // contiguous); fp32 caches and other page sizes are unmeasured.
+  // contiguous); fp32 caches and other page sizes are unmeasured. Where the async form below is the
+  // default (up to 4 rows), it takes the wide form's cursor and replaces its prefetch.
   int kpt = rows <= 4 ? 4 : 2;  // keys_per_thread below
-  // The async form, forced only (FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]): NVIDIA, 16-bit caches
-  // at 8 elements a load (16-byte copies), pages holding whole runs of a lane's keys.
+  // The async form (decode_lanes.cl's LANE_ASYNC): K/V by cp.async into a ring of tiles in __local,
+  // bytes in flight without registers. The default for NVIDIA's 16-bit caches at 8 elements a load
+  // (16-byte copies) with up to 4 rows (4 keys a work-item, 2 stages; contiguous or pages of a
+  // multiple of 4 keys): on the H200 (bench/gpu/decode_async.sh, fp16, H 32/8, d 128, B 8 and 1, 4k
+  // to 128k keys, contiguous and pages of 16 and 256) 1.05-1.23x the single and wide forms it
+  // replaces, at 128-144 registers against 165 and 32 KiB of __local; 3 or 4 stages, or 2 keys a
+  // work-item, were no faster. Forced: FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>] (8 rows
+  // included); FLASHCL_DECODE=lanes-single or lanes-wide keep the forms before it.
   int async_stages = 0;
+  const bool async_fits = gpu && f.is_nvidia() && r.vec == 8 && !r.fp8_cache;
   if (r.form.rfind("lanes-async", 0) == 0) {
     int k = 4, st = 2;
     if (r.form != "lanes-async" && (std::sscanf(r.form.c_str(), "lanes-async-k%ds%d", &k, &st) != 2 ||
                                     (k != 1 && k != 2 && k != 4) || st < 2 || st > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not lanes-async or lanes-async-k<1|2|4>s<2..8>");
-    if (gpu && f.is_nvidia() && r.vec == 8 && !r.fp8_cache && (r.page_size == 0 || r.page_size % k == 0)) {
+    if (async_fits && (r.page_size == 0 || r.page_size % k == 0)) {
       kpt = k;
       async_stages = st;
     }
+  } else if (r.form.empty() && async_fits && kpt == 4 && (r.page_size == 0 || r.page_size % kpt == 0)) {
+    async_stages = 2;
   }
   const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" || async_stages > 0 ||
                     (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && r.page_size % kpt == 0 &&
