@@ -295,9 +295,11 @@ Problem queue_problem(cl_command_queue queue) {
 }
 
 // decode_lanes' work-groups one compute unit holds at once, as NVIDIA's driver tells it: its
-// CL_KERNEL_WORK_GROUP_SIZE is what the kernel's registers allow one work-group (384 work-items at
-// ~166 registers a work-item, of 65536 an SM), so that over the work-group is how many the SM runs
-// together. A kernel whose size is the device's maximum is limited by nothing the driver told: 0.
+// CL_KERNEL_WORK_GROUP_SIZE is what the kernel's resources allow one work-group, so that over the
+// work-group is how many the SM runs together by the driver's count (2 for decode_lanes at d 128
+// on the H100 and H200, where 3 of the single form fit by registers: the count is the driver's, a
+// lower bound; docs/perf/nvidia-h200.md). A kernel whose size is the device's maximum is limited by
+// nothing the driver told: 0.
 int split_kernel_residency(const Problem& p, const KvCachePlan& call) {
   std::size_t fits = 0;
   with_cl_errors([&] {

@@ -42,11 +42,13 @@ int page_slots_for(int block_cols, int page_size) {
 // of its read. The older kernels keep their rule: 4 work-groups per compute unit on a GPU, 2 on a
 // CPU, at least two tiles per split.
 // decode_lanes where the built kernel says how many of its work-groups a compute unit holds at once
-// (DecodeRequest::resident_per_cu; NVIDIA's register limit: 3 at d = 128) takes whole waves of
+// (DecodeRequest::resident_per_cu; NVIDIA's CL_KERNEL_WORK_GROUP_SIZE: 2 at d = 128) takes whole waves of
 // them instead (wave_splits): on the H200 (bench/gpu/decode_waves.sh, docs/perf/nvidia-h200.md)
 // B 1 at 32k keys read 1.88 TB/s at 49 splits (392 work-groups, one wave of 3 per SM) against 1.76
 // at 33 and 1.50 at 66 (1.3 waves), at 128k 2.66 at 49 against 2.18 at the 2048-key rule's 64;
-// B 8 at 32k 2.88 at 12 (two waves) against 2.81 at 16.
+// B 8 at 32k 2.88 at 12 (two waves) against 2.81 at 16. The driver counts 2 a compute unit, so the
+// rule takes 33 at B 1 (the single form would take 49 at 3); the async form, the default now,
+// measured 33 best at B 1 on the H100.
 struct SplitRule {
   int per_compute_unit;
   int min_keys;     // fewest keys per split (0: min_tiles counts instead)
