@@ -363,6 +363,16 @@ NB_MODULE(_flashcl, m) {
       "kvcache_workspace_bytes",
       [](std::uintptr_t device, const KvCacheArgs& a) { return kvcache_workspace_bytes(as_handle<cl_device_id>(device), a); },
       "device"_a, "args"_a);
+  // The split kernel a call would run on `queue` (builds its program, enqueues nothing).
+  nb::class_<KvCacheInfo>(m, "KvCacheInfo")
+      .def_ro("kernel", &KvCacheInfo::kernel)
+      .def_ro("num_splits", &KvCacheInfo::num_splits)
+      .def_ro("work_group_size", &KvCacheInfo::work_group_size)
+      .def_ro("reason", &KvCacheInfo::reason);
+  m.def(
+      "kvcache_info",
+      [](std::uintptr_t queue, const KvCacheArgs& a) { return kvcache_info(as_handle<cl_command_queue>(queue), a); },
+      "queue"_a, "args"_a);
 
   nb::class_<BackwardArgs>(m, "BackwardArgs")
       .def(nb::init<>())

@@ -189,3 +189,10 @@ def test_planning_queries():
     assert _flashcl.workspace_bytes(device, args) == 0
     info = _flashcl.tile_info(device, args)
     assert info.algorithm == flashcl.Algorithm.FA2 and info.block_rows > 0 and info.reason
+    # and the KV-cache call's split kernel on the Session's queue
+    kv = _flashcl.KvCacheArgs()
+    kv.batch, kv.heads, kv.heads_kv, kv.seqlen_q, kv.head_dim, kv.cache_seqlen = 2, 4, 2, 1, 32, 4096
+    kinfo = _flashcl.kvcache_info(flashcl.session().queue, kv)
+    assert kinfo.kernel.startswith("decode_") and 1 <= kinfo.num_splits <= 1024 and kinfo.work_group_size >= 1
+    assert "splits" in kinfo.reason
+    assert _flashcl.kvcache_workspace_bytes(device, kv) >= 2 * 4 * kinfo.num_splits * 33 * 4  # B·H·Nq·splits·(d+1) floats
