@@ -753,7 +753,7 @@ TEST(DecodePlanner, LanesSplitsFillWholeWaves) {
   EXPECT_EQ(splits(1, 32768, 3), 49);   // 392 of 396 (49: 1.88 TB/s; 33: 1.76; 66: 1.50)
   EXPECT_EQ(splits(1, 131072, 3), 49);  // (49: 2.66; the 2048-key rule's 64: 2.18; 99: 2.39)
   EXPECT_EQ(splits(8, 32768, 3), 12);   // 768: two waves (12: 2.88; 16: 2.81)
-  EXPECT_EQ(splits(8, 131072, 3), 61);  // ten waves (49: 3.10; 64: 3.05)
+  EXPECT_EQ(splits(8, 131072, 3), 61);  // ten waves (61 not timed; 49: 3.10, 64: 3.05)
   EXPECT_EQ(splits(1, 4096, 3), 16);    // no split under 256 keys
   EXPECT_EQ(splits(8, 4096, 3), 6);     // one wave of 384
   EXPECT_EQ(splits(1, 100, 3), 1);
@@ -762,7 +762,7 @@ TEST(DecodePlanner, LanesSplitsFillWholeWaves) {
     for (int keys : {100, 4096, 32768, 131072, 1 << 20}) {
       const int sized = splits(batch, keys, detail::kResidentForSizing);
       EXPECT_GE(sized, splits(batch, keys, 0)) << batch << " x " << keys;
-      for (int resident = 1; resident <= 8; ++resident)
+      for (int resident = 1; resident <= 7; ++resident)  // what decode.cpp can read: a size under 1024, over 128
         EXPECT_GE(sized, splits(batch, keys, resident)) << batch << " x " << keys << " at " << resident;
     }
   // CPUs and the other kernels keep their rules whatever the residency

@@ -52,8 +52,10 @@ TEST(DecodeWidePlan, DefaultPlansTakeTheAsyncFormFor16BitCachesOnNvidiaOnly) {
   // fp32 caches (unmeasured) keep the single form; other devices keep their kernels (PoCL: decode_cpu)
   EXPECT_EQ(plan(h100, decode_step_call(DType::F32, 16)).program.options.find("LANE_WIDE"), std::string::npos);
   for (const DeviceFacts& f : {simulated_pocl_cpu(16), simulated_pocl_cpu(8)})
-    for (const char* form : {"", "lanes-async"})
-      EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16), form).program.options.find("LANE_"), std::string::npos);
+    EXPECT_EQ(plan(f, decode_step_call(DType::F16, 16)).program.options.find("LANE_"), std::string::npos);
+  // cp.async needs compute capability 8.0: older (or unknown) NVIDIA parts keep the single form
+  for (const DeviceFacts& f : {simulated_nvidia_gpu(48, 7, 5), simulated_nvidia_gpu(48)})
+    EXPECT_EQ(plan(f, decode_step_call(DType::F16, 0)).program.options.find("LANE_ASYNC"), std::string::npos);
 }
 
 // The async form's forced shapes: KPT keys a work-item and the ring's stages from the name; a name
@@ -64,9 +66,19 @@ TEST(DecodeWidePlan, AsyncFormsForcedByName) {
   EXPECT_TRUE(has(k2s4, "-DKPT=2") && has(k2s4, "-DLANE_ASYNC=4") && has(k2s4, "-DBC=16"));
   EXPECT_EQ(k2s4.decode.local_bytes, 4u * 2 * 16 * 16 * 16);
   EXPECT_TRUE(has(plan(h100, decode_step_call(DType::F16, 2), "lanes-async-k2s4"), "-DLANE_PAGE_KPT=1"));
-  EXPECT_FALSE(has(plan(h100, decode_step_call(DType::F16, 2), "lanes-async"), "-DLANE_ASYNC=2"));  // 2 % 4
-  EXPECT_FALSE(has(plan(h100, decode_step_call(DType::E4M3, 0), "lanes-async"), "-DLANE_ASYNC=2"));
-  for (const char* bad : {"lanes-async-k3s2", "lanes-async-k4s1", "lanes-async-k4s9", "lanes-async-x"}) {
+  // calls the form cannot take get exactly the unforced plan: pages splitting a lane's keys, fp8
+  // caches, CPUs, NVIDIA parts without cp.async
+  const auto same_as_unforced = [](const DeviceFacts& f, const KvCacheArgs& a) {
+    const KvCachePlan forced = plan(f, a, "lanes-async"), unforced = plan(f, a);
+    EXPECT_STREQ(forced.attention_kernel, unforced.attention_kernel);
+    EXPECT_EQ(forced.program.options, unforced.program.options);
+    EXPECT_EQ(forced.decode.num_splits, unforced.decode.num_splits);
+  };
+  same_as_unforced(h100, decode_step_call(DType::F16, 2));  // 2 % 4
+  same_as_unforced(h100, decode_step_call(DType::E4M3, 0));
+  same_as_unforced(simulated_pocl_cpu(16), decode_step_call(DType::F16, 16));
+  same_as_unforced(simulated_nvidia_gpu(48, 7, 5), decode_step_call(DType::F16, 0));
+  for (const char* bad : {"lanes-async-k3s2", "lanes-async-k4s1", "lanes-async-k4s9", "lanes-async-x", "lanes-async-k4s2x"}) {
     try {
       plan(h100, decode_step_call(DType::F16, 0), bad);
       ADD_FAILURE() << bad << " was accepted";

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "base/errors.hpp"
+#include "launch/decode.hpp"  // normalize_kvcache: the KV calls as forward_kvcache plans them
 #include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
 #include "plan/call_plan.hpp"
@@ -322,7 +323,7 @@ void add_kvcache(std::vector<std::string>& lines) {
     if (dev.facts.nv_compute_major == 9 && dev.facts.local_mem_bytes < 100 * 1024) continue;
     const auto record = [&](const std::string& at, const KvCacheArgs& a, const Overrides& o) {
       lines.push_back(at + ": " +
-                      outcome([&] { return describe(plan_kvcache(dev.facts, a, o).program); }));
+                      outcome([&] { return describe(plan_kvcache(dev.facts, normalize_kvcache(a), o).program); }));
     };
     for (int d : {64, 80, 128, 256})
       for (auto [rows, group] : shapes) {
@@ -340,10 +341,12 @@ void add_kvcache(std::vector<std::string>& lines) {
           o.decode = form;
           KvCacheArgs a = kvcache_call(DType::F16, d, rows, group, "plain");
           a.cache_dtype = DType::E4M3;
+          a.k_descale = a.v_descale = some_buffer();
           record(at + " f16 cache e4m3" + (form.empty() ? "" : " FLASHCL_DECODE=" + form), a, o);
         }
         KvCacheArgs e5 = kvcache_call(DType::BF16, d, rows, group, rows == 1 ? "paged" : "plain");
         e5.cache_dtype = DType::E5M2;
+        e5.k_descale = e5.v_descale = some_buffer();
         record(at + " bf16 cache e5m2" + (rows == 1 ? " paged" : ""), e5, Overrides{});
         if (rows == 2 || rows == 3) continue;
         for (const std::string variant : {"paged", "causal", "rotary", "rotary_interleaved", "window", "alibi",

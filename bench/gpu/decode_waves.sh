@@ -1,7 +1,7 @@
 #!/bin/bash
 # decode_waves.sh: does the decode split count want one full wave of the work-groups an SM holds?
-# decode_lanes at d 128 fp16 takes ~166 registers, so 3 work-groups of 128 fit an SM (396 on 132
-# SMs), while SplitRule{2, ...} asks for 2 per SM (B 1, H_kv 8: 33 splits, 264 work-groups); the
+# decode_lanes at d 128 fp16 takes ~166 registers, so 3 work-groups of 128 fit an SM by registers
+# (396 on 132 SMs; the driver's CL_KERNEL_WORK_GROUP_SIZE later said 2), while SplitRule{2, ...} asks for 2 per SM (B 1, H_kv 8: 33 splits, 264 work-groups); the
 # H200's sweep (docs/perf/nvidia-h200.md) had 33 best at B 1 but never tried 49 (392 work-groups:
 # one full wave at 3 per SM) or 99 (two). Builds (setup.sh), prints the decode kernels' registers
 # (-cl-nv-verbose), then times flashcl-bench --decode (fp16, 1 query, H 32/8, d 128) at forced

@@ -1,5 +1,5 @@
 /* decode_lanes.cl: the split-KV kernel for decode (group * Nq <= 8 rows per K/V head) shaped for
- * NVIDIA GPUs: no barrier and no __local in the main loop. A key's head dimension lies on L_DV
+ * NVIDIA GPUs: no barrier in the main loop (and no __local but in the async form's ring). A key's head dimension lies on L_DV
  * adjacent work-items (one VEC-wide, 16-byte chunk each; L_DV a power of two <= 32, so the lanes
  * of one key sit in one warp), and each work-item walks KPT consecutive keys of every tile,
  * loading their K and V chunks first (2 * KPT independent 16-byte loads in flight), then forming
@@ -24,7 +24,7 @@
 #define LANE_PIPELINE 0 /* 1: the next tile's loads are issued before this tile's arithmetic (registers x2) */
 #endif
 #ifndef LANE_WIDE
-#define LANE_WIDE 0 /* 1: the wide form (below lane_issue_wide): paged 16-bit caches on NVIDIA, or FLASHCL_DECODE=lanes-wide */
+#define LANE_WIDE 0 /* 1: the wide form (below lane_issue_wide): its page cursor; the async form's base (LANE_ASYNC) */
 #endif
 #ifndef LANE_PAGE_KPT
 #define LANE_PAGE_KPT 0 /* wide, paged: 1 where the host knows page_size % KPT == 0 (a lane's keys never cross a page) */

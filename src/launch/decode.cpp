@@ -305,25 +305,31 @@ Problem queue_problem(cl_command_queue queue) {
 // on the H100 and H200, where 3 of the single form fit by registers: the count is the driver's, a
 // lower bound; docs/perf/nvidia-h200.md). A kernel whose size is the device's maximum is limited by
 // nothing the driver told: 0.
-int split_kernel_residency(const Problem& p, const KvCachePlan& call) {
+int split_kernel_residency(const Problem& p, const cl::Kernel& split, std::size_t work_group_size) {
   std::size_t fits = 0;
   with_cl_errors([&] {
-    const cl::Kernel split = make_kernel(p, call.program, call.attention_kernel);
     check_cl(clGetKernelWorkGroupInfo(split(), p.device, CL_KERNEL_WORK_GROUP_SIZE, sizeof fits, &fits, nullptr),
              "clGetKernelWorkGroupInfo(KERNEL_WORK_GROUP_SIZE)");
   });
   if (fits == 0 || fits >= p.facts->max_work_group_size) return 0;
-  return static_cast<int>(fits / call.decode.work_group_size);
+  return static_cast<int>(fits / work_group_size);
 }
 
 // The call's plan: on NVIDIA, decode_lanes' split count from the built kernel's residency (whole
-// waves, plan_decode.cpp); the program is the same either way (the count is a kernel argument).
-KvCachePlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
+// waves, plan_decode.cpp); the program is the same either way (the count is a kernel argument), so
+// the kernel built to read it is the one the call launches (split; null where none was built).
+struct ResidentPlan {
+  KvCachePlan call;
+  cl::Kernel split;
+};
+ResidentPlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
   const Overrides& o = process_overrides();
-  KvCachePlan call = plan_kvcache(*p.facts, a, o);
-  if (!call.decode.lanes || !call.decode.lane_shuffle || a.num_splits > 0) return call;
-  const int resident = split_kernel_residency(p, call);
-  return resident > 0 ? plan_kvcache(*p.facts, a, o, resident) : call;
+  ResidentPlan r{plan_kvcache(*p.facts, a, o), cl::Kernel()};
+  if (!r.call.decode.lanes || !r.call.decode.lane_shuffle || a.num_splits > 0) return r;
+  with_cl_errors([&] { r.split = make_kernel(p, r.call.program, r.call.attention_kernel); });
+  const int resident = split_kernel_residency(p, r.split, r.call.decode.work_group_size);
+  if (resident > 0) r.call = plan_kvcache(*p.facts, a, o, resident);
+  return r;
 }
 
 }  // namespace
@@ -340,7 +346,7 @@ std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args
 
 KvCacheInfo kvcache_info(cl_command_queue queue, const KvCacheArgs& args) {
   const detail::Problem p = detail::queue_problem(queue);
-  const detail::KvCachePlan call = detail::plan_with_residency(p, detail::normalize(args));
+  const detail::KvCachePlan call = detail::plan_with_residency(p, detail::normalize(args)).call;
   return {call.attention_kernel, call.decode.num_splits, call.decode.work_group_size, call.decode.reason};
 }
 
@@ -391,7 +397,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     check_buffer(a.alibi_slopes, ctx, static_cast<std::size_t>(a.alibi_per_batch ? a.batch : 1) * a.heads * sizeof(float),
                  "alibi_slopes");
 
-  const KvCachePlan call = plan_with_residency(p, a);
+  const ResidentPlan planned = plan_with_residency(p, a);
+  const KvCachePlan& call = planned.call;
   const DecodePlan& plan = call.decode;
   if (static_cast<std::int64_t>(plan.row_blocks) * plan.num_splits > std::numeric_limits<int>::max() / 2)
     fail(Status::InvalidArgument, "seqlen_q: ", plan.row_blocks, " row blocks x ", plan.num_splits, " splits is too large a grid");
@@ -473,7 +480,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       enqueue(queue, append, global, local, wait, launch);
       wait = {launch.last()};
     }
-    cl::Kernel split = make_kernel(p, program, call.attention_kernel);
+    cl::Kernel split = planned.split() != nullptr ? planned.split : make_kernel(p, program, call.attention_kernel);
     set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
              a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
     if (fp8_cache) set_descale_args(split, 12, a);

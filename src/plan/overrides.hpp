@@ -32,7 +32,9 @@ struct Overrides {
                                // makes a failed probe an error (tests, A/B runs), "0" keeps mma.sync
   std::string decode;          // FLASHCL_DECODE: "lanes", "lanes-single", "cpu", "stream" or "staged" forces that decode kernel where it can run;
                                // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' wide form (docs/DECODE.md;
-                               // paged 16-bit caches on NVIDIA take it unforced)
+                               // paged 16-bit caches on NVIDIA at 5-8 rows take it unforced); "lanes-async" or
+                               // "lanes-async-k<KPT>s<stages>": its async form (NVIDIA's default for 16-bit caches
+                               // at up to 4 rows; a call it cannot take gets the unforced plan)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
                                // (a failed probe is an error, not a fallback), else chosen where eligible

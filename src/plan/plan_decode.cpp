@@ -82,9 +82,11 @@ std::int64_t wave_splits(const DeviceFacts& f, int resident, std::int64_t triple
   return std::min<std::int64_t>(waves * wave / triples, keys / rule.min_keys);
 }
 
-// decode_lanes' work-groups per compute unit bound the workspace query by: 2048 work-items (the
-// most an NVIDIA SM holds) over the work-group.
-int residency_bound(const DecodePlan& p) { return static_cast<int>(std::max<std::size_t>(1, 2048 / p.work_group_size)); }
+// The most work-groups a compute unit can hold by decode.cpp's reading of the driver (a kernel
+// work-group size below the device's maximum, over the work-group), for the workspace query.
+int residency_bound(const DeviceFacts& f, const DecodePlan& p) {
+  return static_cast<int>(std::max<std::size_t>(1, (std::max<std::size_t>(f.max_work_group_size, 2) - 1) / p.work_group_size));
+}
 
 }  // namespace
 
@@ -150,16 +152,20 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // work-item, were no faster. Forced: FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>] (8 rows
   // included); FLASHCL_DECODE=lanes-single or lanes-wide keep the forms before it.
   int async_stages = 0;
-  const bool async_fits = gpu && f.is_nvidia() && r.vec == 8 && !r.fp8_cache;
+  const bool async_fits = gpu && f.is_nvidia() && f.nv_compute_major >= 8 && r.vec == 8 && !r.fp8_cache;  // cp.async: sm_80
   if (r.form.rfind("lanes-async", 0) == 0) {
-    int k = 4, st = 2;
-    if (r.form != "lanes-async" && (std::sscanf(r.form.c_str(), "lanes-async-k%ds%d", &k, &st) != 2 ||
-                                    (k != 1 && k != 2 && k != 4) || st < 2 || st > 8))
+    int k = 4, st = 2, used = 0;
+    if (r.form != "lanes-async" &&
+        (std::sscanf(r.form.c_str(), "lanes-async-k%ds%d%n", &k, &st, &used) != 2 || used != static_cast<int>(r.form.size()) ||
+         (k != 1 && k != 2 && k != 4) || st < 2 || st > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not lanes-async or lanes-async-k<1|2|4>s<2..8>");
-    if (async_fits && (r.page_size == 0 || r.page_size % k == 0)) {
-      kpt = k;
-      async_stages = st;
+    if (!async_fits || (r.page_size > 0 && r.page_size % k != 0)) {  // a call it cannot take: the default plan
+      DecodeRequest unforced = r;
+      unforced.form.clear();
+      return plan_decode(f, unforced);
     }
+    kpt = k;
+    async_stages = st;
   } else if (r.form.empty() && async_fits && kpt == 4 && (r.page_size == 0 || r.page_size % kpt == 0)) {
     async_stages = 2;
   }
@@ -283,7 +289,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (waves && r.resident_per_cu > 0) splits = wave_splits(f, r.resident_per_cu, triples, keys, rule);
     if (waves && r.resident_per_cu == kResidentForSizing)  // at least every residency's count (wave_splits' bound)
       splits = std::max(splits, std::min<std::int64_t>(std::max<std::int64_t>(
-                                    static_cast<std::int64_t>(std::max(f.compute_units, 1)) * residency_bound(p) / triples,
+                                    static_cast<std::int64_t>(std::max(f.compute_units, 1)) * residency_bound(f, p) / triples,
                                     keys / rule.target_keys), keys / rule.min_keys));
     p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
