@@ -34,7 +34,7 @@ struct Overrides {
                                // "lanes-wide", "lanes-wide-np", "lanes-wide16": decode_lanes' wide form (docs/DECODE.md;
                                // paged 16-bit caches on NVIDIA at 5-8 rows take it unforced); "lanes-async" or
                                // "lanes-async-k<KPT>s<stages>": its async form (NVIDIA's default for 16-bit caches
-                               // at up to 4 rows; a call it cannot take gets the unforced plan)
+                               // at 4 rows; a call it cannot take gets the unforced plan)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
                                // (a failed probe is an error, not a fallback), else chosen where eligible

@@ -141,12 +141,13 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // pages of 16 and 256; docs/perf/nvidia-h100.md, "Decode"). Contiguous caches keep the single form
   // (0.86-0.94x there), fp8 caches too (its prefetch state costs them a work-group per SM: 0.62-0.90x
   // contiguous); fp32 caches and other page sizes are unmeasured. Where the async form below is the
-  // default (up to 4 rows), it takes the wide form's cursor and replaces its prefetch.
+  // default (4 rows), it takes the wide form's cursor and replaces its prefetch.
   int kpt = rows <= 4 ? 4 : 2;  // keys_per_thread below
   // The async form (decode_lanes.cl's LANE_ASYNC): K/V by cp.async into a ring of tiles in __local,
   // bytes in flight without registers. The default for NVIDIA's 16-bit caches at 8 elements a load
-  // (16-byte copies) with up to 4 rows (4 keys a work-item, 2 stages; contiguous or pages of a
-  // multiple of 4 keys): on the H200 (bench/gpu/decode_async.sh, fp16, H 32/8, d 128, B 8 and 1, 4k
+  // (16-byte copies) with 4 rows, the shape measured (4 keys a work-item, 2 stages; contiguous or
+  // pages of a multiple of 4 keys; fewer rows hold fewer registers in the single form, which the
+  // ring's 32 KiB may then cost more than it gives: not measured, so they keep it): on the H200 (bench/gpu/decode_async.sh, fp16, H 32/8, d 128, B 8 and 1, 4k
   // to 128k keys, contiguous and pages of 16 and 256) 1.05-1.23x the single and wide forms it
   // replaces, at 128-144 registers against 165 and 32 KiB of __local; 3 or 4 stages, or 2 keys a
   // work-item, were no faster. Forced: FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>] (8 rows
@@ -166,7 +167,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     }
     kpt = k;
     async_stages = st;
-  } else if (r.form.empty() && async_fits && kpt == 4 && (r.page_size == 0 || r.page_size % kpt == 0)) {
+  } else if (r.form.empty() && async_fits && rows == 4 && (r.page_size == 0 || r.page_size % kpt == 0)) {
     async_stages = 2;
   }
   const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" || async_stages > 0 ||

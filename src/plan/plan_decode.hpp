@@ -52,7 +52,7 @@ struct DecodePlan {
   bool lane_page_kpt = false; // lanes-wide, paged: page_size % KPT == 0, so a lane's keys share a page (LANE_PAGE_KPT)
   int lane_prefetch = 0;      // lanes-wide on NVIDIA: tiles ahead prefetched into L2 (LANE_PREFETCH; 0: none)
   int lane_async = 0;         // lanes-wide on NVIDIA: stages of the cp.async ring in __local (LANE_ASYNC; 0: loads
-                              // into registers): NVIDIA's default for 16-bit caches at up to 4 rows (2 stages),
+                              // into registers): NVIDIA's default for 16-bit caches at 4 rows (2 stages),
                               // or forced by FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
