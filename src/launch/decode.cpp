@@ -288,17 +288,6 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
     fail(Status::InvalidArgument, "v_cache: the same memory as k_cache, which k_new is appended into");
 }
 
-// The context and device of `queue` (named errors for a null or invalid one).
-Problem queue_problem(cl_command_queue queue) {
-  if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
-  Problem p;
-  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
-      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof p.device, &p.device, nullptr) != CL_SUCCESS)
-    fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
-  p.facts = &device_facts(p.device);
-  return p;
-}
-
 // decode_lanes' work-groups one compute unit holds at once, as NVIDIA's driver tells it: its
 // CL_KERNEL_WORK_GROUP_SIZE is what the kernel's resources allow one work-group, so that over the
 // work-group is how many the SM runs together by the driver's count (2 for decode_lanes at d 128

@@ -29,6 +29,10 @@ struct Problem {
 // them, so there they may be CL_MEM_READ_ONLY and may share bytes with the other inputs.
 enum class ForwardOutputs { Written, Read };
 
+// A Problem with only the context, device and device facts of `queue` (named errors for a null or
+// invalid one): what every entry point on a queue starts from.
+Problem queue_problem(cl_command_queue queue);
+
 // Checks every argument against the queue's context and device, before any kernel is enqueued
 // (nothing is read back unless args.check_device_data), but the workspace's size: that comes from
 // the call's plan (check_workspace). Throws Error naming the offending parameter.

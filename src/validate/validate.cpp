@@ -211,15 +211,20 @@ ForwardArgs normalize_shape(cl_device_id device, const ForwardArgs& in) {
   return a;
 }
 
-Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait,
-                 ForwardOutputs outputs) {
-  const bool writes_outputs = outputs == ForwardOutputs::Written;
+Problem queue_problem(cl_command_queue queue) {
   if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
   Problem p;
   if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof p.context, &p.context, nullptr) != CL_SUCCESS ||
       clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof p.device, &p.device, nullptr) != CL_SUCCESS)
     fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
   p.facts = &device_facts(p.device);
+  return p;
+}
+
+Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait,
+                 ForwardOutputs outputs) {
+  const bool writes_outputs = outputs == ForwardOutputs::Written;
+  Problem p = queue_problem(queue);
   p.args = normalize_shape(p.device, args);
   const ForwardArgs& a = p.args;
 
