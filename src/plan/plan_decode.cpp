@@ -71,14 +71,20 @@ int cpu_vector_width(const DeviceFacts& f, int head_dim) {
   return 0;
 }
 
-// Whole waves: a wave is every compute unit holding `resident` work-groups. The rule's count (the
-// wave's share per triple, or splits of target_keys, whichever is more) is rounded down to the
-// whole waves it fills (at least one), and the splits of those waves taken, so no work-group runs
-// in a part-filled last wave while the others idle. Never more than keys / min_keys.
+// A wave is every compute unit holding `resident` work-groups. The splits the rule wants with it:
+// the wave's share per (sequence, K/V head, row block) triple, or splits of target_keys, whichever
+// is more.
+std::int64_t wave_share(const DeviceFacts& f, int resident, std::int64_t triples, std::int64_t keys, SplitRule rule) {
+  const std::int64_t wave = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * resident;
+  return std::max<std::int64_t>(wave / triples, rule.target_keys > 0 ? keys / rule.target_keys : 0);
+}
+
+// Whole waves: wave_share rounded down to the whole waves it fills (at least one), and the splits of
+// those waves taken, so no work-group runs in a part-filled last wave while the others idle. Never
+// more than keys / min_keys, and never more than wave_share (which bounds the workspace query).
 std::int64_t wave_splits(const DeviceFacts& f, int resident, std::int64_t triples, std::int64_t keys, SplitRule rule) {
   const std::int64_t wave = static_cast<std::int64_t>(std::max(f.compute_units, 1)) * resident;
-  const std::int64_t wanted = std::max<std::int64_t>(wave / triples, rule.target_keys > 0 ? keys / rule.target_keys : 0);
-  const std::int64_t waves = std::max<std::int64_t>(1, wanted * triples / wave);
+  const std::int64_t waves = std::max<std::int64_t>(1, wave_share(f, resident, triples, keys, rule) * triples / wave);
   return std::min<std::int64_t>(waves * wave / triples, keys / rule.min_keys);
 }
 
@@ -147,8 +153,9 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // bytes in flight without registers. The default for NVIDIA's 16-bit caches at 8 elements a load
   // (16-byte copies) with 4 rows, the shape measured (4 keys a work-item, 2 stages; contiguous or
   // pages of a multiple of 4 keys; fewer rows hold fewer registers in the single form, which the
-  // ring's 32 KiB may then cost more than it gives: not measured, so they keep it): on the H200 (bench/gpu/decode_async.sh, fp16, H 32/8, d 128, B 8 and 1, 4k
-  // to 128k keys, contiguous and pages of 16 and 256) 1.05-1.23x the single and wide forms it
+  // ring's 32 KiB may then cost more than it gives: not measured, so they keep it): on the H200
+  // (bench/gpu/decode_async.sh, fp16, H 32/8, d 128, B 8 and 1, 4k to 128k keys, contiguous and
+  // pages of 16 and 256) 1.05-1.23x the single and wide forms it
   // replaces, at 128-144 registers against 165 and 32 KiB of __local; 3 or 4 stages, or 2 keys a
   // work-item, were no faster. Forced: FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>] (8 rows
   // included); FLASHCL_DECODE=lanes-single or lanes-wide keep the forms before it.
@@ -289,9 +296,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     const bool waves = p.lanes && p.lane_shuffle && r.resident_per_cu != 0;  // (residency read on NVIDIA only)
     if (waves && r.resident_per_cu > 0) splits = wave_splits(f, r.resident_per_cu, triples, keys, rule);
     if (waves && r.resident_per_cu == kResidentForSizing)  // at least every residency's count (wave_splits' bound)
-      splits = std::max(splits, std::min<std::int64_t>(std::max<std::int64_t>(
-                                    static_cast<std::int64_t>(std::max(f.compute_units, 1)) * residency_bound(f, p) / triples,
-                                    keys / rule.target_keys), keys / rule.min_keys));
+      splits = std::max(splits, std::min<std::int64_t>(wave_share(f, residency_bound(f, p), triples, keys, rule),
+                                                       keys / rule.min_keys));
     p.num_splits = static_cast<int>(std::clamp<std::int64_t>(splits, 1, 256));
     p.reason = concat(triples, " (sequence, K/V head, row block) work-groups for ", f.compute_units,
                       " compute units: ", p.num_splits, " splits of ", tiles, " tiles");

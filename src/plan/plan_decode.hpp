@@ -32,7 +32,8 @@ struct DecodeRequest {
                            // "lanes-async" (4 keys a work-item, 2 stages) or "lanes-async-k<K>s<S>":
                            // the wide form with K/V by cp.async into a ring of S tiles (NVIDIA,
                            // 16-bit caches at 8 elements a load; other calls keep the default)
-                           // (paged caches on NVIDIA take lanes-wide by default)
+                           // (paged 16-bit caches on NVIDIA take lanes-wide by default at 5-8 rows,
+                           // the async form at 4)
 };
 
 struct DecodePlan {
