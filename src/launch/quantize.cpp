@@ -15,6 +15,7 @@
 #include "program/program_cache.hpp"
 #include "program/programs.hpp"
 #include "quant_args.h"
+#include "validate/problem.hpp"
 
 namespace flashcl {
 namespace {
@@ -140,11 +141,9 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
   if (queue == nullptr) fail(Status::InvalidHandle, "queue: null cl_command_queue");
   for (cl_event e : wait)
     if (e == nullptr) fail(Status::InvalidHandle, "wait_list: null cl_event");
-  cl_context context = nullptr;
-  cl_device_id device = nullptr;
-  if (clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof context, &context, nullptr) != CL_SUCCESS ||
-      clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof device, &device, nullptr) != CL_SUCCESS)
-    fail(Status::InvalidHandle, "queue: not a valid cl_command_queue");
+  const detail::Problem p = detail::queue_problem(queue);
+  const cl_context context = p.context;
+  const cl_device_id device = p.device;
   const QuantizeArgs a = checked(args, context);
 
   QuantArgs k{};
