@@ -252,19 +252,30 @@ inline void lane_cursor_step(const DecodeArgs* d, __global const int* block_tabl
  * 64-bit base per lane and tile and the keys at j seq strides from it, so a paged tile costs what
  * a contiguous one does but for the entry's product, with no per-key page test, entry read or
  * product. Other page sizes: the single form's per-key page walk. */
+/* The tile's cursor step (entry, page, off: the tile's first key of the lane, as lane_cursor_step
+ * gives them) and, contiguous or with LANE_PAGE_KPT pages, the lane's K and V offsets of that key
+ * (its KPT keys at j seq strides from them); returns whether its page is in the pool. Shared by
+ * lane_issue_wide and lane_issue_async. */
+inline bool lane_tile_base(const DecodeArgs* d, __global const int* block_table, int b, int kfirst, int nk, long base_k,
+                           long base_v, LaneCursor* c, long* kb0, long* vb0, int* entry, int* page, int* off) {
+  lane_cursor_step(d, block_table, b, kfirst + BC, nk, c, entry, page, off);
+#if !PAGED
+  *kb0 = base_k + (long)kfirst * d->k_seq_stride;
+  *vb0 = base_v + (long)kfirst * d->v_seq_stride;
+  return true;
+#else
+  *kb0 = base_k + (long)*entry * d->k_batch_stride + (long)*off * d->k_seq_stride;
+  *vb0 = base_v + (long)*entry * d->v_batch_stride + (long)*off * d->v_seq_stride;
+  return *entry >= 0;
+#endif
+}
+
 inline void lane_issue_wide(const DecodeArgs* d, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                             __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v,
                             LaneCursor* c, lane_raw* kr, lane_raw* vr, bool* seen) {
   int entry, page, off;
-  lane_cursor_step(d, block_table, b, kfirst + BC, nk, c, &entry, &page, &off);
-#if !PAGED
-  const long kb0 = base_k + (long)kfirst * d->k_seq_stride, vb0 = base_v + (long)kfirst * d->v_seq_stride;
-  const bool in_pool = true;
-#elif LANE_PAGE_KPT
-  const long kb0 = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-  const long vb0 = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
-  const bool in_pool = entry >= 0;
-#endif
+  long kb0, vb0;
+  const bool in_pool = lane_tile_base(d, block_table, b, kfirst, nk, base_k, base_v, c, &kb0, &vb0, &entry, &page, &off);
 #pragma unroll
   for (int j = 0; j < KPT; ++j) {
     const int pos = kfirst + j;
@@ -367,15 +378,8 @@ inline uint lane_issue_async(const DecodeArgs* d, __global const CACHE_T* k_cach
                              __global const int* block_table, int b, int kfirst, int nk, long base_k, long base_v,
                              LaneCursor* c, __local lane_raw* slot) {
   int entry, page, off;
-  lane_cursor_step(d, block_table, b, kfirst + BC, nk, c, &entry, &page, &off);
-#if !PAGED
-  const long kb0 = base_k + (long)kfirst * d->k_seq_stride, vb0 = base_v + (long)kfirst * d->v_seq_stride;
-  const bool in_pool = true;
-#else
-  const long kb0 = base_k + (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-  const long vb0 = base_v + (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
-  const bool in_pool = entry >= 0;
-#endif
+  long kb0, vb0;
+  const bool in_pool = lane_tile_base(d, block_table, b, kfirst, nk, base_k, base_v, c, &kb0, &vb0, &entry, &page, &off);
   uint bits = 0;
 #pragma unroll
   for (int j = 0; j < KPT; ++j) {
