@@ -243,6 +243,72 @@ TEST(Decode, HeadDim128GqaGroups) {
       }
 }
 
+// The shapes decode_mma.cl takes (FLASHCL_DECODE=mma runs this suite on it: on NVIDIA's tensor
+// cores, and on PoCL over emulated operands, tests/emulated_mma/decode.sh; elsewhere these run on
+// the default forms): 16-bit caches with d a multiple of 8, up to 16 rows that are one slice of q
+// (the group at Nq = 1, or Nq rows of an MHA head), every page size, the variants, hostile device
+// values, empty sequences, head dims padded to the mma's k (72), and split counts that leave splits
+// empty; each against float64.
+TEST(Decode, TensorCoreShapes) {
+  std::vector<std::pair<std::string, DecodeCase>> cases;
+  DecodeCase c = base({170, 75});
+  c.dtype = DType::F16;
+  c.head_dim = 64;
+  cases.emplace_back("f16 d 64 group 2", c);
+  DecodeCase g16 = base({300, 77});
+  g16.dtype = DType::BF16;
+  g16.head_dim = 128;
+  g16.heads = 32;
+  g16.capacity = 512;
+  g16.page_size = 16;
+  g16.seqlen_new = 1;
+  cases.emplace_back("bf16 d 128 group 16 page 16 append", g16);
+  DecodeCase mha = base({120, 33});
+  mha.dtype = DType::F16;
+  mha.head_dim = 64;
+  mha.heads = mha.heads_kv = 2;
+  mha.seqlen_q = mha.seqlen_new = 4;
+  mha.causal = true;
+  mha.page_size = 6;
+  mha.num_splits = 3;
+  cases.emplace_back("f16 MHA Nq 4 causal append page 6 splits 3", mha);
+  DecodeCase var = base({160, 90});
+  var.dtype = DType::F16;
+  var.head_dim = 72;
+  var.heads = 8;
+  var.page_size = 1;
+  var.window_left = 40;
+  var.softcap = 5.0f;
+  var.alibi = true;
+  cases.emplace_back("f16 d 72 page 1 window softcap alibi", var);
+  DecodeCase hostile = base({-5, 1000000, 30});
+  hostile.dtype = DType::BF16;
+  hostile.batch = 3;
+  hostile.page_size = 4;
+  hostile.seqlen_new = 1;
+  hostile.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};
+  cases.emplace_back("bf16 hostile cache_seqlens and block table", hostile);
+  DecodeCase empty = base({0, 125, 0});
+  empty.dtype = DType::F16;
+  empty.batch = 3;
+  empty.batch_idx = {4, 0, 2};
+  cases.emplace_back("f16 cache_batch_idx, empty sequences", empty);
+  DecodeCase extreme = base({90, 41});
+  extreme.dtype = DType::F16;
+  extreme.scale = 3e38f;
+  extreme.qk_amplitude = 1e-3f;  // scale * q.k far past fp32's range: halved natural units
+  cases.emplace_back("f16 scale 3e38", extreme);
+  for (int splits : {1, 2, 5, 64}) {
+    DecodeCase s = base({200, 2});
+    s.dtype = DType::F16;
+    s.head_dim = 64;
+    s.page_size = 16;
+    s.num_splits = splits;
+    cases.emplace_back("f16 page 16 splits " + std::to_string(splits), s);
+  }
+  for (const auto& [name, e] : cases) expect_decode(e, name);
+}
+
 // Hostile device values: clamped as documented, nothing outside the tensors touched.
 TEST(Decode, HostileDeviceValuesStayInBounds) {
   DecodeCase c = base({-5, 1000000, 30});
@@ -321,14 +387,18 @@ TEST(Decode, ExtremeFiniteValuesMatchFloat64) {
 // forward and the float64 reference, and no other row: a split or key stream that met it is not
 // taken for an empty one and dropped. Contiguous and paged, planner's and forced split counts.
 TEST(Decode, NaNInTheCacheReachesOnlyItsRows) {
+  for (DType dtype : {DType::F32, DType::F16})  // (f16: the shapes of decode_mma too)
   for (int page : {0, 16})
     for (int splits : {0, 1, 3}) {
       DecodeCase c = base();
+      c.dtype = dtype;
       c.page_size = page;
       c.num_splits = splits;
+      // 16-bit storage: its rounding of q, K and V, and of P on the tensor cores
+      const double tol = dtype == DType::F32 ? 1e-5 : 2e-3;
       c.nan_k = {{0, 100, 1}};  // sequence 0 (170 keys), key 100, K/V head 1: query heads 2, 3
       c.nan_v = {{1, 10, 0}};   // sequence 1 (75 keys), key 10, K/V head 0: query heads 0, 1
-      const std::string what = "page " + std::to_string(page) + ", splits " + std::to_string(splits);
+      const std::string what = std::string(to_string(dtype)) + ", page " + std::to_string(page) + ", splits " + std::to_string(splits);
       SCOPED_TRACE(what);
       const DecodeResult r = run_decode(c);
       EXPECT_EQ(r.cache_bad, 0u);
@@ -346,7 +416,7 @@ TEST(Decode, NaNInTheCacheReachesOnlyItsRows) {
           if (std::isnan(want)) {
             EXPECT_TRUE(std::isnan(got)) << "row " << row << " column " << j << " sees the NaN: " << got;
           } else {
-            EXPECT_NEAR(got, want, 1e-5 + 1e-5 * std::fabs(want)) << "row " << row << " column " << j;
+            EXPECT_NEAR(got, want, tol + tol * std::fabs(want)) << "row " << row << " column " << j;
           }
         }
       }

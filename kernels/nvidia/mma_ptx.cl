@@ -69,6 +69,8 @@ inline void copy16_async(__local void* dst, __global const void* src, int bytes)
 inline void async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
 /* Wait until at most the newest `n` groups of this work-item's copies are still in flight. */
 #define ASYNC_WAIT_GROUPS(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")
+/* The same for an integer constant expression (decode_mma.cl's RING - 2). */
+#define ASYNC_WAIT_GROUPS_N(n) asm volatile("cp.async.wait_group %0;" ::"n"(n) : "memory")
 inline void async_wait_prior(void) { ASYNC_WAIT_GROUPS(1); }
 inline void async_wait_all(void) { ASYNC_WAIT_GROUPS(0); }
 

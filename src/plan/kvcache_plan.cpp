@@ -50,6 +50,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.vec = vec;
   r.num_splits = a.num_splits;
   r.fp8_cache = is_fp8(kvcache_cache_dtype(a));
+  r.rotary = rotary(a);
   r.form = o.decode;
   r.resident_per_cu = resident;
   return plan_decode(facts, r);
@@ -63,10 +64,31 @@ bool nv_fp8_cvt(const DeviceFacts& f, const Overrides& o) {
   return o.fp8_cvt && f.is_nvidia() && f.kind == DeviceKind::GPU && f.nv_compute_major * 10 + f.nv_compute_minor >= 89;
 }
 
+// The variants' switches, after the form's own options (the same order for every form).
+std::string variant_options(const KvCacheArgs& a, bool half_units) {
+  std::string options;
+  if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
+  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
+  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
+  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
+  if (half_units) options += " -DHALF_UNITS=1";
+  return options;
+}
+
+// decode_mma.cl's program: the fa2_mma geometry (one warp, one m-tile: BR 16, WG_SIZE 32, from
+// mma_ptx.cl) and its ring, no decode_lanes switches.
+ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
+  const std::string options =
+      concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim, " -DCAUSAL=", a.causal ? 1 : 0,
+             " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0, " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", p.vec,
+             " -DWARPS=1 -DMT=1 -DBC=", p.decode.block_cols, " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
+      variant_options(a, p.half_units);
+  return choose_program(programs::decode_mma, options);
+}
+
 ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, const DecodePlan& plan, int vec,
                               bool half_units, const Overrides& o) {
   const int d = a.head_dim;
-  const bool windowed = a.window.left >= 0 || a.window.right >= 0;
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
                                " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
                                " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vec,
@@ -82,11 +104,7 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
   if (plan.cpu)
     options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
-  if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
-  if (windowed) options += " -DWINDOW=1";
-  if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
-  if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
-  if (half_units) options += " -DHALF_UNITS=1";
+  options += variant_options(a, half_units);
   // An fp8 cache: its storage after every other switch (so the rows of other calls are unchanged)
   // and the program with the codec (programs.txt's *_fp8).
   const DType cache = kvcache_cache_dtype(a);
@@ -119,9 +137,9 @@ KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const O
   }
   // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
-  p.program = kvcache_program(facts, a, p.decode, p.vec, p.half_units, o);
+  p.program = p.decode.mma ? decode_mma_program(p, a) : kvcache_program(facts, a, p.decode, p.vec, p.half_units, o);
   const DecodePlan& d = p.decode;
-  p.attention_kernel = d.lanes ? "decode_lanes" : d.cpu ? "decode_cpu" : d.stream ? "decode_stream" : "decode_split";
+  p.attention_kernel = d.mma ? "decode_mma" : d.lanes ? "decode_lanes" : d.cpu ? "decode_cpu" : d.stream ? "decode_stream" : "decode_split";
   return p;
 }
 

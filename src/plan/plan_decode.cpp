@@ -56,6 +56,10 @@ struct SplitRule {
   int target_keys;  // keys per split wanted once the compute units are filled (0: none)
 };
 constexpr SplitRule kLanesSplits{2, 256, 0, 2048};
+// decode_mma: 32 work-items and ~35 KiB of __local each (BC 32, 2 stages, d 128), so an H100/H200
+// SM's 228 KiB holds 6; whole waves of 6 a compute unit, splits of about 2048 keys once they are
+// filled. A prediction (no measurement yet): bench/gpu/decode_mma.sh sweeps the count.
+constexpr SplitRule kMmaSplits{6, 256, 0, 2048};
 constexpr SplitRule kGpuSplits{4, 0, 2, 0};
 constexpr SplitRule kCpuSplits{2, 0, 2, 0};
 // decode_cpu: one work-item per work-group, so 8 per core balance the cores (PoCL hands out
@@ -113,6 +117,15 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 }
 
 
+std::size_t decode_mma_local_bytes(int bc, int d, int ring, bool paged) {
+  const std::size_t pitch = static_cast<std::size_t>((d + 15) / 16 * 16 + 8);  // K_PITCH = V_PITCH (mma_f16.cl)
+  const std::size_t ring_bytes = static_cast<std::size_t>(ring) * bc * 2 * pitch * 2;
+  // paged: the two key tables (K and V offsets) and the stages' flags of which keys are there
+  const std::size_t paged_bytes = 2 * 2 * static_cast<std::size_t>(bc) * sizeof(std::int64_t) +
+                                  static_cast<std::size_t>(ring) * bc * sizeof(std::int32_t);
+  return ring_bytes + (paged ? paged_bytes : 0);
+}
+
 std::size_t decode_lanes_local_bytes(int br, int bc, int d, int key_groups, int chunks, bool shuffle, int async_stages) {
   const std::size_t streams = static_cast<std::size_t>(key_groups) * br * (d + 2);  // O, m, l per key group
   const std::size_t partial_dots = shuffle ? 0 : static_cast<std::size_t>(br) * bc * (chunks + 1);
@@ -133,6 +146,30 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const std::size_t budget = std::min<std::size_t>(f.local_mem_bytes, gpu ? 48 * 1024 : 256 * 1024);
 
   DecodePlan p;
+  // decode_mma (FLASHCL_DECODE=mma or mma-b<BC>s<RING>, forced only): one warp of one 16-row m-tile
+  // on the tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte
+  // cp.async), at most 16 rows that are one strided slice of q (Nq = 1: the group's heads; a group
+  // of 1: the Nq queries) and q as stored (no rotary); a call it cannot take gets the default plan.
+  if (r.form.rfind("mma", 0) == 0) {
+    int bc = 32, ring = 2, used = 0;
+    if (r.form != "mma" &&
+        (std::sscanf(r.form.c_str(), "mma-b%ds%d%n", &bc, &ring, &used) != 2 || used != static_cast<int>(r.form.size()) ||
+         (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
+      fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
+    const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
+    if (r.vec != 8 || r.fp8_cache || r.rotary || rows > 16 || (r.seqlen_q != 1 && group != 1) ||
+        (bc * (r.head_dim / 8)) % 32 != 0 || bytes > budget || f.max_work_group_size < 32) {
+      DecodeRequest unforced = r;
+      unforced.form.clear();
+      return plan_decode(f, unforced);
+    }
+    p.mma = true;
+    p.mma_ring = ring;
+    p.block_rows = 16;
+    p.block_cols = bc;
+    p.work_group_size = 32;
+    p.local_bytes = bytes;
+  }
   const int wg_cap = gpu ? 128 : 64;
   const int vec = std::max(1, r.vec), chunks = r.head_dim / vec;
   // Few rows per K/V head (decode), their query chunks within 64 registers: K and V stream through
@@ -180,7 +217,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const bool wide = r.form == "lanes-wide" || r.form == "lanes-wide-np" || r.form == "lanes-wide16" || async_stages > 0 ||
                     (r.form.empty() && gpu && f.is_nvidia() && r.page_size > 0 && r.page_size % kpt == 0 &&
                      !r.fp8_cache && r.vec == 8);
-  if (few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
+  if (!p.mma && few_rows && power_of_two(chunks) && chunks <= 32 && static_cast<std::size_t>(chunks) <= lanes_wg &&
       (r.form == "lanes" || r.form == "lanes-single" || wide || (r.form.empty() && gpu && f.is_nvidia()))) {
     const int key_groups = static_cast<int>(lanes_wg) / chunks;
     p.lanes = true;
@@ -217,7 +254,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // CPU devices: decode_cpu, one work-item per work-group, for an fp8 cache too (decode_cpu_fp8:
   // VW bytes decoded through the fp16 converter; docs/DECODE.md has its speed against fp16).
   const int cpu_vw = cpu_vector_width(f, r.head_dim);
-  if (!p.lanes && few_rows && cpu_vw > 0 &&
+  if (!p.lanes && !p.mma && few_rows && cpu_vw > 0 &&
       (r.form == "cpu" || (r.form.empty() && f.kind == DeviceKind::CPU))) {
     p.cpu = true;
     p.vector_width = cpu_vw;
@@ -240,7 +277,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   }
   // Otherwise the streaming kernel: one work-item per VEC-wide column chunk times as many key
   // groups as fit the cap.
-  if (!p.lanes && !p.cpu && r.form != "staged" && few_rows && chunks <= wg_cap &&
+  if (!p.lanes && !p.cpu && !p.mma && r.form != "staged" && few_rows && chunks <= wg_cap &&
       static_cast<std::size_t>(chunks) <= f.max_work_group_size) {
     const int key_groups = std::min<int>(wg_cap, static_cast<int>(f.max_work_group_size)) / chunks;
     p.stream = true;
@@ -265,7 +302,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          decode_local_bytes(1, 8, r.head_dim, page_slots_for(8, r.page_size)),
          " bytes of local memory for the smallest decode tile, the device has ", f.local_mem_bytes);
   p.row_blocks = static_cast<int>((rows + p.block_rows - 1) / p.block_rows);
-  if (!p.stream && !p.lanes && !p.cpu) {
+  if (!p.stream && !p.lanes && !p.cpu && !p.mma) {
     p.page_slots = page_slots_for(p.block_cols, r.page_size);
     p.local_bytes = decode_local_bytes(p.block_rows, p.block_cols, r.head_dim, p.page_slots);
     // Enough work-items for one score or one VEC-wide output column each, within 32 … 128 (GPU:
@@ -281,7 +318,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
 
   // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
   // for the compute units, and no split shorter than the rule's fewest keys or tiles.
-  const SplitRule rule = p.lanes ? kLanesSplits : p.cpu ? kCpuDecodeSplits : gpu ? kGpuSplits : kCpuSplits;
+  const SplitRule rule = p.mma ? kMmaSplits : p.lanes ? kLanesSplits : p.cpu ? kCpuDecodeSplits : gpu ? kGpuSplits : kCpuSplits;
   const std::int64_t triples = static_cast<std::int64_t>(r.batch) * (r.heads_kv / p.heads_per_item) * p.row_blocks;
   const std::int64_t keys = std::max(r.max_keys, 1);
   const std::int64_t tiles = (keys + p.block_cols - 1) / p.block_cols;
@@ -295,6 +332,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (rule.target_keys > 0) splits = std::max<std::int64_t>(splits, keys / rule.target_keys);
     const bool waves = p.lanes && p.lane_shuffle && r.resident_per_cu != 0;  // (residency read on NVIDIA only)
     if (waves && r.resident_per_cu > 0) splits = wave_splits(f, r.resident_per_cu, triples, keys, rule);
+    if (p.mma) splits = wave_splits(f, rule.per_compute_unit, triples, keys, rule);
     if (waves && r.resident_per_cu == kResidentForSizing)  // at least every residency's count (wave_splits' bound)
       splits = std::max(splits, std::min<std::int64_t>(wave_share(f, residency_bound(f, p), triples, keys, rule),
                                                        keys / rule.min_keys));
@@ -304,7 +342,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (waves && r.resident_per_cu > 0) p.reason += concat(" (whole waves of ", r.resident_per_cu, " work-groups a compute unit)");
     if (waves && r.resident_per_cu < 0) p.reason += " (the most any residency asks: workspace sizing)";
   }
-  const char* form = p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
+  const char* form = p.mma ? "; mma (tensor cores)" : p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
                      : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")
                                               : (p.lane_pipeline ? "; lanes (__local, pipelined)" : "; lanes (__local)"))
                      : p.cpu  ? "; cpu"
@@ -316,6 +354,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   if (p.lane_wide)
     p.reason += concat(p.lane_page_kpt ? ", a page base per lane and tile" : "", ", L2 prefetch ", p.lane_prefetch, " tiles ahead");
   if (p.lane_async > 0) p.reason += concat(", K/V by cp.async in a ring of ", p.lane_async, " tiles");
+  if (p.mma) p.reason += concat(", K/V by cp.async in a ring of ", p.mma_ring, " tiles");
   return p;
 }
 

@@ -19,6 +19,7 @@ struct DecodeRequest {
   int vec = 1;             // elements per cache load (1, 4 or 8)
   int num_splits = 0;      // forced split count; 0: the planner's
   bool fp8_cache = false;  // 8-bit cache elements (e4m3, e5m2)
+  bool rotary = false;     // the call rotates q (decode_mma cannot: it reads q as stored)
   int resident_per_cu = 0; // decode_lanes' work-groups one compute unit holds at once, read from the
                            // built kernel (decode.cpp): the split count then fills whole waves of
                            // them; 0: unknown (the 2-per-compute-unit rule); kResidentForSizing:
@@ -33,7 +34,10 @@ struct DecodeRequest {
                            // the wide form with K/V by cp.async into a ring of S tiles (NVIDIA,
                            // 16-bit caches at 8 elements a load; other calls keep the default)
                            // (paged 16-bit caches on NVIDIA take lanes-wide by default at 5-8 rows,
-                           // the async form at 4)
+                           // the async form at 4); "mma" or "mma-b<BC>s<RING>": decode_mma.cl (tensor
+                           // cores; 16-bit caches at 8 elements a load, at most 16 rows in one slice of
+                           // q, no rotary; other calls keep the default) on any device: off NVIDIA it
+                           // builds only over tests/emulated_mma's operand files
 };
 
 struct DecodePlan {
@@ -55,6 +59,8 @@ struct DecodePlan {
   int lane_async = 0;         // lanes-wide on NVIDIA: stages of the cp.async ring in __local (LANE_ASYNC; 0: loads
                               // into registers): NVIDIA's default for 16-bit caches at 4 rows (2 stages),
                               // or forced by FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]
+  bool mma = false;        // decode_mma.cl (tensor cores, one warp of 16 rows per work-group)
+  int mma_ring = 0;        // mma: tiles of the cp.async ring (RING)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
   bool cpu_prefetch = false;  // cpu: software prefetch (CPU devices only: a simulator may lack it)
@@ -75,6 +81,10 @@ std::size_t decode_local_bytes(int block_rows, int block_cols, int head_dim, int
 // __local bytes decode_stream.cl declares (key_groups × chunks work-items, chunks = d / VEC).
 std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
                                       int page_slots);
+
+// __local bytes decode_mma.cl declares (a ring of `ring` BC-key K and V tiles at fp16/bf16, and a
+// paged cache's two key tables and per-stage key flags).
+std::size_t decode_mma_local_bytes(int block_cols, int head_dim, int ring, bool paged);
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
 std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,

@@ -1,7 +1,9 @@
 /* emulated_mma/mma_ptx.cl: stands in for kernels/nvidia/mma_ptx.cl on a device without NVIDIA's
- * PTX (PoCL), for tests/emulated_mma/run.sh: the same geometry macros, and the asynchronous 16-byte
- * copies as plain copies (the waits then have nothing to wait for). Only what standard_mma.cl
- * uses; fa2_mma.cl's mbarriers, shuffles and ldmatrix are not emulated. */
+ * PTX (PoCL), for tests/emulated_mma/run.sh: the same geometry macros, the asynchronous 16-byte
+ * copies as plain copies (the waits then have nothing to wait for), 2^x, and the butterfly shuffle
+ * through a __local exchange the kernel declares (shfl_scratch, under MMA_EMULATED_SHUFFLE) with
+ * work-group barriers (every work-item calls it at the same points). What standard_mma.cl and
+ * decode_mma.cl use; fa2_mma.cl's mbarriers and ldmatrix are not emulated. */
 #ifndef WARPS
 #define WARPS 4
 #endif
@@ -27,3 +29,18 @@ inline void copy16_async(__local void* dst, __global const void* src, int bytes)
 inline void async_commit(void) {}
 inline void async_wait_prior(void) {}
 inline void async_wait_all(void) {}
+#define ASYNC_WAIT_GROUPS_N(n) do { } while (0)
+
+inline float ex2_approx(float x) { return exp2(x); }
+
+#define MMA_EMULATED_SHUFFLE 1
+inline float emulated_shfl_xor(__local float* scratch, float x, int mask) {
+  const int lid = get_local_id(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  scratch[lid] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const float r = scratch[(lid & ~31) | ((lid & 31) ^ mask)];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return r;
+}
+#define shfl_xor(x, mask) emulated_shfl_xor(shfl_scratch, (x), (mask))

@@ -1,0 +1,264 @@
+/* decode_mma.cl: the split-KV decode kernel on NVIDIA's tensor cores (FLASHCL_DECODE=mma[-b<BC>s<RING>];
+ * issue 22). decode_lanes.cl forms each score and each P*V term with FMAs and warp shuffles, about
+ * a hundred instructions per 16 bytes of cache a work-item reads: at the copy ceiling that is most
+ * of the SM's issue rate, so it stops short of it. Here one warp per work-group computes S = Q K^T
+ * and O += P V with mma.sync m16n8k16 for up to 16 query rows of one K/V head, the rows as the
+ * 16-row m-tile (the GQA group at Nq = 1, or the Nq rows of an MHA head; rows past them are
+ * zeros: the tensor cores have throughput to spare, the cache's bytes are the cost), a few
+ * instructions per 16 bytes. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
+ * of RING tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier
+ * per tile (every lane's copies of a tile visible, every lane past the reads of the stage the next
+ * copies overwrite). A paged cache's key offsets come from a double-buffered table that the lanes
+ * fill a tile before its copies read it (any page size, pages in any order). The online softmax is
+ * fa2_mma.cl's with the lazy rescale; scores go through common.cl's final_score where a variant
+ * (causal, window, softcap, ALiBi) needs it. Same grid, arguments and workspace output as
+ * decode_lanes.cl (decode_merge.cl combines the splits), with one row block of 16 rows.
+ *
+ * The operand side is fa2_mma.cl's contract (mma_f16.cl over mma_half_io.cl: load_q, qk_block,
+ * pv_block, K_PITCH, V_PITCH), so tests/emulated_mma runs this kernel on PoCL over emulated
+ * operands (tests/emulated_mma/decode.sh). The host takes it only for 16-bit caches at 8
+ * elements a load (16-byte copies), at most 16 rows in one strided slice of q (Nq = 1, or a group
+ * of 1), without rotary embedding (kvcache_plan.cpp). */
+
+#ifndef RING
+#define RING 2 /* tiles in the cp.async ring: RING - 1 in flight while one is computed */
+#endif
+#if WARPS != 1 || MT != 1
+#error "decode_mma: one warp of one 16-row m-tile per work-group"
+#endif
+#if RING < 2 || BC % 16 != 0
+#error "decode_mma: RING >= 2, BC a multiple of 16"
+#endif
+#if CACHE_FP8 || VEC != 8 || ROTARY
+#error "decode_mma: 16-bit caches at 8 elements a load, no rotary embedding"
+#endif
+
+#define DM_CPR (HEAD_DIM / CHUNK)          /* 16-byte chunks of a K/V row */
+#define DM_COPIES (BC * DM_CPR / WG_SIZE)  /* 16-byte copies of a tile's K (and of its V) per lane */
+#if (BC * DM_CPR) % WG_SIZE != 0
+#error "decode_mma: a tile's chunks must be a multiple of the warp"
+#endif
+#ifndef RESCALE_SLACK
+#define RESCALE_SLACK 8.0f /* (mma_ptx.cl's; the emulated operand files have none) */
+#endif
+/* RESCALE_SLACK in score units: P stays below 2^RESCALE_SLACK, within fp16 */
+#if HALF_UNITS
+#define DM_SLACK (RESCALE_SLACK / (2.0f * LOG2E_F))
+#define DM_EXP(x) ex2_approx((x) * (2.0f * LOG2E_F))
+#else
+#define DM_SLACK RESCALE_SLACK
+#define DM_EXP(x) ex2_approx(x)
+#endif
+/* a score needs common.cl's final_score (else only the key and row bounds) */
+#define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
+
+#if PAGED
+/* The K and V element offsets (head and lane column excluded) of the BC keys of tile `kt`, -1 for a
+ * key past nk or on a page outside the pool, written by the lanes (key = lane + WG_SIZE * i) into
+ * `at` ([0]: K, [1]: V). */
+inline void key_table(__local long* at, const DecodeArgs* d, __global const int* block_table, int b, int kt, int nk,
+                      int lane) {
+  for (int key = lane; key < BC; key += WG_SIZE) {
+    const int pos = kt * BC + key, page = pos / d->page_size;
+    const int entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
+    const int off = pos - page * d->page_size;
+    at[key] = entry < 0 ? -1 : (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
+    at[BC + key] = entry < 0 ? -1 : (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+  }
+}
+#endif
+
+/* The copies of tile `kt` into one stage of the ring: lane `lane` takes chunks lane + WG_SIZE * i
+ * (consecutive lanes, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
+ * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
+ * cache row, contiguous); table: the tile's key_table, and present: the stage's flags of which keys
+ * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
+inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
+                       __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
+                       __local const long* table, __local int* present, int lane) {
+#pragma unroll
+  for (int i = 0; i < DM_COPIES; ++i) {
+    const int c = lane + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
+#if PAGED
+    const long ko = table[row], vo = table[BC + row];
+    const bool ok = ko >= 0;
+    if (col == 0) present[row] = ok;
+#else
+    (void)table;
+    (void)present;
+    const int pos = kt * BC + row;
+    const bool ok = pos < nk;
+    const long ko = (long)pos * d->k_seq_stride, vo = (long)pos * d->v_seq_stride;
+#endif
+    copy16_async(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
+    copy16_async(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
+  }
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
+void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
+                __global float* work, __global const int* cache_seqlens, __global const int* block_table,
+                __global const int* batch_idx, __global const float* rot_cos, __global const float* rot_sin,
+                __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
+  __local ELEM_T k_ring[RING][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ELEM_T v_ring[RING][BC * V_PITCH] __attribute__((aligned(128)));
+#if PAGED
+  __local long tables[2][2 * BC]; /* key_table of the next tiles, by tile parity */
+  __local int present[RING][BC];  /* per stage: which of its keys are there (issue_tile) */
+#else
+  __local long* tables[2] = {0, 0};
+  __local int* present[RING] = {0};
+#endif
+#ifdef MMA_EMULATED_SHUFFLE
+  __local float shfl_scratch[WG_SIZE]; /* the emulated operand files' shuffles (tests/emulated_mma) */
+#endif
+  (void)rot_cos;
+  (void)rot_sin;
+  const DecodeArgs* d = &dargs;
+  const int lane = get_local_id(0), g = lane >> 2, t = lane & 3;
+  const int split = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
+  const int rows = d->rows;
+
+  const int slot_row = cache_row(d, batch_idx, b);
+  const int len = slot_row < 0 ? 0 : cached_len(d, cache_seqlens, b);
+  const SeqView sv = decode_view(d, &attn, len, slot_row);
+  const int nk = sv.seqlen_k;
+  int t_begin, t_end;
+  split_run(d, &attn, &sv, 0, rows, BC, split, &t_begin, &t_end);
+
+  /* the head's offsets in the caches (contiguous: and its cache row's) */
+  const long head_k = d->k_offset + (long)hk * d->k_head_stride +
+                      (PAGED ? 0 : (long)max(slot_row, 0) * d->k_batch_stride);
+  const long head_v = d->v_offset + (long)hk * d->v_head_stride +
+                      (PAGED ? 0 : (long)max(slot_row, 0) * d->v_batch_stride);
+
+#if DPAD > HEAD_DIM /* columns past the head dim are never copied: zeros, once */
+  for (int idx = lane; idx < RING * BC * (DPAD - HEAD_DIM); idx += WG_SIZE) {
+    const int s = idx / (BC * (DPAD - HEAD_DIM)), r = idx / (DPAD - HEAD_DIM) % BC, c = HEAD_DIM + idx % (DPAD - HEAD_DIM);
+    k_ring[s][r * K_PITCH + c] = 0;
+    v_ring[s][r * V_PITCH + c] = 0;
+  }
+#endif
+
+  /* the first RING - 1 tiles' copies (each tile's table published by a barrier before its copies) */
+  for (int s = 0; s < RING - 1; ++s) {
+    const int kt = t_begin + s;
+#if PAGED
+    if (kt < t_end) key_table(tables[kt & 1], d, block_table, b, kt, nk, lane);
+    barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+    if (kt < t_end)
+      issue_tile(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d, head_k,
+                 head_v, kt, nk, tables[kt & 1], present[s], lane);
+    async_commit();
+  }
+#if PAGED
+  if (t_begin + RING - 1 < t_end) key_table(tables[(t_begin + RING - 1) & 1], d, block_table, b, t_begin + RING - 1, nk, lane);
+#endif
+
+  /* the query rows as A fragments (rows r = i * group + g', one strided slice: Nq = 1 or group 1) */
+  const long q_base = d->q_offset + (long)b * d->q_batch_stride + (long)hk * d->group * d->q_head_stride;
+  const long q_stride = d->seqlen_q == 1 ? d->q_head_stride : d->q_seq_stride;
+  qfrag_t qa[1][QFRAGS][4];
+  load_q(qa, (__global const ELEM_T*)q, q_base, q_stride, g, rows, t); /* this lane's rows g and g + 8 */
+  float slope[2];
+  for (int h = 0; h < 2; ++h) slope[h] = row_slope(d, alibi_slopes, b, hk, g + 8 * h);
+
+  float acc[1][NT_O][4], m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < NT_O; ++n) acc[0][n][0] = acc[0][n][1] = acc[0][n][2] = acc[0][n][3] = 0.0f;
+
+  for (int kt = t_begin; kt < t_end; ++kt) {
+    ASYNC_WAIT_GROUPS_N(RING - 2); /* this lane's copies of tile kt are in */
+    barrier(CLK_LOCAL_MEM_FENCE);  /* every lane's are, and every lane is past tile kt - 1's reads */
+    const int ahead = kt + RING - 1, stage = (kt - t_begin) % RING;
+    if (ahead < t_end)
+      issue_tile(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], (__global const ELEM_T*)k_cache,
+                 (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1],
+                 present[(ahead - t_begin) % RING], lane);
+    async_commit();
+#if PAGED /* the table of the tile after it, into the buffer tile ahead - 1's copies read before this barrier */
+    if (ahead + 1 < t_end) key_table(tables[(ahead + 1) & 1], d, block_table, b, ahead + 1, nk, lane);
+#endif
+
+    float s[1][NT_S][4];
+    qk_block(s, qa, k_ring[stage], lane);
+    /* scores in SCORE_UNIT; -inf past the keys, past the rows, and where a variant hides the key */
+    float mx[2] = {NEG_INF, NEG_INF};
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
+        float sc = s[0][j][e] * d->q_scale;
+#if PAGED
+        const bool there = present[stage][col]; /* (and key < nk) */
+#else
+        const bool there = true;
+#endif
+#if DM_TRANSFORM
+        SeqView rv = sv;
+        rv.slope = slope[e >> 1];
+        sc = r < rows && there ? final_score(sc, r / d->group, key, &rv, &attn, 0) : NEG_INF;
+#else
+        sc = key < nk && r < rows && there ? sc : NEG_INF;
+#endif
+        s[0][j][e] = sc;
+        mx[e >> 1] = fmax(mx[e >> 1], sc);
+      }
+    /* the online softmax of fa2_mma.cl: the reference max moves only past DM_SLACK */
+    float mu[2], alpha[2];
+    bool moved = false;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmax(mx[h], shfl_xor(mx[h], 1));
+      mx[h] = fmax(mx[h], shfl_xor(mx[h], 2));
+      const float mn = fmax(m[h], mx[h]);
+      const bool up = mn > m[h] + DM_SLACK;
+      alpha[h] = up ? DM_EXP(m[h] - mn) : 1.0f;
+      if (up) m[h] = mn;
+      mu[h] = m[h] == NEG_INF ? 0.0f : m[h];
+      l[h] *= alpha[h];
+      moved |= up;
+    }
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[0][j][e] = DM_EXP(s[0][j][e] - mu[e >> 1]);
+      l[0] += s[0][j][0] + s[0][j][1];
+      l[1] += s[0][j][2] + s[0][j][3];
+    }
+    if (moved)
+#pragma unroll
+      for (int n = 0; n < NT_O; ++n) {
+        acc[0][n][0] *= alpha[0];
+        acc[0][n][1] *= alpha[0];
+        acc[0][n][2] *= alpha[1];
+        acc[0][n][3] *= alpha[1];
+      }
+    pv_block(acc, s, v_ring[stage], lane);
+  }
+  async_wait_all();
+
+  /* the split's partial O (normalised) and LSE of rows g and g + 8, decode_split.cl's layout */
+  __global float* part_o = work + PART_O_BASE(d);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = g + 8 * h;
+    float sum = l[h];
+    sum += shfl_xor(sum, 1);
+    sum += shfl_xor(sum, 2);
+    if (r >= rows) continue;
+    const long row = PART_ROW(d, b, hk, r);
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      const int col = 8 * n + 2 * t;
+      if (col < HEAD_DIM) { /* HEAD_DIM is a multiple of 8: col + 1 too */
+        part_o[(row * d->num_splits + split) * HEAD_DIM + col] = acc[0][n][2 * h] * inv;
+        part_o[(row * d->num_splits + split) * HEAD_DIM + col + 1] = acc[0][n][2 * h + 1] * inv;
+      }
+    }
+    if (t == 0) work[row * d->num_splits + split] = row_lse(m[h], sum);
+  }
+}

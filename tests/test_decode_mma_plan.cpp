@@ -1,0 +1,114 @@
+// test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
+// mma-b<BC>s<RING> forces it, nothing takes it by default yet): which calls it takes (16-bit caches
+// at 8 elements a load, at most 16 rows in one strided slice of q, no rotary, its ring within the
+// work-group's local memory), the default plan for every other call, its program and -D switches,
+// its split count (whole waves of 6 work-groups a compute unit) and the named error of a bad form.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "base/errors.hpp"
+#include "plan/kvcache_plan.hpp"
+#include "planner_calls.hpp"
+#include "simulated_devices.hpp"
+
+namespace flashcl::detail {
+namespace {
+
+KvCachePlan plan(const DeviceFacts& f, const KvCacheArgs& a, const std::string& form = "") {
+  Overrides o;
+  o.decode = form;
+  return plan_kvcache(f, a, o);
+}
+
+bool has(const KvCachePlan& p, const std::string& option) {
+  return (p.program.options + " ").find(option + " ") != std::string::npos;
+}
+
+DeviceFacts h100() {
+  DeviceFacts f = simulated_nvidia_gpu(228, 9, 0);
+  f.compute_units = 132;
+  return f;
+}
+
+TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
+  for (DType dtype : {DType::F16, DType::BF16})
+    for (int page : {0, 1, 6, 16, 256}) {
+      KvCacheArgs a = decode_step_call(dtype, page);
+      a.dtype = dtype;
+      const KvCachePlan p = plan(h100(), a, "mma");
+      SCOPED_TRACE(p.program.options);
+      EXPECT_TRUE(p.decode.mma);
+      EXPECT_STREQ(p.attention_kernel, "decode_mma");
+      EXPECT_TRUE(has(p, "-DWARPS=1") && has(p, "-DMT=1") && has(p, "-DBC=32") && has(p, "-DRING=2") && has(p, "-DVEC=8"));
+      EXPECT_EQ(p.program.options.find("-DBR="), std::string::npos);  // mma_ptx.cl's geometry: 16 rows, 32 work-items
+      EXPECT_EQ(p.decode.work_group_size, 32u);
+      EXPECT_EQ(p.decode.row_blocks, 1);
+      // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; paged, two tables of 2 x 32 offsets and 2 x 32 flags
+      EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (page > 0 ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
+    }
+  // the ring's shapes
+  const KvCachePlan b16 = plan(h100(), decode_step_call(DType::F16), "mma-b16s4");
+  EXPECT_TRUE(has(b16, "-DBC=16") && has(b16, "-DRING=4"));
+  // 16 rows: a group of 16 at Nq = 1, or Nq = 16 of an MHA head (one slice of q either way)
+  EXPECT_TRUE(plan(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.mma);
+  EXPECT_TRUE(plan(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.mma);
+  // variants ride along: window, softcap, ALiBi, causal (the MHA rows)
+  KvCacheArgs v = decode_step_call(DType::F16, 16, 8, 4);
+  v.causal = true;
+  v.window = {64, 0};
+  v.softcap = 30.0f;
+  v.alibi_slopes = some_buffer();
+  const KvCachePlan pv = plan(h100(), v, "mma");
+  EXPECT_TRUE(pv.decode.mma);
+  EXPECT_TRUE(has(pv, "-DCAUSAL=1") && has(pv, "-DWINDOW=1") && has(pv, "-DSOFTCAP=1") && has(pv, "-DALIBI=1"));
+}
+
+TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
+  const auto same_as_default = [](const KvCacheArgs& a, const DeviceFacts& f, const std::string& what) {
+    const KvCachePlan forced = plan(f, a, "mma"), unforced = plan(f, a);
+    EXPECT_FALSE(forced.decode.mma) << what;
+    EXPECT_EQ(forced.program.options, unforced.program.options) << what;
+    EXPECT_EQ(forced.decode.num_splits, unforced.decode.num_splits) << what;
+  };
+  same_as_default(decode_step_call(DType::F32), h100(), "fp32 cache");
+  same_as_default(decode_step_call(DType::E4M3), h100(), "fp8 cache");
+  same_as_default(decode_step_call(DType::F16, 0, 256), h100(), "32 rows");
+  same_as_default(decode_step_call(DType::F16, 0, 32, 2), h100(), "Nq 2 of a group of 4: not one slice of q");
+  KvCacheArgs r = decode_step_call(DType::F16);
+  r.rotary_cos = r.rotary_sin = some_buffer();
+  r.rotary_dim = 128;
+  r.rotary_seqlen = 4096;
+  same_as_default(r, h100(), "rotary");
+  KvCacheArgs narrow = decode_step_call(DType::F16);
+  narrow.k_cache.seq_stride += 4;  // 4-element loads only
+  same_as_default(narrow, h100(), "8-element loads not aligned");
+  // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 139 KiB
+  const KvCachePlan big = plan(h100(), decode_step_call(DType::F16), "mma-b64s4");
+  EXPECT_FALSE(big.decode.mma);
+  for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"})
+    try {
+      plan(h100(), decode_step_call(DType::F16), bad);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("FLASHCL_DECODE"), std::string::npos) << e.what();
+    }
+}
+
+// Whole waves of 6 work-groups a compute unit (132 on the simulated H100), splits of about 2048 keys
+// once they are filled: B 8 x 8 K/V heads at 4096 keys, one wave of 792 is 12 splits a head.
+TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
+  const KvCachePlan b8 = plan(h100(), decode_step_call(DType::F16), "mma");
+  EXPECT_EQ(b8.decode.num_splits, 12) << b8.decode.reason;
+  KvCacheArgs one = decode_step_call(DType::F16);
+  one.batch = 1;
+  one.cache_batch = 1;
+  const KvCachePlan b1 = plan(h100(), one, "mma");
+  EXPECT_EQ(b1.decode.num_splits, 16) << b1.decode.reason;  // 99 for the wave, at most 4096 / 256
+  // the workspace query plans the same count (no residency is read for this form)
+  EXPECT_EQ(plan_kvcache(h100(), one, [] { Overrides o; o.decode = "mma"; return o; }(), kResidentForSizing).decode.num_splits, 16);
+}
+
+}  // namespace
+}  // namespace flashcl::detail
