@@ -18,22 +18,22 @@ cd "$(dirname "$0")/../.."
 export FLASHCL_CACHE_DIR=/tmp/flashcl-cache-mma
 bench=./build-gpu/bench/flashcl-bench
 start=$SECONDS
-forms="default mma mma-b16s4"
+forms="default mma mma-heads mma-b16s2 mma-b16s3"
 
 echo "== decode float64 tests per mma form"
-for form in mma mma-b16s4; do
-  FLASHCL_DECODE=$form timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*:-DecodePlanner*' \
+for form in mma-b16s2 mma-heads; do
+  FLASHCL_DECODE=${form/mma-heads/mma} FLASHCL_BUILD_OPTIONS=$([ $form = mma-heads ] && echo -DDM_HEADS_FASTEST=1) timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*:-DecodePlanner*' \
     > "$out/tests-$form.log" 2>&1
   echo "$form: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/tests-$form.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
   grep -E '^\[  FAILED  \]|Failure' "$out/tests-$form.log" | head -6
 done
 
 echo "== registers and shared memory (B 1, 32k)"
-for form in mma mma-b16s4; do
+for form in mma mma-b16s2; do
   for page in 0 16; do
     echo "$form page $page: $(FLASHCL_DECODE=$form FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 \
       FLASHCL_DISK_CACHE=0 $bench --decode --cache 32768 -b 1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
-      --page-size $page -r 1 -w 0 --no-roofline 2>&1 | grep -A2 "entry function 'decode_mma'" | grep -E "Used" | head -1)"
+      --page-size $page -r 1 -w 0 --no-roofline 2>&1 | grep -iE "decode_mma|registers|smem" | head -4 | tr '\n' ' ')"
   done
 done
 
@@ -42,25 +42,27 @@ echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1
 for round in 1 2; do
   for form in $forms; do
     for page in 0 16 256; do
-      env FLASHCL_DECODE=$([ $form = default ] || echo $form) timeout 40 $bench $dec --page-size $page \
+      env FLASHCL_DECODE=$(case $form in default) ;; mma-heads) echo mma ;; *) echo $form ;; esac) \
+        FLASHCL_BUILD_OPTIONS=$([ $form = mma-heads ] && echo -DDM_HEADS_FASTEST=1) timeout 40 $bench $dec --page-size $page \
         2>>"$out/err.log" | tail -n +2 | sed "s/^/$form,$round,/"
     done
   done
   echo "(round $round: $((SECONDS - start)) s)"
 done
 echo "== mma split sweep (contiguous; 0: the planner's)"
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
 for cache in 32768 131072; do
-  for s in 0 49 66 99 132 198; do
-    FLASHCL_DECODE=mma timeout 20 $bench $dec --cache $cache -b 1 --splits $s 2>>"$out/err.log" | tail -n +2 | sed "s/^/mma-splits-$s,1,/"
+  for s in 0 16 33 49 66 99 132 198; do
+    FLASHCL_DECODE=mma timeout 20 $bench $one --cache $cache -b 1 --splits $s 2>>"$out/err.log" | tail -n +2 | sed "s/^/mma-splits-$s,1,/"
   done
-  for s in 0 8 12 16 24 33; do
-    FLASHCL_DECODE=mma timeout 20 $bench $dec --cache $cache -b 8 --splits $s 2>>"$out/err.log" | tail -n +2 | sed "s/^/mma-splits-$s,1,/"
+  for s in 0 4 8 12 16 24 33 49; do
+    FLASHCL_DECODE=mma timeout 20 $bench $one --cache $cache -b 8 --splits $s 2>>"$out/err.log" | tail -n +2 | sed "s/^/mma-splits-$s,1,/"
   done
 done
 echo "== one query, causal against not (the default path; B 8 and 1, 32k); Nq 2"
 for nq in 1 2; do
   for causal in "" --causal; do
-    timeout 20 $bench $dec --cache 32768 --seqlen-q $nq $causal 2>>"$out/err.log" | tail -n +2 | sed "s/^/nq$nq${causal:+-causal},1,/"
+    timeout 20 $bench $one --cache 32768 -b 8,1 --seqlen-q $nq $causal 2>>"$out/err.log" | tail -n +2 | sed "s/^/nq$nq${causal:+-causal},1,/"
   done
 done
 echo "errors: $(grep -c . "$out/err.log" 2>/dev/null)"; head -5 "$out/err.log" 2>/dev/null

@@ -23,6 +23,9 @@
 #ifndef RING
 #define RING 2 /* tiles in the cp.async ring: RING - 1 in flight while one is computed */
 #endif
+#ifndef DM_HEADS_FASTEST
+#define DM_HEADS_FASTEST 0
+#endif
 #if WARPS != 1 || MT != 1
 #error "decode_mma: one warp of one 16-row m-tile per work-group"
 #endif
@@ -116,7 +119,12 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   (void)rot_sin;
   const DecodeArgs* d = &dargs;
   const int lane = get_local_id(0), g = lane >> 2, t = lane & 3;
+#if DM_HEADS_FASTEST /* (experiment) work-groups in order of K/V head first: the heads of one position run together */
+  const int lin = get_group_id(0) + get_num_groups(0) * (get_group_id(1) + get_num_groups(1) * get_group_id(2));
+  const int hk = lin % d->heads_kv, split = lin / d->heads_kv % d->num_splits, b = lin / (d->heads_kv * d->num_splits);
+#else
   const int split = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
+#endif
   const int rows = d->rows;
 
   const int slot_row = cache_row(d, batch_idx, b);
