@@ -1,5 +1,5 @@
 // test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
-// mma-b<BC>s<RING> forces it, nothing takes it by default yet): which calls it takes (16-bit caches
+// mma-b<BC>s<RING> forces it; NVIDIA's default from 8192 keys): which calls it takes (16-bit caches
 // at 8 elements a load, at most 16 rows in one strided slice of q, no rotary, its ring within the
 // work-group's local memory), the default plan for every other call, its program and -D switches,
 // its split count (whole waves of 6 work-groups a compute unit) and the named error of a bad form.
@@ -96,18 +96,46 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
     }
 }
 
-// Whole waves of 6 work-groups a compute unit (132 on the simulated H100), splits of about 2048 keys
-// once they are filled: B 8 x 8 K/V heads at 4096 keys, one wave of 792 is 12 splits a head.
+// The default on NVIDIA of compute capability >= 8.0 from 8192 keys a sequence (contiguous or
+// paged); shorter caches, older parts and other devices keep their forms.
+TEST(DecodeMmaPlan, DefaultOnNvidiaFromEightThousandKeys) {
+  for (int page : {0, 16, 256}) {
+    KvCacheArgs a = decode_step_call(DType::F16, page);
+    EXPECT_FALSE(plan(h100(), a).decode.mma) << "4096 keys, page " << page;
+    if (page > 0) {
+      a.max_pages *= 2;
+      a.num_pages *= 2;
+      a.block_table_stride = a.max_pages;
+    } else {
+      a.cache_seqlen *= 2;
+      dense_strides(a.k_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
+      dense_strides(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
+    }
+    const KvCachePlan p = plan(h100(), a);
+    EXPECT_TRUE(p.decode.mma) << "8192 keys, page " << page;
+    EXPECT_EQ(p.program.options, plan(h100(), a, "mma").program.options);
+    DeviceFacts ampere_less = simulated_nvidia_gpu(48, 7, 5);
+    ampere_less.compute_units = 80;
+    EXPECT_FALSE(plan(ampere_less, a).decode.mma) << "cc 7.5";
+    EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
+    EXPECT_FALSE(plan(h100(), a, "lanes-async").decode.mma) << "forced async form";
+  }
+}
+
+// Whole waves of 3 work-groups a compute unit (132 on the simulated H100): B 8 x 8 K/V heads, one
+// wave of 396 is 6 splits a head; B 1, 49, at most one per 256 keys.
 TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
   const KvCachePlan b8 = plan(h100(), decode_step_call(DType::F16), "mma");
-  EXPECT_EQ(b8.decode.num_splits, 12) << b8.decode.reason;
+  EXPECT_EQ(b8.decode.num_splits, 6) << b8.decode.reason;
   KvCacheArgs one = decode_step_call(DType::F16);
   one.batch = 1;
   one.cache_batch = 1;
   const KvCachePlan b1 = plan(h100(), one, "mma");
-  EXPECT_EQ(b1.decode.num_splits, 16) << b1.decode.reason;  // 99 for the wave, at most 4096 / 256
+  EXPECT_EQ(b1.decode.num_splits, 16) << b1.decode.reason;  // 49 for the wave, at most 4096 / 256
+  one.cache_seqlen = 32768;
+  EXPECT_EQ(plan(h100(), one, "mma").decode.num_splits, 49);
   // the workspace query plans the same count (no residency is read for this form)
-  EXPECT_EQ(plan_kvcache(h100(), one, [] { Overrides o; o.decode = "mma"; return o; }(), kResidentForSizing).decode.num_splits, 16);
+  EXPECT_EQ(plan_kvcache(h100(), one, [] { Overrides o; o.decode = "mma"; return o; }(), kResidentForSizing).decode.num_splits, 49);
 }
 
 }  // namespace

@@ -9,7 +9,8 @@
  * of RING tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier
  * per tile (every lane's copies of a tile visible, every lane past the reads of the stage the next
  * copies overwrite). A paged cache's key offsets come from a double-buffered table that the lanes
- * fill a tile before its copies read it (any page size, pages in any order). The online softmax is
+ * fill a tile before its copies read it, from block-table entries read while the tile before is
+ * computed (any page size, pages in any order). The online softmax is
  * fa2_mma.cl's with the lazy rescale; scores go through common.cl's final_score where a variant
  * (causal, window, softcap, ALiBi) needs it. Same grid, arguments and workspace output as
  * decode_lanes.cl (decode_merge.cl combines the splits), with one row block of 16 rows.
@@ -22,9 +23,6 @@
 
 #ifndef RING
 #define RING 2 /* tiles in the cp.async ring: RING - 1 in flight while one is computed */
-#endif
-#ifndef DM_HEADS_FASTEST
-#define DM_HEADS_FASTEST 0
 #endif
 #if WARPS != 1 || MT != 1
 #error "decode_mma: one warp of one 16-row m-tile per work-group"
@@ -56,17 +54,26 @@
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
 
 #if PAGED
-/* The K and V element offsets (head and lane column excluded) of the BC keys of tile `kt`, -1 for a
- * key past nk or on a page outside the pool, written by the lanes (key = lane + WG_SIZE * i) into
- * `at` ([0]: K, [1]: V). */
-inline void key_table(__local long* at, const DecodeArgs* d, __global const int* block_table, int b, int kt, int nk,
-                      int lane) {
-  for (int key = lane; key < BC; key += WG_SIZE) {
-    const int pos = kt * BC + key, page = pos / d->page_size;
-    const int entry = pos < nk ? page_entry(d, block_table, b, page) : -1;
-    const int off = pos - page * d->page_size;
-    at[key] = entry < 0 ? -1 : (long)entry * d->k_batch_stride + (long)off * d->k_seq_stride;
-    at[BC + key] = entry < 0 ? -1 : (long)entry * d->v_batch_stride + (long)off * d->v_seq_stride;
+/* A paged tile's key offsets, in two steps so that the block-table reads are in flight while a
+ * tile is computed: fetch_entries reads the pool entries of tile kt's keys lane + WG_SIZE * i into
+ * registers (-1: past nk or outside the pool); write_table turns them into the K and V element
+ * offsets (head and lane column excluded; -1 where absent) of `at` ([0, BC): K, [BC, 2 BC): V). */
+#define DM_KEYS_PER_LANE ((BC + WG_SIZE - 1) / WG_SIZE)
+inline void fetch_entries(int entry[DM_KEYS_PER_LANE], const DecodeArgs* d, __global const int* block_table, int b,
+                          int kt, int nk, int lane) {
+#pragma unroll
+  for (int i = 0; i < DM_KEYS_PER_LANE; ++i) {
+    const int pos = kt * BC + lane + WG_SIZE * i;
+    entry[i] = lane + WG_SIZE * i < BC && pos < nk ? page_entry(d, block_table, b, pos / d->page_size) : -1;
+  }
+}
+inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], const DecodeArgs* d, int kt, int lane) {
+#pragma unroll
+  for (int i = 0; i < DM_KEYS_PER_LANE; ++i) {
+    const int key = lane + WG_SIZE * i, off = (kt * BC + key) % d->page_size;
+    if (key >= BC) break;
+    at[key] = entry[i] < 0 ? -1 : (long)entry[i] * d->k_batch_stride + (long)off * d->k_seq_stride;
+    at[BC + key] = entry[i] < 0 ? -1 : (long)entry[i] * d->v_batch_stride + (long)off * d->v_seq_stride;
   }
 }
 #endif
@@ -74,7 +81,7 @@ inline void key_table(__local long* at, const DecodeArgs* d, __global const int*
 /* The copies of tile `kt` into one stage of the ring: lane `lane` takes chunks lane + WG_SIZE * i
  * (consecutive lanes, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
  * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
- * cache row, contiguous); table: the tile's key_table, and present: the stage's flags of which keys
+ * cache row, contiguous); table: the tile's write_table, and present: the stage's flags of which keys
  * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
 inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
                        __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
@@ -106,7 +113,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   __local ELEM_T k_ring[RING][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_ring[RING][BC * V_PITCH] __attribute__((aligned(128)));
 #if PAGED
-  __local long tables[2][2 * BC]; /* key_table of the next tiles, by tile parity */
+  __local long tables[2][2 * BC]; /* write_table's, of the next tiles by tile parity */
   __local int present[RING][BC];  /* per stage: which of its keys are there (issue_tile) */
 #else
   __local long* tables[2] = {0, 0};
@@ -119,12 +126,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   (void)rot_sin;
   const DecodeArgs* d = &dargs;
   const int lane = get_local_id(0), g = lane >> 2, t = lane & 3;
-#if DM_HEADS_FASTEST /* (experiment) work-groups in order of K/V head first: the heads of one position run together */
-  const int lin = get_group_id(0) + get_num_groups(0) * (get_group_id(1) + get_num_groups(1) * get_group_id(2));
-  const int hk = lin % d->heads_kv, split = lin / d->heads_kv % d->num_splits, b = lin / (d->heads_kv * d->num_splits);
-#else
   const int split = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
-#endif
   const int rows = d->rows;
 
   const int slot_row = cache_row(d, batch_idx, b);
@@ -152,7 +154,9 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   for (int s = 0; s < RING - 1; ++s) {
     const int kt = t_begin + s;
 #if PAGED
-    if (kt < t_end) key_table(tables[kt & 1], d, block_table, b, kt, nk, lane);
+    int entry[DM_KEYS_PER_LANE];
+    fetch_entries(entry, d, block_table, b, kt, nk, lane);
+    write_table(tables[kt & 1], entry, d, kt, lane);
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
     if (kt < t_end)
@@ -161,7 +165,11 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     async_commit();
   }
 #if PAGED
-  if (t_begin + RING - 1 < t_end) key_table(tables[(t_begin + RING - 1) & 1], d, block_table, b, t_begin + RING - 1, nk, lane);
+  {
+    int entry[DM_KEYS_PER_LANE];
+    fetch_entries(entry, d, block_table, b, t_begin + RING - 1, nk, lane);
+    write_table(tables[(t_begin + RING - 1) & 1], entry, d, t_begin + RING - 1, lane);
+  }
 #endif
 
   /* the query rows as A fragments (rows r = i * group + g', one strided slice: Nq = 1 or group 1) */
@@ -185,8 +193,9 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
                  (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1],
                  present[(ahead - t_begin) % RING], lane);
     async_commit();
-#if PAGED /* the table of the tile after it, into the buffer tile ahead - 1's copies read before this barrier */
-    if (ahead + 1 < t_end) key_table(tables[(ahead + 1) & 1], d, block_table, b, ahead + 1, nk, lane);
+#if PAGED /* the block-table entries of the tile after it, in flight while this tile is computed */
+    int entry[DM_KEYS_PER_LANE];
+    fetch_entries(entry, d, block_table, b, ahead + 1, nk, lane);
 #endif
 
     float s[1][NT_S][4];
@@ -245,6 +254,9 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
         acc[0][n][3] *= alpha[1];
       }
     pv_block(acc, s, v_ring[stage], lane);
+#if PAGED /* its table, into the buffer tile ahead - 1's copies read before this iteration's barrier */
+    write_table(tables[(ahead + 1) & 1], entry, d, ahead + 1, lane);
+#endif
   }
   async_wait_all();
 

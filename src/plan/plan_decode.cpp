@@ -56,10 +56,12 @@ struct SplitRule {
   int target_keys;  // keys per split wanted once the compute units are filled (0: none)
 };
 constexpr SplitRule kLanesSplits{2, 256, 0, 2048};
-// decode_mma: 32 work-items and ~35 KiB of __local each (BC 32, 2 stages, d 128), so an H100/H200
-// SM's 228 KiB holds 6; whole waves of 6 a compute unit, splits of about 2048 keys once they are
-// filled. A prediction (no measurement yet): bench/gpu/decode_mma.sh sweeps the count.
-constexpr SplitRule kMmaSplits{6, 256, 0, 2048};
+// decode_mma: whole waves of 3 work-groups a compute unit, whatever the length. On the H100
+// (bench/gpu/decode_mma.sh's sweep, fp16, H 32/8, d 128, contiguous) B 1 read best at 33-49 splits
+// (32k: 1.95 / 1.92 TB/s against 1.63 at 99; 128k: 2.50 / 2.56 against 2.41), B 8 at 8-12 (32k 2.81
+// at 8, 2.77 at 12 and 4, 2.65 at 16; 128k 2.89 at 8, 2.87 at 12, 2.82 at 33-61): 2-4 a compute unit,
+// fewer than the 6 its 35 KiB of __local would allow, and no gain from splits of fewer keys.
+constexpr SplitRule kMmaSplits{3, 256, 0, 0};
 constexpr SplitRule kGpuSplits{4, 0, 2, 0};
 constexpr SplitRule kCpuSplits{2, 0, 2, 0};
 // decode_cpu: one work-item per work-group, so 8 per core balance the cores (PoCL hands out
@@ -146,29 +148,37 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const std::size_t budget = std::min<std::size_t>(f.local_mem_bytes, gpu ? 48 * 1024 : 256 * 1024);
 
   DecodePlan p;
-  // decode_mma (FLASHCL_DECODE=mma or mma-b<BC>s<RING>, forced only): one warp of one 16-row m-tile
-  // on the tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte
-  // cp.async), at most 16 rows that are one strided slice of q (Nq = 1: the group's heads; a group
-  // of 1: the Nq queries) and q as stored (no rotary); a call it cannot take gets the default plan.
-  if (r.form.rfind("mma", 0) == 0) {
+  // decode_mma: one warp of one 16-row m-tile on the tensor cores, where the call gives it 16-bit
+  // caches at 8 elements a load (16-byte cp.async), at most 16 rows that are one strided slice of q
+  // (Nq = 1: the group's heads; a group of 1: the Nq queries) and q as stored (no rotary). Forced by
+  // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan); the default
+  // on NVIDIA of compute capability >= 8.0 for caches of 8192 keys or more, where it measured
+  // 1.04-1.07x the async form on the H100 (bench/gpu/decode_mma.sh: fp16, H 32/8, d 128, B 8 and 1,
+  // 32k and 128k keys); at 4k keys B 1 read 0.97x, so shorter caches keep the async form.
+  const bool forced_mma = r.form.rfind("mma", 0) == 0;
+  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 && r.max_keys >= 8192;
+  if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
-    if (r.form != "mma" &&
+    if (forced_mma && r.form != "mma" &&
         (std::sscanf(r.form.c_str(), "mma-b%ds%d%n", &bc, &ring, &used) != 2 || used != static_cast<int>(r.form.size()) ||
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
     const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
-    if (r.vec != 8 || r.fp8_cache || r.rotary || rows > 16 || (r.seqlen_q != 1 && group != 1) ||
-        (bc * (r.head_dim / 8)) % 32 != 0 || bytes > budget || f.max_work_group_size < 32) {
+    const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary && rows <= 16 && (r.seqlen_q == 1 || group == 1) &&
+                      (bc * (r.head_dim / 8)) % 32 == 0 && bytes <= budget && f.max_work_group_size >= 32;
+    if (!fits && forced_mma) {
       DecodeRequest unforced = r;
       unforced.form.clear();
       return plan_decode(f, unforced);
     }
-    p.mma = true;
-    p.mma_ring = ring;
-    p.block_rows = 16;
-    p.block_cols = bc;
-    p.work_group_size = 32;
-    p.local_bytes = bytes;
+    if (fits) {
+      p.mma = true;
+      p.mma_ring = ring;
+      p.block_rows = 16;
+      p.block_cols = bc;
+      p.work_group_size = 32;
+      p.local_bytes = bytes;
+    }
   }
   const int wg_cap = gpu ? 128 : 64;
   const int vec = std::max(1, r.vec), chunks = r.head_dim / vec;
