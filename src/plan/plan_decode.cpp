@@ -152,11 +152,14 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // caches at 8 elements a load (16-byte cp.async), at most 16 rows that are one strided slice of q
   // (Nq = 1: the group's heads; a group of 1: the Nq queries) and q as stored (no rotary). Forced by
   // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan); the default
-  // on NVIDIA of compute capability >= 8.0 for caches of 8192 keys or more, where it measured
-  // 1.04-1.07x the async form on the H100 (bench/gpu/decode_mma.sh: fp16, H 32/8, d 128, B 8 and 1,
-  // 32k and 128k keys); at 4k keys B 1 read 0.97x, so shorter caches keep the async form.
+  // on NVIDIA of compute capability >= 8.0 for contiguous caches of 8192 keys or more, where it
+  // measured 1.02-1.07x the async form on the H100 (bench/gpu/decode_mma.sh, one call: fp16, H 32/8,
+  // d 128; B 8 2.80 / 2.89 TB/s at 32k / 128k against 2.62 / 2.75, B 1 1.88 / 2.56 against 1.83 /
+  // 2.47). Paged caches keep the async form (pages of 16: 0.95-0.99x; 256: 0.99-1.04x), as do
+  // shorter caches (4k, B 1: 0.97x).
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
-  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 && r.max_keys >= 8192;
+  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 && r.page_size == 0 &&
+                           r.max_keys >= 8192;
   if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
     if (forced_mma && r.form != "mma" &&
