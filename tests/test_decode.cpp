@@ -244,11 +244,11 @@ TEST(Decode, HeadDim128GqaGroups) {
 }
 
 // The shapes decode_mma.cl takes (FLASHCL_DECODE=mma runs this suite on it: on NVIDIA's tensor
-// cores, and on PoCL over emulated operands, tests/emulated_mma/decode.sh; elsewhere these run on
-// the default forms): 16-bit caches with d a multiple of 8, up to 16 rows that are one slice of q
-// (the group at Nq = 1, or Nq rows of an MHA head), every page size, the variants, hostile device
-// values, empty sequences, head dims padded to the mma's k (72), and split counts that leave splits
-// empty; each against float64.
+// cores, and on PoCL over emulated operands, the decode_mma_emulated test; elsewhere these run on
+// the default forms): 16-bit caches with d a multiple of 8, a K/V head's rows (Nq x group) in one
+// and in two blocks of 16, every page size, the variants, hostile device values, empty sequences,
+// head dims padded to the mma's k (72), and split counts that leave splits empty; each against
+// float64.
 TEST(Decode, TensorCoreShapes) {
   std::vector<std::pair<std::string, DecodeCase>> cases;
   DecodeCase c = base({170, 75});
@@ -272,6 +272,21 @@ TEST(Decode, TensorCoreShapes) {
   mha.page_size = 6;
   mha.num_splits = 3;
   cases.emplace_back("f16 MHA Nq 4 causal append page 6 splits 3", mha);
+  DecodeCase spec = base({150, 60});  // speculative decoding: 3 queries of a group of 4 (12 rows)
+  spec.dtype = DType::BF16;
+  spec.head_dim = 64;
+  spec.heads = 8;
+  spec.seqlen_q = spec.seqlen_new = 3;
+  spec.causal = true;
+  cases.emplace_back("bf16 Nq 3 group 4 causal append", spec);
+  DecodeCase prefill = base({140, 30});  // chunked prefill: 20 rows, two row blocks
+  prefill.dtype = DType::F16;
+  prefill.head_dim = 64;
+  prefill.heads = 8;
+  prefill.seqlen_q = prefill.seqlen_new = 5;
+  prefill.causal = true;
+  prefill.page_size = 16;
+  cases.emplace_back("f16 Nq 5 group 4 causal append page 16", prefill);
   DecodeCase var = base({160, 90});
   var.dtype = DType::F16;
   var.head_dim = 72;

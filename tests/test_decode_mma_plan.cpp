@@ -1,8 +1,9 @@
 // test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
-// mma-b<BC>s<RING> forces it; NVIDIA's default for contiguous caches from 8192 keys): which calls it takes (16-bit caches
-// at 8 elements a load, at most 16 rows in one strided slice of q, no rotary, its ring within the
-// work-group's local memory), the default plan for every other call, its program and -D switches,
-// its split count (whole waves of 6 work-groups a compute unit) and the named error of a bad form.
+// mma-b<BC>s<RING> forces it; NVIDIA's default for contiguous caches from 8192 keys at one query):
+// which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its
+// ring within the work-group's local memory), the default plan for every other call, its program and
+// -D switches, its split count (whole waves of 3 work-groups a compute unit) and the named error of
+// a bad form.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -50,9 +51,15 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
   // the ring's shapes
   const KvCachePlan b16 = plan(h100(), decode_step_call(DType::F16), "mma-b16s4");
   EXPECT_TRUE(has(b16, "-DBC=16") && has(b16, "-DRING=4"));
-  // 16 rows: a group of 16 at Nq = 1, or Nq = 16 of an MHA head (one slice of q either way)
-  EXPECT_TRUE(plan(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.mma);
-  EXPECT_TRUE(plan(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.mma);
+  // any rows, in blocks of 16: a group of 16 at Nq = 1, Nq = 16 of an MHA head, 2 queries of a
+  // group of 4, 32 rows (two blocks), chunked prefill's 256
+  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.row_blocks, 1);
+  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.row_blocks, 1);
+  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 32, 2), "mma").decode.row_blocks, 1);
+  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 256), "mma").decode.row_blocks, 2);
+  const KvCachePlan prefill = plan(h100(), decode_step_call(DType::F16, 16, 32, 64), "mma");
+  EXPECT_TRUE(prefill.decode.mma);
+  EXPECT_EQ(prefill.decode.row_blocks, 16);
   // variants ride along: window, softcap, ALiBi, causal (the MHA rows)
   KvCacheArgs v = decode_step_call(DType::F16, 16, 8, 4);
   v.causal = true;
@@ -73,8 +80,6 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   };
   same_as_default(decode_step_call(DType::F32), h100(), "fp32 cache");
   same_as_default(decode_step_call(DType::E4M3), h100(), "fp8 cache");
-  same_as_default(decode_step_call(DType::F16, 0, 256), h100(), "32 rows");
-  same_as_default(decode_step_call(DType::F16, 0, 32, 2), h100(), "Nq 2 of a group of 4: not one slice of q");
   KvCacheArgs r = decode_step_call(DType::F16);
   r.rotary_cos = r.rotary_sin = some_buffer();
   r.rotary_dim = 128;
@@ -119,6 +124,11 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForContiguousCachesFromEightThousandKeys) {
     EXPECT_FALSE(plan(ampere_less, a).decode.mma) << "cc 7.5";
     EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
     EXPECT_FALSE(plan(h100(), a, "lanes-async").decode.mma) << "forced async form";
+    KvCacheArgs two = a;  // 2 queries (8 rows): not measured, so the other forms
+    two.seqlen_q = 2;
+    dense_strides(two.q, 2, two.heads, two.head_dim);
+    dense_strides(two.o, 2, two.heads, two.head_dim);
+    EXPECT_FALSE(plan(h100(), two).decode.mma) << "Nq 2";
   }
 }
 

@@ -2,10 +2,10 @@
  * issue 22). decode_lanes.cl forms each score and each P*V term with FMAs and warp shuffles, about
  * a hundred instructions per 16 bytes of cache a work-item reads: at the copy ceiling that is most
  * of the SM's issue rate, so it stops short of it. Here one warp per work-group computes S = Q K^T
- * and O += P V with mma.sync m16n8k16 for up to 16 query rows of one K/V head, the rows as the
- * 16-row m-tile (the GQA group at Nq = 1, or the Nq rows of an MHA head; rows past them are
- * zeros: the tensor cores have throughput to spare, the cache's bytes are the cost), a few
- * instructions per 16 bytes. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
+ * and O += P V with mma.sync m16n8k16 for a block of 16 query rows of one K/V head (row r: query
+ * r / group of head hk * group + r % group, as every decode kernel packs GQA), the rows as the
+ * 16-row m-tile (rows past the block's are zeros: the tensor cores have throughput to spare, the
+ * cache's bytes are the cost), a few instructions per 16 bytes. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
  * of RING tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier
  * per tile (every lane's copies of a tile visible, every lane past the reads of the stage the next
  * copies overwrite). A paged cache's key offsets come from a double-buffered table that the lanes
@@ -13,13 +13,12 @@
  * computed (any page size, pages in any order). The online softmax is
  * fa2_mma.cl's with the lazy rescale; scores go through common.cl's final_score where a variant
  * (causal, window, softcap, ALiBi) needs it. Same grid, arguments and workspace output as
- * decode_lanes.cl (decode_merge.cl combines the splits), with one row block of 16 rows.
+ * decode_lanes.cl (decode_merge.cl combines the splits), with row blocks of 16 rows.
  *
- * The operand side is fa2_mma.cl's contract (mma_f16.cl over mma_half_io.cl: load_q, qk_block,
+ * The operand side is fa2_mma.cl's contract (mma_f16.cl over mma_half_io.cl: load_q_rows, qk_block,
  * pv_block, K_PITCH, V_PITCH), so tests/emulated_mma runs this kernel on PoCL over emulated
- * operands (tests/emulated_mma/decode.sh). The host takes it only for 16-bit caches at 8
- * elements a load (16-byte copies), at most 16 rows in one strided slice of q (Nq = 1, or a group
- * of 1), without rotary embedding (kvcache_plan.cpp). */
+ * operands (the decode_mma_emulated test). The host takes it only for 16-bit caches at 8 elements
+ * a load (16-byte copies), without rotary embedding (plan_decode.cpp). */
 
 #ifndef RING
 #define RING 2 /* tiles in the cp.async ring: RING - 1 in flight while one is computed */
@@ -41,6 +40,17 @@
 #endif
 #ifndef RESCALE_SLACK
 #define RESCALE_SLACK 8.0f /* (mma_ptx.cl's; the emulated operand files have none) */
+#endif
+#ifndef DM_L2_256
+#define DM_L2_256 0 /* (experiment) 1: the copies ask L2 for the whole 256-byte line (cp.async's .L2::256B hint) */
+#endif
+#if DM_L2_256
+inline void dm_copy16(__local void* dst, __global const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(local_addr(dst)), "l"((ulong)src), "r"(bytes)
+               : "memory");
+}
+#else
+#define dm_copy16 copy16_async
 #endif
 /* RESCALE_SLACK in score units: P stays below 2^RESCALE_SLACK, within fp16 */
 #if HALF_UNITS
@@ -100,8 +110,8 @@ inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __globa
     const bool ok = pos < nk;
     const long ko = (long)pos * d->k_seq_stride, vo = (long)pos * d->v_seq_stride;
 #endif
-    copy16_async(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
-    copy16_async(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
+    dm_copy16(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
+    dm_copy16(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
   }
 }
 
@@ -126,15 +136,16 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   (void)rot_sin;
   const DecodeArgs* d = &dargs;
   const int lane = get_local_id(0), g = lane >> 2, t = lane & 3;
-  const int split = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
-  const int rows = d->rows;
+  const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * 16;
+  const int hk = get_group_id(1), b = get_group_id(2);
+  const int r_end = min(r0 + 16, d->rows); /* this work-group's rows [r0, r_end) */
 
   const int slot_row = cache_row(d, batch_idx, b);
   const int len = slot_row < 0 ? 0 : cached_len(d, cache_seqlens, b);
   const SeqView sv = decode_view(d, &attn, len, slot_row);
   const int nk = sv.seqlen_k;
   int t_begin, t_end;
-  split_run(d, &attn, &sv, 0, rows, BC, split, &t_begin, &t_end);
+  split_run(d, &attn, &sv, r0, r_end, BC, split, &t_begin, &t_end);
 
   /* the head's offsets in the caches (contiguous: and its cache row's) */
   const long head_k = d->k_offset + (long)hk * d->k_head_stride +
@@ -172,13 +183,17 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   }
 #endif
 
-  /* the query rows as A fragments (rows r = i * group + g', one strided slice: Nq = 1 or group 1) */
-  const long q_base = d->q_offset + (long)b * d->q_batch_stride + (long)hk * d->group * d->q_head_stride;
-  const long q_stride = d->seqlen_q == 1 ? d->q_head_stride : d->q_seq_stride;
-  qfrag_t qa[1][QFRAGS][4];
-  load_q(qa, (__global const ELEM_T*)q, q_base, q_stride, g, rows, t); /* this lane's rows g and g + 8 */
+  /* this lane's rows r0 + g and r0 + g + 8 as A fragments */
+  long q_at[2];
   float slope[2];
-  for (int h = 0; h < 2; ++h) slope[h] = row_slope(d, alibi_slopes, b, hk, g + 8 * h);
+  for (int h = 0; h < 2; ++h) {
+    const int r = r0 + g + 8 * h;
+    q_at[h] = d->q_offset + (long)b * d->q_batch_stride + (long)(r / d->group) * d->q_seq_stride +
+              (long)(hk * d->group + r % d->group) * d->q_head_stride;
+    slope[h] = row_slope(d, alibi_slopes, b, hk, r);
+  }
+  qfrag_t qa[1][QFRAGS][4];
+  load_q_rows(qa[0], (__global const ELEM_T*)q, q_at[0], q_at[1], r0 + g < r_end, r0 + g + 8 < r_end, t);
 
   float acc[1][NT_O][4], m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -206,7 +221,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     for (int j = 0; j < NT_S; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
+        const int r = r0 + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
         float sc = s[0][j][e] * d->q_scale;
 #if PAGED
         const bool there = present[stage][col]; /* (and key < nk) */
@@ -216,9 +231,9 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
 #if DM_TRANSFORM
         SeqView rv = sv;
         rv.slope = slope[e >> 1];
-        sc = r < rows && there ? final_score(sc, r / d->group, key, &rv, &attn, 0) : NEG_INF;
+        sc = r < r_end && there ? final_score(sc, r / d->group, key, &rv, &attn, 0) : NEG_INF;
 #else
-        sc = key < nk && r < rows && there ? sc : NEG_INF;
+        sc = key < nk && r < r_end && there ? sc : NEG_INF;
 #endif
         s[0][j][e] = sc;
         mx[e >> 1] = fmax(mx[e >> 1], sc);
@@ -264,11 +279,11 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   __global float* part_o = work + PART_O_BASE(d);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int r = g + 8 * h;
+    const int r = r0 + g + 8 * h;
     float sum = l[h];
     sum += shfl_xor(sum, 1);
     sum += shfl_xor(sum, 2);
-    if (r >= rows) continue;
+    if (r >= r_end) continue;
     const long row = PART_ROW(d, b, hk, r);
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
 #pragma unroll

@@ -39,6 +39,9 @@
  *   qfrag_t           one register of a Q A fragment (a typedef)
  *   load_q(qfrag_t qa[MT][QFRAGS][4], __global const ELEM_T* q, long base, long stride, int row0,
  *          int rows, int t): the warp's query rows as A fragments, 0 past `rows` and HEAD_DIM
+ *   load_q_rows(qfrag_t qa[QFRAGS][4], __global const ELEM_T* q, long at_a, long at_b, bool ok_a,
+ *          bool ok_b, int t): one m-tile's rows g and g + 8 from their own offsets (decode_mma.cl;
+ *          fp16/bf16 operand files only)
  *   qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __local const ELEM_T* k_tile,
  *            int lane): S = Q K^T of the block, raw (unscaled), in m16n8's C layout
  *   pv_block(float acc[MT][NT_O][4], const float s[MT][NT_S][4], __local const ELEM_T* v_tile,

@@ -69,6 +69,21 @@ inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const ushort* q, long bas
     }
 }
 
+/* One m-tile's two rows of this lane (g and g + 8) as A fragments, each from its own element
+ * offset (at_a, at_b: the row's first element; ok_a, ok_b: the row exists, else zeros): rows that
+ * are no single strided slice (decode_mma.cl's rows of a K/V head, Nq queries times the group). */
+inline void load_q_rows(qfrag_t qa[QFRAGS][4], __global const ushort* q, long at_a, long at_b, bool ok_a, bool ok_b,
+                        int t) {
+#pragma unroll
+  for (int ks = 0; ks < QFRAGS; ++ks) {
+    const int c = ks * 16 + 2 * t;
+    qa[ks][0] = q_pair(q, at_a, 0, 0, c, ok_a ? 1 : 0);
+    qa[ks][1] = q_pair(q, at_b, 0, 0, c, ok_b ? 1 : 0);
+    qa[ks][2] = q_pair(q, at_a, 0, 0, c + 8, ok_a ? 1 : 0);
+    qa[ks][3] = q_pair(q, at_b, 0, 0, c + 8, ok_b ? 1 : 0);
+  }
+}
+
 /* O elements (row, col) and (row, col + 1), rounded once. */
 inline void store_o2(__global ushort* o, long at, float x0, float x1, bool ok0, bool ok1) {
   const uint p = pack2(x0, x1);

@@ -148,9 +148,9 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const std::size_t budget = std::min<std::size_t>(f.local_mem_bytes, gpu ? 48 * 1024 : 256 * 1024);
 
   DecodePlan p;
-  // decode_mma: one warp of one 16-row m-tile on the tensor cores, where the call gives it 16-bit
-  // caches at 8 elements a load (16-byte cp.async), at most 16 rows that are one strided slice of q
-  // (Nq = 1: the group's heads; a group of 1: the Nq queries) and q as stored (no rotary). Forced by
+  // decode_mma: one warp per 16-row block of a K/V head's rows (Nq x group, GQA-packed) on the
+  // tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte cp.async) and
+  // q as stored (no rotary). Forced by
   // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan); the default
   // on NVIDIA of compute capability >= 8.0 for contiguous caches of 8192 keys or more, where it
   // measured 1.02-1.07x the async form on the H100 (bench/gpu/decode_mma.sh, one call: fp16, H 32/8,
@@ -167,7 +167,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
     const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
-    const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary && rows <= 16 && (r.seqlen_q == 1 || group == 1) &&
+    // (the default only where measured: one query, up to 16 rows)
+    const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary && (forced_mma || (r.seqlen_q == 1 && rows <= 16)) &&
                       (bc * (r.head_dim / 8)) % 32 == 0 && bytes <= budget && f.max_work_group_size >= 32;
     if (!fits && forced_mma) {
       DecodeRequest unforced = r;

@@ -35,8 +35,8 @@ struct DecodeRequest {
                            // 16-bit caches at 8 elements a load; other calls keep the default)
                            // (paged 16-bit caches on NVIDIA take lanes-wide by default at 5-8 rows,
                            // the async form at 4); "mma" or "mma-b<BC>s<RING>": decode_mma.cl (tensor
-                           // cores; 16-bit caches at 8 elements a load, at most 16 rows in one slice of
-                           // q, no rotary; other calls keep the default) on any device: off NVIDIA it
+                           // cores, 16-row blocks; 16-bit caches at 8 elements a load, no rotary;
+                           // other calls keep the default) on any device: off NVIDIA it
                            // builds only over tests/emulated_mma's operand files
 };
 
@@ -59,7 +59,7 @@ struct DecodePlan {
   int lane_async = 0;         // lanes-wide on NVIDIA: stages of the cp.async ring in __local (LANE_ASYNC; 0: loads
                               // into registers): NVIDIA's default for 16-bit caches at 4 rows (2 stages),
                               // or forced by FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]
-  bool mma = false;        // decode_mma.cl (tensor cores, one warp of 16 rows per work-group)
+  bool mma = false;        // decode_mma.cl (tensor cores, one warp per 16-row block per work-group)
   int mma_ring = 0;        // mma: tiles of the cp.async ring (RING)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim

@@ -70,6 +70,16 @@ inline void load_q(qfrag_t qa[MT][QFRAGS][4], __global const ELEM_T* q, long bas
   }
 }
 
+inline void load_q_rows(qfrag_t qa[QFRAGS][4], __global const ELEM_T* q, long at_a, long at_b, bool ok_a, bool ok_b,
+                        int t) {
+  (void)t;
+  float* f = (float*)qa;
+  for (int c = 0; c < DPAD; ++c) {
+    f[c] = ok_a && c < HEAD_DIM ? elem_global(q + at_a + c) : 0.0f;
+    f[DPAD + c] = ok_b && c < HEAD_DIM ? elem_global(q + at_b + c) : 0.0f;
+  }
+}
+
 inline void qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __local const ELEM_T* k_tile, int lane) {
   const int t = lane & 3;
   for (int i = 0; i < MT; ++i) {
