@@ -1,5 +1,5 @@
 // test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
-// mma-b<BC>s<RING> forces it; NVIDIA's default for contiguous caches from 8192 keys at one query):
+// mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches from 8192 keys):
 // which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its
 // ring within the work-group's local memory), the default plan for every other call, its program and
 // -D switches, its split count (whole waves of 3 work-groups a compute unit) and the named error of
@@ -101,9 +101,10 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
     }
 }
 
-// The default on NVIDIA of compute capability >= 8.0 from 8192 keys a sequence, contiguous caches
-// only; paged and shorter caches, older parts and other devices keep their forms.
-TEST(DecodeMmaPlan, DefaultOnNvidiaForContiguousCachesFromEightThousandKeys) {
+// The default on NVIDIA of compute capability >= 8.0: one query on contiguous caches from 8192 keys
+// a sequence (paged and shorter caches keep the async form), more queries on any cache; older parts,
+// other devices and fp32 caches keep their forms.
+TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
   for (int page : {0, 16, 256}) {
     KvCacheArgs a = decode_step_call(DType::F16, page);
     EXPECT_FALSE(plan(h100(), a).decode.mma) << "4096 keys, page " << page;
@@ -124,12 +125,18 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForContiguousCachesFromEightThousandKeys) {
     EXPECT_FALSE(plan(ampere_less, a).decode.mma) << "cc 7.5";
     EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
     EXPECT_FALSE(plan(h100(), a, "lanes-async").decode.mma) << "forced async form";
-    KvCacheArgs two = a;  // 2 queries (8 rows): not measured, so the other forms
-    two.seqlen_q = 2;
-    dense_strides(two.q, 2, two.heads, two.head_dim);
-    dense_strides(two.o, 2, two.heads, two.head_dim);
-    EXPECT_FALSE(plan(h100(), two).decode.mma) << "Nq 2";
   }
+  // more queries than one: every cache, contiguous or paged, at any length
+  for (int page : {0, 16})
+    for (int nq : {2, 4, 16}) {
+      const KvCacheArgs a = decode_step_call(DType::F16, page, 32, nq);
+      EXPECT_TRUE(plan(h100(), a).decode.mma) << "Nq " << nq << ", page " << page;
+      EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL, Nq " << nq;
+      KvCacheArgs fp32 = a;
+      fp32.dtype = DType::F32;
+      fp32.cache_dtype = DType::F32;
+      EXPECT_FALSE(plan(h100(), fp32).decode.mma) << "fp32, Nq " << nq;
+    }
 }
 
 // Whole waves of 3 work-groups a compute unit (132 on the simulated H100): B 8 x 8 K/V heads, one

@@ -41,17 +41,6 @@
 #ifndef RESCALE_SLACK
 #define RESCALE_SLACK 8.0f /* (mma_ptx.cl's; the emulated operand files have none) */
 #endif
-#ifndef DM_L2_256
-#define DM_L2_256 0 /* (experiment) 1: the copies ask L2 for the whole 256-byte line (cp.async's .L2::256B hint) */
-#endif
-#if DM_L2_256
-inline void dm_copy16(__local void* dst, __global const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(local_addr(dst)), "l"((ulong)src), "r"(bytes)
-               : "memory");
-}
-#else
-#define dm_copy16 copy16_async
-#endif
 /* RESCALE_SLACK in score units: P stays below 2^RESCALE_SLACK, within fp16 */
 #if HALF_UNITS
 #define DM_SLACK (RESCALE_SLACK / (2.0f * LOG2E_F))
@@ -110,8 +99,8 @@ inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __globa
     const bool ok = pos < nk;
     const long ko = (long)pos * d->k_seq_stride, vo = (long)pos * d->v_seq_stride;
 #endif
-    dm_copy16(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
-    dm_copy16(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
+    copy16_async_256(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
+    copy16_async_256(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
   }
 }
 

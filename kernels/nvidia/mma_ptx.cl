@@ -66,6 +66,14 @@ inline void copy16_async(__local void* dst, __global const void* src, int bytes)
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(local_addr(dst)), "l"((ulong)src), "r"(bytes)
                : "memory");
 }
+/* The same with the .L2::256B hint: L2 fetches the whole 256 bytes around the source at once
+ * (decode_mma.cl, where 16 lanes copy a key's 256-byte row: 1.01-1.02x on the H100 at one query, B 8
+ * and 1, 32k and 128k keys, both rounds of bench/gpu/decode_rows.sh). */
+inline void copy16_async_256(__local void* dst, __global const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;" ::"r"(local_addr(dst)), "l"((ulong)src),
+               "r"(bytes)
+               : "memory");
+}
 inline void async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
 /* Wait until at most the newest `n` groups of this work-item's copies are still in flight. */
 #define ASYNC_WAIT_GROUPS(n) asm volatile("cp.async.wait_group " #n ";" ::: "memory")

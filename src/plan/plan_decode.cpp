@@ -151,15 +151,20 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // decode_mma: one warp per 16-row block of a K/V head's rows (Nq x group, GQA-packed) on the
   // tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte cp.async) and
   // q as stored (no rotary). Forced by
-  // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan); the default
-  // on NVIDIA of compute capability >= 8.0 for contiguous caches of 8192 keys or more, where it
-  // measured 1.02-1.07x the async form on the H100 (bench/gpu/decode_mma.sh, one call: fp16, H 32/8,
-  // d 128; B 8 2.80 / 2.89 TB/s at 32k / 128k against 2.62 / 2.75, B 1 1.88 / 2.56 against 1.83 /
-  // 2.47). Paged caches keep the async form (pages of 16: 0.95-0.99x; 256: 0.99-1.04x), as do
-  // shorter caches (4k, B 1: 0.97x).
+  // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan). The
+  // default on NVIDIA of compute capability >= 8.0 (H100, bench/gpu/decode_mma.sh and decode_rows.sh,
+  // fp16, H 32/8, d 128, one call each, device-event medians):
+  //  - one query, contiguous caches of 8192 keys or more: 1.02-1.07x the async form (B 8 2.80 / 2.89
+  //    TB/s at 32k / 128k against 2.62 / 2.75; B 1 1.88 / 2.56 against 1.83 / 2.47); paged caches
+  //    keep the async form (pages of 16: 0.95-0.99x; 256: 0.99-1.04x), as do shorter caches (4k,
+  //    B 1: 0.97x);
+  //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, 2 queries of a
+  //    group of 4 read 2.91 TB/s against decode_lanes' 1.10 (B 8; causal 2.78 against 0.60, paged 16
+  //    2.69 against 1.22), 4 queries (16 rows) 2.88 against the staged kernel's 0.22, 16 queries
+  //    (64 rows, 4 blocks) 0.89 against 0.064; measured at 32k only, but 2-14x leaves room.
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
-  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 && r.page_size == 0 &&
-                           r.max_keys >= 8192;
+  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
+                           (r.seqlen_q > 1 || (r.page_size == 0 && r.max_keys >= 8192));
   if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
     if (forced_mma && r.form != "mma" &&
@@ -167,8 +172,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
     const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
-    // (the default only where measured: one query, up to 16 rows)
-    const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary && (forced_mma || (r.seqlen_q == 1 && rows <= 16)) &&
+    const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary &&
                       (bc * (r.head_dim / 8)) % 32 == 0 && bytes <= budget && f.max_work_group_size >= 32;
     if (!fits && forced_mma) {
       DecodeRequest unforced = r;

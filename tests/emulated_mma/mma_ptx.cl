@@ -1,6 +1,6 @@
 /* emulated_mma/mma_ptx.cl: stands in for kernels/nvidia/mma_ptx.cl on a device without NVIDIA's
  * PTX (PoCL), for tests/emulated_mma/run.sh: the same geometry macros, the asynchronous 16-byte
- * copies as plain copies (the waits then have nothing to wait for), 2^x, and the butterfly shuffle
+ * copies as plain copies (the L2-hinted ones too; the waits then have nothing to wait for), 2^x, and the butterfly shuffle
  * through a __local exchange the kernel declares (shfl_scratch, under MMA_EMULATED_SHUFFLE) with
  * work-group barriers (every work-item calls it at the same points). What standard_mma.cl and
  * decode_mma.cl use; fa2_mma.cl's mbarriers and ldmatrix are not emulated. */
@@ -26,6 +26,7 @@ inline void copy16_async(__local void* dst, __global const void* src, int bytes)
   __global const uchar* s = (__global const uchar*)src;
   for (int i = 0; i < 16; ++i) d[i] = bytes ? s[i] : (uchar)0;
 }
+#define copy16_async_256 copy16_async /* (the L2 hint's form) */
 inline void async_commit(void) {}
 inline void async_wait_prior(void) {}
 inline void async_wait_all(void) {}
