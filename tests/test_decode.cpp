@@ -245,8 +245,8 @@ TEST(Decode, HeadDim128GqaGroups) {
 
 // The shapes decode_mma.cl takes (FLASHCL_DECODE=mma runs this suite on it: on NVIDIA's tensor
 // cores, and on PoCL over emulated operands, the decode_mma_emulated test; elsewhere these run on
-// the default forms): 16-bit caches with d a multiple of 8, a K/V head's rows (Nq x group) in one
-// and in two blocks of 16, every page size, the variants, hostile device values, empty sequences,
+// the default forms): 16-bit caches with d a multiple of 8, a K/V head's rows (Nq x group) in one,
+// two and five blocks of 16 (work-groups of 1, 2 and 4 warps), every page size, the variants, hostile device values, empty sequences,
 // head dims padded to the mma's k (72), and split counts that leave splits empty; each against
 // float64.
 TEST(Decode, TensorCoreShapes) {
@@ -287,6 +287,15 @@ TEST(Decode, TensorCoreShapes) {
   prefill.causal = true;
   prefill.page_size = 16;
   cases.emplace_back("f16 Nq 5 group 4 causal append page 16", prefill);
+  DecodeCase chunk = base({200, 70});  // 68 rows: a work-group of 4 warps (64 rows) and one of 4 rows
+  chunk.dtype = DType::BF16;
+  chunk.head_dim = 64;
+  chunk.heads = 8;
+  chunk.capacity = 300;
+  chunk.seqlen_q = chunk.seqlen_new = 17;
+  chunk.causal = true;
+  chunk.page_size = 6;
+  cases.emplace_back("bf16 Nq 17 group 4 causal append page 6", chunk);
   DecodeCase var = base({160, 90});
   var.dtype = DType::F16;
   var.head_dim = 72;

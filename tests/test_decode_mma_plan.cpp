@@ -51,15 +51,21 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
   // the ring's shapes
   const KvCachePlan b16 = plan(h100(), decode_step_call(DType::F16), "mma-b16s4");
   EXPECT_TRUE(has(b16, "-DBC=16") && has(b16, "-DRING=4"));
-  // any rows, in blocks of 16: a group of 16 at Nq = 1, Nq = 16 of an MHA head, 2 queries of a
-  // group of 4, 32 rows (two blocks), chunked prefill's 256
+  // any rows, a warp per 16-row block, up to 4 warps a work-group: a group of 16 at Nq = 1, Nq = 16
+  // of an MHA head, 2 queries of a group of 4 (one warp), 32 rows (two), chunked prefill's 256 (four
+  // warps, four work-groups of 64 rows)
   EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.row_blocks, 1);
   EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.row_blocks, 1);
-  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 32, 2), "mma").decode.row_blocks, 1);
-  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 256), "mma").decode.row_blocks, 2);
+  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 32, 2), "mma").decode.work_group_size, 32u);
+  const KvCachePlan two = plan(h100(), decode_step_call(DType::F16, 0, 256), "mma");
+  EXPECT_EQ(two.decode.row_blocks, 1);
+  EXPECT_TRUE(has(two, "-DWARPS=2"));
   const KvCachePlan prefill = plan(h100(), decode_step_call(DType::F16, 16, 32, 64), "mma");
   EXPECT_TRUE(prefill.decode.mma);
-  EXPECT_EQ(prefill.decode.row_blocks, 16);
+  EXPECT_EQ(prefill.decode.row_blocks, 4);
+  EXPECT_EQ(prefill.decode.work_group_size, 128u);
+  EXPECT_TRUE(has(prefill, "-DWARPS=4"));
+  EXPECT_EQ(prefill.decode.local_bytes, plan(h100(), decode_step_call(DType::F16, 16), "mma").decode.local_bytes);
   // variants ride along: window, softcap, ALiBi, causal (the MHA rows)
   KvCacheArgs v = decode_step_call(DType::F16, 16, 8, 4);
   v.causal = true;

@@ -5,7 +5,9 @@
  * and O += P V with mma.sync m16n8k16 for a block of 16 query rows of one K/V head (row r: query
  * r / group of head hk * group + r % group, as every decode kernel packs GQA), the rows as the
  * 16-row m-tile (rows past the block's are zeros: the tensor cores have throughput to spare, the
- * cache's bytes are the cost), a few instructions per 16 bytes. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
+ * cache's bytes are the cost), a few instructions per 16 bytes. Where a K/V head has more rows
+ * (chunked prefill), WARPS warps share each tile, one 16-row block each (BR = 16 WARPS rows a
+ * work-group), so the cache is read once per BR rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
  * of RING tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier
  * per tile (every lane's copies of a tile visible, every lane past the reads of the stage the next
  * copies overwrite). A paged cache's key offsets come from a double-buffered table that the lanes
@@ -23,8 +25,8 @@
 #ifndef RING
 #define RING 2 /* tiles in the cp.async ring: RING - 1 in flight while one is computed */
 #endif
-#if WARPS != 1 || MT != 1
-#error "decode_mma: one warp of one 16-row m-tile per work-group"
+#if MT != 1
+#error "decode_mma: one 16-row m-tile per warp"
 #endif
 #if RING < 2 || BC % 16 != 0
 #error "decode_mma: RING >= 2, BC a multiple of 16"
@@ -54,22 +56,22 @@
 
 #if PAGED
 /* A paged tile's key offsets, in two steps so that the block-table reads are in flight while a
- * tile is computed: fetch_entries reads the pool entries of tile kt's keys lane + WG_SIZE * i into
+ * tile is computed: fetch_entries reads the pool entries of tile kt's keys lid + WG_SIZE * i into
  * registers (-1: past nk or outside the pool); write_table turns them into the K and V element
  * offsets (head and lane column excluded; -1 where absent) of `at` ([0, BC): K, [BC, 2 BC): V). */
 #define DM_KEYS_PER_LANE ((BC + WG_SIZE - 1) / WG_SIZE)
 inline void fetch_entries(int entry[DM_KEYS_PER_LANE], const DecodeArgs* d, __global const int* block_table, int b,
-                          int kt, int nk, int lane) {
+                          int kt, int nk, int lid) {
 #pragma unroll
   for (int i = 0; i < DM_KEYS_PER_LANE; ++i) {
-    const int pos = kt * BC + lane + WG_SIZE * i;
-    entry[i] = lane + WG_SIZE * i < BC && pos < nk ? page_entry(d, block_table, b, pos / d->page_size) : -1;
+    const int pos = kt * BC + lid + WG_SIZE * i;
+    entry[i] = lid + WG_SIZE * i < BC && pos < nk ? page_entry(d, block_table, b, pos / d->page_size) : -1;
   }
 }
-inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], const DecodeArgs* d, int kt, int lane) {
+inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], const DecodeArgs* d, int kt, int lid) {
 #pragma unroll
   for (int i = 0; i < DM_KEYS_PER_LANE; ++i) {
-    const int key = lane + WG_SIZE * i, off = (kt * BC + key) % d->page_size;
+    const int key = lid + WG_SIZE * i, off = (kt * BC + key) % d->page_size;
     if (key >= BC) break;
     at[key] = entry[i] < 0 ? -1 : (long)entry[i] * d->k_batch_stride + (long)off * d->k_seq_stride;
     at[BC + key] = entry[i] < 0 ? -1 : (long)entry[i] * d->v_batch_stride + (long)off * d->v_seq_stride;
@@ -77,17 +79,17 @@ inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], con
 }
 #endif
 
-/* The copies of tile `kt` into one stage of the ring: lane `lane` takes chunks lane + WG_SIZE * i
- * (consecutive lanes, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
+/* The copies of tile `kt` into one stage of the ring: work-item `lid` takes chunks lid + WG_SIZE * i
+ * (consecutive work-items, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
  * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
  * cache row, contiguous); table: the tile's write_table, and present: the stage's flags of which keys
  * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
 inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
                        __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
-                       __local const long* table, __local int* present, int lane) {
+                       __local const long* table, __local int* present, int lid) {
 #pragma unroll
   for (int i = 0; i < DM_COPIES; ++i) {
-    const int c = lane + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
+    const int c = lid + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
 #if PAGED
     const long ko = table[row], vo = table[BC + row];
     const bool ok = ko >= 0;
@@ -124,10 +126,11 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   (void)rot_cos;
   (void)rot_sin;
   const DecodeArgs* d = &dargs;
-  const int lane = get_local_id(0), g = lane >> 2, t = lane & 3;
-  const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * 16;
+  const int lid = get_local_id(0), lane = lid % 32, g = lane >> 2, t = lane & 3;
+  const int split = get_group_id(0) % d->num_splits, r0 = get_group_id(0) / d->num_splits * BR;
   const int hk = get_group_id(1), b = get_group_id(2);
-  const int r_end = min(r0 + 16, d->rows); /* this work-group's rows [r0, r_end) */
+  const int r_end = min(r0 + BR, d->rows); /* this work-group's rows [r0, r_end) */
+  const int rw = r0 + 16 * (lid / 32);     /* this warp's 16 */
 
   const int slot_row = cache_row(d, batch_idx, b);
   const int len = slot_row < 0 ? 0 : cached_len(d, cache_seqlens, b);
@@ -143,7 +146,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
                       (PAGED ? 0 : (long)max(slot_row, 0) * d->v_batch_stride);
 
 #if DPAD > HEAD_DIM /* columns past the head dim are never copied: zeros, once */
-  for (int idx = lane; idx < RING * BC * (DPAD - HEAD_DIM); idx += WG_SIZE) {
+  for (int idx = lid; idx < RING * BC * (DPAD - HEAD_DIM); idx += WG_SIZE) {
     const int s = idx / (BC * (DPAD - HEAD_DIM)), r = idx / (DPAD - HEAD_DIM) % BC, c = HEAD_DIM + idx % (DPAD - HEAD_DIM);
     k_ring[s][r * K_PITCH + c] = 0;
     v_ring[s][r * V_PITCH + c] = 0;
@@ -155,34 +158,34 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     const int kt = t_begin + s;
 #if PAGED
     int entry[DM_KEYS_PER_LANE];
-    fetch_entries(entry, d, block_table, b, kt, nk, lane);
-    write_table(tables[kt & 1], entry, d, kt, lane);
+    fetch_entries(entry, d, block_table, b, kt, nk, lid);
+    write_table(tables[kt & 1], entry, d, kt, lid);
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
     if (kt < t_end)
       issue_tile(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d, head_k,
-                 head_v, kt, nk, tables[kt & 1], present[s], lane);
+                 head_v, kt, nk, tables[kt & 1], present[s], lid);
     async_commit();
   }
 #if PAGED
   {
     int entry[DM_KEYS_PER_LANE];
-    fetch_entries(entry, d, block_table, b, t_begin + RING - 1, nk, lane);
-    write_table(tables[(t_begin + RING - 1) & 1], entry, d, t_begin + RING - 1, lane);
+    fetch_entries(entry, d, block_table, b, t_begin + RING - 1, nk, lid);
+    write_table(tables[(t_begin + RING - 1) & 1], entry, d, t_begin + RING - 1, lid);
   }
 #endif
 
-  /* this lane's rows r0 + g and r0 + g + 8 as A fragments */
+  /* this lane's rows rw + g and rw + g + 8 as A fragments */
   long q_at[2];
   float slope[2];
   for (int h = 0; h < 2; ++h) {
-    const int r = r0 + g + 8 * h;
+    const int r = rw + g + 8 * h;
     q_at[h] = d->q_offset + (long)b * d->q_batch_stride + (long)(r / d->group) * d->q_seq_stride +
               (long)(hk * d->group + r % d->group) * d->q_head_stride;
     slope[h] = row_slope(d, alibi_slopes, b, hk, r);
   }
   qfrag_t qa[1][QFRAGS][4];
-  load_q_rows(qa[0], (__global const ELEM_T*)q, q_at[0], q_at[1], r0 + g < r_end, r0 + g + 8 < r_end, t);
+  load_q_rows(qa[0], (__global const ELEM_T*)q, q_at[0], q_at[1], rw + g < r_end, rw + g + 8 < r_end, t);
 
   float acc[1][NT_O][4], m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -195,11 +198,11 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     if (ahead < t_end)
       issue_tile(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], (__global const ELEM_T*)k_cache,
                  (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1],
-                 present[(ahead - t_begin) % RING], lane);
+                 present[(ahead - t_begin) % RING], lid);
     async_commit();
 #if PAGED /* the block-table entries of the tile after it, in flight while this tile is computed */
     int entry[DM_KEYS_PER_LANE];
-    fetch_entries(entry, d, block_table, b, ahead + 1, nk, lane);
+    fetch_entries(entry, d, block_table, b, ahead + 1, nk, lid);
 #endif
 
     float s[1][NT_S][4];
@@ -210,7 +213,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     for (int j = 0; j < NT_S; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = r0 + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
+        const int r = rw + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
         float sc = s[0][j][e] * d->q_scale;
 #if PAGED
         const bool there = present[stage][col]; /* (and key < nk) */
@@ -259,7 +262,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
       }
     pv_block(acc, s, v_ring[stage], lane);
 #if PAGED /* its table, into the buffer tile ahead - 1's copies read before this iteration's barrier */
-    write_table(tables[(ahead + 1) & 1], entry, d, ahead + 1, lane);
+    write_table(tables[(ahead + 1) & 1], entry, d, ahead + 1, lid);
 #endif
   }
   async_wait_all();
@@ -268,7 +271,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   __global float* part_o = work + PART_O_BASE(d);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int r = r0 + g + 8 * h;
+    const int r = rw + g + 8 * h;
     float sum = l[h];
     sum += shfl_xor(sum, 1);
     sum += shfl_xor(sum, 2);

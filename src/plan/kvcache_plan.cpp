@@ -75,13 +75,13 @@ std::string variant_options(const KvCacheArgs& a, bool half_units) {
   return options;
 }
 
-// decode_mma.cl's program: the fa2_mma geometry (one warp, one m-tile: BR 16, WG_SIZE 32, from
-// mma_ptx.cl) and its ring, no decode_lanes switches.
+// decode_mma.cl's program: the fa2_mma geometry (WARPS warps of one m-tile each: BR and WG_SIZE
+// from mma_ptx.cl) and its ring, no decode_lanes switches.
 ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
   const std::string options =
       concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim, " -DCAUSAL=", a.causal ? 1 : 0,
              " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0, " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", p.vec,
-             " -DWARPS=1 -DMT=1 -DBC=", p.decode.block_cols, " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
+             " -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols, " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
       variant_options(a, p.half_units);
   return choose_program(programs::decode_mma, options);
 }

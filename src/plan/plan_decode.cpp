@@ -148,7 +148,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const std::size_t budget = std::min<std::size_t>(f.local_mem_bytes, gpu ? 48 * 1024 : 256 * 1024);
 
   DecodePlan p;
-  // decode_mma: one warp per 16-row block of a K/V head's rows (Nq x group, GQA-packed) on the
+  // decode_mma: a warp per 16-row block of a K/V head's rows (Nq x group, GQA-packed) on the
   // tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte cp.async) and
   // q as stored (no rotary). Forced by
   // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan). The
@@ -172,6 +172,10 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
     const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
+    // a warp per 16-row block, up to 4 sharing each tile (chunked prefill: the cache read once per
+    // 64 rows), as many as divide the tile's 16-byte chunks
+    int warps = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+    while (warps > 1 && ((bc * (r.head_dim / 8)) % (32 * warps) != 0 || f.max_work_group_size < 32u * warps)) warps /= 2;
     const bool fits = r.vec == 8 && !r.fp8_cache && !r.rotary &&
                       (bc * (r.head_dim / 8)) % 32 == 0 && bytes <= budget && f.max_work_group_size >= 32;
     if (!fits && forced_mma) {
@@ -182,9 +186,9 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (fits) {
       p.mma = true;
       p.mma_ring = ring;
-      p.block_rows = 16;
+      p.block_rows = 16 * warps;
       p.block_cols = bc;
-      p.work_group_size = 32;
+      p.work_group_size = 32u * warps;
       p.local_bytes = bytes;
     }
   }

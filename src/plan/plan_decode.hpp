@@ -59,7 +59,7 @@ struct DecodePlan {
   int lane_async = 0;         // lanes-wide on NVIDIA: stages of the cp.async ring in __local (LANE_ASYNC; 0: loads
                               // into registers): NVIDIA's default for 16-bit caches at 4 rows (2 stages),
                               // or forced by FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]
-  bool mma = false;        // decode_mma.cl (tensor cores, one warp per 16-row block per work-group)
+  bool mma = false;        // decode_mma.cl (tensor cores, a warp per 16-row block, 1-4 a work-group)
   int mma_ring = 0;        // mma: tiles of the cp.async ring (RING)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
