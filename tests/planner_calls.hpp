@@ -1,8 +1,8 @@
 // planner_calls.hpp: the calls the pure planners' tests hand to them, built once here: a dense fa2
 // forward call (test_mma_plan.cpp, test_fp8_qlocal_plan.cpp), the overrides of an environment that
 // holds one variable, and issue 22's decode step on a contiguous or paged KV cache
-// (test_decode_wide_plan.cpp, test_kvcache_fp8_plan.cpp). No call is ever launched: buffers are a
-// placeholder handle.
+// (test_decode_wide_plan.cpp, test_decode_mma_plan.cpp, test_kvcache_fp8_plan.cpp) with its plan
+// under a forced form. No call is ever launched: buffers are a placeholder handle.
 #pragma once
 
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "flashcl/flashcl.hpp"
+#include "plan/kvcache_plan.hpp"
 #include "plan/overrides.hpp"
 
 namespace flashcl::detail {
@@ -80,6 +81,18 @@ inline KvCacheArgs decode_step_call(DType cache, int page_size = 0, int heads = 
   }
   if (cache == DType::E4M3 || cache == DType::E5M2) a.k_descale = a.v_descale = some_buffer();
   return a;
+}
+
+// The KV-cache plan of `a` under FLASHCL_DECODE=`form` (empty: none).
+inline KvCachePlan plan_decode_call(const DeviceFacts& f, const KvCacheArgs& a, const std::string& form = "") {
+  Overrides o;
+  o.decode = form;
+  return plan_kvcache(f, a, o);
+}
+
+// Whether the plan's program options hold the -D switch `option` (whole, value included).
+inline bool has_option(const KvCachePlan& p, const std::string& option) {
+  return (p.program.options + " ").find(option + " ") != std::string::npos;
 }
 
 }  // namespace flashcl::detail

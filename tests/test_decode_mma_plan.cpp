@@ -16,16 +16,6 @@
 namespace flashcl::detail {
 namespace {
 
-KvCachePlan plan(const DeviceFacts& f, const KvCacheArgs& a, const std::string& form = "") {
-  Overrides o;
-  o.decode = form;
-  return plan_kvcache(f, a, o);
-}
-
-bool has(const KvCachePlan& p, const std::string& option) {
-  return (p.program.options + " ").find(option + " ") != std::string::npos;
-}
-
 DeviceFacts h100() {
   DeviceFacts f = simulated_nvidia_gpu(228, 9, 0);
   f.compute_units = 132;
@@ -37,11 +27,11 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
     for (int page : {0, 1, 6, 16, 256}) {
       KvCacheArgs a = decode_step_call(dtype, page);
       a.dtype = dtype;
-      const KvCachePlan p = plan(h100(), a, "mma");
+      const KvCachePlan p = plan_decode_call(h100(), a, "mma");
       SCOPED_TRACE(p.program.options);
       EXPECT_TRUE(p.decode.mma);
       EXPECT_STREQ(p.attention_kernel, "decode_mma");
-      EXPECT_TRUE(has(p, "-DWARPS=1") && has(p, "-DMT=1") && has(p, "-DBC=32") && has(p, "-DRING=2") && has(p, "-DVEC=8"));
+      EXPECT_TRUE(has_option(p, "-DWARPS=1") && has_option(p, "-DMT=1") && has_option(p, "-DBC=32") && has_option(p, "-DRING=2") && has_option(p, "-DVEC=8"));
       EXPECT_EQ(p.program.options.find("-DBR="), std::string::npos);  // mma_ptx.cl's geometry: 16 rows, 32 work-items
       EXPECT_EQ(p.decode.work_group_size, 32u);
       EXPECT_EQ(p.decode.row_blocks, 1);
@@ -49,37 +39,37 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (page > 0 ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
     }
   // the ring's shapes
-  const KvCachePlan b16 = plan(h100(), decode_step_call(DType::F16), "mma-b16s4");
-  EXPECT_TRUE(has(b16, "-DBC=16") && has(b16, "-DRING=4"));
+  const KvCachePlan b16 = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b16s4");
+  EXPECT_TRUE(has_option(b16, "-DBC=16") && has_option(b16, "-DRING=4"));
   // any rows, a warp per 16-row block, up to 4 warps a work-group: a group of 16 at Nq = 1, Nq = 16
   // of an MHA head, 2 queries of a group of 4 (one warp), 32 rows (two), chunked prefill's 256 (four
   // warps, four work-groups of 64 rows)
-  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.row_blocks, 1);
-  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.row_blocks, 1);
-  EXPECT_EQ(plan(h100(), decode_step_call(DType::F16, 0, 32, 2), "mma").decode.work_group_size, 32u);
-  const KvCachePlan two = plan(h100(), decode_step_call(DType::F16, 0, 256), "mma");
+  EXPECT_EQ(plan_decode_call(h100(), decode_step_call(DType::F16, 0, 128), "mma").decode.row_blocks, 1);
+  EXPECT_EQ(plan_decode_call(h100(), decode_step_call(DType::F16, 16, 8, 16), "mma").decode.row_blocks, 1);
+  EXPECT_EQ(plan_decode_call(h100(), decode_step_call(DType::F16, 0, 32, 2), "mma").decode.work_group_size, 32u);
+  const KvCachePlan two = plan_decode_call(h100(), decode_step_call(DType::F16, 0, 256), "mma");
   EXPECT_EQ(two.decode.row_blocks, 1);
-  EXPECT_TRUE(has(two, "-DWARPS=2"));
-  const KvCachePlan prefill = plan(h100(), decode_step_call(DType::F16, 16, 32, 64), "mma");
+  EXPECT_TRUE(has_option(two, "-DWARPS=2"));
+  const KvCachePlan prefill = plan_decode_call(h100(), decode_step_call(DType::F16, 16, 32, 64), "mma");
   EXPECT_TRUE(prefill.decode.mma);
   EXPECT_EQ(prefill.decode.row_blocks, 4);
   EXPECT_EQ(prefill.decode.work_group_size, 128u);
-  EXPECT_TRUE(has(prefill, "-DWARPS=4"));
-  EXPECT_EQ(prefill.decode.local_bytes, plan(h100(), decode_step_call(DType::F16, 16), "mma").decode.local_bytes);
+  EXPECT_TRUE(has_option(prefill, "-DWARPS=4"));
+  EXPECT_EQ(prefill.decode.local_bytes, plan_decode_call(h100(), decode_step_call(DType::F16, 16), "mma").decode.local_bytes);
   // variants ride along: window, softcap, ALiBi, causal (the MHA rows)
   KvCacheArgs v = decode_step_call(DType::F16, 16, 8, 4);
   v.causal = true;
   v.window = {64, 0};
   v.softcap = 30.0f;
   v.alibi_slopes = some_buffer();
-  const KvCachePlan pv = plan(h100(), v, "mma");
+  const KvCachePlan pv = plan_decode_call(h100(), v, "mma");
   EXPECT_TRUE(pv.decode.mma);
-  EXPECT_TRUE(has(pv, "-DCAUSAL=1") && has(pv, "-DWINDOW=1") && has(pv, "-DSOFTCAP=1") && has(pv, "-DALIBI=1"));
+  EXPECT_TRUE(has_option(pv, "-DCAUSAL=1") && has_option(pv, "-DWINDOW=1") && has_option(pv, "-DSOFTCAP=1") && has_option(pv, "-DALIBI=1"));
 }
 
 TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   const auto same_as_default = [](const KvCacheArgs& a, const DeviceFacts& f, const std::string& what) {
-    const KvCachePlan forced = plan(f, a, "mma"), unforced = plan(f, a);
+    const KvCachePlan forced = plan_decode_call(f, a, "mma"), unforced = plan_decode_call(f, a);
     EXPECT_FALSE(forced.decode.mma) << what;
     EXPECT_EQ(forced.program.options, unforced.program.options) << what;
     EXPECT_EQ(forced.decode.num_splits, unforced.decode.num_splits) << what;
@@ -95,11 +85,11 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   narrow.k_cache.seq_stride += 4;  // 4-element loads only
   same_as_default(narrow, h100(), "8-element loads not aligned");
   // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 139 KiB
-  const KvCachePlan big = plan(h100(), decode_step_call(DType::F16), "mma-b64s4");
+  const KvCachePlan big = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b64s4");
   EXPECT_FALSE(big.decode.mma);
   for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"})
     try {
-      plan(h100(), decode_step_call(DType::F16), bad);
+      plan_decode_call(h100(), decode_step_call(DType::F16), bad);
       ADD_FAILURE() << bad << " was accepted";
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), Status::InvalidArgument);
@@ -113,7 +103,7 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
 TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
   for (int page : {0, 16, 256}) {
     KvCacheArgs a = decode_step_call(DType::F16, page);
-    EXPECT_FALSE(plan(h100(), a).decode.mma) << "4096 keys, page " << page;
+    EXPECT_FALSE(plan_decode_call(h100(), a).decode.mma) << "4096 keys, page " << page;
     if (page > 0) {
       a.max_pages *= 2;
       a.num_pages *= 2;
@@ -123,40 +113,40 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
       dense_strides(a.k_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
       dense_strides(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
     }
-    const KvCachePlan p = plan(h100(), a);
+    const KvCachePlan p = plan_decode_call(h100(), a);
     EXPECT_EQ(p.decode.mma, page == 0) << "8192 keys, page " << page;
-    if (page == 0) EXPECT_EQ(p.program.options, plan(h100(), a, "mma").program.options);
+    if (page == 0) EXPECT_EQ(p.program.options, plan_decode_call(h100(), a, "mma").program.options);
     DeviceFacts ampere_less = simulated_nvidia_gpu(48, 7, 5);
     ampere_less.compute_units = 80;
-    EXPECT_FALSE(plan(ampere_less, a).decode.mma) << "cc 7.5";
-    EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
-    EXPECT_FALSE(plan(h100(), a, "lanes-async").decode.mma) << "forced async form";
+    EXPECT_FALSE(plan_decode_call(ampere_less, a).decode.mma) << "cc 7.5";
+    EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
+    EXPECT_FALSE(plan_decode_call(h100(), a, "lanes-async").decode.mma) << "forced async form";
   }
   // more queries than one: every cache, contiguous or paged, at any length
   for (int page : {0, 16})
     for (int nq : {2, 4, 16}) {
       const KvCacheArgs a = decode_step_call(DType::F16, page, 32, nq);
-      EXPECT_TRUE(plan(h100(), a).decode.mma) << "Nq " << nq << ", page " << page;
-      EXPECT_FALSE(plan(simulated_pocl_cpu(16), a).decode.mma) << "PoCL, Nq " << nq;
+      EXPECT_TRUE(plan_decode_call(h100(), a).decode.mma) << "Nq " << nq << ", page " << page;
+      EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL, Nq " << nq;
       KvCacheArgs fp32 = a;
       fp32.dtype = DType::F32;
       fp32.cache_dtype = DType::F32;
-      EXPECT_FALSE(plan(h100(), fp32).decode.mma) << "fp32, Nq " << nq;
+      EXPECT_FALSE(plan_decode_call(h100(), fp32).decode.mma) << "fp32, Nq " << nq;
     }
 }
 
 // Whole waves of 3 work-groups a compute unit (132 on the simulated H100): B 8 x 8 K/V heads, one
 // wave of 396 is 6 splits a head; B 1, 49, at most one per 256 keys.
 TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
-  const KvCachePlan b8 = plan(h100(), decode_step_call(DType::F16), "mma");
+  const KvCachePlan b8 = plan_decode_call(h100(), decode_step_call(DType::F16), "mma");
   EXPECT_EQ(b8.decode.num_splits, 6) << b8.decode.reason;
   KvCacheArgs one = decode_step_call(DType::F16);
   one.batch = 1;
   one.cache_batch = 1;
-  const KvCachePlan b1 = plan(h100(), one, "mma");
+  const KvCachePlan b1 = plan_decode_call(h100(), one, "mma");
   EXPECT_EQ(b1.decode.num_splits, 16) << b1.decode.reason;  // 49 for the wave, at most 4096 / 256
   one.cache_seqlen = 32768;
-  EXPECT_EQ(plan(h100(), one, "mma").decode.num_splits, 49);
+  EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.num_splits, 49);
   // the workspace query plans the same count (no residency is read for this form)
   EXPECT_EQ(plan_kvcache(h100(), one, [] { Overrides o; o.decode = "mma"; return o; }(), kResidentForSizing).decode.num_splits, 49);
 }
