@@ -1,0 +1,43 @@
+#!/bin/bash
+# decode_quick.sh: the decode defaults on issue 22's shapes in the least device time, most telling
+# first (for a short lease, e.g. the bars' H200): builds (setup.sh); the default (decode_mma on
+# contiguous caches, the async form on paged ones) against FLASHCL_DECODE=lanes-async (the form
+# before) at one query (fp16, H 32/8, d 128, B 8 and 1, 4k/32k/128k keys, contiguous and paged
+# 16/256), one round; PyTorch SDPA and the copy ceiling on the same shapes; decode_mma's edge-only
+# masks against every tile (bench/gpu/decode_edge.sh's switch) at 4 and 16 causal queries; last
+# the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
+# Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build)
+set -uo pipefail
+out=${1:-/tmp/flashcl-decode-quick}
+mkdir -p "$out"
+cd "$(dirname "$0")/../.."
+
+. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+export FLASHCL_CACHE_DIR=/tmp/flashcl-cache-quick
+bench=./build-gpu/bench/flashcl-bench
+start=$SECONDS
+
+dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
+echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+for page in 0 16 256; do
+  for form in default lanes-async; do
+    env FLASHCL_DECODE=$([ $form = default ] || echo $form) timeout 40 $bench $dec --page-size $page \
+      2>>"$out/err.log" | tail -n +2 | sed "s/^/$form,1,/"
+  done
+done
+echo "(after the forms: $((SECONDS - start)) s)"
+timeout 60 python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --repeat 20 \
+  --json "$out/sdpa_decode.json" > "$out/sdpa.log" 2>&1 || tail -3 "$out/sdpa.log"
+python3 -c "import json,sys; [print('sdpa:', r['backend'], r['batch'], r['cache'], r['kv_tb_per_s']) for r in json.load(open(sys.argv[1])) if r['backend'] in ('flash','cudnn','copy')]" "$out/sdpa_decode.json" 2>/dev/null
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768 --causal"
+for nq in 4 16; do
+  for form in edge every; do
+    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] || echo -DDM_EDGE_ONLY=0) timeout 30 $bench $one --seqlen-q $nq \
+      2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq-causal,1,/"
+  done
+done
+echo "(after the edge A/B: $((SECONDS - start)) s)"
+timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tests.log" 2>&1
+echo "tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
+grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -6
+echo "errors: $(grep -c . "$out/err.log" 2>/dev/null)"; head -3 "$out/err.log" 2>/dev/null
