@@ -32,7 +32,7 @@ python3 -c "import json,sys; [print('sdpa:', r['backend'], r['batch'], r['cache'
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768 --causal"
 for nq in 4 16; do
   for form in edge every; do
-    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] || echo -DDM_EDGE_ONLY=0) timeout 30 $bench $one --seqlen-q $nq \
+    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] && echo -DDM_EDGE_ONLY=1) timeout 30 $bench $one --seqlen-q $nq \
       2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq-causal,1,/"
   done
 done
