@@ -67,6 +67,7 @@ struct DecodeResult {
   CaseResult result;             // O and LSE against the reference (expect_accurate's input)
   std::size_t cache_bad = 0;     // cache elements that differ from the model after the call
   std::size_t gaps_changed = 0;  // elements outside any tensor's layout that were written
+  std::string kernel;            // the split kernel the call ran (kvcache_info's)
 };
 
 // The caches the call left (k_after, v_after: dense, as DecodeProblem's) against the model (appended

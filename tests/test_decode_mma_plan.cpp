@@ -74,7 +74,15 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
     EXPECT_EQ(forced.program.options, unforced.program.options) << what;
     EXPECT_EQ(forced.decode.num_splits, unforced.decode.num_splits) << what;
   };
-  same_as_default(decode_step_call(DType::F32), h100(), "fp32 cache");
+  KvCacheArgs fp32 = decode_step_call(DType::F32);
+  fp32.dtype = DType::F32;
+  same_as_default(fp32, h100(), "fp32 cache");
+  DeviceFacts turing = simulated_nvidia_gpu(48, 7, 5), other_gpu = simulated_nvidia_gpu(64);
+  turing.compute_units = 40;
+  other_gpu.vendor = "Advanced Micro Devices, Inc.";
+  other_gpu.compute_units = 60;
+  same_as_default(decode_step_call(DType::F16), turing, "NVIDIA cc 7.5: no cp.async, no m16n8k16");
+  same_as_default(decode_step_call(DType::F16), other_gpu, "another vendor's GPU: no PTX");
   same_as_default(decode_step_call(DType::E4M3), h100(), "fp8 cache");
   KvCacheArgs r = decode_step_call(DType::F16);
   r.rotary_cos = r.rotary_sin = some_buffer();
@@ -84,7 +92,7 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   KvCacheArgs narrow = decode_step_call(DType::F16);
   narrow.k_cache.seq_stride += 4;  // 4-element loads only
   same_as_default(narrow, h100(), "8-element loads not aligned");
-  // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 139 KiB
+  // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 136 KiB
   const KvCachePlan big = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b64s4");
   EXPECT_FALSE(big.decode.mma);
   for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"})

@@ -354,7 +354,7 @@ FLASHCL_API std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCac
 
 // The split kernel a call of `args` on `queue` runs and how (builds its program, enqueues nothing).
 struct KvCacheInfo {
-  std::string kernel;                // decode_lanes, decode_cpu, decode_stream or decode_split
+  std::string kernel;                // decode_mma, decode_lanes, decode_cpu, decode_stream or decode_split
   int num_splits = 0;                // key splits per (sequence, K/V head, row block)
   std::size_t work_group_size = 0;
   std::string reason;                // why the planner chose these

@@ -15,7 +15,7 @@
  * computed (any page size, pages in any order). The online softmax is
  * fa2_mma.cl's with the lazy rescale; scores go through common.cl's final_score where a variant
  * (causal, window, softcap, ALiBi) needs it. Same grid, arguments and workspace output as
- * decode_lanes.cl (decode_merge.cl combines the splits), with row blocks of 16 rows.
+ * decode_lanes.cl (decode_merge.cl combines the splits), with row blocks of BR = 16 WARPS rows.
  *
  * The operand side is fa2_mma.cl's contract (mma_f16.cl over mma_half_io.cl: load_q_rows, qk_block,
  * pv_block, K_PITCH, V_PITCH), so tests/emulated_mma runs this kernel on PoCL over emulated
@@ -38,7 +38,7 @@
 #define DM_CPR (HEAD_DIM / CHUNK)          /* 16-byte chunks of a K/V row */
 #define DM_COPIES (BC * DM_CPR / WG_SIZE)  /* 16-byte copies of a tile's K (and of its V) per lane */
 #if (BC * DM_CPR) % WG_SIZE != 0
-#error "decode_mma: a tile's chunks must be a multiple of the warp"
+#error "decode_mma: a tile's 16-byte chunks must be a multiple of the work-group"
 #endif
 #ifndef RESCALE_SLACK
 #define RESCALE_SLACK 8.0f /* (mma_ptx.cl's; the emulated operand files have none) */

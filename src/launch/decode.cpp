@@ -5,7 +5,7 @@
 // Device-side values (cache_seqlens, block table entries, cache_batch_idx) are never read back;
 // the kernels clamp them (decode_common.cl). Then the planner (plan_decode.hpp) picks the tile
 // and split count and three kernels are enqueued: append (with k_new), split-KV attention
-// (decode_stream for few rows per K/V head, else decode_split), merge. An fp8 cache (cache_dtype
+// (decode_mma, decode_lanes, decode_cpu, decode_stream or decode_split: plan_decode.cpp), merge. An fp8 cache (cache_dtype
 // E4M3/E5M2, docs/FP8.md "FP8 KV cache") adds its two descale buffers, checked here like the rest
 // (and read back only with check_device_data, as the fp8 forward does), to the append and the
 // attention kernel's arguments.

@@ -36,8 +36,9 @@ struct DecodeRequest {
                            // (paged 16-bit caches on NVIDIA take lanes-wide by default at 5-8 rows,
                            // the async form at 4); "mma" or "mma-b<BC>s<RING>": decode_mma.cl (tensor
                            // cores, 16-row blocks; 16-bit caches at 8 elements a load, no rotary;
-                           // other calls keep the default) on any device: off NVIDIA it
-                           // builds only over tests/emulated_mma's operand files
+                           // other calls keep the default) on NVIDIA of compute capability >= 8.0
+                           // and on CPU devices (PoCL: it builds there only over tests/emulated_mma's
+                           // operand files); other devices keep the default
 };
 
 struct DecodePlan {
