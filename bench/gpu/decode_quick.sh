@@ -6,7 +6,9 @@
 # 16/256), one round; PyTorch SDPA and the copy ceiling on the same shapes; decode_mma's edge-only
 # masks against every tile (bench/gpu/decode_edge.sh's switch) at 4 and 16 causal queries; last
 # the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
-# Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build)
+# Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
+# by default, any subset of those words runs those parts; edge-tests: the decode tests with the
+# edge-only masks)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -16,7 +18,9 @@ cd "$(dirname "$0")/../.."
 export FLASHCL_CACHE_DIR=/tmp/flashcl-cache-quick
 bench=./build-gpu/bench/flashcl-bench
 start=$SECONDS
+steps=" ${STEPS:-forms sdpa edge tests} "
 
+if [[ $steps == *" forms "* ]]; then
 dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
 echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
 for page in 0 16 256; do
@@ -26,9 +30,13 @@ for page in 0 16 256; do
   done
 done
 echo "(after the forms: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" sdpa "* ]]; then
 timeout 60 python3 bench/gpu/sdpa_decode.py --batch 8,1 --cache 4096,32768,131072 --dtype f16 --repeat 20 \
   --json "$out/sdpa_decode.json" > "$out/sdpa.log" 2>&1 || tail -3 "$out/sdpa.log"
 python3 -c "import json,sys; [print('sdpa:', r['backend'], r['batch'], r['cache'], r['kv_tb_per_s']) for r in json.load(open(sys.argv[1])) if r['backend'] in ('flash','cudnn','copy')]" "$out/sdpa_decode.json" 2>/dev/null
+fi
+if [[ $steps == *" edge "* ]]; then
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768 --causal"
 for nq in 4 16; do
   for form in edge every; do
@@ -37,7 +45,15 @@ for nq in 4 16; do
   done
 done
 echo "(after the edge A/B: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" tests "* ]]; then
 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tests.log" 2>&1
 echo "tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -6
+fi
+if [[ $steps == *" edge-tests "* ]]; then  # the decode tests with edge-only masks (causal rows on decode_mma)
+FLASHCL_BUILD_OPTIONS=-DDM_EDGE_ONLY=1 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/edge-tests.log" 2>&1
+echo "edge-tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/edge-tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
+grep -E '^\[  FAILED  \]|Failure' "$out/edge-tests.log" | head -6
+fi
 echo "errors: $(grep -c . "$out/err.log" 2>/dev/null)"; head -3 "$out/err.log" 2>/dev/null
