@@ -7,8 +7,8 @@
 # masks against every tile (bench/gpu/decode_edge.sh's switch) at 4 and 16 causal queries; last
 # the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
-# by default, any subset of those words runs those parts; edge-tests: the decode tests with the
-# edge-only masks)
+# by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
+# every tile, DM_EDGE_ONLY=0)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -40,7 +40,7 @@ if [[ $steps == *" edge "* ]]; then
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768 --causal"
 for nq in 4 16; do
   for form in edge every; do
-    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] && echo -DDM_EDGE_ONLY=1) timeout 30 $bench $one --seqlen-q $nq \
+    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] || echo -DDM_EDGE_ONLY=0) timeout 30 $bench $one --seqlen-q $nq \
       2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq-causal,1,/"
   done
 done
@@ -51,8 +51,8 @@ timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tes
 echo "tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -6
 fi
-if [[ $steps == *" edge-tests "* ]]; then  # the decode tests with edge-only masks (causal rows on decode_mma)
-FLASHCL_BUILD_OPTIONS=-DDM_EDGE_ONLY=1 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/edge-tests.log" 2>&1
+if [[ $steps == *" edge-tests "* ]]; then  # the decode tests with masks on every tile (the A/B's other side)
+FLASHCL_BUILD_OPTIONS=-DDM_EDGE_ONLY=0 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/edge-tests.log" 2>&1
 echo "edge-tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/edge-tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
 grep -E '^\[  FAILED  \]|Failure' "$out/edge-tests.log" | head -6
 fi

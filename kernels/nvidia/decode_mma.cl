@@ -52,7 +52,7 @@
 #define DM_EXP(x) ex2_approx(x)
 #endif
 #ifndef DM_EDGE_ONLY
-#define DM_EDGE_ONLY 0 /* 1: final_score only on the tiles an edge crosses (below); not yet timed on a card */
+#define DM_EDGE_ONLY 1 /* 0 (an A/B switch): final_score on every tile */
 #endif
 /* a score needs common.cl's final_score (else only the key and row bounds) */
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
@@ -211,10 +211,10 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     float s[1][NT_S][4];
     qk_block(s, qa, k_ring[stage], lane);
     /* scores in SCORE_UNIT; -inf past the keys, past the rows, and where a variant hides the key.
-     * With DM_EDGE_ONLY, final_score only on the tiles a mask or window edge crosses (common.cl's
-     * block_needs_mask, in query units; every tile with softcap or ALiBi): causal rows read
-     * 0.35-0.7x the non-causal ones with it on every tile (H100, 4-16 queries). Checked on PoCL
-     * over emulated operands; bench/gpu/decode_edge.sh times it against every tile. */
+     * final_score only on the tiles a mask or window edge crosses (common.cl's block_needs_mask, in
+     * query units; every tile with softcap or ALiBi): on every tile, causal rows read 0.35-0.7x the
+     * non-causal ones; edge tiles only, 1.39x / 2.10x that at 4 / 16 causal queries, B 8, 32k keys
+     * (1.24x / 1.68x at B 1; H100, bench/gpu/decode_quick.sh STEPS=edge, one call). */
 #if DM_TRANSFORM
     const int q_lo = r0 / d->group;
     const bool edge = !DM_EDGE_ONLY || block_needs_mask(q_lo, (r_end - 1) / d->group - q_lo + 1, kt * BC, BC, &sv, &attn);
