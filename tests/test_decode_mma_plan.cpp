@@ -1,9 +1,8 @@
 // test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
-// mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches from 8192 keys):
-// which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its
-// ring within the work-group's local memory), the default plan for every other call, its program and
-// -D switches, its split count (whole waves of 3 work-groups a compute unit) and the named error of
-// a bad form.
+// mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches from 8192
+// keys): which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its ring within
+// the work-group's local memory), the default plan for every other call, its program and -D switches, its split count
+// (whole waves of 3 work-groups a compute unit) and the named error of a bad form.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -31,7 +30,8 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       SCOPED_TRACE(p.program.options);
       EXPECT_TRUE(p.decode.mma);
       EXPECT_STREQ(p.attention_kernel, "decode_mma");
-      EXPECT_TRUE(has_option(p, "-DWARPS=1") && has_option(p, "-DMT=1") && has_option(p, "-DBC=32") && has_option(p, "-DRING=2") && has_option(p, "-DVEC=8"));
+      EXPECT_TRUE(has_option(p, "-DWARPS=1") && has_option(p, "-DMT=1") && has_option(p, "-DBC=32") &&
+                  has_option(p, "-DRING=2") && has_option(p, "-DVEC=8"));
       EXPECT_EQ(p.program.options.find("-DBR="), std::string::npos);  // mma_ptx.cl's geometry: 16 rows, 32 work-items
       EXPECT_EQ(p.decode.work_group_size, 32u);
       EXPECT_EQ(p.decode.row_blocks, 1);
@@ -55,7 +55,8 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
   EXPECT_EQ(prefill.decode.row_blocks, 4);
   EXPECT_EQ(prefill.decode.work_group_size, 128u);
   EXPECT_TRUE(has_option(prefill, "-DWARPS=4"));
-  EXPECT_EQ(prefill.decode.local_bytes, plan_decode_call(h100(), decode_step_call(DType::F16, 16), "mma").decode.local_bytes);
+  EXPECT_EQ(prefill.decode.local_bytes,
+            plan_decode_call(h100(), decode_step_call(DType::F16, 16), "mma").decode.local_bytes);
   // variants ride along: window, softcap, ALiBi, causal (the MHA rows)
   KvCacheArgs v = decode_step_call(DType::F16, 16, 8, 4);
   v.causal = true;
@@ -64,7 +65,8 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
   v.alibi_slopes = some_buffer();
   const KvCachePlan pv = plan_decode_call(h100(), v, "mma");
   EXPECT_TRUE(pv.decode.mma);
-  EXPECT_TRUE(has_option(pv, "-DCAUSAL=1") && has_option(pv, "-DWINDOW=1") && has_option(pv, "-DSOFTCAP=1") && has_option(pv, "-DALIBI=1"));
+  EXPECT_TRUE(has_option(pv, "-DCAUSAL=1") && has_option(pv, "-DWINDOW=1") && has_option(pv, "-DSOFTCAP=1") &&
+              has_option(pv, "-DALIBI=1"));
 }
 
 TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
@@ -95,8 +97,7 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 136 KiB
   const KvCachePlan big = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b64s4");
   EXPECT_FALSE(big.decode.mma);
-  for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"})
-    try {
+  for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"}) try {
       plan_decode_call(h100(), decode_step_call(DType::F16), bad);
       ADD_FAILURE() << bad << " was accepted";
     } catch (const Error& e) {
@@ -156,7 +157,16 @@ TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
   one.cache_seqlen = 32768;
   EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.num_splits, 49);
   // the workspace query plans the same count (no residency is read for this form)
-  EXPECT_EQ(plan_kvcache(h100(), one, [] { Overrides o; o.decode = "mma"; return o; }(), kResidentForSizing).decode.num_splits, 49);
+  EXPECT_EQ(plan_kvcache(
+                h100(), one,
+                [] {
+                  Overrides o;
+                  o.decode = "mma";
+                  return o;
+                }(),
+                kResidentForSizing)
+                .decode.num_splits,
+            49);
 }
 
 }  // namespace

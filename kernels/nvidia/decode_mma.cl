@@ -1,21 +1,21 @@
 /* decode_mma.cl: the split-KV decode kernel on NVIDIA's tensor cores (FLASHCL_DECODE=mma[-b<BC>s<RING>];
  * issue 22). decode_lanes.cl forms each score and each P*V term with FMAs and warp shuffles, about
  * a hundred instructions per 16 bytes of cache a work-item reads: at the copy ceiling that is most
- * of the SM's issue rate, so it stops short of it. Here one warp per work-group computes S = Q K^T
- * and O += P V with mma.sync m16n8k16 for a block of 16 query rows of one K/V head (row r: query
- * r / group of head hk * group + r % group, as every decode kernel packs GQA), the rows as the
- * 16-row m-tile (rows past the block's are zeros: the tensor cores have throughput to spare, the
- * cache's bytes are the cost), a few instructions per 16 bytes. Where a K/V head has more rows
- * (chunked prefill), WARPS warps share each tile, one 16-row block each (BR = 16 WARPS rows a
- * work-group), so the cache is read once per BR rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring
- * of RING tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier
- * per tile (every lane's copies of a tile visible, every lane past the reads of the stage the next
- * copies overwrite). A paged cache's key offsets come from a double-buffered table that the lanes
- * fill a tile before its copies read it, from block-table entries read while the tile before is
- * computed (any page size, pages in any order). The online softmax is
- * fa2_mma.cl's with the lazy rescale; scores go through common.cl's final_score where a variant
- * (causal, window, softcap, ALiBi) needs it. Same grid, arguments and workspace output as
- * decode_lanes.cl (decode_merge.cl combines the splits), with row blocks of BR = 16 WARPS rows.
+ * of the SM's issue rate, so it stops short of it. Here a warp computes S = Q K^T and O += P V with
+ * mma.sync m16n8k16 for a block of 16 query rows of one K/V head (row r: query r / group of head
+ * hk * group + r % group, as every decode kernel packs GQA), the rows as the 16-row m-tile (rows
+ * past the block's are zeros: the tensor cores have throughput to spare, the cache's bytes are the
+ * cost), a few instructions per 16 bytes. A work-group is WARPS such warps (one where the K/V head
+ * has up to 16 rows; up to 4 for chunked prefill) sharing each tile, so the cache is read once per
+ * BR = 16 WARPS rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring of RING
+ * tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier per tile
+ * (every lane's copies of a tile visible, every lane past the reads of the stage the next copies
+ * overwrite). A paged cache's key offsets come from a double-buffered table that the lanes fill a
+ * tile before its copies read it, from block-table entries read while the tile before is computed
+ * (any page size, pages in any order). The online softmax is fa2_mma.cl's with the lazy rescale;
+ * scores go through common.cl's final_score where a variant (causal, window, softcap, ALiBi) needs
+ * it. Same grid, arguments and workspace output as decode_lanes.cl (decode_merge.cl combines the
+ * splits), with row blocks of BR rows.
  *
  * The operand side is fa2_mma.cl's contract (mma_f16.cl over mma_half_io.cl: load_q_rows, qk_block,
  * pv_block, K_PITCH, V_PITCH), so tests/emulated_mma runs this kernel on PoCL over emulated

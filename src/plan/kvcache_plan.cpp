@@ -78,22 +78,23 @@ std::string variant_options(const KvCacheArgs& a, bool half_units) {
 // decode_mma.cl's program: the fa2_mma geometry (WARPS warps of one m-tile each: BR and WG_SIZE
 // from mma_ptx.cl) and its ring, no decode_lanes switches.
 ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
-  const std::string options =
-      concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim, " -DCAUSAL=", a.causal ? 1 : 0,
-             " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0, " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", p.vec,
-             " -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols, " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
-      variant_options(a, p.half_units);
+  const std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
+                                     " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
+                                     " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", p.vec,
+                                     " -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols,
+                                     " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
+                              variant_options(a, p.half_units);
   return choose_program(programs::decode_mma, options);
 }
 
 ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, const DecodePlan& plan, int vec,
                               bool half_units, const Overrides& o) {
   const int d = a.head_dim;
-  std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d,
-                               " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
-                               " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vec,
-                               " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=",
-                               plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
+  std::string options =
+      concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d, " -DCAUSAL=", a.causal ? 1 : 0,
+             " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0, " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0,
+             " -DVEC=", vec, " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=", plan.work_group_size,
+             " -DMERGE_WG=", plan.merge_wg);
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";
@@ -102,7 +103,8 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
   if (plan.lane_prefetch > 0) options += concat(" -DLANE_PREFETCH=", plan.lane_prefetch);
   if (plan.lane_async > 0) options += concat(" -DLANE_ASYNC=", plan.lane_async);
   if (plan.cpu)
-    options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item, " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
+    options += concat(" -DVW=", plan.vector_width, " -DHB=", plan.heads_per_item,
+                      " -DCPU_PREFETCH=", plan.cpu_prefetch ? 1 : 0);
   if (paged(a)) options += concat(" -DPAGE_SLOTS=", plan.page_slots);
   options += variant_options(a, half_units);
   // An fp8 cache: its storage after every other switch (so the rows of other calls are unchanged)
@@ -139,7 +141,11 @@ KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const O
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);
   p.program = p.decode.mma ? decode_mma_program(p, a) : kvcache_program(facts, a, p.decode, p.vec, p.half_units, o);
   const DecodePlan& d = p.decode;
-  p.attention_kernel = d.mma ? "decode_mma" : d.lanes ? "decode_lanes" : d.cpu ? "decode_cpu" : d.stream ? "decode_stream" : "decode_split";
+  p.attention_kernel = d.mma      ? "decode_mma"
+                       : d.lanes  ? "decode_lanes"
+                       : d.cpu    ? "decode_cpu"
+                       : d.stream ? "decode_stream"
+                                  : "decode_split";
   return p;
 }
 
