@@ -150,18 +150,18 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   DecodePlan p;
   // decode_mma: a warp per 16-row block of a K/V head's rows (Nq x group, GQA-packed) on the
   // tensor cores, where the call gives it 16-bit caches at 8 elements a load (16-byte cp.async) and
-  // q as stored (no rotary). Forced by
-  // FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take gets the default plan). The
-  // default on NVIDIA of compute capability >= 8.0 (H100, bench/gpu/decode_mma.sh and decode_rows.sh,
-  // fp16, H 32/8, d 128, one call each, device-event medians):
+  // q as stored (no rotary). Forced by FLASHCL_DECODE=mma or mma-b<BC>s<RING> (a call it cannot take
+  // gets the default plan). The default on NVIDIA of compute capability >= 8.0 (H100,
+  // bench/gpu/decode_mma.sh and decode_rows.sh, fp16, H 32/8, d 128, one call each, device-event
+  // medians; docs/DECODE.md):
   //  - one query, contiguous caches of 8192 keys or more: 1.02-1.07x the async form (B 8 2.80 / 2.89
   //    TB/s at 32k / 128k against 2.62 / 2.75; B 1 1.88 / 2.56 against 1.83 / 2.47); paged caches
   //    keep the async form (pages of 16: 0.95-0.99x; 256: 0.99-1.04x), as do shorter caches (4k,
   //    B 1: 0.97x);
-  //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, 2 queries of a
-  //    group of 4 read 2.91 TB/s against decode_lanes' 1.10 (B 8; causal 2.78 against 0.60, paged 16
-  //    2.69 against 1.22), 4 queries (16 rows) 2.88 against the staged kernel's 0.22, 16 queries
-  //    (64 rows, 4 blocks) 0.89 against 0.064; measured at 32k only, but 2-14x leaves room.
+  //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, B 8, 2 queries
+  //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
+  //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,
+  //    one 4-warp work-group) 2.29 against 0.064; measured at 32k only, but 2.6-36x leaves room.
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
   const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
                            (r.seqlen_q > 1 || (r.page_size == 0 && r.max_keys >= 8192));
