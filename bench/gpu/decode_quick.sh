@@ -4,7 +4,7 @@
 # contiguous caches, the async form on paged ones) against FLASHCL_DECODE=lanes-async (the form
 # before) at one query (fp16, H 32/8, d 128, B 8 and 1, 4k/32k/128k keys, contiguous and paged
 # 16/256), one round; PyTorch SDPA and the copy ceiling on the same shapes; decode_mma's edge-only
-# masks against every tile (bench/gpu/decode_edge.sh's switch) at 4 and 16 causal queries; last
+# masks against every tile (-DDM_EDGE_ONLY=0) at 4 and 16 causal queries; last
 # the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
 # by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
