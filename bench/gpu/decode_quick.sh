@@ -8,7 +8,8 @@
 # the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
 # by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
-# every tile, DM_EDGE_ONLY=0)
+# every tile, DM_EDGE_ONLY=0; stepped: decode_mma's stepped copy addresses against the default, two
+# rounds at 1 and 4 queries, 32k and 128k keys, and the decode tests with them)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -45,6 +46,21 @@ for nq in 4 16; do
   done
 done
 echo "(after the edge A/B: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" stepped "* ]]; then  # decode_mma's stepped copy addresses (-DDM_STEP_COPIES=1) against the default
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768,131072"
+for round in 1 2; do
+  for nq in 1 4; do
+    for form in default stepped; do
+      env FLASHCL_BUILD_OPTIONS=$([ $form = default ] || echo -DDM_STEP_COPIES=1) timeout 30 $bench $one --seqlen-q $nq \
+        2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq,$round,/"
+    done
+  done
+done
+FLASHCL_BUILD_OPTIONS=-DDM_STEP_COPIES=1 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' \
+  > "$out/stepped-tests.log" 2>&1
+echo "stepped-tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/stepped-tests.log" | tr '\n' ' ')"
+echo "(after the stepped A/B: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" tests "* ]]; then
 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tests.log" 2>&1

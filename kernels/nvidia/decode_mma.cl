@@ -109,6 +109,45 @@ inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __globa
   }
 }
 
+#ifndef DM_STEP_COPIES
+#define DM_STEP_COPIES 0 /* 1: issue_tile_stepped for contiguous caches (an experiment: clang's PTX 1895
+                           * instructions and 170 registers against 2433 and 255 at d 128; the decode
+                           * suite passes on PoCL over emulated operands; not timed on a card yet) */
+#endif
+#if DM_STEP_COPIES && !PAGED && WG_SIZE % DM_CPR == 0
+#define DM_STEPPED 1
+/* issue_tile for a contiguous cache where a key row's chunks divide the work-group: a lane's chunk
+ * column is fixed and its rows are RSTEP apart, so each copy's source is the previous one plus
+ * RSTEP rows (one 64-bit add) instead of position times stride, and a whole tile (every key < nk,
+ * the common case) skips the per-copy bounds test. k_lane/v_lane: the lane's chunk of key 0. */
+#define DM_RSTEP (WG_SIZE / DM_CPR)
+inline void issue_tile_stepped(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_lane,
+                               __global const ELEM_T* v_lane, const DecodeArgs* d, int kt, int nk, int lid) {
+  const int row0 = lid / DM_CPR, col = (lid % DM_CPR) * CHUNK;
+  __local ELEM_T* kl = k_stage + row0 * K_PITCH + col;
+  __local ELEM_T* vl = v_stage + row0 * V_PITCH + col;
+  const long kstep = (long)DM_RSTEP * d->k_seq_stride, vstep = (long)DM_RSTEP * d->v_seq_stride;
+  __global const ELEM_T* kp = k_lane + (long)(kt * BC + row0) * d->k_seq_stride;
+  __global const ELEM_T* vp = v_lane + (long)(kt * BC + row0) * d->v_seq_stride;
+  if (kt * BC + BC <= nk) {
+#pragma unroll
+    for (int i = 0; i < DM_COPIES; ++i, kp += kstep, vp += vstep) {
+      copy16_async_256(kl + i * DM_RSTEP * K_PITCH, kp, 16);
+      copy16_async_256(vl + i * DM_RSTEP * V_PITCH, vp, 16);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < DM_COPIES; ++i, kp += kstep, vp += vstep) {
+      const bool ok = kt * BC + row0 + i * DM_RSTEP < nk;
+      copy16_async_256(kl + i * DM_RSTEP * K_PITCH, ok ? kp : k_lane, ok ? 16 : 0);
+      copy16_async_256(vl + i * DM_RSTEP * V_PITCH, ok ? vp : v_lane, ok ? 16 : 0);
+    }
+  }
+}
+#else
+#define DM_STEPPED 0
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
                 __global float* work, __global const int* cache_seqlens, __global const int* block_table,
@@ -148,6 +187,10 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   const long head_v = d->v_offset + (long)hk * d->v_head_stride +
                       (PAGED ? 0 : (long)max(slot_row, 0) * d->v_batch_stride);
 
+#if DM_STEPPED /* the lane's chunk of key 0 of head hk */
+  __global const ELEM_T* k_lane = (__global const ELEM_T*)k_cache + head_k + (lid % DM_CPR) * CHUNK;
+  __global const ELEM_T* v_lane = (__global const ELEM_T*)v_cache + head_v + (lid % DM_CPR) * CHUNK;
+#endif
 #if DPAD > HEAD_DIM /* columns past the head dim are never copied: zeros, once */
   for (int idx = lid; idx < RING * BC * (DPAD - HEAD_DIM); idx += WG_SIZE) {
     const int s = idx / (BC * (DPAD - HEAD_DIM)), r = idx / (DPAD - HEAD_DIM) % BC, c = HEAD_DIM + idx % (DPAD - HEAD_DIM);
@@ -166,8 +209,12 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
     if (kt < t_end)
+#if DM_STEPPED
+      issue_tile_stepped(k_ring[s], v_ring[s], k_lane, v_lane, d, kt, nk, lid);
+#else
       issue_tile(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d, head_k,
                  head_v, kt, nk, tables[kt & 1], present[s], lid);
+#endif
     async_commit();
   }
 #if PAGED
@@ -199,9 +246,14 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     barrier(CLK_LOCAL_MEM_FENCE);  /* every lane's are, and every lane is past tile kt - 1's reads */
     const int ahead = kt + RING - 1, stage = (kt - t_begin) % RING;
     if (ahead < t_end)
+#if DM_STEPPED
+      issue_tile_stepped(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], k_lane, v_lane, d, ahead,
+                         nk, lid);
+#else
       issue_tile(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], (__global const ELEM_T*)k_cache,
                  (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1],
                  present[(ahead - t_begin) % RING], lid);
+#endif
     async_commit();
 #if PAGED /* the block-table entries of the tile after it, in flight while this tile is computed */
     int entry[DM_KEYS_PER_LANE];
