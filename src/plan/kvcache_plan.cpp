@@ -75,13 +75,18 @@ std::string variant_options(const KvCacheArgs& a, bool half_units) {
   return options;
 }
 
+// The switches every decode program starts with: storage, head dim, causal, cache layout, load width.
+std::string call_options(const KvCacheArgs& a, int vec) {
+  return concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
+                " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
+                " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", vec);
+}
+
 // decode_mma.cl's program: the fa2_mma geometry (WARPS warps of one m-tile each: BR and WG_SIZE
 // from mma_ptx.cl) and its ring, no decode_lanes switches.
 ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
-  const std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
-                                     " -DCAUSAL=", a.causal ? 1 : 0, " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0,
-                                     " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0, " -DVEC=", p.vec,
-                                     " -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols,
+  const std::string options = call_options(a, p.vec) +
+                              concat(" -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols,
                                      " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
                               variant_options(a, p.half_units);
   return choose_program(programs::decode_mma, options);
@@ -89,12 +94,8 @@ ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
 
 ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, const DecodePlan& plan, int vec,
                               bool half_units, const Overrides& o) {
-  const int d = a.head_dim;
-  std::string options =
-      concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", d, " -DCAUSAL=", a.causal ? 1 : 0,
-             " -DVARLEN=1 -DPAGED=", paged(a) ? 1 : 0, " -DBATCH_IDX=", a.cache_batch_idx != nullptr ? 1 : 0,
-             " -DVEC=", vec, " -DBR=", plan.block_rows, " -DBC=", plan.block_cols, " -DWG_SIZE=", plan.work_group_size,
-             " -DMERGE_WG=", plan.merge_wg);
+  std::string options = call_options(a, vec) + concat(" -DBR=", plan.block_rows, " -DBC=", plan.block_cols,
+                                                      " -DWG_SIZE=", plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";

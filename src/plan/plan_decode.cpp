@@ -343,7 +343,11 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
 
   // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
   // for the compute units, and no split shorter than the rule's fewest keys or tiles.
-  const SplitRule rule = p.mma ? kMmaSplits : p.lanes ? kLanesSplits : p.cpu ? kCpuDecodeSplits : gpu ? kGpuSplits : kCpuSplits;
+  const SplitRule rule = p.mma     ? kMmaSplits
+                         : p.lanes ? kLanesSplits
+                         : p.cpu   ? kCpuDecodeSplits
+                         : gpu     ? kGpuSplits
+                                   : kCpuSplits;
   const std::int64_t triples = static_cast<std::int64_t>(r.batch) * (r.heads_kv / p.heads_per_item) * p.row_blocks;
   const std::int64_t keys = std::max(r.max_keys, 1);
   const std::int64_t tiles = (keys + p.block_cols - 1) / p.block_cols;
@@ -356,8 +360,9 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     splits = std::min<std::int64_t>(splits, rule.min_keys > 0 ? keys / rule.min_keys : tiles / rule.min_tiles);
     if (rule.target_keys > 0) splits = std::max<std::int64_t>(splits, keys / rule.target_keys);
     const bool waves = p.lanes && p.lane_shuffle && r.resident_per_cu != 0;  // (residency read on NVIDIA only)
-    if (waves && r.resident_per_cu > 0) splits = wave_splits(f, r.resident_per_cu, triples, keys, rule);
-    if (p.mma) splits = wave_splits(f, rule.per_compute_unit, triples, keys, rule);
+    // whole waves: of the residency read from decode_lanes' built kernel, or decode_mma's rule
+    const int resident = p.mma ? rule.per_compute_unit : waves && r.resident_per_cu > 0 ? r.resident_per_cu : 0;
+    if (resident > 0) splits = wave_splits(f, resident, triples, keys, rule);
     if (waves && r.resident_per_cu == kResidentForSizing)  // at least every residency's count (wave_splits' bound)
       splits = std::max(splits, std::min<std::int64_t>(wave_share(f, residency_bound(f, p), triples, keys, rule),
                                                        keys / rule.min_keys));
@@ -367,7 +372,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (waves && r.resident_per_cu > 0) p.reason += concat(" (whole waves of ", r.resident_per_cu, " work-groups a compute unit)");
     if (waves && r.resident_per_cu < 0) p.reason += " (the most any residency asks: workspace sizing)";
   }
-  const char* form = p.mma ? "; mma (tensor cores)" : p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
+  const char* form = p.mma         ? "; mma (tensor cores)"
+                     : p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
                      : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")
                                               : (p.lane_pipeline ? "; lanes (__local, pipelined)" : "; lanes (__local)"))
                      : p.cpu  ? "; cpu"
