@@ -82,36 +82,9 @@ inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], con
 }
 #endif
 
-/* The copies of tile `kt` into one stage of the ring: work-item `lid` takes chunks lid + WG_SIZE * i
- * (consecutive work-items, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
- * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
- * cache row, contiguous); table: the tile's write_table, and present: the stage's flags of which keys
- * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
-inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
-                       __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
-                       __local const long* table, __local int* present, int lid) {
-#pragma unroll
-  for (int i = 0; i < DM_COPIES; ++i) {
-    const int c = lid + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
-#if PAGED
-    const long ko = table[row], vo = table[BC + row];
-    const bool ok = ko >= 0;
-    if (col == 0) present[row] = ok;
-#else
-    (void)table;
-    (void)present;
-    const int pos = kt * BC + row;
-    const bool ok = pos < nk;
-    const long ko = (long)pos * d->k_seq_stride, vo = (long)pos * d->v_seq_stride;
-#endif
-    copy16_async_256(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
-    copy16_async_256(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
-  }
-}
-
 #ifndef DM_STEP_COPIES
-#define DM_STEP_COPIES 0 /* 1: issue_tile_stepped for contiguous caches (an experiment: clang's PTX 1895
-                           * instructions and 170 registers against 2433 and 255 at d 128; the decode
+#define DM_STEP_COPIES 0 /* 1: issue_tile_stepped for contiguous caches (an experiment: clang's PTX 1907
+                           * instructions and 167 registers against 2433 and 255 at d 128; the decode
                            * suite passes on PoCL over emulated operands; not timed on a card yet) */
 #endif
 #if DM_STEP_COPIES && !PAGED && WG_SIZE % DM_CPR == 0
@@ -147,6 +120,40 @@ inline void issue_tile_stepped(__local ELEM_T* k_stage, __local ELEM_T* v_stage,
 #else
 #define DM_STEPPED 0
 #endif
+
+/* The copies of tile `kt` into one stage of the ring: work-item `lid` takes chunks lid + WG_SIZE * i
+ * (consecutive work-items, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
+ * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
+ * cache row, contiguous); table: the tile's write_table, and present: the stage's flags of which keys
+ * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
+inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
+                       __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
+                       __local const long* table, __local int* present, int lid) {
+#if DM_STEPPED
+  (void)table;
+  (void)present;
+  const int lane_col = (lid % DM_CPR) * CHUNK;
+  issue_tile_stepped(k_stage, v_stage, k_cache + head_k + lane_col, v_cache + head_v + lane_col, d, kt, nk, lid);
+#else
+#pragma unroll
+  for (int i = 0; i < DM_COPIES; ++i) {
+    const int c = lid + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
+#if PAGED
+    const long ko = table[row], vo = table[BC + row];
+    const bool ok = ko >= 0;
+    if (col == 0) present[row] = ok;
+#else
+    (void)table;
+    (void)present;
+    const int pos = kt * BC + row;
+    const bool ok = pos < nk;
+    const long ko = (long)pos * d->k_seq_stride, vo = (long)pos * d->v_seq_stride;
+#endif
+    copy16_async_256(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
+    copy16_async_256(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
+  }
+#endif
+}
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __global const CACHE_T* v_cache,
@@ -187,10 +194,6 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   const long head_v = d->v_offset + (long)hk * d->v_head_stride +
                       (PAGED ? 0 : (long)max(slot_row, 0) * d->v_batch_stride);
 
-#if DM_STEPPED /* the lane's chunk of key 0 of head hk */
-  __global const ELEM_T* k_lane = (__global const ELEM_T*)k_cache + head_k + (lid % DM_CPR) * CHUNK;
-  __global const ELEM_T* v_lane = (__global const ELEM_T*)v_cache + head_v + (lid % DM_CPR) * CHUNK;
-#endif
 #if DPAD > HEAD_DIM /* columns past the head dim are never copied: zeros, once */
   for (int idx = lid; idx < RING * BC * (DPAD - HEAD_DIM); idx += WG_SIZE) {
     const int s = idx / (BC * (DPAD - HEAD_DIM)), r = idx / (DPAD - HEAD_DIM) % BC, c = HEAD_DIM + idx % (DPAD - HEAD_DIM);
@@ -209,12 +212,8 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     barrier(CLK_LOCAL_MEM_FENCE);
 #endif
     if (kt < t_end)
-#if DM_STEPPED
-      issue_tile_stepped(k_ring[s], v_ring[s], k_lane, v_lane, d, kt, nk, lid);
-#else
       issue_tile(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d, head_k,
                  head_v, kt, nk, tables[kt & 1], present[s], lid);
-#endif
     async_commit();
   }
 #if PAGED
@@ -244,16 +243,11 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   for (int kt = t_begin; kt < t_end; ++kt) {
     ASYNC_WAIT_GROUPS_N(RING - 2); /* this lane's copies of tile kt are in */
     barrier(CLK_LOCAL_MEM_FENCE);  /* every lane's are, and every lane is past tile kt - 1's reads */
-    const int ahead = kt + RING - 1, stage = (kt - t_begin) % RING;
+    const int ahead = kt + RING - 1, stage = (kt - t_begin) % RING, ahead_stage = (ahead - t_begin) % RING;
     if (ahead < t_end)
-#if DM_STEPPED
-      issue_tile_stepped(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], k_lane, v_lane, d, ahead,
-                         nk, lid);
-#else
-      issue_tile(k_ring[(ahead - t_begin) % RING], v_ring[(ahead - t_begin) % RING], (__global const ELEM_T*)k_cache,
-                 (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1],
-                 present[(ahead - t_begin) % RING], lid);
-#endif
+      issue_tile(k_ring[ahead_stage], v_ring[ahead_stage], (__global const ELEM_T*)k_cache,
+                 (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1], present[ahead_stage],
+                 lid);
     async_commit();
 #if PAGED /* the block-table entries of the tile after it, in flight while this tile is computed */
     int entry[DM_KEYS_PER_LANE];
