@@ -20,6 +20,19 @@ export FLASHCL_CACHE_DIR=/tmp/flashcl-cache-quick
 bench=./build-gpu/bench/flashcl-bench
 start=$SECONDS
 steps=" ${STEPS:-forms sdpa edge tests} "
+# build_ab LABEL OPTIONS ARGS...: one flashcl-bench run under FLASHCL_BUILD_OPTIONS=OPTIONS, its rows
+# prefixed LABEL
+build_ab() {
+  local label=$1 opts=$2
+  shift 2
+  FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench "$@" 2>>"$out/err.log" | tail -n +2 | sed "s/^/$label,/"
+}
+# decode_tests NAME [OPTIONS]: the decode float64 tests (under FLASHCL_BUILD_OPTIONS=OPTIONS), logged as NAME
+decode_tests() {
+  FLASHCL_BUILD_OPTIONS=${2:-} timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/$1.log" 2>&1
+  echo "$1: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/$1.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
+  grep -E '^\[  FAILED  \]|Failure' "$out/$1.log" | head -6
+}
 
 if [[ $steps == *" forms "* ]]; then
 dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
@@ -40,10 +53,8 @@ fi
 if [[ $steps == *" edge "* ]]; then
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768 --causal"
 for nq in 4 16; do
-  for form in edge every; do
-    env FLASHCL_BUILD_OPTIONS=$([ $form = edge ] || echo -DDM_EDGE_ONLY=0) timeout 30 $bench $one --seqlen-q $nq \
-      2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq-causal,1,/"
-  done
+  build_ab "edge-nq$nq-causal,1" "" $one --seqlen-q $nq
+  build_ab "every-nq$nq-causal,1" -DDM_EDGE_ONLY=0 $one --seqlen-q $nq
 done
 echo "(after the edge A/B: $((SECONDS - start)) s)"
 fi
@@ -51,25 +62,13 @@ if [[ $steps == *" stepped "* ]]; then  # decode_mma's stepped copy addresses (-
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768,131072"
 for round in 1 2; do
   for nq in 1 4; do
-    for form in default stepped; do
-      env FLASHCL_BUILD_OPTIONS=$([ $form = default ] || echo -DDM_STEP_COPIES=1) timeout 30 $bench $one --seqlen-q $nq \
-        2>>"$out/err.log" | tail -n +2 | sed "s/^/$form-nq$nq,$round,/"
-    done
+    build_ab "default-nq$nq,$round" "" $one --seqlen-q $nq
+    build_ab "stepped-nq$nq,$round" -DDM_STEP_COPIES=1 $one --seqlen-q $nq
   done
 done
-FLASHCL_BUILD_OPTIONS=-DDM_STEP_COPIES=1 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' \
-  > "$out/stepped-tests.log" 2>&1
-echo "stepped-tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/stepped-tests.log" | tr '\n' ' ')"
-echo "(after the stepped A/B: $((SECONDS - start)) s)"
+decode_tests stepped-tests -DDM_STEP_COPIES=1
 fi
-if [[ $steps == *" tests "* ]]; then
-timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/tests.log" 2>&1
-echo "tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
-grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -6
-fi
-if [[ $steps == *" edge-tests "* ]]; then  # the decode tests with masks on every tile (the A/B's other side)
-FLASHCL_BUILD_OPTIONS=-DDM_EDGE_ONLY=0 timeout 100 ./build-gpu/tests/flashcl_tests --gtest_filter='Decode*' > "$out/edge-tests.log" 2>&1
-echo "edge-tests: exit $? $(grep -E '^\[  (PASSED|FAILED) +\]' "$out/edge-tests.log" | tr '\n' ' ') ($((SECONDS - start)) s)"
-grep -E '^\[  FAILED  \]|Failure' "$out/edge-tests.log" | head -6
-fi
+if [[ $steps == *" tests "* ]]; then decode_tests tests; fi
+# the decode tests with masks on every tile (the A/B's other side)
+if [[ $steps == *" edge-tests "* ]]; then decode_tests edge-tests -DDM_EDGE_ONLY=0; fi
 echo "errors: $(grep -c . "$out/err.log" 2>/dev/null)"; head -3 "$out/err.log" 2>/dev/null
