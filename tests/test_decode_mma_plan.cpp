@@ -21,6 +21,13 @@ DeviceFacts h100() {
   return f;
 }
 
+// An NVIDIA part before compute capability 8.0: no cp.async, no m16n8k16.
+DeviceFacts turing() {
+  DeviceFacts f = simulated_nvidia_gpu(48, 7, 5);
+  f.compute_units = 40;
+  return f;
+}
+
 TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
   for (DType dtype : {DType::F16, DType::BF16})
     for (int page : {0, 1, 6, 16, 256}) {
@@ -79,11 +86,10 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   KvCacheArgs fp32 = decode_step_call(DType::F32);
   fp32.dtype = DType::F32;
   same_as_default(fp32, h100(), "fp32 cache");
-  DeviceFacts turing = simulated_nvidia_gpu(48, 7, 5), other_gpu = simulated_nvidia_gpu(64);
-  turing.compute_units = 40;
+  DeviceFacts other_gpu = simulated_nvidia_gpu(64);
   other_gpu.vendor = "Advanced Micro Devices, Inc.";
   other_gpu.compute_units = 60;
-  same_as_default(decode_step_call(DType::F16), turing, "NVIDIA cc 7.5: no cp.async, no m16n8k16");
+  same_as_default(decode_step_call(DType::F16), turing(), "NVIDIA cc 7.5");
   same_as_default(decode_step_call(DType::F16), other_gpu, "another vendor's GPU: no PTX");
   same_as_default(decode_step_call(DType::E4M3), h100(), "fp8 cache");
   KvCacheArgs r = decode_step_call(DType::F16);
@@ -125,9 +131,7 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
     const KvCachePlan p = plan_decode_call(h100(), a);
     EXPECT_EQ(p.decode.mma, page == 0) << "8192 keys, page " << page;
     if (page == 0) EXPECT_EQ(p.program.options, plan_decode_call(h100(), a, "mma").program.options);
-    DeviceFacts ampere_less = simulated_nvidia_gpu(48, 7, 5);
-    ampere_less.compute_units = 80;
-    EXPECT_FALSE(plan_decode_call(ampere_less, a).decode.mma) << "cc 7.5";
+    EXPECT_FALSE(plan_decode_call(turing(), a).decode.mma) << "cc 7.5";
     EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
     EXPECT_FALSE(plan_decode_call(h100(), a, "lanes-async").decode.mma) << "forced async form";
   }
@@ -157,15 +161,7 @@ TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
   one.cache_seqlen = 32768;
   EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.num_splits, 49);
   // the workspace query plans the same count (no residency is read for this form)
-  EXPECT_EQ(plan_kvcache(
-                h100(), one,
-                [] {
-                  Overrides o;
-                  o.decode = "mma";
-                  return o;
-                }(),
-                kResidentForSizing)
-                .decode.num_splits,
+  EXPECT_EQ(plan_kvcache(h100(), one, env_overrides("FLASHCL_DECODE", "mma"), kResidentForSizing).decode.num_splits,
             49);
 }
 

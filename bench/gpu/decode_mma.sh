@@ -1,6 +1,7 @@
 #!/bin/bash
-# decode_mma.sh: the tensor-core decode form (decode_mma.cl; NVIDIA's default from 8192 keys,
-# FLASHCL_DECODE=mma[-b<BC>s<RING>] forces it) checked and timed in one call on issue 22's shapes.
+# decode_mma.sh: the tensor-core decode form (decode_mma.cl; NVIDIA's default at one query on
+# contiguous caches from 8192 keys and at more queries, FLASHCL_DECODE=mma[-b<BC>s<RING>] forces it)
+# checked and timed in one call on issue 22's one-query shapes.
 # Builds (setup.sh); runs the decode float64 tests on the default path and forced to mma-b16s2
 # (fp32, fp8 and rotary cases keep their kernels); prints the kernel's registers (-cl-nv-verbose);
 # times flashcl-bench --decode (fp16, 1 query, H 32/8, d 128, B 8 and 1, 4k/32k/128k keys,
@@ -21,7 +22,7 @@ bench=./build-gpu/bench/flashcl-bench
 start=$SECONDS
 forms="default lanes-async mma-b16s2"
 
-echo "== decode float64 tests: the default (decode_mma from 8192 keys), and every shape on mma-b16s2"
+echo "== decode float64 tests: the default path, and every shape on mma-b16s2"
 for form in default mma-b16s2; do
   env FLASHCL_DECODE=$([ $form = default ] || echo $form) timeout 150 ./build-gpu/tests/flashcl_tests \
     --gtest_filter='Decode*' > "$out/tests-$form.log" 2>&1
