@@ -306,6 +306,13 @@ TEST(Decode, TensorCoreShapes) {
   hostile.seqlen_new = 1;
   hostile.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};
   cases.emplace_back("bf16 hostile cache_seqlens and block table", hostile);
+  hostile.page_size = 8;  // decode_mma's page runs (of 8 keys): a run on a page outside the pool
+  cases.emplace_back("bf16 hostile cache_seqlens and block table page 8", hostile);
+  DecodeCase runs24 = half({230, 47}, DType::F16, 64, 8);  // runs of 8 on pages that tiles cross mid-page
+  runs24.page_size = 24;
+  runs24.window_left = 100;
+  runs24.num_splits = 3;
+  cases.emplace_back("f16 page 24 window splits 3", runs24);
   DecodeCase empty = half({0, 125, 0}, DType::F16, 32, 4);
   empty.batch = 3;
   empty.batch_idx = {4, 0, 2};
@@ -331,7 +338,7 @@ TEST(Decode, TensorCoreShapes) {
   check(clGetDeviceInfo(session().device(), CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, nullptr),
         "clGetDeviceInfo(CL_DEVICE_LOCAL_MEM_SIZE)");
   for (const auto& [name, e] : cases) {
-    const bool fits = detail::decode_mma_local_bytes(bc, e.head_dim, ring, e.page_size > 0) <= local_bytes;
+    const bool fits = detail::decode_mma_local_bytes(bc, e.head_dim, ring, e.page_size > 0) <= local_bytes;  // (the most)
     expect_decode(e, name, forced && fits ? "decode_mma" : "");
   }
 }

@@ -42,8 +42,12 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       EXPECT_EQ(p.program.options.find("-DBR="), std::string::npos);  // mma_ptx.cl's geometry: 16 rows, 32 work-items
       EXPECT_EQ(p.decode.work_group_size, 32u);
       EXPECT_EQ(p.decode.row_blocks, 1);
-      // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; paged, two tables of 2 x 32 offsets and 2 x 32 flags
-      EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (page > 0 ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
+      // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; pages of 1 and 6 through the key table (two
+      // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys
+      const bool table = page == 1 || page == 6;
+      EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (table ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
+      EXPECT_EQ(p.decode.mma_page_run, page == 16 ? 16 : page == 256 ? 32 : 0);
+      EXPECT_EQ(has_option(p, "-DDM_PAGE_RUN=16"), page == 16);
     }
   // the ring's shapes
   const KvCachePlan b16 = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b16s4");

@@ -9,7 +9,10 @@
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
 # by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
 # every tile, DM_EDGE_ONLY=0; stepped: decode_mma's stepped copy addresses against the default, two
-# rounds at 1 and 4 queries, 32k and 128k keys, and the decode tests with them)
+# rounds at 1 and 4 queries, 32k and 128k keys, and the decode tests with them; runs: one query on
+# paged caches (16, 256), two rounds of the default (the async form), decode_mma reading pages in
+# runs (FLASHCL_DECODE=mma) and through its key table (-DDM_PAGE_TABLE=1), and decode_mma on the
+# contiguous cache; runs-tests: the decode tests forced onto decode_mma, runs and key table)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -67,6 +70,23 @@ for round in 1 2; do
   done
 done
 decode_tests stepped-tests -DDM_STEP_COPIES=1
+fi
+if [[ $steps == *" runs "* ]]; then  # paged one-query decode: decode_mma's page runs against its key table and the async form
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 4096,32768,131072"
+echo "form,round,$($bench $one --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+for round in 1 2; do
+  for page in 16 256; do
+    build_ab "async-p$page,$round" "" $one --page-size $page
+    FLASHCL_DECODE=mma build_ab "runs-p$page,$round" "" $one --page-size $page
+    FLASHCL_DECODE=mma build_ab "table-p$page,$round" -DDM_PAGE_TABLE=1 $one --page-size $page
+  done
+  build_ab "contiguous,$round" "" $one
+done
+echo "(after the runs A/B: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" runs-tests "* ]]; then
+  FLASHCL_DECODE=mma decode_tests runs-tests
+  FLASHCL_DECODE=mma decode_tests table-tests -DDM_PAGE_TABLE=1
 fi
 if [[ $steps == *" tests "* ]]; then decode_tests tests; fi
 # the decode tests with masks on every tile (the A/B's other side)

@@ -10,9 +10,11 @@
  * BR = 16 WARPS rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring of RING
  * tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier per tile
  * (every lane's copies of a tile visible, every lane past the reads of the stage the next copies
- * overwrite). A paged cache's key offsets come from a double-buffered table that the lanes fill a
- * tile before its copies read it, from block-table entries read while the tile before is computed
- * (any page size, pages in any order). The online softmax is fa2_mma.cl's with the lazy rescale;
+ * overwrite). A paged cache whose pages hold whole aligned runs of DM_PAGE_RUN keys of a tile (the
+ * host passes gcd(page_size, BC) when it is 8 or more: pages of 16, 256, ...) reads a tile as runs,
+ * each from one block-table entry held in registers, read a tile ahead; other page sizes (any,
+ * pages in any order) take their key offsets from a double-buffered table in __local that the
+ * lanes fill a tile before its copies read it. The online softmax is fa2_mma.cl's with the lazy rescale;
  * scores go through common.cl's final_score where a variant (causal, window, softcap, ALiBi) needs
  * it. Same grid, arguments and workspace output as decode_lanes.cl (decode_merge.cl combines the
  * splits), with row blocks of BR rows.
@@ -57,7 +59,52 @@
 /* a score needs common.cl's final_score (else only the key and row bounds) */
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
 
-#if PAGED
+#ifndef DM_PAGE_RUN
+#define DM_PAGE_RUN 0
+#endif
+#ifndef DM_PAGE_TABLE
+#define DM_PAGE_TABLE 0 /* 1 (an A/B switch): the key table even where runs would serve */
+#endif
+#define DM_RUNS_FORM (PAGED && DM_PAGE_RUN > 0 && !DM_PAGE_TABLE)
+#define DM_TABLE_FORM (PAGED && !DM_RUNS_FORM)
+
+#if DM_RUNS_FORM
+#if DM_PAGE_RUN % 8 != 0 || BC % DM_PAGE_RUN != 0
+#error "decode_mma: DM_PAGE_RUN a multiple of 8 dividing BC"
+#endif
+#define DM_RUNS (BC / DM_PAGE_RUN)
+/* A tile's runs: each run's pool entry (-1: past nk or outside the pool) and its first key's offset
+ * in the page. next_runs fills them for the tile at the cursor (pos: the key, page/off: its block-
+ * table index and offset) and moves the cursor a tile on, without a division: DM_PAGE_RUN divides
+ * the page size, so a run ends a page exactly when off reaches it. Every lane reads the same entries
+ * (one transaction a warp), a tile before their copies need them. */
+typedef struct {
+  int entry[DM_RUNS], off[DM_RUNS];
+} TileRuns;
+inline void next_runs(TileRuns* tr, int* pos, int* page, int* off, const DecodeArgs* d,
+                      __global const int* block_table, int b, int nk) {
+#pragma unroll
+  for (int u = 0; u < DM_RUNS; ++u) {
+    tr->entry[u] = *pos < nk ? page_entry(d, block_table, b, *page) : -1; /* (pos < nk: page < max_pages) */
+    tr->off[u] = *off;
+    *pos += DM_PAGE_RUN;
+    *off += DM_PAGE_RUN;
+    if (*off == d->page_size) {
+      *off = 0;
+      ++*page;
+    }
+  }
+}
+/* The bits of tr's runs that are there (run u: bit u). */
+inline uint runs_present(const TileRuns* tr) {
+  uint bits = 0;
+#pragma unroll
+  for (int u = 0; u < DM_RUNS; ++u) bits |= (uint)(tr->entry[u] >= 0) << u;
+  return bits;
+}
+#endif
+
+#if DM_TABLE_FORM
 /* A paged tile's key offsets, in two steps so that the block-table reads are in flight while a
  * tile is computed: fetch_entries reads the pool entries of tile kt's keys lid + WG_SIZE * i into
  * registers (-1: past nk or outside the pool); write_table turns them into the K and V element
@@ -121,11 +168,42 @@ inline void issue_tile_stepped(__local ELEM_T* k_stage, __local ELEM_T* v_stage,
 #define DM_STEPPED 0
 #endif
 
+#if DM_RUNS_FORM
+/* issue_tile for the runs form. A lane's chunk column is fixed and its rows are DM_RSTEP apart (the
+ * host takes the form only where a key row's chunks divide the work-group and DM_RSTEP divides the
+ * run), so copy i of run u is row row0 + u DM_PAGE_RUN + i DM_RSTEP, known but for row0, and its
+ * source is the run's lane pointer stepped i times: one 64-bit add a copy. A key past nk or on a run
+ * outside the pool becomes 16 zero bytes. */
+#if WG_SIZE % DM_CPR != 0 || DM_PAGE_RUN % (WG_SIZE / DM_CPR) != 0
+#error "decode_mma: page runs need a key row's chunks to divide the work-group and its rows to divide the run"
+#endif
+inline void issue_tile_runs(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
+                            __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt,
+                            int nk, const TileRuns* tr, int lid) {
+  const int rstep = WG_SIZE / DM_CPR, row0 = lid / DM_CPR, col = (lid % DM_CPR) * CHUNK;
+  const long kstep = (long)rstep * d->k_seq_stride, vstep = (long)rstep * d->v_seq_stride;
+#pragma unroll
+  for (int u = 0; u < DM_RUNS; ++u) {
+    const bool there = tr->entry[u] >= 0;
+    const int page = max(tr->entry[u], 0), first = tr->off[u] + row0;
+    __global const ELEM_T* kp = k_cache + head_k + (long)page * d->k_batch_stride + (long)first * d->k_seq_stride + col;
+    __global const ELEM_T* vp = v_cache + head_v + (long)page * d->v_batch_stride + (long)first * d->v_seq_stride + col;
+#pragma unroll
+    for (int i = 0; i < DM_PAGE_RUN / rstep; ++i, kp += kstep, vp += vstep) {
+      const int row = row0 + u * DM_PAGE_RUN + i * rstep;
+      const bool ok = there && kt * BC + row < nk;
+      copy16_async_256(k_stage + row * K_PITCH + col, ok ? kp : k_cache, ok ? 16 : 0);
+      copy16_async_256(v_stage + row * V_PITCH + col, ok ? vp : v_cache, ok ? 16 : 0);
+    }
+  }
+}
+#endif
+
 /* The copies of tile `kt` into one stage of the ring: work-item `lid` takes chunks lid + WG_SIZE * i
  * (consecutive work-items, consecutive 16 bytes of a row). A key that is not there becomes 16 zero
  * bytes (read from nowhere). head_k/head_v: the lane-independent offsets of head hk (and of the
  * cache row, contiguous); table: the tile's write_table, and present: the stage's flags of which keys
- * are there (paged: a key on a page outside the pool is hidden, not a zero key). */
+ * are there (the table form: a key on a page outside the pool is hidden, not a zero key). */
 inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
                        __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
                        __local const long* table, __local int* present, int lid) {
@@ -138,7 +216,7 @@ inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __globa
 #pragma unroll
   for (int i = 0; i < DM_COPIES; ++i) {
     const int c = lid + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
-#if PAGED
+#if DM_TABLE_FORM
     const long ko = table[row], vo = table[BC + row];
     const bool ok = ko >= 0;
     if (col == 0) present[row] = ok;
@@ -162,7 +240,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
                 __global const float* alibi_slopes, const DecodeArgs dargs, const AttnArgs attn) {
   __local ELEM_T k_ring[RING][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_ring[RING][BC * V_PITCH] __attribute__((aligned(128)));
-#if PAGED
+#if DM_TABLE_FORM
   __local long tables[2][2 * BC]; /* write_table's, of the next tiles by tile parity */
   __local int present[RING][BC];  /* per stage: which of its keys are there (issue_tile) */
 #else
@@ -202,10 +280,25 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
   }
 #endif
 
-  /* the first RING - 1 tiles' copies (each tile's table published by a barrier before its copies) */
+#if DM_RUNS_FORM
+  /* the runs' cursor at the split's first key; pend: the runs of the next tile to issue; seen: the
+   * present bits of the ring's tiles, DM_RUNS each, tile kt's lowest */
+  int run_pos = t_begin * BC, run_page = run_pos / d->page_size, run_off = run_pos - run_page * d->page_size;
+  TileRuns pend;
+  ulong seen = 0;
+#endif
+  /* the first RING - 1 tiles' copies (the table form: each tile's table published by a barrier
+   * before its copies) */
   for (int s = 0; s < RING - 1; ++s) {
     const int kt = t_begin + s;
-#if PAGED
+#if DM_RUNS_FORM
+    next_runs(&pend, &run_pos, &run_page, &run_off, d, block_table, b, nk);
+    seen |= (ulong)runs_present(&pend) << (s * DM_RUNS);
+    if (kt < t_end)
+      issue_tile_runs(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d,
+                      head_k, head_v, kt, nk, &pend, lid);
+#else
+#if DM_TABLE_FORM
     int entry[DM_KEYS_PER_LANE];
     fetch_entries(entry, d, block_table, b, kt, nk, lid);
     write_table(tables[kt & 1], entry, d, kt, lid);
@@ -214,9 +307,12 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     if (kt < t_end)
       issue_tile(k_ring[s], v_ring[s], (__global const ELEM_T*)k_cache, (__global const ELEM_T*)v_cache, d, head_k,
                  head_v, kt, nk, tables[kt & 1], present[s], lid);
+#endif
     async_commit();
   }
-#if PAGED
+#if DM_RUNS_FORM
+  next_runs(&pend, &run_pos, &run_page, &run_off, d, block_table, b, nk);
+#elif DM_TABLE_FORM
   {
     int entry[DM_KEYS_PER_LANE];
     fetch_entries(entry, d, block_table, b, t_begin + RING - 1, nk, lid);
@@ -244,14 +340,25 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
     ASYNC_WAIT_GROUPS_N(RING - 2); /* this lane's copies of tile kt are in */
     barrier(CLK_LOCAL_MEM_FENCE);  /* every lane's are, and every lane is past tile kt - 1's reads */
     const int ahead = kt + RING - 1, stage = (kt - t_begin) % RING, ahead_stage = (ahead - t_begin) % RING;
+#if DM_RUNS_FORM
+    seen |= (ulong)runs_present(&pend) << ((RING - 1) * DM_RUNS);
+    if (ahead < t_end)
+      issue_tile_runs(k_ring[ahead_stage], v_ring[ahead_stage], (__global const ELEM_T*)k_cache,
+                      (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, &pend, lid);
+#else
     if (ahead < t_end)
       issue_tile(k_ring[ahead_stage], v_ring[ahead_stage], (__global const ELEM_T*)k_cache,
                  (__global const ELEM_T*)v_cache, d, head_k, head_v, ahead, nk, tables[ahead & 1], present[ahead_stage],
                  lid);
+#endif
     async_commit();
-#if PAGED /* the block-table entries of the tile after it, in flight while this tile is computed */
+    /* the block-table entries of the tile after it, in flight while this tile is computed */
+#if DM_TABLE_FORM
     int entry[DM_KEYS_PER_LANE];
     fetch_entries(entry, d, block_table, b, ahead + 1, nk, lid);
+#elif DM_RUNS_FORM
+    next_runs(&pend, &run_pos, &run_page, &run_off, d, block_table, b, nk);
+    const uint here = (uint)seen & ((1u << DM_RUNS) - 1); /* tile kt's runs */
 #endif
 
     float s[1][NT_S][4];
@@ -272,8 +379,10 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
       for (int e = 0; e < 4; ++e) {
         const int r = rw + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1), key = kt * BC + col;
         float sc = s[0][j][e] * d->q_scale;
-#if PAGED
+#if DM_TABLE_FORM
         const bool there = present[stage][col]; /* (and key < nk) */
+#elif DM_RUNS_FORM
+        const bool there = (here >> (8 * j / DM_PAGE_RUN)) & 1; /* (col's run: 8 j <= col < 8 j + 8) */
 #else
         const bool there = true;
 #endif
@@ -322,8 +431,10 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
         acc[0][n][3] *= alpha[1];
       }
     pv_block(acc, s, v_ring[stage], lane);
-#if PAGED /* its table, into the buffer tile ahead - 1's copies read before this iteration's barrier */
+#if DM_TABLE_FORM /* its table, into the buffer tile ahead - 1's copies read before this iteration's barrier */
     write_table(tables[(ahead + 1) & 1], entry, d, ahead + 1, lid);
+#elif DM_RUNS_FORM
+    seen >>= DM_RUNS;
 #endif
   }
   async_wait_all();

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <numeric>
 
 #include "base/errors.hpp"
 
@@ -119,13 +120,19 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 }
 
 
-std::size_t decode_mma_local_bytes(int bc, int d, int ring, bool paged) {
+int decode_mma_page_run(int page_size, int block_cols, int head_dim, int work_group_size) {
+  const int run = page_size > 0 ? std::gcd(page_size, block_cols) : 0, chunks = head_dim / 8;
+  const bool stepped = chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
+  return run >= 8 && stepped ? run : 0;
+}
+
+std::size_t decode_mma_local_bytes(int bc, int d, int ring, bool key_table) {
   const std::size_t pitch = static_cast<std::size_t>((d + 15) / 16 * 16 + 8);  // K_PITCH = V_PITCH (mma_f16.cl)
   const std::size_t ring_bytes = static_cast<std::size_t>(ring) * bc * 2 * pitch * 2;
-  // paged: the two key tables (K and V offsets) and the stages' flags of which keys are there
+  // the key table form: the two key tables (K and V offsets) and the stages' flags of which keys are there
   const std::size_t paged_bytes = 2 * 2 * static_cast<std::size_t>(bc) * sizeof(std::int64_t) +
                                   static_cast<std::size_t>(ring) * bc * sizeof(std::int32_t);
-  return ring_bytes + (paged ? paged_bytes : 0);
+  return ring_bytes + (key_table ? paged_bytes : 0);
 }
 
 std::size_t decode_lanes_local_bytes(int br, int bc, int d, int key_groups, int chunks, bool shuffle, int async_stages) {
@@ -171,11 +178,12 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
         (std::sscanf(r.form.c_str(), "mma-b%ds%d%n", &bc, &ring, &used) != 2 || used != static_cast<int>(r.form.size()) ||
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
-    const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0);
     // a warp per 16-row block, up to 4 sharing each tile (chunked prefill: the cache read once per
     // 64 rows), as many as divide the tile's 16-byte chunks
     int warps = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
     while (warps > 1 && ((bc * (r.head_dim / 8)) % (32 * warps) != 0 || f.max_work_group_size < 32u * warps)) warps /= 2;
+    const int page_run = decode_mma_page_run(r.page_size, bc, r.head_dim, 32 * warps);
+    const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0 && page_run == 0);
     // (NVIDIA's PTX from compute capability 8.0: cp.async, m16n8k16; off NVIDIA only CPU devices, where
     // tests/emulated_mma's operand files stand in, take a forced form: other GPUs get the default plan)
     const bool device_ok = (f.is_nvidia() && f.nv_compute_major >= 8) || f.kind == DeviceKind::CPU;
@@ -189,6 +197,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (fits) {
       p.mma = true;
       p.mma_ring = ring;
+      p.mma_page_run = page_run;
       p.block_rows = 16 * warps;
       p.block_cols = bc;
       p.work_group_size = 32u * warps;
@@ -386,6 +395,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.reason += concat(p.lane_page_kpt ? ", a page base per lane and tile" : "", ", L2 prefetch ", p.lane_prefetch, " tiles ahead");
   if (p.lane_async > 0) p.reason += concat(", K/V by cp.async in a ring of ", p.lane_async, " tiles");
   if (p.mma) p.reason += concat(", K/V by cp.async in a ring of ", p.mma_ring, " tiles");
+  if (p.mma && p.mma_page_run > 0) p.reason += concat(", pages read in runs of ", p.mma_page_run, " keys");
   return p;
 }
 
