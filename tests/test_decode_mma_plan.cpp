@@ -43,11 +43,13 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       EXPECT_EQ(p.decode.work_group_size, 32u);
       EXPECT_EQ(p.decode.row_blocks, 1);
       // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; pages of 1 and 6 through the key table (two
-      // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys
+      // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys, a
+      // contiguous cache's tile as one run
       const bool table = page == 1 || page == 6;
       EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (table ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
-      EXPECT_EQ(p.decode.mma_page_run, page == 16 ? 16 : page == 256 ? 32 : 0);
-      EXPECT_EQ(has_option(p, "-DDM_PAGE_RUN=16"), page == 16);
+      EXPECT_EQ(p.decode.mma_run, page == 16 ? 16 : page == 256 || page == 0 ? 32 : 0);
+      EXPECT_EQ(has_option(p, "-DDM_RUN=16"), page == 16);
+      EXPECT_EQ(has_option(p, "-DDM_RUN=32"), page == 256 || page == 0);
     }
   // the ring's shapes
   const KvCachePlan b16 = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b16s4");
@@ -119,8 +121,10 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
 // The default on NVIDIA of compute capability >= 8.0: one query on contiguous caches from 8192 keys
 // a sequence (paged and shorter caches keep the async form), more queries on any cache; older parts,
 // other devices and fp32 caches keep their forms.
-TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
-  for (int page : {0, 16, 256}) {
+TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
+  // one query: from 8192 keys, contiguous or on pages of a multiple of 8 keys (read in runs); pages
+  // of 12 (runs of 4) keep the async form
+  for (int page : {0, 16, 256, 12}) {
     KvCacheArgs a = decode_step_call(DType::F16, page);
     EXPECT_FALSE(plan_decode_call(h100(), a).decode.mma) << "4096 keys, page " << page;
     if (page > 0) {
@@ -133,8 +137,8 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongContiguousCaches) {
       dense_strides(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
     }
     const KvCachePlan p = plan_decode_call(h100(), a);
-    EXPECT_EQ(p.decode.mma, page == 0) << "8192 keys, page " << page;
-    if (page == 0) EXPECT_EQ(p.program.options, plan_decode_call(h100(), a, "mma").program.options);
+    EXPECT_EQ(p.decode.mma, page != 12) << "8192 keys, page " << page;
+    if (page != 12) EXPECT_EQ(p.program.options, plan_decode_call(h100(), a, "mma").program.options);
     EXPECT_FALSE(plan_decode_call(turing(), a).decode.mma) << "cc 7.5";
     EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
     EXPECT_FALSE(plan_decode_call(h100(), a, "lanes-async").decode.mma) << "forced async form";

@@ -1,18 +1,18 @@
 #!/bin/bash
 # decode_quick.sh: the decode defaults on issue 22's shapes in the least device time, most telling
-# first (for a short lease, e.g. the bars' H200): builds (setup.sh); the default (decode_mma on
-# contiguous caches, the async form on paged ones) against FLASHCL_DECODE=lanes-async (the form
-# before) at one query (fp16, H 32/8, d 128, B 8 and 1, 4k/32k/128k keys, contiguous and paged
+# first (for a short lease, e.g. the bars' H200): builds (setup.sh); the default (decode_mma from 8k
+# keys on contiguous caches and pages of a multiple of 8) against FLASHCL_DECODE=lanes-async (the
+# form before) at one query (fp16, H 32/8, d 128, B 8 and 1, 4k/32k/128k keys, contiguous and paged
 # 16/256), one round; PyTorch SDPA and the copy ceiling on the same shapes; decode_mma's edge-only
 # masks against every tile (-DDM_EDGE_ONLY=0) at 4 and 16 causal queries; last
 # the decode float64 tests on the default path. CSV rows, the form first; device-event medians.
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
 # by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
-# every tile, DM_EDGE_ONLY=0; stepped: decode_mma's stepped copy addresses against the default, two
-# rounds at 1 and 4 queries, 32k and 128k keys, and the decode tests with them; runs: one query on
-# paged caches (16, 256), two rounds of the default (the async form), decode_mma reading pages in
-# runs (FLASHCL_DECODE=mma) and through its key table (-DDM_PAGE_TABLE=1), and decode_mma on the
-# contiguous cache; runs-tests: the decode tests forced onto decode_mma, runs and key table)
+# every tile, DM_EDGE_ONLY=0; runs: decode_mma reading tiles in runs (FLASHCL_DECODE=mma, so 4k too)
+# against each copy addressed on its own (-DDM_NO_RUNS=1: per-copy offsets, a paged cache's key
+# table) and the async form (FLASHCL_DECODE=lanes-async), one query on contiguous caches and pages
+# of 16 and 256, and 4 queries (runs against per copy), two rounds; runs-tests: the decode tests
+# forced onto decode_mma, in runs and per copy)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -61,32 +61,23 @@ for nq in 4 16; do
 done
 echo "(after the edge A/B: $((SECONDS - start)) s)"
 fi
-if [[ $steps == *" stepped "* ]]; then  # decode_mma's stepped copy addresses (-DDM_STEP_COPIES=1) against the default
-one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768,131072"
-for round in 1 2; do
-  for nq in 1 4; do
-    build_ab "default-nq$nq,$round" "" $one --seqlen-q $nq
-    build_ab "stepped-nq$nq,$round" -DDM_STEP_COPIES=1 $one --seqlen-q $nq
-  done
-done
-decode_tests stepped-tests -DDM_STEP_COPIES=1
-fi
-if [[ $steps == *" runs "* ]]; then  # paged one-query decode: decode_mma's page runs against its key table and the async form
-one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 4096,32768,131072"
+if [[ $steps == *" runs "* ]]; then  # decode_mma's runs against per-copy addresses and the async form
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1"
 echo "form,round,$($bench $one --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
 for round in 1 2; do
-  for page in 16 256; do
-    build_ab "async-p$page,$round" "" $one --page-size $page
-    FLASHCL_DECODE=mma build_ab "runs-p$page,$round" "" $one --page-size $page
-    FLASHCL_DECODE=mma build_ab "table-p$page,$round" -DDM_PAGE_TABLE=1 $one --page-size $page
+  for page in 0 16 256; do
+    FLASHCL_DECODE=mma build_ab "runs-p$page,$round" "" $one --cache 4096,32768,131072 --page-size $page
+    FLASHCL_DECODE=mma build_ab "percopy-p$page,$round" -DDM_NO_RUNS=1 $one --cache 4096,32768,131072 --page-size $page
+    FLASHCL_DECODE=lanes-async build_ab "async-p$page,$round" "" $one --cache 4096,32768,131072 --page-size $page
   done
-  build_ab "contiguous,$round" "" $one
+  build_ab "runs-nq4,$round" "" $one --cache 32768,131072 --seqlen-q 4
+  build_ab "percopy-nq4,$round" -DDM_NO_RUNS=1 $one --cache 32768,131072 --seqlen-q 4
 done
 echo "(after the runs A/B: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs-tests "* ]]; then
   FLASHCL_DECODE=mma decode_tests runs-tests
-  FLASHCL_DECODE=mma decode_tests table-tests -DDM_PAGE_TABLE=1
+  FLASHCL_DECODE=mma decode_tests percopy-tests -DDM_NO_RUNS=1
 fi
 if [[ $steps == *" tests "* ]]; then decode_tests tests; fi
 # the decode tests with masks on every tile (the A/B's other side)

@@ -10,11 +10,13 @@
  * BR = 16 WARPS rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring of RING
  * tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier per tile
  * (every lane's copies of a tile visible, every lane past the reads of the stage the next copies
- * overwrite). A paged cache whose pages hold whole aligned runs of DM_PAGE_RUN keys of a tile (the
- * host passes gcd(page_size, BC) when it is 8 or more: pages of 16, 256, ...) reads a tile as runs,
- * each from one block-table entry held in registers, read a tile ahead; other page sizes (any,
- * pages in any order) take their key offsets from a double-buffered table in __local that the
- * lanes fill a tile before its copies read it. The online softmax is fa2_mma.cl's with the lazy rescale;
+ * overwrite). Tiles are read as runs of DM_RUN keys that lie together in the cache, with
+ * stepped copy pointers: a contiguous cache's tile is one run (the host passes BC), a paged cache's
+ * runs are gcd(page_size, BC) keys (pages of 16, 256, ...: 8 or more) from one block-table entry
+ * each, held in registers and read a tile ahead. Other shapes (no DM_RUN: a key row's chunks
+ * that do not divide the work-group, pages of other sizes) address each copy on its own: a paged
+ * cache's key offsets then come from a double-buffered table in __local that the lanes fill a tile
+ * before its copies read it (any page size, pages in any order). The online softmax is fa2_mma.cl's with the lazy rescale;
  * scores go through common.cl's final_score where a variant (causal, window, softcap, ALiBi) needs
  * it. Same grid, arguments and workspace output as decode_lanes.cl (decode_merge.cl combines the
  * splits), with row blocks of BR rows.
@@ -59,25 +61,26 @@
 /* a score needs common.cl's final_score (else only the key and row bounds) */
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
 
-#ifndef DM_PAGE_RUN
-#define DM_PAGE_RUN 0
+#ifndef DM_RUN
+#define DM_RUN 0
 #endif
-#ifndef DM_PAGE_TABLE
-#define DM_PAGE_TABLE 0 /* 1 (an A/B switch): the key table even where runs would serve */
+#ifndef DM_NO_RUNS
+#define DM_NO_RUNS 0 /* 1 (an A/B switch): each copy addressed on its own even where runs would serve */
 #endif
-#define DM_RUNS_FORM (PAGED && DM_PAGE_RUN > 0 && !DM_PAGE_TABLE)
+#define DM_RUNS_FORM (DM_RUN > 0 && !DM_NO_RUNS)
 #define DM_TABLE_FORM (PAGED && !DM_RUNS_FORM)
 
 #if DM_RUNS_FORM
-#if DM_PAGE_RUN % 8 != 0 || BC % DM_PAGE_RUN != 0
-#error "decode_mma: DM_PAGE_RUN a multiple of 8 dividing BC"
+#if DM_RUN % 8 != 0 || BC % DM_RUN != 0
+#error "decode_mma: DM_RUN a multiple of 8 dividing BC"
 #endif
-#define DM_RUNS (BC / DM_PAGE_RUN)
-/* A tile's runs: each run's pool entry (-1: past nk or outside the pool) and its first key's offset
- * in the page. next_runs fills them for the tile at the cursor (pos: the key, page/off: its block-
- * table index and offset) and moves the cursor a tile on, without a division: DM_PAGE_RUN divides
- * the page size, so a run ends a page exactly when off reaches it. Every lane reads the same entries
- * (one transaction a warp), a tile before their copies need them. */
+#define DM_RUNS (BC / DM_RUN)
+/* A tile's runs: each run's pool entry (-1: past nk or outside the pool; contiguous: 0, the cache row
+ * being in the head's offset) and its first key's offset in the page (contiguous: in the row).
+ * next_runs fills them for the tile at the cursor (pos: the key, page/off: its block-table index and
+ * offset) and moves the cursor a tile on, without a division: DM_RUN divides the page size, so
+ * a run ends a page exactly when off reaches it. Every lane reads the same entries (one transaction
+ * a warp), a tile before their copies need them. */
 typedef struct {
   int entry[DM_RUNS], off[DM_RUNS];
 } TileRuns;
@@ -85,14 +88,24 @@ inline void next_runs(TileRuns* tr, int* pos, int* page, int* off, const DecodeA
                       __global const int* block_table, int b, int nk) {
 #pragma unroll
   for (int u = 0; u < DM_RUNS; ++u) {
+#if PAGED
     tr->entry[u] = *pos < nk ? page_entry(d, block_table, b, *page) : -1; /* (pos < nk: page < max_pages) */
     tr->off[u] = *off;
-    *pos += DM_PAGE_RUN;
-    *off += DM_PAGE_RUN;
+    *off += DM_RUN;
     if (*off == d->page_size) {
       *off = 0;
       ++*page;
     }
+#else
+    (void)page;
+    (void)off;
+    (void)block_table;
+    (void)b;
+    (void)nk;
+    tr->entry[u] = 0;
+    tr->off[u] = *pos;
+#endif
+    *pos += DM_RUN;
   }
 }
 /* The bits of tr's runs that are there (run u: bit u). */
@@ -129,52 +142,14 @@ inline void write_table(__local long* at, const int entry[DM_KEYS_PER_LANE], con
 }
 #endif
 
-#ifndef DM_STEP_COPIES
-#define DM_STEP_COPIES 0 /* 1: issue_tile_stepped for contiguous caches (an experiment: clang's PTX 1907
-                           * instructions and 167 registers against 2433 and 255 at d 128; the decode
-                           * suite passes on PoCL over emulated operands; not timed on a card yet) */
-#endif
-#if DM_STEP_COPIES && !PAGED && WG_SIZE % DM_CPR == 0
-#define DM_STEPPED 1
-/* issue_tile for a contiguous cache where a key row's chunks divide the work-group: a lane's chunk
- * column is fixed and its rows are RSTEP apart, so each copy's source is the previous one plus
- * RSTEP rows (one 64-bit add) instead of position times stride, and a whole tile (every key < nk,
- * the common case) skips the per-copy bounds test. k_lane/v_lane: the lane's chunk of key 0. */
-#define DM_RSTEP (WG_SIZE / DM_CPR)
-inline void issue_tile_stepped(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_lane,
-                               __global const ELEM_T* v_lane, const DecodeArgs* d, int kt, int nk, int lid) {
-  const int row0 = lid / DM_CPR, col = (lid % DM_CPR) * CHUNK;
-  __local ELEM_T* kl = k_stage + row0 * K_PITCH + col;
-  __local ELEM_T* vl = v_stage + row0 * V_PITCH + col;
-  const long kstep = (long)DM_RSTEP * d->k_seq_stride, vstep = (long)DM_RSTEP * d->v_seq_stride;
-  __global const ELEM_T* kp = k_lane + (long)(kt * BC + row0) * d->k_seq_stride;
-  __global const ELEM_T* vp = v_lane + (long)(kt * BC + row0) * d->v_seq_stride;
-  if (kt * BC + BC <= nk) {
-#pragma unroll
-    for (int i = 0; i < DM_COPIES; ++i, kp += kstep, vp += vstep) {
-      copy16_async_256(kl + i * DM_RSTEP * K_PITCH, kp, 16);
-      copy16_async_256(vl + i * DM_RSTEP * V_PITCH, vp, 16);
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < DM_COPIES; ++i, kp += kstep, vp += vstep) {
-      const bool ok = kt * BC + row0 + i * DM_RSTEP < nk;
-      copy16_async_256(kl + i * DM_RSTEP * K_PITCH, ok ? kp : k_lane, ok ? 16 : 0);
-      copy16_async_256(vl + i * DM_RSTEP * V_PITCH, ok ? vp : v_lane, ok ? 16 : 0);
-    }
-  }
-}
-#else
-#define DM_STEPPED 0
-#endif
 
 #if DM_RUNS_FORM
 /* issue_tile for the runs form. A lane's chunk column is fixed and its rows are DM_RSTEP apart (the
  * host takes the form only where a key row's chunks divide the work-group and DM_RSTEP divides the
- * run), so copy i of run u is row row0 + u DM_PAGE_RUN + i DM_RSTEP, known but for row0, and its
+ * run), so copy i of run u is row row0 + u DM_RUN + i DM_RSTEP, known but for row0, and its
  * source is the run's lane pointer stepped i times: one 64-bit add a copy. A key past nk or on a run
  * outside the pool becomes 16 zero bytes. */
-#if WG_SIZE % DM_CPR != 0 || DM_PAGE_RUN % (WG_SIZE / DM_CPR) != 0
+#if WG_SIZE % DM_CPR != 0 || DM_RUN % (WG_SIZE / DM_CPR) != 0
 #error "decode_mma: page runs need a key row's chunks to divide the work-group and its rows to divide the run"
 #endif
 inline void issue_tile_runs(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
@@ -189,8 +164,8 @@ inline void issue_tile_runs(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __
     __global const ELEM_T* kp = k_cache + head_k + (long)page * d->k_batch_stride + (long)first * d->k_seq_stride + col;
     __global const ELEM_T* vp = v_cache + head_v + (long)page * d->v_batch_stride + (long)first * d->v_seq_stride + col;
 #pragma unroll
-    for (int i = 0; i < DM_PAGE_RUN / rstep; ++i, kp += kstep, vp += vstep) {
-      const int row = row0 + u * DM_PAGE_RUN + i * rstep;
+    for (int i = 0; i < DM_RUN / rstep; ++i, kp += kstep, vp += vstep) {
+      const int row = row0 + u * DM_RUN + i * rstep;
       const bool ok = there && kt * BC + row < nk;
       copy16_async_256(k_stage + row * K_PITCH + col, ok ? kp : k_cache, ok ? 16 : 0);
       copy16_async_256(v_stage + row * V_PITCH + col, ok ? vp : v_cache, ok ? 16 : 0);
@@ -207,12 +182,6 @@ inline void issue_tile_runs(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __
 inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __global const ELEM_T* k_cache,
                        __global const ELEM_T* v_cache, const DecodeArgs* d, long head_k, long head_v, int kt, int nk,
                        __local const long* table, __local int* present, int lid) {
-#if DM_STEPPED
-  (void)table;
-  (void)present;
-  const int lane_col = (lid % DM_CPR) * CHUNK;
-  issue_tile_stepped(k_stage, v_stage, k_cache + head_k + lane_col, v_cache + head_v + lane_col, d, kt, nk, lid);
-#else
 #pragma unroll
   for (int i = 0; i < DM_COPIES; ++i) {
     const int c = lid + WG_SIZE * i, row = c / DM_CPR, col = (c - row * DM_CPR) * CHUNK;
@@ -230,7 +199,6 @@ inline void issue_tile(__local ELEM_T* k_stage, __local ELEM_T* v_stage, __globa
     copy16_async_256(k_stage + row * K_PITCH + col, k_cache + head_k + col + (ok ? ko : 0), ok ? 16 : 0);
     copy16_async_256(v_stage + row * V_PITCH + col, v_cache + head_v + col + (ok ? vo : 0), ok ? 16 : 0);
   }
-#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
@@ -283,7 +251,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
 #if DM_RUNS_FORM
   /* the runs' cursor at the split's first key; pend: the runs of the next tile to issue; seen: the
    * present bits of the ring's tiles, DM_RUNS each, tile kt's lowest */
-  int run_pos = t_begin * BC, run_page = run_pos / d->page_size, run_off = run_pos - run_page * d->page_size;
+  int run_pos = t_begin * BC, run_page = PAGED ? run_pos / d->page_size : 0, run_off = run_pos - run_page * d->page_size;
   TileRuns pend;
   ulong seen = 0;
 #endif
@@ -382,7 +350,7 @@ void decode_mma(__global const STORAGE_T* q, __global const CACHE_T* k_cache, __
 #if DM_TABLE_FORM
         const bool there = present[stage][col]; /* (and key < nk) */
 #elif DM_RUNS_FORM
-        const bool there = (here >> (8 * j / DM_PAGE_RUN)) & 1; /* (col's run: 8 j <= col < 8 j + 8) */
+        const bool there = (here >> (8 * j / DM_RUN)) & 1; /* (col's run: 8 j <= col < 8 j + 8) */
 #else
         const bool there = true;
 #endif

@@ -88,7 +88,7 @@ ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
   const std::string options = call_options(a, p.vec) +
                               concat(" -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols,
                                      " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
-                              (p.decode.mma_page_run > 0 ? concat(" -DDM_PAGE_RUN=", p.decode.mma_page_run) : "") +
+                              (p.decode.mma_run > 0 ? concat(" -DDM_RUN=", p.decode.mma_run) : "") +
                               variant_options(a, p.half_units);
   return choose_program(programs::decode_mma, options);
 }

@@ -120,8 +120,8 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 }
 
 
-int decode_mma_page_run(int page_size, int block_cols, int head_dim, int work_group_size) {
-  const int run = page_size > 0 ? std::gcd(page_size, block_cols) : 0, chunks = head_dim / 8;
+int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size) {
+  const int run = page_size > 0 ? std::gcd(page_size, block_cols) : block_cols, chunks = head_dim / 8;
   const bool stepped = chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
   return run >= 8 && stepped ? run : 0;
 }
@@ -161,17 +161,21 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // gets the default plan). The default on NVIDIA of compute capability >= 8.0 (H100,
   // bench/gpu/decode_mma.sh and decode_rows.sh, fp16, H 32/8, d 128, one call each, device-event
   // medians; docs/DECODE.md):
-  //  - one query, contiguous caches of 8192 keys or more: 1.02-1.07x the async form (B 8 2.80 / 2.89
-  //    TB/s at 32k / 128k against 2.62 / 2.75; B 1 1.88 / 2.56 against 1.83 / 2.47); paged caches
-  //    keep the async form (pages of 16: 0.95-0.99x; 256: 0.99-1.04x), as do shorter caches (4k,
-  //    B 1: 0.97x);
+  //  - one query on caches of 8192 keys or more, contiguous (1.02-1.07x the async form,
+  //    decode_mma.sh) or paged where its tiles are read in runs (decode_mma_run: pages of a multiple
+  //    of 8 keys): pages of 16 / 256 read 2.95 / 2.96 TB/s at 32k keys, B 8, against the async form's
+  //    2.69 / 2.72 (1.09-1.10x; 128k 1.07x; B 1 1.02-1.08x) and 0.99x the contiguous cache
+  //    (bench/gpu/decode_quick.sh STEPS=runs, two rounds); other page sizes keep the async form (the
+  //    key table's pages of 16 read 0.95-0.99x it), as do shorter caches (paged runs read 1.02-1.08x
+  //    the async form at 4k, but contiguous ones 0.97x at B 1 before the runs: not yet measured);
   //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, B 8, 2 queries
   //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
   //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,
   //    one 4-warp work-group) 2.29 against 0.064; measured at 32k only, but 2.6-36x leaves room.
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
   const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
-                           (r.seqlen_q > 1 || (r.page_size == 0 && r.max_keys >= 8192));
+                           (r.seqlen_q > 1 ||
+                            (r.max_keys >= 8192 && (r.page_size == 0 || decode_mma_run(r.page_size, 32, r.head_dim, 32) > 0)));
   if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
     if (forced_mma && r.form != "mma" &&
@@ -182,8 +186,8 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     // 64 rows), as many as divide the tile's 16-byte chunks
     int warps = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
     while (warps > 1 && ((bc * (r.head_dim / 8)) % (32 * warps) != 0 || f.max_work_group_size < 32u * warps)) warps /= 2;
-    const int page_run = decode_mma_page_run(r.page_size, bc, r.head_dim, 32 * warps);
-    const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0 && page_run == 0);
+    const int run = decode_mma_run(r.page_size, bc, r.head_dim, 32 * warps);
+    const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0 && run == 0);
     // (NVIDIA's PTX from compute capability 8.0: cp.async, m16n8k16; off NVIDIA only CPU devices, where
     // tests/emulated_mma's operand files stand in, take a forced form: other GPUs get the default plan)
     const bool device_ok = (f.is_nvidia() && f.nv_compute_major >= 8) || f.kind == DeviceKind::CPU;
@@ -197,7 +201,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (fits) {
       p.mma = true;
       p.mma_ring = ring;
-      p.mma_page_run = page_run;
+      p.mma_run = run;
       p.block_rows = 16 * warps;
       p.block_cols = bc;
       p.work_group_size = 32u * warps;
@@ -395,7 +399,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     p.reason += concat(p.lane_page_kpt ? ", a page base per lane and tile" : "", ", L2 prefetch ", p.lane_prefetch, " tiles ahead");
   if (p.lane_async > 0) p.reason += concat(", K/V by cp.async in a ring of ", p.lane_async, " tiles");
   if (p.mma) p.reason += concat(", K/V by cp.async in a ring of ", p.mma_ring, " tiles");
-  if (p.mma && p.mma_page_run > 0) p.reason += concat(", pages read in runs of ", p.mma_page_run, " keys");
+  if (p.mma && p.mma_run > 0) p.reason += concat(", read in runs of ", p.mma_run, " keys");
   return p;
 }
 
