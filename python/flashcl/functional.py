@@ -1,7 +1,8 @@
 """flashcl's functional API: ``attention`` on numpy arrays (host memory, run through a cached
 ``Session`` on the default or a chosen device) and on pyopencl ``Array``s (run on the caller's own
 context and queue without copies: the binding receives the buffers' and the queue's ``int_ptr``,
-offsets and strides in elements). It turns array shapes into the C++ API's ``ForwardArgs`` and
+offsets and strides in elements); torch tensors go to ``flashcl.torch`` (differentiable, on the
+device they live on). It turns array shapes into the C++ API's ``ForwardArgs`` and
 leaves every range and consistency check it can to the library, whose named messages arrive as
 ``flashcl.Error``; what only Python sees (number of dimensions, array dtype, byte strides that are
 not whole elements) is raised here as the same exception with the same kind of message.
@@ -136,6 +137,24 @@ def _is_pyopencl(a) -> bool:
     return type(a).__module__.startswith("pyopencl")
 
 
+def _is_torch(a) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def _torch_module(**unused):
+    """flashcl.torch, for torch tensors, after checking that the arguments only numpy and pyopencl
+    arrays take are left at their defaults (a torch tensor runs where it lives: flashcl.torch)."""
+    for name, value in unused.items():
+        default = value is None or (isinstance(value, (str, int, float, Algorithm)) and
+                                    value in ("", "auto", 0, Algorithm.Auto))
+        if not default:
+            _fail(Status.InvalidArgument, f"{name}: not taken with torch tensors (flashcl.torch runs them where they "
+                  "live, on the default algorithm and their dtype)")
+    from . import torch as flashcl_torch
+
+    return flashcl_torch
+
+
 def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
               alibi_slopes=None, mask=None, scale: Optional[float] = None, cu_seqlens_q=None, cu_seqlens_k=None,
               max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
@@ -171,6 +190,13 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     if varlen and (cu_seqlens_q is None or cu_seqlens_k is None):
         _fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
+    if _is_torch(q):
+        return _torch_module(algorithm=algorithm, dtype=dtype, out=out, queue=queue, wait_for=wait_for,
+                             platform=platform, device=device, descales=descales, quant_block=quant_block,
+                             out_dtype=out_dtype).attention(
+            q, k, v, causal=causal, window=window, softcap=softcap, alibi_slopes=alibi_slopes, mask=mask,
+            scale=scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
+            max_seqlen_k=max_seqlen_k, return_lse=return_lse)
     options = dict(causal=causal, window=window, softcap=softcap, scale=scale, algorithm=algorithm)
     fp8 = None
     if dtype in ("e4m3", "e5m2") or descales is not None:
@@ -181,7 +207,8 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
         return _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                  max_seqlen_k, return_lse, dtype, out, queue, wait_for, fp8)
     if not isinstance(q, np.ndarray):
-        _fail(Status.InvalidArgument, f"q: expected a numpy array or a pyopencl Array, got {type(q).__name__}")
+        _fail(Status.InvalidArgument,
+              f"q: expected a numpy array, a pyopencl Array or a torch tensor, got {type(q).__name__}")
     return _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                            max_seqlen_k, return_lse, _storage(q.dtype, "q", dtype), session(platform, device))
 
@@ -442,6 +469,12 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
         if tuple(a.shape) != tuple(q.shape):
             _fail(Status.InvalidArgument, f"{name}: shape {tuple(a.shape)} differs from q's {tuple(q.shape)}")
     options = dict(causal=causal, window=window, softcap=softcap, scale=scale, algorithm=algorithm)
+    if _is_torch(q):
+        return _torch_module(algorithm=algorithm, dtype=dtype, d_q=d_q, d_k=d_k, d_v=d_v, queue=queue,
+                             wait_for=wait_for, platform=platform, device=device).attention_backward(
+            d_o, q, k, v, out, lse, causal=causal, window=window, softcap=softcap, alibi_slopes=alibi_slopes,
+            mask=mask, scale=scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
+            max_seqlen_k=max_seqlen_k, deterministic=deterministic, return_dbias=return_dbias)
     variants = (alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     if return_dbias and (mask is None or _mask_kind(mask.dtype) != MaskKind.Bias):
         _fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
@@ -449,7 +482,8 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
         return _device_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias, dtype,
                                 (d_q, d_k, d_v), queue, wait_for)
     if not isinstance(q, np.ndarray):
-        _fail(Status.InvalidArgument, f"q: expected a numpy array or a pyopencl Array, got {type(q).__name__}")
+        _fail(Status.InvalidArgument,
+              f"q: expected a numpy array, a pyopencl Array or a torch tensor, got {type(q).__name__}")
     return _host_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias,
                           _storage(q.dtype, "q", dtype), session(platform, device))
 

@@ -237,16 +237,11 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     return (out[0], out[1], None) if return_attn_probs else out
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: Sequence[int] = (-1, -1),
-              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None, mask: Optional[Tensor] = None,
-              scale: Optional[float] = None, cu_seqlens_q: Optional[Tensor] = None,
-              cu_seqlens_k: Optional[Tensor] = None, max_seqlen_q: Optional[int] = None,
-              max_seqlen_k: Optional[int] = None, deterministic: bool = False, return_lse: bool = False):
-    """``flashcl.attention``'s arguments on torch tensors, differentiable: everything
-    ``flash_attn_func``/``flash_attn_varlen_func`` take plus ``mask``, a boolean mask (False hides a
-    key) or an additive float bias of shape (Nq, Nk) or (B or 1, H or 1, Nq, Nk) as SDPA's."""
-    varlen = cu_seqlens_q is not None
-    if varlen:
+def _lengths_and_mask(q: Tensor, k: Tensor, cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor],
+                      max_seqlen_q: Optional[int], max_seqlen_k: Optional[int], mask: Optional[Tensor]):
+    """attention's and attention_backward's defaults: int32 offsets, the longest sequences, a float
+    bias as float32."""
+    if cu_seqlens_q is not None:
         cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32)
         if max_seqlen_q is None:
             max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
@@ -256,8 +251,45 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: 
         max_seqlen_q, max_seqlen_k = q.shape[1], k.shape[1]
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(torch.float32)
+    return cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: Sequence[int] = (-1, -1),
+              softcap: float = 0.0, alibi_slopes: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+              scale: Optional[float] = None, cu_seqlens_q: Optional[Tensor] = None,
+              cu_seqlens_k: Optional[Tensor] = None, max_seqlen_q: Optional[int] = None,
+              max_seqlen_k: Optional[int] = None, deterministic: bool = False, return_lse: bool = False):
+    """``flashcl.attention``'s arguments on torch tensors, differentiable: everything
+    ``flash_attn_func``/``flash_attn_varlen_func`` take plus ``mask``, a boolean mask (False hides a
+    key) or an additive float bias of shape (Nq, Nk) or (B or 1, H or 1, Nq, Nk) as SDPA's.
+    ``flashcl.attention`` comes here for torch tensors."""
+    cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
     return _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 0.0, scale, causal, window, softcap,
                   alibi_slopes, mask, deterministic, return_lse)
+
+
+def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, *,
+                       causal: bool = False, window: Sequence[int] = (-1, -1), softcap: float = 0.0,
+                       alibi_slopes: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                       scale: Optional[float] = None, cu_seqlens_q: Optional[Tensor] = None,
+                       cu_seqlens_k: Optional[Tensor] = None, max_seqlen_q: Optional[int] = None,
+                       max_seqlen_k: Optional[int] = None, deterministic: bool = False, return_dbias: bool = False):
+    """``flashcl.attention_backward``'s arguments on torch tensors (``flashcl.attention_backward``
+    comes here for them): (dq, dk, dv), and the float bias's gradient with ``return_dbias``, through
+    the op the autograd Function's backward calls. ``out`` and ``lse`` are the forward's
+    (``attention(..., return_lse=True)``); every other argument must be the forward's."""
+    if return_dbias and (mask is None or mask.dtype == torch.bool):
+        _functional._fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
+    cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
+        q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
+    window = (-1, -1) if window is None else (int(window[0]), int(window[1]))
+    softmax_scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    d_q, d_k, d_v, d_bias = torch.ops.flashcl.bwd(
+        d_o.contiguous(), q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
+        softmax_scale, bool(causal), window[0], window[1], float(softcap or 0.0), alibi_slopes, mask,
+        bool(deterministic), bool(return_dbias))
+    return (d_q, d_k, d_v, d_bias) if return_dbias else (d_q, d_k, d_v)
 
 
 # ---- KV cache (decode): flash_attn_with_kvcache ------------------------------------------------

@@ -176,3 +176,25 @@ def test_opcheck_backward(gen):
             False)
     torch.library.opcheck(torch.ops.flashcl.bwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+def test_functional_api_takes_torch_tensors(gen):
+    """flashcl.attention and flashcl.attention_backward on torch tensors: flashcl.torch's results
+    (the forward differentiable, the backward the autograd Function's gradients), and a named error
+    for what only numpy and pyopencl arrays take."""
+    q, k, v = (randn(gen, 2, n, h, 16).requires_grad_() for n, h in ((9, 4), (13, 2), (13, 2)))
+    bias = randn(gen, 1, 4, 9, 13)
+    out, lse = flashcl.attention(q, k, v, causal=True, mask=bias, return_lse=True)
+    expected = attention(q, k, v, causal=True, mask=bias)
+    assert isinstance(out, torch.Tensor) and out.requires_grad
+    assert torch.equal(out, expected)
+    d_o = randn(gen, *out.shape)
+    grads = flashcl.attention_backward(d_o, q.detach(), k.detach(), v.detach(), out.detach(), lse, causal=True,
+                                       mask=bias)
+    expected.backward(d_o)
+    for got, want in zip(grads, (q.grad, k.grad, v.grad)):
+        assert torch.equal(got, want)
+    with pytest.raises(flashcl.Error, match="algorithm: not taken with torch tensors"):
+        flashcl.attention(q, k, v, algorithm="fa1")
+    with pytest.raises(flashcl.Error, match="d_bias: return_dbias needs an additive float bias"):
+        flashcl.attention_backward(d_o, q, k, v, out, lse, return_dbias=True)
