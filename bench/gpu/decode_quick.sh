@@ -12,7 +12,9 @@
 # against each copy addressed on its own (-DDM_NO_RUNS=1: per-copy offsets, a paged cache's key
 # table) and the async form (FLASHCL_DECODE=lanes-async), one query on contiguous caches and pages
 # of 16 and 256, and 4 queries (runs against per copy), two rounds; runs-tests: the decode tests
-# forced onto decode_mma, in runs and per copy)
+# forced onto decode_mma, in runs and per copy; ring: decode_mma's tile and ring shapes (BC 16-64,
+# 2-4 stages) at one query, 32k and 128k keys, contiguous and pages of 16: whether a card with more
+# bandwidth wants more bytes in flight)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -74,6 +76,15 @@ for round in 1 2; do
   build_ab "percopy-nq4,$round" -DDM_NO_RUNS=1 $one --cache 32768,131072 --seqlen-q 4
 done
 echo "(after the runs A/B: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" ring "* ]]; then  # decode_mma's tile and ring shapes, one query
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 32768,131072"
+for page in 0 16; do
+  for form in mma-b32s2 mma-b32s3 mma-b32s4 mma-b64s2 mma-b16s4; do
+    FLASHCL_DECODE=$form build_ab "$form-p$page,1" "" $one --page-size $page
+  done
+done
+echo "(after the ring shapes: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs-tests "* ]]; then
   FLASHCL_DECODE=mma decode_tests runs-tests
