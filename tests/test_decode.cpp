@@ -294,6 +294,8 @@ TEST(Decode, TensorCoreShapes) {
   chunk.causal = true;
   chunk.page_size = 6;
   cases.emplace_back("bf16 Nq 17 group 4 causal append page 6", chunk);
+  chunk.page_size = 0;  // the same rows on a contiguous cache: 4 warps stepping through one run a tile
+  cases.emplace_back("bf16 Nq 17 group 4 causal append contiguous", chunk);
   DecodeCase var = half({160, 90}, DType::F16, 72, 8);
   var.page_size = 1;
   var.window_left = 40;
