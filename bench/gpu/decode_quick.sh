@@ -14,7 +14,9 @@
 # of 16 and 256, and 4 queries (runs against per copy), two rounds; runs-tests: the decode tests
 # forced onto decode_mma, in runs and per copy; ring: decode_mma's tile and ring shapes (BC 16-64,
 # 2-4 stages) at one query, 32k and 128k keys, contiguous and pages of 16: whether a card with more
-# bandwidth wants more bytes in flight)
+# bandwidth wants more bytes in flight; groups: decode_mma (forced) against the default at one query
+# for groups of 1, 8 and 16 query heads a K/V head, 4k and 32k keys, contiguous: where the default
+# could take it at short caches and other groups)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -85,6 +87,14 @@ for page in 0 16; do
   done
 done
 echo "(after the ring shapes: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" groups "* ]]; then  # decode_mma against the default for other GQA groups
+for heads in 8 64 128; do
+  one="--decode --heads $heads --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1 --cache 4096,32768"
+  build_ab "default-h$heads,1" "" $one
+  FLASHCL_DECODE=mma build_ab "mma-h$heads,1" "" $one
+done
+echo "(after the groups: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs-tests "* ]]; then
   FLASHCL_DECODE=mma decode_tests runs-tests
