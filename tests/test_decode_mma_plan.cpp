@@ -118,9 +118,9 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
     }
 }
 
-// The default on NVIDIA of compute capability >= 8.0: one query on contiguous caches from 8192 keys
-// a sequence (paged and shorter caches keep the async form), more queries on any cache; older parts,
-// other devices and fp32 caches keep their forms.
+// The default on NVIDIA of compute capability >= 8.0: one query from 8192 keys a sequence on
+// contiguous caches and on pages read in runs (other pages and shorter caches keep the async form),
+// more queries on any cache; older parts, other devices and fp32 caches keep their forms.
 TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
   // one query: from 8192 keys, contiguous or on pages of a multiple of 8 keys (read in runs); pages
   // of 12 (runs of 4) keep the async form
@@ -143,6 +143,18 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
     EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";
     EXPECT_FALSE(plan_decode_call(h100(), a, "lanes-async").decode.mma) << "forced async form";
   }
+  // the runs as the planned work-group takes them: a group of 32 at d 32 on pages of 8 needs 2 warps,
+  // whose copy step (16 rows) does not divide a run of 8, so the key table: not the default
+  KvCacheArgs wide = decode_step_call(DType::F16, 8, 32);
+  wide.heads_kv = 1;
+  wide.head_dim = 32;
+  wide.max_pages *= 2;
+  wide.num_pages = wide.batch * wide.max_pages;
+  wide.block_table_stride = wide.max_pages;
+  for (Tensor* t : {&wide.q, &wide.o}) dense_strides(*t, 1, wide.heads, wide.head_dim);
+  for (Tensor* t : {&wide.k_cache, &wide.v_cache}) dense_strides(*t, 8, wide.heads_kv, wide.head_dim);
+  EXPECT_EQ(plan_decode_call(h100(), wide, "mma").decode.mma_run, 0);
+  EXPECT_FALSE(plan_decode_call(h100(), wide).decode.mma);
   // more queries than one: every cache, contiguous or paged, at any length
   for (int page : {0, 16})
     for (int nq : {2, 4, 16}) {

@@ -101,6 +101,14 @@ int residency_bound(const DeviceFacts& f, const DecodePlan& p) {
   return static_cast<int>(std::max<std::size_t>(1, (std::max<std::size_t>(f.max_work_group_size, 2) - 1) / p.work_group_size));
 }
 
+// decode_mma's warps a work-group: one per 16-row block, up to 4 sharing each tile (chunked
+// prefill: the cache read once per 64 rows), as many as divide the tile's 16-byte chunks.
+int decode_mma_warps(std::int64_t rows, int bc, int d, std::size_t max_work_group_size) {
+  int warps = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
+  while (warps > 1 && ((bc * (d / 8)) % (32 * warps) != 0 || max_work_group_size < 32u * warps)) warps /= 2;
+  return warps;
+}
+
 }  // namespace
 
 std::size_t decode_local_bytes(int br, int bc, int d, int page_slots) {
@@ -175,17 +183,17 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
   const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
                            (r.seqlen_q > 1 ||
-                            (r.max_keys >= 8192 && (r.page_size == 0 || decode_mma_run(r.page_size, 32, r.head_dim, 32) > 0)));
+                            (r.max_keys >= 8192 &&
+                             (r.page_size == 0 ||
+                              decode_mma_run(r.page_size, 32, r.head_dim,
+                                             32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size)) > 0)));
   if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
     if (forced_mma && r.form != "mma" &&
         (std::sscanf(r.form.c_str(), "mma-b%ds%d%n", &bc, &ring, &used) != 2 || used != static_cast<int>(r.form.size()) ||
          (bc != 16 && bc != 32 && bc != 64) || ring < 2 || ring > 8))
       fail(Status::InvalidArgument, "FLASHCL_DECODE: '", r.form, "' is not mma or mma-b<16|32|64>s<2..8>");
-    // a warp per 16-row block, up to 4 sharing each tile (chunked prefill: the cache read once per
-    // 64 rows), as many as divide the tile's 16-byte chunks
-    int warps = rows <= 16 ? 1 : rows <= 32 ? 2 : 4;
-    while (warps > 1 && ((bc * (r.head_dim / 8)) % (32 * warps) != 0 || f.max_work_group_size < 32u * warps)) warps /= 2;
+    const int warps = decode_mma_warps(rows, bc, r.head_dim, f.max_work_group_size);
     const int run = decode_mma_run(r.page_size, bc, r.head_dim, 32 * warps);
     const std::size_t bytes = decode_mma_local_bytes(bc, r.head_dim, ring, r.page_size > 0 && run == 0);
     // (NVIDIA's PTX from compute capability 8.0: cp.async, m16n8k16; off NVIDIA only CPU devices, where
