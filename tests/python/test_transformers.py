@@ -4,7 +4,7 @@ decoder with a sliding window shorter than the sequence, and a BERT encoder (is_
 against attn_implementation="eager" in fp32: outputs at every real token with and without padding
 (left padding for the decoders, right for the encoder), greedy generate() with the KV cache,
 switching an existing model with set_attn_implementation, and training: every parameter's gradient
-and 20 AdamW steps' losses.
+(the decoders and the encoder) and 20 AdamW steps' losses (the decoders).
 """
 
 import copy
@@ -50,13 +50,30 @@ def compare(eager, ours, ids, mask, field="logits"):
     assert err <= ATOL, f"{field}: max difference {err:.3g} from eager"
 
 
+def decoder_config(kind):
+    if kind == "llama_gqa":
+        return transformers.LlamaConfig(num_key_value_heads=2, **SMALL)
+    return transformers.MistralConfig(num_key_value_heads=2, sliding_window=6, **SMALL)
+
+
+def encoder_config():
+    # (no dropout: flashcl's attention has none, and training must compare like with like)
+    return transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                   attention_probs_dropout_prob=0.0)
+
+
+def compare_gradients(eager, ours, tolerance=1e-5):
+    for (name, a), b in zip(eager.named_parameters(), ours.parameters()):
+        if a.grad is None and b.grad is None:
+            continue  # (a parameter the loss does not reach, e.g. BERT's pooler)
+        err = (a.grad - b.grad).abs().max().item()
+        assert err <= tolerance, f"{name}: gradient differs from eager by {err:.3g}"
+
+
 @pytest.mark.parametrize("kind", ["llama_gqa", "mistral_sliding_window"])
 def test_decoder_logits(kind):
-    if kind == "llama_gqa":
-        cfg = transformers.LlamaConfig(num_key_value_heads=2, **SMALL)
-    else:
-        cfg = transformers.MistralConfig(num_key_value_heads=2, sliding_window=6, **SMALL)
-    eager, ours = pair(cfg)
+    eager, ours = pair(decoder_config(kind))
     ids, mask = batch()
     compare(eager, ours, ids, torch.ones_like(mask))  # no padding: plain causal calls
     compare(eager, ours, ids, mask)  # left padding: varlen calls
@@ -71,11 +88,21 @@ def test_generate_greedy_with_kv_cache():
 
 
 def test_encoder_right_padding():
-    cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                  num_attention_heads=4, max_position_embeddings=64)
-    eager, ours = pair(cfg, transformers.AutoModel)
+    eager, ours = pair(encoder_config(), transformers.AutoModel)
     ids, mask = batch(left=False)
     compare(eager, ours, ids, mask, "last_hidden_state")
+
+
+def test_encoder_gradients():
+    # every parameter's gradient of a loss over the real tokens' hidden states, right-padded batch
+    eager, ours = pair(encoder_config(), transformers.AutoModel)
+    ids, mask = batch(left=False)
+    weights = torch.randn(2, ids.shape[1], SMALL["hidden_size"], generator=torch.Generator().manual_seed(2))
+    for model in (eager, ours):
+        model.train()
+        hidden = model(ids, attention_mask=mask).last_hidden_state
+        ((hidden * weights * mask[..., None]).sum() / hidden[mask.bool()].numel()).backward()  # a mean, as a loss
+    compare_gradients(eager, ours)
 
 
 def test_set_attn_implementation():
@@ -87,10 +114,11 @@ def test_set_attn_implementation():
     compare(eager, switched, ids, mask)
 
 
-def test_training_matches_eager():
+@pytest.mark.parametrize("kind", ["llama_gqa", "mistral_sliding_window"])
+def test_training_matches_eager(kind):
     # Gradients of every parameter after one step, then 20 AdamW steps (bars: 1e-3 on the losses),
     # on a left-padded batch whose labels skip every prediction made from a padded position.
-    eager, ours = pair(transformers.LlamaConfig(num_key_value_heads=2, **SMALL))
+    eager, ours = pair(decoder_config(kind))
     ids, mask = batch()
     seen = mask.clone()
     seen[:, 1:] *= mask[:, :-1]
@@ -99,9 +127,7 @@ def test_training_matches_eager():
     for name, model in (("eager", eager), ("flashcl", ours)):
         model.train()
         model(ids, attention_mask=mask, labels=labels).loss.backward()
-    for (name, a), b in zip(eager.named_parameters(), ours.parameters()):
-        err = (a.grad - b.grad).abs().max().item()
-        assert err <= 1e-5, f"{name}: gradient differs from eager by {err:.3g}"
+    compare_gradients(eager, ours)
     for name, model in (("eager", eager), ("flashcl", ours)):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         losses[name] = []
