@@ -44,12 +44,12 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       EXPECT_EQ(p.decode.row_blocks, 1);
       // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; pages of 1 and 6 through the key table (two
       // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys, a
-      // contiguous cache's tile as one run
+      // contiguous cache per copy (its runs are opt-in until timed)
       const bool table = page == 1 || page == 6;
       EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (table ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
-      EXPECT_EQ(p.decode.mma_run, page == 16 ? 16 : page == 256 || page == 0 ? 32 : 0);
+      EXPECT_EQ(p.decode.mma_run, page == 16 ? 16 : page == 256 ? 32 : 0);
       EXPECT_EQ(has_option(p, "-DDM_RUN=16"), page == 16);
-      EXPECT_EQ(has_option(p, "-DDM_RUN=32"), page == 256 || page == 0);
+      EXPECT_EQ(has_option(p, "-DDM_RUN=32"), page == 256);
     }
   // the ring's shapes
   const KvCachePlan b16 = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b16s4");

@@ -10,14 +10,14 @@
  * BR = 16 WARPS rows. The split's K and V tiles (BC keys each) arrive by cp.async in a ring of RING
  * tiles in __local, RING - 1 tiles ahead of the one computed, with one work-group barrier per tile
  * (every lane's copies of a tile visible, every lane past the reads of the stage the next copies
- * overwrite). Tiles are read as runs of DM_RUN keys that lie together in the cache, with
- * stepped copy pointers: a contiguous cache's tile is one run (the host passes BC), a paged cache's
- * runs are gcd(page_size, BC) keys (pages of 16, 256, ...: 8 or more) from one block-table entry
- * each, held in registers and read a tile ahead. Other shapes (no DM_RUN: a key row's chunks
- * that do not divide the work-group, pages of other sizes) address each copy on its own: a paged
- * cache's key offsets then come from a double-buffered table in __local that the lanes fill a tile
- * before its copies read it (any page size, pages in any order). The online softmax is fa2_mma.cl's with the lazy rescale;
- * scores go through common.cl's final_score where a variant (causal, window, softcap, ALiBi) needs
+ * overwrite). A paged cache is read as runs of DM_RUN keys that lie together on a page
+ * (gcd(page_size, BC) where that is 8 or more: pages of 16, 256, ...), each from one block-table
+ * entry held in registers and read a tile ahead, with stepped copy pointers (a contiguous cache's
+ * tile as one run, -DDM_CONTIGUOUS_RUNS=1, is built but opt-in until timed on a card). Other
+ * shapes address each copy on its own: a paged cache's key offsets then come from a double-buffered
+ * table in __local that the lanes fill a tile before its copies read it (any page size, pages in
+ * any order). The online softmax is fa2_mma.cl's with the lazy rescale; scores go through
+ * common.cl's final_score where a variant (causal, window, softcap, ALiBi) needs
  * it. Same grid, arguments and workspace output as decode_lanes.cl (decode_merge.cl combines the
  * splits), with row blocks of BR rows.
  *
@@ -61,6 +61,12 @@
 /* a score needs common.cl's final_score (else only the key and row bounds) */
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
 
+#ifndef DM_CONTIGUOUS_RUNS
+#define DM_CONTIGUOUS_RUNS 0 /* 1 (opt-in until timed on a card): a contiguous cache's tile as one run */
+#endif
+#if !defined(DM_RUN) && !PAGED && DM_CONTIGUOUS_RUNS && WG_SIZE % DM_CPR == 0 && BC % (WG_SIZE / DM_CPR) == 0
+#define DM_RUN BC
+#endif
 #ifndef DM_RUN
 #define DM_RUN 0
 #endif

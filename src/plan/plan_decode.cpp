@@ -129,7 +129,11 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 
 
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size) {
-  const int run = page_size > 0 ? std::gcd(page_size, block_cols) : block_cols, chunks = head_dim / 8;
+  // (contiguous caches: the tile as one run is built and passes the decode suite on PoCL over
+  // emulated operands, but is not yet timed against their per-copy path on a card, whose speed is
+  // on record; -DDM_CONTIGUOUS_RUNS=1 in FLASHCL_BUILD_OPTIONS opts in)
+  if (page_size <= 0) return 0;
+  const int run = std::gcd(page_size, block_cols), chunks = head_dim / 8;
   const bool stepped = chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
   return run >= 8 && stepped ? run : 0;
 }

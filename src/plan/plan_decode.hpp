@@ -62,9 +62,9 @@ struct DecodePlan {
                               // or forced by FLASHCL_DECODE=lanes-async[-k<KPT>s<stages>]
   bool mma = false;        // decode_mma.cl (tensor cores, a warp per 16-row block, 1-4 a work-group)
   int mma_ring = 0;        // mma: tiles of the cp.async ring (RING)
-  int mma_run = 0;         // mma: keys of a tile read as one run with stepped copies (DM_RUN: contiguous
-                           // BC, paged gcd(page_size, BC) where it is 8 or more; 0: each copy addressed
-                           // on its own, a paged cache's through the key table in __local)
+  int mma_run = 0;         // mma, paged: keys of a tile read as one run with stepped copies (DM_RUN:
+                           // gcd(page_size, BC) where it is 8 or more; 0: each copy addressed on its own,
+                           // a paged cache's through the key table in __local)
   bool cpu = false;        // decode_cpu.cl: one work-item per work-group, VW-wide vectors (CPU devices)
   int vector_width = 0;    // cpu: floats per vector (VW), a divisor of head_dim
   bool cpu_prefetch = false;  // cpu: software prefetch (CPU devices only: a simulator may lack it)
@@ -90,11 +90,12 @@ std::size_t decode_stream_local_bytes(int block_rows, int block_cols, int head_d
 // for a paged cache read through the key table (no page runs), its two tables and per-stage flags).
 std::size_t decode_mma_local_bytes(int block_cols, int head_dim, int ring, bool key_table);
 
-// decode_mma's run: the keys of a tile that lie together in the cache, read with stepped copies:
-// a contiguous cache's whole tile (block_cols), a paged cache's gcd(page_size, block_cols) where it
-// is 8 or more (a tile's keys then lie on pages in whole aligned runs of it); 0 where the stepped
-// copies do not fit (a key row's 16-byte chunks must divide the work-group, and the rows a step
-// covers the run) or the pages are too short: each copy addressed on its own.
+// decode_mma's run: the keys of a tile that lie together in the cache, read with stepped copies: a
+// paged cache's gcd(page_size, block_cols) where it is 8 or more (a tile's keys then lie on pages
+// in whole aligned runs of it); 0 for contiguous caches (the kernel takes a whole tile as one run
+// under -DDM_CONTIGUOUS_RUNS=1, not yet timed on a card), where the stepped copies do not fit (a key row's
+// 16-byte chunks must divide the work-group, and the rows a step covers the run) or the pages are
+// too short: each copy addressed on its own.
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size);
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
