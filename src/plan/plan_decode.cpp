@@ -179,7 +179,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   //    2.69 / 2.72 (1.09-1.10x; 128k 1.07x; B 1 1.02-1.08x) and 0.99x the contiguous cache
   //    (bench/gpu/decode_quick.sh STEPS=runs, two rounds); other page sizes keep the async form (the
   //    key table's pages of 16 read 0.95-0.99x it), as do shorter caches (paged runs read 1.02-1.08x
-  //    the async form at 4k, but contiguous ones 0.97x at B 1 before the runs: not yet measured);
+  //    the async form at 4k, contiguous caches on decode_mma 0.97x it at B 1: not settled yet);
   //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, B 8, 2 queries
   //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
   //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,

@@ -92,10 +92,10 @@ std::size_t decode_mma_local_bytes(int block_cols, int head_dim, int ring, bool 
 
 // decode_mma's run: the keys of a tile that lie together in the cache, read with stepped copies: a
 // paged cache's gcd(page_size, block_cols) where it is 8 or more (a tile's keys then lie on pages
-// in whole aligned runs of it); 0 for contiguous caches (the kernel takes a whole tile as one run
-// under -DDM_CONTIGUOUS_RUNS=1, not yet timed on a card), where the stepped copies do not fit (a key row's
-// 16-byte chunks must divide the work-group, and the rows a step covers the run) or the pages are
-// too short: each copy addressed on its own.
+// in whole aligned runs of it) and the stepped copies fit it (a key row's 16-byte chunks divide
+// the work-group, and the rows a step covers divide the run); else 0, each copy addressed on its
+// own. Contiguous caches get 0 (the kernel takes a whole tile as one run under
+// -DDM_CONTIGUOUS_RUNS=1, not yet timed on a card).
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size);
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
