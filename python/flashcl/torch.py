@@ -182,14 +182,19 @@ class _Attention(torch.autograd.Function):
                 d_bias if want_dbias else None, None)
 
 
+def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) -> Tuple[float, Tuple[int, int]]:
+    """The forward's and the backward's defaults: scale 1/sqrt(d), window (-1, -1) (unbounded)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
+    window = (-1, -1) if window_size is None else (int(window_size[0]), int(window_size[1]))
+    return scale, window
+
+
 def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
            window_size, softcap, alibi_slopes, mask, deterministic, return_lse):
     if dropout_p:
         raise NotImplementedError(f"flashcl: dropout_p = {dropout_p} is not supported (flashcl's attention has no "
                                   "dropout); pass dropout_p=0.0")
-    if softmax_scale is None:
-        softmax_scale = 1.0 / math.sqrt(q.shape[-1])
-    window = (-1, -1) if window_size is None else (int(window_size[0]), int(window_size[1]))
+    softmax_scale, window = _scale_and_window(q, softmax_scale, window_size)
     out, lse = _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
                                 float(softmax_scale), bool(causal), window, float(softcap or 0.0), alibi_slopes,
                                 mask, bool(deterministic))
@@ -283,8 +288,7 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
         _functional._fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
-    window = (-1, -1) if window is None else (int(window[0]), int(window[1]))
-    softmax_scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    softmax_scale, window = _scale_and_window(q, scale, window)
     d_q, d_k, d_v, d_bias = torch.ops.flashcl.bwd(
         d_o.contiguous(), q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
         softmax_scale, bool(causal), window[0], window[1], float(softcap or 0.0), alibi_slopes, mask,
