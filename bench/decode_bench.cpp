@@ -68,6 +68,37 @@ std::vector<float> read_fp8(cl_command_queue queue, cl_mem buffer, std::size_t e
   return out;
 }
 
+// Each kernel of a finished launch: its own device time (start to end), in enqueue order.
+std::vector<double> kernel_times_ms(const Launch& launch) {
+  std::vector<double> out;
+  for (cl_event e : launch.events()) {
+    cl_ulong start = 0, end = 0;
+    check_cl(clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr), "clGetEventProfilingInfo");
+    check_cl(clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr), "clGetEventProfilingInfo");
+    out.push_back(static_cast<double>(end - start) * 1e-6);
+  }
+  return out;
+}
+
+// --explain: the median of each kernel's own time and of what the call's span adds between them
+// (launch gaps), in microseconds, on stderr: where a short call's fixed cost sits.
+void explain_kernels(const std::vector<std::vector<double>>& per_kernel, const std::vector<double>& spans) {
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  std::vector<double> gaps;
+  for (std::size_t i = 0; i < spans.size(); ++i)
+    gaps.push_back(spans[i] - std::accumulate(per_kernel[i].begin(), per_kernel[i].end(), 0.0));
+  std::fprintf(stderr, "  kernels (median us):");
+  for (std::size_t k = 0; !per_kernel.empty() && k < per_kernel.front().size(); ++k) {
+    std::vector<double> t;
+    for (const auto& run : per_kernel) t.push_back(run[k]);
+    std::fprintf(stderr, " %.1f", 1e3 * median(t));
+  }
+  std::fprintf(stderr, "; gaps %.1f; span %.1f\n", 1e3 * median(gaps), 1e3 * median(spans));
+}
+
 Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) {
   const cl_context ctx = session.context();
   const cl_command_queue queue = session.queue();
@@ -154,7 +185,13 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   if (o.explain) std::fprintf(stderr, "B %d, %d keys: %s, %s\n", B, capacity, info.kernel.c_str(), info.reason.c_str());
   for (int i = 0; i < o.warmup; ++i) forward_kvcache(queue, a).wait();
   std::vector<double> ms;
-  for (int i = 0; i < o.repeat; ++i) ms.push_back(forward_kvcache(queue, a).device_ms());
+  std::vector<std::vector<double>> per_kernel;  // --explain: each kernel's own device time
+  for (int i = 0; i < o.repeat; ++i) {
+    const Launch launch = forward_kvcache(queue, a);
+    ms.push_back(launch.device_ms());
+    if (o.explain) per_kernel.push_back(kernel_times_ms(launch));
+  }
+  if (o.explain) explain_kernels(per_kernel, ms);
   std::sort(ms.begin(), ms.end());
   r.median_ms = ms[ms.size() / 2];
   r.min_ms = ms.front();

@@ -17,7 +17,8 @@
 # 2-4 stages) at one query, 32k and 128k keys, contiguous and pages of 16: whether a card with more
 # bandwidth wants more bytes in flight; groups: decode_mma (forced) against the default at one query
 # for groups of 1, 8 and 16 query heads a K/V head, 4k and 32k keys, contiguous: where the default
-# could take it at short caches and other groups)
+# could take it at short caches and other groups; fixed: B = 1 at one query, each kernel's device time
+# and the launch gaps (--explain) at 32k keys over split counts, and at 4k and 128k)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -96,6 +97,16 @@ for heads in 8 64 128; do
   FLASHCL_DECODE=mma build_ab "mma-h$heads,1" "" $one
 done
 echo "(after the groups: $((SECONDS - start)) s)"
+fi
+if [[ $steps == *" fixed "* ]]; then  # B = 1's fixed cost: each kernel's time and the gaps (--explain)
+one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 1 --explain"
+for page in 0 256; do
+  for splits in 0 16 32 64 96 132; do
+    $bench $one --cache 32768 --page-size $page --splits $splits 2>&1 | grep -E "kernels|^\"" | sed "s/^/fixed-p$page-s$splits,/"
+  done
+  $bench $one --cache 4096,131072 --page-size $page 2>&1 | grep -E "keys:|kernels|^\"" | sed "s/^/fixed-p$page,/"
+done
+echo "(after the fixed cost: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs-tests "* ]]; then
   FLASHCL_DECODE=mma decode_tests runs-tests -DDM_CONTIGUOUS_RUNS=1
