@@ -18,7 +18,8 @@
 # bandwidth wants more bytes in flight; groups: decode_mma (forced) against the default at one query
 # for groups of 1, 8 and 16 query heads a K/V head, 4k and 32k keys, contiguous: where the default
 # could take it at short caches and other groups; fixed: B = 1 at one query, each kernel's device time
-# and the launch gaps (--explain) at 32k keys over split counts, and at 4k and 128k)
+# and the launch gaps (--explain) at 32k keys over split counts, and at 4k and 128k, with decode_merge
+# grouped (the default) and serial (-DMERGE_SERIAL=1), two rounds)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -100,11 +101,18 @@ echo "(after the groups: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" fixed "* ]]; then  # B = 1's fixed cost: each kernel's time and the gaps (--explain)
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 1 --explain"
-for page in 0 256; do
-  for splits in 0 16 32 64 96 132; do
-    $bench $one --cache 32768 --page-size $page --splits $splits 2>&1 | grep -E "kernels|^\"" | sed "s/^/fixed-p$page-s$splits,/"
+for round in 1 2; do
+  for merge in grouped serial; do  # decode_merge's split groups against one work-item a column (-DMERGE_SERIAL=1)
+    opts=$([ $merge = serial ] && echo -DMERGE_SERIAL=1)
+    for page in 0 256; do
+      for splits in 0 32 64 132; do
+        FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 32768 --page-size $page --splits $splits 2>&1 |
+          grep -E "kernels|^\"" | sed "s/^/fixed-$merge-p$page-s$splits,$round,/"
+      done
+      FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 4096,131072 --page-size $page 2>&1 |
+        grep -E "keys:|kernels|^\"" | sed "s/^/fixed-$merge-p$page,$round,/"
+    done
   done
-  $bench $one --cache 4096,131072 --page-size $page 2>&1 | grep -E "keys:|kernels|^\"" | sed "s/^/fixed-p$page,/"
 done
 echo "(after the fixed cost: $((SECONDS - start)) s)"
 fi

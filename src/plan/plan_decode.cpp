@@ -364,7 +364,10 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     wg = std::max(wg, multiple) / multiple * multiple;
     p.work_group_size = std::max<std::size_t>(1, std::min(wg, f.max_work_group_size));
   }
-  p.merge_wg = static_cast<int>(std::min<std::size_t>(r.head_dim >= 64 ? 64 : 32, f.max_work_group_size));
+  // The merge: up to 256 work-items, 8 groups of 32 that share a row's splits (decode_merge.cl;
+  // a power of two, else, or below 32, the kernel walks the splits in turn)
+  p.merge_wg = 1;
+  while (p.merge_wg < 256 && static_cast<std::size_t>(p.merge_wg) * 2 <= f.max_work_group_size) p.merge_wg *= 2;
 
   // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
   // for the compute units, and no split shorter than the rule's fewest keys or tiles.
