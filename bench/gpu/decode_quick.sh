@@ -18,7 +18,7 @@
 # bandwidth wants more bytes in flight; groups: decode_mma (forced) against the default at one query
 # for groups of 1, 8 and 16 query heads a K/V head, 4k and 32k keys, contiguous: where the default
 # could take it at short caches and other groups; fixed: B = 1 at one query, each kernel's device time
-# and the launch gaps (--explain) at 32k keys over split counts, and at 4k and 128k, with decode_merge
+# and the launch gaps (--explain) at 32k keys over split counts, and at 256 (the floor), 4k and 128k, with decode_merge
 # grouped (the default) and serial (-DMERGE_SERIAL=1), two rounds)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
@@ -109,7 +109,7 @@ for round in 1 2; do
         FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 32768 --page-size $page --splits $splits 2>&1 |
           grep -E "kernels|^\"" | sed "s/^/fixed-$merge-p$page-s$splits,$round,/"
       done
-      FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 4096,131072 --page-size $page 2>&1 |
+      FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 256,4096,131072 --page-size $page 2>&1 |
         grep -E "keys:|kernels|^\"" | sed "s/^/fixed-$merge-p$page,$round,/"
     done
   done
