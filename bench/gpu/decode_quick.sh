@@ -19,7 +19,8 @@
 # for groups of 1, 8 and 16 query heads a K/V head, 4k and 32k keys, contiguous: where the default
 # could take it at short caches and other groups; fixed: B = 1 at one query, each kernel's device time
 # and the launch gaps (--explain) at 32k keys over split counts, and at 256 (the floor), 4k and 128k, with decode_merge
-# grouped (the default) and serial (-DMERGE_SERIAL=1), two rounds)
+# grouped (the default) and serial (-DMERGE_SERIAL=1), two rounds; contiguous and pages of 256, or
+# the page sizes in FIXED_PAGES)
 set -uo pipefail
 out=${1:-/tmp/flashcl-decode-quick}
 mkdir -p "$out"
@@ -104,7 +105,7 @@ one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --cs
 for round in 1 2; do
   for merge in grouped serial; do  # decode_merge's split groups against one work-item a column (-DMERGE_SERIAL=1)
     opts=$([ $merge = serial ] && echo -DMERGE_SERIAL=1)
-    for page in 0 256; do
+    for page in ${FIXED_PAGES:-0 256}; do
       for splits in 0 32 64 132; do
         FLASHCL_BUILD_OPTIONS=$opts timeout 30 $bench $one --cache 32768 --page-size $page --splits $splits 2>&1 |
           grep -E "kernels|^\"" | sed "s/^/fixed-$merge-p$page-s$splits,$round,/"
