@@ -50,9 +50,9 @@ inline void dense_strides(Tensor& t, int seqlen, int heads, int d) {
   t.batch_stride = static_cast<std::int64_t>(seqlen) * heads * d;
 }
 
-// Issue 22's decode step (B 8, `heads` query heads over 8, d 128, 4096 keys, `rows` query rows) on a
-// cache of `cache` storage, contiguous or paged (page_size > 0).
-inline KvCacheArgs decode_step_call(DType cache, int page_size = 0, int heads = 32, int rows = 1) {
+// Issue 22's decode step (B 8, `heads` query heads over 8, d 128, `keys` keys, `rows` query rows) on
+// a cache of `cache` storage, contiguous or paged (page_size > 0).
+inline KvCacheArgs decode_step_call(DType cache, int page_size = 0, int heads = 32, int rows = 1, int keys = 4096) {
   KvCacheArgs a;
   a.batch = 8;
   a.heads_kv = 8;
@@ -67,14 +67,14 @@ inline KvCacheArgs decode_step_call(DType cache, int page_size = 0, int heads = 
   dense_strides(a.o, rows, a.heads, a.head_dim);
   if (page_size > 0) {
     a.page_size = page_size;
-    a.max_pages = (4096 + page_size - 1) / page_size;
+    a.max_pages = (keys + page_size - 1) / page_size;
     a.num_pages = a.batch * a.max_pages;
     a.block_table = some_buffer();
     a.block_table_stride = a.max_pages;
     dense_strides(a.k_cache, page_size, a.heads_kv, a.head_dim);
     dense_strides(a.v_cache, page_size, a.heads_kv, a.head_dim);
   } else {
-    a.cache_seqlen = 4096;
+    a.cache_seqlen = keys;
     a.cache_batch = a.batch;
     dense_strides(a.k_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
     dense_strides(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);

@@ -1,5 +1,5 @@
 // test_decode_mma_plan.cpp: the tensor-core decode form (decode_mma.cl; FLASHCL_DECODE=mma or
-// mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches from 8192
+// mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches and pages read in runs from 4096
 // keys): which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its ring within
 // the work-group's local memory), the default plan for every other call, its program and -D switches, its split count
 // (whole waves of 3 work-groups a compute unit) and the named error of a bad form.
@@ -107,7 +107,7 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
   narrow.k_cache.seq_stride += 4;  // 4-element loads only
   same_as_default(narrow, h100(), "8-element loads not aligned");
   // a ring past the 48 KiB a work-group gets: 4 stages of 64 keys at d 128 is 136 KiB
-  const KvCachePlan big = plan_decode_call(h100(), decode_step_call(DType::F16), "mma-b64s4");
+  const KvCachePlan big = plan_decode_call(h100(), decode_step_call(DType::F16, 0, 32, 1, 2048), "mma-b64s4");
   EXPECT_FALSE(big.decode.mma);
   for (const char* bad : {"mma-b8s2", "mma-b32s1", "mma-b32s9", "mma-x", "mma-b32s2x"}) try {
       plan_decode_call(h100(), decode_step_call(DType::F16), bad);
@@ -118,15 +118,15 @@ TEST(DecodeMmaPlan, OtherCallsGetTheDefaultPlan) {
     }
 }
 
-// The default on NVIDIA of compute capability >= 8.0: one query from 8192 keys a sequence on
+// The default on NVIDIA of compute capability >= 8.0: one query from 4096 keys a sequence on
 // contiguous caches and on pages read in runs (other pages and shorter caches keep the async form),
 // more queries on any cache; older parts, other devices and fp32 caches keep their forms.
 TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
-  // one query: from 8192 keys, contiguous or on pages of a multiple of 8 keys (read in runs); pages
+  // one query: from 4096 keys, contiguous or on pages of a multiple of 8 keys (read in runs); pages
   // of 12 (runs of 4) keep the async form
   for (int page : {0, 16, 256, 12}) {
-    KvCacheArgs a = decode_step_call(DType::F16, page);
-    EXPECT_FALSE(plan_decode_call(h100(), a).decode.mma) << "4096 keys, page " << page;
+    KvCacheArgs a = decode_step_call(DType::F16, page, 32, 1, 2048);
+    EXPECT_FALSE(plan_decode_call(h100(), a).decode.mma) << "2048 keys, page " << page;
     if (page > 0) {
       a.max_pages *= 2;
       a.num_pages *= 2;
@@ -137,7 +137,7 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
       dense_strides(a.v_cache, a.cache_seqlen, a.heads_kv, a.head_dim);
     }
     const KvCachePlan p = plan_decode_call(h100(), a);
-    EXPECT_EQ(p.decode.mma, page != 12) << "8192 keys, page " << page;
+    EXPECT_EQ(p.decode.mma, page != 12) << "4096 keys, page " << page;
     if (page != 12) EXPECT_EQ(p.program.options, plan_decode_call(h100(), a, "mma").program.options);
     EXPECT_FALSE(plan_decode_call(turing(), a).decode.mma) << "cc 7.5";
     EXPECT_FALSE(plan_decode_call(simulated_pocl_cpu(16), a).decode.mma) << "PoCL";

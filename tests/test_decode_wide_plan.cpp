@@ -19,15 +19,17 @@ namespace {
 
 const DeviceFacts h100 = simulated_nvidia_gpu(228, 9, 0);
 
+// (one query under 4096 keys: from there decode_mma takes contiguous caches and pages read in runs)
 TEST(DecodeWidePlan, DefaultPlansTakeTheAsyncFormFor16BitCachesOnNvidiaOnly) {
   for (DType cache : {DType::F16, DType::E4M3})
     for (int page : {0, 1, 16, 256}) {
-      const KvCachePlan p = plan_decode_call(h100, decode_step_call(cache, page));
+      const KvCacheArgs call = decode_step_call(cache, page, 32, 1, 2048);
+      const KvCachePlan p = plan_decode_call(h100, call);
       SCOPED_TRACE(p.program.options);
       EXPECT_STREQ(p.attention_kernel, "decode_lanes");
       EXPECT_FALSE(has_option(p, "-DVEC=16"));
       if (cache == DType::F16 && page % 4 == 0) {  // contiguous, or pages of whole KPT runs: as under lanes-async
-        EXPECT_EQ(p.program.options, plan_decode_call(h100, decode_step_call(cache, page), "lanes-async").program.options);
+        EXPECT_EQ(p.program.options, plan_decode_call(h100, call, "lanes-async").program.options);
         EXPECT_TRUE(has_option(p, "-DLANE_WIDE=1") && has_option(p, "-DLANE_ASYNC=2") && has_option(p, "-DKPT=4"));
         EXPECT_FALSE(has_option(p, "-DLANE_PREFETCH=2"));  // the ring replaces the L2 prefetch
         EXPECT_EQ(has_option(p, "-DLANE_PAGE_KPT=1"), page > 0);

@@ -9,8 +9,8 @@
 # Usage: bench/gpu/decode_quick.sh OUT_DIR (~2 minutes after the build; STEPS="forms sdpa edge tests"
 # by default, any subset of those words runs those parts; edge-tests: the decode tests with masks on
 # every tile, DM_EDGE_ONLY=0; runs: decode_mma reading tiles in runs (FLASHCL_DECODE=mma, so 4k too;
-# contiguous caches under -DDM_CONTIGUOUS_RUNS=1) against each copy addressed on its own (the
-# contiguous default; -DDM_NO_RUNS=1 for pages: the key table) and the async form
+# contiguous caches too) against each copy addressed on its own (-DDM_NO_RUNS=1; pages: the key
+# table) and the async form
 # (FLASHCL_DECODE=lanes-async), one query on contiguous caches and pages of 16 and 256, and 4
 # queries on contiguous caches (runs against per copy), two rounds; runs-tests: the decode tests
 # forced onto decode_mma, in runs (contiguous ones too) and per copy; ring: decode_mma's tile and ring shapes (BC 16-64,
@@ -74,12 +74,12 @@ one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --cs
 echo "form,round,$($bench $one --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
 for round in 1 2; do
   for page in 0 16 256; do
-    FLASHCL_DECODE=mma build_ab "runs-p$page,$round" -DDM_CONTIGUOUS_RUNS=1 $one --cache 4096,32768,131072 --page-size $page
+    FLASHCL_DECODE=mma build_ab "runs-p$page,$round" "" $one --cache 4096,32768,131072 --page-size $page
     FLASHCL_DECODE=mma build_ab "percopy-p$page,$round" -DDM_NO_RUNS=1 $one --cache 4096,32768,131072 --page-size $page
     FLASHCL_DECODE=lanes-async build_ab "async-p$page,$round" "" $one --cache 4096,32768,131072 --page-size $page
   done
-  build_ab "runs-nq4,$round" -DDM_CONTIGUOUS_RUNS=1 $one --cache 32768,131072 --seqlen-q 4
-  build_ab "percopy-nq4,$round" "" $one --cache 32768,131072 --seqlen-q 4
+  build_ab "runs-nq4,$round" "" $one --cache 32768,131072 --seqlen-q 4
+  build_ab "percopy-nq4,$round" -DDM_NO_RUNS=1 $one --cache 32768,131072 --seqlen-q 4
 done
 echo "(after the runs A/B: $((SECONDS - start)) s)"
 fi
@@ -118,7 +118,7 @@ done
 echo "(after the fixed cost: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs-tests "* ]]; then
-  FLASHCL_DECODE=mma decode_tests runs-tests -DDM_CONTIGUOUS_RUNS=1
+  FLASHCL_DECODE=mma decode_tests runs-tests
   FLASHCL_DECODE=mma decode_tests percopy-tests -DDM_NO_RUNS=1
 fi
 if [[ $steps == *" tests "* ]]; then decode_tests tests; fi

@@ -40,6 +40,7 @@ float OVL fabs(float x) { return __builtin_fabsf(x); }
 void OVL vstore8(float8 v, size_t i, __private float* p) { p += 8 * i; p[0] = v.s0; p[1] = v.s1; p[2] = v.s2; p[3] = v.s3; p[4] = v.s4; p[5] = v.s5; p[6] = v.s6; p[7] = v.s7; }
 void OVL vstore4(float4 v, size_t i, __private float* p) { p += 4 * i; p[0] = v.s0; p[1] = v.s1; p[2] = v.s2; p[3] = v.s3; }
 size_t OVL get_local_id(uint d) { return d == 0 ? SREG_("%%tid.x") : d == 1 ? SREG_("%%tid.y") : SREG_("%%tid.z"); }
+size_t OVL get_local_size(uint d) { return d == 0 ? SREG_("%%ntid.x") : d == 1 ? SREG_("%%ntid.y") : SREG_("%%ntid.z"); }
 void OVL barrier(cl_mem_fence_flags f) { __asm__ volatile("bar.sync 0;" ::: "memory"); }
 float OVL exp2(float x) { float r; __asm__("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 float OVL exp(float x) { return exp2(x * 1.442695f); }

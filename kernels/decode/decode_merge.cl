@@ -2,28 +2,30 @@
  * rule: L = L_max + log sum_s e^(L_s - L_max), O = sum_s e^(L_s - L_max) / sum * O_s. Splits with
  * L_s = -inf saw no key and are skipped without reading their O (which they need not write); a
  * row whose splits are all empty gets O = 0 and LSE = -inf, one with a split that met a NaN gets NaN
- * (the forward's rows do the same). One work-group per (query row, head, sequence). Its work-items
- * form MERGE_SG groups of 32 that each take every MERGE_SG-th split, a group's lanes 32 adjacent
- * columns (coalesced, HEAD_DIM / 32 each), so a lane's loads are few and independent; the groups'
- * sums meet in __local. (A short call's merge is latency, not bytes: a row's partials are a few
- * tens of KiB, just written to L2 by the split kernel; one work-item a column walking all the splits
- * in turn waited one L2 round trip per split. -DMERGE_SERIAL=1 builds that form, for the A/B.) */
+ * (the forward's rows do the same). One work-group per (query row, head, sequence).
+ *
+ * A short call's merge is latency, not bytes: a row's partials are a few tens of KiB that the split
+ * kernel has just left in L2, and on NVIDIA the merge's span was 9 us of a 66 us call (B 1, 32k
+ * keys, 49 splits; docs/DECODE.md). So the work-group (32 x G work-items, G = 1 .. 8 from the split
+ * count, the host's choice: plan_decode.cpp) loads the row's split LSEs once into __local; every
+ * work-item reads L_max from there, the weights e^(L_s - L_max) go back into __local, and the G
+ * groups of 32 then each take every G-th split, a lane 32 columns apart, with loads that wait on
+ * nothing but __local values (independent, so in flight together); the groups' sums meet in
+ * __local in a fixed order. Three barriers, two global round trips. -DMERGE_SERIAL=1 builds the
+ * form before (each work-item a column, walking every split in turn), for the card's A/B. */
 
-#ifndef MERGE_WG
-#define MERGE_WG 64 /* work-items per merged row (plan_decode.cpp) */
+#ifndef MERGE_SERIAL
+#define MERGE_SERIAL 0
 #endif
-#ifndef MERGE_SERIAL /* the grouped form needs whole groups of 32 and a power of two for its reductions */
-#define MERGE_SERIAL (MERGE_WG < 32 || (MERGE_WG & (MERGE_WG - 1)) != 0)
-#endif
-#define MERGE_SG (MERGE_WG / 32)              /* groups of 32 work-items, each over every MERGE_SG-th split */
-#define MERGE_CPL ((HEAD_DIM + 31) / 32)      /* columns a lane: c = lane + 32 k */
-#define MERGE_COLS_PAD (32 * MERGE_CPL)
+#define MERGE_MAX_SPLITS 1024                 /* plan_decode.hpp's kMaxDecodeSplits (checked there) */
+#define MERGE_MAX_GROUPS 8                    /* groups of (up to) 32 work-items */
+#define MERGE_CPL ((HEAD_DIM + 31) / 32)      /* columns a lane takes at a time: c = lane + 32 k */
 
-__kernel __attribute__((reqd_work_group_size(MERGE_WG, 1, 1)))
-void decode_merge(__global const float* work, __global STORAGE_T* o,
-                  __global float* lse, const DecodeArgs args) {
+__kernel void decode_merge(__global const float* work, __global STORAGE_T* o,
+                           __global float* lse, const DecodeArgs args) {
   const DecodeArgs* d = &args;
   const int i = get_group_id(0), h = get_group_id(1), b = get_group_id(2), lid = get_local_id(0);
+  const int wg = get_local_size(0);
   const int splits = d->num_splits;
   __global const float* part_lse = work; /* decode_split.cl's layout */
   __global const float* part_o = work + (long)d->batch * d->heads * d->seqlen_q * splits;
@@ -35,14 +37,14 @@ void decode_merge(__global const float* work, __global STORAGE_T* o,
 #if MERGE_SERIAL
   const float mx = splits_max_lse(row_lse, splits);
   if (mx == NEG_INF) { /* no split saw a key */
-    for (int c = lid; c < HEAD_DIM; c += MERGE_WG) STORE_ELEM(o, o_base + c, 0.0f);
+    for (int c = lid; c < HEAD_DIM; c += wg) STORE_ELEM(o, o_base + c, 0.0f);
     if (lid == 0 && d->write_lse) lse[row] = NEG_INF;
     return;
   }
   float sum = 0.0f;
   for (int s = 0; s < splits; ++s) sum += exp(row_lse[s] - mx); /* exp(-inf) = 0 */
   const float inv = 1.0f / sum;
-  for (int c = lid; c < HEAD_DIM; c += MERGE_WG) {
+  for (int c = lid; c < HEAD_DIM; c += wg) {
     float acc = 0.0f;
     for (int s = 0; s < splits; ++s) {
       const float ls = row_lse[s];
@@ -52,62 +54,58 @@ void decode_merge(__global const float* work, __global STORAGE_T* o,
   }
   if (lid == 0 && d->write_lse) lse[row] = mx + log(sum);
 #else
-  __local float red[MERGE_WG];               /* the L_max, then the weights' sum, reductions */
-  __local float part[MERGE_SG][MERGE_COLS_PAD]; /* each group's weighted O */
-  /* L_max: each work-item's splits, then the work-group's (a NaN anywhere makes it NaN) */
+  __local float weight[MERGE_MAX_SPLITS];                  /* L_s, then e^(L_s - L_max) */
+  __local float part[MERGE_MAX_GROUPS][32 * MERGE_CPL];   /* each group's weighted O */
+  for (int s = lid; s < splits; s += wg) weight[s] = row_lse[s];
+  barrier(CLK_LOCAL_MEM_FENCE);
   float mx = NEG_INF;
   int nan_split = 0;
-  for (int s = lid; s < splits; s += MERGE_WG) {
-    mx = fmax(mx, row_lse[s]);
-    nan_split |= isnan(row_lse[s]);
+  for (int s = 0; s < splits; ++s) { /* every work-item the same reads: __local broadcasts */
+    mx = fmax(mx, weight[s]);
+    nan_split |= isnan(weight[s]);
   }
-  red[lid] = nan_split ? NAN : mx;
+  if (nan_split || mx == NEG_INF) { /* a NaN reaches the row as in the forward; no key: O = 0 */
+    const float fill = nan_split ? NAN : 0.0f;
+    for (int c = lid; c < HEAD_DIM; c += wg) STORE_ELEM(o, o_base + c, fill);
+    if (lid == 0 && d->write_lse) lse[row] = nan_split ? NAN : NEG_INF;
+    return; /* (the same branch for the whole work-group: no barrier follows in it) */
+  }
+  barrier(CLK_LOCAL_MEM_FENCE); /* every read of the LSEs before they become weights */
+  for (int s = lid; s < splits; s += wg) weight[s] = exp(weight[s] - mx); /* exp(-inf) = 0 */
   barrier(CLK_LOCAL_MEM_FENCE);
-  for (int k = MERGE_WG / 2; k > 0; k >>= 1) {
-    if (lid < k) {
-      const float a = red[lid], b = red[lid + k];
-      red[lid] = isnan(a) || isnan(b) ? NAN : fmax(a, b);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-  }
-  mx = red[0];
-  barrier(CLK_LOCAL_MEM_FENCE); /* every read of red[0] before it is reused */
-  if (mx == NEG_INF) {          /* no split saw a key */
-    for (int c = lid; c < HEAD_DIM; c += MERGE_WG) STORE_ELEM(o, o_base + c, 0.0f);
-    if (lid == 0 && d->write_lse) lse[row] = NEG_INF;
-    return;
-  }
-  /* this group's splits, weighted, in registers; the weights' sum of this work-item's splits */
-  const int sg = lid / 32, lane = lid % 32;
-  float acc[MERGE_CPL];
-#pragma unroll
-  for (int k = 0; k < MERGE_CPL; ++k) acc[k] = 0.0f;
-  for (int s = sg; s < splits; s += MERGE_SG) {
-    const float ls = row_lse[s];
-    if (ls == NEG_INF) continue; /* an empty split: its O is not read */
-    const float w = exp(ls - mx);
-#pragma unroll
-    for (int k = 0; k < MERGE_CPL; ++k) {
-      const int c = lane + 32 * k;
-      if (c < HEAD_DIM) acc[k] += w * row_o[(long)s * HEAD_DIM + c];
-    }
-  }
-  float wsum = 0.0f;
-  for (int s = lid; s < splits; s += MERGE_WG) wsum += exp(row_lse[s] - mx); /* exp(-inf) = 0 */
-  red[lid] = wsum;
-#pragma unroll
-  for (int k = 0; k < MERGE_CPL; ++k) part[sg][lane + 32 * k] = acc[k];
-  barrier(CLK_LOCAL_MEM_FENCE);
-  for (int k = MERGE_WG / 2; k > 0; k >>= 1) {
-    if (lid < k) red[lid] += red[lid + k];
-    barrier(CLK_LOCAL_MEM_FENCE);
-  }
-  const float sum = red[0];
+
+  const int lanes = min(wg, 32), groups = min(wg / lanes, MERGE_MAX_GROUPS);
+  const int lane = lid % lanes, g = lid / lanes;
+  float sum = 0.0f;
+  for (int s = 0; s < splits; ++s) sum += weight[s];
   const float inv = 1.0f / sum;
-  for (int c = lid; c < HEAD_DIM; c += MERGE_WG) {
-    float o_c = 0.0f;
-    for (int g = 0; g < MERGE_SG; ++g) o_c += part[g][c]; /* the groups in a fixed order */
-    STORE_ELEM(o, o_base + c, o_c * inv);
+  /* columns in chunks of lanes x MERGE_CPL (one chunk where the work-group has 32 lanes) */
+  for (int c0 = 0; c0 < HEAD_DIM; c0 += lanes * MERGE_CPL) {
+    float acc[MERGE_CPL];
+#pragma unroll
+    for (int k = 0; k < MERGE_CPL; ++k) acc[k] = 0.0f;
+    if (g < groups) {
+#pragma unroll 4
+      for (int s = g; s < splits; s += groups) {
+        const float w = weight[s];
+        if (w != 0.0f) { /* an empty split's O is never read */
+#pragma unroll
+          for (int k = 0; k < MERGE_CPL; ++k) {
+            const int c = c0 + lane + lanes * k;
+            if (c < HEAD_DIM) acc[k] += w * row_o[(long)s * HEAD_DIM + c];
+          }
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < MERGE_CPL; ++k) part[g][lane + lanes * k] = acc[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int c = lid; c < lanes * MERGE_CPL && c0 + c < HEAD_DIM; c += wg) {
+      float o_c = 0.0f;
+      for (int gg = 0; gg < groups; ++gg) o_c += part[gg][c]; /* the groups in a fixed order */
+      STORE_ELEM(o, o_base + c0 + c, o_c * inv);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE); /* part is reused by the next chunk */
   }
   if (lid == 0 && d->write_lse) lse[row] = mx + log(sum);
 #endif

@@ -12,8 +12,8 @@
  * (every lane's copies of a tile visible, every lane past the reads of the stage the next copies
  * overwrite). A paged cache is read as runs of DM_RUN keys that lie together on a page
  * (gcd(page_size, BC) where that is 8 or more: pages of 16, 256, ...), each from one block-table
- * entry held in registers and read a tile ahead, with stepped copy pointers (a contiguous cache's
- * tile as one run, -DDM_CONTIGUOUS_RUNS=1, is built but opt-in until timed on a card). Other
+ * entry held in registers and read a tile ahead, with stepped copy pointers; a contiguous cache's
+ * tile is one run (H100: 1.00-1.09x each copy addressed on its own, docs/DECODE.md). Other
  * shapes address each copy on its own: a paged cache's key offsets then come from a double-buffered
  * table in __local that the lanes fill a tile before its copies read it (any page size, pages in
  * any order). The online softmax is fa2_mma.cl's with the lazy rescale; scores go through
@@ -62,7 +62,7 @@
 #define DM_TRANSFORM (SOFTCAP || ALIBI || CAUSAL || WINDOW)
 
 #ifndef DM_CONTIGUOUS_RUNS
-#define DM_CONTIGUOUS_RUNS 0 /* 1 (opt-in until timed on a card): a contiguous cache's tile as one run */
+#define DM_CONTIGUOUS_RUNS 1 /* a contiguous cache's tile as one run (0: each copy on its own) */
 #endif
 #if !defined(DM_RUN) && !PAGED && DM_CONTIGUOUS_RUNS && WG_SIZE % DM_CPR == 0 && BC % (WG_SIZE / DM_CPR) == 0
 #define DM_RUN BC

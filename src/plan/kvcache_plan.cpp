@@ -87,7 +87,7 @@ std::string call_options(const KvCacheArgs& a, int vec) {
 ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
   const std::string options = call_options(a, p.vec) +
                               concat(" -DWARPS=", p.decode.work_group_size / 32, " -DMT=1 -DBC=", p.decode.block_cols,
-                                     " -DRING=", p.decode.mma_ring, " -DMERGE_WG=", p.decode.merge_wg) +
+                                     " -DRING=", p.decode.mma_ring) +
                               (p.decode.mma_run > 0 ? concat(" -DDM_RUN=", p.decode.mma_run) : "") +
                               variant_options(a, p.half_units);
   return choose_program(programs::decode_mma, options);
@@ -96,7 +96,7 @@ ProgramChoice decode_mma_program(const KvCachePlan& p, const KvCacheArgs& a) {
 ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, const DecodePlan& plan, int vec,
                               bool half_units, const Overrides& o) {
   std::string options = call_options(a, vec) + concat(" -DBR=", plan.block_rows, " -DBC=", plan.block_cols,
-                                                      " -DWG_SIZE=", plan.work_group_size, " -DMERGE_WG=", plan.merge_wg);
+                                                      " -DWG_SIZE=", plan.work_group_size);
   if (plan.stream || plan.lanes) options += concat(" -DKPT=", plan.keys_per_thread);
   if (plan.lane_shuffle) options += " -DLANE_SHUFFLE=1";
   if (plan.lane_pipeline) options += " -DLANE_PIPELINE=1";

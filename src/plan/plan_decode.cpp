@@ -129,9 +129,8 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 
 
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size) {
-  // (contiguous caches: the tile as one run is built and passes the decode suite on PoCL over
-  // emulated operands, but is not yet timed against their per-copy path on a card, whose speed is
-  // on record; -DDM_CONTIGUOUS_RUNS=1 in FLASHCL_BUILD_OPTIONS opts in)
+  // (contiguous caches: the kernel itself takes a whole tile as one run where the stepped copies
+  // fit, DM_CONTIGUOUS_RUNS in decode_mma.cl; nothing to plan)
   if (page_size <= 0) return 0;
   const int run = std::gcd(page_size, block_cols), chunks = head_dim / 8;
   const bool stepped = chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
@@ -173,13 +172,13 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   // gets the default plan). The default on NVIDIA of compute capability >= 8.0 (H100,
   // bench/gpu/decode_mma.sh and decode_rows.sh, fp16, H 32/8, d 128, one call each, device-event
   // medians; docs/DECODE.md):
-  //  - one query on caches of 8192 keys or more, contiguous (1.02-1.07x the async form,
-  //    decode_mma.sh) or paged where its tiles are read in runs (decode_mma_run: pages of a multiple
-  //    of 8 keys): pages of 16 / 256 read 2.95 / 2.96 TB/s at 32k keys, B 8, against the async form's
-  //    2.69 / 2.72 (1.09-1.10x; 128k 1.07x; B 1 1.02-1.08x) and 0.99x the contiguous cache
-  //    (bench/gpu/decode_quick.sh STEPS=runs, two rounds); other page sizes keep the async form (the
-  //    key table's pages of 16 read 0.95-0.99x it), as do shorter caches (paged runs read 1.02-1.08x
-  //    the async form at 4k, contiguous caches on decode_mma 0.97x it at B 1: not settled yet);
+  //  - one query on caches of 4096 keys or more, contiguous or paged where its tiles are read in
+  //    runs (decode_mma_run: pages of a multiple of 8 keys; contiguous tiles are one run): at 4k keys
+  //    contiguous caches read 1.11-1.12x the async form at B 1 and 8, pages of 16 / 256 1.03-1.10x;
+  //    at 32k, B 8, pages of 16 / 256 read 2.95 / 2.96 TB/s against the async form's 2.69 / 2.72
+  //    (1.09-1.10x; 128k 1.07x; B 1 1.02-1.08x) and 0.99x the contiguous cache
+  //    (bench/gpu/decode_quick.sh STEPS=runs, two rounds each); other page sizes keep the async form
+  //    (the key table's pages of 16 read 0.95-0.99x it), as do caches under 4k keys (not measured);
   //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, B 8, 2 queries
   //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
   //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,
@@ -187,7 +186,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
   const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
                            (r.seqlen_q > 1 ||
-                            (r.max_keys >= 8192 &&
+                            (r.max_keys >= 4096 &&
                              (r.page_size == 0 ||
                               decode_mma_run(r.page_size, 32, r.head_dim,
                                              32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size)) > 0)));
@@ -364,10 +363,6 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     wg = std::max(wg, multiple) / multiple * multiple;
     p.work_group_size = std::max<std::size_t>(1, std::min(wg, f.max_work_group_size));
   }
-  // The merge: up to 256 work-items, 8 groups of 32 that share a row's splits (decode_merge.cl;
-  // a power of two, else, or below 32, the kernel walks the splits in turn)
-  p.merge_wg = 1;
-  while (p.merge_wg < 256 && static_cast<std::size_t>(p.merge_wg) * 2 <= f.max_work_group_size) p.merge_wg *= 2;
 
   // Split count (SplitRule): enough work-groups over all (sequence, K/V head, row block) triples
   // for the compute units, and no split shorter than the rule's fewest keys or tiles.
@@ -400,6 +395,10 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (waves && r.resident_per_cu > 0) p.reason += concat(" (whole waves of ", r.resident_per_cu, " work-groups a compute unit)");
     if (waves && r.resident_per_cu < 0) p.reason += " (the most any residency asks: workspace sizing)";
   }
+  // The merge (decode_merge.cl, a run-time work-group size): a group of 32 work-items per 4
+  // splits, up to 8 groups, so each lane has a few loads of partials in flight at once
+  const std::size_t merge_groups = static_cast<std::size_t>(std::clamp((p.num_splits + 3) / 4, 1, 8));
+  p.merge_wg = static_cast<int>(std::min<std::size_t>(32 * merge_groups, std::max<std::size_t>(f.max_work_group_size, 1)));
   const char* form = p.mma         ? "; mma (tensor cores)"
                      : p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
                      : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")

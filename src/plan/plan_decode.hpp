@@ -47,7 +47,7 @@ struct DecodePlan {
   int row_blocks = 0;      // ⌈group·Nq / BR⌉
   int num_splits = 0;      // key splits per (sequence, K/V head, row block)
   int page_slots = 0;      // paged: most pages one tile spans
-  int merge_wg = 0;        // work-items of the merge kernel
+  int merge_wg = 0;        // work-items of the merge kernel (its launch size, not a build option)
   bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
   bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
   bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
@@ -94,15 +94,15 @@ std::size_t decode_mma_local_bytes(int block_cols, int head_dim, int ring, bool 
 // paged cache's gcd(page_size, block_cols) where it is 8 or more (a tile's keys then lie on pages
 // in whole aligned runs of it) and the stepped copies fit it (a key row's 16-byte chunks divide
 // the work-group, and the rows a step covers divide the run); else 0, each copy addressed on its
-// own. Contiguous caches get 0 (the kernel takes a whole tile as one run under
-// -DDM_CONTIGUOUS_RUNS=1, not yet timed on a card).
+// own. Contiguous caches get 0 (the kernel takes a whole tile as one run where the stepped
+// copies fit: decode_mma.cl's DM_CONTIGUOUS_RUNS).
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size);
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
 std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
                                      bool shuffle, int async_stages = 0);
 
-constexpr int kMaxDecodeSplits = 1024;
+constexpr int kMaxDecodeSplits = 1024;  // decode_merge.cl's MERGE_MAX_SPLITS (its __local weights)
 
 // DecodeRequest::resident_per_cu for the workspace query, which cannot build the kernel: a split
 // count at least that of every residency the call may find (so a workspace of that size always holds
