@@ -58,5 +58,5 @@ for s in shapes:
     worst = ratio if worst is None else min(worst, ratio)
     per_round = " ".join(f"{x / y:.3f}" for x, y in zip(n, b) if y)
     print(f"{s[0]:7} {s[1]:2} {s[2]:3} {s[3]:10} {s[4]:4} | {mb / 1e3:7.3f} {mn / 1e3:7.3f}      | {ratio:.3f} ({per_round})")
-print(f"slowest row new/base: {worst:.3f} (medians over rounds, base and new alternating)")
+print(f"slowest row new/base: {worst:.3f} (medians over rounds, base and new alternating)" if worst else "no rows compared")
 PY
