@@ -43,8 +43,8 @@ TEST(DecodeMmaPlan, ForcedFormTakesTheCallsItCan) {
       EXPECT_EQ(p.decode.work_group_size, 32u);
       EXPECT_EQ(p.decode.row_blocks, 1);
       // 2 stages x (K, V) x 32 keys x (128 + 8) x 2 bytes; pages of 1 and 6 through the key table (two
-      // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys, a
-      // contiguous cache per copy (its runs are opt-in until timed)
+      // tables of 2 x 32 offsets and 2 x 32 flags), pages of 16 and 256 in runs of 16 and 32 keys (a
+      // contiguous cache's tile is one run inside the kernel: nothing planned)
       const bool table = page == 1 || page == 6;
       EXPECT_EQ(p.decode.local_bytes, 2u * 2 * 32 * 136 * 2 + (table ? 2u * 2 * 32 * 8 + 2 * 32 * 4 : 0u));
       EXPECT_EQ(p.decode.mma_run, page == 16 ? 16 : page == 256 ? 32 : 0);
@@ -179,7 +179,15 @@ TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
   const KvCachePlan b1 = plan_decode_call(h100(), one, "mma");
   EXPECT_EQ(b1.decode.num_splits, 16) << b1.decode.reason;  // 49 for the wave, at most 4096 / 256
   one.cache_seqlen = 32768;
-  EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.num_splits, 49);
+  const KvCachePlan b1_32k = plan_decode_call(h100(), one, "mma");
+  EXPECT_EQ(b1_32k.decode.num_splits, 49);
+  // the merge: a group of 32 work-items per 4 splits, up to 8 (decode_merge.cl)
+  EXPECT_EQ(b8.decode.merge_wg, 64);
+  EXPECT_EQ(b1.decode.merge_wg, 128);
+  EXPECT_EQ(b1_32k.decode.merge_wg, 256);
+  one.num_splits = 1;
+  EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.merge_wg, 32);
+  one.num_splits = 0;
   // the workspace query plans the same count (no residency is read for this form)
   EXPECT_EQ(plan_kvcache(h100(), one, env_overrides("FLASHCL_DECODE", "mma"), kResidentForSizing).decode.num_splits,
             49);

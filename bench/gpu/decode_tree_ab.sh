@@ -10,7 +10,7 @@
 # Usage: [ROUNDS=R] bench/gpu/decode_tree_ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath "$1")
-out=${2:-/tmp/flashcl-decode-tree-ab}
+out=$(realpath -m "${2:-/tmp/flashcl-decode-tree-ab}")
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
@@ -18,19 +18,19 @@ echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.
 export FLASHCL_PLATFORM=NVIDIA
 prefix=""
 [ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-for tree in "$base" "$PWD"; do
-  cmake -S "$tree" -B "$tree/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
-    > "$out/cmake.log" 2>&1 && cmake --build "$tree/build-gpu" --target flashcl-bench > "$out/build.log" 2>&1 \
+for tree in "$base" "$PWD"; do  # build-ab: not setup.sh's build-gpu, whose tests stay configured
+  cmake -S "$tree" -B "$tree/build-ab" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
+    > "$out/cmake.log" 2>&1 && cmake --build "$tree/build-ab" --target flashcl-bench > "$out/build.log" 2>&1 \
     || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
 done
 
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
 bench() {  # tree name round: CSV rows prefixed name,round
   for page in 0 16 256; do
-    FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-gpu/bench/flashcl-bench" $one -b 8,1 \
+    FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
       --cache 4096,32768,131072 --page-size $page 2>> "$out/bench.log" | tail -n +2 | sed "s/^/$2,$3,/"
   done
-  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-gpu/bench/flashcl-bench" $one -b 8,1 \
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
     --cache 32768,131072 --seqlen-q 4 2>> "$out/bench.log" | tail -n +2 | sed "s/^/$2,$3,/"
 }
 for round in $(seq 1 "${ROUNDS:-2}"); do

@@ -9,10 +9,14 @@
  * keys, 49 splits; docs/DECODE.md). So the work-group (32 x G work-items, G = 1 .. 8 from the split
  * count, the host's choice: plan_decode.cpp) loads the row's split LSEs once into __local; every
  * work-item reads L_max from there, the weights e^(L_s - L_max) go back into __local, and the G
- * groups of 32 then each take every G-th split, a lane 32 columns apart, with loads that wait on
+ * groups of 32 then each take every G-th split, a lane's columns 32 apart, with loads that wait on
  * nothing but __local values (independent, so in flight together); the groups' sums meet in
- * __local in a fixed order. Three barriers, two global round trips. -DMERGE_SERIAL=1 builds the
- * form before (each work-item a column, walking every split in turn), for the card's A/B. */
+ * __local in a fixed order. Five barriers (at d <= 256 one column chunk), two global round trips.
+ * A split whose weight underflows to 0 is skipped like an empty one, so a NaN in its partial O
+ * (a NaN in V at a visible key) does not reach the row there, where the serial form's 0 x NaN
+ * would. -DMERGE_SERIAL=1 builds the serial loop (each work-item a column, walking every split in
+ * turn) for A/Bs, at the planner's work-group with a run-time stride: slower than the form it
+ * replaced, whose stride was a build option (docs/DECODE.md). */
 
 #ifndef MERGE_SERIAL
 #define MERGE_SERIAL 0

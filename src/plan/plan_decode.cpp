@@ -128,13 +128,17 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
 }
 
 
+bool decode_mma_stepped(int run, int head_dim, int work_group_size) {
+  const int chunks = head_dim / 8;  // 16-byte chunks of a key row
+  return chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
+}
+
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size) {
   // (contiguous caches: the kernel itself takes a whole tile as one run where the stepped copies
   // fit, DM_CONTIGUOUS_RUNS in decode_mma.cl; nothing to plan)
   if (page_size <= 0) return 0;
-  const int run = std::gcd(page_size, block_cols), chunks = head_dim / 8;
-  const bool stepped = chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
-  return run >= 8 && stepped ? run : 0;
+  const int run = std::gcd(page_size, block_cols);
+  return run >= 8 && decode_mma_stepped(run, head_dim, work_group_size) ? run : 0;
 }
 
 std::size_t decode_mma_local_bytes(int bc, int d, int ring, bool key_table) {
@@ -178,18 +182,20 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   //    at 32k, B 8, pages of 16 / 256 read 2.95 / 2.96 TB/s against the async form's 2.69 / 2.72
   //    (1.09-1.10x; 128k 1.07x; B 1 1.02-1.08x) and 0.99x the contiguous cache
   //    (bench/gpu/decode_quick.sh STEPS=runs, two rounds each); other page sizes keep the async form
-  //    (the key table's pages of 16 read 0.95-0.99x it), as do caches under 4k keys (not measured);
+  //    (the key table's pages of 16 read 0.95-0.99x it), as do caches under 4k keys (not measured)
+  //    and, under 8k keys, contiguous caches whose tiles are not one run (d 72, 80, ...: per copy
+  //    decode_mma read 0.97x the async form at 4k, B 1; from 8k 1.02-1.07x);
   //  - more queries (speculative decoding, chunked prefill), any cache: at 32k keys, B 8, 2 queries
   //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
   //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,
   //    one 4-warp work-group) 2.29 against 0.064; measured at 32k only, but 2.6-36x leaves room.
   const bool forced_mma = r.form.rfind("mma", 0) == 0;
+  const int default_wg = 32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size);
+  const bool in_runs = r.page_size > 0 ? decode_mma_run(r.page_size, 32, r.head_dim, default_wg) > 0
+                                       : decode_mma_stepped(32, r.head_dim, default_wg);
   const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
                            (r.seqlen_q > 1 ||
-                            (r.max_keys >= 4096 &&
-                             (r.page_size == 0 ||
-                              decode_mma_run(r.page_size, 32, r.head_dim,
-                                             32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size)) > 0)));
+                            (r.max_keys >= 4096 && (in_runs || (r.page_size == 0 && r.max_keys >= 8192))));
   if (forced_mma || default_mma) {
     int bc = 32, ring = 2, used = 0;
     if (forced_mma && r.form != "mma" &&

@@ -97,6 +97,9 @@ std::size_t decode_mma_local_bytes(int block_cols, int head_dim, int ring, bool 
 // own. Contiguous caches get 0 (the kernel takes a whole tile as one run where the stepped
 // copies fit: decode_mma.cl's DM_CONTIGUOUS_RUNS).
 int decode_mma_run(int page_size, int block_cols, int head_dim, int work_group_size);
+// Whether decode_mma's stepped copies serve a run of `run` keys: a key row's 16-byte chunks divide
+// the work-group and the rows one step covers divide the run (decode_mma.cl's condition).
+bool decode_mma_stepped(int run, int head_dim, int work_group_size);
 
 // __local bytes decode_lanes.cl declares (key_groups × chunks work-items).
 std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
