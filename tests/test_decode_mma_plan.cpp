@@ -181,12 +181,20 @@ TEST(DecodeMmaPlan, SplitCountsFillWholeWaves) {
   one.cache_seqlen = 32768;
   const KvCachePlan b1_32k = plan_decode_call(h100(), one, "mma");
   EXPECT_EQ(b1_32k.decode.num_splits, 49);
-  // the merge: a group of 32 work-items per 4 splits, up to 8 (decode_merge.cl)
-  EXPECT_EQ(b8.decode.merge_wg, 64);
-  EXPECT_EQ(b1.decode.merge_wg, 128);
+  // the merge (decode_merge.cl): under 32 splits the walk, 64 work-items at d 128; from 32 a group of
+  // 32 work-items per 4 splits, up to 8
+  for (const KvCachePlan* few : {&b8, &b1}) {
+    EXPECT_TRUE(few->decode.merge_serial);
+    EXPECT_EQ(few->decode.merge_wg, 64);
+  }
+  EXPECT_FALSE(b1_32k.decode.merge_serial);
   EXPECT_EQ(b1_32k.decode.merge_wg, 256);
-  one.num_splits = 1;
-  EXPECT_EQ(plan_decode_call(h100(), one, "mma").decode.merge_wg, 32);
+  for (const auto& [splits, wg] : {std::pair{31, 64}, std::pair{32, 256}, std::pair{40, 256}}) {
+    one.num_splits = splits;
+    const KvCachePlan forced = plan_decode_call(h100(), one, "mma");
+    EXPECT_EQ(forced.decode.merge_serial, splits < 32) << splits;
+    EXPECT_EQ(forced.decode.merge_wg, wg) << splits;
+  }
   one.num_splits = 0;
   // the workspace query plans the same count (no residency is read for this form)
   EXPECT_EQ(plan_kvcache(h100(), one, env_overrides("FLASHCL_DECODE", "mma"), kResidentForSizing).decode.num_splits,

@@ -2,62 +2,83 @@
  * rule: L = L_max + log sum_s e^(L_s - L_max), O = sum_s e^(L_s - L_max) / sum * O_s. Splits with
  * L_s = -inf saw no key and are skipped without reading their O (which they need not write); a
  * row whose splits are all empty gets O = 0 and LSE = -inf, one with a split that met a NaN gets NaN
- * (the forward's rows do the same). One work-group per (query row, head, sequence).
+ * (the forward's rows do the same). One work-group per (query row, head, sequence); two forms, the
+ * host's choice by split count (plan_decode.cpp):
  *
- * A short call's merge is latency, not bytes: a row's partials are a few tens of KiB that the split
- * kernel has just left in L2, and on NVIDIA the merge's span was 9 us of a 66 us call (B 1, 32k
- * keys, 49 splits; docs/DECODE.md). So the work-group (32 x G work-items, G = 1 .. 8 from the split
- * count, the host's choice: plan_decode.cpp) loads the row's split LSEs once into __local; every
- * work-item reads L_max from there, the weights e^(L_s - L_max) go back into __local, and the G
- * groups of 32 then each take every G-th split, a lane's columns 32 apart, with loads that wait on
- * nothing but __local values (independent, so in flight together); the groups' sums meet in
- * __local in a fixed order. Five barriers (at d <= 256 one column chunk), two global round trips.
- * A split whose weight underflows to 0 is skipped like an empty one, so a NaN in its partial O
- * (a NaN in V at a visible key) does not reach the row there, where the serial form's 0 x NaN
- * would. -DMERGE_SERIAL=1 builds the serial loop (each work-item a column, walking every split in
- * turn) for A/Bs, at the planner's work-group with a run-time stride: slower than the form it
- * replaced, whose stride was a build option (docs/DECODE.md). */
+ * decode_merge_serial (fewer than 32 splits): each work-item a column, walking the splits in turn,
+ * MERGE_SERIAL_WG work-items (a build-time stride). Its speed is on record; with few splits a walk
+ * is short.
+ *
+ * decode_merge (32 splits or more): a short call's merge is latency, not bytes: a row's partials
+ * are tens of KiB that the split kernel has just left in L2, and walking 49 splits in turn took 9-10
+ * us of a 66 us call on the H100 (B 1, 32k keys; docs/DECODE.md). So the work-group (32 x G
+ * work-items, G = ceil(splits / 4) up to 8, a launch size) loads the row's split LSEs once into
+ * __local; every work-item reads L_max from there, the weights e^(L_s - L_max) go back into
+ * __local, and the G groups of 32 each take every G-th split, a lane's columns 32 apart, with
+ * loads that wait on nothing but __local values (independent, so in flight together); the groups'
+ * sums meet in __local in a fixed order. Five barriers (at d <= 256 one column chunk), two global
+ * round trips. A split whose weight underflows to 0 is skipped like an empty one, so a NaN in its
+ * partial O (a NaN in V at a visible key) does not reach the row there, where the serial walk's
+ * 0 x NaN would. */
 
-#ifndef MERGE_SERIAL
-#define MERGE_SERIAL 0
-#endif
+#define MERGE_SERIAL_WG (HEAD_DIM >= 64 ? 64 : 32) /* plan_decode.cpp's merge_wg for the serial form */
 #define MERGE_MAX_SPLITS 1024                 /* plan_decode.hpp's kMaxDecodeSplits (checked there) */
 #define MERGE_MAX_GROUPS 8                    /* groups of (up to) 32 work-items */
 #define MERGE_CPL ((HEAD_DIM + 31) / 32)      /* columns a lane takes at a time: c = lane + 32 k */
 
-__kernel void decode_merge(__global const float* work, __global STORAGE_T* o,
-                           __global float* lse, const DecodeArgs args) {
-  const DecodeArgs* d = &args;
-  const int i = get_group_id(0), h = get_group_id(1), b = get_group_id(2), lid = get_local_id(0);
-  const int wg = get_local_size(0);
-  const int splits = d->num_splits;
-  __global const float* part_lse = work; /* decode_split.cl's layout */
-  __global const float* part_o = work + (long)d->batch * d->heads * d->seqlen_q * splits;
-  const long row = ((long)b * d->heads + h) * d->seqlen_q + i;
-  __global const float* row_lse = part_lse + row * splits;
-  __global const float* row_o = part_o + row * splits * HEAD_DIM;
-  const long o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
+/* The row's place in the workspace (decode_split.cl's layout) and in O. */
+typedef struct {
+  long row, o_base;
+  __global const float* lse; /* the row's split LSEs */
+  __global const float* o;   /* the row's split partial O, HEAD_DIM each */
+} MergeRow;
 
-#if MERGE_SERIAL
-  const float mx = splits_max_lse(row_lse, splits);
+inline MergeRow merge_row(__global const float* work, const DecodeArgs* d) {
+  const int i = get_group_id(0), h = get_group_id(1), b = get_group_id(2);
+  const int splits = d->num_splits;
+  MergeRow m;
+  m.row = ((long)b * d->heads + h) * d->seqlen_q + i;
+  m.lse = work + m.row * splits;
+  m.o = work + (long)d->batch * d->heads * d->seqlen_q * splits + m.row * splits * HEAD_DIM;
+  m.o_base = d->o_offset + (long)b * d->o_batch_stride + (long)i * d->o_seq_stride + (long)h * d->o_head_stride;
+  return m;
+}
+
+__kernel __attribute__((reqd_work_group_size(MERGE_SERIAL_WG, 1, 1)))
+void decode_merge_serial(__global const float* work, __global STORAGE_T* o,
+                         __global float* lse, const DecodeArgs args) {
+  const DecodeArgs* d = &args;
+  const int lid = get_local_id(0), splits = d->num_splits;
+  const MergeRow m = merge_row(work, d);
+  const float mx = splits_max_lse(m.lse, splits);
   if (mx == NEG_INF) { /* no split saw a key */
-    for (int c = lid; c < HEAD_DIM; c += wg) STORE_ELEM(o, o_base + c, 0.0f);
-    if (lid == 0 && d->write_lse) lse[row] = NEG_INF;
+    for (int c = lid; c < HEAD_DIM; c += MERGE_SERIAL_WG) STORE_ELEM(o, m.o_base + c, 0.0f);
+    if (lid == 0 && d->write_lse) lse[m.row] = NEG_INF;
     return;
   }
   float sum = 0.0f;
-  for (int s = 0; s < splits; ++s) sum += exp(row_lse[s] - mx); /* exp(-inf) = 0 */
+  for (int s = 0; s < splits; ++s) sum += exp(m.lse[s] - mx); /* exp(-inf) = 0 */
   const float inv = 1.0f / sum;
-  for (int c = lid; c < HEAD_DIM; c += wg) {
+  for (int c = lid; c < HEAD_DIM; c += MERGE_SERIAL_WG) {
     float acc = 0.0f;
     for (int s = 0; s < splits; ++s) {
-      const float ls = row_lse[s];
-      if (ls != NEG_INF) acc += exp(ls - mx) * row_o[(long)s * HEAD_DIM + c];
+      const float ls = m.lse[s];
+      if (ls != NEG_INF) acc += exp(ls - mx) * m.o[(long)s * HEAD_DIM + c];
     }
-    STORE_ELEM(o, o_base + c, acc * inv);
+    STORE_ELEM(o, m.o_base + c, acc * inv);
   }
-  if (lid == 0 && d->write_lse) lse[row] = mx + log(sum);
-#else
+  if (lid == 0 && d->write_lse) lse[m.row] = mx + log(sum);
+}
+
+__kernel void decode_merge(__global const float* work, __global STORAGE_T* o,
+                           __global float* lse, const DecodeArgs args) {
+  const DecodeArgs* d = &args;
+  const int lid = get_local_id(0), wg = get_local_size(0), splits = d->num_splits;
+  const MergeRow m = merge_row(work, d);
+  const long row = m.row, o_base = m.o_base;
+  __global const float* row_lse = m.lse;
+  __global const float* row_o = m.o;
+
   __local float weight[MERGE_MAX_SPLITS];                  /* L_s, then e^(L_s - L_max) */
   __local float part[MERGE_MAX_GROUPS][32 * MERGE_CPL];   /* each group's weighted O */
   for (int s = lid; s < splits; s += wg) weight[s] = row_lse[s];
@@ -112,5 +133,4 @@ __kernel void decode_merge(__global const float* work, __global STORAGE_T* o,
     barrier(CLK_LOCAL_MEM_FENCE); /* part is reused by the next chunk */
   }
   if (lid == 0 && d->write_lse) lse[row] = mx + log(sum);
-#endif
 }

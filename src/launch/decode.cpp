@@ -481,7 +481,9 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
 
     // decode_cpu's program has its own merge, one work-item per row (decode_cpu.cl says why)
     const std::size_t merge_wg = plan.cpu ? 1 : static_cast<std::size_t>(plan.merge_wg);
-    cl::Kernel merge = make_kernel(p, program, plan.cpu ? "decode_cpu_merge" : "decode_merge");
+    cl::Kernel merge = make_kernel(p, program, plan.cpu            ? "decode_cpu_merge"
+                                               : plan.merge_serial ? "decode_merge_serial"
+                                                                   : "decode_merge");
     set_args(merge, workspace, a.o.buffer, a.lse, k);
     const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * merge_wg,
                                          static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};

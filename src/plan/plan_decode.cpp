@@ -401,10 +401,16 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
     if (waves && r.resident_per_cu > 0) p.reason += concat(" (whole waves of ", r.resident_per_cu, " work-groups a compute unit)");
     if (waves && r.resident_per_cu < 0) p.reason += " (the most any residency asks: workspace sizing)";
   }
-  // The merge (decode_merge.cl, a run-time work-group size): a group of 32 work-items per 4
-  // splits, up to 8 groups, so each lane has a few loads of partials in flight at once
+  // The merge (decode_merge.cl). Fewer than 32 splits: decode_merge_serial, a column a work-item
+  // walking the splits (64 work-items, 32 under d 64), the form on record. From 32: decode_merge,
+  // a group of 32 work-items per 4 splits up to 8 groups, each lane's loads in flight together (H100,
+  // B 1, 32k keys: the merge 7.7 against 9.7-9.9 us at 49 splits, 12.5 against 22.1-22.6 at 132;
+  // at 1 and 16 splits it measured 0.4-1 us slower than the walk, so those keep the walk).
+  const std::size_t serial_wg = r.head_dim >= 64 ? 64 : 32;
+  p.merge_serial = p.num_splits < 32 && f.max_work_group_size >= serial_wg;
   const std::size_t merge_groups = static_cast<std::size_t>(std::clamp((p.num_splits + 3) / 4, 1, 8));
-  p.merge_wg = static_cast<int>(std::min<std::size_t>(32 * merge_groups, std::max<std::size_t>(f.max_work_group_size, 1)));
+  p.merge_wg = static_cast<int>(p.merge_serial ? serial_wg
+                                               : std::min<std::size_t>(32 * merge_groups, std::max<std::size_t>(f.max_work_group_size, 1)));
   const char* form = p.mma         ? "; mma (tensor cores)"
                      : p.lane_wide ? (p.lane_shuffle ? "; lanes-wide (shuffles)" : "; lanes-wide (__local)")
                      : p.lanes ? (p.lane_shuffle ? (p.lane_pipeline ? "; lanes (shuffles, pipelined)" : "; lanes (shuffles)")

@@ -48,6 +48,7 @@ struct DecodePlan {
   int num_splits = 0;      // key splits per (sequence, K/V head, row block)
   int page_slots = 0;      // paged: most pages one tile spans
   int merge_wg = 0;        // work-items of the merge kernel (its launch size, not a build option)
+  bool merge_serial = false;  // the merge walks the splits in turn (decode_merge_serial: few splits)
   bool stream = false;     // decode_stream.cl (K/V in registers) instead of decode_split.cl (staged)
   bool lanes = false;      // decode_lanes.cl (a key's chunks on adjacent lanes, summed by a butterfly)
   bool lane_shuffle = false;  // lanes: the butterfly by warp shuffles (NVIDIA), else through __local
