@@ -27,6 +27,7 @@
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
 #include "problem.hpp"
+#include "runner.hpp"
 
 namespace flashcl::bench {
 namespace {
@@ -65,18 +66,6 @@ std::vector<float> read_fp8(cl_command_queue queue, cl_mem buffer, std::size_t e
   check_cl(clEnqueueReadBuffer(queue, buffer, CL_TRUE, 0, elems, bytes.data(), 0, nullptr, nullptr), "clEnqueueReadBuffer");
   std::vector<float> out = from_fp8(dtype, bytes);
   for (float& x : out) x *= kFp8Descale;
-  return out;
-}
-
-// Each kernel of a finished launch: its own device time (start to end), in enqueue order.
-std::vector<double> kernel_times_ms(const Launch& launch) {
-  std::vector<double> out;
-  for (cl_event e : launch.events()) {
-    cl_ulong start = 0, end = 0;
-    check_cl(clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr), "clGetEventProfilingInfo");
-    check_cl(clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr), "clGetEventProfilingInfo");
-    out.push_back(static_cast<double>(end - start) * 1e-6);
-  }
   return out;
 }
 
@@ -189,7 +178,7 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   for (int i = 0; i < o.repeat; ++i) {
     const Launch launch = forward_kvcache(queue, a);
     ms.push_back(launch.device_ms());
-    if (o.explain) per_kernel.push_back(kernel_times_ms(launch));
+    if (o.explain) per_kernel.push_back(kernel_ms(launch));
   }
   if (o.explain) explain_kernels(per_kernel, ms);
   std::sort(ms.begin(), ms.end());

@@ -193,17 +193,6 @@ std::vector<float> read(cl_command_queue queue, const Buffer& b, DType t, std::s
   return t == DType::F32 ? values : from_storage(t, bits);
 }
 
-// Device time of each kernel of a finished launch.
-std::vector<double> kernel_ms(const Launch& launch) {
-  std::vector<double> ms;
-  for (cl_event e : launch.events()) {
-    cl_ulong start = 0, end = 0;
-    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
-    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
-    ms.push_back(static_cast<double>(end - start) * 1e-6);
-  }
-  return ms;
-}
 
 // Throughput, traffic and roofline figures from the median time.
 void derive(Result& r, const Context& c) {
@@ -233,6 +222,19 @@ void check_output(Result& r, const Check& chk, cl_command_queue queue, const Inp
 }
 
 }  // namespace
+
+std::vector<double> kernel_ms(const Launch& launch) {
+  std::vector<double> ms;
+  for (cl_event e : launch.events()) {
+    cl_ulong start = 0, end = 0;
+    cl_int err = clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
+    if (err == CL_SUCCESS) err = clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
+    if (err != CL_SUCCESS)
+      throw Error(Status::OpenCLError, "clGetEventProfilingInfo failed (error " + std::to_string(err) + ")");
+    ms.push_back(static_cast<double>(end - start) * 1e-6);
+  }
+  return ms;
+}
 
 Runner::Runner(Session& session, const Options& options, const Context& context)
     : session_(session), options_(options), context_(context) {

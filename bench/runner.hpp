@@ -18,6 +18,10 @@ struct RowHooks {
   std::function<void(const Result&)> done;      // after it ran or was skipped
 };
 
+// Device time of each kernel of a finished launch (start to end, enqueue order), in ms; throws
+// Error(OpenCLError) when the queue has no profiling.
+std::vector<double> kernel_ms(const Launch& launch);
+
 class Runner {
  public:
   Runner(Session& session, const Options& options, const Context& context);
