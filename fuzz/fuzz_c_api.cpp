@@ -1,12 +1,13 @@
 // fuzz_c_api.cpp: libFuzzer target over the C API on the default OpenCL device (PoCL in CI).
-// Each input drives fcl_forward, fcl_backward or fcl_forward_kvcache (and their size queries) with
-// every field of its struct set; for the forward: struct_size (sometimes wrong),
+// Each input drives fcl_forward, fcl_backward, fcl_forward_kvcache or fcl_quantize_fp8 (and their
+// size queries) with every field of its struct set; for the forward: struct_size (sometimes wrong),
 // shapes, head dim, scale bits, causal, raw dtype, algorithm and mask.kind values (also out of
 // range), tensors on null / foreign-context / small or large buffers with random offsets and
 // strides, optional LSE and workspace, tile overrides, GQA heads, window, softcap bits, ALiBi,
 // the mask's buffer, broadcast and strides, varlen offsets with total_q and the read-back, the fp8
 // fields, and consistent or inconsistent wait lists (null events too); the backward's dO, gradients
-// and bias gradient, and the KV cache's every field (fill_backward, fill_kvcache). Buffers include
+// and bias gradient, the KV cache's every field and the quantisation's, varlen offsets included
+// (fill_backward, fill_kvcache, fill_quantize). Buffers include
 // read-only, write-only and overlapping sub-buffers, so aliasing and flags are exercised. It
 // requires: no crash, hang or sanitizer report; a known status for every call; a
 // non-empty message for every rejection and an empty one after a success; an accepted call runs
@@ -248,6 +249,33 @@ void fill_kvcache(FuzzInput& in, fcl_kvcache_args& a) {
   if (in.byte() % 32 == 0) a.struct_size = in.raw<std::uint16_t>();
 }
 
+// Every field of a quantisation call: shapes, raw dtypes and granularity, tensors, the descale
+// buffer, head group, block, the Hadamard transform (any head dim: not a power of two must be
+// refused), transposed, varlen offsets (the small buffers' contents) with total, struct_size.
+void fill_quantize(FuzzInput& in, fcl_quantize_args& q) {
+  fcl_quantize_args_init(&q);
+  q.batch = in.int_small(3);
+  q.seqlen = in.int_small(70);
+  q.heads = in.int_small(4);
+  q.head_dim = in.int_small(300);
+  set_raw(q.in_dtype, in.int_small(6));
+  set_raw(q.out_dtype, in.int_small(6));
+  pick_tensor(in, q.in);
+  pick_tensor(in, q.out);
+  q.descale = pick_buffer(in, true);
+  q.granularity = in.int_small(3);  // 3 and any int: out of range
+  q.head_group = in.int_small(4);
+  q.block = in.int_small(40);
+  q.hadamard = in.int_small(2);
+  q.hadamard_seed = in.raw<std::uint64_t>();
+  q.transposed = in.int_small(2);
+  if (in.byte() % 4 == 0) {
+    q.cu_seqlens = pick_buffer(in, true);
+    q.total = in.int_small(80);
+  }
+  if (in.byte() % 32 == 0) q.struct_size = in.raw<std::uint16_t>();
+}
+
 // The wait list and output event of one enqueuing call, then `call(num_wait, wait, event)`: every
 // status known and its message consistent, an accepted call completes and hands out its event, a
 // refused one none.
@@ -291,7 +319,7 @@ bool heavy(fcl_status ws, std::size_t workspace, double macs) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   World& w = world();
   FuzzInput in(data, size);
-  const std::uint8_t mode = in.byte() % 4;  // 0, 1: forward; 2: backward; 3: KV cache
+  const std::uint8_t mode = in.byte() % 5;  // 0, 1: forward; 2: backward; 3: KV cache; 4: quantisation
   cl_device_id device = in.byte() % 64 == 0 ? nullptr : w.session.device();
   const bool null_args = in.byte() % 64 == 0;
   std::size_t workspace = 0, total = 0;
@@ -320,6 +348,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       return 0;
     enqueue_checked(in, "fcl_forward_kvcache", [&](cl_command_queue q, cl_uint n, const cl_event* wl, cl_event* ev) {
       return fcl_forward_kvcache(q, args, n, wl, ev);
+    });
+    return 0;
+  }
+  if (mode == 4) {
+    fcl_quantize_args q;
+    fill_quantize(in, q);
+    const fcl_quantize_args* args = null_args ? nullptr : &q;
+    std::size_t descales = 0;
+    check(fcl_quantize_descale_count(args, &descales), "fcl_quantize_descale_count");
+    enqueue_checked(in, "fcl_quantize_fp8", [&](cl_command_queue queue, cl_uint n, const cl_event* wl, cl_event* ev) {
+      return fcl_quantize_fp8(queue, args, n, wl, ev);
     });
     return 0;
   }

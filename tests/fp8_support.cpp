@@ -1,8 +1,11 @@
-// fp8_support.cpp: the checked fp8 forward of fp8_support.hpp.
+// fp8_support.cpp: the checked fp8 forward and the host quantisation of fp8_support.hpp.
 #include "fp8_support.hpp"
+
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <limits>
@@ -12,14 +15,9 @@ namespace {
 
 // Random descales near amax / max per slot (some elements saturate), the bytes, and the
 // dequantised values decode(byte)·descale that the reference takes.
-struct Quantised {
-  std::vector<std::uint8_t> bytes;
-  std::vector<float> descale, values;
-};
-
-Quantised quantise(DType t, const std::vector<float>& x, std::size_t slots, const std::function<std::size_t(std::size_t)>& slot_of,
+Fp8Tensor quantise(DType t, const std::vector<float>& x, std::size_t slots, const std::function<std::size_t(std::size_t)>& slot_of,
                    std::uint64_t seed) {
-  Quantised q;
+  Fp8Tensor q;
   std::vector<float> amax(slots, 0.0f);
   for (std::size_t i = 0; i < x.size(); ++i) amax[slot_of(i)] = std::max(amax[slot_of(i)], std::fabs(x[i]));
   const std::vector<float> jitter = bench::random_values(slots, seed);
@@ -70,9 +68,15 @@ void run_fp8_case(const Fp8Case& c) {
     locate(i, Hkv, false, b, row, h);
     return n > 0 ? std::size_t((b * Hkv + h) * nkb + row / n) : std::size_t(b * Hkv + h);
   };
-  const Quantised q = quantise(c.dtype, xq, n > 0 ? std::size_t(s.batch) * H * nqb : std::size_t(s.batch) * Hkv, q_slot, seed + 3);
+  const Fp8Tensor q = quantise(c.dtype, xq, n > 0 ? std::size_t(s.batch) * H * nqb : std::size_t(s.batch) * Hkv, q_slot, seed + 3);
   const std::size_t kv_slots = n > 0 ? std::size_t(s.batch) * Hkv * nkb : std::size_t(s.batch) * Hkv;
-  const Quantised k = quantise(c.dtype, xk, kv_slots, kv_slot, seed + 4), v = quantise(c.dtype, xv, kv_slots, kv_slot, seed + 5);
+  const Fp8Tensor k = quantise(c.dtype, xk, kv_slots, kv_slot, seed + 4), v = quantise(c.dtype, xv, kv_slots, kv_slot, seed + 5);
+  check_fp8_forward(c, q, k, v);
+}
+
+void check_fp8_forward(const Fp8Case& c, const Fp8Tensor& q, const Fp8Tensor& k, const Fp8Tensor& v) {
+  const bench::Shape& s = c.shape;
+  const int H = s.heads, Hkv = s.kv_heads(), d = s.head_dim, n = c.quant_block;
   std::vector<std::uint8_t> v_bytes = v.bytes;
   if (c.v_transposed)  // (B, Nk, H_kv, d) → (B, H_kv, d, Nk)
     for (int b = 0; b < s.batch; ++b)
@@ -122,6 +126,88 @@ void run_fp8_case(const Fp8Case& c) {
   // mantissa bits than fp32 (1.0-2.4e-5 measured on the H100 against mma.sync's <= 1e-5; docs/FP8.md)
   const bool wgmma = tile_info(session().device(), a).reason.find("wgmma.m64nNk32 e4m3") != std::string::npos;
   EXPECT_LE(r.lse.rel_norm, wgmma ? 1e-4 : 1e-5) << c.name;
+}
+
+int quant_slot(const QuantizeArgs& a, int b, int s, int h) {
+  switch (a.granularity) {
+    case QuantGranularity::Tensor: return 0;
+    case QuantGranularity::Head: return b * (a.heads / a.head_group) + h / a.head_group;
+    case QuantGranularity::Block: return (b * a.heads + h) * ((a.seqlen + a.block - 1) / a.block) + s / a.block;
+  }
+  return -1;
+}
+
+std::function<int(std::size_t)> varlen_slots(const QuantizeArgs& a, const std::vector<int>& cu) {
+  return [a, cu](std::size_t row) {
+    const int t = static_cast<int>(row / a.heads), batch = static_cast<int>(cu.size()) - 1;
+    const auto start_of = [&](int b) { return std::clamp(cu[b], 0, a.total); };
+    int lo = 0, hi = batch - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (start_of(mid) <= t) lo = mid;
+      else hi = mid - 1;
+    }
+    const int start = start_of(lo), len = std::min(std::clamp(cu[lo + 1], start, a.total) - start, a.seqlen);
+    const int s = t - start;
+    return s >= 0 && s < len ? quant_slot(a, lo, s, static_cast<int>(row % a.heads)) : -1;
+  };
+}
+
+Fp8Tensor host_quantize(const QuantizeArgs& a, const std::vector<float>& x, const std::function<int(std::size_t)>& slot_of) {
+  const int d = a.head_dim;
+  const std::size_t rows = x.size() / d;
+  std::vector<float> y = x;
+  if (a.hadamard) {
+    const std::vector<float> signs = hadamard_signs(d, a.hadamard_seed);
+    for (std::size_t r = 0; r < rows; ++r)
+      for (int j = 0; j < d; ++j) {
+        double sum = 0.0;
+        for (int i = 0; i < d; ++i) sum += x[r * d + i] * (__builtin_popcount(i & j) % 2 ? -1.0 : 1.0);
+        y[r * d + j] = static_cast<float>(sum * signs[j] / std::sqrt(static_cast<double>(d)));
+      }
+  }
+  Fp8Tensor q;
+  q.descale.assign(quantize_descale_count(a), 0.0f);
+  std::vector<float> amax(q.descale.size(), 0.0f);
+  for (std::size_t r = 0; r < rows; ++r)
+    if (const int slot = slot_of(r); slot >= 0)
+      for (int i = 0; i < d; ++i) amax[slot] = std::max(amax[slot], std::fabs(y[r * d + i]));
+  const float fmax = a.out_dtype == DType::E4M3 ? 448.0f : 57344.0f;
+  for (std::size_t e = 0; e < q.descale.size(); ++e) {
+    const float m = amax[a.granularity == QuantGranularity::Tensor ? 0 : e];
+    q.descale[e] = m > 0.0f ? m / fmax : 1.0f;
+  }
+  q.bytes.assign(x.size(), 0);
+  q.values.assign(x.size(), 0.0f);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const int slot = slot_of(r);
+    if (slot < 0) continue;
+    const float descale = q.descale[slot];
+    for (int i = 0; i < d; ++i) {
+      q.bytes[r * d + i] = to_fp8(a.out_dtype, {y[r * d + i] / descale})[0];
+      q.values[r * d + i] = static_cast<float>(double(from_fp8(a.out_dtype, {q.bytes[r * d + i]})[0]) * descale);
+    }
+  }
+  return q;
+}
+
+void expect_same_quantisation(const std::vector<std::uint8_t>& got, const std::vector<float>& got_descale,
+                              const Fp8Tensor& want, bool hadamard, const std::string& what) {
+  ASSERT_EQ(got_descale.size(), want.descale.size()) << what;
+  ASSERT_EQ(got.size(), want.bytes.size()) << what;
+  for (std::size_t e = 0; e < want.descale.size(); ++e) {
+    if (hadamard) EXPECT_NEAR(got_descale[e], want.descale[e], 1e-5 * want.descale[e]) << what << " descale " << e;
+    else EXPECT_EQ(got_descale[e], want.descale[e]) << what << " descale " << e;
+  }
+  std::size_t differ = 0, far = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (got[i] == want.bytes[i]) continue;
+    ++differ;
+    if ((got[i] & 0x80) != (want.bytes[i] & 0x80) || std::abs(int(got[i] & 0x7f) - int(want.bytes[i] & 0x7f)) > 1) ++far;
+  }
+  EXPECT_EQ(far, 0u) << what;
+  if (hadamard) EXPECT_LE(differ, got.size() / 100) << what;
+  else EXPECT_EQ(differ, 0u) << what;
 }
 
 Fp8Case tensor_core_case(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType out, Layout o_layout) {

@@ -1,7 +1,7 @@
 // test_tiny_fp8.cpp: tiny fp8 cases for the kernel checks (docs/CHECKS.md): the portable fa2 on
 // e4m3/e5m2 inputs (per-head and block descales, transposed V, tiles that do not divide the
 // lengths, a strided O whose NaN gaps must stay untouched) and the three quantisation kernels
-// (block scales, Hadamard, transposed output). On PoCL they are ordinary tests; with
+// (block scales, Hadamard, transposed output; packed varlen rows with per-sequence scales). On PoCL they are ordinary tests; with
 // FLASHCL_OCLGRIND_TESTS=ON CTest also runs each under oclgrind (oclgrind_*_fp8: races, bounds,
 // uninitialised reads, 48 KiB of local memory).
 #include <gtest/gtest.h>
@@ -64,6 +64,37 @@ TEST(Fp8Tiny, QuantizeBlockHadamardTransposed) {
       }
       EXPECT_NEAR(std::sqrt(out_norm), std::sqrt(in_norm), 0.07 * std::sqrt(in_norm)) << "row " << s << ", head " << h;
     }
+  EXPECT_EQ(in.gap_elements_changed(), 0u);
+}
+
+// Packed rows of three sequences (one empty) and two rows in none, scales per block of 2 rows of a
+// sequence, after the Hadamard transform: bytes and descales as the host quantises them.
+TEST(Fp8Tiny, QuantizeVarlenBlocksHadamard) {
+  const int total = 11, H = 2, d = 8;
+  const std::vector<int> offsets = {0, 4, 4, 9};
+  const std::vector<float> x = bench::random_values(std::size_t(total) * H * d, 4, 4.0f);
+  DeviceTensor in(Layout::PaddedRows, 1, total, H, d, &x);
+  std::vector<std::uint8_t> poison(x.size(), 0x7f);
+  DeviceBytes out(poison.data(), poison.size()), cu(offsets.data(), offsets.size() * sizeof(int));
+  QuantizeArgs a;
+  a.batch = 3;
+  a.seqlen = 5;
+  a.heads = H;
+  a.head_dim = d;
+  a.granularity = QuantGranularity::Block;
+  a.block = 2;
+  a.hadamard = true;
+  a.cu_seqlens = cu.mem;
+  a.total = total;
+  DeviceBuffer descale(quantize_descale_count(a), std::numeric_limits<float>::quiet_NaN());
+  a.in = in.view;
+  a.out = {out.mem};
+  a.descale = descale.mem;
+  quantize_fp8(session().queue(), a).wait();
+  std::vector<std::uint8_t> bytes(x.size());
+  check(clEnqueueReadBuffer(session().queue(), out.mem, CL_TRUE, 0, bytes.size(), bytes.data(), 0, nullptr, nullptr),
+        "clEnqueueReadBuffer");
+  expect_same_quantisation(bytes, descale.read(), host_quantize(a, x, varlen_slots(a, offsets)), true, "tiny varlen");
   EXPECT_EQ(in.gap_elements_changed(), 0u);
 }
 

@@ -116,7 +116,8 @@ FCL_API fcl_status fcl_device_bytes(cl_device_id device, const fcl_forward_args*
  * to e4m3/e5m2 with amax scaling per tensor, head group or block of rows (granularity 0, 1, 2),
  * optionally after the random-sign Hadamard transform along d (hadamard, hadamard_seed), writing
  * the fp8 tensor (transposed: (B, H, d, S)) and the descales in the layout fcl_forward_args takes.
- * fcl_quantize_args_init sets struct_size and the defaults (e4m3, per tensor, head_group 1). */
+ * fcl_quantize_args_init sets struct_size and the defaults (e4m3, per tensor, head_group 1).
+ * Varlen (cu_seqlens set): packed rows, scales per sequence, as flashcl::QuantizeArgs says. */
 typedef struct {
   size_t struct_size;
   int batch, seqlen, heads, head_dim;
@@ -129,6 +130,9 @@ typedef struct {
   int hadamard;
   uint64_t hadamard_seed;
   int transposed;
+  /* appended after the first layout (callers built against it pass its smaller struct_size) */
+  cl_mem cu_seqlens;                              /* varlen: int32 (B + 1); in/out packed (total, H, d) */
+  int total;                                      /* varlen: packed rows */
 } fcl_quantize_args;
 
 FCL_API void fcl_quantize_args_init(fcl_quantize_args* args);

@@ -225,6 +225,11 @@ enum class QuantGranularity { Tensor, Head, Block };
 // matrix, signs ±1 drawn from hadamard_seed; d a power of two), in the same pass; use one seed for
 // Q and K (QMᵀ(KM)ᵀ = QKᵀ) and never on V. transposed: out is written (B, H, d, S) as
 // Fp8Scales::v_transposed describes (out.seq_stride = d-row pitch); for V of a tensor-core kernel.
+// Varlen (cu_seqlens set): in and out are packed (total, H, d) as the varlen attention takes them,
+// batch strides ignored; `batch` counts sequences, `seqlen` is the longest, and scales are per
+// sequence in the same layouts (a block's rows counted within its sequence). cu_seqlens are device
+// data, never read back: kernels clamp them as the attention does, and rows in no sequence are
+// written as zeros.
 struct QuantizeArgs {
   int batch = 0, seqlen = 0, heads = 0, head_dim = 0;
   DType in_dtype = DType::F32;   // F32, F16 or BF16
@@ -237,6 +242,8 @@ struct QuantizeArgs {
   bool hadamard = false;
   std::uint64_t hadamard_seed = 0;
   bool transposed = false;
+  cl_mem cu_seqlens = nullptr;   // varlen: int32 (B + 1) cumulative offsets of the packed sequences
+  int total = 0;                 // varlen: packed rows of in and out (required with cu_seqlens)
 };
 
 // Entries `descale` needs for `args` (floats).

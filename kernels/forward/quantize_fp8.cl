@@ -5,7 +5,13 @@
  * quant_descales writes descale = amax / FP8_MAX (1 where amax is 0) in the layout the attention
  * takes; quant_encode transforms the row again and stores fp8(x / descale), rounded to nearest even
  * and saturated (fp8_codec.cl). Options: IN_DTYPE 0/1/2, DTYPE 3 (e4m3) or 4 (e5m2), HEAD_DIM,
- * GRANULARITY (0 tensor, 1 head group, 2 block of rows), HADAMARD, TRANSPOSED (out (B, H, d, S)). */
+ * GRANULARITY (0 tensor, 1 head group, 2 block of rows), HADAMARD, TRANSPOSED (out (B, H, d, S)),
+ * VARLEN (packed (total, H, d) rows of B sequences delimited by cu_seqlens: scale slots per
+ * sequence, a block's rows counted within its sequence, as the varlen attention reads them). */
+
+#ifndef VARLEN
+#define VARLEN 0
+#endif
 
 #if IN_DTYPE == 0
 #define IN_T float
@@ -25,7 +31,7 @@
 #define ENCODE(x) float_to_e5m2(x)
 #endif
 
-/* Row `row` of the (B, S, H) grid as (b, s, h), and its scale's slot. */
+/* Scale slot of row s of (batch or sequence) b, head h. */
 inline int slot_of(const QuantArgs* a, int b, int s, int h) {
 #if GRANULARITY == 0
   (void)b;
@@ -39,6 +45,45 @@ inline int slot_of(const QuantArgs* a, int b, int s, int h) {
   return (b * a->heads + h) * ((a->seqlen + a->block - 1) / a->block) + s / a->block;
 #endif
 }
+
+/* Where work-item `row` reads and what scales it: its storage row `at` (the (B, S) grid's (b, s), or
+ * with VARLEN packed row t as (0, t)), head h, and the (b, s) its scale slot counts by. False when a
+ * VARLEN row lies in no sequence. cu_seqlens are device data, trusted nowhere (as the attention's
+ * seq_view): starts clamp to [0, total], ends to [start, total], lengths to seqlen; the sequence is
+ * found by a binary search of fixed length over the clamped starts, and a row outside the range it
+ * lands on (possible only with decreasing offsets or lengths past seqlen) belongs to none. */
+typedef struct {
+  int at_b, at_s, h; /* storage */
+  int b, s;          /* scale */
+} RowPlace;
+
+inline bool row_place(const QuantArgs* a, __global const int* cu_seqlens, int row, RowPlace* p) {
+  p->h = row % a->heads;
+#if VARLEN
+  const int t = row / a->heads;
+  p->at_b = 0;
+  p->at_s = t;
+  int lo = 0, hi = a->batch - 1; /* the last sequence whose clamped start is <= t */
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (clamp(cu_seqlens[mid], 0, a->total) <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  const int start = clamp(cu_seqlens[lo], 0, a->total);
+  const int len = min(clamp(cu_seqlens[lo + 1], start, a->total) - start, a->seqlen);
+  p->b = lo;
+  p->s = t - start;
+  return p->s >= 0 && p->s < len;
+#else
+  (void)cu_seqlens;
+  p->at_s = p->s = (row / a->heads) % a->seqlen;
+  p->at_b = p->b = row / (a->heads * a->seqlen);
+  return true;
+#endif
+}
+
+/* Rows of the grid: (B x S or total) x H. */
+inline int grid_rows(const QuantArgs* a) { return (VARLEN ? a->total : a->batch * a->seqlen) * a->heads; }
 
 /* Loads row (b, s, h) into x, transformed by M = H_d diag(signs) / sqrt(d) when HADAMARD: a fast
  * Walsh-Hadamard transform (Sylvester's H_d is symmetric, so x H_d is the transform of x). */
@@ -76,17 +121,18 @@ inline float descale_of(uint amax_bits) {
   return amax > 0.0f ? div_rn(amax, FP8_MAX) : isnan(amax) ? amax : 1.0f; /* a NaN input: a NaN descale */
 }
 
-__kernel void quant_amax(__global const IN_T* in, __global uint* amax, const QuantArgs args) {
+__kernel void quant_amax(__global const IN_T* in, __global uint* amax, __global const int* cu_seqlens,
+                         const QuantArgs args) {
   const QuantArgs* a = &args;
   const int row = get_global_id(0);
-  if (row >= a->batch * a->seqlen * a->heads) return;
-  const int h = row % a->heads, s = (row / a->heads) % a->seqlen, b = row / (a->heads * a->seqlen);
+  RowPlace p;
+  if (row >= grid_rows(a) || !row_place(a, cu_seqlens, row, &p)) return;
   float x[HEAD_DIM];
-  load_row(x, in, a, b, s, h);
+  load_row(x, in, a, p.at_b, p.at_s, p.h);
   float m = 0.0f;
   for (int i = 0; i < HEAD_DIM; ++i) m = fmax(m, fabs(x[i]));
   for (int i = 0; i < HEAD_DIM; ++i) m = isnan(x[i]) ? x[i] : m; /* NaN wins (fmax would drop it) */
-  atomic_max(&amax[slot_of(a, b, s, h)], as_uint(fabs(m)));
+  atomic_max(&amax[slot_of(a, p.b, p.s, p.h)], as_uint(fabs(m)));
 }
 
 __kernel void quant_descales(__global const uint* amax, __global float* descale, const QuantArgs args) {
@@ -96,22 +142,27 @@ __kernel void quant_descales(__global const uint* amax, __global float* descale,
   descale[e] = descale_of(amax[GRANULARITY == 0 ? 0 : e]);
 }
 
+/* A row in no sequence (VARLEN) is written as zeros: every byte of out is written once. */
 __kernel void quant_encode(__global const IN_T* in, __global uchar* out, __global const uint* amax,
-                           const QuantArgs args) {
+                           __global const int* cu_seqlens, const QuantArgs args) {
   const QuantArgs* a = &args;
   const int row = get_global_id(0);
-  if (row >= a->batch * a->seqlen * a->heads) return;
-  const int h = row % a->heads, s = (row / a->heads) % a->seqlen, b = row / (a->heads * a->seqlen);
-  float x[HEAD_DIM];
-  load_row(x, in, a, b, s, h);
-  const float descale = descale_of(amax[slot_of(a, b, s, h)]);
-  const long base = a->out_offset + (long)b * a->out_batch_stride + (long)h * a->out_head_stride;
-  for (int i = 0; i < HEAD_DIM; ++i) {
+  if (row >= grid_rows(a)) return;
+  RowPlace p;
+  const bool placed = row_place(a, cu_seqlens, row, &p);
+  const long base = a->out_offset + (long)p.at_b * a->out_batch_stride + (long)p.h * a->out_head_stride;
 #if TRANSPOSED
-    const long at = base + (long)i * a->out_seq_stride + s;
+#define OUT_AT(i) (base + (long)(i) * a->out_seq_stride + p.at_s)
 #else
-    const long at = base + (long)s * a->out_seq_stride + i;
+#define OUT_AT(i) (base + (long)p.at_s * a->out_seq_stride + (i))
 #endif
-    out[at] = ENCODE(div_rn(x[i], descale));
+  if (!placed) {
+    for (int i = 0; i < HEAD_DIM; ++i) out[OUT_AT(i)] = 0;
+    return;
   }
+  float x[HEAD_DIM];
+  load_row(x, in, a, p.at_b, p.at_s, p.h);
+  const float descale = descale_of(amax[slot_of(a, p.b, p.s, p.h)]);
+  for (int i = 0; i < HEAD_DIM; ++i) out[OUT_AT(i)] = ENCODE(div_rn(x[i], descale));
+#undef OUT_AT
 }

@@ -24,8 +24,10 @@ typedef struct {
   fcl_q32 head_group;     /* GRANULARITY 1: heads per scale */
   fcl_q32 block;          /* GRANULARITY 2: rows per scale */
   fcl_q32 descales;       /* entries of the descale buffer */
+  fcl_q32 total;          /* VARLEN: packed rows (the grid is total x heads; seqlen is the longest) */
+  fcl_q32 pad_;
 } QuantArgs;
 
-#define FLASHCL_QUANT_ARGS_SIZE 120
+#define FLASHCL_QUANT_ARGS_SIZE 128
 
 #endif

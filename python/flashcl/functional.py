@@ -544,17 +544,22 @@ def _device_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seq
 
 def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_group: int = 1, block: int = 0,
                  hadamard: bool = False, seed: int = 0, transposed: bool = False, in_dtype: Optional[str] = None,
-                 queue=None, wait_for=None):
+                 cu_seqlens=None, max_seqlen: Optional[int] = None, queue=None, wait_for=None):
     """fp8 quantisation of a pyopencl Array x (B, S, H, d), as ``flashcl::quantize_fp8``: returns
     (x8, descale), a uint8 Array ((B, H, d, S) when ``transposed``) and the float32 descales in the
     layout ``attention(..., dtype="e4m3", descales=...)`` takes. ``granularity``: "tensor", "head"
     (heads per scale: ``head_group``; Q under GQA: H / H_kv) or "block" (``block`` rows per scale,
     the attention's ``quant_block``). ``hadamard``: the random-sign Hadamard transform along d from
-    ``seed`` first (the same seed for Q and K, never V). ``in_dtype``: "bf16" for uint16 bits."""
+    ``seed`` first (the same seed for Q and K, never V). ``in_dtype``: "bf16" for uint16 bits.
+    With ``cu_seqlens`` (int32, B + 1 offsets; numpy or pyopencl) x is packed (total, H, d) as the
+    varlen attention takes it, and the scales are per sequence (``max_seqlen``: the longest
+    sequence, the attention's ``max_seqlen_q``/``_k``; None: from cu_seqlens)."""
     import pyopencl.array as cla
 
-    if not _is_pyopencl(x) or x.ndim != 4:
-        _fail(Status.InvalidArgument, "x: expected a (B, S, H, d) pyopencl Array")
+    varlen = cu_seqlens is not None
+    if not _is_pyopencl(x) or x.ndim != (3 if varlen else 4):
+        _fail(Status.InvalidArgument, "x: expected a packed (total, H, d) pyopencl Array with cu_seqlens" if varlen
+              else "x: expected a (B, S, H, d) pyopencl Array")
     if dtype not in ("e4m3", "e5m2"):
         _fail(Status.UnsupportedDType, f"dtype: expected e4m3 or e5m2, got '{dtype}'")
     if granularity not in _GRANULARITIES:
@@ -563,23 +568,32 @@ def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_gr
     if queue is None:
         _fail(Status.InvalidHandle, "queue: x has no queue and none was given")
     a = _ext.QuantizeArgs()
-    a.batch, a.seqlen, a.heads, a.head_dim = (int(n) for n in x.shape)
+    inputs = [x]
+    if varlen:
+        cu = cu_seqlens if _is_pyopencl(cu_seqlens) else cla.to_device(queue, np.ascontiguousarray(cu_seqlens, np.int32))
+        if cu.dtype != np.int32 or cu.ndim != 1 or cu.shape[0] < 2:
+            _fail(Status.InvalidArgument, "cu_seqlens: expected a 1-d int32 array of B + 1 offsets")
+        inputs.append(cu)
+        a.batch, a.seqlen = cu.shape[0] - 1, _max_seqlen(cu.get(queue=queue), max_seqlen)
+        a.total, a.heads, a.head_dim = (int(n) for n in x.shape)
+        a.cu_seqlens = _buffer(cu, "cu_seqlens")
+    else:
+        a.batch, a.seqlen, a.heads, a.head_dim = (int(n) for n in x.shape)
     a.in_dtype = _storage(x.dtype, "x", in_dtype)
     a.out_dtype = _DTYPES[dtype]
     a.granularity = _GRANULARITIES[granularity]
     a.head_group, a.block, a.hadamard, a.hadamard_seed, a.transposed = head_group, block, hadamard, seed, transposed
-    t = _ext.Tensor()
-    t.buffer = x.base_data.int_ptr if x.base_data is not None else 0
-    strides = _element_strides(x, "x")
-    t.offset, t.batch_stride, t.seq_stride, t.head_stride = x.offset // x.dtype.itemsize, *strides[:3]
-    a.in_ = t
-    b, s, h, d = x.shape
-    x8 = cla.empty(queue, (b, h, d, s) if transposed else (b, s, h, d), np.uint8)
+    a.in_ = _tensor(x, "x", varlen)
+    if varlen:
+        x8 = cla.empty(queue, x.shape, np.uint8)
+    else:
+        b, s, h, d = x.shape
+        x8 = cla.empty(queue, (b, h, d, s) if transposed else (b, s, h, d), np.uint8)
     descale = cla.empty(queue, (max(int(_ext.quantize_descale_count(a)), 1),), np.float32)
     o = _ext.Tensor()
     o.buffer = x8.base_data.int_ptr
     a.out = o
     a.descale = descale.base_data.int_ptr
-    launch = _ext.quantize_fp8(queue.int_ptr, a, _wait_list([x], wait_for))
+    launch = _ext.quantize_fp8(queue.int_ptr, a, _wait_list(inputs, wait_for))
     _mark_done(launch, [x8, descale])
     return x8, descale

@@ -248,7 +248,9 @@ NB_MODULE(_flashcl, m) {
       .def_rw("block", &QuantizeArgs::block)
       .def_rw("hadamard", &QuantizeArgs::hadamard)
       .def_rw("hadamard_seed", &QuantizeArgs::hadamard_seed)
-      .def_rw("transposed", &QuantizeArgs::transposed);
+      .def_rw("transposed", &QuantizeArgs::transposed)
+      .def_prop_rw("cu_seqlens", mem_get(&QuantizeArgs::cu_seqlens), mem_set(&QuantizeArgs::cu_seqlens))
+      .def_rw("total", &QuantizeArgs::total);
   m.def("quantize_descale_count", &quantize_descale_count, "args"_a);
   m.def("hadamard_signs", &hadamard_signs, "head_dim"_a, "seed"_a);
 

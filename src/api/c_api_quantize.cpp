@@ -1,6 +1,8 @@
 // c_api_quantize.cpp: the C API of fp8 quantisation: fcl_quantize_args (checked by struct_size)
 // converted to flashcl::QuantizeArgs, enums read as integers; statuses and messages come from the C
-// API's one conversion point (c_api_guard.hpp).
+// API's one conversion point (c_api_guard.hpp). A caller built against the first layout (up to
+// `transposed`) passes its smaller struct_size, and the varlen fields keep their defaults.
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 
@@ -28,11 +30,22 @@ DType to_dtype(const fcl_dtype& field, const char* name) {
 
 flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
 
-flashcl::QuantizeArgs to_args(const fcl_quantize_args* in) {
-  if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
-  if (in->struct_size != sizeof(fcl_quantize_args))  // one layout so far; a later one appends fields
-    fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, ", but this library's fcl_quantize_args has ",
-         sizeof(fcl_quantize_args), " bytes (call fcl_quantize_args_init before filling the fields)");
+// The first layout's size: every field up to `transposed`, padded as the compiler pads the struct.
+constexpr std::size_t kQuantizeArgsFirstSize =
+    (offsetof(fcl_quantize_args, transposed) + sizeof(int) + alignof(fcl_quantize_args) - 1) /
+    alignof(fcl_quantize_args) * alignof(fcl_quantize_args);
+
+flashcl::QuantizeArgs to_args(const fcl_quantize_args* caller) {
+  if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");
+  if (caller->struct_size != kQuantizeArgsFirstSize && caller->struct_size != sizeof(fcl_quantize_args))
+    fail(Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
+         kQuantizeArgsFirstSize, " or ", sizeof(fcl_quantize_args),
+         " bytes (call fcl_quantize_args_init before filling the fields)");
+  // The caller's bytes over this library's defaults: fields its header lacked keep their defaults.
+  fcl_quantize_args copy;
+  fcl_quantize_args_init(&copy);
+  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  const fcl_quantize_args* in = &copy;
   flashcl::QuantizeArgs a;
   a.batch = in->batch;
   a.seqlen = in->seqlen;
@@ -54,6 +67,8 @@ flashcl::QuantizeArgs to_args(const fcl_quantize_args* in) {
   a.hadamard = in->hadamard != 0;
   a.hadamard_seed = in->hadamard_seed;
   a.transposed = in->transposed != 0;
+  a.cu_seqlens = in->cu_seqlens;
+  a.total = in->total;
   return a;
 }
 

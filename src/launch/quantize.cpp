@@ -3,7 +3,8 @@
 // (FlashAttention-3's incoherent processing), writing the fp8 tensor and the descales in the layout
 // ForwardArgs::fp8 takes. Validates first (named errors), then enqueues kernels/forward/quantize_fp8.cl's
 // three kernels on a zeroed amax scratch, which is allocated per call and released once enqueued
-// (OpenCL frees it when the kernels are done).
+// (OpenCL frees it when the kernels are done). Varlen inputs (packed rows and cu_seqlens) get their
+// scales per sequence.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "base/cl_bindings.hpp"
 #include "base/errors.hpp"
 #include "base/fault_injection.hpp"
+#include "base/saturating.hpp"
 #include "program/program_cache.hpp"
 #include "program/programs.hpp"
 #include "quant_args.h"
@@ -62,7 +64,18 @@ QuantizeArgs checked(const QuantizeArgs& in, cl_context context) {
   if (a.batch < 1 || a.seqlen < 1 || a.heads < 1)
     fail(Status::InvalidArgument, "batch/seqlen/heads: must be >= 1, got ", a.batch, ", ", a.seqlen, ", ", a.heads);
   if (a.head_dim < 1 || a.head_dim > 256) fail(Status::InvalidArgument, "head_dim: must be in 1..256, got ", a.head_dim);
-  if (std::int64_t{a.batch} * a.seqlen * a.heads > std::numeric_limits<int>::max())
+  const bool varlen = a.cu_seqlens != nullptr;
+  if (varlen) {
+    if (a.total < 1) fail(Status::InvalidArgument, "total: the packed rows must be >= 1 with cu_seqlens, got ", a.total);
+    if (std::int64_t{a.total} * a.heads > std::numeric_limits<int>::max())
+      fail(Status::InvalidArgument, "total*heads: at most 2^31 - 1 rows");
+    if (a.transposed)
+      fail(Status::InvalidArgument, "transposed: not with cu_seqlens (the varlen attention takes V as (total, H_kv, d))");
+  } else if (a.total != 0) {
+    fail(Status::InvalidArgument, "total: only with cu_seqlens (varlen), got ", a.total);
+  }
+  if (detail::saturating_bytes({std::uint64_t(a.batch), std::uint64_t(a.seqlen), std::uint64_t(a.heads)}) >
+      std::uint64_t{std::numeric_limits<int>::max()})  // (an int64 product of three ints can overflow)
     fail(Status::InvalidArgument, "batch*seqlen*heads: at most 2^31 - 1 rows");
   if (a.in_dtype != DType::F32 && a.in_dtype != DType::F16 && a.in_dtype != DType::BF16)
     fail(Status::UnsupportedDType, "in_dtype: must be f32, f16 or bf16, got ", to_string(a.in_dtype));
@@ -85,24 +98,37 @@ QuantizeArgs checked(const QuantizeArgs& in, cl_context context) {
     if (t->offset < 0 || t->batch_stride < 0 || t->seq_stride < 0 || t->head_stride < 0)
       fail(Status::InvalidArgument, name, ": offset and strides must be >= 0");
   const std::int64_t d = a.head_dim, row = std::int64_t{a.heads} * d;
+  if (varlen) {  // packed rows: the batch stride is not used (as the varlen attention)
+    a.in.batch_stride = a.out.batch_stride = 0;
+    if (a.in.seq_stride == 0 && a.in.head_stride == 0) a.in = {a.in.buffer, a.in.offset, 0, row, d};
+    if (a.out.seq_stride == 0 && a.out.head_stride == 0) a.out = {a.out.buffer, a.out.offset, 0, row, d};
+  }
   if (a.in.batch_stride == 0 && a.in.seq_stride == 0 && a.in.head_stride == 0)
     a.in = {a.in.buffer, a.in.offset, row * a.seqlen, row, d};
   if (a.out.batch_stride == 0 && a.out.seq_stride == 0 && a.out.head_stride == 0)
     a.out = a.transposed ? Tensor{a.out.buffer, a.out.offset, row * a.seqlen, a.seqlen, d * a.seqlen}
                          : Tensor{a.out.buffer, a.out.offset, row * a.seqlen, row, d};
+  // Rows of storage: B x S, or the packed total (one batch entry) with cu_seqlens.
+  const int store_batch = varlen ? 1 : a.batch, store_rows = varlen ? a.total : a.seqlen;
   const std::size_t in_elem = element_size(a.in_dtype);
-  const std::int64_t in_reach =
-      reach(a.in.offset, {{a.batch, a.in.batch_stride}, {a.seqlen, a.in.seq_stride}, {a.heads, a.in.head_stride}}, d);
+  const std::int64_t in_reach = reach(
+      a.in.offset, {{store_batch, a.in.batch_stride}, {store_rows, a.in.seq_stride}, {a.heads, a.in.head_stride}}, d);
   const std::int64_t out_reach =
       a.transposed
           ? reach(a.out.offset, {{a.batch, a.out.batch_stride}, {a.heads, a.out.head_stride}, {a.head_dim, a.out.seq_stride}}, a.seqlen)
-          : reach(a.out.offset, {{a.batch, a.out.batch_stride}, {a.seqlen, a.out.seq_stride}, {a.heads, a.out.head_stride}}, d);
+          : reach(a.out.offset, {{store_batch, a.out.batch_stride}, {store_rows, a.out.seq_stride}, {a.heads, a.out.head_stride}}, d);
   check_mem(a.in.buffer, context, static_cast<std::size_t>(in_reach) * in_elem, "in", false);
   check_mem(a.out.buffer, context, static_cast<std::size_t>(out_reach), "out", true);
   check_mem(a.descale, context, quantize_descale_count(a) * sizeof(float), "descale", true);
   if (a.out.buffer == a.in.buffer || a.descale == a.in.buffer || a.descale == a.out.buffer)
     fail(Status::InvalidArgument, a.out.buffer == a.in.buffer ? "out" : "descale",
          ": shares its cl_mem with another argument; quantize_fp8 writes out and descale while it reads in");
+  if (varlen) {
+    check_mem(a.cu_seqlens, context, (static_cast<std::size_t>(a.batch) + 1) * sizeof(cl_int), "cu_seqlens", false);
+    if (a.cu_seqlens == a.out.buffer || a.cu_seqlens == a.descale)
+      fail(Status::InvalidArgument, "cu_seqlens: shares its cl_mem with ", a.cu_seqlens == a.out.buffer ? "out" : "descale",
+           ", which quantize_fp8 writes while it reads cu_seqlens");
+  }
   return a;
 }
 
@@ -121,11 +147,12 @@ void sign_bits(std::uint64_t seed, std::uint64_t words[4]) {
 
 }  // namespace
 
+// Saturated at SIZE_MAX for shapes validation would refuse (a caller may ask before it does).
 std::size_t quantize_descale_count(const QuantizeArgs& a) {
-  const std::size_t b = static_cast<std::size_t>(std::max(a.batch, 0)), h = static_cast<std::size_t>(std::max(a.heads, 0));
+  const std::uint64_t b = static_cast<std::uint64_t>(std::max(a.batch, 0)), h = static_cast<std::uint64_t>(std::max(a.heads, 0));
   if (a.granularity == QuantGranularity::Block)
-    return a.block > 0 ? b * h * ((static_cast<std::size_t>(std::max(a.seqlen, 0)) + a.block - 1) / a.block) : 0;
-  return a.head_group > 0 ? b * (h / a.head_group) : 0;
+    return a.block > 0 ? detail::saturating_bytes({b, h, (static_cast<std::uint64_t>(std::max(a.seqlen, 0)) + a.block - 1) / a.block}) : 0;
+  return a.head_group > 0 ? detail::saturating_bytes({b, h / a.head_group}) : 0;
 }
 
 std::vector<float> hadamard_signs(int head_dim, std::uint64_t seed) {
@@ -162,11 +189,13 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
   k.head_group = a.head_group;
   k.block = a.block;
   k.descales = static_cast<int>(quantize_descale_count(a));
+  k.total = a.total;
+  const bool varlen = a.cu_seqlens != nullptr;
 
   const std::string options =
       concat("-cl-std=CL1.2 -DIN_DTYPE=", static_cast<int>(a.in_dtype), " -DDTYPE=", static_cast<int>(a.out_dtype),
              " -DHEAD_DIM=", a.head_dim, " -DGRANULARITY=", static_cast<int>(a.granularity), " -DHADAMARD=", a.hadamard ? 1 : 0,
-             " -DTRANSPOSED=", a.transposed ? 1 : 0);
+             " -DTRANSPOSED=", a.transposed ? 1 : 0, " -DVARLEN=", varlen ? 1 : 0);
   cl::Program program = detail::cached_program(context, device, detail::programs::quantize_fp8, options);
   auto kernel = [&](const char* name) {
     cl_int err = detail::injected_fault("clCreateKernel");
@@ -191,20 +220,24 @@ Launch quantize_fp8(cl_command_queue queue, const QuantizeArgs& args, const std:
     auto set = [](const cl::Kernel& kern, cl_uint index, std::size_t size, const void* value) {
       detail::check_cl(clSetKernelArg(kern(), index, size, value), "clSetKernelArg");
     };
+    // cu_seqlens is read only in VARLEN builds; elsewhere the argument is a null buffer
+    const cl_mem cu_seqlens = a.cu_seqlens;
     set(amax_kernel, 0, sizeof(cl_mem), &a.in.buffer);
     set(amax_kernel, 1, sizeof(cl_mem), &amax);
-    set(amax_kernel, 2, sizeof k, &k);
+    set(amax_kernel, 2, sizeof(cl_mem), &cu_seqlens);
+    set(amax_kernel, 3, sizeof k, &k);
     set(descale_kernel, 0, sizeof(cl_mem), &amax);
     set(descale_kernel, 1, sizeof(cl_mem), &a.descale);
     set(descale_kernel, 2, sizeof k, &k);
     set(encode_kernel, 0, sizeof(cl_mem), &a.in.buffer);
     set(encode_kernel, 1, sizeof(cl_mem), &a.out.buffer);
     set(encode_kernel, 2, sizeof(cl_mem), &amax);
-    set(encode_kernel, 3, sizeof k, &k);
+    set(encode_kernel, 3, sizeof(cl_mem), &cu_seqlens);
+    set(encode_kernel, 4, sizeof k, &k);
 
     const std::size_t local = 64;
     const auto rounded = [local](std::size_t n) { return (n + local - 1) / local * local; };
-    const std::size_t rows = static_cast<std::size_t>(a.batch) * a.seqlen * a.heads;
+    const std::size_t rows = static_cast<std::size_t>(varlen ? a.total : a.batch * a.seqlen) * a.heads;
     auto run = [&](const cl::Kernel& kern, std::size_t items) {
       const std::size_t global = rounded(items);
       cl_event done = nullptr;

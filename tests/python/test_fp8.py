@@ -1,14 +1,15 @@
 """FP8 from Python (issue 23): flashcl.quantize_fp8 on pyopencl Arrays, then flashcl.attention with
 dtype="e4m3" and the descales, checked against the float64 reference on the dequantised inputs
 (decoded here from the e4m3 definition, independently of the library); O poisoned with NaN first.
-Also the named errors: missing descales, fp8 from numpy arrays.
+Packed (varlen) tensors quantised per sequence the same way. Also the named errors: missing
+descales, fp8 from numpy arrays, varlen quantisation's own.
 """
 
 import numpy as np
 import pytest
 
 import flashcl
-from conftest import FP32_ATOL, assert_close, randn, reference
+from conftest import FP32_ATOL, assert_close, randn, reference, reference_varlen
 
 cl = pytest.importorskip("pyopencl")
 cla = pytest.importorskip("pyopencl.array")
@@ -62,6 +63,43 @@ def test_quantize_and_attend(rng, queue, granularity, block, hadamard, causal):
     assert np.sqrt(np.mean((o.get() - reference(q, k, v, causal=causal)[0]) ** 2)) < 0.05
 
 
+@pytest.mark.parametrize("granularity, block", [("tensor", 0), ("head", 0), ("block", 8)])
+def test_quantize_varlen_per_sequence(rng, queue, granularity, block):
+    h, hkv, d = 4, 2, 32
+    cu_q = np.array([0, 13, 13, 20, 21], np.int32)  # lengths 13, 0, 7, 1 (longest 13)
+    cu_k = np.array([0, 20, 20, 27, 54], np.int32)  # lengths 20, 0, 7, 27 (longest 27)
+    q, k, v = randn(rng, 21, h, d), randn(rng, 54, hkv, d), randn(rng, 54, hkv, d)
+    group = 1 if granularity == "block" else h // hkv
+
+    def quantised(x, cu, head_group):
+        return flashcl.quantize_fp8(cla.to_device(queue, x), granularity=granularity, head_group=head_group,
+                                    block=block, cu_seqlens=cu)  # the longest sequence: from cu_seqlens
+
+    (q8, qd), (k8, kd), (v8, vd) = quantised(q, cu_q, group), quantised(k, cu_k, 1), quantised(v, cu_k, 1)
+    assert q8.shape == q.shape and q8.dtype == np.uint8
+    out = cla.to_device(queue, np.full(q.shape, np.nan, dtype=np.float32))
+    o = flashcl.attention(q8, k8, v8, dtype="e4m3", descales=(qd, kd, vd), quant_block=block, out_dtype="f32",
+                          causal=True, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, out=out)
+
+    def dequantised(x8, descale, cu, heads, rows_group):
+        """Each sequence's rows times its scales: (B, H / rows_group), or (B, H, blocks) per block."""
+        x, s, batch = e4m3_decode(x8.get()), descale.get().astype(np.float64), len(cu) - 1
+        longest = int(np.diff(cu).max())
+        for b in range(batch):
+            rows = np.arange(cu[b], cu[b + 1])
+            if block:
+                x[rows] *= s.reshape(batch, heads, -(-longest // block))[b][:, (rows - cu[b]) // block].T[..., None]
+            else:
+                x[rows] *= np.repeat(s.reshape(batch, -1)[b], rows_group)[None, :, None]
+        return x
+
+    ref, _ = reference_varlen(dequantised(q8, qd, cu_q, h, group), dequantised(k8, kd, cu_k, hkv, 1),
+                              dequantised(v8, vd, cu_k, hkv, 1), cu_q, cu_k, causal=True)
+    assert_close(o.get(), ref, FP32_ATOL)
+    unquantised, _ = reference_varlen(q, k, v, cu_q, cu_k, causal=True)
+    assert np.sqrt(np.mean((o.get() - unquantised) ** 2)) < 0.05
+
+
 def test_fp8_errors(rng, queue):
     x = cla.to_device(queue, randn(rng, 1, 8, 2, 16))
     x8, xd = flashcl.quantize_fp8(x)
@@ -73,3 +111,9 @@ def test_fp8_errors(rng, queue):
                           np.zeros((1, 8, 2, 16), np.uint8), dtype="e4m3")
     with pytest.raises(flashcl.Error, match="hadamard"):
         flashcl.quantize_fp8(cla.to_device(queue, randn(rng, 1, 4, 1, 12)), hadamard=True)
+    packed = cla.to_device(queue, randn(rng, 10, 2, 16))
+    with pytest.raises(flashcl.Error, match="transposed") as info:
+        flashcl.quantize_fp8(packed, cu_seqlens=np.array([0, 4, 10], np.int32), transposed=True)
+    assert info.value.status == flashcl.Status.InvalidArgument
+    with pytest.raises(flashcl.Error, match="cu_seqlens"):
+        flashcl.quantize_fp8(packed, cu_seqlens=np.array([[0, 10]], np.int32))
