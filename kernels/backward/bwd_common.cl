@@ -1,7 +1,7 @@
 /* bwd_common.cl: what every backward path shares, on top of common.cl's score transform and
  * visibility rules (which the backward must reproduce exactly). Helpers: the probability and the
  * score gradient of one (query, key) entry recomputed from the saved LSE, and an fp32 atomic add
- * (OpenCL 1.2 has none: a compare-and-swap loop on the bits). Kernels: the preprocess
+ * (OpenCL 1.2 has none: a compare-and-swap loop on the bits; NV_RED 1, NVIDIA's own add). Kernels: the preprocess
  * (D = rowsum(dO * O) and, for the atomic and fa1 paths, clearing the fp32 dQ accumulator), the
  * convert of that accumulator to dQ's dtype and strides, and the bias-gradient passes (clearing
  * the dS target, then the fixed-order sum over broadcast dimensions). All in natural units
@@ -11,6 +11,17 @@
 #define DBIAS 0 /* 1: the call wants the gradient of its additive bias (MASK_KIND 2) */
 #endif
 
+#ifndef NV_RED
+#define NV_RED 0 /* 1 (FLASHCL_BWD_RED=1, NVIDIA only): red.global.add.f32 through inline PTX */
+#endif
+
+#if NV_RED
+/* fp32 atomic add done by the L2 (no read, no retry), as the tensor-core backward's atomic form
+ * adds dQ (bwd_mma.cl's red_add_f32). */
+inline void atomic_add_float(volatile __global float* p, float x) {
+  asm volatile("red.global.add.f32 [%0], %1;" ::"l"((ulong)p), "f"(x) : "memory");
+}
+#else
 /* fp32 atomic add by compare-and-swap on the bits; the loop retries while another work-item
  * changed the value between the read and the swap. The first swap guesses +0 (what the
  * accumulator is cleared to) instead of reading the cell plainly: that read raced with other
@@ -23,6 +34,7 @@ inline void atomic_add_float(volatile __global float* p, float x) {
     seen = atomic_cmpxchg(bits, expected, as_uint(as_float(expected) + x));
   } while (seen != expected);
 }
+#endif
 
 /* P of entry (row, key) given raw = scale * q.k: the forward's score transform, then
  * exp(s - LSE). Hidden keys and rows whose LSE is -inf (no visible key) give exactly 0. */

@@ -66,6 +66,7 @@ BackwardPrograms plan_backward_programs(const DeviceFacts& facts, const Backward
   const bool dbias = args.d_bias.kind != MaskKind::None;
   BackwardPrograms p;
   p.portable = backward_program(args.forward, dbias, tiles);
+  if (o.bwd_red && facts.is_nvidia()) p.portable.options += " -DNV_RED=1";  // the native add (bwd_common.cl)
   if (cpu.chunks > 0) {
     p.cpu = bwd_cpu_program(args.forward, dbias, cpu);
     return p;  // (the CPU form runs the whole call)
