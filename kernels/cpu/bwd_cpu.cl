@@ -98,7 +98,7 @@ inline int band_first_row(int q0, int key, const SeqView* sv, const AttnArgs* a)
 inline void cpu_stage_rows(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0,
                            int n, int valid, bool transposed) {
   if (transposed) {
-    cpu_stage_rows_t(dst, src, base, seq_stride, row0, n, valid, 1.0f);
+    cpu_stage_rows_t(dst, src, base, seq_stride, row0, n, valid, 1.0f CPU_ROW_DESCALE_ARGS(0, 0));
     return;
   }
   for (int r = 0; r < n; ++r)

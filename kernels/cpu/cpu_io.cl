@@ -10,16 +10,27 @@
  * vstore_half16_rte, the same values again. The transposed staging (Q^T in the forward, K^T and V^T
  * in the backward) goes through 16 x 16 tiles: reading a column of rows 2-4 KiB apart touched one
  * cache line per element in the same few L1 sets (43 % of the fp32 forward's own body, N = 1024,
- * d = 128), while a tile reads 16 whole rows once. Needs common.cl (DTYPE, STORAGE_T, LOAD_ELEM)
- * and HEAD_DIM, D_PAD. */
+ * d = 128), while a tile reads 16 whole rows once. fp8 inputs (DTYPE 3/4, the fa2_cpu_fp8 program)
+ * go through the same fp16 conversion: e5m2 is the high byte of an fp16, and e4m3's bits shifted
+ * under fp16's exponent and mantissa are its value / 256 exactly (decode_common.cl's cache_fp8x8
+ * says why), so 16 bytes cost a widening, shifts and one conversion; O is then stored as OUT_DTYPE
+ * (common.cl's OUT_STORAGE_T). Needs common.cl (DTYPE, STORAGE_T, LOAD_ELEM, OUT_STORAGE_T), with
+ * fp8 fp8_codec.cl and fp8_descales.cl, and HEAD_DIM, D_PAD. */
 
-#if DTYPE == 1 && defined(__x86_64__) && defined(__AVX512F__)
-#define CPU_HALF_HW 2 /* one zmm conversion per 16 */
-#elif DTYPE == 1 && defined(__x86_64__) && defined(__F16C__)
-#define CPU_HALF_HW 1 /* two ymm conversions per 16 */
+#if defined(__x86_64__) && defined(__AVX512F__)
+#define CPU_HALF_CVT 2 /* one zmm conversion per 16 */
+#elif defined(__x86_64__) && defined(__F16C__)
+#define CPU_HALF_CVT 1 /* two ymm conversions per 16 */
 #else
-#define CPU_HALF_HW 0
+#define CPU_HALF_CVT 0
 #endif
+#define CPU_HALF_HW (DTYPE == 1 ? CPU_HALF_CVT : 0) /* fp16 rows read by the hardware converter */
+#if FP8
+#define CPU_OUT_KIND OUT_DTYPE /* O's storage: 0 fp32, 1 fp16, 2 bf16 */
+#else
+#define CPU_OUT_KIND DTYPE
+#endif
+#define CPU_OUT_HALF_HW (CPU_OUT_KIND == 1 ? CPU_HALF_CVT : 0)
 
 /* 16-element vectors at element alignment: plain loads and stores (vmovups) where PoCL's vload16
  * and vstore16 split into 4-wide pieces or, for ushort, 16 scalar stores with extracts (perf
@@ -29,37 +40,51 @@ typedef ushort16 cpu_ushort16_u __attribute__((aligned(2)));
 #define CPU_LOAD16(as, type, p) (*(as const type*)(p))
 #define CPU_STORE16(as, type, p, x) (*(as type*)(p) = (x))
 
+/* 16 fp16 bit patterns as fp32 (exact). */
+inline float16 cpu_halves16(ushort16 h) {
+#if CPU_HALF_CVT == 2
+  return __builtin_ia32_vcvtph2ps512_mask(as_short16(h), (float16)(0.0f), (ushort)0xffff, 4 /* current rounding: exact */);
+#elif CPU_HALF_CVT == 1
+  const short16 s = as_short16(h);
+  return (float16)(__builtin_ia32_vcvtph2ps256(s.lo), __builtin_ia32_vcvtph2ps256(s.hi));
+#else
+  return vload_half16(0, (const __private half*)&h);
+#endif
+}
+
 /* Elements [at, at + 16) of src as fp32; all 16 must lie inside the row. */
 inline float16 cpu_load16(__global const STORAGE_T* src, long at) {
-#if DTYPE == 0
+#if DTYPE == 3 /* e4m3: value / 256 as an fp16, times 256; S.1111.111 is NaN */
+  const ushort16 u = convert_ushort16(vload16(0, src + at));
+  const float16 f = cpu_halves16(((u & (ushort)0x7f) << (ushort)7) | ((u & (ushort)0x80) << (ushort)8)) * 256.0f;
+  return select(f, (float16)(NAN), convert_int16((u & (ushort)0x7f) == (ushort)0x7f));
+#elif DTYPE == 4 /* e5m2: the high byte of its fp16 */
+  return cpu_halves16(convert_ushort16(vload16(0, src + at)) << (ushort)8);
+#elif DTYPE == 0
   return CPU_LOAD16(__global, cpu_float16_u, src + at);
-#elif DTYPE == 1 && CPU_HALF_HW == 2
-  const short16 h = as_short16(CPU_LOAD16(__global, cpu_ushort16_u, src + at));
-  return __builtin_ia32_vcvtph2ps512_mask(h, (float16)(0.0f), (ushort)0xffff, 4 /* current rounding: exact */);
-#elif DTYPE == 1 && CPU_HALF_HW == 1
-  const short16 h = as_short16(CPU_LOAD16(__global, cpu_ushort16_u, src + at));
-  return (float16)(__builtin_ia32_vcvtph2ps256(h.lo), __builtin_ia32_vcvtph2ps256(h.hi));
+#elif DTYPE == 1 && CPU_HALF_HW != 0
+  return cpu_halves16(CPU_LOAD16(__global, cpu_ushort16_u, src + at));
 #elif DTYPE == 1
   return vload_half16(0, src + at);
 #elif DTYPE == 2
   return as_float16(convert_uint16(CPU_LOAD16(__global, cpu_ushort16_u, src + at)) << 16);
 #else
-#error "cpu_io.cl: fp32, fp16 or bf16 storage only"
+#error "cpu_io.cl: fp32, fp16, bf16, e4m3 or e5m2 storage only"
 #endif
 }
 
-/* x into elements [at, at + 16) of dst in the storage dtype (fp16: nearest even; bf16: nearest
+/* x into elements [at, at + 16) of dst in O's storage dtype (fp16: nearest even; bf16: nearest
  * even, NaN kept a NaN, as common.cl's float_to_bf16). */
-inline void cpu_store16(float16 x, __global STORAGE_T* dst, long at) {
-#if DTYPE == 0
+inline void cpu_store16(float16 x, __global OUT_STORAGE_T* dst, long at) {
+#if CPU_OUT_KIND == 0
   CPU_STORE16(__global, cpu_float16_u, dst + at, x);
-#elif DTYPE == 1 && CPU_HALF_HW == 2
+#elif CPU_OUT_KIND == 1 && CPU_OUT_HALF_HW == 2
   const short16 h = __builtin_ia32_vcvtps2ph512_mask(x, 0 /* nearest even */, (short16)(0), (ushort)0xffff);
   CPU_STORE16(__global, cpu_ushort16_u, dst + at, as_ushort16(h));
-#elif DTYPE == 1 && CPU_HALF_HW == 1
+#elif CPU_OUT_KIND == 1 && CPU_OUT_HALF_HW == 1
   const short16 h = (short16)(__builtin_ia32_vcvtps2ph256(x.lo, 0), __builtin_ia32_vcvtps2ph256(x.hi, 0));
   CPU_STORE16(__global, cpu_ushort16_u, dst + at, as_ushort16(h));
-#elif DTYPE == 1
+#elif CPU_OUT_KIND == 1
   vstore_half16_rte(x, 0, dst + at);
 #else
   const uint16 u = as_uint16(x);
@@ -87,17 +112,31 @@ inline void cpu_stage_row(__local float* dst, __global const STORAGE_T* src, lon
   for (; c < D_PAD; ++c) dst[c] = 0.0f;
 }
 
-/* Rows [row0, row0 + n) of a (seq, d) slice, times mul, transposed: dst[c * n + r] for c < D_PAD.
- * Rows at or past `valid` and columns past HEAD_DIM read 0. 16 rows x 16 columns at a time. */
+/* With fp8 inputs a staged row also takes its descale (fp8_descales.cl's ROW_DESCALE of the
+ * descales from `first`): the extra parameters of cpu_stage_rows_t, and the factor of row `row`. */
+#if FP8
+#define CPU_ROW_DESCALE_PARAMS , __global const float *row_descale, long descale_first
+#define CPU_ROW_DESCALE_ARGS(d, first) , (d), (first)
+#define CPU_ROW_DESCALE(row) ROW_DESCALE(row_descale, descale_first, row)
+#else
+#define CPU_ROW_DESCALE_PARAMS
+#define CPU_ROW_DESCALE_ARGS(d, first)
+#define CPU_ROW_DESCALE(row) 1.0f
+#endif
+
+/* Rows [row0, row0 + n) of a (seq, d) slice, times mul (and, fp8, each row's descale), transposed:
+ * dst[c * n + r] for c < D_PAD. Rows at or past `valid` and columns past HEAD_DIM read 0 (and no
+ * descale is read for them). 16 rows x 16 columns at a time. */
 inline void cpu_stage_rows_t(__local float* dst, __global const STORAGE_T* src, long base, long seq_stride, int row0,
-                             int n, int valid, float mul) {
+                             int n, int valid, float mul CPU_ROW_DESCALE_PARAMS) {
   for (int r0 = 0; r0 < n; r0 += 16) {
     const int rows = min(16, n - r0);
     for (int c0 = 0; c0 < D_PAD; c0 += 16) {
       float t[16][16];
       for (int r = 0; r < rows; ++r) {
         const int row = row0 + r0 + r;
-        const float16 x = row < valid ? cpu_load_cols(src, base + (long)row * seq_stride, c0, mul) : (float16)(0.0f);
+        const float16 x =
+            row < valid ? cpu_load_cols(src, base + (long)row * seq_stride, c0, mul * CPU_ROW_DESCALE(row)) : (float16)(0.0f);
         CPU_STORE16(__private, cpu_float16_u, t[r], x);
       }
       const int cols = min(16, D_PAD - c0);
@@ -108,9 +147,9 @@ inline void cpu_stage_rows_t(__local float* dst, __global const STORAGE_T* src, 
   }
 }
 
-/* src[0, HEAD_DIM) times mul into the row at `at` of dst, in the storage dtype. */
-inline void cpu_store_row(__global STORAGE_T* dst, long at, __local const float* src, float mul) {
+/* src[0, HEAD_DIM) times mul into the row at `at` of dst, in O's storage dtype. */
+inline void cpu_store_row(__global OUT_STORAGE_T* dst, long at, __local const float* src, float mul) {
   int c = 0;
   for (; c + 16 <= HEAD_DIM; c += 16) cpu_store16(CPU_LOAD16(__local, cpu_float16_u, src + c) * mul, dst, at + c);
-  for (; c < HEAD_DIM; ++c) STORE_ELEM(dst, at + c, src[c] * mul);
+  for (; c < HEAD_DIM; ++c) STORE_OUT(dst, at + c, src[c] * mul);
 }

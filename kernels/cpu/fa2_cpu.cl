@@ -14,7 +14,16 @@
  * accumulator. The staged tiles are sized for the L1/L2 caches; the running output stays in the
  * O tile between key blocks. Everything else is fa2.cl's algorithm and common.cl's pieces: the
  * same block skipping (per score block of SR rows here), masks, score transforms, HALF_UNITS, GQA,
- * varlen, LSE and dispatch order. */
+ * varlen, LSE and dispatch order. fp8 inputs (the fa2_cpu_fp8 program) are staged dequantised, each
+ * row times its descale (fp8_descales.cl), as the portable fa2's fp8 tiles are, and O is stored as
+ * OUT_DTYPE; V transposed is left to the portable fa2. */
+
+#ifndef FP8_PARAMS /* fp8 programs: the descales (fp8_descales.cl), after the argument block */
+#define FP8_PARAMS
+#endif
+#if FP8 && V_TRANSPOSED
+#error "fa2_cpu reads V as (B, Nk, H_kv, d) rows; a transposed V runs on the portable fa2"
+#endif
 
 /* Tile defaults, vector macros, prefetch_rows, the score tile and the P.V key loop: cpu_blocks.cl. */
 #if BR % RW != 0 || BR % SR != 0 || SR % RM != 0 || BC % KJ != 0 || D_PAD % VW != 0 || DV % CG != 0
@@ -94,7 +103,7 @@ inline void block_pv(__local float* acc_t, const float* ps, const float alpha[SR
 
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
-                     __global STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args) {
+                     __global OUT_STORAGE_T* o, __global float* lse, VARIANT_PARAMS, const AttnArgs args FP8_PARAMS) {
   __local float qt[D_PAD * BR];    /* scaled Q block, transposed */
   __local float acc_t[BR * D_PAD]; /* unnormalised O block */
   __local float ks[BC * D_PAD]; /* K block as fp32 rows */
@@ -115,7 +124,14 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const long v_base = SEQ_BASE(a, v, b, hk, sv.k_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
 
   /* prologue */
-  cpu_stage_rows_t(qt, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a));
+#if FP8
+  const long q_first = first_descale(a, b, QUANT_BLOCK ? h : hk, a->heads, a->seqlen_q);
+  const long kv_first = first_descale(a, b, hk, a->heads_kv, a->seqlen_k);
+#define KV_DESCALE(d, row) ROW_DESCALE(d, kv_first, row)
+#else
+#define KV_DESCALE(d, row) 1.0f
+#endif
+  cpu_stage_rows_t(qt, q, q_base, a->q_seq_stride, q0, BR, SV_NQ(&sv, a), Q_SCALE(a) CPU_ROW_DESCALE_ARGS(q_descale, q_first));
   for (int i = 0; i < BR * D_PAD; ++i) acc_t[i] = 0.0f;
   for (int r = 0; r < BR; ++r) {
     m[r] = NEG_INF;
@@ -129,8 +145,10 @@ void fa2_cpu_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     const int k0 = kb * BC, n = min(BC, SV_NK(&sv, a) - k0);
     for (int j = 0; j < BC; ++j) {
       const bool inside = k0 + j < SV_NK(&sv, a);
-      cpu_stage_row(ks + j * D_PAD, k, k_base + (long)(k0 + j) * a->k_seq_stride, inside, 1.0f);
-      cpu_stage_row(vs + j * D_PAD, v, v_base + (long)(k0 + j) * a->v_seq_stride, inside, 1.0f);
+      /* (a descale only for rows inside: a block's last descale may be the tensor's last) */
+      const float k_mul = inside ? KV_DESCALE(k_descale, k0 + j) : 0.0f, v_mul = inside ? KV_DESCALE(v_descale, k0 + j) : 0.0f;
+      cpu_stage_row(ks + j * D_PAD, k, k_base + (long)(k0 + j) * a->k_seq_stride, inside, k_mul);
+      cpu_stage_row(vs + j * D_PAD, v, v_base + (long)(k0 + j) * a->v_seq_stride, inside, v_mul);
     }
 #if KV_PREFETCH
     if (kb + 1 < kb_end) {

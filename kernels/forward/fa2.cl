@@ -9,9 +9,7 @@
  * Epilogue: O divided by the row sum once, written once with LSE = m + log l. FP8 (e4m3/e5m2
  * inputs): the tiles are staged dequantised (fp8_tiles.cl) and O is stored as OUT_DTYPE. */
 
-#if FP8 /* the descales (docs/FP8.md), after the argument block */
-#define FP8_PARAMS , __global const float *q_descale, __global const float *k_descale, __global const float *v_descale
-#else
+#ifndef FP8_PARAMS /* fp8 programs: the descales (fp8_descales.cl), after the argument block */
 #define FP8_PARAMS
 #endif
 

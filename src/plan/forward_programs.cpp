@@ -55,7 +55,7 @@ ProgramChoice forward_program(ForwardPath path, const ForwardArgs& a, const Tile
                                    " -DVW=", vector_width));
     case ForwardPath::FA1: return choose_program(programs::fa1, flash_options(a, t));
     case ForwardPath::FA2Cpu:
-      return choose_program(programs::fa2_cpu,
+      return choose_program(is_fp8(a.dtype) ? programs::fa2_cpu_fp8 : programs::fa2_cpu,
                             concat(common_options(a), " -DD_PAD=", t.padded_head_dim, " -DBR=", t.block_rows,
                                    " -DBC=", t.block_cols, " -DRM=", t.rows_per_team, " -DCG=", column_vectors,
                                    " -DVW=", vector_width));

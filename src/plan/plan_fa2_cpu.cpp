@@ -49,7 +49,8 @@ int vector_width(const DeviceFacts& device) {
 bool fa2_cpu_takes(const DeviceFacts& device, const ForwardArgs& a, const Overrides& o) {
   if (a.algorithm != Algorithm::FA2 && a.algorithm != Algorithm::Auto) return false;
   if (a.tile.block_rows != 0 || a.tile.block_cols != 0 || !o.tile.empty()) return false;
-  if (a.dtype != DType::F32 && a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
+  // fp8 inputs too (staged dequantised, docs/FP8.md), but not a transposed V: its rows are columns
+  if (is_fp8(a.dtype) && a.fp8.v_transposed) return false;
   if (o.fa2_cpu == "0") return false;
   return o.fa2_cpu == "1" || device.kind == DeviceKind::CPU;
 }
