@@ -191,6 +191,21 @@ Fp8Tensor host_quantize(const QuantizeArgs& a, const std::vector<float>& x, cons
   return q;
 }
 
+Fp8Tensor quantize_on_device(QuantizeArgs a, std::size_t out_bytes) {
+  const std::vector<std::uint8_t> poison(out_bytes, 0x7f);
+  DeviceBytes out(poison.data(), poison.size());
+  DeviceBuffer descale(quantize_descale_count(a), std::numeric_limits<float>::quiet_NaN());
+  a.out = {out.mem};
+  a.descale = descale.mem;
+  quantize_fp8(session().queue(), a).wait();
+  Fp8Tensor t;
+  t.bytes.resize(out_bytes);
+  check(clEnqueueReadBuffer(session().queue(), out.mem, CL_TRUE, 0, out_bytes, t.bytes.data(), 0, nullptr, nullptr),
+        "clEnqueueReadBuffer");
+  t.descale = descale.read();
+  return t;
+}
+
 void expect_same_quantisation(const std::vector<std::uint8_t>& got, const std::vector<float>& got_descale,
                               const Fp8Tensor& want, bool hadamard, const std::string& what) {
   ASSERT_EQ(got_descale.size(), want.descale.size()) << what;

@@ -50,6 +50,11 @@ void check_fp8_forward(const Fp8Case& c, const Fp8Tensor& q, const Fp8Tensor& k,
 // takes slot 0's), bytes = to_fp8(x / descale), in x's row order.
 Fp8Tensor host_quantize(const QuantizeArgs& a, const std::vector<float>& x, const std::function<int(std::size_t)>& slot_of);
 
+// Runs quantize_fp8(a) with a.in as given into a fresh output of out_bytes bytes poisoned with
+// NaN codes (0x7f) and descales poisoned with NaN; returns what the device left there (bytes and
+// descales; values empty).
+Fp8Tensor quantize_on_device(QuantizeArgs a, std::size_t out_bytes);
+
 // The device's quantisation (bytes, descales) against the host's: exact without the transform; with
 // it, the device's fp32 transform differs from the host's float64 one in the last bits, which may
 // move a value across a rounding midpoint: descales within 1e-5 relative, bytes at most the

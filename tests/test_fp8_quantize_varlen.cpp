@@ -6,13 +6,11 @@
 // per-sequence quantisation against the float64 reference.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <functional>
 #include <limits>
 #include <string>
-#include <utility>
 
 #include "flashcl/flashcl.h"
 #include "fp8_experiment.hpp"
@@ -41,17 +39,14 @@ struct VarlenCase {
 };
 
 constexpr int kHeads = 4;
-constexpr std::size_t kGuard = 64;  // bytes after out's rows that must stay untouched
+constexpr std::size_t kGuard = 64;  // bytes after out's rows that must keep their poison
 
-// Quantises a strided packed input (NaN gaps) into a poisoned output followed by guard bytes, and
-// checks bytes, descales, gaps and guards against the host quantisation.
+// Quantises a strided packed input (NaN gaps) into a poisoned output with guard bytes after its
+// rows, and checks bytes, descales, gaps and guards against the host quantisation.
 void run_varlen_case(const VarlenCase& c, const std::string& what) {
   const std::size_t elems = std::size_t(c.total) * kHeads * c.d;
   const std::vector<float> x = round_to(c.in, bench::outlier_values(elems, 300 + c.d + c.block));
   DeviceTensor in(Layout::PaddedRows, 1, c.total, kHeads, c.d, &x, c.in);
-  std::vector<std::uint8_t> poison(elems + kGuard, 0x7f);  // NaN codes, then the guard
-  std::fill(poison.begin() + static_cast<std::ptrdiff_t>(elems), poison.end(), std::uint8_t{0xa5});
-  DeviceBytes out(poison.data(), poison.size());
   DeviceBytes cu(c.cu.data(), c.cu.size() * sizeof(int));
   QuantizeArgs a;
   a.batch = static_cast<int>(c.cu.size()) - 1;
@@ -67,18 +62,12 @@ void run_varlen_case(const VarlenCase& c, const std::string& what) {
   a.hadamard_seed = 11;
   a.cu_seqlens = cu.mem;
   a.total = c.total;
-  DeviceBuffer descale(quantize_descale_count(a), kNaN);
   a.in = in.view;
-  a.out = {out.mem};
-  a.descale = descale.mem;
-  quantize_fp8(session().queue(), a).wait();
-
-  const Fp8Tensor want = host_quantize(a, x, varlen_slots(a, c.cu));
-  std::vector<std::uint8_t> got = read_back<std::uint8_t>(out.mem, elems + kGuard);
-  const std::vector<std::uint8_t> guard(got.begin() + static_cast<std::ptrdiff_t>(elems), got.end());
-  got.resize(elems);
-  expect_same_quantisation(got, descale.read(), want, c.hadamard, what);
-  EXPECT_EQ(guard, std::vector<std::uint8_t>(kGuard, 0xa5)) << what << ": wrote past out's rows";
+  Fp8Tensor got = quantize_on_device(a, elems + kGuard);
+  const std::vector<std::uint8_t> guard(got.bytes.begin() + static_cast<std::ptrdiff_t>(elems), got.bytes.end());
+  got.bytes.resize(elems);
+  expect_same_quantisation(got.bytes, got.descale, host_quantize(a, x, varlen_slots(a, c.cu)), c.hadamard, what);
+  EXPECT_EQ(guard, std::vector<std::uint8_t>(kGuard, 0x7f)) << what << ": wrote past out's rows";
   EXPECT_EQ(in.gap_elements_changed(), 0u) << what;
 }
 
@@ -119,8 +108,6 @@ TEST(Fp8QuantizeVarlen, VarlenAttentionOnLibraryScales) {
       const int total = cu.back();
       const std::vector<float> x = bench::random_values(std::size_t(total) * heads * s.head_dim, seed, 2.0f);
       DeviceBytes in(x.data(), x.size() * sizeof(float)), cu_mem(cu.data(), cu.size() * sizeof(int));
-      std::vector<std::uint8_t> poison(x.size(), 0x7f);
-      DeviceBytes out(poison.data(), poison.size());
       QuantizeArgs a;
       a.batch = s.batch;
       a.seqlen = s.seqlen_q;  // 27: the longest sequence of Q and of K
@@ -131,14 +118,8 @@ TEST(Fp8QuantizeVarlen, VarlenAttentionOnLibraryScales) {
       a.block = quant_block;
       a.cu_seqlens = cu_mem.mem;
       a.total = total;
-      DeviceBuffer descale(quantize_descale_count(a), kNaN);
       a.in = {in.mem};
-      a.out = {out.mem};
-      a.descale = descale.mem;
-      quantize_fp8(session().queue(), a).wait();
-      Fp8Tensor t;
-      t.bytes = read_back<std::uint8_t>(out.mem, x.size());
-      t.descale = descale.read();
+      Fp8Tensor t = quantize_on_device(a, x.size());
       const std::function<int(std::size_t)> slot = varlen_slots(a, cu);
       const std::vector<float> decoded = from_fp8(DType::E4M3, t.bytes);
       t.values.resize(x.size());
