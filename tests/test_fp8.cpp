@@ -305,6 +305,40 @@ TEST(Fp8Forward, BoolAndBiasMasks) {
                   mode == bench::MaskMode::Bool ? "bool mask" : "bias mask"});
   }
 }
+// Every one of the 256 codes through the forward's own decode: one key (P = 1 exactly), V's row
+// holding code c in column c, so O = decode(c) * v_descale exactly, NaN where the code is NaN
+// (e4m3's S.1111.111; e5m2's NaNs, its infinities infinite). On PoCL the CPU form's 16-wide decode
+// (cpu_io.cl) runs it, and forward_team_kernel reruns it on the portable fa2.
+TEST(Fp8Forward, EveryCodeDecodes) {
+  for (DType t : kFormats) {
+    const int d = 256;
+    std::vector<std::uint8_t> qk(d, 0x00), v(d);
+    qk[0] = t == DType::E4M3 ? 0x38 : 0x3c;  // q.k = 1: a finite score
+    for (int c = 0; c < d; ++c) v[c] = static_cast<std::uint8_t>(c);
+    const float vd = 0.5f, one = 1.0f;
+    DeviceBytes q8(qk.data(), qk.size()), k8(qk.data(), qk.size()), v8(v.data(), v.size()), qd(&one, 4), kd(&one, 4),
+        vdm(&vd, 4);
+    DeviceBuffer o(d, kNaN);
+    ForwardArgs a = shape_args(dense_shape(1, 1, 1, 1, d));
+    a.dtype = t;
+    a.out_dtype = DType::F32;
+    a.q = {q8.mem};
+    a.k = {k8.mem};
+    a.v = {v8.mem};
+    a.o = {o.mem};
+    a.fp8 = {qd.mem, kd.mem, vdm.mem};
+    forward(session().queue(), a).wait();
+    const std::vector<float> got = o.read();
+    std::size_t bad = 0;
+    for (int c = 0; c < d; ++c) {
+      const double want = ref_decode(t, static_cast<std::uint8_t>(c)) * vd;
+      if (!same_value(got[c], want) && ++bad <= 4)
+        ADD_FAILURE() << to_string(t) << " code 0x" << std::hex << c << std::dec << ": " << got[c] << ", want " << want;
+    }
+    EXPECT_EQ(bad, 0u) << to_string(t);
+  }
+}
+
 TEST(Fp8Forward, TransposedV) {
   run_fp8_case({dense_shape(2, 2, 50, 77, 64, true), DType::E4M3, DType::BF16, 32, true, Layout::BSHD, Algorithm::FA2, "v transposed"});
   run_fp8_case({dense_shape(1, 2, 16, 40, 128), DType::E4M3, DType::F32, 0, true, Layout::BSHD, Algorithm::FA2, "v transposed per head"});

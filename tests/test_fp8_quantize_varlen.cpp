@@ -182,8 +182,21 @@ TEST(Fp8QuantizeVarlen, NamedErrors) {
   expect_error(with([](QuantizeArgs& a) { a.total = 21; }), Status::InvalidArgument, "in");
 }
 
+// fcl_quantize_args of the first release (up to `transposed`), written out here as that header had
+// it: its sizeof is what a caller built against it passes as struct_size.
+struct FirstQuantizeArgs {
+  size_t struct_size;
+  int batch, seqlen, heads, head_dim;
+  fcl_dtype in_dtype, out_dtype;
+  fcl_tensor in, out;
+  cl_mem descale;
+  int granularity, head_group, block, hadamard;
+  uint64_t hadamard_seed;
+  int transposed;
+};
+
 // fcl_quantize_fp8 with cu_seqlens writes the C++ call's bytes; a caller built against the first
-// layout (struct_size up to `transposed`) is still served, its varlen fields left at their defaults.
+// layout is still served, its varlen fields left at their defaults.
 TEST(Fp8QuantizeVarlen, CApiMatchesCppInBothLayouts) {
   const int total = 30, heads = 2, d = 32;
   const std::vector<float> x = bench::random_values(std::size_t(total) * heads * d, 77, 3.0f);
@@ -224,8 +237,7 @@ TEST(Fp8QuantizeVarlen, CApiMatchesCppInBothLayouts) {
   EXPECT_EQ(descale_c.read(), descale_cpp.read());
 
   // The first layout: the same call read as (B 1, S 30) dense, since cu_seqlens is beyond its size.
-  constexpr std::size_t first_size = (offsetof(fcl_quantize_args, transposed) + sizeof(int) + alignof(fcl_quantize_args) - 1) /
-                                     alignof(fcl_quantize_args) * alignof(fcl_quantize_args);
+  constexpr std::size_t first_size = sizeof(FirstQuantizeArgs);
   static_assert(first_size < sizeof(fcl_quantize_args));
   qa.struct_size = first_size;
   qa.batch = 1;

@@ -1,7 +1,8 @@
 // test_tiny_fp8.cpp: tiny fp8 cases for the kernel checks (docs/CHECKS.md): the portable fa2 on
 // e4m3/e5m2 inputs (per-head and block descales, transposed V, tiles that do not divide the
 // lengths, a strided O whose NaN gaps must stay untouched) and the three quantisation kernels
-// (block scales, Hadamard, transposed output; packed varlen rows with per-sequence scales). On PoCL they are ordinary tests; with
+// (block scales, Hadamard, transposed output; packed varlen rows with per-sequence scales, and
+// hostile offsets). On PoCL they are ordinary tests; with
 // FLASHCL_OCLGRIND_TESTS=ON CTest also runs each under oclgrind (oclgrind_*_fp8: races, bounds,
 // uninitialised reads, 48 KiB of local memory).
 #include <gtest/gtest.h>
@@ -23,6 +24,15 @@ TEST(Fp8Tiny, Fa2PerHeadE5M2Gqa) {
   bench::Shape s = dense_shape(2, 2, 5, 16, 20);
   s.heads_kv = 1;
   run_fp8_case({s, DType::E5M2, DType::F32, 0, false, Layout::BSHD, Algorithm::FA2, "tiny e5m2 mqa"});
+}
+
+// e4m3 with block descales of 4 rows, V in its natural layout, d 20 (a 16-wide vector and a
+// tail): the CPU-shaped fa2's fp8 form where FLASHCL_FA2_CPU=1 sends it (oclgrind_*_fp8_cpu), the
+// portable fa2 in the other oclgrind entries.
+TEST(Fp8Tiny, Fa2E4M3BlockScales) {
+  bench::Shape s = dense_shape(1, 2, 9, 13, 20, true);
+  s.heads_kv = 1;
+  run_fp8_case({s, DType::E4M3, DType::BF16, 4, false, Layout::PaddedRows, Algorithm::FA2, "tiny e4m3 block4 gqa"});
 }
 
 TEST(Fp8Tiny, QuantizeBlockHadamardTransposed) {
@@ -80,6 +90,29 @@ TEST(Fp8Tiny, QuantizeVarlenBlocksHadamard) {
   a.in = in.view;
   const Fp8Tensor q = quantize_on_device(a, x.size());
   expect_same_quantisation(q.bytes, q.descale, host_quantize(a, x, varlen_slots(a, offsets)), true, "tiny varlen");
+  EXPECT_EQ(in.gap_elements_changed(), 0u);
+}
+
+// Offsets that decrease, go negative and pass the rows: under oclgrind every read of cu_seqlens
+// and every write of out must stay inside (PoCL would not trap them), with the documented result.
+TEST(Fp8Tiny, QuantizeVarlenHostileOffsets) {
+  const int total = 9, H = 2, d = 8;
+  const std::vector<int> offsets = {0, 7, 3, -2, 99};
+  const std::vector<float> x = bench::random_values(std::size_t(total) * H * d, 5, 4.0f);
+  DeviceTensor in(Layout::PaddedRows, 1, total, H, d, &x);
+  DeviceBytes cu(offsets.data(), offsets.size() * sizeof(int));
+  QuantizeArgs a;
+  a.batch = 4;
+  a.seqlen = 6;
+  a.heads = H;
+  a.head_dim = d;
+  a.granularity = QuantGranularity::Block;
+  a.block = 3;
+  a.cu_seqlens = cu.mem;
+  a.total = total;
+  a.in = in.view;
+  const Fp8Tensor q = quantize_on_device(a, x.size());
+  expect_same_quantisation(q.bytes, q.descale, host_quantize(a, x, varlen_slots(a, offsets)), false, "tiny hostile");
   EXPECT_EQ(in.gap_elements_changed(), 0u);
 }
 

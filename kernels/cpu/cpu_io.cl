@@ -54,10 +54,9 @@ inline float16 cpu_halves16(ushort16 h) {
 
 /* Elements [at, at + 16) of src as fp32; all 16 must lie inside the row. */
 inline float16 cpu_load16(__global const STORAGE_T* src, long at) {
-#if DTYPE == 3 /* e4m3: value / 256 as an fp16, times 256; S.1111.111 is NaN */
+#if DTYPE == 3 /* e4m3: value / 256 as an fp16, times 256; S.1111.111 is NaN (fp8_codec.cl) */
   const ushort16 u = convert_ushort16(vload16(0, src + at));
-  const float16 f = cpu_halves16(((u & (ushort)0x7f) << (ushort)7) | ((u & (ushort)0x80) << (ushort)8)) * 256.0f;
-  return select(f, (float16)(NAN), convert_int16((u & (ushort)0x7f) == (ushort)0x7f));
+  return select(cpu_halves16(E4M3_HALF_BITS(u)) * 256.0f, (float16)(NAN), convert_int16(E4M3_IS_NAN(u)));
 #elif DTYPE == 4 /* e5m2: the high byte of its fp16 */
   return cpu_halves16(convert_ushort16(vload16(0, src + at)) << (ushort)8);
 #elif DTYPE == 0

@@ -121,9 +121,9 @@ inline float8 cache_fp8x8(uchar8 x) {
   return vload_half8(0, (const __private half*)&h);
 #else
   const ushort8 u = convert_ushort8(x);
-  const ushort8 h = ((u & (ushort)0x7f) << (ushort)7) | ((u & (ushort)0x80) << (ushort)8);
+  const ushort8 h = E4M3_HALF_BITS(u);
   const float8 f = vload_half8(0, (const __private half*)&h) * 256.0f;
-  return select(f, (float8)(NAN), convert_int8((u & (ushort)0x7f) == (ushort)0x7f));
+  return select(f, (float8)(NAN), convert_int8(E4M3_IS_NAN(u)));
 #endif
 }
 #elif VEC == 4

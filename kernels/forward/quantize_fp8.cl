@@ -1,5 +1,5 @@
 /* quantize_fp8.cl: fp32/fp16/bf16 (B, S, H, d) -> fp8 with amax scaling, in three kernels over
- * one work-item per (b, s, h) row: quant_amax takes each row's amax (after the optional
+ * one work-item per (b, s, h) row (VARLEN: per packed (t, h) row): quant_amax takes each row's amax (after the optional
  * random-sign Hadamard transform along d, done in private memory) and folds it into its scale's
  * slot with an atomic max on the float's bits (non-negative floats order as their bits);
  * quant_descales writes descale = amax / FP8_MAX (1 where amax is 0) in the layout the attention
@@ -85,6 +85,13 @@ inline bool row_place(const QuantArgs* a, __global const int* cu_seqlens, int ro
 /* Rows of the grid: (B x S or total) x H. */
 inline int grid_rows(const QuantArgs* a) { return (VARLEN ? a->total : a->batch * a->seqlen) * a->heads; }
 
+/* This work-item's row, or -1 past the grid: compared before narrowing to int, since the grid is
+ * rounded up to whole work-groups and rows reach 2^31 - 1 (the host's limit). */
+inline int grid_row(const QuantArgs* a) {
+  const size_t id = get_global_id(0);
+  return id < (size_t)grid_rows(a) ? (int)id : -1;
+}
+
 /* Loads row (b, s, h) into x, transformed by M = H_d diag(signs) / sqrt(d) when HADAMARD: a fast
  * Walsh-Hadamard transform (Sylvester's H_d is symmetric, so x H_d is the transform of x). */
 inline void load_row(float x[HEAD_DIM], __global const IN_T* in, const QuantArgs* a, int b, int s, int h) {
@@ -124,9 +131,9 @@ inline float descale_of(uint amax_bits) {
 __kernel void quant_amax(__global const IN_T* in, __global uint* amax, __global const int* cu_seqlens,
                          const QuantArgs args) {
   const QuantArgs* a = &args;
-  const int row = get_global_id(0);
+  const int row = grid_row(a);
   RowPlace p;
-  if (row >= grid_rows(a) || !row_place(a, cu_seqlens, row, &p)) return;
+  if (row < 0 || !row_place(a, cu_seqlens, row, &p)) return;
   float x[HEAD_DIM];
   load_row(x, in, a, p.at_b, p.at_s, p.h);
   float m = 0.0f;
@@ -137,8 +144,9 @@ __kernel void quant_amax(__global const IN_T* in, __global uint* amax, __global 
 
 __kernel void quant_descales(__global const uint* amax, __global float* descale, const QuantArgs args) {
   const QuantArgs* a = &args;
-  const int e = get_global_id(0);
-  if (e >= a->descales) return;
+  const size_t id = get_global_id(0);
+  if (id >= (size_t)a->descales) return;
+  const int e = (int)id;
   descale[e] = descale_of(amax[GRANULARITY == 0 ? 0 : e]);
 }
 
@@ -146,8 +154,8 @@ __kernel void quant_descales(__global const uint* amax, __global float* descale,
 __kernel void quant_encode(__global const IN_T* in, __global uchar* out, __global const uint* amax,
                            __global const int* cu_seqlens, const QuantArgs args) {
   const QuantArgs* a = &args;
-  const int row = get_global_id(0);
-  if (row >= grid_rows(a)) return;
+  const int row = grid_row(a);
+  if (row < 0) return;
   RowPlace p;
   const bool placed = row_place(a, cu_seqlens, row, &p);
   const long base = a->out_offset + (long)p.at_b * a->out_batch_stride + (long)p.h * a->out_head_stride;

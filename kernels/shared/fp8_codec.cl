@@ -24,6 +24,14 @@ inline float e5m2_to_float(uchar b) {
   return as_float(as_uint(x) | ((uint)(b & 0x80u) << 24));
 }
 
+/* Vector decodes through the fp16 converter (the CPU forms and decode_common.cl): e4m3 bytes
+ * widened to ushort lanes u become the bits of an fp16 holding the value / 256 exactly (its 4
+ * exponent and 3 mantissa bits shifted under fp16's, subnormals included; convert, then times 256),
+ * and E4M3_IS_NAN(u) marks the S.1111.111 lanes, which that fp16 would read as 1.875 / 256. e5m2
+ * is the high byte of its fp16: u << 8. */
+#define E4M3_HALF_BITS(u) ((((u) & (ushort)0x7f) << (ushort)7) | (((u) & (ushort)0x80) << (ushort)8))
+#define E4M3_IS_NAN(u) (((u) & (ushort)0x7f) == (ushort)0x7f)
+
 inline uchar float_to_e4m3(float x) {
   const uint u = as_uint(x), sign = (u >> 24) & 0x80u, a = u & 0x7fffffffu;
   if (a > 0x7f800000u) return (uchar)(sign | 0x7fu);                       /* NaN */

@@ -570,11 +570,18 @@ def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_gr
     a = _ext.QuantizeArgs()
     inputs = [x]
     if varlen:
-        cu = cu_seqlens if _is_pyopencl(cu_seqlens) else cla.to_device(queue, np.ascontiguousarray(cu_seqlens, np.int32))
+        host_cu = None if _is_pyopencl(cu_seqlens) else np.ascontiguousarray(cu_seqlens, np.int32)
+        cu = cu_seqlens if host_cu is None else cla.to_device(queue, host_cu)
         if cu.dtype != np.int32 or cu.ndim != 1 or cu.shape[0] < 2:
             _fail(Status.InvalidArgument, "cu_seqlens: expected a 1-d int32 array of B + 1 offsets")
         inputs.append(cu)
-        a.batch, a.seqlen = cu.shape[0] - 1, _max_seqlen(cu.get(queue=queue), max_seqlen)
+        if max_seqlen is None:  # the offsets' longest sequence, read back only when they live on the device
+            if host_cu is None and wait_for:  # (Array.get waits on the array's own events, not on wait_for)
+                import pyopencl as cl
+
+                cl.wait_for_events(list(wait_for))
+            max_seqlen = _max_seqlen(host_cu if host_cu is not None else cu.get(queue=queue), None)
+        a.batch, a.seqlen = cu.shape[0] - 1, int(max_seqlen)
         a.total, a.heads, a.head_dim = (int(n) for n in x.shape)
         a.cu_seqlens = _buffer(cu, "cu_seqlens")
     else:

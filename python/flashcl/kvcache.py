@@ -126,7 +126,9 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, *, k_new=None, v_
 
 def _sizes(q, k_cache, block_table, k_new, rotary_cos, rotary_interleaved: bool, causal: bool, window: Sequence[int],
            softcap: float, scale: Optional[float], alibi_slopes, num_splits: int) -> "_ext.KvCacheArgs":
-    """KvCacheArgs with the call's sizes and switches (both paths); buffers are set by the caller."""
+    """KvCacheArgs with the call's sizes and switches (both paths); buffers are set by the caller,
+    which also checks the optional arrays' types afterwards: their shapes are read here through
+    np.shape / np.ndim, so a list or other wrong type reaches that check instead of failing here."""
     if q.ndim != 4 or k_cache.ndim != 4:
         _fail(Status.InvalidArgument, f"q, k_cache: expected 4 dimensions each, got {q.ndim}, {k_cache.ndim}")
     args = _ext.KvCacheArgs()
@@ -140,16 +142,16 @@ def _sizes(q, k_cache, block_table, k_new, rotary_cos, rotary_interleaved: bool,
     args.num_splits = num_splits
     if block_table is not None:
         args.num_pages, args.page_size = int(k_cache.shape[0]), int(k_cache.shape[1])
-        args.max_pages = int(block_table.shape[1]) if block_table.ndim == 2 else 0
+        args.max_pages = int(np.shape(block_table)[1]) if np.ndim(block_table) == 2 else 0
     else:
         args.cache_batch, args.cache_seqlen = int(k_cache.shape[0]), int(k_cache.shape[1])
     if k_new is not None:
-        args.seqlen_new = int(k_new.shape[1]) if k_new.ndim == 4 else 0
-    if rotary_cos is not None and rotary_cos.ndim == 2:
-        args.rotary_seqlen, args.rotary_dim = int(rotary_cos.shape[0]), 2 * int(rotary_cos.shape[1])
+        args.seqlen_new = int(np.shape(k_new)[1]) if np.ndim(k_new) == 4 else 0
+    if rotary_cos is not None and np.ndim(rotary_cos) == 2:
+        args.rotary_seqlen, args.rotary_dim = int(np.shape(rotary_cos)[0]), 2 * int(np.shape(rotary_cos)[1])
         args.rotary_interleaved = rotary_interleaved
     if alibi_slopes is not None:
-        args.alibi_per_batch = alibi_slopes.ndim == 2
+        args.alibi_per_batch = np.ndim(alibi_slopes) == 2
     return args
 
 

@@ -30,10 +30,22 @@ DType to_dtype(const fcl_dtype& field, const char* name) {
 
 flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
 
-// The first layout's size: every field up to `transposed`, padded as the compiler pads the struct.
-constexpr std::size_t kQuantizeArgsFirstSize =
-    (offsetof(fcl_quantize_args, transposed) + sizeof(int) + alignof(fcl_quantize_args) - 1) /
-    alignof(fcl_quantize_args) * alignof(fcl_quantize_args);
+// fcl_quantize_args as its first layout had it (every field up to `transposed`), frozen: a caller
+// built against that header passes its sizeof as struct_size.
+struct QuantizeArgsV1 {
+  size_t struct_size;
+  int batch, seqlen, heads, head_dim;
+  fcl_dtype in_dtype, out_dtype;
+  fcl_tensor in, out;
+  cl_mem descale;
+  int granularity, head_group, block, hadamard;
+  uint64_t hadamard_seed;
+  int transposed;
+};
+constexpr std::size_t kQuantizeArgsFirstSize = sizeof(QuantizeArgsV1);
+static_assert(kQuantizeArgsFirstSize < sizeof(fcl_quantize_args), "the varlen fields were appended");
+static_assert(offsetof(QuantizeArgsV1, transposed) == offsetof(fcl_quantize_args, transposed),
+              "the first layout is a prefix of the current one");
 
 flashcl::QuantizeArgs to_args(const fcl_quantize_args* caller) {
   if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");

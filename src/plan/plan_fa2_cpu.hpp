@@ -20,8 +20,8 @@ struct Fa2CpuPlan {
   int column_vectors = 0;  // CG: output column vectors per register block
 };
 
-// True when the CPU form runs this (normalised) call: fa2 with fp32, fp16 or bf16 storage and no
-// forced tile (ForwardArgs::tile or FLASHCL_TILE, which are the team kernel's, as on the
+// True when the CPU form runs this (normalised) call: fa2 with fp32, fp16, bf16 or fp8 storage (fp8
+// with V in its natural layout, not v_transposed) and no forced tile (ForwardArgs::tile or FLASHCL_TILE, which are the team kernel's, as on the
 // tensor-core path); on CPU devices unless FLASHCL_FA2_CPU is "0", on every device when it is "1"
 // (the oclgrind checks).
 bool fa2_cpu_takes(const DeviceFacts& device, const ForwardArgs& args, const Overrides& overrides);

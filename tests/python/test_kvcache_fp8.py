@@ -3,7 +3,7 @@
 page size that does not divide the cache), with an append. Checked against the float64 reference
 on the dequantised cache the device left (bytes decoded here from the formats' definitions,
 independently of the library), O poisoned with NaN first; the appended rows hold k_new / descale
-rounded to the format (within half its step). Also the named errors.
+rounded to the format (within half its step). Also the named errors, the optional arrays' among them.
 """
 
 import numpy as np
@@ -105,3 +105,17 @@ def test_fp8_cache_named_errors(queue):
                                        check_device_data=True)
     out = flashcl.attention_with_kvcache(q, k8, k8, lens, cache_dtype="e4m3", k_descale=desc, v_descale=desc)
     assert np.all(out.get() == 0)  # zero cache, zero O
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(block_table=[[0]]), "block_table: expected a contiguous int32 pyopencl Array"),
+    (dict(alibi_slopes=[0.5, 0.25]), "alibi_slopes: expected a contiguous float32 pyopencl Array"),
+    (dict(rotary_cos=[[1.0]], rotary_sin=[[0.0]]), "rotary_cos: expected a contiguous float32 pyopencl Array"),
+])
+def test_pyopencl_optional_arrays_of_the_wrong_type(queue, change, message):
+    # (the sizes are read before these arrays' types are checked; a list must still get the named error)
+    q = cla.to_device(queue, np.zeros((1, 1, 2, 16), dtype=np.float16))
+    cache = cla.to_device(queue, np.zeros((1, 8, 1, 16), dtype=np.float16))
+    lens = cla.to_device(queue, np.array([4], dtype=np.int32))
+    with pytest.raises(flashcl.Error, match=message):
+        flashcl.attention_with_kvcache(q, cache, cache, lens, **change)

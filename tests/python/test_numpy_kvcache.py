@@ -79,31 +79,42 @@ def test_strided_caches_written_back(gen):
     # through float32 copies written back into them, and nothing else of the array changes.
     p = Problem(gen, "cpu", torch.float32, batch=2, heads=4, heads_kv=2, nq=1, nnew=1, d=16, seqlens=[3, 11],
                 capacity=12, causal=True)
+    parents = []
 
     def interleaved(cache):
         both = np.full(cache.shape[:2] + (2,) + cache.shape[2:], 7.0, dtype=cache.dtype)
         view = both[:, :, 0]
         view[...] = cache
         assert not view.flags.c_contiguous
+        parents.append(both)
         return view
 
     p.check(*run_numpy(p, cache_view=interleaved))
+    assert all((both[:, :, 1] == 7.0).all() for both in parents)  # the other half of each array untouched
 
 
-def test_float32_cache_appended_where_it_lies(gen):
-    # The caller's float32 C-contiguous cache is the array the append lands in (no copy back).
+def test_float32_cache_appended_where_it_lies(monkeypatch):
+    # The caller's float32 C-contiguous cache is the array the Session appends into: no copy back
+    # (np.copyto, the write-back of other caches, must not run), and `out` gets O.
     q = np.ones((1, 1, 2, 16), np.float32)
     k_cache, v_cache = np.zeros((1, 4, 2, 16), np.float32), np.zeros((1, 4, 2, 16), np.float32)
     k_new, v_new = np.full((1, 1, 2, 16), 2.0, np.float32), np.full((1, 1, 2, 16), 3.0, np.float32)
-    out = np.full(q.shape, np.nan, np.float32)
-    got = flashcl.attention_with_kvcache(q, k_cache, v_cache, np.array([2], np.int32), k_new=k_new, v_new=v_new,
-                                         out=out)
-    assert got is out
+
+    def no_write_back(dst, src, **kwargs):
+        raise AssertionError("a float32 C-contiguous cache was written back through a copy")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(np, "copyto", no_write_back)
+        o = flashcl.attention_with_kvcache(q, k_cache, v_cache, np.array([2], np.int32), k_new=k_new, v_new=v_new)
     assert np.array_equal(k_cache[0, 2], k_new[0, 0]) and np.array_equal(v_cache[0, 2], v_new[0, 0])
     assert not k_cache[0, 3].any() and not v_cache[0, 3].any()
     ref, _ = reference(f64(torch.from_numpy(q)), f64(torch.from_numpy(k_cache[:, :3])),
                        f64(torch.from_numpy(v_cache[:, :3])))
-    assert_close(out, ref, 2e-5)
+    assert_close(o, ref, 2e-5)
+    out = np.full(q.shape, np.nan, np.float32)
+    assert flashcl.attention_with_kvcache(q, k_cache, v_cache, np.array([3], np.int32), out=out) is out
+    assert_close(out, reference(f64(torch.from_numpy(q)), f64(torch.from_numpy(k_cache[:, :3])),
+                                f64(torch.from_numpy(v_cache[:, :3])))[0], 2e-5)
 
 
 @pytest.mark.parametrize("change, error, message", [
