@@ -12,7 +12,8 @@ general entry point (masks, biases with their gradient) the Hugging Face integra
 ``flash_attn_with_kvcache`` is flash-attn 2's decode step (the ``flashcl::fwd_kvcache`` custom op,
 mutating the caches, inference only as flash-attn's): CPU tensors through ``Session::forward_kvcache``
 on host arrays (float32 caches appended into in place), CUDA tensors through ``flashcl.cuda`` in
-place."""
+place. fp8 tensors with FlashAttention-3's ``q_descale``/``k_descale``/``v_descale`` take the
+forward-only path of ``flashcl.torch_fp8``."""
 
 import math
 import warnings
@@ -24,6 +25,7 @@ from torch import Tensor
 from . import _flashcl as _ext
 from . import cuda as _cuda
 from . import functional as _functional
+from . import torch_fp8 as _fp8
 from ._flashcl import DType, Status
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention"]
@@ -204,7 +206,8 @@ def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, drop
 def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, softmax_scale: Optional[float] = None,
                     causal: bool = False, window_size: Sequence[int] = (-1, -1), softcap: float = 0.0,
                     alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
-                    return_attn_probs: bool = False):
+                    return_attn_probs: bool = False, *, q_descale: Optional[Tensor] = None,
+                    k_descale: Optional[Tensor] = None, v_descale: Optional[Tensor] = None):
     """flash-attn 2's ``flash_attn_func`` on flashcl.
 
     q: (B, Nq, H, d); k, v: (B, Nk, H_kv, d), H % H_kv == 0 (GQA/MQA); float32, float16 or bfloat16
@@ -214,7 +217,15 @@ def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, sof
     s ← softcap·tanh(s/softcap). alibi_slopes: float32 (H,) or (B, H), bias −slope·|i + Nk − Nq − j|.
     dropout_p must be 0 (no dropout in flashcl). deterministic applies to the backward.
     Returns out (B, Nq, H, d); with return_attn_probs (out, softmax_lse (B, H, Nq) float32, None).
+    FP8 as FlashAttention-3: float8_e4m3fn/float8_e5m2 q, k, v with float32 q_descale, k_descale,
+    v_descale of shape (B, H_kv) (None: 1); O in bfloat16; forward only, CPU tensors
+    (``flashcl.torch_fp8``).
     """
+    descales = (q_descale, k_descale, v_descale)
+    if _fp8.is_fp8(q, descales):
+        out = _fp8.fp8_attention(q, k, v, descales, None, None, None, None, dropout_p, softmax_scale, causal,
+                                 window_size, softcap, alibi_slopes, return_attn_probs)
+        return (out[0], out[1], None) if return_attn_probs else out
     out = _apply(q, k, v, None, None, q.shape[1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap,
                  alibi_slopes, None, deterministic, return_attn_probs)
     return (out[0], out[1], None) if return_attn_probs else out
@@ -225,17 +236,25 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
                            softmax_scale: Optional[float] = None, causal: bool = False,
                            window_size: Sequence[int] = (-1, -1), softcap: float = 0.0,
                            alibi_slopes: Optional[Tensor] = None, deterministic: bool = False,
-                           return_attn_probs: bool = False, block_table: Optional[Tensor] = None):
+                           return_attn_probs: bool = False, block_table: Optional[Tensor] = None, *,
+                           q_descale: Optional[Tensor] = None, k_descale: Optional[Tensor] = None,
+                           v_descale: Optional[Tensor] = None):
     """flash-attn 2's ``flash_attn_varlen_func`` on flashcl.
 
     q: (total_q, H, d), k, v: (total_k, H_kv, d), the batch's sequences packed one after another;
     cu_seqlens_q/k: int32 (B + 1) cumulative offsets; max_seqlen_q/k: the longest sequences.
     Causal, window and ALiBi are aligned to the bottom-right of each sequence. Other arguments as
     ``flash_attn_func``. Returns out (total_q, H, d); with return_attn_probs (out, softmax_lse
-    (H, total_q) float32, None). A paged KV cache (block_table) is not supported.
+    (H, total_q) float32, None). A paged KV cache (block_table) is not supported. FP8 as
+    ``flash_attn_func`` (descales (B, H_kv), B the number of sequences).
     """
     if block_table is not None:
         raise NotImplementedError("flashcl: block_table (paged KV cache) is not supported")
+    descales = (q_descale, k_descale, v_descale)
+    if _fp8.is_fp8(q, descales):
+        out = _fp8.fp8_attention(q, k, v, descales, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+                                 softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
+        return (out[0], out[1], None) if return_attn_probs else out
     out = _apply(q, k, v, cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32), max_seqlen_q, max_seqlen_k,
                  dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, None, deterministic,
                  return_attn_probs)

@@ -1,0 +1,93 @@
+"""FP8 attention on PyTorch tensors, as FlashAttention-3's interface takes it: ``float8_e4m3fn`` (or
+``float8_e5m2``) q, k, v with float32 ``q_descale``/``k_descale``/``v_descale`` of shape (B, H_kv)
+(dequantised value = element x descale; None: 1), O returned in bfloat16, forward only (FA3 has no
+fp8 backward either). ``flashcl.torch.flash_attn_func`` and ``flash_attn_varlen_func`` come here for
+such tensors. CPU tensors run on the default Session's device through pyopencl (one copy in of the
+bytes and descales, one copy out of O), on the portable fp8 paths (docs/FP8.md); CUDA tensors are
+not supported yet (the CUDA bridge carries no fp8 call) and raise ``NotImplementedError``.
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import functional as _functional
+from ._flashcl import Status
+
+# torch's fp8 dtypes and flashcl's names for them (older torch builds may lack one)
+FP8_DTYPES = {getattr(torch, name): fp8 for name, fp8 in (("float8_e4m3fn", "e4m3"), ("float8_e5m2", "e5m2"))
+              if hasattr(torch, name)}
+
+_queue = None  # the pyopencl queue on the default Session's device, made on first use
+
+
+def _default_queue():
+    """A pyopencl queue on the device flashcl's default Session uses (FLASHCL_PLATFORM/DEVICE)."""
+    global _queue
+    if _queue is None:
+        import pyopencl as cl
+
+        info = _functional.session().info
+        device = cl.get_platforms()[info.platform_index].get_devices()[info.device_index]
+        _queue = cl.CommandQueue(cl.Context([device]))
+    return _queue
+
+
+def is_fp8(q: Tensor, descales: Sequence[Optional[Tensor]]) -> bool:
+    """Whether a call takes the fp8 path: fp8 q, or any descale given."""
+    return q.dtype in FP8_DTYPES or any(d is not None for d in descales)
+
+
+def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[Tensor]], cu_seqlens_q, cu_seqlens_k,
+                  max_seqlen_q: Optional[int], max_seqlen_k: Optional[int], dropout_p: float,
+                  softmax_scale: Optional[float], causal: bool, window_size: Sequence[int], softcap: float,
+                  alibi_slopes: Optional[Tensor], return_lse: bool):
+    """O (bfloat16, q's shape), and with return_lse the float32 LSE ((B, H, Nq), varlen (H, total_q))."""
+    import pyopencl.array as cla
+
+    if dropout_p:
+        raise NotImplementedError(f"flashcl: dropout_p = {dropout_p} is not supported (flashcl's attention has no "
+                                  "dropout); pass dropout_p=0.0")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in FP8_DTYPES:
+            _functional._fail(Status.UnsupportedDType, f"{name}: fp8 attention takes float8_e4m3fn or float8_e5m2 "
+                                                       f"tensors (with descales), got {t.dtype}")
+        if t.dtype != q.dtype:
+            _functional._fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
+        if t.device.type != "cpu":
+            raise NotImplementedError(f"flashcl: fp8 {t.device.type} tensors are not supported yet ({name}); "
+                                      "CPU tensors run on the OpenCL device")
+        if t.requires_grad and torch.is_grad_enabled():
+            raise NotImplementedError(f"flashcl: fp8 attention has no backward ({name} requires grad)")
+    varlen = cu_seqlens_q is not None
+    batch = (cu_seqlens_q.shape[0] - 1) if varlen else q.shape[0]
+    heads_kv = k.shape[-2]
+    queue = _default_queue()
+
+    def device_bytes(t: Tensor):
+        return cla.to_device(queue, t.detach().contiguous().view(torch.uint8).numpy())
+
+    def descale(d: Optional[Tensor], name: str):
+        if d is None:  # FA3's default: no scaling
+            return cla.to_device(queue, np.ones((batch, heads_kv), np.float32))
+        if tuple(d.shape) != (batch, heads_kv):
+            _functional._fail(Status.InvalidArgument, f"fp8.{name}: expected shape ({batch}, {heads_kv}) (B, H_kv), "
+                                                      f"got {tuple(d.shape)}")
+        return cla.to_device(queue, d.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy())
+
+    host = lambda t: None if t is None else t.detach().cpu().contiguous().numpy()  # noqa: E731
+    window = tuple(int(w) for w in window_size)
+    result = _functional.attention(
+        device_bytes(q), device_bytes(k), device_bytes(v), dtype=FP8_DTYPES[q.dtype],
+        descales=tuple(descale(d, n) for d, n in zip(descales, ("q_descale", "k_descale", "v_descale"))),
+        out_dtype="bf16", causal=bool(causal), window=window, softcap=float(softcap or 0.0),
+        alibi_slopes=host(alibi_slopes.float() if alibi_slopes is not None else None), scale=softmax_scale,
+        cu_seqlens_q=host(cu_seqlens_q.to(torch.int32) if varlen else None),
+        cu_seqlens_k=host(cu_seqlens_k.to(torch.int32) if varlen else None),
+        max_seqlen_q=max_seqlen_q if varlen else None, max_seqlen_k=max_seqlen_k if varlen else None,
+        return_lse=return_lse, queue=queue)
+    o, lse = result if return_lse else (result, None)
+    out = torch.from_numpy(o.get()).view(torch.bfloat16).to(q.device)  # bf16 O arrives as its uint16 bits
+    return (out, torch.from_numpy(lse.get()).to(q.device)) if return_lse else out
