@@ -10,27 +10,19 @@
 # Usage: [ROUNDS=R] [CHECK=0] [F32_ALGOS=LIST] bench/gpu/ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath "$1")
-out=${2:-/tmp/flashcl-ab}
+out=$(realpath -m "${2:-/tmp/flashcl-ab}")  # (absolute: the script changes directory)
 mkdir -p "$out"
 work=$(mktemp -d)
 cd "$(dirname "$0")/../.."
 
-echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-export FLASHCL_PLATFORM=NVIDIA
-prefix=""
-[ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-for tree in "$base" "$PWD"; do
-  cmake -S "$tree" -B "$tree/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
-    > "$out/cmake.log" 2>&1 && cmake --build "$tree/build-gpu" --target flashcl-bench > "$out/build.log" 2>&1 \
-    || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
-done
+. bench/gpu/ab_setup.sh  # the driver, and flashcl-bench of both trees in build-ab
 
 check=--check
 [ "${CHECK:-1}" = 0 ] && check=""
 bench() {  # tree name round
-  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-ab/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
     --head-dim 64,128 --causal both --algo "${F32_ALGOS:-all}" -r 10 $check -f json -o "$work/$2-f32-$3.json" 2>> "$out/bench.log"
-  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-gpu/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
+  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 "$1/build-ab/bench/flashcl-bench" -b 8 --heads 16 -n 4096 \
     --head-dim 64,128 --causal both --algo standard,fa2 --dtype f16,bf16 -r 10 $check -f json \
     -o "$work/$2-16bit-$3.json" 2>> "$out/bench.log"
   # one file per tree and round: a device call brings back at most 8 files

@@ -14,15 +14,7 @@ out=$(realpath -m "${2:-/tmp/flashcl-decode-tree-ab}")
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 
-echo /usr/local/nvidia/lib64/libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-export FLASHCL_PLATFORM=NVIDIA
-prefix=""
-[ -d .deps/usr ] && prefix="-DCMAKE_PREFIX_PATH=$PWD/.deps/usr"
-for tree in "$base" "$PWD"; do  # build-ab: not setup.sh's build-gpu, whose tests stay configured
-  cmake -S "$tree" -B "$tree/build-ab" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASHCL_BUILD_TESTS=OFF $prefix \
-    > "$out/cmake.log" 2>&1 && cmake --build "$tree/build-ab" --target flashcl-bench > "$out/build.log" 2>&1 \
-    || { tail -30 "$out/cmake.log" "$out/build.log"; exit 1; }
-done
+. bench/gpu/ab_setup.sh  # the driver, and flashcl-bench of both trees in build-ab
 
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
 bench() {  # tree name round: CSV rows prefixed name,round
