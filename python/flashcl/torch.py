@@ -217,13 +217,12 @@ def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, sof
     s ← softcap·tanh(s/softcap). alibi_slopes: float32 (H,) or (B, H), bias −slope·|i + Nk − Nq − j|.
     dropout_p must be 0 (no dropout in flashcl). deterministic applies to the backward.
     Returns out (B, Nq, H, d); with return_attn_probs (out, softmax_lse (B, H, Nq) float32, None).
-    FP8 as FlashAttention-3: float8_e4m3fn/float8_e5m2 q, k, v with float32 q_descale, k_descale,
-    v_descale of shape (B, H_kv) (None: 1); O in bfloat16; forward only, CPU tensors
-    (``flashcl.torch_fp8``).
+    FP8 with FlashAttention-3's descale keywords: float8_e4m3fn/float8_e5m2 q, k, v with float32
+    q_descale, k_descale, v_descale of shape (B, H_kv) (None: 1); O in bfloat16; forward only, CPU
+    tensors (``flashcl.torch_fp8``). As in FA3, descales are ignored when q is not fp8.
     """
-    descales = (q_descale, k_descale, v_descale)
-    if _fp8.is_fp8(q, descales):
-        out = _fp8.fp8_attention(q, k, v, descales, None, None, None, None, dropout_p, softmax_scale, causal,
+    if _fp8.is_fp8(q):
+        out = _fp8.fp8_attention(q, k, v, (q_descale, k_descale, v_descale), None, None, None, None, dropout_p, softmax_scale, causal,
                                  window_size, softcap, alibi_slopes, return_attn_probs)
         return (out[0], out[1], None) if return_attn_probs else out
     out = _apply(q, k, v, None, None, q.shape[1], k.shape[1], dropout_p, softmax_scale, causal, window_size, softcap,
@@ -250,9 +249,8 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     """
     if block_table is not None:
         raise NotImplementedError("flashcl: block_table (paged KV cache) is not supported")
-    descales = (q_descale, k_descale, v_descale)
-    if _fp8.is_fp8(q, descales):
-        out = _fp8.fp8_attention(q, k, v, descales, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
+    if _fp8.is_fp8(q):
+        out = _fp8.fp8_attention(q, k, v, (q_descale, k_descale, v_descale), cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                                  softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
         return (out[0], out[1], None) if return_attn_probs else out
     out = _apply(q, k, v, cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32), max_seqlen_q, max_seqlen_k,

@@ -1,12 +1,14 @@
-"""FP8 attention on PyTorch tensors, as FlashAttention-3's interface takes it: ``float8_e4m3fn`` (or
-``float8_e5m2``) q, k, v with float32 ``q_descale``/``k_descale``/``v_descale`` of shape (B, H_kv)
-(dequantised value = element x descale; None: 1), O returned in bfloat16, forward only (FA3 has no
-fp8 backward either). ``flashcl.torch.flash_attn_func`` and ``flash_attn_varlen_func`` come here for
-such tensors. CPU tensors run on the default Session's device through pyopencl (one copy in of the
-bytes and descales, one copy out of O), on the portable fp8 paths (docs/FP8.md); CUDA tensors are
+"""FP8 attention on PyTorch tensors with FlashAttention-3's descale keywords (on flash-attn 2's
+signature): ``float8_e4m3fn`` (or ``float8_e5m2``) q, k, v with float32 ``q_descale``/``k_descale``/
+``v_descale`` of shape (B, H_kv) (dequantised value = element x descale; None: 1), O returned in
+bfloat16, forward only (FA3 has no fp8 backward either). ``flashcl.torch.flash_attn_func`` and
+``flash_attn_varlen_func`` come here when q is fp8; as in FA3, descales given with 16- or 32-bit
+q are ignored. CPU tensors run on the default Session's own context through pyopencl (one copy in
+of the bytes and descales, one copy out of O), on the fp8 paths of docs/FP8.md; CUDA tensors are
 not supported yet (the CUDA bridge carries no fp8 call) and raise ``NotImplementedError``.
 """
 
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,24 +22,25 @@ from ._flashcl import Status
 FP8_DTYPES = {getattr(torch, name): fp8 for name, fp8 in (("float8_e4m3fn", "e4m3"), ("float8_e5m2", "e5m2"))
               if hasattr(torch, name)}
 
-_queue = None  # the pyopencl queue on the default Session's device, made on first use
+_queue = None  # a pyopencl queue on the default Session's own context, made on first use
+_queue_lock = threading.Lock()
 
 
 def _default_queue():
-    """A pyopencl queue on the device flashcl's default Session uses (FLASHCL_PLATFORM/DEVICE)."""
+    """A pyopencl queue on the default Session's context (its device and compiled programs; not a
+    device found again by index, which pyopencl's own ICD loader may order differently)."""
     global _queue
-    if _queue is None:
-        import pyopencl as cl
+    with _queue_lock:
+        if _queue is None:
+            import pyopencl as cl
 
-        info = _functional.session().info
-        device = cl.get_platforms()[info.platform_index].get_devices()[info.device_index]
-        _queue = cl.CommandQueue(cl.Context([device]))
-    return _queue
+            _queue = cl.CommandQueue(cl.Context.from_int_ptr(_functional.session().context))
+        return _queue
 
 
-def is_fp8(q: Tensor, descales: Sequence[Optional[Tensor]]) -> bool:
-    """Whether a call takes the fp8 path: fp8 q, or any descale given."""
-    return q.dtype in FP8_DTYPES or any(d is not None for d in descales)
+def is_fp8(q: Tensor) -> bool:
+    """Whether a call takes the fp8 path: q fp8 (descales alone do not make one, as in FA3)."""
+    return q.dtype in FP8_DTYPES
 
 
 def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[Tensor]], cu_seqlens_q, cu_seqlens_k,
@@ -60,6 +63,13 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
             raise NotImplementedError(f"flashcl: fp8 {t.device.type} tensors are not supported yet ({name}); "
                                       "CPU tensors run on the OpenCL device")
         if t.requires_grad and torch.is_grad_enabled():
+            raise NotImplementedError(f"flashcl: fp8 attention has no backward ({name} requires grad)")
+    others = zip(("q_descale", "k_descale", "v_descale", "alibi_slopes", "cu_seqlens_q", "cu_seqlens_k"),
+                 (*descales, alibi_slopes, cu_seqlens_q, cu_seqlens_k))
+    for name, t in others:
+        if t is not None and t.device.type != "cpu":
+            raise NotImplementedError(f"flashcl: fp8 attention takes CPU tensors; {name} is on {t.device}")
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
             raise NotImplementedError(f"flashcl: fp8 attention has no backward ({name} requires grad)")
     varlen = cu_seqlens_q is not None
     batch = (cu_seqlens_q.shape[0] - 1) if varlen else q.shape[0]

@@ -1,9 +1,10 @@
 """FP8 from PyTorch (issues 21 and 23): flashcl.torch.flash_attn_func and flash_attn_varlen_func on
 float8_e4m3fn / float8_e5m2 CPU tensors with FlashAttention-3's q_descale, k_descale, v_descale
-(B, H_kv), quantised here with amax scaling per (batch, K/V head) and checked against the float64
-reference on the dequantised inputs (torch's own float8 -> float64 conversion, independent of the
-library): plain, causal GQA, varlen with a window and softcap, e5m2 with ALiBi, LSE; O is bfloat16.
-Also the named errors and the refusals (dropout, gradients, mismatched dtypes, descale shapes).
+keywords ((B, H_kv)), quantised here with amax scaling per (batch, K/V head) and checked against
+the float64 reference on the dequantised inputs (torch's own float8 -> float64 conversion,
+independent of the library): plain, causal GQA, varlen with a window and softcap, e5m2 with ALiBi,
+LSE; O is bfloat16. Descales with a 16-bit q are ignored, as FA3 does. Also the named errors and
+the refusals (dropout, gradients, other devices, mixed dtypes, descale shapes).
 """
 
 import pytest
@@ -77,11 +78,13 @@ def test_flash_attn_varlen_func_fp8_window_softcap(rng):
     q8, qv = q8.reshape(40, h, d), qv.reshape(40, h, d)
     k8, kd, kv = quantised(k, seqs(cu_k), dtype)
     v8, vd, vv = quantised(v, seqs(cu_k), dtype)
-    out = flash_attn_varlen_func(q8, k8, v8, cu_q, cu_k, 27, 27, causal=True, window_size=(8, 0), softcap=3.0,
-                                 q_descale=qd, k_descale=kd, v_descale=vd)
-    ref, _ = reference_varlen(qv, kv, vv, cu_q.numpy(), cu_k.numpy(), causal=True, window=(8, 0), softcap=3.0)
-    assert out.dtype == torch.bfloat16
+    out, lse, _ = flash_attn_varlen_func(q8, k8, v8, cu_q, cu_k, 27, 27, causal=True, window_size=(8, 0),
+                                         softcap=3.0, q_descale=qd, k_descale=kd, v_descale=vd,
+                                         return_attn_probs=True)
+    ref, ref_lse = reference_varlen(qv, kv, vv, cu_q.numpy(), cu_k.numpy(), causal=True, window=(8, 0), softcap=3.0)
+    assert out.dtype == torch.bfloat16 and lse.shape == (h, 40)
     assert_close(out.double().numpy(), ref, BF16_ATOL)
+    assert_close(lse.double().numpy(), ref_lse, 1e-4, "LSE")
 
 
 def test_default_descales_and_alibi(rng):
@@ -96,16 +99,32 @@ def test_default_descales_and_alibi(rng):
     assert_close(out.double().numpy(), ref, BF16_ATOL)
 
 
+def test_descales_with_a_16_bit_q_are_ignored(rng):
+    # FA3 reads the descales only for fp8 inputs; callers that always pass them (unit scales on a
+    # bf16 model) get the ordinary call
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    q, k, v = (torch.randn(1, 8, 2, 16, generator=g).to(torch.float16) for _ in range(3))
+    scales = torch.full((1, 2), 3.0)
+    got = flash_attn_func(q, k, v, q_descale=scales, k_descale=scales, v_descale=scales)
+    assert torch.equal(got, flash_attn_func(q, k, v))
+
+
 def test_fp8_refusals():
     q8 = torch.zeros(1, 8, 2, 16, dtype=torch.float8_e4m3fn)
     with pytest.raises(NotImplementedError, match="dropout_p"):
         flash_attn_func(q8, q8, q8, dropout_p=0.1)
-    with pytest.raises(flashcl.Error, match="k: dtype torch.float16 differs|k: fp8 attention takes"):
+    with pytest.raises(flashcl.Error, match="k: fp8 attention takes float8_e4m3fn or float8_e5m2"):
         flash_attn_func(q8, q8.to(torch.float16), q8)
+    with pytest.raises(flashcl.Error, match="k: dtype torch.float8_e5m2 differs from q's"):
+        flash_attn_func(q8, q8.to(torch.float8_e5m2), q8)
     with pytest.raises(flashcl.Error, match=r"fp8.k_descale: expected shape \(1, 2\)"):
         flash_attn_func(q8, q8, q8, k_descale=torch.ones(2))
-    with pytest.raises(flashcl.Error, match="q: fp8 attention takes"):  # descales on a float16 call
-        flash_attn_func(q8.to(torch.float16), q8, q8, q_descale=torch.ones(1, 2))
+    with pytest.raises(NotImplementedError, match="fp8 meta tensors are not supported yet"):
+        flash_attn_func(q8.to("meta"), q8.to("meta"), q8.to("meta"))
+    with pytest.raises(NotImplementedError, match="q_descale is on meta"):
+        flash_attn_func(q8, q8, q8, q_descale=torch.ones(1, 2, device="meta"))
+    with pytest.raises(NotImplementedError, match="v_descale requires grad"):
+        flash_attn_func(q8, q8, q8, v_descale=torch.ones(1, 2, requires_grad=True))
     with pytest.raises(NotImplementedError, match="no backward"):
         flash_attn_func(q8.clone().requires_grad_(), q8, q8)
     with torch.no_grad():  # inference with such tensors is fine
