@@ -81,6 +81,14 @@ class Problem:
             return int(self.table[b, p // self.page_size]), p % self.page_size
         return (int(self.batch_idx[b]) if self.batch_idx is not None else b), p
 
+    def poison_appended(self, k_cache, v_cache):
+        """NaN into the cache rows the append must write (torch tensors or numpy arrays)."""
+        for b, l0 in enumerate(self.seqlens):
+            for t in range(self.nnew):
+                slot, row = self.where(b, int(l0) + t)
+                k_cache[slot, row] = float("nan")
+                v_cache[slot, row] = float("nan")
+
     def stored(self, t):
         return None if t is None else t.to(self.dtype).to(self.device)
 
@@ -89,12 +97,7 @@ class Problem:
         lse, (k_cache_before, v_cache_before), (k_cache, v_cache))."""
         stored = lambda t: None if t is None else place(self.stored(t))  # noqa: E731
         k_cache, v_cache = stored(self.k_cache), stored(self.v_cache)
-        if self.nnew:  # poison the rows the append must write
-            for b, l0 in enumerate(self.seqlens):
-                for t in range(self.nnew):
-                    slot, row = self.where(b, int(l0) + t)
-                    k_cache[slot, row] = float("nan")
-                    v_cache[slot, row] = float("nan")
+        self.poison_appended(k_cache, v_cache)
         before = (k_cache.clone(), v_cache.clone())
         kwargs = dict(k=stored(self.k_new), v=stored(self.v_new),
                       cache_seqlens=torch.tensor(self.seqlens, dtype=torch.int32, device=self.device),

@@ -27,12 +27,7 @@ def run_numpy(p, cache_view=lambda a: a, **extra):
     them); returns what Problem.check takes (torch tensors)."""
     array = lambda t: None if t is None else p.stored(t).numpy()  # noqa: E731
     k_cache, v_cache = cache_view(array(p.k_cache)), cache_view(array(p.v_cache))
-    if p.nnew:  # poison the rows the append must write
-        for b, l0 in enumerate(p.seqlens):
-            for t in range(p.nnew):
-                slot, row = p.where(b, int(l0) + t)
-                k_cache[slot, row] = np.nan
-                v_cache[slot, row] = np.nan
+    p.poison_appended(k_cache, v_cache)
     before = (torch.from_numpy(k_cache.copy()), torch.from_numpy(v_cache.copy()))
     kwargs = dict(k_new=array(p.k_new), v_new=array(p.v_new), causal=p.causal, window=p.window, softcap=p.softcap,
                   return_lse=True)
