@@ -478,21 +478,21 @@ TEST(BwdMmaPlan, BadWgmmaSwitchRefusedOnEveryDevice) {
   }
 }
 
-// FLASHCL_BWD_RED=1 gives the portable backward NVIDIA's native fp32 add (-DNV_RED=1), on NVIDIA
-// only; unset, every device keeps the compare-and-swap loop (the options of the recorded table).
-TEST(BwdMmaPlan, NativeAddOnlyWhenAskedAndOnNvidia) {
+// The portable backward adds dQ with NVIDIA's native fp32 add (-DNV_RED=1) on NVIDIA by default
+// and never elsewhere; FLASHCL_BWD_RED=0 keeps the compare-and-swap loop on NVIDIA too (the A/B).
+TEST(BwdMmaPlan, NativeAddOnNvidiaUnlessSwitchedOff) {
   for (const DeviceFacts& dev : {simulated_pocl_cpu(16), simulated_nvidia_gpu(48, 8, 0), simulated_nvidia_gpu(48, 9, 0)}) {
     const BackwardArgs b = call(DType::F32, 40);  // fp32, d 40: the portable kernels on every device
     const BackwardPlan tiles = plan_backward(dev, 40);
     const BwdCpuPlan cpu = plan_bwd_cpu(dev, b.forward);
     Overrides o = with("");
-    EXPECT_EQ(plan_backward_programs(dev, b, tiles, cpu, o).portable.options.find("NV_RED"), std::string::npos);
-    o.bwd_red = true;
     const bool native = plan_backward_programs(dev, b, tiles, cpu, o).portable.options.find(" -DNV_RED=1") != std::string::npos;
     EXPECT_EQ(native, dev.is_nvidia()) << dev.name;
+    o.bwd_red = false;
+    EXPECT_EQ(plan_backward_programs(dev, b, tiles, cpu, o).portable.options.find("NV_RED"), std::string::npos) << dev.name;
   }
-  EXPECT_TRUE(read_overrides([](const char* name) { return std::string(name) == "FLASHCL_BWD_RED" ? "1" : nullptr; }).bwd_red);
-  EXPECT_FALSE(read_overrides([](const char*) -> const char* { return nullptr; }).bwd_red);
+  EXPECT_FALSE(read_overrides([](const char* name) { return std::string(name) == "FLASHCL_BWD_RED" ? "0" : nullptr; }).bwd_red);
+  EXPECT_TRUE(read_overrides([](const char*) -> const char* { return nullptr; }).bwd_red);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.fa2_cpu = text("FLASHCL_FA2_CPU");
   o.standard_cpu = text("FLASHCL_STANDARD_CPU");
   o.bwd_cpu = text("FLASHCL_BWD_CPU");
-  o.bwd_red = text("FLASHCL_BWD_RED") == "1";
+  o.bwd_red = text("FLASHCL_BWD_RED") != "0";
   o.decode = text("FLASHCL_DECODE");
   o.wgmma = text("FLASHCL_WGMMA");
   o.bwd_mma = text("FLASHCL_BWD_MMA");

@@ -21,9 +21,9 @@ struct Overrides {
   std::string fa2_cpu;         // FLASHCL_FA2_CPU: "0" never the CPU-shaped fa2, "1" on every device, else on CPUs
   std::string standard_cpu;    // FLASHCL_STANDARD_CPU: "0" never the CPU-shaped standard, "1" on every device, else on CPUs
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs
-  bool bwd_red = false;        // FLASHCL_BWD_RED=1: the portable backward adds dQ with NVIDIA's red.global.add.f32
-                               // instead of the compare-and-swap loop (NVIDIA only; opt-in until the card has
-                               // timed the two, issue 20's atomics A/B)
+  bool bwd_red = true;         // the portable backward adds dQ with NVIDIA's red.global.add.f32 instead of the
+                               // compare-and-swap loop on NVIDIA (1.04-1.09x its fa2 backward on the H100,
+                               // docs/BACKWARD.md); FLASHCL_BWD_RED=0 keeps the loop there (the A/B)
   bool fp8_cvt = true;         // FLASHCL_FP8_CVT=0: fp8 KV caches on cc >= 8.9 keep the bit decode, not cvt.rn.f16x2.e4m3x2
                                // (the default since an H100 ran the fp8 decode tests with it: docs/FP8.md)
   bool fp8_q_local = false;    // FLASHCL_FP8_QLOCAL=1: the e4m3 tensor-core fa2 keeps Q in __local memory, not in
