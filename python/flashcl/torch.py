@@ -26,19 +26,13 @@ from . import _flashcl as _ext
 from . import cuda as _cuda
 from . import functional as _functional
 from . import torch_fp8 as _fp8
+from ._torch_host import numpy_of as _numpy
 from ._flashcl import DType, Status
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention"]
 
 _STORAGE = {torch.float32: DType.F32, torch.float16: DType.F16, torch.bfloat16: DType.BF16}
 _warned_copies = False
-
-
-def _numpy(t: Optional[Tensor], dtype: torch.dtype = torch.float32):
-    """A host numpy view of t in `dtype` (no copy when t already is a dense CPU tensor of it)."""
-    if t is None:
-        return None
-    return t.detach().to(device="cpu", dtype=dtype).contiguous().numpy()
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from . import functional as _functional
 from ._flashcl import Status
+from ._torch_host import numpy_of
 
 # torch's fp8 dtypes and flashcl's names for them (older torch builds may lack one)
 FP8_DTYPES = {getattr(torch, name): fp8 for name, fp8 in (("float8_e4m3fn", "e4m3"), ("float8_e5m2", "e5m2"))
@@ -85,17 +86,16 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
         if tuple(d.shape) != (batch, heads_kv):
             _functional._fail(Status.InvalidArgument, f"fp8.{name}: expected shape ({batch}, {heads_kv}) (B, H_kv), "
                                                       f"got {tuple(d.shape)}")
-        return cla.to_device(queue, d.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy())
+        return cla.to_device(queue, numpy_of(d, torch.float32))
 
-    host = lambda t: None if t is None else t.detach().cpu().contiguous().numpy()  # noqa: E731
     window = tuple(int(w) for w in window_size)
     result = _functional.attention(
         device_bytes(q), device_bytes(k), device_bytes(v), dtype=FP8_DTYPES[q.dtype],
         descales=tuple(descale(d, n) for d, n in zip(descales, ("q_descale", "k_descale", "v_descale"))),
         out_dtype="bf16", causal=bool(causal), window=window, softcap=float(softcap or 0.0),
-        alibi_slopes=host(alibi_slopes.float() if alibi_slopes is not None else None), scale=softmax_scale,
-        cu_seqlens_q=host(cu_seqlens_q.to(torch.int32) if varlen else None),
-        cu_seqlens_k=host(cu_seqlens_k.to(torch.int32) if varlen else None),
+        alibi_slopes=numpy_of(alibi_slopes, torch.float32), scale=softmax_scale,
+        cu_seqlens_q=numpy_of(cu_seqlens_q if varlen else None, torch.int32),
+        cu_seqlens_k=numpy_of(cu_seqlens_k if varlen else None, torch.int32),
         max_seqlen_q=max_seqlen_q if varlen else None, max_seqlen_k=max_seqlen_k if varlen else None,
         return_lse=return_lse, queue=queue)
     o, lse = result if return_lse else (result, None)

@@ -1,0 +1,16 @@
+"""Host views of PyTorch tensors for the calls that run through numpy (CPU tensors, and the staged
+fallbacks): the one conversion that flashcl.torch and its fp8 module share, kept apart from both
+so that neither has to import the other for it.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def numpy_of(t: Optional[Tensor], dtype: torch.dtype = torch.float32):
+    """A host numpy view of t in `dtype` (no copy when t already is a dense CPU tensor of it); None stays None."""
+    if t is None:
+        return None
+    return t.detach().to(device="cpu", dtype=dtype).contiguous().numpy()
