@@ -47,10 +47,7 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
     fail(flashcl::Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
          kForwardArgsFirstSize, "..", sizeof(fcl_forward_args),
          " bytes (call fcl_forward_args_init before filling the fields)");
-  // The caller's bytes over this library's defaults: fields its header lacked keep their defaults.
-  fcl_forward_args copy;
-  fcl_forward_args_init(&copy);
-  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  const fcl_forward_args copy = over_defaults(caller, fcl_forward_args_init);
   const fcl_forward_args* in = &copy;
   flashcl::ForwardArgs a;
   a.batch = in->batch;

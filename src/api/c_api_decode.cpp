@@ -15,14 +15,14 @@ using flashcl::detail::fail;
 using flashcl::detail::to_dtype;  // fp8 values are refused by name in forward_kvcache
 using flashcl::detail::to_tensor;
 
-flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
-  if (in == nullptr) fail(Status::InvalidArgument, "args: null pointer");
+flashcl::KvCacheArgs to_args(const fcl_kvcache_args* caller) {
+  if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");
   // Two layouts: the first (up to num_splits) and this one (the fp8 cache's fields appended); an
   // older caller's struct is read up to its end, the rest taking the defaults.
   const std::size_t first_layout = offsetof(fcl_kvcache_args, cache_dtype);
-  if (in->struct_size != sizeof(fcl_kvcache_args) && in->struct_size != first_layout)
-    fail(Status::InvalidArgument, "args.struct_size: ", in->struct_size, ", but this library's fcl_kvcache_args has ",
-         sizeof(fcl_kvcache_args), " bytes (call fcl_kvcache_args_init before filling the fields)");
+  flashcl::detail::check_struct_size(caller->struct_size, {first_layout, sizeof(fcl_kvcache_args)}, "fcl_kvcache_args_init");
+  const fcl_kvcache_args copy = flashcl::detail::over_defaults(caller, fcl_kvcache_args_init);
+  const fcl_kvcache_args* in = &copy;
   flashcl::KvCacheArgs a;
   a.batch = in->batch;
   a.heads = in->heads;
@@ -60,12 +60,10 @@ flashcl::KvCacheArgs to_args(const fcl_kvcache_args* in) {
   a.alibi_per_batch = in->alibi_per_batch != 0;
   a.workspace = in->workspace;
   a.num_splits = in->num_splits;
-  if (in->struct_size > first_layout) {
-    if (in->cache_dtype != FCL_DTYPE_DEFAULT) a.cache_dtype = to_dtype(in->cache_dtype, "cache_dtype");
-    a.k_descale = in->k_descale;
-    a.v_descale = in->v_descale;
-    a.check_device_data = in->check_device_data != 0;
-  }
+  if (const auto cache_dtype = flashcl::detail::to_dtype_or_default(in->cache_dtype, "cache_dtype")) a.cache_dtype = *cache_dtype;
+  a.k_descale = in->k_descale;
+  a.v_descale = in->v_descale;
+  a.check_device_data = in->check_device_data != 0;
   return a;
 }
 

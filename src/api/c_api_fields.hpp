@@ -1,13 +1,18 @@
-// c_api_fields.hpp: the conversion of each C field type the public structs share (fcl_tensor,
-// fcl_mask, fcl_dtype, fcl_algorithm) to its C++ form, written once for every C entry point:
+// c_api_fields.hpp: the reading of a C args struct that grew by appended fields (its caller's
+// struct_size over this library's defaults), and the conversion of each C field type the public
+// structs share (fcl_tensor, fcl_mask, fcl_dtype, fcl_algorithm) to its C++ form, written once for
+// every C entry point:
 // the forward's fcl_forward_args (c_api.cpp), the backward's embedded forward part and gradients
-// (c_api_backward.cpp) and the KV-cache path's fcl_kvcache_args, which mirrors the forward's
-// fields (c_api_decode.cpp). Enums are read as the integers the caller stored, since loading an
+// (c_api_backward.cpp), the KV-cache path's fcl_kvcache_args, which mirrors the forward's
+// fields (c_api_decode.cpp), and fp8 quantisation's fcl_quantize_args (c_api_quantize.cpp). Enums are read as the integers the caller stored, since loading an
 // out-of-range value as the enum type is undefined behaviour; an unknown value is a named error.
 #pragma once
 
+#include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
+#include <string>
 #include <type_traits>
 
 #include "base/errors.hpp"
@@ -23,6 +28,31 @@ int raw_enum(const Enum& field) {
   std::underlying_type_t<Enum> value;
   std::memcpy(&value, &field, sizeof value);
   return static_cast<int>(value);
+}
+
+// A caller's args struct whose struct_size must be one of `layouts` (the sizes of the layouts this
+// library reads, oldest first): any other size is a caller that skipped `init_name` (or a struct
+// of another version) and is refused by name instead of read past its end or cut mid-field.
+inline void check_struct_size(std::size_t struct_size, std::initializer_list<std::size_t> layouts,
+                              const char* init_name) {
+  std::string sizes;
+  for (const std::size_t size : layouts) {
+    if (size == struct_size) return;
+    sizes += (sizes.empty() ? "" : " or ") + std::to_string(size);
+  }
+  fail(Status::InvalidArgument, "args.struct_size: ", struct_size, ", but this library reads ", sizes, " bytes (call ",
+       init_name, " before filling the fields)");
+}
+
+// The caller's struct as this library lays it out: its first struct_size bytes over this
+// library's defaults (`init`), so the fields appended after the caller's header keep their
+// defaults. The size has been checked against the layouts the caller may have.
+template <typename CArgs>
+CArgs over_defaults(const CArgs* caller, void (*init)(CArgs*)) {
+  CArgs copy;
+  init(&copy);
+  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  return copy;
 }
 
 inline Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }

@@ -1,34 +1,20 @@
 // c_api_quantize.cpp: the C API of fp8 quantisation: fcl_quantize_args (checked by struct_size)
-// converted to flashcl::QuantizeArgs, enums read as integers; statuses and messages come from the C
-// API's one conversion point (c_api_guard.hpp). A caller built against the first layout (up to
-// `transposed`) passes its smaller struct_size, and the varlen fields keep their defaults.
+// converted to flashcl::QuantizeArgs through c_api_fields.hpp (enums read as integers); statuses
+// and messages come from the C API's one conversion point (c_api_guard.hpp). A caller built
+// against the first layout (up to `transposed`) passes its smaller struct_size, and the varlen
+// fields keep their defaults.
 #include <cstddef>
-#include <cstring>
-#include <type_traits>
 
+#include "api/c_api_fields.hpp"
 #include "api/c_api_guard.hpp"
 #include "base/errors.hpp"
 
 namespace {
 
-using flashcl::DType;
 using flashcl::Status;
 using flashcl::detail::fail;
-
-DType to_dtype(const fcl_dtype& field, const char* name) {
-  std::underlying_type_t<fcl_dtype> value;
-  std::memcpy(&value, &field, sizeof value);  // any int may be there: never load it as the enum
-  switch (static_cast<int>(value)) {
-    case FCL_DTYPE_F32: return DType::F32;
-    case FCL_DTYPE_F16: return DType::F16;
-    case FCL_DTYPE_BF16: return DType::BF16;
-    case FCL_DTYPE_E4M3: return DType::E4M3;
-    case FCL_DTYPE_E5M2: return DType::E5M2;
-  }
-  fail(Status::UnsupportedDType, name, ": unknown value ", static_cast<int>(value));
-}
-
-flashcl::Tensor to_tensor(const fcl_tensor& t) { return {t.buffer, t.offset, t.batch_stride, t.seq_stride, t.head_stride}; }
+using flashcl::detail::to_dtype;
+using flashcl::detail::to_tensor;
 
 // fcl_quantize_args as its first layout had it (every field up to `transposed`), frozen: a caller
 // built against that header passes its sizeof as struct_size.
@@ -49,14 +35,9 @@ static_assert(offsetof(QuantizeArgsV1, transposed) == offsetof(fcl_quantize_args
 
 flashcl::QuantizeArgs to_args(const fcl_quantize_args* caller) {
   if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");
-  if (caller->struct_size != kQuantizeArgsFirstSize && caller->struct_size != sizeof(fcl_quantize_args))
-    fail(Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
-         kQuantizeArgsFirstSize, " or ", sizeof(fcl_quantize_args),
-         " bytes (call fcl_quantize_args_init before filling the fields)");
-  // The caller's bytes over this library's defaults: fields its header lacked keep their defaults.
-  fcl_quantize_args copy;
-  fcl_quantize_args_init(&copy);
-  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  flashcl::detail::check_struct_size(caller->struct_size, {kQuantizeArgsFirstSize, sizeof(fcl_quantize_args)},
+                                     "fcl_quantize_args_init");
+  const fcl_quantize_args copy = flashcl::detail::over_defaults(caller, fcl_quantize_args_init);
   const fcl_quantize_args* in = &copy;
   flashcl::QuantizeArgs a;
   a.batch = in->batch;
