@@ -193,7 +193,6 @@ std::vector<float> read(cl_command_queue queue, const Buffer& b, DType t, std::s
   return t == DType::F32 ? values : from_storage(t, bits);
 }
 
-
 // Throughput, traffic and roofline figures from the median time.
 void derive(Result& r, const Context& c) {
   const double seconds = r.median_ms * 1e-3, flops = flops_of(r.shape);

@@ -57,7 +57,6 @@ std::size_t reach_bytes(const Tensor& t, std::int64_t n0, std::int64_t n1, std::
   return bytes > SIZE_MAX ? SIZE_MAX : static_cast<std::size_t>(bytes);
 }
 
-
 void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const char* name) {
   if (buffer == nullptr) fail(Status::InvalidHandle, name, ": null cl_mem");
   cl_context owner = nullptr;

@@ -30,7 +30,6 @@
 namespace flashcl::detail {
 namespace {
 
-
 // The call's arguments with the forward part normalised (what eligibility and options read).
 BackwardArgs resolved(const BackwardProblem& bp) {
   BackwardArgs r = bp.args;

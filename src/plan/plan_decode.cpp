@@ -127,7 +127,6 @@ std::size_t decode_stream_local_bytes(int br, int bc, int d, int key_groups, int
   return floats * sizeof(float) + static_cast<std::size_t>(page_slots) * sizeof(std::int32_t);
 }
 
-
 bool decode_mma_stepped(int run, int head_dim, int work_group_size) {
   const int chunks = head_dim / 8;  // 16-byte chunks of a key row
   return chunks > 0 && work_group_size % chunks == 0 && run % (work_group_size / chunks) == 0;
