@@ -22,13 +22,24 @@
 namespace flashcl::detail {
 namespace {
 
-// The three kernels' arguments, as the portable standard's (launch_standard.cpp).
+// The three kernels' arguments, as the portable standard's (launch_standard.cpp), each kernel's
+// through `set(kernel, values...)`: the call's set_args (checked, through the fault hooks) or the
+// probe's own setter, which stays outside the hooks.
+template <typename Set>
 void set_kernel_args(cl::Kernel& scores, cl::Kernel& softmax, cl::Kernel& pv, const ForwardArgs& a, cl_mem workspace,
-                     const AttnArgs& args) {
-  set_args(scores, a.q.buffer, a.k.buffer, workspace, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer,
-           args);
-  set_args(softmax, workspace, a.lse, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, args);
-  set_args(pv, workspace, a.v.buffer, a.o.buffer, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, args);
+                     const AttnArgs& args, Set set) {
+  set(scores, a.q.buffer, a.k.buffer, workspace, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, args);
+  set(softmax, workspace, a.lse, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, args);
+  set(pv, workspace, a.v.buffer, a.o.buffer, a.cu_seqlens_q, a.cu_seqlens_k, a.alibi_slopes, a.mask.buffer, args);
+}
+
+// The probe's setter: the C++ bindings' setArg (cl::Error on failure, which the probe's guard
+// takes), not the library's hooked clSetKernelArg, so an injected fault meant for a caller's call
+// never lands in the probe (where it would only turn the tensor-core path off).
+template <typename... T>
+void set_probe_args(cl::Kernel& kernel, const T&... values) {
+  cl_uint index = 0;
+  (kernel.setArg(index++, sizeof values, &values), ...);
 }
 
 std::string probe_name(DType dtype) { return concat("tensor-core standard probe (", to_string(dtype), ")"); }
@@ -53,7 +64,8 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, bool
     const StandardMmaCandidate& c = candidates.front();
     const cl::Program program = build_uncached(context, device, *c.program.files, c.program.options);
     cl::Kernel scores(program, "standard_mma_scores"), softmax(program, "standard_softmax"), pv(program, "standard_mma_pv");
-    set_kernel_args(scores, softmax, pv, p.args, ws(), p.kernel_args);
+    set_kernel_args(scores, softmax, pv, p.args, ws(), p.kernel_args,
+                    [](cl::Kernel& k, const auto&... v) { set_probe_args(k, v...); });
     for (auto [kernel, grid] : {std::pair{&scores, &c.grids[0]}, {&softmax, &c.grids[1]}, {&pv, &c.grids[2]}})
       queue.enqueueNDRangeKernel(*kernel, cl::NullRange, cl::NDRange(grid->global[0], grid->global[1], grid->global[2]),
                                  cl::NDRange(grid->local[0], grid->local[1], grid->local[2]));
@@ -82,7 +94,8 @@ bool try_launch_standard_mma(cl_command_queue queue, const Problem& p, const Cal
   cl::Kernel scores = make_kernel(p, c.program, "standard_mma_scores");
   cl::Kernel softmax = make_kernel(p, c.program, "standard_softmax");
   cl::Kernel pv = make_kernel(p, c.program, "standard_mma_pv");
-  set_kernel_args(scores, softmax, pv, p.args, workspace, p.kernel_args);
+  set_kernel_args(scores, softmax, pv, p.args, workspace, p.kernel_args,
+                  [](const cl::Kernel& k, const auto&... v) { set_args(k, v...); });
   enqueue(queue, scores, c.grids[0].global, c.grids[0].local, wait, launch);
   enqueue(queue, softmax, c.grids[1].global, c.grids[1].local, {launch.last()}, launch);
   enqueue(queue, pv, c.grids[2].global, c.grids[2].local, {launch.last()}, launch);
