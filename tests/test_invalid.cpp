@@ -361,15 +361,16 @@ TEST(BuildFailure, ReportsDeviceOptionsAndLog) {
   fs::create_directories(dir);
   // kernels/ whole, with its folders (a program lists pieces from several; new pieces come along)
   fs::copy(fs::path(FLASHCL_SOURCE_DIR) / "kernels", dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
-  for (const char* name : {"forward/fa2.cl", "cpu/fa2_cpu.cl"})  // the GPU and the CPU form of fa2: whichever the device builds
-    std::ofstream(dir / name) << "__kernel void fa2_forward(__global float* x) { this is not OpenCL C; }\n";
+  // fa1: one kernel file on every device (fa2 and standard have CPU forms and NVIDIA tensor-core
+  // forms, whose probes fall back to the portable kernels instead of failing the call)
+  std::ofstream(dir / "forward/fa1.cl") << "__kernel void fa1_forward(__global float* x) { this is not OpenCL C; }\n";
   detail::set_kernel_dir(dir.string());  // as FLASHCL_KERNEL_DIR would
   const std::vector<float> values = bench::random_values(64, 3);
   ForwardArgs a;
   a.batch = a.heads = 1;
   a.seqlen_q = a.seqlen_k = 8;
   a.head_dim = 8;
-  a.algorithm = Algorithm::FA2;
+  a.algorithm = Algorithm::FA1;
   try {
     session().forward(a, values, values, values);
     ADD_FAILURE() << "a broken kernel built";
