@@ -34,9 +34,13 @@ std::map<MemoryKey, cl::Program>& g_programs = *new std::map<MemoryKey, cl::Prog
 // holds it). So on every insert, and when a Session closes, the cache compares each context's
 // CL_CONTEXT_REFERENCE_COUNT with the references its own programs hold (what one program object
 // adds to the count, measured once per context) and drops the programs of contexts nobody else
-// holds. Chosen over a size bound, which would still keep up to its bound of dead contexts, and
-// over weak entries, which OpenCL cannot express. A miscounting driver errs safely: a live
-// context's programs dropped cost a rebuild; a dead one's kept is the old behaviour.
+// holds. Drivers differ in what the count shows: PoCL counts the programs' references; NVIDIA's
+// (580) counts only the caller's retains (1 for a context with queues, buffers and programs, seen
+// on an H100), so where a program adds nothing the count reads 0 once the caller has released the
+// context that the cache's programs keep alive, and that is when its programs go. Chosen over a
+// size bound, which would still keep up to its bound of dead contexts, and over weak entries,
+// which OpenCL cannot express. A miscounting driver errs safely: a live context's programs
+// dropped cost a rebuild.
 std::map<cl_context, cl_uint>& g_refs_per_program = *new std::map<cl_context, cl_uint>;
 
 cl_uint reference_count(cl_context context) {
@@ -45,8 +49,8 @@ cl_uint reference_count(cl_context context) {
   return count;
 }
 
-// References one program object holds on `context` (1 on the drivers seen), measured with a
-// program that is created and released, never built. Called with g_mutex held.
+// References one program object adds to `context`'s count (1 on PoCL, 0 on NVIDIA's driver),
+// measured with a program that is created and released, never built. Called with g_mutex held.
 cl_uint refs_per_program(cl_context context) {
   auto it = g_refs_per_program.find(context);
   if (it != g_refs_per_program.end()) return it->second;
@@ -54,9 +58,10 @@ cl_uint refs_per_program(cl_context context) {
   const cl_uint before = reference_count(context);
   cl_int err = CL_SUCCESS;
   cl_program probe = clCreateProgramWithSource(context, 1, &text, nullptr, &err);
-  cl_uint refs = 0;  // unknown: the context's programs are never dropped
+  cl_uint refs = 0;  // unknown, or not counted: the context goes when its count reads 0
   if (err == CL_SUCCESS) {
-    refs = reference_count(context) - before;
+    const cl_uint after = reference_count(context);
+    refs = after > before ? after - before : 0;
     clReleaseProgram(probe);
   }
   return g_refs_per_program[context] = refs;
@@ -67,7 +72,7 @@ void drop_released_contexts_locked() {
   std::map<cl_context, cl_uint> held;  // the cache's own references, per context
   for (const auto& entry : g_programs) held[std::get<0>(entry.first)] += refs_per_program(std::get<0>(entry.first));
   for (const auto& [context, refs] : held) {
-    if (refs == 0 || reference_count(context) > refs) continue;
+    if (reference_count(context) > refs) continue;  // someone else holds it (refs 0: the caller has not released it)
     g_refs_per_program.erase(context);  // before the release: the handle may be reused
     for (auto it = g_programs.begin(); it != g_programs.end();)
       it = std::get<0>(it->first) == context ? g_programs.erase(it) : std::next(it);
