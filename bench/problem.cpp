@@ -91,7 +91,15 @@ double reference_row(const Shape& s, const std::vector<float>& q, const std::vec
   const double inf = std::numeric_limits<double>::infinity();
   reference_scores(s, q, k, b, h, i, scores, nullptr);
   double m = -inf;
-  for (int j = 0; j < lk; ++j) m = std::max(m, scores[j]);
+  bool nan_score = false;  // std::max passes over a NaN: a row whose only visible key scores NaN is NaN too
+  for (int j = 0; j < lk; ++j) {
+    m = std::max(m, scores[j]);
+    nan_score |= std::isnan(scores[j]);
+  }
+  if (nan_score) {
+    for (int c = 0; c < d; ++c) out[c] = std::numeric_limits<double>::quiet_NaN();
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   if (m == -inf) return -inf;  // no visible key: O = 0
   double sum = 0.0;
   for (int j = 0; j < lk; ++j) {

@@ -487,11 +487,12 @@ TEST(Decode, Fp8CacheNaNCodesReachOnlyTheirRows) {
           c.head_dim = d;
           c.heads = d == 128 ? 8 : 4;
           c.capacity = 40;
-          c.seqlens = {33, 20};
+          c.batch = 3;
+          c.seqlens = {33, 20, 1};  // sequence 2's only key scores NaN: no stream or split may take it for none
           c.page_size = page;
           c.num_splits = splits;
           c.cache = cache;
-          c.nan_k = {{0, 17, 1, 5}};
+          c.nan_k = {{0, 17, 1, 5}, {2, 0, 0, 3}};
           c.nan_v = {{1, 3, 0, d - 3}, {1, 19, 1, 0}};
           c.seed = ++seed;
           expect_fp8_decode(c, "NaN codes " + name_of(cache) + " d " + std::to_string(d) + " page " + std::to_string(page) +

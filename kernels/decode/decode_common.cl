@@ -260,6 +260,12 @@ inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, 
 #define PART_ROW(d, b, hk, rg) ((((long)(b) * (d)->heads + (hk) * (d)->group + (rg) % (d)->group) * (d)->seqlen_q + (rg) / (d)->group))
 #define PART_O_BASE(d) ((long)(d)->batch * (d)->heads * (d)->seqlen_q * (d)->num_splits)
 
+/* A softmax stream's running max that keeps a NaN score: fmax passes over NaN, so a stream whose
+ * only visible key so far scored NaN (a NaN in the cache, an fp8 NaN code) would count as having
+ * seen nothing and drop it, where its row must come out NaN as the forward's rows do. Once NaN, the
+ * stream's max, l and O stay NaN (what the streams' and splits' merges then carry to the row). */
+inline float max_keep_nan(float m, float s) { return isnan(m) || isnan(s) ? NAN : fmax(m, s); }
+
 /* The largest of a row's split LSEs (the merges' L_max), or NaN where a split met a NaN: fmax
  * alone would pass over it, and the row must come out NaN as the forward's does. */
 inline float splits_max_lse(__global const float* split_lse, int splits) {

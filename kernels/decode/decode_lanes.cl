@@ -575,7 +575,7 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
           sc = final_score(s[j][r], (r0 + r) / d->group, kfirst + j, &rv, &attn, 0);
         }
         s[j][r] = sc;
-        mx = fmax(mx, sc);
+        mx = max_keep_nan(mx, sc);
       }
       const bool none = mx == NEG_INF; /* nothing visible to this stream yet: P = 0, state kept */
       const float alpha = none ? 1.0f : EXP2_OF(m[r] - mx); /* 0 when m was -inf */

@@ -17,7 +17,7 @@ void merge_key_group_streams(const DecodeArgs* d, __local const float* scratch, 
     const int r = idx / HEAD_DIM, c = idx % HEAD_DIM, rg = r0 + r;
     if (rg >= r_end) continue;
     float mx = NEG_INF;
-    for (int g = 0; g < nkg; ++g) mx = fmax(mx, st_m[g * BR + r]);
+    for (int g = 0; g < nkg; ++g) mx = max_keep_nan(mx, st_m[g * BR + r]); /* a NaN stream: the row NaN */
     float sum = 0.0f, o = 0.0f;
     if (mx != NEG_INF)
       for (int g = 0; g < nkg; ++g) {
