@@ -1,7 +1,7 @@
 #!/bin/bash
 # bwd_red.sh: one GPU call for issue 20's atomics A/B: the portable backward's dQ adds by the
-# compare-and-swap loop (the default) against NVIDIA's red.global.add.f32 (FLASHCL_BWD_RED=1,
-# kernels/backward/bwd_common.cl). Builds, runs the backward tests on the portable kernels with the
+# compare-and-swap loop (FLASHCL_BWD_RED=0) against NVIDIA's red.global.add.f32 (FLASHCL_BWD_RED=1,
+# kernels/backward/bwd_common.cl; the NVIDIA default since the H100 timed it, docs/BACKWARD.md). Builds, runs the backward tests on the portable kernels with the
 # native add, then times flashcl-bench --backward (fa2, atomic dQ) on the portable kernels, CAS
 # and red alternating over two rounds. FLASHCL_BWD_MMA=0 throughout: every fa2 call then runs
 # bwd_dkdv with its atomic dQ, as the calls the tensor cores decline (fp32, other head dims,

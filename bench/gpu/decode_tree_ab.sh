@@ -6,8 +6,10 @@
 # base and new for ROUNDS rounds (default 2) over issue 22's shapes: fp16, H 32 over 8, d 128,
 # one query at B 8 and 1, 4k/32k/128k keys, contiguous and pages of 16 and 256, and 4 queries on a
 # contiguous cache at 32k/128k; each tree's default plan (-r 20 -w 3, device-event medians).
-# Prints each row's TB/s per tree (median over rounds) and new/base, slowest row last.
-# Usage: [ROUNDS=R] bench/gpu/decode_tree_ab.sh BASE_SRC_DIR OUT_DIR
+# Prints each row's TB/s per tree (median over rounds) and new/base, slowest row last. FORM=F runs
+# both trees forced onto FLASHCL_DECODE=F instead of their default plans (a form the bar's shapes
+# do not take unforced, e.g. lanes-async or lanes-wide).
+# Usage: [ROUNDS=R] [FORM=F] bench/gpu/decode_tree_ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath "$1")
 out=$(realpath -m "${2:-/tmp/flashcl-decode-tree-ab}")
@@ -19,10 +21,10 @@ cd "$(dirname "$0")/../.."
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
 bench() {  # tree name round: CSV rows prefixed name,round
   for page in 0 16 256; do
-    FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
+    FLASHCL_DECODE=${FORM:-} FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
       --cache 4096,32768,131072 --page-size $page 2>> "$out/bench.log" | tail -n +2 | sed "s/^/$2,$3,/"
   done
-  FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
+  FLASHCL_DECODE=${FORM:-} FLASHCL_CACHE_DIR=/tmp/flashcl-cache-$2 timeout 60 "$1/build-ab/bench/flashcl-bench" $one -b 8,1 \
     --cache 32768,131072 --seqlen-q 4 2>> "$out/bench.log" | tail -n +2 | sed "s/^/$2,$3,/"
 }
 for round in $(seq 1 "${ROUNDS:-2}"); do

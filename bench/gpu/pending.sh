@@ -1,31 +1,33 @@
 #!/bin/bash
 # pending.sh: the GPU scripts not yet run on the H200 (docs/perf/nvidia-h200.md, the "Not run"
 # sections), grouped into device calls that each fit the 10-minute limit, most decisive first. Every
-# call first builds build-gpu through setup.sh (about 4 min on a fresh machine, a no-op on a warm
-# one, so the scripts' own builds are no-ops), then runs each script under its own timeout with its
+# call first builds build-gpu through setup.sh (22 s on a fresh H100 on 2026-12-06, a no-op on a
+# warm one, so the scripts' own builds are no-ops), then runs each script under its own timeout with its
 # files in /tmp/pending/<script>; its stdout (tests' verdicts, ptxas lines, the table last) goes to
 # OUT/<script>.log, and all files of the call to one OUT/details.tar.gz, because a device call
 # brings back only a few files. If the machine went cold between calls, the build comes back and
 # the call may need repeating. (The calls of 2026-12-05, fp8_wgmma_ab, bwd_wgmma_ab, fp8_ab, bwd_ab,
 # decode_ab, python_ab and python_kvcache, ran on an H100: docs/perf/nvidia-h100.md.)
-# Usage (from the repository root, in a device call carrying .deps, and .ab for CALL 3):
+# Usage (from the repository root, in a device call carrying .deps, and .ab for CALL 1):
 #   bench/gpu/pending.sh CALL OUT
-#   CALL 1: decode_quick (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests, tests; not yet timed together)
-#   CALL 2: bwd_red (~150 s; issue 20's atomics), python_ab (~120 s, with the Python module's build; issue 21's bar)
-#   CALL 3: decode_tree_ab against ../.ab/base (`git archive bb0a68d`; ~150 s, two trees' builds)
+#   CALL 1: decode_nan_ab against ../.ab/base (`git archive ddf85c7`): the decode kernels' NaN-keeping
+#           max on the card, tests and the A/B of the changed NVIDIA forms (~250 s with two trees' builds)
+#   CALL 2: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
+#           tests); ran on an H100 on 2026-12-06 (docs/perf/nvidia-h100.md)
+#   CALL 3: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
 set -uo pipefail
 call=${1:?CALL: 1, 2 or 3}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
-  1) scripts="decode_quick:420" ;;
-  2) scripts="bwd_red:250 python_ab:260" ;;
-  3) scripts="decode_tree_ab:300" ;;
+  1) scripts="decode_nan_ab:330" ;;
+  2) scripts="decode_quick:420" ;;
+  3) scripts="bwd_red:250 python_ab:260" ;;
   *) echo "pending.sh: CALL must be 1, 2 or 3, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
-base=$(realpath -m ../.ab/base)                                  # decode_tree_ab's base tree
+base=$(realpath -m ../.ab/base)                                  # decode_nan_ab's base tree
 # the builds live in /tmp, outside the carried tree, so that a call made while the machine is still
 # warm finds them (a carried .snap replaces its whole folder)
 for dir in build-gpu build-gpu-python; do mkdir -p "/tmp/$dir" && ln -sfn "/tmp/$dir" "$dir"; done
@@ -36,7 +38,7 @@ for entry in $scripts; do
   name=${entry%%:*} limit=${entry##*:}
   start=$(date +%s)
   args=("/tmp/pending/$name")
-  [ "$name" = decode_tree_ab ] && args=("$base" "/tmp/pending/$name")
+  [ "$name" = decode_nan_ab ] && args=("$base" "/tmp/pending/$name")
   timeout "$limit" bash "bench/gpu/$name.sh" "${args[@]}" > "$out/$name.log" 2>&1
   echo "== $name: exit $? after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$out/$name.log"
 done
