@@ -67,11 +67,14 @@ cl_uint refs_per_program(cl_context context) {
   return g_refs_per_program[context] = refs;
 }
 
-// Drops the programs of every context that only the cache keeps alive. Called with g_mutex held.
-void drop_released_contexts_locked() {
+// Drops the programs of every context that only the cache keeps alive, except `in_use`'s (the
+// context of the call inserting: alive, though on NVIDIA its count reads 0 when the caller has
+// released its handle and kept a queue). Called with g_mutex held.
+void drop_released_contexts_locked(cl_context in_use = nullptr) {
   std::map<cl_context, cl_uint> held;  // the cache's own references, per context
   for (const auto& entry : g_programs) held[std::get<0>(entry.first)] += refs_per_program(std::get<0>(entry.first));
   for (const auto& [context, refs] : held) {
+    if (context == in_use) continue;
     if (reference_count(context) > refs) continue;  // someone else holds it (refs 0: the caller has not released it)
     g_refs_per_program.erase(context);  // before the release: the handle may be reused
     for (auto it = g_programs.begin(); it != g_programs.end();)
@@ -230,7 +233,8 @@ cl::Program cached_program(cl_context context, cl_device_id device, const std::v
   const ProgramSource source = program_source(files);
   cl::Program program = build_program(context, device, source, options, route);
   std::lock_guard<std::mutex> lock(g_mutex);
-  drop_released_contexts_locked();  // `context` is the caller's, alive: never dropped here
+  refs_per_program(context);  // measured now, while the caller's call holds `context`
+  drop_released_contexts_locked(context);
   return g_programs.emplace(key, program).first->second;  // another thread's copy may win
 }
 
