@@ -608,11 +608,17 @@ TEST(DecodeFp8Invalid, CacheThroughC) {
   ASSERT_EQ(fcl_forward_kvcache(session().queue(), &c, 0, nullptr, &done), FCL_SUCCESS) << fcl_last_error();
   clWaitForEvents(1, &done);
   clReleaseEvent(done);
-  // a caller compiled before the fp8 fields: its struct ends at num_splits, and the call reads no further
-  c.struct_size = offsetof(fcl_kvcache_args, cache_dtype);
-  // (so the caches are dtype f16 again, twice the bytes these buffers hold)
-  EXPECT_EQ(fcl_forward_kvcache(session().queue(), &c, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(fcl_last_error()).find("k_cache"), std::string::npos) << fcl_last_error();
+  // a caller compiled before the fp8 fields: its fields end at num_splits, and its sizeof rounds that
+  // up to the struct's alignment, over the bytes where cache_dtype now sits (here still E4M3, as a
+  // caller's stack garbage might be); either size reads no further than num_splits
+  const std::size_t fields = offsetof(fcl_kvcache_args, cache_dtype), align = alignof(fcl_kvcache_args);
+  for (std::size_t size : {fields, (fields + align - 1) / align * align}) {
+    SCOPED_TRACE(size);
+    c.struct_size = size;
+    // (so the caches are dtype f16 again, twice the bytes these buffers hold)
+    EXPECT_EQ(fcl_forward_kvcache(session().queue(), &c, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(fcl_last_error()).find("k_cache"), std::string::npos) << fcl_last_error();
+  }
 }
 
 }  // namespace

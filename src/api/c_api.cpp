@@ -47,7 +47,7 @@ flashcl::ForwardArgs to_args(const fcl_forward_args* caller) {
     fail(flashcl::Status::InvalidArgument, "args.struct_size: ", caller->struct_size, ", but this library reads ",
          kForwardArgsFirstSize, "..", sizeof(fcl_forward_args),
          " bytes (call fcl_forward_args_init before filling the fields)");
-  const fcl_forward_args copy = over_defaults(caller, fcl_forward_args_init);
+  const fcl_forward_args copy = over_defaults(caller, fcl_forward_args_init, caller->struct_size);
   const fcl_forward_args* in = &copy;
   flashcl::ForwardArgs a;
   a.batch = in->batch;

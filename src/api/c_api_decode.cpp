@@ -15,13 +15,21 @@ using flashcl::detail::fail;
 using flashcl::detail::to_dtype;  // fp8 values are refused by name in forward_kvcache
 using flashcl::detail::to_tensor;
 
+// Two layouts: the first (up to num_splits) and this one (the fp8 cache's fields appended). The
+// first's fields end where cache_dtype begins, but a caller compiled against it passes its sizeof,
+// rounded up to the struct's alignment, and cache_dtype sits in that tail padding: so both sizes
+// are the first layout, and only its fields' bytes are read, the rest taking the defaults.
+constexpr std::size_t kFirstFields = offsetof(fcl_kvcache_args, cache_dtype);
+constexpr std::size_t kFirstSize =
+    (kFirstFields + alignof(fcl_kvcache_args) - 1) / alignof(fcl_kvcache_args) * alignof(fcl_kvcache_args);
+static_assert(kFirstSize < sizeof(fcl_kvcache_args), "the fp8 fields were appended");
+
 flashcl::KvCacheArgs to_args(const fcl_kvcache_args* caller) {
   if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");
-  // Two layouts: the first (up to num_splits) and this one (the fp8 cache's fields appended); an
-  // older caller's struct is read up to its end, the rest taking the defaults.
-  const std::size_t first_layout = offsetof(fcl_kvcache_args, cache_dtype);
-  flashcl::detail::check_struct_size(caller->struct_size, {first_layout, sizeof(fcl_kvcache_args)}, "fcl_kvcache_args_init");
-  const fcl_kvcache_args copy = flashcl::detail::over_defaults(caller, fcl_kvcache_args_init);
+  flashcl::detail::check_struct_size(caller->struct_size, {kFirstFields, kFirstSize, sizeof(fcl_kvcache_args)},
+                                     "fcl_kvcache_args_init");
+  const std::size_t bytes = caller->struct_size == sizeof(fcl_kvcache_args) ? sizeof(fcl_kvcache_args) : kFirstFields;
+  const fcl_kvcache_args copy = flashcl::detail::over_defaults(caller, fcl_kvcache_args_init, bytes);
   const fcl_kvcache_args* in = &copy;
   flashcl::KvCacheArgs a;
   a.batch = in->batch;

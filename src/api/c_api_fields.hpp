@@ -44,14 +44,15 @@ inline void check_struct_size(std::size_t struct_size, std::initializer_list<std
        init_name, " before filling the fields)");
 }
 
-// The caller's struct as this library lays it out: its first struct_size bytes over this
-// library's defaults (`init`), so the fields appended after the caller's header keep their
-// defaults. The size has been checked against the layouts the caller may have.
+// The caller's struct as this library lays it out: the first `bytes` of the caller's (the fields
+// its layout has, at most its checked struct_size) over this library's defaults (`init`), so the
+// fields appended after the caller's header keep their defaults. `bytes` is less than struct_size
+// where an appended field sits in what was the old layout's tail padding.
 template <typename CArgs>
-CArgs over_defaults(const CArgs* caller, void (*init)(CArgs*)) {
+CArgs over_defaults(const CArgs* caller, void (*init)(CArgs*), std::size_t bytes) {
   CArgs copy;
   init(&copy);
-  std::memcpy(static_cast<void*>(&copy), caller, caller->struct_size);
+  std::memcpy(static_cast<void*>(&copy), caller, bytes);
   return copy;
 }
 

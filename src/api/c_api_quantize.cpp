@@ -37,7 +37,8 @@ flashcl::QuantizeArgs to_args(const fcl_quantize_args* caller) {
   if (caller == nullptr) fail(Status::InvalidArgument, "args: null pointer");
   flashcl::detail::check_struct_size(caller->struct_size, {kQuantizeArgsFirstSize, sizeof(fcl_quantize_args)},
                                      "fcl_quantize_args_init");
-  const fcl_quantize_args copy = flashcl::detail::over_defaults(caller, fcl_quantize_args_init);
+  // (the first layout's tail padding is padding in this one too)
+  const fcl_quantize_args copy = flashcl::detail::over_defaults(caller, fcl_quantize_args_init, caller->struct_size);
   const fcl_quantize_args* in = &copy;
   flashcl::QuantizeArgs a;
   a.batch = in->batch;
