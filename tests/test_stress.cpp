@@ -125,54 +125,53 @@ std::vector<NonFiniteCase> nonfinite_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Stress, NonFiniteInputs, ::testing::ValuesIn(nonfinite_cases()), nonfinite_name);
 
-// A row whose only visible key scores NaN comes out NaN (O and LSE), as softmax over that one score
+// A row whose only visible key scores NaN comes out NaN (O and LSE), as softmax over that score
 // is: a kernel that takes a row's max with fmax alone passes over the NaN and may count the row as
-// having seen nothing (O = 0, LSE = -inf). Causal with Nq = Nk: row 0 sees key 0 only; K's key 0
-// holds a NaN in head 1. Every other row of head 1 sees it too, with finite keys beside it.
+// having seen nothing so far (O = 0, LSE = -inf), or drop the NaN from its sum at the next block.
+// Two shapes, causal, Nq = Nk, a NaN in K's head 1: key 0, which row 0 sees alone; and key 255 under
+// a left window of 4, which row 259 sees alone in its block (255 ends any block of 16-256 keys)
+// before keys 256-259 in the next. The rows that see the key are NaN, every other row finite.
 TEST(StressLoneNaN, ARowWhoseOnlyKeyScoresNaNIsNaN) {
-  bench::Shape s;
-  s.batch = 1;
-  s.heads = 2;
-  s.seqlen_q = s.seqlen_k = 40;
-  s.head_dim = 16;
-  s.causal = true;
-  for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2}) {
-    SCOPED_TRACE(to_string(algorithm));
-    auto q = bench::random_values(s.q_elems(), 801), k = bench::random_values(s.kv_elems(), 802),
-         v = bench::random_values(s.kv_elems(), 803);
-    k[(0 * s.heads + 1) * s.head_dim + 5] = kNaN;  // key 0, head 1
-    DeviceTensor dq(Layout::BSHD, 1, s.seqlen_q, s.heads, s.head_dim, &q);
-    DeviceTensor dk(Layout::BSHD, 1, s.seqlen_k, s.heads, s.head_dim, &k);
-    DeviceTensor dv(Layout::BSHD, 1, s.seqlen_k, s.heads, s.head_dim, &v);
-    DeviceTensor dout(Layout::BSHD, 1, s.seqlen_q, s.heads, s.head_dim, nullptr);
-    const float unwritten = -12345.0f;
-    DeviceBuffer dlse(static_cast<std::size_t>(s.heads) * s.seqlen_q, unwritten);
-    ForwardArgs a;
-    a.batch = 1;
-    a.heads = s.heads;
-    a.seqlen_q = s.seqlen_q;
-    a.seqlen_k = s.seqlen_k;
-    a.head_dim = s.head_dim;
-    a.causal = true;
-    a.algorithm = algorithm;
-    a.q = dq.view;
-    a.k = dk.view;
-    a.v = dv.view;
-    a.o = dout.view;
-    a.lse = dlse.mem;
-    forward(session().queue(), a).wait();
-    const std::vector<float> o = dout.logical(), lse = dlse.read();
-    for (int i = 0; i < s.seqlen_q; ++i) {
-      for (int h = 0; h < s.heads; ++h) {
-        const std::size_t base = (static_cast<std::size_t>(i) * s.heads + h) * s.head_dim;
-        for (int j = 0; j < s.head_dim; ++j)
-          EXPECT_EQ(std::isnan(o[base + j]), h == 1) << "row " << i << " head " << h << " column " << j;
-        const float l = lse[static_cast<std::size_t>(h) * s.seqlen_q + i];
-        EXPECT_EQ(std::isnan(l), h == 1) << "LSE row " << i << " head " << h;
-        EXPECT_NE(l, unwritten) << "LSE row " << i << " head " << h << " not written";
-      }
+  struct Shape {
+    int n, key, left;
+  };
+  for (const Shape& shape : {Shape{40, 0, -1}, Shape{300, 255, 4}})
+    for (Algorithm algorithm : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2}) {
+      SCOPED_TRACE(std::string(to_string(algorithm)) + " key " + std::to_string(shape.key));
+      const int n = shape.n, heads = 2, d = 16;
+      const std::size_t elems = static_cast<std::size_t>(n) * heads * d;
+      auto q = bench::random_values(elems, 801), k = bench::random_values(elems, 802), v = bench::random_values(elems, 803);
+      k[(static_cast<std::size_t>(shape.key) * heads + 1) * d + 5] = kNaN;
+      DeviceTensor dq(Layout::BSHD, 1, n, heads, d, &q), dk(Layout::BSHD, 1, n, heads, d, &k),
+          dv(Layout::BSHD, 1, n, heads, d, &v), dout(Layout::BSHD, 1, n, heads, d, nullptr);
+      const float unwritten = -12345.0f;
+      DeviceBuffer dlse(static_cast<std::size_t>(heads) * n, unwritten);
+      ForwardArgs a;
+      a.batch = 1;
+      a.heads = heads;
+      a.seqlen_q = a.seqlen_k = n;
+      a.head_dim = d;
+      a.causal = true;
+      a.window = {shape.left, -1};
+      a.algorithm = algorithm;
+      a.q = dq.view;
+      a.k = dk.view;
+      a.v = dv.view;
+      a.o = dout.view;
+      a.lse = dlse.mem;
+      forward(session().queue(), a).wait();
+      const std::vector<float> o = dout.logical(), lse = dlse.read();
+      for (int i = 0; i < n; ++i)
+        for (int h = 0; h < heads; ++h) {
+          const bool sees = h == 1 && shape.key <= i && (shape.left < 0 || shape.key >= i - shape.left);
+          const std::size_t base = (static_cast<std::size_t>(i) * heads + h) * d;
+          for (int j = 0; j < d; ++j)
+            EXPECT_EQ(std::isnan(o[base + j]), sees) << "row " << i << " head " << h << " column " << j;
+          const float l = lse[static_cast<std::size_t>(h) * n + i];
+          EXPECT_EQ(std::isnan(l), sees) << "LSE row " << i << " head " << h;
+          EXPECT_NE(l, unwritten) << "LSE row " << i << " head " << h << " not written";
+        }
     }
-  }
 }
 
 // Bit-identical run to run, for every algorithm, on a shape with partial tiles and the causal mask.

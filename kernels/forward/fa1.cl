@@ -95,7 +95,9 @@ void fa1_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, __glo
         const int row = q0 + row0 + r;
         if (row >= n_q) continue;
         const float m_new = fmax(m_old[r], mt[r]);
-        const float w_old = m_old[r] == NEG_INF ? 0.0f : EXP2_OF(m_old[r] - m_new) * l_old[r];
+        /* m_old -inf: nothing seen, l_old 0, unless an earlier tile's only visible key scored NaN
+         * (its max passed over the NaN, its sum did not): 0 * l_old keeps that NaN in l */
+        const float w_old = m_old[r] == NEG_INF ? 0.0f * l_old[r] : EXP2_OF(m_old[r] - m_new) * l_old[r];
         const float w_new = mt[r] == NEG_INF ? 0.0f : EXP2_OF(mt[r] - m_new);
         const float l_new = w_old + w_new * lt[r];
         const float inv = l_new > 0.0f ? 1.0f / l_new : 0.0f;
