@@ -426,14 +426,17 @@ TEST(Decode, NaNInTheCacheReachesOnlyItsRows) {
   for (DType dtype : {DType::F32, DType::F16})  // (f16: the shapes of decode_mma too)
     for (int page : {0, 16})
       for (int splits : {0, 1, 3}) {
-        DecodeCase c = base();
+        DecodeCase c = base({170, 75, 1});
+        c.batch = 3;
         c.dtype = dtype;
         c.page_size = page;
         c.num_splits = splits;
         // 16-bit storage: its rounding of q, K and V, and of P on the tensor cores
         const double tol = dtype == DType::F32 ? 1e-5 : 2e-3;
-        c.nan_k = {{0, 100, 1}};  // sequence 0 (170 keys), key 100, K/V head 1: query heads 2, 3
-        c.nan_v = {{1, 10, 0}};   // sequence 1 (75 keys), key 10, K/V head 0: query heads 0, 1
+        // sequence 0 (170 keys), key 100, K/V head 1: query heads 2, 3; sequence 2's only key, K/V
+        // head 0: query heads 0, 1 see a NaN alone (no key stream or split may take it for none)
+        c.nan_k = {{0, 100, 1}, {2, 0, 0}};
+        c.nan_v = {{1, 10, 0}};  // sequence 1 (75 keys), key 10, K/V head 0: query heads 0, 1
         const std::string what =
             std::string(to_string(dtype)) + ", page " + std::to_string(page) + ", splits " + std::to_string(splits);
         SCOPED_TRACE(what);
@@ -457,7 +460,7 @@ TEST(Decode, NaNInTheCacheReachesOnlyItsRows) {
             }
           }
         }
-        EXPECT_EQ(nan_rows, 4) << "the reference's NaN rows: heads 2, 3 of sequence 0 and 0, 1 of sequence 1";
+        EXPECT_EQ(nan_rows, 6) << "the reference's NaN rows: heads 2, 3 of sequence 0 and 0, 1 of sequences 1 and 2";
       }
 }
 
