@@ -22,7 +22,7 @@ struct Overrides {
   std::string standard_cpu;    // FLASHCL_STANDARD_CPU: "0" never the CPU-shaped standard, "1" on every device, else on CPUs
   std::string bwd_cpu;         // FLASHCL_BWD_CPU: "0" never the CPU-shaped backward, "1" on every device, else on CPUs
   bool bwd_red = true;         // the portable backward adds dQ with NVIDIA's red.global.add.f32 instead of the
-                               // compare-and-swap loop on NVIDIA (1.04-1.09x its fa2 backward on the H100,
+                               // compare-and-swap loop on NVIDIA (1.04-1.11x its fa2 backward on the H100,
                                // docs/BACKWARD.md); FLASHCL_BWD_RED=0 keeps the loop there (the A/B)
   bool fp8_cvt = true;         // FLASHCL_FP8_CVT=0: fp8 KV caches on cc >= 8.9 keep the bit decode, not cvt.rn.f16x2.e4m3x2
                                // (the default since an H100 ran the fp8 decode tests with it: docs/FP8.md)
