@@ -68,7 +68,8 @@ flashcl::KvCacheArgs to_args(const fcl_kvcache_args* caller) {
   a.alibi_per_batch = in->alibi_per_batch != 0;
   a.workspace = in->workspace;
   a.num_splits = in->num_splits;
-  if (const auto cache_dtype = flashcl::detail::to_dtype_or_default(in->cache_dtype, "cache_dtype")) a.cache_dtype = *cache_dtype;
+  if (const auto cache_dtype = flashcl::detail::to_dtype_or_default(in->cache_dtype, "cache_dtype"))
+    a.cache_dtype = *cache_dtype;
   a.k_descale = in->k_descale;
   a.v_descale = in->v_descale;
   a.check_device_data = in->check_device_data != 0;

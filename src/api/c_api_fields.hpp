@@ -1,10 +1,10 @@
 // c_api_fields.hpp: the reading of a C args struct that grew by appended fields (its caller's
 // struct_size over this library's defaults), and the conversion of each C field type the public
 // structs share (fcl_tensor, fcl_mask, fcl_dtype, fcl_algorithm) to its C++ form, written once for
-// every C entry point:
-// the forward's fcl_forward_args (c_api.cpp), the backward's embedded forward part and gradients
-// (c_api_backward.cpp), the KV-cache path's fcl_kvcache_args, which mirrors the forward's
-// fields (c_api_decode.cpp), and fp8 quantisation's fcl_quantize_args (c_api_quantize.cpp). Enums are read as the integers the caller stored, since loading an
+// every C entry point: the forward's fcl_forward_args (c_api.cpp), the backward's embedded
+// forward part and gradients (c_api_backward.cpp), the KV-cache path's fcl_kvcache_args, which
+// mirrors the forward's fields (c_api_decode.cpp), and fp8 quantisation's fcl_quantize_args
+// (c_api_quantize.cpp). Enums are read as the integers the caller stored, since loading an
 // out-of-range value as the enum type is undefined behaviour; an unknown value is a named error.
 #pragma once
 
