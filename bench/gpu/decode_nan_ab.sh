@@ -1,15 +1,15 @@
 #!/bin/bash
-# decode_nan_ab.sh: one GPU call for the decode kernels' NaN-keeping running max (max_keep_nan in
-# decode_common.cl, commit 9a81892: decode_stream, decode_lanes, their streams' merge and
-# decode_split), which PoCL has checked but no card yet. Runs the decode suite on the default plans
-# and its NaN tests forced onto each changed form, then the speed A/B against BASE_SRC_DIR (`git
-# archive ddf85c7`, the tree before it) for the two NVIDIA defaults among the changed forms, forced
-# onto the one-query rows of issue 22's shapes: lanes-async (16-bit caches at 4 rows) and
-# lanes-wide (paged 16-bit caches at 5-8 rows); the 4-query rows (16 rows a K/V head), which
-# neither form takes, run the unforced plan in both trees. Unforced, the bar's shapes run decode_mma and
-# decode_merge, which the change left byte-identical (bench/gpu/ptx_diff.py). Predicted: every test passes; new/base
-# 0.99-1.01 (one compare and select more per score; ptxas: 142 against 144 registers in the async
-# form, 255 in both wide forms, no spills). Usage: bench/gpu/decode_nan_ab.sh BASE_SRC_DIR OUT_DIR
+# decode_nan_ab.sh: one GPU call for the decode kernels' handling of NaN scores (decode_common.cl,
+# "NaN scores": decode_stream, decode_lanes, their streams' merge and decode_split). Runs the decode
+# suite on the default plans and its NaN tests forced onto each of those forms, then the speed A/B
+# against BASE_SRC_DIR for the two NVIDIA defaults among them, forced onto the one-query rows of
+# issue 22's shapes: lanes-async (16-bit caches at 4 rows) and lanes-wide (paged 16-bit caches at 5-8
+# rows); the 4-query rows (16 rows a K/V head), which neither form takes, run the unforced plan in
+# both trees. Unforced, the bar's shapes run decode_mma and decode_merge, which neither change
+# touched. Runs so far: the NaN-keeping max per score (9a81892) against `git archive ddf85c7`, the
+# tree before it (2026-12-06 10:10 UTC: tests passed, lanes-async 0.94-1.01x, lanes-wide 0.99-1.25x);
+# the NaN flag per block (one instruction a score) against `git archive 116099c`, the per-score max.
+# Usage: bench/gpu/decode_nan_ab.sh BASE_SRC_DIR OUT_DIR
 set -uo pipefail
 base=$(realpath -m "${1:?BASE_SRC_DIR}")
 out=$(realpath -m "${2:-/tmp/flashcl-decode-nan-ab}")

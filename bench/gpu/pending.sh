@@ -11,9 +11,10 @@
 # Usage (from the root of .snap, the committed tree that the device calls carry beside .deps and,
 # for CALL 1, .ab; ../.ab/base resolves from there):
 #   bench/gpu/pending.sh CALL OUT
-#   CALL 1: decode_nan_ab, then ab (F32_ALGOS=fa1), against ../.ab/base (`git archive ddf85c7`):
-#           the decode kernels' NaN-keeping max on the card, tests and the A/B of the changed NVIDIA
-#           forms; fa1's NaN-keeping sum (one multiply a row and key block) against the base
+#   CALL 1: decode_nan_ab against ../.ab/base (`git archive 116099c`): the decode kernels' NaN flag
+#           per block (one instruction a score) against the NaN-keeping max per score, tests and
+#           the A/B of the two NVIDIA forms it changes; then python_ab again (issue 21's staged rows:
+#           python_stage_probe.py measured plain/pool 1.15 forward where python_ab had 1.32)
 #   CALL 2: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
 #           tests); ran on an H100 on 2026-12-06 (docs/perf/nvidia-h100.md)
 #   CALL 3: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
@@ -22,14 +23,13 @@ call=${1:?CALL: 1, 2 or 3}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
-  1) scripts="decode_nan_ab:300 ab:270" ;;
+  1) scripts="decode_nan_ab:300 python_ab:260" ;;
   2) scripts="decode_quick:420" ;;
   3) scripts="bwd_red:250 python_ab:260" ;;
   *) echo "pending.sh: CALL must be 1, 2 or 3, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
-export F32_ALGOS=fa1 CHECK=0                                     # ab's rows: fa1's change (its header)
 base=$(realpath -m ../.ab/base)                                  # decode_nan_ab's base tree
 # the builds live in /tmp, outside the carried tree, so that a call made while the machine is still
 # warm finds them (a carried .snap replaces its whole folder)
@@ -43,7 +43,7 @@ for entry in $scripts; do
   name=${entry%%:*} limit=${entry##*:}
   start=$(date +%s)
   args=("/tmp/pending/$name")
-  [ "$name" = decode_nan_ab ] || [ "$name" = ab ] && args=("$base" "/tmp/pending/$name")
+  [ "$name" = decode_nan_ab ] && args=("$base" "/tmp/pending/$name")
   timeout "$limit" bash "bench/gpu/$name.sh" "${args[@]}" > "$out/$name.log" 2>&1
   echo "== $name: exit $? after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$out/$name.log"
 done
