@@ -12,7 +12,9 @@ the current stream, with the host's time per call beside it:
 Then one torch.profiler trace of `plain` (five calls), printed as the GPU timeline it records (CUPTI
 sees PyTorch's copies; it may or may not see the OpenCL driver's kernels), so that the gap between
 one call's kernels and the next call's copies can be read off. Usage: python_stage_probe.py
-[--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 20 --causal]."""
+[--batch 8 --heads 16 --seqlen 4096 --head-dim 128 --repeat 20 --causal --requires-grad] (the
+last makes the plain tensors leaves that require grad, as python_bench.py's are; the calls still
+run under torch.no_grad)."""
 
 import argparse
 import time
@@ -47,12 +49,13 @@ def main():
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--causal", action="store_true")
+    p.add_argument("--requires-grad", action="store_true", help="plain tensors that require grad")
     a = p.parse_args()
     shape = (a.batch, a.seqlen, a.heads, a.head_dim)
     b = flashcl.cuda.bridge()
     print(f"{torch.cuda.get_device_name()} through {b.device_name}; ordering {flashcl.cuda.ordering()['ordering']}; "
-          f"shape {shape} fp16 causal={a.causal}")
-    plain = [torch.randn(shape, device="cuda", dtype=torch.float16) for _ in range(3)]
+          f"shape {shape} fp16 causal={a.causal} requires_grad={a.requires_grad}")
+    plain = [torch.randn(shape, device="cuda", dtype=torch.float16).requires_grad_(a.requires_grad) for _ in range(3)]
     with flashcl.cuda.use_pool():
         pool = [torch.randn(shape, device="cuda", dtype=torch.float16) for _ in range(3)]
         dst = [torch.empty(shape, device="cuda", dtype=torch.float16) for _ in range(3)]

@@ -260,14 +260,13 @@ inline float row_slope(const DecodeArgs* d, __global const float* alibi_slopes, 
 #define PART_ROW(d, b, hk, rg) ((((long)(b) * (d)->heads + (hk) * (d)->group + (rg) % (d)->group) * (d)->seqlen_q + (rg) / (d)->group))
 #define PART_O_BASE(d) ((long)(d)->batch * (d)->heads * (d)->seqlen_q * (d)->num_splits)
 
-/* NaN scores (a NaN in the cache, an fp8 NaN code) must make their rows NaN, as the forward's rows
- * are. Inside a stream or split the block max is fmax, which passes over NaN: where another key of
- * the row is visible, the NaN score's P is NaN and reaches l and O anyway (and stays there, the
- * next alpha being NaN too); only a block where nothing else is visible keeps the max at -inf and
- * would be taken for an empty one. So each kernel notes whether one of the block's scores was NaN
- * (one more instruction a score) and takes NaN for the max where it stayed -inf and one was (a
- * NaN-keeping max per score measured 1-4 % slower at one query on an H100). The merges of streams
- * and splits take their max with max_keep_nan (once per row): a stream's max may be NaN itself. */
+/* A softmax stream's running max that keeps a NaN score: fmax passes over NaN, so a stream whose
+ * only visible key so far scored NaN (a NaN in the cache, an fp8 NaN code) would count as having
+ * seen nothing and drop it, where its row must come out NaN as the forward's rows do. Once NaN, the
+ * stream's max, l and O stay NaN (what the streams' and splits' merges then carry to the row).
+ * (Measured against a NaN flag per block instead, fmax a score and the max made NaN only where it
+ * stayed -inf: the flag lost on the H100, 0.75-0.96x in the wide form and with paged caches in the
+ * async form, docs/DECODE.md; this form costs 0.94-1.01x against no NaN handling at all.) */
 inline float max_keep_nan(float m, float s) { return isnan(m) || isnan(s) ? NAN : fmax(m, s); }
 
 /* The largest of a row's split LSEs (the merges' L_max), or NaN where a split met a NaN: fmax

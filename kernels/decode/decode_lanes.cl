@@ -566,7 +566,6 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
 #pragma unroll
     for (int r = 0; r < BR; ++r) {
       float mx = m[r];
-      bool nan_score = false; /* fmax passes over NaN (decode_common.cl, "NaN scores") */
 #pragma unroll
       for (int j = 0; j < KPT; ++j) {
         float sc = NEG_INF;
@@ -576,10 +575,8 @@ void decode_lanes(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
           sc = final_score(s[j][r], (r0 + r) / d->group, kfirst + j, &rv, &attn, 0);
         }
         s[j][r] = sc;
-        mx = fmax(mx, sc);
-        nan_score |= isnan(sc);
+        mx = max_keep_nan(mx, sc);
       }
-      if (mx == NEG_INF && nan_score) mx = NAN;
       const bool none = mx == NEG_INF; /* nothing visible to this stream yet: P = 0, state kept */
       const float alpha = none ? 1.0f : EXP2_OF(m[r] - mx); /* 0 when m was -inf */
       m[r] = none ? m[r] : mx;

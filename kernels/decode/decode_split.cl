@@ -187,12 +187,7 @@ void decode_split(__global const STORAGE_T* q, __global const CACHE_T* k_cache, 
         const int r = idx / DV, col = idx % DV * VEC;
         __local const float* s_row = p_tile + r * BC;
         float mx = m[t];
-        bool nan_score = false; /* fmax passes over NaN (decode_common.cl, "NaN scores") */
-        for (int c = 0; c < BC; ++c) {
-          mx = fmax(mx, s_row[c]);
-          nan_score |= isnan(s_row[c]);
-        }
-        if (mx == NEG_INF && nan_score) mx = NAN;
+        for (int c = 0; c < BC; ++c) mx = max_keep_nan(mx, s_row[c]);
         if (mx != NEG_INF) { /* else nothing visible yet: acc and l stay 0 */
           const float alpha = EXP2_OF(m[t] - mx); /* 0 when m was -inf */
           l[t] *= alpha;

@@ -135,14 +135,11 @@ void decode_stream(__global const STORAGE_T* q, __global const CACHE_T* k_cache,
 #pragma unroll
     for (int r = 0; r < BR; ++r) {
       float s[KPT], mx = m[r];
-      bool nan_score = false; /* fmax passes over NaN (decode_common.cl, "NaN scores") */
 #pragma unroll
       for (int j = 0; j < KPT; ++j) {
         s[j] = s_tile[r * BC + kg + j * S_KG];
-        mx = fmax(mx, s[j]);
-        nan_score |= isnan(s[j]);
+        mx = max_keep_nan(mx, s[j]);
       }
-      if (mx == NEG_INF && nan_score) mx = NAN;
       if (mx == NEG_INF) continue; /* nothing visible to this stream yet */
       const float alpha = EXP2_OF(m[r] - mx); /* 0 when m was -inf */
       m[r] = mx;
