@@ -9,6 +9,9 @@ the current stream, with the host's time per call beside it:
   pool+copies    the three copies into preallocated pool tensors, then the pool call
   stage+pool     flashcl.cuda.resident() of each (the staging flash_attn_func does, with its
                  allocations), then the call on the staged tensors
+  tiny+pool      one one-element PyTorch kernel, then the pool call: what any CUDA work between two
+                 calls costs beyond its own time (the GPU switching between PyTorch's context and
+                 the OpenCL driver's)
 Then one torch.profiler trace of `plain` (five calls), printed as the GPU timeline it records (CUPTI
 sees PyTorch's copies; it may or may not see the OpenCL driver's kernels), so that the gap between
 one call's kernels and the next call's copies can be read off. Usage: python_stage_probe.py
@@ -55,7 +58,8 @@ def main():
     b = flashcl.cuda.bridge()
     print(f"{torch.cuda.get_device_name()} through {b.device_name}; ordering {flashcl.cuda.ordering()['ordering']}; "
           f"shape {shape} fp16 causal={a.causal} requires_grad={a.requires_grad}")
-    plain = [torch.randn(shape, device="cuda", dtype=torch.float16).requires_grad_(a.requires_grad) for _ in range(3)]
+    plain = [torch.randn(shape, device="cuda", dtype=torch.float16).requires_grad_(a.requires_grad)
+             for _ in range(3)]
     with flashcl.cuda.use_pool():
         pool = [torch.randn(shape, device="cuda", dtype=torch.float16) for _ in range(3)]
         dst = [torch.empty(shape, device="cuda", dtype=torch.float16) for _ in range(3)]
@@ -74,8 +78,14 @@ def main():
     def stage_pool():
         call(*(flashcl.cuda.resident(t) for t in plain))
 
+    one = torch.zeros(1, device="cuda")
+
+    def tiny_pool():
+        one.add_(1)
+        call(*pool)
+
     loops = {"pool": lambda: call(*pool), "plain": lambda: call(*plain), "copies": copies,
-             "pool+copies": pool_copies, "stage+pool": stage_pool}
+             "pool+copies": pool_copies, "stage+pool": stage_pool, "tiny+pool": tiny_pool}
     with torch.no_grad():
         rows = {}
         for round_ in range(2):
