@@ -8,29 +8,24 @@
 # brings back only a few files. If the machine went cold between calls, the build comes back and
 # the call may need repeating. (The calls of 2026-12-05, fp8_wgmma_ab, bwd_wgmma_ab, fp8_ab, bwd_ab,
 # decode_ab, python_ab and python_kvcache, ran on an H100: docs/perf/nvidia-h100.md.)
-# Usage (from the root of .snap, the committed tree that the device calls carry beside .deps and,
-# for CALL 1, .ab; ../.ab/base resolves from there):
+# Usage (from the root of .snap, the committed tree that the device calls carry beside .deps):
 #   bench/gpu/pending.sh CALL OUT
-#   CALL 1: decode_nan_ab against ../.ab/base (`git archive 116099c`): the decode kernels' NaN flag
-#           per block (one instruction a score) against the NaN-keeping max per score, tests and
-#           the A/B of the two NVIDIA forms it changes; then python_ab again (issue 21's staged rows:
-#           python_stage_probe.py measured plain/pool 1.15 forward where python_ab had 1.32)
-#   CALL 2: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
+#   CALL 1: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
 #           tests); ran on an H100 on 2026-12-06 (docs/perf/nvidia-h100.md)
-#   CALL 3: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
+#   CALL 2: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
+# (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
+# 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1, 2 or 3}
+call=${1:?CALL: 1 or 2}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
-  1) scripts="decode_nan_ab:300 python_ab:260" ;;
-  2) scripts="decode_quick:420" ;;
-  3) scripts="bwd_red:250 python_ab:260" ;;
-  *) echo "pending.sh: CALL must be 1, 2 or 3, got '$call'"; exit 2 ;;
+  1) scripts="decode_quick:420" ;;
+  2) scripts="bwd_red:250 python_ab:260" ;;
+  *) echo "pending.sh: CALL must be 1 or 2, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
-base=$(realpath -m ../.ab/base)                                  # decode_nan_ab's base tree
 # the builds live in /tmp, outside the carried tree, so that a call made while the machine is still
 # warm finds them (a carried .snap replaces its whole folder)
 for dir in build-gpu build-gpu-python; do  # (a real folder of that name stays as it is)
@@ -42,9 +37,7 @@ echo "== build: $(( $(date +%s) - start )) s" | tee -a "$out/build.log"
 for entry in $scripts; do
   name=${entry%%:*} limit=${entry##*:}
   start=$(date +%s)
-  args=("/tmp/pending/$name")
-  [ "$name" = decode_nan_ab ] && args=("$base" "/tmp/pending/$name")
-  timeout "$limit" bash "bench/gpu/$name.sh" "${args[@]}" > "$out/$name.log" 2>&1
+  timeout "$limit" bash "bench/gpu/$name.sh" "/tmp/pending/$name" > "$out/$name.log" 2>&1
   echo "== $name: exit $? after $(( $(date +%s) - start )) s (limit $limit s)" | tee -a "$out/$name.log"
 done
 tar -czf "$out/details.tar.gz" -C /tmp pending 2>/dev/null

@@ -34,7 +34,10 @@ summary="$out/summary.tsv"
 : > "$summary"
 run() {  # label, tensors, PYTORCH_CUDA_ALLOC_CONF
   echo "-- $1 ($3)"
-  PYTORCH_CUDA_ALLOC_CONF=$3 timeout -k 10 120 "$py" bench/gpu/python_bench.py "$out/cpp-fwd.csv" "$out/cpp-bwd.txt" \
+  # 20 calls a loop (plain staged forward, H100, 2026-12-06: 4.19 ms a call in loops of 10, 3.67-3.71
+  # in loops of 20 in a later call; python_stage_probe.py, 20 calls in two rounds, 3.68-3.82)
+  PYTORCH_CUDA_ALLOC_CONF=$3 timeout -k 10 120 "$py" bench/gpu/python_bench.py "$out/cpp-fwd.csv" \
+    "$out/cpp-bwd.txt" --repeat 20 \
     --orderings auto --tensors "$2" --label "$1" --summary "$summary" --no-fixed-cost > "$out/bench-$1.txt" 2>&1
   local rc=$?
   [ $rc -ne 0 ] && { echo "python_ab.sh: $1 failed (exit $rc):"; tail -6 "$out/bench-$1.txt"; }

@@ -124,7 +124,8 @@ def main():
     print("host functions taking over 100 us in the trace (self and total, us):")
     for e in prof.key_averages():
         if e.cpu_time_total > 100 * 5 and e.device_type != torch.autograd.DeviceType.CUDA:
-            print(f"  {e.key[:60]:60s} calls {e.count:4d} total {e.cpu_time_total:10.1f} self {e.self_cpu_time_total:10.1f}")
+            print(f"  {e.key[:60]:60s} calls {e.count:4d} total {e.cpu_time_total:10.1f} "
+                  f"self {e.self_cpu_time_total:10.1f}")
 
 
 if __name__ == "__main__":
