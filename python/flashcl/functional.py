@@ -64,11 +64,15 @@ def _algorithm(name: Union[str, Algorithm]) -> Algorithm:
 def _storage(dtype: Any, name: str, override: Optional[str]) -> DType:
     """The library's storage type for an array dtype; `override` ('f32', 'f16', 'bf16') picks it
     when the array holds bit patterns (uint16 for bf16) or should be rounded on the way in."""
+    dt = np.dtype(dtype)
     if override is not None:
         if override not in _DTYPES:
             _fail(Status.UnsupportedDType, f"dtype: unknown '{override}' (expected f32, f16, bf16, e4m3 or e5m2)")
+        bits = dt == np.uint16 and override in ("f16", "bf16")
+        if dt.kind != "f" and not bits and not (dt == np.uint8 and override in ("e4m3", "e5m2")):
+            _fail(Status.UnsupportedDType, f"{name}: dtype {dt} cannot hold {override} (float arrays, or "
+                                           f"{override}'s bit patterns as uint16 for f16/bf16, uint8 for fp8)")
         return _DTYPES[override]
-    dt = np.dtype(dtype)
     if dt == np.float32:
         return DType.F32
     if dt == np.float16:
@@ -209,6 +213,8 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     if not isinstance(q, np.ndarray):
         _fail(Status.InvalidArgument,
               f"q: expected a numpy array, a pyopencl Array or a torch tensor, got {type(q).__name__}")
+    if out is not None:
+        _fail(Status.InvalidArgument, "out: numpy calls return a new array (out takes a pyopencl Array)")
     return _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                            max_seqlen_k, return_lse, _storage(q.dtype, "q", dtype), session(platform, device))
 
@@ -232,6 +238,7 @@ def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k,
     args.dtype = storage
     if alibi_slopes is not None:
         slopes = np.ascontiguousarray(alibi_slopes, dtype=np.float32)
+        _check_slopes(slopes, args)
         args.alibi_per_batch = slopes.ndim == 2
         variants["alibi_slopes"] = slopes.reshape(-1)
     if mask is not None:
@@ -248,7 +255,37 @@ def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k,
 
 
 def _dense(a) -> np.ndarray:
+    """A host array's values as dense float32 (uint16 bit patterns go through _host_values)."""
     return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+
+
+def _host_values(a, storage: DType) -> np.ndarray:
+    """_dense, reading uint16 arrays as the bit patterns of `storage` (bf16 or f16: the dtype override
+    said which, and _storage refused any other pairing), never as numbers to convert."""
+    a = np.asarray(a)
+    if a.dtype != np.uint16:
+        return _dense(a)
+    if storage == DType.BF16:
+        return (np.ascontiguousarray(a).astype(np.uint32) << 16).view(np.float32).reshape(-1)
+    return np.ascontiguousarray(a).view(np.float16).astype(np.float32).reshape(-1)
+
+
+def _as_input_dtype(a: np.ndarray, like: np.ndarray, storage: DType) -> np.ndarray:
+    """A float32 result in the inputs' dtype: bf16/f16 bit patterns for uint16 inputs (bf16 rounded
+    to nearest even), the float dtype otherwise."""
+    if like.dtype == np.uint16 and storage == DType.BF16:
+        u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+        rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        return np.where(np.isnan(a), np.uint16(0x7FC0), rounded).astype(np.uint16)
+    if like.dtype == np.uint16:
+        return a.astype(np.float16).view(np.uint16)
+    return a.astype(like.dtype) if like.dtype != np.float32 and like.dtype.kind == "f" else a
+
+
+def _check_slopes(slopes, args: _ext.ForwardArgs) -> None:
+    if tuple(slopes.shape) not in ((args.heads,), (args.batch, args.heads)):
+        _fail(Status.InvalidArgument, f"alibi_slopes: expected shape ({args.heads},) (H) or ({args.batch}, "
+                                      f"{args.heads}) (B, H), got {tuple(slopes.shape)}")
 
 
 def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
@@ -263,10 +300,9 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
-    o, lse = sess.forward(args, _dense(q), _dense(k), _dense(v), return_lse=return_lse, **variants)
-    o = o.reshape(q.shape)
-    if q.dtype != np.float32 and q.dtype.kind == "f":
-        o = o.astype(q.dtype)
+    o, lse = sess.forward(args, _host_values(q, storage), _host_values(k, storage), _host_values(v, storage),
+                          return_lse=return_lse, **variants)
+    o = _as_input_dtype(o.reshape(q.shape), q, storage)
     return (o, lse.reshape(_lse_shape(args, q))) if return_lse else o
 
 
@@ -312,10 +348,14 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
     if varlen:
         args.cu_seqlens_q, args.cu_seqlens_k = _buffer(cu_q, "cu_seqlens_q"), _buffer(cu_k, "cu_seqlens_k")
         args.total_q = int(q.shape[0])  # LSE is (H, total_q)
+        # offsets that came as host arrays are the caller's values, not device data still being
+        # made: the library reads them back and names what the kernels would otherwise clamp
+        args.check_device_data = not (_is_pyopencl(cu_seqlens_q) and _is_pyopencl(cu_seqlens_k))
     if alibi_slopes is not None:
         slopes = on_device(alibi_slopes, np.float32)
         if slopes.dtype != np.float32:
             _fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {slopes.dtype}")
+        _check_slopes(slopes, args)
         args.alibi_per_batch = slopes.ndim == 2
         args.alibi_slopes = _buffer(slopes, "alibi_slopes")
     if mask is not None:
@@ -484,6 +524,9 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
     if not isinstance(q, np.ndarray):
         _fail(Status.InvalidArgument,
               f"q: expected a numpy array, a pyopencl Array or a torch tensor, got {type(q).__name__}")
+    for name, a in (("d_q", d_q), ("d_k", d_k), ("d_v", d_v)):
+        if a is not None:
+            _fail(Status.InvalidArgument, f"{name}: numpy calls return new arrays ({name} takes a pyopencl Array)")
     return _host_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias,
                           _storage(q.dtype, "q", dtype), session(platform, device))
 
@@ -502,10 +545,14 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
         d_bias.kind = MaskKind.Bias
         d_bias.batch, d_bias.heads = args.mask.batch, args.mask.heads
         b.d_bias = d_bias
-    d_q, d_k, d_v, d_bias = sess.backward(b, _dense(q), _dense(k), _dense(v), _dense(out), _dense(d_o), _dense(lse),
+    for name, a in (("d_o", d_o), ("out", out)):
+        if np.asarray(a).dtype != q.dtype:
+            _fail(Status.UnsupportedDType, f"{name}: dtype {np.asarray(a).dtype} differs from q's {q.dtype}")
+    if np.asarray(lse).dtype.kind != "f":
+        _fail(Status.UnsupportedDType, f"lse: dtype {np.asarray(lse).dtype} is not float32")
+    d_q, d_k, d_v, d_bias = sess.backward(b, *(_host_values(a, storage) for a in (q, k, v, out, d_o)), _dense(lse),
                                           **variants)
-    cast = (lambda a: a.astype(q.dtype)) if q.dtype != np.float32 and q.dtype.kind == "f" else (lambda a: a)
-    grads = (cast(d_q.reshape(q.shape)), cast(d_k.reshape(k.shape)), cast(d_v.reshape(v.shape)))
+    grads = tuple(_as_input_dtype(g.reshape(a.shape), q, storage) for g, a in ((d_q, q), (d_k, k), (d_v, v)))
     return grads + (d_bias.reshape(np.shape(mask)),) if return_dbias else grads
 
 

@@ -163,8 +163,9 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
     copy where the device shares host memory and the array meets its alignment); float16 or strided
     caches are converted into float32 copies and written back after an append. O is computed into
     float32 and returned (or written into ``out``) in q's dtype; LSE (B, H, Nq) float32. Indices
-    out of range are clamped or dropped by the kernels' rules (flashcl.hpp, KvCacheArgs), as on
-    device arrays."""
+    out of range (a sequence past the capacity with its append, a cache row or used page outside
+    the cache or pool) are named errors (Session::forward_kvcache checks the host values), where
+    device arrays' are clamped or dropped by the kernels."""
     given = dict(k_cache=k_cache, v_cache=v_cache, cache_seqlens=cache_seqlens, k_new=k_new, v_new=v_new,
                  block_table=block_table, cache_batch_idx=cache_batch_idx, rotary_cos=rotary_cos,
                  rotary_sin=rotary_sin, alibi_slopes=alibi_slopes, out=out)
@@ -180,6 +181,14 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
         _fail(Status.InvalidArgument, "k_new: k_new and v_new go together")
     if (rotary_cos is None) != (rotary_sin is None):
         _fail(Status.InvalidArgument, "rotary_cos: rotary_cos and rotary_sin go together")
+    for name, a in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
+                    ("block_table", block_table)):
+        if a is None:
+            continue
+        if a.dtype.kind not in "iu":
+            _fail(Status.InvalidArgument, f"{name}: expected integers (int32), got {a.dtype}")
+        if a.size and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
+            _fail(Status.InvalidArgument, f"{name}: values past the int32 range")
     if out is not None and (out.shape != q.shape or out.dtype != q.dtype):
         _fail(Status.InvalidArgument, f"out: expected shape {q.shape} and dtype {q.dtype}, got {out.shape} {out.dtype}")
     args = _sizes(q, k_cache, block_table, k_new, rotary_cos, rotary_interleaved, causal, window, softcap, scale,

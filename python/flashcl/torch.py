@@ -46,6 +46,46 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
             _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
 
 
+def _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_size) -> None:
+    """The public functions' checks before the custom op: torch tensors, a head dim, every tensor
+    argument on q's device (PyTorch sends a call with any meta tensor to the op's fake, which would
+    hand back uninitialised memory), a (left, right) window, integer offsets and ALiBi slopes of
+    (H,) or (B, H)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor, got {type(t).__name__} "
+                                                      "(flashcl.attention takes numpy arrays and pyopencl Arrays)")
+    if q.dim() == 0 or q.shape[-1] < 1:
+        _functional._fail(Status.InvalidArgument, f"q: shape {tuple(q.shape)} has no head dim (expected (B, S, H, d) "
+                                                  "or packed (total, H, d), d >= 1)")
+    others = (("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k),
+              ("alibi_slopes", alibi_slopes), ("mask", mask))
+    for name, t in others:
+        if t is not None and not isinstance(t, Tensor):
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor, got {type(t).__name__}")
+        if t is not None and t.device != q.device:
+            _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
+    if window_size is not None and len(window_size) != 2:
+        _functional._fail(Status.InvalidArgument, f"window_size: expected (left, right), got {tuple(window_size)}")
+    if (cu_seqlens_q is None) != (cu_seqlens_k is None):
+        _functional._fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if cu is None:
+            continue
+        if cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1 or cu.shape[0] < 2:
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a 1-d int32 tensor of B + 1 offsets, got "
+                                                      f"{cu.dtype} of shape {tuple(cu.shape)}")
+        if cu.dtype == torch.int64 and cu.device.type == "cpu" and cu.numel() and \
+                (int(cu.min()) < -2**31 or int(cu.max()) >= 2**31):
+            _functional._fail(Status.InvalidArgument, f"{name}: offsets past the int32 range")
+    if alibi_slopes is not None:
+        batch = cu_seqlens_q.shape[0] - 1 if cu_seqlens_q is not None else q.shape[0]
+        heads = q.shape[-2] if q.dim() >= 2 else 0
+        if tuple(alibi_slopes.shape) not in ((heads,), (batch, heads)):
+            _functional._fail(Status.InvalidArgument, f"alibi_slopes: expected shape ({heads},) (H) or ({batch}, "
+                                                      f"{heads}) (B, H), got {tuple(alibi_slopes.shape)}")
+
+
 def _on_cuda(q: Tensor) -> bool:
     """Whether q's call runs on the CUDA bridge; False for CPU tensors, and for other devices (or
     CUDA without a bridge) after a one-time warning that they are copied through the host."""
@@ -178,6 +218,10 @@ class _Attention(torch.autograd.Function):
                 d_bias if want_dbias else None, None)
 
 
+def _described(t) -> str:
+    return f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+
+
 def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) -> Tuple[float, Tuple[int, int]]:
     """The forward's and the backward's defaults: scale 1/sqrt(d), window (-1, -1) (unbounded)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
@@ -190,6 +234,7 @@ def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, drop
     if dropout_p:
         raise NotImplementedError(f"flashcl: dropout_p = {dropout_p} is not supported (flashcl's attention has no "
                                   "dropout); pass dropout_p=0.0")
+    _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_size)
     softmax_scale, window = _scale_and_window(q, softmax_scale, window_size)
     out, lse = _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
                                 float(softmax_scale), bool(causal), window, float(softcap or 0.0), alibi_slopes,
@@ -215,6 +260,11 @@ def flash_attn_func(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0, sof
     q_descale, k_descale, v_descale of shape (B, H_kv) (None: 1); O in bfloat16; forward only, CPU
     tensors (``flashcl.torch_fp8``). As in FA3, descales are ignored when q is not fp8.
     """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor of 4 dimensions (B, S, H, d), "
+                                                      f"got {_described(t)}")
+    _check_call(q, k, v, None, None, alibi_slopes, None, window_size)
     if _fp8.is_fp8(q):
         out = _fp8.fp8_attention(q, k, v, (q_descale, k_descale, v_descale), None, None, None, None, dropout_p, softmax_scale, causal,
                                  window_size, softcap, alibi_slopes, return_attn_probs)
@@ -243,6 +293,15 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     """
     if block_table is not None:
         raise NotImplementedError("flashcl: block_table (paged KV cache) is not supported")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 3:
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor of 3 dimensions (total, H, d), "
+                                                      f"got {_described(t)}")
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(cu, Tensor):
+            _functional._fail(Status.InvalidArgument, f"{name}: expected an int32 tensor of B + 1 offsets, got "
+                                                      f"{type(cu).__name__}")
+    _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, None, window_size)
     if _fp8.is_fp8(q):
         out = _fp8.fp8_attention(q, k, v, (q_descale, k_descale, v_descale), cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p,
                                  softmax_scale, causal, window_size, softcap, alibi_slopes, return_attn_probs)
@@ -265,7 +324,12 @@ def _lengths_and_mask(q: Tensor, k: Tensor, cu_seqlens_q: Optional[Tensor], cu_s
             max_seqlen_k = int((cu_seqlens_k[1:] - cu_seqlens_k[:-1]).max())
     else:
         max_seqlen_q, max_seqlen_k = q.shape[1], k.shape[1]
-    if mask is not None and mask.dtype != torch.bool:
+    if mask is not None and mask.dtype == torch.uint8:
+        mask = mask.bool()  # 0 hides a key, as numpy's uint8 masks and the C API's
+    elif mask is not None and mask.dtype != torch.bool:
+        if not mask.is_floating_point():
+            _functional._fail(Status.InvalidArgument, f"mask: dtype {mask.dtype} is neither boolean (bool/uint8: 0 "
+                                                      "hides a key) nor a float bias")
         mask = mask.to(torch.float32)
     return cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask
 
@@ -279,6 +343,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, window: 
     ``flash_attn_func``/``flash_attn_varlen_func`` take plus ``mask``, a boolean mask (False hides a
     key) or an additive float bias of shape (Nq, Nk) or (B or 1, H or 1, Nq, Nk) as SDPA's.
     ``flashcl.attention`` comes here for torch tensors."""
+    _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window)
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
     return _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 0.0, scale, causal, window, softcap,
@@ -295,8 +360,13 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
     comes here for them): (dq, dk, dv), and the float bias's gradient with ``return_dbias``, through
     the op the autograd Function's backward calls. ``out`` and ``lse`` are the forward's
     (``attention(..., return_lse=True)``); every other argument must be the forward's."""
-    if return_dbias and (mask is None or mask.dtype == torch.bool):
+    if return_dbias and (mask is None or mask.dtype in (torch.bool, torch.uint8)):
         _functional._fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
+    _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window)
+    for name, t in (("d_o", d_o), ("out", out), ("lse", lse)):
+        if not isinstance(t, Tensor) or t.device != q.device:
+            _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor on q's device {q.device}, got "
+                                                      f"{t.device if isinstance(t, Tensor) else type(t).__name__}")
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
     softmax_scale, window = _scale_and_window(q, scale, window)

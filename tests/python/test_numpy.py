@@ -54,6 +54,40 @@ def test_bf16_storage(rng):
     assert_close(o, ref, 8e-3)  # bf16 output rounding (2^-9 relative) around values of magnitude ~1
 
 
+def test_bf16_and_f16_bit_patterns(rng):
+    """uint16 arrays with dtype='bf16' or 'f16' are those types' bit patterns in and out (they were
+    converted as numbers, 16256 for 1.0); integers of any other kind are refused."""
+    q, k, v = (round_bf16(randn(rng, 1, 21, 2, 16)) for _ in range(3))
+    bits = [(a.view(np.uint32) >> 16).astype(np.uint16) for a in (q, k, v)]
+    o = flashcl.attention(*bits, dtype="bf16")
+    assert o.dtype == np.uint16 and o.shape == q.shape
+    assert_close((o.astype(np.uint32) << 16).view(np.float32), reference(q, k, v)[0], 8e-3)
+    half = [a.astype(np.float16) for a in (q, k, v)]
+    o16 = flashcl.attention(*(a.view(np.uint16) for a in half), dtype="f16")
+    assert o16.dtype == np.uint16
+    assert_close(o16.view(np.float16).astype(np.float32), reference(*half)[0], FP16_ATOL)
+    S = flashcl.Status
+    expect_error(S.UnsupportedDType, "q: dtype uint16 is not supported", flashcl.attention, *bits)
+    ints = [a.astype(np.int32) for a in (q, k, v)]
+    expect_error(S.UnsupportedDType, "q: dtype int32 cannot hold f32", flashcl.attention, *ints, dtype="f32")
+
+
+def test_careless_arguments_get_named_errors(rng):
+    """An out array the numpy call used to ignore, ALiBi slopes of the wrong shape (the first H were
+    used), gradients' out arrays."""
+    q = randn(rng, 1, 8, 2, 16)
+    S = flashcl.Status
+    expect_error(S.InvalidArgument, "out: numpy calls return a new array", flashcl.attention, q, q, q,
+                 out=np.zeros_like(q))
+    expect_error(S.InvalidArgument, "alibi_slopes: expected shape (2,) (H) or (1, 2) (B, H), got (7,)",
+                 flashcl.attention, q, q, q, alibi_slopes=np.ones(7, np.float32))
+    o, lse = flashcl.attention(q, q, q, return_lse=True)
+    expect_error(S.InvalidArgument, "d_k: numpy calls return new arrays", flashcl.attention_backward, o, q, q, q, o,
+                 lse, d_k=np.zeros_like(q))
+    expect_error(S.UnsupportedDType, "d_o: dtype int32 differs", flashcl.attention_backward, o.astype(np.int32), q,
+                 q, q, o, lse)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_varlen(rng, causal):
     # Sequences of different lengths, one without queries and one without keys (its rows: O = 0, LSE = -inf).

@@ -123,6 +123,10 @@ def test_float32_cache_appended_where_it_lies(monkeypatch):
     (dict(out=np.zeros((1, 1, 2, 8), np.float32)), flashcl.Error, "out: expected shape"),
     (dict(cache_seqlens=np.array([1, 2], np.int32)), flashcl.Error, "cache_seqlens"),
     (dict(check_device_data=True), flashcl.Error, "check_device_data"),
+    # indices as floats were truncated, int64 ones past int32 wrapped
+    (dict(cache_seqlens=np.array([2.7])), flashcl.Error, "cache_seqlens: expected integers"),
+    (dict(cache_seqlens=np.array([2**32 + 2])), flashcl.Error, "cache_seqlens: values past the int32 range"),
+    (dict(block_table=np.zeros((1, 1), np.float32)), flashcl.Error, "block_table: expected integers"),
 ])
 def test_errors(change, error, message):
     call = dict(q=np.zeros((1, 1, 2, 16), np.float32), k_cache=np.zeros((1, 4, 2, 16), np.float32),

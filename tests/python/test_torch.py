@@ -112,6 +112,55 @@ def test_errors(gen):
         flash_attn_func(q, randn(gen, 1, 8, 3, 16), randn(gen, 1, 8, 3, 16))
 
 
+def test_careless_arguments_get_named_errors(gen):
+    """What a review found accepted or failing without the library's message: a tensor argument on
+    another device (a meta one sent the call to the op's fake, which returned uninitialised memory),
+    ALiBi slopes of the wrong shape (the first H were used), a window of three, float or missing
+    offsets, a 0-dim q, head dim 0, numpy arrays, an integer mask that was taken for a bias."""
+    q = randn(gen, 1, 4, 2, 8)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    S = flashcl.Status
+    cases = [
+        ("alibi_slopes: device meta differs from q's cpu",
+         lambda: flash_attn_func(q, q, q, alibi_slopes=torch.ones(2, device="meta"))),
+        ("k: device meta differs", lambda: flash_attn_func(q, q.to("meta"), q)),
+        ("cu_seqlens_q: device meta differs",
+         lambda: flash_attn_varlen_func(q[0], q[0], q[0], cu.to("meta"), cu, 4, 4)),
+        ("alibi_slopes: expected shape (2,) (H) or (1, 2) (B, H), got (5,)",
+         lambda: flash_attn_func(q, q, q, alibi_slopes=torch.rand(5))),
+        ("alibi_slopes: expected shape", lambda: attention(q, q, q, alibi_slopes=torch.rand(2, 2, 2))),
+        ("window_size: expected (left, right)", lambda: flash_attn_func(q, q, q, window_size=(1, 2, 3))),
+        ("cu_seqlens_q: expected a 1-d int32 tensor",
+         lambda: flash_attn_varlen_func(q[0], q[0], q[0], cu.float(), cu.float(), 4, 4)),
+        ("cu_seqlens_q: expected an int32 tensor", lambda: flash_attn_varlen_func(q[0], q[0], q[0], None, None, 4, 4)),
+        ("q: expected a torch tensor of 4 dimensions", lambda: flash_attn_func(torch.tensor(1.0), q, q)),
+        ("q: expected a torch tensor of 4 dimensions", lambda: flash_attn_func(q.numpy(), q.numpy(), q.numpy())),
+        ("has no head dim", lambda: flash_attn_func(q[..., :0], q[..., :0], q[..., :0])),
+        ("mask: dtype torch.int32 is neither boolean",
+         lambda: attention(q, q, q, mask=torch.ones(4, 4, dtype=torch.int32))),
+    ]
+    for says, fn in cases:
+        with pytest.raises(flashcl.Error) as info:
+            fn()
+        assert says in str(info.value)
+        assert info.value.status == S.InvalidArgument
+    slopes = torch.rand(1, 2)  # (B, H) and (H,) still pass
+    assert flash_attn_func(q, q, q, alibi_slopes=slopes).shape == q.shape
+    assert flash_attn_func(q, q, q, alibi_slopes=slopes[0]).shape == q.shape
+
+
+def test_uint8_mask_hides_keys_as_a_boolean_one(gen):
+    """uint8 masks are boolean (0 hides a key), as numpy's and the C API's; they were added as a
+    bias."""
+    q = randn(gen, 1, 6, 2, 8)
+    mask = torch.from_numpy(np.random.default_rng(3).integers(0, 2, (6, 6)).astype(np.uint8))
+    mask[:, 0] = 1  # every row sees a key
+    got = attention(q, q, q, mask=mask)
+    assert torch.equal(got, attention(q, q, q, mask=mask.bool()))
+    ref = reference(np64(q), np64(q), np64(q), mask=mask.numpy().astype(bool))[0]
+    assert_close(got.numpy(), ref, FP32_ATOL)
+
+
 @pytest.mark.parametrize("name", ["causal_gqa_nq_lt_nk", "window_mqa", "alibi_per_batch_causal"])
 def test_backward(gen, name):
     inputs, out, options = call(name, gen, requires_grad=True)
