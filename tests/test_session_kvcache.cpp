@@ -2,15 +2,15 @@
 // decode suite's float64 reference (decode_support.hpp) on fresh random inputs, O and LSE poisoned
 // with NaN: contiguous and paged caches with an append (afterwards the caller's caches hold the
 // appended rows and every other element bit for bit as it was), chunked prefill with rotary,
-// window, softcap, ALiBi, cache_batch_idx, hostile cache_seqlens, block-table entries and
-// cache_batch_idx (a copied cache brings back only the rows the append wrote, so that model must
-// follow the kernels' clamping), f16 and bf16 storage, and no append. Each case runs with its
-// arrays at the device's base address alignment and one float past it: where the device shares
-// host memory (read from it, never assumed) f32 caches are appended into in place, aligned or a
-// whole number of floats off the alignment (then through a buffer widened down to it, unless the
-// bytes it would cover are another array's: a cache right after v_new goes through a copy), which
-// last_kvcache_host_buffers counts; the others go through copies; all match the reference. Wrong sizes, overlapping arrays and fp8 caches are named errors raised before
-// anything runs.
+// window, softcap, ALiBi, cache_batch_idx, f16 and bf16 storage, and no append. Each case runs
+// with its arrays at the device's base address alignment and one float past it: where the device
+// shares host memory (read from it, never assumed) f32 caches are appended into in place, aligned
+// or a whole number of floats off the alignment (then through a buffer widened down to it, unless
+// the bytes it would cover are another array's: a cache right after v_new goes through a copy),
+// which last_kvcache_host_buffers counts; the others go through copies; all match the reference.
+// Wrong sizes, overlapping arrays, fp8 caches and indices out of range (cache_seqlens past the
+// capacity, cache_batch_idx and used block-table entries outside the cache) are named errors
+// raised before anything runs.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -167,21 +167,56 @@ TEST(SessionKvCache, WindowSoftcapAlibiAndCacheBatchIdx) {
   expect_session_decode(b, "cache_batch_idx, rotary interleaved, append into empty sequences");
 }
 
-// The copy-back of a misaligned cache brings back only the rows it models as written: hostile
-// device values must be clamped there exactly as the kernels clamp them.
-TEST(SessionKvCache, HostileDeviceValues) {
-  DecodeCase c = base({-5, 1000000, 30});
+// Host indices are the caller's values, known before anything runs: a sequence past the capacity
+// once the append is counted (the kernels would clamp it and overwrite the last keys), a cache row
+// or a used page outside the cache or pool (the kernels would drop the append) is a named error,
+// and O keeps its poison. (Device buffers' values are clamped by the kernels: tests/test_decode.cpp.)
+TEST(SessionKvCache, HostIndicesOutOfRangeAreNamedErrors) {
+  const auto expect_error = [](const HostDecode& host, const KvCacheHostArrays& x, const std::string& says) {
+    try {
+      session().forward_kvcache(host.problem().shape(), x);
+      ADD_FAILURE() << "accepted: " << says;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    const std::vector<float> o = host.read(HostDecode::O, host.problem().q.size());
+    EXPECT_TRUE(std::isnan(o.front()) && std::isnan(o.back())) << says << ": O was written";
+  };
+  DecodeCase c = base({30, 20, 7});  // capacity: the longest, 30 keys, plus the append
   c.batch = 3;
-  c.page_size = 4;
-  c.seqlen_new = c.seqlen_q = 2;
-  c.causal = true;
-  c.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};  // entries -1, num_pages, INT_MAX, INT_MIN
-  expect_session_decode(c, "hostile cache_seqlens and block table");
-  DecodeCase k = base({std::numeric_limits<int>::min(), 20, std::numeric_limits<int>::max()});
-  k.batch = 3;
-  k.batch_idx = {-1, 1, 5};  // 5 rows: -1 and 5 are outside
-  k.seqlen_new = k.seqlen_q = 1;
-  expect_session_decode(k, "hostile cache_batch_idx");
+  c.seqlen_new = 2;
+  const HostDecode host(c, 0);
+  const KvCacheHostArrays good = host.arrays();
+  const int capacity = host.problem().shape().cache_seqlen;
+  for (const int len : {-1, capacity - 1, capacity, std::numeric_limits<int>::max()}) {
+    std::vector<int> lens(good.cache_seqlens.data, good.cache_seqlens.data + good.cache_seqlens.size);
+    lens[1] = len;
+    KvCacheHostArrays x = good;
+    x.cache_seqlens.data = lens.data();
+    expect_error(host, x, "cache_seqlens: sequence 1 holds " + std::to_string(len) + " keys");
+  }
+  DecodeCase rows = c;
+  rows.batch_idx = {4, 0, 2};  // 5 cache rows
+  const HostDecode row_host(rows, 0);
+  for (const int row : {-1, 5, std::numeric_limits<int>::min()}) {
+    std::vector<int> idx = {4, row, 2};
+    KvCacheHostArrays x = row_host.arrays();
+    x.cache_batch_idx.data = idx.data();
+    expect_error(row_host, x, "cache_batch_idx: entry 1 is " + std::to_string(row));
+  }
+  DecodeCase paged = c;
+  paged.page_size = 4;
+  const HostDecode page_host(paged, 0);
+  const KvCacheHostArrays pages = page_host.arrays();
+  const int num_pages = page_host.problem().shape().num_pages;
+  for (const int entry : {-1, num_pages, std::numeric_limits<int>::max()}) {
+    std::vector<int> table(pages.block_table.data, pages.block_table.data + pages.block_table.size);
+    table[static_cast<std::size_t>(page_host.problem().shape().max_pages) * 2 + 1] = entry;  // sequence 2, page 1
+    KvCacheHostArrays x = pages;
+    x.block_table.data = table.data();
+    expect_error(page_host, x, "block_table: sequence 2's page 1 is " + std::to_string(entry));
+  }
 }
 
 TEST(SessionKvCache, HalfPrecisionStorageAndNoAppend) {

@@ -493,9 +493,11 @@ class FLASHCL_API Session {
   // become buffers over the caller's memory (q, k_new, v_new off it by whole floats too, at an
   // element offset; the caches then too when nothing is appended), so an aligned f32 cache is
   // appended into where it lies, with no copy; other caches are copied in and, after an append,
-  // only the rows the append wrote (cache_seqlens, cache_batch_idx and block-table entries clamped
-  // as the kernels clamp them) are copied back. o, lse and the written caches may not overlap any
-  // other array (a named error).
+  // only the rows the append wrote are copied back. cache_seqlens, cache_batch_idx and block-table
+  // entries are checked here, as host values can be: a sequence past the capacity (with the
+  // append), a cache row or a page (of those the sequence uses) outside the cache or pool is a named
+  // error, where device buffers' values are clamped or dropped by the kernels. o, lse and the
+  // written caches may not overlap any other array (a named error).
   void forward_kvcache(const KvCacheArgs& shape, const KvCacheHostArrays& arrays);
   // How many of the last host forward_kvcache's q, k_new, v_new, k_cache, v_cache, o, lse buffers
   // lay over the caller's memory; 0 when all were copies.

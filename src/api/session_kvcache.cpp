@@ -6,9 +6,9 @@
 // shares it and an f32 cache meets the base address alignment (the append lands in place, no
 // copy either way), else copied in with only the rows the append writes copied back: a decode step
 // reads the cache once, so copying it whole in and out would cost twice what the attention reads.
-// Those rows follow the kernels' documented clamping (flashcl.hpp, KvCacheArgs): cache_seqlens[b]
-// into [0, capacity - seqlen_new], a cache_batch_idx outside the cache or a block-table entry
-// outside the pool writes nothing.
+// The indices are the caller's values, known here: one the kernels would clamp or drop (flashcl.hpp,
+// KvCacheArgs) is a named error before anything runs (check_host_indices), so the rows modelled as
+// written are exactly those the kernels write (appended_rows keeps the kernels' rules all the same).
 #include <algorithm>
 #include <cstdint>
 #include <utility>
@@ -69,6 +69,35 @@ std::vector<ElementRange> appended_rows(const KvCacheArgs& a, const KvCacheHostA
       merged.push_back(r);
   }
   return merged;
+}
+
+// The caller's indices, known here as they are not on device buffers: a value the kernels would
+// clamp or drop (a sequence past the cache's capacity once the append is counted, a cache row or
+// page outside the cache or pool) is a named error instead of a silent overwrite or a lost key.
+void check_host_indices(const KvCacheArgs& n, const KvCacheHostArrays& x, bool append) {
+  const bool paged = x.block_table.data != nullptr;
+  const std::int64_t capacity = paged ? std::int64_t{n.max_pages} * n.page_size : n.cache_seqlen;
+  const std::int64_t appended = append ? n.seqlen_new : 0;
+  for (int b = 0; b < n.batch; ++b) {
+    const std::int64_t len = x.cache_seqlens.data[b];
+    if (len < 0 || len + appended > capacity)
+      fail(Status::InvalidArgument, "cache_seqlens: sequence ", b, " holds ", len, " keys, which with the ", appended,
+           " appended is outside the cache's capacity of ", capacity, " keys a sequence");
+    if (x.cache_batch_idx.data != nullptr) {
+      const int row = x.cache_batch_idx.data[b];
+      if (row < 0 || row >= n.cache_batch)
+        fail(Status::InvalidArgument, "cache_batch_idx: entry ", b, " is ", row, ", outside the cache's ",
+             n.cache_batch, " rows");
+    }
+    if (!paged) continue;
+    const std::int64_t pages = (len + appended + n.page_size - 1) / n.page_size;  // the pages the call reads
+    for (std::int64_t p = 0; p < pages; ++p) {
+      const int page = x.block_table.data[static_cast<std::size_t>(b) * n.max_pages + p];
+      if (page < 0 || page >= n.num_pages)
+        fail(Status::InvalidArgument, "block_table: sequence ", b, "'s page ", p, " is ", page, ", outside the pool's ",
+             n.num_pages, " pages");
+    }
+  }
 }
 
 }  // namespace
@@ -146,6 +175,7 @@ void Session::forward_kvcache(const KvCacheArgs& shape, const KvCacheHostArrays&
   if (x.alibi_slopes.data != nullptr)
     expect_size(x.alibi_slopes, elements(n.alibi_per_batch ? n.batch : 1, n.heads, 1, 1), "alibi_slopes",
                 n.alibi_per_batch ? "(B, H)" : "(H)");
+  check_host_indices(n, x, append);
 
   // The caches: written in place after an append (only the appended rows come back from a copy),
   // plain inputs otherwise; then O and LSE.
