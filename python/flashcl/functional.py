@@ -293,17 +293,43 @@ def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
     return (args.heads, q.shape[0]) if len(q.shape) == 3 else (args.batch, args.heads, args.seqlen_q)
 
 
+def _used_rows(cu, a) -> int:
+    """The packed rows a varlen call reads: cu[-1] where the array holds more (a padded buffer, as
+    flash-attn accepts), else all of them (the library names a cu[-1] past them)."""
+    last = int(np.asarray(cu).reshape(-1)[-1]) if np.size(cu) else 0
+    return last if 0 <= last < a.shape[0] else a.shape[0]
+
+
+def _padded(a: np.ndarray, rows: int, fill, axis: int = 0) -> np.ndarray:
+    """a with `rows` along `axis`, the rows past its own set to `fill` (a padded buffer's rows)."""
+    if a.shape[axis] == rows:
+        return a
+    shape = list(a.shape)
+    shape[axis] = rows
+    full = np.full(shape, fill, dtype=a.dtype)
+    full[(slice(None),) * axis + (slice(0, a.shape[axis]),)] = a
+    return full
+
+
 def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                     return_lse, storage: DType, sess) -> Any:
     """numpy arrays through Session::forward (dense float32 in, used in place on CPU devices, numpy's
-    own alignment included; float32 out, written in place)."""
+    own alignment included; float32 out, written in place). Packed (varlen) buffers may hold rows
+    past cu_seqlens[-1]: those get O = 0 and LSE = -inf."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    rows = q.shape[0]
+    if cu_seqlens_q is not None and cu_seqlens_k is not None:
+        q = q[:_used_rows(cu_seqlens_q, q)]
+        k, v = k[:_used_rows(cu_seqlens_k, k)], v[:_used_rows(cu_seqlens_k, v)]
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
     o, lse = sess.forward(args, _host_values(q, storage), _host_values(k, storage), _host_values(v, storage),
                           return_lse=return_lse, **variants)
     o = _as_input_dtype(o.reshape(q.shape), q, storage)
-    return (o, lse.reshape(_lse_shape(args, q))) if return_lse else o
+    if len(q.shape) == 3:
+        o = _padded(o, rows, 0)
+        lse = _padded(lse.reshape(_lse_shape(args, q)), rows, -np.inf, axis=1) if return_lse else lse
+    return (o, lse.reshape(_lse_shape(args, o))) if return_lse else o
 
 
 def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -533,8 +559,15 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
 
 def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                    max_seqlen_k, deterministic, return_dbias, storage: DType, sess) -> Any:
-    """numpy arrays through Session::backward (dense float32 copies in, float32 gradients out)."""
+    """numpy arrays through Session::backward (dense float32 copies in, float32 gradients out);
+    packed buffers' rows past cu_seqlens[-1] get zero gradients."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    rows_q, rows_k = q.shape[0], k.shape[0]
+    if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
+        used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
+        q, k, v = q[:used_q], k[:used_k], v[:used_k]
+        d_o, out = np.asarray(d_o)[:used_q], np.asarray(out)[:used_q]
+        lse = np.asarray(lse)[:, :used_q]
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
     b = _ext.BackwardArgs()
@@ -553,6 +586,8 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
     d_q, d_k, d_v, d_bias = sess.backward(b, *(_host_values(a, storage) for a in (q, k, v, out, d_o)), _dense(lse),
                                           **variants)
     grads = tuple(_as_input_dtype(g.reshape(a.shape), q, storage) for g, a in ((d_q, q), (d_k, k), (d_v, v)))
+    if len(q.shape) == 3:
+        grads = tuple(_padded(g, n, 0) for g, n in zip(grads, (rows_q, rows_k, rows_k)))
     return grads + (d_bias.reshape(np.shape(mask)),) if return_dbias else grads
 
 

@@ -288,7 +288,10 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     cu_seqlens_q/k: int32 (B + 1) cumulative offsets; max_seqlen_q/k: the longest sequences.
     Causal, window and ALiBi are aligned to the bottom-right of each sequence. Other arguments as
     ``flash_attn_func``. Returns out (total_q, H, d); with return_attn_probs (out, softmax_lse
-    (H, total_q) float32, None). A paged KV cache (block_table) is not supported. FP8 as
+    (H, total_q) float32, None). Buffers may hold rows past cu_seqlens[-1] (padded, as flash-attn
+    allows): they are not read, and their O, LSE and gradients are 0, -inf and 0 on CPU tensors
+    (left as allocated on CUDA tensors, as flash-attn leaves them). A paged KV cache (block_table)
+    is not supported. FP8 as
     ``flash_attn_func`` (descales (B, H_kv), B the number of sequences).
     """
     if block_table is not None:

@@ -88,6 +88,23 @@ def test_careless_arguments_get_named_errors(rng):
                  q, q, o, lse)
 
 
+def test_varlen_padded_buffers(rng):
+    """Packed arrays with rows past cu_seqlens[-1] (flash-attn's padded buffers): O 0 and LSE -inf
+    there, the sequences' rows as the reference; the backward's gradients 0 on the padding."""
+    cu_q, cu_k = np.array([0, 6, 10], np.int32), np.array([0, 3, 11], np.int32)
+    q, k, v = randn(rng, 13, 2, 8), randn(rng, 12, 2, 8), randn(rng, 12, 2, 8)
+    o, lse = flashcl.attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True)
+    ref_o, ref_lse = reference_varlen(q[:10], k[:11], v[:11], cu_q, cu_k)
+    assert o.shape == q.shape and lse.shape == (2, 13)
+    assert_close(o[:10], ref_o, FP32_ATOL)
+    assert_close(lse[:, :10], ref_lse, FP32_ATOL, "LSE")
+    assert np.all(o[10:] == 0) and np.all(lse[:, 10:] == -np.inf)
+    d_q, d_k, d_v = flashcl.attention_backward(randn(rng, 13, 2, 8), q, k, v, o, lse, cu_seqlens_q=cu_q,
+                                               cu_seqlens_k=cu_k)
+    assert d_q.shape == q.shape and d_k.shape == k.shape
+    assert np.all(d_q[10:] == 0) and np.all(d_k[11:] == 0) and np.all(d_v[11:] == 0)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_varlen(rng, causal):
     # Sequences of different lengths, one without queries and one without keys (its rows: O = 0, LSE = -inf).

@@ -84,6 +84,31 @@ def test_varlen(gen):
     assert_close(lse.numpy(), ref_lse, FP32_ATOL, "LSE")
 
 
+def test_varlen_padded_buffers(gen):
+    """Packed buffers holding rows past cu_seqlens[-1], as flash-attn accepts (they were refused on
+    CPU tensors): the sequences' rows as without the padding, the padding's O 0, LSE -inf and
+    gradients 0."""
+    cu_q = torch.tensor([0, 5, 12], dtype=torch.int32)
+    cu_k = torch.tensor([0, 7, 16], dtype=torch.int32)
+    q, k, v = randn(gen, 15, 2, 16), randn(gen, 19, 2, 16), randn(gen, 19, 2, 16)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out, lse, _ = flash_attn_varlen_func(*leaves, cu_q, cu_k, 7, 9, causal=True, return_attn_probs=True)
+    ref_o, ref_lse = reference_varlen(np64(q[:12]), np64(k[:16]), np64(v[:16]), cu_q.numpy(), cu_k.numpy(),
+                                      causal=True)
+    assert out.shape == q.shape and lse.shape == (2, 15)
+    assert_close(out[:12].detach().numpy(), ref_o, FP32_ATOL)
+    assert_close(lse[:, :12].numpy(), ref_lse, FP32_ATOL, "LSE")
+    assert torch.all(out[12:] == 0) and torch.all(lse[:, 12:] == float("-inf"))
+    unpadded = [t[:n].clone().requires_grad_() for t, n in zip((q, k, v), (12, 16, 16))]
+    ref_out = flash_attn_varlen_func(*unpadded, cu_q, cu_k, 7, 9, causal=True)
+    d_o = randn(gen, 15, 2, 16)
+    out.backward(d_o)
+    ref_out.backward(d_o[:12])
+    for name, leaf, ref, n in zip("qkv", leaves, unpadded, (12, 16, 16)):
+        assert torch.equal(leaf.grad[:n], ref.grad), name
+        assert torch.all(leaf.grad[n:] == 0), name
+
+
 def test_torch_compile_sees_an_opaque_op(gen):
     q, k, v = randn(gen, 1, 17, 2, 16), randn(gen, 1, 17, 2, 16), randn(gen, 1, 17, 2, 16)
     compiled = torch.compile(lambda a, b, c: flash_attn_func(a, b, c, causal=True), backend="aot_eager",
