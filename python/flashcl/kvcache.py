@@ -181,6 +181,12 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
         _fail(Status.InvalidArgument, "k_new: k_new and v_new go together")
     if (rotary_cos is None) != (rotary_sin is None):
         _fail(Status.InvalidArgument, "rotary_cos: rotary_cos and rotary_sin go together")
+    if rotary_cos is not None and k_new is None:
+        _fail(Status.InvalidArgument, "rotary_cos: the rotary embedding applies to q and the appended k; pass k_new "
+                                      "and v_new")
+    for name, a in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if k_new is not None and not a.flags.writeable:
+            _fail(Status.InvalidArgument, f"{name}: a read-only array, and k_new/v_new are appended into it")
     for name, a in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
                     ("block_table", block_table)):
         if a is None:

@@ -127,11 +127,17 @@ def test_float32_cache_appended_where_it_lies(monkeypatch):
     (dict(cache_seqlens=np.array([2.7])), flashcl.Error, "cache_seqlens: expected integers"),
     (dict(cache_seqlens=np.array([2**32 + 2])), flashcl.Error, "cache_seqlens: values past the int32 range"),
     (dict(block_table=np.zeros((1, 1), np.float32)), flashcl.Error, "block_table: expected integers"),
+    (dict(rotary_cos=np.ones((4, 8), np.float32), rotary_sin=np.zeros((4, 8), np.float32)), flashcl.Error,
+     "rotary_cos: the rotary embedding applies to q and the appended k"),
+    (dict(k_cache=np.zeros((1, 4, 2, 16), np.float32).view(), k_new=np.zeros((1, 1, 2, 16), np.float32),
+          v_new=np.zeros((1, 1, 2, 16), np.float32), read_only=True), flashcl.Error, "k_cache: a read-only array"),
 ])
 def test_errors(change, error, message):
     call = dict(q=np.zeros((1, 1, 2, 16), np.float32), k_cache=np.zeros((1, 4, 2, 16), np.float32),
                 v_cache=np.zeros((1, 4, 2, 16), np.float32), cache_seqlens=np.array([2], np.int32))
     call.update(change)
+    if call.pop("read_only", False):
+        call["k_cache"].flags.writeable = False
     with pytest.raises(error, match=message):
         flashcl.attention_with_kvcache(call.pop("q"), call.pop("k_cache"), call.pop("v_cache"),
                                        call.pop("cache_seqlens"), **call)
