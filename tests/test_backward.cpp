@@ -327,6 +327,45 @@ TEST_F(BackwardInvalid, WorkspaceKindAndFlags) {
   clReleaseMemObject(read_only);
 }
 
+// A varlen call without total_q: the kernels take cu_seqlens_q[B] rows, bounded by what the buffers
+// hold, which can pass B·seqlen_q (offsets need not start at 0); the workspace query gave B·seqlen_q
+// rows and the call then refused a workspace of the queried size (found by a review).
+TEST_F(BackwardInvalid, VarlenWorkspaceQueryCoversTheRowsTheBuffersHold) {
+  const int B = 2, H = 2, d = 8, rows = 64;
+  const std::vector<float> x = bench::random_values(static_cast<std::size_t>(rows) * H * d, 71);
+  const std::size_t bytes = x.size() * sizeof(float);
+  DeviceBytes q(x.data(), bytes), k(x.data(), bytes), v(x.data(), bytes), o(x.data(), bytes), d_o(x.data(), bytes);
+  DeviceBuffer lse(static_cast<std::size_t>(rows) * H, 0.0f), d_q(x.size(), 0.0f), d_k(x.size(), 0.0f),
+      d_v(x.size(), 0.0f);
+  const std::vector<int> cu = {0, 4, 8};
+  DeviceBytes cu_q(cu.data(), cu.size() * sizeof(int)), cu_k(cu.data(), cu.size() * sizeof(int));
+  BackwardArgs a;
+  ForwardArgs& f = a.forward;
+  f.batch = B;
+  f.heads = H;
+  f.seqlen_q = f.seqlen_k = 4;
+  f.head_dim = d;
+  f.q.buffer = q.mem;
+  f.k.buffer = k.mem;
+  f.v.buffer = v.mem;
+  f.o.buffer = o.mem;
+  f.lse = lse.mem;
+  f.cu_seqlens_q = cu_q.mem;
+  f.cu_seqlens_k = cu_k.mem;
+  a.d_o.buffer = d_o.mem;
+  a.d_q.buffer = d_q.mem;
+  a.d_k.buffer = d_k.mem;
+  a.d_v.buffer = d_v.mem;
+  for (Algorithm algorithm : {Algorithm::FA2, Algorithm::FA1, Algorithm::Standard}) {
+    f.algorithm = algorithm;
+    const std::size_t need = backward_workspace_bytes(session().device(), a);
+    DeviceBuffer workspace((need + sizeof(float) - 1) / sizeof(float), 0.0f);
+    a.workspace = workspace.mem;
+    EXPECT_NO_THROW(backward(session().queue(), a).wait()) << to_string(algorithm) << ": " << need << " bytes";
+    a.workspace = nullptr;
+  }
+}
+
 TEST_F(BackwardInvalid, CApiChecksStructSize) {
   fcl_backward_args a;
   fcl_backward_args_init(&a);

@@ -278,7 +278,8 @@ struct BackwardArgs {
 };
 
 // Device scratch bytes the backward needs (fa1/fa2: O(B·H·Nq·d); standard: 2·B·H·Nq·Nk floats more;
-// a broadcast d_bias: B·H·Nq·Nk floats more). Varlen: exact when forward.total_q is set.
+// a broadcast d_bias: B·H·Nq·Nk floats more). Varlen: exact when forward.total_q is set; without
+// it, enough for the rows forward.lse holds (the kernels' bound then).
 FLASHCL_API std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& args);
 
 // Validates everything (nothing is enqueued on an error), then enqueues the backward on `queue`.

@@ -113,8 +113,15 @@ std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& ar
   const ForwardArgs a = detail::normalize_shape(device, args.forward);
   const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
   const bool varlen = a.cu_seqlens_q != nullptr;
-  const std::uint64_t lse_rows = varlen ? n(a.heads) * (a.total_q > 0 ? n(a.total_q) : n(a.batch) * n(a.seqlen_q))
-                                        : n(a.batch) * n(a.heads) * n(a.seqlen_q);
+  // Varlen without total_q: the kernels take cu_seqlens_q[B] rows, clamped to what the buffers hold
+  // (LSE's among them, validate.cpp), so LSE's rows bound it; B·seqlen_q alone can fall short (the
+  // offsets need not start at 0).
+  std::uint64_t packed_rows = a.total_q > 0 ? n(a.total_q) : n(a.batch) * n(a.seqlen_q);
+  std::size_t lse_bytes = 0;
+  if (varlen && a.total_q <= 0 && a.lse != nullptr &&
+      clGetMemObjectInfo(a.lse, CL_MEM_SIZE, sizeof lse_bytes, &lse_bytes, nullptr) == CL_SUCCESS)
+    packed_rows = std::max<std::uint64_t>(packed_rows, lse_bytes / (sizeof(float) * n(a.heads)));
+  const std::uint64_t lse_rows = varlen ? n(a.heads) * packed_rows : n(a.batch) * n(a.heads) * n(a.seqlen_q);
   const bool dbias = args.d_bias.kind != MaskKind::None && a.mask.kind == MaskKind::Bias;
   const int db_batch = args.d_bias.batch != 0 ? args.d_bias.batch : a.mask.batch;
   const int db_heads = args.d_bias.heads != 0 ? args.d_bias.heads : a.mask.heads;
