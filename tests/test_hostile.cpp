@@ -228,6 +228,43 @@ TEST(HostileVarlen, HostileOffsetsStayInBounds) {
       }
 }
 
+// The backward takes the same offsets from device memory and clamps them as the forward does: with
+// hostile offsets no path (standard, fa1, fa2 atomic and deterministic) writes outside dQ, dK, dV
+// or reads past its inputs' buffers (their guards stay poisoned, as the gradients' do). O and LSE
+// come from a valid forward first, so the backward's arithmetic runs on real values.
+TEST(HostileVarlen, BackwardHostileOffsetsStayInBounds) {
+  const std::vector<std::vector<int>> hostile = {
+      {-5, 6, 2, 40, INT_MAX}, {0, INT_MIN, INT_MAX, INT_MIN, INT_MAX}, {15, 16, 17, 18, 19}};
+  int wrote = 0;
+  for (Algorithm algorithm : kPortable)
+    for (const bool deterministic : {false, true}) {
+      if (deterministic && algorithm != Algorithm::FA2) continue;  // (the others always are)
+      for (const auto& cq : hostile)
+        for (const auto& ck : hostile) {
+          VarlenBuffers buf;
+          Cu valid({0, 3, 8, 8, 16}, {0, 5, 5, 13, 16}), cu(cq, ck);
+          forward(queue(), buf.args(algorithm, valid.q.mem, valid.k.mem)).wait();
+          const std::vector<float> d_o_values = bench::random_values(kRows * kH * kD, 74);
+          Guarded d_o{d_o_values.size(), &d_o_values}, d_q{d_o_values.size(), nullptr},
+              d_k{d_o_values.size(), nullptr}, d_v{d_o_values.size(), nullptr};
+          BackwardArgs b;
+          b.forward = buf.args(algorithm, cu.q.mem, cu.k.mem);
+          b.deterministic = deterministic;
+          b.d_o.buffer = d_o.view();
+          b.d_q.buffer = d_q.view();
+          b.d_k.buffer = d_k.view();
+          b.d_v.buffer = d_v.view();
+          backward(queue(), b).wait();
+          for (const Guarded* g : {&d_q, &d_k, &d_v, &d_o, &buf.dq, &buf.dk, &buf.dv, &buf.dout, &buf.dlse})
+            ASSERT_TRUE(g->guards_intact()) << to_string(algorithm) << (deterministic ? " deterministic" : "")
+                                            << ": a write outside a buffer";
+          const auto dk = d_k.payload();
+          wrote += std::count(dk.begin(), dk.end(), Guarded::kPoison) != static_cast<long>(dk.size());
+        }
+    }
+  EXPECT_GT(wrote, 0) << "no backward wrote a gradient: the loop checked nothing";
+}
+
 // The clamping is the documented one: a hostile call computes exactly what the equivalent valid
 // offsets compute (start clamped to [0, rows], end to [start, rows], length to the maximum).
 TEST(HostileVarlen, ClampedOffsetsMatchTheirValidEquivalent) {
