@@ -355,6 +355,11 @@ TEST(Decode, HostileDeviceValuesStayInBounds) {
   c.cache_layout = Layout::PaddedRows;
   c.bad_pages = {{2, 1}, {2, 7}, {1, 11}, {0, 0}};  // entries -1, num_pages, INT_MAX, INT_MIN
   expect_decode(c, "hostile cache_seqlens and block table");
+  for (int rotary : {1, 2}) {  // rotary positions from the clamped cache_seqlens (a gap a review named)
+    DecodeCase r = c;
+    r.rotary = rotary;
+    expect_decode(r, "hostile cache_seqlens and block table, rotary " + std::to_string(rotary));
+  }
   c.seqlen_q = c.seqlen_new = 5;  // 10 rows per K/V head: the staged kernel
   expect_decode(c, "hostile cache_seqlens and block table, staged kernel");
   DecodeCase k = base({std::numeric_limits<int>::min(), 20, std::numeric_limits<int>::max()});
