@@ -517,6 +517,10 @@ def _check_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Optional[Tens
                 fail(Status.UnsupportedDType, f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
         if v.shape != k.shape:
             fail(Status.InvalidArgument, f"v: shape {tuple(v.shape)} differs from k's {tuple(k.shape)}")
+        for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+            if 0 in t.stride()[:3] and t.numel() > t.shape[-1]:  # (PyTorch refused it only after the kernels)
+                fail(Status.InvalidArgument, f"{name}: an expanded tensor (a stride of 0, strides "
+                                             f"{tuple(t.stride())}) cannot be appended into")
     if (rotary_cos is None) != (rotary_sin is None):
         fail(Status.InvalidArgument, f"{'rotary_cos' if rotary_cos is None else 'rotary_sin'}: rotary_cos and "
                                      "rotary_sin go together")
@@ -564,6 +568,9 @@ def _cache_seqlens(cache_seqlens, q: Tensor, k_cache: Tensor, k: Optional[Tensor
     if cache_seqlens.device != q.device:
         _functional._fail(Status.InvalidArgument, f"cache_seqlens: device {cache_seqlens.device} differs from q's "
                                                   f"{q.device}")
+    if cache_seqlens.dtype == torch.int64 and cache_seqlens.device.type == "cpu" and not _compiling() and \
+            (int(cache_seqlens.min()) < -2**31 or int(cache_seqlens.max()) >= 2**31):
+        _functional._fail(Status.InvalidArgument, "cache_seqlens: values past the int32 range")
     return cache_seqlens.to(torch.int32)
 
 

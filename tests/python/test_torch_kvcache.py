@@ -188,6 +188,11 @@ def _error_cases():
         ("empty", dict(q=torch.zeros(2, 0, 4, 16)), flashcl.Error, "q: empty tensors are not supported"),
         ("device", dict(k=torch.zeros(2, 1, 2, 16, device="meta"), v=torch.zeros(2, 1, 2, 16, device="meta")),
          flashcl.Error, "k: device meta differs from q's cpu"),
+        # (a review: PyTorch's own error came after the kernels had run; int64 values wrapped)
+        ("expanded_cache", dict(k_cache=torch.zeros(1, 8, 2, 16).expand(2, 8, 2, 16)), flashcl.Error,
+         "k_cache: an expanded tensor \\(a stride of 0"),
+        ("seqlens_int64", dict(cache_seqlens=torch.tensor([2**32 + 3, 0])), flashcl.Error,
+         "cache_seqlens: values past the int32 range"),
     ]
 
 
