@@ -33,6 +33,22 @@ def _fail(status: Status, message: str) -> None:
     raise error
 
 
+def _check_slopes_shape(shape, batch: int, heads: int) -> None:
+    """ALiBi slopes are (H,) or (B, H): the one shape check of every entry point (numpy, pyopencl,
+    torch, the KV cache)."""
+    if tuple(shape) not in ((heads,), (batch, heads)):
+        _fail(Status.InvalidArgument, f"alibi_slopes: expected shape ({heads},) (H) or ({batch}, {heads}) (B, H), "
+                                      f"got {tuple(shape)}")
+
+
+def _check_int32_values(a, name: str) -> None:
+    """Host index values (numpy arrays or CPU tensors) that are converted to int32 must fit it, or
+    the conversion would wrap them into other, valid-looking indices."""
+    count = a.numel() if hasattr(a, "numel") else a.size
+    if count and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
+        _fail(Status.InvalidArgument, f"{name}: values past the int32 range")
+
+
 def devices() -> list:
     """Every OpenCL device, in the order the C++ library numbers them (platform, device)."""
     return _ext.list_devices()
@@ -181,7 +197,8 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     - ``scale``: default 1/√d. ``algorithm``: "auto", "standard", "fa1" or "fa2".
     - ``dtype``: storage "f32", "f16" or "bf16"; default from the arrays (float32, float16).
       "e4m3"/"e5m2" (pyopencl uint8 Arrays, e.g. from ``quantize_fp8``): fp8 inputs with
-      ``descales`` = (q_descale, k_descale, v_descale), float32 Arrays of (B, H_kv) entries, or with
+      ``descales`` = (q_descale, k_descale, v_descale), float32 Arrays of (B, H_kv) entries (numpy
+      ones are copied, read back and checked: finite and > 0), or with
       ``quant_block`` = n one per n rows (docs/FP8.md); O is stored as ``out_dtype`` ("bf16"
       (default, returned as uint16 bits), "f16" or "f32").
 
@@ -238,7 +255,7 @@ def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k,
     args.dtype = storage
     if alibi_slopes is not None:
         slopes = np.ascontiguousarray(alibi_slopes, dtype=np.float32)
-        _check_slopes(slopes, args)
+        _check_slopes_shape(slopes.shape, args.batch, args.heads)
         args.alibi_per_batch = slopes.ndim == 2
         variants["alibi_slopes"] = slopes.reshape(-1)
     if mask is not None:
@@ -280,12 +297,6 @@ def _as_input_dtype(a: np.ndarray, like: np.ndarray, storage: DType) -> np.ndarr
     if like.dtype == np.uint16:
         return a.astype(np.float16).view(np.uint16)
     return a.astype(like.dtype) if like.dtype != np.float32 and like.dtype.kind == "f" else a
-
-
-def _check_slopes(slopes, args: _ext.ForwardArgs) -> None:
-    if tuple(slopes.shape) not in ((args.heads,), (args.batch, args.heads)):
-        _fail(Status.InvalidArgument, f"alibi_slopes: expected shape ({args.heads},) (H) or ({args.batch}, "
-                                      f"{args.heads}) (B, H), got {tuple(slopes.shape)}")
 
 
 def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
@@ -381,7 +392,7 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
         slopes = on_device(alibi_slopes, np.float32)
         if slopes.dtype != np.float32:
             _fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {slopes.dtype}")
-        _check_slopes(slopes, args)
+        _check_slopes_shape(slopes.shape, args.batch, args.heads)
         args.alibi_per_batch = slopes.ndim == 2
         args.alibi_slopes = _buffer(slopes, "alibi_slopes")
     if mask is not None:
@@ -442,8 +453,13 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
             if len(descales) != 3:
                 _fail(Status.InvalidArgument, "descales: expected (q_descale, k_descale, v_descale)")
             for name, d in zip(("q_descale", "k_descale", "v_descale"), descales):
+                if isinstance(d, np.ndarray) and d.dtype.kind == "f":
+                    # the caller's values, not device data still being made: the library reads
+                    # them back and names a descale that is not finite and > 0
+                    d = cla.to_device(queue, np.ascontiguousarray(d, dtype=np.float32))
+                    args.check_device_data = True
                 if not _is_pyopencl(d) or d.dtype != np.float32:
-                    _fail(Status.InvalidArgument, f"fp8.{name}: expected a float32 pyopencl Array")
+                    _fail(Status.InvalidArgument, f"fp8.{name}: expected a float32 pyopencl Array or numpy array")
                 setattr(scales, name, _buffer(d, "fp8." + name))
                 inputs.append(d)
         args.fp8 = scales

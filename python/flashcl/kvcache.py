@@ -19,8 +19,8 @@ import numpy as np
 
 from . import _flashcl as _ext
 from ._flashcl import DType, Status
-from .functional import (_DTYPES, _buffer, _fail, _is_pyopencl, _mark_done, _output, _storage, _tensor, _wait_list,
-                         session)
+from .functional import (_DTYPES, _buffer, _check_int32_values, _fail, _is_pyopencl, _mark_done, _output, _storage,
+                         _tensor, _wait_list, session)
 
 __all__ = ["attention_with_kvcache"]
 
@@ -193,8 +193,7 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
             continue
         if a.dtype.kind not in "iu":
             _fail(Status.InvalidArgument, f"{name}: expected integers (int32), got {a.dtype}")
-        if a.size and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
-            _fail(Status.InvalidArgument, f"{name}: values past the int32 range")
+        _check_int32_values(a, name)
     if out is not None and (out.shape != q.shape or out.dtype != q.dtype):
         _fail(Status.InvalidArgument, f"out: expected shape {q.shape} and dtype {q.dtype}, got {out.shape} {out.dtype}")
     args = _sizes(q, k_cache, block_table, k_new, rotary_cos, rotary_interleaved, causal, window, softcap, scale,

@@ -75,15 +75,11 @@ def _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_
         if cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1 or cu.shape[0] < 2:
             _functional._fail(Status.InvalidArgument, f"{name}: expected a 1-d int32 tensor of B + 1 offsets, got "
                                                       f"{cu.dtype} of shape {tuple(cu.shape)}")
-        if cu.dtype == torch.int64 and cu.device.type == "cpu" and not _compiling() and \
-                (int(cu.min()) < -2**31 or int(cu.max()) >= 2**31):  # (values, so not while tracing)
-            _functional._fail(Status.InvalidArgument, f"{name}: offsets past the int32 range")
+        if cu.dtype == torch.int64 and cu.device.type == "cpu" and not _compiling():  # (values: not while tracing)
+            _functional._check_int32_values(cu, name)
     if alibi_slopes is not None:
         batch = cu_seqlens_q.shape[0] - 1 if cu_seqlens_q is not None else q.shape[0]
-        heads = q.shape[-2] if q.dim() >= 2 else 0
-        if tuple(alibi_slopes.shape) not in ((heads,), (batch, heads)):
-            _functional._fail(Status.InvalidArgument, f"alibi_slopes: expected shape ({heads},) (H) or ({batch}, "
-                                                      f"{heads}) (B, H), got {tuple(alibi_slopes.shape)}")
+        _functional._check_slopes_shape(alibi_slopes.shape, batch, q.shape[-2] if q.dim() >= 2 else 0)
 
 
 def _on_cuda(q: Tensor) -> bool:
@@ -541,10 +537,10 @@ def _check_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Optional[Tens
     if paged and (block_table.dim() != 2 or block_table.shape[0] != batch or not _is_integer(block_table)):
         fail(Status.InvalidArgument, f"block_table: expected an int32 tensor of shape ({batch}, max_blocks), got "
                                      f"{block_table.dtype} {tuple(block_table.shape)}")
-    if alibi_slopes is not None and (tuple(alibi_slopes.shape) not in ((heads,), (batch, heads))
-                                     or not alibi_slopes.is_floating_point()):
-        fail(Status.InvalidArgument, f"alibi_slopes: expected float32 of shape ({heads},) or ({batch}, {heads}), got "
-                                     f"{alibi_slopes.dtype} {tuple(alibi_slopes.shape)}")
+    if alibi_slopes is not None:
+        if not alibi_slopes.is_floating_point():
+            fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {alibi_slopes.dtype}")
+        _functional._check_slopes_shape(alibi_slopes.shape, batch, heads)
 
 
 def _cache_seqlens(cache_seqlens, q: Tensor, k_cache: Tensor, k: Optional[Tensor],
@@ -568,9 +564,8 @@ def _cache_seqlens(cache_seqlens, q: Tensor, k_cache: Tensor, k: Optional[Tensor
     if cache_seqlens.device != q.device:
         _functional._fail(Status.InvalidArgument, f"cache_seqlens: device {cache_seqlens.device} differs from q's "
                                                   f"{q.device}")
-    if cache_seqlens.dtype == torch.int64 and cache_seqlens.device.type == "cpu" and not _compiling() and \
-            (int(cache_seqlens.min()) < -2**31 or int(cache_seqlens.max()) >= 2**31):
-        _functional._fail(Status.InvalidArgument, "cache_seqlens: values past the int32 range")
+    if cache_seqlens.dtype == torch.int64 and cache_seqlens.device.type == "cpu" and not _compiling():
+        _functional._check_int32_values(cache_seqlens, "cache_seqlens")
     return cache_seqlens.to(torch.int32)
 
 

@@ -81,15 +81,13 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
         return cla.to_device(queue, t.detach().contiguous().view(torch.uint8).numpy())
 
     def descale(d: Optional[Tensor], name: str):
+        """The host values (the library reads them back and checks them: finite and > 0)."""
         if d is None:  # FA3's default: no scaling
-            return cla.to_device(queue, np.ones((batch, heads_kv), np.float32))
+            return np.ones((batch, heads_kv), np.float32)
         if tuple(d.shape) != (batch, heads_kv):
             _functional._fail(Status.InvalidArgument, f"fp8.{name}: expected shape ({batch}, {heads_kv}) (B, H_kv), "
                                                       f"got {tuple(d.shape)}")
-        values = d.detach().to(torch.float32)
-        if not bool(torch.isfinite(values).all()) or bool((values <= 0).any()):
-            _functional._fail(Status.InvalidArgument, f"fp8.{name}: every descale must be finite and > 0")
-        return cla.to_device(queue, numpy_of(d, torch.float32))
+        return numpy_of(d, torch.float32)
 
     window = tuple(int(w) for w in window_size)
     result = _functional.attention(
