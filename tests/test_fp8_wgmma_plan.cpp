@@ -5,7 +5,7 @@
 // fit), built as program fa2_mma_wgmma_e4m3 through retargeted PTX, with the e4m3 mma.sync plan
 // behind it as the probe's fallback; "0" keeps mma.sync, other values are refused by name on every
 // device; on cc 8.9, past d = 128, under FLASHCL_WGMMA=0 and for every other dtype the plans and
-// program options are those of FLASHCL_FP8_WGMMA=0.
+// program options are those of FLASHCL_FP8_WGMMA=0. A V stored transposed takes wgmma alone.
 // The kernel itself runs only on the card (tests/test_fp8_wgmma.cpp, bench/gpu/fp8_wgmma_ab.sh).
 #include <gtest/gtest.h>
 
@@ -84,6 +84,45 @@ TEST(Fp8WgmmaPlan, E4m3CallsOnHopperPlanWgmmaFirst) {
       EXPECT_EQ(call.tensor_cores[1].program.options, base.tensor_cores[0].program.options);
       EXPECT_EQ(call.tensor_cores[1].tiles.local_bytes, base.tensor_cores[0].tiles.local_bytes);
     }
+}
+
+// A V stored transposed (B, H_kv, d, Nk) goes to the wgmma kernel as stored (cp.async, no V^T
+// mbarriers) with no mma.sync fallback, which reads V as stored only; where wgmma is not planned
+// (cc 8.9, FLASHCL_FP8_WGMMA=0, past d = 128) the call stays on the portable fa2, as before.
+TEST(Fp8WgmmaPlan, TransposedVTakesWgmmaOnly) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0), ada = simulated_nvidia_gpu(48, 8, 9);
+  const Overrides on = env_overrides("FLASHCL_OTHER", "1"), off = env_overrides("FLASHCL_FP8_WGMMA", "0");
+  for (int d : {64, 128})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("d=" + std::to_string(d) + (causal ? " causal" : ""));
+      ForwardArgs a = dense_fa2_call(DType::E4M3, d, causal, 512);
+      const TilePlan natural = mma_plan(hopper, a, on);
+      a.fp8.v_transposed = true;
+      a.v.seq_stride = 512;  // (B, H_kv, d, Nk): a d-row of Nk keys
+      a.v.head_stride = std::int64_t{d} * 512;
+      a.v.batch_stride = a.v.head_stride * a.heads;
+      ASSERT_TRUE(mma_eligible(hopper, a, on));
+      const CallPlan call = plan_call(hopper, a, on);
+      ASSERT_EQ(call.tensor_cores.size(), 1u);
+      EXPECT_EQ(call.tensor_cores[0].kind, MmaKind::Wgmma);
+      const TilePlan& p = call.tensor_cores[0].tiles;
+      EXPECT_EQ(p.local_bytes, natural.local_bytes - 2 * 8);  // no mbarriers for V^T stored by the warps
+      EXPECT_TRUE(has(p.reason, "V^T as stored")) << p.reason;
+      EXPECT_TRUE(has(call.tensor_cores[0].program.options, " -DV_TRANSPOSED=1")) << call.tensor_cores[0].program.options;
+      EXPECT_TRUE(has(call.tensor_cores[0].program.options, " -DVEC_LOAD=1")) << call.tensor_cores[0].program.options;
+      EXPECT_FALSE(mma_eligible(ada, a, on));
+      EXPECT_FALSE(mma_eligible(hopper, a, off));
+      EXPECT_TRUE(plan_call(hopper, a, off).tensor_cores.empty());
+      a.v.seq_stride = 500;  // d-rows off 16 bytes: element-wise copies of K and V
+      a.v.head_stride = std::int64_t{d} * 500;
+      a.v.batch_stride = a.v.head_stride * a.heads;
+      EXPECT_TRUE(has(plan_call(hopper, a, on).tensor_cores[0].program.options, " -DVEC_LOAD=0"));
+    }
+  Overrides d256 = on;
+  d256.fp8_d256 = true;
+  ForwardArgs wide = dense_fa2_call(DType::E4M3, 256, false, 512);
+  wide.fp8.v_transposed = true;
+  EXPECT_FALSE(mma_eligible(hopper, wide, d256));
 }
 
 TEST(Fp8WgmmaPlan, ElsewhereNothingChanges) {

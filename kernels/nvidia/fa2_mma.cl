@@ -70,6 +70,11 @@
  *                     store_v(__local ELEM_T* tile, const uint w[V_FETCH_WORDS], int lid) (the tile
  *                     pv_issue reads), and a V tile is published on an mbarrier of its own
  *                     (mma_wgmma_e4m3.cl: 8-bit wgmma reads B K-major only, so V is transposed)
+ *   V_LOAD_OWN        1: V's tiles come from its load_v_block (load_block's arguments, V's base and
+ *                     stride) instead of load_block (mma_wgmma_e4m3.cl's V^T under V_TRANSPOSED:
+ *                     rows of keys copied as they are stored)
+ *   S_COLUMN_KEY(p)   the key (from the block's first) whose score is in column p of S, where the
+ *                     operand file's tile_offset places K's rows out of order (default p)
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
  * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
 #if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
@@ -108,6 +113,10 @@
 #define TILE_CORE_MATRICES 0
 inline int tile_offset(int r, int c, int pitch) { return r * pitch + c; }
 inline void tile_writes_visible(void) {}
+#endif
+
+#ifndef S_COLUMN_KEY
+#define S_COLUMN_KEY(p) (p) /* K's rows in the tile in key order */
 #endif
 
 /* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
@@ -149,6 +158,10 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
 #endif
 }
 
+#ifndef V_LOAD_OWN
+#define load_v_block load_block /* V's tiles laid out as K's */
+#endif
+
 #ifndef FOLD_SCALE
 #define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0): scale * log2(e) folded into the exponent */
 #endif
@@ -175,7 +188,7 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = row_a + (e >> 1) * 8, key = k0 + 8 * j + 2 * t + (e & 1);
+      const int row = row_a + (e >> 1) * 8, key = k0 + S_COLUMN_KEY(8 * j + 2 * t + (e & 1));
       /* common.cl's rules, one select per score (the lengths and shift read once, above) */
       if (KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) s[j][e] = NEG_INF;
     }
@@ -404,7 +417,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #ifdef V_FETCH_WORDS
     fetch_v(v_words, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
 #else
-    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
 #endif
     if (kb_begin + 1 < n_blocks)
       load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
@@ -448,7 +461,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     tile_writes_visible();
     mbar_arrive_warp(&v_full[(step + 1) & 1], lane);
 #else
-    load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
+    load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
     announce_copies(&full[(batch + 1) & 1]);
 #endif
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
@@ -482,7 +495,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
    * with step j - 1 */
   if (kb_begin < n_blocks) {
     load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
-    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
     announce_copies(&full[0]);
   }
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
@@ -492,7 +505,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     if (blk + 1 < n_blocks) {
       if (step > 0) mbar_wait(&done[cur ^ 1], ((step - 1) >> 1) & 1);
       load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
-      load_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
+      load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
       announce_copies(&full[cur ^ 1]);
     }
     qk_block(s, qa, k_tile[cur], lane);
@@ -507,7 +520,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   if (kb_begin < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
-    load_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
 #if VEC_LOAD
     async_wait_prior(); /* this work-item's part of K(blk) has landed; V(blk) may still fly */
 #endif

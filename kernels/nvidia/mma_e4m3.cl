@@ -31,6 +31,9 @@
 #if BC % 32 != 0
 #error "the FP8 products take keys in chunks of 32"
 #endif
+#if defined(V_TRANSPOSED) && V_TRANSPOSED
+#error "mma_e4m3.cl reads V as stored (B, Nk, H_kv, d); a transposed V is mma_wgmma_e4m3.cl's (cc 9.0)"
+#endif
 
 /* D += A B for one m16n8k32 tile. */
 #define MMA32(d, a, b0, b1)                                                                            \

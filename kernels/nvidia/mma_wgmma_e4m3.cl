@@ -3,8 +3,8 @@
  * accumulation, issued by a warpgroup (4 warps, 64 query rows) with A from registers (Q's bytes,
  * then P rounded to e4m3 from the S accumulators) and B read by the tensor cores from __local
  * memory through a descriptor. The descales join the softmax's scale (q, k) and O's final division
- * (v) as in mma_e4m3.cl; O is written in 16 bits. Opt-in (FLASHCL_FP8_WGMMA=1) until a card has
- * measured it; built through retargeted PTX as mma_wgmma.cl is (wgmma_ptx.cl's ARCH_ONLY), with
+ * (v) as in mma_e4m3.cl; O is written in 16 bits. The default for e4m3 on compute capability 9.0
+ * up to d = 128 (FLASHCL_FP8_WGMMA=0 keeps mma.sync); built through retargeted PTX as mma_wgmma.cl is (wgmma_ptx.cl's ARCH_ONLY), with
  * wgmma_ptx.cl's primitives and mma_e4m3_io.cl's e4m3 pieces (Q's and P's A fragments, O's
  * conversion), which mma_e4m3.cl uses too.
  *
@@ -26,6 +26,14 @@
  *    4g + t holds in S's accumulator layout, so P goes from the accumulators to A fragments with no
  *    shuffle (A layout of m64nNk32, per warp that of mma.m16n8k32: lane 4g + t holds rows g, g + 8
  *    and k 4t .. 4t + 3, 16 + 4t .. 16 + 4t + 3, four bytes a register).
+ * With V_TRANSPOSED (V stored (B, H_kv, d, Nk), as quantize_fp8 writes it for this instruction) the
+ * V^T tile comes by cp.async like K's, 16 keys of one dim a copy (V_LOAD_OWN, load_v_block), with
+ * no registers, permutes or stores of the warps' own and no mbarrier of its own; the keys then sit
+ * in their order inside a core row, and the permutation moves to K instead: tile_offset puts key
+ * 4t + e (e 0, 1) of a 16-key group in K's row 2t + e and key 4t + 2 + e in row 8 + 2t + e, so the
+ * scores lane 4g + t holds (columns 2t, 2t + 1 of each 8-column tile) are those of keys 4t .. 4t + 3
+ * and 16 + 4t .. 16 + 4t + 3 of a 32-key step, P's A fragment as it stands (S_COLUMN_KEY maps a
+ * column back to its key for the masks).
  * Accumulators (m64nNk32, fp32) are laid out as m64nNk16's: lane 4g + t holds rows g, g + 8 and
  * columns 2t, 2t + 1 of each 8-column tile, so O's columns are in order and fa2_mma.cl's store_o2
  * epilogue applies. */
@@ -46,10 +54,24 @@
 #define K_CORE_ROW_BYTES (DPAD * 8) /* 8 keys of K: one row of DPAD / 16 core matrices */
 #define VT_CORE_ROW_BYTES (BC * 8)  /* 8 dims of V^T: one row of BC / 16 core matrices */
 
+#ifndef V_TRANSPOSED
+#define V_TRANSPOSED 0
+#endif
+
+#if V_TRANSPOSED
+/* K's tile row of key r (from the block's first): keys 4t + e, 4t + 2 + e of a 16-key group in rows
+ * 2t + e, 8 + 2t + e (the header); S_COLUMN_KEY is its inverse. */
+#define K_TILE_ROW(r) (((r) & ~15) | (((r) >> 1) & 1) << 3 | (((r) & 15) >> 2) << 1 | ((r) & 1))
+#define S_COLUMN_KEY(p) (((p) & ~15) | (((p) & 7) >> 1) << 2 | (((p) >> 3) & 1) << 1 | ((p) & 1))
+#else
+#define K_TILE_ROW(r) (r)
+#endif
+
 /* Byte offset of K's (key r, dim c) in its tile (pitch unused: the layout is fixed by DPAD). */
 inline int tile_offset(int r, int c, int pitch) {
   (void)pitch;
-  return ((r >> 3) * (DPAD / 16) + (c >> 4)) * 128 + (r & 7) * 16 + (c & 15);
+  const int row = K_TILE_ROW(r);
+  return ((row >> 3) * (DPAD / 16) + (c >> 4)) * 128 + (row & 7) * 16 + (c & 15);
 }
 
 /* d[j0 .. j0 + N/8 - 1][0..3] += A (64 x 32 bytes, registers a[0..3]) * B (32 x N, descriptor, K-major;
@@ -100,6 +122,46 @@ inline void pv_issue(float acc[MT][NT_O][4], const uint pa[NT_S / 2][4], __local
   wg_commit();
 }
 
+#if V_TRANSPOSED
+/* ---- V^T as stored: element (key j, dim c) at base + c * stride + j ----
+ * Copies of 16 keys of one dim; 8 consecutive work-items copy one core matrix (8 dims, 128
+ * contiguous bytes of the tile), as load_block copies K. A copy at the end of the keys takes only
+ * the bytes that exist (cp.async zero-fills the rest); dims past the head dim are zeros. */
+#define V_LOAD_OWN 1
+#define VT_CHUNKS (DPAD * (BC / 16))
+
+/* Byte offset of V^T's (dim r, key c) in its tile: core matrices of 8 dims x 16 keys. */
+inline int vt_offset(int r, int c) { return ((r >> 3) * (BC / 16) + (c >> 4)) * 128 + (r & 7) * 16 + (c & 15); }
+
+/* The work-item's index read afresh (an asm that is volatile cannot leave the key loop), so the
+ * copies' positions are recomputed each block (a few integer instructions) instead of held in
+ * registers across the loop, where the softmax needs them (clang's PTX through ptxas, d = 128
+ * non-causal: 196 registers with them held, 180 without). */
+inline int local_id_afresh(void) {
+  uint r;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(r));
+  return (int)r;
+}
+
+inline void load_v_block(__local uchar* tile, int pitch, __global const uchar* src, long base, long stride, int k0,
+                         int seqlen_k, int lid) {
+  (void)pitch;
+  (void)lid;
+#if VEC_LOAD
+  for (int idx = local_id_afresh(); idx < VT_CHUNKS; idx += WG_SIZE) {
+    const int r = idx / (8 * (BC / 16)) * 8 + (idx & 7), c = (idx >> 3) % (BC / 16) * 16;
+    const int bytes = r < HEAD_DIM ? clamp(seqlen_k - (k0 + c), 0, 16) : 0;
+    copy16_async(tile + vt_offset(r, c), src + base + (bytes > 0 ? (long)r * stride + k0 + c : 0), bytes);
+  }
+  async_commit();
+#else
+  for (int idx = local_id_afresh(); idx < BC * DPAD; idx += WG_SIZE) {
+    const int r = idx / BC, c = idx - r * BC; /* consecutive work-items: consecutive keys of a dim */
+    tile[vt_offset(r, c)] = r < HEAD_DIM && k0 + c < seqlen_k ? src[base + (long)r * stride + k0 + c] : (uchar)0;
+  }
+#endif
+}
+#else
 /* ---- V through registers, transposed on the way (fa2_mma.cl's V_FETCH_WORDS hook) ----
  * A quad is 4 keys (2t, 2t + 1, 8 + 2t, 9 + 2t of a 16-key group kg) x 4 dims (4dq .. 4dq + 3).
  * Quad lid + 32 * WARPS * step belongs to lane l = lid % 32 of warp w: t = (l / 8) % 4, dq = 8 *
@@ -175,6 +237,8 @@ inline void store_v(__local uchar* vt_tile, const uint w[V_FETCH_WORDS], int lid
     *(__local uint*)(row + 16 * ((rot + 3) & 3)) = byte_perm(b01, b23, 0x7632);
   }
 }
+
+#endif /* V_TRANSPOSED */
 
 /* O elements (row, col) and (row, col + 1), rounded once (col is even). */
 inline void store_o2(__global ushort* o, long at, float x0, float x1, bool ok0, bool ok1) {

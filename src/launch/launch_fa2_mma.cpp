@@ -6,8 +6,9 @@
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
 // tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
-// float64 reference (once per device, dtype, load kind and operand file). A failed wgmma probe
-// falls back to mma.sync, a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
+// float64 reference (once per device, dtype, load kind, V's layout and operand file). A failed wgmma
+// probe falls back to mma.sync (except for an fp8 V stored transposed, which only the wgmma kernel
+// reads), a failed mma.sync probe to the portable kernels. FLASHCL_MMA=0 turns the
 // tensor cores off, FLASHCL_WGMMA=0 only wgmma. e4m3 takes wgmma (mma_wgmma_e4m3.cl) up to d = 128
 // unless FLASHCL_FP8_WGMMA=0; =require (the planned candidate's `required`) makes its failed probe an
 // error instead of a fallback. The candidate shapes of each call, in order, are its call plan's
@@ -52,11 +53,12 @@ std::string probe_name(MmaKind kind, DType dtype) {
 // and 2, so a descale applied wrongly is off by far more). A build failure or a wrong result is an
 // answer for the device; running out of resources is not (Transient: the path is skipped for this
 // call only).
-ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
+ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, bool v_transposed,
+                      MmaKind kind) {
   const std::string what = probe_name(kind, dtype);
   return guarded_probe(what, [&] {
     const bool fp8 = is_fp8(dtype);
-    ForwardProbe probe(context, device, dtype, out, vec_load);
+    ForwardProbe probe(context, device, dtype, out, vec_load, v_transposed);
     cl::CommandQueue& queue = probe.queue;
     const float descales[3] = {0.5f, 4.0f, 2.0f};  // q, k, v (FP8)
     std::vector<cl::Buffer> descale_buffers;
@@ -94,12 +96,13 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
   });
 }
 
-// Once per (device, dtype, O's dtype, load kind, operand file); transient failures are asked again
-// next time.
-bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, MmaKind kind) {
-  static ProbeMemo<std::tuple<cl_device_id, DType, DType, bool, MmaKind>> memo;
-  return memo.passes(std::make_tuple(device, dtype, out, vec_load, kind),
-                     [&] { return run_probe(context, device, dtype, out, vec_load, kind); });
+// Once per (device, dtype, O's dtype, load kind, V's layout (fp8), operand file); transient failures
+// are asked again next time.
+bool probe_passes(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, bool v_transposed,
+                  MmaKind kind) {
+  static ProbeMemo<std::tuple<cl_device_id, DType, DType, bool, bool, MmaKind>> memo;
+  return memo.passes(std::make_tuple(device, dtype, out, vec_load, v_transposed, kind),
+                     [&] { return run_probe(context, device, dtype, out, vec_load, v_transposed, kind); });
 }
 
 }  // namespace
@@ -120,7 +123,7 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan
              plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
       continue;
     }
-    if (probe_passes(p.context, p.device, a.dtype, out, vec_load, candidate.kind)) {
+    if (probe_passes(p.context, p.device, a.dtype, out, vec_load, is_fp8(a.dtype) && a.fp8.v_transposed, candidate.kind)) {
       enqueue_mma(queue, p, candidate, wait, launch);
       return true;
     }

@@ -8,7 +8,8 @@
 
 namespace flashcl::detail {
 
-ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_, DType out_, bool vec_load)
+ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_, DType out_, bool vec_load,
+                           bool v_transposed)
     : d(vec_load ? 32 : 30), dtype(dtype_), out(out_), ctx(context, true), queue(ctx, cl::Device(device, true)) {
   const bool fp8 = is_fp8(dtype);
   const int steps = fp8 ? 8 : 64;
@@ -32,7 +33,18 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
   };
   qb = upload(q);
   kb = upload(k);
-  vb = upload(v);
+  if (v_transposed) {  // (d, Nk) rows of `pitch` keys, NaN (0x7f in both fp8 formats) past Nk
+    const int pitch = vec_load ? 160 : nk;
+    std::vector<std::uint8_t> bits = to_fp8(dtype, v), vt(static_cast<std::size_t>(d) * pitch, 0x7f);
+    for (int j = 0; j < nk; ++j)
+      for (int c = 0; c < d; ++c) vt[static_cast<std::size_t>(c) * pitch + j] = bits[static_cast<std::size_t>(j) * d + c];
+    vb = cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, vt.size(), vt.data());
+    args.fp8.v_transposed = true;
+    args.v.seq_stride = pitch;
+    args.v.head_stride = args.v.batch_stride = std::int64_t{d} * pitch;
+  } else {
+    vb = upload(v);
+  }
   ob = cl::Buffer(ctx, CL_MEM_READ_WRITE, q.size() * element_size(out));
   args.batch = args.heads = 1;
   args.seqlen_q = nq;

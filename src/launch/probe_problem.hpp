@@ -3,7 +3,9 @@
 // Nk = 150 (partial blocks of rows and keys), d = 32 for the 16-byte copies or 30 for the
 // element-wise loads; inputs exact in their storage (multiples of 1/64 for 16 bits, 1/8 for fp8;
 // fp32 gets low bits that TF32 alone drops), O read back from its storage and compared with a
-// float64 softmax(scale·QKᵀ)·V. Host-side only: each probe still builds and runs its own kernels
+// float64 softmax(scale·QKᵀ)·V. fp8 with a transposed V (Fp8Scales::v_transposed): V is uploaded
+// (d, Nk) with a pitch of 160 keys for the 16-byte copies (so the last copy of a row is partial and
+// the 10 keys past Nk, NaN bytes, must never be read) or 150 for the element-wise ones. Host-side only: each probe still builds and runs its own kernels
 // with its own program choice, and picks its own bound.
 #pragma once
 
@@ -26,7 +28,8 @@ struct ForwardProbe {
   cl::Buffer qb, kb, vb, ob;
   ForwardArgs args;  // shape, dtype and Q, K, V, O; algorithm and fp8 fields are the caller's
 
-  ForwardProbe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load);
+  ForwardProbe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load,
+               bool v_transposed = false);
   // O after the caller's kernels ran on `queue` (blocking), as floats.
   std::vector<float> read_o();
   // Pass when every element of `o` is within `bound` of the float64 reference over q, k and v

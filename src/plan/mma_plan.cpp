@@ -231,13 +231,15 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
                   geo.elem_bytes;
   if (shape.stages == 2) p.local_bytes += 4 * 8;  // the schedule's four mbarriers
   const bool fp8_wgmma = is_fp8(a.dtype) && kind == MmaKind::Wgmma;
-  if (fp8_wgmma) p.local_bytes += 2 * 8;  // the two mbarriers of the V^T tiles stored by the warps
+  // the two mbarriers of the V^T tiles stored by the warps (a transposed V arrives by cp.async as K)
+  if (fp8_wgmma && !a.fp8.v_transposed) p.local_bytes += 2 * 8;
   p.q_local = is_fp8(a.dtype) && o.fp8_q_local && !fp8_wgmma;
   if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
-                    fp8_wgmma                 ? "wgmma.m64nNk32 e4m3, V transposed through registers"
+                    fp8_wgmma                 ? (a.fp8.v_transposed ? "wgmma.m64nNk32 e4m3, V^T as stored"
+                                                                    : "wgmma.m64nNk32 e4m3, V transposed through registers")
                     : is_fp8(a.dtype)         ? (p.q_local ? "mma.sync.m16n8k32 e4m3, Q in local memory" : "mma.sync.m16n8k32 e4m3")
                     : is_tf32(a)              ? "mma.sync.m16n8k8 3xTF32"
                     : kind == MmaKind::Wgmma ? "wgmma.m64nNk16"
@@ -255,11 +257,13 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
-  // FP8: e4m3 with per-tensor or per-head descales, V as stored, O in 16 bits; block quantisation,
-  // a transposed V, e5m2 and fp32 O run on the portable fa2
-  if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 || a.fp8.v_transposed ||
+  // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
+  // O run on the portable fa2. A transposed V only on wgmma (mma_wgmma_e4m3.cl reads it as stored;
+  // mma_e4m3.cl, the mma.sync kernel, takes V as stored only)
+  if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||
                           a.out_dtype.value_or(DType::BF16) == DType::F32))
     return false;
+  if (is_fp8(a.dtype) && a.fp8.v_transposed && !wgmma_wanted(facts, a, o)) return false;
   // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
