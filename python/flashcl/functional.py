@@ -180,7 +180,7 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
               max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
               algorithm: Union[str, Algorithm] = "auto", return_lse: bool = False, dtype: Optional[str] = None,
               out=None, queue=None, wait_for=None, platform: str = "", device: str = "", descales=None,
-              quant_block: int = 0, out_dtype: Optional[str] = None):
+              quant_block: int = 0, out_dtype: Optional[str] = None, v_transposed: bool = False):
     """Exact attention ``O = softmax(scale·QKᵀ [+ bias, masks])·V``.
 
     Shapes as flash-attn: q (B, Nq, H, d), k and v (B, Nk, H_kv, d) with H % H_kv == 0 (GQA/MQA);
@@ -200,7 +200,9 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
       ``descales`` = (q_descale, k_descale, v_descale), float32 Arrays of (B, H_kv) entries (numpy
       ones are copied, read back and checked: finite and > 0), or with
       ``quant_block`` = n one per n rows (docs/FP8.md); O is stored as ``out_dtype`` ("bf16"
-      (default, returned as uint16 bits), "f16" or "f32").
+      (default, returned as uint16 bits), "f16" or "f32"). ``v_transposed``: fp8 V is
+      (B, H_kv, d, Nk), as ``quantize_fp8(..., transposed=True)`` writes it (the layout Hopper's
+      FP8 tensor cores read as stored); not with varlen.
 
     numpy arrays run on the Session chosen by ``platform``/``device`` (default: as the C++ library
     chooses) and return numpy arrays of q's dtype. pyopencl Arrays run on ``queue`` (default q's)
@@ -214,7 +216,7 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     if _is_torch(q):
         return _torch_module(algorithm=algorithm, dtype=dtype, out=out, queue=queue, wait_for=wait_for,
                              platform=platform, device=device, descales=descales, quant_block=quant_block,
-                             out_dtype=out_dtype).attention(
+                             out_dtype=out_dtype, v_transposed=v_transposed).attention(
             q, k, v, causal=causal, window=window, softcap=softcap, alibi_slopes=alibi_slopes, mask=mask,
             scale=scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
             max_seqlen_k=max_seqlen_k, return_lse=return_lse)
@@ -223,7 +225,9 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     if dtype in ("e4m3", "e5m2") or descales is not None:
         if not _is_pyopencl(q):
             _fail(Status.UnsupportedDType, f"dtype: fp8 inputs ({dtype}) take pyopencl Arrays (quantize_fp8 makes them)")
-        fp8 = (descales, quant_block, out_dtype if out_dtype is not None else "bf16")
+        fp8 = (descales, quant_block, out_dtype if out_dtype is not None else "bf16", bool(v_transposed))
+    elif v_transposed:
+        _fail(Status.InvalidArgument, "v_transposed: a transposed V is for fp8 inputs (dtype e4m3 or e5m2)")
     if _is_pyopencl(q):
         return _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                  max_seqlen_k, return_lse, dtype, out, queue, wait_for, fp8)
@@ -439,11 +443,32 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
     """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
     import pyopencl.array as cla
 
+    v_transposed = fp8 is not None and fp8[3]
+    vt = v
+    if v_transposed:  # V (B, H_kv, d, Nk): the shapes are checked on K's, V's view set below
+        if cu_seqlens_q is not None:
+            _fail(Status.InvalidArgument, "v_transposed: not with varlen (cu_seqlens); store V (total_k, H_kv, d)")
+        if not _is_pyopencl(v) or len(v.shape) != 4 or len(k.shape) != 4 or \
+                tuple(v.shape) != (k.shape[0], k.shape[2], k.shape[3], k.shape[1]):
+            _fail(Status.InvalidArgument, f"v: with v_transposed expected a pyopencl Array (B, H_kv, d, Nk) = "
+                                          f"{(k.shape[0], k.shape[2], k.shape[3], k.shape[1]) if len(k.shape) == 4 else ''}"
+                                          f", got {tuple(v.shape) if hasattr(v, 'shape') else type(v).__name__}")
+        if v.dtype != q.dtype:
+            _fail(Status.UnsupportedDType, f"v: dtype {v.dtype} differs from q's {q.dtype}")
+        v = k
     args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                        max_seqlen_k, dtype, queue)
+    if v_transposed:
+        if vt.base_data is None:
+            _fail(Status.InvalidArgument, "v: the array has no buffer (empty arrays are not supported)")
+        t = _ext.Tensor()
+        t.buffer, t.offset = vt.base_data.int_ptr, vt.offset // vt.dtype.itemsize
+        t.batch_stride, t.head_stride, t.seq_stride = _element_strides(vt, "v")[:3]  # seq_stride: a d-row's pitch
+        args.v = t
+        inputs.append(vt)
     like = q
     if fp8 is not None:  # fp8 inputs: the descales and O's own storage
-        descales, quant_block, out_name = fp8
+        descales, quant_block, out_name, _ = fp8
         if out_name not in _OUT_DTYPES:
             _fail(Status.UnsupportedDType, f"out_dtype: unknown '{out_name}' (expected bf16, f16 or f32)")
         args.out_dtype, out_np = _OUT_DTYPES[out_name]
@@ -462,6 +487,7 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
                     _fail(Status.InvalidArgument, f"fp8.{name}: expected a float32 pyopencl Array or numpy array")
                 setattr(scales, name, _buffer(d, "fp8." + name))
                 inputs.append(d)
+        scales.v_transposed = v_transposed
         args.fp8 = scales
         like = cla.empty(queue, q.shape, out_np)  # O's shape and dtype
     out = _output(out, like, "out", queue)

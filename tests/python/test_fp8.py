@@ -1,8 +1,8 @@
 """FP8 from Python (issue 23): flashcl.quantize_fp8 on pyopencl Arrays, then flashcl.attention with
 dtype="e4m3" and the descales, checked against the float64 reference on the dequantised inputs
 (decoded here from the e4m3 definition, independently of the library); O poisoned with NaN first.
-Packed (varlen) tensors quantised per sequence the same way. Also the named errors: missing
-descales, fp8 from numpy arrays, varlen quantisation's own.
+Packed (varlen) tensors quantised per sequence the same way; V quantised transposed and attended
+as such. Also the named errors: missing descales, fp8 from numpy arrays, varlen quantisation's own.
 """
 
 import numpy as np
@@ -61,6 +61,37 @@ def test_quantize_and_attend(rng, queue, granularity, block, hadamard, causal):
     assert_close(o.get(), ref, FP32_ATOL)
     # the quantised attention stays close to the unquantised one (Hadamard keeps Q Kᵀ)
     assert np.sqrt(np.mean((o.get() - reference(q, k, v, causal=causal)[0]) ** 2)) < 0.05
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_transposed_v(rng, queue, causal):
+    """V quantised into (B, H_kv, d, Nk) (transposed=True) and passed with v_transposed gives the
+    result of V as stored, from the same bytes; a transposed V of the wrong shape, one with 16-bit
+    inputs and one with varlen are named errors."""
+    b, n, h, hkv, d = 2, 37, 4, 2, 32
+    q, k, v = randn(rng, b, n, h, d), randn(rng, b, n, hkv, d), randn(rng, b, n, hkv, d)
+    q8, qd = flashcl.quantize_fp8(cla.to_device(queue, q), head_group=h // hkv)
+    k8, kd = flashcl.quantize_fp8(cla.to_device(queue, k))
+    v8, vd = flashcl.quantize_fp8(cla.to_device(queue, v))
+    vt8, vtd = flashcl.quantize_fp8(cla.to_device(queue, v), transposed=True)
+    assert vt8.shape == (b, hkv, d, n)
+    assert np.array_equal(vt8.get(), v8.get().transpose(0, 2, 3, 1)) and np.array_equal(vtd.get(), vd.get())
+    outs = []
+    for vv, flag in ((v8, False), (vt8, True)):
+        out = cla.to_device(queue, np.full(q.shape, np.nan, dtype=np.float32))
+        outs.append(flashcl.attention(q8, k8, vv, dtype="e4m3", descales=(qd, kd, vd), out_dtype="f32", causal=causal,
+                                      out=out, v_transposed=flag).get())
+    assert not np.isnan(outs[1]).any()
+    assert_close(outs[1], outs[0], FP32_ATOL)
+    with pytest.raises(flashcl.Error, match=r"v: with v_transposed expected a pyopencl Array \(B, H_kv, d, Nk\)"):
+        flashcl.attention(q8, k8, v8, dtype="e4m3", descales=(qd, kd, vd), v_transposed=True)
+    with pytest.raises(flashcl.Error, match="v_transposed: a transposed V is for fp8 inputs"):
+        x = cla.to_device(queue, q)
+        flashcl.attention(x, x, x, v_transposed=True)
+    with pytest.raises(flashcl.Error, match="v_transposed: not with varlen"):
+        p8 = q8.reshape(b * n, h, d)
+        flashcl.attention(p8, p8, p8, dtype="e4m3", descales=(qd, kd, vd), v_transposed=True,
+                          cu_seqlens_q=np.array([0, n, 2 * n], np.int32), cu_seqlens_k=np.array([0, n, 2 * n], np.int32))
 
 
 @pytest.mark.parametrize("granularity, block", [("tensor", 0), ("head", 0), ("block", 8)])
