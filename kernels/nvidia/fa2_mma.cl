@@ -73,8 +73,9 @@
  *   V_LOAD_OWN        1: V's tiles come from its load_v_block (load_block's arguments, V's base and
  *                     stride) instead of load_block (mma_wgmma_e4m3.cl's V^T under V_TRANSPOSED:
  *                     rows of keys copied as they are stored)
- *   S_COLUMN_KEY(p)   the key (from the block's first) whose score is in column p of S, where the
- *                     operand file's tile_offset places K's rows out of order (default p)
+ *   K_ROW_KEY(r)      the key (from the block's first) that load_block copies into K's tile row r,
+ *                     i.e. whose score lands in column r of S (default r; mma_wgmma_e4m3.cl under
+ *                     V_TRANSPOSED permutes them); the masks map columns back to keys through it
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
  * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
 #if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
@@ -115,8 +116,8 @@ inline int tile_offset(int r, int c, int pitch) { return r * pitch + c; }
 inline void tile_writes_visible(void) {}
 #endif
 
-#ifndef S_COLUMN_KEY
-#define S_COLUMN_KEY(p) (p) /* K's rows in the tile in key order */
+#ifndef K_ROW_KEY
+#define K_ROW_KEY(r) (r) /* K's rows in the tile in key order */
 #endif
 
 /* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
@@ -146,14 +147,16 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
 #else /* consecutive work-items: consecutive chunks of a row */
     const int r = idx / CHUNKS_PER_ROW, c = (idx - r * CHUNKS_PER_ROW) * CHUNK;
 #endif
-    const bool ok = k0 + r < seqlen_k && c < HEAD_DIM;
-    copy16_async(tile + tile_offset(r, c, pitch), src + base + (ok ? (long)(k0 + r) * stride + c : 0), ok ? 16 : 0);
+    const int key = k0 + K_ROW_KEY(r);
+    const bool ok = key < seqlen_k && c < HEAD_DIM;
+    copy16_async(tile + tile_offset(r, c, pitch), src + base + (ok ? (long)key * stride + c : 0), ok ? 16 : 0);
   }
   async_commit();
 #else
   for (int idx = lid; idx < BC * DPAD; idx += WG_SIZE) {
     const int r = idx / DPAD, c = idx - r * DPAD;
-    tile[tile_offset(r, c, pitch)] = k0 + r < seqlen_k && c < HEAD_DIM ? src[base + (long)(k0 + r) * stride + c] : (ELEM_T)0;
+    const int key = k0 + K_ROW_KEY(r);
+    tile[tile_offset(r, c, pitch)] = key < seqlen_k && c < HEAD_DIM ? src[base + (long)key * stride + c] : (ELEM_T)0;
   }
 #endif
 }
@@ -188,7 +191,7 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = row_a + (e >> 1) * 8, key = k0 + S_COLUMN_KEY(8 * j + 2 * t + (e & 1));
+      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
       /* common.cl's rules, one select per score (the lengths and shift read once, above) */
       if (KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) s[j][e] = NEG_INF;
     }

@@ -29,11 +29,12 @@
  * With V_TRANSPOSED (V stored (B, H_kv, d, Nk), as quantize_fp8 writes it for this instruction) the
  * V^T tile comes by cp.async like K's, 16 keys of one dim a copy (V_LOAD_OWN, load_v_block), with
  * no registers, permutes or stores of the warps' own and no mbarrier of its own; the keys then sit
- * in their order inside a core row, and the permutation moves to K instead: tile_offset puts key
- * 4t + e (e 0, 1) of a 16-key group in K's row 2t + e and key 4t + 2 + e in row 8 + 2t + e, so the
- * scores lane 4g + t holds (columns 2t, 2t + 1 of each 8-column tile) are those of keys 4t .. 4t + 3
- * and 16 + 4t .. 16 + 4t + 3 of a 32-key step, P's A fragment as it stands (S_COLUMN_KEY maps a
- * column back to its key for the masks).
+ * in their order inside a core row, and the permutation moves to K instead: load_block copies key
+ * 4t + e (e 0, 1) of a 16-key group into K's row 2t + e and key 4t + 2 + e into row 8 + 2t + e
+ * (K_ROW_KEY, fa2_mma.cl's hook, which the masks read too), so the scores lane 4g + t holds
+ * (columns 2t, 2t + 1 of each 8-column tile) are those of keys 4t .. 4t + 3 and 16 + 4t .. 16 + 4t
+ * + 3 of a 32-key step, P's A fragment as it stands. The tile is still written row after row (8
+ * work-items fill one core matrix: no bank conflicts); only the rows' sources move.
  * Accumulators (m64nNk32, fp32) are laid out as m64nNk16's: lane 4g + t holds rows g, g + 8 and
  * columns 2t, 2t + 1 of each 8-column tile, so O's columns are in order and fa2_mma.cl's store_o2
  * epilogue applies. */
@@ -59,19 +60,15 @@
 #endif
 
 #if V_TRANSPOSED
-/* K's tile row of key r (from the block's first): keys 4t + e, 4t + 2 + e of a 16-key group in rows
- * 2t + e, 8 + 2t + e (the header); S_COLUMN_KEY is its inverse. */
-#define K_TILE_ROW(r) (((r) & ~15) | (((r) >> 1) & 1) << 3 | (((r) & 15) >> 2) << 1 | ((r) & 1))
-#define S_COLUMN_KEY(p) (((p) & ~15) | (((p) & 7) >> 1) << 2 | (((p) >> 3) & 1) << 1 | ((p) & 1))
-#else
-#define K_TILE_ROW(r) (r)
+/* The key in K's tile row r (from the block's first): rows 2t + e and 8 + 2t + e of a 16-row group
+ * hold keys 4t + e and 4t + 2 + e (the header). */
+#define K_ROW_KEY(r) (((r) & ~15) | (((r) & 7) >> 1) << 2 | (((r) >> 3) & 1) << 1 | ((r) & 1))
 #endif
 
-/* Byte offset of K's (key r, dim c) in its tile (pitch unused: the layout is fixed by DPAD). */
+/* Byte offset of K's (row r, dim c) in its tile (pitch unused: the layout is fixed by DPAD). */
 inline int tile_offset(int r, int c, int pitch) {
   (void)pitch;
-  const int row = K_TILE_ROW(r);
-  return ((row >> 3) * (DPAD / 16) + (c >> 4)) * 128 + (row & 7) * 16 + (c & 15);
+  return ((r >> 3) * (DPAD / 16) + (c >> 4)) * 128 + (r & 7) * 16 + (c & 15);
 }
 
 /* d[j0 .. j0 + N/8 - 1][0..3] += A (64 x 32 bytes, registers a[0..3]) * B (32 x N, descriptor, K-major;

@@ -49,10 +49,11 @@ std::string probe_name(MmaKind kind, DType dtype) {
 // Runs the kernel for `dtype` (O stored as `out`) on one head (Nq = 37, Nk = 150; d = 32 for the
 // 16-byte async copies, d = 30 for the element-wise loads) and compares O with a float64 reference:
 // fp16/bf16 within 1e-2 (a wrong fragment layout is off by ~0.1), fp32 within 2e-5 (dropping
-// 3xTF32's small terms is off by ~1e-3), FP8 within 3e-2 (P rounded to e4m3; descales 0.5, 4
-// and 2, so a descale applied wrongly is off by far more). A build failure or a wrong result is an
-// answer for the device; running out of resources is not (Transient: the path is skipped for this
-// call only).
+// 3xTF32's small terms is off by ~1e-3), FP8 within 1e-1 (P rounded to e4m3 costs up to ~3.3e-2
+// on the probe's rows, which differ; a descale (0.5, 4 and 2) applied wrongly or keys in the
+// wrong order are off by 0.6 or more: a float64 model of the probe, docs/FP8.md). A build failure
+// or a wrong result is an answer for the device; running out of resources is not (Transient: the
+// path is skipped for this call only).
 ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DType out, bool vec_load, bool v_transposed,
                       MmaKind kind) {
   const std::string what = probe_name(kind, dtype);
@@ -92,7 +93,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, DTyp
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(grid.global[0], grid.global[1], grid.global[2]),
                                cl::NDRange(grid.local[0], grid.local[1], grid.local[2]));
     // the dequantised inputs are the reference's (FP8)
-    return probe.check(what, probe.read_o(), dtype == DType::F32 ? 2e-5 : fp8 ? 3e-2 : 1e-2, fp8 ? descales : nullptr);
+    return probe.check(what, probe.read_o(), dtype == DType::F32 ? 2e-5 : fp8 ? 1e-1 : 1e-2, fp8 ? descales : nullptr);
   });
 }
 

@@ -16,8 +16,13 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
   q.resize(static_cast<std::size_t>(nq) * d);
   k.resize(static_cast<std::size_t>(nk) * d);
   v.resize(k.size());
-  for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 11, steps);
-  for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 11, steps), v[i] = probe_value(i, 3, 11, steps);
+  // fp8's values repeat every 16 elements, so at d = 32 every row would be the same and a kernel
+  // that put keys in the wrong order would pass: each row shifts its values by 5 (rows 16 apart
+  // repeat; the key orders the kernels permute are within 16)
+  const std::size_t skew = fp8 ? 5 : 0;
+  auto value = [&](std::size_t i, int salt) { return probe_value(i + i / d * skew, salt, 11, steps); };
+  for (std::size_t i = 0; i < q.size(); ++i) q[i] = value(i, 1);
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = value(i, 2), v[i] = value(i, 3);
   if (dtype == DType::F32)  // low bits that TF32 alone drops
     for (auto* t : {&q, &k, &v})
       for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
@@ -34,7 +39,7 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
   qb = upload(q);
   kb = upload(k);
   if (v_transposed) {  // (d, Nk) rows of `pitch` keys, NaN (0x7f in both fp8 formats) past Nk
-    const int pitch = vec_load ? 160 : nk;
+    const int pitch = 192;  // a multiple of 16 and past the last key block's end (64-key blocks)
     std::vector<std::uint8_t> bits = to_fp8(dtype, v), vt(static_cast<std::size_t>(d) * pitch, 0x7f);
     for (int j = 0; j < nk; ++j)
       for (int c = 0; c < d; ++c) vt[static_cast<std::size_t>(c) * pitch + j] = bits[static_cast<std::size_t>(j) * d + c];

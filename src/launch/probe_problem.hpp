@@ -4,8 +4,8 @@
 // element-wise loads; inputs exact in their storage (multiples of 1/64 for 16 bits, 1/8 for fp8;
 // fp32 gets low bits that TF32 alone drops), O read back from its storage and compared with a
 // float64 softmax(scale·QKᵀ)·V. fp8 with a transposed V (Fp8Scales::v_transposed): V is uploaded
-// (d, Nk) with a pitch of 160 keys for the 16-byte copies (so the last copy of a row is partial and
-// the 10 keys past Nk, NaN bytes, must never be read) or 150 for the element-wise ones. Host-side only: each probe still builds and runs its own kernels
+// (d, Nk) with a pitch of 192 keys (so the last 16-byte copy of a row is partial, and the 42 keys
+// past Nk up to the end of the last 64-key block, NaN bytes, must never be read). Host-side only: each probe still builds and runs its own kernels
 // with its own program choice, and picks its own bound.
 #pragma once
 
