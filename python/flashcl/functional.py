@@ -450,9 +450,9 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
             _fail(Status.InvalidArgument, "v_transposed: not with varlen (cu_seqlens); store V (total_k, H_kv, d)")
         if not _is_pyopencl(v) or len(v.shape) != 4 or len(k.shape) != 4 or \
                 tuple(v.shape) != (k.shape[0], k.shape[2], k.shape[3], k.shape[1]):
-            _fail(Status.InvalidArgument, f"v: with v_transposed expected a pyopencl Array (B, H_kv, d, Nk) = "
-                                          f"{(k.shape[0], k.shape[2], k.shape[3], k.shape[1]) if len(k.shape) == 4 else ''}"
-                                          f", got {tuple(v.shape) if hasattr(v, 'shape') else type(v).__name__}")
+            _fail(Status.InvalidArgument, f"v: with v_transposed expected a pyopencl Array (B, H_kv, d, Nk) matching "
+                                          f"k's (B, Nk, H_kv, d) {tuple(k.shape)}, got "
+                                          f"{tuple(v.shape) if hasattr(v, 'shape') else type(v).__name__}")
         if v.dtype != q.dtype:
             _fail(Status.UnsupportedDType, f"v: dtype {v.dtype} differs from q's {q.dtype}")
         v = k
