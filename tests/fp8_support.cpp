@@ -132,7 +132,7 @@ int quant_slot(const QuantizeArgs& a, int b, int s, int h) {
   switch (a.granularity) {
     case QuantGranularity::Tensor: return 0;
     case QuantGranularity::Head: return b * (a.heads / a.head_group) + h / a.head_group;
-    case QuantGranularity::Block: return (b * a.heads + h) * ((a.seqlen + a.block - 1) / a.block) + s / a.block;
+    case QuantGranularity::Block: return (b * a.heads + h) * ((a.seqlen - 1) / a.block + 1) + s / a.block;
   }
   return -1;
 }
@@ -175,7 +175,7 @@ Fp8Tensor host_quantize(const QuantizeArgs& a, const std::vector<float>& x, cons
   const float fmax = a.out_dtype == DType::E4M3 ? 448.0f : 57344.0f;
   for (std::size_t e = 0; e < q.descale.size(); ++e) {
     const float m = amax[a.granularity == QuantGranularity::Tensor ? 0 : e];
-    q.descale[e] = m > 0.0f ? m / fmax : 1.0f;
+    q.descale[e] = m > 0.0f ? std::max(m / fmax, std::numeric_limits<float>::min()) : 1.0f;
   }
   q.bytes.assign(x.size(), 0);
   q.values.assign(x.size(), 0.0f);

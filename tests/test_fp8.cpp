@@ -201,11 +201,13 @@ struct QuantCase {
   QuantGranularity granularity = QuantGranularity::Tensor;
   int head_group = 1, block = 0, d = 64;
   bool hadamard = false, transposed = false;
+  float scale = 1.0f, offset = 0.0f;  // the inputs: outlier values times scale, plus offset
 };
 
-void run_quant_case(const QuantCase& c) {
+Fp8Tensor quant_case_result(const QuantCase& c, Fp8Tensor* want = nullptr) {
   const int B = 2, S = 37, H = 4;
   std::vector<float> x = bench::outlier_values(std::size_t(B) * S * H * c.d, 99 + c.d);
+  for (float& e : x) e = e * c.scale + c.offset;
   x = round_to(c.in, x);  // the values the device holds
   QuantizeArgs a;
   a.batch = B;
@@ -223,12 +225,18 @@ void run_quant_case(const QuantCase& c) {
   DeviceTensor in(Layout::PaddedRows, B, S, H, c.d, &x, c.in);  // strided input: NaN gaps must stay unread
   a.in = in.view;
   const Fp8Tensor got = quantize_on_device(a, x.size());
-  const Fp8Tensor want = host_quantize_dense(a, x);
+  EXPECT_EQ(in.gap_elements_changed(), 0u);
+  if (want != nullptr) *want = host_quantize_dense(a, x);
+  return got;
+}
+
+void run_quant_case(const QuantCase& c) {
+  Fp8Tensor want;
+  const Fp8Tensor got = quant_case_result(c, &want);
   const std::string what = std::string(to_string(c.in)) + "->" + to_string(c.out) + " granularity " +
                            std::to_string(static_cast<int>(c.granularity)) + (c.hadamard ? " hadamard" : "") +
                            (c.transposed ? " transposed" : "");
   expect_same_quantisation(got.bytes, got.descale, want, c.hadamard, what);
-  EXPECT_EQ(in.gap_elements_changed(), 0u);
 }
 
 TEST(Fp8Quantize, PerTensorMatchesHost) { run_quant_case({}); }
@@ -241,6 +249,28 @@ TEST(Fp8Quantize, BlockHadamardMatchesHost) {
 }
 TEST(Fp8Quantize, TransposedHeadMatchesHost) {
   run_quant_case({DType::F32, DType::E4M3, QuantGranularity::Head, 1, 0, 20, false, true});
+}
+
+// Extremes (a review's cases): a block near 2^31 rows (its ceil(S / block) overflowed int in the
+// kernel: atomic writes before the scratch buffer), groups of amax below FP8_MAX * FLT_MIN (the
+// reciprocal of their descale was inf: NaN bytes, or a descale of 0), and a Hadamard transform of
+// values near FLT_MAX (its unscaled sums overflowed: an inf descale).
+TEST(Fp8Quantize, HugeBlockIsOneBlockPerHead) {
+  run_quant_case({DType::F32, DType::E4M3, QuantGranularity::Block, 1, std::numeric_limits<int>::max()});
+}
+TEST(Fp8Quantize, TinyGroupsKeepFiniteDescales) {
+  for (DType out : {DType::E4M3, DType::E5M2}) {
+    const Fp8Tensor got = quant_case_result({DType::F32, out, QuantGranularity::Block, 1, 4, 64, false, false, 1e-36f});
+    for (float s : got.descale) EXPECT_TRUE(std::isfinite(s) && s >= std::numeric_limits<float>::min()) << s;
+    for (std::uint8_t byte : got.bytes) ASSERT_NE(byte & 0x7f, 0x7f) << "a NaN code";
+    std::size_t nonzero = 0;
+    for (std::uint8_t byte : got.bytes) nonzero += (byte & 0x7f) != 0;
+    EXPECT_GT(nonzero, got.bytes.size() / 2);  // the values survive, scaled up
+  }
+}
+TEST(Fp8Quantize, HadamardOfValuesNearFltMaxStaysFinite) {
+  // rows of about 3.5e37 (+- 4e37): sums of 64 pass FLT_MAX, the transform (about 8 x 3.5e37) does not
+  run_quant_case({DType::F32, DType::E4M3, QuantGranularity::Head, 1, 0, 64, true, false, 1e36f, 3.5e37f});
 }
 
 TEST(Fp8Quantize, HadamardKeepsScores) {  // M is orthogonal: (QM)(KM)^T = QK^T, up to fp32 rounding

@@ -2,7 +2,7 @@
  * one work-item per (b, s, h) row (VARLEN: per packed (t, h) row): quant_amax takes each row's amax (after the optional
  * random-sign Hadamard transform along d, done in private memory) and folds it into its scale's
  * slot with an atomic max on the float's bits (non-negative floats order as their bits);
- * quant_descales writes descale = amax / FP8_MAX (1 where amax is 0) in the layout the attention
+ * quant_descales writes descale = max(amax / FP8_MAX, FLT_MIN) (1 where amax is 0) in the layout the attention
  * takes; quant_encode transforms the row again and stores fp8(x / descale), rounded to nearest even
  * and saturated (fp8_codec.cl). Options: IN_DTYPE 0/1/2, DTYPE 3 (e4m3) or 4 (e5m2), HEAD_DIM,
  * GRANULARITY (0 tensor, 1 head group, 2 block of rows), HADAMARD, TRANSPOSED (out (B, H, d, S)),
@@ -42,7 +42,9 @@ inline int slot_of(const QuantArgs* a, int b, int s, int h) {
   (void)s;
   return b * (a->heads / a->head_group) + h / a->head_group;
 #else
-  return (b * a->heads + h) * ((a->seqlen + a->block - 1) / a->block) + s / a->block;
+  /* ceil(seqlen / block) without seqlen + block - 1, which overflows int for a block near 2^31 */
+  const int blocks = a->seqlen > 0 ? (a->seqlen - 1) / a->block + 1 : 0;
+  return (b * a->heads + h) * blocks + s / a->block;
 #endif
 }
 
@@ -93,7 +95,10 @@ inline int grid_row(const QuantArgs* a) {
 }
 
 /* Loads row (b, s, h) into x, transformed by M = H_d diag(signs) / sqrt(d) when HADAMARD: a fast
- * Walsh-Hadamard transform (Sylvester's H_d is symmetric, so x H_d is the transform of x). */
+ * Walsh-Hadamard transform (Sylvester's H_d is symmetric, so x H_d is the transform of x). Each
+ * butterfly halves its operands first (exact above 2^-125), so no partial sum passes the inputs'
+ * largest magnitude, and 2^k / sqrt(2^k) = sqrt(d) comes last: unscaled sums of values near
+ * FLT_MAX overflowed to inf before the 1 / sqrt(d) that would have brought them back. */
 inline void load_row(float x[HEAD_DIM], __global const IN_T* in, const QuantArgs* a, int b, int s, int h) {
   const long base = a->in_offset + (long)b * a->in_batch_stride + (long)s * a->in_seq_stride + (long)h * a->in_head_stride;
   for (int i = 0; i < HEAD_DIM; ++i) x[i] = LOAD_IN(in, base + i);
@@ -102,10 +107,11 @@ inline void load_row(float x[HEAD_DIM], __global const IN_T* in, const QuantArgs
     for (int i = 0; i < HEAD_DIM; i += 2 * len)
       for (int j = i; j < i + len; ++j) {
         const float u = x[j], v = x[j + len];
-        x[j] = u + v;
-        x[j + len] = u - v;
+        x[j] = 0.5f * u + 0.5f * v; /* (u + v) / 2, rounded once as u + v was */
+        x[j + len] = 0.5f * u - 0.5f * v;
       }
-  const float norm = rsqrt((float)HEAD_DIM);
+  const int k = 31 - clz(HEAD_DIM); /* HEAD_DIM = 2^k (the host refuses other head dims here) */
+  const float norm = ldexp((k & 1) ? M_SQRT2_F : 1.0f, k >> 1); /* sqrt(2^k), correctly rounded */
   for (int i = 0; i < HEAD_DIM; ++i) x[i] *= ((a->signs[i / 64] >> (i % 64)) & 1) ? -norm : norm;
 #endif
 }
@@ -122,10 +128,12 @@ inline float div_rn(float a, float b) {
   return fma(fma(-q, b, a), y, q);
 }
 
-/* descale from a slot's amax bits; the one formula quant_descales and quant_encode share */
+/* descale from a slot's amax bits; the one formula quant_descales and quant_encode share. At least
+ * FLT_MIN: below it (amax under FP8_MAX * FLT_MIN, about 5e-36 for e4m3) the reciprocal div_rn
+ * takes is inf, and x / descale came out NaN, or the descale 0 */
 inline float descale_of(uint amax_bits) {
   const float amax = as_float(amax_bits);
-  return amax > 0.0f ? div_rn(amax, FP8_MAX) : isnan(amax) ? amax : 1.0f; /* a NaN input: a NaN descale */
+  return amax > 0.0f ? fmax(div_rn(amax, FP8_MAX), FLT_MIN) : isnan(amax) ? amax : 1.0f; /* a NaN input: a NaN descale */
 }
 
 __kernel void quant_amax(__global const IN_T* in, __global uint* amax, __global const int* cu_seqlens,

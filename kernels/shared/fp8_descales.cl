@@ -23,7 +23,8 @@
  * blocks of (b, head) among `heads` heads, ceil(rows / QUANT_BLOCK) each. */
 inline long first_descale(const AttnArgs* a, int b, int head, int heads, int rows) {
 #if QUANT_BLOCK
-  return ((long)b * heads + head) * ((rows + QUANT_BLOCK - 1) / QUANT_BLOCK);
+  /* ceil(rows / QUANT_BLOCK) without rows + QUANT_BLOCK - 1, which overflows int for a block near 2^31 */
+  return ((long)b * heads + head) * (rows > 0 ? (rows - 1) / QUANT_BLOCK + 1 : 0);
 #else
   (void)heads;
   (void)rows;

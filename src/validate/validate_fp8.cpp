@@ -4,6 +4,7 @@
 // buffers themselves (handles, context, sizes, flags, aliasing) with its own helpers.
 #include "validate/validate_fp8.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -49,7 +50,8 @@ DescaleCounts descale_counts(const ForwardArgs& a) {
   const std::size_t b = static_cast<std::size_t>(a.batch), hkv = static_cast<std::size_t>(a.heads_kv > 0 ? a.heads_kv : a.heads);
   const int n = a.fp8.quant_block;
   if (n <= 0) return {b * hkv, b * hkv, b * hkv};
-  const auto blocks = [n](int rows) { return static_cast<std::size_t>((rows + n - 1) / n); };
+  // ceil(rows / n) in 64 bits (rows + n - 1 overflows int for a block near 2^31)
+  const auto blocks = [n](int rows) { return (static_cast<std::size_t>(std::max(rows, 0)) + n - 1) / n; };
   return {b * a.heads * blocks(a.seqlen_q), b * hkv * blocks(a.seqlen_k), b * hkv * blocks(a.seqlen_k)};
 }
 
