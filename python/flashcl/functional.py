@@ -77,9 +77,15 @@ def _algorithm(name: Union[str, Algorithm]) -> Algorithm:
     return _ALGORITHMS[name]
 
 
-def _storage(dtype: Any, name: str, override: Optional[str]) -> DType:
+# The array dtypes whose bytes are each storage type's, for device arrays (read as they are)
+_DEVICE_HOLDERS = {"f32": (np.float32,), "f16": (np.float16, np.uint16), "bf16": (np.uint16,), "e4m3": (np.uint8,),
+                   "e5m2": (np.uint8,)}
+
+
+def _storage(dtype: Any, name: str, override: Optional[str], device: bool = False) -> DType:
     """The library's storage type for an array dtype; `override` ('f32', 'f16', 'bf16') picks it
-    when the array holds bit patterns (uint16 for bf16) or should be rounded on the way in."""
+    when the array holds bit patterns (uint16 for bf16) or should be rounded on the way in (host
+    arrays only: a `device` array's bytes are read as they are, so its dtype must hold them)."""
     dt = np.dtype(dtype)
     if override is not None:
         if override not in _DTYPES:
@@ -88,6 +94,10 @@ def _storage(dtype: Any, name: str, override: Optional[str]) -> DType:
         if dt.kind != "f" and not bits and not (dt == np.uint8 and override in ("e4m3", "e5m2")):
             _fail(Status.UnsupportedDType, f"{name}: dtype {dt} cannot hold {override} (float arrays, or "
                                            f"{override}'s bit patterns as uint16 for f16/bf16, uint8 for fp8)")
+        if device and dt not in [np.dtype(t) for t in _DEVICE_HOLDERS[override]]:
+            holders = " or ".join(np.dtype(t).name for t in _DEVICE_HOLDERS[override])
+            _fail(Status.UnsupportedDType, f"{name}: a device array of {dt} does not hold {override} values (its bytes "
+                                           f"are read as they are: {holders})")
         return _DTYPES[override]
     if dt == np.float32:
         return DType.F32
@@ -356,7 +366,7 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
     queue = queue if queue is not None else q.queue
     if queue is None:
         _fail(Status.InvalidHandle, "queue: q has no queue and none was given")
-    storage = _storage(q.dtype, "q", dtype)
+    storage = _storage(q.dtype, "q", dtype, device=True)
     for name, a in (("k", k), ("v", v)):
         if not _is_pyopencl(a):
             _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array like q, got {type(a).__name__}")
@@ -375,8 +385,8 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
     if varlen:
         cu_q, cu_k = on_device(cu_seqlens_q, np.int32), on_device(cu_seqlens_k, np.int32)
         for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
-            if cu.dtype != np.int32 or cu.ndim != 1:
-                _fail(Status.InvalidArgument, f"{name}: expected a 1-d int32 array of B + 1 offsets")
+            if cu.dtype != np.int32 or cu.ndim != 1 or not cu.flags.c_contiguous:
+                _fail(Status.InvalidArgument, f"{name}: expected a contiguous 1-d int32 array of B + 1 offsets")
         batch = cu_q.shape[0] - 1
         if max_seqlen_q is None:
             max_seqlen_q = _max_seqlen(cu_q.get(queue=queue), None)
@@ -512,10 +522,14 @@ def _element_strides(a, name: str) -> Tuple[int, ...]:
 
 
 def _buffer(a, name: str) -> int:
+    """The cl_mem of an array the library reads whole from its start (offsets, slopes, descales, LSE):
+    one that starts elsewhere or skips elements (a strided view) would be read as something else."""
     if a.base_data is None:
         _fail(Status.InvalidArgument, f"{name}: the array has no buffer (empty arrays are not supported)")
     if a.offset:
         _fail(Status.InvalidArgument, f"{name}: must start at its buffer's beginning (offset {a.offset} bytes)")
+    if not a.flags.c_contiguous:
+        _fail(Status.InvalidArgument, f"{name}: must be contiguous (strides {a.strides} bytes)")
     return a.base_data.int_ptr
 
 
@@ -696,8 +710,8 @@ def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_gr
     if varlen:
         host_cu = None if _is_pyopencl(cu_seqlens) else np.ascontiguousarray(cu_seqlens, np.int32)
         cu = cu_seqlens if host_cu is None else cla.to_device(queue, host_cu)
-        if cu.dtype != np.int32 or cu.ndim != 1 or cu.shape[0] < 2:
-            _fail(Status.InvalidArgument, "cu_seqlens: expected a 1-d int32 array of B + 1 offsets")
+        if cu.dtype != np.int32 or cu.ndim != 1 or cu.shape[0] < 2 or not cu.flags.c_contiguous:
+            _fail(Status.InvalidArgument, "cu_seqlens: expected a contiguous 1-d int32 array of B + 1 offsets")
         inputs.append(cu)
         if max_seqlen is None:  # the offsets' longest sequence, read back only when they live on the device
             if host_cu is None and wait_for:  # (Array.get waits on the array's own events, not on wait_for)
@@ -710,7 +724,7 @@ def quantize_fp8(x, *, dtype: str = "e4m3", granularity: str = "tensor", head_gr
         a.cu_seqlens = _buffer(cu, "cu_seqlens")
     else:
         a.batch, a.seqlen, a.heads, a.head_dim = (int(n) for n in x.shape)
-    a.in_dtype = _storage(x.dtype, "x", in_dtype)
+    a.in_dtype = _storage(x.dtype, "x", in_dtype, device=True)
     a.out_dtype = _DTYPES[dtype]
     a.granularity = _GRANULARITIES[granularity]
     a.head_group, a.block, a.hadamard, a.hadamard_seed, a.transposed = head_group, block, hadamard, seed, transposed

@@ -63,7 +63,7 @@ def attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, *, k_new=None, v_
     queue = queue or q.queue
     args = _sizes(q, k_cache, block_table, k_new, rotary_cos, rotary_interleaved, causal, window, softcap, scale,
                   alibi_slopes, num_splits)
-    args.dtype = _storage(q.dtype, "q", dtype)
+    args.dtype = _storage(q.dtype, "q", dtype, device=True)
     if cache_dtype is not None and cache_dtype not in _DTYPES:
         _fail(Status.UnsupportedDType, f"cache_dtype: unknown '{cache_dtype}' (expected f32, f16, bf16, e4m3 or e5m2)")
     cache = _DTYPES[cache_dtype] if cache_dtype is not None else args.dtype

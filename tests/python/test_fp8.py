@@ -148,3 +148,11 @@ def test_fp8_errors(rng, queue):
     assert info.value.status == flashcl.Status.InvalidArgument
     with pytest.raises(flashcl.Error, match="cu_seqlens"):
         flashcl.quantize_fp8(packed, cu_seqlens=np.array([[0, 10]], np.int32))
+    # a device array's bytes are read as they are: float32 bytes are no f16 or bf16 values (they were
+    # reinterpreted), and a strided view of offsets is not the offsets (every other one was read)
+    for in_dtype in ("f16", "bf16"):
+        with pytest.raises(flashcl.Error, match=f"x: a device array of float32 does not hold {in_dtype} values"):
+            flashcl.quantize_fp8(x, in_dtype=in_dtype)
+    strided = cla.to_device(queue, np.array([0, 99, 4, 99, 10], np.int32))[::2]
+    with pytest.raises(flashcl.Error, match="cu_seqlens: expected a contiguous 1-d int32 array"):
+        flashcl.quantize_fp8(packed, cu_seqlens=strided, max_seqlen=6)
