@@ -3,7 +3,7 @@
 # stored transposed (Fp8Scales::v_transposed, read as stored by cp.async with K's rows permuted;
 # kernels/nvidia/mma_wgmma_e4m3.cl, docs/FP8.md) against V as stored (transposed on chip through
 # registers). Builds (setup.sh); runs the float64 tests with FLASHCL_FP8_WGMMA=require
-# (Fp8Wgmma.*, TransposedV among them, and Fp8TensorCore.*); prints NVIDIA's ptxas lines of the
+# (Fp8Wgmma.*, TransposedV among them, Fp8TensorCore.*, and the quantiser's and portable forward's Fp8Quantize.*, Fp8Forward.*); prints NVIDIA's ptxas lines of the
 # V^T programs (d 64/128, causal both); then flashcl-bench --dtype e4m3 (B 8, H 16, N 4096, d
 # 64/128, causal both, per-head descales, O bf16) for V as stored (flashcl's fp16 forward beside),
 # V^T, and, when ALT_KERNELS names a kernels folder, V^T built from it (another form of the same
@@ -22,7 +22,7 @@ shapes="-b 8 --heads 16 -n 4096 --causal both -r 10 -w 1 --quant head --out-dtyp
 
 echo "== float64 tests with FLASHCL_FP8_WGMMA=require (skips mean: not cc 9.0)"
 FLASHCL_FP8_WGMMA=require FLASHCL_BUILD_LOG=1 timeout 120 ./build-gpu/tests/flashcl_tests \
-  --gtest_filter='Fp8Wgmma.*:Fp8TensorCore.*' > "$out/tests.log" 2>&1
+  --gtest_filter='Fp8Wgmma.*:Fp8TensorCore.*:Fp8Quantize.*:Fp8Forward.*' > "$out/tests.log" 2>&1
 echo "exit $?: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) +\]' "$out/tests.log" | tr '\n' ' ')"
 grep -hE "probe|Failure|FAILED|planned|Expected|Which is" "$out/tests.log" | head -30
 
