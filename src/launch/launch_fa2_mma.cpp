@@ -124,7 +124,8 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan
              plan.local_bytes, " bytes of local memory; the device has ", facts.local_mem_bytes);
       continue;
     }
-    if (probe_passes(p.context, p.device, a.dtype, out, vec_load, is_fp8(a.dtype) && a.fp8.v_transposed, candidate.kind)) {
+    const bool v_transposed = is_fp8(a.dtype) && a.fp8.v_transposed;
+    if (probe_passes(p.context, p.device, a.dtype, out, vec_load, v_transposed, candidate.kind)) {
       enqueue_mma(queue, p, candidate, wait, launch);
       return true;
     }

@@ -42,7 +42,8 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
     const int pitch = 192;  // a multiple of 16 and past the last key block's end (64-key blocks)
     std::vector<std::uint8_t> bits = to_fp8(dtype, v), vt(static_cast<std::size_t>(d) * pitch, 0x7f);
     for (int j = 0; j < nk; ++j)
-      for (int c = 0; c < d; ++c) vt[static_cast<std::size_t>(c) * pitch + j] = bits[static_cast<std::size_t>(j) * d + c];
+      for (int c = 0; c < d; ++c)
+        vt[static_cast<std::size_t>(c) * pitch + j] = bits[static_cast<std::size_t>(j) * d + c];
     vb = cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, vt.size(), vt.data());
     args.fp8.v_transposed = true;
     args.v.seq_stride = pitch;

@@ -3,9 +3,10 @@
 // Nk = 150 (partial blocks of rows and keys), d = 32 for the 16-byte copies or 30 for the
 // element-wise loads; inputs exact in their storage (multiples of 1/64 for 16 bits, 1/8 for fp8;
 // fp32 gets low bits that TF32 alone drops), O read back from its storage and compared with a
-// float64 softmax(scale·QKᵀ)·V. fp8 with a transposed V (Fp8Scales::v_transposed): V is uploaded
-// (d, Nk) with a pitch of 192 keys (so the last 16-byte copy of a row is partial, and the 42 keys
-// past Nk up to the end of the last 64-key block, NaN bytes, must never be read). Host-side only: each probe still builds and runs its own kernels
+// float64 softmax(scale·QKᵀ)·V. fp8 rows shift their values (all rows were equal at d = 32); with a
+// transposed V (Fp8Scales::v_transposed) V is uploaded (d, Nk) with a pitch of 192 keys (so the last
+// 16-byte copy of a row is partial, and the 42 keys past Nk up to the end of the last 64-key block,
+// NaN bytes, must never be read). Host-side only: each probe still builds and runs its own kernels
 // with its own program choice, and picks its own bound.
 #pragma once
 
