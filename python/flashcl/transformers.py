@@ -4,10 +4,18 @@ and to its ``AttentionMaskInterface`` with the mask form flash-attn uses (None, 
 mask), so ``from_config(cfg, attn_implementation="flashcl")`` and
 ``model.set_attn_implementation("flashcl")`` work. As "flash_attention_2" does: causal comes from
 the module (or ``is_causal``), padding becomes a varlen call (the padded rows are dropped, no N×N
-mask is built), sliding windows and softcaps come from the layer's kwargs, and GQA's K/V are used
-without being repeated. fp32 works too (on PoCL's CPU device as well as on GPUs).
+mask is built), sequences packed into one row (offsets given, or position ids that restart) become
+a varlen call, a static cache's unused slots are cut, cross-attention and one-query steps keep every
+query, q/k/v are cast to one dtype under autocast, a V head dim other than Q's (MLA) is padded and
+trimmed, sliding windows and softcaps come from the layer's kwargs, and GQA's K/V are used without
+being repeated. fp32 works too (on PoCL's CPU device as well as on GPUs). Inputs that would change
+the scores in ways flashcl lacks (attention sinks, T5's position bias) raise instead of being
+ignored. transformers routes every implementation named "flash..." through its flash-attention
+code, so models that special-case that name (GPT-Neo, Bark; GPT-OSS, which it sends to a Hub
+kernel) do not run through flashcl.
 """
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -30,37 +38,92 @@ def _unpad(x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor, int]:
     return rows, cu_seqlens, indices, int(lengths.max())
 
 
+_UNSUPPORTED_INPUTS = ("s_aux", "sinks", "position_bias")  # inputs that change the scores, which flashcl lacks
+_warned_attentions = False
+
+
+def _packed_offsets(position_ids: Optional[Tensor], batch: int, seq: int) -> Optional[Tensor]:
+    """The sequences' offsets when one row packs several (padding-free training without offsets:
+    DataCollatorWithFlattening's default), as transformers' _is_packed_sequence finds them: the
+    position ids restart at their minimum where a sequence starts; None otherwise."""
+    if position_ids is None or batch != 1 or seq == 1 or position_ids.shape[-1] != seq:
+        return None
+    pos = position_ids.reshape(-1)
+    if bool((pos - (torch.arange(seq, device=pos.device) + pos.min())).abs().sum() == 0):
+        return None  # one sequence
+    starts = (pos == pos.min()).nonzero().reshape(-1).to(torch.int32)
+    return torch.cat((starts, torch.tensor([seq], dtype=torch.int32, device=pos.device)))
+
+
+def _common_dtype(module: torch.nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """q, k, v in one dtype, as flash_attention_2 casts them: under autocast an fp32 q (rotary
+    embeddings make q and k fp32 while v stays bf16) goes to autocast's dtype; other mixes go to the
+    module's weights' dtype. fp32 models stay fp32 (flashcl runs fp32)."""
+    target = None
+    device = q.device.type
+    if q.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        target = torch.get_autocast_dtype(device)
+    elif not (q.dtype == k.dtype == v.dtype):
+        target = next((m.weight.dtype for m in module.modules() if isinstance(m, torch.nn.Linear)), q.dtype)
+    return (q, k, v) if target is None else (q.to(target), k.to(target), v.to(target))
+
+
 def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
                       attention_mask: Optional[Tensor], dropout: float = 0.0, scaling: Optional[float] = None,
                       sliding_window: Optional[int] = None, softcap: Optional[float] = None,
                       is_causal: Optional[bool] = None, **kwargs) -> Tuple[Tensor, None]:
     """transformers' attention-function signature: query (B, H, Sq, d), key and value (B, H_kv, Sk,
-    d); returns ((B, Sq, H, d), None). ``attention_mask`` is None, a (B, Sk) padding mask (True
-    keeps a token; the queries are the last Sq positions) or a 4-D boolean/additive mask."""
+    d); returns ((B, Sq, H, d_v), None). ``attention_mask`` is None, a (B, Sk) padding mask (True
+    keeps a token; the queries are the last Sq positions) or a 4-D boolean/additive mask. Packed
+    sequences come as ``cu_seq_lens_q``/``cu_seq_lens_k`` or as ``position_ids`` that restart."""
+    global _warned_attentions
     if dropout:
         raise NotImplementedError(f"flashcl: attention dropout ({dropout}) is not supported; set the model's "
                                   "attention_dropout to 0")
-    if kwargs.get("s_aux") is not None:
-        raise NotImplementedError("flashcl: attention sinks (s_aux) are not supported")
-    q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # (B, S, H, d)
+    for name in _UNSUPPORTED_INPUTS:
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"flashcl: the model's '{name}' attention input is not supported (it would "
+                                      "be ignored); use attn_implementation='eager' or 'sdpa' for this model")
+    if kwargs.get("output_attentions") and not _warned_attentions:
+        _warned_attentions = True
+        warnings.warn("flashcl: output_attentions=True returns no attention weights (as flash_attention_2)",
+                      stacklevel=2)
+    q, k, v = _common_dtype(module, *(t.transpose(1, 2) for t in (query, key, value)))  # (B, S, H, d)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     batch, seq_q, seq_k = q.shape[0], q.shape[1], k.shape[1]
+    d_qk, d_v = q.shape[-1], v.shape[-1]
+    if d_v != d_qk:  # MLA (DeepSeek): one head dim for the call, the scale Q K^T's, O trimmed to V's
+        d = max(d_qk, d_v)
+        q, k, v = (torch.nn.functional.pad(t, (0, d - t.shape[-1])) for t in (q, k, v))
+        scaling = scaling if scaling is not None else d_qk ** -0.5
     # The window the eager mask builds: a query sees itself and sliding_window − 1 keys before it.
     window = (-1, -1)
     if sliding_window is not None and seq_k > sliding_window:
         window = (sliding_window - 1, sliding_window - 1)
     options = dict(window=window, softcap=softcap or 0.0, scale=scaling)
-    cu_seq_lens_q, cu_seq_lens_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
-    if attention_mask is None and cu_seq_lens_q is not None and cu_seq_lens_k is not None and batch == 1:
-        # Packed sequences (padding-free training): one row of several sequences, with their offsets.
-        out = _attention(q[0], k[0], v[0], causal=causal, cu_seqlens_q=cu_seq_lens_q, cu_seqlens_k=cu_seq_lens_k,
-                         max_seqlen_q=kwargs.get("max_length_q"), max_seqlen_k=kwargs.get("max_length_k"),
-                         **options).unsqueeze(0)
+    cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
+    max_q, max_k = kwargs.get("max_length_q"), kwargs.get("max_length_k")
+    if attention_mask is None and (cu_q is None or cu_k is None):
+        cu_q = cu_k = _packed_offsets(kwargs.get("position_ids"), batch, seq_q if seq_q == seq_k else 1)
+        max_q = max_k = None
+    if attention_mask is None and cu_q is not None and cu_k is not None:
+        # Packed sequences (padding-free training): the rows of every batch entry, with their offsets.
+        out = _attention(q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:]),
+                         causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k,
+                         **options).view(batch, seq_q, *q.shape[2:])
     elif attention_mask is None:
         out = _attention(q, k, v, causal=causal, **options)
     elif attention_mask.dim() == 2:
+        if seq_k > attention_mask.shape[1]:  # a static cache: keys past the mask's length are unused slots
+            k, v, seq_k = k[:, :attention_mask.shape[1]], v[:, :attention_mask.shape[1]], attention_mask.shape[1]
         keep_k = attention_mask[:, -seq_k:].bool()
-        keep_q = keep_k[:, -seq_q:]
+        # the queries are the last Sq tokens of the keys' sequences, except one query a row (a
+        # decode step: always kept, as flash_attention_2 does) and cross-attention (non-causal with
+        # other lengths: the mask is the encoder's and says nothing about the queries)
+        if seq_q == 1 or (not causal and seq_q != seq_k):
+            keep_q = torch.ones(batch, seq_q, dtype=torch.bool, device=q.device)
+        else:
+            keep_q = keep_k[:, -seq_q:]
         q_rows, cu_q, idx_q, max_q = _unpad(q, keep_q)
         k_rows, cu_k, idx_k, max_k = _unpad(k, keep_k)
         v_rows = v.reshape(batch * seq_k, *v.shape[2:]).index_select(0, idx_k)
@@ -70,9 +133,10 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
         out = rows.new_zeros(batch * seq_q, *rows.shape[1:]).index_copy(0, idx_q, rows)
         out = out.view(batch, seq_q, *rows.shape[1:])
     else:
-        # A full mask already holds the causal (and window) pattern the model wants.
+        # A full mask already holds the causal and window pattern the model wants (as sdpa takes it).
+        options["window"] = (-1, -1)
         out = _attention(q, k, v, causal=False, mask=attention_mask, **options)
-    return out, None
+    return (out[..., :d_v] if out.shape[-1] != d_v else out), None
 
 
 def register() -> None:
