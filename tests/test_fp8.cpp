@@ -517,6 +517,14 @@ TEST(Fp8Invalid, QuantizeNamedErrors) {
   expect_error(with([](QuantizeArgs& a) { a.seqlen = 9; }), Status::InvalidArgument, "in");
   expect_error(with([](QuantizeArgs& a) { a.descale = nullptr; }), Status::InvalidHandle, "descale");
   expect_error(with([](QuantizeArgs& a) { a.out = a.in; }), Status::InvalidArgument, "out");
+  // a transposed out whose d-rows are shorter than S (rows would write over each other)
+  expect_error(with([](QuantizeArgs& a) { a.transposed = true, a.out = {a.out.buffer, 0, 4 * 32 * 8, 4, 32 * 8}; }),
+               Status::InvalidArgument, "seq_stride");
+  quantize_fp8(session().queue(), [&] {  // the same with the pitch of S: valid
+    QuantizeArgs a = base;
+    a.transposed = true, a.out = {a.out.buffer, 0, 4 * 32 * 8, 8, 32 * 8};
+    return a;
+  }()).wait();
 }
 
 }  // namespace

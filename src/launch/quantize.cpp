@@ -108,6 +108,11 @@ QuantizeArgs checked(const QuantizeArgs& in, cl_context context) {
   if (a.out.batch_stride == 0 && a.out.seq_stride == 0 && a.out.head_stride == 0)
     a.out = a.transposed ? Tensor{a.out.buffer, a.out.offset, row * a.seqlen, a.seqlen, d * a.seqlen}
                          : Tensor{a.out.buffer, a.out.offset, row * a.seqlen, row, d};
+  // A transposed out's d-rows hold S keys each: a smaller pitch would make rows write over each other
+  // (in bounds, but racing: the docs' seq_stride >= S, now checked)
+  if (a.transposed && a.out.seq_stride < a.seqlen)
+    fail(Status::InvalidArgument, "out: a transposed out's seq_stride (the pitch of a d-row, ", a.out.seq_stride,
+         ") must hold its ", a.seqlen, " keys");
   // Rows of storage: B x S, or the packed total (one batch entry) with cu_seqlens.
   const int store_batch = varlen ? 1 : a.batch, store_rows = varlen ? a.total : a.seqlen;
   const std::size_t in_elem = element_size(a.in_dtype);
