@@ -13,16 +13,19 @@
 #   CALL 1: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
 #           tests); ran on an H100 on 2026-12-06 (docs/perf/nvidia-h100.md)
 #   CALL 2: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
+#   CALL 3: fp8_vt_ab (issue 23's bar: e4m3 with V as stored and transposed against fp16) on an H200;
+#           ran on an H100 on 2026-12-06 14:30 UTC (docs/perf/nvidia-h100.md)
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1 or 2}
+call=${1:?CALL: 1, 2 or 3}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
   1) scripts="decode_quick:420" ;;
   2) scripts="bwd_red:250 python_ab:260" ;;
-  *) echo "pending.sh: CALL must be 1 or 2, got '$call'"; exit 2 ;;
+  3) scripts="fp8_vt_ab:400" ;;
+  *) echo "pending.sh: CALL must be 1, 2 or 3, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
