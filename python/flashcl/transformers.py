@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from .torch import attention as _attention
 
@@ -44,15 +45,15 @@ _warned_attentions = False
 
 def _packed_offsets(position_ids: Optional[Tensor], batch: int, seq: int) -> Optional[Tensor]:
     """The sequences' offsets when one row packs several (padding-free training without offsets:
-    DataCollatorWithFlattening's default), as transformers' _is_packed_sequence finds them: the
-    position ids restart at their minimum where a sequence starts; None otherwise."""
+    DataCollatorWithFlattening's default), found as transformers finds them (the position ids
+    restart at their minimum where a sequence starts); None otherwise."""
     if position_ids is None or batch != 1 or seq == 1 or position_ids.shape[-1] != seq:
         return None
     pos = position_ids.reshape(-1)
     if bool((pos - (torch.arange(seq, device=pos.device) + pos.min())).abs().sum() == 0):
         return None  # one sequence
-    starts = (pos == pos.min()).nonzero().reshape(-1).to(torch.int32)
-    return torch.cat((starts, torch.tensor([seq], dtype=torch.int32, device=pos.device)))
+    (offsets, _), _ = prepare_fa_kwargs_from_position_ids(pos)
+    return offsets
 
 
 def _common_dtype(module: torch.nn.Module, q: Tensor, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
