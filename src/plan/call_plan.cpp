@@ -81,7 +81,7 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
       plan.tensor_cores.push_back({first, tiles, fa2_grid(facts, a, tiles), mma_program(a, tiles, first)});
       // FLASHCL_FP8_WGMMA=require: a failed e4m3 wgmma probe is an error, not a fallback to mma.sync
       plan.tensor_cores.back().required = wgmma && is_fp8(a.dtype) && o.fp8_wgmma == "require";
-      if (wgmma && !(is_fp8(a.dtype) && a.fp8.v_transposed)) {  // (mma.sync takes V as stored only)
+      if (wgmma && mma_sync_reads_v(a)) {
         const TilePlan sync = plan_for_kind(a, MmaKind::MmaSync, o);
         plan.tensor_cores.push_back(
             {MmaKind::MmaSync, sync, fa2_grid(facts, a, sync), mma_program(a, sync, MmaKind::MmaSync)});

@@ -258,18 +258,19 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
       a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr)
     return false;
   // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
-  // O run on the portable fa2. A transposed V only on wgmma (mma_wgmma_e4m3.cl reads it as stored;
-  // mma_e4m3.cl, the mma.sync kernel, takes V as stored only)
+  // O run on the portable fa2. A transposed V only on wgmma (mma_sync_reads_v)
   if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||
                           a.out_dtype.value_or(DType::BF16) == DType::F32))
     return false;
-  if (is_fp8(a.dtype) && a.fp8.v_transposed && !wgmma_wanted(facts, a, o)) return false;
+  if (!mma_sync_reads_v(a) && !wgmma_wanted(facts, a, o)) return false;
   // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
   // e4m3 mma.sync exists from compute capability 8.9 (Ada, Hopper)
   return !(is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89);
 }
+
+bool mma_sync_reads_v(const ForwardArgs& a) { return !(is_fp8(a.dtype) && a.fp8.v_transposed); }
 
 bool mma_eligible(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o) {
   // a default shape that does not fit this device's local memory leaves the call to the portable

@@ -23,6 +23,10 @@ bool is_tf32(const ForwardArgs& a);
 // FLASHCL_WGMMA=1; e4m3 at d <= 128 unless FLASHCL_FP8_WGMMA=0; never with FLASHCL_WGMMA=0).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());
 
+// Whether the mma.sync kernels can read the call's V: not an fp8 V stored transposed
+// (Fp8Scales::v_transposed), which only the wgmma e4m3 kernel reads as stored.
+bool mma_sync_reads_v(const ForwardArgs& a);
+
 // The launch plan of `kind` for `a` (its __local bytes included). A malformed FLASHCL_MMA_TILE is
 // an InvalidArgument error.
 TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o = process_overrides());
