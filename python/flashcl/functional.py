@@ -11,7 +11,7 @@ not whole elements) is raised here as the same exception with the same kind of m
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,8 +23,17 @@ __all__ = ["attention", "attention_backward", "devices", "session", "Error", "St
 _DTYPES = {"f32": DType.F32, "f16": DType.F16, "bf16": DType.BF16, "e4m3": DType.E4M3, "e5m2": DType.E5M2}
 # fp8 calls' O storage: the library's dtype and the pyopencl Array dtype that holds it (bf16 as bits)
 _OUT_DTYPES = {"f32": (DType.F32, np.float32), "f16": (DType.F16, np.float16), "bf16": (DType.BF16, np.uint16)}
+
 _GRANULARITIES = {"tensor": QuantGranularity.Tensor, "head": QuantGranularity.Head, "block": QuantGranularity.Block}
 _ALGORITHMS = {"auto": Algorithm.Auto, "standard": Algorithm.Standard, "fa1": Algorithm.FA1, "fa2": Algorithm.FA2}
+
+
+class _Fp8Inputs(NamedTuple):
+    """An fp8 call's options beside its arrays (``attention``'s keywords of the same names)."""
+    descales: Optional[Sequence[Any]]
+    quant_block: int
+    out_dtype: str
+    v_transposed: bool
 
 
 def _fail(status: Status, message: str) -> None:
@@ -235,7 +244,7 @@ def attention(q, k, v, *, causal: bool = False, window: Sequence[int] = (-1, -1)
     if dtype in ("e4m3", "e5m2") or descales is not None:
         if not _is_pyopencl(q):
             _fail(Status.UnsupportedDType, f"dtype: fp8 inputs ({dtype}) take pyopencl Arrays (quantize_fp8 makes them)")
-        fp8 = (descales, quant_block, out_dtype if out_dtype is not None else "bf16", bool(v_transposed))
+        fp8 = _Fp8Inputs(descales, quant_block, out_dtype if out_dtype is not None else "bf16", bool(v_transposed))
     elif v_transposed:
         _fail(Status.InvalidArgument, "v_transposed: a transposed V is for fp8 inputs (dtype e4m3 or e5m2)")
     if _is_pyopencl(q):
@@ -449,11 +458,11 @@ def _output(a, like, name: str, queue):
 
 
 def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                      return_lse, dtype, out, queue, wait_for, fp8=None) -> Any:
+                      return_lse, dtype, out, queue, wait_for, fp8: Optional[_Fp8Inputs] = None) -> Any:
     """pyopencl Arrays through flashcl::forward on the caller's queue: no copies of Q, K, V, O."""
     import pyopencl.array as cla
 
-    v_transposed = fp8 is not None and fp8[3]
+    v_transposed = fp8 is not None and fp8.v_transposed
     vt = v
     if v_transposed:  # V (B, H_kv, d, Nk): the shapes are checked on K's, V's view set below
         if cu_seqlens_q is not None:
@@ -478,7 +487,7 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
         inputs.append(vt)
     like = q
     if fp8 is not None:  # fp8 inputs: the descales and O's own storage
-        descales, quant_block, out_name, _ = fp8
+        descales, quant_block, out_name = fp8.descales, fp8.quant_block, fp8.out_dtype
         if out_name not in _OUT_DTYPES:
             _fail(Status.UnsupportedDType, f"out_dtype: unknown '{out_name}' (expected bf16, f16 or f32)")
         args.out_dtype, out_np = _OUT_DTYPES[out_name]
