@@ -4,9 +4,9 @@
  * then P rounded to e4m3 from the S accumulators) and B read by the tensor cores from __local
  * memory through a descriptor. The descales join the softmax's scale (q, k) and O's final division
  * (v) as in mma_e4m3.cl; O is written in 16 bits. The default for e4m3 on compute capability 9.0
- * up to d = 128 (FLASHCL_FP8_WGMMA=0 keeps mma.sync); built through retargeted PTX as mma_wgmma.cl is (wgmma_ptx.cl's ARCH_ONLY), with
- * wgmma_ptx.cl's primitives and mma_e4m3_io.cl's e4m3 pieces (Q's and P's A fragments, O's
- * conversion), which mma_e4m3.cl uses too.
+ * up to d = 128 (FLASHCL_FP8_WGMMA=0 keeps mma.sync); built through retargeted PTX as mma_wgmma.cl
+ * is (wgmma_ptx.cl's ARCH_ONLY), with wgmma_ptx.cl's primitives and mma_e4m3_io.cl's e4m3 pieces
+ * (Q's and P's A fragments, O's conversion), which mma_e4m3.cl uses too.
  *
  * For 8-bit types wgmma reads both shared-memory operands K-major only (no transpose flag): each
  * 16-byte row of a core matrix (8 rows x 16 bytes, 128 contiguous bytes) holds 16 consecutive k.
