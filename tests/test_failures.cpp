@@ -284,6 +284,46 @@ TEST(FailuresCApi, StatusMessageAndRecovery) {
   clReleaseEvent(event);
 }
 
+// A Session call on the caller's memory that fails after some of its kernels were enqueued returns
+// its error only once they are done: the arrays its buffers lay over are the caller's again when
+// the error arrives (a caller that frees them then must not have them written afterwards).
+TEST(FailuresSession, FailedHostCallHasStoppedTouchingTheArrays) {
+  fault::clear_faults();
+  const HostMemoryFacts facts = host_memory_facts();
+  if (!facts.aligned(0)) GTEST_SKIP() << "this device copies host arrays: no buffer lies over them";
+  constexpr int B = 1, H = 8, N = 512, D = 64;
+  const std::size_t n = std::size_t{B} * N * H * D, nl = std::size_t{B} * H * N;
+  const std::size_t slot = (n * sizeof(float) + facts.room_align() - 1) / facts.room_align() * facts.room_align();
+  const AlignedRoom room(facts.room_align(), 9 * slot);
+  float* at[9];
+  for (int i = 0; i < 9; ++i) at[i] = reinterpret_cast<float*>(room.bytes() + i * slot);
+  float *q = at[0], *k = at[1], *v = at[2], *o = at[3], *d_o = at[4], *lse = at[5];
+  for (int i : {0, 1, 2, 4}) {
+    const std::vector<float> values = bench::random_values(n, 90 + i);
+    std::copy(values.begin(), values.end(), at[i]);
+  }
+  ForwardArgs f;
+  f.batch = B;
+  f.heads = H;
+  f.seqlen_q = f.seqlen_k = N;
+  f.head_dim = D;
+  f.algorithm = Algorithm::FA2;
+  session().forward(f, {q, n}, {k, n}, {v, n}, {o, n}, {}, {lse, nl});
+  for (int i = 6; i < 9; ++i) std::fill_n(at[i], n, kNaN);
+  BackwardArgs a;
+  a.forward = f;
+  fault::inject_fault("clEnqueueNDRangeKernel", 3, CL_OUT_OF_RESOURCES);  // after the first kernels
+  EXPECT_THROW(session().backward(a, {q, n}, {k, n}, {v, n}, {o, n}, {d_o, n}, {lse, nl},
+                                  {{at[6], n}, {at[7], n}, {at[8], n}, {}}),
+               Error);
+  fault::clear_faults();
+  EXPECT_GT(session().last_backward_host_buffers(), 0) << "the gradients lay over the caller's memory";
+  std::vector<float> when_thrown(room.floats() + 6 * slot / sizeof(float), room.floats() + 9 * slot / sizeof(float));
+  ASSERT_EQ(clFinish(session().queue()), CL_SUCCESS);
+  EXPECT_EQ(std::memcmp(when_thrown.data(), at[6], when_thrown.size() * sizeof(float)), 0)
+      << "the gradients changed after the error reached the caller";
+}
+
 // The hook's own argument checks.
 TEST(FailuresHook, RejectsBadRules) {
   EXPECT_THROW(fault::inject_fault("", 1), Error);

@@ -57,6 +57,9 @@ HostBuffers::HostBuffers(cl_context context, cl_command_queue queue, bool host_u
 }
 
 HostBuffers::~HostBuffers() {
+  // a failed call: what it enqueued may still use buffers over the caller's memory (no error
+  // can be reported from here, and none would change what the caller must do)
+  if (!finished_ && over_host_ > 0) clFinish(queue_);
   for (cl_mem m : held_) clReleaseMemObject(m);
 }
 
@@ -186,6 +189,7 @@ void HostBuffers::finish() {
   }
   // the unmaps are enqueued, not done: wait for them before the buffers (and the caller's arrays) go
   check_cl(clFinish(queue_), "clFinish");
+  finished_ = true;
 }
 
 }  // namespace flashcl::detail

@@ -84,6 +84,9 @@ class HostBuffers {
   // Blocks until every output is in the caller's memory: a map for those over it, a read (and the
   // conversion from 16-bit storage) for the others.
   void finish();
+  // (A call that throws before finish() is done still waits for its queue in the destructor: the
+  // kernels enqueued before the failure may read or write the caller's arrays until they end, and
+  // the caller may free those arrays as soon as the error reaches it.)
 
  private:
   struct Range {
@@ -120,6 +123,7 @@ class HostBuffers {
   std::size_t host_align_;
   bool may_widen_;  // the page size is a multiple of host_align_: a rounded-down start stays in the page
   int over_host_ = 0;
+  bool finished_ = false;  // finish() ran to its end
   std::vector<cl_mem> held_;
   std::vector<Range> ranges_;  // every array so far, for the overlap check of outputs
   std::vector<Output> outputs_;
