@@ -14,6 +14,7 @@
 #include "plan/plan_backward.hpp"
 #include "plan/plan_bwd_cpu.hpp"
 #include "simulated_devices.hpp"
+#include "validate/backward_problem.hpp"  // backward_workspace_layout
 
 namespace flashcl::detail {
 namespace {
@@ -209,6 +210,26 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
 // The dQ pass with two 16-row m-tiles a warp (the default at d = 64; FLASHCL_BWD_MMA_DQ_TILE=KEYSxSTAGESx2
 // forces it there): -DMT=2 and 32 rows a warp at d = 64 only; d = 128 keeps one m-tile; a forced tile
 // without the third field (or with 1) has the options of the two-field form.
+// A call whose dQ the tensor cores write in their own pass needs no fp32 dQ accumulator in its
+// workspace (B·H·Nq·d floats: 268 MB at B 8, H 16, N 4096, d 128); the atomic form, fa1 and the
+// portable kernels' atomic fa2 keep it.
+TEST(BwdMmaPlan, DqPassNeedsNoAccumulator) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  for (int d : {64, 128}) {
+    const BackwardArgs b = call(DType::F16, d);
+    const std::uint64_t rows = std::uint64_t{2} * 8 * 1000, d_floats = rows * sizeof(float);
+    EXPECT_TRUE(bwd_mma_takes_dq(hopper, b, with(""))) << d;
+    EXPECT_FALSE(bwd_mma_takes_dq(hopper, b, with("", "", "", "atomic"))) << d;
+    EXPECT_FALSE(bwd_mma_takes_dq(hopper, b, with("0"))) << d;
+    EXPECT_FALSE(bwd_mma_takes_dq(simulated_nvidia_gpu(48, 7, 5), b, with(""))) << d;
+    EXPECT_EQ(backward_workspace_layout(b.forward, rows, true, false).bytes, d_floats) << "D only, d " << d;
+    EXPECT_EQ(backward_workspace_layout(b.forward, rows, false, false).bytes, d_floats * (1 + d)) << d;
+    ForwardArgs fa1 = b.forward;
+    fa1.algorithm = Algorithm::FA1;
+    EXPECT_EQ(backward_workspace_layout(fa1, rows, true, false).bytes, d_floats * (1 + d)) << "fa1, d " << d;
+  }
+}
+
 TEST(BwdMmaPlan, DqPassTwoMTilesAtD64) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
   const BackwardArgs d64 = call(DType::F16, 64, true), d128 = call(DType::F16, 128, true);

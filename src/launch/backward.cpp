@@ -129,7 +129,10 @@ std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& ar
   const detail::DeviceFacts& facts = detail::device_facts(device);
   detail::BwdCpuPlan cpu;
   if (detail::bwd_cpu_takes(facts, a, detail::process_overrides())) cpu = detail::plan_bwd_cpu(facts, a);
-  return detail::backward_workspace_layout(a, lse_rows, args.deterministic, broadcast, &cpu).bytes;
+  BackwardArgs resolved = args;
+  resolved.forward = a;
+  const bool dq_pass = args.deterministic || detail::bwd_mma_takes_dq(facts, resolved, detail::process_overrides());
+  return detail::backward_workspace_layout(a, lse_rows, dq_pass, broadcast, &cpu).bytes;
 }
 
 Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vector<cl_event>& wait_list) {

@@ -152,6 +152,10 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
          (!bwd_mma_writes_dq(p, args) || p.dq_local_bytes <= facts.local_mem_bytes);
 }
 
+bool bwd_mma_takes_dq(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
+  return bwd_mma_eligible(facts, args, o) && bwd_mma_writes_dq(bwd_mma_plan(args.forward, o), args);
+}
+
 std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages) {
   const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(query_rows);
   return 2 * 2 * rows * ((head_dim + 15) / 16 * 16) + 2 * sizeof(float) * rows;

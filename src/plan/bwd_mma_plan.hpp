@@ -71,6 +71,11 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overr
 // is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
+// Whether the tensor cores write this call's dQ in a pass of its own (bwd_mma_eligible and
+// bwd_mma_writes_dq): the call then needs no fp32 dQ accumulator whichever kernels run, since a
+// failed probe leaves dQ to the portable kernels' own pass too (launch_backward's dq_mode 0).
+bool bwd_mma_takes_dq(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
+
 // __local bytes of bwd_wgmma_dkdv.cl: Q_i and dO_i (query_rows rows of the padded head dim, no row
 // padding) with LSE_i and D_i, `stages` times (no K tile: K_w and V_w stay in registers).
 std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages);

@@ -33,9 +33,11 @@ struct BackwardWorkspace {
   std::size_t bytes = 0;
 };
 
-// The layout for a normalised forward call; `lse_rows` is B·H·Nq, or H·total_q with varlen. `cpu`:
-// the CPU-shaped backward's plan when it takes the call (its dQ partials replace the accumulator).
-BackwardWorkspace backward_workspace_layout(const ForwardArgs& forward, std::uint64_t lse_rows, bool deterministic,
+// The layout for a normalised forward call; `lse_rows` is B·H·Nq, or H·total_q with varlen.
+// `dq_pass`: dQ is written whole by a pass of its own (a deterministic call, or the tensor cores'
+// dQ pass: bwd_mma_takes_dq), so fa2 needs no fp32 accumulator. `cpu`: the CPU-shaped backward's
+// plan when it takes the call (its dQ partials replace the accumulator).
+BackwardWorkspace backward_workspace_layout(const ForwardArgs& forward, std::uint64_t lse_rows, bool dq_pass,
                                             bool dbias_broadcast, const BwdCpuPlan* cpu = nullptr);
 
 struct BackwardProblem {

@@ -13,6 +13,7 @@
 #include "validate/backward_problem.hpp"
 #include "validate/buffer_checks.hpp"  // check_use
 #include "base/errors.hpp"
+#include "plan/bwd_mma_plan.hpp"  // bwd_mma_takes_dq
 #include "plan/overrides.hpp"
 
 namespace flashcl::detail {
@@ -70,12 +71,12 @@ bool overlap(cl_mem a, cl_mem b) {
 
 }  // namespace
 
-BackwardWorkspace backward_workspace_layout(const ForwardArgs& a, std::uint64_t lse_rows, bool deterministic,
+BackwardWorkspace backward_workspace_layout(const ForwardArgs& a, std::uint64_t lse_rows, bool dq_pass,
                                             bool dbias_broadcast, const BwdCpuPlan* cpu) {
   const auto n = [](int x) { return static_cast<std::uint64_t>(x); };
   const std::uint64_t square = saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(a.seqlen_k)});
   const bool cpu_form = cpu != nullptr && cpu->chunks > 0;
-  const bool dq_acc = !cpu_form && (a.algorithm == Algorithm::FA1 || (a.algorithm == Algorithm::FA2 && !deterministic));
+  const bool dq_acc = !cpu_form && (a.algorithm == Algorithm::FA1 || (a.algorithm == Algorithm::FA2 && !dq_pass));
   BackwardWorkspace w;
   std::uint64_t floats = 0;
   // every region in saturating arithmetic: a huge shape must fail the size checks, not wrap
@@ -201,7 +202,10 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
                                         : static_cast<std::uint64_t>(a.batch) * a.heads * a.seqlen_q;
   // fa2 on CPUs: the CPU-shaped backward (plan_bwd_cpu.hpp), whose dQ partials the workspace holds
   if (bwd_cpu_takes(*p.facts, a, process_overrides())) bp.cpu = plan_bwd_cpu(*p.facts, a);
-  bp.workspace = backward_workspace_layout(a, lse_rows, in.deterministic, bp.dbias_broadcast, &bp.cpu);
+  BackwardArgs resolved = in;  // (the forward part normalised, as the tensor cores' plan reads it)
+  resolved.forward = a;
+  const bool dq_pass = in.deterministic || bwd_mma_takes_dq(*p.facts, resolved, process_overrides());
+  bp.workspace = backward_workspace_layout(a, lse_rows, dq_pass, bp.dbias_broadcast, &bp.cpu);
   if (in.workspace != nullptr) {
     cl_context context = nullptr;
     std::size_t size = 0;
