@@ -11,7 +11,8 @@ A plain CUDA tensor (PyTorch's own caching allocator) reaches the kernels withou
 its memory can be imported: under ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` PyTorch maps
 its segments from physical allocations made by ``cuMemCreate`` with a POSIX-fd handle, and the
 binding (``python/src/cuda_import.cpp``) imports the one that holds a tensor into OpenCL, cached per
-allocation (``imports()``; dropped once PyTorch unmaps it, or by ``release_imports()``). Anything
+allocation (``imports()``; an import still holds its memory after PyTorch unmaps it, until the next
+new import or ``release_imports()`` drops it: call that after ``torch.cuda.empty_cache()``). Anything
 else (the default cudaMalloc segments, a tensor straddling two of PyTorch's physical chunks,
 ``FLASHCL_CUDA_IMPORT=0`` or ``set_imports(False)``) is first copied device to device
 (``Tensor.copy_`` on the current stream) into a tensor of that pool, with a one-time warning that
@@ -176,7 +177,8 @@ def set_ordering(name: str, device=None) -> dict:
     if name not in _ORDERINGS:
         _functional._fail(Status.InvalidArgument, f"ordering: '{name}' is not one of auto, semaphore, flag, host")
     bridge(device)
-    _ext.cuda_set_ordering(_ordinal(device), name)
+    with torch.cuda.device(_ordinal(device)):  # the probes run in that GPU's CUDA context
+        _ext.cuda_set_ordering(_ordinal(device), name)
     return ordering(device)
 
 
@@ -313,7 +315,9 @@ class _Call:
             if not view.handle:
                 _functional._fail(Status.InternalError, f"{name}: a tensor of flashcl's CUDA pool is not in its "
                                                         "registry (was the pool's allocator replaced?)")
-        self.keep.append(view)
+        # the tensor too, until the call is enqueued: a temporary (the workspace, a converted index
+        # array) freed before that could be handed to another allocation on the stream meanwhile
+        self.keep += (view, t)
         return t, view.handle
 
     def tensor(self, t: torch.Tensor, name: str, varlen: bool, output: bool = False) -> "_ext.Tensor":
@@ -439,14 +443,12 @@ def forward_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, 
         args.q = call.tensor(q, "q", False)
         args.k_cache, k_written = call.cache(k_cache, "k_cache")
         args.v_cache, v_written = call.cache(v_cache, "v_cache")
-        # Index arrays and tables in the types the kernels read; the converted copies are kept with
-        # the call until it is enqueued (a freed one's memory could be handed to the next allocation).
+        # Index arrays and tables in the types the kernels read (the call keeps the converted copies
+        # until it is enqueued).
         def whole(t, dtype, name):
             if t is None:
                 return 0
-            t = t.to(q.device, dtype).contiguous()
-            call.keep.append(t)
-            return call.whole(t, name)
+            return call.whole(t.to(q.device, dtype).contiguous(), name)
 
         args.cache_seqlens = whole(cache_seqlens, torch.int32, "cache_seqlens")
         args.cache_batch_idx = whole(cache_batch_idx, torch.int32, "cache_batch_idx")

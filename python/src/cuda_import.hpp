@@ -7,8 +7,9 @@
 // is then addressed as a sub-buffer of that import at its offset; anything else (cudaMalloc'd
 // segments, a tensor straddling two physical chunks, a handle that cannot be exported as an fd,
 // a driver without the entry points, FLASHCL_CUDA_IMPORT=0) is refused with the reason, and the
-// caller stages the tensor as before. Imports are cached per physical allocation and dropped once
-// PyTorch has unmapped it (checked on every new import and by release_imports()).
+// caller stages the tensor as before. Imports are cached per physical allocation; one whose
+// allocation PyTorch has unmapped still holds its memory until the next new import or
+// release_imports() drops it (nothing tells the package when PyTorch unmaps).
 #pragma once
 
 #ifndef CL_TARGET_OPENCL_VERSION

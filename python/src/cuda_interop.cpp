@@ -822,24 +822,24 @@ std::unique_ptr<Bridge> make_bridge(int ordinal, Order order) {
   b->queue = clCreateCommandQueue(b->context, b->device, 0, &err);
   if (err != CL_SUCCESS) clReleaseContext(b->context);
   check_cl(err, "clCreateCommandQueue");
-  cl_uint align_bits = 0;
-  clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr);
-  const AllocationProp prop = allocation_prop(ordinal);
-  check(d.cuMemGetAllocationGranularity(&b->info.granularity, &prop, kGranularityRecommended),
-        "cuMemGetAllocationGranularity");
-  b->info.device_name = device_string(b->device, CL_DEVICE_NAME);
-  b->info.device = reinterpret_cast<std::uintptr_t>(b->device);
-  b->info.context = reinterpret_cast<std::uintptr_t>(b->context);
-  b->info.queue = reinterpret_cast<std::uintptr_t>(b->queue);
-  b->info.base_align = std::max<std::size_t>(align_bits / 8, 1);
-  try {
+  try {  // from here every failure releases the queue and the context
+    cl_uint align_bits = 0;
+    clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr);
+    const AllocationProp prop = allocation_prop(ordinal);
+    check(d.cuMemGetAllocationGranularity(&b->info.granularity, &prop, kGranularityRecommended),
+          "cuMemGetAllocationGranularity");
+    b->info.device_name = device_string(b->device, CL_DEVICE_NAME);
+    b->info.device = reinterpret_cast<std::uintptr_t>(b->device);
+    b->info.context = reinterpret_cast<std::uintptr_t>(b->context);
+    b->info.queue = reinterpret_cast<std::uintptr_t>(b->queue);
+    b->info.base_align = std::max<std::size_t>(align_bits / 8, 1);
     probe(*b);
+    adopt_order(*b, order);  // under host waits nothing is probed
   } catch (...) {
     clReleaseCommandQueue(b->queue);
     clReleaseContext(b->context);
     throw;
   }
-  adopt_order(*b, order);  // under host waits nothing is probed
   return b;
 }
 
@@ -1004,7 +1004,7 @@ CUdeviceptr allocate(int ordinal, std::size_t bytes) {
   return address;
 }
 
-bool release(CUdeviceptr address) noexcept {
+bool release(CUdeviceptr address, CUstream stream) noexcept {
   Allocation a{};
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
@@ -1015,7 +1015,10 @@ bool release(CUdeviceptr address) noexcept {
   }
   try {
     // Calls ordered on the GPU may still be running when PyTorch hands a segment back (its
-    // caching allocator frees in stream order, not after the OpenCL queue).
+    // caching allocator frees in stream order, not after the OpenCL queue), and so may PyTorch's
+    // own kernels: unlike cudaFree, which a custom allocator's free stands in for, unmapping does
+    // not wait for them (PyTorch's expandable segments synchronise their stream first too).
+    driver().cuStreamSynchronize(stream);
     if (Bridge* b = opened(a.ordinal)) clFinish(b->queue);
     destroy(address, a);
   } catch (...) {
@@ -1170,6 +1173,7 @@ extern "C" void* flashcl_cuda_alloc(ssize_t size, int device, void*) {
   return nullptr;
 }
 
-extern "C" void flashcl_cuda_free(void* ptr, ssize_t, int, void*) {
-  flashcl_py::cuda::release(reinterpret_cast<flashcl_py::cuda::CUdeviceptr>(ptr));
+extern "C" void flashcl_cuda_free(void* ptr, ssize_t, int, void* stream) {
+  flashcl_py::cuda::release(reinterpret_cast<flashcl_py::cuda::CUdeviceptr>(ptr),
+                            static_cast<flashcl_py::cuda::CUstream>(stream));
 }

@@ -62,8 +62,9 @@ OrderingInfo set_ordering(int ordinal, const std::string& ordering);
 // Exportable device memory of at least `bytes` on CUDA device `ordinal`, registered; returns its
 // CUDA address. Throws as open_bridge, or OutOfResources.
 CUdeviceptr allocate(int ordinal, std::size_t bytes);
-// Frees what allocate returned (unknown addresses are ignored and reported false).
-bool release(CUdeviceptr address) noexcept;
+// Frees what allocate returned (unknown addresses are ignored and reported false), once `stream`
+// (the one PyTorch last used the block on) and the OpenCL queue are done with it.
+bool release(CUdeviceptr address, CUstream stream) noexcept;
 
 // The registered allocation that holds the whole of [address, address + bytes).
 struct Located {
