@@ -366,6 +366,59 @@ TEST_F(BackwardInvalid, VarlenWorkspaceQueryCoversTheRowsTheBuffersHold) {
   }
 }
 
+// Gradient buffers holding fewer packed rows than the forward's are named errors where they would
+// change what the forward's rows fixed: without total_q the LSE's row pitch (cu_seqlens_q[B]
+// clamped to the rows Q, O and LSE hold; a shorter dQ moved every head's rows past the first), and
+// with check_device_data the rows cu_seqlens[B] say the call has (a shorter dK dropped keys).
+TEST_F(BackwardInvalid, VarlenGradientsShorterThanTheForwardsRows) {
+  const int B = 2, H = 2, d = 8, rows = 9;
+  const std::vector<float> x = bench::random_values(static_cast<std::size_t>(rows) * H * d, 72);
+  const std::size_t bytes = x.size() * sizeof(float), row_bytes = bytes / rows;
+  DeviceBytes q(x.data(), bytes), k(x.data(), bytes), v(x.data(), bytes), o(x.data(), bytes), d_o(x.data(), bytes);
+  DeviceBuffer lse(static_cast<std::size_t>(rows) * H, 0.0f), d_q(x.size(), 0.0f), d_k(x.size(), 0.0f),
+      d_v(x.size(), 0.0f), short_q((rows - 1) * row_bytes / sizeof(float), 0.0f),
+      short_k((rows - 3) * row_bytes / sizeof(float), 0.0f);
+  const std::vector<int> cu = {0, 5, 9};
+  DeviceBytes cu_q(cu.data(), cu.size() * sizeof(int)), cu_k(cu.data(), cu.size() * sizeof(int));
+  BackwardArgs a;
+  ForwardArgs& f = a.forward;
+  f.batch = B;
+  f.heads = H;
+  f.seqlen_q = f.seqlen_k = 5;
+  f.head_dim = d;
+  f.algorithm = Algorithm::FA2;
+  f.q.buffer = q.mem;
+  f.k.buffer = k.mem;
+  f.v.buffer = v.mem;
+  f.o.buffer = o.mem;
+  f.lse = lse.mem;
+  f.cu_seqlens_q = cu_q.mem;
+  f.cu_seqlens_k = cu_k.mem;
+  a.d_o.buffer = d_o.mem;
+  a.d_q.buffer = short_q.mem;
+  a.d_k.buffer = d_k.mem;
+  a.d_v.buffer = d_v.mem;
+  auto rejected = [&](const std::string& name) {
+    try {
+      backward(session().queue(), a).wait();
+      ADD_FAILURE() << "accepted; expected an error naming " << name;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
+      EXPECT_EQ(std::string(e.what()).rfind(name, 0), 0u) << e.what();
+    }
+  };
+  rejected("d_q, d_o: hold 8 packed rows, fewer than the 9 that Q, O and LSE hold");
+  f.total_q = 8;  // the caller's total fixes the pitch: the rows a short dQ holds are enough then
+  EXPECT_NO_THROW(backward(session().queue(), a).wait());
+  f.total_q = 0;
+  a.d_q.buffer = d_q.mem;
+  a.d_k.buffer = short_k.mem;
+  f.check_device_data = true;
+  rejected("d_k, d_v: hold 6 packed rows, fewer than the 9 of cu_seqlens_k[B]");
+  a.d_k.buffer = d_k.mem;
+  EXPECT_NO_THROW(backward(session().queue(), a).wait());
+}
+
 TEST_F(BackwardInvalid, CApiChecksStructSize) {
   fcl_backward_args a;
   fcl_backward_args_init(&a);

@@ -194,6 +194,16 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   // The kernels' argument blocks: the forward's, with the packed rows the gradients hold too.
   AttnArgs& k = bp.forward.kernel_args;
   if (varlen) {
+    // Fewer gradient rows than the forward's may not change what the forward's rows fixed: without
+    // total_q the LSE's row pitch is cu_seqlens_q[B] clamped to rows_q (common.cl's q_total), and
+    // with check_device_data the rows are cu_seqlens[B] read back, every one needed.
+    if (gp.kernel_args.rows_q < k.rows_q && (k.total_q <= 0 || a.check_device_data))
+      fail(Status::InvalidArgument, "d_q, d_o: hold ", gp.kernel_args.rows_q, " packed rows, fewer than the ",
+           k.rows_q, a.check_device_data ? " of cu_seqlens_q[B]" : " that Q, O and LSE hold, which fix the LSE's row pitch "
+           "without total_q (pass total_q, or gradient buffers of as many rows)");
+    if (gp.kernel_args.rows_k < k.rows_k && a.check_device_data)
+      fail(Status::InvalidArgument, "d_k, d_v: hold ", gp.kernel_args.rows_k, " packed rows, fewer than the ", k.rows_k,
+           " of cu_seqlens_k[B]");
     k.rows_q = std::min(k.rows_q, gp.kernel_args.rows_q);
     k.rows_k = std::min(k.rows_k, gp.kernel_args.rows_k);
   }
