@@ -370,6 +370,48 @@ TEST_F(BackwardInvalid, VarlenWorkspaceQueryCoversTheRowsTheBuffersHold) {
 // change what the forward's rows fixed: without total_q the LSE's row pitch (cu_seqlens_q[B]
 // clamped to the rows Q, O and LSE hold; a shorter dQ moved every head's rows past the first), and
 // with check_device_data the rows cu_seqlens[B] say the call has (a shorter dK dropped keys).
+// An output whose strides send two elements to one address (a zero stride, rows over heads) is
+// refused by name, the forward's O as each gradient: its stores would race and leave elements
+// unwritten (inputs may repeat elements; dK, dV and d_bias go through the input checks' view).
+// Gradients are written, never read: CL_MEM_WRITE_ONLY ones are taken.
+TEST_F(BackwardInvalid, OutputsWhoseStridesRepeatElements) {
+  const std::int64_t row = std::int64_t{H} * D, batch = row * N;
+  BackwardArgs a = valid();
+  a.d_k = Tensor{d_k.view.buffer, 0, batch, row, 0};  // both heads on one memory
+  expect_rejected(a, Status::InvalidArgument, "d_k: its strides send different elements to one address");
+  a = valid();
+  a.d_v = Tensor{d_v.view.buffer, 0, batch, 0, D};  // every row on one memory
+  expect_rejected(a, Status::InvalidArgument, "d_v: its strides send different elements to one address");
+  a = valid();
+  a.d_q = Tensor{d_q.view.buffer, 0, batch, D, D};  // row s + 1 of head 0 is row s of head 1
+  expect_rejected(a, Status::InvalidArgument, "d_q: its strides send different elements to one address");
+  ForwardArgs f = valid().forward;
+  f.lse = nullptr;
+  f.o = Tensor{d_q.view.buffer, 0, batch, 1, D};  // rows one element apart
+  EXPECT_THROW(
+      {
+        try {
+          forward(session().queue(), f).wait();
+        } catch (const Error& e) {
+          EXPECT_EQ(std::string(e.what()).rfind("o: its strides send different elements to one address", 0), 0u)
+              << e.what();
+          throw;
+        }
+      },
+      Error);
+  clFinish(session().queue());
+  for (float x : d_q.raw()) ASSERT_TRUE(std::isnan(x)) << "a rejected forward wrote O";
+
+  cl_int err = CL_SUCCESS;
+  const std::size_t bytes = static_cast<std::size_t>(B) * N * H * D * sizeof(float);
+  cl_mem write_only = clCreateBuffer(session().context(), CL_MEM_WRITE_ONLY, bytes, nullptr, &err);
+  ASSERT_EQ(err, CL_SUCCESS);
+  a = valid();
+  a.d_k.buffer = write_only;
+  EXPECT_NO_THROW(backward(session().queue(), a).wait()) << "a CL_MEM_WRITE_ONLY dK";
+  clReleaseMemObject(write_only);
+}
+
 TEST_F(BackwardInvalid, VarlenGradientsShorterThanTheForwardsRows) {
   const int B = 2, H = 2, d = 8, rows = 9;
   const std::vector<float> x = bench::random_values(static_cast<std::size_t>(rows) * H * d, 72);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "base/errors.hpp"
@@ -27,6 +28,24 @@ inline void check_use(cl_mem buffer, const char* name, bool read, bool write) {
     fail(Status::InvalidArgument, name, ": a CL_MEM_READ_ONLY buffer, but the kernels write it");
   if (read && (flags & CL_MEM_WRITE_ONLY) != 0)
     fail(Status::InvalidArgument, name, ": a CL_MEM_WRITE_ONLY buffer, but the kernels read it");
+}
+
+// An output whose strides send two of its elements to one address: its stores would race and leave
+// elements unwritten, so it is refused (inputs may repeat elements: a broadcast K is a zero
+// stride). Axes are (count, stride) in elements; those of one element are ignored, and the others,
+// smallest stride first, must each step past all that the smaller ones reach. (An interleaving
+// that passes no such order, which no caller's layout needs, is refused too.)
+inline void check_no_self_overlap(const char* name, std::vector<std::pair<std::int64_t, std::int64_t>> axes) {
+  std::sort(axes.begin(), axes.end(), [](const auto& x, const auto& y) { return x.second < y.second; });
+  unsigned __int128 reach = 0;  // the furthest element the smaller axes reach (strides are >= 0, checked)
+  for (const auto& [count, stride] : axes) {
+    if (count <= 1) continue;
+    if (static_cast<unsigned __int128>(stride) <= reach)
+      fail(Status::InvalidArgument, name, ": its strides send different elements to one address (a stride of ",
+           stride, " over ", count, " entries within what the smaller strides reach); an output needs memory of "
+           "its own for each element");
+    reach += static_cast<unsigned __int128>(count - 1) * static_cast<std::uint64_t>(stride);
+  }
 }
 
 // Bytes [lo, hi) one argument covers, in the allocation it lives in: a sub-buffer's range is moved

@@ -223,7 +223,8 @@ Problem queue_problem(cl_command_queue queue) {
 
 Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vector<cl_event>& wait,
                  ForwardOutputs outputs) {
-  const bool writes_outputs = outputs == ForwardOutputs::Written;
+  const bool writes_outputs = outputs != ForwardOutputs::Read;
+  const bool gradients = outputs == ForwardOutputs::Gradients;  // K, V and the mask are written only
   Problem p = queue_problem(queue);
   p.args = normalize_shape(p.device, args);
   const ForwardArgs& a = p.args;
@@ -309,9 +310,12 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     }
   }
   check_use(a.q.buffer, "q", true, false);
-  check_use(a.k.buffer, "k", true, false);
-  check_use(a.v.buffer, "v", true, false);
+  check_use(a.k.buffer, "k", !gradients, gradients);
+  check_use(a.v.buffer, "v", !gradients, gradients);
   check_use(a.o.buffer, "o", !writes_outputs, writes_outputs);
+  if (writes_outputs)
+    check_no_self_overlap("o", {{rows_batch, a.o.batch_stride}, {rows_q, a.o.seq_stride}, {a.heads, a.o.head_stride},
+                                {a.head_dim, 1}});
   if (a.lse != nullptr) {
     check_use(a.lse, "lse", !writes_outputs, writes_outputs);
     spans.push_back(
@@ -321,7 +325,7 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     const std::uint64_t bytes = m.kind == MaskKind::Bool ? 1 : sizeof(float);
     const std::int64_t reach =
         extent(m.offset, {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride}}, a.seqlen_k);
-    check_use(m.buffer, "mask", true, false);
+    check_use(m.buffer, "mask", !gradients, gradients);
     spans.push_back(span_of(m.buffer, m.offset * bytes, reach * bytes, "mask", false));
   }
   if (a.alibi_slopes != nullptr) {

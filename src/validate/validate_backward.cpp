@@ -24,7 +24,7 @@ namespace {
 Problem validate_renamed(cl_command_queue queue, const ForwardArgs& view,
                          const std::vector<std::pair<std::string, std::string>>& names) {
   try {
-    return validate(queue, view);
+    return validate(queue, view, {}, ForwardOutputs::Gradients);
   } catch (const Error& e) {
     std::string message = e.what();
     const std::string name = message.substr(0, message.find(':'));
@@ -152,6 +152,16 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
   bp.args.d_k = gp.args.k;
   bp.args.d_v = gp.args.v;
   bp.args.d_bias = want_dbias ? gp.args.mask : Mask{};
+  // dK, dV and d_bias went through the view as inputs, which may repeat elements; outputs may not
+  const std::int64_t tensor_batch = varlen ? 1 : a.batch, key_rows = varlen ? gp.kernel_args.rows_k : a.seqlen_k;
+  for (const auto& [name, t] : {std::pair{"d_k", bp.args.d_k}, std::pair{"d_v", bp.args.d_v}})
+    check_no_self_overlap(name, {{tensor_batch, t.batch_stride}, {key_rows, t.seq_stride},
+                                 {a.heads_kv, t.head_stride}, {a.head_dim, 1}});
+  if (want_dbias) {
+    const Mask& m = bp.args.d_bias;
+    check_no_self_overlap("d_bias", {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride},
+                                     {a.seqlen_k, 1}});
+  }
 
   // Outputs must not share memory with anything the kernels read (or with the workspace).
   const std::pair<const char*, cl_mem> outputs[] = {
@@ -177,18 +187,13 @@ BackwardProblem validate_backward(cl_command_queue queue, const BackwardArgs& in
       if (input != in.workspace && overlap(in.workspace, input))
         fail(Status::InvalidArgument, "workspace: shares memory with ", in_name);
   // Nor with each other (whole buffers, as the forward's rule for its outputs: a packed dQKV buffer
-  // is refused), and every output must be writable. (The view above checked dK, dV and d_bias as
-  // the forward's inputs, so a CL_MEM_WRITE_ONLY dK, dV or d_bias is refused there too.)
+  // is refused). (The view above checked that each is writable, and that dO is readable.)
   for (std::size_t i = 0; i < std::size(outputs); ++i) {
     const auto& [name, out] = outputs[i];
     for (std::size_t j = 0; j < i; ++j)
       if (overlap(out, outputs[j].second))
         fail(Status::InvalidArgument, name, ": shares memory with ", outputs[j].first,
              " (each gradient needs its own memory)");
-    cl_mem_flags flags = 0;
-    if (out != nullptr && clGetMemObjectInfo(out, CL_MEM_FLAGS, sizeof flags, &flags, nullptr) == CL_SUCCESS &&
-        (flags & CL_MEM_READ_ONLY) != 0)
-      fail(Status::InvalidArgument, name, ": a CL_MEM_READ_ONLY buffer, but the backward writes it");
   }
 
   // The kernels' argument blocks: the forward's, with the packed rows the gradients hold too.
