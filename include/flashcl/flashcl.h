@@ -1,7 +1,10 @@
 /* flashcl C API: exact attention (standard, FlashAttention-1, FlashAttention-2) on the caller's
  * OpenCL queue and buffers, for C and other languages. Every function returns an fcl_status; on
  * failure fcl_last_error() gives this thread's message, which names the offending parameter.
- * Nothing is enqueued when an argument is invalid. */
+ * Nothing is enqueued when an argument is invalid. A call whose OpenCL calls fail partway (an
+ * enqueue refused, a program that fails to build after others ran) hands out no event, but the
+ * kernels it enqueued before the failure stay queued and may write some outputs: their contents
+ * are then unspecified, and clFinish on the queue waits for them. */
 #ifndef FLASHCL_FLASHCL_H
 #define FLASHCL_FLASHCL_H
 

@@ -2,7 +2,10 @@
 // computed by the baseline (standard) or the FlashAttention algorithms (fa1, fa2). The low-level
 // call works on the caller's own context, queue and buffers and enqueues asynchronously; the
 // Session layer picks a device and takes host arrays. Every error is a flashcl::Error carrying a
-// Status and a message that names the offending parameter.
+// Status and a message that names the offending parameter. Invalid arguments are found before
+// anything is enqueued; where an OpenCL call fails partway, the kernels enqueued before it stay
+// queued and may write some outputs (then unspecified; Session's calls wait for them before they
+// throw, so the caller's arrays are its own again when the error arrives).
 #pragma once
 
 // Said plainly, instead of an error deep in <optional>: CMake's flashcl::flashcl sets C++17 for its
