@@ -563,7 +563,9 @@ NB_MODULE(_flashcl, m) {
     return nb::make_tuple(u.allocations, u.bytes);
   });
   nb::class_<cu::View>(m, "CudaView")
-      .def(nb::init<std::uintptr_t, std::size_t, bool>(), "address"_a, "bytes"_a, "imported"_a = true)
+      // (without the GIL: an import may first wait for the bridge's queue to drop an old one)
+      .def(nb::init<std::uintptr_t, std::size_t, bool>(), nb::call_guard<nb::gil_scoped_release>(), "address"_a,
+           "bytes"_a, "imported"_a = true)
       .def_prop_ro("handle", &cu::View::handle)
       .def_prop_ro("kind", &cu::View::kind)
       .def_prop_ro("why", &cu::View::why);
