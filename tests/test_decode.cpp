@@ -640,6 +640,14 @@ TEST_F(DecodeInvalid, OutputsMayNotAliasInputs) {
   for (float x : o.logical()) ASSERT_TRUE(std::isfinite(x));
 }
 
+// An O whose strides send two elements to one address (its heads on one memory) is refused: its
+// stores would race and leave elements unwritten.
+TEST_F(DecodeInvalid, OutputWhoseStridesRepeatElements) {
+  KvCacheArgs a = valid();
+  a.o = Tensor{o.view.buffer, 0, std::int64_t{kH} * kD, std::int64_t{kH} * kD, 0};
+  expect_rejected(a, Status::InvalidArgument, "o: its strides send different elements to one address");
+}
+
 // O written into the memory of an input computed garbage (or overwrote the cache); each pairing
 // is refused, and the same call with O in its own buffer runs.
 TEST_F(DecodeInvalid, OutputIntoAnInputIsRefused) {

@@ -239,6 +239,8 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
   const Span k_cache = tensor(a.k_cache, slots, rows, a.heads_kv, "k_cache", append, cache_elem);
   const Span v_cache = tensor(a.v_cache, slots, rows, a.heads_kv, "v_cache", append, cache_elem);
   check_use(a.o.buffer, "o", false, true);
+  check_no_self_overlap("o", {{a.batch, a.o.batch_stride}, {a.seqlen_q, a.o.seq_stride}, {a.heads, a.o.head_stride},
+                              {a.head_dim, 1}});
   std::vector<Span> spans = {tensor(a.q, a.batch, a.seqlen_q, a.heads, "q", false, elem),
                              span_of(a.o.buffer, static_cast<std::uint64_t>(a.o.offset) * elem,
                                      reach_bytes(a.o, a.batch, a.seqlen_q, a.heads, a.head_dim, elem), "o", true),
