@@ -327,37 +327,50 @@ TEST_F(BackwardInvalid, WorkspaceKindAndFlags) {
   clReleaseMemObject(read_only);
 }
 
+// A varlen fa2 call of B = cu.size() - 1 sequences on packed dense buffers of `rows` rows of H
+// heads of d (every input holding the same random values), without total_q, the offsets `cu` for
+// Q and K alike and `seqlen` as both maximum lengths.
+struct VarlenCall {
+  std::vector<float> x;
+  std::size_t bytes;
+  DeviceBytes q, k, v, o, d_o, cu_q, cu_k;
+  DeviceBuffer lse, d_q, d_k, d_v;
+  BackwardArgs args;
+  VarlenCall(int H, int d, int rows, const std::vector<int>& cu, int seqlen, std::uint64_t seed)
+      : x(bench::random_values(static_cast<std::size_t>(rows) * H * d, seed)),
+        bytes(x.size() * sizeof(float)),
+        q(x.data(), bytes), k(x.data(), bytes), v(x.data(), bytes), o(x.data(), bytes), d_o(x.data(), bytes),
+        cu_q(cu.data(), cu.size() * sizeof(int)), cu_k(cu.data(), cu.size() * sizeof(int)),
+        lse(static_cast<std::size_t>(rows) * H, 0.0f), d_q(x.size(), 0.0f), d_k(x.size(), 0.0f),
+        d_v(x.size(), 0.0f) {
+    ForwardArgs& f = args.forward;
+    f.batch = static_cast<int>(cu.size()) - 1;
+    f.heads = H;
+    f.seqlen_q = f.seqlen_k = seqlen;
+    f.head_dim = d;
+    f.algorithm = Algorithm::FA2;
+    f.q.buffer = q.mem;
+    f.k.buffer = k.mem;
+    f.v.buffer = v.mem;
+    f.o.buffer = o.mem;
+    f.lse = lse.mem;
+    f.cu_seqlens_q = cu_q.mem;
+    f.cu_seqlens_k = cu_k.mem;
+    args.d_o.buffer = d_o.mem;
+    args.d_q.buffer = d_q.mem;
+    args.d_k.buffer = d_k.mem;
+    args.d_v.buffer = d_v.mem;
+  }
+};
+
 // A varlen call without total_q: the kernels take cu_seqlens_q[B] rows, bounded by what the buffers
 // hold, which can pass B·seqlen_q (offsets need not start at 0); the workspace query gave B·seqlen_q
 // rows and the call then refused a workspace of the queried size (found by a review).
 TEST_F(BackwardInvalid, VarlenWorkspaceQueryCoversTheRowsTheBuffersHold) {
-  const int B = 2, H = 2, d = 8, rows = 64;
-  const std::vector<float> x = bench::random_values(static_cast<std::size_t>(rows) * H * d, 71);
-  const std::size_t bytes = x.size() * sizeof(float);
-  DeviceBytes q(x.data(), bytes), k(x.data(), bytes), v(x.data(), bytes), o(x.data(), bytes), d_o(x.data(), bytes);
-  DeviceBuffer lse(static_cast<std::size_t>(rows) * H, 0.0f), d_q(x.size(), 0.0f), d_k(x.size(), 0.0f),
-      d_v(x.size(), 0.0f);
-  const std::vector<int> cu = {0, 4, 8};
-  DeviceBytes cu_q(cu.data(), cu.size() * sizeof(int)), cu_k(cu.data(), cu.size() * sizeof(int));
-  BackwardArgs a;
-  ForwardArgs& f = a.forward;
-  f.batch = B;
-  f.heads = H;
-  f.seqlen_q = f.seqlen_k = 4;
-  f.head_dim = d;
-  f.q.buffer = q.mem;
-  f.k.buffer = k.mem;
-  f.v.buffer = v.mem;
-  f.o.buffer = o.mem;
-  f.lse = lse.mem;
-  f.cu_seqlens_q = cu_q.mem;
-  f.cu_seqlens_k = cu_k.mem;
-  a.d_o.buffer = d_o.mem;
-  a.d_q.buffer = d_q.mem;
-  a.d_k.buffer = d_k.mem;
-  a.d_v.buffer = d_v.mem;
+  VarlenCall call(2, 8, 64, {0, 4, 8}, 4, 71);
+  BackwardArgs& a = call.args;
   for (Algorithm algorithm : {Algorithm::FA2, Algorithm::FA1, Algorithm::Standard}) {
-    f.algorithm = algorithm;
+    a.forward.algorithm = algorithm;
     const std::size_t need = backward_workspace_bytes(session().device(), a);
     DeviceBuffer workspace((need + sizeof(float) - 1) / sizeof(float), 0.0f);
     a.workspace = workspace.mem;
@@ -366,10 +379,6 @@ TEST_F(BackwardInvalid, VarlenWorkspaceQueryCoversTheRowsTheBuffersHold) {
   }
 }
 
-// Gradient buffers holding fewer packed rows than the forward's are named errors where they would
-// change what the forward's rows fixed: without total_q the LSE's row pitch (cu_seqlens_q[B]
-// clamped to the rows Q, O and LSE hold; a shorter dQ moved every head's rows past the first), and
-// with check_device_data the rows cu_seqlens[B] say the call has (a shorter dK dropped keys).
 // An output whose strides send two elements to one address (a zero stride, rows over heads) is
 // refused by name, the forward's O as each gradient: its stores would race and leave elements
 // unwritten (inputs may repeat elements; dK, dV and d_bias go through the input checks' view).
@@ -412,34 +421,17 @@ TEST_F(BackwardInvalid, OutputsWhoseStridesRepeatElements) {
   clReleaseMemObject(write_only);
 }
 
+// Gradient buffers holding fewer packed rows than the forward's are named errors where they would
+// change what the forward's rows fixed: without total_q the LSE's row pitch (cu_seqlens_q[B]
+// clamped to the rows Q, O and LSE hold; a shorter dQ moved every head's rows past the first), and
+// with check_device_data the rows cu_seqlens[B] say the call has (a shorter dK dropped keys).
 TEST_F(BackwardInvalid, VarlenGradientsShorterThanTheForwardsRows) {
-  const int B = 2, H = 2, d = 8, rows = 9;
-  const std::vector<float> x = bench::random_values(static_cast<std::size_t>(rows) * H * d, 72);
-  const std::size_t bytes = x.size() * sizeof(float), row_bytes = bytes / rows;
-  DeviceBytes q(x.data(), bytes), k(x.data(), bytes), v(x.data(), bytes), o(x.data(), bytes), d_o(x.data(), bytes);
-  DeviceBuffer lse(static_cast<std::size_t>(rows) * H, 0.0f), d_q(x.size(), 0.0f), d_k(x.size(), 0.0f),
-      d_v(x.size(), 0.0f), short_q((rows - 1) * row_bytes / sizeof(float), 0.0f),
-      short_k((rows - 3) * row_bytes / sizeof(float), 0.0f);
-  const std::vector<int> cu = {0, 5, 9};
-  DeviceBytes cu_q(cu.data(), cu.size() * sizeof(int)), cu_k(cu.data(), cu.size() * sizeof(int));
-  BackwardArgs a;
-  ForwardArgs& f = a.forward;
-  f.batch = B;
-  f.heads = H;
-  f.seqlen_q = f.seqlen_k = 5;
-  f.head_dim = d;
-  f.algorithm = Algorithm::FA2;
-  f.q.buffer = q.mem;
-  f.k.buffer = k.mem;
-  f.v.buffer = v.mem;
-  f.o.buffer = o.mem;
-  f.lse = lse.mem;
-  f.cu_seqlens_q = cu_q.mem;
-  f.cu_seqlens_k = cu_k.mem;
-  a.d_o.buffer = d_o.mem;
+  const int rows = 9;
+  VarlenCall call(2, 8, rows, {0, 5, 9}, 5, 72);
+  BackwardArgs& a = call.args;
+  const std::size_t row_floats = call.x.size() / rows;
+  DeviceBuffer short_q((rows - 1) * row_floats, 0.0f), short_k((rows - 3) * row_floats, 0.0f);
   a.d_q.buffer = short_q.mem;
-  a.d_k.buffer = d_k.mem;
-  a.d_v.buffer = d_v.mem;
   auto rejected = [&](const std::string& name) {
     try {
       backward(session().queue(), a).wait();
@@ -450,14 +442,14 @@ TEST_F(BackwardInvalid, VarlenGradientsShorterThanTheForwardsRows) {
     }
   };
   rejected("d_q, d_o: hold 8 packed rows, fewer than the 9 that Q, O and LSE hold");
-  f.total_q = 8;  // the caller's total fixes the pitch: the rows a short dQ holds are enough then
+  a.forward.total_q = 8;  // the caller's total fixes the pitch: the rows a short dQ holds are enough then
   EXPECT_NO_THROW(backward(session().queue(), a).wait());
-  f.total_q = 0;
-  a.d_q.buffer = d_q.mem;
+  a.forward.total_q = 0;
+  a.d_q.buffer = call.d_q.mem;
   a.d_k.buffer = short_k.mem;
-  f.check_device_data = true;
+  a.forward.check_device_data = true;
   rejected("d_k, d_v: hold 6 packed rows, fewer than the 9 of cu_seqlens_k[B]");
-  a.d_k.buffer = d_k.mem;
+  a.d_k.buffer = call.d_k.mem;
   EXPECT_NO_THROW(backward(session().queue(), a).wait());
 }
 
