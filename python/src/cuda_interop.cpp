@@ -15,8 +15,8 @@
 // Binary semaphores must alternate signal and wait, which one chain gives: calls are enqueued one
 // at a time (Bridge::run) on an in-order queue, so OpenCL's wait of ready for a call precedes its
 // signal of done; and a call's signal of ready follows the previous call's wait of done on the
-// CUDA side (stream order on one stream; on another, cuStreamWaitEvent on an event recorded after
-// that wait). So each semaphore has been waited for before it is signalled again. A failed
+// CUDA side (every call's stream first waits, by cuStreamWaitEvent, for an event recorded after
+// that wait; on the same stream it is met already). So each semaphore has been waited for before it is signalled again. A failed
 // semaphore call demotes the bridge to host waits for good (the pair's state is then unknown),
 // and the call in hand is finished that way.
 //
@@ -122,8 +122,7 @@ struct Semaphores {
   Semaphore ready = nullptr, done = nullptr;                  // OpenCL's
   CUexternalSemaphore cu_ready = nullptr, cu_done = nullptr;  // CUDA's imports of them
   CUevent after = nullptr;  // recorded after the last semaphore-ordered call's wait of done
-  CUstream last_stream = nullptr;
-  bool chained = false;  // `after` was recorded on last_stream
+  bool chained = false;     // `after` has been recorded
   bool probed = false;   // probe_semaphores ran (its verdict: Bridge::semaphores_ok)
 };
 
@@ -750,7 +749,10 @@ bool end_with_flag(Bridge& b, CUstream stream) {
 bool begin_on_gpu(Bridge& b, CUstream stream) {
   const SemaphoreDriver& sd = semaphore_driver();
   Semaphores& s = b.sem;
-  if (s.chained && stream != s.last_stream) {
+  // every call's stream waits for the last call's end, its own stream's too: a stream's handle
+  // value cannot tell streams apart (a destroyed stream's value can come back; per-thread streams
+  // share one), and on the same stream the wait is already met
+  if (s.chained) {
     const CUresult r = sd.cuStreamWaitEvent(stream, s.after, 0);
     if (r != 0) {
       demote(b, "cuStreamWaitEvent failed with " + cuda_error(r));
@@ -793,7 +795,6 @@ bool end_on_gpu(Bridge& b, CUstream stream) {
     demote(b, "cuEventRecord failed with " + cuda_error(r));  // this call is ordered; the chain is not
     return true;
   }
-  s.last_stream = stream;
   s.chained = true;
   return true;
 }
