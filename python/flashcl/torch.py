@@ -177,8 +177,12 @@ def _bwd(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
 @_bwd.register_fake
 def _bwd_fake(d_o, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal,
               window_left, window_right, softcap, alibi_slopes, mask, deterministic, want_dbias):
-    d_bias = torch.empty_like(mask, dtype=torch.float32) if want_dbias else q.new_empty(0, dtype=torch.float32)
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), d_bias
+    # dense, as the real op returns them whatever the inputs' strides (transposed views included)
+    dense = torch.contiguous_format
+    d_bias = (torch.empty_like(mask, dtype=torch.float32, memory_format=dense) if want_dbias
+              else q.new_empty(0, dtype=torch.float32))
+    return (torch.empty_like(q, memory_format=dense), torch.empty_like(k, memory_format=dense),
+            torch.empty_like(v, memory_format=dense), d_bias)
 
 
 # ---- Autograd ----------------------------------------------------------------------------------
@@ -221,7 +225,11 @@ def _described(t) -> str:
 def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) -> Tuple[float, Tuple[int, int]]:
     """The forward's and the backward's defaults: scale 1/sqrt(d), window (-1, -1) (unbounded)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
-    window = (-1, -1) if window_size is None else (int(window_size[0]), int(window_size[1]))
+    # a side past int32 reaches past any sequence the library takes (the same as int32's largest); one
+    # below -1 stays an error the library names (-1 is unbounded)
+    def side(w) -> int:
+        return max(min(int(w), 2**31 - 1), -2)
+    window = (-1, -1) if window_size is None else (side(window_size[0]), side(window_size[1]))
     return scale, window
 
 
@@ -285,7 +293,8 @@ def flash_attn_varlen_func(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor
     Causal, window and ALiBi are aligned to the bottom-right of each sequence. Other arguments as
     ``flash_attn_func``. Returns out (total_q, H, d); with return_attn_probs (out, softmax_lse
     (H, total_q) float32, None). Buffers may hold rows past cu_seqlens[-1] (padded, as flash-attn
-    allows): they are not read, and their O, LSE and gradients are 0, -inf and 0 on CPU tensors
+    allows) and before cu_seqlens[0]: they are not read, and their O, LSE and gradients are 0, -inf
+    and 0 on CPU tensors, fp8 included
     (left as allocated on CUDA tensors, as flash-attn leaves them). A paged KV cache (block_table)
     is not supported. FP8 as
     ``flash_attn_func`` (descales (B, H_kv), B the number of sequences).
@@ -537,6 +546,10 @@ def _check_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Optional[Tens
     if paged and (block_table.dim() != 2 or block_table.shape[0] != batch or not _is_integer(block_table)):
         fail(Status.InvalidArgument, f"block_table: expected an int32 tensor of shape ({batch}, max_blocks), got "
                                      f"{block_table.dtype} {tuple(block_table.shape)}")
+    # int64 host indices are converted to int32: a value past its range would wrap to a valid-looking one
+    for name, index in (("cache_batch_idx", cache_batch_idx), ("block_table", block_table)):
+        if index is not None and index.dtype == torch.int64 and index.device.type == "cpu" and not _compiling():
+            _functional._check_int32_values(index, name)
     if alibi_slopes is not None:
         if not alibi_slopes.is_floating_point():
             fail(Status.UnsupportedDType, f"alibi_slopes: expected float32, got {alibi_slopes.dtype}")

@@ -243,6 +243,34 @@ def test_torch_compile_backward(gen):
     assert all(torch.equal(a, t.grad) for a, t in zip(grads, (q, k, v)))
 
 
+def test_varlen_rows_before_the_first_offset(gen):
+    """Offsets that start past row 0 (the library takes them): the rows before cu_seqlens[0] belong
+    to no sequence, like those past cu_seqlens[-1], and get O 0, LSE -inf and gradients 0 (they were
+    left uninitialised); the sequences' rows are those of the buffers without them."""
+    cu_q = torch.tensor([3, 8, 15], dtype=torch.int32)
+    cu_k = torch.tensor([2, 9, 19], dtype=torch.int32)
+    q, k, v = randn(gen, 17, 2, 16), randn(gen, 21, 2, 16), randn(gen, 21, 2, 16)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out, lse, _ = flash_attn_varlen_func(*leaves, cu_q, cu_k, 7, 10, causal=True, return_attn_probs=True)
+    inner = [t[a:b].clone().requires_grad_() for t, a, b in ((q, 3, 15), (k, 2, 19), (v, 2, 19))]
+    ref_out, ref_lse, _ = flash_attn_varlen_func(*inner, cu_q - 3, cu_k - 2, 7, 10, causal=True,
+                                                 return_attn_probs=True)
+    assert torch.equal(out[3:15], ref_out) and torch.equal(lse[:, 3:15], ref_lse)
+    assert torch.all(out[:3] == 0) and torch.all(out[15:] == 0)
+    assert torch.all(lse[:, :3] == float("-inf")) and torch.all(lse[:, 15:] == float("-inf"))
+    d_o = randn(gen, 17, 2, 16)
+    out.backward(d_o)
+    ref_out.backward(d_o[3:15])
+    for name, leaf, ref, (a, b) in zip("qkv", leaves, inner, ((3, 15), (2, 19), (2, 19))):
+        assert torch.equal(leaf.grad[a:b], ref.grad), name
+        assert torch.all(leaf.grad[:a] == 0) and torch.all(leaf.grad[b:] == 0), name
+
+
+def test_huge_window_is_unbounded(gen):
+    q, k, v = randn(gen, 1, 9, 2, 16), randn(gen, 1, 11, 2, 16), randn(gen, 1, 11, 2, 16)
+    assert torch.equal(flash_attn_func(q, k, v, window_size=(2**40, 2**40)), flash_attn_func(q, k, v))
+
+
 def test_opcheck_backward(gen):
     q, k, v = randn(gen, 1, 9, 4, 24), randn(gen, 1, 11, 2, 24), randn(gen, 1, 11, 2, 24)
     out, lse = torch.ops.flashcl.fwd(q, k, v, None, None, 9, 11, 0.35, True, -1, -1, 0.0, None, None)
@@ -250,6 +278,13 @@ def test_opcheck_backward(gen):
             False)
     torch.library.opcheck(torch.ops.flashcl.bwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    # q, k, v (and dO) as transposed views, as Hugging Face's (B, H, N, d) projections give them: the
+    # gradients are dense whatever their strides, and the fake must say so (torch.compile's inductor
+    # failed its stride check, or with the check off took wrong gradients)
+    views = [randn(gen, 1, h, n, 24).transpose(1, 2) for n, h in ((9, 4), (11, 2), (11, 2), (9, 4))]
+    views[:3] = [t.copy_(s) for t, s in zip(views[:3], (q, k, v))]
+    args = (views[3], *views[:3], out, lse) + args[6:]
+    torch.library.opcheck(torch.ops.flashcl.bwd.default, args, test_utils=("test_faketensor",))
 
 
 def test_functional_api_takes_torch_tensors(gen):
