@@ -334,6 +334,15 @@ def _used_rows(cu, a) -> int:
     return last if 0 <= last < a.shape[0] else a.shape[0]
 
 
+def _cleared_before(a, cu, fill, axis: int = 0):
+    """a with its rows before cu[0] set to `fill`: a varlen call's offsets may start past row 0, and
+    those rows, like the rows past cu[-1], belong to no sequence (O 0, LSE -inf, gradients 0)."""
+    first = int(np.asarray(cu).reshape(-1)[0]) if cu is not None and np.size(cu) else 0
+    if first > 0:
+        a[(slice(None),) * axis + (slice(0, first),)] = fill
+    return a
+
+
 def _padded(a: np.ndarray, rows: int, fill, axis: int = 0) -> np.ndarray:
     """a with `rows` along `axis`, the rows past its own set to `fill` (a padded buffer's rows)."""
     if a.shape[axis] == rows:
@@ -349,7 +358,7 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
                     return_lse, storage: DType, sess) -> Any:
     """numpy arrays through Session::forward (dense float32 in, used in place on CPU devices, numpy's
     own alignment included; float32 out, written in place). Packed (varlen) buffers may hold rows
-    past cu_seqlens[-1]: those get O = 0 and LSE = -inf."""
+    past cu_seqlens[-1] or before cu_seqlens[0]: those get O = 0 and LSE = -inf."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     rows = q.shape[0]
     if cu_seqlens_q is not None and cu_seqlens_k is not None:
@@ -361,8 +370,10 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
                           return_lse=return_lse, **variants)
     o = _as_input_dtype(o.reshape(q.shape), q, storage)
     if len(q.shape) == 3:
-        o = _padded(o, rows, 0)
-        lse = _padded(lse.reshape(_lse_shape(args, q)), rows, -np.inf, axis=1) if return_lse else lse
+        o = _cleared_before(_padded(o, rows, 0), cu_seqlens_q, 0)
+        if return_lse:
+            lse = _cleared_before(_padded(lse.reshape(_lse_shape(args, q)), rows, -np.inf, axis=1), cu_seqlens_q,
+                                  -np.inf, axis=1)
     return (o, lse.reshape(_lse_shape(args, o))) if return_lse else o
 
 
@@ -625,7 +636,7 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
 def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                    max_seqlen_k, deterministic, return_dbias, storage: DType, sess) -> Any:
     """numpy arrays through Session::backward (dense float32 copies in, float32 gradients out);
-    packed buffers' rows past cu_seqlens[-1] get zero gradients."""
+    packed buffers' rows past cu_seqlens[-1] or before cu_seqlens[0] get zero gradients."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     rows_q, rows_k = q.shape[0], k.shape[0]
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
@@ -652,7 +663,8 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
                                           **variants)
     grads = tuple(_as_input_dtype(g.reshape(a.shape), q, storage) for g, a in ((d_q, q), (d_k, k), (d_v, v)))
     if len(q.shape) == 3:
-        grads = tuple(_padded(g, n, 0) for g, n in zip(grads, (rows_q, rows_k, rows_k)))
+        grads = tuple(_cleared_before(_padded(g, n, 0), cu, 0)
+                      for g, n, cu in zip(grads, (rows_q, rows_k, rows_k), (cu_seqlens_q, cu_seqlens_k, cu_seqlens_k)))
     return grads + (d_bias.reshape(np.shape(mask)),) if return_dbias else grads
 
 

@@ -89,7 +89,7 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
                                                       f"got {tuple(d.shape)}")
         return numpy_of(d, torch.float32)
 
-    window = tuple(int(w) for w in window_size)
+    window = tuple(max(min(int(w), 2**31 - 1), -2) for w in window_size)  # as torch.py's _scale_and_window
     result = _functional.attention(
         device_bytes(q), device_bytes(k), device_bytes(v), dtype=FP8_DTYPES[q.dtype],
         descales=tuple(descale(d, n) for d, n in zip(descales, ("q_descale", "k_descale", "v_descale"))),
@@ -100,5 +100,12 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
         max_seqlen_q=max_seqlen_q if varlen else None, max_seqlen_k=max_seqlen_k if varlen else None,
         return_lse=return_lse, queue=queue)
     o, lse = result if return_lse else (result, None)
-    out = torch.from_numpy(o.get()).view(torch.bfloat16).to(q.device)  # bf16 O arrives as its uint16 bits
-    return (out, torch.from_numpy(lse.get()).to(q.device)) if return_lse else out
+    out = torch.from_numpy(o.get()).view(torch.bfloat16)  # bf16 O arrives as its uint16 bits
+    lse = torch.from_numpy(lse.get()) if return_lse else None
+    if varlen:  # rows of no sequence (before cu[0], past cu[-1]: a padded buffer) get O 0, LSE -inf
+        first, last = int(cu_seqlens_q[0]), int(cu_seqlens_q[-1])
+        for rows in (slice(0, max(first, 0)), slice(max(last, 0), None)):
+            out[rows] = 0
+            if lse is not None:
+                lse[:, rows] = -float("inf")
+    return (out.to(q.device), lse.to(q.device)) if return_lse else out.to(q.device)

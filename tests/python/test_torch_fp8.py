@@ -87,6 +87,22 @@ def test_flash_attn_varlen_func_fp8_window_softcap(rng):
     assert_close(lse.double().numpy(), ref_lse, 1e-4, "LSE")
 
 
+def test_varlen_fp8_rows_outside_the_sequences(rng):
+    """Rows before cu_seqlens[0] and past cu_seqlens[-1] (a padded buffer) get O 0 and LSE -inf, as
+    the 16-bit path gives them (they were left as allocated); the sequences' rows are those of the
+    buffers without them."""
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    f8 = torch.float8_e4m3fn
+    q, k, v = (torch.randn(n, h, 16, generator=g).to(f8) for n, h in ((12, 4), (14, 2), (14, 2)))
+    cu_q, cu_k = torch.tensor([2, 6, 10], dtype=torch.int32), torch.tensor([1, 5, 14], dtype=torch.int32)
+    out, lse, _ = flash_attn_varlen_func(q, k, v, cu_q, cu_k, 4, 9, return_attn_probs=True)
+    ref, ref_lse, _ = flash_attn_varlen_func(q[2:10], k[1:14], v[1:14], cu_q - 2, cu_k - 1, 4, 9,
+                                             return_attn_probs=True)
+    assert torch.equal(out[2:10], ref) and torch.equal(lse[:, 2:10], ref_lse)
+    for rows in (slice(0, 2), slice(10, None)):
+        assert torch.all(out[rows] == 0) and torch.all(lse[:, rows] == float("-inf"))
+
+
 def test_default_descales_and_alibi(rng):
     # No descales: each is 1 (FA3's default); e5m2 inputs hold their values as they are.
     dtype, b, n, h, d = torch.float8_e5m2, 1, 16, 2, 16
