@@ -193,6 +193,11 @@ def _error_cases():
          "k_cache: an expanded tensor \\(a stride of 0"),
         ("seqlens_int64", dict(cache_seqlens=torch.tensor([2**32 + 3, 0])), flashcl.Error,
          "cache_seqlens: values past the int32 range"),
+        ("batch_idx_int64", dict(cache_batch_idx=torch.tensor([2**32 + 1, 0])), flashcl.Error,
+         "cache_batch_idx: values past the int32 range"),
+        ("table_int64", dict(k_cache=torch.zeros(4, 4, 2, 16), v_cache=torch.zeros(4, 4, 2, 16),
+                             block_table=torch.tensor([[2**32, 1], [2, 3]])), flashcl.Error,
+         "block_table: values past the int32 range"),
     ]
 
 
