@@ -16,9 +16,9 @@
 // at a time (Bridge::run) on an in-order queue, so OpenCL's wait of ready for a call precedes its
 // signal of done; and a call's signal of ready follows the previous call's wait of done on the
 // CUDA side (every call's stream first waits, by cuStreamWaitEvent, for an event recorded after
-// that wait; on the same stream it is met already). So each semaphore has been waited for before it is signalled again. A failed
-// semaphore call demotes the bridge to host waits for good (the pair's state is then unknown),
-// and the call in hand is finished that way.
+// that wait; on the same stream it is met already). So each semaphore has been waited for before
+// it is signalled again. A failed semaphore call demotes the bridge to host waits for good (the
+// pair's state is then unknown), and the call in hand is finished that way.
 //
 // Ordering by a flag (where the semaphores cannot be made, as on NVIDIA 580, and the driver has
 // cuStreamWaitValue32; FLASHCL_CUDA_ORDER=flag forces it): OpenCL cannot wait for CUDA, so the
@@ -123,7 +123,7 @@ struct Semaphores {
   CUexternalSemaphore cu_ready = nullptr, cu_done = nullptr;  // CUDA's imports of them
   CUevent after = nullptr;  // recorded after the last semaphore-ordered call's wait of done
   bool chained = false;     // `after` has been recorded
-  bool probed = false;   // probe_semaphores ran (its verdict: Bridge::semaphores_ok)
+  bool probed = false;      // probe_semaphores ran (its verdict: Bridge::semaphores_ok)
 };
 
 // The flag ordering's objects (see the top of the file): the 4-byte flag at the start of one
