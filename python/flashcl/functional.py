@@ -334,12 +334,15 @@ def _used_rows(cu, a) -> int:
     return last if 0 <= last < a.shape[0] else a.shape[0]
 
 
-def _cleared_before(a, cu, fill, axis: int = 0):
-    """a with its rows before cu[0] set to `fill`: a varlen call's offsets may start past row 0, and
-    those rows, like the rows past cu[-1], belong to no sequence (O 0, LSE -inf, gradients 0)."""
-    first = int(np.asarray(cu).reshape(-1)[0]) if cu is not None and np.size(cu) else 0
-    if first > 0:
-        a[(slice(None),) * axis + (slice(0, first),)] = fill
+def _cleared_outside(a, cu, fill, axis: int = 0):
+    """a with its rows before cu[0] and from cu[-1] on set to `fill`: a varlen call's offsets may
+    start past row 0 and end before the buffer does (a padded buffer), and those rows belong to no
+    sequence (O 0, LSE -inf, gradients 0)."""
+    if cu is None or not np.size(cu):
+        return a
+    cu = np.asarray(cu).reshape(-1)
+    for rows in (slice(0, max(int(cu[0]), 0)), slice(max(int(cu[-1]), 0), None)):
+        a[(slice(None),) * axis + (rows,)] = fill
     return a
 
 
@@ -370,9 +373,9 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
                           return_lse=return_lse, **variants)
     o = _as_input_dtype(o.reshape(q.shape), q, storage)
     if len(q.shape) == 3:
-        o = _cleared_before(_padded(o, rows, 0), cu_seqlens_q, 0)
+        o = _cleared_outside(_padded(o, rows, 0), cu_seqlens_q, 0)
         if return_lse:
-            lse = _cleared_before(_padded(lse.reshape(_lse_shape(args, q)), rows, -np.inf, axis=1), cu_seqlens_q,
+            lse = _cleared_outside(_padded(lse.reshape(_lse_shape(args, q)), rows, -np.inf, axis=1), cu_seqlens_q,
                                   -np.inf, axis=1)
     return (o, lse.reshape(_lse_shape(args, o))) if return_lse else o
 
@@ -663,7 +666,7 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
                                           **variants)
     grads = tuple(_as_input_dtype(g.reshape(a.shape), q, storage) for g, a in ((d_q, q), (d_k, k), (d_v, v)))
     if len(q.shape) == 3:
-        grads = tuple(_cleared_before(_padded(g, n, 0), cu, 0)
+        grads = tuple(_cleared_outside(_padded(g, n, 0), cu, 0)
                       for g, n, cu in zip(grads, (rows_q, rows_k, rows_k), (cu_seqlens_q, cu_seqlens_k, cu_seqlens_k)))
     return grads + (d_bias.reshape(np.shape(mask)),) if return_dbias else grads
 

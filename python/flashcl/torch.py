@@ -27,6 +27,7 @@ from . import cuda as _cuda
 from . import functional as _functional
 from . import torch_fp8 as _fp8
 from ._torch_host import numpy_of as _numpy
+from ._torch_host import window_side as _window_side
 from ._flashcl import DType, Status
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention"]
@@ -225,11 +226,7 @@ def _described(t) -> str:
 def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) -> Tuple[float, Tuple[int, int]]:
     """The forward's and the backward's defaults: scale 1/sqrt(d), window (-1, -1) (unbounded)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
-    # a side past int32 reaches past any sequence the library takes (the same as int32's largest); one
-    # below -1 stays an error the library names (-1 is unbounded)
-    def side(w) -> int:
-        return max(min(int(w), 2**31 - 1), -2)
-    window = (-1, -1) if window_size is None else (side(window_size[0]), side(window_size[1]))
+    window = (-1, -1) if window_size is None else (_window_side(window_size[0]), _window_side(window_size[1]))
     return scale, window
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import functional as _functional
 from ._flashcl import Status
-from ._torch_host import numpy_of
+from ._torch_host import numpy_of, window_side
 
 # torch's fp8 dtypes and flashcl's names for them (older torch builds may lack one)
 FP8_DTYPES = {getattr(torch, name): fp8 for name, fp8 in (("float8_e4m3fn", "e4m3"), ("float8_e5m2", "e5m2"))
@@ -89,7 +89,7 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
                                                       f"got {tuple(d.shape)}")
         return numpy_of(d, torch.float32)
 
-    window = tuple(max(min(int(w), 2**31 - 1), -2) for w in window_size)  # as torch.py's _scale_and_window
+    window = tuple(window_side(w) for w in window_size)
     result = _functional.attention(
         device_bytes(q), device_bytes(k), device_bytes(v), dtype=FP8_DTYPES[q.dtype],
         descales=tuple(descale(d, n) for d, n in zip(descales, ("q_descale", "k_descale", "v_descale"))),
@@ -100,12 +100,8 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
         max_seqlen_q=max_seqlen_q if varlen else None, max_seqlen_k=max_seqlen_k if varlen else None,
         return_lse=return_lse, queue=queue)
     o, lse = result if return_lse else (result, None)
-    out = torch.from_numpy(o.get()).view(torch.bfloat16)  # bf16 O arrives as its uint16 bits
-    lse = torch.from_numpy(lse.get()) if return_lse else None
-    if varlen:  # rows of no sequence (before cu[0], past cu[-1]: a padded buffer) get O 0, LSE -inf
-        first, last = int(cu_seqlens_q[0]), int(cu_seqlens_q[-1])
-        for rows in (slice(0, max(first, 0)), slice(max(last, 0), None)):
-            out[rows] = 0
-            if lse is not None:
-                lse[:, rows] = -float("inf")
-    return (out.to(q.device), lse.to(q.device)) if return_lse else out.to(q.device)
+    cu = numpy_of(cu_seqlens_q if varlen else None, torch.int32)  # rows of no sequence: O 0, LSE -inf
+    out = torch.from_numpy(_functional._cleared_outside(o.get(), cu, 0)).view(torch.bfloat16).to(q.device)
+    if not return_lse:
+        return out  # (bf16 O arrives as its uint16 bits)
+    return out, torch.from_numpy(_functional._cleared_outside(lse.get(), cu, -np.inf, axis=1)).to(q.device)
