@@ -419,6 +419,19 @@ TEST_F(BackwardInvalid, OutputsWhoseStridesRepeatElements) {
   a.d_k.buffer = write_only;
   EXPECT_NO_THROW(backward(session().queue(), a).wait()) << "a CL_MEM_WRITE_ONLY dK";
   clReleaseMemObject(write_only);
+
+  // The forward's bias is an input when no d_bias is asked for: read-only, and broadcast over the
+  // query rows by a zero stride, it is taken.
+  const std::vector<float> bias = bench::random_values(static_cast<std::size_t>(N), 62);
+  cl_mem read_only = clCreateBuffer(session().context(), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                    bias.size() * sizeof(float), const_cast<float*>(bias.data()), &err);
+  ASSERT_EQ(err, CL_SUCCESS);
+  a = valid();
+  a.forward.mask = Mask{MaskKind::Bias, read_only, 1, 1, 0, 0, 0, 0};
+  a.forward.mask.row_stride = 0;  // every query row reads the one row of N keys
+  a.forward.mask.batch_stride = a.forward.mask.head_stride = N;  // (one batch, one head: unused)
+  EXPECT_NO_THROW(backward(session().queue(), a).wait()) << "a CL_MEM_READ_ONLY, broadcast bias";
+  clReleaseMemObject(read_only);
 }
 
 // Gradient buffers holding fewer packed rows than the forward's are named errors where they would

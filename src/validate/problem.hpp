@@ -28,8 +28,8 @@ struct Problem {
 // What a call does with the forward's O and LSE: the forward writes them; the backward only reads
 // them, so there they may be CL_MEM_READ_ONLY and may share bytes with the other inputs.
 // Gradients: the backward's view of its gradients (validate_backward.cpp), whose Q and O are dO
-// (read) and dQ (written), and whose K, V and mask are dK, dV and d_bias: written, never read, so
-// they may be CL_MEM_WRITE_ONLY and not CL_MEM_READ_ONLY.
+// (read) and dQ (written), and whose K, V and mask (when set) are dK, dV and d_bias: outputs,
+// written and never read, so they may be CL_MEM_WRITE_ONLY and may not repeat elements.
 enum class ForwardOutputs { Written, Read, Gradients };
 
 // A Problem with only the context, device and device facts of `queue` (named errors for a null or

@@ -313,9 +313,16 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
   check_use(a.k.buffer, "k", !gradients, gradients);
   check_use(a.v.buffer, "v", !gradients, gradients);
   check_use(a.o.buffer, "o", !writes_outputs, writes_outputs);
-  if (writes_outputs)
-    check_no_self_overlap("o", {{rows_batch, a.o.batch_stride}, {rows_q, a.o.seq_stride}, {a.heads, a.o.head_stride},
-                                {a.head_dim, 1}});
+  // outputs may not repeat elements (inputs may: a broadcast K is a zero stride)
+  auto distinct = [&](const char* name, const Tensor& t, int rows, int heads) {
+    check_no_self_overlap(name, {{rows_batch, t.batch_stride}, {rows, t.seq_stride}, {heads, t.head_stride},
+                                 {a.head_dim, 1}});
+  };
+  if (writes_outputs) distinct("o", a.o, rows_q, a.heads);
+  if (gradients) {
+    distinct("k", a.k, rows_k, a.heads_kv);
+    distinct("v", a.v, rows_k, a.heads_kv);
+  }
   if (a.lse != nullptr) {
     check_use(a.lse, "lse", !writes_outputs, writes_outputs);
     spans.push_back(
@@ -326,6 +333,9 @@ Problem validate(cl_command_queue queue, const ForwardArgs& args, const std::vec
     const std::int64_t reach =
         extent(m.offset, {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride}}, a.seqlen_k);
     check_use(m.buffer, "mask", !gradients, gradients);
+    if (gradients)
+      check_no_self_overlap("mask", {{m.batch, m.batch_stride}, {m.heads, m.head_stride}, {a.seqlen_q, m.row_stride},
+                                     {a.seqlen_k, 1}});
     spans.push_back(span_of(m.buffer, m.offset * bytes, reach * bytes, "mask", false));
   }
   if (a.alibi_slopes != nullptr) {
