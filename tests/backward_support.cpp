@@ -109,4 +109,34 @@ void expect_run_accurate(const BackwardRun& r, DType dtype, const std::string& w
   EXPECT_EQ(r.gaps_written, 0u) << what << ": wrote outside the gradients' layouts";
 }
 
+// ---- variant inputs of the cases ----
+
+// A bias in [-1.5, 1.5) of dims (mask_batch, mask_heads, Nq, Nk).
+void add_bias(bench::Shape& s, int mask_batch, int mask_heads, std::uint64_t seed) {
+  s.mask = bench::MaskMode::Bias;
+  s.mask_batch = mask_batch;
+  s.mask_heads = mask_heads;
+  s.mask_values =
+      bench::random_values(static_cast<std::size_t>(mask_batch) * mask_heads * s.seqlen_q * s.seqlen_k, seed, 1.5f);
+}
+
+// A boolean mask hiding about a third of the keys, and every key of row `empty_row` of the first
+// slice (a row that sees nothing: zero gradients).
+void add_bool_mask(bench::Shape& s, int mask_batch, int mask_heads, int empty_row, std::uint64_t seed) {
+  s.mask = bench::MaskMode::Bool;
+  s.mask_batch = mask_batch;
+  s.mask_heads = mask_heads;
+  const auto r =
+      bench::random_values(static_cast<std::size_t>(mask_batch) * mask_heads * s.seqlen_q * s.seqlen_k, seed);
+  s.mask_values.resize(r.size());
+  for (std::size_t i = 0; i < r.size(); ++i) s.mask_values[i] = r[i] < -0.33f ? 0.0f : 1.0f;
+  for (int j = 0; j < s.seqlen_k; ++j) s.mask_values[static_cast<std::size_t>(empty_row) * s.seqlen_k + j] = 0.0f;
+}
+
+// ALiBi slopes 2^(-4 (h + 1) / H), one per head.
+void add_alibi(bench::Shape& s) {
+  s.alibi_slopes.clear();
+  for (int h = 0; h < s.heads; ++h) s.alibi_slopes.push_back(static_cast<float>(std::exp2(-4.0 * (h + 1) / s.heads)));
+}
+
 }  // namespace flashcl::test

@@ -4,6 +4,7 @@
 // and the accuracy check against the float64 reference gradients.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -39,5 +40,13 @@ void expect_gradient(const std::vector<float>& got, const std::vector<double>& w
 
 // expect_gradient on dQ, dK, dV (and the bias gradient), and nothing written outside the layouts.
 void expect_run_accurate(const BackwardRun& r, DType dtype, const std::string& what);
+
+// The variant inputs the backward cases take: a bias in [-1.5, 1.5) of dims (mask_batch,
+// mask_heads, Nq, Nk); a boolean mask hiding about a third of the keys and every key of row
+// `empty_row` of the first slice (a row that sees nothing: zero gradients); ALiBi slopes
+// 2^(-4 (h + 1) / H).
+void add_bias(bench::Shape& s, int mask_batch, int mask_heads, std::uint64_t seed);
+void add_bool_mask(bench::Shape& s, int mask_batch, int mask_heads, int empty_row, std::uint64_t seed);
+void add_alibi(bench::Shape& s);
 
 }  // namespace flashcl::test

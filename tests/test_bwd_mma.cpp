@@ -7,7 +7,8 @@
 // backward path (twice the error of the reference rounded to the storage type plus a floor), which
 // the kernel's rounding of P and dS to 16 bits before their products stays within. The deterministic
 // form (bwd_mma_dkdv without dQ adds, then bwd_mma_dq) runs the same cases and must give the same
-// bits over ten runs.
+// bits over ten runs. The variants (window, softcap, ALiBi, masks, packed sequences) run on the same
+// kernels (BwdMma.Variants).
 //
 // The tests skip where the device is not an NVIDIA GPU of compute capability >= 8.0. Where it is,
 // the planner gives these calls to the tensor cores after a probe, and a failed probe would fall
@@ -99,6 +100,57 @@ TEST_F(BwdMma, StridedLayouts) {
   run({2, 2, 2, 100, 150, 64, false, DType::F16, Layout::BHSD}, 2301);
   run({2, 2, 1, 100, 150, 64, true, DType::BF16, Layout::PaddedRows}, 2302);  // element-wise copies
   run({1, 2, 2, 70, 90, 128, false, DType::F16, Layout::PaddedRows}, 2303);
+}
+
+// The variants on the tensor cores (bwd_kv_steps.cl's BWD_VARIANTS): windows, softcaps, ALiBi,
+// boolean masks (a row that sees nothing), additive biases (broadcast), packed sequences (empty and
+// one-row ones, Nq > Nk) and all of them together, at d = 64 and 128, fp16 and bf16, each by atomic
+// dQ and by the dQ pass. A variant's program also runs where no probe covers it (the probe checks
+// the plain program's fragments), so these cases are its only check on the card.
+Case variant(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType dtype, std::uint64_t seed) {
+  Case c = make_case(nq, nk, d, causal, b, h);
+  c.shape.heads_kv = h_kv;
+  c.dtype = dtype;
+  c.seed = seed;
+  return c;
+}
+
+void run_variant(const Case& c, const std::string& what) {
+  expect_run_accurate(run_backward(c, kAtomic, false), c.dtype, what);
+  expect_run_accurate(run_backward(c, kDeterministic, false), c.dtype, what + " deterministic");
+}
+
+TEST_F(BwdMma, Variants) {
+  for (int d : {64, 128}) {
+    const DType other = d == 64 ? DType::BF16 : DType::F16;
+    Case window = variant(2, 4, 2, 150, 170, d, false, DType::F16, 2501);
+    window.shape.window_left = 37;
+    window.shape.window_right = 11;
+    run_variant(window, "window d" + std::to_string(d));
+    Case causal_window = variant(1, 4, 4, 200, 160, d, true, other, 2502);
+    causal_window.shape.window_left = 50;
+    run_variant(causal_window, "causal window d" + std::to_string(d));
+    Case softcap = variant(2, 4, 1, 97, 140, d, true, other, 2503);
+    softcap.shape.softcap = 2.5;
+    run_variant(softcap, "softcap d" + std::to_string(d));
+    Case alibi = variant(2, 4, 4, 130, 130, d, true, DType::F16, 2504);
+    add_alibi(alibi.shape);
+    run_variant(alibi, "alibi d" + std::to_string(d));
+    Case mask = variant(2, 2, 2, 90, 120, d, false, DType::F16, 2505);
+    add_bool_mask(mask.shape, 2, 1, 7, 2515);
+    run_variant(mask, "bool mask d" + std::to_string(d));
+    Case bias = variant(2, 4, 2, 70, 110, d, false, other, 2506);
+    add_bias(bias.shape, 1, 4, 2516);
+    run_variant(bias, "bias d" + std::to_string(d));
+    Case packed = varlen(variant(1, 4, 2, 1, 1, d, true, DType::F16, 2507), {77, 0, 130, 1, 40}, {90, 5, 129, 200, 3});
+    run_variant(packed, "varlen causal d" + std::to_string(d));
+    Case all = varlen(variant(1, 4, 2, 1, 1, d, true, other, 2508), {65, 0, 100}, {80, 7, 64});
+    all.shape.window_left = 20;
+    all.shape.softcap = 4.0;
+    add_alibi(all.shape);
+    add_bias(all.shape, all.shape.batch, 1, 2518);
+    run_variant(all, "varlen window softcap alibi bias d" + std::to_string(d));
+  }
 }
 
 // Ten runs of the deterministic form give the same dQ, dK and dV bits (the atomic form may not).

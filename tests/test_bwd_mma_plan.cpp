@@ -9,6 +9,8 @@
 // the two kernels then share one program.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+
 #include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
 #include "plan/plan_backward.hpp"
@@ -74,14 +76,47 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   BackwardArgs fa1 = call(DType::F16, 64);
   fa1.forward.algorithm = Algorithm::FA1;
   EXPECT_FALSE(bwd_mma_eligible(ampere, fa1, with("")));
-  BackwardArgs window = call(DType::F16, 64), softcap = window, mask = window, bias_grad = window, huge = window;
+  BackwardArgs bias_grad = call(DType::F16, 64), huge = bias_grad;
+  bias_grad.forward.mask.kind = MaskKind::Bias;  // dS written out: the portable kernels' DBIAS
+  bias_grad.d_bias.kind = MaskKind::Bias;
+  huge.forward.scale = 3e38f;  // scale * log2 e past FLT_MAX
+  for (const BackwardArgs* b : {&bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
+}
+
+// Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's
+// BWD_VARIANTS), each alone and all together; the wgmma forms keep them off even when asked for.
+TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  BackwardArgs window = call(DType::F16, 64), softcap = window, alibi = window, mask = window, bias = window,
+               varlen = window, all = window;
   window.forward.window.left = 16;
   softcap.forward.softcap = 30.0f;
+  cl_mem fake = reinterpret_cast<cl_mem>(std::uintptr_t{0x1000});  // planning reads no buffer
+  alibi.forward.alibi_slopes = fake;
   mask.forward.mask.kind = MaskKind::Bool;
-  bias_grad.forward.mask.kind = MaskKind::Bias;
-  bias_grad.d_bias.kind = MaskKind::Bias;
-  huge.forward.scale = 3e38f;
-  for (const BackwardArgs* b : {&window, &softcap, &mask, &bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
+  bias.forward.mask.kind = MaskKind::Bias;  // the bias itself, without its gradient
+  varlen.forward.cu_seqlens_q = varlen.forward.cu_seqlens_k = fake;
+  all.forward.window = {8, 0};
+  all.forward.softcap = 5.0f;
+  all.forward.alibi_slopes = all.forward.cu_seqlens_q = all.forward.cu_seqlens_k = fake;
+  all.forward.mask.kind = MaskKind::Bias;
+  all.forward.causal = true;
+  for (const BackwardArgs* b : {&window, &softcap, &alibi, &mask, &bias, &varlen, &all}) {
+    EXPECT_TRUE(bwd_mma_has_variants(b->forward));
+    for (int d : {64, 128}) {
+      BackwardArgs at = *b;
+      at.forward.head_dim = d;
+      EXPECT_TRUE(bwd_mma_eligible(hopper, at, with(""))) << d;
+      const BwdMmaPlan plan = bwd_mma_plan(at.forward, with(""));
+      for (const char* form : {"1", "dq", "overlap"}) {
+        Overrides o = with("");
+        o.bwd_wgmma = form;
+        const BwdWgmmaKernels k = bwd_wgmma_kernels(hopper, at, plan, o);
+        EXPECT_FALSE(k.dq || k.dkdv || k.dq_overlap) << form << " d " << d;
+      }
+    }
+  }
+  EXPECT_FALSE(bwd_mma_has_variants(call(DType::F16, 64).forward));
 }
 
 TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {

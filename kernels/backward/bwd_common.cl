@@ -45,19 +45,6 @@ inline float bwd_probability(float raw, int row, int key, float lse, const SeqVi
   return s == NEG_INF ? 0.0f : exp(s - lse);
 }
 
-/* d(final score)/d(raw score): 1 - tanh^2(raw / c) with softcap, else 1 (ALiBi and the bias only
- * add constants). */
-inline float score_slope(float raw, const SeqView* v) {
-#if SOFTCAP
-  const float t = tanh(raw / v->softcap);
-  return 1.0f - t * t;
-#else
-  (void)raw;
-  (void)v;
-  return 1.0f;
-#endif
-}
-
 /* D[row] = sum_c dO[row][c] * O[row][c] into the workspace, indexed like LSE; when the K/V-block
  * kernels add to dQ (dq_mode 1, 2) the row's fp32 dQ accumulator is cleared too. Grid (rows of the longest sequence, heads, batch). */
 __kernel void bwd_preprocess(__global const STORAGE_T* o, __global const STORAGE_T* dout, __global float* ws,

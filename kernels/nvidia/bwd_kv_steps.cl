@@ -23,11 +23,45 @@
 #define GROUP_HEADS(a) 1
 #endif
 
+/* The variants on the tensor cores (bwd_mma.cl and bwd_mma_dq.cl; the wgmma forms take none):
+ * packed sequences (VARLEN) move the rows' bases and lengths; a window hides keys out of its band
+ * (common.cl's visibility rules); softcap, ALiBi and masks (SCORE_TRANSFORM) send every score
+ * through the forward's final_score, in natural units, with the LSE tiles natural too, and scale
+ * dS by score_slope. Only such programs take the variant arguments, so a plain call's program is
+ * the one on record. */
+#define BWD_VARIANTS (VARLEN || WINDOW || SCORE_TRANSFORM)
+#if BWD_VARIANTS
+#define BWD_VARIANT_PARAMS , VARIANT_PARAMS
+#define BWD_VARIANT_POINTERS cu_seqlens_q, cu_seqlens_k, alibi_slopes
+#define BWD_MASK mask
+#else
+#define BWD_VARIANT_PARAMS
+#define BWD_VARIANT_POINTERS 0, 0, 0
+#define BWD_MASK 0
+#endif
+/* The unit of the LSE held beside each Q block: log2 (P = 2^(c s - LSE log2 e) in one fma) or, where
+ * the scores go through final_score, natural (P = e^(final score - LSE)) */
+#if SCORE_TRANSFORM
+#define LSE_TILE_UNIT 1.0f
+#else
+#define LSE_TILE_UNIT LOG2E_F
+#endif
+
+/* P of one entry whose score goes through final_score (SCORE_TRANSFORM): raw = scale q.k in
+ * natural units, against the row's natural LSE (+inf for rows with nothing to see: P = 0). */
+BWD_INLINE float transformed_prob(float raw, int row, int key, float lse, const SeqView* sv, const AttnArgs* a,
+                                  __global const MASK_T* mask) {
+  return ex2_approx((final_score(raw, row, key, sv, a, mask) - lse) * LOG2E_F);
+}
+
 /* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
- * LSE (log2 units, +inf for rows with nothing to see or past the end) and D from __local memory;
- * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. */
+ * LSE (LSE_TILE_UNIT, +inf for rows with nothing to see or past the end) and D from __local memory;
+ * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. With a window
+ * the mask pass takes common.cl's rules; with a score transform every entry goes through
+ * transformed_prob and dS takes the transform's slope. */
 BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const float* lse2, __local const float* dd,
-                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a) {
+                        int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a,
+                        __global const MASK_T* mask) {
   const bool masked = block_needs_mask(q0, BQ, k0, BKV, sv, a);
   const int nk = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
@@ -37,6 +71,21 @@ BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = 8 * j + 2 * t + (e & 1), key = key_a + 16 * i + (e >> 1) * 8;
+#if SCORE_TRANSFORM /* every block is masked: softcap, ALiBi and masks change every score */
+        const float raw = s[i][j][e] * a->scale;
+        const float p = transformed_prob(raw, q0 + col, key, lse2[col], sv, a, mask);
+        s[i][j][e] = p;
+        dp[i][j][e] = p * (dp[i][j][e] - dd[col]) * score_slope(raw, sv);
+        (void)c;
+        (void)nk;
+#elif WINDOW
+        float x = fma(s[i][j][e], c, -lse2[col]);
+        if (masked && key_masked(q0 + col, key, sv, a, mask)) x = NEG_INF;
+        const float p = ex2_approx(x);
+        s[i][j][e] = p;
+        dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
+        (void)nk;
+#else
         float x = fma(s[i][j][e], c, -lse2[col]);
         if (masked) {
           bool hidden = key >= nk;
@@ -48,11 +97,13 @@ BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const
         const float p = ex2_approx(x);
         s[i][j][e] = p;
         dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
+        (void)mask;
+#endif
       }
   (void)shift;
 }
 
-/* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in log2 units (+inf for rows
+/* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in LSE_TILE_UNIT (+inf for rows
  * past the end or with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h
  * into one stage of the tiles. The LSE and D stores are plain: visible after the next barrier. */
 BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
@@ -60,8 +111,8 @@ BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile
                                  __global const float* lse, __global const float* ws, int q0, int b, int h,
                                  const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
   const int nq = SV_NQ(sv, a);
-  load_rows(q_tile, BQ, qg, TENSOR_BASE(a, q, b, h), a->q_seq_stride, q0, nq, lid);
-  load_rows(do_tile, BQ, dog, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, q0, nq, lid);
+  load_rows(q_tile, BQ, qg, SEQ_BASE(a, q, b, h, sv->q_start), a->q_seq_stride, q0, nq, lid);
+  load_rows(do_tile, BQ, dog, SEQ_BASE(gb, dout, b, h, sv->q_start), gb->dout_seq_stride, q0, nq, lid);
 #if VEC_LOAD
   async_commit();
 #endif
@@ -71,7 +122,7 @@ BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile
     if (row < nq) {
       const long index = LSE_INDEX(a, sv, b, h, row);
       const float x = lse[index];
-      l2 = x == NEG_INF ? INFINITY : x * LOG2E_F;
+      l2 = x == NEG_INF ? INFINITY : x * LSE_TILE_UNIT;
       dd = ws[gb->ws_d_offset + index];
     }
     lse2_tile[r] = l2;

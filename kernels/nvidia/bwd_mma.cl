@@ -1,5 +1,6 @@
 /* bwd_mma.cl: the FlashAttention-2 backward (Algorithm 2) on NVIDIA tensor cores for fp16/bf16
- * storage (compute capability >= 8.0), plain, causal and GQA. It reuses the forward's pieces:
+ * storage (compute capability >= 8.0): plain, causal, GQA and the variants (packed sequences,
+ * window, softcap, ALiBi, masks; bwd_kv_steps.cl's BWD_VARIANTS), not a bias gradient. It reuses the forward's pieces:
  * mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
  * stores) and mma_f16.cl (MMA16: mma.sync.m16n8k16 with fp32 accumulation, K_PITCH). The
  * preprocess (D = rowsum(dO * O), the fp32 dQ accumulator cleared) and the conversion of that
@@ -195,7 +196,7 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                   __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
-                  __global STORAGE_T* dv, __global float* ws, const AttnArgs args, const BwdArgs bargs) {
+                  __global STORAGE_T* dv, __global float* ws, const AttnArgs args, const BwdArgs bargs BWD_VARIANT_PARAMS) {
   __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
   __local ushort q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
   __local ushort do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
@@ -208,25 +209,31 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   const BwdArgs* gb = &bargs;
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   const int kb = get_group_id(0), hk = get_group_id(1), b = get_group_id(2);
-  const int k0 = kb * BKV, nk = a->seqlen_k;
+  const int k0 = kb * BKV;
+#if VARLEN /* the sequence's lengths and starts, from cu_seqlens, before its K/V rows are read */
+  const SeqView sv = seq_view(a, b, hk * GROUP_HEADS(a), 1.0f, BWD_VARIANT_POINTERS);
+  const int nk = SV_NK(&sv, a);
+#else
+  const int nk = a->seqlen_k;
+#endif
   const int key_a = k0 + warp * 16 * MK + g; /* this lane's keys: key_a + 16i and + 8 for m-tile i */
   const float c = a->scale_log2, scale = a->scale;
   __global const ushort* qg = (__global const ushort*)q;
   __global const ushort* dog = (__global const ushort*)dout;
 
-  load_rows(k_tile, BKV, (__global const ushort*)k, TENSOR_BASE(a, k, b, hk), a->k_seq_stride, k0, nk, lid);
+  load_rows(k_tile, BKV, (__global const ushort*)k, SEQ_BASE(a, k, b, hk, sv.k_start), a->k_seq_stride, k0, nk, lid);
 #if VEC_LOAD
   async_commit();
 #endif
   uint vw[MK][QFRAGS][4]; /* V_w as A fragments (load_q's layout, MK m-tiles) */
 #if MT == MK
-  load_q(vw, (__global const ushort*)v, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, key_a, nk, t);
+  load_q(vw, (__global const ushort*)v, SEQ_BASE(a, v, b, hk, sv.k_start), a->v_seq_stride, key_a, nk, t);
 #else /* MT is bwd_mma_dq.cl's m-tiles a warp, which load_q fills */
 #pragma unroll
   for (int i = 0; i < MK; ++i)
 #pragma unroll
     for (int ks = 0; ks < QFRAGS; ++ks) {
-      const long vbase = TENSOR_BASE(a, v, b, hk);
+      const long vbase = SEQ_BASE(a, v, b, hk, sv.k_start);
       const int c = ks * 16 + 2 * t, ra = key_a + 16 * i;
       vw[i][ks][0] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra, c, nk);
       vw[i][ks][1] = q_pair((__global const ushort*)v, vbase, a->v_seq_stride, ra + 8, c, nk);
@@ -243,10 +250,12 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
       dk_acc[i][n][0] = dk_acc[i][n][1] = dk_acc[i][n][2] = dk_acc[i][n][3] = dv_acc[i][n][0] = dv_acc[i][n][1] =
           dv_acc[i][n][2] = dv_acc[i][n][3] = 0.0f;
 
-  /* Steps over (query head of the group, Q block that sees the block), heads outer: plain
-   * attention gives every head of the group the same lengths, so the same Q blocks. */
+  /* Steps over (query head of the group, Q block that sees the block), heads outer: every head of
+   * the group has the sequence's lengths, so the same Q blocks. */
   const int h0 = hk * GROUP_HEADS(a);
-  const SeqView sv = seq_view(a, b, h0, 1.0f, 0, 0, 0); /* plain attention: lengths and shift */
+#if !VARLEN /* (declared here, the program on record's order) */
+  const SeqView sv = seq_view(a, b, h0, 1.0f, BWD_VARIANT_POINTERS);
+#endif
   int qb_begin, qb_end;
   query_block_range(k0, min(k0 + BKV, nk), BQ, &sv, a, &qb_begin, &qb_end);
   const int blocks = qb_end - qb_begin, steps = GROUP_HEADS(a) * blocks;
@@ -279,7 +288,12 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 
     float s[MK][NQT][4], dp[MK][NQT][4];
     scores_t(s, dp, vw, k_tile, q_tile[cur], do_tile[cur], warp, lane);
-    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
+#if ALIBI || MASK_KIND
+    const SeqView svh = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS); /* the head's slope and mask rows */
+    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &svh, a, BWD_MASK);
+#else
+    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a, BWD_MASK);
+#endif
     accumulate_kv(dv_acc, dk_acc, s, dp, q_tile[cur], do_tile[cur], lane);
 #if DQ_ATOMIC
     stage_ds(ds_tile, dp[0], warp, g, t);
@@ -296,7 +310,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
   /* epilogue: dK (times the scale) and dV rows of this warp's keys, written once */
   __global ushort* dkg = (__global ushort*)dk;
   __global ushort* dvg = (__global ushort*)dv;
-  const long dk_base = TENSOR_BASE(gb, dk, b, hk), dv_base = TENSOR_BASE(gb, dv, b, hk);
+  const long dk_base = SEQ_BASE(gb, dk, b, hk, sv.k_start), dv_base = SEQ_BASE(gb, dv, b, hk, sv.k_start);
 #pragma unroll
   for (int i = 0; i < MK; ++i)
 #pragma unroll

@@ -37,6 +37,10 @@
 #error "bwd_mma_dq.cl: BC a multiple of 16 keys, one or two 16-row m-tiles a warp"
 #endif
 
+#if defined(ASYNC_MMA) && BWD_VARIANTS
+#error "bwd_mma_dq.cl: the variants run on mma.sync only (the planner keeps them off wgmma)"
+#endif
+
 #ifndef DQ_OVERLAP
 #define DQ_OVERLAP 0 /* 1 (wgmma only): dQ += dS K_j left in flight over the next block's S, dP and dS */
 #endif
@@ -50,14 +54,36 @@
 
 /* dP becomes dS in place for the block at k0: P = 2^(c S - LSE log2 e), 0 above the causal diagonal
  * and past the keys where the block crosses them (`masked`), dS = P (dP - D). A macro over the key
- * loop's names (s, dp, lse2, dd, row_a, k0, t, nk, shift, c): the default loop expands it in place
+ * loop's names (s, dp, lse2, dd, row_a, k0, t, nk, shift, c; sv, a and the mask under the variants,
+ * which take common.cl's rules): the default loop expands it in place
  * (a call of scores_to_ds there reorders the operands of clang's products, and the recorded PTX
  * would change); the overlapped schedule's two calls go through scores_to_ds. */
 #if CAUSAL
-#define ABOVE_DIAGONAL(key, row) ((key) > (row) + shift)
+#define DQ_ABOVE_DIAGONAL(key, row) ((key) > (row) + shift)
 #else
-#define ABOVE_DIAGONAL(key, row) false
+#define DQ_ABOVE_DIAGONAL(key, row) false
 #endif
+#if SCORE_TRANSFORM /* bwd_kv_steps.cl's transformed_prob, dS times the transform's slope */
+#define SCORES_TO_DS(masked)                                                                        \
+  _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
+  _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
+  _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
+    const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
+    const float raw = s[i][j][e] * a->scale;                                                        \
+    const float p = transformed_prob(raw, row_a + 16 * i + 8 * r, key, lse2[i][r], &sv, a, BWD_MASK); \
+    dp[i][j][e] = p * (dp[i][j][e] - dd[i][r]) * score_slope(raw, &sv); /* dS */                  \
+  }
+#elif WINDOW /* common.cl's visibility rules on the blocks that cross a boundary */
+#define SCORES_TO_DS(masked)                                                                        \
+  _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
+  _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
+  _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
+    const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
+    float x = fma(s[i][j][e], c, -lse2[i][r]);                                                      \
+    if ((masked) && key_masked(row_a + 16 * i + 8 * r, key, &sv, a, BWD_MASK)) x = NEG_INF;        \
+    dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */                                \
+  }
+#else
 #define SCORES_TO_DS(masked)                                                                        \
   _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
   _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
@@ -65,11 +91,12 @@
     const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
     float x = fma(s[i][j][e], c, -lse2[i][r]);                                                      \
     if (masked) {                                                                                   \
-      const bool hidden = key >= nk || ABOVE_DIAGONAL(key, row_a + 16 * i + 8 * r);                 \
+      const bool hidden = key >= nk || DQ_ABOVE_DIAGONAL(key, row_a + 16 * i + 8 * r);              \
       if (hidden) x = NEG_INF;                                                                      \
     }                                                                                               \
     dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */                                \
   }
+#endif
 
 #if DQ_OVERLAP
 BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], const float lse2[MT][2],
@@ -80,11 +107,14 @@ BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], 
 }
 #endif
 
-/* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk, into one stage (one commit group). */
+/* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk (of the sequence starting at packed row
+ * k_start with VARLEN), into one stage (one commit group). */
 BWD_INLINE void load_kv_block(__local ushort* k_tile, __local ushort* v_tile, __global const ushort* kg,
-                              __global const ushort* vg, int k0, int b, int hk, int nk, const AttnArgs* a, int lid) {
-  load_rows(k_tile, BC, kg, TENSOR_BASE(a, k, b, hk), a->k_seq_stride, k0, nk, lid);
-  load_rows(v_tile, BC, vg, TENSOR_BASE(a, v, b, hk), a->v_seq_stride, k0, nk, lid);
+                              __global const ushort* vg, int k0, int b, int hk, int nk, int k_start, const AttnArgs* a,
+                              int lid) {
+  load_rows(k_tile, BC, kg, SEQ_BASE(a, k, b, hk, k_start), a->k_seq_stride, k0, nk, lid);
+  load_rows(v_tile, BC, vg, SEQ_BASE(a, v, b, hk, k_start), a->v_seq_stride, k0, nk, lid);
+  (void)k_start;
 #if VEC_LOAD
   async_commit();
 #endif
@@ -93,7 +123,7 @@ BWD_INLINE void load_kv_block(__local ushort* k_tile, __local ushort* v_tile, __
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                 __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dq,
-                __global const float* ws, const AttnArgs args, const BwdArgs bargs) {
+                __global const float* ws, const AttnArgs args, const BwdArgs bargs BWD_VARIANT_PARAMS) {
   __local ushort k_tile[DQ_K_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
   __local ushort v_tile[DQ_V_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
 
@@ -107,7 +137,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   const int qb = get_group_id(0);
 #endif
   const int h = get_group_id(1), b = get_group_id(2), hk = KV_HEAD(a, h);
-  const SeqView sv = seq_view(a, b, h, 1.0f, 0, 0, 0);
+  const SeqView sv = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS);
   const int nq = SV_NQ(&sv, a), nk = SV_NK(&sv, a), shift = SV_SHIFT(&sv, a);
   /* this lane's rows: row_a + 16i and + 8 for m-tile i (MT 2: every K_j, V_j fragment read serves
    * two m-tiles, half the ldmatrix traffic per product) */
@@ -115,8 +145,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   const float c = a->scale_log2;
 
   qfrag_t qa[MT][QFRAGS][4], doa[MT][QFRAGS][4];
-  load_q(qa, (__global const ushort*)q, TENSOR_BASE(a, q, b, h), a->q_seq_stride, row_a, nq, t);
-  load_q(doa, (__global const ushort*)dout, TENSOR_BASE(gb, dout, b, h), gb->dout_seq_stride, row_a, nq, t);
+  load_q(qa, (__global const ushort*)q, SEQ_BASE(a, q, b, h, sv.q_start), a->q_seq_stride, row_a, nq, t);
+  load_q(doa, (__global const ushort*)dout, SEQ_BASE(gb, dout, b, h, sv.q_start), gb->dout_seq_stride, row_a, nq, t);
   float lse2[MT][2], dd[MT][2];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -128,7 +158,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
       if (row < nq) {
         const long index = LSE_INDEX(a, &sv, b, h, row);
         const float x = lse[index];
-        lse2[i][r] = x == NEG_INF ? INFINITY : x * LOG2E_F;
+        lse2[i][r] = x == NEG_INF ? INFINITY : x * LSE_TILE_UNIT;
         dd[i][r] = ws[gb->ws_d_offset + index];
       }
     }
@@ -153,8 +183,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   uint pa[NT_S / 2][4];              /* dS of the block whose dQ product is next, as A fragments */
   float s[MT][NT_S][4], dp[MT][NT_S][4];
   if (kb_begin < kb_end) { /* blocks kb_begin and kb_begin + 1 copied; S, dP, dS of the first */
-    load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, a, lid);
-    if (kb_begin + 1 < kb_end) load_kv_block(k_tile[1], v_tile[1], kg, vg, (kb_begin + 1) * BC, b, hk, nk, a, lid);
+    load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, sv.k_start, a, lid);
+    if (kb_begin + 1 < kb_end) load_kv_block(k_tile[1], v_tile[1], kg, vg, (kb_begin + 1) * BC, b, hk, nk, sv.k_start, a, lid);
 #if VEC_LOAD
     if (kb_begin + 1 < kb_end)
       ASYNC_WAIT_GROUPS(1); /* the first block's copies, not the second's */
@@ -185,7 +215,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
     qk_issue(dp, doa, v_tile[(step + 1) & 1]);
     pv_issue(acc, pa, k_tile[step % 3]); /* dQ_w += dS K(kb) */
     if (kb + 2 < kb_end)
-      load_kv_block(k_tile[(step + 2) % 3], v_tile[step & 1], kg, vg, (kb + 2) * BC, b, hk, nk, a, lid);
+      load_kv_block(k_tile[(step + 2) % 3], v_tile[step & 1], kg, vg, (kb + 2) * BC, b, hk, nk, sv.k_start, a, lid);
     WG_WAIT(1); /* S, dP of block kb + 1; the dQ product may still run */
     PIN_TILES(s, NT_S);
     PIN_TILES(dp, NT_S);
@@ -204,7 +234,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   }
 #else
 #if DQ_STAGES == 2
-  if (kb_begin < kb_end) load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, a, lid);
+  if (kb_begin < kb_end) load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, sv.k_start, a, lid);
 #endif
   for (int kb = kb_begin; kb < kb_end; ++kb) {
     const int k0 = kb * BC;
@@ -213,7 +243,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
 #else
     const int cur = 0;
     barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with the previous block */
-    load_kv_block(k_tile[0], v_tile[0], kg, vg, k0, b, hk, nk, a, lid);
+    load_kv_block(k_tile[0], v_tile[0], kg, vg, k0, b, hk, nk, sv.k_start, a, lid);
 #endif
 #if VEC_LOAD
     async_wait_all(); /* this work-item's copies of block kb have landed */
@@ -222,7 +252,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
     barrier(CLK_LOCAL_MEM_FENCE); /* K_j, V_j visible to every warp; with two stages, every warp is
                                    * also done with the other stage (block kb - 1) */
 #if DQ_STAGES == 2
-    if (kb + 1 < kb_end) load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, a, lid);
+    if (kb + 1 < kb_end) load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, sv.k_start, a, lid);
 #endif
 
     float s[MT][NT_S][4], dp[MT][NT_S][4];
@@ -245,7 +275,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
 
   /* epilogue: dQ (times the scale) of this warp's rows, written once */
   __global ushort* dqg = (__global ushort*)dq;
-  const long dq_base = TENSOR_BASE(gb, dq, b, h);
+  const long dq_base = SEQ_BASE(gb, dq, b, h, sv.q_start);
   const float scale = a->scale;
 #pragma unroll
   for (int i = 0; i < MT; ++i)

@@ -24,6 +24,9 @@
 
 /* BQ (query rows per Q block: wgmma's N of S^T, dP^T and its K of dV, dK), QSTAGES, BKV (keys per
  * work-group: 64 a warpgroup), NQT: bwd_kv_steps.cl's */
+#if BWD_VARIANTS
+#error "bwd_wgmma_dkdv.cl: plain, causal and GQA only (the planner keeps the variants on mma.sync)"
+#endif
 #if BQ % 16 != 0 || NQT > 16 || NT_O > 16 || NT_O % 2 != 0 || MK != 1
 #error "bwd_wgmma_dkdv.cl: BQ a multiple of 16 up to 128, the padded head dim up to 128, one m-tile of keys a warp"
 #endif
@@ -133,7 +136,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     WG_WAIT(0);
     PIN_TILES(s, NQT);
     PIN_TILES(dp, NQT);
-    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a);
+    probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a, 0);
     uint pa[NQT / 2][4], da[NQT / 2][4];
 #pragma unroll
     for (int kk = 0; kk < NQT / 2; ++kk) {

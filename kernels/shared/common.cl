@@ -274,6 +274,19 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
   return s;
 }
 
+/* d(final score)/d(raw score): 1 - tanh^2(raw / c) with softcap, else 1 (ALiBi and the bias only
+ * add constants). */
+inline float score_slope(float raw, const SeqView* v) {
+#if SOFTCAP
+  const float t = tanh(raw / v->softcap);
+  return 1.0f - t * t;
+#else
+  (void)raw;
+  (void)v;
+  return 1.0f;
+#endif
+}
+
 /* ---- the online softmax and its finalisation. fa2 and fa2_cpu take softmax_rescale; fa1 merges
  * two weighted partials (a partial with max -inf drops out, even with a NaN sum) and fa2_mma.cl
  * rescales lazily with ex2.approx: their steps stay their own, their LSE is row_lse ---- */

@@ -2,7 +2,7 @@
 // forward's mma_ptx.cl, mma_half_io.cl and mma_f16.cl), the dK/dV (and atomic dQ) step of an fa2
 // backward call between bwd_common.cl's preprocess and dQ conversion. Chosen at run time from
 // device facts (bwd_mma_plan.hpp: an NVIDIA GPU of compute capability >= 8.0, fp16/bf16, d = 64
-// or 128, plain, causal or GQA, atomic dQ) and a probe that must pass on the device first: the
+// or 128, any variant but a bias gradient) and a probe that must pass on the device first: the
 // kernel runs on a small causal problem (two key blocks, one partial, Nq != Nk) and its dK, dV and
 // dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,
 // shape). A failed probe leaves the call to the portable bwd_dkdv, unless FLASHCL_BWD_MMA=1 asks
@@ -253,6 +253,11 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
   cl::Kernel kernel = make_kernel(bp.forward, program, "bwd_mma_dkdv");
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_k.buffer, args.d_v.buffer,
            workspace, bp.forward.kernel_args, kernel_args);
+  // a variant's program takes the variant buffers after the argument blocks (bwd_kv_steps.cl's
+  // BWD_VARIANT_PARAMS); a plain one has none
+  const bool variants = bwd_mma_has_variants(a);
+  const cl_mem cu_q = a.cu_seqlens_q, cu_k = a.cu_seqlens_k, slopes = a.alibi_slopes, mask = a.mask.buffer;
+  if (variants) set_args_from(kernel, 10, cu_q, cu_k, slopes, mask);
   std::size_t global[3], local[3];
   grid_for(bp, plan, global, local);
   enqueue(queue, kernel, global, local, {launch.last()}, launch);
@@ -260,6 +265,7 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
     cl::Kernel dq = make_kernel(bp.forward, mma.dq_program, "bwd_mma_dq");
     set_args(dq, a.q.buffer, a.k.buffer, a.v.buffer, args.d_o.buffer, a.lse, args.d_q.buffer, workspace,
              bp.forward.kernel_args, kernel_args);
+    if (variants) set_args_from(dq, 9, cu_q, cu_k, slopes, mask);
     dq_grid_for(bp, plan, global, local);
     enqueue(queue, dq, global, local, {launch.last()}, launch);
   }

@@ -35,11 +35,18 @@ cl::Kernel make_kernel(const Problem& p, const std::vector<std::string>& files, 
 // Creates `name` from the cached build of a planned program (its files, options and route).
 cl::Kernel make_kernel(const Problem& p, const ProgramChoice& program, const char* name);
 
-// Sets kernel arguments 0, 1, ... to `values` (cl_mem handles and the AttnArgs block by value).
+// Sets kernel arguments first, first + 1, ... to `values` (cl_mem handles and the AttnArgs block by
+// value).
+template <typename... T>
+void set_args_from(const cl::Kernel& kernel, cl_uint first, const T&... values) {
+  cl_uint index = first;
+  (check_cl(clSetKernelArg(kernel(), index++, sizeof(T), &values), "clSetKernelArg"), ...);
+}
+
+// Sets kernel arguments 0, 1, ... to `values`.
 template <typename... T>
 void set_args(const cl::Kernel& kernel, const T&... values) {
-  cl_uint index = 0;
-  (check_cl(clSetKernelArg(kernel(), index++, sizeof(T), &values), "clSetKernelArg"), ...);
+  set_args_from(kernel, 0, values...);
 }
 
 // Enqueues an NDRange kernel after `wait` and records its event in `launch`.

@@ -134,6 +134,11 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   return p;
 }
 
+bool bwd_mma_has_variants(const ForwardArgs& a) {
+  return a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
+         a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr;
+}
+
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   const ForwardArgs& a = args.forward;
   if (o.bwd_mma == "0") return false;
@@ -141,10 +146,8 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
   if (a.algorithm != Algorithm::FA2) return false;
   if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
   if (a.head_dim != 64 && a.head_dim != 128) return false;
-  // plain attention, causal and GQA only: every other variant runs on the portable kernels
-  if (a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
-      a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr || args.d_bias.kind != MaskKind::None)
-    return false;
+  // every variant but a bias gradient, which needs dS written out (the portable kernels' DBIAS)
+  if (args.d_bias.kind != MaskKind::None) return false;
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   const BwdMmaPlan p = bwd_mma_plan(a, o);
@@ -181,7 +184,8 @@ BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& 
   BwdWgmmaKernels k;
   // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
   // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)
-  k.dq = (v == "1" || v == "dq" || v == "overlap") && facts.is_nvidia() && facts.nv_compute_major == 9 &&
+  k.dq = (v == "1" || v == "dq" || v == "overlap") && !bwd_mma_has_variants(args.forward) && facts.is_nvidia() &&
+         facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0 && bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 &&
          plan.dq_keys <= 128;
   k.dkdv = k.dq && (v == "1" || v == "overlap") && plan.key_mtiles == 1 && plan.query_rows <= 128 &&

@@ -64,11 +64,14 @@ inline bool bwd_mma_writes_dq(const BwdMmaPlan& plan, const BackwardArgs& args) 
 // InvalidArgument error.
 BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overrides());
 
+// Whether the call has a variant beyond causal and GQA (window, softcap, ALiBi, a mask, packed
+// sequences): the mma.sync kernels take those (bwd_kv_steps.cl's BWD_VARIANTS), the wgmma ones not.
+bool bwd_mma_has_variants(const ForwardArgs& a);
+
 // Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
-// capability >= 8.0, fa2 (dQ by bwd_mma_dq, or atomic adds), fp16/bf16, d = 64
-// or 128, plain, causal or GQA/MQA (no window, softcap, ALiBi, mask, varlen or bias gradient), a
-// plan whose kernels fit the device's local memory, and FLASHCL_BWD_MMA not "0". `args.forward`
-// is normalised (concrete algorithm, resolved scale).
+// capability >= 8.0, fa2 (dQ by bwd_mma_dq, or atomic adds), fp16/bf16, d = 64 or 128, any variant
+// but a bias gradient, a plan whose kernels fit the device's local memory, and FLASHCL_BWD_MMA not
+// "0". `args.forward` is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
 // Whether the tensor cores write this call's dQ in a pass of its own (bwd_mma_eligible and
@@ -85,7 +88,8 @@ std::size_t bwd_wgmma_dkdv_local_bytes(int query_rows, int head_dim, int stages)
 std::size_t bwd_wgmma_dq_overlap_local_bytes(int keys, int head_dim, int warps);
 
 // Which kernels of the tensor-core backward run on Hopper's wgmma (opt-in: they measured 0.82-0.84x
-// the mma.sync kernels on the H100), decided together from one reading of FLASHCL_BWD_WGMMA.
+// the mma.sync kernels on the H100; plain, causal and GQA calls only), decided together from one
+// reading of FLASHCL_BWD_WGMMA.
 struct BwdWgmmaKernels {
   // bwd_mma_dq on wgmma (programs.txt's bwd_mma_wgmma: bwd_mma_dq.cl over mma_wgmma.cl, built
   // through retargeted PTX) rather than mma.sync: FLASHCL_BWD_WGMMA "1", "dq" or "overlap", compute
