@@ -2,12 +2,15 @@
 // Q, K, V and dO with random values, runs the forward once for O and LSE, then times the backward
 // (and forward + backward) with device events: the median over --repeat runs from the first
 // kernel's start to the last one's end. FLOPs as FlashAttention-2 counts them: the backward is
-// 2.5x the forward's 4·B·H·Nq·Nk·d, halved when causal; forward + backward 3.5x. Correctness is
-// the test suite's job (tests/test_backward.cpp against float64); this mode only times.
+// 2.5x the forward's 4·B·H·Nq·Nk·d, halved when causal; forward + backward 3.5x (a window's
+// hidden keys still counted, so its rows compare as time). The variants: --window, --softcap,
+// --alibi and --varlen (the batch as B packed sequences of N rows each, through cu_seqlens).
+// Correctness is the test suite's job (tests/test_backward.cpp against float64); this mode only times.
 #include "backward_bench.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -30,7 +33,18 @@ struct BackwardOptions {
   int batch = 1, heads = 8, heads_kv = 0;
   bool deterministic = false;
   int repeat = 10, warmup = 2;
+  std::vector<int> window = {-1, -1};  // LEFT, RIGHT as flash-attn's window_size
+  float softcap = 0.0f;
+  bool alibi = false, varlen = false;
 };
+
+// A device buffer holding `values` (the slopes, cu_seqlens).
+template <typename T>
+void upload(cl_command_queue queue, const Buffer& b, const std::vector<T>& values) {
+  check_cl(clEnqueueWriteBuffer(queue, b.get(), CL_TRUE, 0, values.size() * sizeof(T), values.data(), 0, nullptr,
+                                nullptr),
+           "clEnqueueWriteBuffer");
+}
 
 std::vector<std::string> comma_list(const std::string& text) {
   std::vector<std::string> items;
@@ -83,6 +97,21 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
   b.d_k.buffer = d_k.get();
   b.d_v.buffer = d_v.get();
   b.deterministic = o.deterministic;
+  f.window = {o.window[0], o.window[1]};
+  f.softcap = o.softcap;
+  Buffer slopes(ctx, sizeof(float) * o.heads), cu(ctx, sizeof(int) * (o.batch + 1));
+  if (o.alibi) {  // the forward bench's slopes, 2^(-8 (h + 1) / H)
+    std::vector<float> s(o.heads);
+    for (int h = 0; h < o.heads; ++h) s[h] = std::exp2(-8.0f * (h + 1) / o.heads);
+    upload(queue, slopes, s);
+    f.alibi_slopes = slopes.get();
+  }
+  if (o.varlen) {  // B sequences of n rows packed one after another: the same bytes and FLOPs
+    std::vector<int> offsets(o.batch + 1);
+    for (int i = 0; i <= o.batch; ++i) offsets[i] = i * n;
+    upload(queue, cu, offsets);
+    f.cu_seqlens_q = f.cu_seqlens_k = cu.get();
+  }
   // workspaces allocated once, as a training loop would
   Buffer fwd_work(ctx, workspace_bytes(session.device(), f)), bwd_work(ctx, backward_workspace_bytes(session.device(), b));
   f.workspace = fwd_work.get();
@@ -132,6 +161,12 @@ int run_backward_bench(int argc, char** argv) {
   app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--window", o.window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
+      ->delimiter(',')
+      ->expected(2);
+  app.add_option("--softcap", o.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--alibi", o.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H)");
+  app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -159,8 +194,10 @@ int run_backward_bench(int argc, char** argv) {
   o.causal = causal == "both" ? std::vector<bool>{false, true} : std::vector<bool>{causal == "yes"};
 
   Session session(o.platform, o.device);
-  std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s)\n", session.info().name.c_str(), o.batch,
-              o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads, o.deterministic ? ", deterministic" : "");
+  std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s; window %d,%d, softcap %g%s%s)\n",
+              session.info().name.c_str(), o.batch, o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads,
+              o.deterministic ? ", deterministic" : "", o.window[0], o.window[1], o.softcap, o.alibi ? ", ALiBi" : "",
+              o.varlen ? ", packed sequences" : "");
   std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
               "fwd+bwd ms", "TFLOP/s");
   for (DType dtype : o.dtypes)

@@ -1,0 +1,61 @@
+#!/bin/bash
+# bwd_variants.sh: one GPU call for the tensor-core backward's variants (issue 20; bwd_kv_steps.cl's
+# BWD_VARIANTS: window, softcap, ALiBi, masks, packed sequences on mma.sync, which ran on the
+# portable kernels before). Builds (setup.sh), runs BwdMma.* (BwdMma.Variants among them) with
+# FLASHCL_BWD_MMA=1 (a failed probe is an error) and the Backward* suites on the default plans
+# against float64, then times flashcl-bench --backward (B 8, H 16, N 4096, d 64/128, fp16, causal,
+# fa2) on the tensor cores (default) and on the portable kernels (FLASHCL_BWD_MMA=0) for: plain,
+# window 256,0, softcap 30, ALiBi, packed sequences, and all four together. Budget: ~150 s after the
+# build. Files in OUT_DIR: cmake.log, build.log, tests.log, times.txt; the table last.
+# Usage: bench/gpu/bwd_variants.sh OUT_DIR
+set -uo pipefail
+out=${1:-/tmp/flashcl-bwd-variants}
+mkdir -p "$out"
+cd "$(dirname "$0")/../.."
+. bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
+SECONDS=0
+bench=./build-gpu/bench/flashcl-bench
+
+echo "== tests" | tee "$out/tests.log"
+FLASHCL_BWD_MMA=1 timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMma.*' >> "$out/tests.log" 2>&1
+echo "BwdMma.* (FLASHCL_BWD_MMA=1) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Backward*' >> "$out/tests.log" 2>&1
+echo "Backward* (default plans) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
+echo "(${SECONDS}s)"
+
+: > "$out/times.txt"
+for variant in "plain:" "window:--window 256,0" "softcap:--softcap 30" "alibi:--alibi" "varlen:--varlen" \
+               "all:--window 256,0 --softcap 30 --alibi --varlen"; do
+  name=${variant%%:*} opts=${variant#*:}
+  for form in mma portable; do
+    env=""; reps="-r 10 -w 2"
+    [ $form = portable ] && env="FLASHCL_BWD_MMA=0" reps="-r 2 -w 1"
+    echo "== $name $form" >> "$out/times.txt"
+    env $env timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 --dtype f16 --causal yes \
+      --algo fa2 $reps $opts >> "$out/times.txt" 2>&1
+  done
+  echo "$name done (${SECONDS}s)"
+done
+python3 - "$out/times.txt" <<'PY'
+import re, sys
+rows, cur = {}, None
+for line in open(sys.argv[1]):
+    m = re.match(r"== (\S+) (\S+)", line)
+    if m:
+        cur = m.groups()
+        continue
+    m = re.match(r"\s*(\d+)\s+(\d+)\s+\S+\s+\S+\s+\S+\s+\|\s+([\d.]+)\s+([\d.]+)\s+\|\s+([\d.]+)", line)
+    if m and cur:
+        rows[(cur[0], int(m.group(2)), cur[1])] = (float(m.group(3)), float(m.group(4)))
+print("backward ms (TFLOP/s as counted without the window), fp16, causal, B 8, H 16, N 4096")
+print(f"{'variant':8} {'d':>4} | {'mma ms':>8} {'TFLOP/s':>8} | {'portable ms':>11} {'TFLOP/s':>8} | {'speed-up':>8}")
+for name in ("plain", "window", "softcap", "alibi", "varlen", "all"):
+    for d in (64, 128):
+        m, p = rows.get((name, d, "mma")), rows.get((name, d, "portable"))
+        if m and p:
+            print(f"{name:8} {d:4} | {m[0]:8.3f} {m[1]:8.1f} | {p[0]:11.3f} {p[1]:8.2f} | {p[0] / m[0]:8.1f}")
+        else:
+            print(f"{name:8} {d:4} | missing: mma {m} portable {p}")
+PY
+echo "total ${SECONDS}s after the build"
