@@ -258,6 +258,9 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
   int qb_begin, qb_end;
   query_block_range(k0, min(k0 + BKV, nk), BQ, &sv, a, &qb_begin, &qb_end);
+#if VARLEN /* a K/V block past its (shorter) sequence's end: nothing to read or write */
+  if (k0 >= nk) qb_end = qb_begin;
+#endif
   const int blocks = qb_end - qb_begin, steps = GROUP_HEADS(a) * blocks;
 #if QSTAGES == 2
   if (steps > 0)

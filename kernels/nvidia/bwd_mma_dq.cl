@@ -173,6 +173,9 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   __global const ushort* vg = (__global const ushort*)v;
   int kb_begin, kb_end;
   key_block_range(q0, min(q0 + BR, nq), BC, &sv, a, &kb_begin, &kb_end);
+#if VARLEN /* a Q block past its (shorter) sequence's end: nothing to read or write */
+  if (q0 >= nq) kb_end = kb_begin;
+#endif
 #if DQ_OVERLAP
   /* wgmma, FlashAttention-3's intra-warpgroup overlap: step kb issues S, dP of block kb + 1 and
    * dQ += dS K of block kb together, waits for S and dP only, and computes dS of block kb + 1 while
