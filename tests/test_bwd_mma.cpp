@@ -102,10 +102,11 @@ TEST_F(BwdMma, StridedLayouts) {
   run({1, 2, 2, 70, 90, 128, false, DType::F16, Layout::PaddedRows}, 2303);
 }
 
-// The variants on the tensor cores (bwd_kv_steps.cl's BWD_VARIANTS): windows, softcaps, ALiBi,
-// boolean masks (a row that sees nothing), additive biases (broadcast), packed sequences (empty and
-// one-row ones, Nq > Nk) and all of them together, at d = 64 and 128, fp16 and bf16, each by atomic
-// dQ and by the dQ pass. A variant's program also runs where no probe covers it (the probe checks
+// The variants on the tensor cores (bwd_kv_steps.cl's BWD_VARIANTS): windows (narrow ones, and a
+// wide band with interior blocks), softcaps (one that saturates), ALiBi, boolean masks (broadcast
+// and per head, a row that sees nothing), additive biases (broadcast), packed sequences (empty,
+// one-row, keyless and short ones, causal and not, with a window) and all of them together, at d =
+// 64 and 128, fp16 and bf16, each by atomic dQ and by the dQ pass. A variant's program also runs where no probe covers it (the probe checks
 // the plain program's fragments), so these cases are its only check on the card.
 Case variant(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType dtype, std::uint64_t seed) {
   Case c = make_case(nq, nk, d, causal, b, h);
@@ -144,6 +145,23 @@ TEST_F(BwdMma, Variants) {
     run_variant(bias, "bias d" + std::to_string(d));
     Case packed = varlen(variant(1, 4, 2, 1, 1, d, true, DType::F16, 2507), {77, 0, 130, 1, 40}, {90, 5, 129, 200, 3});
     run_variant(packed, "varlen causal d" + std::to_string(d));
+    Case wide = variant(1, 2, 2, 600, 600, d, false, other, 2509);  // a band with interior blocks too
+    wide.shape.window_left = 200;
+    wide.shape.window_right = 150;
+    run_variant(wide, "wide window d" + std::to_string(d));
+    Case saturated = variant(1, 4, 4, 100, 120, d, false, DType::F16, 2510);  // raw scores ~3 caps: tanh saturates
+    saturated.shape.softcap = 0.1;
+    run_variant(saturated, "saturated softcap d" + std::to_string(d));
+    Case head_mask = variant(2, 4, 2, 80, 96, d, true, other, 2511);  // a boolean mask per head, GQA
+    add_bool_mask(head_mask.shape, 2, 4, 3, 2521);
+    run_variant(head_mask, "per-head bool mask d" + std::to_string(d));
+    // packed sequences, not causal: keys past a short sequence's end (the early-out), a sequence
+    // with queries and no keys, and a Mistral-style window without a score transform
+    Case open = varlen(variant(1, 4, 4, 1, 1, d, false, DType::F16, 2512), {50, 30, 0, 90}, {200, 0, 40, 17});
+    run_variant(open, "varlen d" + std::to_string(d));
+    Case packed_window = varlen(variant(1, 4, 2, 1, 1, d, true, other, 2513), {300, 41, 180}, {300, 60, 250});
+    packed_window.shape.window_left = 64;
+    run_variant(packed_window, "varlen causal window d" + std::to_string(d));
     Case all = varlen(variant(1, 4, 2, 1, 1, d, true, other, 2508), {65, 0, 100}, {80, 7, 64});
     all.shape.window_left = 20;
     all.shape.softcap = 4.0;

@@ -13,6 +13,7 @@
 
 #include "plan/backward_programs.hpp"
 #include "plan/bwd_mma_plan.hpp"
+#include "plan/forward_programs.hpp"  // common_options
 #include "plan/plan_backward.hpp"
 #include "plan/plan_bwd_cpu.hpp"
 #include "simulated_devices.hpp"
@@ -101,8 +102,17 @@ TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
   all.forward.alibi_slopes = all.forward.cu_seqlens_q = all.forward.cu_seqlens_k = fake;
   all.forward.mask.kind = MaskKind::Bias;
   all.forward.causal = true;
-  for (const BackwardArgs* b : {&window, &softcap, &alibi, &mask, &bias, &varlen, &all}) {
+  BackwardArgs right_only = call(DType::F16, 64);
+  right_only.forward.window = {-1, 5};
+  for (const BackwardArgs* b : {&window, &right_only, &softcap, &alibi, &mask, &bias, &varlen, &all}) {
     EXPECT_TRUE(bwd_mma_has_variants(b->forward));
+    // the kernels declare the variant arguments exactly when the program has one of these switches
+    // (bwd_kv_steps.cl's BWD_VARIANTS), and the launcher sets them exactly when this holds
+    const std::string options = common_options(b->forward);
+    bool switches = false;
+    for (const char* sw : {"-DVARLEN=1", "-DWINDOW=1", "-DSOFTCAP=1", "-DALIBI=1", "-DMASK_KIND="})
+      switches = switches || options.find(sw) != std::string::npos;
+    EXPECT_TRUE(switches) << options;
     for (int d : {64, 128}) {
       BackwardArgs at = *b;
       at.forward.head_dim = d;
@@ -116,7 +126,14 @@ TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
       }
     }
   }
-  EXPECT_FALSE(bwd_mma_has_variants(call(DType::F16, 64).forward));
+  for (bool causal : {false, true})
+    for (int heads_kv : {8, 2}) {  // causal and GQA are no variants here: their programs take no extra arguments
+      const ForwardArgs plain = call(DType::F16, 64, causal, heads_kv).forward;
+      EXPECT_FALSE(bwd_mma_has_variants(plain));
+      const std::string options = common_options(plain);
+      for (const char* sw : {"-DVARLEN", "-DWINDOW", "-DSOFTCAP", "-DALIBI", "-DMASK_KIND"})
+        EXPECT_EQ(options.find(sw), std::string::npos) << options;
+    }
 }
 
 TEST(BwdMmaPlan, DefaultShapesFitOpenClLocalMemory) {

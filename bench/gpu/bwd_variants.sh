@@ -5,8 +5,9 @@
 # FLASHCL_BWD_MMA=1 (a failed probe is an error) and the Backward* suites on the default plans
 # against float64, then times flashcl-bench --backward (B 8, H 16, N 4096, d 64/128, fp16, causal,
 # fa2) on the tensor cores (default) and on the portable kernels (FLASHCL_BWD_MMA=0) for: plain,
-# window 256,0, softcap 30, ALiBi, packed sequences, and all four together. Budget: ~150 s after the
-# build. Files in OUT_DIR: cmake.log, build.log, tests.log, times.txt; the table last.
+# window 256,0, softcap 30, ALiBi, packed sequences, and all four together, after NVIDIA's ptxas
+# report (registers, spills) of the programs with every variant. Budget: ~170 s after the build.
+# Files in OUT_DIR: cmake.log, build.log, tests.log, ptxas.log, times.txt; the table last.
 # Usage: bench/gpu/bwd_variants.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-bwd-variants}
@@ -23,6 +24,13 @@ timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Backward*' >> "$out/
 echo "Backward* (default plans) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 echo "(${SECONDS}s)"
+
+echo "== ptxas: the programs with every variant (d 64, 128)"
+FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 60 $bench --backward -b 1 \
+  --heads 2 -n 512 --head-dim 64,128 --causal yes --dtype f16 -r 1 -w 0 --window 64,0 --softcap 30 --alibi --varlen \
+  > /dev/null 2> "$out/ptxas.log"
+awk '/build log for/ { mine = /-DSOFTCAP=1/ && /bwd_mma|-DWARPS/ } mine && /Compiling entry|Used|spill/ { print }' \
+  "$out/ptxas.log" | head -12
 
 : > "$out/times.txt"
 for variant in "plain:" "window:--window 256,0" "softcap:--softcap 30" "alibi:--alibi" "varlen:--varlen" \

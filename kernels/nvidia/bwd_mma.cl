@@ -24,7 +24,9 @@
  * ldmatrix.trans from K_j) and adds it, times the scale, into the fp32 accumulator with
  * red.global.add.f32. Rows past the queries and rows that see no key (LSE -inf) get P = 0 through
  * an LSE of +inf in __local memory; keys past the end and above the causal diagonal get P = 0 on
- * the blocks that cross them. dK (times the scale) and dV are written once at the end. With
+ * the blocks that cross them (a window's edges too; under softcap, ALiBi or a mask every score goes
+ * through the forward's final_score and P = e^(score - LSE), dS times the transform's slope:
+ * bwd_kv_steps.cl's probs_t). dK (times the scale) and dV are written once at the end. With
  * DQ_ATOMIC 0 (deterministic calls) the dS^T staging and the dQ adds are left out and
  * bwd_mma_dq.cl computes dQ. MK 2 (d = 64's default, DQ_ATOMIC 0 only) gives each warp two 16-key m-tiles
  * (keys k0 + 32w .. + 31, BKV = 32 WARPS): every ldmatrix of Q_i or dO_i then feeds both tiles,

@@ -16,7 +16,9 @@
  * and writes dQ (times the scale) once at the end in dQ's dtype and strides. This recomputes S and
  * dP that bwd_mma_dkdv also computes (seven block products instead of five) in exchange for no
  * fp32 reductions into global memory and no dS^T staging in the dK/dV kernel. Rows past the end
- * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0.
+ * or with nothing to see get an LSE of +inf, so P = 0 and their dQ is exactly 0. The variants
+ * (bwd_kv_steps.cl's BWD_VARIANTS) change P as in bwd_mma.cl: a window's edges masked by
+ * common.cl's rules, or every score through final_score in natural units (DS_ENTRY below).
  *
  * The same source builds over Hopper's wgmma (programs.txt's bwd_mma_wgmma: mma_wgmma.cl and
  * bwd_wgmma_rows.cl in place of mma_f16.cl and bwd_mma_rows.cl; opt-in, FLASHCL_BWD_WGMMA=1): a
@@ -63,40 +65,33 @@
 #else
 #define DQ_ABOVE_DIAGONAL(key, row) false
 #endif
+/* dS of entry (i, j, e) of the block: row row_a + 16 i + 8 r, key `key` */
 #if SCORE_TRANSFORM /* bwd_kv_steps.cl's transformed_prob, dS times the transform's slope */
-#define SCORES_TO_DS(masked)                                                                        \
-  _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
-  _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
-  _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
-    const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
-    const float raw = s[i][j][e] * a->scale;                                                        \
-    const float p = transformed_prob(raw, row_a + 16 * i + 8 * r, key, lse2[i][r], &sv, a, BWD_MASK); \
-    dp[i][j][e] = p * (dp[i][j][e] - dd[i][r]) * score_slope(raw, &sv); /* dS */                  \
-  }
+#define DS_ENTRY(masked)                                                                            \
+  const float raw = s[i][j][e] * a->scale;                                                          \
+  const float p = transformed_prob(raw, row_a + 16 * i + 8 * r, key, lse2[i][r], &sv, a, BWD_MASK); \
+  dp[i][j][e] = p * (dp[i][j][e] - dd[i][r]) * score_slope(raw, &sv);
 #elif WINDOW /* common.cl's visibility rules on the blocks that cross a boundary */
-#define SCORES_TO_DS(masked)                                                                        \
-  _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
-  _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
-  _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
-    const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
-    float x = fma(s[i][j][e], c, -lse2[i][r]);                                                      \
-    if ((masked) && key_masked(row_a + 16 * i + 8 * r, key, &sv, a, BWD_MASK)) x = NEG_INF;        \
-    dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */                                \
-  }
+#define DS_ENTRY(masked)                                                                            \
+  float x = fma(s[i][j][e], c, -lse2[i][r]);                                                        \
+  if ((masked) && key_masked(row_a + 16 * i + 8 * r, key, &sv, a, BWD_MASK)) x = NEG_INF;          \
+  dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]);
 #else
+#define DS_ENTRY(masked)                                                                            \
+  float x = fma(s[i][j][e], c, -lse2[i][r]);                                                        \
+  if (masked) {                                                                                     \
+    const bool hidden = key >= nk || DQ_ABOVE_DIAGONAL(key, row_a + 16 * i + 8 * r);                \
+    if (hidden) x = NEG_INF;                                                                        \
+  }                                                                                                 \
+  dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]);
+#endif
 #define SCORES_TO_DS(masked)                                                                        \
   _Pragma("unroll") for (int i = 0; i < MT; ++i)                                                    \
   _Pragma("unroll") for (int j = 0; j < NT_S; ++j)                                                  \
   _Pragma("unroll") for (int e = 0; e < 4; ++e) {                                                   \
     const int r = e >> 1, key = k0 + 8 * j + 2 * t + (e & 1);                                       \
-    float x = fma(s[i][j][e], c, -lse2[i][r]);                                                      \
-    if (masked) {                                                                                   \
-      const bool hidden = key >= nk || DQ_ABOVE_DIAGONAL(key, row_a + 16 * i + 8 * r);              \
-      if (hidden) x = NEG_INF;                                                                      \
-    }                                                                                               \
-    dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]); /* dS */                                \
+    DS_ENTRY(masked) /* dS */                                                                       \
   }
-#endif
 
 #if DQ_OVERLAP
 BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], const float lse2[MT][2],
