@@ -101,6 +101,12 @@ TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
   ForwardArgs gqa = plain;
   gqa.heads_kv = 2;
   EXPECT_TRUE(mma_eligible(hopper, gqa));
+  for (auto [left, right] : {std::pair{16, -1}, std::pair{-1, 0}, std::pair{256, 64}}) {  // sliding windows too
+    ForwardArgs window = gqa;
+    window.window = {left, right};
+    window.causal = right < 0;
+    EXPECT_TRUE(mma_eligible(hopper, window)) << left << "," << right;
+  }
 
   EXPECT_FALSE(mma_eligible(nvidia(7, 5), plain));  // no cp.async / ldmatrix / bf16 mma
   DeviceFacts other = hopper;
@@ -118,7 +124,6 @@ TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
   expect_not("d > 128", [](ForwardArgs& a) { a.head_dim = 129; });
   expect_not("fa1", [](ForwardArgs& a) { a.algorithm = Algorithm::FA1; });
   expect_not("forced tile", [](ForwardArgs& a) { a.tile.block_rows = 64; });
-  expect_not("window", [](ForwardArgs& a) { a.window.left = 16; });
   expect_not("softcap", [](ForwardArgs& a) { a.softcap = 30.0f; });
   expect_not("mask", [](ForwardArgs& a) { a.mask.kind = MaskKind::Bias; });
   int dummy = 0;  // any non-null handle: the plan only looks at whether it is set

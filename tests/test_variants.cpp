@@ -222,6 +222,22 @@ TEST(VariantMagnitudes, ScoresAroundTenThousand) {
   }
 }
 
+// Sliding windows in 16-bit storage at the head dims the NVIDIA tensor cores take (fa2_mma.cl runs
+// them there, its fp16/bf16 and wgmma forms included; elsewhere the portable fa2): bands wide enough
+// for interior blocks, causal with a left band, two-sided and one-sided, Nq != Nk, GQA.
+TEST(VariantWindow, HalfTypesWithWideBands) {
+  std::uint64_t seed = 60;
+  for (int d : {64, 128})
+    for (DType type : {DType::F16, DType::BF16}) {
+      for (Case c : {window(make(520, 520, d, true, 1, 2, ++seed), 200, -1),
+                     window(gqa(make(300, 450, d, false, 2, 4, ++seed), 2), 170, 90),
+                     window(make(400, 260, d, false, 1, 2, ++seed), -1, 40)}) {
+        c.dtype = type;
+        expect_accurate(run_case(c, Algorithm::FA2), c.name(), type);
+      }
+    }
+}
+
 // Blocks wholly outside the window are skipped, not masked: with 16x16 tiles, one Q block of 16
 // rows and a window of 8 keys to the left of the bottom-right diagonal, keys 0..95 lie in blocks
 // no row sees. They hold NaN: reading them would turn O into NaN (0 * NaN).

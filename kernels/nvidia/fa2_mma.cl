@@ -19,10 +19,10 @@
  * online per block (running max m and sum l per row, O rescaled by 2^(m_old - m_new)); P goes
  * from the S accumulators straight into the A fragments of P V. O is divided by l and written
  * once, with LSE, at the end (through the free K/V stage as 16-byte row chunks where the
- * schedule and O's strides allow: O_STAGED). Masks: bounds and the causal diagonal, through
- * common.cl's key_block_range, block_needs_mask and KEY_OUT_OF_BAND (the same rules as every path),
- * applied only on the blocks that cross them; GQA maps query heads to K/V heads. Other variants
- * run on fa2.cl. */
+ * schedule and O's strides allow: O_STAGED). Masks: bounds, the causal diagonal and a sliding
+ * window, through common.cl's key_block_range, block_needs_mask and KEY_OUT_OF_BAND (the same rules
+ * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads.
+ * Other variants run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
  * A program is attn_args.h, common.cl, mma_ptx.cl (the PTX helpers and the geometry: WARPS, MT,
