@@ -1,16 +1,19 @@
 #!/bin/bash
-# bwd_variants.sh: one GPU call for the tensor-core backward's variants (issue 20; bwd_kv_steps.cl's
-# BWD_VARIANTS: window, softcap, ALiBi, masks, packed sequences on mma.sync, which ran on the
-# portable kernels before). Builds (setup.sh), runs BwdMma.* (BwdMma.Variants among them) with
-# FLASHCL_BWD_MMA=1 (a failed probe is an error) and the Backward* suites on the default plans
-# against float64, then times flashcl-bench --backward (B 8, H 16, N 4096, d 64/128, fp16, causal,
-# fa2) on the tensor cores (default) and on the portable kernels (FLASHCL_BWD_MMA=0) for: plain,
-# window 256,0, softcap 30, ALiBi, packed sequences, and all four together, after NVIDIA's ptxas
-# report (registers, spills) of the programs with every variant. Budget: ~170 s after the build.
-# Files in OUT_DIR: cmake.log, build.log, tests.log, ptxas.log, times.txt; the table last.
-# Usage: bench/gpu/bwd_variants.sh OUT_DIR
+# tensor_core_variants.sh: one GPU call for the variants that moved onto NVIDIA's tensor cores on
+# 2026-12-06: the backward's window, softcap, ALiBi, masks and packed sequences on mma.sync
+# (issue 20; bwd_kv_steps.cl's BWD_VARIANTS) and the forward's sliding windows (fa2_mma.cl), which
+# ran on the portable kernels before. Builds (setup.sh), runs BwdMma.* (BwdMma.Variants among them)
+# with FLASHCL_BWD_MMA=1 (a failed probe is an error), the Backward* suites and the forward's
+# Variant* suites on the default plans, against float64; prints NVIDIA's ptxas report (registers,
+# spills) of the backward programs with every variant; then times flashcl-bench --backward (B 8,
+# H 16, N 4096, d 64/128, fp16, causal, fa2) on the tensor cores (default) and on the portable
+# kernels (FLASHCL_BWD_MMA=0) for: plain, window 256,0, softcap 30, ALiBi, packed sequences, all
+# four together; and the forward (same shape, d 128, causal, window 1024,0, and plain) on the tensor
+# cores and on the portable fa2 (FLASHCL_MMA=0). Budget: ~250 s after the build. Files in OUT_DIR:
+# cmake.log, build.log, tests.log, ptxas.log, times.txt, forward.txt; the tables last.
+# Usage: bench/gpu/tensor_core_variants.sh OUT_DIR
 set -uo pipefail
-out=${1:-/tmp/flashcl-bwd-variants}
+out=${1:-/tmp/flashcl-tensor-core-variants}
 mkdir -p "$out"
 cd "$(dirname "$0")/../.."
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
@@ -22,6 +25,8 @@ FLASHCL_BWD_MMA=1 timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Bw
 echo "BwdMma.* (FLASHCL_BWD_MMA=1) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
 timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Backward*' >> "$out/tests.log" 2>&1
 echo "Backward* (default plans) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Variant*' >> "$out/tests.log" 2>&1
+echo "Variant* (forward, default plans) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 echo "(${SECONDS}s)"
 
@@ -65,5 +70,30 @@ for name in ("plain", "window", "softcap", "alibi", "varlen", "all"):
             print(f"{name:8} {d:4} | {m[0]:8.3f} {m[1]:8.1f} | {p[0]:11.3f} {p[1]:8.2f} | {p[0] / m[0]:8.1f}")
         else:
             print(f"{name:8} {d:4} | missing: mma {m} portable {p}")
+PY
+
+: > "$out/forward.txt"
+for variant in "plain:" "window:--window 1024,0"; do
+  name=${variant%%:*} opts=${variant#*:}
+  for form in mma portable; do
+    env=""
+    [ $form = portable ] && env="FLASHCL_MMA=0"
+    echo "== $name $form" >> "$out/forward.txt"
+    env $env timeout 60 $bench -b 8 --heads 16 -n 4096 --head-dim 128 --dtype f16 --causal on --algo fa2 -r 5 -w 1 \
+      --no-check --no-roofline -f csv $opts >> "$out/forward.txt" 2>&1
+  done
+done
+echo "== forward (fp16, d 128, causal, B 8, H 16, N 4096): $out/forward.txt"
+python3 - "$out/forward.txt" <<'PY'
+import csv, io, re, sys
+blocks = re.split(r"^== (\S+) (\S+)$", open(sys.argv[1]).read(), flags=re.M)
+for name, form, body in zip(blocks[1::3], blocks[2::3], blocks[3::3]):
+    at = body.find("algo,")  # the CSV header (anything the bench printed before it skipped)
+    rows = [r for r in csv.DictReader(io.StringIO(body[at:])) if r.get("algo") == "fa2"] if at >= 0 else []
+    for r in rows:
+        print(f"{name:7} {form:9} {r['status']:4} median {float(r['median_ms']):8.3f} ms  {float(r['tflops']):7.1f} TFLOP/s "
+              f"(counted without the window)  {r['resolved']} {r['note']}")
+    if not rows:
+        print(f"{name:7} {form:9} no row: {body.strip()[-300:]}")
 PY
 echo "total ${SECONDS}s after the build"
