@@ -94,7 +94,7 @@ TEST(MmaPlan, LocalBytesCountEveryBuffer) {
   EXPECT_EQ(plan_for_kind(dense_fa2_call(DType::F32, 64), MmaKind::MmaSync).local_bytes, 1u * 32 * (72 + 68) * 4);
 }
 
-TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
+TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
   const DeviceFacts hopper = nvidia(9, 0);
   const ForwardArgs plain = dense_fa2_call(DType::F16, 64);
   EXPECT_TRUE(mma_eligible(hopper, plain));
@@ -128,7 +128,16 @@ TEST(MmaPlan, OnlyPlainAttentionAndGqaOnNvidiaGpusQualify) {
   expect_not("mask", [](ForwardArgs& a) { a.mask.kind = MaskKind::Bias; });
   int dummy = 0;  // any non-null handle: the plan only looks at whether it is set
   expect_not("alibi", [&](ForwardArgs& a) { a.alibi_slopes = reinterpret_cast<cl_mem>(&dummy); });
-  expect_not("varlen", [&](ForwardArgs& a) { a.cu_seqlens_q = reinterpret_cast<cl_mem>(&dummy); });
+  ForwardArgs packed = gqa;  // packed sequences in 16 and 32 bits, not in fp8
+  packed.cu_seqlens_q = packed.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
+  for (DType t : {DType::F16, DType::BF16, DType::F32}) {
+    packed.dtype = t;
+    EXPECT_TRUE(mma_eligible(hopper, packed)) << to_string(t);
+  }
+  expect_not("fp8 varlen", [&](ForwardArgs& a) {
+    a.dtype = DType::E4M3;
+    a.cu_seqlens_q = a.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
+  });
 }
 
 TEST(MmaPlan, EnvironmentOverrides) {

@@ -21,7 +21,9 @@
  * once, with LSE, at the end (through the free K/V stage as 16-byte row chunks where the
  * schedule and O's strides allow: O_STAGED). Masks: bounds, the causal diagonal and a sliding
  * window, through common.cl's key_block_range, block_needs_mask and KEY_OUT_OF_BAND (the same rules
- * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads.
+ * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads;
+ * packed sequences (VARLEN, 16 and 32 bits) take their bases, lengths and LSE rows from cu_seqlens
+ * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing.
  * Other variants run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
@@ -324,6 +326,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
                      , __global const float* q_descale, __global const float* k_descale,
                      __global const float* v_descale
 #endif
+#if VARLEN
+                     , __global const int* cu_seqlens_q, __global const int* cu_seqlens_k
+#endif
 ) {
   __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(128)));
@@ -335,6 +340,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   int q_block, h, b;
   block_coordinates(&args, &q_block, &h, &b);
   const AttnArgs* a = &args;
+#if VARLEN /* the sequence's lengths and first rows, from cu_seqlens, before anything is read */
+  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, 0);
+#endif
 #if FP8_DESCALES
   /* FP8: S = q_descale k_descale (Q K^T of the stored values), so the two descales of this
    * (batch, K/V head) join the softmax's scale c; v_descale joins O's final division */
@@ -346,9 +354,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const float o_descale = 1.0f;
 #endif
   const int q0 = q_block * BR;
-  const int q_end = min(q0 + BR, a->seqlen_q);
-  const long q_base = TENSOR_BASE(a, q, b, h), o_base = TENSOR_BASE(a, o, b, h);
-  const long k_base = TENSOR_BASE(a, k, b, KV_HEAD(a, h)), v_base = TENSOR_BASE(a, v, b, KV_HEAD(a, h));
+  const int q_end = min(q0 + BR, SV_NQ(&sv, a));
+  const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
+  const long k_base = SEQ_BASE(a, k, b, KV_HEAD(a, h), sv.k_start), v_base = SEQ_BASE(a, v, b, KV_HEAD(a, h), sv.k_start);
   __global const ELEM_T* kg = (__global const ELEM_T*)k;
   __global const ELEM_T* vg = (__global const ELEM_T*)v;
   const int row0 = q0 + warp * 16 * MT + g; /* this lane's rows: row0 + 16i and row0 + 16i + 8 */
@@ -359,7 +367,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   qfrag_t qa[MT][QFRAGS][4];
 #endif
 #if !(defined(ASYNC_MMA) && STAGES == 2) /* the wgmma schedule loads Q once its first copies are on their way */
-  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t);
+  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, SV_NQ(&sv, a), t);
 #endif
   float acc[MT][NT_O][4], m[MT][2], l[MT][2]; /* l: this lane's part of each row sum */
 #pragma unroll
@@ -370,9 +378,14 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     l[i][0] = l[i][1] = 0.0f;
   }
 
-  const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* plain attention: lengths and shift */
+#if !VARLEN
+  const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* lengths and shift */
+#endif
   int kb_begin, n_blocks;
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &n_blocks);
+#if VARLEN /* a Q block past its (shorter) sequence's end visits no key block and writes nothing */
+  if (q0 >= SV_NQ(&sv, a)) n_blocks = kb_begin;
+#endif
 #if STAGES == 2
   /* Two K and two V buffers and no work-group barrier in the key loop: warps meet only through
    * mbarriers, so one that is ahead never waits for the rest to reach a common point. Copies go
@@ -415,18 +428,18 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   uint v_words[V_FETCH_WORDS];
 #endif
   if (kb_begin < n_blocks) { /* batches 0 and 1 */
-    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
     announce_copies(&full[0]);
 #ifdef V_FETCH_WORDS
-    fetch_v(v_words, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    fetch_v(v_words, vg, v_base, a->v_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
 #else
-    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
 #endif
     if (kb_begin + 1 < n_blocks)
-      load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
+      load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, SV_NK(&sv, a), lid);
     announce_copies(&full[1]);
   }
-  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, a->seqlen_q, t); /* meets the copies in flight */
+  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, SV_NQ(&sv, a), t); /* meets the copies in flight */
   if (kb_begin < n_blocks) {
 #ifdef V_FETCH_WORDS
     store_v(v_tile[0], v_words, lid); /* V(kb_begin) */
@@ -442,7 +455,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a, c); /* O is 0: no rescale */
     pack_p(pa, s);
 #ifdef V_FETCH_WORDS
-    if (kb_begin + 1 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (kb_begin + 1) * BC, a->seqlen_k, lid);
+    if (kb_begin + 1 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (kb_begin + 1) * BC, SV_NK(&sv, a), lid);
 #endif
   }
   /* every block but the last: no branch around a wgmma or a wait, so ptxas keeps them asynchronous */
@@ -457,14 +470,14 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     pv_issue(acc, pa, v_tile[cur]);
     mbar_wait(&done[step & 1], (step >> 1) & 1); /* every warp past step - 1 */
     if (blk + 2 < n_blocks)
-      load_block(k_tile[cur], K_PITCH, kg, k_base, a->k_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
+      load_block(k_tile[cur], K_PITCH, kg, k_base, a->k_seq_stride, (blk + 2) * BC, SV_NK(&sv, a), lid);
 #ifdef V_FETCH_WORDS
     announce_copies(&full[(batch + 1) & 1]);
     store_v(v_tile[cur ^ 1], v_words, lid); /* V(blk + 1), fetched a step ago */
     tile_writes_visible();
     mbar_arrive_warp(&v_full[(step + 1) & 1], lane);
 #else
-    load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, a->seqlen_k, lid);
+    load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, (blk + 1) * BC, SV_NK(&sv, a), lid);
     announce_copies(&full[(batch + 1) & 1]);
 #endif
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
@@ -478,7 +491,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #ifdef V_FETCH_WORDS
     /* last in the step: its registers are not live through the softmax, and the load's latency
      * ends before the next step's wait for S(blk + 2), where its store stands */
-    if (blk + 2 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (blk + 2) * BC, a->seqlen_k, lid);
+    if (blk + 2 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (blk + 2) * BC, SV_NK(&sv, a), lid);
 #endif
   }
   if (kb_begin < n_blocks) { /* the last block: P V only */
@@ -497,8 +510,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
    * reads batch j = block j, and issues batch j + 1 (over block j - 1) once every warp is done
    * with step j - 1 */
   if (kb_begin < n_blocks) {
-    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
-    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
     announce_copies(&full[0]);
   }
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
@@ -507,8 +520,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     float s[MT][NT_S][4], alpha[MT][2];
     if (blk + 1 < n_blocks) {
       if (step > 0) mbar_wait(&done[cur ^ 1], ((step - 1) >> 1) & 1);
-      load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
-      load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, a->seqlen_k, lid);
+      load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, SV_NK(&sv, a), lid);
+      load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, SV_NK(&sv, a), lid);
       announce_copies(&full[cur ^ 1]);
     }
     qk_block(s, qa, k_tile[cur], lane);
@@ -520,10 +533,10 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #else
   /* one K and one V buffer, FlashAttention-2's pipeline: V(j) lands during Q K(j)^T and the
    * softmax, K(j+1) during P V(j) */
-  if (kb_begin < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, a->seqlen_k, lid);
+  if (kb_begin < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
-    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, a->seqlen_k, lid);
+    load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), lid);
 #if VEC_LOAD
     async_wait_prior(); /* this work-item's part of K(blk) has landed; V(blk) may still fly */
 #endif
@@ -539,7 +552,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #endif
     tile_writes_visible();
     barrier(CLK_LOCAL_MEM_FENCE); /* V(blk) visible to all; every warp is done with K(blk) */
-    if (blk + 1 < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, a->seqlen_k, lid);
+    if (blk + 1 < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, SV_NK(&sv, a), lid);
     pv_block(acc, s, v_tile[0], lane);
     barrier(CLK_LOCAL_MEM_FENCE); /* every warp is done with V(blk) before V(blk + 1) lands */
   }
@@ -563,10 +576,10 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 1);
       sum += shfl_xor(sum, 2);
       inv[i][r] = sum > 0.0f ? 1.0f / sum : 0.0f;
-      if (a->write_lse && t == 0 && row < a->seqlen_q)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = row_lse(m[i][r], sum);
+      if (a->write_lse && t == 0 && row < SV_NQ(&sv, a))
+        lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(m[i][r], sum);
     }
-  store_o_staged(og, o_base, a->o_seq_stride, q0 + warp * 16 * MT, a->seqlen_q, acc, inv, slice, lane, g, t);
+  store_o_staged(og, o_base, a->o_seq_stride, q0 + warp * 16 * MT, SV_NQ(&sv, a), acc, inv, slice, lane, g, t);
 #else
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -577,7 +590,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 1);
       sum += shfl_xor(sum, 2);
       const float inv = sum > 0.0f ? o_descale / sum : 0.0f;
-      const bool in = row < a->seqlen_q;
+      const bool in = row < SV_NQ(&sv, a);
 #if O_COLUMN_QUADS
       store_o_quads(og, o_base + (long)row * a->o_seq_stride, acc[i], r, inv, in, t);
 #else
@@ -589,7 +602,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       }
 #endif
       if (a->write_lse && t == 0 && in)
-        lse[((long)b * a->heads + h) * a->seqlen_q + row] = row_lse(m[i][r], sum);
+        lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(m[i][r], sum);
     }
 #endif
 }

@@ -36,6 +36,9 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& c
   if (is_fp8(a.dtype))
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
              a.fp8.k_descale, a.fp8.v_descale);
+  else if (a.cu_seqlens_q != nullptr)  // packed sequences (the kernel's VARLEN arguments)
+    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.cu_seqlens_q,
+             a.cu_seqlens_k);
   else
     set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
   enqueue(queue, kernel, grid.global, grid.local, wait, launch);
