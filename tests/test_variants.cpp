@@ -238,6 +238,22 @@ TEST(VariantWindow, HalfTypesWithWideBands) {
     }
 }
 
+// Packed sequences in 16-bit storage at the head dims the NVIDIA tensor cores take (fa2_mma.cl
+// there): empty and one-row sequences, keys past a short sequence's end, Nq > Nk with causal rows
+// that see nothing, GQA, and a window on top.
+TEST(VariantPacked, HalfTypesAtTensorCoreHeadDims) {
+  std::uint64_t seed = 80;
+  const std::vector<int> vq = {150, 0, 1, 260, 70}, vk = {130, 9, 40, 260, 0};
+  for (int d : {64, 128})
+    for (DType type : {DType::F16, DType::BF16})
+      for (Case c : {varlen(make(1, 1, d, true, 1, 4, ++seed), vq, vk),
+                     gqa(varlen(make(1, 1, d, false, 1, 4, ++seed), vq, vk), 2),
+                     window(varlen(make(1, 1, d, true, 1, 2, ++seed), vq, vk), 48, -1)}) {
+        c.dtype = type;
+        expect_accurate(run_case(c, Algorithm::FA2), c.name(), type);
+      }
+}
+
 // Blocks wholly outside the window are skipped, not masked: with 16x16 tiles, one Q block of 16
 // rows and a window of 8 keys to the left of the bottom-right diagonal, keys 0..95 lie in blocks
 // no row sees. They hold NaN: reading them would turn O into NaN (0 * NaN).
