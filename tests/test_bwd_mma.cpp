@@ -106,7 +106,9 @@ TEST_F(BwdMma, StridedLayouts) {
 // wide band with interior blocks), softcaps (one that saturates), ALiBi, boolean masks (broadcast
 // and per head, a row that sees nothing), additive biases (broadcast), packed sequences (empty,
 // one-row, keyless and short ones, causal and not, with a window) and all of them together, at d =
-// 64 and 128, fp16 and bf16, each by atomic dQ and by the dQ pass. A variant's program also runs where no probe covers it (the probe checks
+// 64 and 128, fp16 and bf16, each by atomic dQ and by the dQ pass. They reach the tensor cores
+// under FLASHCL_TENSOR_CORE_VARIANTS=1 (as bench/gpu/tensor_core_variants.sh runs them; the portable
+// kernels otherwise, until a card has passed them).
 // the plain program's fragments), so these cases are its only check on the card.
 Case variant(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType dtype, std::uint64_t seed) {
   Case c = make_case(nq, nk, d, causal, b, h);

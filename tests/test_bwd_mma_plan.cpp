@@ -85,9 +85,14 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
 }
 
 // Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's
-// BWD_VARIANTS), each alone and all together; the wgmma forms keep them off even when asked for.
+// BWD_VARIANTS) under FLASHCL_TENSOR_CORE_VARIANTS, each alone and all together; the wgmma forms
+// keep them off even when asked for.
 TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  const auto on = [](Overrides o) {  // FLASHCL_TENSOR_CORE_VARIANTS=1
+    o.tensor_core_variants = true;
+    return o;
+  };
   BackwardArgs window = call(DType::F16, 64), softcap = window, alibi = window, mask = window, bias = window,
                varlen = window, all = window;
   window.forward.window.left = 16;
@@ -116,10 +121,13 @@ TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
     for (int d : {64, 128}) {
       BackwardArgs at = *b;
       at.forward.head_dim = d;
-      EXPECT_TRUE(bwd_mma_eligible(hopper, at, with(""))) << d;
+      EXPECT_TRUE(bwd_mma_eligible(hopper, at, on(with("")))) << d;
+      Overrides off = with("");
+      off.tensor_core_variants = false;  // FLASHCL_TENSOR_CORE_VARIANTS=0: the portable kernels
+      EXPECT_FALSE(bwd_mma_eligible(hopper, at, off)) << d;
       const BwdMmaPlan plan = bwd_mma_plan(at.forward, with(""));
       for (const char* form : {"1", "dq", "overlap"}) {
-        Overrides o = with("");
+        Overrides o = on(with(""));
         o.bwd_wgmma = form;
         const BwdWgmmaKernels k = bwd_wgmma_kernels(hopper, at, plan, o);
         EXPECT_FALSE(k.dq || k.dkdv || k.dq_overlap) << form << " d " << d;

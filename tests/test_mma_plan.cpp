@@ -101,11 +101,15 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
   ForwardArgs gqa = plain;
   gqa.heads_kv = 2;
   EXPECT_TRUE(mma_eligible(hopper, gqa));
+  Overrides variants_on, variants_off;  // FLASHCL_TENSOR_CORE_VARIANTS=1 and =0
+  variants_on.tensor_core_variants = true;
+  variants_off.tensor_core_variants = false;
   for (auto [left, right] : {std::pair{16, -1}, std::pair{-1, 0}, std::pair{256, 64}}) {  // sliding windows too
     ForwardArgs window = gqa;
     window.window = {left, right};
     window.causal = right < 0;
-    EXPECT_TRUE(mma_eligible(hopper, window)) << left << "," << right;
+    EXPECT_TRUE(mma_eligible(hopper, window, variants_on)) << left << "," << right;
+    EXPECT_FALSE(mma_eligible(hopper, window, variants_off)) << left << "," << right;
   }
 
   EXPECT_FALSE(mma_eligible(nvidia(7, 5), plain));  // no cp.async / ldmatrix / bf16 mma
@@ -119,7 +123,7 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
   auto expect_not = [&](const char* what, auto change) {
     ForwardArgs a = plain;
     change(a);
-    EXPECT_FALSE(mma_eligible(hopper, a)) << what;
+    EXPECT_FALSE(mma_eligible(hopper, a, variants_on)) << what;  // not even with the variants on
   };
   expect_not("d > 128", [](ForwardArgs& a) { a.head_dim = 129; });
   expect_not("fa1", [](ForwardArgs& a) { a.algorithm = Algorithm::FA1; });
@@ -132,9 +136,10 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
   packed.cu_seqlens_q = packed.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
   for (DType t : {DType::F16, DType::BF16, DType::F32}) {
     packed.dtype = t;
-    EXPECT_TRUE(mma_eligible(hopper, packed)) << to_string(t);
+    EXPECT_TRUE(mma_eligible(hopper, packed, variants_on)) << to_string(t);
+    EXPECT_FALSE(mma_eligible(hopper, packed, variants_off)) << to_string(t);
   }
-  expect_not("fp8 varlen", [&](ForwardArgs& a) {
+  expect_not("fp8 varlen", [&](ForwardArgs& a) {  // (under either setting)
     a.dtype = DType::E4M3;
     a.cu_seqlens_q = a.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
   });

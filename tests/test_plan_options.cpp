@@ -173,6 +173,11 @@ void add_forward(std::vector<std::string>& lines) {
           const ForwardArgs a = forward_call(Algorithm::FA2, dtype, d, variant);
           const std::string at = "fwd " + dev.name + dim + to_string(dtype) + " fa2 " + variant;
           record(at, a, Overrides{});
+          if (nvidia && (variant == "window" || variant == "varlen")) {  // fa2_mma.cl's variants, when on
+            Overrides on;
+            on.tensor_core_variants = true;
+            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=1", a, on);
+          }
           if (dtype != DType::F16 || (variant != "plain" && variant != "causal") ||
               (!nvidia && dev.facts.kind != DeviceKind::CPU))
             continue;
@@ -260,6 +265,12 @@ void add_backward(std::vector<std::string>& lines) {
           const BackwardArgs g = backward_call(Algorithm::FA2, dtype, d, variant);
           const std::string at = "bwd " + dev.name + dim + to_string(dtype) + " fa2 " + variant;
           record(at, g, Overrides{});
+          if (nvidia && variant != "plain" && variant != "deterministic" && variant != "causal" && variant != "gqa" &&
+              variant != "offset1") {  // bwd_kv_steps.cl's BWD_VARIANTS, when on
+            Overrides on;
+            on.tensor_core_variants = true;
+            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=1", g, on);
+          }
           if (variant != "plain" && variant != "deterministic") continue;
           if (dev.facts.kind == DeviceKind::CPU) record(at + forced[5].name, g, forced[5].o);
           if (!nvidia || dtype == DType::F32 || (d != 64 && d != 128)) continue;

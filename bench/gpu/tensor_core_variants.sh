@@ -19,6 +19,7 @@ cd "$(dirname "$0")/../.."
 . bench/gpu/setup.sh  # the NVIDIA driver, FLASHCL_PLATFORM, build-gpu
 SECONDS=0
 bench=./build-gpu/bench/flashcl-bench
+export FLASHCL_TENSOR_CORE_VARIANTS=1  # the variants on the tensor cores (opt-in until this call has passed)
 
 echo "== tests" | tee "$out/tests.log"
 FLASHCL_BWD_MMA=1 timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMma.*' >> "$out/tests.log" 2>&1

@@ -23,8 +23,9 @@
  * window, through common.cl's key_block_range, block_needs_mask and KEY_OUT_OF_BAND (the same rules
  * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads;
  * packed sequences (VARLEN, 16 and 32 bits) take their bases, lengths and LSE rows from cu_seqlens
- * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing.
- * Other variants run on fa2.cl. */
+ * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
+ * (windows and packed sequences under FLASHCL_TENSOR_CORE_VARIANTS, mma_plan.cpp). Other variants
+ * run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
  * A program is attn_args.h, common.cl, mma_ptx.cl (the PTX helpers and the geometry: WARPS, MT,

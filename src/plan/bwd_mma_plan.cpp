@@ -148,6 +148,7 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
   if (a.head_dim != 64 && a.head_dim != 128) return false;
   // every variant but a bias gradient, which needs dS written out (the portable kernels' DBIAS)
   if (args.d_bias.kind != MaskKind::None) return false;
+  if (bwd_mma_has_variants(a) && !o.tensor_core_variants) return false;
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   const BwdMmaPlan p = bwd_mma_plan(a, o);

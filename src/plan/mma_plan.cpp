@@ -253,12 +253,13 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   // e4m3 up to d = 256 unless FLASHCL_FP8_D256=0 (its shape in mma_shape)
   const int max_head_dim = is_fp8(a.dtype) && o.fp8_d256 ? 2 * kMaxMmaHeadDim : kMaxMmaHeadDim;
   if (a.algorithm != Algorithm::FA2 || a.head_dim > max_head_dim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
-  // plain attention, GQA, windows (fa2_mma.cl's block ranges and mask pass take common.cl's rules)
-  // and packed sequences in 16 or 32 bits (its bases and lengths from cu_seqlens); every other
-  // variant, and fp8 packed sequences, run on the portable fa2
+  // plain attention, GQA, and under FLASHCL_TENSOR_CORE_VARIANTS windows (fa2_mma.cl's block ranges
+  // and mask pass take common.cl's rules) and packed sequences in 16 or 32 bits (its bases and
+  // lengths from cu_seqlens); every other variant, and fp8 packed sequences, run on the portable fa2
   if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None ||
       (a.cu_seqlens_q != nullptr && is_fp8(a.dtype)))
     return false;
+  if ((a.window.left >= 0 || a.window.right >= 0 || a.cu_seqlens_q != nullptr) && !o.tensor_core_variants) return false;
   // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
   // O run on the portable fa2. A transposed V only on wgmma (mma_sync_reads_v)
   if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||

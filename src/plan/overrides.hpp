@@ -12,6 +12,10 @@
 
 namespace flashcl::detail {
 
+// Whether the variants run on NVIDIA's tensor cores unless FLASHCL_TENSOR_CORE_VARIANTS says: off
+// until a card has run their float64 tests (bench/gpu/tensor_core_variants.sh; docs/BACKWARD.md).
+inline constexpr bool kTensorCoreVariantsByDefault = false;
+
 struct Overrides {
   std::string tile;            // FLASHCL_TILE: portable fa1/fa2 tiles, "BRxBC[xTPRxTM]"
   std::string mma_tile;        // FLASHCL_MMA_TILE: tensor-core shape, "WARPSxBC[xMT[xSTAGES[xLAZY]]]"
@@ -48,6 +52,10 @@ struct Overrides {
                                // bwd_mma_wgmma; opt-in until the card has measured it): "1" its dQ pass and dK/dV
                                // kernel, "overlap" the same with the dQ pass's product overlapped, "dq" the dQ
                                // pass alone; else (or "0") mma.sync
+  bool tensor_core_variants = kTensorCoreVariantsByDefault;
+                               // the variants on NVIDIA's tensor cores: the forward's windows and packed sequences
+                               // (fa2_mma.cl), the backward's windows, softcaps, ALiBi, masks and packed sequences
+                               // (bwd_kv_steps.cl's BWD_VARIANTS); FLASHCL_TENSOR_CORE_VARIANTS=1 or 0 sets it
   std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
   bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr
   std::string kernel_dir;      // FLASHCL_KERNEL_DIR: kernel files read from here instead of the embedded ones
