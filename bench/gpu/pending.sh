@@ -15,17 +15,22 @@
 #   CALL 2: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
 #   CALL 3: fp8_vt_ab (issue 23's bar: e4m3 with V as stored and transposed against fp16) on an H200;
 #           ran on an H100 on 2026-12-06 14:30 UTC (docs/perf/nvidia-h100.md)
+#   CALL 4: tensor_core_variants (any NVIDIA card of cc >= 8.0): the float64 tests of the variants on the
+#           tensor cores (forward windows and packed sequences, the backward's BWD_VARIANTS) under
+#           FLASHCL_TENSOR_CORE_VARIANTS=1 and their times against the portable kernels; if every test
+#           passes, kTensorCoreVariantsByDefault (src/plan/overrides.hpp) becomes true
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1, 2 or 3}
+call=${1:?CALL: 1, 2, 3 or 4}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
   1) scripts="decode_quick:420" ;;
   2) scripts="bwd_red:250 python_ab:260" ;;
   3) scripts="fp8_vt_ab:400" ;;
-  *) echo "pending.sh: CALL must be 1, 2 or 3, got '$call'"; exit 2 ;;
+  4) scripts="tensor_core_variants:420" ;;
+  *) echo "pending.sh: CALL must be 1, 2, 3 or 4, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
