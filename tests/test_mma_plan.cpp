@@ -143,6 +143,10 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
     a.dtype = DType::E4M3;
     a.cu_seqlens_q = a.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
   });
+  expect_not("fp8 window", [&](ForwardArgs& a) {
+    a.dtype = DType::E4M3;
+    a.window = {32, -1};
+  });
 }
 
 TEST(MmaPlan, EnvironmentOverrides) {

@@ -6,11 +6,12 @@
 # with FLASHCL_BWD_MMA=1 (a failed probe is an error), the Backward* suites and the forward's
 # Variant* suites on the default plans, against float64; prints NVIDIA's ptxas report (registers,
 # spills) of the backward programs with every variant; then times flashcl-bench --backward (B 8,
-# H 16, N 4096, d 64/128, fp16, causal, fa2) on the tensor cores (default) and on the portable
+# H 16, N 4096, d 64/128, fp16, causal, fa2) on the tensor cores (the switch on) and on the portable
 # kernels (FLASHCL_BWD_MMA=0) for: plain, window 256,0, softcap 30, ALiBi, packed sequences, all
-# four together; and the forward (same shape, d 128, causal, window 1024,0, and plain) on the tensor
-# cores and on the portable fa2 (FLASHCL_MMA=0). Budget: ~250 s after the build. Files in OUT_DIR:
-# cmake.log, build.log, tests.log, ptxas.log, times.txt, forward.txt; the tables last.
+# four together; and the forward (same shape, d 128, causal: plain, window 1024,0, packed sequences)
+# on the tensor cores and on the portable fa2 (FLASHCL_MMA=0), after ptxas's report of the forward's
+# window and packed-sequence programs. Budget: ~250 s after the build. Files in OUT_DIR:
+# cmake.log, build.log, tests.log, ptxas.log, ptxas_forward.log, times.txt, forward.txt; the tables last.
 # Usage: bench/gpu/tensor_core_variants.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-tensor-core-variants}
@@ -37,6 +38,12 @@ FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ti
   > /dev/null 2> "$out/ptxas.log"
 awk '/build log for/ { mine = /-DSOFTCAP=1/ && /bwd_mma|-DWARPS/ } mine && /Compiling entry|Used|spill/ { print }' \
   "$out/ptxas.log" | head -12
+echo "== ptxas: the forward's programs with a window and packed sequences (d 64, 128)"
+FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 60 $bench -b 2 --heads 2 -n 512 \
+  --head-dim 64,128 --causal on --dtype f16 --algo fa2 -r 1 -w 1 --no-check --no-roofline --window 64,0 --varlen \
+  > /dev/null 2> "$out/ptxas_forward.log"
+awk '/build log for/ { mine = /-DVARLEN=1/ && /-DWARPS/ } mine && /Compiling entry|Used|spill/ { print }' \
+  "$out/ptxas_forward.log" | head -8
 
 : > "$out/times.txt"
 for variant in "plain:" "window:--window 256,0" "softcap:--softcap 30" "alibi:--alibi" "varlen:--varlen" \
@@ -74,7 +81,7 @@ for name in ("plain", "window", "softcap", "alibi", "varlen", "all"):
 PY
 
 : > "$out/forward.txt"
-for variant in "plain:" "window:--window 1024,0"; do
+for variant in "plain:" "window:--window 1024,0" "varlen:--varlen"; do
   name=${variant%%:*} opts=${variant#*:}
   for form in mma portable; do
     env=""

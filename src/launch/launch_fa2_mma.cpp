@@ -3,8 +3,9 @@
 // retargeted PTX), mma_f16.cl for other fp16/bf16 (mma.sync), mma_e4m3.cl for FP8 (mma.sync
 // m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
-// capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA, no forced
-// tile, and a probe that must pass on that device first: the kernel itself runs on a small problem
+// capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA (windows and
+// packed sequences too under FLASHCL_TENSOR_CORE_VARIANTS=1, mma_plan.cpp), no forced tile, and a
+// probe of the plain program (a variant's build failure is then the call's error, with the log) that must pass on that device first: the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
 // float64 reference (once per device, dtype, load kind, V's layout and operand file). A failed wgmma
 // probe falls back to mma.sync (except for an fp8 V stored transposed, which only the wgmma kernel
@@ -33,14 +34,14 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& c
   const ForwardArgs& a = p.args;
   cl::Kernel kernel = make_kernel(p, candidate.program, "fa2_mma_forward");
   const Fa2Grid grid = with_args(p, candidate.grid);
-  if (is_fp8(a.dtype))
-    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.fp8.q_descale,
-             a.fp8.k_descale, a.fp8.v_descale);
-  else if (a.cu_seqlens_q != nullptr)  // packed sequences (the kernel's VARLEN arguments)
-    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args, a.cu_seqlens_q,
-             a.cu_seqlens_k);
-  else
-    set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
+  // the kernel's arguments in its order: the fp8 descales (FP8_DESCALES), then cu_seqlens (VARLEN)
+  set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
+  cl_uint next = 6;
+  if (is_fp8(a.dtype)) {
+    set_args_from(kernel, next, a.fp8.q_descale, a.fp8.k_descale, a.fp8.v_descale);
+    next += 3;
+  }
+  if (a.cu_seqlens_q != nullptr) set_args_from(kernel, next, a.cu_seqlens_q, a.cu_seqlens_k);
   enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 

@@ -255,11 +255,12 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (a.algorithm != Algorithm::FA2 || a.head_dim > max_head_dim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
   // plain attention, GQA, and under FLASHCL_TENSOR_CORE_VARIANTS windows (fa2_mma.cl's block ranges
   // and mask pass take common.cl's rules) and packed sequences in 16 or 32 bits (its bases and
-  // lengths from cu_seqlens); every other variant, and fp8 packed sequences, run on the portable fa2
-  if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None ||
-      (a.cu_seqlens_q != nullptr && is_fp8(a.dtype)))
+  // lengths from cu_seqlens); every other variant, and fp8 windows or packed sequences (no test
+  // covers them on the e4m3 kernels), run on the portable fa2
+  const bool window = a.window.left >= 0 || a.window.right >= 0, packed = a.cu_seqlens_q != nullptr;
+  if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None)
     return false;
-  if ((a.window.left >= 0 || a.window.right >= 0 || a.cu_seqlens_q != nullptr) && !o.tensor_core_variants) return false;
+  if ((window || packed) && (!o.tensor_core_variants || is_fp8(a.dtype))) return false;
   // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
   // O run on the portable fa2. A transposed V only on wgmma (mma_sync_reads_v)
   if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||
