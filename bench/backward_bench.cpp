@@ -164,7 +164,8 @@ int run_backward_bench(int argc, char** argv) {
   app.add_option("--window", o.window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
       ->delimiter(',')
       ->expected(2);
-  app.add_option("--softcap", o.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(CLI::NonNegativeNumber);
+  app.add_option("--softcap", o.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--alibi", o.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H)");
   app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
   try {

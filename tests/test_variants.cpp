@@ -240,8 +240,8 @@ TEST(VariantWindow, HalfTypesWithWideBands) {
 }
 
 // Packed sequences in 16-bit storage at the head dims the NVIDIA tensor cores take (fa2_mma.cl
-// there under FLASHCL_TENSOR_CORE_VARIANTS=1): empty and one-row sequences, keys past a short sequence's end, Nq > Nk with causal rows
-// that see nothing, GQA, and a window on top.
+// there under FLASHCL_TENSOR_CORE_VARIANTS=1): empty and one-row sequences, keys past a short
+// sequence's end, Nq > Nk with causal rows that see nothing, GQA, and a window on top.
 TEST(VariantPacked, HalfTypesAtTensorCoreHeadDims) {
   std::uint64_t seed = 80;
   const std::vector<int> vq = {150, 0, 1, 260, 70}, vk = {130, 9, 40, 260, 0};

@@ -1,7 +1,7 @@
 /* bwd_mma.cl: the FlashAttention-2 backward (Algorithm 2) on NVIDIA tensor cores for fp16/bf16
  * storage (compute capability >= 8.0): plain, causal, GQA and the variants (packed sequences,
- * window, softcap, ALiBi, masks; bwd_kv_steps.cl's BWD_VARIANTS), not a bias gradient. It reuses the forward's pieces:
- * mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
+ * window, softcap, ALiBi, masks; bwd_kv_steps.cl's BWD_VARIANTS), not a bias gradient. It reuses
+ * the forward's pieces: mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
  * stores) and mma_f16.cl (MMA16: mma.sync.m16n8k16 with fp32 accumulation, K_PITCH). The
  * preprocess (D = rowsum(dO * O), the fp32 dQ accumulator cleared) and the conversion of that
  * accumulator to dQ are bwd_common.cl's kernels, run before and after this one.
@@ -198,7 +198,8 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                   __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
-                  __global STORAGE_T* dv, __global float* ws, const AttnArgs args, const BwdArgs bargs BWD_VARIANT_PARAMS) {
+                  __global STORAGE_T* dv, __global float* ws, const AttnArgs args,
+                  const BwdArgs bargs BWD_VARIANT_PARAMS) {
   __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
   __local ushort q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
   __local ushort do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));

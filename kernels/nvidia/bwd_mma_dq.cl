@@ -182,7 +182,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   float s[MT][NT_S][4], dp[MT][NT_S][4];
   if (kb_begin < kb_end) { /* blocks kb_begin and kb_begin + 1 copied; S, dP, dS of the first */
     load_kv_block(k_tile[0], v_tile[0], kg, vg, kb_begin * BC, b, hk, nk, sv.k_start, a, lid);
-    if (kb_begin + 1 < kb_end) load_kv_block(k_tile[1], v_tile[1], kg, vg, (kb_begin + 1) * BC, b, hk, nk, sv.k_start, a, lid);
+    if (kb_begin + 1 < kb_end)
+      load_kv_block(k_tile[1], v_tile[1], kg, vg, (kb_begin + 1) * BC, b, hk, nk, sv.k_start, a, lid);
 #if VEC_LOAD
     if (kb_begin + 1 < kb_end)
       ASYNC_WAIT_GROUPS(1); /* the first block's copies, not the second's */
@@ -250,7 +251,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
     barrier(CLK_LOCAL_MEM_FENCE); /* K_j, V_j visible to every warp; with two stages, every warp is
                                    * also done with the other stage (block kb - 1) */
 #if DQ_STAGES == 2
-    if (kb + 1 < kb_end) load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, sv.k_start, a, lid);
+    if (kb + 1 < kb_end)
+      load_kv_block(k_tile[cur ^ 1], v_tile[cur ^ 1], kg, vg, k0 + BC, b, hk, nk, sv.k_start, a, lid);
 #endif
 
     float s[MT][NT_S][4], dp[MT][NT_S][4];

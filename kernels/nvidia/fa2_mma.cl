@@ -357,7 +357,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   const int q0 = q_block * BR;
   const int q_end = min(q0 + BR, SV_NQ(&sv, a));
   const long q_base = SEQ_BASE(a, q, b, h, sv.q_start), o_base = SEQ_BASE(a, o, b, h, sv.q_start);
-  const long k_base = SEQ_BASE(a, k, b, KV_HEAD(a, h), sv.k_start), v_base = SEQ_BASE(a, v, b, KV_HEAD(a, h), sv.k_start);
+  const long k_base = SEQ_BASE(a, k, b, KV_HEAD(a, h), sv.k_start);
+  const long v_base = SEQ_BASE(a, v, b, KV_HEAD(a, h), sv.k_start);
   __global const ELEM_T* kg = (__global const ELEM_T*)k;
   __global const ELEM_T* vg = (__global const ELEM_T*)v;
   const int row0 = q0 + warp * 16 * MT + g; /* this lane's rows: row0 + 16i and row0 + 16i + 8 */
@@ -440,7 +441,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       load_block(k_tile[1], K_PITCH, kg, k_base, a->k_seq_stride, (kb_begin + 1) * BC, SV_NK(&sv, a), lid);
     announce_copies(&full[1]);
   }
-  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, SV_NQ(&sv, a), t); /* meets the copies in flight */
+  /* meets the copies in flight */
+  load_q(qa, (__global const ELEM_T*)q, q_base, a->q_seq_stride, row0, SV_NQ(&sv, a), t);
   if (kb_begin < n_blocks) {
 #ifdef V_FETCH_WORDS
     store_v(v_tile[0], v_words, lid); /* V(kb_begin) */
@@ -534,7 +536,8 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #else
   /* one K and one V buffer, FlashAttention-2's pipeline: V(j) lands during Q K(j)^T and the
    * softmax, K(j+1) during P V(j) */
-  if (kb_begin < n_blocks) load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
+  if (kb_begin < n_blocks)
+    load_block(k_tile[0], K_PITCH, kg, k_base, a->k_seq_stride, kb_begin * BC, SV_NK(&sv, a), lid);
   for (int blk = kb_begin; blk < n_blocks; ++blk) {
     const int k0 = blk * BC;
     load_v_block(v_tile[0], V_PITCH, vg, v_base, a->v_seq_stride, k0, SV_NK(&sv, a), lid);

@@ -5,7 +5,8 @@
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA (windows and
 // packed sequences too under FLASHCL_TENSOR_CORE_VARIANTS=1, mma_plan.cpp), no forced tile, and a
-// probe of the plain program (a variant's build failure is then the call's error, with the log) that must pass on that device first: the kernel itself runs on a small problem
+// probe that must pass on that device first (of the plain program: a variant's build failure is
+// then the call's error, with its log): the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
 // float64 reference (once per device, dtype, load kind, V's layout and operand file). A failed wgmma
 // probe falls back to mma.sync (except for an fp8 V stored transposed, which only the wgmma kernel

@@ -30,7 +30,8 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.bwd_mma_dq_tile = text("FLASHCL_BWD_MMA_DQ_TILE");
   o.bwd_mma_dq = text("FLASHCL_BWD_MMA_DQ");
   o.bwd_wgmma = text("FLASHCL_BWD_WGMMA");
-  if (const std::string v = text("FLASHCL_TENSOR_CORE_VARIANTS"); v == "0" || v == "1") o.tensor_core_variants = v == "1";
+  if (const std::string v = text("FLASHCL_TENSOR_CORE_VARIANTS"); v == "0" || v == "1")
+    o.tensor_core_variants = v == "1";
   o.build_options = text("FLASHCL_BUILD_OPTIONS");
   o.build_log = text("FLASHCL_BUILD_LOG") == "1";
   o.kernel_dir = text("FLASHCL_KERNEL_DIR");
