@@ -21,6 +21,7 @@
 #include "base/errors.hpp"
 #include "launch/call_workspace.hpp"
 #include "launch/launchers.hpp"
+#include "plan/forward_programs.hpp"  // windowed
 #include "plan/kvcache_plan.hpp"
 #include "plan/plan_decode.hpp"
 #include "plan/overrides.hpp"
@@ -427,8 +428,7 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   k.rotary_dim = a.rotary_dim;
   k.rotary_seqlen = a.rotary_seqlen;
   // flash-attn: with causal or a window the queries are the last Nq positions; otherwise all sit at L₀
-  const bool windowed = a.window.left >= 0 || a.window.right >= 0;
-  k.rotary_q_rows = a.causal || windowed ? 1 : 0;
+  k.rotary_q_rows = a.causal || windowed(a.window) ? 1 : 0;
   k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
   // Scores in base 2, or in halved natural units where base 2 could overflow fp32 (common.cl),
   // decided as for the forward; the scale is converted to that unit in double, then rounded once.

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "base/errors.hpp"
+#include "plan/forward_programs.hpp"  // windowed
 
 namespace flashcl::detail {
 namespace {
@@ -135,8 +136,8 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
 }
 
 bool bwd_mma_has_variants(const ForwardArgs& a) {
-  return a.window.left >= 0 || a.window.right >= 0 || a.softcap > 0.0f || a.alibi_slopes != nullptr ||
-         a.mask.kind != MaskKind::None || a.cu_seqlens_q != nullptr;
+  return windowed(a.window) || a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None ||
+         a.cu_seqlens_q != nullptr;
 }
 
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {

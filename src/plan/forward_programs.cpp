@@ -19,7 +19,7 @@ std::string common_options(const ForwardArgs& a) {
                                " -DCAUSAL=", a.causal ? 1 : 0);
   // Variant switches appear only when on, so the plain path's program (and cache key) is unchanged.
   if (a.heads_kv != 0 && a.heads_kv != a.heads) options += " -DGQA=1";
-  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
+  if (windowed(a.window)) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (a.mask.kind != MaskKind::None) options += concat(" -DMASK_KIND=", a.mask.kind == MaskKind::Bool ? 1 : 2);

@@ -19,6 +19,10 @@ namespace flashcl::detail {
 // size), or a scale past FLT_MAX / log2 e. The forward's and the decode's programs both ask here.
 bool needs_half_units(float scale, float softcap, bool alibi, bool bias);
 
+// Whether a window bounds either side (flash-attn's window_size with a side other than -1): the
+// WINDOW switch of every program, the forward's and the KV cache's.
+inline bool windowed(const Window& w) { return w.left >= 0 || w.right >= 0; }
+
 // -D options shared by every forward and backward program: dtype, head dim, causal, and the variant
 // switches that are on (GQA, WINDOW, ALIBI, SOFTCAP, MASK_KIND, VARLEN, the fp8 switches, HALF_UNITS).
 std::string common_options(const ForwardArgs& args);

@@ -68,7 +68,7 @@ bool nv_fp8_cvt(const DeviceFacts& f, const Overrides& o) {
 std::string variant_options(const KvCacheArgs& a, bool half_units) {
   std::string options;
   if (rotary(a)) options += concat(" -DROTARY=", a.rotary_interleaved ? 1 : 2);
-  if (a.window.left >= 0 || a.window.right >= 0) options += " -DWINDOW=1";
+  if (windowed(a.window)) options += " -DWINDOW=1";
   if (a.alibi_slopes != nullptr) options += " -DALIBI=1";
   if (a.softcap > 0.0f) options += " -DSOFTCAP=1";
   if (half_units) options += " -DHALF_UNITS=1";

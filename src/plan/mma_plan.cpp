@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/errors.hpp"
+#include "plan/forward_programs.hpp"  // windowed
 #include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
 
@@ -257,10 +258,9 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   // and mask pass take common.cl's rules) and packed sequences in 16 or 32 bits (its bases and
   // lengths from cu_seqlens); every other variant, and fp8 windows or packed sequences (no test
   // covers them on the e4m3 kernels), run on the portable fa2
-  const bool window = a.window.left >= 0 || a.window.right >= 0, packed = a.cu_seqlens_q != nullptr;
   if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None)
     return false;
-  if ((window || packed) && (!o.tensor_core_variants || is_fp8(a.dtype))) return false;
+  if ((windowed(a.window) || a.cu_seqlens_q != nullptr) && (!o.tensor_core_variants || is_fp8(a.dtype))) return false;
   // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
   // O run on the portable fa2. A transposed V only on wgmma (mma_sync_reads_v)
   if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||
