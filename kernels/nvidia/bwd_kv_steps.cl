@@ -47,18 +47,34 @@
 #define LSE_TILE_UNIT LOG2E_F
 #endif
 
-/* P of one entry whose score goes through final_score (SCORE_TRANSFORM): raw = scale q.k in
- * natural units, against the row's natural LSE (+inf for rows with nothing to see: P = 0). */
-BWD_INLINE float transformed_prob(float raw, int row, int key, float lse, const SeqView* sv, const AttnArgs* a,
-                                  __global const MASK_T* mask) {
-  return ex2_approx((final_score(raw, row, key, sv, a, mask) - lse) * LOG2E_F);
+#if WINDOW || SCORE_TRANSFORM
+/* One entry (query `row`, key `key`) under the variants' score rules, for both kernels: *s holds
+ * q.k and becomes P, *dp holds dP and becomes dS; lse is the row's (LSE_TILE_UNIT, +inf for rows
+ * with nothing to see: P = 0) and d its D. With a score transform (softcap, ALiBi, masks) the score
+ * goes through final_score in natural units and dS takes the transform's slope; with a window
+ * alone, common.cl's rules hide keys on the blocks `masked` marks, in log2 units (c). */
+BWD_INLINE void variant_entry(float* s, float* dp, bool masked, int row, int key, float lse, float d, float c,
+                              const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
+#if SCORE_TRANSFORM /* every block is masked: these change every score */
+  const float raw = *s * a->scale;
+  const float p = ex2_approx((final_score(raw, row, key, sv, a, mask) - lse) * LOG2E_F);
+  *dp = p * (*dp - d) * score_slope(raw, sv);
+  (void)masked;
+  (void)c;
+#else
+  float x = fma(*s, c, -lse);
+  if (masked && key_masked(row, key, sv, a, mask)) x = NEG_INF;
+  const float p = ex2_approx(x);
+  *dp = p * (*dp - d);
+#endif
+  *s = p;
 }
+#endif
 
 /* S^T becomes P^T and dP^T becomes dS^T in place. Column j's queries (8j + 2t, + 1) read their
  * LSE (LSE_TILE_UNIT, +inf for rows with nothing to see or past the end) and D from __local memory;
  * the mask pass runs only on blocks that cross the keys' end or the causal diagonal. With a window
- * the mask pass takes common.cl's rules; with a score transform every entry goes through
- * transformed_prob and dS takes the transform's slope. */
+ * or a score transform every entry goes through variant_entry. */
 BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const float* lse2, __local const float* dd,
                         int key_a, int q0, int k0, int t, float c, const SeqView* sv, const AttnArgs* a,
                         __global const MASK_T* mask) {
@@ -71,19 +87,8 @@ BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = 8 * j + 2 * t + (e & 1), key = key_a + 16 * i + (e >> 1) * 8;
-#if SCORE_TRANSFORM /* every block is masked: softcap, ALiBi and masks change every score */
-        const float raw = s[i][j][e] * a->scale;
-        const float p = transformed_prob(raw, q0 + col, key, lse2[col], sv, a, mask);
-        s[i][j][e] = p;
-        dp[i][j][e] = p * (dp[i][j][e] - dd[col]) * score_slope(raw, sv);
-        (void)c;
-        (void)nk;
-#elif WINDOW
-        float x = fma(s[i][j][e], c, -lse2[col]);
-        if (masked && key_masked(q0 + col, key, sv, a, mask)) x = NEG_INF;
-        const float p = ex2_approx(x);
-        s[i][j][e] = p;
-        dp[i][j][e] = p * (dp[i][j][e] - dd[col]);
+#if WINDOW || SCORE_TRANSFORM
+        variant_entry(&s[i][j][e], &dp[i][j][e], masked, q0 + col, key, lse2[col], dd[col], c, sv, a, mask);
         (void)nk;
 #else
         float x = fma(s[i][j][e], c, -lse2[col]);

@@ -66,16 +66,10 @@
 #define DQ_ABOVE_DIAGONAL(key, row) false
 #endif
 /* dS of entry (i, j, e) of the block: row row_a + 16 i + 8 r, key `key` */
-#if SCORE_TRANSFORM /* bwd_kv_steps.cl's transformed_prob, dS times the transform's slope */
+#if WINDOW || SCORE_TRANSFORM /* bwd_kv_steps.cl's variant_entry (S becomes P, unused here) */
 #define DS_ENTRY(masked)                                                                            \
-  const float raw = s[i][j][e] * a->scale;                                                          \
-  const float p = transformed_prob(raw, row_a + 16 * i + 8 * r, key, lse2[i][r], &sv, a, BWD_MASK); \
-  dp[i][j][e] = p * (dp[i][j][e] - dd[i][r]) * score_slope(raw, &sv);
-#elif WINDOW /* common.cl's visibility rules on the blocks that cross a boundary */
-#define DS_ENTRY(masked)                                                                            \
-  float x = fma(s[i][j][e], c, -lse2[i][r]);                                                        \
-  if ((masked) && key_masked(row_a + 16 * i + 8 * r, key, &sv, a, BWD_MASK)) x = NEG_INF;          \
-  dp[i][j][e] = ex2_approx(x) * (dp[i][j][e] - dd[i][r]);
+  variant_entry(&s[i][j][e], &dp[i][j][e], (masked), row_a + 16 * i + 8 * r, key, lse2[i][r], dd[i][r], c, &sv, a, \
+                BWD_MASK);
 #else
 #define DS_ENTRY(masked)                                                                            \
   float x = fma(s[i][j][e], c, -lse2[i][r]);                                                        \
