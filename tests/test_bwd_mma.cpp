@@ -57,11 +57,11 @@ const Path kAtomic{Algorithm::FA2, false, "fa2"};
 const Path kDeterministic{Algorithm::FA2, true, "fa2 deterministic"};
 
 // Atomic dQ, then the deterministic form, on the same inputs.
-void run(const MmaCase& m, std::uint64_t seed) {
-  const Case c = make(m, seed);
-  expect_run_accurate(run_backward(c, kAtomic, false), m.dtype, name(m));
-  expect_run_accurate(run_backward(c, kDeterministic, false), m.dtype, name(m) + " deterministic");
+void run(const Case& c, const std::string& what) {
+  expect_run_accurate(run_backward(c, kAtomic, false), c.dtype, what);
+  expect_run_accurate(run_backward(c, kDeterministic, false), c.dtype, what + " deterministic");
 }
+void run(const MmaCase& m, std::uint64_t seed) { run(make(m, seed), name(m)); }
 
 class BwdMma : public ::testing::Test {
  protected:
@@ -110,17 +110,9 @@ TEST_F(BwdMma, StridedLayouts) {
 // under FLASHCL_TENSOR_CORE_VARIANTS=1 (as bench/gpu/tensor_core_variants.sh runs them; the portable
 // kernels otherwise, until a card has passed them).
 // the plain program's fragments), so these cases are its only check on the card.
+// A (B, H / H_kv, Nq x Nk, d) case of the variants, dense (B, S, H, d) layout.
 Case variant(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType dtype, std::uint64_t seed) {
-  Case c = make_case(nq, nk, d, causal, b, h);
-  c.shape.heads_kv = h_kv;
-  c.dtype = dtype;
-  c.seed = seed;
-  return c;
-}
-
-void run_variant(const Case& c, const std::string& what) {
-  expect_run_accurate(run_backward(c, kAtomic, false), c.dtype, what);
-  expect_run_accurate(run_backward(c, kDeterministic, false), c.dtype, what + " deterministic");
+  return make({b, h, h_kv, nq, nk, d, causal, dtype, Layout::BSHD}, seed);
 }
 
 TEST_F(BwdMma, Variants) {
@@ -129,47 +121,47 @@ TEST_F(BwdMma, Variants) {
     Case window = variant(2, 4, 2, 150, 170, d, false, DType::F16, 2501);
     window.shape.window_left = 37;
     window.shape.window_right = 11;
-    run_variant(window, "window d" + std::to_string(d));
+    run(window, "window d" + std::to_string(d));
     Case causal_window = variant(1, 4, 4, 200, 160, d, true, other, 2502);
     causal_window.shape.window_left = 50;
-    run_variant(causal_window, "causal window d" + std::to_string(d));
+    run(causal_window, "causal window d" + std::to_string(d));
     Case softcap = variant(2, 4, 1, 97, 140, d, true, other, 2503);
     softcap.shape.softcap = 2.5;
-    run_variant(softcap, "softcap d" + std::to_string(d));
+    run(softcap, "softcap d" + std::to_string(d));
     Case alibi = variant(2, 4, 4, 130, 130, d, true, DType::F16, 2504);
     add_alibi(alibi.shape);
-    run_variant(alibi, "alibi d" + std::to_string(d));
+    run(alibi, "alibi d" + std::to_string(d));
     Case mask = variant(2, 2, 2, 90, 120, d, false, DType::F16, 2505);
     add_bool_mask(mask.shape, 2, 1, 7, 2515);
-    run_variant(mask, "bool mask d" + std::to_string(d));
+    run(mask, "bool mask d" + std::to_string(d));
     Case bias = variant(2, 4, 2, 70, 110, d, false, other, 2506);
     add_bias(bias.shape, 1, 4, 2516);
-    run_variant(bias, "bias d" + std::to_string(d));
+    run(bias, "bias d" + std::to_string(d));
     Case packed = varlen(variant(1, 4, 2, 1, 1, d, true, DType::F16, 2507), {77, 0, 130, 1, 40}, {90, 5, 129, 200, 3});
-    run_variant(packed, "varlen causal d" + std::to_string(d));
+    run(packed, "varlen causal d" + std::to_string(d));
     Case wide = variant(1, 2, 2, 600, 600, d, false, other, 2509);  // a band with interior blocks too
     wide.shape.window_left = 200;
     wide.shape.window_right = 150;
-    run_variant(wide, "wide window d" + std::to_string(d));
+    run(wide, "wide window d" + std::to_string(d));
     Case saturated = variant(1, 4, 4, 100, 120, d, false, DType::F16, 2510);  // raw scores ~3 caps: tanh saturates
     saturated.shape.softcap = 0.1;
-    run_variant(saturated, "saturated softcap d" + std::to_string(d));
+    run(saturated, "saturated softcap d" + std::to_string(d));
     Case head_mask = variant(2, 4, 2, 80, 96, d, true, other, 2511);  // a boolean mask per head, GQA
     add_bool_mask(head_mask.shape, 2, 4, 3, 2521);
-    run_variant(head_mask, "per-head bool mask d" + std::to_string(d));
+    run(head_mask, "per-head bool mask d" + std::to_string(d));
     // packed sequences, not causal: keys past a short sequence's end (the early-out), a sequence
     // with queries and no keys, and a Mistral-style window without a score transform
     Case open = varlen(variant(1, 4, 4, 1, 1, d, false, DType::F16, 2512), {50, 30, 0, 90}, {200, 0, 40, 17});
-    run_variant(open, "varlen d" + std::to_string(d));
+    run(open, "varlen d" + std::to_string(d));
     Case packed_window = varlen(variant(1, 4, 2, 1, 1, d, true, other, 2513), {300, 41, 180}, {300, 60, 250});
     packed_window.shape.window_left = 64;
-    run_variant(packed_window, "varlen causal window d" + std::to_string(d));
+    run(packed_window, "varlen causal window d" + std::to_string(d));
     Case all = varlen(variant(1, 4, 2, 1, 1, d, true, other, 2508), {65, 0, 100}, {80, 7, 64});
     all.shape.window_left = 20;
     all.shape.softcap = 4.0;
     add_alibi(all.shape);
     add_bias(all.shape, all.shape.batch, 1, 2518);
-    run_variant(all, "varlen window softcap alibi bias d" + std::to_string(d));
+    run(all, "varlen window softcap alibi bias d" + std::to_string(d));
   }
 }
 
