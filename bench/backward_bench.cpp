@@ -10,7 +10,6 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -20,6 +19,7 @@
 #include "device_buffers.hpp"
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
+#include "problem.hpp"  // geometric_alibi_slopes
 
 namespace flashcl::bench {
 namespace {
@@ -37,14 +37,6 @@ struct BackwardOptions {
   float softcap = 0.0f;
   bool alibi = false, varlen = false;
 };
-
-// A device buffer holding `values` (the slopes, cu_seqlens).
-template <typename T>
-void upload(cl_command_queue queue, const Buffer& b, const std::vector<T>& values) {
-  check_cl(clEnqueueWriteBuffer(queue, b.get(), CL_TRUE, 0, values.size() * sizeof(T), values.data(), 0, nullptr,
-                                nullptr),
-           "clEnqueueWriteBuffer");
-}
 
 std::vector<std::string> comma_list(const std::string& text) {
   std::vector<std::string> items;
@@ -100,16 +92,14 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
   f.window = {o.window[0], o.window[1]};
   f.softcap = o.softcap;
   Buffer slopes(ctx, sizeof(float) * o.heads), cu(ctx, sizeof(int) * (o.batch + 1));
-  if (o.alibi) {  // the forward bench's slopes, 2^(-8 (h + 1) / H)
-    std::vector<float> s(o.heads);
-    for (int h = 0; h < o.heads; ++h) s[h] = std::exp2(-8.0f * (h + 1) / o.heads);
-    upload(queue, slopes, s);
+  if (o.alibi) {  // the forward bench's slopes
+    upload(queue, slopes.get(), geometric_alibi_slopes(o.heads));
     f.alibi_slopes = slopes.get();
   }
   if (o.varlen) {  // B sequences of n rows packed one after another: the same bytes and FLOPs
     std::vector<int> offsets(o.batch + 1);
     for (int i = 0; i <= o.batch; ++i) offsets[i] = i * n;
-    upload(queue, cu, offsets);
+    upload(queue, cu.get(), offsets);
     f.cu_seqlens_q = f.cu_seqlens_k = cu.get();
   }
   // workspaces allocated once, as a training loop would

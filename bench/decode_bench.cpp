@@ -109,9 +109,7 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   if (fp8) {
     fill_fp8(queue, k_cache.get(), cache_elems, cache_dtype, o.seed * 5 + 1);
     fill_fp8(queue, v_cache.get(), cache_elems, cache_dtype, o.seed * 5 + 2);
-    check_cl(clEnqueueWriteBuffer(queue, descale.get(), CL_TRUE, 0, descales.size() * sizeof(float), descales.data(), 0,
-                                  nullptr, nullptr),
-             "clEnqueueWriteBuffer");
+    upload(queue, descale.get(), descales);
   } else {
     fill_random(queue, k_cache.get(), cache_elems, o.dtype, o.seed * 5 + 1);
     fill_random(queue, v_cache.get(), cache_elems, o.dtype, o.seed * 5 + 2);
@@ -127,11 +125,9 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), std::mt19937_64(o.seed));  // pages in any order, as a pool ages
   Buffer seqlens(ctx, lens.size() * 4), block_table(ctx, table.size() * 4);
-  check_cl(clEnqueueWriteBuffer(queue, seqlens.get(), CL_TRUE, 0, lens.size() * 4, lens.data(), 0, nullptr, nullptr),
-        "clEnqueueWriteBuffer");
+  upload(queue, seqlens.get(), lens);
   if (paged)
-    check_cl(clEnqueueWriteBuffer(queue, block_table.get(), CL_TRUE, 0, table.size() * 4, table.data(), 0, nullptr, nullptr),
-          "clEnqueueWriteBuffer");
+    upload(queue, block_table.get(), table);
 
   KvCacheArgs a;
   a.batch = B;

@@ -47,8 +47,7 @@ struct Case {
 // [N/2, N] per sequence (seeded, so a sweep is reproducible).
 void add_variants(Shape& s, const Options& o, std::size_t index) {
   s.alibi_slopes.clear();
-  if (o.alibi)
-    for (int h = 0; h < s.heads; ++h) s.alibi_slopes.push_back(static_cast<float>(std::exp2(-8.0 * (h + 1) / s.heads)));
+  if (o.alibi) s.alibi_slopes = geometric_alibi_slopes(s.heads);
   s.mask = o.mask;
   s.mask_batch = s.batch;
   s.mask_heads = s.heads;

@@ -40,6 +40,12 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplit
   return v;
 }
 
+std::vector<float> geometric_alibi_slopes(int heads) {
+  std::vector<float> slopes;
+  for (int h = 0; h < heads; ++h) slopes.push_back(static_cast<float>(std::exp2(-8.0 * (h + 1) / heads)));
+  return slopes;
+}
+
 void reference_scores(const Shape& s, const std::vector<float>& q, const std::vector<float>& k, int b, int h, int i,
                       std::vector<double>& scores, std::vector<double>* slopes) {
   const int d = s.head_dim, H = s.heads, Hk = s.kv_heads(), hk = h / (H / Hk);

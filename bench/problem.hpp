@@ -47,6 +47,9 @@ struct Shape {
 // Uniform values in [-1, 1) (times `amplitude`) from a seeded generator: never zeros.
 std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplitude = 1.0f);
 
+// flash-attn's geometric ALiBi slopes, 2^(-8 (h + 1) / H) for h = 0 .. H - 1 (the bench's --alibi).
+std::vector<float> geometric_alibi_slopes(int heads);
+
 struct Reference {
   std::vector<double> out;  // (B, Nq, H, d) dense; varlen: (total_q, H, d)
   std::vector<double> lse;  // (B, H, Nq); varlen: (H, total_q); -inf for rows that see no key
