@@ -185,5 +185,72 @@ TEST_F(BwdMma, DeterministicBitIdenticalOverTenRuns) {
   }
 }
 
+// fp32 through 3xTF32 (programs.txt's bwd_mma_tf32: bwd_mma.cl's contract form over mma_tf32.cl, and
+// the dQ pass), under FLASHCL_BWD_TF32=1: on an NVIDIA GPU of compute capability >= 8.0 (pending.sh 5
+// runs them so, with FLASHCL_BWD_MMA=1), or on any device with FLASHCL_BWD_MMA=any, which
+// tests/emulated_mma/run.sh sets to run them on PoCL over the emulated operand files (ctest's
+// bwd_mma_tf32_emulated: the schedule, indexing, masks and stores against float64, not the PTX).
+// Elsewhere they skip: the calls would run on the portable kernels and prove nothing. The fp32
+// bounds of every backward path hold: 3xTF32 keeps fp32-class products.
+class BwdMmaTf32 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* tf32 = std::getenv("FLASHCL_BWD_TF32");
+    const char* forced = std::getenv("FLASHCL_BWD_MMA");
+    if (tf32 == nullptr || std::string(tf32) != "1")
+      GTEST_SKIP() << "fp32 reaches the tensor cores only under FLASHCL_BWD_TF32=1";
+    const bool any = forced != nullptr && std::string(forced) == "any";
+    if (!tensor_core_device() && !any)
+      GTEST_SKIP() << "not an NVIDIA GPU of compute capability >= 8.0, and FLASHCL_BWD_MMA is not 'any'";
+    // on a CPU device the CPU-shaped backward takes the whole call before the tensor cores are asked
+    const char* cpu = std::getenv("FLASHCL_BWD_CPU");
+    if (any && (cpu == nullptr || std::string(cpu) != "0"))
+      FAIL() << "FLASHCL_BWD_MMA=any needs FLASHCL_BWD_CPU=0, or a CPU device runs these on its own kernels";
+  }
+};
+
+TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
+  std::uint64_t seed = 2600;
+  for (int d : {64, 128})
+    for (bool causal : {false, true}) run({1, 2, 2, 100, 100, d, causal, DType::F32, Layout::BSHD}, ++seed);
+  run({1, 2, 2, 45, 130, 64, true, DType::F32, Layout::BSHD}, 2611);   // Nq < Nk, partial blocks
+  run({1, 2, 2, 130, 33, 128, true, DType::F32, Layout::BSHD}, 2612);  // Nq > Nk: rows that see nothing
+  run({1, 2, 2, 1, 17, 64, false, DType::F32, Layout::BSHD}, 2613);    // a single query row
+}
+
+TEST_F(BwdMmaTf32, GroupsAndLayouts) {
+  run({1, 4, 1, 70, 90, 64, true, DType::F32, Layout::BSHD}, 2621);         // MQA
+  run({2, 4, 2, 50, 80, 128, false, DType::F32, Layout::BHSD}, 2622);       // GQA, head-major
+  run({1, 2, 2, 60, 75, 64, false, DType::F32, Layout::PaddedRows}, 2623);  // element-wise copies
+}
+
+// The variants (under FLASHCL_TENSOR_CORE_VARIANTS=1 too; the portable kernels take them otherwise).
+TEST_F(BwdMmaTf32, Variants) {
+  Case window = variant(1, 2, 2, 90, 110, 64, false, DType::F32, 2631);
+  window.shape.window_left = 23;
+  window.shape.window_right = 9;
+  run(window, "fp32 window");
+  Case softcap = variant(1, 4, 2, 70, 90, 128, true, DType::F32, 2632);
+  softcap.shape.softcap = 2.5;
+  add_alibi(softcap.shape);
+  run(softcap, "fp32 softcap alibi");
+  Case mask = variant(1, 2, 2, 60, 80, 64, false, DType::F32, 2633);
+  add_bool_mask(mask.shape, 1, 2, 5, 2634);
+  run(mask, "fp32 bool mask");
+  Case packed = varlen(variant(1, 2, 2, 1, 1, 64, true, DType::F32, 2635), {40, 0, 70, 1}, {50, 3, 66, 20});
+  run(packed, "fp32 varlen causal");
+}
+
+TEST_F(BwdMmaTf32, DeterministicBitIdentical) {
+  const Case c = make({1, 4, 2, 120, 100, 64, true, DType::F32, Layout::BSHD}, 2641);
+  const BackwardRun first = run_backward(c, kDeterministic, false, false);
+  for (int run = 1; run < 3; ++run) {
+    const BackwardRun again = run_backward(c, kDeterministic, false, false);
+    EXPECT_EQ(0, std::memcmp(first.raw_d_q.data(), again.raw_d_q.data(), first.raw_d_q.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(first.raw_d_k.data(), again.raw_d_k.data(), first.raw_d_k.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(first.raw_d_v.data(), again.raw_d_v.data(), first.raw_d_v.size() * sizeof(float)));
+  }
+}
+
 }  // namespace
 }  // namespace flashcl::test

@@ -84,6 +84,51 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   for (const BackwardArgs* b : {&bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
 }
 
+// fp32 through 3xTF32 only under FLASHCL_BWD_TF32=1 (off by default until a card has run its
+// tests): d = 64 and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one
+// m-tile a warp, every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any
+// takes it on any device (the emulated run on PoCL), "0" on none.
+TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  Overrides on = with(""), on_any = with("any"), off = with("0"), atomic = with("", "", "", "atomic"),
+            wgmma = with("1");
+  for (Overrides* o : {&on, &on_any, &off, &atomic, &wgmma}) o->bwd_tf32 = true;
+  wgmma.bwd_wgmma = "1";
+  EXPECT_EQ(kTf32BackwardByDefault, bwd_mma_eligible(hopper, call(DType::F32, 64), with("")));
+  for (int d : {64, 128})
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE("d=" + std::to_string(d));
+      const BackwardArgs b = call(DType::F32, d, causal, 2);
+      ASSERT_TRUE(bwd_mma_eligible(hopper, b, on));
+      for (const Overrides* o : {&on, &atomic}) {
+        const BwdMmaPlan p = bwd_mma_plan(b.forward, *o);
+        EXPECT_TRUE(p.dq_pass);
+        EXPECT_TRUE(bwd_mma_takes_dq(hopper, b, *o));
+        EXPECT_EQ(p.dq_keys, p.query_rows);
+        EXPECT_EQ(1, p.key_mtiles);
+        EXPECT_EQ(1, p.dq_mtiles);
+        EXPECT_LE(p.local_bytes, 48u * 1024);
+        EXPECT_LE(p.dq_local_bytes, 48u * 1024);
+        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1"));
+        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DDQ_ATOMIC=0"));
+      }
+      const BwdMmaChoice c = plan_bwd_mma(hopper, b, wgmma);
+      EXPECT_FALSE(c.dq_wgmma || c.dkdv_wgmma);
+      EXPECT_EQ(&programs::bwd_mma_tf32, c.program.files);
+      EXPECT_FALSE(bwd_mma_eligible(hopper, b, off));
+    }
+  for (int d : {32, 80, 256}) EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F32, d), on)) << d;
+  const DeviceFacts pocl = simulated_pocl_cpu(16);
+  EXPECT_FALSE(bwd_mma_eligible(pocl, call(DType::F32, 64), on));
+  EXPECT_TRUE(bwd_mma_eligible(pocl, call(DType::F32, 64), on_any));
+  EXPECT_TRUE(plan_bwd_mma(pocl, call(DType::F32, 64), on_any).required);
+  Overrides bad = on;
+  bad.bwd_mma_tile = "4x32x1x2";  // two m-tiles a warp: not on fp32
+  EXPECT_THROW(bwd_mma_plan(call(DType::F32, 64).forward, bad), Error);
+  bad.bwd_mma_tile = "2x16x2";
+  EXPECT_EQ(16, bwd_mma_plan(call(DType::F32, 128).forward, bad).dq_keys);
+}
+
 // Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's
 // BWD_VARIANTS) under FLASHCL_TENSOR_CORE_VARIANTS, each alone and all together; the wgmma forms
 // keep them off even when asked for.

@@ -273,6 +273,11 @@ void add_backward(std::vector<std::string>& lines) {
           }
           if (variant != "plain" && variant != "deterministic") continue;
           if (dev.facts.kind == DeviceKind::CPU) record(at + forced[5].name, g, forced[5].o);
+          if (nvidia && dtype == DType::F32) {  // 3xTF32 (programs.txt's bwd_mma_tf32), when on
+            Overrides tf32;
+            tf32.bwd_tf32 = true;
+            record(at + " FLASHCL_BWD_TF32=1", g, tf32);
+          }
           if (!nvidia || dtype == DType::F32 || (d != 64 && d != 128)) continue;
           for (std::size_t i = 1; i < 5; ++i) record(at + forced[i].name, g, forced[i].o);
         }

@@ -19,10 +19,14 @@
 #           tensor cores (forward windows and packed sequences, the backward's BWD_VARIANTS) under
 #           FLASHCL_TENSOR_CORE_VARIANTS=1 and their times against the portable kernels; if every test
 #           passes, kTensorCoreVariantsByDefault (src/plan/overrides.hpp) becomes true
+#   CALL 5: tf32_backward (any NVIDIA card of cc >= 8.0; issue 20's fp32 bar on an H200): the float64 tests
+#           of the fp32 backward on the tensor cores (3xTF32) under FLASHCL_BWD_TF32=1, ptxas's report,
+#           and its fwd+bwd against the portable kernels and PyTorch's memory-efficient SDPA; if every
+#           test passes, kTf32BackwardByDefault becomes true
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1, 2, 3 or 4}
+call=${1:?CALL: 1 to 5}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
@@ -30,7 +34,8 @@ case "$call" in
   2) scripts="bwd_red:250 python_ab:260" ;;
   3) scripts="fp8_vt_ab:400" ;;
   4) scripts="tensor_core_variants:420" ;;
-  *) echo "pending.sh: CALL must be 1, 2, 3 or 4, got '$call'"; exit 2 ;;
+  5) scripts="tf32_backward:420" ;;
+  *) echo "pending.sh: CALL must be 1 to 5, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)

@@ -111,8 +111,8 @@ BWD_INLINE void probs_t(float s[MK][NQT][4], float dp[MK][NQT][4], __local const
 /* Q_i, dO_i (cp.async or element copies; one commit group), LSE_i in LSE_TILE_UNIT (+inf for rows
  * past the end or with nothing to see, so their P is 0) and D_i of rows q0 .. q0 + BQ - 1 of head h
  * into one stage of the tiles. The LSE and D stores are plain: visible after the next barrier. */
-BWD_INLINE void load_query_block(__local ushort* q_tile, __local ushort* do_tile, __local float* lse2_tile,
-                                 __local float* d_tile, __global const ushort* qg, __global const ushort* dog,
+BWD_INLINE void load_query_block(__local ELEM_T* q_tile, __local ELEM_T* do_tile, __local float* lse2_tile,
+                                 __local float* d_tile, __global const ELEM_T* qg, __global const ELEM_T* dog,
                                  __global const float* lse, __global const float* ws, int q0, int b, int h,
                                  const SeqView* sv, const AttnArgs* a, const BwdArgs* gb, int lid) {
   const int nq = SV_NQ(sv, a);

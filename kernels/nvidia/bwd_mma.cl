@@ -1,5 +1,6 @@
 /* bwd_mma.cl: the FlashAttention-2 backward (Algorithm 2) on NVIDIA tensor cores for fp16/bf16
- * storage (compute capability >= 8.0): plain, causal, GQA and the variants (packed sequences,
+ * storage, and fp32 through 3xTF32 (programs.txt's bwd_mma_tf32: the DTYPE 0 products below, over
+ * mma_tf32.cl; opt-in, FLASHCL_BWD_TF32=1) (compute capability >= 8.0): plain, causal, GQA and the variants (packed sequences,
  * window, softcap, ALiBi, masks; bwd_kv_steps.cl's BWD_VARIANTS), not a bias gradient. It reuses
  * the forward's pieces: mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
  * stores) and mma_f16.cl (MMA16: mma.sync.m16n8k16 with fp32 accumulation, K_PITCH). The
@@ -51,6 +52,7 @@
 #error "bwd_mma.cl: MK 1 or 2 m-tiles of keys a warp, 2 only without atomic dQ"
 #endif
 
+#if DTYPE != 0 /* (the 16-bit form's atomic dQ; fp32 has none, and its emulated build is not for PTX) */
 /* x into the fp32 cell at p, without a return value (the L2 does the add). */
 BWD_INLINE void red_add_f32(__global float* p, float x) {
   asm volatile("red.global.add.f32 [%0], %1;" ::"l"((ulong)p), "f"(x) : "memory");
@@ -66,6 +68,35 @@ BWD_INLINE void red_add_v2_f32(__global float* p, float x0, float x1) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" ::"l"((ulong)p), "f"(x0), "f"(x1) : "memory");
 }
 #endif
+#endif /* DTYPE != 0 */
+
+#if DTYPE == 0
+/* fp32 over mma_tf32.cl's 3xTF32 products, through the forward's operand contract with the roles
+ * turned: K_w and V_w are the warp's A fragments in registers (load_q, as the forward's Q), Q_i and
+ * dO_i the tiles its qk_block reads as K and its pv_block as V (one pitch, ONE_PITCH), so
+ *   S^T = qk_block(K_w, Q_i), dP^T = qk_block(V_w, dO_i), dV_w += pv_block(P^T, dO_i),
+ *   dK_w += pv_block(dS^T, Q_i)
+ * with MT = MK = 1 m-tile of 16 keys a warp and NT_S = NQT (the host sets BC = BQ). No K tile and
+ * no atomic dQ: bwd_mma_dq.cl writes dQ over the same products. */
+#define KW_REGISTERS 1
+#if DQ_ATOMIC || MT != MK || NT_S != NQT
+#error "bwd_mma.cl on fp32: DQ_ATOMIC=0 (the dQ pass), one m-tile a warp (MT = MK) and BC = BQ"
+#endif
+BWD_INLINE void scores_t(float s[MK][NQT][4], float dp[MK][NQT][4], const qfrag_t vw[MK][QFRAGS][4],
+                         const qfrag_t kw[MK][QFRAGS][4], __local const ELEM_T* q_tile, __local const ELEM_T* do_tile,
+                         int warp, int lane) {
+  qk_block(s, kw, q_tile, lane);
+  qk_block(dp, vw, do_tile, lane);
+  (void)warp;
+}
+BWD_INLINE void accumulate_kv(float dv[MK][NT_O][4], float dk[MK][NT_O][4], const float s[MK][NQT][4],
+                              const float dp[MK][NQT][4], __local const ELEM_T* q_tile, __local const ELEM_T* do_tile,
+                              int lane) {
+  pv_block(dv, s, do_tile, lane);
+  pv_block(dk, dp, q_tile, lane);
+}
+#else /* fp16, bf16: mma.sync.m16n8k16 with ldmatrix */
+#define KW_REGISTERS 0
 
 /* S^T = K_w Q_i^T and dP^T = V_w dO_i^T for the warp's 16 keys and the block's BQ queries. K_w's
  * A fragment comes by one ldmatrix.x4 per k-step (lanes 0-7 address keys 0-7 at dims +0, 8-15
@@ -195,14 +226,18 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
   }
 }
 
+#endif /* DTYPE */
+
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                   __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dk,
                   __global STORAGE_T* dv, __global float* ws, const AttnArgs args,
                   const BwdArgs bargs BWD_VARIANT_PARAMS) {
-  __local ushort k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
-  __local ushort q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
-  __local ushort do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
+#if !KW_REGISTERS
+  __local ELEM_T k_tile[BKV * K_PITCH] __attribute__((aligned(128)));
+#endif
+  __local ELEM_T q_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
+  __local ELEM_T do_tile[QSTAGES][BQ * K_PITCH] __attribute__((aligned(128)));
 #if DQ_ATOMIC
   __local ushort ds_tile[BKV * DS_PITCH] __attribute__((aligned(128)));
 #endif
@@ -221,16 +256,23 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
   const int key_a = k0 + warp * 16 * MK + g; /* this lane's keys: key_a + 16i and + 8 for m-tile i */
   const float c = a->scale_log2, scale = a->scale;
-  __global const ushort* qg = (__global const ushort*)q;
-  __global const ushort* dog = (__global const ushort*)dout;
+  __global const ELEM_T* qg = (__global const ELEM_T*)q;
+  __global const ELEM_T* dog = (__global const ELEM_T*)dout;
 
-  load_rows(k_tile, BKV, (__global const ushort*)k, SEQ_BASE(a, k, b, hk, sv.k_start), a->k_seq_stride, k0, nk, lid);
+#if KW_REGISTERS /* K_w as A fragments too */
+  qfrag_t kw[MK][QFRAGS][4];
+  load_q(kw, (__global const ELEM_T*)k, SEQ_BASE(a, k, b, hk, sv.k_start), a->k_seq_stride, key_a, nk, t);
+#define K_OPERAND kw
+#else
+  load_rows(k_tile, BKV, (__global const ELEM_T*)k, SEQ_BASE(a, k, b, hk, sv.k_start), a->k_seq_stride, k0, nk, lid);
 #if VEC_LOAD
   async_commit();
 #endif
-  uint vw[MK][QFRAGS][4]; /* V_w as A fragments (load_q's layout, MK m-tiles) */
+#define K_OPERAND k_tile
+#endif
+  qfrag_t vw[MK][QFRAGS][4]; /* V_w as A fragments (load_q's layout, MK m-tiles) */
 #if MT == MK
-  load_q(vw, (__global const ushort*)v, SEQ_BASE(a, v, b, hk, sv.k_start), a->v_seq_stride, key_a, nk, t);
+  load_q(vw, (__global const ELEM_T*)v, SEQ_BASE(a, v, b, hk, sv.k_start), a->v_seq_stride, key_a, nk, t);
 #else /* MT is bwd_mma_dq.cl's m-tiles a warp, which load_q fills */
 #pragma unroll
   for (int i = 0; i < MK; ++i)
@@ -293,7 +335,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
 
     float s[MK][NQT][4], dp[MK][NQT][4];
-    scores_t(s, dp, vw, k_tile, q_tile[cur], do_tile[cur], warp, lane);
+    scores_t(s, dp, vw, K_OPERAND, q_tile[cur], do_tile[cur], warp, lane);
 #if ALIBI || MASK_KIND
     const SeqView svh = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS); /* the head's slope and mask rows */
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &svh, a, BWD_MASK);
@@ -314,8 +356,8 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
 
   /* epilogue: dK (times the scale) and dV rows of this warp's keys, written once */
-  __global ushort* dkg = (__global ushort*)dk;
-  __global ushort* dvg = (__global ushort*)dv;
+  __global ELEM_T* dkg = (__global ELEM_T*)dk;
+  __global ELEM_T* dvg = (__global ELEM_T*)dv;
   const long dk_base = SEQ_BASE(gb, dk, b, hk, sv.k_start), dv_base = SEQ_BASE(gb, dv, b, hk, sv.k_start);
 #pragma unroll
   for (int i = 0; i < MK; ++i)

@@ -98,8 +98,8 @@ BWD_INLINE void scores_to_ds(const float s[MT][NT_S][4], float dp[MT][NT_S][4], 
 
 /* K_j and V_j, rows k0 .. k0 + BC - 1 of K/V head hk (of the sequence starting at packed row
  * k_start with VARLEN), into one stage (one commit group). */
-BWD_INLINE void load_kv_block(__local ushort* k_tile, __local ushort* v_tile, __global const ushort* kg,
-                              __global const ushort* vg, int k0, int b, int hk, int nk, int k_start, const AttnArgs* a,
+BWD_INLINE void load_kv_block(__local ELEM_T* k_tile, __local ELEM_T* v_tile, __global const ELEM_T* kg,
+                              __global const ELEM_T* vg, int k0, int b, int hk, int nk, int k_start, const AttnArgs* a,
                               int lid) {
   load_rows(k_tile, BC, kg, SEQ_BASE(a, k, b, hk, k_start), a->k_seq_stride, k0, nk, lid);
   load_rows(v_tile, BC, vg, SEQ_BASE(a, v, b, hk, k_start), a->v_seq_stride, k0, nk, lid);
@@ -113,8 +113,8 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1)))
 void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __global const STORAGE_T* v,
                 __global const STORAGE_T* dout, __global const float* lse, __global STORAGE_T* dq,
                 __global const float* ws, const AttnArgs args, const BwdArgs bargs BWD_VARIANT_PARAMS) {
-  __local ushort k_tile[DQ_K_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
-  __local ushort v_tile[DQ_V_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ELEM_T k_tile[DQ_K_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
+  __local ELEM_T v_tile[DQ_V_BUFS][BC * K_PITCH] __attribute__((aligned(128)));
 
   const AttnArgs* a = &args;
   const BwdArgs* gb = &bargs;
@@ -134,8 +134,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   const float c = a->scale_log2;
 
   qfrag_t qa[MT][QFRAGS][4], doa[MT][QFRAGS][4];
-  load_q(qa, (__global const ushort*)q, SEQ_BASE(a, q, b, h, sv.q_start), a->q_seq_stride, row_a, nq, t);
-  load_q(doa, (__global const ushort*)dout, SEQ_BASE(gb, dout, b, h, sv.q_start), gb->dout_seq_stride, row_a, nq, t);
+  load_q(qa, (__global const ELEM_T*)q, SEQ_BASE(a, q, b, h, sv.q_start), a->q_seq_stride, row_a, nq, t);
+  load_q(doa, (__global const ELEM_T*)dout, SEQ_BASE(gb, dout, b, h, sv.q_start), gb->dout_seq_stride, row_a, nq, t);
   float lse2[MT][2], dd[MT][2];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -158,8 +158,8 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
 #pragma unroll
     for (int n = 0; n < NT_O; ++n) acc[i][n][0] = acc[i][n][1] = acc[i][n][2] = acc[i][n][3] = 0.0f;
 
-  __global const ushort* kg = (__global const ushort*)k;
-  __global const ushort* vg = (__global const ushort*)v;
+  __global const ELEM_T* kg = (__global const ELEM_T*)k;
+  __global const ELEM_T* vg = (__global const ELEM_T*)v;
   int kb_begin, kb_end;
   key_block_range(q0, min(q0 + BR, nq), BC, &sv, a, &kb_begin, &kb_end);
 #if VARLEN /* a Q block past its (shorter) sequence's end: nothing to read or write */
@@ -268,7 +268,7 @@ void bwd_mma_dq(__global const STORAGE_T* q, __global const STORAGE_T* k, __glob
   (void)shift;
 
   /* epilogue: dQ (times the scale) of this warp's rows, written once */
-  __global ushort* dqg = (__global ushort*)dq;
+  __global ELEM_T* dqg = (__global ELEM_T*)dq;
   const long dq_base = SEQ_BASE(gb, dq, b, h, sv.q_start);
   const float scale = a->scale;
 #pragma unroll

@@ -15,7 +15,7 @@ BWD_INLINE void tile_writes_visible(void) {}
 /* Rows r0 .. r0 + rows - 1 of a (seq, d) slice into a __local tile of pitch K_PITCH; rows at or past
  * `valid` and columns past the head dim become 0. With VEC_LOAD the copies are cp.async (the
  * caller commits and waits); otherwise plain element copies. */
-BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const ushort* src, long base, long stride,
+BWD_INLINE void load_rows(__local ELEM_T* tile, const int rows, __global const ELEM_T* src, long base, long stride,
                           int r0, int valid, int lid) {
 #if VEC_LOAD
   for (int idx = lid; idx < rows * ROW_CHUNKS; idx += WG_SIZE) {
@@ -26,7 +26,7 @@ BWD_INLINE void load_rows(__local ushort* tile, const int rows, __global const u
 #else
   for (int idx = lid; idx < rows * DPAD; idx += WG_SIZE) {
     const int r = idx / DPAD, c = idx - r * DPAD;
-    tile[r * K_PITCH + c] = r0 + r < valid && c < HEAD_DIM ? src[base + (long)(r0 + r) * stride + c] : (ushort)0;
+    tile[r * K_PITCH + c] = r0 + r < valid && c < HEAD_DIM ? src[base + (long)(r0 + r) * stride + c] : (ELEM_T)0;
   }
 #endif
 }

@@ -21,7 +21,14 @@
 /* Row pitches in words: K rows at 8 (mod 32) make a half-warp's 8-byte reads of rows g, columns
  * 2t cover the 32 banks once; V rows at 4 (mod 32) do the same for rows 2t, columns g. */
 #define K_PITCH (DPAD + (40 - DPAD % 32) % 32)
+#ifndef ONE_PITCH
+#define ONE_PITCH 0 /* 1 (the tensor-core backward): pv_block reads tiles laid out at K_PITCH too */
+#endif
+#if ONE_PITCH /* a tile is read both ways there (Q_i, dO_i, K_j): 2-way conflicts in pv_block's reads */
+#define V_PITCH K_PITCH
+#else
 #define V_PITCH (DPAD + (36 - DPAD % 32) % 32)
+#endif
 /* K/V copies as a plain loop (fa2_mma.cl): unrolled, the positions it keeps in registers cost this
  * kernel 10-25 % (fp32, H100, N = 4096: d = 64 66.1 vs 71.7, d = 128 48.8 vs 62.9 TFLOP/s) */
 #define UNROLL_COPIES 0

@@ -1,8 +1,9 @@
 // launch_bwd_mma.cpp: the NVIDIA tensor-core fa2 backward (kernels/nvidia/bwd_mma.cl over the
 // forward's mma_ptx.cl, mma_half_io.cl and mma_f16.cl), the dK/dV (and atomic dQ) step of an fa2
 // backward call between bwd_common.cl's preprocess and dQ conversion. Chosen at run time from
-// device facts (bwd_mma_plan.hpp: an NVIDIA GPU of compute capability >= 8.0, fp16/bf16, d = 64
-// or 128, any variant but a bias gradient) and a probe that must pass on the device first: the
+// device facts (bwd_mma_plan.hpp: an NVIDIA GPU of compute capability >= 8.0, fp16/bf16, or fp32
+// through 3xTF32 (programs.txt's bwd_mma_tf32) under FLASHCL_BWD_TF32=1, d = 64 or 128, any variant
+// but a bias gradient) and a probe that must pass on the device first: the
 // kernel runs on a small causal problem (two key blocks, one partial, Nq != Nk) and its dK, dV and
 // dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,
 // shape). A failed probe leaves the call to the portable bwd_dkdv, unless FLASHCL_BWD_MMA=1 asks
@@ -123,7 +124,7 @@ double probe_error(const std::vector<float>& got, const std::vector<double>& wan
 // Runs bwd_mma_dkdv alone for `dtype` at head dim `d` and the call's shape and copy form on one
 // causal head (Nq = 77, Nk = 100) with LSE and D from float64, and compares dK, dV and the dQ
 // accumulator (deterministic: then bwd_mma_dq too, and dQ as it wrote it) with float64: within
-// 1e-2 (fp16) or 3e-2 (bf16) of the largest gradient, where a wrong fragment layout is off by tens
+// 1e-3 (fp32, 3xTF32), 1e-2 (fp16) or 3e-2 (bf16) of the largest gradient, where a wrong fragment layout is off by tens
 // of percent. A build failure or a wrong answer is an answer
 // for the device; running out of resources is not (Transient).
 ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
@@ -140,12 +141,18 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     // one element of padding in front of every tensor when the call copies element-wise, so the
     // probe's rows are not 16-byte aligned either
     const int pad = vec_load ? 0 : 1;
+    const std::size_t elem = dtype == DType::F32 ? 4 : 2;
     auto upload = [&](const std::vector<float>& x) {
+      if (dtype == DType::F32) {
+        std::vector<float> values(x);
+        values.insert(values.begin(), pad, 0.0f);
+        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, values.size() * 4, values.data());
+      }
       std::vector<std::uint16_t> bits = to_storage(dtype, x);
       bits.insert(bits.begin(), pad, 0);
       return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
     };
-    auto output = [&](std::size_t elems) { return cl::Buffer(ctx, CL_MEM_READ_WRITE, (elems + pad) * 2); };
+    auto output = [&](std::size_t elems) { return cl::Buffer(ctx, CL_MEM_READ_WRITE, (elems + pad) * elem); };
     cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), dob = upload(d_o), ob = output(q.size());
     cl::Buffer dqb = output(q.size()), dkb = output(k.size()), dvb = output(v.size());
     std::vector<float> lse(ref.lse.begin(), ref.lse.end());
@@ -190,7 +197,13 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     grid_for(bp, plan, global, local);
     queue.enqueueNDRangeKernel(kernel, cl::NullRange, cl::NDRange(global[0], global[1], global[2]),
                                cl::NDRange(local[0], local[1], local[2]));
-    auto read16 = [&](const cl::Buffer& b, std::size_t elems) {
+    auto read = [&](const cl::Buffer& b, std::size_t elems) {
+      if (dtype == DType::F32) {
+        std::vector<float> values(elems + pad);
+        queue.enqueueReadBuffer(b, CL_TRUE, 0, values.size() * 4, values.data());
+        values.erase(values.begin(), values.begin() + pad);
+        return values;
+      }
       std::vector<std::uint16_t> bits(elems + pad);
       queue.enqueueReadBuffer(b, CL_TRUE, 0, bits.size() * 2, bits.data());
       bits.erase(bits.begin(), bits.begin() + pad);
@@ -207,12 +220,12 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
       dq_grid_for(bp, plan, global, local);
       queue.enqueueNDRangeKernel(dq_kernel, cl::NullRange, cl::NDRange(global[0], global[1], global[2]),
                                  cl::NDRange(local[0], local[1], local[2]));
-      dq = read16(dqb, q.size());
+      dq = read(dqb, q.size());
     } else {
       queue.enqueueReadBuffer(wsb, CL_TRUE, bp.workspace.dq * 4, dq.size() * 4, dq.data());
     }
-    const std::vector<float> dk = read16(dkb, k.size()), dv = read16(dvb, v.size());
-    const double bound = dtype == DType::F16 ? 1e-2 : 3e-2;
+    const std::vector<float> dk = read(dkb, k.size()), dv = read(dvb, v.size());
+    const double bound = dtype == DType::F32 ? 1e-3 : dtype == DType::F16 ? 1e-2 : 3e-2;
     const double e_dk = probe_error(dk, ref.dk), e_dv = probe_error(dv, ref.dv), e_dq = probe_error(dq, ref.dq);
     if (!(e_dk <= bound && e_dv <= bound && e_dq <= bound))
       return probe_failed(what, concat("d = ", d, ": errors relative to the largest gradient dK ", e_dk, ", dV ", e_dv,
@@ -244,7 +257,8 @@ bool try_launch_bwd_mma(cl_command_queue queue, const BackwardProblem& bp, const
   if (!probe_passes(bp.forward.context, bp.forward.device, args.forward.dtype, args.forward.head_dim, mma.vec_load,
                     mma.writes_dq, mma.dkdv_wgmma, mma.dq_wgmma, plan)) {
     if (mma.required)
-      fail(Status::InternalError, "FLASHCL_BWD_MMA=1: the tensor-core backward's probe failed on this device (",
+      fail(Status::InternalError, "FLASHCL_BWD_MMA=", process_overrides().bwd_mma,
+           ": the tensor-core backward's probe failed on this device (",
            to_string(args.forward.dtype), ", d = ", args.forward.head_dim,
            "; FLASHCL_BUILD_LOG=1 shows why)");
     return false;

@@ -28,7 +28,8 @@ BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPla
   const std::string options = common_options(args.forward) + bwd_mma_options(args, plan);
   BwdMmaPrograms p;
   p.dkdv = dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options + " -DWGMMA_DKDV=1", true)
-                      : choose_program(programs::bwd_mma_f16, options);
+                      : choose_program(args.forward.dtype == DType::F32 ? programs::bwd_mma_tf32 : programs::bwd_mma_f16,
+                                       options);
   p.shared = !dq_wgmma || dkdv_wgmma;  // only a dQ pass alone on wgmma needs a program of its own
   p.dq = p.shared ? p.dkdv : choose_program(programs::bwd_mma_wgmma, options, true);
   if (dq_wgmma && plan.dq_overlap) {
@@ -40,7 +41,7 @@ BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPla
 
 BwdMmaChoice plan_bwd_mma(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   BwdMmaChoice c;
-  c.required = o.bwd_mma == "1";
+  c.required = o.bwd_mma == "1" || o.bwd_mma == "any";
   c.eligible = bwd_mma_eligible(facts, args, o);
   if (c.eligible) {
     c.shape = bwd_mma_plan(args.forward, o);

@@ -31,7 +31,75 @@ bool shape_compiles(int warps, int query_rows, int head_dim) {
   return (padded / 8) % split == 0 && (padded / 8 / split) % 2 == 0;
 }
 
+// Elements of the call's storage type in one 16-byte cp.async.
+int vec_elems(DType dtype) { return dtype == DType::F32 ? 4 : 8; }
+
+// FLASHCL_BWD_MMA_TILE's fields, "WARPSxBQ[xSTAGES[xMK]]" (STAGES and MK default to 1); false if
+// malformed.
+bool parse_tile(const std::string& text, int& warps, int& rows, int& stages, int& mk) {
+  int used = 0, more = 0;
+  const char* env = text.c_str();
+  bool ok = std::sscanf(env, "%dx%d%n", &warps, &rows, &used) == 2;
+  if (ok && env[used] == 'x') {
+    ok = std::sscanf(env + used, "x%d%n", &stages, &more) == 1;
+    used += more;
+  }
+  if (ok && env[used] == 'x') {
+    ok = std::sscanf(env + used, "x%d%n", &mk, &more) == 1;
+    used += more;
+  }
+  return ok && env[used] == '\0';
+}
+
+// The fp32 (3xTF32) shape: bwd_mma.cl's contract form holds K_w, V_w (A fragments) and dK_w, dV_w
+// of 16 keys a warp in registers (4 d / 8 fp32 registers a lane, 128 at d = 64, 256 at d = 128,
+// where ptxas will spill: a first shape for the card to measure, not a tuned one) and only Q_i, dO_i
+// in __local memory; the dQ pass's key blocks are the Q blocks' size (its products are the same
+// qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V) buffers where
+// they fit 36 KiB (d <= 64). FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it (MK must be 1).
+BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
+  BwdMmaPlan p;
+  p.dq_pass = true;  // no atomic form on fp32: FLASHCL_BWD_MMA_DQ=atomic changes nothing here
+  p.warps = 4;
+  p.query_rows = 32;
+  p.stages = a.head_dim <= 64 ? 2 : 1;
+  if (!o.bwd_mma_tile.empty()) {
+    int warps = 0, rows = 0, stages = 1, mk = 1;
+    if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || warps < 1 || warps > 16 || rows < 16 || rows > 128 ||
+        rows % 16 != 0 || (stages != 1 && stages != 2) || mk != 1)
+      fail(Status::InvalidArgument,
+           "FLASHCL_BWD_MMA_TILE: on fp32 expected WARPSxBQ[xSTAGES] such as 4x32 or 4x32x2 (WARPS 1-16, BQ a "
+           "multiple of 16 up to 128, STAGES 1 or 2), got '",
+           o.bwd_mma_tile, "'");
+    p.warps = warps;
+    p.query_rows = rows;
+    p.stages = stages;
+  }
+  p.dq_keys = p.query_rows;
+  p.dq_stages = p.stages;
+  p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages);
+  p.dq_local_bytes = bwd_tf32_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
+  p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
+                    " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
+                    ", mma.sync.m16n8k8 3xTF32");
+  return p;
+}
+
 }  // namespace
+
+std::size_t bwd_tf32_pitch(int head_dim) {
+  const std::size_t padded = (head_dim + 7) / 8 * 8;  // mma_tf32.cl's K_PITCH (ONE_PITCH)
+  return padded + (40 - padded % 32) % 32;
+}
+
+std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages) {
+  const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(query_rows);
+  return sizeof(float) * (2 * rows * bwd_tf32_pitch(head_dim) + 2 * rows);
+}
+
+std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages) {
+  return sizeof(float) * 2 * static_cast<std::size_t>(stages) * static_cast<std::size_t>(keys) * bwd_tf32_pitch(head_dim);
+}
 
 std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages) {
   const std::size_t keys = 16 * static_cast<std::size_t>(warps), rows = query_rows, n = stages;
@@ -48,6 +116,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
   if (o.bwd_mma_dq != "" && o.bwd_mma_dq != "pass" && o.bwd_mma_dq != "atomic")
     fail(Status::InvalidArgument, "FLASHCL_BWD_MMA_DQ: expected 'pass' or 'atomic', got '", o.bwd_mma_dq, "'");
+  if (a.dtype == DType::F32) return tf32_plan(a, o);
   p.dq_pass = o.bwd_mma_dq != "atomic";
   // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
   // docs/perf/nvidia-h200.md): d = 64 takes 8 warps x 32 rows (122.3 / 101.9, against 113.5 / 97.0
@@ -71,18 +140,9 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     p.key_mtiles = 2;
   }
   if (!o.bwd_mma_tile.empty()) {
-    int warps = 0, rows = 0, stages = 1, mk = 1, used = 0, more = 0;
+    int warps = 0, rows = 0, stages = 1, mk = 1;
     const char* env = o.bwd_mma_tile.c_str();
-    bool ok = std::sscanf(env, "%dx%d%n", &warps, &rows, &used) == 2;
-    if (ok && env[used] == 'x') {
-      ok = std::sscanf(env + used, "x%d%n", &stages, &more) == 1;
-      used += more;
-    }
-    if (ok && env[used] == 'x') {
-      ok = std::sscanf(env + used, "x%d%n", &mk, &more) == 1;
-      used += more;
-    }
-    if (!ok || env[used] != '\0' || (stages != 1 && stages != 2) || (mk != 1 && mk != 2) ||
+    if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || (stages != 1 && stages != 2) || (mk != 1 && mk != 2) ||
         !shape_compiles(warps, rows, a.head_dim))
       fail(Status::InvalidArgument,
            "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ[xSTAGES[xMK]] such as 4x64, 4x32x2 or 4x32x2x2 (BQ a multiple of "
@@ -143,9 +203,11 @@ bool bwd_mma_has_variants(const ForwardArgs& a) {
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {
   const ForwardArgs& a = args.forward;
   if (o.bwd_mma == "0") return false;
-  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
+  // FLASHCL_BWD_MMA=any: on whatever device runs the call (tests/emulated_mma/run.sh, PoCL)
+  if (o.bwd_mma != "any" && (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8))
+    return false;
   if (a.algorithm != Algorithm::FA2) return false;
-  if (a.dtype != DType::F16 && a.dtype != DType::BF16) return false;
+  if (a.dtype != DType::F16 && a.dtype != DType::BF16 && !(a.dtype == DType::F32 && o.bwd_tf32)) return false;
   if (a.head_dim != 64 && a.head_dim != 128) return false;
   // every variant but a bias gradient, which needs dS written out (the portable kernels' DBIAS)
   if (args.d_bias.kind != MaskKind::None) return false;
@@ -186,7 +248,8 @@ BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& 
   BwdWgmmaKernels k;
   // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
   // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)
-  k.dq = (v == "1" || v == "dq" || v == "overlap") && !bwd_mma_has_variants(args.forward) && facts.is_nvidia() &&
+  k.dq = (v == "1" || v == "dq" || v == "overlap") && !bwd_mma_has_variants(args.forward) &&
+         args.forward.dtype != DType::F32 && facts.is_nvidia() &&
          facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0 && bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 &&
          plan.dq_keys <= 128;
@@ -208,9 +271,9 @@ BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan
 
 bool bwd_mma_vec_load(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const ForwardArgs& a = args.forward;
-  const int d = a.head_dim;
-  return rows_aligned(d, a.q, 8) && rows_aligned(d, a.k, 8) && rows_aligned(d, args.d_o, 8) &&
-         (!bwd_mma_writes_dq(plan, args) || rows_aligned(d, a.v, 8));
+  const int d = a.head_dim, elems = vec_elems(a.dtype);
+  return rows_aligned(d, a.q, elems) && rows_aligned(d, a.k, elems) && rows_aligned(d, args.d_o, elems) &&
+         (!bwd_mma_writes_dq(plan, args) || rows_aligned(d, a.v, elems));
 }
 
 std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
@@ -223,10 +286,12 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   const bool pairs = rows_aligned(d, a.v, 2) && rows_aligned(d, args.d_k, 2) && rows_aligned(d, args.d_v, 2) &&
                      (!det || (rows_aligned(d, a.q, 2) && rows_aligned(d, args.d_o, 2) && rows_aligned(d, args.d_q, 2)));
   std::string options = concat(" -DWARPS=", plan.warps, " -DBQ=", plan.query_rows, " -DQSTAGES=", plan.stages,
-                               " -DVEC_LOAD=", vec ? 1 : 0, " -DPAIR_IO=", pairs ? 1 : 0);
+                               " -DVEC_LOAD=", vec ? 1 : 0);
+  if (a.dtype != DType::F32) options += concat(" -DPAIR_IO=", pairs ? 1 : 0);  // mma_half_io.cl's
   if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
   if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
   if (plan.key_mtiles != 1) options += concat(" -DMK=", plan.key_mtiles);  // only with the dQ pass (DQ_ATOMIC=0)
+  if (a.dtype == DType::F32) options += " -DONE_PITCH=1";  // mma_tf32.cl: every tile at one pitch
   return options;
 }
 

@@ -69,9 +69,10 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o = process_overr
 bool bwd_mma_has_variants(const ForwardArgs& a);
 
 // Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
-// capability >= 8.0, fa2 (dQ by bwd_mma_dq, or atomic adds), fp16/bf16, d = 64 or 128, any variant
-// but a bias gradient, a plan whose kernels fit the device's local memory, and FLASHCL_BWD_MMA not
-// "0". `args.forward` is normalised (concrete algorithm, resolved scale).
+// capability >= 8.0 (any device under FLASHCL_BWD_MMA=any), fa2 (dQ by bwd_mma_dq, or atomic adds),
+// fp16/bf16 (fp32 through 3xTF32 under FLASHCL_BWD_TF32=1, dQ by its pass), d = 64 or 128, any
+// variant but a bias gradient, a plan whose kernels fit the device's local memory, and
+// FLASHCL_BWD_MMA not "0". `args.forward` is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
 
 // Whether the tensor cores write this call's dQ in a pass of its own (bwd_mma_eligible and
@@ -118,6 +119,13 @@ void check_bwd_wgmma_switch(const Overrides& o);
 // next Q block's copies overlap this one's products. A guess until the card has measured it.
 BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim,
                                 const Overrides& o = process_overrides());
+
+// The fp32 (3xTF32) form's __local row pitch in floats (mma_tf32.cl's K_PITCH), the dK/dV kernel's
+// __local bytes (Q_i, dO_i and LSE_i, D_i, `stages` times; no K tile: K_w stays in registers) and
+// the dQ pass's (K_j, V_j, `stages` times).
+std::size_t bwd_tf32_pitch(int head_dim);
+std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages);
+std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages);
 
 // Whether the call's Q, K and dO rows (and V's, where bwd_mma_dq runs) allow 16-byte cp.async
 // copies (VEC_LOAD=1; the probe runs the same copy form).

@@ -15,6 +15,9 @@ namespace flashcl::detail {
 // Whether the variants run on NVIDIA's tensor cores unless FLASHCL_TENSOR_CORE_VARIANTS says: off
 // until a card has run their float64 tests (bench/gpu/tensor_core_variants.sh; docs/BACKWARD.md).
 inline constexpr bool kTensorCoreVariantsByDefault = false;
+// Whether fp32 backward calls run on NVIDIA's tensor cores (3xTF32) unless FLASHCL_BWD_TF32 says: off
+// until a card has run their float64 tests (pending.sh 5; docs/BACKWARD.md).
+inline constexpr bool kTf32BackwardByDefault = false;
 
 struct Overrides {
   std::string tile;            // FLASHCL_TILE: portable fa1/fa2 tiles, "BRxBC[xTPRxTM]"
@@ -44,7 +47,8 @@ struct Overrides {
                                // at 4 rows; a call it cannot take gets the unforced plan)
   std::string wgmma;           // FLASHCL_WGMMA: "0" never wgmma, "1" at every head dim, else the default
   std::string bwd_mma;         // FLASHCL_BWD_MMA: "0" never the tensor-core backward, "1" required where eligible
-                               // (a failed probe is an error, not a fallback), else chosen where eligible
+                               // (a failed probe is an error, not a fallback), "any" required on any device
+                               // (tests/emulated_mma/run.sh on PoCL), else chosen where eligible
   std::string bwd_mma_tile;    // FLASHCL_BWD_MMA_TILE: tensor-core backward shape, "WARPSxBQ"
   std::string bwd_mma_dq;      // FLASHCL_BWD_MMA_DQ: "atomic" adds dQ atomically instead of its own pass
   std::string bwd_mma_dq_tile;  // FLASHCL_BWD_MMA_DQ_TILE: its deterministic dQ kernel's keys per block, "KEYSxSTAGES"
@@ -56,6 +60,9 @@ struct Overrides {
                                // the variants on NVIDIA's tensor cores: the forward's windows and packed sequences
                                // (fa2_mma.cl), the backward's windows, softcaps, ALiBi, masks and packed sequences
                                // (bwd_kv_steps.cl's BWD_VARIANTS); FLASHCL_TENSOR_CORE_VARIANTS=1 or 0 sets it
+  bool bwd_tf32 = kTf32BackwardByDefault;
+                               // fp32 backward calls on the tensor cores through 3xTF32 (programs.txt's
+                               // bwd_mma_tf32); FLASHCL_BWD_TF32=1 or 0 sets it
   std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
   bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr
   std::string kernel_dir;      // FLASHCL_KERNEL_DIR: kernel files read from here instead of the embedded ones

@@ -22,9 +22,13 @@ typedef float4 qfrag_t; /* QFRAGS * 4 * 4 = 2 DPAD floats: the lane's rows g and
 typedef float8 qfrag_t; /* QFRAGS * 4 * 8 = 2 DPAD floats */
 #define ELEMS_PER_FLOAT 2
 #endif
-#define K_PITCH (DPAD + 8)
 /* the V rows, then per key row the P values of every row of the work-group (WARPS * 16 * MT floats) */
 #define V_PITCH (DPAD + WARPS * 16 * MT * ELEMS_PER_FLOAT)
+#if ONE_PITCH /* the backward reads its tiles both ways (mma_tf32.cl's ONE_PITCH) */
+#define K_PITCH V_PITCH
+#else
+#define K_PITCH (DPAD + 8)
+#endif
 
 inline float elem_local(__local const ELEM_T* p) {
 #if DTYPE == 0
