@@ -218,6 +218,10 @@ TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
   run({1, 2, 2, 1, 17, 64, false, DType::F32, Layout::BSHD}, 2613);    // a single query row
 }
 
+// The smallest case with every kind of block (GQA, causal, Nq != Nk, partial blocks): what the
+// oclgrind run of the emulated kernels checks (ctest oclgrind_bwd_mma_tf32_emulated).
+TEST_F(BwdMmaTf32, Tiny) { run({1, 2, 1, 20, 37, 64, true, DType::F32, Layout::BSHD}, 2651); }
+
 TEST_F(BwdMmaTf32, GroupsAndLayouts) {
   run({1, 4, 1, 70, 90, 64, true, DType::F32, Layout::BSHD}, 2621);         // MQA
   run({2, 4, 2, 50, 80, 128, false, DType::F32, Layout::BHSD}, 2622);       // GQA, head-major

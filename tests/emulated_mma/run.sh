@@ -11,6 +11,8 @@
 # masks, block ranges, stores and barriers against float64 without a GPU; the tensor-core
 # instructions themselves only run on the card (bench/gpu/standard.sh, bench/gpu/decode_mma.sh).
 # Usage: tests/emulated_mma/run.sh BUILD_DIR [GTEST_FILTER]   (default filter StandardMma.*)
+# EMULATED_MMA_RUNNER, when set, is the command line the test binary runs under (oclgrind and its
+# options: ctest's oclgrind_*_bwd_mma_tf32_emulated).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(realpath "$1")
@@ -23,4 +25,4 @@ cp "$here/mma_operands.cl" "$dir/nvidia/mma_f16.cl"
 cp "$here/mma_operands.cl" "$dir/nvidia/mma_tf32.cl"
 cd "$build"
 FLASHCL_KERNEL_DIR="$dir" FLASHCL_STANDARD_MMA=1 FLASHCL_STANDARD_CPU=0 FLASHCL_BUILD_LOG=1 \
-  ./tests/flashcl_tests --gtest_filter="${2:-StandardMma.*}"
+  ${EMULATED_MMA_RUNNER:-} ./tests/flashcl_tests --gtest_filter="${2:-StandardMma.*}"
