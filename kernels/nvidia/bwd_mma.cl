@@ -312,6 +312,9 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     load_query_block(q_tile[0], do_tile[0], lse2_tile[0], d_tile[0], qg, dog, lse, ws, qb_begin * BQ, b, h0, &sv, a,
                      gb, lid);
 #endif
+#if ALIBI || MASK_KIND
+  SeqView svh = sv; /* the step's query head's slope and mask rows: seq_view once a head */
+#endif
   for (int step = 0; step < steps; ++step) {
     const int h = h0 + step / blocks, q0 = (qb_begin + step % blocks) * BQ;
 #if QSTAGES == 2
@@ -337,7 +340,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     float s[MK][NQT][4], dp[MK][NQT][4];
     scores_t(s, dp, vw, K_OPERAND, q_tile[cur], do_tile[cur], warp, lane);
 #if ALIBI || MASK_KIND
-    const SeqView svh = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS); /* the head's slope and mask rows */
+    if (step % blocks == 0) svh = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS);
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &svh, a, BWD_MASK);
 #else
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a, BWD_MASK);
