@@ -27,10 +27,11 @@ awk '/build log for/ { mine = /-DONE_PITCH=1/; if (mine) print substr($0, 1, 200
 grep -i "probe\|error" "$out/ptxas.log" | head -5
 
 echo "== tests" | tee "$out/tests.log"
+verdict() { grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' '; }
 FLASHCL_BWD_MMA=1 timeout 120 ./build-gpu/tests/flashcl_tests --gtest_filter='BwdMmaTf32.*' >> "$out/tests.log" 2>&1
-echo "BwdMmaTf32.* (FLASHCL_BWD_MMA=1) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+echo "BwdMmaTf32.* (FLASHCL_BWD_MMA=1) exit $?: $(verdict)"
 timeout 150 ./build-gpu/tests/flashcl_tests --gtest_filter='Backward*' >> "$out/tests.log" 2>&1
-echo "Backward* (switch on, default plans) exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+echo "Backward* (switch on, default plans) exit $?: $(verdict)"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 echo "(${SECONDS}s)"
 

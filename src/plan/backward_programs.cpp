@@ -27,9 +27,9 @@ BwdMmaPrograms bwd_mma_kernel_programs(const BackwardArgs& args, const BwdMmaPla
   // composed once: every form below is these options over one of the two file lists
   const std::string options = common_options(args.forward) + bwd_mma_options(args, plan);
   BwdMmaPrograms p;
+  const auto& mma_sync = args.forward.dtype == DType::F32 ? programs::bwd_mma_tf32 : programs::bwd_mma_f16;
   p.dkdv = dkdv_wgmma ? choose_program(programs::bwd_mma_wgmma, options + " -DWGMMA_DKDV=1", true)
-                      : choose_program(args.forward.dtype == DType::F32 ? programs::bwd_mma_tf32 : programs::bwd_mma_f16,
-                                       options);
+                      : choose_program(mma_sync, options);
   p.shared = !dq_wgmma || dkdv_wgmma;  // only a dQ pass alone on wgmma needs a program of its own
   p.dq = p.shared ? p.dkdv : choose_program(programs::bwd_mma_wgmma, options, true);
   if (dq_wgmma && plan.dq_overlap) {

@@ -98,7 +98,8 @@ std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages) {
 }
 
 std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages) {
-  return sizeof(float) * 2 * static_cast<std::size_t>(stages) * static_cast<std::size_t>(keys) * bwd_tf32_pitch(head_dim);
+  const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(keys);
+  return sizeof(float) * 2 * rows * bwd_tf32_pitch(head_dim);
 }
 
 std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages) {
