@@ -226,6 +226,7 @@ TEST_F(BwdMmaTf32, GroupsAndLayouts) {
   run({1, 4, 1, 70, 90, 64, true, DType::F32, Layout::BSHD}, 2621);         // MQA
   run({2, 4, 2, 50, 80, 128, false, DType::F32, Layout::BHSD}, 2622);       // GQA, head-major
   run({1, 2, 2, 60, 75, 64, false, DType::F32, Layout::PaddedRows}, 2623);  // element-wise copies
+  run({1, 2, 1, 45, 70, 128, true, DType::F32, Layout::PaddedRows}, 2624);
 }
 
 // The variants (under FLASHCL_TENSOR_CORE_VARIANTS=1 too; the portable kernels take them otherwise).
@@ -243,6 +244,19 @@ TEST_F(BwdMmaTf32, Variants) {
   run(mask, "fp32 bool mask");
   Case packed = varlen(variant(1, 2, 2, 1, 1, 64, true, DType::F32, 2635), {40, 0, 70, 1}, {50, 3, 66, 20});
   run(packed, "fp32 varlen causal");
+  Case causal_window = variant(1, 4, 2, 80, 64, 128, true, DType::F32, 2636);
+  causal_window.shape.window_left = 30;
+  add_bias(causal_window.shape, 1, 4, 2637);
+  run(causal_window, "fp32 causal window bias");
+  // not causal: keys past a short sequence's end, a sequence with queries and no keys
+  Case open = varlen(variant(1, 2, 2, 1, 1, 64, false, DType::F32, 2638), {30, 20, 0, 50}, {70, 0, 25, 9});
+  run(open, "fp32 varlen");
+  Case all = varlen(variant(1, 4, 2, 1, 1, 64, true, DType::F32, 2639), {45, 0, 60}, {50, 7, 40});
+  all.shape.window_left = 20;
+  all.shape.softcap = 4.0;
+  add_alibi(all.shape);
+  add_bias(all.shape, all.shape.batch, 1, 2640);
+  run(all, "fp32 varlen window softcap alibi bias");
 }
 
 TEST_F(BwdMmaTf32, DeterministicBitIdentical) {

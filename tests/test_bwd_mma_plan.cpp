@@ -122,11 +122,19 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
   EXPECT_FALSE(bwd_mma_eligible(pocl, call(DType::F32, 64), on));
   EXPECT_TRUE(bwd_mma_eligible(pocl, call(DType::F32, 64), on_any));
   EXPECT_TRUE(plan_bwd_mma(pocl, call(DType::F32, 64), on_any).required);
-  Overrides bad = on;
-  bad.bwd_mma_tile = "4x32x1x2";  // two m-tiles a warp: not on fp32
-  EXPECT_THROW(bwd_mma_plan(call(DType::F32, 64).forward, bad), Error);
-  bad.bwd_mma_tile = "2x16x2";
-  EXPECT_EQ(16, bwd_mma_plan(call(DType::F32, 128).forward, bad).dq_keys);
+  // FLASHCL_BWD_MMA_TILE under bwd_mma.cl's compile-time rules (as for 16 bits) and up to 128 rows;
+  // an MK of 2 (the 16-bit kernels') leaves fp32 at one m-tile a warp
+  Overrides tile = on;
+  for (const char* uncompilable : {"4x128", "1x32", "2x64", "8x16", "4x144", "4x32x3"}) {
+    tile.bwd_mma_tile = uncompilable;
+    EXPECT_THROW(bwd_mma_plan(call(DType::F32, 64).forward, tile), Error) << uncompilable;
+  }
+  tile.bwd_mma_tile = "4x32x1x2";
+  EXPECT_EQ(1, bwd_mma_plan(call(DType::F32, 64).forward, tile).key_mtiles);
+  tile.bwd_mma_tile = "2x16x2";
+  const BwdMmaPlan small = bwd_mma_plan(call(DType::F32, 128).forward, tile);
+  EXPECT_EQ(16, small.dq_keys);
+  EXPECT_EQ(2, small.dq_stages);
 }
 
 // Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's

@@ -34,7 +34,7 @@ case "$call" in
   2) scripts="bwd_red:250 python_ab:260" ;;
   3) scripts="fp8_vt_ab:400" ;;
   4) scripts="tensor_core_variants:420" ;;
-  5) scripts="tf32_backward:420" ;;
+  5) scripts="tf32_backward:480" ;;
   *) echo "pending.sh: CALL must be 1 to 5, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder

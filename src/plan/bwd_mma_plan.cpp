@@ -56,7 +56,9 @@ bool parse_tile(const std::string& text, int& warps, int& rows, int& stages, int
 // where ptxas will spill: a first shape for the card to measure, not a tuned one) and only Q_i, dO_i
 // in __local memory; the dQ pass's key blocks are the Q blocks' size (its products are the same
 // qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V) buffers where
-// they fit 36 KiB (d <= 64). FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it (MK must be 1).
+// they fit 37 KiB (d <= 64). FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it, under bwd_mma.cl's
+// compile-time rules (shape_compiles) and up to 128 rows; its MK is the 16-bit kernels' (fp32 keeps
+// one m-tile a warp, so one setting serves a run over both).
 BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
   p.dq_pass = true;  // no atomic form on fp32: FLASHCL_BWD_MMA_DQ=atomic changes nothing here
@@ -65,11 +67,12 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
   p.stages = a.head_dim <= 64 ? 2 : 1;
   if (!o.bwd_mma_tile.empty()) {
     int warps = 0, rows = 0, stages = 1, mk = 1;
-    if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || warps < 1 || warps > 16 || rows < 16 || rows > 128 ||
-        rows % 16 != 0 || (stages != 1 && stages != 2) || mk != 1)
+    if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || rows > 128 || (stages != 1 && stages != 2) ||
+        (mk != 1 && mk != 2) || !shape_compiles(warps, rows, a.head_dim))
       fail(Status::InvalidArgument,
-           "FLASHCL_BWD_MMA_TILE: on fp32 expected WARPSxBQ[xSTAGES] such as 4x32 or 4x32x2 (WARPS 1-16, BQ a "
-           "multiple of 16 up to 128, STAGES 1 or 2), got '",
+           "FLASHCL_BWD_MMA_TILE: on fp32 expected WARPSxBQ[xSTAGES[xMK]] such as 4x32 or 4x32x2 (BQ a multiple of 16 "
+           "up to 128, WARPS 1-16 and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 "
+           "or 2, MK 1 or 2 but taken as 1), got '",
            o.bwd_mma_tile, "'");
     p.warps = warps;
     p.query_rows = rows;
