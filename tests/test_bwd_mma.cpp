@@ -8,7 +8,8 @@
 // the kernel's rounding of P and dS to 16 bits before their products stays within. The deterministic
 // form (bwd_mma_dkdv without dQ adds, then bwd_mma_dq) runs the same cases and must give the same
 // bits over ten runs. The variants (window, softcap, ALiBi, masks, packed sequences) run on the same
-// kernels (BwdMma.Variants).
+// kernels (BwdMma.Variants). fp32 through 3xTF32 (BwdMmaTf32, below) has its own switch and runs on
+// PoCL too, over emulated operands.
 //
 // The tests skip where the device is not an NVIDIA GPU of compute capability >= 8.0. Where it is,
 // the planner gives these calls to the tensor cores after a probe, and a failed probe would fall
@@ -219,7 +220,7 @@ TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
 }
 
 // The smallest case with every kind of block (GQA, causal, Nq != Nk, partial blocks): what the
-// oclgrind run of the emulated kernels checks (ctest oclgrind_bwd_mma_tf32_emulated).
+// oclgrind runs of the emulated kernels check (ctest oclgrind_*_bwd_mma_tf32_emulated).
 TEST_F(BwdMmaTf32, Tiny) { run({1, 2, 1, 20, 37, 64, true, DType::F32, Layout::BSHD}, 2651); }
 
 TEST_F(BwdMmaTf32, GroupsAndLayouts) {
