@@ -10,6 +10,7 @@
 
 #include "base/errors.hpp"
 #include "plan/forward_programs.hpp"  // windowed
+#include "plan/mma_plan.hpp"          // tf32_tiles
 
 namespace flashcl::detail {
 namespace {
@@ -90,19 +91,14 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
 
 }  // namespace
 
-std::size_t bwd_tf32_pitch(int head_dim) {
-  const std::size_t padded = (head_dim + 7) / 8 * 8;  // mma_tf32.cl's K_PITCH (ONE_PITCH)
-  return padded + (40 - padded % 32) % 32;
-}
-
 std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages) {
   const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(query_rows);
-  return sizeof(float) * (2 * rows * bwd_tf32_pitch(head_dim) + 2 * rows);
+  return sizeof(float) * (2 * rows * tf32_tiles(head_dim).k_pitch + 2 * rows);  // (ONE_PITCH: K's pitch)
 }
 
 std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages) {
   const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(keys);
-  return sizeof(float) * 2 * rows * bwd_tf32_pitch(head_dim);
+  return sizeof(float) * 2 * rows * tf32_tiles(head_dim).k_pitch;
 }
 
 std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages) {

@@ -120,10 +120,9 @@ void check_bwd_wgmma_switch(const Overrides& o);
 BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan, int head_dim,
                                 const Overrides& o = process_overrides());
 
-// The fp32 (3xTF32) form's __local row pitch in floats (mma_tf32.cl's K_PITCH), the dK/dV kernel's
-// __local bytes (Q_i, dO_i and LSE_i, D_i, `stages` times; no K tile: K_w stays in registers) and
-// the dQ pass's (K_j, V_j, `stages` times).
-std::size_t bwd_tf32_pitch(int head_dim);
+// The fp32 (3xTF32) form's __local bytes, every tile at mma_tf32.cl's K pitch (ONE_PITCH): the dK/dV
+// kernel's (Q_i, dO_i and LSE_i, D_i, `stages` times; no K tile: K_w stays in registers) and the dQ
+// pass's (K_j, V_j, `stages` times).
 std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages);
 std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages);
 

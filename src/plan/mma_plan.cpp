@@ -153,8 +153,8 @@ TileGeometry geometry(const ForwardArgs& a, MmaKind kind) {
     return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 1} : TileGeometry{d, d + 16, d + 16, 1};
   }
   if (is_tf32(a)) {
-    const int d = (a.head_dim + 7) / 8 * 8;
-    return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32, 4};
+    const Tf32Tiles t = tf32_tiles(a.head_dim);
+    return {t.padded_head_dim, t.k_pitch, t.v_pitch, 4};
   }
   const int d = (a.head_dim + 15) / 16 * 16;
   return kind == MmaKind::Wgmma ? TileGeometry{d, d, d, 2} : TileGeometry{d, d + 8, d + 8, 2};
@@ -170,6 +170,11 @@ bool rows_aligned(const ForwardArgs& a, const Tensor& t, int elems) {
 }  // namespace
 
 bool is_tf32(const ForwardArgs& a) { return a.dtype == DType::F32; }
+
+Tf32Tiles tf32_tiles(int head_dim) {
+  const int d = (head_dim + 7) / 8 * 8;
+  return {d, d + (40 - d % 32) % 32, d + (36 - d % 32) % 32};
+}
 
 // wgmma exists on sm_90a only (compute capability 9.0): fp16/bf16 there at d <= 64.
 // FLASHCL_WGMMA=0 turns it off, =1 takes it at every head dim (for measurements: above d = 64

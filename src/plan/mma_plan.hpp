@@ -19,6 +19,14 @@ enum class MmaKind { MmaSync, Wgmma };
 // fp32 storage: the 3xTF32 operand file (mma_tf32.cl).
 bool is_tf32(const ForwardArgs& a);
 
+// mma_tf32.cl's head dim padded to the mma k of 8 and its __local row pitches in floats: K rows at
+// 8 (mod 32) words, V rows at 4 (mod 32), so each product's reads cover the banks once (with
+// ONE_PITCH, the backward's, V's pitch is K's). The forward, standard and backward planners' bytes.
+struct Tf32Tiles {
+  int padded_head_dim, k_pitch, v_pitch;
+};
+Tf32Tiles tf32_tiles(int head_dim);
+
 // Whether a call on this device should try wgmma first (Hopper, fp16/bf16, d <= 64 unless
 // FLASHCL_WGMMA=1; e4m3 at d <= 128 unless FLASHCL_FP8_WGMMA=0; never with FLASHCL_WGMMA=0).
 bool wgmma_wanted(const DeviceFacts& facts, const ForwardArgs& a, const Overrides& o = process_overrides());

@@ -59,8 +59,9 @@ std::vector<StandardMmaCandidate> plan_standard_mma(const DeviceFacts& facts, co
   const StandardMmaShape s = shape_for(a);
   // the operand files' padded head dim and __local row pitches (mma_half_io.cl + mma_f16.cl, mma_tf32.cl)
   const bool tf32 = is_tf32(a);
-  const int d = tf32 ? (a.head_dim + 7) / 8 * 8 : (a.head_dim + 15) / 16 * 16;
-  const int k_pitch = tf32 ? d + (40 - d % 32) % 32 : d + 8, v_pitch = tf32 ? d + (36 - d % 32) % 32 : d + 8;
+  const Tf32Tiles t = tf32_tiles(a.head_dim);
+  const int d = tf32 ? t.padded_head_dim : (a.head_dim + 15) / 16 * 16;
+  const int k_pitch = tf32 ? t.k_pitch : d + 8, v_pitch = tf32 ? t.v_pitch : d + 8;
   const std::size_t elem = tf32 ? 4 : 2;
   StandardMmaCandidate c;
   c.tiles.block_rows = 16 * s.m_tiles * s.warps;
