@@ -166,24 +166,28 @@ TEST_F(BwdMma, Variants) {
   }
 }
 
+// `runs` runs of the deterministic form on `m` give the same dQ, dK and dV bits.
+void expect_bit_identical(const MmaCase& m, std::uint64_t seed, int runs) {
+  const Case c = make(m, seed);
+  const BackwardRun first = run_backward(c, kDeterministic, false, false);
+  for (int run = 1; run < runs; ++run) {
+    const BackwardRun again = run_backward(c, kDeterministic, false, false);
+    // bytes, not values: the NaN poison around the layouts compares unequal to itself
+    for (auto [a, b, what] : {std::tuple{&first.raw_d_q, &again.raw_d_q, "dQ"},
+                              std::tuple{&first.raw_d_k, &again.raw_d_k, "dK"},
+                              std::tuple{&first.raw_d_v, &again.raw_d_v, "dV"}}) {
+      ASSERT_EQ(a->size(), b->size());
+      EXPECT_EQ(0, std::memcmp(a->data(), b->data(), a->size() * sizeof(float)))
+          << name(m) << ": " << what << " differs between runs";
+    }
+  }
+}
+
 // Ten runs of the deterministic form give the same dQ, dK and dV bits (the atomic form may not).
 TEST_F(BwdMma, DeterministicBitIdenticalOverTenRuns) {
   for (const MmaCase& m : {MmaCase{2, 4, 4, 300, 300, 64, true, DType::F16, Layout::BSHD},
-                           MmaCase{1, 8, 2, 257, 190, 128, false, DType::BF16, Layout::BSHD}}) {
-    const Case c = make(m, 2401);
-    const BackwardRun first = run_backward(c, kDeterministic, false, false);
-    for (int run = 1; run < 10; ++run) {
-      const BackwardRun again = run_backward(c, kDeterministic, false, false);
-      // bytes, not values: the NaN poison around the layouts compares unequal to itself
-      for (auto [a, b, what] : {std::tuple{&first.raw_d_q, &again.raw_d_q, "dQ"},
-                                std::tuple{&first.raw_d_k, &again.raw_d_k, "dK"},
-                                std::tuple{&first.raw_d_v, &again.raw_d_v, "dV"}}) {
-        ASSERT_EQ(a->size(), b->size());
-        EXPECT_EQ(0, std::memcmp(a->data(), b->data(), a->size() * sizeof(float)))
-            << name(m) << ": " << what << " differs between runs";
-      }
-    }
-  }
+                           MmaCase{1, 8, 2, 257, 190, 128, false, DType::BF16, Layout::BSHD}})
+    expect_bit_identical(m, 2401, 10);
 }
 
 // fp32 through 3xTF32 (programs.txt's bwd_mma_tf32: bwd_mma.cl's contract form over mma_tf32.cl, and
@@ -266,15 +270,9 @@ TEST_F(BwdMmaTf32, Variants) {
   run(all, "fp32 varlen window softcap alibi bias");
 }
 
+// three runs (the emulated kernels are slow; every fp32 call takes the dQ pass)
 TEST_F(BwdMmaTf32, DeterministicBitIdentical) {
-  const Case c = make({1, 4, 2, 120, 100, 64, true, DType::F32, Layout::BSHD}, 2641);
-  const BackwardRun first = run_backward(c, kDeterministic, false, false);
-  for (int run = 1; run < 3; ++run) {
-    const BackwardRun again = run_backward(c, kDeterministic, false, false);
-    EXPECT_EQ(0, std::memcmp(first.raw_d_q.data(), again.raw_d_q.data(), first.raw_d_q.size() * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(first.raw_d_k.data(), again.raw_d_k.data(), first.raw_d_k.size() * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(first.raw_d_v.data(), again.raw_d_v.data(), first.raw_d_v.size() * sizeof(float)));
-  }
+  expect_bit_identical({1, 4, 2, 120, 100, 64, true, DType::F32, Layout::BSHD}, 2641, 3);
 }
 
 }  // namespace

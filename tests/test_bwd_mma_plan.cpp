@@ -1,12 +1,12 @@
 // test_bwd_mma_plan.cpp: the choice of the NVIDIA tensor-core backward (bwd_mma_plan.cpp) on
 // simulated devices, as a pure function of device facts, the call and explicit overrides: taken on
 // NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls (atomic dQ, or deterministic with
-// the dQ kernel) at d = 64 and 128, plain, causal or GQA; left to the portable kernels on older or
-// other devices, CPUs, fp32, other head dims, fa1, every other variant and FLASHCL_BWD_MMA=0. The
-// default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and FLASHCL_BWD_MMA_DQ_TILE set
-// the shapes and reject malformed or uncompilable ones by name. FLASHCL_BWD_WGMMA moves the dQ pass
-// (and with "1" the dK/dV kernel) onto wgmma on compute capability 9.0 only; the plan says whether
-// the two kernels then share one program.
+// the dQ kernel) at d = 64 and 128, plain, causal or GQA (fp32 too under FLASHCL_BWD_TF32=1); left
+// to the portable kernels on older or other devices, CPUs, other head dims, fa1, every other variant
+// and FLASHCL_BWD_MMA=0. The default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and
+// FLASHCL_BWD_MMA_DQ_TILE set the shapes and reject malformed or uncompilable ones by name.
+// FLASHCL_BWD_WGMMA moves the dQ pass (and with "1" the dK/dV kernel) onto wgmma on compute
+// capability 9.0 only; the plan says whether the two kernels then share one program.
 #include <gtest/gtest.h>
 
 #include <cstdint>
