@@ -2,7 +2,8 @@
 // mma-b<BC>s<RING> forces it; NVIDIA's default for more queries than one, and for one on contiguous caches and pages read in runs from 4096
 // keys): which calls it takes (16-bit caches at 8 elements a load, any rows in blocks of 16, no rotary, its ring within
 // the work-group's local memory), the default plan for every other call, its program and -D switches, its split count
-// (whole waves of 3 work-groups a compute unit) and the named error of a bad form.
+// (whole waves of 3 work-groups a compute unit), the named error of a bad form, and the plan a failed
+// device probe leaves (decode_probe.hpp).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -165,6 +166,30 @@ TEST(DecodeMmaPlan, DefaultOnNvidiaForManyQueriesAndLongCaches) {
       fp32.dtype = DType::F32;
       fp32.cache_dtype = DType::F32;
       EXPECT_FALSE(plan_decode_call(h100(), fp32).decode.mma) << "fp32, Nq " << nq;
+    }
+}
+
+// A device where decode_mma failed its probe (decode.cpp re-plans with mma_failed): every call the
+// default gives decode_mma gets the plan it would have without it, the same as forcing the async form
+// where that is the default's next choice (one query, 4 rows a K/V head); a forced "mma" is not
+// re-planned (decode.cpp raises the probe's error first), so mma_failed leaves it as it is.
+TEST(DecodeMmaPlan, AFailedProbeLeavesTheDefaultToTheNextForm) {
+  Overrides o;
+  for (int page : {0, 16, 256})
+    for (int nq : {1, 4}) {
+      const KvCacheArgs a = decode_step_call(DType::F16, page, 32, nq, 8192);
+      SCOPED_TRACE(::testing::Message() << "page " << page << ", Nq " << nq);
+      ASSERT_TRUE(plan_kvcache(h100(), a, o).decode.mma);
+      const KvCachePlan fallback = plan_kvcache(h100(), a, o, 0, true);
+      EXPECT_FALSE(fallback.decode.mma);
+      EXPECT_STRNE(fallback.attention_kernel, "decode_mma");
+      if (nq == 1) {
+        EXPECT_EQ(fallback.program.options, plan_decode_call(h100(), a, "lanes-async").program.options);
+        EXPECT_EQ(fallback.decode.num_splits, plan_decode_call(h100(), a, "lanes-async").decode.num_splits);
+      }
+      Overrides forced;
+      forced.decode = "mma";
+      EXPECT_TRUE(plan_kvcache(h100(), a, forced, 0, true).decode.mma);
     }
 }
 

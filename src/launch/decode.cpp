@@ -20,6 +20,8 @@
 #include "decode_args.h"
 #include "base/errors.hpp"
 #include "launch/call_workspace.hpp"
+#include "launch/decode_kernels.hpp"
+#include "launch/decode_probe.hpp"
 #include "launch/launchers.hpp"
 #include "plan/forward_programs.hpp"  // windowed
 #include "plan/kvcache_plan.hpp"
@@ -70,6 +72,9 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const cha
 }
 
 bool appends(const KvCacheArgs& a) { return a.k_new.buffer != nullptr; }
+
+// FLASHCL_DECODE asks for decode_mma (plan_decode.hpp's "mma" and "mma-b<BC>s<RING>").
+bool forced_mma(const Overrides& o) { return o.decode.rfind("mma", 0) == 0; }
 
 // Shape-level checks and defaults (no buffers): shared by the call and the workspace query.
 KvCacheArgs normalize(const KvCacheArgs& in) {
@@ -195,13 +200,6 @@ std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
 
 std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
 
-// An fp8 program's last two kernel arguments (decode_common.cl's CACHE_DESCALE_PARAMS), after the
-// `first` ones every program takes.
-void set_descale_args(const cl::Kernel& kernel, cl_uint first, const KvCacheArgs& a) {
-  check_cl(clSetKernelArg(kernel(), first, sizeof(cl_mem), &a.k_descale), "clSetKernelArg");
-  check_cl(clSetKernelArg(kernel(), first + 1, sizeof(cl_mem), &a.v_descale), "clSetKernelArg");
-}
-
 // check_device_data with an fp8 cache: both descale buffers (B, H_kv) read back after `wait`; an
 // entry that is not finite and > 0 is named (validate_fp8.cpp's rule for the forward's descales).
 void check_cache_descales(cl_command_queue queue, const KvCacheArgs& a, const std::vector<cl_event>& wait) {
@@ -313,13 +311,24 @@ struct ResidentPlan {
   KvCachePlan call;
   cl::Kernel split;
 };
+// decode_mma only once its probe passed on the device (decode_probe.hpp): else the planner's next
+// form, or, where FLASHCL_DECODE forced it, an error saying why.
 ResidentPlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
   const Overrides& o = process_overrides();
+  bool mma_failed = false;
   ResidentPlan r{plan_kvcache(*p.facts, a, o), cl::Kernel()};
+  std::string why;
+  if (r.call.decode.mma && !decode_mma_probe_passes(p.context, p.device, a.dtype, &why)) {
+    if (forced_mma(o))
+      fail(Status::InternalError, "FLASHCL_DECODE=", o.decode,
+           ": the tensor-core decode kernel (decode_mma) failed its probe on this device: ", why);
+    mma_failed = true;
+    r.call = plan_kvcache(*p.facts, a, o, 0, mma_failed);
+  }
   if (!r.call.decode.lanes || !r.call.decode.lane_shuffle || a.num_splits > 0) return r;
   with_cl_errors([&] { r.split = make_kernel(p, r.call.program, r.call.attention_kernel); });
   const int resident = split_kernel_residency(p, r.split, r.call.decode.work_group_size);
-  if (resident > 0) r.call = plan_kvcache(*p.facts, a, o, resident);
+  if (resident > 0) r.call = plan_kvcache(*p.facts, a, o, resident, mma_failed);
   return r;
 }
 
@@ -330,9 +339,17 @@ KvCacheArgs normalize_kvcache(const KvCacheArgs& args) { return normalize(args);
 }  // namespace detail
 
 std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args) {
-  const KvCacheArgs a = detail::normalize(args);
-  return detail::workspace_for(
-      a, detail::plan_kvcache(detail::device_facts(device), a, detail::process_overrides(), detail::kResidentForSizing).decode);
+  using namespace detail;
+  const KvCacheArgs a = normalize(args);
+  const DeviceFacts& facts = device_facts(device);
+  const Overrides& o = process_overrides();
+  const DecodePlan plan = plan_kvcache(facts, a, o, kResidentForSizing).decode;
+  std::size_t bytes = workspace_for(a, plan);
+  // (no context here to run decode_mma's probe: where the plan takes it by default, the workspace
+  // also holds the partials of the form a failed probe leaves the call to)
+  if (plan.mma && !forced_mma(o))
+    bytes = std::max(bytes, workspace_for(a, plan_kvcache(facts, a, o, kResidentForSizing, true).decode));
+  return bytes;
 }
 
 KvCacheInfo kvcache_info(cl_command_queue queue, const KvCacheArgs& args) {
@@ -403,54 +420,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
   // forward's check_device_data does; nothing has been enqueued yet
   if (fp8_cache && a.check_device_data) check_cache_descales(queue, a, wait_list);
 
-  DecodeArgs k{};
-  set_kernel_view(a.q, k.q_offset, k.q_batch_stride, k.q_seq_stride, k.q_head_stride);
-  set_kernel_view(a.o, k.o_offset, k.o_batch_stride, k.o_seq_stride, k.o_head_stride);
-  set_kernel_view(a.k_cache, k.k_offset, k.k_batch_stride, k.k_seq_stride, k.k_head_stride);
-  set_kernel_view(a.v_cache, k.v_offset, k.v_batch_stride, k.v_seq_stride, k.v_head_stride);
-  set_kernel_view(a.k_new, k.kn_offset, k.kn_batch_stride, k.kn_seq_stride, k.kn_head_stride);
-  set_kernel_view(a.v_new, k.vn_offset, k.vn_batch_stride, k.vn_seq_stride, k.vn_head_stride);
-  k.block_table_stride = a.block_table_stride;
-  k.batch = a.batch;
-  k.heads = a.heads;
-  k.heads_kv = a.heads_kv;
-  k.group = a.heads / a.heads_kv;
-  k.seqlen_q = a.seqlen_q;
-  k.seqlen_new = a.seqlen_new;
-  k.capacity = static_cast<int>(capacity_of(a));
-  k.cache_batch = a.cache_batch;
-  k.page_size = a.page_size;
-  k.num_pages = a.num_pages;
-  k.max_pages = a.max_pages;
-  k.num_splits = plan.num_splits;
-  k.rows = k.group * a.seqlen_q;
-  k.write_lse = a.lse != nullptr ? 1 : 0;
-  k.rotary_dim = a.rotary_dim;
-  k.rotary_seqlen = a.rotary_seqlen;
-  // flash-attn: with causal or a window the queries are the last Nq positions; otherwise all sit at L₀
-  k.rotary_q_rows = a.causal || windowed(a.window) ? 1 : 0;
-  k.alibi_batch_stride = a.alibi_per_batch ? a.heads : 0;
-  // Scores in base 2, or in halved natural units where base 2 could overflow fp32 (common.cl),
-  // decided as for the forward; the scale is converted to that unit in double, then rounded once.
-  k.q_scale = static_cast<float>(static_cast<double>(*a.scale) * (call.half_units ? 0.5 : 1.4426950408889634));
-
-  // common.cl's helpers read the window and softcap from an AttnArgs. Key j is hidden from query i
-  // when j > i + shift + right or j < i + shift - left (shift = L - Nq, L <= capacity keys); since
-  // j - i - shift <= Nq - 1 and i + shift - j <= capacity - 1, a right side past Nq or a left side
-  // past the capacity hides nothing, and is clamped there. Every bound the kernels form then fits
-  // an int: q_end + shift + right <= capacity + Nq. (Clamped to capacity + Nq instead, that sum
-  // reached 2^31 at a capacity of 2^30 - 1 and wrapped, hiding every key.)
-  AttnArgs attn{};
-  attn.window_left = a.window.left < 0 ? -1 : static_cast<int>(std::min<std::int64_t>(a.window.left, capacity_of(a)));
-  attn.window_right = a.window.right < 0 ? -1 : std::min(a.window.right, a.seqlen_q);
-  attn.softcap = a.softcap;
-  attn.batch = a.batch;
-  attn.heads = a.heads;
-  attn.seqlen_q = a.seqlen_q;
-  attn.seqlen_k = k.capacity;
-  attn.heads_kv = a.heads_kv;
-  attn.kv_group = k.group;
-  attn.scale = *a.scale;  // (the decode kernels take the scale from k.q_scale)
+  const DecodeKernelArgs kargs = decode_kernel_args(a, call);
+  const DecodeArgs& k = kargs.decode;
 
   const ProgramChoice& program = call.program;
   Launch launch;
@@ -471,25 +442,8 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
       wait = {launch.last()};
     }
     cl::Kernel split = planned.split() != nullptr ? planned.split : make_kernel(p, program, call.attention_kernel);
-    set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
-             a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k, attn);
-    if (fp8_cache) set_descale_args(split, 12, a);
-    const std::size_t split_global[3] = {
-        static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
-        static_cast<std::size_t>(a.heads_kv / plan.heads_per_item), static_cast<std::size_t>(a.batch)};
-    const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
-    enqueue(queue, split, split_global, split_local, wait, launch);
-
-    // decode_cpu's program has its own merge, one work-item per row (decode_cpu.cl says why)
-    const std::size_t merge_wg = plan.cpu ? 1 : static_cast<std::size_t>(plan.merge_wg);
-    cl::Kernel merge = make_kernel(p, program, plan.cpu            ? "decode_cpu_merge"
-                                               : plan.merge_serial ? "decode_merge_serial"
-                                                                   : "decode_merge");
-    set_args(merge, workspace, a.o.buffer, a.lse, k);
-    const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * merge_wg,
-                                         static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};
-    const std::size_t merge_local[3] = {merge_wg, 1, 1};
-    enqueue(queue, merge, merge_global, merge_local, {launch.last()}, launch);
+    cl::Kernel merge = make_kernel(p, program, merge_kernel_name(plan));
+    enqueue_split_merge(queue, a, plan, split, merge, workspace, kargs, wait, launch);
   });
   return launch;
 }

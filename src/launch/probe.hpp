@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <type_traits>
 
 #include "base/cl_bindings.hpp"
 #include "base/errors.hpp"
@@ -27,10 +28,12 @@ inline float probe_value(std::size_t i, int salt, int salt_step, int steps) {
   return static_cast<float>((i * 37 + salt * salt_step) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
 }
 
-// Why the probe `what` failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent).
-inline ProbeResult probe_failed(const std::string& what, const std::string& why) {
+// Why the probe `what` failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent),
+// and in *reason where the caller keeps it (for an error when the path was required).
+inline ProbeResult probe_failed(const std::string& what, const std::string& why, std::string* reason = nullptr) {
   if (process_overrides().build_log)
     std::fprintf(stderr, "flashcl: %s failed, falling back: %s\n", what.c_str(), why.c_str());
+  if (reason != nullptr) *reason = why;
   return ProbeResult::Fail;
 }
 
@@ -38,44 +41,59 @@ inline ProbeResult probe_failed(const std::string& what, const std::string& why)
 // (with its log), an OpenCL error or a library error is Fail, reported as `what`; running out of
 // resources or memory is Transient (the path is skipped for this call only, and asked again later).
 template <typename Body>
-ProbeResult guarded_probe(const std::string& what, Body&& body) {
+ProbeResult guarded_probe(const std::string& what, Body&& body, std::string* reason = nullptr) {
   try {
     return body();
   } catch (const cl::BuildError& e) {
     const cl::BuildLogType log = e.getBuildLog();
-    return probe_failed(what, concat("build failed:\n", log.empty() ? std::string() : log.front().second));
+    return probe_failed(what, concat("build failed:\n", log.empty() ? std::string() : log.front().second), reason);
   } catch (const cl::Error& e) {
     const cl_int err = e.err();
     if (err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY || err == CL_MEM_OBJECT_ALLOCATION_FAILURE)
       return ProbeResult::Transient;
     // no inline PTX, no mma.sync, a failed build: the portable path it is
-    return probe_failed(what, concat(e.what(), ": ", cl_error_name(err)));
+    return probe_failed(what, concat(e.what(), ": ", cl_error_name(err)), reason);
   } catch (const Error& e) {  // the library's own checks (the retarget, check_cl_result)
     if (e.status() == Status::OutOfResources) return ProbeResult::Transient;
-    return probe_failed(what, e.what());
+    return probe_failed(what, e.what(), reason);
   } catch (const std::exception& e) {
-    return probe_failed(what, e.what());
+    return probe_failed(what, e.what(), reason);
   }
 }
 
 // Probe results per `Key` (the device and whatever changes the kernel built), for the life of the
 // process; a Transient result is not kept, so the next call asks again. The lock is held while a
-// probe runs, so concurrent first calls run it once.
+// probe runs, so concurrent first calls run it once. `run` is run() or, where the caller wants a
+// failure's reason in *why, run(std::string* reason), which fills it (probe_failed's `reason`).
 template <typename Key>
 class ProbeMemo {
  public:
   template <typename Run>
-  bool passes(const Key& key, Run&& run) {
+  bool passes(const Key& key, Run&& run, std::string* why = nullptr) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (auto it = results_.find(key); it != results_.end()) return it->second;
-    const ProbeResult r = run();
-    if (r != ProbeResult::Transient) results_.emplace(key, r == ProbeResult::Pass);
-    return r == ProbeResult::Pass;
+    auto it = results_.find(key);
+    if (it == results_.end()) {
+      std::string reason;
+      ProbeResult r;
+      if constexpr (std::is_invocable_v<Run, std::string*>) r = run(&reason);
+      else r = run();
+      if (r == ProbeResult::Transient) {
+        if (why != nullptr) *why = "the probe ran out of resources (asked again by the next call)";
+        return false;
+      }
+      it = results_.emplace(key, Outcome{r == ProbeResult::Pass, reason}).first;
+    }
+    if (why != nullptr) *why = it->second.why;
+    return it->second.pass;
   }
 
  private:
+  struct Outcome {
+    bool pass;
+    std::string why;  // a failure's reason, where run reported it
+  };
   std::mutex mutex_;
-  std::map<Key, bool> results_;
+  std::map<Key, Outcome> results_;
 };
 
 }  // namespace flashcl::detail

@@ -38,7 +38,8 @@ int wide_vector_width(const KvCacheArgs& a, const Overrides& o) {
   return 16;
 }
 
-DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int vec, int resident) {
+DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int vec, int resident,
+                            bool mma_failed) {
   DecodeRequest r;
   r.batch = a.batch;
   r.heads = a.heads;
@@ -53,6 +54,7 @@ DecodePlan plan_decode_form(const DeviceFacts& facts, const KvCacheArgs& a, cons
   r.rotary = rotary(a);
   r.form = o.decode;
   r.resident_per_cu = resident;
+  r.mma_failed = mma_failed;
   return plan_decode(facts, r);
 }
 
@@ -131,13 +133,14 @@ ProgramChoice kvcache_program(const DeviceFacts& facts, const KvCacheArgs& a, co
 
 }  // namespace
 
-KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu) {
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu,
+                         bool mma_failed) {
   KvCachePlan p;
   p.vec = wide_vector_width(a, o);
-  p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu);
+  p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu, mma_failed);
   if (p.vec == 16 && !p.decode.lanes) {  // 16 elements a load only in decode_lanes' wide form
     p.vec = kvcache_vector_width(a);
-    p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu);
+    p.decode = plan_decode_form(facts, a, o, p.vec, resident_per_cu, mma_failed);
   }
   // decided as for the forward (common.cl); the scale is converted to that unit in decode.cpp
   p.half_units = needs_half_units(*a.scale, a.softcap, a.alibi_slopes != nullptr, false);

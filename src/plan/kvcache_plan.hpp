@@ -41,7 +41,9 @@ struct KvCachePlan {
 // The plan of the normalised call `a`: Error(OutOfResources) when no tile fits the device,
 // Error(InvalidArgument) for a forced split count out of range. resident_per_cu: DecodeRequest's
 // (0 unknown; the split kernel's residency once built; kResidentForSizing for the workspace query):
-// it moves only the split count, never the program.
-KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu = 0);
+// it moves only the split count, never the program. mma_failed: decode_mma's probe failed on the
+// device (DecodeRequest's), so the default plan takes another form.
+KvCachePlan plan_kvcache(const DeviceFacts& facts, const KvCacheArgs& a, const Overrides& o, int resident_per_cu = 0,
+                         bool mma_failed = false);
 
 }  // namespace flashcl::detail

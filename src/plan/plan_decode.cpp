@@ -192,7 +192,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   const int default_wg = 32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size);
   const bool in_runs = r.page_size > 0 ? decode_mma_run(r.page_size, 32, r.head_dim, default_wg) > 0
                                        : decode_mma_stepped(32, r.head_dim, default_wg);
-  const bool default_mma = r.form.empty() && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
+  const bool default_mma = r.form.empty() && !r.mma_failed && gpu && f.is_nvidia() && f.nv_compute_major >= 8 &&
                            (r.seqlen_q > 1 ||
                             (r.max_keys >= 4096 && (in_runs || (r.page_size == 0 && r.max_keys >= 8192))));
   if (forced_mma || default_mma) {

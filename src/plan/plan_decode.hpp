@@ -24,6 +24,8 @@ struct DecodeRequest {
                            // built kernel (decode.cpp): the split count then fills whole waves of
                            // them; 0: unknown (the 2-per-compute-unit rule); kResidentForSizing:
                            // the most any residency could ask for (the workspace query)
+  bool mma_failed = false; // decode_mma's device probe failed (launch/decode_probe.hpp): the default plan
+                           // takes another form (a forced "mma" is the caller's error, raised before planning)
   std::string form;        // FLASHCL_DECODE: "lanes", "lanes-single" (lanes without the next tile's
                            // loads in flight), "cpu", "stream" or "staged" forces that kernel where the
                            // call allows it; empty (or anything else): the planner's choice.
