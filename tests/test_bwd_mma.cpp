@@ -232,6 +232,9 @@ TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
 // The smallest case with every kind of block (GQA, causal, Nq != Nk, partial blocks): what the
 // oclgrind runs of the emulated kernels check (ctest oclgrind_*_bwd_mma_tf32_emulated).
 TEST_F(BwdMmaTf32, Tiny) { run({1, 2, 1, 20, 37, 64, true, DType::F32, Layout::BSHD}, 2651); }
+// d = 128: the dK/dV kernel's warps in pairs (WARP_PAIRS: S^T handed from the K warp to the V warp
+// through __local memory), small enough for oclgrind's race and uninitialised-read runs
+TEST_F(BwdMmaTf32, TinyWarpPairs) { run({1, 2, 1, 20, 37, 128, true, DType::F32, Layout::BSHD}, 2652); }
 
 TEST_F(BwdMmaTf32, GroupsAndLayouts) {
   run({1, 4, 1, 70, 90, 64, true, DType::F32, Layout::BSHD}, 2621);         // MQA

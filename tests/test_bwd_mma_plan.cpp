@@ -111,6 +111,11 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
         EXPECT_LE(p.dq_local_bytes, 48u * 1024);
         EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1"));
         EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DDQ_ATOMIC=0"));
+        // d = 128: the dK/dV warps in pairs (K_w, dV_w | V_w, dK_w), 16 keys a pair, with each pair's
+        // S^T handed over in __local memory (4 warps x 32 rows: 2 x 16 x 32 floats)
+        EXPECT_EQ(d == 128, p.warp_pairs);
+        EXPECT_EQ(d == 128, bwd_mma_options(b, p).find("-DWARP_PAIRS=1") != std::string::npos);
+        EXPECT_EQ(p.local_bytes, bwd_tf32_local_bytes(p.query_rows, d, p.stages) + (d == 128 ? 4096u : 0u));
       }
       const BwdMmaChoice c = plan_bwd_mma(hopper, b, wgmma);
       EXPECT_FALSE(c.dq_wgmma || c.dkdv_wgmma);

@@ -8,7 +8,10 @@
 #ifndef MK
 #define MK 1 /* 16-key m-tiles a warp: 1, or 2 (d = 64's default, no atomic dQ): each Q_i/dO_i fragment read serves two */
 #endif
-#define BKV (16 * MK * WARPS) /* keys per work-group */
+#ifndef WARP_PAIRS
+#define WARP_PAIRS 0 /* 1 (bwd_mma.cl on fp32 at d > 64): two warps share each 16-key m-tile, one for K, one for V */
+#endif
+#define BKV (16 * MK * WARPS / (1 + WARP_PAIRS)) /* keys per work-group */
 #ifndef BQ
 #define BQ 64 /* query rows per Q block */
 #endif

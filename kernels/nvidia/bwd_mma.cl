@@ -82,6 +82,16 @@ BWD_INLINE void red_add_v2_f32(__global float* p, float x0, float x1) {
 #if DQ_ATOMIC || MT != MK || NT_S != NQT
 #error "bwd_mma.cl on fp32: DQ_ATOMIC=0 (the dQ pass), one m-tile a warp (MT = MK) and BC = BQ"
 #endif
+/* WARP_PAIRS (d > 64): K_w, V_w, dK_w and dV_w of 16 keys are 8 d / 8 registers a lane, 256 at
+ * d = 128, where ptxas spilled 1.4 KiB a lane (clang's PTX, sm_90). So two warps share the 16 keys:
+ * the K warp holds K_w and dV_w, computes S^T = K_w Q_i^T and hands it to the V warp through
+ * __local memory (lane to lane: the two warps' C fragments are laid out alike); the V warp holds
+ * V_w and dK_w and computes dP^T = V_w dO_i^T. Both form P^T (the V warp also dS^T) and then
+ * dV_w += P^T dO_i (K warp), dK_w += dS^T Q_i (V warp): the same products as one warp's, on half
+ * the registers, for one more barrier a step. */
+#if WARP_PAIRS && (MK != 1 || WARPS % 2 != 0)
+#error "bwd_mma.cl: WARP_PAIRS with one m-tile a warp and an even number of warps"
+#endif
 BWD_INLINE void scores_t(float s[MK][NQT][4], float dp[MK][NQT][4], const qfrag_t vw[MK][QFRAGS][4],
                          const qfrag_t kw[MK][QFRAGS][4], __local const ELEM_T* q_tile, __local const ELEM_T* do_tile,
                          int warp, int lane) {
@@ -241,6 +251,9 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #if DQ_ATOMIC
   __local ushort ds_tile[BKV * DS_PITCH] __attribute__((aligned(128)));
 #endif
+#if WARP_PAIRS
+  __local float s_handover[WARPS / 2][NQT * 4][32]; /* each pair's S^T, [fragment element][lane] */
+#endif
   __local float lse2_tile[QSTAGES][BQ], d_tile[QSTAGES][BQ];
 
   const AttnArgs* a = &args;
@@ -254,11 +267,21 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #else
   const int nk = a->seqlen_k;
 #endif
-  const int key_a = k0 + warp * 16 * MK + g; /* this lane's keys: key_a + 16i and + 8 for m-tile i */
+  const int key_a = k0 + (warp >> WARP_PAIRS) * 16 * MK + g; /* this lane's keys: key_a + 16i and + 8 for m-tile i */
   const float c = a->scale_log2, scale = a->scale;
   __global const ELEM_T* qg = (__global const ELEM_T*)q;
   __global const ELEM_T* dog = (__global const ELEM_T*)dout;
 
+#if WARP_PAIRS /* this warp's half of the pair: K_w or V_w as A fragments, dV_w or dK_w */
+  const int role = warp & 1; /* 0: the K warp, 1: the V warp */
+  qfrag_t w[1][QFRAGS][4];
+  load_q(w, (__global const ELEM_T*)(role ? v : k),
+         role ? SEQ_BASE(a, v, b, hk, sv.k_start) : SEQ_BASE(a, k, b, hk, sv.k_start),
+         role ? a->v_seq_stride : a->k_seq_stride, key_a, nk, t);
+  float acc[1][NT_O][4];
+#pragma unroll
+  for (int n = 0; n < NT_O; ++n) acc[0][n][0] = acc[0][n][1] = acc[0][n][2] = acc[0][n][3] = 0.0f;
+#else
 #if KW_REGISTERS /* K_w as A fragments too */
   qfrag_t kw[MK][QFRAGS][4];
   load_q(kw, (__global const ELEM_T*)k, SEQ_BASE(a, k, b, hk, sv.k_start), a->k_seq_stride, key_a, nk, t);
@@ -294,6 +317,7 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
     for (int n = 0; n < NT_O; ++n)
       dk_acc[i][n][0] = dk_acc[i][n][1] = dk_acc[i][n][2] = dk_acc[i][n][3] = dv_acc[i][n][0] = dv_acc[i][n][1] =
           dv_acc[i][n][2] = dv_acc[i][n][3] = 0.0f;
+#endif /* WARP_PAIRS */
 
   /* Steps over (query head of the group, Q block that sees the block), heads outer: every head of
    * the group has the sequence's lengths, so the same Q blocks. */
@@ -338,14 +362,36 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
 
     float s[MK][NQT][4], dp[MK][NQT][4];
+#if WARP_PAIRS /* dp: the K warp's S^T, the V warp's dP^T; s: the pair's S^T */
+    qk_block(dp, w, role ? do_tile[cur] : q_tile[cur], lane);
+    if (role == 0)
+#pragma unroll
+      for (int j = 0; j < NQT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s_handover[warp >> 1][4 * j + e][lane] = dp[0][j][e];
+    barrier(CLK_LOCAL_MEM_FENCE); /* S^T handed over (the V warp reads it before the next step's barrier) */
+#pragma unroll
+    for (int j = 0; j < NQT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[0][j][e] = role ? s_handover[warp >> 1][4 * j + e][lane] : dp[0][j][e];
+#else
     scores_t(s, dp, vw, K_OPERAND, q_tile[cur], do_tile[cur], warp, lane);
+#endif
 #if ALIBI || MASK_KIND
     if (step % blocks == 0) svh = seq_view(a, b, h, 1.0f, BWD_VARIANT_POINTERS);
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &svh, a, BWD_MASK);
 #else
     probs_t(s, dp, lse2_tile[cur], d_tile[cur], key_a, q0, k0, t, c, &sv, a, BWD_MASK);
 #endif
+#if WARP_PAIRS /* dV_w += P^T dO_i (the K warp), dK_w += dS^T Q_i (the V warp; its dp is dS^T) */
+#pragma unroll
+    for (int j = 0; j < NQT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[0][j][e] = role ? dp[0][j][e] : s[0][j][e];
+    pv_block(acc, s, role ? q_tile[cur] : do_tile[cur], lane);
+#else
     accumulate_kv(dv_acc, dk_acc, s, dp, q_tile[cur], do_tile[cur], lane);
+#endif
 #if DQ_ATOMIC
     stage_ds(ds_tile, dp[0], warp, g, t);
     barrier(CLK_LOCAL_MEM_FENCE); /* the whole dS^T block staged */
@@ -359,6 +405,23 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
 #endif
 
   /* epilogue: dK (times the scale) and dV rows of this warp's keys, written once */
+#if WARP_PAIRS /* the K warp's dV_w, the V warp's dK_w */
+  __global ELEM_T* outg = (__global ELEM_T*)(role ? dk : dv);
+  const long out_base = role ? SEQ_BASE(gb, dk, b, hk, sv.k_start) : SEQ_BASE(gb, dv, b, hk, sv.k_start);
+  const long out_stride = role ? gb->dk_seq_stride : gb->dv_seq_stride;
+  const float out_scale = role ? scale : 1.0f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = key_a + 8 * r;
+    const bool in = key < nk;
+#pragma unroll
+    for (int n = 0; n < NT_O; ++n) {
+      const int col = 8 * n + 2 * t;
+      store_o2(outg, out_base + (long)key * out_stride + col, acc[0][n][2 * r] * out_scale,
+               acc[0][n][2 * r + 1] * out_scale, in && col < HEAD_DIM, in && col + 1 < HEAD_DIM);
+    }
+  }
+#else
   __global ELEM_T* dkg = (__global ELEM_T*)dk;
   __global ELEM_T* dvg = (__global ELEM_T*)dv;
   const long dk_base = SEQ_BASE(gb, dk, b, hk, sv.k_start), dv_base = SEQ_BASE(gb, dv, b, hk, sv.k_start);
@@ -378,4 +441,5 @@ void bwd_mma_dkdv(__global const STORAGE_T* q, __global const STORAGE_T* k, __gl
                  ok1);
       }
     }
+#endif /* WARP_PAIRS */
 }

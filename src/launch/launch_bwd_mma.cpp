@@ -38,11 +38,13 @@ BackwardArgs resolved(const BackwardProblem& bp) {
   return r;
 }
 
-// One work-group per (K/V block of 16 * key m-tiles * warps keys, K/V head, batch).
+// One work-group per (K/V block of 16 * key m-tiles * warps keys, half that with warps in pairs,
+// K/V head, batch).
 void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
   const ForwardArgs& a = bp.forward.args;
   const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps),
-                    keys = 16 * static_cast<std::size_t>(plan.key_mtiles) * static_cast<std::size_t>(plan.warps);
+                    keys = 16 * static_cast<std::size_t>(plan.key_mtiles) * static_cast<std::size_t>(plan.warps) /
+                           (plan.warp_pairs ? 2 : 1);
   const std::size_t blocks = (static_cast<std::size_t>(a.seqlen_k) + keys - 1) / keys;
   global[0] = blocks * wg;
   global[1] = static_cast<std::size_t>(a.heads_kv != 0 ? a.heads_kv : a.heads);
@@ -236,12 +238,12 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
 
 bool probe_passes(cl_context context, cl_device_id device, DType dtype, int d, bool vec_load, bool deterministic,
                   bool dkdv_wgmma, bool dq_wgmma, const BwdMmaPlan& plan) {
-  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, int, int, int, bool, bool, bool>> memo;
+  static ProbeMemo<std::tuple<cl_device_id, DType, int, bool, int, int, int, int, bool, int, int, int, bool, bool, bool>> memo;
   // the dQ kernel's shape only where it runs
   const int dq_keys = deterministic ? plan.dq_keys : 0, dq_stages = deterministic ? plan.dq_stages : 0;
   const int dq_mtiles = deterministic ? plan.dq_mtiles : 0;
   return memo.passes(std::make_tuple(device, dtype, d, vec_load, plan.warps, plan.query_rows, plan.stages,
-                                     plan.key_mtiles, dq_keys, dq_stages, dq_mtiles, dkdv_wgmma,
+                                     plan.key_mtiles, plan.warp_pairs, dq_keys, dq_stages, dq_mtiles, dkdv_wgmma,
                                      deterministic && dq_wgmma, deterministic && plan.dq_overlap),
       [&] { return run_probe(context, device, dtype, d, vec_load, deterministic, dkdv_wgmma, dq_wgmma, plan); });
 }

@@ -53,11 +53,12 @@ bool parse_tile(const std::string& text, int& warps, int& rows, int& stages, int
 }
 
 // The fp32 (3xTF32) shape: bwd_mma.cl's contract form holds K_w, V_w (A fragments) and dK_w, dV_w
-// of 16 keys a warp in registers (4 d / 8 fp32 registers a lane, 128 at d = 64, 256 at d = 128,
-// where ptxas will spill: a first shape for the card to measure, not a tuned one) and only Q_i, dO_i
-// in __local memory; the dQ pass's key blocks are the Q blocks' size (its products are the same
-// qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V) buffers where
-// they fit 37 KiB (d <= 64). FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it, under bwd_mma.cl's
+// of 16 keys a warp in registers (4 d / 8 fp32 registers a lane: 128 at d = 64; at d = 128 256,
+// where clang's PTX through ptxas (sm_90) spilled 1.4 KiB a lane, so from d = 72 two warps share
+// the 16 keys, each with half of them: WARP_PAIRS, no spills there, 39 KiB of __local memory) and
+// only Q_i, dO_i in __local memory; the dQ pass's key blocks are the Q blocks' size (its products
+// are the same qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V)
+// buffers where they fit 37 KiB (d <= 64). A first shape for the card to measure, not a tuned one. FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it, under bwd_mma.cl's
 // compile-time rules (shape_compiles) and up to 128 rows; its MK is the 16-bit kernels' (fp32 keeps
 // one m-tile a warp, so one setting serves a run over both).
 BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
@@ -79,11 +80,13 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
     p.query_rows = rows;
     p.stages = stages;
   }
+  p.warp_pairs = a.head_dim > 64 && p.warps % 2 == 0;
   p.dq_keys = p.query_rows;
   p.dq_stages = p.stages;
-  p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages);
+  p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages) +
+                  (p.warp_pairs ? bwd_tf32_handover_bytes(p.warps, p.query_rows) : 0);
   p.dq_local_bytes = bwd_tf32_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
-  p.reason = concat("fa2 backward on tensor cores: ", p.warps, " warps x 16 keys, ", p.query_rows,
+  p.reason = concat("fa2 backward on tensor cores: ", p.warps, p.warp_pairs ? " warps in pairs x 16 keys, " : " warps x 16 keys, ", p.query_rows,
                     " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
                     ", mma.sync.m16n8k8 3xTF32");
   return p;
@@ -94,6 +97,10 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
 std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages) {
   const std::size_t rows = static_cast<std::size_t>(stages) * static_cast<std::size_t>(query_rows);
   return sizeof(float) * (2 * rows * tf32_tiles(head_dim).k_pitch + 2 * rows);  // (ONE_PITCH: K's pitch)
+}
+
+std::size_t bwd_tf32_handover_bytes(int warps, int query_rows) {
+  return sizeof(float) * static_cast<std::size_t>(warps / 2) * (query_rows / 2) * 32;  // s_handover
 }
 
 std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages) {
@@ -292,6 +299,7 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
   if (plan.key_mtiles != 1) options += concat(" -DMK=", plan.key_mtiles);  // only with the dQ pass (DQ_ATOMIC=0)
   if (a.dtype == DType::F32) options += " -DONE_PITCH=1";  // mma_tf32.cl: every tile at one pitch
+  if (plan.warp_pairs) options += " -DWARP_PAIRS=1";
   return options;
 }
 

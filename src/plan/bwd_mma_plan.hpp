@@ -22,6 +22,9 @@ struct BwdMmaPlan {
   // FLASHCL_BWD_MMA_TILE's fourth field forces it there): the K/V block is then 32 * warps keys and
   // every Q_i/dO_i fragment read by ldmatrix serves two m-tiles
   int key_mtiles = 1;
+  // fp32 (3xTF32) at d > 64: warps in pairs over each 16 keys of bwd_mma_dkdv (-DWARP_PAIRS=1), one
+  // holding K_w and dV_w, the other V_w and dK_w, so the K/V block is 8 * warps keys (bwd_mma.cl)
+  bool warp_pairs = false;
   std::size_t local_bytes = 0;
   // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;
   // false (FLASHCL_BWD_MMA_DQ=atomic) adds dQ with red.global.add into the fp32 accumulator in
@@ -125,6 +128,8 @@ BwdMmaPlan bwd_wgmma_dkdv_shape(const DeviceFacts& facts, const BwdMmaPlan& plan
 // pass's (K_j, V_j, `stages` times).
 std::size_t bwd_tf32_local_bytes(int query_rows, int head_dim, int stages);
 std::size_t bwd_tf32_dq_local_bytes(int keys, int head_dim, int stages);
+// With WARP_PAIRS, each pair's S^T handed from its K warp to its V warp (fp32, BQ / 2 a lane).
+std::size_t bwd_tf32_handover_bytes(int warps, int query_rows);
 
 // Whether the call's Q, K and dO rows (and V's, where bwd_mma_dq runs) allow 16-byte cp.async
 // copies (VEC_LOAD=1; the probe runs the same copy form).
