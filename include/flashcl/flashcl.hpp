@@ -363,7 +363,8 @@ struct KvCacheArgs {
 // query cannot know, so it sizes for the most splits any residency could ask.
 FLASHCL_API std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args);
 
-// The split kernel a call of `args` on `queue` runs and how (builds its program, enqueues nothing).
+// The split kernel a call of `args` on `queue` runs and how (builds its program and enqueues nothing
+// on `queue`; on NVIDIA its first ask may run decode_mma's one-time device probe on a queue of its own).
 struct KvCacheInfo {
   std::string kernel;                // decode_mma, decode_lanes, decode_cpu, decode_stream or decode_split
   int num_splits = 0;                // key splits per (sequence, K/V head, row block)

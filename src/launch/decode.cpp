@@ -4,11 +4,12 @@
 // the optional append, rotary tables and variants, and that each strided view fits its buffer.
 // Device-side values (cache_seqlens, block table entries, cache_batch_idx) are never read back;
 // the kernels clamp them (decode_common.cl). Then the planner (plan_decode.hpp) picks the tile
-// and split count and three kernels are enqueued: append (with k_new), split-KV attention
-// (decode_mma, decode_lanes, decode_cpu, decode_stream or decode_split: plan_decode.cpp), merge. An fp8 cache (cache_dtype
-// E4M3/E5M2, docs/FP8.md "FP8 KV cache") adds its two descale buffers, checked here like the rest
-// (and read back only with check_device_data, as the fp8 forward does), to the append and the
-// attention kernel's arguments.
+// and split count (decode_mma only once its device probe has passed: decode_probe.hpp) and three
+// kernels are enqueued: append (with k_new), split-KV attention (decode_mma, decode_lanes,
+// decode_cpu, decode_stream or decode_split: plan_decode.cpp) and merge, whose arguments and grids
+// decode_kernels.hpp sets up. An fp8 cache (cache_dtype E4M3/E5M2, docs/FP8.md "FP8 KV cache") adds
+// its two descale buffers, checked here like the rest (and read back only with check_device_data,
+// as the fp8 forward does), to the append and the attention kernel's arguments.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,7 +24,6 @@
 #include "launch/decode_kernels.hpp"
 #include "launch/decode_probe.hpp"
 #include "launch/launchers.hpp"
-#include "plan/forward_programs.hpp"  // windowed
 #include "plan/kvcache_plan.hpp"
 #include "plan/plan_decode.hpp"
 #include "plan/overrides.hpp"
@@ -73,8 +73,6 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const cha
 
 bool appends(const KvCacheArgs& a) { return a.k_new.buffer != nullptr; }
 
-// FLASHCL_DECODE asks for decode_mma (plan_decode.hpp's "mma" and "mma-b<BC>s<RING>").
-bool forced_mma(const Overrides& o) { return o.decode.rfind("mma", 0) == 0; }
 
 // Shape-level checks and defaults (no buffers): shared by the call and the workspace query.
 KvCacheArgs normalize(const KvCacheArgs& in) {
@@ -191,11 +189,6 @@ KvCacheArgs normalize(const KvCacheArgs& in) {
     resolve_dense(a.v_new, a.seqlen_new, a.heads_kv, d, "v_new");
   }
   return a;
-}
-
-std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
-  const auto n = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
-  return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
 }
 
 std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) / m * m; }
@@ -318,17 +311,23 @@ ResidentPlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
   bool mma_failed = false;
   ResidentPlan r{plan_kvcache(*p.facts, a, o), cl::Kernel()};
   std::string why;
-  if (r.call.decode.mma && !decode_mma_probe_passes(p.context, p.device, a.dtype, &why)) {
-    if (forced_mma(o))
-      fail(Status::InternalError, "FLASHCL_DECODE=", o.decode,
+  const ProbeResult probe = r.call.decode.mma ? decode_mma_probe(p.context, p.device, a.dtype, &why) : ProbeResult::Pass;
+  if (probe != ProbeResult::Pass) {
+    if (forces_decode_mma(o.decode))
+      fail(probe == ProbeResult::Transient ? Status::OutOfResources : Status::InternalError, "FLASHCL_DECODE=", o.decode,
            ": the tensor-core decode kernel (decode_mma) failed its probe on this device: ", why);
     mma_failed = true;
     r.call = plan_kvcache(*p.facts, a, o, 0, mma_failed);
+    r.call.decode.reason += concat("; decode_mma failed its probe (", why.substr(0, why.find('\n')), ")");
   }
   if (!r.call.decode.lanes || !r.call.decode.lane_shuffle || a.num_splits > 0) return r;
   with_cl_errors([&] { r.split = make_kernel(p, r.call.program, r.call.attention_kernel); });
   const int resident = split_kernel_residency(p, r.split, r.call.decode.work_group_size);
-  if (resident > 0) r.call = plan_kvcache(*p.facts, a, o, resident, mma_failed);
+  if (resident > 0) {
+    const std::string reason = r.call.decode.reason;
+    r.call = plan_kvcache(*p.facts, a, o, resident, mma_failed);
+    if (mma_failed) r.call.decode.reason = reason;  // (the same form: only the split count moved)
+  }
   return r;
 }
 
@@ -347,7 +346,7 @@ std::size_t kvcache_workspace_bytes(cl_device_id device, const KvCacheArgs& args
   std::size_t bytes = workspace_for(a, plan);
   // (no context here to run decode_mma's probe: where the plan takes it by default, the workspace
   // also holds the partials of the form a failed probe leaves the call to)
-  if (plan.mma && !forced_mma(o))
+  if (plan.mma && !forces_decode_mma(o.decode))
     bytes = std::max(bytes, workspace_for(a, plan_kvcache(facts, a, o, kResidentForSizing, true).decode));
   return bytes;
 }
@@ -443,7 +442,12 @@ Launch forward_kvcache(cl_command_queue queue, const KvCacheArgs& args, const st
     }
     cl::Kernel split = planned.split() != nullptr ? planned.split : make_kernel(p, program, call.attention_kernel);
     cl::Kernel merge = make_kernel(p, program, merge_kernel_name(plan));
-    enqueue_split_merge(queue, a, plan, split, merge, workspace, kargs, wait, launch);
+    set_split_merge_args(split, merge, a, workspace, kargs,
+                         [](const cl::Kernel& kernel, const auto&... values) { set_args(kernel, values...); });
+    if (fp8_cache) set_descale_args(split, 12, a);
+    const SplitMergeGrids grids = split_merge_grids(a, plan);
+    enqueue(queue, split, grids.split_global, grids.split_local, wait, launch);
+    enqueue(queue, merge, grids.merge_global, grids.merge_local, {launch.last()}, launch);
   });
   return launch;
 }

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "base/errors.hpp"
-#include "launch/launchers.hpp"
+#include "base/saturating.hpp"
 #include "plan/forward_programs.hpp"  // windowed
 #include "validate/problem.hpp"       // set_kernel_view
 
@@ -64,34 +64,29 @@ DecodeKernelArgs decode_kernel_args(const KvCacheArgs& a, const KvCachePlan& cal
   return {k, attn};
 }
 
+std::size_t workspace_for(const KvCacheArgs& a, const DecodePlan& plan) {
+  const auto n = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
+  return saturating_bytes({n(a.batch), n(a.heads), n(a.seqlen_q), n(plan.num_splits), n(a.head_dim) + 1, sizeof(float)});
+}
+
 const char* merge_kernel_name(const DecodePlan& plan) {
   // decode_cpu's program has its own merge, one work-item per row (decode_cpu.cl says why)
   return plan.cpu ? "decode_cpu_merge" : plan.merge_serial ? "decode_merge_serial" : "decode_merge";
 }
 
+SplitMergeGrids split_merge_grids(const KvCacheArgs& a, const DecodePlan& plan) {
+  const std::size_t merge_wg = plan.cpu ? 1 : static_cast<std::size_t>(plan.merge_wg);
+  return {{static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
+           static_cast<std::size_t>(a.heads_kv / plan.heads_per_item), static_cast<std::size_t>(a.batch)},
+          {plan.work_group_size, 1, 1},
+          {static_cast<std::size_t>(a.seqlen_q) * merge_wg, static_cast<std::size_t>(a.heads),
+           static_cast<std::size_t>(a.batch)},
+          {merge_wg, 1, 1}};
+}
+
 void set_descale_args(const cl::Kernel& kernel, cl_uint first, const KvCacheArgs& a) {
   check_cl(clSetKernelArg(kernel(), first, sizeof(cl_mem), &a.k_descale), "clSetKernelArg");
   check_cl(clSetKernelArg(kernel(), first + 1, sizeof(cl_mem), &a.v_descale), "clSetKernelArg");
-}
-
-void enqueue_split_merge(cl_command_queue queue, const KvCacheArgs& a, const DecodePlan& plan, const cl::Kernel& split,
-                         const cl::Kernel& merge, cl_mem workspace, const DecodeKernelArgs& k,
-                         const std::vector<cl_event>& wait, Launch& launch) {
-  set_args(split, a.q.buffer, a.k_cache.buffer, a.v_cache.buffer, workspace, a.cache_seqlens, a.block_table,
-           a.cache_batch_idx, a.rotary_cos, a.rotary_sin, a.alibi_slopes, k.decode, k.attn);
-  if (is_fp8(a.cache_dtype.value_or(a.dtype))) set_descale_args(split, 12, a);
-  const std::size_t split_global[3] = {static_cast<std::size_t>(plan.row_blocks) * plan.num_splits * plan.work_group_size,
-                                       static_cast<std::size_t>(a.heads_kv / plan.heads_per_item),
-                                       static_cast<std::size_t>(a.batch)};
-  const std::size_t split_local[3] = {plan.work_group_size, 1, 1};
-  enqueue(queue, split, split_global, split_local, wait, launch);
-
-  const std::size_t merge_wg = plan.cpu ? 1 : static_cast<std::size_t>(plan.merge_wg);
-  set_args(merge, workspace, a.o.buffer, a.lse, k.decode);
-  const std::size_t merge_global[3] = {static_cast<std::size_t>(a.seqlen_q) * merge_wg,
-                                       static_cast<std::size_t>(a.heads), static_cast<std::size_t>(a.batch)};
-  const std::size_t merge_local[3] = {merge_wg, 1, 1};
-  enqueue(queue, merge, merge_global, merge_local, {launch.last()}, launch);
 }
 
 }  // namespace flashcl::detail

@@ -2,11 +2,16 @@
 // 150 and 37 keys in a contiguous cache of 160 rows, 8 query heads over 2 K/V heads (GQA groups of
 // 4, packed as decode_mma packs them), one query each, d = 64, three key splits (so a split of the
 // short sequence sees no key: the merge's LSE = -inf path), values multiples of 1/64 in [-1, 1)
-// (exact in fp16 and bf16). It is planned, built and enqueued as a call would be (kvcache_plan.hpp,
-// decode_kernels.hpp) under FLASHCL_DECODE=mma, but built outside the program cache, its counters
-// and the fault hooks: the probe is the library's business, not part of the caller's call. O and
-// LSE must lie within 1e-2 of float64 (P rounded to 16 bits costs ~1e-3; a wrong fragment layout,
-// key or head is off by ~0.1 or more).
+// (exact in fp16 and bf16), each row's shifted by 5 (probe_value repeats every 128 elements: two
+// rows at d = 64, so unshifted every key of a head would be the same and a kernel reading the wrong
+// keys or sequence would pass). It is planned and its arguments and grids set up by the call's own
+// code (kvcache_plan.hpp, decode_kernels.hpp) under FLASHCL_DECODE=mma, one plain form (contiguous,
+// one query, the default tile): like the other probes it answers whether the device builds and
+// computes the kernel, not every form's every switch, whose build failures stay the call's errors
+// with their logs. Built and run outside the program cache, its counters and the fault hooks: the
+// probe is the library's business, not part of the caller's call. O and LSE must lie within 1e-2
+// of float64 (P rounded to 16 bits costs ~1e-3; a kernel reading another sequence's cache rows is
+// off by 0.02, a wrong head or fragment layout by ~0.1 or more).
 #include "launch/decode_probe.hpp"
 
 #include <algorithm>
@@ -68,8 +73,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, std:
         cl::CommandQueue queue(ctx, cl::Device(device, true));
         std::vector<float> q(static_cast<std::size_t>(kBatch) * kHeads * kHeadDim),
             k(static_cast<std::size_t>(kBatch) * kCapacity * kHeadsKv * kHeadDim), v(k.size());
-        for (std::size_t i = 0; i < q.size(); ++i) q[i] = probe_value(i, 1, 11, 64);
-        for (std::size_t i = 0; i < k.size(); ++i) k[i] = probe_value(i, 2, 11, 64), v[i] = probe_value(i, 3, 11, 64);
+        auto value = [](std::size_t i, int salt) { return probe_value(i + i / kHeadDim * 5, salt, 11, 64); };
+        for (std::size_t i = 0; i < q.size(); ++i) q[i] = value(i, 1);
+        for (std::size_t i = 0; i < k.size(); ++i) k[i] = value(i, 2), v[i] = value(i, 3);
         auto upload = [&](const std::vector<float>& x) {
           std::vector<std::uint16_t> bits = to_storage(dtype, x);
           return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
@@ -101,12 +107,21 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, std:
         if (!call.decode.mma)
           return probe_failed(what, concat("decode_mma does not fit the device (", call.decode.reason, ")"), reason);
 
-        cl::Program program = build_uncached(context, device, *call.program.files, call.program.options);
+        cl::Program program = build_uncached(context, device, *call.program.files, call.program.options,
+                                             call.program.arch_ptx ? BuildRoute::ArchPtx : BuildRoute::Source);
         cl::Kernel split(program, call.attention_kernel), merge(program, merge_kernel_name(call.decode));
-        const std::size_t work_bytes = static_cast<std::size_t>(kBatch) * kHeads * kSplits * (kHeadDim + 1) * 4;
-        cl::Buffer work(ctx, CL_MEM_READ_WRITE, work_bytes);
-        Launch launch;
-        enqueue_split_merge(queue(), a, call.decode, split, merge, work(), decode_kernel_args(a, call), {}, launch);
+        cl::Buffer work(ctx, CL_MEM_READ_WRITE, workspace_for(a, call.decode));
+        // the C++ bindings' setArg and enqueue (cl::Error, which the guard takes), not the library's
+        // hooked ones: a fault injected for a caller's call must not land here and turn the form off
+        set_split_merge_args(split, merge, a, work(), decode_kernel_args(a, call),
+                             [](cl::Kernel& kernel, const auto&... values) {
+                               cl_uint index = 0;
+                               (kernel.setArg(index++, sizeof values, &values), ...);
+                             });
+        const SplitMergeGrids grids = split_merge_grids(a, call.decode);
+        auto range = [](const std::size_t r[3]) { return cl::NDRange(r[0], r[1], r[2]); };
+        queue.enqueueNDRangeKernel(split, cl::NullRange, range(grids.split_global), range(grids.split_local));
+        queue.enqueueNDRangeKernel(merge, cl::NullRange, range(grids.merge_global), range(grids.merge_local));
         std::vector<std::uint16_t> bits(q.size());
         std::vector<float> lse(static_cast<std::size_t>(kBatch) * kHeads);
         queue.enqueueReadBuffer(ob, CL_TRUE, 0, bits.size() * 2, bits.data());
@@ -128,9 +143,9 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, std:
 
 }  // namespace
 
-bool decode_mma_probe_passes(cl_context context, cl_device_id device, DType dtype, std::string* why) {
+ProbeResult decode_mma_probe(cl_context context, cl_device_id device, DType dtype, std::string* why) {
   static ProbeMemo<std::tuple<cl_device_id, DType>> memo;
-  return memo.passes(
+  return memo.result(
       std::make_tuple(device, dtype), [&](std::string* reason) { return run_probe(context, device, dtype, reason); },
       why);
 }

@@ -12,13 +12,14 @@
 #include <CL/cl.h>
 
 #include "flashcl/flashcl.hpp"
+#include "launch/probe.hpp"
 
 namespace flashcl::detail {
 
-// Whether decode_mma passes its probe on `device` for 16-bit caches of `dtype` (F16, BF16): run
-// once per (device, dtype) in `context` on a queue of its own, remembered for the process (a probe
-// that ran out of resources is asked again next time). On failure, *why (where given) says why: the
-// build log, an OpenCL error, or the first element off the reference.
-bool decode_mma_probe_passes(cl_context context, cl_device_id device, DType dtype, std::string* why = nullptr);
+// decode_mma's probe on `device` for 16-bit caches of `dtype` (F16, BF16): run once per (device,
+// dtype) in `context` on a queue of its own, remembered for the process; Transient (it ran out of
+// resources) is not remembered, so the next call asks again. On failure, *why (where given) says
+// why: the build log, an OpenCL error, or the first element off the reference.
+ProbeResult decode_mma_probe(cl_context context, cl_device_id device, DType dtype, std::string* why = nullptr);
 
 }  // namespace flashcl::detail

@@ -1,9 +1,10 @@
 // probe.hpp: what the one-time device probes of the NVIDIA tensor-core paths share
-// (launch_fa2_mma.cpp, launch_bwd_mma.cpp): inputs exact in the probe's storage type, the outcome
-// of one probe run, the conversion of whatever a run throws into that outcome (a build failure or
-// a wrong answer is an answer for the device; running out of resources is not), the message under
-// FLASHCL_BUILD_LOG=1, and the memo that runs each probe once per key. Each probe keeps its own
-// problem, reference and tolerance; this file only holds their common frame.
+// (launch_fa2_mma.cpp, launch_standard_mma.cpp, launch_bwd_mma.cpp, decode_probe.cpp): inputs
+// exact in the probe's storage type, the outcome of one probe run, the conversion of whatever a run
+// throws into that outcome (a build failure or a wrong answer is an answer for the device; running
+// out of resources is not), the message under FLASHCL_BUILD_LOG=1, and the memo that runs each
+// probe once per key. Each probe keeps its own problem, reference and tolerance; this file only
+// holds their common frame.
 #pragma once
 
 #include <cstddef>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "base/cl_bindings.hpp"
 #include "base/errors.hpp"
@@ -69,7 +71,7 @@ template <typename Key>
 class ProbeMemo {
  public:
   template <typename Run>
-  bool passes(const Key& key, Run&& run, std::string* why = nullptr) {
+  ProbeResult result(const Key& key, Run&& run, std::string* why = nullptr) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = results_.find(key);
     if (it == results_.end()) {
@@ -79,18 +81,22 @@ class ProbeMemo {
       else r = run();
       if (r == ProbeResult::Transient) {
         if (why != nullptr) *why = "the probe ran out of resources (asked again by the next call)";
-        return false;
+        return r;
       }
-      it = results_.emplace(key, Outcome{r == ProbeResult::Pass, reason}).first;
+      it = results_.emplace(key, Outcome{r, reason}).first;
     }
     if (why != nullptr) *why = it->second.why;
-    return it->second.pass;
+    return it->second.result;
+  }
+  template <typename Run>
+  bool passes(const Key& key, Run&& run, std::string* why = nullptr) {
+    return result(key, std::forward<Run>(run), why) == ProbeResult::Pass;
   }
 
  private:
   struct Outcome {
-    bool pass;
-    std::string why;  // a failure's reason, where run reported it
+    ProbeResult result;  // Pass or Fail
+    std::string why;     // a failure's reason, where run reported it
   };
   std::mutex mutex_;
   std::map<Key, Outcome> results_;

@@ -188,7 +188,7 @@ DecodePlan plan_decode(const DeviceFacts& f, const DecodeRequest& r) {
   //    of a group of 4 read 2.98 TB/s against decode_lanes' 1.10 (causal 2.87 against 0.61, pages of
   //    16 2.70 against 1.23), 4 queries 2.96 against the staged kernel's 0.23, 16 queries (64 rows,
   //    one 4-warp work-group) 2.29 against 0.064; measured at 32k only, but 2.6-36x leaves room.
-  const bool forced_mma = r.form.rfind("mma", 0) == 0;
+  const bool forced_mma = forces_decode_mma(r.form);
   const int default_wg = 32 * decode_mma_warps(rows, 32, r.head_dim, f.max_work_group_size);
   const bool in_runs = r.page_size > 0 ? decode_mma_run(r.page_size, 32, r.head_dim, default_wg) > 0
                                        : decode_mma_stepped(32, r.head_dim, default_wg);

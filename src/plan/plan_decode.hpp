@@ -108,6 +108,9 @@ bool decode_mma_stepped(int run, int head_dim, int work_group_size);
 std::size_t decode_lanes_local_bytes(int block_rows, int block_cols, int head_dim, int key_groups, int chunks,
                                      bool shuffle, int async_stages = 0);
 
+// Whether FLASHCL_DECODE's `form` asks for decode_mma ("mma" or "mma-b<BC>s<RING>").
+inline bool forces_decode_mma(const std::string& form) { return form.rfind("mma", 0) == 0; }
+
 constexpr int kMaxDecodeSplits = 1024;  // decode_merge.cl's MERGE_MAX_SPLITS (its __local weights)
 
 // DecodeRequest::resident_per_cu for the workspace query, which cannot build the kernel: a split
