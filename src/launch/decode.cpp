@@ -73,7 +73,6 @@ void check_buffer(cl_mem buffer, cl_context context, std::size_t need, const cha
 
 bool appends(const KvCacheArgs& a) { return a.k_new.buffer != nullptr; }
 
-
 // Shape-level checks and defaults (no buffers): shared by the call and the workspace query.
 KvCacheArgs normalize(const KvCacheArgs& in) {
   KvCacheArgs a = in;
@@ -311,11 +310,12 @@ ResidentPlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
   bool mma_failed = false;
   ResidentPlan r{plan_kvcache(*p.facts, a, o), cl::Kernel()};
   std::string why;
-  const ProbeResult probe = r.call.decode.mma ? decode_mma_probe(p.context, p.device, a.dtype, &why) : ProbeResult::Pass;
+  const ProbeResult probe =
+      r.call.decode.mma ? decode_mma_probe(p.context, p.device, a.dtype, &why) : ProbeResult::Pass;
   if (probe != ProbeResult::Pass) {
     if (forces_decode_mma(o.decode))
-      fail(probe == ProbeResult::Transient ? Status::OutOfResources : Status::InternalError, "FLASHCL_DECODE=", o.decode,
-           ": the tensor-core decode kernel (decode_mma) failed its probe on this device: ", why);
+      fail(probe == ProbeResult::Transient ? Status::OutOfResources : Status::InternalError, "FLASHCL_DECODE=",
+           o.decode, ": the tensor-core decode kernel (decode_mma) failed its probe on this device: ", why);
     mma_failed = true;
     r.call = plan_kvcache(*p.facts, a, o, 0, mma_failed);
     r.call.decode.reason += concat("; decode_mma failed its probe (", why.substr(0, why.find('\n')), ")");
