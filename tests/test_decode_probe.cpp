@@ -15,6 +15,7 @@
 #include "flashcl/flashcl.hpp"
 #include "launch/decode_probe.hpp"
 #include "plan/device_facts.hpp"
+#include "plan/plan_decode.hpp"  // decode_mma_local_bytes
 
 namespace flashcl::detail {
 namespace {
@@ -36,6 +37,10 @@ TEST(DecodeMmaProbe, PassesWhereTheKernelBuildsElseSaysWhy) {
                             read_file(FLASHCL_SOURCE_DIR "/tests/emulated_mma/mma_ptx.cl");
   if (kernel_dir != nullptr && !emulated && !tensor_cores)
     GTEST_SKIP() << "FLASHCL_KERNEL_DIR holds a kernel tree other than tests/emulated_mma's on this device";
+  // the probe's tiles (d 64, 32 keys, two stages) as the planner sizes them, against the device's memory
+  if (emulated && facts.local_mem_bytes < decode_mma_local_bytes(32, 64, 2, false))
+    GTEST_SKIP() << "the probe's decode_mma tiles need " << decode_mma_local_bytes(32, 64, 2, false)
+                 << " bytes of local memory; the device has " << facts.local_mem_bytes;
   for (DType dtype : {DType::F16, DType::BF16}) {
     SCOPED_TRACE(to_string(dtype));
     std::string why;

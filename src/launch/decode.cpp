@@ -307,26 +307,25 @@ struct ResidentPlan {
 // form, or, where FLASHCL_DECODE forced it, an error saying why.
 ResidentPlan plan_with_residency(const Problem& p, const KvCacheArgs& a) {
   const Overrides& o = process_overrides();
-  bool mma_failed = false;
   ResidentPlan r{plan_kvcache(*p.facts, a, o), cl::Kernel()};
-  std::string why;
+  std::string why, probe_note;  // the reason's note of a failed probe, after every plan of the call
   const ProbeResult probe =
       r.call.decode.mma ? decode_mma_probe(p.context, p.device, a.dtype, &why) : ProbeResult::Pass;
-  if (probe != ProbeResult::Pass) {
+  const bool mma_failed = probe != ProbeResult::Pass;
+  if (mma_failed) {
     if (forces_decode_mma(o.decode))
       fail(probe == ProbeResult::Transient ? Status::OutOfResources : Status::InternalError, "FLASHCL_DECODE=",
            o.decode, ": the tensor-core decode kernel (decode_mma) failed its probe on this device: ", why);
-    mma_failed = true;
+    probe_note = concat("; decode_mma failed its probe (", why.substr(0, why.find('\n')), ")");
     r.call = plan_kvcache(*p.facts, a, o, 0, mma_failed);
-    r.call.decode.reason += concat("; decode_mma failed its probe (", why.substr(0, why.find('\n')), ")");
+    r.call.decode.reason += probe_note;
   }
   if (!r.call.decode.lanes || !r.call.decode.lane_shuffle || a.num_splits > 0) return r;
   with_cl_errors([&] { r.split = make_kernel(p, r.call.program, r.call.attention_kernel); });
   const int resident = split_kernel_residency(p, r.split, r.call.decode.work_group_size);
   if (resident > 0) {
-    const std::string reason = r.call.decode.reason;
     r.call = plan_kvcache(*p.facts, a, o, resident, mma_failed);
-    if (mma_failed) r.call.decode.reason = reason;  // (the same form: only the split count moved)
+    r.call.decode.reason += probe_note;
   }
   return r;
 }

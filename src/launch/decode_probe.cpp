@@ -76,11 +76,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, std:
         auto value = [](std::size_t i, int salt) { return probe_value(i + i / kHeadDim * 5, salt, 11, 64); };
         for (std::size_t i = 0; i < q.size(); ++i) q[i] = value(i, 1);
         for (std::size_t i = 0; i < k.size(); ++i) k[i] = value(i, 2), v[i] = value(i, 3);
-        auto upload = [&](const std::vector<float>& x) {
-          std::vector<std::uint16_t> bits = to_storage(dtype, x);
-          return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
-        };
-        cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v);
+        cl::Buffer qb = probe_upload(ctx, dtype, q), kb = probe_upload(ctx, dtype, k), vb = probe_upload(ctx, dtype, v);
         std::vector<std::int32_t> lengths(kLengths, kLengths + kBatch);
         cl::Buffer lengths_b(ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, lengths.size() * 4, lengths.data());
         cl::Buffer ob(ctx, CL_MEM_READ_WRITE, q.size() * 2), lse_b(ctx, CL_MEM_READ_WRITE, kBatch * kHeads * 4);

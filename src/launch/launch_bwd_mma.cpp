@@ -144,16 +144,7 @@ ProbeResult run_probe(cl_context context, cl_device_id device, DType dtype, int 
     // probe's rows are not 16-byte aligned either
     const int pad = vec_load ? 0 : 1;
     const std::size_t elem = dtype == DType::F32 ? 4 : 2;
-    auto upload = [&](const std::vector<float>& x) {
-      if (dtype == DType::F32) {
-        std::vector<float> values(x);
-        values.insert(values.begin(), pad, 0.0f);
-        return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, values.size() * 4, values.data());
-      }
-      std::vector<std::uint16_t> bits = to_storage(dtype, x);
-      bits.insert(bits.begin(), pad, 0);
-      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
-    };
+    auto upload = [&](const std::vector<float>& x) { return probe_upload(ctx, dtype, x, pad); };
     auto output = [&](std::size_t elems) { return cl::Buffer(ctx, CL_MEM_READ_WRITE, (elems + pad) * elem); };
     cl::Buffer qb = upload(q), kb = upload(k), vb = upload(v), dob = upload(d_o), ob = output(q.size());
     cl::Buffer dqb = output(q.size()), dkb = output(k.size()), dvb = output(v.size());

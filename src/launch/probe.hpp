@@ -15,6 +15,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "base/cl_bindings.hpp"
 #include "base/errors.hpp"
@@ -28,6 +29,18 @@ enum class ProbeResult { Pass, Fail, Transient };
 // 16 bits for steps 64, in e4m3 for steps 8.
 inline float probe_value(std::size_t i, int salt, int salt_step, int steps) {
   return static_cast<float>((i * 37 + salt * salt_step) % (2 * steps)) / static_cast<float>(steps) - 1.0f;
+}
+
+// `values` in `dtype`'s storage (fp32, 16-bit bits, fp8 codes: exact for probe_value's inputs) in a
+// new buffer of `ctx`, after `pad` zero elements (rows that are then not 16-byte aligned).
+inline cl::Buffer probe_upload(const cl::Context& ctx, DType dtype, const std::vector<float>& values, int pad = 0) {
+  auto buffer = [&](auto bits) {
+    bits.insert(bits.begin(), pad, 0);
+    return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * sizeof(bits[0]), bits.data());
+  };
+  if (is_fp8(dtype)) return buffer(to_fp8(dtype, values));
+  if (dtype == DType::F32) return buffer(values);
+  return buffer(to_storage(dtype, values));
 }
 
 // Why the probe `what` failed, on stderr under FLASHCL_BUILD_LOG=1 (the fallback itself is silent),

@@ -26,18 +26,9 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
   if (dtype == DType::F32)  // low bits that TF32 alone drops
     for (auto* t : {&q, &k, &v})
       for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] += static_cast<float>(i % 7) * 0x1p-17f;
-  auto upload = [&](const std::vector<float>& x) {
-    if (fp8) {
-      std::vector<std::uint8_t> bits = to_fp8(dtype, x);  // exact: multiples of 1/8 in [-1, 1)
-      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size(), bits.data());
-    }
-    if (dtype == DType::F32)
-      return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, x.size() * 4, const_cast<float*>(x.data()));
-    std::vector<std::uint16_t> bits = to_storage(dtype, x);  // exact: multiples of 1/64 and short mantissas
-    return cl::Buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bits.size() * 2, bits.data());
-  };
-  qb = upload(q);
-  kb = upload(k);
+  // exact in each storage: multiples of 1/8 in [-1, 1) for fp8, of 1/64 with short mantissas for 16 bits
+  qb = probe_upload(ctx, dtype, q);
+  kb = probe_upload(ctx, dtype, k);
   if (v_transposed) {  // (d, Nk) rows of `pitch` keys, NaN (0x7f in both fp8 formats) past Nk
     const int pitch = 192;  // a multiple of 16 and past the last key block's end (64-key blocks)
     std::vector<std::uint8_t> bits = to_fp8(dtype, v), vt(static_cast<std::size_t>(d) * pitch, 0x7f);
@@ -49,7 +40,7 @@ ForwardProbe::ForwardProbe(cl_context context, cl_device_id device, DType dtype_
     args.v.seq_stride = pitch;
     args.v.head_stride = args.v.batch_stride = std::int64_t{d} * pitch;
   } else {
-    vb = upload(v);
+    vb = probe_upload(ctx, dtype, v);
   }
   ob = cl::Buffer(ctx, CL_MEM_READ_WRITE, q.size() * element_size(out));
   args.batch = args.heads = 1;

@@ -58,9 +58,10 @@ bool parse_tile(const std::string& text, int& warps, int& rows, int& stages, int
 // the 16 keys, each with half of them: WARP_PAIRS, no spills there, 39 KiB of __local memory) and
 // only Q_i, dO_i in __local memory; the dQ pass's key blocks are the Q blocks' size (its products
 // are the same qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V)
-// buffers where they fit 37 KiB (d <= 64). A first shape for the card to measure, not a tuned one. FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it, under bwd_mma.cl's
-// compile-time rules (shape_compiles) and up to 128 rows; its MK is the 16-bit kernels' (fp32 keeps
-// one m-tile a warp, so one setting serves a run over both).
+// buffers where they fit 37 KiB (d <= 64). A first shape for the card to measure, not a tuned one.
+// FLASHCL_BWD_MMA_TILE's WARPSxBQ[xSTAGES] sets it, under bwd_mma.cl's compile-time rules
+// (shape_compiles) and up to 128 rows; its MK is the 16-bit kernels' (fp32 keeps one m-tile a warp,
+// so one setting serves a run over both).
 BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
   BwdMmaPlan p;
   p.dq_pass = true;  // no atomic form on fp32: FLASHCL_BWD_MMA_DQ=atomic changes nothing here
@@ -86,8 +87,8 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
   p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages) +
                   (p.warp_pairs ? bwd_tf32_handover_bytes(p.warps, p.query_rows) : 0);
   p.dq_local_bytes = bwd_tf32_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
-  p.reason = concat("fa2 backward on tensor cores: ", p.warps, p.warp_pairs ? " warps in pairs x 16 keys, " : " warps x 16 keys, ", p.query_rows,
-                    " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
+  p.reason = concat("fa2 backward on tensor cores: ", p.warps, p.warp_pairs ? " warps in pairs" : " warps",
+                    " x 16 keys, ", p.query_rows, " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
                     ", mma.sync.m16n8k8 3xTF32");
   return p;
 }
