@@ -108,9 +108,8 @@ TEST_F(BwdMma, StridedLayouts) {
 // and per head, a row that sees nothing), additive biases (broadcast), packed sequences (empty,
 // one-row, keyless and short ones, causal and not, with a window) and all of them together, at d =
 // 64 and 128, fp16 and bf16, each by atomic dQ and by the dQ pass. They reach the tensor cores
-// under FLASHCL_TENSOR_CORE_VARIANTS=1 (as bench/gpu/tensor_core_variants.sh runs them; the portable
-// kernels otherwise, until a card has passed them).
-// the plain program's fragments), so these cases are its only check on the card.
+// unless FLASHCL_TENSOR_CORE_VARIANTS=0 (then the portable kernels); bench/gpu/tensor_core_variants.sh
+// runs them on the card and times them against the portable kernels.
 // A (B, H / H_kv, Nq x Nk, d) case of the variants, dense (B, S, H, d) layout.
 Case variant(int b, int h, int h_kv, int nq, int nk, int d, bool causal, DType dtype, std::uint64_t seed) {
   return make({b, h, h_kv, nq, nk, d, causal, dtype, Layout::BSHD}, seed);
@@ -191,8 +190,8 @@ TEST_F(BwdMma, DeterministicBitIdenticalOverTenRuns) {
 }
 
 // fp32 through 3xTF32 (programs.txt's bwd_mma_tf32: bwd_mma.cl's contract form over mma_tf32.cl, and
-// the dQ pass), under FLASHCL_BWD_TF32=1: on an NVIDIA GPU of compute capability >= 8.0 (pending.sh 5
-// runs them so, with FLASHCL_BWD_MMA=1), or on any device with FLASHCL_BWD_MMA=any, which
+// the dQ pass), unless FLASHCL_BWD_TF32=0: on an NVIDIA GPU of compute capability >= 8.0 (pending.sh 5
+// runs them with FLASHCL_BWD_MMA=1), or on any device with FLASHCL_BWD_MMA=any, which
 // tests/emulated_mma/run.sh sets to run them on PoCL over the emulated operand files (ctest's
 // bwd_mma_tf32_emulated: the schedule, indexing, masks and stores against float64, not the PTX).
 // Elsewhere they skip: the calls would run on the portable kernels and prove nothing. The fp32
@@ -202,8 +201,8 @@ class BwdMmaTf32 : public ::testing::Test {
   void SetUp() override {
     const char* tf32 = std::getenv("FLASHCL_BWD_TF32");
     const char* forced = std::getenv("FLASHCL_BWD_MMA");
-    if (tf32 == nullptr || std::string(tf32) != "1")
-      GTEST_SKIP() << "fp32 reaches the tensor cores only under FLASHCL_BWD_TF32=1";
+    if (tf32 != nullptr && std::string(tf32) == "0")
+      GTEST_SKIP() << "FLASHCL_BWD_TF32=0 keeps fp32 off the tensor cores";
     const bool any = forced != nullptr && std::string(forced) == "any";
     if (!tensor_core_device() && !any)
       GTEST_SKIP() << "not an NVIDIA GPU of compute capability >= 8.0, and FLASHCL_BWD_MMA is not 'any'";
@@ -243,7 +242,7 @@ TEST_F(BwdMmaTf32, GroupsAndLayouts) {
   run({1, 2, 1, 45, 70, 128, true, DType::F32, Layout::PaddedRows}, 2624);
 }
 
-// The variants (under FLASHCL_TENSOR_CORE_VARIANTS=1 too; the portable kernels take them otherwise).
+// The variants (the portable kernels take them under FLASHCL_TENSOR_CORE_VARIANTS=0).
 TEST_F(BwdMmaTf32, Variants) {
   Case window = variant(1, 2, 2, 90, 110, 64, false, DType::F32, 2631);
   window.shape.window_left = 23;

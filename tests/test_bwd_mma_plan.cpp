@@ -1,7 +1,7 @@
 // test_bwd_mma_plan.cpp: the choice of the NVIDIA tensor-core backward (bwd_mma_plan.cpp) on
 // simulated devices, as a pure function of device facts, the call and explicit overrides: taken on
 // NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls (atomic dQ, or deterministic with
-// the dQ kernel) at d = 64 and 128, plain, causal or GQA (fp32 too under FLASHCL_BWD_TF32=1); left
+// the dQ kernel) at d = 64 and 128, plain, causal or GQA (fp32 too unless FLASHCL_BWD_TF32=0); left
 // to the portable kernels on older or other devices, CPUs, other head dims, fa1, every other variant
 // and FLASHCL_BWD_MMA=0. The default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and
 // FLASHCL_BWD_MMA_DQ_TILE set the shapes and reject malformed or uncompilable ones by name.
@@ -69,7 +69,9 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   DeviceFacts cpu = ampere;
   cpu.kind = DeviceKind::CPU;
   EXPECT_FALSE(bwd_mma_eligible(cpu, call(DType::F16, 64), with("")));
-  EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F32, 64), with("")));
+  Overrides no_tf32 = with("");  // fp32 goes to the tensor cores only through 3xTF32 (below)
+  no_tf32.bwd_tf32 = false;
+  EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F32, 64), no_tf32));
   for (int d : {32, 40, 80, 96, 127, 256}) EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, d), with(""))) << d;
   EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, 64), with("0")));
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(16, 8, 0), call(DType::F16, 128), with("")));  // 16 KiB
@@ -84,8 +86,7 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   for (const BackwardArgs* b : {&bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
 }
 
-// fp32 through 3xTF32 only under FLASHCL_BWD_TF32=1 (off by default until a card has run its
-// tests): d = 64 and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one
+// fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0 (the default since an H100 ran its tests): d = 64 and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one
 // m-tile a warp, every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any
 // takes it on any device (the emulated run on PoCL), "0" on none.
 TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
@@ -143,7 +144,7 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
 }
 
 // Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's
-// BWD_VARIANTS) under FLASHCL_TENSOR_CORE_VARIANTS, each alone and all together; the wgmma forms
+// BWD_VARIANTS) unless FLASHCL_TENSOR_CORE_VARIANTS=0, each alone and all together; the wgmma forms
 // keep them off even when asked for.
 TEST(BwdMmaPlan, VariantsRunOnMmaSyncOnly) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
@@ -275,7 +276,9 @@ TEST(BwdMmaPlan, DeterministicCallsTakeTheDqKernel) {
         EXPECT_TRUE(bwd_mma_eligible(hopper, det, with("1"))) << d;
         BackwardArgs fp32 = det;
         fp32.forward.dtype = DType::F32;
-        EXPECT_FALSE(bwd_mma_eligible(ampere, fp32, with("1"))) << d;
+        Overrides no_tf32 = with("1");
+        no_tf32.bwd_tf32 = false;
+        EXPECT_FALSE(bwd_mma_eligible(ampere, fp32, no_tf32)) << d;
       }
   for (int d : {64, 128}) {
     const BwdMmaPlan p = bwd_mma_plan(call(DType::F16, d).forward, with(""));

@@ -173,10 +173,10 @@ void add_forward(std::vector<std::string>& lines) {
           const ForwardArgs a = forward_call(Algorithm::FA2, dtype, d, variant);
           const std::string at = "fwd " + dev.name + dim + to_string(dtype) + " fa2 " + variant;
           record(at, a, Overrides{});
-          if (nvidia && (variant == "window" || variant == "varlen")) {  // fa2_mma.cl's variants, when on
-            Overrides on;
-            on.tensor_core_variants = true;
-            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=1", a, on);
+          if (nvidia && (variant == "window" || variant == "varlen")) {  // fa2_mma.cl's variants, when off
+            Overrides off;
+            off.tensor_core_variants = false;
+            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=0", a, off);
           }
           if (dtype != DType::F16 || (variant != "plain" && variant != "causal") ||
               (!nvidia && dev.facts.kind != DeviceKind::CPU))
@@ -266,17 +266,17 @@ void add_backward(std::vector<std::string>& lines) {
           const std::string at = "bwd " + dev.name + dim + to_string(dtype) + " fa2 " + variant;
           record(at, g, Overrides{});
           if (nvidia && variant != "plain" && variant != "deterministic" && variant != "causal" && variant != "gqa" &&
-              variant != "offset1") {  // bwd_kv_steps.cl's BWD_VARIANTS, when on
-            Overrides on;
-            on.tensor_core_variants = true;
-            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=1", g, on);
+              variant != "offset1") {  // bwd_kv_steps.cl's BWD_VARIANTS, when off
+            Overrides off;
+            off.tensor_core_variants = false;
+            record(at + " FLASHCL_TENSOR_CORE_VARIANTS=0", g, off);
           }
           if (variant != "plain" && variant != "deterministic") continue;
           if (dev.facts.kind == DeviceKind::CPU) record(at + forced[5].name, g, forced[5].o);
-          if (nvidia && dtype == DType::F32) {  // 3xTF32 (programs.txt's bwd_mma_tf32), when on
-            Overrides tf32;
-            tf32.bwd_tf32 = true;
-            record(at + " FLASHCL_BWD_TF32=1", g, tf32);
+          if (nvidia && dtype == DType::F32) {  // 3xTF32 (programs.txt's bwd_mma_tf32), when off
+            Overrides no_tf32;
+            no_tf32.bwd_tf32 = false;
+            record(at + " FLASHCL_BWD_TF32=0", g, no_tf32);
           }
           if (!nvidia || dtype == DType::F32 || (d != 64 && d != 128)) continue;
           for (std::size_t i = 1; i < 5; ++i) record(at + forced[i].name, g, forced[i].o);

@@ -223,7 +223,7 @@ TEST(VariantMagnitudes, ScoresAroundTenThousand) {
 }
 
 // Sliding windows in 16-bit storage at the head dims the NVIDIA tensor cores take (fa2_mma.cl runs
-// them there under FLASHCL_TENSOR_CORE_VARIANTS=1, its fp16/bf16 and wgmma forms included;
+// them there unless FLASHCL_TENSOR_CORE_VARIANTS=0, its fp16/bf16 and wgmma forms included;
 // elsewhere the portable fa2): bands wide enough
 // for interior blocks, causal with a left band, two-sided and one-sided, Nq != Nk, GQA.
 TEST(VariantWindow, HalfTypesWithWideBands) {
@@ -240,7 +240,7 @@ TEST(VariantWindow, HalfTypesWithWideBands) {
 }
 
 // Packed sequences in 16-bit storage at the head dims the NVIDIA tensor cores take (fa2_mma.cl
-// there under FLASHCL_TENSOR_CORE_VARIANTS=1): empty and one-row sequences, keys past a short
+// there unless FLASHCL_TENSOR_CORE_VARIANTS=0): empty and one-row sequences, keys past a short
 // sequence's end, Nq > Nk with causal rows that see nothing, GQA, and a window on top.
 TEST(VariantPacked, HalfTypesAtTensorCoreHeadDims) {
   std::uint64_t seed = 80;

@@ -15,27 +15,23 @@
 #   CALL 2: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
 #   CALL 3: fp8_vt_ab (issue 23's bar: e4m3 with V as stored and transposed against fp16) on an H200;
 #           ran on an H100 on 2026-12-06 14:30 UTC (docs/perf/nvidia-h100.md)
-#   CALL 4: tensor_core_variants (any NVIDIA card of cc >= 8.0): the float64 tests of the variants on the
-#           tensor cores (forward windows and packed sequences, the backward's BWD_VARIANTS) under
-#           FLASHCL_TENSOR_CORE_VARIANTS=1 and their times against the portable kernels; if every test
-#           passes, kTensorCoreVariantsByDefault (src/plan/overrides.hpp) becomes true
-#   CALL 5: tf32_backward (any NVIDIA card of cc >= 8.0; issue 20's fp32 bar on an H200): the float64 tests
-#           of the fp32 backward on the tensor cores (3xTF32) under FLASHCL_BWD_TF32=1, ptxas's report,
-#           and its fwd+bwd against the portable kernels and PyTorch's memory-efficient SDPA; if every
-#           test passes, kTf32BackwardByDefault becomes true
+#   CALL 5: tf32_backward on an H200 (issue 20's fp32 bar): the float64 tests of the fp32 backward on the
+#           tensor cores (3xTF32), ptxas's report, and its fwd+bwd against the portable kernels and
+#           PyTorch's memory-efficient SDPA; ran on an H100 on 2026-12-07 (docs/BACKWARD.md)
+# (CALL 4, tensor_core_variants, ran on an H100 on 2026-12-07 and left this list: the variants and
+# fp32 on the tensor cores have been the default since, docs/BACKWARD.md, "On the card".)
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1 to 5}
+call=${1:?CALL: 1, 2, 3 or 5}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
   1) scripts="decode_quick:420" ;;
   2) scripts="bwd_red:250 python_ab:260" ;;
   3) scripts="fp8_vt_ab:400" ;;
-  4) scripts="tensor_core_variants:420" ;;
-  5) scripts="tf32_backward:480" ;;
-  *) echo "pending.sh: CALL must be 1 to 5, got '$call'"; exit 2 ;;
+  5) scripts="tf32_backward:520" ;;
+  *) echo "pending.sh: CALL must be 1, 2, 3 or 5, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)

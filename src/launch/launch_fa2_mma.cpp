@@ -4,7 +4,7 @@
 // m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA (windows and
-// packed sequences too under FLASHCL_TENSOR_CORE_VARIANTS=1, mma_plan.cpp), no forced tile, and a
+// packed sequences too unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp), no forced tile, and a
 // probe that must pass on that device first (of the plain program: a variant's build failure is
 // then the call's error, with its log): the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a

@@ -259,7 +259,7 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   // e4m3 up to d = 256 unless FLASHCL_FP8_D256=0 (its shape in mma_shape)
   const int max_head_dim = is_fp8(a.dtype) && o.fp8_d256 ? 2 * kMaxMmaHeadDim : kMaxMmaHeadDim;
   if (a.algorithm != Algorithm::FA2 || a.head_dim > max_head_dim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
-  // plain attention, GQA, and under FLASHCL_TENSOR_CORE_VARIANTS windows (fa2_mma.cl's block ranges
+  // plain attention, GQA, and unless FLASHCL_TENSOR_CORE_VARIANTS=0 windows (fa2_mma.cl's block ranges
   // and mask pass take common.cl's rules) and packed sequences in 16 or 32 bits (its bases and
   // lengths from cu_seqlens); every other variant, and fp8 windows or packed sequences (no test
   // covers them on the e4m3 kernels), run on the portable fa2

@@ -12,12 +12,12 @@
 
 namespace flashcl::detail {
 
-// Whether the variants run on NVIDIA's tensor cores unless FLASHCL_TENSOR_CORE_VARIANTS says: off
-// until a card has run their float64 tests (bench/gpu/tensor_core_variants.sh; docs/BACKWARD.md).
-inline constexpr bool kTensorCoreVariantsByDefault = false;
-// Whether fp32 backward calls run on NVIDIA's tensor cores (3xTF32) unless FLASHCL_BWD_TF32 says: off
-// until a card has run their float64 tests (pending.sh 5; docs/BACKWARD.md).
-inline constexpr bool kTf32BackwardByDefault = false;
+// Whether the variants run on NVIDIA's tensor cores unless FLASHCL_TENSOR_CORE_VARIANTS=0 says not: on
+// since an H100 passed their float64 tests and the whole suite with them on (2026-12-07; docs/BACKWARD.md).
+inline constexpr bool kTensorCoreVariantsByDefault = true;
+// Whether fp32 backward calls run on NVIDIA's tensor cores (3xTF32) unless FLASHCL_BWD_TF32=0 says not:
+// on since an H100 passed their float64 tests and the whole suite with them on (2026-12-07).
+inline constexpr bool kTf32BackwardByDefault = true;
 
 struct Overrides {
   std::string tile;            // FLASHCL_TILE: portable fa1/fa2 tiles, "BRxBC[xTPRxTM]"
