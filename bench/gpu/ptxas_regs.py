@@ -47,6 +47,7 @@ float OVL exp(float x) { return exp2(x * 1.442695f); }
 float OVL log2(float x) { float r; __asm__("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 float OVL log(float x) { return log2(x) * 0.6931472f; }
 float OVL tanh(float x) { float r; __asm__("tanh.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+float OVL native_recip(float x) { float r; __asm__("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 float OVL fmax(float x, float y) { float r; __asm__("max.f32 %0, %1, %2;" : "=f"(r) : "f"(x), "f"(y)); return r; }
 float OVL fma(float x, float y, float z) { float r; __asm__("fma.rn.f32 %0, %1, %2, %3;" : "=f"(r) : "f"(x), "f"(y), "f"(z)); return r; }
 float OVL fmin(float x, float y) { float r; __asm__("min.f32 %0, %1, %2;" : "=f"(r) : "f"(x), "f"(y)); return r; }

@@ -256,6 +256,18 @@ inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __
   return false;
 }
 
+/* final_score's steps after the softcap: ALiBi, then the additive bias (for a caller that caps the
+ * score its own way, the tensor-core backward's 16-bit entries) */
+inline float score_shifts(float s, int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
+#if ALIBI
+  s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);
+#endif
+#if MASK_KIND == 2
+  if (row < SV_NQ(v, a)) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
+#endif
+  return s;
+}
+
 /* The one place scores are transformed: s (unit * scale * q.k) becomes the score the softmax sees:
  * softcap first, then ALiBi, then the additive bias (flash-attn's and SDPA's order), or -inf where
  * the key is hidden. Without variants this is only the mask. */
@@ -265,13 +277,7 @@ inline float final_score(float s, int row, int key, const SeqView* v, const Attn
 #if SOFTCAP /* where |s / c| < 2^-12, c tanh(s / c) is s to fp32 precision: no underflow of s / c */
   s = fabs(s) < v->softcap * 0x1p-12f ? s : v->softcap * tanh(s / v->softcap);
 #endif
-#if ALIBI
-  s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);
-#endif
-#if MASK_KIND == 2
-  if (row < SV_NQ(v, a)) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
-#endif
-  return s;
+  return score_shifts(s, row, key, v, a, mask);
 }
 
 /* d(final score)/d(raw score): 1 - tanh^2(raw / c) with softcap, else 1 (ALiBi and the bias only
