@@ -110,7 +110,7 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
         EXPECT_EQ(1, p.dq_mtiles);
         EXPECT_LE(p.local_bytes, 48u * 1024);
         EXPECT_LE(p.dq_local_bytes, 48u * 1024);
-        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1"));
+        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1 -DSPLIT_A_EACH_PRODUCT=1"));
         EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DDQ_ATOMIC=0"));
         // d = 128: the dK/dV warps in pairs (K_w, dV_w | V_w, dK_w), 16 keys a pair, with each pair's
         // S^T handed over in __local memory (4 warps x 32 rows: 2 x 16 x 32 floats)

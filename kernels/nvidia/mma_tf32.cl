@@ -53,6 +53,26 @@ inline uint tf32_hi(float x) { return as_uint(x) & 0xffffe000u; }
     (lo) = as_uint(x_ - as_float(hi));    \
   } while (0)
 
+#ifndef SPLIT_A_EACH_PRODUCT
+#define SPLIT_A_EACH_PRODUCT 0 /* 1 (the tensor-core backward): see a_operand */
+#endif
+/* An A fragment element as qk_block splits it. A kernel's A fragments (Q, dO; K_w and V_w in the
+ * backward's dK/dV kernel) do not change across its key loop, so the compiler hoists their hi and
+ * lo halves out of it, doubling the registers they take: the backward's dQ pass at d = 128 spilled
+ * 1328 bytes a lane so (clang + ptxas, sm_90). With SPLIT_A_EACH_PRODUCT an opaque copy (a
+ * volatile asm move) keeps the split inside the loop, at two ALU operations an element a product:
+ * 16 bytes of spills there, and the dK/dV kernel 243 -> 213 registers. The forward keeps the
+ * hoisted form, whose speed is on record (its A/B is still to run). */
+inline float a_operand(float x) {
+#if SPLIT_A_EACH_PRODUCT
+  uint u;
+  __asm__ volatile("mov.b32 %0, %1;" : "=r"(u) : "r"(as_uint(x)));
+  return as_float(u);
+#else
+  return x;
+#endif
+}
+
 /* D += A B in three TF32 products (small terms first). */
 #define MMA_3X(d, ah, al, bh0, bl0, bh1, bl1) \
   do {                                        \
@@ -96,7 +116,7 @@ inline void qk_block(float s[MT][NT_S][4], const qfrag_t qa[MT][QFRAGS][4], __lo
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) SPLIT(qa[i][ks][e], ah[i][e], al[i][e]);
+      for (int e = 0; e < 4; ++e) SPLIT(a_operand(qa[i][ks][e]), ah[i][e], al[i][e]);
 #pragma unroll
     for (int j = 0; j < NT_S; ++j) {
       const float2 kv = *(__local const float2*)(row + j * 8 * K_PITCH + ks * 8);

@@ -299,7 +299,8 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
   if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
   if (plan.key_mtiles != 1) options += concat(" -DMK=", plan.key_mtiles);  // only with the dQ pass (DQ_ATOMIC=0)
-  if (a.dtype == DType::F32) options += " -DONE_PITCH=1";  // mma_tf32.cl: every tile at one pitch
+  // mma_tf32.cl: every tile at one pitch; the A fragments split at each product, not hoisted (registers)
+  if (a.dtype == DType::F32) options += " -DONE_PITCH=1 -DSPLIT_A_EACH_PRODUCT=1";
   if (plan.warp_pairs) options += " -DWARP_PAIRS=1";
   return options;
 }
