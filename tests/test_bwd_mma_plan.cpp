@@ -110,7 +110,7 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
         EXPECT_EQ(1, p.dq_mtiles);
         EXPECT_LE(p.local_bytes, 48u * 1024);
         EXPECT_LE(p.dq_local_bytes, 48u * 1024);
-        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1 -DSPLIT_A_EACH_PRODUCT=1"));
+        EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DONE_PITCH=1"));
         EXPECT_NE(std::string::npos, bwd_mma_options(b, p).find("-DDQ_ATOMIC=0"));
         // d = 128: the dK/dV warps in pairs (K_w, dV_w | V_w, dK_w), 16 keys a pair, with each pair's
         // S^T handed over in __local memory (4 warps x 32 rows: 2 x 16 x 32 floats)
@@ -141,6 +141,29 @@ TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
   const BwdMmaPlan small = bwd_mma_plan(call(DType::F32, 128).forward, tile);
   EXPECT_EQ(16, small.dq_keys);
   EXPECT_EQ(2, small.dq_stages);
+}
+
+// Two opt-in kernel forms, each one build option, off by default until a card has A/B'd them
+// (bench/gpu/bwd_kernels_ab.sh): FLASHCL_BWD_TF32_SPLIT=1 splits the fp32 A fragments at each
+// product (-DSPLIT_A_EACH_PRODUCT=1), FLASHCL_BWD_SOFTCAP_EX2=1 takes a 16-bit softcap's tanh from one
+// ex2.approx (-DSOFTCAP_EX2=1, only on calls with a softcap).
+TEST(BwdMmaPlan, OptInFormsAreOneBuildOptionEach) {
+  Overrides plain = with(""), split = with(""), ex2 = with("");
+  split.bwd_tf32_split = true;
+  ex2.bwd_softcap_ex2 = true;
+  for (int d : {64, 128}) {
+    BackwardArgs fp32 = call(DType::F32, d), capped = call(DType::F16, d);
+    capped.forward.softcap = 30.0f;
+    const auto options = [](const BackwardArgs& b, const Overrides& o) {
+      return bwd_mma_options(b, bwd_mma_plan(b.forward, o));
+    };
+    EXPECT_EQ(std::string::npos, options(fp32, plain).find("SPLIT_A_EACH_PRODUCT")) << d;
+    EXPECT_NE(std::string::npos, options(fp32, split).find(" -DSPLIT_A_EACH_PRODUCT=1")) << d;
+    EXPECT_EQ(std::string::npos, options(capped, split).find("SPLIT_A_EACH_PRODUCT")) << d;  // fp32 only
+    EXPECT_EQ(std::string::npos, options(capped, plain).find("SOFTCAP_EX2")) << d;
+    EXPECT_NE(std::string::npos, options(capped, ex2).find(" -DSOFTCAP_EX2=1")) << d;
+    EXPECT_EQ(std::string::npos, options(call(DType::F16, d), ex2).find("SOFTCAP_EX2")) << d;  // no softcap
+  }
 }
 
 // Windows, softcaps, ALiBi, masks and packed sequences run on mma.sync (bwd_kv_steps.cl's

@@ -1,18 +1,19 @@
 #!/bin/bash
-# bwd_kernels_ab.sh: one GPU call that A/Bs this tree's backward kernels against another tree's
-# (BASE_KERNELS, a kernels/ folder read through FLASHCL_KERNEL_DIR; the host is this tree's in
-# both), with their float64 tests first. Made for two changes of 2026-12-07: the 16-bit softcap on
-# the tensor cores (bwd_kv_steps.cl's variant_entry: tanh from one ex2.approx and one reciprocal
-# instead of the library's tanh and a division for the score and for its slope) and the fp32
-# (3xTF32) kernels' A fragments split at each product (mma_tf32.cl's SPLIT_A_EACH_PRODUCT, which
-# base kernels ignore). Builds (setup.sh); runs TESTS with FLASHCL_BWD_MMA=1 on this tree's kernels;
-# then, in ROUNDS alternating rounds, flashcl-bench --backward (causal, B 8, H 16, N 4096, d 64 and
-# 128, fa2) for each ROWS entry "name:dtypes:options" on this tree's kernels and on the base.
-# Files in OUT_DIR: tests.log, times.txt; the table last (backward ms, new / base).
-# Usage: BASE_KERNELS=DIR [ROUNDS=2] [TESTS=gtest filter] [ROWS="..."] bench/gpu/bwd_kernels_ab.sh OUT_DIR
+# bwd_kernels_ab.sh: one GPU call that A/Bs opt-in forms of the backward kernels (NEW_ENV, the
+# switches that select them) against the defaults, with their float64 tests first. Made for two
+# forms of 2026-12-07: FLASHCL_BWD_SOFTCAP_EX2=1 (the 16-bit softcap on the tensor cores from one
+# ex2.approx and one reciprocal instead of the library's tanh and a division for the score and for
+# its slope; bwd_kv_steps.cl's variant_entry) and FLASHCL_BWD_TF32_SPLIT=1 (the fp32 kernels' A
+# fragments split at each product, mma_tf32.cl's SPLIT_A_EACH_PRODUCT). Builds (setup.sh); runs
+# TESTS with FLASHCL_BWD_MMA=1 and NEW_ENV; then, in ROUNDS alternating rounds, flashcl-bench
+# --backward (causal, B 8, H 16, N 4096, d 64 and 128, fa2) for each ROWS entry "name:dtypes:options"
+# with NEW_ENV (new) and without (base). If every test passes and no row is slower in any round,
+# the forms can become the default (src/plan/overrides.hpp). Files in OUT_DIR: tests.log,
+# times.txt; the table last (backward ms, new / base).
+# Usage: [NEW_ENV="..."] [ROUNDS=2] [TESTS=gtest filter] [ROWS="a:f16:--softcap 30|..."] bench/gpu/bwd_kernels_ab.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-bwd-kernels-ab}
-base=$(realpath "${BASE_KERNELS:?BASE_KERNELS: the kernels/ folder of the tree to compare with}")
+new_env=${NEW_ENV:-FLASHCL_BWD_SOFTCAP_EX2=1 FLASHCL_BWD_TF32_SPLIT=1}
 rounds=${ROUNDS:-2}
 tests=${TESTS:-BwdMma.Variants:BwdMmaTf32.*:Backward*}
 rows=${ROWS:-"softcap:f16,bf16:--softcap 30|plain:f16:|fp32:f32:"}
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/../.."
 SECONDS=0
 bench=./build-gpu/bench/flashcl-bench
 
-FLASHCL_BWD_MMA=1 timeout 200 ./build-gpu/tests/flashcl_tests --gtest_filter="$tests" > "$out/tests.log" 2>&1
+env $new_env FLASHCL_BWD_MMA=1 timeout 200 ./build-gpu/tests/flashcl_tests --gtest_filter="$tests" > "$out/tests.log" 2>&1
 echo "tests exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tr '\n' ' ') (${SECONDS}s)"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 
@@ -30,13 +31,13 @@ grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 IFS='|' read -ra entries <<< "$rows"
 for round in $(seq "$rounds"); do
   for form in new base; do
-    dir=$PWD/kernels
-    [ $form = base ] && dir=$base
+    env=$new_env
+    [ $form = base ] && env=""
     for entry in "${entries[@]}"; do
       name=${entry%%:*} rest=${entry#*:}
       dtypes=${rest%%:*} opts=${rest#*:}
       echo "== $round $form $name" >> "$out/times.txt"
-      FLASHCL_KERNEL_DIR=$dir timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 \
+      env $env timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 \
         --dtype "$dtypes" --causal yes --algo fa2 -r 10 -w 2 $opts >> "$out/times.txt" 2>&1
     done
   done
@@ -59,7 +60,7 @@ for line in open(sys.argv[1]):
     elif cur and "error" in line:
         print(cur, line.rstrip())
 rounds = [str(r) for r in range(1, int(sys.argv[2]) + 1)]
-print("backward ms, causal, B 8, H 16, N 4096: this tree's kernels (new) against BASE_KERNELS, by round")
+print("backward ms, causal, B 8, H 16, N 4096: the opt-in forms (new) against the defaults (base), by round")
 print(f"{'row':8} {'d':>4} {'dtype':5} | " + " ".join(f"{'new r' + r:>8} {'base r' + r:>8}" for r in rounds)
       + " | new/base by round")
 for name, d, dt in keys:

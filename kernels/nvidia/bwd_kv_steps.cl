@@ -33,6 +33,9 @@
  * dS by score_slope. Only such programs take the variant arguments, so a plain call's program is
  * the one on record. */
 #define BWD_VARIANTS (VARLEN || WINDOW || SCORE_TRANSFORM)
+#ifndef SOFTCAP_EX2
+#define SOFTCAP_EX2 0 /* 1: variant_entry's softcap from one ex2.approx (16 bits; see there) */
+#endif
 #if BWD_VARIANTS
 #define BWD_VARIANT_PARAMS , VARIANT_PARAMS
 #define BWD_VARIANT_POINTERS cu_seqlens_q, cu_seqlens_k, alibi_slopes
@@ -60,11 +63,12 @@ BWD_INLINE void variant_entry(float* s, float* dp, bool masked, int row, int key
                               const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
 #if SCORE_TRANSFORM /* every block is masked: these change every score */
   const float raw = *s * a->scale;
-#if SOFTCAP && DTYPE != 0
-  /* 16 bits: tanh u = 1 - 2 / (1 + e^(2u)) from one ex2.approx and one reciprocal, for the score and
-   * its slope alike, to about 2e-7 absolute, so the score to c * 2e-7: far inside the 16-bit
-   * rounding of P and dS. The library's tanh and division, once for each, cost these kernels 2-3.4x
-   * their plain time on an H100. fp32 (3xTF32) keeps them: its bounds are fp32's. */
+#if SOFTCAP && DTYPE != 0 && SOFTCAP_EX2
+  /* 16 bits, opt-in (FLASHCL_BWD_SOFTCAP_EX2=1): tanh u = 1 - 2 / (1 + e^(2u)) from one ex2.approx
+   * and one reciprocal, for the score and its slope alike, to about 3e-7 absolute, so the score to
+   * c * 3e-7: far inside the 16-bit rounding of P and dS. The library's tanh and division, once for
+   * each, cost these kernels 2-3.4x their plain time on an H100. fp32 (3xTF32) keeps them: its
+   * bounds are fp32's. */
   const float th = 1.0f - 2.0f * native_recip(1.0f + ex2_approx(raw * (2.0f * LOG2E_F / sv->softcap)));
   const float score = key_masked(row, key, sv, a, mask) ? NEG_INF : score_shifts(sv->softcap * th, row, key, sv, a, mask);
   const float slope = 1.0f - th * th;

@@ -82,6 +82,7 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
     p.stages = stages;
   }
   p.warp_pairs = a.head_dim > 64 && p.warps % 2 == 0;
+  p.split_each_product = o.bwd_tf32_split;
   p.dq_keys = p.query_rows;
   p.dq_stages = p.stages;
   p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages) +
@@ -126,6 +127,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     fail(Status::InvalidArgument, "FLASHCL_BWD_MMA_DQ: expected 'pass' or 'atomic', got '", o.bwd_mma_dq, "'");
   if (a.dtype == DType::F32) return tf32_plan(a, o);
   p.dq_pass = o.bwd_mma_dq != "atomic";
+  p.softcap_ex2 = o.bwd_softcap_ex2 && a.softcap > 0.0f;
   // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
   // docs/perf/nvidia-h200.md): d = 64 takes 8 warps x 32 rows (122.3 / 101.9, against 113.5 / 97.0
   // for 4 x 64, 97.1 / 84.9 for 4 x 32); not profiled, but 128 keys a work-group read each Q_i,
@@ -299,9 +301,10 @@ std::string bwd_mma_options(const BackwardArgs& args, const BwdMmaPlan& plan) {
   if (det) options += concat(" -DDQ_ATOMIC=0 -DBC=", plan.dq_keys, " -DDQ_STAGES=", plan.dq_stages);
   if (det && plan.dq_mtiles != 1) options += concat(" -DMT=", plan.dq_mtiles);  // absent at 1: the recorded programs
   if (plan.key_mtiles != 1) options += concat(" -DMK=", plan.key_mtiles);  // only with the dQ pass (DQ_ATOMIC=0)
-  // mma_tf32.cl: every tile at one pitch; the A fragments split at each product, not hoisted (registers)
-  if (a.dtype == DType::F32) options += " -DONE_PITCH=1 -DSPLIT_A_EACH_PRODUCT=1";
+  if (a.dtype == DType::F32) options += " -DONE_PITCH=1";  // mma_tf32.cl: every tile at one pitch
   if (plan.warp_pairs) options += " -DWARP_PAIRS=1";
+  if (plan.split_each_product) options += " -DSPLIT_A_EACH_PRODUCT=1";
+  if (plan.softcap_ex2) options += " -DSOFTCAP_EX2=1";
   return options;
 }
 

@@ -25,6 +25,12 @@ struct BwdMmaPlan {
   // fp32 (3xTF32) at d > 64: warps in pairs over each 16 keys of bwd_mma_dkdv (-DWARP_PAIRS=1), one
   // holding K_w and dV_w, the other V_w and dK_w, so the K/V block is 8 * warps keys (bwd_mma.cl)
   bool warp_pairs = false;
+  // FLASHCL_BWD_TF32_SPLIT=1 (fp32): the A fragments split at each product (-DSPLIT_A_EACH_PRODUCT=1,
+  // mma_tf32.cl's a_operand), not hoisted out of the key loop; opt-in until a card has A/B'd it
+  bool split_each_product = false;
+  // FLASHCL_BWD_SOFTCAP_EX2=1 (16 bits, softcap): tanh from one ex2.approx and one reciprocal
+  // (-DSOFTCAP_EX2=1, bwd_kv_steps.cl's variant_entry); opt-in until a card has A/B'd it
+  bool softcap_ex2 = false;
   std::size_t local_bytes = 0;
   // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;
   // false (FLASHCL_BWD_MMA_DQ=atomic) adds dQ with red.global.add into the fp32 accumulator in
