@@ -86,10 +86,10 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   for (const BackwardArgs* b : {&bias_grad, &huge}) EXPECT_FALSE(bwd_mma_eligible(ampere, *b, with("")));
 }
 
-// fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0 (the default since an H100 ran its tests): d = 64 and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one
-// m-tile a warp, every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any
+// fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0 (the default since an H100 ran its tests): d = 64
+// and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one m-tile a warp, every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any
 // takes it on any device (the emulated run on PoCL), "0" on none.
-TEST(BwdMmaPlan, Fp32ThroughTf32WhenSwitchedOn) {
+TEST(BwdMmaPlan, Fp32ThroughTf32) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
   Overrides on = with(""), on_any = with("any"), off = with("0"), atomic = with("", "", "", "atomic"),
             wgmma = with("1");
@@ -163,6 +163,8 @@ TEST(BwdMmaPlan, OptInFormsAreOneBuildOptionEach) {
     EXPECT_EQ(std::string::npos, options(capped, plain).find("SOFTCAP_EX2")) << d;
     EXPECT_NE(std::string::npos, options(capped, ex2).find(" -DSOFTCAP_EX2=1")) << d;
     EXPECT_EQ(std::string::npos, options(call(DType::F16, d), ex2).find("SOFTCAP_EX2")) << d;  // no softcap
+    capped.forward.softcap = kSoftcapEx2Max * 2;  // the form's error grows with c: the library's tanh
+    EXPECT_EQ(std::string::npos, options(capped, ex2).find("SOFTCAP_EX2")) << d;
   }
 }
 

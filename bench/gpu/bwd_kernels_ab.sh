@@ -35,7 +35,8 @@ for round in $(seq "$rounds"); do
     [ $form = base ] && env=""
     for entry in "${entries[@]}"; do
       name=${entry%%:*} rest=${entry#*:}
-      dtypes=${rest%%:*} opts=${rest#*:}
+      dtypes=${rest%%:*} opts=""
+      [[ $rest == *:* ]] && opts=${rest#*:}
       echo "== $round $form $name" >> "$out/times.txt"
       env $env timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 \
         --dtype "$dtypes" --causal yes --algo fa2 -r 10 -w 2 $opts >> "$out/times.txt" 2>&1

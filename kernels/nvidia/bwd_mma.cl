@@ -1,6 +1,6 @@
 /* bwd_mma.cl: the FlashAttention-2 backward (Algorithm 2) on NVIDIA tensor cores (compute capability
  * >= 8.0) for fp16/bf16 storage, and fp32 through 3xTF32 (programs.txt's bwd_mma_tf32: the DTYPE 0
- * products below, over mma_tf32.cl; opt-in, FLASHCL_BWD_TF32=1): plain, causal, GQA and the
+ * products below, over mma_tf32.cl; FLASHCL_BWD_TF32=0 turns it off): plain, causal, GQA and the
  * variants (packed sequences, window, softcap, ALiBi, masks; bwd_kv_steps.cl's BWD_VARIANTS), not a bias gradient. It reuses
  * the forward's pieces: mma_ptx.cl (ldmatrix, cp.async, ex2), mma_half_io.cl (pack2, p_fragment, the pair loads and
  * stores) and mma_f16.cl (MMA16: mma.sync.m16n8k16 with fp32 accumulation, K_PITCH). The

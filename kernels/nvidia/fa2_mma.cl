@@ -24,7 +24,7 @@
  * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads;
  * packed sequences (VARLEN, 16 and 32 bits) take their bases, lengths and LSE rows from cu_seqlens
  * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
- * (windows and packed sequences under FLASHCL_TENSOR_CORE_VARIANTS, mma_plan.cpp). Other variants
+ * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Other variants
  * run on fa2.cl. */
 
 /* ---- The contract with the operand file ----

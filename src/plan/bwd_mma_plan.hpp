@@ -14,6 +14,12 @@
 
 namespace flashcl::detail {
 
+// The largest softcap c the 16-bit softcap's ex2 form takes (FLASHCL_BWD_SOFTCAP_EX2=1): its tanh is
+// exact to about 3e-7 absolute, so a score to c * 3e-7 (2e-5 at 64, against 16-bit rounding's 4.9e-4
+// relative); a larger c keeps the library's tanh (the form's constant 2 log2 e / c even underflows
+// near FLT_MAX)
+inline constexpr float kSoftcapEx2Max = 64.0f;
+
 struct BwdMmaPlan {
   int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys
   int query_rows = 64;        // BQ: query rows per Q block
