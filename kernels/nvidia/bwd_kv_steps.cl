@@ -72,12 +72,12 @@ BWD_INLINE void variant_entry(float* s, float* dp, bool masked, int row, int key
    * bounds are fp32's. */
   const float th = 1.0f - 2.0f * native_recip(1.0f + ex2_approx(raw * (2.0f * LOG2E_F / sv->softcap)));
   const float score = key_masked(row, key, sv, a, mask) ? NEG_INF : score_shifts(sv->softcap * th, row, key, sv, a, mask);
-  const float slope = 1.0f - th * th;
-#else
-  const float score = final_score(raw, row, key, sv, a, mask), slope = score_slope(raw, sv);
-#endif
   const float p = ex2_approx((score - lse) * LOG2E_F);
-  *dp = p * (*dp - d) * slope;
+  *dp = p * (*dp - d) * (1.0f - th * th);
+#else
+  const float p = ex2_approx((final_score(raw, row, key, sv, a, mask) - lse) * LOG2E_F);
+  *dp = p * (*dp - d) * score_slope(raw, sv);
+#endif
   (void)masked;
   (void)c;
 #else
