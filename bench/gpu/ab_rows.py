@@ -1,6 +1,6 @@
 """ab_rows.py: the rows the GPU A/B scripts read back from what they ran, one reader each, so the
 scripts' tables differ only in their columns. backward_rounds reads flashcl-bench --backward's
-tables as bwd_ab.sh and bwd_wgmma_ab.sh collect them (one "== FORM round R" header before each
+tables as bwd_ab.sh, bwd_wgmma_ab.sh and bwd_kernels_ab.sh collect them (one "== FORM round R" header before each
 run), fa2_reference the FlashAttention-2 rows of sdpa_train.py's JSON, fp8_rounds flashcl-bench
 --dtype e4m3's tables as fp8_ab.sh and fp8_wgmma_ab.sh write them (bench-FORM-ROUND.txt). The
 scripts import it from their heredocs (sys.path: bench/gpu, from the repository root)."""

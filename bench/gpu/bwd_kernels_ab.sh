@@ -9,7 +9,7 @@
 # --backward (causal, B 8, H 16, N 4096, d 64 and 128, fa2) for each ROWS entry "name:dtypes:options"
 # with NEW_ENV (new) and without (base). If every test passes and no row is slower in any round,
 # the forms can become the default (src/plan/overrides.hpp). Files in OUT_DIR: tests.log,
-# times.txt; the table last (backward ms, new / base).
+# times.txt; the table last (backward TFLOP/s by round, new / base).
 # Usage: [NEW_ENV="..."] [ROUNDS=2] [TESTS=gtest filter] [ROWS="a:f16:--softcap 30|..."] bench/gpu/bwd_kernels_ab.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-bwd-kernels-ab}
@@ -37,36 +37,28 @@ for round in $(seq "$rounds"); do
       name=${entry%%:*} rest=${entry#*:}
       dtypes=${rest%%:*} opts=""
       [[ $rest == *:* ]] && opts=${rest#*:}
-      echo "== $round $form $name" >> "$out/times.txt"
+      echo "== $form-$name round $round" >> "$out/times.txt"
       env $env timeout 60 $bench --backward -b 8 --heads 16 -n 4096 --head-dim 64,128 \
         --dtype "$dtypes" --causal yes --algo fa2 -r 10 -w 2 $opts >> "$out/times.txt" 2>&1
     done
   done
   echo "round $round done (${SECONDS}s)"
 done
-python3 - "$out/times.txt" "$rounds" <<'PY'
-import re, sys
-rows, cur, keys = {}, None, []
-for line in open(sys.argv[1]):
-    m = re.match(r"== (\d+) (\S+) (\S+)", line)
-    if m:
-        cur = m.groups()
-        continue
-    m = re.match(r"\s*(\d+)\s+(\d+)\s+\S+\s+(\S+)\s+\S+\s+\|\s+([\d.]+)", line)
-    if m and cur:
-        key = (cur[2], int(m.group(2)), m.group(3))
-        rows[(cur[0], cur[1]) + key] = float(m.group(4))
-        if key not in keys:
-            keys.append(key)
-    elif cur and "error" in line:
-        print(cur, line.rstrip())
-rounds = [str(r) for r in range(1, int(sys.argv[2]) + 1)]
-print("backward ms, causal, B 8, H 16, N 4096: the opt-in forms (new) against the defaults (base), by round")
-print(f"{'row':8} {'d':>4} {'dtype':5} | " + " ".join(f"{'new r' + r:>8} {'base r' + r:>8}" for r in rounds)
-      + " | new/base by round")
-for name, d, dt in keys:
-    v = [(rows.get((r, "new", name, d, dt), float("nan")), rows.get((r, "base", name, d, dt), float("nan")))
-         for r in rounds]
-    print(f"{name:8} {d:4} {dt:5} | " + " ".join(f"{n:8.3f} {b:8.3f}" for n, b in v) + " | "
-          + " ".join(f"{n / b:.3f}" for n, b in v))
+names=$(for entry in "${entries[@]}"; do printf '%s ' "${entry%%:*}"; done)
+python3 - "$out/times.txt" $names <<'PY'
+import sys
+sys.path.insert(0, "bench/gpu")
+from ab_rows import backward_rounds
+
+names = sys.argv[2:]
+forms = [f"{form}-{name}" for name in names for form in ("new", "base")]
+bwd, _ = backward_rounds(sys.argv[1], forms)
+print("backward TFLOP/s, causal, B 8, H 16, N 4096: the opt-in forms (new) against the defaults (base)")
+print(f"{'row':8} {'dtype':5} {'d':>4} | {'new by round':>20} | {'base by round':>20} | new/base by round")
+for name in names:
+    for key in sorted(bwd[f"new-{name}"]):
+        new, base = bwd[f"new-{name}"][key], bwd[f"base-{name}"].get(key, [])
+        ratios = " ".join(f"{n / b:.3f}" for n, b in zip(new, base))
+        print(f"{name:8} {key[0]:5} {key[1]:4} | {' '.join(f'{x:.1f}' for x in new):>20} | "
+              f"{' '.join(f'{x:.1f}' for x in base):>20} | {ratios}")
 PY
