@@ -98,6 +98,21 @@ TEST(BackwardDTypes, HalfAndBFloat16) {
     }
 }
 
+// Softcaps far from the usual 20-50 on every path: 1e4 (scores barely capped) and 3e38 (c tanh(s / c)
+// is s and s / c underflows: test_hostile.cpp's forward softcaps), fp32 and fp16 at d = 64 (the
+// tensor cores' head dim on a card): the gradients stay the float64 reference's, never NaN.
+TEST(BackwardDTypes, LargeSoftcaps) {
+  for (const auto& [cap, cap_name] : {std::pair{1e4, "1e4"}, std::pair{3e38, "3e38"}})
+    for (DType dtype : {DType::F32, DType::F16})
+      for (const Path& path : kBackwardPaths) {
+        Case c = base(27, 34, 64, true, 1, 2, 23);
+        c.dtype = dtype;
+        c.shape.softcap = cap;
+        expect_run_accurate(run_backward(c, path, false), dtype,
+                            std::string(path.name) + " softcap " + cap_name + " " + to_string(dtype));
+      }
+}
+
 // ---- determinism and fully hidden rows -------------------------------------------------------
 
 TEST(BackwardDeterminism, DeterministicPathsAreBitIdentical) {
