@@ -66,10 +66,9 @@ BWD_INLINE void variant_entry(float* s, float* dp, bool masked, int row, int key
 #if SOFTCAP && DTYPE != 0 && SOFTCAP_EX2
   /* 16 bits, opt-in (FLASHCL_BWD_SOFTCAP_EX2=1): tanh u = 1 - 2 / (1 + e^(2u)) from one ex2.approx
    * and one reciprocal, for the score and its slope alike, to about 3e-7 absolute, so the score to
-   * c * 3e-7: far inside the 16-bit rounding of P and dS where c <= 64, the only calls the host
-   * builds it for (kSoftcapEx2Max). The library's tanh and division, once for
-   * each, cost these kernels 2-3.4x their plain time on an H100. fp32 (3xTF32) keeps them: its
-   * bounds are fp32's. */
+   * c * 3e-7: far inside the 16-bit rounding of P and dS for c <= 64, the only calls the host builds
+   * it for (kSoftcapEx2Max). The library's tanh and a division, once for each, cost these kernels
+   * 2-3.4x their plain time on an H100. fp32 (3xTF32) keeps them: its bounds are fp32's. */
   const float th = 1.0f - 2.0f * native_recip(1.0f + ex2_approx(raw * (2.0f * LOG2E_F / sv->softcap)));
   const float score = key_masked(row, key, sv, a, mask) ? NEG_INF : score_shifts(sv->softcap * th, row, key, sv, a, mask);
   const float p = ex2_approx((score - lse) * LOG2E_F);
