@@ -87,8 +87,9 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
 }
 
 // fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0 (the default since an H100 ran its tests): d = 64
-// and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one m-tile a warp, every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any
-// takes it on any device (the emulated run on PoCL), "0" on none.
+// and 128, dQ always by its pass (an atomic request changes nothing), BC = BQ, one m-tile a warp,
+// every tile at one pitch, never wgmma, both kernels within 48 KiB; FLASHCL_BWD_MMA=any takes it on
+// any device (the emulated run on PoCL), "0" on none.
 TEST(BwdMmaPlan, Fp32ThroughTf32) {
   const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
   Overrides on = with(""), on_any = with("any"), off = with("0"), atomic = with("", "", "", "atomic"),

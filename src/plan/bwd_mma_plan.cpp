@@ -89,8 +89,8 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
                   (p.warp_pairs ? bwd_tf32_handover_bytes(p.warps, p.query_rows) : 0);
   p.dq_local_bytes = bwd_tf32_dq_local_bytes(p.dq_keys, a.head_dim, p.dq_stages);
   p.reason = concat("fa2 backward on tensor cores: ", p.warps, p.warp_pairs ? " warps in pairs" : " warps",
-                    " x 16 keys, ", p.query_rows, " query rows per block, ", p.stages, p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers",
-                    ", mma.sync.m16n8k8 3xTF32");
+                    " x 16 keys, ", p.query_rows, " query rows per block, ", p.stages,
+                    p.stages == 1 ? " Q/dO buffer" : " Q/dO buffers", ", mma.sync.m16n8k8 3xTF32");
   return p;
 }
 
