@@ -102,7 +102,8 @@ std::string mode_error(std::string& text) {
   if (t == "fwd") return "";
   if (t == "bwd" || t == "fwdbwd" || t == "fwd_bwd")
     return "'" + text + "': the backward has its own mode, flashcl-bench --backward (see --backward --help)";
-  return "unknown mode '" + text + "' (only fwd exists)";
+  if (t == "decode") return "'" + text + "': the decode has its own mode, flashcl-bench --decode (see --decode --help)";
+  return "unknown mode '" + text + "' (fwd here; bwd and decode are their own modes: --backward, --decode)";
 }
 
 std::string window_error(std::string& text) {
@@ -208,7 +209,9 @@ int parse_options(int argc, char** argv, Options& opt) {
       "Device time from profiling events, TFLOP/s (4*B*H*Nq*Nk*d, halved when causal), modelled\n"
       "global-memory traffic (FlashAttention paper's IO analysis), % of the device's measured FMA and\n"
       "copy ceilings. Lists: 512,1024,4096 or 512:8192 (doubling) or 512:4096:512 (adding).\n"
-      "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL)."};
+      "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL).\n"
+      "Other modes, each with its own options and --help: --backward (or --mode bwd),\n"
+      "--decode (or --mode decode: a KV cache), --dtype e4m3|e5m2 (FP8, with --quant, --hadamard)."};
   app.get_formatter()->column_width(34);
   std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64", causal = "off";
   std::string heads_kv, window;
@@ -249,11 +252,11 @@ int parse_options(int argc, char** argv, Options& opt) {
       ->delimiter(',')
       ->check(checker(algo_error, "ALGO"))
       ->capture_default_str();
-  app.add_option("--dtype", dtypes, "Storage types: f32, f16, bf16 (comma list; arithmetic is f32)")
+  app.add_option("--dtype", dtypes, "Storage types: f32, f16, bf16 (comma list; arithmetic is f32; e4m3, e5m2: the FP8 mode)")
       ->delimiter(',')
       ->check(checker(dtype_error, "DTYPE"))
       ->capture_default_str();
-  app.add_option("--mode", mode, "Pass to time (fwd only so far)")
+  app.add_option("--mode", mode, "Pass to time: fwd here; bwd and decode start those modes")
       ->check(checker(mode_error, "MODE"))
       ->capture_default_str();
   app.add_option("-r,--repeat", opt.repeat, "Timed runs per row (median, min, max)")

@@ -1,0 +1,38 @@
+#!/bin/sh
+# tests/bench/cli.sh BENCH: flashcl-bench's command line as a user meets it. The main --help names
+# the other modes; --mode decode and --mode bwd start them (as --decode and --backward do);
+# a mode in another case or an unknown one is refused with a message naming --mode; a small
+# decode with --check runs on the default device and prints its error column.
+set -u
+bench=$1
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+# expect_run NAME WANT_EXIT PATTERN ARGS...: runs the bench, checks its exit status (0 or nonzero)
+# and that its stdout+stderr hold PATTERN (a grep -E pattern).
+expect_run() {
+  name=$1 want=$2 pattern=$3
+  shift 3
+  out=$("$bench" "$@" 2>&1)
+  status=$?
+  if [ "$want" = 0 ] && [ "$status" -ne 0 ]; then fail "$name: exit $status, wanted 0"; fi
+  if [ "$want" != 0 ] && [ "$status" -eq 0 ]; then fail "$name: exit 0, wanted a refusal"; fi
+  printf '%s\n' "$out" | grep -q -E -- "$pattern" || fail "$name: output lacks /$pattern/: $out"
+}
+
+expect_run "main help names the modes" 0 "--decode \(or --mode decode" --help
+expect_run "main help names the FP8 mode" 0 "--dtype e4m3\|e5m2" --help
+expect_run "--mode decode starts the decode mode" 0 "^flashcl-bench --decode:" --mode decode --help
+expect_run "--mode=decode starts the decode mode" 0 "^flashcl-bench --decode:" --mode=decode --help
+expect_run "--mode bwd starts the backward mode" 0 "^flashcl-bench --backward:" --mode bwd --help
+expect_run "--dtype e4m3 starts the FP8 mode" 0 "^flashcl-bench --dtype e4m3: the fp8 forward" --dtype e4m3 --help
+expect_run "a mode in another case" 1 "--mode: 'Decode': the decode has its own mode" --mode Decode
+expect_run "an unknown mode" 1 "--mode: unknown mode 'fwdx'" --mode fwdx
+expect_run "a small decode, checked" 0 ",64,1,2,1,16,f16,1,0,contiguous,0,[0-9]+,.*,[0-9.e+-]+$" \
+  --mode decode --cache 64 -b 1 --heads 2 --heads-kv 1 --head-dim 16 -r 1 -w 0 --check --no-roofline --csv
+# Its max_err column (the last) against float64: fp16 storage, 64 keys, well under 1e-3.
+err=$(printf '%s\n' "$out" | tail -n 1 | awk -F, '{print $NF}')
+awk -v e="$err" 'BEGIN { exit !(e + 0 == e && e >= 0 && e < 1e-3) }' || fail "the decode's max_err is '$err', wanted < 1e-3"
+
+[ "$fails" -eq 0 ] && echo "bench cli: all checks passed"
+exit "$fails"
