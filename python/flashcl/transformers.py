@@ -5,12 +5,13 @@ mask), so ``from_config(cfg, attn_implementation="flashcl")`` and
 ``model.set_attn_implementation("flashcl")`` work. As "flash_attention_2" does: causal comes from
 the module (or ``is_causal``), padding becomes a varlen call (the padded rows are dropped, no N×N
 mask is built), sequences packed into one row (offsets given, or position ids that restart) become
-a varlen call, a static cache's unused slots are cut, cross-attention and one-query steps keep every
-query, q/k/v are cast to one dtype under autocast, a V head dim other than Q's (MLA) is padded and
+a varlen call, a static cache's unused slots are cut, non-causal calls (encoders, cross-attention)
+and one-query steps keep every query, q/k/v are cast to one dtype under autocast, a V head dim other than Q's (MLA) is padded and
 trimmed, sliding windows and softcaps come from the layer's kwargs, and GQA's K/V are used without
 being repeated. fp32 works too (on PoCL's CPU device as well as on GPUs). Inputs that would change
 the scores in ways flashcl lacks (attention sinks, T5's position bias) raise instead of being
-ignored. transformers routes every implementation named "flash..." through its flash-attention
+ignored, and model classes that refuse "flash_attention_2" (``_supports_flash_attn = False``)
+refuse "flashcl" as well. transformers routes every implementation named "flash..." through its flash-attention
 code, so models that special-case that name (GPT-Neo, Bark; GPT-OSS, which it sends to a Hub
 kernel) do not run through flashcl.
 """
@@ -118,10 +119,13 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
         if seq_k > attention_mask.shape[1]:  # a static cache: keys past the mask's length are unused slots
             k, v, seq_k = k[:, :attention_mask.shape[1]], v[:, :attention_mask.shape[1]], attention_mask.shape[1]
         keep_k = attention_mask[:, -seq_k:].bool()
-        # the queries are the last Sq tokens of the keys' sequences, except one query a row (a
-        # decode step: always kept, as flash_attention_2 does) and cross-attention (non-causal with
-        # other lengths: the mask is the encoder's and says nothing about the queries)
-        if seq_q == 1 or (not causal and seq_q != seq_k):
+        # Causal: the queries are the last Sq tokens of the keys' sequences, so the keys' padding is
+        # theirs too (padded query rows come back as zeros, as flash_attention_2 leaves them), except
+        # one query a row (a decode step: always kept, as flash_attention_2 does). Non-causal: every
+        # query is kept, as eager and sdpa compute every row: in cross-attention the mask is the
+        # encoder's and says nothing about the decoder's queries, also when both have one length
+        # (flash_attention_2 drops them there: a decoder padded to the encoder's length got zeros).
+        if seq_q == 1 or not causal:
             keep_q = torch.ones(batch, seq_q, dtype=torch.bool, device=q.device)
         else:
             keep_q = keep_k[:, -seq_q:]
@@ -130,7 +134,6 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
         v_rows = v.reshape(batch * seq_k, *v.shape[2:]).index_select(0, idx_k)
         rows = _attention(q_rows, k_rows, v_rows, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
                           max_seqlen_q=max_q, max_seqlen_k=max_k, **options)
-        # Padded query rows come back as zeros (what flash_attention_2 leaves there too).
         out = rows.new_zeros(batch * seq_q, *rows.shape[1:]).index_copy(0, idx_q, rows)
         out = out.view(batch, seq_q, *rows.shape[1:])
     else:
@@ -148,6 +151,32 @@ def register() -> None:
     AttentionInterface.register(NAME, flashcl_attention)
     AttentionMaskInterface.register(NAME, flash_attention_mask)
     _answer_flash_loader()
+    _refuse_models_without_flash_support()
+
+
+def _refuse_models_without_flash_support() -> None:
+    """transformers refuses "flash_attention_2" for a model class that sets _supports_flash_attn =
+    False (its masks or inputs go beyond what flash-attention's mask form carries: Gemma 3's
+    bidirectional image tokens, DeepSeek-V3.2's sparse key indices), but checks that only for names
+    of the form flash_attention_N. "flashcl" takes the same mask form, so it is refused for the same
+    models, with the same kind of error (ValueError, at from_config/from_pretrained or
+    set_attn_implementation); before, such a model ran with wrong scores or crashed in its forward."""
+    from transformers import PreTrainedModel
+
+    choose = PreTrainedModel.get_correct_attn_implementation
+    if getattr(choose, "_flashcl_wrapped", False):
+        return
+
+    def get_correct_attn_implementation(self, requested_attention, *args, **kwargs):
+        if requested_attention == NAME and not (self._supports_flash_attn
+                                                or getattr(self, "_supports_flash_attn_2", False)):
+            raise ValueError(f"flashcl: {type(self).__name__} does not support flash-attention-style attention "
+                             "(transformers marks it _supports_flash_attn = False: its masks or attention inputs "
+                             "go beyond flash_attention_2's); use attn_implementation='sdpa' or 'eager'")
+        return choose(self, requested_attention, *args, **kwargs)
+
+    get_correct_attn_implementation._flashcl_wrapped = True
+    PreTrainedModel.get_correct_attn_implementation = get_correct_attn_implementation
 
 
 def _answer_flash_loader() -> None:

@@ -5,8 +5,10 @@ position_ids (DataCollatorWithFlattening's default: tokens attended across the b
 cache (keys longer than the mask: a crash), BART's cross-attention with a padded encoder (the
 decoder's queries were dropped by the encoder's mask), bf16 autocast (q and k fp32, v bf16: a
 crash), DeepSeek-V3's MLA (V's head dim differs from Q's: a crash), a sliding window with a 4-D
-mask (the window was applied twice), and T5's position bias, which flashcl cannot add and now
-refuses instead of ignoring.
+mask (the window was applied twice), T5's position bias, which flashcl cannot add and now refuses
+instead of ignoring, a decoder as long as its padded encoder (its rows were dropped by the
+encoder's mask), an encoder's padded positions (zeros where eager computes them), and model classes
+that refuse flash_attention_2 (they ran through flashcl with wrong scores, or crashed).
 """
 
 import copy
@@ -63,14 +65,15 @@ def test_generate_with_a_static_cache():
 
 
 @torch.no_grad()
-def test_cross_attention_with_a_padded_encoder():
+@pytest.mark.parametrize("dec_len", [7, 12])  # 12: the encoder's length (its mask zeroed the decoder's rows)
+def test_cross_attention_with_a_padded_encoder(dec_len):
     cfg = transformers.BartConfig(vocab_size=96, d_model=64, encoder_layers=1, decoder_layers=1,
                                   encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
                                   decoder_ffn_dim=64, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
     eager, ours = pair(cfg, transformers.AutoModelForSeq2SeqLM)
     ids, mask = ids_of(2, 12), torch.ones(2, 12, dtype=torch.long)
     mask[0, -4:] = 0
-    dec = ids_of(2, 7, seed=2)
+    dec = ids_of(2, dec_len, seed=2)
     kw = dict(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
     assert max_diff(ours(**kw).logits, eager(**kw).logits) <= ATOL
     gen = dict(attention_mask=mask, max_new_tokens=5, do_sample=False)
@@ -112,7 +115,39 @@ def test_sliding_window_with_a_4d_mask():
 def test_position_bias_is_refused():
     cfg = transformers.T5Config(vocab_size=96, d_model=64, d_kv=16, d_ff=128, num_layers=1, num_decoder_layers=1,
                                 num_heads=4, dropout_rate=0.0)
-    _, ours = pair(cfg, transformers.AutoModelForSeq2SeqLM)
-    ids = ids_of(1, 8)
+    # T5 declares no flash support, so "flashcl" is refused when the model is built ...
+    with pytest.raises(ValueError, match="flashcl: T5ForConditionalGeneration does not support"):
+        pair(cfg, transformers.AutoModelForSeq2SeqLM)
+    # ... and the attention function refuses a position bias from any model that passes one
+    q = torch.randn(1, 4, 8, 16)
     with pytest.raises(NotImplementedError, match="'position_bias' attention input is not supported"):
-        ours(input_ids=ids, decoder_input_ids=ids)
+        flashcl.transformers.flashcl_attention(torch.nn.Module(), q, q, q, None, position_bias=torch.zeros(1, 4, 8, 8))
+
+
+@torch.no_grad()
+def test_encoder_padded_positions_match_eager():
+    # non-causal calls keep every query: the padded positions' states are eager's too, not zeros
+    cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    eager, ours = pair(cfg, transformers.AutoModel)
+    ids, mask = ids_of(2, 12), torch.ones(2, 12, dtype=torch.long)
+    mask[0, -4:] = 0
+    a, b = eager(ids, attention_mask=mask), ours(ids, attention_mask=mask)
+    assert max_diff(a.last_hidden_state, b.last_hidden_state) <= ATOL
+
+
+class NoFlashLlama(transformers.LlamaForCausalLM):
+    _supports_flash_attn = False  # as Gemma 3's multimodal model and DeepSeek-V3.2 declare
+
+
+def test_models_without_flash_support_are_refused():
+    cfg = transformers.LlamaConfig(num_key_value_heads=2, **SMALL)
+    message = "flashcl: NoFlashLlama does not support flash-attention-style attention"
+    with pytest.raises(ValueError, match=message):
+        NoFlashLlama._from_config(copy.deepcopy(cfg), attn_implementation="flashcl")
+    model = NoFlashLlama._from_config(copy.deepcopy(cfg), attn_implementation="eager")
+    with pytest.raises(ValueError, match=message):
+        model.set_attn_implementation("flashcl")
+    # the models that support flash attention are unaffected
+    transformers.LlamaForCausalLM._from_config(copy.deepcopy(cfg), attn_implementation="flashcl")
