@@ -20,6 +20,7 @@
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
 #include "problem.hpp"  // geometric_alibi_slopes
+#include "stats.hpp"
 
 namespace flashcl::bench {
 namespace {
@@ -43,11 +44,6 @@ std::vector<std::string> comma_list(const std::string& text) {
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) items.push_back(item);
   return items;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 struct Row {

@@ -28,6 +28,7 @@
 #include "options.hpp"
 #include "problem.hpp"
 #include "runner.hpp"
+#include "stats.hpp"
 
 namespace flashcl::bench {
 namespace {
@@ -72,10 +73,6 @@ std::vector<float> read_fp8(cl_command_queue queue, cl_mem buffer, std::size_t e
 // --explain: the median of each kernel's own time and of what the call's span adds between them
 // (launch gaps), in microseconds, on stderr: where a short call's fixed cost sits.
 void explain_kernels(const std::vector<std::vector<double>>& per_kernel, const std::vector<double>& spans) {
-  const auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
   std::vector<double> gaps;
   for (std::size_t i = 0; i < spans.size(); ++i)
     gaps.push_back(spans[i] - std::accumulate(per_kernel[i].begin(), per_kernel[i].end(), 0.0));
@@ -177,9 +174,8 @@ Row run_one(Session& session, const DecodeOptions& o, int cache_len, int batch) 
     if (o.explain) per_kernel.push_back(kernel_ms(launch));
   }
   if (o.explain) explain_kernels(per_kernel, ms);
-  std::sort(ms.begin(), ms.end());
-  r.median_ms = ms[ms.size() / 2];
-  r.min_ms = ms.front();
+  r.median_ms = median(ms);
+  r.min_ms = *std::min_element(ms.begin(), ms.end());
   const double bytes = 2.0 * B * Hk * static_cast<double>(capacity) * d * cache_elem;  // 1 byte an element in fp8
   r.mbytes = bytes / 1e6;
   r.gbs = bytes / (r.median_ms * 1e6);
@@ -287,8 +283,11 @@ int run_decode_bench(int argc, char** argv) {
     std::printf("device,cache,batch,heads,heads_kv,head_dim,dtype,seqlen_q,new_tokens,layout,page_size,splits,median_ms,"
                 "min_ms,kv_mb,gbs,copy_gbs,max_err%s\n", o.cache_dtype ? ",cache_dtype" : "");
   } else {
-    std::printf("flashcl-bench --decode on %s; copy ceiling %.1f GB/s (read + write per second)\n",
-                session.info().name.c_str(), copy_gbs);
+    if (copy_gbs > 0)
+      std::printf("flashcl-bench --decode on %s; copy ceiling %.1f GB/s (read + write per second)\n",
+                  session.info().name.c_str(), copy_gbs);
+    else
+      std::printf("flashcl-bench --decode on %s; copy ceiling not measured (--no-roofline)\n", session.info().name.c_str());
     std::printf("%8s %5s %7s %4s %5s %5s %4s %4s %-10s %5s %6s %10s %10s %9s %8s %7s %9s\n", "cache", "batch", "H/Hkv", "d",
                 "dtype", "kv", "Nq", "new", "layout", "page", "splits", "median ms", "min ms", "K/V MB", "GB/s", "% copy",
                 "max|err|");
@@ -296,17 +295,18 @@ int run_decode_bench(int argc, char** argv) {
   for (int L : o.cache)
     for (int B : o.batch) {
       const Row r = run_one(session, o, L, B);
-      char err[32] = "-";
+      char err[32] = "-", share[16] = "-";  // share: % of the copy ceiling, "-" without one
       if (r.max_err >= 0) std::snprintf(err, sizeof err, "%.2e", r.max_err);
+      if (copy_gbs > 0) std::snprintf(share, sizeof share, "%.0f%%", 100.0 * r.gbs / copy_gbs);
       if (o.csv)
         std::printf("\"%s\",%d,%d,%d,%d,%d,%s,%d,%d,%s,%d,%d,%.5f,%.5f,%.2f,%.1f,%.1f,%s%s\n", session.info().name.c_str(), L,
                     B, o.heads, o.heads_kv, o.head_dim, to_string(o.dtype), o.seqlen_q, o.new_tokens, layout, o.page_size,
                     r.splits, r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs, err,
                     o.cache_dtype ? (std::string(",") + kv).c_str() : "");
       else
-        std::printf("%8d %5d %3d/%-3d %4d %5s %5s %4d %4d %-10s %5d %6d %10.4f %10.4f %9.1f %8.1f %6.0f%% %9s\n", L, B, o.heads,
+        std::printf("%8d %5d %3d/%-3d %4d %5s %5s %4d %4d %-10s %5d %6d %10.4f %10.4f %9.1f %8.1f %7s %9s\n", L, B, o.heads,
                     o.heads_kv, o.head_dim, to_string(o.dtype), kv, o.seqlen_q, o.new_tokens, layout, o.page_size, r.splits,
-                    r.median_ms, r.min_ms, r.mbytes, r.gbs, copy_gbs > 0 ? 100.0 * r.gbs / copy_gbs : 0.0, err);
+                    r.median_ms, r.min_ms, r.mbytes, r.gbs, share, err);
       std::fflush(stdout);
     }
   return 0;

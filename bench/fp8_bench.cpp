@@ -19,6 +19,7 @@
 #include "flashcl/flashcl.hpp"
 #include "fp8_experiment.hpp"
 #include "options.hpp"
+#include "stats.hpp"
 
 namespace flashcl::bench {
 namespace {
@@ -34,11 +35,6 @@ struct Fp8Options {
   double check_macs = 1e9;
   int repeat = 5, warmup = 1;
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double time_ms(const std::function<Launch()>& call, int warmup, int repeat) {
   for (int i = 0; i < warmup; ++i) call().wait();

@@ -22,11 +22,21 @@ std::size_t Shape::total_k() const { return varlen() ? cu_seqlens_k[batch] : sta
 std::size_t Shape::q_elems() const { return total_q() * heads * head_dim; }
 std::size_t Shape::kv_elems() const { return total_k() * kv_heads() * head_dim; }
 std::size_t Shape::rows() const { return total_q() * heads; }
+// Query-key pairs of one sequence: Nq·Nk; causal with Nq = Nk, the convention's half (N²/2, as the
+// papers and the PyTorch side of every side-by-side count it); causal otherwise, the pairs the
+// bottom-right mask leaves: row i sees min(Nk, max(0, i + 1 + Nk - Nq)) keys, which sums to
+// Nq(Nq+1)/2 + Nq(Nk-Nq) when Nq < Nk and Nk(Nk+1)/2 when Nq > Nk (halving N·M instead would
+// count 1.75x too few at Nq 64, Nk 256, and 3.9x too many at Nq 256, Nk 64).
+double Shape::pairs(int b) const {
+  const double n = len_q(b), m = len_k(b);
+  if (!causal) return n * m;
+  if (n == m) return n * m / 2;
+  return n < m ? n * (n + 1) / 2 + n * (m - n) : m * (m + 1) / 2;
+}
 double Shape::flops() const {
-  double pairs = 0.0;  // query-key products over the batch (varlen: each sequence's own)
-  for (int b = 0; b < batch; ++b) pairs += static_cast<double>(len_q(b)) * len_k(b);
-  const double f = 4.0 * heads * pairs * head_dim;
-  return causal ? f / 2 : f;
+  double pairs_all = 0.0;  // over the batch (varlen: each sequence's own lengths)
+  for (int b = 0; b < batch; ++b) pairs_all += pairs(b);
+  return 4.0 * heads * pairs_all * head_dim;
 }
 
 std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplitude) {

@@ -40,7 +40,11 @@ struct Shape {
   std::size_t q_elems() const;   // B·Nq·H·d (varlen: total_q·H·d)
   std::size_t kv_elems() const;  // B·Nk·H_kv·d (varlen: total_k·H_kv·d)
   std::size_t rows() const;      // B·H·Nq (varlen: H·total_q): the LSE's size
-  // FlashAttention convention: 4·B·H·Nq·Nk·d, halved when causal.
+  // Query-key pairs of sequence b a head: Nq·Nk; causal, half of it when Nq = Nk (the papers'
+  // convention), else the pairs the bottom-right mask leaves (problem.cpp). Windows: flops_of.
+  double pairs(int b) const;
+  // 4·H·d times the pairs of every sequence: the FlashAttention convention 4·B·H·Nq·Nk·d, halved
+  // when causal with Nq = Nk.
   double flops() const;
 };
 

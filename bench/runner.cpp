@@ -19,6 +19,8 @@
 #include <limits>
 #include <optional>
 
+#include "stats.hpp"
+
 namespace flashcl::bench {
 namespace {
 
@@ -153,12 +155,6 @@ int input_sets(const Shape& s, DType t, std::size_t workspace, const Context& c)
   n = std::clamp(n, 1, kMaxInputSets);
   while (n > 1 && n * one + workspace > c.max_memory) --n;
   return n;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // `values` on the device in storage type `t`; `rounded` gets them as the device sees them.

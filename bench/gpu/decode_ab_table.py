@@ -2,7 +2,7 @@
 """decode_ab_table.py: the table bench/gpu/decode_ab.sh prints, from the files it left in OUT_DIR.
 
 default.csv / wide.csv: `flashcl-bench --decode --csv` rows (no header) of the default decode and
-of FLASHCL_DECODE=lanes-wide, two rounds per shape, alternating; the better round (higher K/V
+of FLASHCL_DECODE=lanes-wide, two rounds per shape, alternating; the median over the rounds (K/V
 GB/s) counts for each. e4m3.csv: the same rows with the form's name first and the cache dtype
 last. sdpa.json: PyTorch's rows (sdpa_decode.py). Prints, per (B, cache, page): K/V TB/s default
 and new, new / default, paged / contiguous of each form, new / FA2 and new's share of the copy
@@ -15,7 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from decode_table import best_rows  # noqa: E402  (decode.sh's table reads the same CSV rows)
+from decode_table import median_rows  # noqa: E402  (decode.sh's table reads the same CSV rows)
 
 
 def tb(r):
@@ -28,7 +28,7 @@ def ratio(a, b):
 
 def main():
     out = sys.argv[1]
-    old, new = best_rows(f"{out}/default.csv", longer=True), best_rows(f"{out}/wide.csv", longer=True)
+    old, new = median_rows(f"{out}/default.csv", longer=True), median_rows(f"{out}/wide.csv", longer=True)
     fa2 = {}
     if os.path.exists(f"{out}/sdpa.json"):
         for r in json.load(open(f"{out}/sdpa.json")):
@@ -52,7 +52,7 @@ def main():
         print(f"{b:>2} {cache:>6} {page:>4} {splits:>6} | {o or 0:7.3f} {n or 0:7.3f} {ratio(n, o):>7} | "
               f"{ratio(o, oc) if page else '':>7} {ratio(n, nc) if page else '':>7} | "
               f"{f or 0:6.3f} {ratio(n, f):>7} {100 * n / copy if n and copy else 0:7.0f}%")
-    e = best_rows(f"{out}/e4m3.csv", with_form=True, longer=True)
+    e = median_rows(f"{out}/e4m3.csv", with_form=True, longer=True)
     if e:
         forms = sorted({k[0] for k in e}, key=lambda x: (x != "default", x))
         print("\ne4m3 caches, contiguous: K/V TB/s by the e4m3 bytes (median ms in brackets), and / default")

@@ -2,7 +2,8 @@
 """decode_table.py: the table bench/gpu/decode.sh prints, from the files it left in OUT_DIR.
 
 flashcl.csv (and base.csv with BASE) hold `flashcl-bench --decode --csv` rows without headers,
-two rounds per shape: the better (higher K/V GB/s) round counts. sdpa.json holds PyTorch's rows
+two rounds per shape: the median over the rounds counts (K/V GB/s and ms; PyTorch's side is one
+median of its runs, so flashcl's best round would have flattered it). sdpa.json holds PyTorch's rows
 (sdpa_decode.py). For each (batch, cache length, layout) it prints flashcl's K/V TB/s, its share
 of flashcl-bench's copy ceiling, PyTorch FlashAttention-2's and cuDNN's TB/s on the same shape
 (contiguous: PyTorch has no paged SDPA), flashcl / FA2, flashcl / cuDNN, paged / contiguous, and
@@ -14,35 +15,40 @@ Usage: decode_table.py OUT_DIR [BASE_LABEL]"""
 import csv
 import json
 import os
+import statistics
 import sys
 
 COLUMNS = ["device", "cache", "batch", "heads", "heads_kv", "head_dim", "dtype", "seqlen_q", "new_tokens", "layout",
            "page_size", "splits", "median_ms", "min_ms", "kv_mb", "gbs", "copy_gbs", "max_err"]
 
 
-def best_rows(path, with_form=False, longer=False):
-    """(form, batch, cache, page) -> the row with the highest K/V GB/s over the rounds. with_form: each
+def median_rows(path, with_form=False, longer=False):
+    """(form, batch, cache, page) -> the first round's row with its K/V GB/s and median_ms replaced by
+    their medians over the rounds (for two rounds, their means). with_form: each
     row starts with its form's name (else the form is ""); longer: rows may carry columns after
     COLUMNS (the cache dtype, with --cache-dtype), else only rows of COLUMNS' length count.
     decode_ab_table.py reads its files with this too."""
-    best = {}
+    rounds = {}
     if not os.path.exists(path):
-        return best
+        return rounds
     with open(path) as f:
         for row in csv.reader(f):
             form = row.pop(0) if with_form and row else ""
             if len(row) < len(COLUMNS) or (len(row) > len(COLUMNS) and not longer) or row[0] == "device":
                 continue
             r = dict(zip(COLUMNS, row))
-            key = (form, int(r["batch"]), int(r["cache"]), int(r["page_size"]))
-            if key not in best or float(r["gbs"]) > float(best[key]["gbs"]):
-                best[key] = r
-    return best
+            rounds.setdefault((form, int(r["batch"]), int(r["cache"]), int(r["page_size"])), []).append(r)
+    medians = {}
+    for key, rows in rounds.items():
+        medians[key] = dict(rows[0])
+        for column in ("gbs", "median_ms"):
+            medians[key][column] = str(statistics.median(float(r[column]) for r in rows))
+    return medians
 
 
 def read_bench(path):
-    """(batch, cache, page) -> best row over the rounds."""
-    return {key[1:]: r for key, r in best_rows(path).items()}
+    """(batch, cache, page) -> the row of the rounds' medians."""
+    return {key[1:]: r for key, r in median_rows(path).items()}
 
 
 def main():

@@ -6,6 +6,7 @@ unfused attention, the baseline flashcl's `standard` is held against) with CUDA 
 of --repeat runs, on random inputs (never zeros). Writes one JSON list of rows."""
 import argparse
 import json
+import statistics
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -27,8 +28,7 @@ def time_ms(fn, warmup, repeat):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+    return statistics.median(times)
 
 
 def main():

@@ -100,7 +100,7 @@ for name, form, body in zip(blocks[1::3], blocks[2::3], blocks[3::3]):
     rows = [r for r in csv.DictReader(io.StringIO(body[at:])) if r.get("algo") == "fa2"] if at >= 0 else []
     for r in rows:
         print(f"{name:7} {form:9} {r['status']:4} median {float(r['median_ms']):8.3f} ms  {float(r['tflops']):7.1f} TFLOP/s "
-              f"(counted without the window)  {r['resolved']} {r['note']}")
+              f"(the window's visible pairs only)  {r['resolved']} {r['note']}")
     if not rows:
         print(f"{name:7} {form:9} no row: {body.strip()[-300:]}")
 PY
