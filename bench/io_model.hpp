@@ -20,8 +20,9 @@ struct IoModel {
 IoModel io_model(const Shape& shape, Algorithm algorithm, const Tiles& tiles, bool lse, int elem_bytes = 4);
 
 // FLOPs of a forward call: the FlashAttention convention (Shape::flops(): 4·B·H·Nq·Nk·d, halved
-// when causal), except with a sliding window, where 4·B·H·d times the visible (query, key) pairs
-// (the convention's N² would credit work no kernel does).
+// when causal with Nq = Nk; causal with Nq != Nk counts the pairs the mask leaves), except with a
+// sliding window, where 4·B·H·d times the visible (query, key) pairs (the convention's N² would
+// credit work no kernel does). Varlen batches count each sequence with its own lengths.
 double flops_of(const Shape& shape);
 
 }  // namespace flashcl::bench

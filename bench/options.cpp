@@ -206,7 +206,7 @@ std::size_t parse_bytes(const std::string& text, std::string& error) {
 int parse_options(int argc, char** argv, Options& opt) {
   CLI::App app{
       "flashcl-bench: standard attention vs FlashAttention-1 vs FlashAttention-2 on an OpenCL device.\n"
-      "Device time from profiling events, TFLOP/s (4*B*H*Nq*Nk*d, halved when causal), modelled\n"
+      "Device time from profiling events, TFLOP/s (4*B*H*Nq*Nk*d, halved when causal with Nq = Nk), modelled\n"
       "global-memory traffic (FlashAttention paper's IO analysis), % of the device's measured FMA and\n"
       "copy ceilings. Lists: 512,1024,4096 or 512:8192 (doubling) or 512:4096:512 (adding).\n"
       "No arguments: the default sweep below (about two minutes on a 2-core CPU under PoCL).\n"

@@ -120,7 +120,7 @@ Json context_fields(const Context& c) {
   j["check"] = {{"enabled", c.check}, {"max_macs_per_shape", c.check_macs}};
   j["max_memory_bytes"] = c.max_memory;
   j["variants"] = c.variants;
-  j["flops_convention"] = "4*B*H*Nq*Nk*d, halved when causal";
+  j["flops_convention"] = "4*B*H*Nq*Nk*d, halved when causal with Nq = Nk; else 4*B*H*d per visible pair";
   return j;
 }
 

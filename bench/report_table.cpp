@@ -96,7 +96,7 @@ class TableReporter : public Reporter {
   void end() override {
     if (quiet_) return;
     static const char* const kNotes[] = {
-        "TFLOP/s: 4*B*H*Nq*Nk*d (halved when causal; with a window, 4*B*H*d per visible query-key pair)",
+        "TFLOP/s: 4*B*H*Nq*Nk*d (halved when causal with Nq = Nk; else 4*B*H*d per visible query-key pair)",
         "  over the median device time. %fma, %bw: of the ceilings above. %roof: of min(FMA peak,",
         "  FLOPs / IO bytes x copy peak), the roofline at the row's arithmetic intensity.",
         "IO MB: modelled global-memory traffic (the FlashAttention paper's IO analysis at the kernels'",
