@@ -10,6 +10,17 @@
 
 namespace flashcl::bench {
 
+Shape dense_shape(int batch, int heads, int seqlen_q, int seqlen_k, int head_dim, bool causal) {
+  Shape s;
+  s.batch = batch;
+  s.heads = heads;
+  s.seqlen_q = seqlen_q;
+  s.seqlen_k = seqlen_k;
+  s.head_dim = head_dim;
+  s.causal = causal;
+  return s;
+}
+
 double Shape::effective_scale() const { return scale != 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(head_dim)); }
 std::size_t Shape::q_row(int b, int i) const {
   return varlen() ? static_cast<std::size_t>(cu_seqlens_q[b]) + i : static_cast<std::size_t>(b) * seqlen_q + i;

@@ -48,6 +48,9 @@ struct Shape {
   double flops() const;
 };
 
+// A plain (B, Nq/Nk, H, d) shape, every variant off.
+Shape dense_shape(int batch, int heads, int seqlen_q, int seqlen_k, int head_dim, bool causal = false);
+
 // Uniform values in [-1, 1) (times `amplitude`) from a seeded generator: never zeros.
 std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplitude = 1.0f);
 

@@ -111,17 +111,6 @@ std::string Case::name() const {
   return o.str();
 }
 
-bench::Shape dense_shape(int b, int h, int nq, int nk, int d, bool causal) {
-  bench::Shape s;
-  s.batch = b;
-  s.heads = h;
-  s.seqlen_q = nq;
-  s.seqlen_k = nk;
-  s.head_dim = d;
-  s.causal = causal;
-  return s;
-}
-
 Case make_case(int nq, int nk, int d, bool causal, int b, int h, Layout layout, double scale) {
   Case c;
   c.shape = dense_shape(b, h, nq, nk, d, causal);

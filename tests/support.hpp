@@ -80,8 +80,8 @@ struct Case {
 // Names a case in test output (instead of gtest's byte dump).
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 
-// A plain (B = b, H = h, Nq, Nk, d) shape, causal or not.
-bench::Shape dense_shape(int b, int h, int nq, int nk, int d, bool causal = false);
+// A plain (B = b, H = h, Nq, Nk, d) shape, causal or not (bench/problem.hpp).
+using bench::dense_shape;
 
 // A (B = b, H = h, Nq, Nk, d) case; the seed follows from the shape, so different shapes draw
 // different inputs.

@@ -34,14 +34,7 @@ double brute_pairs(const Shape& s, long n, long m) {
 }
 
 Shape shape(int batch, int heads, int nq, int nk, int d, bool causal) {
-  Shape s;
-  s.batch = batch;
-  s.heads = heads;
-  s.seqlen_q = nq;
-  s.seqlen_k = nk;
-  s.head_dim = d;
-  s.causal = causal;
-  return s;
+  return dense_shape(batch, heads, nq, nk, d, causal);
 }
 
 TEST(BenchCounts, PlainAndCausalPairs) {
