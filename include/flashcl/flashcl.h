@@ -71,7 +71,7 @@ typedef struct {
   int causal;                                      /* bottom-right aligned when seqlen_q != seqlen_k */
   fcl_dtype dtype;
   fcl_algorithm algorithm;
-  fcl_tensor q, k, v, o;                           /* Q, O: (B, Nq, H, d); K, V: (B, Nk, H, d) */
+  fcl_tensor q, k, v, o;                           /* Q, O: (B, Nq, H, d); K, V: (B, Nk, H_kv, d) */
   cl_mem lse;                                      /* optional (B, H, Nq) fp32 log-sum-exp */
   cl_mem workspace;                                /* optional, >= fcl_workspace_bytes() */
   int block_rows, block_cols;                      /* tile override; 0: planner's choice */
@@ -84,14 +84,14 @@ typedef struct {
   cl_mem cu_seqlens_q, cu_seqlens_k;               /* varlen: int32 (B + 1) offsets; Q/O packed
                                                       (total_q, H, d), K/V (total_k, H_kv, d),
                                                       LSE (H, total_q) */
-  /* Appended in 0.2 (a caller compiled against 0.1 passes the smaller struct_size and gets the
-   * defaults, 0): ForwardArgs::total_q and ::check_device_data. */
+  /* Appended after the first layout (a caller compiled against it passes the smaller struct_size,
+   * up to cu_seqlens_k, and gets the defaults, 0): ForwardArgs::total_q and ::check_device_data. */
   int total_q;                                     /* varlen: packed query rows (LSE is (H, total_q));
                                                       0: the kernels take cu_seqlens_q[B] */
   int check_device_data;                           /* varlen: read cu_seqlens back (blocking, after the
                                                       wait list) and reject offsets the kernels would
                                                       clamp; 0: never read back. fp8: also the descales */
-  /* Appended in 0.2 too: fp8 inputs (ForwardArgs::out_dtype and ::fp8; layouts in flashcl.hpp's
+  /* Appended after it too: fp8 inputs (ForwardArgs::out_dtype and ::fp8; layouts in flashcl.hpp's
    * Fp8Scales and docs/FP8.md). */
   fcl_dtype out_dtype;                             /* O's storage after fp8 inputs (F32/F16/BF16);
                                                       FCL_DTYPE_DEFAULT (init): bf16 for fp8, dtype

@@ -173,8 +173,8 @@ struct ForwardArgs {
 // The algorithm `auto` resolves to for this device and shape.
 FLASHCL_API Algorithm resolve_algorithm(cl_device_id device, const ForwardArgs& args);
 
-// Device scratch bytes the call needs beyond Q, K, V, O, LSE (standard: B·H·Nq·Nk floats; fa1:
-// O(B·H·Nq·d); fa2: 0).
+// Device scratch bytes the call needs beyond Q, K, V, O, LSE (standard: B·H·Nq·Nk floats, padded
+// to whole tiles by the CPU-shaped form; fa1: O(B·H·Nq·d); fa2: 0).
 FLASHCL_API std::size_t workspace_bytes(cl_device_id device, const ForwardArgs& args);
 
 // All device bytes the call touches: inputs, outputs and workspace.
