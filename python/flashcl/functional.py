@@ -10,6 +10,7 @@ not whole elements) is raised here as the same exception with the same kind of m
 
 from __future__ import annotations
 
+import numbers
 import threading
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -56,6 +57,44 @@ def _check_int32_values(a, name: str) -> None:
     count = a.numel() if hasattr(a, "numel") else a.size
     if count and (int(a.min()) < -2**31 or int(a.max()) >= 2**31):
         _fail(Status.InvalidArgument, f"{name}: values past the int32 range")
+
+
+def _host_offsets(cu, name: str) -> np.ndarray:
+    """Host varlen offsets (numpy or a sequence) as int32, checked as the torch path checks them:
+    integers (a float offset was truncated), 1-d with B + 1 >= 2 entries, within int32 (int64
+    values past it wrapped to other, valid-looking offsets)."""
+    a = np.asarray(cu)
+    if a.dtype.kind not in "iu" or a.ndim != 1 or a.shape[0] < 2:
+        _fail(Status.InvalidArgument, f"{name}: expected a 1-d integer array of B + 1 offsets, got {a.dtype} of "
+                                      f"shape {a.shape}")
+    _check_int32_values(a, name)
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def _int32_size(value, name: str) -> int:
+    """A size the library takes as int32 (a dimension, max_seqlen): named here when it does not fit,
+    instead of nanobind's unnamed 'incompatible function arguments'."""
+    if not isinstance(value, numbers.Integral):
+        _fail(Status.InvalidArgument, f"{name}: expected an integer, got {type(value).__name__}")
+    if not -2**31 <= int(value) < 2**31:
+        _fail(Status.InvalidArgument, f"{name}: {int(value)} does not fit int32")
+    return int(value)
+
+
+def _window_pair(window, name: str = "window") -> Tuple[int, int]:
+    """flash-attn's window (left, right) as the library takes it: two integers, each -1 (unbounded)
+    or >= 0; a side past int32 reaches past any sequence, so it becomes int32's largest. The one
+    check of every entry point (numpy, pyopencl, torch, the KV cache, fp8), naming the value given."""
+    try:
+        sides = tuple(window)
+    except TypeError:
+        sides = ()
+    if len(sides) != 2 or not all(isinstance(s, numbers.Integral) for s in sides):
+        _fail(Status.InvalidArgument, f"{name}: expected (left, right) integers, got {window!r}")
+    for side, value in zip(("left", "right"), sides):
+        if int(value) < -1:
+            _fail(Status.InvalidArgument, f"{name}.{side}: must be >= -1 (-1: unbounded), got {int(value)}")
+    return tuple(min(int(s), 2**31 - 1) for s in sides)
 
 
 def devices() -> list:
@@ -130,14 +169,19 @@ def _shape_args(q, k, v, *, varlen: bool, causal, window, softcap, scale, algori
     if not varlen and q.shape[0] != k.shape[0]:
         _fail(Status.InvalidArgument, f"k: batch {k.shape[0]} differs from q's {q.shape[0]}")
     a = _ext.ForwardArgs()
-    a.heads, a.heads_kv, a.head_dim = int(q.shape[-2]), int(k.shape[-2]), int(q.shape[-1])
+    a.heads, a.heads_kv, a.head_dim = (_int32_size(n, f"{name}: {dim}") for n, name, dim in
+                                       ((q.shape[-2], "q", "heads"), (k.shape[-2], "k", "heads"),
+                                        (q.shape[-1], "q", "head dim")))
     if varlen:
-        a.batch, a.seqlen_q, a.seqlen_k = batch_from_cu, int(max_seqlen_q), int(max_seqlen_k)
+        a.batch = batch_from_cu
+        a.seqlen_q, a.seqlen_k = _int32_size(max_seqlen_q, "max_seqlen_q"), _int32_size(max_seqlen_k, "max_seqlen_k")
     else:
-        a.batch, a.seqlen_q, a.seqlen_k = int(q.shape[0]), int(q.shape[1]), int(k.shape[1])
+        a.batch, a.seqlen_q, a.seqlen_k = (_int32_size(n, f"{name}: {dim}") for n, name, dim in
+                                           ((q.shape[0], "q", "batch"), (q.shape[1], "q", "sequence length"),
+                                            (k.shape[1], "k", "sequence length")))
     a.causal = bool(causal)
     w = _ext.Window()
-    w.left, w.right = (int(window[0]), int(window[1])) if window is not None else (-1, -1)
+    w.left, w.right = _window_pair(window) if window is not None else (-1, -1)
     a.window = w
     a.softcap = float(softcap or 0.0)
     a.scale = None if scale is None else float(scale)
@@ -269,8 +313,8 @@ def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k,
     variants = {}
     batch = 0
     if varlen:
-        cu_q = variants["cu_seqlens_q"] = np.ascontiguousarray(cu_seqlens_q, dtype=np.int32)
-        cu_k = variants["cu_seqlens_k"] = np.ascontiguousarray(cu_seqlens_k, dtype=np.int32)
+        cu_q = variants["cu_seqlens_q"] = _host_offsets(cu_seqlens_q, "cu_seqlens_q")
+        cu_k = variants["cu_seqlens_k"] = _host_offsets(cu_seqlens_k, "cu_seqlens_k")
         batch = len(cu_q) - 1
         max_seqlen_q, max_seqlen_k = _max_seqlen(cu_q, max_seqlen_q), _max_seqlen(cu_k, max_seqlen_k)
     args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
@@ -403,10 +447,13 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
         inputs.append(d)
         return d
 
+    def offsets_on_device(cu, name):
+        return on_device(cu if _is_pyopencl(cu) else _host_offsets(cu, name), np.int32)
+
     varlen = cu_seqlens_q is not None
     batch = 0
     if varlen:
-        cu_q, cu_k = on_device(cu_seqlens_q, np.int32), on_device(cu_seqlens_k, np.int32)
+        cu_q, cu_k = offsets_on_device(cu_seqlens_q, "cu_seqlens_q"), offsets_on_device(cu_seqlens_k, "cu_seqlens_k")
         for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
             if cu.dtype != np.int32 or cu.ndim != 1 or not cu.flags.c_contiguous:
                 _fail(Status.InvalidArgument, f"{name}: expected a contiguous 1-d int32 array of B + 1 offsets")
@@ -610,6 +657,10 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     if varlen and (cu_seqlens_q is None or cu_seqlens_k is None):
         _fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
+    for name, a in (("d_o", d_o), ("q", q), ("k", k), ("v", v), ("out", out), ("lse", lse)):
+        if not hasattr(a, "shape"):
+            _fail(Status.InvalidArgument, f"{name}: expected an array like q (lse: the forward's return_lse=True "
+                                          f"output), got {type(a).__name__}")
     for name, a in (("d_o", d_o), ("out", out)):
         if tuple(a.shape) != tuple(q.shape):
             _fail(Status.InvalidArgument, f"{name}: shape {tuple(a.shape)} differs from q's {tuple(q.shape)}")
@@ -640,8 +691,15 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
                    max_seqlen_k, deterministic, return_dbias, storage: DType, sess) -> Any:
     """numpy arrays through Session::backward (dense float32 copies in, float32 gradients out);
     packed buffers' rows past cu_seqlens[-1] or before cu_seqlens[0] get zero gradients."""
-    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    q, k, v, lse = np.asarray(q), np.asarray(k), np.asarray(v), np.asarray(lse)
     rows_q, rows_k = q.shape[0], k.shape[0]
+    # the forward's LSE: (H, total_q) packed, else (B, H, Nq); one of the same size in another
+    # shape was read as if it were that one, and gave wrong gradients
+    if len(q.shape) in (3, 4):
+        want = (q.shape[1], q.shape[0]) if len(q.shape) == 3 else (q.shape[0], q.shape[2], q.shape[1])
+        if lse.dtype.kind != "f" or lse.shape != want:
+            _fail(Status.InvalidArgument, f"lse: expected float32 of shape {want} (the forward's), got {lse.dtype} "
+                                          f"{lse.shape}")
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
         used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
         q, k, v = q[:used_q], k[:used_k], v[:used_k]
@@ -660,8 +718,6 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
     for name, a in (("d_o", d_o), ("out", out)):
         if np.asarray(a).dtype != q.dtype:
             _fail(Status.UnsupportedDType, f"{name}: dtype {np.asarray(a).dtype} differs from q's {q.dtype}")
-    if np.asarray(lse).dtype.kind != "f":
-        _fail(Status.UnsupportedDType, f"lse: dtype {np.asarray(lse).dtype} is not float32")
     d_q, d_k, d_v, d_bias = sess.backward(b, *(_host_values(a, storage) for a in (q, k, v, out, d_o)), _dense(lse),
                                           **variants)
     grads = tuple(_as_input_dtype(g.reshape(a.shape), q, storage) for g, a in ((d_q, q), (d_k, k), (d_v, v)))

@@ -20,7 +20,7 @@ import numpy as np
 from . import _flashcl as _ext
 from ._flashcl import DType, Status
 from .functional import (_DTYPES, _buffer, _check_int32_values, _fail, _is_pyopencl, _mark_done, _output, _storage,
-                         _tensor, _wait_list, session)
+                         _tensor, _wait_list, _window_pair, session)
 
 __all__ = ["attention_with_kvcache"]
 
@@ -227,10 +227,8 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
 
 
 def _window(window: Sequence[int]) -> "_ext.Window":
-    if len(window) != 2:
-        _fail(Status.InvalidArgument, f"window: expected (left, right), got {window}")
     w = _ext.Window()
-    w.left, w.right = int(window[0]), int(window[1])
+    w.left, w.right = _window_pair(window)
     return w
 
 

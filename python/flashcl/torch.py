@@ -27,7 +27,6 @@ from . import cuda as _cuda
 from . import functional as _functional
 from . import torch_fp8 as _fp8
 from ._torch_host import numpy_of as _numpy
-from ._torch_host import window_side as _window_side
 from ._flashcl import DType, Status
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention"]
@@ -226,7 +225,7 @@ def _described(t) -> str:
 def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) -> Tuple[float, Tuple[int, int]]:
     """The forward's and the backward's defaults: scale 1/sqrt(d), window (-1, -1) (unbounded)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
-    window = (-1, -1) if window_size is None else (_window_side(window_size[0]), _window_side(window_size[1]))
+    window = (-1, -1) if window_size is None else _functional._window_pair(window_size, "window_size")
     return scale, window
 
 
@@ -237,6 +236,14 @@ def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, drop
                                   "dropout); pass dropout_p=0.0")
     _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_size)
     softmax_scale, window = _scale_and_window(q, softmax_scale, window_size)
+    for name, n in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if isinstance(n, int) and not 0 <= n < 2**31:  # (a SymInt under torch.compile is the shape's own)
+            _functional._fail(Status.InvalidArgument, f"{name}: {n} does not fit int32")
+    # one tensor passed twice (k is v: flash_attn_func(q, kv, kv)) goes in as a view the second
+    # time: an autograd.Function given the same tensor twice breaks torch.compile's graph
+    # ("duplicate tensor input"); the gradients are the same
+    k = k.view_as(k) if k is q else k
+    v = v.view_as(v) if v is q or v is k else v
     out, lse = _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
                                 float(softmax_scale), bool(causal), window, float(softcap or 0.0), alibi_slopes,
                                 mask, bool(deterministic))
@@ -372,6 +379,12 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
         if not isinstance(t, Tensor) or t.device != q.device:
             _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor on q's device {q.device}, got "
                                                       f"{t.device if isinstance(t, Tensor) else type(t).__name__}")
+    # the forward's LSE: (H, total_q) packed, else (B, H, Nq); one of the same size in another shape
+    # was read as if it were that one, and gave wrong gradients
+    want = (q.shape[1], q.shape[0]) if q.dim() == 3 else (q.shape[0], q.shape[2], q.shape[1])
+    if lse.dtype != torch.float32 or tuple(lse.shape) != tuple(want):
+        _functional._fail(Status.InvalidArgument, f"lse: expected float32 of shape {tuple(want)} (the forward's), "
+                                                  f"got {lse.dtype} {tuple(lse.shape)}")
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
     softmax_scale, window = _scale_and_window(q, scale, window)
@@ -621,13 +634,12 @@ def flash_attn_with_kvcache(q: Tensor, k_cache: Tensor, v_cache: Tensor, k: Opti
         raise NotImplementedError("flashcl: cache_leftpad is not supported (flashcl's KV-cache call has no left "
                                   "padding; docs/DECODE.md); pass cache_leftpad=None")
     _check_kvcache(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table, alibi_slopes)
-    if window_size is None or len(window_size) != 2:
-        _functional._fail(Status.InvalidArgument, f"window_size: expected (left, right), got {window_size}")
+    window = _functional._window_pair(window_size, "window_size")
     seqlens = _cache_seqlens(cache_seqlens, q, k_cache, k, block_table)
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[-1])
     out, lse = torch.ops.flashcl.fwd_kvcache(
         q, k_cache, v_cache, seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx, block_table, float(softmax_scale),
-        bool(causal), int(window_size[0]), int(window_size[1]), float(softcap or 0.0), bool(rotary_interleaved),
+        bool(causal), window[0], window[1], float(softcap or 0.0), bool(rotary_interleaved),
         alibi_slopes, int(num_splits))
     return (out, lse) if return_softmax_lse else out

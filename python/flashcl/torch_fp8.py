@@ -17,7 +17,7 @@ from torch import Tensor
 
 from . import functional as _functional
 from ._flashcl import Status
-from ._torch_host import numpy_of, window_side
+from ._torch_host import numpy_of
 
 # torch's fp8 dtypes and flashcl's names for them (older torch builds may lack one)
 FP8_DTYPES = {getattr(torch, name): fp8 for name, fp8 in (("float8_e4m3fn", "e4m3"), ("float8_e5m2", "e5m2"))
@@ -89,7 +89,7 @@ def fp8_attention(q: Tensor, k: Tensor, v: Tensor, descales: Sequence[Optional[T
                                                       f"got {tuple(d.shape)}")
         return numpy_of(d, torch.float32)
 
-    window = tuple(window_side(w) for w in window_size)
+    window = _functional._window_pair(window_size, "window_size")
     result = _functional.attention(
         device_bytes(q), device_bytes(k), device_bytes(v), dtype=FP8_DTYPES[q.dtype],
         descales=tuple(descale(d, n) for d, n in zip(descales, ("q_descale", "k_descale", "v_descale"))),

@@ -225,6 +225,44 @@ def test_backward_errors(rng):
     expect_error(flashcl.Status.InvalidArgument, "d_o: shape", flashcl.attention_backward, q[:, :4], q, q, q, o, lse)
     expect_error(flashcl.Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias",
                  flashcl.attention_backward, q, q, q, q, o, lse, return_dbias=True)
+    # a review's finds: an LSE of the right size in another shape gave wrong gradients; None arrays
+    # failed in Python's own words
+    expect_error(flashcl.Status.InvalidArgument, "lse: expected float32 of shape (1, 2, 8) (the forward's), got "
+                 "float32 (1, 8, 2)", flashcl.attention_backward, q, q, q, q, o, np.ascontiguousarray(lse.transpose(0, 2, 1)))
+    expect_error(flashcl.Status.InvalidArgument, "d_o: expected an array like q", flashcl.attention_backward, None, q, q,
+                 q, o, lse)
+    expect_error(flashcl.Status.InvalidArgument, "lse: expected an array like q", flashcl.attention_backward, q, q, q,
+                 q, o, None)
+    packed = q[0]
+    cu = np.array([0, 8], np.int32)
+    o, lse = flashcl.attention(packed, packed, packed, cu_seqlens_q=cu, cu_seqlens_k=cu, return_lse=True)
+    expect_error(flashcl.Status.InvalidArgument, "lse: expected float32 of shape (2, 8)", flashcl.attention_backward,
+                 packed, packed, packed, packed, o, lse.T.copy(), cu_seqlens_q=cu, cu_seqlens_k=cu)
+
+
+def test_offsets_windows_and_sizes_get_named_errors(rng):
+    """A review's finds: varlen offsets cast to int32 unchecked (int64 past it wrapped to valid-looking
+    ones, floats were truncated), windows of other lengths than two (Python's own errors, or a
+    third entry ignored), sizes past int32 (nanobind's unnamed 'incompatible function arguments')."""
+    q = randn(rng, 1, 8, 2, 16)
+    packed = q[0]
+    S = flashcl.Status
+    for cu, says in ((np.array([0, 2, 2**32 + 5]), "cu_seqlens_q: values past the int32 range"),
+                     (np.array([0, 2.7, 8.0]), "cu_seqlens_q: expected a 1-d integer array of B + 1 offsets, got float64"),
+                     (np.array([[0, 8]]), "cu_seqlens_q: expected a 1-d integer array of B + 1 offsets, got int64 of "
+                                          "shape (1, 2)")):
+        expect_error(S.InvalidArgument, says, flashcl.attention, packed, packed, packed, cu_seqlens_q=cu,
+                     cu_seqlens_k=np.array([0, 8]))
+    for window, says in ((3, "window: expected (left, right) integers, got 3"),
+                         ((3,), "window: expected (left, right) integers, got (3,)"),
+                         ((3, 1, 2), "window: expected (left, right) integers, got (3, 1, 2)"),
+                         ((2.5, 0), "window: expected (left, right) integers"),
+                         ((-5, 0), "window.left: must be >= -1 (-1: unbounded), got -5")):
+        expect_error(S.InvalidArgument, says, flashcl.attention, q, q, q, window=window)
+    cu = np.array([0, 8], np.int32)
+    expect_error(S.InvalidArgument, "max_seqlen_q: 1099511627776 does not fit int32", flashcl.attention, packed,
+                 packed, packed, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=2**40)
+    assert flashcl.attention(q, q, q, window=(2**40, 0)).shape == q.shape  # past int32: unbounded
 
 
 def test_planning_queries():

@@ -13,7 +13,7 @@ from conftest import (FP16_ATOL, FP32_ATOL, assert_close, reference, reference_b
 
 torch = pytest.importorskip("torch")
 import flashcl  # noqa: E402
-from flashcl.torch import attention, flash_attn_func, flash_attn_varlen_func  # noqa: E402
+from flashcl.torch import attention, attention_backward, flash_attn_func, flash_attn_varlen_func  # noqa: E402
 
 CASES = variant_cases()  # the shapes of the numpy tests: the same kernels, compiled once
 
@@ -135,6 +135,38 @@ def test_errors(gen):
     assert info.value.status == flashcl.Status.UnsupportedDType
     with pytest.raises(flashcl.Error, match="heads_kv: heads \\(2\\) must be a multiple of heads_kv \\(3\\)"):
         flash_attn_func(q, randn(gen, 1, 8, 3, 16), randn(gen, 1, 8, 3, 16))
+
+
+def test_torch_compile_with_k_as_v(gen):
+    # flash_attn_func(q, kv, kv): the autograd Function got one tensor twice, which broke the graph
+    q, kv = (randn(gen, 1, 9, 2, 16).requires_grad_() for _ in range(2))
+    compiled = torch.compile(lambda a, b: flash_attn_func(a, b, b, causal=True), backend="aot_eager", fullgraph=True)
+    compiled(q, kv).sum().backward()
+    grads = [t.grad.clone() for t in (q, kv)]
+    for t in (q, kv):
+        t.grad = None
+    flash_attn_func(q, kv, kv, causal=True).sum().backward()
+    assert all(torch.equal(a, t.grad) for a, t in zip(grads, (q, kv)))
+
+
+def test_lse_windows_and_sizes_get_named_errors(gen):
+    """A review's finds: an LSE of the right size in another shape (wrong gradients), a window side
+    below -1 reported as the clamped -2, max_seqlen past int32 (nanobind's unnamed error)."""
+    q = randn(gen, 1, 8, 2, 16)
+    out, lse = attention(q, q, q, return_lse=True)
+    cases = [
+        ("lse: expected float32 of shape (1, 2, 8) (the forward's), got torch.float32 (1, 8, 2)",
+         lambda: attention_backward(q, q, q, q, out, lse.transpose(1, 2).contiguous())),
+        ("window_size.left: must be >= -1 (-1: unbounded), got -5", lambda: flash_attn_func(q, q, q, window_size=(-5, 0))),
+        ("max_seqlen_q: 1099511627776 does not fit int32",
+         lambda: flash_attn_varlen_func(q[0], q[0], q[0], torch.tensor([0, 8], dtype=torch.int32),
+                                        torch.tensor([0, 8], dtype=torch.int32), 2**40, 8)),
+    ]
+    for says, fn in cases:
+        with pytest.raises(flashcl.Error) as info:
+            fn()
+        assert says in str(info.value)
+        assert info.value.status == flashcl.Status.InvalidArgument
 
 
 def test_careless_arguments_get_named_errors(gen):

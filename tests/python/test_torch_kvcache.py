@@ -180,7 +180,7 @@ def _error_cases():
         ("alibi_shape", dict(alibi_slopes=torch.zeros(3)), flashcl.Error, "alibi_slopes: expected shape"),
         ("gqa", dict(k_cache=torch.zeros(2, 8, 3, 16), v_cache=torch.zeros(2, 8, 3, 16), k=None, v=None), flashcl.Error,
          "heads_kv: heads \\(4\\) must be a multiple of heads_kv \\(3\\)"),
-        ("window", dict(window_size=(-2, 0)), flashcl.Error, "window.left: must be >= -1"),
+        ("window", dict(window_size=(-2, 0)), flashcl.Error, "window_size.left: must be >= -1 .-1: unbounded., got -2"),
         ("window_len", dict(window_size=(1,)), flashcl.Error, "window_size: expected \\(left, right\\)"),
         ("splits", dict(num_splits=2000), flashcl.Error, "num_splits: must be 0"),
         ("capacity", dict(cache_seqlens=torch.tensor([0, 0], dtype=i32), k=torch.zeros(2, 9, 2, 16),
