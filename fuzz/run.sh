@@ -6,8 +6,8 @@
 # there ("Tracer caught signal 11", a LeakSanitizer fault, not flashcl's; CI met it once after
 # 105k inputs). A leak still fails the run at exit (LSAN_OPTIONS holds the suppressions of
 # tests/lsan.supp, and use_tls=0 as the tests have). If the tracer crashes at that exit check and
-# nothing else went wrong, the corpus is replayed once (-runs=0) for the leak check alone, at most
-# twice; any sanitizer report, crash, timeout or leak fails at once.
+# nothing else went wrong, the corpus is replayed (the same flags, then -runs=0: every unit once)
+# for the leak check alone, at most twice; any sanitizer report, crash, timeout or leak fails at once.
 set -u
 build=$1 target=$2 corpus=$3
 shift 3
@@ -31,7 +31,7 @@ replays=0
 while [ "$status" -ne 0 ] && [ "$replays" -lt 2 ] && only_tracer_crashed; do
   replays=$((replays + 1))
   echo "== $target: LeakSanitizer's tracer crashed at the exit check; replaying the corpus for it ($replays of 2)"
-  (cd "$build" && "./fuzz/$target" -detect_leaks=0 -runs=0 "$corpus") > "$log" 2>&1
+  (cd "$build" && "./fuzz/$target" -detect_leaks=0 "$@" -runs=0 "$corpus") > "$log" 2>&1
   status=$?
   tail -n 20 "$log"
 done

@@ -47,10 +47,13 @@ for form in ("new", "portable"):
     for path in sorted(glob.glob(f"{out}/{form}-*.json")):
         for r in json.load(open(path))["results"]:
             key = (form, r["dtype"], r["head_dim"], bool(r["causal"]))
-            rounds.setdefault(key, []).append(r["tflops"] if r.get("status") == "ok" and r.get("tflops") else 0.0)
+            rounds.setdefault(key, [])  # a failed round is left out (a 0 would halve the median)
+            if r.get("status") == "ok" and r.get("tflops"):
+                rounds[key].append(r["tflops"])
             rows.setdefault(key, r)
-# the median over the rounds (math's side is one median of its runs, so a best round would flatter)
-best = {key: statistics.median(ts) for key, ts in rounds.items()}
+# the median over the rounds that ran (math's side is one median of its runs, so a best round
+# would flatter); 0 where none ran
+best = {key: statistics.median(ts) if ts else 0.0 for key, ts in rounds.items()}
 errors = {}  # the first new round's check against float64
 if os.path.exists(f"{out}/new-1.json"):
     for r in json.load(open(f"{out}/new-1.json"))["results"]:

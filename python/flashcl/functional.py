@@ -11,6 +11,7 @@ not whole elements) is raised here as the same exception with the same kind of m
 from __future__ import annotations
 
 import numbers
+import operator
 import threading
 from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -89,12 +90,26 @@ def _window_pair(window, name: str = "window") -> Tuple[int, int]:
         sides = tuple(window)
     except TypeError:
         sides = ()
-    if len(sides) != 2 or not all(isinstance(s, numbers.Integral) for s in sides):
+    if len(sides) != 2 or not all(_integral(s) for s in sides):
         _fail(Status.InvalidArgument, f"{name}: expected (left, right) integers, got {window!r}")
     for side, value in zip(("left", "right"), sides):
         if int(value) < -1:
             _fail(Status.InvalidArgument, f"{name}.{side}: must be >= -1 (-1: unbounded), got {int(value)}")
     return tuple(min(int(s), 2**31 - 1) for s in sides)
+
+
+def _integral(value) -> bool:
+    """An integer in any form a caller may hold one: int, numpy's, a 0-d integer tensor or array
+    (__index__), or a float with no fraction (from config arithmetic); not 2.5, not a string."""
+    if isinstance(value, numbers.Integral):
+        return True
+    if isinstance(value, float):
+        return value.is_integer()
+    try:
+        operator.index(value)
+        return True
+    except TypeError:
+        return False
 
 
 def devices() -> list:
@@ -697,9 +712,10 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
     # shape was read as if it were that one, and gave wrong gradients
     if len(q.shape) in (3, 4):
         want = (q.shape[1], q.shape[0]) if len(q.shape) == 3 else (q.shape[0], q.shape[2], q.shape[1])
-        if lse.dtype.kind != "f" or lse.shape != want:
-            _fail(Status.InvalidArgument, f"lse: expected float32 of shape {want} (the forward's), got {lse.dtype} "
-                                          f"{lse.shape}")
+        if lse.shape != want:
+            _fail(Status.InvalidArgument, f"lse: expected shape {want} (the forward's), got {lse.shape}")
+    if lse.dtype.kind != "f":
+        _fail(Status.UnsupportedDType, f"lse: dtype {lse.dtype} is not a float (the forward's is float32)")
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
         used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
         q, k, v = q[:used_q], k[:used_k], v[:used_k]

@@ -229,6 +229,18 @@ def _scale_and_window(q: Tensor, softmax_scale: Optional[float], window_size) ->
     return scale, window
 
 
+def _distinct(*tensors):
+    """The tensors, each one that already came earlier in the list replaced by a view of it."""
+    seen = []
+    out = []
+    for t in tensors:
+        if t is not None and any(t is s for s in seen):
+            t = t.view_as(t)
+        seen.append(t)
+        out.append(t)
+    return out
+
+
 def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale, causal,
            window_size, softcap, alibi_slopes, mask, deterministic, return_lse):
     if dropout_p:
@@ -239,11 +251,12 @@ def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, drop
     for name, n in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if isinstance(n, int) and not 0 <= n < 2**31:  # (a SymInt under torch.compile is the shape's own)
             _functional._fail(Status.InvalidArgument, f"{name}: {n} does not fit int32")
-    # one tensor passed twice (k is v: flash_attn_func(q, kv, kv)) goes in as a view the second
-    # time: an autograd.Function given the same tensor twice breaks torch.compile's graph
-    # ("duplicate tensor input"); the gradients are the same
-    k = k.view_as(k) if k is q else k
-    v = v.view_as(v) if v is q or v is k else v
+    # a tensor passed twice (flash_attn_func(q, kv, kv); cu_seqlens_q is cu_seqlens_k, as
+    # self-attention and transformers pass them) goes in as a view the second time: an
+    # autograd.Function given one tensor twice breaks torch.compile's graph ("duplicate tensor
+    # input"); the values and gradients are the same
+    q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask = _distinct(q, k, v, cu_seqlens_q, cu_seqlens_k,
+                                                                         alibi_slopes, mask)
     out, lse = _Attention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k),
                                 float(softmax_scale), bool(causal), window, float(softcap or 0.0), alibi_slopes,
                                 mask, bool(deterministic))
@@ -382,9 +395,12 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
     # the forward's LSE: (H, total_q) packed, else (B, H, Nq); one of the same size in another shape
     # was read as if it were that one, and gave wrong gradients
     want = (q.shape[1], q.shape[0]) if q.dim() == 3 else (q.shape[0], q.shape[2], q.shape[1])
-    if lse.dtype != torch.float32 or tuple(lse.shape) != tuple(want):
-        _functional._fail(Status.InvalidArgument, f"lse: expected float32 of shape {tuple(want)} (the forward's), "
-                                                  f"got {lse.dtype} {tuple(lse.shape)}")
+    if tuple(lse.shape) != tuple(want):
+        _functional._fail(Status.InvalidArgument, f"lse: expected shape {tuple(want)} (the forward's), got "
+                                                  f"{tuple(lse.shape)}")
+    if not lse.dtype.is_floating_point:
+        _functional._fail(Status.UnsupportedDType, f"lse: dtype {lse.dtype} is not a float (the forward's is float32)")
+    lse = lse.float()
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)
     softmax_scale, window = _scale_and_window(q, scale, window)

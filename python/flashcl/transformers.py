@@ -18,6 +18,7 @@ special-case that name (GPT-Neo, Bark; GPT-OSS, which it sends to a Hub
 kernel) do not run through flashcl.
 """
 
+import os
 import warnings
 from typing import Optional, Tuple
 
@@ -126,8 +127,10 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
         # one query a row (a decode step: always kept, as flash_attention_2 does). Non-causal: every
         # query is kept, as eager and sdpa compute every row: in cross-attention the mask is the
         # encoder's and says nothing about the decoder's queries, also when both have one length
-        # (flash_attention_2 drops them there: a decoder padded to the encoder's length got zeros).
-        if seq_q == 1 or not causal:
+        # (flash_attention_2 drops them there: a decoder padded to the encoder's length got zeros);
+        # but not under a sliding window (ModernBERT's local layers), which the varlen call aligns by
+        # each sequence's query and key counts: kept query rows would shift every real row's window.
+        if seq_q == 1 or (not causal and window == (-1, -1)):
             keep_q = torch.ones(batch, seq_q, dtype=torch.bool, device=q.device)
         else:
             keep_q = keep_k[:, -seq_q:]
@@ -162,7 +165,9 @@ def _refuse_models_without_flash_support() -> None:
     bidirectional image tokens, DeepSeek-V3.2's sparse key indices), but checks that only for names
     of the form flash_attention_N. "flashcl" takes the same mask form, so it is refused for the same
     models, with the same kind of error (ValueError, at from_config/from_pretrained or
-    set_attn_implementation); before, such a model ran with wrong scores or crashed in its forward."""
+    set_attn_implementation); before, such a model ran with wrong scores or crashed in its forward.
+    The flag also marks limits of flash-attn that flashcl lacks (fp32, 4-D masks: BLIP-2's Q-Former
+    ran right before), so FLASHCL_HF_ANY_MODEL=1, read when a model is built, lets any model through."""
     from transformers import PreTrainedModel
 
     choose = PreTrainedModel.get_correct_attn_implementation
@@ -170,11 +175,14 @@ def _refuse_models_without_flash_support() -> None:
         return
 
     def get_correct_attn_implementation(self, requested_attention, *args, **kwargs):
-        if requested_attention == NAME and not (self._supports_flash_attn
-                                                or getattr(self, "_supports_flash_attn_2", False)):
+        if (requested_attention == NAME and not (self._supports_flash_attn
+                                                 or getattr(self, "_supports_flash_attn_2", False))
+                and os.environ.get("FLASHCL_HF_ANY_MODEL") != "1"):
             raise ValueError(f"flashcl: {type(self).__name__} does not support flash-attention-style attention "
                              "(transformers marks it _supports_flash_attn = False: its masks or attention inputs "
-                             "go beyond flash_attention_2's); use attn_implementation='sdpa' or 'eager'")
+                             "may go beyond flash_attention_2's); use attn_implementation='sdpa' or 'eager', or "
+                             "set FLASHCL_HF_ANY_MODEL=1 to run it through flashcl anyway (where the flag marks only "
+                             "limits flashcl lacks, e.g. fp32 or 4-D masks in BLIP-2's Q-Former)")
         return choose(self, requested_attention, *args, **kwargs)
 
     get_correct_attn_implementation._flashcl_wrapped = True

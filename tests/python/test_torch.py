@@ -137,16 +137,23 @@ def test_errors(gen):
         flash_attn_func(q, randn(gen, 1, 8, 3, 16), randn(gen, 1, 8, 3, 16))
 
 
-def test_torch_compile_with_k_as_v(gen):
-    # flash_attn_func(q, kv, kv): the autograd Function got one tensor twice, which broke the graph
+def test_torch_compile_with_a_tensor_passed_twice(gen):
+    # flash_attn_func(q, kv, kv) and one cu_seqlens for both sides: the autograd Function got one
+    # tensor twice, which broke the graph
     q, kv = (randn(gen, 1, 9, 2, 16).requires_grad_() for _ in range(2))
-    compiled = torch.compile(lambda a, b: flash_attn_func(a, b, b, causal=True), backend="aot_eager", fullgraph=True)
-    compiled(q, kv).sum().backward()
-    grads = [t.grad.clone() for t in (q, kv)]
-    for t in (q, kv):
-        t.grad = None
-    flash_attn_func(q, kv, kv, causal=True).sum().backward()
-    assert all(torch.equal(a, t.grad) for a, t in zip(grads, (q, kv)))
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    calls = (lambda a, b: flash_attn_func(a, b, b, causal=True),
+             lambda a, b: flash_attn_varlen_func(a[0], b[0], b[0], cu, cu, 5, 5, causal=True))
+    for call in calls:
+        compiled = torch.compile(call, backend="aot_eager", fullgraph=True)
+        compiled(q, kv).sum().backward()
+        grads = [t.grad.clone() for t in (q, kv)]
+        for t in (q, kv):
+            t.grad = None
+        call(q, kv).sum().backward()
+        assert all(torch.equal(a, t.grad) for a, t in zip(grads, (q, kv)))
+        for t in (q, kv):
+            t.grad = None
 
 
 def test_lse_windows_and_sizes_get_named_errors(gen):
@@ -155,7 +162,7 @@ def test_lse_windows_and_sizes_get_named_errors(gen):
     q = randn(gen, 1, 8, 2, 16)
     out, lse = attention(q, q, q, return_lse=True)
     cases = [
-        ("lse: expected float32 of shape (1, 2, 8) (the forward's), got torch.float32 (1, 8, 2)",
+        ("lse: expected shape (1, 2, 8) (the forward's), got (1, 8, 2)",
          lambda: attention_backward(q, q, q, q, out, lse.transpose(1, 2).contiguous())),
         ("window_size.left: must be >= -1 (-1: unbounded), got -5", lambda: flash_attn_func(q, q, q, window_size=(-5, 0))),
         ("max_seqlen_q: 1099511627776 does not fit int32",
@@ -167,6 +174,9 @@ def test_lse_windows_and_sizes_get_named_errors(gen):
             fn()
         assert says in str(info.value)
         assert info.value.status == flashcl.Status.InvalidArgument
+    # a float64 LSE (the forward's, converted) is taken as before
+    grads = attention_backward(q, q, q, q, out, lse)
+    assert all(torch.equal(a, b) for a, b in zip(attention_backward(q, q, q, q, out, lse.double()), grads))
 
 
 def test_careless_arguments_get_named_errors(gen):

@@ -137,6 +137,22 @@ def test_encoder_padded_positions_match_eager():
     assert max_diff(a.last_hidden_state, b.last_hidden_state) <= ATOL
 
 
+@torch.no_grad()
+def test_encoder_with_a_sliding_window_and_padding():
+    # ModernBERT's local layers: the padded row's queries stay aligned with its keys (keeping every
+    # query row shifted each real row's window: 1.7e-2 off)
+    cfg = transformers.ModernBertConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, local_attention=4, global_attn_every_n_layers=2,
+                                        max_position_embeddings=64, attention_dropout=0.0, mlp_dropout=0.0,
+                                        embedding_dropout=0.0, pad_token_id=0)
+    eager, ours = pair(cfg, transformers.AutoModel)
+    ids, mask = ids_of(2, 16), torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:], ids[1, 10:] = 0, 0
+    a, b = eager(ids, attention_mask=mask), ours(ids, attention_mask=mask)
+    keep = mask.bool()
+    assert max_diff(a.last_hidden_state[keep], b.last_hidden_state[keep]) <= ATOL
+
+
 class NoFlashLlama(transformers.LlamaForCausalLM):
     _supports_flash_attn = False  # as Gemma 3's multimodal model and DeepSeek-V3.2 declare
 
@@ -151,3 +167,22 @@ def test_models_without_flash_support_are_refused():
         model.set_attn_implementation("flashcl")
     # the models that support flash attention are unaffected
     transformers.LlamaForCausalLM._from_config(copy.deepcopy(cfg), attn_implementation="flashcl")
+
+
+def test_any_model_when_asked(monkeypatch):
+    # the flag also marks limits flashcl lacks (BLIP-2's Q-Former: fp32, 4-D masks): the caller may
+    # let such a model through, and it matches eager
+    monkeypatch.setenv("FLASHCL_HF_ANY_MODEL", "1")
+    cfg = transformers.Blip2QFormerConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, encoder_hidden_size=16, max_position_embeddings=64,
+                                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    eager = transformers.Blip2QFormerModel._from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
+    ours = transformers.Blip2QFormerModel._from_config(copy.deepcopy(cfg), attn_implementation="flashcl").eval()
+    ours.load_state_dict(eager.state_dict())
+    embeds = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(3))
+    images = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a = eager(query_embeds=embeds, encoder_hidden_states=images).last_hidden_state
+        b = ours(query_embeds=embeds, encoder_hidden_states=images).last_hidden_state
+    assert max_diff(a, b) <= ATOL
