@@ -5,7 +5,7 @@
 # and flashcl-bench --algo standard on B 8, H 16, N 4096, d 64/128, causal both, f32/f16/bf16,
 # the default plan (standard_mma) and FLASHCL_STANDARD_MMA=0 (the portable FFMA form) alternating
 # for ROUNDS rounds (default 2; the first new round also checks every row against float64), and
-# prints one table: new, portable, math (TFLOP/s, the better round), new/math, new/portable, new's
+# prints one table: new, portable, math (TFLOP/s, the median of the rounds that ran), new/math, new/portable, new's
 # error, tile and per-kernel ms; then the registers and spills of the standard_mma kernels; then
 # (TESTS=1, the default) the standard tests against float64 with FLASHCL_STANDARD_MMA=1 (a failed
 # tensor-core probe is then an error, not a silent fallback): StandardMma.* and StandardGemm.*
@@ -50,7 +50,7 @@ for form in ("new", "portable"):
             rounds.setdefault(key, [])  # a failed round is left out (a 0 would halve the median)
             if r.get("status") == "ok" and r.get("tflops"):
                 rounds[key].append(r["tflops"])
-            rows.setdefault(key, r)
+                rows.setdefault(key, r)  # the tile and kernel ms of the first round that ran
 # the median over the rounds that ran (math's side is one median of its runs, so a best round
 # would flatter); 0 where none ran
 best = {key: statistics.median(ts) if ts else 0.0 for key, ts in rounds.items()}
@@ -62,7 +62,7 @@ if os.path.exists(f"{out}/math.json"):
     for r in json.load(open(f"{out}/math.json")):
         best[("math", r["dtype"], r["head_dim"], bool(r["causal"]))] = r["tflops"] or 0.0
 print("standard, B 8, H 16, N 4096: TFLOP/s (median of the rounds; math: median of 5). new's tile (BRxBC: 128 rows =")
-print("standard_mma, 64 = the portable GEMM) and its kernels' ms (scores / softmax / P.V) in the first round")
+print("standard_mma, 64 = the portable GEMM) and its kernels' ms (scores / softmax / P.V) in the first round that ran")
 print(f"{'dtype':5} {'d':>4} {'causal':6} | {'new':>6} {'portable':>8} {'math':>6} | {'new/math':>8} {'new/port':>8} | "
       f"{'max|err|':>8} {'tile':>7} {'kernel ms':>20}")
 worst = None

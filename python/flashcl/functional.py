@@ -100,11 +100,18 @@ def _window_pair(window, name: str = "window") -> Tuple[int, int]:
 
 def _integral(value) -> bool:
     """An integer in any form a caller may hold one: int, numpy's, a 0-d integer tensor or array
-    (__index__), or a float with no fraction (from config arithmetic); not 2.5, not a string."""
+    (__index__), or a float with no fraction (from config arithmetic, numpy's included); not 2.5,
+    not a string, not a boolean, not an array of one element."""
+    if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) in (bool, np.bool_):
+        return False
+    if getattr(value, "ndim", 0) != 0:
+        return False
     if isinstance(value, numbers.Integral):
         return True
-    if isinstance(value, float):
-        return value.is_integer()
+    if isinstance(value, (float, np.floating)):
+        return float(value).is_integer()
+    if str(getattr(value, "dtype", "")) == "torch.bool":
+        return False
     try:
         operator.index(value)
         return True

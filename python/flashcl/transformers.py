@@ -8,8 +8,9 @@ mask is built), sequences packed into one row (offsets given, or position ids th
 a varlen call, a static cache's unused slots are cut, one-query steps keep every query, q/k/v are
 cast to one dtype under autocast, a V head dim other than Q's (MLA) is padded and trimmed, sliding
 windows and softcaps come from the layer's kwargs, and GQA's K/V are used without being repeated.
-Unlike flash_attention_2 and as eager and sdpa, non-causal calls (encoders, cross-attention) keep
-every query row (flash_attention_2 zeroes those the keys' padding mask covers). fp32 works too (on
+Unlike flash_attention_2 and as eager and sdpa, non-causal calls without a sliding window
+(encoders, cross-attention) keep every query row (flash_attention_2 zeroes those the keys' padding
+mask covers). fp32 works too (on
 PoCL's CPU device as well as on GPUs). Inputs that would change the scores in ways flashcl lacks
 (attention sinks, T5's position bias) raise instead of being ignored, and model classes that refuse
 "flash_attention_2" (``_supports_flash_attn = False``) refuse "flashcl" as well. transformers
