@@ -1,6 +1,7 @@
-// io_model.cpp: the byte counts. Per (batch, query head), in elements (N = Nq, M = Nk); Q, K, V, O
-// are in the storage type, S, P, fa1's scratch and LSE in fp32. Blocks wholly above the causal
-// diagonal or outside a sliding window are skipped exactly as the kernels skip them:
+// io_model.cpp: the byte counts. Per (sequence, query head), in elements (N = Nq, M = Nk: a varlen
+// sequence's own lengths); Q, K, V, O are in the storage type, S, P, fa1's scratch and LSE in fp32.
+// Blocks wholly above the causal diagonal or outside a sliding window are skipped exactly as the
+// kernels skip them:
 //  standard  the paper's Θ(Nd + N²): Q, K read; S written; S read, P written; P, V read; O
 //            written: 2Nd + 2Md + 4NM. The mask does not shorten it (the kernels run the full
 //            N×M); the GEMMs' tile re-reads of Q, K, V are cache traffic the paper leaves out.
