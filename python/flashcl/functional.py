@@ -60,6 +60,21 @@ def _check_int32_values(a, name: str) -> None:
         _fail(Status.InvalidArgument, f"{name}: values past the int32 range")
 
 
+def _check_lse(lse, q) -> None:
+    """The LSE a backward on host arrays or torch tensors is given: the forward's shape, (H, total_q)
+    packed or (B, H, Nq), in any float dtype (converted to float32); one of the same size in another
+    shape was read as if it were that one, and gave wrong gradients. A q of other dimensions is
+    left to the shape checks, which name it."""
+    if len(q.shape) not in (3, 4):
+        return
+    want = (q.shape[1], q.shape[0]) if len(q.shape) == 3 else (q.shape[0], q.shape[2], q.shape[1])
+    if tuple(lse.shape) != tuple(want):
+        _fail(Status.InvalidArgument, f"lse: expected shape {tuple(want)} (the forward's), got {tuple(lse.shape)}")
+    floating = lse.dtype.is_floating_point if _is_torch(lse) else np.dtype(lse.dtype).kind == "f"
+    if not floating:
+        _fail(Status.UnsupportedDType, f"lse: dtype {lse.dtype} is not a float (the forward's is float32)")
+
+
 def _host_offsets(cu, name: str) -> np.ndarray:
     """Host varlen offsets (numpy or a sequence) as int32, checked as the torch path checks them:
     integers (a float offset was truncated), 1-d with B + 1 >= 2 entries, within int32 (int64
@@ -102,7 +117,7 @@ def _integral(value) -> bool:
     """An integer in any form a caller may hold one: int, numpy's, a 0-d integer tensor or array
     (__index__), or a float with no fraction (from config arithmetic, numpy's included); not 2.5,
     not a string, not a boolean, not an array of one element."""
-    if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) in (bool, np.bool_):
+    if isinstance(value, (bool, np.bool_)) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool"):
         return False
     if getattr(value, "ndim", 0) != 0:
         return False
@@ -110,8 +125,6 @@ def _integral(value) -> bool:
         return True
     if isinstance(value, (float, np.floating)):
         return float(value).is_integer()
-    if str(getattr(value, "dtype", "")) == "torch.bool":
-        return False
     try:
         operator.index(value)
         return True
@@ -715,14 +728,7 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
     packed buffers' rows past cu_seqlens[-1] or before cu_seqlens[0] get zero gradients."""
     q, k, v, lse = np.asarray(q), np.asarray(k), np.asarray(v), np.asarray(lse)
     rows_q, rows_k = q.shape[0], k.shape[0]
-    # the forward's LSE: (H, total_q) packed, else (B, H, Nq); one of the same size in another
-    # shape was read as if it were that one, and gave wrong gradients
-    if len(q.shape) in (3, 4):
-        want = (q.shape[1], q.shape[0]) if len(q.shape) == 3 else (q.shape[0], q.shape[2], q.shape[1])
-        if lse.shape != want:
-            _fail(Status.InvalidArgument, f"lse: expected shape {want} (the forward's), got {lse.shape}")
-    if lse.dtype.kind != "f":
-        _fail(Status.UnsupportedDType, f"lse: dtype {lse.dtype} is not a float (the forward's is float32)")
+    _check_lse(lse, q)
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
         used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
         q, k, v = q[:used_q], k[:used_k], v[:used_k]

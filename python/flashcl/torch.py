@@ -392,14 +392,7 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
         if not isinstance(t, Tensor) or t.device != q.device:
             _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor on q's device {q.device}, got "
                                                       f"{t.device if isinstance(t, Tensor) else type(t).__name__}")
-    # the forward's LSE: (H, total_q) packed, else (B, H, Nq); one of the same size in another shape
-    # was read as if it were that one, and gave wrong gradients
-    want = (q.shape[1], q.shape[0]) if q.dim() == 3 else (q.shape[0], q.shape[2], q.shape[1])
-    if tuple(lse.shape) != tuple(want):
-        _functional._fail(Status.InvalidArgument, f"lse: expected shape {tuple(want)} (the forward's), got "
-                                                  f"{tuple(lse.shape)}")
-    if not lse.dtype.is_floating_point:
-        _functional._fail(Status.UnsupportedDType, f"lse: dtype {lse.dtype} is not a float (the forward's is float32)")
+    _functional._check_lse(lse, q)
     lse = lse.float()
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
         q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask)

@@ -10,13 +10,12 @@ cast to one dtype under autocast, a V head dim other than Q's (MLA) is padded an
 windows and softcaps come from the layer's kwargs, and GQA's K/V are used without being repeated.
 Unlike flash_attention_2 and as eager and sdpa, non-causal calls without a sliding window
 (encoders, cross-attention) keep every query row (flash_attention_2 zeroes those the keys' padding
-mask covers). fp32 works too (on
-PoCL's CPU device as well as on GPUs). Inputs that would change the scores in ways flashcl lacks
-(attention sinks, T5's position bias) raise instead of being ignored, and model classes that refuse
-"flash_attention_2" (``_supports_flash_attn = False``) refuse "flashcl" as well. transformers
-routes every implementation named "flash..." through its flash-attention code, so models that
-special-case that name (GPT-Neo, Bark; GPT-OSS, which it sends to a Hub
-kernel) do not run through flashcl.
+mask covers). fp32 works too (on PoCL's CPU device as well as on GPUs). Inputs that would change the
+scores in ways flashcl lacks (attention sinks, T5's position bias) raise instead of being ignored,
+and model classes that refuse "flash_attention_2" (``_supports_flash_attn = False``) refuse
+"flashcl" as well. transformers routes every implementation named "flash..." through its
+flash-attention code, so models that special-case that name (GPT-Neo, Bark; GPT-OSS, which it
+sends to a Hub kernel) do not run through flashcl.
 """
 
 import os
