@@ -26,7 +26,13 @@ struct Elems {
 struct Lengths {
   long n = 0, m = 0;
 };
-Lengths lengths(const Shape& s, int b) { return {s.len_q(b), s.len_k(b)}; }
+// fn(lengths, count) for each distinct sequence: a varlen batch's each once, a dense batch's one,
+// B times.
+template <class Fn>
+void each_sequence(const Shape& s, Fn fn) {
+  if (!s.varlen()) return fn(Lengths{s.seqlen_q, s.seqlen_k}, static_cast<double>(s.batch));
+  for (int b = 0; b < s.batch; ++b) fn(Lengths{s.len_q(b), s.len_k(b)}, 1.0);
+}
 
 // Keys [lo, hi) that rows [q0, q_end) can see at all (causal, window), as the kernels bound them.
 void key_range(const Shape& s, Lengths len, long q0, long q_end, long& lo, long& hi) {
@@ -100,32 +106,27 @@ IoModel io_model(const Shape& s, Algorithm algorithm, const Tiles& tiles, bool l
   io.formula = algorithm == Algorithm::Standard ? "2Nd+2Md+4NM (S, P written and read)"
                : algorithm == Algorithm::FA1    ? "2Md + Tc*(Nd + 2Nd + 4N), Tc=ceil(M/Bc)"
                                                 : "2Nd + Tr*2Md, Tr=ceil(N/Br)";
-  // Sequence by sequence (varlen: each its own lengths; otherwise B equal ones).
-  const int sequences = s.varlen() ? s.batch : 1, repeat = s.varlen() ? 1 : s.batch;
-  for (int b = 0; b < sequences; ++b) {
-    const Lengths len = lengths(s, b);
+  each_sequence(s, [&](Lengths len, double count) {
     const double n = len.n, m = len.m;
-    io.min_bytes += repeat * bytes({2 * n * d + 2 * m * d * kv_share, lse ? n : 0.0});  // GQA: K, V once per KV head
+    io.min_bytes += count * bytes({2 * n * d + 2 * m * d * kv_share, lse ? n : 0.0});  // GQA: K, V once per KV head
     const Elems e = algorithm == Algorithm::Standard ? standard_elems(s, len, lse)
                     : algorithm == Algorithm::FA1    ? fa1_elems(s, len, tiles, lse)
                                                      : fa2_elems(s, len, tiles, lse);
-    io.bytes += repeat * bytes(e);
-  }
+    io.bytes += count * bytes(e);
+  });
   return io;
 }
 
 double flops_of(const Shape& s) {
   if (s.window_left < 0 && s.window_right < 0) return s.flops();
-  const int sequences = s.varlen() ? s.batch : 1, repeat = s.varlen() ? 1 : s.batch;
   double pairs = 0.0;  // visible (query, key) pairs a head over the batch (varlen: each sequence's own)
-  for (int b = 0; b < sequences; ++b) {
-    const Lengths len = lengths(s, b);
+  each_sequence(s, [&](Lengths len, double count) {
     for (long i = 0; i < len.n; ++i) {
       long lo = 0, hi = 0;
       key_range(s, len, i, i + 1, lo, hi);
-      pairs += static_cast<double>(repeat) * std::max(0L, hi - lo);
+      pairs += count * std::max(0L, hi - lo);
     }
-  }
+  });
   return 4.0 * s.heads * pairs * s.head_dim;
 }
 
