@@ -130,7 +130,7 @@ bool wants_backward_mode(int argc, char** argv) {
 int run_backward_bench(int argc, char** argv) {
   BackwardOptions o;
   CLI::App app{"flashcl-bench --backward: flashcl::backward after a forward; TFLOP/s of the backward and of both"};
-  std::string seqlens = "1024", dims = "64", dtypes = "f32", algos = "fa2", causal = "no", mode;
+  std::string seqlens = "1024", dims = "64", dtypes = "f32", algos = "fa2", mode;
   bool backward_flag = false;
   app.add_flag("--backward", backward_flag, "Backward mode (this one)");
   app.add_option("--mode", mode, "bwd (the same as --backward)")->check(CLI::IsMember({"bwd"}));
@@ -143,7 +143,7 @@ int run_backward_bench(int argc, char** argv) {
   app.add_option("--heads-kv", o.heads_kv, "K/V heads (divides --heads; 0: --heads)")->check(CLI::Range(0, 65535));
   app.add_option("--dtype", dtypes, "f32, f16, bf16 (list)")->capture_default_str();
   app.add_option("--algo", algos, "standard, fa1, fa2 (list)")->capture_default_str();
-  app.add_option("--causal", causal, "no, yes or both")->check(CLI::IsMember({"no", "yes", "both"}))->capture_default_str();
+  const CausalOption causal(app, "off");
   app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
@@ -154,11 +154,7 @@ int run_backward_bench(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--alibi", o.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H)");
   app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
   o.seqlen = parse_int_list(seqlens, error);
   if (error.empty()) o.head_dim = parse_int_list(dims, error);
@@ -178,7 +174,7 @@ int run_backward_bench(int argc, char** argv) {
     std::fprintf(stderr, "flashcl-bench --backward: --heads-kv %d does not divide --heads %d\n", o.heads_kv, o.heads);
     return 2;
   }
-  o.causal = causal == "both" ? std::vector<bool>{false, true} : std::vector<bool>{causal == "yes"};
+  o.causal = causal.values();
 
   Session session(o.platform, o.device);
   std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s; window %d,%d, softcap %g%s%s)\n",

@@ -239,7 +239,7 @@ int run_decode_bench(int argc, char** argv) {
   app.add_option("--new-tokens", o.new_tokens, "Rows of k_new/v_new appended per call (0: none)")->check(CLI::Range(0, 1 << 20));
   app.add_option("--page-size", o.page_size, "Paged cache with this page size (0: contiguous)")->check(CLI::Range(0, 1 << 20));
   app.add_option("--splits", o.splits, "Force the split count (0: the planner's)")->check(CLI::Range(0, 1024));
-  app.add_flag("--causal", o.causal, "Causal (bottom-right), for --seqlen-q > 1");
+  const CausalOption causal(app, "off", false);  // matters for --seqlen-q > 1
   app.add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}))->capture_default_str();
   app.add_option("--cache-dtype", cache_dtype, "The caches' storage: e4m3 or e5m2 (an fp8 KV cache, descales 0.01; "
                  "K/V bytes counted at 1 a element); unset: --dtype")
@@ -251,11 +251,8 @@ int run_decode_bench(int argc, char** argv) {
   app.add_flag("--remeasure", o.remeasure, "Measure the copy ceiling again");
   app.add_flag("--csv", o.csv, "Comma-separated output");
   app.add_flag("--explain", o.explain, "Print each call's kernel and the planner's reason on stderr");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
+  o.causal = causal.values().front();
   std::string error;
   o.cache = parse_int_list(cache_list, error);
   if (error.empty()) o.batch = parse_int_list(batch_list, error);

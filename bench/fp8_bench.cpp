@@ -105,7 +105,7 @@ int run_fp8_bench(int argc, char** argv) {
   Fp8Options o;
   CLI::App app{"flashcl-bench --dtype e4m3: the fp8 forward (quantised by flashcl::quantize_fp8) beside fp16, "
                "with FlashAttention-3's RMSE experiment on every shape"};
-  std::string seqlens = "1024", dims = "128", causal = "no", dtype = "e4m3", quant = "tensor", out = "bf16";
+  std::string seqlens = "1024", dims = "128", dtype = "e4m3", quant = "tensor", out = "bf16";
   app.add_option("-p,--platform", o.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
   app.add_option("-d,--device", o.device, "Device: index or name substring (env FLASHCL_DEVICE)");
   app.add_option("--dtype", dtype, "e4m3 or e5m2")->check(CLI::IsMember({"e4m3", "e5m2"}))->capture_default_str();
@@ -123,17 +123,13 @@ int run_fp8_bench(int argc, char** argv) {
   app.add_option("-b,--batch", o.batch, "Batch")->check(CLI::Range(1, 65535))->capture_default_str();
   app.add_option("--heads", o.heads, "Query heads")->check(CLI::Range(1, 65535))->capture_default_str();
   app.add_option("--heads-kv", o.heads_kv, "K/V heads (divides --heads; 0: --heads)")->check(CLI::Range(0, 65535));
-  app.add_option("--causal", causal, "no, yes or both")->check(CLI::IsMember({"no", "yes", "both"}))->capture_default_str();
+  const CausalOption causal(app, "off");
   app.add_flag("!--no-fp16", o.fp16, "Skip the fp16 forward");
   app.add_option("--check-macs", o.check_macs, "float64 reference budget per shape (sampled rows beyond it)")
       ->capture_default_str();
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
+  if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
   o.seqlen = parse_int_list(seqlens, error);
   if (error.empty()) o.head_dim = parse_int_list(dims, error);
@@ -149,7 +145,7 @@ int run_fp8_bench(int argc, char** argv) {
                         : quant == "head" ? QuantGranularity::Head
                                           : QuantGranularity::Block;
   if (o.quant.granularity == QuantGranularity::Block && o.quant.block == 0) o.quant.block = 128;
-  o.causal = causal == "both" ? std::vector<bool>{false, true} : std::vector<bool>{causal == "yes"};
+  o.causal = causal.values();
 
   Session session(o.platform, o.device);
   const std::string scales = quant + (o.quant.granularity == QuantGranularity::Block ? " " + std::to_string(o.quant.block) : "") +

@@ -135,20 +135,41 @@ std::string softcap_error(std::string& text) {
   return "";
 }
 
-std::string causal_error(std::string& text) {
-  static const char* kAccepted[] = {"", "on", "off", "both", "yes", "no", "true", "false", "1", "0"};
+std::string causal_error(const std::string& text, bool allow_both) {
+  static const char* kAccepted[] = {"", "on", "off", "yes", "no", "true", "false", "1", "0"};
   for (const char* word : kAccepted)
     if (lower(text) == word) return "";
-  return "expected on, off or both, got '" + text + "'";
+  if (lower(text) == "both")
+    return allow_both ? "" : "this mode times one setting a run: on or off, got 'both'";
+  return std::string("expected on, off") + (allow_both ? " or both" : "") + ", got '" + text + "'";
 }
 
-std::vector<bool> parse_causal(const std::string& text) {
-  const std::string t = lower(text);
+}  // namespace
+
+CausalOption::CausalOption(CLI::App& app, const std::string& default_text, bool allow_both) : text_(default_text) {
+  const std::string words = allow_both ? "on, off or both" : "on or off";
+  option_ = app.add_option("--causal", text_, "Causal mask (bottom-right): " + words + " (default " + default_text +
+                                                  "; bare --causal: on)")
+                ->expected(0, 1)
+                ->check(checker([allow_both](const std::string& t) { return causal_error(t, allow_both); },
+                                allow_both ? "on|off|both" : "on|off"));
+}
+
+std::vector<bool> CausalOption::values() const {
+  // A bare --causal leaves an empty value: it means on.
+  const std::string t = option_->count() > 0 && text_.empty() ? "on" : lower(text_);
   if (t == "both") return {false, true};
   return {t == "on" || t == "yes" || t == "true" || t == "1"};
 }
 
-}  // namespace
+int parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return -1;
+}
 
 std::vector<int> parse_int_list(const std::string& text, std::string& error) {
   std::vector<int> values;
@@ -213,7 +234,7 @@ int parse_options(int argc, char** argv, Options& opt) {
       "Other modes, each with its own options and --help: --backward (or --mode bwd),\n"
       "--decode (or --mode decode: a KV cache), --dtype e4m3|e5m2 (FP8, with --quant, --hadamard)."};
   app.get_formatter()->column_width(34);
-  std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64", causal = "off";
+  std::string batch = "1", heads = "8", seqlen = "512:2048", seqlen_k, head_dim = "64";
   std::string heads_kv, window;
   std::vector<std::string> algos = {"all"};
   std::vector<std::string> dtypes = {"f32"};
@@ -230,10 +251,7 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_option("--head-dim", head_dim, "Head dimensions, 1..256 (list)")
       ->check(list_checker(256))
       ->capture_default_str();
-  CLI::Option* causal_option =
-      app.add_option("--causal", causal, "Causal mask: on, off or both (default off; bare --causal: on)")
-          ->expected(0, 1)
-          ->check(checker(causal_error, "on|off|both"));
+  const CausalOption causal(app, "off");
   app.add_option("--heads-kv", heads_kv, "K/V heads for GQA/MQA, dividing --heads (list; default: = heads)")
       ->check(list);
   app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
@@ -296,11 +314,7 @@ int parse_options(int argc, char** argv, Options& opt) {
   app.add_flag("!--no-roofline", opt.roofline, "Skip the ceilings and the % of peak columns");
   app.add_flag("!--no-disk-cache", opt.disk_cache, "Do not use flashcl's on-disk program cache (every build cold)");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // --help, or a usage error (CLI11 printed which)
-  }
+  if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
 
   std::string ignored;
   opt.batch = parse_int_list(batch, ignored);
@@ -319,9 +333,7 @@ int parse_options(int argc, char** argv, Options& opt) {
   if (!window.empty()) std::sscanf(window.c_str(), "%d,%d", &opt.window_left, &opt.window_right);
   opt.mask = mask == "bool" ? MaskMode::Bool : mask == "bias" ? MaskMode::Bias : MaskMode::None;
   opt.head_dim = parse_int_list(head_dim, ignored);
-  // A bare --causal leaves an empty value: it means on.
-  const bool bare_causal = causal_option->count() > 0 && causal.empty();
-  opt.causal = parse_causal(bare_causal ? "on" : causal);
+  opt.causal = causal.values();
   opt.algos = parse_algos(algos);
   for (const auto& name : dtypes)
     if (std::find(opt.dtypes.begin(), opt.dtypes.end(), *dtype_named(name)) == opt.dtypes.end())

@@ -12,6 +12,11 @@
 #include "flashcl/flashcl.hpp"
 #include "problem.hpp"
 
+namespace CLI {
+class App;
+class Option;
+}  // namespace CLI
+
 namespace flashcl::bench {
 
 enum class Format { Table, Csv, Json };
@@ -41,6 +46,25 @@ struct Options {
   bool quiet = false, remeasure = false, roofline = true, disk_cache = true;
   std::string command;  // the command line, for the JSON context
 };
+
+// --causal as every mode spells it: on, off or both (yes/no, true/false and 1/0 alike), and a bare
+// --causal means on, so a command line moves between modes unchanged. A mode that times one
+// setting per row (decode) passes allow_both = false and gets "both" refused by name.
+class CausalOption {
+ public:
+  CausalOption(CLI::App& app, const std::string& default_text, bool allow_both = true);
+  CausalOption(const CausalOption&) = delete;  // CLI11 holds the address of text_
+  CausalOption& operator=(const CausalOption&) = delete;
+  std::vector<bool> values() const;  // after parsing: {false}, {true} or {false, true}
+
+ private:
+  std::string text_;
+  CLI::Option* option_ = nullptr;
+};
+
+// app.parse with every mode's exit codes: -1 to go on, 0 after --help, 2 on a usage error
+// (CLI11 printed which).
+int parse_command_line(CLI::App& app, int argc, char** argv);
 
 // Parses argv into `options`. Returns -1 to go on, else the exit code (0 after --help).
 int parse_options(int argc, char** argv, Options& options);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # tests/bench/cli.sh BENCH: flashcl-bench's command line as a user meets it. The main --help names
 # the other modes; --mode decode and --mode bwd start them (as --decode and --backward do);
-# a mode in another case or an unknown one is refused with a message naming --mode; a small
+# a mode in another case or an unknown one is refused with a message naming --mode; --causal and
+# a usage error's exit status (2) are alike in every mode; a small
 # decode with --check runs on the default device and prints its error column.
 set -u
 bench=$1
@@ -28,6 +29,25 @@ expect_run "--mode bwd starts the backward mode" 0 "^flashcl-bench --backward:" 
 expect_run "--dtype e4m3 starts the FP8 mode" 0 "^flashcl-bench --dtype e4m3: the fp8 forward" --dtype e4m3 --help
 expect_run "a mode in another case" 1 "--mode: 'Decode': the decode has its own mode" --mode Decode
 expect_run "an unknown mode" 1 "--mode: unknown mode 'fwdx'" --mode fwdx
+# --causal is spelled alike in every mode: on, off or both (yes/no alike), bare means on; the
+# decode times one setting and refuses "both" by name. Help is enough to see the parse succeed.
+for mode in "" --backward "--dtype e4m3" --decode; do
+  # shellcheck disable=SC2086  # the mode's words split on purpose
+  expect_run "[$mode] --causal on" 0 "Causal mask" $mode --causal on --help
+  # shellcheck disable=SC2086
+  expect_run "[$mode] --causal yes" 0 "Causal mask" $mode --causal yes --help
+  # shellcheck disable=SC2086
+  expect_run "[$mode] bare --causal" 0 "Causal mask" $mode --causal --help
+  # shellcheck disable=SC2086
+  expect_run "[$mode] --causal maybe" 1 "--causal: expected on, off" $mode --causal maybe
+  # shellcheck disable=SC2086
+  "$bench" $mode --no-such-option > /dev/null 2>&1
+  status=$?
+  [ "$status" -eq 2 ] || fail "[$mode] an unknown option: exit $status, wanted 2 (a usage error)"
+done
+expect_run "the decode refuses --causal both" 1 "--causal: this mode times one setting a run: on or off" \
+  --decode --causal both
+
 expect_run "a small decode, checked" 0 ",64,1,2,1,16,f16,1,0,contiguous,0,[0-9]+,.*,[0-9.e+-]+$" \
   --mode decode --cache 64 -b 1 --heads 2 --heads-kv 1 --head-dim 16 -r 1 -w 0 --check --no-roofline --csv
 # Its max_err column (the last) against float64: fp16 storage, 64 keys, well under 1e-3.
