@@ -34,8 +34,8 @@ struct BackwardOptions {
   int batch = 1, heads = 8, heads_kv = 0;
   bool deterministic = false;
   int repeat = 10, warmup = 2;
-  std::vector<int> window = {-1, -1};  // LEFT, RIGHT as flash-attn's window_size
-  float softcap = 0.0f;
+  std::pair<int, int> window{-1, -1};  // LEFT, RIGHT as flash-attn's window_size
+  double softcap = 0.0;                // the library takes a float
   bool alibi = false, varlen = false;
 };
 
@@ -85,8 +85,8 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
   b.d_k.buffer = d_k.get();
   b.d_v.buffer = d_v.get();
   b.deterministic = o.deterministic;
-  f.window = {o.window[0], o.window[1]};
-  f.softcap = o.softcap;
+  f.window = {o.window.first, o.window.second};
+  f.softcap = static_cast<float>(o.softcap);
   Buffer slopes(ctx, sizeof(float) * o.heads), cu(ctx, sizeof(int) * (o.batch + 1));
   if (o.alibi) {  // the forward bench's slopes
     upload(queue, slopes.get(), geometric_alibi_slopes(o.heads));
@@ -147,11 +147,9 @@ int run_backward_bench(int argc, char** argv) {
   app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
-  app.add_option("--window", o.window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
-      ->delimiter(',')
-      ->expected(2);
-  app.add_option("--softcap", o.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
-      ->check(CLI::NonNegativeNumber);
+  std::string window;
+  add_window_option(app, window);
+  add_softcap_option(app, o.softcap);
   app.add_flag("--alibi", o.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H)");
   app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
@@ -175,12 +173,13 @@ int run_backward_bench(int argc, char** argv) {
     return 2;
   }
   o.causal = causal.values();
+  o.window = read_window(window);
 
   Session session(o.platform, o.device);
   std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s; window %d,%d, softcap %g%s%s)\n",
               session.info().name.c_str(), o.batch, o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads,
-              o.deterministic ? ", deterministic" : "", o.window[0], o.window[1], o.softcap, o.alibi ? ", ALiBi" : "",
-              o.varlen ? ", packed sequences" : "");
+              o.deterministic ? ", deterministic" : "", o.window.first, o.window.second, o.softcap,
+              o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "");
   std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
               "fwd+bwd ms", "TFLOP/s");
   for (DType dtype : o.dtypes)

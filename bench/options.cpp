@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <tuple>
 
 namespace flashcl::bench {
 namespace {
@@ -162,6 +163,22 @@ std::vector<bool> CausalOption::values() const {
   return {t == "on" || t == "yes" || t == "true" || t == "1"};
 }
 
+void add_softcap_option(CLI::App& app, double& softcap) {
+  // Not CLI::NonNegativeNumber: its message spells out the range's upper end, DBL_MAX, in 300 digits.
+  app.add_option("--softcap", softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(checker(softcap_error, "C"));
+}
+
+void add_window_option(CLI::App& app, std::string& text) {
+  app.add_option("--window", text, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
+      ->check(checker(window_error, "LEFT,RIGHT"));
+}
+
+std::pair<int, int> read_window(const std::string& text) {
+  std::pair<int, int> window{-1, -1};
+  if (!text.empty()) std::sscanf(text.c_str(), "%d,%d", &window.first, &window.second);
+  return window;
+}
+
 int parse_command_line(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
@@ -254,11 +271,8 @@ int parse_options(int argc, char** argv, Options& opt) {
   const CausalOption causal(app, "off");
   app.add_option("--heads-kv", heads_kv, "K/V heads for GQA/MQA, dividing --heads (list; default: = heads)")
       ->check(list);
-  app.add_option("--window", window, "Sliding window LEFT,RIGHT as flash-attn's window_size (-1: unbounded side)")
-      ->check(checker(window_error, "LEFT,RIGHT"));
-  // Not CLI::NonNegativeNumber: its message spells out the range's upper end, DBL_MAX, in 300 digits.
-  app.add_option("--softcap", opt.softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")
-      ->check(checker(softcap_error, "C"));
+  add_window_option(app, window);
+  add_softcap_option(app, opt.softcap);
   app.add_flag("--alibi", opt.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H), bias -slope*|i + Nk - Nq - j|");
   std::string mask = "none";
   app.add_option("--mask", mask, "Attention mask: none, bool (uint8, 1 key in 8 hidden) or bias (fp32), (B, H, Nq, Nk)")
@@ -330,7 +344,7 @@ int parse_options(int argc, char** argv, Options& opt) {
         std::fprintf(stderr, "--heads-kv: %d does not divide --heads %d (GQA: heads %% heads_kv == 0)\n", hk, h);
         return 2;
       }
-  if (!window.empty()) std::sscanf(window.c_str(), "%d,%d", &opt.window_left, &opt.window_right);
+  std::tie(opt.window_left, opt.window_right) = read_window(window);
   opt.mask = mask == "bool" ? MaskMode::Bool : mask == "bias" ? MaskMode::Bias : MaskMode::None;
   opt.head_dim = parse_int_list(head_dim, ignored);
   opt.causal = causal.values();

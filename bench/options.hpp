@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "flashcl/flashcl.hpp"
@@ -61,6 +62,12 @@ class CausalOption {
   std::string text_;
   CLI::Option* option_ = nullptr;
 };
+
+// --softcap C and --window LEFT,RIGHT as every mode defines and checks them (a bad value gets a
+// message naming the form wanted). read_window: the two sides of a checked text ({-1, -1} if empty).
+void add_softcap_option(CLI::App& app, double& softcap);
+void add_window_option(CLI::App& app, std::string& text);
+std::pair<int, int> read_window(const std::string& text);
 
 // app.parse with every mode's exit codes: -1 to go on, 0 after --help, 2 on a usage error
 // (CLI11 printed which).

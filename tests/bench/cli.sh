@@ -45,6 +45,13 @@ for mode in "" --backward "--dtype e4m3" --decode; do
   status=$?
   [ "$status" -eq 2 ] || fail "[$mode] an unknown option: exit $status, wanted 2 (a usage error)"
 done
+# --softcap and --window are checked alike in the forward and the backward (no 300-digit range).
+for mode in "" --backward; do
+  # shellcheck disable=SC2086
+  expect_run "[$mode] a negative softcap" 1 "^--softcap: expected a finite number >= 0 \(0: off\), got '-1'$" $mode --softcap -1
+  # shellcheck disable=SC2086
+  expect_run "[$mode] a one-sided window" 1 "^--window: expected LEFT,RIGHT" $mode --window 5
+done
 expect_run "the decode refuses --causal both" 1 "--causal: this mode times one setting a run: on or off" \
   --decode --causal both
 
