@@ -142,11 +142,13 @@ int run_backward_bench(int argc, char** argv) {
   app.add_option("--heads", o.heads, "Query heads")->check(CLI::Range(1, 65535))->capture_default_str();
   app.add_option("--heads-kv", o.heads_kv, "K/V heads (divides --heads; 0: --heads)")->check(CLI::Range(0, 65535));
   app.add_option("--dtype", dtypes, "f32, f16, bf16 (list)")->capture_default_str();
-  app.add_option("--algo", algos, "standard, fa1, fa2 (list)")->capture_default_str();
+  app.add_option("--algo", algos, "standard, fa1, fa2, all (list)")->capture_default_str();
   const CausalOption causal(app, "off");
   app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   std::string window;
   add_window_option(app, window);
   add_softcap_option(app, o.softcap);
@@ -155,15 +157,15 @@ int run_backward_bench(int argc, char** argv) {
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
   o.seqlen = parse_int_list(seqlens, error);
-  if (error.empty()) o.head_dim = parse_int_list(dims, error);
-  o.dtypes.clear();
+  if (!error.empty()) error = "--seqlen: " + error;
+  if (error.empty()) o.head_dim = parse_int_list(dims, error, 256);
+  if (!error.empty() && error.rfind("--", 0) != 0) error = "--head-dim: " + error;
+  if (error.empty()) error = float_dtypes_error(comma_list(dtypes), o.dtypes);
   o.algorithms.clear();
-  for (const std::string& name : comma_list(dtypes))
-    if (const auto t = parse_dtype(name)) o.dtypes.push_back(*t);
-    else error = "unknown dtype '" + name + "'";
   for (const std::string& name : comma_list(algos))
-    if (const auto a = parse_algorithm(name)) o.algorithms.push_back(*a);
-    else error = "unknown algorithm '" + name + "'";
+    if (name == "all") o.algorithms.insert(o.algorithms.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
+    else if (const auto a = parse_algorithm(name)) o.algorithms.push_back(*a);
+    else if (error.empty()) error = "--algo: unknown algorithm '" + name + "' (choose from standard, fa1, fa2, all)";
   if (!error.empty()) {
     std::fprintf(stderr, "flashcl-bench --backward: %s\n", error.c_str());
     return 2;
@@ -182,12 +184,14 @@ int run_backward_bench(int argc, char** argv) {
               o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "");
   std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
               "fwd+bwd ms", "TFLOP/s");
+  int failed = 0, rows = 0;
   for (DType dtype : o.dtypes)
     for (int d : o.head_dim)
       for (int n : o.seqlen)
         for (bool c : o.causal)
           for (Algorithm algo : o.algorithms) {
             const double fwd_flops = 4.0 * o.batch * o.heads * static_cast<double>(n) * n * d / (c ? 2 : 1);
+            ++rows;
             try {
               const Row r = run_one(session, o, n, d, c, dtype, algo);
               std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f\n", n, d, c ? "yes" : "no",
@@ -196,10 +200,11 @@ int run_backward_bench(int argc, char** argv) {
             } catch (const Error& e) {
               std::printf("%6d %4d %6s %5s %-8s | error: %s\n", n, d, c ? "yes" : "no", to_string(dtype),
                           to_string(algo), e.what());
+              ++failed;
             }
             std::fflush(stdout);
           }
-  return 0;
+  return rows_failed("--backward", failed, rows);
 }
 
 }  // namespace flashcl::bench

@@ -47,13 +47,19 @@ Context make_context(const Session& session, const Options& options) {
   c.repeat = options.repeat;
   c.warmup = options.warmup;
   c.row_budget_s = options.row_budget_s;
+  // Every variant the options turn on, so a variant run's table and JSON say what ran.
+  const auto add = [&c](const std::string& variant) { c.variants += (c.variants.empty() ? "" : ", ") + variant; };
   if (options.window_left >= 0 || options.window_right >= 0)
-    c.variants = "window (" + std::to_string(options.window_left) + "," + std::to_string(options.window_right) + ")";
+    add("window (" + std::to_string(options.window_left) + "," + std::to_string(options.window_right) + ")");
   if (options.softcap > 0.0) {
     char text[48];
-    std::snprintf(text, sizeof text, "%ssoftcap %g", c.variants.empty() ? "" : ", ", options.softcap);
-    c.variants += text;
+    std::snprintf(text, sizeof text, "softcap %g", options.softcap);
+    add(text);
   }
+  if (options.alibi) add("ALiBi");
+  if (options.mask == MaskMode::Bool) add("bool mask");
+  if (options.mask == MaskMode::Bias) add("bias mask");
+  if (options.varlen) add("varlen (B packed sequences of lengths in [N/2, N])");
   c.check = options.check;
   c.check_macs = options.check_macs;
   return c;

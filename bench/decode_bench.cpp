@@ -243,12 +243,14 @@ int run_decode_bench(int argc, char** argv) {
   app.add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}))->capture_default_str();
   app.add_option("--cache-dtype", cache_dtype, "The caches' storage: e4m3 or e5m2 (an fp8 KV cache, descales 0.01; "
                  "K/V bytes counted at 1 a element); unset: --dtype")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "e4m3", "e5m2"}));
+      ->check(CLI::IsMember({"e4m3", "e5m2"}));
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   app.add_flag("--check", o.check, "Compare O with the float64 reference (small shapes)");
   app.add_flag("!--no-roofline", o.roofline, "Skip the copy ceiling");
-  app.add_flag("--remeasure", o.remeasure, "Measure the copy ceiling again");
+  app.add_flag("--remeasure,--remeasure-ceilings", o.remeasure, "Measure the copy ceiling again");
   app.add_flag("--csv", o.csv, "Comma-separated output");
   app.add_flag("--explain", o.explain, "Print each call's kernel and the planner's reason on stderr");
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;

@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -96,6 +97,7 @@ bool wants_fp8_mode(int argc, char** argv) {
     std::string value;
     if (arg == "--dtype" && i + 1 < argc) value = argv[i + 1];
     else if (arg.rfind("--dtype=", 0) == 0) value = arg.substr(8);
+    for (auto& ch : value) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));  // E4M3 alike
     if (value.find("e4m3") != std::string::npos || value.find("e5m2") != std::string::npos) return true;
   }
   return false;
@@ -108,7 +110,9 @@ int run_fp8_bench(int argc, char** argv) {
   std::string seqlens = "1024", dims = "128", dtype = "e4m3", quant = "tensor", out = "bf16";
   app.add_option("-p,--platform", o.platform, "Platform: index or name substring (env FLASHCL_PLATFORM)");
   app.add_option("-d,--device", o.device, "Device: index or name substring (env FLASHCL_DEVICE)");
-  app.add_option("--dtype", dtype, "e4m3 or e5m2")->check(CLI::IsMember({"e4m3", "e5m2"}))->capture_default_str();
+  app.add_option("--dtype", dtype, "e4m3 or e5m2")
+      ->transform(CLI::IsMember({"e4m3", "e5m2"}, CLI::ignore_case))
+      ->capture_default_str();
   app.add_option("--quant", quant, "Scales: tensor, head or block")
       ->check(CLI::IsMember({"tensor", "head", "block"}))
       ->capture_default_str();
@@ -126,13 +130,18 @@ int run_fp8_bench(int argc, char** argv) {
   const CausalOption causal(app, "off");
   app.add_flag("!--no-fp16", o.fp16, "Skip the fp16 forward");
   app.add_option("--check-macs", o.check_macs, "float64 reference budget per shape (sampled rows beyond it)")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first")->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
   o.seqlen = parse_int_list(seqlens, error);
-  if (error.empty()) o.head_dim = parse_int_list(dims, error);
+  if (!error.empty()) error = "--seqlen: " + error;
+  if (error.empty()) o.head_dim = parse_int_list(dims, error, 256);
+  if (!error.empty() && error.rfind("--", 0) != 0) error = "--head-dim: " + error;
   if (error.empty() && o.heads_kv > 0 && o.heads % o.heads_kv != 0)
     error = "--heads-kv " + std::to_string(o.heads_kv) + " does not divide --heads " + std::to_string(o.heads);
   if (!error.empty()) {
@@ -156,9 +165,11 @@ int run_fp8_bench(int argc, char** argv) {
               scales.c_str(), out.c_str());
   std::printf("%6s %4s %6s | %9s %9s %9s | %9s %9s %7s | %9s %9s\n", "N", "d", "causal", "fp8 ms", "TFLOP/s",
               "quant ms", "fp16 ms", "TFLOP/s", "fp8/f16", "RMSE fp8", "RMSE f16");
+  int failed = 0, rows = 0;
   for (int d : o.head_dim)
     for (int n : o.seqlen)
       for (bool c : o.causal) {
+        ++rows;
         Shape s;
         s.batch = o.batch;
         s.heads = o.heads;
@@ -186,10 +197,11 @@ int run_fp8_bench(int argc, char** argv) {
                         tflop / fp8_ms, problem.quantize_ms(), "-", "-", "-", rmse_fp8, "-");
         } catch (const Error& e) {
           std::printf("%6d %4d %6s | error: %s\n", n, d, c ? "yes" : "no", e.what());
+          ++failed;
         }
         std::fflush(stdout);
       }
-  return 0;
+  return rows_failed(("--dtype " + dtype).c_str(), failed, rows);
 }
 
 }  // namespace flashcl::bench

@@ -73,18 +73,24 @@ Fp8Problem::Fp8Problem(cl_command_queue queue, const Shape& s, const std::vector
     vq.transposed = quant.v_transposed;
     const std::vector<const std::vector<float>*> inputs = {&q, &k, &v};
     QuantizeArgs* calls[] = {&qq, &kq, &vq};
-    std::vector<Launch> launches;
-    std::vector<cl_event> done;
     for (int i = 0; i < 3; ++i) {
       calls[i]->in = {mem(inputs[i]->size() * 4, inputs[i]->data())};
       calls[i]->out = {mem(inputs[i]->size())};
       calls[i]->descale = mem(quantize_descale_count(*calls[i]) * 4);
-      launches.push_back(quantize_fp8(queue, *calls[i]));
-      done.push_back(launches.back().last());
     }
-    check(clWaitForEvents(3, done.data()), "clWaitForEvents");
-    if (profiling(queue))
-      for (const Launch& l : launches) quantize_ms_ += l.device_ms();
+    // Twice, the second timed: a first call's events can hold the kernels' build (PoCL compiles at
+    // the first launch), which is not the quantisation's cost. The second writes the same bytes.
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<Launch> launches;
+      std::vector<cl_event> done;
+      for (QuantizeArgs* call : calls) {
+        launches.push_back(quantize_fp8(queue, *call));
+        done.push_back(launches.back().last());
+      }
+      check(clWaitForEvents(3, done.data()), "clWaitForEvents");
+      if (pass == 1 && profiling(queue))
+        for (const Launch& l : launches) quantize_ms_ += l.device_ms();
+    }
 
     ForwardArgs& a = args_;
     a.batch = s.batch;

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -50,8 +51,7 @@ CLI::Validator list_checker(long max) {
   return checker(
       [max](const std::string& text) {
         std::string error;
-        for (int v : parse_int_list(text, error))
-          if (v > max) return std::to_string(v) + " is out of range 1.." + std::to_string(max);
+        parse_int_list(text, error, max);
         return error;
       },
       "LIST");
@@ -78,15 +78,6 @@ std::vector<Algorithm> parse_algos(const std::vector<std::string>& names) {
   for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
     if (std::find(wanted.begin(), wanted.end(), a) != wanted.end()) ordered.push_back(a);
   return ordered;
-}
-
-// flashcl's name for a storage type, from the spellings people use.
-std::optional<DType> dtype_named(const std::string& text) {
-  const std::string t = lower(text);
-  if (t == "fp32" || t == "float32" || t == "float") return DType::F32;
-  if (t == "fp16" || t == "float16" || t == "half") return DType::F16;
-  if (t == "bfloat16") return DType::BF16;
-  return parse_dtype(t);
 }
 
 std::string dtype_error(std::string& text) {
@@ -131,8 +122,9 @@ std::string tile_error(std::string& text) {
 std::string softcap_error(std::string& text) {
   char* end = nullptr;
   const double c = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0' || !std::isfinite(c) || c < 0)
-    return "expected a finite number >= 0 (0: off), got '" + text + "'";
+  // the library takes a float: a double past FLT_MAX would reach it as inf
+  if (text.empty() || *end != '\0' || !std::isfinite(c) || c < 0 || c > FLT_MAX)
+    return "expected a finite number >= 0 (0: off) within float's range, got '" + text + "'";
   return "";
 }
 
@@ -146,6 +138,25 @@ std::string causal_error(const std::string& text, bool allow_both) {
 }
 
 }  // namespace
+
+std::optional<DType> dtype_named(const std::string& text) {
+  const std::string t = lower(text);
+  if (t == "fp32" || t == "float32" || t == "float") return DType::F32;
+  if (t == "fp16" || t == "float16" || t == "half") return DType::F16;
+  if (t == "bfloat16") return DType::BF16;
+  return parse_dtype(t);
+}
+
+std::string float_dtypes_error(const std::vector<std::string>& names, std::vector<DType>& dtypes) {
+  dtypes.clear();
+  for (const std::string& name : names) {
+    const auto t = dtype_named(name);
+    if (t && is_fp8(*t)) return "--dtype: '" + name + "': FP8 has no backward (docs/FP8.md); f32, f16 or bf16";
+    if (!t) return "--dtype: unknown dtype '" + name + "' (choose from f32, f16, bf16)";
+    if (std::find(dtypes.begin(), dtypes.end(), *t) == dtypes.end()) dtypes.push_back(*t);
+  }
+  return "";
+}
 
 CausalOption::CausalOption(CLI::App& app, const std::string& default_text, bool allow_both) : text_(default_text) {
   const std::string words = allow_both ? "on, off or both" : "on or off";
@@ -179,6 +190,13 @@ std::pair<int, int> read_window(const std::string& text) {
   return window;
 }
 
+int rows_failed(const char* mode, int failed, int rows) {
+  if (failed == 0) return 0;
+  std::fprintf(stderr, "flashcl-bench%s%s: %d of %d rows failed (their error is in the row)\n", *mode ? " " : "", mode,
+               failed, rows);
+  return 1;
+}
+
 int parse_command_line(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
@@ -188,7 +206,7 @@ int parse_command_line(CLI::App& app, int argc, char** argv) {
   return -1;
 }
 
-std::vector<int> parse_int_list(const std::string& text, std::string& error) {
+std::vector<int> parse_int_list(const std::string& text, std::string& error, long max) {
   std::vector<int> values;
   error.clear();
   for (const auto& item : split(text, ',')) {
@@ -203,6 +221,10 @@ std::vector<int> parse_int_list(const std::string& text, std::string& error) {
     }
     if (lo < 1 || hi < lo || (bounds.size() == 3 && step < 1)) {
       error = "'" + item + "' must have 1 <= A <= B (and STEP >= 1)";
+      return {};
+    }
+    if (hi > max) {
+      error = std::to_string(hi) + " is out of range 1.." + std::to_string(max);
       return {};
     }
     for (long v = lo; v <= hi; v = bounds.size() == 3 ? v + step : v * 2) {

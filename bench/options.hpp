@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -69,6 +70,10 @@ void add_softcap_option(CLI::App& app, double& softcap);
 void add_window_option(CLI::App& app, std::string& text);
 std::pair<int, int> read_window(const std::string& text);
 
+// A mode's exit status after its rows: 0, or 1 with "flashcl-bench MODE: F of N rows failed" on
+// stderr when a row ended in an error (a skipped row is not one), so scripts see failures.
+int rows_failed(const char* mode, int failed, int rows);
+
 // app.parse with every mode's exit codes: -1 to go on, 0 after --help, 2 on a usage error
 // (CLI11 printed which).
 int parse_command_line(CLI::App& app, int argc, char** argv);
@@ -76,9 +81,15 @@ int parse_command_line(CLI::App& app, int argc, char** argv);
 // Parses argv into `options`. Returns -1 to go on, else the exit code (0 after --help).
 int parse_options(int argc, char** argv, Options& options);
 
-// "512,1024,4096", "512:8192" (doubling) or "512:8192:512" (adding), mixed with commas.
-// Empty result and a message on error.
-std::vector<int> parse_int_list(const std::string& text, std::string& error);
+// "512,1024,4096", "512:8192" (doubling) or "512:8192:512" (adding), mixed with commas, each
+// value in 1..max. Empty result and a message on error.
+std::vector<int> parse_int_list(const std::string& text, std::string& error, long max = 1L << 30);
+
+// flashcl's name for a storage type from the spellings people use (fp16, float32, bfloat16, E4M3...).
+std::optional<DType> dtype_named(const std::string& text);
+
+// 16- and 32-bit storage types, for the modes without FP8 (--backward): "" or what is wrong.
+std::string float_dtypes_error(const std::vector<std::string>& names, std::vector<DType>& dtypes);
 
 // "3G", "512M", "1.5GiB", "4096" (bytes; K, M, G, T are powers of 1024). 0 on error.
 std::size_t parse_bytes(const std::string& text, std::string& error);

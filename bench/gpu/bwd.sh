@@ -21,7 +21,7 @@ bench=./build-gpu/bench/flashcl-bench
 
 echo "== ptxas: bwd_mma_dkdv and bwd_mma_dq (registers, spills) at each head dim and mask"
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
-  timeout 120 $bench --backward -b 1 --heads 2 -n 1024 --head-dim 64,128 --causal both --dtype f16 -r 1 -w 0 \
+  timeout 120 $bench --backward -b 1 --heads 2 -n 1024 --head-dim 64,128 --causal both --dtype f16 -r 1 -w 1 \
   > /dev/null 2> "$out/ptxas.log"
 # each bwd_mma program's options (-DHEAD_DIM, -DCAUSAL, -DBQ ...), then its ptxas lines
 awk '/build log for/ { mine = /-DBQ=/; if (mine) print substr($0, 1, 200) }

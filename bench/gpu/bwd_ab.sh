@@ -42,7 +42,7 @@ grep -E "^\[  FAILED  \]|Failure|error" "$out/tests.log" | head -10
 
 echo "== ptxas: the MT 2 / MK 2 programs (d 64)"
 env $(form_env both) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
-  timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim 64 --causal no --dtype f16 -r 1 -w 0 \
+  timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim 64 --causal no --dtype f16 -r 1 -w 1 \
   > /dev/null 2> "$out/ptxas.log"
 awk '/build log for/ { mine = /-DMT=2/ } mine && /Compiling entry|Used|spill/ { print }' "$out/ptxas.log" | head -6
 

@@ -48,7 +48,7 @@ for run in "wgmma 64" "wgmma 128" "ovl 64"; do
   set -- $run
   echo "== $1 d $2" >> "$out/ptxas.log"
   env $(form_env $1) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
-    timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim $2 --causal no --dtype f16 -r 1 -w 0 \
+    timeout 30 $bench --backward -b 1 --heads 2 -n 512 --head-dim $2 --causal no --dtype f16 -r 1 -w 1 \
     > /dev/null 2>> "$out/ptxas.log"
 done
 awk '/^== / { print } /Compiling entry/ { mine = /sm_90a/ } mine && /Compiling entry|Used|spill/ { print }

@@ -27,7 +27,7 @@ grep -E '^\[  FAILED  \]' "$out/tests.log" | head -10
 
 # Registers and spills of the decode kernels (ptxas through -cl-nv-verbose), on stdout only.
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 ./build-gpu/bench/flashcl-bench --decode \
-  --cache 4096 -b 8 -r 1 -w 0 --no-roofline 2>&1 >/dev/null | grep -E "Function properties|Used|spill" | head -12
+  --cache 4096 -b 8 -r 1 -w 1 --no-roofline 2>&1 >/dev/null | grep -E "Function properties|Used|spill" | head -12
 
 base_bench=./build-gpu/bench/flashcl-bench base_label="FLASHCL_DECODE=stream" base_env="FLASHCL_DECODE=stream"
 if [ -n "${BASE:-}" ]; then

@@ -39,11 +39,11 @@ echo "tests: $((SECONDS - start)) s"
 # Registers and spills of the wide programs (the driver's ptxas, -cl-nv-verbose), stdout only.
 for form in lanes-wide lanes-wide16; do
   FLASHCL_DECODE=$form FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 10 $bench \
-    --decode --cache 4096 -b 1 --page-size 16 --cache-dtype e4m3 -r 1 -w 0 --no-roofline 2>&1 >/dev/null \
+    --decode --cache 4096 -b 1 --page-size 16 --cache-dtype e4m3 -r 1 -w 1 --no-roofline 2>&1 >/dev/null \
     | grep -A2 "properties for decode_lanes" | grep -E "Used|spill" | head -2 | sed "s/^/$form e4m3 paged 16: /"
 done
 FLASHCL_DECODE=lanes-wide FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 10 $bench \
-  --decode --cache 4096 -b 1 --page-size 16 -r 1 -w 0 --no-roofline 2>&1 >/dev/null \
+  --decode --cache 4096 -b 1 --page-size 16 -r 1 -w 1 --no-roofline 2>&1 >/dev/null \
   | grep -A2 "properties for decode_lanes" | grep -E "Used|spill" | head -2 | sed "s/^/lanes-wide f16 paged 16: /"
 
 # 2. fp16: default and lanes-wide alternating, per page size, 2 rounds.

@@ -34,11 +34,11 @@ echo "== registers and shared memory (contiguous, B 1, 32k)"
 for form in $forms; do
   echo "$form: $(env FLASHCL_DECODE=$([ $form = default ] || echo $form) FLASHCL_BUILD_OPTIONS=-cl-nv-verbose \
     FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 $bench --decode --cache 32768 -b 1 --heads 32 --heads-kv 8 --head-dim 128 \
-    --dtype f16 -r 1 -w 0 --no-roofline 2>&1 | grep -A2 "entry function 'decode_lanes'" | grep -E "Used" | head -1)"
+    --dtype f16 -r 1 -w 1 --no-roofline 2>&1 | grep -A2 "entry function 'decode_lanes'" | grep -E "Used" | head -1)"
 done
 
 dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
-echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for round in 1 2; do
   for form in $forms; do
     for page in 0 16 256; do

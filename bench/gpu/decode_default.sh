@@ -26,11 +26,11 @@ grep -E '^\[  FAILED  \]' "$out/tests.log" | head -6
 echo "== the planner's reasons"
 for page in 0 16; do
   $bench --decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 --page-size $page \
-    -r 1 -w 0 --no-roofline --explain 2>&1 >/dev/null | grep "^B " | sed "s/^/page $page: /"
+    -r 1 -w 1 --no-roofline --explain 2>&1 >/dev/null | grep "^B " | sed "s/^/page $page: /"
 done
 
 dec="--heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
-echo "form,round,$($bench --decode $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench --decode $dec --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for bs in "1 32768" "1 131072" "8 32768"; do
   set -- $bs
   for s in 12 16 24 33 40 49 66 99; do

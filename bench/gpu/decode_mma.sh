@@ -35,12 +35,12 @@ for form in mma mma-b16s2; do
   for page in 0 16; do
     echo "$form page $page: $(FLASHCL_DECODE=$form FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 \
       FLASHCL_DISK_CACHE=0 $bench --decode --cache 32768 -b 1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 \
-      --page-size $page -r 1 -w 0 --no-roofline 2>&1 | grep -iE "decode_mma|registers|smem" | head -4 | tr '\n' ' ')"
+      --page-size $page -r 1 -w 1 --no-roofline 2>&1 | grep -iE "decode_mma|registers|smem" | head -4 | tr '\n' ' ')"
   done
 done
 
 dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
-echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for round in 1 2; do
   for form in $forms; do
     for page in 0 16 256; do

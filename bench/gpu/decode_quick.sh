@@ -47,7 +47,7 @@ decode_tests() {
 
 if [[ $steps == *" forms "* ]]; then
 dec="--decode --cache 4096,32768,131072 -b 8,1 --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline"
-echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for page in 0 16 256; do
   for form in default lanes-async; do
     env FLASHCL_DECODE=$([ $form = default ] || echo $form) timeout 40 $bench $dec --page-size $page \
@@ -71,7 +71,7 @@ echo "(after the edge A/B: $((SECONDS - start)) s)"
 fi
 if [[ $steps == *" runs "* ]]; then  # decode_mma's runs against per-copy addresses and the async form
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1"
-echo "form,round,$($bench $one --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $one --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for round in 1 2; do
   for page in 0 16 256; do
     FLASHCL_DECODE=mma build_ab "runs-p$page,$round" "" $one --cache 4096,32768,131072 --page-size $page

@@ -26,7 +26,7 @@ for form in default mma; do
 done
 
 one="--decode --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 -r 20 -w 3 --csv --no-roofline -b 8,1"
-echo "form,round,$($bench $one --cache 4096 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $one --cache 4096 -r 1 -w 1 2>/dev/null | head -1)"
 for round in 1 2; do
   for nq in 2 4 16; do
     for causal in "" --causal; do

@@ -21,7 +21,7 @@ start=$SECONDS
 echo "== registers (ptxas through -cl-nv-verbose): contiguous, then paged 16"
 for page in 0 16; do
   FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 $bench --decode --cache 4096 -b 1 \
-    --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 --page-size $page -r 1 -w 0 --no-roofline 2>&1 >/dev/null |
+    --heads 32 --heads-kv 8 --head-dim 128 --dtype f16 --page-size $page -r 1 -w 1 --no-roofline 2>&1 >/dev/null |
     grep -E "Compiling entry|Used|spill" | head -8
 done
 
@@ -34,7 +34,7 @@ run() {  # label env... -- bench args...
   shift
   env "${envs[@]}" timeout 20 $bench $dec "$@" 2>>"$out/err.log" | tail -n +2 | sed "s/^/$label,/"
 }
-echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 0 2>/dev/null | head -1)"
+echo "form,round,$($bench $dec --cache 4096 -b 1 -r 1 -w 1 2>/dev/null | head -1)"
 for round in 1 2; do
   for cache in 32768 131072; do
     for s in 0 24 33 40 49 66 99 132; do

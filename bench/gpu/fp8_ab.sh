@@ -29,7 +29,7 @@ for form in qlocal d256; do
   esac
   env $sw FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 \
     FLASHCL_DISK_CACHE=0 timeout 40 $bench --dtype e4m3 --quant head -b 1 --heads 1 -n 256 --head-dim $d \
-    --causal both -r 1 -w 0 --no-fp16 > /dev/null 2> "$out/ptxas-$form.log"
+    --causal both -r 1 -w 1 --no-fp16 > /dev/null 2> "$out/ptxas-$form.log"
   # each tensor-core program's options (-DHEAD_DIM, -DCAUSAL, -DMT, -DBC, -DQ_LOCAL), then its ptxas lines
   awk -v f=$form '/build log for/ { mine = /-DWARPS=/; if (mine) print f ": " substr($0, 22, 150) }
        mine && /Used|spill/ { print f ":   " $0 }' "$out/ptxas-$form.log" | head -24

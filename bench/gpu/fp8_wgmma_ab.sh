@@ -30,7 +30,7 @@ grep -hE "rounded P|probe|Failure|FAILED|Skipped|planned" "$out/tests-wgmma.log"
 echo "== ptxas (NVIDIA's) of fa2_mma_wgmma_e4m3: d 64/128, causal both (clang+ptxas offline: 121/128 and 168/168)"
 FLASHCL_FP8_WGMMA=require FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 \
   timeout 60 $bench --dtype e4m3 --quant head --out-dtype bf16 -b 1 --heads 1 -n 256 --head-dim 64,128 \
-  --causal both -r 1 -w 0 --no-fp16 > /dev/null 2> "$out/ptxas.log"
+  --causal both -r 1 -w 1 --no-fp16 > /dev/null 2> "$out/ptxas.log"
 # each tensor-core program's options (-DHEAD_DIM, -DCAUSAL, -DWARPS), then its ptxas lines and warnings
 awk '/build log for/ { mine = /-DWARPS=/; if (mine) print substr($0, 22, 150) }
      mine && /Used|spill|arning|C75/ { print "   " $0 }' "$out/ptxas.log" | head -30

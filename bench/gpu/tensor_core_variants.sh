@@ -34,7 +34,7 @@ echo "(${SECONDS}s)"
 
 echo "== ptxas: the programs with every variant (d 64, 128)"
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 60 $bench --backward -b 1 \
-  --heads 2 -n 512 --head-dim 64,128 --causal yes --dtype f16 -r 1 -w 0 --window 64,0 --softcap 30 --alibi --varlen \
+  --heads 2 -n 512 --head-dim 64,128 --causal yes --dtype f16 -r 1 -w 1 --window 64,0 --softcap 30 --alibi --varlen \
   > /dev/null 2> "$out/ptxas.log"
 awk '/build log for/ { mine = /-DSOFTCAP=1/ && /bwd_mma|-DWARPS/ } mine && /Compiling entry|Used|spill/ { print }' \
   "$out/ptxas.log" | head -12

@@ -21,7 +21,7 @@ export FLASHCL_BWD_TF32=1 FLASHCL_TENSOR_CORE_VARIANTS=1
 
 echo "== ptxas: bwd_mma_tf32 (registers, spills) at d 64 and 128"
 FLASHCL_BUILD_OPTIONS=-cl-nv-verbose FLASHCL_BUILD_LOG=1 FLASHCL_DISK_CACHE=0 timeout 60 $bench --backward -b 1 \
-  --heads 2 -n 512 --head-dim 64,128 --causal yes --dtype f32 -r 1 -w 0 > /dev/null 2> "$out/ptxas.log"
+  --heads 2 -n 512 --head-dim 64,128 --causal yes --dtype f32 -r 1 -w 1 > /dev/null 2> "$out/ptxas.log"
 awk '/build log for/ { mine = /-DONE_PITCH=1/; if (mine) print substr($0, 1, 200) }
      mine && /Compiling entry|Used|spill/ { print }' "$out/ptxas.log" | head -12
 grep -i "probe\|error" "$out/ptxas.log" | head -5
