@@ -144,28 +144,33 @@ TEST(BwdMmaPlan, Fp32ThroughTf32) {
   EXPECT_EQ(2, small.dq_stages);
 }
 
-// Two opt-in kernel forms, each one build option, off by default until a card has A/B'd them
-// (bench/gpu/bwd_kernels_ab.sh): FLASHCL_BWD_TF32_SPLIT=1 splits the fp32 A fragments at each
-// product (-DSPLIT_A_EACH_PRODUCT=1), FLASHCL_BWD_SOFTCAP_EX2=1 takes a 16-bit softcap's tanh from one
-// ex2.approx (-DSOFTCAP_EX2=1, only on calls with a softcap).
-TEST(BwdMmaPlan, OptInFormsAreOneBuildOptionEach) {
-  Overrides plain = with(""), split = with(""), ex2 = with("");
+// Two kernel forms, each one build option, made the default after an H100 A/B'd them
+// (bench/gpu/bwd_kernels_ab.sh, 2026-12-07): the fp32 A fragments split at each product
+// (-DSPLIT_A_EACH_PRODUCT=1) at d > 64 only, where it measured 1.11x (0.99x at d = 64), and
+// FLASHCL_BWD_TF32_SPLIT=1 or 0 at every head dim; a 16-bit softcap's tanh from one ex2.approx
+// (-DSOFTCAP_EX2=1, only on calls with a softcap up to kSoftcapEx2Max) unless
+// FLASHCL_BWD_SOFTCAP_EX2=0.
+TEST(BwdMmaPlan, KernelFormsAreOneBuildOptionEach) {
+  Overrides plain = with(""), split = with(""), no_split = with(""), no_ex2 = with("");
   split.bwd_tf32_split = true;
-  ex2.bwd_softcap_ex2 = true;
+  no_split.bwd_tf32_split = false;
+  no_ex2.bwd_softcap_ex2 = false;
+  const auto has = [](const BackwardArgs& b, const Overrides& o, const char* option) {
+    return bwd_mma_options(b, bwd_mma_plan(b.forward, o)).find(option) != std::string::npos;
+  };
   for (int d : {64, 128}) {
     BackwardArgs fp32 = call(DType::F32, d), capped = call(DType::F16, d);
     capped.forward.softcap = 30.0f;
-    const auto options = [](const BackwardArgs& b, const Overrides& o) {
-      return bwd_mma_options(b, bwd_mma_plan(b.forward, o));
-    };
-    EXPECT_EQ(std::string::npos, options(fp32, plain).find("SPLIT_A_EACH_PRODUCT")) << d;
-    EXPECT_NE(std::string::npos, options(fp32, split).find(" -DSPLIT_A_EACH_PRODUCT=1")) << d;
-    EXPECT_EQ(std::string::npos, options(capped, split).find("SPLIT_A_EACH_PRODUCT")) << d;  // fp32 only
-    EXPECT_EQ(std::string::npos, options(capped, plain).find("SOFTCAP_EX2")) << d;
-    EXPECT_NE(std::string::npos, options(capped, ex2).find(" -DSOFTCAP_EX2=1")) << d;
-    EXPECT_EQ(std::string::npos, options(call(DType::F16, d), ex2).find("SOFTCAP_EX2")) << d;  // no softcap
+    EXPECT_EQ(d > 64, has(fp32, plain, " -DSPLIT_A_EACH_PRODUCT=1")) << d;
+    EXPECT_TRUE(has(fp32, split, " -DSPLIT_A_EACH_PRODUCT=1")) << d;
+    EXPECT_FALSE(has(fp32, no_split, "SPLIT_A_EACH_PRODUCT")) << d;
+    EXPECT_FALSE(has(capped, split, "SPLIT_A_EACH_PRODUCT")) << d;  // fp32 only
+    EXPECT_TRUE(has(capped, plain, " -DSOFTCAP_EX2=1")) << d;
+    EXPECT_FALSE(has(capped, no_ex2, "SOFTCAP_EX2")) << d;
+    EXPECT_FALSE(has(call(DType::F16, d), plain, "SOFTCAP_EX2")) << d;  // no softcap
+    EXPECT_FALSE(has(fp32, plain, "SOFTCAP_EX2")) << d;                 // fp32 keeps the library's tanh
     capped.forward.softcap = kSoftcapEx2Max * 2;  // the form's error grows with c: the library's tanh
-    EXPECT_EQ(std::string::npos, options(capped, ex2).find("SOFTCAP_EX2")) << d;
+    EXPECT_FALSE(has(capped, plain, "SOFTCAP_EX2")) << d;
   }
 }
 

@@ -271,10 +271,10 @@ void add_backward(std::vector<std::string>& lines) {
             off.tensor_core_variants = false;
             record(at + " FLASHCL_TENSOR_CORE_VARIANTS=0", g, off);
           }
-          if (nvidia && variant == "softcap") {  // the softcap's tanh from one ex2.approx (opt-in)
-            Overrides ex2;
-            ex2.bwd_softcap_ex2 = true;
-            record(at + " FLASHCL_BWD_SOFTCAP_EX2=1", g, ex2);
+          if (nvidia && variant == "softcap") {  // the library's tanh instead of one ex2.approx
+            Overrides no_ex2;
+            no_ex2.bwd_softcap_ex2 = false;
+            record(at + " FLASHCL_BWD_SOFTCAP_EX2=0", g, no_ex2);
           }
           if (variant != "plain" && variant != "deterministic") continue;
           if (dev.facts.kind == DeviceKind::CPU) record(at + forced[5].name, g, forced[5].o);
@@ -282,9 +282,9 @@ void add_backward(std::vector<std::string>& lines) {
             Overrides no_tf32;
             no_tf32.bwd_tf32 = false;
             record(at + " FLASHCL_BWD_TF32=0", g, no_tf32);
-            Overrides split;  // the A fragments split at each product (opt-in)
-            split.bwd_tf32_split = true;
-            record(at + " FLASHCL_BWD_TF32_SPLIT=1", g, split);
+            Overrides split;  // the A fragments split at each product: the default at d > 64
+            split.bwd_tf32_split = d <= 64;
+            record(at + (d <= 64 ? " FLASHCL_BWD_TF32_SPLIT=1" : " FLASHCL_BWD_TF32_SPLIT=0"), g, split);
           }
           if (!nvidia || dtype == DType::F32 || (d != 64 && d != 128)) continue;
           for (std::size_t i = 1; i < 5; ++i) record(at + forced[i].name, g, forced[i].o);

@@ -18,15 +18,14 @@
 #   CALL 5: tf32_backward on an H200 (issue 20's fp32 bar): the float64 tests of the fp32 backward on the
 #           tensor cores (3xTF32), ptxas's report, and its fwd+bwd against the portable kernels and
 #           PyTorch's memory-efficient SDPA; ran on an H100 on 2026-12-07 (docs/BACKWARD.md)
-#   CALL 6: bwd_kernels_ab (any NVIDIA card of cc >= 8.0): the two opt-in backward forms of 2026-12-07
-#           (FLASHCL_BWD_SOFTCAP_EX2=1, FLASHCL_BWD_TF32_SPLIT=1) against the defaults, tests first; if every
-#           test passes and no row is slower, they become the default (src/plan/overrides.hpp)
 # (CALL 4, tensor_core_variants, ran on an H100 on 2026-12-07 and left this list: the variants and
-# fp32 on the tensor cores have been the default since, docs/BACKWARD.md, "On the card".)
+# fp32 on the tensor cores have been the default since, docs/BACKWARD.md, "On the card". CALL 6,
+# bwd_kernels_ab, ran on an H100 on 2026-12-07 13:25 UTC: the softcap's ex2 form is the default, the
+# fp32 split at d > 64 only; docs/perf/nvidia-h100.md.)
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1, 2, 3, 5 or 6}
+call=${1:?CALL: 1, 2, 3 or 5}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
@@ -34,8 +33,7 @@ case "$call" in
   2) scripts="bwd_red:250 python_ab:260" ;;
   3) scripts="fp8_vt_ab:400" ;;
   5) scripts="tf32_backward:520" ;;
-  6) scripts="bwd_kernels_ab:420" ;;
-  *) echo "pending.sh: CALL must be 1, 2, 3, 5 or 6, got '$call'"; exit 2 ;;
+  *) echo "pending.sh: CALL must be 1, 2, 3 or 5, got '$call'"; exit 2 ;;
 esac
 # what a script takes beyond its output folder
 export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)

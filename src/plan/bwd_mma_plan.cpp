@@ -82,7 +82,7 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
     p.stages = stages;
   }
   p.warp_pairs = a.head_dim > 64 && p.warps % 2 == 0;
-  p.split_each_product = o.bwd_tf32_split;
+  p.split_each_product = o.bwd_tf32_split.value_or(a.head_dim > 64);
   p.dq_keys = p.query_rows;
   p.dq_stages = p.stages;
   p.local_bytes = bwd_tf32_local_bytes(p.query_rows, a.head_dim, p.stages) +

@@ -14,7 +14,7 @@
 
 namespace flashcl::detail {
 
-// The largest softcap c the 16-bit softcap's ex2 form takes (FLASHCL_BWD_SOFTCAP_EX2=1): its tanh is
+// The largest softcap c the 16-bit softcap's ex2 form takes (the default): its tanh is
 // exact to about 3e-7 absolute, so a score to c * 3e-7 (2e-5 at 64, against 16-bit rounding's 4.9e-4
 // relative); a larger c keeps the library's tanh (the form's constant 2 log2 e / c even underflows
 // near FLT_MAX)
@@ -31,11 +31,11 @@ struct BwdMmaPlan {
   // fp32 (3xTF32) at d > 64: warps in pairs over each 16 keys of bwd_mma_dkdv (-DWARP_PAIRS=1), one
   // holding K_w and dV_w, the other V_w and dK_w, so the K/V block is 8 * warps keys (bwd_mma.cl)
   bool warp_pairs = false;
-  // FLASHCL_BWD_TF32_SPLIT=1 (fp32): the A fragments split at each product (-DSPLIT_A_EACH_PRODUCT=1,
-  // mma_tf32.cl's a_operand), not hoisted out of the key loop; opt-in until a card has A/B'd it
+  // fp32: the A fragments split at each product (-DSPLIT_A_EACH_PRODUCT=1, mma_tf32.cl's a_operand),
+  // not hoisted out of the key loop; at d > 64 unless FLASHCL_BWD_TF32_SPLIT says otherwise
   bool split_each_product = false;
-  // FLASHCL_BWD_SOFTCAP_EX2=1 (16 bits, softcap): tanh from one ex2.approx and one reciprocal
-  // (-DSOFTCAP_EX2=1, bwd_kv_steps.cl's variant_entry); opt-in until a card has A/B'd it
+  // 16 bits with a softcap up to kSoftcapEx2Max: tanh from one ex2.approx and one reciprocal
+  // (-DSOFTCAP_EX2=1, bwd_kv_steps.cl's variant_entry) unless FLASHCL_BWD_SOFTCAP_EX2=0
   bool softcap_ex2 = false;
   std::size_t local_bytes = 0;
   // dQ by its own pass (bwd_mma_dq.cl: no atomics, so bit-identical run to run), for every call;

@@ -33,8 +33,8 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   if (const std::string v = text("FLASHCL_TENSOR_CORE_VARIANTS"); v == "0" || v == "1")
     o.tensor_core_variants = v == "1";
   if (const std::string v = text("FLASHCL_BWD_TF32"); v == "0" || v == "1") o.bwd_tf32 = v == "1";
-  o.bwd_tf32_split = text("FLASHCL_BWD_TF32_SPLIT") == "1";
-  o.bwd_softcap_ex2 = text("FLASHCL_BWD_SOFTCAP_EX2") == "1";
+  if (const std::string v = text("FLASHCL_BWD_TF32_SPLIT"); v == "0" || v == "1") o.bwd_tf32_split = v == "1";
+  o.bwd_softcap_ex2 = text("FLASHCL_BWD_SOFTCAP_EX2") != "0";
   o.build_options = text("FLASHCL_BUILD_OPTIONS");
   o.build_log = text("FLASHCL_BUILD_LOG") == "1";
   o.kernel_dir = text("FLASHCL_KERNEL_DIR");

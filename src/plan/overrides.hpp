@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace flashcl::detail {
@@ -63,11 +64,15 @@ struct Overrides {
   bool bwd_tf32 = kTf32BackwardByDefault;
                                // fp32 backward calls on the tensor cores through 3xTF32 (programs.txt's
                                // bwd_mma_tf32); FLASHCL_BWD_TF32=1 or 0 sets it
-  bool bwd_tf32_split = false;  // FLASHCL_BWD_TF32_SPLIT=1: the fp32 tensor-core backward splits its A fragments at
-                               // each product instead of once per kernel (fewer registers, no spills at d = 128;
-                               // opt-in until a card has A/B'd it: bench/gpu/bwd_kernels_ab.sh)
-  bool bwd_softcap_ex2 = false;  // FLASHCL_BWD_SOFTCAP_EX2=1: the 16-bit tensor-core backward takes a softcap's tanh
-                                 // from one ex2.approx and one reciprocal (opt-in likewise)
+  // The fp32 tensor-core backward splits its A fragments at each product instead of once per kernel
+  // (fewer registers, no spills at d = 128). Unset: at d > 64, where an H100 measured it 1.11x; at
+  // d = 64 it measured 0.99x (bench/gpu/bwd_kernels_ab.sh, 2026-12-07). FLASHCL_BWD_TF32_SPLIT=1 or 0
+  // forces it on or off at every head dim.
+  std::optional<bool> bwd_tf32_split;
+  // The 16-bit tensor-core backward takes a softcap's tanh from one ex2.approx and one reciprocal (1.9x
+  // the library's tanh at d = 128, 2.5x at d = 64 on an H100, the same run); FLASHCL_BWD_SOFTCAP_EX2=0
+  // keeps the library's tanh.
+  bool bwd_softcap_ex2 = true;
   std::string build_options;   // FLASHCL_BUILD_OPTIONS: appended to every kernel build (and cache key)
   bool build_log = false;      // FLASHCL_BUILD_LOG=1: successful builds' logs and probe failures on stderr
   std::string kernel_dir;      // FLASHCL_KERNEL_DIR: kernel files read from here instead of the embedded ones
