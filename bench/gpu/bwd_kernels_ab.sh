@@ -1,19 +1,21 @@
 #!/bin/bash
-# bwd_kernels_ab.sh: one GPU call that A/Bs opt-in forms of the backward kernels (NEW_ENV, the
-# switches that select them) against the defaults, with their float64 tests first. Made for two
-# forms of 2026-12-07: FLASHCL_BWD_SOFTCAP_EX2=1 (the 16-bit softcap on the tensor cores from one
-# ex2.approx and one reciprocal instead of the library's tanh and a division for the score and for
-# its slope; bwd_kv_steps.cl's variant_entry) and FLASHCL_BWD_TF32_SPLIT=1 (the fp32 kernels' A
-# fragments split at each product, mma_tf32.cl's SPLIT_A_EACH_PRODUCT). Builds (setup.sh); runs
-# TESTS with FLASHCL_BWD_MMA=1 and NEW_ENV; then, in ROUNDS alternating rounds, flashcl-bench
-# --backward (causal, B 8, H 16, N 4096, d 64 and 128, fa2) for each ROWS entry "name:dtypes:options"
-# with NEW_ENV (new) and without (base). If every test passes and no row is slower in any round,
-# the forms can become the default (src/plan/overrides.hpp). Files in OUT_DIR: tests.log,
+# bwd_kernels_ab.sh: one GPU call that A/Bs forms of the backward kernels chosen by switches
+# (NEW_ENV) against BASE_ENV (empty: the defaults), with their float64 tests first. Made for two
+# forms of 2026-12-07 that it then decided on an H100 (docs/perf/nvidia-h100.md, 13:21 UTC): the
+# 16-bit softcap's tanh from one ex2.approx (bwd_kv_steps.cl's variant_entry), the default since,
+# and the fp32 A fragments split at each product (mma_tf32.cl's SPLIT_A_EACH_PRODUCT), the
+# default at d > 64 since. Its default NEW_ENV is therefore the forms before them
+# (FLASHCL_BWD_SOFTCAP_EX2=0 FLASHCL_BWD_TF32_SPLIT=0): new / base below 1 means the defaults win.
+# Builds (setup.sh); runs TESTS with FLASHCL_BWD_MMA=1 and NEW_ENV; then, in ROUNDS alternating
+# rounds, flashcl-bench --backward (causal, B 8, H 16, N 4096, d 64 and 128, fa2) for each ROWS
+# entry "name:dtypes:options" with NEW_ENV (new) and BASE_ENV (base). Files in OUT_DIR: tests.log,
 # times.txt; the table last (backward TFLOP/s by round, new / base).
-# Usage: [NEW_ENV="..."] [ROUNDS=2] [TESTS=gtest filter] [ROWS="a:f16:--softcap 30|..."] bench/gpu/bwd_kernels_ab.sh OUT_DIR
+# Usage: [NEW_ENV="..."] [BASE_ENV="..."] [ROUNDS=2] [TESTS=gtest filter] [ROWS="a:f16:--softcap 30|..."]
+#        bench/gpu/bwd_kernels_ab.sh OUT_DIR
 set -uo pipefail
 out=${1:-/tmp/flashcl-bwd-kernels-ab}
-new_env=${NEW_ENV:-FLASHCL_BWD_SOFTCAP_EX2=1 FLASHCL_BWD_TF32_SPLIT=1}
+new_env=${NEW_ENV:-FLASHCL_BWD_SOFTCAP_EX2=0 FLASHCL_BWD_TF32_SPLIT=0}
+base_env=${BASE_ENV:-}
 rounds=${ROUNDS:-2}
 tests=${TESTS:-BwdMma.Variants:BwdMmaTf32.*:Backward*}
 rows=${ROWS:-"softcap:f16,bf16:--softcap 30|plain:f16:|fp32:f32:"}
@@ -32,7 +34,7 @@ IFS='|' read -ra entries <<< "$rows"
 for round in $(seq "$rounds"); do
   for form in new base; do
     env=$new_env
-    [ $form = base ] && env=""
+    [ $form = base ] && env=$base_env
     for entry in "${entries[@]}"; do
       name=${entry%%:*} rest=${entry#*:}
       dtypes=${rest%%:*} opts=""

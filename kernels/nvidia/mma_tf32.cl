@@ -54,7 +54,7 @@ inline uint tf32_hi(float x) { return as_uint(x) & 0xffffe000u; }
   } while (0)
 
 #ifndef SPLIT_A_EACH_PRODUCT
-#define SPLIT_A_EACH_PRODUCT 0 /* 1 (the tensor-core backward under FLASHCL_BWD_TF32_SPLIT=1): see a_operand */
+#define SPLIT_A_EACH_PRODUCT 0 /* 1: the tensor-core backward at d > 64 (FLASHCL_BWD_TF32_SPLIT): see a_operand */
 #endif
 /* An A fragment element as qk_block splits it. A kernel's A fragments (Q, dO; K_w and V_w in the
  * backward's dK/dV kernel) do not change across its key loop, so the compiler hoists their hi and
