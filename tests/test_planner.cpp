@@ -265,6 +265,22 @@ TEST(Overrides, ReadFromTheEnvironment) {
   EXPECT_FALSE(o2.mma_off || o2.build_log || o2.disk_cache_off);
 }
 
+// The backward's two kernel forms of 2026-12-07: the softcap's ex2 tanh is on unless
+// FLASHCL_BWD_SOFTCAP_EX2=0; the fp32 split is unset (the planner's d > 64) unless
+// FLASHCL_BWD_TF32_SPLIT is 0 or 1, other values leaving it unset.
+TEST(Overrides, BackwardKernelForms) {
+  const auto with = [](const char* name, const char* value) {
+    return read_overrides([=](const char* asked) -> const char* { return std::string(asked) == name ? value : nullptr; });
+  };
+  EXPECT_TRUE(read_overrides([](const char*) -> const char* { return nullptr; }).bwd_softcap_ex2);
+  EXPECT_FALSE(with("FLASHCL_BWD_SOFTCAP_EX2", "0").bwd_softcap_ex2);
+  EXPECT_TRUE(with("FLASHCL_BWD_SOFTCAP_EX2", "1").bwd_softcap_ex2);
+  EXPECT_EQ(std::nullopt, read_overrides([](const char*) -> const char* { return nullptr; }).bwd_tf32_split);
+  EXPECT_EQ(std::optional<bool>(false), with("FLASHCL_BWD_TF32_SPLIT", "0").bwd_tf32_split);
+  EXPECT_EQ(std::optional<bool>(true), with("FLASHCL_BWD_TF32_SPLIT", "1").bwd_tf32_split);
+  EXPECT_EQ(std::nullopt, with("FLASHCL_BWD_TF32_SPLIT", "yes").bwd_tf32_split);
+}
+
 // The causal tail spans about two waves of resident work-groups (256 work-items a compute unit).
 TEST(Planner, CausalOrderTailSpansTwoWaves) {
   EXPECT_EQ(causal_order_tail(132, 128, 32, 128), 17);   // H100, mma.sync d = 128: 264 resident, 528 / 32
