@@ -61,25 +61,6 @@ bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() > suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string algo_error(std::string& text) {
-  if (lower(text) == "all" || parse_algorithm(text)) return "";
-  return "unknown algorithm '" + text + "' (choose from standard, fa1, fa2, auto, all)";
-}
-
-std::vector<Algorithm> parse_algos(const std::vector<std::string>& names) {
-  std::vector<Algorithm> wanted;
-  for (const auto& name : names) {
-    if (lower(name) == "all")
-      wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
-    else
-      wanted.push_back(*parse_algorithm(name));
-  }
-  std::vector<Algorithm> ordered;  // canonical order, each once
-  for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
-    if (std::find(wanted.begin(), wanted.end(), a) != wanted.end()) ordered.push_back(a);
-  return ordered;
-}
-
 std::string dtype_error(std::string& text) {
   if (dtype_named(text)) return "";
   const std::string t = lower(text);
@@ -138,6 +119,25 @@ std::string causal_error(const std::string& text, bool allow_both) {
 }
 
 }  // namespace
+
+std::string algo_error(const std::string& text) {
+  if (lower(text) == "all" || parse_algorithm(text)) return "";
+  return "unknown algorithm '" + text + "' (choose from standard, fa1, fa2, auto, all)";
+}
+
+std::vector<Algorithm> parse_algos(const std::vector<std::string>& names) {
+  std::vector<Algorithm> wanted;
+  for (const auto& name : names) {
+    if (lower(name) == "all")
+      wanted.insert(wanted.end(), {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2});
+    else
+      wanted.push_back(*parse_algorithm(name));
+  }
+  std::vector<Algorithm> ordered;  // canonical order, each once
+  for (Algorithm a : {Algorithm::Standard, Algorithm::FA1, Algorithm::FA2, Algorithm::Auto})
+    if (std::find(wanted.begin(), wanted.end(), a) != wanted.end()) ordered.push_back(a);
+  return ordered;
+}
 
 std::optional<DType> dtype_named(const std::string& text) {
   const std::string t = lower(text);
@@ -223,11 +223,11 @@ std::vector<int> parse_int_list(const std::string& text, std::string& error, lon
       error = "'" + item + "' must have 1 <= A <= B (and STEP >= 1)";
       return {};
     }
-    if (hi > max) {
-      error = std::to_string(hi) + " is out of range 1.." + std::to_string(max);
-      return {};
-    }
     for (long v = lo; v <= hi; v = bounds.size() == 3 ? v + step : v * 2) {
+      if (v > max) {
+        error = std::to_string(v) + " is out of range 1.." + std::to_string(max);
+        return {};
+      }
       if (values.size() >= kMaxListLength) {
         error = "more than " + std::to_string(kMaxListLength) + " values";
         return {};

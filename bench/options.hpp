@@ -85,6 +85,11 @@ int parse_options(int argc, char** argv, Options& options);
 // value in 1..max. Empty result and a message on error.
 std::vector<int> parse_int_list(const std::string& text, std::string& error, long max = 1L << 30);
 
+// --algo's names (standard, fa1, fa2, auto, all; any case): "" or what is wrong; and the list in
+// canonical order, each once ("all" is standard, fa1, fa2).
+std::string algo_error(const std::string& text);
+std::vector<Algorithm> parse_algos(const std::vector<std::string>& names);
+
 // flashcl's name for a storage type from the spellings people use (fp16, float32, bfloat16, E4M3...).
 std::optional<DType> dtype_named(const std::string& text);
 
