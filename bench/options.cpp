@@ -1,6 +1,8 @@
 // options.cpp: the CLI11 definition of flashcl-bench's options, the list and size syntaxes, and
 // the checks that turn an unsupported request (a dtype or mode flashcl lacks) into a clear error
-// instead of a silent fallback.
+// instead of a silent fallback; also the pieces the other modes share with it (--causal,
+// --softcap, --window, dtype and algorithm names, exit codes), so a command line means the same
+// in every mode.
 #include "options.hpp"
 
 #include <CLI/CLI.hpp>

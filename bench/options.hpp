@@ -1,5 +1,6 @@
-// options.hpp: flashcl-bench's command line, parsed and checked with CLI11 into plain values.
-// Every bad value is rejected with a message that names the option. Running with no arguments
+// options.hpp: flashcl-bench's command line, parsed and checked with CLI11 into plain values, and
+// the option pieces its four modes share. Every bad value is rejected with a message that names
+// the option, and a usage error exits 2 in every mode. Running with no arguments
 // is the default sweep (the defaults below), sized to finish in about two minutes on a 2-core CPU
 // under PoCL.
 #pragma once
