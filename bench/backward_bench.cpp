@@ -19,6 +19,7 @@
 #include "device_buffers.hpp"
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
+#include "result.hpp"  // row_status
 #include "problem.hpp"  // geometric_alibi_slopes
 #include "stats.hpp"
 
@@ -146,9 +147,7 @@ int run_backward_bench(int argc, char** argv) {
   const CausalOption causal(app, "off");
   app.add_flag("--deterministic", o.deterministic, "fa2: dQ without atomics (bit-identical runs)");
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
+  add_warmup_option(app, o.warmup);
   std::string window;
   add_window_option(app, window);
   add_softcap_option(app, o.softcap);
@@ -156,10 +155,8 @@ int run_backward_bench(int argc, char** argv) {
   app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
-  o.seqlen = parse_int_list(seqlens, error);
-  if (!error.empty()) error = "--seqlen: " + error;
-  if (error.empty()) o.head_dim = parse_int_list(dims, error, 256);
-  if (!error.empty() && error.rfind("--", 0) != 0) error = "--head-dim: " + error;
+  o.seqlen = parse_list_option("--seqlen", seqlens, error);
+  o.head_dim = parse_list_option("--head-dim", dims, error, 256);
   if (error.empty()) error = float_dtypes_error(comma_list(dtypes), o.dtypes);
   for (const std::string& name : comma_list(algos))
     if (const std::string wrong = algo_error(name); !wrong.empty() && error.empty()) error = "--algo: " + wrong;
@@ -195,8 +192,8 @@ int run_backward_bench(int argc, char** argv) {
               std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f\n", n, d, c ? "yes" : "no",
                           to_string(dtype), to_string(algo), r.bwd_ms, 2.5 * fwd_flops / r.bwd_ms / 1e9, r.fwd_bwd_ms,
                           3.5 * fwd_flops / r.fwd_bwd_ms / 1e9);
-            } catch (const Error& e) {  // out of resources: skipped, as the forward's rows
-              const bool skipped = e.status() == Status::OutOfResources;
+            } catch (const Error& e) {
+              const bool skipped = row_status(e) == RowStatus::Skipped;
               std::printf("%6d %4d %6s %5s %-8s | %s: %s\n", n, d, c ? "yes" : "no", to_string(dtype),
                           to_string(algo), skipped ? "skipped" : "error", e.what());
               if (!skipped) ++failed;

@@ -245,9 +245,7 @@ int run_decode_bench(int argc, char** argv) {
                  "K/V bytes counted at 1 a element); unset: --dtype")
       ->check(CLI::IsMember({"e4m3", "e5m2"}));
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
+  add_warmup_option(app, o.warmup);
   app.add_flag("--check", o.check, "Compare O with the float64 reference (small shapes)");
   app.add_flag("!--no-roofline", o.roofline, "Skip the copy ceiling");
   app.add_flag("--remeasure,--remeasure-ceilings", o.remeasure, "Measure the copy ceiling again");

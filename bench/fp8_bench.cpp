@@ -20,6 +20,7 @@
 #include "flashcl/flashcl.hpp"
 #include "fp8_experiment.hpp"
 #include "options.hpp"
+#include "result.hpp"  // row_status
 #include "stats.hpp"
 
 namespace flashcl::bench {
@@ -133,15 +134,11 @@ int run_fp8_bench(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("-r,--repeat", o.repeat, "Timed runs (median)")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("-w,--warmup", o.warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
+  add_warmup_option(app, o.warmup);
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
-  o.seqlen = parse_int_list(seqlens, error);
-  if (!error.empty()) error = "--seqlen: " + error;
-  if (error.empty()) o.head_dim = parse_int_list(dims, error, 256);
-  if (!error.empty() && error.rfind("--", 0) != 0) error = "--head-dim: " + error;
+  o.seqlen = parse_list_option("--seqlen", seqlens, error);
+  o.head_dim = parse_list_option("--head-dim", dims, error, 256);
   if (error.empty() && o.heads_kv > 0 && o.heads % o.heads_kv != 0)
     error = "--heads-kv " + std::to_string(o.heads_kv) + " does not divide --heads " + std::to_string(o.heads);
   if (!error.empty()) {
@@ -195,8 +192,8 @@ int run_fp8_bench(int argc, char** argv) {
           else
             std::printf("%6d %4d %6s | %9.3f %9.3f %9.3f | %9s %9s %7s | %9.3g %9s\n", n, d, c ? "yes" : "no", fp8_ms,
                         tflop / fp8_ms, problem.quantize_ms(), "-", "-", "-", rmse_fp8, "-");
-        } catch (const Error& e) {  // out of resources: skipped, as the forward's rows
-          const bool skipped = e.status() == Status::OutOfResources;
+        } catch (const Error& e) {
+          const bool skipped = row_status(e) == RowStatus::Skipped;
           std::printf("%6d %4d %6s | %s: %s\n", n, d, c ? "yes" : "no", skipped ? "skipped" : "error", e.what());
           if (!skipped) ++failed;
         }

@@ -176,6 +176,12 @@ std::vector<bool> CausalOption::values() const {
   return {t == "on" || t == "yes" || t == "true" || t == "1"};
 }
 
+void add_warmup_option(CLI::App& app, int& warmup) {
+  app.add_option("-w,--warmup", warmup, "Untimed runs first (at least one: it builds, and PoCL compiles in it)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+}
+
 void add_softcap_option(CLI::App& app, double& softcap) {
   // Not CLI::NonNegativeNumber: its message spells out the range's upper end, DBL_MAX, in 300 digits.
   app.add_option("--softcap", softcap, "Softcap c: scores become c*tanh(s/c) (0: off)")->check(checker(softcap_error, "C"));
@@ -237,6 +243,13 @@ std::vector<int> parse_int_list(const std::string& text, std::string& error, lon
       values.push_back(static_cast<int>(v));
     }
   }
+  return values;
+}
+
+std::vector<int> parse_list_option(const char* option, const std::string& text, std::string& error, long max) {
+  if (!error.empty()) return {};
+  std::vector<int> values = parse_int_list(text, error, max);
+  if (!error.empty()) error = std::string(option) + ": " + error;
   return values;
 }
 

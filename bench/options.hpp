@@ -65,6 +65,10 @@ class CausalOption {
   CLI::Option* option_ = nullptr;
 };
 
+// -w/--warmup for the modes that time one call a row: untimed runs first, at least one, since a first
+// call's events can hold its kernels' build (PoCL compiles at the first launch).
+void add_warmup_option(CLI::App& app, int& warmup);
+
 // --softcap C and --window LEFT,RIGHT as every mode defines and checks them (a bad value gets a
 // message naming the form wanted). read_window: the two sides of a checked text ({-1, -1} if empty).
 void add_softcap_option(CLI::App& app, double& softcap);
@@ -90,6 +94,12 @@ std::vector<int> parse_int_list(const std::string& text, std::string& error, lon
 // canonical order, each once ("all" is standard, fa1, fa2).
 std::string algo_error(const std::string& text);
 std::vector<Algorithm> parse_algos(const std::vector<std::string>& names);
+
+// parse_int_list for the option named `option`: "" left alone, else error set to "OPTION: what is
+// wrong". Nothing is parsed while error already holds one, so a mode chains its lists and reports
+// the first bad one.
+std::vector<int> parse_list_option(const char* option, const std::string& text, std::string& error,
+                                   long max = 1L << 30);
 
 // flashcl's name for a storage type from the spellings people use (fp16, float32, bfloat16, E4M3...).
 std::optional<DType> dtype_named(const std::string& text);

@@ -16,6 +16,12 @@ namespace flashcl::bench {
 
 enum class RowStatus { Ok, Skipped, Error };
 
+// A row that a library error ended: out of resources (the device cannot hold or run it) is a skip,
+// anything else a failure; the rule of every mode's rows.
+inline RowStatus row_status(const Error& e) {
+  return e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+}
+
 struct Result {
   Shape shape;
   DType dtype = DType::F32;  // storage of Q, K, V, O (arithmetic is fp32)

@@ -262,7 +262,7 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
       else
         largest_workspace = std::max(largest_workspace, r.workspace_bytes);
     } catch (const Error& e) {
-      r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+      r.status = row_status(e);
       r.note = e.what();
     }
     rows.push_back(r);
@@ -378,7 +378,7 @@ void Runner::run_shape(const Shape& shape, DType dtype, int shape_index, const R
         if (r.resolved == "standard") standard_ms = r.median_ms;
         if (standard_ms > 0.0) r.speedup = standard_ms / r.median_ms;
       } catch (const Error& e) {
-        r.status = e.status() == Status::OutOfResources ? RowStatus::Skipped : RowStatus::Error;
+        r.status = row_status(e);
         r.note = e.what();
         r.runs_ms.clear();
       } catch (const std::exception& e) {  // host memory for the check, say: this row only
