@@ -272,10 +272,11 @@ TEST(Overrides, BackwardKernelForms) {
   const auto with = [](const char* name, const char* value) {
     return read_overrides([=](const char* asked) -> const char* { return std::string(asked) == name ? value : nullptr; });
   };
-  EXPECT_TRUE(read_overrides([](const char*) -> const char* { return nullptr; }).bwd_softcap_ex2);
+  const Overrides unset = read_overrides([](const char*) -> const char* { return nullptr; });
+  EXPECT_TRUE(unset.bwd_softcap_ex2);
   EXPECT_FALSE(with("FLASHCL_BWD_SOFTCAP_EX2", "0").bwd_softcap_ex2);
   EXPECT_TRUE(with("FLASHCL_BWD_SOFTCAP_EX2", "1").bwd_softcap_ex2);
-  EXPECT_EQ(std::nullopt, read_overrides([](const char*) -> const char* { return nullptr; }).bwd_tf32_split);
+  EXPECT_EQ(std::nullopt, unset.bwd_tf32_split);
   EXPECT_EQ(std::optional<bool>(false), with("FLASHCL_BWD_TF32_SPLIT", "0").bwd_tf32_split);
   EXPECT_EQ(std::optional<bool>(true), with("FLASHCL_BWD_TF32_SPLIT", "1").bwd_tf32_split);
   EXPECT_EQ(std::nullopt, with("FLASHCL_BWD_TF32_SPLIT", "yes").bwd_tf32_split);
