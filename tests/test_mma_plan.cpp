@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/errors.hpp"
+#include "plan/forward_programs.hpp"  // mma_program
 #include "plan/mma_plan.hpp"
 #include "plan/overrides.hpp"
 #include "planner_calls.hpp"
@@ -147,6 +148,55 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
     a.dtype = DType::E4M3;
     a.window = {32, -1};
   });
+}
+
+// Softcap, ALiBi, masks and biases (fa2_mma.cl's SCORE_TRANSFORM) take the tensor cores in 16 and 32
+// bits when FLASHCL_TENSOR_CORE_TRANSFORMS asks (not by default, not in fp8, not with the variants
+// off), built with the scaled score (FOLD_SCALE=0), the softcap's ex2 tanh in 16 bits up to
+// kSoftcapEx2Max unless FLASHCL_FWD_SOFTCAP_EX2=0; FLASHCL_MMA=any takes any device.
+TEST(MmaPlan, ScoreTransformsWhenAskedFor) {
+  const DeviceFacts hopper = nvidia(9, 0);
+  Overrides on, variants_off, no_ex2;
+  on.tensor_core_transforms = variants_off.tensor_core_transforms = no_ex2.tensor_core_transforms = true;
+  variants_off.tensor_core_variants = false;
+  no_ex2.fwd_softcap_ex2 = false;
+  int dummy = 0;  // any non-null handle: the plan only looks at whether it is set
+  const auto with = [&](DType t, const char* what) {
+    ForwardArgs a = dense_fa2_call(t, 128);
+    const std::string w = what;
+    if (w == "softcap") a.softcap = 30.0f;
+    if (w == "wide softcap") a.softcap = 100.0f;
+    if (w == "alibi") a.alibi_slopes = reinterpret_cast<cl_mem>(&dummy);
+    if (w == "bool") a.mask.kind = MaskKind::Bool;
+    if (w == "bias") a.mask.kind = MaskKind::Bias;
+    return a;
+  };
+  for (const char* what : {"softcap", "wide softcap", "alibi", "bool", "bias"})
+    for (DType t : {DType::F16, DType::BF16, DType::F32}) {
+      const ForwardArgs a = with(t, what);
+      const std::string where = std::string(what) + " " + to_string(t);
+      EXPECT_FALSE(mma_eligible(hopper, a, Overrides{})) << where;  // off by default
+      EXPECT_FALSE(mma_eligible(hopper, a, variants_off)) << where;
+      ASSERT_TRUE(mma_eligible(hopper, a, on)) << where;
+      const TilePlan plan = mma_plan(hopper, a, on);
+      const std::string options = mma_program(a, plan, MmaKind::MmaSync).options;
+      EXPECT_NE(options.find("-DFOLD_SCALE=0"), std::string::npos) << where;
+      const bool ex2 = std::string(what) == "softcap" && t != DType::F32;
+      EXPECT_EQ(plan.softcap_ex2, ex2) << where;
+      EXPECT_EQ(options.find("-DSOFTCAP_EX2=1") != std::string::npos, ex2) << where;
+      EXPECT_FALSE(mma_plan(hopper, a, no_ex2).softcap_ex2) << where;
+    }
+  ForwardArgs fp8 = with(DType::E4M3, "softcap");
+  EXPECT_FALSE(mma_eligible(hopper, fp8, on));
+  DeviceFacts cpu = hopper;
+  cpu.vendor = "The pocl project";
+  cpu.kind = DeviceKind::CPU;
+  cpu.nv_compute_major = cpu.nv_compute_minor = 0;
+  Overrides any = on;
+  any.mma_any = true;
+  EXPECT_FALSE(mma_eligible(cpu, with(DType::F16, "bias"), on));
+  EXPECT_TRUE(mma_eligible(cpu, with(DType::F16, "bias"), any));
+  EXPECT_FALSE(mma_eligible(cpu, fp8, any));  // e4m3 needs compute capability 8.9
 }
 
 TEST(MmaPlan, EnvironmentOverrides) {

@@ -70,7 +70,7 @@ BWD_INLINE void variant_entry(float* s, float* dp, bool masked, int row, int key
    * it for (kSoftcapEx2Max). The library's tanh and a division, once for each, cost these kernels
    * 2-3.4x their plain time on an H100 (this form: 1.9-2.6x faster there). fp32 (3xTF32) keeps them:
    * its bounds are fp32's. */
-  const float th = 1.0f - 2.0f * native_recip(1.0f + ex2_approx(raw * (2.0f * LOG2E_F / sv->softcap)));
+  const float th = softcap_tanh_ex2(raw, sv->softcap);
   const float score =
       key_masked(row, key, sv, a, mask) ? NEG_INF : score_shifts(sv->softcap * th, row, key, sv, a, mask);
   const float p = ex2_approx((score - lse) * LOG2E_F);

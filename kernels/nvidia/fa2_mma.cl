@@ -24,8 +24,10 @@
  * as every path), applied only on the blocks that cross them; GQA maps query heads to K/V heads;
  * packed sequences (VARLEN, 16 and 32 bits) take their bases, lengths and LSE rows from cu_seqlens
  * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
- * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Other variants
- * run on fa2.cl. */
+ * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Softcap, ALiBi,
+ * masks and biases (SCORE_TRANSFORM, with FLASHCL_TENSOR_CORE_TRANSFORMS=1) send every score through
+ * common.cl's final_score on every block, in halved natural units (HALF_UNITS) where a slope or bias
+ * could overflow base 2 (transform_tile). FP8 variants run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
  * A program is attn_args.h, common.cl, mma_ptx.cl (the PTX helpers and the geometry: WARPS, MT,
@@ -81,6 +83,12 @@
  *                     V_TRANSPOSED permutes them); the masks map columns back to keys through it
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
  * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
+#ifndef FOLD_SCALE
+#define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0 and no transform): scale * log2(e) folded into the exponent */
+#endif
+#ifndef SOFTCAP_EX2
+#define SOFTCAP_EX2 0 /* 1 (16 bits, caps up to 64: the host's choice): the softcap's tanh from mma_ptx.cl's ex2 form */
+#endif
 #if !defined(ELEM_T) || !defined(CHUNK) || !defined(DPAD) || !defined(QFRAGS)
 #error "fa2_mma.cl: the operand file must define ELEM_T, CHUNK, DPAD and QFRAGS (see the contract above)"
 #endif
@@ -96,8 +104,11 @@
 #if DPAD % 8 != 0 || DPAD % CHUNK != 0
 #error "fa2_mma.cl: DPAD must be a multiple of 8 (NT_O's 8-column tiles) and of CHUNK (whole 16-byte copies)"
 #endif
-#if HALF_UNITS
-#error "fa2_mma.cl keeps scores in base 2: HALF_UNITS is for the portable kernels"
+#if HALF_UNITS && !SCORE_TRANSFORM
+#error "fa2_mma.cl: HALF_UNITS only with a score transform (the host's choice for softcap, ALiBi, a bias)"
+#endif
+#if SCORE_TRANSFORM && FOLD_SCALE
+#error "fa2_mma.cl: a score transform needs the scaled score (FOLD_SCALE=0)"
 #endif
 
 #define CHUNKS_PER_ROW (DPAD / CHUNK)
@@ -168,11 +179,7 @@ inline void load_block(__local ELEM_T* tile, int pitch, __global const ELEM_T* s
 #define load_v_block load_block /* V's tiles laid out as K's */
 #endif
 
-#ifndef FOLD_SCALE
-#define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0): scale * log2(e) folded into the exponent */
-#endif
-
-/* c = scale * log2(e) (times the FP8 descales) applied to every score of the warp, before any
+/* c = scale * log2(e) (times the FP8 descales; scale / 2 in HALF_UNITS) applied to every score of the warp, before any
  * mask (unless FOLD_SCALE, where the softmax takes raw scores: max(c s) = c max(s) for c > 0, and
  * 2^(c s - m) is one FFMA) */
 inline void scale_scores(float s[MT][NT_S][4], float c) {
@@ -200,11 +207,41 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
     }
 }
 
+#if SCORE_TRANSFORM
+/* scores_to_probs takes the mask or bias only in these programs (the others' code stays as recorded) */
+#define MASK_PARAM , __global const MASK_T* mask
+#define MASK_ARG , mask
+/* Every score of one 16-row m-tile (rows row_a and row_a + 8 in this lane) through the variants'
+ * rules, on every block (softcap, ALiBi and masks change every score): common.cl's final_score, in the
+ * kernel's units (half natural units with HALF_UNITS, so no finite bias or slope overflows), with
+ * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
+ * division per score cost more than the two products at d <= 128). */
+inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
+                           __global const MASK_T* mask) {
+#pragma unroll
+  for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+#if SOFTCAP && SOFTCAP_EX2
+      s[j][e] = key_masked(row, key, sv, a, mask)
+                    ? NEG_INF
+                    : score_shifts(sv->softcap * softcap_tanh_ex2(s[j][e], sv->softcap), row, key, sv, a, mask);
+#else
+      s[j][e] = final_score(s[j][e], row, key, sv, a, mask);
+#endif
+    }
+}
+#else
+#define MASK_PARAM
+#define MASK_ARG
+#endif
+
 /* Online softmax of one 16-row m-tile over the block's scores (masked; scaled to log2 units, or
  * raw with FOLD_SCALE and scaled by c here): S becomes P = 2^(S - m) in place, the running max m
  * and per-lane sum l advance, and alpha = 2^(m_old - m_new) is what O must be multiplied by
  * (rescale_o). Returns whether a row's reference max moved. */
-inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2], float c) {
+inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2], float c SHFL_SCRATCH_PARAM) {
   float mx[2] = {NEG_INF, NEG_INF};
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
@@ -223,8 +260,8 @@ inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2
      * and once the max settles whole blocks skip the rescale of O. A row with nothing visible yet
      * keeps m = -inf and P = 0. */
     const float mn = fmax(m[r], mx[r]);
-    const bool up = mn > m[r] + RESCALE_SLACK;
-    alpha[r] = up ? ex2_approx(m[r] - mn) : 1.0f;
+    const bool up = mn > m[r] + RESCALE_SLACK / LOG2_PER_SCORE_UNIT;
+    alpha[r] = up ? ex2_approx((m[r] - mn) * LOG2_PER_SCORE_UNIT) : 1.0f;
     if (up) m[r] = mn;
     mu[r] = m[r] == NEG_INF ? 0.0f : m[r];
     l[r] *= alpha[r];
@@ -233,7 +270,8 @@ inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2
 #pragma unroll
   for (int j = 0; j < NT_S; ++j) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[j][e] = ex2_approx(FOLD_SCALE ? fma(s[j][e], c, -mu[e >> 1]) : s[j][e] - mu[e >> 1]);
+    for (int e = 0; e < 4; ++e)
+      s[j][e] = ex2_approx(FOLD_SCALE ? fma(s[j][e], c, -mu[e >> 1]) : (s[j][e] - mu[e >> 1]) * LOG2_PER_SCORE_UNIT);
     l[0] += s[j][0] + s[j][1];
     l[1] += s[j][2] + s[j][3];
   }
@@ -242,18 +280,24 @@ inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2
 
 /* The block's scores of every m-tile of the warp become probabilities: scaled, masked only where
  * the block crosses the causal diagonal or the end of the keys (the mask as a pass of its own
- * keeps one copy of the softmax in the program: +5-12 % on the H100), then the online softmax.
+ * keeps one copy of the softmax in the program: +5-12 % on the H100), or transformed on every block
+ * (SCORE_TRANSFORM, with `mask`: the mask or bias where MASK_KIND says so), then the online softmax.
  * Returns whether O must be rescaled by alpha (in any lane of the warp: the rescale is a
  * warp-uniform branch). */
 inline bool scores_to_probs(float s[MT][NT_S][4], float m[MT][2], float l[MT][2], float alpha[MT][2], int q0, int k0,
-                            int row0, int t, const SeqView* sv, const AttnArgs* a, float c) {
+                            int row0, int t, const SeqView* sv, const AttnArgs* a, float c MASK_PARAM SHFL_SCRATCH_PARAM) {
   scale_scores(s, c);
+#if SCORE_TRANSFORM
+#pragma unroll
+  for (int i = 0; i < MT; ++i) transform_tile(s[i], row0 + 16 * i, k0, t, sv, a, mask);
+#else
   if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll
     for (int i = 0; i < MT; ++i) mask_tile(s[i], row0 + 16 * i, k0, t, sv, a);
+#endif
   bool moved = false;
 #pragma unroll
-  for (int i = 0; i < MT; ++i) moved |= softmax_tile(s[i], m[i], l[i], alpha[i], c);
+  for (int i = 0; i < MT; ++i) moved |= softmax_tile(s[i], m[i], l[i], alpha[i], c SHFL_SCRATCH_ARG);
   return !LAZY_RESCALE || warp_any(moved);
 }
 
@@ -278,13 +322,10 @@ inline void rescale_o(float acc[MT][NT_O][4], const float alpha[MT][2], bool res
  * owns a slice of O_SLICE_ROWS rows of that stage: the first half of the warps in its K tile, the
  * other half in its V tile. */
 #if defined(O_VEC_STORE) && O_VEC_STORE && (DTYPE == 1 || DTYPE == 2) && STAGES == 2 && !defined(ASYNC_MMA) && \
-    WARPS % 2 == 0 && 2 * BC / WARPS >= 8
+    WARPS % 2 == 0 && 2 * BC / WARPS >= 8 && K_PITCH == V_PITCH /* (its slices take the one pitch) */
 #define O_STAGED 1
 #define O_SLICE_ROWS (2 * BC / WARPS >= 16 ? 16 : 8)
 #define O_CHUNKS (DPAD / CHUNK) /* 16-byte chunks of a row */
-#if K_PITCH != V_PITCH
-#error "O_STAGED lays out its slices with the K/V pitch"
-#endif
 /* Rows row_base .. row_base + 16 MT - 1 of O (this warp's; lane 4g+t holds rows g and g + 8 of
  * each m-tile, columns 8n + 2t and + 1), scaled by inv, in passes of O_SLICE_ROWS rows: the lanes
  * write their pairs into the slice (rows one bank group apart: no conflicts), then read it back
@@ -304,7 +345,7 @@ inline void store_o_staged(__global ushort* o, long o_base, long stride, int row
         for (int n = 0; n < NT_O; ++n)
           *(__local uint*)(dst + 8 * n) = pack2(acc[i][n][2 * r] * inv[i][r], acc[i][n][2 * r + 1] * inv[i][r]);
       }
-    asm volatile("bar.warp.sync -1;" ::: "memory"); /* the slice written before any lane reads it */
+    warp_sync(); /* the slice written before any lane reads it */
 #pragma unroll
     for (int j = 0; j < (O_SLICE_ROWS * O_CHUNKS + 31) / 32; ++j) {
       const int idx = lane + 32 * j, sr = idx / O_CHUNKS, c = (idx - sr * O_CHUNKS) * CHUNK;
@@ -313,7 +354,7 @@ inline void store_o_staged(__global ushort* o, long o_base, long stride, int row
       if (row < seqlen_q && c < HEAD_DIM)
         *(__global uint4*)(o + o_base + (long)row * stride + c) = *(__local const uint4*)(slice + sr * K_PITCH + c);
     }
-    asm volatile("bar.warp.sync -1;" ::: "memory"); /* read before the next pass overwrites it */
+    warp_sync(); /* read before the next pass overwrites it */
   }
 }
 #else
@@ -330,6 +371,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #if VARLEN
                      , __global const int* cu_seqlens_q, __global const int* cu_seqlens_k
 #endif
+#if SCORE_TRANSFORM /* ALiBi's slopes and the mask or bias, each null where absent */
+                     , __global const float* alibi_slopes, __global const MASK_T* mask
+#endif
 ) {
   __local ELEM_T k_tile[STAGES][BC * K_PITCH] __attribute__((aligned(128)));
   __local ELEM_T v_tile[STAGES][BC * V_PITCH] __attribute__((aligned(128)));
@@ -337,21 +381,30 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   __local ELEM_T q_tile[BR * Q_PITCH] __attribute__((aligned(16)));
 #endif
 
+#ifdef MMA_EMULATED_SHUFFLE
+  __local float shfl_scratch[WG_SIZE]; /* the emulated operand files' shuffles (tests/emulated_mma) */
+#endif
+#if SCORE_TRANSFORM
+#define FWD_SLOPES alibi_slopes
+#else
+#define FWD_SLOPES 0
+#endif
+
   const int lid = get_local_id(0), warp = lid / 32, lane = lid % 32, g = lane / 4, t = lane % 4;
   int q_block, h, b;
   block_coordinates(&args, &q_block, &h, &b);
   const AttnArgs* a = &args;
 #if VARLEN /* the sequence's lengths and first rows, from cu_seqlens, before anything is read */
-  const SeqView sv = seq_view(a, b, h, LOG2E_F, cu_seqlens_q, cu_seqlens_k, 0);
+  const SeqView sv = seq_view(a, b, h, SCORE_UNIT, cu_seqlens_q, cu_seqlens_k, FWD_SLOPES);
 #endif
 #if FP8_DESCALES
   /* FP8: S = q_descale k_descale (Q K^T of the stored values), so the two descales of this
    * (batch, K/V head) join the softmax's scale c; v_descale joins O's final division */
   const int descale_at = b * a->heads_kv + KV_HEAD(a, h);
-  const float c = a->scale_log2 * (q_descale[descale_at] * k_descale[descale_at]);
+  const float c = Q_SCALE(a) * (q_descale[descale_at] * k_descale[descale_at]);
   const float o_descale = v_descale[descale_at];
 #else
-  const float c = a->scale_log2; /* scores to log2 units */
+  const float c = Q_SCALE(a); /* scores to the kernel's units: log2, or halves of natural ones (HALF_UNITS) */
   const float o_descale = 1.0f;
 #endif
   const int q0 = q_block * BR;
@@ -381,7 +434,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
   }
 
 #if !VARLEN
-  const SeqView sv = seq_view(a, b, h, LOG2E_F, 0, 0, 0); /* lengths and shift */
+  const SeqView sv = seq_view(a, b, h, SCORE_UNIT, 0, 0, FWD_SLOPES); /* lengths, shift, a slope */
 #endif
   int kb_begin, n_blocks;
   key_block_range(q0, q_end, BC, &sv, a, &kb_begin, &n_blocks);
@@ -455,7 +508,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     WG_WAIT(0);
     PIN_TILES(s, NT_S);
     mbar_arrive_warp(&done[0], lane); /* step -1 */
-    scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a, c); /* O is 0: no rescale */
+    scores_to_probs(s, m, l, alpha, q0, kb_begin * BC, row0, t, &sv, a, c MASK_ARG SHFL_SCRATCH_ARG); /* O is 0: no rescale */
     pack_p(pa, s);
 #ifdef V_FETCH_WORDS
     if (kb_begin + 1 < n_blocks) fetch_v(v_words, vg, v_base, a->v_seq_stride, (kb_begin + 1) * BC, SV_NK(&sv, a), lid);
@@ -485,7 +538,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 #endif
     WG_WAIT(1); /* S(blk + 1); P(blk) V(blk) may still run */
     PIN_TILES(s, NT_S);
-    const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a, c);
+    const bool rescale = scores_to_probs(s, m, l, alpha, q0, (blk + 1) * BC, row0, t, &sv, a, c MASK_ARG SHFL_SCRATCH_ARG);
     WG_WAIT_AFTER(0, order_slot + lid, l[0][0] + l[0][1]); /* P(blk) V(blk), after the softmax */
     PIN_TILES(acc, NT_O);
     mbar_arrive_warp(&done[(step + 1) & 1], lane);
@@ -528,7 +581,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       announce_copies(&full[cur ^ 1]);
     }
     qk_block(s, qa, k_tile[cur], lane);
-    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c));
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c MASK_ARG SHFL_SCRATCH_ARG));
     pv_block(acc, s, v_tile[cur], lane);
     mbar_arrive_warp(&done[cur], lane);
   }
@@ -549,7 +602,7 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
 
     float s[MT][NT_S][4], alpha[MT][2];
     qk_block(s, qa, k_tile[0], lane);
-    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c));
+    rescale_o(acc, alpha, scores_to_probs(s, m, l, alpha, q0, k0, row0, t, &sv, a, c MASK_ARG SHFL_SCRATCH_ARG));
 
 #if VEC_LOAD
     async_wait_all(); /* V(blk) */

@@ -58,6 +58,22 @@ inline float ex2_approx(float x) {
   return r;
 }
 
+/* tanh(x / cap) as 1 - 2 / (1 + 2^(2 x log2(e) / cap)): one ex2.approx and one reciprocal instead of
+ * the library's tanh and a division, to about 3e-7 absolute (+-1 where 2^ saturates): the 16-bit
+ * kernels' softcap (bwd_kv_steps.cl, fa2_mma.cl), whose host builds it for caps up to 64 only, so the
+ * score is off by at most 64 * 3e-7, far inside the 16-bit rounding of P. */
+inline float softcap_tanh_ex2(float x, float cap) {
+  return 1.0f - 2.0f * native_recip(1.0f + ex2_approx(x * (2.0f * LOG2E_F / cap)));
+}
+
+/* The warp's lanes meet here (their earlier __local writes visible to each other). */
+inline void warp_sync(void) { asm volatile("bar.warp.sync -1;" ::: "memory"); }
+
+/* The emulated shuffles (tests/emulated_mma) exchange through a __local array the kernel declares;
+ * the helpers that shuffle take it through these (nothing here). */
+#define SHFL_SCRATCH_PARAM
+#define SHFL_SCRATCH_ARG
+
 inline uint local_addr(__local const void* p) { return (uint)(ulong)p; }
 
 /* 16 bytes global -> __local without passing through registers; `bytes` = 0 writes 16 zero bytes
@@ -104,7 +120,7 @@ inline void mbar_arrive(__local ulong* bar) {
 /* One arrival for the whole warp once every lane is past this point (the warp's earlier __local
  * reads ordered before it through the warp barrier, then lane 0 arrives). */
 inline void mbar_arrive_warp(__local ulong* bar, int lane) {
-  asm volatile("bar.warp.sync -1;" ::: "memory");
+  warp_sync();
   if (lane == 0) mbar_arrive(bar);
 }
 /* Until the phase of parity `parity` has completed (acquire: the writes its arrivals released are visible). */

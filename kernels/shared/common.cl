@@ -66,12 +66,14 @@
 #define EXP2_OF(x) exp2((x) * (2.0f * LOG2E_F))
 #define LSE_OF(m, l) (2.0f * (m) + log(l))
 #define Q_SCALE(a) ((a)->scale * 0.5f)
+#define LOG2_PER_SCORE_UNIT (2.0f * LOG2E_F) /* a score difference to log2 units (ex2.approx's argument) */
 #else
 #define SCORE_UNIT LOG2E_F
 #define NATURAL_UNIT 1.0f
 #define EXP2_OF(x) exp2(x)
 #define LSE_OF(m, l) (((m) + log2(l)) * LN2_F)
 #define Q_SCALE(a) ((a)->scale_log2)
+#define LOG2_PER_SCORE_UNIT 1.0f
 #endif
 
 /* ---- storage dtypes: adding one is a new branch here, nothing else ---- */

@@ -4,7 +4,8 @@
 // m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA (windows and
-// packed sequences too unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp), no forced tile, and a
+// packed sequences too unless FLASHCL_TENSOR_CORE_VARIANTS=0, softcap, ALiBi, masks and biases with
+// FLASHCL_TENSOR_CORE_TRANSFORMS=1; mma_plan.cpp), no forced tile, and a
 // probe that must pass on that device first (of the plain program: a variant's build failure is
 // then the call's error, with its log): the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
@@ -24,6 +25,7 @@
 #include "launch/launchers.hpp"
 #include "launch/probe.hpp"
 #include "launch/probe_problem.hpp"
+#include "plan/forward_programs.hpp"  // transforms_scores
 #include "plan/mma_plan.hpp"
 #include "program/program_cache.hpp"
 
@@ -35,14 +37,19 @@ void enqueue_mma(cl_command_queue queue, const Problem& p, const MmaCandidate& c
   const ForwardArgs& a = p.args;
   cl::Kernel kernel = make_kernel(p, candidate.program, "fa2_mma_forward");
   const Fa2Grid grid = with_args(p, candidate.grid);
-  // the kernel's arguments in its order: the fp8 descales (FP8_DESCALES), then cu_seqlens (VARLEN)
+  // the kernel's arguments in its order: the fp8 descales (FP8_DESCALES), cu_seqlens (VARLEN), then
+  // ALiBi's slopes and the mask or bias (SCORE_TRANSFORM; null where absent)
   set_args(kernel, a.q.buffer, a.k.buffer, a.v.buffer, a.o.buffer, a.lse, grid.args);
   cl_uint next = 6;
   if (is_fp8(a.dtype)) {
     set_args_from(kernel, next, a.fp8.q_descale, a.fp8.k_descale, a.fp8.v_descale);
     next += 3;
   }
-  if (a.cu_seqlens_q != nullptr) set_args_from(kernel, next, a.cu_seqlens_q, a.cu_seqlens_k);
+  if (a.cu_seqlens_q != nullptr) {
+    set_args_from(kernel, next, a.cu_seqlens_q, a.cu_seqlens_k);
+    next += 2;
+  }
+  if (transforms_scores(a)) set_args_from(kernel, next, a.alibi_slopes, a.mask.buffer);
   enqueue(queue, kernel, grid.global, grid.local, wait, launch);
 }
 
@@ -134,10 +141,11 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan
       enqueue_mma(queue, p, candidate, wait, launch);
       return true;
     }
-    // FLASHCL_FP8_WGMMA=require (tests, A/B runs): no silent fallback to mma.sync for e4m3 on wgmma
+    // FLASHCL_FP8_WGMMA=require or FLASHCL_MMA=any (tests, A/B runs): no silent fallback
     if (candidate.required)
-      fail(Status::InternalError, "FLASHCL_FP8_WGMMA=require: the e4m3 wgmma probe failed on this device (",
-           to_string(out), " O, ", vec_load ? "16-byte" : "element-wise", " copies; FLASHCL_BUILD_LOG=1 shows why)");
+      fail(Status::InternalError, is_fp8(a.dtype) ? "FLASHCL_FP8_WGMMA=require" : "FLASHCL_MMA=any", ": the ",
+           probe_name(candidate.kind, a.dtype), " failed on this device (", to_string(out), " O, ",
+           vec_load ? "16-byte" : "element-wise", " copies; FLASHCL_BUILD_LOG=1 shows why)");
   }
   return false;
 }

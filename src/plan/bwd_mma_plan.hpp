@@ -10,15 +10,10 @@
 
 #include "flashcl/flashcl.hpp"
 #include "plan/device_facts.hpp"
+#include "plan/mma_plan.hpp"  // kSoftcapEx2Max
 #include "plan/overrides.hpp"
 
 namespace flashcl::detail {
-
-// The largest softcap c the 16-bit softcap's ex2 form takes (the default): its tanh is
-// exact to about 3e-7 absolute, so a score to c * 3e-7 (2e-5 at 64, against 16-bit rounding's 4.9e-4
-// relative); a larger c keeps the library's tanh (the form's constant 2 log2 e / c even underflows
-// near FLT_MAX)
-inline constexpr float kSoftcapEx2Max = 64.0f;
 
 struct BwdMmaPlan {
   int warps = 4;              // warps per work-group; the K/V block is 16 * warps keys

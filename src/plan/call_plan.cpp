@@ -80,7 +80,8 @@ CallPlan plan_call(const DeviceFacts& facts, const ForwardArgs& a, const Overrid
     if (plan.mma_tile_forced || tiles.local_bytes <= facts.local_mem_bytes) {
       plan.tensor_cores.push_back({first, tiles, fa2_grid(facts, a, tiles), mma_program(a, tiles, first)});
       // FLASHCL_FP8_WGMMA=require: a failed e4m3 wgmma probe is an error, not a fallback to mma.sync
-      plan.tensor_cores.back().required = wgmma && is_fp8(a.dtype) && o.fp8_wgmma == "require";
+      // FLASHCL_MMA=any (the emulated kernels on PoCL): a failed probe is an error too
+      plan.tensor_cores.back().required = (wgmma && is_fp8(a.dtype) && o.fp8_wgmma == "require") || o.mma_any;
       if (wgmma && mma_sync_reads_v(a)) {
         const TilePlan sync = plan_for_kind(a, MmaKind::MmaSync, o);
         plan.tensor_cores.push_back(

@@ -14,6 +14,10 @@ bool needs_half_units(float scale, float softcap, bool alibi, bool bias) {
   return softcap > 0.0f || alibi || bias || std::fabs(scale) > FLT_MAX / 1.4426950408889634;
 }
 
+bool transforms_scores(const ForwardArgs& a) {
+  return a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None;
+}
+
 std::string common_options(const ForwardArgs& a) {
   std::string options = concat("-cl-std=CL1.2 -DDTYPE=", static_cast<int>(a.dtype), " -DHEAD_DIM=", a.head_dim,
                                " -DCAUSAL=", a.causal ? 1 : 0);
@@ -81,12 +85,13 @@ ProgramChoice mma_program(const ForwardArgs& a, const TilePlan& plan, MmaKind ki
              " -DVEC_LOAD=", rows_are_16_byte_aligned(a) ? 1 : 0, " -DPAIR_IO=", rows_are_pair_aligned(a) ? 1 : 0,
              " -DQUAD_IO=", rows_are_quad_aligned(a) ? 1 : 0,
              " -DO_VEC_STORE=", o_rows_are_16_byte_aligned(a) ? 1 : 0,
-             // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0
-             " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN ? 1 : 0,
+             // max(c s) = c max(s) needs c > 0, and -inf * c = -inf a c that no flush makes 0; a
+             // score transform needs the scaled score
+             " -DFOLD_SCALE=", a.scale.value_or(0.0f) >= FLT_MIN && !transforms_scores(a) ? 1 : 0,
              // wgmma means sm_90a, where mbarrier waiters can suspend (try_wait) instead of spinning
              kind == MmaKind::Wgmma ? " -DMBAR_TRY_WAIT=1" : "",
              // FLASHCL_FP8_QLOCAL=1: mma_e4m3.cl's Q in __local memory (absent otherwise: recorded rows unchanged)
-             plan.q_local ? " -DQ_LOCAL=1" : ""),
+             plan.q_local ? " -DQ_LOCAL=1" : "", plan.softcap_ex2 ? " -DSOFTCAP_EX2=1" : ""),
       kind == MmaKind::Wgmma);
 }
 

@@ -23,6 +23,9 @@ bool needs_half_units(float scale, float softcap, bool alibi, bool bias);
 // WINDOW switch of every program, the forward's and the KV cache's.
 inline bool windowed(const Window& w) { return w.left >= 0 || w.right >= 0; }
 
+// Whether a call changes every score (SCORE_TRANSFORM: a softcap, ALiBi, a boolean mask or a bias).
+bool transforms_scores(const ForwardArgs& args);
+
 // -D options shared by every forward and backward program: dtype, head dim, causal, and the variant
 // switches that are on (GQA, WINDOW, ALIBI, SOFTCAP, MASK_KIND, VARLEN, the fp8 switches, HALF_UNITS).
 std::string common_options(const ForwardArgs& args);

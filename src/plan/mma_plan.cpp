@@ -11,7 +11,7 @@
 #include <string>
 
 #include "base/errors.hpp"
-#include "plan/forward_programs.hpp"  // windowed
+#include "plan/forward_programs.hpp"  // windowed, transforms_scores
 #include "plan/head_dims.hpp"
 #include "plan/plan_counts.hpp"
 
@@ -241,6 +241,8 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   if (fp8_wgmma && !a.fp8.v_transposed) p.local_bytes += 2 * 8;
   p.q_local = is_fp8(a.dtype) && o.fp8_q_local && !fp8_wgmma;
   if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
+  // caps up to kSoftcapEx2Max, where the ex2 form's 3e-7 stays far inside 16-bit rounding (mma_ptx.cl)
+  p.softcap_ex2 = o.fwd_softcap_ex2 && a.softcap > 0.0f && a.softcap <= kSoftcapEx2Max && !is_tf32(a);
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
@@ -261,11 +263,13 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (a.algorithm != Algorithm::FA2 || a.head_dim > max_head_dim || a.tile.block_rows != 0 || a.tile.block_cols != 0) return false;
   // plain attention, GQA, and unless FLASHCL_TENSOR_CORE_VARIANTS=0 windows (fa2_mma.cl's block ranges
   // and mask pass take common.cl's rules) and packed sequences in 16 or 32 bits (its bases and
-  // lengths from cu_seqlens); every other variant, and fp8 windows or packed sequences (no test
-  // covers them on the e4m3 kernels), run on the portable fa2
-  if (a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None)
+  // lengths from cu_seqlens); with FLASHCL_TENSOR_CORE_TRANSFORMS softcap, ALiBi, masks and biases
+  // in 16 or 32 bits (fa2_mma.cl's transform_tile); fp8 variants (no test covers them on the e4m3
+  // kernels) run on the portable fa2
+  const bool transform = transforms_scores(a);
+  if ((windowed(a.window) || a.cu_seqlens_q != nullptr || transform) && (!o.tensor_core_variants || is_fp8(a.dtype)))
     return false;
-  if ((windowed(a.window) || a.cu_seqlens_q != nullptr) && (!o.tensor_core_variants || is_fp8(a.dtype))) return false;
+  if (transform && !o.tensor_core_transforms) return false;
   // FP8: e4m3 with per-tensor or per-head descales, O in 16 bits; block quantisation, e5m2 and fp32
   // O run on the portable fa2. A transposed V only on wgmma (mma_sync_reads_v)
   if (is_fp8(a.dtype) && (a.dtype != DType::E4M3 || a.fp8.quant_block != 0 ||
@@ -274,7 +278,8 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
   if (!mma_sync_reads_v(a) && !wgmma_wanted(facts, a, o)) return false;
   // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
-  if (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8) return false;
+  // FLASHCL_MMA=any: on any device (PoCL with tests/emulated_mma's operand files)
+  if (!o.mma_any && (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8)) return false;
   // e4m3 mma.sync exists from compute capability 8.9 (Ada, Hopper)
   return !(is_fp8(a.dtype) && facts.nv_compute_major * 10 + facts.nv_compute_minor < 89);
 }

@@ -13,6 +13,12 @@
 
 namespace flashcl::detail {
 
+// The largest softcap c the 16-bit tensor-core kernels take in mma_ptx.cl's ex2 form (their default,
+// forward and backward): its tanh is exact to about 3e-7 absolute, so a score to c * 3e-7 (2e-5 at
+// 64, against 16-bit rounding's 4.9e-4 relative); a larger c keeps the library's tanh (the form's
+// constant 2 log2 e / c even underflows near FLT_MAX).
+inline constexpr float kSoftcapEx2Max = 64.0f;
+
 // Which tensor-core instruction the kernel is built around.
 enum class MmaKind { MmaSync, Wgmma };
 

@@ -14,6 +14,7 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.tile = text("FLASHCL_TILE");
   o.mma_tile = text("FLASHCL_MMA_TILE");
   o.mma_off = text("FLASHCL_MMA") == "0";
+  o.mma_any = text("FLASHCL_MMA") == "any";
   o.fp8_cvt = text("FLASHCL_FP8_CVT") != "0";
   o.fp8_q_local = text("FLASHCL_FP8_QLOCAL") == "1";
   o.fp8_d256 = text("FLASHCL_FP8_D256") != "0";
@@ -32,6 +33,9 @@ Overrides read_overrides(const std::function<const char*(const char*)>& lookup) 
   o.bwd_wgmma = text("FLASHCL_BWD_WGMMA");
   if (const std::string v = text("FLASHCL_TENSOR_CORE_VARIANTS"); v == "0" || v == "1")
     o.tensor_core_variants = v == "1";
+  if (const std::string v = text("FLASHCL_TENSOR_CORE_TRANSFORMS"); v == "0" || v == "1")
+    o.tensor_core_transforms = v == "1";
+  o.fwd_softcap_ex2 = text("FLASHCL_FWD_SOFTCAP_EX2") != "0";
   if (const std::string v = text("FLASHCL_BWD_TF32"); v == "0" || v == "1") o.bwd_tf32 = v == "1";
   if (const std::string v = text("FLASHCL_BWD_TF32_SPLIT"); v == "0" || v == "1") o.bwd_tf32_split = v == "1";
   o.bwd_softcap_ex2 = text("FLASHCL_BWD_SOFTCAP_EX2") != "0";

@@ -16,6 +16,10 @@ namespace flashcl::detail {
 // Whether the variants run on NVIDIA's tensor cores unless FLASHCL_TENSOR_CORE_VARIANTS=0 says not: on
 // since an H100 passed their float64 tests and the whole suite with them on (2026-12-07; docs/BACKWARD.md).
 inline constexpr bool kTensorCoreVariantsByDefault = true;
+// Whether the forward's softcap, ALiBi, masks and biases run on NVIDIA's tensor cores (fa2_mma.cl's
+// SCORE_TRANSFORM) unless FLASHCL_TENSOR_CORE_TRANSFORMS=0 or 1 says otherwise: off until the card has
+// passed their float64 tests (tests/emulated_mma checks them on PoCL).
+inline constexpr bool kTensorCoreTransformsByDefault = false;
 // Whether fp32 backward calls run on NVIDIA's tensor cores (3xTF32) unless FLASHCL_BWD_TF32=0 says not:
 // on since an H100 passed their float64 tests and the whole suite with them on (2026-12-07).
 inline constexpr bool kTf32BackwardByDefault = true;
@@ -24,6 +28,8 @@ struct Overrides {
   std::string tile;            // FLASHCL_TILE: portable fa1/fa2 tiles, "BRxBC[xTPRxTM]"
   std::string mma_tile;        // FLASHCL_MMA_TILE: tensor-core shape, "WARPSxBC[xMT[xSTAGES[xLAZY]]]"
   bool mma_off = false;        // FLASHCL_MMA=0: never the tensor-core fa2 (nor the tensor-core standard)
+  bool mma_any = false;        // FLASHCL_MMA=any: the tensor-core fa2 on any device, its probe required
+                               // (tests/emulated_mma/run.sh on PoCL)
   std::string standard_mma;    // FLASHCL_STANDARD_MMA: "0" never the tensor-core standard (the portable one's A/B),
                                // "1" required, on any device (a failed probe is an error), else chosen where eligible
   std::string fa2_cpu;         // FLASHCL_FA2_CPU: "0" never the CPU-shaped fa2, "1" on every device, else on CPUs
@@ -61,6 +67,12 @@ struct Overrides {
                                // the variants on NVIDIA's tensor cores: the forward's windows and packed sequences
                                // (fa2_mma.cl), the backward's windows, softcaps, ALiBi, masks and packed sequences
                                // (bwd_kv_steps.cl's BWD_VARIANTS); FLASHCL_TENSOR_CORE_VARIANTS=1 or 0 sets it
+  bool tensor_core_transforms = kTensorCoreTransformsByDefault;
+                               // the forward's softcap, ALiBi, masks and biases on the tensor-core fa2
+                               // (FLASHCL_TENSOR_CORE_TRANSFORMS=1 or 0; FLASHCL_TENSOR_CORE_VARIANTS=0 keeps
+                               // them off too)
+  bool fwd_softcap_ex2 = true; // the 16-bit tensor-core fa2 takes a softcap's tanh in mma_ptx.cl's ex2 form;
+                               // FLASHCL_FWD_SOFTCAP_EX2=0 keeps the library's tanh (the A/B)
   bool bwd_tf32 = kTf32BackwardByDefault;
                                // fp32 backward calls on the tensor cores through 3xTF32 (programs.txt's
                                // bwd_mma_tf32); FLASHCL_BWD_TF32=1 or 0 sets it

@@ -33,6 +33,7 @@ struct TilePlan {
   int stages = 1;            // K/V buffers (the tensor-core fa2)
   bool lazy_rescale = true;  // tensor-core fa2: rescale O only when a row's reference max moved
   bool q_local = false;      // tensor-core fa2, e4m3: Q's fragments read from __local memory (-DQ_LOCAL=1)
+  bool softcap_ex2 = false;  // tensor-core fa2, 16 bits: the softcap's tanh in mma_ptx.cl's ex2 form (-DSOFTCAP_EX2=1)
   std::size_t work_group_size = 0;
   std::size_t local_bytes = 0;  // __local memory the kernel declares
   std::string reason;           // why these sizes

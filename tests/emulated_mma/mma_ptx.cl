@@ -1,9 +1,11 @@
 /* emulated_mma/mma_ptx.cl: stands in for kernels/nvidia/mma_ptx.cl on a device without NVIDIA's
  * PTX (PoCL), for tests/emulated_mma/run.sh: the same geometry macros, the asynchronous 16-byte
- * copies as plain copies (the L2-hinted ones too; the waits then have nothing to wait for), 2^x, and the butterfly shuffle
- * through a __local exchange the kernel declares (shfl_scratch, under MMA_EMULATED_SHUFFLE) with
- * work-group barriers (every work-item calls it at the same points). What standard_mma.cl and
- * decode_mma.cl use; fa2_mma.cl's mbarriers and ldmatrix are not emulated. */
+ * copies as plain copies (the L2-hinted ones too; the waits then have nothing to wait for), 2^x, the
+ * butterfly shuffle and the warp vote through a __local exchange the kernel declares (shfl_scratch,
+ * under MMA_EMULATED_SHUFFLE; the helpers that shuffle take it through SHFL_SCRATCH_PARAM) with
+ * work-group barriers (every work-item calls them at the same points), and fa2_mma.cl's mbarriers
+ * as work-group barriers. What standard_mma.cl, decode_mma.cl and fa2_mma.cl's mma.sync schedules
+ * use; ldmatrix and wgmma are not emulated. */
 #ifndef WARPS
 #define WARPS 4
 #endif
@@ -15,6 +17,15 @@
 #endif
 #ifndef VEC_LOAD
 #define VEC_LOAD 0
+#endif
+#ifndef STAGES
+#define STAGES 1
+#endif
+#ifndef LAZY_RESCALE
+#define LAZY_RESCALE 1
+#endif
+#ifndef RESCALE_SLACK
+#define RESCALE_SLACK 8.0f
 #endif
 #define BR (16 * MT * WARPS)
 #define WG_SIZE (32 * WARPS)
@@ -45,3 +56,34 @@ inline float emulated_shfl_xor(__local float* scratch, float x, int mask) {
   return r;
 }
 #define shfl_xor(x, mask) emulated_shfl_xor(shfl_scratch, (x), (mask))
+
+#define SHFL_SCRATCH_PARAM , __local float* shfl_scratch
+#define SHFL_SCRATCH_ARG , shfl_scratch
+
+/* Whether p holds in any lane of the caller's warp (the 32 work-items of its 32-aligned group). */
+inline bool emulated_warp_any(__local float* scratch, bool p) {
+  const int lid = get_local_id(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  scratch[lid] = p ? 1.0f : 0.0f;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  bool any = false;
+  for (int i = 0; i < 32; ++i) any = any || scratch[(lid & ~31) | i] != 0.0f;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return any;
+}
+#define warp_any(p) emulated_warp_any(shfl_scratch, (p))
+inline void warp_sync(void) { barrier(CLK_LOCAL_MEM_FENCE); }
+
+inline float softcap_tanh_ex2(float x, float cap) {
+  return 1.0f - 2.0f * native_recip(1.0f + ex2_approx(x * (2.0f * LOG2E_F / cap)));
+}
+
+/* fa2_mma.cl's mbarriers: the copies land at once, every work-item waits at the same points of the
+ * mma.sync schedules, so a wait is a work-group barrier and an arrival is nothing. */
+inline void mbar_init(__local ulong* bar, uint count) { (void)bar, (void)count; }
+inline void mbar_arrive_warp(__local ulong* bar, int lane) { (void)bar, (void)lane; }
+inline void announce_copies(__local ulong* bar) { (void)bar; }
+inline void mbar_wait(__local ulong* bar, uint parity) {
+  (void)bar, (void)parity;
+  barrier(CLK_LOCAL_MEM_FENCE);
+}

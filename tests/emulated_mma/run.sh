@@ -8,7 +8,8 @@
 # with FLASHCL_DECODE=mma and a Decode filter, the decode suite on decode_mma.cl; with
 # FLASHCL_BWD_MMA=any, FLASHCL_BWD_TF32=1, FLASHCL_BWD_CPU=0 (FLASHCL_TENSOR_CORE_VARIANTS=1 for its
 # variants) and a BwdMmaTf32 filter, the fp32 tensor-core backward (bwd_mma.cl's contract form over
-# mma_tf32.cl, bwd_mma_dq.cl). Checks indexing,
+# mma_tf32.cl, bwd_mma_dq.cl); with FLASHCL_MMA=any (and FLASHCL_MMA_TILE's one-buffer shapes) the
+# forward's fa2_mma.cl. Checks indexing,
 # masks, block ranges, stores and barriers against float64 without a GPU; the tensor-core
 # instructions themselves only run on the card (bench/gpu/standard.sh, bench/gpu/decode_mma.sh).
 # Usage: tests/emulated_mma/run.sh BUILD_DIR [GTEST_FILTER]   (default filter StandardMma.*)
