@@ -171,10 +171,13 @@ TEST(CallPlan, TensorCorePlansEachCandidateOnce) {
   EXPECT_EQ(r.mma_sync, 1u);
   EXPECT_EQ(r.tiles, 1u);
 
-  // a variant the tensor cores do not take: no candidate, the portable fa2 alone
+  // a variant the tensor cores do not take (a softcap with FLASHCL_TENSOR_CORE_TRANSFORMS=0): no
+  // candidate, the portable fa2 alone
   a.softcap = 30.0f;
+  Overrides transforms_off;
+  transforms_off.tensor_core_transforms = false;
   before = snapshot();
-  plan = plan_call(simulated_nvidia_gpu(48, 9, 0), a, none);
+  plan = plan_call(simulated_nvidia_gpu(48, 9, 0), a, transforms_off);
   r = since(before);
   EXPECT_TRUE(plan.tensor_cores.empty());
   EXPECT_EQ(r.calls, 1u);

@@ -129,10 +129,7 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
   expect_not("d > 128", [](ForwardArgs& a) { a.head_dim = 129; });
   expect_not("fa1", [](ForwardArgs& a) { a.algorithm = Algorithm::FA1; });
   expect_not("forced tile", [](ForwardArgs& a) { a.tile.block_rows = 64; });
-  expect_not("softcap", [](ForwardArgs& a) { a.softcap = 30.0f; });
-  expect_not("mask", [](ForwardArgs& a) { a.mask.kind = MaskKind::Bias; });
   int dummy = 0;  // any non-null handle: the plan only looks at whether it is set
-  expect_not("alibi", [&](ForwardArgs& a) { a.alibi_slopes = reinterpret_cast<cl_mem>(&dummy); });
   ForwardArgs packed = gqa;  // packed sequences in 16 and 32 bits, not in fp8
   packed.cu_seqlens_q = packed.cu_seqlens_k = reinterpret_cast<cl_mem>(&dummy);
   for (DType t : {DType::F16, DType::BF16, DType::F32}) {
@@ -151,13 +148,12 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
 }
 
 // Softcap, ALiBi, masks and biases (fa2_mma.cl's SCORE_TRANSFORM) take the tensor cores in 16 and 32
-// bits when FLASHCL_TENSOR_CORE_TRANSFORMS asks (not by default, not in fp8, not with the variants
-// off), built with the scaled score (FOLD_SCALE=0), the softcap's ex2 tanh in 16 bits up to
+// bits (by default; not with FLASHCL_TENSOR_CORE_TRANSFORMS=0 or the variants off, not in fp8), built with the scaled score (FOLD_SCALE=0), the softcap's ex2 tanh in 16 bits up to
 // kSoftcapEx2Max unless FLASHCL_FWD_SOFTCAP_EX2=0; FLASHCL_MMA=any takes any device.
 TEST(MmaPlan, ScoreTransformsWhenAskedFor) {
   const DeviceFacts hopper = nvidia(9, 0);
-  Overrides on, variants_off, no_ex2;
-  on.tensor_core_transforms = variants_off.tensor_core_transforms = no_ex2.tensor_core_transforms = true;
+  Overrides on, off, variants_off, no_ex2;
+  off.tensor_core_transforms = false;
   variants_off.tensor_core_variants = false;
   no_ex2.fwd_softcap_ex2 = false;
   int dummy = 0;  // any non-null handle: the plan only looks at whether it is set
@@ -175,7 +171,7 @@ TEST(MmaPlan, ScoreTransformsWhenAskedFor) {
     for (DType t : {DType::F16, DType::BF16, DType::F32}) {
       const ForwardArgs a = with(t, what);
       const std::string where = std::string(what) + " " + to_string(t);
-      EXPECT_FALSE(mma_eligible(hopper, a, Overrides{})) << where;  // off by default
+      EXPECT_FALSE(mma_eligible(hopper, a, off)) << where;
       EXPECT_FALSE(mma_eligible(hopper, a, variants_off)) << where;
       ASSERT_TRUE(mma_eligible(hopper, a, on)) << where;
       const TilePlan plan = mma_plan(hopper, a, on);

@@ -17,9 +17,9 @@ namespace flashcl::detail {
 // since an H100 passed their float64 tests and the whole suite with them on (2026-12-07; docs/BACKWARD.md).
 inline constexpr bool kTensorCoreVariantsByDefault = true;
 // Whether the forward's softcap, ALiBi, masks and biases run on NVIDIA's tensor cores (fa2_mma.cl's
-// SCORE_TRANSFORM) unless FLASHCL_TENSOR_CORE_TRANSFORMS=0 or 1 says otherwise: off until the card has
-// passed their float64 tests (tests/emulated_mma checks them on PoCL).
-inline constexpr bool kTensorCoreTransformsByDefault = false;
+// SCORE_TRANSFORM) unless FLASHCL_TENSOR_CORE_TRANSFORMS=0 says not: on since an H100 passed their
+// float64 tests with it and measured 5.2-15.6x the portable fa2 (2026-12-07; docs/perf/nvidia-h100.md).
+inline constexpr bool kTensorCoreTransformsByDefault = true;
 // Whether fp32 backward calls run on NVIDIA's tensor cores (3xTF32) unless FLASHCL_BWD_TF32=0 says not:
 // on since an H100 passed their float64 tests and the whole suite with them on (2026-12-07).
 inline constexpr bool kTf32BackwardByDefault = true;
@@ -69,7 +69,7 @@ struct Overrides {
                                // (bwd_kv_steps.cl's BWD_VARIANTS); FLASHCL_TENSOR_CORE_VARIANTS=1 or 0 sets it
   bool tensor_core_transforms = kTensorCoreTransformsByDefault;
                                // the forward's softcap, ALiBi, masks and biases on the tensor-core fa2
-                               // (FLASHCL_TENSOR_CORE_TRANSFORMS=1 or 0; FLASHCL_TENSOR_CORE_VARIANTS=0 keeps
+                               // (FLASHCL_TENSOR_CORE_TRANSFORMS=1 or 0; FLASHCL_TENSOR_CORE_VARIANTS=0 turns
                                // them off too)
   bool fwd_softcap_ex2 = true; // the 16-bit tensor-core fa2 takes a softcap's tanh in mma_ptx.cl's ex2 form;
                                // FLASHCL_FWD_SOFTCAP_EX2=0 keeps the library's tanh (the A/B)
