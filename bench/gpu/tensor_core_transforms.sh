@@ -2,11 +2,11 @@
 # tensor_core_transforms.sh: one GPU call for the forward's softcap, ALiBi, masks and biases on
 # NVIDIA's tensor cores (fa2_mma.cl's SCORE_TRANSFORM, FLASHCL_TENSOR_CORE_TRANSFORMS=1), which ran
 # on the portable fa2 (~20x slower at d = 64 on an H100). Builds (setup.sh), runs the forward's
-# Variant* suites and HostileValues.* with the switch on against float64 (plain fp16/bf16 cases
-# included), prints ptxas's report (registers, spills) of the softcap + ALiBi programs at d 64 and
+# variant suites (the parameterised All/Variants cases too), HostileValues.* and the 16-bit
+# LowPrecision cases with the switch on against float64, prints ptxas's report (registers, spills) of the softcap + ALiBi programs at d 64 and
 # 128, then times the forward (fp16, causal and not, fa2, d 64 and 128; B 8, H 16, N 4096, masks
 # and biases at B 1, whose (B, H, N, N) buffers are the caller's) with the switch on (mma), off (the
-# portable fa2: the default until this call passes) and, for the softcap, on with the library's
+# portable fa2, FLASHCL_TENSOR_CORE_TRANSFORMS=0) and, for the softcap, on with the library's
 # tanh (FLASHCL_FWD_SOFTCAP_EX2=0). Budget: ~350 s after the build. Files in OUT_DIR: tests.log,
 # ptxas.log, forward.txt; the table last.
 # Usage: bench/gpu/tensor_core_transforms.sh OUT_DIR
@@ -20,8 +20,8 @@ bench=./build-gpu/bench/flashcl-bench
 
 echo "== tests (FLASHCL_TENSOR_CORE_TRANSFORMS=1)" | tee "$out/tests.log"
 FLASHCL_TENSOR_CORE_TRANSFORMS=1 timeout 170 ./build-gpu/tests/flashcl_tests \
-  --gtest_filter='Variant*:HostileValues.*:LowPrecision*' >> "$out/tests.log" 2>&1
-echo "Variant*, HostileValues.*, LowPrecision* exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
+  --gtest_filter='All/Variants.*:Variant*:HostileValues.*:Storage/LowPrecision.*' >> "$out/tests.log" 2>&1
+echo "All/Variants.*, Variant*, HostileValues.*, LowPrecision exit $?: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests.log" | tail -2 | tr '\n' ' ')"
 grep -E '^\[  FAILED  \]|Failure' "$out/tests.log" | head -10
 echo "(${SECONDS}s)"
 
@@ -33,7 +33,7 @@ awk '/build log for/ { mine = /-DSOFTCAP=1/ && /-DWARPS/ } mine && /Compiling en
   "$out/ptxas.log" | head -8
 
 : > "$out/forward.txt"
-for variant in "plain:" "softcap:--softcap 30" "alibi:--alibi" "softcap+alibi:--softcap 30 --alibi" \
+for variant in "plain:-b 8" "softcap:-b 8 --softcap 30" "alibi:-b 8 --alibi" "softcap+alibi:-b 8 --softcap 30 --alibi" \
                "bool:-b 1 --mask bool" "bias:-b 1 --mask bias"; do
   name=${variant%%:*} opts=${variant#*:}
   forms="mma portable"
@@ -44,7 +44,7 @@ for variant in "plain:" "softcap:--softcap 30" "alibi:--alibi" "softcap+alibi:--
     [ $form = portable ] && env="FLASHCL_TENSOR_CORE_TRANSFORMS=0" reps="-r 3 -w 1"
     [ $form = tanh ] && env="FLASHCL_TENSOR_CORE_TRANSFORMS=1 FLASHCL_FWD_SOFTCAP_EX2=0"
     echo "== $name $form" >> "$out/forward.txt"
-    env $env timeout 90 $bench -b 8 --heads 16 -n 4096 --head-dim 64,128 --dtype f16 --causal both --algo fa2 $reps \
+    env $env timeout 90 $bench --heads 16 -n 4096 --head-dim 64,128 --dtype f16 --causal both --algo fa2 $reps \
       --no-check --no-roofline -f csv $opts >> "$out/forward.txt" 2>&1
   done
   echo "$name done (${SECONDS}s)"
