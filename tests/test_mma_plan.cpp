@@ -182,8 +182,12 @@ TEST(MmaPlan, ScoreTransformsWhenAskedFor) {
       EXPECT_EQ(options.find("-DSOFTCAP_EX2=1") != std::string::npos, ex2) << where;
       EXPECT_FALSE(mma_plan(hopper, a, no_ex2).softcap_ex2) << where;
     }
-  ForwardArgs fp8 = with(DType::E4M3, "softcap");
-  EXPECT_FALSE(mma_eligible(hopper, fp8, on));
+  for (const char* what : {"softcap", "alibi", "bool", "bias"})  // no e4m3 kernel takes a transform
+    EXPECT_FALSE(mma_eligible(hopper, with(DType::E4M3, what), on)) << what;
+  const ForwardArgs fp8 = with(DType::E4M3, "softcap");
+  ForwardArgs tiny = with(DType::F16, "softcap");  // below kSoftcapEx2Min: the library's tanh
+  tiny.softcap = 0x1p-100f;
+  EXPECT_FALSE(mma_plan(hopper, tiny, on).softcap_ex2);
   DeviceFacts cpu = hopper;
   cpu.vendor = "The pocl project";
   cpu.kind = DeviceKind::CPU;

@@ -282,6 +282,24 @@ TEST(Overrides, BackwardKernelForms) {
   EXPECT_EQ(std::nullopt, with("FLASHCL_BWD_TF32_SPLIT", "yes").bwd_tf32_split);
 }
 
+// The forward's score transforms on the tensor cores: on unless FLASHCL_TENSOR_CORE_TRANSFORMS=0;
+// their 16-bit softcap's ex2 tanh on unless FLASHCL_FWD_SOFTCAP_EX2=0; FLASHCL_MMA=any (not "0")
+// takes any device.
+TEST(Overrides, ForwardScoreTransforms) {
+  const auto with = [](const char* name, const char* value) {
+    return read_overrides([=](const char* asked) -> const char* { return std::string(asked) == name ? value : nullptr; });
+  };
+  const Overrides unset = read_overrides([](const char*) -> const char* { return nullptr; });
+  EXPECT_TRUE(unset.tensor_core_transforms && unset.fwd_softcap_ex2);
+  EXPECT_FALSE(unset.mma_any || unset.mma_off);
+  EXPECT_FALSE(with("FLASHCL_TENSOR_CORE_TRANSFORMS", "0").tensor_core_transforms);
+  EXPECT_TRUE(with("FLASHCL_TENSOR_CORE_TRANSFORMS", "yes").tensor_core_transforms);
+  EXPECT_FALSE(with("FLASHCL_FWD_SOFTCAP_EX2", "0").fwd_softcap_ex2);
+  const Overrides any = with("FLASHCL_MMA", "any");
+  EXPECT_TRUE(any.mma_any);
+  EXPECT_FALSE(any.mma_off);
+}
+
 // The causal tail spans about two waves of resident work-groups (256 work-items a compute unit).
 TEST(Planner, CausalOrderTailSpansTwoWaves) {
   EXPECT_EQ(causal_order_tail(132, 128, 32, 128), 17);   // H100, mma.sync d = 128: 264 resident, 528 / 32

@@ -25,7 +25,7 @@
  * packed sequences (VARLEN, 16 and 32 bits) take their bases, lengths and LSE rows from cu_seqlens
  * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
  * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Softcap, ALiBi,
- * masks and biases (SCORE_TRANSFORM, with FLASHCL_TENSOR_CORE_TRANSFORMS=1) send every score through
+ * masks and biases (SCORE_TRANSFORM, unless FLASHCL_TENSOR_CORE_TRANSFORMS=0) send every score through
  * common.cl's final_score on every block, in halved natural units (HALF_UNITS) where a slope or bias
  * could overflow base 2 (transform_tile). FP8 variants run on fa2.cl. */
 
@@ -82,7 +82,8 @@
  *                     i.e. whose score lands in column r of S (default r; mma_wgmma_e4m3.cl under
  *                     V_TRANSPOSED permutes them); the masks map columns back to keys through it
  * Macros are checked here (#error); a missing function is a build error of its own (OpenCL C has
- * no implicit declarations). Scores are in base 2: the host never builds this with HALF_UNITS. */
+ * no implicit declarations). Scores are in base 2, or in halved natural units (HALF_UNITS) where a
+ * score transform's host asks for them. */
 #ifndef FOLD_SCALE
 #define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0 and no transform): scale * log2(e) folded into the exponent */
 #endif
@@ -213,7 +214,7 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
 #define MASK_ARG , mask
 /* Every score of one 16-row m-tile (rows row_a and row_a + 8 in this lane) through the variants'
  * rules, on every block (softcap, ALiBi and masks change every score): common.cl's final_score, in the
- * kernel's units (half natural units with HALF_UNITS, so no finite bias or slope overflows), with
+ * kernel's units (half natural units with HALF_UNITS, so no finite bias or sum of two overflows), with
  * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
  * division per score cost more than the two products at d <= 128). */
 inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
@@ -232,13 +233,22 @@ inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const Seq
 #endif
     }
 }
+
+/* O = 0 for a row that saw no key (its sum is 0), even where a hidden key's V held a NaN or Inf
+ * (P V's 0 x NaN): a mask hides keys anywhere in a block, and such rows are O = 0 on every path. A
+ * NaN sum (a NaN score) keeps its NaN. */
+inline void clear_unseen_row(float acc[NT_O][4], int r, float sum) {
+  if (sum != 0.0f) return;
+#pragma unroll
+  for (int n = 0; n < NT_O; ++n) acc[n][2 * r] = acc[n][2 * r + 1] = 0.0f;
+}
 #else
 #define MASK_PARAM
 #define MASK_ARG
 #endif
 
-/* Online softmax of one 16-row m-tile over the block's scores (masked; scaled to log2 units, or
- * raw with FOLD_SCALE and scaled by c here): S becomes P = 2^(S - m) in place, the running max m
+/* Online softmax of one 16-row m-tile over the block's scores (masked; scaled to the kernel's units,
+ * or raw with FOLD_SCALE and scaled by c here): S becomes P = 2^((S - m) LOG2_PER_SCORE_UNIT) in place, the running max m
  * and per-lane sum l advance, and alpha = 2^(m_old - m_new) is what O must be multiplied by
  * (rescale_o). Returns whether a row's reference max moved. */
 inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2], float c SHFL_SCRATCH_PARAM) {
@@ -322,10 +332,13 @@ inline void rescale_o(float acc[MT][NT_O][4], const float alpha[MT][2], bool res
  * owns a slice of O_SLICE_ROWS rows of that stage: the first half of the warps in its K tile, the
  * other half in its V tile. */
 #if defined(O_VEC_STORE) && O_VEC_STORE && (DTYPE == 1 || DTYPE == 2) && STAGES == 2 && !defined(ASYNC_MMA) && \
-    WARPS % 2 == 0 && 2 * BC / WARPS >= 8 && K_PITCH == V_PITCH /* (its slices take the one pitch) */
+    WARPS % 2 == 0 && 2 * BC / WARPS >= 8 && (K_PITCH == V_PITCH || !defined(MMA_EMULATED_SHUFFLE))
 #define O_STAGED 1
 #define O_SLICE_ROWS (2 * BC / WARPS >= 16 ? 16 : 8)
 #define O_CHUNKS (DPAD / CHUNK) /* 16-byte chunks of a row */
+#if K_PITCH != V_PITCH /* (the emulated operand files' wider V tiles store O pair by pair instead) */
+#error "O_STAGED lays out its slices with the K/V pitch"
+#endif
 /* Rows row_base .. row_base + 16 MT - 1 of O (this warp's; lane 4g+t holds rows g and g + 8 of
  * each m-tile, columns 8n + 2t and + 1), scaled by inv, in passes of O_SLICE_ROWS rows: the lanes
  * write their pairs into the slice (rows one bank group apart: no conflicts), then read it back
@@ -633,6 +646,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 1);
       sum += shfl_xor(sum, 2);
       inv[i][r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+#if SCORE_TRANSFORM
+      clear_unseen_row(acc[i], r, sum);
+#endif
       if (a->write_lse && t == 0 && row < SV_NQ(&sv, a))
         lse[LSE_INDEX(a, &sv, b, h, row)] = row_lse(m[i][r], sum);
     }
@@ -647,6 +663,9 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
       sum += shfl_xor(sum, 1);
       sum += shfl_xor(sum, 2);
       const float inv = sum > 0.0f ? o_descale / sum : 0.0f;
+#if SCORE_TRANSFORM
+      clear_unseen_row(acc[i], r, sum);
+#endif
       const bool in = row < SV_NQ(&sv, a);
 #if O_COLUMN_QUADS
       store_o_quads(og, o_base + (long)row * a->o_seq_stride, acc[i], r, inv, in, t);

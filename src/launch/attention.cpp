@@ -113,8 +113,8 @@ Launch forward(cl_command_queue queue, const ForwardArgs& args, const std::vecto
   const detail::CallWorkspace owned_or_callers(p.context, p.args.workspace, call.workspace_bytes);
   const cl_mem workspace = owned_or_callers.get();
   detail::with_cl_errors([&] {
-    // the tensor-core kernel takes plain attention and GQA (and, opted in, windows and packed
-    // sequences: mma_plan.cpp) when its probe passes; otherwise the
+    // the tensor-core kernel takes plain attention, GQA and (unless switched off) the variants
+    // in 16 or 32 bits (mma_plan.cpp) when its probe passes; otherwise the
     // plan's path runs (on CPUs the CPU-shaped fa2 takes what it can, plan_fa2_cpu.hpp)
     if (call.tensor_cores.empty() || !detail::try_launch_fa2_mma(queue, p, call, wait_list, launch)) {
       switch (call.path) {

@@ -4,8 +4,8 @@
 // m16n8k32, compute capability 8.9+), mma_tf32.cl for fp32 as 3xTF32). It is
 // chosen at run time from device facts, never by a host #ifdef: an NVIDIA GPU of compute
 // capability >= 8.0 (cl_nv_device_attribute_query), d <= 128, plain attention or GQA (windows and
-// packed sequences too unless FLASHCL_TENSOR_CORE_VARIANTS=0, softcap, ALiBi, masks and biases with
-// FLASHCL_TENSOR_CORE_TRANSFORMS=1; mma_plan.cpp), no forced tile, and a
+// packed sequences too unless FLASHCL_TENSOR_CORE_VARIANTS=0, softcap, ALiBi, masks and biases unless
+// FLASHCL_TENSOR_CORE_TRANSFORMS=0; mma_plan.cpp), no forced tile, and a
 // probe that must pass on that device first (of the plain program: a variant's build failure is
 // then the call's error, with its log): the kernel itself runs on a small problem
 // (two key blocks, a partial one, the same kind of loads as the call) and its output must match a
@@ -143,7 +143,8 @@ bool try_launch_fa2_mma(cl_command_queue queue, const Problem& p, const CallPlan
     }
     // FLASHCL_FP8_WGMMA=require or FLASHCL_MMA=any (tests, A/B runs): no silent fallback
     if (candidate.required)
-      fail(Status::InternalError, is_fp8(a.dtype) ? "FLASHCL_FP8_WGMMA=require" : "FLASHCL_MMA=any", ": the ",
+      fail(Status::InternalError,
+           is_fp8(a.dtype) && candidate.kind == MmaKind::Wgmma ? "FLASHCL_FP8_WGMMA=require" : "FLASHCL_MMA=any", ": the ",
            probe_name(candidate.kind, a.dtype), " failed on this device (", to_string(out), " O, ",
            vec_load ? "16-byte" : "element-wise", " copies; FLASHCL_BUILD_LOG=1 shows why)");
   }

@@ -242,7 +242,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   p.q_local = is_fp8(a.dtype) && o.fp8_q_local && !fp8_wgmma;
   if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
   // caps up to kSoftcapEx2Max, where the ex2 form's 3e-7 stays far inside 16-bit rounding (mma_ptx.cl)
-  p.softcap_ex2 = o.fwd_softcap_ex2 && a.softcap > 0.0f && a.softcap <= kSoftcapEx2Max && !is_tf32(a);
+  p.softcap_ex2 = o.fwd_softcap_ex2 && a.softcap >= kSoftcapEx2Min && a.softcap <= kSoftcapEx2Max && !is_tf32(a);
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",
@@ -276,7 +276,8 @@ bool mma_may_take(const DeviceFacts& facts, const ForwardArgs& a, const Override
                           a.out_dtype.value_or(DType::BF16) == DType::F32))
     return false;
   if (!mma_sync_reads_v(a) && !wgmma_wanted(facts, a, o)) return false;
-  // its scores are in base 2: a scale past FLT_MAX / log2 e would overflow (the portable fa2 takes it)
+  // its plain programs keep scores in base 2, where a scale past FLT_MAX / log2 e would overflow
+  // (the portable fa2 takes such calls; transform programs are in halves but are gated the same)
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   // FLASHCL_MMA=any: on any device (PoCL with tests/emulated_mma's operand files)
   if (!o.mma_any && (!facts.is_nvidia() || facts.kind != DeviceKind::GPU || facts.nv_compute_major < 8)) return false;

@@ -18,6 +18,9 @@ namespace flashcl::detail {
 // 64, against 16-bit rounding's 4.9e-4 relative); a larger c keeps the library's tanh (the form's
 // constant 2 log2 e / c even underflows near FLT_MAX).
 inline constexpr float kSoftcapEx2Max = 64.0f;
+// ... and the smallest: below it the form's 2 log2 e / c (halved c in the forward) overflows, and a
+// score of 0 would become 0 * inf = NaN; the library's tanh takes such caps.
+inline constexpr float kSoftcapEx2Min = 0x1p-60f;
 
 // Which tensor-core instruction the kernel is built around.
 enum class MmaKind { MmaSync, Wgmma };

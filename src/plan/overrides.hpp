@@ -64,8 +64,8 @@ struct Overrides {
                                // kernel, "overlap" the same with the dQ pass's product overlapped, "dq" the dQ
                                // pass alone; else (or "0") mma.sync
   bool tensor_core_variants = kTensorCoreVariantsByDefault;
-                               // the variants on NVIDIA's tensor cores: the forward's windows and packed sequences
-                               // (fa2_mma.cl), the backward's windows, softcaps, ALiBi, masks and packed sequences
+                               // the variants on NVIDIA's tensor cores: the forward's windows, packed sequences and
+                               // score transforms (fa2_mma.cl), the backward's windows, softcaps, ALiBi, masks and packed sequences
                                // (bwd_kv_steps.cl's BWD_VARIANTS); FLASHCL_TENSOR_CORE_VARIANTS=1 or 0 sets it
   bool tensor_core_transforms = kTensorCoreTransformsByDefault;
                                // the forward's softcap, ALiBi, masks and biases on the tensor-core fa2
