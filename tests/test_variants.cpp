@@ -255,6 +255,27 @@ TEST(VariantPacked, HalfTypesAtTensorCoreHeadDims) {
       }
 }
 
+// Softcap, ALiBi, masks and biases in 16-bit storage at the head dims the NVIDIA tensor cores take
+// (fa2_mma.cl's score transforms unless FLASHCL_TENSOR_CORE_TRANSFORMS=0: the softcap's ex2 tanh up to
+// a cap of 64 and the library's above, wgmma at d 64 causal and not, mma.sync with staged O at d 128;
+// elsewhere the portable fa2), causal and not, Nq != Nk, GQA and per-head mask slices.
+TEST(VariantTransforms, HalfTypesAtTensorCoreHeadDims) {
+  using bench::MaskMode;
+  std::uint64_t seed = 100;
+  for (int d : {64, 128})
+    for (DType type : {DType::F16, DType::BF16})
+      for (bool causal : {false, true})
+        for (Case c : {softcap(make(150, 200, d, causal, 1, 2, ++seed), 30.0),
+                       softcap(make(150, 200, d, causal, 1, 2, ++seed), 100.0),
+                       alibi(gqa(make(200, 150, d, causal, 2, 4, ++seed), 2), true),
+                       mask(make(150, 200, d, causal, 1, 2, ++seed), MaskMode::Bool, 1, 2),
+                       mask(make(130, 130, d, causal, 2, 2, ++seed), MaskMode::Bias, 2, 1)}) {
+          c.dtype = type;
+          if (c.shape.softcap > 0.0) c.amplitude = 3.0f;  // so the cap bites
+          expect_accurate(run_case(c, Algorithm::FA2), c.name(), type);
+        }
+}
+
 // Blocks wholly outside the window are skipped, not masked: with 16x16 tiles, one Q block of 16
 // rows and a window of 8 keys to the left of the bottom-right diagonal, keys 0..95 lie in blocks
 // no row sees. They hold NaN: reading them would turn O into NaN (0 * NaN).
