@@ -587,8 +587,13 @@ void fa2_mma_forward(__global const STORAGE_T* q, __global const STORAGE_T* k, _
     const int k0 = blk * BC, step = blk - kb_begin, cur = step & 1;
     mbar_wait(&full[cur], (step >> 1) & 1);
     float s[MT][NT_S][4], alpha[MT][2];
+#ifdef MMA_EMULATED_SHUFFLE /* PoCL: the emulated wait (a barrier) outside the nested condition (tests/emulated_mma) */
+    if (step > 0) mbar_wait(&done[cur ^ 1], ((step - 1) >> 1) & 1);
+    if (blk + 1 < n_blocks) {
+#else
     if (blk + 1 < n_blocks) {
       if (step > 0) mbar_wait(&done[cur ^ 1], ((step - 1) >> 1) & 1);
+#endif
       load_block(k_tile[cur ^ 1], K_PITCH, kg, k_base, a->k_seq_stride, k0 + BC, SV_NK(&sv, a), lid);
       load_v_block(v_tile[cur ^ 1], V_PITCH, vg, v_base, a->v_seq_stride, k0 + BC, SV_NK(&sv, a), lid);
       announce_copies(&full[cur ^ 1]);
