@@ -9,8 +9,8 @@
 #include <cstdio>
 
 #include "base/errors.hpp"
-#include "plan/forward_programs.hpp"  // windowed
-#include "plan/mma_plan.hpp"          // tf32_tiles
+#include "plan/forward_programs.hpp"  // windowed, transforms_scores
+#include "plan/mma_plan.hpp"          // tf32_tiles, softcap_takes_ex2
 
 namespace flashcl::detail {
 namespace {
@@ -129,7 +129,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
   p.dq_pass = o.bwd_mma_dq != "atomic";
   // its error is about c * 3e-7 absolute in a score (P relative): taken only where that stays
   // far inside 16-bit rounding
-  p.softcap_ex2 = o.bwd_softcap_ex2 && a.softcap >= kSoftcapEx2Min && a.softcap <= kSoftcapEx2Max;
+  p.softcap_ex2 = o.bwd_softcap_ex2 && softcap_takes_ex2(a.softcap);
   // Measured on the H200 (fp16, B 8, H 16, N 4096, backward TFLOP/s non-causal / causal;
   // docs/perf/nvidia-h200.md): d = 64 takes 8 warps x 32 rows (122.3 / 101.9, against 113.5 / 97.0
   // for 4 x 64, 97.1 / 84.9 for 4 x 32); not profiled, but 128 keys a work-group read each Q_i,
@@ -208,8 +208,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
 }
 
 bool bwd_mma_has_variants(const ForwardArgs& a) {
-  return windowed(a.window) || a.softcap > 0.0f || a.alibi_slopes != nullptr || a.mask.kind != MaskKind::None ||
-         a.cu_seqlens_q != nullptr;
+  return windowed(a.window) || transforms_scores(a) || a.cu_seqlens_q != nullptr;
 }
 
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o) {

@@ -10,7 +10,7 @@
 
 #include "flashcl/flashcl.hpp"
 #include "plan/device_facts.hpp"
-#include "plan/mma_plan.hpp"  // kSoftcapEx2Max
+#include "plan/mma_plan.hpp"  // softcap_takes_ex2
 #include "plan/overrides.hpp"
 
 namespace flashcl::detail {

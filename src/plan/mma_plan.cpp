@@ -241,8 +241,7 @@ TilePlan plan_for_kind(const ForwardArgs& a, MmaKind kind, const Overrides& o) {
   if (fp8_wgmma && !a.fp8.v_transposed) p.local_bytes += 2 * 8;
   p.q_local = is_fp8(a.dtype) && o.fp8_q_local && !fp8_wgmma;
   if (p.q_local) p.local_bytes += static_cast<std::size_t>(p.block_rows) * geo.k_pitch;  // Q's rows, K's pitch
-  // caps up to kSoftcapEx2Max, where the ex2 form's 3e-7 stays far inside 16-bit rounding (mma_ptx.cl)
-  p.softcap_ex2 = o.fwd_softcap_ex2 && a.softcap >= kSoftcapEx2Min && a.softcap <= kSoftcapEx2Max && !is_tf32(a);
+  p.softcap_ex2 = o.fwd_softcap_ex2 && softcap_takes_ex2(a.softcap) && !is_tf32(a);
   if (kind == MmaKind::Wgmma && shape.stages == 2) p.local_bytes += 4 * p.work_group_size;  // WG_WAIT_AFTER's words
   p.reason = concat("fa2 on tensor cores: ", shape.warps, " warps x ", 16 * shape.m_tiles, " rows, ", p.block_cols,
                     " keys per block, ", shape.stages, shape.stages == 1 ? " K/V buffer, " : " K/V buffers, ",

@@ -21,6 +21,8 @@ inline constexpr float kSoftcapEx2Max = 64.0f;
 // ... and the smallest: below it the form's 2 log2 e / c (halved c in the forward) overflows, and a
 // score of 0 would become 0 * inf = NaN; the library's tanh takes such caps.
 inline constexpr float kSoftcapEx2Min = 0x1p-60f;
+// Whether a softcap c lies in that range (0, off, does not), for the forward's and backward's plans.
+inline bool softcap_takes_ex2(float c) { return c >= kSoftcapEx2Min && c <= kSoftcapEx2Max; }
 
 // Which tensor-core instruction the kernel is built around.
 enum class MmaKind { MmaSync, Wgmma };
