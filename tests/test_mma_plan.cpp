@@ -148,8 +148,9 @@ TEST(MmaPlan, PlainGqaWindowsAndPackedSequencesOnNvidiaGpusQualify) {
 }
 
 // Softcap, ALiBi, masks and biases (fa2_mma.cl's SCORE_TRANSFORM) take the tensor cores in 16 and 32
-// bits (by default; not with FLASHCL_TENSOR_CORE_TRANSFORMS=0 or the variants off, not in fp8), built with the scaled score (FOLD_SCALE=0), the softcap's ex2 tanh in 16 bits up to
-// kSoftcapEx2Max unless FLASHCL_FWD_SOFTCAP_EX2=0; FLASHCL_MMA=any takes any device.
+// bits (by default; not with FLASHCL_TENSOR_CORE_TRANSFORMS=0 or the variants off, not in fp8), built
+// with the scaled score (FOLD_SCALE=0), the softcap's ex2 tanh in 16 bits for caps in
+// [kSoftcapEx2Min, kSoftcapEx2Max] unless FLASHCL_FWD_SOFTCAP_EX2=0; FLASHCL_MMA=any takes any device.
 TEST(MmaPlan, ScoreTransformsWhenAskedFor) {
   const DeviceFacts hopper = nvidia(9, 0);
   Overrides on, off, variants_off, no_ex2;

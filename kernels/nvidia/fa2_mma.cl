@@ -248,8 +248,8 @@ inline void clear_unseen_row(float acc[NT_O][4], int r, float sum) {
 #endif
 
 /* Online softmax of one 16-row m-tile over the block's scores (masked; scaled to the kernel's units,
- * or raw with FOLD_SCALE and scaled by c here): S becomes P = 2^((S - m) LOG2_PER_SCORE_UNIT) in place, the running max m
- * and per-lane sum l advance, and alpha = 2^(m_old - m_new) is what O must be multiplied by
+ * or raw with FOLD_SCALE and scaled by c here): S becomes P = 2^((S - m) LOG2_PER_SCORE_UNIT) in
+ * place, the running max m and per-lane sum l advance, and alpha = 2^(m_old - m_new) is what O must be multiplied by
  * (rescale_o). Returns whether a row's reference max moved. */
 inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2], float c SHFL_SCRATCH_PARAM) {
   float mx[2] = {NEG_INF, NEG_INF};
