@@ -26,7 +26,7 @@
  * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
  * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Softcap, ALiBi,
  * masks and biases (SCORE_TRANSFORM, unless FLASHCL_TENSOR_CORE_TRANSFORMS=0) send every score through
- * common.cl's final_score on every block, in halved natural units (HALF_UNITS) where a slope or bias
+ * common.cl's steps on every block (the band's tests on those that cross it), in halved natural units (HALF_UNITS) where a slope or bias
  * could overflow base 2 (transform_tile). FP8 variants run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
@@ -213,25 +213,37 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
 #define MASK_PARAM , __global const MASK_T* mask
 #define MASK_ARG , mask
 /* Every score of one 16-row m-tile (rows row_a and row_a + 8 in this lane) through the variants'
- * rules, on every block (softcap, ALiBi and masks change every score): common.cl's final_score, in the
+ * rules, on every block (softcap, ALiBi and masks change every score): common.cl's steps, in the
  * kernel's units (half natural units with HALF_UNITS, so no finite bias or sum of two overflows), with
  * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
- * division per score cost more than the two products at d <= 128). */
-inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
-                           __global const MASK_T* mask) {
+ * division per score cost more than the two products at d <= 128). The band's tests (KEY_OUT_OF_BAND)
+ * only where `band` says the block crosses it: the caller passes a constant, so each copy has its own. */
+inline void transform_scores(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
+                             __global const MASK_T* mask, const bool band) {
+  const int seqlen_k = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+      const bool hidden = (band && KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) || mask_hides(row, key, sv, a, mask);
 #if SOFTCAP && SOFTCAP_EX2
-      s[j][e] = key_masked(row, key, sv, a, mask)
-                    ? NEG_INF
-                    : score_shifts(sv->softcap * softcap_tanh_ex2(s[j][e], sv->softcap), row, key, sv, a, mask);
+      const float capped = sv->softcap * softcap_tanh_ex2(s[j][e], sv->softcap);
 #else
-      s[j][e] = final_score(s[j][e], row, key, sv, a, mask);
+      const float capped = softcap_score(s[j][e], sv);
 #endif
+      s[j][e] = hidden ? NEG_INF : score_shifts(capped, row, key, sv, a, mask);
     }
+}
+
+/* transform_scores on the blocks that cross the band (block_crosses_band, for the work-group's rows)
+ * and, without its tests, on the others: most blocks of a long sequence. */
+inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, bool band, const SeqView* sv,
+                           const AttnArgs* a, __global const MASK_T* mask) {
+  if (band)
+    transform_scores(s, row_a, k0, t, sv, a, mask, true);
+  else
+    transform_scores(s, row_a, k0, t, sv, a, mask, false);
 }
 
 /* O = 0 for a row that saw no key (its sum is 0), even where a hidden key's V held a NaN or Inf
@@ -298,8 +310,9 @@ inline bool scores_to_probs(float s[MT][NT_S][4], float m[MT][2], float l[MT][2]
                             int row0, int t, const SeqView* sv, const AttnArgs* a, float c MASK_PARAM SHFL_SCRATCH_PARAM) {
   scale_scores(s, c);
 #if SCORE_TRANSFORM
+  const bool band = block_crosses_band(q0, BR, k0, BC, sv, a);
 #pragma unroll
-  for (int i = 0; i < MT; ++i) transform_tile(s[i], row0 + 16 * i, k0, t, sv, a, mask);
+  for (int i = 0; i < MT; ++i) transform_tile(s[i], row0 + 16 * i, k0, t, band, sv, a, mask);
 #else
   if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll

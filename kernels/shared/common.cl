@@ -248,14 +248,18 @@ inline SeqView seq_view(const AttnArgs* a, int b, int h, float unit, __global co
 #define KEY_OUT_OF_BAND(row, key, n_k, shift, a) \
   ((key) >= (n_k) || ABOVE_DIAGONAL(row, key, shift) || OUTSIDE_WINDOW(row, key, shift, a))
 
-/* True when key `key` is hidden from query `row`: out of band, or masked out. With a mask,
- * rows past the end of the queries hide every key, so no mask element outside the shape is read. */
-inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
-  if (KEY_OUT_OF_BAND(row, key, SV_NK(v, a), SV_SHIFT(v, a), a)) return true;
+/* True when the boolean mask hides key `key` from query `row`; rows past the end of the queries
+ * hide every key, so no mask element outside the shape is read. */
+inline bool mask_hides(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
 #if MASK_KIND == 1
-  if (row >= SV_NQ(v, a) || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0) return true;
-#endif
+  return row >= SV_NQ(v, a) || mask[v->mask_base + (long)row * a->mask_row_stride + key] == 0;
+#else
   return false;
+#endif
+}
+/* True when key `key` is hidden from query `row`: out of band, or masked out. */
+inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
+  return KEY_OUT_OF_BAND(row, key, SV_NK(v, a), SV_SHIFT(v, a), a) || mask_hides(row, key, v, a, mask);
 }
 
 /* final_score's steps after the softcap: ALiBi, then the additive bias (for a caller that caps the
@@ -270,16 +274,23 @@ inline float score_shifts(float s, int row, int key, const SeqView* v, const Att
   return s;
 }
 
+/* c tanh(s / c) with a softcap c, else s; where |s / c| < 2^-12, c tanh(s / c) is s to fp32
+ * precision, so s / c never underflows. */
+inline float softcap_score(float s, const SeqView* v) {
+#if SOFTCAP
+  return fabs(s) < v->softcap * 0x1p-12f ? s : v->softcap * tanh(s / v->softcap);
+#else
+  return s;
+#endif
+}
+
 /* The one place scores are transformed: s (unit * scale * q.k) becomes the score the softmax sees:
  * softcap first, then ALiBi, then the additive bias (flash-attn's and SDPA's order), or -inf where
  * the key is hidden. Without variants this is only the mask. */
 inline float final_score(float s, int row, int key, const SeqView* v, const AttnArgs* a,
                          __global const MASK_T* mask) {
   if (key_masked(row, key, v, a, mask)) return NEG_INF;
-#if SOFTCAP /* where |s / c| < 2^-12, c tanh(s / c) is s to fp32 precision: no underflow of s / c */
-  s = fabs(s) < v->softcap * 0x1p-12f ? s : v->softcap * tanh(s / v->softcap);
-#endif
-  return score_shifts(s, row, key, v, a, mask);
+  return score_shifts(softcap_score(s, v), row, key, v, a, mask);
 }
 
 /* d(final score)/d(raw score): 1 - tanh^2(raw / c) with softcap, else 1 (ALiBi and the bias only
@@ -371,12 +382,9 @@ inline void query_block_range(int k0, int k_end, int br, const SeqView* v, const
   *qb_end = hi <= lo ? *qb_begin : (hi + br - 1) / br;
 }
 
-/* True when block [q0, q0 + br) x [k0, k0 + bc) needs final_score(): some key may be hidden from
- * some row, or a transform changes every score. */
-inline bool block_needs_mask(int q0, int br, int k0, int bc, const SeqView* v, const AttnArgs* a) {
-#if SCORE_TRANSFORM || MASK_KIND
-  return true;
-#else
+/* True when block [q0, q0 + br) x [k0, k0 + bc) holds a key out of band (KEY_OUT_OF_BAND) for
+ * some row: past the keys, above the causal diagonal or outside the window. */
+inline bool block_crosses_band(int q0, int br, int k0, int bc, const SeqView* v, const AttnArgs* a) {
   if (k0 + bc > SV_NK(v, a)) return true;
 #if CAUSAL
   if (k0 + bc - 1 > q0 + SV_SHIFT(v, a)) return true;
@@ -386,5 +394,14 @@ inline bool block_needs_mask(int q0, int br, int k0, int bc, const SeqView* v, c
   if (a->window_left >= 0 && k0 < q0 + br - 1 + SV_SHIFT(v, a) - a->window_left) return true;
 #endif
   return false;
+}
+
+/* True when block [q0, q0 + br) x [k0, k0 + bc) needs final_score(): some key may be hidden from
+ * some row, or a transform changes every score. */
+inline bool block_needs_mask(int q0, int br, int k0, int bc, const SeqView* v, const AttnArgs* a) {
+#if SCORE_TRANSFORM || MASK_KIND
+  return true;
+#else
+  return block_crosses_band(q0, br, k0, bc, v, a);
 #endif
 }
