@@ -217,8 +217,9 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
  * kernel's units (half natural units with HALF_UNITS, so no finite bias or sum of two overflows), with
  * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
  * division per score cost more than the two products at d <= 128). The band's tests (KEY_OUT_OF_BAND)
- * only where `band` says the block crosses it: the caller passes a constant, so each copy has its own. */
-inline void transform_scores(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
+ * only where `band` says the block crosses it: the caller passes a constant, so each copy has its own
+ * (always inlined: a call would also take s through local memory). */
+inline __attribute__((always_inline)) void transform_scores(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
                              __global const MASK_T* mask, const bool band) {
   const int seqlen_k = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
@@ -238,7 +239,7 @@ inline void transform_scores(float s[NT_S][4], int row_a, int k0, int t, const S
 
 /* transform_scores on the blocks that cross the band (block_crosses_band, for the work-group's rows)
  * and, without its tests, on the others: most blocks of a long sequence. */
-inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, bool band, const SeqView* sv,
+inline __attribute__((always_inline)) void transform_tile(float s[NT_S][4], int row_a, int k0, int t, bool band, const SeqView* sv,
                            const AttnArgs* a, __global const MASK_T* mask) {
   if (band)
     transform_scores(s, row_a, k0, t, sv, a, mask, true);
