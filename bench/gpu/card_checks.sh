@@ -4,7 +4,7 @@
 # first card run (VariantTransforms at amplitude 1, VariantMaskedNan), the backward suites, whose
 # forward now runs these transforms on the tensor cores too, and an A/B of kernel trees through
 # FLASHCL_KERNEL_DIR (one build): this tree ("new"), BASE_KERNELS when given ("base": another
-# commit's kernels/, e.g. `git archive BASE kernels`) and this tree without clear_unseen_row's two
+# commit's kernels/ folder itself, e.g. DIR/kernels after `git archive BASE kernels | tar -x -C DIR`) and this tree without clear_unseen_row's two
 # calls ("noclear": the O = 0 of a row that saw no key), on fp16 softcap / ALiBi / bool mask / bias
 # rows (fa2, d 64 and 128, causal both) alternating for ROUNDS rounds (kernel_trees_ab.sh). Budget:
 # ~300 s of tests and ~280 s a round after the build (the host's inputs, the masks' at B 1 and the
@@ -34,7 +34,7 @@ cp -r kernels/. "$noclear"
 sed -i 's/^\( *\)clear_unseen_row(acc\[i\], r, sum);/\1\/\* removed for the A\/B \*\//' "$noclear/nvidia/fa2_mma.cl"
 echo "clear_unseen_row calls left in noclear: $(grep -c 'clear_unseen_row(acc' "$noclear/nvidia/fa2_mma.cl")"
 trees="new:kernels noclear:$noclear"
-[ -n "${BASE_KERNELS:-}" ] && trees="$trees base:$BASE_KERNELS"
+[ -n "${BASE_KERNELS:-}" ] && trees="$trees base:$(realpath -e "$BASE_KERNELS")"
 r=${ROUNDS:-3}
 TREES="$trees" SETS="softcap:$r:-b 8 --softcap 30; alibi:$r:-b 8 --alibi; bool:$r:-b 1 --mask bool; bias:$r:-b 1 --mask bias" \
   bash bench/gpu/kernel_trees_ab.sh "$out/ab"
