@@ -9,7 +9,7 @@
 #   TREES   "name:dir ..." (the first is the reference; dirs hold a kernels/ tree's files)
 #   SETS    "name:rounds:bench options; ..." row sets (fp16, fa2, H 16, N 4096, d 64 and 128, causal
 #           both, -r 10 -w 2 added), e.g. "bool:2:-b 1 --mask bool; alibi:1:-b 2 --alibi"
-# Usage: TREES=... SETS=... bench/gpu/kernel_trees_ab.sh OUT_DIR   (files: ab.txt, ptxas.log)
+# Usage: TREES=... SETS=... [PTXAS=0] bench/gpu/kernel_trees_ab.sh OUT_DIR   (files: ab.txt, ptxas.log)
 set -uo pipefail
 out=$(realpath -m "${1:-/tmp/flashcl-kernel-trees-ab}")
 mkdir -p "$out"
@@ -46,6 +46,7 @@ for round in $(seq "$rounds"); do
 done
 first_opts=$(echo "${sets[0]}" | cut -d: -f3- | sed -E 's/(^| )-b [0-9]+//')  # (the report's own -b)
 : > "$out/ptxas.log"
+[ "${PTXAS:-1}" = 0 ] && trees=""  # PTXAS=0: no report
 for tree in $trees; do
   tname=${tree%%:*} dir=${tree#*:}
   echo "== $tname" >> "$out/ptxas.log"
