@@ -26,7 +26,7 @@
  * (common.cl's seq_view, SEQ_BASE, LSE_INDEX), a Q block past its sequence's end visiting nothing
  * (windows and packed sequences unless FLASHCL_TENSOR_CORE_VARIANTS=0, mma_plan.cpp). Softcap, ALiBi,
  * masks and biases (SCORE_TRANSFORM, unless FLASHCL_TENSOR_CORE_TRANSFORMS=0) send every score through
- * common.cl's steps on every block (the band's tests on those that cross it), in halved natural units (HALF_UNITS) where a slope or bias
+ * common.cl's final_score on every block, in halved natural units (HALF_UNITS) where a slope or bias
  * could overflow base 2 (transform_tile). FP8 variants run on fa2.cl. */
 
 /* ---- The contract with the operand file ----
@@ -86,6 +86,14 @@
  * score transform's host asks for them. */
 #ifndef FOLD_SCALE
 #define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0 and no transform): scale * log2(e) folded into the exponent */
+#endif
+/* TRANSFORM_BAND_SPLIT: an experiment, not the default (FLASHCL_BUILD_OPTIONS=-DTRANSFORM_BAND_SPLIT=1):
+ * the score transforms skip the band's tests on the blocks inside it. Its first form (not always
+ * inlined) ran on an H100 at 0.83-0.91x the time with ALiBi, 0.72-0.98x with a bias, 0.83-1.03x
+ * with a softcap and 1.24-1.33x with a boolean mask; this form has not run on a card
+ * (docs/perf/nvidia-h100.md, "2026-12-07 19:25"). */
+#ifndef TRANSFORM_BAND_SPLIT
+#define TRANSFORM_BAND_SPLIT 0
 #endif
 #ifndef SOFTCAP_EX2
 #define SOFTCAP_EX2 0 /* 1 (16 bits, caps up to 64: the host's choice): the softcap's tanh from mma_ptx.cl's ex2 form */
@@ -212,22 +220,22 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
 /* scores_to_probs takes the mask or bias only in these programs (the others' code stays as recorded) */
 #define MASK_PARAM , __global const MASK_T* mask
 #define MASK_ARG , mask
+#if TRANSFORM_BAND_SPLIT
 /* Every score of one 16-row m-tile (rows row_a and row_a + 8 in this lane) through the variants'
- * rules, on every block (softcap, ALiBi and masks change every score): common.cl's steps, in the
- * kernel's units (half natural units with HALF_UNITS, so no finite bias or sum of two overflows), with
- * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
- * division per score cost more than the two products at d <= 128). The band's tests (KEY_OUT_OF_BAND)
- * only where `band` says the block crosses it: the caller passes a constant, so each copy has its own
- * (always inlined: a call would also take s through local memory). */
-inline __attribute__((always_inline)) void transform_scores(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
-                             __global const MASK_T* mask, const bool band) {
+ * rules (as transform_tile below), the band's tests (KEY_OUT_OF_BAND) only where `band` says the
+ * block crosses it (a constant at each call; always inlined, as a call would take s through local
+ * memory). */
+inline __attribute__((always_inline)) void transform_scores(float s[NT_S][4], int row_a, int k0, int t,
+                                                            const SeqView* sv, const AttnArgs* a,
+                                                            __global const MASK_T* mask, const bool band) {
   const int seqlen_k = SV_NK(sv, a), shift = SV_SHIFT(sv, a);
 #pragma unroll
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
-      const bool hidden = (band && KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) || mask_hides(row, key, sv, a, mask);
+      const bool hidden =
+          (band && KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) || mask_hides(row, key, sv, a, mask);
 #if SOFTCAP && SOFTCAP_EX2
       const float capped = sv->softcap * softcap_tanh_ex2(s[j][e], sv->softcap);
 #else
@@ -237,15 +245,39 @@ inline __attribute__((always_inline)) void transform_scores(float s[NT_S][4], in
     }
 }
 
-/* transform_scores on the blocks that cross the band (block_crosses_band, for the work-group's rows)
- * and, without its tests, on the others: most blocks of a long sequence. */
-inline __attribute__((always_inline)) void transform_tile(float s[NT_S][4], int row_a, int k0, int t, bool band, const SeqView* sv,
-                           const AttnArgs* a, __global const MASK_T* mask) {
+/* transform_scores in two copies: with the band's tests on the blocks that cross it (for the
+ * work-group's rows: block_crosses_band), without them on the others. */
+inline __attribute__((always_inline)) void transform_tile(float s[NT_S][4], int row_a, int k0, int t, bool band,
+                                                          const SeqView* sv, const AttnArgs* a,
+                                                          __global const MASK_T* mask) {
   if (band)
     transform_scores(s, row_a, k0, t, sv, a, mask, true);
   else
     transform_scores(s, row_a, k0, t, sv, a, mask, false);
 }
+#else
+/* Every score of one 16-row m-tile (rows row_a and row_a + 8 in this lane) through the variants'
+ * rules, on every block (softcap, ALiBi and masks change every score): common.cl's final_score, in the
+ * kernel's units (half natural units with HALF_UNITS, so no finite bias or sum of two overflows), with
+ * the softcap's tanh in mma_ptx.cl's ex2 form under SOFTCAP_EX2 (16 bits: the library's tanh and a
+ * division per score cost more than the two products at d <= 128). */
+inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView* sv, const AttnArgs* a,
+                           __global const MASK_T* mask) {
+#pragma unroll
+  for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+#if SOFTCAP && SOFTCAP_EX2
+      s[j][e] = key_masked(row, key, sv, a, mask)
+                    ? NEG_INF
+                    : score_shifts(sv->softcap * softcap_tanh_ex2(s[j][e], sv->softcap), row, key, sv, a, mask);
+#else
+      s[j][e] = final_score(s[j][e], row, key, sv, a, mask);
+#endif
+    }
+}
+#endif
 
 /* O = 0 for a row that saw no key (its sum is 0), even where a hidden key's V held a NaN or Inf
  * (P V's 0 x NaN): a mask hides keys anywhere in a block, and such rows are O = 0 on every path. A
@@ -310,10 +342,13 @@ inline bool softmax_tile(float s[NT_S][4], float m[2], float l[2], float alpha[2
 inline bool scores_to_probs(float s[MT][NT_S][4], float m[MT][2], float l[MT][2], float alpha[MT][2], int q0, int k0,
                             int row0, int t, const SeqView* sv, const AttnArgs* a, float c MASK_PARAM SHFL_SCRATCH_PARAM) {
   scale_scores(s, c);
-#if SCORE_TRANSFORM
+#if SCORE_TRANSFORM && TRANSFORM_BAND_SPLIT
   const bool band = block_crosses_band(q0, BR, k0, BC, sv, a);
 #pragma unroll
   for (int i = 0; i < MT; ++i) transform_tile(s[i], row0 + 16 * i, k0, t, band, sv, a, mask);
+#elif SCORE_TRANSFORM
+#pragma unroll
+  for (int i = 0; i < MT; ++i) transform_tile(s[i], row0 + 16 * i, k0, t, sv, a, mask);
 #else
   if (block_needs_mask(q0, BR, k0, BC, sv, a))
 #pragma unroll

@@ -262,16 +262,21 @@ inline bool key_masked(int row, int key, const SeqView* v, const AttnArgs* a, __
   return KEY_OUT_OF_BAND(row, key, SV_NK(v, a), SV_SHIFT(v, a), a) || mask_hides(row, key, v, a, mask);
 }
 
+/* s plus the additive bias of (row, key) in the score's units (rows past the end read nothing) */
+inline float bias_shift(float s, int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
+#if MASK_KIND == 2
+  if (row < SV_NQ(v, a)) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
+#endif
+  return s;
+}
+
 /* final_score's steps after the softcap: ALiBi, then the additive bias (for a caller that caps the
  * score its own way, the tensor-core backward's 16-bit entries) */
 inline float score_shifts(float s, int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
 #if ALIBI
   s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);
 #endif
-#if MASK_KIND == 2
-  if (row < SV_NQ(v, a)) s += mask[v->mask_base + (long)row * a->mask_row_stride + key] * v->unit;
-#endif
-  return s;
+  return bias_shift(s, row, key, v, a, mask);
 }
 
 /* c tanh(s / c) with a softcap c, else s; where |s / c| < 2^-12, c tanh(s / c) is s to fp32
