@@ -42,6 +42,21 @@
 #define RVLOAD(p) CAT(vload, RW)(0, (p))
 #define RVSTORE(x, p) CAT(vstore, RW)((x), 0, (p))
 
+/* EXP2_OF(x) for a score x minus its row's max (x <= 0). With ALiBi, 0 where it is below 2^-126:
+ * PoCL's vector exp2 takes a slow path for arguments that underflow, which made the far keys under
+ * ALiBi cost 3x the plain kernel's time (fa2_cpu, d 64, N 2048, 2-core PoCL); a term dropped is
+ * below 2^-126 of the row's largest, which is 1. NaN stays NaN, -inf gives 0. Other programs keep
+ * EXP2_OF: their scores rarely underflow, and the selects cost a bias program 5-10 % there. */
+inline RVEC_T exp2_of_score(RVEC_T x) {
+#if ALIBI
+  const RVEC_T t = x * LOG2_PER_SCORE_UNIT;
+  const CAT(int, RW) under = t < (RVEC_T)(-126.0f);
+  return select(exp2(select(t, (RVEC_T)(-126.0f), under)), (RVEC_T)(0.0f), under);
+#else
+  return EXP2_OF(x);
+#endif
+}
+
 /* Where the kernel is compiled for the host CPU (PoCL: __x86_64__, __aarch64__), the next K/V
  * block is prefetched into L2 while this one is used: the staging copies otherwise waited on
  * misses for most of their time (perf annotate: 75 % of fa2_cpu's body at d = 64), as rows 2-4 KiB

@@ -43,13 +43,51 @@ inline void block_scores(RVEC_T pt[BC][SG], __local const float* qt, __local con
   }
 }
 
-/* Online softmax of a score block, RW rows per vector: final_score() where the block needs it, the
- * new running maxima, pt <- 2^(s - m) in place (a row whose max is -inf gets zeros, never NaN), the
- * running sums, and alpha: the factor each row's accumulator must be rescaled by (softmax_rescale,
- * lane-wise). m, l: the block's rows' running max and sum. */
+#if SOFTCAP || ALIBI
+__constant float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+/* final_score on a score block that holds no key out of band (block_crosses_band false), in a
+ * program with a softcap or ALiBi: the softcap's tanh and ALiBi's distance (row + shift - key in
+ * floats, exact below 2^24) RW rows a vector, then any mask or bias row by row along its keys
+ * (contiguous loads). The same numbers as final_score but for the vector tanh's last bits;
+ * final_score entry by entry took 1.3-1.4x the time with a softcap on a 2-core PoCL. */
+inline void transform_inside_band(RVEC_T pt[BC][SG], int row0, int k0, const SeqView* sv, const AttnArgs* a,
+                                  __global const MASK_T* mask) {
+  const RVEC_T lanes = RVLOAD(kLanes);
+  for (int j = 0; j < BC; ++j)
+    for (int g = 0; g < SG; ++g) {
+      RVEC_T x = pt[j][g];
+#if SOFTCAP
+      x = select(sv->softcap * tanh(x / sv->softcap), x, fabs(x) < sv->softcap * 0x1p-12f);
+#endif
+#if ALIBI
+      x -= sv->slope * fabs(lanes + (float)(row0 + g * RW + SV_SHIFT(sv, a) - k0 - j));
+#endif
+      pt[j][g] = x;
+    }
+#if MASK_KIND
+  float* ps = (float*)pt;
+  for (int r = 0; r < SR; ++r)
+    for (int j = 0; j < BC; ++j)
+      ps[j * SR + r] = mask_hides(row0 + r, k0 + j, sv, a, mask) ? NEG_INF
+                                                                : bias_shift(ps[j * SR + r], row0 + r, k0 + j, sv, a, mask);
+#endif
+}
+#endif
+
+/* Online softmax of a score block, RW rows per vector: final_score() where the block needs it
+ * (transform_inside_band's vectors where no key is out of band), the new running maxima,
+ * pt <- 2^(s - m) in place (a row whose max is -inf gets zeros, never NaN), the running sums, and
+ * alpha: the factor each row's accumulator must be rescaled by (softmax_rescale, lane-wise). m, l:
+ * the block's rows' running max and sum. */
 inline void block_softmax(RVEC_T pt[BC][SG], float* m, float* l, float* alpha, int row0, int k0, bool masked,
                           const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
   float* ps = (float*)pt;
+#if SOFTCAP || ALIBI /* (a mask or bias alone measured no faster this way) */
+  if (masked && !block_crosses_band(row0, SR, k0, BC, sv, a))
+    transform_inside_band(pt, row0, k0, sv, a, mask);
+  else
+#endif
   if (masked)
     for (int j = 0; j < BC; ++j)
       for (int r = 0; r < SR; ++r) ps[j * SR + r] = final_score(ps[j * SR + r], row0 + r, k0 + j, sv, a, mask);
@@ -69,7 +107,7 @@ inline void block_softmax(RVEC_T pt[BC][SG], float* m, float* l, float* alpha, i
     const RVEC_T base = select(m_new, (RVEC_T)(0.0f), none);
     RVEC_T sum = (RVEC_T)(0.0f);
     for (int j = 0; j < BC; ++j) {
-      const RVEC_T e = EXP2_OF(pt[j][g] - base);
+      const RVEC_T e = exp2_of_score(pt[j][g] - base);
       pt[j][g] = e;
       sum += e;
     }

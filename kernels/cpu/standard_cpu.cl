@@ -191,7 +191,7 @@ void standard_cpu_softmax(__global float* s, __global float* lse, VARIANT_PARAMS
 #pragma unroll
       for (int g = 0; g < SG; ++g) {
         __global float* p = panel + j * BR + r0 + g * RW;
-        const RVEC_T e = EXP2_OF(RVLOAD(p) - base[g]);
+        const RVEC_T e = exp2_of_score(RVLOAD(p) - base[g]);
         RVSTORE(e, p);
         sum[g] += e;
       }
