@@ -69,9 +69,10 @@ inline void transform_inside_band(RVEC_T pt[BC][SG], int row0, int k0, const Seq
 #if MASK_KIND
   float* ps = (float*)pt;
   for (int r = 0; r < SR; ++r)
-    for (int j = 0; j < BC; ++j)
-      ps[j * SR + r] = mask_hides(row0 + r, k0 + j, sv, a, mask) ? NEG_INF
-                                                                : bias_shift(ps[j * SR + r], row0 + r, k0 + j, sv, a, mask);
+    for (int j = 0; j < BC; ++j) {
+      float* x = ps + j * SR + r;
+      *x = mask_hides(row0 + r, k0 + j, sv, a, mask) ? NEG_INF : bias_shift(*x, row0 + r, k0 + j, sv, a, mask);
+    }
 #endif
 }
 #endif

@@ -271,7 +271,7 @@ inline float bias_shift(float s, int row, int key, const SeqView* v, const AttnA
 }
 
 /* final_score's steps after the softcap: ALiBi, then the additive bias (for a caller that caps the
- * score its own way, the tensor-core backward's 16-bit entries) */
+ * score its own way: the tensor cores' 16-bit softcap, forward and backward) */
 inline float score_shifts(float s, int row, int key, const SeqView* v, const AttnArgs* a, __global const MASK_T* mask) {
 #if ALIBI
   s -= v->slope * (float)abs(row + SV_SHIFT(v, a) - key);
