@@ -117,8 +117,8 @@ std::vector<Case> variant_cases() {
       dtype(window(varlen(make(1, 1, 32, false, 1, 2, 20), vq, vk), 6, 6), DType::F16),
       gqa(mask(make(50, 70, 32, false, 2, 4, 21), MaskMode::Bias, 1, 4), 2),
       gqa(mask(make(70, 70, 32, false, 2, 3, 22), MaskMode::Bool, 2, 1), 1),
-      // a mask or bias with a softcap or ALiBi on key blocks wholly inside the band (Nk 160: CPUs'
-      // 64-key blocks, fa2_cpu's vector transform_inside_band)
+      // a mask or bias with a softcap or ALiBi on key blocks wholly inside the band (non-causal,
+      // Nk 160: for any key block width up to 160, e.g. fa2_cpu's vector transform_inside_band)
       softcap(alibi(mask(make(70, 160, 32, false, 1, 2, 43), MaskMode::Bias, 1, 2), false), 6.0),
       alibi(mask(make(70, 160, 32, false, 1, 2, 44), MaskMode::Bool, 1, 1), true),
       layout(softcap(alibi(window(gqa(mask(varlen(make(1, 1, 32, true, 1, 4, 23), vq, vk), MaskMode::Bias, 1, 1), 2),

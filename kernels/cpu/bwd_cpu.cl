@@ -229,12 +229,8 @@ inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[R
         const int key = k0 + j;
         const float raw = s[r][j] * a->scale;
         const float x = final_score(raw, row, key, sv, a, mask);
-#if ALIBI /* 0 below 2^-126 as the forward's exp2_of_score: PoCL's exp2 is slow on ALiBi's underflowing far keys */
-        const float t = x * LOG2E_F - l2;
-        const float p = x == NEG_INF || t < -126.0f ? 0.0f : exp2(t);
-#else
-        const float p = x == NEG_INF ? 0.0f : exp2(x * LOG2E_F - l2);
-#endif
+        const float t = x * LOG2E_F - l2; /* with ALiBi, 0 below EXP2_FLUSH_BELOW as the forward */
+        const float p = x == NEG_INF || (ALIBI && t < EXP2_FLUSH_BELOW) ? 0.0f : exp2(t);
         const float g = p == 0.0f ? 0.0f : p * (dp[r][j] - d);
 #if DBIAS
         if (row < SV_NQ(sv, a) && key < SV_NK(sv, a)) ds_target[ds_base + (long)row * ds_row_stride + key] = g;

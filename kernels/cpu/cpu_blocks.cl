@@ -52,8 +52,8 @@
 inline RVEC_T exp2_of_score(RVEC_T x) {
 #if ALIBI
   const RVEC_T t = x * LOG2_PER_SCORE_UNIT;
-  const CAT(int, RW) under = t < (RVEC_T)(-126.0f);
-  return select(exp2(select(t, (RVEC_T)(-126.0f), under)), (RVEC_T)(0.0f), under);
+  const CAT(int, RW) under = t < (RVEC_T)(EXP2_FLUSH_BELOW);
+  return select(exp2(select(t, (RVEC_T)(EXP2_FLUSH_BELOW), under)), (RVEC_T)(0.0f), under);
 #else
   return EXP2_OF(x);
 #endif

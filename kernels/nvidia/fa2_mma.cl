@@ -142,6 +142,10 @@ inline void tile_writes_visible(void) {}
 #ifndef K_ROW_KEY
 #define K_ROW_KEY(r) (r) /* K's rows in the tile in key order */
 #endif
+/* The row and key of score e (0..3) of n-tile j in lane t's S fragment of an m-tile whose first row
+ * in this lane is row_a, on the block from key k0 (mask_tile, transform_tile) */
+#define FRAG_ROW(row_a, e) ((row_a) + ((e) >> 1) * 8)
+#define FRAG_KEY(k0, j, t, e) ((k0) + K_ROW_KEY(8 * (j) + 2 * (t) + ((e) & 1)))
 
 /* Keys k0 .. k0+BC-1 of a K or V slice into a __local tile (tile_offset's layout); rows past the sequence and
  * columns past the head dim become 0 (so no garbage meets a zero weight). With VEC_LOAD the
@@ -210,7 +214,7 @@ inline void mask_tile(float s[NT_S][4], int row_a, int k0, int t, const SeqView*
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+      const int row = FRAG_ROW(row_a, e), key = FRAG_KEY(k0, j, t, e);
       /* common.cl's rules, one select per score (the lengths and shift read once, above) */
       if (KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) s[j][e] = NEG_INF;
     }
@@ -233,7 +237,7 @@ inline __attribute__((always_inline)) void transform_scores(float s[NT_S][4], in
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+      const int row = FRAG_ROW(row_a, e), key = FRAG_KEY(k0, j, t, e);
       const bool hidden =
           (band && KEY_OUT_OF_BAND(row, key, seqlen_k, shift, a)) || mask_hides(row, key, sv, a, mask);
 #if SOFTCAP && SOFTCAP_EX2
@@ -267,7 +271,7 @@ inline void transform_tile(float s[NT_S][4], int row_a, int k0, int t, const Seq
   for (int j = 0; j < NT_S; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int row = row_a + (e >> 1) * 8, key = k0 + K_ROW_KEY(8 * j + 2 * t + (e & 1));
+      const int row = FRAG_ROW(row_a, e), key = FRAG_KEY(k0, j, t, e);
 #if SOFTCAP && SOFTCAP_EX2
       s[j][e] = key_masked(row, key, sv, a, mask)
                     ? NEG_INF

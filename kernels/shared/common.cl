@@ -52,6 +52,9 @@
 
 #define NEG_INF (-INFINITY)
 #define LOG2E_F 1.44269504088896341f
+/* The CPU kernels' exp2 gives 0 for an argument below this in ALiBi programs: PoCL's exp2 takes a slow
+ * path where the result underflows (cpu_blocks.cl's exp2_of_score, bwd_cpu.cl) */
+#define EXP2_FLUSH_BELOW (-126.0f)
 #define LN2_F 0.693147180559945309f
 
 /* The unit fa1/fa2 keep scores in. Base 2 (log2 e: Q pre-scaled by scale * log2 e, P = 2^(s - m))
