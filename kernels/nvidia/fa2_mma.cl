@@ -87,13 +87,13 @@
 #ifndef FOLD_SCALE
 #define FOLD_SCALE 0 /* 1 (the host sets it when scale > 0 and no transform): scale * log2(e) folded into the exponent */
 #endif
-/* TRANSFORM_BAND_SPLIT: an experiment, not the default (FLASHCL_BUILD_OPTIONS=-DTRANSFORM_BAND_SPLIT=1):
- * the score transforms skip the band's tests on the blocks inside it. Its first form (not always
- * inlined) ran on an H100 at 0.83-0.91x the time with ALiBi, 0.72-0.98x with a bias, 0.83-1.03x
- * with a softcap and 1.24-1.33x with a boolean mask; this form has not run on a card
- * (docs/perf/nvidia-h100.md, "2026-12-07 19:25"). */
+/* TRANSFORM_BAND_SPLIT: the score transforms skip the band's tests on the blocks inside it (two
+ * copies of the transform loop). On an H100 (fp16, N 4096, d 64 / 128, causal both; two rounds,
+ * docs/perf/nvidia-h100.md, "2026-12-07 23:15") it took 0.84-0.89x the time with ALiBi and
+ * 0.72-0.98x with a bias, but 0.85-1.04x with a softcap alone and 1.24-1.33x with a boolean mask
+ * (1.03-1.15x with one copy for it): so the default for programs with ALiBi or a bias only. */
 #ifndef TRANSFORM_BAND_SPLIT
-#define TRANSFORM_BAND_SPLIT 0
+#define TRANSFORM_BAND_SPLIT (ALIBI || MASK_KIND == 2)
 #endif
 #ifndef SOFTCAP_EX2
 #define SOFTCAP_EX2 0 /* 1 (16 bits, caps up to 64: the host's choice): the softcap's tanh from mma_ptx.cl's ex2 form */
