@@ -89,7 +89,7 @@
 #endif
 /* TRANSFORM_BAND_SPLIT: the score transforms skip the band's tests on the blocks inside it (two
  * copies of the transform loop). On an H100 (fp16, N 4096, d 64 / 128, causal both; two rounds,
- * docs/perf/nvidia-h100.md, "2026-12-07 23:15") it took 0.84-0.89x the time with ALiBi and
+ * docs/perf/nvidia-h100.md, "2026-12-07 22:50") it took 0.84-0.89x the time with ALiBi and
  * 0.72-0.98x with a bias, but 0.85-1.04x with a softcap alone and 1.24-1.33x with a boolean mask
  * (1.03-1.15x with one copy for it): so the default for programs with ALiBi or a bias only. */
 #ifndef TRANSFORM_BAND_SPLIT
