@@ -1,10 +1,11 @@
 // test_bwd_cpu.cpp: the CPU-shaped backward (kernels/cpu/bwd_cpu.cl) on shapes the variant cases of
 // test_backward.cpp are too small for: several K/V and Q blocks with partial tails, several dQ
 // partials per K/V head (MQA with B = 1: the planner splits each K/V head into chunks), d = 128,
-// a window crossing blocks, and 16-bit storage. Fresh random inputs, outputs poisoned with NaN,
-// float64 reference (run_backward), and bit-identical dQ, dK, dV over repeated runs (its dQ is a
-// fixed-order sum, so even the non-deterministic fa2 call is). On a device the CPU form does not
-// take (a GPU), these cases exercise the portable kernels instead and still must pass.
+// a window crossing blocks, 16-bit storage, and softcaps, ALiBi and masks over several blocks.
+// Fresh random inputs, outputs poisoned with NaN, float64 reference (run_backward), and
+// bit-identical dQ, dK, dV over repeated runs (its dQ is a fixed-order sum, so even the
+// non-deterministic fa2 call is). On a device the CPU form does not take (a GPU), these cases
+// exercise the portable kernels instead and still must pass.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -48,6 +49,29 @@ TEST(BwdCpu, HalfAndBFloat16MultiBlock) {
     Case c = cpu_case(160, 140, 64, true, 1, 2, 1, 504);
     c.dtype = dtype;
     expect_run_accurate(run_backward(c, fa2(), false), dtype, std::string("fa2 ") + to_string(dtype));
+  }
+}
+
+// Softcap and ALiBi programs take the CPU form's vector rules (softmax_grad_row_vectors) on every
+// block: blocks crossing the causal diagonal, the window's left edge and the keys' end (Nq != Nk:
+// bottom-right), GQA, a boolean mask with a fully hidden row (lane by lane), and a bias without
+// its gradient (the bias-gradient programs keep the per-entry path).
+TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
+  Case banded = cpu_case(150, 203, 64, true, 1, 4, 2, 506);
+  banded.shape.window_left = 100;
+  banded.shape.softcap = 1.5;
+  add_bool_mask(banded.shape, 1, 4, 7, 561);
+  expect_run_accurate(run_backward(banded, fa2(), false), DType::F32, "fa2 softcap window bool mask");
+  Case shifted = cpu_case(170, 140, 64, false, 2, 2, 1, 507);
+  shifted.shape.softcap = 1.5;
+  add_alibi(shifted.shape);
+  add_bias(shifted.shape, 1, 2, 571);
+  expect_run_accurate(run_backward(shifted, fa2(), false), DType::F32, "fa2 softcap alibi bias");
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    Case half = cpu_case(150, 130, 64, true, 1, 2, 2, 508);
+    half.dtype = dtype;
+    add_alibi(half.shape);
+    expect_run_accurate(run_backward(half, fa2(), false), dtype, std::string("fa2 alibi ") + to_string(dtype));
   }
 }
 

@@ -3,8 +3,9 @@
 // uninitialised-value checks, label `oclgrind`); the same cases run on the default device with the
 // other checks. Per path (standard, fa1, fa2 atomic, fa2 deterministic): lengths that divide no
 // tile with Nq != Nk, causal + GQA, a padded layout with NaN gaps, varlen with an empty sequence
-// and a bias broadcast over heads with its gradient, and fp16 storage (d = 6, and d = 20 in fp16 and
-// bf16: a 16-wide vector and a tail in the CPU backward's conversions).
+// and a bias broadcast over heads with its gradient, fp16 storage (d = 6, and d = 20 in fp16 and
+// bf16: a 16-wide vector and a tail in the CPU backward's conversions), and softcap + ALiBi + a
+// boolean mask.
 #include <tuple>
 
 #include "backward_support.hpp"
@@ -44,6 +45,13 @@ std::vector<TinyBackward> tiny_backward_cases() {
     wide.dtype = dtype;
     cases.push_back({dtype == DType::F16 ? "causal_padded_d20_f16" : "causal_padded_d20_bf16", wide});
   }
+  // softcap, ALiBi and a boolean mask with a fully hidden row, no bias gradient: the CPU backward's
+  // vector rules (softmax_grad_row_vectors), whose mask lanes stop at the keys' end
+  Case shifted = make_case(6, 7, 8, true, 1, 2);
+  shifted.shape.softcap = 1.5;
+  add_alibi(shifted.shape);
+  add_bool_mask(shifted.shape, 1, 2, 3, 908);
+  cases.push_back({"causal_softcap_alibi_bool", shifted});
   return cases;
 }
 
@@ -55,7 +63,8 @@ TEST_P(TinyBackwardKernels, MatchReference) {
   expect_run_accurate(run_backward(t.c, path, t.d_bias), t.c.dtype, std::string(path.name) + " " + t.name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, TinyBackwardKernels, testing::Combine(testing::Range(0, 4), testing::Range(0, 5)),
+INSTANTIATE_TEST_SUITE_P(Tiny, TinyBackwardKernels, testing::Combine(testing::Range(0, 4),
+                                                          testing::Range(0, static_cast<int>(tiny_backward_cases().size()))),
                          [](const testing::TestParamInfo<std::tuple<int, int>>& info) {
                            return std::string(kBackwardPaths[std::get<0>(info.param)].name) + "_" +
                                   tiny_backward_cases()[std::get<1>(info.param)].name;

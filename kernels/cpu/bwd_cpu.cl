@@ -15,7 +15,8 @@
  *    strides. Everything is a fixed order of operations: every call is deterministic.
  * The preprocess (D = rowsum(dO o O)) and the bias-gradient passes are bwd_common.cl's. Blocks
  * that need the visibility rules or a score transform take the scalar path through common.cl's
- * final_score, as the portable backward does; the rest stays in vectors. */
+ * final_score, as the portable backward does, except the band's alone (a lane-wise compare) and
+ * programs with a softcap or ALiBi (softmax_grad_row_vectors); the rest stays in vectors. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -195,11 +196,60 @@ inline void tile_dq(__global float* dq, __local const float* ds, __local const f
   }
 }
 
+/* Programs with a softcap or ALiBi (and no bias gradient) compute the per-entry rules in vectors:
+ * the per-entry path's calls made the softcap backward 10x and ALiBi's 3.5x the plain one's time
+ * (fa2, d 64, N 2048, 2-core PoCL). */
+#define VECTOR_TRANSFORMS ((SOFTCAP || ALIBI) && !DBIAS)
+
+#if VECTOR_TRANSFORMS
+/* P and dS of one row (p_row, ds_row) over the block's keys [k0, k0 + keys), as tile_softmax_grad's
+ * per-entry path computes them: the softcap's tanh once for the score and its slope, ALiBi's
+ * distance and the band lane-wise, a mask or bias lane by lane; with ALiBi, P = 0 below
+ * EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow path on underflow). */
+inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row, const float* s_row,
+                                         const float* dp_row, float l2, float d, int row, int k0, int keys,
+                                         const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
+  for (int j = 0; j < keys; j += VW) {
+    const VEC_T raw = VLOAD(s_row + j) * a->scale;
+    VEC_T x = raw, slope = (VEC_T)(1.0f);
+#if SOFTCAP
+    const VEC_T th = tanh(raw / sv->softcap);
+    x = select(sv->softcap * th, raw, fabs(raw) < sv->softcap * 0x1p-12f);
+    slope = 1.0f - th * th;
+#endif
+#if ALIBI
+    x -= sv->slope * fabs((float)(row + SV_SHIFT(sv, a) - k0 - j) - CAT(convert_float, VW)(LANES));
+#endif
+    const IVEC_T key = (IVEC_T)(k0 + j) + LANES;
+    x = select(x, (VEC_T)(NEG_INF), KEY_OUT_OF_BAND(row, key, SV_NK(sv, a), SV_SHIFT(sv, a), a));
+#if MASK_KIND
+    float xs[VW];
+    VSTORE(x, xs);
+    for (int e = 0; e < VW && k0 + j + e < SV_NK(sv, a); ++e) /* (no mask element past the keys is read) */
+      xs[e] = mask_hides(row, k0 + j + e, sv, a, mask) ? NEG_INF : bias_shift(xs[e], row, k0 + j + e, sv, a, mask);
+    x = VLOAD(xs);
+#endif
+    const VEC_T t = x * LOG2E_F - l2;
+#if ALIBI
+    const IVEC_T under = t < (VEC_T)(EXP2_FLUSH_BELOW);
+    const VEC_T p = select(exp2(select(t, (VEC_T)(EXP2_FLUSH_BELOW), under)), (VEC_T)(0.0f), under);
+#else
+    const VEC_T p = exp2(t);
+#endif
+    const IVEC_T zero = p == (VEC_T)(0.0f);
+    VSTORE(p, p_row + j);
+    VSTORE(select(p * (VLOAD(dp_row + j) - d) * slope, (VEC_T)(0.0f), zero), ds_row + j);
+  }
+}
+#endif
+
 /* P and dS of the RM rows at r0 from their raw products s = q.k and dp = dO.v, into the P and dS
  * tiles. lse2 holds LSE * log2(e), +inf for rows past the end or with no visible key, so their P
- * is exactly 0. Unmasked blocks stay in vectors; masked ones take final_score per entry (natural
- * units, as bwd_common.cl's bwd_probability) and, with DBIAS, write dS before the softcap slope
- * for the bias gradient. A zero P always gives a zero dS, even where dP is not finite. */
+ * is exactly 0. Unmasked blocks stay in vectors, and so do masked ones whose only rule is the band
+ * (BAND_ONLY) or whose program has VECTOR_TRANSFORMS; the others take
+ * final_score per entry (natural units, as bwd_common.cl's bwd_probability) and, with DBIAS, write
+ * dS before the softcap slope for the bias gradient. A zero P always gives a zero dS, even where
+ * dP is not finite. */
 inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[RM][BC], float dp[RM][BC],
                               __local const float* lse2, __local const float* dd, int q0, int r0, int k0, int keys,
                               const bool masked, const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
@@ -225,6 +275,9 @@ inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[R
         VSTORE(select(g, (VEC_T)(0.0f), p == (VEC_T)(0.0f)), ds_t + i * BC + j);
       }
     } else {
+#if VECTOR_TRANSFORMS
+      softmax_grad_row_vectors(p_t + i * BC, ds_t + i * BC, s[r], dp[r], l2, d, row, k0, keys, sv, a, mask);
+#else
       for (int j = 0; j < (keys + VW - 1) / VW * VW; ++j) {
         const int key = k0 + j;
         const float raw = s[r][j] * a->scale;
@@ -238,6 +291,7 @@ inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[R
         p_t[i * BC + j] = p;
         ds_t[i * BC + j] = g * score_slope(raw, sv);
       }
+#endif
     }
   }
 }
