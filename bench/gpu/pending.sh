@@ -10,14 +10,11 @@
 # decode_ab, python_ab and python_kvcache, ran on an H100: docs/perf/nvidia-h100.md.)
 # Usage (from the root of .snap, the committed tree that the device calls carry beside .deps):
 #   bench/gpu/pending.sh CALL OUT
-#   CALL 1: decode_quick on an H200 (issue 22's bars with decode_mma: fixed, forms, sdpa, runs-tests,
-#           tests); ran on an H100 on 2026-12-06 (docs/perf/nvidia-h100.md)
-#   CALL 2: python_ab (issue 21's bar) and bwd_red on an H200; both ran on an H100 on 2026-12-06
-#   CALL 3: fp8_vt_ab (issue 23's bar: e4m3 with V as stored and transposed against fp16) on an H200;
-#           ran on an H100 on 2026-12-06 14:30 UTC (docs/perf/nvidia-h100.md)
 #   CALL 5: tf32_backward on an H200 (issue 20's fp32 bar): the float64 tests of the fp32 backward on the
 #           tensor cores (3xTF32), ptxas's report, and its fwd+bwd against the portable kernels and
 #           PyTorch's memory-efficient SDPA; ran on an H100 on 2026-12-07 (docs/BACKWARD.md)
+# (CALLS 1, 2 and 3, decode_quick, bwd_red + python_ab and fp8_vt_ab, ran on an H200 on 2026-12-07
+# 23:15 UTC and left this list: docs/perf/nvidia-h200.md, the section of that date.)
 # (CALL 4, tensor_core_variants, ran on an H100 on 2026-12-07 and left this list: the variants and
 # fp32 on the tensor cores have been the default since, docs/BACKWARD.md, "On the card". CALL 6,
 # bwd_kernels_ab, ran on an H100 on 2026-12-07 13:25 UTC: the softcap's ex2 form is the default, the
@@ -25,18 +22,13 @@
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 1, 2, 3 or 5}
+call=${1:?CALL: 5}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
-  1) scripts="decode_quick:420" ;;
-  2) scripts="bwd_red:250 python_ab:260" ;;
-  3) scripts="fp8_vt_ab:400" ;;
   5) scripts="tf32_backward:520" ;;
-  *) echo "pending.sh: CALL must be 1, 2, 3 or 5, got '$call'"; exit 2 ;;
+  *) echo "pending.sh: CALL must be 5 (calls 1-4 and 6 have run), got '$call'"; exit 2 ;;
 esac
-# what a script takes beyond its output folder
-export STEPS="fixed forms sdpa runs-tests tests" FIXED_PAGES=0  # decode_quick's parts (its header)
 # the builds live in /tmp, outside the carried tree, so that a call made while the machine is still
 # warm finds them (a carried .snap replaces its whole folder)
 for dir in build-gpu build-gpu-python; do  # (a real folder of that name stays as it is)
