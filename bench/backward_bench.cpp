@@ -4,12 +4,14 @@
 // kernel's start to the last one's end. FLOPs as FlashAttention-2 counts them: the backward is
 // 2.5x the forward's 4·B·H·Nq·Nk·d, halved when causal; forward + backward 3.5x (a window's
 // hidden keys still counted, so its rows compare as time). The variants: --window, --softcap,
-// --alibi and --varlen (the batch as B packed sequences of N rows each, through cu_seqlens).
+// --alibi, --varlen (the batch as B packed sequences of N rows each, through cu_seqlens) and --mask
+// (one boolean mask or bias broadcast over batch and heads; --dbias: the bias's gradient too).
 // Correctness is the test suite's job (tests/test_backward.cpp against float64); this mode only times.
 #include "backward_bench.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -20,7 +22,7 @@
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
 #include "result.hpp"  // row_status
-#include "problem.hpp"  // geometric_alibi_slopes
+#include "problem.hpp"  // geometric_alibi_slopes, random_values
 #include "stats.hpp"
 
 namespace flashcl::bench {
@@ -38,6 +40,8 @@ struct BackwardOptions {
   std::pair<int, int> window{-1, -1};  // LEFT, RIGHT as flash-attn's window_size
   double softcap = 0.0;                // the library takes a float
   bool alibi = false, varlen = false;
+  MaskKind mask = MaskKind::None;  // --mask: one (Nq, Nk) mask broadcast over batch and heads
+  bool d_bias = false;             // --dbias: the bias's gradient too
 };
 
 std::vector<std::string> comma_list(const std::string& text) {
@@ -99,6 +103,23 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
     upload(queue, cu.get(), offsets);
     f.cu_seqlens_q = f.cu_seqlens_k = cu.get();
   }
+  // the forward bench's masks (1 key in 8 hidden; a bias in [-2, 2)), one (Nq, Nk) slice for all
+  const std::size_t mask_elems = static_cast<std::size_t>(n) * n;
+  Buffer mask(ctx, o.mask == MaskKind::None ? 1 : mask_elems * (o.mask == MaskKind::Bool ? 1 : sizeof(float)));
+  Buffer d_bias(ctx, o.d_bias ? mask_elems * sizeof(float) : 1);
+  if (o.mask != MaskKind::None) {
+    std::vector<float> values = random_values(mask_elems, 15);
+    if (o.mask == MaskKind::Bool) {
+      std::vector<std::uint8_t> bytes(mask_elems);
+      for (std::size_t i = 0; i < mask_elems; ++i) bytes[i] = values[i] < -0.75f ? 0 : 1;
+      upload(queue, mask.get(), bytes);
+    } else {
+      for (float& x : values) x *= 2.0f;
+      upload(queue, mask.get(), values);
+    }
+    f.mask = {o.mask, mask.get(), 1, 1};
+    if (o.d_bias) b.d_bias = {MaskKind::Bias, d_bias.get(), 1, 1};
+  }
   // workspaces allocated once, as a training loop would
   Buffer fwd_work(ctx, workspace_bytes(session.device(), f)), bwd_work(ctx, backward_workspace_bytes(session.device(), b));
   f.workspace = fwd_work.get();
@@ -153,6 +174,11 @@ int run_backward_bench(int argc, char** argv) {
   add_softcap_option(app, o.softcap);
   app.add_flag("--alibi", o.alibi, "ALiBi: per-head slopes 2^(-8(h+1)/H)");
   app.add_flag("--varlen", o.varlen, "The batch as B packed sequences of N rows (cu_seqlens)");
+  std::string mask = "none";
+  app.add_option("--mask", mask, "Attention mask broadcast over B and H: none, bool (uint8, 1 key in 8 hidden) or bias")
+      ->check(CLI::IsMember({"none", "bool", "bias"}))
+      ->capture_default_str();
+  app.add_flag("--dbias", o.d_bias, "With --mask bias: its gradient too (summed over B and H)");
   if (const int status = parse_command_line(app, argc, argv); status >= 0) return status;
   std::string error;
   o.seqlen = parse_list_option("--seqlen", seqlens, error);
@@ -171,12 +197,21 @@ int run_backward_bench(int argc, char** argv) {
   }
   o.causal = causal.values();
   o.window = read_window(window);
+  o.mask = mask == "bool" ? MaskKind::Bool : mask == "bias" ? MaskKind::Bias : MaskKind::None;
+  if (o.d_bias && o.mask != MaskKind::Bias) {
+    std::fprintf(stderr, "flashcl-bench --backward: --dbias needs --mask bias\n");
+    return 2;
+  }
 
   Session session(o.platform, o.device);
-  std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s; window %d,%d, softcap %g%s%s)\n",
+  const char* mask_note = o.mask == MaskKind::Bool   ? ", boolean mask"
+                          : o.mask == MaskKind::None ? ""
+                          : o.d_bias                 ? ", bias and its gradient"
+                                                     : ", bias";
+  std::printf("flashcl-bench --backward on %s (B = %d, H = %d, H_kv = %d%s; window %d,%d, softcap %g%s%s%s)\n",
               session.info().name.c_str(), o.batch, o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads,
               o.deterministic ? ", deterministic" : "", o.window.first, o.window.second, o.softcap,
-              o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "");
+              o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "", mask_note);
   std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
               "fwd+bwd ms", "TFLOP/s");
   int failed = 0, rows = 0;

@@ -8,6 +8,7 @@
 // exercise the portable kernels instead and still must pass.
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,21 @@ TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
     add_alibi(half.shape);
     expect_run_accurate(run_backward(half, fa2(), false), dtype, std::string("fa2 alibi ") + to_string(dtype));
   }
+}
+
+// A bias that is NaN or +inf wherever the causal band hides the key (such a bias is never read:
+// the band decides first, in the forward, the reference and every backward path alike), over a
+// softcap and several blocks: the CPU form's vector rules apply the band after the bias.
+TEST(BwdCpu, NonFiniteBiasOnHiddenKeys) {
+  Case c = cpu_case(150, 203, 64, true, 1, 2, 2, 509);
+  c.shape.softcap = 1.5;
+  add_bias(c.shape, 1, 1, 591);
+  const int shift = c.shape.seqlen_k - c.shape.seqlen_q;
+  for (int i = 0; i < c.shape.seqlen_q; ++i)
+    for (int j = i + shift + 1; j < c.shape.seqlen_k; ++j)
+      c.shape.mask_values[static_cast<std::size_t>(i) * c.shape.seqlen_k + j] =
+          (i + j) % 2 == 0 ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  expect_run_accurate(run_backward(c, fa2(), false), DType::F32, "fa2 non-finite bias on hidden keys");
 }
 
 // Whether fa2's backward runs the CPU form here: a CPU device, FLASHCL_BWD_CPU not "0" (the

@@ -16,7 +16,8 @@
  * The preprocess (D = rowsum(dO o O)) and the bias-gradient passes are bwd_common.cl's. Blocks
  * that need the visibility rules or a score transform take the scalar path through common.cl's
  * final_score, as the portable backward does, except the band's alone (a lane-wise compare) and
- * programs with a softcap or ALiBi (softmax_grad_row_vectors); the rest stays in vectors. */
+ * programs with a softcap, ALiBi, a mask or a bias but no bias gradient (softmax_grad_row_vectors);
+ * the rest stays in vectors. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -196,19 +197,22 @@ inline void tile_dq(__global float* dq, __local const float* ds, __local const f
   }
 }
 
-/* Programs with a softcap or ALiBi (and no bias gradient) compute the per-entry rules in vectors:
- * the per-entry path's calls made the softcap backward 10x and ALiBi's 3.5x the plain one's time
- * (fa2, d 64, N 2048, 2-core PoCL). */
-#define VECTOR_TRANSFORMS ((SOFTCAP || ALIBI) && !DBIAS)
+/* Programs with a softcap, ALiBi, a mask or a bias, and no bias gradient (whose dS the per-entry
+ * path writes out), compute the per-entry rules in vectors: the per-entry path's calls made the
+ * softcap backward 10x, ALiBi's 3.5x and a mask's or bias's 3.2-3.6x the plain one's time (fa2,
+ * d 64, N 2048, 2-core PoCL; docs/perf/pocl-cpu.md). */
+#define VECTOR_TRANSFORMS ((SOFTCAP || ALIBI || MASK_KIND) && !DBIAS)
 
 #if VECTOR_TRANSFORMS
 /* P and dS of one row (p_row, ds_row) over the block's keys [k0, k0 + keys), as tile_softmax_grad's
  * per-entry path computes them: the softcap's tanh once for the score and its slope, ALiBi's
- * distance and the band lane-wise, a mask or bias lane by lane; with ALiBi, P = 0 below
- * EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow path on underflow). */
+ * distance lane-wise, a mask or bias lane by lane, then the band lane-wise (so a key the band
+ * hides is -inf whatever its bias holds), P = 0 at every hidden key (even with a NaN LSE), and with
+ * ALiBi P = 0 below EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow
+ * path on underflow). dS is 0 wherever P is, even where dP or the slope is not finite. */
 inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row, const float* s_row,
-                                         const float* dp_row, float l2, float d, int row, int k0, int keys,
-                                         const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
+                                     const float* dp_row, float l2, float d, int row, int k0, int keys,
+                                     const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
   for (int j = 0; j < keys; j += VW) {
     const VEC_T raw = VLOAD(s_row + j) * a->scale;
     VEC_T x = raw, slope = (VEC_T)(1.0f);
@@ -220,8 +224,6 @@ inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row
 #if ALIBI
     x -= sv->slope * fabs((float)(row + SV_SHIFT(sv, a) - k0 - j) - CAT(convert_float, VW)(LANES));
 #endif
-    const IVEC_T key = (IVEC_T)(k0 + j) + LANES;
-    x = select(x, (VEC_T)(NEG_INF), KEY_OUT_OF_BAND(row, key, SV_NK(sv, a), SV_SHIFT(sv, a), a));
 #if MASK_KIND
     float xs[VW];
     VSTORE(x, xs);
@@ -229,7 +231,9 @@ inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row
       xs[e] = mask_hides(row, k0 + j + e, sv, a, mask) ? NEG_INF : bias_shift(xs[e], row, k0 + j + e, sv, a, mask);
     x = VLOAD(xs);
 #endif
-    const VEC_T t = x * LOG2E_F - l2;
+    const IVEC_T key = (IVEC_T)(k0 + j) + LANES;
+    x = select(x, (VEC_T)(NEG_INF), KEY_OUT_OF_BAND(row, key, SV_NK(sv, a), SV_SHIFT(sv, a), a));
+    const VEC_T t = select(x * LOG2E_F - l2, (VEC_T)(NEG_INF), x == (VEC_T)(NEG_INF));
 #if ALIBI
     const IVEC_T under = t < (VEC_T)(EXP2_FLUSH_BELOW);
     const VEC_T p = select(exp2(select(t, (VEC_T)(EXP2_FLUSH_BELOW), under)), (VEC_T)(0.0f), under);
