@@ -53,10 +53,10 @@ TEST(BwdCpu, HalfAndBFloat16MultiBlock) {
   }
 }
 
-// Softcap and ALiBi programs take the CPU form's vector rules (softmax_grad_row_vectors) on every
+// Programs with a score transform take the CPU form's vector rules (softmax_grad_row_vectors) on every
 // block: blocks crossing the causal diagonal, the window's left edge and the keys' end (Nq != Nk:
-// bottom-right), GQA, a boolean mask with a fully hidden row (lane by lane), and a bias without
-// its gradient (the bias-gradient programs keep the per-entry path).
+// bottom-right), GQA, a boolean mask with a fully hidden row (lane by lane), and a bias with and
+// without its gradient (written lane by lane).
 TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
   Case banded = cpu_case(150, 203, 64, true, 1, 4, 2, 506);
   banded.shape.window_left = 100;
@@ -68,6 +68,7 @@ TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
   add_alibi(shifted.shape);
   add_bias(shifted.shape, 1, 2, 571);
   expect_run_accurate(run_backward(shifted, fa2(), false), DType::F32, "fa2 softcap alibi bias");
+  expect_run_accurate(run_backward(shifted, fa2(), true), DType::F32, "fa2 softcap alibi bias gradient");
   for (DType dtype : {DType::F16, DType::BF16}) {
     Case half = cpu_case(150, 130, 64, true, 1, 2, 2, 508);
     half.dtype = dtype;

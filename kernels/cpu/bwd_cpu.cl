@@ -14,10 +14,9 @@
  *  - bwd_cpu_dq: sums the chunks' partials in chunk order, times the scale, into dQ's dtype and
  *    strides. Everything is a fixed order of operations: every call is deterministic.
  * The preprocess (D = rowsum(dO o O)) and the bias-gradient passes are bwd_common.cl's. Blocks
- * that need the visibility rules or a score transform take the scalar path through common.cl's
- * final_score, as the portable backward does, except the band's alone (a lane-wise compare) and
- * programs with a softcap, ALiBi, a mask or a bias but no bias gradient (softmax_grad_row_vectors);
- * the rest stays in vectors. */
+ * whose only rule is the band (causal, window, the keys' end) mask it with one lane-wise compare;
+ * programs with a score transform (softcap, ALiBi, a mask or a bias) apply common.cl's rules in
+ * vectors too (softmax_grad_row_vectors), in final_score's order. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -197,22 +196,20 @@ inline void tile_dq(__global float* dq, __local const float* ds, __local const f
   }
 }
 
-/* Programs with a softcap, ALiBi, a mask or a bias, and no bias gradient (whose dS the per-entry
- * path writes out), compute the per-entry rules in vectors: the per-entry path's calls made the
- * softcap backward 10x, ALiBi's 3.5x and a mask's or bias's 3.2-3.6x the plain one's time (fa2,
- * d 64, N 2048, 2-core PoCL; docs/perf/pocl-cpu.md). */
-#define VECTOR_TRANSFORMS ((SOFTCAP || ALIBI || MASK_KIND) && !DBIAS)
-
-#if VECTOR_TRANSFORMS
-/* P and dS of one row (p_row, ds_row) over the block's keys [k0, k0 + keys), as tile_softmax_grad's
- * per-entry path computes them: the softcap's tanh once for the score and its slope, ALiBi's
- * distance lane-wise, a mask or bias lane by lane, then the band lane-wise (so a key the band
- * hides is -inf whatever its bias holds), P = 0 at every hidden key (even with a NaN LSE), and with
- * ALiBi P = 0 below EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow
- * path on underflow). dS is 0 wherever P is, even where dP or the slope is not finite. */
+/* P and dS of one row (p_row, ds_row) over the block's keys [k0, k0 + keys) in programs with a
+ * score transform (softcap, ALiBi, a mask or a bias), in vectors along the keys: the softcap's
+ * tanh once for the score and its slope, ALiBi's distance lane-wise, a mask or bias lane by lane,
+ * then the band lane-wise (so a key the band hides is -inf whatever its bias holds, as final_score
+ * decides), P = 0 at every hidden key (even with a NaN LSE), and with ALiBi P = 0 below
+ * EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow path on
+ * underflow). dS is 0 wherever P is, even where dP or the slope is not finite; with DBIAS, dS before
+ * the softcap's slope also goes to ds_target from ds_row_at (the bias gradient's row; rows and
+ * keys past the end are not written). Entry by entry through final_score, these programs took 3.2-10x the plain backward's
+ * time (fa2, d 64, N 2048, 2-core PoCL; docs/perf/pocl-cpu.md). */
 inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row, const float* s_row,
                                      const float* dp_row, float l2, float d, int row, int k0, int keys,
-                                     const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask) {
+                                     const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
+                                     __global float* ds_target, long ds_row_at) {
   for (int j = 0; j < keys; j += VW) {
     const VEC_T raw = VLOAD(s_row + j) * a->scale;
     VEC_T x = raw, slope = (VEC_T)(1.0f);
@@ -241,19 +238,26 @@ inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row
     const VEC_T p = exp2(t);
 #endif
     const IVEC_T zero = p == (VEC_T)(0.0f);
+    const VEC_T g = select(p * (VLOAD(dp_row + j) - d), (VEC_T)(0.0f), zero);
+#if DBIAS
+    if (row < SV_NQ(sv, a)) {
+      float gs[VW];
+      VSTORE(g, gs);
+      for (int e = 0; e < VW && k0 + j + e < SV_NK(sv, a); ++e) ds_target[ds_row_at + k0 + j + e] = gs[e];
+    }
+#endif
     VSTORE(p, p_row + j);
-    VSTORE(select(p * (VLOAD(dp_row + j) - d) * slope, (VEC_T)(0.0f), zero), ds_row + j);
+    VSTORE(select(g * slope, (VEC_T)(0.0f), zero), ds_row + j);
   }
 }
-#endif
 
 /* P and dS of the RM rows at r0 from their raw products s = q.k and dp = dO.v, into the P and dS
  * tiles. lse2 holds LSE * log2(e), +inf for rows past the end or with no visible key, so their P
- * is exactly 0. Unmasked blocks stay in vectors, and so do masked ones whose only rule is the band
- * (BAND_ONLY) or whose program has VECTOR_TRANSFORMS; the others take
- * final_score per entry (natural units, as bwd_common.cl's bwd_probability) and, with DBIAS, write
- * dS before the softcap slope for the bias gradient. A zero P always gives a zero dS, even where
- * dP is not finite. */
+ * is exactly 0. Blocks without a mask stay in the plain vector loop, and so do masked ones whose
+ * only rule is the band (BAND_ONLY: one lane-wise compare); the others take
+ * softmax_grad_row_vectors (natural units, as bwd_common.cl's bwd_probability), which with DBIAS
+ * also writes dS out for the bias gradient. A zero P always gives a zero dS, even where dP is not
+ * finite. */
 inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[RM][BC], float dp[RM][BC],
                               __local const float* lse2, __local const float* dd, int q0, int r0, int k0, int keys,
                               const bool masked, const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
@@ -279,23 +283,8 @@ inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[R
         VSTORE(select(g, (VEC_T)(0.0f), p == (VEC_T)(0.0f)), ds_t + i * BC + j);
       }
     } else {
-#if VECTOR_TRANSFORMS
-      softmax_grad_row_vectors(p_t + i * BC, ds_t + i * BC, s[r], dp[r], l2, d, row, k0, keys, sv, a, mask);
-#else
-      for (int j = 0; j < (keys + VW - 1) / VW * VW; ++j) {
-        const int key = k0 + j;
-        const float raw = s[r][j] * a->scale;
-        const float x = final_score(raw, row, key, sv, a, mask);
-        const float t = x * LOG2E_F - l2; /* with ALiBi, 0 below EXP2_FLUSH_BELOW as the forward */
-        const float p = x == NEG_INF || (ALIBI && t < EXP2_FLUSH_BELOW) ? 0.0f : exp2(t);
-        const float g = p == 0.0f ? 0.0f : p * (dp[r][j] - d);
-#if DBIAS
-        if (row < SV_NQ(sv, a) && key < SV_NK(sv, a)) ds_target[ds_base + (long)row * ds_row_stride + key] = g;
-#endif
-        p_t[i * BC + j] = p;
-        ds_t[i * BC + j] = g * score_slope(raw, sv);
-      }
-#endif
+      softmax_grad_row_vectors(p_t + i * BC, ds_t + i * BC, s[r], dp[r], l2, d, row, k0, keys, sv, a, mask,
+                               ds_target, ds_base + (long)row * ds_row_stride);
     }
   }
 }
