@@ -56,7 +56,7 @@ TEST(BwdCpu, HalfAndBFloat16MultiBlock) {
 // Programs with a score transform take the CPU form's vector rules (softmax_grad_row_vectors) on every
 // block: blocks crossing the causal diagonal, the window's left edge and the keys' end (Nq != Nk:
 // bottom-right), GQA, a boolean mask with a fully hidden row (lane by lane), and a bias with and
-// without its gradient (written lane by lane).
+// without its gradient (written lane by lane; causal with a window over two key blocks, MQA).
 TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
   Case banded = cpu_case(150, 203, 64, true, 1, 4, 2, 506);
   banded.shape.window_left = 100;
@@ -69,6 +69,10 @@ TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
   add_bias(shifted.shape, 1, 2, 571);
   expect_run_accurate(run_backward(shifted, fa2(), false), DType::F32, "fa2 softcap alibi bias");
   expect_run_accurate(run_backward(shifted, fa2(), true), DType::F32, "fa2 softcap alibi bias gradient");
+  Case graded = cpu_case(190, 300, 64, true, 1, 2, 1, 510);  // two 256-key blocks, the band's edge
+  graded.shape.window_left = 120;
+  add_bias(graded.shape, 1, 2, 581);
+  expect_run_accurate(run_backward(graded, fa2(), true), DType::F32, "fa2 window bias gradient");
   for (DType dtype : {DType::F16, DType::BF16}) {
     Case half = cpu_case(150, 130, 64, true, 1, 2, 2, 508);
     half.dtype = dtype;

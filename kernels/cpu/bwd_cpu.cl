@@ -16,7 +16,7 @@
  * The preprocess (D = rowsum(dO o O)) and the bias-gradient passes are bwd_common.cl's. Blocks
  * whose only rule is the band (causal, window, the keys' end) mask it with one lane-wise compare;
  * programs with a score transform (softcap, ALiBi, a mask or a bias) apply common.cl's rules in
- * vectors too (softmax_grad_row_vectors), in final_score's order. */
+ * vectors too (softmax_grad_row_vectors), with final_score's results. */
 
 #ifndef VW
 #define VW 16 /* floats per vector: the device's preferred float width (4, 8 or 16) */
@@ -61,7 +61,8 @@
 #endif
 /* Blocks whose only rule is the band (causal, window, the keys' end) stay in vectors even where
  * they are masked: the rule is one lane-wise compare of key indices (the diagonal blocks were a
- * fifth of a causal call's work, N = 2048, and the per-entry path cost them several times more). */
+ * fifth of a causal call's work, N = 2048, and computing them entry by entry cost several times
+ * more). */
 #define BAND_ONLY (!SCORE_TRANSFORM && MASK_KIND == 0)
 
 /* Of the block's keys [k0, k0 + BC), the first `returned` can be visible to a row below q_end;
@@ -204,8 +205,8 @@ inline void tile_dq(__global float* dq, __local const float* ds, __local const f
  * EXP2_FLUSH_BELOW without reaching exp2 there (PoCL's vector exp2 takes a slow path on
  * underflow). dS is 0 wherever P is, even where dP or the slope is not finite; with DBIAS, dS before
  * the softcap's slope also goes to ds_target from ds_row_at (the bias gradient's row; rows and
- * keys past the end are not written). Entry by entry through final_score, these programs took 3.2-10x the plain backward's
- * time (fa2, d 64, N 2048, 2-core PoCL; docs/perf/pocl-cpu.md). */
+ * keys past the end are not written). Entry by entry through final_score, these programs took
+ * 3.2-10x the plain backward's time (fa2, d 64, N 2048, 2-core PoCL; docs/perf/pocl-cpu.md). */
 inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row, const float* s_row,
                                      const float* dp_row, float l2, float d, int row, int k0, int keys,
                                      const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
