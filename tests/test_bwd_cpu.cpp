@@ -69,7 +69,7 @@ TEST(BwdCpu, SoftcapAlibiMasksAcrossBlocks) {
   add_bias(shifted.shape, 1, 2, 571);
   expect_run_accurate(run_backward(shifted, fa2(), false), DType::F32, "fa2 softcap alibi bias");
   expect_run_accurate(run_backward(shifted, fa2(), true), DType::F32, "fa2 softcap alibi bias gradient");
-  Case graded = cpu_case(190, 300, 64, true, 1, 2, 1, 510);  // two 256-key blocks, the band's edge
+  Case graded = cpu_case(190, 300, 64, true, 1, 2, 1, 510);  // two key blocks where the CPU form takes 256
   graded.shape.window_left = 120;
   add_bias(graded.shape, 1, 2, 581);
   expect_run_accurate(run_backward(graded, fa2(), true), DType::F32, "fa2 window bias gradient");
