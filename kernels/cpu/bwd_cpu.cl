@@ -59,11 +59,6 @@
 #else
 #define LANES ((int4)(0, 1, 2, 3))
 #endif
-/* Blocks whose only rule is the band (causal, window, the keys' end) stay in vectors even where
- * they are masked: the rule is one lane-wise compare of key indices (the diagonal blocks were a
- * fifth of a causal call's work, N = 2048, and computing them entry by entry cost several times
- * more). */
-#define BAND_ONLY (!SCORE_TRANSFORM && MASK_KIND == 0)
 
 /* Of the block's keys [k0, k0 + BC), the first `returned` can be visible to a row below q_end;
  * the rest are above the causal diagonal or right of the window for all of them, so products
@@ -216,7 +211,7 @@ inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row
     VEC_T x = raw, slope = (VEC_T)(1.0f);
 #if SOFTCAP
     const VEC_T th = tanh(raw / sv->softcap);
-    x = select(sv->softcap * th, raw, fabs(raw) < sv->softcap * 0x1p-12f);
+    x = select(sv->softcap * th, raw, fabs(raw) < sv->softcap * SOFTCAP_LINEAR_BELOW);
     slope = 1.0f - th * th;
 #endif
 #if ALIBI
@@ -254,16 +249,16 @@ inline void softmax_grad_row_vectors(__local float* p_row, __local float* ds_row
 
 /* P and dS of the RM rows at r0 from their raw products s = q.k and dp = dO.v, into the P and dS
  * tiles. lse2 holds LSE * log2(e), +inf for rows past the end or with no visible key, so their P
- * is exactly 0. Blocks without a mask stay in the plain vector loop, and so do masked ones whose
- * only rule is the band (BAND_ONLY: one lane-wise compare); the others take
+ * is exactly 0. Programs with a score transform (every block of theirs is `masked`) take
  * softmax_grad_row_vectors (natural units, as bwd_common.cl's bwd_probability), which with DBIAS
- * also writes dS out for the bias gradient. A zero P always gives a zero dS, even where dP is not
- * finite. */
+ * also writes dS out for the bias gradient. The others' only rule is the band (causal, window, the
+ * keys' end), one lane-wise compare of key indices on the blocks that cross it (the diagonal
+ * blocks were a fifth of a causal call's work, N = 2048, and computing them entry by entry cost
+ * several times more). A zero P always gives a zero dS, even where dP is not finite. */
 inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[RM][BC], float dp[RM][BC],
                               __local const float* lse2, __local const float* dd, int q0, int r0, int k0, int keys,
                               const bool masked, const SeqView* sv, const AttnArgs* a, __global const MASK_T* mask,
                               __global float* ds_target, long ds_base, long ds_row_stride) {
-  const float scale_log2 = a->scale * LOG2E_F;
 #pragma unroll
   for (int r = 0; r < RM; ++r) {
     const int i = r0 + r, row = q0 + i;
@@ -272,21 +267,22 @@ inline void tile_softmax_grad(__local float* p_t, __local float* ds_t, float s[R
       VSTORE((VEC_T)(0.0f), p_t + i * BC + j);
       VSTORE((VEC_T)(0.0f), ds_t + i * BC + j);
     }
-    if (!masked || BAND_ONLY) {
-      for (int j = 0; j < keys; j += VW) {
-        VEC_T p = exp2(VLOAD(&s[r][j]) * scale_log2 - l2);
-        if (masked) {
-          const IVEC_T key = (IVEC_T)(k0 + j) + LANES;
-          p = select(p, (VEC_T)(0.0f), KEY_OUT_OF_BAND(row, key, SV_NK(sv, a), SV_SHIFT(sv, a), a));
-        }
-        const VEC_T g = p * (VLOAD(&dp[r][j]) - d);
-        VSTORE(p, p_t + i * BC + j);
-        VSTORE(select(g, (VEC_T)(0.0f), p == (VEC_T)(0.0f)), ds_t + i * BC + j);
+#if SCORE_TRANSFORM
+    softmax_grad_row_vectors(p_t + i * BC, ds_t + i * BC, s[r], dp[r], l2, d, row, k0, keys, sv, a, mask, ds_target,
+                             ds_base + (long)row * ds_row_stride);
+#else
+    const float scale_log2 = a->scale * LOG2E_F;
+    for (int j = 0; j < keys; j += VW) {
+      VEC_T p = exp2(VLOAD(&s[r][j]) * scale_log2 - l2);
+      if (masked) {
+        const IVEC_T key = (IVEC_T)(k0 + j) + LANES;
+        p = select(p, (VEC_T)(0.0f), KEY_OUT_OF_BAND(row, key, SV_NK(sv, a), SV_SHIFT(sv, a), a));
       }
-    } else {
-      softmax_grad_row_vectors(p_t + i * BC, ds_t + i * BC, s[r], dp[r], l2, d, row, k0, keys, sv, a, mask,
-                               ds_target, ds_base + (long)row * ds_row_stride);
+      const VEC_T g = p * (VLOAD(&dp[r][j]) - d);
+      VSTORE(p, p_t + i * BC + j);
+      VSTORE(select(g, (VEC_T)(0.0f), p == (VEC_T)(0.0f)), ds_t + i * BC + j);
     }
+#endif
   }
 }
 

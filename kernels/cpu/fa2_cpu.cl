@@ -59,7 +59,7 @@ inline void transform_inside_band(RVEC_T pt[BC][SG], int row0, int k0, const Seq
     for (int g = 0; g < SG; ++g) {
       RVEC_T x = pt[j][g];
 #if SOFTCAP
-      x = select(sv->softcap * tanh(x / sv->softcap), x, fabs(x) < sv->softcap * 0x1p-12f);
+      x = select(sv->softcap * tanh(x / sv->softcap), x, fabs(x) < sv->softcap * SOFTCAP_LINEAR_BELOW);
 #endif
 #if ALIBI
       x -= sv->slope * fabs(lanes + (float)(row0 + g * RW + SV_SHIFT(sv, a) - k0 - j));

@@ -282,11 +282,13 @@ inline float score_shifts(float s, int row, int key, const SeqView* v, const Att
   return bias_shift(s, row, key, v, a, mask);
 }
 
-/* c tanh(s / c) with a softcap c, else s; where |s / c| < 2^-12, c tanh(s / c) is s to fp32
- * precision, so s / c never underflows. */
+/* c tanh(s / c) with a softcap c, else s; where |s / c| < 2^-12 (SOFTCAP_LINEAR_BELOW, which the
+ * CPU kernels' vector forms take too), c tanh(s / c) is s to fp32 precision, so s / c never
+ * underflows. */
+#define SOFTCAP_LINEAR_BELOW 0x1p-12f
 inline float softcap_score(float s, const SeqView* v) {
 #if SOFTCAP
-  return fabs(s) < v->softcap * 0x1p-12f ? s : v->softcap * tanh(s / v->softcap);
+  return fabs(s) < v->softcap * SOFTCAP_LINEAR_BELOW ? s : v->softcap * tanh(s / v->softcap);
 #else
   return s;
 #endif
