@@ -22,7 +22,7 @@
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
 #include "result.hpp"  // row_status
-#include "problem.hpp"  // geometric_alibi_slopes, random_values
+#include "problem.hpp"  // geometric_alibi_slopes, bench_mask_values
 #include "stats.hpp"
 
 namespace flashcl::bench {
@@ -103,20 +103,17 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
     upload(queue, cu.get(), offsets);
     f.cu_seqlens_q = f.cu_seqlens_k = cu.get();
   }
-  // the forward bench's masks (1 key in 8 hidden; a bias in [-2, 2)), one (Nq, Nk) slice for all
+  // the forward bench's masks (bench_mask_values), one (Nq, Nk) slice for all
   const std::size_t mask_elems = static_cast<std::size_t>(n) * n;
   Buffer mask(ctx, o.mask == MaskKind::None ? 1 : mask_elems * (o.mask == MaskKind::Bool ? 1 : sizeof(float)));
   Buffer d_bias(ctx, o.d_bias ? mask_elems * sizeof(float) : 1);
   if (o.mask != MaskKind::None) {
-    std::vector<float> values = random_values(mask_elems, 15);
-    if (o.mask == MaskKind::Bool) {
-      std::vector<std::uint8_t> bytes(mask_elems);
-      for (std::size_t i = 0; i < mask_elems; ++i) bytes[i] = values[i] < -0.75f ? 0 : 1;
-      upload(queue, mask.get(), bytes);
-    } else {
-      for (float& x : values) x *= 2.0f;
+    const bool is_bool = o.mask == MaskKind::Bool;
+    const std::vector<float> values = bench_mask_values(is_bool ? MaskMode::Bool : MaskMode::Bias, mask_elems, 15);
+    if (is_bool)
+      upload(queue, mask.get(), std::vector<std::uint8_t>(values.begin(), values.end()));
+    else
       upload(queue, mask.get(), values);
-    }
     f.mask = {o.mask, mask.get(), 1, 1};
     if (o.d_bias) b.d_bias = {MaskKind::Bias, d_bias.get(), 1, 1};
   }

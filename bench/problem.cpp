@@ -61,6 +61,12 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplit
   return v;
 }
 
+std::vector<float> bench_mask_values(MaskMode mode, std::size_t n, std::uint64_t seed) {
+  std::vector<float> v = random_values(n, seed);
+  for (float& x : v) x = mode == MaskMode::Bool ? (x < -0.75f ? 0.0f : 1.0f) : x * 2.0f;
+  return v;
+}
+
 std::vector<float> geometric_alibi_slopes(int heads) {
   std::vector<float> slopes;
   for (int h = 0; h < heads; ++h) slopes.push_back(static_cast<float>(std::exp2(-8.0 * (h + 1) / heads)));

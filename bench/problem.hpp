@@ -54,6 +54,9 @@ Shape dense_shape(int batch, int heads, int seqlen_q, int seqlen_k, int head_dim
 // Uniform values in [-1, 1) (times `amplitude`) from a seeded generator: never zeros.
 std::vector<float> random_values(std::size_t n, std::uint64_t seed, float amplitude = 1.0f);
 
+// The bench's mask of n elements (--mask): Bool 0 or 1 (1 key in 8 hidden), Bias in [-2, 2).
+std::vector<float> bench_mask_values(MaskMode mode, std::size_t n, std::uint64_t seed);
+
 // flash-attn's geometric ALiBi slopes, 2^(-8 (h + 1) / H) for h = 0 .. H - 1 (the bench's --alibi).
 std::vector<float> geometric_alibi_slopes(int heads);
 

@@ -109,14 +109,11 @@ struct VariantInputs {
     if (shape.mask == MaskMode::None) return;
     const std::size_t n =
         static_cast<std::size_t>(shape.mask_batch) * shape.mask_heads * shape.seqlen_q * shape.seqlen_k;
-    shape.mask_values = random_values(n, seed);
+    shape.mask_values = bench_mask_values(shape.mask, n, seed);
     if (shape.mask == MaskMode::Bool) {
-      std::vector<std::uint8_t> bytes(n);
-      for (std::size_t i = 0; i < n; ++i) bytes[i] = shape.mask_values[i] < -0.75f ? 0 : 1;  // 1 key in 8 hidden
-      for (std::size_t i = 0; i < n; ++i) shape.mask_values[i] = bytes[i];
+      const std::vector<std::uint8_t> bytes(shape.mask_values.begin(), shape.mask_values.end());
       mask = Buffer(ctx, n, bytes.data());
     } else {
-      for (float& x : shape.mask_values) x *= 2.0f;  // bias in [-2, 2)
       mask = Buffer(ctx, n * sizeof(float), shape.mask_values.data());
     }
   }
