@@ -1,9 +1,9 @@
 // test_bwd_mma.cpp: the fa2 backward on NVIDIA tensor cores (kernels/nvidia/bwd_mma.cl) against the
 // float64 reference gradients (backward_support: fresh random inputs, dQ, dK, dV poisoned with NaN
 // first, writes outside the layouts counted), over the calls it takes: fp16 and bf16, d = 64 and
-// 128, causal on and off, GQA and MQA, Nq != Nk both ways (Nq > Nk leaves causal rows that see no
-// key: zero gradients), lengths that are no multiple of any block, dense, head-major and padded
-// layouts (the padded one takes the element-wise copies). The bounds are the 16-bit bounds of every
+// 128 (and 32, 90, 96, 120: OtherHeadDims), causal on and off, GQA and MQA, Nq != Nk both ways
+// (Nq > Nk leaves causal rows that see no key: zero gradients), lengths that are no multiple of any
+// block, dense, head-major and padded layouts (the padded one takes the element-wise copies). The bounds are the 16-bit bounds of every
 // backward path (twice the error of the reference rounded to the storage type plus a floor), which
 // the kernel's rounding of P and dS to 16 bits before their products stays within. The deterministic
 // form (bwd_mma_dkdv without dQ adds, then bwd_mma_dq) runs the same cases and must give the same
@@ -82,6 +82,17 @@ TEST_F(BwdMma, HeadDimsCausalAndTypes) {
     for (bool causal : {false, true})
       for (DType dtype : {DType::F16, DType::BF16})
         run({2, 4, 4, 200, 200, d, causal, dtype, Layout::BSHD}, ++seed);
+}
+
+// Head dims other than 64 and 128 (the planner takes those whose padded columns its shapes divide:
+// bwd_mma_plan.cpp's shape_compiles): 32 with two m-tiles of keys a warp, 96 in 128's shape, 90
+// with padding columns and element-wise copies (rows not 16-byte aligned), and 120 in 16 bits.
+TEST_F(BwdMma, OtherHeadDims) {
+  std::uint64_t seed = 2050;
+  for (int d : {32, 90, 96, 120}) {
+    run({1, 4, 2, 150, 150, d, true, DType::F16, Layout::BSHD}, ++seed);
+    run({2, 2, 2, 77, 130, d, false, DType::BF16, Layout::BSHD}, ++seed);
+  }
 }
 
 TEST_F(BwdMma, UnequalLengthsAndPartialBlocks) {
@@ -226,6 +237,13 @@ TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
   run({1, 2, 2, 45, 130, 64, true, DType::F32, Layout::BSHD}, 2611);   // Nq < Nk, partial blocks
   run({1, 2, 2, 130, 33, 128, true, DType::F32, Layout::BSHD}, 2612);  // Nq > Nk: rows that see nothing
   run({1, 2, 2, 1, 17, 64, false, DType::F32, Layout::BSHD}, 2613);    // a single query row
+}
+
+// Head dims other than 64 and 128 (as BwdMma.OtherHeadDims): 30 padded to 32 with element-wise
+// copies, 96 in 128's shape (warps in pairs)
+TEST_F(BwdMmaTf32, OtherHeadDims) {
+  run({1, 2, 1, 45, 70, 30, true, DType::F32, Layout::BSHD}, 2661);
+  run({1, 2, 2, 60, 40, 96, false, DType::F32, Layout::BSHD}, 2662);
 }
 
 // The smallest case with every kind of block (GQA, causal, Nq != Nk, partial blocks): what the

@@ -1,7 +1,8 @@
 // test_bwd_mma_plan.cpp: the choice of the NVIDIA tensor-core backward (bwd_mma_plan.cpp) on
 // simulated devices, as a pure function of device facts, the call and explicit overrides: taken on
 // NVIDIA GPUs of compute capability >= 8.0 for fp16/bf16 fa2 calls (atomic dQ, or deterministic with
-// the dQ kernel) at d = 64 and 128, plain, causal or GQA (fp32 too unless FLASHCL_BWD_TF32=0); left
+// the dQ kernel) at d = 64 and 128 and the head dims whose padded columns the planned shape divides
+// as the kernel needs (32, 96, ...), plain, causal or GQA (fp32 too unless FLASHCL_BWD_TF32=0); left
 // to the portable kernels on older or other devices, CPUs, other head dims, fa1, every other variant
 // and FLASHCL_BWD_MMA=0. The default shapes fit 48 KiB of local memory; FLASHCL_BWD_MMA_TILE and
 // FLASHCL_BWD_MMA_DQ_TILE set the shapes and reject malformed or uncompilable ones by name.
@@ -59,6 +60,34 @@ TEST(BwdMmaPlan, TakenOnAmpereAndLaterForHalfTypesAtD64And128) {
           }
 }
 
+// Other head dims up to 128 where the planned shape compiles (bwd_mma_plan.cpp's shape_compiles):
+// the columns padded to the mma k (16 in 16 bits, 8 in fp32) in an even number of 8-column tiles a
+// warp, for dK/dV and for dQ. The default shapes (two warps a dQ m-tile) take DPAD a multiple of 32;
+// 16-bit atomic dQ at d <= 64 (8 warps, four a dQ m-tile) takes only DPAD 64; the opt-in wgmma
+// forms stay at 64 and 128, where they were measured.
+TEST(BwdMmaPlan, OtherHeadDimsWhereTheShapeCompiles) {
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  Overrides tf32 = with(""), atomic = with("", "", "", "atomic"), wgmma = with("1");
+  tf32.bwd_tf32 = true;
+  wgmma.bwd_wgmma = "1";
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    for (int d : {17, 32, 50, 81, 96, 120, 127}) {
+      SCOPED_TRACE(std::string(to_string(dtype)) + " d=" + std::to_string(d));
+      const BackwardArgs b = call(dtype, d, true, 2);
+      ASSERT_TRUE(bwd_mma_eligible(hopper, b, with("")));
+      const BwdMmaChoice c = plan_bwd_mma(hopper, b, wgmma);
+      EXPECT_FALSE(c.dq_wgmma || c.dkdv_wgmma);
+      EXPECT_LE(c.shape.local_bytes, 48u * 1024);
+      EXPECT_LE(c.shape.dq_local_bytes, 48u * 1024);
+      EXPECT_EQ(d > 48, bwd_mma_eligible(hopper, b, atomic));  // 8 warps at d <= 64: DPAD 64 only
+    }
+    for (int d : {16, 33, 48, 80, 112}) EXPECT_FALSE(bwd_mma_eligible(hopper, call(dtype, d), with(""))) << d;
+  }
+  for (int d : {25, 32, 90, 96, 124}) EXPECT_TRUE(bwd_mma_eligible(hopper, call(DType::F32, d), tf32)) << d;
+  for (int d : {24, 40, 72, 80, 112}) EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F32, d), tf32)) << d;
+  EXPECT_TRUE(bwd_mma_eligible(hopper, call(DType::F16, 64), atomic));
+}
+
 TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   const DeviceFacts ampere = simulated_nvidia_gpu(48, 8, 0);
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48, 7, 5), call(DType::F16, 64), with("")));
@@ -72,7 +101,7 @@ TEST(BwdMmaPlan, LeftToPortableKernelsElsewhere) {
   Overrides no_tf32 = with("");  // fp32 goes to the tensor cores only through 3xTF32 (below)
   no_tf32.bwd_tf32 = false;
   EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F32, 64), no_tf32));
-  for (int d : {32, 40, 80, 96, 127, 256}) EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, d), with(""))) << d;
+  for (int d : {16, 40, 80, 112, 129, 256}) EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, d), with(""))) << d;
   EXPECT_FALSE(bwd_mma_eligible(ampere, call(DType::F16, 64), with("0")));
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(16, 8, 0), call(DType::F16, 128), with("")));  // 16 KiB
 
@@ -124,7 +153,7 @@ TEST(BwdMmaPlan, Fp32ThroughTf32) {
       EXPECT_EQ(&programs::bwd_mma_tf32, c.program.files);
       EXPECT_FALSE(bwd_mma_eligible(hopper, b, off));
     }
-  for (int d : {32, 80, 256}) EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F32, d), on)) << d;
+  for (int d : {40, 80, 256}) EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F32, d), on)) << d;
   const DeviceFacts pocl = simulated_pocl_cpu(16);
   EXPECT_FALSE(bwd_mma_eligible(pocl, call(DType::F32, 64), on));
   EXPECT_TRUE(bwd_mma_eligible(pocl, call(DType::F32, 64), on_any));

@@ -13,6 +13,9 @@
 #   CALL 5: tf32_backward on an H200 (issue 20's fp32 bar): the float64 tests of the fp32 backward on the
 #           tensor cores (3xTF32), ptxas's report, and its fwd+bwd against the portable kernels and
 #           PyTorch's memory-efficient SDPA; ran on an H100 on 2026-12-07 (docs/BACKWARD.md)
+#   CALL 7: bwd_head_dims on any card: the tensor-core backward at d 32/96/120 (taken since
+#           2026-12-08, tested on PoCL over emulated operands in fp32 only): its float64 tests with
+#           FLASHCL_BWD_MMA=1 and its fwd+bwd against the portable kernels and FlashAttention-2
 # (CALLS 1, 2 and 3, decode_quick, bwd_red + python_ab and fp8_vt_ab, ran on an H200 on 2026-12-07
 # 23:15 UTC and left this list: docs/perf/nvidia-h200.md, the section of that date.)
 # (CALL 4, tensor_core_variants, ran on an H100 on 2026-12-07 and left this list: the variants and
@@ -22,12 +25,13 @@
 # (The decode kernels' NaN handling, decode_nan_ab.sh, and fa1's, ab.sh, ran on an H100 on
 # 2026-12-06 10:10 UTC and left this list.)
 set -uo pipefail
-call=${1:?CALL: 5}
+call=${1:?CALL: 5 or 7}
 out=${2:?OUT directory}
 mkdir -p "$out" /tmp/pending/build
 case "$call" in
   5) scripts="tf32_backward:520" ;;
-  *) echo "pending.sh: CALL must be 5 (calls 1-4 and 6 have run), got '$call'"; exit 2 ;;
+  7) scripts="bwd_head_dims:420" ;;
+  *) echo "pending.sh: CALL must be 5 or 7 (calls 1-4 and 6 have run), got '$call'"; exit 2 ;;
 esac
 # the builds live in /tmp, outside the carried tree, so that a call made while the machine is still
 # warm finds them (a carried .snap replaces its whole folder)

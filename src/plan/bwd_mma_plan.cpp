@@ -10,6 +10,7 @@
 
 #include "base/errors.hpp"
 #include "plan/forward_programs.hpp"  // windowed, transforms_scores
+#include "plan/head_dims.hpp"          // kMaxMmaHeadDim
 #include "plan/mma_plan.hpp"          // tf32_tiles, softcap_takes_ex2
 
 namespace flashcl::detail {
@@ -22,14 +23,18 @@ bool rows_aligned(int head_dim, const Tensor& t, int elems) {
 }
 
 // The kernel's compile-time rules (bwd_mma.cl's #error): BQ a multiple of 16, the warps a multiple
-// of BQ / 16 (each dQ m-tile shared by whole warps), an even number of 8-column dQ tiles per warp.
-bool shape_compiles(int warps, int query_rows, int head_dim) {
+// of BQ / 16 (each dQ m-tile shared by whole warps), an even number of 8-column tiles of dK/dV (NT_O)
+// and of dQ per warp, the columns those of the head dim padded to the operand file's mma k (DPAD:
+// 16 for fp16/bf16, mma_half_io.cl; 8 for fp32, mma_tf32.cl). So the default shapes (two warps a dQ
+// m-tile) take head dims whose DPAD is a multiple of 32: 17-32, 49-64, 81-96, 113-128 in 16 bits,
+// 25-32, 57-64, 89-96, 121-128 in fp32; the padding columns are loaded as zeros.
+bool shape_compiles(int warps, int query_rows, int head_dim, DType dtype) {
   if (warps < 1 || warps > 16 || query_rows < 16 || query_rows % 16 != 0) return false;
   const int m_tiles = query_rows / 16;
   if (warps % m_tiles != 0) return false;
-  const int padded = (head_dim + 15) / 16 * 16;
-  const int split = warps / m_tiles;
-  return (padded / 8) % split == 0 && (padded / 8 / split) % 2 == 0;
+  const int k = dtype == DType::F32 ? 8 : 16;
+  const int tiles = (head_dim + k - 1) / k * k / 8, split = warps / m_tiles;
+  return tiles % 2 == 0 && tiles % split == 0 && (tiles / split) % 2 == 0;
 }
 
 // Elements of the call's storage type in one 16-byte cp.async.
@@ -71,7 +76,7 @@ BwdMmaPlan tf32_plan(const ForwardArgs& a, const Overrides& o) {
   if (!o.bwd_mma_tile.empty()) {
     int warps = 0, rows = 0, stages = 1, mk = 1;
     if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || rows > 128 || (stages != 1 && stages != 2) ||
-        (mk != 1 && mk != 2) || !shape_compiles(warps, rows, a.head_dim))
+        (mk != 1 && mk != 2) || !shape_compiles(warps, rows, a.head_dim, a.dtype))
       fail(Status::InvalidArgument,
            "FLASHCL_BWD_MMA_TILE: on fp32 expected WARPSxBQ[xSTAGES[xMK]] such as 4x32 or 4x32x2 (BQ a multiple of 16 "
            "up to 128, WARPS 1-16 and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 "
@@ -155,7 +160,7 @@ BwdMmaPlan bwd_mma_plan(const ForwardArgs& a, const Overrides& o) {
     int warps = 0, rows = 0, stages = 1, mk = 1;
     const char* env = o.bwd_mma_tile.c_str();
     if (!parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) || (stages != 1 && stages != 2) || (mk != 1 && mk != 2) ||
-        !shape_compiles(warps, rows, a.head_dim))
+        !shape_compiles(warps, rows, a.head_dim, a.dtype))
       fail(Status::InvalidArgument,
            "FLASHCL_BWD_MMA_TILE: expected WARPSxBQ[xSTAGES[xMK]] such as 4x64, 4x32x2 or 4x32x2x2 (BQ a multiple of "
            "16, WARPS 1-16 and a multiple of BQ / 16, an even number of 8-column dQ tiles per warp, STAGES 1 or 2, MK "
@@ -219,13 +224,15 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
     return false;
   if (a.algorithm != Algorithm::FA2) return false;
   if (a.dtype != DType::F16 && a.dtype != DType::BF16 && !(a.dtype == DType::F32 && o.bwd_tf32)) return false;
-  if (a.head_dim != 64 && a.head_dim != 128) return false;
+  if (a.head_dim > kMaxMmaHeadDim) return false;
   // every variant but a bias gradient, which needs dS written out (the portable kernels' DBIAS)
   if (args.d_bias.kind != MaskKind::None) return false;
   if (bwd_mma_has_variants(a) && !o.tensor_core_variants) return false;
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
   const BwdMmaPlan p = bwd_mma_plan(a, o);
+  // head dims other than 64 and 128 where the planned shape compiles for them (shape_compiles)
+  if (!shape_compiles(p.warps, p.query_rows, a.head_dim, a.dtype)) return false;
   return p.local_bytes <= facts.local_mem_bytes &&
          (!bwd_mma_writes_dq(p, args) || p.dq_local_bytes <= facts.local_mem_bytes);
 }
@@ -259,7 +266,9 @@ BwdWgmmaKernels bwd_wgmma_kernels(const DeviceFacts& facts, const BackwardArgs& 
   BwdWgmmaKernels k;
   // mma_wgmma.cl's rules: a warpgroup computes 64 rows, 16 a warp (MT 1), and its products span at most
   // 16 tiles of 8 columns (WG_TILES): key blocks up to 128 (FLASHCL_BWD_MMA_DQ_TILE allows 256)
+  // (at the head dims they were measured at, 64 and 128)
   k.dq = (v == "1" || v == "dq" || v == "overlap") && !bwd_mma_has_variants(args.forward) &&
+         (args.forward.head_dim == 64 || args.forward.head_dim == 128) &&
          args.forward.dtype != DType::F32 && facts.is_nvidia() &&
          facts.nv_compute_major == 9 &&
          facts.nv_compute_minor == 0 && bwd_mma_writes_dq(plan, args) && plan.warps % 4 == 0 && plan.dq_mtiles == 1 &&
