@@ -6,6 +6,8 @@
 // hidden keys still counted, so its rows compare as time). The variants: --window, --softcap,
 // --alibi, --varlen (the batch as B packed sequences of N rows each, through cu_seqlens) and --mask
 // (one boolean mask or bias broadcast over batch and heads; --dbias: the bias's gradient too).
+// "work MB" is backward_workspace_bytes, the memory the backward needs beyond its tensors: O(N) for
+// fa1 and fa2 (D and the fp32 dQ accumulator or partials), O(N^2) for standard (P and dS).
 // Correctness is the test suite's job (tests/test_backward.cpp against float64); this mode only times.
 #include "backward_bench.hpp"
 
@@ -53,6 +55,7 @@ std::vector<std::string> comma_list(const std::string& text) {
 
 struct Row {
   double bwd_ms = 0, fwd_bwd_ms = 0;
+  std::size_t work_bytes = 0;  // backward_workspace_bytes: the backward's memory beyond its tensors
 };
 
 Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causal, DType dtype, Algorithm algo) {
@@ -118,7 +121,8 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
     if (o.d_bias) b.d_bias = {MaskKind::Bias, d_bias.get(), 1, 1};
   }
   // workspaces allocated once, as a training loop would
-  Buffer fwd_work(ctx, workspace_bytes(session.device(), f)), bwd_work(ctx, backward_workspace_bytes(session.device(), b));
+  const std::size_t bwd_work_bytes = backward_workspace_bytes(session.device(), b);
+  Buffer fwd_work(ctx, workspace_bytes(session.device(), f)), bwd_work(ctx, bwd_work_bytes);
   f.workspace = fwd_work.get();
   b.workspace = bwd_work.get();
   ForwardArgs plain_forward = f;  // the forward of the timed pair
@@ -132,7 +136,7 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
     const Launch bl = backward(queue, b);
     both.push_back(fl.device_ms() + bl.device_ms());
   }
-  return {median(bwd), median(both)};
+  return {median(bwd), median(both), bwd_work_bytes};
 }
 
 }  // namespace
@@ -209,8 +213,8 @@ int run_backward_bench(int argc, char** argv) {
               session.info().name.c_str(), o.batch, o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads,
               o.deterministic ? ", deterministic" : "", o.window.first, o.window.second, o.softcap,
               o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "", mask_note);
-  std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms", "TFLOP/s",
-              "fwd+bwd ms", "TFLOP/s");
+  std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s | %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms",
+              "TFLOP/s", "fwd+bwd ms", "TFLOP/s", "work MB");
   int failed = 0, rows = 0;
   for (DType dtype : o.dtypes)
     for (int d : o.head_dim)
@@ -221,9 +225,9 @@ int run_backward_bench(int argc, char** argv) {
             ++rows;
             try {
               const Row r = run_one(session, o, n, d, c, dtype, algo);
-              std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f\n", n, d, c ? "yes" : "no",
+              std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f | %9.3f\n", n, d, c ? "yes" : "no",
                           to_string(dtype), to_string(algo), r.bwd_ms, 2.5 * fwd_flops / r.bwd_ms / 1e9, r.fwd_bwd_ms,
-                          3.5 * fwd_flops / r.fwd_bwd_ms / 1e9);
+                          3.5 * fwd_flops / r.fwd_bwd_ms / 1e9, r.work_bytes / 1e6);
             } catch (const Error& e) {
               const bool skipped = row_status(e) == RowStatus::Skipped;
               std::printf("%6d %4d %6s %5s %-8s | %s: %s\n", n, d, c ? "yes" : "no", to_string(dtype),

@@ -26,6 +26,10 @@ expect_run "--mode decode starts the decode mode" 0 "^flashcl-bench --decode:" -
 expect_run "--mode=decode starts the decode mode" 0 "^flashcl-bench --decode:" --mode=decode --help
 expect_run "--mode bwd starts the backward mode" 0 "^flashcl-bench --backward:" --mode bwd --help
 expect_run "--dtype e4m3 starts the FP8 mode" 0 "^flashcl-bench --dtype e4m3: the fp8 forward" --dtype e4m3 --help
+# the backward's memory column: standard's P and dS (2 x 4 B x 64 x 64 = 0.033 MB and more), fa2's O(N)
+expect_run "the backward's memory column" 0 "work MB" --backward -b 1 --heads 1 -n 64 --head-dim 16 --algo fa2 -r 1 -w 1
+expect_run "standard's N^2 workspace" 0 "standard \\| .* \\| .* \\|     0\\.0[3-9]" --backward -b 1 --heads 1 -n 64 \
+  --head-dim 16 --algo standard -r 1 -w 1
 expect_run "a mode in another case" 2 "--mode: 'Decode': the decode has its own mode" --mode Decode
 expect_run "an unknown mode" 2 "--mode: unknown mode 'fwdx'" --mode fwdx
 # --causal is spelled alike in every mode: on, off or both (yes/no alike), bare means on; the
