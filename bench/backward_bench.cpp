@@ -7,7 +7,9 @@
 // --alibi, --varlen (the batch as B packed sequences of N rows each, through cu_seqlens) and --mask
 // (one boolean mask or bias broadcast over batch and heads; --dbias: the bias's gradient too).
 // "work MB" is backward_workspace_bytes, the memory the backward needs beyond its tensors: O(N) for
-// fa1 and fa2 (D and the fp32 dQ accumulator or partials), O(N^2) for standard (P and dS).
+// fa1 and fa2 (D and the fp32 dQ accumulator or partials), O(N^2) for standard (P and dS). "IO MB"
+// is the modelled global-memory traffic of the backward at the blocks it runs with
+// (backward_io_model, io_model.cpp; backward_tile_info), "GB/s" that over the backward's time.
 // Correctness is the test suite's job (tests/test_backward.cpp against float64); this mode only times.
 #include "backward_bench.hpp"
 
@@ -23,6 +25,7 @@
 #include "device_buffers.hpp"
 #include "flashcl/flashcl.hpp"
 #include "options.hpp"
+#include "io_model.hpp"
 #include "result.hpp"  // row_status
 #include "problem.hpp"  // geometric_alibi_slopes, bench_mask_values
 #include "stats.hpp"
@@ -56,6 +59,7 @@ std::vector<std::string> comma_list(const std::string& text) {
 struct Row {
   double bwd_ms = 0, fwd_bwd_ms = 0;
   std::size_t work_bytes = 0;  // backward_workspace_bytes: the backward's memory beyond its tensors
+  IoModel io;                  // modelled global-memory traffic of the backward (io_model.hpp)
 };
 
 Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causal, DType dtype, Algorithm algo) {
@@ -136,7 +140,15 @@ Row run_one(Session& session, const BackwardOptions& o, int n, int d, bool causa
     const Launch bl = backward(queue, b);
     both.push_back(fl.device_ms() + bl.device_ms());
   }
-  return {median(bwd), median(both), bwd_work_bytes};
+  Shape shape = dense_shape(o.batch, o.heads, n, n, d, causal);
+  shape.heads_kv = hk;
+  shape.window_left = o.window.first;
+  shape.window_right = o.window.second;
+  if (o.varlen)
+    for (int i = 0; i <= o.batch; ++i) shape.cu_seqlens_q.push_back(i * n);
+  shape.cu_seqlens_k = shape.cu_seqlens_q;
+  const IoModel io = backward_io_model(shape, backward_tile_info(session.device(), b), static_cast<int>(elem));
+  return {median(bwd), median(both), bwd_work_bytes, io};
 }
 
 }  // namespace
@@ -213,8 +225,8 @@ int run_backward_bench(int argc, char** argv) {
               session.info().name.c_str(), o.batch, o.heads, o.heads_kv > 0 ? o.heads_kv : o.heads,
               o.deterministic ? ", deterministic" : "", o.window.first, o.window.second, o.softcap,
               o.alibi ? ", ALiBi" : "", o.varlen ? ", packed sequences" : "", mask_note);
-  std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s | %9s\n", "N", "d", "causal", "dtype", "algo", "bwd ms",
-              "TFLOP/s", "fwd+bwd ms", "TFLOP/s", "work MB");
+  std::printf("%6s %4s %6s %5s %-8s | %10s %9s | %12s %9s | %9s | %9s %8s\n", "N", "d", "causal", "dtype", "algo",
+              "bwd ms", "TFLOP/s", "fwd+bwd ms", "TFLOP/s", "work MB", "IO MB", "GB/s");
   int failed = 0, rows = 0;
   for (DType dtype : o.dtypes)
     for (int d : o.head_dim)
@@ -225,9 +237,10 @@ int run_backward_bench(int argc, char** argv) {
             ++rows;
             try {
               const Row r = run_one(session, o, n, d, c, dtype, algo);
-              std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f | %9.3f\n", n, d, c ? "yes" : "no",
-                          to_string(dtype), to_string(algo), r.bwd_ms, 2.5 * fwd_flops / r.bwd_ms / 1e9, r.fwd_bwd_ms,
-                          3.5 * fwd_flops / r.fwd_bwd_ms / 1e9, r.work_bytes / 1e6);
+              std::printf("%6d %4d %6s %5s %-8s | %10.3f %9.3f | %12.3f %9.3f | %9.3f | %9.1f %8.1f\n", n, d,
+                          c ? "yes" : "no", to_string(dtype), to_string(algo), r.bwd_ms, 2.5 * fwd_flops / r.bwd_ms / 1e9,
+                          r.fwd_bwd_ms, 3.5 * fwd_flops / r.fwd_bwd_ms / 1e9, r.work_bytes / 1e6, r.io.bytes / 1e6,
+                          r.io.bytes / r.bwd_ms / 1e6);
             } catch (const Error& e) {
               const bool skipped = row_status(e) == RowStatus::Skipped;
               std::printf("%6d %4d %6s %5s %-8s | %s: %s\n", n, d, c ? "yes" : "no", to_string(dtype),

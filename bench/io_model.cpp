@@ -10,6 +10,15 @@
 //            Q blocks above the diagonal); plus zeroing O, m, l and the final copy to O and LSE.
 //  fa2       Q read once; each of the Tr = ceil(N/Br) Q blocks reads the K, V blocks it sees
 //            (about half of them under the causal mask); O and LSE written once.
+// The backward (backward_io_model), after a preprocess that reads O and dO and writes D (N):
+//  standard  P and dS materialised: Q, K, dO, V, LSE, D read, P and dS written (2NM fp32); dK, dV
+//            from P, dS, Q, dO; dQ from dS, K: 7Nd + 5Md storage and 5NM + 3N fp32.
+//  fa1, fa2  each K/V block read once and its dK, dV written once a K/V head (GQA: shared by the
+//            group's query heads); each (query head, Q block) that sees it reads Q, dO, LSE, D and
+//            read-modify-writes its fp32 dQ rows (the accumulator, or the CPU form's partial), then
+//            the accumulator (or the partials) read and dQ written. With a dQ pass (deterministic,
+//            and the tensor cores' default) no accumulator: the pass reads each Q block, dO, LSE, D
+//            and the K/V blocks it sees, and writes dQ.
 #include "io_model.hpp"
 
 #include <algorithm>
@@ -97,7 +106,63 @@ Elems fa2_elems(const Shape& s, Lengths len, const Tiles& t, bool lse) {
   return e;
 }
 
+// One (sequence, query head) of a backward: storage elements (Q, K, V, O, dO, gradients) and fp32
+// ones (LSE, D, P, dS, dQ accumulation); K/V-head traffic times kv_share (its group's share).
+Elems backward_elems(const Shape& s, Lengths len, const BackwardTileInfo& t, double kv_share) {
+  const long n = len.n, m = len.m, d = s.head_dim;
+  Elems e{2.0 * n * d, static_cast<double>(n)};  // preprocess: O, dO read; D written
+  if (t.block_rows <= 0 || t.block_cols <= 0) {   // standard
+    e.storage += 5.0 * n * d + 3.0 * m * d + 2.0 * m * d * kv_share;
+    e.fp32 += 5.0 * n * m + 2.0 * n;
+    return e;
+  }
+  const long br = t.block_rows, bc = t.block_cols;
+  const bool accumulates = !t.dq_pass;
+  for (long k0 = 0; k0 < m; k0 += bc) {
+    const long k_end = std::min(k0 + bc, m);
+    e.storage += 4.0 * (k_end - k0) * d * kv_share;  // K, V read; dK, dV written
+    long r_lo = 0, r_hi = 0;
+    row_range(s, len, k0, k_end, r_lo, r_hi);
+    if (r_hi <= r_lo) continue;
+    const long rows = std::min(n, (r_hi + br - 1) / br * br) - r_lo / br * br;  // whole Q blocks
+    e.storage += 2.0 * rows * d;                                                 // Q, dO
+    e.fp32 += 2.0 * rows + (accumulates ? 2.0 * rows * d : 0.0);                // LSE, D; dQ read and written
+  }
+  if (accumulates) {  // the accumulator (or each partial) cleared, then read and summed into dQ
+    const double copies = std::max(t.dq_partials, 1);
+    e.fp32 += 2.0 * copies * n * d;
+    e.storage += static_cast<double>(n) * d;
+    return e;
+  }
+  const long qr = std::max(t.dq_block_rows, 1), kc = std::max(t.dq_block_cols, 1);
+  for (long q0 = 0; q0 < n; q0 += qr) {
+    const long q_end = std::min(q0 + qr, n);
+    long lo = 0, hi = 0;
+    key_range(s, len, q0, q_end, lo, hi);
+    const long keys = hi <= lo ? 0 : std::min(m, (hi + kc - 1) / kc * kc) - lo / kc * kc;
+    e.storage += 3.0 * (q_end - q0) * d + 2.0 * keys * d;  // Q, dO read, dQ written; K, V blocks
+    e.fp32 += 2.0 * (q_end - q0);                          // LSE, D
+  }
+  return e;
+}
+
 }  // namespace
+
+IoModel backward_io_model(const Shape& s, const BackwardTileInfo& t, int elem_bytes) {
+  const double kv_share = static_cast<double>(s.kv_heads()) / s.heads, d = s.head_dim;
+  const auto bytes = [&](const Elems& e) { return s.heads * (e.storage * elem_bytes + e.fp32 * 4.0); };
+  IoModel io;
+  io.formula = t.block_rows <= 0 ? "7Nd+5Md + 5NM+3N fp32 (P, dS written and read)"
+               : t.dq_pass       ? "K/V blocks once; Q, dO, LSE, D per block pair; dQ pass over K/V"
+                                 : "K/V blocks once; Q, dO, LSE, D and fp32 dQ per block pair";
+  each_sequence(s, [&](Lengths len, double count) {
+    const double n = len.n, m = len.m;
+    // Q, O, dO read, dQ written; K, V read and dK, dV written once a K/V head; LSE read
+    io.min_bytes += count * bytes({4 * n * d + 4 * m * d * kv_share, n});
+    io.bytes += count * bytes(backward_elems(s, len, t, kv_share));
+  });
+  return io;
+}
 
 IoModel io_model(const Shape& s, Algorithm algorithm, const Tiles& tiles, bool lse, int elem_bytes) {
   const double kv_share = static_cast<double>(s.kv_heads()) / s.heads, d = s.head_dim;

@@ -300,6 +300,40 @@ TEST_F(BackwardInvalid, NamesTheParameter) {
   expect_rejected(a, Status::InvalidArgument, "heads_kv");
 }
 
+// backward_tile_info (flashcl-bench --backward's IO model): the kernels and blocks of each path, on
+// whatever form this device plans (the CPU form on CPUs, the portable kernels under
+// FLASHCL_BWD_CPU=0 or elsewhere, the tensor cores on NVIDIA).
+TEST_F(BackwardInvalid, TileInfoNamesTheKernelsAndTheirBlocks) {
+  BackwardArgs a = valid();
+  a.forward.algorithm = Algorithm::Standard;
+  BackwardTileInfo t = backward_tile_info(session().device(), a);
+  EXPECT_EQ("standard", t.kernels);
+  EXPECT_EQ(0, t.block_rows);
+  a.forward.algorithm = Algorithm::FA1;
+  t = backward_tile_info(session().device(), a);
+  EXPECT_EQ("fa1", t.kernels);
+  EXPECT_TRUE(t.block_rows > 0 && t.block_cols > 0 && !t.dq_pass && t.dq_partials == 0);
+  for (bool deterministic : {false, true}) {
+    a.forward.algorithm = Algorithm::Auto;  // fa2
+    a.deterministic = deterministic;
+    t = backward_tile_info(session().device(), a);
+    SCOPED_TRACE(t.kernels + ": " + t.reason);
+    EXPECT_TRUE(t.block_rows > 0 && t.block_cols > 0);
+    EXPECT_FALSE(t.reason.empty());
+    if (t.kernels == "fa2 CPU form") {
+      EXPECT_GE(t.dq_partials, 1);
+      EXPECT_FALSE(t.dq_pass);
+    } else if (t.kernels == "fa2") {
+      EXPECT_EQ(deterministic, t.dq_pass);
+      EXPECT_EQ(0, t.dq_partials);
+    } else {
+      EXPECT_EQ("fa2 tensor cores", t.kernels);
+      if (deterministic) EXPECT_TRUE(t.dq_pass);
+    }
+    if (t.dq_pass) EXPECT_TRUE(t.dq_block_rows > 0 && t.dq_block_cols > 0);
+  }
+}
+
 // The red-team pass (issue 19): the backward's workspace was checked for context and size only, so
 // a read-only buffer (or an image) was accepted and then written by the kernels.
 TEST_F(BackwardInvalid, WorkspaceKindAndFlags) {

@@ -2,7 +2,8 @@
 // (bench/problem.cpp's Shape::pairs and flops, bench/io_model.cpp's flops_of and io_model), against
 // counts made here by brute force over every (query, key) pair and block: causal with Nq = Nk (the
 // convention's half), Nq < Nk and Nq > Nk (the pairs the bottom-right mask leaves), windows, and
-// varlen batches, whose sequences each count with their own lengths.
+// varlen batches, whose sequences each count with their own lengths; and the backward's bytes
+// (backward_io_model) against a walk over every block pair that sees a (query, key) pair.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -111,6 +112,76 @@ TEST(BenchCounts, VarlenBytesSumTheSequences) {
       const IoModel dense = io_model(shape(3, 2, 96, 160, 16, causal), a, t, true, 2);
       EXPECT_DOUBLE_EQ(dense.bytes, 3 * io_model(shape(1, 2, 96, 160, 16, causal), a, t, true, 2).bytes);
     }
+}
+
+// The backward's bytes of one (sequence, query head) by a walk over the blocks as the kernels
+// take them: a (Q block, K/V block) pair counts when any of its (query, key) pairs is visible.
+double brute_backward_bytes(const Shape& s, const BackwardTileInfo& t, int elem) {
+  const long n = s.seqlen_q, m = s.seqlen_k, d = s.head_dim;
+  const double kv_share = static_cast<double>(s.kv_heads()) / s.heads;
+  double storage = 2.0 * n * d, fp32 = n;  // O, dO read; D written
+  const auto sees = [&](long q0, long q1, long k0, long k1) {
+    for (long i = q0; i < q1; ++i)
+      for (long j = k0; j < k1; ++j)
+        if (visible(s, n, m, i, j)) return true;
+    return false;
+  };
+  if (t.block_rows == 0) {
+    storage += 5.0 * n * d + 3.0 * m * d + 2.0 * m * d * kv_share;
+    fp32 += 5.0 * n * m + 2.0 * n;
+  } else {
+    for (long k0 = 0; k0 < m; k0 += t.block_cols) {
+      const long k1 = std::min<long>(k0 + t.block_cols, m);
+      storage += 4.0 * (k1 - k0) * d * kv_share;
+      for (long q0 = 0; q0 < n; q0 += t.block_rows) {
+        const long q1 = std::min<long>(q0 + t.block_rows, n);
+        if (!sees(q0, q1, k0, k1)) continue;
+        storage += 2.0 * (q1 - q0) * d;
+        fp32 += 2.0 * (q1 - q0) + (t.dq_pass ? 0.0 : 2.0 * (q1 - q0) * d);
+      }
+    }
+    if (!t.dq_pass) {
+      fp32 += 2.0 * std::max(t.dq_partials, 1) * n * d;
+      storage += static_cast<double>(n) * d;
+    } else {
+      for (long q0 = 0; q0 < n; q0 += t.dq_block_rows) {
+        const long q1 = std::min<long>(q0 + t.dq_block_rows, n);
+        storage += 3.0 * (q1 - q0) * d;
+        fp32 += 2.0 * (q1 - q0);
+        for (long k0 = 0; k0 < m; k0 += t.dq_block_cols)
+          if (sees(q0, q1, k0, std::min<long>(k0 + t.dq_block_cols, m)))
+            storage += 2.0 * (std::min<long>(k0 + t.dq_block_cols, m) - k0) * d;
+      }
+    }
+  }
+  return s.heads * (storage * elem + fp32 * 4.0);
+}
+
+TEST(BenchCounts, BackwardBytesWalkTheBlockPairs) {
+  BackwardTileInfo standard, atomic, pass, partials;
+  atomic.block_rows = 16, atomic.block_cols = 32;
+  pass = atomic;
+  pass.dq_pass = true, pass.dq_block_rows = 64, pass.dq_block_cols = 16;
+  partials = atomic;
+  partials.dq_partials = 3;
+  for (const BackwardTileInfo* t : {&standard, &atomic, &pass, &partials})
+    for (const bool causal : {false, true})
+      for (const auto [nq, nk] : {std::pair{96, 96}, {70, 150}, {150, 70}}) {
+        Shape s = shape(1, 4, nq, nk, 16, causal);
+        s.heads_kv = 2;
+        for (const int left : {-1, 20}) {
+          s.window_left = left;
+          s.window_right = left < 0 ? -1 : 5;
+          SCOPED_TRACE(std::to_string(nq) + "x" + std::to_string(nk) + (causal ? " causal" : "") + " window " +
+                       std::to_string(left) + " blocks " + std::to_string(t->block_rows) + " pass " +
+                       std::to_string(t->dq_pass) + " partials " + std::to_string(t->dq_partials));
+          const IoModel io = backward_io_model(s, *t, 2);
+          EXPECT_DOUBLE_EQ(io.bytes, brute_backward_bytes(s, *t, 2));
+          // Q, O, dO read and dQ written; K, V read and dK, dV written once a K/V head; LSE read
+          EXPECT_DOUBLE_EQ(io.min_bytes, 4 * (2.0 * (4.0 * nq * 16 + 4.0 * nk * 16 / 2) + 4.0 * nq));
+          EXPECT_GE(io.bytes, io.min_bytes * (t == &standard ? 1.0 : 0.5));
+        }
+      }
 }
 
 }  // namespace

@@ -67,7 +67,7 @@ def backward_rows(pattern):
         for line in open(path):
             f = line.split()
             # N d causal dtype algo | bwd_ms TFLOP/s | fwd+bwd_ms TFLOP/s
-            if len(f) == 11 and f[0].isdigit() and f[3] == "f32" and f[5] == "|" and f[8] == "|":
+            if len(f) >= 11 and f[0].isdigit() and f[3] == "f32" and f[5] == "|" and f[8] == "|":
                 n, d, causal = int(f[0]), int(f[1]), f[2] == "yes"
                 # from the times (its TFLOP/s column has too few digits on a CPU); run.sh's B = 1, H = 8
                 fwd = 4.0 * 8 * n * n * d / (2 if causal else 1)

@@ -285,6 +285,20 @@ struct BackwardArgs {
 // it, enough for the rows forward.lse holds (the kernels' bound then).
 FLASHCL_API std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& args);
 
+// The kernels and blocks a backward call runs with (its planned form: the tensor cores' still
+// probe at the first call), as the IO model of flashcl-bench --backward counts them.
+struct BackwardTileInfo {
+  std::string kernels;    // "standard", "fa1", "fa2", "fa2 CPU form" or "fa2 tensor cores"
+  int block_rows = 0;     // query rows per Q block of the dK/dV kernel (0: standard, per entry)
+  int block_cols = 0;     // keys per K/V block
+  bool dq_pass = false;   // dQ by its own pass over Q blocks (re-reading K and V), not accumulated
+  int dq_block_rows = 0;  // with dq_pass: query rows per Q block of that pass
+  int dq_block_cols = 0;  // with dq_pass: keys per K/V block of that pass
+  int dq_partials = 0;    // the CPU form's fp32 dQ partials per K/V head, summed at the end (else 0)
+  std::string reason;     // why the planner chose these
+};
+FLASHCL_API BackwardTileInfo backward_tile_info(cl_device_id device, const BackwardArgs& args);
+
 // Validates everything (nothing is enqueued on an error), then enqueues the backward on `queue`.
 FLASHCL_API Launch backward(cl_command_queue queue, const BackwardArgs& args,
                             const std::vector<cl_event>& wait_list = {});

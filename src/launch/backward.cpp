@@ -135,6 +135,49 @@ std::size_t backward_workspace_bytes(cl_device_id device, const BackwardArgs& ar
   return detail::backward_workspace_layout(a, lse_rows, dq_pass, broadcast, &cpu).bytes;
 }
 
+BackwardTileInfo backward_tile_info(cl_device_id device, const BackwardArgs& args) {
+  const ForwardArgs a = detail::normalize_shape(device, args.forward);
+  const detail::DeviceFacts& facts = detail::device_facts(device);
+  const detail::Overrides& o = detail::process_overrides();
+  BackwardArgs resolved = args;
+  resolved.forward = a;
+  BackwardTileInfo info;
+  if (a.algorithm == Algorithm::Standard) {
+    info.kernels = "standard";
+    info.reason = "standard backward: P and dS materialised, one work-item per entry";
+    return info;
+  }
+  if (a.algorithm == Algorithm::FA2 && detail::bwd_cpu_takes(facts, a, o)) {
+    const detail::BwdCpuPlan cpu = detail::plan_bwd_cpu(facts, a);
+    info.kernels = "fa2 CPU form";
+    info.block_rows = cpu.block_rows;
+    info.block_cols = cpu.block_cols;
+    info.dq_partials = cpu.chunks;
+    info.reason = cpu.reason;
+    return info;
+  }
+  if (detail::bwd_mma_eligible(facts, resolved, o)) {
+    const detail::BwdMmaPlan mma = detail::bwd_mma_plan(a, o);
+    info.kernels = "fa2 tensor cores";
+    info.block_rows = mma.query_rows;
+    info.block_cols = detail::bwd_mma_block_keys(mma);
+    info.dq_pass = detail::bwd_mma_writes_dq(mma, resolved);
+    info.dq_block_rows = info.dq_pass ? detail::bwd_mma_dq_block_rows(mma) : 0;
+    info.dq_block_cols = info.dq_pass ? mma.dq_keys : 0;
+    info.reason = mma.reason;
+    return info;
+  }
+  const detail::BackwardPlan plan = detail::plan_backward(facts, a.head_dim);
+  info.kernels = to_string(a.algorithm);
+  info.block_rows = plan.block_rows;
+  info.block_cols = plan.block_cols;
+  info.dq_pass = a.algorithm == Algorithm::FA2 && args.deterministic;  // bwd_dq over the same blocks
+  info.dq_block_rows = info.dq_pass ? plan.block_rows : 0;
+  info.dq_block_cols = info.dq_pass ? plan.block_cols : 0;
+  info.reason = plan.reason;
+  return info;
+}
+
 Launch backward(cl_command_queue queue, const BackwardArgs& args, const std::vector<cl_event>& wait_list) {
   for (cl_event e : wait_list)
     if (e == nullptr) detail::fail(Status::InvalidHandle, "wait_list: null cl_event");

@@ -43,8 +43,7 @@ BackwardArgs resolved(const BackwardProblem& bp) {
 void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
   const ForwardArgs& a = bp.forward.args;
   const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps),
-                    keys = 16 * static_cast<std::size_t>(plan.key_mtiles) * static_cast<std::size_t>(plan.warps) /
-                           (plan.warp_pairs ? 2 : 1);
+                    keys = static_cast<std::size_t>(bwd_mma_block_keys(plan));
   const std::size_t blocks = (static_cast<std::size_t>(a.seqlen_k) + keys - 1) / keys;
   global[0] = blocks * wg;
   global[1] = static_cast<std::size_t>(a.heads_kv != 0 ? a.heads_kv : a.heads);
@@ -57,7 +56,7 @@ void grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t glo
 void dq_grid_for(const BackwardProblem& bp, const BwdMmaPlan& plan, std::size_t global[3], std::size_t local[3]) {
   const ForwardArgs& a = bp.forward.args;
   const std::size_t wg = 32 * static_cast<std::size_t>(plan.warps),
-                    rows = 16 * static_cast<std::size_t>(plan.dq_mtiles) * static_cast<std::size_t>(plan.warps);
+                    rows = static_cast<std::size_t>(bwd_mma_dq_block_rows(plan));
   global[0] = (static_cast<std::size_t>(a.seqlen_q) + rows - 1) / rows * wg;
   global[1] = static_cast<std::size_t>(a.heads);
   global[2] = static_cast<std::size_t>(a.batch);

@@ -58,6 +58,11 @@ struct BwdMmaPlan {
 // query_rows + 8) and LSE_i, D_i (fp32, `stages` times).
 std::size_t bwd_mma_local_bytes(int warps, int query_rows, int head_dim, int stages = 1);
 
+// Keys per K/V block of bwd_mma_dkdv (bwd_kv_steps.cl's BKV: 16 a key m-tile a warp, half that
+// with warps in pairs) and query rows per Q block of bwd_mma_dq (16 an m-tile a warp).
+inline int bwd_mma_block_keys(const BwdMmaPlan& p) { return 16 * p.key_mtiles * p.warps / (p.warp_pairs ? 2 : 1); }
+inline int bwd_mma_dq_block_rows(const BwdMmaPlan& p) { return 16 * p.dq_mtiles * p.warps; }
+
 // __local bytes of bwd_mma_dq.cl: K_j and V_j (keys rows each, 16-bit at the same pitch), `stages`
 // times.
 std::size_t bwd_mma_dq_local_bytes(int keys, int head_dim, int stages);
