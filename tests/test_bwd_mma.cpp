@@ -240,10 +240,11 @@ TEST_F(BwdMmaTf32, HeadDimsCausalAndLengths) {
 }
 
 // Head dims other than 64 and 128 (as BwdMma.OtherHeadDims): 30 padded to 32 with element-wise
-// copies, 96 in 128's shape (warps in pairs)
+// copies, 96 in 128's shape (warps in pairs), 124 padded to 128 through the 16-byte copies
 TEST_F(BwdMmaTf32, OtherHeadDims) {
   run({1, 2, 1, 45, 70, 30, true, DType::F32, Layout::BSHD}, 2661);
   run({1, 2, 2, 60, 40, 96, false, DType::F32, Layout::BSHD}, 2662);
+  run({1, 2, 1, 50, 50, 124, true, DType::F32, Layout::BSHD}, 2663);
 }
 
 // The smallest case with every kind of block (GQA, causal, Nq != Nk, partial blocks): what the

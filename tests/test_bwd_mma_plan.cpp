@@ -304,6 +304,12 @@ TEST(BwdMmaPlan, TileOverride) {
   const BwdMmaPlan p = bwd_mma_plan(a, with("", "8x32"));
   EXPECT_EQ(p.warps, 8);
   EXPECT_EQ(p.query_rows, 32);
+  // a forced shape that does not compile at a call's head dim leaves that call to the portable
+  // kernels instead of failing it (8 warps x 32 rows: four warps a dQ m-tile, DPAD 64 only)
+  const DeviceFacts hopper = simulated_nvidia_gpu(48, 9, 0);
+  EXPECT_TRUE(bwd_mma_eligible(hopper, call(DType::F16, 64), with("", "8x32")));
+  EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F16, 32), with("", "8x32")));
+  EXPECT_FALSE(bwd_mma_eligible(hopper, call(DType::F16, 96), with("", "8x32")));
   // a forced shape too large for the device leaves the call to the portable kernels
   EXPECT_FALSE(bwd_mma_eligible(simulated_nvidia_gpu(48, 8, 0), call(DType::F16, 128), with("", "8x64")));
   const BwdMmaPlan two = bwd_mma_plan(a, with("", "4x32x2"));

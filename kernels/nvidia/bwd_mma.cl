@@ -45,7 +45,7 @@
 #define NT_DQ (DPAD / 8 / DQ_SPLIT)    /* 8-column tiles of dQ per warp */
 #define DS_PITCH (BQ + 8)              /* dS^T row pitch: 16-byte rows on distinct banks */
 
-#if BQ % 16 != 0 || WARPS % MQ != 0 || NT_DQ % 2 != 0 || NT_O % 2 != 0
+#if BQ % 16 != 0 || WARPS % MQ != 0 || (DPAD / 8) % DQ_SPLIT != 0 || NT_DQ % 2 != 0 || NT_O % 2 != 0
 #error "bwd_mma.cl: BQ a multiple of 16, WARPS a multiple of BQ / 16, an even number of dQ column tiles per warp"
 #endif
 #if (MK != 1 && MK != 2) || (MK != 1 && DQ_ATOMIC)
@@ -224,7 +224,7 @@ BWD_INLINE void add_dq(__global float* ws, const BwdArgs* gb, __local const usho
 #pragma unroll
     for (int n = 0; n < NT_DQ; ++n) {
       const int col = col0 + 8 * n + 2 * t;
-#if RED_V2 /* the pair is 8-byte aligned when the accumulator starts at an even float (HEAD_DIM is even here) */
+#if RED_V2 && HEAD_DIM % 2 == 0 /* the pair is 8-byte aligned when the accumulator starts at an even float */
       if ((gb->ws_dq_offset & 1) == 0 && col + 1 < HEAD_DIM) {
         red_add_v2_f32(cell + 8 * n, acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
         continue;

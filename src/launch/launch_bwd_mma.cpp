@@ -2,7 +2,8 @@
 // forward's mma_ptx.cl, mma_half_io.cl and mma_f16.cl), the dK/dV (and atomic dQ) step of an fa2
 // backward call between bwd_common.cl's preprocess and dQ conversion. Chosen at run time from
 // device facts (bwd_mma_plan.hpp: an NVIDIA GPU of compute capability >= 8.0, fp16/bf16, or fp32
-// through 3xTF32 (programs.txt's bwd_mma_tf32) unless FLASHCL_BWD_TF32=0, d = 64 or 128, any variant
+// through 3xTF32 (programs.txt's bwd_mma_tf32) unless FLASHCL_BWD_TF32=0, d <= 128 where the planned
+// shape compiles (bwd_mma_plan.cpp's shape_compiles), any variant
 // but a bias gradient) and a probe that must pass on the device first: the
 // kernel runs on a small causal problem (two key blocks, one partial, Nq != Nk) and its dK, dV and
 // dQ accumulator must match a float64 reference; once per (device, dtype, head dim, copy form,

@@ -59,7 +59,7 @@ bool parse_tile(const std::string& text, int& warps, int& rows, int& stages, int
 
 // The fp32 (3xTF32) shape: bwd_mma.cl's contract form holds K_w, V_w (A fragments) and dK_w, dV_w
 // of 16 keys a warp in registers (4 d / 8 fp32 registers a lane: 128 at d = 64; at d = 128 256,
-// where clang's PTX through ptxas (sm_90) spilled 1.4 KiB a lane, so from d = 72 two warps share
+// where clang's PTX through ptxas (sm_90) spilled 1.4 KiB a lane, so above d = 64 two warps share
 // the 16 keys, each with half of them: WARP_PAIRS, no spills there, 39 KiB of __local memory) and
 // only Q_i, dO_i in __local memory; the dQ pass's key blocks are the Q blocks' size (its products
 // are the same qk_block and pv_block: BC = BQ). Four warps x 32 query rows, with two Q/dO (K/V)
@@ -230,6 +230,12 @@ bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const 
   if (bwd_mma_has_variants(a) && !o.tensor_core_variants) return false;
   // scores in base 2: scale * log2 e must stay finite
   if (std::fabs(a.scale.value_or(1.0f)) > FLT_MAX / 1.4426950408889634) return false;
+  // a FLASHCL_BWD_MMA_TILE that is well formed but does not compile at this head dim leaves the call
+  // to the portable kernels (bwd_mma_plan would refuse it; malformed text still fails there)
+  int warps = 0, rows = 0, stages = 1, mk = 1;
+  if (!o.bwd_mma_tile.empty() && parse_tile(o.bwd_mma_tile, warps, rows, stages, mk) &&
+      !shape_compiles(warps, rows, a.head_dim, a.dtype))
+    return false;
   const BwdMmaPlan p = bwd_mma_plan(a, o);
   // head dims other than 64 and 128 where the planned shape compiles for them (shape_compiles)
   if (!shape_compiles(p.warps, p.query_rows, a.head_dim, a.dtype)) return false;

@@ -85,7 +85,9 @@ bool bwd_mma_has_variants(const ForwardArgs& a);
 
 // Whether the tensor-core backward may take the call (before its probe): an NVIDIA GPU of compute
 // capability >= 8.0 (any device under FLASHCL_BWD_MMA=any), fa2 (dQ by bwd_mma_dq, or atomic adds),
-// fp16/bf16 (fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0, dQ by its pass), d = 64 or 128, any
+// fp16/bf16 (fp32 through 3xTF32 unless FLASHCL_BWD_TF32=0, dQ by its pass), d <= 128 where the
+// planned shape compiles (shape_compiles: 64, 128, 32, 96, ...; a FLASHCL_BWD_MMA_TILE that does not
+// compile at d leaves the call to the portable kernels), any
 // variant but a bias gradient, a plan whose kernels fit the device's local memory, and
 // FLASHCL_BWD_MMA not "0". `args.forward` is normalised (concrete algorithm, resolved scale).
 bool bwd_mma_eligible(const DeviceFacts& facts, const BackwardArgs& args, const Overrides& o = process_overrides());
