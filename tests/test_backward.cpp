@@ -509,6 +509,11 @@ TEST_F(BackwardInvalid, CApiChecksStructSize) {
     EXPECT_NE(std::string(fcl_last_error()).find("struct_size"), std::string::npos) << fcl_last_error();
   }
   EXPECT_EQ(fcl_backward(session().queue(), nullptr, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  // the embedded forward's own struct_size is named as that field
+  fcl_backward_args_init(&a);
+  a.forward.struct_size = 0;
+  EXPECT_EQ(fcl_backward(session().queue(), &a, 0, nullptr, nullptr), FCL_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(fcl_last_error()).rfind("forward.struct_size", 0), 0u) << fcl_last_error();
 }
 
 // ---- the C API and the Session layer ---------------------------------------------------------

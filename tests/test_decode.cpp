@@ -640,6 +640,39 @@ TEST_F(DecodeInvalid, OutputsMayNotAliasInputs) {
   for (float x : o.logical()) ASSERT_TRUE(std::isfinite(x));
 }
 
+// The caches appended into were compared only as whole views (a red-team pass, 2026-12-08): a
+// cache whose strides repeat elements lost a head's appended key, and a V view shifted one head
+// into K's memory wrote keys and values over each other. Now each cache appended into gets the
+// output rule for its strides, and K and V in one allocation must interleave (a (row, K or V, head,
+// d) pool passes and runs) or not meet.
+TEST_F(DecodeInvalid, CachesAppendedIntoGetTheOutputRules) {
+  const auto append = [&](KvCacheArgs& a) {
+    a.k_new = a.v_new = q.view;  // (B, 1, H_kv, d) fits q's (B, 1, H, d)
+    a.seqlen_new = 1;
+  };
+  KvCacheArgs a = valid();
+  append(a);
+  a.k_cache.head_stride = 0;  // both K/V heads on one memory
+  expect_rejected(a, Status::InvalidArgument, "k_cache: its strides send different elements to one address");
+  a = valid();
+  append(a);
+  a.v_cache.seq_stride = 0;  // every row on one memory
+  expect_rejected(a, Status::InvalidArgument, "v_cache: its strides send different elements to one address");
+  // one (B, S, 2 x H_kv, d) allocation: K in heads 0..H_kv-1 of each row, V in the rest
+  DeviceTensor pool{Layout::BSHD, kB, kS, 2 * kHk, kD, &values};
+  a = valid();
+  append(a);
+  a.k_cache = pool.view;
+  a.v_cache = pool.view;
+  a.v_cache.offset = kD;  // V's head 0 is K's head 1
+  expect_rejected(a, Status::InvalidArgument, "v_cache: its strides send different elements to one address");
+  KvCacheArgs dense = a;
+  dense.v_cache = {pool.view.buffer, kD};  // dense (B, S, H_kv, d) strides, one head into K's first row
+  expect_rejected(dense, Status::InvalidArgument, "v_cache: overlaps k_cache");
+  a.v_cache.offset = std::int64_t{kHk} * kD;
+  forward_kvcache(session().queue(), a).wait();  // interleaved: valid (last: it writes o)
+}
+
 // An O whose strides send two elements to one address (its heads on one memory) is refused: its
 // stores would race and leave elements unwritten.
 TEST_F(DecodeInvalid, OutputWhoseStridesRepeatElements) {

@@ -586,6 +586,48 @@ TEST(HostileAliasing, SubBuffersOfOneParent) {
   for (cl_mem m : {q_view, o_overlap, o_apart}) clReleaseMemObject(m);
 }
 
+// quantize_fp8 compared cl_mem handles only (a red-team pass, 2026-12-08): two sub-buffers of one
+// parent passed, and the encoder read input rows its own writes had overwritten; an out whose
+// strides repeat bytes lost a head's codes. Now byte ranges and out's strides are checked, as the
+// attention's outputs are, and the same call on parts of the parent that do not meet runs.
+TEST(HostileAliasing, QuantizeOutputsOverlappingInputsOrThemselves) {
+  const int B = 1, S = 64, H = 2, d = 16;
+  const std::size_t in_bytes = std::size_t{B} * S * H * d * 4, out_bytes = in_bytes / 4, align = 4096;
+  DeviceBuffer parent(4 * align / 4 + in_bytes / 4, 0.5f);
+  cl_mem in = sub_buffer(parent.mem, 0, in_bytes), out_over = sub_buffer(parent.mem, align, out_bytes),
+         out_apart = sub_buffer(parent.mem, 3 * align, out_bytes), descale_in_out = sub_buffer(parent.mem, 3 * align, 32),
+         descale = sub_buffer(parent.mem, 4 * align, 32);
+  QuantizeArgs a;
+  a.batch = B, a.seqlen = S, a.heads = H, a.head_dim = d;
+  a.in = {in};
+  a.descale = descale;
+  const auto refused = [&](const QuantizeArgs& q, const std::string& what) {
+    try {
+      quantize_fp8(queue(), q).wait();
+      ADD_FAILURE() << "accepted; expected an error with '" << what << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::InvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  QuantizeArgs b = a;
+  b.out = {out_over};
+  refused(b, "out: overlaps in");
+  b.out = {out_apart};
+  b.descale = descale_in_out;
+  refused(b, "overlaps descale");
+  b.descale = descale;
+  b.out = {out_apart, 0, std::int64_t{S} * H * d, std::int64_t{H} * d, 0};  // the heads on one memory
+  refused(b, "out: its strides send different elements to one address");
+  b.transposed = true;  // (B, H, d, S) with both heads on one memory
+  b.out = {out_apart, 0, std::int64_t{H} * d * S, S, 0};
+  refused(b, "out: its strides send different elements to one address");
+  b = a;
+  b.out = {out_apart};
+  quantize_fp8(queue(), b).wait();  // apart: valid
+  for (cl_mem m : {in, out_over, out_apart, descale_in_out, descale}) clReleaseMemObject(m);
+}
+
 // An image is not a tensor; read-only outputs and write-only inputs are refused up front.
 TEST(HostileAliasing, MemoryObjectKindAndFlags) {
   Small s;

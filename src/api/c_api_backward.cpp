@@ -64,6 +64,12 @@ flashcl::BackwardArgs to_backward_args(const fcl_backward_args* caller) {
   const fcl_backward_args copy = current_layout(caller);
   const fcl_backward_args* in = &copy;
   flashcl::BackwardArgs a;
+  // (checked here too, so that the error names the embedded struct's field)
+  const std::size_t forward_size = in->forward.struct_size;
+  if (forward_size < flashcl::detail::kForwardArgsFirstSize || forward_size > sizeof(fcl_forward_args))
+    fail(Status::InvalidArgument, "forward.struct_size: ", forward_size, ", but this library reads ",
+         flashcl::detail::kForwardArgsFirstSize, "..", sizeof(fcl_forward_args),
+         " bytes (call fcl_backward_args_init, which initialises the forward part too)");
   a.forward = flashcl::detail::c_forward_args(&in->forward);
   a.d_o = to_tensor(in->d_o);
   a.d_q = to_tensor(in->d_q);

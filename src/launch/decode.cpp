@@ -211,8 +211,9 @@ void check_cache_descales(cl_command_queue queue, const KvCacheArgs& a, const st
 // Every buffer is a buffer whose flags allow its use, and no output (o, lse, the workspace, and
 // the caches when k_new is appended into them) shares bytes with another argument: the forward's
 // rule (buffer_checks.hpp). The two caches are not compared with each other by extent, as a pool
-// may interleave them ((page, K or V, row, head, d)); one view given as both is refused when the
-// append writes it. Sizes and handles were checked before.
+// may interleave them ((page, K or V, row, head, d)); when the append writes them, each must give
+// its elements addresses of their own and the two must not write over each other (an interleaved
+// pool passes, a shifted alias does not). Sizes and handles were checked before.
 void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) {
   const std::size_t elem = element_size(a.dtype), cache_elem = element_size(*a.cache_dtype);
   const bool append = appends(a);
@@ -276,8 +277,32 @@ void check_uses_and_aliasing(const KvCacheArgs& a, std::size_t workspace_bytes) 
   check_aliasing(spans);
   spans.back() = v_cache;
   check_aliasing(spans);
-  if (append && k_cache.root == v_cache.root && k_cache.lo == v_cache.lo)
+  if (!append) return;
+  // appended into, each cache is an output: its strides give every element its own address, and K
+  // and V do not write over each other. An interleaved pool passes as one tensor with a K-or-V axis
+  // (count 2, the distance from K's first element to V's); caches with other strides in one
+  // allocation must not share bytes at all.
+  const auto axes = [&](const Tensor& t) {
+    return std::vector<std::pair<std::int64_t, std::int64_t>>{
+        {slots, t.batch_stride}, {rows, t.seq_stride}, {a.heads_kv, t.head_stride}, {a.head_dim, 1}};
+  };
+  check_no_self_overlap("k_cache", axes(a.k_cache));
+  check_no_self_overlap("v_cache", axes(a.v_cache));
+  if (k_cache.root != v_cache.root) return;
+  if (k_cache.lo == v_cache.lo)
     fail(Status::InvalidArgument, "v_cache: the same memory as k_cache, which k_new is appended into");
+  const bool same_strides = a.k_cache.batch_stride == a.v_cache.batch_stride &&
+                            a.k_cache.seq_stride == a.v_cache.seq_stride &&
+                            a.k_cache.head_stride == a.v_cache.head_stride;
+  const std::uint64_t gap = std::max(k_cache.lo, v_cache.lo) - std::min(k_cache.lo, v_cache.lo);
+  if (same_strides && gap % cache_elem == 0) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> both = axes(a.k_cache);
+    both.push_back({2, static_cast<std::int64_t>(gap / cache_elem)});
+    check_no_self_overlap("v_cache", both);
+  } else if (k_cache.lo < v_cache.hi && v_cache.lo < k_cache.hi) {
+    fail(Status::InvalidArgument, "v_cache: overlaps k_cache (bytes ", std::max(k_cache.lo, v_cache.lo), "..",
+         std::min(k_cache.hi, v_cache.hi), " of one allocation) in another layout; k_new is appended into both");
+  }
 }
 
 // decode_lanes' work-groups one compute unit holds at once, as NVIDIA's driver tells it: its
