@@ -245,9 +245,9 @@ def _mask_kind(dtype, name: str = "mask") -> MaskKind:
     _fail(Status.InvalidArgument, f"{name}: dtype {dt} is neither boolean (bool/uint8: 0 hides a key) nor a float bias")
 
 
-def _max_seqlen(cu: np.ndarray, given: Optional[int]) -> int:
+def _max_seqlen(cu: np.ndarray, given: Optional[int], name: str = "max_seqlen") -> int:
     if given is not None:
-        return int(given)
+        return _int32_size(given, name)
     return int(np.diff(cu).max()) if len(cu) > 1 else 0
 
 
@@ -351,7 +351,8 @@ def _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k,
         cu_q = variants["cu_seqlens_q"] = _host_offsets(cu_seqlens_q, "cu_seqlens_q")
         cu_k = variants["cu_seqlens_k"] = _host_offsets(cu_seqlens_k, "cu_seqlens_k")
         batch = len(cu_q) - 1
-        max_seqlen_q, max_seqlen_k = _max_seqlen(cu_q, max_seqlen_q), _max_seqlen(cu_k, max_seqlen_k)
+        max_seqlen_q, max_seqlen_k = (_max_seqlen(cu_q, max_seqlen_q, "max_seqlen_q"),
+                                      _max_seqlen(cu_k, max_seqlen_k, "max_seqlen_k"))
     args = _shape_args(q, k, v, varlen=varlen, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
                        batch_from_cu=batch, **options)
     args.dtype = storage
@@ -443,6 +444,8 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
     past cu_seqlens[-1] or before cu_seqlens[0]: those get O = 0 and LSE = -inf."""
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     rows = q.shape[0]
+    if v.shape != k.shape:  # (before the rows past the offsets are cut, which would hide it)
+        _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     if cu_seqlens_q is not None and cu_seqlens_k is not None:
         q = q[:_used_rows(cu_seqlens_q, q)]
         k, v = k[:_used_rows(cu_seqlens_k, k)], v[:_used_rows(cu_seqlens_k, v)]
@@ -460,9 +463,10 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
 
 
 def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                 dtype, queue):
+                 dtype, queue, wait_for=None):
     """ForwardArgs for pyopencl Arrays (Q, K, V and the variants' buffers; O and LSE are the
-    caller's), the queue, and the arrays whose pending events the call must wait for."""
+    caller's), the queue, and the arrays whose pending events the call must wait for. Offsets read
+    on the host (for a missing max_seqlen) are read after ``wait_for``."""
     import pyopencl.array as cla
 
     queue = queue if queue is not None else q.queue
@@ -493,6 +497,9 @@ def _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_
             if cu.dtype != np.int32 or cu.ndim != 1 or not cu.flags.c_contiguous:
                 _fail(Status.InvalidArgument, f"{name}: expected a contiguous 1-d int32 array of B + 1 offsets")
         batch = cu_q.shape[0] - 1
+        if (max_seqlen_q is None or max_seqlen_k is None) and wait_for:
+            import pyopencl as cl
+            cl.wait_for_events(list(wait_for))  # the offsets are read here, after what fills them
         if max_seqlen_q is None:
             max_seqlen_q = _max_seqlen(cu_q.get(queue=queue), None)
         if max_seqlen_k is None:
@@ -572,7 +579,7 @@ def _device_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seq
             _fail(Status.UnsupportedDType, f"v: dtype {v.dtype} differs from q's {q.dtype}")
         v = k
     args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                                       max_seqlen_k, dtype, queue)
+                                       max_seqlen_k, dtype, queue, wait_for)
     if v_transposed:
         if vt.base_data is None:
             _fail(Status.InvalidArgument, "v: the array has no buffer (empty arrays are not supported)")
@@ -707,7 +714,8 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
             mask=mask, scale=scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
             max_seqlen_k=max_seqlen_k, deterministic=deterministic, return_dbias=return_dbias)
     variants = (alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    if return_dbias and (mask is None or _mask_kind(mask.dtype) != MaskKind.Bias):
+    mask_dtype = None if mask is None else mask.dtype if hasattr(mask, "dtype") else np.asarray(mask).dtype  # (a list too)
+    if return_dbias and (mask is None or _mask_kind(mask_dtype) != MaskKind.Bias):
         _fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
     if _is_pyopencl(q):
         return _device_backward(d_o, q, k, v, out, lse, options, *variants, deterministic, return_dbias, dtype,
@@ -728,6 +736,8 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
     packed buffers' rows past cu_seqlens[-1] or before cu_seqlens[0] get zero gradients."""
     q, k, v, lse = np.asarray(q), np.asarray(k), np.asarray(v), np.asarray(lse)
     rows_q, rows_k = q.shape[0], k.shape[0]
+    if v.shape != k.shape:  # (before the rows past the offsets are cut, which would hide it)
+        _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     _check_lse(lse, q)
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
         used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
@@ -762,11 +772,15 @@ def _device_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seq
     import pyopencl.array as cla
 
     args, queue, inputs = _device_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                                       max_seqlen_k, dtype, queue)
+                                       max_seqlen_k, dtype, queue, wait_for)
     varlen = cu_seqlens_q is not None
     for name, a in (("out", out), ("d_o", d_o), ("lse", lse)):
         if not _is_pyopencl(a):
             _fail(Status.InvalidArgument, f"{name}: expected a pyopencl Array like q, got {type(a).__name__}")
+    for name, a in (("out", out), ("d_o", d_o)):  # the kernels read them in q's storage type and layout
+        if a.dtype != q.dtype or tuple(a.shape) != tuple(q.shape):
+            _fail(Status.InvalidArgument, f"{name}: {a.dtype} of shape {tuple(a.shape)} differs from q's {q.dtype} "
+                                          f"{tuple(q.shape)}")
     if lse.dtype != np.float32 or tuple(lse.shape) != _lse_shape(args, q):
         _fail(Status.InvalidArgument, f"lse: expected float32 of shape {_lse_shape(args, q)} (the forward's), got "
                                       f"{lse.dtype} {tuple(lse.shape)}")

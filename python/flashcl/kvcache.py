@@ -187,6 +187,10 @@ def _host_attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_ne
     for name, a in (("k_cache", k_cache), ("v_cache", v_cache)):
         if k_new is not None and not a.flags.writeable:
             _fail(Status.InvalidArgument, f"{name}: a read-only array, and k_new/v_new are appended into it")
+    # (caches that are not dense float32 go through copies, whose copy-backs would write over each
+    # other where the two share elements; an interleaved pool's disjoint views pass)
+    if k_new is not None and np.shares_memory(k_cache, v_cache):
+        _fail(Status.InvalidArgument, "v_cache: shares memory with k_cache, which k_new is appended into")
     for name, a in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
                     ("block_table", block_table)):
         if a is None:

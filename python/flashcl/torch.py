@@ -16,6 +16,7 @@ place. fp8 tensors with FlashAttention-3's ``q_descale``/``k_descale``/``v_desca
 forward-only path of ``flashcl.torch_fp8``."""
 
 import math
+import numbers
 import warnings
 from typing import Optional, Sequence, Tuple, Union
 
@@ -65,8 +66,10 @@ def _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_
             _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor, got {type(t).__name__}")
         if t is not None and t.device != q.device:
             _functional._fail(Status.InvalidArgument, f"{name}: device {t.device} differs from q's {q.device}")
-    if window_size is not None and len(window_size) != 2:
-        _functional._fail(Status.InvalidArgument, f"window_size: expected (left, right), got {tuple(window_size)}")
+    if window_size is not None:
+        _functional._window_pair(window_size, "window_size")
+    if alibi_slopes is not None and not alibi_slopes.is_floating_point():
+        _functional._fail(Status.InvalidArgument, f"alibi_slopes: expected floats, got {alibi_slopes.dtype}")
     if (cu_seqlens_q is None) != (cu_seqlens_k is None):
         _functional._fail(Status.InvalidArgument, "cu_seqlens_q, cu_seqlens_k: give both or neither")
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
@@ -249,7 +252,11 @@ def _apply(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, drop
     _check_call(q, k, v, cu_seqlens_q, cu_seqlens_k, alibi_slopes, mask, window_size)
     softmax_scale, window = _scale_and_window(q, softmax_scale, window_size)
     for name, n in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
-        if isinstance(n, int) and not 0 <= n < 2**31:  # (a SymInt under torch.compile is the shape's own)
+        if isinstance(n, torch.SymInt):  # (under torch.compile: the shape's own)
+            continue
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            _functional._fail(Status.InvalidArgument, f"{name}: expected an integer, got {type(n).__name__}")
+        if not 0 <= n < 2**31:
             _functional._fail(Status.InvalidArgument, f"{name}: {n} does not fit int32")
     # a tensor passed twice (flash_attn_func(q, kv, kv); cu_seqlens_q is cu_seqlens_k, as
     # self-attention and transformers pass them) goes in as a view the second time: an
@@ -392,6 +399,10 @@ def attention_backward(d_o: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
         if not isinstance(t, Tensor) or t.device != q.device:
             _functional._fail(Status.InvalidArgument, f"{name}: expected a torch tensor on q's device {q.device}, got "
                                                       f"{t.device if isinstance(t, Tensor) else type(t).__name__}")
+    for name, t in (("d_o", d_o), ("out", out)):  # read as q's layout and type: anything else is wrong gradients
+        if tuple(t.shape) != tuple(q.shape) or t.dtype != q.dtype:
+            _functional._fail(Status.InvalidArgument, f"{name}: {t.dtype} of shape {tuple(t.shape)} differs from q's "
+                                                      f"{q.dtype} {tuple(q.shape)}")
     _functional._check_lse(lse, q)
     lse = lse.float()
     cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, mask = _lengths_and_mask(
@@ -437,6 +448,26 @@ def _kvcache_args(q: Tensor, k_cache: Tensor, k: Optional[Tensor], rotary_cos: O
     return a
 
 
+def _share_elements(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors have an element in common: exactly on the CPU (numpy's shares_memory over
+    same-width integer views, so an interleaved pool's disjoint views pass), by byte extents
+    elsewhere."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    if a.device.type == "cpu":
+        import numpy as np
+        ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        return bool(np.shares_memory(a.detach().view(ints[a.element_size()]).numpy(),
+                                     b.detach().view(ints[b.element_size()]).numpy()))
+
+    def extent(t: Tensor) -> Tuple[int, int]:
+        lo = t.storage_offset() * t.element_size()
+        span = sum((n - 1) * s for n, s in zip(t.shape, t.stride())) + 1 if t.numel() else 0
+        return lo, lo + span * t.element_size()
+    (a_lo, a_hi), (b_lo, b_hi) = extent(a), extent(b)
+    return a_lo < b_hi and b_lo < a_hi
+
+
 def _host_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, cache_batch_idx,
                   block_table, alibi_slopes) -> Tuple[Tensor, Tensor]:
     """The call on the default Session (PoCL's CPU device here) through Session.forward_kvcache, on
@@ -449,6 +480,8 @@ def _host_kvcache(args, q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, ro
     def host(t: Optional[Tensor], dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
         return None if t is None else t.to(device="cpu", dtype=dtype).contiguous()
 
+    if k is not None and _share_elements(k_cache, v_cache):  # (copies' write-backs would meet)
+        _functional._fail(Status.InvalidArgument, "v_cache: shares memory with k_cache, which k is appended into")
     k_host, v_host = host(k_cache), host(v_cache)
     out = torch.empty(q.shape, dtype=torch.float32)
     lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32)

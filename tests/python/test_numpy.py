@@ -291,3 +291,22 @@ def test_planning_queries():
     assert kinfo.kernel.startswith("decode_") and 1 <= kinfo.num_splits <= 1024 and kinfo.work_group_size >= 1
     assert "splits" in kinfo.reason
     assert _flashcl.kvcache_workspace_bytes(device, kv) >= 2 * 4 * kinfo.num_splits * 33 * 4  # B·H·Nq·splits·(d+1) floats
+
+
+def test_second_review_named_errors(rng):
+    """Varlen V with other rows than K was cut to K's offsets before the shapes were compared, so it
+    passed; a backward with a bias given as a list and return_dbias failed without a name; a cache
+    given as both caches on the copy path lost the appended key."""
+    cu = np.array([0, 5, 12], dtype=np.int32)
+    q, k = randn(rng, 12, 2, 16), randn(rng, 12, 2, 16)
+    with pytest.raises(flashcl.Error, match=r"v: shape \(20, 2, 16\) differs from k's \(12, 2, 16\)"):
+        flashcl.attention(q, k, randn(rng, 20, 2, 16), cu_seqlens_q=cu, cu_seqlens_k=cu)
+    q, k, v, d_o = (randn(rng, 1, 6, 2, 8) for _ in range(4))
+    bias = (0.1 * randn(rng, 6, 6)).tolist()
+    o, lse = flashcl.attention(q, k, v, mask=bias, return_lse=True)
+    grads = flashcl.attention_backward(d_o, q, k, v, o, lse, mask=bias, return_dbias=True)
+    assert grads[3].shape == (6, 6) and np.isfinite(grads[3]).all()
+    cache = randn(rng, 1, 8, 2, 16).astype(np.float16)
+    step = randn(rng, 1, 1, 2, 16).astype(np.float16)
+    with pytest.raises(flashcl.Error, match="v_cache: shares memory with k_cache"):
+        flashcl.attention_with_kvcache(step, cache, cache, np.array([3], np.int32), k_new=step, v_new=step)

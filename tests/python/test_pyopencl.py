@@ -132,3 +132,23 @@ def test_backward(rng, queue, name):
     assert all(isinstance(g, cla.Array) for g in grads)
     for got, want, label in zip(grads, reference_backward(q, k, v, d_o, **options), ("dQ", "dK", "dV", "dBias")):
         assert_close(got.get(), want, 5 * FP32_ATOL, label)
+
+
+def test_second_review(rng, queue):
+    """A backward given d_o or out in another dtype than q read their bytes as q's (NaN gradients); a
+    varlen call without max_seqlen read its offsets before the events in wait_for had filled them."""
+    q16 = to_dev(queue, randn(rng, 1, 8, 2, 16).astype(np.float16))
+    o16, lse = flashcl.attention(q16, q16, q16, return_lse=True)
+    with pytest.raises(flashcl.Error, match="d_o: float32 of shape"):
+        flashcl.attention_backward(to_dev(queue, randn(rng, 1, 8, 2, 16)), q16, q16, q16, o16, lse)
+    x = randn(rng, 13, 2, 16)
+    xd = to_dev(queue, x)
+    cu_true = np.array([0, 6, 13], dtype=np.int32)
+    cu = to_dev(queue, np.array([0, 1, 2], dtype=np.int32))
+    gate = cl.UserEvent(queue.context)
+    other = cl.CommandQueue(queue.context)
+    fill = cl.enqueue_copy(other, cu.data, cu_true, wait_for=[gate], is_blocking=False)
+    threading = pytest.importorskip("threading")
+    threading.Timer(0.2, lambda: gate.set_status(cl.command_execution_status.COMPLETE)).start()
+    o = flashcl.attention(xd, xd, xd, cu_seqlens_q=cu, cu_seqlens_k=cu, wait_for=[fill])
+    assert_close(o.get(), reference_varlen(x, x, x, cu_true, cu_true)[0], FP32_ATOL)

@@ -349,3 +349,41 @@ def test_functional_api_takes_torch_tensors(gen):
         flashcl.attention(q, k, v, algorithm="fa1")
     with pytest.raises(flashcl.Error, match="d_bias: return_dbias needs an additive float bias"):
         flashcl.attention_backward(d_o, q, k, v, out, lse, return_dbias=True)
+
+
+def test_second_review_named_errors(gen):
+    """What a second review found accepted or failing without the library's message: a backward given
+    d_o or out of another shape or dtype than q (its gradients were silently wrong), a window that
+    is not a pair, a missing or fractional max_seqlen, integer ALiBi slopes, and a KV cache passed as
+    both caches on the copy path (the copy-backs wrote over each other and k_new was lost)."""
+    from flashcl.torch import flash_attn_with_kvcache
+    q, k, v, d_o = (randn(gen, 1, 8, 2, 16) for _ in range(4))
+    out, lse = attention(q, k, v, return_lse=True)
+    cu = torch.tensor([0, 8], dtype=torch.int32)
+    cache = randn(gen, 1, 8, 2, 16).to(torch.bfloat16)
+    step = randn(gen, 1, 1, 2, 16).to(torch.bfloat16)
+    cases = [
+        ("d_o: torch.float32 of shape (1, 2, 8, 16) differs from q's",
+         lambda: attention_backward(d_o.transpose(1, 2).contiguous(), q, k, v, out, lse)),
+        ("d_o: torch.int32", lambda: attention_backward(d_o.int(), q, k, v, out, lse)),
+        ("out: torch.float16", lambda: attention_backward(d_o, q, k, v, out.half(), lse)),
+        ("window_size: expected (left, right) integers, got 3", lambda: flash_attn_func(q, q, q, window_size=3)),
+        ("max_seqlen_q: expected an integer, got NoneType",
+         lambda: flash_attn_varlen_func(q[0], q[0], q[0], cu, cu, None, 8)),
+        ("max_seqlen_k: expected an integer, got float",
+         lambda: flash_attn_varlen_func(q[0], q[0], q[0], cu, cu, 8, 7.9)),
+        ("alibi_slopes: expected floats, got torch.int64",
+         lambda: flash_attn_func(q, q, q, alibi_slopes=torch.ones(2, dtype=torch.int64))),
+        ("v_cache: shares memory with k_cache",
+         lambda: flash_attn_with_kvcache(step, cache, cache, step, step, cache_seqlens=3)),
+    ]
+    for says, fn in cases:
+        with pytest.raises(flashcl.Error) as info:
+            fn()
+        assert says in str(info.value)
+        assert info.value.status == flashcl.Status.InvalidArgument
+    # an interleaved pool (K and V as disjoint views of one tensor) still appends through the copies
+    pool = randn(gen, 1, 8, 4, 16).to(torch.bfloat16)
+    k_view, v_view = pool[:, :, :2], pool[:, :, 2:]
+    flash_attn_with_kvcache(step, k_view, v_view, step, step, cache_seqlens=3)
+    assert torch.equal(pool[0, 3, :2], step[0, 0]) and torch.equal(pool[0, 3, 2:], step[0, 0])
