@@ -444,7 +444,7 @@ def _kvcache_args(q: Tensor, k_cache: Tensor, k: Optional[Tensor], rotary_cos: O
         a.rotary_interleaved = bool(rotary_interleaved)
     if alibi_slopes is not None:
         a.alibi_per_batch = alibi_slopes.dim() == 2
-    a.num_splits = int(num_splits)
+    a.num_splits = _functional._int32_size(num_splits, "num_splits")
     return a
 
 
@@ -620,7 +620,8 @@ def _cache_seqlens(cache_seqlens, q: Tensor, k_cache: Tensor, k: Optional[Tensor
         capacity = k_cache.shape[1] * (block_table.shape[1] if block_table is not None else 1)
         return torch.full((batch,), int(capacity), dtype=torch.int32, device=q.device)
     if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
-        return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+        return torch.full((batch,), _functional._int32_size(cache_seqlens, "cache_seqlens"), dtype=torch.int32,
+                          device=q.device)
     if not isinstance(cache_seqlens, Tensor) or cache_seqlens.shape != (batch,) or not _is_integer(cache_seqlens):
         what = (f"{cache_seqlens.dtype} {tuple(cache_seqlens.shape)}" if isinstance(cache_seqlens, Tensor)
                 else type(cache_seqlens).__name__)

@@ -18,6 +18,7 @@ flash-attention code, so models that special-case that name (GPT-Neo, Bark; GPT-
 sends to a Hub kernel) do not run through flashcl.
 """
 
+import numbers
 import os
 import warnings
 from typing import Optional, Tuple
@@ -26,6 +27,8 @@ import torch
 from torch import Tensor
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
+from . import functional as _functional
+from ._flashcl import Status
 from .torch import attention as _attention
 
 __all__ = ["flashcl_attention", "register"]
@@ -103,6 +106,10 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
         scaling = scaling if scaling is not None else d_qk ** -0.5
     # The window the eager mask builds: a query sees itself and sliding_window − 1 keys before it.
     window = (-1, -1)
+    if sliding_window is not None and (isinstance(sliding_window, bool) or not isinstance(sliding_window, numbers.Integral)
+                                       or sliding_window < 1):
+        _functional._fail(Status.InvalidArgument,
+                          f"sliding_window: the model's window must be an integer >= 1, got {sliding_window!r}")
     if sliding_window is not None and seq_k > sliding_window:
         window = (sliding_window - 1, sliding_window - 1)
     options = dict(window=window, softcap=softcap or 0.0, scale=scaling)

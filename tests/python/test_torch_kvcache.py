@@ -212,3 +212,13 @@ def test_errors(case):
         flash_attn_with_kvcache(**call)
     # a refused call writes nothing
     assert torch.equal(caches[0], call["k_cache"]) and torch.equal(caches[1], call["v_cache"])
+
+
+def test_sizes_past_int32_get_named_errors():
+    """cache_seqlens and num_splits past int32 raised torch's overflow or nanobind's unnamed error."""
+    q = torch.randn(1, 1, 2, 16)
+    cache = torch.randn(1, 8, 2, 16)
+    with pytest.raises(flashcl.Error, match="cache_seqlens: 1099511627776 does not fit int32"):
+        flash_attn_with_kvcache(q, cache, cache, cache_seqlens=2**40)
+    with pytest.raises(flashcl.Error, match="num_splits: 1099511627776 does not fit int32"):
+        flash_attn_with_kvcache(q, cache, cache, cache_seqlens=3, num_splits=2**40)

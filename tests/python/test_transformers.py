@@ -140,3 +140,12 @@ def test_training_matches_eager(kind):
     assert losses["eager"][-1] < losses["eager"][0] - 0.5  # it trains
     worst = max(abs(a - b) for a, b in zip(losses["eager"], losses["flashcl"]))
     assert worst <= 1e-3, f"losses differ from eager by {worst:.3g}"
+
+
+def test_bad_sliding_window_is_named():
+    """A model window below 1 was reported as the library's window_size.left of one less."""
+    q = torch.randn(1, 2, 8, 16)
+    module = torch.nn.Module()
+    module.is_causal = True
+    with pytest.raises(flashcl.Error, match="sliding_window: the model's window must be an integer >= 1, got -5"):
+        flashcl.transformers.flashcl_attention(module, q, q, q, None, sliding_window=-5)
