@@ -407,10 +407,12 @@ def _lse_shape(args: _ext.ForwardArgs, q) -> Tuple[int, ...]:
     return (args.heads, q.shape[0]) if len(q.shape) == 3 else (args.batch, args.heads, args.seqlen_q)
 
 
-def _used_rows(cu, a) -> int:
+def _used_rows(cu, a, cu_name: str = "cu_seqlens", name: str = "the array") -> int:
     """The packed rows a varlen call reads: cu[-1] where the array holds more (a padded buffer, as
-    flash-attn accepts), else all of them (the library names a cu[-1] past them)."""
+    flash-attn accepts); a last offset past the array's rows is named here, as the offsets'."""
     last = int(np.asarray(cu).reshape(-1)[-1]) if np.size(cu) else 0
+    if a.shape[0] < last < 2**31:  # (past int32: the offsets' own check names that)
+        _fail(Status.InvalidArgument, f"{cu_name}: its last offset {last} is past the {a.shape[0]} rows of {name}")
     return last if 0 <= last < a.shape[0] else a.shape[0]
 
 
@@ -447,8 +449,8 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
     if v.shape != k.shape:  # (before the rows past the offsets are cut, which would hide it)
         _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     if cu_seqlens_q is not None and cu_seqlens_k is not None:
-        q = q[:_used_rows(cu_seqlens_q, q)]
-        k, v = k[:_used_rows(cu_seqlens_k, k)], v[:_used_rows(cu_seqlens_k, v)]
+        q = q[:_used_rows(cu_seqlens_q, q, "cu_seqlens_q", "q")]
+        k, v = k[:_used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")], v[:_used_rows(cu_seqlens_k, v, "cu_seqlens_k", "v")]
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
     o, lse = sess.forward(args, _host_values(q, storage), _host_values(k, storage), _host_values(v, storage),
@@ -740,7 +742,7 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
         _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     _check_lse(lse, q)
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
-        used_q, used_k = _used_rows(cu_seqlens_q, q), _used_rows(cu_seqlens_k, k)
+        used_q, used_k = _used_rows(cu_seqlens_q, q, "cu_seqlens_q", "q"), _used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")
         q, k, v = q[:used_q], k[:used_k], v[:used_k]
         d_o, out = np.asarray(d_o)[:used_q], np.asarray(out)[:used_q]
         lse = np.asarray(lse)[:, :used_q]

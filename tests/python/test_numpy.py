@@ -310,3 +310,12 @@ def test_second_review_named_errors(rng):
     step = randn(rng, 1, 1, 2, 16).astype(np.float16)
     with pytest.raises(flashcl.Error, match="v_cache: shares memory with k_cache"):
         flashcl.attention_with_kvcache(step, cache, cache, np.array([3], np.int32), k_new=step, v_new=step)
+
+
+def test_offsets_past_the_rows_are_named():
+    """A last offset past the packed rows was reported as "q: expected N floats", never naming the
+    offsets."""
+    x = np.ones((10, 2, 8), np.float32)
+    with pytest.raises(flashcl.Error, match="cu_seqlens_q: its last offset 12 is past the 10 rows of q"):
+        flashcl.attention(x, x, x, cu_seqlens_q=np.array([0, 5, 12], np.int32),
+                          cu_seqlens_k=np.array([0, 5, 10], np.int32))
