@@ -450,7 +450,8 @@ def _host_attention(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqle
         _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     if cu_seqlens_q is not None and cu_seqlens_k is not None:
         q = q[:_used_rows(cu_seqlens_q, q, "cu_seqlens_q", "q")]
-        k, v = k[:_used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")], v[:_used_rows(cu_seqlens_k, v, "cu_seqlens_k", "v")]
+        k = k[:_used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")]
+        v = v[:_used_rows(cu_seqlens_k, v, "cu_seqlens_k", "v")]
     args, variants = _host_args(q, k, v, options, alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                 max_seqlen_k, storage)
     o, lse = sess.forward(args, _host_values(q, storage), _host_values(k, storage), _host_values(v, storage),
@@ -716,7 +717,8 @@ def attention_backward(d_o, q, k, v, out, lse, *, causal: bool = False, window: 
             mask=mask, scale=scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
             max_seqlen_k=max_seqlen_k, deterministic=deterministic, return_dbias=return_dbias)
     variants = (alibi_slopes, mask, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    mask_dtype = None if mask is None else mask.dtype if hasattr(mask, "dtype") else np.asarray(mask).dtype  # (a list too)
+    # (a list too)
+    mask_dtype = None if mask is None else mask.dtype if hasattr(mask, "dtype") else np.asarray(mask).dtype
     if return_dbias and (mask is None or _mask_kind(mask_dtype) != MaskKind.Bias):
         _fail(Status.InvalidArgument, "d_bias: return_dbias needs an additive float bias as mask")
     if _is_pyopencl(q):
@@ -742,7 +744,8 @@ def _host_backward(d_o, q, k, v, out, lse, options, alibi_slopes, mask, cu_seqle
         _fail(Status.InvalidArgument, f"v: shape {v.shape} differs from k's {k.shape}")
     _check_lse(lse, q)
     if cu_seqlens_q is not None and cu_seqlens_k is not None and len(q.shape) == 3:
-        used_q, used_k = _used_rows(cu_seqlens_q, q, "cu_seqlens_q", "q"), _used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")
+        used_q = _used_rows(cu_seqlens_q, q, "cu_seqlens_q", "q")
+        used_k = _used_rows(cu_seqlens_k, k, "cu_seqlens_k", "k")
         q, k, v = q[:used_q], k[:used_k], v[:used_k]
         d_o, out = np.asarray(d_o)[:used_q], np.asarray(out)[:used_q]
         lse = np.asarray(lse)[:, :used_q]
