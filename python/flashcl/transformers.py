@@ -126,6 +126,10 @@ def flashcl_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value
     elif attention_mask is None:
         out = _attention(q, k, v, causal=causal, **options)
     elif attention_mask.dim() == 2:
+        if attention_mask.shape[0] != batch or attention_mask.shape[1] < min(seq_q, seq_k):
+            _functional._fail(Status.InvalidArgument,
+                              f"attention_mask: a (B, Sk) padding mask needs B = {batch} rows and at least "
+                              f"{min(seq_q, seq_k)} positions, got shape {tuple(attention_mask.shape)}")
         if seq_k > attention_mask.shape[1]:  # a static cache: keys past the mask's length are unused slots
             k, v, seq_k = k[:, :attention_mask.shape[1]], v[:, :attention_mask.shape[1]], attention_mask.shape[1]
         keep_k = attention_mask[:, -seq_k:].bool()

@@ -149,3 +149,13 @@ def test_bad_sliding_window_is_named():
     module.is_causal = True
     with pytest.raises(flashcl.Error, match="sliding_window: the model's window must be an integer >= 1, got -5"):
         flashcl.transformers.flashcl_attention(module, q, q, q, None, sliding_window=-5)
+
+
+def test_padding_mask_of_another_shape_is_named():
+    """A (B, Sk) padding mask of another batch or shorter than the queries failed in torch's reshape."""
+    q = torch.randn(2, 2, 8, 16)
+    module = torch.nn.Module()
+    module.is_causal = True
+    for mask in (torch.ones(1, 8, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool)):
+        with pytest.raises(flashcl.Error, match="attention_mask: a \\(B, Sk\\) padding mask needs B = 2 rows"):
+            flashcl.transformers.flashcl_attention(module, q, q, q, mask)
