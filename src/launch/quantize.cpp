@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "base/cl_bindings.hpp"
 #include "base/errors.hpp"
@@ -36,9 +38,12 @@ std::size_t slots_of(const QuantizeArgs& a) {
   return a.granularity == QuantGranularity::Tensor ? 1 : quantize_descale_count(a);
 }
 
-// Largest element index + 1 reached by offset + Σ (count − 1)·stride + last, in 128 bits, capped.
-std::int64_t reach(std::int64_t offset, std::initializer_list<std::pair<int, std::int64_t>> axes, std::int64_t last) {
-  __int128 e = __int128{offset} + last;
+// A tensor's (count, stride) axes in elements, the contiguous one included.
+using Axes = std::vector<std::pair<std::int64_t, std::int64_t>>;
+
+// Largest element index + 1 reached by offset + Σ (count − 1)·stride + 1, in 128 bits, capped.
+std::int64_t reach(std::int64_t offset, const Axes& axes) {
+  __int128 e = __int128{offset} + 1;
   for (const auto& [count, stride] : axes) e += __int128{count - 1} * stride;
   const __int128 cap = __int128{1} << 60;
   return static_cast<std::int64_t>(e > cap ? cap : e);
@@ -120,12 +125,13 @@ QuantizeArgs checked(const QuantizeArgs& in, cl_context context) {
   // Rows of storage: B x S, or the packed total (one batch entry) with cu_seqlens.
   const int store_batch = varlen ? 1 : a.batch, store_rows = varlen ? a.total : a.seqlen;
   const std::size_t in_elem = element_size(a.in_dtype);
-  const std::int64_t in_reach = reach(
-      a.in.offset, {{store_batch, a.in.batch_stride}, {store_rows, a.in.seq_stride}, {a.heads, a.in.head_stride}}, d);
-  const std::int64_t out_reach =
-      a.transposed
-          ? reach(a.out.offset, {{a.batch, a.out.batch_stride}, {a.heads, a.out.head_stride}, {a.head_dim, a.out.seq_stride}}, a.seqlen)
-          : reach(a.out.offset, {{store_batch, a.out.batch_stride}, {store_rows, a.out.seq_stride}, {a.heads, a.out.head_stride}}, d);
+  const Axes in_axes = {{store_batch, a.in.batch_stride}, {store_rows, a.in.seq_stride}, {a.heads, a.in.head_stride}, {d, 1}};
+  const Axes out_axes =
+      a.transposed ? Axes{{a.batch, a.out.batch_stride}, {a.heads, a.out.head_stride}, {a.head_dim, a.out.seq_stride},
+                          {a.seqlen, 1}}
+                   : Axes{{store_batch, a.out.batch_stride}, {store_rows, a.out.seq_stride}, {a.heads, a.out.head_stride},
+                          {d, 1}};
+  const std::int64_t in_reach = reach(a.in.offset, in_axes), out_reach = reach(a.out.offset, out_axes);
   check_mem(a.in.buffer, context, static_cast<std::size_t>(in_reach) * in_elem, "in", false);
   check_mem(a.out.buffer, context, static_cast<std::size_t>(out_reach), "out", true);
   check_mem(a.descale, context, quantize_descale_count(a) * sizeof(float), "descale", true);
@@ -134,12 +140,7 @@ QuantizeArgs checked(const QuantizeArgs& in, cl_context context) {
   // out's strides give each byte of it its own address, and neither output (out, descale) shares
   // bytes with an input or the other output: byte ranges in the allocation, so two sub-buffers of
   // one parent compare too (the attention's rule, buffer_checks.hpp)
-  if (a.transposed)
-    check_no_self_overlap("out", {{a.batch, a.out.batch_stride}, {a.heads, a.out.head_stride},
-                                  {a.head_dim, a.out.seq_stride}, {a.seqlen, 1}});
-  else
-    check_no_self_overlap("out", {{store_batch, a.out.batch_stride}, {store_rows, a.out.seq_stride},
-                                  {a.heads, a.out.head_stride}, {d, 1}});
+  check_no_self_overlap("out", out_axes);
   std::vector<Span> spans = {
       span_of(a.in.buffer, static_cast<std::uint64_t>(a.in.offset) * in_elem,
               static_cast<std::uint64_t>(in_reach) * in_elem, "in", false),
