@@ -139,7 +139,7 @@ def test_second_review(rng, queue):
     varlen call without max_seqlen read its offsets before the events in wait_for had filled them."""
     q16 = to_dev(queue, randn(rng, 1, 8, 2, 16).astype(np.float16))
     o16, lse = flashcl.attention(q16, q16, q16, return_lse=True)
-    with pytest.raises(flashcl.Error, match="d_o: float32 of shape"):
+    with pytest.raises(flashcl.Error, match="d_o: dtype float32 differs from q's float16"):
         flashcl.attention_backward(to_dev(queue, randn(rng, 1, 8, 2, 16)), q16, q16, q16, o16, lse)
     x = randn(rng, 13, 2, 16)
     xd = to_dev(queue, x)
