@@ -532,6 +532,16 @@ void expect_refused(const ForwardArgs& a, Status status, const std::string& name
   }
 }
 
+// A step for sub-buffer origins: a multiple of the device's CL_DEVICE_MEM_BASE_ADDR_ALIGN (read, in
+// bits) and at least 4096 bytes.
+std::size_t sub_buffer_step() {
+  cl_uint align_bits = 0;
+  check(clGetDeviceInfo(session().device(), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, nullptr),
+        "clGetDeviceInfo(MEM_BASE_ADDR_ALIGN)");
+  const std::size_t align = std::max<std::size_t>(align_bits / 8, 1);
+  return (4096 + align - 1) / align * align;
+}
+
 cl_mem sub_buffer(cl_mem parent, std::size_t origin, std::size_t bytes, cl_mem_flags flags = CL_MEM_READ_WRITE) {
   cl_buffer_region region{origin, bytes};
   cl_int err = CL_SUCCESS;
@@ -564,7 +574,7 @@ TEST(HostileAliasing, OutputSharingAnInputIsRefused) {
 // share memory with each other (Q, K, V from one packed buffer).
 TEST(HostileAliasing, SubBuffersOfOneParent) {
   Small s;
-  const std::size_t bytes = Small::kElems * 4, align = 4096;  // origins on the base-address alignment
+  const std::size_t bytes = Small::kElems * 4, align = sub_buffer_step();  // origins on the device's alignment
   DeviceBuffer parent(3 * align / 4 + Small::kElems, NAN);
   cl_mem q_view = sub_buffer(parent.mem, 0, bytes);
   cl_mem o_overlap = sub_buffer(parent.mem, 0, bytes);
@@ -592,9 +602,9 @@ TEST(HostileAliasing, SubBuffersOfOneParent) {
 // attention's outputs are, and the same call on parts of the parent that do not meet runs.
 TEST(HostileAliasing, QuantizeOutputsOverlappingInputsOrThemselves) {
   const int B = 1, S = 64, H = 2, d = 16;
-  const std::size_t in_bytes = std::size_t{B} * S * H * d * 4, out_bytes = in_bytes / 4, align = 4096;
+  const std::size_t in_bytes = std::size_t{B} * S * H * d * 4, out_bytes = in_bytes / 4, align = sub_buffer_step();
   DeviceBuffer parent(4 * align / 4 + in_bytes / 4, 0.5f);
-  cl_mem in = sub_buffer(parent.mem, 0, in_bytes), out_over = sub_buffer(parent.mem, align, out_bytes),
+  cl_mem in = sub_buffer(parent.mem, 0, in_bytes), out_over = sub_buffer(parent.mem, 0, out_bytes),
          out_apart = sub_buffer(parent.mem, 3 * align, out_bytes), descale_in_out = sub_buffer(parent.mem, 3 * align, 32),
          descale = sub_buffer(parent.mem, 4 * align, 32);
   QuantizeArgs a;
